@@ -1,0 +1,118 @@
+//! [`Object`]: any KubeVirt or CDI object, dispatched on `apiVersion` and `kind`.
+
+use crate::codec::{DecodeError, decode, encode};
+use crate::crd::{self, CrdOptions};
+use crate::{cdi, clone, core, export, instancetype, migrations, pool, snapshot};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::core::crd::CustomResourceExt;
+use serde_json::Value;
+
+macro_rules! kinds {
+    ($( $variant:ident => $ty:ty ),* $(,)?) => {
+        /// Any object of a kind this crate serves.
+        #[derive(Debug, Clone, PartialEq)]
+        #[allow(clippy::large_enum_variant)]
+        pub enum Object {
+            $(
+                #[doc = concat!("A `", stringify!($variant), "`.")]
+                $variant(Box<$ty>),
+            )*
+        }
+
+        impl Object {
+            /// Decode a document strictly (unknown fields are errors), choosing the type by
+            /// `apiVersion` and `kind`. Every served version of a kind decodes into its storage type.
+            pub fn decode(value: &Value) -> Result<Self, DecodeError> {
+                let api_version = value.get("apiVersion").and_then(Value::as_str)
+                    .ok_or(DecodeError::MissingTypeMeta("apiVersion"))?;
+                let kind = value.get("kind").and_then(Value::as_str)
+                    .ok_or(DecodeError::MissingTypeMeta("kind"))?;
+                let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
+                let version = api_version.rsplit_once('/').map_or(api_version, |(_, v)| v);
+                $(
+                    if kind == stringify!($variant)
+                        && group == <$ty as kube::core::Resource>::group(&())
+                        && crd::served_versions(stringify!($variant)).contains(&version)
+                    {
+                        // Older served versions share the schema; decode as the storage version.
+                        let mut value = value.clone();
+                        // Every stored object has metadata; a document without it gets an empty one.
+                        if value.get("metadata").is_none_or(Value::is_null) {
+                            value["metadata"] = Value::Object(Default::default());
+                        }
+                        value["apiVersion"] = Value::String(
+                            <$ty as kube::core::Resource>::api_version(&()).into_owned());
+                        return decode::<$ty>(&value).map(|o| Object::$variant(Box::new(o)));
+                    }
+                )*
+                Err(DecodeError::UnknownKind { api_version: api_version.to_string(), kind: kind.to_string() })
+            }
+
+            /// Encode as JSON (with `apiVersion` and `kind`).
+            pub fn encode(&self) -> Result<Value, DecodeError> {
+                match self {
+                    $( Object::$variant(o) => encode(o.as_ref()), )*
+                }
+            }
+
+            /// The object's kind.
+            pub fn kind(&self) -> &'static str {
+                match self {
+                    $( Object::$variant(_) => stringify!($variant), )*
+                }
+            }
+
+            /// The object's metadata.
+            pub fn metadata(&self) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                match self {
+                    $( Object::$variant(o) => &o.metadata, )*
+                }
+            }
+
+            /// The object's metadata, mutably.
+            pub fn metadata_mut(&mut self) -> &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                match self {
+                    $( Object::$variant(o) => &mut o.metadata, )*
+                }
+            }
+        }
+
+        /// Every kind this crate serves, by name.
+        pub const KINDS: &[&str] = &[$( stringify!($variant) ),*];
+
+        /// The CustomResourceDefinition of every kind, finished as upstream ships it.
+        pub fn all_crds(options: &CrdOptions) -> Vec<CustomResourceDefinition> {
+            vec![$( crd::finish(<$ty as CustomResourceExt>::crd(), stringify!($variant), options) ),*]
+        }
+    };
+}
+
+kinds! {
+    VirtualMachine => core::v1::VirtualMachine,
+    VirtualMachineInstance => core::v1::VirtualMachineInstance,
+    VirtualMachineInstanceReplicaSet => core::v1::VirtualMachineInstanceReplicaSet,
+    VirtualMachineInstanceMigration => core::v1::VirtualMachineInstanceMigration,
+    VirtualMachineInstancePreset => core::v1::VirtualMachineInstancePreset,
+    KubeVirt => core::v1::KubeVirt,
+    VirtualMachineExport => export::v1::VirtualMachineExport,
+    VirtualMachineSnapshot => snapshot::v1beta1::VirtualMachineSnapshot,
+    VirtualMachineSnapshotContent => snapshot::v1beta1::VirtualMachineSnapshotContent,
+    VirtualMachineRestore => snapshot::v1beta1::VirtualMachineRestore,
+    VirtualMachineInstancetype => instancetype::v1beta1::VirtualMachineInstancetype,
+    VirtualMachineClusterInstancetype => instancetype::v1beta1::VirtualMachineClusterInstancetype,
+    VirtualMachinePreference => instancetype::v1beta1::VirtualMachinePreference,
+    VirtualMachineClusterPreference => instancetype::v1beta1::VirtualMachineClusterPreference,
+    VirtualMachinePool => pool::v1beta1::VirtualMachinePool,
+    VirtualMachineClone => clone::v1beta1::VirtualMachineClone,
+    MigrationPolicy => migrations::v1alpha1::MigrationPolicy,
+    DataVolume => cdi::v1beta1::DataVolume,
+    DataSource => cdi::v1beta1::DataSource,
+    DataImportCron => cdi::v1beta1::DataImportCron,
+}
+
+impl Object {
+    /// The object's name, if it has one.
+    pub fn name(&self) -> Option<&str> {
+        self.metadata().name.as_deref()
+    }
+}

@@ -1,0 +1,70 @@
+//! Command-line interface of the `kubevirt-controller` binary.
+
+mod crds;
+mod validate;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use thiserror::Error;
+
+/// KubeVirt controllers and tools.
+#[derive(Debug, Parser)]
+#[command(name = "kubevirt-controller", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print every CustomResourceDefinition as one multi-document YAML, ready for `kubectl apply -f -`.
+    Crds {
+        /// Keep field descriptions (for `kubectl explain`); the result is too large for a client-side
+        /// `kubectl apply`, use `kubectl apply --server-side` or `kubectl create`.
+        #[arg(long)]
+        descriptions: bool,
+    },
+    /// Parse, default and validate every document in the files, as upstream's webhooks would.
+    ///
+    /// Prints `FILE[doc N] PATH: message` for each problem and exits 1 if there is any.
+    Validate {
+        /// Files to check (`-` for standard input).
+        #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
+        files: Vec<PathBuf>,
+        /// Print the defaulted, typed round-trip of every valid document.
+        #[arg(short = 'o', long = "output")]
+        output: Option<Output>,
+    },
+}
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// YAML documents separated by `---`.
+    Yaml,
+    /// One JSON document per object.
+    Json,
+}
+
+/// Errors of the command-line interface.
+#[derive(Debug, Error)]
+pub enum CliError {
+    /// Writing output failed.
+    #[error("writing output: {0}")]
+    Write(#[from] std::io::Error),
+    /// Rendering output failed.
+    #[error("rendering output: {0}")]
+    Render(String),
+}
+
+/// Run a parsed command line, writing results to `out`.
+pub fn run(cli: Cli, out: &mut dyn Write) -> Result<ExitCode, CliError> {
+    match cli.command {
+        Command::Crds { descriptions } => crds::run(descriptions, out),
+        Command::Validate { files, output } => validate::run(&files, output, out),
+    }
+}
