@@ -40,6 +40,12 @@ pub use generated::*;
 
 pub mod codec;
 pub mod crd;
+pub mod defaults;
+pub mod duration;
+pub mod labels;
 pub mod object;
+pub mod path;
+pub mod quantity;
+pub mod validation;
 
 pub use object::Object;

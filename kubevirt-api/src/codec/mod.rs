@@ -12,6 +12,6 @@ mod strict;
 mod yaml;
 
 pub use self::error::DecodeError;
-pub use self::semantic::{FieldPath, differences, lost_fields};
+pub use self::semantic::{differences, lost_fields};
 pub use self::strict::{decode, encode};
 pub use self::yaml::{YamlDocument, documents_from_yaml, to_yaml};
