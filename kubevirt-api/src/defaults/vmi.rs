@@ -8,8 +8,7 @@ use crate::core::v1::{
 use crate::quantity::Quantity;
 
 /// Namespace for firmware UUIDs derived from an object key (a fixed, project-specific UUID).
-const FIRMWARE_UUID_NAMESPACE: uuid::Uuid =
-    uuid::Uuid::from_u128(0x6a1a_24a1_4061_4607_8bf4_a3963d0c5895);
+const FIRMWARE_UUID_NAMESPACE: uuid::Uuid = uuid::uuid!("6a1a24a1-4061-4607-8bf4-a3963d0c5895");
 
 /// Fill in what upstream's webhook fills in a VMI spec. `key` (`namespace/name`) seeds the
 /// firmware UUID.

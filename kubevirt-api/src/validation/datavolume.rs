@@ -38,13 +38,13 @@ pub(crate) fn validate_dv_spec(
         if kinds.len() != 1 {
             errs.push(FieldError::invalid(sp.clone(), &format!("a source has exactly one type (http, registry, pvc, blank, upload, ...), this one has {}", if kinds.is_empty() { "none".to_string() } else { kinds.join(", ") })));
         }
-        if let Some(http) = &source.http {
-            if !(http.url.starts_with("http://") || http.url.starts_with("https://")) {
-                errs.push(FieldError::invalid(
-                    sp.field("http").field("url"),
-                    &format!("{:?} is not an http(s) URL", http.url),
-                ));
-            }
+        if let Some(http) = &source.http
+            && !(http.url.starts_with("http://") || http.url.starts_with("https://"))
+        {
+            errs.push(FieldError::invalid(
+                sp.field("http").field("url"),
+                &format!("{:?} is not an http(s) URL", http.url),
+            ));
         }
         if let Some(reg) = &source.registry {
             let rp = sp.field("registry");
@@ -74,13 +74,13 @@ pub(crate) fn validate_dv_spec(
                 errs,
             );
         }
-        if let Some(pvc) = &source.pvc {
-            if pvc.name.is_empty() {
-                errs.push(FieldError::required(
-                    sp.field("pvc").field("name"),
-                    "name the PVC to clone",
-                ));
-            }
+        if let Some(pvc) = &source.pvc
+            && pvc.name.is_empty()
+        {
+            errs.push(FieldError::required(
+                sp.field("pvc").field("name"),
+                "name the PVC to clone",
+            ));
         }
     }
     if let Some(r) = &spec.source_ref {

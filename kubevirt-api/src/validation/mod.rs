@@ -99,10 +99,10 @@ fn check_one_of(
     path: FieldPath,
     errs: &mut Vec<FieldError>,
 ) {
-    if let Some(v) = value {
-        if !allowed.contains(&v) {
-            errs.push(FieldError::not_supported(path, v, allowed));
-        }
+    if let Some(v) = value
+        && !allowed.contains(&v)
+    {
+        errs.push(FieldError::not_supported(path, v, allowed));
     }
 }
 

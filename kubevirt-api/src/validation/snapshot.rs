@@ -26,13 +26,13 @@ pub(super) fn validate_snapshot(s: &VirtualMachineSnapshot, errs: &mut Vec<Field
         spec.field("deletionPolicy"),
         errs,
     );
-    if let Some(d) = s.spec.failure_deadline.as_deref() {
-        if crate::duration::parse_go_duration(d).is_none() {
-            errs.push(FieldError::invalid(
-                spec.field("failureDeadline"),
-                &format!("{d:?} is not a duration like 5m or 1h30m"),
-            ));
-        }
+    if let Some(d) = s.spec.failure_deadline.as_deref()
+        && crate::duration::parse_go_duration(d).is_none()
+    {
+        errs.push(FieldError::invalid(
+            spec.field("failureDeadline"),
+            &format!("{d:?} is not a duration like 5m or 1h30m"),
+        ));
     }
 }
 

@@ -62,18 +62,18 @@ pub(crate) fn validate_vmi_spec(
         path.field("evictionStrategy"),
         errs,
     );
-    if let Some(g) = spec.termination_grace_period_seconds {
-        if g < 0 {
-            errs.push(FieldError::invalid(
-                path.field("terminationGracePeriodSeconds"),
-                "must be 0 or more seconds",
-            ));
-        }
+    if let Some(g) = spec.termination_grace_period_seconds
+        && g < 0
+    {
+        errs.push(FieldError::invalid(
+            path.field("terminationGracePeriodSeconds"),
+            "must be 0 or more seconds",
+        ));
     }
-    if let Some(h) = spec.hostname.as_deref() {
-        if !is_dns1123_label(h) {
-            errs.push(FieldError::invalid(path.field("hostname"), &format!("{h:?} is not a valid hostname: use lower-case letters, digits and '-', at most 63 characters")));
-        }
+    if let Some(h) = spec.hostname.as_deref()
+        && !is_dns1123_label(h)
+    {
+        errs.push(FieldError::invalid(path.field("hostname"), &format!("{h:?} is not a valid hostname: use lower-case letters, digits and '-', at most 63 characters")));
     }
 }
 
@@ -92,13 +92,13 @@ fn validate_volumes<'a>(
             1 => {}
             _ => errs.push(FieldError::forbidden(p, &format!("a volume has exactly one source, this one sets {}", sources.join(", ")))),
         }
-        if let Some(cd) = &v.container_disk {
-            if cd.image.is_empty() {
-                errs.push(FieldError::required(
-                    path.index(i).field("containerDisk").field("image"),
-                    "a containerDisk needs the image that holds the disk",
-                ));
-            }
+        if let Some(cd) = &v.container_disk
+            && cd.image.is_empty()
+        {
+            errs.push(FieldError::required(
+                path.index(i).field("containerDisk").field("image"),
+                "a containerDisk needs the image that holds the disk",
+            ));
         }
     }
     names
@@ -281,13 +281,13 @@ fn validate_interface(
         p.field("state"),
         errs,
     );
-    if let Some(mac) = iface.mac_address.as_deref() {
-        if !is_mac_address(mac) {
-            errs.push(FieldError::invalid(
-                p.field("macAddress"),
-                &format!("{mac:?} is not a MAC address like de:ad:00:00:be:af"),
-            ));
-        }
+    if let Some(mac) = iface.mac_address.as_deref()
+        && !is_mac_address(mac)
+    {
+        errs.push(FieldError::invalid(
+            p.field("macAddress"),
+            &format!("{mac:?} is not a MAC address like de:ad:00:00:be:af"),
+        ));
     }
     for (i, port) in iface
         .ports
@@ -377,21 +377,21 @@ fn validate_domain(
         limit_mem,
         path.field("resources").field("limits").key("memory"),
     );
-    if let (Some(r), Some(l)) = (req_b, lim_b) {
-        if r > l {
-            errs.push(FieldError::invalid(
-                path.field("resources").field("requests").key("memory"),
-                "the memory request must not exceed the memory limit",
-            ));
-        }
+    if let (Some(r), Some(l)) = (req_b, lim_b)
+        && r > l
+    {
+        errs.push(FieldError::invalid(
+            path.field("resources").field("requests").key("memory"),
+            "the memory request must not exceed the memory limit",
+        ));
     }
-    if let (Some(g), Some(l)) = (guest_b, lim_b) {
-        if g > l {
-            errs.push(FieldError::invalid(
-                path.field("memory").field("guest"),
-                "guest memory must not exceed the memory limit",
-            ));
-        }
+    if let (Some(g), Some(l)) = (guest_b, lim_b)
+        && g > l
+    {
+        errs.push(FieldError::invalid(
+            path.field("memory").field("guest"),
+            "guest memory must not exceed the memory limit",
+        ));
     }
     if let Some(cpu) = &domain.cpu {
         let cp = path.field("cpu");
