@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Runs every test of the project on a fresh machine: installs what the tests need, checks that the
+# generated API matches upstream's swagger, then runs the whole workspace's tests.
+# Upstream fixtures are read from ../shared/fixtures/upstream (or $KUBEVIRT_FIXTURES).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/setup.sh
+python3 scripts/gen-api.py --check ${KUBEVIRT_FIXTURES:+--fixtures "$KUBEVIRT_FIXTURES"}
+cargo test --workspace --locked
