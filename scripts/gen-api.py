@@ -150,6 +150,9 @@ UNSIGNED = {
     ("v1beta1.CPUPreferenceRequirement", "guest"): "u32",
 }
 
+# Types upstream's CRDs mark x-kubernetes-preserve-unknown-fields (the swagger does not say so).
+PRESERVE_UNKNOWN = {"v1.Clock"}
+
 RUST_RESERVED = set(keyword.kwlist) | {"type", "ref", "match", "mod", "use", "fn", "impl", "trait", "crate", "self",
                                        "super", "struct", "enum", "where", "loop", "move", "mut", "pub", "static",
                                        "unsafe", "extern", "dyn", "box", "abstract", "final", "override", "priv",
@@ -355,6 +358,8 @@ class Gen:
         if derive_root:
             lines += derive_root
         ext = self.schema_extends(d)
+        if key[1] in PRESERVE_UNKNOWN:
+            ext.append('"x-kubernetes-preserve-unknown-fields" = true')
         if ext:
             lines.append("#[schemars(extend(%s))]" % ", ".join(ext))
         if not props:

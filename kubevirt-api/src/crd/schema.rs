@@ -8,6 +8,13 @@ pub(super) fn finish(schema: &mut JSONSchemaProps, kind: &str, options: &CrdOpti
     let Ok(mut value) = serde_json::to_value(&*schema) else {
         return;
     };
+    type_meta(&mut value);
+    // Objects embedded whole (a DataImportCron's DataVolume template) carry their type meta too.
+    if kind == "DataImportCron"
+        && let Some(template) = super::cel::locate(&mut value, &["spec", "template"])
+    {
+        type_meta(template);
+    }
     if let Some(props) = value.get_mut("properties").and_then(Value::as_object_mut) {
         for (name, prop) in props.iter_mut() {
             if name != "metadata" {
@@ -22,6 +29,21 @@ pub(super) fn finish(schema: &mut JSONSchemaProps, kind: &str, options: &CrdOpti
     }
     if let Ok(done) = serde_json::from_value(value) {
         *schema = done;
+    }
+}
+
+/// The root lists `apiVersion`, `kind` and `metadata` as upstream's CRDs do.
+fn type_meta(root: &mut Value) {
+    if let Some(props) = root.get_mut("properties").and_then(Value::as_object_mut) {
+        props
+            .entry("apiVersion")
+            .or_insert_with(|| json!({"type": "string"}));
+        props
+            .entry("kind")
+            .or_insert_with(|| json!({"type": "string"}));
+        props
+            .entry("metadata")
+            .or_insert_with(|| json!({"type": "object"}));
     }
 }
 
