@@ -1,0 +1,196 @@
+//! Guest RAM: where it goes in the guest-physical address space and how it is backed.
+//!
+//! RAM below the 32-bit MMIO hole is one region, whatever is left continues above 4 GiB as a
+//! second. Both are anonymous private mappings registered with KVM as memory slots 0 and 1.
+
+use kvm_bindings::kvm_userspace_memory_region;
+use kvm_ioctls::VmFd;
+use vm_memory::{
+    GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion, GuestRegionMmap,
+    MmapRegion, mmap::MmapRegionBuilder,
+};
+
+use crate::arch::layout::{FIRST_ADDR_PAST_32BITS, MMIO32_START};
+
+/// Smallest guest RAM accepted: room for the boot tables, zero page and a payload at 1 MiB.
+pub const MIN_MEMORY_SIZE: u64 = 2 << 20;
+
+/// Errors creating or registering guest memory.
+#[derive(Debug, thiserror::Error)]
+pub enum MemoryError {
+    /// The requested size is unusable.
+    #[error(
+        "guest memory size {size:#x} is invalid: it must be a multiple of 4 KiB and at least {MIN_MEMORY_SIZE:#x}"
+    )]
+    InvalidSize {
+        /// Requested size in bytes.
+        size: u64,
+    },
+    /// `mmap` of a region failed.
+    #[error("mmap of {size:#x} bytes for guest RAM at {addr:#x} failed: {source}")]
+    Mmap {
+        /// Guest-physical start of the region.
+        addr: u64,
+        /// Region size.
+        size: u64,
+        /// The mapping error.
+        #[source]
+        source: vm_memory::mmap::MmapRegionError,
+    },
+    /// The regions could not be assembled (overlap; a bug in the layout).
+    #[error("assembling guest memory regions failed: {0}")]
+    Regions(#[source] vm_memory::GuestRegionCollectionError),
+    /// `KVM_SET_USER_MEMORY_REGION` failed.
+    #[error(
+        "KVM_SET_USER_MEMORY_REGION for slot {slot} (guest {addr:#x}, {size:#x} bytes) failed: {source}"
+    )]
+    SetUserMemoryRegion {
+        /// Memory slot.
+        slot: u32,
+        /// Guest-physical start.
+        addr: u64,
+        /// Size in bytes.
+        size: u64,
+        /// The ioctl error.
+        #[source]
+        source: kvm_ioctls::Error,
+    },
+}
+
+/// The guest-physical ranges `(start, size)` that hold `size` bytes of RAM.
+pub fn ram_ranges(size: u64) -> Vec<(GuestAddress, u64)> {
+    let low = size.min(MMIO32_START);
+    let mut ranges = vec![(GuestAddress(0), low)];
+    if size > low {
+        ranges.push((GuestAddress(FIRST_ADDR_PAST_32BITS), size - low));
+    }
+    ranges
+}
+
+/// How guest RAM is backed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemoryOptions {
+    /// Populate the mapping up front (`MAP_POPULATE`): costs RSS for all of RAM at creation,
+    /// saves a host page fault per first touch.
+    pub prefault: bool,
+}
+
+/// Maps `size` bytes of anonymous guest RAM laid out by [`ram_ranges`].
+pub fn create_guest_memory(
+    size: u64,
+    options: MemoryOptions,
+) -> Result<GuestMemoryMmap, MemoryError> {
+    if size < MIN_MEMORY_SIZE || !size.is_multiple_of(4096) || usize::try_from(size).is_err() {
+        return Err(MemoryError::InvalidSize { size });
+    }
+    let mut flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE;
+    if options.prefault {
+        flags |= libc::MAP_POPULATE;
+    }
+    let regions = ram_ranges(size)
+        .into_iter()
+        .map(|(addr, len)| {
+            let mmap: MmapRegion = MmapRegionBuilder::new(len as usize)
+                .with_mmap_prot(libc::PROT_READ | libc::PROT_WRITE)
+                .with_mmap_flags(flags)
+                .build()
+                .map_err(|source| MemoryError::Mmap {
+                    addr: addr.0,
+                    size: len,
+                    source,
+                })?;
+            // The region cannot overflow the address space: its end is below 2^64 by construction.
+            GuestRegionMmap::new(mmap, addr).ok_or(MemoryError::InvalidSize { size })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    GuestMemoryMmap::from_regions(regions).map_err(MemoryError::Regions)
+}
+
+/// Registers every region of `mem` with KVM, slot numbers in address order.
+pub fn register_guest_memory(vm: &VmFd, mem: &GuestMemoryMmap) -> Result<(), MemoryError> {
+    for (slot, region) in mem.iter().enumerate() {
+        let slot = slot as u32;
+        let addr = region.start_addr().0;
+        let size = region.len();
+        let userspace_addr = mem
+            .get_host_address(region.start_addr())
+            .map_err(|_| MemoryError::InvalidSize { size })? as u64;
+        let kvm_region = kvm_userspace_memory_region {
+            slot,
+            guest_phys_addr: addr,
+            memory_size: size,
+            userspace_addr,
+            flags: 0,
+        };
+        // SAFETY: the host range [userspace_addr, +size) is a live mapping owned by `mem`, which
+        // the caller keeps alive as long as the VM (the `Vm` owns both and drops the VM fd
+        // first). The slot's guest range comes from `ram_ranges`, so slots never overlap.
+        unsafe { vm.set_user_memory_region(kvm_region) }.map_err(|source| {
+            MemoryError::SetUserMemoryRegion {
+                slot,
+                addr,
+                size,
+                source,
+            }
+        })?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use vm_memory::Bytes;
+
+    #[test]
+    fn small_memory_is_one_low_region() {
+        assert_eq!(ram_ranges(64 << 20), vec![(GuestAddress(0), 64 << 20)]);
+    }
+
+    #[test]
+    fn large_memory_skips_the_hole() {
+        let r = ram_ranges(4 << 30);
+        assert_eq!(
+            r,
+            vec![(GuestAddress(0), 3 << 30), (GuestAddress(4 << 30), 1 << 30)]
+        );
+    }
+
+    #[test]
+    fn invalid_sizes_are_rejected() {
+        assert!(matches!(
+            create_guest_memory(4096, MemoryOptions::default()),
+            Err(MemoryError::InvalidSize { .. })
+        ));
+        assert!(matches!(
+            create_guest_memory((4 << 20) + 1, MemoryOptions::default()),
+            Err(MemoryError::InvalidSize { .. })
+        ));
+    }
+
+    #[test]
+    fn memory_is_readable_and_writable() {
+        let mem = create_guest_memory(4 << 20, MemoryOptions { prefault: true }).unwrap();
+        mem.write_obj(0xdead_beefu32, GuestAddress(0x3f_fffc))
+            .unwrap();
+        assert_eq!(
+            mem.read_obj::<u32>(GuestAddress(0x3f_fffc)).unwrap(),
+            0xdead_beef
+        );
+        assert!(mem.read_obj::<u32>(GuestAddress(4 << 20)).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn ranges_cover_size_and_avoid_the_hole(pages in 512u64..(16u64 << 20)) {
+            let size = pages * 4096;
+            let ranges = ram_ranges(size);
+            prop_assert_eq!(ranges.iter().map(|r| r.1).sum::<u64>(), size);
+            for (start, len) in ranges {
+                let end = start.0 + len;
+                prop_assert!(end <= MMIO32_START || start.0 >= FIRST_ADDR_PAST_32BITS);
+            }
+        }
+    }
+}

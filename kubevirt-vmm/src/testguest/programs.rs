@@ -1,0 +1,241 @@
+//! Ready-made test guests. Each says what it does, what it reports and how it ends.
+
+use iced_x86::code_asm::{al, byte_ptr, dword_ptr, dx, eax, edi, qword_ptr, rax, rbx, rcx, rdi};
+
+use super::{GUEST_DATA_ADDR, GuestAsm, TestGuest, TestGuestError};
+
+/// The greeting [`hello`] prints.
+pub const HELLO_TEXT: &str = "Hello from the guest\n";
+
+/// Prints [`HELLO_TEXT`] on COM1 and exits with code 0.
+pub fn hello() -> Result<TestGuest, TestGuestError> {
+    print_and_exit("hello", HELLO_TEXT.as_bytes(), 0)
+}
+
+/// Prints `text` on COM1 and exits with `code`.
+pub fn print_and_exit(
+    name: &'static str,
+    text: &[u8],
+    code: u8,
+) -> Result<TestGuest, TestGuestError> {
+    let mut g = GuestAsm::new(name)?;
+    g.print(text)?;
+    g.exit(code)?;
+    g.finish()
+}
+
+/// Writes the dword `value` to MMIO `write_addr`, reads a dword from MMIO `read_addr`, reports
+/// what it read on the report port, exits 0.
+pub fn mmio_round_trip(
+    write_addr: u64,
+    value: u32,
+    read_addr: u64,
+) -> Result<TestGuest, TestGuestError> {
+    let mut g = GuestAsm::new("mmio_round_trip")?;
+    let r = (|| {
+        let a = g.a();
+        a.mov(rbx, write_addr)?;
+        a.mov(dword_ptr(rbx), value)?;
+        a.mov(rbx, read_addr)?;
+        a.mov(eax, dword_ptr(rbx))
+    })();
+    g.check(r)?;
+    g.report_eax()?;
+    g.exit(0)?;
+    g.finish()
+}
+
+/// Offsets in [`GUEST_DATA_ADDR`] the rendezvous uses: one "arrived" flag per vCPU, then a
+/// "done" flag of vCPU 1.
+const RENDEZVOUS_DONE: i32 = 16;
+
+/// For two vCPUs. Each sets its "arrived" flag and spins until the other's is set, so both
+/// must be running at the same time; each then reports its index (RDI) on the report port.
+/// vCPU 1 then sets a "done" flag and spins; vCPU 0 waits for it and exits 0. If the vCPUs
+/// do not run concurrently the guest never exits.
+pub fn rendezvous() -> Result<TestGuest, TestGuestError> {
+    let mut g = GuestAsm::new("rendezvous")?;
+    let r = (|| {
+        let a = g.a();
+        a.mov(rbx, GUEST_DATA_ADDR)?;
+        a.mov(qword_ptr(rbx + rdi * 8), 1)?;
+        a.mov(rax, 1u64)?;
+        a.sub(rax, rdi)?;
+        let mut wait = a.create_label();
+        a.set_label(&mut wait)?;
+        a.pause()?;
+        a.cmp(qword_ptr(rbx + rax * 8), 0)?;
+        a.je(wait)?;
+        a.mov(eax, edi)
+    })();
+    g.check(r)?;
+    g.report_eax()?;
+    let mut ap = g.a().create_label();
+    let r = (|| {
+        let a = g.a();
+        a.test(rdi, rdi)?;
+        a.jnz(ap)?;
+        let mut wait_done = a.create_label();
+        a.set_label(&mut wait_done)?;
+        a.pause()?;
+        a.cmp(qword_ptr(rbx + RENDEZVOUS_DONE), 0)?;
+        a.je(wait_done)
+    })();
+    g.check(r)?;
+    g.exit(0)?;
+    let r = (|| {
+        let a = g.a();
+        a.set_label(&mut ap)?;
+        a.mov(qword_ptr(rbx + RENDEZVOUS_DONE), 1)?;
+        let mut spin = a.create_label();
+        a.set_label(&mut spin)?;
+        a.pause()?;
+        a.jmp(spin)
+    })();
+    g.check(r)?;
+    g.finish()
+}
+
+/// [`counter`]'s loop counter, a u64 in guest memory.
+pub const COUNTER_ADDR: u64 = GUEST_DATA_ADDR + 0x100;
+/// [`counter`] leaves its loop once the host writes non-zero here.
+pub const COUNTER_RELEASE_ADDR: u64 = GUEST_DATA_ADDR + 0x108;
+/// [`counter`] increments this once when it starts: 1 means it never restarted.
+pub const COUNTER_BOOTS_ADDR: u64 = GUEST_DATA_ADDR + 0x110;
+
+/// Counts in RCX, storing each value at [`COUNTER_ADDR`], until the host sets
+/// [`COUNTER_RELEASE_ADDR`]; then exits 0. Lets a test watch guest progress and registers.
+pub fn counter() -> Result<TestGuest, TestGuestError> {
+    let mut g = GuestAsm::new("counter")?;
+    let r = (|| {
+        let a = g.a();
+        a.mov(rbx, GUEST_DATA_ADDR)?;
+        a.inc(qword_ptr(
+            rbx + (COUNTER_BOOTS_ADDR - GUEST_DATA_ADDR) as i32,
+        ))?;
+        a.xor(rcx, rcx)?;
+        let mut top = a.create_label();
+        a.set_label(&mut top)?;
+        a.inc(rcx)?;
+        a.mov(
+            qword_ptr(rbx + (COUNTER_ADDR - GUEST_DATA_ADDR) as i32),
+            rcx,
+        )?;
+        a.cmp(
+            qword_ptr(rbx + (COUNTER_RELEASE_ADDR - GUEST_DATA_ADDR) as i32),
+            0,
+        )?;
+        a.je(top)
+    })();
+    g.check(r)?;
+    g.exit(0)?;
+    g.finish()
+}
+
+/// Asks the i8042 for a CPU reset (command 0xFE on port 0x64); exits 1 if that returns.
+pub fn i8042_reset() -> Result<TestGuest, TestGuestError> {
+    let mut g = GuestAsm::new("i8042_reset")?;
+    let r = (|| {
+        let a = g.a();
+        a.mov(al, 0xfe_u32)?;
+        a.out(0x64_u32, al)
+    })();
+    g.check(r)?;
+    g.exit(1)?;
+    g.finish()
+}
+
+/// Prints a line, then executes `ud2`: with no IDT the #UD escalates to a triple fault.
+pub fn invalid_opcode() -> Result<TestGuest, TestGuestError> {
+    let mut g = GuestAsm::new("invalid_opcode")?;
+    g.print(b"about to fault\n")?;
+    let r = g.a().ud2();
+    g.check(r)?;
+    g.finish()
+}
+
+/// Reads from `addr`, which the boot page tables do not map (at or above 4 GiB): the page
+/// fault escalates to a triple fault.
+pub fn page_fault(addr: u64) -> Result<TestGuest, TestGuestError> {
+    let mut g = GuestAsm::new("page_fault")?;
+    let r = (|| {
+        let a = g.a();
+        a.mov(rbx, addr)?;
+        a.mov(al, byte_ptr(rbx))
+    })();
+    g.check(r)?;
+    g.exit(1)?;
+    g.finish()
+}
+
+/// Does `count` byte `out`s to `port` in a tight loop, then exits 0: the exit round-trip
+/// benchmark's guest.
+pub fn out_loop(port: u16, count: u64) -> Result<TestGuest, TestGuestError> {
+    let mut g = GuestAsm::new("out_loop")?;
+    let r = (|| {
+        let a = g.a();
+        a.mov(dx, u32::from(port))?;
+        a.mov(rcx, count.max(1))?;
+        let mut top = a.create_label();
+        a.set_label(&mut top)?;
+        a.out(dx, al)?;
+        a.dec(rcx)?;
+        a.jnz(top)
+    })();
+    g.check(r)?;
+    g.exit(0)?;
+    g.finish()
+}
+
+/// Its first instructions write to `port` (a timestamping device sees the guest start), then
+/// it exits 0.
+pub fn first_out(port: u16) -> Result<TestGuest, TestGuestError> {
+    let mut g = GuestAsm::new("first_out")?;
+    let r = (|| {
+        let a = g.a();
+        a.mov(dx, u32::from(port))?;
+        a.out(dx, al)
+    })();
+    g.check(r)?;
+    g.exit(0)?;
+    g.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testguest::{GUEST_LOAD_ADDR, GUEST_MAX_CODE_SIZE};
+
+    #[test]
+    fn every_program_assembles_at_the_load_address() {
+        let guests = [
+            hello().unwrap(),
+            mmio_round_trip(0xd000_0000, 1, 0xd000_0008).unwrap(),
+            rendezvous().unwrap(),
+            counter().unwrap(),
+            i8042_reset().unwrap(),
+            invalid_opcode().unwrap(),
+            page_fault(1 << 33).unwrap(),
+            out_loop(0x80, 10).unwrap(),
+            first_out(0x80).unwrap(),
+        ];
+        for g in guests {
+            assert_eq!(g.entry, GUEST_LOAD_ADDR, "{}", g.name);
+            assert!(
+                !g.code.is_empty() && g.code.len() <= GUEST_MAX_CODE_SIZE,
+                "{}",
+                g.name
+            );
+        }
+    }
+
+    #[test]
+    fn hello_carries_its_text() {
+        let g = hello().unwrap();
+        assert!(
+            g.code
+                .windows(HELLO_TEXT.len())
+                .any(|w| w == HELLO_TEXT.as_bytes())
+        );
+    }
+}

@@ -1,0 +1,65 @@
+//! What a VM is built from.
+
+use crate::arch::cpuid::CpuFeatureMask;
+use crate::boot::BootSource;
+use crate::devices::serial::ConsoleConfig;
+use crate::memory::MemoryOptions;
+
+/// Everything [`crate::Vm::new`] needs.
+#[derive(Debug)]
+pub struct VmConfig {
+    /// Number of vCPUs, 1..=255.
+    pub vcpus: u8,
+    /// Guest RAM in bytes (multiple of 4 KiB, at least 2 MiB).
+    pub memory_size: u64,
+    /// How guest RAM is backed.
+    pub memory: MemoryOptions,
+    /// What to boot.
+    pub boot: BootSource,
+    /// Where COM1's output goes; `None`: no serial port.
+    pub serial: Option<ConsoleConfig>,
+    /// CPUID features hidden from the guest.
+    pub cpu_features: CpuFeatureMask,
+    /// Put the debug-exit device at port 0xf4 (for test guests).
+    pub debug_exit: bool,
+}
+
+impl VmConfig {
+    /// A VM with `vcpus` vCPUs and `memory_size` bytes of RAM booting `boot`; no serial port,
+    /// every supported CPU feature, no debug-exit port.
+    pub fn new(vcpus: u8, memory_size: u64, boot: BootSource) -> Self {
+        VmConfig {
+            vcpus,
+            memory_size,
+            memory: MemoryOptions::default(),
+            boot,
+            serial: None,
+            cpu_features: CpuFeatureMask::default(),
+            debug_exit: false,
+        }
+    }
+
+    /// Sends COM1 to `console`.
+    pub fn with_serial(mut self, console: ConsoleConfig) -> Self {
+        self.serial = Some(console);
+        self
+    }
+
+    /// Adds the debug-exit port.
+    pub fn with_debug_exit(mut self) -> Self {
+        self.debug_exit = true;
+        self
+    }
+
+    /// Hides CPUID features.
+    pub fn with_cpu_features(mut self, mask: CpuFeatureMask) -> Self {
+        self.cpu_features = mask;
+        self
+    }
+
+    /// Sets the memory backing options.
+    pub fn with_memory_options(mut self, options: MemoryOptions) -> Self {
+        self.memory = options;
+        self
+    }
+}

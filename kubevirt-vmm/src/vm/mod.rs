@@ -1,0 +1,493 @@
+//! The VM: built from a [`VmConfig`], run on one thread per vCPU, ended with an [`ExitReason`].
+
+pub mod config;
+pub mod exit;
+pub mod lifecycle;
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use kvm_bindings::{KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY, kvm_pit_config};
+use kvm_ioctls::{Cap, Kvm, VmFd};
+use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+
+use crate::arch::layout::{BOOT_STACK_POINTER, KVM_IDENTITY_MAP_ADDRESS, KVM_TSS_ADDRESS};
+use crate::arch::{self, ArchError, cpuid};
+use crate::boot::{self, BootError};
+use crate::bus::{Bus, BusError, SharedDevice};
+use crate::devices::cmos::{CMOS_INDEX_PORT, CMOS_PORT_SPAN, Cmos, SystemClock};
+use crate::devices::debug_exit::{DEBUG_EXIT_PORT, DebugExit};
+use crate::devices::i8042::{I8042, I8042_DATA_PORT, I8042_PORT_SPAN};
+use crate::devices::irq::IrqTrigger;
+use crate::devices::serial::{
+    COM1_IRQ, COM1_PORT, ConsoleError, ConsoleOutput, ConsoleStats, SERIAL_PORT_SPAN, SerialDevice,
+};
+use crate::memory::{self, MemoryError};
+use crate::vcpu::{Buses, Vcpu, VcpuSnapshot, kick};
+
+pub use config::VmConfig;
+pub use exit::{ExitReason, ExitRequester};
+pub use lifecycle::{Lifecycle, LifecycleError, VmState};
+
+/// How long [`Vm::pause`] waits for every vCPU to park.
+pub const PAUSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The KVM API version this VMM speaks.
+const KVM_API_VERSION: i32 = 12;
+
+/// Errors building or driving a VM. Each says which step or ioctl failed.
+#[derive(Debug, thiserror::Error)]
+pub enum VmError {
+    /// `/dev/kvm` could not be opened.
+    #[error(
+        "opening /dev/kvm failed: {0} (is KVM enabled and is /dev/kvm accessible to this user?)"
+    )]
+    OpenKvm(#[source] kvm_ioctls::Error),
+    /// The kernel speaks another KVM API.
+    #[error("KVM_GET_API_VERSION returned {0}, this VMM needs {KVM_API_VERSION}")]
+    ApiVersion(i32),
+    /// A capability the VMM relies on is missing.
+    #[error("the host KVM lacks {0}")]
+    MissingCapability(&'static str),
+    /// The vCPU count is out of range.
+    #[error("{requested} vCPUs requested: must be between 1 and {max} on this host")]
+    VcpuCount {
+        /// Requested.
+        requested: u8,
+        /// Host maximum (`KVM_CAP_MAX_VCPUS`, capped at 255).
+        max: usize,
+    },
+    /// A VM-level ioctl failed.
+    #[error("{ioctl} failed: {source}")]
+    VmIoctl {
+        /// The ioctl.
+        ioctl: &'static str,
+        /// The error.
+        #[source]
+        source: kvm_ioctls::Error,
+    },
+    /// `KVM_CREATE_VCPU` failed.
+    #[error("KVM_CREATE_VCPU for vCPU {index} failed: {source}")]
+    CreateVcpu {
+        /// vCPU index.
+        index: usize,
+        /// The error.
+        #[source]
+        source: kvm_ioctls::Error,
+    },
+    /// Configuring a vCPU failed.
+    #[error("configuring vCPU {index}: {source}")]
+    ConfigureVcpu {
+        /// vCPU index.
+        index: usize,
+        /// What failed.
+        #[source]
+        source: ArchError,
+    },
+    /// Guest memory.
+    #[error(transparent)]
+    Memory(#[from] MemoryError),
+    /// Loading the boot source.
+    #[error("boot: {0}")]
+    Boot(#[from] BootError),
+    /// Writing boot tables.
+    #[error("boot tables: {0}")]
+    BootTables(#[source] ArchError),
+    /// Placing a device.
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    /// Opening the console backend.
+    #[error(transparent)]
+    Console(#[from] ConsoleError),
+    /// Creating an interrupt eventfd.
+    #[error("creating the eventfd for IRQ {irq} failed: {source}")]
+    IrqEventFd {
+        /// The IRQ.
+        irq: u32,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Installing the vCPU kick signal handler failed.
+    #[error("installing the vCPU kick signal handler (SIGRTMIN) failed: {0}")]
+    KickHandler(#[source] vmm_sys_util::errno::Error),
+    /// Spawning a vCPU thread failed.
+    #[error("spawning the thread for vCPU {index} failed: {source}")]
+    SpawnThread {
+        /// vCPU index.
+        index: usize,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A lifecycle transition was refused.
+    #[error(transparent)]
+    Lifecycle(#[from] LifecycleError),
+}
+
+fn vm_ioctl(ioctl: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmError {
+    move |source| VmError::VmIoctl { ioctl, source }
+}
+
+/// Whether this host's KVM is KVM-on-PVM, where guest CPL 0 is emulated (for log lines and
+/// test skips only: nothing behaves differently).
+pub fn host_is_pvm() -> bool {
+    std::path::Path::new("/sys/module/kvm_pvm").exists()
+}
+
+type Com1 = SerialDevice<IrqTrigger, ConsoleOutput>;
+
+/// Builds a [`Vm`], optionally with extra devices of the embedding program.
+#[derive(Debug)]
+pub struct VmBuilder {
+    config: VmConfig,
+    lifecycle: Arc<Lifecycle>,
+    pio: Vec<(u64, u64, SharedDevice)>,
+    mmio: Vec<(u64, u64, SharedDevice)>,
+    created_at: Instant,
+}
+
+impl std::fmt::Debug for dyn crate::bus::BusDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BusDevice")
+    }
+}
+
+impl VmBuilder {
+    /// Starts building from `config`. The VM's creation time (see [`Vm::created_at`]) is now.
+    pub fn new(config: VmConfig) -> Self {
+        let lifecycle = Arc::new(Lifecycle::new(usize::from(config.vcpus)));
+        VmBuilder {
+            config,
+            lifecycle,
+            pio: Vec::new(),
+            mmio: Vec::new(),
+            created_at: Instant::now(),
+        }
+    }
+
+    /// The VM's lifecycle, for devices that end the VM (pass it as their [`ExitRequester`]).
+    pub fn exit_requester(&self) -> Arc<Lifecycle> {
+        self.lifecycle.clone()
+    }
+
+    /// Adds a device on ports `[base, base + len)`.
+    pub fn pio_device(mut self, base: u16, len: u16, device: SharedDevice) -> Self {
+        self.pio.push((u64::from(base), u64::from(len), device));
+        self
+    }
+
+    /// Adds a device at guest-physical `[base, base + len)` (inside the MMIO hole, e.g. in
+    /// [`crate::arch::layout::MMIO_DEVICES_START`]'s window).
+    pub fn mmio_device(mut self, base: u64, len: u64, device: SharedDevice) -> Self {
+        self.mmio.push((base, len, device));
+        self
+    }
+
+    /// Creates the VM: KVM objects, RAM, devices, boot image and vCPUs. Nothing runs yet.
+    pub fn build(self) -> Result<Vm, VmError> {
+        let VmBuilder {
+            config,
+            lifecycle,
+            pio,
+            mmio,
+            created_at,
+        } = self;
+        let kvm = Kvm::new().map_err(VmError::OpenKvm)?;
+        let version = kvm.get_api_version();
+        if version != KVM_API_VERSION {
+            return Err(VmError::ApiVersion(version));
+        }
+        for (cap, name) in [
+            (Cap::Irqchip, "KVM_CAP_IRQCHIP"),
+            (Cap::UserMemory, "KVM_CAP_USER_MEMORY"),
+            (Cap::ImmediateExit, "KVM_CAP_IMMEDIATE_EXIT"),
+            (Cap::Irqfd, "KVM_CAP_IRQFD"),
+            (Cap::SetTssAddr, "KVM_CAP_SET_TSS_ADDR"),
+            (Cap::ExtCpuid, "KVM_CAP_EXT_CPUID"),
+        ] {
+            if !kvm.check_extension(cap) {
+                return Err(VmError::MissingCapability(name));
+            }
+        }
+        let max = kvm.get_max_vcpus().min(255);
+        if config.vcpus == 0 || usize::from(config.vcpus) > max {
+            return Err(VmError::VcpuCount {
+                requested: config.vcpus,
+                max,
+            });
+        }
+        if host_is_pvm() {
+            log::info!(
+                "KVM on PVM detected: guest code at CPL 0 is emulated and runs ~2000x slower"
+            );
+        }
+        kick::install_kick_handler().map_err(VmError::KickHandler)?;
+
+        let vm_fd = kvm.create_vm().map_err(vm_ioctl("KVM_CREATE_VM"))?;
+        vm_fd
+            .set_tss_address(KVM_TSS_ADDRESS as usize)
+            .map_err(vm_ioctl("KVM_SET_TSS_ADDR"))?;
+        vm_fd
+            .set_identity_map_address(KVM_IDENTITY_MAP_ADDRESS)
+            .map_err(vm_ioctl("KVM_SET_IDENTITY_MAP_ADDR"))?;
+        vm_fd
+            .create_irq_chip()
+            .map_err(vm_ioctl("KVM_CREATE_IRQCHIP"))?;
+        let pit = kvm_pit_config {
+            flags: KVM_PIT_SPEAKER_DUMMY,
+            ..Default::default()
+        };
+        vm_fd
+            .create_pit2(pit)
+            .map_err(vm_ioctl("KVM_CREATE_PIT2"))?;
+
+        let memory = memory::create_guest_memory(config.memory_size, config.memory)?;
+        memory::register_guest_memory(&vm_fd, &memory)?;
+        let plan = boot::load(&memory, &config.boot, usize::from(config.vcpus))?;
+        arch::write_boot_tables(&memory, plan.page_access, BOOT_STACK_POINTER)
+            .map_err(VmError::BootTables)?;
+
+        let mut pio_bus = Bus::new("pio");
+        let mut mmio_bus = Bus::new("mmio");
+        let com1 = match config.serial {
+            Some(console) => {
+                let irq = IrqTrigger::new().map_err(|source| VmError::IrqEventFd {
+                    irq: COM1_IRQ,
+                    source,
+                })?;
+                vm_fd
+                    .register_irqfd(irq.eventfd(), COM1_IRQ)
+                    .map_err(vm_ioctl("KVM_IRQFD (COM1)"))?;
+                let dev = Arc::new(Mutex::new(SerialDevice::new(
+                    irq,
+                    ConsoleOutput::open(console)?,
+                )));
+                pio_bus.insert(dev.clone(), u64::from(COM1_PORT), SERIAL_PORT_SPAN)?;
+                Some(dev)
+            }
+            None => None,
+        };
+        pio_bus.insert(
+            Arc::new(Mutex::new(I8042::new(lifecycle.clone()))),
+            u64::from(I8042_DATA_PORT),
+            I8042_PORT_SPAN,
+        )?;
+        let (low, high) = ram_split(&memory);
+        pio_bus.insert(
+            Arc::new(Mutex::new(Cmos::new(low, high, SystemClock))),
+            u64::from(CMOS_INDEX_PORT),
+            CMOS_PORT_SPAN,
+        )?;
+        if config.debug_exit {
+            pio_bus.insert(
+                Arc::new(Mutex::new(DebugExit::new(lifecycle.clone()))),
+                u64::from(DEBUG_EXIT_PORT),
+                1,
+            )?;
+        }
+        for (base, len, dev) in pio {
+            pio_bus.insert(dev, base, len)?;
+        }
+        for (base, len, dev) in mmio {
+            mmio_bus.insert(dev, base, len)?;
+        }
+        let buses = Arc::new(Buses {
+            pio: pio_bus,
+            mmio: mmio_bus,
+        });
+
+        let supported = kvm
+            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+            .map_err(vm_ioctl("KVM_GET_SUPPORTED_CPUID"))?;
+        let mut vcpus = Vec::with_capacity(usize::from(config.vcpus));
+        for (index, entry) in plan.entries.iter().enumerate() {
+            let fd = vm_fd
+                .create_vcpu(index as u64)
+                .map_err(|source| VmError::CreateVcpu { index, source })?;
+            let cpuid =
+                cpuid::vcpu_cpuid(&supported, &config.cpu_features, index as u8, config.vcpus);
+            arch::configure_vcpu(&fd, &cpuid, entry.as_ref())
+                .map_err(|source| VmError::ConfigureVcpu { index, source })?;
+            vcpus.push(Vcpu::new(index, fd, buses.clone(), lifecycle.clone()));
+        }
+
+        Ok(Vm {
+            threads: Mutex::new(Vec::new()),
+            vcpus: Mutex::new(vcpus),
+            lifecycle,
+            buses,
+            com1,
+            created_at,
+            vm_fd,
+            _kvm: kvm,
+            memory,
+        })
+    }
+}
+
+/// Bytes of RAM below the 32-bit hole and above 4 GiB.
+fn ram_split(mem: &GuestMemoryMmap) -> (u64, u64) {
+    let mut regions = mem.iter().map(|r| r.len());
+    (regions.next().unwrap_or(0), regions.sum())
+}
+
+/// A virtual machine. Dropping it stops it.
+///
+/// Fields drop in declaration order: vCPU threads end before the VM fd closes, and guest RAM
+/// is unmapped last.
+#[derive(Debug)]
+pub struct Vm {
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    vcpus: Mutex<Vec<Vcpu>>,
+    lifecycle: Arc<Lifecycle>,
+    buses: Arc<Buses>,
+    com1: Option<Arc<Mutex<Com1>>>,
+    created_at: Instant,
+    vm_fd: VmFd,
+    _kvm: Kvm,
+    memory: GuestMemoryMmap,
+}
+
+impl Vm {
+    /// Builds a VM from `config` with the standard devices only.
+    pub fn new(config: VmConfig) -> Result<Vm, VmError> {
+        VmBuilder::new(config).build()
+    }
+
+    /// A builder, to add devices of the embedding program.
+    pub fn builder(config: VmConfig) -> VmBuilder {
+        VmBuilder::new(config)
+    }
+
+    /// Starts every vCPU on its own thread (named `vcpu<N>`).
+    pub fn start(&self) -> Result<(), VmError> {
+        let vcpus = std::mem::take(&mut *self.vcpus.lock().unwrap_or_else(PoisonError::into_inner));
+        self.lifecycle.start(vcpus.len())?;
+        let mut threads = self.threads.lock().unwrap_or_else(PoisonError::into_inner);
+        for (index, vcpu) in vcpus.into_iter().enumerate() {
+            let spawned = std::thread::Builder::new()
+                .name(format!("vcpu{index}"))
+                .spawn(move || vcpu.run());
+            match spawned {
+                Ok(handle) => threads.push(handle),
+                Err(source) => {
+                    // vCPUs not spawned never run: count them out so waiting ends.
+                    self.lifecycle.request_exit(ExitReason::VcpuError {
+                        vcpu: index,
+                        error: format!("spawning its thread failed: {source}"),
+                    });
+                    return Err(VmError::SpawnThread { index, source });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Parks every vCPU outside the guest. Guest state stays as it was.
+    pub fn pause(&self) -> Result<(), VmError> {
+        Ok(self.lifecycle.pause(PAUSE_TIMEOUT)?)
+    }
+
+    /// Lets a paused VM run again.
+    pub fn resume(&self) -> Result<(), VmError> {
+        Ok(self.lifecycle.resume()?)
+    }
+
+    /// Stops the VM (if it is not already ending) and waits for its vCPU threads.
+    pub fn stop(&self) -> ExitReason {
+        self.lifecycle.request_exit(ExitReason::Stopped);
+        self.wait()
+    }
+
+    /// Waits until the VM has ended and its vCPU threads are gone.
+    pub fn wait(&self) -> ExitReason {
+        let reason = self
+            .lifecycle
+            .wait_exit(None)
+            .unwrap_or(ExitReason::Stopped);
+        self.join_threads();
+        reason
+    }
+
+    /// Like [`Vm::wait`], giving up after `timeout`.
+    pub fn wait_timeout(&self, timeout: Duration) -> Option<ExitReason> {
+        let reason = self.lifecycle.wait_exit(Some(timeout))?;
+        self.join_threads();
+        Some(reason)
+    }
+
+    fn join_threads(&self) {
+        let threads =
+            std::mem::take(&mut *self.threads.lock().unwrap_or_else(PoisonError::into_inner));
+        for t in threads {
+            // A vCPU thread only panics on a bug; its exit reason is recorded already.
+            let _ = t.join();
+        }
+    }
+
+    /// Where the VM is in its life.
+    pub fn state(&self) -> VmState {
+        self.lifecycle.state()
+    }
+
+    /// Why the VM ended, once it has.
+    pub fn exit_reason(&self) -> Option<ExitReason> {
+        self.lifecycle.exit_reason()
+    }
+
+    /// The VM's lifecycle, to end it from elsewhere ([`ExitRequester`]).
+    pub fn exit_requester(&self) -> Arc<Lifecycle> {
+        self.lifecycle.clone()
+    }
+
+    /// Guest RAM.
+    pub fn memory(&self) -> &GuestMemoryMmap {
+        &self.memory
+    }
+
+    /// The registers vCPU `index` parked with; `None` unless the VM is paused.
+    pub fn vcpu_snapshot(&self, index: usize) -> Option<VcpuSnapshot> {
+        self.lifecycle.snapshot(index)
+    }
+
+    /// COM1's counters (first byte time, bytes out), if there is a serial port.
+    pub fn console_stats(&self) -> Option<Arc<ConsoleStats>> {
+        self.com1
+            .as_ref()
+            .map(|c| c.lock().unwrap_or_else(PoisonError::into_inner).stats())
+    }
+
+    /// Feeds `input` to COM1's receive FIFO; returns how many bytes fit.
+    pub fn serial_input(&self, input: &[u8]) -> usize {
+        self.com1.as_ref().map_or(0, |c| {
+            c.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .enqueue_input(input)
+        })
+    }
+
+    /// When building started.
+    pub fn created_at(&self) -> Instant {
+        self.created_at
+    }
+
+    /// The buses, e.g. to list device ranges.
+    pub fn buses(&self) -> &Buses {
+        &self.buses
+    }
+
+    /// The KVM VM fd, for ioctls this crate does not wrap (irqfd, ioeventfd, MSI).
+    pub fn vm_fd(&self) -> &VmFd {
+        &self.vm_fd
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        if self.lifecycle.state() != VmState::Created {
+            self.stop();
+        }
+    }
+}

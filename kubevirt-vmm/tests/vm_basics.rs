@@ -1,0 +1,124 @@
+//! Real vCPUs on /dev/kvm: output, port I/O, MMIO and concurrency.
+
+mod common;
+
+use std::io::Read;
+
+use common::{Recorder, Seen, wait};
+use kubevirt_vmm::arch::layout::MMIO_DEVICES_START;
+use kubevirt_vmm::testguest::{REPORT_PORT, programs};
+use kubevirt_vmm::{ConsoleBuffer, ConsoleConfig, ExitReason, Vm, VmState};
+
+#[test]
+fn hello_reaches_a_buffer_console_and_exits_cleanly() {
+    let guest = programs::hello().unwrap();
+    let console = ConsoleBuffer::new();
+    let vm = Vm::new(guest.vm_config(1, ConsoleConfig::Buffer(console.clone()))).unwrap();
+    assert_eq!(vm.state(), VmState::Created);
+    vm.start().unwrap();
+    assert_eq!(wait(&vm), ExitReason::DebugExit { code: 0 });
+    assert_eq!(console.text(), programs::HELLO_TEXT);
+    let stats = vm.console_stats().unwrap();
+    assert_eq!(stats.bytes_out(), programs::HELLO_TEXT.len() as u64);
+    assert!(stats.first_byte_at().unwrap() > vm.created_at());
+    assert_eq!(vm.state(), VmState::Exited);
+}
+
+#[test]
+fn serial_output_reaches_a_file_console() {
+    let dir = vmm_sys_util::tempdir::TempDir::new().unwrap();
+    let path = dir.as_path().join("console.log");
+    let guest = programs::print_and_exit("file", b"to the file\n", 0).unwrap();
+    let vm = Vm::new(guest.vm_config(1, ConsoleConfig::File(path.clone()))).unwrap();
+    vm.start().unwrap();
+    assert_eq!(wait(&vm), ExitReason::DebugExit { code: 0 });
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "to the file\n");
+}
+
+#[test]
+fn serial_output_reaches_a_pipe_console() {
+    let (mut reader, writer) = std::io::pipe().unwrap();
+    let guest = programs::print_and_exit("pipe", b"through a pipe", 7).unwrap();
+    let vm = Vm::new(guest.vm_config(1, ConsoleConfig::Fd(writer.into()))).unwrap();
+    vm.start().unwrap();
+    assert_eq!(wait(&vm), ExitReason::DebugExit { code: 7 });
+    drop(vm);
+    let mut out = String::new();
+    reader.read_to_string(&mut out).unwrap();
+    assert_eq!(out, "through a pipe");
+}
+
+#[test]
+fn serial_output_reaches_a_unix_socket_client() {
+    let dir = vmm_sys_util::tempdir::TempDir::new().unwrap();
+    let path = dir.as_path().join("serial.sock");
+    let guest = programs::hello().unwrap();
+    let vm = Vm::new(guest.vm_config(1, ConsoleConfig::UnixSocket(path.clone()))).unwrap();
+    // The VMM listens from creation on, so a client connected before start sees everything.
+    let mut client = std::os::unix::net::UnixStream::connect(&path).unwrap();
+    vm.start().unwrap();
+    assert_eq!(wait(&vm), ExitReason::DebugExit { code: 0 });
+    drop(vm);
+    let mut out = String::new();
+    client.read_to_string(&mut out).unwrap();
+    assert_eq!(out, programs::HELLO_TEXT);
+}
+
+#[test]
+fn port_io_and_mmio_exits_reach_the_right_devices() {
+    let mmio_dev = Recorder::shared(0x5566_7788_99aa_bbcc);
+    let report = Recorder::shared(0);
+    let decoy = Recorder::shared(0);
+    let base = MMIO_DEVICES_START;
+    let guest = programs::mmio_round_trip(base + 0x10, 0x1122_3344, base + 0x24).unwrap();
+    let vm = Vm::builder(guest.vm_config(1, ConsoleConfig::Sink))
+        .mmio_device(base, 0x1000, mmio_dev.clone())
+        .mmio_device(base + 0x1000, 0x1000, decoy.clone())
+        .pio_device(REPORT_PORT, 4, report.clone())
+        .pio_device(REPORT_PORT + 4, 4, decoy.clone())
+        .build()
+        .unwrap();
+    vm.start().unwrap();
+    assert_eq!(wait(&vm), ExitReason::DebugExit { code: 0 });
+    assert_eq!(
+        mmio_dev.lock().unwrap().seen,
+        vec![
+            Seen::Write(base, 0x10, 0x1122_3344u32.to_le_bytes().to_vec()),
+            Seen::Read(base, 0x24, 4)
+        ]
+    );
+    // The value the MMIO read returned made it back into the guest and out again.
+    assert_eq!(
+        report.lock().unwrap().seen,
+        vec![Seen::Write(
+            u64::from(REPORT_PORT),
+            0,
+            0x99aa_bbccu32.to_le_bytes().to_vec()
+        )]
+    );
+    assert!(decoy.lock().unwrap().seen.is_empty());
+}
+
+#[test]
+fn two_vcpus_run_concurrently() {
+    let report = Recorder::shared(0);
+    let guest = programs::rendezvous().unwrap();
+    let vm = Vm::builder(guest.vm_config(2, ConsoleConfig::Sink))
+        .pio_device(REPORT_PORT, 4, report.clone())
+        .build()
+        .unwrap();
+    vm.start().unwrap();
+    assert_eq!(wait(&vm), ExitReason::DebugExit { code: 0 });
+    let mut indices: Vec<u32> = report
+        .lock()
+        .unwrap()
+        .seen
+        .iter()
+        .map(|s| match s {
+            Seen::Write(_, _, d) => u32::from_le_bytes(d[..4].try_into().unwrap()),
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    indices.sort();
+    assert_eq!(indices, vec![0, 1], "both vCPUs passed the rendezvous");
+}
