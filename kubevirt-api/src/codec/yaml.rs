@@ -24,8 +24,12 @@ pub fn documents_from_yaml(text: &str) -> Result<Vec<YamlDocument>, DecodeError>
 }
 
 /// Render any serialisable value as YAML.
+///
+/// The value goes through JSON first: that is the document's canonical form (newtype wrappers such
+/// as `CustomResourceSubresourceStatus({})` must stay `{}`, not become `null`).
 pub fn to_yaml<T: Serialize>(value: &T) -> Result<String, DecodeError> {
-    serde_saphyr::to_string(value).map_err(|e| DecodeError::Syntax(e.to_string()))
+    let json = serde_json::to_value(value).map_err(|e| DecodeError::Syntax(e.to_string()))?;
+    serde_saphyr::to_string(&json).map_err(|e| DecodeError::Syntax(e.to_string()))
 }
 
 #[cfg(test)]
@@ -38,6 +42,16 @@ mod tests {
         assert_eq!(docs.len(), 2);
         assert_eq!(docs[1].index, 1);
         assert_eq!(docs[1].value["b"][0], "x");
+    }
+
+    #[test]
+    fn newtype_wrapped_empty_objects_stay_objects() {
+        use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceSubresources;
+        let s = CustomResourceSubresources {
+            status: Some(serde_json::Value::Object(Default::default()).into()),
+            scale: None,
+        };
+        assert_eq!(to_yaml(&s).unwrap().trim(), "status: {}");
     }
 
     #[test]

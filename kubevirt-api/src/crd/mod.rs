@@ -63,7 +63,7 @@ pub fn finish(
     }
     let status = env
         .status
-        .then(|| CustomResourceSubresourceStatus(Default::default()));
+        .then(|| CustomResourceSubresourceStatus(serde_json::Value::Object(Default::default())));
     let scale = env.scale.then(|| CustomResourceSubresourceScale {
         spec_replicas_path: ".spec.replicas".into(),
         status_replicas_path: ".status.replicas".into(),
