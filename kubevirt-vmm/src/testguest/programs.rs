@@ -100,7 +100,7 @@ pub fn rendezvous() -> Result<TestGuest, TestGuestError> {
 pub const COUNTER_ADDR: u64 = GUEST_DATA_ADDR + 0x100;
 /// [`counter`] leaves its loop once the host writes non-zero here.
 pub const COUNTER_RELEASE_ADDR: u64 = GUEST_DATA_ADDR + 0x108;
-/// [`counter`] increments this once when it starts: 1 means it never restarted.
+/// Each vCPU running [`counter`] increments this (atomically) once when it starts.
 pub const COUNTER_BOOTS_ADDR: u64 = GUEST_DATA_ADDR + 0x110;
 
 /// Counts in RCX, storing each value at [`COUNTER_ADDR`], until the host sets
@@ -187,6 +187,26 @@ pub fn out_loop(port: u16, count: u64) -> Result<TestGuest, TestGuestError> {
     g.finish()
 }
 
+/// Writes one byte into every 4 KiB page of `[start, start + len)`, then exits 0: makes the
+/// host back exactly that much guest RAM.
+pub fn touch_pages(start: u64, len: u64) -> Result<TestGuest, TestGuestError> {
+    let mut g = GuestAsm::new("touch_pages")?;
+    let r = (|| {
+        let a = g.a();
+        a.mov(rbx, start)?;
+        a.mov(rcx, (len / 4096).max(1))?;
+        let mut top = a.create_label();
+        a.set_label(&mut top)?;
+        a.mov(byte_ptr(rbx), 1)?;
+        a.add(rbx, 4096)?;
+        a.dec(rcx)?;
+        a.jnz(top)
+    })();
+    g.check(r)?;
+    g.exit(0)?;
+    g.finish()
+}
+
 /// Its first instructions write to `port` (a timestamping device sees the guest start), then
 /// it exits 0.
 pub fn first_out(port: u16) -> Result<TestGuest, TestGuestError> {
@@ -218,6 +238,7 @@ mod tests {
             page_fault(1 << 33).unwrap(),
             out_loop(0x80, 10).unwrap(),
             first_out(0x80).unwrap(),
+            touch_pages(0x40_0000, 0x10_0000).unwrap(),
         ];
         for g in guests {
             assert_eq!(g.entry, GUEST_LOAD_ADDR, "{}", g.name);

@@ -226,6 +226,10 @@ impl VmBuilder {
         kick::install_kick_handler().map_err(VmError::KickHandler)?;
 
         let vm_fd = kvm.create_vm().map_err(vm_ioctl("KVM_CREATE_VM"))?;
+        // RAM goes in before the irqchip exists: on some hosts a memslot added after
+        // KVM_CREATE_IRQCHIP costs milliseconds (5-11 ms measured on KVM-on-PVM, ~50 us before).
+        let memory = memory::create_guest_memory(config.memory_size, config.memory)?;
+        memory::register_guest_memory(&vm_fd, &memory)?;
         vm_fd
             .set_tss_address(KVM_TSS_ADDRESS as usize)
             .map_err(vm_ioctl("KVM_SET_TSS_ADDR"))?;
@@ -242,9 +246,6 @@ impl VmBuilder {
         vm_fd
             .create_pit2(pit)
             .map_err(vm_ioctl("KVM_CREATE_PIT2"))?;
-
-        let memory = memory::create_guest_memory(config.memory_size, config.memory)?;
-        memory::register_guest_memory(&vm_fd, &memory)?;
         let plan = boot::load(&memory, &config.boot, usize::from(config.vcpus))?;
         arch::write_boot_tables(&memory, plan.page_access, BOOT_STACK_POINTER)
             .map_err(VmError::BootTables)?;
