@@ -1,6 +1,9 @@
 //! Ready-made test guests. Each says what it does, what it reports and how it ends.
 
-use iced_x86::code_asm::{al, byte_ptr, dword_ptr, dx, eax, edi, qword_ptr, rax, rbx, rcx, rdi};
+use iced_x86::code_asm::{
+    al, byte_ptr, dword_ptr, dx, eax, ebx, ecx, edi, edx, qword_ptr, r8d, r9d, r10d, rax, rbx, rcx,
+    rdi,
+};
 
 use super::{GUEST_DATA_ADDR, GuestAsm, TestGuest, TestGuestError};
 
@@ -187,6 +190,30 @@ pub fn out_loop(port: u16, count: u64) -> Result<TestGuest, TestGuestError> {
     g.finish()
 }
 
+/// Executes `cpuid` with EAX = `leaf`, ECX = 0 and reports EAX, EBX, ECX and EDX, in that
+/// order, on the report port; then exits 0. Shows what CPUID the VMM gave the vCPU.
+pub fn cpuid_report(leaf: u32) -> Result<TestGuest, TestGuestError> {
+    let mut g = GuestAsm::new("cpuid_report")?;
+    let r = (|| {
+        let a = g.a();
+        a.mov(eax, leaf)?;
+        a.xor(ecx, ecx)?;
+        a.cpuid()?;
+        a.mov(r8d, ebx)?;
+        a.mov(r9d, ecx)?;
+        a.mov(r10d, edx)
+    })();
+    g.check(r)?;
+    g.report_eax()?;
+    for reg in [r8d, r9d, r10d] {
+        let r = g.a().mov(eax, reg);
+        g.check(r)?;
+        g.report_eax()?;
+    }
+    g.exit(0)?;
+    g.finish()
+}
+
 /// Writes one byte into every 4 KiB page of `[start, start + len)`, then exits 0: makes the
 /// host back exactly that much guest RAM.
 pub fn touch_pages(start: u64, len: u64) -> Result<TestGuest, TestGuestError> {
@@ -239,6 +266,7 @@ mod tests {
             out_loop(0x80, 10).unwrap(),
             first_out(0x80).unwrap(),
             touch_pages(0x40_0000, 0x10_0000).unwrap(),
+            cpuid_report(1).unwrap(),
         ];
         for g in guests {
             assert_eq!(g.entry, GUEST_LOAD_ADDR, "{}", g.name);
