@@ -1,0 +1,17 @@
+//! The local control plane: a Kubernetes-compatible API server on embedded SQLite, so the whole
+//! system runs on one machine with the real `kubectl` and no cluster.
+//!
+//! - [`storage`]: durable objects, the global resourceVersion and the watch history (SQLite).
+//! - [`registry`]: the served kinds (built-ins and CRDs registered at run time).
+//! - [`semantics`]: the API server's rules as pure functions (selectors, patches, schemas,
+//!   create/update rules).
+//! - [`server`]: HTTP(S) routing, discovery, OpenAPI, watches, admission, garbage collection.
+//! - [`setup`]: the data directory: TLS material, the bearer token and the kubeconfig.
+#![deny(missing_docs)]
+
+pub mod error;
+pub mod registry;
+pub mod semantics;
+pub mod server;
+pub mod setup;
+pub mod storage;

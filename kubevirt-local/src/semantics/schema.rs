@@ -1,0 +1,284 @@
+//! Structural-schema handling for custom resources, as the API server does it: defaults are applied,
+//! unknown fields are pruned or reported (per `fieldValidation`), and types, required fields, enums
+//! and bounds are validated. Errors carry the field path.
+
+use serde_json::{Map, Value};
+
+/// One schema violation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cause {
+    /// Field path (`spec.template.spec.domain`).
+    pub field: String,
+    /// Kubernetes cause reason (`FieldValueRequired`, ...).
+    pub reason: &'static str,
+    /// Message.
+    pub message: String,
+}
+
+/// The outcome of checking one object.
+#[derive(Debug, Default)]
+pub struct Checked {
+    /// Violations (422 when non-empty).
+    pub causes: Vec<Cause>,
+    /// Fields not in the schema (pruned from the object).
+    pub unknown: Vec<String>,
+}
+
+/// Apply defaults, prune unknown fields and validate `value` against the root `schema`.
+/// The root's `apiVersion`, `kind` and `metadata` are the server's business and skipped.
+pub fn check(schema: &Value, value: &mut Value) -> Checked {
+    let mut out = Checked::default();
+    if let (Some(props), Some(obj)) = (schema.get("properties"), value.as_object_mut()) {
+        let required: Vec<&str> = str_list(schema.get("required"));
+        let keys: Vec<String> = obj.keys().cloned().collect();
+        for k in keys {
+            if matches!(k.as_str(), "apiVersion" | "kind" | "metadata") {
+                continue;
+            }
+            match props.get(&k) {
+                Some(s) => {
+                    if let Some(v) = obj.get_mut(&k) {
+                        walk(s, v, &k, &mut out);
+                    }
+                }
+                None if schema.get("x-kubernetes-preserve-unknown-fields")
+                    == Some(&Value::Bool(true)) => {}
+                None => {
+                    obj.remove(&k);
+                    out.unknown.push(k);
+                }
+            }
+        }
+        apply_defaults(props, obj);
+        for r in required {
+            if !matches!(r, "apiVersion" | "kind" | "metadata")
+                && obj.get(r).is_none_or(Value::is_null)
+            {
+                out.causes.push(Cause {
+                    field: r.to_string(),
+                    reason: "FieldValueRequired",
+                    message: "Required value".into(),
+                });
+            }
+        }
+    }
+    out
+}
+
+fn str_list(v: Option<&Value>) -> Vec<&str> {
+    v.and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect()
+}
+
+fn apply_defaults(props: &Value, obj: &mut Map<String, Value>) {
+    if let Some(props) = props.as_object() {
+        for (k, s) in props {
+            if let Some(d) = s.get("default")
+                && obj.get(k).is_none()
+            {
+                obj.insert(k.clone(), d.clone());
+            }
+        }
+    }
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+fn walk(schema: &Value, value: &mut Value, path: &str, out: &mut Checked) {
+    let bool_of = |k: &str| schema.get(k) == Some(&Value::Bool(true));
+    if value.is_null() {
+        if !bool_of("nullable") {
+            // The API server drops nulls of non-nullable fields before validation.
+            return;
+        }
+        return;
+    }
+    let actual = type_name(value);
+    if bool_of("x-kubernetes-int-or-string") {
+        if actual != "integer" && actual != "string" {
+            out.causes.push(invalid(path, actual, "integer or string"));
+        }
+        return;
+    }
+    if let Some(want) = schema.get("type").and_then(Value::as_str) {
+        let ok = want == actual || (want == "number" && actual == "integer");
+        if !ok {
+            out.causes.push(invalid(path, actual, want));
+            return;
+        }
+    }
+    if let Some(allowed) = schema.get("enum").and_then(Value::as_array)
+        && !allowed.contains(value)
+    {
+        let list: Vec<String> = allowed.iter().map(Value::to_string).collect();
+        out.causes.push(Cause {
+            field: path.into(),
+            reason: "FieldValueNotSupported",
+            message: format!(
+                "Unsupported value: {value}: supported values: {}",
+                list.join(", ")
+            ),
+        });
+    }
+    bounds(schema, value, path, out);
+    match value {
+        Value::Object(obj) => {
+            if bool_of("x-kubernetes-preserve-unknown-fields") && schema.get("properties").is_none()
+            {
+                return;
+            }
+            let props = schema.get("properties");
+            let additional = schema.get("additionalProperties").filter(|a| a.is_object());
+            let keys: Vec<String> = obj.keys().cloned().collect();
+            for k in keys {
+                let child = format!("{path}.{k}");
+                if let Some(s) = props.and_then(|p| p.get(&k)) {
+                    if let Some(v) = obj.get_mut(&k) {
+                        walk(s, v, &child, out);
+                    }
+                } else if let Some(s) = additional {
+                    if let Some(v) = obj.get_mut(&k) {
+                        walk(s, v, &format!("{path}[{k}]"), out);
+                    }
+                } else if !bool_of("x-kubernetes-preserve-unknown-fields") {
+                    obj.remove(&k);
+                    out.unknown.push(child);
+                }
+            }
+            if let Some(p) = props {
+                apply_defaults(p, obj);
+            }
+            for r in str_list(schema.get("required")) {
+                if obj.get(r).is_none_or(Value::is_null) {
+                    out.causes.push(Cause {
+                        field: format!("{path}.{r}"),
+                        reason: "FieldValueRequired",
+                        message: "Required value".into(),
+                    });
+                }
+            }
+        }
+        Value::Array(items) => {
+            if let Some(s) = schema.get("items") {
+                for (i, item) in items.iter_mut().enumerate() {
+                    walk(s, item, &format!("{path}[{i}]"), out);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+fn bounds(schema: &Value, value: &Value, path: &str, out: &mut Checked) {
+    let num = |k: &str| schema.get(k).and_then(Value::as_f64);
+    let mut fail = |m: String| {
+        out.causes.push(Cause {
+            field: path.into(),
+            reason: "FieldValueInvalid",
+            message: m,
+        })
+    };
+    if let Some(x) = value.as_f64() {
+        if let Some(min) = num("minimum")
+            && x < min
+        {
+            fail(format!(
+                "Invalid value: {value}: should be greater than or equal to {min}"
+            ));
+        }
+        if let Some(max) = num("maximum")
+            && x > max
+        {
+            fail(format!(
+                "Invalid value: {value}: should be less than or equal to {max}"
+            ));
+        }
+    }
+    if let Some(s) = value.as_str()
+        && num("maxLength").is_some_and(|m| s.chars().count() as f64 > m)
+    {
+        fail(format!(
+            "Too long: may not be longer than {}",
+            num("maxLength").unwrap_or_default()
+        ));
+    }
+    if let Some(a) = value.as_array()
+        && num("maxItems").is_some_and(|m| a.len() as f64 > m)
+    {
+        fail(format!(
+            "Too many: {}: must have at most {} items",
+            a.len(),
+            num("maxItems").unwrap_or_default()
+        ));
+    }
+}
+
+fn invalid(path: &str, actual: &str, want: &str) -> Cause {
+    Cause {
+        field: path.into(),
+        reason: "FieldValueTypeInvalid",
+        message: format!(
+            "Invalid value: \"{actual}\": {path} in body must be of type {want}: \"{actual}\""
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn schema() -> Value {
+        json!({"type": "object", "properties": {
+        "spec": {"type": "object", "required": ["size"], "properties": {
+            "size": {"type": "integer", "minimum": 1},
+            "mode": {"type": "string", "enum": ["a", "b"], "default": "a"},
+            "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+            "free": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},
+            "port": {"x-kubernetes-int-or-string": true}
+        }}}})
+    }
+
+    #[test]
+    fn validates_prunes_and_defaults() {
+        let mut v = json!({"spec": {"size": 0, "bogus": 1, "labels": {"a": 1}, "free": {"x": 1}, "port": "http"}});
+        let c = check(&schema(), &mut v);
+        assert_eq!(c.unknown, ["spec.bogus"]);
+        let fields: Vec<_> = c.causes.iter().map(|c| c.field.as_str()).collect();
+        assert_eq!(fields, ["spec.labels[a]", "spec.size"]);
+        assert_eq!(v["spec"]["mode"], "a");
+        assert_eq!(v["spec"]["free"]["x"], 1);
+        assert!(v["spec"].get("bogus").is_none());
+    }
+
+    #[test]
+    fn required_and_enum() {
+        let mut v = json!({"spec": {"mode": "c"}});
+        let c = check(&schema(), &mut v);
+        let reasons: Vec<_> = c
+            .causes
+            .iter()
+            .map(|c| (c.field.as_str(), c.reason))
+            .collect();
+        assert_eq!(
+            reasons,
+            [
+                ("spec.mode", "FieldValueNotSupported"),
+                ("spec.size", "FieldValueRequired")
+            ]
+        );
+    }
+}

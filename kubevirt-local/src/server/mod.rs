@@ -1,0 +1,213 @@
+//! The HTTP(S) API server: routing, authentication and response encoding around
+//! [`objects`], [`watch`], discovery and OpenAPI.
+
+mod admission;
+mod discovery;
+mod gc;
+pub mod objects;
+mod openapi;
+pub mod route;
+pub mod state;
+mod table;
+mod watch;
+
+pub use self::state::State;
+
+use crate::error::ApiError;
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::Response;
+use futures::StreamExt;
+use objects::{Reply, Request, Shape};
+use route::Route;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+
+/// The axum application.
+pub fn router(state: Arc<State>) -> axum::Router {
+    axum::Router::new()
+        .fallback(dispatch)
+        .layer(axum::extract::DefaultBodyLimit::max(16 << 20))
+        .with_state(state)
+}
+
+fn json_response(code: u16, body: &serde_json::Value, warnings: &[String]) -> Response {
+    let mut r = Response::new(Body::from(body.to_string()));
+    *r.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    for w in warnings {
+        if let Ok(v) = HeaderValue::from_str(&format!("299 - \"{}\"", w.replace('"', "'"))) {
+            r.headers_mut().append(header::WARNING, v);
+        }
+    }
+    r
+}
+
+fn error_response(e: &ApiError) -> Response {
+    json_response(e.code, &e.status(), &[])
+}
+
+fn authorized(state: &State, headers: &HeaderMap, route: Option<&Route>) -> bool {
+    let Some(token) = &state.token else {
+        return true;
+    };
+    if matches!(route, Some(Route::Health)) {
+        return true;
+    }
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| constant_time_eq(t.trim().as_bytes(), token.as_bytes()))
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn dispatch(
+    axum::extract::State(state): axum::extract::State<Arc<State>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let route = route::parse(uri.path());
+    if !authorized(&state, &headers, route.as_ref()) {
+        return error_response(&ApiError::unauthorized());
+    }
+    let Some(route) = route else {
+        return error_response(&ApiError::no_route());
+    };
+    let query = route::query(uri.query());
+    let reg = || state.registry();
+    let found = |v: Option<serde_json::Value>| match v {
+        Some(v) => json_response(200, &v, &[]),
+        None => error_response(&ApiError::no_route()),
+    };
+    match route {
+        Route::Version => json_response(200, &discovery::version(), &[]),
+        Route::Health => {
+            let mut r = Response::new(Body::from("ok"));
+            r.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+            r
+        }
+        Route::CoreVersions => json_response(200, &discovery::core_versions(&state.address), &[]),
+        Route::Groups => json_response(200, &discovery::groups(&reg()), &[]),
+        Route::Group(g) => found(discovery::group(&reg(), &g)),
+        Route::Resources { group, version } => {
+            found(discovery::resources(&reg(), &group, &version))
+        }
+        Route::OpenApiIndex => json_response(200, &openapi::index(&reg()), &[]),
+        Route::OpenApi { group, version } => found(openapi::document(&reg(), &group, &version)),
+        Route::Object(target) => {
+            let accept = headers
+                .get(header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            let shape = Shape::from_accept(accept);
+            let is_watch = method == Method::GET
+                && target.name.is_none()
+                && query.get("watch").is_some_and(|w| w == "true" || w == "1");
+            if is_watch {
+                return match watch::start(state.clone(), &target, &query, shape) {
+                    Ok(rx) => {
+                        let stream = tokio_stream(rx)
+                            .map(|line| Ok::<_, std::convert::Infallible>(Bytes::from(line)));
+                        let mut r = Response::new(Body::from_stream(stream));
+                        r.headers_mut().insert(
+                            header::CONTENT_TYPE,
+                            HeaderValue::from_static("application/json"),
+                        );
+                        r
+                    }
+                    Err(e) => error_response(&e),
+                };
+            }
+            let content_type = headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            let method = method.as_str().to_string();
+            let state2 = state.clone();
+            let result = tokio::task::spawn_blocking(move || {
+                let req = Request {
+                    method: &method,
+                    target: &target,
+                    query: &query,
+                    shape,
+                    content_type: &content_type,
+                    body: &body,
+                };
+                objects::handle(&state2, &req)
+            })
+            .await;
+            match result {
+                Ok(Ok(Reply {
+                    code,
+                    body: objects::Body::Json(v),
+                    warnings,
+                })) => json_response(code, &v, &warnings),
+                Ok(Ok(Reply {
+                    body: objects::Body::Text(t),
+                    ..
+                })) => {
+                    let mut r = Response::new(Body::from(t));
+                    r.headers_mut()
+                        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+                    r
+                }
+                Ok(Err(e)) => error_response(&e),
+                Err(e) => {
+                    error_response(&ApiError::internal(format!("request handler failed: {e}")))
+                }
+            }
+        }
+    }
+}
+
+fn tokio_stream(
+    mut rx: tokio::sync::mpsc::Receiver<String>,
+) -> impl futures::Stream<Item = String> {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+/// Serve `state` on `listener`, over TLS when `tls` is given, until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<State>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = router(state);
+    let Some(tls) = tls else {
+        return axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await;
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, _) = tokio::select! {
+            r = listener.accept() => r?,
+            _ = &mut shutdown => return Ok(()),
+        };
+        let acceptor = acceptor.clone();
+        let app = app.clone();
+        tokio::spawn(async move {
+            let Ok(stream) = acceptor.accept(tcp).await else {
+                return;
+            };
+            let service = hyper_util::service::TowerToHyperService::new(app);
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, service)
+                .await;
+        });
+    }
+}

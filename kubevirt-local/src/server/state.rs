@@ -1,0 +1,97 @@
+//! The server's shared state: storage, the registry of served kinds, and settings.
+
+use crate::error::ApiError;
+use crate::registry::{Registry, Resource, resource_from_crd};
+use crate::storage::{EventType, ObjectKey, Store};
+use kubevirt_api::defaults::ClusterDefaults;
+use serde_json::json;
+use std::sync::{Arc, RwLock};
+
+/// The storage name of CRDs.
+pub const CRD_RESOURCE: &str = "apiextensions.k8s.io/customresourcedefinitions";
+/// The storage name of namespaces.
+pub const NAMESPACE_RESOURCE: &str = "/namespaces";
+
+/// Shared server state.
+#[derive(Debug)]
+pub struct State {
+    /// Durable storage.
+    pub store: Store,
+    registry: RwLock<Registry>,
+    /// Bearer token clients must present (none: no authentication, loopback debugging only).
+    pub token: Option<String>,
+    /// Cluster-wide KubeVirt defaults used by admission.
+    pub cluster: ClusterDefaults,
+    /// The address clients reach the server at (discovery's serverAddressByClientCIDRs).
+    pub address: String,
+}
+
+impl State {
+    /// State over `store`: registers the stored CRDs and makes sure the standard namespaces exist.
+    pub fn new(
+        store: Store,
+        token: Option<String>,
+        address: String,
+    ) -> Result<Arc<Self>, ApiError> {
+        let state = Arc::new(Self {
+            store,
+            registry: RwLock::new(Registry::builtin()),
+            token,
+            cluster: ClusterDefaults::default(),
+            address,
+        });
+        state.refresh_registry()?;
+        let now = now();
+        for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+            let key = ObjectKey::new(NAMESPACE_RESOURCE, "", ns);
+            state.store.write(|t| -> Result<(), ApiError> {
+                if t.get(&key)?.is_none() {
+                    let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "uid": uuid::Uuid::new_v4().to_string(),
+                        "creationTimestamp": now, "labels": {"kubernetes.io/metadata.name": ns}},
+                        "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}});
+                    t.put(&key, obj, EventType::Added)?;
+                }
+                Ok(())
+            })?;
+        }
+        Ok(state)
+    }
+
+    /// A snapshot of the registry.
+    pub fn registry(&self) -> Registry {
+        self.registry
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Rebuild the registry from the built-ins and every stored, established CRD.
+    pub fn refresh_registry(&self) -> Result<(), ApiError> {
+        let mut reg = Registry::builtin();
+        let (crds, _) = self.store.list(CRD_RESOURCE, None)?;
+        for crd in crds {
+            if crd.pointer("/metadata/deletionTimestamp").is_some() {
+                continue;
+            }
+            if let Ok(res) = resource_from_crd(&crd) {
+                reg.insert(res);
+            }
+        }
+        *self.registry.write().unwrap_or_else(|p| p.into_inner()) = reg;
+        Ok(())
+    }
+
+    /// The resource behind a storage name.
+    pub fn resource_by_storage(&self, storage: &str) -> Option<Arc<Resource>> {
+        let reg = self.registry.read().unwrap_or_else(|p| p.into_inner());
+        reg.all().find(|r| r.storage_name() == storage).cloned()
+    }
+}
+
+/// Now, as Kubernetes writes timestamps (RFC 3339, whole seconds, UTC).
+pub fn now() -> String {
+    let t = jiff::Timestamp::now();
+    jiff::Timestamp::from_second(t.as_second())
+        .map(|t| t.to_string())
+        .unwrap_or_else(|_| t.to_string())
+}

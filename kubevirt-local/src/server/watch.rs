@@ -1,0 +1,212 @@
+//! Watches: newline-delimited JSON events, resumable from a resourceVersion (410 Expired beyond
+//! the history), with bookmarks, selectors and Table/metadata forms.
+
+use super::objects::{Shape, resolve};
+use super::route::Target;
+use super::state::State;
+use super::table::{Include, partial_metadata, table};
+use crate::error::ApiError;
+use crate::registry::Resource;
+use crate::semantics::selector::{FieldSelector, LabelSelector};
+use crate::storage::{Event, EventType};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{broadcast, mpsc};
+
+/// How often a bookmark is sent when the client allows them.
+const BOOKMARK_EVERY: Duration = Duration::from_secs(30);
+
+/// Start a watch; returns the channel of encoded lines (each ends with `\n`).
+pub fn start(
+    state: Arc<State>,
+    target: &Target,
+    query: &BTreeMap<String, String>,
+    shape: Shape,
+) -> Result<mpsc::Receiver<String>, ApiError> {
+    let res = resolve(&state, target)?;
+    let labels = LabelSelector::parse(query.get("labelSelector").map(String::as_str).unwrap_or(""))
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let fields = FieldSelector::parse(
+        query.get("fieldSelector").map(String::as_str).unwrap_or(""),
+        &res.selectable_fields,
+    )
+    .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let since: Option<u64> = match query.get("resourceVersion").map(String::as_str) {
+        None | Some("") | Some("0") => None,
+        Some(rv) => Some(
+            rv.parse()
+                .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv:?}")))?,
+        ),
+    };
+    let send_initial = query.get("sendInitialEvents").is_some_and(|v| v == "true");
+    let bookmarks = query
+        .get("allowWatchBookmarks")
+        .is_some_and(|v| v == "true");
+    let timeout = query
+        .get("timeoutSeconds")
+        .and_then(|t| t.parse::<u64>().ok())
+        .map(Duration::from_secs);
+    let namespace = target.namespace.clone();
+    let version = target.version.clone();
+
+    // Subscribe before reading the snapshot or the history, so nothing falls in between.
+    let live = state.store.subscribe();
+    let (initial, mut last_rv) = match since {
+        Some(rv) if !send_initial => (state.store.events_since(&res.storage_name(), rv)?, rv),
+        _ => {
+            let (items, rv) = state
+                .store
+                .list(&res.storage_name(), namespace.as_deref())?;
+            let events = items
+                .into_iter()
+                .map(|o| Event {
+                    rv,
+                    kind: EventType::Added,
+                    key: crate::storage::ObjectKey::new(res.storage_name(), "", ""),
+                    object: o,
+                })
+                .collect();
+            (events, rv)
+        }
+    };
+    let (tx, rx) = mpsc::channel(256);
+    let filter = Filter {
+        res: res.clone(),
+        namespace,
+        labels,
+        fields,
+        version,
+        shape,
+    };
+    tokio::spawn(async move {
+        let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+        for e in initial {
+            last_rv = last_rv.max(e.rv);
+            if let Some(line) = filter.encode(&e)
+                && tx.send(line).await.is_err()
+            {
+                return;
+            }
+        }
+        if send_initial && bookmarks {
+            let _ = tx.send(filter.bookmark(last_rv, true)).await;
+        }
+        run_live(live, tx, filter, last_rv, bookmarks, deadline).await;
+    });
+    Ok(rx)
+}
+
+async fn run_live(
+    mut live: broadcast::Receiver<Event>,
+    tx: mpsc::Sender<String>,
+    filter: Filter,
+    mut last_rv: u64,
+    bookmarks: bool,
+    deadline: Option<tokio::time::Instant>,
+) {
+    let mut tick = tokio::time::interval(BOOKMARK_EVERY);
+    tick.tick().await;
+    loop {
+        let sleep_until =
+            deadline.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+        tokio::select! {
+            ev = live.recv() => match ev {
+                Ok(e) => {
+                    if e.rv <= last_rv {
+                        continue;
+                    }
+                    last_rv = e.rv;
+                    if let Some(line) = filter.encode(&e)
+                        && tx.send(line).await.is_err() {
+                            return;
+                        }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    // This watcher fell behind the live stream: make it re-list.
+                    let _ = tx.send(expired(last_rv)).await;
+                    return;
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+            _ = tick.tick(), if bookmarks => {
+                if tx.send(filter.bookmark(last_rv, false)).await.is_err() {
+                    return;
+                }
+            }
+            _ = tokio::time::sleep_until(sleep_until), if deadline.is_some() => {
+                if bookmarks {
+                    let _ = tx.send(filter.bookmark(last_rv, false)).await;
+                }
+                return;
+            }
+            _ = tx.closed() => return,
+        }
+    }
+}
+
+fn expired(rv: u64) -> String {
+    let status = ApiError::expired(format!("too old resource version: {rv}")).status();
+    format!("{}\n", json!({"type": "ERROR", "object": status}))
+}
+
+struct Filter {
+    res: Arc<Resource>,
+    namespace: Option<String>,
+    labels: LabelSelector,
+    fields: FieldSelector,
+    version: String,
+    shape: Shape,
+}
+
+impl Filter {
+    fn encode(&self, e: &Event) -> Option<String> {
+        if !e.key.name.is_empty() && e.key.resource != self.res.storage_name() {
+            return None;
+        }
+        let o = &e.object;
+        if let Some(ns) = &self.namespace
+            && o["metadata"]["namespace"].as_str() != Some(ns.as_str())
+        {
+            return None;
+        }
+        if !(self.labels.matches(o["metadata"].get("labels")) && self.fields.matches(o)) {
+            return None;
+        }
+        let mut obj = o.clone();
+        obj["apiVersion"] = json!(self.res.api_version(&self.version));
+        obj["kind"] = json!(self.res.kind);
+        let object = match self.shape {
+            Shape::Full => obj,
+            Shape::Metadata => partial_metadata(&obj),
+            Shape::Table => {
+                let rv = obj["metadata"]["resourceVersion"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string();
+                table(
+                    &self.res,
+                    std::slice::from_ref(&obj),
+                    &rv,
+                    "",
+                    Include::Metadata,
+                    jiff::Timestamp::now(),
+                )
+            }
+        };
+        Some(format!(
+            "{}\n",
+            json!({"type": e.kind.as_str(), "object": object})
+        ))
+    }
+
+    fn bookmark(&self, rv: u64, initial_end: bool) -> String {
+        let mut meta = json!({"resourceVersion": rv.to_string()});
+        if initial_end {
+            meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+        }
+        let object: Value = json!({"kind": self.res.kind, "apiVersion": self.res.api_version(&self.version), "metadata": meta});
+        format!("{}\n", json!({"type": "BOOKMARK", "object": object}))
+    }
+}

@@ -1,0 +1,404 @@
+use super::{Event, EventType, ObjectKey, StoreError};
+use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::Value;
+use std::path::Path;
+use std::sync::Mutex;
+use tokio::sync::broadcast;
+
+/// How many events the history keeps for resuming watches (older ones get 410 Expired).
+const HISTORY: u64 = 100_000;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS objects (
+    resource TEXT NOT NULL, namespace TEXT NOT NULL, name TEXT NOT NULL,
+    rv INTEGER NOT NULL, value TEXT NOT NULL,
+    PRIMARY KEY (resource, namespace, name)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS events (
+    rv INTEGER PRIMARY KEY, resource TEXT NOT NULL, namespace TEXT NOT NULL, name TEXT NOT NULL,
+    type TEXT NOT NULL, value TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_by_resource ON events (resource, rv);
+CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v INTEGER NOT NULL);
+INSERT OR IGNORE INTO meta (k, v) VALUES ('rv', 0), ('compacted', 0);
+";
+
+/// The SQLite-backed store. Cheap to share behind an `Arc`; all methods block (call them from
+/// `spawn_blocking` in async code).
+#[derive(Debug)]
+pub struct Store {
+    conn: Mutex<Connection>,
+    events: broadcast::Sender<Event>,
+}
+
+impl Store {
+    /// Open (or create) the database at `path`.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::init(Connection::open(path)?)
+    }
+
+    /// A store in memory (tests and `--ephemeral`).
+    pub fn in_memory() -> Result<Self, StoreError> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
+    fn init(conn: Connection) -> Result<Self, StoreError> {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "busy_timeout", 5000)?;
+        conn.execute_batch(SCHEMA)?;
+        let (events, _) = broadcast::channel(16_384);
+        Ok(Self {
+            conn: Mutex::new(conn),
+            events,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite half-written (the transaction rolls
+        // back), so a poisoned lock is still safe to use.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The current global resourceVersion.
+    pub fn current_rv(&self) -> Result<u64, StoreError> {
+        let conn = self.lock();
+        meta(&conn, "rv")
+    }
+
+    /// Subscribe to changes committed from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    /// One object.
+    pub fn get(&self, key: &ObjectKey) -> Result<Option<Value>, StoreError> {
+        let conn = self.lock();
+        get(&conn, key)
+    }
+
+    /// Every object of `resource` (in `namespace` if given), ordered by namespace and name, and the
+    /// resourceVersion the list is consistent with.
+    pub fn list(
+        &self,
+        resource: &str,
+        namespace: Option<&str>,
+    ) -> Result<(Vec<Value>, u64), StoreError> {
+        let conn = self.lock();
+        let rv = meta(&conn, "rv")?;
+        let mut out = Vec::new();
+        let mut push = |row: &rusqlite::Row<'_>| -> rusqlite::Result<()> {
+            let text: String = row.get(0)?;
+            let name: String = row.get(1)?;
+            out.push((name, text));
+            Ok(())
+        };
+        match namespace {
+            Some(ns) => {
+                let mut stmt = conn.prepare_cached(
+                    "SELECT value, name FROM objects WHERE resource = ?1 AND namespace = ?2 ORDER BY name",
+                )?;
+                let mut rows = stmt.query(params![resource, ns])?;
+                while let Some(row) = rows.next()? {
+                    push(row)?;
+                }
+            }
+            None => {
+                let mut stmt = conn.prepare_cached(
+                    "SELECT value, name FROM objects WHERE resource = ?1 ORDER BY namespace, name",
+                )?;
+                let mut rows = stmt.query(params![resource])?;
+                while let Some(row) = rows.next()? {
+                    push(row)?;
+                }
+            }
+        }
+        let values = out
+            .into_iter()
+            .map(|(name, text)| {
+                serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(name, e))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok((values, rv))
+    }
+
+    /// Changes of `resource` after `since`, oldest first; `Expired` if the history no longer
+    /// reaches back that far.
+    pub fn events_since(&self, resource: &str, since: u64) -> Result<Vec<Event>, StoreError> {
+        let conn = self.lock();
+        let compacted = meta(&conn, "compacted")?;
+        if since < compacted {
+            return Err(StoreError::Expired {
+                requested: since,
+                oldest: compacted,
+            });
+        }
+        let mut stmt = conn.prepare_cached(
+            "SELECT rv, namespace, name, type, value FROM events WHERE resource = ?1 AND rv > ?2 ORDER BY rv",
+        )?;
+        let mut rows = stmt.query(params![resource, since as i64])?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next()? {
+            let rv: i64 = row.get(0)?;
+            let name: String = row.get(2)?;
+            let text: String = row.get(4)?;
+            let kind: String = row.get(3)?;
+            out.push(Event {
+                rv: rv as u64,
+                kind: EventType::parse(&kind).unwrap_or(EventType::Modified),
+                key: ObjectKey::new(resource, row.get::<_, String>(1)?, name.clone()),
+                object: serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(name, e))?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Run `f` in one durable transaction. Events are published after the commit.
+    pub fn write<T, E>(&self, f: impl FnOnce(&mut Txn<'_>) -> Result<T, E>) -> Result<T, E>
+    where
+        E: From<StoreError>,
+    {
+        let out = {
+            let mut conn = self.lock();
+            let tx = conn.transaction().map_err(StoreError::from)?;
+            let rv = meta(&tx, "rv")?;
+            let mut txn = Txn {
+                tx,
+                rv,
+                events: Vec::new(),
+            };
+            let out = f(&mut txn)?;
+            let Txn { tx, rv, events } = txn;
+            tx.execute("UPDATE meta SET v = ?1 WHERE k = 'rv'", params![rv as i64])
+                .map_err(StoreError::from)?;
+            if rv % 1024 == 0 && rv > HISTORY {
+                let floor = rv - HISTORY;
+                tx.execute("DELETE FROM events WHERE rv <= ?1", params![floor as i64])
+                    .map_err(StoreError::from)?;
+                tx.execute(
+                    "UPDATE meta SET v = ?1 WHERE k = 'compacted'",
+                    params![floor as i64],
+                )
+                .map_err(StoreError::from)?;
+            }
+            tx.commit().map_err(StoreError::from)?;
+            // Published under the lock so that watchers see changes in resourceVersion order.
+            for e in events {
+                // No receivers is fine: nobody is watching.
+                let _ = self.events.send(e);
+            }
+            out
+        };
+        Ok(out)
+    }
+}
+
+/// An open write transaction.
+pub struct Txn<'c> {
+    tx: rusqlite::Transaction<'c>,
+    rv: u64,
+    events: Vec<Event>,
+}
+
+impl std::fmt::Debug for Txn<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Txn")
+            .field("rv", &self.rv)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Txn<'_> {
+    /// Read an object inside the transaction.
+    pub fn get(&self, key: &ObjectKey) -> Result<Option<Value>, StoreError> {
+        get(&self.tx, key)
+    }
+
+    /// Every object of `resource` in `namespace` (all namespaces if `None`).
+    pub fn list(
+        &self,
+        resource: &str,
+        namespace: Option<&str>,
+    ) -> Result<Vec<(ObjectKey, Value)>, StoreError> {
+        let mut stmt = self.tx.prepare_cached(
+            "SELECT namespace, name, value FROM objects WHERE resource = ?1 AND (?2 IS NULL OR namespace = ?2) ORDER BY namespace, name",
+        )?;
+        let mut rows = stmt.query(params![resource, namespace])?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next()? {
+            let ns: String = row.get(0)?;
+            let name: String = row.get(1)?;
+            let text: String = row.get(2)?;
+            let v =
+                serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(name.clone(), e))?;
+            out.push((ObjectKey::new(resource, ns, name), v));
+        }
+        Ok(out)
+    }
+
+    /// Every resource that has objects (for garbage collection and namespace deletion).
+    pub fn resources(&self) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self
+            .tx
+            .prepare_cached("SELECT DISTINCT resource FROM objects")?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Create or replace an object: it gets the next resourceVersion, stamped into
+    /// `metadata.resourceVersion`. Returns the stored object.
+    pub fn put(
+        &mut self,
+        key: &ObjectKey,
+        mut object: Value,
+        kind: EventType,
+    ) -> Result<Value, StoreError> {
+        self.rv += 1;
+        object["metadata"]["resourceVersion"] = Value::String(self.rv.to_string());
+        let text = object.to_string();
+        self.tx.execute(
+            "INSERT INTO objects (resource, namespace, name, rv, value) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (resource, namespace, name) DO UPDATE SET rv = excluded.rv, value = excluded.value",
+            params![key.resource, key.namespace, key.name, self.rv as i64, text],
+        )?;
+        self.record(key, kind, &object, &text)?;
+        Ok(object)
+    }
+
+    /// Remove an object; its last state goes to watchers with the deletion's resourceVersion.
+    pub fn remove(&mut self, key: &ObjectKey, mut last: Value) -> Result<Value, StoreError> {
+        self.rv += 1;
+        last["metadata"]["resourceVersion"] = Value::String(self.rv.to_string());
+        self.tx.execute(
+            "DELETE FROM objects WHERE resource = ?1 AND namespace = ?2 AND name = ?3",
+            params![key.resource, key.namespace, key.name],
+        )?;
+        let text = last.to_string();
+        self.record(key, EventType::Deleted, &last, &text)?;
+        Ok(last)
+    }
+
+    fn record(
+        &mut self,
+        key: &ObjectKey,
+        kind: EventType,
+        object: &Value,
+        text: &str,
+    ) -> Result<(), StoreError> {
+        self.tx.execute(
+            "INSERT INTO events (rv, resource, namespace, name, type, value) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![self.rv as i64, key.resource, key.namespace, key.name, kind.as_str(), text],
+        )?;
+        self.events.push(Event {
+            rv: self.rv,
+            kind,
+            key: key.clone(),
+            object: object.clone(),
+        });
+        Ok(())
+    }
+}
+
+fn meta(conn: &Connection, k: &str) -> Result<u64, StoreError> {
+    let v: i64 = conn.query_row("SELECT v FROM meta WHERE k = ?1", params![k], |r| r.get(0))?;
+    Ok(v as u64)
+}
+
+fn get(conn: &Connection, key: &ObjectKey) -> Result<Option<Value>, StoreError> {
+    let text: Option<String> = conn
+        .prepare_cached(
+            "SELECT value FROM objects WHERE resource = ?1 AND namespace = ?2 AND name = ?3",
+        )?
+        .query_row(params![key.resource, key.namespace, key.name], |r| r.get(0))
+        .optional()?;
+    text.map(|t| serde_json::from_str(&t).map_err(|e| StoreError::Corrupt(key.to_string(), e)))
+        .transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn key(n: &str) -> ObjectKey {
+        ObjectKey::new("kubevirt.io/virtualmachines", "default", n)
+    }
+
+    #[test]
+    fn writes_bump_the_global_rv_and_record_history() {
+        let store = Store::in_memory().unwrap();
+        let mut rx = store.subscribe();
+        let a = store
+            .write(|t| {
+                t.put(
+                    &key("a"),
+                    json!({"metadata": {"name": "a"}}),
+                    EventType::Added,
+                )
+            })
+            .unwrap();
+        assert_eq!(a["metadata"]["resourceVersion"], "1");
+        store
+            .write(|t| {
+                t.put(
+                    &key("b"),
+                    json!({"metadata": {"name": "b"}}),
+                    EventType::Added,
+                )
+            })
+            .unwrap();
+        store.write(|t| t.remove(&key("a"), a.clone())).unwrap();
+        assert_eq!(store.current_rv().unwrap(), 3);
+        let (items, rv) = store
+            .list("kubevirt.io/virtualmachines", Some("default"))
+            .unwrap();
+        assert_eq!((items.len(), rv), (1, 3));
+        let hist = store
+            .events_since("kubevirt.io/virtualmachines", 1)
+            .unwrap();
+        let kinds: Vec<_> = hist.iter().map(|e| (e.rv, e.kind)).collect();
+        assert_eq!(kinds, [(2, EventType::Added), (3, EventType::Deleted)]);
+        assert_eq!(rx.try_recv().unwrap().rv, 1);
+    }
+
+    #[test]
+    fn a_failed_transaction_changes_nothing() {
+        let store = Store::in_memory().unwrap();
+        let r: Result<(), StoreError> = store.write(|t| {
+            t.put(&key("a"), json!({"metadata": {}}), EventType::Added)?;
+            Err(StoreError::Expired {
+                requested: 0,
+                oldest: 0,
+            })
+        });
+        assert!(r.is_err());
+        assert_eq!(store.current_rv().unwrap(), 0);
+        assert!(store.get(&key("a")).unwrap().is_none());
+    }
+
+    #[test]
+    fn survives_reopen() {
+        let dir = std::env::temp_dir().join(format!("kv-store-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("state.db");
+        {
+            let store = Store::open(&path).unwrap();
+            store
+                .write(|t| {
+                    t.put(
+                        &key("a"),
+                        json!({"metadata": {"name": "a"}}),
+                        EventType::Added,
+                    )
+                })
+                .unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.current_rv().unwrap(), 1);
+        assert_eq!(
+            store.get(&key("a")).unwrap().unwrap()["metadata"]["resourceVersion"],
+            "1"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

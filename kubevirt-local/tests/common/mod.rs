@@ -1,0 +1,149 @@
+//! Test harness: a real `kubevirt-local apiserver` process on a free loopback port, driven by the
+//! installed kubectl (with its own cache dir) and by kube-rs.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+/// A running server and its data directory.
+pub struct Server {
+    pub child: Child,
+    pub dir: PathBuf,
+    pub url: String,
+    pub kubeconfig: PathBuf,
+}
+
+fn tempdir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "kubevirt-local-{tag}-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir_all(&dir).expect("create temp dir");
+    dir
+}
+
+impl Server {
+    /// Start a server with a fresh data directory.
+    pub fn start(tag: &str) -> Self {
+        Self::start_in(tempdir(tag), &[])
+    }
+
+    /// Start a server on an existing data directory.
+    pub fn start_in(dir: PathBuf, extra: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_kubevirt-local"))
+            .args([
+                "apiserver",
+                "--data-dir",
+                dir.to_str().unwrap(),
+                "--listen",
+                "127.0.0.1:0",
+            ])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start kubevirt-local");
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let first = lines
+            .next()
+            .expect("server printed nothing")
+            .expect("read stdout");
+        let url = first.rsplit(' ').next().expect("url").to_string();
+        std::thread::spawn(move || for _ in lines {});
+        Server {
+            child,
+            kubeconfig: dir.join("kubeconfig"),
+            dir,
+            url,
+        }
+    }
+
+    /// Run kubectl against this server.
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        self.kubectl_stdin(args, None)
+    }
+
+    /// Run kubectl with `stdin`.
+    pub fn kubectl_stdin(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        use std::io::Write;
+        let mut cmd = Command::new("kubectl");
+        cmd.env("KUBECONFIG", &self.kubeconfig)
+            .arg("--cache-dir")
+            .arg(self.dir.join("kubectl-cache"))
+            .arg("--request-timeout=20s")
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("kubectl is installed");
+        if let Some(s) = stdin {
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(s.as_bytes())
+                .expect("write");
+        }
+        drop(child.stdin.take());
+        child.wait_with_output().expect("kubectl")
+    }
+
+    /// kubectl that must succeed; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args);
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// kubectl that must fail; returns stderr.
+    pub fn fails(&self, args: &[&str], stdin: Option<&str>) -> String {
+        let out = self.kubectl_stdin(args, stdin);
+        assert!(
+            !out.status.success(),
+            "kubectl {args:?} succeeded:\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    /// Stop with SIGKILL.
+    pub fn kill(mut self) -> PathBuf {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.dir.clone()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The generated CRDs as one YAML file in `dir`.
+pub fn crds_file(dir: &Path) -> PathBuf {
+    let crds = kubevirt_api::object::all_crds(&Default::default());
+    let mut text = String::new();
+    for c in &crds {
+        text.push_str("---\n");
+        text.push_str(&kubevirt_api::codec::to_yaml(c).expect("yaml"));
+    }
+    let path = dir.join("crds.yaml");
+    std::fs::write(&path, text).expect("write crds");
+    path
+}
+
+/// An upstream fixture.
+pub fn fixture(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/fixtures/upstream")
+        .join(name)
+        .to_string_lossy()
+        .into_owned()
+}

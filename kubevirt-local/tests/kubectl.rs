@@ -1,0 +1,233 @@
+//! The installed kubectl against a real server: CRDs, upstream fixtures, tables, patches, scale,
+//! finalizers, watches, server-side apply and refusals with field paths.
+
+mod common;
+
+use common::{Server, crds_file, fixture};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+fn with_crds(tag: &str) -> Server {
+    let s = Server::start(tag);
+    let crds = crds_file(&s.dir);
+    let out = s.ok(&["apply", "-f", crds.to_str().unwrap()]);
+    assert_eq!(
+        out.lines().filter(|l| l.contains("created")).count(),
+        kubevirt_api::object::KINDS.len(),
+        "{out}"
+    );
+    s
+}
+
+#[test]
+fn crds_and_upstream_vms_through_kubectl() {
+    let s = with_crds("vm");
+    assert!(
+        s.ok(&["get", "crd"])
+            .contains("virtualmachines.kubevirt.io")
+    );
+    s.ok(&["apply", "-f", &fixture("kubevirt-examples-vm-cirros.yaml")]);
+    let table = s.ok(&["get", "vm"]);
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(header, ["NAME", "AGE", "STATUS", "READY"], "{table}");
+    assert!(table.contains("vm-cirros"));
+    let yaml = s.ok(&["get", "vm", "vm-cirros", "-o", "yaml"]);
+    assert!(
+        yaml.contains("runStrategy: Halted") && yaml.contains("type: q35"),
+        "defaults applied:\n{yaml}"
+    );
+    assert!(
+        s.ok(&["describe", "vm", "vm-cirros"])
+            .contains("Run Strategy")
+    );
+
+    // Patches: merge, JSON, status subresource (shown in the STATUS column).
+    s.ok(&[
+        "patch",
+        "vm",
+        "vm-cirros",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"runStrategy":"Always"}}"#,
+    ]);
+    s.ok(&[
+        "patch",
+        "vm",
+        "vm-cirros",
+        "--type=json",
+        "-p",
+        r#"[{"op":"add","path":"/metadata/labels/extra","value":"yes"}]"#,
+    ]);
+    s.ok(&[
+        "patch",
+        "vm",
+        "vm-cirros",
+        "--type=merge",
+        "--subresource=status",
+        "-p",
+        r#"{"status":{"printableStatus":"Running"}}"#,
+    ]);
+    let row = s.ok(&["get", "vm", "vm-cirros", "--no-headers"]);
+    assert!(row.contains("Running"), "{row}");
+    let generation = s.ok(&[
+        "get",
+        "vm",
+        "vm-cirros",
+        "-o",
+        "jsonpath={.metadata.generation}",
+    ]);
+    assert_eq!(generation, "2", "only the spec change bumps generation");
+
+    // Server-side apply of another upstream VM.
+    s.ok(&[
+        "apply",
+        "--server-side",
+        "-f",
+        &fixture("kubevirt-examples-vm-alpine-datavolume.yaml"),
+    ]);
+    assert!(s.ok(&["get", "vm"]).contains("vm-alpine-datavolume"));
+}
+
+#[test]
+fn scale_a_replica_set() {
+    let s = with_crds("scale");
+    s.ok(&[
+        "apply",
+        "-f",
+        &fixture("kubevirt-examples-vmi-replicaset-cirros.yaml"),
+    ]);
+    s.ok(&["scale", "vmirs", "vmi-replicaset-cirros", "--replicas=3"]);
+    assert_eq!(
+        s.ok(&[
+            "get",
+            "vmirs",
+            "vmi-replicaset-cirros",
+            "-o",
+            "jsonpath={.spec.replicas}"
+        ]),
+        "3"
+    );
+    let table = s.ok(&["get", "vmirs"]);
+    assert!(table.lines().next().unwrap().contains("DESIRED"), "{table}");
+}
+
+#[test]
+fn invalid_objects_are_refused_with_the_field_path() {
+    let s = with_crds("invalid");
+    let bad_bus = "apiVersion: kubevirt.io/v1\nkind: VirtualMachine\nmetadata: {name: bad}\nspec:\n  runStrategy: Halted\n  template:\n    spec:\n      domain:\n        devices:\n          disks: [{name: root, disk: {bus: ide}}]\n      volumes: [{name: root, containerDisk: {image: x}}]\n";
+    let err = s.fails(&["apply", "-f", "-"], Some(bad_bus));
+    assert!(
+        err.contains("spec.template.spec.domain.devices.disks[0].disk.bus"),
+        "{err}"
+    );
+    let unknown = bad_bus.replace("bus: ide", "bus: virtio, buss: x");
+    let err = s.fails(&["apply", "-f", "-"], Some(&unknown));
+    assert!(
+        err.contains("unknown field") && err.contains("buss"),
+        "{err}"
+    );
+    let wrong_type = bad_bus.replace("runStrategy: Halted", "runStrategy: [1]");
+    let err = s.fails(&["create", "-f", "-"], Some(&wrong_type));
+    assert!(err.contains("spec.runStrategy"), "{err}");
+    assert!(
+        s.kubectl(&["get", "vm", "bad"]).status.code() != Some(0),
+        "nothing was stored"
+    );
+}
+
+#[test]
+fn finalizers_hold_deletion_until_removed() {
+    let s = with_crds("finalizers");
+    s.ok(&["apply", "-f", &fixture("kubevirt-examples-vm-cirros.yaml")]);
+    s.ok(&[
+        "patch",
+        "vm",
+        "vm-cirros",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"finalizers":["example.com/hold"]}}"#,
+    ]);
+    s.ok(&["delete", "vm", "vm-cirros", "--wait=false"]);
+    let ts = s.ok(&[
+        "get",
+        "vm",
+        "vm-cirros",
+        "-o",
+        "jsonpath={.metadata.deletionTimestamp}",
+    ]);
+    assert!(!ts.is_empty(), "marked for deletion");
+    s.ok(&[
+        "patch",
+        "vm",
+        "vm-cirros",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"finalizers":null}}"#,
+    ]);
+    let err = s.fails(&["get", "vm", "vm-cirros"], None);
+    assert!(err.contains("NotFound"), "{err}");
+}
+
+#[test]
+fn get_watch_sees_changes() {
+    let s = with_crds("watch");
+    let mut watch = Command::new("kubectl")
+        .env("KUBECONFIG", &s.kubeconfig)
+        .args([
+            "--cache-dir",
+            s.dir.join("kubectl-cache").to_str().unwrap(),
+            "get",
+            "vm",
+            "-w",
+            "--output-watch-events",
+            "--request-timeout=30s",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("kubectl get -w");
+    let stdout = watch.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    s.ok(&["apply", "-f", &fixture("kubevirt-examples-vm-cirros.yaml")]);
+    s.ok(&["delete", "vm", "vm-cirros"]);
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while std::time::Instant::now() < deadline
+        && !seen.iter().any(|l: &String| l.starts_with("DELETED"))
+    {
+        if let Ok(line) = rx.recv_timeout(std::time::Duration::from_millis(200)) {
+            seen.push(line);
+        }
+    }
+    let _ = watch.kill();
+    let _ = watch.wait();
+    assert!(
+        seen.iter()
+            .any(|l| l.starts_with("ADDED") && l.contains("vm-cirros")),
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter()
+            .any(|l| l.starts_with("DELETED") && l.contains("vm-cirros")),
+        "{seen:?}"
+    );
+}
+
+#[test]
+fn requests_without_the_token_are_refused() {
+    let s = Server::start("auth");
+    let out = s.kubectl(&["get", "ns", "--token=wrong"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("Unauthorized") || err.contains("provide credentials"),
+        "{err}"
+    );
+    assert!(s.ok(&["get", "ns"]).contains("default"));
+}
