@@ -20,6 +20,12 @@ pub trait BusDevice: Send {
     fn write(&mut self, base: u64, offset: u64, data: &[u8]);
 }
 
+impl fmt::Debug for dyn BusDevice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("BusDevice")
+    }
+}
+
 /// A shared, lockable device as the bus holds it.
 pub type SharedDevice = Arc<Mutex<dyn BusDevice>>;
 

@@ -148,12 +148,6 @@ pub struct VmBuilder {
     created_at: Instant,
 }
 
-impl std::fmt::Debug for dyn crate::bus::BusDevice {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("BusDevice")
-    }
-}
-
 impl VmBuilder {
     /// Starts building from `config`. The VM's creation time (see [`Vm::created_at`]) is now.
     pub fn new(config: VmConfig) -> Self {
