@@ -29,6 +29,9 @@ enum Command {
         /// Serve plain HTTP without authentication (loopback debugging only).
         #[arg(long)]
         insecure_http: bool,
+        /// How many changes the watch history keeps; older resourceVersions get 410 Expired.
+        #[arg(long, default_value_t = kubevirt_local::storage::DEFAULT_HISTORY)]
+        watch_history: u64,
     },
 }
 
@@ -37,6 +40,7 @@ fn main() -> ExitCode {
         data_dir,
         listen,
         insecure_http,
+        watch_history,
     } = Cli::parse().command;
     if insecure_http && !listen.ip().is_loopback() {
         eprintln!("error: --insecure-http is only allowed on a loopback address, not {listen}");
@@ -52,7 +56,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(data_dir, listen, insecure_http)) {
+    match runtime.block_on(run(data_dir, listen, insecure_http, watch_history)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
@@ -65,9 +69,10 @@ async fn run(
     dir: PathBuf,
     listen: SocketAddr,
     insecure: bool,
+    history: u64,
 ) -> Result<(), Box<dyn std::error::Error>> {
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let store = Store::open(&dir.join("state.db"))?;
+    let store = Store::open(&dir.join("state.db"))?.with_history(history);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| format!("listening on {listen}: {e}"))?;

@@ -161,6 +161,11 @@ fn versioned(res: &Resource, version: &str, mut obj: Value) -> Value {
 }
 
 fn parse_body(body: &[u8]) -> Result<Value, ApiError> {
+    if body.starts_with(b"k8s\0") {
+        return Err(ApiError::unsupported_media(
+            "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml",
+        ));
+    }
     if let Ok(v) = serde_json::from_slice(body) {
         return Ok(v);
     }

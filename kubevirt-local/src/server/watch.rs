@@ -54,7 +54,19 @@ pub fn start(
     // Subscribe before reading the snapshot or the history, so nothing falls in between.
     let live = state.store.subscribe();
     let (initial, mut last_rv) = match since {
-        Some(rv) if !send_initial => (state.store.events_since(&res.storage_name(), rv)?, rv),
+        Some(rv) if !send_initial => match state.store.events_since(&res.storage_name(), rv) {
+            Ok(events) => (events, rv),
+            // Too old: the answer is a 200 stream with one ERROR event (410), as Kubernetes does.
+            Err(crate::storage::StoreError::Expired { requested, oldest }) => {
+                let (tx, rx) = mpsc::channel(1);
+                let status =
+                    ApiError::expired(format!("too old resource version: {requested} ({oldest})"))
+                        .status();
+                let _ = tx.try_send(format!("{}\n", json!({"type": "ERROR", "object": status})));
+                return Ok(rx);
+            }
+            Err(e) => return Err(e.into()),
+        },
         _ => {
             let (items, rv) = state
                 .store

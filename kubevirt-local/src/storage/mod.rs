@@ -10,7 +10,7 @@ mod key;
 mod sqlite;
 
 pub use self::key::ObjectKey;
-pub use self::sqlite::{Store, Txn};
+pub use self::sqlite::{DEFAULT_HISTORY, Store, Txn};
 
 use serde_json::Value;
 use thiserror::Error;

@@ -5,8 +5,8 @@ use std::path::Path;
 use std::sync::Mutex;
 use tokio::sync::broadcast;
 
-/// How many events the history keeps for resuming watches (older ones get 410 Expired).
-const HISTORY: u64 = 100_000;
+/// How many events the history keeps by default for resuming watches (older ones get 410 Expired).
+pub const DEFAULT_HISTORY: u64 = 100_000;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS objects (
@@ -29,12 +29,19 @@ INSERT OR IGNORE INTO meta (k, v) VALUES ('rv', 0), ('compacted', 0);
 pub struct Store {
     conn: Mutex<Connection>,
     events: broadcast::Sender<Event>,
+    history: u64,
 }
 
 impl Store {
     /// Open (or create) the database at `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         Self::init(Connection::open(path)?)
+    }
+
+    /// Keep `events` changes of history (at least 1) instead of [`DEFAULT_HISTORY`].
+    pub fn with_history(mut self, events: u64) -> Self {
+        self.history = events.max(1);
+        self
     }
 
     /// A store in memory (tests and `--ephemeral`).
@@ -51,6 +58,7 @@ impl Store {
         Ok(Self {
             conn: Mutex::new(conn),
             events,
+            history: DEFAULT_HISTORY,
         })
     }
 
@@ -162,6 +170,7 @@ impl Store {
             let mut conn = self.lock();
             let tx = conn.transaction().map_err(StoreError::from)?;
             let rv = meta(&tx, "rv")?;
+            let meta_rv_before = rv;
             let mut txn = Txn {
                 tx,
                 rv,
@@ -171,8 +180,9 @@ impl Store {
             let Txn { tx, rv, events } = txn;
             tx.execute("UPDATE meta SET v = ?1 WHERE k = 'rv'", params![rv as i64])
                 .map_err(StoreError::from)?;
-            if rv % 1024 == 0 && rv > HISTORY {
-                let floor = rv - HISTORY;
+            let every = self.history.clamp(1, 1024);
+            if rv / every != meta_rv_before / every && rv > self.history {
+                let floor = rv - self.history;
                 tx.execute("DELETE FROM events WHERE rv <= ?1", params![floor as i64])
                     .map_err(StoreError::from)?;
                 tx.execute(
@@ -374,6 +384,33 @@ mod tests {
         assert!(r.is_err());
         assert_eq!(store.current_rv().unwrap(), 0);
         assert!(store.get(&key("a")).unwrap().is_none());
+    }
+
+    #[test]
+    fn history_is_compacted_and_old_versions_expire() {
+        let store = Store::in_memory().unwrap().with_history(10);
+        for i in 0..50 {
+            store
+                .write(|t| {
+                    t.put(
+                        &key(&format!("o{i}")),
+                        json!({"metadata": {}}),
+                        EventType::Added,
+                    )
+                })
+                .unwrap();
+        }
+        assert!(matches!(
+            store.events_since("kubevirt.io/virtualmachines", 5),
+            Err(StoreError::Expired { .. })
+        ));
+        assert_eq!(
+            store
+                .events_since("kubevirt.io/virtualmachines", 45)
+                .unwrap()
+                .len(),
+            5
+        );
     }
 
     #[test]
