@@ -26,6 +26,7 @@ import keyword
 import os
 import re
 import shutil
+import subprocess
 import sys
 import tempfile
 import textwrap
@@ -602,6 +603,17 @@ class Gen:
             f.write("\n".join(lines) + "\n")
 
 
+def rustfmt(out_dir):
+    """Format the output as `cargo fmt` would, so that formatting the workspace changes nothing."""
+    files = []
+    for base, _, names in os.walk(out_dir):
+        files.extend(os.path.join(base, n) for n in names if n.endswith(".rs"))
+    cfg = os.path.join(ROOT, "rustfmt.toml")
+    args = ["rustfmt", "--edition", "2024"] + (["--config-path", cfg] if os.path.exists(cfg) else [])
+    for i in range(0, len(files), 200):
+        subprocess.run(args + sorted(files)[i:i + 200], check=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--fixtures", default=os.path.join(ROOT, "..", "shared", "fixtures", "upstream"))
@@ -616,6 +628,7 @@ def main():
         tmp = tempfile.mkdtemp()
         try:
             Gen(kv, cdi).run(tmp)
+            rustfmt(tmp)
             cmp = filecmp.dircmp(tmp, args.out)
             diffs = []
 
@@ -635,6 +648,7 @@ def main():
     if os.path.isdir(args.out):
         shutil.rmtree(args.out)
     Gen(kv, cdi).run(args.out)
+    rustfmt(args.out)
     return 0
 
 
