@@ -1,25 +1,36 @@
 #!/usr/bin/env bash
-# The main job, as far as it exists today: generate the CRDs, check upstream's own examples the way
-# upstream's webhooks would, and build a VM in Rust. It grows as the launcher and control plane land.
+# The main job, as far as it exists today: start the local control plane, install the CRDs with the
+# real kubectl, run upstream's VMs through it, show upstream's webhook checks refusing a broken VM,
+# and boot a guest on our own VMM. It grows as the launcher and the local node land.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 fixtures=${KUBEVIRT_FIXTURES:-../shared/fixtures/upstream}
 
 scripts/setup.sh
-cargo build --release --locked -p kubevirt-controller
-cargo build --release --locked --example build_vm
-bin=target/release/kubevirt-controller
+cargo build --release --locked -p kubevirt-controller -p kubevirt-local
+cargo build --release --locked --example build_vm --example vmm_hello
+bin=target/release
 
-echo "== CRDs (kubevirt-controller crds | kubectl apply -f -)"
-"$bin" crds > target/crds.yaml
-grep -c '^kind: CustomResourceDefinition' target/crds.yaml | xargs printf '%s CRDs written to target/crds.yaml\n'
+data=$(mktemp -d)
+trap 'kill "$server" 2>/dev/null || true; rm -rf "$data"' EXIT
+"$bin"/kubevirt-local apiserver --data-dir "$data" --listen 127.0.0.1:0 > "$data/server.log" 2>&1 &
+server=$!
+for _ in $(seq 50); do grep -q listening "$data/server.log" 2>/dev/null && break; sleep 0.1; done
+head -2 "$data/server.log"
+export KUBECONFIG="$data/kubeconfig"
+k() { kubectl --cache-dir "$data/cache" "$@"; }
 
-echo "== upstream examples through strict decoding, defaults and validation"
-"$bin" validate -f "$fixtures"/kubevirt-examples-vm-cirros.yaml "$fixtures"/kubevirt-examples-vmi-fedora.yaml \
-  "$fixtures"/cdi-example-import-kubevirt-datavolume.yaml "$fixtures"/userguide-snapshot_restore_api-01-VirtualMachineSnapshot.yaml
+echo "== install the CRDs (kubevirt-controller crds | kubectl apply -f -)"
+"$bin"/kubevirt-controller crds | k apply -f - | tail -3
+echo "== upstream's examples, applied with kubectl"
+k apply -f "$fixtures"/kubevirt-examples-vm-cirros.yaml -f "$fixtures"/kubevirt-examples-vmi-replicaset-cirros.yaml \
+  -f "$fixtures"/cdi-example-import-kubevirt-datavolume.yaml
+k scale vmirs vmi-replicaset-cirros --replicas=3
+k patch vm vm-cirros --type=merge --subresource=status -p '{"status":{"printableStatus":"Stopped"}}'
+k get vm,vmirs,dv
 
-echo "== a broken VM is refused with field paths"
-cat <<'YAML' | "$bin" validate -f - || true
+echo "== a broken VM is refused with field paths (upstream's webhook checks, run in admission)"
+cat <<'YAML' | k apply -f - || true
 apiVersion: kubevirt.io/v1
 kind: VirtualMachine
 metadata: {name: broken}
@@ -33,5 +44,11 @@ spec:
           disks: [{name: root, disk: {bus: ide}}]
 YAML
 
-echo "== a VM built in Rust (examples/build_vm.rs)"
-target/release/examples/build_vm
+echo "== the same checks offline (kubevirt-controller validate)"
+"$bin"/kubevirt-controller validate -f "$fixtures"/kubevirt-examples-vmi-fedora.yaml
+
+echo "== a VM built in Rust (examples/build_vm.rs), applied"
+"$bin"/examples/build_vm | k apply -f -
+
+echo "== a guest on our own VMM (examples/vmm_hello.rs)"
+"$bin"/examples/vmm_hello
