@@ -231,3 +231,85 @@ fn requests_without_the_token_are_refused() {
     );
     assert!(s.ok(&["get", "ns"]).contains("default"));
 }
+
+const WIDGET_CRD: &str = r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: widgets.example.com}
+spec:
+  group: example.com
+  scope: Namespaced
+  names: {plural: widgets, singular: widget, kind: Widget, shortNames: [wd]}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            required: [min]
+            x-kubernetes-validations:
+            - {rule: "self.min <= self.max", message: "min must not exceed max", fieldPath: ".min"}
+            properties:
+              min: {type: integer}
+              max: {type: integer, default: 10}
+              color: {type: string, enum: [red, blue]}
+"#;
+
+#[test]
+fn any_crd_gets_schema_defaults_pruning_and_cel() {
+    let s = Server::start("widgets");
+    let out = s.kubectl_stdin(&["apply", "-f", "-"], Some(WIDGET_CRD));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let widget = |spec: &str| {
+        format!("apiVersion: example.com/v1\nkind: Widget\nmetadata: {{name: w}}\nspec: {spec}\n")
+    };
+    s.kubectl_stdin(&["apply", "-f", "-"], Some(&widget("{min: 3}")));
+    assert_eq!(
+        s.ok(&["get", "wd", "w", "-o", "jsonpath={.spec.max}"]),
+        "10",
+        "schema default applied"
+    );
+    let err = s.fails(&["apply", "-f", "-"], Some(&widget("{min: 30}")));
+    assert!(
+        err.contains("spec.min") && err.contains("min must not exceed max"),
+        "{err}"
+    );
+    let err = s.fails(
+        &["apply", "-f", "-"],
+        Some(&widget("{min: 1, color: green}")),
+    );
+    assert!(
+        err.contains("spec.color") && err.contains("Unsupported value"),
+        "{err}"
+    );
+    let err = s.fails(
+        &["apply", "-f", "-"],
+        Some(&widget("{min: 1, shade: dark}")),
+    );
+    assert!(
+        err.contains("unknown field") && err.contains("spec.shade"),
+        "{err}"
+    );
+    let out = s.kubectl_stdin(
+        &["apply", "--validate=false", "-f", "-"],
+        Some(&widget("{min: 2, shade: dark}")),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        s.ok(&["get", "wd", "w", "-o", "jsonpath={.spec}"]),
+        r#"{"max":10,"min":2}"#,
+        "unknown field pruned"
+    );
+}

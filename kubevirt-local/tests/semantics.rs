@@ -14,7 +14,9 @@ use std::time::Duration;
 
 async fn client(s: &Server) -> Client {
     let kc = Kubeconfig::read_from(&s.kubeconfig).expect("kubeconfig");
-    let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.expect("config");
+    let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .expect("config");
     Client::try_from(config).expect("client")
 }
 
@@ -22,7 +24,12 @@ fn cm(name: &str, labels: &[(&str, &str)], owner: Option<&ConfigMap>) -> ConfigM
     ConfigMap {
         metadata: ObjectMeta {
             name: Some(name.into()),
-            labels: Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
+            labels: Some(
+                labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
             owner_references: owner.map(|o| {
                 vec![OwnerReference {
                     api_version: "v1".into(),
@@ -43,15 +50,26 @@ fn cm(name: &str, labels: &[(&str, &str)], owner: Option<&ConfigMap>) -> ConfigM
 async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting until {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
 async fn family(api: &Api<ConfigMap>, owner: &str) -> ConfigMap {
-    let o = api.create(&PostParams::default(), &cm(owner, &[], None)).await.expect("owner");
+    let o = api
+        .create(&PostParams::default(), &cm(owner, &[], None))
+        .await
+        .expect("owner");
     for d in ["a", "b"] {
-        api.create(&PostParams::default(), &cm(&format!("{owner}-{d}"), &[], Some(&o))).await.expect("dependent");
+        api.create(
+            &PostParams::default(),
+            &cm(&format!("{owner}-{d}"), &[], Some(&o)),
+        )
+        .await
+        .expect("dependent");
     }
     o
 }
@@ -62,24 +80,40 @@ async fn garbage_collection_follows_the_propagation_policy() {
     let api: Api<ConfigMap> = Api::namespaced(client(&s).await, "default");
 
     family(&api, "bg").await;
-    api.delete("bg", &DeleteParams::background()).await.expect("delete");
+    api.delete("bg", &DeleteParams::background())
+        .await
+        .expect("delete");
     eventually("background dependents are gone", async || {
         api.get_opt("bg-a").await.unwrap().is_none() && api.get_opt("bg-b").await.unwrap().is_none()
     })
     .await;
 
     family(&api, "fg").await;
-    api.delete("fg", &DeleteParams::foreground()).await.expect("delete");
+    api.delete("fg", &DeleteParams::foreground())
+        .await
+        .expect("delete");
     eventually("foreground owner and dependents are gone", async || {
         api.get_opt("fg").await.unwrap().is_none() && api.get_opt("fg-a").await.unwrap().is_none()
     })
     .await;
 
     family(&api, "or").await;
-    api.delete("or", &DeleteParams::orphan()).await.expect("delete");
-    eventually("the orphaning owner is gone", async || api.get_opt("or").await.unwrap().is_none()).await;
+    api.delete("or", &DeleteParams::orphan())
+        .await
+        .expect("delete");
+    eventually("the orphaning owner is gone", async || {
+        api.get_opt("or").await.unwrap().is_none()
+    })
+    .await;
     let orphan = api.get("or-a").await.expect("dependent kept");
-    assert!(orphan.metadata.owner_references.unwrap_or_default().is_empty(), "owner reference stripped");
+    assert!(
+        orphan
+            .metadata
+            .owner_references
+            .unwrap_or_default()
+            .is_empty(),
+        "owner reference stripped"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -87,16 +121,31 @@ async fn deleting_a_namespace_deletes_its_contents() {
     let s = Server::start("ns");
     let c = client(&s).await;
     let nss: Api<Namespace> = Api::all(c.clone());
-    let ns = Namespace { metadata: ObjectMeta { name: Some("scratch".into()), ..Default::default() }, ..Default::default() };
-    nss.create(&PostParams::default(), &ns).await.expect("namespace");
+    let ns = Namespace {
+        metadata: ObjectMeta {
+            name: Some("scratch".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    nss.create(&PostParams::default(), &ns)
+        .await
+        .expect("namespace");
     let api: Api<ConfigMap> = Api::namespaced(c.clone(), "scratch");
-    api.create(&PostParams::default(), &cm("x", &[], None)).await.expect("cm");
+    api.create(&PostParams::default(), &cm("x", &[], None))
+        .await
+        .expect("cm");
     let missing: Api<ConfigMap> = Api::namespaced(c, "nope");
-    match missing.create(&PostParams::default(), &cm("x", &[], None)).await {
+    match missing
+        .create(&PostParams::default(), &cm("x", &[], None))
+        .await
+    {
         Err(kube::Error::Api(e)) => assert_eq!(e.code, 404),
         other => panic!("create in a missing namespace: {other:?}"),
     }
-    nss.delete("scratch", &DeleteParams::default()).await.expect("delete ns");
+    nss.delete("scratch", &DeleteParams::default())
+        .await
+        .expect("delete ns");
     eventually("the namespace and its contents are gone", async || {
         nss.get_opt("scratch").await.unwrap().is_none() && api.get_opt("x").await.unwrap().is_none()
     })
@@ -109,7 +158,12 @@ async fn pagination_selectors_and_dry_run() {
     let api: Api<ConfigMap> = Api::namespaced(client(&s).await, "default");
     for i in 0..7 {
         let tier = if i % 2 == 0 { "even" } else { "odd" };
-        api.create(&PostParams::default(), &cm(&format!("p{i}"), &[("tier", tier)], None)).await.expect("create");
+        api.create(
+            &PostParams::default(),
+            &cm(&format!("p{i}"), &[("tier", tier)], None),
+        )
+        .await
+        .expect("create");
     }
     let mut names = Vec::new();
     let mut params = ListParams::default().limit(3);
@@ -123,17 +177,35 @@ async fn pagination_selectors_and_dry_run() {
         }
     }
     assert_eq!(names, ["p0", "p1", "p2", "p3", "p4", "p5", "p6"]);
-    let even = api.list(&ListParams::default().labels("tier=even")).await.expect("labels");
+    let even = api
+        .list(&ListParams::default().labels("tier=even"))
+        .await
+        .expect("labels");
     assert_eq!(even.items.len(), 4);
-    let not_p1 = api.list(&ListParams::default().fields("metadata.name!=p1").labels("tier in (odd)")).await.expect("fields");
+    let not_p1 = api
+        .list(
+            &ListParams::default()
+                .fields("metadata.name!=p1")
+                .labels("tier in (odd)"),
+        )
+        .await
+        .expect("fields");
     assert_eq!(not_p1.items.len(), 2);
     match api.list(&ListParams::default().fields("data.v=1")).await {
         Err(kube::Error::Api(e)) => assert_eq!(e.code, 400),
         other => panic!("unsupported field selector: {other:?}"),
     }
-    let dry = PostParams { dry_run: true, ..Default::default() };
-    api.create(&dry, &cm("ghost", &[], None)).await.expect("dry run");
-    assert!(api.get_opt("ghost").await.unwrap().is_none(), "a dry run stores nothing");
+    let dry = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    api.create(&dry, &cm("ghost", &[], None))
+        .await
+        .expect("dry run");
+    assert!(
+        api.get_opt("ghost").await.unwrap().is_none(),
+        "a dry run stores nothing"
+    );
 }
 
 #[test]
@@ -141,5 +213,10 @@ fn watch_ends_with_a_bookmark_when_asked() {
     let s = Server::start("bookmark");
     let out = s.ok(&["get", "--raw", "/api/v1/namespaces/default/configmaps?watch=true&allowWatchBookmarks=true&timeoutSeconds=1"]);
     let last = out.lines().last().expect("a line");
-    assert!(last.contains("\"BOOKMARK\"") && last.contains("\"apiVersion\":\"v1\"") && last.contains("\"kind\":\"ConfigMap\""), "{out}");
+    assert!(
+        last.contains("\"BOOKMARK\"")
+            && last.contains("\"apiVersion\":\"v1\"")
+            && last.contains("\"kind\":\"ConfigMap\""),
+        "{out}"
+    );
 }

@@ -62,7 +62,64 @@ pub fn check(schema: &Value, value: &mut Value) -> Checked {
             }
         }
     }
+    cel_rules(schema, value, "", &mut out);
     out
+}
+
+/// Evaluate the node's `x-kubernetes-validations` with `self` bound to `value`. Transition rules
+/// (`oldSelf`) are skipped: they need the stored object at the same path.
+fn cel_rules(schema: &Value, value: &Value, path: &str, out: &mut Checked) {
+    let Some(rules) = schema
+        .get("x-kubernetes-validations")
+        .and_then(Value::as_array)
+    else {
+        return;
+    };
+    for r in rules {
+        let Some(rule) = r.get("rule").and_then(Value::as_str) else {
+            continue;
+        };
+        if rule.contains("oldSelf") {
+            continue;
+        }
+        let field = match r.get("fieldPath").and_then(Value::as_str) {
+            Some(fp) if path.is_empty() => fp.trim_start_matches('.').to_string(),
+            Some(fp) => format!("{path}{fp}"),
+            None => path.to_string(),
+        };
+        let reason = match r.get("reason").and_then(Value::as_str) {
+            Some("FieldValueRequired") => "FieldValueRequired",
+            Some("FieldValueForbidden") => "FieldValueForbidden",
+            Some("FieldValueDuplicate") => "FieldValueDuplicate",
+            _ => "FieldValueInvalid",
+        };
+        let message = match evaluate(rule, value) {
+            Ok(true) => continue,
+            Ok(false) => r
+                .get("message")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("Invalid value: failed rule: {rule}")),
+            Err(e) => format!("Invalid value: rule {rule:?} could not be evaluated: {e}"),
+        };
+        out.causes.push(Cause {
+            field,
+            reason,
+            message,
+        });
+    }
+}
+
+fn evaluate(rule: &str, value: &Value) -> Result<bool, String> {
+    let program = cel::Program::compile(rule).map_err(|e| format!("{e:?}"))?;
+    let mut ctx = cel::Context::default();
+    let v = cel::to_value(value).map_err(|e| e.to_string())?;
+    ctx.add_variable("self", v).map_err(|e| e.to_string())?;
+    match program.execute(&ctx) {
+        Ok(cel::Value::Bool(b)) => Ok(b),
+        Ok(other) => Err(format!("the rule returned {other:?}, not a boolean")),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 fn str_list(v: Option<&Value>) -> Vec<&str> {
@@ -180,6 +237,8 @@ fn walk(schema: &Value, value: &mut Value, path: &str, out: &mut Checked) {
         }
         _ => {}
     }
+    // Rules see the node after pruning and defaulting.
+    cel_rules(schema, value, path, out);
 }
 
 fn bounds(schema: &Value, value: &Value, path: &str, out: &mut Checked) {
@@ -262,6 +321,23 @@ mod tests {
         assert_eq!(v["spec"]["mode"], "a");
         assert_eq!(v["spec"]["free"]["x"], 1);
         assert!(v["spec"].get("bogus").is_none());
+    }
+
+    #[test]
+    fn cel_rules_are_enforced_with_their_field_path() {
+        let schema = json!({"type": "object", "properties": {"spec": {"type": "object",
+            "x-kubernetes-validations": [{"rule": "self.min <= self.max", "message": "min must not exceed max", "fieldPath": ".min"},
+                                         {"rule": "self.min == oldSelf.min"}],
+            "properties": {"min": {"type": "integer"}, "max": {"type": "integer"}}}}});
+        let mut ok = json!({"spec": {"min": 1, "max": 2}});
+        assert!(check(&schema, &mut ok).causes.is_empty());
+        let mut bad = json!({"spec": {"min": 3, "max": 2}});
+        let c = check(&schema, &mut bad);
+        assert_eq!(c.causes.len(), 1);
+        assert_eq!(
+            (c.causes[0].field.as_str(), c.causes[0].message.as_str()),
+            ("spec.min", "min must not exceed max")
+        );
     }
 
     #[test]
