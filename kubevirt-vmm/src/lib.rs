@@ -34,6 +34,7 @@ pub mod boot;
 pub mod bus;
 pub mod devices;
 pub mod memory;
+pub mod pci;
 #[cfg(feature = "test-guests")]
 pub mod testguest;
 pub mod vcpu;

@@ -1,0 +1,76 @@
+//! The [`PciDevice`] trait and the host bridge.
+
+use super::config::{PciConfiguration, PciIds};
+
+/// A PCI function: a configuration space plus memory BARs. It knows its registers, not KVM.
+///
+/// Configuration accesses go through [`PciDevice::config`]/[`PciDevice::config_mut`] unless
+/// a device overrides [`PciDevice::read_config_register`]/[`PciDevice::write_config_register`]
+/// (to react to a write, e.g. MSI-X enable). BAR accesses arrive with the BAR index and the
+/// offset inside it, wherever the guest placed the BAR.
+pub trait PciDevice: Send {
+    /// The configuration space.
+    fn config(&self) -> &PciConfiguration;
+    /// The configuration space, mutably (the VMM assigns BAR addresses through it).
+    fn config_mut(&mut self) -> &mut PciConfiguration;
+
+    /// A guest read of dword register `reg`.
+    fn read_config_register(&mut self, reg: usize) -> u32 {
+        self.config().read_reg(reg)
+    }
+
+    /// A guest write of `data` at byte `offset` of dword register `reg`.
+    fn write_config_register(&mut self, reg: usize, offset: u64, data: &[u8]) {
+        self.config_mut().write_reg(reg, offset, data);
+    }
+
+    /// A guest read of `data.len()` bytes at `offset` in BAR `bar`.
+    fn read_bar(&mut self, bar: usize, offset: u64, data: &mut [u8]);
+    /// A guest write at `offset` in BAR `bar`.
+    fn write_bar(&mut self, bar: usize, offset: u64, data: &[u8]);
+}
+
+/// The host bridge at 00:00.0 (class 06/00): what operating systems expect to find first.
+#[derive(Debug)]
+pub struct HostBridge {
+    config: PciConfiguration,
+}
+
+/// The host bridge's IDs (vendor Red Hat, device "QEMU PCIe host bridge"), which every
+/// guest OS knows.
+pub const HOST_BRIDGE_IDS: PciIds = PciIds {
+    vendor: 0x1b36,
+    device: 0x0008,
+    revision: 0,
+    class: 0x06_00_00,
+    subsystem_vendor: 0x1af4,
+    subsystem: 0x1100,
+};
+
+impl HostBridge {
+    /// A host bridge with no BARs.
+    pub fn new() -> Self {
+        HostBridge {
+            config: PciConfiguration::new(HOST_BRIDGE_IDS),
+        }
+    }
+}
+
+impl Default for HostBridge {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PciDevice for HostBridge {
+    fn config(&self) -> &PciConfiguration {
+        &self.config
+    }
+    fn config_mut(&mut self) -> &mut PciConfiguration {
+        &mut self.config
+    }
+    fn read_bar(&mut self, _bar: usize, _offset: u64, data: &mut [u8]) {
+        data.fill(0xff);
+    }
+    fn write_bar(&mut self, _bar: usize, _offset: u64, _data: &[u8]) {}
+}
