@@ -81,6 +81,32 @@ impl ApiError {
         e
     }
 
+    /// 409 for server-side apply conflicts with other field managers.
+    pub fn apply_conflicts(
+        res: &Resource,
+        name: &str,
+        conflicts: &[crate::semantics::apply::Conflict],
+    ) -> Self {
+        let list: Vec<String> = conflicts
+            .iter()
+            .map(|c| format!("conflict with \"{}\": {}", c.manager, c.field))
+            .collect();
+        let mut e = Self::new(
+            409,
+            "Conflict",
+            format!(
+                "Apply failed with {} conflict(s): {}",
+                conflicts.len(),
+                list.join(", ")
+            ),
+        );
+        e.details = Some(json!({
+            "name": name, "group": res.group, "kind": res.plural,
+            "causes": conflicts.iter().map(|c| json!({"type": "FieldManagerConflict", "message": format!("conflict with \"{}\"", c.manager), "field": c.field})).collect::<Vec<_>>(),
+        }));
+        e
+    }
+
     /// 422 with field causes.
     pub fn invalid(res: &Resource, name: &str, causes: &[Cause]) -> Self {
         let summary: Vec<String> = causes

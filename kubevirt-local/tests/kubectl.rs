@@ -313,3 +313,36 @@ fn any_crd_gets_schema_defaults_pruning_and_cel() {
         "unknown field pruned"
     );
 }
+
+#[test]
+fn server_side_apply_owns_fields() {
+    let s = Server::start("ssa");
+    s.kubectl_stdin(&["apply", "-f", "-"], Some(WIDGET_CRD));
+    let widget = |spec: &str| {
+        format!("apiVersion: example.com/v1\nkind: Widget\nmetadata: {{name: w}}\nspec: {spec}\n")
+    };
+    let apply = |spec: &str, extra: &[&str]| {
+        let mut args = vec!["apply", "--server-side", "-f", "-"];
+        args.extend_from_slice(extra);
+        s.kubectl_stdin(&args, Some(&widget(spec)))
+    };
+    assert!(apply("{min: 1, color: red}", &[]).status.success());
+    assert!(apply("{min: 1}", &[]).status.success());
+    assert_eq!(
+        s.ok(&["get", "wd", "w", "-o", "jsonpath={.spec}"]),
+        r#"{"max":10,"min":1}"#,
+        "color no longer applied, so removed"
+    );
+    let out = apply("{min: 2}", &["--field-manager=other"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("conflict") && err.contains(".spec.min"),
+        "{err}"
+    );
+    assert!(
+        apply("{min: 2}", &["--field-manager=other", "--force-conflicts"])
+            .status
+            .success()
+    );
+    assert_eq!(s.ok(&["get", "wd", "w", "-o", "jsonpath={.spec.min}"]), "2");
+}

@@ -1,6 +1,7 @@
 //! The API server's object semantics, as pure functions over JSON: selectors, JSONPath for printer
 //! columns, structural-schema validation and pruning, patches, and the create/update/delete rules.
 
+pub mod apply;
 pub mod jsonpath;
 pub mod lifecycle;
 pub mod patch;

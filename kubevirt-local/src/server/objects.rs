@@ -9,11 +9,11 @@ use super::state::{CRD_RESOURCE, NAMESPACE_RESOURCE, State, now};
 use super::table::{Include, partial_metadata, table};
 use crate::error::ApiError;
 use crate::registry::{Resource, crd_status, resource_from_crd};
-use crate::semantics::jsonpath;
 use crate::semantics::lifecycle::{Endpoint, prepare_create, prepare_update};
 use crate::semantics::patch::{self, PatchType};
 use crate::semantics::schema::Cause;
 use crate::semantics::selector::{FieldSelector, LabelSelector};
+use crate::semantics::{apply, jsonpath};
 use crate::storage::{EventType, ObjectKey, Txn};
 use base64::Engine;
 use serde_json::{Value, json};
@@ -527,7 +527,7 @@ fn patch_object(
             }
             // Server-side apply creates.
             created = true;
-            let mut obj = body.clone();
+            let mut obj = apply_as(res, name, None, &body, req)?;
             obj["metadata"]["name"] = json!(name);
             obj["apiVersion"] = json!(res.api_version(&t.version));
             obj["kind"] = json!(res.kind);
@@ -552,18 +552,22 @@ fn patch_object(
             return Ok(tx.put(&k, obj, EventType::Added)?);
         };
         let mut patched = old.clone();
-        patch::apply(kind, &mut patched, &body).map_err(|e| match e {
-            patch::PatchError::Malformed(m) => ApiError::bad_request(m),
-            patch::PatchError::Failed(m) => ApiError::invalid(
-                res,
-                name,
-                &[Cause {
-                    field: String::new(),
-                    reason: "FieldValueInvalid",
-                    message: m,
-                }],
-            ),
-        })?;
+        if kind == PatchType::Apply {
+            patched = apply_as(res, name, Some(&old), &body, req)?;
+        } else {
+            patch::apply(kind, &mut patched, &body).map_err(|e| match e {
+                patch::PatchError::Malformed(m) => ApiError::bad_request(m),
+                patch::PatchError::Failed(m) => ApiError::invalid(
+                    res,
+                    name,
+                    &[Cause {
+                        field: String::new(),
+                        reason: "FieldValueInvalid",
+                        message: m,
+                    }],
+                ),
+            })?;
+        }
         let mut new = prepare_update(res, &old, patched, endpoint, false)?;
         new["apiVersion"] = json!(res.api_version(&t.version));
         new["kind"] = json!(res.kind);
@@ -592,6 +596,24 @@ fn patch_object(
         body: Body::Json(versioned(res, &t.version, stored)),
         warnings,
     })
+}
+
+/// Server-side apply as the request's field manager.
+fn apply_as(
+    res: &Resource,
+    name: &str,
+    current: Option<&Value>,
+    body: &Value,
+    req: &Request<'_>,
+) -> Result<Value, ApiError> {
+    let manager = req
+        .query
+        .get("fieldManager")
+        .map(String::as_str)
+        .unwrap_or_default();
+    let force = req.query.get("force").is_some_and(|f| f == "true");
+    apply::apply(current, body, manager, force, &now())
+        .map_err(|c| ApiError::apply_conflicts(res, name, &c))
 }
 
 fn after_write(state: &State, res: &Resource) -> Result<(), ApiError> {
