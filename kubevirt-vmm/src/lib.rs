@@ -38,6 +38,7 @@ pub mod pci;
 #[cfg(feature = "test-guests")]
 pub mod testguest;
 pub mod vcpu;
+pub mod virtio;
 pub mod vm;
 
 pub use arch::cpuid::{CpuFeatureMask, CpuidError};

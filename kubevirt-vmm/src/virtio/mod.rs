@@ -1,0 +1,38 @@
+//! Virtio over PCI: the [`VirtioDevice`] trait a device (in this crate or another program)
+//! implements, the modern virtio-pci transport ([`pci::VirtioPciDevice`]), queue workers, and
+//! the devices themselves.
+//!
+//! Devices never trust the guest: descriptor chains are walked through rust-vmm's
+//! virtio-queue (bounded by the queue size, every buffer checked against guest memory), a bad
+//! request fails with an error status, and a queue the driver corrupts marks the device
+//! `DEVICE_NEEDS_RESET` instead of panicking or spinning.
+
+pub mod device;
+pub mod pci;
+pub mod worker;
+
+pub use device::{
+    ActivateContext, ActivateError, DeviceQueue, HealthFlag, VirtioDevice, VirtioInterrupt,
+    VirtioInterruptType,
+};
+
+/// `VIRTIO_F_VERSION_1`: the modern interface; the only one this transport offers.
+pub const VIRTIO_F_VERSION_1: u64 = 1 << 32;
+/// `VIRTIO_RING_F_INDIRECT_DESC`: indirect descriptor tables.
+pub const VIRTIO_RING_F_INDIRECT_DESC: u64 = 1 << 28;
+
+/// Device status bits (virtio 1.2, 2.1).
+pub mod status {
+    /// The guest noticed the device.
+    pub const ACKNOWLEDGE: u8 = 1;
+    /// The guest has a driver for it.
+    pub const DRIVER: u8 = 2;
+    /// The driver is ready: the device may process queues.
+    pub const DRIVER_OK: u8 = 4;
+    /// Feature negotiation is complete.
+    pub const FEATURES_OK: u8 = 8;
+    /// The device hit an error it cannot recover from without a reset.
+    pub const DEVICE_NEEDS_RESET: u8 = 0x40;
+    /// The driver gave up on the device.
+    pub const FAILED: u8 = 0x80;
+}

@@ -1,0 +1,356 @@
+//! The modern virtio-pci transport (virtio 1.2, 4.1): a [`PciDevice`] whose BAR 0 holds the
+//! common configuration, ISR, device configuration and notification regions, each described
+//! by a vendor-specific capability.
+//!
+//! Notifications: queue *n* is notified by a write at `BAR0 + NOTIFY_OFFSET + 4 n`. The VMM
+//! registers each such address as a KVM ioeventfd ([`VirtioPciDevice::notify_addresses`]), so
+//! a notify wakes the device worker without an exit to userspace; a notify that does arrive
+//! here (BAR moved by the guest, no KVM) signals the same eventfd.
+//!
+//! Interrupts: [`VirtioInterrupt`] sets ISR bits; MSI-X is not implemented yet, so drivers
+//! poll the used rings (or the ISR).
+
+pub mod common_cfg;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use virtio_queue::{Queue, QueueT};
+use vm_memory::{GuestAddress, GuestMemoryMmap};
+use vmm_sys_util::eventfd::EventFd;
+
+use self::common_cfg::{COMMON_CFG_LEN, CommonConfig, CommonWrite};
+use super::device::{
+    ActivateContext, DeviceQueue, HealthFlag, VirtioDevice, VirtioInterrupt, VirtioInterruptType,
+};
+use super::{VIRTIO_F_VERSION_1, status};
+use crate::pci::config::{BarRequest, PciConfiguration, PciIds};
+use crate::pci::{PciDevice, PciError};
+
+/// Virtio's PCI vendor ID.
+pub const VIRTIO_PCI_VENDOR: u16 = 0x1af4;
+/// Modern device IDs are this plus the virtio device type.
+pub const VIRTIO_PCI_DEVICE_BASE: u16 = 0x1040;
+/// Offset of the common configuration in BAR 0.
+pub const COMMON_OFFSET: u64 = 0x0000;
+/// Offset of the ISR byte in BAR 0.
+pub const ISR_OFFSET: u64 = 0x1000;
+/// Offset of the device configuration in BAR 0.
+pub const DEVICE_CFG_OFFSET: u64 = 0x2000;
+/// Offset of the notification region in BAR 0.
+pub const NOTIFY_OFFSET: u64 = 0x3000;
+/// Bytes between two queues' notification addresses.
+pub const NOTIFY_OFF_MULTIPLIER: u32 = 4;
+/// Size of BAR 0.
+pub const BAR0_SIZE: u64 = 0x4000;
+const REGION_SIZE: u64 = 0x1000;
+
+const PCI_CAP_ID_VNDR: u8 = 0x09;
+const CAP_COMMON: u8 = 1;
+const CAP_NOTIFY: u8 = 2;
+const CAP_ISR: u8 = 3;
+const CAP_DEVICE: u8 = 4;
+
+/// Errors creating a transport.
+#[derive(Debug, thiserror::Error)]
+pub enum VirtioPciError {
+    /// Declaring the BAR or a capability failed.
+    #[error("virtio-pci configuration space: {0}")]
+    Config(#[from] PciError),
+    /// Creating a queue eventfd failed.
+    #[error("creating the notification eventfd for queue {queue}: {source}")]
+    EventFd {
+        /// The queue.
+        queue: usize,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The device has too many queues for the notification region.
+    #[error("{0} queues do not fit the notification region")]
+    TooManyQueues(usize),
+}
+
+/// The class code a device type gets (PCI class/subclass/prog-if).
+fn class_for(device_type: u32) -> u32 {
+    match device_type {
+        1 => 0x02_00_00, // network controller
+        2 => 0x01_80_00, // mass storage, other
+        3 => 0x07_80_00, // communication, other
+        _ => 0xff_00_00,
+    }
+}
+
+/// Sets the ISR bits; the driver reads (and clears) them at [`ISR_OFFSET`].
+#[derive(Debug, Default)]
+pub struct IsrInterrupt {
+    isr: Arc<AtomicU8>,
+}
+
+impl VirtioInterrupt for IsrInterrupt {
+    fn trigger(&self, kind: VirtioInterruptType) -> std::io::Result<()> {
+        let bit = match kind {
+            VirtioInterruptType::Queue(_) => 1,
+            VirtioInterruptType::Config => 2,
+        };
+        self.isr.fetch_or(bit, Ordering::AcqRel);
+        Ok(())
+    }
+}
+
+/// A virtio device on PCI.
+#[derive(Debug)]
+pub struct VirtioPciDevice {
+    config: PciConfiguration,
+    device: Box<dyn VirtioDevice>,
+    memory: GuestMemoryMmap,
+    common: CommonConfig,
+    events: Vec<EventFd>,
+    interrupt: Arc<IsrInterrupt>,
+    health: HealthFlag,
+    active: bool,
+}
+
+impl VirtioPciDevice {
+    /// Wraps `device`, whose queues will live in `memory`.
+    pub fn new(
+        device: Box<dyn VirtioDevice>,
+        memory: GuestMemoryMmap,
+    ) -> Result<Self, VirtioPciError> {
+        let device_type = device.device_type();
+        let queues = device.queue_max_sizes().len();
+        if queues as u64 * u64::from(NOTIFY_OFF_MULTIPLIER) > REGION_SIZE {
+            return Err(VirtioPciError::TooManyQueues(queues));
+        }
+        let mut config = PciConfiguration::new(PciIds {
+            vendor: VIRTIO_PCI_VENDOR,
+            device: VIRTIO_PCI_DEVICE_BASE + device_type as u16,
+            revision: 1,
+            class: class_for(device_type),
+            subsystem_vendor: VIRTIO_PCI_VENDOR,
+            subsystem: 0x1100,
+        });
+        config.add_bar(
+            0,
+            BarRequest {
+                size: BAR0_SIZE,
+                is_64bit: true,
+                prefetchable: false,
+            },
+        )?;
+        for (kind, offset, len) in [
+            (CAP_COMMON, COMMON_OFFSET, COMMON_CFG_LEN),
+            (CAP_ISR, ISR_OFFSET, 4),
+            (CAP_DEVICE, DEVICE_CFG_OFFSET, REGION_SIZE),
+        ] {
+            config.add_capability(&virtio_cap(kind, offset, len, None), &[])?;
+        }
+        config.add_capability(
+            &virtio_cap(
+                CAP_NOTIFY,
+                NOTIFY_OFFSET,
+                REGION_SIZE,
+                Some(NOTIFY_OFF_MULTIPLIER),
+            ),
+            &[],
+        )?;
+        let events = (0..queues)
+            .map(|queue| {
+                EventFd::new(libc::EFD_NONBLOCK)
+                    .map_err(|source| VirtioPciError::EventFd { queue, source })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let common = CommonConfig::new(device.queue_max_sizes());
+        Ok(VirtioPciDevice {
+            config,
+            device,
+            memory,
+            common,
+            events,
+            interrupt: Arc::new(IsrInterrupt::default()),
+            health: HealthFlag::default(),
+            active: false,
+        })
+    }
+
+    /// Each queue's notification address (at BAR 0's VMM-assigned place) and its eventfd,
+    /// to register as KVM ioeventfds.
+    pub fn notify_addresses(&self) -> Vec<(u64, &EventFd)> {
+        let base = self.config.bar_address(0).unwrap_or(0) + NOTIFY_OFFSET;
+        self.events
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (base + i as u64 * u64::from(NOTIFY_OFF_MULTIPLIER), e))
+            .collect()
+    }
+
+    /// The device status as the driver reads it.
+    pub fn status(&self) -> u8 {
+        let mut s = self.common.status;
+        if self.health.is_broken() {
+            s |= status::DEVICE_NEEDS_RESET;
+        }
+        s
+    }
+
+    fn device_features(&self) -> u64 {
+        self.device.features() | VIRTIO_F_VERSION_1
+    }
+
+    fn reset(&mut self) {
+        if self.active {
+            self.device.reset();
+            self.active = false;
+        }
+        self.common.reset();
+        self.interrupt.isr.store(0, Ordering::Release);
+        self.health.clear();
+        for e in &self.events {
+            let _ = e.read();
+        }
+    }
+
+    fn write_status(&mut self, value: u8) {
+        if value == 0 {
+            self.reset();
+            return;
+        }
+        let old = self.common.status;
+        let mut new = value;
+        let setting = |new: u8, bit: u8| new & bit != 0 && old & bit == 0;
+        if setting(new, status::FEATURES_OK) {
+            let acked = self.common.driver_features;
+            let ok = acked & !self.device_features() == 0 && acked & VIRTIO_F_VERSION_1 != 0;
+            if !ok {
+                log::warn!(
+                    "virtio-pci: driver features {acked:#x} are not a subset of {:#x} with VERSION_1; refusing FEATURES_OK",
+                    self.device_features()
+                );
+                new &= !status::FEATURES_OK;
+            }
+        }
+        self.common.status = new;
+        if setting(new, status::DRIVER_OK)
+            && new & status::FEATURES_OK != 0
+            && !self.active
+            && let Err(e) = self.activate()
+        {
+            log::warn!(
+                "virtio-pci: activating device type {}: {e}",
+                self.device.device_type()
+            );
+            self.health.mark_broken();
+        }
+    }
+
+    fn activate(&mut self) -> Result<(), String> {
+        let mut queues = Vec::with_capacity(self.common.queues.len());
+        for (i, regs) in self.common.queues.iter().enumerate() {
+            let mut q = Queue::new(regs.max_size).map_err(|e| format!("queue {i}: {e}"))?;
+            if regs.enabled {
+                q.try_set_size(regs.size)
+                    .and_then(|()| q.try_set_desc_table_address(GuestAddress(regs.desc)))
+                    .and_then(|()| q.try_set_avail_ring_address(GuestAddress(regs.avail)))
+                    .and_then(|()| q.try_set_used_ring_address(GuestAddress(regs.used)))
+                    .map_err(|e| format!("queue {i}: {e}"))?;
+                q.set_ready(true);
+                if !q.is_valid(&self.memory) {
+                    return Err(format!("queue {i}: rings are outside guest memory"));
+                }
+            }
+            let event = self.events[i].try_clone().map_err(|e| e.to_string())?;
+            queues.push(DeviceQueue { queue: q, event });
+        }
+        self.device
+            .activate(ActivateContext {
+                memory: self.memory.clone(),
+                queues,
+                interrupt: self.interrupt.clone(),
+                health: self.health.clone(),
+                acked_features: self.common.driver_features,
+            })
+            .map_err(|e| e.to_string())?;
+        self.active = true;
+        Ok(())
+    }
+}
+
+/// A `virtio_pci_cap` (plus `notify_off_multiplier` for the notify capability) in BAR 0.
+fn virtio_cap(kind: u8, offset: u64, len: u64, multiplier: Option<u32>) -> Vec<u8> {
+    let cap_len = if multiplier.is_some() { 20 } else { 16 };
+    let mut c = vec![PCI_CAP_ID_VNDR, 0, cap_len, kind, 0, 0, 0, 0];
+    c.extend_from_slice(&(offset as u32).to_le_bytes());
+    c.extend_from_slice(&(len as u32).to_le_bytes());
+    if let Some(m) = multiplier {
+        c.extend_from_slice(&m.to_le_bytes());
+    }
+    c
+}
+
+impl PciDevice for VirtioPciDevice {
+    fn config(&self) -> &PciConfiguration {
+        &self.config
+    }
+
+    fn config_mut(&mut self) -> &mut PciConfiguration {
+        &mut self.config
+    }
+
+    fn read_bar(&mut self, bar: usize, offset: u64, data: &mut [u8]) {
+        data.fill(0);
+        if bar != 0 {
+            return;
+        }
+        match offset {
+            o if o < COMMON_CFG_LEN => {
+                let features = self.device_features();
+                self.common.read(o, data, features);
+                if o == 0x14 && data.len() == 1 {
+                    data[0] = self.status();
+                }
+            }
+            ISR_OFFSET => {
+                // Reading the ISR acknowledges it.
+                data[0] = self.interrupt.isr.swap(0, Ordering::AcqRel);
+            }
+            o if (DEVICE_CFG_OFFSET..DEVICE_CFG_OFFSET + REGION_SIZE).contains(&o) => {
+                self.device.read_config(o - DEVICE_CFG_OFFSET, data);
+            }
+            _ => {}
+        }
+    }
+
+    fn write_bar(&mut self, bar: usize, offset: u64, data: &[u8]) {
+        if bar != 0 {
+            return;
+        }
+        match offset {
+            o if o < COMMON_CFG_LEN => {
+                if let CommonWrite::Status(s) = self.common.write(o, data) {
+                    self.write_status(s);
+                }
+            }
+            o if (DEVICE_CFG_OFFSET..DEVICE_CFG_OFFSET + REGION_SIZE).contains(&o) => {
+                self.device.write_config(o - DEVICE_CFG_OFFSET, data);
+            }
+            o if (NOTIFY_OFFSET..NOTIFY_OFFSET + REGION_SIZE).contains(&o) => {
+                let queue = (o - NOTIFY_OFFSET) / u64::from(NOTIFY_OFF_MULTIPLIER);
+                if let Some(e) = self.events.get(queue as usize) {
+                    let _ = e.write(1);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+impl Drop for VirtioPciDevice {
+    fn drop(&mut self) {
+        if self.active {
+            self.device.reset();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

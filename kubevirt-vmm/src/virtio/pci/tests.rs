@@ -1,0 +1,183 @@
+use std::sync::Mutex;
+
+use super::*;
+use crate::virtio::device::{ActivateError, read_config_bytes};
+
+type Activated = Arc<Mutex<Option<(usize, u64)>>>;
+
+/// A device that keeps what activation gave it.
+#[derive(Default)]
+struct Probe {
+    activated: Activated,
+    resets: Arc<Mutex<u32>>,
+    keep: Vec<DeviceQueue>,
+}
+
+impl VirtioDevice for Probe {
+    fn device_type(&self) -> u32 {
+        4
+    }
+    fn queue_max_sizes(&self) -> &[u16] {
+        &[16, 8]
+    }
+    fn features(&self) -> u64 {
+        1 << 5
+    }
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        read_config_bytes(&[0xaa, 0xbb, 0xcc, 0xdd], offset, data);
+    }
+    fn activate(&mut self, ctx: ActivateContext) -> Result<(), ActivateError> {
+        *self.activated.lock().unwrap() = Some((ctx.queues.len(), ctx.acked_features));
+        self.keep = ctx.queues;
+        Ok(())
+    }
+    fn reset(&mut self) {
+        *self.resets.lock().unwrap() += 1;
+        self.keep.clear();
+    }
+}
+
+fn memory() -> GuestMemoryMmap {
+    GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap()
+}
+
+fn device() -> (VirtioPciDevice, Activated, Arc<Mutex<u32>>) {
+    let probe = Probe::default();
+    let activated = probe.activated.clone();
+    let resets = probe.resets.clone();
+    let mut dev = VirtioPciDevice::new(Box::new(probe), memory()).unwrap();
+    dev.config_mut().set_bar_address(0, 0xd800_0000).unwrap();
+    (dev, activated, resets)
+}
+
+fn w(d: &mut VirtioPciDevice, off: u64, v: u64, len: usize) {
+    d.write_bar(0, off, &v.to_le_bytes()[..len]);
+}
+
+fn r(d: &mut VirtioPciDevice, off: u64, len: usize) -> u64 {
+    let mut b = [0u8; 8];
+    d.read_bar(0, off, &mut b[..len]);
+    u64::from_le_bytes(b)
+}
+
+fn setup_queue(d: &mut VirtioPciDevice, q: u16, base: u64) {
+    w(d, 0x16, u64::from(q), 2);
+    w(d, 0x18, 8, 2);
+    w(d, 0x20, base, 8);
+    w(d, 0x28, base + 0x1000, 8);
+    w(d, 0x30, base + 0x2000, 8);
+    w(d, 0x1c, 1, 2);
+}
+
+fn negotiate(d: &mut VirtioPciDevice, features: u64) -> u8 {
+    w(d, 0x14, u64::from(status::ACKNOWLEDGE | status::DRIVER), 1);
+    w(d, 0x08, 0, 4);
+    w(d, 0x0c, features & 0xffff_ffff, 4);
+    w(d, 0x08, 1, 4);
+    w(d, 0x0c, features >> 32, 4);
+    w(
+        d,
+        0x14,
+        u64::from(status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK),
+        1,
+    );
+    r(d, 0x14, 1) as u8
+}
+
+#[test]
+fn ids_and_capabilities_describe_bar0() {
+    let (d, _, _) = device();
+    let c = d.config();
+    assert_eq!(c.read_reg(0), 0x1044_1af4);
+    assert_eq!(c.read_reg(2) >> 8, 0xff_00_00);
+    assert_eq!(c.read_reg(2) & 0xff, 1, "modern devices have revision >= 1");
+    // Walk the capability list like a driver.
+    let mut found = Vec::new();
+    let mut ptr = (c.read_reg(13) & 0xff) as usize;
+    while ptr != 0 {
+        let head = c.read_reg(ptr / 4);
+        assert_eq!(head & 0xff, 0x09);
+        let kind = (head >> 24) as u8;
+        let offset = c.read_reg(ptr / 4 + 2);
+        let len = c.read_reg(ptr / 4 + 3);
+        let mult = (kind == CAP_NOTIFY).then(|| c.read_reg(ptr / 4 + 4));
+        found.push((kind, offset, len, mult));
+        ptr = ((head >> 8) & 0xff) as usize;
+    }
+    assert_eq!(
+        found,
+        vec![
+            (CAP_COMMON, 0, 0x38, None),
+            (CAP_ISR, 0x1000, 4, None),
+            (CAP_DEVICE, 0x2000, 0x1000, None),
+            (CAP_NOTIFY, 0x3000, 0x1000, Some(4)),
+        ]
+    );
+    let addrs: Vec<u64> = d.notify_addresses().iter().map(|(a, _)| *a).collect();
+    assert_eq!(addrs, vec![0xd800_3000, 0xd800_3004]);
+}
+
+#[test]
+fn handshake_activates_with_acked_features_and_reset_stops_the_device() {
+    let (mut d, activated, resets) = device();
+    assert_eq!(r(&mut d, 0x04, 4), 1 << 5);
+    w(&mut d, 0x00, 1, 4);
+    assert_eq!(r(&mut d, 0x04, 4), 1, "VERSION_1 is offered");
+    assert_eq!(r(&mut d, 0x12, 2), 2);
+    assert_eq!(r(&mut d, 0x2000, 4), 0xddcc_bbaa);
+    assert_eq!(r(&mut d, 0x2003, 1), 0xdd);
+    let s = negotiate(&mut d, VIRTIO_F_VERSION_1 | 1 << 5);
+    assert_ne!(s & status::FEATURES_OK, 0);
+    setup_queue(&mut d, 0, 0x1_0000);
+    w(&mut d, 0x14, u64::from(s | status::DRIVER_OK), 1);
+    assert_eq!(
+        *activated.lock().unwrap(),
+        Some((2, VIRTIO_F_VERSION_1 | 1 << 5))
+    );
+    assert_eq!(r(&mut d, 0x14, 1) as u8 & status::DEVICE_NEEDS_RESET, 0);
+    // Features are frozen after FEATURES_OK.
+    w(&mut d, 0x08, 0, 4);
+    w(&mut d, 0x0c, 0, 4);
+    assert_eq!(r(&mut d, 0x0c, 4), 1 << 5);
+    w(&mut d, 0x14, 0, 1);
+    assert_eq!(*resets.lock().unwrap(), 1);
+    assert_eq!(r(&mut d, 0x14, 1), 0);
+    w(&mut d, 0x16, 0, 2);
+    assert_eq!(r(&mut d, 0x1c, 2), 0, "reset disables queues");
+}
+
+#[test]
+fn features_the_device_did_not_offer_or_legacy_drivers_are_refused() {
+    let (mut d, _, _) = device();
+    assert_eq!(
+        negotiate(&mut d, VIRTIO_F_VERSION_1 | 1 << 6) & status::FEATURES_OK,
+        0
+    );
+    w(&mut d, 0x14, 0, 1);
+    assert_eq!(negotiate(&mut d, 1 << 5) & status::FEATURES_OK, 0);
+}
+
+#[test]
+fn rings_outside_memory_mark_the_device_needing_reset() {
+    let (mut d, activated, _) = device();
+    let s = negotiate(&mut d, VIRTIO_F_VERSION_1);
+    setup_queue(&mut d, 1, 0x4000_0000);
+    w(&mut d, 0x14, u64::from(s | status::DRIVER_OK), 1);
+    assert!(activated.lock().unwrap().is_none());
+    assert_ne!(r(&mut d, 0x14, 1) as u8 & status::DEVICE_NEEDS_RESET, 0);
+    w(&mut d, 0x14, 0, 1);
+    assert_eq!(r(&mut d, 0x14, 1), 0);
+}
+
+#[test]
+fn notify_writes_signal_the_queue_eventfd_and_isr_reads_clear() {
+    let (mut d, _, _) = device();
+    w(&mut d, 0x3004, 1, 2);
+    assert_eq!(d.events[1].read().unwrap(), 1);
+    assert!(d.events[0].read().is_err(), "queue 0 was not notified");
+    w(&mut d, 0x3ffc, 0, 2);
+    d.interrupt.trigger(VirtioInterruptType::Queue(0)).unwrap();
+    d.interrupt.trigger(VirtioInterruptType::Config).unwrap();
+    assert_eq!(r(&mut d, 0x1000, 1), 3);
+    assert_eq!(r(&mut d, 0x1000, 1), 0);
+}
