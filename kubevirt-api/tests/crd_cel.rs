@@ -107,14 +107,7 @@ fn rules_are_in_the_generated_crds() {
             .iter()
             .find(|c| c.spec.names.kind == rule.kind)
             .expect("crd");
-        let mut schema = serde_json::to_value(
-            &crd.spec.versions[0]
-                .schema
-                .as_ref()
-                .unwrap()
-                .open_api_v3_schema,
-        )
-        .unwrap();
+        let mut schema = common::storage_schema(&crd);
         let node = kubevirt_api::crd::cel::locate(&mut schema, rule.at)
             .expect("rule location exists in the schema");
         let rules = node["x-kubernetes-validations"]

@@ -129,14 +129,7 @@ fn crds_are_structural_and_accept_every_upstream_example() {
                 violations.join("\n")
             );
         }
-        let schema = serde_json::to_value(
-            &crd.spec.versions[0]
-                .schema
-                .as_ref()
-                .unwrap()
-                .open_api_v3_schema,
-        )
-        .unwrap();
+        let schema = common::storage_schema(crd);
         let validator = jsonschema::draft4::options()
             .should_validate_formats(true)
             .build(&to_json_schema(&schema))
@@ -194,14 +187,7 @@ fn generated_schema_rejects_wrong_types_and_missing_required_fields() {
         .iter()
         .find(|c| c.spec.names.kind == "VirtualMachine")
         .unwrap();
-    let schema = serde_json::to_value(
-        &vm.spec.versions[0]
-            .schema
-            .as_ref()
-            .unwrap()
-            .open_api_v3_schema,
-    )
-    .unwrap();
+    let schema = common::storage_schema(&vm);
     let validator = jsonschema::draft4::new(&to_json_schema(&schema)).unwrap();
     let good = json!({"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine", "metadata": {"name": "a"},
         "spec": {"runStrategy": "Always", "template": {"spec": {"domain": {"devices": {}}}}}});

@@ -3,23 +3,13 @@
 
 mod common;
 
-use common::Server;
+use common::{Server, kube_client};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, Config};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
-
-async fn client(s: &Server) -> Client {
-    let kc = Kubeconfig::read_from(&s.kubeconfig).expect("kubeconfig");
-    let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-        .await
-        .expect("config");
-    Client::try_from(config).expect("client")
-}
 
 fn cm(name: &str, value: &str) -> ConfigMap {
     ConfigMap {
@@ -35,7 +25,7 @@ fn cm(name: &str, value: &str) -> ConfigMap {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_keeps_objects_and_resource_versions() {
     let s = Server::start("restart");
-    let api: Api<ConfigMap> = Api::namespaced(client(&s).await, "default");
+    let api: Api<ConfigMap> = Api::namespaced(kube_client(&s).await, "default");
     for i in 0..20 {
         api.create(&PostParams::default(), &cm(&format!("c{i}"), "x"))
             .await
@@ -51,7 +41,7 @@ async fn restart_keeps_objects_and_resource_versions() {
         .unwrap();
     let dir = s.kill();
     let s = Server::start_in(dir, &[]);
-    let api: Api<ConfigMap> = Api::namespaced(client(&s).await, "default");
+    let api: Api<ConfigMap> = Api::namespaced(kube_client(&s).await, "default");
     let after = api.list(&Default::default()).await.expect("list");
     assert_eq!(
         after
@@ -81,7 +71,7 @@ async fn restart_keeps_objects_and_resource_versions() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_loses_no_acknowledged_write() {
     let s = Server::start("kill9");
-    let api: Api<ConfigMap> = Api::namespaced(client(&s).await, "default");
+    let api: Api<ConfigMap> = Api::namespaced(kube_client(&s).await, "default");
     let acked = Arc::new(std::sync::Mutex::new(Vec::new()));
     let mut writers = Vec::new();
     for w in 0..4 {
@@ -108,7 +98,7 @@ async fn kill_9_loses_no_acknowledged_write() {
         acked.len()
     );
     let s = Server::start_in(dir, &[]);
-    let api: Api<ConfigMap> = Api::namespaced(client(&s).await, "default");
+    let api: Api<ConfigMap> = Api::namespaced(kube_client(&s).await, "default");
     let stored: Vec<String> = api
         .list(&Default::default())
         .await
@@ -128,7 +118,7 @@ async fn kill_9_loses_no_acknowledged_write() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_updates_conflict_but_never_lose_an_update() {
     let s = Server::start("conflicts");
-    let api: Api<ConfigMap> = Api::namespaced(client(&s).await, "default");
+    let api: Api<ConfigMap> = Api::namespaced(kube_client(&s).await, "default");
     api.create(&PostParams::default(), &cm("counter", "0"))
         .await
         .expect("create");

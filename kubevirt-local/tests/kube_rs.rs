@@ -3,31 +3,21 @@
 
 mod common;
 
-use common::Server;
+use common::{Server, kube_client};
 use futures::StreamExt;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::wait::{await_condition, conditions};
 use kube::runtime::watcher;
-use kube::{Client, Config};
 use kubevirt_api::core::v1::VirtualMachine;
 use serde_json::json;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-async fn client(s: &Server) -> Client {
-    let kc = Kubeconfig::read_from(&s.kubeconfig).expect("kubeconfig");
-    let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-        .await
-        .expect("config");
-    Client::try_from(config).expect("client")
-}
-
-async fn install_crds(client: &Client) {
+async fn install_crds(client: &kube::Client) {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     for crd in kubevirt_api::object::all_crds(&Default::default()) {
         let name = crd.metadata.name.clone().unwrap();
@@ -51,7 +41,7 @@ fn vm(name: &str) -> VirtualMachine {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn typed_crud_with_optimistic_concurrency() {
     let s = Server::start("kube-crud");
-    let client = client(&s).await;
+    let client = kube_client(&s).await;
     install_crds(&client).await;
     let api: Api<VirtualMachine> = Api::namespaced(client, "default");
     let created = api
@@ -110,7 +100,7 @@ async fn typed_crud_with_optimistic_concurrency() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watcher_sees_creates_and_deletes() {
     let s = Server::start("kube-watch");
-    let client = client(&s).await;
+    let client = kube_client(&s).await;
     install_crds(&client).await;
     let api: Api<VirtualMachine> = Api::namespaced(client, "default");
     let mut events = watcher(api.clone(), watcher::Config::default()).boxed();
@@ -170,7 +160,7 @@ async fn reconcile(vm: Arc<VirtualMachine>, ctx: Arc<Ctx>) -> Result<Action, Rec
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn controller_adds_and_removes_a_finalizer() {
     let s = Server::start("kube-controller");
-    let client = client(&s).await;
+    let client = kube_client(&s).await;
     install_crds(&client).await;
     let api: Api<VirtualMachine> = Api::namespaced(client, "default");
     let ctx = Arc::new(Ctx {

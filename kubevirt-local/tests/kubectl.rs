@@ -259,6 +259,10 @@ spec:
               color: {type: string, enum: [red, blue]}
 "#;
 
+fn widget(spec: &str) -> String {
+    format!("apiVersion: example.com/v1\nkind: Widget\nmetadata: {{name: w}}\nspec: {spec}\n")
+}
+
 #[test]
 fn any_crd_gets_schema_defaults_pruning_and_cel() {
     let s = Server::start("widgets");
@@ -268,9 +272,6 @@ fn any_crd_gets_schema_defaults_pruning_and_cel() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let widget = |spec: &str| {
-        format!("apiVersion: example.com/v1\nkind: Widget\nmetadata: {{name: w}}\nspec: {spec}\n")
-    };
     s.kubectl_stdin(&["apply", "-f", "-"], Some(&widget("{min: 3}")));
     assert_eq!(
         s.ok(&["get", "wd", "w", "-o", "jsonpath={.spec.max}"]),
@@ -318,9 +319,6 @@ fn any_crd_gets_schema_defaults_pruning_and_cel() {
 fn server_side_apply_owns_fields() {
     let s = Server::start("ssa");
     s.kubectl_stdin(&["apply", "-f", "-"], Some(WIDGET_CRD));
-    let widget = |spec: &str| {
-        format!("apiVersion: example.com/v1\nkind: Widget\nmetadata: {{name: w}}\nspec: {spec}\n")
-    };
     let apply = |spec: &str, extra: &[&str]| {
         let mut args = vec!["apply", "--server-side", "-f", "-"];
         args.extend_from_slice(extra);

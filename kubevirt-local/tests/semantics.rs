@@ -3,22 +3,12 @@
 
 mod common;
 
-use common::Server;
+use common::{Server, kube_client};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, Config};
 use std::collections::BTreeMap;
 use std::time::Duration;
-
-async fn client(s: &Server) -> Client {
-    let kc = Kubeconfig::read_from(&s.kubeconfig).expect("kubeconfig");
-    let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-        .await
-        .expect("config");
-    Client::try_from(config).expect("client")
-}
 
 fn cm(name: &str, labels: &[(&str, &str)], owner: Option<&ConfigMap>) -> ConfigMap {
     ConfigMap {
@@ -77,7 +67,7 @@ async fn family(api: &Api<ConfigMap>, owner: &str) -> ConfigMap {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_collection_follows_the_propagation_policy() {
     let s = Server::start("gc");
-    let api: Api<ConfigMap> = Api::namespaced(client(&s).await, "default");
+    let api: Api<ConfigMap> = Api::namespaced(kube_client(&s).await, "default");
 
     family(&api, "bg").await;
     api.delete("bg", &DeleteParams::background())
@@ -119,7 +109,7 @@ async fn garbage_collection_follows_the_propagation_policy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_a_namespace_deletes_its_contents() {
     let s = Server::start("ns");
-    let c = client(&s).await;
+    let c = kube_client(&s).await;
     let nss: Api<Namespace> = Api::all(c.clone());
     let ns = Namespace {
         metadata: ObjectMeta {
@@ -155,7 +145,7 @@ async fn deleting_a_namespace_deletes_its_contents() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pagination_selectors_and_dry_run() {
     let s = Server::start("list");
-    let api: Api<ConfigMap> = Api::namespaced(client(&s).await, "default");
+    let api: Api<ConfigMap> = Api::namespaced(kube_client(&s).await, "default");
     for i in 0..7 {
         let tier = if i % 2 == 0 { "even" } else { "odd" };
         api.create(

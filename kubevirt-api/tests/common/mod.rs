@@ -18,6 +18,17 @@ pub fn fixtures_dir() -> PathBuf {
     dir
 }
 
+/// The openAPIV3Schema of a CRD's first (storage) version, as JSON.
+pub fn storage_schema(
+    crd: &k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+) -> serde_json::Value {
+    let schema = crd.spec.versions[0]
+        .schema
+        .as_ref()
+        .and_then(|s| s.open_api_v3_schema.as_ref());
+    serde_json::to_value(schema.expect("the CRD has a schema")).expect("schema as JSON")
+}
+
 /// Every plain (non-template) YAML/JSON fixture with its documents.
 pub fn fixture_documents() -> Vec<(String, Vec<YamlDocument>)> {
     let mut out = Vec::new();

@@ -187,7 +187,7 @@ fn field_validation(req: &Request<'_>) -> FieldValidation {
     FieldValidation::parse(req.query.get("fieldValidation").map(String::as_str))
 }
 
-fn selectors(
+pub(crate) fn selectors(
     res: &Resource,
     q: &BTreeMap<String, String>,
 ) -> Result<(LabelSelector, FieldSelector), ApiError> {
@@ -425,6 +425,48 @@ fn commit_update(
     Ok(tx.put(k, new, EventType::Modified)?)
 }
 
+/// The shared tail of PUT and PATCH: update rules, admission, dry run, commit.
+struct Update<'a> {
+    state: &'a State,
+    res: &'a Resource,
+    version: &'a str,
+    endpoint: Endpoint,
+    req: &'a Request<'a>,
+}
+
+impl Update<'_> {
+    fn finish(
+        &self,
+        tx: &mut Txn<'_>,
+        k: &ObjectKey,
+        old: &Value,
+        wanted: Value,
+        require_rv: bool,
+    ) -> Result<(Value, Vec<String>), ApiError> {
+        let mut new = prepare_update(self.res, old, wanted, self.endpoint, require_rv)?;
+        new["apiVersion"] = json!(self.res.api_version(self.version));
+        new["kind"] = json!(self.res.kind);
+        let op = if self.endpoint == Endpoint::Status {
+            Operation::Status
+        } else {
+            Operation::Update
+        };
+        let warnings = admit(
+            self.res,
+            self.version,
+            &mut new,
+            Some(old),
+            op,
+            field_validation(self.req),
+            &self.state.cluster,
+        )?;
+        if dry_run(self.req) {
+            return Ok((new, warnings));
+        }
+        Ok((commit_update(tx, k, old, new)?, warnings))
+    }
+}
+
 fn update(
     state: &State,
     res: &Resource,
@@ -443,27 +485,16 @@ fn update(
     let mut warnings = Vec::new();
     let stored = state.store.write(|tx| -> Result<Value, ApiError> {
         let old = tx.get(&k)?.ok_or_else(|| ApiError::not_found(res, name))?;
-        let mut new = prepare_update(res, &old, body.clone(), endpoint, true)?;
-        new["apiVersion"] = json!(res.api_version(&t.version));
-        new["kind"] = json!(res.kind);
-        let op = if endpoint == Endpoint::Status {
-            Operation::Status
-        } else {
-            Operation::Update
-        };
-        warnings = admit(
+        let update = Update {
+            state,
             res,
-            &t.version,
-            &mut new,
-            Some(&old),
-            op,
-            field_validation(req),
-            &state.cluster,
-        )?;
-        if dry_run(req) {
-            return Ok(new);
-        }
-        commit_update(tx, &k, &old, new)
+            version: &t.version,
+            endpoint,
+            req,
+        };
+        let (stored, w) = update.finish(tx, &k, &old, body.clone(), true)?;
+        warnings = w;
+        Ok(stored)
     })?;
     after_write(state, res)?;
     Ok(Reply {
@@ -568,27 +599,16 @@ fn patch_object(
                 ),
             })?;
         }
-        let mut new = prepare_update(res, &old, patched, endpoint, false)?;
-        new["apiVersion"] = json!(res.api_version(&t.version));
-        new["kind"] = json!(res.kind);
-        let op = if endpoint == Endpoint::Status {
-            Operation::Status
-        } else {
-            Operation::Update
-        };
-        warnings = admit(
+        let update = Update {
+            state,
             res,
-            &t.version,
-            &mut new,
-            Some(&old),
-            op,
-            field_validation(req),
-            &state.cluster,
-        )?;
-        if dry_run(req) {
-            return Ok(new);
-        }
-        commit_update(tx, &k, &old, new)
+            version: &t.version,
+            endpoint,
+            req,
+        };
+        let (stored, w) = update.finish(tx, &k, &old, patched, false)?;
+        warnings = w;
+        Ok(stored)
     })?;
     after_write(state, res)?;
     Ok(Reply {

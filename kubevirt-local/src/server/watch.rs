@@ -8,6 +8,7 @@ use super::table::{Include, partial_metadata, table};
 use crate::error::ApiError;
 use crate::registry::Resource;
 use crate::semantics::selector::{FieldSelector, LabelSelector};
+
 use crate::storage::{Event, EventType};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -26,13 +27,7 @@ pub fn start(
     shape: Shape,
 ) -> Result<mpsc::Receiver<String>, ApiError> {
     let res = resolve(&state, target)?;
-    let labels = LabelSelector::parse(query.get("labelSelector").map(String::as_str).unwrap_or(""))
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let fields = FieldSelector::parse(
-        query.get("fieldSelector").map(String::as_str).unwrap_or(""),
-        &res.selectable_fields,
-    )
-    .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let (labels, fields) = super::objects::selectors(&res, query)?;
     let since: Option<u64> = match query.get("resourceVersion").map(String::as_str) {
         None | Some("") | Some("0") => None,
         Some(rv) => Some(

@@ -94,40 +94,11 @@ impl Store {
     ) -> Result<(Vec<Value>, u64), StoreError> {
         let conn = self.lock();
         let rv = meta(&conn, "rv")?;
-        let mut out = Vec::new();
-        let mut push = |row: &rusqlite::Row<'_>| -> rusqlite::Result<()> {
-            let text: String = row.get(0)?;
-            let name: String = row.get(1)?;
-            out.push((name, text));
-            Ok(())
-        };
-        match namespace {
-            Some(ns) => {
-                let mut stmt = conn.prepare_cached(
-                    "SELECT value, name FROM objects WHERE resource = ?1 AND namespace = ?2 ORDER BY name",
-                )?;
-                let mut rows = stmt.query(params![resource, ns])?;
-                while let Some(row) = rows.next()? {
-                    push(row)?;
-                }
-            }
-            None => {
-                let mut stmt = conn.prepare_cached(
-                    "SELECT value, name FROM objects WHERE resource = ?1 ORDER BY namespace, name",
-                )?;
-                let mut rows = stmt.query(params![resource])?;
-                while let Some(row) = rows.next()? {
-                    push(row)?;
-                }
-            }
-        }
-        let values = out
+        let items = list(&conn, resource, namespace)?
             .into_iter()
-            .map(|(name, text)| {
-                serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(name, e))
-            })
-            .collect::<Result<_, _>>()?;
-        Ok((values, rv))
+            .map(|(_, v)| v)
+            .collect();
+        Ok((items, rv))
     }
 
     /// Changes of `resource` after `since`, oldest first; `Expired` if the history no longer
@@ -230,20 +201,7 @@ impl Txn<'_> {
         resource: &str,
         namespace: Option<&str>,
     ) -> Result<Vec<(ObjectKey, Value)>, StoreError> {
-        let mut stmt = self.tx.prepare_cached(
-            "SELECT namespace, name, value FROM objects WHERE resource = ?1 AND (?2 IS NULL OR namespace = ?2) ORDER BY namespace, name",
-        )?;
-        let mut rows = stmt.query(params![resource, namespace])?;
-        let mut out = Vec::new();
-        while let Some(row) = rows.next()? {
-            let ns: String = row.get(0)?;
-            let name: String = row.get(1)?;
-            let text: String = row.get(2)?;
-            let v =
-                serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(name.clone(), e))?;
-            out.push((ObjectKey::new(resource, ns, name), v));
-        }
-        Ok(out)
+        list(&self.tx, resource, namespace)
     }
 
     /// Every resource that has objects (for garbage collection and namespace deletion).
@@ -307,6 +265,28 @@ impl Txn<'_> {
         });
         Ok(())
     }
+}
+
+/// Every object of `resource` (in `namespace` if given), ordered by namespace and name.
+fn list(
+    conn: &Connection,
+    resource: &str,
+    namespace: Option<&str>,
+) -> Result<Vec<(ObjectKey, Value)>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT namespace, name, value FROM objects WHERE resource = ?1 AND (?2 IS NULL OR namespace = ?2) ORDER BY namespace, name",
+    )?;
+    let mut rows = stmt.query(params![resource, namespace])?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        let ns: String = row.get(0)?;
+        let name: String = row.get(1)?;
+        let text: String = row.get(2)?;
+        let key = ObjectKey::new(resource, ns, name);
+        let v = serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(key.to_string(), e))?;
+        out.push((key, v));
+    }
+    Ok(out)
 }
 
 fn meta(conn: &Connection, k: &str) -> Result<u64, StoreError> {

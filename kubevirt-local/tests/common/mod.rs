@@ -139,6 +139,16 @@ pub fn crds_file(dir: &Path) -> PathBuf {
     path
 }
 
+/// A kube-rs client for this server (from the kubeconfig it wrote: TLS and the bearer token).
+pub async fn kube_client(s: &Server) -> kube::Client {
+    let kc = kube::config::Kubeconfig::read_from(&s.kubeconfig).expect("kubeconfig");
+    let config =
+        kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+            .await
+            .expect("config");
+    kube::Client::try_from(config).expect("client")
+}
+
 /// An upstream fixture.
 pub fn fixture(name: &str) -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))
