@@ -107,7 +107,7 @@ fn rules_are_in_the_generated_crds() {
             .iter()
             .find(|c| c.spec.names.kind == rule.kind)
             .expect("crd");
-        let mut schema = common::storage_schema(&crd);
+        let mut schema = common::storage_schema(crd);
         let node = kubevirt_api::crd::cel::locate(&mut schema, rule.at)
             .expect("rule location exists in the schema");
         let rules = node["x-kubernetes-validations"]
