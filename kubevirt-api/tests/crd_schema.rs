@@ -187,7 +187,7 @@ fn generated_schema_rejects_wrong_types_and_missing_required_fields() {
         .iter()
         .find(|c| c.spec.names.kind == "VirtualMachine")
         .unwrap();
-    let schema = common::storage_schema(&vm);
+    let schema = common::storage_schema(vm);
     let validator = jsonschema::draft4::new(&to_json_schema(&schema)).unwrap();
     let good = json!({"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine", "metadata": {"name": "a"},
         "spec": {"runStrategy": "Always", "template": {"spec": {"domain": {"devices": {}}}}}});
