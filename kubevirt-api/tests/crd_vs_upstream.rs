@@ -70,7 +70,7 @@ fn generated_schemas_have_exactly_upstreams_fields() {
         let Some(upstream) = upstream_schema(&kind) else {
             continue;
         };
-        let ours = common::storage_schema(crd);
+        let ours = common::storage_schema(&crd);
         let (mut a, mut b) = (BTreeSet::new(), BTreeSet::new());
         paths(&upstream, "", &mut a);
         paths(&ours, "", &mut b);
