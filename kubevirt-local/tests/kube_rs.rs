@@ -209,3 +209,62 @@ async fn controller_adds_and_removes_a_finalizer() {
     assert_eq!(ctx.cleaned.load(Ordering::SeqCst), 1);
     task.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recorder_events_show_in_kubectl_describe() {
+    use kube::Resource;
+    use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+    let s = Server::start("kube-events");
+    let client = kube_client(&s).await;
+    install_crds(&client).await;
+    let api: Api<VirtualMachine> = Api::namespaced(client.clone(), "default");
+    let created = api
+        .create(&PostParams::default(), &vm("ev"))
+        .await
+        .expect("create");
+    let recorder = Recorder::new(
+        client,
+        Reporter {
+            controller: "virt-controller".into(),
+            instance: Some("node-1".into()),
+        },
+    );
+    let event = Event {
+        type_: EventType::Normal,
+        reason: "SuccessfulCreate".into(),
+        note: Some(
+            "Started the virtual machine by creating the new virtual machine instance ev".into(),
+        ),
+        action: "Create".into(),
+        secondary: None,
+    };
+    recorder
+        .publish(&event, &created.object_ref(&()))
+        .await
+        .expect("publish (events.k8s.io/v1)");
+    recorder
+        .publish(&event, &created.object_ref(&()))
+        .await
+        .expect("publish again: a series");
+    let describe = s.ok(&["describe", "vm", "ev"]);
+    assert!(
+        describe.contains("SuccessfulCreate") && describe.contains("Started the virtual machine"),
+        "{describe}"
+    );
+    let core = s.ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=ev",
+        "-o",
+        "jsonpath={.items[0].reportingComponent}",
+    ]);
+    assert_eq!(core, "virt-controller");
+    let v1 = s.ok(&[
+        "get",
+        "events.v1.events.k8s.io",
+        "-o",
+        "jsonpath={.items[0].regarding.name}",
+    ]);
+    assert_eq!(v1, "ev");
+}

@@ -1,7 +1,7 @@
 //! Built-in kinds: what a KubeVirt control plane and its clients touch (core/v1, events.k8s.io,
 //! coordination.k8s.io, apps/v1, apiextensions.k8s.io). Stored and served; nothing runs them yet.
 
-use super::{Column, Resource, Scale};
+use super::{Column, Resource, Scale, View};
 use std::collections::BTreeMap;
 
 struct Spec {
@@ -261,6 +261,11 @@ pub(super) fn resources() -> Vec<Resource> {
             schemas: BTreeMap::new(),
             selectable_fields: s.selectable.iter().map(|x| x.to_string()).collect(),
             builtin: true,
+            view: if s.group == "events.k8s.io" {
+                View::EventsV1
+            } else {
+                View::Plain
+            },
         })
         .collect()
 }

@@ -125,6 +125,7 @@ pub fn resource_from_crd(crd: &Value) -> Result<Resource, String> {
         schemas,
         selectable_fields,
         builtin: false,
+        view: super::View::Plain,
     })
 }
 

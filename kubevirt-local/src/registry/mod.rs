@@ -36,6 +36,16 @@ pub struct Scale {
     pub label_selector: Option<String>,
 }
 
+/// How a resource's objects relate to what is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum View {
+    /// Stored as served.
+    #[default]
+    Plain,
+    /// events.k8s.io/v1 Events: stored as core/v1 Events, converted on the way in and out.
+    EventsV1,
+}
+
 /// One served resource (all versions share storage; conversion is `None`, as in every KubeVirt CRD).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Resource {
@@ -69,12 +79,33 @@ pub struct Resource {
     pub selectable_fields: Vec<String>,
     /// Built-in kind: strategic merge patch allowed.
     pub builtin: bool,
+    /// How objects map to storage.
+    pub view: View,
 }
 
 impl Resource {
     /// The storage key prefix: `group/plural`.
     pub fn storage_name(&self) -> String {
-        format!("{}/{}", self.group, self.plural)
+        match self.view {
+            View::EventsV1 => "/events".to_string(),
+            View::Plain => format!("{}/{}", self.group, self.plural),
+        }
+    }
+
+    /// An incoming object in its stored form.
+    pub fn to_storage(&self, v: Value) -> Value {
+        match self.view {
+            View::EventsV1 => crate::semantics::events::from_events_v1(&v),
+            View::Plain => v,
+        }
+    }
+
+    /// A stored object as this resource presents it.
+    pub fn present(&self, v: Value) -> Value {
+        match self.view {
+            View::EventsV1 => crate::semantics::events::to_events_v1(&v),
+            View::Plain => v,
+        }
     }
 
     /// `plural.group` (or `plural` for core), as error messages name it.

@@ -2,6 +2,7 @@
 //! columns, structural-schema validation and pruning, patches, and the create/update/delete rules.
 
 pub mod apply;
+pub mod events;
 pub mod jsonpath;
 pub mod lifecycle;
 pub mod patch;

@@ -154,7 +154,8 @@ fn key(res: &Resource, ns: &str, name: &str) -> ObjectKey {
 }
 
 /// Set the apiVersion the client asked in.
-fn versioned(res: &Resource, version: &str, mut obj: Value) -> Value {
+fn versioned(res: &Resource, version: &str, obj: Value) -> Value {
+    let mut obj = res.present(obj);
     obj["apiVersion"] = json!(res.api_version(version));
     obj["kind"] = json!(res.kind);
     obj
@@ -208,8 +209,8 @@ fn list(state: &State, res: &Resource, t: &Target, req: &Request<'_>) -> Result<
         .list(&res.storage_name(), t.namespace.as_deref())?;
     let mut items: Vec<Value> = items
         .into_iter()
-        .filter(|o| labels.matches(o["metadata"].get("labels")) && fields.matches(o))
         .map(|o| versioned(res, &t.version, o))
+        .filter(|o| labels.matches(o["metadata"].get("labels")) && fields.matches(o))
         .collect();
     // Pagination: the continue token is the last key returned.
     let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -330,9 +331,10 @@ fn create_value(
     state: &State,
     res: &Resource,
     t: &Target,
-    mut obj: Value,
+    obj: Value,
     req: &Request<'_>,
 ) -> Result<Reply, ApiError> {
+    let mut obj = res.to_storage(obj);
     if let Some(kind) = obj.get("kind").and_then(Value::as_str)
         && kind != res.kind
     {
@@ -479,6 +481,7 @@ fn update(
     if sub == Some("scale") {
         return write_scale(state, res, t, name, |_| Ok(body.clone()), req);
     }
+    let body = res.to_storage(body);
     let ns = t.namespace.clone().unwrap_or_default();
     let k = key(res, &ns, name);
     let endpoint = endpoint_of(sub);
@@ -558,7 +561,7 @@ fn patch_object(
             }
             // Server-side apply creates.
             created = true;
-            let mut obj = apply_as(res, name, None, &body, req)?;
+            let mut obj = res.to_storage(apply_as(res, name, None, &body, req)?);
             obj["metadata"]["name"] = json!(name);
             obj["apiVersion"] = json!(res.api_version(&t.version));
             obj["kind"] = json!(res.kind);
@@ -582,9 +585,10 @@ fn patch_object(
             }
             return Ok(tx.put(&k, obj, EventType::Added)?);
         };
-        let mut patched = old.clone();
+        // Patches are written against the resource's own view of the object.
+        let mut patched = res.present(old.clone());
         if kind == PatchType::Apply {
-            patched = apply_as(res, name, Some(&old), &body, req)?;
+            patched = apply_as(res, name, Some(&patched), &body, req)?;
         } else {
             patch::apply(kind, &mut patched, &body).map_err(|e| match e {
                 patch::PatchError::Malformed(m) => ApiError::bad_request(m),
@@ -599,6 +603,7 @@ fn patch_object(
                 ),
             })?;
         }
+        let patched = res.to_storage(patched);
         let update = Update {
             state,
             res,
@@ -794,10 +799,10 @@ fn delete_collection(
         .unwrap_or("Background")
         .to_string();
     let mut deleted = Vec::new();
-    for o in items
-        .into_iter()
-        .filter(|o| labels.matches(o["metadata"].get("labels")) && fields.matches(o))
-    {
+    for o in items.into_iter().filter(|o| {
+        let shown = res.present(o.clone());
+        labels.matches(shown["metadata"].get("labels")) && fields.matches(&shown)
+    }) {
         let ns = o["metadata"]["namespace"]
             .as_str()
             .unwrap_or_default()

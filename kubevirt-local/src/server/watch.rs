@@ -172,7 +172,8 @@ impl Filter {
         if !e.key.name.is_empty() && e.key.resource != self.res.storage_name() {
             return None;
         }
-        let o = &e.object;
+        let shown = self.res.present(e.object.clone());
+        let o = &shown;
         if let Some(ns) = &self.namespace
             && o["metadata"]["namespace"].as_str() != Some(ns.as_str())
         {
