@@ -344,3 +344,76 @@ fn server_side_apply_owns_fields() {
     );
     assert_eq!(s.ok(&["get", "wd", "w", "-o", "jsonpath={.spec.min}"]), "2");
 }
+
+#[test]
+fn typed_create_generators_send_protobuf_and_work() {
+    let s = Server::start("generators");
+    s.ok(&["create", "namespace", "vms"]);
+    s.ok(&[
+        "-n",
+        "vms",
+        "create",
+        "configmap",
+        "cfg",
+        "--from-literal=mode=fast",
+    ]);
+    s.ok(&[
+        "-n",
+        "vms",
+        "create",
+        "secret",
+        "generic",
+        "creds",
+        "--from-literal=password=s3cret",
+    ]);
+    s.ok(&["-n", "vms", "create", "serviceaccount", "virt"]);
+    assert_eq!(
+        s.ok(&["get", "ns", "vms", "-o", "jsonpath={.status.phase}"]),
+        "Active"
+    );
+    assert_eq!(
+        s.ok(&[
+            "-n",
+            "vms",
+            "get",
+            "cm",
+            "cfg",
+            "-o",
+            "jsonpath={.data.mode}"
+        ]),
+        "fast"
+    );
+    assert_eq!(
+        s.ok(&[
+            "-n",
+            "vms",
+            "get",
+            "secret",
+            "creds",
+            "-o",
+            "jsonpath={.data.password}"
+        ]),
+        "czNjcmV0"
+    );
+    assert_eq!(
+        s.ok(&[
+            "-n",
+            "vms",
+            "get",
+            "secret",
+            "creds",
+            "-o",
+            "jsonpath={.type}"
+        ]),
+        "Opaque"
+    );
+    assert!(s.ok(&["-n", "vms", "get", "sa"]).contains("virt"));
+    let err = s.fails(
+        &["-n", "vms", "create", "deployment", "web", "--image=nginx"],
+        None,
+    );
+    assert!(
+        err.contains("send JSON"),
+        "unsupported kinds say what to do: {err}"
+    );
+}

@@ -2,9 +2,11 @@
 //! columns, structural-schema validation and pruning, patches, and the create/update/delete rules.
 
 pub mod apply;
+pub mod builtin_defaults;
 pub mod events;
 pub mod jsonpath;
 pub mod lifecycle;
 pub mod patch;
+pub mod protobuf;
 pub mod schema;
 pub mod selector;

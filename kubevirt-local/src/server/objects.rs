@@ -162,10 +162,9 @@ fn versioned(res: &Resource, version: &str, obj: Value) -> Value {
 }
 
 fn parse_body(body: &[u8]) -> Result<Value, ApiError> {
-    if body.starts_with(b"k8s\0") {
-        return Err(ApiError::unsupported_media(
-            "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml",
-        ));
+    if body.starts_with(crate::semantics::protobuf::MAGIC) {
+        return crate::semantics::protobuf::decode(body)
+            .map_err(|e| ApiError::unsupported_media(e.to_string()));
     }
     if let Ok(v) = serde_json::from_slice(body) {
         return Ok(v);
@@ -372,6 +371,9 @@ fn create_value(
             )
         })?;
         obj["status"] = crd_status(&obj, &now);
+    }
+    if res.group.is_empty() {
+        crate::semantics::builtin_defaults::apply(&res.kind, &mut obj);
     }
     if res.kind == "Namespace" && res.group.is_empty() {
         obj["status"] = json!({"phase": "Active"});
