@@ -132,8 +132,14 @@ impl<'a> Reader<'a> {
         let wire = match tag & 7 {
             0 => Wire::Varint(self.varint()?),
             2 => Wire::Bytes(self.bytes()?),
-            1 => Wire::Fixed(self.take(8)?),
-            5 => Wire::Fixed(self.take(4)?),
+            1 => {
+                self.take(8)?;
+                Wire::Fixed
+            }
+            5 => {
+                self.take(4)?;
+                Wire::Fixed
+            }
             _ => return Err(ProtobufError::Malformed("unsupported wire type")),
         };
         Ok((tag >> 3, wire))
@@ -152,7 +158,8 @@ impl<'a> Reader<'a> {
 enum Wire<'a> {
     Varint(u64),
     Bytes(&'a [u8]),
-    Fixed(&'a [u8]),
+    /// A 32- or 64-bit field (no supported field uses one; it is skipped).
+    Fixed,
 }
 
 fn text(b: &[u8]) -> Result<String, ProtobufError> {
