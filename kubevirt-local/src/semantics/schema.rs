@@ -27,6 +27,12 @@ pub struct Checked {
 /// Apply defaults, prune unknown fields and validate `value` against the root `schema`.
 /// The root's `apiVersion`, `kind` and `metadata` are the server's business and skipped.
 pub fn check(schema: &Value, value: &mut Value) -> Checked {
+    check_update(schema, value, None)
+}
+
+/// [`check`] for an update: transition rules (`oldSelf`) see the stored object's value at the same
+/// path, where there is one (list items are not correlated).
+pub fn check_update(schema: &Value, value: &mut Value, old: Option<&Value>) -> Checked {
     let mut out = Checked::default();
     if let (Some(props), Some(obj)) = (schema.get("properties"), value.as_object_mut()) {
         let required: Vec<&str> = str_list(schema.get("required"));
@@ -38,7 +44,7 @@ pub fn check(schema: &Value, value: &mut Value) -> Checked {
             match props.get(&k) {
                 Some(s) => {
                     if let Some(v) = obj.get_mut(&k) {
-                        walk(s, v, &k, &mut out);
+                        walk(s, v, old.and_then(|o| o.get(&k)), &k, &mut out);
                     }
                 }
                 None if schema.get("x-kubernetes-preserve-unknown-fields")
@@ -62,13 +68,13 @@ pub fn check(schema: &Value, value: &mut Value) -> Checked {
             }
         }
     }
-    cel_rules(schema, value, "", &mut out);
+    cel_rules(schema, value, old, "", &mut out);
     out
 }
 
 /// Evaluate the node's `x-kubernetes-validations` with `self` bound to `value`. Transition rules
 /// (`oldSelf`) are skipped: they need the stored object at the same path.
-fn cel_rules(schema: &Value, value: &Value, path: &str, out: &mut Checked) {
+fn cel_rules(schema: &Value, value: &Value, old: Option<&Value>, path: &str, out: &mut Checked) {
     let Some(rules) = schema
         .get("x-kubernetes-validations")
         .and_then(Value::as_array)
@@ -79,7 +85,8 @@ fn cel_rules(schema: &Value, value: &Value, path: &str, out: &mut Checked) {
         let Some(rule) = r.get("rule").and_then(Value::as_str) else {
             continue;
         };
-        if rule.contains("oldSelf") {
+        let transition = rule.contains("oldSelf");
+        if transition && old.is_none() {
             continue;
         }
         let field = match r.get("fieldPath").and_then(Value::as_str) {
@@ -93,7 +100,7 @@ fn cel_rules(schema: &Value, value: &Value, path: &str, out: &mut Checked) {
             Some("FieldValueDuplicate") => "FieldValueDuplicate",
             _ => "FieldValueInvalid",
         };
-        let message = match evaluate(rule, value) {
+        let message = match evaluate(rule, value, old.filter(|_| transition)) {
             Ok(true) => continue,
             Ok(false) => r
                 .get("message")
@@ -110,11 +117,15 @@ fn cel_rules(schema: &Value, value: &Value, path: &str, out: &mut Checked) {
     }
 }
 
-fn evaluate(rule: &str, value: &Value) -> Result<bool, String> {
+fn evaluate(rule: &str, value: &Value, old: Option<&Value>) -> Result<bool, String> {
     let program = cel::Program::compile(rule).map_err(|e| format!("{e:?}"))?;
     let mut ctx = cel::Context::default();
     let v = cel::to_value(value).map_err(|e| e.to_string())?;
     ctx.add_variable("self", v).map_err(|e| e.to_string())?;
+    if let Some(old) = old {
+        let o = cel::to_value(old).map_err(|e| e.to_string())?;
+        ctx.add_variable("oldSelf", o).map_err(|e| e.to_string())?;
+    }
     match program.execute(&ctx) {
         Ok(cel::Value::Bool(b)) => Ok(b),
         Ok(other) => Err(format!("the rule returned {other:?}, not a boolean")),
@@ -154,13 +165,11 @@ fn type_name(v: &Value) -> &'static str {
     }
 }
 
-fn walk(schema: &Value, value: &mut Value, path: &str, out: &mut Checked) {
+fn walk(schema: &Value, value: &mut Value, old: Option<&Value>, path: &str, out: &mut Checked) {
     let bool_of = |k: &str| schema.get(k) == Some(&Value::Bool(true));
+    // A null is valid for a nullable field, and the API server drops the nulls of non-nullable
+    // fields before validation: either way there is nothing to check.
     if value.is_null() {
-        if !bool_of("nullable") {
-            // The API server drops nulls of non-nullable fields before validation.
-            return;
-        }
         return;
     }
     let actual = type_name(value);
@@ -204,11 +213,17 @@ fn walk(schema: &Value, value: &mut Value, path: &str, out: &mut Checked) {
                 let child = format!("{path}.{k}");
                 if let Some(s) = props.and_then(|p| p.get(&k)) {
                     if let Some(v) = obj.get_mut(&k) {
-                        walk(s, v, &child, out);
+                        walk(s, v, old.and_then(|o| o.get(&k)), &child, out);
                     }
                 } else if let Some(s) = additional {
                     if let Some(v) = obj.get_mut(&k) {
-                        walk(s, v, &format!("{path}[{k}]"), out);
+                        walk(
+                            s,
+                            v,
+                            old.and_then(|o| o.get(&k)),
+                            &format!("{path}[{k}]"),
+                            out,
+                        );
                     }
                 } else if !bool_of("x-kubernetes-preserve-unknown-fields") {
                     obj.remove(&k);
@@ -231,14 +246,14 @@ fn walk(schema: &Value, value: &mut Value, path: &str, out: &mut Checked) {
         Value::Array(items) => {
             if let Some(s) = schema.get("items") {
                 for (i, item) in items.iter_mut().enumerate() {
-                    walk(s, item, &format!("{path}[{i}]"), out);
+                    walk(s, item, None, &format!("{path}[{i}]"), out);
                 }
             }
         }
         _ => {}
     }
     // Rules see the node after pruning and defaulting.
-    cel_rules(schema, value, path, out);
+    cel_rules(schema, value, old, path, out);
 }
 
 fn bounds(schema: &Value, value: &Value, path: &str, out: &mut Checked) {

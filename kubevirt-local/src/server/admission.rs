@@ -60,7 +60,7 @@ pub fn admit(
         .to_string();
     let mut warnings = Vec::new();
     if let Some(s) = res.schema(version) {
-        let checked = schema::check(s, obj);
+        let checked = schema::check_update(s, obj, old);
         if !checked.unknown.is_empty() {
             let list: Vec<String> = checked
                 .unknown
