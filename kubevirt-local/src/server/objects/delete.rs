@@ -1,0 +1,108 @@
+//! Delete and deletecollection (finalizers and propagation are in `gc`).
+
+use super::super::gc;
+use super::super::state::now;
+use super::write::after_write;
+use super::{Reply, Request, dry_run, key, ok, parse_body, selectors, versioned};
+use crate::error::ApiError;
+use crate::registry::Resource;
+use crate::server::route::Target;
+use crate::server::state::State;
+use serde_json::{Value, json};
+
+fn delete_options(req: &Request<'_>) -> Value {
+    let mut opts = parse_body(req.body).unwrap_or_else(|_| json!({}));
+    if let Some(p) = req.query.get("propagationPolicy") {
+        opts["propagationPolicy"] = json!(p);
+    }
+    opts
+}
+
+pub(super) fn delete(
+    state: &State,
+    res: &Resource,
+    ns: &str,
+    name: &str,
+    t: &Target,
+    req: &Request<'_>,
+) -> Result<Reply, ApiError> {
+    let opts = delete_options(req);
+    let k = key(res, ns, name);
+    let out = state.store.write(|tx| -> Result<Value, ApiError> {
+        let old = tx.get(&k)?.ok_or_else(|| ApiError::not_found(res, name))?;
+        if let Some(uid) = opts.pointer("/preconditions/uid").and_then(Value::as_str)
+            && old["metadata"]["uid"].as_str() != Some(uid)
+        {
+            return Err(ApiError::conflict(res, name));
+        }
+        if let Some(rv) = opts
+            .pointer("/preconditions/resourceVersion")
+            .and_then(Value::as_str)
+            && old["metadata"]["resourceVersion"].as_str() != Some(rv)
+        {
+            return Err(ApiError::conflict(res, name));
+        }
+        if dry_run(req) {
+            return Ok(old);
+        }
+        let policy = opts
+            .get("propagationPolicy")
+            .and_then(Value::as_str)
+            .unwrap_or("Background");
+        gc::delete_in(tx, res, &k, old, policy, &now())
+    })?;
+    after_write(state, res)?;
+    gc::collect(state);
+    Ok(ok(200, versioned(res, &t.version, out)))
+}
+
+pub(super) fn delete_collection(
+    state: &State,
+    res: &Resource,
+    t: &Target,
+    req: &Request<'_>,
+) -> Result<Reply, ApiError> {
+    let (labels, fields) = selectors(res, req.query)?;
+    let (items, _) = state
+        .store
+        .list(&res.storage_name(), t.namespace.as_deref())?;
+    let opts = delete_options(req);
+    let policy = opts
+        .get("propagationPolicy")
+        .and_then(Value::as_str)
+        .unwrap_or("Background")
+        .to_string();
+    let mut deleted = Vec::new();
+    for o in items.into_iter().filter(|o| {
+        let shown = res.present(o.clone());
+        labels.matches(shown["metadata"].get("labels")) && fields.matches(&shown)
+    }) {
+        let ns = o["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let name = o["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let k = key(res, &ns, &name);
+        if dry_run(req) {
+            deleted.push(versioned(res, &t.version, o));
+            continue;
+        }
+        let out = state.store.write(|tx| -> Result<Option<Value>, ApiError> {
+            match tx.get(&k)? {
+                Some(old) => Ok(Some(gc::delete_in(tx, res, &k, old, &policy, &now())?)),
+                None => Ok(None),
+            }
+        })?;
+        deleted.extend(out.map(|o| versioned(res, &t.version, o)));
+    }
+    after_write(state, res)?;
+    gc::collect(state);
+    let rv = state.store.current_rv()?.to_string();
+    Ok(ok(
+        200,
+        json!({"apiVersion": res.api_version(&t.version), "kind": format!("{}List", res.kind), "metadata": {"resourceVersion": rv}, "items": deleted}),
+    ))
+}

@@ -1,0 +1,368 @@
+//! Create, update (PUT) and patch, each inside one storage transaction.
+
+use super::super::admission::{Operation, admit};
+use super::super::state::{CRD_RESOURCE, NAMESPACE_RESOURCE, now};
+use super::scale::write_scale;
+use super::{Body, Reply, Request, dry_run, field_validation, key, parse_body, versioned};
+use crate::error::ApiError;
+use crate::registry::Resource;
+use crate::registry::{crd_status, resource_from_crd};
+use crate::semantics::apply;
+use crate::semantics::lifecycle::{Endpoint, prepare_create, prepare_update};
+use crate::semantics::patch::{self, PatchType};
+use crate::semantics::schema::Cause;
+use crate::server::route::Target;
+use crate::server::state::State;
+use crate::storage::{EventType, ObjectKey, Txn};
+use serde_json::{Value, json};
+
+fn require_namespace(t: &mut Txn<'_>, res: &Resource, ns: &str) -> Result<(), ApiError> {
+    if !res.namespaced {
+        return Ok(());
+    }
+    let nsobj = t.get(&ObjectKey::new(NAMESPACE_RESOURCE, "", ns))?;
+    match nsobj {
+        None => Err(ApiError::namespace_not_found(ns)),
+        Some(n) if n["metadata"].get("deletionTimestamp").is_some() => {
+            Err(ApiError::forbidden(format!(
+                "{} is forbidden: unable to create new content in namespace {ns} because it is being terminated",
+                res.qualified()
+            )))
+        }
+        Some(_) => Ok(()),
+    }
+}
+
+pub(super) fn create(
+    state: &State,
+    res: &Resource,
+    t: &Target,
+    req: &Request<'_>,
+) -> Result<Reply, ApiError> {
+    let body = parse_body(req.body)?;
+    create_value(state, res, t, body, req)
+}
+
+fn create_value(
+    state: &State,
+    res: &Resource,
+    t: &Target,
+    obj: Value,
+    req: &Request<'_>,
+) -> Result<Reply, ApiError> {
+    let mut obj = res.to_storage(obj);
+    if let Some(kind) = obj.get("kind").and_then(Value::as_str)
+        && kind != res.kind
+    {
+        return Err(ApiError::bad_request(format!(
+            "the kind of the body ({kind}) does not match the URL ({})",
+            res.kind
+        )));
+    }
+    obj["apiVersion"] = json!(res.api_version(&t.version));
+    obj["kind"] = json!(res.kind);
+    let ns = t.namespace.clone().unwrap_or_default();
+    let now = now();
+    let name = prepare_create(res, &mut obj, &ns, &now)?;
+    let warnings = admit(
+        res,
+        &t.version,
+        &mut obj,
+        None,
+        Operation::Create,
+        field_validation(req),
+        &state.cluster,
+    )?;
+    let is_crd = res.storage_name() == CRD_RESOURCE;
+    if is_crd {
+        resource_from_crd(&obj).map_err(|m| {
+            let (field, message) = m.split_once(": ").unwrap_or(("spec", m.as_str()));
+            ApiError::invalid(
+                res,
+                &name,
+                &[Cause {
+                    field: field.into(),
+                    reason: "FieldValueInvalid",
+                    message: message.into(),
+                }],
+            )
+        })?;
+        obj["status"] = crd_status(&obj, &now);
+    }
+    if res.group.is_empty() {
+        crate::semantics::builtin_defaults::apply(&res.kind, &mut obj);
+    }
+    if res.kind == "Namespace" && res.group.is_empty() {
+        obj["status"] = json!({"phase": "Active"});
+        obj["spec"]["finalizers"] = json!(["kubernetes"]);
+    }
+    let k = key(res, &ns, &name);
+    let stored = state.store.write(|tx| -> Result<Value, ApiError> {
+        require_namespace(tx, res, &ns)?;
+        if tx.get(&k)?.is_some() {
+            return Err(ApiError::already_exists(res, &name));
+        }
+        if dry_run(req) {
+            return Ok(obj.clone());
+        }
+        Ok(tx.put(&k, obj.clone(), EventType::Added)?)
+    })?;
+    if is_crd {
+        state.refresh_registry()?;
+    }
+    Ok(Reply {
+        code: 201,
+        body: Body::Json(versioned(res, &t.version, stored)),
+        warnings,
+    })
+}
+
+fn endpoint_of(sub: Option<&str>) -> Endpoint {
+    if sub == Some("status") {
+        Endpoint::Status
+    } else {
+        Endpoint::Main
+    }
+}
+
+/// Store `new` (prepared from `old`), or remove the object when it is being deleted and its last
+/// finalizer is gone. Unchanged objects are not rewritten.
+pub(super) fn commit_update(
+    tx: &mut Txn<'_>,
+    k: &ObjectKey,
+    old: &Value,
+    new: Value,
+) -> Result<Value, ApiError> {
+    if *old == new {
+        return Ok(new);
+    }
+    let deleting = new["metadata"].get("deletionTimestamp").is_some();
+    let no_finalizers = new["metadata"]["finalizers"]
+        .as_array()
+        .is_none_or(Vec::is_empty);
+    if deleting && no_finalizers {
+        return Ok(tx.remove(k, new)?);
+    }
+    Ok(tx.put(k, new, EventType::Modified)?)
+}
+
+/// The shared tail of PUT and PATCH: update rules, admission, dry run, commit.
+struct Update<'a> {
+    state: &'a State,
+    res: &'a Resource,
+    version: &'a str,
+    endpoint: Endpoint,
+    req: &'a Request<'a>,
+}
+
+impl Update<'_> {
+    fn finish(
+        &self,
+        tx: &mut Txn<'_>,
+        k: &ObjectKey,
+        old: &Value,
+        wanted: Value,
+        require_rv: bool,
+    ) -> Result<(Value, Vec<String>), ApiError> {
+        let mut new = prepare_update(self.res, old, wanted, self.endpoint, require_rv)?;
+        new["apiVersion"] = json!(self.res.api_version(self.version));
+        new["kind"] = json!(self.res.kind);
+        let op = if self.endpoint == Endpoint::Status {
+            Operation::Status
+        } else {
+            Operation::Update
+        };
+        let warnings = admit(
+            self.res,
+            self.version,
+            &mut new,
+            Some(old),
+            op,
+            field_validation(self.req),
+            &self.state.cluster,
+        )?;
+        if dry_run(self.req) {
+            return Ok((new, warnings));
+        }
+        Ok((commit_update(tx, k, old, new)?, warnings))
+    }
+}
+
+pub(super) fn update(
+    state: &State,
+    res: &Resource,
+    t: &Target,
+    name: &str,
+    sub: Option<&str>,
+    req: &Request<'_>,
+) -> Result<Reply, ApiError> {
+    let body = parse_body(req.body)?;
+    if sub == Some("scale") {
+        return write_scale(state, res, t, name, |_| Ok(body.clone()), req);
+    }
+    let body = res.to_storage(body);
+    let ns = t.namespace.clone().unwrap_or_default();
+    let k = key(res, &ns, name);
+    let endpoint = endpoint_of(sub);
+    let mut warnings = Vec::new();
+    let stored = state.store.write(|tx| -> Result<Value, ApiError> {
+        let old = tx.get(&k)?.ok_or_else(|| ApiError::not_found(res, name))?;
+        let update = Update {
+            state,
+            res,
+            version: &t.version,
+            endpoint,
+            req,
+        };
+        let (stored, w) = update.finish(tx, &k, &old, body.clone(), true)?;
+        warnings = w;
+        Ok(stored)
+    })?;
+    after_write(state, res)?;
+    Ok(Reply {
+        code: 200,
+        body: Body::Json(versioned(res, &t.version, stored)),
+        warnings,
+    })
+}
+
+pub(super) fn patch_object(
+    state: &State,
+    res: &Resource,
+    t: &Target,
+    name: &str,
+    sub: Option<&str>,
+    req: &Request<'_>,
+) -> Result<Reply, ApiError> {
+    let kind = PatchType::from_content_type(req.content_type).ok_or_else(|| {
+        ApiError::unsupported_media(format!(
+            "the content type {:?} is not a patch type",
+            req.content_type
+        ))
+    })?;
+    if kind == PatchType::Strategic && !res.builtin {
+        return Err(ApiError::unsupported_media(format!(
+            "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml; application/strategic-merge-patch+json is not supported by {}, Kind={}",
+            res.api_version(&t.version),
+            res.kind
+        )));
+    }
+    let body = parse_body(req.body)?;
+    if kind == PatchType::Apply && req.query.get("fieldManager").is_none_or(String::is_empty) {
+        return Err(ApiError::bad_request(
+            "PATCH of type application/apply-patch+yaml requires fieldManager",
+        ));
+    }
+    if sub == Some("scale") {
+        return write_scale(
+            state,
+            res,
+            t,
+            name,
+            |scale| {
+                let mut s = scale.clone();
+                patch::apply(kind, &mut s, &body)
+                    .map_err(|e| ApiError::bad_request(e.to_string()))?;
+                Ok(s)
+            },
+            req,
+        );
+    }
+    let ns = t.namespace.clone().unwrap_or_default();
+    let k = key(res, &ns, name);
+    let endpoint = endpoint_of(sub);
+    let mut warnings = Vec::new();
+    let mut created = false;
+    let stored = state.store.write(|tx| -> Result<Value, ApiError> {
+        let Some(old) = tx.get(&k)? else {
+            if kind != PatchType::Apply || endpoint != Endpoint::Main {
+                return Err(ApiError::not_found(res, name));
+            }
+            // Server-side apply creates.
+            created = true;
+            let mut obj = res.to_storage(apply_as(res, name, None, &body, req)?);
+            obj["metadata"]["name"] = json!(name);
+            obj["apiVersion"] = json!(res.api_version(&t.version));
+            obj["kind"] = json!(res.kind);
+            if let Some(m) = obj["metadata"].as_object_mut() {
+                m.remove("resourceVersion");
+            }
+            let now = now();
+            prepare_create(res, &mut obj, &ns, &now)?;
+            warnings = admit(
+                res,
+                &t.version,
+                &mut obj,
+                None,
+                Operation::Create,
+                field_validation(req),
+                &state.cluster,
+            )?;
+            require_namespace(tx, res, &ns)?;
+            if dry_run(req) {
+                return Ok(obj);
+            }
+            return Ok(tx.put(&k, obj, EventType::Added)?);
+        };
+        // Patches are written against the resource's own view of the object.
+        let mut patched = res.present(old.clone());
+        if kind == PatchType::Apply {
+            patched = apply_as(res, name, Some(&patched), &body, req)?;
+        } else {
+            patch::apply(kind, &mut patched, &body).map_err(|e| match e {
+                patch::PatchError::Malformed(m) => ApiError::bad_request(m),
+                patch::PatchError::Failed(m) => ApiError::invalid(
+                    res,
+                    name,
+                    &[Cause {
+                        field: String::new(),
+                        reason: "FieldValueInvalid",
+                        message: m,
+                    }],
+                ),
+            })?;
+        }
+        let patched = res.to_storage(patched);
+        let update = Update {
+            state,
+            res,
+            version: &t.version,
+            endpoint,
+            req,
+        };
+        let (stored, w) = update.finish(tx, &k, &old, patched, false)?;
+        warnings = w;
+        Ok(stored)
+    })?;
+    after_write(state, res)?;
+    Ok(Reply {
+        code: if created { 201 } else { 200 },
+        body: Body::Json(versioned(res, &t.version, stored)),
+        warnings,
+    })
+}
+
+/// Server-side apply as the request's field manager.
+fn apply_as(
+    res: &Resource,
+    name: &str,
+    current: Option<&Value>,
+    body: &Value,
+    req: &Request<'_>,
+) -> Result<Value, ApiError> {
+    let manager = req
+        .query
+        .get("fieldManager")
+        .map(String::as_str)
+        .unwrap_or_default();
+    let force = req.query.get("force").is_some_and(|f| f == "true");
+    apply::apply(current, body, manager, force, &now())
+        .map_err(|c| ApiError::apply_conflicts(res, name, &c))
+}
+
+pub(super) fn after_write(state: &State, res: &Resource) -> Result<(), ApiError> {
+    if res.storage_name() == CRD_RESOURCE {
+        state.refresh_registry()?;
+    }
+    Ok(())
+}
