@@ -1,5 +1,14 @@
-//! kubevirt-launcher: the per-VM process (upstream's virt-launcher): a VirtualMachineInstance in, a
-//! running VM out.
+//! kubevirt-launcher: the per-VM process (upstream's virt-launcher): a VirtualMachineInstance in,
+//! a running VM out.
 //!
-//! Not implemented yet: it needs the VMM library first. See docs/ARCHITECTURE.md for the plan.
+//! Built so far:
+//! - [`plan`]: the VMI spec turned into a launch plan for the VMM (CPU topology, memory, firmware,
+//!   kernel boot, disks and their volume sources, RNG, CPU feature mask, serial console). Every field
+//!   the launcher does not support yet is an error naming its path, never silently ignored.
+//! - [`cloudinit`]: the `cidata` (NoCloud) and `config-2` (ConfigDrive) disks cloud-init reads.
+//!
+//! Running the plan on kubevirt-vmm, the console and control sockets and networking follow.
 #![deny(missing_docs)]
+
+pub mod cloudinit;
+pub mod plan;

@@ -1,0 +1,1 @@
+//! Cloud-init disks (being written).

@@ -1,0 +1,1 @@
+//! Launch plans (being written).
