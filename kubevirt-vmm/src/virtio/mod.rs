@@ -1,12 +1,13 @@
 //! Virtio over PCI: the [`VirtioDevice`] trait a device (in this crate or another program)
 //! implements, the modern virtio-pci transport ([`pci::VirtioPciDevice`]), queue workers, and
-//! the devices themselves.
+//! the devices themselves ([`block`]).
 //!
 //! Devices never trust the guest: descriptor chains are walked through rust-vmm's
 //! virtio-queue (bounded by the queue size, every buffer checked against guest memory), a bad
 //! request fails with an error status, and a queue the driver corrupts marks the device
 //! `DEVICE_NEEDS_RESET` instead of panicking or spinning.
 
+pub mod block;
 pub mod device;
 pub mod pci;
 pub mod worker;

@@ -1,1 +1,14 @@
-//! virtio-blk.
+//! virtio-blk: a disk behind a [`BlockBackend`] (raw files today; qcow2 can follow), with
+//! read-only and read-write modes, flush as `fdatasync`, discard, write-zeroes and `serial`.
+//!
+//! Files: [`device`] (configuration space, features, activation), [`queue`] (the request
+//! queue and broken-ring handling), [`request`] (one request, checked against the disk),
+//! [`backend`] (the backend trait and raw images).
+
+pub mod backend;
+pub mod device;
+pub mod queue;
+pub mod request;
+
+pub use backend::{BackendError, BlockBackend, RawFile};
+pub use device::Block;
