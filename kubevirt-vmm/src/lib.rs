@@ -24,8 +24,10 @@
 //!
 //! Module map: [`arch`] (x86-64 layout, GDT, page tables, registers, CPUID, MSRs), [`memory`]
 //! (guest RAM), [`bus`] (the `BusDevice` trait and address dispatch), [`devices`] (legacy
-//! devices), [`boot`] (direct, bzImage and PVH loading), [`vcpu`] (run loop, kicks) and [`vm`]
-//! (builder, lifecycle, exit reasons). With the `test-guests` feature, `testguest` assembles
+//! devices), [`pci`] (root complex, config space, BAR placement), [`virtio`] (the
+//! `VirtioDevice` trait, the virtio-pci transport, virtio-blk), [`boot`] (direct, bzImage and
+//! PVH loading), [`vcpu`] (run loop, kicks) and [`vm`] (builder, lifecycle, exit reasons).
+//! With the `test-guests` feature, `testguest` assembles
 //! the small CPL 3 guests the integration tests, examples and benchmarks run.
 #![deny(missing_docs)]
 

@@ -9,7 +9,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use kvm_bindings::{KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY, kvm_pit_config};
-use kvm_ioctls::{Cap, Kvm, VmFd};
+use kvm_ioctls::{Cap, IoEventAddress, Kvm, NoDatamatch, VmFd};
 use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
 use crate::arch::layout::{BOOT_STACK_POINTER, KVM_IDENTITY_MAP_ADDRESS, KVM_TSS_ADDRESS};
@@ -24,7 +24,13 @@ use crate::devices::serial::{
     COM1_IRQ, COM1_PORT, ConsoleError, ConsoleOutput, ConsoleStats, SERIAL_PORT_SPAN, SerialDevice,
 };
 use crate::memory::{self, MemoryError};
+use crate::pci::{
+    CONFIG_IO_PORT, CONFIG_IO_SPAN, PCI_MMCONFIG_SIZE, PCI_MMCONFIG_START, PCI_MMIO_WINDOW_SIZE,
+    PCI_MMIO_WINDOW_START, PciBarWindow, PciConfigIo, PciConfigMmio, PciError, PciRootBuilder,
+};
 use crate::vcpu::{Buses, Vcpu, VcpuSnapshot, kick};
+use crate::virtio::VirtioDevice;
+use crate::virtio::pci::{VirtioPciDevice, VirtioPciError};
 
 pub use config::VmConfig;
 pub use exit::{ExitReason, ExitRequester};
@@ -124,6 +130,12 @@ pub enum VmError {
     /// A lifecycle transition was refused.
     #[error(transparent)]
     Lifecycle(#[from] LifecycleError),
+    /// Placing a PCI device.
+    #[error("PCI: {0}")]
+    Pci(#[from] PciError),
+    /// Creating a virtio-pci transport.
+    #[error(transparent)]
+    VirtioPci(#[from] VirtioPciError),
 }
 
 fn vm_ioctl(ioctl: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmError {
@@ -145,6 +157,7 @@ pub struct VmBuilder {
     lifecycle: Arc<Lifecycle>,
     pio: Vec<(u64, u64, SharedDevice)>,
     mmio: Vec<(u64, u64, SharedDevice)>,
+    virtio: Vec<Box<dyn VirtioDevice>>,
     created_at: Instant,
 }
 
@@ -157,6 +170,7 @@ impl VmBuilder {
             lifecycle,
             pio: Vec::new(),
             mmio: Vec::new(),
+            virtio: Vec::new(),
             created_at: Instant::now(),
         }
     }
@@ -179,6 +193,15 @@ impl VmBuilder {
         self
     }
 
+    /// Adds a virtio device on PCI bus 0 (slots in the order added, after the host bridge at
+    /// slot 0). With any virtio device the VM gets the PCI root complex: ports 0xCF8-0xCFF,
+    /// ECAM at [`PCI_MMCONFIG_START`] and BARs in [`PCI_MMIO_WINDOW_START`]'s window; queue
+    /// notifications are KVM ioeventfds.
+    pub fn virtio_device(mut self, device: Box<dyn VirtioDevice>) -> Self {
+        self.virtio.push(device);
+        self
+    }
+
     /// Creates the VM: KVM objects, RAM, devices, boot image and vCPUs. Nothing runs yet.
     pub fn build(self) -> Result<Vm, VmError> {
         let VmBuilder {
@@ -186,6 +209,7 @@ impl VmBuilder {
             lifecycle,
             pio,
             mmio,
+            virtio,
             created_at,
         } = self;
         let kvm = Kvm::new().map_err(VmError::OpenKvm)?;
@@ -282,6 +306,9 @@ impl VmBuilder {
                 1,
             )?;
         }
+        if !virtio.is_empty() {
+            add_pci(&vm_fd, &memory, virtio, &mut pio_bus, &mut mmio_bus)?;
+        }
         for (base, len, dev) in pio {
             pio_bus.insert(dev, base, len)?;
         }
@@ -320,6 +347,45 @@ impl VmBuilder {
             memory,
         })
     }
+}
+
+/// Puts `devices` on a new PCI bus 0, registers their queue notifications as ioeventfds and
+/// the root complex's ranges on the buses.
+fn add_pci(
+    vm_fd: &VmFd,
+    memory: &GuestMemoryMmap,
+    devices: Vec<Box<dyn VirtioDevice>>,
+    pio_bus: &mut Bus,
+    mmio_bus: &mut Bus,
+) -> Result<(), VmError> {
+    let mut pci = PciRootBuilder::new(PCI_MMIO_WINDOW_START, PCI_MMIO_WINDOW_SIZE);
+    for device in devices {
+        let device = Arc::new(Mutex::new(VirtioPciDevice::new(device, memory.clone())?));
+        pci.add(device.clone())?;
+        let device = device.lock().unwrap_or_else(PoisonError::into_inner);
+        for (addr, event) in device.notify_addresses() {
+            vm_fd
+                .register_ioevent(event, &IoEventAddress::Mmio(addr), NoDatamatch)
+                .map_err(vm_ioctl("KVM_IOEVENTFD (virtio queue notify)"))?;
+        }
+    }
+    let root = pci.build();
+    pio_bus.insert(
+        Arc::new(Mutex::new(PciConfigIo::new(root.clone()))),
+        u64::from(CONFIG_IO_PORT),
+        CONFIG_IO_SPAN,
+    )?;
+    mmio_bus.insert(
+        Arc::new(Mutex::new(PciConfigMmio::new(root.clone()))),
+        PCI_MMCONFIG_START,
+        PCI_MMCONFIG_SIZE,
+    )?;
+    mmio_bus.insert(
+        Arc::new(Mutex::new(PciBarWindow::new(root))),
+        PCI_MMIO_WINDOW_START,
+        PCI_MMIO_WINDOW_SIZE,
+    )?;
+    Ok(())
 }
 
 /// Bytes of RAM below the 32-bit hole and above 4 GiB.
