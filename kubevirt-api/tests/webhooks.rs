@@ -199,6 +199,22 @@ fn defaults_fill_what_upstream_fills() {
         true
     );
     assert_eq!(spec["networks"][0]["name"], "default");
+    let mut volume_only = Object::decode(
+        &documents_from_yaml(&yaml.replace(
+            "disks: [{name: d}, {name: c, cdrom: {}}]",
+            "disks: [{name: c, cdrom: {}}]",
+        ))
+        .unwrap()[0]
+            .value,
+    )
+    .unwrap();
+    apply(&mut volume_only, &ClusterDefaults::default());
+    let disks = volume_only.encode().unwrap()["spec"]["domain"]["devices"]["disks"].clone();
+    assert_eq!(
+        disks[1]["name"], "d",
+        "a volume without a disk gets one, as upstream's SetDefaultVolumeDisk does"
+    );
+    assert_eq!(disks[1]["disk"]["bus"], "virtio");
     assert!(spec["domain"]["devices"]["interfaces"][0]["bridge"].is_object());
     assert_eq!(spec["terminationGracePeriodSeconds"], 30);
     let uuid = spec["domain"]["firmware"]["uuid"]

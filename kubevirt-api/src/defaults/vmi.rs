@@ -2,8 +2,8 @@
 
 use super::ClusterDefaults;
 use crate::core::v1::{
-    CPU, DiskTarget, Firmware, Interface, InterfaceBridge, InterfaceMasquerade, Machine, Memory,
-    Network, PodNetwork, ResourceRequirements, VirtualMachineInstanceSpec,
+    CPU, Disk, DiskTarget, Firmware, Interface, InterfaceBridge, InterfaceMasquerade, Machine,
+    Memory, Network, PodNetwork, ResourceRequirements, VirtualMachineInstanceSpec,
 };
 use crate::quantity::Quantity;
 
@@ -86,6 +86,37 @@ pub fn default_vmi_spec(
     cpu.sockets.get_or_insert(1);
     cpu.model.get_or_insert_with(|| cluster.cpu_model.clone());
 
+    // Every volume without a disk or filesystem of its name gets a disk.
+    let attached: std::collections::HashSet<String> = domain
+        .devices
+        .disks
+        .iter()
+        .flatten()
+        .map(|d| d.name.clone())
+        .chain(
+            domain
+                .devices
+                .filesystems
+                .iter()
+                .flatten()
+                .map(|f| f.name.clone()),
+        )
+        .collect();
+    for v in spec
+        .volumes
+        .iter()
+        .flatten()
+        .filter(|v| !attached.contains(&v.name))
+    {
+        domain
+            .devices
+            .disks
+            .get_or_insert_with(Vec::new)
+            .push(Disk {
+                name: v.name.clone(),
+                ..Default::default()
+            });
+    }
     // Disks: a plain disk unless told otherwise; virtio for disks, sata for CD-ROMs, scsi for LUNs.
     for disk in domain.devices.disks.iter_mut().flatten() {
         if disk.disk.is_none() && disk.lun.is_none() && disk.cdrom.is_none() {

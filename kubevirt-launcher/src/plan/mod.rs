@@ -1,1 +1,190 @@
-//! Launch plans (being written).
+//! A VMI spec turned into what the VMM needs: the launch plan.
+//!
+//! [`LaunchPlan::from_vmi`] checks the whole spec first: every field the launcher does not support
+//! yet, and every supported field with a value it cannot honour, is reported with its path, all at
+//! once, before anything is started.
+
+mod build;
+mod supported;
+
+pub use self::build::{from_document, from_vmi, standalone_defaults};
+pub use self::supported::unsupported;
+
+use kubevirt_api::core::v1::{CloudInitConfigDriveSource, CloudInitNoCloudSource};
+use std::fmt;
+use std::time::Duration;
+
+/// vCPU topology.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CpuTopology {
+    /// Sockets.
+    pub sockets: u32,
+    /// Cores per socket.
+    pub cores: u32,
+    /// Threads per core.
+    pub threads: u32,
+}
+
+impl CpuTopology {
+    /// Total vCPUs.
+    pub fn vcpus(&self) -> u32 {
+        self.sockets
+            .saturating_mul(self.cores)
+            .saturating_mul(self.threads)
+    }
+}
+
+/// Direct kernel boot (upstream's `firmware.kernelBoot`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelBoot {
+    /// The container image holding the kernel and initrd.
+    pub image: String,
+    /// Kernel path inside the image.
+    pub kernel_path: Option<String>,
+    /// Initrd path inside the image.
+    pub initrd_path: Option<String>,
+    /// Kernel command line.
+    pub cmdline: String,
+}
+
+/// Host page-cache use for a disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheMode {
+    /// `none` (O_DIRECT): upstream's default where the storage supports it.
+    None,
+    /// `writethrough`: writes reach the medium before they complete.
+    WriteThrough,
+    /// `writeback`: writes complete in the host cache; flushes make them durable.
+    WriteBack,
+}
+
+/// Where a disk's bytes come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DiskSource {
+    /// A disk image inside an OCI image (copy-on-write overlay; the image is never modified).
+    ContainerDisk {
+        /// Image reference.
+        image: String,
+        /// Path of the disk inside the image, if not the default `/disk/*`.
+        path: Option<String>,
+    },
+    /// A claim the node prepared (a file or block device).
+    PersistentVolumeClaim {
+        /// Claim name.
+        claim: String,
+    },
+    /// A DataVolume's claim.
+    DataVolume {
+        /// DataVolume name.
+        name: String,
+    },
+    /// A sparse scratch disk that lives as long as the VMI.
+    EmptyDisk {
+        /// Size in bytes.
+        capacity: u64,
+    },
+    /// The NoCloud `cidata` disk.
+    CloudInitNoCloud(Box<CloudInitNoCloudSource>),
+    /// The ConfigDrive `config-2` disk.
+    CloudInitConfigDrive(Box<CloudInitConfigDriveSource>),
+    /// A file on the host.
+    HostDisk {
+        /// Path on the host.
+        path: String,
+        /// `Disk` (must exist) or `DiskOrCreate`.
+        create: bool,
+        /// Size when created.
+        capacity: Option<u64>,
+    },
+    /// A ConfigMap's data as a disk.
+    ConfigMap {
+        /// ConfigMap name.
+        name: String,
+    },
+    /// A Secret's data as a disk.
+    Secret {
+        /// Secret name.
+        name: String,
+    },
+}
+
+/// One guest disk.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DiskPlan {
+    /// Disk (and volume) name.
+    pub name: String,
+    /// Its source.
+    pub source: DiskSource,
+    /// Read-only for the guest.
+    pub readonly: bool,
+    /// Serial the guest sees.
+    pub serial: Option<String>,
+    /// Host caching.
+    pub cache: CacheMode,
+    /// Boot order (lower first).
+    pub boot_order: Option<u64>,
+}
+
+/// The pod network with masquerade binding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkPlan {
+    /// Interface name.
+    pub name: String,
+    /// Guest MAC address, if given.
+    pub mac: Option<String>,
+    /// Ports forwarded to the guest (`(protocol, port)`); empty forwards all.
+    pub ports: Vec<(String, u16)>,
+}
+
+/// Everything the launcher needs to start the VM.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LaunchPlan {
+    /// VMI name.
+    pub name: String,
+    /// VMI namespace.
+    pub namespace: String,
+    /// vCPU topology.
+    pub cpu: CpuTopology,
+    /// Guest memory in bytes.
+    pub memory_bytes: u64,
+    /// CPU features to hide from the guest (`cpu.features` with `policy: disable`).
+    pub disabled_cpu_features: Vec<String>,
+    /// SMBIOS system UUID, if set.
+    pub firmware_uuid: Option<String>,
+    /// SMBIOS serial, if set.
+    pub firmware_serial: Option<String>,
+    /// Direct kernel boot.
+    pub kernel_boot: KernelBoot,
+    /// Disks in spec order.
+    pub disks: Vec<DiskPlan>,
+    /// Pod network, if attached.
+    pub network: Option<NetworkPlan>,
+    /// A virtio-rng device.
+    pub rng: bool,
+    /// The serial console (upstream's `autoattachSerialConsole`, default on).
+    pub serial_console: bool,
+    /// Log the serial console to a file.
+    pub log_serial_console: bool,
+    /// Grace period for a graceful shutdown before the VM is stopped.
+    pub grace_period: Duration,
+}
+
+/// One reason a VMI cannot be launched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanError {
+    /// Field path (`spec.domain.devices.disks[0].disk.bus`).
+    pub path: String,
+    /// What is wrong and what to do.
+    pub message: String,
+}
+
+impl fmt::Display for PlanError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// Every reason a VMI cannot be launched.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+pub struct PlanErrors(pub Vec<PlanError>);

@@ -1,0 +1,184 @@
+//! What the launcher supports, as field-path patterns over a VMI spec. Every field a spec sets
+//! outside these patterns is reported by path: nothing is silently ignored.
+
+use serde_json::Value;
+
+/// Supported paths below `spec`. `[]` matches any list index; a trailing `.*` matches everything
+/// below. Scheduling fields are the node's business and accepted here.
+const SUPPORTED: &[&str] = &[
+    "domain.cpu.cores",
+    "domain.cpu.sockets",
+    "domain.cpu.threads",
+    "domain.cpu.model",
+    "domain.cpu.features[].name",
+    "domain.cpu.features[].policy",
+    "domain.memory.guest",
+    "domain.resources.requests.*",
+    "domain.resources.limits.*",
+    "domain.resources.overcommitGuestOverhead",
+    "domain.machine.type",
+    "domain.firmware.uuid",
+    "domain.firmware.serial",
+    "domain.firmware.kernelBoot.kernelArgs",
+    "domain.firmware.kernelBoot.container.image",
+    "domain.firmware.kernelBoot.container.kernelPath",
+    "domain.firmware.kernelBoot.container.initrdPath",
+    "domain.firmware.kernelBoot.container.imagePullPolicy",
+    "domain.firmware.kernelBoot.container.imagePullSecret",
+    "domain.devices.disks[].name",
+    "domain.devices.disks[].disk.bus",
+    "domain.devices.disks[].disk.readonly",
+    "domain.devices.disks[].bootOrder",
+    "domain.devices.disks[].serial",
+    "domain.devices.disks[].cache",
+    "domain.devices.interfaces[].name",
+    "domain.devices.interfaces[].masquerade",
+    "domain.devices.interfaces[].model",
+    "domain.devices.interfaces[].macAddress",
+    "domain.devices.interfaces[].ports[].*",
+    "domain.devices.rng",
+    "domain.devices.autoattachSerialConsole",
+    "domain.devices.logSerialConsole",
+    "domain.devices.autoattachPodInterface",
+    "domain.devices.autoattachGraphicsDevice",
+    "domain.devices.autoattachMemBalloon",
+    "domain.devices.autoattachInputDevice",
+    "domain.devices.autoattachVSOCK",
+    "volumes[].name",
+    "volumes[].containerDisk.*",
+    "volumes[].persistentVolumeClaim.*",
+    "volumes[].dataVolume.name",
+    "volumes[].emptyDisk.capacity",
+    "volumes[].cloudInitNoCloud.*",
+    "volumes[].cloudInitConfigDrive.*",
+    "volumes[].hostDisk.*",
+    "volumes[].configMap.*",
+    "volumes[].secret.*",
+    "networks[].name",
+    "networks[].pod.*",
+    "terminationGracePeriodSeconds",
+    "hostname",
+    "subdomain",
+    "architecture",
+    "nodeSelector.*",
+    "affinity.*",
+    "tolerations[].*",
+    "topologySpreadConstraints[].*",
+    "schedulerName",
+    "priorityClassName",
+    "evictionStrategy",
+    "startStrategy",
+    "dnsPolicy",
+    "dnsConfig.*",
+];
+
+/// Auto-attach switches the launcher cannot honour when turned on (what they would attach does not
+/// exist yet); off or unset is fine.
+pub(super) const NOT_WHEN_TRUE: &[&str] = &[
+    "domain.devices.autoattachGraphicsDevice",
+    "domain.devices.autoattachMemBalloon",
+    "domain.devices.autoattachInputDevice",
+    "domain.devices.autoattachVSOCK",
+];
+
+fn matches(pattern: &str, path: &[String]) -> bool {
+    let mut segs = pattern.split('.').flat_map(|s| {
+        // "disks[]" is the field "disks" then any index.
+        match s.strip_suffix("[]") {
+            Some(f) => vec![f, "[]"],
+            None => vec![s],
+        }
+    });
+    for p in path {
+        match segs.next() {
+            Some("*") => return true,
+            Some("[]") if p.starts_with('[') => {}
+            Some(s) if s == p => {}
+            _ => return false,
+        }
+    }
+    // The path ends at or above the pattern: an object holding supported fields.
+    true
+}
+
+/// Every field set in `spec` (a VMI spec as JSON) that no pattern supports, by its path below
+/// `spec`; each unsupported subtree is reported once, at its top.
+pub fn unsupported(spec: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    walk(spec, &mut Vec::new(), &mut out);
+    out
+}
+
+fn walk(v: &Value, path: &mut Vec<String>, out: &mut Vec<String>) {
+    if !path.is_empty() && !SUPPORTED.iter().any(|p| matches(p, path)) {
+        out.push(render(path));
+        return;
+    }
+    match v {
+        Value::Object(m) => {
+            for (k, child) in m {
+                if child.is_null() {
+                    continue;
+                }
+                path.push(k.clone());
+                walk(child, path, out);
+                path.pop();
+            }
+        }
+        Value::Array(items) => {
+            for (i, child) in items.iter().enumerate() {
+                path.push(format!("[{i}]"));
+                walk(child, path, out);
+                path.pop();
+            }
+        }
+        _ => {}
+    }
+}
+
+fn render(path: &[String]) -> String {
+    let mut s = String::new();
+    for p in path {
+        if !p.starts_with('[') && !s.is_empty() {
+            s.push('.');
+        }
+        s.push_str(p);
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn reports_each_unsupported_subtree_once() {
+        let spec = json!({"domain": {"devices": {"disks": [{"name": "a", "disk": {"bus": "virtio"}, "io": "native"}],
+            "gpus": [{"name": "g", "deviceName": "x"}]}, "memory": {"guest": "1Gi", "hugepages": {"pageSize": "2Mi"}}},
+            "volumes": [{"name": "a", "containerDisk": {"image": "x", "path": "/disk"}}], "nodeSelector": {"a": "b"}});
+        let mut found = unsupported(&spec);
+        found.sort();
+        assert_eq!(
+            found,
+            [
+                "domain.devices.disks[0].io",
+                "domain.devices.gpus",
+                "domain.memory.hugepages"
+            ]
+        );
+    }
+
+    #[test]
+    fn empty_objects_at_supported_places_are_fine() {
+        let spec = json!({"domain": {"devices": {"rng": {}, "interfaces": [{"name": "default", "masquerade": {}}]}},
+            "networks": [{"name": "default", "pod": {}}]});
+        assert!(unsupported(&spec).is_empty());
+        assert_eq!(
+            unsupported(
+                &json!({"domain": {"devices": {"interfaces": [{"name": "d", "bridge": {}}]}}})
+            ),
+            ["domain.devices.interfaces[0].bridge"]
+        );
+    }
+}

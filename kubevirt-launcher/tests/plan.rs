@@ -1,0 +1,140 @@
+//! Launch plans from real documents: upstream's kernel-boot VMI plans; upstream examples that use
+//! what the launcher does not support yet are refused with every unsupported field named.
+
+use kubevirt_api::codec::documents_from_yaml;
+use kubevirt_api::object::Object;
+use kubevirt_launcher::plan::{CacheMode, DiskSource, LaunchPlan, PlanErrors, from_document};
+use std::path::Path;
+
+fn plan_of(yaml: &str) -> Result<LaunchPlan, PlanErrors> {
+    let doc = documents_from_yaml(yaml).expect("yaml").remove(0);
+    from_document(&Object::decode(&doc.value).expect("decode"))
+}
+
+fn fixture(name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/fixtures/upstream")
+        .join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[test]
+fn upstream_kernel_boot_vmi_plans() {
+    let plan = plan_of(&fixture("kubevirt-examples-vmi-kernel-boot.yaml")).expect("plan");
+    assert_eq!(plan.memory_bytes, 1 << 30);
+    assert_eq!(plan.cpu.vcpus(), 1);
+    assert_eq!(
+        plan.kernel_boot.kernel_path.as_deref(),
+        Some("/boot/vmlinuz-virt")
+    );
+    assert_eq!(plan.kernel_boot.cmdline, "console=ttyS0");
+    assert_eq!(plan.grace_period.as_secs(), 0);
+    assert!(plan.serial_console);
+}
+
+#[test]
+fn upstream_examples_needing_more_are_refused_with_every_field_named() {
+    let err = plan_of(&fixture("kubevirt-examples-vmi-gpu.yaml"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("spec.domain.devices.gpus: not supported"),
+        "{err}"
+    );
+    assert!(
+        err.contains("spec.domain.firmware.kernelBoot"),
+        "a disk-booted VMI needs firmware we do not have: {err}"
+    );
+    let err = plan_of(&fixture("kubevirt-examples-vmi-windows.yaml"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("spec.domain.features"),
+        "Hyper-V features are named: {err}"
+    );
+}
+
+const DEMO: &str = r##"
+apiVersion: kubevirt.io/v1
+kind: VirtualMachine
+metadata: {name: demo, namespace: lab}
+spec:
+  runStrategy: Always
+  template:
+    spec:
+      domain:
+        cpu: {sockets: 1, cores: 2, threads: 1, features: [{name: pcid, policy: disable}]}
+        memory: {guest: 64Mi}
+        firmware:
+          serial: abc
+          kernelBoot: {container: {image: example/demo:1, kernelPath: /boot/guest.elf}, kernelArgs: "console=ttyS0"}
+        devices:
+          rng: {}
+          disks:
+          - {name: root, disk: {bus: virtio}, cache: writeback, bootOrder: 1}
+          - {name: scratch, disk: {bus: virtio}, serial: SCRATCH1}
+          - {name: cloudinit, disk: {bus: virtio}}
+          interfaces: [{name: default, masquerade: {}, ports: [{port: 22}]}]
+      networks: [{name: default, pod: {}}]
+      volumes:
+      - {name: root, containerDisk: {image: example/disk:1}}
+      - {name: scratch, emptyDisk: {capacity: 16Mi}}
+      - {name: cloudinit, cloudInitNoCloud: {userData: "#cloud-config\n"}}
+"##;
+
+#[test]
+fn a_vm_template_maps_field_by_field() {
+    let plan = plan_of(DEMO).expect("plan");
+    assert_eq!(
+        (plan.name.as_str(), plan.namespace.as_str()),
+        ("demo", "lab")
+    );
+    assert_eq!(plan.cpu.vcpus(), 2);
+    assert_eq!(plan.memory_bytes, 64 << 20);
+    assert_eq!(plan.disabled_cpu_features, ["pcid"]);
+    assert_eq!(plan.firmware_serial.as_deref(), Some("abc"));
+    assert!(plan.rng);
+    assert_eq!(plan.disks.len(), 3);
+    assert_eq!(
+        (plan.disks[0].cache, plan.disks[0].boot_order),
+        (CacheMode::WriteBack, Some(1))
+    );
+    assert_eq!(
+        plan.disks[1].source,
+        DiskSource::EmptyDisk { capacity: 16 << 20 }
+    );
+    assert_eq!(plan.disks[1].serial.as_deref(), Some("SCRATCH1"));
+    assert!(matches!(
+        plan.disks[2].source,
+        DiskSource::CloudInitNoCloud(_)
+    ));
+    assert!(plan.disks[2].readonly, "cloud-init disks are read-only");
+    let net = plan.network.expect("network");
+    assert_eq!(net.ports, [("TCP".to_string(), 22)]);
+}
+
+#[test]
+fn every_problem_is_reported_at_once_with_paths_into_the_template() {
+    let bad = DEMO
+        .replace(
+            "bus: virtio}, cache: writeback",
+            "bus: scsi}, cache: unsafe",
+        )
+        .replace("masquerade: {}", "bridge: {}")
+        .replace("policy: disable", "policy: require")
+        .replace(
+            "memory: {guest: 64Mi}",
+            "memory: {guest: 64Mi, hugepages: {pageSize: 2Mi}}",
+        );
+    let err = plan_of(&bad).unwrap_err();
+    let paths: Vec<&str> = err.0.iter().map(|e| e.path.as_str()).collect();
+    for want in [
+        "spec.template.spec.domain.devices.disks[0].disk.bus",
+        "spec.template.spec.domain.devices.disks[0].cache",
+        "spec.template.spec.domain.devices.interfaces[0].bridge",
+        "spec.template.spec.domain.cpu.features[0].policy",
+        "spec.template.spec.domain.memory.hugepages",
+    ] {
+        assert!(paths.contains(&want), "{want} missing from {paths:?}");
+    }
+}
