@@ -20,8 +20,18 @@ pub fn version() -> Value {
         "major": "1", "minor": "32", "gitVersion": "v1.32.0-kubevirt-rs",
         "gitCommit": "0000000000000000000000000000000000000000", "gitTreeState": "clean",
         "buildDate": "2026-11-28T00:00:00Z", "goVersion": "none (Rust)", "compiler": "rustc",
-        "platform": format!("linux/{}", std::env::consts::ARCH),
+        "platform": format!("linux/{}", go_arch()),
     })
+}
+
+/// The architecture as Go (and so kubectl) names it.
+fn go_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "powerpc64" => "ppc64le",
+        other => other,
+    }
 }
 
 /// `/api`.
