@@ -4,7 +4,7 @@
 set -euo pipefail
 
 # Debian packages the test suite uses. Keep this list the single source of truth.
-PACKAGES=(python3)
+PACKAGES=(python3 acpica-tools)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

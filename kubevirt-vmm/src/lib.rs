@@ -25,12 +25,14 @@
 //! Module map: [`arch`] (x86-64 layout, GDT, page tables, registers, CPUID, MSRs), [`memory`]
 //! (guest RAM), [`bus`] (the `BusDevice` trait and address dispatch), [`devices`] (legacy
 //! devices), [`pci`] (root complex, config space, BAR placement), [`virtio`] (the
-//! `VirtioDevice` trait, the virtio-pci transport, virtio-blk), [`boot`] (direct, bzImage and
+//! `VirtioDevice` trait, the virtio-pci transport, virtio-blk and -rng), [`acpi`] (RSDP,
+//! XSDT, FADT, MADT, MCFG, DSDT and the sleep/reset registers), [`boot`] (direct, bzImage and
 //! PVH loading), [`vcpu`] (run loop, kicks) and [`vm`] (builder, lifecycle, exit reasons).
 //! With the `test-guests` feature, `testguest` assembles
 //! the small CPL 3 guests the integration tests, examples and benchmarks run.
 #![deny(missing_docs)]
 
+pub mod acpi;
 pub mod arch;
 pub mod boot;
 pub mod bus;
