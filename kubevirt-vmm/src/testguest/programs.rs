@@ -248,6 +248,30 @@ pub fn first_out(port: u16) -> Result<TestGuest, TestGuestError> {
     g.finish()
 }
 
+/// Checks for the `RSD PTR ` signature at `rsdp` (exits 2 without it), then writes
+/// `SLP_TYP(5) << 2 | SLP_EN` to the ACPI sleep-control port 0x600; exits 1 if the VM
+/// is still running afterwards.
+pub fn acpi_poweroff(rsdp: u64) -> Result<TestGuest, TestGuestError> {
+    let mut g = GuestAsm::new("acpi_poweroff")?;
+    let mut missing = g.a().create_label();
+    let r = (|| {
+        let a = g.a();
+        a.mov(rbx, rsdp)?;
+        a.mov(rax, u64::from_le_bytes(*b"RSD PTR "))?;
+        a.cmp(qword_ptr(rbx), rax)?;
+        a.jne(missing)?;
+        a.mov(dx, 0x600u32)?;
+        a.mov(al, 0x34u32)?;
+        a.out(dx, al)
+    })();
+    g.check(r)?;
+    g.exit(1)?;
+    let r = g.a().set_label(&mut missing);
+    g.check(r)?;
+    g.exit(2)?;
+    g.finish()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -267,6 +291,7 @@ mod tests {
             first_out(0x80).unwrap(),
             touch_pages(0x40_0000, 0x10_0000).unwrap(),
             cpuid_report(1).unwrap(),
+            acpi_poweroff(0xe_0000).unwrap(),
         ];
         for g in guests {
             assert_eq!(g.entry, GUEST_LOAD_ADDR, "{}", g.name);

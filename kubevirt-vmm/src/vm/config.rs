@@ -22,11 +22,14 @@ pub struct VmConfig {
     pub cpu_features: CpuFeatureMask,
     /// Put the debug-exit device at port 0xf4 (for test guests).
     pub debug_exit: bool,
+    /// Write ACPI tables (RSDP at 0xE0000, found by the BIOS-area scan) and serve the ACPI
+    /// sleep/reset registers at ports 0x600-0x603.
+    pub acpi: bool,
 }
 
 impl VmConfig {
     /// A VM with `vcpus` vCPUs and `memory_size` bytes of RAM booting `boot`; no serial port,
-    /// every supported CPU feature, no debug-exit port.
+    /// every supported CPU feature, no debug-exit port, ACPI tables.
     pub fn new(vcpus: u8, memory_size: u64, boot: BootSource) -> Self {
         VmConfig {
             vcpus,
@@ -36,6 +39,7 @@ impl VmConfig {
             serial: None,
             cpu_features: CpuFeatureMask::default(),
             debug_exit: false,
+            acpi: true,
         }
     }
 
@@ -48,6 +52,12 @@ impl VmConfig {
     /// Adds the debug-exit port.
     pub fn with_debug_exit(mut self) -> Self {
         self.debug_exit = true;
+        self
+    }
+
+    /// No ACPI tables and no ACPI power registers.
+    pub fn without_acpi(mut self) -> Self {
+        self.acpi = false;
         self
     }
 

@@ -12,6 +12,8 @@ use kvm_bindings::{KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY, kvm_pit_config}
 use kvm_ioctls::{Cap, IoEventAddress, Kvm, NoDatamatch, VmFd};
 use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
+use crate::acpi::power::{AcpiPower, POWER_PORT_SPAN, SLEEP_CONTROL_PORT};
+use crate::acpi::{self, AcpiError};
 use crate::arch::layout::{BOOT_STACK_POINTER, KVM_IDENTITY_MAP_ADDRESS, KVM_TSS_ADDRESS};
 use crate::arch::{self, ArchError, cpuid};
 use crate::boot::{self, BootError};
@@ -133,6 +135,9 @@ pub enum VmError {
     /// Placing a PCI device.
     #[error("PCI: {0}")]
     Pci(#[from] PciError),
+    /// Writing the ACPI tables.
+    #[error("ACPI: {0}")]
+    Acpi(#[from] AcpiError),
     /// Creating a virtio-pci transport.
     #[error(transparent)]
     VirtioPci(#[from] VirtioPciError),
@@ -299,6 +304,14 @@ impl VmBuilder {
             u64::from(CMOS_INDEX_PORT),
             CMOS_PORT_SPAN,
         )?;
+        if config.acpi {
+            acpi::write_tables(&memory, config.vcpus)?;
+            pio_bus.insert(
+                Arc::new(Mutex::new(AcpiPower::new(lifecycle.clone()))),
+                u64::from(SLEEP_CONTROL_PORT),
+                POWER_PORT_SPAN,
+            )?;
+        }
         if config.debug_exit {
             pio_bus.insert(
                 Arc::new(Mutex::new(DebugExit::new(lifecycle.clone()))),
