@@ -4,7 +4,7 @@
 set -euo pipefail
 
 # Debian packages the test suite uses. Keep this list the single source of truth.
-PACKAGES=(python3 acpica-tools)
+PACKAGES=(python3 libsqlite3-dev busybox genisoimage acpica-tools)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -6,9 +6,11 @@
 //!   kernel boot, disks and their volume sources, RNG, CPU feature mask, serial console). Every field
 //!   the launcher does not support yet is an error naming its path, never silently ignored.
 //! - [`cloudinit`]: the `cidata` (NoCloud) and `config-2` (ConfigDrive) disks cloud-init reads.
+//! - [`network`]: the masquerade binding's built-in DHCP server.
 //!
 //! Running the plan on kubevirt-vmm, the console and control sockets and networking follow.
 #![deny(missing_docs)]
 
 pub mod cloudinit;
+pub mod network;
 pub mod plan;
