@@ -4,7 +4,8 @@
 set -euo pipefail
 
 # Debian packages the test suite uses. Keep this list the single source of truth.
-PACKAGES=(python3 libsqlite3-dev busybox genisoimage acpica-tools)
+# genisoimage (isoinfo, isovfy) and util-linux (blkid) read back the cloud-init images.
+PACKAGES=(python3 libsqlite3-dev busybox genisoimage acpica-tools util-linux)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
