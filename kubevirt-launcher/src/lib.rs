@@ -7,10 +7,12 @@
 //!   the launcher does not support yet is an error naming its path, never silently ignored.
 //! - [`cloudinit`]: the `cidata` (NoCloud) and `config-2` (ConfigDrive) disks cloud-init reads.
 //! - [`network`]: the masquerade binding's built-in DHCP server.
+//! - [`oci`]: containerDisk images pulled from a registry or an OCI layout, verified, cached.
 //!
 //! Running the plan on kubevirt-vmm, the console and control sockets and networking follow.
 #![deny(missing_docs)]
 
 pub mod cloudinit;
 pub mod network;
+pub mod oci;
 pub mod plan;

@@ -1,0 +1,238 @@
+//! Where images come from: an OCI distribution registry, or a local OCI image layout.
+
+use super::reference::{ImageRef, Reference};
+use super::{OciError, io_err};
+use serde_json::Value;
+use std::io::Read;
+use std::path::PathBuf;
+
+/// The media types asked for when fetching a manifest.
+pub(super) const MANIFEST_TYPES: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json";
+
+/// Something images can be read from.
+pub trait ImageSource {
+    /// The raw manifest (or index) of `image`.
+    fn manifest(&self, image: &ImageRef) -> Result<Vec<u8>, OciError>;
+    /// Copy blob `digest` of `image`'s repository into `sink`.
+    fn blob(
+        &self,
+        image: &ImageRef,
+        digest: &str,
+        sink: &mut dyn FnMut(&mut dyn Read) -> Result<(), OciError>,
+    ) -> Result<(), OciError>;
+}
+
+/// An OCI distribution (Docker v2) registry. Hosts in `plain_http` are spoken to over HTTP (a
+/// loopback registry); others over HTTPS, with anonymous bearer tokens when the registry asks.
+#[derive(Debug)]
+pub struct Registry {
+    agent: ureq::Agent,
+    plain_http: Vec<String>,
+}
+
+impl Registry {
+    /// A client; `plain_http` lists `host:port`s without TLS.
+    pub fn new(plain_http: Vec<String>) -> Self {
+        let config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build();
+        Self {
+            agent: config.into(),
+            plain_http,
+        }
+    }
+
+    fn url(&self, image: &ImageRef, kind: &str, what: &str) -> String {
+        let host = if image.registry == "docker.io" {
+            "registry-1.docker.io"
+        } else {
+            &image.registry
+        };
+        let scheme = if self.plain_http.iter().any(|h| h == &image.registry) {
+            "http"
+        } else {
+            "https"
+        };
+        format!("{scheme}://{host}/v2/{}/{kind}/{what}", image.repository)
+    }
+
+    fn err(image: &ImageRef, message: String) -> OciError {
+        OciError::Registry {
+            registry: image.registry.clone(),
+            message,
+        }
+    }
+
+    /// GET with one retry carrying an anonymous bearer token when the registry answers 401.
+    fn get(
+        &self,
+        image: &ImageRef,
+        url: &str,
+        accept: &str,
+    ) -> Result<ureq::http::Response<ureq::Body>, OciError> {
+        let send = |token: Option<&str>| {
+            let mut req = self.agent.get(url).header("Accept", accept);
+            if let Some(t) = token {
+                req = req.header("Authorization", format!("Bearer {t}"));
+            }
+            req.call()
+                .map_err(|e| Self::err(image, format!("GET {url}: {e}")))
+        };
+        let resp = send(None)?;
+        if resp.status() != 401 {
+            return Self::check(image, url, resp);
+        }
+        let challenge = resp
+            .headers()
+            .get("www-authenticate")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let token = self.token(image, &challenge)?;
+        Self::check(image, url, send(Some(&token))?)
+    }
+
+    fn check(
+        image: &ImageRef,
+        url: &str,
+        resp: ureq::http::Response<ureq::Body>,
+    ) -> Result<ureq::http::Response<ureq::Body>, OciError> {
+        match resp.status().as_u16() {
+            200 => Ok(resp),
+            404 => Err(Self::err(
+                image,
+                format!("{url}: not found (does {image} exist?)"),
+            )),
+            code => Err(Self::err(image, format!("{url}: HTTP {code}"))),
+        }
+    }
+
+    fn token(&self, image: &ImageRef, challenge: &str) -> Result<String, OciError> {
+        let params = challenge
+            .strip_prefix("Bearer ")
+            .ok_or_else(|| Self::err(image, format!("unsupported authentication {challenge:?}")))?;
+        let field = |k: &str| {
+            params.split(',').find_map(|kv| {
+                kv.trim()
+                    .strip_prefix(&format!("{k}="))
+                    .map(|v| v.trim_matches('"').to_string())
+            })
+        };
+        let realm = field("realm")
+            .ok_or_else(|| Self::err(image, "bearer challenge without a realm".into()))?;
+        let mut req = self.agent.get(&realm);
+        for k in ["service", "scope"] {
+            if let Some(v) = field(k) {
+                req = req.query(k, &v);
+            }
+        }
+        let resp = req
+            .call()
+            .map_err(|e| Self::err(image, format!("token from {realm}: {e}")))?;
+        let bytes = resp
+            .into_body()
+            .read_to_vec()
+            .map_err(|e| Self::err(image, format!("token from {realm}: {e}")))?;
+        let body: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| Self::err(image, format!("token from {realm}: {e}")))?;
+        body.get("token")
+            .or_else(|| body.get("access_token"))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| Self::err(image, format!("{realm} returned no token")))
+    }
+}
+
+impl ImageSource for Registry {
+    fn manifest(&self, image: &ImageRef) -> Result<Vec<u8>, OciError> {
+        let what = match &image.reference {
+            Reference::Tag(t) => t.clone(),
+            Reference::Digest(d) => d.clone(),
+        };
+        let url = self.url(image, "manifests", &what);
+        let resp = self.get(image, &url, MANIFEST_TYPES)?;
+        resp.into_body()
+            .with_config()
+            .limit(4 << 20)
+            .read_to_vec()
+            .map_err(|e| Self::err(image, format!("{url}: {e}")))
+    }
+
+    fn blob(
+        &self,
+        image: &ImageRef,
+        digest: &str,
+        sink: &mut dyn FnMut(&mut dyn Read) -> Result<(), OciError>,
+    ) -> Result<(), OciError> {
+        let url = self.url(image, "blobs", digest);
+        let resp = self.get(image, &url, "*/*")?;
+        let mut reader = resp.into_body().into_reader();
+        sink(&mut reader)
+    }
+}
+
+/// A local OCI image layout directory (`oci-layout`, `index.json`, `blobs/sha256/…`).
+#[derive(Debug, Clone)]
+pub struct Layout {
+    dir: PathBuf,
+}
+
+impl Layout {
+    /// The layout at `dir`.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+
+    fn read_blob(&self, digest: &str) -> Result<Vec<u8>, OciError> {
+        let hex = super::store::digest_hex(digest).ok_or_else(|| OciError::Manifest {
+            image: self.dir.display().to_string(),
+            message: format!("bad digest {digest:?}"),
+        })?;
+        let p = self.dir.join("blobs").join("sha256").join(hex);
+        std::fs::read(&p).map_err(io_err(&p))
+    }
+}
+
+impl ImageSource for Layout {
+    fn manifest(&self, image: &ImageRef) -> Result<Vec<u8>, OciError> {
+        let tag = match &image.reference {
+            Reference::Digest(d) => return self.read_blob(d),
+            Reference::Tag(t) => t,
+        };
+        let index_path = self.dir.join("index.json");
+        let index: Value =
+            serde_json::from_slice(&std::fs::read(&index_path).map_err(io_err(&index_path))?)
+                .map_err(|e| OciError::Manifest {
+                    image: image.to_string(),
+                    message: format!("index.json: {e}"),
+                })?;
+        let manifests = index["manifests"].as_array().cloned().unwrap_or_default();
+        let named = manifests.iter().find(|m| {
+            m.pointer("/annotations/org.opencontainers.image.ref.name")
+                .and_then(Value::as_str)
+                == Some(tag.as_str())
+        });
+        let chosen = named
+            .or(if manifests.len() == 1 {
+                manifests.first()
+            } else {
+                None
+            })
+            .ok_or_else(|| OciError::Manifest {
+                image: image.to_string(),
+                message: format!("no manifest tagged {tag:?} in {}", index_path.display()),
+            })?;
+        let digest = chosen["digest"].as_str().unwrap_or_default().to_string();
+        self.read_blob(&digest)
+    }
+
+    fn blob(
+        &self,
+        _image: &ImageRef,
+        digest: &str,
+        sink: &mut dyn FnMut(&mut dyn Read) -> Result<(), OciError>,
+    ) -> Result<(), OciError> {
+        let bytes = self.read_blob(digest)?;
+        sink(&mut bytes.as_slice())
+    }
+}
