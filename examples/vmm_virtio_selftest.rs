@@ -1,0 +1,282 @@
+//! The devices self-test: one CPL 3 guest runs a polling virtio-pci driver against two
+//! virtio-blk disks (one read-write, one read-only raw image); the host then checks what the
+//! guest recorded and the image files, has ACPICA's `iasl -d` parse the ACPI tables, and boots
+//! a second tiny guest that powers off through ACPI S5. One `PASS`/`FAIL` line per check; the
+//! exit status is non-zero if any check failed.
+//!
+//! Run: `cargo run --release --example vmm_virtio_selftest` (needs /dev/kvm; `iasl` from
+//! Debian's acpica-tools, which scripts/setup.sh installs).
+
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+use kubevirt_vmm::acpi::{AcpiTables, RSDP_ADDR};
+use kubevirt_vmm::testguest::programs;
+use kubevirt_vmm::testguest::virtio_blk::{self, *};
+use kubevirt_vmm::virtio::block::{Block, RawFile};
+use kubevirt_vmm::{ConsoleConfig, ExitReason, Vm};
+use vm_memory::{Bytes, GuestAddress};
+
+const DISK_SIZE: u64 = 1 << 20;
+const RW_SERIAL: &str = "kubevirt-rw-disk";
+const RO_SERIAL: &str = "kubevirt-ro-disk";
+
+struct Report {
+    failed: usize,
+}
+
+impl Report {
+    fn check(&mut self, name: &str, ok: bool, detail: impl std::fmt::Display) {
+        if ok {
+            println!("PASS {name}: {detail}");
+        } else {
+            self.failed += 1;
+            println!("FAIL {name}: {detail}");
+        }
+    }
+}
+
+/// A scratch directory removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new() -> std::io::Result<Scratch> {
+        let dir = std::env::temp_dir().join(format!("vmm-selftest-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        Ok(Scratch(dir))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn read_u32(vm: &Vm, addr: u64) -> u32 {
+    vm.memory().read_obj(GuestAddress(addr)).unwrap_or(u32::MAX)
+}
+
+fn read_u64(vm: &Vm, addr: u64) -> u64 {
+    vm.memory().read_obj(GuestAddress(addr)).unwrap_or(u64::MAX)
+}
+
+fn read_bytes(vm: &Vm, addr: u64, len: usize) -> Vec<u8> {
+    let mut v = vec![0u8; len];
+    let _ = vm.memory().read_slice(&mut v, GuestAddress(addr));
+    v
+}
+
+fn serial_field(s: &str) -> Vec<u8> {
+    let mut v = s.as_bytes().to_vec();
+    v.resize(20, 0);
+    v
+}
+
+fn blk_checks(r: &mut Report, dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
+    let rw_path = dir.join("rw.img");
+    let ro_path = dir.join("ro.img");
+    std::fs::write(&rw_path, vec![0u8; DISK_SIZE as usize])?;
+    let ro_content: Vec<u8> = (0..DISK_SIZE).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&ro_path, &ro_content)?;
+
+    let guest = virtio_blk::virtio_blk_check()?;
+    let vm = Vm::builder(guest.vm_config(1, ConsoleConfig::Sink))
+        .virtio_device(Box::new(Block::new(
+            Box::new(RawFile::open(&rw_path, false)?),
+            RW_SERIAL,
+        )))
+        .virtio_device(Box::new(Block::new(
+            Box::new(RawFile::open(&ro_path, true)?),
+            RO_SERIAL,
+        )))
+        .build()?;
+    let start = Instant::now();
+    vm.start()?;
+    let reason = vm
+        .wait_timeout(std::time::Duration::from_secs(60))
+        .unwrap_or_else(|| vm.stop());
+    r.check(
+        "guest driver ran",
+        reason == ExitReason::DebugExit { code: 0 },
+        format!(
+            "{reason} after {:.1} ms",
+            start.elapsed().as_secs_f64() * 1e3
+        ),
+    );
+    let found = read_u32(&vm, RESULTS + RES_FOUND);
+    let slots = [
+        read_u32(&vm, RESULTS + RES_SLOT),
+        read_u32(&vm, RESULTS + 0x100 + RES_SLOT),
+    ];
+    r.check(
+        "pci enumeration",
+        found == 2 && slots == [1, 2],
+        format!("{found} virtio-blk functions (vendor 1af4, device 1042) found by port I/O at slots {slots:?}"),
+    );
+
+    let expected: Vec<u8> = (0..IO_LEN / 4)
+        .flat_map(|i| pattern(i).to_le_bytes())
+        .collect();
+    let offset = (IO_SECTOR * 512) as usize;
+    let len = IO_LEN as usize;
+    for (k, name, read_only, serial) in [(0u64, "rw", false, RW_SERIAL), (1, "ro", true, RO_SERIAL)]
+    {
+        let res = RESULTS + 0x100 * k;
+        let features = read_u64(&vm, res + RES_FEATURES);
+        let status = read_u32(&vm, res + RES_STATUS);
+        r.check(
+            &format!("blk-{name} feature negotiation"),
+            status == 0x0b && features & (1 << 32) != 0 && (features & (1 << 5) != 0) == read_only,
+            format!("device features {features:#x}, status after FEATURES_OK {status:#x}"),
+        );
+        let capacity = read_u64(&vm, res + RES_CAPACITY);
+        r.check(
+            &format!("blk-{name} size"),
+            capacity == DISK_SIZE / 512,
+            format!("capacity {capacity} sectors, image {} bytes", DISK_SIZE),
+        );
+        let id = read_bytes(&vm, res + RES_SERIAL, 20);
+        r.check(
+            &format!("blk-{name} serial"),
+            id == serial_field(serial),
+            format!(
+                "GET_ID returned {:?}",
+                String::from_utf8_lossy(&id).trim_end_matches('\0')
+            ),
+        );
+        let st: Vec<u32> = (0..4)
+            .map(|i| read_u32(&vm, res + RES_REQ_STATUS + 4 * i))
+            .collect();
+        let read_back = read_bytes(&vm, READ_BUF + k * u64::from(IO_LEN), len);
+        if read_only {
+            r.check(
+                "blk-ro rejects writes",
+                st[0] == 1,
+                format!("write status {} (1 = VIRTIO_BLK_S_IOERR)", st[0]),
+            );
+            r.check(
+                "blk-ro reads its image",
+                st[2] == 0 && read_back == ro_content[offset..offset + len],
+                format!(
+                    "read status {}, {} bytes compared with the image",
+                    st[2], len
+                ),
+            );
+        } else {
+            r.check(
+                "blk-rw write, flush, read back",
+                st == [0, 0, 0, 0] && read_u32(&vm, res + RES_COMPARE) == 0 && read_back == expected,
+                format!("statuses {st:?} (write, flush, read, get-id), {len} bytes compared in the guest"),
+            );
+        }
+    }
+    drop(vm);
+
+    let mut on_disk = vec![0u8; len];
+    std::fs::File::open(&rw_path)?.read_exact_at(&mut on_disk, offset as u64)?;
+    r.check(
+        "blk-rw data in the host file",
+        on_disk == expected,
+        format!("{len} bytes at offset {offset} of {}", rw_path.display()),
+    );
+    r.check(
+        "blk-ro host file unchanged",
+        std::fs::read(&ro_path)? == ro_content,
+        "the read-only image is byte-identical",
+    );
+    let missing = RawFile::open(&dir.join("missing.img"), false);
+    r.check(
+        "blk unusable backing file",
+        missing
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("missing.img")),
+        match missing {
+            Err(e) => e.to_string(),
+            Ok(_) => "opened a file that does not exist".into(),
+        },
+    );
+    Ok(())
+}
+
+fn acpi_checks(r: &mut Report, dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
+    let (t, _) = AcpiTables::build(2);
+    for (name, bytes) in [
+        ("dsdt", &t.dsdt),
+        ("apic", &t.madt),
+        ("facp", &t.fadt),
+        ("mcfg", &t.mcfg),
+        ("xsdt", &t.xsdt),
+    ] {
+        let dat = dir.join(format!("{name}.dat"));
+        std::fs::write(&dat, bytes)?;
+        let detail;
+        let ok = match Command::new("iasl")
+            .arg("-d")
+            .arg(&dat)
+            .current_dir(dir)
+            .output()
+        {
+            Ok(out) => {
+                let log = format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                let clean = out.status.success()
+                    && !["Error", "Warning", "Invalid"]
+                        .iter()
+                        .any(|w| log.contains(w));
+                detail = if clean {
+                    format!("iasl -d parsed {} bytes cleanly", bytes.len())
+                } else {
+                    format!("iasl -d: {}", log.trim())
+                };
+                clean
+            }
+            Err(e) => {
+                detail = format!("cannot run iasl ({e}): install acpica-tools (scripts/setup.sh)");
+                false
+            }
+        };
+        r.check(&format!("acpi {name}"), ok, detail);
+    }
+
+    let guest = programs::acpi_poweroff(RSDP_ADDR)?;
+    let vm = Vm::new(guest.vm_config(1, ConsoleConfig::Sink))?;
+    vm.start()?;
+    let reason = vm
+        .wait_timeout(std::time::Duration::from_secs(60))
+        .unwrap_or_else(|| vm.stop());
+    r.check(
+        "acpi S5 power-off",
+        reason == ExitReason::PowerOff,
+        format!("guest found the RSDP at {RSDP_ADDR:#x}, wrote 0x34 to port 0x600: {reason}"),
+    );
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let mut r = Report { failed: 0 };
+    let dir = match Scratch::new() {
+        Ok(d) => d,
+        Err(e) => {
+            println!("FAIL setup: cannot create a scratch directory: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Err(e) = blk_checks(&mut r, &dir.0) {
+        r.check("virtio-blk", false, e);
+    }
+    if let Err(e) = acpi_checks(&mut r, &dir.0) {
+        r.check("acpi", false, e);
+    }
+    if r.failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        println!("{} check(s) failed", r.failed);
+        ExitCode::FAILURE
+    }
+}
