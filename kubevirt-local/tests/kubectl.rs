@@ -417,3 +417,23 @@ fn typed_create_generators_send_protobuf_and_work() {
         "unsupported kinds say what to do: {err}"
     );
 }
+
+#[test]
+fn crds_installed_by_server_side_apply_are_established() {
+    let s = Server::start("ssa-crds");
+    let crds = crds_file(&s.dir);
+    s.ok(&["apply", "--server-side", "-f", crds.to_str().unwrap()]);
+    s.ok(&[
+        "wait",
+        "--for=condition=Established",
+        "crd/virtualmachines.kubevirt.io",
+        "--timeout=10s",
+    ]);
+    s.ok(&[
+        "apply",
+        "--server-side",
+        "-f",
+        &fixture("kubevirt-examples-vm-cirros.yaml"),
+    ]);
+    assert!(s.ok(&["get", "vm"]).contains("vm-cirros"));
+}

@@ -50,6 +50,37 @@ fn create_value(
     obj: Value,
     req: &Request<'_>,
 ) -> Result<Reply, ApiError> {
+    let ns = t.namespace.clone().unwrap_or_default();
+    let (name, obj, warnings) = admit_new(state, res, t, obj, req)?;
+    let k = key(res, &ns, &name);
+    let stored = state.store.write(|tx| -> Result<Value, ApiError> {
+        require_namespace(tx, res, &ns)?;
+        if tx.get(&k)?.is_some() {
+            return Err(ApiError::already_exists(res, &name));
+        }
+        if dry_run(req) {
+            return Ok(obj.clone());
+        }
+        Ok(tx.put(&k, obj.clone(), EventType::Added)?)
+    })?;
+    after_write(state, res)?;
+    Ok(Reply {
+        code: 201,
+        body: Body::Json(versioned(res, &t.version, stored)),
+        warnings,
+    })
+}
+
+/// Everything a new object goes through before it is stored, whichever endpoint created it
+/// (POST or a server-side apply of a missing object): server-owned metadata, admission, built-in
+/// defaults, and the status the server gives CRDs and namespaces.
+fn admit_new(
+    state: &State,
+    res: &Resource,
+    t: &Target,
+    obj: Value,
+    req: &Request<'_>,
+) -> Result<(String, Value, Vec<String>), ApiError> {
     let mut obj = res.to_storage(obj);
     if let Some(kind) = obj.get("kind").and_then(Value::as_str)
         && kind != res.kind
@@ -73,8 +104,7 @@ fn create_value(
         field_validation(req),
         &state.cluster,
     )?;
-    let is_crd = res.storage_name() == CRD_RESOURCE;
-    if is_crd {
+    if res.storage_name() == CRD_RESOURCE {
         resource_from_crd(&obj).map_err(|m| {
             let (field, message) = m.split_once(": ").unwrap_or(("spec", m.as_str()));
             ApiError::invalid(
@@ -96,25 +126,7 @@ fn create_value(
         obj["status"] = json!({"phase": "Active"});
         obj["spec"]["finalizers"] = json!(["kubernetes"]);
     }
-    let k = key(res, &ns, &name);
-    let stored = state.store.write(|tx| -> Result<Value, ApiError> {
-        require_namespace(tx, res, &ns)?;
-        if tx.get(&k)?.is_some() {
-            return Err(ApiError::already_exists(res, &name));
-        }
-        if dry_run(req) {
-            return Ok(obj.clone());
-        }
-        Ok(tx.put(&k, obj.clone(), EventType::Added)?)
-    })?;
-    if is_crd {
-        state.refresh_registry()?;
-    }
-    Ok(Reply {
-        code: 201,
-        body: Body::Json(versioned(res, &t.version, stored)),
-        warnings,
-    })
+    Ok((name, obj, warnings))
 }
 
 fn endpoint_of(sub: Option<&str>) -> Endpoint {
@@ -280,24 +292,13 @@ pub(super) fn patch_object(
             }
             // Server-side apply creates.
             created = true;
-            let mut obj = res.to_storage(apply_as(res, name, None, &body, req)?);
-            obj["metadata"]["name"] = json!(name);
-            obj["apiVersion"] = json!(res.api_version(&t.version));
-            obj["kind"] = json!(res.kind);
-            if let Some(m) = obj["metadata"].as_object_mut() {
+            let mut applied = apply_as(res, name, None, &body, req)?;
+            applied["metadata"]["name"] = json!(name);
+            if let Some(m) = applied["metadata"].as_object_mut() {
                 m.remove("resourceVersion");
             }
-            let now = now();
-            prepare_create(res, &mut obj, &ns, &now)?;
-            warnings = admit(
-                res,
-                &t.version,
-                &mut obj,
-                None,
-                Operation::Create,
-                field_validation(req),
-                &state.cluster,
-            )?;
+            let (_, obj, w) = admit_new(state, res, t, applied, req)?;
+            warnings = w;
             require_namespace(tx, res, &ns)?;
             if dry_run(req) {
                 return Ok(obj);
