@@ -6,6 +6,8 @@
 //!   kernel boot, disks and their volume sources, RNG, CPU feature mask, serial console). Every field
 //!   the launcher does not support yet is an error naming its path, never silently ignored.
 //! - [`cloudinit`]: the `cidata` (NoCloud) and `config-2` (ConfigDrive) disks cloud-init reads.
+//! - [`disks`]: each planned disk prepared on the host with upstream's lifetime (emptyDisks and
+//!   containerDisk overlays vanish with the VMI, claims persist).
 //! - [`network`]: the masquerade binding's built-in DHCP server.
 //! - [`oci`]: containerDisk images pulled from a registry or an OCI layout, verified, cached.
 //!
@@ -13,6 +15,7 @@
 #![deny(missing_docs)]
 
 pub mod cloudinit;
+pub mod disks;
 pub mod network;
 pub mod oci;
 pub mod plan;

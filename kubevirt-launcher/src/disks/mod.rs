@@ -1,0 +1,330 @@
+//! Preparing each planned disk on the host: the file (or device) the VMM opens, created where
+//! upstream creates it, with upstream's lifetime:
+//! - `emptyDisk`: a sparse file of `capacity` in the VMI's ephemeral directory: gone with the VMI;
+//! - `persistentVolumeClaim`/`dataVolume`: the node's `<volumes>/<volume>/disk.img` (a filesystem
+//!   claim) or the block device `<volumes>/<volume>` prepared for the pod: it persists;
+//! - `hostDisk`: the host file, created sparse for `DiskOrCreate`;
+//! - `containerDisk`: the cached image (read-only) as the base of a per-VMI copy-on-write overlay,
+//!   so guest writes never reach the image and vanish with the VMI.
+
+use crate::oci::{ImageRef, ImageSource, OciError, Store, fetch_disk};
+use crate::plan::{DiskPlan, DiskSource};
+use std::fs;
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+/// Where things live for one VMI.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    /// Per-VMI scratch space, removed when the VMI ends.
+    pub ephemeral_dir: PathBuf,
+    /// Where the node prepares claims: `<volumes_dir>/<volume name>`.
+    pub volumes_dir: PathBuf,
+    /// The containerDisk cache.
+    pub images: Store,
+}
+
+/// A disk ready for the VMM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreparedDisk {
+    /// Disk name.
+    pub name: String,
+    /// What the VMM opens (for a containerDisk: the overlay).
+    pub path: PathBuf,
+    /// Read-only for the guest.
+    pub readonly: bool,
+    /// The read-only base of a copy-on-write overlay.
+    pub base: Option<PathBuf>,
+    /// Removed when the VMI ends.
+    pub ephemeral: bool,
+}
+
+/// Why a disk cannot be prepared.
+#[derive(Debug, Error)]
+pub enum PrepareError {
+    /// The claim the node should have prepared is not there.
+    #[error(
+        "volume {volume}: neither {file} nor the block device {device} exists; the node has not prepared the claim"
+    )]
+    ClaimMissing {
+        /// Volume name.
+        volume: String,
+        /// Expected file.
+        file: String,
+        /// Expected device.
+        device: String,
+    },
+    /// A `Disk`-type hostDisk does not exist.
+    #[error("volume {volume}: hostDisk {path} does not exist (use type DiskOrCreate to create it)")]
+    HostDiskMissing {
+        /// Volume name.
+        volume: String,
+        /// Path.
+        path: String,
+    },
+    /// The containerDisk could not be fetched.
+    #[error("volume {volume}: {source}")]
+    Image {
+        /// Volume name.
+        volume: String,
+        /// Cause.
+        source: OciError,
+    },
+    /// A file operation failed.
+    #[error("volume {volume}: {path}: {source}")]
+    Io {
+        /// Volume name.
+        volume: String,
+        /// File.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// This source is not a plain disk (cloud-init, ConfigMap and Secret disks are built elsewhere).
+    #[error("volume {0}: this source is generated, not prepared as a file")]
+    Generated(String),
+}
+
+fn sparse(volume: &str, path: &Path, size: u64) -> Result<(), PrepareError> {
+    let io = |source| PrepareError::Io {
+        volume: volume.into(),
+        path: path.display().to_string(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).map_err(io)?;
+    }
+    let f = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(io)?;
+    if f.metadata().map_err(io)?.len() < size {
+        f.set_len(size).map_err(io)?;
+    }
+    Ok(())
+}
+
+/// Prepare `disk` under `layout`, pulling containerDisks from `images`.
+pub fn prepare(
+    disk: &DiskPlan,
+    layout: &Layout,
+    images: &dyn ImageSource,
+) -> Result<PreparedDisk, PrepareError> {
+    let name = disk.name.clone();
+    let plain = |path: PathBuf, ephemeral: bool| PreparedDisk {
+        name: name.clone(),
+        path,
+        readonly: disk.readonly,
+        base: None,
+        ephemeral,
+    };
+    match &disk.source {
+        DiskSource::EmptyDisk { capacity } => {
+            let path = layout
+                .ephemeral_dir
+                .join("empty-disks")
+                .join(format!("{name}.img"));
+            sparse(&name, &path, *capacity)?;
+            Ok(plain(path, true))
+        }
+        DiskSource::PersistentVolumeClaim { .. } | DiskSource::DataVolume { .. } => {
+            let dir = layout.volumes_dir.join(&name);
+            let file = dir.join("disk.img");
+            if file.is_file() {
+                return Ok(plain(file, false));
+            }
+            let device = layout.volumes_dir.join(&name);
+            let is_block = fs::metadata(&device)
+                .map(|m| std::os::unix::fs::FileTypeExt::is_block_device(&m.file_type()))
+                .unwrap_or(false);
+            if is_block {
+                return Ok(plain(device, false));
+            }
+            Err(PrepareError::ClaimMissing {
+                volume: name,
+                file: file.display().to_string(),
+                device: device.display().to_string(),
+            })
+        }
+        DiskSource::HostDisk {
+            path,
+            create,
+            capacity,
+        } => {
+            let p = PathBuf::from(path);
+            if !p.exists() {
+                match (create, capacity) {
+                    (true, Some(size)) => sparse(&name, &p, *size)?,
+                    _ => {
+                        return Err(PrepareError::HostDiskMissing {
+                            volume: name,
+                            path: path.clone(),
+                        });
+                    }
+                }
+            }
+            Ok(plain(p, false))
+        }
+        DiskSource::ContainerDisk { image, path } => {
+            let r: ImageRef = image.parse().map_err(|source| PrepareError::Image {
+                volume: name.clone(),
+                source,
+            })?;
+            let base =
+                fetch_disk(images, &layout.images, &r, path.as_deref()).map_err(|source| {
+                    PrepareError::Image {
+                        volume: name.clone(),
+                        source,
+                    }
+                })?;
+            let overlay = layout
+                .ephemeral_dir
+                .join("overlays")
+                .join(format!("{name}.overlay"));
+            let size = fs::metadata(&base).map(|m| m.len()).unwrap_or(0);
+            sparse(&name, &overlay, size)?;
+            Ok(PreparedDisk {
+                name,
+                path: overlay,
+                readonly: disk.readonly,
+                base: Some(base),
+                ephemeral: true,
+            })
+        }
+        DiskSource::CloudInitNoCloud(_)
+        | DiskSource::CloudInitConfigDrive(_)
+        | DiskSource::ConfigMap { .. }
+        | DiskSource::Secret { .. } => Err(PrepareError::Generated(name)),
+    }
+}
+
+/// Remove what only lived for the VMI (emptyDisks, overlays): called when the VMI ends.
+pub fn cleanup(layout: &Layout) -> std::io::Result<()> {
+    match fs::remove_dir_all(&layout.ephemeral_dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::oci::Layout as OciLayout;
+    use crate::plan::CacheMode;
+
+    fn disk(name: &str, source: DiskSource) -> DiskPlan {
+        DiskPlan {
+            name: name.into(),
+            source,
+            readonly: false,
+            serial: None,
+            cache: CacheMode::None,
+            boot_order: None,
+        }
+    }
+
+    fn layout(tag: &str) -> Layout {
+        let root = std::env::temp_dir().join(format!("kv-disks-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        Layout {
+            ephemeral_dir: root.join("vmi"),
+            volumes_dir: root.join("volumes"),
+            images: Store::new(root.join("cache")),
+        }
+    }
+
+    #[test]
+    fn empty_disks_are_sparse_and_vanish_claims_persist() {
+        let l = layout("lifetimes");
+        let src = OciLayout::new(l.ephemeral_dir.join("none"));
+        let empty = prepare(
+            &disk("scratch", DiskSource::EmptyDisk { capacity: 64 << 20 }),
+            &l,
+            &src,
+        )
+        .unwrap();
+        let meta = fs::metadata(&empty.path).unwrap();
+        assert_eq!(meta.len(), 64 << 20);
+        assert!(
+            std::os::unix::fs::MetadataExt::blocks(&meta) < 64,
+            "sparse, not written out"
+        );
+        let claim_file = l.volumes_dir.join("data").join("disk.img");
+        let err = prepare(
+            &disk(
+                "data",
+                DiskSource::PersistentVolumeClaim {
+                    claim: "pvc".into(),
+                },
+            ),
+            &l,
+            &src,
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("has not prepared the claim"),
+            "{err}"
+        );
+        fs::create_dir_all(claim_file.parent().unwrap()).unwrap();
+        fs::write(&claim_file, b"persistent").unwrap();
+        let claim = prepare(
+            &disk(
+                "data",
+                DiskSource::PersistentVolumeClaim {
+                    claim: "pvc".into(),
+                },
+            ),
+            &l,
+            &src,
+        )
+        .unwrap();
+        assert!(!claim.ephemeral);
+        cleanup(&l).unwrap();
+        assert!(!empty.path.exists(), "an emptyDisk vanishes with the VMI");
+        assert_eq!(
+            fs::read(&claim_file).unwrap(),
+            b"persistent",
+            "a claim persists"
+        );
+    }
+
+    #[test]
+    fn host_disks_are_used_or_created_as_asked() {
+        let l = layout("hostdisk");
+        let src = OciLayout::new(l.ephemeral_dir.join("none"));
+        let path = l
+            .volumes_dir
+            .join("host")
+            .join("h.img")
+            .display()
+            .to_string();
+        let missing = disk(
+            "h",
+            DiskSource::HostDisk {
+                path: path.clone(),
+                create: false,
+                capacity: None,
+            },
+        );
+        assert!(matches!(
+            prepare(&missing, &l, &src),
+            Err(PrepareError::HostDiskMissing { .. })
+        ));
+        let create = disk(
+            "h",
+            DiskSource::HostDisk {
+                path: path.clone(),
+                create: true,
+                capacity: Some(1 << 20),
+            },
+        );
+        assert_eq!(
+            fs::metadata(prepare(&create, &l, &src).unwrap().path)
+                .unwrap()
+                .len(),
+            1 << 20
+        );
+    }
+}
