@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod device;
+pub mod msix;
 pub mod root;
 
 pub use config::{BarRequest, PciConfiguration, PciIds};

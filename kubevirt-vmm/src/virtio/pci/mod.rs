@@ -7,13 +7,14 @@
 //! a notify wakes the device worker without an exit to userspace; a notify that does arrive
 //! here (BAR moved by the guest, no KVM) signals the same eventfd.
 //!
-//! Interrupts: [`VirtioInterrupt`] sets ISR bits; MSI-X is not implemented yet, so drivers
-//! poll the used rings (or the ISR).
+//! Interrupts: [`VirtioInterrupt`] sets ISR bits and, once the driver enabled MSI-X and
+//! assigned vectors, sends the vector's message through an [`MsiSink`] (`KVM_SIGNAL_MSI`
+//! under a VM). There is no INTx: a driver either uses MSI-X or polls.
 
 pub mod common_cfg;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{GuestAddress, GuestMemoryMmap};
@@ -25,6 +26,7 @@ use super::device::{
 };
 use super::{VIRTIO_F_VERSION_1, status};
 use crate::pci::config::{BarRequest, PciConfiguration, PciIds};
+use crate::pci::msix::{self, MsiMessage, MsiSink, MsixTable};
 use crate::pci::{PciDevice, PciError};
 
 /// Virtio's PCI vendor ID.
@@ -41,8 +43,12 @@ pub const DEVICE_CFG_OFFSET: u64 = 0x2000;
 pub const NOTIFY_OFFSET: u64 = 0x3000;
 /// Bytes between two queues' notification addresses.
 pub const NOTIFY_OFF_MULTIPLIER: u32 = 4;
+/// Offset of the MSI-X table in BAR 0.
+pub const MSIX_TABLE_OFFSET: u64 = 0x4000;
+/// Offset of the MSI-X pending-bit array in BAR 0.
+pub const MSIX_PBA_OFFSET: u64 = 0x6000;
 /// Size of BAR 0.
-pub const BAR0_SIZE: u64 = 0x4000;
+pub const BAR0_SIZE: u64 = 0x8000;
 const REGION_SIZE: u64 = 0x1000;
 
 const PCI_CAP_ID_VNDR: u8 = 0x09;
@@ -66,8 +72,8 @@ pub enum VirtioPciError {
         #[source]
         source: std::io::Error,
     },
-    /// The device has too many queues for the notification region.
-    #[error("{0} queues do not fit the notification region")]
+    /// The device has too many queues for the notification region or the MSI-X table.
+    #[error("{0} queues do not fit the notification region and MSI-X table (at most 511)")]
     TooManyQueues(usize),
 }
 
@@ -81,20 +87,74 @@ fn class_for(device_type: u32) -> u32 {
     }
 }
 
-/// Sets the ISR bits; the driver reads (and clears) them at [`ISR_OFFSET`].
-#[derive(Debug, Default)]
-pub struct IsrInterrupt {
-    isr: Arc<AtomicU8>,
+/// MSI-X state the interrupt path needs: the table and which vector each source uses.
+#[derive(Debug)]
+struct MsixState {
+    table: MsixTable,
+    config_vector: u16,
+    queue_vectors: Vec<u16>,
 }
 
-impl VirtioInterrupt for IsrInterrupt {
+/// Sets the ISR bits (the driver reads and clears them at [`ISR_OFFSET`]) and sends the
+/// source's MSI-X message when the driver set one up.
+pub struct PciInterrupt {
+    isr: AtomicU8,
+    msix: Mutex<MsixState>,
+    sink: Option<Arc<dyn MsiSink>>,
+}
+
+impl std::fmt::Debug for PciInterrupt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PciInterrupt")
+            .field("isr", &self.isr)
+            .field("has_sink", &self.sink.is_some())
+            .finish()
+    }
+}
+
+impl PciInterrupt {
+    fn state(&self) -> std::sync::MutexGuard<'_, MsixState> {
+        self.msix.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn send(&self, messages: Vec<MsiMessage>) {
+        if let Some(sink) = &self.sink {
+            for m in messages {
+                if let Err(e) = sink.send(m) {
+                    log::warn!("virtio-pci: sending MSI {m:?}: {e}");
+                }
+            }
+        }
+    }
+}
+
+impl VirtioInterrupt for PciInterrupt {
     fn trigger(&self, kind: VirtioInterruptType) -> std::io::Result<()> {
         let bit = match kind {
             VirtioInterruptType::Queue(_) => 1,
             VirtioInterruptType::Config => 2,
         };
         self.isr.fetch_or(bit, Ordering::AcqRel);
-        Ok(())
+        let message = {
+            let mut state = self.state();
+            let vector = match kind {
+                VirtioInterruptType::Config => state.config_vector,
+                VirtioInterruptType::Queue(q) => state
+                    .queue_vectors
+                    .get(usize::from(q))
+                    .copied()
+                    .unwrap_or(common_cfg::NO_VECTOR),
+            };
+            if vector == common_cfg::NO_VECTOR {
+                None
+            } else {
+                state.table.signal(vector)
+            }
+        };
+        match (message, &self.sink) {
+            (Some(m), Some(sink)) => sink.send(m),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -106,7 +166,8 @@ pub struct VirtioPciDevice {
     memory: GuestMemoryMmap,
     common: CommonConfig,
     events: Vec<EventFd>,
-    interrupt: Arc<IsrInterrupt>,
+    interrupt: Arc<PciInterrupt>,
+    msix_cap: usize,
     health: HealthFlag,
     active: bool,
 }
@@ -119,7 +180,10 @@ impl VirtioPciDevice {
     ) -> Result<Self, VirtioPciError> {
         let device_type = device.device_type();
         let queues = device.queue_max_sizes().len();
-        if queues as u64 * u64::from(NOTIFY_OFF_MULTIPLIER) > REGION_SIZE {
+        let max_vectors = (MSIX_PBA_OFFSET - MSIX_TABLE_OFFSET) / msix::ENTRY_SIZE;
+        if queues as u64 * u64::from(NOTIFY_OFF_MULTIPLIER) > REGION_SIZE
+            || queues as u64 + 1 > max_vectors
+        {
             return Err(VirtioPciError::TooManyQueues(queues));
         }
         let mut config = PciConfiguration::new(PciIds {
@@ -154,6 +218,11 @@ impl VirtioPciDevice {
             ),
             &[],
         )?;
+        // One vector per queue plus one for configuration changes.
+        let vectors = queues as u16 + 1;
+        let (body, writable) =
+            msix::capability(vectors, 0, MSIX_TABLE_OFFSET as u32, MSIX_PBA_OFFSET as u32);
+        let msix_cap = config.add_capability(&body, &writable)?;
         let events = (0..queues)
             .map(|queue| {
                 EventFd::new(libc::EFD_NONBLOCK)
@@ -167,10 +236,37 @@ impl VirtioPciDevice {
             memory,
             common,
             events,
-            interrupt: Arc::new(IsrInterrupt::default()),
+            interrupt: Arc::new(PciInterrupt {
+                isr: AtomicU8::new(0),
+                msix: Mutex::new(MsixState {
+                    table: MsixTable::new(vectors),
+                    config_vector: common_cfg::NO_VECTOR,
+                    queue_vectors: vec![common_cfg::NO_VECTOR; queues],
+                }),
+                sink: None,
+            }),
+            msix_cap,
             health: HealthFlag::default(),
             active: false,
         })
+    }
+
+    /// Delivers MSI-X messages through `sink` (without one, MSI-X only sets pending bits).
+    pub fn with_msi_sink(mut self, sink: Arc<dyn MsiSink>) -> Self {
+        if let Some(interrupt) = Arc::get_mut(&mut self.interrupt) {
+            interrupt.sink = Some(sink);
+        }
+        self
+    }
+
+    /// Copies the vectors the driver assigned in the common configuration to the interrupt
+    /// path.
+    fn sync_vectors(&self) {
+        let mut state = self.interrupt.state();
+        state.config_vector = self.common.msix_config;
+        for (v, q) in state.queue_vectors.iter_mut().zip(&self.common.queues) {
+            *v = q.msix_vector;
+        }
     }
 
     /// Each queue's notification address (at BAR 0's VMM-assigned place) and its eventfd,
@@ -203,6 +299,7 @@ impl VirtioPciDevice {
             self.active = false;
         }
         self.common.reset();
+        self.sync_vectors();
         self.interrupt.isr.store(0, Ordering::Release);
         self.health.clear();
         for e in &self.events {
@@ -296,6 +393,15 @@ impl PciDevice for VirtioPciDevice {
         &mut self.config
     }
 
+    fn write_config_register(&mut self, reg: usize, offset: u64, data: &[u8]) {
+        self.config.write_reg(reg, offset, data);
+        if reg == self.msix_cap / 4 {
+            let control = (self.config.read_reg(reg) >> 16) as u16;
+            let due = self.interrupt.state().table.set_control(control);
+            self.interrupt.send(due);
+        }
+    }
+
     fn read_bar(&mut self, bar: usize, offset: u64, data: &mut [u8]) {
         data.fill(0);
         if bar != 0 {
@@ -316,6 +422,18 @@ impl PciDevice for VirtioPciDevice {
             o if (DEVICE_CFG_OFFSET..DEVICE_CFG_OFFSET + REGION_SIZE).contains(&o) => {
                 self.device.read_config(o - DEVICE_CFG_OFFSET, data);
             }
+            o if (MSIX_TABLE_OFFSET..MSIX_PBA_OFFSET).contains(&o) => {
+                self.interrupt
+                    .state()
+                    .table
+                    .read_table(o - MSIX_TABLE_OFFSET, data);
+            }
+            o if (MSIX_PBA_OFFSET..BAR0_SIZE).contains(&o) => {
+                self.interrupt
+                    .state()
+                    .table
+                    .read_pba(o - MSIX_PBA_OFFSET, data);
+            }
             _ => {}
         }
     }
@@ -329,6 +447,15 @@ impl PciDevice for VirtioPciDevice {
                 if let CommonWrite::Status(s) = self.common.write(o, data) {
                     self.write_status(s);
                 }
+                self.sync_vectors();
+            }
+            o if (MSIX_TABLE_OFFSET..MSIX_PBA_OFFSET).contains(&o) => {
+                let due = self
+                    .interrupt
+                    .state()
+                    .table
+                    .write_table(o - MSIX_TABLE_OFFSET, data);
+                self.interrupt.send(due);
             }
             o if (DEVICE_CFG_OFFSET..DEVICE_CFG_OFFSET + REGION_SIZE).contains(&o) => {
                 self.device.write_config(o - DEVICE_CFG_OFFSET, data);
