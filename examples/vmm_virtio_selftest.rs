@@ -1,5 +1,6 @@
 //! The devices self-test: one CPL 3 guest runs a polling virtio-pci driver against two
-//! virtio-blk disks (one read-write, one read-only raw image); the host then checks what the
+//! virtio-blk disks (one read-write, one read-only raw image) and a virtio-rng; the host then
+//! checks what the
 //! guest recorded and the image files, has ACPICA's `iasl -d` parse the ACPI tables, and boots
 //! a second tiny guest that powers off through ACPI S5. One `PASS`/`FAIL` line per check; the
 //! exit status is non-zero if any check failed.
@@ -16,6 +17,7 @@ use kubevirt_vmm::acpi::{AcpiTables, RSDP_ADDR};
 use kubevirt_vmm::testguest::programs;
 use kubevirt_vmm::testguest::virtio_blk::{self, *};
 use kubevirt_vmm::virtio::block::{Block, RawFile};
+use kubevirt_vmm::virtio::rng::Rng;
 use kubevirt_vmm::{ConsoleConfig, ExitReason, Vm};
 use vm_memory::{Bytes, GuestAddress};
 
@@ -92,6 +94,7 @@ fn blk_checks(r: &mut Report, dir: &Path) -> Result<(), Box<dyn std::error::Erro
             Box::new(RawFile::open(&ro_path, true)?),
             RO_SERIAL,
         )))
+        .virtio_device(Box::new(Rng::new()))
         .build()?;
     let start = Instant::now();
     vm.start()?;
@@ -173,6 +176,23 @@ fn blk_checks(r: &mut Report, dir: &Path) -> Result<(), Box<dyn std::error::Erro
             );
         }
     }
+    let rng_found = read_u32(&vm, RESULTS + RES_RNG_FOUND);
+    let rng_len = read_u32(&vm, RNG_RESULTS + RES_RNG_USED_LEN);
+    let random = read_bytes(&vm, RNG_BUF, RNG_LEN as usize);
+    let distinct = random
+        .iter()
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+    r.check(
+        "rng returns bytes",
+        rng_found == 1
+            && read_u32(&vm, RNG_RESULTS + RES_SLOT) == 3
+            && rng_len == RNG_LEN
+            && distinct >= 20,
+        format!(
+            "virtio-rng at slot 3 filled {rng_len} of {RNG_LEN} bytes, {distinct} distinct values"
+        ),
+    );
     drop(vm);
 
     let mut on_disk = vec![0u8; len];

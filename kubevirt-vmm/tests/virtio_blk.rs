@@ -144,3 +144,26 @@ fn an_unusable_backing_file_is_a_clear_error() {
         "{msg}"
     );
 }
+
+#[test]
+fn guest_driver_gets_random_bytes_from_virtio_rng() {
+    let guest = virtio_blk::virtio_blk_check().unwrap();
+    let vm = Vm::builder(guest.vm_config(1, ConsoleConfig::Sink))
+        .virtio_device(Box::new(kubevirt_vmm::virtio::rng::Rng::new()))
+        .build()
+        .unwrap();
+    vm.start().unwrap();
+    assert_eq!(wait(&vm), ExitReason::DebugExit { code: 0 });
+    assert_eq!(read_u32(&vm, RESULTS + RES_FOUND), 0, "no disks");
+    assert_eq!(read_u32(&vm, RESULTS + RES_RNG_FOUND), 1);
+    assert_eq!(read_u32(&vm, RNG_RESULTS + RES_SLOT), 1);
+    assert_eq!(read_u32(&vm, RNG_RESULTS + RES_STATUS), 0x0b);
+    assert_eq!(read_u32(&vm, RNG_RESULTS + RES_RNG_USED_LEN), RNG_LEN);
+    let mut bytes = vec![0u8; RNG_LEN as usize];
+    vm.memory()
+        .read_slice(&mut bytes, GuestAddress(RNG_BUF))
+        .unwrap();
+    let distinct: std::collections::BTreeSet<u8> = bytes.iter().copied().collect();
+    // 64 random bytes have fewer than 20 distinct values with negligible probability.
+    assert!(distinct.len() >= 20, "{bytes:02x?}");
+}

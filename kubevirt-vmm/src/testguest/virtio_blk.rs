@@ -10,6 +10,10 @@
 //! batch 1 = write [`IO_LEN`] bytes of [`pattern`] at sector [`IO_SECTOR`], flush;
 //! batch 2 = read them back, `GET_ID`. It compares what it read with what it wrote.
 //!
+//! A virtio-rng function (device 0x1044), if present, gets the same set-up with no
+//! device-specific feature and one [`RNG_LEN`]-byte buffer to fill (results at
+//! [`RNG_RESULTS`]).
+//!
 //! Everything the host checks lands in guest memory at [`RESULTS`] + 0x100 per device (the
 //! `RES_*` offsets), so reporting costs no exits. The guest exits 0 when the scan is done.
 
@@ -58,6 +62,19 @@ pub const IO_LEN: u32 = 0x1_0000;
 pub const QUEUE_SIZE: u16 = 16;
 /// Devices the driver handles (more are counted but not driven).
 pub const MAX_DEVICES: u32 = 2;
+/// Offset (in the first device's block) of the number of virtio-rng functions found (u32).
+pub const RES_RNG_FOUND: u64 = 0xf04;
+/// Where a virtio-rng's results go (slot, features, status as for a disk).
+pub const RNG_RESULTS: u64 = RESULTS + 0x200;
+/// The used length the rng device reported for the [`RNG_LEN`]-byte buffer (u32).
+pub const RES_RNG_USED_LEN: u64 = 0x70;
+/// The buffer the rng fills.
+pub const RNG_BUF: u64 = 0x34_0000;
+/// Its length.
+pub const RNG_LEN: u32 = 64;
+/// Scratch: 1 while the device being driven is the rng.
+const KIND_ADDR: u64 = RESULTS + 0xf08;
+const VIRTIO_RNG_PCI_ID: u32 = 0x1044_1af4;
 
 /// Dword `i` of the pattern the driver writes.
 pub fn pattern(i: u32) -> u32 {
@@ -134,14 +151,32 @@ pub fn virtio_blk_check() -> Result<TestGuest, TestGuestError> {
         a.set_label(&mut scan)?;
         a.xor(esi, esi)?;
         a.call(cfg_read)?;
+        let mut not_blk = a.create_label();
         a.cmp(eax, VIRTIO_BLK_PCI_ID)?;
-        a.jne(next_slot)?;
+        a.jne(not_blk)?;
         a.cmp(r12d, MAX_DEVICES)?;
         let mut count = a.create_label();
         a.jae(count)?;
+        a.mov(rax, KIND_ADDR)?;
+        a.mov(dword_ptr(rax), 0u32)?;
         a.call(drive)?;
         a.set_label(&mut count)?;
         a.inc(r12d)?;
+        a.jmp(next_slot)?;
+        // A virtio-rng: driven once, as device index 2.
+        a.set_label(&mut not_blk)?;
+        a.cmp(eax, VIRTIO_RNG_PCI_ID)?;
+        a.jne(next_slot)?;
+        a.mov(rax, RESULTS + RES_RNG_FOUND)?;
+        a.cmp(dword_ptr(rax), 0)?;
+        a.jne(next_slot)?;
+        a.mov(dword_ptr(rax), 1u32)?;
+        a.mov(rax, KIND_ADDR)?;
+        a.mov(dword_ptr(rax), 1u32)?;
+        a.push(r12)?;
+        a.mov(r12d, 2u32)?;
+        a.call(drive)?;
+        a.pop(r12)?;
         a.set_label(&mut next_slot)?;
         a.inc(r13d)?;
         a.cmp(r13d, 32)?;
@@ -243,6 +278,13 @@ pub fn virtio_blk_check() -> Result<TestGuest, TestGuestError> {
         }
         a.mov(eax, dword_ptr(r15 + RES_FEATURES as i32))?;
         a.and(eax, OFFERED_LOW as i32)?;
+        // The rng acknowledges no device-specific feature.
+        a.mov(rcx, KIND_ADDR)?;
+        let mut keep = a.create_label();
+        a.cmp(dword_ptr(rcx), 0)?;
+        a.je(keep)?;
+        a.xor(eax, eax)?;
+        a.set_label(&mut keep)?;
         a.mov(dword_ptr(rsi + 0x08), 0u32)?;
         a.mov(dword_ptr(rsi + 0x0c), eax)?;
         a.mov(dword_ptr(rsi + 0x08), 1u32)?;
@@ -274,6 +316,10 @@ pub fn virtio_blk_check() -> Result<TestGuest, TestGuestError> {
         a.add(r9, rax)?;
         a.mov(word_ptr(rsi + 0x1c), 1u32)?;
         a.mov(byte_ptr(rsi + 0x14), 0x0fu32)?;
+        let mut rng = a.create_label();
+        a.mov(rax, KIND_ADDR)?;
+        a.cmp(dword_ptr(rax), 1)?;
+        a.je(rng)?;
         // Capacity (8-byte read of the device configuration).
         a.mov(rax, qword_ptr(r14 + r11))?;
         a.mov(qword_ptr(r15 + RES_CAPACITY as i32), rax)?;
@@ -334,6 +380,23 @@ pub fn virtio_blk_check() -> Result<TestGuest, TestGuestError> {
         a.set_label(&mut equal)?;
         a.mov(dword_ptr(r15 + RES_COMPARE as i32), eax)?;
         a.set_label(&mut give_up)?;
+        a.ret()?;
+
+        // The rng: one device-writable buffer, one notify, poll, record the used length.
+        a.set_label(&mut rng)?;
+        desc(a, 0, At::Abs(RNG_BUF), RNG_LEN, F_WRITE, 0)?;
+        a.mov(word_ptr(rbp + 0x1004), 0u32)?;
+        a.mov(word_ptr(rbp + 0x1002), 1u32)?;
+        a.mfence()?;
+        a.mov(word_ptr(r9), 0u32)?;
+        let mut poll = a.create_label();
+        a.set_label(&mut poll)?;
+        a.pause()?;
+        a.movzx(eax, word_ptr(rbp + 0x2002))?;
+        a.cmp(eax, 1u32)?;
+        a.jb(poll)?;
+        a.mov(eax, dword_ptr(rbp + 0x2008))?;
+        a.mov(dword_ptr(r15 + RES_RNG_USED_LEN as i32), eax)?;
         a.ret()
     })();
     g.check(r)?;
@@ -350,7 +413,8 @@ mod tests {
         assert!(!g.code.is_empty());
         let end = READ_BUF + u64::from(MAX_DEVICES) * u64::from(IO_LEN);
         assert!(end <= super::super::GUEST_MEMORY_SIZE);
-        assert!(QUEUES + u64::from(MAX_DEVICES) * 0x4000 <= WRITE_BUF);
+        assert!(QUEUES + u64::from(MAX_DEVICES + 1) * 0x4000 <= WRITE_BUF);
+        assert!(RNG_BUF >= end && RNG_BUF + u64::from(RNG_LEN) <= super::super::GUEST_MEMORY_SIZE);
         assert_eq!(pattern(1), 0x9e37_79b9 ^ 0x5a5a_0000);
     }
 }
