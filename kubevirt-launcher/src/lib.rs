@@ -6,6 +6,7 @@
 //!   kernel boot, disks and their volume sources, RNG, CPU feature mask, serial console). Every field
 //!   the launcher does not support yet is an error naming its path, never silently ignored.
 //! - [`cloudinit`]: the `cidata` (NoCloud) and `config-2` (ConfigDrive) disks cloud-init reads.
+//! - [`console`]: the serial console on a unix socket (readers, one writer, scroll-back, log).
 //! - [`disks`]: each planned disk prepared on the host with upstream's lifetime (emptyDisks and
 //!   containerDisk overlays vanish with the VMI, claims persist).
 //! - [`network`]: the masquerade binding's built-in DHCP server.
@@ -15,6 +16,7 @@
 #![deny(missing_docs)]
 
 pub mod cloudinit;
+pub mod console;
 pub mod disks;
 pub mod network;
 pub mod oci;

@@ -1,0 +1,231 @@
+//! The serial console on a unix socket, as `virtctl console` needs it: any number of readers, one
+//! writer at a time, a scroll-back buffer so a late client sees what the guest already printed,
+//! and an optional log file (upstream's `logSerialConsole`).
+//!
+//! The hub reads the guest's console from a pipe the VMM writes to, so it is decoupled from the
+//! VMM: it only needs a readable fd and a function that delivers input to the guest.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::thread;
+
+/// How much output a new client gets replayed.
+pub const SCROLLBACK: usize = 64 * 1024;
+
+/// Delivers console input to the guest.
+pub type InputSink = Arc<dyn Fn(&[u8]) + Send + Sync>;
+
+struct Shared {
+    scrollback: VecDeque<u8>,
+    readers: Vec<UnixStream>,
+    writer: Option<u64>,
+    log: Option<File>,
+}
+
+/// A running console hub.
+pub struct ConsoleHub {
+    socket: PathBuf,
+    shared: Arc<Mutex<Shared>>,
+}
+
+impl std::fmt::Debug for ConsoleHub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsoleHub")
+            .field("socket", &self.socket)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock(shared: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
+    shared.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl ConsoleHub {
+    /// Serve the console read from `output` on a unix socket at `socket`; input from the current
+    /// writer goes to `input`; everything is also appended to `log` if given.
+    pub fn start(
+        output: impl Read + Send + 'static,
+        socket: &Path,
+        input: InputSink,
+        log: Option<&Path>,
+    ) -> io::Result<Self> {
+        let _ = std::fs::remove_file(socket);
+        let listener = UnixListener::bind(socket)?;
+        let log = log
+            .map(|p| {
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)
+            })
+            .transpose()?;
+        let shared = Arc::new(Mutex::new(Shared {
+            scrollback: VecDeque::new(),
+            readers: Vec::new(),
+            writer: None,
+            log,
+        }));
+        let pump = shared.clone();
+        thread::Builder::new()
+            .name("console-out".into())
+            .spawn(move || pump_output(output, &pump))?;
+        let accept = shared.clone();
+        thread::Builder::new()
+            .name("console-accept".into())
+            .spawn(move || {
+                for (id, conn) in (1u64..).zip(listener.incoming()) {
+                    let Ok(conn) = conn else { continue };
+                    let (shared, input) = (accept.clone(), input.clone());
+                    let _ = thread::Builder::new()
+                        .name("console-client".into())
+                        .spawn(move || client(id, conn, &shared, &input));
+                }
+            })?;
+        Ok(Self {
+            socket: socket.to_path_buf(),
+            shared,
+        })
+    }
+
+    /// The socket path.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// What the guest printed recently (the scroll-back).
+    pub fn recent(&self) -> Vec<u8> {
+        lock(&self.shared).scrollback.iter().copied().collect()
+    }
+}
+
+fn pump_output(mut output: impl Read, shared: &Mutex<Shared>) {
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = match output.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        let mut s = lock(shared);
+        s.scrollback.extend(&buf[..n]);
+        let excess = s.scrollback.len().saturating_sub(SCROLLBACK);
+        s.scrollback.drain(..excess);
+        if let Some(log) = s.log.as_mut() {
+            let _ = log.write_all(&buf[..n]);
+        }
+        // A reader that cannot keep up (or is gone) is dropped rather than stalling the guest.
+        s.readers.retain_mut(|r| r.write_all(&buf[..n]).is_ok());
+    }
+}
+
+fn client(id: u64, mut conn: UnixStream, shared: &Mutex<Shared>, input: &InputSink) {
+    {
+        let mut s = lock(shared);
+        let history: Vec<u8> = s.scrollback.iter().copied().collect();
+        if conn.write_all(&history).is_err() {
+            return;
+        }
+        let Ok(reader) = conn.try_clone() else { return };
+        s.readers.push(reader);
+    }
+    let mut buf = [0u8; 1024];
+    loop {
+        let n = match conn.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let mine = {
+            let mut s = lock(shared);
+            match s.writer {
+                None => {
+                    s.writer = Some(id);
+                    true
+                }
+                Some(w) => w == id,
+            }
+        };
+        if mine {
+            input(&buf[..n]);
+        } else {
+            let _ = conn.write_all(b"\r\n[kubevirt-rs] another client is typing on this console; this one is read-only\r\n");
+        }
+    }
+    let mut s = lock(shared);
+    if s.writer == Some(id) {
+        s.writer = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::BufRead;
+    use std::os::unix::net::UnixStream;
+    use std::time::Duration;
+
+    fn read_until(conn: &mut UnixStream, needle: &str) -> String {
+        conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 256];
+        while !String::from_utf8_lossy(&got).contains(needle) {
+            let n = conn.read(&mut buf).expect("console output in time");
+            assert!(
+                n > 0,
+                "console closed before {needle:?}: {}",
+                String::from_utf8_lossy(&got)
+            );
+            got.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&got).into_owned()
+    }
+
+    #[test]
+    fn readers_share_output_and_one_writer_types() {
+        let dir = std::env::temp_dir().join(format!("kv-console-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (out_read, mut out_write) = std::io::pipe().unwrap();
+        let typed = Arc::new(Mutex::new(Vec::new()));
+        let sink = typed.clone();
+        let hub = ConsoleHub::start(
+            out_read,
+            &dir.join("console.sock"),
+            Arc::new(move |b: &[u8]| sink.lock().unwrap().extend_from_slice(b)),
+            Some(&dir.join("console.log")),
+        )
+        .unwrap();
+        out_write.write_all(b"boot banner\n").unwrap();
+        let mut a = UnixStream::connect(hub.socket()).unwrap();
+        assert!(
+            read_until(&mut a, "boot banner").contains("boot banner"),
+            "scroll-back replayed"
+        );
+        let mut b = UnixStream::connect(hub.socket()).unwrap();
+        read_until(&mut b, "boot banner");
+        out_write.write_all(b"login: ").unwrap();
+        read_until(&mut a, "login: ");
+        read_until(&mut b, "login: ");
+        a.write_all(b"root\n").unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        b.write_all(b"intruder\n").unwrap();
+        assert!(read_until(&mut b, "read-only").contains("another client"));
+        assert_eq!(typed.lock().unwrap().as_slice(), b"root\n");
+        let log = std::io::BufReader::new(File::open(dir.join("console.log")).unwrap())
+            .lines()
+            .next()
+            .unwrap()
+            .unwrap();
+        assert_eq!(log, "boot banner");
+        drop(a);
+        std::thread::sleep(Duration::from_millis(100));
+        b.write_all(b"now me\n").unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(
+            typed.lock().unwrap().as_slice(),
+            b"root\nnow me\n",
+            "the writer role passes on when the writer leaves"
+        );
+    }
+}
