@@ -1,6 +1,6 @@
 //! Virtio over PCI: the [`VirtioDevice`] trait a device (in this crate or another program)
 //! implements, the modern virtio-pci transport ([`pci::VirtioPciDevice`]), queue workers, and
-//! the devices themselves ([`block`], [`rng`]).
+//! the devices themselves ([`block`], [`console`], [`rng`]).
 //!
 //! Devices never trust the guest: descriptor chains are walked through rust-vmm's
 //! virtio-queue (bounded by the queue size, every buffer checked against guest memory), a bad
@@ -8,6 +8,7 @@
 //! `DEVICE_NEEDS_RESET` instead of panicking or spinning.
 
 pub mod block;
+pub mod console;
 pub mod device;
 pub mod pci;
 pub mod rng;
