@@ -5,7 +5,7 @@ set -euo pipefail
 
 # Debian packages the test suite uses. Keep this list the single source of truth.
 # genisoimage (isoinfo, isovfy) and util-linux (blkid) read back the cloud-init images.
-PACKAGES=(python3 libsqlite3-dev busybox genisoimage acpica-tools util-linux docker-registry)
+PACKAGES=(python3 libsqlite3-dev busybox genisoimage acpica-tools util-linux docker-registry nftables)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
