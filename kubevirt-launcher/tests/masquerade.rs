@@ -41,11 +41,8 @@ fn in_ns<T: Send + 'static>(
     std::thread::spawn(move || {
         let file = std::fs::File::open(format!("/run/netns/{ns}")).expect("netns");
         // SAFETY: setns on a valid namespace fd only moves the calling thread.
-        assert_eq!(
-            unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) },
-            0,
-            "setns"
-        );
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns");
         f()
     })
 }
