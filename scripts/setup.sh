@@ -4,8 +4,9 @@
 set -euo pipefail
 
 # Debian packages the test suite uses. Keep this list the single source of truth.
-# genisoimage (isoinfo, isovfy) and util-linux (blkid) read back the cloud-init images.
-PACKAGES=(python3 libsqlite3-dev busybox genisoimage acpica-tools util-linux docker-registry nftables)
+# genisoimage (isoinfo, isovfy), util-linux (blkid), libarchive-tools (bsdtar) and xorriso
+# read back the cloud-init images.
+PACKAGES=(python3 libsqlite3-dev busybox genisoimage acpica-tools util-linux docker-registry nftables libarchive-tools xorriso)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -226,3 +226,68 @@ fn blkid_sees_the_labels_cloud_init_looks_for() {
         assert!(probe.contains("TYPE=iso9660\n"), "{probe}");
     }
 }
+
+/// Runs `tool args` and returns stdout and stderr together.
+fn run_all(tool: &str, args: &[&str]) -> String {
+    let out = Command::new(tool).args(args).output().unwrap_or_else(|e| {
+        panic!("cannot run `{tool}` ({e}): run scripts/setup.sh to install it")
+    });
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "`{tool} {}` failed: {all}",
+        args.join(" ")
+    );
+    all
+}
+
+#[test]
+fn libarchive_reads_the_files() {
+    // bsdtar (libarchive) is a second, independent ISO 9660 + Joliet reader.
+    let drive = config_drive();
+    let image = ImageFile::new("bsdtar", &drive.to_iso().unwrap());
+    let listing = text(run("bsdtar", &["-tf", image.path()]));
+    assert!(
+        listing.contains("openstack/latest/user_data\n"),
+        "{listing}"
+    );
+    let user = run(
+        "bsdtar",
+        &["-xOf", image.path(), "openstack/latest/user_data"],
+    );
+    assert_eq!(user, drive.user_data);
+    let meta = run(
+        "bsdtar",
+        &["-xOf", image.path(), "openstack/latest/meta_data.json"],
+    );
+    assert_eq!(meta, drive.meta_data_bytes());
+}
+
+#[test]
+fn xorriso_loads_the_image_without_complaint() {
+    // libisofs (xorriso) is a third reader, and a strict one: it reports malformed trees.
+    let disk = no_cloud();
+    let image = ImageFile::new("xorriso", &disk.to_iso().unwrap());
+    let out = run_all(
+        "xorriso",
+        &[
+            "-report_about",
+            "WARNING",
+            "-indev",
+            image.path(),
+            "-toc",
+            "-find",
+            "/",
+        ],
+    );
+    for bad in ["WARNING", "SORRY", "FAILURE", "FATAL"] {
+        assert!(!out.contains(bad), "{out}");
+    }
+    assert!(out.contains("ISO loaded   : Joliet"), "{out}");
+    assert!(out.contains("'/network-config'"), "{out}");
+    assert!(out.contains(", cidata"), "{out}");
+}
