@@ -1,6 +1,6 @@
 //! The devices self-test: one CPL 3 guest runs a polling virtio-pci driver against two
-//! virtio-blk disks (one read-write, one read-only raw image) and a virtio-rng; the host then
-//! checks what the
+//! virtio-blk disks (one read-write, one read-only raw image), a virtio-rng and a
+//! virtio-console; the host then checks what the
 //! guest recorded and the image files, has ACPICA's `iasl -d` parse the ACPI tables, and boots
 //! a second tiny guest that powers off through ACPI S5. One `PASS`/`FAIL` line per check; the
 //! exit status is non-zero if any check failed.
@@ -17,6 +17,7 @@ use kubevirt_vmm::acpi::{AcpiTables, RSDP_ADDR};
 use kubevirt_vmm::testguest::programs;
 use kubevirt_vmm::testguest::virtio_blk::{self, *};
 use kubevirt_vmm::virtio::block::{Block, RawFile};
+use kubevirt_vmm::virtio::console::Console;
 use kubevirt_vmm::virtio::rng::Rng;
 use kubevirt_vmm::{ConsoleConfig, ExitReason, Vm};
 use vm_memory::{Bytes, GuestAddress};
@@ -24,6 +25,22 @@ use vm_memory::{Bytes, GuestAddress};
 const DISK_SIZE: u64 = 1 << 20;
 const RW_SERIAL: &str = "kubevirt-rw-disk";
 const RO_SERIAL: &str = "kubevirt-ro-disk";
+
+/// A `Write` the host reads back (the console's output).
+#[derive(Clone, Default)]
+struct SharedText(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for SharedText {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Ok(mut t) = self.0.lock() {
+            t.extend_from_slice(buf);
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
 
 struct Report {
     failed: usize,
@@ -84,6 +101,7 @@ fn blk_checks(r: &mut Report, dir: &Path) -> Result<(), Box<dyn std::error::Erro
     let ro_content: Vec<u8> = (0..DISK_SIZE).map(|i| (i % 251) as u8).collect();
     std::fs::write(&ro_path, &ro_content)?;
 
+    let console_text = SharedText::default();
     let guest = virtio_blk::virtio_blk_check()?;
     let vm = Vm::builder(guest.vm_config(1, ConsoleConfig::Sink))
         .virtio_device(Box::new(Block::new(
@@ -95,6 +113,7 @@ fn blk_checks(r: &mut Report, dir: &Path) -> Result<(), Box<dyn std::error::Erro
             RO_SERIAL,
         )))
         .virtio_device(Box::new(Rng::new()))
+        .virtio_device(Box::new(Console::new(Box::new(console_text.clone()))?))
         .build()?;
     let start = Instant::now();
     vm.start()?;
@@ -194,6 +213,15 @@ fn blk_checks(r: &mut Report, dir: &Path) -> Result<(), Box<dyn std::error::Erro
         ),
     );
     drop(vm);
+    let printed = console_text.0.lock().map(|t| t.clone()).unwrap_or_default();
+    r.check(
+        "console carries text",
+        printed == CONSOLE_TEXT,
+        format!(
+            "virtio-console transmit queue delivered {:?}",
+            String::from_utf8_lossy(&printed)
+        ),
+    );
 
     let mut on_disk = vec![0u8; len];
     std::fs::File::open(&rw_path)?.read_exact_at(&mut on_disk, offset as u64)?;

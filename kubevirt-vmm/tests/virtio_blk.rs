@@ -167,3 +167,34 @@ fn guest_driver_gets_random_bytes_from_virtio_rng() {
     // 64 random bytes have fewer than 20 distinct values with negligible probability.
     assert!(distinct.len() >= 20, "{bytes:02x?}");
 }
+
+/// A `Write` the test can read back.
+#[derive(Clone, Default)]
+struct SharedText(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for SharedText {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn guest_driver_prints_through_virtio_console() {
+    let text = SharedText::default();
+    let console = kubevirt_vmm::virtio::console::Console::new(Box::new(text.clone())).unwrap();
+    let guest = virtio_blk::virtio_blk_check().unwrap();
+    let vm = Vm::builder(guest.vm_config(1, ConsoleConfig::Sink))
+        .virtio_device(Box::new(console))
+        .build()
+        .unwrap();
+    vm.start().unwrap();
+    assert_eq!(wait(&vm), ExitReason::DebugExit { code: 0 });
+    assert_eq!(read_u32(&vm, RESULTS + RES_CONSOLE_FOUND), 1);
+    assert_eq!(read_u32(&vm, RESULTS + 0x300 + RES_STATUS), 0x0b);
+    drop(vm);
+    assert_eq!(&*text.0.lock().unwrap(), CONSOLE_TEXT);
+}

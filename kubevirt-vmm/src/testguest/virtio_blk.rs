@@ -10,7 +10,9 @@
 //! batch 1 = write [`IO_LEN`] bytes of [`pattern`] at sector [`IO_SECTOR`], flush;
 //! batch 2 = read them back, `GET_ID`. It compares what it read with what it wrote.
 //!
-//! A virtio-rng function (device 0x1044), if present, gets the same set-up with no
+//! A virtio-console (device 0x1043), if present, gets its transmit queue set up as well and
+//! [`CONSOLE_TEXT`] sent on it. A virtio-rng function (device 0x1044), if present, gets the
+//! same set-up with no
 //! device-specific feature and one [`RNG_LEN`]-byte buffer to fill (results at
 //! [`RNG_RESULTS`]).
 //!
@@ -72,7 +74,12 @@ pub const RES_RNG_USED_LEN: u64 = 0x70;
 pub const RNG_BUF: u64 = 0x34_0000;
 /// Its length.
 pub const RNG_LEN: u32 = 64;
-/// Scratch: 1 while the device being driven is the rng.
+/// Offset (in the first device's block) of the number of virtio-console functions found.
+pub const RES_CONSOLE_FOUND: u64 = 0xf0c;
+/// What the driver writes on a virtio-console's transmit queue.
+pub const CONSOLE_TEXT: &[u8] = b"hello from virtio-console\n";
+const VIRTIO_CONSOLE_PCI_ID: u32 = 0x1043_1af4;
+/// Scratch: 0 while driving a disk, 1 the rng, 2 the console.
 const KIND_ADDR: u64 = RESULTS + 0xf08;
 const VIRTIO_RNG_PCI_ID: u32 = 0x1044_1af4;
 
@@ -89,6 +96,8 @@ const OFFERED_LOW: u32 = (1 << 2) | (1 << 5) | (1 << 6) | (1 << 9);
 /// Where a descriptor's buffer is: an absolute address or relative to a register.
 #[derive(Clone, Copy)]
 enum At {
+    /// Already in RAX.
+    Rax,
     Abs(u64),
     Rbp(i32),
     R15(i32),
@@ -105,6 +114,7 @@ fn desc(
     next: u32,
 ) -> Result<(), iced_x86::IcedError> {
     match at {
+        At::Rax => {}
         At::Abs(v) => a.mov(rax, v)?,
         At::Rbp(o) => a.lea(rax, ptr(rbp + o))?,
         At::R15(o) => a.lea(rax, ptr(r15 + o))?,
@@ -165,8 +175,9 @@ pub fn virtio_blk_check() -> Result<TestGuest, TestGuestError> {
         a.jmp(next_slot)?;
         // A virtio-rng: driven once, as device index 2.
         a.set_label(&mut not_blk)?;
+        let mut not_rng = a.create_label();
         a.cmp(eax, VIRTIO_RNG_PCI_ID)?;
-        a.jne(next_slot)?;
+        a.jne(not_rng)?;
         a.mov(rax, RESULTS + RES_RNG_FOUND)?;
         a.cmp(dword_ptr(rax), 0)?;
         a.jne(next_slot)?;
@@ -175,6 +186,21 @@ pub fn virtio_blk_check() -> Result<TestGuest, TestGuestError> {
         a.mov(dword_ptr(rax), 1u32)?;
         a.push(r12)?;
         a.mov(r12d, 2u32)?;
+        a.call(drive)?;
+        a.pop(r12)?;
+        a.jmp(next_slot)?;
+        // A virtio-console: driven once, as device index 3.
+        a.set_label(&mut not_rng)?;
+        a.cmp(eax, VIRTIO_CONSOLE_PCI_ID)?;
+        a.jne(next_slot)?;
+        a.mov(rax, RESULTS + RES_CONSOLE_FOUND)?;
+        a.cmp(dword_ptr(rax), 0)?;
+        a.jne(next_slot)?;
+        a.mov(dword_ptr(rax), 1u32)?;
+        a.mov(rax, KIND_ADDR)?;
+        a.mov(dword_ptr(rax), 2u32)?;
+        a.push(r12)?;
+        a.mov(r12d, 3u32)?;
         a.call(drive)?;
         a.pop(r12)?;
         a.set_label(&mut next_slot)?;
@@ -308,6 +334,27 @@ pub fn virtio_blk_check() -> Result<TestGuest, TestGuestError> {
         a.mov(qword_ptr(rsi + 0x28), rax)?;
         a.lea(rax, ptr(rbp + 0x2000))?;
         a.mov(qword_ptr(rsi + 0x30), rax)?;
+        // The console also needs queue 1 (transmit): tables at +0x800, notify address in R8.
+        let mut one_queue = a.create_label();
+        a.mov(rax, KIND_ADDR)?;
+        a.cmp(dword_ptr(rax), 2)?;
+        a.jne(one_queue)?;
+        a.mov(word_ptr(rsi + 0x16), 1u32)?;
+        a.mov(word_ptr(rsi + 0x18), u32::from(QUEUE_SIZE))?;
+        a.lea(rax, ptr(rbp + 0x800))?;
+        a.mov(qword_ptr(rsi + 0x20), rax)?;
+        a.lea(rax, ptr(rbp + 0x1800))?;
+        a.mov(qword_ptr(rsi + 0x28), rax)?;
+        a.lea(rax, ptr(rbp + 0x2800))?;
+        a.mov(qword_ptr(rsi + 0x30), rax)?;
+        a.movzx(eax, word_ptr(rsi + 0x1e))?;
+        a.imul_2(eax, r10d)?;
+        a.add(eax, r9d)?;
+        a.mov(r8, r14)?;
+        a.add(r8, rax)?;
+        a.mov(word_ptr(rsi + 0x1c), 1u32)?;
+        a.mov(word_ptr(rsi + 0x16), 0u32)?;
+        a.set_label(&mut one_queue)?;
         // R9 = notify address = BAR + notify offset + queue_notify_off * multiplier.
         a.movzx(eax, word_ptr(rsi + 0x1e))?;
         a.imul_2(eax, r10d)?;
@@ -317,9 +364,12 @@ pub fn virtio_blk_check() -> Result<TestGuest, TestGuestError> {
         a.mov(word_ptr(rsi + 0x1c), 1u32)?;
         a.mov(byte_ptr(rsi + 0x14), 0x0fu32)?;
         let mut rng = a.create_label();
+        let mut console = a.create_label();
         a.mov(rax, KIND_ADDR)?;
         a.cmp(dword_ptr(rax), 1)?;
         a.je(rng)?;
+        a.cmp(dword_ptr(rax), 2)?;
+        a.je(console)?;
         // Capacity (8-byte read of the device configuration).
         a.mov(rax, qword_ptr(r14 + r11))?;
         a.mov(qword_ptr(r15 + RES_CAPACITY as i32), rax)?;
@@ -397,7 +447,26 @@ pub fn virtio_blk_check() -> Result<TestGuest, TestGuestError> {
         a.jb(poll)?;
         a.mov(eax, dword_ptr(rbp + 0x2008))?;
         a.mov(dword_ptr(r15 + RES_RNG_USED_LEN as i32), eax)?;
-        a.ret()
+        a.ret()?;
+
+        // The console: CONSOLE_TEXT in one buffer on the transmit queue, notify, poll.
+        let mut text = a.create_label();
+        a.set_label(&mut console)?;
+        a.lea(rax, ptr(text))?;
+        desc(a, 0x80, At::Rax, CONSOLE_TEXT.len() as u32, 0, 0)?;
+        a.mov(word_ptr(rbp + 0x1804), 0u32)?;
+        a.mov(word_ptr(rbp + 0x1802), 1u32)?;
+        a.mfence()?;
+        a.mov(word_ptr(r8), 1u32)?;
+        let mut poll_tx = a.create_label();
+        a.set_label(&mut poll_tx)?;
+        a.pause()?;
+        a.movzx(eax, word_ptr(rbp + 0x2802))?;
+        a.cmp(eax, 1u32)?;
+        a.jb(poll_tx)?;
+        a.ret()?;
+        a.set_label(&mut text)?;
+        a.db(CONSOLE_TEXT)
     })();
     g.check(r)?;
     g.finish()
@@ -413,7 +482,7 @@ mod tests {
         assert!(!g.code.is_empty());
         let end = READ_BUF + u64::from(MAX_DEVICES) * u64::from(IO_LEN);
         assert!(end <= super::super::GUEST_MEMORY_SIZE);
-        assert!(QUEUES + u64::from(MAX_DEVICES + 1) * 0x4000 <= WRITE_BUF);
+        assert!(QUEUES + u64::from(MAX_DEVICES + 2) * 0x4000 <= WRITE_BUF);
         assert!(RNG_BUF >= end && RNG_BUF + u64::from(RNG_LEN) <= super::super::GUEST_MEMORY_SIZE);
         assert_eq!(pattern(1), 0x9e37_79b9 ^ 0x5a5a_0000);
     }
