@@ -11,9 +11,11 @@
 //! caller through a [`SecretSource`], so this module does no I/O. The image itself is written
 //! in Rust by [`iso9660`] (no `genisoimage` at run time), deterministically.
 //!
-//! Not done yet: SSH keys from `accessCredentials` are not resolved here (set
-//! `meta_data.public_keys` on the result), nor the `devices` metadata and the instance type.
+//! SSH keys that `accessCredentials` propagate by `noCloud` or `configDrive` go into the
+//! metadata's public keys ([`from_vmi`] does it). Not done yet: the `devices` metadata (device
+//! role tags) and `instance-type` from the instance type annotations.
 
+mod access_credentials;
 mod configdrive;
 mod error;
 mod identity;
@@ -22,6 +24,7 @@ mod nocloud;
 mod secrets;
 mod source;
 
+pub use access_credentials::{Propagation, public_keys};
 pub use configdrive::{CONFIG_DRIVE_VOLUME_ID, ConfigDrive, ConfigDriveMetadata};
 pub use error::CloudInitError;
 pub use identity::VmiIdentity;
@@ -69,21 +72,26 @@ impl CloudInitDisk {
 
 /// The cloud-init volume of `vmi`, if it has one. Errors name the field, e.g.
 /// `spec.volumes[1].cloudInitNoCloud.userDataBase64: not valid base64 (...)`. A VMI may have
-/// at most one cloud-init volume.
+/// at most one cloud-init volume. SSH keys from `spec.accessCredentials` are added to the
+/// metadata of the matching kind.
 pub fn from_vmi(
     vmi: &VirtualMachineInstance,
     secrets: &impl SecretSource,
 ) -> Result<Option<CloudInitVolume>, CloudInitError> {
     let identity = VmiIdentity::from_vmi(vmi);
+    let credentials = vmi.spec.access_credentials.as_deref().unwrap_or_default();
     let mut found: Option<(String, CloudInitVolume)> = None;
     for (i, volume) in vmi.spec.volumes.iter().flatten().enumerate() {
         let (path, disk) = if let Some(source) = &volume.cloud_init_no_cloud {
             let path = format!("spec.volumes[{i}].cloudInitNoCloud");
-            let disk = NoCloud::from_source(source, &path, &identity, secrets)?;
+            let mut disk = NoCloud::from_source(source, &path, &identity, secrets)?;
+            disk.meta_data.public_keys = public_keys(credentials, Propagation::NoCloud, secrets)?;
             (path, CloudInitDisk::NoCloud(disk))
         } else if let Some(source) = &volume.cloud_init_config_drive {
             let path = format!("spec.volumes[{i}].cloudInitConfigDrive");
-            let disk = ConfigDrive::from_source(source, &path, &identity, secrets)?;
+            let mut disk = ConfigDrive::from_source(source, &path, &identity, secrets)?;
+            disk.meta_data.public_keys =
+                public_keys(credentials, Propagation::ConfigDrive, secrets)?;
             (path, CloudInitDisk::ConfigDrive(disk))
         } else {
             continue;
@@ -208,6 +216,44 @@ mod tests {
             from_vmi(&vmi, &NoSecrets).unwrap_err().to_string(),
             "spec.volumes[1].cloudInitConfigDrive: only one cloudInitNoCloud or \
              cloudInitConfigDrive volume is allowed, spec.volumes[0].cloudInitNoCloud is one already"
+        );
+    }
+
+    #[test]
+    fn access_credential_keys_reach_the_config_drive() {
+        let mut vmi = vmi(vec![Volume {
+            name: "cd".to_owned(),
+            cloud_init_config_drive: Some(CloudInitConfigDriveSource {
+                user_data: Some("x".to_owned()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }]);
+        vmi.spec.access_credentials = Some(
+            serde_json::from_value(serde_json::json!([{
+                "sshPublicKey": {
+                    "source": {"secret": {"secretName": "my-keys"}},
+                    "propagationMethod": {"configDrive": {}}
+                }
+            }]))
+            .unwrap(),
+        );
+        let secrets = std::collections::BTreeMap::from([(
+            "my-keys".to_owned(),
+            std::collections::BTreeMap::from([("key1".to_owned(), b"ssh-ed25519 AAA".to_vec())]),
+        )]);
+        let volume = from_vmi(&vmi, &secrets).unwrap().unwrap();
+        let CloudInitDisk::ConfigDrive(drive) = &volume.disk else {
+            panic!("expected ConfigDrive");
+        };
+        assert_eq!(
+            drive.meta_data.public_keys.get("0").map(String::as_str),
+            Some("ssh-ed25519 AAA")
+        );
+        let json = String::from_utf8(drive.meta_data_bytes()).unwrap();
+        assert!(
+            json.ends_with(r#""public_keys":{"0":"ssh-ed25519 AAA"}}"#),
+            "{json}"
         );
     }
 }

@@ -18,6 +18,10 @@ pub trait SecretSource {
     /// The secret's value under `key`, `Ok(None)` when the secret exists without that key,
     /// `Err(NoSuchSecret)` when there is no such secret.
     fn lookup(&self, secret: &str, key: &str) -> Result<Option<Vec<u8>>, NoSuchSecret>;
+
+    /// The secret's keys in byte order (SSH key secrets are read whole, like the files of a
+    /// mounted secret), `Err(NoSuchSecret)` when there is no such secret.
+    fn keys(&self, secret: &str) -> Result<Vec<String>, NoSuchSecret>;
 }
 
 /// A secret that does not exist.
@@ -32,6 +36,10 @@ impl SecretSource for NoSecrets {
     fn lookup(&self, _secret: &str, _key: &str) -> Result<Option<Vec<u8>>, NoSuchSecret> {
         Err(NoSuchSecret)
     }
+
+    fn keys(&self, _secret: &str) -> Result<Vec<String>, NoSuchSecret> {
+        Err(NoSuchSecret)
+    }
 }
 
 /// Secrets as a map of secret name to the secret's `data` (key to decoded bytes).
@@ -39,6 +47,15 @@ impl SecretSource for BTreeMap<String, BTreeMap<String, Vec<u8>>> {
     fn lookup(&self, secret: &str, key: &str) -> Result<Option<Vec<u8>>, NoSuchSecret> {
         let data = self.get(secret).ok_or(NoSuchSecret)?;
         Ok(data.get(key).cloned())
+    }
+
+    fn keys(&self, secret: &str) -> Result<Vec<String>, NoSuchSecret> {
+        Ok(self
+            .get(secret)
+            .ok_or(NoSuchSecret)?
+            .keys()
+            .cloned()
+            .collect())
     }
 }
 
@@ -59,6 +76,15 @@ impl SecretSource for BTreeMap<String, k8s_openapi::api::core::v1::Secret> {
         };
         Ok(from_data.or_else(from_string))
     }
+
+    fn keys(&self, secret: &str) -> Result<Vec<String>, NoSuchSecret> {
+        let s = self.get(secret).ok_or(NoSuchSecret)?;
+        let mut keys: Vec<String> = s.data.iter().flat_map(|d| d.keys().cloned()).collect();
+        keys.extend(s.string_data.iter().flat_map(|d| d.keys().cloned()));
+        keys.sort();
+        keys.dedup();
+        Ok(keys)
+    }
 }
 
 #[cfg(test)]
@@ -76,6 +102,10 @@ mod tests {
         assert_eq!(secrets.lookup("s", "userData"), Ok(None));
         assert_eq!(secrets.lookup("t", "userdata"), Err(NoSuchSecret));
         assert_eq!(NoSecrets.lookup("s", "userdata"), Err(NoSuchSecret));
+        assert_eq!(
+            SecretSource::keys(&secrets, "s"),
+            Ok(vec!["userdata".to_owned()])
+        );
     }
 
     #[test]
@@ -94,5 +124,9 @@ mod tests {
         assert_eq!(secrets.lookup("s", "userdata"), Ok(Some(b"a".to_vec())));
         assert_eq!(secrets.lookup("s", "networkData"), Ok(Some(b"b".to_vec())));
         assert_eq!(secrets.lookup("s", "other"), Ok(None));
+        assert_eq!(
+            SecretSource::keys(&secrets, "s"),
+            Ok(vec!["networkData".to_owned(), "userdata".to_owned()])
+        );
     }
 }
