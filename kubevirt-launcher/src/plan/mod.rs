@@ -1,6 +1,6 @@
 //! A VMI spec turned into what the VMM needs: the launch plan.
 //!
-//! [`LaunchPlan::from_vmi`] checks the whole spec first: every field the launcher does not support
+//! [`from_vmi`] checks the whole spec first: every field the launcher does not support
 //! yet, and every supported field with a value it cannot honour, is reported with its path, all at
 //! once, before anything is started.
 
