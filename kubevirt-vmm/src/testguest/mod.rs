@@ -13,6 +13,7 @@ pub mod asm;
 pub mod elf;
 pub mod programs;
 pub mod virtio_blk;
+pub mod virtio_blk_stream;
 
 pub use asm::GuestAsm;
 
