@@ -96,7 +96,8 @@ fn resolve(
 
 /// The disk image of `image`, pulled, verified, cached and extracted once; `path` is the
 /// containerDisk's `path` (default: the one file under `/disk/`). If the source cannot be reached,
-/// a disk extracted for the same tag before is used.
+/// a disk extracted for the same tag before is used. Any single file (a kernel, an initrd) is
+/// extracted the same way, by its `path`.
 pub fn fetch_disk(
     source: &dyn ImageSource,
     store: &Store,
@@ -108,16 +109,18 @@ pub fn fetch_disk(
         Err(e @ OciError::Registry { .. }) => {
             let cached = store
                 .tag(&image.to_string())
-                .and_then(|d| store.disk_path(&d))
+                .and_then(|d| store.disk_path(&d, path))
                 .filter(|p| p.exists());
             return cached.ok_or(e);
         }
         Err(e) => return Err(e),
     };
-    let out = store.disk_path(&digest).ok_or_else(|| OciError::Manifest {
-        image: image.to_string(),
-        message: format!("bad digest {digest}"),
-    })?;
+    let out = store
+        .disk_path(&digest, path)
+        .ok_or_else(|| OciError::Manifest {
+            image: image.to_string(),
+            message: format!("bad digest {digest}"),
+        })?;
     if out.exists() {
         return Ok(out);
     }

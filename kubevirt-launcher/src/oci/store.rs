@@ -98,8 +98,17 @@ impl Store {
         fs::read_to_string(self.path(&["tags", &hex(&Sha256::digest(image.as_bytes()))])).ok()
     }
 
-    /// Where the disk of manifest `digest` is (or will be) extracted.
-    pub fn disk_path(&self, manifest_digest: &str) -> Option<PathBuf> {
-        Some(self.path(&["disks", &format!("{}.img", digest_hex(manifest_digest)?)]))
+    /// Where the file at `path` (default: the disk under `/disk/`) of manifest `digest` is (or
+    /// will be) extracted. Different files of one image get different names.
+    pub fn disk_path(&self, manifest_digest: &str, path: Option<&str>) -> Option<PathBuf> {
+        let hex_part = digest_hex(manifest_digest)?;
+        let name = match path {
+            None => format!("{hex_part}.img"),
+            Some(p) => format!(
+                "{hex_part}-{}",
+                &hex(&Sha256::digest(p.trim_start_matches('/').as_bytes()))[..16]
+            ),
+        };
+        Some(self.path(&["disks", &name]))
     }
 }
