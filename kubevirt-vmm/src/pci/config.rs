@@ -441,4 +441,32 @@ mod tests {
         assert_eq!(c.read_reg(0x11), 0x34bb_0011);
         assert!(c.add_capability(&[0; 200], &[]).is_err());
     }
+
+    proptest::proptest! {
+        /// Whatever the guest writes, identity registers keep their values, BARs stay
+        /// aligned to their size with their type bits, and only writable command bits move.
+        #[test]
+        fn guest_writes_keep_read_only_bits(
+            writes in proptest::collection::vec((0usize..64, 0u64..4, 0usize..3, proptest::prelude::any::<u32>()), 0..64),
+        ) {
+            let mut c = PciConfiguration::new(IDS);
+            c.add_bar(0, BarRequest { size: 0x4000, is_64bit: true, prefetchable: false }).unwrap();
+            c.add_bar(2, BarRequest { size: 0x100, is_64bit: false, prefetchable: true }).unwrap();
+            c.add_capability(&[0x09, 0, 4, 1], &[]).unwrap();
+            for (reg, offset, len, value) in writes {
+                let len = [1usize, 2, 4][len];
+                c.write_reg(reg, offset, &value.to_le_bytes()[..len]);
+                proptest::prop_assert_eq!(c.read_reg(0), 0x1042_1af4);
+                proptest::prop_assert_eq!(c.read_reg(2), 0x0180_0001);
+                proptest::prop_assert_eq!(c.read_reg(4) & 0x3fff, 0x4);
+                proptest::prop_assert_eq!(c.read_reg(6) & 0xff, 0x8);
+                proptest::prop_assert_eq!(u32::from(c.command()) & !0x0407, 0);
+                proptest::prop_assert_eq!(c.read_reg(13), 0x40);
+                proptest::prop_assert_eq!(c.read_reg(0x10), 0x0104_0009);
+                for unused_bar in [7usize, 8, 9] {
+                    proptest::prop_assert_eq!(c.read_reg(unused_bar), 0);
+                }
+            }
+        }
+    }
 }
