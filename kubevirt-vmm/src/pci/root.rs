@@ -192,12 +192,15 @@ impl BusDevice for PciConfigIo {
             0 if data.len() == 4 => data.copy_from_slice(&self.address.to_le_bytes()),
             4..=7 => {
                 let byte = offset - 4;
-                let value = match (self.target(), access_mask(byte, data.len())) {
-                    (Some((b, d, f, reg)), Some(_)) => self.root.config_read(b, d, f, reg),
-                    _ => u32::MAX,
-                };
-                let bytes = (value >> (byte * 8)).to_le_bytes();
-                data.copy_from_slice(&bytes[..data.len()]);
+                // Only naturally aligned 1-, 2- and 4-byte accesses reach a register; string
+                // I/O (`rep insd`) delivers longer buffers and reads all-ones.
+                match (self.target(), access_mask(byte, data.len())) {
+                    (Some((b, d, f, reg)), Some(_)) => {
+                        let value = self.root.config_read(b, d, f, reg) >> (byte * 8);
+                        data.copy_from_slice(&value.to_le_bytes()[..data.len()]);
+                    }
+                    _ => data.fill(0xff),
+                }
             }
             _ => data.fill(0xff),
         }
@@ -385,6 +388,24 @@ mod tests {
         let mut a = [0u8; 4];
         io.read(0xcf8, 0, &mut a);
         assert_eq!(u32::from_le_bytes(a), 0x800);
+    }
+
+    #[test]
+    fn string_io_and_misaligned_accesses_read_all_ones_without_panicking() {
+        let (root, _, _) = bus();
+        let mut io = PciConfigIo::new(root.clone());
+        cf8(&mut io, 1, 0, 0);
+        let mut long = [0u8; 64];
+        io.read(0xcf8, 4, &mut long);
+        assert_eq!(long, [0xff; 64]);
+        let mut two = [0u8; 2];
+        io.read(0xcf8, 7, &mut two);
+        assert_eq!(two, [0xff; 2]);
+        io.write(0xcf8, 4, &[0u8; 64]);
+        let mut ecam = PciConfigMmio::new(root);
+        ecam.read(0xe000_0000, 1 << 15 | 3, &mut two);
+        assert_eq!(two, [0xff; 2]);
+        assert_eq!(cfc32(&mut io), 0x1042_1af4, "nothing was written");
     }
 
     #[test]

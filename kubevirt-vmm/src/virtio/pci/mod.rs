@@ -417,7 +417,9 @@ impl PciDevice for VirtioPciDevice {
             }
             ISR_OFFSET => {
                 // Reading the ISR acknowledges it.
-                data[0] = self.interrupt.isr.swap(0, Ordering::AcqRel);
+                if let Some(first) = data.first_mut() {
+                    *first = self.interrupt.isr.swap(0, Ordering::AcqRel);
+                }
             }
             o if (DEVICE_CFG_OFFSET..DEVICE_CFG_OFFSET + REGION_SIZE).contains(&o) => {
                 self.device.read_config(o - DEVICE_CFG_OFFSET, data);
