@@ -13,7 +13,8 @@
 //! - [`network`]: the masquerade binding's built-in DHCP server.
 //! - [`oci`]: containerDisk images pulled from a registry or an OCI layout, verified, cached.
 //!
-//! Running the plan on kubevirt-vmm, the console and control sockets and networking follow.
+//! - [`run`]: a VMI launched on kubevirt-vmm: kernel from its image, virtio-blk disks, console and
+//!   control sockets.
 #![deny(missing_docs)]
 
 pub mod cloudinit;
@@ -23,3 +24,4 @@ pub mod disks;
 pub mod network;
 pub mod oci;
 pub mod plan;
+pub mod run;

@@ -6,7 +6,7 @@ use super::{
     PlanErrors,
 };
 use kubevirt_api::core::v1::{VirtualMachineInstance, VirtualMachineInstanceSpec, Volume};
-use kubevirt_api::defaults::{ClusterDefaults, apply, default_vmi_spec};
+use kubevirt_api::defaults::{ClusterDefaults, default_vmi_spec};
 use kubevirt_api::object::Object;
 use kubevirt_api::quantity::bytes_of;
 use std::time::Duration;
@@ -31,53 +31,72 @@ pub fn standalone_defaults() -> ClusterDefaults {
     }
 }
 
-/// The plan for a VMI, or a VM (its template, named after the VM), decoded from a document as a
-/// user wrote it: upstream's defaults are applied first, as the API server would.
-pub fn from_document(object: &Object) -> Result<LaunchPlan, PlanErrors> {
-    let mut object = object.clone();
-    if let Object::VirtualMachine(vm) = &mut object {
-        let key = format!(
-            "{}/{}",
-            vm.metadata.namespace.as_deref().unwrap_or("default"),
-            vm.metadata.name.as_deref().unwrap_or("")
-        );
-        if let Some(spec) = vm.spec.template.spec.as_mut() {
-            default_vmi_spec(spec, &key, &standalone_defaults());
-        }
-    } else {
-        apply(&mut object, &standalone_defaults());
-    }
-    match &object {
-        Object::VirtualMachineInstance(vmi) => from_vmi(vmi),
+/// The VMI a document describes, with upstream's defaults applied as the API server would: a
+/// VMI as is, or a VM's template named after the VM.
+pub fn vmi_of(object: &Object) -> Result<VirtualMachineInstance, PlanErrors> {
+    let one = |path: &str, message: String| {
+        PlanErrors(vec![PlanError {
+            path: path.into(),
+            message,
+        }])
+    };
+    let mut vmi = match object {
+        Object::VirtualMachineInstance(vmi) => (**vmi).clone(),
         Object::VirtualMachine(vm) => {
-            let Some(spec) = vm.spec.template.spec.clone() else {
-                return Err(PlanErrors(vec![PlanError {
-                    path: "spec.template.spec".into(),
-                    message: "the VM template has no VMI spec".into(),
-                }]));
-            };
+            let spec = vm.spec.template.spec.clone().ok_or_else(|| {
+                one(
+                    "spec.template.spec",
+                    "the VM template has no VMI spec".into(),
+                )
+            })?;
             let mut vmi =
                 VirtualMachineInstance::new(vm.metadata.name.as_deref().unwrap_or("vm"), spec);
             vmi.metadata.namespace = vm.metadata.namespace.clone();
-            from_vmi(&vmi).map_err(|PlanErrors(errs)| {
-                PlanErrors(
-                    errs.into_iter()
-                        .map(|e| PlanError {
-                            path: e.path.replacen("spec.", "spec.template.spec.", 1),
-                            ..e
-                        })
-                        .collect(),
-                )
-            })
+            vmi.metadata.labels = vm
+                .spec
+                .template
+                .metadata
+                .as_ref()
+                .and_then(|m| m.labels.clone());
+            vmi
         }
-        other => Err(PlanErrors(vec![PlanError {
-            path: "kind".into(),
-            message: format!(
-                "a {} cannot be launched; give a VirtualMachineInstance or a VirtualMachine",
-                other.kind()
-            ),
-        }])),
-    }
+        other => {
+            return Err(one(
+                "kind",
+                format!(
+                    "a {} cannot be launched; give a VirtualMachineInstance or a VirtualMachine",
+                    other.kind()
+                ),
+            ));
+        }
+    };
+    let key = format!(
+        "{}/{}",
+        vmi.metadata.namespace.as_deref().unwrap_or("default"),
+        vmi.metadata.name.as_deref().unwrap_or("")
+    );
+    default_vmi_spec(&mut vmi.spec, &key, &standalone_defaults());
+    Ok(vmi)
+}
+
+/// The plan for a VMI, or a VM (its template, named after the VM), decoded from a document as a
+/// user wrote it: upstream's defaults are applied first, as the API server would.
+pub fn from_document(object: &Object) -> Result<LaunchPlan, PlanErrors> {
+    let vmi = vmi_of(object)?;
+    from_vmi(&vmi).map_err(|PlanErrors(errs)| {
+        if matches!(object, Object::VirtualMachine(_)) {
+            PlanErrors(
+                errs.into_iter()
+                    .map(|e| PlanError {
+                        path: e.path.replacen("spec.", "spec.template.spec.", 1),
+                        ..e
+                    })
+                    .collect(),
+            )
+        } else {
+            PlanErrors(errs)
+        }
+    })
 }
 
 /// The plan for `vmi`, or every reason it cannot be launched.

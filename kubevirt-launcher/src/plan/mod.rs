@@ -7,7 +7,7 @@
 mod build;
 mod supported;
 
-pub use self::build::{from_document, from_vmi, standalone_defaults};
+pub use self::build::{from_document, from_vmi, standalone_defaults, vmi_of};
 pub use self::supported::unsupported;
 
 use kubevirt_api::core::v1::{CloudInitConfigDriveSource, CloudInitNoCloudSource};

@@ -1,0 +1,266 @@
+//! Launching a VMI on kubevirt-vmm: plan it, fetch the kernel from its container image, prepare
+//! and attach the disks (virtio-blk), then start the VM with its console and control sockets.
+
+mod image;
+
+pub use self::image::image_source;
+
+use crate::cloudinit::{self, NoSecrets};
+use crate::console::ConsoleHub;
+use crate::control::ControlServer;
+use crate::disks::{self, PreparedDisk};
+use crate::oci::{Store, fetch_disk};
+use crate::plan::{DiskSource, LaunchPlan, PlanErrors, from_vmi, vmi_of};
+use kubevirt_api::object::Object;
+use kubevirt_vmm::virtio::block::backend::RawFile;
+use kubevirt_vmm::virtio::block::device::Block;
+use kubevirt_vmm::{
+    BootSource, ConsoleConfig, CpuFeatureMask, KernelImage, LinuxBoot, Vm, VmConfig,
+};
+use std::io::Read;
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use thiserror::Error;
+
+/// Where a launch keeps its things.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Per-VMI directory: sockets, ephemeral disks, cloud-init images.
+    pub run_dir: PathBuf,
+    /// containerDisk / kernel image cache.
+    pub cache_dir: PathBuf,
+    /// Where the node prepares claims (`<dir>/<volume>/disk.img`).
+    pub volumes_dir: PathBuf,
+    /// Registries spoken to over plain HTTP (loopback registries).
+    pub plain_http: Vec<String>,
+    /// Copy the console to this process's stdout (standalone mode).
+    pub echo_console: bool,
+}
+
+/// Why a VMI could not be launched.
+#[derive(Debug, Error)]
+pub enum RunError {
+    /// The spec cannot be planned.
+    #[error("{0}")]
+    Plan(#[from] PlanErrors),
+    /// A planned part is not available on this VMM yet.
+    #[error("{path}: {message}")]
+    Unsupported {
+        /// Field path.
+        path: String,
+        /// Why, and what to do.
+        message: String,
+    },
+    /// Fetching the kernel or a disk image failed.
+    #[error("{0}")]
+    Image(#[from] crate::oci::OciError),
+    /// Preparing a disk failed.
+    #[error("{0}")]
+    Disk(#[from] disks::PrepareError),
+    /// The cloud-init disk could not be built.
+    #[error("{0}")]
+    CloudInit(#[from] cloudinit::CloudInitError),
+    /// Host I/O failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// File.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The VMM refused the configuration.
+    #[error("starting the VM: {0}")]
+    Vm(String),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RunError + '_ {
+    move |source| RunError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// A launched VM with its sockets.
+#[derive(Debug)]
+pub struct Launched {
+    /// The VM.
+    pub vm: Arc<Vm>,
+    /// The plan it was built from.
+    pub plan: LaunchPlan,
+    /// The serial console socket.
+    pub console: ConsoleHub,
+    /// The control socket.
+    pub control: ControlServer,
+    layout: disks::Layout,
+}
+
+impl Launched {
+    /// Remove what only lived for this VMI (ephemeral disks, overlays).
+    pub fn cleanup(&self) -> std::io::Result<()> {
+        disks::cleanup(&self.layout)
+    }
+}
+
+/// Launch `object` (a VMI, or a VM's template).
+pub fn launch(object: &Object, opts: &RunOptions) -> Result<Launched, RunError> {
+    let vmi = vmi_of(object)?;
+    let plan = from_vmi(&vmi)?;
+    if plan.network.is_some() {
+        return Err(RunError::Unsupported {
+            path: "spec.domain.devices.interfaces".into(),
+            message: "the pod network needs virtio-net, which kubevirt-vmm does not have yet; set spec.domain.devices.autoattachPodInterface: false".into(),
+        });
+    }
+    std::fs::create_dir_all(&opts.run_dir).map_err(io(&opts.run_dir))?;
+    let store = Store::new(&opts.cache_dir);
+    let kb = &plan.kernel_boot;
+    let (source, image) = image_source(&kb.image, &opts.plain_http)?;
+    let kernel = fetch_disk(source.as_ref(), &store, &image, kb.kernel_path.as_deref())?;
+    let initrd = kb
+        .initrd_path
+        .as_deref()
+        .map(|p| fetch_disk(source.as_ref(), &store, &image, Some(p)))
+        .transpose()?;
+
+    let layout = disks::Layout {
+        ephemeral_dir: opts.run_dir.join("ephemeral"),
+        volumes_dir: opts.volumes_dir.clone(),
+        images: store.clone(),
+    };
+    let mut devices = Vec::new();
+    for disk in &plan.disks {
+        let prepared = match &disk.source {
+            DiskSource::CloudInitNoCloud(_) | DiskSource::CloudInitConfigDrive(_) => {
+                let volume = cloudinit::from_vmi(&vmi, &NoSecrets)?.ok_or_else(|| {
+                    RunError::Unsupported {
+                        path: "spec.volumes".into(),
+                        message: format!(
+                            "disk {} names a cloud-init volume that produced no data",
+                            disk.name
+                        ),
+                    }
+                })?;
+                let iso = volume.disk.to_iso().map_err(|e| RunError::Unsupported {
+                    path: "spec.volumes".into(),
+                    message: e.to_string(),
+                })?;
+                let path = layout
+                    .ephemeral_dir
+                    .join("cloudinit")
+                    .join(format!("{}.iso", disk.name));
+                std::fs::create_dir_all(path.parent().unwrap_or(&layout.ephemeral_dir))
+                    .map_err(io(&layout.ephemeral_dir))?;
+                std::fs::write(&path, iso).map_err(io(&path))?;
+                PreparedDisk {
+                    name: disk.name.clone(),
+                    path,
+                    readonly: true,
+                    base: None,
+                    ephemeral: true,
+                }
+            }
+            DiskSource::ConfigMap { .. } | DiskSource::Secret { .. } => {
+                return Err(RunError::Unsupported {
+                    path: format!("spec.volumes ({})", disk.name),
+                    message: "ConfigMap and Secret disks need the objects from the API; standalone mode cannot read them".into(),
+                });
+            }
+            DiskSource::ContainerDisk { image, .. } => {
+                let (src, _) = image_source(image, &opts.plain_http)?;
+                let p = disks::prepare(disk, &layout, src.as_ref())?;
+                // The overlay is a private copy: the cached image is never written.
+                if let Some(base) = &p.base {
+                    std::fs::copy(base, &p.path).map_err(io(&p.path))?;
+                    let mut perms = std::fs::metadata(&p.path)
+                        .map_err(io(&p.path))?
+                        .permissions();
+                    #[allow(clippy::permissions_set_readonly_false)]
+                    perms.set_readonly(false);
+                    std::fs::set_permissions(&p.path, perms).map_err(io(&p.path))?;
+                }
+                p
+            }
+            _ => disks::prepare(disk, &layout, source.as_ref())?,
+        };
+        let backend = RawFile::open(&prepared.path, prepared.readonly)
+            .map_err(|e| RunError::Vm(format!("disk {}: {e}", disk.name)))?;
+        devices.push(Block::new(
+            Box::new(backend),
+            disk.serial.as_deref().unwrap_or(""),
+        ));
+    }
+
+    let memory = plan.memory_bytes.div_ceil(2 << 20) * (2 << 20);
+    let vcpus = u8::try_from(plan.cpu.vcpus()).map_err(|_| RunError::Unsupported {
+        path: "spec.domain.cpu".into(),
+        message: "at most 255 vCPUs".into(),
+    })?;
+    let (console_read, console_write) = std::io::pipe().map_err(io(&opts.run_dir))?;
+    let mut config = VmConfig::new(
+        vcpus,
+        memory,
+        BootSource::Linux(LinuxBoot {
+            kernel: KernelImage::Path(kernel),
+            initrd: initrd.map(KernelImage::Path),
+            cmdline: kb.cmdline.clone(),
+        }),
+    )
+    .with_serial(if plan.serial_console {
+        ConsoleConfig::Fd(OwnedFd::from(console_write))
+    } else {
+        ConsoleConfig::Sink
+    });
+    if !plan.disabled_cpu_features.is_empty() {
+        config.cpu_features =
+            CpuFeatureMask::disable(plan.disabled_cpu_features.iter().map(String::as_str))
+                .map_err(|e| RunError::Unsupported {
+                    path: "spec.domain.cpu.features".into(),
+                    message: e.to_string(),
+                })?;
+    }
+    let mut builder = Vm::builder(config);
+    for d in devices {
+        builder = builder.virtio_device(Box::new(d));
+    }
+    let vm = Arc::new(builder.build().map_err(|e| RunError::Vm(e.to_string()))?);
+    let input = vm.clone();
+    let log = plan
+        .log_serial_console
+        .then(|| opts.run_dir.join("console.log"));
+    let console = ConsoleHub::start(
+        console_read,
+        &opts.run_dir.join("console.sock"),
+        Arc::new(move |b: &[u8]| {
+            input.serial_input(b);
+        }),
+        log.as_deref(),
+    )
+    .map_err(io(&opts.run_dir))?;
+    if opts.echo_console {
+        let mut conn = UnixStream::connect(console.socket()).map_err(io(console.socket()))?;
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = conn.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                use std::io::Write;
+                let mut out = std::io::stdout().lock();
+                let _ = out.write_all(&buf[..n]);
+                let _ = out.flush();
+            }
+        });
+    }
+    let control = ControlServer::start(&opts.run_dir.join("control.sock"), vm.clone())
+        .map_err(io(&opts.run_dir))?;
+    vm.start().map_err(|e| RunError::Vm(e.to_string()))?;
+    Ok(Launched {
+        vm,
+        plan,
+        console,
+        control,
+        layout,
+    })
+}
