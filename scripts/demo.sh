@@ -8,7 +8,7 @@ fixtures=${KUBEVIRT_FIXTURES:-../shared/fixtures/upstream}
 
 scripts/setup.sh
 cargo build --release --locked -p kubevirt-controller -p kubevirt-local
-cargo build --release --locked --example build_vm --example vmm_hello
+cargo build --release --locked --example build_vm --example vmm_hello --example vmm_virtio_selftest
 bin=target/release
 
 data=$(mktemp -d)
@@ -52,3 +52,6 @@ echo "== a VM built in Rust (examples/build_vm.rs), applied"
 
 echo "== a guest on our own VMM (examples/vmm_hello.rs)"
 "$bin"/examples/vmm_hello
+
+echo "== virtio devices proven by a driver inside the guest (examples/vmm_virtio_selftest.rs)"
+"$bin"/examples/vmm_virtio_selftest
