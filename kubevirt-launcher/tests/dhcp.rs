@@ -2,38 +2,28 @@
 //! test creates (root), across a veth pair to the server's namespace. The host's own interfaces
 //! are never touched.
 
+mod common;
+
+use common::{Namespaces, enter, run};
 use kubevirt_launcher::network::dhcp::{DhcpConfig, DhcpServer, serve};
 use std::net::{Ipv4Addr, UdpSocket};
-use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-fn run(args: &[&str]) {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("{}: {e} (run scripts/setup.sh)", args[0]));
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Two namespaces joined by a veth pair, removed on drop.
+/// Two namespaces joined by a veth pair: the server's and the client's.
 struct Link {
     srv: String,
     cli: String,
+    _namespaces: Namespaces,
 }
 
 impl Link {
     fn new() -> Self {
         let id = std::process::id();
         let (srv, cli) = (format!("kvdhcp-s{id}"), format!("kvdhcp-c{id}"));
-        run(&["ip", "netns", "add", &srv]);
-        run(&["ip", "netns", "add", &cli]);
+        let namespaces = Namespaces::create(&[&srv, &cli]);
         run(&[
             "ip", "link", "add", "vs", "netns", &srv, "type", "veth", "peer", "name", "vc",
             "netns", &cli,
@@ -49,27 +39,14 @@ impl Link {
             "address",
             "02:00:00:00:00:01",
         ]);
-        for (ns, dev) in [(&srv, "vs"), (&cli, "vc"), (&srv, "lo"), (&cli, "lo")] {
-            run(&["ip", "-n", ns, "link", "set", dev, "up"]);
-        }
-        Link { srv, cli }
-    }
-}
-
-impl Drop for Link {
-    fn drop(&mut self) {
-        for ns in [&self.srv, &self.cli] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        run(&["ip", "-n", &srv, "link", "set", "vs", "up"]);
+        run(&["ip", "-n", &cli, "link", "set", "vc", "up"]);
+        Link {
+            srv,
+            cli,
+            _namespaces: namespaces,
         }
     }
-}
-
-/// Move the calling thread into network namespace `ns`.
-fn enter(ns: &str) {
-    let f = std::fs::File::open(format!("/run/netns/{ns}")).expect("netns file");
-    // SAFETY: setns on a valid namespace fd affects only the calling thread's network namespace.
-    let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
-    assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
 }
 
 #[test]

@@ -3,49 +3,14 @@
 //! reach the guest, and the guest's outbound connections leave as the pod address. The host's
 //! own interfaces are never touched.
 
+mod common;
+
+use common::{Namespaces, in_ns, run};
 use kubevirt_launcher::network::masquerade::{GuestLink, Masquerade};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
-use std::process::Command;
 use std::sync::mpsc;
 use std::time::Duration;
-
-fn run(args: &[&str]) {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("{}: {e} (run scripts/setup.sh)", args[0]));
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-struct Namespaces(Vec<String>);
-
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        for ns in &self.0 {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-    }
-}
-
-fn in_ns<T: Send + 'static>(
-    ns: &str,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> std::thread::JoinHandle<T> {
-    let ns = ns.to_string();
-    std::thread::spawn(move || {
-        let file = std::fs::File::open(format!("/run/netns/{ns}")).expect("netns");
-        // SAFETY: setns on a valid namespace fd only moves the calling thread.
-        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns");
-        f()
-    })
-}
 
 #[test]
 fn forwarded_ports_reach_the_guest_and_the_guest_leaves_as_the_pod() {
@@ -55,11 +20,7 @@ fn forwarded_ports_reach_the_guest_and_the_guest_leaves_as_the_pod() {
         format!("kvm-pod{id}"),
         format!("kvm-g{id}"),
     );
-    let _guard = Namespaces(vec![client.clone(), pod.clone(), guest.clone()]);
-    for ns in [&client, &pod, &guest] {
-        run(&["ip", "netns", "add", ns]);
-        run(&["ip", "-n", ns, "link", "set", "lo", "up"]);
-    }
+    let _namespaces = Namespaces::create(&[&client, &pod, &guest]);
     run(&[
         "ip", "link", "add", "cv", "netns", &client, "type", "veth", "peer", "name", "eth0",
         "netns", &pod,

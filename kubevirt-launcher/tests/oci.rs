@@ -1,95 +1,30 @@
 //! containerDisks from a real registry (Debian's docker-registry on loopback) and from a local OCI
 //! layout: pulled, digest-verified, cached, extracted read-only, and still usable offline.
 
+mod common;
+
+use common::{ImageBlobs, digest, tempdir};
 use kubevirt_launcher::oci::{ImageRef, Layout, OciError, Registry, Store, fetch_disk};
-use sha2::{Digest, Sha256};
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-fn digest(b: &[u8]) -> String {
-    format!(
-        "sha256:{}",
-        Sha256::digest(b)
-            .iter()
-            .map(|x| format!("{x:02x}"))
-            .collect::<String>()
-    )
-}
-
-fn tempdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(
-        format!(
-            "kv-oci-{tag}-{}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        )
-        .replace(['(', ')'], ""),
-    );
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-/// A containerDisk image: one gzip'd tar layer with `disk/demo.img`.
+/// A containerDisk image: `disk/demo.img` in one layer.
 struct Image {
     disk: Vec<u8>,
-    layer: Vec<u8>,
-    config: Vec<u8>,
-    manifest: Vec<u8>,
+    blobs: ImageBlobs,
 }
 
 fn image() -> Image {
     let disk: Vec<u8> = (0..(1u32 << 20)).map(|i| (i % 251) as u8).collect();
-    let mut tar_bytes = Vec::new();
-    {
-        let mut builder = tar::Builder::new(&mut tar_bytes);
-        let mut header = tar::Header::new_gnu();
-        header.set_size(disk.len() as u64);
-        header.set_mode(0o444);
-        header.set_cksum();
-        builder
-            .append_data(&mut header, "disk/demo.img", disk.as_slice())
-            .unwrap();
-        builder.finish().unwrap();
-    }
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    gz.write_all(&tar_bytes).unwrap();
-    let layer = gz.finish().unwrap();
-    let config =
-        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#
-            .to_vec();
-    let manifest = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": digest(&config), "size": config.len()},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": digest(&layer), "size": layer.len()}],
-    }))
-    .unwrap();
-    Image {
-        disk,
-        layer,
-        config,
-        manifest,
-    }
-}
-
-fn write_layout(dir: &Path, img: &Image) {
-    let blobs = dir.join("blobs/sha256");
-    std::fs::create_dir_all(&blobs).unwrap();
-    for b in [&img.layer, &img.config, &img.manifest] {
-        std::fs::write(blobs.join(&digest(b)[7..]), b).unwrap();
-    }
-    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
-    let index = serde_json::json!({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "digest": digest(&img.manifest), "size": img.manifest.len(), "annotations": {"org.opencontainers.image.ref.name": "v1"}}]});
-    std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+    let blobs = ImageBlobs::with(&[("disk/demo.img", &disk)]);
+    Image { disk, blobs }
 }
 
 #[test]
 fn a_local_layout_yields_a_verified_read_only_disk() {
     let dir = tempdir("layout");
     let img = image();
-    write_layout(&dir.join("layout"), &img);
+    img.blobs.write_layout(&dir.join("layout"), "v1");
     let store = Store::new(dir.join("cache"));
     let r: ImageRef = "example.com/demo/disk:v1".parse().unwrap();
     let disk = fetch_disk(&Layout::new(dir.join("layout")), &store, &r, None).expect("fetch");
@@ -100,11 +35,11 @@ fn a_local_layout_yields_a_verified_read_only_disk() {
     );
     // A corrupt blob is refused, not used.
     let other = tempdir("corrupt");
-    write_layout(&other.join("layout"), &img);
+    img.blobs.write_layout(&other.join("layout"), "v1");
     let layer_path = other
         .join("layout/blobs/sha256")
-        .join(&digest(&img.layer)[7..]);
-    let mut bad = img.layer.clone();
+        .join(&digest(&img.blobs.layer)[7..]);
+    let mut bad = img.blobs.layer.clone();
     let last = bad.len() - 1;
     bad[last] ^= 0xff;
     std::fs::write(layer_path, bad).unwrap();
@@ -153,7 +88,7 @@ fn start_registry(dir: &Path) -> (RegistryProcess, String) {
 }
 
 fn push(host: &str, repo: &str, tag: &str, img: &Image) {
-    for blob in [&img.config, &img.layer] {
+    for blob in [&img.blobs.config, &img.blobs.layer] {
         let resp = ureq::post(format!("http://{host}/v2/{repo}/blobs/uploads/"))
             .send_empty()
             .expect("start upload");
@@ -177,7 +112,7 @@ fn push(host: &str, repo: &str, tag: &str, img: &Image) {
     }
     ureq::put(format!("http://{host}/v2/{repo}/manifests/{tag}"))
         .content_type("application/vnd.oci.image.manifest.v1+json")
-        .send(img.manifest.as_slice())
+        .send(img.blobs.manifest.as_slice())
         .expect("push manifest");
 }
 
@@ -192,7 +127,7 @@ fn a_registry_image_is_pulled_cached_and_survives_the_registry_going_away() {
     let r: ImageRef = format!("{host}/kubevirt/demo-disk:v1").parse().unwrap();
     let disk = fetch_disk(&client, &store, &r, Some("/disk/demo.img")).expect("pull");
     assert_eq!(std::fs::read(&disk).unwrap(), img.disk);
-    let by_digest: ImageRef = format!("{host}/kubevirt/demo-disk@{}", digest(&img.manifest))
+    let by_digest: ImageRef = format!("{host}/kubevirt/demo-disk@{}", digest(&img.blobs.manifest))
         .parse()
         .unwrap();
     let default_path =

@@ -3,59 +3,13 @@
 //! virtio-blk, powers off through ACPI, and the launcher reports Succeeded; an unsupported spec is
 //! refused with its paths and exit code 2.
 
+mod common;
+
+use common::{ImageBlobs, tempdir};
 use kubevirt_vmm::acpi::RSDP_ADDR;
 use kubevirt_vmm::testguest::{elf, programs};
-use sha2::{Digest, Sha256};
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-
-fn digest(b: &[u8]) -> String {
-    format!(
-        "sha256:{}",
-        Sha256::digest(b)
-            .iter()
-            .map(|x| format!("{x:02x}"))
-            .collect::<String>()
-    )
-}
-
-fn tempdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("kv-run-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-/// An OCI layout with `/boot/guest.elf`, tagged `demo`.
-fn kernel_image(dir: &Path, kernel: &[u8]) {
-    let mut tar_bytes = Vec::new();
-    {
-        let mut b = tar::Builder::new(&mut tar_bytes);
-        let mut h = tar::Header::new_gnu();
-        h.set_size(kernel.len() as u64);
-        h.set_mode(0o444);
-        h.set_cksum();
-        b.append_data(&mut h, "boot/guest.elf", kernel).unwrap();
-        b.finish().unwrap();
-    }
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    gz.write_all(&tar_bytes).unwrap();
-    let layer = gz.finish().unwrap();
-    let config = br#"{"architecture":"amd64","os":"linux"}"#.to_vec();
-    let manifest = serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": digest(&config), "size": config.len()},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": digest(&layer), "size": layer.len()}]})).unwrap();
-    let blobs = dir.join("blobs/sha256");
-    std::fs::create_dir_all(&blobs).unwrap();
-    for b in [&layer, &config, &manifest] {
-        std::fs::write(blobs.join(&digest(b)[7..]), b).unwrap();
-    }
-    let index = serde_json::json!({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "digest": digest(&manifest), "size": manifest.len(), "annotations": {"org.opencontainers.image.ref.name": "demo"}}]});
-    std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
-    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
-}
 
 fn launcher(dir: &Path, vmi: &str) -> std::process::Output {
     let file = dir.join("vmi.yaml");
@@ -77,7 +31,7 @@ fn launcher(dir: &Path, vmi: &str) -> std::process::Output {
 fn a_kernel_boot_vmi_runs_to_power_off() {
     let dir = tempdir("boot");
     let guest = elf::pvh_elf(&programs::acpi_poweroff(RSDP_ADDR).expect("guest")).expect("pvh elf");
-    kernel_image(&dir.join("image"), &guest);
+    ImageBlobs::with(&[("boot/guest.elf", &guest)]).write_layout(&dir.join("image"), "demo");
     let vmi = format!(
         r##"
 apiVersion: kubevirt.io/v1
