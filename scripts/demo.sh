@@ -7,8 +7,8 @@ cd "$(dirname "$0")/.."
 fixtures=${KUBEVIRT_FIXTURES:-../shared/fixtures/upstream}
 
 scripts/setup.sh
-cargo build --release --locked -p kubevirt-controller -p kubevirt-local
-cargo build --release --locked --example build_vm --example vmm_hello --example vmm_virtio_selftest
+cargo build --release --locked -p kubevirt-controller -p kubevirt-local -p kubevirt-launcher
+cargo build --release --locked --example build_vm --example vmm_hello --example vmm_virtio_selftest --example demo_image
 bin=target/release
 
 data=$(mktemp -d)
@@ -50,7 +50,12 @@ echo "== the same checks offline (kubevirt-controller validate)"
 echo "== a VM built in Rust (examples/build_vm.rs), applied"
 "$bin"/examples/build_vm | k apply -f -
 
-echo "== a guest on our own VMM (examples/vmm_hello.rs)"
+echo "== examples/vmi-demo.yaml through kubevirt-launcher: kernel from an OCI image, virtio disks, our VMM"
+"$bin"/examples/demo_image target/demo-image
+"$bin"/kubevirt-launcher run --vmi examples/vmi-demo.yaml --run-dir "$data/launcher" \
+  --cache-dir "$data/images" --volumes-dir "$data/volumes"
+
+echo "== a guest on our own VMM, embedded directly (examples/vmm_hello.rs)"
 "$bin"/examples/vmm_hello
 
 echo "== virtio devices proven by a driver inside the guest (examples/vmm_virtio_selftest.rs)"

@@ -272,6 +272,35 @@ pub fn acpi_poweroff(rsdp: u64) -> Result<TestGuest, TestGuestError> {
     g.finish()
 }
 
+/// The banner [`demo`] prints.
+pub const DEMO_BANNER: &str = "kubevirt-rs demo guest: booted on kubevirt-vmm, powering off\n";
+
+/// The demo guest `kubevirt-launcher` boots from `examples/vmi-demo.yaml`: prints
+/// [`DEMO_BANNER`] on COM1 and powers off through ACPI S5 (as a real guest would, no test
+/// devices needed), using the RSDP at `rsdp` to check ACPI is there (exit code 2 on the
+/// debug-exit port, if present, when it is not).
+pub fn demo(rsdp: u64) -> Result<TestGuest, TestGuestError> {
+    let mut g = GuestAsm::new("demo")?;
+    g.print(DEMO_BANNER.as_bytes())?;
+    let mut missing = g.a().create_label();
+    let r = (|| {
+        let a = g.a();
+        a.mov(rbx, rsdp)?;
+        a.mov(rax, u64::from_le_bytes(*b"RSD PTR "))?;
+        a.cmp(qword_ptr(rbx), rax)?;
+        a.jne(missing)?;
+        a.mov(dx, 0x600u32)?;
+        a.mov(al, 0x34u32)?;
+        a.out(dx, al)
+    })();
+    g.check(r)?;
+    g.exit(1)?;
+    let r = g.a().set_label(&mut missing);
+    g.check(r)?;
+    g.exit(2)?;
+    g.finish()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
