@@ -138,6 +138,12 @@ fn main() -> ExitCode {
             break launched.vm.stop();
         }
     };
+    // Deliver what the guest printed last before reporting.
+    if let Some(stats) = launched.vm.console_stats() {
+        launched
+            .console
+            .wait_for(stats.bytes_out(), Duration::from_secs(2));
+    }
     let (phase, why) = phase(&launched.vm);
     let _ = launched.cleanup();
     eprintln!(

@@ -75,3 +75,48 @@ fn unsupported_specs_are_refused_with_paths() {
     );
     assert!(err.contains("spec.domain.firmware.kernelBoot"), "{err}");
 }
+
+/// `examples/vmi-demo.yaml` as shipped (only the image directory moved): the demo guest's banner
+/// reaches the launcher's console output before the launcher reports Succeeded.
+#[test]
+fn the_shipped_demo_vmi_shows_its_banner() {
+    let dir = tempdir("demo");
+    let guest = elf::pvh_elf(&programs::demo(RSDP_ADDR).expect("guest")).expect("pvh elf");
+    ImageBlobs::with(&[("boot/demo.elf", &guest)]).write_layout(&dir.join("image"), "demo");
+    let shipped = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/vmi-demo.yaml"),
+    )
+    .unwrap();
+    let vmi = shipped.replace(
+        "oci:target/demo-image:demo",
+        &format!("oci:{}:demo", dir.join("image").display()),
+    );
+    let file = dir.join("vmi.yaml");
+    std::fs::write(&file, vmi).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_kubevirt-launcher"))
+        .args([
+            "run",
+            "--vmi",
+            file.to_str().unwrap(),
+            "--run-dir",
+            dir.join("run").to_str().unwrap(),
+        ])
+        .args([
+            "--cache-dir",
+            dir.join("cache").to_str().unwrap(),
+            "--volumes-dir",
+            dir.join("volumes").to_str().unwrap(),
+        ])
+        .output()
+        .expect("run kubevirt-launcher");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stdout.contains(programs::DEMO_BANNER.trim()),
+        "console: {stdout}\n{stderr}"
+    );
+    assert!(stderr.contains("demo Succeeded"), "{stderr}");
+}

@@ -24,6 +24,8 @@ struct Shared {
     readers: Vec<UnixStream>,
     writer: Option<u64>,
     log: Option<File>,
+    echo: bool,
+    pumped: u64,
 }
 
 /// A running console hub.
@@ -53,6 +55,17 @@ impl ConsoleHub {
         input: InputSink,
         log: Option<&Path>,
     ) -> io::Result<Self> {
+        Self::start_with_echo(output, socket, input, log, false)
+    }
+
+    /// [`ConsoleHub::start`], also copying the console to this process's stdout when `echo`.
+    pub fn start_with_echo(
+        output: impl Read + Send + 'static,
+        socket: &Path,
+        input: InputSink,
+        log: Option<&Path>,
+        echo: bool,
+    ) -> io::Result<Self> {
         let _ = std::fs::remove_file(socket);
         let listener = UnixListener::bind(socket)?;
         let log = log
@@ -68,6 +81,8 @@ impl ConsoleHub {
             readers: Vec::new(),
             writer: None,
             log,
+            echo,
+            pumped: 0,
         }));
         let pump = shared.clone();
         thread::Builder::new()
@@ -96,6 +111,20 @@ impl ConsoleHub {
         &self.socket
     }
 
+    /// Wait until `total` bytes of console output have been delivered (logged, echoed, sent to
+    /// readers), or `timeout` passes: so nothing the guest printed last is lost when the launcher
+    /// exits right after the guest.
+    pub fn wait_for(&self, total: u64, timeout: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        while lock(&self.shared).pumped < total {
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            thread::sleep(std::time::Duration::from_millis(5));
+        }
+        true
+    }
+
     /// What the guest printed recently (the scroll-back).
     pub fn recent(&self) -> Vec<u8> {
         lock(&self.shared).scrollback.iter().copied().collect()
@@ -116,8 +145,14 @@ fn pump_output(mut output: impl Read, shared: &Mutex<Shared>) {
         if let Some(log) = s.log.as_mut() {
             let _ = log.write_all(&buf[..n]);
         }
+        if s.echo {
+            let mut out = io::stdout().lock();
+            let _ = out.write_all(&buf[..n]);
+            let _ = out.flush();
+        }
         // A reader that cannot keep up (or is gone) is dropped rather than stalling the guest.
         s.readers.retain_mut(|r| r.write_all(&buf[..n]).is_ok());
+        s.pumped += n as u64;
     }
 }
 

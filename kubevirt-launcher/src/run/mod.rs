@@ -17,9 +17,7 @@ use kubevirt_vmm::virtio::block::device::Block;
 use kubevirt_vmm::{
     BootSource, ConsoleConfig, CpuFeatureMask, KernelImage, LinuxBoot, Vm, VmConfig,
 };
-use std::io::Read;
 use std::os::fd::OwnedFd;
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use thiserror::Error;
@@ -229,30 +227,16 @@ pub fn launch(object: &Object, opts: &RunOptions) -> Result<Launched, RunError> 
     let log = plan
         .log_serial_console
         .then(|| opts.run_dir.join("console.log"));
-    let console = ConsoleHub::start(
+    let console = ConsoleHub::start_with_echo(
         console_read,
         &opts.run_dir.join("console.sock"),
         Arc::new(move |b: &[u8]| {
             input.serial_input(b);
         }),
         log.as_deref(),
+        opts.echo_console,
     )
     .map_err(io(&opts.run_dir))?;
-    if opts.echo_console {
-        let mut conn = UnixStream::connect(console.socket()).map_err(io(console.socket()))?;
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = conn.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                use std::io::Write;
-                let mut out = std::io::stdout().lock();
-                let _ = out.write_all(&buf[..n]);
-                let _ = out.flush();
-            }
-        });
-    }
     let control = ControlServer::start(&opts.run_dir.join("control.sock"), vm.clone())
         .map_err(io(&opts.run_dir))?;
     vm.start().map_err(|e| RunError::Vm(e.to_string()))?;
