@@ -266,12 +266,7 @@ mod tests {
     use virtio_queue::desc::split::Descriptor;
     use vm_memory::{Bytes, GuestAddress};
 
-    struct NoInterrupt;
-    impl VirtioInterrupt for NoInterrupt {
-        fn trigger(&self, _kind: VirtioInterruptType) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
+    use crate::virtio::test_utils::NoInterrupt;
 
     #[derive(Clone, Default)]
     struct Sink(Arc<Mutex<Vec<u8>>>);

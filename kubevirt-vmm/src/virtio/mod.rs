@@ -14,6 +14,22 @@ pub mod pci;
 pub mod rng;
 pub mod worker;
 
+#[cfg(test)]
+pub(crate) mod test_utils {
+    //! Shared by the devices' unit tests.
+
+    use super::{VirtioInterrupt, VirtioInterruptType};
+
+    /// An interrupt sink for tests that poll the used ring instead of taking interrupts.
+    pub(crate) struct NoInterrupt;
+
+    impl VirtioInterrupt for NoInterrupt {
+        fn trigger(&self, _kind: VirtioInterruptType) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+}
+
 pub use device::{
     ActivateContext, ActivateError, DeviceQueue, HealthFlag, VirtioDevice, VirtioInterrupt,
     VirtioInterruptType,

@@ -179,12 +179,7 @@ mod tests {
     use virtio_queue::desc::split::Descriptor;
     use vm_memory::{Bytes, GuestAddress};
 
-    struct NoInterrupt;
-    impl VirtioInterrupt for NoInterrupt {
-        fn trigger(&self, _kind: VirtioInterruptType) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
+    use crate::virtio::test_utils::NoInterrupt;
 
     fn rig() -> RngQueue {
         let memory = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x4_0000)]).unwrap();

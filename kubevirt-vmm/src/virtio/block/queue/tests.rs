@@ -58,12 +58,7 @@ impl BlockBackend for MemDisk {
     }
 }
 
-struct NoInterrupt;
-impl VirtioInterrupt for NoInterrupt {
-    fn trigger(&self, _kind: VirtioInterruptType) -> std::io::Result<()> {
-        Ok(())
-    }
-}
+use crate::virtio::test_utils::NoInterrupt;
 
 struct Rig {
     mem: GuestMemoryMmap,
