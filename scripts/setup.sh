@@ -6,7 +6,7 @@ set -euo pipefail
 # Debian packages the test suite uses. Keep this list the single source of truth.
 # genisoimage (isoinfo, isovfy), util-linux (blkid), libarchive-tools (bsdtar) and xorriso
 # read back the cloud-init images.
-PACKAGES=(python3 libsqlite3-dev busybox genisoimage acpica-tools util-linux docker-registry nftables libarchive-tools xorriso)
+PACKAGES=(python3 libsqlite3-dev busybox genisoimage acpica-tools util-linux docker-registry nftables libarchive-tools xorriso qemu-system-x86)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
