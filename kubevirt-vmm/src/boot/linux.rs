@@ -186,6 +186,7 @@ pub(super) fn load(
     mem: &GuestMemoryMmap,
     boot: &LinuxBoot,
     vcpus: usize,
+    rsdp: Option<u64>,
 ) -> Result<BootPlan, BootError> {
     let kernel = boot.kernel.read("kernel")?;
     let (protocol, kernel_end) = load_kernel(mem, &kernel)?;
@@ -222,7 +223,12 @@ pub(super) fn load(
     let map = memory_map(mem);
     let entry = match protocol {
         Protocol::Linux64 { entry, result } => {
-            write_zero_page(mem, result.setup_header, cmdline_size, initrd, &map)?;
+            let layout = BootLayout {
+                initrd,
+                rsdp,
+                map: &map,
+            };
+            write_zero_page(mem, result.setup_header, cmdline_size, &layout)?;
             let mut e = EntryState::new(
                 EntryMode::Long64(Privilege::Kernel),
                 entry,
@@ -232,7 +238,14 @@ pub(super) fn load(
             e
         }
         Protocol::Pvh { entry } => {
-            write_start_info(mem, initrd, &map)?;
+            write_start_info(
+                mem,
+                &BootLayout {
+                    initrd,
+                    rsdp,
+                    map: &map,
+                },
+            )?;
             let mut e = EntryState::new(EntryMode::Protected32, entry, BOOT_STACK_POINTER);
             e.rbx = PVH_INFO_START;
             e
@@ -248,13 +261,23 @@ pub(super) fn load(
     })
 }
 
+/// Where things are in guest memory, for the boot parameters to point at.
+struct BootLayout<'a> {
+    /// initrd address and size.
+    initrd: Option<(u64, u64)>,
+    /// ACPI RSDP address, when the VMM wrote ACPI tables.
+    rsdp: Option<u64>,
+    /// E820 map: (address, size, type).
+    map: &'a [(u64, u64, u32)],
+}
+
 fn write_zero_page(
     mem: &GuestMemoryMmap,
     setup_header: Option<linux_loader::loader::bootparam::setup_header>,
     cmdline_size: u32,
-    initrd: Option<(u64, u64)>,
-    map: &[(u64, u64, u32)],
+    layout: &BootLayout<'_>,
 ) -> Result<(), BootError> {
+    let BootLayout { initrd, rsdp, map } = *layout;
     let mut params = boot_params::default();
     if let Some(hdr) = setup_header {
         params.hdr = hdr;
@@ -278,6 +301,7 @@ fn write_zero_page(
         };
     }
     params.e820_entries = map.len().min(params.e820_table.len()) as u8;
+    params.acpi_rsdp_addr = rsdp.unwrap_or(0);
     LinuxBootConfigurator::write_bootparams(
         &BootParams::new(&params, GuestAddress(ZERO_PAGE_START)),
         mem,
@@ -285,15 +309,13 @@ fn write_zero_page(
     .map_err(BootError::BootParams)
 }
 
-fn write_start_info(
-    mem: &GuestMemoryMmap,
-    initrd: Option<(u64, u64)>,
-    map: &[(u64, u64, u32)],
-) -> Result<(), BootError> {
+fn write_start_info(mem: &GuestMemoryMmap, layout: &BootLayout<'_>) -> Result<(), BootError> {
+    let BootLayout { initrd, rsdp, map } = *layout;
     let mut info = hvm_start_info {
         magic: XEN_HVM_START_MAGIC_VALUE,
         version: 1,
         cmdline_paddr: CMDLINE_START,
+        rsdp_paddr: rsdp.unwrap_or(0),
         memmap_paddr: PVH_MEMMAP_START,
         memmap_entries: map.len() as u32,
         ..Default::default()

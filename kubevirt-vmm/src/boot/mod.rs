@@ -109,14 +109,17 @@ pub enum BootError {
     BootParams(#[source] linux_loader::configurator::Error),
 }
 
-/// Loads `source` into `mem` for a VM with `vcpus` vCPUs.
+/// Loads `source` into `mem` for a VM with `vcpus` vCPUs. `rsdp` is where the VMM put the ACPI
+/// RSDP, if it wrote ACPI tables: a Linux kernel is told directly (`boot_params.acpi_rsdp_addr`
+/// or PVH `rsdp_paddr`) instead of having to scan the BIOS area for it.
 pub fn load(
     mem: &GuestMemoryMmap,
     source: &BootSource,
     vcpus: usize,
+    rsdp: Option<u64>,
 ) -> Result<BootPlan, BootError> {
     match source {
         BootSource::Direct(boot) => direct::load(mem, boot, vcpus),
-        BootSource::Linux(boot) => linux::load(mem, boot, vcpus),
+        BootSource::Linux(boot) => linux::load(mem, boot, vcpus, rsdp),
     }
 }

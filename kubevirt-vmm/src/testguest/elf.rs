@@ -224,7 +224,7 @@ mod tests {
             initrd: None,
             cmdline: String::new(),
         });
-        let plan = crate::boot::load(&mem, &boot, 1).unwrap();
+        let plan = crate::boot::load(&mem, &boot, 1, Some(0xe_0000)).unwrap();
         let entry = plan.entries[0].unwrap();
         assert_eq!(entry.rip, PVH_ENTRY);
         assert_eq!(entry.mode, crate::arch::regs::EntryMode::Protected32);
@@ -234,5 +234,13 @@ mod tests {
         assert_eq!(code, guest.code);
         let pml4: u64 = mem.read_obj(GuestAddress(TABLES)).unwrap();
         assert_eq!(pml4 & !0xfff, TABLES + 0x1000);
+        let info: linux_loader::loader::elf::start_info::hvm_start_info = mem
+            .read_obj(GuestAddress(crate::arch::layout::PVH_INFO_START))
+            .unwrap();
+        assert_eq!(
+            { info.rsdp_paddr },
+            0xe_0000,
+            "the kernel is told where the RSDP is"
+        );
     }
 }

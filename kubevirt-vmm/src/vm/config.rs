@@ -22,8 +22,9 @@ pub struct VmConfig {
     pub cpu_features: CpuFeatureMask,
     /// Put the debug-exit device at port 0xf4 (for test guests).
     pub debug_exit: bool,
-    /// Write ACPI tables (RSDP at 0xE0000, found by the BIOS-area scan) and serve the ACPI
-    /// sleep/reset registers at ports 0x600-0x603.
+    /// Write ACPI tables (RSDP at 0xE0000, in the BIOS area a kernel scans, and passed to a
+    /// Linux kernel in `acpi_rsdp_addr` / PVH `rsdp_paddr`) and serve the ACPI sleep/reset
+    /// registers at ports 0x600-0x603.
     pub acpi: bool,
 }
 

@@ -272,7 +272,8 @@ impl VmBuilder {
         vm_fd
             .create_pit2(pit)
             .map_err(vm_ioctl("KVM_CREATE_PIT2"))?;
-        let plan = boot::load(&memory, &config.boot, usize::from(config.vcpus))?;
+        let rsdp = config.acpi.then_some(acpi::RSDP_ADDR);
+        let plan = boot::load(&memory, &config.boot, usize::from(config.vcpus), rsdp)?;
         arch::write_boot_tables(&memory, plan.page_access, BOOT_STACK_POINTER)
             .map_err(VmError::BootTables)?;
 

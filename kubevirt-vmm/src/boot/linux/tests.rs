@@ -45,7 +45,7 @@ fn bzimage_gets_a_zero_page() {
         initrd: Some(KernelImage::Bytes(vec![0x5a; 0x2345])),
         cmdline: "console=ttyS0 reboot=k".into(),
     };
-    let plan = load(&mem, &boot, 2).unwrap();
+    let plan = load(&mem, &boot, 2, Some(0xe_0000)).unwrap();
     let entry = plan.entries[0].unwrap();
     assert_eq!(entry.mode, EntryMode::Long64(Privilege::Kernel));
     assert_eq!(entry.rip, HIMEM_START + 0x200);
@@ -71,6 +71,7 @@ fn bzimage_gets_a_zero_page() {
             .unwrap(),
         0x5a
     );
+    assert_eq!({ params.acpi_rsdp_addr }, 0xe_0000);
     assert_eq!(params.e820_entries, 3);
     let e = params.e820_table[2];
     assert_eq!(
@@ -96,7 +97,7 @@ fn garbage_kernel_names_both_formats() {
         initrd: None,
         cmdline: String::new(),
     };
-    let err = load(&mem(), &boot, 1).unwrap_err();
+    let err = load(&mem(), &boot, 1, None).unwrap_err();
     assert!(matches!(err, BootError::UnknownKernelFormat { .. }));
     assert!(err.to_string().contains("bzImage"));
 }
@@ -108,7 +109,7 @@ fn missing_kernel_file_names_the_path() {
         initrd: None,
         cmdline: String::new(),
     };
-    let err = load(&mem(), &boot, 1).unwrap_err();
+    let err = load(&mem(), &boot, 1, None).unwrap_err();
     assert!(err.to_string().contains("/no/such/vmlinuz"), "{err}");
 }
 
@@ -120,7 +121,7 @@ fn initrd_larger_than_ram_is_refused() {
         cmdline: String::new(),
     };
     assert!(matches!(
-        load(&mem(), &boot, 1),
+        load(&mem(), &boot, 1, None),
         Err(BootError::InitrdTooLarge { .. })
     ));
 }
