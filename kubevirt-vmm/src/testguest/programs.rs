@@ -253,6 +253,13 @@ pub fn first_out(port: u16) -> Result<TestGuest, TestGuestError> {
 /// is still running afterwards.
 pub fn acpi_poweroff(rsdp: u64) -> Result<TestGuest, TestGuestError> {
     let mut g = GuestAsm::new("acpi_poweroff")?;
+    power_off_via_acpi(&mut g, rsdp)?;
+    g.finish()
+}
+
+/// The body of [`acpi_poweroff`]: check the RSDP signature at `rsdp` (exit 2 without it),
+/// write S5 to the sleep-control port, exit 1 if still running.
+fn power_off_via_acpi(g: &mut GuestAsm, rsdp: u64) -> Result<(), TestGuestError> {
     let mut missing = g.a().create_label();
     let r = (|| {
         let a = g.a();
@@ -268,8 +275,7 @@ pub fn acpi_poweroff(rsdp: u64) -> Result<TestGuest, TestGuestError> {
     g.exit(1)?;
     let r = g.a().set_label(&mut missing);
     g.check(r)?;
-    g.exit(2)?;
-    g.finish()
+    g.exit(2)
 }
 
 /// The banner [`demo`] prints.
@@ -282,22 +288,7 @@ pub const DEMO_BANNER: &str = "kubevirt-rs demo guest: booted on kubevirt-vmm, p
 pub fn demo(rsdp: u64) -> Result<TestGuest, TestGuestError> {
     let mut g = GuestAsm::new("demo")?;
     g.print(DEMO_BANNER.as_bytes())?;
-    let mut missing = g.a().create_label();
-    let r = (|| {
-        let a = g.a();
-        a.mov(rbx, rsdp)?;
-        a.mov(rax, u64::from_le_bytes(*b"RSD PTR "))?;
-        a.cmp(qword_ptr(rbx), rax)?;
-        a.jne(missing)?;
-        a.mov(dx, 0x600u32)?;
-        a.mov(al, 0x34u32)?;
-        a.out(dx, al)
-    })();
-    g.check(r)?;
-    g.exit(1)?;
-    let r = g.a().set_label(&mut missing);
-    g.check(r)?;
-    g.exit(2)?;
+    power_off_via_acpi(&mut g, rsdp)?;
     g.finish()
 }
 
