@@ -30,31 +30,29 @@ fn set(value: &Option<String>) -> Option<&str> {
     value.as_deref().filter(|v| !v.is_empty())
 }
 
-impl<'a> From<&'a CloudInitNoCloudSource> for DataFields<'a> {
-    fn from(s: &'a CloudInitNoCloudSource) -> Self {
-        DataFields {
-            user_data: set(&s.user_data),
-            user_data_base64: set(&s.user_data_base64),
-            secret_ref: s.secret_ref.as_ref().map(|r| r.name.as_str()),
-            network_data: set(&s.network_data),
-            network_data_base64: set(&s.network_data_base64),
-            network_data_secret_ref: s.network_data_secret_ref.as_ref().map(|r| r.name.as_str()),
+/// The NoCloud and ConfigDrive sources carry the same six data fields under the same names
+/// (two generated types, one upstream shape), so one reading serves both.
+macro_rules! data_fields_from {
+    ($($source:ty),+) => {$(
+        impl<'a> From<&'a $source> for DataFields<'a> {
+            fn from(s: &'a $source) -> Self {
+                DataFields {
+                    user_data: set(&s.user_data),
+                    user_data_base64: set(&s.user_data_base64),
+                    secret_ref: s.secret_ref.as_ref().map(|r| r.name.as_str()),
+                    network_data: set(&s.network_data),
+                    network_data_base64: set(&s.network_data_base64),
+                    network_data_secret_ref: s
+                        .network_data_secret_ref
+                        .as_ref()
+                        .map(|r| r.name.as_str()),
+                }
+            }
         }
-    }
+    )+};
 }
 
-impl<'a> From<&'a CloudInitConfigDriveSource> for DataFields<'a> {
-    fn from(s: &'a CloudInitConfigDriveSource) -> Self {
-        DataFields {
-            user_data: set(&s.user_data),
-            user_data_base64: set(&s.user_data_base64),
-            secret_ref: s.secret_ref.as_ref().map(|r| r.name.as_str()),
-            network_data: set(&s.network_data),
-            network_data_base64: set(&s.network_data_base64),
-            network_data_secret_ref: s.network_data_secret_ref.as_ref().map(|r| r.name.as_str()),
-        }
-    }
-}
+data_fields_from!(CloudInitNoCloudSource, CloudInitConfigDriveSource);
 
 /// User data and network data with every source resolved.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
