@@ -1,6 +1,6 @@
 //! Virtio over PCI: the [`VirtioDevice`] trait a device (in this crate or another program)
 //! implements, the modern virtio-pci transport ([`pci::VirtioPciDevice`]), queue workers, and
-//! the devices themselves ([`block`], [`console`], [`rng`]).
+//! the devices themselves ([`block`], [`console`], [`net`], [`rng`]).
 //!
 //! Devices never trust the guest: descriptor chains are walked through rust-vmm's
 //! virtio-queue (bounded by the queue size, every buffer checked against guest memory), a bad
@@ -10,6 +10,7 @@
 pub mod block;
 pub mod console;
 pub mod device;
+pub mod net;
 pub mod pci;
 pub mod rng;
 pub mod worker;

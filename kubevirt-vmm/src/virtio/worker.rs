@@ -1,6 +1,7 @@
-//! A device worker thread: waits on the queues' eventfds and calls a handler, until stopped.
+//! A device worker thread: waits on the queues' eventfds (and, for devices with a host-side
+//! source such as a tap, further file descriptors) and calls a handler, until stopped.
 
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::thread::JoinHandle;
 
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
@@ -8,7 +9,8 @@ use vmm_sys_util::eventfd::EventFd;
 
 /// Handles queue notifications on the worker thread.
 pub trait QueueHandler: Send + 'static {
-    /// Queue `index` was notified: process what the driver made available.
+    /// Queue `index` was notified: process what the driver made available. Indices past the
+    /// queue eventfds name the extra descriptors given to [`Worker::spawn_with_fds`], in order.
     fn handle_queue(&mut self, index: usize);
 }
 
@@ -25,16 +27,41 @@ impl Worker {
     pub fn spawn<H: QueueHandler>(
         name: String,
         events: Vec<EventFd>,
+        handler: H,
+    ) -> std::io::Result<Worker> {
+        Worker::spawn_with_fds(name, events, &[], handler)
+    }
+
+    /// Like [`Worker::spawn`], and also calls `handler.handle_queue(events.len() + j)` when
+    /// `fds[j]` becomes readable. Those descriptors are watched edge-triggered: the handler
+    /// must consume what is readable (until `EAGAIN`) or be woken some other way (a queue
+    /// notification) to come back for the rest. The handler must keep them open while the
+    /// worker runs. Every source is handled once at start.
+    pub fn spawn_with_fds<H: QueueHandler>(
+        name: String,
+        events: Vec<EventFd>,
+        fds: &[RawFd],
         mut handler: H,
     ) -> std::io::Result<Worker> {
         let stop = EventFd::new(libc::EFD_NONBLOCK)?;
         let epoll = Epoll::new()?;
-        let stop_token = events.len() as u64;
+        let sources = events.len() + fds.len();
+        let stop_token = sources as u64;
         for (i, e) in events.iter().enumerate() {
             epoll.ctl(
                 ControlOperation::Add,
                 e.as_raw_fd(),
                 EpollEvent::new(EventSet::IN, i as u64),
+            )?;
+        }
+        for (j, &fd) in fds.iter().enumerate() {
+            epoll.ctl(
+                ControlOperation::Add,
+                fd,
+                EpollEvent::new(
+                    EventSet::IN | EventSet::EDGE_TRIGGERED,
+                    (events.len() + j) as u64,
+                ),
             )?;
         }
         epoll.ctl(
@@ -45,8 +72,8 @@ impl Worker {
         let stop_thread = stop.try_clone()?;
         let thread = std::thread::Builder::new().name(name).spawn(move || {
             let _keep = stop_thread;
-            let mut ready = vec![EpollEvent::default(); events.len() + 1];
-            for i in 0..events.len() {
+            let mut ready = vec![EpollEvent::default(); sources + 1];
+            for i in 0..sources {
                 handler.handle_queue(i);
             }
             loop {
@@ -66,7 +93,9 @@ impl Worker {
                     let i = token as usize;
                     // Drain the counter first: a notify that lands during processing is
                     // then seen on the next wait.
-                    let _ = events[i].read();
+                    if let Some(e) = events.get(i) {
+                        let _ = e.read();
+                    }
                     handler.handle_queue(i);
                 }
             }
