@@ -7,13 +7,16 @@
 //! ([`REPORT_PORT`]) and the debug-exit port ([`DEBUG_EXIT_PORT`]). Programs are assembled
 //! at run time with iced-x86 ([`GuestAsm`]), so no cross toolchain is needed;
 //! [`elf::pvh_elf`] wraps one into a PVH ELF that other VMMs (QEMU: `-kernel guest.elf`) boot.
-//! [`virtio_blk`] is a polling virtio-pci block driver built the same way.
+//! [`virtio_blk`] is a polling virtio-pci block driver built the same way, [`virtio_net`] a
+//! polling virtio-net driver.
 
 pub mod asm;
 pub mod elf;
+pub mod netns;
 pub mod programs;
 pub mod virtio_blk;
 pub mod virtio_blk_stream;
+pub mod virtio_net;
 
 pub use asm::GuestAsm;
 
