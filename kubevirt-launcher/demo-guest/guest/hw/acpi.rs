@@ -1,0 +1,95 @@
+//! Just enough ACPI to power off and to see the power button, found as an OS finds it: the
+//! RSDP in the BIOS area, the XSDT, the FADT's sleep control register and `\_S5_` in the DSDT.
+
+use super::mmio::{r8, r32, r64, w8};
+
+const SLP_EN: u8 = 1 << 5;
+
+/// What the FADT says.
+#[derive(Clone, Copy)]
+pub struct Acpi {
+    /// Generic address of the sleep control register: (address space, address).
+    sleep_control: (u8, u64),
+    /// `\_S5_`'s SLP_TYP.
+    s5: u8,
+}
+
+fn checksum_ok(addr: u64, len: u64) -> bool {
+    (0..len).fold(0u8, |s, i| s.wrapping_add(r8(addr + i))) == 0
+}
+
+fn signature(addr: u64) -> [u8; 4] {
+    r32(addr).to_le_bytes()
+}
+
+fn rsdp() -> Option<u64> {
+    (0xe_0000..0x10_0000u64)
+        .step_by(16)
+        .find(|&a| r64(a) == u64::from_le_bytes(*b"RSD PTR ") && checksum_ok(a, 20))
+}
+
+fn find_table(sig: &[u8; 4]) -> Option<u64> {
+    let rsdp = rsdp()?;
+    let (root, entry) = if r8(rsdp + 15) >= 2 && r64(rsdp + 24) != 0 {
+        (r64(rsdp + 24), 8)
+    } else {
+        (u64::from(r32(rsdp + 16)), 4)
+    };
+    let len = u64::from(r32(root + 4));
+    if &signature(root)[..] != if entry == 8 { b"XSDT" } else { b"RSDT" } || len > 4096 {
+        return None;
+    }
+    (36..len).step_by(entry as usize).find_map(|off| {
+        let t = if entry == 8 {
+            r64(root + off)
+        } else {
+            u64::from(r32(root + off))
+        };
+        (&signature(t) == sig).then_some(t)
+    })
+}
+
+/// The byte after `Name(_S5_, Package(){...` : SLP_TYP of S5.
+fn s5_sleep_type(dsdt: u64) -> Option<u8> {
+    let len = u64::from(r32(dsdt + 4)).min(1 << 20);
+    let at = (36..len.saturating_sub(4)).find(|&o| &signature(dsdt + o) == b"_S5_")?;
+    let mut p = dsdt + at + 4;
+    if r8(p) != 0x12 {
+        return None; // PackageOp
+    }
+    p += 1;
+    p += 1 + u64::from(r8(p) >> 6); // PkgLength
+    p += 1; // NumElements
+    Some(match r8(p) {
+        0x0a => r8(p + 1), // BytePrefix
+        0x00 => 0,         // ZeroOp
+        0x01 => 1,         // OneOp
+        v => v,
+    })
+}
+
+impl Acpi {
+    /// Reads the tables; `None` without ACPI or without a sleep control register.
+    pub fn discover() -> Option<Acpi> {
+        let fadt = find_table(b"FACP")?;
+        if r32(fadt + 4) < 256 {
+            return None;
+        }
+        let sleep_control = (r8(fadt + 244), r64(fadt + 248));
+        let dsdt = match r64(fadt + 140) {
+            0 => u64::from(r32(fadt + 40)),
+            x => x,
+        };
+        let s5 = s5_sleep_type(dsdt).unwrap_or(5);
+        (sleep_control.1 != 0).then_some(Acpi { sleep_control, s5 })
+    }
+
+    /// Enters S5. Returns only if the platform ignored it.
+    pub fn power_off(&self) {
+        let v = (self.s5 << 2) | SLP_EN;
+        match self.sleep_control {
+            (1, port) => super::outb(port as u16, v),
+            (_, addr) => w8(addr, v),
+        }
+    }
+}

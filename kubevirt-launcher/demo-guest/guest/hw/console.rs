@@ -1,0 +1,87 @@
+//! COM1, polled, plus number formatting without `core::fmt` (which would triple the image).
+
+const COM1: u16 = 0x3f8;
+const LSR: u16 = COM1 + 5;
+const LSR_DATA_READY: u8 = 1;
+const LSR_THR_EMPTY: u8 = 0x20;
+
+/// Writes `s`, turning `\n` into `\r\n`.
+pub fn write(s: &[u8]) {
+    for &b in s {
+        if b == b'\n' {
+            put(b'\r');
+        }
+        put(b);
+    }
+}
+
+/// Writes `s`.
+pub fn str(s: &str) {
+    write(s.as_bytes());
+}
+
+/// Writes one byte as it is.
+pub fn put(b: u8) {
+    while super::inb(LSR) & LSR_THR_EMPTY == 0 {
+        core::hint::spin_loop();
+    }
+    super::outb(COM1, b);
+}
+
+/// A byte typed on the console, if any.
+pub fn read() -> Option<u8> {
+    (super::inb(LSR) & LSR_DATA_READY != 0).then(|| super::inb(COM1))
+}
+
+/// `v` in decimal.
+pub fn dec(mut v: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    write(&buf[i..]);
+}
+
+/// `v` as two hex digits.
+pub fn hex8(v: u8) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    put(DIGITS[usize::from(v >> 4)]);
+    put(DIGITS[usize::from(v & 15)]);
+}
+
+/// A dotted IPv4 address.
+pub fn ip(a: [u8; 4]) {
+    for (i, b) in a.iter().enumerate() {
+        if i > 0 {
+            put(b'.');
+        }
+        dec(u64::from(*b));
+    }
+}
+
+/// A colon-separated MAC address.
+pub fn mac(m: [u8; 6]) {
+    for (i, b) in m.iter().enumerate() {
+        if i > 0 {
+            put(b':');
+        }
+        hex8(*b);
+    }
+}
+
+/// Printable bytes as they are, others as `?`; newlines kept.
+pub fn text(s: &[u8]) {
+    for &b in s {
+        match b {
+            b'\n' => write(b"\n"),
+            b'\t' | 0x20..=0x7e => put(b),
+            _ => put(b'?'),
+        }
+    }
+}

@@ -1,0 +1,216 @@
+//! A tiny IPv4 host: DHCP for its address, ARP and ICMP echo answered, TCP connection attempts
+//! logged and refused with a reset (so a forwarded port is visible end to end).
+
+pub mod dhcp;
+pub mod wire;
+
+use crate::hw::{console, rdtsc};
+use crate::virtio::net::{MAX_FRAME, Nic};
+use wire::{ETH_ARP, ETH_IPV4, Frame};
+
+const PROTO_ICMP: u8 = 1;
+const PROTO_TCP: u8 = 6;
+const PROTO_UDP: u8 = 17;
+const BROADCAST_MAC: [u8; 6] = [0xff; 6];
+
+/// The interface's addresses.
+#[derive(Clone, Copy, Default)]
+pub struct Lease {
+    /// Our address.
+    pub ip: [u8; 4],
+    /// Prefix length.
+    pub prefix: u8,
+    /// Default gateway.
+    pub router: [u8; 4],
+    /// First DNS server.
+    pub dns: [u8; 4],
+}
+
+/// The host.
+pub struct Host {
+    /// The NIC.
+    pub nic: Nic,
+    /// The address, once DHCP gave one.
+    pub lease: Option<Lease>,
+    dhcp: dhcp::Client,
+    /// Echo requests answered.
+    pub pings: u64,
+}
+
+impl Host {
+    /// A host on `nic`, starting DHCP.
+    pub fn new(nic: Nic) -> Host {
+        let xid =
+            (rdtsc() as u32) ^ u32::from_be_bytes([nic.mac[2], nic.mac[3], nic.mac[4], nic.mac[5]]);
+        Host {
+            nic,
+            lease: None,
+            dhcp: dhcp::Client::new(xid),
+            pings: 0,
+        }
+    }
+
+    /// Handles whatever arrived and runs the DHCP timers.
+    pub fn poll(&mut self) {
+        let mut buf = [0u8; MAX_FRAME];
+        while let Some(n) = self.nic.receive(&mut buf) {
+            self.handle(&buf[..n]);
+        }
+        if self.lease.is_none() {
+            let mac = self.nic.mac;
+            if let Some(packet) = self.dhcp.due(rdtsc(), mac) {
+                self.send_udp(
+                    BROADCAST_MAC,
+                    [0; 4],
+                    [255; 4],
+                    68,
+                    67,
+                    &packet.bytes[..packet.len],
+                );
+            }
+        }
+    }
+
+    fn handle(&mut self, frame: &[u8]) {
+        let Some(f) = Frame::parse(frame) else { return };
+        if f.dst != self.nic.mac && f.dst != BROADCAST_MAC {
+            return;
+        }
+        match f.ethertype {
+            ETH_ARP => self.arp(&f),
+            ETH_IPV4 => self.ipv4(&f),
+            _ => {}
+        }
+    }
+
+    fn arp(&mut self, f: &Frame) {
+        let p = f.payload;
+        let Some(lease) = self.lease else { return };
+        // Ethernet/IPv4 request for our address.
+        if p.len() < 28 || p[..8] != [0, 1, 8, 0, 6, 4, 0, 1] || p[24..28] != lease.ip {
+            return;
+        }
+        let mut reply = [0u8; 28];
+        reply[..8].copy_from_slice(&[0, 1, 8, 0, 6, 4, 0, 2]);
+        reply[8..14].copy_from_slice(&self.nic.mac);
+        reply[14..18].copy_from_slice(&lease.ip);
+        reply[18..28].copy_from_slice(&p[8..18]);
+        self.send(f.src, ETH_ARP, &reply);
+    }
+
+    fn ipv4(&mut self, f: &Frame) {
+        let Some(ip) = wire::Ipv4::parse(f.payload) else {
+            return;
+        };
+        let ours = self.lease.is_some_and(|l| l.ip == ip.dst);
+        match ip.proto {
+            PROTO_UDP => {
+                let Some(u) = wire::Udp::parse(ip.payload) else {
+                    return;
+                };
+                if u.dst_port == 68 && self.lease.is_none() {
+                    let mac = self.nic.mac;
+                    let now = rdtsc();
+                    match self.dhcp.receive(u.payload, mac, now) {
+                        dhcp::Event::Send(packet) => {
+                            self.send_udp(
+                                BROADCAST_MAC,
+                                [0; 4],
+                                [255; 4],
+                                68,
+                                67,
+                                &packet.bytes[..packet.len],
+                            );
+                        }
+                        dhcp::Event::Bound(lease) => {
+                            console::str("eth0: ");
+                            console::ip(lease.ip);
+                            console::put(b'/');
+                            console::dec(u64::from(lease.prefix));
+                            console::str(" gateway ");
+                            console::ip(lease.router);
+                            console::str(" dns ");
+                            console::ip(lease.dns);
+                            console::str(" (DHCP)\n");
+                            self.lease = Some(lease);
+                        }
+                        dhcp::Event::None => {}
+                    }
+                }
+            }
+            PROTO_ICMP if ours && ip.payload.len() >= 8 && ip.payload[0] == 8 => {
+                let mut reply = [0u8; MAX_FRAME];
+                let n = ip.payload.len();
+                reply[..n].copy_from_slice(ip.payload);
+                reply[0] = 0; // echo reply
+                reply[2..4].fill(0);
+                let sum = wire::checksum(&reply[..n], 0);
+                reply[2..4].copy_from_slice(&sum.to_be_bytes());
+                self.pings += 1;
+                self.send_ip(f.src, ip.src, PROTO_ICMP, &reply[..n]);
+            }
+            PROTO_TCP if ours => self.tcp(f, &ip),
+            _ => {}
+        }
+    }
+
+    /// Logs a connection attempt and refuses it: RST|ACK to a SYN.
+    fn tcp(&mut self, f: &Frame, ip: &wire::Ipv4) {
+        let t = ip.payload;
+        if t.len() < 20 || t[13] & 0x12 != 0x02 {
+            return; // not a bare SYN
+        }
+        let src_port = u16::from_be_bytes([t[0], t[1]]);
+        let dst_port = u16::from_be_bytes([t[2], t[3]]);
+        console::str("tcp: connection from ");
+        console::ip(ip.src);
+        console::put(b':');
+        console::dec(u64::from(src_port));
+        console::str(" to port ");
+        console::dec(u64::from(dst_port));
+        console::str(" refused\n");
+        let seq = u32::from_be_bytes([t[4], t[5], t[6], t[7]]);
+        let mut r = [0u8; 20];
+        r[0..2].copy_from_slice(&dst_port.to_be_bytes());
+        r[2..4].copy_from_slice(&src_port.to_be_bytes());
+        r[8..12].copy_from_slice(&seq.wrapping_add(1).to_be_bytes());
+        r[12] = 5 << 4;
+        r[13] = 0x14; // RST|ACK
+        let Some(lease) = self.lease else { return };
+        let sum = wire::checksum(
+            &r,
+            wire::pseudo_header_sum(lease.ip, ip.src, PROTO_TCP, r.len()),
+        );
+        r[16..18].copy_from_slice(&sum.to_be_bytes());
+        self.send_ip(f.src, ip.src, PROTO_TCP, &r);
+    }
+
+    fn send(&mut self, dst: [u8; 6], ethertype: u16, payload: &[u8]) {
+        let mut frame = [0u8; MAX_FRAME];
+        let n = wire::ethernet(&mut frame, dst, self.nic.mac, ethertype, payload);
+        self.nic.send(&frame[..n.max(60)]);
+    }
+
+    fn send_ip(&mut self, dst_mac: [u8; 6], dst: [u8; 4], proto: u8, payload: &[u8]) {
+        let src = self.lease.map_or([0; 4], |l| l.ip);
+        let mut packet = [0u8; MAX_FRAME - 14];
+        let n = wire::ipv4(&mut packet, src, dst, proto, payload);
+        self.send(dst_mac, ETH_IPV4, &packet[..n]);
+    }
+
+    fn send_udp(
+        &mut self,
+        dst_mac: [u8; 6],
+        src: [u8; 4],
+        dst: [u8; 4],
+        sport: u16,
+        dport: u16,
+        payload: &[u8],
+    ) {
+        let mut u = [0u8; MAX_FRAME - 34];
+        let n = wire::udp(&mut u, sport, dport, payload);
+        let mut packet = [0u8; MAX_FRAME - 14];
+        let m = wire::ipv4(&mut packet, src, dst, PROTO_UDP, &u[..n]);
+        self.send(dst_mac, ETH_IPV4, &packet[..m]);
+    }
+}

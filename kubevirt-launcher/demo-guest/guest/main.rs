@@ -1,0 +1,169 @@
+//! The kubevirt-rs demo guest: a freestanding program entered at CPL 3 with IOPL 3 and an
+//! identity map of the low 4 GiB (kubevirt-vmm's direct boot, or the PVH stub of its test-guest
+//! toolkit). It drives its virtio-pci devices by polling, since it takes no interrupts.
+#![no_std]
+#![no_main]
+
+mod cloudinit;
+mod dma;
+mod hw;
+mod inet;
+mod iso9660;
+mod rt;
+mod shell;
+mod virtio;
+
+use hw::acpi::Acpi;
+use hw::{console, pci};
+use virtio::blk::Disk;
+
+core::arch::global_asm!(
+    ".section .text.start, \"ax\"",
+    ".global _start",
+    "_start:",
+    "and rsp, -16",
+    "call {main}",
+    "2: pause",
+    "jmp 2b",
+    main = sym main,
+);
+
+const MAX_DISKS: usize = 8;
+const DEFAULT_HOSTNAME: &[u8] = b"demo";
+
+/// Everything the guest found.
+pub struct System {
+    disks: [Option<Disk>; MAX_DISKS],
+    cloud_init: Option<cloudinit::CloudInit>,
+    host: Option<inet::Host>,
+    acpi: Option<Acpi>,
+}
+
+impl System {
+    fn hostname(&self) -> &[u8] {
+        match &self.cloud_init {
+            Some(ci) if !ci.hostname().is_empty() => ci.hostname(),
+            _ => DEFAULT_HOSTNAME,
+        }
+    }
+
+    fn list_disks(&self) {
+        for (i, d) in self.disks.iter().enumerate() {
+            let Some(d) = d else { continue };
+            console::str("vd");
+            console::put(b'a' + i as u8);
+            console::str(": ");
+            console::dec(d.sectors * 512);
+            console::str(" bytes");
+            if d.read_only {
+                console::str(", read-only");
+            }
+            if !d.serial().is_empty() {
+                console::str(", serial ");
+                console::text(d.serial());
+            }
+            console::str(" (pci 00:");
+            console::hex8(d.slot);
+            console::str(".0)\n");
+        }
+    }
+
+    fn show_ip(&self) {
+        let Some(h) = &self.host else {
+            console::str("no network interface\n");
+            return;
+        };
+        console::str("eth0: mac ");
+        console::mac(h.nic.mac);
+        match h.lease {
+            Some(l) => {
+                console::str(" inet ");
+                console::ip(l.ip);
+                console::put(b'/');
+                console::dec(u64::from(l.prefix));
+                console::str(" gateway ");
+                console::ip(l.router);
+            }
+            None => console::str(" (waiting for DHCP)"),
+        }
+        console::str(", echo requests answered: ");
+        console::dec(h.pings);
+        console::str("\n");
+    }
+
+    fn power_off(&self) -> ! {
+        console::str("powering off\n");
+        match &self.acpi {
+            Some(a) => a.power_off(),
+            None => console::str("no ACPI sleep control register: halting here\n"),
+        }
+        loop {
+            core::hint::spin_loop();
+        }
+    }
+}
+
+extern "C" fn main() -> ! {
+    rt::zero_bss();
+    console::str("\nkubevirt-rs demo guest 1.0 (x86_64, CPL 3)\n");
+    let mut arena = dma::Arena::new();
+    let mut sys = System {
+        disks: [const { None }; MAX_DISKS],
+        cloud_init: None,
+        host: None,
+        acpi: Acpi::discover(),
+    };
+    let mut ndisks = 0;
+    for (f, vendor, device) in pci::scan() {
+        if vendor != virtio::VENDOR {
+            continue;
+        }
+        let Some(t) = virtio::Transport::probe(f) else {
+            continue;
+        };
+        match device {
+            virtio::DEVICE_BLOCK if ndisks < MAX_DISKS => {
+                sys.disks[ndisks] = Disk::probe(f.slot, &t, &mut arena);
+                ndisks += 1;
+            }
+            virtio::DEVICE_NET if sys.host.is_none() => {
+                if let Some(nic) = virtio::net::Nic::probe(f.slot, &t, &mut arena) {
+                    console::str("eth0: virtio-net, mac ");
+                    console::mac(nic.mac);
+                    console::str(" (pci 00:");
+                    console::hex8(nic.slot);
+                    console::str(".0)");
+                    console::str(", asking for an address by DHCP\n");
+                    sys.host = Some(inet::Host::new(nic));
+                }
+            }
+            virtio::DEVICE_RNG => console::str("virtio-rng present\n"),
+            virtio::DEVICE_CONSOLE => console::str("virtio-console present\n"),
+            _ => {}
+        }
+    }
+    sys.list_disks();
+    sys.cloud_init = cloudinit::discover(&mut sys.disks);
+    match &sys.cloud_init {
+        Some(ci) => cloudinit::report(ci),
+        None => console::str("cloud-init: no data source\n"),
+    }
+    if sys.acpi.is_none() {
+        console::str("acpi: no tables found; poweroff will not work\n");
+    }
+    let mut shell = shell::Shell::new();
+    shell.prompt(&sys);
+    loop {
+        while let Some(b) = console::read() {
+            if let shell::Action::PowerOff = shell.feed(b, &mut sys) {
+                sys.power_off();
+            }
+        }
+        if let Some(h) = &mut sys.host {
+            h.poll();
+        }
+        for _ in 0..64 {
+            core::hint::spin_loop();
+        }
+    }
+}

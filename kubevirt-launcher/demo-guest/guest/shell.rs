@@ -1,0 +1,104 @@
+//! The serial console's command line.
+
+use crate::System;
+use crate::hw::console;
+
+const PROMPT: &str = "# ";
+const LINE: usize = 80;
+
+/// A line being typed.
+pub struct Shell {
+    line: [u8; LINE],
+    len: usize,
+}
+
+/// What a command asks of the main loop.
+pub enum Action {
+    /// Keep going.
+    Continue,
+    /// Power off.
+    PowerOff,
+}
+
+impl Shell {
+    /// An empty line.
+    pub const fn new() -> Shell {
+        Shell {
+            line: [0; LINE],
+            len: 0,
+        }
+    }
+
+    /// Shows the prompt with the host name.
+    pub fn prompt(&self, sys: &System) {
+        console::text(sys.hostname());
+        console::str(PROMPT);
+    }
+
+    /// Takes one typed byte, echoing it; runs the line on Enter.
+    pub fn feed(&mut self, b: u8, sys: &mut System) -> Action {
+        match b {
+            b'\r' | b'\n' => {
+                console::str("\n");
+                let line = self.line;
+                let n = self.len;
+                self.len = 0;
+                let action = run(trim(&line[..n]), sys);
+                if matches!(action, Action::Continue) {
+                    self.prompt(sys);
+                }
+                action
+            }
+            0x08 | 0x7f if self.len > 0 => {
+                self.len -= 1;
+                console::write(b"\x08 \x08");
+                Action::Continue
+            }
+            0x20..=0x7e if self.len < LINE => {
+                self.line[self.len] = b;
+                self.len += 1;
+                console::put(b);
+                Action::Continue
+            }
+            _ => Action::Continue,
+        }
+    }
+}
+
+fn trim(mut s: &[u8]) -> &[u8] {
+    while let [b' ', rest @ ..] = s {
+        s = rest;
+    }
+    while let [rest @ .., b' '] = s {
+        s = rest;
+    }
+    s
+}
+
+fn run(cmd: &[u8], sys: &mut System) -> Action {
+    match cmd {
+        b"" => {}
+        b"help" => console::str("commands: help uname hostname disks userdata ip poweroff\n"),
+        b"uname" | b"uname -a" => {
+            console::str("kubevirt-rs-demo ");
+            console::text(sys.hostname());
+            console::str(" 1.0 x86_64 (kubevirt-vmm, CPL 3)\n");
+        }
+        b"hostname" => {
+            console::text(sys.hostname());
+            console::str("\n");
+        }
+        b"disks" => sys.list_disks(),
+        b"userdata" => match &sys.cloud_init {
+            Some(ci) => crate::cloudinit::print_user_data(ci),
+            None => console::str("no cloud-init data source\n"),
+        },
+        b"ip" => sys.show_ip(),
+        b"poweroff" => return Action::PowerOff,
+        _ => {
+            console::text(cmd);
+            console::str(": command not found (try help)\n");
+        }
+    }
+    Action::Continue
+}

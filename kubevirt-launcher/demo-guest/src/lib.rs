@@ -1,0 +1,36 @@
+//! The demo guest `kubevirt-launcher` boots from `examples/vmi-demo.yaml`: a `no_std` Rust
+//! program (`guest/`) that runs at CPL 3, so it works where guest kernel mode is emulated
+//! (KVM on PVM) and on hardware KVM alike. It prints [`BANNER`], finds its virtio-pci devices,
+//! reads the cloud-init disk, takes an address by DHCP on virtio-net, answers ARP and ping,
+//! runs a few commands typed on the serial console ([`COMMANDS`]) and powers off through ACPI.
+//!
+//! `build.rs` compiles it with the host's rustc into a flat image ([`FLAT_IMAGE`]); [`pvh_elf`]
+//! wraps that in the test-guest toolkit's PVH stub, which is what the container image carries.
+#![deny(missing_docs)]
+
+use kubevirt_vmm::testguest::{GUEST_LOAD_ADDR, TestGuest, TestGuestError, elf};
+
+/// The guest as a flat image for [`GUEST_LOAD_ADDR`], entered at its first byte.
+pub const FLAT_IMAGE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/demo-guest.bin"));
+
+/// The first line the guest prints.
+pub const BANNER: &str = "kubevirt-rs demo guest";
+
+/// The commands the guest's console answers.
+pub const COMMANDS: &[&str] = &[
+    "help", "uname", "hostname", "disks", "userdata", "ip", "poweroff", "reboot",
+];
+
+/// The guest as a test guest (direct boot at CPL 3).
+pub fn test_guest() -> TestGuest {
+    TestGuest {
+        name: "demo",
+        code: FLAT_IMAGE.to_vec(),
+        entry: GUEST_LOAD_ADDR,
+    }
+}
+
+/// The guest as a PVH ELF, bootable by `firmware.kernelBoot` (and by QEMU's `-kernel`).
+pub fn pvh_elf() -> Result<Vec<u8>, TestGuestError> {
+    elf::pvh_elf(&test_guest())
+}
