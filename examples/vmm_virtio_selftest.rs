@@ -2,8 +2,11 @@
 //! virtio-blk disks (one read-write, one read-only raw image), a virtio-rng and a
 //! virtio-console; the host then checks what the
 //! guest recorded and the image files, has ACPICA's `iasl -d` parse the ACPI tables, and boots
-//! a second tiny guest that powers off through ACPI S5. One `PASS`/`FAIL` line per check; the
-//! exit status is non-zero if any check failed.
+//! a second tiny guest that powers off through ACPI S5. A third guest drives a virtio-net NIC
+//! on a tap that lives in a network namespace the self-test creates and deletes (root only;
+//! the host's own interfaces are never touched): it sends a frame to an `AF_PACKET` socket
+//! on the tap and receives one back. One `PASS`/`FAIL` line per check; the exit status is
+//! non-zero if any check failed.
 //!
 //! Run: `cargo run --release --example vmm_virtio_selftest` (needs /dev/kvm; `iasl` from
 //! Debian's acpica-tools, which scripts/setup.sh installs).
@@ -14,10 +17,13 @@ use std::process::{Command, ExitCode};
 use std::time::Instant;
 
 use kubevirt_vmm::acpi::{AcpiTables, RSDP_ADDR};
+use kubevirt_vmm::testguest::netns::{PacketSocket, TestNetns};
 use kubevirt_vmm::testguest::programs;
 use kubevirt_vmm::testguest::virtio_blk::{self, *};
+use kubevirt_vmm::testguest::virtio_net;
 use kubevirt_vmm::virtio::block::{Block, RawFile};
 use kubevirt_vmm::virtio::console::Console;
+use kubevirt_vmm::virtio::net::{Net, NetConfig, Tap, VNET_HDR_LEN};
 use kubevirt_vmm::virtio::rng::Rng;
 use kubevirt_vmm::{ConsoleConfig, ExitReason, Vm};
 use vm_memory::{Bytes, GuestAddress};
@@ -306,6 +312,112 @@ fn acpi_checks(r: &mut Report, dir: &Path) -> Result<(), Box<dyn std::error::Err
     Ok(())
 }
 
+const GUEST_MAC: [u8; 6] = [0x02, 0x4b, 0x56, 0x00, 0x00, 0x01];
+const HOST_MAC: [u8; 6] = [0x02, 0x4b, 0x56, 0x00, 0x00, 0xfe];
+const TAP: &str = "kvvmm-tap0";
+
+fn net_checks(r: &mut Report) -> Result<(), Box<dyn std::error::Error>> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        r.check(
+            "net",
+            false,
+            "virtio-net checks need root (a network namespace and a tap)",
+        );
+        return Ok(());
+    }
+    let ns = TestNetns::create("kvvmm-selftest")?;
+    let _ = ns.exec(
+        "sysctl",
+        &[
+            "-qw",
+            "net.ipv6.conf.all.disable_ipv6=1",
+            "net.ipv6.conf.default.disable_ipv6=1",
+        ],
+    );
+    let tap = ns.run(|| Tap::open(TAP))??;
+    ns.ip(&["link", "set", TAP, "up"])?;
+    let socket = ns.run(|| PacketSocket::bind(TAP))??;
+    r.check(
+        "net tap",
+        tap.name() == TAP,
+        format!(
+            "tap {TAP} (IFF_TAP|IFF_NO_PI|IFF_VNET_HDR) in namespace {}",
+            ns.name()
+        ),
+    );
+    let net = Net::new(NetConfig {
+        mac: GUEST_MAC,
+        backend: Box::new(tap),
+    });
+    let counters = net.counters();
+    let guest = virtio_net::virtio_net_check()?;
+    let vm = Vm::builder(guest.vm_config(1, ConsoleConfig::Sink))
+        .virtio_device(Box::new(net))
+        .build()?;
+    let start = Instant::now();
+    vm.start()?;
+    let wanted = |f: &[u8]| {
+        f.len() >= 14 && f[6..12] == GUEST_MAC && f[12..14] == virtio_net::ETHERTYPE.to_be_bytes()
+    };
+    let from_guest = socket.recv_matching(std::time::Duration::from_secs(30), wanted)?;
+    let expected = virtio_net::guest_frame(GUEST_MAC);
+    r.check(
+        "net guest to host",
+        from_guest.as_deref() == Some(&expected[..]),
+        match &from_guest {
+            Some(f) => format!(
+                "{}-byte frame from {} on the tap after {:.1} ms",
+                f.len(),
+                kubevirt_vmm::virtio::net::device::format_mac(&GUEST_MAC),
+                start.elapsed().as_secs_f64() * 1e3
+            ),
+            None => "no frame from the guest within 30 s".into(),
+        },
+    );
+    let mut reply = GUEST_MAC.to_vec();
+    reply.extend_from_slice(&HOST_MAC);
+    reply.extend_from_slice(&virtio_net::ETHERTYPE.to_be_bytes());
+    reply.extend_from_slice(b"kubevirt-vmm virtio-net: hello from the host");
+    reply.resize(60, 0);
+    socket.send(&reply)?;
+    let reason = vm
+        .wait_timeout(std::time::Duration::from_secs(60))
+        .unwrap_or_else(|| vm.stop());
+    let res = virtio_net::RESULTS;
+    let mac = read_bytes(&vm, res + virtio_net::RES_MAC, 6);
+    let link = read_u32(&vm, res + virtio_net::RES_LINK) & 0xffff;
+    let status = read_u32(&vm, res + virtio_net::RES_STATUS);
+    r.check(
+        "net mac and link",
+        mac == GUEST_MAC && link == 1 && status == 0x0b,
+        format!(
+            "guest read MAC {:02x?} and link status {link} from the configuration space, status {status:#x}",
+            mac
+        ),
+    );
+    let id = u64::from(read_u32(&vm, res + virtio_net::RES_RX_ID));
+    let len = read_u32(&vm, res + virtio_net::RES_RX_LEN) as usize;
+    let got = read_bytes(
+        &vm,
+        virtio_net::RX_BUFS + id * u64::from(virtio_net::RX_BUF_LEN),
+        len.min(virtio_net::RX_BUF_LEN as usize),
+    );
+    r.check(
+        "net host to guest",
+        reason == ExitReason::DebugExit { code: 0 }
+            && len == VNET_HDR_LEN + reply.len()
+            && got.get(VNET_HDR_LEN..) == Some(&reply[..]),
+        format!(
+            "{reason}; guest received {len} bytes (12-byte header + frame) in rx buffer {id}, counters (rx, rx dropped, tx, tx dropped) {:?}",
+            counters.frames()
+        ),
+    );
+    drop(vm);
+    drop(ns);
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let mut r = Report { failed: 0 };
     let dir = match Scratch::new() {
@@ -320,6 +432,9 @@ fn main() -> ExitCode {
     }
     if let Err(e) = acpi_checks(&mut r, &dir.0) {
         r.check("acpi", false, e);
+    }
+    if let Err(e) = net_checks(&mut r) {
+        r.check("net", false, e);
     }
     if r.failed == 0 {
         ExitCode::SUCCESS
