@@ -5,8 +5,8 @@ set -euo pipefail
 
 # Debian packages the test suite uses. Keep this list the single source of truth.
 # genisoimage (isoinfo, isovfy), util-linux (blkid), libarchive-tools (bsdtar) and xorriso
-# read back the cloud-init images.
-PACKAGES=(python3 libsqlite3-dev busybox genisoimage acpica-tools util-linux docker-registry nftables libarchive-tools xorriso qemu-system-x86)
+# read back the cloud-init images. iputils-ping pings the demo guest through the masquerade NAT.
+PACKAGES=(python3 libsqlite3-dev busybox genisoimage acpica-tools util-linux docker-registry nftables libarchive-tools xorriso qemu-system-x86 iputils-ping)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -16,5 +16,5 @@ if ((${#missing[@]})); then
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO=sudo
   $SUDO apt-get update -qq
-  $SUDO DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
 fi

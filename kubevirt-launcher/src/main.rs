@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use kubevirt_api::codec::documents_from_yaml;
 use kubevirt_api::object::Object;
 use kubevirt_launcher::control::phase;
+use kubevirt_launcher::run::network::PodNetworkError;
 use kubevirt_launcher::run::{RunError, RunOptions, launch};
 use std::io::Read;
 use std::path::PathBuf;
@@ -48,6 +49,13 @@ enum Command {
         /// Do not copy the console to stdout.
         #[arg(long)]
         quiet: bool,
+        /// Build the pod network's masquerade binding (bridge, nftables NAT, DHCP) in this
+        /// process's network namespace: only where that namespace is the pod's or a scratch one.
+        #[arg(long)]
+        pod_network: bool,
+        /// The pod's network interface.
+        #[arg(long, default_value = "eth0")]
+        pod_interface: String,
     },
 }
 
@@ -65,6 +73,8 @@ fn main() -> ExitCode {
         volumes_dir,
         plain_http,
         quiet,
+        pod_network,
+        pod_interface,
     } = Cli::parse().command;
     let text = if vmi.as_os_str() == "-" {
         let mut s = String::new();
@@ -105,10 +115,16 @@ fn main() -> ExitCode {
         volumes_dir,
         plain_http,
         echo_console: !quiet,
+        pod_network,
+        pod_iface: pod_interface,
     };
     let launched = match launch(&object, &opts) {
         Ok(l) => l,
-        Err(e @ (RunError::Plan(_) | RunError::Unsupported { .. })) => {
+        Err(
+            e @ (RunError::Plan(_)
+            | RunError::Unsupported { .. }
+            | RunError::Network(PodNetworkError::NotAllowed { .. })),
+        ) => {
             eprintln!("error: {e}");
             return ExitCode::from(2);
         }

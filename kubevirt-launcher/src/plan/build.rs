@@ -460,9 +460,30 @@ fn network(spec: &VirtualMachineInstanceSpec, errs: &mut Errors) -> Option<Netwo
             ),
         }
     }
+    let mac = iface.mac_address.as_deref().and_then(|m| {
+        let parsed = parse_mac(m);
+        if parsed.is_none() {
+            errs.push(
+                "spec.domain.devices.interfaces[0].macAddress",
+                format!("{m:?} is not a unicast MAC address like 02:00:00:00:00:01"),
+            );
+        }
+        parsed
+    });
     Some(NetworkPlan {
         name: iface.name.clone(),
-        mac: iface.mac_address.clone(),
+        mac,
         ports,
     })
+}
+
+/// `aa:bb:cc:dd:ee:ff` (or with `-`), unicast only.
+fn parse_mac(text: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = text.split([':', '-']);
+    for b in &mut mac {
+        let part = parts.next().filter(|p| p.len() == 2)?;
+        *b = u8::from_str_radix(part, 16).ok()?;
+    }
+    (parts.next().is_none() && mac[0] & 1 == 0).then_some(mac)
 }

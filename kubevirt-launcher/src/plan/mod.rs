@@ -130,8 +130,8 @@ pub struct DiskPlan {
 pub struct NetworkPlan {
     /// Interface name.
     pub name: String,
-    /// Guest MAC address, if given.
-    pub mac: Option<String>,
+    /// Guest MAC address, if given (`macAddress`, validated).
+    pub mac: Option<[u8; 6]>,
     /// Ports forwarded to the guest (`(protocol, port)`); empty forwards all.
     pub ports: Vec<(String, u16)>,
 }

@@ -2,8 +2,10 @@
 //! and attach the disks (virtio-blk), then start the VM with its console and control sockets.
 
 mod image;
+pub mod network;
 
 pub use self::image::image_source;
+use self::network::{PodNetwork, PodNetworkError, PodNetworkOptions};
 
 use crate::cloudinit::{self, NoSecrets};
 use crate::console::ConsoleHub;
@@ -35,6 +37,11 @@ pub struct RunOptions {
     pub plain_http: Vec<String>,
     /// Copy the console to this process's stdout (standalone mode).
     pub echo_console: bool,
+    /// The launcher runs in the pod's (or a scratch) network namespace and may build the
+    /// masquerade binding there.
+    pub pod_network: bool,
+    /// The pod's interface (`eth0`).
+    pub pod_iface: String,
 }
 
 /// Why a VMI could not be launched.
@@ -68,6 +75,9 @@ pub enum RunError {
         /// Cause.
         source: std::io::Error,
     },
+    /// The pod network could not be attached.
+    #[error("{0}")]
+    Network(#[from] PodNetworkError),
     /// The VMM refused the configuration.
     #[error("starting the VM: {0}")]
     Vm(String),
@@ -91,6 +101,8 @@ pub struct Launched {
     pub console: ConsoleHub,
     /// The control socket.
     pub control: ControlServer,
+    /// The pod network, if attached.
+    pub network: Option<PodNetwork>,
     layout: disks::Layout,
 }
 
@@ -105,11 +117,11 @@ impl Launched {
 pub fn launch(object: &Object, opts: &RunOptions) -> Result<Launched, RunError> {
     let vmi = vmi_of(object)?;
     let plan = from_vmi(&vmi)?;
-    if plan.network.is_some() {
-        return Err(RunError::Unsupported {
-            path: "spec.domain.devices.interfaces".into(),
-            message: "the pod network needs virtio-net, which kubevirt-vmm does not have yet; set spec.domain.devices.autoattachPodInterface: false".into(),
-        });
+    if plan.network.is_some() && !opts.pod_network {
+        return Err(PodNetworkError::NotAllowed {
+            bridge: "k6t-eth0".into(),
+        }
+        .into());
     }
     std::fs::create_dir_all(&opts.run_dir).map_err(io(&opts.run_dir))?;
     let store = Store::new(&opts.cache_dir);
@@ -222,6 +234,21 @@ pub fn launch(object: &Object, opts: &RunOptions) -> Result<Launched, RunError> 
     for d in devices {
         builder = builder.virtio_device(Box::new(d));
     }
+    let network = match &plan.network {
+        Some(net) => {
+            let (device, attached) = network::attach(
+                net,
+                &PodNetworkOptions {
+                    pod_iface: opts.pod_iface.clone(),
+                    hostname: cloudinit::VmiIdentity::from_vmi(&vmi).hostname(),
+                    vmi: (plan.namespace.clone(), plan.name.clone()),
+                },
+            )?;
+            builder = builder.virtio_device(Box::new(device));
+            Some(attached)
+        }
+        None => None,
+    };
     let vm = Arc::new(builder.build().map_err(|e| RunError::Vm(e.to_string()))?);
     let input = vm.clone();
     let log = plan
@@ -245,6 +272,7 @@ pub fn launch(object: &Object, opts: &RunOptions) -> Result<Launched, RunError> 
         plan,
         console,
         control,
+        network,
         layout,
     })
 }

@@ -1,0 +1,195 @@
+//! The pod network's masquerade binding, attached: a tap for the VMM's virtio-net, the bridge and
+//! NAT built around it ([`crate::network::masquerade`]) and the DHCP server that hands the guest
+//! its fixed address. Everything lives in the launcher's network namespace (the pod's), so it
+//! goes away with the pod.
+
+use crate::network::dhcp::{DhcpConfig, DhcpServer, bind_to_device, serve};
+use crate::network::masquerade::{GuestLink, Masquerade};
+use crate::plan::NetworkPlan;
+use kubevirt_vmm::virtio::net::{Net, NetConfig, Tap};
+use sha2::{Digest, Sha256};
+use std::net::{Ipv4Addr, UdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+use thiserror::Error;
+
+/// The guest's tap, as upstream names it in the pod.
+pub const TAP_NAME: &str = "tap0";
+/// DHCP's "infinite" lease, as upstream hands out.
+const INFINITE_LEASE: Duration = Duration::from_secs(u32::MAX as u64);
+
+/// Why the pod network could not be attached.
+#[derive(Debug, Error)]
+pub enum PodNetworkError {
+    /// The launcher was not told it may rebuild its network namespace.
+    #[error(
+        "spec.domain.devices.interfaces[0]: the masquerade binding rebuilds the launcher's network namespace (bridge {bridge}, nftables NAT, ip_forward); run the launcher in the pod's (or a scratch) network namespace with --pod-network, or set spec.domain.devices.autoattachPodInterface: false"
+    )]
+    NotAllowed {
+        /// The bridge it would create.
+        bridge: String,
+    },
+    /// The pod interface is missing.
+    #[error(
+        "spec.domain.devices.interfaces[0]: the pod interface {0} does not exist in this network namespace"
+    )]
+    NoPodInterface(String),
+    /// The tap could not be created.
+    #[error("creating tap {TAP_NAME}: {0}")]
+    Tap(#[from] kubevirt_vmm::virtio::net::TapError),
+    /// Bridge or NAT set-up failed.
+    #[error("masquerade set-up: {0}")]
+    Masquerade(#[from] crate::network::masquerade::NetError),
+    /// The DHCP server could not start.
+    #[error("DHCP server on {bridge}: {source}")]
+    Dhcp {
+        /// The bridge.
+        bridge: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
+
+/// The attached pod network: stops the DHCP server when dropped.
+#[derive(Debug)]
+pub struct PodNetwork {
+    /// The guest's MAC address.
+    pub mac: [u8; 6],
+    /// The guest's address.
+    pub guest_ip: Ipv4Addr,
+    stop: Arc<AtomicBool>,
+    dhcp: Option<JoinHandle<()>>,
+}
+
+impl Drop for PodNetwork {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.dhcp.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A stable, locally administered MAC for a VMI that names none.
+pub fn generated_mac(namespace: &str, name: &str) -> [u8; 6] {
+    let h = Sha256::digest(format!("{namespace}/{name}").as_bytes());
+    [0x02, 0x6b, 0x76, h[0], h[1], h[2]]
+}
+
+/// Name servers and search domains from `resolv.conf` text (the pod's DNS, passed on).
+fn resolv_conf(text: &str) -> (Vec<Ipv4Addr>, Vec<String>) {
+    let (mut dns, mut search) = (Vec::new(), Vec::new());
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        match words.next() {
+            Some("nameserver") => dns.extend(words.next().and_then(|w| w.parse::<Ipv4Addr>().ok())),
+            Some("search") => search.extend(words.map(str::to_owned)),
+            _ => {}
+        }
+    }
+    (dns, search)
+}
+
+/// What [`attach`] needs besides the plan.
+#[derive(Debug, Clone)]
+pub struct PodNetworkOptions {
+    /// The pod's interface (`eth0`).
+    pub pod_iface: String,
+    /// The guest's host name (handed out by DHCP).
+    pub hostname: String,
+    /// VMI namespace and name, for a generated MAC.
+    pub vmi: (String, String),
+}
+
+/// Builds the masquerade binding for `plan` and returns the virtio-net device for the VM.
+pub fn attach(
+    plan: &NetworkPlan,
+    opts: &PodNetworkOptions,
+) -> Result<(Net, PodNetwork), PodNetworkError> {
+    let mut masq = Masquerade::upstream_default(plan.ports.clone());
+    masq.pod_iface = opts.pod_iface.clone();
+    let sys = std::path::Path::new("/sys/class/net").join(&opts.pod_iface);
+    if !sys.exists() {
+        return Err(PodNetworkError::NoPodInterface(opts.pod_iface.clone()));
+    }
+    let mtu = std::fs::read_to_string(sys.join("mtu"))
+        .ok()
+        .and_then(|m| m.trim().parse().ok());
+    let mac = plan
+        .mac
+        .unwrap_or_else(|| generated_mac(&opts.vmi.0, &opts.vmi.1));
+    // The tap lives as long as the VMM holds it: created here, gone when the launcher exits.
+    let tap = Tap::open(TAP_NAME)?;
+    masq.setup(&GuestLink::Existing(TAP_NAME.into()))?;
+    let (dns, search) =
+        resolv_conf(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default());
+    let config = DhcpConfig {
+        server_ip: masq.gateway,
+        client_ip: masq.guest_ip,
+        prefix_len: masq.prefix_len,
+        client_mac: mac,
+        router: masq.gateway,
+        dns,
+        search,
+        hostname: Some(opts.hostname.clone()),
+        mtu,
+        lease: INFINITE_LEASE,
+    };
+    let dhcp_err = |source| PodNetworkError::Dhcp {
+        bridge: masq.bridge.clone(),
+        source,
+    };
+    let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 67)).map_err(dhcp_err)?;
+    bind_to_device(&socket, &masq.bridge).map_err(dhcp_err)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let dhcp = {
+        let stop = stop.clone();
+        let server = DhcpServer::new(config);
+        std::thread::Builder::new()
+            .name("dhcp".into())
+            .spawn(move || {
+                if let Err(e) = serve(&socket, &server, &stop) {
+                    eprintln!("kubevirt-launcher: DHCP server stopped: {e}");
+                }
+            })
+            .map_err(dhcp_err)?
+    };
+    let net = Net::new(NetConfig {
+        mac,
+        backend: Box::new(tap),
+    });
+    Ok((
+        net,
+        PodNetwork {
+            mac,
+            guest_ip: masq.guest_ip,
+            stop,
+            dhcp: Some(dhcp),
+        },
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolv_conf_gives_name_servers_and_search_domains() {
+        let (dns, search) = resolv_conf(
+            "# pod DNS\nnameserver 10.96.0.10\nnameserver fd00::a\nsearch default.svc.cluster.local svc.cluster.local\noptions ndots:5\n",
+        );
+        assert_eq!(dns, [Ipv4Addr::new(10, 96, 0, 10)]);
+        assert_eq!(search, ["default.svc.cluster.local", "svc.cluster.local"]);
+    }
+
+    #[test]
+    fn generated_macs_are_stable_unicast_and_local() {
+        let a = generated_mac("default", "demo");
+        assert_eq!(a, generated_mac("default", "demo"));
+        assert_ne!(a, generated_mac("default", "other"));
+        assert_eq!(a[0] & 1, 0, "unicast");
+        assert_eq!(a[0] & 2, 2, "locally administered");
+    }
+}

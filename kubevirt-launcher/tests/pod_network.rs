@@ -1,0 +1,221 @@
+//! The pod network end to end: the launcher runs in a "pod" network namespace the test creates
+//! (with `--pod-network`), a "peer" namespace plays the rest of the cluster across a veth pair.
+//! The demo guest takes its address from the launcher's DHCP server over virtio-net and a tap;
+//! the peer pings the pod address and the masquerade NAT delivers the echo to the guest, which
+//! answers (ARP included); a TCP connection to the pod reaches the guest's address and port,
+//! seen on the tap at the packet level and refused by the guest. The host's own interfaces are
+//! never touched.
+
+mod common;
+
+use common::{ImageBlobs, Namespaces, in_ns, run, tempdir};
+use kubevirt_vmm::testguest::netns::PacketSocket;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const POD_IP: &str = "10.244.0.5";
+const PEER_IP: &str = "10.244.0.1";
+const GUEST_MAC: &str = "02:00:00:aa:bb:01";
+
+struct Launcher {
+    child: Child,
+    console: Arc<Mutex<String>>,
+}
+
+impl Launcher {
+    fn expect(&mut self, text: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let out = self.console.lock().unwrap().clone();
+            if out.contains(text) {
+                return out;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("launcher exited ({status}) before {text:?}; console:\n{out}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {text:?} on the console:\n{out}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Launcher {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_launcher(dir: &Path, pod: &str, vmi: &str) -> Launcher {
+    let file = dir.join("vmi.yaml");
+    std::fs::write(&file, vmi).unwrap();
+    let mut child = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            pod,
+            env!("CARGO_BIN_EXE_kubevirt-launcher"),
+        ])
+        .args(["run", "--pod-network", "--vmi", file.to_str().unwrap()])
+        .args(["--run-dir", dir.join("run").to_str().unwrap()])
+        .args(["--cache-dir", dir.join("cache").to_str().unwrap()])
+        .args(["--volumes-dir", dir.join("volumes").to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start kubevirt-launcher");
+    let console = Arc::new(Mutex::new(String::new()));
+    for mut pipe in [
+        Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
+        Box::new(child.stderr.take().unwrap()),
+    ] {
+        let console = console.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = pipe.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                console
+                    .lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+    }
+    Launcher { child, console }
+}
+
+fn ip_in(ns: &str, args: &[&str]) -> String {
+    let out = Command::new("ip")
+        .args(["-n", ns])
+        .args(args)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn guest_gets_dhcp_answers_arp_and_ping_through_nat_and_sees_forwarded_connections() {
+    let id = std::process::id();
+    let (pod, peer) = (format!("kvpod-{id}"), format!("kvpeer-{id}"));
+    let _ns = Namespaces::create(&[&pod, &peer]);
+    run(&[
+        "ip", "link", "add", "eth0", "netns", &pod, "type", "veth", "peer", "name", "peer0",
+        "netns", &peer,
+    ]);
+    run(&[
+        "ip",
+        "-n",
+        &pod,
+        "addr",
+        "add",
+        &format!("{POD_IP}/24"),
+        "dev",
+        "eth0",
+    ]);
+    run(&[
+        "ip",
+        "-n",
+        &peer,
+        "addr",
+        "add",
+        &format!("{PEER_IP}/24"),
+        "dev",
+        "peer0",
+    ]);
+    run(&["ip", "-n", &pod, "link", "set", "eth0", "up"]);
+    run(&["ip", "-n", &peer, "link", "set", "peer0", "up"]);
+
+    let dir = tempdir("podnet");
+    let guest = kubevirt_demo_guest::pvh_elf().expect("demo guest");
+    ImageBlobs::with(&[("boot/demo.elf", &guest)]).write_layout(&dir.join("image"), "demo");
+    let vmi = format!(
+        r#"
+apiVersion: kubevirt.io/v1
+kind: VirtualMachineInstance
+metadata: {{name: netdemo, namespace: default}}
+spec:
+  domain:
+    memory: {{guest: 32Mi}}
+    firmware:
+      kernelBoot: {{container: {{image: "oci:{}:demo", kernelPath: /boot/demo.elf}}}}
+    devices:
+      interfaces: [{{name: default, masquerade: {{}}, macAddress: "{GUEST_MAC}"}}]
+  networks: [{{name: default, pod: {{}}}}]
+"#,
+        dir.join("image").display()
+    );
+    let mut launcher = start_launcher(&dir, &pod, &vmi);
+    launcher.expect(&format!("eth0: virtio-net, mac {GUEST_MAC}"));
+    launcher.expect("eth0: 10.0.2.2/24 gateway 10.0.2.1");
+
+    // Packets on the guest's tap, from inside the pod namespace.
+    let capture = in_ns(&pod, || {
+        let tap = PacketSocket::bind("tap0").expect("packet socket on tap0");
+        tap.recv_matching(Duration::from_secs(30), |f| {
+            // IPv4 TCP SYN to 10.0.2.2:8080.
+            f.len() >= 54
+                && f[12..14] == [8, 0]
+                && f[23] == 6
+                && f[30..34] == [10, 0, 2, 2]
+                && f[36..38] == 8080u16.to_be_bytes()
+                && f[47] & 0x12 == 0x02
+        })
+        .expect("capture")
+    });
+    std::thread::sleep(Duration::from_millis(200));
+
+    // Ping the pod from the peer: DNAT to the guest, which must resolve (ARP) and answer.
+    let ping = Command::new("ip")
+        .args(["netns", "exec", &peer, "ping", "-c", "3", "-W", "5", POD_IP])
+        .output()
+        .expect("ping (iputils-ping, installed by scripts/setup.sh)");
+    assert!(
+        ping.status.success(),
+        "ping through the NAT failed: {}{}",
+        String::from_utf8_lossy(&ping.stdout),
+        String::from_utf8_lossy(&ping.stderr)
+    );
+    let neigh = ip_in(&pod, &["neigh", "show", "10.0.2.2", "dev", "k6t-eth0"]);
+    assert!(
+        neigh.contains(GUEST_MAC),
+        "the guest answered ARP on the bridge: {neigh}"
+    );
+
+    // A TCP connection to the pod arrives at the guest's address and port; the guest refuses it.
+    let connect = in_ns(&peer, || {
+        std::net::TcpStream::connect_timeout(
+            &format!("{POD_IP}:8080").parse().unwrap(),
+            Duration::from_secs(10),
+        )
+    })
+    .join()
+    .unwrap();
+    let err = connect.expect_err("the guest refuses every connection");
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{err}");
+    let syn = capture.join().unwrap();
+    assert!(syn.is_some(), "no SYN to 10.0.2.2:8080 seen on tap0");
+    launcher.expect(&format!("tcp: connection from {PEER_IP}:"));
+    launcher.expect(" to port 8080 refused");
+
+    // The console socket carries commands: the guest reports its pings, then powers off.
+    let sock = dir.join("run/console.sock");
+    let mut console = UnixStream::connect(&sock).expect("console socket");
+    console.write_all(b"ip\r").unwrap();
+    launcher.expect("inet 10.0.2.2/24 gateway 10.0.2.1, echo requests answered: 3");
+    console.write_all(b"poweroff\r").unwrap();
+    let status = launcher.child.wait().unwrap();
+    let out = launcher.console.lock().unwrap().clone();
+    assert!(status.success(), "{out}");
+    assert!(out.contains("netdemo Succeeded"), "{out}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
