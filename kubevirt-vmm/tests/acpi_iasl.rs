@@ -49,6 +49,15 @@ fn iasl_disassembles_every_table_cleanly() {
         "_S5_",
         "0xE0000000",
         "0x0CF8",
+        // The Generic Event Device, its event register and interrupt, and the power button
+        // its _EVT notifies.
+        "ACPI0013",
+        "OperationRegion (GDST, SystemMemory, 0xFEB00000, 0x04)",
+        "Interrupt (ResourceConsumer, Edge, ActiveHigh, Exclusive, ,, )",
+        "0x00000005,",
+        "Method (_EVT, 1, Serialized)",
+        "Notify (\\_SB.PWRB, 0x80)",
+        "PNP0C0C",
     ] {
         assert!(dsdt.contains(want), "DSDT lacks {want}:\n{dsdt}");
     }

@@ -1,5 +1,5 @@
 //! The DSDT's AML: the PCI host bridge with its resources, the motherboard resources holding
-//! ECAM, COM1, and `_S5_`.
+//! ECAM, COM1, `_S5_`, and the Generic Event Device with its power button ([`super::ged`]).
 
 use acpi_tables::Aml;
 use acpi_tables::aml::{
@@ -65,5 +65,7 @@ pub fn dsdt_aml() -> Vec<u8> {
     let zero = 0u32;
     let s5_package = Package::new(vec![&s5, &s5, &zero, &zero]);
     Name::new("_S5_".into(), &s5_package).to_aml_bytes(&mut aml);
+
+    super::ged::ged_aml(&mut aml);
     aml
 }

@@ -1,12 +1,14 @@
 //! ACPI tables the VMM writes for the guest: RSDP, XSDT, a hardware-reduced FADT with sleep
 //! and reset registers, a MADT listing every vCPU's local APIC and the IOAPIC, MCFG for the
-//! PCI ECAM window, and a DSDT with the PCI host bridge, COM1 and `_S5_`.
+//! PCI ECAM window, and a DSDT with the PCI host bridge, COM1, `_S5_`, and a Generic Event
+//! Device with a power button ([`ged`]).
 //!
 //! Tables are generated with the `acpi_tables` crate ([`tables`]) and laid out in the BIOS
 //! area where a kernel scanning for the RSDP finds them ([`write_tables`]); the sleep and
 //! reset registers are served by [`power::AcpiPower`].
 
 pub mod dsdt;
+pub mod ged;
 pub mod power;
 pub mod tables;
 

@@ -278,6 +278,35 @@ fn power_off_via_acpi(g: &mut GuestAsm, rsdp: u64) -> Result<(), TestGuestError>
     g.exit(2)
 }
 
+/// Offsets in [`GUEST_DATA_ADDR`] where [`power_button_poll`] counts its polls (u64) and
+/// stores the event register value that ended the wait (u32).
+pub const POWER_BUTTON_POLLS: u64 = GUEST_DATA_ADDR;
+/// See [`POWER_BUTTON_POLLS`].
+pub const POWER_BUTTON_EVENTS: u64 = GUEST_DATA_ADDR + 8;
+
+/// Polls the ACPI GED event register at `ged_addr` (counting polls at
+/// [`POWER_BUTTON_POLLS`]) until the power-button bit (bit 0) is set, stores what it read at
+/// [`POWER_BUTTON_EVENTS`], then powers off through ACPI S5 as an OS would (exit codes as
+/// [`acpi_poweroff`]). The interrupt-free way a guest answers [`crate::Vm::press_power_button`].
+pub fn power_button_poll(ged_addr: u64, rsdp: u64) -> Result<TestGuest, TestGuestError> {
+    let mut g = GuestAsm::new("power_button_poll")?;
+    let r = (|| {
+        let a = g.a();
+        a.mov(rbx, ged_addr)?;
+        a.mov(rdi, POWER_BUTTON_POLLS)?;
+        let mut poll = a.create_label();
+        a.set_label(&mut poll)?;
+        a.inc(qword_ptr(rdi))?;
+        a.mov(eax, dword_ptr(rbx))?;
+        a.test(eax, 1)?;
+        a.jz(poll)?;
+        a.mov(dword_ptr(rdi + 8), eax)
+    })();
+    g.check(r)?;
+    power_off_via_acpi(&mut g, rsdp)?;
+    g.finish()
+}
+
 /// The banner [`demo`] prints.
 pub const DEMO_BANNER: &str = "kubevirt-rs demo guest: booted on kubevirt-vmm, powering off\n";
 
@@ -312,6 +341,7 @@ mod tests {
             touch_pages(0x40_0000, 0x10_0000).unwrap(),
             cpuid_report(1).unwrap(),
             acpi_poweroff(0xe_0000).unwrap(),
+            power_button_poll(0xfeb0_0000, 0xe_0000).unwrap(),
         ];
         for g in guests {
             assert_eq!(g.entry, GUEST_LOAD_ADDR, "{}", g.name);

@@ -4,15 +4,17 @@ pub mod config;
 pub mod exit;
 pub mod lifecycle;
 pub mod msi;
+mod pci;
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use kvm_bindings::{KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY, kvm_pit_config};
-use kvm_ioctls::{Cap, IoEventAddress, Kvm, NoDatamatch, VmFd};
+use kvm_ioctls::{Cap, Kvm, VmFd};
 use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
+use crate::acpi::ged::{GED_IRQ, GED_MMIO_ADDR, GED_MMIO_SIZE, Ged, GedEvents};
 use crate::acpi::power::{AcpiPower, POWER_PORT_SPAN, SLEEP_CONTROL_PORT};
 use crate::acpi::{self, AcpiError};
 use crate::arch::layout::{BOOT_STACK_POINTER, KVM_IDENTITY_MAP_ADDRESS, KVM_TSS_ADDRESS};
@@ -27,13 +29,10 @@ use crate::devices::serial::{
     COM1_IRQ, COM1_PORT, ConsoleError, ConsoleOutput, ConsoleStats, SERIAL_PORT_SPAN, SerialDevice,
 };
 use crate::memory::{self, MemoryError};
-use crate::pci::{
-    CONFIG_IO_PORT, CONFIG_IO_SPAN, PCI_MMCONFIG_SIZE, PCI_MMCONFIG_START, PCI_MMIO_WINDOW_SIZE,
-    PCI_MMIO_WINDOW_START, PciBarWindow, PciConfigIo, PciConfigMmio, PciError, PciRootBuilder,
-};
+use crate::pci::PciError;
 use crate::vcpu::{Buses, Vcpu, VcpuSnapshot, kick};
 use crate::virtio::VirtioDevice;
-use crate::virtio::pci::{VirtioPciDevice, VirtioPciError};
+use crate::virtio::pci::VirtioPciError;
 
 pub use config::VmConfig;
 pub use exit::{ExitReason, ExitRequester};
@@ -142,6 +141,14 @@ pub enum VmError {
     /// Creating a virtio-pci transport.
     #[error(transparent)]
     VirtioPci(#[from] VirtioPciError),
+    /// The VM has no ACPI, hence no power button.
+    #[error(
+        "this VM was built without ACPI (VmConfig::without_acpi), so it has no power button: stop it instead"
+    )]
+    NoPowerButton,
+    /// Raising the power-button interrupt failed.
+    #[error("pressing the ACPI power button: raising GSI {GED_IRQ} failed: {0}")]
+    PowerButton(#[source] std::io::Error),
 }
 
 fn vm_ioctl(ioctl: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmError {
@@ -201,8 +208,10 @@ impl VmBuilder {
 
     /// Adds a virtio device on PCI bus 0 (slots in the order added, after the host bridge at
     /// slot 0). With any virtio device the VM gets the PCI root complex: ports 0xCF8-0xCFF,
-    /// ECAM at [`PCI_MMCONFIG_START`] and BARs in [`PCI_MMIO_WINDOW_START`]'s window; queue
-    /// notifications are KVM ioeventfds.
+    /// ECAM at [`crate::pci::PCI_MMCONFIG_START`] and BARs in
+    /// [`crate::pci::PCI_MMIO_WINDOW_START`]'s window; queue notifications are KVM ioeventfds.
+    /// Devices: [`crate::virtio::block::Block`], [`crate::virtio::net::Net`],
+    /// [`crate::virtio::rng::Rng`], [`crate::virtio::console::Console`], or the embedder's own.
     pub fn virtio_device(mut self, device: Box<dyn VirtioDevice>) -> Self {
         self.virtio.push(device);
         self
@@ -308,6 +317,7 @@ impl VmBuilder {
             u64::from(CMOS_INDEX_PORT),
             CMOS_PORT_SPAN,
         )?;
+        let mut power_button = None;
         if config.acpi {
             acpi::write_tables(&memory, config.vcpus)?;
             pio_bus.insert(
@@ -315,6 +325,16 @@ impl VmBuilder {
                 u64::from(SLEEP_CONTROL_PORT),
                 POWER_PORT_SPAN,
             )?;
+            let irq = IrqTrigger::new().map_err(|source| VmError::IrqEventFd {
+                irq: GED_IRQ,
+                source,
+            })?;
+            vm_fd
+                .register_irqfd(irq.eventfd(), GED_IRQ)
+                .map_err(vm_ioctl("KVM_IRQFD (ACPI GED)"))?;
+            let ged = Ged::new(Arc::new(irq));
+            power_button = Some(ged.events());
+            mmio_bus.insert(Arc::new(Mutex::new(ged)), GED_MMIO_ADDR, GED_MMIO_SIZE)?;
         }
         if config.debug_exit {
             pio_bus.insert(
@@ -324,7 +344,7 @@ impl VmBuilder {
             )?;
         }
         if !virtio.is_empty() {
-            add_pci(&vm_fd, &memory, virtio, &mut pio_bus, &mut mmio_bus)?;
+            pci::add_pci(&vm_fd, &memory, virtio, &mut pio_bus, &mut mmio_bus)?;
         }
         for (base, len, dev) in pio {
             pio_bus.insert(dev, base, len)?;
@@ -358,53 +378,13 @@ impl VmBuilder {
             lifecycle,
             buses,
             com1,
+            power_button,
             created_at,
             vm_fd,
             _kvm: kvm,
             memory,
         })
     }
-}
-
-/// Puts `devices` on a new PCI bus 0, registers their queue notifications as ioeventfds and
-/// the root complex's ranges on the buses.
-fn add_pci(
-    vm_fd: &Arc<VmFd>,
-    memory: &GuestMemoryMmap,
-    devices: Vec<Box<dyn VirtioDevice>>,
-    pio_bus: &mut Bus,
-    mmio_bus: &mut Bus,
-) -> Result<(), VmError> {
-    let mut pci = PciRootBuilder::new(PCI_MMIO_WINDOW_START, PCI_MMIO_WINDOW_SIZE);
-    for device in devices {
-        let sink = Arc::new(msi::KvmMsiSink::new(vm_fd.clone()));
-        let device = VirtioPciDevice::new(device, memory.clone())?.with_msi_sink(sink);
-        let device = Arc::new(Mutex::new(device));
-        pci.add(device.clone())?;
-        let device = device.lock().unwrap_or_else(PoisonError::into_inner);
-        for (addr, event) in device.notify_addresses() {
-            vm_fd
-                .register_ioevent(event, &IoEventAddress::Mmio(addr), NoDatamatch)
-                .map_err(vm_ioctl("KVM_IOEVENTFD (virtio queue notify)"))?;
-        }
-    }
-    let root = pci.build();
-    pio_bus.insert(
-        Arc::new(Mutex::new(PciConfigIo::new(root.clone()))),
-        u64::from(CONFIG_IO_PORT),
-        CONFIG_IO_SPAN,
-    )?;
-    mmio_bus.insert(
-        Arc::new(Mutex::new(PciConfigMmio::new(root.clone()))),
-        PCI_MMCONFIG_START,
-        PCI_MMCONFIG_SIZE,
-    )?;
-    mmio_bus.insert(
-        Arc::new(Mutex::new(PciBarWindow::new(root))),
-        PCI_MMIO_WINDOW_START,
-        PCI_MMIO_WINDOW_SIZE,
-    )?;
-    Ok(())
 }
 
 /// Bytes of RAM below the 32-bit hole and above 4 GiB.
@@ -424,6 +404,7 @@ pub struct Vm {
     lifecycle: Arc<Lifecycle>,
     buses: Arc<Buses>,
     com1: Option<Arc<Mutex<Com1>>>,
+    power_button: Option<GedEvents>,
     created_at: Instant,
     vm_fd: Arc<VmFd>,
     _kvm: Kvm,
@@ -546,6 +527,25 @@ impl Vm {
                 .unwrap_or_else(PoisonError::into_inner)
                 .enqueue_input(input)
         })
+    }
+
+    /// Presses the ACPI power button (see [`crate::acpi::ged`]): an ACPI guest OS shuts down
+    /// gracefully and powers off through S5, ending the VM with [`ExitReason::PowerOff`]; a
+    /// polling guest sees [`crate::acpi::ged::GED_EVENT_POWER_BUTTON`] in the register at
+    /// [`GED_MMIO_ADDR`]. Returns at once: wait for the exit with a grace period
+    /// ([`Vm::wait_timeout`]) and [`Vm::stop`] the VM if it does not come.
+    pub fn press_power_button(&self) -> Result<(), VmError> {
+        self.power_button
+            .as_ref()
+            .ok_or(VmError::NoPowerButton)?
+            .press_power_button()
+            .map_err(VmError::PowerButton)
+    }
+
+    /// A handle that presses the power button from any thread, without holding the `Vm`;
+    /// `None` without ACPI.
+    pub fn power_button(&self) -> Option<GedEvents> {
+        self.power_button.clone()
     }
 
     /// When building started.

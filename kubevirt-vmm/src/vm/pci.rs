@@ -1,0 +1,56 @@
+//! The PCI root complex of a VM with virtio devices: transports, ioeventfds, bus ranges.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use kvm_ioctls::{IoEventAddress, NoDatamatch, VmFd};
+use vm_memory::GuestMemoryMmap;
+
+use super::{VmError, msi, vm_ioctl};
+use crate::bus::Bus;
+use crate::pci::{
+    CONFIG_IO_PORT, CONFIG_IO_SPAN, PCI_MMCONFIG_SIZE, PCI_MMCONFIG_START, PCI_MMIO_WINDOW_SIZE,
+    PCI_MMIO_WINDOW_START, PciBarWindow, PciConfigIo, PciConfigMmio, PciRootBuilder,
+};
+use crate::virtio::VirtioDevice;
+use crate::virtio::pci::VirtioPciDevice;
+
+/// Puts `devices` on a new PCI bus 0, registers their queue notifications as ioeventfds and
+/// the root complex's ranges on the buses.
+pub(super) fn add_pci(
+    vm_fd: &Arc<VmFd>,
+    memory: &GuestMemoryMmap,
+    devices: Vec<Box<dyn VirtioDevice>>,
+    pio_bus: &mut Bus,
+    mmio_bus: &mut Bus,
+) -> Result<(), VmError> {
+    let mut pci = PciRootBuilder::new(PCI_MMIO_WINDOW_START, PCI_MMIO_WINDOW_SIZE);
+    for device in devices {
+        let sink = Arc::new(msi::KvmMsiSink::new(vm_fd.clone()));
+        let device = VirtioPciDevice::new(device, memory.clone())?.with_msi_sink(sink);
+        let device = Arc::new(Mutex::new(device));
+        pci.add(device.clone())?;
+        let device = device.lock().unwrap_or_else(PoisonError::into_inner);
+        for (addr, event) in device.notify_addresses() {
+            vm_fd
+                .register_ioevent(event, &IoEventAddress::Mmio(addr), NoDatamatch)
+                .map_err(vm_ioctl("KVM_IOEVENTFD (virtio queue notify)"))?;
+        }
+    }
+    let root = pci.build();
+    pio_bus.insert(
+        Arc::new(Mutex::new(PciConfigIo::new(root.clone()))),
+        u64::from(CONFIG_IO_PORT),
+        CONFIG_IO_SPAN,
+    )?;
+    mmio_bus.insert(
+        Arc::new(Mutex::new(PciConfigMmio::new(root.clone()))),
+        PCI_MMCONFIG_START,
+        PCI_MMCONFIG_SIZE,
+    )?;
+    mmio_bus.insert(
+        Arc::new(Mutex::new(PciBarWindow::new(root))),
+        PCI_MMIO_WINDOW_START,
+        PCI_MMIO_WINDOW_SIZE,
+    )?;
+    Ok(())
+}
