@@ -2,7 +2,8 @@
 //! virtio-blk disks (one read-write, one read-only raw image), a virtio-rng and a
 //! virtio-console; the host then checks what the
 //! guest recorded and the image files, has ACPICA's `iasl -d` parse the ACPI tables, and boots
-//! a second tiny guest that powers off through ACPI S5. A third guest drives a virtio-net NIC
+//! a second tiny guest that powers off through ACPI S5, and a third that waits for the ACPI
+//! power button (polling the Generic Event Device's register) before doing so. A fourth guest drives a virtio-net NIC
 //! on a tap that lives in a network namespace the self-test creates and deletes (root only;
 //! the host's own interfaces are never touched): it sends a frame to an `AF_PACKET` socket
 //! on the tap and receives one back. One `PASS`/`FAIL` line per check; the exit status is
@@ -16,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::Instant;
 
+use kubevirt_vmm::acpi::ged::{GED_EVENT_POWER_BUTTON, GED_MMIO_ADDR};
 use kubevirt_vmm::acpi::{AcpiTables, RSDP_ADDR};
 use kubevirt_vmm::testguest::netns::{PacketSocket, TestNetns};
 use kubevirt_vmm::testguest::programs;
@@ -308,6 +310,31 @@ fn acpi_checks(r: &mut Report, dir: &Path) -> Result<(), Box<dyn std::error::Err
         "acpi S5 power-off",
         reason == ExitReason::PowerOff,
         format!("guest found the RSDP at {RSDP_ADDR:#x}, wrote 0x34 to port 0x600: {reason}"),
+    );
+
+    let guest = programs::power_button_poll(GED_MMIO_ADDR, RSDP_ADDR)?;
+    let vm = Vm::new(guest.vm_config(1, ConsoleConfig::Sink))?;
+    vm.start()?;
+    let start = Instant::now();
+    while read_u64(&vm, programs::POWER_BUTTON_POLLS) < 20
+        && start.elapsed() < std::time::Duration::from_secs(30)
+    {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let before = vm.exit_reason();
+    let pressed = Instant::now();
+    vm.press_power_button()?;
+    let reason = vm
+        .wait_timeout(std::time::Duration::from_secs(60))
+        .unwrap_or_else(|| vm.stop());
+    let seen = read_u32(&vm, programs::POWER_BUTTON_EVENTS);
+    r.check(
+        "acpi power button",
+        before.is_none() && reason == ExitReason::PowerOff && seen == GED_EVENT_POWER_BUTTON,
+        format!(
+            "guest polled the GED register at {GED_MMIO_ADDR:#x}, read {seen:#x} after the press and powered off {:.1} ms later: {reason}",
+            pressed.elapsed().as_secs_f64() * 1e3
+        ),
     );
     Ok(())
 }
