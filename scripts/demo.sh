@@ -8,7 +8,7 @@ fixtures=${KUBEVIRT_FIXTURES:-../shared/fixtures/upstream}
 
 scripts/setup.sh
 cargo build --release --locked -p kubevirt-controller -p kubevirt-local -p kubevirt-launcher
-cargo build --release --locked --example build_vm --example vmm_hello --example vmm_virtio_selftest --example demo_image
+cargo build --release --locked --example build_vm --example vmm_hello --example vmm_virtio_selftest
 bin=target/release
 
 data=$(mktemp -d)
@@ -51,9 +51,24 @@ echo "== a VM built in Rust (examples/build_vm.rs), applied"
 "$bin"/examples/build_vm | k apply -f -
 
 echo "== examples/vmi-demo.yaml through kubevirt-launcher: kernel from an OCI image, virtio disks, our VMM"
-"$bin"/examples/demo_image target/demo-image
-"$bin"/kubevirt-launcher run --vmi examples/vmi-demo.yaml --run-dir "$data/launcher" \
-  --cache-dir "$data/images" --volumes-dir "$data/volumes"
+"$bin"/kubevirt-launcher demo-image target/demo-image
+# The guest answers commands typed on the console; here they come from a pipe.
+(sleep 1; printf 'disks\r'; sleep 0.3; printf 'uname\r'; sleep 0.3; printf 'poweroff\r') |
+  "$bin"/kubevirt-launcher run examples/vmi-demo.yaml --run-dir "$data/launcher" \
+    --cache-dir "$data/images" --volumes-dir "$data/volumes"
+
+echo "== the same guest on the pod network: masquerade NAT + DHCP in a scratch network namespace"
+pod=kvdemo-pod-$$; peer=kvdemo-peer-$$
+ip netns add "$pod"; ip netns add "$peer"
+trap 'kill "$server" 2>/dev/null || true; ip netns del "$pod" 2>/dev/null; ip netns del "$peer" 2>/dev/null; rm -rf "$data"' EXIT
+ip link add eth0 netns "$pod" type veth peer name peer0 netns "$peer"
+ip -n "$pod" addr add 10.244.0.5/24 dev eth0; ip -n "$peer" addr add 10.244.0.1/24 dev peer0
+ip -n "$pod" link set eth0 up; ip -n "$peer" link set peer0 up
+sed -e '/autoattachPodInterface/d' -e 's/^  volumes:/  networks: [{name: default, pod: {}}]\n  volumes:/' \
+  -e 's/^      rng: {}/      rng: {}\n      interfaces: [{name: default, masquerade: {}}]/' examples/vmi-demo.yaml > "$data/vmi-net.yaml"
+(sleep 2; ip netns exec "$peer" ping -c 2 10.244.0.5 >&2; printf 'ip\r'; sleep 0.3; printf 'poweroff\r') |
+  ip netns exec "$pod" "$bin"/kubevirt-launcher run "$data/vmi-net.yaml" --pod-network \
+    --run-dir "$data/launcher-net" --cache-dir "$data/images" --volumes-dir "$data/volumes"
 
 echo "== a guest on our own VMM, embedded directly (examples/vmm_hello.rs)"
 "$bin"/examples/vmm_hello

@@ -25,3 +25,4 @@ pub mod network;
 pub mod oci;
 pub mod plan;
 pub mod run;
+pub mod terminal;

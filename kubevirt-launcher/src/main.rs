@@ -8,11 +8,15 @@ use clap::{Parser, Subcommand};
 use kubevirt_api::codec::documents_from_yaml;
 use kubevirt_api::object::Object;
 use kubevirt_launcher::control::phase;
+use kubevirt_launcher::oci::ImageBlobs;
 use kubevirt_launcher::run::network::PodNetworkError;
 use kubevirt_launcher::run::{RunError, RunOptions, launch};
+use kubevirt_launcher::terminal::{CharacterMode, forward};
 use std::io::Read;
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -30,33 +34,66 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a VMI (or a VM's template) from a YAML/JSON file (`-` for stdin), as a user wrote it.
-    Run {
-        /// The document.
-        #[arg(long = "vmi", value_name = "FILE")]
-        vmi: PathBuf,
-        /// Per-VMI directory for sockets and ephemeral disks (default: a new directory under /tmp).
-        #[arg(long)]
-        run_dir: Option<PathBuf>,
-        /// Image cache.
-        #[arg(long, default_value = "/var/cache/kubevirt-rs/images")]
-        cache_dir: PathBuf,
-        /// Where claims are prepared (`<dir>/<volume>/disk.img`).
-        #[arg(long, default_value = "/var/run/kubevirt-rs/volumes")]
-        volumes_dir: PathBuf,
-        /// A registry (`host:port`) to use over plain HTTP; repeatable.
-        #[arg(long = "plain-http-registry")]
-        plain_http: Vec<String>,
-        /// Do not copy the console to stdout.
-        #[arg(long)]
-        quiet: bool,
-        /// Build the pod network's masquerade binding (bridge, nftables NAT, DHCP) in this
-        /// process's network namespace: only where that namespace is the pod's or a scratch one.
-        #[arg(long)]
-        pod_network: bool,
-        /// The pod's network interface.
-        #[arg(long, default_value = "eth0")]
-        pod_interface: String,
+    Run(RunArgs),
+    /// Write the demo guest's container image as an OCI image layout (what
+    /// `examples/vmi-demo.yaml` boots: `oci:<DIR>:demo`, kernel at /boot/demo.elf).
+    DemoImage {
+        /// Where to write the layout.
+        #[arg(default_value = "target/demo-image")]
+        dir: PathBuf,
     },
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// The document (or give it with --vmi).
+    #[arg(value_name = "FILE", required_unless_present = "vmi")]
+    file: Option<PathBuf>,
+    /// The document.
+    #[arg(long = "vmi", value_name = "FILE", conflicts_with = "file")]
+    vmi: Option<PathBuf>,
+    /// Per-VMI directory for sockets and ephemeral disks (default: a new directory under /tmp).
+    #[arg(long)]
+    run_dir: Option<PathBuf>,
+    /// Image cache.
+    #[arg(long, default_value = "/var/cache/kubevirt-rs/images")]
+    cache_dir: PathBuf,
+    /// Where claims are prepared (`<dir>/<volume>/disk.img`).
+    #[arg(long, default_value = "/var/run/kubevirt-rs/volumes")]
+    volumes_dir: PathBuf,
+    /// A registry (`host:port`) to use over plain HTTP; repeatable.
+    #[arg(long = "plain-http-registry")]
+    plain_http: Vec<String>,
+    /// Do not copy the console to stdout.
+    #[arg(long)]
+    quiet: bool,
+    /// Build the pod network's masquerade binding (bridge, nftables NAT, DHCP) in this
+    /// process's network namespace: only where that namespace is the pod's or a scratch one.
+    #[arg(long)]
+    pod_network: bool,
+    /// The pod's network interface.
+    #[arg(long, default_value = "eth0")]
+    pod_interface: String,
+}
+
+fn demo_image(dir: &std::path::Path) -> ExitCode {
+    let written = kubevirt_demo_guest::pvh_elf()
+        .map_err(|e| e.to_string())
+        .and_then(|elf| {
+            ImageBlobs::with(&[("boot/demo.elf", &elf)])
+                .and_then(|image| image.write_layout(dir, "demo"))
+                .map_err(|e| format!("{}: {e}", dir.display()))
+        });
+    match written {
+        Ok(()) => {
+            println!("wrote the demo guest image to oci:{}:demo", dir.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(3)
+        }
+    }
 }
 
 static TERMINATE: AtomicBool = AtomicBool::new(false);
@@ -66,7 +103,15 @@ extern "C" fn on_signal(_: libc::c_int) {
 }
 
 fn main() -> ExitCode {
-    let Command::Run {
+    match Cli::parse().command {
+        Command::Run(args) => run(args),
+        Command::DemoImage { dir } => demo_image(&dir),
+    }
+}
+
+fn run(args: RunArgs) -> ExitCode {
+    let RunArgs {
+        file,
         vmi,
         run_dir,
         cache_dir,
@@ -75,7 +120,11 @@ fn main() -> ExitCode {
         quiet,
         pod_network,
         pod_interface,
-    } = Cli::parse().command;
+    } = args;
+    let Some(vmi) = vmi.or(file) else {
+        eprintln!("error: no VMI document given");
+        return ExitCode::from(2);
+    };
     let text = if vmi.as_os_str() == "-" {
         let mut s = String::new();
         std::io::stdin().read_to_string(&mut s).map(|_| s)
@@ -138,6 +187,18 @@ fn main() -> ExitCode {
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
         libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
     }
+    // Standalone and not quiet: the keyboard goes to the guest's console.
+    let _terminal = (!quiet && vmi.as_os_str() != "-").then(|| {
+        let vm = launched.vm.clone();
+        let mode = CharacterMode::enter(std::io::stdin().as_fd());
+        let _ = forward(
+            std::io::stdin(),
+            Arc::new(move |b: &[u8]| {
+                vm.serial_input(b);
+            }),
+        );
+        mode
+    });
     eprintln!(
         "kubevirt-launcher: {} running; console {} control {}",
         launched.plan.name,

@@ -8,90 +8,33 @@
 
 mod common;
 
-use common::{ImageBlobs, Namespaces, in_ns, run, tempdir};
+use common::{ImageBlobs, Launcher, Namespaces, in_ns, run, tempdir};
 use kubevirt_vmm::testguest::netns::PacketSocket;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 const POD_IP: &str = "10.244.0.5";
 const PEER_IP: &str = "10.244.0.1";
 const GUEST_MAC: &str = "02:00:00:aa:bb:01";
 
-struct Launcher {
-    child: Child,
-    console: Arc<Mutex<String>>,
-}
-
-impl Launcher {
-    fn expect(&mut self, text: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let out = self.console.lock().unwrap().clone();
-            if out.contains(text) {
-                return out;
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("launcher exited ({status}) before {text:?}; console:\n{out}");
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no {text:?} on the console:\n{out}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Launcher {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn start_launcher(dir: &Path, pod: &str, vmi: &str) -> Launcher {
     let file = dir.join("vmi.yaml");
     std::fs::write(&file, vmi).unwrap();
-    let mut child = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            pod,
-            env!("CARGO_BIN_EXE_kubevirt-launcher"),
-        ])
-        .args(["run", "--pod-network", "--vmi", file.to_str().unwrap()])
-        .args(["--run-dir", dir.join("run").to_str().unwrap()])
-        .args(["--cache-dir", dir.join("cache").to_str().unwrap()])
-        .args(["--volumes-dir", dir.join("volumes").to_str().unwrap()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start kubevirt-launcher");
-    let console = Arc::new(Mutex::new(String::new()));
-    for mut pipe in [
-        Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
-        Box::new(child.stderr.take().unwrap()),
-    ] {
-        let console = console.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = pipe.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                console
-                    .lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
-    }
-    Launcher { child, console }
+    let mut cmd = Command::new("ip");
+    cmd.args([
+        "netns",
+        "exec",
+        pod,
+        env!("CARGO_BIN_EXE_kubevirt-launcher"),
+    ])
+    .args(["run", "--pod-network", "--vmi", file.to_str().unwrap()])
+    .args(["--run-dir", dir.join("run").to_str().unwrap()])
+    .args(["--cache-dir", dir.join("cache").to_str().unwrap()])
+    .args(["--volumes-dir", dir.join("volumes").to_str().unwrap()]);
+    Launcher::spawn(cmd)
 }
 
 fn ip_in(ns: &str, args: &[&str]) -> String {
@@ -213,8 +156,7 @@ spec:
     console.write_all(b"ip\r").unwrap();
     launcher.expect("inet 10.0.2.2/24 gateway 10.0.2.1, echo requests answered: 3");
     console.write_all(b"poweroff\r").unwrap();
-    let status = launcher.child.wait().unwrap();
-    let out = launcher.console.lock().unwrap().clone();
+    let (status, out) = launcher.wait();
     assert!(status.success(), "{out}");
     assert!(out.contains("netdemo Succeeded"), "{out}");
     let _ = std::fs::remove_dir_all(&dir);

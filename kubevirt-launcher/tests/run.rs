@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{ImageBlobs, tempdir};
+use common::{ImageBlobs, Launcher, tempdir};
 use kubevirt_vmm::acpi::RSDP_ADDR;
 use kubevirt_vmm::testguest::{elf, programs};
 use std::path::Path;
@@ -76,47 +76,70 @@ fn unsupported_specs_are_refused_with_paths() {
     assert!(err.contains("spec.domain.firmware.kernelBoot"), "{err}");
 }
 
-/// `examples/vmi-demo.yaml` as shipped (only the image directory moved): the demo guest's banner
-/// reaches the launcher's console output before the launcher reports Succeeded.
+/// `examples/vmi-demo.yaml` as shipped (only the image directory moved), with the image the
+/// launcher's `demo-image` command writes: the demo guest prints its banner, its disks and the
+/// cloud-init data; what is typed on the launcher's stdin reaches its console; `poweroff` ends
+/// it and the launcher reports Succeeded.
 #[test]
-fn the_shipped_demo_vmi_shows_its_banner() {
+fn the_shipped_demo_vmi_boots_and_answers_the_keyboard() {
     let dir = tempdir("demo");
-    let guest = elf::pvh_elf(&programs::demo(RSDP_ADDR).expect("guest")).expect("pvh elf");
-    ImageBlobs::with(&[("boot/demo.elf", &guest)]).write_layout(&dir.join("image"), "demo");
+    let image = dir.join("image");
+    let made = Command::new(env!("CARGO_BIN_EXE_kubevirt-launcher"))
+        .args(["demo-image", image.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
     let shipped = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/vmi-demo.yaml"),
     )
     .unwrap();
     let vmi = shipped.replace(
         "oci:target/demo-image:demo",
-        &format!("oci:{}:demo", dir.join("image").display()),
+        &format!("oci:{}:demo", image.display()),
     );
     let file = dir.join("vmi.yaml");
     std::fs::write(&file, vmi).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_kubevirt-launcher"))
-        .args([
-            "run",
-            "--vmi",
-            file.to_str().unwrap(),
-            "--run-dir",
-            dir.join("run").to_str().unwrap(),
-        ])
-        .args([
-            "--cache-dir",
-            dir.join("cache").to_str().unwrap(),
-            "--volumes-dir",
-            dir.join("volumes").to_str().unwrap(),
-        ])
-        .output()
-        .expect("run kubevirt-launcher");
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    assert!(out.status.success(), "{stderr}");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kubevirt-launcher"));
+    cmd.args(["run", file.to_str().unwrap()])
+        .args(["--run-dir", dir.join("run").to_str().unwrap()])
+        .args(["--cache-dir", dir.join("cache").to_str().unwrap()])
+        .args(["--volumes-dir", dir.join("volumes").to_str().unwrap()]);
+    let mut launcher = Launcher::spawn(cmd);
+    let out = launcher.expect("demo# ");
+    assert!(out.contains(kubevirt_demo_guest::BANNER), "{out}");
     assert!(
-        stdout.contains(programs::DEMO_BANNER.trim()),
-        "console: {stdout}\n{stderr}"
+        out.contains("vda: 16777216 bytes, serial DEMO-SCRATCH"),
+        "{out}"
     );
-    assert!(stderr.contains("demo Succeeded"), "{stderr}");
+    assert!(
+        out.contains("cloud-init: NoCloud data source on vdb"),
+        "{out}"
+    );
+    assert!(out.contains("  | hostname: demo"), "{out}");
+    launcher.type_text("uname\r");
+    launcher.expect("kubevirt-rs-demo demo 1.0 x86_64");
+    launcher.type_text("poweroff\r");
+    let (status, out) = launcher.wait();
+    assert!(status.success(), "{out}");
+    assert!(out.contains("demo Succeeded"), "{out}");
+}
+
+/// The masquerade binding rebuilds the network namespace it runs in, so the launcher refuses
+/// the pod network unless told it is in the pod's (or a scratch) namespace.
+#[test]
+fn the_pod_network_needs_consent() {
+    let dir = tempdir("consent");
+    let vmi = "apiVersion: kubevirt.io/v1\nkind: VirtualMachineInstance\nmetadata: {name: x}\nspec:\n  domain:\n    memory: {guest: 64Mi}\n    firmware: {kernelBoot: {container: {image: \"oci:/nonexistent:x\", kernelPath: /k}}}\n    devices: {interfaces: [{name: default, masquerade: {}}]}\n  networks: [{name: default, pod: {}}]\n";
+    let out = launcher(&dir, vmi);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("spec.domain.devices.interfaces[0]: the masquerade binding rebuilds"),
+        "{err}"
+    );
+    assert!(err.contains("--pod-network"), "{err}");
 }

@@ -7,11 +7,13 @@ mod disk;
 mod reference;
 mod source;
 mod store;
+mod writer;
 
 pub use self::disk::{Manifest, fetch_disk};
 pub use self::reference::{ImageRef, Reference};
 pub use self::source::{ImageSource, Layout, Registry};
 pub use self::store::Store;
+pub use self::writer::ImageBlobs;
 
 use thiserror::Error;
 

@@ -3,10 +3,12 @@
 #![allow(dead_code)]
 
 use sha2::{Digest, Sha256};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// Run a command that must succeed.
 pub fn run(args: &[&str]) {
@@ -83,57 +85,114 @@ pub fn digest(b: &[u8]) -> String {
     )
 }
 
-/// An OCI image's blobs: one gzip'd tar layer holding `files`.
-pub struct ImageBlobs {
-    pub layer: Vec<u8>,
-    pub config: Vec<u8>,
-    pub manifest: Vec<u8>,
-}
+/// An OCI image's blobs, from the launcher's own writer.
+pub struct ImageBlobs(pub kubevirt_launcher::oci::ImageBlobs);
 
 impl ImageBlobs {
     /// An image with `files` (`path`, contents) in one layer.
     pub fn with(files: &[(&str, &[u8])]) -> Self {
-        let mut tar_bytes = Vec::new();
-        {
-            let mut b = tar::Builder::new(&mut tar_bytes);
-            for (path, data) in files {
-                let mut h = tar::Header::new_gnu();
-                h.set_size(data.len() as u64);
-                h.set_mode(0o444);
-                h.set_cksum();
-                b.append_data(&mut h, path, *data).unwrap();
-            }
-            b.finish().unwrap();
-        }
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        gz.write_all(&tar_bytes).unwrap();
-        let layer = gz.finish().unwrap();
-        let config =
-            br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#
-                .to_vec();
-        let manifest = serde_json::to_vec(&serde_json::json!({
-            "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": digest(&config), "size": config.len()},
-            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": digest(&layer), "size": layer.len()}],
-        }))
-        .unwrap();
-        ImageBlobs {
-            layer,
-            config,
-            manifest,
-        }
+        ImageBlobs(kubevirt_launcher::oci::ImageBlobs::with(files).expect("build image"))
     }
 
     /// Write an OCI image layout at `dir` with this image tagged `tag`.
     pub fn write_layout(&self, dir: &Path, tag: &str) {
-        let blobs = dir.join("blobs/sha256");
-        std::fs::create_dir_all(&blobs).unwrap();
-        for b in [&self.layer, &self.config, &self.manifest] {
-            std::fs::write(blobs.join(&digest(b)[7..]), b).unwrap();
+        self.0.write_layout(dir, tag).expect("write layout");
+    }
+}
+
+impl std::ops::Deref for ImageBlobs {
+    type Target = kubevirt_launcher::oci::ImageBlobs;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+/// A launcher process whose stdout and stderr (console and messages) are collected.
+pub struct Launcher {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    output: Arc<Mutex<String>>,
+}
+
+impl Launcher {
+    /// Starts `cmd` with piped stdin, stdout and stderr.
+    pub fn spawn(mut cmd: Command) -> Launcher {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start kubevirt-launcher");
+        let output = Arc::new(Mutex::new(String::new()));
+        for mut pipe in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let output = output.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = pipe.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    output
+                        .lock()
+                        .unwrap()
+                        .push_str(&String::from_utf8_lossy(&buf[..n]));
+                }
+            });
         }
-        std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
-        let index = serde_json::json!({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "digest": digest(&self.manifest), "size": self.manifest.len(), "annotations": {"org.opencontainers.image.ref.name": tag}}]});
-        std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+        let stdin = child.stdin.take();
+        Launcher {
+            child,
+            stdin,
+            output,
+        }
+    }
+
+    /// Waits (up to a minute) until the output shows `text`; returns all of it so far.
+    pub fn expect(&mut self, text: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let out = self.output.lock().unwrap().clone();
+            if out.contains(text) {
+                return out;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                std::thread::sleep(Duration::from_millis(100));
+                let out = self.output.lock().unwrap().clone();
+                if out.contains(text) {
+                    return out;
+                }
+                panic!("launcher exited ({status}) before {text:?}; output:\n{out}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {text:?} in the output:\n{out}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Types `text` on the launcher's stdin.
+    pub fn type_text(&mut self, text: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin is open");
+        stdin.write_all(text.as_bytes()).unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// Waits for the launcher to exit; returns its status and everything it printed.
+    pub fn wait(&mut self) -> (ExitStatus, String) {
+        self.stdin = None;
+        let status = self.child.wait().unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        (status, self.output.lock().unwrap().clone())
+    }
+}
+
+impl Drop for Launcher {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
