@@ -8,3 +8,5 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 python3 scripts/gen-api.py --check ${KUBEVIRT_FIXTURES:+--fixtures "$KUBEVIRT_FIXTURES"}
 cargo test --workspace --locked
+# The fuzz targets, bounded (FUZZ_SECONDS per target, 30 by default); prints executions per target.
+scripts/fuzz.sh

@@ -5,14 +5,15 @@
 //! into (or just past) guest memory so most inputs reach the request parser; with it set they
 //! are used raw (far out of range, huge).
 //!
-//! Run: `cd kubevirt-vmm/fuzz && cargo +nightly fuzz run virtio_blk_queue -- -max_total_time=60`
+//! Run: `scripts/fuzz.sh` (CI: 30 s from the committed corpus), or by hand
+//! `cd kubevirt-vmm/fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run virtio_blk_queue -- -max_total_time=60`
 
 #![no_main]
 
 use std::sync::{Arc, Mutex};
 
-use kubevirt_vmm::virtio::block::queue::BlockQueue;
 use kubevirt_vmm::virtio::block::BlockBackend;
+use kubevirt_vmm::virtio::block::queue::BlockQueue;
 use kubevirt_vmm::virtio::{HealthFlag, VirtioInterrupt, VirtioInterruptType};
 use libfuzzer_sys::fuzz_target;
 use virtio_queue::{Queue, QueueT};
@@ -84,9 +85,15 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let mut queue = Queue::new(SIZE).unwrap();
-    queue.try_set_desc_table_address(GuestAddress(0x1000)).unwrap();
-    queue.try_set_avail_ring_address(GuestAddress(0x1100)).unwrap();
-    queue.try_set_used_ring_address(GuestAddress(0x3000)).unwrap();
+    queue
+        .try_set_desc_table_address(GuestAddress(0x1000))
+        .unwrap();
+    queue
+        .try_set_avail_ring_address(GuestAddress(0x1100))
+        .unwrap();
+    queue
+        .try_set_used_ring_address(GuestAddress(0x3000))
+        .unwrap();
     queue.set_ready(true);
     let disk: Arc<Mutex<Box<dyn BlockBackend>>> =
         Arc::new(Mutex::new(Box::new(Disk(vec![0xa5; 16 << 10], read_only))));
