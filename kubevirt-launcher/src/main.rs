@@ -7,7 +7,7 @@
 use clap::{Parser, Subcommand};
 use kubevirt_api::codec::documents_from_yaml;
 use kubevirt_api::object::Object;
-use kubevirt_launcher::control::phase;
+use kubevirt_launcher::control::{Shutdown, phase};
 use kubevirt_launcher::oci::ImageBlobs;
 use kubevirt_launcher::run::network::PodNetworkError;
 use kubevirt_launcher::run::{RunError, RunOptions, launch};
@@ -209,10 +209,21 @@ fn run(args: RunArgs) -> ExitCode {
         if let Some(r) = launched.vm.wait_timeout(Duration::from_millis(100)) {
             break r;
         }
-        if TERMINATE.load(Ordering::SeqCst) {
-            // A graceful shutdown needs the ACPI power button, which kubevirt-vmm does not raise yet.
-            eprintln!("kubevirt-launcher: terminating: stopping the VM");
-            break launched.vm.stop();
+        if TERMINATE.swap(false, Ordering::SeqCst) {
+            let grace = launched.plan.grace_period;
+            match launched.shutdowns.request(grace) {
+                Shutdown::Requested => eprintln!(
+                    "kubevirt-launcher: terminating: pressed the power button; stopping the VM in {}s unless it powers off",
+                    grace.as_secs()
+                ),
+                Shutdown::AlreadyRequested => {}
+                Shutdown::Stopped(r) => {
+                    eprintln!(
+                        "kubevirt-launcher: terminating: no ACPI power button, stopped the VM"
+                    );
+                    break r;
+                }
+            }
         }
     };
     // Deliver what the guest printed last before reporting.

@@ -1,14 +1,15 @@
 //! The control socket over a real running guest: status, pause (the guest stops counting),
-//! unpause (it counts again), stop, and the phases upstream reports.
+//! unpause (it counts again), stop, and the phases upstream reports; shutdown presses the power
+//! button, and a guest that ignores it is stopped after the grace period.
 
-use kubevirt_launcher::control::ControlServer;
+use kubevirt_launcher::control::{ControlServer, Shutdowns};
 use kubevirt_vmm::testguest::programs::{self, COUNTER_ADDR};
-use kubevirt_vmm::{ConsoleConfig, Vm};
+use kubevirt_vmm::{ConsoleConfig, ExitReason, Vm};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use vm_memory::{Bytes, GuestAddress};
 
 fn ask(conn: &mut UnixStream, reader: &mut BufReader<UnixStream>, req: Value) -> Value {
@@ -16,6 +17,16 @@ fn ask(conn: &mut UnixStream, reader: &mut BufReader<UnixStream>, req: Value) ->
     let mut line = String::new();
     reader.read_line(&mut line).unwrap();
     serde_json::from_str(&line).unwrap()
+}
+
+fn serve(dir: &std::path::Path, vm: &Arc<Vm>) -> ControlServer {
+    ControlServer::start(
+        &dir.join("control.sock"),
+        vm.clone(),
+        Shutdowns::new(vm.clone()),
+        Duration::from_secs(30),
+    )
+    .expect("control socket")
 }
 
 fn count(vm: &Vm) -> u64 {
@@ -28,8 +39,7 @@ fn status_pause_unpause_stop_on_a_running_guest() {
     std::fs::create_dir_all(&dir).unwrap();
     let guest = programs::counter().expect("counter guest");
     let vm = Arc::new(Vm::new(guest.vm_config(1, ConsoleConfig::Sink)).expect("vm"));
-    let server =
-        ControlServer::start(&dir.join("control.sock"), vm.clone()).expect("control socket");
+    let server = serve(&dir, &vm);
     let mut conn = UnixStream::connect(server.socket()).unwrap();
     let mut reader = BufReader::new(conn.try_clone().unwrap());
     assert_eq!(
@@ -77,5 +87,48 @@ fn status_pause_unpause_stop_on_a_running_guest() {
     assert_eq!(
         ask(&mut conn, &mut reader, json!({"op": "status"}))["phase"],
         "Succeeded"
+    );
+}
+
+/// The counter guest takes no notice of the power button: after the grace period the launcher
+/// stops it; a second request changes nothing.
+#[test]
+fn shutdown_stops_a_guest_that_ignores_the_button_after_the_grace_period() {
+    let dir = std::env::temp_dir().join(format!("kv-control-grace-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let guest = programs::counter().expect("counter guest");
+    let vm = Arc::new(Vm::new(guest.vm_config(1, ConsoleConfig::Sink)).expect("vm"));
+    let server = serve(&dir, &vm);
+    let mut conn = UnixStream::connect(server.socket()).unwrap();
+    let mut reader = BufReader::new(conn.try_clone().unwrap());
+    vm.start().unwrap();
+    let bad = ask(
+        &mut conn,
+        &mut reader,
+        json!({"op": "shutdown", "gracePeriodSeconds": -1}),
+    );
+    assert!(
+        bad["error"]
+            .as_str()
+            .unwrap()
+            .contains("gracePeriodSeconds")
+    );
+    let t = Instant::now();
+    let answer = ask(
+        &mut conn,
+        &mut reader,
+        json!({"op": "shutdown", "gracePeriodSeconds": 1}),
+    );
+    assert_eq!(answer["gracePeriodSeconds"], 1, "{answer}");
+    let again = ask(&mut conn, &mut reader, json!({"op": "shutdown"}));
+    assert_eq!(again["already"], true, "{again}");
+    assert_eq!(
+        vm.wait_timeout(Duration::from_secs(30)),
+        Some(ExitReason::Stopped)
+    );
+    assert!(
+        t.elapsed() >= Duration::from_millis(900),
+        "stopped only after the grace period ({:?})",
+        t.elapsed()
     );
 }

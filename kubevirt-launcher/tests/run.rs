@@ -143,3 +143,48 @@ fn the_pod_network_needs_consent() {
     );
     assert!(err.contains("--pod-network"), "{err}");
 }
+
+/// SIGTERM is a graceful shutdown: the launcher presses the ACPI power button, the demo guest
+/// (which polls the GED register) powers off through S5, and the VMI ends Succeeded well
+/// inside its grace period.
+#[test]
+fn sigterm_presses_the_power_button_and_the_guest_powers_off() {
+    let dir = tempdir("sigterm");
+    let image = dir.join("image");
+    let guest = kubevirt_demo_guest::pvh_elf().expect("demo guest");
+    ImageBlobs::with(&[("boot/demo.elf", &guest)]).write_layout(&image, "demo");
+    let vmi = format!(
+        r#"
+apiVersion: kubevirt.io/v1
+kind: VirtualMachineInstance
+metadata: {{name: graceful, namespace: default}}
+spec:
+  terminationGracePeriodSeconds: 120
+  domain:
+    memory: {{guest: 16Mi}}
+    firmware:
+      kernelBoot: {{container: {{image: "oci:{}:demo", kernelPath: /boot/demo.elf}}}}
+    devices: {{autoattachPodInterface: false}}
+"#,
+        image.display()
+    );
+    let file = dir.join("vmi.yaml");
+    std::fs::write(&file, vmi).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kubevirt-launcher"));
+    cmd.args(["run", file.to_str().unwrap()])
+        .args(["--run-dir", dir.join("run").to_str().unwrap()])
+        .args(["--cache-dir", dir.join("cache").to_str().unwrap()])
+        .args(["--volumes-dir", dir.join("volumes").to_str().unwrap()]);
+    let mut launcher = Launcher::spawn(cmd);
+    launcher.expect("demo# ");
+    let t = std::time::Instant::now();
+    launcher.signal(libc::SIGTERM);
+    launcher.expect("power button pressed: shutting down");
+    let (status, out) = launcher.wait();
+    assert!(status.success(), "{out}");
+    assert!(
+        out.contains("graceful Succeeded: the guest powered off"),
+        "{out}"
+    );
+    assert!(t.elapsed() < std::time::Duration::from_secs(60), "{out}");
+}

@@ -153,7 +153,13 @@ extern "C" fn main() -> ! {
     }
     let mut shell = shell::Shell::new();
     shell.prompt(&sys);
+    let mut rounds = 0u32;
     loop {
+        rounds = rounds.wrapping_add(1);
+        if rounds % 16 == 0 && sys.acpi.is_some_and(|a| a.power_button_pressed()) {
+            console::str("\npower button pressed: shutting down\n");
+            sys.power_off();
+        }
         while let Some(b) = console::read() {
             if let shell::Action::PowerOff = shell.feed(b, &mut sys) {
                 sys.power_off();

@@ -1,9 +1,17 @@
 //! The launcher's control API for the node agent and virtctl: newline-delimited JSON over a unix
-//! socket. Requests are `{"op": "status" | "pause" | "unpause" | "stop"}`; every answer is one
-//! line, `{"ok": true, ...}` or `{"ok": false, "error": "..."}`.
+//! socket. Requests are `{"op": "status" | "pause" | "unpause" | "shutdown" | "stop"}`; every
+//! answer is one line, `{"ok": true, ...}` or `{"ok": false, "error": "..."}`.
+//!
+//! `shutdown` presses the ACPI power button and stops the VM if the guest has not powered off
+//! after the grace period (`{"op": "shutdown", "gracePeriodSeconds": N}`, default the VMI's
+//! `terminationGracePeriodSeconds`); `stop` ends the VM at once.
 //!
 //! `status` reports the VMI phase as upstream names them: `Scheduled` before the guest runs,
 //! `Running` (with `paused`), then `Succeeded` when the guest powered off or `Failed` with a reason.
+
+mod shutdown;
+
+pub use self::shutdown::{Shutdown, Shutdowns};
 
 use kubevirt_vmm::{ExitReason, Vm, VmState};
 use serde_json::{Value, json};
@@ -12,6 +20,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread;
+use std::time::Duration;
 
 /// The upstream phase and reason for a VM's state.
 pub fn phase(vm: &Vm) -> (&'static str, Option<String>) {
@@ -35,18 +44,28 @@ pub struct ControlServer {
 }
 
 impl ControlServer {
-    /// Serve `vm`'s control API at `socket`.
-    pub fn start(socket: &Path, vm: Arc<Vm>) -> io::Result<Self> {
+    /// Serve the control API of `vm` at `socket`; `shutdowns` and `grace` serve `shutdown`.
+    pub fn start(
+        socket: &Path,
+        vm: Arc<Vm>,
+        shutdowns: Shutdowns,
+        grace: Duration,
+    ) -> io::Result<Self> {
         let _ = std::fs::remove_file(socket);
         let listener = UnixListener::bind(socket)?;
+        let target = Target {
+            vm,
+            shutdowns,
+            grace,
+        };
         thread::Builder::new()
             .name("control-accept".into())
             .spawn(move || {
                 for conn in listener.incoming().flatten() {
-                    let vm = vm.clone();
+                    let target = target.clone();
                     let _ = thread::Builder::new()
                         .name("control-client".into())
-                        .spawn(move || serve(conn, &vm));
+                        .spawn(move || serve(conn, &target));
                 }
             })?;
         Ok(Self {
@@ -60,7 +79,18 @@ impl ControlServer {
     }
 }
 
-fn serve(conn: UnixStream, vm: &Vm) {
+/// What requests act on.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The VM.
+    pub vm: Arc<Vm>,
+    /// Its shutdowns.
+    pub shutdowns: Shutdowns,
+    /// The default grace period.
+    pub grace: Duration,
+}
+
+fn serve(conn: UnixStream, target: &Target) {
     let Ok(mut out) = conn.try_clone() else {
         return;
     };
@@ -69,7 +99,7 @@ fn serve(conn: UnixStream, vm: &Vm) {
         if line.trim().is_empty() {
             continue;
         }
-        let answer = handle(vm, &line);
+        let answer = handle(target, &line);
         if writeln!(out, "{answer}").is_err() {
             return;
         }
@@ -77,7 +107,8 @@ fn serve(conn: UnixStream, vm: &Vm) {
 }
 
 /// Answer one request line.
-pub fn handle(vm: &Vm, line: &str) -> Value {
+pub fn handle(target: &Target, line: &str) -> Value {
+    let vm = &target.vm;
     let fail = |e: String| json!({"ok": false, "error": e});
     let req: Value = match serde_json::from_str(line) {
         Ok(v) => v,
@@ -96,9 +127,29 @@ pub fn handle(vm: &Vm, line: &str) -> Value {
             Ok(()) => json!({"ok": true}),
             Err(e) => fail(e.to_string()),
         },
+        Some("shutdown") => {
+            let grace = match req.get("gracePeriodSeconds") {
+                None => target.grace,
+                Some(v) => match v.as_u64() {
+                    Some(s) => Duration::from_secs(s),
+                    None => {
+                        return fail(
+                            "gracePeriodSeconds must be a whole number of seconds ≥ 0".into(),
+                        );
+                    }
+                },
+            };
+            match target.shutdowns.request(grace) {
+                Shutdown::Requested => json!({"ok": true, "gracePeriodSeconds": grace.as_secs()}),
+                Shutdown::AlreadyRequested => json!({"ok": true, "already": true}),
+                Shutdown::Stopped(r) => {
+                    json!({"ok": true, "exit": r.to_string(), "reason": "no ACPI power button: stopped"})
+                }
+            }
+        }
         Some("stop") => json!({"ok": true, "exit": vm.stop().to_string()}),
         Some(other) => fail(format!(
-            "unknown op {other:?}: use status, pause, unpause or stop"
+            "unknown op {other:?}: use status, pause, unpause, shutdown or stop"
         )),
         None => fail("the request has no \"op\"".into()),
     }

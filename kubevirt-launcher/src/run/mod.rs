@@ -9,7 +9,7 @@ use self::network::{PodNetwork, PodNetworkError, PodNetworkOptions};
 
 use crate::cloudinit::{self, NoSecrets};
 use crate::console::ConsoleHub;
-use crate::control::ControlServer;
+use crate::control::{ControlServer, Shutdowns};
 use crate::disks::{self, PreparedDisk};
 use crate::oci::{Store, fetch_disk};
 use crate::plan::{DiskSource, LaunchPlan, PlanErrors, from_vmi, vmi_of};
@@ -101,6 +101,8 @@ pub struct Launched {
     pub console: ConsoleHub,
     /// The control socket.
     pub control: ControlServer,
+    /// Graceful shutdowns (power button, then a stop after the grace period).
+    pub shutdowns: Shutdowns,
     /// The pod network, if attached.
     pub network: Option<PodNetwork>,
     layout: disks::Layout,
@@ -264,14 +266,21 @@ pub fn launch(object: &Object, opts: &RunOptions) -> Result<Launched, RunError> 
         opts.echo_console,
     )
     .map_err(io(&opts.run_dir))?;
-    let control = ControlServer::start(&opts.run_dir.join("control.sock"), vm.clone())
-        .map_err(io(&opts.run_dir))?;
+    let shutdowns = Shutdowns::new(vm.clone());
+    let control = ControlServer::start(
+        &opts.run_dir.join("control.sock"),
+        vm.clone(),
+        shutdowns.clone(),
+        plan.grace_period,
+    )
+    .map_err(io(&opts.run_dir))?;
     vm.start().map_err(|e| RunError::Vm(e.to_string()))?;
     Ok(Launched {
         vm,
         plan,
         console,
         control,
+        shutdowns,
         network,
         layout,
     })

@@ -181,6 +181,13 @@ impl Launcher {
         stdin.flush().unwrap();
     }
 
+    /// Sends `signal` to the launcher.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        let rc = unsafe { libc::kill(self.child.id() as i32, signal) };
+        assert_eq!(rc, 0, "kill: {}", std::io::Error::last_os_error());
+    }
+
     /// Waits for the launcher to exit; returns its status and everything it printed.
     pub fn wait(&mut self) -> (ExitStatus, String) {
         self.stdin = None;

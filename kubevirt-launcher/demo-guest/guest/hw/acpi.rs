@@ -4,6 +4,10 @@
 use super::mmio::{r8, r32, r64, w8};
 
 const SLP_EN: u8 = 1 << 5;
+/// kubevirt-vmm's Generic Event Device (ACPI0013) event register: reading returns and clears
+/// the events since the last read.
+const GED_EVENTS: u64 = 0xfeb0_0000;
+const GED_POWER_BUTTON: u32 = 1;
 
 /// What the FADT says.
 #[derive(Clone, Copy)]
@@ -82,6 +86,11 @@ impl Acpi {
         };
         let s5 = s5_sleep_type(dsdt).unwrap_or(5);
         (sleep_control.1 != 0).then_some(Acpi { sleep_control, s5 })
+    }
+
+    /// Whether the power button was pressed since the last call.
+    pub fn power_button_pressed(&self) -> bool {
+        super::mmio::r32(GED_EVENTS) & GED_POWER_BUTTON != 0
     }
 
     /// Enters S5. Returns only if the platform ignored it.
