@@ -3,10 +3,8 @@
 
 mod common;
 
-use common::{ImageBlobs, digest, tempdir};
+use common::{ImageBlobs, digest, push, start_registry, tempdir};
 use kubevirt_launcher::oci::{ImageRef, Layout, OciError, Registry, Store, fetch_disk};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 
 /// A containerDisk image: `disk/demo.img` in one layer.
 struct Image {
@@ -53,75 +51,12 @@ fn a_local_layout_yields_a_verified_read_only_disk() {
     assert!(matches!(err, OciError::DigestMismatch { .. }), "{err}");
 }
 
-struct RegistryProcess(Child);
-
-impl Drop for RegistryProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_registry(dir: &Path) -> (RegistryProcess, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let host = format!("127.0.0.1:{port}");
-    let config = dir.join("registry.yml");
-    std::fs::write(&config, format!("version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {host}\n", dir.join("data").display())).unwrap();
-    let child = Command::new("docker-registry")
-        .args(["serve", config.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("docker-registry is installed (run scripts/setup.sh)");
-    let proc = RegistryProcess(child);
-    for _ in 0..100 {
-        if ureq::get(format!("http://{host}/v2/")).call().is_ok() {
-            return (proc, host);
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    panic!("docker-registry did not start on {host}");
-}
-
-fn push(host: &str, repo: &str, tag: &str, img: &Image) {
-    for blob in [&img.blobs.config, &img.blobs.layer] {
-        let resp = ureq::post(format!("http://{host}/v2/{repo}/blobs/uploads/"))
-            .send_empty()
-            .expect("start upload");
-        let location = resp
-            .headers()
-            .get("location")
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .to_string();
-        let url = if location.starts_with("http") {
-            location
-        } else {
-            format!("http://{host}{location}")
-        };
-        let sep = if url.contains('?') { '&' } else { '?' };
-        ureq::put(format!("{url}{sep}digest={}", digest(blob)))
-            .content_type("application/octet-stream")
-            .send(blob.as_slice())
-            .expect("upload");
-    }
-    ureq::put(format!("http://{host}/v2/{repo}/manifests/{tag}"))
-        .content_type("application/vnd.oci.image.manifest.v1+json")
-        .send(img.blobs.manifest.as_slice())
-        .expect("push manifest");
-}
-
 #[test]
 fn a_registry_image_is_pulled_cached_and_survives_the_registry_going_away() {
     let dir = tempdir("registry");
     let (registry, host) = start_registry(&dir);
     let img = image();
-    push(&host, "kubevirt/demo-disk", "v1", &img);
+    push(&host, "kubevirt/demo-disk", "v1", &img.blobs);
     let store = Store::new(dir.join("cache"));
     let client = Registry::new(vec![host.clone()]);
     let r: ImageRef = format!("{host}/kubevirt/demo-disk:v1").parse().unwrap();

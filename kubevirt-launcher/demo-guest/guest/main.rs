@@ -68,6 +68,32 @@ impl System {
         }
     }
 
+    /// Writes a marker to sector 1 of every writable disk, flushes, reads it back.
+    fn disk_test(&mut self) {
+        const SECTOR: u64 = 1;
+        for (i, d) in self.disks.iter_mut().enumerate() {
+            let Some(d) = d else { continue };
+            let name = b'a' + i as u8;
+            console::str("vd");
+            console::put(name);
+            if d.read_only {
+                console::str(": read-only, skipped\n");
+                continue;
+            }
+            let mut marker = [0u8; 512];
+            let text = b"kubevirt-rs demo guest wrote this to vd?\n";
+            marker[..text.len()].copy_from_slice(text);
+            marker[text.len() - 2] = name;
+            let mut back = [0u8; 512];
+            let ok = d.write(SECTOR, &marker) && d.flush() && d.read(SECTOR, &mut back);
+            console::str(if ok && back == marker {
+                ": wrote sector 1, flushed, read it back: ok\n"
+            } else {
+                ": write/flush/read-back of sector 1 FAILED\n"
+            });
+        }
+    }
+
     fn show_ip(&self) {
         let Some(h) = &self.host else {
             console::str("no network interface\n");

@@ -78,7 +78,9 @@ fn trim(mut s: &[u8]) -> &[u8] {
 fn run(cmd: &[u8], sys: &mut System) -> Action {
     match cmd {
         b"" => {}
-        b"help" => console::str("commands: help uname hostname disks userdata ip poweroff\n"),
+        b"help" => {
+            console::str("commands: help uname hostname disks disktest userdata ip poweroff\n")
+        }
         b"uname" | b"uname -a" => {
             console::str("kubevirt-rs-demo ");
             console::text(sys.hostname());
@@ -89,6 +91,7 @@ fn run(cmd: &[u8], sys: &mut System) -> Action {
             console::str("\n");
         }
         b"disks" => sys.list_disks(),
+        b"disktest" => sys.disk_test(),
         b"userdata" => match &sys.cloud_init {
             Some(ci) => crate::cloudinit::print_user_data(ci),
             None => console::str("no cloud-init data source\n"),

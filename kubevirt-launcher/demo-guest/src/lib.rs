@@ -18,7 +18,7 @@ pub const BANNER: &str = "kubevirt-rs demo guest";
 
 /// The commands the guest's console answers.
 pub const COMMANDS: &[&str] = &[
-    "help", "uname", "hostname", "disks", "userdata", "ip", "poweroff", "reboot",
+    "help", "uname", "hostname", "disks", "disktest", "userdata", "ip", "poweroff",
 ];
 
 /// The guest as a test guest (direct boot at CPL 3).

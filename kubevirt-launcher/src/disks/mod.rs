@@ -7,6 +7,10 @@
 //! - `containerDisk`: the cached image (read-only) as the base of a per-VMI copy-on-write overlay,
 //!   so guest writes never reach the image and vanish with the VMI.
 
+mod overlay;
+
+pub use self::overlay::Overlay;
+
 use crate::oci::{ImageRef, ImageSource, OciError, Store, fetch_disk};
 use crate::plan::{DiskPlan, DiskSource};
 use std::fs;

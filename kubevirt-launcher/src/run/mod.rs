@@ -10,11 +10,11 @@ use self::network::{PodNetwork, PodNetworkError, PodNetworkOptions};
 use crate::cloudinit::{self, NoSecrets};
 use crate::console::ConsoleHub;
 use crate::control::{ControlServer, Shutdowns};
-use crate::disks::{self, PreparedDisk};
+use crate::disks::{self, Overlay, PreparedDisk};
 use crate::oci::{Store, fetch_disk};
 use crate::plan::{DiskSource, LaunchPlan, PlanErrors, from_vmi, vmi_of};
 use kubevirt_api::object::Object;
-use kubevirt_vmm::virtio::block::backend::RawFile;
+use kubevirt_vmm::virtio::block::backend::{BlockBackend, RawFile};
 use kubevirt_vmm::virtio::block::device::Block;
 use kubevirt_vmm::{
     BootSource, ConsoleConfig, CpuFeatureMask, KernelImage, LinuxBoot, Vm, VmConfig,
@@ -181,27 +181,22 @@ pub fn launch(object: &Object, opts: &RunOptions) -> Result<Launched, RunError> 
             }
             DiskSource::ContainerDisk { image, .. } => {
                 let (src, _) = image_source(image, &opts.plain_http)?;
-                let p = disks::prepare(disk, &layout, src.as_ref())?;
-                // The overlay is a private copy: the cached image is never written.
-                if let Some(base) = &p.base {
-                    std::fs::copy(base, &p.path).map_err(io(&p.path))?;
-                    let mut perms = std::fs::metadata(&p.path)
-                        .map_err(io(&p.path))?
-                        .permissions();
-                    #[allow(clippy::permissions_set_readonly_false)]
-                    perms.set_readonly(false);
-                    std::fs::set_permissions(&p.path, perms).map_err(io(&p.path))?;
-                }
-                p
+                disks::prepare(disk, &layout, src.as_ref())?
             }
             _ => disks::prepare(disk, &layout, source.as_ref())?,
         };
-        let backend = RawFile::open(&prepared.path, prepared.readonly)
-            .map_err(|e| RunError::Vm(format!("disk {}: {e}", disk.name)))?;
-        devices.push(Block::new(
-            Box::new(backend),
-            disk.serial.as_deref().unwrap_or(""),
-        ));
+        // A containerDisk reads its cached image through a copy-on-write overlay.
+        let backend: Box<dyn BlockBackend> = match &prepared.base {
+            Some(base) => Box::new(
+                Overlay::open(base, &prepared.path, prepared.readonly)
+                    .map_err(io(&prepared.path))?,
+            ),
+            None => Box::new(
+                RawFile::open(&prepared.path, prepared.readonly)
+                    .map_err(|e| RunError::Vm(format!("disk {}: {e}", disk.name)))?,
+            ),
+        };
+        devices.push(Block::new(backend, disk.serial.as_deref().unwrap_or("")));
     }
 
     let memory = plan.memory_bytes.div_ceil(2 << 20) * (2 << 20);

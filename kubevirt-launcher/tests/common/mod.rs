@@ -203,3 +203,69 @@ impl Drop for Launcher {
         let _ = self.child.wait();
     }
 }
+
+/// A `docker-registry` process, killed on drop.
+pub struct RegistryProcess(Child);
+
+impl Drop for RegistryProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts Debian's docker-registry on a free loopback port; returns it and `host:port`.
+pub fn start_registry(dir: &Path) -> (RegistryProcess, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let host = format!("127.0.0.1:{port}");
+    let config = dir.join("registry.yml");
+    std::fs::write(&config, format!("version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {host}\n", dir.join("data").display())).unwrap();
+    let child = Command::new("docker-registry")
+        .args(["serve", config.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("docker-registry is installed (run scripts/setup.sh)");
+    let proc = RegistryProcess(child);
+    for _ in 0..100 {
+        if ureq::get(format!("http://{host}/v2/")).call().is_ok() {
+            return (proc, host);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("docker-registry did not start on {host}");
+}
+
+/// Pushes `img` as `repo:tag` to the registry at `host`.
+pub fn push(host: &str, repo: &str, tag: &str, img: &ImageBlobs) {
+    for blob in [&img.config, &img.layer] {
+        let resp = ureq::post(format!("http://{host}/v2/{repo}/blobs/uploads/"))
+            .send_empty()
+            .expect("start upload");
+        let location = resp
+            .headers()
+            .get("location")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string();
+        let url = if location.starts_with("http") {
+            location
+        } else {
+            format!("http://{host}{location}")
+        };
+        let sep = if url.contains('?') { '&' } else { '?' };
+        ureq::put(format!("{url}{sep}digest={}", digest(blob)))
+            .content_type("application/octet-stream")
+            .send(blob.as_slice())
+            .expect("upload");
+    }
+    ureq::put(format!("http://{host}/v2/{repo}/manifests/{tag}"))
+        .content_type("application/vnd.oci.image.manifest.v1+json")
+        .send(img.manifest.as_slice())
+        .expect("push manifest");
+}

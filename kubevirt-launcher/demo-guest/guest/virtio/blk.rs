@@ -7,6 +7,9 @@ use crate::hw::mmio::{self, r8, r64};
 
 const F_RO: u64 = 1 << 5;
 const T_IN: u32 = 0;
+const T_OUT: u32 = 1;
+const T_FLUSH: u32 = 4;
+const F_FLUSH: u64 = 1 << 9;
 const T_GET_ID: u32 = 8;
 const SERIAL_LEN: usize = 20;
 /// The largest read [`Disk::read`] does at once.
@@ -22,6 +25,8 @@ pub struct Disk {
     pub read_only: bool,
     /// `GET_ID`'s answer (upstream's disk `serial`), NUL-padded.
     pub serial: [u8; SERIAL_LEN],
+    /// The device takes flush requests.
+    flush: bool,
     queue: Queue,
     /// Request header (16 bytes), then the status byte.
     header: u64,
@@ -31,7 +36,7 @@ pub struct Disk {
 impl Disk {
     /// Sets up the disk behind `t`.
     pub fn probe(slot: u8, t: &Transport, arena: &mut Arena) -> Option<Disk> {
-        let features = t.negotiate(F_RO | F_VERSION_1)?;
+        let features = t.negotiate(F_RO | F_FLUSH | F_VERSION_1)?;
         let queue = t.queue(0, arena)?;
         t.driver_ok();
         let mut d = Disk {
@@ -39,6 +44,7 @@ impl Disk {
             sectors: r64(t.device),
             read_only: features & F_RO != 0,
             serial: [0; SERIAL_LEN],
+            flush: features & F_FLUSH != 0,
             queue,
             header: arena.alloc(32, 16)?,
             data: arena.alloc(MAX_READ as u64, 4096)?,
@@ -52,6 +58,7 @@ impl Disk {
     }
 
     fn request(&mut self, kind: u32, sector: u64, len: u32) -> bool {
+        let device_writes = kind != T_OUT;
         mmio::w32(self.header, kind);
         mmio::w32(self.header + 4, 0);
         mmio::w64(self.header + 8, sector);
@@ -65,7 +72,7 @@ impl Disk {
             Buf {
                 addr: self.data,
                 len,
-                device_writes: true,
+                device_writes,
             },
             Buf {
                 addr: self.header + 16,
@@ -73,7 +80,13 @@ impl Disk {
                 device_writes: true,
             },
         ];
-        self.queue.run(&chain).is_some() && r8(self.header + 16) == 0
+        // A flush carries no data buffer.
+        let chain: &[Buf] = if len == 0 {
+            &[chain[0], chain[2]]
+        } else {
+            &chain
+        };
+        self.queue.run(chain).is_some() && r8(self.header + 16) == 0
     }
 
     /// Reads `out.len()` (≤ [`MAX_READ`], a multiple of 512) bytes from `sector`.
@@ -84,6 +97,21 @@ impl Disk {
         // SAFETY: the device finished with the data buffer.
         out.copy_from_slice(&unsafe { mmio::bytes(self.data, out.len()) }[..]);
         true
+    }
+
+    /// Writes `data` (≤ [`MAX_READ`], a multiple of 512) at `sector`.
+    pub fn write(&mut self, sector: u64, data: &[u8]) -> bool {
+        if data.len() > MAX_READ || self.read_only {
+            return false;
+        }
+        // SAFETY: the data buffer is ours while no request is in flight.
+        unsafe { mmio::bytes(self.data, data.len()) }.copy_from_slice(data);
+        self.request(T_OUT, sector, data.len() as u32)
+    }
+
+    /// Makes the disk's writes durable (when the device has a write cache to flush).
+    pub fn flush(&mut self) -> bool {
+        !self.flush || self.request(T_FLUSH, 0, 0)
     }
 
     /// The serial without its padding.

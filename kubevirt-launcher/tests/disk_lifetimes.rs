@@ -1,0 +1,115 @@
+//! Disks keep upstream's lifetimes through a real launch: the demo guest writes a marker to
+//! every writable disk (`disktest`) of a VMI with a containerDisk pulled from a real registry
+//! (Debian's docker-registry on loopback), a persistentVolumeClaim the "node" prepared and an
+//! emptyDisk. Afterwards the claim holds the marker, the cached image is byte-for-byte what was
+//! pushed, and the overlay and emptyDisk are gone with the VMI.
+
+mod common;
+
+use common::{ImageBlobs, Launcher, push, start_registry, tempdir};
+use std::path::Path;
+use std::process::Command;
+
+/// What the guest writes to the containerDisk (vda); the guest image itself holds "vd?".
+const MARKER: &[u8] = b"kubevirt-rs demo guest wrote this to vda";
+
+fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = entry.path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn container_disk_is_never_written_claims_persist_ephemeral_disks_vanish() {
+    let dir = tempdir("lifetimes");
+    let (_registry, host) = start_registry(&dir);
+    let root: Vec<u8> = (0..(1u32 << 20)).map(|i| (i % 253) as u8).collect();
+    push(
+        &host,
+        "kubevirt/root",
+        "v1",
+        &ImageBlobs::with(&[("disk/root.img", &root)]),
+    );
+    let guest = kubevirt_demo_guest::pvh_elf().expect("demo guest");
+    ImageBlobs::with(&[("boot/demo.elf", &guest)]).write_layout(&dir.join("kernel"), "demo");
+    // The node's prepared claim: <volumes>/<volume>/disk.img.
+    let claim = dir.join("volumes/data/disk.img");
+    std::fs::create_dir_all(claim.parent().unwrap()).unwrap();
+    std::fs::write(&claim, vec![0u8; 2 << 20]).unwrap();
+    let vmi = format!(
+        r#"
+apiVersion: kubevirt.io/v1
+kind: VirtualMachineInstance
+metadata: {{name: lifetimes, namespace: default}}
+spec:
+  domain:
+    memory: {{guest: 16Mi}}
+    firmware:
+      kernelBoot: {{container: {{image: "oci:{}:demo", kernelPath: /boot/demo.elf}}}}
+    devices:
+      autoattachPodInterface: false
+      disks:
+      - {{name: root, disk: {{bus: virtio}}}}
+      - {{name: data, disk: {{bus: virtio}}}}
+      - {{name: scratch, disk: {{bus: virtio}}}}
+  volumes:
+  - {{name: root, containerDisk: {{image: "{host}/kubevirt/root:v1"}}}}
+  - {{name: data, persistentVolumeClaim: {{claimName: data-claim}}}}
+  - {{name: scratch, emptyDisk: {{capacity: 1Mi}}}}
+"#,
+        dir.join("kernel").display()
+    );
+    let file = dir.join("vmi.yaml");
+    std::fs::write(&file, vmi).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kubevirt-launcher"));
+    cmd.args(["run", file.to_str().unwrap()])
+        .args(["--plain-http-registry", &host])
+        .args(["--run-dir", dir.join("run").to_str().unwrap()])
+        .args(["--cache-dir", dir.join("cache").to_str().unwrap()])
+        .args(["--volumes-dir", dir.join("volumes").to_str().unwrap()]);
+    let mut launcher = Launcher::spawn(cmd);
+    launcher.expect("demo# ");
+    assert!(
+        dir.join("run/ephemeral").exists(),
+        "the overlay and the emptyDisk live in the VMI's ephemeral directory while it runs"
+    );
+    launcher.type_text("disktest\r");
+    for disk in ["vda", "vdb", "vdc"] {
+        launcher.expect(&format!(
+            "{disk}: wrote sector 1, flushed, read it back: ok"
+        ));
+    }
+    launcher.type_text("poweroff\r");
+    let (status, out) = launcher.wait();
+    assert!(status.success(), "{out}");
+
+    // The claim persists the guest's write.
+    let data = std::fs::read(&claim).unwrap();
+    assert!(data[512..].starts_with(b"kubevirt-rs demo guest wrote this to vdb"));
+    // The cached image is exactly what was pushed, and no cached file took the guest's writes.
+    let cached = files_under(&dir.join("cache"));
+    assert!(
+        cached.iter().any(|p| std::fs::read(p).unwrap() == root),
+        "the extracted image is cached: {cached:?}"
+    );
+    for p in &cached {
+        assert!(
+            !contains(&std::fs::read(p).unwrap(), MARKER),
+            "{} took a guest write",
+            p.display()
+        );
+    }
+    // The overlay and the emptyDisk vanished with the VMI.
+    assert!(!dir.join("run/ephemeral").exists(), "{out}");
+}
