@@ -3,10 +3,11 @@
 //! before any I/O, buffers are reached only through checked guest-memory slices, and data moves
 //! in bounded chunks whatever length the chain claims.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 
 use virtio_queue::DescriptorChain;
-use vm_memory::{ByteValued, GuestMemoryMmap};
+use virtio_queue::desc::split::Descriptor;
+use vm_memory::{Address, ByteValued, GuestMemoryBackend, GuestMemoryMmap, VolatileSlice};
 
 use super::backend::BlockBackend;
 
@@ -39,8 +40,9 @@ pub const VIRTIO_BLK_S_IOERR: u8 = 1;
 /// The request type is not supported.
 pub const VIRTIO_BLK_S_UNSUPP: u8 = 2;
 
-const CHUNK: usize = 128 << 10;
 const WRITE_ZEROES_UNMAP: u32 = 1;
+/// Bytes of the request header at the start of the readable part.
+const HEADER_LEN: usize = std::mem::size_of::<RequestHeader>();
 
 /// `struct virtio_blk_outhdr`.
 #[derive(Clone, Copy, Debug, Default)]
@@ -146,73 +148,96 @@ pub fn process_request(
     let Ok(mut status_writer) = writer.split_at(writable - 1) else {
         return 0;
     };
-    let result = match chain.reader::<()>(memory) {
-        Ok(mut reader) => run(&mut reader, &mut writer, disk, serial),
+    let result = match chain.clone().reader::<()>(memory) {
+        Ok(mut reader) => run(memory, &chain, &mut reader, &mut writer, disk, serial),
         Err(_) => Err(RequestError::GuestMemory),
     };
-    let status = match result {
-        Ok(()) => VIRTIO_BLK_S_OK,
+    let (status, data) = match result {
+        Ok(data) => (VIRTIO_BLK_S_OK, data as u32),
         Err(e) => {
             log::debug!("virtio-blk request failed: {e}");
-            e.status()
+            (e.status(), 0)
         }
     };
-    let data = writer.bytes_written() as u32;
     if status_writer.write_obj(status).is_err() {
         return data;
     }
     data + 1
 }
 
+/// The guest-memory slices of `descs` from byte `skip` on, `len` bytes in all: where a
+/// request's data is, for the backend to move it without a copy.
+fn data_slices<'m>(
+    memory: &'m GuestMemoryMmap,
+    descs: impl Iterator<Item = Descriptor>,
+    mut skip: usize,
+    len: usize,
+) -> Result<Vec<VolatileSlice<'m, ()>>, RequestError> {
+    let mut out = Vec::new();
+    let mut want = len;
+    for d in descs {
+        if want == 0 {
+            break;
+        }
+        let dlen = d.len() as usize;
+        if skip >= dlen {
+            skip -= dlen;
+            continue;
+        }
+        let take = (dlen - skip).min(want);
+        let start = d
+            .addr()
+            .checked_add(skip as u64)
+            .ok_or(RequestError::GuestMemory)?;
+        for slice in memory.get_slices(start, take) {
+            out.push(slice.map_err(|_| RequestError::GuestMemory)?);
+        }
+        want -= take;
+        skip = 0;
+    }
+    if want == 0 {
+        Ok(out)
+    } else {
+        Err(RequestError::GuestMemory)
+    }
+}
+
+/// Runs one request; returns the bytes of data written into the chain (its status excluded).
 fn run(
+    memory: &GuestMemoryMmap,
+    chain: &DescriptorChain<&GuestMemoryMmap>,
     reader: &mut ChainReader<'_>,
     writer: &mut ChainWriter<'_>,
     disk: &mut dyn BlockBackend,
     serial: &[u8; SERIAL_LEN],
-) -> Result<(), RequestError> {
+) -> Result<usize, RequestError> {
     let header: RequestHeader = reader.read_obj().map_err(|_| RequestError::Header)?;
     let size = disk.size();
     match header.request_type {
         VIRTIO_BLK_T_IN => {
-            let len = writer.available_bytes() as u64;
-            let mut offset = disk_range(header.sector, len, size)?;
-            let mut buf = vec![0u8; (len as usize).min(CHUNK)];
-            let mut left = len as usize;
-            while left > 0 {
-                let n = left.min(CHUNK);
-                disk.read_at(&mut buf[..n], offset)?;
-                writer
-                    .write_all(&buf[..n])
-                    .map_err(|_| RequestError::GuestMemory)?;
-                offset += n as u64;
-                left -= n;
-            }
-            Ok(())
+            // The writable part minus its last byte, the status (as `writer` was cut).
+            let len = writer.available_bytes();
+            let offset = disk_range(header.sector, len as u64, size)?;
+            let bufs = data_slices(memory, chain.clone().writable(), 0, len)?;
+            disk.read_to_guest(&bufs, offset)?;
+            Ok(len)
         }
         VIRTIO_BLK_T_OUT => {
             if disk.read_only() {
                 return Err(RequestError::ReadOnly);
             }
-            let len = reader.available_bytes() as u64;
-            let mut offset = disk_range(header.sector, len, size)?;
-            let mut buf = vec![0u8; (len as usize).min(CHUNK)];
-            let mut left = len as usize;
-            while left > 0 {
-                let n = left.min(CHUNK);
-                reader
-                    .read_exact(&mut buf[..n])
-                    .map_err(|_| RequestError::GuestMemory)?;
-                disk.write_at(&buf[..n], offset)?;
-                offset += n as u64;
-                left -= n;
-            }
-            Ok(())
+            let len = reader.available_bytes();
+            let offset = disk_range(header.sector, len as u64, size)?;
+            let bufs = data_slices(memory, chain.clone().readable(), HEADER_LEN, len)?;
+            disk.write_from_guest(&bufs, offset)?;
+            Ok(0)
         }
-        VIRTIO_BLK_T_FLUSH => Ok(disk.flush()?),
+        VIRTIO_BLK_T_FLUSH => disk.flush().map(|()| 0).map_err(RequestError::from),
         VIRTIO_BLK_T_GET_ID => {
             let n = writer.available_bytes().min(SERIAL_LEN);
             writer
                 .write_all(&serial[..n])
+                .map(|()| n)
                 .map_err(|_| RequestError::GuestMemory)
         }
         t @ (VIRTIO_BLK_T_DISCARD | VIRTIO_BLK_T_WRITE_ZEROES) => {
@@ -254,7 +279,7 @@ fn run(
                     disk.write_zeroes(offset, len)?;
                 }
             }
-            Ok(())
+            Ok(0)
         }
         other => Err(RequestError::Unsupported(other)),
     }
