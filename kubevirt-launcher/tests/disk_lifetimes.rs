@@ -113,3 +113,78 @@ spec:
     // The overlay and the emptyDisk vanished with the VMI.
     assert!(!dir.join("run/ephemeral").exists(), "{out}");
 }
+
+/// ConfigMap and Secret volumes, projected into the volumes directory as the kubelet mounts
+/// them, reach the guest as read-only ISO disks with their labels; the guest reads the keys.
+/// A missing optional Secret boots as an empty disk; a missing required one is refused.
+#[test]
+fn config_map_and_secret_disks_reach_the_guest() {
+    let dir = tempdir("projected");
+    let guest = kubevirt_demo_guest::pvh_elf().expect("demo guest");
+    ImageBlobs::with(&[("boot/demo.elf", &guest)]).write_layout(&dir.join("kernel"), "demo");
+    let volumes = dir.join("volumes");
+    std::fs::create_dir_all(volumes.join("app-config")).unwrap();
+    std::fs::write(
+        volumes.join("app-config/app.properties"),
+        "color=blue\nsize=3\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(volumes.join("creds")).unwrap();
+    std::fs::write(volumes.join("creds/password"), "s3cr3t").unwrap();
+    let vmi = |optional_missing: bool| {
+        format!(
+            r#"
+apiVersion: kubevirt.io/v1
+kind: VirtualMachineInstance
+metadata: {{name: projected, namespace: default}}
+spec:
+  domain:
+    memory: {{guest: 16Mi}}
+    firmware:
+      kernelBoot: {{container: {{image: "oci:{}:demo", kernelPath: /boot/demo.elf}}}}
+    devices:
+      autoattachPodInterface: false
+      disks:
+      - {{name: app-config, disk: {{bus: virtio}}}}
+      - {{name: creds, disk: {{bus: virtio}}}}
+      - {{name: extra, disk: {{bus: virtio}}}}
+  volumes:
+  - {{name: app-config, configMap: {{name: app-config, volumeLabel: cfgdata}}}}
+  - {{name: creds, secret: {{secretName: creds}}}}
+  - {{name: extra, secret: {{secretName: extra, optional: {optional_missing}}}}}
+"#,
+            dir.join("kernel").display()
+        )
+    };
+    let launch = |yaml: String| {
+        let file = dir.join("vmi.yaml");
+        std::fs::write(&file, yaml).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kubevirt-launcher"));
+        cmd.args(["run", file.to_str().unwrap()])
+            .args(["--run-dir", dir.join("run").to_str().unwrap()])
+            .args(["--cache-dir", dir.join("cache").to_str().unwrap()])
+            .args(["--volumes-dir", volumes.to_str().unwrap()]);
+        Launcher::spawn(cmd)
+    };
+
+    let (status, out) = launch(vmi(false)).wait();
+    assert_eq!(status.code(), Some(3), "{out}");
+    assert!(
+        out.contains("volume extra: Secret is not projected into"),
+        "{out}"
+    );
+
+    let mut launcher = launch(vmi(true));
+    let out = launcher.expect("demo# ");
+    assert!(out.contains("vda: ") && out.contains("read-only"), "{out}");
+    assert!(out.contains("iso9660 label cfgdata"), "{out}");
+    assert!(out.contains("iso9660 label CDROM"), "{out}");
+    launcher.type_text("cat vda app.properties\r");
+    launcher.expect("color=blue");
+    launcher.expect("size=3");
+    launcher.type_text("cat vdb password\r");
+    launcher.expect("s3cr3t");
+    launcher.type_text("poweroff\r");
+    let (status, out) = launcher.wait();
+    assert!(status.success(), "{out}");
+}

@@ -47,8 +47,8 @@ impl System {
         }
     }
 
-    fn list_disks(&self) {
-        for (i, d) in self.disks.iter().enumerate() {
+    fn list_disks(&mut self) {
+        for (i, d) in self.disks.iter_mut().enumerate() {
             let Some(d) = d else { continue };
             console::str("vd");
             console::put(b'a' + i as u8);
@@ -64,7 +64,42 @@ impl System {
             }
             console::str(" (pci 00:");
             console::hex8(d.slot);
-            console::str(".0)\n");
+            console::str(".0)");
+            if let Some(vol) = iso9660::Volume::open(d) {
+                console::str(", iso9660 label ");
+                console::text(vol.label());
+            }
+            console::str("\n");
+        }
+    }
+
+    /// Prints file `path` of the ISO 9660 volume on disk `vdX`.
+    fn cat(&mut self, disk: &[u8], path: &[u8]) {
+        let index = match disk {
+            [b'v', b'd', c @ b'a'..=b'h'] => usize::from(c - b'a'),
+            _ => {
+                console::str("usage: cat vdX PATH\n");
+                return;
+            }
+        };
+        let Some(d) = self.disks[index].as_mut() else {
+            console::str("no such disk\n");
+            return;
+        };
+        let Some(mut vol) = iso9660::Volume::open(d) else {
+            console::str("not an ISO 9660 volume\n");
+            return;
+        };
+        let Some(file) = vol.find(path).filter(|e| !e.dir) else {
+            console::text(path);
+            console::str(": no such file\n");
+            return;
+        };
+        let mut buf = [0u8; 8192];
+        let n = vol.read(file, &mut buf);
+        console::text(&buf[..n]);
+        if n > 0 && buf[n - 1] != b'\n' {
+            console::str("\n");
         }
     }
 

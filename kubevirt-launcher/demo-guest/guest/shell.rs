@@ -79,7 +79,7 @@ fn run(cmd: &[u8], sys: &mut System) -> Action {
     match cmd {
         b"" => {}
         b"help" => {
-            console::str("commands: help uname hostname disks disktest userdata ip poweroff\n")
+            console::str("commands: help uname hostname disks disktest cat userdata ip poweroff\n")
         }
         b"uname" | b"uname -a" => {
             console::str("kubevirt-rs-demo ");
@@ -97,6 +97,13 @@ fn run(cmd: &[u8], sys: &mut System) -> Action {
             None => console::str("no cloud-init data source\n"),
         },
         b"ip" => sys.show_ip(),
+        [b'c', b'a', b't', b' ', rest @ ..] => {
+            let mut words = rest.split(|&b| b == b' ').filter(|w| !w.is_empty());
+            match (words.next(), words.next()) {
+                (Some(disk), Some(path)) => sys.cat(disk, path),
+                _ => console::str("usage: cat vdX PATH\n"),
+            }
+        }
         b"poweroff" => return Action::PowerOff,
         _ => {
             console::text(cmd);

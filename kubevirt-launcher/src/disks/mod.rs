@@ -8,6 +8,7 @@
 //!   so guest writes never reach the image and vanish with the VMI.
 
 mod overlay;
+mod projected;
 
 pub use self::overlay::Overlay;
 
@@ -84,7 +85,19 @@ pub enum PrepareError {
         /// Cause.
         source: std::io::Error,
     },
-    /// This source is not a plain disk (cloud-init, ConfigMap and Secret disks are built elsewhere).
+    /// The directory a ConfigMap or Secret is projected into is missing.
+    #[error(
+        "volume {volume}: {kind} is not projected into {dir}: the node (or, standalone, you) writes one file per key there; mark the volume optional to boot without it"
+    )]
+    ProjectionMissing {
+        /// Volume name.
+        volume: String,
+        /// `ConfigMap` or `Secret`.
+        kind: String,
+        /// Where its keys were expected.
+        dir: String,
+    },
+    /// This source is not a plain disk (cloud-init disks are built elsewhere).
     #[error("volume {0}: this source is generated, not prepared as a file")]
     Generated(String),
 }
@@ -197,10 +210,25 @@ pub fn prepare(
                 ephemeral: true,
             })
         }
-        DiskSource::CloudInitNoCloud(_)
-        | DiskSource::CloudInitConfigDrive(_)
-        | DiskSource::ConfigMap { .. }
-        | DiskSource::Secret { .. } => Err(PrepareError::Generated(name)),
+        DiskSource::ConfigMap {
+            optional,
+            volume_label,
+            ..
+        } => projected::prepare(
+            &name,
+            "ConfigMap",
+            *optional,
+            volume_label.as_deref(),
+            layout,
+        ),
+        DiskSource::Secret {
+            optional,
+            volume_label,
+            ..
+        } => projected::prepare(&name, "Secret", *optional, volume_label.as_deref(), layout),
+        DiskSource::CloudInitNoCloud(_) | DiskSource::CloudInitConfigDrive(_) => {
+            Err(PrepareError::Generated(name))
+        }
     }
 }
 

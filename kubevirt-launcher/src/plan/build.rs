@@ -397,11 +397,15 @@ fn source(v: &Volume, p: &str, errs: &mut Errors) -> Option<DiskSource> {
     if let Some(c) = &v.config_map {
         return Some(DiskSource::ConfigMap {
             name: c.name.clone().unwrap_or_default(),
+            optional: c.optional.unwrap_or(false),
+            volume_label: c.volume_label.clone().filter(|l| !l.is_empty()),
         });
     }
     if let Some(s) = &v.secret {
         return Some(DiskSource::Secret {
             name: s.secret_name.clone().unwrap_or_default(),
+            optional: s.optional.unwrap_or(false),
+            volume_label: s.volume_label.clone().filter(|l| !l.is_empty()),
         });
     }
     errs.push(p.to_string(), "this volume source cannot back a disk");

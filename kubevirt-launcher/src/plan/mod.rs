@@ -96,15 +96,23 @@ pub enum DiskSource {
         /// Size when created.
         capacity: Option<u64>,
     },
-    /// A ConfigMap's data as a disk.
+    /// A ConfigMap's data as a disk (an ISO image of its keys).
     ConfigMap {
         /// ConfigMap name.
         name: String,
+        /// A missing ConfigMap is an empty disk rather than an error.
+        optional: bool,
+        /// The ISO's volume label (`volumeLabel`).
+        volume_label: Option<String>,
     },
-    /// A Secret's data as a disk.
+    /// A Secret's data as a disk (an ISO image of its keys).
     Secret {
         /// Secret name.
         name: String,
+        /// A missing Secret is an empty disk rather than an error.
+        optional: bool,
+        /// The ISO's volume label (`volumeLabel`).
+        volume_label: Option<String>,
     },
 }
 

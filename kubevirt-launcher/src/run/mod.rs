@@ -173,12 +173,6 @@ pub fn launch(object: &Object, opts: &RunOptions) -> Result<Launched, RunError> 
                     ephemeral: true,
                 }
             }
-            DiskSource::ConfigMap { .. } | DiskSource::Secret { .. } => {
-                return Err(RunError::Unsupported {
-                    path: format!("spec.volumes ({})", disk.name),
-                    message: "ConfigMap and Secret disks need the objects from the API; standalone mode cannot read them".into(),
-                });
-            }
             DiskSource::ContainerDisk { image, .. } => {
                 let (src, _) = image_source(image, &opts.plain_http)?;
                 disks::prepare(disk, &layout, src.as_ref())?
