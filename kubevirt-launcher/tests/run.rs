@@ -120,6 +120,10 @@ fn the_shipped_demo_vmi_boots_and_answers_the_keyboard() {
         "{out}"
     );
     assert!(out.contains("  | hostname: demo"), "{out}");
+    assert!(
+        out.contains("virtio-rng present"),
+        "devices.rng attaches virtio-rng: {out}"
+    );
     launcher.type_text("uname\r");
     launcher.expect("kubevirt-rs-demo demo 1.0 x86_64");
     launcher.type_text("poweroff\r");
@@ -187,4 +191,52 @@ spec:
         "{out}"
     );
     assert!(t.elapsed() < std::time::Duration::from_secs(60), "{out}");
+}
+
+/// The node agent's mode: the VMI exactly as the API server returns it (JSON, with server-set
+/// metadata and status), read from stdin, paths prepared beside it, no console echo.
+#[test]
+fn a_vmi_as_the_api_serves_it_runs_from_stdin() {
+    let dir = tempdir("api-json");
+    let guest = elf::pvh_elf(&programs::acpi_poweroff(RSDP_ADDR).expect("guest")).expect("pvh elf");
+    ImageBlobs::with(&[("boot/guest.elf", &guest)]).write_layout(&dir.join("image"), "demo");
+    let json = serde_json::json!({
+        "apiVersion": "kubevirt.io/v1",
+        "kind": "VirtualMachineInstance",
+        "metadata": {
+            "name": "from-api", "namespace": "default",
+            "uid": "6a1c0b5e-3f7e-4f57-9d55-1b2b1f0c9a11", "resourceVersion": "4711",
+            "generation": 1, "creationTimestamp": "2026-11-28T04:00:00Z",
+            "finalizers": ["kubevirt.io/virtualMachineControllerFinalize"],
+            "labels": {"kubevirt.io/nodeName": "local"}
+        },
+        "spec": {
+            "domain": {
+                "memory": {"guest": "32Mi"},
+                "firmware": {"kernelBoot": {"container": {
+                    "image": format!("oci:{}:demo", dir.join("image").display()),
+                    "kernelPath": "/boot/guest.elf"}}},
+                "devices": {"autoattachPodInterface": false}
+            }
+        },
+        "status": {"phase": "Scheduled", "nodeName": "local"}
+    });
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kubevirt-launcher"))
+        .args(["run", "--quiet", "--vmi", "-"])
+        .args(["--run-dir", dir.join("run").to_str().unwrap()])
+        .args(["--cache-dir", dir.join("cache").to_str().unwrap()])
+        .args(["--volumes-dir", dir.join("volumes").to_str().unwrap()])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(
+        &mut child.stdin.take().unwrap(),
+        json.to_string().as_bytes(),
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("from-api Succeeded"), "{err}");
 }

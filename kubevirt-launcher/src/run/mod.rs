@@ -16,6 +16,7 @@ use crate::plan::{DiskSource, LaunchPlan, PlanErrors, from_vmi, vmi_of};
 use kubevirt_api::object::Object;
 use kubevirt_vmm::virtio::block::backend::{BlockBackend, RawFile};
 use kubevirt_vmm::virtio::block::device::Block;
+use kubevirt_vmm::virtio::rng::Rng;
 use kubevirt_vmm::{
     BootSource, ConsoleConfig, CpuFeatureMask, KernelImage, LinuxBoot, Vm, VmConfig,
 };
@@ -224,6 +225,9 @@ pub fn launch(object: &Object, opts: &RunOptions) -> Result<Launched, RunError> 
     let mut builder = Vm::builder(config);
     for d in devices {
         builder = builder.virtio_device(Box::new(d));
+    }
+    if plan.rng {
+        builder = builder.virtio_device(Box::new(Rng::new()));
     }
     let network = match &plan.network {
         Some(net) => {
