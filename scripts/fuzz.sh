@@ -25,7 +25,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
 targets=$(cargo fuzz list)
-cargo fuzz build $targets
+cargo fuzz build  # every target
 
 total=0
 for t in $targets; do
