@@ -2,7 +2,8 @@
 //! and sequential 1 MiB virtio-blk writes (+ flush) and reads from the in-guest driver.
 //!
 //! Run: `cargo bench --bench vmm_blk_qemu` (optionally `-- <MiB per run> <runs> [tcg|kvm|both]`;
-//! default 64 MiB, 5 runs, QEMU under both accelerators when `/dev/kvm` works, else TCG).
+//! default 256 MiB, 9 runs, QEMU under both accelerators when `/dev/kvm` exists, else TCG;
+//! at 64 MiB a read phase lasts ~8 ms and the medians swing by +-30 % on this machine).
 //! Needs Debian's `qemu-system-x86` (`scripts/setup.sh` installs it); without
 //! `qemu-system-x86_64` on PATH the bench says so and exits 0.
 //!
@@ -492,8 +493,8 @@ fn main() {
         .filter(|a| a != "--bench")
         .collect();
     let num = |i: usize, d: u32| args.get(i).and_then(|a| a.parse().ok()).unwrap_or(d);
-    let mib = num(0, 64);
-    let runs = num(1, 5).max(1);
+    let mib = num(0, 256);
+    let runs = num(1, 9).max(1);
     if Command::new("qemu-system-x86_64")
         .arg("--version")
         .stdout(Stdio::null())
@@ -576,6 +577,22 @@ fn main() {
             median(rs.iter().map(|r| mbps(r.read)).collect()),
         )
     };
+    // The slowest and fastest run of each column, to show the spread behind the median.
+    let spread = |rs: &[Run]| {
+        let range = |v: Vec<f64>| {
+            let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = v.iter().copied().fold(0.0, f64::max);
+            format!("{lo:.0}-{hi:.0}")
+        };
+        println!(
+            "{:<22} {:>12} {:>12} {:>14} {:>14}",
+            "  range",
+            range(rs.iter().map(|r| ms(r.ready)).collect()),
+            range(rs.iter().map(|r| ms(r.exit)).collect()),
+            range(rs.iter().map(|r| mbps(r.write)).collect()),
+            range(rs.iter().map(|r| mbps(r.read)).collect()),
+        );
+    };
     let (o_ready, o_exit, o_w, o_r) = summary(&ours_runs);
     println!("medians of {runs} runs, {mib} x 1 MiB sequential requests, one in flight:");
     println!(
@@ -586,10 +603,12 @@ fn main() {
         "{:<22} {:>9.1} ms {:>9.1} ms {:>8.1} MiB/s {:>8.1} MiB/s",
         "kubevirt-vmm (KVM)", o_ready, o_exit, o_w, o_r
     );
+    spread(&ours_runs);
     for (i, accel) in accels.iter().enumerate() {
         let (q_ready, q_exit, q_w, q_r) = summary(&qemu_runs[i]);
         let name = format!("QEMU ({accel})");
         println!("{name:<22} {q_ready:>9.1} ms {q_exit:>9.1} ms {q_w:>8.1} MiB/s {q_r:>8.1} MiB/s");
+        spread(&qemu_runs[i]);
         println!(
             "{:<22} {:>11.2}x {:>11.2}x {:>13.2}x {:>13.2}x",
             "  ratio ours vs it",

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # kubevirt-vmm versus QEMU on the same PVH guest and raw disk (benches/vmm_blk_qemu.rs).
 # Installs Debian's qemu-system-x86 if it is missing, then runs the bench; arguments go to it:
-#   scripts/bench-qemu.sh [MiB per run (64)] [runs (5)] [tcg|kvm|both]
+#   scripts/bench-qemu.sh [MiB per run (256)] [runs (9)] [tcg|kvm|both]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v qemu-system-x86_64 >/dev/null; then
