@@ -6,7 +6,7 @@
 //!                        +--> Exiting (reason recorded) --> Exited (threads joined)
 //! ```
 //! One mutex guards the state, one condvar announces every change. vCPU threads check the state
-//! before each `KVM_RUN` ([`Lifecycle::gate`]); whoever changes it kicks them out of `KVM_RUN`.
+//! before each `KVM_RUN` (`Lifecycle::gate`); whoever changes it kicks them out of `KVM_RUN`.
 
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
