@@ -15,7 +15,7 @@
 //! it scans bus 0 through ports 0xCF8/0xCFC for a modern virtio-blk (1af4:1042), enables memory
 //! decoding and bus mastering, walks the vendor capabilities for the common and notify regions
 //! (whichever BAR they name, 32- or 64-bit), negotiates VERSION_1 and FLUSH, sets up one
-//! 16-entry queue and then streams as `virtio_blk_stream` does: one 1 MiB request in flight,
+//! 16-entry queue and then streams as `virtio_blk_stream` does at depth 1: one 1 MiB request,
 //! notify, poll the used ring, no interrupts. FLUSH is negotiated because QEMU switches a disk
 //! whose driver does not negotiate it to write-through (an fdatasync after every write).
 //!
