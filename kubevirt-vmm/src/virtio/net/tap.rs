@@ -203,6 +203,20 @@ impl Tap {
     }
 }
 
+/// The tap's descriptor, e.g. to keep the interface alive or to hand a duplicate to another
+/// device ([`Tap::from_fd`]).
+impl std::os::fd::AsFd for Tap {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.file.as_fd()
+    }
+}
+
+impl From<Tap> for OwnedFd {
+    fn from(tap: Tap) -> OwnedFd {
+        tap.file.into()
+    }
+}
+
 impl NetBackend for Tap {
     fn rx_fd(&self) -> RawFd {
         self.file.as_raw_fd()
