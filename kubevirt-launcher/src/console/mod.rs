@@ -10,18 +10,24 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
 /// How much output a new client gets replayed.
 pub const SCROLLBACK: usize = 64 * 1024;
+/// Chunks of output queued for one reader before it counts as not keeping up (the guest prints
+/// byte by byte, so a chunk is often one byte; a reader that reads at all never gets near this).
+const READER_QUEUE: usize = 4096;
 
 /// Delivers console input to the guest.
 pub type InputSink = Arc<dyn Fn(&[u8]) + Send + Sync>;
 
 struct Shared {
     scrollback: VecDeque<u8>,
-    readers: Vec<UnixStream>,
+    /// One queue per reader, drained by the reader's own thread: a reader that stops
+    /// reading never stalls the others or the guest, it is dropped when its queue is full.
+    readers: Vec<SyncSender<Arc<[u8]>>>,
     writer: Option<u64>,
     log: Option<File>,
     echo: bool,
@@ -151,20 +157,42 @@ fn pump_output(mut output: impl Read, shared: &Mutex<Shared>) {
             let _ = out.flush();
         }
         // A reader that cannot keep up (or is gone) is dropped rather than stalling the guest.
-        s.readers.retain_mut(|r| r.write_all(&buf[..n]).is_ok());
+        let chunk: Arc<[u8]> = Arc::from(&buf[..n]);
+        s.readers.retain(|r| {
+            !matches!(
+                r.try_send(chunk.clone()),
+                Err(TrySendError::Full(_) | TrySendError::Disconnected(_))
+            )
+        });
         s.pumped += n as u64;
     }
 }
 
 fn client(id: u64, mut conn: UnixStream, shared: &Mutex<Shared>, input: &InputSink) {
     {
+        let Ok(mut out) = conn.try_clone() else {
+            return;
+        };
+        let (tx, rx) = sync_channel::<Arc<[u8]>>(READER_QUEUE);
         let mut s = lock(shared);
-        let history: Vec<u8> = s.scrollback.iter().copied().collect();
-        if conn.write_all(&history).is_err() {
+        let history: Arc<[u8]> = s.scrollback.iter().copied().collect::<Vec<u8>>().into();
+        if tx.try_send(history).is_err() {
             return;
         }
-        let Ok(reader) = conn.try_clone() else { return };
-        s.readers.push(reader);
+        s.readers.push(tx);
+        // The reader's own writer: blocking writes here stall nobody else.
+        let spawned = thread::Builder::new()
+            .name("console-reader".into())
+            .spawn(move || {
+                for chunk in rx {
+                    if out.write_all(&chunk).is_err() {
+                        return;
+                    }
+                }
+            });
+        if spawned.is_err() {
+            return;
+        }
     }
     let mut buf = [0u8; 1024];
     loop {
@@ -261,6 +289,47 @@ mod tests {
             typed.lock().unwrap().as_slice(),
             b"root\nnow me\n",
             "the writer role passes on when the writer leaves"
+        );
+    }
+
+    /// A client that connects and never reads must not stall the guest (the VMM blocks on a
+    /// full console pipe) nor the clients that do read.
+    #[test]
+    fn a_reader_that_never_reads_stalls_nothing() {
+        let dir = std::env::temp_dir().join(format!("kv-console-slow-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (out_read, mut out_write) = std::io::pipe().unwrap();
+        let hub = ConsoleHub::start(
+            out_read,
+            &dir.join("console.sock"),
+            Arc::new(|_: &[u8]| {}),
+            None,
+        )
+        .unwrap();
+        let _silent = UnixStream::connect(hub.socket()).unwrap();
+        let mut reading = UnixStream::connect(hub.socket()).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        // Byte by byte, as a guest prints: far more chunks than a socket buffer holds.
+        let total = 20_000u64;
+        let writer = std::thread::spawn(move || {
+            for i in 0..total {
+                out_write.write_all(&[b'a' + (i % 26) as u8]).unwrap();
+                if i % 64 == 0 {
+                    std::thread::sleep(Duration::from_micros(50));
+                }
+            }
+            out_write.write_all(b"END").unwrap();
+        });
+        let got = read_until(&mut reading, "END");
+        writer.join().unwrap();
+        assert!(
+            hub.wait_for(total + 3, Duration::from_secs(10)),
+            "the pump kept going"
+        );
+        assert_eq!(
+            got.len() as u64,
+            total + 3,
+            "the reading client got everything"
         );
     }
 }
