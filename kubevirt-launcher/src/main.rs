@@ -189,12 +189,12 @@ fn run(args: RunArgs) -> ExitCode {
     }
     // Standalone and not quiet: the keyboard goes to the guest's console.
     let _terminal = (!quiet && vmi.as_os_str() != "-").then(|| {
-        let vm = launched.vm.clone();
+        let machine = launched.machine.clone();
         let mode = CharacterMode::enter(std::io::stdin().as_fd());
         let _ = forward(
             std::io::stdin(),
             Arc::new(move |b: &[u8]| {
-                vm.serial_input(b);
+                machine.vm().serial_input(b);
             }),
         );
         mode
@@ -206,8 +206,14 @@ fn run(args: RunArgs) -> ExitCode {
         launched.control.socket().display()
     );
     let reason = loop {
-        if let Some(r) = launched.vm.wait_timeout(Duration::from_millis(100)) {
-            break r;
+        match launched.machine.supervise(Duration::from_millis(100)) {
+            Ok(Some(r)) => break r,
+            Ok(None) => {}
+            Err(e) => {
+                eprintln!("kubevirt-launcher: restarting the guest failed: {e}");
+                let _ = launched.cleanup();
+                return ExitCode::from(1);
+            }
         }
         if TERMINATE.swap(false, Ordering::SeqCst) {
             let grace = launched.plan.grace_period;
@@ -227,12 +233,12 @@ fn run(args: RunArgs) -> ExitCode {
         }
     };
     // Deliver what the guest printed last before reporting.
-    if let Some(stats) = launched.vm.console_stats() {
+    if let Some(stats) = launched.machine.vm().console_stats() {
         launched
             .console
             .wait_for(stats.bytes_out(), Duration::from_secs(2));
     }
-    let (phase, why) = phase(&launched.vm);
+    let (phase, why) = phase(&launched.machine.vm());
     let _ = launched.cleanup();
     eprintln!(
         "kubevirt-launcher: {} {phase}: {reason}{}",

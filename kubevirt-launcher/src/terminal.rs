@@ -3,7 +3,6 @@
 
 use std::io::Read;
 use std::os::fd::{AsRawFd, BorrowedFd};
-use std::sync::Arc;
 
 /// A terminal switched to character mode (no line buffering, no local echo: the guest echoes);
 /// signals stay on, so Ctrl-C still reaches the launcher. Restored on drop.
@@ -50,7 +49,7 @@ impl Drop for CharacterMode {
 /// Copies `input` to `sink` on a background thread until end of file or an error.
 pub fn forward(
     mut input: impl Read + Send + 'static,
-    sink: Arc<dyn Fn(&[u8]) + Send + Sync>,
+    sink: crate::console::InputSink,
 ) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("stdin".into())
@@ -69,7 +68,7 @@ pub fn forward(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Mutex;
+    use std::sync::{Arc, Mutex};
     use std::time::{Duration, Instant};
 
     #[test]

@@ -1,8 +1,10 @@
 //! The control socket over a real running guest: status, pause (the guest stops counting),
-//! unpause (it counts again), stop, and the phases upstream reports; shutdown presses the power
+//! unpause (it counts again), reset (a fresh VM counts from zero), stop, and the phases
+//! upstream reports; shutdown presses the power
 //! button, and a guest that ignores it is stopped after the grace period.
 
 use kubevirt_launcher::control::{ControlServer, Shutdowns};
+use kubevirt_launcher::run::machine::{Machine, MachineSpec};
 use kubevirt_vmm::testguest::programs::{self, COUNTER_ADDR};
 use kubevirt_vmm::{ConsoleConfig, ExitReason, Vm};
 use serde_json::{Value, json};
@@ -19,14 +21,25 @@ fn ask(conn: &mut UnixStream, reader: &mut BufReader<UnixStream>, req: Value) ->
     serde_json::from_str(&line).unwrap()
 }
 
-fn serve(dir: &std::path::Path, vm: &Arc<Vm>) -> ControlServer {
-    ControlServer::start(
+/// The counter guest as a launcher machine (started), with its control socket.
+fn serve(dir: &std::path::Path) -> (Arc<Machine>, ControlServer) {
+    let guest = programs::counter().expect("counter guest");
+    let machine = Machine::start(MachineSpec {
+        config: guest.vm_config(1, ConsoleConfig::Sink),
+        console: None,
+        disks: Vec::new(),
+        rng: false,
+        net: None,
+    })
+    .expect("machine");
+    let server = ControlServer::start(
         &dir.join("control.sock"),
-        vm.clone(),
-        Shutdowns::new(vm.clone()),
+        machine.clone(),
+        Shutdowns::new(machine.clone()),
         Duration::from_secs(30),
     )
-    .expect("control socket")
+    .expect("control socket");
+    (machine, server)
 }
 
 fn count(vm: &Vm) -> u64 {
@@ -37,16 +50,10 @@ fn count(vm: &Vm) -> u64 {
 fn status_pause_unpause_stop_on_a_running_guest() {
     let dir = std::env::temp_dir().join(format!("kv-control-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let guest = programs::counter().expect("counter guest");
-    let vm = Arc::new(Vm::new(guest.vm_config(1, ConsoleConfig::Sink)).expect("vm"));
-    let server = serve(&dir, &vm);
+    let (machine, server) = serve(&dir);
+    let vm = machine.vm();
     let mut conn = UnixStream::connect(server.socket()).unwrap();
     let mut reader = BufReader::new(conn.try_clone().unwrap());
-    assert_eq!(
-        ask(&mut conn, &mut reader, json!({"op": "status"}))["phase"],
-        "Scheduled"
-    );
-    vm.start().unwrap();
     while count(&vm) == 0 {
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -78,6 +85,29 @@ fn status_pause_unpause_stop_on_a_running_guest() {
         );
         std::thread::sleep(Duration::from_millis(5));
     }
+    // A hard reset: the supervisor (the launcher's main loop) builds a fresh VM.
+    let old = Arc::downgrade(&vm);
+    drop(vm);
+    assert_eq!(
+        ask(&mut conn, &mut reader, json!({"op": "reset"}))["ok"],
+        true
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while machine.restarts() == 0 {
+        assert_eq!(machine.supervise(Duration::from_millis(50)).unwrap(), None);
+        assert!(Instant::now() < deadline, "no restart");
+    }
+    assert!(old.upgrade().is_none(), "the old VM is gone");
+    let fresh = machine.vm();
+    while count(&fresh) == 0 {
+        assert!(Instant::now() < deadline, "the fresh guest did not start");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let status = ask(&mut conn, &mut reader, json!({"op": "status"}));
+    assert_eq!(
+        (status["phase"].as_str(), status["restarts"].as_u64()),
+        (Some("Running"), Some(1))
+    );
     let bad = ask(&mut conn, &mut reader, json!({"op": "reboot-please"}));
     assert!(bad["error"].as_str().unwrap().contains("unknown op"));
     assert_eq!(
@@ -96,12 +126,10 @@ fn status_pause_unpause_stop_on_a_running_guest() {
 fn shutdown_stops_a_guest_that_ignores_the_button_after_the_grace_period() {
     let dir = std::env::temp_dir().join(format!("kv-control-grace-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let guest = programs::counter().expect("counter guest");
-    let vm = Arc::new(Vm::new(guest.vm_config(1, ConsoleConfig::Sink)).expect("vm"));
-    let server = serve(&dir, &vm);
+    let (machine, server) = serve(&dir);
+    let vm = machine.vm();
     let mut conn = UnixStream::connect(server.socket()).unwrap();
     let mut reader = BufReader::new(conn.try_clone().unwrap());
-    vm.start().unwrap();
     let bad = ask(
         &mut conn,
         &mut reader,

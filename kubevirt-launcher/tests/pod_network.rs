@@ -155,6 +155,25 @@ spec:
     let mut console = UnixStream::connect(&sock).expect("console socket");
     console.write_all(b"ip\r").unwrap();
     launcher.expect("inet 10.0.2.2/24 gateway 10.0.2.1, echo requests answered: 3");
+    // After a guest reboot the fresh VM has the same tap: DHCP again, and pings still pass.
+    console.write_all(b"reboot\r").unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while launcher
+        .expect("eth0: 10.0.2.2/24 gateway 10.0.2.1")
+        .matches("eth0: 10.0.2.2/24 gateway 10.0.2.1")
+        .count()
+        < 2
+    {
+        if std::time::Instant::now() > deadline {
+            panic!("no DHCP after the reboot:\n{}", launcher.expect(""));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let ping = Command::new("ip")
+        .args(["netns", "exec", &peer, "ping", "-c", "1", "-W", "5", POD_IP])
+        .output()
+        .unwrap();
+    assert!(ping.status.success(), "ping after the reboot failed");
     console.write_all(b"poweroff\r").unwrap();
     let (status, out) = launcher.wait();
     assert!(status.success(), "{out}");

@@ -240,3 +240,101 @@ fn a_vmi_as_the_api_serves_it_runs_from_stdin() {
     assert!(out.status.success(), "{err}");
     assert!(err.contains("from-api Succeeded"), "{err}");
 }
+
+/// A guest reboot does not end the VMI: the launcher starts a fresh VM over the same disks and
+/// console, as QEMU resets in place upstream. The control socket's `reset` restarts at once and
+/// `softReboot` presses the power button and restarts when the guest powers off; the VMI stays
+/// Running throughout and ends Succeeded at the final power-off.
+#[test]
+fn reboots_resets_and_soft_reboots_keep_the_vmi_running() {
+    use std::io::{BufRead, BufReader, Write};
+    let dir = tempdir("reboot");
+    let image = dir.join("image");
+    let guest = kubevirt_demo_guest::pvh_elf().expect("demo guest");
+    ImageBlobs::with(&[("boot/demo.elf", &guest)]).write_layout(&image, "demo");
+    let vmi = format!(
+        r#"
+apiVersion: kubevirt.io/v1
+kind: VirtualMachineInstance
+metadata: {{name: rebooter, namespace: default}}
+spec:
+  domain:
+    memory: {{guest: 16Mi}}
+    firmware:
+      kernelBoot: {{container: {{image: "oci:{}:demo", kernelPath: /boot/demo.elf}}}}
+    devices: {{autoattachPodInterface: false}}
+"#,
+        image.display()
+    );
+    let file = dir.join("vmi.yaml");
+    std::fs::write(&file, vmi).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kubevirt-launcher"));
+    cmd.args(["run", file.to_str().unwrap()])
+        .args(["--run-dir", dir.join("run").to_str().unwrap()])
+        .args(["--cache-dir", dir.join("cache").to_str().unwrap()])
+        .args(["--volumes-dir", dir.join("volumes").to_str().unwrap()]);
+    let mut launcher = Launcher::spawn(cmd);
+    let banners = |out: &str| out.matches(kubevirt_demo_guest::BANNER).count();
+    launcher.expect("demo# ");
+
+    let control = std::os::unix::net::UnixStream::connect(dir.join("run/control.sock")).unwrap();
+    let mut reader = BufReader::new(control.try_clone().unwrap());
+    let mut ask = |req: &str| {
+        writeln!(&control, "{req}").unwrap();
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        serde_json::from_str::<serde_json::Value>(&line).unwrap()
+    };
+
+    // The guest reboots itself (ACPI reset register).
+    launcher.type_text("reboot\r");
+    launcher.expect("rebooting");
+    let wait_banners = |launcher: &mut Launcher, n: usize| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let out = launcher.expect("demo# ");
+            if banners(&out) >= n
+                && out
+                    .rsplit(kubevirt_demo_guest::BANNER)
+                    .next()
+                    .unwrap()
+                    .contains("demo# ")
+            {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "no boot #{n}:\n{out}");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+    wait_banners(&mut launcher, 2);
+    let status = ask(r#"{"op":"status"}"#);
+    assert_eq!(
+        (status["phase"].as_str(), status["restarts"].as_u64()),
+        (Some("Running"), Some(1)),
+        "{status}"
+    );
+
+    // A hard reset from the control socket.
+    assert_eq!(ask(r#"{"op":"reset"}"#)["ok"], true);
+    wait_banners(&mut launcher, 3);
+
+    // A soft reboot: the guest sees the power button, powers off, and is started again.
+    assert_eq!(ask(r#"{"op":"softReboot"}"#)["ok"], true);
+    launcher.expect("power button pressed: shutting down");
+    wait_banners(&mut launcher, 4);
+    let status = ask(r#"{"op":"status"}"#);
+    assert_eq!(
+        (status["phase"].as_str(), status["restarts"].as_u64()),
+        (Some("Running"), Some(3)),
+        "{status}"
+    );
+
+    // Commands still reach the current guest; its power-off ends the VMI.
+    launcher.type_text("poweroff\r");
+    let (status, out) = launcher.wait();
+    assert!(status.success(), "{out}");
+    assert!(
+        out.contains("rebooter Succeeded: the guest powered off"),
+        "{out}"
+    );
+}

@@ -152,6 +152,17 @@ impl System {
         console::str("\n");
     }
 
+    fn reboot(&self) -> ! {
+        console::str("rebooting\n");
+        if let Some(a) = &self.acpi {
+            a.reset();
+        }
+        console::str("no ACPI reset register: halting here\n");
+        loop {
+            core::hint::spin_loop();
+        }
+    }
+
     fn power_off(&self) -> ! {
         console::str("powering off\n");
         match &self.acpi {
@@ -222,8 +233,10 @@ extern "C" fn main() -> ! {
             sys.power_off();
         }
         while let Some(b) = console::read() {
-            if let shell::Action::PowerOff = shell.feed(b, &mut sys) {
-                sys.power_off();
+            match shell.feed(b, &mut sys) {
+                shell::Action::PowerOff => sys.power_off(),
+                shell::Action::Reboot => sys.reboot(),
+                shell::Action::Continue => {}
             }
         }
         if let Some(h) = &mut sys.host {

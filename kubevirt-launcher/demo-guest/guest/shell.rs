@@ -18,6 +18,8 @@ pub enum Action {
     Continue,
     /// Power off.
     PowerOff,
+    /// Reset the machine.
+    Reboot,
 }
 
 impl Shell {
@@ -78,9 +80,9 @@ fn trim(mut s: &[u8]) -> &[u8] {
 fn run(cmd: &[u8], sys: &mut System) -> Action {
     match cmd {
         b"" => {}
-        b"help" => {
-            console::str("commands: help uname hostname disks disktest cat userdata ip poweroff\n")
-        }
+        b"help" => console::str(
+            "commands: help uname hostname disks disktest cat userdata ip reboot poweroff\n",
+        ),
         b"uname" | b"uname -a" => {
             console::str("kubevirt-rs-demo ");
             console::text(sys.hostname());
@@ -105,6 +107,7 @@ fn run(cmd: &[u8], sys: &mut System) -> Action {
             }
         }
         b"poweroff" => return Action::PowerOff,
+        b"reboot" => return Action::Reboot,
         _ => {
             console::text(cmd);
             console::str(": command not found (try help)\n");

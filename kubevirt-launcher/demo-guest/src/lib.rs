@@ -18,7 +18,7 @@ pub const BANNER: &str = "kubevirt-rs demo guest";
 
 /// The commands the guest's console answers.
 pub const COMMANDS: &[&str] = &[
-    "help", "uname", "hostname", "disks", "disktest", "cat", "userdata", "ip", "poweroff",
+    "help", "uname", "hostname", "disks", "disktest", "cat", "userdata", "ip", "reboot", "poweroff",
 ];
 
 /// The guest as a test guest (direct boot at CPL 3).

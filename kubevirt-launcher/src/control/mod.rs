@@ -1,6 +1,11 @@
 //! The launcher's control API for the node agent and virtctl: newline-delimited JSON over a unix
-//! socket. Requests are `{"op": "status" | "pause" | "unpause" | "shutdown" | "stop"}`; every
-//! answer is one line, `{"ok": true, ...}` or `{"ok": false, "error": "..."}`.
+//! socket. Requests are `{"op": "status" | "pause" | "unpause" | "shutdown" | "softReboot" |
+//! "reset" | "stop"}`; every answer is one line, `{"ok": true, ...}` or
+//! `{"ok": false, "error": "..."}`.
+//!
+//! `softReboot` presses the power button and starts the guest again when it powers off (what
+//! libvirt does for upstream without a guest agent); `reset` restarts it at once, like a reset
+//! button. Both keep the disks, overlays, network and console.
 //!
 //! `shutdown` presses the ACPI power button and stops the VM if the guest has not powered off
 //! after the grace period (`{"op": "shutdown", "gracePeriodSeconds": N}`, default the VMI's
@@ -13,6 +18,7 @@ mod shutdown;
 
 pub use self::shutdown::{Shutdown, Shutdowns};
 
+use crate::run::machine::Machine;
 use kubevirt_vmm::{ExitReason, Vm, VmState};
 use serde_json::{Value, json};
 use std::io::{self, BufRead, BufReader, Write};
@@ -21,6 +27,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
+
+/// The upstream phase and reason for a machine: `Running` across guest reboots.
+pub fn machine_phase(machine: &Machine) -> (&'static str, Option<String>) {
+    let vm = machine.vm();
+    if machine.restarts() > 0 && vm.state() == VmState::Created {
+        return ("Running", None);
+    }
+    phase(&vm)
+}
 
 /// The upstream phase and reason for a VM's state.
 pub fn phase(vm: &Vm) -> (&'static str, Option<String>) {
@@ -44,17 +59,18 @@ pub struct ControlServer {
 }
 
 impl ControlServer {
-    /// Serve the control API of `vm` at `socket`; `shutdowns` and `grace` serve `shutdown`.
+    /// Serve the control API of `machine` at `socket`; `shutdowns` and `grace` serve
+    /// `shutdown`.
     pub fn start(
         socket: &Path,
-        vm: Arc<Vm>,
+        machine: Arc<Machine>,
         shutdowns: Shutdowns,
         grace: Duration,
     ) -> io::Result<Self> {
         let _ = std::fs::remove_file(socket);
         let listener = UnixListener::bind(socket)?;
         let target = Target {
-            vm,
+            machine,
             shutdowns,
             grace,
         };
@@ -82,8 +98,8 @@ impl ControlServer {
 /// What requests act on.
 #[derive(Debug, Clone)]
 pub struct Target {
-    /// The VM.
-    pub vm: Arc<Vm>,
+    /// The machine.
+    pub machine: Arc<Machine>,
     /// Its shutdowns.
     pub shutdowns: Shutdowns,
     /// The default grace period.
@@ -108,7 +124,7 @@ fn serve(conn: UnixStream, target: &Target) {
 
 /// Answer one request line.
 pub fn handle(target: &Target, line: &str) -> Value {
-    let vm = &target.vm;
+    let vm = target.machine.vm();
     let fail = |e: String| json!({"ok": false, "error": e});
     let req: Value = match serde_json::from_str(line) {
         Ok(v) => v,
@@ -116,8 +132,9 @@ pub fn handle(target: &Target, line: &str) -> Value {
     };
     match req.get("op").and_then(Value::as_str) {
         Some("status") => {
-            let (phase, reason) = phase(vm);
-            json!({"ok": true, "phase": phase, "reason": reason, "paused": vm.state() == VmState::Paused})
+            let (phase, reason) = machine_phase(&target.machine);
+            json!({"ok": true, "phase": phase, "reason": reason, "paused": vm.state() == VmState::Paused,
+                   "restarts": target.machine.restarts()})
         }
         Some("pause") => match vm.pause() {
             Ok(()) => json!({"ok": true}),
@@ -147,9 +164,20 @@ pub fn handle(target: &Target, line: &str) -> Value {
                 }
             }
         }
-        Some("stop") => json!({"ok": true, "exit": vm.stop().to_string()}),
+        Some("softReboot") => match target.machine.soft_reboot() {
+            Ok(()) => json!({"ok": true}),
+            Err(e) => fail(e.to_string()),
+        },
+        Some("reset") => {
+            target.machine.reset();
+            json!({"ok": true})
+        }
+        Some("stop") => {
+            target.machine.begin_shutdown();
+            json!({"ok": true, "exit": vm.stop().to_string()})
+        }
         Some(other) => fail(format!(
-            "unknown op {other:?}: use status, pause, unpause, shutdown or stop"
+            "unknown op {other:?}: use status, pause, unpause, shutdown, softReboot, reset or stop"
         )),
         None => fail("the request has no \"op\"".into()),
     }

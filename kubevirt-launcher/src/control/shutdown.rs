@@ -1,10 +1,11 @@
 //! Graceful shutdown as upstream does it: press the ACPI power button, give the guest its
 //! `terminationGracePeriodSeconds` to power off, then stop the VM.
 
-use kubevirt_vmm::{ExitReason, Vm};
+use crate::run::machine::Machine;
+use kubevirt_vmm::ExitReason;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How a shutdown request went.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,15 +22,15 @@ pub enum Shutdown {
 /// ones (SIGTERM after a control-socket shutdown, say) do nothing more.
 #[derive(Debug, Clone)]
 pub struct Shutdowns {
-    vm: Arc<Vm>,
+    machine: Arc<Machine>,
     requested: Arc<AtomicBool>,
 }
 
 impl Shutdowns {
-    /// Shutdowns of `vm`.
-    pub fn new(vm: Arc<Vm>) -> Self {
+    /// Shutdowns of `machine`.
+    pub fn new(machine: Arc<Machine>) -> Self {
         Shutdowns {
-            vm,
+            machine,
             requested: Arc::new(AtomicBool::new(false)),
         }
     }
@@ -39,25 +40,30 @@ impl Shutdowns {
         if self.requested.swap(true, Ordering::SeqCst) {
             return Shutdown::AlreadyRequested;
         }
-        if self.vm.press_power_button().is_err() {
-            return Shutdown::Stopped(self.vm.stop());
+        self.machine.begin_shutdown();
+        if self.machine.vm().press_power_button().is_err() {
+            return Shutdown::Stopped(self.machine.vm().stop());
         }
-        let vm = self.vm.clone();
+        let machine = self.machine.clone();
         let spawned = std::thread::Builder::new()
             .name("grace-period".into())
             .spawn(move || {
-                if vm.wait_timeout(grace).is_none() {
+                let deadline = Instant::now() + grace;
+                while !machine.is_finished() && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                if !machine.is_finished() {
                     eprintln!(
                         "kubevirt-launcher: the guest did not power off within {}s: stopping it",
                         grace.as_secs()
                     );
-                    vm.stop();
+                    machine.vm().stop();
                 }
             });
         match spawned {
             Ok(_) => Shutdown::Requested,
             // No thread for the timer: do not leave a VM that may never stop.
-            Err(_) => Shutdown::Stopped(self.vm.stop()),
+            Err(_) => Shutdown::Stopped(self.machine.vm().stop()),
         }
     }
 }

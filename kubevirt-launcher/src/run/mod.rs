@@ -2,9 +2,11 @@
 //! and attach the disks (virtio-blk), then start the VM with its console and control sockets.
 
 mod image;
+pub mod machine;
 pub mod network;
 
 pub use self::image::image_source;
+use self::machine::{DiskBacking, DiskSpec, Machine, MachineSpec, SharedOverlay};
 use self::network::{PodNetwork, PodNetworkError, PodNetworkOptions};
 
 use crate::cloudinit::{self, NoSecrets};
@@ -14,15 +16,10 @@ use crate::disks::{self, Overlay, PreparedDisk};
 use crate::oci::{Store, fetch_disk};
 use crate::plan::{DiskSource, LaunchPlan, PlanErrors, from_vmi, vmi_of};
 use kubevirt_api::object::Object;
-use kubevirt_vmm::virtio::block::backend::{BlockBackend, RawFile};
-use kubevirt_vmm::virtio::block::device::Block;
-use kubevirt_vmm::virtio::rng::Rng;
-use kubevirt_vmm::{
-    BootSource, ConsoleConfig, CpuFeatureMask, KernelImage, LinuxBoot, Vm, VmConfig,
-};
+use kubevirt_vmm::{BootSource, CpuFeatureMask, KernelImage, LinuxBoot, VmConfig};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use thiserror::Error;
 
 /// Where a launch keeps its things.
@@ -94,8 +91,8 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RunError + '_ {
 /// A launched VM with its sockets.
 #[derive(Debug)]
 pub struct Launched {
-    /// The VM.
-    pub vm: Arc<Vm>,
+    /// The machine: the running VM, rebuilt across guest reboots.
+    pub machine: Arc<Machine>,
     /// The plan it was built from.
     pub plan: LaunchPlan,
     /// The serial console socket.
@@ -181,17 +178,21 @@ pub fn launch(object: &Object, opts: &RunOptions) -> Result<Launched, RunError> 
             _ => disks::prepare(disk, &layout, source.as_ref())?,
         };
         // A containerDisk reads its cached image through a copy-on-write overlay.
-        let backend: Box<dyn BlockBackend> = match &prepared.base {
-            Some(base) => Box::new(
+        let backing = match &prepared.base {
+            Some(base) => DiskBacking::Overlay(SharedOverlay(Arc::new(Mutex::new(
                 Overlay::open(base, &prepared.path, prepared.readonly)
                     .map_err(io(&prepared.path))?,
-            ),
-            None => Box::new(
-                RawFile::open(&prepared.path, prepared.readonly)
-                    .map_err(|e| RunError::Vm(format!("disk {}: {e}", disk.name)))?,
-            ),
+            )))),
+            None => DiskBacking::File {
+                path: prepared.path.clone(),
+                readonly: prepared.readonly,
+            },
         };
-        devices.push(Block::new(backend, disk.serial.as_deref().unwrap_or("")));
+        devices.push(DiskSpec {
+            name: disk.name.clone(),
+            backing,
+            serial: disk.serial.clone().unwrap_or_default(),
+        });
     }
 
     let memory = plan.memory_bytes.div_ceil(2 << 20) * (2 << 20);
@@ -208,12 +209,7 @@ pub fn launch(object: &Object, opts: &RunOptions) -> Result<Launched, RunError> 
             initrd: initrd.map(KernelImage::Path),
             cmdline: kb.cmdline.clone(),
         }),
-    )
-    .with_serial(if plan.serial_console {
-        ConsoleConfig::Fd(OwnedFd::from(console_write))
-    } else {
-        ConsoleConfig::Sink
-    });
+    );
     if !plan.disabled_cpu_features.is_empty() {
         config.cpu_features =
             CpuFeatureMask::disable(plan.disabled_cpu_features.iter().map(String::as_str))
@@ -222,16 +218,9 @@ pub fn launch(object: &Object, opts: &RunOptions) -> Result<Launched, RunError> 
                     message: e.to_string(),
                 })?;
     }
-    let mut builder = Vm::builder(config);
-    for d in devices {
-        builder = builder.virtio_device(Box::new(d));
-    }
-    if plan.rng {
-        builder = builder.virtio_device(Box::new(Rng::new()));
-    }
-    let network = match &plan.network {
+    let (network, net) = match &plan.network {
         Some(net) => {
-            let (device, attached) = network::attach(
+            let (mac, tap, attached) = network::attach(
                 net,
                 &PodNetworkOptions {
                     pod_iface: opts.pod_iface.clone(),
@@ -239,37 +228,41 @@ pub fn launch(object: &Object, opts: &RunOptions) -> Result<Launched, RunError> 
                     vmi: (plan.namespace.clone(), plan.name.clone()),
                 },
             )?;
-            builder = builder.virtio_device(Box::new(device));
-            Some(attached)
+            (Some(attached), Some((mac, tap)))
         }
-        None => None,
+        None => (None, None),
     };
-    let vm = Arc::new(builder.build().map_err(|e| RunError::Vm(e.to_string()))?);
-    let input = vm.clone();
+    let machine = Machine::start(MachineSpec {
+        config,
+        console: plan.serial_console.then(|| OwnedFd::from(console_write)),
+        disks: devices,
+        rng: plan.rng,
+        net,
+    })?;
     let log = plan
         .log_serial_console
         .then(|| opts.run_dir.join("console.log"));
+    let input = machine.clone();
     let console = ConsoleHub::start_with_echo(
         console_read,
         &opts.run_dir.join("console.sock"),
         Arc::new(move |b: &[u8]| {
-            input.serial_input(b);
+            input.vm().serial_input(b);
         }),
         log.as_deref(),
         opts.echo_console,
     )
     .map_err(io(&opts.run_dir))?;
-    let shutdowns = Shutdowns::new(vm.clone());
+    let shutdowns = Shutdowns::new(machine.clone());
     let control = ControlServer::start(
         &opts.run_dir.join("control.sock"),
-        vm.clone(),
+        machine.clone(),
         shutdowns.clone(),
         plan.grace_period,
     )
     .map_err(io(&opts.run_dir))?;
-    vm.start().map_err(|e| RunError::Vm(e.to_string()))?;
     Ok(Launched {
-        vm,
+        machine,
         plan,
         console,
         control,

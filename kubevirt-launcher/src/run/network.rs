@@ -6,9 +6,10 @@
 use crate::network::dhcp::{DhcpConfig, DhcpServer, bind_to_device, serve};
 use crate::network::masquerade::{GuestLink, Masquerade};
 use crate::plan::NetworkPlan;
-use kubevirt_vmm::virtio::net::{Net, NetConfig, Tap};
+use kubevirt_vmm::virtio::net::Tap;
 use sha2::{Digest, Sha256};
 use std::net::{Ipv4Addr, UdpSocket};
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -103,11 +104,12 @@ pub struct PodNetworkOptions {
     pub vmi: (String, String),
 }
 
-/// Builds the masquerade binding for `plan` and returns the virtio-net device for the VM.
+/// Builds the masquerade binding for `plan`; returns the guest's MAC and the tap's descriptor
+/// for virtio-net (the tap lives while a descriptor of it is open).
 pub fn attach(
     plan: &NetworkPlan,
     opts: &PodNetworkOptions,
-) -> Result<(Net, PodNetwork), PodNetworkError> {
+) -> Result<([u8; 6], OwnedFd, PodNetwork), PodNetworkError> {
     let mut masq = Masquerade::upstream_default(plan.ports.clone());
     masq.pod_iface = opts.pod_iface.clone();
     let sys = std::path::Path::new("/sys/class/net").join(&opts.pod_iface);
@@ -156,12 +158,9 @@ pub fn attach(
             })
             .map_err(dhcp_err)?
     };
-    let net = Net::new(NetConfig {
-        mac,
-        backend: Box::new(tap),
-    });
     Ok((
-        net,
+        mac,
+        OwnedFd::from(tap),
         PodNetwork {
             mac,
             guest_ip: masq.guest_ip,

@@ -16,6 +16,8 @@ pub struct Acpi {
     sleep_control: (u8, u64),
     /// `\_S5_`'s SLP_TYP.
     s5: u8,
+    /// The reset register (address space, address) and the value to write.
+    reset: Option<((u8, u64), u8)>,
 }
 
 fn checksum_ok(addr: u64, len: u64) -> bool {
@@ -72,6 +74,14 @@ fn s5_sleep_type(dsdt: u64) -> Option<u8> {
     })
 }
 
+/// A byte to a generic address: system I/O (space 1) or memory.
+fn write_register((space, address): (u8, u64), value: u8) {
+    match space {
+        1 => super::outb(address as u16, value),
+        _ => w8(address, value),
+    }
+}
+
 impl Acpi {
     /// Reads the tables; `None` without ACPI or without a sleep control register.
     pub fn discover() -> Option<Acpi> {
@@ -85,7 +95,14 @@ impl Acpi {
             x => x,
         };
         let s5 = s5_sleep_type(dsdt).unwrap_or(5);
-        (sleep_control.1 != 0).then_some(Acpi { sleep_control, s5 })
+        const RESET_REG_SUP: u32 = 1 << 10;
+        let reset = (r32(fadt + 112) & RESET_REG_SUP != 0)
+            .then(|| ((r8(fadt + 116), r64(fadt + 120)), r8(fadt + 128)));
+        (sleep_control.1 != 0).then_some(Acpi {
+            sleep_control,
+            s5,
+            reset,
+        })
     }
 
     /// Whether the power button was pressed since the last call.
@@ -95,10 +112,13 @@ impl Acpi {
 
     /// Enters S5. Returns only if the platform ignored it.
     pub fn power_off(&self) {
-        let v = (self.s5 << 2) | SLP_EN;
-        match self.sleep_control {
-            (1, port) => super::outb(port as u16, v),
-            (_, addr) => w8(addr, v),
+        write_register(self.sleep_control, (self.s5 << 2) | SLP_EN);
+    }
+
+    /// Resets the machine through the FADT's reset register. Returns if there is none.
+    pub fn reset(&self) {
+        if let Some((register, value)) = self.reset {
+            write_register(register, value);
         }
     }
 }

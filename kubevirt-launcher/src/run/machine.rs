@@ -1,0 +1,260 @@
+//! The VMI's machine across guest reboots: kubevirt-vmm's `Vm` ends when the guest resets, so
+//! the launcher builds a fresh one over the same disks (containerDisk overlays included), tap
+//! and console, as QEMU resets in place for upstream. Also where the control API's hard reset
+//! and soft reboot (ACPI power button, then a restart instead of the power-off) are carried out.
+
+use super::RunError;
+use crate::disks::Overlay;
+use kubevirt_vmm::virtio::block::{Block, BlockBackend, RawFile};
+use kubevirt_vmm::virtio::net::{Net, NetConfig, Tap};
+use kubevirt_vmm::virtio::rng::Rng;
+use kubevirt_vmm::{ConsoleConfig, ExitReason, Vm, VmConfig};
+use std::io;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+/// How long a restart waits for others to drop the old VM.
+const OLD_VM_RELEASE: Duration = Duration::from_millis(500);
+
+/// A containerDisk overlay shared by the successive VMs of one VMI (its writes survive a
+/// guest reboot, as they do upstream while the pod lives).
+#[derive(Debug, Clone)]
+pub struct SharedOverlay(pub Arc<Mutex<Overlay>>);
+
+impl SharedOverlay {
+    fn get(&self) -> std::sync::MutexGuard<'_, Overlay> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl BlockBackend for SharedOverlay {
+    fn size(&self) -> u64 {
+        self.get().size()
+    }
+    fn read_only(&self) -> bool {
+        self.get().read_only()
+    }
+    fn read_at(&mut self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.get().read_at(buf, offset)
+    }
+    fn write_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.get().write_at(buf, offset)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.get().flush()
+    }
+    fn discard(&mut self, offset: u64, len: u64) -> io::Result<()> {
+        self.get().discard(offset, len)
+    }
+    fn write_zeroes(&mut self, offset: u64, len: u64) -> io::Result<()> {
+        self.get().write_zeroes(offset, len)
+    }
+}
+
+/// Where a disk's data is.
+#[derive(Debug, Clone)]
+pub enum DiskBacking {
+    /// A file or block device, opened anew for each VM.
+    File {
+        /// Path.
+        path: PathBuf,
+        /// Refuse writes.
+        readonly: bool,
+    },
+    /// A containerDisk overlay.
+    Overlay(SharedOverlay),
+}
+
+/// One virtio-blk disk.
+#[derive(Debug, Clone)]
+pub struct DiskSpec {
+    /// Disk name (for messages).
+    pub name: String,
+    /// Data.
+    pub backing: DiskBacking,
+    /// Serial the guest reads.
+    pub serial: String,
+}
+
+/// Everything needed to build the VM again.
+#[derive(Debug)]
+pub struct MachineSpec {
+    /// The VM configuration without its serial console.
+    pub config: VmConfig,
+    /// The console pipe's write end: each VM gets a duplicate.
+    pub console: Option<OwnedFd>,
+    /// Disks in order.
+    pub disks: Vec<DiskSpec>,
+    /// Attach virtio-rng.
+    pub rng: bool,
+    /// virtio-net: MAC and the tap (each VM gets a duplicate descriptor).
+    pub net: Option<([u8; 6], OwnedFd)>,
+}
+
+fn vm_error(e: impl std::fmt::Display) -> RunError {
+    RunError::Vm(e.to_string())
+}
+
+impl MachineSpec {
+    /// A new VM (not started).
+    pub fn build(&self) -> Result<Vm, RunError> {
+        let c = &self.config;
+        let config = VmConfig {
+            vcpus: c.vcpus,
+            memory_size: c.memory_size,
+            memory: c.memory,
+            boot: c.boot.clone(),
+            serial: Some(match &self.console {
+                Some(fd) => ConsoleConfig::Fd(fd.try_clone().map_err(vm_error)?),
+                None => ConsoleConfig::Sink,
+            }),
+            cpu_features: c.cpu_features.clone(),
+            debug_exit: c.debug_exit,
+            acpi: c.acpi,
+        };
+        let mut builder = Vm::builder(config);
+        for d in &self.disks {
+            let backend: Box<dyn BlockBackend> = match &d.backing {
+                DiskBacking::File { path, readonly } => Box::new(
+                    RawFile::open(path, *readonly)
+                        .map_err(|e| RunError::Vm(format!("disk {}: {e}", d.name)))?,
+                ),
+                DiskBacking::Overlay(o) => Box::new(o.clone()),
+            };
+            builder = builder.virtio_device(Box::new(Block::new(backend, &d.serial)));
+        }
+        if self.rng {
+            builder = builder.virtio_device(Box::new(Rng::new()));
+        }
+        if let Some((mac, fd)) = &self.net {
+            let tap = Tap::from_fd(fd.try_clone().map_err(vm_error)?).map_err(vm_error)?;
+            builder = builder.virtio_device(Box::new(Net::new(NetConfig {
+                mac: *mac,
+                backend: Box::new(tap),
+            })));
+        }
+        builder.build().map_err(vm_error)
+    }
+}
+
+/// What to do when the current VM ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pending {
+    /// End, unless the guest asked for a reset.
+    Nothing,
+    /// A hard reset was asked for: restart whatever the exit.
+    Reset,
+    /// A soft reboot: restart when the guest powers off.
+    RebootOnPowerOff,
+}
+
+/// The machine: the current VM and how to replace it.
+#[derive(Debug)]
+pub struct Machine {
+    spec: MachineSpec,
+    current: Mutex<Arc<Vm>>,
+    pending: Mutex<Pending>,
+    shutting_down: AtomicBool,
+    finished: AtomicBool,
+    restarts: AtomicU64,
+}
+
+impl Machine {
+    /// Builds and starts the first VM.
+    pub fn start(spec: MachineSpec) -> Result<Arc<Machine>, RunError> {
+        let vm = Arc::new(spec.build()?);
+        vm.start().map_err(vm_error)?;
+        Ok(Arc::new(Machine {
+            spec,
+            current: Mutex::new(vm),
+            pending: Mutex::new(Pending::Nothing),
+            shutting_down: AtomicBool::new(false),
+            finished: AtomicBool::new(false),
+            restarts: AtomicU64::new(0),
+        }))
+    }
+
+    /// The VM running now.
+    pub fn vm(&self) -> Arc<Vm> {
+        self.current
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// How often the VM was rebuilt (guest reboots and resets).
+    pub fn restarts(&self) -> u64 {
+        self.restarts.load(Ordering::SeqCst)
+    }
+
+    /// Whether the machine has ended for good.
+    pub fn is_finished(&self) -> bool {
+        self.finished.load(Ordering::SeqCst)
+    }
+
+    /// From now on the machine ends when the VM does (a shutdown is under way).
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+        *self.pending.lock().unwrap_or_else(PoisonError::into_inner) = Pending::Nothing;
+    }
+
+    /// Hard reset: the VM is stopped and a fresh one starts over the same disks.
+    pub fn reset(&self) {
+        *self.pending.lock().unwrap_or_else(PoisonError::into_inner) = Pending::Reset;
+        self.vm().stop();
+    }
+
+    /// Soft reboot: the power button is pressed and, when the guest powers off, a fresh VM
+    /// starts instead of the machine ending.
+    pub fn soft_reboot(&self) -> Result<(), RunError> {
+        *self.pending.lock().unwrap_or_else(PoisonError::into_inner) = Pending::RebootOnPowerOff;
+        self.vm().press_power_button().map_err(vm_error)
+    }
+
+    /// Waits up to `timeout` for the VM to end. A reset, a guest reboot or a pending soft
+    /// reboot starts a fresh VM and returns `None`; otherwise the machine is finished and the
+    /// exit is returned. Call it in a loop from one thread.
+    pub fn supervise(&self, timeout: Duration) -> Result<Option<ExitReason>, RunError> {
+        let Some(exit) = self.vm().wait_timeout(timeout) else {
+            return Ok(None);
+        };
+        let pending = std::mem::replace(
+            &mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner),
+            Pending::Nothing,
+        );
+        let restart = !self.shutting_down.load(Ordering::SeqCst)
+            && match pending {
+                Pending::Reset => true,
+                Pending::RebootOnPowerOff => exit == ExitReason::PowerOff,
+                Pending::Nothing => exit == ExitReason::Reset,
+            };
+        if !restart {
+            self.finished.store(true, Ordering::SeqCst);
+            return Ok(Some(exit));
+        }
+        self.restart()?;
+        Ok(None)
+    }
+
+    fn restart(&self) -> Result<(), RunError> {
+        let fresh = Arc::new(self.spec.build()?);
+        let old = std::mem::replace(
+            &mut *self.current.lock().unwrap_or_else(PoisonError::into_inner),
+            fresh.clone(),
+        );
+        // The old VM's device threads (the tap reader among them) end when it is dropped:
+        // give transient holders (a control request, console input) a moment to let go, so
+        // the new VM's tap reader is the only one. A holder that keeps it longer only delays
+        // the old threads' end; the old VM is stopped and touches nothing.
+        let deadline = std::time::Instant::now() + OLD_VM_RELEASE;
+        while Arc::strong_count(&old) > 1 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        drop(old);
+        self.restarts.fetch_add(1, Ordering::SeqCst);
+        fresh.start().map_err(vm_error)
+    }
+}
