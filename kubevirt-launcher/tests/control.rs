@@ -3,7 +3,7 @@
 //! upstream reports; shutdown presses the power
 //! button, and a guest that ignores it is stopped after the grace period.
 
-use kubevirt_launcher::control::{ControlServer, Shutdowns};
+use kubevirt_launcher::control::{ControlServer, Shutdowns, Target};
 use kubevirt_launcher::run::machine::{Machine, MachineSpec};
 use kubevirt_vmm::testguest::programs::{self, COUNTER_ADDR};
 use kubevirt_vmm::{ConsoleConfig, ExitReason, Vm};
@@ -34,9 +34,12 @@ fn serve(dir: &std::path::Path) -> (Arc<Machine>, ControlServer) {
     .expect("machine");
     let server = ControlServer::start(
         &dir.join("control.sock"),
-        machine.clone(),
-        Shutdowns::new(machine.clone()),
-        Duration::from_secs(30),
+        Target {
+            machine: machine.clone(),
+            shutdowns: Shutdowns::new(machine.clone()),
+            grace: Duration::from_secs(30),
+            info: json!({"vcpus": 1}),
+        },
     )
     .expect("control socket");
     (machine, server)

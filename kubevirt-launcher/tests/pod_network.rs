@@ -150,6 +150,21 @@ spec:
     launcher.expect(&format!("tcp: connection from {PEER_IP}:"));
     launcher.expect(" to port 8080 refused");
 
+    // The control socket reports the guest's interface as upstream's VMI status would.
+    let mut control = UnixStream::connect(dir.join("run/control.sock")).expect("control socket");
+    control.write_all(b"{\"op\":\"status\"}\n").unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(&control), &mut line).unwrap();
+    let status: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(
+        status["guest"]["interfaces"][0]["guestIp"], "10.0.2.2",
+        "{status}"
+    );
+    assert_eq!(
+        status["guest"]["interfaces"][0]["mac"], GUEST_MAC,
+        "{status}"
+    );
+
     // The console socket carries commands: the guest reports its pings, then powers off.
     let sock = dir.join("run/console.sock");
     let mut console = UnixStream::connect(&sock).expect("console socket");

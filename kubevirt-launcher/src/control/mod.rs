@@ -59,21 +59,10 @@ pub struct ControlServer {
 }
 
 impl ControlServer {
-    /// Serve the control API of `machine` at `socket`; `shutdowns` and `grace` serve
-    /// `shutdown`.
-    pub fn start(
-        socket: &Path,
-        machine: Arc<Machine>,
-        shutdowns: Shutdowns,
-        grace: Duration,
-    ) -> io::Result<Self> {
+    /// Serve the control API of `target` at `socket`.
+    pub fn start(socket: &Path, target: Target) -> io::Result<Self> {
         let _ = std::fs::remove_file(socket);
         let listener = UnixListener::bind(socket)?;
-        let target = Target {
-            machine,
-            shutdowns,
-            grace,
-        };
         thread::Builder::new()
             .name("control-accept".into())
             .spawn(move || {
@@ -104,6 +93,8 @@ pub struct Target {
     pub shutdowns: Shutdowns,
     /// The default grace period.
     pub grace: Duration,
+    /// What `status` reports about the guest besides its phase (devices, interfaces).
+    pub info: Value,
 }
 
 fn serve(conn: UnixStream, target: &Target) {
@@ -134,7 +125,7 @@ pub fn handle(target: &Target, line: &str) -> Value {
         Some("status") => {
             let (phase, reason) = machine_phase(&target.machine);
             json!({"ok": true, "phase": phase, "reason": reason, "paused": vm.state() == VmState::Paused,
-                   "restarts": target.machine.restarts()})
+                   "restarts": target.machine.restarts(), "guest": target.info})
         }
         Some("pause") => match vm.pause() {
             Ok(()) => json!({"ok": true}),

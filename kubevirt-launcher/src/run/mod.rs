@@ -11,7 +11,7 @@ use self::network::{PodNetwork, PodNetworkError, PodNetworkOptions};
 
 use crate::cloudinit::{self, NoSecrets};
 use crate::console::ConsoleHub;
-use crate::control::{ControlServer, Shutdowns};
+use crate::control::{ControlServer, Shutdowns, Target};
 use crate::disks::{self, Overlay, PreparedDisk};
 use crate::oci::{Store, fetch_disk};
 use crate::plan::{DiskSource, LaunchPlan, PlanErrors, from_vmi, vmi_of};
@@ -111,6 +111,28 @@ impl Launched {
     pub fn cleanup(&self) -> std::io::Result<()> {
         disks::cleanup(&self.layout)
     }
+}
+
+/// What the control API's `status` tells about the guest: its size, disks and interfaces (for
+/// the masquerade binding, the guest's fixed address and MAC, as upstream's VMI status shows).
+fn guest_info(plan: &LaunchPlan, network: Option<&PodNetwork>) -> serde_json::Value {
+    let interfaces: Vec<_> = network
+        .map(|n| {
+            serde_json::json!({
+                "name": plan.network.as_ref().map(|p| p.name.as_str()).unwrap_or("default"),
+                "mac": kubevirt_vmm::virtio::net::device::format_mac(&n.mac),
+                "guestIp": n.guest_ip.to_string(),
+                "binding": "masquerade",
+            })
+        })
+        .into_iter()
+        .collect();
+    serde_json::json!({
+        "vcpus": plan.cpu.vcpus(),
+        "memoryBytes": plan.memory_bytes,
+        "disks": plan.disks.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(),
+        "interfaces": interfaces,
+    })
 }
 
 /// Launch `object` (a VMI, or a VM's template).
@@ -254,11 +276,15 @@ pub fn launch(object: &Object, opts: &RunOptions) -> Result<Launched, RunError> 
     )
     .map_err(io(&opts.run_dir))?;
     let shutdowns = Shutdowns::new(machine.clone());
+    let info = guest_info(&plan, network.as_ref());
     let control = ControlServer::start(
         &opts.run_dir.join("control.sock"),
-        machine.clone(),
-        shutdowns.clone(),
-        plan.grace_period,
+        Target {
+            machine: machine.clone(),
+            shutdowns: shutdowns.clone(),
+            grace: plan.grace_period,
+            info,
+        },
     )
     .map_err(io(&opts.run_dir))?;
     Ok(Launched {
