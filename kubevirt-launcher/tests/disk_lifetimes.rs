@@ -6,9 +6,10 @@
 
 mod common;
 
-use common::{ImageBlobs, Launcher, push, start_registry, tempdir};
+use common::{
+    ImageBlobs, Launcher, demo_image, demo_vmi, push, run_command, start_registry, tempdir,
+};
 use std::path::Path;
-use std::process::Command;
 
 /// What the guest writes to the containerDisk (vda); the guest image itself holds "vd?".
 const MARKER: &[u8] = b"kubevirt-rs demo guest wrote this to vda";
@@ -41,43 +42,29 @@ fn container_disk_is_never_written_claims_persist_ephemeral_disks_vanish() {
         "v1",
         &ImageBlobs::with(&[("disk/root.img", &root)]),
     );
-    let guest = kubevirt_demo_guest::pvh_elf().expect("demo guest");
-    ImageBlobs::with(&[("boot/demo.elf", &guest)]).write_layout(&dir.join("kernel"), "demo");
+    let image = demo_image(&dir);
     // The node's prepared claim: <volumes>/<volume>/disk.img.
     let claim = dir.join("volumes/data/disk.img");
     std::fs::create_dir_all(claim.parent().unwrap()).unwrap();
     std::fs::write(&claim, vec![0u8; 2 << 20]).unwrap();
-    let vmi = format!(
-        r#"
-apiVersion: kubevirt.io/v1
-kind: VirtualMachineInstance
-metadata: {{name: lifetimes, namespace: default}}
-spec:
-  domain:
-    memory: {{guest: 16Mi}}
-    firmware:
-      kernelBoot: {{container: {{image: "oci:{}:demo", kernelPath: /boot/demo.elf}}}}
-    devices:
-      autoattachPodInterface: false
-      disks:
-      - {{name: root, disk: {{bus: virtio}}}}
-      - {{name: data, disk: {{bus: virtio}}}}
-      - {{name: scratch, disk: {{bus: virtio}}}}
-  volumes:
-  - {{name: root, containerDisk: {{image: "{host}/kubevirt/root:v1"}}}}
-  - {{name: data, persistentVolumeClaim: {{claimName: data-claim}}}}
-  - {{name: scratch, emptyDisk: {{capacity: 1Mi}}}}
-"#,
-        dir.join("kernel").display()
+    let vmi = demo_vmi(
+        "lifetimes",
+        &image,
+        "16Mi",
+        "autoattachPodInterface: false
+disks:
+- {name: root, disk: {bus: virtio}}
+- {name: data, disk: {bus: virtio}}
+- {name: scratch, disk: {bus: virtio}}",
+        &format!(
+            "volumes:
+- {{name: root, containerDisk: {{image: \"{host}/kubevirt/root:v1\"}}}}
+- {{name: data, persistentVolumeClaim: {{claimName: data-claim}}}}
+- {{name: scratch, emptyDisk: {{capacity: 1Mi}}}}"
+        ),
     );
-    let file = dir.join("vmi.yaml");
-    std::fs::write(&file, vmi).unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kubevirt-launcher"));
-    cmd.args(["run", file.to_str().unwrap()])
-        .args(["--plain-http-registry", &host])
-        .args(["--run-dir", dir.join("run").to_str().unwrap()])
-        .args(["--cache-dir", dir.join("cache").to_str().unwrap()])
-        .args(["--volumes-dir", dir.join("volumes").to_str().unwrap()]);
+    let mut cmd = run_command(&dir, &vmi, &[]);
+    cmd.args(["--plain-http-registry", &host]);
     let mut launcher = Launcher::spawn(cmd);
     launcher.expect("demo# ");
     assert!(
@@ -120,8 +107,7 @@ spec:
 #[test]
 fn config_map_and_secret_disks_reach_the_guest() {
     let dir = tempdir("projected");
-    let guest = kubevirt_demo_guest::pvh_elf().expect("demo guest");
-    ImageBlobs::with(&[("boot/demo.elf", &guest)]).write_layout(&dir.join("kernel"), "demo");
+    let image = demo_image(&dir);
     let volumes = dir.join("volumes");
     std::fs::create_dir_all(volumes.join("app-config")).unwrap();
     std::fs::write(
@@ -132,40 +118,24 @@ fn config_map_and_secret_disks_reach_the_guest() {
     std::fs::create_dir_all(volumes.join("creds")).unwrap();
     std::fs::write(volumes.join("creds/password"), "s3cr3t").unwrap();
     let vmi = |optional_missing: bool| {
-        format!(
-            r#"
-apiVersion: kubevirt.io/v1
-kind: VirtualMachineInstance
-metadata: {{name: projected, namespace: default}}
-spec:
-  domain:
-    memory: {{guest: 16Mi}}
-    firmware:
-      kernelBoot: {{container: {{image: "oci:{}:demo", kernelPath: /boot/demo.elf}}}}
-    devices:
-      autoattachPodInterface: false
-      disks:
-      - {{name: app-config, disk: {{bus: virtio}}}}
-      - {{name: creds, disk: {{bus: virtio}}}}
-      - {{name: extra, disk: {{bus: virtio}}}}
-  volumes:
-  - {{name: app-config, configMap: {{name: app-config, volumeLabel: cfgdata}}}}
-  - {{name: creds, secret: {{secretName: creds}}}}
-  - {{name: extra, secret: {{secretName: extra, optional: {optional_missing}}}}}
-"#,
-            dir.join("kernel").display()
+        demo_vmi(
+            "projected",
+            &image,
+            "16Mi",
+            "autoattachPodInterface: false
+disks:
+- {name: app-config, disk: {bus: virtio}}
+- {name: creds, disk: {bus: virtio}}
+- {name: extra, disk: {bus: virtio}}",
+            &format!(
+                "volumes:
+- {{name: app-config, configMap: {{name: app-config, volumeLabel: cfgdata}}}}
+- {{name: creds, secret: {{secretName: creds}}}}
+- {{name: extra, secret: {{secretName: extra, optional: {optional_missing}}}}}"
+            ),
         )
     };
-    let launch = |yaml: String| {
-        let file = dir.join("vmi.yaml");
-        std::fs::write(&file, yaml).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kubevirt-launcher"));
-        cmd.args(["run", file.to_str().unwrap()])
-            .args(["--run-dir", dir.join("run").to_str().unwrap()])
-            .args(["--cache-dir", dir.join("cache").to_str().unwrap()])
-            .args(["--volumes-dir", volumes.to_str().unwrap()]);
-        Launcher::spawn(cmd)
-    };
+    let launch = |yaml: String| Launcher::spawn(run_command(&dir, &yaml, &[]));
 
     let (status, out) = launch(vmi(false)).wait();
     assert_eq!(status.code(), Some(3), "{out}");

@@ -8,34 +8,16 @@
 
 mod common;
 
-use common::{ImageBlobs, Launcher, Namespaces, in_ns, run, tempdir};
+use common::{Launcher, Namespaces, demo_image, demo_vmi, in_ns, run, run_command, tempdir};
 use kubevirt_vmm::testguest::netns::PacketSocket;
 use std::io::Write;
 use std::os::unix::net::UnixStream;
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 const POD_IP: &str = "10.244.0.5";
 const PEER_IP: &str = "10.244.0.1";
 const GUEST_MAC: &str = "02:00:00:aa:bb:01";
-
-fn start_launcher(dir: &Path, pod: &str, vmi: &str) -> Launcher {
-    let file = dir.join("vmi.yaml");
-    std::fs::write(&file, vmi).unwrap();
-    let mut cmd = Command::new("ip");
-    cmd.args([
-        "netns",
-        "exec",
-        pod,
-        env!("CARGO_BIN_EXE_kubevirt-launcher"),
-    ])
-    .args(["run", "--pod-network", "--vmi", file.to_str().unwrap()])
-    .args(["--run-dir", dir.join("run").to_str().unwrap()])
-    .args(["--cache-dir", dir.join("cache").to_str().unwrap()])
-    .args(["--volumes-dir", dir.join("volumes").to_str().unwrap()]);
-    Launcher::spawn(cmd)
-}
 
 fn ip_in(ns: &str, args: &[&str]) -> String {
     let out = Command::new("ip")
@@ -79,25 +61,17 @@ fn guest_gets_dhcp_answers_arp_and_ping_through_nat_and_sees_forwarded_connectio
     run(&["ip", "-n", &peer, "link", "set", "peer0", "up"]);
 
     let dir = tempdir("podnet");
-    let guest = kubevirt_demo_guest::pvh_elf().expect("demo guest");
-    ImageBlobs::with(&[("boot/demo.elf", &guest)]).write_layout(&dir.join("image"), "demo");
-    let vmi = format!(
-        r#"
-apiVersion: kubevirt.io/v1
-kind: VirtualMachineInstance
-metadata: {{name: netdemo, namespace: default}}
-spec:
-  domain:
-    memory: {{guest: 32Mi}}
-    firmware:
-      kernelBoot: {{container: {{image: "oci:{}:demo", kernelPath: /boot/demo.elf}}}}
-    devices:
-      interfaces: [{{name: default, masquerade: {{}}, macAddress: "{GUEST_MAC}"}}]
-  networks: [{{name: default, pod: {{}}}}]
-"#,
-        dir.join("image").display()
+    let image = demo_image(&dir);
+    let vmi = demo_vmi(
+        "netdemo",
+        &image,
+        "32Mi",
+        &format!("interfaces: [{{name: default, masquerade: {{}}, macAddress: \"{GUEST_MAC}\"}}]"),
+        "networks: [{name: default, pod: {}}]",
     );
-    let mut launcher = start_launcher(&dir, &pod, &vmi);
+    let mut cmd = run_command(&dir, &vmi, &["ip", "netns", "exec", &pod]);
+    cmd.arg("--pod-network");
+    let mut launcher = Launcher::spawn(cmd);
     launcher.expect(&format!("eth0: virtio-net, mac {GUEST_MAC}"));
     launcher.expect("eth0: 10.0.2.2/24 gateway 10.0.2.1");
 

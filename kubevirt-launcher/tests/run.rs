@@ -5,24 +5,15 @@
 
 mod common;
 
-use common::{ImageBlobs, Launcher, tempdir};
+use common::{ImageBlobs, Launcher, demo_image, demo_vmi, run_command, tempdir};
 use kubevirt_vmm::acpi::RSDP_ADDR;
 use kubevirt_vmm::testguest::{elf, programs};
 use std::path::Path;
 use std::process::Command;
 
 fn launcher(dir: &Path, vmi: &str) -> std::process::Output {
-    let file = dir.join("vmi.yaml");
-    std::fs::write(&file, vmi).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_kubevirt-launcher"))
-        .args(["run", "--quiet", "--vmi", file.to_str().unwrap()])
-        .args([
-            "--run-dir",
-            dir.join("run").to_str().unwrap(),
-            "--cache-dir",
-            dir.join("cache").to_str().unwrap(),
-        ])
-        .args(["--volumes-dir", dir.join("volumes").to_str().unwrap()])
+    run_command(dir, vmi, &[])
+        .arg("--quiet")
         .output()
         .expect("run kubevirt-launcher")
 }
@@ -154,31 +145,15 @@ fn the_pod_network_needs_consent() {
 #[test]
 fn sigterm_presses_the_power_button_and_the_guest_powers_off() {
     let dir = tempdir("sigterm");
-    let image = dir.join("image");
-    let guest = kubevirt_demo_guest::pvh_elf().expect("demo guest");
-    ImageBlobs::with(&[("boot/demo.elf", &guest)]).write_layout(&image, "demo");
-    let vmi = format!(
-        r#"
-apiVersion: kubevirt.io/v1
-kind: VirtualMachineInstance
-metadata: {{name: graceful, namespace: default}}
-spec:
-  terminationGracePeriodSeconds: 120
-  domain:
-    memory: {{guest: 16Mi}}
-    firmware:
-      kernelBoot: {{container: {{image: "oci:{}:demo", kernelPath: /boot/demo.elf}}}}
-    devices: {{autoattachPodInterface: false}}
-"#,
-        image.display()
+    let image = demo_image(&dir);
+    let vmi = demo_vmi(
+        "graceful",
+        &image,
+        "16Mi",
+        "autoattachPodInterface: false",
+        "terminationGracePeriodSeconds: 120",
     );
-    let file = dir.join("vmi.yaml");
-    std::fs::write(&file, vmi).unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kubevirt-launcher"));
-    cmd.args(["run", file.to_str().unwrap()])
-        .args(["--run-dir", dir.join("run").to_str().unwrap()])
-        .args(["--cache-dir", dir.join("cache").to_str().unwrap()])
-        .args(["--volumes-dir", dir.join("volumes").to_str().unwrap()]);
+    let cmd = run_command(&dir, &vmi, &[]);
     let mut launcher = Launcher::spawn(cmd);
     launcher.expect("demo# ");
     let t = std::time::Instant::now();
@@ -249,30 +224,15 @@ fn a_vmi_as_the_api_serves_it_runs_from_stdin() {
 fn reboots_resets_and_soft_reboots_keep_the_vmi_running() {
     use std::io::{BufRead, BufReader, Write};
     let dir = tempdir("reboot");
-    let image = dir.join("image");
-    let guest = kubevirt_demo_guest::pvh_elf().expect("demo guest");
-    ImageBlobs::with(&[("boot/demo.elf", &guest)]).write_layout(&image, "demo");
-    let vmi = format!(
-        r#"
-apiVersion: kubevirt.io/v1
-kind: VirtualMachineInstance
-metadata: {{name: rebooter, namespace: default}}
-spec:
-  domain:
-    memory: {{guest: 16Mi}}
-    firmware:
-      kernelBoot: {{container: {{image: "oci:{}:demo", kernelPath: /boot/demo.elf}}}}
-    devices: {{autoattachPodInterface: false}}
-"#,
-        image.display()
+    let image = demo_image(&dir);
+    let vmi = demo_vmi(
+        "rebooter",
+        &image,
+        "16Mi",
+        "autoattachPodInterface: false",
+        "",
     );
-    let file = dir.join("vmi.yaml");
-    std::fs::write(&file, vmi).unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kubevirt-launcher"));
-    cmd.args(["run", file.to_str().unwrap()])
-        .args(["--run-dir", dir.join("run").to_str().unwrap()])
-        .args(["--cache-dir", dir.join("cache").to_str().unwrap()])
-        .args(["--volumes-dir", dir.join("volumes").to_str().unwrap()]);
+    let cmd = run_command(&dir, &vmi, &[]);
     let mut launcher = Launcher::spawn(cmd);
     let banners = |out: &str| out.matches(kubevirt_demo_guest::BANNER).count();
     launcher.expect("demo# ");

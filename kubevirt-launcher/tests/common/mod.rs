@@ -269,3 +269,48 @@ pub fn push(host: &str, repo: &str, tag: &str, img: &ImageBlobs) {
         .send(img.manifest.as_slice())
         .expect("push manifest");
 }
+
+/// The demo guest's image as an OCI layout at `<dir>/image`; returns its `oci:` reference.
+pub fn demo_image(dir: &Path) -> String {
+    let guest = kubevirt_demo_guest::pvh_elf().expect("demo guest");
+    ImageBlobs::with(&[("boot/demo.elf", &guest)]).write_layout(&dir.join("image"), "demo");
+    format!("oci:{}:demo", dir.join("image").display())
+}
+
+fn indent(text: &str, by: usize) -> String {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| format!("{:by$}{l}\n", ""))
+        .collect()
+}
+
+/// A VMI booting the demo guest from `image`: `memory` of RAM, the `devices` mapping body and
+/// more of `spec` as YAML (each written unindented).
+pub fn demo_vmi(name: &str, image: &str, memory: &str, devices: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: kubevirt.io/v1\nkind: VirtualMachineInstance\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  domain:\n    memory: {{guest: {memory}}}\n    firmware:\n      kernelBoot: {{container: {{image: \"{image}\", kernelPath: /boot/demo.elf}}}}\n    devices:\n{}{}",
+        indent(devices, 6),
+        indent(spec, 2)
+    )
+}
+
+/// `kubevirt-launcher run` for `yaml` (written to `<dir>/vmi.yaml`) with its run, cache and
+/// volumes directories under `dir`, started through `wrapper` (e.g. `ip netns exec NS`).
+pub fn run_command(dir: &Path, yaml: &str, wrapper: &[&str]) -> Command {
+    let file = dir.join("vmi.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    let launcher = env!("CARGO_BIN_EXE_kubevirt-launcher");
+    let mut cmd = match wrapper {
+        [] => Command::new(launcher),
+        [program, args @ ..] => {
+            let mut c = Command::new(program);
+            c.args(args).arg(launcher);
+            c
+        }
+    };
+    cmd.args(["run", file.to_str().unwrap()])
+        .args(["--run-dir", dir.join("run").to_str().unwrap()])
+        .args(["--cache-dir", dir.join("cache").to_str().unwrap()])
+        .args(["--volumes-dir", dir.join("volumes").to_str().unwrap()]);
+    cmd
+}

@@ -59,14 +59,7 @@ impl Host {
         if self.lease.is_none() {
             let mac = self.nic.mac;
             if let Some(packet) = self.dhcp.due(rdtsc(), mac) {
-                self.send_udp(
-                    BROADCAST_MAC,
-                    [0; 4],
-                    [255; 4],
-                    68,
-                    67,
-                    &packet.bytes[..packet.len],
-                );
+                self.send_dhcp(&packet);
             }
         }
     }
@@ -113,14 +106,7 @@ impl Host {
                     let now = rdtsc();
                     match self.dhcp.receive(u.payload, mac, now) {
                         dhcp::Event::Send(packet) => {
-                            self.send_udp(
-                                BROADCAST_MAC,
-                                [0; 4],
-                                [255; 4],
-                                68,
-                                67,
-                                &packet.bytes[..packet.len],
-                            );
+                            self.send_dhcp(&packet);
                         }
                         dhcp::Event::Bound(lease) => {
                             console::str("eth0: ");
@@ -183,6 +169,12 @@ impl Host {
         );
         r[16..18].copy_from_slice(&sum.to_be_bytes());
         self.send_ip(f.src, ip.src, PROTO_TCP, &r);
+    }
+
+    /// A DHCP client message: broadcast from 0.0.0.0:68 to port 67.
+    fn send_dhcp(&mut self, packet: &dhcp::Packet) {
+        let bytes = &packet.bytes[..packet.len];
+        self.send_udp(BROADCAST_MAC, [0; 4], [255; 4], 68, 67, bytes);
     }
 
     fn send(&mut self, dst: [u8; 6], ethertype: u16, payload: &[u8]) {
