@@ -80,3 +80,21 @@ fn a_registry_image_is_pulled_cached_and_survives_the_registry_going_away() {
         disk
     );
 }
+
+#[test]
+fn a_missing_layout_says_how_to_make_one() {
+    let dir = tempdir("no-layout");
+    let r: ImageRef = "example.com/demo/disk:v1".parse().unwrap();
+    let err = fetch_disk(
+        &Layout::new(dir.join("nowhere")),
+        &Store::new(dir.join("cache")),
+        &r,
+        None,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("is not an OCI image layout") && err.contains("kubevirt-launcher demo-image"),
+        "{err}"
+    );
+}

@@ -200,12 +200,21 @@ impl ImageSource for Layout {
             Reference::Tag(t) => t,
         };
         let index_path = self.dir.join("index.json");
-        let index: Value =
-            serde_json::from_slice(&std::fs::read(&index_path).map_err(io_err(&index_path))?)
-                .map_err(|e| OciError::Manifest {
-                    image: image.to_string(),
-                    message: format!("index.json: {e}"),
-                })?;
+        let text = std::fs::read(&index_path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => OciError::Manifest {
+                image: format!("oci:{}:{tag}", self.dir.display()),
+                message: format!(
+                    "{} is not an OCI image layout (no index.json); write one with `kubevirt-launcher demo-image {}` for the demo guest, or `skopeo copy docker://IMAGE oci:DIR:TAG`",
+                    self.dir.display(),
+                    self.dir.display()
+                ),
+            },
+            _ => io_err(&index_path)(e),
+        })?;
+        let index: Value = serde_json::from_slice(&text).map_err(|e| OciError::Manifest {
+            image: image.to_string(),
+            message: format!("index.json: {e}"),
+        })?;
         let manifests = index["manifests"].as_array().cloned().unwrap_or_default();
         let named = manifests.iter().find(|m| {
             m.pointer("/annotations/org.opencontainers.image.ref.name")
