@@ -178,6 +178,23 @@ impl System {
 extern "C" fn main() -> ! {
     rt::zero_bss();
     console::str("\nkubevirt-rs demo guest 1.0 (x86_64, CPL 3)\n");
+    match hw::smbios::SystemInfo::find() {
+        Some(info) => {
+            let mut text = [0u8; 64];
+            console::str("smbios: ");
+            let n = info.manufacturer(&mut text);
+            console::text(&text[..n]);
+            console::str(" system, uuid ");
+            console::uuid(info.uuid);
+            let n = info.serial(&mut text);
+            if n > 0 {
+                console::str(", serial ");
+                console::text(&text[..n]);
+            }
+            console::str("\n");
+        }
+        None => console::str("smbios: none\n"),
+    }
     let mut arena = dma::Arena::new();
     let mut sys = System {
         disks: [const { None }; MAX_DISKS],

@@ -85,3 +85,13 @@ pub fn text(s: &[u8]) {
         }
     }
 }
+
+/// A UUID in its canonical form.
+pub fn uuid(u: [u8; 16]) {
+    for (i, b) in u.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            put(b'-');
+        }
+        hex8(*b);
+    }
+}

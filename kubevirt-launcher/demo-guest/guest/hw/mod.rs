@@ -4,6 +4,7 @@
 pub mod acpi;
 pub mod console;
 pub mod pci;
+pub mod smbios;
 
 /// `out dx, al`.
 pub fn outb(port: u16, v: u8) {
