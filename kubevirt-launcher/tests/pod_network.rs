@@ -154,7 +154,7 @@ fn guest_gets_dhcp_answers_arp_and_ping_through_nat_and_sees_forwarded_connectio
         < 2
     {
         if std::time::Instant::now() > deadline {
-            panic!("no DHCP after the reboot:\n{}", launcher.expect(""));
+            panic!("no DHCP after the reboot:\n{}", launcher.output());
         }
         std::thread::sleep(Duration::from_millis(20));
     }

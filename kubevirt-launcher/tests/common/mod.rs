@@ -107,11 +107,30 @@ impl std::ops::Deref for ImageBlobs {
     }
 }
 
-/// A launcher process whose stdout and stderr (console and messages) are collected.
+/// A launcher process whose stdout (the console) and stderr (its messages) are collected
+/// separately, so lines written to both at once do not interleave.
 pub struct Launcher {
     child: Child,
     stdin: Option<ChildStdin>,
-    output: Arc<Mutex<String>>,
+    stdout: Arc<Mutex<String>>,
+    stderr: Arc<Mutex<String>>,
+}
+
+fn collect(mut pipe: impl Read + Send + 'static) -> Arc<Mutex<String>> {
+    let text = Arc::new(Mutex::new(String::new()));
+    let sink = text.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = pipe.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    text
 }
 
 impl Launcher {
@@ -123,52 +142,52 @@ impl Launcher {
             .stderr(Stdio::piped())
             .spawn()
             .expect("start kubevirt-launcher");
-        let output = Arc::new(Mutex::new(String::new()));
-        for mut pipe in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let output = output.clone();
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = pipe.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    output
-                        .lock()
-                        .unwrap()
-                        .push_str(&String::from_utf8_lossy(&buf[..n]));
-                }
-            });
-        }
+        let stdout = collect(child.stdout.take().unwrap());
+        let stderr = collect(child.stderr.take().unwrap());
         let stdin = child.stdin.take();
         Launcher {
             child,
             stdin,
-            output,
+            stdout,
+            stderr,
         }
     }
 
-    /// Waits (up to a minute) until the output shows `text`; returns all of it so far.
+    /// Everything so far: the console, then the launcher's messages.
+    pub fn output(&self) -> String {
+        format!(
+            "{}\n--- launcher messages ---\n{}",
+            self.stdout.lock().unwrap(),
+            self.stderr.lock().unwrap()
+        )
+    }
+
+    fn shows(&self, text: &str) -> bool {
+        self.stdout.lock().unwrap().contains(text) || self.stderr.lock().unwrap().contains(text)
+    }
+
+    /// Waits (up to a minute) until the console or the messages show `text`; returns all
+    /// output so far.
     pub fn expect(&mut self, text: &str) -> String {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let out = self.output.lock().unwrap().clone();
-            if out.contains(text) {
-                return out;
+            if self.shows(text) {
+                return self.output();
             }
             if let Ok(Some(status)) = self.child.try_wait() {
-                std::thread::sleep(Duration::from_millis(100));
-                let out = self.output.lock().unwrap().clone();
-                if out.contains(text) {
-                    return out;
+                std::thread::sleep(Duration::from_millis(200));
+                if self.shows(text) {
+                    return self.output();
                 }
-                panic!("launcher exited ({status}) before {text:?}; output:\n{out}");
+                panic!(
+                    "launcher exited ({status}) before {text:?}; output:\n{}",
+                    self.output()
+                );
             }
             assert!(
                 Instant::now() < deadline,
-                "no {text:?} in the output:\n{out}"
+                "no {text:?} in the output:\n{}",
+                self.output()
             );
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -192,8 +211,8 @@ impl Launcher {
     pub fn wait(&mut self) -> (ExitStatus, String) {
         self.stdin = None;
         let status = self.child.wait().unwrap();
-        std::thread::sleep(Duration::from_millis(100));
-        (status, self.output.lock().unwrap().clone())
+        std::thread::sleep(Duration::from_millis(200));
+        (status, self.output())
     }
 }
 
