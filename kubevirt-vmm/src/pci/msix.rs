@@ -1,6 +1,6 @@
 //! MSI-X (PCI 3.0, 6.8.2): the capability, the vector table and the pending-bit array, as
-//! registers. Delivering a message is someone else's job ([`MsiSink`]; under KVM,
-//! `KVM_SIGNAL_MSI`).
+//! registers. Delivering a message is someone else's job ([`MsiSink`]; under a VM, an irqfd
+//! per vector routed by KVM's GSI routing table, see `crate::vm::msi`).
 
 /// The MSI-X capability ID.
 pub const PCI_CAP_ID_MSIX: u8 = 0x11;
@@ -21,9 +21,23 @@ pub struct MsiMessage {
 
 /// Sends MSI messages to the guest.
 pub trait MsiSink: Send + Sync {
-    /// Delivers `msg`.
-    fn send(&self, msg: MsiMessage) -> std::io::Result<()>;
+    /// Raises `vector`, whose table entry now holds `msg` (the vector is deliverable: MSI-X
+    /// enabled, neither function nor vector masked).
+    fn send(&self, vector: u16, msg: MsiMessage) -> std::io::Result<()>;
+
+    /// `vector` is deliverable and its entry holds `msg`: the driver just unmasked or
+    /// reprogrammed it. A sink that routes per vector (irqfd + GSI route) installs or
+    /// updates the route here, so that [`MsiSink::send`] has nothing to set up. Called after
+    /// every table or control write for each deliverable vector: must be cheap when nothing
+    /// changed. Default: nothing.
+    fn route(&self, vector: u16, msg: MsiMessage) -> std::io::Result<()> {
+        let _ = (vector, msg);
+        Ok(())
+    }
 }
+
+/// A vector number and the message its entry holds.
+pub type VectorMessage = (u16, MsiMessage);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Entry {
@@ -104,19 +118,35 @@ impl MsixTable {
     }
 
     /// Messages pending on vectors that just became deliverable (their pending bits clear).
-    fn flush_pending(&mut self) -> Vec<MsiMessage> {
+    fn flush_pending(&mut self) -> Vec<VectorMessage> {
         let mut out = Vec::new();
         for v in 0..self.entries.len() {
             if self.pending[v] && self.deliverable(v) {
                 self.pending[v] = false;
-                out.push(self.message(v));
+                out.push((v as u16, self.message(v)));
             }
         }
         out
     }
 
+    /// Every deliverable vector and its message (what a routing sink must have installed).
+    pub fn deliverable_messages(&self) -> Vec<VectorMessage> {
+        (0..self.entries.len())
+            .filter(|&v| self.deliverable(v))
+            .map(|v| (v as u16, self.message(v)))
+            .collect()
+    }
+
+    /// Whether the pending bit of `vector` is set.
+    pub fn is_pending(&self, vector: u16) -> bool {
+        self.pending
+            .get(usize::from(vector))
+            .copied()
+            .unwrap_or(false)
+    }
+
     /// The driver wrote the capability's message control; returns messages now due.
-    pub fn set_control(&mut self, control: u16) -> Vec<MsiMessage> {
+    pub fn set_control(&mut self, control: u16) -> Vec<VectorMessage> {
         self.enabled = control & CONTROL_ENABLE != 0;
         self.function_masked = control & CONTROL_FUNCTION_MASK != 0;
         self.flush_pending()
@@ -164,7 +194,7 @@ impl MsixTable {
     }
 
     /// A driver write in the table; returns messages now due (a vector was unmasked).
-    pub fn write_table(&mut self, offset: u64, data: &[u8]) -> Vec<MsiMessage> {
+    pub fn write_table(&mut self, offset: u64, data: &[u8]) -> Vec<VectorMessage> {
         if !matches!(data.len(), 4 | 8) || !offset.is_multiple_of(4) {
             return Vec::new();
         }
@@ -202,7 +232,13 @@ impl MsixTable {
 mod tests {
     use super::*;
 
-    fn program(t: &mut MsixTable, v: u64, addr: u64, data: u32, masked: bool) -> Vec<MsiMessage> {
+    fn program(
+        t: &mut MsixTable,
+        v: u64,
+        addr: u64,
+        data: u32,
+        masked: bool,
+    ) -> Vec<VectorMessage> {
         let base = v * ENTRY_SIZE;
         t.write_table(base, &addr.to_le_bytes());
         t.write_table(base + 8, &data.to_le_bytes());
@@ -232,17 +268,21 @@ mod tests {
             address: 0xfee0_0000,
             data: 0x41,
         };
+        assert!(t.is_pending(1));
         assert_eq!(
             program(&mut t, 1, 0xfee0_0000, 0x41, false),
-            vec![msg],
+            vec![(1, msg)],
             "unmask replays"
         );
+        assert!(!t.is_pending(1));
+        assert_eq!(t.deliverable_messages(), vec![(1, msg)]);
         t.read_pba(0, &mut pba);
         assert_eq!(pba, [0]);
         assert_eq!(t.signal(1), Some(msg));
         t.set_control(CONTROL_ENABLE | CONTROL_FUNCTION_MASK);
         assert_eq!(t.signal(1), None);
-        assert_eq!(t.set_control(CONTROL_ENABLE), vec![msg]);
+        assert!(t.deliverable_messages().is_empty(), "function masked");
+        assert_eq!(t.set_control(CONTROL_ENABLE), vec![(1, msg)]);
         assert_eq!(t.signal(7), None, "out-of-range vector");
         let mut d = [0u8; 8];
         t.read_table(16, &mut d);

@@ -5,7 +5,8 @@ pub mod kick;
 use std::sync::Arc;
 
 use kvm_bindings::{
-    KVM_SYSTEM_EVENT_CRASH, KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN, kvm_regs, kvm_sregs,
+    KVM_SYSTEM_EVENT_CRASH, KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN, kvm_lapic_state,
+    kvm_regs, kvm_sregs,
 };
 use kvm_ioctls::{VcpuExit, VcpuFd};
 
@@ -29,6 +30,9 @@ pub struct VcpuSnapshot {
     pub regs: kvm_regs,
     /// Segment and control registers.
     pub sregs: kvm_sregs,
+    /// The local APIC's register page (`KVM_GET_LAPIC`): pending interrupts sit in its IRR
+    /// ([`crate::arch::lapic::irr_bit`]).
+    pub lapic: kvm_lapic_state,
 }
 
 fn vcpu_error(vcpu: usize, error: String) -> Next {
@@ -65,6 +69,11 @@ impl Vcpu {
         }
     }
 
+    /// The vCPU fd (before the vCPU's thread takes it).
+    pub(crate) fn fd(&self) -> &VcpuFd {
+        &self.fd
+    }
+
     /// Runs the guest until the VM ends. Call on the vCPU's own thread.
     pub(crate) fn run(mut self) {
         let guard = kick::KickGuard::arm(self.fd.get_kvm_run());
@@ -79,6 +88,7 @@ impl Vcpu {
                 Some(VcpuSnapshot {
                     regs: fd.get_regs().ok()?,
                     sregs: fd.get_sregs().ok()?,
+                    lapic: fd.get_lapic().ok()?,
                 })
             });
             if gate == Gate::Exit {

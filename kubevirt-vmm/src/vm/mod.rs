@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod exit;
+pub mod gsi_routing;
 pub mod lifecycle;
 pub mod msi;
 mod pci;
@@ -10,7 +11,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use kvm_bindings::{KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY, kvm_pit_config};
+use kvm_bindings::{KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY, kvm_lapic_state, kvm_pit_config};
 use kvm_ioctls::{Cap, Kvm, VmFd};
 use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
@@ -141,6 +142,14 @@ pub enum VmError {
     /// Creating a virtio-pci transport.
     #[error(transparent)]
     VirtioPci(#[from] VirtioPciError),
+    /// A vCPU's LAPIC was asked for while its thread owns it.
+    #[error(
+        "vCPU {index} does not exist or is already running: its LAPIC can only be read or set between Vm::new and Vm::start (read it from Vm::vcpu_snapshot while paused)"
+    )]
+    VcpuUnavailable {
+        /// vCPU index.
+        index: usize,
+    },
     /// The VM has no ACPI, hence no power button.
     #[error(
         "this VM was built without ACPI (VmConfig::without_acpi), so it has no power button: stop it instead"
@@ -241,6 +250,7 @@ impl VmBuilder {
             (Cap::ExtCpuid, "KVM_CAP_EXT_CPUID"),
             (Cap::Ioeventfd, "KVM_CAP_IOEVENTFD"),
             (Cap::SignalMsi, "KVM_CAP_SIGNAL_MSI"),
+            (Cap::IrqRouting, "KVM_CAP_IRQ_ROUTING"),
         ] {
             if !kvm.check_extension(cap) {
                 return Err(VmError::MissingCapability(name));
@@ -343,8 +353,16 @@ impl VmBuilder {
                 1,
             )?;
         }
+        let router = Arc::new(gsi_routing::GsiRouter::new(vm_fd.clone()));
         if !virtio.is_empty() {
-            pci::add_pci(&vm_fd, &memory, virtio, &mut pio_bus, &mut mmio_bus)?;
+            pci::add_pci(
+                &vm_fd,
+                &router,
+                &memory,
+                virtio,
+                &mut pio_bus,
+                &mut mmio_bus,
+            )?;
         }
         for (base, len, dev) in pio {
             pio_bus.insert(dev, base, len)?;
@@ -373,6 +391,7 @@ impl VmBuilder {
         }
 
         Ok(Vm {
+            router,
             threads: Mutex::new(Vec::new()),
             vcpus: Mutex::new(vcpus),
             lifecycle,
@@ -399,6 +418,7 @@ fn ram_split(mem: &GuestMemoryMmap) -> (u64, u64) {
 /// is unmapped last.
 #[derive(Debug)]
 pub struct Vm {
+    router: Arc<gsi_routing::GsiRouter>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     vcpus: Mutex<Vec<Vcpu>>,
     lifecycle: Arc<Lifecycle>,
@@ -551,6 +571,30 @@ impl Vm {
     /// When building started.
     pub fn created_at(&self) -> Instant {
         self.created_at
+    }
+
+    /// vCPU `index`'s LAPIC (`KVM_GET_LAPIC`), before [`Vm::start`]. While the VM is paused,
+    /// [`Vm::vcpu_snapshot`] carries it.
+    pub fn vcpu_lapic(&self, index: usize) -> Result<kvm_lapic_state, VmError> {
+        let vcpus = self.vcpus.lock().unwrap_or_else(PoisonError::into_inner);
+        let vcpu = vcpus.get(index).ok_or(VmError::VcpuUnavailable { index })?;
+        vcpu.fd().get_lapic().map_err(vm_ioctl("KVM_GET_LAPIC"))
+    }
+
+    /// Sets vCPU `index`'s LAPIC (`KVM_SET_LAPIC`) before [`Vm::start`]; e.g. to software-enable
+    /// it ([`crate::arch::lapic::software_enable`]) for a guest that cannot.
+    pub fn set_vcpu_lapic(&self, index: usize, state: &kvm_lapic_state) -> Result<(), VmError> {
+        let vcpus = self.vcpus.lock().unwrap_or_else(PoisonError::into_inner);
+        let vcpu = vcpus.get(index).ok_or(VmError::VcpuUnavailable { index })?;
+        vcpu.fd()
+            .set_lapic(state)
+            .map_err(vm_ioctl("KVM_SET_LAPIC"))
+    }
+
+    /// A copy of the VM's GSI routing table: the default irqchip routes and one MSI route per
+    /// MSI-X vector a driver has unmasked.
+    pub fn gsi_routing(&self) -> gsi_routing::GsiRoutingTable {
+        self.router.table()
     }
 
     /// The buses, e.g. to list device ranges.

@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use kvm_ioctls::{IoEventAddress, NoDatamatch, VmFd};
 use vm_memory::GuestMemoryMmap;
 
+use super::gsi_routing::GsiRouter;
 use super::{VmError, msi, vm_ioctl};
 use crate::bus::Bus;
 use crate::pci::{
@@ -15,9 +16,10 @@ use crate::virtio::VirtioDevice;
 use crate::virtio::pci::VirtioPciDevice;
 
 /// Puts `devices` on a new PCI bus 0, registers their queue notifications as ioeventfds and
-/// the root complex's ranges on the buses.
+/// the root complex's ranges on the buses. MSI-X vectors raise irqfds routed by `router`.
 pub(super) fn add_pci(
     vm_fd: &Arc<VmFd>,
+    router: &Arc<GsiRouter>,
     memory: &GuestMemoryMmap,
     devices: Vec<Box<dyn VirtioDevice>>,
     pio_bus: &mut Bus,
@@ -25,8 +27,12 @@ pub(super) fn add_pci(
 ) -> Result<(), VmError> {
     let mut pci = PciRootBuilder::new(PCI_MMIO_WINDOW_START, PCI_MMIO_WINDOW_SIZE);
     for device in devices {
-        let sink = Arc::new(msi::KvmMsiSink::new(vm_fd.clone()));
-        let device = VirtioPciDevice::new(device, memory.clone())?.with_msi_sink(sink);
+        let device = VirtioPciDevice::new(device, memory.clone())?;
+        let sink = Arc::new(msi::IrqfdMsiSink::new(
+            router.clone(),
+            device.msix_vectors(),
+        ));
+        let device = device.with_msi_sink(sink);
         let device = Arc::new(Mutex::new(device));
         pci.add(device.clone())?;
         let device = device.lock().unwrap_or_else(PoisonError::into_inner);

@@ -7,6 +7,12 @@ use kvm_bindings::kvm_lapic_state;
 const APIC_LVT0: usize = 0x350;
 /// Offset of the LVT LINT1 register in the APIC page.
 const APIC_LVT1: usize = 0x360;
+/// Offset of the spurious-interrupt vector register.
+const APIC_SVR: usize = 0xf0;
+/// SVR bit 8: APIC software enable.
+const SVR_APIC_ENABLED: u32 = 1 << 8;
+/// Offset of the first interrupt request register (eight 32-bit registers, 16 bytes apart).
+const APIC_IRR: usize = 0x200;
 const DELIVERY_MODE_EXTINT: u32 = 0x7;
 const DELIVERY_MODE_NMI: u32 = 0x4;
 
@@ -41,6 +47,19 @@ pub fn set_virtual_wire(state: &mut kvm_lapic_state) {
     );
 }
 
+/// Software-enables the APIC (SVR bit 8; spurious vector 0xFF), as a guest kernel does
+/// first: a software-disabled LAPIC drops fixed interrupts.
+pub fn software_enable(state: &mut kvm_lapic_state) {
+    let svr = read_reg(state, APIC_SVR);
+    write_reg(state, APIC_SVR, svr | SVR_APIC_ENABLED | 0xff);
+}
+
+/// Whether `vector` is pending (requested, not yet delivered) in the IRR of `state`.
+pub fn irr_bit(state: &kvm_lapic_state, vector: u8) -> bool {
+    let reg = read_reg(state, APIC_IRR + 0x10 * usize::from(vector / 32));
+    reg & (1 << (vector % 32)) != 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -52,5 +71,16 @@ mod tests {
         set_virtual_wire(&mut state);
         assert_eq!(read_reg(&state, APIC_LVT0), 0x0001_0700);
         assert_eq!((read_reg(&state, APIC_LVT1) >> 8) & 7, DELIVERY_MODE_NMI);
+    }
+
+    #[test]
+    fn svr_enable_and_irr_bits() {
+        let mut state = kvm_lapic_state::default();
+        software_enable(&mut state);
+        assert_eq!(read_reg(&state, APIC_SVR), 0x1ff);
+        write_reg(&mut state, APIC_IRR + 0x20, 1 << 1);
+        assert!(irr_bit(&state, 0x41));
+        assert!(!irr_bit(&state, 0x40));
+        assert!(!irr_bit(&state, 0x21));
     }
 }

@@ -8,8 +8,11 @@
 //! here (BAR moved by the guest, no KVM) signals the same eventfd.
 //!
 //! Interrupts: [`VirtioInterrupt`] sets ISR bits and, once the driver enabled MSI-X and
-//! assigned vectors, sends the vector's message through an [`MsiSink`] (`KVM_SIGNAL_MSI`
-//! under a VM). There is no INTx: a driver either uses MSI-X or polls.
+//! assigned vectors, raises the vector through an [`MsiSink`]: under a VM, a write to the
+//! vector's irqfd, which KVM routes to the MSI the driver programmed (the route is installed
+//! when the driver unmasks or reprograms the vector, see [`MsiSink::route`]). A masked vector
+//! sets its pending bit and is raised when unmasked. There is no INTx: a driver either uses
+//! MSI-X or polls.
 
 pub mod common_cfg;
 
@@ -26,7 +29,7 @@ use super::device::{
 };
 use super::{VIRTIO_F_VERSION_1, status};
 use crate::pci::config::{BarRequest, PciConfiguration, PciIds};
-use crate::pci::msix::{self, MsiMessage, MsiSink, MsixTable};
+use crate::pci::msix::{self, MsiSink, MsixTable, VectorMessage};
 use crate::pci::{PciDevice, PciError};
 
 /// Virtio's PCI vendor ID.
@@ -117,12 +120,22 @@ impl PciInterrupt {
         self.msix.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn send(&self, messages: Vec<MsiMessage>) {
-        if let Some(sink) = &self.sink {
-            for m in messages {
-                if let Err(e) = sink.send(m) {
-                    log::warn!("virtio-pci: sending MSI {m:?}: {e}");
-                }
+    /// After a table or control write: (re)installs the routes of deliverable vectors, then
+    /// raises the vectors that became due (pending and now unmasked).
+    fn routes_changed(&self, state: std::sync::MutexGuard<'_, MsixState>, due: Vec<VectorMessage>) {
+        let Some(sink) = &self.sink else {
+            return;
+        };
+        let routes = state.table.deliverable_messages();
+        drop(state);
+        for (v, m) in routes {
+            if let Err(e) = sink.route(v, m) {
+                log::warn!("virtio-pci: routing MSI-X vector {v} ({m:?}): {e}");
+            }
+        }
+        for (v, m) in due {
+            if let Err(e) = sink.send(v, m) {
+                log::warn!("virtio-pci: raising pending MSI-X vector {v} ({m:?}): {e}");
             }
         }
     }
@@ -148,11 +161,11 @@ impl VirtioInterrupt for PciInterrupt {
             if vector == common_cfg::NO_VECTOR {
                 None
             } else {
-                state.table.signal(vector)
+                state.table.signal(vector).map(|m| (vector, m))
             }
         };
         match (message, &self.sink) {
-            (Some(m), Some(sink)) => sink.send(m),
+            (Some((v, m)), Some(sink)) => sink.send(v, m),
             _ => Ok(()),
         }
     }
@@ -249,6 +262,11 @@ impl VirtioPciDevice {
             health: HealthFlag::default(),
             active: false,
         })
+    }
+
+    /// How many MSI-X vectors the function has (one per queue plus one for configuration).
+    pub fn msix_vectors(&self) -> u16 {
+        self.interrupt.state().queue_vectors.len() as u16 + 1
     }
 
     /// Delivers MSI-X messages through `sink` (without one, MSI-X only sets pending bits).
@@ -397,8 +415,9 @@ impl PciDevice for VirtioPciDevice {
         self.config.write_reg(reg, offset, data);
         if reg == self.msix_cap / 4 {
             let control = (self.config.read_reg(reg) >> 16) as u16;
-            let due = self.interrupt.state().table.set_control(control);
-            self.interrupt.send(due);
+            let mut state = self.interrupt.state();
+            let due = state.table.set_control(control);
+            self.interrupt.routes_changed(state, due);
         }
     }
 
@@ -452,12 +471,9 @@ impl PciDevice for VirtioPciDevice {
                 self.sync_vectors();
             }
             o if (MSIX_TABLE_OFFSET..MSIX_PBA_OFFSET).contains(&o) => {
-                let due = self
-                    .interrupt
-                    .state()
-                    .table
-                    .write_table(o - MSIX_TABLE_OFFSET, data);
-                self.interrupt.send(due);
+                let mut state = self.interrupt.state();
+                let due = state.table.write_table(o - MSIX_TABLE_OFFSET, data);
+                self.interrupt.routes_changed(state, due);
             }
             o if (DEVICE_CFG_OFFSET..DEVICE_CFG_OFFSET + REGION_SIZE).contains(&o) => {
                 self.device.write_config(o - DEVICE_CFG_OFFSET, data);

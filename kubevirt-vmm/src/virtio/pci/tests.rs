@@ -198,7 +198,7 @@ fn notify_writes_signal_the_queue_eventfd_and_isr_reads_clear() {
 struct Recorded(Mutex<Vec<MsiMessage>>);
 
 impl MsiSink for Recorded {
-    fn send(&self, msg: MsiMessage) -> std::io::Result<()> {
+    fn send(&self, _vector: u16, msg: MsiMessage) -> std::io::Result<()> {
         self.0.lock().unwrap().push(msg);
         Ok(())
     }
