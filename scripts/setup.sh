@@ -6,7 +6,7 @@ set -euo pipefail
 # Debian packages the test suite uses. Keep this list the single source of truth.
 # genisoimage (isoinfo, isovfy), util-linux (blkid), libarchive-tools (bsdtar) and xorriso
 # read back the cloud-init images. iputils-ping pings the demo guest through the masquerade NAT.
-PACKAGES=(python3 libsqlite3-dev busybox genisoimage acpica-tools util-linux docker-registry nftables libarchive-tools xorriso qemu-system-x86 iputils-ping)
+PACKAGES=(python3 libsqlite3-dev busybox genisoimage acpica-tools util-linux docker-registry nftables libarchive-tools xorriso qemu-system-x86 iputils-ping dmidecode)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

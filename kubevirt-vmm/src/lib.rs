@@ -26,7 +26,8 @@
 //! (guest RAM), [`bus`] (the `BusDevice` trait and address dispatch), [`devices`] (legacy
 //! devices), [`pci`] (root complex, config space, BAR placement), [`virtio`] (the
 //! `VirtioDevice` trait, the virtio-pci transport, virtio-blk and -rng), [`acpi`] (RSDP,
-//! XSDT, FADT, MADT, MCFG, DSDT and the sleep/reset registers), [`boot`] (direct, bzImage and
+//! XSDT, FADT, MADT, MCFG, DSDT and the sleep/reset registers), [`smbios`] (the SMBIOS 3.0
+//! tables carrying the system UUID and serial), [`boot`] (direct, bzImage and
 //! PVH loading), [`vcpu`] (run loop, kicks) and [`vm`] (builder, lifecycle, exit reasons).
 //! With the `test-guests` feature, `testguest` assembles
 //! the small CPL 3 guests the integration tests, examples and benchmarks run.
@@ -39,6 +40,7 @@ pub mod bus;
 pub mod devices;
 pub mod memory;
 pub mod pci;
+pub mod smbios;
 #[cfg(feature = "test-guests")]
 pub mod testguest;
 pub mod vcpu;
@@ -51,5 +53,6 @@ pub use boot::{BootSource, DirectBoot, KernelImage, LinuxBoot};
 pub use bus::{BusDevice, SharedDevice};
 pub use devices::serial::{ConsoleBuffer, ConsoleConfig, ConsoleStats};
 pub use memory::MemoryOptions;
+pub use smbios::SmbiosInfo;
 pub use vcpu::VcpuSnapshot;
 pub use vm::{ExitReason, ExitRequester, Vm, VmBuilder, VmConfig, VmError, VmState, host_is_pvm};

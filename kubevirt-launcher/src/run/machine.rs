@@ -114,6 +114,7 @@ impl MachineSpec {
             cpu_features: c.cpu_features.clone(),
             debug_exit: c.debug_exit,
             acpi: c.acpi,
+            smbios: Some(kubevirt_vmm::SmbiosInfo::default()),
         };
         let mut builder = Vm::builder(config);
         for d in &self.disks {

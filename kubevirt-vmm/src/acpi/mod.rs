@@ -16,8 +16,9 @@ pub use tables::{AcpiLayout, AcpiTables, write_tables};
 
 /// Where the RSDP goes: the start of the BIOS read-only area, which Linux scans.
 pub const RSDP_ADDR: u64 = 0x000e_0000;
-/// End of the area the tables may use.
-pub const ACPI_AREA_END: u64 = 0x0010_0000;
+/// End of the area the tables may use: 64 KiB, below the SMBIOS tables at 0xF0000
+/// ([`crate::smbios::SMBIOS_ENTRY_ADDR`]).
+pub const ACPI_AREA_END: u64 = 0x000f_0000;
 /// OEM ID in every table header.
 pub const OEM_ID: [u8; 6] = *b"KUBEVR";
 /// OEM table ID in every table header.
@@ -26,8 +27,8 @@ pub const OEM_TABLE_ID: [u8; 8] = *b"KVRSVMM ";
 /// Errors writing tables.
 #[derive(Debug, thiserror::Error)]
 pub enum AcpiError {
-    /// The tables do not fit below 1 MiB.
-    #[error("ACPI tables need {0} bytes, more than the BIOS area holds")]
+    /// The tables do not fit between the RSDP and the SMBIOS area.
+    #[error("ACPI tables need {0} bytes, more than the 64 KiB at 0xE0000 reserved for them")]
     TooLarge(u64),
     /// Guest memory refused the write.
     #[error("writing ACPI tables to guest memory: {0}")]

@@ -4,6 +4,7 @@ use crate::arch::cpuid::CpuFeatureMask;
 use crate::boot::BootSource;
 use crate::devices::serial::ConsoleConfig;
 use crate::memory::MemoryOptions;
+use crate::smbios::SmbiosInfo;
 
 /// Everything [`crate::Vm::new`] needs.
 #[derive(Debug)]
@@ -26,11 +27,15 @@ pub struct VmConfig {
     /// Linux kernel in `acpi_rsdp_addr` / PVH `rsdp_paddr`) and serve the ACPI sleep/reset
     /// registers at ports 0x600-0x603.
     pub acpi: bool,
+    /// Write SMBIOS 3.0 tables (entry point at [`crate::smbios::SMBIOS_ENTRY_ADDR`]) saying
+    /// this; `None`: no SMBIOS. Default: [`SmbiosInfo::default`] (upstream KubeVirt's
+    /// manufacturer, product and family; no UUID or serial).
+    pub smbios: Option<SmbiosInfo>,
 }
 
 impl VmConfig {
     /// A VM with `vcpus` vCPUs and `memory_size` bytes of RAM booting `boot`; no serial port,
-    /// every supported CPU feature, no debug-exit port, ACPI tables.
+    /// every supported CPU feature, no debug-exit port, ACPI tables, default SMBIOS tables.
     pub fn new(vcpus: u8, memory_size: u64, boot: BootSource) -> Self {
         VmConfig {
             vcpus,
@@ -41,7 +46,21 @@ impl VmConfig {
             cpu_features: CpuFeatureMask::default(),
             debug_exit: false,
             acpi: true,
+            smbios: Some(SmbiosInfo::default()),
         }
+    }
+
+    /// Writes SMBIOS tables from `info` (e.g. the firmware UUID and serial:
+    /// `SmbiosInfo::default().with_uuid(uuid).with_serial(serial)`).
+    pub fn with_smbios(mut self, info: SmbiosInfo) -> Self {
+        self.smbios = Some(info);
+        self
+    }
+
+    /// No SMBIOS tables.
+    pub fn without_smbios(mut self) -> Self {
+        self.smbios = None;
+        self
     }
 
     /// Sends COM1 to `console`.

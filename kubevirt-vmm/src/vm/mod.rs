@@ -31,6 +31,7 @@ use crate::devices::serial::{
 };
 use crate::memory::{self, MemoryError};
 use crate::pci::PciError;
+use crate::smbios::{self, SmbiosError};
 use crate::vcpu::{Buses, Vcpu, VcpuSnapshot, kick};
 use crate::virtio::VirtioDevice;
 use crate::virtio::pci::VirtioPciError;
@@ -139,6 +140,9 @@ pub enum VmError {
     /// Writing the ACPI tables.
     #[error("ACPI: {0}")]
     Acpi(#[from] AcpiError),
+    /// Writing the SMBIOS tables.
+    #[error("SMBIOS: {0}")]
+    Smbios(#[from] SmbiosError),
     /// Creating a virtio-pci transport.
     #[error(transparent)]
     VirtioPci(#[from] VirtioPciError),
@@ -327,6 +331,9 @@ impl VmBuilder {
             u64::from(CMOS_INDEX_PORT),
             CMOS_PORT_SPAN,
         )?;
+        if let Some(info) = &config.smbios {
+            smbios::write_smbios(&memory, info)?;
+        }
         let mut power_button = None;
         if config.acpi {
             acpi::write_tables(&memory, config.vcpus)?;
