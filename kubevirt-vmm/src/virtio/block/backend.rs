@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use vm_memory::VolatileSlice;
 use vm_memory::bitmap::Bitmap;
 
+use super::cache::CacheMode;
+
 /// Guest buffers of one request, in order (checked guest-memory slices).
 pub type GuestBuffers<'a> = [VolatileSlice<'a, ()>];
 
@@ -30,6 +32,12 @@ pub trait BlockBackend: Send {
     fn write_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()>;
     /// Makes every completed write durable (the guest's flush).
     fn flush(&mut self) -> io::Result<()>;
+    /// Whether completed writes may sit in a volatile cache until [`BlockBackend::flush`]:
+    /// then the device offers `VIRTIO_BLK_F_FLUSH`. Default true; a write-through backend
+    /// (every write durable when it completes) says false.
+    fn has_volatile_cache(&self) -> bool {
+        true
+    }
     /// The guest no longer needs `[offset, offset + len)`; its contents become unspecified.
     fn discard(&mut self, offset: u64, len: u64) -> io::Result<()>;
     /// `[offset, offset + len)` reads as zeroes afterwards.
@@ -193,19 +201,33 @@ pub struct RawFile {
     file: File,
     size: u64,
     read_only: bool,
+    cache: CacheMode,
 }
 
 impl RawFile {
-    /// Opens `path`, read-only or read-write.
+    /// Opens `path`, read-only or read-write, in [`CacheMode::Writeback`] (host page cache,
+    /// guest flushes honoured).
     pub fn open(path: &Path, read_only: bool) -> Result<RawFile, BackendError> {
+        Self::open_with_cache(path, read_only, CacheMode::Writeback)
+    }
+
+    /// Opens `path`, read-only or read-write, in cache mode `cache` (KubeVirt's `disk.cache`;
+    /// see [`CacheMode`] for what each mode guarantees).
+    pub fn open_with_cache(
+        path: &Path,
+        read_only: bool,
+        cache: CacheMode,
+    ) -> Result<RawFile, BackendError> {
         let (mode, mode_verb) = if read_only {
             ("read-only", "read")
         } else {
             ("read-write", "read and write")
         };
+        use std::os::unix::fs::OpenOptionsExt;
         let file = OpenOptions::new()
             .read(true)
             .write(!read_only)
+            .custom_flags(cache.open_flags())
             .open(path)
             .map_err(|source| BackendError::Open {
                 path: path.to_owned(),
@@ -239,7 +261,13 @@ impl RawFile {
             file,
             size,
             read_only,
+            cache,
         })
+    }
+
+    /// The cache mode the image was opened in.
+    pub fn cache_mode(&self) -> CacheMode {
+        self.cache
     }
 
     fn fallocate(&self, mode: libc::c_int, offset: u64, len: u64) -> io::Result<()> {
@@ -296,6 +324,10 @@ impl BlockBackend for RawFile {
             return Ok(());
         }
         self.file.sync_data()
+    }
+
+    fn has_volatile_cache(&self) -> bool {
+        self.cache.has_volatile_cache()
     }
 
     fn discard(&mut self, offset: u64, len: u64) -> io::Result<()> {
@@ -480,5 +512,47 @@ mod tests {
             RawFile::open(empty.as_path(), true),
             Err(BackendError::Size { .. })
         ));
+    }
+
+    /// The file status flags of `file` as the kernel has them (`/proc/self/fdinfo`).
+    fn status_flags(file: &File) -> i32 {
+        let info =
+            std::fs::read_to_string(format!("/proc/self/fdinfo/{}", file.as_raw_fd())).unwrap();
+        let flags = info
+            .lines()
+            .find_map(|l| l.strip_prefix("flags:"))
+            .unwrap()
+            .trim();
+        i32::from_str_radix(flags, 8).unwrap()
+    }
+
+    #[test]
+    fn writethrough_opens_o_dsync_and_has_no_volatile_cache() {
+        let t = image(4096);
+        for (mode, dsync) in [
+            (CacheMode::Writethrough, true),
+            (CacheMode::Writeback, false),
+            (CacheMode::None, false),
+        ] {
+            let mut disk = RawFile::open_with_cache(t.as_path(), false, mode).unwrap();
+            assert_eq!(disk.cache_mode(), mode);
+            assert_eq!(
+                status_flags(&disk.file) & libc::O_DSYNC != 0,
+                dsync,
+                "O_DSYNC for {mode}"
+            );
+            assert_eq!(disk.has_volatile_cache(), !dsync, "{mode}");
+            disk.write_at(&[7; 512], 512).unwrap();
+            let mut back = [0u8; 512];
+            disk.read_at(&mut back, 512).unwrap();
+            assert_eq!(back, [7; 512]);
+        }
+        let ro = RawFile::open_with_cache(t.as_path(), true, CacheMode::Writethrough).unwrap();
+        assert!(!ro.has_volatile_cache());
+        assert!(
+            RawFile::open(t.as_path(), false)
+                .unwrap()
+                .has_volatile_cache()
+        );
     }
 }

@@ -61,10 +61,13 @@ impl Block {
     pub fn new(backend: Box<dyn BlockBackend>, serial: &str) -> Self {
         let sectors = backend.size() / SECTOR_SIZE;
         let read_only = backend.read_only();
-        let mut features = VIRTIO_BLK_F_SEG_MAX
-            | VIRTIO_BLK_F_BLK_SIZE
-            | VIRTIO_BLK_F_FLUSH
-            | VIRTIO_RING_F_INDIRECT_DESC;
+        let mut features =
+            VIRTIO_BLK_F_SEG_MAX | VIRTIO_BLK_F_BLK_SIZE | VIRTIO_RING_F_INDIRECT_DESC;
+        // Without a volatile cache (write-through) there is nothing to flush: the driver then
+        // treats every completed write as durable.
+        if backend.has_volatile_cache() {
+            features |= VIRTIO_BLK_F_FLUSH;
+        }
         if read_only {
             features |= VIRTIO_BLK_F_RO;
         } else {
@@ -145,5 +148,31 @@ impl VirtioDevice for Block {
     fn reset(&mut self) {
         // Dropping the worker stops its thread; the disk stays with the device.
         self.worker = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::virtio::VirtioDevice;
+    use crate::virtio::block::{CacheMode, RawFile};
+
+    #[test]
+    fn flush_is_offered_only_with_a_volatile_cache() {
+        let t = vmm_sys_util::tempfile::TempFile::new().unwrap();
+        t.as_file().set_len(1 << 20).unwrap();
+        for (mode, flush) in [
+            (CacheMode::Writethrough, false),
+            (CacheMode::Writeback, true),
+            (CacheMode::None, true),
+        ] {
+            let disk = RawFile::open_with_cache(t.as_path(), false, mode).unwrap();
+            let block = Block::new(Box::new(disk), "cache");
+            assert_eq!(
+                block.features() & VIRTIO_BLK_F_FLUSH != 0,
+                flush,
+                "FLUSH for cache={mode}"
+            );
+        }
     }
 }
