@@ -236,3 +236,57 @@ fn msix_vectors_reach_the_lapic_irr_through_irqfd_routes() {
     assert_eq!(vm.state(), VmState::Running);
     vm.stop();
 }
+
+/// Host-side cost of raising one MSI-X interrupt, irqfd route against `KVM_SIGNAL_MSI`, on the
+/// same VM and vector (the guest spins with IF = 0, so each raise only sets the IRR bit).
+/// Run: `cargo test --release -p kubevirt-vmm --test msix_irqfd -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement, not a check"]
+fn measure_irqfd_against_signal_msi() {
+    const N: u32 = 200_000;
+    let slot: Slot = Arc::default();
+    let guest = programs::counter().unwrap();
+    let vm = Vm::builder(guest.vm_config(1, ConsoleConfig::Sink))
+        .virtio_device(Box::new(Doorbell { slot: slot.clone() }))
+        .build()
+        .unwrap();
+    let mut state = vm.vcpu_lapic(0).unwrap();
+    lapic::software_enable(&mut state);
+    vm.set_vcpu_lapic(0, &state).unwrap();
+    vm.start().unwrap();
+    let driver = Driver::new(&vm);
+    driver.activate(0);
+    driver.program(0, VECTOR_A, false);
+    driver.enable_msix();
+    let interrupt = slot.lock().unwrap().clone().unwrap();
+    let msi = kvm_bindings::kvm_msi {
+        address_lo: 0xfee0_0000,
+        data: u32::from(VECTOR_A),
+        ..Default::default()
+    };
+    for round in 0..3 {
+        let t = std::time::Instant::now();
+        for _ in 0..N {
+            interrupt.trigger(VirtioInterruptType::Queue(0)).unwrap();
+        }
+        let irqfd = t.elapsed() / N;
+        let t = std::time::Instant::now();
+        for _ in 0..N {
+            vm.vm_fd().signal_msi(msi).unwrap();
+        }
+        let ioctl = t.elapsed() / N;
+        // The transport's own share: the same trigger on a masked vector stops at the PBA.
+        driver.set_masked(0, true);
+        let t = std::time::Instant::now();
+        for _ in 0..N {
+            interrupt.trigger(VirtioInterruptType::Queue(0)).unwrap();
+        }
+        let masked = t.elapsed() / N;
+        driver.set_masked(0, false);
+        println!(
+            "round {round}: VirtioInterrupt::trigger via irqfd {irqfd:?}, bare KVM_SIGNAL_MSI {ioctl:?}, trigger on a masked vector {masked:?} per interrupt"
+        );
+    }
+    assert!(lapic::irr_bit(&lapic_now(&vm), VECTOR_A));
+    vm.stop();
+}
