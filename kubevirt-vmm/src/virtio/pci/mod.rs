@@ -122,13 +122,15 @@ impl PciInterrupt {
 
     /// After a table or control write: (re)installs the routes of deliverable vectors, then
     /// raises the vectors that became due (pending and now unmasked).
+    ///
+    /// The caller's table lock is held throughout, as in [`VirtioInterrupt::trigger`]: a
+    /// device raising a vector with the message it read just before the driver rewrote the
+    /// entry would otherwise put the stale message back into the route.
     fn routes_changed(&self, state: std::sync::MutexGuard<'_, MsixState>, due: Vec<VectorMessage>) {
         let Some(sink) = &self.sink else {
             return;
         };
-        let routes = state.table.deliverable_messages();
-        drop(state);
-        for (v, m) in routes {
+        for (v, m) in state.table.deliverable_messages() {
             if let Err(e) = sink.route(v, m) {
                 log::warn!("virtio-pci: routing MSI-X vector {v} ({m:?}): {e}");
             }
@@ -138,6 +140,7 @@ impl PciInterrupt {
                 log::warn!("virtio-pci: raising pending MSI-X vector {v} ({m:?}): {e}");
             }
         }
+        drop(state);
     }
 }
 
@@ -148,24 +151,22 @@ impl VirtioInterrupt for PciInterrupt {
             VirtioInterruptType::Config => 2,
         };
         self.isr.fetch_or(bit, Ordering::AcqRel);
-        let message = {
-            let mut state = self.state();
-            let vector = match kind {
-                VirtioInterruptType::Config => state.config_vector,
-                VirtioInterruptType::Queue(q) => state
-                    .queue_vectors
-                    .get(usize::from(q))
-                    .copied()
-                    .unwrap_or(common_cfg::NO_VECTOR),
-            };
-            if vector == common_cfg::NO_VECTOR {
-                None
-            } else {
-                state.table.signal(vector).map(|m| (vector, m))
-            }
+        // The table lock stays held while the sink raises the vector, so the message sent is
+        // the entry's current one (see `routes_changed`); raising is an eventfd write.
+        let mut state = self.state();
+        let vector = match kind {
+            VirtioInterruptType::Config => state.config_vector,
+            VirtioInterruptType::Queue(q) => state
+                .queue_vectors
+                .get(usize::from(q))
+                .copied()
+                .unwrap_or(common_cfg::NO_VECTOR),
         };
-        match (message, &self.sink) {
-            (Some((v, m)), Some(sink)) => sink.send(v, m),
+        if vector == common_cfg::NO_VECTOR {
+            return Ok(());
+        }
+        match (state.table.signal(vector), &self.sink) {
+            (Some(m), Some(sink)) => sink.send(vector, m),
             _ => Ok(()),
         }
     }
