@@ -70,6 +70,9 @@ fn assert_decoded(stdout: &str) {
         "Family: KubeVirt",
         "System Information",
         "Chassis Information",
+        "Processor Information",
+        "Core Count: 2",
+        "Thread Count: 2",
         "BIOS Information",
         "End Of Table",
     ] {
@@ -83,7 +86,7 @@ fn dmidecode_decodes_the_tables_a_guest_finds() {
         .with_uuid(uuid_bytes())
         .with_serial(SERIAL);
     let guest = programs::hello().unwrap();
-    let vm = Vm::new(guest.vm_config(1, ConsoleConfig::Sink).with_smbios(info)).unwrap();
+    let vm = Vm::new(guest.vm_config(2, ConsoleConfig::Sink).with_smbios(info)).unwrap();
     let mem = vm.memory();
 
     // Find the anchor as an OS does: 16-byte steps through 0xF0000-0xFFFFF.
@@ -116,13 +119,13 @@ fn dmidecode_decodes_the_tables_a_guest_finds() {
     let info = SmbiosInfo::default()
         .with_uuid(uuid_bytes())
         .with_serial(SERIAL);
-    assert_eq!(smbios::dump_bin(&info).unwrap(), dump);
+    assert_eq!(smbios::dump_bin(&info, 2).unwrap(), dump);
 }
 
 #[test]
 fn dmidecode_sees_a_broken_checksum() {
     // The check above can fail: dmidecode rejects a corrupted entry point.
-    let mut dump = smbios::dump_bin(&SmbiosInfo::default()).unwrap();
+    let mut dump = smbios::dump_bin(&SmbiosInfo::default(), 1).unwrap();
     dump[5] ^= 0xff;
     let dir = vmm_sys_util::tempdir::TempDir::new().unwrap();
     let path = dir.as_path().join("bad.bin");

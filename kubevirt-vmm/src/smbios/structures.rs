@@ -6,6 +6,8 @@ pub const TYPE_BIOS: u8 = 0;
 pub const TYPE_SYSTEM: u8 = 1;
 /// System Enclosure or Chassis.
 pub const TYPE_CHASSIS: u8 = 3;
+/// Processor Information.
+pub const TYPE_PROCESSOR: u8 = 4;
 /// End-of-Table.
 pub const TYPE_END: u8 = 127;
 

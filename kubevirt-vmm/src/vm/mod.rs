@@ -332,7 +332,7 @@ impl VmBuilder {
             CMOS_PORT_SPAN,
         )?;
         if let Some(info) = &config.smbios {
-            smbios::write_smbios(&memory, info)?;
+            smbios::write_smbios(&memory, info, config.vcpus)?;
         }
         let mut power_button = None;
         if config.acpi {
