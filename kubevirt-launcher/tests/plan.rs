@@ -138,3 +138,23 @@ fn every_problem_is_reported_at_once_with_paths_into_the_template() {
         assert!(paths.contains(&want), "{want} missing from {paths:?}");
     }
 }
+
+#[test]
+fn firmware_uuid_is_parsed_or_refused_with_its_path() {
+    let with = |uuid: &str| {
+        DEMO.replace(
+            "          serial: abc",
+            &format!("          serial: abc\n          uuid: \"{uuid}\""),
+        )
+    };
+    let plan = plan_of(&with("5E6A2B10-3F7E-4F57-9D55-1B2B1F0C9A11")).expect("plan");
+    assert_eq!(
+        plan.firmware_uuid,
+        Some([
+            0x5e, 0x6a, 0x2b, 0x10, 0x3f, 0x7e, 0x4f, 0x57, 0x9d, 0x55, 0x1b, 0x2b, 0x1f, 0x0c,
+            0x9a, 0x11
+        ])
+    );
+    let err = plan_of(&with("not-a-uuid")).unwrap_err().to_string();
+    assert!(err.contains("spec.domain.firmware.uuid"), "{err}");
+}

@@ -115,6 +115,12 @@ fn the_shipped_demo_vmi_boots_and_answers_the_keyboard() {
         out.contains("virtio-rng present"),
         "devices.rng attaches virtio-rng: {out}"
     );
+    assert!(
+        out.contains(
+            "smbios: KubeVirt system, uuid 5e6a2b10-3f7e-4f57-9d55-1b2b1f0c9a11, serial DEMO-0001"
+        ),
+        "firmware uuid and serial reach the guest through SMBIOS: {out}"
+    );
     launcher.type_text("uname\r");
     launcher.expect("kubevirt-rs-demo demo 1.0 x86_64");
     launcher.type_text("poweroff\r");

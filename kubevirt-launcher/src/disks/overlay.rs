@@ -3,7 +3,7 @@
 //! The image is opened read-only and never written; the overlay (and its in-memory map of
 //! written clusters) lives as long as the VMI, as upstream's ephemeral containerDisk does.
 
-use kubevirt_vmm::virtio::block::BlockBackend;
+use kubevirt_vmm::virtio::block::{BlockBackend, CacheMode};
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
@@ -20,6 +20,8 @@ pub struct Overlay {
     top: File,
     size: u64,
     read_only: bool,
+    /// Writethrough: every write is durable (in the top file) before it completes.
+    sync_writes: bool,
     /// One bit per cluster: set once the cluster lives in `top`.
     written: Vec<u64>,
 }
@@ -28,6 +30,17 @@ impl Overlay {
     /// `base` (opened read-only) under a new or emptied `top` file; `read_only` refuses guest
     /// writes.
     pub fn open(base: &Path, top: &Path, read_only: bool) -> io::Result<Overlay> {
+        Self::open_with_cache(base, top, read_only, CacheMode::Writeback)
+    }
+
+    /// [`Overlay::open`] with the disk's cache mode: writethrough syncs each write and tells
+    /// the device there is no volatile cache to flush.
+    pub fn open_with_cache(
+        base: &Path,
+        top: &Path,
+        read_only: bool,
+        cache: CacheMode,
+    ) -> io::Result<Overlay> {
         let base = File::open(base)?;
         let size = base.metadata()?.len();
         let top = OpenOptions::new()
@@ -43,6 +56,7 @@ impl Overlay {
             top,
             size,
             read_only,
+            sync_writes: cache == CacheMode::Writethrough,
             written: vec![0; clusters.div_ceil(64) as usize],
         })
     }
@@ -172,7 +186,14 @@ impl BlockBackend for Overlay {
             self.top.write_all_at(&buf[done..done + n as usize], at)?;
             done += n as usize;
         }
+        if self.sync_writes {
+            self.top.sync_data()?;
+        }
         Ok(())
+    }
+
+    fn has_volatile_cache(&self) -> bool {
+        !self.sync_writes
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -281,6 +302,15 @@ mod tests {
             prop_assert_eq!(all, model);
             prop_assert_eq!(std::fs::read(&base).unwrap(), image);
         }
+    }
+
+    #[test]
+    fn writethrough_has_no_volatile_cache() {
+        let (base, top, _) = files("wt");
+        let o = Overlay::open_with_cache(&base, &top, false, CacheMode::Writethrough).unwrap();
+        assert!(!o.has_volatile_cache());
+        let o = Overlay::open(&base, &top, false).unwrap();
+        assert!(o.has_volatile_cache());
     }
 
     #[test]

@@ -160,6 +160,26 @@ pub fn from_vmi(vmi: &VirtualMachineInstance) -> Result<LaunchPlan, PlanErrors> 
             }
         }
     }
+    // SMBIOS system UUID: the firmware's, else the VMI's uid (upstream's webhook sets one).
+    let firmware = domain.firmware.as_ref();
+    let firmware_uuid = match firmware.and_then(|f| f.uuid.as_deref()) {
+        Some(u) => match uuid::Uuid::parse_str(u) {
+            Ok(u) => Some(*u.as_bytes()),
+            Err(e) => {
+                errs.push(
+                    "spec.domain.firmware.uuid",
+                    format!("{u:?} is not a UUID: {e}"),
+                );
+                None
+            }
+        },
+        None => vmi
+            .metadata
+            .uid
+            .as_deref()
+            .and_then(|u| uuid::Uuid::parse_str(u).ok())
+            .map(|u| *u.as_bytes()),
+    };
     if !errs.0.is_empty() {
         return Err(PlanErrors(errs.0));
     }
@@ -177,7 +197,7 @@ pub fn from_vmi(vmi: &VirtualMachineInstance) -> Result<LaunchPlan, PlanErrors> 
         cpu,
         memory_bytes,
         disabled_cpu_features: disabled,
-        firmware_uuid: domain.firmware.as_ref().and_then(|f| f.uuid.clone()),
+        firmware_uuid,
         firmware_serial: domain.firmware.as_ref().and_then(|f| f.serial.clone()),
         kernel_boot,
         disks,

@@ -157,8 +157,8 @@ pub struct LaunchPlan {
     pub memory_bytes: u64,
     /// CPU features to hide from the guest (`cpu.features` with `policy: disable`).
     pub disabled_cpu_features: Vec<String>,
-    /// SMBIOS system UUID, if set.
-    pub firmware_uuid: Option<String>,
+    /// SMBIOS system UUID (RFC 4122 byte order): `firmware.uuid`, else the VMI's uid.
+    pub firmware_uuid: Option<[u8; 16]>,
     /// SMBIOS serial, if set.
     pub firmware_serial: Option<String>,
     /// Direct kernel boot.

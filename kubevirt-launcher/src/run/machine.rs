@@ -5,7 +5,7 @@
 
 use super::RunError;
 use crate::disks::Overlay;
-use kubevirt_vmm::virtio::block::{Block, BlockBackend, RawFile};
+use kubevirt_vmm::virtio::block::{Block, BlockBackend, CacheMode, RawFile};
 use kubevirt_vmm::virtio::net::{Net, NetConfig, Tap};
 use kubevirt_vmm::virtio::rng::Rng;
 use kubevirt_vmm::{ConsoleConfig, ExitReason, Vm, VmConfig};
@@ -52,6 +52,9 @@ impl BlockBackend for SharedOverlay {
     fn write_zeroes(&mut self, offset: u64, len: u64) -> io::Result<()> {
         self.get().write_zeroes(offset, len)
     }
+    fn has_volatile_cache(&self) -> bool {
+        self.get().has_volatile_cache()
+    }
 }
 
 /// Where a disk's data is.
@@ -63,6 +66,8 @@ pub enum DiskBacking {
         path: PathBuf,
         /// Refuse writes.
         readonly: bool,
+        /// The disk's `cache` mode.
+        cache: CacheMode,
     },
     /// A containerDisk overlay.
     Overlay(SharedOverlay),
@@ -114,13 +119,17 @@ impl MachineSpec {
             cpu_features: c.cpu_features.clone(),
             debug_exit: c.debug_exit,
             acpi: c.acpi,
-            smbios: Some(kubevirt_vmm::SmbiosInfo::default()),
+            smbios: c.smbios.clone(),
         };
         let mut builder = Vm::builder(config);
         for d in &self.disks {
             let backend: Box<dyn BlockBackend> = match &d.backing {
-                DiskBacking::File { path, readonly } => Box::new(
-                    RawFile::open(path, *readonly)
+                DiskBacking::File {
+                    path,
+                    readonly,
+                    cache,
+                } => Box::new(
+                    RawFile::open_with_cache(path, *readonly, *cache)
                         .map_err(|e| RunError::Vm(format!("disk {}: {e}", d.name)))?,
                 ),
                 DiskBacking::Overlay(o) => Box::new(o.clone()),

@@ -16,6 +16,8 @@ use crate::disks::{self, Overlay, PreparedDisk};
 use crate::oci::{Store, fetch_disk};
 use crate::plan::{DiskSource, LaunchPlan, PlanErrors, from_vmi, vmi_of};
 use kubevirt_api::object::Object;
+use kubevirt_vmm::SmbiosInfo;
+use kubevirt_vmm::virtio::block::CacheMode;
 use kubevirt_vmm::{BootSource, CpuFeatureMask, KernelImage, LinuxBoot, VmConfig};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
@@ -200,14 +202,20 @@ pub fn launch(object: &Object, opts: &RunOptions) -> Result<Launched, RunError> 
             _ => disks::prepare(disk, &layout, source.as_ref())?,
         };
         // A containerDisk reads its cached image through a copy-on-write overlay.
+        let cache = match disk.cache {
+            crate::plan::CacheMode::None => CacheMode::None,
+            crate::plan::CacheMode::WriteThrough => CacheMode::Writethrough,
+            crate::plan::CacheMode::WriteBack => CacheMode::Writeback,
+        };
         let backing = match &prepared.base {
             Some(base) => DiskBacking::Overlay(SharedOverlay(Arc::new(Mutex::new(
-                Overlay::open(base, &prepared.path, prepared.readonly)
+                Overlay::open_with_cache(base, &prepared.path, prepared.readonly, cache)
                     .map_err(io(&prepared.path))?,
             )))),
             None => DiskBacking::File {
                 path: prepared.path.clone(),
                 readonly: prepared.readonly,
+                cache,
             },
         };
         devices.push(DiskSpec {
@@ -232,6 +240,14 @@ pub fn launch(object: &Object, opts: &RunOptions) -> Result<Launched, RunError> 
             cmdline: kb.cmdline.clone(),
         }),
     );
+    let mut smbios = SmbiosInfo::default();
+    if let Some(uuid) = plan.firmware_uuid {
+        smbios = smbios.with_uuid(uuid);
+    }
+    if let Some(serial) = &plan.firmware_serial {
+        smbios = smbios.with_serial(serial.clone());
+    }
+    config.smbios = Some(smbios);
     if !plan.disabled_cpu_features.is_empty() {
         config.cpu_features =
             CpuFeatureMask::disable(plan.disabled_cpu_features.iter().map(String::as_str))
