@@ -282,14 +282,7 @@ mod tests {
 
     /// Queue `base`: descriptors at base, avail at base + 0x1000, used at base + 0x2000.
     fn queue(base: u64) -> Queue {
-        let mut q = Queue::new(16).unwrap();
-        q.try_set_desc_table_address(GuestAddress(base)).unwrap();
-        q.try_set_avail_ring_address(GuestAddress(base + 0x1000))
-            .unwrap();
-        q.try_set_used_ring_address(GuestAddress(base + 0x2000))
-            .unwrap();
-        q.set_ready(true);
-        q
+        crate::virtio::test_utils::ready_queue(16, base, base + 0x1000, base + 0x2000)
     }
 
     fn offer(mem: &GuestMemoryMmap, base: u64, descs: &[(u64, u32, u16)]) {

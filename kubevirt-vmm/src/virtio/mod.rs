@@ -19,7 +19,24 @@ pub mod worker;
 pub(crate) mod test_utils {
     //! Shared by the devices' unit tests.
 
+    use virtio_queue::{Queue, QueueT};
+    use vm_memory::GuestAddress;
+
     use super::{VirtioInterrupt, VirtioInterruptType};
+
+    /// A ready queue of `size` entries: descriptors at `desc`, the available ring at `avail`,
+    /// the used ring at `used`.
+    pub(crate) fn ready_queue(size: u16, desc: u64, avail: u64, used: u64) -> Queue {
+        let mut q = Queue::new(size).expect("a valid queue size");
+        q.try_set_desc_table_address(GuestAddress(desc))
+            .expect("an aligned descriptor table");
+        q.try_set_avail_ring_address(GuestAddress(avail))
+            .expect("an aligned available ring");
+        q.try_set_used_ring_address(GuestAddress(used))
+            .expect("an aligned used ring");
+        q.set_ready(true);
+        q
+    }
 
     /// An interrupt sink for tests that poll the used ring instead of taking interrupts.
     pub(crate) struct NoInterrupt;

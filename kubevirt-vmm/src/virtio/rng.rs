@@ -183,17 +183,7 @@ mod tests {
 
     fn rig() -> RngQueue {
         let memory = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x4_0000)]).unwrap();
-        let mut queue = Queue::new(16).unwrap();
-        queue
-            .try_set_desc_table_address(GuestAddress(0x1000))
-            .unwrap();
-        queue
-            .try_set_avail_ring_address(GuestAddress(0x2000))
-            .unwrap();
-        queue
-            .try_set_used_ring_address(GuestAddress(0x3000))
-            .unwrap();
-        queue.set_ready(true);
+        let queue = crate::virtio::test_utils::ready_queue(16, 0x1000, 0x2000, 0x3000);
         RngQueue {
             memory,
             queue,

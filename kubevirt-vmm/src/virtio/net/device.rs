@@ -189,8 +189,8 @@ mod tests {
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
     use std::time::{Duration, Instant};
 
+    use virtio_queue::Queue;
     use virtio_queue::desc::split::Descriptor;
-    use virtio_queue::{Queue, QueueT};
     use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
     use vmm_sys_util::eventfd::EventFd;
 
@@ -250,14 +250,7 @@ mod tests {
     }
 
     fn queue(base: u64) -> Queue {
-        let mut q = Queue::new(16).unwrap();
-        q.try_set_desc_table_address(GuestAddress(base)).unwrap();
-        q.try_set_avail_ring_address(GuestAddress(base + 0x1000))
-            .unwrap();
-        q.try_set_used_ring_address(GuestAddress(base + 0x2000))
-            .unwrap();
-        q.set_ready(true);
-        q
+        crate::virtio::test_utils::ready_queue(16, base, base + 0x1000, base + 0x2000)
     }
 
     fn wait_used(mem: &GuestMemoryMmap, base: u64, want: u16) {

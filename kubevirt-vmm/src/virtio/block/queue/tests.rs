@@ -70,15 +70,7 @@ struct Rig {
 
 fn rig(disk_bytes: usize, read_only: bool) -> Rig {
     let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), MEM_SIZE as usize)]).unwrap();
-    let mut queue = Queue::new(SIZE).unwrap();
-    queue
-        .try_set_desc_table_address(GuestAddress(DESC))
-        .unwrap();
-    queue
-        .try_set_avail_ring_address(GuestAddress(AVAIL))
-        .unwrap();
-    queue.try_set_used_ring_address(GuestAddress(USED)).unwrap();
-    queue.set_ready(true);
+    let queue = crate::virtio::test_utils::ready_queue(SIZE, DESC, AVAIL, USED);
     assert!(queue.is_valid(&mem));
     let flushes = Arc::new(AtomicU32::new(0));
     let disk: SharedDisk = Arc::new(Mutex::new(Box::new(MemDisk {

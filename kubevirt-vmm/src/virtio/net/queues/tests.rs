@@ -56,14 +56,7 @@ struct Rig {
 }
 
 fn queue(base: u64) -> Queue {
-    let mut q = Queue::new(SIZE).unwrap();
-    q.try_set_desc_table_address(GuestAddress(base)).unwrap();
-    q.try_set_avail_ring_address(GuestAddress(base + 0x1000))
-        .unwrap();
-    q.try_set_used_ring_address(GuestAddress(base + 0x2000))
-        .unwrap();
-    q.set_ready(true);
-    q
+    crate::virtio::test_utils::ready_queue(SIZE, base, base + 0x1000, base + 0x2000)
 }
 
 fn rig() -> (Rig, NetQueues) {
