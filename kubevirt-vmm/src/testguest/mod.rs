@@ -11,12 +11,14 @@
 //! polling virtio-net driver.
 
 pub mod asm;
+pub mod blk_stream_run;
 pub mod elf;
 pub mod netns;
 pub mod programs;
 pub mod virtio_blk;
 pub mod virtio_blk_stream;
 pub mod virtio_net;
+pub mod virtio_pci;
 
 pub use asm::GuestAsm;
 

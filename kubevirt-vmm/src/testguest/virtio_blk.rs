@@ -20,11 +20,13 @@
 //! `RES_*` offsets), so reporting costs no exits. The guest exits 0 when the scan is done.
 
 use iced_x86::code_asm::{
-    CodeAssembler, al, byte_ptr, dword_ptr, dx, eax, ebx, ecx, edi, esi, ptr, qword_ptr, r8, r8d,
-    r9, r9d, r10d, r11, r11d, r12, r12d, r13d, r14, r14d, r15, rax, rbp, rbx, rcx, rdi, rsi,
-    word_ptr,
+    CodeAssembler, al, dword_ptr, eax, ecx, esi, ptr, qword_ptr, r8, r9, r11, r12, r12d, r13d, r15,
+    rax, rbp, rcx, rdi, rsi, word_ptr,
 };
 
+use super::virtio_pci::{
+    self, PciRoutines, VIRTIO_BLK_PCI_ID, VIRTIO_CONSOLE_PCI_ID, VIRTIO_RNG_PCI_ID,
+};
 use super::{GUEST_DATA_ADDR, GuestAsm, TestGuest, TestGuestError};
 
 /// Where results go: 0x100 bytes per device found, in scan order.
@@ -78,17 +80,14 @@ pub const RNG_LEN: u32 = 64;
 pub const RES_CONSOLE_FOUND: u64 = 0xf0c;
 /// What the driver writes on a virtio-console's transmit queue.
 pub const CONSOLE_TEXT: &[u8] = b"hello from virtio-console\n";
-const VIRTIO_CONSOLE_PCI_ID: u32 = 0x1043_1af4;
 /// Scratch: 0 while driving a disk, 1 the rng, 2 the console.
 const KIND_ADDR: u64 = RESULTS + 0xf08;
-const VIRTIO_RNG_PCI_ID: u32 = 0x1044_1af4;
 
 /// Dword `i` of the pattern the driver writes.
 pub fn pattern(i: u32) -> u32 {
     i.wrapping_mul(0x9e37_79b9) ^ 0x5a5a_0000
 }
 
-const VIRTIO_BLK_PCI_ID: u32 = 0x1042_1af4;
 const F_NEXT: u32 = 1;
 const F_WRITE: u32 = 2;
 const OFFERED_LOW: u32 = (1 << 2) | (1 << 5) | (1 << 6) | (1 << 9);
@@ -138,7 +137,7 @@ pub fn virtio_blk_check() -> Result<TestGuest, TestGuestError> {
     let mut g = GuestAsm::new("virtio_blk_check")?;
     let r = (|| {
         let a = g.a();
-        let cfg_read = a.create_label();
+        let pci = PciRoutines::new(a);
         let drive = a.create_label();
 
         // The pattern.
@@ -160,7 +159,7 @@ pub fn virtio_blk_check() -> Result<TestGuest, TestGuestError> {
         let mut next_slot = a.create_label();
         a.set_label(&mut scan)?;
         a.xor(esi, esi)?;
-        a.call(cfg_read)?;
+        a.call(pci.cfg_read)?;
         let mut not_blk = a.create_label();
         a.cmp(eax, VIRTIO_BLK_PCI_ID)?;
         a.jne(not_blk)?;
@@ -173,60 +172,45 @@ pub fn virtio_blk_check() -> Result<TestGuest, TestGuestError> {
         a.set_label(&mut count)?;
         a.inc(r12d)?;
         a.jmp(next_slot)?;
-        // A virtio-rng: driven once, as device index 2.
         a.set_label(&mut not_blk)?;
-        let mut not_rng = a.create_label();
-        a.cmp(eax, VIRTIO_RNG_PCI_ID)?;
-        a.jne(not_rng)?;
-        a.mov(rax, RESULTS + RES_RNG_FOUND)?;
-        a.cmp(dword_ptr(rax), 0)?;
-        a.jne(next_slot)?;
-        a.mov(dword_ptr(rax), 1u32)?;
-        a.mov(rax, KIND_ADDR)?;
-        a.mov(dword_ptr(rax), 1u32)?;
-        a.push(r12)?;
-        a.mov(r12d, 2u32)?;
-        a.call(drive)?;
-        a.pop(r12)?;
-        a.jmp(next_slot)?;
-        // A virtio-console: driven once, as device index 3.
-        a.set_label(&mut not_rng)?;
-        a.cmp(eax, VIRTIO_CONSOLE_PCI_ID)?;
-        a.jne(next_slot)?;
-        a.mov(rax, RESULTS + RES_CONSOLE_FOUND)?;
-        a.cmp(dword_ptr(rax), 0)?;
-        a.jne(next_slot)?;
-        a.mov(dword_ptr(rax), 1u32)?;
-        a.mov(rax, KIND_ADDR)?;
-        a.mov(dword_ptr(rax), 2u32)?;
-        a.push(r12)?;
-        a.mov(r12d, 3u32)?;
-        a.call(drive)?;
-        a.pop(r12)?;
+        // A virtio-rng (device index 2) and a virtio-console (3): each driven once.
+        for (pci_id, found, kind, index) in [
+            (VIRTIO_RNG_PCI_ID, RES_RNG_FOUND, 1u32, 2u32),
+            (VIRTIO_CONSOLE_PCI_ID, RES_CONSOLE_FOUND, 2, 3),
+        ] {
+            let last = pci_id == VIRTIO_CONSOLE_PCI_ID;
+            let mut other = a.create_label();
+            a.cmp(eax, pci_id)?;
+            a.jne(if last { next_slot } else { other })?;
+            a.mov(rax, RESULTS + found)?;
+            a.cmp(dword_ptr(rax), 0)?;
+            a.jne(next_slot)?;
+            a.mov(dword_ptr(rax), 1u32)?;
+            a.mov(rax, KIND_ADDR)?;
+            a.mov(dword_ptr(rax), kind)?;
+            a.push(r12)?;
+            a.mov(r12d, index)?;
+            a.call(drive)?;
+            a.pop(r12)?;
+            a.jmp(next_slot)?;
+            if !last {
+                a.set_label(&mut other)?;
+            }
+        }
         a.set_label(&mut next_slot)?;
         a.inc(r13d)?;
         a.cmp(r13d, 32)?;
         a.jb(scan)?;
         a.mov(rax, RESULTS + RES_FOUND)?;
         a.mov(dword_ptr(rax), r12d)?;
-        Ok::<_, iced_x86::IcedError>((cfg_read, drive))
+        Ok::<_, iced_x86::IcedError>((pci, drive))
     })();
-    let (mut cfg_read, mut drive) = g.check(r)?;
+    let (pci, mut drive) = g.check(r)?;
     g.exit(0)?;
 
     let r = (|| {
         let a = g.a();
-        // cfg_read: EAX = config dword at byte offset ESI of slot R13 (bus 0, function 0).
-        a.set_label(&mut cfg_read)?;
-        a.mov(eax, r13d)?;
-        a.shl(eax, 11)?;
-        a.or(eax, esi)?;
-        a.or(eax, 0x8000_0000u32 as i32)?;
-        a.mov(dx, 0xcf8u32)?;
-        a.out(dx, eax)?;
-        a.mov(dx, 0xcfcu32)?;
-        a.in_(eax, dx)?;
-        a.ret()?;
+        pci.emit(a)?;
 
         // drive: device index R12, slot R13.
         a.set_label(&mut drive)?;
@@ -235,68 +219,12 @@ pub fn virtio_blk_check() -> Result<TestGuest, TestGuestError> {
         a.mov(rax, RESULTS)?;
         a.add(r15, rax)?;
         a.mov(dword_ptr(r15 + RES_SLOT as i32), r13d)?;
-        // BAR 0 (64-bit memory BAR).
-        a.mov(esi, 0x10u32)?;
-        a.call(cfg_read)?;
-        a.and(eax, 0xffff_fff0u32 as i32)?;
-        a.mov(r14d, eax)?;
-        a.mov(esi, 0x14u32)?;
-        a.call(cfg_read)?;
-        a.shl(rax, 32)?;
-        a.or(r14, rax)?;
-        // Capabilities: R8 = common, R9 = notify, R10 = multiplier, R11 = device cfg.
-        a.mov(esi, 0x34u32)?;
-        a.call(cfg_read)?;
-        a.movzx(ebx, al)?;
-        let mut cap_loop = a.create_label();
-        let mut cap_next = a.create_label();
-        let mut caps_done = a.create_label();
-        let mut not_common = a.create_label();
-        let mut not_device = a.create_label();
-        a.set_label(&mut cap_loop)?;
-        a.test(ebx, ebx)?;
-        a.jz(caps_done)?;
-        a.and(ebx, 0xfc)?;
-        a.mov(esi, ebx)?;
-        a.call(cfg_read)?;
-        a.mov(ecx, eax)?;
-        a.cmp(al, 0x09)?;
-        a.jne(cap_next)?;
-        a.mov(edi, ecx)?;
-        a.shr(edi, 24)?;
-        a.lea(esi, ptr(rbx + 8))?;
-        a.call(cfg_read)?;
-        a.cmp(edi, 1)?;
-        a.jne(not_common)?;
-        a.mov(r8d, eax)?;
-        a.jmp(cap_next)?;
-        a.set_label(&mut not_common)?;
-        a.cmp(edi, 4)?;
-        a.jne(not_device)?;
-        a.mov(r11d, eax)?;
-        a.jmp(cap_next)?;
-        a.set_label(&mut not_device)?;
-        a.cmp(edi, 2)?;
-        a.jne(cap_next)?;
-        a.mov(r9d, eax)?;
-        a.lea(esi, ptr(rbx + 16))?;
-        a.call(cfg_read)?;
-        a.mov(r10d, eax)?;
-        a.set_label(&mut cap_next)?;
-        a.mov(ebx, ecx)?;
-        a.shr(ebx, 8)?;
-        a.and(ebx, 0xff)?;
-        a.jmp(cap_loop)?;
-        a.set_label(&mut caps_done)?;
-
-        // RSI = common configuration.
-        a.lea(rsi, ptr(r14 + r8))?;
-        for s in [0u32, 1, 3] {
-            a.mov(byte_ptr(rsi + 0x14), s)?;
-        }
+        // The regions, wherever the capabilities put them; RSI = common configuration.
+        a.call(pci.regions)?;
+        a.mov(rsi, r8)?;
+        virtio_pci::reset(a)?;
         for word in [0u32, 1] {
-            a.mov(dword_ptr(rsi), word)?;
-            a.mov(eax, dword_ptr(rsi + 0x04))?;
+            virtio_pci::device_features(a, word)?;
             a.mov(
                 dword_ptr(r15 + (RES_FEATURES as i32 + 4 * word as i32)),
                 eax,
@@ -311,12 +239,7 @@ pub fn virtio_blk_check() -> Result<TestGuest, TestGuestError> {
         a.je(keep)?;
         a.xor(eax, eax)?;
         a.set_label(&mut keep)?;
-        a.mov(dword_ptr(rsi + 0x08), 0u32)?;
-        a.mov(dword_ptr(rsi + 0x0c), eax)?;
-        a.mov(dword_ptr(rsi + 0x08), 1u32)?;
-        a.mov(dword_ptr(rsi + 0x0c), 1u32)?;
-        a.mov(byte_ptr(rsi + 0x14), 0x0bu32)?;
-        a.movzx(eax, byte_ptr(rsi + 0x14))?;
+        virtio_pci::accept_features(a)?;
         a.mov(dword_ptr(r15 + RES_STATUS as i32), eax)?;
         let mut give_up = a.create_label();
         a.test(al, 8)?;
@@ -327,42 +250,15 @@ pub fn virtio_blk_check() -> Result<TestGuest, TestGuestError> {
         a.shl(rbp, 14)?;
         a.mov(rax, QUEUES)?;
         a.add(rbp, rax)?;
-        a.mov(word_ptr(rsi + 0x16), 0u32)?;
-        a.mov(word_ptr(rsi + 0x18), u32::from(QUEUE_SIZE))?;
-        a.mov(qword_ptr(rsi + 0x20), rbp)?;
-        a.lea(rax, ptr(rbp + 0x1000))?;
-        a.mov(qword_ptr(rsi + 0x28), rax)?;
-        a.lea(rax, ptr(rbp + 0x2000))?;
-        a.mov(qword_ptr(rsi + 0x30), rax)?;
         // The console also needs queue 1 (transmit): tables at +0x800, notify address in R8.
         let mut one_queue = a.create_label();
         a.mov(rax, KIND_ADDR)?;
         a.cmp(dword_ptr(rax), 2)?;
         a.jne(one_queue)?;
-        a.mov(word_ptr(rsi + 0x16), 1u32)?;
-        a.mov(word_ptr(rsi + 0x18), u32::from(QUEUE_SIZE))?;
-        a.lea(rax, ptr(rbp + 0x800))?;
-        a.mov(qword_ptr(rsi + 0x20), rax)?;
-        a.lea(rax, ptr(rbp + 0x1800))?;
-        a.mov(qword_ptr(rsi + 0x28), rax)?;
-        a.lea(rax, ptr(rbp + 0x2800))?;
-        a.mov(qword_ptr(rsi + 0x30), rax)?;
-        a.movzx(eax, word_ptr(rsi + 0x1e))?;
-        a.imul_2(eax, r10d)?;
-        a.add(eax, r9d)?;
-        a.mov(r8, r14)?;
-        a.add(r8, rax)?;
-        a.mov(word_ptr(rsi + 0x1c), 1u32)?;
-        a.mov(word_ptr(rsi + 0x16), 0u32)?;
+        virtio_pci::setup_queue(a, 1, QUEUE_SIZE, rbp, 0x800, r8)?;
         a.set_label(&mut one_queue)?;
-        // R9 = notify address = BAR + notify offset + queue_notify_off * multiplier.
-        a.movzx(eax, word_ptr(rsi + 0x1e))?;
-        a.imul_2(eax, r10d)?;
-        a.add(eax, r9d)?;
-        a.mov(r9, r14)?;
-        a.add(r9, rax)?;
-        a.mov(word_ptr(rsi + 0x1c), 1u32)?;
-        a.mov(byte_ptr(rsi + 0x14), 0x0fu32)?;
+        virtio_pci::setup_queue(a, 0, QUEUE_SIZE, rbp, 0, r9)?;
+        virtio_pci::driver_ok(a)?;
         let mut rng = a.create_label();
         let mut console = a.create_label();
         a.mov(rax, KIND_ADDR)?;
@@ -371,7 +267,7 @@ pub fn virtio_blk_check() -> Result<TestGuest, TestGuestError> {
         a.cmp(dword_ptr(rax), 2)?;
         a.je(console)?;
         // Capacity (8-byte read of the device configuration).
-        a.mov(rax, qword_ptr(r14 + r11))?;
+        a.mov(rax, qword_ptr(r11))?;
         a.mov(qword_ptr(r15 + RES_CAPACITY as i32), rax)?;
 
         // Status bytes start as 0xff; headers: OUT, FLUSH, IN, GET_ID.

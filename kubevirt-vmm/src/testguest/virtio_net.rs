@@ -15,10 +15,11 @@
 //! frame within about [`RX_POLL_LIMIT`] polls or before every receive buffer was used.
 
 use iced_x86::code_asm::{
-    al, byte_ptr, dword_ptr, dx, eax, ebx, ecx, edi, edx, esi, ptr, qword_ptr, r8, r8d, r9d, r10d,
-    r11, r11d, r12, r13d, r14, r15, rax, rbx, rdi, rdx, rsi, word_ptr,
+    al, byte_ptr, dword_ptr, dx, eax, ecx, edx, esi, ptr, qword_ptr, r8, r11, r11d, r12, r13d, r15,
+    rax, rbx, rdi, rdx, rsi, word_ptr,
 };
 
+use super::virtio_pci::{self, PciRoutines, VIRTIO_NET_PCI_ID};
 use super::{GUEST_DATA_ADDR, GuestAsm, TestGuest, TestGuestError};
 
 /// Where results go.
@@ -67,7 +68,6 @@ pub const GUEST_FRAME_LEN: u32 = 60;
 /// Polls of the receive used ring before giving up (a `pause` each: seconds).
 pub const RX_POLL_LIMIT: u32 = 1 << 28;
 
-const VIRTIO_NET_PCI_ID: u32 = 0x1041_1af4;
 const F_WRITE: u32 = 2;
 const ACCEPTED_LOW: u32 = (1 << 5) | (1 << 16);
 const _: () = assert!(14 + GUEST_PAYLOAD.len() as u32 <= GUEST_FRAME_LEN);
@@ -90,7 +90,7 @@ pub fn virtio_net_check() -> Result<TestGuest, TestGuestError> {
     let mut g = GuestAsm::new("virtio_net_check")?;
     let r = (|| {
         let a = g.a();
-        let mut cfg_read = a.create_label();
+        let pci = PciRoutines::new(a);
         let mut text = a.create_label();
         let mut not_found = a.create_label();
         let mut refused = a.create_label();
@@ -98,85 +98,18 @@ pub fn virtio_net_check() -> Result<TestGuest, TestGuestError> {
         let mut exit = a.create_label();
         a.mov(r15, RESULTS)?;
 
-        // Scan bus 0 for the first virtio-net function: slot in R13.
-        a.xor(r13d, r13d)?;
-        let mut scan = a.create_label();
-        let mut found = a.create_label();
-        a.set_label(&mut scan)?;
-        a.xor(esi, esi)?;
-        a.call(cfg_read)?;
-        a.cmp(eax, VIRTIO_NET_PCI_ID as i32)?;
-        a.je(found)?;
-        a.inc(r13d)?;
-        a.cmp(r13d, 32)?;
-        a.jb(scan)?;
-        a.jmp(not_found)?;
-        a.set_label(&mut found)?;
+        // The first virtio-net function on bus 0: slot in R13.
+        virtio_pci::find_function(a, &pci, VIRTIO_NET_PCI_ID, not_found)?;
         a.mov(dword_ptr(r15 + RES_FOUND as i32), 1u32)?;
         a.mov(dword_ptr(r15 + RES_SLOT as i32), r13d)?;
 
-        // BAR 0 (64-bit memory BAR) in R14.
-        a.mov(esi, 0x10u32)?;
-        a.call(cfg_read)?;
-        a.and(eax, 0xffff_fff0u32 as i32)?;
-        a.mov(r14, rax)?;
-        a.mov(esi, 0x14u32)?;
-        a.call(cfg_read)?;
-        a.shl(rax, 32)?;
-        a.or(r14, rax)?;
-        // Capabilities: R8 = common, R9 = notify, R10 = multiplier, R11 = device cfg.
-        a.mov(esi, 0x34u32)?;
-        a.call(cfg_read)?;
-        a.movzx(ebx, al)?;
-        let mut cap_loop = a.create_label();
-        let mut cap_next = a.create_label();
-        let mut caps_done = a.create_label();
-        let mut not_common = a.create_label();
-        let mut not_device = a.create_label();
-        a.set_label(&mut cap_loop)?;
-        a.test(ebx, ebx)?;
-        a.jz(caps_done)?;
-        a.and(ebx, 0xfc)?;
-        a.mov(esi, ebx)?;
-        a.call(cfg_read)?;
-        a.mov(ecx, eax)?;
-        a.cmp(al, 0x09)?;
-        a.jne(cap_next)?;
-        a.mov(edi, ecx)?;
-        a.shr(edi, 24)?;
-        a.lea(esi, ptr(rbx + 8))?;
-        a.call(cfg_read)?;
-        a.cmp(edi, 1)?;
-        a.jne(not_common)?;
-        a.mov(r8d, eax)?;
-        a.jmp(cap_next)?;
-        a.set_label(&mut not_common)?;
-        a.cmp(edi, 4)?;
-        a.jne(not_device)?;
-        a.mov(r11d, eax)?;
-        a.jmp(cap_next)?;
-        a.set_label(&mut not_device)?;
-        a.cmp(edi, 2)?;
-        a.jne(cap_next)?;
-        a.mov(r9d, eax)?;
-        a.lea(esi, ptr(rbx + 16))?;
-        a.call(cfg_read)?;
-        a.mov(r10d, eax)?;
-        a.set_label(&mut cap_next)?;
-        a.mov(ebx, ecx)?;
-        a.shr(ebx, 8)?;
-        a.and(ebx, 0xff)?;
-        a.jmp(cap_loop)?;
-        a.set_label(&mut caps_done)?;
-
-        // RSI = common configuration: reset, ACKNOWLEDGE, DRIVER, features.
-        a.lea(rsi, ptr(r14 + r8))?;
-        for s in [0u32, 1, 3] {
-            a.mov(byte_ptr(rsi + 0x14), s)?;
-        }
+        // The regions, wherever the capabilities put them. RSI = common configuration:
+        // reset, ACKNOWLEDGE, DRIVER, features.
+        a.call(pci.regions)?;
+        a.mov(rsi, r8)?;
+        virtio_pci::reset(a)?;
         for word in [0u32, 1] {
-            a.mov(dword_ptr(rsi), word)?;
-            a.mov(eax, dword_ptr(rsi + 0x04))?;
+            virtio_pci::device_features(a, word)?;
             a.mov(
                 dword_ptr(r15 + (RES_FEATURES as i32 + 4 * word as i32)),
                 eax,
@@ -184,41 +117,19 @@ pub fn virtio_net_check() -> Result<TestGuest, TestGuestError> {
         }
         a.mov(eax, dword_ptr(r15 + RES_FEATURES as i32))?;
         a.and(eax, ACCEPTED_LOW as i32)?;
-        a.mov(dword_ptr(rsi + 0x08), 0u32)?;
-        a.mov(dword_ptr(rsi + 0x0c), eax)?;
-        a.mov(dword_ptr(rsi + 0x08), 1u32)?;
-        a.mov(dword_ptr(rsi + 0x0c), 1u32)?; // VERSION_1
-        a.mov(byte_ptr(rsi + 0x14), 0x0bu32)?;
-        a.movzx(eax, byte_ptr(rsi + 0x14))?;
+        virtio_pci::accept_features(a)?;
         a.mov(dword_ptr(r15 + RES_STATUS as i32), eax)?;
         a.test(al, 8)?;
         a.jz(refused)?;
 
         // Queues: RBX = receive notify address, R12 = transmit notify address.
-        for (queue, base) in [(0u32, QUEUES), (1, QUEUES + 0x4000)] {
-            a.mov(word_ptr(rsi + 0x16), queue)?;
-            a.mov(word_ptr(rsi + 0x18), u32::from(QUEUE_SIZE))?;
-            a.mov(rax, base)?;
-            a.mov(qword_ptr(rsi + 0x20), rax)?;
-            a.mov(rax, base + 0x1000)?;
-            a.mov(qword_ptr(rsi + 0x28), rax)?;
-            a.mov(rax, base + 0x2000)?;
-            a.mov(qword_ptr(rsi + 0x30), rax)?;
-            a.movzx(eax, word_ptr(rsi + 0x1e))?;
-            a.imul_2(eax, r10d)?;
-            a.add(eax, r9d)?;
-            a.add(rax, r14)?;
-            if queue == 0 {
-                a.mov(rbx, rax)?;
-            } else {
-                a.mov(r12, rax)?;
-            }
-            a.mov(word_ptr(rsi + 0x1c), 1u32)?;
-        }
-        a.mov(byte_ptr(rsi + 0x14), 0x0fu32)?;
+        a.mov(rdi, QUEUES)?;
+        virtio_pci::setup_queue(a, 0, QUEUE_SIZE, rdi, 0, rbx)?;
+        virtio_pci::setup_queue(a, 1, QUEUE_SIZE, rdi, 0x4000, r12)?;
+        virtio_pci::driver_ok(a)?;
 
         // MAC (byte reads, as a driver does) and link status.
-        a.lea(rdi, ptr(r14 + r11))?;
+        a.mov(rdi, r11)?;
         for i in 0..6 {
             a.mov(al, byte_ptr(rdi + i))?;
             a.mov(byte_ptr(r15 + (RES_MAC as i32 + i)), al)?;
@@ -332,18 +243,7 @@ pub fn virtio_net_check() -> Result<TestGuest, TestGuestError> {
         a.pause()?;
         a.jmp(spin)?;
 
-        // cfg_read: EAX = config dword at byte offset ESI of slot R13 (bus 0, function 0).
-        // Clobbers DX.
-        a.set_label(&mut cfg_read)?;
-        a.mov(eax, r13d)?;
-        a.shl(eax, 11)?;
-        a.or(eax, esi)?;
-        a.or(eax, 0x8000_0000u32 as i32)?;
-        a.mov(dx, 0xcf8u32)?;
-        a.out(dx, eax)?;
-        a.mov(dx, 0xcfcu32)?;
-        a.in_(eax, dx)?;
-        a.ret()?;
+        pci.emit(a)?;
 
         let mut payload = GUEST_PAYLOAD.to_vec();
         payload.resize(GUEST_FRAME_LEN as usize - 14, 0);
