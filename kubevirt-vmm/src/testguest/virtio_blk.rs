@@ -298,15 +298,7 @@ pub fn virtio_blk_check() -> Result<TestGuest, TestGuestError> {
             let first = 2 * batch as i32;
             a.mov(word_ptr(rbp + (0x1004 + 2 * first)), heads[0])?;
             a.mov(word_ptr(rbp + (0x1004 + 2 * first + 2)), heads[1])?;
-            a.mov(word_ptr(rbp + 0x1002), (first + 2) as u32)?;
-            a.mfence()?;
-            a.mov(word_ptr(r9), 0u32)?;
-            let mut poll = a.create_label();
-            a.set_label(&mut poll)?;
-            a.pause()?;
-            a.movzx(eax, word_ptr(rbp + 0x2002))?;
-            a.cmp(eax, (first + 2) as u32)?;
-            a.jb(poll)?;
+            virtio_pci::kick_and_wait(a, rbp, 0, r9, 0, (first + 2) as u32)?;
         }
         a.movzx(eax, word_ptr(rbp + 0x2002))?;
         a.mov(dword_ptr(r15 + RES_USED_IDX as i32), eax)?;
@@ -332,15 +324,7 @@ pub fn virtio_blk_check() -> Result<TestGuest, TestGuestError> {
         a.set_label(&mut rng)?;
         desc(a, 0, At::Abs(RNG_BUF), RNG_LEN, F_WRITE, 0)?;
         a.mov(word_ptr(rbp + 0x1004), 0u32)?;
-        a.mov(word_ptr(rbp + 0x1002), 1u32)?;
-        a.mfence()?;
-        a.mov(word_ptr(r9), 0u32)?;
-        let mut poll = a.create_label();
-        a.set_label(&mut poll)?;
-        a.pause()?;
-        a.movzx(eax, word_ptr(rbp + 0x2002))?;
-        a.cmp(eax, 1u32)?;
-        a.jb(poll)?;
+        virtio_pci::kick_and_wait(a, rbp, 0, r9, 0, 1)?;
         a.mov(eax, dword_ptr(rbp + 0x2008))?;
         a.mov(dword_ptr(r15 + RES_RNG_USED_LEN as i32), eax)?;
         a.ret()?;
@@ -351,15 +335,7 @@ pub fn virtio_blk_check() -> Result<TestGuest, TestGuestError> {
         a.lea(rax, ptr(text))?;
         desc(a, 0x80, At::Rax, CONSOLE_TEXT.len() as u32, 0, 0)?;
         a.mov(word_ptr(rbp + 0x1804), 0u32)?;
-        a.mov(word_ptr(rbp + 0x1802), 1u32)?;
-        a.mfence()?;
-        a.mov(word_ptr(r8), 1u32)?;
-        let mut poll_tx = a.create_label();
-        a.set_label(&mut poll_tx)?;
-        a.pause()?;
-        a.movzx(eax, word_ptr(rbp + 0x2802))?;
-        a.cmp(eax, 1u32)?;
-        a.jb(poll_tx)?;
+        virtio_pci::kick_and_wait(a, rbp, 0x800, r8, 1, 1)?;
         a.ret()?;
         a.set_label(&mut text)?;
         a.db(CONSOLE_TEXT)

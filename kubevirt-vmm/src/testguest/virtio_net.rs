@@ -173,15 +173,7 @@ pub fn virtio_net_check() -> Result<TestGuest, TestGuestError> {
         a.mov(dword_ptr(rdi + 8), 12 + GUEST_FRAME_LEN)?;
         a.mov(dword_ptr(rdi + 12), 0u32)?;
         a.mov(word_ptr(rdi + 0x1004), 0u32)?;
-        a.mov(word_ptr(rdi + 0x1002), 1u32)?;
-        a.mfence()?;
-        a.mov(word_ptr(r12), 1u32)?;
-        let mut tx_poll = a.create_label();
-        a.set_label(&mut tx_poll)?;
-        a.pause()?;
-        a.movzx(eax, word_ptr(rdi + 0x2002))?;
-        a.cmp(eax, 1u32)?;
-        a.jb(tx_poll)?;
+        virtio_pci::kick_and_wait(a, rdi, 0, r12, 1, 1)?;
         a.mov(dword_ptr(r15 + RES_TX_USED as i32), eax)?;
 
         // Receive: R11 = next used entry to look at, ECX counts polls down.

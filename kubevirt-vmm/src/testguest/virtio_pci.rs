@@ -267,6 +267,28 @@ pub fn driver_ok(a: &mut CodeAssembler) -> Result<(), IcedError> {
     )
 }
 
+/// Publishes `count` as the available index of the queue whose rings are at `base + offset`
+/// (the layout [`setup_queue`] gives), notifies it through `notify` with its index `queue`,
+/// and polls until the used index reaches `count`: EAX = the used index. No interrupts.
+pub fn kick_and_wait(
+    a: &mut CodeAssembler,
+    base: AsmRegister64,
+    offset: i32,
+    notify: AsmRegister64,
+    queue: u32,
+    count: u32,
+) -> Result<(), IcedError> {
+    a.mov(word_ptr(base + (offset + 0x1002)), count)?;
+    a.mfence()?;
+    a.mov(word_ptr(notify), queue)?;
+    let mut poll = a.create_label();
+    a.set_label(&mut poll)?;
+    a.pause()?;
+    a.movzx(eax, word_ptr(base + (offset + 0x2002)))?;
+    a.cmp(eax, count)?;
+    a.jb(poll)
+}
+
 /// Zeroes `len` bytes (a multiple of 8) at `addr`. Clobbers RAX, RCX, RDI.
 pub fn zero(a: &mut CodeAssembler, addr: u64, len: u32) -> Result<(), IcedError> {
     a.mov(rdi, addr)?;
@@ -292,6 +314,7 @@ mod tests {
         accept_features(&mut a).unwrap();
         setup_queue(&mut a, 0, 16, rbx, 0, r12).unwrap();
         driver_ok(&mut a).unwrap();
+        kick_and_wait(&mut a, rbx, 0, r12, 0, 1).unwrap();
         a.set_label(&mut missing).unwrap();
         a.hlt().unwrap();
         r.emit(&mut a).unwrap();
