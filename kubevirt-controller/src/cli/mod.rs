@@ -1,5 +1,6 @@
 //! Command-line interface of the `kubevirt-controller` binary.
 
+mod controllers;
 mod crds;
 mod validate;
 
@@ -39,6 +40,13 @@ pub enum Command {
         #[arg(short = 'o', long = "output")]
         output: Option<Output>,
     },
+    /// Run the controllers (today: VirtualMachine) against the cluster that `KUBECONFIG` (or
+    /// `--kubeconfig`, or the in-cluster service account) names, until SIGINT or SIGTERM.
+    Run {
+        /// The kubeconfig file (default: `KUBECONFIG`, then `~/.kube/config`, then in-cluster).
+        #[arg(long)]
+        kubeconfig: Option<PathBuf>,
+    },
 }
 
 /// Output formats.
@@ -59,6 +67,9 @@ pub enum CliError {
     /// Rendering output failed.
     #[error("rendering output: {0}")]
     Render(String),
+    /// The cluster could not be reached.
+    #[error("connecting to the cluster: {0}")]
+    Connect(String),
 }
 
 /// Run a parsed command line, writing results to `out`.
@@ -66,5 +77,6 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<ExitCode, CliError> {
     match cli.command {
         Command::Crds { descriptions } => crds::run(descriptions, out),
         Command::Validate { files, output } => validate::run(&files, output, out),
+        Command::Run { kubeconfig } => controllers::run(kubeconfig, out),
     }
 }

@@ -1,0 +1,291 @@
+//! One sync of a VM as a pure function of what the controller observed: which action to take on
+//! its instance and the status to write (upstream's `syncRunStrategy` and status update).
+//!
+//! State-change requests (`status.stateChangeRequests`, what `virtctl start|stop|restart` add)
+//! form a queue: requests already carried out are dropped from its head, then the head request,
+//! if any, is acted on before the run strategy's own rule.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kubevirt_api::core::v1::{
+    VirtualMachine, VirtualMachineCondition, VirtualMachineInstance,
+    VirtualMachineStateChangeRequest, VirtualMachineStatus,
+};
+
+use super::backoff;
+use super::instance::{condition, ever_ran, is_deleting, is_final, phase, uid};
+use super::printable::{Facts, Intent, printable_status};
+use super::strategy::RunStrategy;
+
+/// What to do to the VM's instance.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Nothing.
+    None,
+    /// Create the instance from the template (paused if a start request asked for it).
+    Create {
+        /// Start it paused.
+        paused: bool,
+    },
+    /// Delete the instance with this UID.
+    Delete {
+        /// Its UID (a precondition of the delete).
+        uid: String,
+    },
+    /// Switch `spec` to this strategy: a Halted VM that was asked to start becomes Always.
+    SetStrategy(RunStrategy),
+}
+
+/// The outcome of one sync.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    /// What to do.
+    pub action: Action,
+    /// The status to write.
+    pub status: VirtualMachineStatus,
+    /// Sync again at this time (a failed start's backoff ends).
+    pub requeue_at: Option<Timestamp>,
+}
+
+/// What one sync looks at.
+#[derive(Clone, Copy, Debug)]
+pub struct Observed<'a> {
+    /// The VM.
+    pub vm: &'a VirtualMachine,
+    /// Its instance (same name and namespace), if one exists.
+    pub vmi: Option<&'a VirtualMachineInstance>,
+    /// The time now.
+    pub now: Timestamp,
+    /// A number in [0, 1) for the backoff's jitter.
+    pub jitter: f64,
+}
+
+const START: &str = "Start";
+const STOP: &str = "Stop";
+
+/// Plans one sync.
+pub fn plan(o: Observed<'_>) -> Plan {
+    let old = o.vm.status.clone().unwrap_or_default();
+    let mut requests: VecDeque<_> = old.state_change_requests.clone().unwrap_or_default().into();
+    while requests.front().is_some_and(|r| carried_out(r, o.vmi)) {
+        requests.pop_front();
+    }
+    let strategy = RunStrategy::of(&o.vm.spec);
+    let mut start_failure = old.start_failure.clone();
+    if let Some(v) = o.vmi {
+        if ever_ran(v) {
+            start_failure = None;
+        } else if is_final(v) && !uid(v).is_empty() {
+            start_failure = Some(backoff::record(
+                start_failure.as_ref(),
+                uid(v),
+                o.now,
+                o.jitter,
+            ));
+        }
+    }
+    if matches!(strategy, Ok(RunStrategy::Manual | RunStrategy::Halted)) {
+        start_failure = None;
+    }
+    let vm_deleting = o.vm.metadata.deletion_timestamp.is_some();
+    let mut requeue_at = None;
+    let mut failure = None;
+    let action = match &strategy {
+        Err(e) => {
+            failure = Some(("InvalidRunStrategy", e.to_string()));
+            Action::None
+        }
+        // Deleting the VM deletes its instance through the owner reference.
+        Ok(_) if vm_deleting => Action::None,
+        Ok(RunStrategy::WaitAsReceiver) => {
+            failure = Some((
+                "UnsupportedRunStrategy",
+                "spec.runStrategy: WaitAsReceiver (decentralized live migration) is not supported"
+                    .to_string(),
+            ));
+            Action::None
+        }
+        Ok(s) => {
+            let s = *s;
+            let held = if s.backs_off() {
+                backoff::holds_until(start_failure.as_ref(), o.now)
+            } else {
+                None
+            };
+            let mut create = |paused| match held {
+                Some(t) => {
+                    requeue_at = Some(t);
+                    Action::None
+                }
+                None => Action::Create { paused },
+            };
+            decide(
+                s,
+                o.vmi,
+                &mut requests,
+                old.run_strategy.as_deref(),
+                &mut create,
+            )
+        }
+    };
+
+    let intent = match action {
+        Action::Create { .. } | Action::SetStrategy(_) => Intent::Start,
+        Action::Delete { .. } => Intent::Stop,
+        Action::None => Intent::Keep,
+    };
+    let crash_looping = strategy.as_ref().is_ok_and(|s| s.backs_off())
+        && start_failure
+            .as_ref()
+            .and_then(|f| f.consecutive_fail_count)
+            .is_some_and(|c| c > 0);
+    let printable = printable_status(Facts {
+        vm_deleting,
+        vmi: o.vmi,
+        intent,
+        crash_looping,
+    });
+    let live = o.vmi.filter(|v| !is_final(v) && !is_deleting(v));
+    let ready = live.is_some_and(|v| {
+        phase(v) == "Running" && condition(v, "Ready").is_some_and(|(s, _)| s == "True")
+    });
+    let mut status = old.clone();
+    status.printable_status = Some(printable.into());
+    status.created = Some(o.vmi.is_some());
+    status.ready = Some(ready);
+    status.run_strategy = strategy
+        .map(|s| s.as_str().to_string())
+        .ok()
+        .or(old.run_strategy.clone());
+    status.state_change_requests = (!requests.is_empty()).then(|| requests.into());
+    status.start_failure = start_failure;
+    status.observed_generation = o.vm.metadata.generation;
+    status.desired_generation = o.vm.metadata.generation;
+    status.conditions = Some(conditions(&old, o.vmi, ready, failure, o.now));
+    Plan {
+        action,
+        status,
+        requeue_at,
+    }
+}
+
+/// Whether a request needs nothing more: a Stop once no instance with its UID exists, a Start
+/// once a live instance exists; requests of unknown actions are dropped.
+fn carried_out(r: &VirtualMachineStateChangeRequest, vmi: Option<&VirtualMachineInstance>) -> bool {
+    match r.action.as_str() {
+        STOP => match (vmi, r.uid.as_deref()) {
+            (None, _) => true,
+            (Some(v), Some(u)) => uid(v) != u,
+            (Some(_), None) => false,
+        },
+        START => vmi.is_some_and(|v| !is_final(v) && !is_deleting(v)),
+        _ => true,
+    }
+}
+
+fn decide(
+    s: RunStrategy,
+    vmi: Option<&VirtualMachineInstance>,
+    requests: &mut VecDeque<VirtualMachineStateChangeRequest>,
+    last_strategy: Option<&str>,
+    create: &mut impl FnMut(bool) -> Action,
+) -> Action {
+    // An instance on its way out is waited for.
+    if vmi.is_some_and(is_deleting) {
+        return Action::None;
+    }
+    let delete = |v: &VirtualMachineInstance| Action::Delete {
+        uid: uid(v).to_string(),
+    };
+    if let Some(head) = requests.front() {
+        match (head.action.as_str(), vmi) {
+            // Not carried out, so the instance is there.
+            (STOP, Some(v)) => return delete(v),
+            (START, _) if s == RunStrategy::Halted => {
+                // Kept in the queue: the Always sync that follows starts (paused, if asked).
+                return Action::SetStrategy(RunStrategy::Always);
+            }
+            (START, Some(v)) => return delete(v),
+            (START, None) => {
+                let paused = head
+                    .data
+                    .as_ref()
+                    .and_then(|d| d.get("paused"))
+                    .is_some_and(|p| p == "true");
+                return create(paused);
+            }
+            _ => {}
+        }
+    }
+    match (s, vmi) {
+        (RunStrategy::Always | RunStrategy::Once, None) => create(false),
+        (RunStrategy::Always, Some(v)) if is_final(v) => delete(v),
+        (RunStrategy::RerunOnFailure, None) if last_strategy != Some("RerunOnFailure") => {
+            create(false)
+        }
+        (RunStrategy::RerunOnFailure, Some(v)) if phase(v) == "Failed" => {
+            requests.push_back(VirtualMachineStateChangeRequest {
+                action: START.into(),
+                data: None,
+                uid: None,
+            });
+            delete(v)
+        }
+        (RunStrategy::RerunOnFailure, Some(v)) if phase(v) == "Succeeded" => delete(v),
+        (RunStrategy::Halted, Some(v)) => delete(v),
+        _ => Action::None,
+    }
+}
+
+/// Ready (mirrors the instance), Paused (mirrors it while true) and Failure (while the spec
+/// cannot be acted on); a condition keeps its transition time while its status stays.
+fn conditions(
+    old: &VirtualMachineStatus,
+    vmi: Option<&VirtualMachineInstance>,
+    ready: bool,
+    failure: Option<(&str, String)>,
+    now: Timestamp,
+) -> Vec<VirtualMachineCondition> {
+    let previous: BTreeMap<&str, &VirtualMachineCondition> = old
+        .conditions
+        .iter()
+        .flatten()
+        .map(|c| (c.type_.as_str(), c))
+        .collect();
+    let make = |type_: &str, status: bool, reason: Option<String>, message: Option<String>| {
+        let status = if status { "True" } else { "False" }.to_string();
+        let since = previous
+            .get(type_)
+            .filter(|p| p.status == status)
+            .and_then(|p| p.last_transition_time.clone())
+            .unwrap_or(Time(now));
+        VirtualMachineCondition {
+            type_: type_.into(),
+            status,
+            reason,
+            message,
+            last_transition_time: Some(since),
+            last_probe_time: None,
+        }
+    };
+    let ready_reason = match vmi {
+        None => "VMINotExists".to_string(),
+        Some(v) => condition(v, "Ready")
+            .and_then(|(_, r)| r)
+            .map(str::to_string)
+            .unwrap_or_else(|| if ready { "VMIReady" } else { "VMINotReady" }.into()),
+    };
+    let mut out = vec![make("Ready", ready, Some(ready_reason), None)];
+    if vmi.is_some_and(|v| condition(v, "Paused").is_some_and(|(s, _)| s == "True")) {
+        out.push(make("Paused", true, Some("PausedByUser".into()), None));
+    }
+    if let Some((reason, message)) = failure {
+        out.push(make("Failure", true, Some(reason.into()), Some(message)));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

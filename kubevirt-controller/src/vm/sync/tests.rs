@@ -1,0 +1,369 @@
+use serde_json::{Value, json};
+
+use super::*;
+
+const NOW: &str = "2026-11-28T12:00:00Z";
+
+fn now() -> Timestamp {
+    NOW.parse().unwrap()
+}
+
+fn vm(spec: Value, status: Value) -> VirtualMachine {
+    let mut spec = spec;
+    spec["template"] = json!({"spec": {"domain": {"devices": {}}}});
+    serde_json::from_value(json!({
+        "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine",
+        "metadata": {"name": "v", "namespace": "ns", "uid": "vm-uid", "generation": 2},
+        "spec": spec, "status": status,
+    }))
+    .unwrap()
+}
+
+fn vmi(phase: &str, uid: &str, ran: bool) -> VirtualMachineInstance {
+    let mut transitions = vec![];
+    if ran {
+        transitions.push(json!({"phase": "Running", "phaseTransitionTimestamp": NOW}));
+    }
+    serde_json::from_value(json!({
+        "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance",
+        "metadata": {"name": "v", "namespace": "ns", "uid": uid},
+        "spec": {"domain": {"devices": {}}},
+        "status": {"phase": phase, "phaseTransitionTimestamps": transitions,
+                   "conditions": [{"type": "Ready", "status": if phase == "Running" {"True"} else {"False"}}]},
+    }))
+    .unwrap()
+}
+
+fn run(vm: &VirtualMachine, vmi: Option<&VirtualMachineInstance>) -> Plan {
+    plan(Observed {
+        vm,
+        vmi,
+        now: now(),
+        jitter: 0.0,
+    })
+}
+
+fn delete(uid: &str) -> Action {
+    Action::Delete { uid: uid.into() }
+}
+
+const CREATE: Action = Action::Create { paused: false };
+
+#[test]
+fn always_starts_an_absent_instance_and_replaces_a_finished_one() {
+    let v = vm(json!({"runStrategy": "Always"}), json!({}));
+    let p = run(&v, None);
+    assert_eq!(p.action, CREATE);
+    assert_eq!(p.status.printable_status.as_deref(), Some("Starting"));
+    assert_eq!(p.status.created, Some(false));
+    let running = vmi("Running", "a", true);
+    let p = run(&v, Some(&running));
+    assert_eq!(p.action, Action::None);
+    assert_eq!(p.status.printable_status.as_deref(), Some("Running"));
+    assert_eq!((p.status.created, p.status.ready), (Some(true), Some(true)));
+    assert_eq!(
+        run(&v, Some(&vmi("Succeeded", "a", true))).action,
+        delete("a")
+    );
+    assert_eq!(run(&v, Some(&vmi("Failed", "a", true))).action, delete("a"));
+}
+
+#[test]
+fn running_true_and_false_are_always_and_halted() {
+    let on = vm(json!({"running": true}), json!({}));
+    assert_eq!(run(&on, None).action, CREATE);
+    let off = vm(json!({"running": false}), json!({}));
+    let p = run(&off, None);
+    assert_eq!(p.action, Action::None);
+    assert_eq!(p.status.printable_status.as_deref(), Some("Stopped"));
+    assert_eq!(
+        run(&off, Some(&vmi("Running", "a", true))).action,
+        delete("a")
+    );
+    assert_eq!(
+        run(&off, Some(&vmi("Running", "a", true)))
+            .status
+            .printable_status
+            .as_deref(),
+        Some("Stopping")
+    );
+}
+
+#[test]
+fn a_failed_start_backs_off_and_shows_crash_loop() {
+    let v = vm(json!({"runStrategy": "Always"}), json!({}));
+    // The instance failed without ever running: counted, and deleted.
+    let p = run(&v, Some(&vmi("Failed", "a", false)));
+    assert_eq!(p.action, delete("a"));
+    let failure = p.status.start_failure.clone().unwrap();
+    assert_eq!(failure.consecutive_fail_count, Some(1));
+    // Once gone, the next start waits for the backoff.
+    let v2 = vm(
+        json!({"runStrategy": "Always"}),
+        serde_json::to_value(&p.status).unwrap(),
+    );
+    let p2 = run(&v2, None);
+    assert_eq!(p2.action, Action::None);
+    assert_eq!(
+        p2.status.printable_status.as_deref(),
+        Some("CrashLoopBackOff")
+    );
+    let at = p2.requeue_at.unwrap();
+    assert_eq!(at.duration_since(now()).as_secs(), 10);
+    // After it, the start happens.
+    let later = plan(Observed {
+        vm: &v2,
+        vmi: None,
+        now: at,
+        jitter: 0.0,
+    });
+    assert_eq!(later.action, CREATE);
+    // An instance that reaches Running clears the count.
+    let v3 = vm(
+        json!({"runStrategy": "Always"}),
+        serde_json::to_value(&later.status).unwrap(),
+    );
+    assert_eq!(
+        run(&v3, Some(&vmi("Running", "b", true)))
+            .status
+            .start_failure,
+        None
+    );
+}
+
+#[test]
+fn rerun_on_failure_restarts_failures_but_not_shutdowns() {
+    let fresh = vm(json!({"runStrategy": "RerunOnFailure"}), json!({}));
+    assert_eq!(run(&fresh, None).action, CREATE);
+    let seen = vm(
+        json!({"runStrategy": "RerunOnFailure"}),
+        json!({"runStrategy": "RerunOnFailure"}),
+    );
+    // Shut down by the guest: deleted, and not started again.
+    assert_eq!(
+        run(&seen, Some(&vmi("Succeeded", "a", true))).action,
+        delete("a")
+    );
+    assert_eq!(run(&seen, None).action, Action::None);
+    // Failed: deleted with a Start queued, which starts the next one.
+    let p = run(&seen, Some(&vmi("Failed", "a", true)));
+    assert_eq!(p.action, delete("a"));
+    let queued = p.status.state_change_requests.clone().unwrap();
+    assert_eq!(queued[0].action, "Start");
+    let after = vm(
+        json!({"runStrategy": "RerunOnFailure"}),
+        serde_json::to_value(&p.status).unwrap(),
+    );
+    let p = run(&after, None);
+    assert_eq!(p.action, CREATE);
+    // Once the new instance lives, the request is done.
+    let done = vm(
+        json!({"runStrategy": "RerunOnFailure"}),
+        serde_json::to_value(&p.status).unwrap(),
+    );
+    let p = run(&done, Some(&vmi("Running", "b", true)));
+    assert_eq!(p.status.state_change_requests, None);
+}
+
+#[test]
+fn manual_acts_only_on_requests_in_order() {
+    let idle = vm(json!({"runStrategy": "Manual"}), json!({}));
+    assert_eq!(run(&idle, None).action, Action::None);
+    assert_eq!(
+        run(&idle, Some(&vmi("Failed", "a", true))).action,
+        Action::None
+    );
+    // virtctl restart: Stop{uid a} then Start.
+    let restart = vm(
+        json!({"runStrategy": "Manual"}),
+        json!({"stateChangeRequests": [{"action": "Stop", "uid": "a"}, {"action": "Start"}]}),
+    );
+    assert_eq!(
+        run(&restart, Some(&vmi("Running", "a", true))).action,
+        delete("a")
+    );
+    let p = run(&restart, None);
+    assert_eq!(p.action, CREATE);
+    assert_eq!(p.status.state_change_requests.as_ref().unwrap().len(), 1);
+    let p = run(&restart, Some(&vmi("Pending", "b", false)));
+    assert_eq!(p.action, Action::None);
+    assert_eq!(p.status.state_change_requests, None);
+    // A start request asking for a paused start.
+    let paused = vm(
+        json!({"runStrategy": "Manual"}),
+        json!({"stateChangeRequests": [{"action": "Start", "data": {"paused": "true"}}]}),
+    );
+    assert_eq!(run(&paused, None).action, Action::Create { paused: true });
+}
+
+#[test]
+fn halted_asked_to_start_becomes_always() {
+    let v = vm(
+        json!({"runStrategy": "Halted"}),
+        json!({"stateChangeRequests": [{"action": "Start", "data": {"paused": "true"}}]}),
+    );
+    let p = run(&v, None);
+    assert_eq!(p.action, Action::SetStrategy(RunStrategy::Always));
+    assert!(
+        p.status.state_change_requests.is_some(),
+        "the request stays for the next sync"
+    );
+    let v = vm(
+        json!({"runStrategy": "Always"}),
+        serde_json::to_value(&p.status).unwrap(),
+    );
+    assert_eq!(run(&v, None).action, Action::Create { paused: true });
+}
+
+#[test]
+fn once_never_restarts() {
+    let v = vm(json!({"runStrategy": "Once"}), json!({}));
+    assert_eq!(run(&v, None).action, CREATE);
+    assert_eq!(
+        run(&v, Some(&vmi("Failed", "a", true))).action,
+        Action::None
+    );
+    assert_eq!(
+        run(&v, Some(&vmi("Succeeded", "a", true))).action,
+        Action::None
+    );
+}
+
+#[test]
+fn a_deleting_instance_or_vm_is_waited_for() {
+    let v = vm(json!({"runStrategy": "Always"}), json!({}));
+    let mut going = vmi("Failed", "a", true);
+    going.metadata.deletion_timestamp = Some(Time(now()));
+    assert_eq!(run(&v, Some(&going)).action, Action::None);
+    let mut dying = v.clone();
+    dying.metadata.deletion_timestamp = Some(Time(now()));
+    let p = run(&dying, None);
+    assert_eq!(p.action, Action::None);
+    assert_eq!(p.status.printable_status.as_deref(), Some("Terminating"));
+}
+
+#[test]
+fn a_bad_spec_is_a_failure_condition_and_no_action() {
+    let v = vm(json!({"runStrategy": "Always", "running": true}), json!({}));
+    let p = run(&v, None);
+    assert_eq!(p.action, Action::None);
+    let failure = p
+        .status
+        .conditions
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|c| c.type_ == "Failure")
+        .unwrap();
+    assert!(failure.message.as_ref().unwrap().contains("spec.running"));
+    let v = vm(json!({"runStrategy": "WaitAsReceiver"}), json!({}));
+    assert_eq!(run(&v, None).action, Action::None);
+}
+
+#[test]
+fn conditions_keep_their_transition_time_while_unchanged() {
+    let old_time = "2026-01-01T00:00:00Z";
+    let v = vm(
+        json!({"runStrategy": "Always"}),
+        json!({"conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": old_time}]}),
+    );
+    let p = run(&v, Some(&vmi("Running", "a", true)));
+    let ready = &p.status.conditions.as_ref().unwrap()[0];
+    assert_eq!(
+        ready.last_transition_time.as_ref().unwrap().0.to_string(),
+        old_time
+    );
+    let p = run(&v, None);
+    let ready = &p.status.conditions.as_ref().unwrap()[0];
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_deref()),
+        ("False", Some("VMINotExists"))
+    );
+    assert_eq!(ready.last_transition_time.as_ref().unwrap().0, now());
+}
+
+mod props {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn arb_phase() -> impl Strategy<Value = Option<(&'static str, bool, bool)>> {
+        proptest::option::of((
+            prop_oneof![
+                Just(""),
+                Just("Pending"),
+                Just("Scheduled"),
+                Just("Running"),
+                Just("Succeeded"),
+                Just("Failed")
+            ],
+            any::<bool>(),
+            any::<bool>(),
+        ))
+    }
+
+    fn arb_requests() -> impl Strategy<Value = Vec<(bool, Option<&'static str>)>> {
+        proptest::collection::vec(
+            (
+                any::<bool>(),
+                proptest::option::of(prop_oneof![Just("a"), Just("b")]),
+            ),
+            0..4,
+        )
+    }
+
+    proptest! {
+        /// Whatever the VM and instance look like, a sync never deletes an instance other than
+        /// the one it saw, never creates while one exists, never acts on a deleting VM, and
+        /// always leaves a printable status.
+        #[test]
+        fn a_sync_is_consistent(
+            strategy in prop_oneof![Just("Always"), Just("RerunOnFailure"), Just("Manual"), Just("Halted"), Just("Once")],
+            last in proptest::option::of(prop_oneof![Just("Always"), Just("RerunOnFailure"), Just("Manual")]),
+            instance in arb_phase(),
+            requests in arb_requests(),
+            vm_deleting in any::<bool>(),
+            failures in 0i32..5,
+        ) {
+            let reqs: Vec<Value> = requests.iter().map(|(start, uid)| json!({
+                "action": if *start { "Start" } else { "Stop" }, "uid": uid })).collect();
+            let mut status = json!({"stateChangeRequests": reqs, "runStrategy": last});
+            if failures > 0 {
+                status["startFailure"] = json!({"consecutiveFailCount": failures, "lastFailedVMIUID": "old",
+                    "retryAfterTimestamp": "2026-11-28T12:00:05Z"});
+            }
+            let mut v = vm(json!({"runStrategy": strategy}), status);
+            if vm_deleting {
+                v.metadata.deletion_timestamp = Some(Time(now()));
+            }
+            let i = instance.map(|(phase, ran, deleting)| {
+                let mut i = vmi(phase, "a", ran);
+                if deleting {
+                    i.metadata.deletion_timestamp = Some(Time(now()));
+                }
+                i
+            });
+            let p = run(&v, i.as_ref());
+            match &p.action {
+                Action::Delete { uid } => {
+                    prop_assert_eq!(uid.as_str(), "a");
+                    prop_assert!(i.is_some());
+                }
+                Action::Create { .. } => {
+                    prop_assert!(i.is_none());
+                    prop_assert!(p.requeue_at.is_none());
+                }
+                Action::SetStrategy(s) => prop_assert_eq!(*s, RunStrategy::Always),
+                Action::None => {}
+            }
+            if vm_deleting {
+                prop_assert_eq!(&p.action, &Action::None);
+            }
+            if i.as_ref().is_some_and(is_deleting) {
+                prop_assert_eq!(&p.action, &Action::None);
+            }
+            prop_assert!(p.status.printable_status.is_some());
+            prop_assert_eq!(p.status.created, Some(i.is_some()));
+        }
+    }
+}

@@ -1,0 +1,131 @@
+//! A real API server for the controller tests: kubevirt-local in process, on SQLite in a
+//! temporary directory, with every KubeVirt CRD installed.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::Client;
+use kube::api::{Api, PostParams};
+use kubevirt_api::crd::CrdOptions;
+use kubevirt_api::object::all_crds;
+use kubevirt_local::server::{self, State};
+use kubevirt_local::setup;
+use kubevirt_local::storage::Store;
+
+/// The server: a client for it and the kubeconfig kubectl and the binaries use.
+pub struct Cluster {
+    pub client: Client,
+    pub kubeconfig: PathBuf,
+    pub dir: PathBuf,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Cluster {
+    /// Starts a server on the current tokio runtime: HTTPS with a bearer token (as
+    /// `kubevirt-local apiserver` serves) when `tls`, else plain HTTP.
+    pub async fn start(tls: bool) -> Cluster {
+        let dir = std::env::temp_dir().join(format!(
+            "kv-controller-test-{}-{}",
+            std::process::id(),
+            jiff::Timestamp::now().as_nanosecond()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = Store::open(&dir.join("state.db")).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (url, tls, token) = if tls {
+            let t = setup::tls(&dir).unwrap();
+            let token = setup::token(&dir).unwrap();
+            (format!("https://{addr}"), Some(t), Some(token))
+        } else {
+            (format!("http://{addr}"), None, None)
+        };
+        let kubeconfig = setup::kubeconfig(
+            &dir,
+            &url,
+            tls.as_ref().map(|t| t.ca_pem.as_str()),
+            token.as_deref(),
+        )
+        .unwrap();
+        let state = State::new(store, token, addr.to_string()).unwrap();
+        tokio::spawn(server::serve(
+            listener,
+            state,
+            tls.map(|t| t.config),
+            std::future::pending(),
+        ));
+        let file = kube::config::Kubeconfig::read_from(&kubeconfig).unwrap();
+        let config = kube::Config::from_custom_kubeconfig(file, &Default::default())
+            .await
+            .unwrap();
+        let client = Client::try_from(config).unwrap();
+        let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+        for crd in all_crds(&CrdOptions::default()) {
+            crds.create(&PostParams::default(), &crd).await.unwrap();
+        }
+        Cluster {
+            client,
+            kubeconfig,
+            dir,
+        }
+    }
+
+    /// Runs the real kubectl against the server (off the async runtime).
+    pub async fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+        let (kubeconfig, cache) = (self.kubeconfig.clone(), self.dir.join("kubectl-cache"));
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let stdin = stdin.map(str::to_string);
+        tokio::task::spawn_blocking(move || {
+            use std::io::Write;
+            use std::process::{Command, Stdio};
+            let mut child = Command::new("kubectl")
+                .env("KUBECONFIG", kubeconfig)
+                .arg("--cache-dir")
+                .arg(cache)
+                .args(&args)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("kubectl is installed");
+            if let Some(s) = stdin {
+                child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
+            }
+            drop(child.stdin.take());
+            let out = child.wait_with_output().unwrap();
+            (
+                out.status.success(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        })
+        .await
+        .unwrap()
+    }
+}
+
+/// Polls `probe` until it yields a value (10 s at most).
+pub async fn eventually<T, F: Future<Output = Option<T>>>(
+    what: &str,
+    mut probe: impl FnMut() -> F,
+) -> T {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
