@@ -6,4 +6,5 @@
 #![deny(missing_docs)]
 
 pub mod cli;
+pub mod node;
 pub mod vm;

@@ -6,7 +6,8 @@ use std::process::ExitCode;
 
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
-use super::CliError;
+use super::{CliError, NodeArgs};
+use crate::node::{self, NodeConfig};
 use crate::vm;
 
 pub(super) fn run(kubeconfig: Option<PathBuf>, out: &mut dyn Write) -> Result<ExitCode, CliError> {
@@ -14,36 +15,87 @@ pub(super) fn run(kubeconfig: Option<PathBuf>, out: &mut dyn Write) -> Result<Ex
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let config = match kubeconfig {
-            Some(path) => {
-                let connect = |e: kube::config::KubeconfigError| {
-                    CliError::Connect(format!("{}: {e}", path.display()))
-                };
-                let file = Kubeconfig::read_from(&path).map_err(connect)?;
-                kube::Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
-                    .await
-                    .map_err(connect)?
-            }
-            None => kube::Config::infer()
-                .await
-                .map_err(|e| CliError::Connect(e.to_string()))?,
-        };
-        let server = config.cluster_url.to_string();
-        let client =
-            kube::Client::try_from(config).map_err(|e| CliError::Connect(e.to_string()))?;
+        let (client, server) = connect(kubeconfig).await?;
         writeln!(
             out,
             "kubevirt-controller: VirtualMachine controller on {server}"
         )?;
         out.flush()?;
-        vm::controller::run(client, shutdown_signal(), |r| {
-            if let Err(e) = r {
-                eprintln!("kubevirt-controller: {e}");
-            }
-        })
-        .await;
+        vm::controller::run(client, shutdown_signal(), log).await;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+pub(super) fn node(args: NodeArgs, out: &mut dyn Write) -> Result<ExitCode, CliError> {
+    let node_name = match args.node_name {
+        Some(n) => n,
+        None => std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .map_err(|e| {
+                CliError::Connect(format!("reading the host name (give --node-name): {e}"))
+            })?,
+    };
+    let launcher = args.launcher.unwrap_or_else(|| {
+        std::env::current_exe()
+            .ok()
+            .and_then(|p| Some(p.parent()?.join("kubevirt-launcher")))
+            .filter(|p| p.exists())
+            .unwrap_or_else(|| PathBuf::from("kubevirt-launcher"))
+    });
+    let config = NodeConfig {
+        node_name,
+        launcher,
+        run_root: args.run_root,
+        cache_dir: args.cache_dir,
+        volumes_dir: args.volumes_dir,
+        launcher_args: args
+            .plain_http
+            .iter()
+            .flat_map(|r| ["--plain-http-registry".to_string(), r.clone()])
+            .collect(),
+        claim_unscheduled: !args.only_scheduled,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let (client, server) = connect(args.kubeconfig).await?;
+        writeln!(
+            out,
+            "kubevirt-controller: node agent {} on {server} (launcher {})",
+            config.node_name,
+            config.launcher.display()
+        )?;
+        out.flush()?;
+        node::agent::run(client, config, shutdown_signal(), log).await;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn log(r: Result<String, String>) {
+    if let Err(e) = r {
+        eprintln!("kubevirt-controller: {e}");
+    }
+}
+
+async fn connect(kubeconfig: Option<PathBuf>) -> Result<(kube::Client, String), CliError> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let connect = |e: kube::config::KubeconfigError| {
+                CliError::Connect(format!("{}: {e}", path.display()))
+            };
+            let file = Kubeconfig::read_from(&path).map_err(connect)?;
+            kube::Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
+                .await
+                .map_err(connect)?
+        }
+        None => kube::Config::infer()
+            .await
+            .map_err(|e| CliError::Connect(e.to_string()))?,
+    };
+    let server = config.cluster_url.to_string();
+    let client = kube::Client::try_from(config).map_err(|e| CliError::Connect(e.to_string()))?;
+    Ok((client, server))
 }
 
 async fn shutdown_signal() {

@@ -47,6 +47,40 @@ pub enum Command {
         #[arg(long)]
         kubeconfig: Option<PathBuf>,
     },
+    /// Run the node agent: a `kubevirt-launcher` for every VMI on this node, its state written
+    /// back on the VMI; deleting a VMI shuts its guest down first.
+    Node(NodeArgs),
+}
+
+/// Arguments of `kubevirt-controller node`.
+#[derive(Debug, clap::Args)]
+pub struct NodeArgs {
+    /// The kubeconfig file (default: `KUBECONFIG`, then `~/.kube/config`, then in-cluster).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// This node's name (default: the host name).
+    #[arg(long)]
+    pub node_name: Option<String>,
+    /// The `kubevirt-launcher` binary (default: next to this binary, else on PATH).
+    #[arg(long)]
+    pub launcher: Option<PathBuf>,
+    /// Per-VMI run directories go below this.
+    #[arg(long, default_value = "/var/run/kubevirt-rs/vmis")]
+    pub run_root: PathBuf,
+    /// The launchers' image cache.
+    #[arg(long, default_value = "/var/cache/kubevirt-rs/images")]
+    pub cache_dir: PathBuf,
+    /// Where claims are prepared (`<dir>/<volume>/disk.img`).
+    #[arg(long, default_value = "/var/run/kubevirt-rs/volumes")]
+    pub volumes_dir: PathBuf,
+    /// A registry (`host:port`) the launchers use over plain HTTP; repeatable.
+    #[arg(long = "plain-http-registry")]
+    pub plain_http: Vec<String>,
+    /// Run only VMIs already placed on this node (a real cluster's scheduler places them);
+    /// by default the agent also takes VMIs no node has claimed, as the local single-node
+    /// control plane needs.
+    #[arg(long)]
+    pub only_scheduled: bool,
 }
 
 /// Output formats.
@@ -78,5 +112,6 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<ExitCode, CliError> {
         Command::Crds { descriptions } => crds::run(descriptions, out),
         Command::Validate { files, output } => validate::run(&files, output, out),
         Command::Run { kubeconfig } => controllers::run(kubeconfig, out),
+        Command::Node(args) => controllers::node(args, out),
     }
 }

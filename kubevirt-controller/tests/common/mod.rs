@@ -112,12 +112,12 @@ impl Cluster {
     }
 }
 
-/// Polls `probe` until it yields a value (10 s at most).
+/// Polls `probe` until it yields a value (30 s at most: generous for a loaded CI machine).
 pub async fn eventually<T, F: Future<Output = Option<T>>>(
     what: &str,
     mut probe: impl FnMut() -> F,
 ) -> T {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         if let Some(v) = probe().await {
             return v;

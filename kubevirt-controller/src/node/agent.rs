@@ -1,0 +1,184 @@
+//! The node agent's loop: every VMI placed on this node (or, on the local single-node plane,
+//! not placed yet) gets a launcher; the launcher's state is written back on the VMI; deleting
+//! the VMI shuts the guest down (ACPI power button, forced stop after the grace period) before
+//! the VMI's finalizer is removed.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use jiff::Timestamp;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::finalizer::{Event, finalizer};
+use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
+use kubevirt_api::core::v1::VirtualMachineInstance;
+use tokio::sync::Mutex;
+
+use super::launcher::Launcher;
+use super::report::{Report, patch};
+use super::{NodeConfig, NodeError};
+use crate::vm::instance::{is_final, phase};
+
+/// The finalizer that keeps a VMI until its guest is down (upstream's name).
+pub const FINALIZER: &str = "kubevirt.io/foregroundDeleteVirtualMachine";
+/// How often a running launcher is asked for its state.
+const POLL: Duration = Duration::from_millis(500);
+/// Upstream's default grace period.
+const DEFAULT_GRACE: Duration = Duration::from_secs(30);
+/// Beyond the grace period, how long a launcher may take to exit before it is killed.
+const EXIT_SLACK: Duration = Duration::from_secs(10);
+
+struct Context {
+    client: Client,
+    config: NodeConfig,
+    launchers: Mutex<HashMap<String, Launcher>>,
+}
+
+/// Runs the node agent until `shutdown` resolves; launchers still running then are stopped.
+pub async fn run(
+    client: Client,
+    config: NodeConfig,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+    on_sync: impl Fn(Result<String, String>),
+) {
+    let vmis: Api<VirtualMachineInstance> = Api::all(client.clone());
+    let ctx = Arc::new(Context {
+        client,
+        config,
+        launchers: Mutex::new(HashMap::new()),
+    });
+    Controller::new(vmis, watcher::Config::default())
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx.clone())
+        .for_each(|r| {
+            on_sync(match r {
+                Ok((obj, _)) => Ok(format!(
+                    "{}/{}",
+                    obj.namespace.unwrap_or_default(),
+                    obj.name
+                )),
+                Err(e) => Err(e.to_string()),
+            });
+            futures::future::ready(())
+        })
+        .await;
+    for (_, mut l) in ctx.launchers.lock().await.drain() {
+        l.kill().await;
+    }
+}
+
+fn error_policy(_vmi: Arc<VirtualMachineInstance>, _e: &NodeError, _ctx: Arc<Context>) -> Action {
+    Action::requeue(Duration::from_secs(1))
+}
+
+/// Whether this agent runs `vmi`.
+fn mine(vmi: &VirtualMachineInstance, config: &NodeConfig) -> bool {
+    match vmi.status.as_ref().and_then(|s| s.node_name.as_deref()) {
+        Some(node) => node == config.node_name,
+        None => config.claim_unscheduled && matches!(phase(vmi), "" | "Pending"),
+    }
+}
+
+async fn reconcile(
+    vmi: Arc<VirtualMachineInstance>,
+    ctx: Arc<Context>,
+) -> Result<Action, NodeError> {
+    if !mine(&vmi, &ctx.config) && !vmi.finalizers().iter().any(|f| f == FINALIZER) {
+        return Ok(Action::await_change());
+    }
+    let namespace = vmi.namespace().unwrap_or_default();
+    let api: Api<VirtualMachineInstance> = Api::namespaced(ctx.client.clone(), &namespace);
+    finalizer(&api, FINALIZER, vmi, |event| async {
+        match event {
+            Event::Apply(vmi) => apply(&vmi, &api, &ctx).await,
+            Event::Cleanup(vmi) => cleanup(&vmi, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| NodeError::Reconcile(e.to_string()))
+}
+
+fn run_dir(vmi: &VirtualMachineInstance, config: &NodeConfig) -> PathBuf {
+    let uid = vmi.uid().unwrap_or_default();
+    config
+        .run_root
+        .join(vmi.namespace().unwrap_or_default())
+        .join(format!("{}-{}", vmi.name_any(), &uid[..uid.len().min(8)]))
+}
+
+async fn apply(
+    vmi: &VirtualMachineInstance,
+    api: &Api<VirtualMachineInstance>,
+    ctx: &Context,
+) -> Result<Action, NodeError> {
+    let uid = vmi.uid().unwrap_or_default();
+    let mut launchers = ctx.launchers.lock().await;
+    let report = match launchers.get_mut(&uid) {
+        Some(l) => l.report().await,
+        None if is_final(vmi) => return Ok(Action::await_change()),
+        None if matches!(phase(vmi), "" | "Pending") => {
+            let l = Launcher::spawn(&ctx.config, vmi, run_dir(vmi, &ctx.config)).await?;
+            launchers.insert(uid.clone(), l);
+            Report::Launching
+        }
+        None => Report::Lost,
+    };
+    let alive = !matches!(report, Report::Exited { .. } | Report::Lost);
+    if !alive {
+        launchers.remove(&uid);
+    }
+    drop(launchers);
+    if let Some(p) = patch(vmi, &ctx.config.node_name, &report, Timestamp::now()) {
+        api.patch(&vmi.name_any(), &PatchParams::default(), &Patch::Merge(&p))
+            .await
+            .map_err(|source| NodeError::Api {
+                what: "writing the status of",
+                name: vmi.name_any(),
+                source,
+            })?;
+    }
+    Ok(if alive {
+        Action::requeue(POLL)
+    } else {
+        Action::await_change()
+    })
+}
+
+async fn cleanup(vmi: &VirtualMachineInstance, ctx: &Context) -> Result<Action, NodeError> {
+    let uid = vmi.uid().unwrap_or_default();
+    let launcher = ctx.launchers.lock().await.remove(&uid);
+    if let Some(mut l) = launcher {
+        let grace = vmi
+            .spec
+            .termination_grace_period_seconds
+            .map(|s| Duration::from_secs(s.max(0) as u64))
+            .unwrap_or(DEFAULT_GRACE);
+        l.shutdown(grace).await;
+        let deadline = tokio::time::Instant::now() + grace + EXIT_SLACK;
+        while !l.exited() {
+            if tokio::time::Instant::now() >= deadline {
+                l.kill().await;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let dir = run_dir(vmi, &ctx.config);
+    match std::fs::remove_dir_all(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => {
+            return Err(NodeError::Io {
+                what: "removing the run directory",
+                path: dir,
+                source,
+            });
+        }
+    }
+    Ok(Action::await_change())
+}

@@ -1,0 +1,65 @@
+//! The node agent (upstream's virt-handler): runs a `kubevirt-launcher` for every VMI on this
+//! node and keeps the VMI's status in line with it.
+//!
+//! [`report::patch`] maps what a launcher reports to the VMI status (pure, tested without a VM);
+//! [`launcher::Launcher`] is one launcher process and its control socket; [`agent::run`] is the
+//! loop. On the local single-node control plane the agent also places VMIs that no node has
+//! claimed yet on itself ([`NodeConfig::claim_unscheduled`]).
+
+pub mod agent;
+pub mod launcher;
+pub mod report;
+
+use std::path::PathBuf;
+
+/// Where and how the agent runs launchers.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// This node's name (`status.nodeName` of the VMIs it runs).
+    pub node_name: String,
+    /// The `kubevirt-launcher` binary.
+    pub launcher: PathBuf,
+    /// Per-VMI run directories go below this (`<ns>/<name>-<uid>`).
+    pub run_root: PathBuf,
+    /// The launchers' image cache.
+    pub cache_dir: PathBuf,
+    /// Where claims are prepared for the launchers (`<dir>/<volume>/disk.img`).
+    pub volumes_dir: PathBuf,
+    /// More arguments for every launcher (e.g. `--plain-http-registry HOST:PORT`).
+    pub launcher_args: Vec<String>,
+    /// Also run VMIs no node has claimed (the local single-node control plane).
+    pub claim_unscheduled: bool,
+}
+
+/// Errors of the node agent.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// A file or process operation failed.
+    #[error("{what} {path}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// On which path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The VMI could not be encoded for the launcher.
+    #[error("encoding the VMI: {0}")]
+    Encode(String),
+    /// The API server refused a request.
+    #[error("{what} virtualmachineinstance {name}: {source}")]
+    Api {
+        /// What was being done.
+        what: &'static str,
+        /// The VMI.
+        name: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
+    /// A sync failed (adding or removing the finalizer, or the sync itself).
+    #[error("{0}")]
+    Reconcile(String),
+}

@@ -1,0 +1,144 @@
+use super::*;
+
+fn now() -> Timestamp {
+    "2026-11-28T12:00:00Z".parse().unwrap()
+}
+
+fn vmi(status: Value, labelled: bool) -> VirtualMachineInstance {
+    let mut meta = json!({"name": "v", "namespace": "default"});
+    if labelled {
+        meta["labels"] = json!({NODE_NAME_LABEL: "node-a"});
+    }
+    serde_json::from_value(json!({
+        "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance", "metadata": meta,
+        "spec": {"domain": {"devices": {}}}, "status": status,
+    }))
+    .unwrap()
+}
+
+fn running(paused: bool, ip: Option<&str>) -> Report {
+    Report::Status(LauncherStatus {
+        phase: "Running".into(),
+        reason: None,
+        paused,
+        guest: GuestInfo {
+            interfaces: vec![GuestInterface {
+                name: "default".into(),
+                mac: "02:00:00:00:00:01".into(),
+                guest_ip: ip.map(str::to_string),
+            }],
+        },
+    })
+}
+
+/// Applies a merge patch's status to the VMI, as the API server would.
+fn applied(v: &VirtualMachineInstance, p: &Value) -> VirtualMachineInstance {
+    let mut doc = serde_json::to_value(v).unwrap();
+    json_merge(&mut doc, p);
+    serde_json::from_value(doc).unwrap()
+}
+
+fn json_merge(doc: &mut Value, patch: &Value) {
+    match (doc, patch) {
+        (Value::Object(d), Value::Object(p)) => {
+            for (k, v) in p {
+                if v.is_null() {
+                    d.remove(k);
+                } else {
+                    json_merge(d.entry(k.clone()).or_insert(Value::Null), v);
+                }
+            }
+        }
+        (d, p) => *d = p.clone(),
+    }
+}
+
+#[test]
+fn a_launching_vmi_is_scheduled_on_the_node_and_labelled() {
+    let p = patch(&vmi(json!({}), false), "node-a", &Report::Launching, now()).unwrap();
+    assert_eq!(p["status"]["phase"], "Scheduled");
+    assert_eq!(p["status"]["nodeName"], "node-a");
+    assert_eq!(p["metadata"]["labels"][NODE_NAME_LABEL], "node-a");
+    assert_eq!(
+        p["status"]["phaseTransitionTimestamps"][0]["phase"],
+        "Scheduled"
+    );
+}
+
+#[test]
+fn running_is_ready_with_the_guest_address_and_paused_is_not() {
+    let v = vmi(json!({"phase": "Scheduled"}), true);
+    let p = patch(&v, "node-a", &running(false, Some("10.0.2.2")), now()).unwrap();
+    assert_eq!(p["status"]["phase"], "Running");
+    assert_eq!(p["status"]["conditions"][0]["status"], "True");
+    assert_eq!(p["status"]["interfaces"][0]["ipAddress"], "10.0.2.2");
+    assert_eq!(p["status"]["interfaces"][0]["mac"], "02:00:00:00:00:01");
+    let v = applied(&v, &p);
+    // Nothing new: nothing to write.
+    assert_eq!(
+        patch(&v, "node-a", &running(false, Some("10.0.2.2")), now()),
+        None
+    );
+    let p = patch(&v, "node-a", &running(true, Some("10.0.2.2")), now()).unwrap();
+    assert_eq!(p["status"]["conditions"][0]["status"], "False");
+    assert_eq!(p["status"]["conditions"][1]["type"], "Paused");
+    // The phase did not change: no new transition (the one for Running stays the only one).
+    let transitions = p["status"]["phaseTransitionTimestamps"].as_array().unwrap();
+    assert_eq!(transitions.len(), 1);
+    assert_eq!(transitions[0]["phase"], "Running");
+}
+
+#[test]
+fn exits_map_to_final_phases_with_reasons() {
+    let v = vmi(json!({"phase": "Running"}), true);
+    let ok = patch(
+        &v,
+        "node-a",
+        &Report::Exited {
+            code: Some(0),
+            message: None,
+        },
+        now(),
+    )
+    .unwrap();
+    assert_eq!(ok["status"]["phase"], "Succeeded");
+    let bad = Report::Exited {
+        code: Some(2),
+        message: Some("spec.domain.devices.disks[0].disk.bus: sata is not supported".into()),
+    };
+    let p = patch(&v, "node-a", &bad, now()).unwrap();
+    assert_eq!(p["status"]["phase"], "Failed");
+    let reason = p["status"]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("not supported") && reason.contains("disks[0]"),
+        "{reason}"
+    );
+    let lost = patch(&v, "node-a", &Report::Lost, now()).unwrap();
+    assert_eq!(lost["status"]["phase"], "Failed");
+    let killed = patch(
+        &v,
+        "node-a",
+        &Report::Exited {
+            code: None,
+            message: None,
+        },
+        now(),
+    )
+    .unwrap();
+    assert!(
+        killed["status"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("killed")
+    );
+}
+
+#[test]
+fn an_unknown_launcher_phase_is_a_failure_not_a_guess() {
+    let weird = Report::Status(LauncherStatus {
+        phase: "Levitating".into(),
+        ..Default::default()
+    });
+    let p = patch(&vmi(json!({}), true), "node-a", &weird, now()).unwrap();
+    assert_eq!(p["status"]["phase"], "Failed");
+}

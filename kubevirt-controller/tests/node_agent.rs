@@ -1,0 +1,262 @@
+//! The whole local path with real parts: `kubectl apply` of a VM → the VM controller makes its
+//! VMI → the node agent starts `kubevirt-launcher` → the demo guest boots on kubevirt-vmm (real
+//! vCPUs) → Running, node and Ready reach the VMI and the VM; halting the VM presses the guest's
+//! ACPI power button, and the VMI goes once the guest is off.
+
+mod common;
+
+use std::io::Read;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::{Cluster, eventually};
+use kube::api::{Api, Patch, PatchParams};
+use kubevirt_api::core::v1::{VirtualMachine, VirtualMachineInstance};
+use kubevirt_controller::node::NodeConfig;
+use serde_json::json;
+
+/// Builds `kubevirt-launcher` (a no-op in `cargo test --workspace`, which built it already) and
+/// returns its path next to this test's target directory.
+fn launcher() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let status = Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "kubevirt-launcher",
+            "--bin",
+            "kubevirt-launcher",
+        ])
+        .current_dir(&root)
+        .status()
+        .expect("run cargo");
+    assert!(status.success(), "building kubevirt-launcher failed");
+    let exe = std::env::current_exe().unwrap();
+    let target = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
+    let path = target.join("kubevirt-launcher");
+    assert!(path.exists(), "no launcher at {}", path.display());
+    path
+}
+
+fn vm(image: &str) -> String {
+    format!(
+        r#"apiVersion: kubevirt.io/v1
+kind: VirtualMachine
+metadata:
+  name: demo
+spec:
+  runStrategy: Always
+  template:
+    spec:
+      terminationGracePeriodSeconds: 20
+      domain:
+        memory: {{guest: 64Mi}}
+        firmware:
+          kernelBoot:
+            container: {{image: "{image}", kernelPath: /boot/demo.elf}}
+        devices:
+          autoattachPodInterface: false
+          disks:
+          - name: cloudinit
+            disk: {{bus: virtio}}
+      volumes:
+      - name: cloudinit
+        cloudInitNoCloud:
+          userData: |
+            #cloud-config
+            hostname: applied-with-kubectl
+"#
+    )
+}
+
+/// What the guest printed so far (the console socket's scroll-back).
+fn console(run_root: &Path) -> String {
+    let Some(socket) = find(run_root, "console.sock") else {
+        return String::new();
+    };
+    let Ok(mut s) = UnixStream::connect(socket) else {
+        return String::new();
+    };
+    s.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut text = Vec::new();
+    while let Ok(n) = s.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        text.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&text).into_owned()
+}
+
+fn find(dir: &Path, name: &str) -> Option<PathBuf> {
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let p = entry.path();
+        if p.file_name().is_some_and(|n| n == name) {
+            return Some(p);
+        }
+        if p.is_dir()
+            && let Some(found) = find(&p, name)
+        {
+            return Some(found);
+        }
+    }
+    None
+}
+
+async fn vmi_phase(vmis: &Api<VirtualMachineInstance>) -> Option<(String, String, String)> {
+    let v = vmis.get_opt("demo").await.ok()??;
+    let s = v.status?;
+    Some((
+        v.metadata.uid?,
+        s.phase.unwrap_or_default(),
+        s.node_name.unwrap_or_default(),
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_apply_boots_the_vm_and_halting_it_powers_the_guest_off() {
+    let launcher = tokio::task::spawn_blocking(launcher).await.unwrap();
+    let c = Cluster::start(false).await;
+    let work = c.dir.join("node");
+    let status = Command::new(&launcher)
+        .args(["demo-image"])
+        .arg(work.join("image"))
+        .output()
+        .unwrap();
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let image = format!("oci:{}:demo", work.join("image").display());
+    let config = NodeConfig {
+        node_name: "local".into(),
+        launcher,
+        run_root: work.join("run"),
+        cache_dir: work.join("cache"),
+        volumes_dir: work.join("volumes"),
+        launcher_args: vec![],
+        claim_unscheduled: true,
+    };
+    let run_root = config.run_root.clone();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let controller = tokio::spawn(kubevirt_controller::vm::controller::run(
+        c.client.clone(),
+        stopped(stop_rx.clone()),
+        |_| {},
+    ));
+    let agent = tokio::spawn(kubevirt_controller::node::agent::run(
+        c.client.clone(),
+        config,
+        stopped(stop_rx),
+        |r| {
+            if let Err(e) = r {
+                eprintln!("agent: {e}");
+            }
+        },
+    ));
+
+    let (ok, _, err) = c.kubectl(&["apply", "-f", "-"], Some(&vm(&image))).await;
+    assert!(ok, "kubectl apply: {err}");
+    let vmis: Api<VirtualMachineInstance> = Api::namespaced(c.client.clone(), "default");
+    let vms: Api<VirtualMachine> = Api::namespaced(c.client.clone(), "default");
+
+    // The guest runs: the VMI is Running on the node, and the guest's console shows the
+    // hostname cloud-init gave it.
+    let (uid, _, node) = eventually("a Running VMI", || async {
+        vmi_phase(&vmis).await.filter(|(_, p, _)| p == "Running")
+    })
+    .await;
+    assert_eq!(node, "local");
+    let seen = eventually("the guest's cloud-init output", || async {
+        let text = console(&run_root);
+        text.contains("hostname applied-with-kubectl")
+            .then_some(text)
+    })
+    .await;
+    assert!(seen.contains("kubevirt-rs demo guest"), "{seen}");
+    eventually("the VM Running and ready", || async {
+        let s = vms.get("demo").await.ok()?.status?;
+        (s.printable_status.as_deref() == Some("Running") && s.ready == Some(true)).then_some(())
+    })
+    .await;
+    let (_, out, _) = c
+        .kubectl(&["get", "vmi", "demo", "--no-headers"], None)
+        .await;
+    let words: Vec<&str> = out.split_whitespace().collect();
+    assert!(
+        words.contains(&"Running") && words.contains(&"local"),
+        "kubectl get vmi: {out}"
+    );
+
+    // Halting the VM deletes the VMI; the agent presses the power button, the demo guest
+    // powers off, and only then does the VMI go.
+    let halt = json!({"spec": {"runStrategy": "Halted"}});
+    vms.patch("demo", &PatchParams::default(), &Patch::Merge(&halt))
+        .await
+        .unwrap();
+    eventually("the VMI gone", || async {
+        vmis.get_opt("demo").await.unwrap().is_none().then_some(())
+    })
+    .await;
+    eventually("the VM Stopped", || async {
+        let s = vms.get("demo").await.ok()?.status?;
+        (s.printable_status.as_deref() == Some("Stopped")).then_some(())
+    })
+    .await;
+    assert!(
+        find(&run_root, "control.sock").is_none(),
+        "the run directory is removed"
+    );
+
+    // Started again, then the guest powers off by itself (ACPI button through the launcher's
+    // control socket, as `virtctl stop` would reach it): the VMI Succeeds and Always starts a
+    // new one.
+    let start = json!({"spec": {"runStrategy": "Always"}});
+    vms.patch("demo", &PatchParams::default(), &Patch::Merge(&start))
+        .await
+        .unwrap();
+    let (second, _, _) = eventually("a second Running VMI", || async {
+        vmi_phase(&vmis)
+            .await
+            .filter(|(u, p, _)| p == "Running" && *u != uid)
+    })
+    .await;
+    let control = find(&run_root, "control.sock").expect("the launcher's control socket");
+    let answer = tokio::task::spawn_blocking(move || {
+        use std::io::{BufRead, BufReader, Write};
+        let mut s = UnixStream::connect(control).unwrap();
+        s.write_all(b"{\"op\":\"shutdown\"}\n").unwrap();
+        let mut line = String::new();
+        BufReader::new(s).read_line(&mut line).unwrap();
+        line
+    })
+    .await
+    .unwrap();
+    assert!(answer.contains("\"ok\":true"), "{answer}");
+    eventually("a third VMI after the guest powered off", || async {
+        vmi_phase(&vmis)
+            .await
+            .filter(|(u, _, _)| *u != uid && *u != second)
+    })
+    .await;
+
+    let _ = stop_tx.send(true);
+    for task in [controller, agent] {
+        tokio::time::timeout(Duration::from_secs(20), task)
+            .await
+            .expect("stops")
+            .unwrap();
+    }
+}
