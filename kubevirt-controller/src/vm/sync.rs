@@ -141,6 +141,10 @@ pub fn plan(o: Observed<'_>) -> Plan {
             .as_ref()
             .and_then(|f| f.consecutive_fail_count)
             .is_some_and(|c| c > 0);
+    // Why the last start failed stays visible while the VM backs off (its VMI is gone by then).
+    if failure.is_none() && crash_looping {
+        failure = start_failure_reason(&old, o.vmi);
+    }
     let printable = printable_status(Facts {
         vm_deleting,
         vmi: o.vmi,
@@ -170,6 +174,30 @@ pub fn plan(o: Observed<'_>) -> Plan {
         requeue_at,
     }
 }
+
+/// The reason of a failed start: the failed instance's own, else the one recorded before.
+fn start_failure_reason(
+    old: &VirtualMachineStatus,
+    vmi: Option<&VirtualMachineInstance>,
+) -> Option<(&'static str, String)> {
+    let from_vmi = vmi.filter(|v| is_final(v) && !ever_ran(v)).map(|v| {
+        v.status
+            .as_ref()
+            .and_then(|s| s.reason.clone())
+            .unwrap_or_else(|| format!("the VMI ended {} without running", phase(v)))
+    });
+    let recorded = || {
+        old.conditions
+            .iter()
+            .flatten()
+            .find(|c| c.type_ == "Failure" && c.reason.as_deref() == Some(FAILED_START))
+            .and_then(|c| c.message.clone())
+    };
+    from_vmi.or_else(recorded).map(|m| (FAILED_START, m))
+}
+
+/// The Failure condition's reason while starts fail.
+const FAILED_START: &str = "FailedStart";
 
 /// Whether a request needs nothing more: a Stop once no instance with its UID exists, a Start
 /// once a live instance exists; requests of unknown actions are dropped.

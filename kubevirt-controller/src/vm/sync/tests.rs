@@ -93,7 +93,10 @@ fn running_true_and_false_are_always_and_halted() {
 fn a_failed_start_backs_off_and_shows_crash_loop() {
     let v = vm(json!({"runStrategy": "Always"}), json!({}));
     // The instance failed without ever running: counted, and deleted.
-    let p = run(&v, Some(&vmi("Failed", "a", false)));
+    let mut failed = vmi("Failed", "a", false);
+    failed.status.as_mut().unwrap().reason =
+        Some("the launcher refused the VMI: no boot source".into());
+    let p = run(&v, Some(&failed));
     assert_eq!(p.action, delete("a"));
     let failure = p.status.start_failure.clone().unwrap();
     assert_eq!(failure.consecutive_fail_count, Some(1));
@@ -118,6 +121,21 @@ fn a_failed_start_backs_off_and_shows_crash_loop() {
         jitter: 0.0,
     });
     assert_eq!(later.action, CREATE);
+    // Why it failed stays on the VM while it backs off.
+    let why = p2
+        .status
+        .conditions
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|c| c.type_ == "Failure")
+        .cloned();
+    let why = why.expect("a Failure condition while crash looping");
+    assert_eq!(why.reason.as_deref(), Some("FailedStart"));
+    assert!(
+        why.message.unwrap().contains("boot"),
+        "the failed VMI's reason"
+    );
     // An instance that reaches Running clears the count.
     let v3 = vm(
         json!({"runStrategy": "Always"}),
