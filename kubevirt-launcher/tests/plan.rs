@@ -12,9 +12,11 @@ fn plan_of(yaml: &str) -> Result<LaunchPlan, PlanErrors> {
 }
 
 fn fixture(name: &str) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/fixtures/upstream")
-        .join(name);
+    let dir = std::env::var_os("KUBEVIRT_FIXTURES").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/upstream"),
+        std::path::PathBuf::from,
+    );
+    let path = dir.join(name);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
@@ -137,6 +139,27 @@ fn every_problem_is_reported_at_once_with_paths_into_the_template() {
     ] {
         assert!(paths.contains(&want), "{want} missing from {paths:?}");
     }
+}
+
+#[test]
+fn boot_order_decides_the_attach_order_and_must_be_unique() {
+    // scratch boots first, root second, cloud-init (no bootOrder) last.
+    let ordered = DEMO
+        .replace("serial: SCRATCH1}", "serial: SCRATCH1, bootOrder: 1}")
+        .replace("cache: writeback, bootOrder: 1}", "cache: writeback, bootOrder: 2}");
+    let plan = plan_of(&ordered).expect("plan");
+    let names: Vec<&str> = plan.disks.iter().map(|d| d.name.as_str()).collect();
+    assert_eq!(names, ["scratch", "root", "cloudinit"]);
+    let twice = DEMO.replace("serial: SCRATCH1}", "serial: SCRATCH1, bootOrder: 1}");
+    let err = plan_of(&twice).unwrap_err().to_string();
+    assert!(
+        err.contains("spec.template.spec.domain.devices.disks[1].bootOrder")
+            && err.contains("already used by"),
+        "{err}"
+    );
+    let zero = DEMO.replace("bootOrder: 1}", "bootOrder: 0}");
+    let err = plan_of(&zero).unwrap_err().to_string();
+    assert!(err.contains("bootOrder starts at 1"), "{err}");
 }
 
 #[test]

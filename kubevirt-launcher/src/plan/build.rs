@@ -346,7 +346,28 @@ fn disks(spec: &VirtualMachineInstanceSpec, errs: &mut Errors) -> Vec<DiskPlan> 
             boot_order: d.boot_order,
         });
     }
+    boot_order(&mut out, spec, errs);
     out
+}
+
+/// Under direct kernel boot no firmware reads a boot order, so `bootOrder` decides the order the
+/// disks are attached in: disks with one first (lowest first), then the rest as listed. The
+/// guest enumerates virtio-blk in PCI slot order, so the first boot disk is its `vda`.
+fn boot_order(disks: &mut [DiskPlan], spec: &VirtualMachineInstanceSpec, errs: &mut Errors) {
+    let mut seen = std::collections::BTreeMap::new();
+    for (i, d) in spec.domain.devices.disks.iter().flatten().enumerate() {
+        let Some(order) = d.boot_order else { continue };
+        let p = format!("spec.domain.devices.disks[{i}].bootOrder");
+        if order == 0 {
+            errs.push(p, "bootOrder starts at 1".to_string());
+        } else if let Some(other) = seen.insert(order, i) {
+            errs.push(
+                p,
+                format!("bootOrder {order} is already used by spec.domain.devices.disks[{other}]"),
+            );
+        }
+    }
+    disks.sort_by_key(|d| d.boot_order.map_or((1, 0), |o| (0, o)));
 }
 
 fn source(v: &Volume, p: &str, errs: &mut Errors) -> Option<DiskSource> {

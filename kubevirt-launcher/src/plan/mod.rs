@@ -129,7 +129,8 @@ pub struct DiskPlan {
     pub serial: Option<String>,
     /// Host caching.
     pub cache: CacheMode,
-    /// Boot order (lower first).
+    /// Boot order (lower first). The plan lists disks in attach order: those with a boot order
+    /// first, lowest first, then the others as the VMI lists them.
     pub boot_order: Option<u64>,
 }
 
