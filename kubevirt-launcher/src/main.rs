@@ -243,7 +243,9 @@ fn run(args: RunArgs) -> ExitCode {
     eprintln!(
         "kubevirt-launcher: {} {phase}: {reason}{}",
         launched.plan.name,
-        why.map(|w| format!(" ({w})")).unwrap_or_default()
+        why.filter(|w| *w != reason.to_string())
+            .map(|w| format!(" ({w})"))
+            .unwrap_or_default()
     );
     if phase == "Succeeded" {
         ExitCode::SUCCESS

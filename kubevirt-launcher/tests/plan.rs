@@ -146,7 +146,10 @@ fn boot_order_decides_the_attach_order_and_must_be_unique() {
     // scratch boots first, root second, cloud-init (no bootOrder) last.
     let ordered = DEMO
         .replace("serial: SCRATCH1}", "serial: SCRATCH1, bootOrder: 1}")
-        .replace("cache: writeback, bootOrder: 1}", "cache: writeback, bootOrder: 2}");
+        .replace(
+            "cache: writeback, bootOrder: 1}",
+            "cache: writeback, bootOrder: 2}",
+        );
     let plan = plan_of(&ordered).expect("plan");
     let names: Vec<&str> = plan.disks.iter().map(|d| d.name.as_str()).collect();
     assert_eq!(names, ["scratch", "root", "cloudinit"]);

@@ -53,6 +53,44 @@ spec:
     );
 }
 
+/// A guest that crashes (an invalid opcode with no handler: a triple fault) ends the VMI
+/// Failed, with the reason on stderr and exit code 1; its serial console log
+/// (`logSerialConsole`) stays in the run directory.
+#[test]
+fn a_crashing_guest_is_failed_with_a_reason_and_exit_code_1() {
+    let dir = tempdir("crash");
+    let guest = elf::pvh_elf(&programs::invalid_opcode().expect("guest")).expect("pvh elf");
+    ImageBlobs::with(&[("boot/guest.elf", &guest)]).write_layout(&dir.join("image"), "crash");
+    let vmi = format!(
+        r##"
+apiVersion: kubevirt.io/v1
+kind: VirtualMachineInstance
+metadata: {{name: crasher, namespace: default}}
+spec:
+  domain:
+    memory: {{guest: 64Mi}}
+    firmware:
+      kernelBoot: {{container: {{image: "oci:{}:crash", kernelPath: /boot/guest.elf}}}}
+    devices:
+      autoattachPodInterface: false
+      logSerialConsole: true
+"##,
+        dir.join("image").display()
+    );
+    let out = launcher(&dir, &vmi);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("crasher Failed"), "{err}");
+    assert!(
+        err.contains("triple-faulted at RIP"),
+        "the reason names the crash: {err}"
+    );
+    assert!(
+        dir.join("run/console.log").exists(),
+        "logSerialConsole keeps a log"
+    );
+}
+
 #[test]
 fn unsupported_specs_are_refused_with_paths() {
     let dir = tempdir("refuse");
