@@ -52,6 +52,14 @@ fn guest_driver_writes_flushes_reads_and_sees_read_only_and_serial() {
         2,
         "the driver found both disks"
     );
+    // The driver notified each disk's queue twice (two batches); every notify was caught by
+    // its ioeventfd in KVM, none reached the transport in userspace.
+    assert_eq!(read_u32(&vm, RESULTS + RES_USED_IDX), 4);
+    assert_eq!(
+        vm.virtio_userspace_notifies(),
+        0,
+        "queue notifications exited to userspace instead of hitting their ioeventfd"
+    );
     let io_len = IO_LEN as usize;
     let offset = IO_SECTOR * 512;
     let expected: Vec<u8> = (0..IO_LEN / 4)

@@ -1,5 +1,6 @@
 //! The PCI root complex of a VM with virtio devices: transports, ioeventfds, bus ranges.
 
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use kvm_ioctls::{IoEventAddress, NoDatamatch, VmFd};
@@ -24,7 +25,8 @@ pub(super) fn add_pci(
     devices: Vec<Box<dyn VirtioDevice>>,
     pio_bus: &mut Bus,
     mmio_bus: &mut Bus,
-) -> Result<(), VmError> {
+) -> Result<Vec<Arc<AtomicU64>>, VmError> {
+    let mut counters = Vec::new();
     let mut pci = PciRootBuilder::new(PCI_MMIO_WINDOW_START, PCI_MMIO_WINDOW_SIZE);
     for device in devices {
         let device = VirtioPciDevice::new(device, memory.clone())?;
@@ -36,6 +38,7 @@ pub(super) fn add_pci(
         let device = Arc::new(Mutex::new(device));
         pci.add(device.clone())?;
         let device = device.lock().unwrap_or_else(PoisonError::into_inner);
+        counters.push(device.userspace_notifies());
         for (addr, event) in device.notify_addresses() {
             vm_fd
                 .register_ioevent(event, &IoEventAddress::Mmio(addr), NoDatamatch)
@@ -58,5 +61,5 @@ pub(super) fn add_pci(
         PCI_MMIO_WINDOW_START,
         PCI_MMIO_WINDOW_SIZE,
     )?;
-    Ok(())
+    Ok(counters)
 }

@@ -16,7 +16,7 @@
 
 pub mod common_cfg;
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use virtio_queue::{Queue, QueueT};
@@ -184,6 +184,7 @@ pub struct VirtioPciDevice {
     msix_cap: usize,
     health: HealthFlag,
     active: bool,
+    userspace_notifies: Arc<AtomicU64>,
 }
 
 impl VirtioPciDevice {
@@ -262,6 +263,7 @@ impl VirtioPciDevice {
             msix_cap,
             health: HealthFlag::default(),
             active: false,
+            userspace_notifies: Arc::new(AtomicU64::new(0)),
         })
     }
 
@@ -286,6 +288,13 @@ impl VirtioPciDevice {
         for (v, q) in state.queue_vectors.iter_mut().zip(&self.common.queues) {
             *v = q.msix_vector;
         }
+    }
+
+    /// Queue notifications that reached this transport instead of being caught by their
+    /// ioeventfd in KVM (each one cost an exit to userspace). Zero under a VM unless the guest
+    /// moved BAR 0.
+    pub fn userspace_notifies(&self) -> Arc<AtomicU64> {
+        self.userspace_notifies.clone()
     }
 
     /// Each queue's notification address (at BAR 0's VMM-assigned place) and its eventfd,
@@ -480,6 +489,7 @@ impl PciDevice for VirtioPciDevice {
                 self.device.write_config(o - DEVICE_CFG_OFFSET, data);
             }
             o if (NOTIFY_OFFSET..NOTIFY_OFFSET + REGION_SIZE).contains(&o) => {
+                self.userspace_notifies.fetch_add(1, Ordering::Relaxed);
                 let queue = (o - NOTIFY_OFFSET) / u64::from(NOTIFY_OFF_MULTIPLIER);
                 if let Some(e) = self.events.get(queue as usize) {
                     let _ = e.write(1);

@@ -184,8 +184,13 @@ fn rings_outside_memory_mark_the_device_needing_reset() {
 #[test]
 fn notify_writes_signal_the_queue_eventfd_and_isr_reads_clear() {
     let (mut d, _, _) = device();
+    let through_userspace = d.userspace_notifies();
     w(&mut d, 0x3004, 1, 2);
     assert_eq!(d.events[1].read().unwrap(), 1);
+    assert_eq!(
+        through_userspace.load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
     assert!(d.events[0].read().is_err(), "queue 0 was not notified");
     w(&mut d, 0x3ffc, 0, 2);
     d.interrupt.trigger(VirtioInterruptType::Queue(0)).unwrap();
