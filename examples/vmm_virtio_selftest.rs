@@ -258,7 +258,7 @@ fn blk_checks(r: &mut Report, dir: &Path) -> Result<(), Box<dyn std::error::Erro
 }
 
 fn acpi_checks(r: &mut Report, dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
-    let (t, _) = AcpiTables::build(2);
+    let (t, _) = AcpiTables::build(&kubevirt_vmm::CpuTopology::flat(2));
     for (name, bytes) in [
         ("dsdt", &t.dsdt),
         ("apic", &t.madt),

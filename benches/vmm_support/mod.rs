@@ -93,7 +93,12 @@ pub fn run_raw(guest: &TestGuest, stamp: &mut Stamp) -> Duration {
     let supported = kvm
         .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
         .expect("cpuid");
-    let cpuid = cpuid::vcpu_cpuid(&supported, &CpuFeatureMask::default(), 0, 1);
+    let cpuid = cpuid::vcpu_cpuid(
+        &supported,
+        &CpuFeatureMask::default(),
+        0,
+        &kubevirt_vmm::CpuTopology::flat(1),
+    );
     let entry = EntryState::new(
         EntryMode::Long64(Privilege::User),
         guest.entry,

@@ -166,6 +166,31 @@ fn boot_order_decides_the_attach_order_and_must_be_unique() {
 }
 
 #[test]
+fn cpu_topology_is_kept_or_refused_with_the_reason() {
+    let plan = plan_of(&DEMO.replace(
+        "sockets: 1, cores: 2, threads: 1",
+        "sockets: 2, cores: 3, threads: 2",
+    ))
+    .expect("plan");
+    let vmm = plan.cpu.for_vmm().unwrap();
+    assert_eq!(
+        (vmm.sockets, vmm.cores, vmm.threads, vmm.vcpus()),
+        (2, 3, 2, 12)
+    );
+    // 3 sockets of 65 cores would need APIC IDs above 254.
+    let err = plan_of(&DEMO.replace(
+        "sockets: 1, cores: 2, threads: 1",
+        "sockets: 3, cores: 65, threads: 1",
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("spec.template.spec.domain.cpu") && err.contains("above 254"),
+        "{err}"
+    );
+}
+
+#[test]
 fn firmware_uuid_is_parsed_or_refused_with_its_path() {
     let with = |uuid: &str| {
         DEMO.replace(

@@ -49,6 +49,7 @@ pub mod vm;
 
 pub use arch::cpuid::{CpuFeatureMask, CpuidError};
 pub use arch::regs::Privilege;
+pub use arch::topology::{CpuTopology, TopologyError};
 pub use boot::{BootSource, DirectBoot, KernelImage, LinuxBoot};
 pub use bus::{BusDevice, SharedDevice};
 pub use devices::serial::{ConsoleBuffer, ConsoleConfig, ConsoleStats};

@@ -38,7 +38,8 @@ fn disassemble(dir: &Path, name: &str, bytes: &[u8]) -> (String, String) {
 #[test]
 fn iasl_disassembles_every_table_cleanly() {
     let dir = vmm_sys_util::tempdir::TempDir::new().unwrap();
-    let (t, _) = AcpiTables::build(4);
+    // 2 sockets x 2 cores: APIC IDs 0, 1, 2, 3.
+    let (t, _) = AcpiTables::build(&kubevirt_vmm::CpuTopology::new(2, 2, 1).unwrap());
 
     let (dsdt, _) = disassemble(dir.as_path(), "dsdt", &t.dsdt);
     for want in [

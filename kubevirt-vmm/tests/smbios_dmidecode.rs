@@ -9,7 +9,7 @@ use std::process::Command;
 
 use kubevirt_vmm::smbios::{self, ENTRY_POINT_LEN, SmbiosInfo};
 use kubevirt_vmm::testguest::programs;
-use kubevirt_vmm::{ConsoleConfig, Vm};
+use kubevirt_vmm::{ConsoleConfig, CpuTopology, Vm};
 use vm_memory::{Bytes, GuestAddress};
 
 const UUID: &str = "5e6a2b10-4c3d-4e2f-9a1b-001122334455";
@@ -119,13 +119,33 @@ fn dmidecode_decodes_the_tables_a_guest_finds() {
     let info = SmbiosInfo::default()
         .with_uuid(uuid_bytes())
         .with_serial(SERIAL);
-    assert_eq!(smbios::dump_bin(&info, 2).unwrap(), dump);
+    assert_eq!(
+        smbios::dump_bin(&info, &CpuTopology::flat(2)).unwrap(),
+        dump
+    );
+}
+
+/// Sockets, cores and threads: one Processor Information per socket, as dmidecode reads it.
+#[test]
+fn dmidecode_sees_one_processor_per_socket() {
+    let topology = CpuTopology::new(2, 3, 2).unwrap();
+    let out = dmidecode(&smbios::dump_bin(&SmbiosInfo::default(), &topology).unwrap());
+    assert_eq!(out.matches("Processor Information").count(), 2, "{out}");
+    for line in ["Socket Designation: CPU 0", "Socket Designation: CPU 1"] {
+        assert!(out.contains(line), "{line:?} missing:\n{out}");
+    }
+    assert_eq!(out.matches("Core Count: 3").count(), 2, "{out}");
+    assert_eq!(out.matches("Thread Count: 6").count(), 2, "{out}");
+    assert!(
+        out.contains("Multi-Core") || out.contains("Hardware Thread"),
+        "{out}"
+    );
 }
 
 #[test]
 fn dmidecode_sees_a_broken_checksum() {
     // The check above can fail: dmidecode rejects a corrupted entry point.
-    let mut dump = smbios::dump_bin(&SmbiosInfo::default(), 1).unwrap();
+    let mut dump = smbios::dump_bin(&SmbiosInfo::default(), &CpuTopology::flat(1)).unwrap();
     dump[5] ^= 0xff;
     let dir = vmm_sys_util::tempdir::TempDir::new().unwrap();
     let path = dir.as_path().join("bad.bin");

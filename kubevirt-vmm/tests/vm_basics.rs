@@ -123,6 +123,33 @@ fn two_vcpus_run_concurrently() {
     assert_eq!(indices, vec![0, 1], "both vCPUs passed the rendezvous");
 }
 
+/// Sockets × cores × threads reach KVM: each vCPU is created with its topology's APIC ID
+/// (here sparse: 2 sockets of 3 cores number 0, 1, 2, 4, 5, 6), which its local APIC reports,
+/// and the VM runs.
+#[test]
+fn vcpus_carry_the_apic_ids_of_their_topology() {
+    let topology = kubevirt_vmm::CpuTopology::new(2, 3, 1).unwrap();
+    let guest = programs::rendezvous().unwrap();
+    let vm = Vm::builder(
+        guest
+            .vm_config(1, ConsoleConfig::Sink)
+            .with_topology(topology),
+    )
+    .pio_device(REPORT_PORT, 4, Recorder::shared(0))
+    .build()
+    .unwrap();
+    let ids: Vec<u8> = (0..6)
+        .map(|i| {
+            let lapic = vm.vcpu_lapic(i).unwrap();
+            // xAPIC ID register (offset 0x20): the ID in bits 31:24.
+            lapic.regs[0x23] as u8
+        })
+        .collect();
+    assert_eq!(ids, [0, 1, 2, 4, 5, 6]);
+    vm.start().unwrap();
+    assert_eq!(wait(&vm), ExitReason::DebugExit { code: 0 });
+}
+
 fn reported_u32s(rec: &std::sync::Mutex<Recorder>) -> Vec<u32> {
     rec.lock()
         .unwrap()

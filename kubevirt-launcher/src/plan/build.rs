@@ -225,6 +225,12 @@ fn cpu(spec: &VirtualMachineInstanceSpec, errs: &mut Errors) -> Option<CpuTopolo
         );
         return None;
     }
+    // The guest sees exactly this topology (MADT, CPUID, SMBIOS); what the VMM cannot lay out
+    // is refused here, with the reason.
+    if let Err(e) = t.for_vmm() {
+        errs.push("spec.domain.cpu", e.to_string());
+        return None;
+    }
     Some(t)
 }
 

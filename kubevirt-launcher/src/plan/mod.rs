@@ -32,6 +32,16 @@ impl CpuTopology {
             .saturating_mul(self.cores)
             .saturating_mul(self.threads)
     }
+
+    /// The same topology for the VMM, which checks that it can present it.
+    pub fn for_vmm(&self) -> Result<kubevirt_vmm::CpuTopology, kubevirt_vmm::TopologyError> {
+        let narrow = |n: u32| u8::try_from(n).unwrap_or(u8::MAX);
+        kubevirt_vmm::CpuTopology::new(
+            narrow(self.sockets),
+            narrow(self.cores),
+            narrow(self.threads),
+        )
+    }
 }
 
 /// Direct kernel boot (upstream's `firmware.kernelBoot`).

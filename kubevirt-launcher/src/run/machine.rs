@@ -109,6 +109,7 @@ impl MachineSpec {
         let c = &self.config;
         let config = VmConfig {
             vcpus: c.vcpus,
+            topology: c.topology,
             memory_size: c.memory_size,
             memory: c.memory,
             boot: c.boot.clone(),

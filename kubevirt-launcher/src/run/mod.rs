@@ -226,20 +226,21 @@ pub fn launch(object: &Object, opts: &RunOptions) -> Result<Launched, RunError> 
     }
 
     let memory = plan.memory_bytes.div_ceil(2 << 20) * (2 << 20);
-    let vcpus = u8::try_from(plan.cpu.vcpus()).map_err(|_| RunError::Unsupported {
+    let topology = plan.cpu.for_vmm().map_err(|e| RunError::Unsupported {
         path: "spec.domain.cpu".into(),
-        message: "at most 255 vCPUs".into(),
+        message: e.to_string(),
     })?;
     let (console_read, console_write) = std::io::pipe().map_err(io(&opts.run_dir))?;
     let mut config = VmConfig::new(
-        vcpus,
+        topology.vcpus(),
         memory,
         BootSource::Linux(LinuxBoot {
             kernel: KernelImage::Path(kernel),
             initrd: initrd.map(KernelImage::Path),
             cmdline: kb.cmdline.clone(),
         }),
-    );
+    )
+    .with_topology(topology);
     let mut smbios = SmbiosInfo::default();
     if let Some(uuid) = plan.firmware_uuid {
         smbios = smbios.with_uuid(uuid);

@@ -15,6 +15,7 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use super::power::{RESET_PORT, RESET_VALUE, SLEEP_CONTROL_PORT};
 use super::{ACPI_AREA_END, AcpiError, OEM_ID, OEM_TABLE_ID, RSDP_ADDR};
 use crate::arch::layout::{IOAPIC_START, LAPIC_START};
+use crate::arch::topology::CpuTopology;
 use crate::pci::PCI_MMCONFIG_START;
 
 /// The tables, each as the bytes the guest sees.
@@ -74,8 +75,9 @@ fn align16(v: u64) -> u64 {
 }
 
 impl AcpiTables {
-    /// The tables for a VM with `vcpus` vCPUs (APIC IDs 0..vcpus), placed from [`RSDP_ADDR`].
-    pub fn build(vcpus: u8) -> (AcpiTables, AcpiLayout) {
+    /// The tables for a VM with this CPU topology (one local APIC per vCPU, with the
+    /// topology's APIC IDs), placed from [`RSDP_ADDR`].
+    pub fn build(topology: &CpuTopology) -> (AcpiTables, AcpiLayout) {
         let mut dsdt = Sdt::new(*b"DSDT", 36, 6, OEM_ID, OEM_TABLE_ID, 1);
         dsdt.append_slice(&super::dsdt::dsdt_aml());
         let dsdt = dsdt.as_slice().to_vec();
@@ -86,8 +88,12 @@ impl AcpiTables {
             1,
             LocalInterruptController::Address(LAPIC_START as u32),
         );
-        for cpu in 0..vcpus {
-            madt.add_structure(ProcessorLocalApic::new(cpu, cpu, EnabledStatus::Enabled));
+        for cpu in 0..topology.vcpus() {
+            madt.add_structure(ProcessorLocalApic::new(
+                cpu,
+                topology.apic_id(cpu),
+                EnabledStatus::Enabled,
+            ));
         }
         madt.add_structure(IoApic::new(0, IOAPIC_START as u32, 0));
         let madt = bytes(&madt);
@@ -147,8 +153,11 @@ impl AcpiTables {
 
 /// Writes the tables for `vcpus` vCPUs into guest memory; returns where they are (the RSDP
 /// address goes into `boot_params.acpi_rsdp_addr` or PVH `rsdp_paddr`).
-pub fn write_tables(mem: &GuestMemoryMmap, vcpus: u8) -> Result<AcpiLayout, AcpiError> {
-    let (t, l) = AcpiTables::build(vcpus);
+pub fn write_tables(
+    mem: &GuestMemoryMmap,
+    topology: &CpuTopology,
+) -> Result<AcpiLayout, AcpiError> {
+    let (t, l) = AcpiTables::build(topology);
     if l.end > ACPI_AREA_END {
         return Err(AcpiError::TooLarge(l.end - RSDP_ADDR));
     }
@@ -183,7 +192,7 @@ mod tests {
 
     #[test]
     fn tables_link_up_and_checksum() {
-        let (t, l) = AcpiTables::build(2);
+        let (t, l) = AcpiTables::build(&CpuTopology::flat(2));
         assert_eq!(&t.rsdp[..8], b"RSD PTR ");
         assert!(checksum_ok(&t.rsdp[..20]), "RSDP v1 checksum");
         assert!(checksum_ok(&t.rsdp), "RSDP extended checksum");
@@ -228,10 +237,10 @@ mod tests {
 
     #[test]
     fn many_vcpus_still_fit_and_are_all_listed() {
-        let (t, l) = AcpiTables::build(255);
+        let (t, l) = AcpiTables::build(&CpuTopology::flat(255));
         assert_eq!(t.madt.len(), 44 + 255 * 8 + 12);
         let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x20_0000)]).unwrap();
-        assert_eq!(write_tables(&mem, 255).unwrap(), l);
+        assert_eq!(write_tables(&mem, &CpuTopology::flat(255)).unwrap(), l);
         let sig: [u8; 8] = mem.read_obj(GuestAddress(RSDP_ADDR)).unwrap();
         assert_eq!(&sig, b"RSD PTR ");
     }

@@ -5,7 +5,7 @@
 //! The VMM writes a 64-bit entry point (`_SM3_`) at [`SMBIOS_ENTRY_ADDR`], the start of the
 //! BIOS area 0xF0000-0xFFFFF an OS scans on 16-byte boundaries, and the structure table
 //! right after it at [`SMBIOS_TABLE_ADDR`]: type 0 (BIOS), type 1 (System, with the UUID and
-//! serial), type 3 (Chassis), type 4 (Processor: one socket holding every vCPU as a core, as
+//! serial), type 3 (Chassis), type 4 (Processor: one per socket, with its cores and threads, as
 //! the CPUID topology says) and type 127 (End-of-Table). The ACPI tables stay below
 //! 0xF0000 ([`crate::acpi::ACPI_AREA_END`]). Defaults ([`SmbiosInfo::default`]) are upstream
 //! KubeVirt's: manufacturer "KubeVirt", product "None", family "KubeVirt".
@@ -13,6 +13,8 @@
 pub mod structures;
 
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+use crate::arch::topology::CpuTopology;
 
 use self::structures::{Structure, TYPE_BIOS, TYPE_CHASSIS, TYPE_END, TYPE_PROCESSOR, TYPE_SYSTEM};
 
@@ -123,8 +125,9 @@ impl SmbiosInfo {
         Ok(())
     }
 
-    /// The structure table for a VM with `vcpus` vCPUs: types 0, 1, 3, 4 and 127.
-    pub fn table(&self, vcpus: u8) -> Result<Vec<u8>, SmbiosError> {
+    /// The structure table for a VM with this CPU topology: types 0, 1, 3, one type 4 per
+    /// socket, and 127.
+    pub fn table(&self, topology: &CpuTopology) -> Result<Vec<u8>, SmbiosError> {
         self.check()?;
         let serial = self.serial.as_deref().unwrap_or("");
         let mut bios = Structure::new(TYPE_BIOS, 0x0000);
@@ -167,35 +170,46 @@ impl SmbiosInfo {
             .u8(0) // contained elements
             .u8(0) // contained element record length
             .string(""); // SKU
-        let mut cpu = Structure::new(TYPE_PROCESSOR, 0x0400);
-        cpu.string("CPU 0") // socket designation
-            .u8(0x03) // central processor
-            .u8(0xfe) // family: see family 2
-            .string(&self.manufacturer)
-            .u64(0) // processor ID: the guest has CPUID
-            .string("") // version
-            .u8(0) // voltage: unknown
-            .u16(0) // external clock: unknown
-            .u16(0) // max speed: unknown
-            .u16(0) // current speed: unknown
-            .u8(0x41) // status: socket populated, CPU enabled
-            .u8(0x01) // upgrade: other
-            .u16(0xffff) // no L1 cache information
-            .u16(0xffff) // L2
-            .u16(0xffff) // L3
-            .string("") // serial
-            .string("") // asset tag
-            .string("") // part number
-            .u8(vcpus) // cores
-            .u8(vcpus) // cores enabled
-            .u8(vcpus) // threads: one per core
-            .u16(0x0004) // characteristics: 64-bit capable
-            .u16(0x0001) // family 2: other
-            .u16(u16::from(vcpus))
-            .u16(u16::from(vcpus))
-            .u16(u16::from(vcpus));
+        let (cores, threads) = (
+            topology.cores,
+            topology.cores.saturating_mul(topology.threads),
+        );
+        let cpus = (0..topology.sockets).map(|socket| {
+            let mut cpu = Structure::new(TYPE_PROCESSOR, 0x0400 + u16::from(socket));
+            cpu.string(&format!("CPU {socket}")) // socket designation
+                .u8(0x03) // central processor
+                .u8(0xfe) // family: see family 2
+                .string(&self.manufacturer)
+                .u64(0) // processor ID: the guest has CPUID
+                .string("") // version
+                .u8(0) // voltage: unknown
+                .u16(0) // external clock: unknown
+                .u16(0) // max speed: unknown
+                .u16(0) // current speed: unknown
+                .u8(0x41) // status: socket populated, CPU enabled
+                .u8(0x01) // upgrade: other
+                .u16(0xffff) // no L1 cache information
+                .u16(0xffff) // L2
+                .u16(0xffff) // L3
+                .string("") // serial
+                .string("") // asset tag
+                .string("") // part number
+                .u8(cores) // cores
+                .u8(cores) // cores enabled
+                .u8(threads) // threads
+                .u16(if topology.threads > 1 { 0x0014 } else { 0x0004 }) // 64-bit (+ multi-thread)
+                .u16(0x0001) // family 2: other
+                .u16(u16::from(cores))
+                .u16(u16::from(cores))
+                .u16(u16::from(threads));
+            cpu
+        });
         let mut table = Vec::new();
-        for s in [bios, system, chassis, cpu, Structure::new(TYPE_END, 0x7f00)] {
+        let structures = [bios, system, chassis]
+            .into_iter()
+            .chain(cpus)
+            .chain([Structure::new(TYPE_END, 0x7f00)]);
+        for s in structures {
             table.extend_from_slice(&s.finish());
         }
         if table.len() as u64 > SMBIOS_AREA_END - SMBIOS_TABLE_ADDR {
@@ -233,8 +247,8 @@ pub fn entry_point(table_addr: u64, table_len: usize) -> [u8; ENTRY_POINT_LEN] {
 /// The entry point and table as `dmidecode --dump-bin` writes them (entry point at offset 0,
 /// table at offset 32, the entry point's table address patched to 32): feed it to
 /// `dmidecode --from-dump`.
-pub fn dump_bin(info: &SmbiosInfo, vcpus: u8) -> Result<Vec<u8>, SmbiosError> {
-    let table = info.table(vcpus)?;
+pub fn dump_bin(info: &SmbiosInfo, topology: &CpuTopology) -> Result<Vec<u8>, SmbiosError> {
+    let table = info.table(topology)?;
     let mut out = vec![0u8; 32];
     out[..ENTRY_POINT_LEN].copy_from_slice(&entry_point(32, table.len()));
     out.extend_from_slice(&table);
@@ -246,9 +260,9 @@ pub fn dump_bin(info: &SmbiosInfo, vcpus: u8) -> Result<Vec<u8>, SmbiosError> {
 pub fn write_smbios(
     mem: &GuestMemoryMmap,
     info: &SmbiosInfo,
-    vcpus: u8,
+    topology: &CpuTopology,
 ) -> Result<(), SmbiosError> {
-    let table = info.table(vcpus)?;
+    let table = info.table(topology)?;
     mem.write_slice(
         &entry_point(SMBIOS_TABLE_ADDR, table.len()),
         GuestAddress(SMBIOS_ENTRY_ADDR),
@@ -307,7 +321,7 @@ mod tests {
     #[test]
     fn table_has_bios_system_chassis_and_end_with_upstream_defaults() {
         let info = SmbiosInfo::default().with_uuid(UUID).with_serial("SN-1234");
-        let t = info.table(3).unwrap();
+        let t = info.table(&CpuTopology::flat(3)).unwrap();
         let s = parse(&t);
         let kinds: Vec<u8> = s.iter().map(|s| s.0).collect();
         assert_eq!(kinds, vec![0, 1, 3, 4, 127]);
@@ -333,7 +347,7 @@ mod tests {
         assert_eq!(u16::from_le_bytes([cpu[0x2a], cpu[0x2b]]), 3);
         assert_eq!(s[4].1.len(), 4);
         // Without a serial the field is "no string", not an empty one.
-        let t = SmbiosInfo::default().table(1).unwrap();
+        let t = SmbiosInfo::default().table(&CpuTopology::flat(1)).unwrap();
         assert_eq!(parse(&t)[1].1[7], 0);
     }
 
@@ -341,12 +355,12 @@ mod tests {
     fn nul_and_oversized_strings_are_refused() {
         let e = SmbiosInfo::default()
             .with_serial("a\0b")
-            .table(1)
+            .table(&CpuTopology::flat(1))
             .unwrap_err();
         assert!(e.to_string().contains("serial"), "{e}");
         let e = SmbiosInfo::default()
             .with_serial("x".repeat(70_000))
-            .table(1)
+            .table(&CpuTopology::flat(1))
             .unwrap_err();
         assert!(matches!(e, SmbiosError::TooLarge(_)), "{e}");
     }
@@ -355,7 +369,7 @@ mod tests {
     fn tables_land_in_guest_memory_where_a_scan_finds_them() {
         let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x20_0000)]).unwrap();
         let info = SmbiosInfo::default().with_serial("S");
-        write_smbios(&mem, &info, 2).unwrap();
+        write_smbios(&mem, &info, &CpuTopology::flat(2)).unwrap();
         let anchor = (0xf_0000..0x10_0000u64)
             .step_by(16)
             .find(|&a| {
@@ -365,12 +379,12 @@ mod tests {
             })
             .unwrap();
         assert_eq!(anchor, SMBIOS_ENTRY_ADDR);
-        let table = info.table(2).unwrap();
+        let table = info.table(&CpuTopology::flat(2)).unwrap();
         let mut got = vec![0u8; table.len()];
         mem.read_slice(&mut got, GuestAddress(SMBIOS_TABLE_ADDR))
             .unwrap();
         assert_eq!(got, table);
-        let dump = dump_bin(&info, 2).unwrap();
+        let dump = dump_bin(&info, &CpuTopology::flat(2)).unwrap();
         assert_eq!(&dump[32..], &table[..]);
         assert_eq!(u64::from_le_bytes(dump[16..24].try_into().unwrap()), 32);
     }

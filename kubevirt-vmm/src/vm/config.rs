@@ -1,6 +1,7 @@
 //! What a VM is built from.
 
 use crate::arch::cpuid::CpuFeatureMask;
+use crate::arch::topology::CpuTopology;
 use crate::boot::BootSource;
 use crate::devices::serial::ConsoleConfig;
 use crate::memory::MemoryOptions;
@@ -11,6 +12,9 @@ use crate::smbios::SmbiosInfo;
 pub struct VmConfig {
     /// Number of vCPUs, 1..=255.
     pub vcpus: u8,
+    /// How the vCPUs are arranged in sockets, cores and threads; `None`: one socket, every
+    /// vCPU a core. [`VmConfig::with_topology`] sets it and `vcpus` together.
+    pub topology: Option<CpuTopology>,
     /// Guest RAM in bytes (multiple of 4 KiB, at least 2 MiB).
     pub memory_size: u64,
     /// How guest RAM is backed.
@@ -39,6 +43,7 @@ impl VmConfig {
     pub fn new(vcpus: u8, memory_size: u64, boot: BootSource) -> Self {
         VmConfig {
             vcpus,
+            topology: None,
             memory_size,
             memory: MemoryOptions::default(),
             boot,
@@ -61,6 +66,18 @@ impl VmConfig {
     pub fn without_smbios(mut self) -> Self {
         self.smbios = None;
         self
+    }
+
+    /// Arranges the vCPUs as `topology` (and sets `vcpus` to its count).
+    pub fn with_topology(mut self, topology: CpuTopology) -> Self {
+        self.vcpus = topology.vcpus();
+        self.topology = Some(topology);
+        self
+    }
+
+    /// The topology the guest sees.
+    pub fn cpu_topology(&self) -> CpuTopology {
+        self.topology.unwrap_or(CpuTopology::flat(self.vcpus))
     }
 
     /// Sends COM1 to `console`.

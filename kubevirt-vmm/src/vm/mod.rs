@@ -54,6 +54,14 @@ pub enum VmError {
         "opening /dev/kvm failed: {0} (is KVM enabled and is /dev/kvm accessible to this user?)"
     )]
     OpenKvm(#[source] kvm_ioctls::Error),
+    /// The topology's vCPU count differs from `vcpus`.
+    #[error("the CPU topology {topology} is not {vcpus} vCPUs (use VmConfig::with_topology)")]
+    Topology {
+        /// The topology.
+        topology: crate::arch::topology::CpuTopology,
+        /// The vCPU count configured.
+        vcpus: u8,
+    },
     /// The kernel speaks another KVM API.
     #[error("KVM_GET_API_VERSION returned {0}, this VMM needs {KVM_API_VERSION}")]
     ApiVersion(i32),
@@ -267,6 +275,13 @@ impl VmBuilder {
                 max,
             });
         }
+        let topology = config.cpu_topology();
+        if topology.vcpus() != config.vcpus {
+            return Err(VmError::Topology {
+                topology,
+                vcpus: config.vcpus,
+            });
+        }
         if host_is_pvm() {
             log::info!(
                 "KVM on PVM detected: guest code at CPL 0 is emulated and runs ~2000x slower"
@@ -332,11 +347,11 @@ impl VmBuilder {
             CMOS_PORT_SPAN,
         )?;
         if let Some(info) = &config.smbios {
-            smbios::write_smbios(&memory, info, config.vcpus)?;
+            smbios::write_smbios(&memory, info, &topology)?;
         }
         let mut power_button = None;
         if config.acpi {
-            acpi::write_tables(&memory, config.vcpus)?;
+            acpi::write_tables(&memory, &topology)?;
             pio_bus.insert(
                 Arc::new(Mutex::new(AcpiPower::new(lifecycle.clone()))),
                 u64::from(SLEEP_CONTROL_PORT),
@@ -388,11 +403,11 @@ impl VmBuilder {
             .map_err(vm_ioctl("KVM_GET_SUPPORTED_CPUID"))?;
         let mut vcpus = Vec::with_capacity(usize::from(config.vcpus));
         for (index, entry) in plan.entries.iter().enumerate() {
+            // KVM takes the vCPU id as the local APIC's ID.
             let fd = vm_fd
-                .create_vcpu(index as u64)
+                .create_vcpu(u64::from(topology.apic_id(index as u8)))
                 .map_err(|source| VmError::CreateVcpu { index, source })?;
-            let cpuid =
-                cpuid::vcpu_cpuid(&supported, &config.cpu_features, index as u8, config.vcpus);
+            let cpuid = cpuid::vcpu_cpuid(&supported, &config.cpu_features, index as u8, &topology);
             arch::configure_vcpu(&fd, &cpuid, entry.as_ref())
                 .map_err(|source| VmError::ConfigureVcpu { index, source })?;
             vcpus.push(Vcpu::new(index, fd, buses.clone(), lifecycle.clone()));

@@ -5,6 +5,8 @@
 
 use kvm_bindings::{CpuId, kvm_cpuid_entry2};
 
+use super::topology::CpuTopology;
+
 /// Which CPUID output register a feature bit lives in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CpuidReg {
@@ -157,36 +159,51 @@ fn reg_mut(entry: &mut kvm_cpuid_entry2, reg: CpuidReg) -> &mut u32 {
 const LEAF1_ECX_HYPERVISOR: u32 = 1 << 31;
 const LEAF1_EDX_HTT: u32 = 1 << 28;
 
-/// The CPUID for vCPU `index` of `count`: `supported` (from `KVM_GET_SUPPORTED_CPUID`) with
-/// the mask applied, the hypervisor bit set and the APIC IDs and logical-processor count filled.
-pub fn vcpu_cpuid(supported: &CpuId, mask: &CpuFeatureMask, index: u8, count: u8) -> CpuId {
+/// The CPUID for vCPU `index` of `topology`: `supported` (from `KVM_GET_SUPPORTED_CPUID`)
+/// with the mask applied, the hypervisor bit set, and the topology: the vCPU's APIC ID (leaf 1,
+/// leaf 0xB/0x1F), logical processors per package (leaf 1), the SMT and core levels (leaf
+/// 0xB/0x1F) and cores per package (leaf 4).
+pub fn vcpu_cpuid(
+    supported: &CpuId,
+    mask: &CpuFeatureMask,
+    index: u8,
+    topology: &CpuTopology,
+) -> CpuId {
+    let apic_id = u32::from(topology.apic_id(index));
+    let (thread_bits, core_bits) = (topology.thread_bits(), topology.core_bits());
+    let per_package = 1u32 << (thread_bits + core_bits);
+    let threads = u32::from(topology.threads);
+    let cores_threads = u32::from(topology.cores) * threads;
     let mut cpuid = supported.clone();
     for entry in cpuid.as_mut_slice() {
         mask.apply(entry);
         match entry.function {
             0x1 => {
                 entry.ecx |= LEAF1_ECX_HYPERVISOR;
-                entry.ebx = (entry.ebx & 0x0000_ffff)
-                    | (u32::from(index) << 24)
-                    | (u32::from(count.max(1)) << 16);
-                if count > 1 {
+                entry.ebx =
+                    (entry.ebx & 0x0000_ffff) | (apic_id << 24) | (per_package.min(255) << 16);
+                if per_package > 1 {
                     entry.edx |= LEAF1_EDX_HTT;
                 } else {
                     entry.edx &= !LEAF1_EDX_HTT;
                 }
             }
-            // Extended topology: one thread per core, `count` cores; x2APIC ID = index.
+            // Deterministic cache parameters: EAX[31:26] = addressable core IDs per package - 1.
+            0x4 if entry.eax & 0x1f != 0 => {
+                entry.eax = (entry.eax & 0x03ff_ffff) | (((1u32 << core_bits) - 1) << 26);
+            }
+            // Extended topology: level 0 = SMT, level 1 = core; x2APIC ID in EDX.
             0xb | 0x1f => {
-                entry.edx = u32::from(index);
+                entry.edx = apic_id;
                 match entry.index {
                     0 => {
-                        entry.eax = 0;
-                        entry.ebx = 1;
+                        entry.eax = thread_bits;
+                        entry.ebx = threads;
                         entry.ecx = 1 << 8;
                     }
                     1 => {
-                        entry.eax = 8;
-                        entry.ebx = u32::from(count);
+                        entry.eax = thread_bits + core_bits;
+                        entry.ebx = cores_threads;
                         entry.ecx = (2 << 8) | 1;
                     }
                     n => {
@@ -263,7 +280,7 @@ mod tests {
     #[test]
     fn disabled_features_are_cleared() {
         let mask = CpuFeatureMask::disable(["vmx", "avx2"]).unwrap();
-        let cpuid = vcpu_cpuid(&supported(), &mask, 0, 1);
+        let cpuid = vcpu_cpuid(&supported(), &mask, 0, &CpuTopology::flat(1));
         assert_eq!(entry(&cpuid, 1, 0).ecx & (1 << 5), 0);
         assert_eq!(entry(&cpuid, 7, 0).ebx & (1 << 5), 0);
         assert_eq!(
@@ -275,7 +292,12 @@ mod tests {
 
     #[test]
     fn topology_is_per_vcpu() {
-        let cpuid = vcpu_cpuid(&supported(), &CpuFeatureMask::default(), 3, 4);
+        let cpuid = vcpu_cpuid(
+            &supported(),
+            &CpuFeatureMask::default(),
+            3,
+            &CpuTopology::flat(4),
+        );
         let leaf1 = entry(&cpuid, 1, 0);
         assert_eq!(leaf1.ebx >> 24, 3);
         assert_eq!((leaf1.ebx >> 16) & 0xff, 4);
@@ -285,13 +307,38 @@ mod tests {
         assert_eq!(entry(&cpuid, 0xb, 1).ebx, 4);
     }
 
+    #[test]
+    fn sockets_cores_and_threads_reach_the_topology_leaves() {
+        // 2 sockets x 2 cores x 2 threads; vCPU 5 = socket 1, core 0, thread 1 = APIC ID 5.
+        let t = CpuTopology::new(2, 2, 2).unwrap();
+        let cpuid = vcpu_cpuid(&supported(), &CpuFeatureMask::default(), 5, &t);
+        let leaf1 = entry(&cpuid, 1, 0);
+        assert_eq!(leaf1.ebx >> 24, 5);
+        assert_eq!(
+            (leaf1.ebx >> 16) & 0xff,
+            4,
+            "logical processors per package"
+        );
+        let (smt, core) = (entry(&cpuid, 0xb, 0), entry(&cpuid, 0xb, 1));
+        assert_eq!(
+            (smt.eax, smt.ebx, smt.edx),
+            (1, 2, 5),
+            "SMT level: 1 bit, 2 threads"
+        );
+        assert_eq!(
+            (core.eax, core.ebx),
+            (2, 4),
+            "core level: 2 bits, 4 logical per package"
+        );
+    }
+
     proptest! {
         #[test]
         fn masking_only_ever_clears_bits(picks in proptest::collection::vec(0..CPU_FEATURES.len(), 0..20)) {
             let names: Vec<&str> = picks.iter().map(|&i| CPU_FEATURES[i].name).collect();
             let mask = CpuFeatureMask::disable(&names).unwrap();
-            let base = vcpu_cpuid(&supported(), &CpuFeatureMask::default(), 0, 1);
-            let masked = vcpu_cpuid(&supported(), &mask, 0, 1);
+            let base = vcpu_cpuid(&supported(), &CpuFeatureMask::default(), 0, &CpuTopology::flat(1));
+            let masked = vcpu_cpuid(&supported(), &mask, 0, &CpuTopology::flat(1));
             for (a, b) in base.as_slice().iter().zip(masked.as_slice()) {
                 prop_assert_eq!(b.eax & !a.eax, 0);
                 prop_assert_eq!(b.ebx & !a.ebx, 0);

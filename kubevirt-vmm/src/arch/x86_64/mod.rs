@@ -8,6 +8,7 @@ pub mod layout;
 pub mod msr;
 pub mod paging;
 pub mod regs;
+pub mod topology;
 
 use kvm_bindings::{CpuId, KVM_MP_STATE_RUNNABLE, Msrs, kvm_mp_state};
 use kvm_ioctls::VcpuFd;
