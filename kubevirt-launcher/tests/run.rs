@@ -91,6 +91,60 @@ spec:
     );
 }
 
+/// Mapped fields reach the guest, not just the plan: a VMI with memory only in
+/// `resources.requests` and two sockets boots; `bootOrder` puts the scratch disk first (vda);
+/// a claim attached with `readonly: true` is read-only to the guest and unchanged on the host.
+#[test]
+fn mapped_fields_reach_the_running_guest() {
+    let dir = tempdir("wiring");
+    let image = demo_image(&dir);
+    let claim = dir.join("volumes/data/disk.img");
+    std::fs::create_dir_all(claim.parent().unwrap()).unwrap();
+    let content = vec![0x5au8; 4 << 20];
+    std::fs::write(&claim, &content).unwrap();
+    let vmi = format!(
+        r##"
+apiVersion: kubevirt.io/v1
+kind: VirtualMachineInstance
+metadata: {{name: wiring, namespace: default}}
+spec:
+  domain:
+    cpu: {{sockets: 2, cores: 1, threads: 1}}
+    resources: {{requests: {{memory: 64Mi}}}}
+    firmware:
+      kernelBoot: {{container: {{image: "{image}", kernelPath: /boot/demo.elf}}}}
+    devices:
+      autoattachPodInterface: false
+      disks:
+      - {{name: data, disk: {{bus: virtio, readonly: true}}}}
+      - {{name: scratch, disk: {{bus: virtio}}, serial: FIRST, bootOrder: 1}}
+  volumes:
+  - {{name: data, persistentVolumeClaim: {{claimName: data-claim}}}}
+  - {{name: scratch, emptyDisk: {{capacity: 16Mi}}}}
+"##
+    );
+    let mut launcher = Launcher::spawn(run_command(&dir, &vmi, &[]));
+    let out = launcher.expect("demo# ");
+    assert!(
+        out.contains("vda: 16777216 bytes, serial FIRST"),
+        "bootOrder 1 is vda: {out}"
+    );
+    assert!(
+        out.contains("vdb: 4194304 bytes, read-only"),
+        "the claim is read-only: {out}"
+    );
+    launcher.type_text("disktest\r");
+    launcher.expect("vdb: read-only, skipped");
+    launcher.type_text("poweroff\r");
+    let (status, out) = launcher.wait();
+    assert!(status.success(), "{out}");
+    assert_eq!(
+        std::fs::read(&claim).unwrap(),
+        content,
+        "the read-only claim is unchanged"
+    );
+}
+
 #[test]
 fn unsupported_specs_are_refused_with_paths() {
     let dir = tempdir("refuse");
