@@ -6,7 +6,8 @@ set -euo pipefail
 # Debian packages the test suite uses. Keep this list the single source of truth.
 # genisoimage (isoinfo, isovfy), util-linux (blkid), libarchive-tools (bsdtar) and xorriso
 # read back the cloud-init images. iputils-ping pings the demo guest through the masquerade NAT.
-PACKAGES=(python3 libsqlite3-dev busybox genisoimage acpica-tools util-linux docker-registry nftables libarchive-tools xorriso qemu-system-x86 iputils-ping dmidecode)
+# time (/usr/bin/time) measures the launcher's peak RSS in scripts/launcher-footprint.sh.
+PACKAGES=(python3 libsqlite3-dev busybox genisoimage acpica-tools util-linux docker-registry nftables libarchive-tools xorriso qemu-system-x86 iputils-ping dmidecode time)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
