@@ -7,7 +7,8 @@ set -euo pipefail
 # genisoimage (isoinfo, isovfy), util-linux (blkid), libarchive-tools (bsdtar) and xorriso
 # read back the cloud-init images. iputils-ping pings the demo guest through the masquerade NAT.
 # time (/usr/bin/time) measures the launcher's peak RSS in scripts/launcher-footprint.sh.
-PACKAGES=(python3 libsqlite3-dev busybox genisoimage acpica-tools util-linux docker-registry nftables libarchive-tools xorriso qemu-system-x86 iputils-ping dmidecode time)
+# strace shows that a guest flush becomes an fdatasync (kubevirt-vmm/tests/blk_flush_fdatasync.rs).
+PACKAGES=(python3 libsqlite3-dev busybox genisoimage acpica-tools util-linux docker-registry nftables libarchive-tools xorriso qemu-system-x86 iputils-ping dmidecode time strace)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
