@@ -14,7 +14,8 @@ use crate::pci::{
     PCI_MMIO_WINDOW_START, PciBarWindow, PciConfigIo, PciConfigMmio, PciRootBuilder,
 };
 use crate::virtio::VirtioDevice;
-use crate::virtio::pci::VirtioPciDevice;
+use crate::virtio::pci::{IoEventRegistrar, VirtioPciDevice};
+use vmm_sys_util::eventfd::EventFd;
 
 /// Puts `devices` on a new PCI bus 0, registers their queue notifications as ioeventfds and
 /// the root complex's ranges on the buses. MSI-X vectors raise irqfds routed by `router`.
@@ -27,6 +28,10 @@ pub(super) fn add_pci(
     mmio_bus: &mut Bus,
 ) -> Result<Vec<Arc<AtomicU64>>, VmError> {
     let mut counters = Vec::new();
+    let ioevents: Arc<dyn IoEventRegistrar> = Arc::new(KvmIoEvents {
+        vm_fd: vm_fd.clone(),
+        window: PCI_MMIO_WINDOW_START..PCI_MMIO_WINDOW_START + PCI_MMIO_WINDOW_SIZE,
+    });
     let mut pci = PciRootBuilder::new(PCI_MMIO_WINDOW_START, PCI_MMIO_WINDOW_SIZE);
     for device in devices {
         let device = VirtioPciDevice::new(device, memory.clone())?;
@@ -37,13 +42,13 @@ pub(super) fn add_pci(
         let device = device.with_msi_sink(sink);
         let device = Arc::new(Mutex::new(device));
         pci.add(device.clone())?;
-        let device = device.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut device = device.lock().unwrap_or_else(PoisonError::into_inner);
         counters.push(device.userspace_notifies());
-        for (addr, event) in device.notify_addresses() {
-            vm_fd
-                .register_ioevent(event, &IoEventAddress::Mmio(addr), NoDatamatch)
-                .map_err(vm_ioctl("KVM_IOEVENTFD (virtio queue notify)"))?;
-        }
+        device.attach_ioevents(ioevents.clone()).map_err(|e| {
+            vm_ioctl("KVM_IOEVENTFD (virtio queue notify)")(kvm_ioctls::Error::new(
+                e.raw_os_error().unwrap_or(libc::EINVAL),
+            ))
+        })?;
     }
     let root = pci.build();
     pio_bus.insert(
@@ -62,4 +67,29 @@ pub(super) fn add_pci(
         PCI_MMIO_WINDOW_SIZE,
     )?;
     Ok(counters)
+}
+
+/// Queue notify addresses as KVM ioeventfds.
+#[derive(Debug)]
+struct KvmIoEvents {
+    vm_fd: Arc<VmFd>,
+    window: std::ops::Range<u64>,
+}
+
+impl IoEventRegistrar for KvmIoEvents {
+    fn accepts(&self, base: u64) -> bool {
+        self.window.contains(&base)
+    }
+
+    fn register(&self, addr: u64, event: &EventFd) -> std::io::Result<()> {
+        self.vm_fd
+            .register_ioevent(event, &IoEventAddress::Mmio(addr), NoDatamatch)
+            .map_err(|e| std::io::Error::from_raw_os_error(e.errno()))
+    }
+
+    fn unregister(&self, addr: u64, event: &EventFd) -> std::io::Result<()> {
+        self.vm_fd
+            .unregister_ioevent(event, &IoEventAddress::Mmio(addr), NoDatamatch)
+            .map_err(|e| std::io::Error::from_raw_os_error(e.errno()))
+    }
 }

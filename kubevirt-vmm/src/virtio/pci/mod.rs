@@ -3,9 +3,11 @@
 //! by a vendor-specific capability.
 //!
 //! Notifications: queue *n* is notified by a write at `BAR0 + NOTIFY_OFFSET + 4 n`. The VMM
-//! registers each such address as a KVM ioeventfd ([`VirtioPciDevice::notify_addresses`]), so
-//! a notify wakes the device worker without an exit to userspace; a notify that does arrive
-//! here (BAR moved by the guest, no KVM) signals the same eventfd.
+//! registers each such address as a KVM ioeventfd ([`VirtioPciDevice::attach_ioevents`]), so
+//! a notify wakes the device worker without an exit to userspace; when the guest moves BAR 0
+//! the registrations move with it. A notify that does arrive here (no KVM, or a BAR outside the
+//! PCI window) signals the same eventfd and is counted
+//! ([`VirtioPciDevice::userspace_notifies`]).
 //!
 //! Interrupts: [`VirtioInterrupt`] sets ISR bits and, once the driver enabled MSI-X and
 //! assigned vectors, raises the vector through an [`MsiSink`]: under a VM, a write to the
@@ -15,6 +17,9 @@
 //! MSI-X or polls.
 
 pub mod common_cfg;
+pub mod ioevents;
+
+pub use ioevents::IoEventRegistrar;
 
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -44,6 +49,8 @@ pub const ISR_OFFSET: u64 = 0x1000;
 pub const DEVICE_CFG_OFFSET: u64 = 0x2000;
 /// Offset of the notification region in BAR 0.
 pub const NOTIFY_OFFSET: u64 = 0x3000;
+/// The configuration-space dword register of BAR 0.
+const BAR0_CONFIG_REG: usize = 4;
 /// Bytes between two queues' notification addresses.
 pub const NOTIFY_OFF_MULTIPLIER: u32 = 4;
 /// Offset of the MSI-X table in BAR 0.
@@ -185,6 +192,9 @@ pub struct VirtioPciDevice {
     health: HealthFlag,
     active: bool,
     userspace_notifies: Arc<AtomicU64>,
+    ioevents: Option<Arc<dyn IoEventRegistrar>>,
+    /// The BAR 0 base the notify addresses are registered at.
+    ioevents_base: Option<u64>,
 }
 
 impl VirtioPciDevice {
@@ -264,6 +274,8 @@ impl VirtioPciDevice {
             health: HealthFlag::default(),
             active: false,
             userspace_notifies: Arc::new(AtomicU64::new(0)),
+            ioevents: None,
+            ioevents_base: None,
         })
     }
 
@@ -288,6 +300,42 @@ impl VirtioPciDevice {
         for (v, q) in state.queue_vectors.iter_mut().zip(&self.common.queues) {
             *v = q.msix_vector;
         }
+    }
+
+    /// Registers the queues' notify addresses with `registrar` at BAR 0's current place, and
+    /// moves them whenever the guest moves BAR 0.
+    pub fn attach_ioevents(&mut self, registrar: Arc<dyn IoEventRegistrar>) -> std::io::Result<()> {
+        self.ioevents = Some(registrar);
+        self.sync_ioevents()
+    }
+
+    /// Brings the registrations to where BAR 0 is now.
+    fn sync_ioevents(&mut self) -> std::io::Result<()> {
+        let Some(registrar) = self.ioevents.clone() else {
+            return Ok(());
+        };
+        let wanted = self
+            .config
+            .bar_address(0)
+            .filter(|&base| registrar.accepts(base));
+        if wanted == self.ioevents_base {
+            return Ok(());
+        }
+        let at = |base: u64, queue: usize| {
+            base + NOTIFY_OFFSET + queue as u64 * u64::from(NOTIFY_OFF_MULTIPLIER)
+        };
+        if let Some(old) = self.ioevents_base.take() {
+            for (q, e) in self.events.iter().enumerate() {
+                registrar.unregister(at(old, q), e)?;
+            }
+        }
+        if let Some(new) = wanted {
+            for (q, e) in self.events.iter().enumerate() {
+                registrar.register(at(new, q), e)?;
+            }
+            self.ioevents_base = Some(new);
+        }
+        Ok(())
     }
 
     /// Queue notifications that reached this transport instead of being caught by their
@@ -423,6 +471,13 @@ impl PciDevice for VirtioPciDevice {
 
     fn write_config_register(&mut self, reg: usize, offset: u64, data: &[u8]) {
         self.config.write_reg(reg, offset, data);
+        // BAR 0 (and its upper half) moved: move the notify registrations with it. A failure
+        // leaves notifies on the slow path, which still works.
+        if (BAR0_CONFIG_REG..=BAR0_CONFIG_REG + 1).contains(&reg)
+            && let Err(e) = self.sync_ioevents()
+        {
+            log::warn!("virtio-pci: moving the queue notify ioeventfds failed: {e}");
+        }
         if reg == self.msix_cap / 4 {
             let control = (self.config.read_reg(reg) >> 16) as u16;
             let mut state = self.interrupt.state();

@@ -246,3 +246,50 @@ fn msix_vectors_deliver_queue_and_config_interrupts() {
     assert_eq!(sink.0.lock().unwrap().last(), Some(&msg(2)));
     assert_eq!(r(&mut d, 0x6000, 1), 0);
 }
+
+/// Records registrations; accepts bases in 0xc000_0000..0xe000_0000.
+#[derive(Debug, Default)]
+struct Registry(Mutex<Vec<(bool, u64)>>);
+
+impl IoEventRegistrar for Registry {
+    fn accepts(&self, base: u64) -> bool {
+        (0xc000_0000..0xe000_0000).contains(&base)
+    }
+    fn register(&self, addr: u64, _event: &EventFd) -> std::io::Result<()> {
+        self.0.lock().unwrap().push((true, addr));
+        Ok(())
+    }
+    fn unregister(&self, addr: u64, _event: &EventFd) -> std::io::Result<()> {
+        self.0.lock().unwrap().push((false, addr));
+        Ok(())
+    }
+}
+
+#[test]
+fn moving_bar0_moves_the_notify_registrations() {
+    let (mut d, _, _) = device();
+    let queues = d.events.len() as u64;
+    let registry = Arc::new(Registry::default());
+    d.attach_ioevents(registry.clone()).unwrap();
+    let at = |base: u64| (0..queues).map(move |q| base + 0x3000 + 4 * q);
+    let log = |r: &Registry| std::mem::take(&mut *r.0.lock().unwrap());
+    assert_eq!(
+        log(&registry),
+        at(0xd800_0000).map(|a| (true, a)).collect::<Vec<_>>()
+    );
+    // The guest sizes BAR 0 (all ones: no address to catch writes at), then places it anew.
+    d.write_config_register(4, 0, &0xffff_ffffu32.to_le_bytes());
+    assert_eq!(
+        log(&registry),
+        at(0xd800_0000).map(|a| (false, a)).collect::<Vec<_>>()
+    );
+    d.write_config_register(4, 0, &0xd000_0000u32.to_le_bytes());
+    assert_eq!(
+        log(&registry),
+        at(0xd000_0000).map(|a| (true, a)).collect::<Vec<_>>()
+    );
+    // Writing the same place again changes nothing; other registers are not BARs.
+    d.write_config_register(4, 0, &0xd000_0000u32.to_le_bytes());
+    d.write_config_register(1, 0, &6u32.to_le_bytes());
+    assert!(log(&registry).is_empty());
+}
