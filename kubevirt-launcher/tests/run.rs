@@ -145,6 +145,52 @@ spec:
     );
 }
 
+/// `firmware.kernelBoot` in full: the kernel and the initrd come out of the container image
+/// and the kernel arguments with them; the demo guest prints what the PVH start info gave it.
+#[test]
+fn kernel_boot_passes_the_initrd_and_the_kernel_arguments() {
+    let dir = tempdir("initrd");
+    let guest = kubevirt_demo_guest::pvh_elf().expect("demo guest");
+    let initrd = b"INITRD!!kubevirt-rs test initrd".repeat(100);
+    ImageBlobs::with(&[("boot/demo.elf", &guest), ("boot/initrd.img", &initrd)])
+        .write_layout(&dir.join("image"), "demo");
+    let vmi = format!(
+        r##"
+apiVersion: kubevirt.io/v1
+kind: VirtualMachineInstance
+metadata: {{name: kb, namespace: default}}
+spec:
+  domain:
+    memory: {{guest: 64Mi}}
+    firmware:
+      kernelBoot:
+        kernelArgs: "console=ttyS0 kubevirt.marker=42"
+        container:
+          image: "oci:{}:demo"
+          kernelPath: /boot/demo.elf
+          initrdPath: /boot/initrd.img
+    devices: {{autoattachPodInterface: false}}
+"##,
+        dir.join("image").display()
+    );
+    let mut launcher = Launcher::spawn(run_command(&dir, &vmi, &[]));
+    let out = launcher.expect("demo# ");
+    assert!(
+        out.contains(r#"boot: cmdline "console=ttyS0 kubevirt.marker=42""#),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "boot: initrd {} bytes, starts \"INITRD!!\"",
+            initrd.len()
+        )),
+        "{out}"
+    );
+    launcher.type_text("poweroff\r");
+    let (status, out) = launcher.wait();
+    assert!(status.success(), "{out}");
+}
+
 #[test]
 fn unsupported_specs_are_refused_with_paths() {
     let dir = tempdir("refuse");

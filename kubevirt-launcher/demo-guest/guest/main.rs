@@ -22,6 +22,8 @@ core::arch::global_asm!(
     ".global _start",
     "_start:",
     "and rsp, -16",
+    // RSI: the PVH start info (0 under direct boot): main's first argument.
+    "mov rdi, rsi",
     "call {main}",
     "2: pause",
     "jmp 2b",
@@ -175,9 +177,10 @@ impl System {
     }
 }
 
-extern "C" fn main() -> ! {
+extern "C" fn main(start_info: u64) -> ! {
     rt::zero_bss();
     console::str("\nkubevirt-rs demo guest 1.0 (x86_64, CPL 3)\n");
+    hw::pvh::report(start_info);
     match hw::smbios::SystemInfo::find() {
         Some(info) => {
             let mut text = [0u8; 64];

@@ -5,14 +5,15 @@
 //! bitmap and a short 32-bit entry. A `PT_NOTE` carries `XEN_ELFNOTE_PHYS32_ENTRY` pointing at
 //! that entry, which a PVH loader jumps to in flat 32-bit protected mode. The stub enables PAE
 //! and long mode, loads the GDT and TSS, and `iretq`s to the program at CPL 3 with IOPL 3 and
-//! RDI = 0: the same state the VMM's direct entry sets up. For example:
+//! RDI = 0: the same state the VMM's direct entry sets up, plus RSI = the address of the PVH
+//! `hvm_start_info` (command line, modules such as an initrd, RSDP). For example:
 //!
 //! ```text
 //! qemu-system-x86_64 -machine q35 -m 64 -nographic -no-reboot -kernel hello.elf \
 //!     -device isa-debug-exit,iobase=0xf4,iosize=1
 //! ```
 
-use iced_x86::code_asm::{CodeAssembler, ax, eax, ecx, ptr, rax, rdi};
+use iced_x86::code_asm::{CodeAssembler, ax, eax, ebx, ecx, esi, ptr, rax, rdi};
 
 use super::{GUEST_LOAD_ADDR, GUEST_MAX_CODE_SIZE, GUEST_STACK_TOP, TestGuest, TestGuestError};
 use crate::arch::gdt::{
@@ -97,6 +98,8 @@ fn entry64(program_entry: u64) -> Result<Vec<u8>, TestGuestError> {
         a.mov(rax, program_entry)?;
         a.push(rax)?;
         a.xor(rdi, rdi)?;
+        // The PVH loader left the start_info address in EBX; the program finds it in RSI.
+        a.mov(esi, ebx)?;
         a.iretq()
     })
 }

@@ -4,6 +4,7 @@
 pub mod acpi;
 pub mod console;
 pub mod pci;
+pub mod pvh;
 pub mod smbios;
 
 /// `out dx, al`.
