@@ -191,6 +191,21 @@ fn cpu_topology_is_kept_or_refused_with_the_reason() {
 }
 
 #[test]
+fn an_unknown_cpu_feature_is_refused_at_its_index() {
+    let err = plan_of(&DEMO.replace(
+        "features: [{name: pcid, policy: disable}]",
+        "features: [{name: pcid, policy: disable}, {name: warp-drive, policy: disable}]",
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("spec.template.spec.domain.cpu.features[1].name")
+            && err.contains("warp-drive"),
+        "{err}"
+    );
+}
+
+#[test]
 fn firmware_uuid_is_parsed_or_refused_with_its_path() {
     let with = |uuid: &str| {
         DEMO.replace(

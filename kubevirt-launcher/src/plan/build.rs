@@ -152,7 +152,15 @@ pub fn from_vmi(vmi: &VirtualMachineInstance) -> Result<LaunchPlan, PlanErrors> 
         }
         for (i, f) in c.features.iter().flatten().enumerate() {
             match f.policy.as_deref().unwrap_or("require") {
-                "disable" | "forbid" => disabled.push(f.name.clone()),
+                "disable" | "forbid" => {
+                    // Names the VMM does not know are refused here, at their index.
+                    match kubevirt_vmm::CpuFeatureMask::disable([f.name.as_str()]) {
+                        Ok(_) => disabled.push(f.name.clone()),
+                        Err(e) => {
+                            errs.push(format!("spec.domain.cpu.features[{i}].name"), e.to_string())
+                        }
+                    }
+                }
                 p => errs.push(
                     format!("spec.domain.cpu.features[{i}].policy"),
                     format!("policy {p:?} is not supported yet; only disable and forbid are"),
