@@ -312,6 +312,40 @@ fn sigterm_presses_the_power_button_and_the_guest_powers_off() {
     assert!(t.elapsed() < std::time::Duration::from_secs(60), "{out}");
 }
 
+/// `autoattachSerialConsole: false`: the guest gets no serial port, so nothing it prints
+/// reaches the console or its log; it still runs and shuts down on SIGTERM.
+#[test]
+fn without_a_serial_console_the_guest_runs_silently() {
+    let dir = tempdir("noserial");
+    let image = demo_image(&dir);
+    let vmi = demo_vmi(
+        "silent",
+        &image,
+        "16Mi",
+        "autoattachPodInterface: false\nautoattachSerialConsole: false\nlogSerialConsole: true",
+        "",
+    );
+    let mut launcher = Launcher::spawn(run_command(&dir, &vmi, &[]));
+    launcher.expect("silent running");
+    // Give the guest the time it needs to print its banner, were there a port to print on.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    launcher.signal(libc::SIGTERM);
+    let t = std::time::Instant::now();
+    let (status, out) = launcher.wait();
+    assert!(status.success(), "{out}");
+    assert!(
+        out.contains("silent Succeeded: the guest powered off"),
+        "{out}"
+    );
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(20),
+        "the guest heard the power button: {out}"
+    );
+    assert!(!out.contains(kubevirt_demo_guest::BANNER), "{out}");
+    let log = std::fs::read(dir.join("run/console.log")).unwrap_or_default();
+    assert!(log.is_empty(), "{}", String::from_utf8_lossy(&log));
+}
+
 /// The node agent's mode: the VMI exactly as the API server returns it (JSON, with server-set
 /// metadata and status), read from stdin, paths prepared beside it, no console echo.
 #[test]

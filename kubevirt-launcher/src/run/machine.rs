@@ -113,10 +113,11 @@ impl MachineSpec {
             memory_size: c.memory_size,
             memory: c.memory,
             boot: c.boot.clone(),
-            serial: Some(match &self.console {
-                Some(fd) => ConsoleConfig::Fd(fd.try_clone().map_err(vm_error)?),
-                None => ConsoleConfig::Sink,
-            }),
+            // autoattachSerialConsole: false means no serial port at all, as upstream.
+            serial: match &self.console {
+                Some(fd) => Some(ConsoleConfig::Fd(fd.try_clone().map_err(vm_error)?)),
+                None => None,
+            },
             cpu_features: c.cpu_features.clone(),
             debug_exit: c.debug_exit,
             acpi: c.acpi,

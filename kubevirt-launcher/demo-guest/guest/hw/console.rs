@@ -20,17 +20,26 @@ pub fn str(s: &str) {
     write(s.as_bytes());
 }
 
+/// An absent UART reads as all ones (no device decodes the port), as on real hardware; the
+/// VMI then has `autoattachSerialConsole: false`.
+const ABSENT: u8 = 0xff;
+
 /// Writes one byte as it is.
 pub fn put(b: u8) {
-    while super::inb(LSR) & LSR_THR_EMPTY == 0 {
-        core::hint::spin_loop();
+    loop {
+        match super::inb(LSR) {
+            ABSENT => return,
+            lsr if lsr & LSR_THR_EMPTY != 0 => break,
+            _ => core::hint::spin_loop(),
+        }
     }
     super::outb(COM1, b);
 }
 
-/// A byte typed on the console, if any.
+/// A byte typed on the console, if any (never, without a UART).
 pub fn read() -> Option<u8> {
-    (super::inb(LSR) & LSR_DATA_READY != 0).then(|| super::inb(COM1))
+    let lsr = super::inb(LSR);
+    (lsr != ABSENT && lsr & LSR_DATA_READY != 0).then(|| super::inb(COM1))
 }
 
 /// `v` in decimal.
