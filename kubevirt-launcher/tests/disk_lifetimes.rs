@@ -158,3 +158,70 @@ disks:
     let (status, out) = launcher.wait();
     assert!(status.success(), "{out}");
 }
+
+/// Detaches a loop device when the test ends.
+struct LoopDevice(String);
+
+impl Drop for LoopDevice {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("losetup")
+            .args(["-d", &self.0])
+            .status();
+    }
+}
+
+/// A claim the node prepared as a block device (here a loop device) and a dataVolume prepared
+/// as a file both reach the guest; what the guest writes lands on the device.
+#[test]
+fn a_block_device_claim_and_a_data_volume_reach_the_guest() {
+    let dir = tempdir("blockdev");
+    let image = demo_image(&dir);
+    let backing = dir.join("backing.img");
+    std::fs::write(&backing, vec![0u8; 8 << 20]).unwrap();
+    let out = std::process::Command::new("losetup")
+        .args(["--find", "--show"])
+        .arg(&backing)
+        .output()
+        .expect("losetup (util-linux)");
+    assert!(
+        out.status.success(),
+        "losetup: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let device = LoopDevice(String::from_utf8_lossy(&out.stdout).trim().to_string());
+    let volumes = dir.join("volumes");
+    std::fs::create_dir_all(volumes.join("dv")).unwrap();
+    std::os::unix::fs::symlink(&device.0, volumes.join("blk")).unwrap();
+    std::fs::write(volumes.join("dv/disk.img"), vec![0u8; 4 << 20]).unwrap();
+    let vmi = demo_vmi(
+        "blockdev",
+        &image,
+        "16Mi",
+        "autoattachPodInterface: false
+disks:
+- {name: blk, disk: {bus: virtio}}
+- {name: dv, disk: {bus: virtio}}",
+        "volumes:
+- {name: blk, persistentVolumeClaim: {claimName: block-claim}}
+- {name: dv, dataVolume: {name: imported}}",
+    );
+    let mut launcher = Launcher::spawn(run_command(&dir, &vmi, &[]));
+    let out = launcher.expect("demo# ");
+    assert!(
+        out.contains("vda: 8388608 bytes"),
+        "the block device: {out}"
+    );
+    assert!(out.contains("vdb: 4194304 bytes"), "the data volume: {out}");
+    launcher.type_text("disktest\r");
+    launcher.expect("vdb: wrote sector 1, flushed, read it back: ok");
+    launcher.type_text("poweroff\r");
+    let (status, out) = launcher.wait();
+    assert!(status.success(), "{out}");
+    let written = std::fs::read(&backing).unwrap();
+    let text = b"kubevirt-rs demo guest wrote this to vda";
+    assert_eq!(
+        &written[512..512 + text.len()],
+        text,
+        "the guest's write is on the device"
+    );
+}
