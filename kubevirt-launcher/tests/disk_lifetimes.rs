@@ -225,3 +225,60 @@ disks:
         "the guest's write is on the device"
     );
 }
+
+/// The open flags (`flags:` of /proc/PID/fdinfo, octal) of the launcher's descriptor for `file`.
+fn open_flags(pid: u32, file: &Path) -> Option<i32> {
+    let want = std::fs::canonicalize(file).ok()?;
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.flatten() {
+        if std::fs::read_link(entry.path()).ok()? == want {
+            let info = std::fs::read_to_string(format!(
+                "/proc/{pid}/fdinfo/{}",
+                entry.file_name().to_string_lossy()
+            ))
+            .ok()?;
+            let flags = info.lines().find_map(|l| l.strip_prefix("flags:"))?;
+            return i32::from_str_radix(flags.trim(), 8).ok();
+        }
+    }
+    None
+}
+
+/// `disk.cache` reaches the file the launcher serves: writethrough opens it O_DSYNC (every
+/// write durable), writeback does not (the guest's flushes are the fdatasyncs).
+#[test]
+fn disk_cache_modes_reach_the_open_image() {
+    let dir = tempdir("cache");
+    let image = demo_image(&dir);
+    let volumes = dir.join("volumes");
+    for claim in ["through", "back"] {
+        std::fs::create_dir_all(volumes.join(claim)).unwrap();
+        std::fs::write(volumes.join(claim).join("disk.img"), vec![0u8; 1 << 20]).unwrap();
+    }
+    let vmi = demo_vmi(
+        "cache",
+        &image,
+        "16Mi",
+        "autoattachPodInterface: false
+disks:
+- {name: through, disk: {bus: virtio}, cache: writethrough}
+- {name: back, disk: {bus: virtio}, cache: writeback}",
+        "volumes:
+- {name: through, persistentVolumeClaim: {claimName: c1}}
+- {name: back, persistentVolumeClaim: {claimName: c2}}",
+    );
+    let mut launcher = Launcher::spawn(run_command(&dir, &vmi, &[]));
+    launcher.expect("demo# ");
+    let flags = |claim: &str| {
+        open_flags(launcher.pid(), &volumes.join(claim).join("disk.img"))
+            .unwrap_or_else(|| panic!("the launcher has no descriptor for {claim}"))
+    };
+    assert_ne!(
+        flags("through") & libc::O_DSYNC,
+        0,
+        "writethrough is O_DSYNC"
+    );
+    assert_eq!(flags("back") & libc::O_DSYNC, 0, "writeback is not");
+    launcher.type_text("poweroff\r");
+    let (status, out) = launcher.wait();
+    assert!(status.success(), "{out}");
+}

@@ -200,6 +200,11 @@ impl Launcher {
         stdin.flush().unwrap();
     }
 
+    /// The launcher's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Sends `signal` to the launcher.
     pub fn signal(&self, signal: i32) {
         // SAFETY: kill(2) on our own child's pid.
