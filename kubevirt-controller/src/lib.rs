@@ -1,10 +1,14 @@
-//! KubeVirt controllers, node agent and subresource API.
+//! KubeVirt controllers and the node agent, for any cluster (the local control plane embeds
+//! them too).
 //!
-//! Today the crate provides the offline commands every deployment starts with: generating the CRDs
-//! (`kubevirt-controller crds`) and checking documents the way upstream's webhooks would
-//! (`kubevirt-controller validate -f FILE`).
+//! - [`vm`]: the VirtualMachine controller (VM → VMI per run strategy, status back).
+//! - [`node`]: the node agent (a `kubevirt-launcher` per VMI on the node, status back).
+//! - [`install`]: the CRDs, installed or updated on a cluster.
+//! - [`cli`]: the `kubevirt-controller` commands: `run`, `node`, `crds`, `validate`.
 #![deny(missing_docs)]
 
 pub mod cli;
+pub mod install;
 pub mod node;
+mod outcome;
 pub mod vm;

@@ -10,12 +10,23 @@ use super::{CliError, NodeArgs};
 use crate::node::{self, NodeConfig};
 use crate::vm;
 
-pub(super) fn run(kubeconfig: Option<PathBuf>, out: &mut dyn Write) -> Result<ExitCode, CliError> {
+pub(super) fn run(
+    kubeconfig: Option<PathBuf>,
+    install_crds: bool,
+    out: &mut dyn Write,
+) -> Result<ExitCode, CliError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
         let (client, server) = connect(kubeconfig).await?;
+        if install_crds {
+            let changed = crate::install::ensure_crds(&client).await?;
+            writeln!(
+                out,
+                "kubevirt-controller: CRDs installed ({changed} created or updated)"
+            )?;
+        }
         writeln!(
             out,
             "kubevirt-controller: VirtualMachine controller on {server}"

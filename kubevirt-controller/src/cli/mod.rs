@@ -46,6 +46,9 @@ pub enum Command {
         /// The kubeconfig file (default: `KUBECONFIG`, then `~/.kube/config`, then in-cluster).
         #[arg(long)]
         kubeconfig: Option<PathBuf>,
+        /// Install or update the CRDs first (and wait until they are served).
+        #[arg(long)]
+        install_crds: bool,
     },
     /// Run the node agent: a `kubevirt-launcher` for every VMI on this node, its state written
     /// back on the VMI; deleting a VMI shuts its guest down first.
@@ -104,6 +107,9 @@ pub enum CliError {
     /// The cluster could not be reached.
     #[error("connecting to the cluster: {0}")]
     Connect(String),
+    /// The CRDs could not be installed.
+    #[error(transparent)]
+    Install(#[from] crate::install::InstallError),
 }
 
 /// Run a parsed command line, writing results to `out`.
@@ -111,7 +117,10 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<ExitCode, CliError> {
     match cli.command {
         Command::Crds { descriptions } => crds::run(descriptions, out),
         Command::Validate { files, output } => validate::run(&files, output, out),
-        Command::Run { kubeconfig } => controllers::run(kubeconfig, out),
+        Command::Run {
+            kubeconfig,
+            install_crds,
+        } => controllers::run(kubeconfig, install_crds, out),
         Command::Node(args) => controllers::node(args, out),
     }
 }

@@ -60,14 +60,9 @@ pub async fn run(
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, Arc::new(Context { client }))
         .for_each(|r| {
-            on_sync(match r {
-                Ok((obj, _)) => Ok(format!(
-                    "{}/{}",
-                    obj.namespace.unwrap_or_default(),
-                    obj.name
-                )),
-                Err(e) => Err(e.to_string()),
-            });
+            if let Some(line) = crate::outcome::describe(r) {
+                on_sync(line);
+            }
             futures::future::ready(())
         })
         .await;
