@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The main job, as far as it exists today: start the local control plane, install the CRDs with the
-# real kubectl, run upstream's VMs through it, show upstream's webhook checks refusing a broken VM,
-# and boot a guest on our own VMM. It grows as the launcher and the local node land.
+# The main job: the local control plane (`kubevirt-local up`: API server, CRDs, controllers, node
+# agent) with the real kubectl; a VM applied with kubectl boots on our own VMM and is deleted with a
+# graceful ACPI shutdown; upstream's examples go through the same API; upstream's webhook checks
+# refuse a broken VM; the launcher on its own, also on the pod network; the VMM embedded directly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 fixtures=${KUBEVIRT_FIXTURES:-../shared/fixtures/upstream}
@@ -9,24 +10,49 @@ fixtures=${KUBEVIRT_FIXTURES:-../shared/fixtures/upstream}
 scripts/setup.sh
 cargo build --release --locked -p kubevirt-controller -p kubevirt-local -p kubevirt-launcher
 cargo build --release --locked --example build_vm --example vmm_hello --example vmm_virtio_selftest
-bin=target/release
+bin=${CARGO_TARGET_DIR:-target}/release
 
 data=$(mktemp -d)
-trap 'kill "$server" 2>/dev/null || true; rm -rf "$data"' EXIT
-"$bin"/kubevirt-local apiserver --data-dir "$data" --listen 127.0.0.1:0 > "$data/server.log" 2>&1 &
+server=
+trap 'kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; rm -rf "$data"' EXIT
+"$bin"/kubevirt-launcher demo-image target/demo-image
+echo "== kubevirt-local up: API server + CRDs + VM controller + node agent, in one process"
+"$bin"/kubevirt-local up --data-dir "$data" --listen 127.0.0.1:0 --launcher "$bin"/kubevirt-launcher > "$data/up.log" 2>&1 &
 server=$!
-for _ in $(seq 50); do grep -q listening "$data/server.log" 2>/dev/null && break; sleep 0.1; done
-head -2 "$data/server.log"
+for _ in $(seq 100); do grep -q "API server on" "$data/up.log" 2>/dev/null && break; sleep 0.1; done
+head -2 "$data/up.log"
 export KUBECONFIG="$data/kubeconfig"
 k() { kubectl --cache-dir "$data/cache" "$@"; }
 
-echo "== install the CRDs (kubevirt-controller crds | kubectl apply -f -)"
-"$bin"/kubevirt-controller crds | k apply -f - | tail -3
-echo "== upstream's examples, applied with kubectl"
+echo "== the demo VM, applied with kubectl, boots on our VMM (examples/vm-demo.yaml)"
+k apply -f examples/vm-demo.yaml
+for _ in $(seq 100); do [ "$(k get vmi demo -o jsonpath='{.status.phase}' 2>/dev/null)" = Running ] && break; sleep 0.2; done
+k get vm,vmi -o wide
+sleep 0.5
+echo "-- its console (the launcher's console socket):"
+python3 - "$data" <<'PY'
+import glob, socket, sys
+path = glob.glob(sys.argv[1] + "/vmis/*/*/console.sock")[0]
+s = socket.socket(socket.AF_UNIX); s.connect(path); s.settimeout(0.5)
+out = b""
+try:
+    while True:
+        chunk = s.recv(65536)
+        if not chunk: break
+        out += chunk
+except socket.timeout:
+    pass
+print(out.decode(errors="replace").replace("\r", ""))
+PY
+echo "== kubectl delete vm: the guest gets the ACPI power button, then the VMI goes"
+k delete vm demo --wait=true
+k get vm,vmi
+
+echo "== upstream's examples, applied with kubectl (the controller keeps the Halted VM Stopped)"
 k apply -f "$fixtures"/kubevirt-examples-vm-cirros.yaml -f "$fixtures"/kubevirt-examples-vmi-replicaset-cirros.yaml \
   -f "$fixtures"/cdi-example-import-kubevirt-datavolume.yaml
 k scale vmirs vmi-replicaset-cirros --replicas=3
-k patch vm vm-cirros --type=merge --subresource=status -p '{"status":{"printableStatus":"Stopped"}}'
+sleep 1
 k get vm,vmirs,dv
 
 echo "== a broken VM is refused with field paths (upstream's webhook checks, run in admission)"
@@ -50,8 +76,7 @@ echo "== the same checks offline (kubevirt-controller validate)"
 echo "== a VM built in Rust (examples/build_vm.rs), applied"
 "$bin"/examples/build_vm | k apply -f -
 
-echo "== examples/vmi-demo.yaml through kubevirt-launcher: kernel from an OCI image, virtio disks, our VMM"
-"$bin"/kubevirt-launcher demo-image target/demo-image
+echo "== examples/vmi-demo.yaml straight through kubevirt-launcher (no API server): the console is this terminal"
 # The guest answers commands typed on the console; here they come from a pipe.
 (sleep 1; printf 'disks\r'; sleep 0.3; printf 'uname\r'; sleep 0.3; printf 'poweroff\r') |
   "$bin"/kubevirt-launcher run examples/vmi-demo.yaml --run-dir "$data/launcher" \
@@ -60,7 +85,7 @@ echo "== examples/vmi-demo.yaml through kubevirt-launcher: kernel from an OCI im
 echo "== the same guest on the pod network: masquerade NAT + DHCP in a scratch network namespace"
 pod=kvdemo-pod-$$; peer=kvdemo-peer-$$
 ip netns add "$pod"; ip netns add "$peer"
-trap 'kill "$server" 2>/dev/null || true; ip netns del "$pod" 2>/dev/null; ip netns del "$peer" 2>/dev/null; rm -rf "$data"' EXIT
+trap 'kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; ip netns del "$pod" 2>/dev/null; ip netns del "$peer" 2>/dev/null; rm -rf "$data"' EXIT
 ip link add eth0 netns "$pod" type veth peer name peer0 netns "$peer"
 ip -n "$pod" addr add 10.244.0.5/24 dev eth0; ip -n "$peer" addr add 10.244.0.1/24 dev peer0
 ip -n "$pod" link set eth0 up; ip -n "$peer" link set peer0 up

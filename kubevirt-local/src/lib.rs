@@ -7,6 +7,7 @@
 //!   create/update rules).
 //! - [`server`]: HTTP(S) routing, discovery, OpenAPI, watches, admission, garbage collection.
 //! - [`setup`]: the data directory: TLS material, the bearer token and the kubeconfig.
+//! - [`up`]: the whole local system in one process (API server, CRDs, controllers, node agent).
 #![deny(missing_docs)]
 
 pub mod error;
@@ -15,3 +16,4 @@ pub mod semantics;
 pub mod server;
 pub mod setup;
 pub mod storage;
+pub mod up;

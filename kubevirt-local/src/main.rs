@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 use kubevirt_local::server::{self, State};
 use kubevirt_local::setup;
 use kubevirt_local::storage::Store;
+use kubevirt_local::up::{self, NodeOptions, Started, UpOptions};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -18,6 +19,32 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the whole local system: the API server, the KubeVirt CRDs, the VirtualMachine
+    /// controller and the node agent that boots VMIs on this machine with kubevirt-launcher
+    /// (root and /dev/kvm). Stops on SIGINT or SIGTERM, stopping the VMs.
+    Up {
+        /// Where the database, certificates, token, kubeconfig and the VMs' files live.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Address to listen on (port 0 picks a free port).
+        #[arg(long, default_value = "127.0.0.1:6443")]
+        listen: SocketAddr,
+        /// How many changes the watch history keeps; older resourceVersions get 410 Expired.
+        #[arg(long, default_value_t = kubevirt_local::storage::DEFAULT_HISTORY)]
+        watch_history: u64,
+        /// No node agent: VMIs are created but nothing runs them.
+        #[arg(long)]
+        no_node: bool,
+        /// The node's name (default: the host name).
+        #[arg(long)]
+        node_name: Option<String>,
+        /// The kubevirt-launcher binary (default: next to this binary, else on PATH).
+        #[arg(long)]
+        launcher: Option<PathBuf>,
+        /// A registry (`host:port`) the launchers use over plain HTTP; repeatable.
+        #[arg(long = "plain-http-registry")]
+        plain_http: Vec<String>,
+    },
     /// Serve the Kubernetes API on loopback, storing everything in DATA_DIR/state.db.
     Apiserver {
         /// Where the database, certificates, token and kubeconfig live.
@@ -36,16 +63,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let Command::Apiserver {
-        data_dir,
-        listen,
-        insecure_http,
-        watch_history,
-    } = Cli::parse().command;
-    if insecure_http && !listen.ip().is_loopback() {
-        eprintln!("error: --insecure-http is only allowed on a loopback address, not {listen}");
-        return ExitCode::from(2);
-    }
+    let command = Cli::parse().command;
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -56,6 +74,67 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let (data_dir, listen, insecure_http, watch_history) = match command {
+        Command::Apiserver {
+            data_dir,
+            listen,
+            insecure_http,
+            watch_history,
+        } => (data_dir, listen, insecure_http, watch_history),
+        Command::Up {
+            data_dir,
+            listen,
+            watch_history,
+            no_node,
+            node_name,
+            launcher,
+            plain_http,
+        } => {
+            let node = (!no_node).then(|| NodeOptions {
+                node_name: node_name.unwrap_or_else(|| {
+                    std::fs::read_to_string("/proc/sys/kernel/hostname")
+                        .map(|h| h.trim().to_string())
+                        .unwrap_or_else(|_| "local".into())
+                }),
+                launcher: launcher.unwrap_or_else(|| {
+                    std::env::current_exe()
+                        .ok()
+                        .and_then(|p| Some(p.parent()?.join("kubevirt-launcher")))
+                        .filter(|p| p.exists())
+                        .unwrap_or_else(|| PathBuf::from("kubevirt-launcher"))
+                }),
+                launcher_args: plain_http
+                    .iter()
+                    .flat_map(|r| ["--plain-http-registry".to_string(), r.clone()])
+                    .collect(),
+            });
+            let opts = UpOptions {
+                data_dir,
+                listen,
+                watch_history,
+                node,
+            };
+            let started = |s: &Started| {
+                println!(
+                    "kubevirt-local up: API server on {}, VirtualMachine controller, node agent",
+                    s.url
+                );
+                println!("  export KUBECONFIG={}", s.kubeconfig.display());
+                println!("  kubectl apply -f examples/vm-demo.yaml");
+            };
+            return match runtime.block_on(up::run(opts, terminated(), started)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+    };
+    if insecure_http && !listen.ip().is_loopback() {
+        eprintln!("error: --insecure-http is only allowed on a loopback address, not {listen}");
+        return ExitCode::from(2);
+    }
     match runtime.block_on(run(data_dir, listen, insecure_http, watch_history)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -94,9 +173,22 @@ async fn run(
     println!("kubevirt-local API server listening on {url}");
     println!("  export KUBECONFIG={}", kubeconfig.display());
     println!("  kubectl get namespaces");
-    let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    server::serve(listener, state, tls.map(|t| t.config), shutdown).await?;
+    server::serve(listener, state, tls.map(|t| t.config), terminated()).await?;
     Ok(())
+}
+
+/// SIGINT or SIGTERM.
+async fn terminated() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }

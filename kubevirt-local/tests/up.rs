@@ -1,0 +1,236 @@
+//! `kubevirt-local up`, the embedded default, as a user runs it: one process serves the API,
+//! installs the CRDs and runs the controllers and the node agent; `kubectl apply` of the demo VM
+//! (examples/vm-demo.yaml) boots the guest on kubevirt-vmm with real vCPUs; `kubectl delete`
+//! powers it off; SIGTERM stops everything.
+
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Builds `kubevirt-launcher` (a no-op in `cargo test --workspace`) and returns its path.
+fn launcher() -> PathBuf {
+    let status = Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "kubevirt-launcher",
+            "--bin",
+            "kubevirt-launcher",
+        ])
+        .current_dir(root())
+        .status()
+        .expect("run cargo");
+    assert!(status.success(), "building kubevirt-launcher failed");
+    let exe = std::env::current_exe().unwrap();
+    let target = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
+    target.join("kubevirt-launcher")
+}
+
+fn kubectl(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+    use std::io::Write;
+    let mut child = Command::new("kubectl")
+        .env("KUBECONFIG", kubeconfig)
+        .arg("--cache-dir")
+        .arg(kubeconfig.with_file_name("kubectl-cache"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl is installed");
+    if let Some(s) = stdin {
+        child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
+    }
+    drop(child.stdin.take());
+    child.wait_with_output().unwrap()
+}
+
+fn eventually<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = probe() {
+            return v;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn find(dir: &Path, name: &str) -> Option<PathBuf> {
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let p = entry.path();
+        if p.file_name().is_some_and(|n| n == name) {
+            return Some(p);
+        }
+        if p.is_dir()
+            && let Some(found) = find(&p, name)
+        {
+            return Some(found);
+        }
+    }
+    None
+}
+
+/// Stops the server if the test fails half way.
+struct Up(std::process::Child);
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn kubectl_apply_runs_the_demo_vm_on_the_local_node() {
+    let launcher = launcher();
+    let dir = std::env::temp_dir().join(format!("kv-up-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let image = dir.join("image");
+    let out = Command::new(&launcher)
+        .arg("demo-image")
+        .arg(&image)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kubevirt-local"))
+        .arg("up")
+        .arg("--data-dir")
+        .arg(&dir)
+        .args(["--listen", "127.0.0.1:0", "--node-name", "local"])
+        .arg("--launcher")
+        .arg(&launcher)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start kubevirt-local up");
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let up = Up(child);
+    assert!(
+        first.contains("API server on https://127.0.0.1:"),
+        "{first}"
+    );
+    let kubeconfig = dir.join("kubeconfig");
+
+    // The CRDs are there without anyone applying them.
+    let out = kubectl(
+        &kubeconfig,
+        &["get", "crd", "virtualmachines.kubevirt.io", "-o", "name"],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let vm = std::fs::read_to_string(root().join("examples/vm-demo.yaml"))
+        .unwrap()
+        .replace(
+            "oci:target/demo-image:demo",
+            &format!("oci:{}:demo", image.display()),
+        );
+    let out = kubectl(&kubeconfig, &["apply", "-f", "-"], Some(&vm));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    eventually("the VMI Running on node local", || {
+        let out = kubectl(
+            &kubeconfig,
+            &[
+                "get",
+                "vmi",
+                "demo",
+                "-o",
+                "jsonpath={.status.phase}/{.status.nodeName}",
+            ],
+            None,
+        );
+        (String::from_utf8_lossy(&out.stdout) == "Running/local").then_some(())
+    });
+    eventually("the VM Running", || {
+        let out = kubectl(
+            &kubeconfig,
+            &[
+                "get",
+                "vm",
+                "demo",
+                "-o",
+                "jsonpath={.status.printableStatus}",
+            ],
+            None,
+        );
+        (String::from_utf8_lossy(&out.stdout) == "Running").then_some(())
+    });
+    let console = eventually("the guest's console", || {
+        let socket = find(&dir.join("vmis"), "console.sock")?;
+        let mut s = UnixStream::connect(socket).ok()?;
+        s.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let mut buf = vec![0u8; 1 << 16];
+        let n = s.read(&mut buf).ok()?;
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        text.contains("cloud-init: hostname demo-vm")
+            .then_some(text)
+    });
+    assert!(console.contains("kubevirt-rs demo guest"), "{console}");
+
+    // Deleting the VM powers the guest off (ACPI button) before its VMI goes.
+    let out = kubectl(
+        &kubeconfig,
+        &["delete", "vm", "demo", "--wait=true", "--timeout=60s"],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eventually("the VMI gone", || {
+        let out = kubectl(&kubeconfig, &["get", "vmi", "-o", "name"], None);
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .is_empty()
+            .then_some(())
+    });
+    assert!(
+        find(&dir.join("vmis"), "control.sock").is_none(),
+        "the launcher is gone"
+    );
+
+    let mut up = up;
+    // SAFETY: kill(2) on the child this test spawned and has not reaped.
+    unsafe {
+        libc::kill(up.0.id() as libc::pid_t, libc::SIGTERM);
+    }
+    let status = up.0.wait().unwrap();
+    assert!(
+        status.success(),
+        "kubevirt-local up after SIGTERM: {status}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
