@@ -48,7 +48,7 @@ echo "== kubectl delete vm: the guest gets the ACPI power button, then the VMI g
 k delete vm demo --wait=true
 k get vm,vmi
 
-echo "== upstream's examples, applied with kubectl (the controller keeps the Halted VM Stopped)"
+echo "== upstream's examples, applied with kubectl (the Halted VM stays Stopped; the replica set makes its VMIs)"
 k apply -f "$fixtures"/kubevirt-examples-vm-cirros.yaml -f "$fixtures"/kubevirt-examples-vmi-replicaset-cirros.yaml \
   -f "$fixtures"/cdi-example-import-kubevirt-datavolume.yaml
 k scale vmirs vmi-replicaset-cirros --replicas=3

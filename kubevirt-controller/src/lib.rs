@@ -11,4 +11,5 @@ pub mod cli;
 pub mod install;
 pub mod node;
 mod outcome;
+pub mod replicaset;
 pub mod vm;

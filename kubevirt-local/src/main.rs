@@ -116,7 +116,7 @@ fn main() -> ExitCode {
             };
             let started = |s: &Started| {
                 println!(
-                    "kubevirt-local up: API server on {}, VirtualMachine controller, node agent",
+                    "kubevirt-local up: API server on {}, controllers, node agent",
                     s.url
                 );
                 println!("  export KUBECONFIG={}", s.kubeconfig.display());

@@ -1,6 +1,6 @@
 //! `kubevirt-local up`: the whole local system in one process, the embedded default. The API
 //! server (HTTPS, bearer token, kubeconfig in the data directory), the KubeVirt CRDs installed
-//! on it, the VirtualMachine controller, and the node agent that runs a `kubevirt-launcher` per
+//! on it, the VirtualMachine and VirtualMachineInstanceReplicaSet controllers, and the node agent that runs a `kubevirt-launcher` per
 //! VMI on this machine. The controllers are the same code `kubevirt-controller run|node` runs
 //! against a real cluster; here they talk to the local server through its kubeconfig.
 
@@ -133,11 +133,18 @@ pub async fn run(
             }
         }
     };
-    let mut tasks = vec![tokio::spawn(kubevirt_controller::vm::controller::run(
-        client.clone(),
-        stopped(stop_rx.clone()),
-        log("vm controller"),
-    ))];
+    let mut tasks = vec![
+        tokio::spawn(kubevirt_controller::vm::controller::run(
+            client.clone(),
+            stopped(stop_rx.clone()),
+            log("vm controller"),
+        )),
+        tokio::spawn(kubevirt_controller::replicaset::controller::run(
+            client.clone(),
+            stopped(stop_rx.clone()),
+            log("replica set controller"),
+        )),
+    ];
     if let Some(node) = opts.node {
         let config = NodeConfig {
             node_name: node.node_name,

@@ -8,7 +8,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 
 use super::{CliError, NodeArgs};
 use crate::node::{self, NodeConfig};
-use crate::vm;
+use crate::{replicaset, vm};
 
 pub(super) fn run(
     kubeconfig: Option<PathBuf>,
@@ -29,10 +29,21 @@ pub(super) fn run(
         }
         writeln!(
             out,
-            "kubevirt-controller: VirtualMachine controller on {server}"
+            "kubevirt-controller: VirtualMachine and VirtualMachineInstanceReplicaSet controllers on {server}"
         )?;
         out.flush()?;
-        vm::controller::run(client, shutdown_signal(), log).await;
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let on = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            let _ = stop.send(true);
+        });
+        tokio::join!(
+            vm::controller::run(client.clone(), on(stopped.clone()), log),
+            replicaset::controller::run(client, on(stopped), log),
+        );
         Ok(ExitCode::SUCCESS)
     })
 }

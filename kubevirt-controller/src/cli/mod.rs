@@ -40,7 +40,7 @@ pub enum Command {
         #[arg(short = 'o', long = "output")]
         output: Option<Output>,
     },
-    /// Run the controllers (today: VirtualMachine) against the cluster that `KUBECONFIG` (or
+    /// Run the controllers (VirtualMachine, VirtualMachineInstanceReplicaSet) against the cluster that `KUBECONFIG` (or
     /// `--kubeconfig`, or the in-cluster service account) names, until SIGINT or SIGTERM.
     Run {
         /// The kubeconfig file (default: `KUBECONFIG`, then `~/.kube/config`, then in-cluster).
