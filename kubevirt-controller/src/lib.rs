@@ -10,6 +10,7 @@
 pub mod cli;
 pub mod install;
 pub mod node;
-mod outcome;
 pub mod replicaset;
+mod runtime;
+pub mod signal;
 pub mod vm;

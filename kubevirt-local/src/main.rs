@@ -1,10 +1,12 @@
 //! `kubevirt-local`: the local control plane's binary.
 
 use clap::{Parser, Subcommand};
+use kubevirt_controller::node::{default_launcher, host_name, plain_http_args};
 use kubevirt_local::server::{self, State};
 use kubevirt_local::setup;
 use kubevirt_local::storage::Store;
 use kubevirt_local::up::{self, NodeOptions, Started, UpOptions};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -91,22 +93,10 @@ fn main() -> ExitCode {
             plain_http,
         } => {
             let node = (!no_node).then(|| NodeOptions {
-                node_name: node_name.unwrap_or_else(|| {
-                    std::fs::read_to_string("/proc/sys/kernel/hostname")
-                        .map(|h| h.trim().to_string())
-                        .unwrap_or_else(|_| "local".into())
-                }),
-                launcher: launcher.unwrap_or_else(|| {
-                    std::env::current_exe()
-                        .ok()
-                        .and_then(|p| Some(p.parent()?.join("kubevirt-launcher")))
-                        .filter(|p| p.exists())
-                        .unwrap_or_else(|| PathBuf::from("kubevirt-launcher"))
-                }),
-                launcher_args: plain_http
-                    .iter()
-                    .flat_map(|r| ["--plain-http-registry".to_string(), r.clone()])
-                    .collect(),
+                node_name: node_name
+                    .unwrap_or_else(|| host_name().unwrap_or_else(|_| "local".into())),
+                launcher: launcher.unwrap_or_else(default_launcher),
+                launcher_args: plain_http_args(&plain_http),
             });
             let opts = UpOptions {
                 data_dir,
@@ -115,14 +105,19 @@ fn main() -> ExitCode {
                 node,
             };
             let started = |s: &Started| {
-                println!(
-                    "kubevirt-local up: API server on {}, controllers, node agent",
-                    s.url
+                // One write, errors ignored: whoever reads our stdout may stop reading.
+                let _ = write!(
+                    std::io::stdout(),
+                    "kubevirt-local up: API server on {}, controllers, node agent\n  export KUBECONFIG={}\n  kubectl apply -f examples/vm-demo.yaml\n",
+                    s.url,
+                    s.kubeconfig.display()
                 );
-                println!("  export KUBECONFIG={}", s.kubeconfig.display());
-                println!("  kubectl apply -f examples/vm-demo.yaml");
             };
-            return match runtime.block_on(up::run(opts, terminated(), started)) {
+            return match runtime.block_on(up::run(
+                opts,
+                kubevirt_controller::signal::terminated(),
+                started,
+            )) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e}");
@@ -173,22 +168,12 @@ async fn run(
     println!("kubevirt-local API server listening on {url}");
     println!("  export KUBECONFIG={}", kubeconfig.display());
     println!("  kubectl get namespaces");
-    server::serve(listener, state, tls.map(|t| t.config), terminated()).await?;
+    server::serve(
+        listener,
+        state,
+        tls.map(|t| t.config),
+        kubevirt_controller::signal::terminated(),
+    )
+    .await?;
     Ok(())
-}
-
-/// SIGINT or SIGTERM.
-async fn terminated() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }

@@ -123,9 +123,10 @@ fn kubectl_apply_runs_the_demo_vm_on_the_local_node() {
         .spawn()
         .expect("start kubevirt-local up");
     let mut first = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    stdout.read_line(&mut first).unwrap();
+    // Keep reading, so the server never writes into a closed pipe.
+    std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
     let up = Up(child);
     assert!(
         first.contains("API server on https://127.0.0.1:"),

@@ -37,7 +37,7 @@ pub(super) fn run(
             let _ = rx.wait_for(|s| *s).await;
         };
         tokio::spawn(async move {
-            shutdown_signal().await;
+            crate::signal::terminated().await;
             let _ = stop.send(true);
         });
         tokio::join!(
@@ -51,30 +51,18 @@ pub(super) fn run(
 pub(super) fn node(args: NodeArgs, out: &mut dyn Write) -> Result<ExitCode, CliError> {
     let node_name = match args.node_name {
         Some(n) => n,
-        None => std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_string())
-            .map_err(|e| {
-                CliError::Connect(format!("reading the host name (give --node-name): {e}"))
-            })?,
+        None => node::host_name().map_err(|e| {
+            CliError::Connect(format!("reading the host name (give --node-name): {e}"))
+        })?,
     };
-    let launcher = args.launcher.unwrap_or_else(|| {
-        std::env::current_exe()
-            .ok()
-            .and_then(|p| Some(p.parent()?.join("kubevirt-launcher")))
-            .filter(|p| p.exists())
-            .unwrap_or_else(|| PathBuf::from("kubevirt-launcher"))
-    });
+    let launcher = args.launcher.unwrap_or_else(node::default_launcher);
     let config = NodeConfig {
         node_name,
         launcher,
         run_root: args.run_root,
         cache_dir: args.cache_dir,
         volumes_dir: args.volumes_dir,
-        launcher_args: args
-            .plain_http
-            .iter()
-            .flat_map(|r| ["--plain-http-registry".to_string(), r.clone()])
-            .collect(),
+        launcher_args: node::plain_http_args(&args.plain_http),
         claim_unscheduled: !args.only_scheduled,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -89,7 +77,7 @@ pub(super) fn node(args: NodeArgs, out: &mut dyn Write) -> Result<ExitCode, CliE
             config.launcher.display()
         )?;
         out.flush()?;
-        node::agent::run(client, config, shutdown_signal(), log).await;
+        node::agent::run(client, config, crate::signal::terminated(), log).await;
         Ok(ExitCode::SUCCESS)
     })
 }
@@ -118,19 +106,4 @@ async fn connect(kubeconfig: Option<PathBuf>) -> Result<(kube::Client, String), 
     let server = config.cluster_url.to_string();
     let client = kube::Client::try_from(config).map_err(|e| CliError::Connect(e.to_string()))?;
     Ok((client, server))
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }

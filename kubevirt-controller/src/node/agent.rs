@@ -56,7 +56,7 @@ pub async fn run(
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx.clone())
         .for_each(|r| {
-            if let Some(line) = crate::outcome::describe(r) {
+            if let Some(line) = crate::runtime::describe(r) {
                 on_sync(line);
             }
             futures::future::ready(())

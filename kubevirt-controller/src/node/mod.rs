@@ -31,6 +31,29 @@ pub struct NodeConfig {
     pub claim_unscheduled: bool,
 }
 
+/// This machine's host name, the default node name.
+pub fn host_name() -> std::io::Result<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string())
+}
+
+/// The default `kubevirt-launcher`: next to the running binary (as the release ships them),
+/// else whatever `PATH` finds.
+pub fn default_launcher() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| Some(p.parent()?.join("kubevirt-launcher")))
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from("kubevirt-launcher"))
+}
+
+/// The launcher arguments that let it pull from `registries` over plain HTTP.
+pub fn plain_http_args(registries: &[String]) -> Vec<String> {
+    registries
+        .iter()
+        .flat_map(|r| ["--plain-http-registry".to_string(), r.clone()])
+        .collect()
+}
+
 /// Errors of the node agent.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {

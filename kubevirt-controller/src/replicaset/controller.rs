@@ -5,88 +5,47 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
-use kube::runtime::controller::{Action, Controller};
-use kube::runtime::watcher;
-use kube::{Client, Resource, ResourceExt};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::{Client, Resource};
 use kubevirt_api::core::v1::{VirtualMachineInstance, VirtualMachineInstanceReplicaSet};
 
 use super::sync::plan;
+use crate::runtime::{SyncError, Target, delete_vmi, run_owning_vmis, tolerate_gone, write_status};
 
 const RESYNC: Duration = Duration::from_secs(300);
-const RETRY: Duration = Duration::from_secs(2);
 /// How long a set waits before replacing a VMI that failed without running.
 const FAILED_START_BACKOFF: Duration = Duration::from_secs(10);
 
-/// Errors of one sync.
-#[derive(Debug, thiserror::Error)]
-#[error("{what} for virtualmachineinstancereplicaset {namespace}/{name}: {source}")]
-pub struct SyncError {
-    what: &'static str,
-    namespace: String,
-    name: String,
-    #[source]
-    source: kube::Error,
-}
-
-struct Context {
-    client: Client,
-}
-
-/// Runs the replica set controller until `shutdown` resolves.
+/// Runs the replica set controller until `shutdown` resolves. `on_sync` sees each sync's
+/// outcome (for logging).
 pub async fn run(
     client: Client,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
     on_sync: impl Fn(Result<String, String>),
 ) {
-    let sets: Api<VirtualMachineInstanceReplicaSet> = Api::all(client.clone());
-    let vmis: Api<VirtualMachineInstance> = Api::all(client.clone());
-    Controller::new(sets, watcher::Config::default())
-        .owns(vmis, watcher::Config::default())
-        .graceful_shutdown_on(shutdown)
-        .run(
-            reconcile,
-            |_, _: &SyncError, _| Action::requeue(RETRY),
-            Arc::new(Context { client }),
-        )
-        .for_each(|r| {
-            if let Some(line) = crate::outcome::describe(r) {
-                on_sync(line);
-            }
-            futures::future::ready(())
-        })
+    run_owning_vmis::<VirtualMachineInstanceReplicaSet, _, _>(client, shutdown, on_sync, reconcile)
         .await;
 }
 
 async fn reconcile(
     rs: Arc<VirtualMachineInstanceReplicaSet>,
-    ctx: Arc<Context>,
+    client: Arc<Client>,
 ) -> Result<Action, SyncError> {
-    let name = rs.name_any();
-    let namespace = rs.namespace().unwrap_or_default();
-    let err = |what| {
-        let (namespace, name) = (namespace.clone(), name.clone());
-        move |source| SyncError {
-            what,
-            namespace,
-            name,
-            source,
-        }
-    };
+    let target = Target::of(&*rs)?;
+    let (namespace, name) = (&target.namespace, &target.name);
     if rs.metadata.deletion_timestamp.is_some() {
         // Its VMIs go with it through their owner references.
         return Ok(Action::await_change());
     }
-    let sets: Api<VirtualMachineInstanceReplicaSet> =
-        Api::namespaced(ctx.client.clone(), &namespace);
-    let vmis: Api<VirtualMachineInstance> = Api::namespaced(ctx.client.clone(), &namespace);
+    let sets: Api<VirtualMachineInstanceReplicaSet> = Api::namespaced((*client).clone(), namespace);
+    let vmis: Api<VirtualMachineInstance> = Api::namespaced((*client).clone(), namespace);
     let all = vmis
         .list(&ListParams::default())
         .await
-        .map_err(err("listing VMIs"))?;
+        .map_err(target.err("listing the VMIs of"))?;
     let p = plan(&rs, &all.items, Timestamp::now());
     if p.ignored.is_some() {
         return Ok(Action::await_change());
@@ -99,31 +58,23 @@ async fn reconcile(
         controller: Some(true),
         block_owner_deletion: Some(true),
     };
-    for vmi in &p.adopt {
-        let patch = serde_json::json!({"metadata": {"ownerReferences": [owner]}});
-        patch_ok(
-            vmis.patch(vmi, &PatchParams::default(), &Patch::Merge(&patch))
-                .await,
-        )
-        .map_err(err("adopting a VMI"))?;
-    }
-    for vmi in &p.release {
-        let patch = serde_json::json!({"metadata": {"ownerReferences": null}});
-        patch_ok(
-            vmis.patch(vmi, &PatchParams::default(), &Patch::Merge(&patch))
-                .await,
-        )
-        .map_err(err("releasing a VMI"))?;
+    for (vmis_to_patch, owners, what) in [
+        (&p.adopt, serde_json::json!([owner]), "adopting a VMI for"),
+        (&p.release, serde_json::Value::Null, "releasing a VMI of"),
+    ] {
+        let patch = serde_json::json!({"metadata": {"ownerReferences": owners}});
+        for vmi in vmis_to_patch {
+            tolerate_gone(
+                vmis.patch(vmi, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await,
+            )
+            .map_err(target.err(what))?;
+        }
     }
     for (vmi, uid) in &p.delete {
-        let params = DeleteParams {
-            preconditions: Some(Preconditions {
-                uid: Some(uid.clone()),
-                resource_version: None,
-            }),
-            ..DeleteParams::default()
-        };
-        patch_ok(vmis.delete(vmi, &params).await.map(|_| ())).map_err(err("deleting a VMI"))?;
+        delete_vmi(&vmis, vmi, uid)
+            .await
+            .map_err(target.err("deleting a VMI of"))?;
     }
     let template = &rs.spec.template;
     let meta = template.metadata.clone().unwrap_or_default();
@@ -142,32 +93,18 @@ async fn reconcile(
         vmi.metadata.owner_references = Some(vec![owner.clone()]);
         vmis.create(&PostParams::default(), &vmi)
             .await
-            .map_err(err("creating a VMI"))?;
+            .map_err(target.err("creating a VMI for"))?;
     }
     if rs.status.as_ref() != Some(&p.status) {
         let mut updated = (*rs).clone();
         updated.status = Some(p.status.clone());
-        match sets
-            .replace_status(&name, &PostParams::default(), &updated)
+        write_status(&sets, &updated)
             .await
-        {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => {}
-            Err(e) => return Err(err("writing the status")(e)),
-        }
+            .map_err(target.err("writing the status of"))?;
     }
     Ok(if p.backoff {
         Action::requeue(FAILED_START_BACKOFF)
     } else {
         Action::requeue(RESYNC)
     })
-}
-
-/// A VMI that is already gone, or changed meanwhile, is no error: the next sync sees it.
-fn patch_ok<T>(r: Result<T, kube::Error>) -> Result<(), kube::Error> {
-    match r {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
-        Err(e) => Err(e),
-    }
 }

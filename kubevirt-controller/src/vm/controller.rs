@@ -5,46 +5,18 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use jiff::Timestamp;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
-use kube::runtime::controller::{Action as Requeue, Controller};
-use kube::runtime::watcher;
-use kube::{Client, ResourceExt};
+use kube::Client;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action as Requeue;
 use kubevirt_api::core::v1::{VirtualMachine, VirtualMachineCondition, VirtualMachineInstance};
 
 use super::instance;
 use super::sync::{Action, Observed, plan};
+use crate::runtime::{SyncError, Target, delete_vmi, run_owning_vmis, write_status};
 
 /// A VM with nothing pending is synced again after this long anyway.
 const RESYNC: Duration = Duration::from_secs(300);
-/// After an error, the VM is tried again after this long.
-const RETRY: Duration = Duration::from_secs(2);
-
-/// Errors of one sync.
-#[derive(Debug, thiserror::Error)]
-pub enum SyncError {
-    /// The VM has no namespace (VMs are namespaced: a broken object).
-    #[error("virtualmachine {0} has no namespace")]
-    NoNamespace(String),
-    /// The API server refused or failed a request.
-    #[error("{what} {namespace}/{name}: {source}")]
-    Api {
-        /// What was being done.
-        what: &'static str,
-        /// The VM's namespace.
-        namespace: String,
-        /// The VM's name.
-        name: String,
-        /// The API error.
-        #[source]
-        source: kube::Error,
-    },
-}
-
-struct Context {
-    client: Client,
-}
 
 /// Runs the VM controller until `shutdown` resolves. `on_sync` sees each sync's outcome (for
 /// logging).
@@ -53,45 +25,18 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
     on_sync: impl Fn(Result<String, String>),
 ) {
-    let vms: Api<VirtualMachine> = Api::all(client.clone());
-    let vmis: Api<VirtualMachineInstance> = Api::all(client.clone());
-    Controller::new(vms, watcher::Config::default())
-        .owns(vmis, watcher::Config::default())
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, Arc::new(Context { client }))
-        .for_each(|r| {
-            if let Some(line) = crate::outcome::describe(r) {
-                on_sync(line);
-            }
-            futures::future::ready(())
-        })
-        .await;
+    run_owning_vmis::<VirtualMachine, _, _>(client, shutdown, on_sync, reconcile).await;
 }
 
-fn error_policy(_vm: Arc<VirtualMachine>, _error: &SyncError, _ctx: Arc<Context>) -> Requeue {
-    Requeue::requeue(RETRY)
-}
-
-async fn reconcile(vm: Arc<VirtualMachine>, ctx: Arc<Context>) -> Result<Requeue, SyncError> {
-    let name = vm.name_any();
-    let namespace = vm
-        .namespace()
-        .ok_or_else(|| SyncError::NoNamespace(name.clone()))?;
-    let api_err = |what| {
-        let (namespace, name) = (namespace.clone(), name.clone());
-        move |source| SyncError::Api {
-            what,
-            namespace,
-            name,
-            source,
-        }
-    };
-    let vms: Api<VirtualMachine> = Api::namespaced(ctx.client.clone(), &namespace);
-    let vmis: Api<VirtualMachineInstance> = Api::namespaced(ctx.client.clone(), &namespace);
+async fn reconcile(vm: Arc<VirtualMachine>, client: Arc<Client>) -> Result<Requeue, SyncError> {
+    let target = Target::of(&*vm)?;
+    let (namespace, name) = (&target.namespace, &target.name);
+    let vms: Api<VirtualMachine> = Api::namespaced((*client).clone(), namespace);
+    let vmis: Api<VirtualMachineInstance> = Api::namespaced((*client).clone(), namespace);
     let vmi = vmis
-        .get_opt(&name)
+        .get_opt(name)
         .await
-        .map_err(api_err("reading the instance of"))?;
+        .map_err(target.err("reading the instance of"))?;
     let now = Timestamp::now();
     let mut p = plan(Observed {
         vm: &vm,
@@ -112,28 +57,17 @@ async fn reconcile(vm: Arc<VirtualMachine>, ctx: Arc<Context>) -> Result<Requeue
                 Err(kube::Error::Api(e)) if (400..500).contains(&e.code) => {
                     failed_create = Some(e.message);
                 }
-                Err(e) => return Err(api_err("creating the instance of")(e)),
+                Err(e) => return Err(target.err("creating the instance of")(e)),
             }
         }
-        Action::Delete { uid } => {
-            let params = DeleteParams {
-                preconditions: Some(Preconditions {
-                    uid: Some(uid.clone()),
-                    resource_version: None,
-                }),
-                ..DeleteParams::default()
-            };
-            match vmis.delete(&name, &params).await {
-                Ok(_) => {}
-                Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
-                Err(e) => return Err(api_err("deleting the instance of")(e)),
-            }
-        }
+        Action::Delete { uid } => delete_vmi(&vmis, name, uid)
+            .await
+            .map_err(target.err("deleting the instance of"))?,
         Action::SetStrategy(s) => {
             let patch = serde_json::json!({"spec": {"runStrategy": s.as_str(), "running": null}});
-            vms.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            vms.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
-                .map_err(api_err("setting the run strategy of"))?;
+                .map_err(target.err("setting the run strategy of"))?;
         }
     }
     if let Some(message) = failed_create {
@@ -151,21 +85,15 @@ async fn reconcile(vm: Arc<VirtualMachine>, ctx: Arc<Context>) -> Result<Requeue
     if vm.status.as_ref() != Some(&p.status) {
         let mut updated = (*vm).clone();
         updated.status = Some(p.status.clone());
-        match vms
-            .replace_status(&name, &PostParams::default(), &updated)
+        write_status(&vms, &updated)
             .await
-        {
-            Ok(_) => {}
-            // Changed meanwhile (a request was added): the watch brings the new version.
-            Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => {}
-            Err(e) => return Err(api_err("writing the status of")(e)),
-        }
+            .map_err(target.err("writing the status of"))?;
     }
     Ok(match p.requeue_at.take() {
         Some(at) => Requeue::requeue(
             at.duration_since(now)
                 .try_into()
-                .unwrap_or(RETRY)
+                .unwrap_or(RESYNC)
                 .max(Duration::from_millis(100)),
         ),
         None => Requeue::requeue(RESYNC),
