@@ -210,3 +210,55 @@ fn watch_ends_with_a_bookmark_when_asked() {
         "{out}"
     );
 }
+
+/// A dependent created while its owner waits in a foreground delete (a controller acting on a
+/// stale cache does that) is collected as soon as it is written, so the owner does not wait for
+/// it forever; one created after its owner is gone goes too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_dependents_are_collected() {
+    let s = Server::start("late");
+    let api: Api<ConfigMap> = Api::namespaced(kube_client(&s).await, "default");
+    let owner = api
+        .create(&PostParams::default(), &cm("late", &[], None))
+        .await
+        .unwrap();
+    // A dependent that holds the foreground delete open (a finalizer of its own).
+    let mut held = cm("late-held", &[], Some(&owner));
+    held.metadata.finalizers = Some(vec!["example.com/hold".into()]);
+    api.create(&PostParams::default(), &held).await.unwrap();
+    api.delete("late", &DeleteParams::foreground())
+        .await
+        .unwrap();
+    // Written while the owner is being deleted: collected at once.
+    api.create(&PostParams::default(), &cm("late-new", &[], Some(&owner)))
+        .await
+        .unwrap();
+    eventually("the late dependent is gone", async || {
+        api.get_opt("late-new").await.unwrap().is_none()
+    })
+    .await;
+    // Releasing the held dependent lets the owner go.
+    let release = serde_json::json!({"metadata": {"finalizers": null}});
+    api.patch(
+        "late-held",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&release),
+    )
+    .await
+    .unwrap();
+    eventually("the owner is gone", async || {
+        api.get_opt("late").await.unwrap().is_none()
+    })
+    .await;
+    // A dependent of an owner that no longer exists is collected on creation.
+    api.create(
+        &PostParams::default(),
+        &cm("late-orphan", &[], Some(&owner)),
+    )
+    .await
+    .unwrap();
+    eventually("the dependent of a gone owner is gone", async || {
+        api.get_opt("late-orphan").await.unwrap().is_none()
+    })
+    .await;
+}

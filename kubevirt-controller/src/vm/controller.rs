@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use kube::Client;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action as Requeue;
+use kube::{Client, ResourceExt};
 use kubevirt_api::core::v1::{VirtualMachine, VirtualMachineCondition, VirtualMachineInstance};
 
 use super::instance;
@@ -47,6 +47,12 @@ async fn reconcile(vm: Arc<VirtualMachine>, client: Arc<Client>) -> Result<Reque
     let mut failed_create = None;
     match &p.action {
         Action::None => {}
+        // The cache may not show yet that the VM is being deleted: ask the server before
+        // making it a new VMI (which would hold up a foreground delete).
+        Action::Create { .. }
+            if !still_wanted(&vms, &vm)
+                .await
+                .map_err(target.err("reading"))? => {}
         Action::Create { paused } => {
             let manifest = instance::for_vm(&vm, *paused);
             match vmis.create(&PostParams::default(), &manifest).await {
@@ -98,4 +104,11 @@ async fn reconcile(vm: Arc<VirtualMachine>, client: Arc<Client>) -> Result<Reque
         ),
         None => Requeue::requeue(RESYNC),
     })
+}
+
+/// Whether the VM still exists as the same object and is not being deleted.
+async fn still_wanted(vms: &Api<VirtualMachine>, vm: &VirtualMachine) -> Result<bool, kube::Error> {
+    Ok(vms.get_opt(&vm.name_any()).await?.is_some_and(|now| {
+        now.metadata.deletion_timestamp.is_none() && now.metadata.uid == vm.metadata.uid
+    }))
 }

@@ -51,7 +51,7 @@ pub(super) fn delete(
             .unwrap_or("Background");
         gc::delete_in(tx, res, &k, old, policy, &now())
     })?;
-    after_write(state, res)?;
+    after_write(state, res, &Value::Null)?;
     gc::collect(state);
     Ok(ok(200, versioned(res, &t.version, out)))
 }
@@ -98,7 +98,7 @@ pub(super) fn delete_collection(
         })?;
         deleted.extend(out.map(|o| versioned(res, &t.version, o)));
     }
-    after_write(state, res)?;
+    after_write(state, res, &Value::Null)?;
     gc::collect(state);
     let rv = state.store.current_rv()?.to_string();
     Ok(ok(
