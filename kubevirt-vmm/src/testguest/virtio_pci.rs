@@ -14,6 +14,8 @@
 //! in RSI.
 
 use iced_x86::IcedError;
+
+use crate::virtio::status;
 use iced_x86::code_asm::{
     AsmRegister64, CodeAssembler, CodeLabel, al, ax, byte_ptr, dword_ptr, dx, eax, ebx, ecx, edi,
     esi, ptr, qword_ptr, r8, r9, r10, r10d, r11, r12, r12d, r13d, rax, rbx, rdi, rsi, word_ptr,
@@ -28,11 +30,11 @@ pub const VIRTIO_CONSOLE_PCI_ID: u32 = 0x1043_1af4;
 /// Modern virtio-rng.
 pub const VIRTIO_RNG_PCI_ID: u32 = 0x1044_1af4;
 
-/// Device status bits (virtio 1.2, 2.1).
-const ACKNOWLEDGE: u32 = 1;
-const DRIVER: u32 = 2;
-const FEATURES_OK: u32 = 8;
-const DRIVER_OK: u32 = 4;
+/// Device status bits, as the device side defines them (virtio 1.2, 2.1).
+const ACKNOWLEDGE: u32 = status::ACKNOWLEDGE as u32;
+const DRIVER: u32 = status::DRIVER as u32;
+const FEATURES_OK: u32 = status::FEATURES_OK as u32;
+const DRIVER_OK: u32 = status::DRIVER_OK as u32;
 
 /// Common configuration offsets (virtio 1.2, 4.1.4.3).
 const DEVICE_FEATURE_SELECT: i32 = 0x00;

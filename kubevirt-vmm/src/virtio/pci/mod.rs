@@ -321,17 +321,14 @@ impl VirtioPciDevice {
         if wanted == self.ioevents_base {
             return Ok(());
         }
-        let at = |base: u64, queue: usize| {
-            base + NOTIFY_OFFSET + queue as u64 * u64::from(NOTIFY_OFF_MULTIPLIER)
-        };
         if let Some(old) = self.ioevents_base.take() {
-            for (q, e) in self.events.iter().enumerate() {
-                registrar.unregister(at(old, q), e)?;
+            for (addr, e) in self.notify_addresses_at(old) {
+                registrar.unregister(addr, e)?;
             }
         }
         if let Some(new) = wanted {
-            for (q, e) in self.events.iter().enumerate() {
-                registrar.register(at(new, q), e)?;
+            for (addr, e) in self.notify_addresses_at(new) {
+                registrar.register(addr, e)?;
             }
             self.ioevents_base = Some(new);
         }
@@ -345,14 +342,20 @@ impl VirtioPciDevice {
         self.userspace_notifies.clone()
     }
 
-    /// Each queue's notification address (at BAR 0's VMM-assigned place) and its eventfd,
-    /// to register as KVM ioeventfds.
+    /// Each queue's notification address (at BAR 0's current place) and its eventfd.
     pub fn notify_addresses(&self) -> Vec<(u64, &EventFd)> {
-        let base = self.config.bar_address(0).unwrap_or(0) + NOTIFY_OFFSET;
+        self.notify_addresses_at(self.config.bar_address(0).unwrap_or(0))
+    }
+
+    /// The same with BAR 0 at `base`.
+    fn notify_addresses_at(&self, base: u64) -> Vec<(u64, &EventFd)> {
         self.events
             .iter()
             .enumerate()
-            .map(|(i, e)| (base + i as u64 * u64::from(NOTIFY_OFF_MULTIPLIER), e))
+            .map(|(i, e)| {
+                let offset = NOTIFY_OFFSET + i as u64 * u64::from(NOTIFY_OFF_MULTIPLIER);
+                (base + offset, e)
+            })
             .collect()
     }
 
