@@ -437,3 +437,81 @@ fn crds_installed_by_server_side_apply_are_established() {
     ]);
     assert!(s.ok(&["get", "vm"]).contains("vm-cirros"));
 }
+
+/// `--dry-run=server` changes nothing, for every verb kubectl has it on. kubectl sends it in the
+/// query for writes and in the DeleteOptions body for deletes (a real VM was once deleted by
+/// `kubectl delete vm --dry-run=server`).
+#[test]
+fn server_dry_run_changes_nothing_for_any_verb() {
+    let s = with_crds("dryrun");
+    s.ok(&["create", "configmap", "keep", "--from-literal=k=v"]);
+    s.ok(&["apply", "-f", &fixture("kubevirt-examples-vm-cirros.yaml")]);
+    s.ok(&[
+        "apply",
+        "-f",
+        &fixture("kubevirt-examples-vmi-replicaset-cirros.yaml"),
+    ]);
+    let state = |s: &Server| {
+        s.ok(&[
+            "get",
+            "configmaps,vm,vmirs",
+            "-o",
+            "custom-columns=NAME:.metadata.name,RV:.metadata.resourceVersion,LABELS:.metadata.labels,DATA:.data,RS:.spec.runStrategy,REPLICAS:.spec.replicas",
+        ])
+    };
+    let before = state(&s);
+    let dry = "--dry-run=server";
+
+    let out = s.ok(&["create", "configmap", "new", "--from-literal=a=b", dry]);
+    assert!(out.contains("server dry run"), "{out}");
+    s.ok(&["label", "vm", "vm-cirros", "dry=yes", dry]);
+    s.ok(&["annotate", "configmap", "keep", "dry=yes", dry]);
+    s.ok(&[
+        "patch",
+        "vm",
+        "vm-cirros",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"runStrategy":"Always"}}"#,
+        dry,
+    ]);
+    let replaced = s
+        .ok(&["get", "configmap", "keep", "-o", "yaml"])
+        .replace("k: v", "k: replaced");
+    s.kubectl_stdin(&["replace", "-f", "-", dry], Some(&replaced));
+    s.ok(&[
+        "scale",
+        "vmirs",
+        "vmi-replicaset-cirros",
+        "--replicas=5",
+        dry,
+    ]);
+    let out = s.ok(&["delete", "vm", "vm-cirros", dry]);
+    assert!(out.contains("deleted (server dry run)"), "{out}");
+    s.ok(&["delete", "configmap", "keep", dry]);
+    // deletecollection
+    s.ok(&["delete", "configmaps,vm,vmirs", "--all", dry]);
+
+    assert_eq!(state(&s), before, "a server dry run changed stored objects");
+    assert!(
+        s.kubectl(&["get", "configmap", "new"]).status.code() != Some(0),
+        "a dry-run create stored nothing"
+    );
+
+    // A dryRun value other than All is refused rather than taken as a real delete.
+    let err = s.fails(
+        &[
+            "delete",
+            "--raw",
+            "/api/v1/namespaces/default/configmaps/keep?dryRun=Some",
+        ],
+        None,
+    );
+    assert!(err.contains("dryRun: Unsupported value"), "{err}");
+    s.ok(&["get", "configmap", "keep"]);
+
+    // And a real delete still deletes.
+    s.ok(&["delete", "vm", "vm-cirros", "--wait=false"]);
+    let err = s.fails(&["get", "vm", "vm-cirros"], None);
+    assert!(err.contains("NotFound"), "{err}");
+}

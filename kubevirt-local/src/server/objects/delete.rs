@@ -3,19 +3,54 @@
 use super::super::gc;
 use super::super::state::now;
 use super::write::after_write;
-use super::{Reply, Request, dry_run, key, ok, parse_body, selectors, versioned};
+use super::{Reply, Request, key, ok, parse_body, selectors, versioned};
 use crate::error::ApiError;
 use crate::registry::Resource;
 use crate::server::route::Target;
 use crate::server::state::State;
 use serde_json::{Value, json};
 
-fn delete_options(req: &Request<'_>) -> Value {
-    let mut opts = parse_body(req.body).unwrap_or_else(|_| json!({}));
+/// The DeleteOptions of a request: its body (kubectl sends `dryRun` and `propagationPolicy`
+/// there) with the query's parameters on top.
+fn delete_options(req: &Request<'_>) -> Result<Value, ApiError> {
+    let mut opts = if req.body.iter().all(u8::is_ascii_whitespace) {
+        json!({})
+    } else {
+        parse_body(req.body)?
+    };
+    if !opts.is_object() {
+        return Err(ApiError::bad_request(
+            "the body of a delete must be a DeleteOptions object",
+        ));
+    }
     if let Some(p) = req.query.get("propagationPolicy") {
         opts["propagationPolicy"] = json!(p);
     }
-    opts
+    Ok(opts)
+}
+
+/// Whether a delete is a dry run: `dryRun=All` in the query or `dryRun: ["All"]` in the body.
+/// Any other value is refused, as kube-apiserver does, so a typo never deletes for real.
+fn delete_dry_run(req: &Request<'_>, opts: &Value) -> Result<bool, ApiError> {
+    let from_body = match opts.get("dryRun") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(values)) => values.iter().map(|v| v.as_str()).collect(),
+        Some(_) => vec![None],
+    };
+    let from_query = req.query.get("dryRun").map(|v| Some(v.as_str()));
+    let mut dry = false;
+    for value in from_body.into_iter().chain(from_query) {
+        match value {
+            Some("All") => dry = true,
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "dryRun: Unsupported value: {}: supported values: \"All\"",
+                    other.map_or_else(|| "a non-string".to_string(), |v| format!("{v:?}"))
+                )));
+            }
+        }
+    }
+    Ok(dry)
 }
 
 pub(super) fn delete(
@@ -26,7 +61,8 @@ pub(super) fn delete(
     t: &Target,
     req: &Request<'_>,
 ) -> Result<Reply, ApiError> {
-    let opts = delete_options(req);
+    let opts = delete_options(req)?;
+    let dry = delete_dry_run(req, &opts)?;
     let k = key(res, ns, name);
     let out = state.store.write(|tx| -> Result<Value, ApiError> {
         let old = tx.get(&k)?.ok_or_else(|| ApiError::not_found(res, name))?;
@@ -42,7 +78,7 @@ pub(super) fn delete(
         {
             return Err(ApiError::conflict(res, name));
         }
-        if dry_run(req) {
+        if dry {
             return Ok(old);
         }
         let policy = opts
@@ -51,8 +87,10 @@ pub(super) fn delete(
             .unwrap_or("Background");
         gc::delete_in(tx, res, &k, old, policy, &now())
     })?;
-    after_write(state, res, &Value::Null)?;
-    gc::collect(state);
+    if !dry {
+        after_write(state, res, &Value::Null)?;
+        gc::collect(state);
+    }
     Ok(ok(200, versioned(res, &t.version, out)))
 }
 
@@ -66,7 +104,8 @@ pub(super) fn delete_collection(
     let (items, _) = state
         .store
         .list(&res.storage_name(), t.namespace.as_deref())?;
-    let opts = delete_options(req);
+    let opts = delete_options(req)?;
+    let dry = delete_dry_run(req, &opts)?;
     let policy = opts
         .get("propagationPolicy")
         .and_then(Value::as_str)
@@ -86,7 +125,7 @@ pub(super) fn delete_collection(
             .unwrap_or_default()
             .to_string();
         let k = key(res, &ns, &name);
-        if dry_run(req) {
+        if dry {
             deleted.push(versioned(res, &t.version, o));
             continue;
         }
@@ -98,8 +137,10 @@ pub(super) fn delete_collection(
         })?;
         deleted.extend(out.map(|o| versioned(res, &t.version, o)));
     }
-    after_write(state, res, &Value::Null)?;
-    gc::collect(state);
+    if !dry {
+        after_write(state, res, &Value::Null)?;
+        gc::collect(state);
+    }
     let rv = state.store.current_rv()?.to_string();
     Ok(ok(
         200,
