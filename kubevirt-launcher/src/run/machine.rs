@@ -5,13 +5,12 @@
 
 use super::RunError;
 use crate::disks::Overlay;
-use kubevirt_vmm::virtio::block::{Block, BlockBackend, CacheMode, RawFile};
+use kubevirt_vmm::virtio::block::{Block, BlockBackend, RawFile};
 use kubevirt_vmm::virtio::net::{Net, NetConfig, Tap};
 use kubevirt_vmm::virtio::rng::Rng;
 use kubevirt_vmm::{ConsoleConfig, ExitReason, Vm, VmConfig};
 use std::io;
 use std::os::fd::OwnedFd;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -60,15 +59,9 @@ impl BlockBackend for SharedOverlay {
 /// Where a disk's data is.
 #[derive(Debug, Clone)]
 pub enum DiskBacking {
-    /// A file or block device, opened anew for each VM.
-    File {
-        /// Path.
-        path: PathBuf,
-        /// Refuse writes.
-        readonly: bool,
-        /// The disk's `cache` mode.
-        cache: CacheMode,
-    },
+    /// A file or block device, opened (and locked) once for the machine; each VM gets a
+    /// duplicate handle, so the image stays held across reboots.
+    File(Arc<RawFile>),
     /// A containerDisk overlay.
     Overlay(SharedOverlay),
 }
@@ -126,12 +119,8 @@ impl MachineSpec {
         let mut builder = Vm::builder(config);
         for d in &self.disks {
             let backend: Box<dyn BlockBackend> = match &d.backing {
-                DiskBacking::File {
-                    path,
-                    readonly,
-                    cache,
-                } => Box::new(
-                    RawFile::open_with_cache(path, *readonly, *cache)
+                DiskBacking::File(file) => Box::new(
+                    file.try_clone()
                         .map_err(|e| RunError::Vm(format!("disk {}: {e}", d.name)))?,
                 ),
                 DiskBacking::Overlay(o) => Box::new(o.clone()),

@@ -17,7 +17,7 @@ use crate::oci::{Store, fetch_disk};
 use crate::plan::{DiskSource, LaunchPlan, PlanErrors, from_vmi, vmi_of};
 use kubevirt_api::object::Object;
 use kubevirt_vmm::SmbiosInfo;
-use kubevirt_vmm::virtio::block::CacheMode;
+use kubevirt_vmm::virtio::block::{CacheMode, RawFile};
 use kubevirt_vmm::{BootSource, CpuFeatureMask, KernelImage, LinuxBoot, VmConfig};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
@@ -212,11 +212,10 @@ pub fn launch(object: &Object, opts: &RunOptions) -> Result<Launched, RunError> 
                 Overlay::open_with_cache(base, &prepared.path, prepared.readonly, cache)
                     .map_err(io(&prepared.path))?,
             )))),
-            None => DiskBacking::File {
-                path: prepared.path.clone(),
-                readonly: prepared.readonly,
-                cache,
-            },
+            None => DiskBacking::File(Arc::new(
+                RawFile::open_with_cache(&prepared.path, prepared.readonly, cache)
+                    .map_err(|e| RunError::Vm(format!("disk {}: {e}", disk.name)))?,
+            )),
         };
         devices.push(DiskSpec {
             name: disk.name.clone(),

@@ -10,6 +10,7 @@ use vm_memory::VolatileSlice;
 use vm_memory::bitmap::Bitmap;
 
 use super::cache::CacheMode;
+use super::lock::{LockKind, try_lock};
 
 /// Guest buffers of one request, in order (checked guest-memory slices).
 pub type GuestBuffers<'a> = [VolatileSlice<'a, ()>];
@@ -173,6 +174,26 @@ pub enum BackendError {
         #[source]
         source: io::Error,
     },
+    /// Another VM (or another disk of this VM) holds the image: two guests writing one disk
+    /// would corrupt it.
+    #[error(
+        "disk image {path} is in use by another VM ({held}): stop that VM first, or make the disk read-only in both"
+    )]
+    InUse {
+        /// The image.
+        path: PathBuf,
+        /// What this open needed.
+        held: &'static str,
+    },
+    /// Locking the image failed for another reason than a conflict.
+    #[error("cannot lock disk image {path}: {source}")]
+    Lock {
+        /// The image.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
     /// The path is not a regular file or block device.
     #[error("disk image {0} is not a regular file or block device")]
     NotAFile(PathBuf),
@@ -213,6 +234,13 @@ impl RawFile {
 
     /// Opens `path`, read-only or read-write, in cache mode `cache` (KubeVirt's `disk.cache`;
     /// see [`CacheMode`] for what each mode guarantees).
+    ///
+    /// The image is locked while it is open, as QEMU locks its images: read-write opens hold
+    /// it alone, read-only opens share it, in this process and any other.
+    ///
+    /// # Errors
+    /// [`BackendError::InUse`] when another open holds a conflicting lock; the other variants
+    /// when the file cannot be opened or is not usable as a disk.
     pub fn open_with_cache(
         path: &Path,
         read_only: bool,
@@ -235,6 +263,30 @@ impl RawFile {
                 mode_verb,
                 source,
             })?;
+        let kind = if read_only {
+            LockKind::Shared
+        } else {
+            LockKind::Exclusive
+        };
+        match try_lock(&file, kind) {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(BackendError::InUse {
+                    path: path.to_owned(),
+                    held: if read_only {
+                        "it is open for writing elsewhere"
+                    } else {
+                        "it is open elsewhere"
+                    },
+                });
+            }
+            Err(source) => {
+                return Err(BackendError::Lock {
+                    path: path.to_owned(),
+                    source,
+                });
+            }
+        }
         let meta = file.metadata().map_err(|source| BackendError::Stat {
             path: path.to_owned(),
             source,
@@ -268,6 +320,21 @@ impl RawFile {
     /// The cache mode the image was opened in.
     pub fn cache_mode(&self) -> CacheMode {
         self.cache
+    }
+
+    /// Another handle on the same open image (a duplicated descriptor), for a VM built again
+    /// over the same disks (a reboot): it shares this open's lock, so the image stays held
+    /// across the rebuild with no moment where another VM could take it.
+    ///
+    /// # Errors
+    /// When the descriptor cannot be duplicated (out of descriptors).
+    pub fn try_clone(&self) -> io::Result<RawFile> {
+        Ok(RawFile {
+            file: self.file.try_clone()?,
+            size: self.size,
+            read_only: self.read_only,
+            cache: self.cache,
+        })
     }
 
     fn fallocate(&self, mode: libc::c_int, offset: u64, len: u64) -> io::Result<()> {
@@ -494,6 +561,29 @@ mod tests {
     }
 
     #[test]
+    fn an_image_has_one_writer_or_shared_readers() {
+        let t = image(1024);
+        let writer = RawFile::open(t.as_path(), false).unwrap();
+        let e = RawFile::open(t.as_path(), false).unwrap_err();
+        assert!(matches!(e, BackendError::InUse { .. }), "{e}");
+        assert!(e.to_string().contains("in use by another VM"), "{e}");
+        let e = RawFile::open(t.as_path(), true).unwrap_err();
+        assert!(matches!(e, BackendError::InUse { .. }), "{e}");
+        // A clone (the next VM after a reboot) shares the open and its lock.
+        let again = writer.try_clone().unwrap();
+        drop(writer);
+        assert!(
+            RawFile::open(t.as_path(), true).is_err(),
+            "the clone still holds it"
+        );
+        drop(again);
+        let r1 = RawFile::open(t.as_path(), true).unwrap();
+        let _r2 = RawFile::open(t.as_path(), true).unwrap();
+        assert!(RawFile::open(t.as_path(), false).is_err());
+        drop(r1);
+    }
+
+    #[test]
     fn unusable_images_get_errors_that_name_the_file() {
         let dir = vmm_sys_util::tempdir::TempDir::new().unwrap();
         let missing = dir.as_path().join("missing.img");
@@ -549,6 +639,7 @@ mod tests {
         }
         let ro = RawFile::open_with_cache(t.as_path(), true, CacheMode::Writethrough).unwrap();
         assert!(!ro.has_volatile_cache());
+        drop(ro);
         assert!(
             RawFile::open(t.as_path(), false)
                 .unwrap()

@@ -10,6 +10,7 @@
 pub mod backend;
 pub mod cache;
 pub mod device;
+mod lock;
 pub mod queue;
 pub mod request;
 
