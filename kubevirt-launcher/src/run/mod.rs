@@ -16,6 +16,7 @@ use crate::disks::{self, Overlay, PreparedDisk};
 use crate::oci::{Store, fetch_disk};
 use crate::plan::{DiskSource, LaunchPlan, PlanErrors, from_vmi, vmi_of};
 use kubevirt_api::object::Object;
+use kubevirt_launcher_protocol::{CONSOLE_SOCKET, CONTROL_SOCKET, GuestInfo, GuestInterface};
 use kubevirt_vmm::SmbiosInfo;
 use kubevirt_vmm::virtio::block::CacheMode;
 use kubevirt_vmm::{BootSource, CpuFeatureMask, KernelImage, LinuxBoot, VmConfig};
@@ -73,14 +74,43 @@ pub enum RunError {
         /// File.
         path: String,
         /// Cause.
+        #[source]
         source: std::io::Error,
     },
     /// The pod network could not be attached.
     #[error("{0}")]
     Network(#[from] PodNetworkError),
-    /// The VMM refused the configuration.
+    /// The VMM refused the configuration, or could not start or reach the VM.
     #[error("starting the VM: {0}")]
-    Vm(String),
+    Vm(#[from] kubevirt_vmm::VmError),
+    /// The pod network's tap could not be attached to the VM.
+    #[error("attaching the tap: {0}")]
+    Tap(#[from] kubevirt_vmm::virtio::net::TapError),
+    /// A prepared disk could not be opened for the VM.
+    #[error("disk {disk}: {source}")]
+    DiskOpen {
+        /// The disk.
+        disk: String,
+        /// Why.
+        #[source]
+        source: kubevirt_vmm::virtio::block::BackendError,
+    },
+    /// A console or tap descriptor could not be duplicated for the VM.
+    #[error("duplicating a console or tap descriptor: {0}")]
+    Descriptor(#[source] std::io::Error),
+}
+
+impl RunError {
+    /// The document is at fault (invalid, or asks for what this launcher cannot do): launching
+    /// it again will not help.
+    pub fn is_invalid(&self) -> bool {
+        matches!(
+            self,
+            RunError::Plan(_)
+                | RunError::Unsupported { .. }
+                | RunError::Network(PodNetworkError::NotAllowed { .. })
+        )
+    }
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RunError + '_ {
@@ -117,24 +147,25 @@ impl Launched {
 
 /// What the control API's `status` tells about the guest: its size, disks and interfaces (for
 /// the masquerade binding, the guest's fixed address and MAC, as upstream's VMI status shows).
-fn guest_info(plan: &LaunchPlan, network: Option<&PodNetwork>) -> serde_json::Value {
-    let interfaces: Vec<_> = network
-        .map(|n| {
-            serde_json::json!({
-                "name": plan.network.as_ref().map(|p| p.name.as_str()).unwrap_or("default"),
-                "mac": kubevirt_vmm::virtio::net::device::format_mac(&n.mac),
-                "guestIp": n.guest_ip.to_string(),
-                "binding": "masquerade",
-            })
+fn guest_info(plan: &LaunchPlan, network: Option<&PodNetwork>) -> GuestInfo {
+    let interfaces = network
+        .map(|n| GuestInterface {
+            name: plan
+                .network
+                .as_ref()
+                .map_or_else(|| "default".into(), |p| p.name.clone()),
+            mac: kubevirt_vmm::virtio::net::device::format_mac(&n.mac),
+            guest_ip: Some(n.guest_ip.to_string()),
+            binding: "masquerade".into(),
         })
         .into_iter()
         .collect();
-    serde_json::json!({
-        "vcpus": plan.cpu.vcpus(),
-        "memoryBytes": plan.memory_bytes,
-        "disks": plan.disks.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(),
-        "interfaces": interfaces,
-    })
+    GuestInfo {
+        vcpus: plan.cpu.vcpus(),
+        memory_bytes: plan.memory_bytes,
+        disks: plan.disks.iter().map(|d| d.name.clone()).collect(),
+        interfaces,
+    }
 }
 
 /// Launch `object` (a VMI, or a VM's template).
@@ -284,7 +315,7 @@ pub fn launch(object: &Object, opts: &RunOptions) -> Result<Launched, RunError> 
     let input = machine.clone();
     let console = ConsoleHub::start_with_echo(
         console_read,
-        &opts.run_dir.join("console.sock"),
+        &opts.run_dir.join(CONSOLE_SOCKET),
         Arc::new(move |b: &[u8]| {
             input.vm().serial_input(b);
         }),
@@ -295,7 +326,7 @@ pub fn launch(object: &Object, opts: &RunOptions) -> Result<Launched, RunError> 
     let shutdowns = Shutdowns::new(machine.clone());
     let info = guest_info(&plan, network.as_ref());
     let control = ControlServer::start(
-        &opts.run_dir.join("control.sock"),
+        &opts.run_dir.join(CONTROL_SOCKET),
         Target {
             machine: machine.clone(),
             shutdowns: shutdowns.clone(),
