@@ -12,7 +12,9 @@ use kubevirt_launcher::control::{Shutdown, phase};
 use kubevirt_launcher::oci::ImageBlobs;
 use kubevirt_launcher::run::{RunOptions, launch};
 use kubevirt_launcher::terminal::{CharacterMode, forward};
-use kubevirt_launcher_protocol::{ExitStatus, FinalStatus, Phase};
+use kubevirt_launcher_protocol::{
+    ExitStatus, FINAL_STATUS as FINAL_STATUS_FILE, FinalStatus, Phase,
+};
 use std::io::Read;
 use std::os::fd::AsFd;
 use std::path::PathBuf;
@@ -114,6 +116,8 @@ fn run(args: RunArgs) -> ExitCode {
     let run_dir = args.run_dir.clone().unwrap_or_else(|| {
         std::env::temp_dir().join(format!("kubevirt-launcher-{}", std::process::id()))
     });
+    // A verdict left by an earlier run in this directory is not this run's.
+    let _ = std::fs::remove_file(run_dir.join(FINAL_STATUS_FILE));
     let (exit, reason) = run_in(args, run_dir.clone());
     // The node agent reads why from here, not from the log.
     if let Err(e) = std::fs::create_dir_all(&run_dir) {
