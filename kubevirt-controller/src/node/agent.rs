@@ -17,6 +17,7 @@ use kube::runtime::finalizer::{Event, finalizer};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use kubevirt_api::core::v1::VirtualMachineInstance;
+use kubevirt_api::defaults::DEFAULT_TERMINATION_GRACE_PERIOD_SECONDS;
 use std::sync::Mutex;
 
 use super::launcher::Launcher;
@@ -28,8 +29,6 @@ use crate::vm::instance::{is_final, phase};
 pub const FINALIZER: &str = "kubevirt.io/foregroundDeleteVirtualMachine";
 /// How often a running launcher is asked for its state.
 const POLL: Duration = Duration::from_millis(500);
-/// Upstream's default grace period.
-const DEFAULT_GRACE: Duration = Duration::from_secs(30);
 /// Beyond the grace period, how long a launcher may take to exit before it is killed.
 const EXIT_SLACK: Duration = Duration::from_secs(10);
 
@@ -178,8 +177,8 @@ async fn cleanup(vmi: &VirtualMachineInstance, ctx: &Context) -> Result<Action, 
         let grace = vmi
             .spec
             .termination_grace_period_seconds
-            .map(|s| Duration::from_secs(s.max(0) as u64))
-            .unwrap_or(DEFAULT_GRACE);
+            .unwrap_or(DEFAULT_TERMINATION_GRACE_PERIOD_SECONDS);
+        let grace = Duration::from_secs(grace.max(0) as u64);
         l.shutdown(grace).await;
         let deadline = tokio::time::Instant::now() + grace + EXIT_SLACK;
         while !l.exited() {

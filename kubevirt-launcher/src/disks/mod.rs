@@ -244,7 +244,7 @@ pub fn cleanup(layout: &Layout) -> std::io::Result<()> {
 mod tests {
     use super::*;
     use crate::oci::Layout as OciLayout;
-    use crate::plan::CacheMode;
+    use kubevirt_vmm::virtio::block::CacheMode;
 
     fn disk(name: &str, source: DiskSource) -> DiskPlan {
         DiskPlan {

@@ -18,7 +18,6 @@ use crate::plan::{DiskSource, LaunchPlan, PlanErrors, from_vmi, vmi_of};
 use kubevirt_api::object::Object;
 use kubevirt_launcher_protocol::{CONSOLE_SOCKET, CONTROL_SOCKET, GuestInfo, GuestInterface};
 use kubevirt_vmm::SmbiosInfo;
-use kubevirt_vmm::virtio::block::CacheMode;
 use kubevirt_vmm::{BootSource, CpuFeatureMask, KernelImage, LinuxBoot, VmConfig};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
@@ -161,7 +160,7 @@ fn guest_info(plan: &LaunchPlan, network: Option<&PodNetwork>) -> GuestInfo {
         .into_iter()
         .collect();
     GuestInfo {
-        vcpus: plan.cpu.vcpus(),
+        vcpus: u32::from(plan.cpu.vcpus()),
         memory_bytes: plan.memory_bytes,
         disks: plan.disks.iter().map(|d| d.name.clone()).collect(),
         interfaces,
@@ -170,8 +169,8 @@ fn guest_info(plan: &LaunchPlan, network: Option<&PodNetwork>) -> GuestInfo {
 
 /// Launch `object` (a VMI, or a VM's template).
 pub fn launch(object: &Object, opts: &RunOptions) -> Result<Launched, RunError> {
-    let vmi = vmi_of(object)?;
-    let plan = from_vmi(&vmi)?;
+    let (vmi, base) = vmi_of(object)?;
+    let plan = from_vmi(&vmi, &base)?;
     if plan.network.is_some() && !opts.pod_network {
         return Err(PodNetworkError::NotAllowed {
             bridge: "k6t-eth0".into(),
@@ -233,11 +232,7 @@ pub fn launch(object: &Object, opts: &RunOptions) -> Result<Launched, RunError> 
             _ => disks::prepare(disk, &layout, source.as_ref())?,
         };
         // A containerDisk reads its cached image through a copy-on-write overlay.
-        let cache = match disk.cache {
-            crate::plan::CacheMode::None => CacheMode::None,
-            crate::plan::CacheMode::WriteThrough => CacheMode::Writethrough,
-            crate::plan::CacheMode::WriteBack => CacheMode::Writeback,
-        };
+        let cache = disk.cache;
         let backing = match &prepared.base {
             Some(base) => DiskBacking::Overlay(SharedOverlay(Arc::new(Mutex::new(
                 Overlay::open_with_cache(base, &prepared.path, prepared.readonly, cache)
@@ -257,10 +252,7 @@ pub fn launch(object: &Object, opts: &RunOptions) -> Result<Launched, RunError> 
     }
 
     let memory = plan.memory_bytes.div_ceil(2 << 20) * (2 << 20);
-    let topology = plan.cpu.for_vmm().map_err(|e| RunError::Unsupported {
-        path: "spec.domain.cpu".into(),
-        message: e.to_string(),
-    })?;
+    let topology = plan.cpu;
     let (console_read, console_write) = std::io::pipe().map_err(io(&opts.run_dir))?;
     let mut config = VmConfig::new(
         topology.vcpus(),
