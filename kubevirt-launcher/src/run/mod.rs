@@ -85,6 +85,18 @@ pub enum RunError {
     /// The pod network's tap could not be attached to the VM.
     #[error("attaching the tap: {0}")]
     Tap(#[from] kubevirt_vmm::virtio::net::TapError),
+    /// The cloud-init data does not fit an ISO image.
+    #[error("disk {disk}: building the cloud-init image: {source}")]
+    CloudInitIso {
+        /// The disk.
+        disk: String,
+        /// Why.
+        #[source]
+        source: crate::cloudinit::iso9660::IsoError,
+    },
+    /// A CPU feature the plan hides is unknown to the VMM.
+    #[error("spec.domain.cpu.features: {0}")]
+    CpuFeatures(#[from] kubevirt_vmm::CpuidError),
     /// A prepared disk could not be opened for the VM.
     #[error("disk {disk}: {source}")]
     DiskOpen {
@@ -206,10 +218,13 @@ pub fn launch(object: &Object, opts: &RunOptions) -> Result<Launched, RunError> 
                         ),
                     }
                 })?;
-                let iso = volume.disk.to_iso().map_err(|e| RunError::Unsupported {
-                    path: "spec.volumes".into(),
-                    message: e.to_string(),
-                })?;
+                let iso = volume
+                    .disk
+                    .to_iso()
+                    .map_err(|source| RunError::CloudInitIso {
+                        disk: disk.name.clone(),
+                        source,
+                    })?;
                 let path = layout
                     .ephemeral_dir
                     .join("cloudinit")
@@ -274,11 +289,7 @@ pub fn launch(object: &Object, opts: &RunOptions) -> Result<Launched, RunError> 
     config.smbios = Some(smbios);
     if !plan.disabled_cpu_features.is_empty() {
         config.cpu_features =
-            CpuFeatureMask::disable(plan.disabled_cpu_features.iter().map(String::as_str))
-                .map_err(|e| RunError::Unsupported {
-                    path: "spec.domain.cpu.features".into(),
-                    message: e.to_string(),
-                })?;
+            CpuFeatureMask::disable(plan.disabled_cpu_features.iter().map(String::as_str))?;
     }
     let (network, net) = match &plan.network {
         Some(net) => {
