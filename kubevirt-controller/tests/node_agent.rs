@@ -15,7 +15,9 @@ use common::{Cluster, eventually};
 use kube::api::{Api, Patch, PatchParams};
 use kubevirt_api::core::v1::{VirtualMachine, VirtualMachineInstance};
 use kubevirt_controller::node::NodeConfig;
-use kubevirt_launcher_protocol::{CONTROL_SOCKET, Client, ExitStatus, FinalStatus, Request};
+use kubevirt_launcher_protocol::{
+    CONSOLE_SOCKET, CONTROL_SOCKET, Client, ExitStatus, FinalStatus, Request,
+};
 use serde_json::json;
 
 /// Builds `kubevirt-launcher` (a no-op in `cargo test --workspace`, which built it already) and
@@ -78,7 +80,7 @@ spec:
 
 /// What the guest printed so far (the console socket's scroll-back).
 fn console(run_root: &Path) -> String {
-    let Some(socket) = find(run_root, "console.sock") else {
+    let Some(socket) = find(run_root, CONSOLE_SOCKET) else {
         return String::new();
     };
     let Ok(mut s) = UnixStream::connect(socket) else {
@@ -217,7 +219,7 @@ async fn kubectl_apply_boots_the_vm_and_halting_it_powers_the_guest_off() {
     })
     .await;
     assert!(
-        find(&run_root, "control.sock").is_none(),
+        find(&run_root, CONTROL_SOCKET).is_none(),
         "the run directory is removed"
     );
 
@@ -234,7 +236,7 @@ async fn kubectl_apply_boots_the_vm_and_halting_it_powers_the_guest_off() {
             .filter(|(u, p, _)| p == "Running" && *u != uid)
     })
     .await;
-    let control = find(&run_root, "control.sock").expect("the launcher's control socket");
+    let control = find(&run_root, CONTROL_SOCKET).expect("the launcher's control socket");
     let answer = tokio::task::spawn_blocking(move || {
         use std::io::{BufRead, BufReader, Write};
         let mut s = UnixStream::connect(control).unwrap();
