@@ -99,7 +99,7 @@ impl Launcher {
             return Report::Exited { code, last };
         }
         let client = Client::for_run_dir(&self.run_dir);
-        match blocking(move || client.status()).await {
+        match blocking(client, |c| c.status()).await {
             Ok(s) => {
                 self.last = Some(s.clone());
                 Report::Status(s)
@@ -121,7 +121,7 @@ impl Launcher {
         }
         self.shutdown_requested = true;
         let client = Client::for_run_dir(&self.run_dir);
-        if blocking(move || client.shutdown(Some(grace)))
+        if blocking(client, move |c| c.shutdown(Some(grace)))
             .await
             .is_err()
             && let Some(pid) = self.child.id()
@@ -146,12 +146,15 @@ impl Launcher {
 
 /// Runs a blocking protocol request off the async workers.
 async fn blocking<T: Send + 'static>(
-    request: impl FnOnce() -> Result<T, ClientError> + Send + 'static,
+    client: Client,
+    request: impl FnOnce(&Client) -> Result<T, ClientError> + Send + 'static,
 ) -> Result<T, ClientError> {
-    match tokio::task::spawn_blocking(request).await {
+    let socket = client.socket().to_path_buf();
+    match tokio::task::spawn_blocking(move || request(&client)).await {
         Ok(r) => r,
+        // The request panicked or the runtime is shutting down: no answer.
         Err(join) => Err(ClientError::Io {
-            socket: PathBuf::new(),
+            socket,
             source: std::io::Error::other(join),
         }),
     }
