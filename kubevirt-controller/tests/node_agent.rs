@@ -15,6 +15,9 @@ use common::{Cluster, eventually};
 use kube::api::{Api, Patch, PatchParams};
 use kubevirt_api::core::v1::{VirtualMachine, VirtualMachineInstance};
 use kubevirt_controller::node::NodeConfig;
+use kubevirt_launcher_protocol::{
+    CONSOLE_SOCKET, CONTROL_SOCKET, Client, ExitStatus, FinalStatus, Request,
+};
 use serde_json::json;
 
 /// Builds `kubevirt-launcher` (a no-op in `cargo test --workspace`, which built it already) and
@@ -77,7 +80,7 @@ spec:
 
 /// What the guest printed so far (the console socket's scroll-back).
 fn console(run_root: &Path) -> String {
-    let Some(socket) = find(run_root, "console.sock") else {
+    let Some(socket) = find(run_root, CONSOLE_SOCKET) else {
         return String::new();
     };
     let Ok(mut s) = UnixStream::connect(socket) else {
@@ -216,7 +219,7 @@ async fn kubectl_apply_boots_the_vm_and_halting_it_powers_the_guest_off() {
     })
     .await;
     assert!(
-        find(&run_root, "control.sock").is_none(),
+        find(&run_root, CONTROL_SOCKET).is_none(),
         "the run directory is removed"
     );
 
@@ -233,7 +236,7 @@ async fn kubectl_apply_boots_the_vm_and_halting_it_powers_the_guest_off() {
             .filter(|(u, p, _)| p == "Running" && *u != uid)
     })
     .await;
-    let control = find(&run_root, "control.sock").expect("the launcher's control socket");
+    let control = find(&run_root, CONTROL_SOCKET).expect("the launcher's control socket");
     let answer = tokio::task::spawn_blocking(move || {
         use std::io::{BufRead, BufReader, Write};
         let mut s = UnixStream::connect(control).unwrap();
@@ -259,4 +262,234 @@ async fn kubectl_apply_boots_the_vm_and_halting_it_powers_the_guest_off() {
             .expect("stops")
             .unwrap();
     }
+}
+
+/// A VMI as the API server takes it, booting the demo image (or naming `image` only).
+fn vmi_doc(name: &str, image: &str, bus: &str) -> String {
+    format!(
+        r#"apiVersion: kubevirt.io/v1
+kind: VirtualMachineInstance
+metadata:
+  name: {name}
+spec:
+  terminationGracePeriodSeconds: 5
+  domain:
+    memory: {{guest: 64Mi}}
+    firmware:
+      kernelBoot:
+        container: {{image: "{image}", kernelPath: /boot/demo.elf}}
+    devices:
+      autoattachPodInterface: false
+      disks:
+      - name: scratch
+        disk: {{bus: {bus}}}
+  volumes:
+  - name: scratch
+    emptyDisk: {{capacity: 1Mi}}
+"#
+    )
+}
+
+/// Starts the node agent with `launcher`; the sender stops it.
+fn start_agent(
+    c: &Cluster,
+    launcher: PathBuf,
+    work: &Path,
+) -> (
+    NodeConfig,
+    tokio::sync::watch::Sender<bool>,
+    tokio::task::JoinHandle<()>,
+) {
+    let config = NodeConfig {
+        node_name: "local".into(),
+        launcher,
+        run_root: work.join("run"),
+        cache_dir: work.join("cache"),
+        volumes_dir: work.join("volumes"),
+        launcher_args: vec![],
+        claim_unscheduled: true,
+    };
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let agent = tokio::spawn(kubevirt_controller::node::agent::run(
+        c.client.clone(),
+        config.clone(),
+        async move {
+            let _ = stop_rx.wait_for(|s| *s).await;
+        },
+        |r| {
+            if let Err(e) = r {
+                eprintln!("agent: {e}");
+            }
+        },
+    ));
+    (config, stop_tx, agent)
+}
+
+async fn vmi_status(
+    vmis: &Api<VirtualMachineInstance>,
+    name: &str,
+) -> Option<kubevirt_api::core::v1::VirtualMachineInstanceStatus> {
+    vmis.get_opt(name).await.ok()??.status
+}
+
+/// A VMI the launcher refuses (exit code 2) fails with the launcher's own reason, field path
+/// included, read from its final status rather than its log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vmi_the_launcher_refuses_fails_with_its_reason() {
+    let launcher = tokio::task::spawn_blocking(launcher).await.unwrap();
+    let c = Cluster::start(false).await;
+    let work = c.dir.join("node");
+    let (config, stop_tx, agent) = start_agent(&c, launcher, &work);
+    // Valid for the API (sata is an upstream bus), not something kubevirt-rs attaches.
+    let (ok, _, err) = c
+        .kubectl(
+            &["apply", "-f", "-"],
+            Some(&vmi_doc("refused", "oci:/nowhere:x", "sata")),
+        )
+        .await;
+    assert!(ok, "kubectl apply: {err}");
+    let vmis: Api<VirtualMachineInstance> = Api::namespaced(c.client.clone(), "default");
+    let status = eventually("the refused VMI Failed", || async {
+        vmi_status(&vmis, "refused")
+            .await
+            .filter(|s| s.phase.as_deref() == Some("Failed"))
+    })
+    .await;
+    let reason = status.reason.unwrap_or_default();
+    assert!(
+        reason.contains("refused the VMI")
+            && reason.contains("spec.domain.devices.disks[0].disk.bus"),
+        "{reason}"
+    );
+    let last = find(&config.run_root, kubevirt_launcher_protocol::FINAL_STATUS)
+        .and_then(|f| FinalStatus::read(f.parent()?).ok()?)
+        .expect("the launcher's final status");
+    assert_eq!(last.exit, ExitStatus::Invalid);
+    let _ = stop_tx.send(true);
+    tokio::time::timeout(Duration::from_secs(20), agent)
+        .await
+        .expect("stops")
+        .unwrap();
+}
+
+/// Launchers that accept a control connection and never answer (each request waits out the
+/// protocol's 2 s timeout) do not hold up another VMI: pausing and resuming the healthy guest
+/// reaches its VMI within a poll or two, as it does with no stuck launcher at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_launcher_does_not_delay_another_vmis_status() {
+    let real = tokio::task::spawn_blocking(launcher).await.unwrap();
+    let c = Cluster::start(false).await;
+    let work = c.dir.join("node");
+    std::fs::create_dir_all(&work).unwrap();
+    let status = Command::new(&real)
+        .args(["demo-image"])
+        .arg(work.join("image"))
+        .output()
+        .unwrap();
+    assert!(status.status.success(), "{status:?}");
+    let image = format!("oci:{}:demo", work.join("image").display());
+    // The launcher for VMIs named stuck-*: a process that never serves its control socket
+    // (this test serves it, without answering); the others run the real launcher.
+    let wrapper = work.join("launcher.sh");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\ndoc=$(cat)\ncase \"$doc\" in *'\"name\":\"stuck-'*) exec sleep 600 ;; esac\n\
+             tmp=$(mktemp -p {work})\nprintf '%s' \"$doc\" > \"$tmp\"\nexec {real} \"$@\" < \"$tmp\"\n",
+            work = work.display(),
+            real = real.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let (config, stop_tx, agent) = start_agent(&c, wrapper, &work);
+    let vmis: Api<VirtualMachineInstance> = Api::namespaced(c.client.clone(), "default");
+
+    let mut held = Vec::new();
+    for i in 0..4 {
+        let name = format!("stuck-{i}");
+        let (ok, _, err) = c
+            .kubectl(
+                &["apply", "-f", "-"],
+                Some(&vmi_doc(&name, &image, "virtio")),
+            )
+            .await;
+        assert!(ok, "kubectl apply: {err}");
+        let uid = eventually("the stuck VMI's uid", || async {
+            vmis.get_opt(&name).await.ok()??.metadata.uid
+        })
+        .await;
+        let dir = config
+            .run_root
+            .join("default")
+            .join(format!("{name}-{}", &uid[..8]));
+        std::fs::create_dir_all(&dir).unwrap();
+        let listener = std::os::unix::net::UnixListener::bind(dir.join(CONTROL_SOCKET)).unwrap();
+        // Accept every connection and keep it open, answering nothing.
+        held.push(std::thread::spawn(move || {
+            let mut open = Vec::new();
+            for conn in listener.incoming() {
+                match conn {
+                    Ok(c) => open.push(c),
+                    Err(_) => return,
+                }
+            }
+        }));
+    }
+    let (ok, _, err) = c
+        .kubectl(
+            &["apply", "-f", "-"],
+            Some(&vmi_doc("healthy", &image, "virtio")),
+        )
+        .await;
+    assert!(ok, "kubectl apply: {err}");
+    eventually("the healthy VMI Running", || async {
+        vmi_status(&vmis, "healthy")
+            .await
+            .filter(|s| s.phase.as_deref() == Some("Running"))
+    })
+    .await;
+    let control = std::fs::read_dir(config.run_root.join("default"))
+        .unwrap()
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().starts_with("healthy-"))
+        .map(|e| e.path().join(CONTROL_SOCKET))
+        .expect("the healthy launcher's run directory");
+    let client = Client::new(control);
+    for (request, paused) in [(Request::Pause, true), (Request::Unpause, false)] {
+        let asked = std::time::Instant::now();
+        let c2 = client.clone();
+        tokio::task::spawn_blocking(move || c2.act(&request))
+            .await
+            .unwrap()
+            .unwrap();
+        eventually("the VMI's Paused condition to follow", || async {
+            let s = vmi_status(&vmis, "healthy").await?;
+            let shown = s
+                .conditions
+                .iter()
+                .flatten()
+                .any(|c| c.type_ == "Paused" && c.status == "True");
+            (shown == paused).then_some(())
+        })
+        .await;
+        let took = asked.elapsed();
+        assert!(
+            took < Duration::from_millis(2500),
+            "{request:?} took {took:?} to reach the VMI: the stuck launchers held it up"
+        );
+    }
+    // The stuck ones are still only Scheduled: their launchers never answered.
+    let stuck = vmi_status(&vmis, "stuck-0").await.unwrap();
+    assert_eq!(stuck.phase.as_deref(), Some("Scheduled"));
+    let _ = stop_tx.send(true);
+    tokio::time::timeout(Duration::from_secs(30), agent)
+        .await
+        .expect("stops")
+        .unwrap();
+    drop(held);
 }

@@ -7,7 +7,7 @@
 //!   the launcher does not support yet is an error naming its path, never silently ignored.
 //! - [`cloudinit`]: the `cidata` (NoCloud) and `config-2` (ConfigDrive) disks cloud-init reads.
 //! - [`console`]: the serial console on a unix socket (readers, one writer, scroll-back, log).
-//! - [`control`]: the control API (status, pause, unpause, stop) on a unix socket.
+//! - [`control`]: the control API on a unix socket, in the types of `kubevirt-launcher-protocol`.
 //! - [`disks`]: each planned disk prepared on the host with upstream's lifetime (emptyDisks and
 //!   containerDisk overlays vanish with the VMI, claims persist).
 //! - [`network`]: the masquerade binding's built-in DHCP server.

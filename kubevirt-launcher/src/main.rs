@@ -1,17 +1,20 @@
 //! `kubevirt-launcher`: the per-VM process.
 //!
-//! Exit codes: 0 the guest powered off (Succeeded) or was stopped on request; 1 the guest or the
-//! VMM failed (Failed); 2 the document is invalid or uses what is not supported yet; 3 the launch
-//! failed (image, disk, VMM setup).
+//! Exit codes (`kubevirt_launcher_protocol::ExitStatus`): 0 the guest powered off (Succeeded) or
+//! was stopped on request; 1 the guest or the VMM failed (Failed); 2 the document is invalid or
+//! uses what is not supported yet; 3 the launch failed (image, disk, VMM setup). Before it exits,
+//! `run` leaves the same with its reason in `<run-dir>/final.json` (`FinalStatus`).
 
 use clap::{Parser, Subcommand};
 use kubevirt_api::codec::documents_from_yaml;
 use kubevirt_api::object::Object;
 use kubevirt_launcher::control::{Shutdown, phase};
 use kubevirt_launcher::oci::ImageBlobs;
-use kubevirt_launcher::run::network::PodNetworkError;
-use kubevirt_launcher::run::{RunError, RunOptions, launch};
+use kubevirt_launcher::run::{RunOptions, launch};
 use kubevirt_launcher::terminal::{CharacterMode, forward};
+use kubevirt_launcher_protocol::{
+    ExitStatus, FINAL_STATUS as FINAL_STATUS_FILE, FinalStatus, Phase,
+};
 use std::io::Read;
 use std::os::fd::AsFd;
 use std::path::PathBuf;
@@ -110,10 +113,30 @@ fn main() -> ExitCode {
 }
 
 fn run(args: RunArgs) -> ExitCode {
+    let run_dir = args.run_dir.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("kubevirt-launcher-{}", std::process::id()))
+    });
+    // A verdict left by an earlier run in this directory is not this run's.
+    let _ = std::fs::remove_file(run_dir.join(FINAL_STATUS_FILE));
+    let (exit, reason) = run_in(args, run_dir.clone());
+    // The node agent reads why from here, not from the log.
+    if let Err(e) = std::fs::create_dir_all(&run_dir) {
+        eprintln!(
+            "kubevirt-launcher: could not leave the final status in {}: {e}",
+            run_dir.display()
+        );
+    } else if let Err(e) = FinalStatus::new(exit, reason).write(&run_dir) {
+        eprintln!("kubevirt-launcher: could not leave the final status: {e}");
+    }
+    ExitCode::from(exit.code())
+}
+
+/// Reads the document and runs it to its end: how it ended, and why.
+fn run_in(args: RunArgs, run_dir: PathBuf) -> (ExitStatus, Option<String>) {
     let RunArgs {
         file,
         vmi,
-        run_dir,
+        run_dir: _,
         cache_dir,
         volumes_dir,
         plain_http,
@@ -121,9 +144,12 @@ fn run(args: RunArgs) -> ExitCode {
         pod_network,
         pod_interface,
     } = args;
+    let refuse = |why: String| {
+        eprintln!("error: {why}");
+        (ExitStatus::Invalid, Some(why))
+    };
     let Some(vmi) = vmi.or(file) else {
-        eprintln!("error: no VMI document given");
-        return ExitCode::from(2);
+        return refuse("no VMI document given".into());
     };
     let text = if vmi.as_os_str() == "-" {
         let mut s = String::new();
@@ -133,31 +159,16 @@ fn run(args: RunArgs) -> ExitCode {
     };
     let text = match text {
         Ok(t) => t,
-        Err(e) => {
-            eprintln!("error: {}: {e}", vmi.display());
-            return ExitCode::from(2);
-        }
+        Err(e) => return refuse(format!("{}: {e}", vmi.display())),
     };
     let object = match documents_from_yaml(&text).map(|d| d.into_iter().next()) {
         Ok(Some(doc)) => match Object::decode(&doc.value) {
             Ok(o) => o,
-            Err(e) => {
-                eprintln!("error: {}: {e}", vmi.display());
-                return ExitCode::from(2);
-            }
+            Err(e) => return refuse(format!("{}: {e}", vmi.display())),
         },
-        Ok(None) => {
-            eprintln!("error: {}: no document", vmi.display());
-            return ExitCode::from(2);
-        }
-        Err(e) => {
-            eprintln!("error: {}: {e}", vmi.display());
-            return ExitCode::from(2);
-        }
+        Ok(None) => return refuse(format!("{}: no document", vmi.display())),
+        Err(e) => return refuse(format!("{}: {e}", vmi.display())),
     };
-    let run_dir = run_dir.unwrap_or_else(|| {
-        std::env::temp_dir().join(format!("kubevirt-launcher-{}", std::process::id()))
-    });
     let opts = RunOptions {
         run_dir,
         cache_dir,
@@ -169,17 +180,14 @@ fn run(args: RunArgs) -> ExitCode {
     };
     let launched = match launch(&object, &opts) {
         Ok(l) => l,
-        Err(
-            e @ (RunError::Plan(_)
-            | RunError::Unsupported { .. }
-            | RunError::Network(PodNetworkError::NotAllowed { .. })),
-        ) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
         Err(e) => {
+            let exit = if e.is_invalid() {
+                ExitStatus::Invalid
+            } else {
+                ExitStatus::LaunchFailed
+            };
             eprintln!("error: {e}");
-            return ExitCode::from(3);
+            return (exit, Some(e.to_string()));
         }
     };
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
@@ -210,9 +218,10 @@ fn run(args: RunArgs) -> ExitCode {
             Ok(Some(r)) => break r,
             Ok(None) => {}
             Err(e) => {
-                eprintln!("kubevirt-launcher: restarting the guest failed: {e}");
+                let why = format!("restarting the guest failed: {e}");
+                eprintln!("kubevirt-launcher: {why}");
                 let _ = launched.cleanup();
-                return ExitCode::from(1);
+                return (ExitStatus::Failed, Some(why));
             }
         }
         if TERMINATE.swap(false, Ordering::SeqCst) {
@@ -240,16 +249,18 @@ fn run(args: RunArgs) -> ExitCode {
     }
     let (phase, why) = phase(&launched.machine.vm());
     let _ = launched.cleanup();
+    let reason = reason.to_string();
     eprintln!(
         "kubevirt-launcher: {} {phase}: {reason}{}",
         launched.plan.name,
-        why.filter(|w| *w != reason.to_string())
+        why.as_ref()
+            .filter(|w| **w != reason)
             .map(|w| format!(" ({w})"))
             .unwrap_or_default()
     );
-    if phase == "Succeeded" {
-        ExitCode::SUCCESS
+    if phase == Phase::Succeeded {
+        (ExitStatus::Succeeded, None)
     } else {
-        ExitCode::FAILURE
+        (ExitStatus::Failed, Some(why.unwrap_or(reason)))
     }
 }

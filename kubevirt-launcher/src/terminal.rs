@@ -1,48 +1,37 @@
 //! Standalone mode's keyboard: what is typed on the launcher's stdin goes to the guest's serial
 //! console, as `virtctl console` would send it.
 
+use rustix::termios::{LocalModes, OptionalActions, SpecialCodeIndex, Termios};
 use std::io::Read;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{BorrowedFd, OwnedFd};
 
 /// A terminal switched to character mode (no line buffering, no local echo: the guest echoes);
 /// signals stay on, so Ctrl-C still reaches the launcher. Restored on drop.
+#[derive(Debug)]
 pub struct CharacterMode {
-    fd: i32,
-    saved: libc::termios,
-}
-
-impl std::fmt::Debug for CharacterMode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CharacterMode")
-            .field("fd", &self.fd)
-            .finish()
-    }
+    /// A duplicate of the terminal's descriptor, so the restore needs no borrow.
+    terminal: OwnedFd,
+    saved: Termios,
 }
 
 impl CharacterMode {
     /// Switches `fd` if it is a terminal; `None` if it is not (a pipe, a file).
     pub fn enter(fd: BorrowedFd<'_>) -> Option<CharacterMode> {
-        let fd = fd.as_raw_fd();
-        // SAFETY: termios is plain data; tcgetattr fills it or fails on a non-terminal.
-        let mut saved: libc::termios = unsafe { std::mem::zeroed() };
-        // SAFETY: `fd` is open for the borrow and `saved` is a valid termios to fill.
-        if unsafe { libc::tcgetattr(fd, &mut saved) } != 0 {
-            return None;
-        }
-        let mut raw = saved;
-        raw.c_lflag &= !(libc::ICANON | libc::ECHO);
-        raw.c_cc[libc::VMIN] = 1;
-        raw.c_cc[libc::VTIME] = 0;
-        // SAFETY: as above; `raw` is a valid termios derived from the terminal's own.
-        (unsafe { libc::tcsetattr(fd, libc::TCSANOW, &raw) } == 0)
-            .then_some(CharacterMode { fd, saved })
+        let saved = rustix::termios::tcgetattr(fd).ok()?;
+        let terminal = fd.try_clone_to_owned().ok()?;
+        let mut raw = saved.clone();
+        raw.local_modes
+            .remove(LocalModes::ICANON | LocalModes::ECHO);
+        raw.special_codes[SpecialCodeIndex::VMIN] = 1;
+        raw.special_codes[SpecialCodeIndex::VTIME] = 0;
+        rustix::termios::tcsetattr(&terminal, OptionalActions::Now, &raw).ok()?;
+        Some(CharacterMode { terminal, saved })
     }
 }
 
 impl Drop for CharacterMode {
     fn drop(&mut self) {
-        // SAFETY: restores the settings read from the same descriptor in `enter`.
-        unsafe { libc::tcsetattr(self.fd, libc::TCSANOW, &self.saved) };
+        let _ = rustix::termios::tcsetattr(&self.terminal, OptionalActions::Now, &self.saved);
     }
 }
 
@@ -70,6 +59,38 @@ mod tests {
     use super::*;
     use std::sync::{Arc, Mutex};
     use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_terminal_gets_character_mode_and_it_back_afterwards() {
+        use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
+        use std::os::fd::AsFd;
+        let leader = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY).unwrap();
+        grantpt(&leader).unwrap();
+        unlockpt(&leader).unwrap();
+        let name = ptsname(&leader, Vec::new()).unwrap();
+        let follower = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(name.to_str().unwrap())
+            .unwrap();
+        let canonical = |f: &std::fs::File| {
+            rustix::termios::tcgetattr(f.as_fd())
+                .unwrap()
+                .local_modes
+                .contains(LocalModes::ICANON)
+        };
+        assert!(canonical(&follower), "a fresh terminal is line-buffered");
+        let mode = CharacterMode::enter(follower.as_fd()).expect("a terminal");
+        assert!(!canonical(&follower));
+        let now = rustix::termios::tcgetattr(follower.as_fd()).unwrap();
+        assert!(!now.local_modes.contains(LocalModes::ECHO));
+        assert!(
+            now.local_modes.contains(LocalModes::ISIG),
+            "Ctrl-C still signals"
+        );
+        drop(mode);
+        assert!(canonical(&follower), "restored on drop");
+    }
 
     #[test]
     fn a_pipe_is_not_a_terminal_and_its_bytes_are_forwarded() {

@@ -5,6 +5,7 @@
 
 use kubevirt_launcher::control::{ControlServer, Shutdowns, Target};
 use kubevirt_launcher::run::machine::{Machine, MachineSpec};
+use kubevirt_launcher_protocol::{Client, ClientError, GuestInfo, Phase, Request, ShutdownReply};
 use kubevirt_vmm::testguest::programs::{self, COUNTER_ADDR};
 use kubevirt_vmm::{ConsoleConfig, ExitReason, Vm};
 use serde_json::{Value, json};
@@ -38,7 +39,10 @@ fn serve(dir: &std::path::Path) -> (Arc<Machine>, ControlServer) {
             machine: machine.clone(),
             shutdowns: Shutdowns::new(machine.clone()),
             grace: Duration::from_secs(30),
-            info: json!({"vcpus": 1}),
+            info: GuestInfo {
+                vcpus: 1,
+                ..GuestInfo::default()
+            },
         },
     )
     .expect("control socket");
@@ -60,26 +64,20 @@ fn status_pause_unpause_stop_on_a_running_guest() {
     while count(&vm) == 0 {
         std::thread::sleep(Duration::from_millis(5));
     }
+    // A hand-typed request (no version) gets a reply of this protocol's version.
+    let raw = ask(&mut conn, &mut reader, json!({"op": "status"}));
     assert_eq!(
-        ask(&mut conn, &mut reader, json!({"op": "status"}))["phase"],
-        "Running"
+        (&raw["phase"], &raw["version"]),
+        (&json!("Running"), &json!(1))
     );
-    assert_eq!(
-        ask(&mut conn, &mut reader, json!({"op": "pause"}))["ok"],
-        true
-    );
-    let status = ask(&mut conn, &mut reader, json!({"op": "status"}));
-    assert_eq!(
-        (status["phase"].as_str(), status["paused"].as_bool()),
-        (Some("Running"), Some(true))
-    );
+    let client = Client::new(server.socket());
+    client.act(&Request::Pause).unwrap();
+    let status = client.status().unwrap();
+    assert_eq!((status.phase, status.paused), (Phase::Running, true));
     let frozen = count(&vm);
     std::thread::sleep(Duration::from_millis(50));
     assert_eq!(count(&vm), frozen, "a paused guest makes no progress");
-    assert_eq!(
-        ask(&mut conn, &mut reader, json!({"op": "unpause"}))["ok"],
-        true
-    );
+    client.act(&Request::Unpause).unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while count(&vm) == frozen {
         assert!(
@@ -106,21 +104,20 @@ fn status_pause_unpause_stop_on_a_running_guest() {
         assert!(Instant::now() < deadline, "the fresh guest did not start");
         std::thread::sleep(Duration::from_millis(5));
     }
-    let status = ask(&mut conn, &mut reader, json!({"op": "status"}));
-    assert_eq!(
-        (status["phase"].as_str(), status["restarts"].as_u64()),
-        (Some("Running"), Some(1))
-    );
+    let status = client.status().unwrap();
+    assert_eq!((status.phase, status.restarts), (Phase::Running, 1));
     let bad = ask(&mut conn, &mut reader, json!({"op": "reboot-please"}));
     assert!(bad["error"].as_str().unwrap().contains("unknown op"));
-    assert_eq!(
-        ask(&mut conn, &mut reader, json!({"op": "stop"}))["ok"],
-        true
+    assert_eq!(bad["ok"], false);
+    // A peer of another protocol version is told so, and nothing happens.
+    let other = ask(&mut conn, &mut reader, json!({"op": "stop", "version": 2}));
+    assert!(
+        other["error"].as_str().unwrap().contains("version 2"),
+        "{other}"
     );
-    assert_eq!(
-        ask(&mut conn, &mut reader, json!({"op": "status"}))["phase"],
-        "Succeeded"
-    );
+    assert_eq!(client.status().unwrap().phase, Phase::Running);
+    client.stop().unwrap();
+    assert_eq!(client.status().unwrap().phase, Phase::Succeeded);
 }
 
 /// The counter guest takes no notice of the power button: after the grace period the launcher
@@ -145,14 +142,24 @@ fn shutdown_stops_a_guest_that_ignores_the_button_after_the_grace_period() {
             .contains("gracePeriodSeconds")
     );
     let t = Instant::now();
-    let answer = ask(
-        &mut conn,
-        &mut reader,
-        json!({"op": "shutdown", "gracePeriodSeconds": 1}),
+    let client = Client::new(server.socket());
+    assert_eq!(
+        client.shutdown(Some(Duration::from_secs(1))).unwrap(),
+        ShutdownReply::Requested {
+            grace_period_seconds: 1
+        }
     );
-    assert_eq!(answer["gracePeriodSeconds"], 1, "{answer}");
     let again = ask(&mut conn, &mut reader, json!({"op": "shutdown"}));
-    assert_eq!(again["already"], true, "{again}");
+    assert_eq!(again["shutdown"], "alreadyRequested", "{again}");
+    assert_eq!(
+        client.shutdown(None).unwrap(),
+        ShutdownReply::AlreadyRequested
+    );
+    // Refusals come back typed.
+    assert!(matches!(
+        Client::new(dir.join("nothing-here.sock")).status(),
+        Err(ClientError::Connect { .. })
+    ));
     assert_eq!(
         vm.wait_timeout(Duration::from_secs(30)),
         Some(ExitReason::Stopped)

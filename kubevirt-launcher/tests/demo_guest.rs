@@ -4,7 +4,6 @@
 
 use kubevirt_api::object::Object;
 use kubevirt_launcher::cloudinit::{self, NoSecrets};
-use kubevirt_launcher::plan::vmi_of;
 use kubevirt_vmm::virtio::block::{Block, RawFile};
 use kubevirt_vmm::{ConsoleBuffer, ConsoleConfig, ExitReason, Vm};
 use std::path::{Path, PathBuf};
@@ -24,7 +23,10 @@ fn cloud_init_iso(yaml: &str, dir: &Path) -> PathBuf {
     let doc = kubevirt_api::codec::documents_from_yaml(yaml)
         .unwrap()
         .remove(0);
-    let vmi = vmi_of(&Object::decode(&doc.value).unwrap()).unwrap();
+    // Only its cloud-init volume matters here, not whether it could be launched.
+    let Object::VirtualMachineInstance(vmi) = Object::decode(&doc.value).unwrap() else {
+        panic!("the document is a VMI");
+    };
     let volume = cloudinit::from_vmi(&vmi, &NoSecrets).unwrap().unwrap();
     let path = dir.join("cloudinit.iso");
     std::fs::write(&path, volume.disk.to_iso().unwrap()).unwrap();

@@ -3,6 +3,7 @@
 
 use kubevirt_api::codec::documents_from_yaml;
 use kubevirt_api::object::Object;
+use kubevirt_api::validation::ErrorKind;
 use kubevirt_launcher::plan::{CacheMode, DiskSource, LaunchPlan, PlanErrors, from_document};
 use std::path::Path;
 
@@ -99,7 +100,7 @@ fn a_vm_template_maps_field_by_field() {
     assert_eq!(plan.disks.len(), 3);
     assert_eq!(
         (plan.disks[0].cache, plan.disks[0].boot_order),
-        (CacheMode::WriteBack, Some(1))
+        (CacheMode::Writeback, Some(1))
     );
     assert_eq!(
         plan.disks[1].source,
@@ -118,10 +119,7 @@ fn a_vm_template_maps_field_by_field() {
 #[test]
 fn every_problem_is_reported_at_once_with_paths_into_the_template() {
     let bad = DEMO
-        .replace(
-            "bus: virtio}, cache: writeback",
-            "bus: scsi}, cache: unsafe",
-        )
+        .replace("bus: virtio}, cache: writeback", "bus: scsi}")
         .replace("masquerade: {}", "bridge: {}")
         .replace("policy: disable", "policy: require")
         .replace(
@@ -132,13 +130,55 @@ fn every_problem_is_reported_at_once_with_paths_into_the_template() {
     let paths: Vec<&str> = err.0.iter().map(|e| e.path.as_str()).collect();
     for want in [
         "spec.template.spec.domain.devices.disks[0].disk.bus",
-        "spec.template.spec.domain.devices.disks[0].cache",
         "spec.template.spec.domain.devices.interfaces[0].bridge",
         "spec.template.spec.domain.cpu.features[0].policy",
         "spec.template.spec.domain.memory.hugepages",
     ] {
         assert!(paths.contains(&want), "{want} missing from {paths:?}");
     }
+}
+
+/// An invalid document is refused by kubevirt_api's validation, the same rules and messages the
+/// API server applies, before the launcher looks at what it supports.
+#[test]
+fn invalid_documents_are_refused_by_the_api_validation() {
+    let err = plan_of(&DEMO.replace("cache: writeback", "cache: unsafe")).unwrap_err();
+    assert_eq!(err.0.len(), 1, "{err}");
+    assert_eq!(
+        err.0[0].path.as_str(),
+        "spec.template.spec.domain.devices.disks[0].cache"
+    );
+    assert_eq!(err.0[0].kind, ErrorKind::NotSupported);
+    let err = plan_of(&DEMO.replace(
+        "masquerade: {}, ports",
+        "masquerade: {}, macAddress: \"02:00:00:00:00\", ports",
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("spec.template.spec.domain.devices.interfaces[0].macAddress")
+            && err.contains("is not a MAC address"),
+        "{err}"
+    );
+}
+
+/// The pod interface a VMI gets by default is the one kubevirt-rs provides (masquerade), as the
+/// API server defaults it.
+#[test]
+fn the_default_pod_interface_is_masquerade() {
+    let auto = DEMO
+        .replace(
+            "          interfaces: [{name: default, masquerade: {}, ports: [{port: 22}]}]\n",
+            "",
+        )
+        .replace("      networks: [{name: default, pod: {}}]\n", "");
+    let plan = plan_of(&auto).expect("plan");
+    assert_eq!(plan.network.expect("the pod network").name, "default");
+    assert_eq!(
+        plan.grace_period.as_secs(),
+        30,
+        "upstream's default grace period"
+    );
 }
 
 #[test]
@@ -162,7 +202,12 @@ fn boot_order_decides_the_attach_order_and_must_be_unique() {
     );
     let zero = DEMO.replace("bootOrder: 1}", "bootOrder: 0}");
     let err = plan_of(&zero).unwrap_err().to_string();
-    assert!(err.contains("bootOrder starts at 1"), "{err}");
+    assert!(
+        err.contains(
+            "spec.template.spec.domain.devices.disks[0].bootOrder: bootOrder must be 1 or more"
+        ),
+        "validation's own rule and message: {err}"
+    );
 }
 
 #[test]
@@ -172,7 +217,7 @@ fn cpu_topology_is_kept_or_refused_with_the_reason() {
         "sockets: 2, cores: 3, threads: 2",
     ))
     .expect("plan");
-    let vmm = plan.cpu.for_vmm().unwrap();
+    let vmm = plan.cpu;
     assert_eq!(
         (vmm.sockets, vmm.cores, vmm.threads, vmm.vcpus()),
         (2, 3, 2, 12)

@@ -6,6 +6,7 @@
 mod common;
 
 use common::{ImageBlobs, Launcher, demo_image, demo_vmi, run_command, tempdir};
+use kubevirt_launcher_protocol::{ExitStatus, FinalStatus};
 use kubevirt_vmm::acpi::RSDP_ADDR;
 use kubevirt_vmm::testguest::{elf, programs};
 use std::path::Path;
@@ -88,6 +89,18 @@ spec:
     assert!(
         dir.join("run/console.log").exists(),
         "logSerialConsole keeps a log"
+    );
+    // The same verdict, for the node agent, in the run directory.
+    let last = FinalStatus::read(&dir.join("run"))
+        .unwrap()
+        .expect("final.json");
+    assert_eq!(last.exit, ExitStatus::Failed);
+    assert!(
+        last.reason
+            .as_deref()
+            .unwrap_or_default()
+            .contains("triple-faulted at RIP"),
+        "{last:?}"
     );
 }
 
@@ -203,6 +216,17 @@ fn unsupported_specs_are_refused_with_paths() {
         "{err}"
     );
     assert!(err.contains("spec.domain.firmware.kernelBoot"), "{err}");
+    let last = FinalStatus::read(&dir.join("run"))
+        .unwrap()
+        .expect("final.json");
+    assert_eq!(last.exit, ExitStatus::Invalid);
+    assert!(
+        last.reason
+            .as_deref()
+            .unwrap_or_default()
+            .contains("spec.domain.devices.gpus"),
+        "{last:?}"
+    );
 }
 
 /// `examples/vmi-demo.yaml` as shipped (only the image directory moved), with the image the

@@ -13,6 +13,10 @@ pub use self::vmi::default_vmi_spec;
 
 use crate::object::Object;
 
+/// Upstream's `terminationGracePeriodSeconds` when a VMI sets none: how long a guest has to power
+/// off after the ACPI power button before its VM is stopped.
+pub const DEFAULT_TERMINATION_GRACE_PERIOD_SECONDS: i64 = 30;
+
 /// Cluster-wide settings that defaults depend on (upstream's `KubeVirt.spec.configuration`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterDefaults {
@@ -35,7 +39,19 @@ impl Default for ClusterDefaults {
             cpu_model: "host-model".into(),
             architecture: "amd64".into(),
             default_network_interface: "bridge".into(),
-            termination_grace_period_seconds: 30,
+            termination_grace_period_seconds: DEFAULT_TERMINATION_GRACE_PERIOD_SECONDS,
+        }
+    }
+}
+
+impl ClusterDefaults {
+    /// The defaults of a kubevirt-rs cluster: upstream's, with the auto-attached pod interface
+    /// bound through `masquerade`, the binding kubevirt-rs provides. The API server and the
+    /// launcher both apply these, so a VMI means the same to both.
+    pub fn kubevirt_rs() -> Self {
+        Self {
+            default_network_interface: "masquerade".into(),
+            ..Self::default()
         }
     }
 }

@@ -17,7 +17,8 @@ use kube::runtime::finalizer::{Event, finalizer};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use kubevirt_api::core::v1::VirtualMachineInstance;
-use tokio::sync::Mutex;
+use kubevirt_api::defaults::DEFAULT_TERMINATION_GRACE_PERIOD_SECONDS;
+use std::sync::Mutex;
 
 use super::launcher::Launcher;
 use super::report::{Report, patch};
@@ -28,15 +29,30 @@ use crate::vm::instance::{is_final, phase};
 pub const FINALIZER: &str = "kubevirt.io/foregroundDeleteVirtualMachine";
 /// How often a running launcher is asked for its state.
 const POLL: Duration = Duration::from_millis(500);
-/// Upstream's default grace period.
-const DEFAULT_GRACE: Duration = Duration::from_secs(30);
 /// Beyond the grace period, how long a launcher may take to exit before it is killed.
 const EXIT_SLACK: Duration = Duration::from_secs(10);
+
+/// One launcher, borrowed by one sync at a time (its own), across its control requests.
+type Shared = Arc<tokio::sync::Mutex<Launcher>>;
 
 struct Context {
     client: Client,
     config: NodeConfig,
-    launchers: Mutex<HashMap<String, Launcher>>,
+    /// The launchers by VMI uid. The map is locked only to look up, add or remove an entry,
+    /// never across I/O: a launcher that does not answer delays its own VMI only.
+    launchers: Mutex<HashMap<String, Shared>>,
+}
+
+impl Context {
+    fn launcher(&self, uid: &str) -> Option<Shared> {
+        self.map().get(uid).cloned()
+    }
+
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Shared>> {
+        self.launchers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 /// Runs the node agent until `shutdown` resolves; launchers still running then are stopped.
@@ -62,8 +78,9 @@ pub async fn run(
             futures::future::ready(())
         })
         .await;
-    for (_, mut l) in ctx.launchers.lock().await.drain() {
-        l.kill().await;
+    let launchers: Vec<Shared> = ctx.map().drain().map(|(_, l)| l).collect();
+    for l in launchers {
+        l.lock().await.kill().await;
     }
 }
 
@@ -95,7 +112,7 @@ async fn reconcile(
         }
     })
     .await
-    .map_err(|e| NodeError::Reconcile(e.to_string()))
+    .map_err(|e| NodeError::Reconcile(Box::new(e)))
 }
 
 fn run_dir(vmi: &VirtualMachineInstance, config: &NodeConfig) -> PathBuf {
@@ -112,22 +129,30 @@ async fn apply(
     ctx: &Context,
 ) -> Result<Action, NodeError> {
     let uid = vmi.uid().unwrap_or_default();
-    let mut launchers = ctx.launchers.lock().await;
-    let report = match launchers.get_mut(&uid) {
-        Some(l) => l.report().await,
+    // The controller never syncs one VMI twice at once, so nobody adds this uid meanwhile.
+    let report = match ctx.launcher(&uid) {
+        Some(l) => {
+            let mut l = l.lock().await;
+            let report = l.report().await;
+            if matches!(report, Report::Incompatible(_)) {
+                // Failed is final: its launcher goes too.
+                l.kill().await;
+            }
+            report
+        }
         None if is_final(vmi) => return Ok(Action::await_change()),
         None if matches!(phase(vmi), "" | "Pending") => {
             let l = Launcher::spawn(&ctx.config, vmi, run_dir(vmi, &ctx.config)).await?;
-            launchers.insert(uid.clone(), l);
+            ctx.map()
+                .insert(uid.clone(), Arc::new(tokio::sync::Mutex::new(l)));
             Report::Launching
         }
         None => Report::Lost,
     };
-    let alive = !matches!(report, Report::Exited { .. } | Report::Lost);
+    let alive = matches!(report, Report::Launching | Report::Status(_));
     if !alive {
-        launchers.remove(&uid);
+        ctx.map().remove(&uid);
     }
-    drop(launchers);
     if let Some(p) = patch(vmi, &ctx.config.node_name, &report, Timestamp::now()) {
         api.patch(&vmi.name_any(), &PatchParams::default(), &Patch::Merge(&p))
             .await
@@ -146,13 +171,14 @@ async fn apply(
 
 async fn cleanup(vmi: &VirtualMachineInstance, ctx: &Context) -> Result<Action, NodeError> {
     let uid = vmi.uid().unwrap_or_default();
-    let launcher = ctx.launchers.lock().await.remove(&uid);
-    if let Some(mut l) = launcher {
+    let launcher = ctx.map().remove(&uid);
+    if let Some(l) = launcher {
+        let mut l = l.lock().await;
         let grace = vmi
             .spec
             .termination_grace_period_seconds
-            .map(|s| Duration::from_secs(s.max(0) as u64))
-            .unwrap_or(DEFAULT_GRACE);
+            .unwrap_or(DEFAULT_TERMINATION_GRACE_PERIOD_SECONDS);
+        let grace = Duration::from_secs(grace.max(0) as u64);
         l.shutdown(grace).await;
         let deadline = tokio::time::Instant::now() + grace + EXIT_SLACK;
         while !l.exited() {

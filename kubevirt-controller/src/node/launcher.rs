@@ -1,20 +1,23 @@
 //! One `kubevirt-launcher` process per VMI: started with the VMI on its stdin, asked for its
-//! status and to shut down over its control socket, and reaped.
+//! status and to shut down over its control socket (`kubevirt-launcher-protocol`), and reaped.
+//!
+//! Every request runs on the blocking pool with the protocol's timeout, and only the caller's own
+//! launcher is borrowed meanwhile: a launcher that does not answer delays no other.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
 use kubevirt_api::core::v1::VirtualMachineInstance;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::UnixStream;
+use kubevirt_launcher_protocol::{Client, ClientError, ExitStatus, FinalStatus, Status};
+use tokio::io::AsyncWriteExt;
 use tokio::process::{Child, Command};
 
-use super::report::{LauncherStatus, Report};
+use super::report::Report;
 use super::{NodeConfig, NodeError};
 
-/// How long a control request may take.
-const CONTROL_TIMEOUT: Duration = Duration::from_secs(2);
+/// The file the launcher's stdout and stderr go to, in its run directory.
+pub const LAUNCHER_LOG: &str = "launcher.log";
 
 /// A launcher the agent started.
 #[derive(Debug)]
@@ -22,6 +25,8 @@ pub struct Launcher {
     child: Child,
     run_dir: PathBuf,
     shutdown_requested: bool,
+    /// Its last status answer: what stands while it is too busy to answer.
+    last: Option<Status>,
 }
 
 impl Launcher {
@@ -37,12 +42,13 @@ impl Launcher {
             move |source| NodeError::Io { what, path, source }
         };
         std::fs::create_dir_all(&run_dir).map_err(io("creating the run directory", &run_dir))?;
-        let log_path = run_dir.join("launcher.log");
+        let log_path = run_dir.join(LAUNCHER_LOG);
         let log =
             std::fs::File::create(&log_path).map_err(io("creating the launcher log", &log_path))?;
         let log_err = log
             .try_clone()
             .map_err(io("opening the launcher log", &log_path))?;
+        let document = serde_json::to_vec(vmi).map_err(NodeError::Encode)?;
         let mut child = Command::new(&config.launcher)
             .arg("run")
             .args(["--vmi", "-", "--quiet"])
@@ -58,7 +64,6 @@ impl Launcher {
             .stderr(log_err)
             .spawn()
             .map_err(io("starting the launcher", &config.launcher))?;
-        let document = serde_json::to_vec(vmi).map_err(|e| NodeError::Encode(e.to_string()))?;
         if let Some(mut stdin) = child.stdin.take() {
             stdin
                 .write_all(&document)
@@ -69,6 +74,7 @@ impl Launcher {
             child,
             run_dir,
             shutdown_requested: false,
+            last: None,
         })
     }
 
@@ -77,21 +83,33 @@ impl Launcher {
         &self.run_dir
     }
 
-    /// What the agent knows now: its exit, else its control socket's status, else that it is
-    /// still starting.
+    /// What the agent knows now: its exit (with the final status it left), else its control
+    /// socket's status, else its last status, else that it is still starting.
     pub async fn report(&mut self) -> Report {
         if let Ok(Some(status)) = self.child.try_wait() {
-            return Report::Exited {
-                code: status.code(),
-                message: self.last_words(),
-            };
+            let code = status.code();
+            // What the VMI shows comes from the final status; one that cannot be read is said so.
+            let last = FinalStatus::read(&self.run_dir).unwrap_or_else(|e| {
+                let exit = code.and_then(ExitStatus::from_code);
+                Some(FinalStatus::new(
+                    exit.unwrap_or(ExitStatus::Failed),
+                    Some(format!("its final status is unreadable: {e}")),
+                ))
+            });
+            return Report::Exited { code, last };
         }
-        match self.request(r#"{"op":"status"}"#).await {
-            Some(answer) => match serde_json::from_str::<LauncherStatus>(&answer) {
-                Ok(s) => Report::Status(s),
-                Err(_) => Report::Launching,
+        let client = Client::for_run_dir(&self.run_dir);
+        match blocking(client, |c| c.status()).await {
+            Ok(s) => {
+                self.last = Some(s.clone());
+                Report::Status(s)
+            }
+            Err(e) if e.is_unreachable() => match &self.last {
+                Some(s) => Report::Status(s.clone()),
+                None => Report::Launching,
             },
-            None => Report::Launching,
+            // The launcher answered what this agent cannot use: another version, or nonsense.
+            Err(e) => Report::Incompatible(format!("{e}")),
         }
     }
 
@@ -102,11 +120,10 @@ impl Launcher {
             return;
         }
         self.shutdown_requested = true;
-        let request = format!(
-            r#"{{"op":"shutdown","gracePeriodSeconds":{}}}"#,
-            grace.as_secs()
-        );
-        if self.request(&request).await.is_none()
+        let client = Client::for_run_dir(&self.run_dir);
+        if blocking(client, move |c| c.shutdown(Some(grace)))
+            .await
+            .is_err()
             && let Some(pid) = self.child.id()
         {
             // SAFETY: kill(2) on our own child, which has not been reaped (`id` is Some).
@@ -125,30 +142,20 @@ impl Launcher {
     pub async fn kill(&mut self) {
         let _ = self.child.kill().await;
     }
+}
 
-    async fn request(&self, line: &str) -> Option<String> {
-        let socket = self.run_dir.join("control.sock");
-        let exchange = async {
-            let stream = UnixStream::connect(&socket).await.ok()?;
-            let (read, mut write) = stream.into_split();
-            write.write_all(line.as_bytes()).await.ok()?;
-            write.write_all(b"\n").await.ok()?;
-            let mut answer = String::new();
-            BufReader::new(read).read_line(&mut answer).await.ok()?;
-            (!answer.is_empty()).then_some(answer)
-        };
-        tokio::time::timeout(CONTROL_TIMEOUT, exchange)
-            .await
-            .ok()
-            .flatten()
-    }
-
-    /// The launcher's last non-empty line on stderr (its verdict, or its error).
-    fn last_words(&self) -> Option<String> {
-        let log = std::fs::read_to_string(self.run_dir.join("launcher.log")).ok()?;
-        log.lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .map(|l| l.trim_start_matches("error: ").to_string())
+/// Runs a blocking protocol request off the async workers.
+async fn blocking<T: Send + 'static>(
+    client: Client,
+    request: impl FnOnce(&Client) -> Result<T, ClientError> + Send + 'static,
+) -> Result<T, ClientError> {
+    let socket = client.socket().to_path_buf();
+    match tokio::task::spawn_blocking(move || request(&client)).await {
+        Ok(r) => r,
+        // The request panicked or the runtime is shutting down: no answer.
+        Err(join) => Err(ClientError::Io {
+            socket,
+            source: std::io::Error::other(join),
+        }),
     }
 }

@@ -70,7 +70,7 @@ pub enum NodeError {
     },
     /// The VMI could not be encoded for the launcher.
     #[error("encoding the VMI: {0}")]
-    Encode(String),
+    Encode(#[source] serde_json::Error),
     /// The API server refused a request.
     #[error("{what} virtualmachineinstance {name}: {source}")]
     Api {
@@ -83,6 +83,6 @@ pub enum NodeError {
         source: kube::Error,
     },
     /// A sync failed (adding or removing the finalizer, or the sync itself).
-    #[error("{0}")]
-    Reconcile(String),
+    #[error(transparent)]
+    Reconcile(Box<kube::runtime::finalizer::Error<NodeError>>),
 }

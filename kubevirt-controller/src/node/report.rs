@@ -4,50 +4,11 @@
 
 use jiff::Timestamp;
 use kubevirt_api::core::v1::VirtualMachineInstance;
-use serde::Deserialize;
+use kubevirt_launcher_protocol::{ExitStatus, FinalStatus, Phase, Status};
 use serde_json::{Value, json};
 
 /// Label upstream puts on a VMI: the node it runs on.
 pub const NODE_NAME_LABEL: &str = "kubevirt.io/nodeName";
-
-/// A guest interface as the launcher's control API reports it.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct GuestInterface {
-    /// The VMI's interface name.
-    #[serde(default)]
-    pub name: String,
-    /// Its MAC address.
-    #[serde(default)]
-    pub mac: String,
-    /// The address the guest was given.
-    #[serde(default)]
-    pub guest_ip: Option<String>,
-}
-
-/// The launcher's `status` answer (the parts the VMI shows).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
-pub struct LauncherStatus {
-    /// Scheduled, Running, Succeeded or Failed.
-    pub phase: String,
-    /// Why, for Failed.
-    #[serde(default)]
-    pub reason: Option<String>,
-    /// The vCPUs are paused.
-    #[serde(default)]
-    pub paused: bool,
-    /// What the guest shows.
-    #[serde(default)]
-    pub guest: GuestInfo,
-}
-
-/// The `guest` part of [`LauncherStatus`].
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
-pub struct GuestInfo {
-    /// Its network interfaces.
-    #[serde(default)]
-    pub interfaces: Vec<GuestInterface>,
-}
 
 /// What the agent knows about a VMI's launcher.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -55,14 +16,16 @@ pub enum Report {
     /// Started; its control socket does not answer yet.
     Launching,
     /// Its control socket's answer.
-    Status(LauncherStatus),
-    /// It exited with this code; `message` is its last word on stderr.
+    Status(Status),
+    /// It exited.
     Exited {
         /// The exit code (`None`: killed by a signal).
         code: Option<i32>,
-        /// The launcher's last line on stderr.
-        message: Option<String>,
+        /// The final status it left in its run directory (`None`: it left none, e.g. killed).
+        last: Option<FinalStatus>,
     },
+    /// It answered in a way this agent cannot use (another protocol version, or no valid reply).
+    Incompatible(String),
     /// The agent has no launcher for a VMI it had started (it restarted meanwhile).
     Lost,
 }
@@ -75,30 +38,31 @@ pub fn patch(
     now: Timestamp,
 ) -> Option<Value> {
     let (phase, reason, paused, interfaces) = match report {
-        Report::Launching => ("Scheduled", None, false, vec![]),
+        Report::Launching => (Phase::Scheduled, None, false, vec![]),
         Report::Status(s) => (
-            match s.phase.as_str() {
-                p @ ("Scheduled" | "Running" | "Succeeded" | "Failed") => p,
-                _ => "Failed",
-            },
+            s.phase,
             s.reason.clone(),
             s.paused,
             s.guest.interfaces.clone(),
         ),
-        Report::Exited { code: Some(0), .. } => ("Succeeded", None, false, vec![]),
-        Report::Exited { code, message } => (
-            "Failed",
-            Some(exit_reason(*code, message.as_deref())),
+        Report::Exited { code, last } => {
+            let (phase, reason) = exit_outcome(*code, last.as_ref());
+            (phase, reason, false, vec![])
+        }
+        Report::Incompatible(why) => (
+            Phase::Failed,
+            Some(format!("the node agent cannot use its launcher: {why}")),
             false,
             vec![],
         ),
         Report::Lost => (
-            "Failed",
+            Phase::Failed,
             Some("the node agent lost this VMI's launcher (the agent restarted)".into()),
             false,
             vec![],
         ),
     };
+    let phase = phase.as_str();
     let old = vmi.status.clone().unwrap_or_default();
     let mut transitions: Vec<Value> = old
         .phase_transition_timestamps
@@ -174,18 +138,27 @@ fn normalized(v: &Value) -> Value {
     }
 }
 
-fn exit_reason(code: Option<i32>, message: Option<&str>) -> String {
-    let what = match code {
-        Some(1) => "the guest or the VMM failed",
-        Some(2) => "the launcher refused the VMI (invalid or not supported)",
-        Some(3) => "the launch failed (image, disk or VMM set-up)",
-        Some(_) => "the launcher failed",
-        None => "the launcher was killed",
+/// The phase and reason of a launcher that exited: its final status says; without one (it was
+/// killed, or crashed before writing it) its exit code does.
+fn exit_outcome(code: Option<i32>, last: Option<&FinalStatus>) -> (Phase, Option<String>) {
+    let exit = last
+        .map(|l| l.exit)
+        .or_else(|| code.and_then(ExitStatus::from_code));
+    let Some(exit) = exit else {
+        let what = match code {
+            Some(c) => format!("the launcher failed (exit code {c})"),
+            None => "the launcher was killed".to_string(),
+        };
+        return (Phase::Failed, Some(what));
     };
-    match message {
-        Some(m) => format!("{what}: {m}"),
-        None => what.to_string(),
+    if exit == ExitStatus::Succeeded {
+        return (Phase::Succeeded, None);
     }
+    let reason = match last.and_then(|l| l.reason.as_deref()) {
+        Some(why) => format!("{}: {why}", exit.describe()),
+        None => exit.describe().to_string(),
+    };
+    (exit.phase(), Some(reason))
 }
 
 #[cfg(test)]

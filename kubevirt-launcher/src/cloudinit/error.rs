@@ -7,12 +7,13 @@ use super::iso9660::IsoError;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CloudInitError {
     /// A `...Base64` field that does not decode.
-    #[error("{path}: not valid base64 ({reason})")]
+    #[error("{path}: not valid base64 ({source})")]
     InvalidBase64 {
         /// The field.
         path: String,
         /// The decoder's explanation.
-        reason: String,
+        #[source]
+        source: base64::DecodeError,
     },
     /// A secret reference the caller could not resolve.
     #[error("{path}: secret {name:?} not found")]

@@ -92,10 +92,10 @@ impl Datum<'_> {
             return Ok(Some(raw.as_bytes().to_vec()));
         }
         if let (field, Some(encoded)) = self.base64 {
-            return decode_base64(encoded).map(Some).map_err(|reason| {
+            return decode_base64(encoded).map(Some).map_err(|source| {
                 CloudInitError::InvalidBase64 {
                     path: format!("{path}.{field}"),
-                    reason,
+                    source,
                 }
             });
         }
@@ -139,12 +139,12 @@ pub fn resolve(
 }
 
 /// Standard base64 with padding; line breaks are ignored, as Go's decoder ignores them.
-fn decode_base64(encoded: &str) -> Result<Vec<u8>, String> {
+fn decode_base64(encoded: &str) -> Result<Vec<u8>, base64::DecodeError> {
     let compact: String = encoded
         .chars()
         .filter(|c| !matches!(c, '\r' | '\n'))
         .collect();
-    STANDARD.decode(compact).map_err(|e| e.to_string())
+    STANDARD.decode(compact)
 }
 
 fn read_secret(

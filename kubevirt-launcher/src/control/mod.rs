@@ -1,7 +1,7 @@
 //! The launcher's control API for the node agent and virtctl: newline-delimited JSON over a unix
-//! socket. Requests are `{"op": "status" | "pause" | "unpause" | "shutdown" | "softReboot" |
-//! "reset" | "stop"}`; every answer is one line, `{"ok": true, ...}` or
-//! `{"ok": false, "error": "..."}`.
+//! socket, in the types of `kubevirt-launcher-protocol` (requests `{"op": "status" | "pause" |
+//! "unpause" | "shutdown" | "softReboot" | "reset" | "stop"}`, replies `{"version": 1, "ok":
+//! true, ...}` or `{"version": 1, "ok": false, "error": "..."}`).
 //!
 //! `softReboot` presses the power button and starts the guest again when it powers off (what
 //! libvirt does for upstream without a guest agent); `reset` restarts it at once, like a reset
@@ -19,8 +19,10 @@ mod shutdown;
 pub use self::shutdown::{Shutdown, Shutdowns};
 
 use crate::run::machine::Machine;
+use kubevirt_launcher_protocol::{
+    Done, GuestInfo, Phase, Request, ShutdownReply, Status, StopReply, encode_error, encode_ok,
+};
 use kubevirt_vmm::{ExitReason, Vm, VmState};
-use serde_json::{Value, json};
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -29,25 +31,28 @@ use std::thread;
 use std::time::Duration;
 
 /// The upstream phase and reason for a machine: `Running` across guest reboots.
-pub fn machine_phase(machine: &Machine) -> (&'static str, Option<String>) {
+pub fn machine_phase(machine: &Machine) -> (Phase, Option<String>) {
     let vm = machine.vm();
     if machine.restarts() > 0 && vm.state() == VmState::Created {
-        return ("Running", None);
+        return (Phase::Running, None);
     }
     phase(&vm)
 }
 
 /// The upstream phase and reason for a VM's state.
-pub fn phase(vm: &Vm) -> (&'static str, Option<String>) {
+pub fn phase(vm: &Vm) -> (Phase, Option<String>) {
     match vm.state() {
-        VmState::Created => ("Scheduled", None),
-        VmState::Running | VmState::Paused => ("Running", None),
+        VmState::Created => (Phase::Scheduled, None),
+        VmState::Running | VmState::Paused => (Phase::Running, None),
         VmState::Exited => match vm.exit_reason() {
             Some(
                 ExitReason::PowerOff | ExitReason::DebugExit { code: 0 } | ExitReason::Stopped,
-            ) => ("Succeeded", None),
-            Some(other) => ("Failed", Some(other.to_string())),
-            None => ("Failed", Some("the VMM stopped without a reason".into())),
+            ) => (Phase::Succeeded, None),
+            Some(other) => (Phase::Failed, Some(other.to_string())),
+            None => (
+                Phase::Failed,
+                Some("the VMM stopped without a reason".into()),
+            ),
         },
     }
 }
@@ -94,7 +99,7 @@ pub struct Target {
     /// The default grace period.
     pub grace: Duration,
     /// What `status` reports about the guest besides its phase (devices, interfaces).
-    pub info: Value,
+    pub info: GuestInfo,
 }
 
 fn serve(conn: UnixStream, target: &Target) {
@@ -113,63 +118,60 @@ fn serve(conn: UnixStream, target: &Target) {
     }
 }
 
-/// Answer one request line.
-pub fn handle(target: &Target, line: &str) -> Value {
-    let vm = target.machine.vm();
-    let fail = |e: String| json!({"ok": false, "error": e});
-    let req: Value = match serde_json::from_str(line) {
-        Ok(v) => v,
-        Err(e) => return fail(format!("a request is one JSON object per line: {e}")),
+/// The current status of `target`.
+pub fn status(target: &Target) -> Status {
+    let (phase, reason) = machine_phase(&target.machine);
+    Status {
+        phase,
+        reason,
+        paused: target.machine.vm().state() == VmState::Paused,
+        restarts: u32::try_from(target.machine.restarts()).unwrap_or(u32::MAX),
+        guest: target.info.clone(),
+    }
+}
+
+/// Answer one request line with one reply line (no newline).
+pub fn handle(target: &Target, line: &str) -> String {
+    let request = match Request::decode(line) {
+        Ok(r) => r,
+        Err(e) => return encode_error(&e),
     };
-    match req.get("op").and_then(Value::as_str) {
-        Some("status") => {
-            let (phase, reason) = machine_phase(&target.machine);
-            json!({"ok": true, "phase": phase, "reason": reason, "paused": vm.state() == VmState::Paused,
-                   "restarts": target.machine.restarts(), "guest": target.info})
-        }
-        Some("pause") => match vm.pause() {
-            Ok(()) => json!({"ok": true}),
-            Err(e) => fail(e.to_string()),
-        },
-        Some("unpause") => match vm.resume() {
-            Ok(()) => json!({"ok": true}),
-            Err(e) => fail(e.to_string()),
-        },
-        Some("shutdown") => {
-            let grace = match req.get("gracePeriodSeconds") {
-                None => target.grace,
-                Some(v) => match v.as_u64() {
-                    Some(s) => Duration::from_secs(s),
-                    None => {
-                        return fail(
-                            "gracePeriodSeconds must be a whole number of seconds ≥ 0".into(),
-                        );
-                    }
+    let vm = target.machine.vm();
+    let done = |r: Result<(), kubevirt_vmm::VmError>| match r {
+        Ok(()) => encode_ok(&Done {}),
+        Err(e) => encode_error(&e),
+    };
+    match request {
+        Request::Status => encode_ok(&status(target)),
+        Request::Pause => done(vm.pause()),
+        Request::Unpause => done(vm.resume()),
+        Request::Shutdown {
+            grace_period_seconds,
+        } => {
+            let grace = grace_period_seconds.map_or(target.grace, Duration::from_secs);
+            encode_ok(&match target.shutdowns.request(grace) {
+                Shutdown::Requested => ShutdownReply::Requested {
+                    grace_period_seconds: grace.as_secs(),
                 },
-            };
-            match target.shutdowns.request(grace) {
-                Shutdown::Requested => json!({"ok": true, "gracePeriodSeconds": grace.as_secs()}),
-                Shutdown::AlreadyRequested => json!({"ok": true, "already": true}),
-                Shutdown::Stopped(r) => {
-                    json!({"ok": true, "exit": r.to_string(), "reason": "no ACPI power button: stopped"})
-                }
-            }
+                Shutdown::AlreadyRequested => ShutdownReply::AlreadyRequested,
+                Shutdown::Stopped(r) => ShutdownReply::Stopped {
+                    exit: r.to_string(),
+                },
+            })
         }
-        Some("softReboot") => match target.machine.soft_reboot() {
-            Ok(()) => json!({"ok": true}),
-            Err(e) => fail(e.to_string()),
+        Request::SoftReboot => match target.machine.soft_reboot() {
+            Ok(()) => encode_ok(&Done {}),
+            Err(e) => encode_error(&e),
         },
-        Some("reset") => {
+        Request::Reset => {
             target.machine.reset();
-            json!({"ok": true})
+            encode_ok(&Done {})
         }
-        Some("stop") => {
+        Request::Stop => {
             target.machine.begin_shutdown();
-            json!({"ok": true, "exit": vm.stop().to_string()})
+            encode_ok(&StopReply {
+                exit: vm.stop().to_string(),
+            })
         }
-        Some(other) => fail(format!(
-            "unknown op {other:?}: use status, pause, unpause, shutdown, softReboot, reset or stop"
-        )),
-        None => fail("the request has no \"op\"".into()),
     }
 }

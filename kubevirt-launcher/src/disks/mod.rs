@@ -85,6 +85,15 @@ pub enum PrepareError {
         /// Cause.
         source: std::io::Error,
     },
+    /// A ConfigMap's or Secret's keys do not fit an ISO image.
+    #[error("volume {volume}: {source}")]
+    Iso {
+        /// Volume name.
+        volume: String,
+        /// Why.
+        #[source]
+        source: crate::cloudinit::iso9660::IsoError,
+    },
     /// The directory a ConfigMap or Secret is projected into is missing.
     #[error(
         "volume {volume}: {kind} is not projected into {dir}: the node (or, standalone, you) writes one file per key there; mark the volume optional to boot without it"
@@ -244,7 +253,7 @@ pub fn cleanup(layout: &Layout) -> std::io::Result<()> {
 mod tests {
     use super::*;
     use crate::oci::Layout as OciLayout;
-    use crate::plan::CacheMode;
+    use kubevirt_vmm::virtio::block::CacheMode;
 
     fn disk(name: &str, source: DiskSource) -> DiskPlan {
         DiskPlan {

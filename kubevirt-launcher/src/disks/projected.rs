@@ -64,10 +64,9 @@ pub fn prepare(
     for (key, data) in files {
         image = image.with_file(key, data);
     }
-    let bytes = image.to_bytes().map_err(|e| PrepareError::Io {
+    let bytes = image.to_bytes().map_err(|source| PrepareError::Iso {
         volume: name.into(),
-        path: dir.display().to_string(),
-        source: std::io::Error::other(e.to_string()),
+        source,
     })?;
     let path = layout
         .ephemeral_dir

@@ -12,7 +12,16 @@ use thiserror::Error;
 /// A network setup step that failed.
 #[derive(Debug, Error)]
 pub enum NetError {
-    /// A command could not run or failed.
+    /// A command could not be started or talked to.
+    #[error("`{command}`: {source}")]
+    Spawn {
+        /// The command line.
+        command: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A command failed.
     #[error("`{command}` failed: {message}")]
     Command {
         /// The command line.
@@ -115,27 +124,27 @@ impl Masquerade {
             }
         };
         let line = args.join(" ");
-        let fail = |message: String| NetError::Command {
+        let spawn = |source| NetError::Spawn {
             command: line.clone(),
-            message,
+            source,
         };
         let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| fail(e.to_string()))?;
+            .map_err(spawn)?;
         if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-            pipe.write_all(text.as_bytes())
-                .map_err(|e| fail(e.to_string()))?;
+            pipe.write_all(text.as_bytes()).map_err(spawn)?;
         }
-        let out = child.wait_with_output().map_err(|e| fail(e.to_string()))?;
+        let out = child.wait_with_output().map_err(spawn)?;
         if out.status.success() {
             Ok(())
         } else {
-            Err(fail(
-                String::from_utf8_lossy(&out.stderr).trim().to_string(),
-            ))
+            Err(NetError::Command {
+                command: line.clone(),
+                message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            })
         }
     }
 

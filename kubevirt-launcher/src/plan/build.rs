@@ -1,54 +1,61 @@
-//! Building a [`LaunchPlan`] from a VMI (or a VM's template).
+//! Building a [`LaunchPlan`]: the document defaulted and validated once ([`vmi_of`]), then mapped
+//! onto the VMM's types ([`from_vmi`]), refusing only what kubevirt-rs cannot do yet.
 
 use super::supported::{NOT_WHEN_TRUE, unsupported};
 use super::{
-    CacheMode, CpuTopology, DiskPlan, DiskSource, KernelBoot, LaunchPlan, NetworkPlan, PlanError,
-    PlanErrors,
+    CacheMode, CpuTopology, DiskPlan, DiskSource, KernelBoot, LaunchPlan, NetworkPlan, PlanErrors,
 };
 use kubevirt_api::core::v1::{VirtualMachineInstance, VirtualMachineInstanceSpec, Volume};
-use kubevirt_api::defaults::{ClusterDefaults, default_vmi_spec};
+use kubevirt_api::defaults::{
+    ClusterDefaults, DEFAULT_TERMINATION_GRACE_PERIOD_SECONDS, apply, default_vmi_spec,
+};
 use kubevirt_api::object::Object;
+use kubevirt_api::path::FieldPath;
 use kubevirt_api::quantity::bytes_of;
+use kubevirt_api::validation::{FieldError, validate};
 use std::time::Duration;
 
-struct Errors(Vec<PlanError>);
+/// What a VMI asks for that kubevirt-rs cannot do, by field.
+struct Refusals(Vec<FieldError>);
 
-impl Errors {
-    fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.0.push(PlanError {
-            path: path.into(),
-            message: message.into(),
-        });
+impl Refusals {
+    /// A field kubevirt-rs cannot honour (with this value).
+    fn cannot(&mut self, path: FieldPath, message: impl AsRef<str>) {
+        self.0.push(FieldError::forbidden(path, message.as_ref()));
+    }
+
+    /// A field the launch needs that is not set.
+    fn needs(&mut self, path: FieldPath, message: &str) {
+        self.0.push(FieldError::required(path, message));
     }
 }
 
-/// The cluster defaults a standalone launcher applies: upstream's, with the pod network attached
-/// through masquerade (the binding kubevirt-rs provides).
-pub fn standalone_defaults() -> ClusterDefaults {
-    ClusterDefaults {
-        default_network_interface: "masquerade".into(),
-        ..ClusterDefaults::default()
+/// The VMI a document describes, defaulted and validated as the API server does it (with the
+/// kubevirt-rs cluster defaults): a VMI as is, or a VM's template named after the VM. Also where
+/// in the document its VMI spec is (`spec`, or `spec.template.spec` for a VM), for the paths of
+/// later refusals.
+///
+/// # Errors
+/// Every validation error of the document, with its field path.
+pub fn vmi_of(object: &Object) -> Result<(VirtualMachineInstance, FieldPath), PlanErrors> {
+    let cluster = ClusterDefaults::kubevirt_rs();
+    let mut object = object.clone();
+    apply(&mut object, &cluster);
+    let invalid = validate(&object);
+    if !invalid.is_empty() {
+        return Err(PlanErrors(invalid));
     }
-}
-
-/// The VMI a document describes, with upstream's defaults applied as the API server would: a
-/// VMI as is, or a VM's template named after the VM.
-pub fn vmi_of(object: &Object) -> Result<VirtualMachineInstance, PlanErrors> {
-    let one = |path: &str, message: String| {
-        PlanErrors(vec![PlanError {
-            path: path.into(),
-            message,
-        }])
-    };
-    let mut vmi = match object {
-        Object::VirtualMachineInstance(vmi) => (**vmi).clone(),
+    let root = FieldPath::root();
+    let (mut vmi, base) = match object {
+        Object::VirtualMachineInstance(vmi) => (*vmi, root.field("spec")),
         Object::VirtualMachine(vm) => {
-            let spec = vm.spec.template.spec.clone().ok_or_else(|| {
-                one(
-                    "spec.template.spec",
-                    "the VM template has no VMI spec".into(),
-                )
-            })?;
+            let base = root.field("spec").field("template").field("spec");
+            let Some(spec) = vm.spec.template.spec.clone() else {
+                return Err(PlanErrors(vec![FieldError::required(
+                    base,
+                    "the VM template has no VMI spec",
+                )]));
+            };
             let mut vmi =
                 VirtualMachineInstance::new(vm.metadata.name.as_deref().unwrap_or("vm"), spec);
             vmi.metadata.namespace = vm.metadata.namespace.clone();
@@ -58,124 +65,91 @@ pub fn vmi_of(object: &Object) -> Result<VirtualMachineInstance, PlanErrors> {
                 .metadata
                 .as_ref()
                 .and_then(|m| m.labels.clone());
-            vmi
+            (vmi, base)
         }
         other => {
-            return Err(one(
-                "kind",
-                format!(
-                    "a {} cannot be launched; give a VirtualMachineInstance or a VirtualMachine",
-                    other.kind()
-                ),
-            ));
+            return Err(PlanErrors(vec![FieldError::not_supported(
+                root.field("kind"),
+                other.kind(),
+                &["VirtualMachineInstance", "VirtualMachine"],
+            )]));
         }
     };
+    // A VM's template gets the rest of the VMI defaults when its VMI is created.
     let key = format!(
         "{}/{}",
         vmi.metadata.namespace.as_deref().unwrap_or("default"),
         vmi.metadata.name.as_deref().unwrap_or("")
     );
-    default_vmi_spec(&mut vmi.spec, &key, &standalone_defaults());
-    Ok(vmi)
+    default_vmi_spec(&mut vmi.spec, &key, &cluster);
+    Ok((vmi, base))
 }
 
 /// The plan for a VMI, or a VM (its template, named after the VM), decoded from a document as a
-/// user wrote it: upstream's defaults are applied first, as the API server would.
+/// user wrote it: defaulted and validated first, as the API server would.
+///
+/// # Errors
+/// The document's validation errors, else every field kubevirt-rs cannot honour.
 pub fn from_document(object: &Object) -> Result<LaunchPlan, PlanErrors> {
-    let vmi = vmi_of(object)?;
-    from_vmi(&vmi).map_err(|PlanErrors(errs)| {
-        if matches!(object, Object::VirtualMachine(_)) {
-            PlanErrors(
-                errs.into_iter()
-                    .map(|e| PlanError {
-                        path: e.path.replacen("spec.", "spec.template.spec.", 1),
-                        ..e
-                    })
-                    .collect(),
-            )
-        } else {
-            PlanErrors(errs)
-        }
-    })
+    let (vmi, base) = vmi_of(object)?;
+    from_vmi(&vmi, &base)
 }
 
-/// The plan for `vmi`, or every reason it cannot be launched.
-pub fn from_vmi(vmi: &VirtualMachineInstance) -> Result<LaunchPlan, PlanErrors> {
+/// The plan for a defaulted, valid `vmi` whose spec is at `base` in its document (`spec`), or
+/// every field kubevirt-rs cannot honour. What validation refuses is not checked again.
+///
+/// # Errors
+/// Every field kubevirt-rs cannot honour, by path.
+pub fn from_vmi(vmi: &VirtualMachineInstance, base: &FieldPath) -> Result<LaunchPlan, PlanErrors> {
     let spec = &vmi.spec;
-    let mut errs = Errors(Vec::new());
+    let mut errs = Refusals(Vec::new());
     let json = serde_json::to_value(spec).unwrap_or_default();
-    for path in unsupported(&json) {
-        errs.push(format!("spec.{path}"), "not supported by kubevirt-rs yet");
+    for path in unsupported(&json, base) {
+        errs.cannot(path, "not supported by kubevirt-rs yet");
     }
     for path in NOT_WHEN_TRUE {
         let pointer = format!("/{}", path.replace('.', "/"));
         if json.pointer(&pointer) == Some(&serde_json::Value::Bool(true)) {
-            errs.push(
-                format!("spec.{path}"),
+            let at = path.split('.').fold(base.clone(), |p, f| p.field(f));
+            errs.cannot(
+                at,
                 "kubevirt-rs has no such device yet; set it to false or leave it out",
             );
         }
     }
-    let cpu = cpu(spec, &mut errs);
-    let memory_bytes = memory(spec, &mut errs);
-    let kernel_boot = kernel_boot(spec, &mut errs);
-    let disks = disks(spec, &mut errs);
-    let network = network(spec, &mut errs);
+    let domain_path = base.field("domain");
+    let cpu = cpu(spec, &domain_path, &mut errs);
+    let memory_bytes = memory(spec, &domain_path, &mut errs);
+    let kernel_boot = kernel_boot(spec, &domain_path, &mut errs);
+    let disks = disks(spec, base, &mut errs);
+    let network = network(spec, base, &mut errs);
     let domain = &spec.domain;
     if let Some(t) = domain.machine.as_ref().and_then(|m| m.type_.as_deref())
         && t != "q35"
         && !t.starts_with("pc-q35")
     {
-        errs.push(
-            "spec.domain.machine.type",
+        errs.cannot(
+            domain_path.field("machine").field("type"),
             format!("machine type {t:?} is not supported; kubevirt-rs provides a q35-like machine"),
         );
     }
     if let Some(a) = spec.architecture.as_deref()
         && a != "amd64"
     {
-        errs.push(
-            "spec.architecture",
+        errs.cannot(
+            base.field("architecture"),
             format!("architecture {a:?} is not supported; kubevirt-rs runs amd64 guests"),
         );
     }
-    let mut disabled = Vec::new();
-    if let Some(c) = &domain.cpu {
-        if let Some(m) = c.model.as_deref()
-            && m != "host-model"
-            && m != "host-passthrough"
-        {
-            errs.push(
-                "spec.domain.cpu.model",
-                format!("CPU model {m:?} is not supported; use host-model or host-passthrough"),
-            );
-        }
-        for (i, f) in c.features.iter().flatten().enumerate() {
-            match f.policy.as_deref().unwrap_or("require") {
-                "disable" | "forbid" => {
-                    // Names the VMM does not know are refused here, at their index.
-                    match kubevirt_vmm::CpuFeatureMask::disable([f.name.as_str()]) {
-                        Ok(_) => disabled.push(f.name.clone()),
-                        Err(e) => {
-                            errs.push(format!("spec.domain.cpu.features[{i}].name"), e.to_string())
-                        }
-                    }
-                }
-                p => errs.push(
-                    format!("spec.domain.cpu.features[{i}].policy"),
-                    format!("policy {p:?} is not supported yet; only disable and forbid are"),
-                ),
-            }
-        }
-    }
-    // SMBIOS system UUID: the firmware's, else the VMI's uid (upstream's webhook sets one).
+    let disabled = cpu_features(spec, &domain_path, &mut errs);
+    // SMBIOS system UUID: the firmware's (the defaults always set one), else the VMI's uid.
     let firmware = domain.firmware.as_ref();
     let firmware_uuid = match firmware.and_then(|f| f.uuid.as_deref()) {
         Some(u) => match uuid::Uuid::parse_str(u) {
             Ok(u) => Some(*u.as_bytes()),
             Err(e) => {
-                errs.push(
-                    "spec.domain.firmware.uuid",
+                errs.cannot(
+                    domain_path.field("firmware").field("uuid"),
                     format!("{u:?} is not a UUID: {e}"),
                 );
                 None
@@ -188,10 +162,8 @@ pub fn from_vmi(vmi: &VirtualMachineInstance) -> Result<LaunchPlan, PlanErrors> 
             .and_then(|u| uuid::Uuid::parse_str(u).ok())
             .map(|u| *u.as_bytes()),
     };
-    if !errs.0.is_empty() {
-        return Err(PlanErrors(errs.0));
-    }
-    let (Some(cpu), Some(memory_bytes), Some(kernel_boot)) = (cpu, memory_bytes, kernel_boot)
+    let (Some(cpu), Some(memory_bytes), Some(kernel_boot), true) =
+        (cpu, memory_bytes, kernel_boot, errs.0.is_empty())
     else {
         return Err(PlanErrors(errs.0));
     };
@@ -206,7 +178,7 @@ pub fn from_vmi(vmi: &VirtualMachineInstance) -> Result<LaunchPlan, PlanErrors> 
         memory_bytes,
         disabled_cpu_features: disabled,
         firmware_uuid,
-        firmware_serial: domain.firmware.as_ref().and_then(|f| f.serial.clone()),
+        firmware_serial: firmware.and_then(|f| f.serial.clone()),
         kernel_boot,
         disks,
         network,
@@ -214,48 +186,90 @@ pub fn from_vmi(vmi: &VirtualMachineInstance) -> Result<LaunchPlan, PlanErrors> 
         serial_console: domain.devices.autoattach_serial_console != Some(false),
         log_serial_console: domain.devices.log_serial_console == Some(true),
         grace_period: Duration::from_secs(
-            spec.termination_grace_period_seconds.unwrap_or(30).max(0) as u64,
+            spec.termination_grace_period_seconds
+                .unwrap_or(DEFAULT_TERMINATION_GRACE_PERIOD_SECONDS)
+                .max(0) as u64,
         ),
     })
 }
 
-fn cpu(spec: &VirtualMachineInstanceSpec, errs: &mut Errors) -> Option<CpuTopology> {
+/// The topology as the VMM lays it out (MADT, CPUID, SMBIOS): what it cannot present is refused
+/// with its reason.
+fn cpu(
+    spec: &VirtualMachineInstanceSpec,
+    at: &FieldPath,
+    errs: &mut Refusals,
+) -> Option<CpuTopology> {
     let c = spec.domain.cpu.as_ref();
-    let t = CpuTopology {
-        sockets: c.and_then(|c| c.sockets).unwrap_or(1),
-        cores: c.and_then(|c| c.cores).unwrap_or(1),
-        threads: c.and_then(|c| c.threads).unwrap_or(1),
-    };
-    if t.vcpus() == 0 || t.vcpus() > 255 {
-        errs.push(
-            "spec.domain.cpu",
-            format!("{} vCPUs: the topology must give 1 to 255", t.vcpus()),
-        );
-        return None;
+    let count = |n: Option<u32>| u8::try_from(n.unwrap_or(1)).unwrap_or(u8::MAX);
+    match CpuTopology::new(
+        count(c.and_then(|c| c.sockets)),
+        count(c.and_then(|c| c.cores)),
+        count(c.and_then(|c| c.threads)),
+    ) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            errs.cannot(at.field("cpu"), e.to_string());
+            None
+        }
     }
-    // The guest sees exactly this topology (MADT, CPUID, SMBIOS); what the VMM cannot lay out
-    // is refused here, with the reason.
-    if let Err(e) = t.for_vmm() {
-        errs.push("spec.domain.cpu", e.to_string());
-        return None;
-    }
-    Some(t)
 }
 
-fn memory(spec: &VirtualMachineInstanceSpec, errs: &mut Errors) -> Option<u64> {
+/// CPU model and features: the VMM passes the host's CPU through and can only hide features.
+fn cpu_features(
+    spec: &VirtualMachineInstanceSpec,
+    at: &FieldPath,
+    errs: &mut Refusals,
+) -> Vec<String> {
+    let mut disabled = Vec::new();
+    let Some(c) = &spec.domain.cpu else {
+        return disabled;
+    };
+    let at = at.field("cpu");
+    if let Some(m) = c.model.as_deref()
+        && m != "host-model"
+        && m != "host-passthrough"
+    {
+        errs.cannot(
+            at.field("model"),
+            format!("CPU model {m:?} is not supported; use host-model or host-passthrough"),
+        );
+    }
+    for (i, f) in c.features.iter().flatten().enumerate() {
+        let p = at.field("features").index(i);
+        match f.policy.as_deref().unwrap_or("require") {
+            // Names the VMM does not know are refused here, at their index.
+            "disable" | "forbid" => {
+                match kubevirt_vmm::CpuFeatureMask::disable([f.name.as_str()]) {
+                    Ok(_) => disabled.push(f.name.clone()),
+                    Err(e) => errs.cannot(p.field("name"), e.to_string()),
+                }
+            }
+            policy => errs.cannot(
+                p.field("policy"),
+                format!("policy {policy:?} is not supported yet; only disable and forbid are"),
+            ),
+        }
+    }
+    disabled
+}
+
+/// The guest's memory: `memory.guest`, which the defaults derive from the request when unset.
+fn memory(spec: &VirtualMachineInstanceSpec, at: &FieldPath, errs: &mut Refusals) -> Option<u64> {
     let d = &spec.domain;
     let (path, q) = if let Some(g) = d.memory.as_ref().and_then(|m| m.guest.as_ref()) {
-        ("spec.domain.memory.guest", g)
+        (at.field("memory").field("guest"), g)
     } else if let Some(r) = d
         .resources
         .as_ref()
         .and_then(|r| r.requests.as_ref())
         .and_then(|r| r.get("memory"))
     {
-        ("spec.domain.resources.requests.memory", r)
+        (at.field("resources").field("requests").key("memory"), r)
     } else {
-        errs.push(
-            "spec.domain.memory.guest",
+        // A VM template may leave memory to an instancetype; the launcher has none to apply.
+        errs.needs(
+            at.field("memory").field("guest"),
             "memory must be requested: set domain.memory.guest or domain.resources.requests.memory",
         );
         return None;
@@ -263,35 +277,41 @@ fn memory(spec: &VirtualMachineInstanceSpec, errs: &mut Errors) -> Option<u64> {
     match bytes_of(q) {
         Ok(b) if b >= 1 << 20 => Some(b),
         Ok(b) => {
-            errs.push(
+            errs.cannot(
                 path,
                 format!("{b} bytes is too little memory: give at least 1Mi"),
             );
             None
         }
         Err(e) => {
-            errs.push(path, e.to_string());
+            errs.cannot(path, e.to_string());
             None
         }
     }
 }
 
-fn kernel_boot(spec: &VirtualMachineInstanceSpec, errs: &mut Errors) -> Option<KernelBoot> {
+/// Direct kernel boot: the only way kubevirt-rs boots a guest yet.
+fn kernel_boot(
+    spec: &VirtualMachineInstanceSpec,
+    at: &FieldPath,
+    errs: &mut Refusals,
+) -> Option<KernelBoot> {
+    let at = at.field("firmware").field("kernelBoot");
     let kb = spec
         .domain
         .firmware
         .as_ref()
         .and_then(|f| f.kernel_boot.as_ref());
     let Some(container) = kb.and_then(|k| k.container.as_ref()) else {
-        errs.push(
-            "spec.domain.firmware.kernelBoot",
+        errs.needs(
+            at,
             "kubevirt-rs boots guests by direct kernel boot for now (no BIOS/EFI firmware): set firmware.kernelBoot.container",
         );
         return None;
     };
     if container.kernel_path.is_none() {
-        errs.push(
-            "spec.domain.firmware.kernelBoot.container.kernelPath",
+        errs.needs(
+            at.field("container").field("kernelPath"),
             "the path of the kernel inside the image is required",
         );
         return None;
@@ -304,39 +324,38 @@ fn kernel_boot(spec: &VirtualMachineInstanceSpec, errs: &mut Errors) -> Option<K
     })
 }
 
-fn disks(spec: &VirtualMachineInstanceSpec, errs: &mut Errors) -> Vec<DiskPlan> {
+fn disks(
+    spec: &VirtualMachineInstanceSpec,
+    base: &FieldPath,
+    errs: &mut Refusals,
+) -> Vec<DiskPlan> {
     let volumes = spec.volumes.as_deref().unwrap_or_default();
     let mut out = Vec::new();
     for (i, d) in spec.domain.devices.disks.iter().flatten().enumerate() {
-        let p = format!("spec.domain.devices.disks[{i}]");
+        let p = base
+            .field("domain")
+            .field("devices")
+            .field("disks")
+            .index(i);
         if let Some(bus) = d.disk.as_ref().and_then(|t| t.bus.as_deref())
             && bus != "virtio"
         {
-            errs.push(
-                format!("{p}.disk.bus"),
+            errs.cannot(
+                p.field("disk").field("bus"),
                 format!("bus {bus:?} is not supported; kubevirt-rs attaches disks as virtio"),
             );
         }
+        // Validation allows only upstream's three modes.
         let cache = match d.cache.as_deref() {
-            None | Some("none") => CacheMode::None,
-            Some("writethrough") => CacheMode::WriteThrough,
-            Some("writeback") => CacheMode::WriteBack,
-            Some(other) => {
-                errs.push(
-                    format!("{p}.cache"),
-                    format!("cache mode {other:?} is not one of none, writethrough, writeback"),
-                );
-                CacheMode::None
-            }
+            Some("writethrough") => CacheMode::Writethrough,
+            Some("writeback") => CacheMode::Writeback,
+            _ => CacheMode::None,
         };
+        // Validation made sure every disk has its volume.
         let Some((vi, v)) = volumes.iter().enumerate().find(|(_, v)| v.name == d.name) else {
-            errs.push(
-                format!("{p}.name"),
-                format!("disk {:?} has no volume of the same name", d.name),
-            );
             continue;
         };
-        let Some(source) = source(v, &format!("spec.volumes[{vi}]"), errs) else {
+        let Some(source) = source(v, &base.field("volumes").index(vi), errs) else {
             continue;
         };
         let readonly = d.disk.as_ref().and_then(|t| t.readonly).unwrap_or(false)
@@ -360,31 +379,15 @@ fn disks(spec: &VirtualMachineInstanceSpec, errs: &mut Errors) -> Vec<DiskPlan> 
             boot_order: d.boot_order,
         });
     }
-    boot_order(&mut out, spec, errs);
+    // Under direct kernel boot no firmware reads a boot order, so `bootOrder` (unique and ≥ 1,
+    // validation saw to it) decides the order the disks are attached in: disks with one first
+    // (lowest first), then the rest as listed. The guest enumerates virtio-blk in PCI slot
+    // order, so the first boot disk is its `vda`.
+    out.sort_by_key(|d| d.boot_order.map_or((1, 0), |o| (0, o)));
     out
 }
 
-/// Under direct kernel boot no firmware reads a boot order, so `bootOrder` decides the order the
-/// disks are attached in: disks with one first (lowest first), then the rest as listed. The
-/// guest enumerates virtio-blk in PCI slot order, so the first boot disk is its `vda`.
-fn boot_order(disks: &mut [DiskPlan], spec: &VirtualMachineInstanceSpec, errs: &mut Errors) {
-    let mut seen = std::collections::BTreeMap::new();
-    for (i, d) in spec.domain.devices.disks.iter().flatten().enumerate() {
-        let Some(order) = d.boot_order else { continue };
-        let p = format!("spec.domain.devices.disks[{i}].bootOrder");
-        if order == 0 {
-            errs.push(p, "bootOrder starts at 1".to_string());
-        } else if let Some(other) = seen.insert(order, i) {
-            errs.push(
-                p,
-                format!("bootOrder {order} is already used by spec.domain.devices.disks[{other}]"),
-            );
-        }
-    }
-    disks.sort_by_key(|d| d.boot_order.map_or((1, 0), |o| (0, o)));
-}
-
-fn source(v: &Volume, p: &str, errs: &mut Errors) -> Option<DiskSource> {
+fn source(v: &Volume, p: &FieldPath, errs: &mut Refusals) -> Option<DiskSource> {
     if let Some(c) = &v.container_disk {
         return Some(DiskSource::ContainerDisk {
             image: c.image.clone(),
@@ -402,17 +405,15 @@ fn source(v: &Volume, p: &str, errs: &mut Errors) -> Option<DiskSource> {
         });
     }
     if let Some(e) = &v.empty_disk {
+        let at = p.field("emptyDisk").field("capacity");
         return match bytes_of(&e.capacity) {
             Ok(capacity) if capacity > 0 => Some(DiskSource::EmptyDisk { capacity }),
             Ok(_) => {
-                errs.push(
-                    format!("{p}.emptyDisk.capacity"),
-                    "capacity must be more than 0",
-                );
+                errs.cannot(at, "capacity must be more than 0");
                 None
             }
             Err(err) => {
-                errs.push(format!("{p}.emptyDisk.capacity"), err.to_string());
+                errs.cannot(at, err.to_string());
                 None
             }
         };
@@ -428,8 +429,8 @@ fn source(v: &Volume, p: &str, errs: &mut Errors) -> Option<DiskSource> {
             "Disk" => false,
             "DiskOrCreate" => true,
             other => {
-                errs.push(
-                    format!("{p}.hostDisk.type"),
+                errs.cannot(
+                    p.field("hostDisk").field("type"),
                     format!("type {other:?} is not Disk or DiskOrCreate"),
                 );
                 return None;
@@ -437,8 +438,8 @@ fn source(v: &Volume, p: &str, errs: &mut Errors) -> Option<DiskSource> {
         };
         let capacity = h.capacity.as_ref().and_then(|c| bytes_of(c).ok());
         if create && capacity.is_none() {
-            errs.push(
-                format!("{p}.hostDisk.capacity"),
+            errs.needs(
+                p.field("hostDisk").field("capacity"),
                 "DiskOrCreate needs a capacity",
             );
             return None;
@@ -463,11 +464,18 @@ fn source(v: &Volume, p: &str, errs: &mut Errors) -> Option<DiskSource> {
             volume_label: s.volume_label.clone().filter(|l| !l.is_empty()),
         });
     }
-    errs.push(p.to_string(), "this volume source cannot back a disk");
+    errs.cannot(p.clone(), "this volume source cannot back a disk");
     None
 }
 
-fn network(spec: &VirtualMachineInstanceSpec, errs: &mut Errors) -> Option<NetworkPlan> {
+/// The pod network through the masquerade binding, on virtio-net: all kubevirt-rs provides.
+/// Names, bindings, ports and MAC syntax were validated.
+fn network(
+    spec: &VirtualMachineInstanceSpec,
+    base: &FieldPath,
+    errs: &mut Refusals,
+) -> Option<NetworkPlan> {
+    let at = base.field("domain").field("devices").field("interfaces");
     let ifaces = spec
         .domain
         .devices
@@ -476,55 +484,44 @@ fn network(spec: &VirtualMachineInstanceSpec, errs: &mut Errors) -> Option<Netwo
         .unwrap_or_default();
     let networks = spec.networks.as_deref().unwrap_or_default();
     if ifaces.len() > 1 {
-        errs.push(
-            "spec.domain.devices.interfaces",
-            "only one interface (the pod network) is supported yet",
-        );
+        errs.cannot(at, "only one interface (the pod network) is supported yet");
         return None;
     }
     let iface = ifaces.first()?;
-    let Some(net) = networks.iter().find(|n| n.name == iface.name) else {
-        errs.push(
-            "spec.domain.devices.interfaces[0].name",
-            format!("interface {:?} has no network of the same name", iface.name),
-        );
-        return None;
-    };
+    let at = at.index(0);
+    let net = networks.iter().find(|n| n.name == iface.name)?;
     if net.pod.is_none() {
-        errs.push("spec.networks", "only the pod network is supported yet");
+        errs.cannot(
+            base.field("networks"),
+            "only the pod network is supported yet",
+        );
         return None;
     }
     if iface.masquerade.is_none() {
-        errs.push(
-            "spec.domain.devices.interfaces[0]",
-            "the pod network needs the masquerade binding",
-        );
+        errs.cannot(at, "the pod network needs the masquerade binding");
         return None;
     }
     if let Some(m) = iface.model.as_deref().filter(|m| *m != "virtio") {
-        errs.push(
-            "spec.domain.devices.interfaces[0].model",
+        errs.cannot(
+            at.field("model"),
             format!("model {m:?} is not supported; kubevirt-rs provides virtio-net"),
         );
     }
-    let mut ports = Vec::new();
-    for (i, port) in iface.ports.iter().flatten().enumerate() {
-        match u16::try_from(port.port) {
-            Ok(n) if n > 0 => {
-                ports.push((port.protocol.clone().unwrap_or_else(|| "TCP".into()), n))
-            }
-            _ => errs.push(
-                format!("spec.domain.devices.interfaces[0].ports[{i}].port"),
-                "port must be 1-65535",
-            ),
-        }
-    }
+    let ports = iface
+        .ports
+        .iter()
+        .flatten()
+        .filter_map(|port| {
+            let n = u16::try_from(port.port).ok()?;
+            Some((port.protocol.clone().unwrap_or_else(|| "TCP".into()), n))
+        })
+        .collect();
     let mac = iface.mac_address.as_deref().and_then(|m| {
-        let parsed = parse_mac(m);
+        let parsed = parse_mac(m).filter(|mac| mac[0] & 1 == 0);
         if parsed.is_none() {
-            errs.push(
-                "spec.domain.devices.interfaces[0].macAddress",
-                format!("{m:?} is not a unicast MAC address like 02:00:00:00:00:01"),
+            errs.cannot(
+                at.field("macAddress"),
+                format!("{m:?} is a multicast address; a guest NIC needs a unicast one like 02:00:00:00:00:01"),
             );
         }
         parsed
@@ -536,13 +533,12 @@ fn network(spec: &VirtualMachineInstanceSpec, errs: &mut Errors) -> Option<Netwo
     })
 }
 
-/// `aa:bb:cc:dd:ee:ff` (or with `-`), unicast only.
+/// `aa:bb:cc:dd:ee:ff` (or with `-`), the syntax validation accepted.
 fn parse_mac(text: &str) -> Option<[u8; 6]> {
     let mut mac = [0u8; 6];
     let mut parts = text.split([':', '-']);
     for b in &mut mac {
-        let part = parts.next().filter(|p| p.len() == 2)?;
-        *b = u8::from_str_radix(part, 16).ok()?;
+        *b = u8::from_str_radix(parts.next()?, 16).ok()?;
     }
-    (parts.next().is_none() && mac[0] & 1 == 0).then_some(mac)
+    parts.next().is_none().then_some(mac)
 }

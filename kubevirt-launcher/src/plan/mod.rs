@@ -1,48 +1,22 @@
 //! A VMI spec turned into what the VMM needs: the launch plan.
 //!
-//! [`from_vmi`] checks the whole spec first: every field the launcher does not support
-//! yet, and every supported field with a value it cannot honour, is reported with its path, all at
-//! once, before anything is started.
+//! [`from_document`] is the launcher's entry: it applies the kubevirt-rs cluster defaults and
+//! runs `kubevirt_api::validation` once, as the API server would, so a document is judged by the
+//! same rules wherever it comes from. [`from_vmi`] then maps the defaulted, valid VMI onto the
+//! VMM's own types and refuses only what kubevirt-rs cannot do yet: every such field is reported
+//! with its path, all at once, before anything is started.
 
 mod build;
 mod supported;
 
-pub use self::build::{from_document, from_vmi, standalone_defaults, vmi_of};
+pub use self::build::{from_document, from_vmi, vmi_of};
 pub use self::supported::unsupported;
 
 use kubevirt_api::core::v1::{CloudInitConfigDriveSource, CloudInitNoCloudSource};
-use std::fmt;
+use kubevirt_api::validation::FieldError;
+pub use kubevirt_vmm::CpuTopology;
+pub use kubevirt_vmm::virtio::block::CacheMode;
 use std::time::Duration;
-
-/// vCPU topology.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CpuTopology {
-    /// Sockets.
-    pub sockets: u32,
-    /// Cores per socket.
-    pub cores: u32,
-    /// Threads per core.
-    pub threads: u32,
-}
-
-impl CpuTopology {
-    /// Total vCPUs.
-    pub fn vcpus(&self) -> u32 {
-        self.sockets
-            .saturating_mul(self.cores)
-            .saturating_mul(self.threads)
-    }
-
-    /// The same topology for the VMM, which checks that it can present it.
-    pub fn for_vmm(&self) -> Result<kubevirt_vmm::CpuTopology, kubevirt_vmm::TopologyError> {
-        let narrow = |n: u32| u8::try_from(n).unwrap_or(u8::MAX);
-        kubevirt_vmm::CpuTopology::new(
-            narrow(self.sockets),
-            narrow(self.cores),
-            narrow(self.threads),
-        )
-    }
-}
 
 /// Direct kernel boot (upstream's `firmware.kernelBoot`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,17 +29,6 @@ pub struct KernelBoot {
     pub initrd_path: Option<String>,
     /// Kernel command line.
     pub cmdline: String,
-}
-
-/// Host page-cache use for a disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CacheMode {
-    /// `none` (O_DIRECT): upstream's default where the storage supports it.
-    None,
-    /// `writethrough`: writes reach the medium before they complete.
-    WriteThrough,
-    /// `writeback`: writes complete in the host cache; flushes make them durable.
-    WriteBack,
 }
 
 /// Where a disk's bytes come from.
@@ -149,7 +112,7 @@ pub struct DiskPlan {
 pub struct NetworkPlan {
     /// Interface name.
     pub name: String,
-    /// Guest MAC address, if given (`macAddress`, validated).
+    /// Guest MAC address, if given (`macAddress`).
     pub mac: Option<[u8; 6]>,
     /// Ports forwarded to the guest (`(protocol, port)`); empty forwards all.
     pub ports: Vec<(String, u16)>,
@@ -188,22 +151,8 @@ pub struct LaunchPlan {
     pub grace_period: Duration,
 }
 
-/// One reason a VMI cannot be launched.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PlanError {
-    /// Field path (`spec.domain.devices.disks[0].disk.bus`).
-    pub path: String,
-    /// What is wrong and what to do.
-    pub message: String,
-}
-
-impl fmt::Display for PlanError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.path, self.message)
-    }
-}
-
-/// Every reason a VMI cannot be launched.
+/// Every reason a VMI cannot be launched, each naming its field: the validation errors of an
+/// invalid document, or the fields kubevirt-rs cannot honour yet.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
-pub struct PlanErrors(pub Vec<PlanError>);
+pub struct PlanErrors(pub Vec<FieldError>);

@@ -1,6 +1,7 @@
 //! What the launcher supports, as field-path patterns over a VMI spec. Every field a spec sets
 //! outside these patterns is reported by path: nothing is silently ignored.
 
+use kubevirt_api::path::FieldPath;
 use serde_json::Value;
 
 /// Supported paths below `spec`. `[]` matches any list index; a trailing `.*` matches everything
@@ -101,17 +102,17 @@ fn matches(pattern: &str, path: &[String]) -> bool {
     true
 }
 
-/// Every field set in `spec` (a VMI spec as JSON) that no pattern supports, by its path below
-/// `spec`; each unsupported subtree is reported once, at its top.
-pub fn unsupported(spec: &Value) -> Vec<String> {
+/// Every field set in `spec` (a VMI spec as JSON, found at `base`) that no pattern supports; each
+/// unsupported subtree is reported once, at its top.
+pub fn unsupported(spec: &Value, base: &FieldPath) -> Vec<FieldPath> {
     let mut out = Vec::new();
-    walk(spec, &mut Vec::new(), &mut out);
+    walk(spec, &mut Vec::new(), base, &mut out);
     out
 }
 
-fn walk(v: &Value, path: &mut Vec<String>, out: &mut Vec<String>) {
-    if !path.is_empty() && !SUPPORTED.iter().any(|p| matches(p, path)) {
-        out.push(render(path));
+fn walk(v: &Value, segs: &mut Vec<String>, at: &FieldPath, out: &mut Vec<FieldPath>) {
+    if !segs.is_empty() && !SUPPORTED.iter().any(|p| matches(p, segs)) {
+        out.push(at.clone());
         return;
     }
     match v {
@@ -120,31 +121,20 @@ fn walk(v: &Value, path: &mut Vec<String>, out: &mut Vec<String>) {
                 if child.is_null() {
                     continue;
                 }
-                path.push(k.clone());
-                walk(child, path, out);
-                path.pop();
+                segs.push(k.clone());
+                walk(child, segs, &at.field(k), out);
+                segs.pop();
             }
         }
         Value::Array(items) => {
             for (i, child) in items.iter().enumerate() {
-                path.push(format!("[{i}]"));
-                walk(child, path, out);
-                path.pop();
+                segs.push(format!("[{i}]"));
+                walk(child, segs, &at.index(i), out);
+                segs.pop();
             }
         }
         _ => {}
     }
-}
-
-fn render(path: &[String]) -> String {
-    let mut s = String::new();
-    for p in path {
-        if !p.starts_with('[') && !s.is_empty() {
-            s.push('.');
-        }
-        s.push_str(p);
-    }
-    s
 }
 
 #[cfg(test)]
@@ -157,7 +147,10 @@ mod tests {
         let spec = json!({"domain": {"devices": {"disks": [{"name": "a", "disk": {"bus": "virtio"}, "io": "native"}],
             "gpus": [{"name": "g", "deviceName": "x"}]}, "memory": {"guest": "1Gi", "hugepages": {"pageSize": "2Mi"}}},
             "volumes": [{"name": "a", "containerDisk": {"image": "x", "path": "/disk"}}], "nodeSelector": {"a": "b"}});
-        let mut found = unsupported(&spec);
+        let mut found: Vec<String> = unsupported(&spec, &FieldPath::root())
+            .iter()
+            .map(|p| p.to_string())
+            .collect();
         found.sort();
         assert_eq!(
             found,
@@ -173,12 +166,14 @@ mod tests {
     fn empty_objects_at_supported_places_are_fine() {
         let spec = json!({"domain": {"devices": {"rng": {}, "interfaces": [{"name": "default", "masquerade": {}}]}},
             "networks": [{"name": "default", "pod": {}}]});
-        assert!(unsupported(&spec).is_empty());
+        let root = FieldPath::root();
+        assert!(unsupported(&spec, &root).is_empty());
         assert_eq!(
             unsupported(
-                &json!({"domain": {"devices": {"interfaces": [{"name": "d", "bridge": {}}]}}})
+                &json!({"domain": {"devices": {"interfaces": [{"name": "d", "bridge": {}}]}}}),
+                &root.field("spec")
             ),
-            ["domain.devices.interfaces[0].bridge"]
+            [root.field("spec.domain.devices.interfaces[0].bridge")]
         );
     }
 }

@@ -92,10 +92,6 @@ pub struct MachineSpec {
     pub net: Option<([u8; 6], OwnedFd)>,
 }
 
-fn vm_error(e: impl std::fmt::Display) -> RunError {
-    RunError::Vm(e.to_string())
-}
-
 impl MachineSpec {
     /// A new VM (not started).
     pub fn build(&self) -> Result<Vm, RunError> {
@@ -108,7 +104,9 @@ impl MachineSpec {
             boot: c.boot.clone(),
             // autoattachSerialConsole: false means no serial port at all, as upstream.
             serial: match &self.console {
-                Some(fd) => Some(ConsoleConfig::Fd(fd.try_clone().map_err(vm_error)?)),
+                Some(fd) => Some(ConsoleConfig::Fd(
+                    fd.try_clone().map_err(RunError::Descriptor)?,
+                )),
                 None => None,
             },
             cpu_features: c.cpu_features.clone(),
@@ -119,10 +117,9 @@ impl MachineSpec {
         let mut builder = Vm::builder(config);
         for d in &self.disks {
             let backend: Box<dyn BlockBackend> = match &d.backing {
-                DiskBacking::File(file) => Box::new(
-                    file.try_clone()
-                        .map_err(|e| RunError::Vm(format!("disk {}: {e}", d.name)))?,
-                ),
+                DiskBacking::File(file) => {
+                    Box::new(file.try_clone().map_err(RunError::Descriptor)?)
+                }
                 DiskBacking::Overlay(o) => Box::new(o.clone()),
             };
             builder = builder.virtio_device(Box::new(Block::new(backend, &d.serial)));
@@ -131,13 +128,13 @@ impl MachineSpec {
             builder = builder.virtio_device(Box::new(Rng::new()));
         }
         if let Some((mac, fd)) = &self.net {
-            let tap = Tap::from_fd(fd.try_clone().map_err(vm_error)?).map_err(vm_error)?;
+            let tap = Tap::from_fd(fd.try_clone().map_err(RunError::Descriptor)?)?;
             builder = builder.virtio_device(Box::new(Net::new(NetConfig {
                 mac: *mac,
                 backend: Box::new(tap),
             })));
         }
-        builder.build().map_err(vm_error)
+        Ok(builder.build()?)
     }
 }
 
@@ -167,7 +164,7 @@ impl Machine {
     /// Builds and starts the first VM.
     pub fn start(spec: MachineSpec) -> Result<Arc<Machine>, RunError> {
         let vm = Arc::new(spec.build()?);
-        vm.start().map_err(vm_error)?;
+        vm.start()?;
         Ok(Arc::new(Machine {
             spec,
             current: Mutex::new(vm),
@@ -212,7 +209,7 @@ impl Machine {
     /// starts instead of the machine ending.
     pub fn soft_reboot(&self) -> Result<(), RunError> {
         *self.pending.lock().unwrap_or_else(PoisonError::into_inner) = Pending::RebootOnPowerOff;
-        self.vm().press_power_button().map_err(vm_error)
+        Ok(self.vm().press_power_button()?)
     }
 
     /// Waits up to `timeout` for the VM to end. A reset, a guest reboot or a pending soft
@@ -256,6 +253,6 @@ impl Machine {
         }
         drop(old);
         self.restarts.fetch_add(1, Ordering::SeqCst);
-        fresh.start().map_err(vm_error)
+        Ok(fresh.start()?)
     }
 }

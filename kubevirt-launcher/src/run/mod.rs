@@ -16,8 +16,9 @@ use crate::disks::{self, Overlay, PreparedDisk};
 use crate::oci::{Store, fetch_disk};
 use crate::plan::{DiskSource, LaunchPlan, PlanErrors, from_vmi, vmi_of};
 use kubevirt_api::object::Object;
+use kubevirt_launcher_protocol::{CONSOLE_SOCKET, CONTROL_SOCKET, GuestInfo, GuestInterface};
 use kubevirt_vmm::SmbiosInfo;
-use kubevirt_vmm::virtio::block::{CacheMode, RawFile};
+use kubevirt_vmm::virtio::block::RawFile;
 use kubevirt_vmm::{BootSource, CpuFeatureMask, KernelImage, LinuxBoot, VmConfig};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
@@ -73,14 +74,55 @@ pub enum RunError {
         /// File.
         path: String,
         /// Cause.
+        #[source]
         source: std::io::Error,
     },
     /// The pod network could not be attached.
     #[error("{0}")]
     Network(#[from] PodNetworkError),
-    /// The VMM refused the configuration.
+    /// The VMM refused the configuration, or could not start or reach the VM.
     #[error("starting the VM: {0}")]
-    Vm(String),
+    Vm(#[from] kubevirt_vmm::VmError),
+    /// The pod network's tap could not be attached to the VM.
+    #[error("attaching the tap: {0}")]
+    Tap(#[from] kubevirt_vmm::virtio::net::TapError),
+    /// The cloud-init data does not fit an ISO image.
+    #[error("disk {disk}: building the cloud-init image: {source}")]
+    CloudInitIso {
+        /// The disk.
+        disk: String,
+        /// Why.
+        #[source]
+        source: crate::cloudinit::iso9660::IsoError,
+    },
+    /// A CPU feature the plan hides is unknown to the VMM.
+    #[error("spec.domain.cpu.features: {0}")]
+    CpuFeatures(#[from] kubevirt_vmm::CpuidError),
+    /// A prepared disk could not be opened for the VM.
+    #[error("disk {disk}: {source}")]
+    DiskOpen {
+        /// The disk.
+        disk: String,
+        /// Why.
+        #[source]
+        source: kubevirt_vmm::virtio::block::BackendError,
+    },
+    /// A console or tap descriptor could not be duplicated for the VM.
+    #[error("duplicating a console or tap descriptor: {0}")]
+    Descriptor(#[source] std::io::Error),
+}
+
+impl RunError {
+    /// The document is at fault (invalid, or asks for what this launcher cannot do): launching
+    /// it again will not help.
+    pub fn is_invalid(&self) -> bool {
+        matches!(
+            self,
+            RunError::Plan(_)
+                | RunError::Unsupported { .. }
+                | RunError::Network(PodNetworkError::NotAllowed { .. })
+        )
+    }
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RunError + '_ {
@@ -117,30 +159,31 @@ impl Launched {
 
 /// What the control API's `status` tells about the guest: its size, disks and interfaces (for
 /// the masquerade binding, the guest's fixed address and MAC, as upstream's VMI status shows).
-fn guest_info(plan: &LaunchPlan, network: Option<&PodNetwork>) -> serde_json::Value {
-    let interfaces: Vec<_> = network
-        .map(|n| {
-            serde_json::json!({
-                "name": plan.network.as_ref().map(|p| p.name.as_str()).unwrap_or("default"),
-                "mac": kubevirt_vmm::virtio::net::device::format_mac(&n.mac),
-                "guestIp": n.guest_ip.to_string(),
-                "binding": "masquerade",
-            })
+fn guest_info(plan: &LaunchPlan, network: Option<&PodNetwork>) -> GuestInfo {
+    let interfaces = network
+        .map(|n| GuestInterface {
+            name: plan
+                .network
+                .as_ref()
+                .map_or_else(|| "default".into(), |p| p.name.clone()),
+            mac: kubevirt_vmm::virtio::net::device::format_mac(&n.mac),
+            guest_ip: Some(n.guest_ip.to_string()),
+            binding: "masquerade".into(),
         })
         .into_iter()
         .collect();
-    serde_json::json!({
-        "vcpus": plan.cpu.vcpus(),
-        "memoryBytes": plan.memory_bytes,
-        "disks": plan.disks.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(),
-        "interfaces": interfaces,
-    })
+    GuestInfo {
+        vcpus: u32::from(plan.cpu.vcpus()),
+        memory_bytes: plan.memory_bytes,
+        disks: plan.disks.iter().map(|d| d.name.clone()).collect(),
+        interfaces,
+    }
 }
 
 /// Launch `object` (a VMI, or a VM's template).
 pub fn launch(object: &Object, opts: &RunOptions) -> Result<Launched, RunError> {
-    let vmi = vmi_of(object)?;
-    let plan = from_vmi(&vmi)?;
+    let (vmi, base) = vmi_of(object)?;
+    let plan = from_vmi(&vmi, &base)?;
     if plan.network.is_some() && !opts.pod_network {
         return Err(PodNetworkError::NotAllowed {
             bridge: "k6t-eth0".into(),
@@ -176,10 +219,13 @@ pub fn launch(object: &Object, opts: &RunOptions) -> Result<Launched, RunError> 
                         ),
                     }
                 })?;
-                let iso = volume.disk.to_iso().map_err(|e| RunError::Unsupported {
-                    path: "spec.volumes".into(),
-                    message: e.to_string(),
-                })?;
+                let iso = volume
+                    .disk
+                    .to_iso()
+                    .map_err(|source| RunError::CloudInitIso {
+                        disk: disk.name.clone(),
+                        source,
+                    })?;
                 let path = layout
                     .ephemeral_dir
                     .join("cloudinit")
@@ -202,19 +248,19 @@ pub fn launch(object: &Object, opts: &RunOptions) -> Result<Launched, RunError> 
             _ => disks::prepare(disk, &layout, source.as_ref())?,
         };
         // A containerDisk reads its cached image through a copy-on-write overlay.
-        let cache = match disk.cache {
-            crate::plan::CacheMode::None => CacheMode::None,
-            crate::plan::CacheMode::WriteThrough => CacheMode::Writethrough,
-            crate::plan::CacheMode::WriteBack => CacheMode::Writeback,
-        };
+        let cache = disk.cache;
         let backing = match &prepared.base {
             Some(base) => DiskBacking::Overlay(SharedOverlay(Arc::new(Mutex::new(
                 Overlay::open_with_cache(base, &prepared.path, prepared.readonly, cache)
                     .map_err(io(&prepared.path))?,
             )))),
             None => DiskBacking::File(Arc::new(
-                RawFile::open_with_cache(&prepared.path, prepared.readonly, cache)
-                    .map_err(|e| RunError::Vm(format!("disk {}: {e}", disk.name)))?,
+                RawFile::open_with_cache(&prepared.path, prepared.readonly, cache).map_err(
+                    |source| RunError::DiskOpen {
+                        disk: disk.name.clone(),
+                        source,
+                    },
+                )?,
             )),
         };
         devices.push(DiskSpec {
@@ -225,10 +271,7 @@ pub fn launch(object: &Object, opts: &RunOptions) -> Result<Launched, RunError> 
     }
 
     let memory = plan.memory_bytes.div_ceil(2 << 20) * (2 << 20);
-    let topology = plan.cpu.for_vmm().map_err(|e| RunError::Unsupported {
-        path: "spec.domain.cpu".into(),
-        message: e.to_string(),
-    })?;
+    let topology = plan.cpu;
     let (console_read, console_write) = std::io::pipe().map_err(io(&opts.run_dir))?;
     let mut config = VmConfig::new(
         topology.vcpus(),
@@ -250,11 +293,7 @@ pub fn launch(object: &Object, opts: &RunOptions) -> Result<Launched, RunError> 
     config.smbios = Some(smbios);
     if !plan.disabled_cpu_features.is_empty() {
         config.cpu_features =
-            CpuFeatureMask::disable(plan.disabled_cpu_features.iter().map(String::as_str))
-                .map_err(|e| RunError::Unsupported {
-                    path: "spec.domain.cpu.features".into(),
-                    message: e.to_string(),
-                })?;
+            CpuFeatureMask::disable(plan.disabled_cpu_features.iter().map(String::as_str))?;
     }
     let (network, net) = match &plan.network {
         Some(net) => {
@@ -283,7 +322,7 @@ pub fn launch(object: &Object, opts: &RunOptions) -> Result<Launched, RunError> 
     let input = machine.clone();
     let console = ConsoleHub::start_with_echo(
         console_read,
-        &opts.run_dir.join("console.sock"),
+        &opts.run_dir.join(CONSOLE_SOCKET),
         Arc::new(move |b: &[u8]| {
             input.vm().serial_input(b);
         }),
@@ -294,7 +333,7 @@ pub fn launch(object: &Object, opts: &RunOptions) -> Result<Launched, RunError> 
     let shutdowns = Shutdowns::new(machine.clone());
     let info = guest_info(&plan, network.as_ref());
     let control = ControlServer::start(
-        &opts.run_dir.join("control.sock"),
+        &opts.run_dir.join(CONTROL_SOCKET),
         Target {
             machine: machine.clone(),
             shutdowns: shutdowns.clone(),

@@ -37,7 +37,7 @@ impl State {
             store,
             registry: RwLock::new(Registry::builtin()),
             token,
-            cluster: ClusterDefaults::default(),
+            cluster: ClusterDefaults::kubevirt_rs(),
             address,
         });
         state.refresh_registry()?;

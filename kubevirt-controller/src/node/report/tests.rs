@@ -1,4 +1,5 @@
 use super::*;
+use kubevirt_launcher_protocol::{GuestInfo, GuestInterface};
 
 fn now() -> Timestamp {
     "2026-11-28T12:00:00Z".parse().unwrap()
@@ -17,17 +18,19 @@ fn vmi(status: Value, labelled: bool) -> VirtualMachineInstance {
 }
 
 fn running(paused: bool, ip: Option<&str>) -> Report {
-    Report::Status(LauncherStatus {
-        phase: "Running".into(),
-        reason: None,
+    Report::Status(Status {
+        phase: Phase::Running,
         paused,
         guest: GuestInfo {
             interfaces: vec![GuestInterface {
                 name: "default".into(),
                 mac: "02:00:00:00:00:01".into(),
                 guest_ip: ip.map(str::to_string),
+                binding: "masquerade".into(),
             }],
+            ..GuestInfo::default()
         },
+        ..Status::default()
     })
 }
 
@@ -88,43 +91,47 @@ fn running_is_ready_with_the_guest_address_and_paused_is_not() {
     assert_eq!(transitions[0]["phase"], "Running");
 }
 
+fn exited(code: Option<i32>, last: Option<(ExitStatus, &str)>) -> Report {
+    Report::Exited {
+        code,
+        last: last.map(|(e, why)| FinalStatus::new(e, Some(why.into()))),
+    }
+}
+
 #[test]
-fn exits_map_to_final_phases_with_reasons() {
+fn exits_map_to_final_phases_with_the_launchers_reasons() {
     let v = vmi(json!({"phase": "Running"}), true);
-    let ok = patch(
-        &v,
-        "node-a",
-        &Report::Exited {
-            code: Some(0),
-            message: None,
-        },
-        now(),
-    )
-    .unwrap();
+    let ok = patch(&v, "node-a", &exited(Some(0), None), now()).unwrap();
     assert_eq!(ok["status"]["phase"], "Succeeded");
-    let bad = Report::Exited {
-        code: Some(2),
-        message: Some("spec.domain.devices.disks[0].disk.bus: sata is not supported".into()),
-    };
+    // An invalid document: the reason is the launcher's own, with the field path.
+    let bad = exited(
+        Some(2),
+        Some((
+            ExitStatus::Invalid,
+            "spec.domain.devices.disks[0].disk.bus: sata is not supported",
+        )),
+    );
     let p = patch(&v, "node-a", &bad, now()).unwrap();
     assert_eq!(p["status"]["phase"], "Failed");
     let reason = p["status"]["reason"].as_str().unwrap();
     assert!(
-        reason.contains("not supported") && reason.contains("disks[0]"),
+        reason.contains("refused the VMI") && reason.contains("disks[0].disk.bus"),
         "{reason}"
     );
+    // A launch failure and a guest failure read differently.
+    let launch = exited(Some(3), Some((ExitStatus::LaunchFailed, "pulling x: 404")));
+    let reason = patch(&v, "node-a", &launch, now()).unwrap()["status"]["reason"].clone();
+    assert!(
+        reason.as_str().unwrap().starts_with("the launch failed"),
+        "{reason}"
+    );
+    // No final status: the exit code still tells which.
+    let reason =
+        patch(&v, "node-a", &exited(Some(1), None), now()).unwrap()["status"]["reason"].clone();
+    assert_eq!(reason, "the guest or the VMM failed");
     let lost = patch(&v, "node-a", &Report::Lost, now()).unwrap();
     assert_eq!(lost["status"]["phase"], "Failed");
-    let killed = patch(
-        &v,
-        "node-a",
-        &Report::Exited {
-            code: None,
-            message: None,
-        },
-        now(),
-    )
-    .unwrap();
+    let killed = patch(&v, "node-a", &exited(None, None), now()).unwrap();
     assert!(
         killed["status"]["reason"]
             .as_str()
@@ -134,11 +141,15 @@ fn exits_map_to_final_phases_with_reasons() {
 }
 
 #[test]
-fn an_unknown_launcher_phase_is_a_failure_not_a_guess() {
-    let weird = Report::Status(LauncherStatus {
-        phase: "Levitating".into(),
-        ..Default::default()
-    });
-    let p = patch(&vmi(json!({}), true), "node-a", &weird, now()).unwrap();
+fn a_launcher_speaking_another_protocol_is_a_failure_not_a_guess() {
+    let other =
+        Report::Incompatible("the launcher speaks protocol version 2, this side speaks 1".into());
+    let p = patch(&vmi(json!({}), true), "node-a", &other, now()).unwrap();
     assert_eq!(p["status"]["phase"], "Failed");
+    assert!(
+        p["status"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("protocol version 2")
+    );
 }

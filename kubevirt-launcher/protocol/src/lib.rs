@@ -1,0 +1,51 @@
+//! The protocol between `kubevirt-launcher` and whoever drives it (the node agent, virtctl, a
+//! user with `socat`): one set of types both sides use, so a phase or a request is never a string
+//! written in two crates.
+//!
+//! - [`Request`]: what the control socket ([`CONTROL_SOCKET`] in the launcher's run directory)
+//!   takes, one JSON object per line: `{"op": "status"}`, `{"op": "shutdown",
+//!   "gracePeriodSeconds": 30}`, ... A request may carry `"version"`; one other than
+//!   [`VERSION`] is refused with an error naming both versions.
+//! - Replies: one line per request, `{"version": 1, "ok": true, ...}` with the body of the
+//!   request's reply type ([`Status`], [`ShutdownReply`], [`StopReply`]) flattened in, or
+//!   `{"version": 1, "ok": false, "error": "..."}`.
+//! - [`ExitStatus`]: the launcher's exit code, and [`FinalStatus`]: what it writes to
+//!   [`FINAL_STATUS`] in its run directory before it exits, so the final reason reaches the VMI
+//!   without reading its log.
+//! - [`Client`]: the blocking client (one connection per request, with a timeout).
+//!
+//! ```
+//! use kubevirt_launcher_protocol::{Phase, Request, Status, decode_reply, encode_ok};
+//!
+//! let line = Request::Shutdown { grace_period_seconds: Some(5) }.to_line();
+//! assert_eq!(Request::decode(&line).unwrap(), Request::Shutdown { grace_period_seconds: Some(5) });
+//!
+//! let status = Status { phase: Phase::Running, ..Status::default() };
+//! let reply = encode_ok(&status);
+//! assert_eq!(decode_reply::<Status>(&reply).unwrap().phase, Phase::Running);
+//! ```
+#![deny(missing_docs)]
+
+mod client;
+mod exit;
+mod reply;
+mod request;
+
+pub use self::client::{Client, ClientError, DEFAULT_TIMEOUT};
+pub use self::exit::{ExitStatus, FinalStatus, FinalStatusError};
+pub use self::reply::{
+    Done, GuestInfo, GuestInterface, Phase, ReplyError, ShutdownReply, Status, StopReply,
+    decode_reply, encode_error, encode_ok,
+};
+pub use self::request::{Request, RequestError};
+
+/// The protocol version this crate speaks. Bump it when a request or reply changes in a way an
+/// older peer would misread.
+pub const VERSION: u32 = 1;
+
+/// The control socket's file name in the launcher's run directory.
+pub const CONTROL_SOCKET: &str = "control.sock";
+/// The serial console socket's file name in the launcher's run directory.
+pub const CONSOLE_SOCKET: &str = "console.sock";
+/// The file the launcher writes its [`FinalStatus`] to in its run directory, just before it exits.
+pub const FINAL_STATUS: &str = "final.json";

@@ -1,0 +1,220 @@
+//! Requests: `{"op": ..., "version"?: N, ...}`, one per line.
+
+use crate::VERSION;
+use serde_json::{Map, Value};
+use thiserror::Error;
+
+/// One control request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Request {
+    /// The guest's phase, pause state, restarts and devices ([`crate::Status`]).
+    Status,
+    /// Pause the vCPUs.
+    Pause,
+    /// Resume the vCPUs.
+    Unpause,
+    /// Press the ACPI power button; stop the VM if the guest still runs after the grace period
+    /// (`None`: the VMI's `terminationGracePeriodSeconds`).
+    Shutdown {
+        /// The grace period in seconds.
+        grace_period_seconds: Option<u64>,
+    },
+    /// Press the power button and start the guest again once it powered off.
+    SoftReboot,
+    /// Restart the guest at once, like a reset button.
+    Reset,
+    /// End the VM at once.
+    Stop,
+}
+
+/// The ops, as the wire names them.
+const OPS: &[&str] = &[
+    "status",
+    "pause",
+    "unpause",
+    "shutdown",
+    "softReboot",
+    "reset",
+    "stop",
+];
+
+/// Why a request line was refused.
+#[derive(Debug, Error)]
+pub enum RequestError {
+    /// The line is not a JSON object.
+    #[error("a request is one JSON object per line: {0}")]
+    NotJson(#[source] serde_json::Error),
+    /// The line is JSON but not an object.
+    #[error("a request is a JSON object like {{\"op\": \"status\"}}")]
+    NotObject,
+    /// No `op`.
+    #[error("the request has no \"op\"; use one of {}", OPS.join(", "))]
+    NoOp,
+    /// An `op` this protocol does not have.
+    #[error("unknown op {0:?}: use one of {ops}", ops = OPS.join(", "))]
+    UnknownOp(String),
+    /// The request speaks another protocol version.
+    #[error(
+        "the request speaks protocol version {theirs}, this launcher speaks {ours}: use a node agent built with this launcher"
+    )]
+    Version {
+        /// The request's version.
+        theirs: Value,
+        /// Ours.
+        ours: u32,
+    },
+    /// A field of the request has the wrong type or value.
+    #[error("{op}: {field} {expected}")]
+    Field {
+        /// The op.
+        op: &'static str,
+        /// The field.
+        field: &'static str,
+        /// What it must be.
+        expected: &'static str,
+    },
+}
+
+impl Request {
+    /// The op as the wire names it.
+    pub fn op(&self) -> &'static str {
+        match self {
+            Request::Status => "status",
+            Request::Pause => "pause",
+            Request::Unpause => "unpause",
+            Request::Shutdown { .. } => "shutdown",
+            Request::SoftReboot => "softReboot",
+            Request::Reset => "reset",
+            Request::Stop => "stop",
+        }
+    }
+
+    /// The request as one line (no newline), with this protocol's version.
+    pub fn to_line(&self) -> String {
+        let mut m = Map::new();
+        m.insert("version".into(), VERSION.into());
+        m.insert("op".into(), self.op().into());
+        if let Request::Shutdown {
+            grace_period_seconds: Some(s),
+        } = self
+        {
+            m.insert("gracePeriodSeconds".into(), (*s).into());
+        }
+        Value::Object(m).to_string()
+    }
+
+    /// Decodes a request line. A line without `"version"` is taken as this version (a request
+    /// typed by hand); one with another version is refused.
+    ///
+    /// # Errors
+    /// [`RequestError`] saying what is wrong with the line.
+    pub fn decode(line: &str) -> Result<Request, RequestError> {
+        let value: Value = serde_json::from_str(line).map_err(RequestError::NotJson)?;
+        let Value::Object(m) = value else {
+            return Err(RequestError::NotObject);
+        };
+        match m.get("version") {
+            None => {}
+            Some(v) if v.as_u64() == Some(u64::from(VERSION)) => {}
+            Some(v) => {
+                return Err(RequestError::Version {
+                    theirs: v.clone(),
+                    ours: VERSION,
+                });
+            }
+        }
+        let op = match m.get("op") {
+            None | Some(Value::Null) => return Err(RequestError::NoOp),
+            Some(Value::String(s)) => s.as_str(),
+            Some(other) => return Err(RequestError::UnknownOp(other.to_string())),
+        };
+        Ok(match op {
+            "status" => Request::Status,
+            "pause" => Request::Pause,
+            "unpause" => Request::Unpause,
+            "shutdown" => Request::Shutdown {
+                grace_period_seconds: match m.get("gracePeriodSeconds") {
+                    None | Some(Value::Null) => None,
+                    Some(v) => Some(v.as_u64().ok_or(RequestError::Field {
+                        op: "shutdown",
+                        field: "gracePeriodSeconds",
+                        expected: "must be a whole number of seconds ≥ 0",
+                    })?),
+                },
+            },
+            "softReboot" => Request::SoftReboot,
+            "reset" => Request::Reset,
+            "stop" => Request::Stop,
+            other => return Err(RequestError::UnknownOp(other.to_string())),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_request_round_trips() {
+        for r in [
+            Request::Status,
+            Request::Pause,
+            Request::Unpause,
+            Request::Shutdown {
+                grace_period_seconds: None,
+            },
+            Request::Shutdown {
+                grace_period_seconds: Some(0),
+            },
+            Request::Shutdown {
+                grace_period_seconds: Some(30),
+            },
+            Request::SoftReboot,
+            Request::Reset,
+            Request::Stop,
+        ] {
+            let line = r.to_line();
+            assert!(!line.contains('\n'), "{line}");
+            assert_eq!(Request::decode(&line).unwrap(), r, "{line}");
+        }
+    }
+
+    #[test]
+    fn a_hand_typed_request_without_version_is_accepted() {
+        assert_eq!(
+            Request::decode(r#"{"op":"shutdown","gracePeriodSeconds":3}"#).unwrap(),
+            Request::Shutdown {
+                grace_period_seconds: Some(3)
+            }
+        );
+    }
+
+    #[test]
+    fn another_version_is_a_clear_error() {
+        let e = Request::decode(r#"{"op":"status","version":2}"#).unwrap_err();
+        assert!(matches!(e, RequestError::Version { ours: VERSION, .. }));
+        let text = e.to_string();
+        assert!(
+            text.contains("version 2") && text.contains("speaks 1"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn unknown_ops_and_bad_fields_say_what_to_do() {
+        let e = Request::decode(r#"{"op":"reboot-please"}"#).unwrap_err();
+        assert!(matches!(&e, RequestError::UnknownOp(op) if op == "reboot-please"));
+        assert!(e.to_string().contains("softReboot"), "{e}");
+        assert!(matches!(Request::decode("{}"), Err(RequestError::NoOp)));
+        assert!(matches!(
+            Request::decode("[1]"),
+            Err(RequestError::NotObject)
+        ));
+        assert!(matches!(
+            Request::decode("status"),
+            Err(RequestError::NotJson(_))
+        ));
+        let e = Request::decode(r#"{"op":"shutdown","gracePeriodSeconds":-1}"#).unwrap_err();
+        assert!(e.to_string().contains("gracePeriodSeconds"), "{e}");
+    }
+}
