@@ -154,6 +154,9 @@ UNSIGNED = {
 # Types upstream's CRDs mark x-kubernetes-preserve-unknown-fields (the swagger does not say so).
 PRESERVE_UNKNOWN = {"v1.Clock"}
 
+# Every type's JSON schema (for CRDs) is behind kubevirt-api's `schemars` feature.
+SCHEMA_DERIVE = '#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]'
+
 RUST_RESERVED = set(keyword.kwlist) | {"type", "ref", "match", "mod", "use", "fn", "impl", "trait", "crate", "self",
                                        "super", "struct", "enum", "where", "loop", "move", "mut", "pub", "static",
                                        "unsafe", "extern", "dyn", "box", "abstract", "final", "override", "priv",
@@ -179,6 +182,9 @@ def rust_field(json_name):
     return f
 
 
+URL = re.compile(r"(https?://[^\s\\]+?)([.,;:)]*(?:\s|$))")
+
+
 def doc_lines(text, indent):
     if not text:
         return []
@@ -191,6 +197,8 @@ def doc_lines(text, indent):
             continue
         # Keep rustdoc from reading bracketed words as links or angle brackets as HTML.
         para = para.replace("[", "\\[").replace("]", "\\]").replace("<", "\\<").replace(">", "\\>")
+        # Bare URLs become autolinks (rustdoc warns about bare ones).
+        para = URL.sub(lambda m: "<%s>%s" % (m.group(1), m.group(2)), para)
         for line in textwrap.wrap(para, 100, break_long_words=False, break_on_hyphens=False) or [""]:
             out.append(indent + "/// " + line)
     return out
@@ -351,18 +359,18 @@ class Gen:
         lines = []
         desc = d.get("description") or "%s is part of upstream's `%s` API." % (name, key[1])
         lines += doc_lines(desc, "")
-        derives = ["Clone", "Debug", "Default", "PartialEq", "serde::Serialize", "serde::Deserialize",
-                   "schemars::JsonSchema"]
+        derives = ["Clone", "Debug", "Default", "PartialEq", "serde::Serialize", "serde::Deserialize"]
         if derive_root:
             derives.insert(0, "kube::CustomResource")
         lines.append("#[derive(%s)]" % ", ".join(derives))
+        lines.append(SCHEMA_DERIVE)
         if derive_root:
             lines += derive_root
         ext = self.schema_extends(d)
         if key[1] in PRESERVE_UNKNOWN:
             ext.append('"x-kubernetes-preserve-unknown-fields" = true')
         if ext:
-            lines.append("#[schemars(extend(%s))]" % ", ".join(ext))
+            lines.append('#[cfg_attr(feature = "schemars", schemars(extend(%s)))]' % ", ".join(ext))
         if not props:
             lines.append("pub struct %s {}" % name)
             return lines
@@ -388,7 +396,7 @@ class Gen:
                 lines.append("    #[serde(%s)]" % ", ".join(attrs))
             ext = self.schema_extends(p)
             if ext:
-                lines.append("    #[schemars(extend(%s))]" % ", ".join(ext))
+                lines.append('    #[cfg_attr(feature = "schemars", schemars(extend(%s)))]' % ", ".join(ext))
             lines.append("    pub %s: %s," % (fname, ty))
         lines.append("}")
         return lines
@@ -416,6 +424,8 @@ class Gen:
         flags.append('derive = "PartialEq"')
         flags.append('derive = "Default"')
         attrs.append("#[kube(%s)]" % ", ".join(flags))
+        # Without the `schemars` feature the derive writes no schema (and needs no JsonSchema impl).
+        attrs.append('#[cfg_attr(not(feature = "schemars"), kube(schema = "disabled"))]')
         doc = d.get("description") or "%s (%s/%s)." % (kind, group, version)
         attrs.append('#[kube(doc = %s)]' % json.dumps(doc.replace("\n", " ")))
         return spec_key, attrs
@@ -433,10 +443,11 @@ class Gen:
         lines = doc_lines(desc, "")
         lines += [
             "///",
-            "/// It shares its spec with [`%s`]; this root is written out because the" % sib.split("::")[-1],
+            "/// It shares its spec with [`%s`](%s); this root is written out because the" % (
+                sib.split("::")[-1], sib),
             "/// `CustomResource` derive owns one root per spec type.",
-            "#[derive(Clone, Debug, Default, PartialEq, schemars::JsonSchema)]",
-            '#[schemars(rename = "%s")]' % kind,
+            "#[derive(Clone, Debug, Default, PartialEq)]",
+            '#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema), schemars(rename = "%s"))]' % kind,
             "pub struct %s {" % kind,
             "    /// Standard object metadata.",
             "    pub metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,",

@@ -49,3 +49,9 @@ pub mod quantity;
 pub mod validation;
 
 pub use object::Object;
+
+/// The `k8s-openapi` this crate is built on. The Kubernetes version is the final binary's choice:
+/// enable one `k8s-openapi` version feature (`v1_33` ... `v1_37` or `latest`) in the binary crate.
+pub use k8s_openapi;
+/// The `kube` this crate is built on: use it (`kubevirt_api::kube`) so the versions always match.
+pub use kube;

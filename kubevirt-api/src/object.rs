@@ -1,9 +1,13 @@
 //! [`Object`]: any KubeVirt or CDI object, dispatched on `apiVersion` and `kind`.
 
 use crate::codec::{DecodeError, decode, encode};
-use crate::crd::{self, CrdOptions};
+use crate::crd;
+#[cfg(feature = "schemars")]
+use crate::crd::CrdOptions;
 use crate::{cdi, clone, core, export, instancetype, migrations, pool, snapshot};
+#[cfg(feature = "schemars")]
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+#[cfg(feature = "schemars")]
 use kube::core::crd::CustomResourceExt;
 use serde_json::Value;
 
@@ -80,7 +84,9 @@ macro_rules! kinds {
         /// Every kind this crate serves, by name.
         pub const KINDS: &[&str] = &[$( stringify!($variant) ),*];
 
-        /// The CustomResourceDefinition of every kind, finished as upstream ships it.
+        /// The CustomResourceDefinition of every kind, finished as upstream ships it (needs the
+        /// `schemars` feature: the schemas come from the types' `JsonSchema`).
+        #[cfg(feature = "schemars")]
         pub fn all_crds(options: &CrdOptions) -> Vec<CustomResourceDefinition> {
             vec![$( crd::finish(<$ty as CustomResourceExt>::crd(), stringify!($variant), options) ),*]
         }

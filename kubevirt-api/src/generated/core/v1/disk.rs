@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// Disk is part of upstream's `v1.Disk` API.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Disk {
     /// If specified, the virtual disk will be presented with the given block sizes.

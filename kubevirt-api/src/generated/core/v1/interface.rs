@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// Interface is part of upstream's `v1.Interface` API.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Interface {
     /// If specified, the ACPI index is used to provide network interface device naming, that is stable
@@ -57,7 +56,7 @@ pub struct Interface {
     /// List of port ranges to be forwarded to the virtual machine. Mutually exclusive with ports. Only
     /// supported on masquerade interfaces. This feature is in Alpha.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("x-kubernetes-list-type" = "atomic"))]
+    #[cfg_attr(feature = "schemars", schemars(extend("x-kubernetes-list-type" = "atomic")))]
     pub port_ranges: Option<Vec<crate::core::v1::PortRange>>,
     /// List of ports to be forwarded to the virtual machine. Mutually exclusive with portRanges.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// LunTarget is part of upstream's `v1.LunTarget` API.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct LunTarget {
     /// Bus indicates the type of disk device to emulate. supported values: virtio, sata, scsi.

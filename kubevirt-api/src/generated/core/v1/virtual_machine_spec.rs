@@ -3,15 +3,9 @@
 
 /// VirtualMachineSpec describes how the proper VirtualMachine should look like
 #[derive(
-    kube::CustomResource,
-    Clone,
-    Debug,
-    Default,
-    PartialEq,
-    serde::Serialize,
-    serde::Deserialize,
-    schemars::JsonSchema,
+    kube::CustomResource, Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize,
 )]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[kube(
     group = "kubevirt.io",
     version = "v1",
@@ -24,6 +18,7 @@
     derive = "PartialEq",
     derive = "Default"
 )]
+#[cfg_attr(not(feature = "schemars"), kube(schema = "disabled"))]
 #[kube(
     doc = "VirtualMachine handles the VirtualMachines that are not running or are in a stopped state The VirtualMachine contains the template to create the VirtualMachineInstance. It also mirrors the running state of the created VirtualMachineInstance in its status."
 )]

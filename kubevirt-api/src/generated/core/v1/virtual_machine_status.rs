@@ -3,9 +3,8 @@
 
 /// VirtualMachineStatus represents the status returned by the controller to describe how the
 /// VirtualMachine is doing
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct VirtualMachineStatus {
     /// ChangedBlockTracking represents the status of the changedBlockTracking
@@ -62,7 +61,7 @@ pub struct VirtualMachineStatus {
     /// VolumeRequests indicates a list of volumes add or remove from the VMI template and hotplug on an
     /// active running VMI.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("x-kubernetes-list-type" = "atomic"))]
+    #[cfg_attr(feature = "schemars", schemars(extend("x-kubernetes-list-type" = "atomic")))]
     pub volume_requests: Option<Vec<crate::core::v1::VirtualMachineVolumeRequest>>,
     /// VolumeSnapshotStatuses indicates a list of statuses whether snapshotting is supported by each
     /// volume.

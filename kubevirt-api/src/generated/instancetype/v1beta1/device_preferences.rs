@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// DevicePreferences contains various optional Device preferences.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct DevicePreferences {
     /// PreferredAutoattachGraphicsDevice optionally defines the preferred value of AutoattachGraphicsDevice
