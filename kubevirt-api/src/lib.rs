@@ -34,6 +34,8 @@
 //! - [`defaults`] and [`validation`]: the logic of upstream's mutating and validating webhooks.
 #![deny(missing_docs)]
 
+mod string_enum;
+
 #[allow(clippy::all, missing_docs)]
 mod generated;
 pub use generated::*;

@@ -3,19 +3,10 @@
 use super::datavolume::validate_dv_spec;
 use super::vmi::{MemorySource, validate_vmi_spec};
 use super::{FieldError, check_one_of, check_unique_name};
-use crate::core::v1::VirtualMachine;
+use crate::core::v1::{RunStrategy, VirtualMachine};
 use crate::path::FieldPath;
 use std::collections::HashSet;
 
-/// The run strategies upstream accepts.
-pub const RUN_STRATEGIES: &[&str] = &[
-    "Always",
-    "RerunOnFailure",
-    "Manual",
-    "Halted",
-    "Once",
-    "WaitAsReceiver",
-];
 const INSTANCETYPE_KINDS: &[&str] = &[
     "VirtualMachineInstancetype",
     "VirtualMachineClusterInstancetype",
@@ -32,7 +23,7 @@ pub(super) fn validate_vm(vm: &VirtualMachine, errs: &mut Vec<FieldError>) {
     }
     check_one_of(
         vm.spec.run_strategy.as_deref(),
-        RUN_STRATEGIES,
+        RunStrategy::VALUES,
         spec.field("runStrategy"),
         errs,
     );

@@ -15,5 +15,5 @@ pub struct CPUFeature {
     /// supported by host CPU. disable  - The feature will not be supported by virtual CPU. forbid   - Guest
     /// creation will fail if the feature is supported by host CPU. Defaults to require
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub policy: Option<String>,
+    pub policy: Option<crate::core::v1::CpuFeaturePolicy>,
 }

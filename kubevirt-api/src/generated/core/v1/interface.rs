@@ -38,7 +38,7 @@ pub struct Interface {
     pub masquerade: Option<crate::core::v1::InterfaceMasquerade>,
     /// Interface model. One of: e1000, e1000e, igb, ne2k_pci, pcnet, rtl8139, virtio. Defaults to virtio.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub model: Option<String>,
+    pub model: Option<crate::core::v1::InterfaceModel>,
     /// Logical name of the interface as well as a reference to the associated networks. Must match the Name
     /// of a Network.
     pub name: String,
@@ -71,7 +71,7 @@ pub struct Interface {
     /// `absent`, expressing a request to remove the interface. `down`, expressing a request to set the link
     /// down. `up`, expressing a request to set the link up. Empty value functions as `up`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub state: Option<String>,
+    pub state: Option<crate::core::v1::InterfaceState>,
     /// If specified, the virtual network interface address and its tag will be provided to the guest via
     /// config drive
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -63,7 +63,7 @@ pub struct KubeVirtConfiguration {
     /// instead of shut-off in case of a node drain. If the VirtualMachineInstance specific field is set it
     /// overrides the cluster level one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub eviction_strategy: Option<String>,
+    pub eviction_strategy: Option<crate::core::v1::EvictionStrategy>,
     /// `handlerConfiguration` of upstream's `v1.KubeVirtConfiguration`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handler_configuration: Option<crate::core::v1::ReloadableComponentConfiguration>,

@@ -8,7 +8,7 @@
 pub struct LunTarget {
     /// Bus indicates the type of disk device to emulate. supported values: virtio, sata, scsi.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bus: Option<String>,
+    pub bus: Option<crate::core::v1::DiskBus>,
     /// ReadOnly. Defaults to false.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub readonly: Option<bool>,

@@ -68,7 +68,7 @@ pub struct VirtualMachineInstanceSpec {
     /// controller can handle tearing the VMI down. Details can be found in the commit description
     /// <https://github.com/kubevirt/kubevirt/commit/c1d77face705c8b126696bac9a3ee3825f27f1fa>.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub eviction_strategy: Option<String>,
+    pub eviction_strategy: Option<crate::core::v1::EvictionStrategy>,
     /// Specifies the hostname of the vmi If not specified, the hostname will be set to the name of the vmi,
     /// if dhcp or cloud-init is configured properly.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -80,7 +80,7 @@ pub struct VirtualMachineInstanceStatus {
     /// Phase is the status of the VirtualMachineInstance in kubernetes world. It is not the
     /// VirtualMachineInstance status, but partially correlates to it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub phase: Option<String>,
+    pub phase: Option<crate::core::v1::VirtualMachineInstancePhase>,
     /// PhaseTransitionTimestamp is the timestamp of when the last phase change occurred
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "schemars", schemars(extend("x-kubernetes-list-type" = "atomic")))]

@@ -42,7 +42,7 @@ pub struct VirtualMachineSpec {
     /// restarted upon successful completion. - "Once": VMI will run once and not be restarted upon
     /// completion regardless if the completion is of phase Failure or Success.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub run_strategy: Option<String>,
+    pub run_strategy: Option<crate::core::v1::RunStrategy>,
     /// Running controls whether the associatied VirtualMachineInstance is created or not Mutually exclusive
     /// with RunStrategy Deprecated: VirtualMachineInstance field "Running" is now deprecated, please use
     /// RunStrategy instead.

@@ -37,7 +37,7 @@ pub struct VirtualMachineStatus {
     pub preference_ref: Option<crate::core::v1::InstancetypeStatusRef>,
     /// PrintableStatus is a human readable, high-level representation of the status of the virtual machine
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub printable_status: Option<String>,
+    pub printable_status: Option<crate::core::v1::VirtualMachinePrintableStatus>,
     /// Ready indicates if the virtual machine is running and ready
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready: Option<bool>,
@@ -47,7 +47,7 @@ pub struct VirtualMachineStatus {
     /// RunStrategy tracks the last recorded RunStrategy used by the VM. This is needed to correctly process
     /// the next strategy (for now only the RerunOnFailure)
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub run_strategy: Option<String>,
+    pub run_strategy: Option<crate::core::v1::RunStrategy>,
     /// SnapshotInProgress is the name of the VirtualMachineSnapshot currently executing
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot_in_progress: Option<String>,
