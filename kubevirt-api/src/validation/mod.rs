@@ -14,6 +14,7 @@ mod vmi;
 
 pub use self::error::{ErrorKind, FieldError};
 pub use self::names::{is_dns1123_label, is_dns1123_subdomain, is_mac_address};
+pub(crate) use self::vm::RUNNING_AND_RUN_STRATEGY;
 
 use crate::cdi::v1beta1::DataVolume;
 use crate::core::v1::{VirtualMachine, VirtualMachineInstance, VirtualMachineInstanceReplicaSet};

@@ -16,10 +16,16 @@ const PREFERENCE_KINDS: &[&str] = &[
     "VirtualMachineClusterPreference",
 ];
 
+/// The words of the running/runStrategy rule, shared with its CEL rule (`crd::cel`).
+pub(crate) const RUNNING_AND_RUN_STRATEGY: &str = "running and runStrategy are mutually exclusive; remove running (deprecated) and keep runStrategy";
+
 pub(super) fn validate_vm(vm: &VirtualMachine, errs: &mut Vec<FieldError>) {
     let spec = FieldPath::root().field("spec");
     if vm.spec.running.is_some() && vm.spec.run_strategy.is_some() {
-        errs.push(FieldError::forbidden(spec.field("running"), "running and runStrategy are mutually exclusive; remove running (deprecated) and keep runStrategy"));
+        errs.push(FieldError::forbidden(
+            spec.field("running"),
+            RUNNING_AND_RUN_STRATEGY,
+        ));
     }
     check_one_of(
         vm.spec.run_strategy.as_deref(),
