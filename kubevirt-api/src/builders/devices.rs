@@ -1,9 +1,10 @@
 //! Disks, volumes, interfaces and networks by kind.
 
+use super::InterfaceBinding;
 use crate::core::v1::{
     CloudInitNoCloudSource, ContainerDiskSource, DataVolumeSource, Disk, DiskBus, DiskTarget,
-    EmptyDiskSource, Interface, InterfaceBridge, InterfaceMasquerade, KernelBoot,
-    KernelBootContainer, Network, PersistentVolumeClaimVolumeSource, PodNetwork, Volume,
+    EmptyDiskSource, Interface, KernelBoot, KernelBootContainer, Network,
+    PersistentVolumeClaimVolumeSource, PodNetwork, Volume,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
@@ -99,20 +100,12 @@ impl Volume {
 impl Interface {
     /// An interface bound by masquerade (NAT behind the pod's address), for a pod network.
     pub fn masquerade(name: &str) -> Self {
-        Interface {
-            name: name.into(),
-            masquerade: Some(InterfaceMasquerade {}),
-            ..Default::default()
-        }
+        Self::with_binding(name, InterfaceBinding::Masquerade)
     }
 
     /// An interface bridged to the network (the guest takes the pod's address).
     pub fn bridge(name: &str) -> Self {
-        Interface {
-            name: name.into(),
-            bridge: Some(InterfaceBridge {}),
-            ..Default::default()
-        }
+        Self::with_binding(name, InterfaceBinding::Bridge)
     }
 }
 

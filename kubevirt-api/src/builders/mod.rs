@@ -21,10 +21,13 @@
 //!   without unwrapping.
 //! - [`Disk`](crate::core::v1::Disk), [`Volume`](crate::core::v1::Volume),
 //!   [`Interface`](crate::core::v1::Interface), [`Network`](crate::core::v1::Network),
-//!   [`KernelBoot`](crate::core::v1::KernelBoot): one constructor per kind of source or target.
+//!   [`KernelBoot`](crate::core::v1::KernelBoot): one constructor per kind of source or target;
+//!   [`InterfaceBinding`] reads and writes an interface's binding union.
 
+mod binding;
 mod devices;
 mod spec;
 mod vm;
 
+pub use self::binding::InterfaceBinding;
 pub use self::vm::ROOT_DISK;
