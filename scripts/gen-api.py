@@ -12,7 +12,9 @@ root object, its `Resource` impl and its CRD.
 Type mapping (chosen so that a document survives parse -> serialize with no field lost or invented):
 - a property listed in `required` is a plain field (Go serialises it even when empty); any other is
   `Option<T>` and skipped when `None`;
-- upstream's string "enums" stay `String` (upstream accepts values its Go constants do not list);
+- the closed sets listed in ENUMS become enums with an `Other(String)` fallback (upstream accepts values its
+  Go constants do not list, and they must survive); every other string stays `String`;
+- JSON schemas (`schemars::JsonSchema`, for CRDs) are derived behind kubevirt-api's `schemars` feature;
 - Kubernetes types map to k8s-openapi's; CDI types referenced from KubeVirt map to the `cdi` module, with
   the union of both documents' fields (the two repos vendor slightly different CDI versions).
 
@@ -154,6 +156,112 @@ UNSIGNED = {
 # Types upstream's CRDs mark x-kubernetes-preserve-unknown-fields (the swagger does not say so).
 PRESERVE_UNKNOWN = {"v1.Clock"}
 
+# Closed sets upstream documents (in a field's description or its Go constants) become enums with an
+# `Other(String)` fallback (kubevirt-api/src/string_enum.rs): typed for Rust callers, and a value
+# upstream does not list still survives a round trip. name -> (doc, [(variant, wire, doc)], fields).
+ENUMS = {
+    "RunStrategy": (
+        "The requested running state of a VirtualMachine (`spec.runStrategy`).",
+        [("Always", "Always", "The VMI should always be running."),
+         ("RerunOnFailure", "RerunOnFailure",
+          "The VMI runs and is restarted after a failure, not after a successful completion."),
+         ("Manual", "Manual", "The VMI is started and stopped through the API's start/stop endpoints."),
+         ("Halted", "Halted", "The VMI should never be running."),
+         ("Once", "Once", "The VMI runs once and is not restarted, whatever its completion."),
+         ("WaitAsReceiver", "WaitAsReceiver", "The VM waits as the target of a cross-cluster migration.")],
+        [("v1.VirtualMachineSpec", "runStrategy"), ("v1.VirtualMachineStatus", "runStrategy")]),
+    "VirtualMachineInstancePhase": (
+        "The phase of a VirtualMachineInstance (`status.phase`).",
+        [("Pending", "Pending", "The VMI was accepted; its pod does not exist yet."),
+         ("Scheduling", "Scheduling", "The VMI's pod is being scheduled."),
+         ("Scheduled", "Scheduled", "A node was picked; the VMI is starting there."),
+         ("Running", "Running", "The guest runs."),
+         ("Succeeded", "Succeeded", "The guest shut down and the VMI ended without error."),
+         ("Failed", "Failed", "The VMI ended with an error."),
+         ("WaitingForSync", "WaitingForSync", "The VMI waits as the target of a migration."),
+         ("Unknown", "Unknown", "The state could not be read.")],
+        [("v1.VirtualMachineInstanceStatus", "phase"),
+         ("v1.VirtualMachineInstancePhaseTransitionTimestamp", "phase")]),
+    "VirtualMachinePrintableStatus": (
+        "The one-word status `kubectl get vm` prints (`status.printableStatus`).",
+        [("Stopped", "Stopped", "No VMI exists, as requested."),
+         ("Provisioning", "Provisioning", "Volumes the VM needs are being prepared."),
+         ("Starting", "Starting", "The VMI is being created or boots."),
+         ("Running", "Running", "The VMI runs."),
+         ("Paused", "Paused", "The VMI is paused."),
+         ("Stopping", "Stopping", "The VMI is shutting down."),
+         ("Terminating", "Terminating", "The VM is being deleted."),
+         ("CrashLoopBackOff", "CrashLoopBackOff", "The VMI keeps failing; restarts are backed off."),
+         ("Migrating", "Migrating", "The VMI is being live-migrated."),
+         ("WaitingForReceiver", "WaitingForReceiver", "The VM waits for a migration source."),
+         ("Unknown", "Unknown", "The state could not be read."),
+         ("ErrorUnschedulable", "ErrorUnschedulable", "No node fits the VMI."),
+         ("ErrImagePull", "ErrImagePull", "An image could not be pulled."),
+         ("ImagePullBackOff", "ImagePullBackOff", "Image pulls keep failing; they are backed off."),
+         ("ErrorPvcNotFound", "ErrorPvcNotFound", "A PersistentVolumeClaim the VM uses does not exist."),
+         ("DataVolumeError", "DataVolumeError", "A DataVolume the VM uses failed."),
+         ("WaitingForVolumeBinding", "WaitingForVolumeBinding", "A volume waits to be bound.")],
+        [("v1.VirtualMachineStatus", "printableStatus")]),
+    "DiskBus": (
+        "The bus a disk, CD-ROM or LUN is attached to (`bus`).",
+        [("Virtio", "virtio", "virtio-blk (or virtio-scsi for LUNs): the fast paravirtual bus."),
+         ("Sata", "sata", "An emulated SATA controller."),
+         ("Scsi", "scsi", "An emulated SCSI controller."),
+         ("Usb", "usb", "An emulated USB mass-storage device (disks only).")],
+        [("v1.DiskTarget", "bus"), ("v1.CDRomTarget", "bus"), ("v1.LunTarget", "bus"),
+         ("v1beta1.DevicePreferences", "preferredDiskBus"), ("v1beta1.DevicePreferences", "preferredCdromBus"),
+         ("v1beta1.DevicePreferences", "preferredLunBus")]),
+    "DiskCache": (
+        "The host cache mode of a disk (`cache`).",
+        [("NoCache", "none", "Guest I/O is not cached on the host."),
+         ("WriteThrough", "writethrough", "Guest I/O is cached on the host and written through."),
+         ("WriteBack", "writeback", "Guest I/O is cached on the host.")],
+        [("v1.Disk", "cache")]),
+    "DiskIo": (
+        "The I/O mode of a disk (`io`).",
+        [("Native", "native", "Linux native AIO."),
+         ("Threads", "threads", "A pool of I/O threads."),
+         ("Default", "default", "The hypervisor's default.")],
+        [("v1.Disk", "io")]),
+    "InterfaceModel": (
+        "The emulated network card of an interface (`model`).",
+        [("E1000", "e1000", "Intel e1000."),
+         ("E1000e", "e1000e", "Intel e1000e."),
+         ("Igb", "igb", "Intel igb."),
+         ("Ne2kPci", "ne2k_pci", "NE2000 on PCI."),
+         ("Pcnet", "pcnet", "AMD PCnet."),
+         ("Rtl8139", "rtl8139", "Realtek RTL8139."),
+         ("Virtio", "virtio", "virtio-net, the paravirtual NIC (the default).")],
+        [("v1.Interface", "model"), ("v1beta1.DevicePreferences", "preferredInterfaceModel")]),
+    "InterfaceState": (
+        "The requested link state of an interface (`state`); empty means up.",
+        [("Up", "up", "The link is up."),
+         ("Down", "down", "The link is down."),
+         ("Absent", "absent", "The interface is to be removed (hot-unplug).")],
+        [("v1.Interface", "state")]),
+    "EvictionStrategy": (
+        "What happens to a VMI when its node is drained (`evictionStrategy`).",
+        [("None", "None", "Nothing: the VM is restarted or stopped according to its run strategy."),
+         ("LiveMigrate", "LiveMigrate", "The VMI is live-migrated instead of shut down."),
+         ("LiveMigrateIfPossible", "LiveMigrateIfPossible",
+          "Live-migrated if it can be, otherwise as `None`."),
+         ("External", "External", "The VMI is protected; an external controller handles the eviction.")],
+        [("v1.VirtualMachineInstanceSpec", "evictionStrategy"), ("v1.KubeVirtConfiguration", "evictionStrategy")]),
+    "CpuFeaturePolicy": (
+        "How a CPU feature is requested (`policy`).",
+        [("Force", "force", "The vCPU claims the feature whatever the host supports."),
+         ("Require", "require", "Creation fails unless the host or hypervisor provides the feature."),
+         ("Optional", "optional", "The feature is present if the host supports it."),
+         ("Disable", "disable", "The feature is not offered."),
+         ("Forbid", "forbid", "Creation fails if the host supports the feature.")],
+        [("v1.CPUFeature", "policy")]),
+}
+ENUM_FIELDS = {f: name for name, (_, _, fields) in ENUMS.items() for f in fields}
+ENUM_MODULE = "core::v1"
+
+# Every type's JSON schema (for CRDs) is behind kubevirt-api's `schemars` feature.
+SCHEMA_DERIVE = '#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]'
+
 RUST_RESERVED = set(keyword.kwlist) | {"type", "ref", "match", "mod", "use", "fn", "impl", "trait", "crate", "self",
                                        "super", "struct", "enum", "where", "loop", "move", "mut", "pub", "static",
                                        "unsafe", "extern", "dyn", "box", "abstract", "final", "override", "priv",
@@ -179,6 +287,9 @@ def rust_field(json_name):
     return f
 
 
+URL = re.compile(r"(https?://[^\s\\]+?)([.,;:)]*(?:\s|$))")
+
+
 def doc_lines(text, indent):
     if not text:
         return []
@@ -191,6 +302,8 @@ def doc_lines(text, indent):
             continue
         # Keep rustdoc from reading bracketed words as links or angle brackets as HTML.
         para = para.replace("[", "\\[").replace("]", "\\]").replace("<", "\\<").replace(">", "\\>")
+        # Bare URLs become autolinks (rustdoc warns about bare ones).
+        para = URL.sub(lambda m: "<%s>%s" % (m.group(1), m.group(2)), para)
         for line in textwrap.wrap(para, 100, break_long_words=False, break_on_hyphens=False) or [""]:
             out.append(indent + "/// " + line)
     return out
@@ -202,6 +315,7 @@ class Gen:
         self.owner = {}  # (src, def) -> module path
         self.roots = {}  # (src, def) -> root tuple
         self.emitted = {}  # module -> {type name: (src, def)}
+        self.enums_used = set()
 
     # ----- name resolution -------------------------------------------------
     def canonical(self, src, name):
@@ -298,6 +412,10 @@ class Gen:
 
     # ----- types -------------------------------------------------------------
     def rust_type(self, src, prop, prop_name, defname=None):
+        enum = ENUM_FIELDS.get((defname, prop_name))
+        if enum and prop.get("type") == "string":
+            self.enums_used.add(enum)
+            return "crate::%s::%s" % (ENUM_MODULE, enum)
         unsigned = UNSIGNED.get((defname, prop_name))
         if unsigned and prop.get("type") == "integer":
             return unsigned
@@ -351,18 +469,18 @@ class Gen:
         lines = []
         desc = d.get("description") or "%s is part of upstream's `%s` API." % (name, key[1])
         lines += doc_lines(desc, "")
-        derives = ["Clone", "Debug", "Default", "PartialEq", "serde::Serialize", "serde::Deserialize",
-                   "schemars::JsonSchema"]
+        derives = ["Clone", "Debug", "Default", "PartialEq", "serde::Serialize", "serde::Deserialize"]
         if derive_root:
             derives.insert(0, "kube::CustomResource")
         lines.append("#[derive(%s)]" % ", ".join(derives))
+        lines.append(SCHEMA_DERIVE)
         if derive_root:
             lines += derive_root
         ext = self.schema_extends(d)
         if key[1] in PRESERVE_UNKNOWN:
             ext.append('"x-kubernetes-preserve-unknown-fields" = true')
         if ext:
-            lines.append("#[schemars(extend(%s))]" % ", ".join(ext))
+            lines.append('#[cfg_attr(feature = "schemars", schemars(extend(%s)))]' % ", ".join(ext))
         if not props:
             lines.append("pub struct %s {}" % name)
             return lines
@@ -388,7 +506,7 @@ class Gen:
                 lines.append("    #[serde(%s)]" % ", ".join(attrs))
             ext = self.schema_extends(p)
             if ext:
-                lines.append("    #[schemars(extend(%s))]" % ", ".join(ext))
+                lines.append('    #[cfg_attr(feature = "schemars", schemars(extend(%s)))]' % ", ".join(ext))
             lines.append("    pub %s: %s," % (fname, ty))
         lines.append("}")
         return lines
@@ -416,6 +534,8 @@ class Gen:
         flags.append('derive = "PartialEq"')
         flags.append('derive = "Default"')
         attrs.append("#[kube(%s)]" % ", ".join(flags))
+        # Without the `schemars` feature the derive writes no schema (and needs no JsonSchema impl).
+        attrs.append('#[cfg_attr(not(feature = "schemars"), kube(schema = "disabled"))]')
         doc = d.get("description") or "%s (%s/%s)." % (kind, group, version)
         attrs.append('#[kube(doc = %s)]' % json.dumps(doc.replace("\n", " ")))
         return spec_key, attrs
@@ -433,10 +553,11 @@ class Gen:
         lines = doc_lines(desc, "")
         lines += [
             "///",
-            "/// It shares its spec with [`%s`]; this root is written out because the" % sib.split("::")[-1],
+            "/// It shares its spec with [`%s`](%s); this root is written out because the" % (
+                sib.split("::")[-1], sib),
             "/// `CustomResource` derive owns one root per spec type.",
-            "#[derive(Clone, Debug, Default, PartialEq, schemars::JsonSchema)]",
-            '#[schemars(rename = "%s")]' % kind,
+            "#[derive(Clone, Debug, Default, PartialEq)]",
+            '#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema), schemars(rename = "%s"))]' % kind,
             "pub struct %s {" % kind,
             "    /// Standard object metadata.",
             "    pub metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,",
@@ -569,7 +690,25 @@ class Gen:
             body = self.gen_struct(key, root[1] if root else None)
             kind = self.type_name(root[0]) if root else None
             files.setdefault(module, []).append((snake(name), name, body, kind))
+        missing = set(ENUM_FIELDS) - {(k[1], p) for k in self.owner for p in self.definition(k).get("properties", {})}
+        if missing or self.enums_used != set(ENUMS):
+            raise SystemExit("ENUMS names fields upstream's swagger lacks: %s" % sorted(missing))
+        for name in sorted(ENUMS):
+            files.setdefault(ENUM_MODULE, []).append((snake(name), name, self.gen_enum(name), None))
         self.write(out_dir, files)
+
+    def gen_enum(self, name):
+        doc, variants, fields = ENUMS[name]
+        lines = ["crate::string_enum::string_enum! {"]
+        lines += doc_lines(doc, "    ")
+        lines.append("    ///")
+        lines += doc_lines("Used by: %s." % ", ".join("`%s.%s`" % f for f in fields), "    ")
+        lines.append("    %s {" % name)
+        for variant, wire, vdoc in variants:
+            lines += doc_lines("`%s`: %s" % (wire, vdoc), "        ")
+            lines.append('        %s = "%s",' % (variant, wire))
+        lines += ["    }", "}"]
+        return lines
 
     def write(self, out_dir, files):
         header = ("// Generated by scripts/gen-api.py from upstream's swagger documents. Do not edit by hand:\n"

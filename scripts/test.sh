@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 python3 scripts/gen-api.py --check ${KUBEVIRT_FIXTURES:+--fixtures "$KUBEVIRT_FIXTURES"}
 cargo test --workspace --locked
+# kubevirt-api in a crate outside the workspace, with the oldest and newest Kubernetes versions (issue 20).
+scripts/downstream-check.sh
 # The devices self-test (issue 4): one guest drives every virtio device; exits non-zero on a FAIL.
 cargo run --locked --quiet --example vmm_virtio_selftest
 # The fuzz targets, bounded (FUZZ_SECONDS per target, 30 by default); prints executions per target.

@@ -9,7 +9,7 @@
 //!
 //! ```
 //! use kubevirt_api::codec::{decode, documents_from_yaml};
-//! use kubevirt_api::core::v1::VirtualMachine;
+//! use kubevirt_api::core::v1::{RunStrategy, VirtualMachine};
 //!
 //! let yaml = r#"
 //! apiVersion: kubevirt.io/v1
@@ -25,27 +25,61 @@
 //! "#;
 //! let doc = &documents_from_yaml(yaml).unwrap()[0];
 //! let vm: VirtualMachine = decode(&doc.value).unwrap();
-//! assert_eq!(vm.spec.run_strategy.as_deref(), Some("Always"));
+//! assert_eq!(vm.spec.run_strategy, Some(RunStrategy::Always));
 //! ```
 //!
+//! Building one in Rust reads like the YAML ([`builders`]), and every served kind checks itself
+//! ([`Kind`]):
+//!
+//! ```
+//! use kubevirt_api::core::v1::{RunStrategy, VirtualMachine};
+//!
+//! let mut vm = VirtualMachine::from_container_disk("demo", "quay.io/containerdisks/fedora:41")
+//!     .run_strategy(RunStrategy::Always)
+//!     .memory("1Gi")
+//!     .cloud_init_user_data("#cloud-config\npassword: fedora\n");
+//! kubevirt_api::defaults(&mut vm); // upstream's mutating webhook
+//! assert!(kubevirt_api::validate(&vm).is_empty()); // its validating webhook
+//! ```
+//!
+//! Values from a closed set (run strategy, VMI phase, disk bus, ...) are enums that keep any other
+//! value as `Other(String)`, so no document loses a value this crate does not know.
+//!
+//! The crate names no Kubernetes version: the final binary enables one `k8s-openapi` version
+//! feature (see [`k8s_openapi`]). The `schemars` feature adds the types' JSON schemas and
+//! `object::all_crds`.
+//!
 //! - [`codec`]: strict decoding (unknown fields are errors with their path) and YAML helpers.
-//! - [`object`]: [`Object`], any served kind, dispatched on `apiVersion`/`kind`.
+//! - [`object`]: [`Object`], any served kind, dispatched on `apiVersion`/`kind`; `From`/`TryFrom`
+//!   convert each kind to and from it.
+//! - [`builders`]: constructors and chainable setters for the common shapes.
 //! - [`crd`]: CustomResourceDefinitions as upstream ships them, with CEL rules.
-//! - [`defaults`] and [`validation`]: the logic of upstream's mutating and validating webhooks.
+//! - [`defaults`](mod@defaults) and [`validation`]: the logic of upstream's mutating and validating webhooks.
 #![deny(missing_docs)]
+
+mod string_enum;
 
 #[allow(clippy::all, missing_docs)]
 mod generated;
 pub use generated::*;
 
+pub mod builders;
 pub mod codec;
 pub mod crd;
 pub mod defaults;
 pub mod duration;
+mod kind;
 pub mod labels;
 pub mod object;
 pub mod path;
 pub mod quantity;
 pub mod validation;
 
+pub use kind::{Kind, WrongKind, defaults, validate};
 pub use object::Object;
+
+/// The `k8s-openapi` this crate is built on. The Kubernetes version is the final binary's choice:
+/// enable one `k8s-openapi` version feature (`v1_33` ... `v1_37` or `latest`) in the binary crate.
+pub use k8s_openapi;
+/// The `kube` this crate is built on: use it (`kubevirt_api::kube`) so the versions always match.
+pub use kube;

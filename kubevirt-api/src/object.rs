@@ -1,9 +1,16 @@
 //! [`Object`]: any KubeVirt or CDI object, dispatched on `apiVersion` and `kind`.
 
 use crate::codec::{DecodeError, decode, encode};
-use crate::crd::{self, CrdOptions};
+use crate::crd;
+#[cfg(feature = "schemars")]
+use crate::crd::CrdOptions;
+use crate::defaults::{ClusterDefaults, Defaulting};
+use crate::kind::{Kind, WrongKind};
+use crate::validation::{FieldError, Rules};
 use crate::{cdi, clone, core, export, instancetype, migrations, pool, snapshot};
+#[cfg(feature = "schemars")]
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+#[cfg(feature = "schemars")]
 use kube::core::crd::CustomResourceExt;
 use serde_json::Value;
 
@@ -77,10 +84,76 @@ macro_rules! kinds {
             }
         }
 
+        impl Object {
+            /// Check the object as upstream's create webhook would (its kind's [`Kind::validate`]).
+            pub fn validate(&self) -> Vec<FieldError> {
+                match self {
+                    $( Object::$variant(o) => o.validate(), )*
+                }
+            }
+
+            /// Check an update of `old` to `self` ([`Kind::validate_update`]); an `old` of another
+            /// kind gets the create checks.
+            pub fn validate_update(&self, old: &Object) -> Vec<FieldError> {
+                match (old, self) {
+                    $( (Object::$variant(old), Object::$variant(new)) => new.validate_update(old), )*
+                    _ => self.validate(),
+                }
+            }
+
+            /// Apply the create-time defaults of its kind ([`Kind::apply_defaults`]).
+            pub fn apply_defaults(&mut self, cluster: &ClusterDefaults) {
+                match self {
+                    $( Object::$variant(o) => o.apply_defaults(cluster), )*
+                }
+            }
+        }
+
+        $(
+            impl From<$ty> for Object {
+                fn from(o: $ty) -> Object {
+                    Object::$variant(Box::new(o))
+                }
+            }
+
+            impl TryFrom<Object> for $ty {
+                type Error = WrongKind;
+                fn try_from(o: Object) -> Result<Self, WrongKind> {
+                    match o {
+                        Object::$variant(o) => Ok(*o),
+                        object => Err(WrongKind { expected: stringify!($variant), object }),
+                    }
+                }
+            }
+
+            impl Kind for $ty {
+                const KIND: &'static str = stringify!($variant);
+
+                fn validate(&self) -> Vec<FieldError> {
+                    let mut errs = Vec::new();
+                    Rules::check(self, &mut errs);
+                    errs
+                }
+
+                fn validate_update(&self, old: &Self) -> Vec<FieldError> {
+                    let mut errs = Vec::new();
+                    Rules::check(self, &mut errs);
+                    Rules::check_update(self, old, &mut errs);
+                    errs
+                }
+
+                fn apply_defaults(&mut self, cluster: &ClusterDefaults) {
+                    Defaulting::default_with(self, cluster);
+                }
+            }
+        )*
+
         /// Every kind this crate serves, by name.
         pub const KINDS: &[&str] = &[$( stringify!($variant) ),*];
 
-        /// The CustomResourceDefinition of every kind, finished as upstream ships it.
+        /// The CustomResourceDefinition of every kind, finished as upstream ships it (needs the
+        /// `schemars` feature: the schemas come from the types' `JsonSchema`).
+        #[cfg(feature = "schemars")]
         pub fn all_crds(options: &CrdOptions) -> Vec<CustomResourceDefinition> {
             vec![$( crd::finish(<$ty as CustomResourceExt>::crd(), stringify!($variant), options) ),*]
         }

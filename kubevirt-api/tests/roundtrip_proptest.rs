@@ -34,7 +34,8 @@ prop_compose! {
         name in "[a-z][a-z0-9-]{0,30}",
         labels in prop::collection::btree_map("[a-z]{1,8}", tricky_string(), 0..4),
         annotations in prop::collection::btree_map("[a-z./]{1,12}", tricky_string(), 0..3),
-        run_strategy in prop::option::of(prop_oneof![Just("Always"), Just("Halted"), Just("Manual")]),
+        // Known strategies and values upstream does not define (kept as `Other`).
+        run_strategy in prop::option::of(prop_oneof![Just("Always".to_string()), Just("Halted".to_string()), tricky_string()]),
         cores in prop::option::of(any::<u32>()),
         memory in prop::option::of((1u32..65536).prop_map(|m| format!("{m}Mi"))),
         disks in prop::collection::vec(("[a-z]{1,8}", prop::option::of(any::<u64>()), prop::option::of(tricky_string())), 0..4),
@@ -65,7 +66,7 @@ prop_compose! {
                 ..Default::default()
             },
             spec: VirtualMachineSpec {
-                run_strategy: run_strategy.map(str::to_string),
+                run_strategy: run_strategy.map(Into::into),
                 template: VirtualMachineInstanceTemplateSpec {
                     metadata: None,
                     spec: Some(VirtualMachineInstanceSpec {

@@ -119,7 +119,7 @@ async fn vmi_phase(vmis: &Api<VirtualMachineInstance>) -> Option<(String, String
     let s = v.status?;
     Some((
         v.metadata.uid?,
-        s.phase.unwrap_or_default(),
+        s.phase.map(String::from).unwrap_or_default(),
         s.node_name.unwrap_or_default(),
     ))
 }

@@ -41,7 +41,12 @@ async fn set_phase(vmis: &Api<VirtualMachineInstance>, name: &str, phase: &str) 
 }
 
 async fn printable(vms: &Api<VirtualMachine>, name: &str) -> Option<String> {
-    vms.get(name).await.ok()?.status?.printable_status
+    vms.get(name)
+        .await
+        .ok()?
+        .status?
+        .printable_status
+        .map(String::from)
 }
 
 async fn instance_uid(vmis: &Api<VirtualMachineInstance>, name: &str) -> Option<String> {

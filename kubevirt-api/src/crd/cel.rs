@@ -36,7 +36,7 @@ pub const RULES: &[Rule] = &[
         kind: "VirtualMachine",
         at: &["spec"],
         rule: "!(has(self.running) && has(self.runStrategy))",
-        message: "running and runStrategy are mutually exclusive; set only runStrategy (running is deprecated)",
+        message: crate::validation::RUNNING_AND_RUN_STRATEGY,
         field_path: ".running",
         reason: "FieldValueForbidden",
     },

@@ -11,7 +11,10 @@ mod vmi;
 
 pub use self::vmi::default_vmi_spec;
 
+use crate::cdi::v1beta1::DataVolume;
+use crate::core::v1::{VirtualMachine, VirtualMachineInstance, VirtualMachineInstanceReplicaSet};
 use crate::object::Object;
+use crate::snapshot::v1beta1::{VirtualMachineRestore, VirtualMachineSnapshot};
 
 /// Upstream's `terminationGracePeriodSeconds` when a VMI sets none: how long a guest has to power
 /// off after the ACPI power button before its VM is stopped.
@@ -58,21 +61,73 @@ impl ClusterDefaults {
 
 /// Apply the create-time defaults of `object`'s kind.
 pub fn apply(object: &mut Object, cluster: &ClusterDefaults) {
-    match object {
-        Object::VirtualMachine(vm) => vm::default_vm(vm, cluster),
-        Object::VirtualMachineInstance(vmi) => {
-            let key = object_key(&vmi.metadata);
-            default_vmi_spec(&mut vmi.spec, &key, cluster);
-        }
-        Object::VirtualMachineInstanceReplicaSet(rs) => {
-            rs.spec.replicas.get_or_insert(1);
-        }
-        Object::DataVolume(dv) => datavolume::default_dv_spec(&mut dv.spec),
-        Object::VirtualMachineSnapshot(s) => snapshot::default_snapshot(s),
-        Object::VirtualMachineRestore(r) => snapshot::default_restore(r),
-        _ => {}
+    object.apply_defaults(cluster);
+}
+
+/// The defaults of one kind, the single source [`crate::Kind::apply_defaults`] uses. Kinds upstream's
+/// webhooks do not default keep the empty default.
+pub(crate) trait Defaulting {
+    /// Apply the create-time defaults.
+    fn default_with(&mut self, _cluster: &ClusterDefaults) {}
+}
+
+impl Defaulting for VirtualMachine {
+    fn default_with(&mut self, cluster: &ClusterDefaults) {
+        vm::default_vm(self, cluster);
     }
 }
+
+impl Defaulting for VirtualMachineInstance {
+    fn default_with(&mut self, cluster: &ClusterDefaults) {
+        let key = object_key(&self.metadata);
+        default_vmi_spec(&mut self.spec, &key, cluster);
+    }
+}
+
+impl Defaulting for VirtualMachineInstanceReplicaSet {
+    fn default_with(&mut self, _cluster: &ClusterDefaults) {
+        self.spec.replicas.get_or_insert(1);
+    }
+}
+
+impl Defaulting for DataVolume {
+    fn default_with(&mut self, _cluster: &ClusterDefaults) {
+        datavolume::default_dv_spec(&mut self.spec);
+    }
+}
+
+impl Defaulting for VirtualMachineSnapshot {
+    fn default_with(&mut self, _cluster: &ClusterDefaults) {
+        snapshot::default_snapshot(self);
+    }
+}
+
+impl Defaulting for VirtualMachineRestore {
+    fn default_with(&mut self, _cluster: &ClusterDefaults) {
+        snapshot::default_restore(self);
+    }
+}
+
+macro_rules! no_defaults {
+    ($($ty:ty),* $(,)?) => { $( impl Defaulting for $ty {} )* };
+}
+
+no_defaults!(
+    crate::core::v1::VirtualMachineInstanceMigration,
+    crate::core::v1::VirtualMachineInstancePreset,
+    crate::core::v1::KubeVirt,
+    crate::export::v1::VirtualMachineExport,
+    crate::snapshot::v1beta1::VirtualMachineSnapshotContent,
+    crate::instancetype::v1beta1::VirtualMachineInstancetype,
+    crate::instancetype::v1beta1::VirtualMachineClusterInstancetype,
+    crate::instancetype::v1beta1::VirtualMachinePreference,
+    crate::instancetype::v1beta1::VirtualMachineClusterPreference,
+    crate::pool::v1beta1::VirtualMachinePool,
+    crate::clone::v1beta1::VirtualMachineClone,
+    crate::migrations::v1alpha1::MigrationPolicy,
+    crate::cdi::v1beta1::DataSource,
+    crate::cdi::v1beta1::DataImportCron,
+);
 
 /// `namespace/name` (or `generateName`), the seed of derived identifiers.
 fn object_key(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {

@@ -14,62 +14,115 @@ mod vmi;
 
 pub use self::error::{ErrorKind, FieldError};
 pub use self::names::{is_dns1123_label, is_dns1123_subdomain, is_mac_address};
+pub(crate) use self::vm::RUNNING_AND_RUN_STRATEGY;
 
+use crate::cdi::v1beta1::DataVolume;
+use crate::core::v1::{VirtualMachine, VirtualMachineInstance, VirtualMachineInstanceReplicaSet};
 use crate::object::Object;
 use crate::path::FieldPath;
+use crate::snapshot::v1beta1::{VirtualMachineRestore, VirtualMachineSnapshot};
 
 /// Validate one object as upstream's create webhook would.
 pub fn validate(object: &Object) -> Vec<FieldError> {
-    let mut errs = Vec::new();
-    let spec = FieldPath::root().field("spec");
-    match object {
-        Object::VirtualMachine(vm) => vm::validate_vm(vm, &mut errs),
-        Object::VirtualMachineInstance(vmi) => {
-            vmi::validate_vmi_spec(&vmi.spec, &spec, vmi::MemorySource::Required, &mut errs)
-        }
-        Object::VirtualMachineInstanceReplicaSet(rs) => {
-            replicaset::validate_replicaset(rs, &mut errs)
-        }
-        Object::DataVolume(dv) => datavolume::validate_dv_spec(&dv.spec, &spec, &mut errs),
-        Object::VirtualMachineSnapshot(s) => snapshot::validate_snapshot(s, &mut errs),
-        Object::VirtualMachineRestore(r) => snapshot::validate_restore(r, &mut errs),
-        _ => {}
-    }
-    errs
+    object.validate()
 }
 
 /// Validate an update of `old` to `new` (both of the same kind) as upstream's update webhook would.
+/// Objects of different kinds get the create checks of `new`.
 pub fn validate_update(old: &Object, new: &Object) -> Vec<FieldError> {
-    let mut errs = validate(new);
-    match (old, new) {
-        (Object::VirtualMachineSnapshot(a), Object::VirtualMachineSnapshot(b))
-            if a.spec != b.spec =>
-        {
-            errs.push(FieldError::forbidden(
-                FieldPath::root().field("spec"),
-                "the spec of a VirtualMachineSnapshot cannot be changed; create a new snapshot",
-            ));
-        }
-        (Object::VirtualMachineRestore(a), Object::VirtualMachineRestore(b))
-            if a.spec != b.spec =>
-        {
-            errs.push(FieldError::forbidden(
-                FieldPath::root().field("spec"),
-                "the spec of a VirtualMachineRestore cannot be changed; create a new restore",
-            ));
-        }
-        (Object::DataVolume(a), Object::DataVolume(b))
-            if a.spec.source != b.spec.source || a.spec.source_ref != b.spec.source_ref =>
-        {
+    new.validate_update(old)
+}
+
+/// The rules of one kind, the single source [`crate::Kind::validate`] and the local API server use.
+/// Kinds upstream's webhooks do not check keep the empty defaults.
+pub(crate) trait Rules {
+    /// Push the create-time problems of `self`.
+    fn check(&self, _errs: &mut Vec<FieldError>) {}
+    /// Push the problems only an update has (after the create checks ran).
+    fn check_update(&self, _old: &Self, _errs: &mut Vec<FieldError>) {}
+}
+
+impl Rules for VirtualMachine {
+    fn check(&self, errs: &mut Vec<FieldError>) {
+        vm::validate_vm(self, errs);
+    }
+}
+
+impl Rules for VirtualMachineInstance {
+    fn check(&self, errs: &mut Vec<FieldError>) {
+        let spec = FieldPath::root().field("spec");
+        vmi::validate_vmi_spec(&self.spec, &spec, vmi::MemorySource::Required, errs);
+    }
+}
+
+impl Rules for VirtualMachineInstanceReplicaSet {
+    fn check(&self, errs: &mut Vec<FieldError>) {
+        replicaset::validate_replicaset(self, errs);
+    }
+}
+
+impl Rules for DataVolume {
+    fn check(&self, errs: &mut Vec<FieldError>) {
+        datavolume::validate_dv_spec(&self.spec, &FieldPath::root().field("spec"), errs);
+    }
+    fn check_update(&self, old: &Self, errs: &mut Vec<FieldError>) {
+        if old.spec.source != self.spec.source || old.spec.source_ref != self.spec.source_ref {
             errs.push(FieldError::forbidden(
                 FieldPath::root().field("spec"),
                 "the source of a DataVolume cannot be changed after creation",
             ));
         }
-        _ => {}
     }
-    errs
 }
+
+impl Rules for VirtualMachineSnapshot {
+    fn check(&self, errs: &mut Vec<FieldError>) {
+        snapshot::validate_snapshot(self, errs);
+    }
+    fn check_update(&self, old: &Self, errs: &mut Vec<FieldError>) {
+        if old.spec != self.spec {
+            errs.push(FieldError::forbidden(
+                FieldPath::root().field("spec"),
+                "the spec of a VirtualMachineSnapshot cannot be changed; create a new snapshot",
+            ));
+        }
+    }
+}
+
+impl Rules for VirtualMachineRestore {
+    fn check(&self, errs: &mut Vec<FieldError>) {
+        snapshot::validate_restore(self, errs);
+    }
+    fn check_update(&self, old: &Self, errs: &mut Vec<FieldError>) {
+        if old.spec != self.spec {
+            errs.push(FieldError::forbidden(
+                FieldPath::root().field("spec"),
+                "the spec of a VirtualMachineRestore cannot be changed; create a new restore",
+            ));
+        }
+    }
+}
+
+macro_rules! no_rules {
+    ($($ty:ty),* $(,)?) => { $( impl Rules for $ty {} )* };
+}
+
+no_rules!(
+    crate::core::v1::VirtualMachineInstanceMigration,
+    crate::core::v1::VirtualMachineInstancePreset,
+    crate::core::v1::KubeVirt,
+    crate::export::v1::VirtualMachineExport,
+    crate::snapshot::v1beta1::VirtualMachineSnapshotContent,
+    crate::instancetype::v1beta1::VirtualMachineInstancetype,
+    crate::instancetype::v1beta1::VirtualMachineClusterInstancetype,
+    crate::instancetype::v1beta1::VirtualMachinePreference,
+    crate::instancetype::v1beta1::VirtualMachineClusterPreference,
+    crate::pool::v1beta1::VirtualMachinePool,
+    crate::clone::v1beta1::VirtualMachineClone,
+    crate::migrations::v1alpha1::MigrationPolicy,
+    crate::cdi::v1beta1::DataSource,
+    crate::cdi::v1beta1::DataImportCron,
+);
 
 /// Report a list entry name that is empty or was seen before.
 fn check_unique_name<'a>(

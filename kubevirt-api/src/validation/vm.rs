@@ -3,19 +3,10 @@
 use super::datavolume::validate_dv_spec;
 use super::vmi::{MemorySource, validate_vmi_spec};
 use super::{FieldError, check_one_of, check_unique_name};
-use crate::core::v1::VirtualMachine;
+use crate::core::v1::{RunStrategy, VirtualMachine};
 use crate::path::FieldPath;
 use std::collections::HashSet;
 
-/// The run strategies upstream accepts.
-pub const RUN_STRATEGIES: &[&str] = &[
-    "Always",
-    "RerunOnFailure",
-    "Manual",
-    "Halted",
-    "Once",
-    "WaitAsReceiver",
-];
 const INSTANCETYPE_KINDS: &[&str] = &[
     "VirtualMachineInstancetype",
     "VirtualMachineClusterInstancetype",
@@ -25,14 +16,20 @@ const PREFERENCE_KINDS: &[&str] = &[
     "VirtualMachineClusterPreference",
 ];
 
+/// The words of the running/runStrategy rule, shared with its CEL rule (`crd::cel`).
+pub(crate) const RUNNING_AND_RUN_STRATEGY: &str = "running and runStrategy are mutually exclusive; remove running (deprecated) and keep runStrategy";
+
 pub(super) fn validate_vm(vm: &VirtualMachine, errs: &mut Vec<FieldError>) {
     let spec = FieldPath::root().field("spec");
     if vm.spec.running.is_some() && vm.spec.run_strategy.is_some() {
-        errs.push(FieldError::forbidden(spec.field("running"), "running and runStrategy are mutually exclusive; remove running (deprecated) and keep runStrategy"));
+        errs.push(FieldError::forbidden(
+            spec.field("running"),
+            RUNNING_AND_RUN_STRATEGY,
+        ));
     }
     check_one_of(
         vm.spec.run_strategy.as_deref(),
-        RUN_STRATEGIES,
+        RunStrategy::VALUES,
         spec.field("runStrategy"),
         errs,
     );

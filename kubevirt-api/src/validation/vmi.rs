@@ -5,7 +5,8 @@ use super::{
     FieldError, check_one_of, check_unique_name, is_dns1123_label, is_mac_address, set_fields,
 };
 use crate::core::v1::{
-    Devices, Disk, DomainSpec, Interface, Network, VirtualMachineInstanceSpec, Volume,
+    CpuFeaturePolicy, Devices, Disk, DiskBus, DiskCache, DiskIo, DomainSpec, EvictionStrategy,
+    Interface, InterfaceModel, InterfaceState, Network, VirtualMachineInstanceSpec, Volume,
 };
 use crate::path::FieldPath;
 use crate::quantity::bytes_of;
@@ -21,17 +22,8 @@ pub(crate) enum MemorySource {
     Deferred,
 }
 
-const DISK_BUSES: &[&str] = &["virtio", "sata", "scsi", "usb"];
 const CDROM_BUSES: &[&str] = &["sata", "scsi"];
-const CACHE_MODES: &[&str] = &["none", "writethrough", "writeback"];
-const IO_MODES: &[&str] = &["native", "threads", "default"];
-const NIC_MODELS: &[&str] = &[
-    "e1000", "e1000e", "igb", "ne2k_pci", "pcnet", "rtl8139", "virtio",
-];
-const CPU_FEATURE_POLICIES: &[&str] = &["force", "require", "optional", "disable", "forbid"];
-const EVICTION_STRATEGIES: &[&str] = &["None", "LiveMigrate", "LiveMigrateIfPossible", "External"];
 const PROTOCOLS: &[&str] = &["TCP", "UDP"];
-const INTERFACE_STATES: &[&str] = &["up", "down", "absent"];
 
 /// Validate a VMI spec found at `path`.
 pub(crate) fn validate_vmi_spec(
@@ -58,7 +50,7 @@ pub(crate) fn validate_vmi_spec(
     validate_domain(&spec.domain, &domain_path, memory, errs);
     check_one_of(
         spec.eviction_strategy.as_deref(),
-        EVICTION_STRATEGIES,
+        EvictionStrategy::VALUES,
         path.field("evictionStrategy"),
         errs,
     );
@@ -206,7 +198,7 @@ fn validate_disk(d: &Disk, p: &FieldPath, errs: &mut Vec<FieldError>) {
     if let Some(t) = &d.disk {
         check_one_of(
             t.bus.as_deref(),
-            DISK_BUSES,
+            DiskBus::VALUES,
             p.field("disk").field("bus"),
             errs,
         );
@@ -214,7 +206,7 @@ fn validate_disk(d: &Disk, p: &FieldPath, errs: &mut Vec<FieldError>) {
     if let Some(t) = &d.lun {
         check_one_of(
             t.bus.as_deref(),
-            DISK_BUSES,
+            DiskBus::VALUES,
             p.field("lun").field("bus"),
             errs,
         );
@@ -233,8 +225,13 @@ fn validate_disk(d: &Disk, p: &FieldPath, errs: &mut Vec<FieldError>) {
             errs,
         );
     }
-    check_one_of(d.cache.as_deref(), CACHE_MODES, p.field("cache"), errs);
-    check_one_of(d.io.as_deref(), IO_MODES, p.field("io"), errs);
+    check_one_of(
+        d.cache.as_deref(),
+        DiskCache::VALUES,
+        p.field("cache"),
+        errs,
+    );
+    check_one_of(d.io.as_deref(), DiskIo::VALUES, p.field("io"), errs);
 }
 
 fn validate_interface(
@@ -274,10 +271,15 @@ fn validate_interface(
             "masquerade binding works only on the pod network",
         ));
     }
-    check_one_of(iface.model.as_deref(), NIC_MODELS, p.field("model"), errs);
+    check_one_of(
+        iface.model.as_deref(),
+        InterfaceModel::VALUES,
+        p.field("model"),
+        errs,
+    );
     check_one_of(
         iface.state.as_deref(),
-        INTERFACE_STATES,
+        InterfaceState::VALUES,
         p.field("state"),
         errs,
     );
@@ -419,7 +421,7 @@ fn validate_domain(
             check_unique_name(&f.name, &fp, &mut seen, "CPU feature", errs);
             check_one_of(
                 f.policy.as_deref(),
-                CPU_FEATURE_POLICIES,
+                CpuFeaturePolicy::VALUES,
                 fp.field("policy"),
                 errs,
             );

@@ -97,7 +97,7 @@ mod tests {
 
     fn spec(run_strategy: Option<&str>, running: Option<bool>) -> VirtualMachineSpec {
         VirtualMachineSpec {
-            run_strategy: run_strategy.map(str::to_string),
+            run_strategy: run_strategy.map(Into::into),
             running,
             ..Default::default()
         }

@@ -160,7 +160,7 @@ pub fn plan(o: Observed<'_>) -> Plan {
     status.created = Some(o.vmi.is_some());
     status.ready = Some(ready);
     status.run_strategy = strategy
-        .map(|s| s.as_str().to_string())
+        .map(|s| s.as_str().into())
         .ok()
         .or(old.run_strategy.clone());
     status.state_change_requests = (!requests.is_empty()).then(|| requests.into());

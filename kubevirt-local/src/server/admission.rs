@@ -59,6 +59,7 @@ pub fn admit(
         .unwrap_or_default()
         .to_string();
     let mut warnings = Vec::new();
+    let mut schema_causes = Vec::new();
     if let Some(s) = res.schema(version) {
         let checked = schema::check_update(s, obj, old);
         if !checked.unknown.is_empty() {
@@ -80,16 +81,23 @@ pub fn admit(
                 FieldValidation::Ignore => {}
             }
         }
-        if !checked.causes.is_empty() {
-            return Err(ApiError::invalid(res, &name, &checked.causes));
-        }
+        schema_causes = checked.causes;
     }
+    // The schema's causes (types, required fields, CEL rules) alone, when no typed check follows.
+    let schema_only = |warnings: Vec<String>| {
+        if schema_causes.is_empty() {
+            Ok(warnings)
+        } else {
+            Err(ApiError::invalid(res, &name, &schema_causes))
+        }
+    };
     if op == Operation::Status || !res.group.ends_with("kubevirt.io") {
-        return Ok(warnings);
+        return schema_only(warnings);
     }
     let mut typed = match Object::decode(obj) {
         Ok(o) => o,
-        Err(kubevirt_api::codec::DecodeError::UnknownKind { .. }) => return Ok(warnings),
+        Err(kubevirt_api::codec::DecodeError::UnknownKind { .. }) => return schema_only(warnings),
+        Err(_) if !schema_causes.is_empty() => return schema_only(warnings),
         Err(e) => {
             return Err(ApiError::invalid(
                 res,
@@ -107,8 +115,17 @@ pub fn admit(
         Some(Ok(old)) => validate_update(&old, &typed),
         _ => validate(&typed),
     };
-    if !errors.is_empty() {
-        return Err(ApiError::invalid(res, &name, &causes(&errors)));
+    // Every cause the client check (`kubevirt_api::validate`) reports, in its words, then the
+    // schema's causes on fields it did not already name (a CEL rule restates a webhook rule in
+    // the words a plain cluster shows; here the webhook's own words win).
+    let mut all = causes(&errors);
+    for c in schema_causes {
+        if !all.iter().any(|k| k.field == c.field) {
+            all.push(c);
+        }
+    }
+    if !all.is_empty() {
+        return Err(ApiError::invalid(res, &name, &all));
     }
     let mut encoded = typed
         .encode()
@@ -128,4 +145,82 @@ fn causes(errors: &[FieldError]) -> Vec<Cause> {
             message: e.message.clone(),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::resource_from_crd;
+    use kubevirt_api::crd::CrdOptions;
+    use kubevirt_api::object::all_crds;
+
+    fn vm_resource() -> Resource {
+        let crd = all_crds(&CrdOptions::default())
+            .into_iter()
+            .find(|c| c.spec.names.kind == "VirtualMachine")
+            .expect("the VirtualMachine CRD");
+        resource_from_crd(&serde_json::to_value(crd).expect("a CRD serialises"))
+            .expect("the CRD registers")
+    }
+
+    /// A VM with problems the CRD's CEL rules also catch (runStrategy with running, an unknown
+    /// runStrategy) and problems only the webhook rules catch (duplicate disk names, a disk with
+    /// no volume): the server reports exactly the client check's causes, in its words.
+    #[test]
+    fn server_reports_every_client_cause_in_the_same_words() {
+        let yaml = r#"
+apiVersion: kubevirt.io/v1
+kind: VirtualMachine
+metadata: {name: bad, namespace: default}
+spec:
+  running: true
+  runStrategy: Sometimes
+  template:
+    spec:
+      domain:
+        memory: {guest: 64Mi}
+        devices:
+          disks:
+          - {name: root, disk: {bus: virtio}}
+          - {name: root, disk: {bus: floppy}}
+      volumes:
+      - {name: other, containerDisk: {image: example/image}}
+"#;
+        let docs = kubevirt_api::codec::documents_from_yaml(yaml).expect("the YAML parses");
+        let mut value = docs[0].value.clone();
+        let mut client = Object::decode(&value).expect("the VM decodes");
+        apply(&mut client, &ClusterDefaults::default());
+        let want: Vec<(String, String)> = validate(&client)
+            .into_iter()
+            .map(|e| (e.path.to_string(), e.message))
+            .collect();
+        assert!(
+            want.len() >= 4,
+            "the client check finds every problem: {want:?}"
+        );
+
+        let err = admit(
+            &vm_resource(),
+            "v1",
+            &mut value,
+            None,
+            Operation::Create,
+            FieldValidation::Strict,
+            &ClusterDefaults::default(),
+        )
+        .expect_err("the server refuses the VM");
+        assert_eq!(err.code, 422);
+        let got: Vec<(String, String)> = err.details.as_ref().expect("causes")["causes"]
+            .as_array()
+            .expect("a list of causes")
+            .iter()
+            .map(|c| {
+                (
+                    c["field"].as_str().unwrap_or_default().to_string(),
+                    c["message"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect();
+        assert_eq!(got, want);
+    }
 }

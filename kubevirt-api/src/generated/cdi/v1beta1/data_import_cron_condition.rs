@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// DataImportCronCondition represents the state of a data import cron condition
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct DataImportCronCondition {
     /// `lastHeartbeatTime` of upstream's `v1beta1.DataImportCronCondition`.

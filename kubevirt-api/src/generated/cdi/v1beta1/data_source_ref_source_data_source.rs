@@ -4,9 +4,8 @@
 /// DataSourceRefSourceDataSource serves as a reference to another DataSource Can be resolved into a
 /// DataVolumeSourcePVC or a DataVolumeSourceSnapshot The maximum depth of a reference chain may not
 /// exceed 1.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct DataSourceRefSourceDataSource {
     /// The name of the source DataSource

@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// DataSourceSource represents the source for our DataSource
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct DataSourceSource {
     /// `dataSource` of upstream's `v1beta1.DataSourceSource`.

@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// DataSourceStatus provides the most recently observed status of the DataSource
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct DataSourceStatus {
     /// `conditions` of upstream's `v1beta1.DataSourceStatus`.

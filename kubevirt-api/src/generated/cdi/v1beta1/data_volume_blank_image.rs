@@ -2,7 +2,6 @@
 // change the generator and run it again.
 
 /// DataVolumeBlankImage provides the parameters to create a new raw blank image for the PVC
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 pub struct DataVolumeBlankImage {}

@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// DataVolumeCheckpoint defines a stage in a warm migration.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct DataVolumeCheckpoint {
     /// Current is the identifier of the snapshot created for this checkpoint.

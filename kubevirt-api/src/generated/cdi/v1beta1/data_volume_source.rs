@@ -3,9 +3,8 @@
 
 /// DataVolumeSource represents the source for our Data Volume, this can be HTTP, Imageio, S3, GCS,
 /// Registry or an existing PVC
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct DataVolumeSource {
     /// `blank` of upstream's `v1beta1.DataVolumeSource`.

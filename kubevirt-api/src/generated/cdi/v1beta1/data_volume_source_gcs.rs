@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// DataVolumeSourceGCS provides the parameters to create a Data Volume from an GCS source
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct DataVolumeSourceGCS {
     /// SecretRef provides the secret reference needed to access the GCS source

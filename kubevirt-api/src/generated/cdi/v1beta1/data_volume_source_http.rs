@@ -3,9 +3,8 @@
 
 /// DataVolumeSourceHTTP can be either an http or https endpoint, with an optional basic auth user name
 /// and password, and an optional configmap containing additional CAs
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct DataVolumeSourceHTTP {
     /// CertConfigMap is a configmap reference, containing a Certificate Authority(CA) public key, and a

@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// DataVolumeSourceRef defines an indirect reference to the source of data for the DataVolume
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct DataVolumeSourceRef {
     /// The kind of the source reference, currently only "DataSource" is supported

@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// DataVolumeSourceS3 provides the parameters to create a Data Volume from an S3 source
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct DataVolumeSourceS3 {
     /// CertConfigMap is a configmap reference, containing a Certificate Authority(CA) public key, and a

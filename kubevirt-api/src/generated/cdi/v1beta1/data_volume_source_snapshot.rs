@@ -3,9 +3,8 @@
 
 /// DataVolumeSourceSnapshot provides the parameters to create a Data Volume from an existing
 /// VolumeSnapshot
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct DataVolumeSourceSnapshot {
     /// The name of the source VolumeSnapshot

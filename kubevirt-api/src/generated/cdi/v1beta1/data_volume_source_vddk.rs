@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// DataVolumeSourceVDDK provides the parameters to create a Data Volume from a Vmware source
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct DataVolumeSourceVDDK {
     /// BackingFile is the path to the virtual hard disk to migrate from vCenter/ESXi

@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// DataVolumeStatus contains the current status of the DataVolume
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct DataVolumeStatus {
     /// ClaimName is the name of the underlying PVC used by the DataVolume.

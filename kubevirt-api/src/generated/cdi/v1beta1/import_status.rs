@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// ImportStatus of a currently in progress import
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ImportStatus {
     /// DataVolumeName is the currently in progress import DataVolume

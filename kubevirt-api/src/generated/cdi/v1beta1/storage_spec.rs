@@ -2,13 +2,12 @@
 // change the generator and run it again.
 
 /// StorageSpec defines the Storage type specification
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct StorageSpec {
     /// AccessModes contains the desired access modes the volume should have. More info:
-    /// https://kubernetes.io/docs/concepts/storage/persistent-volumes#access-modes-1
+    /// <https://kubernetes.io/docs/concepts/storage/persistent-volumes#access-modes-1>
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_modes: Option<Vec<String>>,
     /// This field can be used to specify either: * An existing VolumeSnapshot object
@@ -35,14 +34,14 @@ pub struct StorageSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_source_ref: Option<k8s_openapi::api::core::v1::TypedObjectReference>,
     /// Resources represents the minimum resources the volume should have. More info:
-    /// https://kubernetes.io/docs/concepts/storage/persistent-volumes#resources
+    /// <https://kubernetes.io/docs/concepts/storage/persistent-volumes#resources>
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<k8s_openapi::api::core::v1::VolumeResourceRequirements>,
     /// A label query over volumes to consider for binding.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>,
     /// Name of the StorageClass required by the claim. More info:
-    /// https://kubernetes.io/docs/concepts/storage/persistent-volumes#class-1
+    /// <https://kubernetes.io/docs/concepts/storage/persistent-volumes#class-1>
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_class_name: Option<String>,
     /// volumeMode defines what type of volume is required by the claim. Value of Filesystem is implied when

@@ -3,15 +3,9 @@
 
 /// VirtualMachineCloneSpec is part of upstream's `v1beta1.VirtualMachineCloneSpec` API.
 #[derive(
-    kube::CustomResource,
-    Clone,
-    Debug,
-    Default,
-    PartialEq,
-    serde::Serialize,
-    serde::Deserialize,
-    schemars::JsonSchema,
+    kube::CustomResource, Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize,
 )]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[kube(
     group = "clone.kubevirt.io",
     version = "v1beta1",
@@ -24,18 +18,19 @@
     derive = "PartialEq",
     derive = "Default"
 )]
+#[cfg_attr(not(feature = "schemars"), kube(schema = "disabled"))]
 #[kube(doc = "VirtualMachineClone is a CRD that clones one VM into another.")]
 #[serde(rename_all = "camelCase")]
 pub struct VirtualMachineCloneSpec {
     /// Example use: "!some/key*". For a detailed description, please refer to
-    /// https://kubevirt.io/user-guide/operations/clone_api/#label-annotation-filters.
+    /// <https://kubevirt.io/user-guide/operations/clone_api/#label-annotation-filters>.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("x-kubernetes-list-type" = "atomic"))]
+    #[cfg_attr(feature = "schemars", schemars(extend("x-kubernetes-list-type" = "atomic")))]
     pub annotation_filters: Option<Vec<String>>,
     /// Example use: "!some/key*". For a detailed description, please refer to
-    /// https://kubevirt.io/user-guide/operations/clone_api/#label-annotation-filters.
+    /// <https://kubevirt.io/user-guide/operations/clone_api/#label-annotation-filters>.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("x-kubernetes-list-type" = "atomic"))]
+    #[cfg_attr(feature = "schemars", schemars(extend("x-kubernetes-list-type" = "atomic")))]
     pub label_filters: Option<Vec<String>>,
     /// NewMacAddresses manually sets that target interfaces' mac addresses. The key is the interface name
     /// and the value is the new mac address. If this field is not specified, a new MAC address will be
@@ -53,7 +48,7 @@ pub struct VirtualMachineCloneSpec {
     /// Patches holds JSON patches to apply to target. Patches should fit the target's Kind. Example:
     /// '{"op": "add", "path": "/spec/template/metadata/labels/example", "value": "new-label"}'
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("x-kubernetes-list-type" = "atomic"))]
+    #[cfg_attr(feature = "schemars", schemars(extend("x-kubernetes-list-type" = "atomic")))]
     pub patches: Option<Vec<String>>,
     /// Source is the object that would be cloned. Currently supported source types are: VirtualMachine of
     /// kubevirt.io API group, VirtualMachineSnapshot of snapshot.kubevirt.io API group
@@ -65,7 +60,7 @@ pub struct VirtualMachineCloneSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<k8s_openapi::api::core::v1::TypedLocalObjectReference>,
     /// For a detailed description, please refer to
-    /// https://kubevirt.io/user-guide/operations/clone_api/#label-annotation-filters.
+    /// <https://kubevirt.io/user-guide/operations/clone_api/#label-annotation-filters>.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template: Option<crate::clone::v1beta1::VirtualMachineCloneTemplateFilters>,
     /// VolumeNamePolicy defines how to handle volume naming during the clone operation

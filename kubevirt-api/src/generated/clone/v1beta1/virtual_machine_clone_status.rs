@@ -2,14 +2,13 @@
 // change the generator and run it again.
 
 /// VirtualMachineCloneStatus is part of upstream's `v1beta1.VirtualMachineCloneStatus` API.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct VirtualMachineCloneStatus {
     /// `conditions` of upstream's `v1beta1.VirtualMachineCloneStatus`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("x-kubernetes-list-type" = "atomic"))]
+    #[cfg_attr(feature = "schemars", schemars(extend("x-kubernetes-list-type" = "atomic")))]
     pub conditions: Option<Vec<crate::snapshot::v1beta1::Condition>>,
     /// `creationTime` of upstream's `v1beta1.VirtualMachineCloneStatus`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -3,19 +3,18 @@
 
 /// VirtualMachineCloneTemplateFilters is part of upstream's
 /// `v1beta1.VirtualMachineCloneTemplateFilters` API.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct VirtualMachineCloneTemplateFilters {
     /// Example use: "!some/key*". For a detailed description, please refer to
-    /// https://kubevirt.io/user-guide/operations/clone_api/#label-annotation-filters.
+    /// <https://kubevirt.io/user-guide/operations/clone_api/#label-annotation-filters>.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("x-kubernetes-list-type" = "atomic"))]
+    #[cfg_attr(feature = "schemars", schemars(extend("x-kubernetes-list-type" = "atomic")))]
     pub annotation_filters: Option<Vec<String>>,
     /// Example use: "!some/key*". For a detailed description, please refer to
-    /// https://kubevirt.io/user-guide/operations/clone_api/#label-annotation-filters.
+    /// <https://kubevirt.io/user-guide/operations/clone_api/#label-annotation-filters>.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("x-kubernetes-list-type" = "atomic"))]
+    #[cfg_attr(feature = "schemars", schemars(extend("x-kubernetes-list-type" = "atomic")))]
     pub label_filters: Option<Vec<String>>,
 }

@@ -3,9 +3,8 @@
 
 /// AccessCredential represents a credential source that can be used to authorize remote access to the
 /// vm guest Only one of its members may be specified.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct AccessCredential {
     /// SSHPublicKey represents the source and method of applying a ssh public key into a guest virtual

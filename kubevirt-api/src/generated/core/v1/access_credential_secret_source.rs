@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// AccessCredentialSecretSource is part of upstream's `v1.AccessCredentialSecretSource` API.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct AccessCredentialSecretSource {
     /// SecretName represents the name of the secret in the VMI's namespace

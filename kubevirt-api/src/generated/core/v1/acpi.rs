@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// ACPI is part of upstream's `v1.ACPI` API.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ACPI {
     /// Similar to SlicNameRef, another ACPI entry that is used in more recent Windows versions. The above
@@ -13,7 +12,7 @@ pub struct ACPI {
     pub msdm_name_ref: Option<String>,
     /// SlicNameRef should match the volume name of a secret object. The data in the secret should be a
     /// binary blob that follows the ACPI SLIC standard, see:
-    /// https://learn.microsoft.com/en-us/previous-versions/windows/hardware/design/dn653305(v=vs.85)
+    /// <https://learn.microsoft.com/en-us/previous-versions/windows/hardware/design/dn653305(v=vs.85>)
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slic_name_ref: Option<String>,
 }

@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// AddVolumeOptions is provided when dynamically hot plugging a volume and disk
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct AddVolumeOptions {
     /// Disk represents the hotplug disk that will be plugged into the running VMI
@@ -13,7 +12,7 @@ pub struct AddVolumeOptions {
     /// dryRun directive will result in an error response and no further processing of the request. Valid
     /// values are: - All: all dry run stages will be processed
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("x-kubernetes-list-type" = "atomic"))]
+    #[cfg_attr(feature = "schemars", schemars(extend("x-kubernetes-list-type" = "atomic")))]
     pub dry_run: Option<Vec<String>>,
     /// Name represents the name that will be used to map the disk to the corresponding volume. This
     /// overrides any name set inside the Disk struct itself.

@@ -2,14 +2,13 @@
 // change the generator and run it again.
 
 /// ArchSpecificConfiguration is part of upstream's `v1.ArchSpecificConfiguration` API.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ArchSpecificConfiguration {
     /// `emulatedMachines` of upstream's `v1.ArchSpecificConfiguration`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("x-kubernetes-list-type" = "atomic"))]
+    #[cfg_attr(feature = "schemars", schemars(extend("x-kubernetes-list-type" = "atomic")))]
     pub emulated_machines: Option<Vec<String>>,
     /// `machineType` of upstream's `v1.ArchSpecificConfiguration`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// If set (default), BIOS will be used.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct BIOS {
     /// If set, the BIOS output will be transmitted over serial

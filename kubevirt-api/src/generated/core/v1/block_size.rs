@@ -3,9 +3,8 @@
 
 /// BlockSize provides the option to change the block size presented to the VM for a disk. Only one of
 /// its members may be specified.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct BlockSize {
     /// `custom` of upstream's `v1.BlockSize`.

@@ -3,9 +3,8 @@
 
 /// Represents the firmware blob used to assist in the domain creation process. Used for setting the
 /// QEMU BIOS file path for the libvirt domain.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Bootloader {
     /// If set (default), BIOS will be used.

@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// CertConfig contains the tunables for TLS certificates
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct CertConfig {
     /// The requested 'duration' (i.e. lifetime) of the Certificate.

@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// ChangedBlockTrackingSelectors is part of upstream's `v1.ChangedBlockTrackingSelectors` API.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ChangedBlockTrackingSelectors {
     /// NamespaceSelector will enable changedBlockTracking on all VMs running inside namespaces that match

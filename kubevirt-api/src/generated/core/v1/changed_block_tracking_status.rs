@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// ChangedBlockTrackingStatus represents the status of ChangedBlockTracking for a VM
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ChangedBlockTrackingStatus {
     /// BackupStatus represents the status of vmi backup

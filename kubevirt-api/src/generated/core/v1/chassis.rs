@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// Chassis specifies the chassis info passed to the domain.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Chassis {
     /// `asset` of upstream's `v1.Chassis`.

@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// ClaimRequest is part of upstream's `v1.ClaimRequest` API.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ClaimRequest {
     /// ClaimName references the name of an entry in the VMI's spec.resourceClaims\[\] array. The referenced

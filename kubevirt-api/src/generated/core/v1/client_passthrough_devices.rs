@@ -6,7 +6,6 @@
 ///
 /// The struct is currently empty as there is no immediate request for user-facing APIs. This structure
 /// simply turns on USB redirection of UsbClientPassthroughMaxNumberOf devices.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 pub struct ClientPassthroughDevices {}

@@ -2,10 +2,9 @@
 // change the generator and run it again.
 
 /// Represents the clock and timers of a vmi.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
-#[schemars(extend("x-kubernetes-preserve-unknown-fields" = true))]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "schemars", schemars(extend("x-kubernetes-preserve-unknown-fields" = true)))]
 #[serde(rename_all = "camelCase")]
 pub struct Clock {
     /// Timer specifies whih timers are attached to the vmi.

@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// UTC sets the guest clock to UTC on each boot.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ClockOffsetUTC {
     /// OffsetSeconds specifies an offset in seconds, relative to UTC. If set, guest changes to the clock

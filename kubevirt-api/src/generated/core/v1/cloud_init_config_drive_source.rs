@@ -2,10 +2,9 @@
 // change the generator and run it again.
 
 /// Represents a cloud-init config drive user data source. More info:
-/// https://cloudinit.readthedocs.io/en/latest/topics/datasources/configdrive.html
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+/// <https://cloudinit.readthedocs.io/en/latest/topics/datasources/configdrive.html>
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct CloudInitConfigDriveSource {
     /// NetworkData contains config drive inline cloud-init networkdata.

@@ -2,10 +2,9 @@
 // change the generator and run it again.
 
 /// Represents a cloud-init nocloud user data source. More info:
-/// http://cloudinit.readthedocs.io/en/latest/topics/datasources/nocloud.html
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+/// <http://cloudinit.readthedocs.io/en/latest/topics/datasources/nocloud.html>
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct CloudInitNoCloudSource {
     /// NetworkData contains NoCloud inline cloud-init networkdata.

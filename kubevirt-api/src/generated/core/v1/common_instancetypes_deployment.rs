@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// CommonInstancetypesDeployment is part of upstream's `v1.CommonInstancetypesDeployment` API.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct CommonInstancetypesDeployment {
     /// Enabled controls the deployment of common-instancetypes resources, defaults to True.

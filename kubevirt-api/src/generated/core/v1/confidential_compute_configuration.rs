@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// ConfidentialComputeConfiguration is part of upstream's `v1.ConfidentialComputeConfiguration` API.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ConfidentialComputeConfiguration {
     /// TDX configuration for attestation on the Intel TDX Platform

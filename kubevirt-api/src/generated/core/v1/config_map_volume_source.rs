@@ -2,15 +2,14 @@
 // change the generator and run it again.
 
 /// ConfigMapVolumeSource adapts a ConfigMap into a volume. More info:
-/// https://kubernetes.io/docs/concepts/storage/volumes/#configmap
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+/// <https://kubernetes.io/docs/concepts/storage/volumes/#configmap>
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ConfigMapVolumeSource {
     /// Name of the referent. This field is effectively required, but due to backwards compatibility is
     /// allowed to be empty. Instances of this type with an empty value here are almost certainly wrong.
-    /// More info: https://kubernetes.io/docs/concepts/overview/working-with-objects/names/#names
+    /// More info: <https://kubernetes.io/docs/concepts/overview/working-with-objects/names/#names>
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// Specify whether the ConfigMap or it's keys must be defined

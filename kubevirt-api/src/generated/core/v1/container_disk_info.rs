@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// ContainerDiskInfo shows info about the containerdisk
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ContainerDiskInfo {
     /// deprecated; Checksum is the checksum of the rootdisk or kernel artifacts inside the containerdisk

@@ -2,16 +2,15 @@
 // change the generator and run it again.
 
 /// Represents a docker image with an embedded disk.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ContainerDiskSource {
     /// Image is the name of the image with the embedded disk.
     pub image: String,
     /// Image pull policy. One of Always, Never, IfNotPresent. Defaults to Always if :latest tag is
     /// specified, or IfNotPresent otherwise. Cannot be updated. More info:
-    /// https://kubernetes.io/docs/concepts/containers/images#updating-images
+    /// <https://kubernetes.io/docs/concepts/containers/images#updating-images>
     ///
     /// Possible enum values:
     ///  - `"Always"` means that kubelet always attempts to pull the latest image. Container will fail If

@@ -4,9 +4,8 @@
 /// ContainerPathVolumeSource represents a path from the virt-launcher container to be exposed to the VM
 /// via virtiofs. The path must correspond to an existing volumeMount in the virt-launcher pod's compute
 /// container.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ContainerPathVolumeSource {
     /// Path is the absolute path within the virt-launcher container to expose to the VM. The path must

@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// CPU allows specifying the CPU topology.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct CPU {
     /// Cores specifies the number of cores inside the vmi. Must be a value greater or equal 1.
@@ -25,9 +24,9 @@ pub struct CPU {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_sockets: Option<u32>,
     /// Model specifies the CPU model inside the VMI. List of available models
-    /// https://github.com/libvirt/libvirt/tree/master/src/cpu_map. It is possible to specify special cases
-    /// like "host-passthrough" to get the same CPU as the node and "host-model" to get CPU closest to the
-    /// node one. Defaults to host-model.
+    /// <https://github.com/libvirt/libvirt/tree/master/src/cpu_map>. It is possible to specify special
+    /// cases like "host-passthrough" to get the same CPU as the node and "host-model" to get CPU closest to
+    /// the node one. Defaults to host-model.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
     /// NUMA allows specifying settings for the guest NUMA topology

@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// CPUFeature allows specifying a CPU feature.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct CPUFeature {
     /// Name of the CPU feature
@@ -16,5 +15,5 @@ pub struct CPUFeature {
     /// supported by host CPU. disable  - The feature will not be supported by virtual CPU. forbid   - Guest
     /// creation will fail if the feature is supported by host CPU. Defaults to require
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub policy: Option<String>,
+    pub policy: Option<crate::core::v1::CpuFeaturePolicy>,
 }

@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// CPUTopology allows specifying the amount of cores, sockets and threads.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct CPUTopology {
     /// Cores specifies the number of cores inside the vmi. Must be a value greater or equal 1.

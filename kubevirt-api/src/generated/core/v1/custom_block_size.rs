@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// CustomBlockSize represents the desired logical and physical block size for a VM disk.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct CustomBlockSize {
     /// `discardGranularity` of upstream's `v1.CustomBlockSize`.

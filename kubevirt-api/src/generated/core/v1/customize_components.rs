@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// CustomizeComponents is part of upstream's `v1.CustomizeComponents` API.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct CustomizeComponents {
     /// Configure the value used for deployment and daemonset resources
@@ -12,6 +11,6 @@ pub struct CustomizeComponents {
     pub flags: Option<crate::core::v1::Flags>,
     /// `patches` of upstream's `v1.CustomizeComponents`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("x-kubernetes-list-type" = "atomic"))]
+    #[cfg_attr(feature = "schemars", schemars(extend("x-kubernetes-list-type" = "atomic")))]
     pub patches: Option<Vec<crate::core::v1::CustomizeComponentsPatch>>,
 }

@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// DataVolumeSource is part of upstream's `v1.DataVolumeSource` API.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct DataVolumeSource {
     /// Hotpluggable indicates whether the volume can be hotplugged and hotunplugged.

@@ -2,19 +2,18 @@
 // change the generator and run it again.
 
 /// DataVolumeTemplateSpec is part of upstream's `v1.DataVolumeTemplateSpec` API.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct DataVolumeTemplateSpec {
     /// APIVersion defines the versioned schema of this representation of an object. Servers should convert
     /// recognized schemas to the latest internal value, and may reject unrecognized values. More info:
-    /// https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#resources
+    /// <https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#resources>
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_version: Option<String>,
     /// Kind is a string value representing the REST resource this object represents. Servers may infer this
     /// from the endpoint the client submits requests to. Cannot be updated. In CamelCase. More info:
-    /// https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#types-kinds
+    /// <https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#types-kinds>
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
     /// `metadata` of upstream's `v1.DataVolumeTemplateSpec`.

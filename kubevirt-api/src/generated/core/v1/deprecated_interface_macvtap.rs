@@ -4,7 +4,6 @@
 /// DeprecatedInterfaceMacvtap is an alias to the deprecated InterfaceMacvtap that connects to a given
 /// network by extending the Kubernetes node's L2 networks via a macvtap interface. Deprecated: Removed
 /// in v1.3
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 pub struct DeprecatedInterfaceMacvtap {}

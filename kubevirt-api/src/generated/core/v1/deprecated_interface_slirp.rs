@@ -3,7 +3,6 @@
 
 /// DeprecatedInterfaceSlirp is an alias to the deprecated InterfaceSlirp that connects to a given
 /// network using QEMU user networking mode. Deprecated: Removed in v1.3
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 pub struct DeprecatedInterfaceSlirp {}

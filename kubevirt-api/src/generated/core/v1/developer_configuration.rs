@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// DeveloperConfiguration holds developer options
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct DeveloperConfiguration {
     /// Enable the ability to pprof profile KubeVirt control plane
@@ -15,13 +14,14 @@ pub struct DeveloperConfiguration {
     /// nodes). For example, a value of 1 means 1 physical CPU thread per VMI CPU thread. A value of 100
     /// would be 1% of a physical thread allocated for each requested VMI thread. This option has no effect
     /// on VMIs that request dedicated CPUs. More information at:
-    /// https://kubevirt.io/user-guide/operations/node_overcommit/#node-cpu-allocation-ratio Defaults to 10
+    /// <https://kubevirt.io/user-guide/operations/node_overcommit/#node-cpu-allocation-ratio> Defaults to
+    /// 10
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_allocation_ratio: Option<i32>,
     /// DisabledFeatureGates specifies a list of experimental feature gates to disable. A feature gate must
     /// not appear in both FeatureGates and DisabledFeatureGates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("x-kubernetes-list-type" = "atomic"))]
+    #[cfg_attr(feature = "schemars", schemars(extend("x-kubernetes-list-type" = "atomic")))]
     pub disabled_feature_gates: Option<Vec<String>>,
     /// `diskVerification` of upstream's `v1.DeveloperConfiguration`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -29,7 +29,7 @@ pub struct DeveloperConfiguration {
     /// FeatureGates specifies a list of experimental feature gates to enable. Defaults to none. A feature
     /// gate must not appear in both FeatureGates and DisabledFeatureGates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("x-kubernetes-list-type" = "atomic"))]
+    #[cfg_attr(feature = "schemars", schemars(extend("x-kubernetes-list-type" = "atomic")))]
     pub feature_gates: Option<Vec<String>>,
     /// `logVerbosity` of upstream's `v1.DeveloperConfiguration`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// Devices is part of upstream's `v1.Devices` API.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Devices {
     /// Whether to attach the default graphics device or not. VNC will not be available if set to false.
@@ -50,15 +49,15 @@ pub struct Devices {
     pub downward_metrics: Option<crate::core::v1::DownwardMetrics>,
     /// Filesystems describes filesystem which is connected to the vmi.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("x-kubernetes-list-type" = "atomic"))]
+    #[cfg_attr(feature = "schemars", schemars(extend("x-kubernetes-list-type" = "atomic")))]
     pub filesystems: Option<Vec<crate::core::v1::Filesystem>>,
     /// Whether to attach a GPU device to the vmi.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("x-kubernetes-list-type" = "atomic"))]
+    #[cfg_attr(feature = "schemars", schemars(extend("x-kubernetes-list-type" = "atomic")))]
     pub gpus: Option<Vec<crate::core::v1::GPU>>,
     /// Whether to attach a host device to the vmi.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("x-kubernetes-list-type" = "atomic"))]
+    #[cfg_attr(feature = "schemars", schemars(extend("x-kubernetes-list-type" = "atomic")))]
     pub host_devices: Option<Vec<crate::core::v1::HostDevice>>,
     /// Inputs describe input devices
     #[serde(default, skip_serializing_if = "Option::is_none")]

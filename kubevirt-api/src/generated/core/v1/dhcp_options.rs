@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// Extra DHCP options to use in the interface.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct DHCPOptions {
     /// If specified will pass option 67 to interface's DHCP server

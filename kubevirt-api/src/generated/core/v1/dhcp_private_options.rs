@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// DHCPExtraOptions defines Extra DHCP options for a VM.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct DHCPPrivateOptions {
     /// Option is an Integer value from 224-254 Required.

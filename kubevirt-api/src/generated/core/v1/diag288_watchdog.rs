@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// diag288 watchdog device.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Diag288Watchdog {
     /// The action to take. Valid values are poweroff, reset, shutdown. Defaults to reset.

@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// Disk is part of upstream's `v1.Disk` API.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Disk {
     /// If specified, the virtual disk will be presented with the given block sizes.
@@ -20,7 +19,7 @@ pub struct Disk {
     /// written through to the physical medium. Slowest but with most guarantees. writeback: Guest I/O
     /// cached on the host. Defaults to none if the storage supports O_DIRECT, otherwise writethrough.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cache: Option<String>,
+    pub cache: Option<crate::core::v1::DiskCache>,
     /// Attach a volume as a cdrom to the vmi.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cdrom: Option<crate::core::v1::CDRomTarget>,
@@ -43,7 +42,7 @@ pub struct Disk {
     pub error_policy: Option<String>,
     /// IO specifies which QEMU disk IO mode should be used. Supported values are: native, default, threads.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub io: Option<String>,
+    pub io: Option<crate::core::v1::DiskIo>,
     /// Attach a volume as a LUN to the vmi.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lun: Option<crate::core::v1::LunTarget>,

@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// DiskIOThreads is part of upstream's `v1.DiskIOThreads` API.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct DiskIOThreads {
     /// SupplementalPoolThreadCount specifies how many iothreads are allocated for the supplementalPool

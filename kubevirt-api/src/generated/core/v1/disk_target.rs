@@ -2,14 +2,13 @@
 // change the generator and run it again.
 
 /// DiskTarget is part of upstream's `v1.DiskTarget` API.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct DiskTarget {
     /// Bus indicates the type of disk device to emulate. supported values: virtio, sata, scsi, usb.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bus: Option<String>,
+    pub bus: Option<crate::core::v1::DiskBus>,
     /// If specified, the virtual disk will be placed on the guests pci address with the specified PCI
     /// address. For example: 0000:81:01.10
     #[serde(default, skip_serializing_if = "Option::is_none")]

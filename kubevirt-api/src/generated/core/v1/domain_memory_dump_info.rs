@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// DomainMemoryDumpInfo represents the memory dump information
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct DomainMemoryDumpInfo {
     /// ClaimName is the name of the pvc the memory was dumped to

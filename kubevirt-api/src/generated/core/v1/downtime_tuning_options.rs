@@ -3,9 +3,8 @@
 
 /// DowntimeTuningOptions controls how virt-launcher gradually increases max_downtime during live
 /// migration to help convergence.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct DowntimeTuningOptions {
     /// CooldownSeconds is the minimum interval in seconds between successive downtime increases. Defaults

@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// DownwardAPIVolumeSource represents a volume containing downward API info.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct DownwardAPIVolumeSource {
     /// Fields is a list of downward API volume file

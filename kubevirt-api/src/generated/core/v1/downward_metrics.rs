@@ -2,7 +2,6 @@
 // change the generator and run it again.
 
 /// DownwardMetrics is part of upstream's `v1.DownwardMetrics` API.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 pub struct DownwardMetrics {}

@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// DownwardMetricsVolumeSource adds a very small disk to VMIs which contains a limited view of host and
-/// guest metrics. The disk content is compatible with vhostmd (https://github.com/vhostmd/vhostmd) and
-/// vm-dump-metrics.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+/// guest metrics. The disk content is compatible with vhostmd (<https://github.com/vhostmd/vhostmd>)
+/// and vm-dump-metrics.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 pub struct DownwardMetricsVolumeSource {}

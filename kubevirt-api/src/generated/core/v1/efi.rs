@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// If set, EFI will be used instead of BIOS.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct EFI {
     /// If set to true, Persistent will persist the EFI NVRAM across reboots. Defaults to false

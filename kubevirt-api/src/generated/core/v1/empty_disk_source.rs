@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// EmptyDisk represents a temporary disk which shares the vmis lifecycle.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct EmptyDiskSource {
     /// Capacity of the sparse disk.

@@ -2,14 +2,13 @@
 // change the generator and run it again.
 
 /// EphemeralVolumeSource is part of upstream's `v1.EphemeralVolumeSource` API.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct EphemeralVolumeSource {
     /// PersistentVolumeClaimVolumeSource represents a reference to a PersistentVolumeClaim in the same
     /// namespace. Directly attached to the vmi via qemu. More info:
-    /// https://kubernetes.io/docs/concepts/storage/persistent-volumes#persistentvolumeclaims
+    /// <https://kubernetes.io/docs/concepts/storage/persistent-volumes#persistentvolumeclaims>
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub persistent_volume_claim:
         Option<k8s_openapi::api::core::v1::PersistentVolumeClaimVolumeSource>,

@@ -3,9 +3,8 @@
 
 /// ExperimentalMigrationOptions is an alpha API for experimental migration tunables. It is intended for
 /// experimental purposes only and will be removed in the future.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ExperimentalMigrationOptions {
     /// Compression selects the algorithm for compressing the live migration data stream. When omitted (nil)

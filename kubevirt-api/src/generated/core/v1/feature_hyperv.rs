@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// Hyperv specific features.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct FeatureHyperv {
     /// EVMCS Speeds up L2 vmexits, but disables other virtualization features. Requires vapic. Defaults to

@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// FeatureKVM is part of upstream's `v1.FeatureKVM` API.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct FeatureKVM {
     /// Hide the KVM hypervisor from standard MSR based discovery. Defaults to false

@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// FeatureVendorID is part of upstream's `v1.FeatureVendorID` API.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct FeatureVendorID {
     /// Enabled determines if the feature should be enabled or disabled on the guest. Defaults to true.

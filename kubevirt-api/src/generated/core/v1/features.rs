@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// Features is part of upstream's `v1.Features` API.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Features {
     /// ACPI enables/disables ACPI inside the guest. Defaults to enabled.

@@ -5,9 +5,8 @@
 /// flags that will be used are those define. There are no guarantees around forward/backward
 /// compatibility.  If set incorrectly this will cause the resource when rolled out to error until flags
 /// are updated.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Flags {
     /// `api` of upstream's `v1.Flags`.

@@ -3,9 +3,8 @@
 
 /// GenerationStatus keeps track of the generation for a given resource so that decisions about forced
 /// updates can be made.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct GenerationStatus {
     /// group is the group of the thing you're tracking

@@ -3,9 +3,8 @@
 
 /// HotplugVolumeSource Represents the source of a volume to mount which are capable of being hotplugged
 /// on a live running VMI. Only one of its members may be specified.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct HotplugVolumeSource {
     /// DataVolume represents the dynamic creation a PVC for this volume as well as the process of
@@ -14,7 +13,7 @@ pub struct HotplugVolumeSource {
     pub data_volume: Option<crate::core::v1::DataVolumeSource>,
     /// PersistentVolumeClaimVolumeSource represents a reference to a PersistentVolumeClaim in the same
     /// namespace. Directly attached to the vmi via qemu. More info:
-    /// https://kubernetes.io/docs/concepts/storage/persistent-volumes#persistentvolumeclaims
+    /// <https://kubernetes.io/docs/concepts/storage/persistent-volumes#persistentvolumeclaims>
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub persistent_volume_claim: Option<crate::core::v1::PersistentVolumeClaimVolumeSource>,
 }

@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// HotplugVolumeStatus represents the hotplug status of the volume
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct HotplugVolumeStatus {
     /// AttachPodName is the name of the pod used to attach the volume to the node.

@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// Hugepages allow to use hugepages for the VirtualMachineInstance instead of regular memory.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Hugepages {
     /// PageSize specifies the hugepage size, for x86_64 architecture valid values are 1Gi and 2Mi.

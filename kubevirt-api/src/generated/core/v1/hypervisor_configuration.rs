@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// HypervisorConfiguration holds information regarding the hypervisor present on cluster nodes.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct HypervisorConfiguration {
     /// Name is the name of the hypervisor. Supported values are: "kvm", "hyperv-direct".

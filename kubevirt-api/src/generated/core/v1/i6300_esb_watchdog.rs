@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// i6300esb watchdog device.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct I6300ESBWatchdog {
     /// The action to take. Valid values are poweroff, reset, shutdown. Defaults to reset.

@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// InitrdInfo show info about the initrd file
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct InitrdInfo {
     /// deprecated; Checksum is the checksum of the initrd file

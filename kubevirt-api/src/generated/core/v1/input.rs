@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// Input is part of upstream's `v1.Input` API.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Input {
     /// Bus indicates the bus of input device to emulate. Supported values: virtio, usb.

@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// InstancetypeConfiguration is part of upstream's `v1.InstancetypeConfiguration` API.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct InstancetypeConfiguration {
     /// ReferencePolicy defines how an instance type or preference should be referenced by the VM after

@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// InstancetypeStatusRef is part of upstream's `v1.InstancetypeStatusRef` API.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct InstancetypeStatusRef {
     /// ControllerRef specifies the ControllerRevision storing a copy of the object captured when it is

@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// Interface is part of upstream's `v1.Interface` API.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Interface {
     /// If specified, the ACPI index is used to provide network interface device naming, that is stable
@@ -39,7 +38,7 @@ pub struct Interface {
     pub masquerade: Option<crate::core::v1::InterfaceMasquerade>,
     /// Interface model. One of: e1000, e1000e, igb, ne2k_pci, pcnet, rtl8139, virtio. Defaults to virtio.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub model: Option<String>,
+    pub model: Option<crate::core::v1::InterfaceModel>,
     /// Logical name of the interface as well as a reference to the associated networks. Must match the Name
     /// of a Network.
     pub name: String,
@@ -57,7 +56,7 @@ pub struct Interface {
     /// List of port ranges to be forwarded to the virtual machine. Mutually exclusive with ports. Only
     /// supported on masquerade interfaces. This feature is in Alpha.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("x-kubernetes-list-type" = "atomic"))]
+    #[cfg_attr(feature = "schemars", schemars(extend("x-kubernetes-list-type" = "atomic")))]
     pub port_ranges: Option<Vec<crate::core::v1::PortRange>>,
     /// List of ports to be forwarded to the virtual machine. Mutually exclusive with portRanges.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -72,7 +71,7 @@ pub struct Interface {
     /// `absent`, expressing a request to remove the interface. `down`, expressing a request to set the link
     /// down. `up`, expressing a request to set the link up. Empty value functions as `up`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub state: Option<String>,
+    pub state: Option<crate::core::v1::InterfaceState>,
     /// If specified, the virtual network interface address and its tag will be provided to the guest via
     /// config drive
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// InterfaceBindingMigration is part of upstream's `v1.InterfaceBindingMigration` API.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct InterfaceBindingMigration {
     /// Method defines a pre-defined migration methodology version: 1alphav1

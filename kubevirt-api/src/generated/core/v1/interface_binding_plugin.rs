@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// InterfaceBindingPlugin is part of upstream's `v1.InterfaceBindingPlugin` API.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct InterfaceBindingPlugin {
     /// ComputeResourceOverhead specifies the resource overhead that should be added to the compute

@@ -2,7 +2,6 @@
 // change the generator and run it again.
 
 /// InterfaceBridge connects to a given network via a linux bridge.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 pub struct InterfaceBridge {}

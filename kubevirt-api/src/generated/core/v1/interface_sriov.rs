@@ -2,7 +2,6 @@
 // change the generator and run it again.
 
 /// InterfaceSRIOV connects to a given network by passing-through an SR-IOV PCI device via vfio.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 pub struct InterfaceSRIOV {}

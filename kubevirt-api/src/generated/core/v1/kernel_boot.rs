@@ -3,9 +3,8 @@
 
 /// Represents the firmware blob used to assist in the kernel boot process. Used for setting the kernel,
 /// initrd and command line arguments
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct KernelBoot {
     /// Container defines the container that containes kernel artifacts

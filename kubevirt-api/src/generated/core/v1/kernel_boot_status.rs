@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// KernelBootStatus contains info about the kernelBootContainer
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct KernelBootStatus {
     /// InitrdInfo show info about the initrd file

@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// KernelInfo show info about the kernel image
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct KernelInfo {
     /// deprecated; Checksum is the checksum of the kernel image

@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// KSMConfiguration holds information about KSM.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct KSMConfiguration {
     /// NodeLabelSelector is a selector that filters in which nodes the KSM will be enabled. Empty

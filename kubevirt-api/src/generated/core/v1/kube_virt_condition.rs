@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// KubeVirtCondition represents a condition of a KubeVirt deployment
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct KubeVirtCondition {
     /// `lastProbeTime` of upstream's `v1.KubeVirtCondition`.

@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// KubeVirtConfiguration holds all kubevirt configurations
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct KubeVirtConfiguration {
     /// AdditionalGuestMemoryOverheadRatio can be used to increase the virtualization infrastructure
@@ -64,13 +63,13 @@ pub struct KubeVirtConfiguration {
     /// instead of shut-off in case of a node drain. If the VirtualMachineInstance specific field is set it
     /// overrides the cluster level one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub eviction_strategy: Option<String>,
+    pub eviction_strategy: Option<crate::core::v1::EvictionStrategy>,
     /// `handlerConfiguration` of upstream's `v1.KubeVirtConfiguration`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handler_configuration: Option<crate::core::v1::ReloadableComponentConfiguration>,
     /// Hypervisors holds information regarding the hypervisor configurations supported on this cluster.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("x-kubernetes-list-type" = "atomic"))]
+    #[cfg_attr(feature = "schemars", schemars(extend("x-kubernetes-list-type" = "atomic")))]
     pub hypervisors: Option<Vec<crate::core::v1::HypervisorConfiguration>>,
     /// The ImagePullPolicy to use for user workload pods and their containers (launcher pods, exporter
     /// pods, etc.). For KubeVirt infrastructure images, use spec.imagePullPolicy instead.
@@ -154,7 +153,7 @@ pub struct KubeVirtConfiguration {
     /// containers such as container disks/virtiofs/sidecars and hotplug attachment pods. If omitted a
     /// sensible default will be supplied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    #[cfg_attr(feature = "schemars", schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"])))]
     pub support_container_resources: Option<Vec<crate::core::v1::SupportContainerResources>>,
     /// deprecated
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// KubeVirtSelfSignConfiguration is part of upstream's `v1.KubeVirtSelfSignConfiguration` API.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct KubeVirtSelfSignConfiguration {
     /// CA configuration CA certs are kept in the CA bundle as long as they are valid

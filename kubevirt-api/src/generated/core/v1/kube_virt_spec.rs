@@ -3,15 +3,9 @@
 
 /// KubeVirtSpec is part of upstream's `v1.KubeVirtSpec` API.
 #[derive(
-    kube::CustomResource,
-    Clone,
-    Debug,
-    Default,
-    PartialEq,
-    serde::Serialize,
-    serde::Deserialize,
-    schemars::JsonSchema,
+    kube::CustomResource, Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize,
 )]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[kube(
     group = "kubevirt.io",
     version = "v1",
@@ -24,6 +18,7 @@
     derive = "PartialEq",
     derive = "Default"
 )]
+#[cfg_attr(not(feature = "schemars"), kube(schema = "disabled"))]
 #[kube(doc = "KubeVirt represents the object deploying all KubeVirt resources")]
 #[serde(rename_all = "camelCase")]
 pub struct KubeVirtSpec {
@@ -51,7 +46,7 @@ pub struct KubeVirtSpec {
     pub image_pull_policy: Option<String>,
     /// The imagePullSecrets to pull the container images from Defaults to none
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("x-kubernetes-list-type" = "atomic"))]
+    #[cfg_attr(feature = "schemars", schemars(extend("x-kubernetes-list-type" = "atomic")))]
     pub image_pull_secrets: Option<Vec<k8s_openapi::api::core::v1::LocalObjectReference>>,
     /// The image registry to pull the container images from Defaults to the same registry the operator's
     /// container image is pulled from.

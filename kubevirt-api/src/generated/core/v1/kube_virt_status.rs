@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// KubeVirtStatus represents information pertaining to a KubeVirt deployment.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct KubeVirtStatus {
     /// `conditions` of upstream's `v1.KubeVirtStatus`.
@@ -15,7 +14,7 @@ pub struct KubeVirtStatus {
     pub default_architecture: Option<String>,
     /// `generations` of upstream's `v1.KubeVirtStatus`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("x-kubernetes-list-type" = "atomic"))]
+    #[cfg_attr(feature = "schemars", schemars(extend("x-kubernetes-list-type" = "atomic")))]
     pub generations: Option<Vec<crate::core::v1::GenerationStatus>>,
     /// `observedDeploymentConfig` of upstream's `v1.KubeVirtStatus`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -47,7 +46,7 @@ pub struct KubeVirtStatus {
     pub phase: Option<String>,
     /// `synchronizationAddresses` of upstream's `v1.KubeVirtStatus`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("x-kubernetes-list-type" = "atomic"))]
+    #[cfg_attr(feature = "schemars", schemars(extend("x-kubernetes-list-type" = "atomic")))]
     pub synchronization_addresses: Option<Vec<String>>,
     /// `targetDeploymentConfig` of upstream's `v1.KubeVirtStatus`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// KubeVirtWorkloadUpdateStrategy defines options related to updating a KubeVirt install
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct KubeVirtWorkloadUpdateStrategy {
     /// BatchEvictionInterval Represents the interval to wait before issuing the next batch of shutdowns
@@ -25,6 +24,6 @@ pub struct KubeVirtWorkloadUpdateStrategy {
     ///
     /// An empty list defaults to no automated workload updating
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("x-kubernetes-list-type" = "atomic"))]
+    #[cfg_attr(feature = "schemars", schemars(extend("x-kubernetes-list-type" = "atomic")))]
     pub workload_update_methods: Option<Vec<String>>,
 }

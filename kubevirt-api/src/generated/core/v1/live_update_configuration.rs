@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// LiveUpdateConfiguration is part of upstream's `v1.LiveUpdateConfiguration` API.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct LiveUpdateConfiguration {
     /// MaxCpuSockets provides a MaxSockets value for VMs that do not provide their own. For VMs with more

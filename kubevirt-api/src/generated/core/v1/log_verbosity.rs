@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// LogVerbosity sets log verbosity level of  various components
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct LogVerbosity {
     /// NodeVerbosity represents a map of nodes with a specific verbosity level

@@ -2,14 +2,13 @@
 // change the generator and run it again.
 
 /// LunTarget is part of upstream's `v1.LunTarget` API.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct LunTarget {
     /// Bus indicates the type of disk device to emulate. supported values: virtio, sata, scsi.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bus: Option<String>,
+    pub bus: Option<crate::core::v1::DiskBus>,
     /// ReadOnly. Defaults to false.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub readonly: Option<bool>,

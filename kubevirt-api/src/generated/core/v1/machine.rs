@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// Machine is part of upstream's `v1.Machine` API.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Machine {
     /// QEMU machine type is the actual chipset of the VirtualMachineInstance.

@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// MediatedDevicesConfiguration holds information about MDEV types to be defined, if available
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct MediatedDevicesConfiguration {
     /// Enable the creation and removal of mediated devices by virt-handler Replaces the deprecated
@@ -13,14 +12,14 @@ pub struct MediatedDevicesConfiguration {
     pub enabled: Option<bool>,
     /// `mediatedDeviceTypes` of upstream's `v1.MediatedDevicesConfiguration`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("x-kubernetes-list-type" = "atomic"))]
+    #[cfg_attr(feature = "schemars", schemars(extend("x-kubernetes-list-type" = "atomic")))]
     pub mediated_device_types: Option<Vec<String>>,
     /// Deprecated. Use mediatedDeviceTypes instead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("x-kubernetes-list-type" = "atomic"))]
+    #[cfg_attr(feature = "schemars", schemars(extend("x-kubernetes-list-type" = "atomic")))]
     pub mediated_devices_types: Option<Vec<String>>,
     /// `nodeMediatedDeviceTypes` of upstream's `v1.MediatedDevicesConfiguration`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("x-kubernetes-list-type" = "atomic"))]
+    #[cfg_attr(feature = "schemars", schemars(extend("x-kubernetes-list-type" = "atomic")))]
     pub node_mediated_device_types: Option<Vec<crate::core::v1::NodeMediatedDeviceTypesConfig>>,
 }

@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// MediatedHostDevice represents a host mediated device allowed for passthrough
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct MediatedHostDevice {
     /// `externalResourceProvider` of upstream's `v1.MediatedHostDevice`.

@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// Memory allows specifying the VirtualMachineInstance memory features.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Memory {
     /// Guest allows to specifying the amount of memory which is visible inside the Guest OS. The Guest must

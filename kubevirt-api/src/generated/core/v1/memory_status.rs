@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// MemoryStatus is part of upstream's `v1.MemoryStatus` API.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct MemoryStatus {
     /// GuestAtBoot specifies with how much memory the VirtualMachine intiallly booted with.

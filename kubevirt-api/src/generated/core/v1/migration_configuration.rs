@@ -2,11 +2,10 @@
 // change the generator and run it again.
 
 /// MigrationConfiguration holds migration options. Can be overridden for specific groups of VMs though
-/// migration policies. Visit https://kubevirt.io/user-guide/operations/migration_policies/ for more
+/// migration policies. Visit <https://kubevirt.io/user-guide/operations/migration_policies/> for more
 /// information.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct MigrationConfiguration {
     /// AllowAutoConverge allows the platform to compromise performance/availability of VMIs to guarantee

@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// Represents the multus cni network.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct MultusNetwork {
     /// Select the default network and add it to the multus-cni.io/default-network annotation.

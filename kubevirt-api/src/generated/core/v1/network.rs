@@ -2,16 +2,15 @@
 // change the generator and run it again.
 
 /// Network represents a network type and a resource that should be connected to the vm.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Network {
     /// `multus` of upstream's `v1.Network`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub multus: Option<crate::core::v1::MultusNetwork>,
     /// Network name. Must be a DNS_LABEL and unique within the vm. More info:
-    /// https://kubernetes.io/docs/concepts/overview/working-with-objects/names/#names
+    /// <https://kubernetes.io/docs/concepts/overview/working-with-objects/names/#names>
     pub name: String,
     /// `pod` of upstream's `v1.Network`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

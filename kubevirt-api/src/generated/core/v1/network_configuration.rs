@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// NetworkConfiguration holds network options
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct NetworkConfiguration {
     /// `binding` of upstream's `v1.NetworkConfiguration`.

@@ -3,7 +3,6 @@
 
 /// NoCloudSSHPublicKeyAccessCredentialPropagation is part of upstream's
 /// `v1.NoCloudSSHPublicKeyAccessCredentialPropagation` API.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 pub struct NoCloudSSHPublicKeyAccessCredentialPropagation {}

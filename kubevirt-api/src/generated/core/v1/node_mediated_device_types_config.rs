@@ -3,21 +3,20 @@
 
 /// NodeMediatedDeviceTypesConfig holds information about MDEV types to be defined in a specific node
 /// that matches the NodeSelector field.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct NodeMediatedDeviceTypesConfig {
     /// `mediatedDeviceTypes` of upstream's `v1.NodeMediatedDeviceTypesConfig`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("x-kubernetes-list-type" = "atomic"))]
+    #[cfg_attr(feature = "schemars", schemars(extend("x-kubernetes-list-type" = "atomic")))]
     pub mediated_device_types: Option<Vec<String>>,
     /// Deprecated. Use mediatedDeviceTypes instead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("x-kubernetes-list-type" = "atomic"))]
+    #[cfg_attr(feature = "schemars", schemars(extend("x-kubernetes-list-type" = "atomic")))]
     pub mediated_devices_types: Option<Vec<String>>,
     /// NodeSelector is a selector which must be true for the vmi to fit on a node. Selector which must
     /// match a node's labels for the vmi to be scheduled on that node. More info:
-    /// https://kubernetes.io/docs/concepts/configuration/assign-pod-node/
+    /// <https://kubernetes.io/docs/concepts/configuration/assign-pod-node/>
     pub node_selector: std::collections::BTreeMap<String, String>,
 }

@@ -2,25 +2,24 @@
 // change the generator and run it again.
 
 /// NodePlacement describes node scheduling configuration.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct NodePlacement {
     /// affinity enables pod affinity/anti-affinity placement expanding the types of constraints that can be
     /// expressed with nodeSelector. affinity is going to be applied to the relevant kind of pods in
     /// parallel with nodeSelector See
-    /// https://kubernetes.io/docs/concepts/scheduling-eviction/assign-pod-node/#affinity-and-anti-affinity
+    /// <https://kubernetes.io/docs/concepts/scheduling-eviction/assign-pod-node/#affinity-and-anti-affinity>
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub affinity: Option<k8s_openapi::api::core::v1::Affinity>,
     /// nodeSelector is the node selector applied to the relevant kind of pods It specifies a map of
     /// key-value pairs: for the pod to be eligible to run on a node, the node must have each of the
     /// indicated key-value pairs as labels (it can have additional labels as well). See
-    /// https://kubernetes.io/docs/concepts/configuration/assign-pod-node/#nodeselector
+    /// <https://kubernetes.io/docs/concepts/configuration/assign-pod-node/#nodeselector>
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_selector: Option<std::collections::BTreeMap<String, String>>,
     /// tolerations is a list of tolerations applied to the relevant kind of pods See
-    /// https://kubernetes.io/docs/concepts/configuration/taint-and-toleration/ for more info. These are
+    /// <https://kubernetes.io/docs/concepts/configuration/taint-and-toleration/> for more info. These are
     /// additional tolerations other than default ones.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tolerations: Option<Vec<k8s_openapi::api::core::v1::Toleration>>,

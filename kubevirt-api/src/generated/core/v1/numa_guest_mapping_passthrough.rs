@@ -5,7 +5,6 @@
 /// CPU pinning on the guest. This will result in a subset of the node numa topology being passed
 /// through, ensuring that virtual numa nodes and their memory never cross boundaries coming from the
 /// node numa mapping.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 pub struct NUMAGuestMappingPassthrough {}

@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// PanicDevice is part of upstream's `v1.PanicDevice` API.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct PanicDevice {
     /// Model specifies what type of panic device is provided. The panic model used when this attribute is

@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// PciHostDevice represents a host PCI device allowed for passthrough
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct PciHostDevice {
     /// If true, KubeVirt will leave the allocation and monitoring to an external device plugin

@@ -2,21 +2,20 @@
 // change the generator and run it again.
 
 /// PermittedHostDevices holds information about devices allowed for passthrough
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct PermittedHostDevices {
     /// `mediatedDevices` of upstream's `v1.PermittedHostDevices`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("x-kubernetes-list-type" = "atomic"))]
+    #[cfg_attr(feature = "schemars", schemars(extend("x-kubernetes-list-type" = "atomic")))]
     pub mediated_devices: Option<Vec<crate::core::v1::MediatedHostDevice>>,
     /// `pciHostDevices` of upstream's `v1.PermittedHostDevices`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("x-kubernetes-list-type" = "atomic"))]
+    #[cfg_attr(feature = "schemars", schemars(extend("x-kubernetes-list-type" = "atomic")))]
     pub pci_host_devices: Option<Vec<crate::core::v1::PciHostDevice>>,
     /// `usb` of upstream's `v1.PermittedHostDevices`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("x-kubernetes-list-type" = "atomic"))]
+    #[cfg_attr(feature = "schemars", schemars(extend("x-kubernetes-list-type" = "atomic")))]
     pub usb: Option<Vec<crate::core::v1::USBHostDevice>>,
 }

@@ -3,9 +3,8 @@
 
 /// PersistentReservationConfiguration is part of upstream's `v1.PersistentReservationConfiguration`
 /// API.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct PersistentReservationConfiguration {
     /// Enabled controls the deployment of additional resources like the pr-helper container for enabling

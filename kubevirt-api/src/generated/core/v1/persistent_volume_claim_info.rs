@@ -2,15 +2,14 @@
 // change the generator and run it again.
 
 /// PersistentVolumeClaimInfo contains the relavant information virt-handler needs cached about a PVC
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct PersistentVolumeClaimInfo {
     /// AccessModes contains the desired access modes the volume should have. More info:
-    /// https://kubernetes.io/docs/concepts/storage/persistent-volumes#access-modes-1
+    /// <https://kubernetes.io/docs/concepts/storage/persistent-volumes#access-modes-1>
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("x-kubernetes-list-type" = "atomic"))]
+    #[cfg_attr(feature = "schemars", schemars(extend("x-kubernetes-list-type" = "atomic")))]
     pub access_modes: Option<Vec<String>>,
     /// Capacity represents the capacity set on the corresponding PVC status
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -3,14 +3,13 @@
 
 /// PersistentVolumeClaimVolumeSource represents a reference to a PersistentVolumeClaim in the same
 /// namespace. Directly attached to the vmi via qemu. More info:
-/// https://kubernetes.io/docs/concepts/storage/persistent-volumes#persistentvolumeclaims
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+/// <https://kubernetes.io/docs/concepts/storage/persistent-volumes#persistentvolumeclaims>
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct PersistentVolumeClaimVolumeSource {
     /// claimName is the name of a PersistentVolumeClaim in the same namespace as the pod using this volume.
-    /// More info: https://kubernetes.io/docs/concepts/storage/persistent-volumes#persistentvolumeclaims
+    /// More info: <https://kubernetes.io/docs/concepts/storage/persistent-volumes#persistentvolumeclaims>
     pub claim_name: String,
     /// Hotpluggable indicates whether the volume can be hotplugged and hotunplugged.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// PITTimer is part of upstream's `v1.PITTimer` API.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct PITTimer {
     /// Enabled set to false makes sure that the machine type or a preset can't add the timer. Defaults to

@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// PluginBinding represents a binding implemented in a plugin.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct PluginBinding {
     /// Name references to the binding name as denined in the kubevirt CR. version: 1alphav1

@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// Represents the stock pod network interface.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct PodNetwork {
     /// IPv6 CIDR for the vm network. Defaults to fd10:0:2::/120 if not specified.

@@ -3,9 +3,8 @@
 
 /// Port represents a port to expose from the virtual machine. Default protocol TCP. The port field is
 /// mandatory
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Port {
     /// If specified, this must be an IANA_SVC_NAME and unique within the pod. Each named port in a pod must

@@ -3,9 +3,8 @@
 
 /// PortRange represents a range of ports to be forwarded to the virtual machine. All fields are
 /// mandatory.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct PortRange {
     /// Last port of the range to expose for the virtual machine. This must be a valid port number, 0 \< x

@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// PreferenceMatcher references a set of preference that is used to fill fields in the VMI template.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct PreferenceMatcher {
     /// InferFromVolume lists the name of a volume that should be used to infer or discover the preference

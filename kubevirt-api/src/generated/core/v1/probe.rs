@@ -3,9 +3,8 @@
 
 /// Probe describes a health check to be performed against a VirtualMachineInstance to determine whether
 /// it is alive or ready to receive traffic.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Probe {
     /// One and only one of the following should be specified. Exec specifies the action to take, it will be
@@ -28,7 +27,7 @@ pub struct Probe {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http_get: Option<k8s_openapi::api::core::v1::HTTPGetAction>,
     /// Number of seconds after the VirtualMachineInstance has started before liveness probes are initiated.
-    /// More info: https://kubernetes.io/docs/concepts/workloads/pods/pod-lifecycle#container-probes
+    /// More info: <https://kubernetes.io/docs/concepts/workloads/pods/pod-lifecycle#container-probes>
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub initial_delay_seconds: Option<i32>,
     /// How often (in seconds) to perform the probe. Default to 10 seconds. Minimum value is 1.
@@ -45,7 +44,7 @@ pub struct Probe {
     /// does not terminate the command running on the guest. This means a blocking command can result in an
     /// increasing load on the guest. A small buffer will be added to the resulting workload exec probe to
     /// compensate for delays caused by the qemu guest exec mechanism. Defaults to 1 second. Minimum value
-    /// is 1. More info: https://kubernetes.io/docs/concepts/workloads/pods/pod-lifecycle#container-probes
+    /// is 1. More info: <https://kubernetes.io/docs/concepts/workloads/pods/pod-lifecycle#container-probes>
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_seconds: Option<i32>,
 }

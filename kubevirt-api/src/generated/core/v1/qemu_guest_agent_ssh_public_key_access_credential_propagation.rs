@@ -3,13 +3,12 @@
 
 /// QemuGuestAgentSSHPublicKeyAccessCredentialPropagation is part of upstream's
 /// `v1.QemuGuestAgentSSHPublicKeyAccessCredentialPropagation` API.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct QemuGuestAgentSSHPublicKeyAccessCredentialPropagation {
     /// Users represents a list of guest users that should have the ssh public keys added to their
     /// authorized_keys file.
-    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    #[cfg_attr(feature = "schemars", schemars(extend("x-kubernetes-list-type" = "set")))]
     pub users: Vec<String>,
 }

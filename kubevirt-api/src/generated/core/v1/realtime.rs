@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// Realtime holds the tuning knobs specific for realtime workloads.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Realtime {
     /// Mask defines the vcpu mask expression that defines which vcpus are used for realtime. Format matches

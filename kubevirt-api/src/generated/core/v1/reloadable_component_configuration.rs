@@ -3,9 +3,8 @@
 
 /// ReloadableComponentConfiguration holds all generic k8s configuration options which can be reloaded
 /// by components without requiring a restart.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ReloadableComponentConfiguration {
     /// RestClient can be used to tune certain aspects of the k8s client in use.

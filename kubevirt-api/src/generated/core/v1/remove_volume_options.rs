@@ -2,16 +2,15 @@
 // change the generator and run it again.
 
 /// RemoveVolumeOptions is provided when dynamically hot unplugging volume and disk
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct RemoveVolumeOptions {
     /// When present, indicates that modifications should not be persisted. An invalid or unrecognized
     /// dryRun directive will result in an error response and no further processing of the request. Valid
     /// values are: - All: all dry run stages will be processed
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("x-kubernetes-list-type" = "atomic"))]
+    #[cfg_attr(feature = "schemars", schemars(extend("x-kubernetes-list-type" = "atomic")))]
     pub dry_run: Option<Vec<String>>,
     /// Name represents the name that maps to both the disk and volume that should be removed
     pub name: String,

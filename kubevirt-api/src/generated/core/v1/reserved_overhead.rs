@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// ReservedOverhead is part of upstream's `v1.ReservedOverhead` API.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ReservedOverhead {
     /// AddedOverhead determines the memory overhead that will be reserved for the VM. It increases the

@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// ResourceRequirements is part of upstream's `v1.ResourceRequirements` API.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ResourceRequirements {
     /// Limits describes the maximum amount of compute resources allowed. Valid resource keys are "memory"

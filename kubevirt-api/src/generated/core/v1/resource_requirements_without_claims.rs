@@ -3,13 +3,12 @@
 
 /// ResourceRequirementsWithoutClaims describes the compute resource requirements. This struct was taken
 /// from the k8s.ResourceRequirements and cleaned up the `Claims` field.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ResourceRequirementsWithoutClaims {
     /// Limits describes the maximum amount of compute resources allowed. More info:
-    /// https://kubernetes.io/docs/concepts/configuration/manage-resources-containers/
+    /// <https://kubernetes.io/docs/concepts/configuration/manage-resources-containers/>
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<
         std::collections::BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
@@ -17,7 +16,7 @@ pub struct ResourceRequirementsWithoutClaims {
     /// Requests describes the minimum amount of compute resources required. If Requests is omitted for a
     /// container, it defaults to Limits if that is explicitly specified, otherwise to an
     /// implementation-defined value. Requests cannot exceed Limits. More info:
-    /// https://kubernetes.io/docs/concepts/configuration/manage-resources-containers/
+    /// <https://kubernetes.io/docs/concepts/configuration/manage-resources-containers/>
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requests: Option<
         std::collections::BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,

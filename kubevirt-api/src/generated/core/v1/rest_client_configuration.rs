@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// RESTClientConfiguration allows configuring certain aspects of the k8s rest client.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct RESTClientConfiguration {
     /// RateLimiter allows selecting and configuring different rate limiters for the k8s client.

@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// SeccompConfiguration holds Seccomp configuration for Kubevirt components
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct SeccompConfiguration {
     /// VirtualMachineInstanceProfile defines what profile should be used with virt-launcher. Defaults to

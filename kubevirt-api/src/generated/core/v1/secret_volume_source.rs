@@ -2,16 +2,15 @@
 // change the generator and run it again.
 
 /// SecretVolumeSource adapts a Secret into a volume.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct SecretVolumeSource {
     /// Specify whether the Secret or it's keys must be defined
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub optional: Option<bool>,
     /// Name of the secret in the pod's namespace to use. More info:
-    /// https://kubernetes.io/docs/concepts/storage/volumes#secret
+    /// <https://kubernetes.io/docs/concepts/storage/volumes#secret>
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_name: Option<String>,
     /// The volume label of the resulting disk inside the VMI. Different bootstrapping mechanisms require

@@ -2,13 +2,12 @@
 // change the generator and run it again.
 
 /// ServiceAccountVolumeSource adapts a ServiceAccount into a volume.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ServiceAccountVolumeSource {
     /// Name of the service account in the pod's namespace to use. More info:
-    /// https://kubernetes.io/docs/tasks/configure-pod-container/configure-service-account/
+    /// <https://kubernetes.io/docs/tasks/configure-pod-container/configure-service-account/>
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_account_name: Option<String>,
 }

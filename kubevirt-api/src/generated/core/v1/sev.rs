@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// SEV is part of upstream's `v1.SEV` API.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct SEV {
     /// If specified, run the attestation process for a vmi.

@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// Represents the user's configuration to emulate sound cards in the VMI.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct SoundDevice {
     /// We only support ich9 or ac97. If SoundDevice is not set: No sound card is emulated. If SoundDevice

@@ -3,9 +3,8 @@
 
 /// SSHPublicKeyAccessCredential represents a source and propagation method for injecting ssh public
 /// keys into a vm guest
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct SSHPublicKeyAccessCredential {
     /// PropagationMethod represents how the public key is injected into the vm guest.

@@ -3,9 +3,8 @@
 
 /// SSHPublicKeyAccessCredentialPropagationMethod represents the method used to inject a ssh public key
 /// into the vm guest. Only one of its members may be specified.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct SSHPublicKeyAccessCredentialPropagationMethod {
     /// ConfigDrivePropagation means that the ssh public keys are injected into the VM using metadata using

@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// StallDetectorOptions is part of upstream's `v1.StallDetectorOptions` API.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct StallDetectorOptions {
     /// CompletionTimeoutFactor multiplies the computed migration completion timeout to determine the total

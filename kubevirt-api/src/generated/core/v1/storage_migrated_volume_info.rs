@@ -3,9 +3,8 @@
 
 /// StorageMigratedVolumeInfo tracks the information about the source and destination volumes during the
 /// volume migration
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct StorageMigratedVolumeInfo {
     /// DestinationPVCInfo contains the information about the destination PVC

@@ -4,9 +4,8 @@
 /// SupportContainerResources are used to specify the cpu/memory request and limits for the containers
 /// that support various features of Virtual Machines. These containers are usually idle and don't
 /// require a lot of memory or cpu.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct SupportContainerResources {
     /// `resources` of upstream's `v1.SupportContainerResources`.

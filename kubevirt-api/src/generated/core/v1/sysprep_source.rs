@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// Represents a Sysprep volume source.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct SysprepSource {
     /// ConfigMap references a ConfigMap that contains Sysprep answer file named autounattend.xml that

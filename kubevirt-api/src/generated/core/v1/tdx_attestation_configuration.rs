@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// QGSConfiguration holds QGS configuration
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct TDXAttestationConfiguration {
     /// Indicates whether TDX VM should enforce the existence of QGS (required for attestation) to be

@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// Represents all available timers in a vmi.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Timer {
     /// HPET (High Precision Event Timer) - multiple timers with periodic interrupts.

@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// TLBFlush is part of upstream's `v1.TLBFlush` API.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct TLBFlush {
     /// Direct allows sending the TLB flush command directly to the hypervisor. It can be useful to optimize

@@ -2,22 +2,21 @@
 // change the generator and run it again.
 
 /// TLSConfiguration holds TLS options
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct TLSConfiguration {
     /// `ciphers` of upstream's `v1.TLSConfiguration`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    #[cfg_attr(feature = "schemars", schemars(extend("x-kubernetes-list-type" = "set")))]
     pub ciphers: Option<Vec<String>>,
     /// MinTLSVersion is a way to specify the minimum protocol version that is acceptable for TLS
     /// connections. Protocol versions are based on the following most common TLS configurations:
     ///
-    ///   https://ssl-config.mozilla.org/
+    ///   <https://ssl-config.mozilla.org/>
     ///
     /// Note that SSLv3.0 is not a supported protocol version due to well known vulnerabilities such as
-    /// POODLE: https://en.wikipedia.org/wiki/POODLE
+    /// POODLE: <https://en.wikipedia.org/wiki/POODLE>
     #[serde(
         rename = "minTLSVersion",
         default,

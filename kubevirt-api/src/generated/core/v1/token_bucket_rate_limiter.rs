@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// TokenBucketRateLimiter is part of upstream's `v1.TokenBucketRateLimiter` API.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct TokenBucketRateLimiter {
     /// Maximum burst for throttle. If it's zero, the component default will be used

@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// TPMDevice is part of upstream's `v1.TPMDevice` API.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct TPMDevice {
     /// Enabled allows a user to explicitly disable the vTPM even when one is enabled by a preference

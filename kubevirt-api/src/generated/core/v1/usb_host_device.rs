@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// USBHostDevice is part of upstream's `v1.USBHostDevice` API.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct USBHostDevice {
     /// If true, KubeVirt will leave the allocation and monitoring to an external device plugin
@@ -14,6 +13,6 @@ pub struct USBHostDevice {
     pub resource_name: String,
     /// `selectors` of upstream's `v1.USBHostDevice`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("x-kubernetes-list-type" = "atomic"))]
+    #[cfg_attr(feature = "schemars", schemars(extend("x-kubernetes-list-type" = "atomic")))]
     pub selectors: Option<Vec<crate::core::v1::USBSelector>>,
 }

@@ -3,9 +3,8 @@
 
 /// UserPasswordAccessCredential represents a source and propagation method for injecting user passwords
 /// into a vm guest Only one of its members may be specified.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct UserPasswordAccessCredential {
     /// propagationMethod represents how the user passwords are injected into the vm guest.

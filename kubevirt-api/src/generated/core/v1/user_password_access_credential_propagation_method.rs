@@ -3,9 +3,8 @@
 
 /// UserPasswordAccessCredentialPropagationMethod represents the method used to inject a user passwords
 /// into the vm guest. Only one of its members may be specified.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct UserPasswordAccessCredentialPropagationMethod {
     /// QemuGuestAgentAccessCredentailPropagation means passwords are dynamically injected into the vm at

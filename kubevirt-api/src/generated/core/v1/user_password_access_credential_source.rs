@@ -3,9 +3,8 @@
 
 /// UserPasswordAccessCredentialSource represents where to retrieve the user password credentials Only
 /// one of its members may be specified.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct UserPasswordAccessCredentialSource {
     /// Secret means that the access credential is pulled from a kubernetes secret

@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// VGPUDisplayOptions is part of upstream's `v1.VGPUDisplayOptions` API.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct VGPUDisplayOptions {
     /// Enabled determines if a display addapter backed by a vGPU should be enabled or disabled on the

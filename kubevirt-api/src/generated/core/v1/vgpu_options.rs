@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// VGPUOptions is part of upstream's `v1.VGPUOptions` API.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct VGPUOptions {
     /// `display` of upstream's `v1.VGPUOptions`.

@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// VideoDevice is part of upstream's `v1.VideoDevice` API.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct VideoDevice {
     /// Type specifies the video device type (e.g., virtio, vga, bochs, ramfb). If not specified, the

@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// VirtTemplateDeployment is part of upstream's `v1.VirtTemplateDeployment` API.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct VirtTemplateDeployment {
     /// Enabled controls the deployment of virt-template resources, defaults to True when feature gate is

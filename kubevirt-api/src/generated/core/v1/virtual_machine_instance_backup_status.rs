@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// VirtualMachineInstanceBackupStatus tracks the information of the executed backup
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct VirtualMachineInstanceBackupStatus {
     /// BackupMsg resturns any relevant information like failure reason unfreeze failed etc...
@@ -33,6 +32,6 @@ pub struct VirtualMachineInstanceBackupStatus {
     pub start_timestamp: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
     /// Volumes lists the volumes included in the backup
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("x-kubernetes-list-type" = "atomic"))]
+    #[cfg_attr(feature = "schemars", schemars(extend("x-kubernetes-list-type" = "atomic")))]
     pub volumes: Option<Vec<crate::core::v1::VirtualMachineInstanceBackupVolumeInfo>>,
 }

@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// VirtualMachineInstanceBackupVolumeInfo contains information about a volume included in a backup
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct VirtualMachineInstanceBackupVolumeInfo {
     /// VolumeName is the volume name from VMI spec

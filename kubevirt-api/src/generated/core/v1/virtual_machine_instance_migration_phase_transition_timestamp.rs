@@ -3,9 +3,8 @@
 
 /// VirtualMachineInstanceMigrationPhaseTransitionTimestamp gives a timestamp in relation to when a
 /// phase is set on a vmi
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct VirtualMachineInstanceMigrationPhaseTransitionTimestamp {
     /// Phase is the status of the VirtualMachineInstanceMigrationPhase in kubernetes world. It is not the

@@ -3,9 +3,8 @@
 
 /// VirtualMachineInstanceMigrationSourceState is part of upstream's
 /// `v1.VirtualMachineInstanceMigrationSourceState` API.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct VirtualMachineInstanceMigrationSourceState {
     /// The name of the domain on the source libvirt domain

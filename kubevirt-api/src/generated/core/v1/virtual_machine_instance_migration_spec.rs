@@ -4,15 +4,9 @@
 /// VirtualMachineInstanceMigrationSpec is part of upstream's `v1.VirtualMachineInstanceMigrationSpec`
 /// API.
 #[derive(
-    kube::CustomResource,
-    Clone,
-    Debug,
-    Default,
-    PartialEq,
-    serde::Serialize,
-    serde::Deserialize,
-    schemars::JsonSchema,
+    kube::CustomResource, Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize,
 )]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[kube(
     group = "kubevirt.io",
     version = "v1",
@@ -25,6 +19,7 @@
     derive = "PartialEq",
     derive = "Default"
 )]
+#[cfg_attr(not(feature = "schemars"), kube(schema = "disabled"))]
 #[kube(
     doc = "VirtualMachineInstanceMigration represents the object tracking a VMI's migration to another host in the cluster"
 )]

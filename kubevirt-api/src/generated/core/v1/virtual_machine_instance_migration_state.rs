@@ -3,9 +3,8 @@
 
 /// VirtualMachineInstanceMigrationState is part of upstream's `v1.VirtualMachineInstanceMigrationState`
 /// API.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct VirtualMachineInstanceMigrationState {
     /// Indicates that the migration has been requested to abort
@@ -74,7 +73,7 @@ pub struct VirtualMachineInstanceMigrationState {
         default,
         skip_serializing_if = "Option::is_none"
     )]
-    #[schemars(extend("x-kubernetes-list-type" = "atomic"))]
+    #[cfg_attr(feature = "schemars", schemars(extend("x-kubernetes-list-type" = "atomic")))]
     pub target_cpu_set: Option<Vec<i32>>,
     /// The list of ports opened for live migration on the destination node
     #[serde(default, skip_serializing_if = "Option::is_none")]

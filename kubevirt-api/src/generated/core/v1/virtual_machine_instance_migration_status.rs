@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// VirtualMachineInstanceMigration reprents information pertaining to a VMI's migration.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct VirtualMachineInstanceMigrationStatus {
     /// `conditions` of upstream's `v1.VirtualMachineInstanceMigrationStatus`.
@@ -18,13 +17,13 @@ pub struct VirtualMachineInstanceMigrationStatus {
     pub phase: Option<String>,
     /// PhaseTransitionTimestamp is the timestamp of when the last phase change occurred
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("x-kubernetes-list-type" = "atomic"))]
+    #[cfg_attr(feature = "schemars", schemars(extend("x-kubernetes-list-type" = "atomic")))]
     pub phase_transition_timestamps:
         Option<Vec<crate::core::v1::VirtualMachineInstanceMigrationPhaseTransitionTimestamp>>,
     /// The synchronization addresses one can use to connect to the synchronization controller, includes the
     /// port, if multiple addresses are available, the first one is reported in the synchronizationAddress
     /// field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("x-kubernetes-list-type" = "atomic"))]
+    #[cfg_attr(feature = "schemars", schemars(extend("x-kubernetes-list-type" = "atomic")))]
     pub synchronization_addresses: Option<Vec<String>>,
 }

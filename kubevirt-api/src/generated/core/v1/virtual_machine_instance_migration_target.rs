@@ -3,9 +3,8 @@
 
 /// VirtualMachineInstanceMigrationTarget is part of upstream's
 /// `v1.VirtualMachineInstanceMigrationTarget` API.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct VirtualMachineInstanceMigrationTarget {
     /// A unique identifier to identify this migration.

@@ -3,9 +3,8 @@
 
 /// VirtualMachineInstanceMigrationTargetState is part of upstream's
 /// `v1.VirtualMachineInstanceMigrationTargetState` API.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct VirtualMachineInstanceMigrationTargetState {
     /// The UID of the target attachment pod for hotplug volumes
@@ -17,7 +16,7 @@ pub struct VirtualMachineInstanceMigrationTargetState {
     pub attachment_pod_uid: Option<String>,
     /// If the VMI requires dedicated CPUs, this field will hold the dedicated CPU set on the target node
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("x-kubernetes-list-type" = "atomic"))]
+    #[cfg_attr(feature = "schemars", schemars(extend("x-kubernetes-list-type" = "atomic")))]
     pub cpu_set: Option<Vec<i32>>,
     /// The list of ports opened for live migration on the destination node
     #[serde(default, skip_serializing_if = "Option::is_none")]

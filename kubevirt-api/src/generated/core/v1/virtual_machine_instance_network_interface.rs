@@ -3,9 +3,8 @@
 
 /// VirtualMachineInstanceNetworkInterface is part of upstream's
 /// `v1.VirtualMachineInstanceNetworkInterface` API.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct VirtualMachineInstanceNetworkInterface {
     /// Specifies the origin of the interface data collected. values: domain, guest-agent, multus-status.

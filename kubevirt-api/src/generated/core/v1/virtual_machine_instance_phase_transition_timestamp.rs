@@ -3,15 +3,14 @@
 
 /// VirtualMachineInstancePhaseTransitionTimestamp gives a timestamp in relation to when a phase is set
 /// on a vmi
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct VirtualMachineInstancePhaseTransitionTimestamp {
     /// Phase is the status of the VirtualMachineInstance in kubernetes world. It is not the
     /// VirtualMachineInstance status, but partially correlates to it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub phase: Option<String>,
+    pub phase: Option<crate::core::v1::VirtualMachineInstancePhase>,
     /// PhaseTransitionTimestamp is the timestamp of when the phase change occurred
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase_transition_timestamp: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,

@@ -3,15 +3,9 @@
 
 /// VirtualMachineInstancePresetSpec is part of upstream's `v1.VirtualMachineInstancePresetSpec` API.
 #[derive(
-    kube::CustomResource,
-    Clone,
-    Debug,
-    Default,
-    PartialEq,
-    serde::Serialize,
-    serde::Deserialize,
-    schemars::JsonSchema,
+    kube::CustomResource, Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize,
 )]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[kube(
     group = "kubevirt.io",
     version = "v1",
@@ -19,6 +13,7 @@
     plural = "virtualmachineinstancepresets"
 )]
 #[kube(namespaced, derive = "PartialEq", derive = "Default")]
+#[cfg_attr(not(feature = "schemars"), kube(schema = "disabled"))]
 #[kube(
     doc = "Deprecated for removal in v2, please use VirtualMachineInstanceType and VirtualMachinePreference instead.  VirtualMachineInstancePreset defines a VMI spec.domain to be applied to all VMIs that match the provided label selector More info: https://kubevirt.io/user-guide/virtual_machines/presets/#overrides"
 )]

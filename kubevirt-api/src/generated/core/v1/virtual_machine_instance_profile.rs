@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// VirtualMachineInstanceProfile is part of upstream's `v1.VirtualMachineInstanceProfile` API.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct VirtualMachineInstanceProfile {
     /// CustomProfile allows to request arbitrary profile for virt-launcher

@@ -3,9 +3,8 @@
 
 /// VirtualMachineInstanceReplicaSetStatus is part of upstream's
 /// `v1.VirtualMachineInstanceReplicaSetStatus` API.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct VirtualMachineInstanceReplicaSetStatus {
     /// `conditions` of upstream's `v1.VirtualMachineInstanceReplicaSetStatus`.

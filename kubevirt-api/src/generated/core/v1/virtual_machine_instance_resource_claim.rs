@@ -3,9 +3,8 @@
 
 /// VirtualMachineInstanceResourceClaim is part of upstream's `v1.VirtualMachineInstanceResourceClaim`
 /// API.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct VirtualMachineInstanceResourceClaim {
     /// Name uniquely identifies this resource claim inside the VMI. This field is required and must be a

@@ -3,15 +3,9 @@
 
 /// VirtualMachineInstanceSpec is a description of a VirtualMachineInstance.
 #[derive(
-    kube::CustomResource,
-    Clone,
-    Debug,
-    Default,
-    PartialEq,
-    serde::Serialize,
-    serde::Deserialize,
-    schemars::JsonSchema,
+    kube::CustomResource, Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize,
 )]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[kube(
     group = "kubevirt.io",
     version = "v1",
@@ -24,6 +18,7 @@
     derive = "PartialEq",
     derive = "Default"
 )]
+#[cfg_attr(not(feature = "schemars"), kube(schema = "disabled"))]
 #[kube(
     doc = "VirtualMachineInstance is *the* VirtualMachineInstance Definition. It represents a virtual machine in the runtime environment of kubernetes."
 )]
@@ -31,7 +26,7 @@
 pub struct VirtualMachineInstanceSpec {
     /// Specifies a set of public keys to inject into the vm guest
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("x-kubernetes-list-type" = "atomic"))]
+    #[cfg_attr(feature = "schemars", schemars(extend("x-kubernetes-list-type" = "atomic")))]
     pub access_credentials: Option<Vec<crate::core::v1::AccessCredential>>,
     /// If affinity is specifies, obey all the affinity rules
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -71,16 +66,16 @@ pub struct VirtualMachineInstanceSpec {
     /// eviction. This is mainly useful for cluster-api-provider-kubevirt (capk) which needs a way for VMI's
     /// to be blocked from eviction, yet signal capk that eviction has been called on the VMI so the capk
     /// controller can handle tearing the VMI down. Details can be found in the commit description
-    /// https://github.com/kubevirt/kubevirt/commit/c1d77face705c8b126696bac9a3ee3825f27f1fa.
+    /// <https://github.com/kubevirt/kubevirt/commit/c1d77face705c8b126696bac9a3ee3825f27f1fa>.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub eviction_strategy: Option<String>,
+    pub eviction_strategy: Option<crate::core::v1::EvictionStrategy>,
     /// Specifies the hostname of the vmi If not specified, the hostname will be set to the name of the vmi,
     /// if dhcp or cloud-init is configured properly.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hostname: Option<String>,
     /// Periodic probe of VirtualMachineInstance liveness. VirtualmachineInstances will be stopped if the
     /// probe fails. Cannot be updated. More info:
-    /// https://kubernetes.io/docs/concepts/workloads/pods/pod-lifecycle#container-probes
+    /// <https://kubernetes.io/docs/concepts/workloads/pods/pod-lifecycle#container-probes>
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub liveness_probe: Option<crate::core::v1::Probe>,
     /// List of networks that can be attached to a vm's virtual interface.
@@ -88,7 +83,7 @@ pub struct VirtualMachineInstanceSpec {
     pub networks: Option<Vec<crate::core::v1::Network>>,
     /// NodeSelector is a selector which must be true for the vmi to fit on a node. Selector which must
     /// match a node's labels for the vmi to be scheduled on that node. More info:
-    /// https://kubernetes.io/docs/concepts/configuration/assign-pod-node/
+    /// <https://kubernetes.io/docs/concepts/configuration/assign-pod-node/>
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_selector: Option<std::collections::BTreeMap<String, String>>,
     /// If specified, indicates the pod's priority. If not specified, the pod priority will be default or
@@ -97,7 +92,7 @@ pub struct VirtualMachineInstanceSpec {
     pub priority_class_name: Option<String>,
     /// Periodic probe of VirtualMachineInstance service readiness. VirtualmachineInstances will be removed
     /// from service endpoints if the probe fails. Cannot be updated. More info:
-    /// https://kubernetes.io/docs/concepts/workloads/pods/pod-lifecycle#container-probes
+    /// <https://kubernetes.io/docs/concepts/workloads/pods/pod-lifecycle#container-probes>
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub readiness_probe: Option<crate::core::v1::Probe>,
     /// ResourceClaims define which ResourceClaims must be allocated and reserved before the VMI, hence
@@ -106,11 +101,11 @@ pub struct VirtualMachineInstanceSpec {
     ///
     /// This is an alpha field and requires enabling the DynamicResourceAllocation feature gate in
     /// kubernetes
-    ///  https://kubernetes.io/docs/concepts/scheduling-eviction/dynamic-resource-allocation/
+    ///  <https://kubernetes.io/docs/concepts/scheduling-eviction/dynamic-resource-allocation/>
     /// This field should only be configured if one of the feature-gates GPUsWithDRA, HostDevicesWithDRA, or
     /// NetworkDevicesWithDRA is enabled. This feature is in alpha.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    #[cfg_attr(feature = "schemars", schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"])))]
     pub resource_claims: Option<Vec<crate::core::v1::VirtualMachineInstanceResourceClaim>>,
     /// If specified, the VMI will be dispatched by specified scheduler. If not specified, the VMI will be
     /// dispatched by default scheduler.
@@ -139,13 +134,13 @@ pub struct VirtualMachineInstanceSpec {
     /// TopologySpreadConstraints describes how a group of VMIs will be spread across a given topology
     /// domains. K8s scheduler will schedule VMI pods in a way which abides by the constraints.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["topologyKey", "whenUnsatisfiable"]))]
+    #[cfg_attr(feature = "schemars", schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["topologyKey", "whenUnsatisfiable"])))]
     pub topology_spread_constraints:
         Option<Vec<k8s_openapi::api::core::v1::TopologySpreadConstraint>>,
     /// List of utility volumes that can be mounted to the vmi virt-launcher pod without having a matching
     /// disk in the domain. Used to collect data for various operational workflows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    #[cfg_attr(feature = "schemars", schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"])))]
     pub utility_volumes: Option<Vec<crate::core::v1::UtilityVolume>>,
     /// List of volumes that can be mounted by disks belonging to the vmi.
     #[serde(default, skip_serializing_if = "Option::is_none")]

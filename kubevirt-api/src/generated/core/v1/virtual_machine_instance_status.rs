@@ -3,9 +3,8 @@
 
 /// VirtualMachineInstanceStatus represents information about the status of a VirtualMachineInstance.
 /// Status may trail the actual state of a system.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct VirtualMachineInstanceStatus {
     /// VSOCKCID is used to track the allocated VSOCK CID in the VM.
@@ -64,7 +63,7 @@ pub struct VirtualMachineInstanceStatus {
     pub memory: Option<crate::core::v1::MemoryStatus>,
     /// MigratedVolumes lists the source and destination volumes during the volume migration
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("x-kubernetes-list-type" = "atomic"))]
+    #[cfg_attr(feature = "schemars", schemars(extend("x-kubernetes-list-type" = "atomic")))]
     pub migrated_volumes: Option<Vec<crate::core::v1::StorageMigratedVolumeInfo>>,
     /// Represents the method using which the vmi can be migrated: live migration or block migration
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -81,15 +80,15 @@ pub struct VirtualMachineInstanceStatus {
     /// Phase is the status of the VirtualMachineInstance in kubernetes world. It is not the
     /// VirtualMachineInstance status, but partially correlates to it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub phase: Option<String>,
+    pub phase: Option<crate::core::v1::VirtualMachineInstancePhase>,
     /// PhaseTransitionTimestamp is the timestamp of when the last phase change occurred
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("x-kubernetes-list-type" = "atomic"))]
+    #[cfg_attr(feature = "schemars", schemars(extend("x-kubernetes-list-type" = "atomic")))]
     pub phase_transition_timestamps:
         Option<Vec<crate::core::v1::VirtualMachineInstancePhaseTransitionTimestamp>>,
     /// The Quality of Service (QOS) classification assigned to the virtual machine instance based on
     /// resource requirements See PodQOSClass type for available QOS classes More info:
-    /// https://git.k8s.io/community/contributors/design-proposals/node/resource-qos.md
+    /// <https://git.k8s.io/community/contributors/design-proposals/node/resource-qos.md>
     ///
     /// Possible enum values:
     ///  - `"BestEffort"` is the BestEffort qos class.
@@ -116,6 +115,6 @@ pub struct VirtualMachineInstanceStatus {
     pub virtual_machine_revision_name: Option<String>,
     /// VolumeStatus contains the statuses of all the volumes
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("x-kubernetes-list-type" = "atomic"))]
+    #[cfg_attr(feature = "schemars", schemars(extend("x-kubernetes-list-type" = "atomic")))]
     pub volume_status: Option<Vec<crate::core::v1::VolumeStatus>>,
 }

@@ -3,9 +3,8 @@
 
 /// VirtualMachineInstanceTemplateSpec is part of upstream's `v1.VirtualMachineInstanceTemplateSpec`
 /// API.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct VirtualMachineInstanceTemplateSpec {
     /// `metadata` of upstream's `v1.VirtualMachineInstanceTemplateSpec`.

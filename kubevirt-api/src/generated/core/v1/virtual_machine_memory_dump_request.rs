@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// VirtualMachineMemoryDumpRequest represent the memory dump request phase and info
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct VirtualMachineMemoryDumpRequest {
     /// ClaimName is the name of the pvc that will contain the memory dump

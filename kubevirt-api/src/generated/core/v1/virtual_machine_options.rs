@@ -2,13 +2,12 @@
 // change the generator and run it again.
 
 /// VirtualMachineOptions holds the cluster level information regarding the virtual machine.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct VirtualMachineOptions {
     /// DisableFreePageReporting disable the free page reporting of memory balloon device
-    /// https://libvirt.org/formatdomain.html#memory-balloon-device. This will have effect only if
+    /// <https://libvirt.org/formatdomain.html#memory-balloon-device>. This will have effect only if
     /// AutoattachMemBalloon is not false and the vmi is not requesting any high performance feature
     /// (dedicatedCPU/realtime/hugePages), in which free page reporting is always disabled.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -3,15 +3,9 @@
 
 /// VirtualMachineSpec describes how the proper VirtualMachine should look like
 #[derive(
-    kube::CustomResource,
-    Clone,
-    Debug,
-    Default,
-    PartialEq,
-    serde::Serialize,
-    serde::Deserialize,
-    schemars::JsonSchema,
+    kube::CustomResource, Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize,
 )]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[kube(
     group = "kubevirt.io",
     version = "v1",
@@ -24,6 +18,7 @@
     derive = "PartialEq",
     derive = "Default"
 )]
+#[cfg_attr(not(feature = "schemars"), kube(schema = "disabled"))]
 #[kube(
     doc = "VirtualMachine handles the VirtualMachines that are not running or are in a stopped state The VirtualMachine contains the template to create the VirtualMachineInstance. It also mirrors the running state of the created VirtualMachineInstance in its status."
 )]
@@ -47,7 +42,7 @@ pub struct VirtualMachineSpec {
     /// restarted upon successful completion. - "Once": VMI will run once and not be restarted upon
     /// completion regardless if the completion is of phase Failure or Success.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub run_strategy: Option<String>,
+    pub run_strategy: Option<crate::core::v1::RunStrategy>,
     /// Running controls whether the associatied VirtualMachineInstance is created or not Mutually exclusive
     /// with RunStrategy Deprecated: VirtualMachineInstance field "Running" is now deprecated, please use
     /// RunStrategy instead.

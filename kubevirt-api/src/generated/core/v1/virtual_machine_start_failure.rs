@@ -3,9 +3,8 @@
 
 /// VirtualMachineStartFailure tracks VMIs which failed to transition successfully to running using the
 /// VM status
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct VirtualMachineStartFailure {
     /// `consecutiveFailCount` of upstream's `v1.VirtualMachineStartFailure`.

@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// VirtualMachineStateChangeRequest is part of upstream's `v1.VirtualMachineStateChangeRequest` API.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct VirtualMachineStateChangeRequest {
     /// Indicates the type of action that is requested. e.g. Start or Stop

@@ -3,9 +3,8 @@
 
 /// VirtualMachineStatus represents the status returned by the controller to describe how the
 /// VirtualMachine is doing
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct VirtualMachineStatus {
     /// ChangedBlockTracking represents the status of the changedBlockTracking
@@ -38,7 +37,7 @@ pub struct VirtualMachineStatus {
     pub preference_ref: Option<crate::core::v1::InstancetypeStatusRef>,
     /// PrintableStatus is a human readable, high-level representation of the status of the virtual machine
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub printable_status: Option<String>,
+    pub printable_status: Option<crate::core::v1::VirtualMachinePrintableStatus>,
     /// Ready indicates if the virtual machine is running and ready
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready: Option<bool>,
@@ -48,7 +47,7 @@ pub struct VirtualMachineStatus {
     /// RunStrategy tracks the last recorded RunStrategy used by the VM. This is needed to correctly process
     /// the next strategy (for now only the RerunOnFailure)
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub run_strategy: Option<String>,
+    pub run_strategy: Option<crate::core::v1::RunStrategy>,
     /// SnapshotInProgress is the name of the VirtualMachineSnapshot currently executing
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot_in_progress: Option<String>,
@@ -62,7 +61,7 @@ pub struct VirtualMachineStatus {
     /// VolumeRequests indicates a list of volumes add or remove from the VMI template and hotplug on an
     /// active running VMI.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("x-kubernetes-list-type" = "atomic"))]
+    #[cfg_attr(feature = "schemars", schemars(extend("x-kubernetes-list-type" = "atomic")))]
     pub volume_requests: Option<Vec<crate::core::v1::VirtualMachineVolumeRequest>>,
     /// VolumeSnapshotStatuses indicates a list of statuses whether snapshotting is supported by each
     /// volume.

@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// VirtualMachineVolumeRequest is part of upstream's `v1.VirtualMachineVolumeRequest` API.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct VirtualMachineVolumeRequest {
     /// AddVolumeOptions when set indicates a volume should be added. The details within this field specify

@@ -4,9 +4,8 @@
 /// VMIMConfigurationOptions holds the resolved migration options for a single migration. It is written
 /// to VirtualMachineInstanceMigrationState and represents the effective configuration after merging
 /// KubeVirt defaults with any matched MigrationPolicy.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct VMIMConfigurationOptions {
     /// AllowAutoConverge allows the platform to compromise performance/availability of VMIs to guarantee

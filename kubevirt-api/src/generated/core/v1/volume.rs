@@ -2,27 +2,26 @@
 // change the generator and run it again.
 
 /// Volume represents a named volume in a vmi.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Volume {
     /// CloudInitConfigDrive represents a cloud-init Config Drive user-data source. The Config Drive data
     /// will be added as a disk to the vmi. A proper cloud-init installation is required inside the guest.
-    /// More info: https://cloudinit.readthedocs.io/en/latest/topics/datasources/configdrive.html
+    /// More info: <https://cloudinit.readthedocs.io/en/latest/topics/datasources/configdrive.html>
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cloud_init_config_drive: Option<crate::core::v1::CloudInitConfigDriveSource>,
     /// CloudInitNoCloud represents a cloud-init NoCloud user-data source. The NoCloud data will be added as
     /// a disk to the vmi. A proper cloud-init installation is required inside the guest. More info:
-    /// http://cloudinit.readthedocs.io/en/latest/topics/datasources/nocloud.html
+    /// <http://cloudinit.readthedocs.io/en/latest/topics/datasources/nocloud.html>
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cloud_init_no_cloud: Option<crate::core::v1::CloudInitNoCloudSource>,
     /// ConfigMapSource represents a reference to a ConfigMap in the same namespace. More info:
-    /// https://kubernetes.io/docs/tasks/configure-pod-container/configure-pod-configmap/
+    /// <https://kubernetes.io/docs/tasks/configure-pod-container/configure-pod-configmap/>
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_map: Option<crate::core::v1::ConfigMapVolumeSource>,
     /// ContainerDisk references a docker image, embedding a qcow or raw disk. More info:
-    /// https://kubevirt.gitbooks.io/user-guide/registry-disk.html
+    /// <https://kubevirt.gitbooks.io/user-guide/registry-disk.html>
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container_disk: Option<crate::core::v1::ContainerDiskSource>,
     /// ContainerPath exposes a path from the virt-launcher container to the VM via virtiofs. The path must
@@ -41,12 +40,12 @@ pub struct Volume {
     )]
     pub downward_api: Option<crate::core::v1::DownwardAPIVolumeSource>,
     /// DownwardMetrics adds a very small disk to VMIs which contains a limited view of host and guest
-    /// metrics. The disk content is compatible with vhostmd (https://github.com/vhostmd/vhostmd) and
+    /// metrics. The disk content is compatible with vhostmd (<https://github.com/vhostmd/vhostmd>) and
     /// vm-dump-metrics.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub downward_metrics: Option<crate::core::v1::DownwardMetricsVolumeSource>,
     /// EmptyDisk represents a temporary disk which shares the vmis lifecycle. More info:
-    /// https://kubevirt.gitbooks.io/user-guide/disks-and-volumes.html
+    /// <https://kubevirt.gitbooks.io/user-guide/disks-and-volumes.html>
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub empty_disk: Option<crate::core::v1::EmptyDiskSource>,
     /// Ephemeral is a special volume source that "wraps" specified source and provides copy-on-write image
@@ -60,20 +59,20 @@ pub struct Volume {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_dump: Option<crate::core::v1::MemoryDumpVolumeSource>,
     /// Volume's name. Must be a DNS_LABEL and unique within the vmi. More info:
-    /// https://kubernetes.io/docs/concepts/overview/working-with-objects/names/#names
+    /// <https://kubernetes.io/docs/concepts/overview/working-with-objects/names/#names>
     pub name: String,
     /// PersistentVolumeClaimVolumeSource represents a reference to a PersistentVolumeClaim in the same
     /// namespace. Directly attached to the vmi via qemu. More info:
-    /// https://kubernetes.io/docs/concepts/storage/persistent-volumes#persistentvolumeclaims
+    /// <https://kubernetes.io/docs/concepts/storage/persistent-volumes#persistentvolumeclaims>
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub persistent_volume_claim: Option<crate::core::v1::PersistentVolumeClaimVolumeSource>,
     /// SecretVolumeSource represents a reference to a secret data in the same namespace. More info:
-    /// https://kubernetes.io/docs/concepts/configuration/secret/
+    /// <https://kubernetes.io/docs/concepts/configuration/secret/>
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret: Option<crate::core::v1::SecretVolumeSource>,
     /// ServiceAccountVolumeSource represents a reference to a service account. There can only be one volume
     /// of this type! More info:
-    /// https://kubernetes.io/docs/tasks/configure-pod-container/configure-service-account/
+    /// <https://kubernetes.io/docs/tasks/configure-pod-container/configure-service-account/>
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_account: Option<crate::core::v1::ServiceAccountVolumeSource>,
     /// Represents a Sysprep volume source.

@@ -2,13 +2,12 @@
 // change the generator and run it again.
 
 /// VolumeMigrationState is part of upstream's `v1.VolumeMigrationState` API.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct VolumeMigrationState {
     /// MigratedVolumes lists the source and destination volumes during the volume migration
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("x-kubernetes-list-type" = "atomic"))]
+    #[cfg_attr(feature = "schemars", schemars(extend("x-kubernetes-list-type" = "atomic")))]
     pub migrated_volumes: Option<Vec<crate::core::v1::StorageMigratedVolumeInfo>>,
 }

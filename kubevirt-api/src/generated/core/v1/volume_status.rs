@@ -3,9 +3,8 @@
 
 /// VolumeStatus represents information about the status of volumes attached to the
 /// VirtualMachineInstance.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct VolumeStatus {
     /// ContainerDiskVolume shows info about the containerdisk, if the volume is a containerdisk

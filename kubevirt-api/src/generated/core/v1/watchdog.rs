@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// Named watchdog device.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Watchdog {
     /// diag288 watchdog device (specific to s390x architecture).

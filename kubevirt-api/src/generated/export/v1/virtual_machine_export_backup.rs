@@ -2,14 +2,13 @@
 // change the generator and run it again.
 
 /// VirtualMachineExportBackup contains the name and available endpoints for the exported backup
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct VirtualMachineExportBackup {
     /// `endpoints` of upstream's `v1.VirtualMachineExportBackup`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["endpoint"]))]
+    #[cfg_attr(feature = "schemars", schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["endpoint"])))]
     pub endpoints: Option<Vec<crate::export::v1::VirtualMachineExportBackupEndpoint>>,
     /// Name is the name of the exported volume
     pub name: String,

@@ -3,9 +3,8 @@
 
 /// VirtualMachineExportBackupEndpoint contains the endpoint type and URL to interact with a backup
 /// export
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct VirtualMachineExportBackupEndpoint {
     /// Endpoint is the endpoint of the backup export at the specified URL

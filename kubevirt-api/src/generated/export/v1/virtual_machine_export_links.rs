@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// VirtualMachineExportLinks contains the links that point the exported VM resources
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct VirtualMachineExportLinks {
     /// `external` of upstream's `v1.VirtualMachineExportLinks`.

@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// VirtualMachineExportManifest contains the type and URL of the exported manifest
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct VirtualMachineExportManifest {
     /// Type is the type of manifest returned

@@ -3,15 +3,9 @@
 
 /// VirtualMachineExportSpec is the spec for a VirtualMachineExport resource
 #[derive(
-    kube::CustomResource,
-    Clone,
-    Debug,
-    Default,
-    PartialEq,
-    serde::Serialize,
-    serde::Deserialize,
-    schemars::JsonSchema,
+    kube::CustomResource, Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize,
 )]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[kube(
     group = "export.kubevirt.io",
     version = "v1",
@@ -24,6 +18,7 @@
     derive = "PartialEq",
     derive = "Default"
 )]
+#[cfg_attr(not(feature = "schemars"), kube(schema = "disabled"))]
 #[kube(doc = "VirtualMachineExport defines the operation of exporting a VM source")]
 #[serde(rename_all = "camelCase")]
 pub struct VirtualMachineExportSpec {

@@ -2,14 +2,13 @@
 // change the generator and run it again.
 
 /// VirtualMachineExportStatus is the status for a VirtualMachineExport resource
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct VirtualMachineExportStatus {
     /// `conditions` of upstream's `v1.VirtualMachineExportStatus`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("x-kubernetes-list-type" = "atomic"))]
+    #[cfg_attr(feature = "schemars", schemars(extend("x-kubernetes-list-type" = "atomic")))]
     pub conditions: Option<Vec<crate::export::v1::Condition>>,
     /// `links` of upstream's `v1.VirtualMachineExportStatus`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -2,14 +2,13 @@
 // change the generator and run it again.
 
 /// VirtualMachineExportVolume contains the name and available formats for the exported volume
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct VirtualMachineExportVolume {
     /// `formats` of upstream's `v1.VirtualMachineExportVolume`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["format"]))]
+    #[cfg_attr(feature = "schemars", schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["format"])))]
     pub formats: Option<Vec<crate::export::v1::VirtualMachineExportVolumeFormat>>,
     /// Name is the name of the exported volume
     pub name: String,

@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// VirtualMachineExportVolumeFormat contains the format type and URL to get the volume in that format
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct VirtualMachineExportVolumeFormat {
     /// Format is the format of the image at the specified URL

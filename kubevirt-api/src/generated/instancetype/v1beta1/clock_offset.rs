@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// Exactly one of its members must be set.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ClockOffset {
     /// Timezone sets the guest clock to the specified timezone. Zone name follows the TZ environment

@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// ClockPreferences contains various optional defaults for Clock.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ClockPreferences {
     /// ClockOffset allows specifying the UTC offset or the timezone of the guest clock.

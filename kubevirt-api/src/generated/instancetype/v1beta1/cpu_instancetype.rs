@@ -5,9 +5,8 @@
 ///
 /// Guest is a required attribute and defines the number of vCPUs to be exposed to the guest by the
 /// instancetype.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct CPUInstancetype {
     /// DedicatedCPUPlacement requests the scheduler to place the VirtualMachineInstance on a node with
@@ -31,9 +30,9 @@ pub struct CPUInstancetype {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_sockets: Option<u32>,
     /// Model specifies the CPU model inside the VMI. List of available models
-    /// https://github.com/libvirt/libvirt/tree/master/src/cpu_map. It is possible to specify special cases
-    /// like "host-passthrough" to get the same CPU as the node and "host-model" to get CPU closest to the
-    /// node one. Defaults to host-model.
+    /// <https://github.com/libvirt/libvirt/tree/master/src/cpu_map>. It is possible to specify special
+    /// cases like "host-passthrough" to get the same CPU as the node and "host-model" to get CPU closest to
+    /// the node one. Defaults to host-model.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
     /// NUMA allows specifying settings for the guest NUMA topology

@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// CPUPreferences contains various optional CPU preferences.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct CPUPreferences {
     /// PreferredCPUFeatures optionally defines a slice of preferred CPU features.

@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// DevicePreferences contains various optional Device preferences.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct DevicePreferences {
     /// PreferredAutoattachGraphicsDevice optionally defines the preferred value of AutoattachGraphicsDevice
@@ -27,7 +26,7 @@ pub struct DevicePreferences {
     pub preferred_block_multi_queue: Option<bool>,
     /// PreferredCdromBus optionally defines the preferred bus for Cdrom Disk devices.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub preferred_cdrom_bus: Option<String>,
+    pub preferred_cdrom_bus: Option<crate::core::v1::DiskBus>,
     /// PreferredDisableHotplug optionally defines the preferred value of DisableHotplug
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preferred_disable_hotplug: Option<bool>,
@@ -36,7 +35,7 @@ pub struct DevicePreferences {
     pub preferred_disk_block_size: Option<crate::core::v1::BlockSize>,
     /// PreferredDiskBus optionally defines the preferred bus for Disk Disk devices.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub preferred_disk_bus: Option<String>,
+    pub preferred_disk_bus: Option<crate::core::v1::DiskBus>,
     /// PreferredCache optionally defines the DriverCache to be used by Disk devices.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preferred_disk_cache: Option<String>,
@@ -63,10 +62,10 @@ pub struct DevicePreferences {
     pub preferred_interface_masquerade: Option<crate::core::v1::InterfaceMasquerade>,
     /// PreferredInterfaceModel optionally defines the preferred model to be used by Interface devices.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub preferred_interface_model: Option<String>,
+    pub preferred_interface_model: Option<crate::core::v1::InterfaceModel>,
     /// PreferredLunBus optionally defines the preferred bus for Lun Disk devices.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub preferred_lun_bus: Option<String>,
+    pub preferred_lun_bus: Option<crate::core::v1::DiskBus>,
     /// PreferredNetworkInterfaceMultiQueue optionally enables the vhost multiqueue feature for virtio
     /// interfaces.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// MachinePreferences contains various optional defaults for Machine.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct MachinePreferences {
     /// PreferredMachineType optionally defines the preferred machine type to use.

@@ -6,9 +6,8 @@
 ///
 /// Guest is a required attribute and defines the amount of RAM to be exposed to the guest by the
 /// instancetype.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct MemoryInstancetype {
     /// Required amount of memory which is visible inside the guest OS.

@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// MemoryPreferenceRequirement is part of upstream's `v1beta1.MemoryPreferenceRequirement` API.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct MemoryPreferenceRequirement {
     /// Minimal amount of memory required by the preference.

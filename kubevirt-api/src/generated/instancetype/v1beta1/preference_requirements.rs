@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// PreferenceRequirements is part of upstream's `v1beta1.PreferenceRequirements` API.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct PreferenceRequirements {
     /// Required Architecture of the VM referencing this preference

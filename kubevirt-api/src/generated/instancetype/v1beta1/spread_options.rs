@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// SpreadOptions is part of upstream's `v1beta1.SpreadOptions` API.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct SpreadOptions {
     /// Across optionally defines how to spread vCPUs across the guest visible topology. Default:

@@ -4,10 +4,14 @@
 /// VirtualMachineClusterInstancetype is a cluster scoped version of VirtualMachineInstancetype
 /// resource.
 ///
-/// It shares its spec with [`VirtualMachineInstancetype`]; this root is written out because the
+/// It shares its spec with [`VirtualMachineInstancetype`](crate::instancetype::v1beta1::VirtualMachineInstancetype); this root is written out because the
 /// `CustomResource` derive owns one root per spec type.
-#[derive(Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
-#[schemars(rename = "VirtualMachineClusterInstancetype")]
+#[derive(Clone, Debug, Default, PartialEq)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(schemars::JsonSchema),
+    schemars(rename = "VirtualMachineClusterInstancetype")
+)]
 pub struct VirtualMachineClusterInstancetype {
     /// Standard object metadata.
     pub metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,

@@ -4,10 +4,14 @@
 /// VirtualMachineClusterPreference is a cluster scoped version of the VirtualMachinePreference
 /// resource.
 ///
-/// It shares its spec with [`VirtualMachinePreference`]; this root is written out because the
+/// It shares its spec with [`VirtualMachinePreference`](crate::instancetype::v1beta1::VirtualMachinePreference); this root is written out because the
 /// `CustomResource` derive owns one root per spec type.
-#[derive(Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
-#[schemars(rename = "VirtualMachineClusterPreference")]
+#[derive(Clone, Debug, Default, PartialEq)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(schemars::JsonSchema),
+    schemars(rename = "VirtualMachineClusterPreference")
+)]
 pub struct VirtualMachineClusterPreference {
     /// Standard object metadata.
     pub metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,

@@ -7,15 +7,9 @@
 /// CPU and Memory are required attributes with both requiring that their Guest attribute is defined,
 /// ensuring a number of vCPUs and amount of RAM is always provided by each instancetype.
 #[derive(
-    kube::CustomResource,
-    Clone,
-    Debug,
-    Default,
-    PartialEq,
-    serde::Serialize,
-    serde::Deserialize,
-    schemars::JsonSchema,
+    kube::CustomResource, Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize,
 )]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[kube(
     group = "instancetype.kubevirt.io",
     version = "v1beta1",
@@ -23,6 +17,7 @@
     plural = "virtualmachineinstancetypes"
 )]
 #[kube(namespaced, derive = "PartialEq", derive = "Default")]
+#[cfg_attr(not(feature = "schemars"), kube(schema = "disabled"))]
 #[kube(
     doc = "VirtualMachineInstancetype resource contains quantitative and resource related VirtualMachine configuration that can be used by multiple VirtualMachine resources."
 )]
@@ -36,11 +31,11 @@ pub struct VirtualMachineInstancetypeSpec {
     pub cpu: crate::instancetype::v1beta1::CPUInstancetype,
     /// Optionally defines any GPU devices associated with the instancetype.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("x-kubernetes-list-type" = "atomic"))]
+    #[cfg_attr(feature = "schemars", schemars(extend("x-kubernetes-list-type" = "atomic")))]
     pub gpus: Option<Vec<crate::core::v1::GPU>>,
     /// Optionally defines any HostDevices associated with the instancetype.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("x-kubernetes-list-type" = "atomic"))]
+    #[cfg_attr(feature = "schemars", schemars(extend("x-kubernetes-list-type" = "atomic")))]
     pub host_devices: Option<Vec<crate::core::v1::HostDevice>>,
     /// Optionally specifies the IOThreads options to be used by the instancetype.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -57,7 +52,7 @@ pub struct VirtualMachineInstancetypeSpec {
     pub memory: crate::instancetype::v1beta1::MemoryInstancetype,
     /// NodeSelector is a selector which must be true for the vmi to fit on a node. Selector which must
     /// match a node's labels for the vmi to be scheduled on that node. More info:
-    /// https://kubernetes.io/docs/concepts/configuration/assign-pod-node/
+    /// <https://kubernetes.io/docs/concepts/configuration/assign-pod-node/>
     ///
     /// NodeSelector is the name of the custom node selector for the instancetype.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -4,15 +4,9 @@
 /// VirtualMachinePreferenceSpec is a description of the VirtualMachinePreference or
 /// VirtualMachineClusterPreference.
 #[derive(
-    kube::CustomResource,
-    Clone,
-    Debug,
-    Default,
-    PartialEq,
-    serde::Serialize,
-    serde::Deserialize,
-    schemars::JsonSchema,
+    kube::CustomResource, Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize,
 )]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[kube(
     group = "instancetype.kubevirt.io",
     version = "v1beta1",
@@ -20,6 +14,7 @@
     plural = "virtualmachinepreferences"
 )]
 #[kube(namespaced, derive = "PartialEq", derive = "Default")]
+#[cfg_attr(not(feature = "schemars"), kube(schema = "disabled"))]
 #[kube(
     doc = "VirtualMachinePreference resource contains optional preferences related to the VirtualMachine."
 )]

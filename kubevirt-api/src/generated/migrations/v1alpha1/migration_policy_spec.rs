@@ -3,15 +3,9 @@
 
 /// MigrationPolicySpec is part of upstream's `v1alpha1.MigrationPolicySpec` API.
 #[derive(
-    kube::CustomResource,
-    Clone,
-    Debug,
-    Default,
-    PartialEq,
-    serde::Serialize,
-    serde::Deserialize,
-    schemars::JsonSchema,
+    kube::CustomResource, Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize,
 )]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[kube(
     group = "migrations.kubevirt.io",
     version = "v1alpha1",
@@ -23,6 +17,7 @@
     derive = "PartialEq",
     derive = "Default"
 )]
+#[cfg_attr(not(feature = "schemars"), kube(schema = "disabled"))]
 #[kube(
     doc = "MigrationPolicy holds migration policy (i.e. configurations) to apply to a VM or group of VMs"
 )]

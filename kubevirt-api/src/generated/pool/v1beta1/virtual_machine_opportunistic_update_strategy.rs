@@ -3,7 +3,6 @@
 
 /// VirtualMachineOpportunisticUpdateStrategy is part of upstream's
 /// `v1beta1.VirtualMachineOpportunisticUpdateStrategy` API.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 pub struct VirtualMachineOpportunisticUpdateStrategy {}

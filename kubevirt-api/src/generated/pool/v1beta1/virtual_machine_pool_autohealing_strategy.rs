@@ -3,9 +3,8 @@
 
 /// VirtualMachinePoolAutohealingStrategy is part of upstream's
 /// `v1beta1.VirtualMachinePoolAutohealingStrategy` API.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct VirtualMachinePoolAutohealingStrategy {
     /// MinFailingToStartDuration is the minimum time a VM must be in a failing status (applies to status

@@ -3,9 +3,8 @@
 
 /// VirtualMachinePoolNameGeneration is part of upstream's `v1beta1.VirtualMachinePoolNameGeneration`
 /// API.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct VirtualMachinePoolNameGeneration {
     /// `appendIndexToConfigMapRefs` of upstream's `v1beta1.VirtualMachinePoolNameGeneration`.

@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// VirtualMachinePoolOpportunisticScaleInStrategy represents opportunistic scale-in strategy
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct VirtualMachinePoolOpportunisticScaleInStrategy {
     /// Specifies if and how to preserve the state of the VMs selected during scale-in. Disabled - (Default)

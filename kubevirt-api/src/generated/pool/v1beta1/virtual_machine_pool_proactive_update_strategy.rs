@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// VirtualMachinePoolProactiveUpdateStrategy represents proactive update strategy
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct VirtualMachinePoolProactiveUpdateStrategy {
     /// SelectionPolicy defines the priority in which VM instances are selected for proactive update

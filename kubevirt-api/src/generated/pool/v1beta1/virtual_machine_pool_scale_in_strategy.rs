@@ -3,9 +3,8 @@
 
 /// VirtualMachinePoolScaleInStrategy specifies how the VMPool controller manages scaling in VMs within
 /// a VMPool
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct VirtualMachinePoolScaleInStrategy {
     /// Opportunistic scale-in is a strategy when vms are deleted by some other means than the scale-in

@@ -3,9 +3,8 @@
 
 /// VirtualMachinePoolSelectionPolicy defines the priority in which VM instances are selected for
 /// proactive scale-in or update
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct VirtualMachinePoolSelectionPolicy {
     /// Selectors is a list of selection policies.

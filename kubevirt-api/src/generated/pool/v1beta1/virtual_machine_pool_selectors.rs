@@ -4,9 +4,8 @@
 /// VirtualMachinePoolSelectors specifies filtering criteria for VM selection. If both are specified,
 /// both must match for a VM to be selected. If only one is specified, only that one must match for a VM
 /// to be selected.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct VirtualMachinePoolSelectors {
     /// LabelSelector is a list of label selector for VMs.

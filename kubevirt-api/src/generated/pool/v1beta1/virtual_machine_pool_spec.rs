@@ -3,15 +3,9 @@
 
 /// VirtualMachinePoolSpec is part of upstream's `v1beta1.VirtualMachinePoolSpec` API.
 #[derive(
-    kube::CustomResource,
-    Clone,
-    Debug,
-    Default,
-    PartialEq,
-    serde::Serialize,
-    serde::Deserialize,
-    schemars::JsonSchema,
+    kube::CustomResource, Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize,
 )]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[kube(
     group = "pool.kubevirt.io",
     version = "v1beta1",
@@ -24,6 +18,7 @@
     derive = "PartialEq",
     derive = "Default"
 )]
+#[cfg_attr(not(feature = "schemars"), kube(schema = "disabled"))]
 #[kube(
     doc = "VirtualMachinePool resource contains a VirtualMachine configuration that can be used to replicate multiple VirtualMachine resources."
 )]

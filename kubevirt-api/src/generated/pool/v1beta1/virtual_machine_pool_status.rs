@@ -2,14 +2,13 @@
 // change the generator and run it again.
 
 /// VirtualMachinePoolStatus is part of upstream's `v1beta1.VirtualMachinePoolStatus` API.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct VirtualMachinePoolStatus {
     /// `conditions` of upstream's `v1beta1.VirtualMachinePoolStatus`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("x-kubernetes-list-type" = "atomic"))]
+    #[cfg_attr(feature = "schemars", schemars(extend("x-kubernetes-list-type" = "atomic")))]
     pub conditions: Option<Vec<crate::pool::v1beta1::VirtualMachinePoolCondition>>,
     /// Canonical form of the label selector for HPA which consumes it through the scale subresource.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -3,9 +3,8 @@
 
 /// VirtualMachinePoolUpdateStrategy specifies how the VMPool controller manages updating VMs within a
 /// VMPool, by default it is proactive update.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct VirtualMachinePoolUpdateStrategy {
     /// Opportunistic update only gets applied to the VM, VMI is updated naturally upon the restart. Whereas

@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// Error is the last error encountered during the snapshot/restore
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Error {
     /// `message` of upstream's `v1beta1.Error`.

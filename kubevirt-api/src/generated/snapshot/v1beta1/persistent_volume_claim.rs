@@ -2,17 +2,16 @@
 // change the generator and run it again.
 
 /// PersistentVolumeClaim is part of upstream's `v1beta1.PersistentVolumeClaim` API.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct PersistentVolumeClaim {
     /// Standard object's metadata. More info:
-    /// https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#metadata
+    /// <https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#metadata>
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>,
     /// Spec defines the desired characteristics of a volume requested by a pod author. More info:
-    /// https://kubernetes.io/docs/concepts/storage/persistent-volumes#persistentvolumeclaims
+    /// <https://kubernetes.io/docs/concepts/storage/persistent-volumes#persistentvolumeclaims>
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spec: Option<k8s_openapi::api::core::v1::PersistentVolumeClaimSpec>,
 }

@@ -3,17 +3,16 @@
 
 /// SnapshotVolumesLists includes the list of volumes which were included in the snapshot and volumes
 /// which were excluded from the snapshot
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct SnapshotVolumesLists {
     /// `excludedVolumes` of upstream's `v1beta1.SnapshotVolumesLists`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    #[cfg_attr(feature = "schemars", schemars(extend("x-kubernetes-list-type" = "set")))]
     pub excluded_volumes: Option<Vec<String>>,
     /// `includedVolumes` of upstream's `v1beta1.SnapshotVolumesLists`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    #[cfg_attr(feature = "schemars", schemars(extend("x-kubernetes-list-type" = "set")))]
     pub included_volumes: Option<Vec<String>>,
 }

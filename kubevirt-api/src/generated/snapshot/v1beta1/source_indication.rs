@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// SourceIndication provides an indication of the source VM with its description message
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct SourceIndication {
     /// Indication is the indication type

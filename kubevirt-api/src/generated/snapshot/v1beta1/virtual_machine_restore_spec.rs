@@ -3,15 +3,9 @@
 
 /// VirtualMachineRestoreSpec is the spec for a VirtualMachineRestore resource
 #[derive(
-    kube::CustomResource,
-    Clone,
-    Debug,
-    Default,
-    PartialEq,
-    serde::Serialize,
-    serde::Deserialize,
-    schemars::JsonSchema,
+    kube::CustomResource, Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize,
 )]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[kube(
     group = "snapshot.kubevirt.io",
     version = "v1beta1",
@@ -24,6 +18,7 @@
     derive = "PartialEq",
     derive = "Default"
 )]
+#[cfg_attr(not(feature = "schemars"), kube(schema = "disabled"))]
 #[kube(doc = "VirtualMachineRestore defines the operation of restoring a VM")]
 #[serde(rename_all = "camelCase")]
 pub struct VirtualMachineRestoreSpec {
@@ -32,7 +27,7 @@ pub struct VirtualMachineRestoreSpec {
     ///
     /// Example for a patch: {"op": "replace", "path": "/metadata/name", "value": "new-vm-name"}
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("x-kubernetes-list-type" = "atomic"))]
+    #[cfg_attr(feature = "schemars", schemars(extend("x-kubernetes-list-type" = "atomic")))]
     pub patches: Option<Vec<String>>,
     /// initially only VirtualMachine type supported
     pub target: k8s_openapi::api::core::v1::TypedLocalObjectReference,
@@ -47,7 +42,7 @@ pub struct VirtualMachineRestoreSpec {
     /// VolumeRestoreOverrides gives the option to change properties of each restored volume For example,
     /// specifying the name of the restored volume, or adding labels/annotations to it
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("x-kubernetes-list-type" = "atomic"))]
+    #[cfg_attr(feature = "schemars", schemars(extend("x-kubernetes-list-type" = "atomic")))]
     pub volume_restore_overrides: Option<Vec<crate::snapshot::v1beta1::VolumeRestoreOverride>>,
     /// `volumeRestorePolicy` of upstream's `v1beta1.VirtualMachineRestoreSpec`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// VirtualMachineRestoreStatus is the status for a VirtualMachineRestore resource
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct VirtualMachineRestoreStatus {
     /// `complete` of upstream's `v1beta1.VirtualMachineRestoreStatus`.
@@ -12,17 +11,17 @@ pub struct VirtualMachineRestoreStatus {
     pub complete: Option<bool>,
     /// `conditions` of upstream's `v1beta1.VirtualMachineRestoreStatus`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("x-kubernetes-list-type" = "atomic"))]
+    #[cfg_attr(feature = "schemars", schemars(extend("x-kubernetes-list-type" = "atomic")))]
     pub conditions: Option<Vec<crate::snapshot::v1beta1::Condition>>,
     /// `deletedDataVolumes` of upstream's `v1beta1.VirtualMachineRestoreStatus`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    #[cfg_attr(feature = "schemars", schemars(extend("x-kubernetes-list-type" = "set")))]
     pub deleted_data_volumes: Option<Vec<String>>,
     /// `restoreTime` of upstream's `v1beta1.VirtualMachineRestoreStatus`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore_time: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
     /// `restores` of upstream's `v1beta1.VirtualMachineRestoreStatus`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("x-kubernetes-list-type" = "atomic"))]
+    #[cfg_attr(feature = "schemars", schemars(extend("x-kubernetes-list-type" = "atomic")))]
     pub restores: Option<Vec<crate::snapshot::v1beta1::VolumeRestore>>,
 }

@@ -3,15 +3,9 @@
 
 /// VirtualMachineSnapshotContentSpec is the spec for a VirtualMachineSnapshotContent resource
 #[derive(
-    kube::CustomResource,
-    Clone,
-    Debug,
-    Default,
-    PartialEq,
-    serde::Serialize,
-    serde::Deserialize,
-    schemars::JsonSchema,
+    kube::CustomResource, Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize,
 )]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[kube(
     group = "snapshot.kubevirt.io",
     version = "v1beta1",
@@ -24,6 +18,7 @@
     derive = "PartialEq",
     derive = "Default"
 )]
+#[cfg_attr(not(feature = "schemars"), kube(schema = "disabled"))]
 #[kube(doc = "VirtualMachineSnapshotContent contains the snapshot data")]
 #[serde(rename_all = "camelCase")]
 pub struct VirtualMachineSnapshotContentSpec {
@@ -34,6 +29,6 @@ pub struct VirtualMachineSnapshotContentSpec {
     pub virtual_machine_snapshot_name: Option<String>,
     /// `volumeBackups` of upstream's `v1beta1.VirtualMachineSnapshotContentSpec`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("x-kubernetes-list-type" = "atomic"))]
+    #[cfg_attr(feature = "schemars", schemars(extend("x-kubernetes-list-type" = "atomic")))]
     pub volume_backups: Option<Vec<crate::snapshot::v1beta1::VolumeBackup>>,
 }

@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// VirtualMachineSnapshotContentStatus is the status for a VirtualMachineSnapshotStatus resource
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct VirtualMachineSnapshotContentStatus {
     /// `creationTime` of upstream's `v1beta1.VirtualMachineSnapshotContentStatus`.
@@ -18,6 +17,6 @@ pub struct VirtualMachineSnapshotContentStatus {
     pub ready_to_use: Option<bool>,
     /// `volumeSnapshotStatus` of upstream's `v1beta1.VirtualMachineSnapshotContentStatus`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("x-kubernetes-list-type" = "atomic"))]
+    #[cfg_attr(feature = "schemars", schemars(extend("x-kubernetes-list-type" = "atomic")))]
     pub volume_snapshot_status: Option<Vec<crate::snapshot::v1beta1::VolumeSnapshotStatus>>,
 }

@@ -3,15 +3,9 @@
 
 /// VirtualMachineSnapshotSpec is the spec for a VirtualMachineSnapshot resource
 #[derive(
-    kube::CustomResource,
-    Clone,
-    Debug,
-    Default,
-    PartialEq,
-    serde::Serialize,
-    serde::Deserialize,
-    schemars::JsonSchema,
+    kube::CustomResource, Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize,
 )]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[kube(
     group = "snapshot.kubevirt.io",
     version = "v1beta1",
@@ -24,6 +18,7 @@
     derive = "PartialEq",
     derive = "Default"
 )]
+#[cfg_attr(not(feature = "schemars"), kube(schema = "disabled"))]
 #[kube(doc = "VirtualMachineSnapshot defines the operation of snapshotting a VM")]
 #[serde(rename_all = "camelCase")]
 pub struct VirtualMachineSnapshotSpec {

@@ -2,14 +2,13 @@
 // change the generator and run it again.
 
 /// VirtualMachineSnapshotStatus is the status for a VirtualMachineSnapshot resource
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct VirtualMachineSnapshotStatus {
     /// `conditions` of upstream's `v1beta1.VirtualMachineSnapshotStatus`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("x-kubernetes-list-type" = "atomic"))]
+    #[cfg_attr(feature = "schemars", schemars(extend("x-kubernetes-list-type" = "atomic")))]
     pub conditions: Option<Vec<crate::snapshot::v1beta1::Condition>>,
     /// `creationTime` of upstream's `v1beta1.VirtualMachineSnapshotStatus`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -19,7 +18,7 @@ pub struct VirtualMachineSnapshotStatus {
     pub error: Option<crate::snapshot::v1beta1::Error>,
     /// Deprecated: Use SourceIndications instead. This field will be removed in a future version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    #[cfg_attr(feature = "schemars", schemars(extend("x-kubernetes-list-type" = "set")))]
     pub indications: Option<Vec<String>>,
     /// `phase` of upstream's `v1beta1.VirtualMachineSnapshotStatus`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -32,7 +31,7 @@ pub struct VirtualMachineSnapshotStatus {
     pub snapshot_volumes: Option<crate::snapshot::v1beta1::SnapshotVolumesLists>,
     /// `sourceIndications` of upstream's `v1beta1.VirtualMachineSnapshotStatus`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("x-kubernetes-list-type" = "atomic"))]
+    #[cfg_attr(feature = "schemars", schemars(extend("x-kubernetes-list-type" = "atomic")))]
     pub source_indications: Option<Vec<crate::snapshot::v1beta1::SourceIndication>>,
     /// `sourceUID` of upstream's `v1beta1.VirtualMachineSnapshotStatus`.
     #[serde(rename = "sourceUID", default, skip_serializing_if = "Option::is_none")]

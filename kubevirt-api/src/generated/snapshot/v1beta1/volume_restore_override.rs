@@ -2,9 +2,8 @@
 // change the generator and run it again.
 
 /// VolumeRestoreOverride specifies how a volume should be restored from a VirtualMachineSnapshot
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct VolumeRestoreOverride {
     /// `annotations` of upstream's `v1beta1.VolumeRestoreOverride`.
