@@ -204,7 +204,7 @@ impl ImageSource for Layout {
             std::io::ErrorKind::NotFound => OciError::Manifest {
                 image: format!("oci:{}:{tag}", self.dir.display()),
                 message: format!(
-                    "{} is not an OCI image layout (no index.json); write one with `kubevirt-launcher demo-image {}` for the demo guest, or `skopeo copy docker://IMAGE oci:DIR:TAG`",
+                    "{} is not an OCI image layout (no index.json); write one with `cargo run -p kubevirt-demo-guest -- {}` for the demo guest, or `skopeo copy docker://IMAGE oci:DIR:TAG`",
                     self.dir.display(),
                     self.dir.display()
                 ),

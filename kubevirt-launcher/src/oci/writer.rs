@@ -1,5 +1,5 @@
 //! Writing images: one gzip'd tar layer of files, its config and manifest, and an OCI image
-//! layout holding them. `kubevirt-launcher demo-image` and the tests build images this way.
+//! layout holding them. The demo guest's image tool (`kubevirt-demo-image`) and the tests build images this way.
 
 use super::store::digest_of;
 use std::io::{self, Write};
