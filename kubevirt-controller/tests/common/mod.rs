@@ -77,27 +77,13 @@ impl Cluster {
 
     /// Runs the real kubectl against the server (off the async runtime).
     pub async fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
-        let (kubeconfig, cache) = (self.kubeconfig.clone(), self.dir.join("kubectl-cache"));
+        // The kubeconfig is in `dir`, so kubectl's cache is `dir/kubectl-cache`.
+        let kubeconfig = self.kubeconfig.clone();
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         let stdin = stdin.map(str::to_string);
         tokio::task::spawn_blocking(move || {
-            use std::io::Write;
-            use std::process::{Command, Stdio};
-            let mut child = Command::new("kubectl")
-                .env("KUBECONFIG", kubeconfig)
-                .arg("--cache-dir")
-                .arg(cache)
-                .args(&args)
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("kubectl is installed");
-            if let Some(s) = stdin {
-                child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
-            }
-            drop(child.stdin.take());
-            let out = child.wait_with_output().unwrap();
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let out = kubevirt_testsupport::kubectl(&kubeconfig, &args, stdin.as_deref());
             (
                 out.status.success(),
                 String::from_utf8_lossy(&out.stdout).into_owned(),
