@@ -207,12 +207,19 @@ pub struct RawFile {
 impl RawFile {
     /// Opens `path`, read-only or read-write, in [`CacheMode::Writeback`] (host page cache,
     /// guest flushes honoured).
+    ///
+    /// # Errors
+    /// [`BackendError`] when the file cannot be opened or its size read.
     pub fn open(path: &Path, read_only: bool) -> Result<RawFile, BackendError> {
         Self::open_with_cache(path, read_only, CacheMode::Writeback)
     }
 
     /// Opens `path`, read-only or read-write, in cache mode `cache` (KubeVirt's `disk.cache`;
     /// see [`CacheMode`] for what each mode guarantees).
+    ///
+    /// # Errors
+    /// [`BackendError`] when the file cannot be opened in that mode (e.g. `O_DIRECT` on a file
+    /// system without it) or its size read.
     pub fn open_with_cache(
         path: &Path,
         read_only: bool,
