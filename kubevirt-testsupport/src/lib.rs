@@ -3,7 +3,7 @@
 //! ([`eventually`], [`eventually_async`]), the upstream fixtures ([`fixture`], honouring
 //! `KUBEVIRT_FIXTURES`), the real kubectl ([`kubectl`]), building the launcher binary
 //! ([`launcher_binary`]), finding a file under a run directory ([`find_file`]) and the demo
-//! guest's OCI image ([`demo_image`]).
+//! guest's OCI image (`demo_image`, feature `demo-image`, on by default).
 //!
 //! A development crate (`publish = false`): products never depend on it, only `[dev-dependencies]`.
 #![deny(missing_docs)]
@@ -20,6 +20,7 @@ pub use fixtures::{fixture, fixtures_dir};
 pub use kubectl::kubectl;
 pub use wait::{TIMEOUT, eventually, eventually_async, eventually_within};
 
+#[cfg(feature = "demo-image")]
 /// Writes the demo guest's image as an OCI layout at `<dir>/image` and returns its reference
 /// (`oci:<dir>/image:demo`, kernel at `/boot/demo.elf`).
 ///
