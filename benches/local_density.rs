@@ -10,39 +10,16 @@
 //! guest here: 1 vCPU, 64 MiB, an emptyDisk and cloud-init) on kubevirt-vmm. Needs the release
 //! launcher: the bench builds it.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use kube::api::{Api, ListParams, PostParams};
 use kubevirt_api::core::v1::{VirtualMachine, VirtualMachineInstance};
 use kubevirt_local::up::{self, NodeOptions, UpOptions};
+use kubevirt_testsupport::{Profile, demo_image, launcher_binary, tempdir};
 
 const LIMIT_P50: f64 = 45.0;
 const LIMIT_P95: f64 = 60.0;
-
-fn launcher() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let status = Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "--release",
-            "--quiet",
-            "-p",
-            "kubevirt-launcher",
-            "--bin",
-            "kubevirt-launcher",
-        ])
-        .current_dir(root)
-        .status()
-        .expect("run cargo");
-    assert!(status.success(), "building kubevirt-launcher failed");
-    let exe = std::env::current_exe().unwrap();
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("target/release")
-        .join("kubevirt-launcher")
-}
 
 fn vm(name: &str, image: &Path) -> VirtualMachine {
     let doc = std::fs::read_to_string(
@@ -67,20 +44,10 @@ fn main() {
         .skip(1)
         .find_map(|a| a.parse().ok())
         .unwrap_or(10);
-    let launcher = launcher();
-    let dir = std::env::temp_dir().join(format!("kv-density-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let launcher = launcher_binary(Profile::Release);
+    let dir = tempdir("density");
     let image = dir.join("image");
-    let out = Command::new(&launcher)
-        .arg("demo-image")
-        .arg(&image)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    demo_image(&dir);
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -89,7 +56,7 @@ fn main() {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let opts = UpOptions {
-        data_dir: dir.clone(),
+        data_dir: dir.to_path_buf(),
         listen: "127.0.0.1:0".parse().unwrap(),
         watch_history: kubevirt_local::storage::DEFAULT_HISTORY,
         node: Some(NodeOptions {

@@ -17,8 +17,7 @@ fn main() {
         .collect();
     let mib = args.first().copied().unwrap_or(64);
     let runs = args.get(1).copied().unwrap_or(5);
-    let dir = std::env::temp_dir().join(format!("vmm-blk-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("create the bench directory");
+    let dir = kubevirt_testsupport::tempdir("vmm-blk-bench");
     let path = dir.join("disk.img");
     create_image(&path, mib).expect("create the disk image");
 

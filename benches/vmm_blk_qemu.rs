@@ -232,8 +232,7 @@ fn main() {
         _ => vec![Accel::Tcg],
     };
 
-    let dir = std::env::temp_dir().join(format!("vmm-blk-qemu-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = kubevirt_testsupport::tempdir("vmm-blk-qemu");
     let (elf_path, disk) = (dir.join("stream.elf"), dir.join("disk.img"));
     let image = elf::pvh_elf(&virtio_blk_stream(mib, 1, Marks::Serial).expect("assemble guest"))
         .expect("PVH ELF");

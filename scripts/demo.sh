@@ -8,14 +8,14 @@ cd "$(dirname "$0")/.."
 fixtures=${KUBEVIRT_FIXTURES:-../shared/fixtures/upstream}
 
 scripts/setup.sh
-cargo build --release --locked -p kubevirt-controller -p kubevirt-local -p kubevirt-launcher
+cargo build --release --locked -p kubevirt-controller -p kubevirt-local -p kubevirt-launcher -p kubevirt-demo-guest
 cargo build --release --locked --example build_vm --example vmm_hello --example vmm_virtio_selftest
 bin=${CARGO_TARGET_DIR:-target}/release
 
 data=$(mktemp -d)
 server=
 trap 'kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; rm -rf "$data"' EXIT
-"$bin"/kubevirt-launcher demo-image target/demo-image
+"$bin"/kubevirt-demo-image target/demo-image
 echo "== kubevirt-local up: API server + CRDs + VM controller + node agent, in one process"
 "$bin"/kubevirt-local up --data-dir "$data" --listen 127.0.0.1:0 --launcher "$bin"/kubevirt-launcher > "$data/up.log" 2>&1 &
 server=$!

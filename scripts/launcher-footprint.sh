@@ -6,8 +6,8 @@
 # The demo guest waits for commands, so each run types `poweroff` on the launcher's stdin.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build -q --release -p kubevirt-launcher
-target/release/kubevirt-launcher demo-image target/demo-image >/dev/null
+cargo build -q --release -p kubevirt-launcher -p kubevirt-demo-guest
+target/release/kubevirt-demo-image target/demo-image >/dev/null
 run=(target/release/kubevirt-launcher run --vmi examples/vmi-demo.yaml --cache-dir target/launcher-cache --volumes-dir target/volumes)
 printf 'poweroff\r' | "${run[@]}" >/dev/null 2>&1 # warm the cache
 for i in 1 2 3 4 5; do

@@ -24,7 +24,7 @@ fn run(args: &[&str], stdin: Option<&str>) -> Output {
 }
 
 fn fixtures() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/upstream")
+    kubevirt_testsupport::fixtures_dir()
 }
 
 #[test]

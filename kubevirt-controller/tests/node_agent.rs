@@ -8,7 +8,6 @@ mod common;
 use std::io::Read;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use common::{Cluster, eventually};
@@ -18,34 +17,8 @@ use kubevirt_controller::node::NodeConfig;
 use kubevirt_launcher_protocol::{
     CONSOLE_SOCKET, CONTROL_SOCKET, Client, ExitStatus, FinalStatus, Request,
 };
+use kubevirt_testsupport::{Profile, demo_image, find_file as find, launcher_binary};
 use serde_json::json;
-
-/// Builds `kubevirt-launcher` (a no-op in `cargo test --workspace`, which built it already) and
-/// returns its path next to this test's target directory.
-fn launcher() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let status = Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "--quiet",
-            "-p",
-            "kubevirt-launcher",
-            "--bin",
-            "kubevirt-launcher",
-        ])
-        .current_dir(&root)
-        .status()
-        .expect("run cargo");
-    assert!(status.success(), "building kubevirt-launcher failed");
-    let exe = std::env::current_exe().unwrap();
-    let target = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>");
-    let path = target.join("kubevirt-launcher");
-    assert!(path.exists(), "no launcher at {}", path.display());
-    path
-}
 
 fn vm(image: &str) -> String {
     format!(
@@ -99,21 +72,6 @@ fn console(run_root: &Path) -> String {
     String::from_utf8_lossy(&text).into_owned()
 }
 
-fn find(dir: &Path, name: &str) -> Option<PathBuf> {
-    for entry in std::fs::read_dir(dir).ok()?.flatten() {
-        let p = entry.path();
-        if p.file_name().is_some_and(|n| n == name) {
-            return Some(p);
-        }
-        if p.is_dir()
-            && let Some(found) = find(&p, name)
-        {
-            return Some(found);
-        }
-    }
-    None
-}
-
 async fn vmi_phase(vmis: &Api<VirtualMachineInstance>) -> Option<(String, String, String)> {
     let v = vmis.get_opt("demo").await.ok()??;
     let s = v.status?;
@@ -126,20 +84,12 @@ async fn vmi_phase(vmis: &Api<VirtualMachineInstance>) -> Option<(String, String
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_apply_boots_the_vm_and_halting_it_powers_the_guest_off() {
-    let launcher = tokio::task::spawn_blocking(launcher).await.unwrap();
+    let launcher = tokio::task::spawn_blocking(|| launcher_binary(Profile::Debug))
+        .await
+        .unwrap();
     let c = Cluster::start(false).await;
     let work = c.dir.join("node");
-    let status = Command::new(&launcher)
-        .args(["demo-image"])
-        .arg(work.join("image"))
-        .output()
-        .unwrap();
-    assert!(
-        status.status.success(),
-        "{}",
-        String::from_utf8_lossy(&status.stderr)
-    );
-    let image = format!("oci:{}:demo", work.join("image").display());
+    let image = demo_image(&work);
     let config = NodeConfig {
         node_name: "local".into(),
         launcher,
@@ -336,7 +286,9 @@ async fn vmi_status(
 /// included, read from its final status rather than its log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vmi_the_launcher_refuses_fails_with_its_reason() {
-    let launcher = tokio::task::spawn_blocking(launcher).await.unwrap();
+    let launcher = tokio::task::spawn_blocking(|| launcher_binary(Profile::Debug))
+        .await
+        .unwrap();
     let c = Cluster::start(false).await;
     let work = c.dir.join("node");
     let (config, stop_tx, agent) = start_agent(&c, launcher, &work);
@@ -377,17 +329,13 @@ async fn a_vmi_the_launcher_refuses_fails_with_its_reason() {
 /// reaches its VMI within a poll or two, as it does with no stuck launcher at all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stuck_launcher_does_not_delay_another_vmis_status() {
-    let real = tokio::task::spawn_blocking(launcher).await.unwrap();
+    let real = tokio::task::spawn_blocking(|| launcher_binary(Profile::Debug))
+        .await
+        .unwrap();
     let c = Cluster::start(false).await;
     let work = c.dir.join("node");
     std::fs::create_dir_all(&work).unwrap();
-    let status = Command::new(&real)
-        .args(["demo-image"])
-        .arg(work.join("image"))
-        .output()
-        .unwrap();
-    assert!(status.status.success(), "{status:?}");
-    let image = format!("oci:{}:demo", work.join("image").display());
+    let image = demo_image(&work);
     // The launcher for VMIs named stuck-*: a process that never serves its control socket
     // (this test serves it, without answering); the others run the real launcher.
     let wrapper = work.join("launcher.sh");

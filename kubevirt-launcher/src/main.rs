@@ -9,7 +9,6 @@ use clap::{Parser, Subcommand};
 use kubevirt_api::codec::documents_from_yaml;
 use kubevirt_api::object::Object;
 use kubevirt_launcher::control::{Shutdown, phase};
-use kubevirt_launcher::oci::ImageBlobs;
 use kubevirt_launcher::run::{RunOptions, launch};
 use kubevirt_launcher::terminal::{CharacterMode, forward};
 use kubevirt_launcher_protocol::{
@@ -38,13 +37,6 @@ struct Cli {
 enum Command {
     /// Run a VMI (or a VM's template) from a YAML/JSON file (`-` for stdin), as a user wrote it.
     Run(RunArgs),
-    /// Write the demo guest's container image as an OCI image layout (what
-    /// `examples/vmi-demo.yaml` boots: `oci:<DIR>:demo`, kernel at /boot/demo.elf).
-    DemoImage {
-        /// Where to write the layout.
-        #[arg(default_value = "target/demo-image")]
-        dir: PathBuf,
-    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -79,26 +71,6 @@ struct RunArgs {
     pod_interface: String,
 }
 
-fn demo_image(dir: &std::path::Path) -> ExitCode {
-    let written = kubevirt_demo_guest::pvh_elf()
-        .map_err(|e| e.to_string())
-        .and_then(|elf| {
-            ImageBlobs::with(&[("boot/demo.elf", &elf)])
-                .and_then(|image| image.write_layout(dir, "demo"))
-                .map_err(|e| format!("{}: {e}", dir.display()))
-        });
-    match written {
-        Ok(()) => {
-            println!("wrote the demo guest image to oci:{}:demo", dir.display());
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(3)
-        }
-    }
-}
-
 static TERMINATE: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_signal(_: libc::c_int) {
@@ -108,7 +80,6 @@ extern "C" fn on_signal(_: libc::c_int) {
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Run(args) => run(args),
-        Command::DemoImage { dir } => demo_image(&dir),
     }
 }
 

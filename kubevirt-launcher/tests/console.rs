@@ -12,8 +12,7 @@ use std::time::Duration;
 
 #[test]
 fn a_guest_console_reaches_a_socket_client() {
-    let dir = std::env::temp_dir().join(format!("kv-console-vm-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = kubevirt_testsupport::tempdir("console-vm");
     let (read_end, write_end) = std::io::pipe().expect("pipe");
     let guest = programs::hello().expect("assemble the hello guest");
     let vm = Arc::new(

@@ -4,19 +4,13 @@
 
 use kubevirt_api::object::Object;
 use kubevirt_launcher::cloudinit::{self, NoSecrets};
+use kubevirt_testsupport::tempdir;
 use kubevirt_vmm::virtio::block::{Block, RawFile};
 use kubevirt_vmm::{ConsoleBuffer, ConsoleConfig, ExitReason, Vm};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 const MEMORY: u64 = 16 << 20;
-
-fn tempdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("kv-demo-guest-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 /// The cloud-init ISO of a VMI written as `yaml`.
 fn cloud_init_iso(yaml: &str, dir: &Path) -> PathBuf {

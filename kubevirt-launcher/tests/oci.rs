@@ -94,7 +94,8 @@ fn a_missing_layout_says_how_to_make_one() {
     .unwrap_err()
     .to_string();
     assert!(
-        err.contains("is not an OCI image layout") && err.contains("kubevirt-launcher demo-image"),
+        err.contains("is not an OCI image layout")
+            && err.contains("cargo run -p kubevirt-demo-guest --"),
         "{err}"
     );
 }

@@ -5,7 +5,6 @@ use kubevirt_api::codec::documents_from_yaml;
 use kubevirt_api::object::Object;
 use kubevirt_api::validation::ErrorKind;
 use kubevirt_launcher::plan::{CacheMode, DiskSource, LaunchPlan, PlanErrors, from_document};
-use std::path::Path;
 
 fn plan_of(yaml: &str) -> Result<LaunchPlan, PlanErrors> {
     let doc = documents_from_yaml(yaml).expect("yaml").remove(0);
@@ -13,11 +12,7 @@ fn plan_of(yaml: &str) -> Result<LaunchPlan, PlanErrors> {
 }
 
 fn fixture(name: &str) -> String {
-    let dir = std::env::var_os("KUBEVIRT_FIXTURES").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/upstream"),
-        std::path::PathBuf::from,
-    );
-    let path = dir.join(name);
+    let path = kubevirt_testsupport::fixture(name);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 

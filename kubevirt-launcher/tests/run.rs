@@ -230,22 +230,14 @@ fn unsupported_specs_are_refused_with_paths() {
 }
 
 /// `examples/vmi-demo.yaml` as shipped (only the image directory moved), with the image the
-/// launcher's `demo-image` command writes: the demo guest prints its banner, its disks and the
+/// demo guest's image tool writes: the demo guest prints its banner, its disks and the
 /// cloud-init data; what is typed on the launcher's stdin reaches its console; `poweroff` ends
 /// it and the launcher reports Succeeded.
 #[test]
 fn the_shipped_demo_vmi_boots_and_answers_the_keyboard() {
     let dir = tempdir("demo");
     let image = dir.join("image");
-    let made = Command::new(env!("CARGO_BIN_EXE_kubevirt-launcher"))
-        .args(["demo-image", image.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
+    kubevirt_demo_guest::write_image(&image).expect("write the demo image");
     let shipped = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/vmi-demo.yaml"),
     )

@@ -6,82 +6,15 @@
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use kubevirt_testsupport::{
+    Profile, demo_image, eventually, find_file as find, kubectl, launcher_binary, tempdir,
+};
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// Builds `kubevirt-launcher` (a no-op in `cargo test --workspace`) and returns its path.
-fn launcher() -> PathBuf {
-    let status = Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "--quiet",
-            "-p",
-            "kubevirt-launcher",
-            "--bin",
-            "kubevirt-launcher",
-        ])
-        .current_dir(root())
-        .status()
-        .expect("run cargo");
-    assert!(status.success(), "building kubevirt-launcher failed");
-    let exe = std::env::current_exe().unwrap();
-    let target = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>");
-    target.join("kubevirt-launcher")
-}
-
-fn kubectl(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Output {
-    use std::io::Write;
-    let mut child = Command::new("kubectl")
-        .env("KUBECONFIG", kubeconfig)
-        .arg("--cache-dir")
-        .arg(kubeconfig.with_file_name("kubectl-cache"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kubectl is installed");
-    if let Some(s) = stdin {
-        child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
-    }
-    drop(child.stdin.take());
-    child.wait_with_output().unwrap()
-}
-
-fn eventually<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = probe() {
-            return v;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn find(dir: &Path, name: &str) -> Option<PathBuf> {
-    for entry in std::fs::read_dir(dir).ok()?.flatten() {
-        let p = entry.path();
-        if p.file_name().is_some_and(|n| n == name) {
-            return Some(p);
-        }
-        if p.is_dir()
-            && let Some(found) = find(&p, name)
-        {
-            return Some(found);
-        }
-    }
-    None
 }
 
 /// Stops the server if the test fails half way.
@@ -96,20 +29,10 @@ impl Drop for Up {
 
 #[test]
 fn kubectl_apply_runs_the_demo_vm_on_the_local_node() {
-    let launcher = launcher();
-    let dir = std::env::temp_dir().join(format!("kv-up-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let launcher = launcher_binary(Profile::Debug);
+    let dir = tempdir("up");
     let image = dir.join("image");
-    let out = Command::new(&launcher)
-        .arg("demo-image")
-        .arg(&image)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    demo_image(&dir);
 
     let mut child = Command::new(env!("CARGO_BIN_EXE_kubevirt-local"))
         .arg("up")

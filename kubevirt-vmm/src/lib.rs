@@ -1,59 +1,103 @@
 //! kubevirt-vmm: a reusable KVM virtual machine monitor library on the rust-vmm crates.
 //!
 //! A [`Vm`] is built from a [`VmConfig`]: guest RAM laid out around the 32-bit MMIO hole, an
-//! in-kernel irqchip and PIT, CPUID from `KVM_GET_SUPPORTED_CPUID` minus a feature mask, one
-//! thread per vCPU, and port-I/O/MMIO [`bus`]es that route exits to plain-struct devices
-//! (16550 serial, i8042, CMOS RTC, a debug-exit port, and whatever the embedding program adds).
-//! It boots a flat 64-bit payload, a Linux bzImage or a PVH ELF, and runs until the guest
-//! powers off, resets, faults or the host stops it: [`Vm::wait`] returns the [`ExitReason`].
+//! in-kernel irqchip and PIT, CPUID from `KVM_GET_SUPPORTED_CPUID` minus a feature mask
+//! ([`CpuFeatureMask`]), one thread per vCPU, and port-I/O/MMIO buses that route exits to
+//! plain-struct devices (16550 serial, i8042, CMOS RTC, a debug-exit port, and whatever the
+//! embedding program adds as a [`BusDevice`] or a [`virtio::VirtioDevice`] through
+//! [`VmBuilder`]). It boots a flat 64-bit payload ([`DirectBoot`]), a Linux bzImage or a PVH
+//! ELF ([`LinuxBoot`]), writes ACPI ([`acpi`]) and SMBIOS ([`SmbiosInfo`]) tables, and runs
+//! until the guest powers off, resets, faults or the host stops it: [`Vm::wait`] returns the
+//! [`ExitReason`].
+//!
+//! # Booting a kernel
+//!
+//! Any x86-64 Linux bzImage or PVH ELF (`vmlinux` with a `XEN_ELFNOTE_PHYS32_ENTRY` note)
+//! boots. The workspace ships one that needs nothing else: the demo guest, a small Rust program
+//! wrapped as a PVH ELF. Write it with
+//! `cargo run -p kubevirt-demo-guest -- target/demo-image --elf target/demo-guest.elf`, then:
 //!
 //! ```no_run
-//! use kubevirt_vmm::{BootSource, ConsoleConfig, KernelImage, LinuxBoot, Vm, VmConfig};
+//! use kubevirt_vmm::{BootSource, ConsoleConfig, ExitReason, KernelImage, LinuxBoot, Vm, VmConfig};
 //!
 //! let boot = BootSource::Linux(LinuxBoot {
-//!     kernel: KernelImage::Path("vmlinuz".into()),
-//!     initrd: Some(KernelImage::Path("initrd.img".into())),
-//!     cmdline: "console=ttyS0 reboot=k panic=1".into(),
+//!     kernel: KernelImage::Path("target/demo-guest.elf".into()),
+//!     initrd: None,
+//!     cmdline: "console=ttyS0".into(),
 //! });
-//! let config = VmConfig::new(2, 512 << 20, boot).with_serial(ConsoleConfig::File("console.log".into()));
+//! let config = VmConfig::new(1, 64 << 20, boot)
+//!     .with_serial(ConsoleConfig::File("console.log".into()));
 //! let vm = Vm::new(config)?;
 //! vm.start()?;
-//! println!("guest ended: {}", vm.wait());
+//! // The demo guest waits at a prompt; press its ACPI power button to end it.
+//! vm.press_power_button()?;
+//! assert_eq!(vm.wait(), ExitReason::PowerOff);
 //! # Ok::<(), kubevirt_vmm::VmError>(())
 //! ```
 //!
-//! Module map: [`arch`] (x86-64 layout, GDT, page tables, registers, CPUID, MSRs), [`memory`]
-//! (guest RAM), [`bus`] (the `BusDevice` trait and address dispatch), [`devices`] (legacy
-//! devices), [`pci`] (root complex, config space, BAR placement), [`virtio`] (the
-//! `VirtioDevice` trait, the virtio-pci transport, virtio-blk and -rng), [`acpi`] (RSDP,
-//! XSDT, FADT, MADT, MCFG, DSDT and the sleep/reset registers), [`smbios`] (the SMBIOS 3.0
-//! tables carrying the system UUID and serial), [`boot`] (direct, bzImage and
-//! PVH loading), [`vcpu`] (run loop, kicks) and [`vm`] (builder, lifecycle, exit reasons).
-//! With the `test-guests` feature, `testguest` assembles
-//! the small CPL 3 guests the integration tests, examples and benchmarks run.
+//! `examples/vmm_hello.rs` boots a hand-written 40-byte payload with no files at all, or any
+//! kernel given on its command line.
+//!
+//! # The public surface
+//!
+//! The crate root holds the VM ([`Vm`], [`VmBuilder`], [`VmConfig`], [`VmState`],
+//! [`ExitReason`], [`VmError`]), memory and vCPU configuration ([`MemoryOptions`],
+//! [`CpuTopology`], [`CpuFeatureMask`], [`VcpuSnapshot`]), boot sources ([`BootSource`]), the
+//! console ([`ConsoleConfig`], [`ConsoleBuffer`]) and the device trait for the buses
+//! ([`BusDevice`]). [`virtio`] holds the [`virtio::VirtioDevice`] trait and the devices
+//! (block with its [`virtio::block::BlockBackend`] trait, net with its
+//! [`virtio::net::NetBackend`] trait, rng, console); [`acpi`] the tables and the power button.
+//! The rest (x86 layout and registers, the PCI root, the virtio-pci transport, queue workers)
+//! stays inside; the `unstable-internals` feature opens it to this workspace's own tests and
+//! benchmarks, with no stability promise. The `test-guests` feature adds `testguest`, the
+//! small CPL 3 guests (assembled at run time with iced-x86) that the tests and benchmarks run.
 #![deny(missing_docs)]
 
+/// Declares a module the crate keeps to itself: private by default, public with the
+/// `unstable-internals` feature, which the workspace's own tests and benchmarks turn on to reach
+/// registers, layouts and hooks. Nothing behind that feature is a stable interface.
+macro_rules! internal_mod {
+    ($(#[$meta:meta])* $name:ident) => {
+        $(#[$meta])*
+        #[cfg(feature = "unstable-internals")]
+        pub mod $name;
+        $(#[$meta])*
+        #[cfg(not(feature = "unstable-internals"))]
+        #[allow(dead_code, unused_imports)]
+        pub(crate) mod $name;
+    };
+}
+
 pub mod acpi;
-pub mod arch;
-pub mod boot;
-pub mod bus;
-pub mod devices;
-pub mod memory;
-pub mod pci;
-pub mod smbios;
+pub mod virtio;
+
+internal_mod!(arch);
+internal_mod!(boot);
+internal_mod!(bus);
+internal_mod!(devices);
+internal_mod!(memory);
+internal_mod!(pci);
+internal_mod!(smbios);
+internal_mod!(vcpu);
+internal_mod!(vm);
+
 #[cfg(feature = "test-guests")]
 pub mod testguest;
-pub mod vcpu;
-pub mod virtio;
-pub mod vm;
 
+pub use acpi::{AcpiError, GedEvents};
+pub use arch::ArchError;
 pub use arch::cpuid::{CpuFeatureMask, CpuidError};
 pub use arch::regs::Privilege;
 pub use arch::topology::{CpuTopology, TopologyError};
-pub use boot::{BootSource, DirectBoot, KernelImage, LinuxBoot};
-pub use bus::{BusDevice, SharedDevice};
-pub use devices::serial::{ConsoleBuffer, ConsoleConfig, ConsoleStats};
-pub use memory::MemoryOptions;
-pub use smbios::SmbiosInfo;
+pub use boot::{BootError, BootSource, DirectBoot, KernelImage, LinuxBoot};
+pub use bus::{BusDevice, BusError, SharedDevice};
+pub use devices::serial::{ConsoleBuffer, ConsoleConfig, ConsoleError, ConsoleStats};
+pub use memory::{MemoryError, MemoryOptions};
+pub use pci::PciError;
+pub use smbios::{SmbiosError, SmbiosInfo};
 pub use vcpu::VcpuSnapshot;
-pub use vm::{ExitReason, ExitRequester, Vm, VmBuilder, VmConfig, VmError, VmState, host_is_pvm};
+pub use virtio::VirtioPciError;
+pub use vm::{
+    ExitReason, ExitRequester, Lifecycle, LifecycleError, Vm, VmBuilder, VmConfig, VmError,
+    VmState, host_is_pvm,
+};

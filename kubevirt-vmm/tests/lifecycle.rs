@@ -2,7 +2,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::wait;
 use kubevirt_vmm::testguest::programs::{
@@ -18,11 +18,7 @@ fn read_u64(vm: &Vm, addr: u64) -> u64 {
 }
 
 fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + common::GUEST_TIMEOUT;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    kubevirt_testsupport::eventually_within(common::GUEST_TIMEOUT, what, || cond().then_some(()));
 }
 
 fn start(guest: &TestGuest, vcpus: u8) -> Vm {

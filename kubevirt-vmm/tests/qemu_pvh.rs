@@ -7,8 +7,7 @@ use std::process::Command;
 
 #[test]
 fn qemu_boots_the_pvh_hello_guest() {
-    let dir = std::env::temp_dir().join(format!("kv-qemu-pvh-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = kubevirt_testsupport::tempdir("qemu-pvh");
     let (kernel, serial) = (dir.join("hello.elf"), dir.join("serial.txt"));
     std::fs::write(&kernel, elf::pvh_elf(&programs::hello().unwrap()).unwrap()).unwrap();
     let status = Command::new("qemu-system-x86_64")

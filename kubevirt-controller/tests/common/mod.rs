@@ -2,9 +2,7 @@
 //! temporary directory, with every KubeVirt CRD installed.
 #![allow(dead_code)]
 
-use std::future::Future;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Client;
@@ -14,6 +12,9 @@ use kubevirt_api::object::all_crds;
 use kubevirt_local::server::{self, State};
 use kubevirt_local::setup;
 use kubevirt_local::storage::Store;
+
+/// Polls an async probe until it yields a value (the workspace's one `eventually`).
+pub use kubevirt_testsupport::eventually_async as eventually;
 
 /// The server: a client for it and the kubeconfig kubectl and the binaries use.
 pub struct Cluster {
@@ -32,12 +33,8 @@ impl Cluster {
     /// Starts a server on the current tokio runtime: HTTPS with a bearer token (as
     /// `kubevirt-local apiserver` serves) when `tls`, else plain HTTP.
     pub async fn start(tls: bool) -> Cluster {
-        let dir = std::env::temp_dir().join(format!(
-            "kv-controller-test-{}-{}",
-            std::process::id(),
-            jiff::Timestamp::now().as_nanosecond()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
+        // Removed by `Drop for Cluster`.
+        let dir = kubevirt_testsupport::tempdir("controller-test").keep();
         let store = Store::open(&dir.join("state.db")).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -80,27 +77,13 @@ impl Cluster {
 
     /// Runs the real kubectl against the server (off the async runtime).
     pub async fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
-        let (kubeconfig, cache) = (self.kubeconfig.clone(), self.dir.join("kubectl-cache"));
+        // The kubeconfig is in `dir`, so kubectl's cache is `dir/kubectl-cache`.
+        let kubeconfig = self.kubeconfig.clone();
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         let stdin = stdin.map(str::to_string);
         tokio::task::spawn_blocking(move || {
-            use std::io::Write;
-            use std::process::{Command, Stdio};
-            let mut child = Command::new("kubectl")
-                .env("KUBECONFIG", kubeconfig)
-                .arg("--cache-dir")
-                .arg(cache)
-                .args(&args)
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("kubectl is installed");
-            if let Some(s) = stdin {
-                child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
-            }
-            drop(child.stdin.take());
-            let out = child.wait_with_output().unwrap();
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let out = kubevirt_testsupport::kubectl(&kubeconfig, &args, stdin.as_deref());
             (
                 out.status.success(),
                 String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -109,23 +92,5 @@ impl Cluster {
         })
         .await
         .unwrap()
-    }
-}
-
-/// Polls `probe` until it yields a value (30 s at most: generous for a loaded CI machine).
-pub async fn eventually<T, F: Future<Output = Option<T>>>(
-    what: &str,
-    mut probe: impl FnMut() -> F,
-) -> T {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(v) = probe().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -6,7 +6,14 @@
 //!
 //! `build.rs` compiles it with the host's rustc into a flat image ([`FLAT_IMAGE`]); [`pvh_elf`]
 //! wraps that in the test-guest toolkit's PVH stub, which is what the container image carries.
+//! [`write_image`] writes that image as an OCI layout and [`write_elf`] the bare ELF; the
+//! `kubevirt-demo-image` binary does both from the command line. This is a development crate:
+//! products (the launcher) do not link it, so they carry no assembler.
 #![deny(missing_docs)]
+
+mod image;
+
+pub use image::{DemoImageError, IMAGE_TAG, KERNEL_PATH, write_elf, write_image};
 
 use kubevirt_vmm::testguest::{GUEST_LOAD_ADDR, TestGuest, TestGuestError, elf};
 

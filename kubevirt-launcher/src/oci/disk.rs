@@ -4,7 +4,7 @@ use super::reference::{ImageRef, Reference};
 use super::source::ImageSource;
 use super::store::{Store, digest_of};
 use super::{OciError, io_err};
-use serde_json::Value;
+use oci_spec::image::{Arch, ImageIndex, ImageManifest, Os};
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -27,34 +27,40 @@ fn parse(image: &ImageRef, bytes: &[u8]) -> Result<Parsed, OciError> {
         image: image.to_string(),
         message: m,
     };
-    let v: Value = serde_json::from_slice(bytes).map_err(|e| err(format!("not JSON: {e}")))?;
-    if let Some(list) = v.get("manifests").and_then(Value::as_array) {
+    // An index (or Docker manifest list) names its entries under `manifests`; an image
+    // manifest (OCI or Docker v2, the same shape) has `layers`.
+    let is_index = serde_json::from_slice::<IndexProbe>(bytes)
+        .map_err(|e| err(format!("not JSON: {e}")))?
+        .manifests
+        .is_some();
+    if is_index {
+        let index: ImageIndex =
+            serde_json::from_slice(bytes).map_err(|e| err(format!("index: {e}")))?;
+        let list = index.manifests();
         let amd64 = list.iter().find(|m| {
-            m.pointer("/platform/os").and_then(Value::as_str) == Some("linux")
-                && m.pointer("/platform/architecture").and_then(Value::as_str) == Some("amd64")
+            m.platform()
+                .as_ref()
+                .is_some_and(|p| *p.os() == Os::Linux && *p.architecture() == Arch::Amd64)
         });
         let chosen = amd64
             .or(if list.len() == 1 { list.first() } else { None })
             .ok_or_else(|| err("the index has no linux/amd64 image".into()))?;
-        let digest = chosen["digest"]
-            .as_str()
-            .ok_or_else(|| err("index entry without a digest".into()))?;
-        return Ok(Parsed::Index(digest.to_string()));
+        return Ok(Parsed::Index(chosen.digest().to_string()));
     }
-    let layers = v
-        .get("layers")
-        .and_then(Value::as_array)
-        .ok_or_else(|| err("neither an image manifest nor an index".into()))?;
-    let layers = layers
+    let manifest: ImageManifest = serde_json::from_slice(bytes)
+        .map_err(|e| err(format!("neither an image manifest nor an index: {e}")))?;
+    let layers = manifest
+        .layers()
         .iter()
-        .map(|l| {
-            l["digest"]
-                .as_str()
-                .map(str::to_string)
-                .ok_or_else(|| err("layer without a digest".into()))
-        })
-        .collect::<Result<_, _>>()?;
+        .map(|l| l.digest().to_string())
+        .collect();
     Ok(Parsed::Image(Manifest { layers }))
+}
+
+/// Just enough of a manifest to tell an index from an image manifest.
+#[derive(serde::Deserialize)]
+struct IndexProbe {
+    manifests: Option<serde::de::IgnoredAny>,
 }
 
 /// Resolve `image` to its manifest digest and manifest, following an index to linux/amd64.
@@ -198,4 +204,54 @@ fn extract_from_layer(
         result = Some(out.to_path_buf());
     }
     Ok(result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image() -> ImageRef {
+        "registry.example/demo/disk:v1".parse().unwrap()
+    }
+
+    const D1: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+    const D2: &str = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
+
+    #[test]
+    fn an_index_resolves_to_its_linux_amd64_entry() {
+        let index = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.list.v2+json","manifests":[
+            {{"mediaType":"application/vnd.docker.distribution.manifest.v2+json","digest":"{D1}","size":10,"platform":{{"architecture":"arm64","os":"linux"}}}},
+            {{"mediaType":"application/vnd.docker.distribution.manifest.v2+json","digest":"{D2}","size":10,"platform":{{"architecture":"amd64","os":"linux"}}}}]}}"#
+        );
+        match parse(&image(), index.as_bytes()).unwrap() {
+            Parsed::Index(d) => assert_eq!(d, D2),
+            Parsed::Image(_) => panic!("an index parsed as an image"),
+        }
+        let arm_only = index.replace("amd64", "s390x");
+        let err = parse(&image(), arm_only.as_bytes()).err().unwrap();
+        assert!(err.to_string().contains("no linux/amd64 image"), "{err}");
+    }
+
+    #[test]
+    fn a_docker_v2_manifest_lists_its_layers_bottom_first() {
+        let manifest = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json",
+            "config":{{"mediaType":"application/vnd.docker.container.image.v1+json","digest":"{D1}","size":5}},
+            "layers":[{{"mediaType":"application/vnd.docker.image.rootfs.diff.tar.gzip","digest":"{D1}","size":7}},
+                      {{"mediaType":"application/vnd.docker.image.rootfs.diff.tar.gzip","digest":"{D2}","size":8}}]}}"#
+        );
+        match parse(&image(), manifest.as_bytes()).unwrap() {
+            Parsed::Image(m) => assert_eq!(m.layers, vec![D1.to_string(), D2.to_string()]),
+            Parsed::Index(_) => panic!("an image parsed as an index"),
+        }
+    }
+
+    #[test]
+    fn what_is_neither_is_refused_with_the_image_named() {
+        for bad in [&b"not json"[..], br#"{"schemaVersion":2}"#] {
+            let err = parse(&image(), bad).err().unwrap().to_string();
+            assert!(err.contains("registry.example/demo/disk:v1"), "{err}");
+        }
+    }
 }

@@ -2,6 +2,7 @@
 
 use super::reference::{ImageRef, Reference};
 use super::{OciError, io_err};
+use oci_spec::image::{ANNOTATION_REF_NAME, ImageIndex};
 use serde_json::Value;
 use std::io::Read;
 use std::path::PathBuf;
@@ -204,22 +205,23 @@ impl ImageSource for Layout {
             std::io::ErrorKind::NotFound => OciError::Manifest {
                 image: format!("oci:{}:{tag}", self.dir.display()),
                 message: format!(
-                    "{} is not an OCI image layout (no index.json); write one with `kubevirt-launcher demo-image {}` for the demo guest, or `skopeo copy docker://IMAGE oci:DIR:TAG`",
+                    "{} is not an OCI image layout (no index.json); write one with `cargo run -p kubevirt-demo-guest -- {}` for the demo guest, or `skopeo copy docker://IMAGE oci:DIR:TAG`",
                     self.dir.display(),
                     self.dir.display()
                 ),
             },
             _ => io_err(&index_path)(e),
         })?;
-        let index: Value = serde_json::from_slice(&text).map_err(|e| OciError::Manifest {
+        let index: ImageIndex = serde_json::from_slice(&text).map_err(|e| OciError::Manifest {
             image: image.to_string(),
             message: format!("index.json: {e}"),
         })?;
-        let manifests = index["manifests"].as_array().cloned().unwrap_or_default();
+        let manifests = index.manifests();
         let named = manifests.iter().find(|m| {
-            m.pointer("/annotations/org.opencontainers.image.ref.name")
-                .and_then(Value::as_str)
-                == Some(tag.as_str())
+            m.annotations()
+                .as_ref()
+                .and_then(|a| a.get(ANNOTATION_REF_NAME))
+                == Some(tag)
         });
         let chosen = named
             .or(if manifests.len() == 1 {
@@ -231,7 +233,7 @@ impl ImageSource for Layout {
                 image: image.to_string(),
                 message: format!("no manifest tagged {tag:?} in {}", index_path.display()),
             })?;
-        let digest = chosen["digest"].as_str().unwrap_or_default().to_string();
+        let digest = chosen.digest().to_string();
         self.read_blob(&digest)
     }
 

@@ -1,11 +1,14 @@
 //! Writing images: one gzip'd tar layer of files, its config and manifest, and an OCI image
-//! layout holding them. `kubevirt-launcher demo-image` and the tests build images this way.
+//! layout holding them. The demo guest's image tool (`kubevirt-demo-image`) and the tests build images this way.
 
 use super::store::digest_of;
+use oci_spec::image::{
+    ANNOTATION_REF_NAME, Descriptor, Digest, ImageIndexBuilder, ImageManifestBuilder, MediaType,
+    SCHEMA_VERSION,
+};
+use std::collections::HashMap;
 use std::io::{self, Write};
 use std::path::Path;
-
-const MANIFEST_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
 
 /// An OCI image's blobs: one layer holding some files.
 #[derive(Debug, Clone)]
@@ -16,6 +19,12 @@ pub struct ImageBlobs {
     pub config: Vec<u8>,
     /// The image manifest.
     pub manifest: Vec<u8>,
+}
+
+/// The descriptor of `blob`.
+fn descriptor(media_type: MediaType, blob: &[u8]) -> io::Result<Descriptor> {
+    let digest: Digest = digest_of(blob).parse().map_err(io::Error::other)?;
+    Ok(Descriptor::new(media_type, blob.len() as u64, digest))
 }
 
 impl ImageBlobs {
@@ -39,15 +48,17 @@ impl ImageBlobs {
         let config =
             br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#
                 .to_vec();
-        let manifest = serde_json::to_vec(&serde_json::json!({
-            "schemaVersion": 2, "mediaType": MANIFEST_TYPE,
-            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": digest_of(&config), "size": config.len()},
-            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": digest_of(&layer), "size": layer.len()}],
-        }))?;
+        let manifest = ImageManifestBuilder::default()
+            .schema_version(SCHEMA_VERSION)
+            .media_type(MediaType::ImageManifest)
+            .config(descriptor(MediaType::ImageConfig, &config)?)
+            .layers(vec![descriptor(MediaType::ImageLayerGzip, &layer)?])
+            .build()
+            .map_err(io::Error::other)?;
         Ok(ImageBlobs {
             layer,
             config,
-            manifest,
+            manifest: serde_json::to_vec(&manifest)?,
         })
     }
 
@@ -60,9 +71,17 @@ impl ImageBlobs {
             std::fs::write(blobs.join(&digest_of(b)[7..]), b)?;
         }
         std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#)?;
-        let index = serde_json::json!({"schemaVersion": 2, "manifests": [{"mediaType": MANIFEST_TYPE,
-            "digest": digest_of(&self.manifest), "size": self.manifest.len(),
-            "annotations": {"org.opencontainers.image.ref.name": tag}}]});
+        let mut entry = descriptor(MediaType::ImageManifest, &self.manifest)?;
+        entry.set_annotations(Some(HashMap::from([(
+            ANNOTATION_REF_NAME.to_string(),
+            tag.to_string(),
+        )])));
+        let index = ImageIndexBuilder::default()
+            .schema_version(SCHEMA_VERSION)
+            .media_type(MediaType::ImageIndex)
+            .manifests(vec![entry])
+            .build()
+            .map_err(io::Error::other)?;
         std::fs::write(dir.join("index.json"), serde_json::to_vec(&index)?)
     }
 }

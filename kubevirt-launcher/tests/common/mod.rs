@@ -1,14 +1,18 @@
 //! Helpers shared by the launcher's integration tests: commands, network namespaces the tests
 //! create (root), temporary directories and OCI images.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// Shared with the other crates' tests: unique temporary directories and the demo guest's image
+/// (`oci:<dir>/image:demo`).
+pub use kubevirt_testsupport::{demo_image, tempdir};
 
 /// Run a command that must succeed.
 pub fn run(args: &[&str]) {
@@ -64,14 +68,6 @@ pub fn in_ns<T: Send + 'static>(
         enter(&ns);
         f()
     })
-}
-
-/// A fresh directory for this test process and `tag`.
-pub fn tempdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("kv-launcher-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
 }
 
 /// `sha256:<hex>`.
@@ -292,13 +288,6 @@ pub fn push(host: &str, repo: &str, tag: &str, img: &ImageBlobs) {
         .content_type("application/vnd.oci.image.manifest.v1+json")
         .send(img.manifest.as_slice())
         .expect("push manifest");
-}
-
-/// The demo guest's image as an OCI layout at `<dir>/image`; returns its `oci:` reference.
-pub fn demo_image(dir: &Path) -> String {
-    let guest = kubevirt_demo_guest::pvh_elf().expect("demo guest");
-    ImageBlobs::with(&[("boot/demo.elf", &guest)]).write_layout(&dir.join("image"), "demo");
-    format!("oci:{}:demo", dir.join("image").display())
 }
 
 fn indent(text: &str, by: usize) -> String {

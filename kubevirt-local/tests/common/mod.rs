@@ -14,13 +14,9 @@ pub struct Server {
     pub kubeconfig: PathBuf,
 }
 
+/// A data directory kept past the server (a test may restart a server on it).
 fn tempdir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "kubevirt-local-{tag}-{}",
-        uuid::Uuid::new_v4().simple()
-    ));
-    std::fs::create_dir_all(&dir).expect("create temp dir");
-    dir
+    kubevirt_testsupport::tempdir(tag).keep()
 }
 
 impl Server {
@@ -66,27 +62,12 @@ impl Server {
 
     /// Run kubectl with `stdin`.
     pub fn kubectl_stdin(&self, args: &[&str], stdin: Option<&str>) -> Output {
-        use std::io::Write;
-        let mut cmd = Command::new("kubectl");
-        cmd.env("KUBECONFIG", &self.kubeconfig)
-            .arg("--cache-dir")
-            .arg(self.dir.join("kubectl-cache"))
-            .arg("--request-timeout=20s")
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("kubectl is installed");
-        if let Some(s) = stdin {
-            child
-                .stdin
-                .take()
-                .expect("stdin")
-                .write_all(s.as_bytes())
-                .expect("write");
-        }
-        drop(child.stdin.take());
-        child.wait_with_output().expect("kubectl")
+        let args: Vec<&str> = ["--request-timeout=20s"]
+            .iter()
+            .chain(args)
+            .copied()
+            .collect();
+        kubevirt_testsupport::kubectl(&self.kubeconfig, &args, stdin)
     }
 
     /// kubectl that must succeed; returns stdout.
@@ -151,9 +132,7 @@ pub async fn kube_client(s: &Server) -> kube::Client {
 
 /// An upstream fixture.
 pub fn fixture(name: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/fixtures/upstream")
-        .join(name)
+    kubevirt_testsupport::fixture(name)
         .to_string_lossy()
         .into_owned()
 }

@@ -2,7 +2,7 @@
 //! no fixed power button, tells the guest the power button was pressed.
 //!
 //! The host sets an event bit ([`GedEvents::press_power_button`]) and raises an edge on IOAPIC
-//! GSI [`GED_IRQ`]. An ACPI kernel's GED driver then runs the DSDT's `\_SB_.GED_._EVT`, which
+//! GSI `GED_IRQ`. An ACPI kernel's GED driver then runs the DSDT's `\_SB_.GED_._EVT`, which
 //! reads the event register and does `Notify (\_SB_.PWRB, 0x80)` on the `PNP0C0C` power
 //! button: Linux answers with an orderly shutdown ending in S5.
 //!
@@ -10,7 +10,7 @@
 //! A guest that takes no interrupts (a CPL 3 test guest, a `no_std` demo) reads the 32-bit
 //! register at guest-physical [`GED_MMIO_ADDR`] (uncached MMIO, 4-byte access):
 //! * each set bit is an event that happened since the last read: bit 0
-//!   ([`GED_EVENT_POWER_BUTTON`]) = the power button was pressed; other bits read 0;
+//!   (`GED_EVENT_POWER_BUTTON`) = the power button was pressed; other bits read 0;
 //! * **reading clears** the bits it returned (later presses set them again);
 //! * writes are ignored; the 16 bytes from [`GED_MMIO_ADDR`] belong to the device, bytes past
 //!   the first four read 0.
@@ -61,7 +61,7 @@ impl std::fmt::Debug for GedEvents {
 }
 
 impl GedEvents {
-    /// Presses the power button: sets [`GED_EVENT_POWER_BUTTON`] and raises [`GED_IRQ`]. The
+    /// Presses the power button: sets `GED_EVENT_POWER_BUTTON` and raises `GED_IRQ`. The
     /// guest decides what to do (an ACPI OS shuts down); pressing again before it read the
     /// register is one event.
     pub fn press_power_button(&self) -> std::io::Result<()> {

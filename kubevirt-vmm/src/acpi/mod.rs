@@ -1,23 +1,24 @@
 //! ACPI tables the VMM writes for the guest: RSDP, XSDT, a hardware-reduced FADT with sleep
 //! and reset registers, a MADT listing every vCPU's local APIC and the IOAPIC, MCFG for the
 //! PCI ECAM window, and a DSDT with the PCI host bridge, COM1, `_S5_`, and a Generic Event
-//! Device with a power button ([`ged`]).
+//! Device with a power button (`ged`).
 //!
-//! Tables are generated with the `acpi_tables` crate ([`tables`]) and laid out in the BIOS
+//! Tables are generated with the `acpi_tables` crate (`tables`) and laid out in the BIOS
 //! area where a kernel scanning for the RSDP finds them ([`write_tables`]); the sleep and
-//! reset registers are served by [`power::AcpiPower`].
+//! reset registers are served by `power::AcpiPower`.
 
-pub mod dsdt;
-pub mod ged;
-pub mod power;
-pub mod tables;
+internal_mod!(dsdt);
+internal_mod!(ged);
+internal_mod!(power);
+internal_mod!(tables);
 
+pub use ged::GedEvents;
 pub use tables::{AcpiLayout, AcpiTables, write_tables};
 
 /// Where the RSDP goes: the start of the BIOS read-only area, which Linux scans.
 pub const RSDP_ADDR: u64 = 0x000e_0000;
 /// End of the area the tables may use: 64 KiB, below the SMBIOS tables at 0xF0000
-/// ([`crate::smbios::SMBIOS_ENTRY_ADDR`]).
+/// (`crate::smbios::SMBIOS_ENTRY_ADDR`).
 pub const ACPI_AREA_END: u64 = 0x000f_0000;
 /// OEM ID in every table header.
 pub const OEM_ID: [u8; 6] = *b"KUBEVR";

@@ -31,7 +31,7 @@ pub struct VcpuSnapshot {
     /// Segment and control registers.
     pub sregs: kvm_sregs,
     /// The local APIC's register page (`KVM_GET_LAPIC`): pending interrupts sit in its IRR
-    /// ([`crate::arch::lapic::irr_bit`]).
+    /// (`crate::arch::lapic::irr_bit`).
     pub lapic: kvm_lapic_state,
 }
 

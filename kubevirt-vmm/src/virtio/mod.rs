@@ -1,5 +1,5 @@
 //! Virtio over PCI: the [`VirtioDevice`] trait a device (in this crate or another program)
-//! implements, the modern virtio-pci transport ([`pci::VirtioPciDevice`]), queue workers, and
+//! implements, the modern virtio-pci transport (`pci::VirtioPciDevice`), queue workers, and
 //! the devices themselves ([`block`], [`console`], [`net`], [`rng`]).
 //!
 //! Devices never trust the guest: descriptor chains are walked through rust-vmm's
@@ -9,11 +9,11 @@
 
 pub mod block;
 pub mod console;
-pub mod device;
+internal_mod!(device);
 pub mod net;
-pub mod pci;
+internal_mod!(pci);
 pub mod rng;
-pub mod worker;
+internal_mod!(worker);
 
 #[cfg(test)]
 pub(crate) mod test_utils {
@@ -52,6 +52,7 @@ pub use device::{
     ActivateContext, ActivateError, DeviceQueue, HealthFlag, VirtioDevice, VirtioInterrupt,
     VirtioInterruptType,
 };
+pub use pci::VirtioPciError;
 
 /// `VIRTIO_F_VERSION_1`: the modern interface; the only one this transport offers.
 pub const VIRTIO_F_VERSION_1: u64 = 1 << 32;

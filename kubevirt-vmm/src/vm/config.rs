@@ -31,7 +31,7 @@ pub struct VmConfig {
     /// Linux kernel in `acpi_rsdp_addr` / PVH `rsdp_paddr`) and serve the ACPI sleep/reset
     /// registers at ports 0x600-0x603.
     pub acpi: bool,
-    /// Write SMBIOS 3.0 tables (entry point at [`crate::smbios::SMBIOS_ENTRY_ADDR`]) saying
+    /// Write SMBIOS 3.0 tables (entry point at `crate::smbios::SMBIOS_ENTRY_ADDR`) saying
     /// this; `None`: no SMBIOS. Default: [`SmbiosInfo::default`] (upstream KubeVirt's
     /// manufacturer, product and family; no UUID or serial).
     pub smbios: Option<SmbiosInfo>,

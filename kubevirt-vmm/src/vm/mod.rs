@@ -184,7 +184,37 @@ pub fn host_is_pvm() -> bool {
 
 type Com1 = SerialDevice<IrqTrigger, ConsoleOutput>;
 
-/// Builds a [`Vm`], optionally with extra devices of the embedding program.
+/// Builds a [`Vm`], optionally with extra devices of the embedding program: port-I/O and MMIO
+/// [`BusDevice`](crate::BusDevice)s and [`VirtioDevice`]s on PCI.
+///
+/// ```no_run
+/// use std::sync::{Arc, Mutex};
+/// use kubevirt_vmm::virtio::block::{Block, RawFile};
+/// use kubevirt_vmm::{BootSource, BusDevice, KernelImage, LinuxBoot, Vm, VmConfig};
+///
+/// /// A port that reads as 0x2a.
+/// struct Answer;
+/// impl BusDevice for Answer {
+///     fn read(&mut self, _base: u64, _offset: u64, data: &mut [u8]) {
+///         data.fill(0x2a);
+///     }
+///     fn write(&mut self, _base: u64, _offset: u64, _data: &[u8]) {}
+/// }
+///
+/// let boot = BootSource::Linux(LinuxBoot {
+///     kernel: KernelImage::Path("target/demo-guest.elf".into()),
+///     initrd: None,
+///     cmdline: "console=ttyS0".into(),
+/// });
+/// let disk = RawFile::open("disk.img".as_ref(), false)?;
+/// let vm = Vm::builder(VmConfig::new(1, 64 << 20, boot))
+///     .pio_device(0x510, 1, Arc::new(Mutex::new(Answer)))
+///     .virtio_device(Box::new(Block::new(Box::new(disk), "DISK-1")))
+///     .build()?;
+/// vm.start()?;
+/// println!("{}", vm.wait());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug)]
 pub struct VmBuilder {
     config: VmConfig,
@@ -221,7 +251,7 @@ impl VmBuilder {
     }
 
     /// Adds a device at guest-physical `[base, base + len)` (inside the MMIO hole, e.g. in
-    /// [`crate::arch::layout::MMIO_DEVICES_START`]'s window).
+    /// `crate::arch::layout::MMIO_DEVICES_START`'s window).
     pub fn mmio_device(mut self, base: u64, len: u64, device: SharedDevice) -> Self {
         self.mmio.push((base, len, device));
         self
@@ -229,8 +259,8 @@ impl VmBuilder {
 
     /// Adds a virtio device on PCI bus 0 (slots in the order added, after the host bridge at
     /// slot 0). With any virtio device the VM gets the PCI root complex: ports 0xCF8-0xCFF,
-    /// ECAM at [`crate::pci::PCI_MMCONFIG_START`] and BARs in
-    /// [`crate::pci::PCI_MMIO_WINDOW_START`]'s window; queue notifications are KVM ioeventfds.
+    /// ECAM at `crate::pci::PCI_MMCONFIG_START` and BARs in
+    /// `crate::pci::PCI_MMIO_WINDOW_START`'s window; queue notifications are KVM ioeventfds.
     /// Devices: [`crate::virtio::block::Block`], [`crate::virtio::net::Net`],
     /// [`crate::virtio::rng::Rng`], [`crate::virtio::console::Console`], or the embedder's own.
     pub fn virtio_device(mut self, device: Box<dyn VirtioDevice>) -> Self {
@@ -239,6 +269,14 @@ impl VmBuilder {
     }
 
     /// Creates the VM: KVM objects, RAM, devices, boot image and vCPUs. Nothing runs yet.
+    ///
+    /// # Errors
+    /// [`VmError`] naming the step that failed: `/dev/kvm` cannot be opened or lacks a
+    /// capability ([`VmError::OpenKvm`], [`VmError::MissingCapability`]), the vCPU count or
+    /// topology is not possible, RAM cannot be mapped ([`VmError::Memory`]), the kernel or
+    /// payload does not load ([`VmError::Boot`]), the console cannot be opened
+    /// ([`VmError::Console`]), devices overlap ([`VmError::Bus`]) or a virtio device does not
+    /// fit on PCI ([`VmError::Pci`], [`VmError::VirtioPci`]).
     pub fn build(self) -> Result<Vm, VmError> {
         let VmBuilder {
             config,
@@ -457,7 +495,31 @@ pub struct Vm {
 }
 
 impl Vm {
-    /// Builds a VM from `config` with the standard devices only.
+    /// Builds a VM from `config` with the standard devices only (see [`Vm::builder`] to add
+    /// more). Nothing runs until [`Vm::start`].
+    ///
+    /// ```no_run
+    /// use kubevirt_vmm::{BootSource, ConsoleBuffer, ConsoleConfig, KernelImage, LinuxBoot};
+    /// use kubevirt_vmm::{Vm, VmConfig};
+    ///
+    /// let console = ConsoleBuffer::new();
+    /// let boot = BootSource::Linux(LinuxBoot {
+    ///     kernel: KernelImage::Path("target/demo-guest.elf".into()),
+    ///     initrd: None,
+    ///     cmdline: "console=ttyS0".into(),
+    /// });
+    /// let vm = Vm::new(
+    ///     VmConfig::new(1, 64 << 20, boot).with_serial(ConsoleConfig::Buffer(console.clone())),
+    /// )?;
+    /// vm.start()?;
+    /// std::thread::sleep(std::time::Duration::from_secs(1));
+    /// vm.press_power_button()?;
+    /// println!("{}\n{}", console.text(), vm.wait());
+    /// # Ok::<(), kubevirt_vmm::VmError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`VmBuilder::build`].
     pub fn new(config: VmConfig) -> Result<Vm, VmError> {
         VmBuilder::new(config).build()
     }
@@ -478,6 +540,11 @@ impl Vm {
     }
 
     /// Starts every vCPU on its own thread (named `vcpu<N>`).
+    ///
+    /// # Errors
+    /// [`VmError::Lifecycle`] when the VM was started before or has ended;
+    /// [`VmError::SpawnThread`] when a vCPU thread cannot be created (the VM then ends with
+    /// [`ExitReason::VcpuError`]).
     pub fn start(&self) -> Result<(), VmError> {
         let vcpus = std::mem::take(&mut *self.vcpus.lock().unwrap_or_else(PoisonError::into_inner));
         self.lifecycle.start(vcpus.len())?;
@@ -502,11 +569,18 @@ impl Vm {
     }
 
     /// Parks every vCPU outside the guest. Guest state stays as it was.
+    ///
+    /// # Errors
+    /// [`VmError::Lifecycle`] when the VM is not running, or its vCPUs did not park within
+    /// 5 seconds.
     pub fn pause(&self) -> Result<(), VmError> {
         Ok(self.lifecycle.pause(PAUSE_TIMEOUT)?)
     }
 
     /// Lets a paused VM run again.
+    ///
+    /// # Errors
+    /// [`VmError::Lifecycle`] when the VM is not paused.
     pub fn resume(&self) -> Result<(), VmError> {
         Ok(self.lifecycle.resume()?)
     }
@@ -584,11 +658,15 @@ impl Vm {
         })
     }
 
-    /// Presses the ACPI power button (see [`crate::acpi::ged`]): an ACPI guest OS shuts down
+    /// Presses the ACPI power button (see `crate::acpi::ged`): an ACPI guest OS shuts down
     /// gracefully and powers off through S5, ending the VM with [`ExitReason::PowerOff`]; a
-    /// polling guest sees [`crate::acpi::ged::GED_EVENT_POWER_BUTTON`] in the register at
-    /// [`GED_MMIO_ADDR`]. Returns at once: wait for the exit with a grace period
+    /// polling guest sees `crate::acpi::ged::GED_EVENT_POWER_BUTTON` in the register at
+    /// `GED_MMIO_ADDR`. Returns at once: wait for the exit with a grace period
     /// ([`Vm::wait_timeout`]) and [`Vm::stop`] the VM if it does not come.
+    ///
+    /// # Errors
+    /// [`VmError::NoPowerButton`] for a VM built without ACPI; [`VmError::PowerButton`] when
+    /// the interrupt cannot be raised.
     pub fn press_power_button(&self) -> Result<(), VmError> {
         self.power_button
             .as_ref()
@@ -610,6 +688,7 @@ impl Vm {
 
     /// vCPU `index`'s LAPIC (`KVM_GET_LAPIC`), before [`Vm::start`]. While the VM is paused,
     /// [`Vm::vcpu_snapshot`] carries it.
+    #[cfg(feature = "unstable-internals")]
     pub fn vcpu_lapic(&self, index: usize) -> Result<kvm_lapic_state, VmError> {
         let vcpus = self.vcpus.lock().unwrap_or_else(PoisonError::into_inner);
         let vcpu = vcpus.get(index).ok_or(VmError::VcpuUnavailable { index })?;
@@ -617,7 +696,8 @@ impl Vm {
     }
 
     /// Sets vCPU `index`'s LAPIC (`KVM_SET_LAPIC`) before [`Vm::start`]; e.g. to software-enable
-    /// it ([`crate::arch::lapic::software_enable`]) for a guest that cannot.
+    /// it (`crate::arch::lapic::software_enable`) for a guest that cannot.
+    #[cfg(feature = "unstable-internals")]
     pub fn set_vcpu_lapic(&self, index: usize, state: &kvm_lapic_state) -> Result<(), VmError> {
         let vcpus = self.vcpus.lock().unwrap_or_else(PoisonError::into_inner);
         let vcpu = vcpus.get(index).ok_or(VmError::VcpuUnavailable { index })?;
@@ -628,16 +708,19 @@ impl Vm {
 
     /// A copy of the VM's GSI routing table: the default irqchip routes and one MSI route per
     /// MSI-X vector a driver has unmasked.
+    #[cfg(feature = "unstable-internals")]
     pub fn gsi_routing(&self) -> gsi_routing::GsiRoutingTable {
         self.router.table()
     }
 
     /// The buses, e.g. to list device ranges.
+    #[cfg(feature = "unstable-internals")]
     pub fn buses(&self) -> &Buses {
         &self.buses
     }
 
     /// The KVM VM fd, for ioctls this crate does not wrap (irqfd, ioeventfd, MSI).
+    #[cfg(feature = "unstable-internals")]
     pub fn vm_fd(&self) -> &VmFd {
         &self.vm_fd
     }

@@ -228,6 +228,9 @@ pub struct RawFile {
 impl RawFile {
     /// Opens `path`, read-only or read-write, in [`CacheMode::Writeback`] (host page cache,
     /// guest flushes honoured).
+    ///
+    /// # Errors
+    /// [`BackendError`] when the file cannot be opened or its size read.
     pub fn open(path: &Path, read_only: bool) -> Result<RawFile, BackendError> {
         Self::open_with_cache(path, read_only, CacheMode::Writeback)
     }
@@ -240,7 +243,8 @@ impl RawFile {
     ///
     /// # Errors
     /// [`BackendError::InUse`] when another open holds a conflicting lock; the other variants
-    /// when the file cannot be opened or is not usable as a disk.
+    /// when the file cannot be opened in that mode (e.g. `O_DIRECT` on a file system without
+    /// it), is not usable as a disk, or its size cannot be read.
     pub fn open_with_cache(
         path: &Path,
         read_only: bool,

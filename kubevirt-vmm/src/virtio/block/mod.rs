@@ -1,18 +1,18 @@
 //! virtio-blk: a disk behind a [`BlockBackend`] (raw files today; qcow2 can follow), with
 //! read-only and read-write modes, flush as `fdatasync`, discard, write-zeroes and `serial`,
-//! and KubeVirt's cache modes ([`cache`]: `writethrough` opens the image `O_DSYNC` and offers
+//! and KubeVirt's cache modes (`cache`: `writethrough` opens the image `O_DSYNC` and offers
 //! no flush).
 //!
-//! Files: [`device`] (configuration space, features, activation), [`queue`] (the request
-//! queue and broken-ring handling), [`request`] (one request, checked against the disk),
-//! [`backend`] (the backend trait and raw images), [`cache`] (cache modes).
+//! Files: `device` (configuration space, features, activation), `queue` (the request
+//! queue and broken-ring handling), `request` (one request, checked against the disk),
+//! `backend` (the backend trait and raw images), `cache` (cache modes).
 
-pub mod backend;
-pub mod cache;
-pub mod device;
+internal_mod!(backend);
+internal_mod!(cache);
+internal_mod!(device);
+internal_mod!(queue);
+internal_mod!(request);
 mod lock;
-pub mod queue;
-pub mod request;
 
 pub use backend::{BackendError, BlockBackend, RawFile};
 pub use cache::CacheMode;

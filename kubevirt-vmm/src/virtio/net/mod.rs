@@ -7,9 +7,9 @@
 //! a tap is opened with `IFF_VNET_HDR` and a header size of 12, so frames move between the
 //! guest's buffers and the tap without reformatting.
 //!
-//! Files: [`device`] (configuration space, features, activation), [`queues`] (moving frames
-//! between the rings and the backend, with broken-ring handling), [`backend`] (the trait),
-//! [`tap`] (the Linux tap backend).
+//! Files: [`device`] (configuration space, features, activation), `queues` (moving frames
+//! between the rings and the backend, with broken-ring handling), `backend` (the trait),
+//! `tap` (the Linux tap backend).
 //!
 //! ```no_run
 //! use kubevirt_vmm::virtio::net::{Net, NetConfig, Tap};
@@ -23,10 +23,10 @@
 //! # Ok(()) }
 //! ```
 
-pub mod backend;
+internal_mod!(backend);
 pub mod device;
-pub mod queues;
-pub mod tap;
+internal_mod!(queues);
+internal_mod!(tap);
 
 pub use backend::NetBackend;
 pub use device::{Net, NetConfig, NetCounters};

@@ -110,6 +110,10 @@ pub struct Tap {
 impl Tap {
     /// Creates tap `name` in this thread's network namespace, or attaches to the existing
     /// tap of that name.
+    ///
+    /// # Errors
+    /// [`TapError`] when `/dev/net/tun` cannot be opened or the `TUNSETIFF`/offload ioctls fail
+    /// (creating a tap needs `CAP_NET_ADMIN`).
     pub fn open(name: &str) -> Result<Tap, TapError> {
         if name.is_empty() || name.len() > MAX_NAME_LEN || name.contains('\0') {
             return Err(TapError::InvalidName(name.into()));
@@ -143,6 +147,9 @@ impl Tap {
     /// Takes over a tap another program opened (for instance in a pod's network namespace).
     /// It must have been created with `IFF_TAP | IFF_NO_PI | IFF_VNET_HDR`; the header size
     /// is set to 12 and the descriptor made non-blocking.
+    ///
+    /// # Errors
+    /// [`TapError`] when `fd` is not such a tap or the ioctls fail.
     pub fn from_fd(fd: OwnedFd) -> Result<Tap, TapError> {
         let raw = fd.as_raw_fd();
         let mut req = IfReq::new();

@@ -1,0 +1,46 @@
+//! Binaries of other packages that a test runs as a user would: built with cargo (a no-op when
+//! they are fresh) into the same target directory as the running test.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Which cargo profile to build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    /// `dev` (tests).
+    Debug,
+    /// `release` (benchmarks).
+    Release,
+}
+
+/// Builds `kubevirt-launcher` and returns its path in the running executable's target
+/// directory (`target/<profile>/`).
+///
+/// # Panics
+/// When the build fails or the binary is not where cargo puts it.
+pub fn launcher_binary(profile: Profile) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut cargo = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cargo.args([
+        "build",
+        "--quiet",
+        "-p",
+        "kubevirt-launcher",
+        "--bin",
+        "kubevirt-launcher",
+    ]);
+    if profile == Profile::Release {
+        cargo.arg("--release");
+    }
+    let status = cargo.current_dir(root).status().expect("run cargo");
+    assert!(status.success(), "building kubevirt-launcher failed");
+    // Tests and benches run from target/<profile>/deps/.
+    let exe = std::env::current_exe().expect("the test's own path");
+    let path = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>")
+        .join("kubevirt-launcher");
+    assert!(path.exists(), "no launcher at {}", path.display());
+    path
+}

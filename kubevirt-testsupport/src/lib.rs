@@ -1,0 +1,33 @@
+//! What the workspace's integration tests and benchmarks share, in one place: temporary
+//! directories that clean up after a passing test ([`tempdir`]), waiting for a condition
+//! ([`eventually`], [`eventually_async`]), the upstream fixtures ([`fixture`], honouring
+//! `KUBEVIRT_FIXTURES`), the real kubectl ([`kubectl`]), building the launcher binary
+//! ([`launcher_binary`]), finding a file under a run directory ([`find_file`]) and the demo
+//! guest's OCI image (`demo_image`, feature `demo-image`, on by default).
+//!
+//! A development crate (`publish = false`): products never depend on it, only `[dev-dependencies]`.
+#![deny(missing_docs)]
+
+mod binaries;
+mod dir;
+mod fixtures;
+mod kubectl;
+mod wait;
+
+pub use binaries::{Profile, launcher_binary};
+pub use dir::{TestDir, find_file, tempdir};
+pub use fixtures::{fixture, fixtures_dir};
+pub use kubectl::kubectl;
+pub use wait::{TIMEOUT, eventually, eventually_async, eventually_within};
+
+#[cfg(feature = "demo-image")]
+/// Writes the demo guest's image as an OCI layout at `<dir>/image` and returns its reference
+/// (`oci:<dir>/image:demo`, kernel at `/boot/demo.elf`).
+///
+/// # Panics
+/// When the image cannot be written (a test failure).
+pub fn demo_image(dir: &std::path::Path) -> String {
+    let image = dir.join("image");
+    kubevirt_demo_guest::write_image(&image)
+        .unwrap_or_else(|e| panic!("writing the demo guest image: {e}"))
+}
