@@ -4,6 +4,10 @@
 //!
 //! Packets come from the guest, so parsing never trusts them: malformed packets are errors,
 //! never panics (property-tested).
+//!
+//! The packet codec is our own on purpose: the maintained `dhcproto` crate (0.15) depends on the
+//! `hickory-proto` DNS library unconditionally, which would put a DNS stack into every launcher
+//! for the few BOOTP fields and options a single-lease server reads and writes here.
 
 mod packet;
 mod server;
