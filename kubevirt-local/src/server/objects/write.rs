@@ -63,7 +63,7 @@ fn create_value(
         }
         Ok(tx.put(&k, obj.clone(), EventType::Added)?)
     })?;
-    after_write(state, res, &stored)?;
+    after_write(state, res)?;
     Ok(Reply {
         code: 201,
         body: Body::Json(versioned(res, &t.version, stored)),
@@ -230,7 +230,7 @@ pub(super) fn update(
         warnings = w;
         Ok(stored)
     })?;
-    after_write(state, res, &stored)?;
+    after_write(state, res)?;
     Ok(Reply {
         code: 200,
         body: Body::Json(versioned(res, &t.version, stored)),
@@ -335,7 +335,7 @@ pub(super) fn patch_object(
         warnings = w;
         Ok(stored)
     })?;
-    after_write(state, res, &stored)?;
+    after_write(state, res)?;
     Ok(Reply {
         code: if created { 201 } else { 200 },
         body: Body::Json(versioned(res, &t.version, stored)),
@@ -361,17 +361,13 @@ fn apply_as(
         .map_err(|c| ApiError::apply_conflicts(res, name, &c))
 }
 
-pub(super) fn after_write(state: &State, res: &Resource, stored: &Value) -> Result<(), ApiError> {
+/// What follows every write before its reply: CRD changes reach the registry, and garbage
+/// collection handles what the write changed (a dependent written after its owner went, or
+/// began a foreground delete, is collected now, as the cluster's collector would on seeing it).
+pub(super) fn after_write(state: &State, res: &Resource) -> Result<(), ApiError> {
     if res.storage_name() == CRD_RESOURCE {
         state.refresh_registry()?;
     }
-    // A dependent written after its owner went (or began a foreground delete) is collected
-    // now, as the cluster's garbage collector would on seeing it.
-    if stored["metadata"]["ownerReferences"]
-        .as_array()
-        .is_some_and(|refs| !refs.is_empty())
-    {
-        super::super::gc::collect(state);
-    }
+    super::super::gc::collect(state);
     Ok(())
 }
