@@ -1,6 +1,7 @@
 //! The server's shared state: storage, the registry of served kinds, and settings.
 
 use super::gc::Collector;
+use super::health::Readiness;
 use crate::error::ApiError;
 use crate::registry::{Registry, Resource, resource_from_crd};
 use crate::storage::{EventType, ObjectKey, Store};
@@ -28,6 +29,8 @@ pub struct State {
     pub cluster: ClusterDefaults,
     /// The address clients reach the server at (discovery's serverAddressByClientCIDRs).
     pub address: String,
+    /// The gates `/readyz` waits for besides the server itself.
+    pub readiness: Readiness,
 }
 
 impl State {
@@ -44,6 +47,7 @@ impl State {
             token,
             cluster: ClusterDefaults::default(),
             address,
+            readiness: Readiness::default(),
         });
         state.refresh_registry()?;
         let now = now();

@@ -105,15 +105,14 @@ fn admit_new(
         &state.cluster,
     )?;
     if res.storage_name() == CRD_RESOURCE {
-        resource_from_crd(&obj).map_err(|m| {
-            let (field, message) = m.split_once(": ").unwrap_or(("spec", m.as_str()));
+        resource_from_crd(&obj).map_err(|e| {
             ApiError::invalid(
                 res,
                 &name,
                 &[Cause {
-                    field: field.into(),
-                    reason: "FieldValueInvalid",
-                    message: message.into(),
+                    field: e.field.into(),
+                    reason: e.reason,
+                    message: e.message,
                 }],
             )
         })?;
@@ -310,17 +309,20 @@ pub(super) fn patch_object(
         if kind == PatchType::Apply {
             patched = apply_as(res, name, Some(&patched), &body, req)?;
         } else {
-            patch::apply(kind, &mut patched, &body).map_err(|e| match e {
-                patch::PatchError::Malformed(m) => ApiError::bad_request(m),
-                patch::PatchError::Failed(m) => ApiError::invalid(
-                    res,
-                    name,
-                    &[Cause {
-                        field: String::new(),
-                        reason: "FieldValueInvalid",
-                        message: m,
-                    }],
-                ),
+            patch::apply(kind, &mut patched, &body).map_err(|e| {
+                if e.is_malformed() {
+                    ApiError::bad_request(e.to_string())
+                } else {
+                    ApiError::invalid(
+                        res,
+                        name,
+                        &[Cause {
+                            field: String::new(),
+                            reason: "FieldValueInvalid",
+                            message: e.to_string(),
+                        }],
+                    )
+                }
             })?;
         }
         let patched = res.to_storage(patched);
