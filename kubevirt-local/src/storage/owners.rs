@@ -148,7 +148,8 @@ pub(super) fn candidates(conn: &Connection) -> Result<Vec<ObjectKey>, StoreError
     keys(
         conn,
         "SELECT resource, namespace, name FROM objects WHERE instr(value, '\"deletionTimestamp\"') > 0
-         UNION SELECT resource, namespace, name FROM owner_refs",
+         UNION SELECT r.resource, r.namespace, r.name FROM owner_refs r
+           WHERE NOT EXISTS (SELECT 1 FROM objects o WHERE o.uid = r.owner)",
         [],
     )
 }
@@ -180,7 +181,7 @@ mod tests {
                 assert_eq!(t.key_of_uid("u1")?, Some(key("owner")));
                 assert_eq!(t.dependents("u1")?, [key("dep")]);
                 assert_eq!(t.keys_in_namespace("default")?.len(), 2);
-                assert_eq!(t.gc_candidates()?, [key("dep")]);
+                assert!(t.gc_candidates()?.is_empty());
                 // Releasing the dependent drops it from the owner's list.
                 t.put(
                     &key("dep"),
@@ -191,6 +192,13 @@ mod tests {
                 let last = t.get(&key("owner"))?.unwrap();
                 t.remove(&key("owner"), last)?;
                 assert_eq!(t.key_of_uid("u1")?, None);
+                // A dependent whose owner went is a candidate.
+                t.put(
+                    &key("late"),
+                    json!({"metadata": {"uid": "u3", "ownerReferences": [{"uid": "u1"}]}}),
+                    EventType::Added,
+                )?;
+                assert_eq!(t.gc_candidates()?, [key("late")]);
                 Ok::<_, crate::storage::StoreError>(())
             })
             .unwrap();

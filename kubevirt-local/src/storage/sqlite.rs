@@ -227,7 +227,8 @@ impl Txn<'_> {
     }
 
     /// Every object the garbage collector may have to act on: those being deleted and those with
-    /// owners. A scan of the whole store, for start-up and for a collector that fell behind.
+    /// an owner that is gone. A scan of the objects' text, for start-up and for a collector that
+    /// fell behind.
     pub fn gc_candidates(&self) -> Result<Vec<ObjectKey>, StoreError> {
         owners::candidates(&self.tx)
     }
