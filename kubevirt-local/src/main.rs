@@ -110,13 +110,14 @@ fn main() -> ExitCode {
                 node,
                 ready_file,
             };
+            let agent = if no_node { "" } else { ", node agent" };
             let started = |s: &Started| {
                 // One line each, errors ignored: whoever reads our output may stop reading.
                 let _ = writeln!(std::io::stdout(), "{}", s.to_json());
                 let _ = std::io::stdout().flush();
                 let _ = write!(
                     std::io::stderr(),
-                    "kubevirt-local up: ready: API server on {}, controllers, node agent\n  export KUBECONFIG={}\n  kubectl apply -f examples/vm-demo.yaml\n",
+                    "kubevirt-local up: ready: API server on {}, controllers{agent}\n  export KUBECONFIG={}\n  kubectl apply -f examples/vm-demo.yaml\n",
                     s.url,
                     s.kubeconfig.display()
                 );
