@@ -328,3 +328,83 @@ fn drop_finalizer(tx: &mut Txn<'_>, k: &ObjectKey, o: &Value, which: &str) -> Re
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn cm(name: &str, uid: &str, owner: Option<&str>) -> Value {
+        let mut o = json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": "default", "uid": uid}});
+        if let Some(owner) = owner {
+            o["metadata"]["ownerReferences"] =
+                json!([{"apiVersion": "v1", "kind": "ConfigMap", "name": "o", "uid": owner}]);
+        }
+        o
+    }
+
+    fn key(name: &str) -> ObjectKey {
+        ObjectKey::new("/configmaps", "default", name)
+    }
+
+    fn put(state: &State, name: &str, uid: &str, owner: Option<&str>) {
+        state
+            .store
+            .write(|t| t.put(&key(name), cm(name, uid, owner), EventType::Added))
+            .unwrap();
+    }
+
+    fn remove(state: &State, name: &str) {
+        state
+            .store
+            .write(|t| {
+                let last = t.get(&key(name))?.unwrap();
+                t.remove(&key(name), last)
+            })
+            .unwrap();
+    }
+
+    fn state() -> std::sync::Arc<State> {
+        State::new(Store::in_memory().unwrap(), None, "127.0.0.1:1".into()).unwrap()
+    }
+
+    #[test]
+    fn a_removed_owner_takes_its_dependents_through_the_change_feed() {
+        let s = state();
+        collect(&s); // the start-up resync
+        put(&s, "owner", "u-owner", None);
+        put(&s, "dep", "u-dep", Some("u-owner"));
+        put(&s, "other", "u-other", None);
+        collect(&s);
+        assert!(s.store.get(&key("dep")).unwrap().is_some());
+        remove(&s, "owner");
+        collect(&s);
+        assert!(s.store.get(&key("dep")).unwrap().is_none(), "collected");
+        assert!(s.store.get(&key("other")).unwrap().is_some());
+    }
+
+    #[test]
+    fn a_collector_that_fell_behind_resyncs_from_the_indexes() {
+        let s = state();
+        collect(&s);
+        put(&s, "owner", "u-owner", None);
+        put(&s, "dep", "u-dep", Some("u-owner"));
+        remove(&s, "owner");
+        // More changes than the feed holds: the removal is lost from it.
+        s.store
+            .write(|t| {
+                for i in 0..17_000 {
+                    t.put(
+                        &key("busy"),
+                        cm("busy", &format!("u{i}"), None),
+                        EventType::Modified,
+                    )?;
+                }
+                Ok::<_, crate::storage::StoreError>(())
+            })
+            .unwrap();
+        collect(&s);
+        assert!(s.store.get(&key("dep")).unwrap().is_none(), "collected");
+    }
+}
