@@ -97,6 +97,7 @@ fn main() {
             launcher,
             launcher_args: vec![],
         }),
+        ready_file: None,
     };
     let system = rt.spawn(up::run(
         opts,
