@@ -1,5 +1,5 @@
 //! The HTTP(S) API server: routing, authentication and response encoding around
-//! [`objects`], [`watch`], discovery and OpenAPI.
+//! [`objects`], `watch`, discovery and OpenAPI.
 
 mod admission;
 mod discovery;
