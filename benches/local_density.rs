@@ -64,6 +64,7 @@ fn main() {
             launcher,
             launcher_args: vec![],
         }),
+        ready_file: None,
     };
     let system = rt.spawn(up::run(
         opts,

@@ -4,10 +4,13 @@
 //! - [`vm`]: the VirtualMachine controller (VM → VMI per run strategy, status back).
 //! - [`node`]: the node agent (a `kubevirt-launcher` per VMI on the node, status back).
 //! - [`install`]: the CRDs, installed or updated on a cluster.
+//! - [`controllers`]: the set of controllers a process runs, with one stop, and the client
+//!   connection.
 //! - [`cli`]: the `kubevirt-controller` commands: `run`, `node`, `crds`, `validate`.
 #![deny(missing_docs)]
 
 pub mod cli;
+pub mod controllers;
 pub mod install;
 pub mod node;
 pub mod replicaset;

@@ -46,6 +46,10 @@ enum Command {
         /// A registry (`host:port`) the launchers use over plain HTTP; repeatable.
         #[arg(long = "plain-http-registry")]
         plain_http: Vec<String>,
+        /// Once the whole plane is ready, write `{"address", "url", "kubeconfig", "dataDir",
+        /// "pid"}` here (atomically). The same JSON is printed as one line on stdout.
+        #[arg(long)]
+        ready_file: Option<PathBuf>,
     },
     /// Serve the Kubernetes API on loopback, storing everything in DATA_DIR/state.db.
     Apiserver {
@@ -91,6 +95,7 @@ fn main() -> ExitCode {
             node_name,
             launcher,
             plain_http,
+            ready_file,
         } => {
             let node = (!no_node).then(|| NodeOptions {
                 node_name: node_name
@@ -103,12 +108,16 @@ fn main() -> ExitCode {
                 listen,
                 watch_history,
                 node,
+                ready_file,
             };
+            let agent = if no_node { "" } else { ", node agent" };
             let started = |s: &Started| {
-                // One write, errors ignored: whoever reads our stdout may stop reading.
+                // One line each, errors ignored: whoever reads our output may stop reading.
+                let _ = writeln!(std::io::stdout(), "{}", s.to_json());
+                let _ = std::io::stdout().flush();
                 let _ = write!(
-                    std::io::stdout(),
-                    "kubevirt-local up: API server on {}, controllers, node agent\n  export KUBECONFIG={}\n  kubectl apply -f examples/vm-demo.yaml\n",
+                    std::io::stderr(),
+                    "kubevirt-local up: ready: API server on {}, controllers{agent}\n  export KUBECONFIG={}\n  kubectl apply -f examples/vm-demo.yaml\n",
                     s.url,
                     s.kubeconfig.display()
                 );

@@ -1,7 +1,12 @@
 //! The server's data directory: the database, a generated CA and serving certificate, the bearer
-//! token, and a kubeconfig (mode 0600) that points kubectl at the server.
+//! token, and a kubeconfig (mode 0600, a [`kube::config::Kubeconfig`] written atomically) that
+//! points kubectl at the server.
 
 use base64::Engine;
+use kube::config::{
+    AuthInfo, Cluster, Context, Kubeconfig, NamedAuthInfo, NamedCluster, NamedContext,
+};
+use secrecy::SecretString;
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -23,9 +28,24 @@ pub enum SetupError {
     /// Certificate generation failed.
     #[error("generating the TLS certificates: {0}")]
     Cert(#[from] rcgen::Error),
-    /// The stored certificate or key is unusable.
+    /// The stored certificate or key is not valid PEM.
+    #[error("{}: not a PEM certificate or key: {source}", path.display())]
+    Pem {
+        /// Which file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The stored key file holds no private key.
+    #[error("{}: holds no private key (remove it to generate a new one)", .0.display())]
+    NoKey(PathBuf),
+    /// rustls refused the certificate or key.
     #[error("TLS configuration: {0}")]
-    Tls(String),
+    Tls(#[from] rustls::Error),
+    /// The kubeconfig could not be encoded.
+    #[error("encoding the kubeconfig: {0}")]
+    Kubeconfig(#[from] serde_saphyr::SerializeError),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SetupError + '_ {
@@ -90,19 +110,21 @@ pub fn tls(dir: &Path) -> Result<Tls, SetupError> {
     let ca_pem = fs::read_to_string(&ca_path).map_err(io(&ca_path))?;
     let crt = fs::read(&crt_path).map_err(io(&crt_path))?;
     let key = fs::read(&key_path).map_err(io(&key_path))?;
+    let pem = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| SetupError::Pem { path, source }
+    };
     let certs = rustls_pemfile::certs(&mut crt.as_slice())
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| SetupError::Tls(e.to_string()))?;
+        .map_err(pem(&crt_path))?;
     let key = rustls_pemfile::private_key(&mut key.as_slice())
-        .map_err(|e| SetupError::Tls(e.to_string()))?
-        .ok_or_else(|| SetupError::Tls(format!("{} holds no private key", key_path.display())))?;
+        .map_err(pem(&key_path))?
+        .ok_or_else(|| SetupError::NoKey(key_path.clone()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| SetupError::Tls(e.to_string()))?
+        .with_safe_default_protocol_versions()?
         .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| SetupError::Tls(e.to_string()))?;
+        .with_single_cert(certs, key)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Tls {
         ca_pem,
@@ -127,28 +149,111 @@ pub fn token(dir: &Path) -> Result<String, SetupError> {
     Ok(t)
 }
 
-/// Write the kubeconfig for `server` (mode 0600) and return its path.
+/// The kubeconfig for `server`: one cluster (with its CA when served over TLS), one user (with
+/// the bearer token, if any) and one context on namespace `default`, current.
+pub fn kubeconfig_for(server: &str, ca_pem: Option<&str>, token: Option<&str>) -> Kubeconfig {
+    let name = "kubevirt-local";
+    Kubeconfig {
+        api_version: Some("v1".into()),
+        kind: Some("Config".into()),
+        clusters: vec![NamedCluster {
+            name: name.into(),
+            cluster: Some(Cluster {
+                server: Some(server.into()),
+                certificate_authority_data: ca_pem
+                    .map(|ca| base64::engine::general_purpose::STANDARD.encode(ca)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }],
+        auth_infos: vec![NamedAuthInfo {
+            name: "admin".into(),
+            auth_info: Some(AuthInfo {
+                token: token.map(|t| SecretString::from(t.to_string())),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }],
+        contexts: vec![NamedContext {
+            name: name.into(),
+            context: Some(Context {
+                cluster: name.into(),
+                user: Some("admin".into()),
+                namespace: Some("default".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }],
+        current_context: Some(name.into()),
+        ..Default::default()
+    }
+}
+
+/// Write `config` as `dir/kubeconfig` (mode 0600, atomically: a reader sees the old file or
+/// the whole new one) and return its path.
+pub fn write_kubeconfig(dir: &Path, config: &Kubeconfig) -> Result<PathBuf, SetupError> {
+    let path = dir.join("kubeconfig");
+    let text = serde_saphyr::to_string(config)?;
+    write_atomic(&path, text.as_bytes())?;
+    Ok(path)
+}
+
+/// Write the kubeconfig for `server` (see [`kubeconfig_for`], [`write_kubeconfig`]) and return
+/// its path.
 pub fn kubeconfig(
     dir: &Path,
     server: &str,
     ca_pem: Option<&str>,
     token: Option<&str>,
 ) -> Result<PathBuf, SetupError> {
-    let path = dir.join("kubeconfig");
-    let cluster = match ca_pem {
-        Some(ca) => format!(
-            "    server: {server}\n    certificate-authority-data: {}\n",
-            base64::engine::general_purpose::STANDARD.encode(ca)
-        ),
-        None => format!("    server: {server}\n"),
-    };
-    let user = match token {
-        Some(t) => format!("    token: {t}\n"),
-        None => "    {}\n".to_string(),
-    };
-    let text = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: kubevirt-local\n  cluster:\n{cluster}users:\n- name: admin\n  user:\n{user}contexts:\n- name: kubevirt-local\n  context:\n    cluster: kubevirt-local\n    user: admin\n    namespace: default\ncurrent-context: kubevirt-local\n"
-    );
-    write_private(&path, text.as_bytes())?;
-    Ok(path)
+    write_kubeconfig(dir, &kubeconfig_for(server, ca_pem, token))
+}
+
+/// Write `data` to `path` (mode 0600) so that a reader sees the old content or the whole new
+/// one, never a part: a synced temporary file in the same directory renamed over `path`.
+pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), SetupError> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
+    write_private(&tmp, data)?;
+    fs::rename(&tmp, path).map_err(io(path))?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io(dir))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_kubeconfig_reads_back_as_written() {
+        let dir = std::env::temp_dir().join(format!("kv-setup-{}", uuid::Uuid::new_v4()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = kubeconfig(&dir, "https://127.0.0.1:1", Some("CA"), Some("tok")).unwrap();
+        let back = Kubeconfig::read_from(&path).unwrap();
+        let cluster = back.clusters[0].cluster.as_ref().unwrap();
+        assert_eq!(cluster.server.as_deref(), Some("https://127.0.0.1:1"));
+        assert_eq!(cluster.certificate_authority_data.as_deref(), Some("Q0E="));
+        let user = back.auth_infos[0].auth_info.as_ref().unwrap();
+        use secrecy::ExposeSecret;
+        assert_eq!(user.token.as_ref().unwrap().expose_secret(), "tok");
+        assert_eq!(back.current_context.as_deref(), Some("kubevirt-local"));
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(
+            fs::read_dir(&dir).unwrap().count(),
+            1,
+            "no temporary file left"
+        );
+        fs::remove_dir_all(&dir).unwrap();
+    }
 }

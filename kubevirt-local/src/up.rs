@@ -2,19 +2,34 @@
 //! server (HTTPS, bearer token, kubeconfig in the data directory), the KubeVirt CRDs installed
 //! on it, the VirtualMachine and VirtualMachineInstanceReplicaSet controllers, and the node agent that runs a `kubevirt-launcher` per
 //! VMI on this machine. The controllers are the same code `kubevirt-controller run|node` runs
-//! against a real cluster; here they talk to the local server through its kubeconfig.
+//! against a real cluster (one [`Controllers`] set); here they talk to the local server through
+//! its kubeconfig.
+//!
+//! Readiness is announced once, when the whole plane is ready (the API serving, the CRDs
+//! established, the controllers started): `/readyz` turns 200, the kubeconfig appears (written
+//! atomically; a stale one is removed at start), the ready file appears (`--ready-file`, JSON,
+//! atomically) and the caller's `on_start` hears it. Anything a client does after any of these
+//! works at once.
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
+use kubevirt_controller::controllers::{ConnectError, Controllers, client_for};
 use kubevirt_controller::install::{InstallError, ensure_crds};
 use kubevirt_controller::node::NodeConfig;
+use serde_json::json;
 use tokio::sync::watch;
 
+use crate::error::ApiError;
 use crate::server::{self, State};
 use crate::setup::{self, SetupError};
 use crate::storage::{Store, StoreError};
+
+/// The readiness gate held until the KubeVirt CRDs are established.
+pub const CRDS_GATE: &str = "poststarthook/kubevirt-crds-established";
+/// The readiness gate held until the controllers (and the node agent) run.
+pub const CONTROLLERS_GATE: &str = "poststarthook/kubevirt-controllers";
 
 /// What `up` runs.
 #[derive(Debug, Clone)]
@@ -28,6 +43,8 @@ pub struct UpOptions {
     pub watch_history: u64,
     /// The node agent, or `None` to run only the API server and the controllers.
     pub node: Option<NodeOptions>,
+    /// Where to write [`Started`] as JSON once ready (removed again at a clean stop).
+    pub ready_file: Option<PathBuf>,
 }
 
 /// The local node.
@@ -53,100 +70,134 @@ pub enum UpError {
         #[source]
         source: std::io::Error,
     },
+    /// The listen address could not be bound.
+    #[error("listening on {address}: {source}")]
+    Listen {
+        /// The address asked for.
+        address: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// The database could not be opened.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// Certificates, token or kubeconfig.
+    /// Certificates, token, kubeconfig or ready file.
     #[error(transparent)]
     Setup(#[from] SetupError),
     /// The server's state could not be built.
     #[error("starting the API server: {0}")]
-    Server(String),
+    Server(#[from] ApiError),
     /// The in-process client could not be made from the kubeconfig.
     #[error("connecting to the local API server: {0}")]
-    Client(String),
+    Client(#[from] ConnectError),
     /// The CRDs could not be installed.
     #[error(transparent)]
     Install(#[from] InstallError),
 }
 
-/// What a started system tells its caller.
+/// What a started (ready) system tells its caller; the ready file and the JSON line on stdout
+/// are [`Started::to_json`].
 #[derive(Debug, Clone)]
 pub struct Started {
+    /// The address the API server is bound to.
+    pub address: SocketAddr,
     /// The API server's URL.
     pub url: String,
     /// The kubeconfig for kubectl.
     pub kubeconfig: PathBuf,
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// This process.
+    pub pid: u32,
+}
+
+impl Started {
+    /// `{"address", "url", "kubeconfig", "dataDir", "pid"}`.
+    pub fn to_json(&self) -> serde_json::Value {
+        json!({
+            "address": self.address.to_string(),
+            "url": self.url,
+            "kubeconfig": self.kubeconfig,
+            "dataDir": self.data_dir,
+            "pid": self.pid,
+        })
+    }
+}
+
+fn remove_stale(path: &Path) -> Result<(), UpError> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(UpError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// Runs the local system until `shutdown` resolves; `on_start` hears where it serves once the
-/// CRDs are installed and the controllers run. Launchers still running at shutdown are stopped.
+/// whole plane is ready (see the module docs). Launchers still running at shutdown are stopped.
 pub async fn run(
     opts: UpOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
     on_start: impl FnOnce(&Started),
 ) -> Result<(), UpError> {
     let dir = &opts.data_dir;
-    let io = |path: &PathBuf| {
-        let path = path.clone();
-        move |source| UpError::Io { path, source }
-    };
-    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    std::fs::create_dir_all(dir).map_err(|source| UpError::Io {
+        path: dir.clone(),
+        source,
+    })?;
+    // Their appearance announces readiness: none may be left from an earlier run.
+    remove_stale(&dir.join("kubeconfig"))?;
+    if let Some(ready) = &opts.ready_file {
+        remove_stale(ready)?;
+    }
     let store = Store::open(&dir.join("state.db"))?.with_history(opts.watch_history);
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
-        .map_err(|source| UpError::Io {
-            path: PathBuf::from(opts.listen.to_string()),
+        .map_err(|source| UpError::Listen {
+            address: opts.listen,
             source,
         })?;
-    let addr = listener.local_addr().map_err(io(dir))?;
+    let address = listener.local_addr().map_err(|source| UpError::Listen {
+        address: opts.listen,
+        source,
+    })?;
     let tls = setup::tls(dir)?;
     let token = setup::token(dir)?;
-    let url = format!("https://{addr}");
-    let kubeconfig = setup::kubeconfig(dir, &url, Some(&tls.ca_pem), Some(&token))?;
-    let state = State::new(store, Some(token), addr.to_string())
-        .map_err(|e| UpError::Server(e.to_string()))?;
+    let url = format!("https://{address}");
+    let state = State::new(store, Some(token.clone()), address.to_string())?;
+    state
+        .readiness
+        .hold(CRDS_GATE, "the KubeVirt CRDs are not established yet");
+    state
+        .readiness
+        .hold(CONTROLLERS_GATE, "the controllers are not started yet");
 
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let stopped = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
+    let (stop_api, api_stopped) = watch::channel(false);
     let api = tokio::spawn(server::serve(
         listener,
-        state,
+        state.clone(),
         Some(tls.config),
-        stopped(stop_rx.clone()),
+        async move {
+            let mut rx = api_stopped;
+            let _ = rx.wait_for(|s| *s).await;
+        },
     ));
 
-    let file = kube::config::Kubeconfig::read_from(&kubeconfig)
-        .map_err(|e| UpError::Client(e.to_string()))?;
-    let config = kube::Config::from_custom_kubeconfig(file, &Default::default())
-        .await
-        .map_err(|e| UpError::Client(e.to_string()))?;
-    let client = kube::Client::try_from(config).map_err(|e| UpError::Client(e.to_string()))?;
+    let kubeconfig = setup::kubeconfig_for(&url, Some(&tls.ca_pem), Some(&token));
+    let client = client_for(kubeconfig.clone()).await?;
     ensure_crds(&client).await?;
+    state.readiness.open(CRDS_GATE);
 
-    let log = |what: &'static str| {
-        move |r: Result<String, String>| {
-            if let Err(e) = r {
-                eprintln!("kubevirt-local: {what}: {e}");
-            }
+    let mut controllers = Controllers::new(client, |what, r| {
+        if let Err(e) = r {
+            eprintln!("kubevirt-local: {what}: {e}");
         }
-    };
-    let mut tasks = vec![
-        tokio::spawn(kubevirt_controller::vm::controller::run(
-            client.clone(),
-            stopped(stop_rx.clone()),
-            log("vm controller"),
-        )),
-        tokio::spawn(kubevirt_controller::replicaset::controller::run(
-            client.clone(),
-            stopped(stop_rx.clone()),
-            log("replica set controller"),
-        )),
-    ];
+    });
+    controllers.start_cluster_controllers();
     if let Some(node) = opts.node {
-        let config = NodeConfig {
+        controllers.start_node_agent(NodeConfig {
             node_name: node.node_name,
             launcher: node.launcher,
             run_root: dir.join("vmis"),
@@ -154,21 +205,28 @@ pub async fn run(
             volumes_dir: dir.join("volumes"),
             launcher_args: node.launcher_args,
             claim_unscheduled: true,
-        };
-        tasks.push(tokio::spawn(kubevirt_controller::node::agent::run(
-            client.clone(),
-            config,
-            stopped(stop_rx.clone()),
-            log("node agent"),
-        )));
+        });
     }
-    on_start(&Started { url, kubeconfig });
+    state.readiness.open(CONTROLLERS_GATE);
+
+    let started = Started {
+        address,
+        url,
+        kubeconfig: setup::write_kubeconfig(dir, &kubeconfig)?,
+        data_dir: dir.clone(),
+        pid: std::process::id(),
+    };
+    if let Some(ready) = &opts.ready_file {
+        setup::write_atomic(ready, started.to_json().to_string().as_bytes())?;
+    }
+    on_start(&started);
 
     shutdown.await;
-    let _ = stop_tx.send(true);
-    for t in tasks {
-        let _ = t.await;
-    }
+    controllers.stop().await;
+    let _ = stop_api.send(true);
     let _ = api.await;
+    if let Some(ready) = &opts.ready_file {
+        let _ = std::fs::remove_file(ready);
+    }
     Ok(())
 }

@@ -27,6 +27,82 @@ impl Drop for Up {
     }
 }
 
+/// Reads the one JSON line `up` prints when ready (blocking: no sleeps, no polling), then keeps
+/// reading so the server never writes into a closed pipe.
+fn ready_line(mut child: std::process::Child) -> (Up, serde_json::Value) {
+    let mut first = String::new();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    stdout.read_line(&mut first).unwrap();
+    std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+    let up = Up(child);
+    let ready = serde_json::from_str(&first).unwrap_or_else(|e| panic!("{e}: {first:?}"));
+    (up, ready)
+}
+
+/// A script's view of `up --listen 127.0.0.1:0 --ready-file F`: once the ready line is out (the
+/// ready file is there with the same content), the first `kubectl apply` of the demo VM works,
+/// with no retry, and /readyz says ok.
+#[test]
+fn the_plane_is_ready_when_it_says_so() {
+    let dir = std::env::temp_dir().join(format!("kv-ready-{}", uuid::Uuid::new_v4().simple()));
+    let ready_file = dir.join("run").join("ready.json");
+    std::fs::create_dir_all(ready_file.parent().unwrap()).unwrap();
+    // Stale files from an earlier run must not announce anything.
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("kubeconfig"), "stale").unwrap();
+    std::fs::write(&ready_file, "stale").unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_kubevirt-local"))
+        .arg("up")
+        .arg("--data-dir")
+        .arg(&dir)
+        .args(["--listen", "127.0.0.1:0", "--no-node", "--ready-file"])
+        .arg(&ready_file)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start kubevirt-local up");
+    let (mut up, ready) = ready_line(child);
+    let kubeconfig = PathBuf::from(ready["kubeconfig"].as_str().expect("kubeconfig"));
+    assert_eq!(kubeconfig, dir.join("kubeconfig"));
+    assert_eq!(ready["dataDir"].as_str(), dir.to_str());
+    assert_eq!(ready["pid"].as_u64(), Some(u64::from(up.0.id())));
+    assert!(
+        ready["address"]
+            .as_str()
+            .is_some_and(|a| !a.ends_with(":0")),
+        "{ready}"
+    );
+    let file: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&ready_file).unwrap()).unwrap();
+    assert_eq!(file, ready);
+
+    let vm = std::fs::read_to_string(root().join("examples/vm-demo.yaml")).unwrap();
+    let out = kubectl(&kubeconfig, &["apply", "-f", "-"], Some(&vm));
+    assert!(
+        out.status.success(),
+        "the first apply after ready failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = kubectl(&kubeconfig, &["get", "--raw", "/readyz"], None);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "ok");
+    let out = kubectl(&kubeconfig, &["get", "--raw", "/readyz?verbose"], None);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("[+]poststarthook/kubevirt-crds-established ok")
+            && text.contains("[+]poststarthook/kubevirt-controllers ok")
+            && text.ends_with("readyz check passed\n"),
+        "{text}"
+    );
+
+    // SAFETY: kill(2) on the child this test spawned and has not reaped.
+    unsafe {
+        libc::kill(up.0.id() as libc::pid_t, libc::SIGTERM);
+    }
+    assert!(up.0.wait().unwrap().success());
+    assert!(!ready_file.exists(), "a clean stop removes the ready file");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn kubectl_apply_runs_the_demo_vm_on_the_local_node() {
     let launcher = launcher_binary(Profile::Debug);
@@ -34,7 +110,7 @@ fn kubectl_apply_runs_the_demo_vm_on_the_local_node() {
     let image = dir.join("image");
     demo_image(&dir);
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kubevirt-local"))
+    let child = Command::new(env!("CARGO_BIN_EXE_kubevirt-local"))
         .arg("up")
         .arg("--data-dir")
         .arg(&dir)
@@ -45,15 +121,12 @@ fn kubectl_apply_runs_the_demo_vm_on_the_local_node() {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("start kubevirt-local up");
-    let mut first = String::new();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    stdout.read_line(&mut first).unwrap();
-    // Keep reading, so the server never writes into a closed pipe.
-    std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
-    let up = Up(child);
+    let (up, ready) = ready_line(child);
     assert!(
-        first.contains("API server on https://127.0.0.1:"),
-        "{first}"
+        ready["url"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("https://127.0.0.1:")),
+        "{ready}"
     );
     let kubeconfig = dir.join("kubeconfig");
 

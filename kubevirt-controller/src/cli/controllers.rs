@@ -1,14 +1,12 @@
-//! `kubevirt-controller run`: the controllers against a cluster until a signal.
+//! `kubevirt-controller run|node`: the controllers against a cluster until a signal.
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use kube::config::{KubeConfigOptions, Kubeconfig};
-
 use super::{CliError, NodeArgs};
+use crate::controllers::{Controllers, connect};
 use crate::node::{self, NodeConfig};
-use crate::{replicaset, vm};
 
 pub(super) fn run(
     kubeconfig: Option<PathBuf>,
@@ -19,7 +17,7 @@ pub(super) fn run(
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let (client, server) = connect(kubeconfig).await?;
+        let (client, server) = connect(kubeconfig.as_deref()).await?;
         if install_crds {
             let changed = crate::install::ensure_crds(&client).await?;
             writeln!(
@@ -32,18 +30,9 @@ pub(super) fn run(
             "kubevirt-controller: VirtualMachine and VirtualMachineInstanceReplicaSet controllers on {server}"
         )?;
         out.flush()?;
-        let (stop, stopped) = tokio::sync::watch::channel(false);
-        let on = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-            let _ = rx.wait_for(|s| *s).await;
-        };
-        tokio::spawn(async move {
-            crate::signal::terminated().await;
-            let _ = stop.send(true);
-        });
-        tokio::join!(
-            vm::controller::run(client.clone(), on(stopped.clone()), log),
-            replicaset::controller::run(client, on(stopped), log),
-        );
+        let mut set = Controllers::new(client, log);
+        set.start_cluster_controllers();
+        set.run_until(crate::signal::terminated()).await;
         Ok(ExitCode::SUCCESS)
     })
 }
@@ -51,9 +40,7 @@ pub(super) fn run(
 pub(super) fn node(args: NodeArgs, out: &mut dyn Write) -> Result<ExitCode, CliError> {
     let node_name = match args.node_name {
         Some(n) => n,
-        None => node::host_name().map_err(|e| {
-            CliError::Connect(format!("reading the host name (give --node-name): {e}"))
-        })?,
+        None => node::host_name().map_err(CliError::HostName)?,
     };
     let launcher = args.launcher.unwrap_or_else(node::default_launcher);
     let config = NodeConfig {
@@ -69,7 +56,7 @@ pub(super) fn node(args: NodeArgs, out: &mut dyn Write) -> Result<ExitCode, CliE
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let (client, server) = connect(args.kubeconfig).await?;
+        let (client, server) = connect(args.kubeconfig.as_deref()).await?;
         writeln!(
             out,
             "kubevirt-controller: node agent {} on {server} (launcher {})",
@@ -77,33 +64,15 @@ pub(super) fn node(args: NodeArgs, out: &mut dyn Write) -> Result<ExitCode, CliE
             config.launcher.display()
         )?;
         out.flush()?;
-        node::agent::run(client, config, crate::signal::terminated(), log).await;
+        let mut set = Controllers::new(client, log);
+        set.start_node_agent(config);
+        set.run_until(crate::signal::terminated()).await;
         Ok(ExitCode::SUCCESS)
     })
 }
 
-fn log(r: Result<String, String>) {
+fn log(what: &'static str, r: Result<String, String>) {
     if let Err(e) = r {
-        eprintln!("kubevirt-controller: {e}");
+        eprintln!("kubevirt-controller: {what}: {e}");
     }
-}
-
-async fn connect(kubeconfig: Option<PathBuf>) -> Result<(kube::Client, String), CliError> {
-    let config = match kubeconfig {
-        Some(path) => {
-            let connect = |e: kube::config::KubeconfigError| {
-                CliError::Connect(format!("{}: {e}", path.display()))
-            };
-            let file = Kubeconfig::read_from(&path).map_err(connect)?;
-            kube::Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
-                .await
-                .map_err(connect)?
-        }
-        None => kube::Config::infer()
-            .await
-            .map_err(|e| CliError::Connect(e.to_string()))?,
-    };
-    let server = config.cluster_url.to_string();
-    let client = kube::Client::try_from(config).map_err(|e| CliError::Connect(e.to_string()))?;
-    Ok((client, server))
 }

@@ -106,7 +106,10 @@ pub enum CliError {
     Render(String),
     /// The cluster could not be reached.
     #[error("connecting to the cluster: {0}")]
-    Connect(String),
+    Connect(#[from] crate::controllers::ConnectError),
+    /// This host's name could not be read.
+    #[error("reading the host name (give --node-name): {0}")]
+    HostName(#[source] std::io::Error),
     /// The CRDs could not be installed.
     #[error(transparent)]
     Install(#[from] crate::install::InstallError),

@@ -4,30 +4,63 @@ use super::{Column, Resource, Scale};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 
+/// Why a CRD cannot be served: the field, the API's reason and a message, as the API reports an
+/// invalid object's cause.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct CrdError {
+    /// The field path (`spec.names.plural`).
+    pub field: &'static str,
+    /// `FieldValueRequired`, `FieldValueInvalid` or `FieldValueNotSupported`.
+    pub reason: &'static str,
+    /// What is wrong, in the API's words.
+    pub message: String,
+}
+
+impl CrdError {
+    fn required(field: &'static str) -> Self {
+        Self {
+            field,
+            reason: "FieldValueRequired",
+            message: "Required value".into(),
+        }
+    }
+}
+
 /// The resource a CRD (as JSON) defines, or why it cannot be served.
-pub fn resource_from_crd(crd: &Value) -> Result<Resource, String> {
-    let spec = crd.get("spec").ok_or("spec: Required value")?;
+pub fn resource_from_crd(crd: &Value) -> Result<Resource, CrdError> {
+    let spec = crd.get("spec").ok_or_else(|| CrdError::required("spec"))?;
     let s = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
-    let names = spec.get("names").ok_or("spec.names: Required value")?;
-    let group = s(spec, "group").ok_or("spec.group: Required value")?;
-    let plural = s(names, "plural").ok_or("spec.names.plural: Required value")?;
-    let kind = s(names, "kind").ok_or("spec.names.kind: Required value")?;
+    let names = spec
+        .get("names")
+        .ok_or_else(|| CrdError::required("spec.names"))?;
+    let group = s(spec, "group").ok_or_else(|| CrdError::required("spec.group"))?;
+    let plural = s(names, "plural").ok_or_else(|| CrdError::required("spec.names.plural"))?;
+    let kind = s(names, "kind").ok_or_else(|| CrdError::required("spec.names.kind"))?;
     let expected = format!("{plural}.{group}");
     if crd.pointer("/metadata/name").and_then(Value::as_str) != Some(expected.as_str()) {
-        return Err(format!(
-            "metadata.name: Invalid value: must be spec.names.plural+\".\"+spec.group ({expected})"
-        ));
+        return Err(CrdError {
+            field: "metadata.name",
+            reason: "FieldValueInvalid",
+            message: format!(
+                "Invalid value: must be spec.names.plural+\".\"+spec.group ({expected})"
+            ),
+        });
     }
     let scope = s(spec, "scope").unwrap_or_else(|| "Namespaced".into());
     if scope != "Namespaced" && scope != "Cluster" {
-        return Err(format!(
-            "spec.scope: Unsupported value: {scope:?}: supported values: \"Cluster\", \"Namespaced\""
-        ));
+        return Err(CrdError {
+            field: "spec.scope",
+            reason: "FieldValueNotSupported",
+            message: format!(
+                "Unsupported value: {scope:?}: supported values: \"Cluster\", \"Namespaced\""
+            ),
+        });
     }
     let versions = spec
         .get("versions")
         .and_then(Value::as_array)
-        .ok_or("spec.versions: Required value")?;
+        .ok_or_else(|| CrdError::required("spec.versions"))?;
     let served: Vec<&Value> = versions
         .iter()
         .filter(|v| v.get("served") == Some(&json!(true)))
@@ -37,10 +70,12 @@ pub fn resource_from_crd(crd: &Value) -> Result<Resource, String> {
         .filter(|v| v.get("storage") == Some(&json!(true)))
         .collect();
     if storage.len() != 1 {
-        return Err(
-            "spec.versions: Invalid value: must have exactly one version marked as storage version"
+        return Err(CrdError {
+            field: "spec.versions",
+            reason: "FieldValueInvalid",
+            message: "Invalid value: must have exactly one version marked as storage version"
                 .into(),
-        );
+        });
     }
     let strings = |v: Option<&Value>| -> Vec<String> {
         v.and_then(Value::as_array)

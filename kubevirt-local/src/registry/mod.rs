@@ -4,7 +4,7 @@
 mod builtin;
 mod crd;
 
-pub use self::crd::{crd_status, resource_from_crd};
+pub use self::crd::{CrdError, crd_status, resource_from_crd};
 
 use serde_json::Value;
 use std::collections::BTreeMap;

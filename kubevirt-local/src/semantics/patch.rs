@@ -5,14 +5,33 @@ use serde_json::{Map, Value};
 use thiserror::Error;
 
 /// Why a patch could not be applied.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[derive(Debug, Error)]
 pub enum PatchError {
-    /// The patch body is malformed.
-    #[error("the body of the request was in an unknown format: {0}")]
-    Malformed(String),
+    /// A JSON patch that is not a list.
+    #[error("a JSON patch is a list of operations")]
+    NotAList,
+    /// A JSON patch operation that is not one (unknown `op`, missing `path`, ...).
+    #[error("{0}")]
+    Operation(#[source] serde_json::Error),
+    /// A `test` of a present value against `null` failed.
+    #[error("testing value {path} failed: found {found}, expected null")]
+    NullTest {
+        /// The tested path.
+        path: String,
+        /// What it holds.
+        found: Value,
+    },
     /// A JSON patch `test` failed, or an operation's path is wrong.
     #[error("{0}")]
-    Failed(String),
+    Failed(#[from] json_patch::PatchError),
+}
+
+impl PatchError {
+    /// Whether the patch itself is malformed (400), rather than not applicable to the object
+    /// (422).
+    pub fn is_malformed(&self) -> bool {
+        matches!(self, PatchError::NotAList | PatchError::Operation(_))
+    }
 }
 
 /// The patch content types the server accepts.
@@ -60,9 +79,7 @@ pub fn apply(kind: PatchType, doc: &mut Value, patch: &Value) -> Result<(), Patc
 /// RFC 6902 with Kubernetes' reading of `test`: testing a missing path for `null` passes
 /// (kube-runtime's finalizer helper relies on it).
 fn json(doc: &mut Value, patch: &Value) -> Result<(), PatchError> {
-    let ops = patch
-        .as_array()
-        .ok_or_else(|| PatchError::Malformed("a JSON patch is a list of operations".into()))?;
+    let ops = patch.as_array().ok_or(PatchError::NotAList)?;
     let mut kept = Vec::with_capacity(ops.len());
     for op in ops {
         let is_null_test = op.get("op").and_then(Value::as_str) == Some("test")
@@ -72,17 +89,18 @@ fn json(doc: &mut Value, patch: &Value) -> Result<(), PatchError> {
             match doc.pointer(path) {
                 None | Some(Value::Null) => continue,
                 Some(v) => {
-                    return Err(PatchError::Failed(format!(
-                        "testing value {path} failed: found {v}, expected null"
-                    )));
+                    return Err(PatchError::NullTest {
+                        path: path.to_string(),
+                        found: v.clone(),
+                    });
                 }
             }
         }
         kept.push(op.clone());
     }
-    let parsed: json_patch::Patch = serde_json::from_value(Value::Array(kept))
-        .map_err(|e| PatchError::Malformed(e.to_string()))?;
-    json_patch::patch(doc, &parsed).map_err(|e| PatchError::Failed(e.to_string()))
+    let parsed: json_patch::Patch =
+        serde_json::from_value(Value::Array(kept)).map_err(PatchError::Operation)?;
+    Ok(json_patch::patch(doc, &parsed)?)
 }
 
 /// The merge keys of lists in built-in kinds.

@@ -1,4 +1,9 @@
 //! Label and field selectors in their query-string form (`a=b,c in (d,e),!f`).
+//!
+//! Our own parser, not `kube::core::Selector`: that type builds selectors (from
+//! `metav1.LabelSelector` or expressions) and prints the string form, but has no parser for it
+//! (kube 5 implements no `FromStr`), and a server must read what kubectl sends in
+//! `?labelSelector=` (equality `=`/`==`/`!=`, set-based `in`/`notin`, `key`, `!key`).
 
 use serde_json::Value;
 use thiserror::Error;

@@ -1,9 +1,10 @@
 //! The HTTP(S) API server: routing, authentication and response encoding around
-//! [`objects`], [`watch`], discovery and OpenAPI.
+//! [`objects`], `watch`, discovery and OpenAPI.
 
 mod admission;
 mod discovery;
 mod gc;
+pub mod health;
 pub mod objects;
 mod openapi;
 pub mod route;
@@ -54,7 +55,7 @@ fn authorized(state: &State, headers: &HeaderMap, route: Option<&Route>) -> bool
     let Some(token) = &state.token else {
         return true;
     };
-    if matches!(route, Some(Route::Health)) {
+    if matches!(route, Some(Route::Health { .. })) {
         return true;
     }
     headers
@@ -90,8 +91,11 @@ async fn dispatch(
     };
     match route {
         Route::Version => json_response(200, &discovery::version(), &[]),
-        Route::Health => {
-            let mut r = Response::new(Body::from("ok"));
+        Route::Health { probe, check } => {
+            let (code, text) = health::probe(&state, probe, check.as_deref(), &query);
+            let mut r = Response::new(Body::from(text));
+            *r.status_mut() =
+                StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             r.headers_mut()
                 .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
             r

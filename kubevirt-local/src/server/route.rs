@@ -1,5 +1,6 @@
 //! Parsing request paths into what they address.
 
+use super::health::Probe;
 use std::collections::BTreeMap;
 
 /// What a request path addresses.
@@ -7,8 +8,13 @@ use std::collections::BTreeMap;
 pub enum Route {
     /// `/version`.
     Version,
-    /// `/healthz`, `/livez`, `/readyz`.
-    Health,
+    /// `/healthz`, `/livez`, `/readyz`, or one check of them (`/readyz/NAME`).
+    Health {
+        /// Which probe.
+        probe: Probe,
+        /// One check by name, if the path names one.
+        check: Option<String>,
+    },
     /// `/api`.
     CoreVersions,
     /// `/apis`.
@@ -61,7 +67,10 @@ pub fn parse(path: &str) -> Option<Route> {
         .collect();
     match segs.as_slice() {
         ["version"] => Some(Route::Version),
-        ["healthz" | "livez" | "readyz", ..] => Some(Route::Health),
+        [first @ ("healthz" | "livez" | "readyz"), rest @ ..] => Some(Route::Health {
+            probe: Probe::from_segment(first)?,
+            check: (!rest.is_empty()).then(|| rest.join("/")),
+        }),
         ["api"] => Some(Route::CoreVersions),
         ["apis"] => Some(Route::Groups),
         ["apis", g] => Some(Route::Group(g.to_string())),
@@ -160,6 +169,20 @@ mod tests {
 
     #[test]
     fn parses_paths() {
+        assert_eq!(
+            parse("/readyz/poststarthook/kubevirt-crds"),
+            Some(Route::Health {
+                probe: Probe::Ready,
+                check: Some("poststarthook/kubevirt-crds".into()),
+            })
+        );
+        assert_eq!(
+            parse("/livez"),
+            Some(Route::Health {
+                probe: Probe::Live,
+                check: None,
+            })
+        );
         assert_eq!(
             parse("/api/v1/namespaces/default"),
             Some(Route::Object(Target {

@@ -1,5 +1,7 @@
 //! The server's shared state: storage, the registry of served kinds, and settings.
 
+use super::gc::Collector;
+use super::health::Readiness;
 use crate::error::ApiError;
 use crate::registry::{Registry, Resource, resource_from_crd};
 use crate::storage::{EventType, ObjectKey, Store};
@@ -17,13 +19,18 @@ pub const NAMESPACE_RESOURCE: &str = "/namespaces";
 pub struct State {
     /// Durable storage.
     pub store: Store,
-    registry: RwLock<Registry>,
+    /// Garbage collection's work list, fed by the store's changes.
+    pub(super) gc: Collector,
+    /// The served kinds: replaced whole when CRDs change, shared by requests without copying.
+    registry: RwLock<Arc<Registry>>,
     /// Bearer token clients must present (none: no authentication, loopback debugging only).
     pub token: Option<String>,
     /// Cluster-wide KubeVirt defaults used by admission.
     pub cluster: ClusterDefaults,
     /// The address clients reach the server at (discovery's serverAddressByClientCIDRs).
     pub address: String,
+    /// The gates `/readyz` waits for besides the server itself.
+    pub readiness: Readiness,
 }
 
 impl State {
@@ -34,11 +41,13 @@ impl State {
         address: String,
     ) -> Result<Arc<Self>, ApiError> {
         let state = Arc::new(Self {
+            gc: Collector::new(&store),
             store,
-            registry: RwLock::new(Registry::builtin()),
+            registry: RwLock::new(Arc::new(Registry::builtin())),
             token,
             cluster: ClusterDefaults::kubevirt_rs(),
             address,
+            readiness: Readiness::default(),
         });
         state.refresh_registry()?;
         let now = now();
@@ -57,12 +66,9 @@ impl State {
         Ok(state)
     }
 
-    /// A snapshot of the registry.
-    pub fn registry(&self) -> Registry {
-        self.registry
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+    /// A snapshot of the registry (shared, not copied).
+    pub fn registry(&self) -> Arc<Registry> {
+        Arc::clone(&self.registry.read().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// Rebuild the registry from the built-ins and every stored, established CRD.
@@ -77,7 +83,7 @@ impl State {
                 reg.insert(res);
             }
         }
-        *self.registry.write().unwrap_or_else(|p| p.into_inner()) = reg;
+        *self.registry.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(reg);
         Ok(())
     }
 

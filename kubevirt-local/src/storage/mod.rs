@@ -7,6 +7,7 @@
 //! watchers. A write is therefore acknowledged only once it would survive `kill -9` or power loss.
 
 mod key;
+mod owners;
 mod sqlite;
 
 pub use self::key::ObjectKey;

@@ -1,3 +1,4 @@
+use super::owners;
 use super::{Event, EventType, ObjectKey, StoreError};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
@@ -11,7 +12,7 @@ pub const DEFAULT_HISTORY: u64 = 100_000;
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS objects (
     resource TEXT NOT NULL, namespace TEXT NOT NULL, name TEXT NOT NULL,
-    rv INTEGER NOT NULL, value TEXT NOT NULL,
+    rv INTEGER NOT NULL, value TEXT NOT NULL, uid TEXT,
     PRIMARY KEY (resource, namespace, name)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS events (
@@ -54,6 +55,7 @@ impl Store {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "busy_timeout", 5000)?;
         conn.execute_batch(SCHEMA)?;
+        owners::migrate(&conn)?;
         let (events, _) = broadcast::channel(16_384);
         Ok(Self {
             conn: Mutex::new(conn),
@@ -149,6 +151,11 @@ impl Store {
             };
             let out = f(&mut txn)?;
             let Txn { tx, rv, events } = txn;
+            if rv == meta_rv_before {
+                // Nothing written: a read-only transaction ends without touching the disk.
+                tx.commit().map_err(StoreError::from)?;
+                return Ok(out);
+            }
             tx.execute("UPDATE meta SET v = ?1 WHERE k = 'rv'", params![rv as i64])
                 .map_err(StoreError::from)?;
             let every = self.history.clamp(1, 1024);
@@ -204,13 +211,26 @@ impl Txn<'_> {
         list(&self.tx, resource, namespace)
     }
 
-    /// Every resource that has objects (for garbage collection and namespace deletion).
-    pub fn resources(&self) -> Result<Vec<String>, StoreError> {
-        let mut stmt = self
-            .tx
-            .prepare_cached("SELECT DISTINCT resource FROM objects")?;
-        let rows = stmt.query_map([], |r| r.get(0))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+    /// The object with metadata.uid `uid`, if it exists (indexed).
+    pub fn key_of_uid(&self, uid: &str) -> Result<Option<ObjectKey>, StoreError> {
+        owners::key_of_uid(&self.tx, uid)
+    }
+
+    /// The objects whose ownerReferences name `uid` (indexed).
+    pub fn dependents(&self, uid: &str) -> Result<Vec<ObjectKey>, StoreError> {
+        owners::dependents(&self.tx, uid)
+    }
+
+    /// Every object in `namespace`, of any resource (indexed).
+    pub fn keys_in_namespace(&self, namespace: &str) -> Result<Vec<ObjectKey>, StoreError> {
+        owners::keys_in_namespace(&self.tx, namespace)
+    }
+
+    /// Every object the garbage collector may have to act on: those being deleted and those with
+    /// an owner that is gone. A scan of the objects' text, for start-up and for a collector that
+    /// fell behind.
+    pub fn gc_candidates(&self) -> Result<Vec<ObjectKey>, StoreError> {
+        owners::candidates(&self.tx)
     }
 
     /// Create or replace an object: it gets the next resourceVersion, stamped into
@@ -224,11 +244,13 @@ impl Txn<'_> {
         self.rv += 1;
         object["metadata"]["resourceVersion"] = Value::String(self.rv.to_string());
         let text = object.to_string();
+        let uid = object["metadata"]["uid"].as_str();
         self.tx.execute(
-            "INSERT INTO objects (resource, namespace, name, rv, value) VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT (resource, namespace, name) DO UPDATE SET rv = excluded.rv, value = excluded.value",
-            params![key.resource, key.namespace, key.name, self.rv as i64, text],
+            "INSERT INTO objects (resource, namespace, name, rv, value, uid) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (resource, namespace, name) DO UPDATE SET rv = excluded.rv, value = excluded.value, uid = excluded.uid",
+            params![key.resource, key.namespace, key.name, self.rv as i64, text, uid],
         )?;
+        owners::index(&self.tx, key, &object)?;
         self.record(key, kind, &object, &text)?;
         Ok(object)
     }
@@ -241,6 +263,7 @@ impl Txn<'_> {
             "DELETE FROM objects WHERE resource = ?1 AND namespace = ?2 AND name = ?3",
             params![key.resource, key.namespace, key.name],
         )?;
+        owners::unindex(&self.tx, key)?;
         let text = last.to_string();
         self.record(key, EventType::Deleted, &last, &text)?;
         Ok(last)

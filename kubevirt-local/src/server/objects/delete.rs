@@ -88,8 +88,7 @@ pub(super) fn delete(
         gc::delete_in(tx, res, &k, old, policy, &now())
     })?;
     if !dry {
-        after_write(state, res, &Value::Null)?;
-        gc::collect(state);
+        after_write(state, res)?;
     }
     Ok(ok(200, versioned(res, &t.version, out)))
 }
@@ -138,8 +137,7 @@ pub(super) fn delete_collection(
         deleted.extend(out.map(|o| versioned(res, &t.version, o)));
     }
     if !dry {
-        after_write(state, res, &Value::Null)?;
-        gc::collect(state);
+        after_write(state, res)?;
     }
     let rv = state.store.current_rv()?.to_string();
     Ok(ok(

@@ -101,5 +101,6 @@ pub(super) fn write_scale(
         }
         commit_update(tx, &k, &old, new)
     })?;
+    super::write::after_write(state, res)?;
     Ok(ok(200, scale_of(res, &stored)))
 }

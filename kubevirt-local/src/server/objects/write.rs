@@ -63,7 +63,7 @@ fn create_value(
         }
         Ok(tx.put(&k, obj.clone(), EventType::Added)?)
     })?;
-    after_write(state, res, &stored)?;
+    after_write(state, res)?;
     Ok(Reply {
         code: 201,
         body: Body::Json(versioned(res, &t.version, stored)),
@@ -105,15 +105,14 @@ fn admit_new(
         &state.cluster,
     )?;
     if res.storage_name() == CRD_RESOURCE {
-        resource_from_crd(&obj).map_err(|m| {
-            let (field, message) = m.split_once(": ").unwrap_or(("spec", m.as_str()));
+        resource_from_crd(&obj).map_err(|e| {
             ApiError::invalid(
                 res,
                 &name,
                 &[Cause {
-                    field: field.into(),
-                    reason: "FieldValueInvalid",
-                    message: message.into(),
+                    field: e.field.into(),
+                    reason: e.reason,
+                    message: e.message,
                 }],
             )
         })?;
@@ -230,7 +229,7 @@ pub(super) fn update(
         warnings = w;
         Ok(stored)
     })?;
-    after_write(state, res, &stored)?;
+    after_write(state, res)?;
     Ok(Reply {
         code: 200,
         body: Body::Json(versioned(res, &t.version, stored)),
@@ -310,17 +309,20 @@ pub(super) fn patch_object(
         if kind == PatchType::Apply {
             patched = apply_as(res, name, Some(&patched), &body, req)?;
         } else {
-            patch::apply(kind, &mut patched, &body).map_err(|e| match e {
-                patch::PatchError::Malformed(m) => ApiError::bad_request(m),
-                patch::PatchError::Failed(m) => ApiError::invalid(
-                    res,
-                    name,
-                    &[Cause {
-                        field: String::new(),
-                        reason: "FieldValueInvalid",
-                        message: m,
-                    }],
-                ),
+            patch::apply(kind, &mut patched, &body).map_err(|e| {
+                if e.is_malformed() {
+                    ApiError::bad_request(e.to_string())
+                } else {
+                    ApiError::invalid(
+                        res,
+                        name,
+                        &[Cause {
+                            field: String::new(),
+                            reason: "FieldValueInvalid",
+                            message: e.to_string(),
+                        }],
+                    )
+                }
             })?;
         }
         let patched = res.to_storage(patched);
@@ -335,7 +337,7 @@ pub(super) fn patch_object(
         warnings = w;
         Ok(stored)
     })?;
-    after_write(state, res, &stored)?;
+    after_write(state, res)?;
     Ok(Reply {
         code: if created { 201 } else { 200 },
         body: Body::Json(versioned(res, &t.version, stored)),
@@ -361,17 +363,13 @@ fn apply_as(
         .map_err(|c| ApiError::apply_conflicts(res, name, &c))
 }
 
-pub(super) fn after_write(state: &State, res: &Resource, stored: &Value) -> Result<(), ApiError> {
+/// What follows every write before its reply: CRD changes reach the registry, and garbage
+/// collection handles what the write changed (a dependent written after its owner went, or
+/// began a foreground delete, is collected now, as the cluster's collector would on seeing it).
+pub(super) fn after_write(state: &State, res: &Resource) -> Result<(), ApiError> {
     if res.storage_name() == CRD_RESOURCE {
         state.refresh_registry()?;
     }
-    // A dependent written after its owner went (or began a foreground delete) is collected
-    // now, as the cluster's garbage collector would on seeing it.
-    if stored["metadata"]["ownerReferences"]
-        .as_array()
-        .is_some_and(|refs| !refs.is_empty())
-    {
-        super::super::gc::collect(state);
-    }
+    super::super::gc::collect(state);
     Ok(())
 }

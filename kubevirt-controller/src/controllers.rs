@@ -1,0 +1,167 @@
+//! The controllers a process runs, as one set with one stop: `kubevirt-controller run|node` and
+//! `kubevirt-local up` start them through here, and connect through [`connect`] /
+//! [`client_for`].
+//!
+//! ```no_run
+//! # async fn demo(client: kube::Client) {
+//! use kubevirt_controller::controllers::Controllers;
+//! let mut set = Controllers::new(client, |what, r| {
+//!     if let Err(e) = r {
+//!         eprintln!("{what}: {e}");
+//!     }
+//! });
+//! set.start_cluster_controllers();
+//! set.run_until(kubevirt_controller::signal::terminated()).await;
+//! # }
+//! ```
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use kube::Client;
+use kube::config::{KubeConfigOptions, Kubeconfig, KubeconfigError};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::node::NodeConfig;
+
+/// What each controller reports after a sync: `(which controller, outcome)`.
+pub type OnSync = Arc<dyn Fn(&'static str, Result<String, String>) + Send + Sync>;
+
+/// A running set of controllers sharing one client and one stop signal.
+pub struct Controllers {
+    client: Client,
+    on_sync: OnSync,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Controllers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Controllers")
+            .field("running", &self.tasks.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Controllers {
+    /// An empty set on `client`; every controller reports its syncs to `on_sync`.
+    pub fn new(
+        client: Client,
+        on_sync: impl Fn(&'static str, Result<String, String>) + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            client,
+            on_sync: Arc::new(on_sync),
+            stop: watch::channel(false).0,
+            tasks: Vec::new(),
+        }
+    }
+
+    /// A future that resolves when the set is stopped.
+    fn stopped(&self) -> impl Future<Output = ()> + Send + Sync + 'static {
+        let mut rx = self.stop.subscribe();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    }
+
+    fn report(&self, what: &'static str) -> impl Fn(Result<String, String>) + Send + 'static {
+        let on_sync = Arc::clone(&self.on_sync);
+        move |r| on_sync(what, r)
+    }
+
+    /// Start the cluster-wide controllers: VirtualMachine and VirtualMachineInstanceReplicaSet.
+    pub fn start_cluster_controllers(&mut self) {
+        let vm = crate::vm::controller::run(
+            self.client.clone(),
+            self.stopped(),
+            self.report("vm controller"),
+        );
+        let rs = crate::replicaset::controller::run(
+            self.client.clone(),
+            self.stopped(),
+            self.report("replica set controller"),
+        );
+        self.tasks.push(tokio::spawn(vm));
+        self.tasks.push(tokio::spawn(rs));
+    }
+
+    /// Start the node agent that runs this node's VMIs.
+    pub fn start_node_agent(&mut self, config: NodeConfig) {
+        let agent = crate::node::agent::run(
+            self.client.clone(),
+            config,
+            self.stopped(),
+            self.report("node agent"),
+        );
+        self.tasks.push(tokio::spawn(agent));
+    }
+
+    /// Stop every controller and wait until each has finished (the node agent stops its
+    /// launchers first).
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+
+    /// Run until `shutdown` resolves, then [`stop`](Self::stop).
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>) {
+        shutdown.await;
+        self.stop().await;
+    }
+}
+
+/// Connecting to a cluster failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The kubeconfig file could not be read or used.
+    #[error("{}: {source}", path.display())]
+    Kubeconfig {
+        /// Which file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: KubeconfigError,
+    },
+    /// A kubeconfig built in memory could not be used.
+    #[error("the kubeconfig: {0}")]
+    Config(#[from] KubeconfigError),
+    /// No kubeconfig given and none found (KUBECONFIG, ~/.kube/config, in-cluster).
+    #[error("finding a kubeconfig (give --kubeconfig): {0}")]
+    Infer(#[from] kube::config::InferConfigError),
+    /// The client could not be built (TLS setup).
+    #[error("building the client: {0}")]
+    Client(#[from] kube::Error),
+}
+
+/// A client for the cluster `kubeconfig` names (its current context), or the one the
+/// environment names (`KUBECONFIG`, `~/.kube/config`, in-cluster) when `None`; with the server's
+/// URL.
+pub async fn connect(kubeconfig: Option<&Path>) -> Result<(Client, String), ConnectError> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let err = |source| ConnectError::Kubeconfig {
+                path: path.to_path_buf(),
+                source,
+            };
+            let file = Kubeconfig::read_from(path).map_err(err)?;
+            kube::Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
+                .await
+                .map_err(err)?
+        }
+        None => kube::Config::infer().await?,
+    };
+    let server = config.cluster_url.to_string();
+    Ok((Client::try_from(config)?, server))
+}
+
+/// A client for a kubeconfig held in memory (its current context).
+pub async fn client_for(kubeconfig: Kubeconfig) -> Result<Client, ConnectError> {
+    let config =
+        kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
+    Ok(Client::try_from(config)?)
+}
