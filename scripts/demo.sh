@@ -17,16 +17,21 @@ server=
 trap 'kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; rm -rf "$data"' EXIT
 "$bin"/kubevirt-demo-image target/demo-image
 echo "== kubevirt-local up: API server + CRDs + VM controller + node agent, in one process"
-"$bin"/kubevirt-local up --data-dir "$data" --listen 127.0.0.1:0 --launcher "$bin"/kubevirt-launcher > "$data/up.log" 2>&1 &
+# `up` prints one JSON line on stdout once the whole plane is ready (also --ready-file): no polling.
+mkfifo "$data/ready"
+"$bin"/kubevirt-local up --data-dir "$data" --listen 127.0.0.1:0 --launcher "$bin"/kubevirt-launcher \
+  --ready-file "$data/ready.json" > "$data/ready" 2> "$data/up.log" &
 server=$!
-for _ in $(seq 100); do grep -q "API server on" "$data/up.log" 2>/dev/null && break; sleep 0.1; done
-head -2 "$data/up.log"
+exec 3< "$data/ready"
+read -r ready <&3 || { echo "kubevirt-local up did not become ready:"; cat "$data/up.log"; exit 1; }
+echo "ready: $ready"
 export KUBECONFIG="$data/kubeconfig"
 k() { kubectl --cache-dir "$data/cache" "$@"; }
 
 echo "== the demo VM, applied with kubectl, boots on our VMM (examples/vm-demo.yaml)"
 k apply -f examples/vm-demo.yaml
-for _ in $(seq 100); do [ "$(k get vmi demo -o jsonpath='{.status.phase}' 2>/dev/null)" = Running ] && break; sleep 0.2; done
+k wait --for=create vmi/demo --timeout=60s >/dev/null
+k wait --for=jsonpath='{.status.phase}'=Running vmi/demo --timeout=60s
 k get vm,vmi -o wide
 sleep 0.5
 echo "-- its console (the launcher's console socket):"
