@@ -5,11 +5,7 @@
 //! ```no_run
 //! # async fn demo(client: kube::Client) {
 //! use kubevirt_controller::controllers::Controllers;
-//! let mut set = Controllers::new(client, |what, r| {
-//!     if let Err(e) = r {
-//!         eprintln!("{what}: {e}");
-//!     }
-//! });
+//! let mut set = Controllers::new(client, kubevirt_controller::logging::sync_outcome);
 //! set.start_cluster_controllers();
 //! set.run_until(kubevirt_controller::signal::terminated()).await;
 //! # }

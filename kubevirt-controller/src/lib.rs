@@ -12,6 +12,7 @@
 pub mod cli;
 pub mod controllers;
 pub mod install;
+pub mod logging;
 pub mod node;
 pub mod replicaset;
 mod runtime;

@@ -1,6 +1,7 @@
 //! `kubevirt-local`: the local control plane's binary.
 
 use clap::{Parser, Subcommand};
+use kubevirt_controller::logging::{self, LogFormat};
 use kubevirt_controller::node::{default_launcher, host_name, plain_http_args};
 use kubevirt_local::server::{self, State};
 use kubevirt_local::setup;
@@ -15,6 +16,9 @@ use std::process::ExitCode;
 #[derive(Debug, Parser)]
 #[command(name = "kubevirt-local", version, about)]
 struct Cli {
+    /// How `up` and `apiserver` write their logs on stderr; `RUST_LOG` filters them.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -69,7 +73,9 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let command = Cli::parse().command;
+    let cli = Cli::parse();
+    logging::init(cli.log_format);
+    let command = cli.command;
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -190,11 +190,7 @@ pub async fn run(
     ensure_crds(&client).await?;
     state.readiness.open(CRDS_GATE);
 
-    let mut controllers = Controllers::new(client, |what, r| {
-        if let Err(e) = r {
-            eprintln!("kubevirt-local: {what}: {e}");
-        }
-    });
+    let mut controllers = Controllers::new(client, kubevirt_controller::logging::sync_outcome);
     controllers.start_cluster_controllers();
     if let Some(node) = opts.node {
         controllers.start_node_agent(NodeConfig {

@@ -30,7 +30,7 @@ pub(super) fn run(
             "kubevirt-controller: VirtualMachine and VirtualMachineInstanceReplicaSet controllers on {server}"
         )?;
         out.flush()?;
-        let mut set = Controllers::new(client, log);
+        let mut set = Controllers::new(client, crate::logging::sync_outcome);
         set.start_cluster_controllers();
         set.run_until(crate::signal::terminated()).await;
         Ok(ExitCode::SUCCESS)
@@ -64,15 +64,9 @@ pub(super) fn node(args: NodeArgs, out: &mut dyn Write) -> Result<ExitCode, CliE
             config.launcher.display()
         )?;
         out.flush()?;
-        let mut set = Controllers::new(client, log);
+        let mut set = Controllers::new(client, crate::logging::sync_outcome);
         set.start_node_agent(config);
         set.run_until(crate::signal::terminated()).await;
         Ok(ExitCode::SUCCESS)
     })
-}
-
-fn log(what: &'static str, r: Result<String, String>) {
-    if let Err(e) = r {
-        eprintln!("kubevirt-controller: {what}: {e}");
-    }
 }

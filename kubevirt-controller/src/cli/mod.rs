@@ -4,6 +4,7 @@ mod controllers;
 mod crds;
 mod validate;
 
+use crate::logging::LogFormat;
 use clap::{Parser, Subcommand, ValueEnum};
 use std::io::Write;
 use std::path::PathBuf;
@@ -14,6 +15,10 @@ use thiserror::Error;
 #[derive(Debug, Parser)]
 #[command(name = "kubevirt-controller", version, about)]
 pub struct Cli {
+    /// How the long-running commands (`run`, `node`) write their logs on stderr; `RUST_LOG`
+    /// filters them.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -123,7 +128,13 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<ExitCode, CliError> {
         Command::Run {
             kubeconfig,
             install_crds,
-        } => controllers::run(kubeconfig, install_crds, out),
-        Command::Node(args) => controllers::node(args, out),
+        } => {
+            crate::logging::init(cli.log_format);
+            controllers::run(kubeconfig, install_crds, out)
+        }
+        Command::Node(args) => {
+            crate::logging::init(cli.log_format);
+            controllers::node(args, out)
+        }
     }
 }

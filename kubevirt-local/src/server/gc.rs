@@ -161,7 +161,7 @@ pub fn collect(state: &State) {
         if std::mem::take(&mut feed.resync) {
             match state.store.write(|tx| tx.gc_candidates()) {
                 Ok(keys) => feed.checks.extend(keys),
-                Err(e) => eprintln!("garbage collection: {e}"),
+                Err(e) => tracing::warn!(error = %e, "garbage collection"),
             }
         }
         for (uid, owners, namespace) in std::mem::take(&mut feed.gone) {
@@ -180,7 +180,7 @@ pub fn collect(state: &State) {
             });
             match neighbours {
                 Ok(keys) => feed.checks.extend(keys),
-                Err(e) => eprintln!("garbage collection: {e}"),
+                Err(e) => tracing::warn!(error = %e, "garbage collection"),
             }
         }
         if feed.checks.is_empty() {
@@ -188,7 +188,7 @@ pub fn collect(state: &State) {
         }
         for k in std::mem::take(&mut feed.checks) {
             if let Err(e) = state.store.write(|tx| check(state, tx, &k)) {
-                eprintln!("garbage collection of {k}: {e}");
+                tracing::warn!(object = %k, error = %e, "garbage collection");
             }
         }
     }
