@@ -34,7 +34,7 @@ mod request;
 pub use self::client::{Client, ClientError, DEFAULT_TIMEOUT};
 pub use self::exit::{ExitStatus, FinalStatus, FinalStatusError};
 pub use self::reply::{
-    Done, GuestInfo, GuestInterface, Phase, ReplyError, ShutdownReply, Status, StopReply,
+    Done, GuestInfo, GuestInterface, LauncherIdentity, Phase, ReplyError, ShutdownReply, Status, StopReply,
     decode_reply, encode_error, encode_ok,
 };
 pub use self::request::{Request, RequestError};
