@@ -77,7 +77,12 @@ fn status_pause_unpause_stop_on_a_running_guest() {
     assert_eq!((status.phase, status.paused), (Phase::Running, true));
     let me = status.launcher.expect("the launcher names its VMI");
     assert_eq!(
-        (me.namespace.as_str(), me.name.as_str(), me.uid.as_str(), me.pid),
+        (
+            me.namespace.as_str(),
+            me.name.as_str(),
+            me.uid.as_str(),
+            me.pid
+        ),
         ("default", "control", "uid-1", std::process::id())
     );
     let frozen = count(&vm);

@@ -29,9 +29,9 @@ use std::sync::Mutex;
 use super::adopt;
 use super::launcher::Launcher;
 use super::report::{Report, patch};
-use kubevirt_launcher_protocol::{ExitStatus, FinalStatus};
 use super::{NodeConfig, NodeError};
 use crate::vm::instance::{is_final, phase};
+use kubevirt_launcher_protocol::{ExitStatus, FinalStatus};
 
 /// The finalizer that keeps a VMI until its guest is down (upstream's name).
 pub const FINALIZER: &str = "kubevirt.io/foregroundDeleteVirtualMachine";

@@ -38,10 +38,7 @@ enum Process {
     /// Started by this agent: its child, reaped here.
     Child(Child),
     /// Found running when the agent started (another agent's child): watched through a pidfd.
-    Adopted {
-        pid: u32,
-        pidfd: OwnedFd,
-    },
+    Adopted { pid: u32, pidfd: OwnedFd },
 }
 
 /// A launcher the agent started or adopted.
@@ -256,8 +253,7 @@ impl Launcher {
         };
         let client = Client::for_run_dir(run_dir);
         let status = blocking(client, |c| c.status()).await.ok();
-        let identity: Option<LauncherIdentity> =
-            status.as_ref().and_then(|s| s.launcher.clone());
+        let identity: Option<LauncherIdentity> = status.as_ref().and_then(|s| s.launcher.clone());
         if let (Some(me), Some(uid)) = (&identity, uid)
             && me.uid != uid
         {

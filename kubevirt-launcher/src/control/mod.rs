@@ -20,7 +20,8 @@ pub use self::shutdown::{Shutdown, Shutdowns};
 
 use crate::run::machine::Machine;
 use kubevirt_launcher_protocol::{
-    Done, GuestInfo, LauncherIdentity, Phase, Request, ShutdownReply, Status, StopReply, encode_error, encode_ok,
+    Done, GuestInfo, LauncherIdentity, Phase, Request, ShutdownReply, Status, StopReply,
+    encode_error, encode_ok,
 };
 use kubevirt_vmm::{ExitReason, Vm, VmState};
 use std::io::{self, BufRead, BufReader, Write};
