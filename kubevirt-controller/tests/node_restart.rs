@@ -1,7 +1,8 @@
 //! The node agent dies (kill -9) and restarts while guests run: the running guest is adopted,
 //! not failed and not started twice (same launcher process, no guest restart, one launcher), and
 //! deleting its VMI afterwards still powers it off gracefully; the launcher of a VMI deleted
-//! while the agent was down is stopped when it comes back.
+//! while the agent was down is stopped when it comes back, and a guest that powered off while the
+//! agent was down has its VMI Succeeded from the final status its launcher left.
 
 mod common;
 
@@ -60,8 +61,8 @@ spec:
 
 /// `kubevirt-controller node` as its own process (its own process group, as a service
 /// manager starts it).
-fn start_agent(c: &Cluster, launcher: &Path, work: &Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_kubevirt-controller"))
+fn start_agent(c: &Cluster, launcher: &Path, work: &Path) -> Agent {
+    let child = Command::new(env!("CARGO_BIN_EXE_kubevirt-controller"))
         .arg("node")
         .arg("--kubeconfig")
         .arg(&c.kubeconfig)
@@ -77,7 +78,22 @@ fn start_agent(c: &Cluster, launcher: &Path, work: &Path) -> Child {
         .stdout(Stdio::inherit())
         .stderr(Stdio::inherit())
         .spawn()
-        .expect("start kubevirt-controller node")
+        .expect("start kubevirt-controller node");
+    Agent(child)
+}
+
+/// The agent process; if the test fails half way it is stopped with SIGTERM (which stops its
+/// launchers too) rather than left running.
+struct Agent(Child);
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            // SAFETY: kill(2) on a child this test spawned and has not reaped.
+            unsafe { libc::kill(self.0.id() as libc::pid_t, libc::SIGTERM) };
+            let _ = self.0.wait();
+        }
+    }
 }
 
 fn run_dir(work: &Path, name: &str) -> Option<PathBuf> {
@@ -127,7 +143,7 @@ fn launchers_in(run_dir: &Path) -> Vec<u32> {
         .collect()
 }
 
-fn kill9(child: &mut Child) {
+fn kill9(Agent(child): &mut Agent) {
     // SAFETY: kill(2) on a child this test spawned and has not reaped.
     let r = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGKILL) };
     assert_eq!(r, 0);
@@ -150,14 +166,14 @@ async fn a_killed_agent_restarts_and_adopts_the_running_guest() {
     let vmis: Api<VirtualMachineInstance> = Api::namespaced(c.client.clone(), "default");
 
     let mut agent = start_agent(&c, &launcher, &work);
-    for name in ["keep", "gone"] {
+    for name in ["keep", "gone", "poweroff"] {
         let (ok, _, err) = c
             .kubectl(&["apply", "-f", "-"], Some(&vmi_doc(name, &image)))
             .await;
         assert!(ok, "kubectl apply: {err}");
     }
     let mut before = Vec::new();
-    for name in ["keep", "gone"] {
+    for name in ["keep", "gone", "poweroff"] {
         eventually("a Running VMI", || async {
             let s = vmis.get_opt(name).await.ok()??.status?;
             (s.phase.as_deref() == Some("Running")).then_some(())
@@ -166,7 +182,7 @@ async fn a_killed_agent_restarts_and_adopts_the_running_guest() {
         let s = eventually("the launcher's status", || status(&work, name)).await;
         before.push(s.launcher.clone().expect("the launcher names itself"));
     }
-    let (keep, gone) = (before[0].clone(), before[1].clone());
+    let (keep, gone, off) = (before[0].clone(), before[1].clone(), before[2].clone());
     assert_eq!(keep.name, "keep");
     let keep_uid = vmis.get("keep").await.unwrap().metadata.uid.unwrap();
     assert_eq!(keep.uid, keep_uid);
@@ -190,7 +206,27 @@ async fn a_killed_agent_restarts_and_adopts_the_running_guest() {
     })
     .await;
 
+    // "poweroff"'s guest powers off while no agent runs: its launcher exits, leaving its final status.
+    let client = Client::new(run_dir(&work, "poweroff").unwrap().join(CONTROL_SOCKET));
+    tokio::task::spawn_blocking(move || {
+        client.act(&kubevirt_launcher_protocol::Request::Shutdown {
+            grace_period_seconds: Some(20),
+        })
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    eventually("the powered-off launcher exited", || async {
+        (!alive(off.pid)).then_some(())
+    })
+    .await;
+
     let mut agent = start_agent(&c, &launcher, &work);
+    eventually("the powered-off VMI Succeeded", || async {
+        let s = vmis.get_opt("poweroff").await.ok()??.status?;
+        (s.phase.as_deref() == Some("Succeeded")).then_some(())
+    })
+    .await;
     eventually("the orphan launcher stopped", || async {
         (!alive(gone.pid) && run_dir(&work, "gone").is_none()).then_some(())
     })
