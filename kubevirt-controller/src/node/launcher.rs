@@ -354,3 +354,6 @@ async fn blocking<T: Send + 'static>(
         }),
     }
 }
+
+#[cfg(test)]
+mod tests;
