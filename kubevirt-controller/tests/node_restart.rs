@@ -6,6 +6,7 @@
 
 mod common;
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -59,8 +60,8 @@ spec:
     )
 }
 
-/// `kubevirt-controller node` as its own process (its own process group, as a service
-/// manager starts it).
+/// `kubevirt-controller node` as its own process, leading its own process group (as a service
+/// manager starts it), so the test can kill the whole group.
 fn start_agent(c: &Cluster, launcher: &Path, work: &Path) -> Agent {
     let child = Command::new(env!("CARGO_BIN_EXE_kubevirt-controller"))
         .arg("node")
@@ -75,6 +76,7 @@ fn start_agent(c: &Cluster, launcher: &Path, work: &Path) -> Agent {
         .arg("--volumes-dir")
         .arg(work.join("volumes"))
         .stdin(Stdio::null())
+        .process_group(0)
         .stdout(Stdio::inherit())
         .stderr(Stdio::inherit())
         .spawn()
@@ -143,9 +145,12 @@ fn launchers_in(run_dir: &Path) -> Vec<u32> {
         .collect()
 }
 
+/// kill -9 of the agent's whole process group (what a service manager or a terminal does):
+/// the launchers, in groups of their own, are not in it.
 fn kill9(Agent(child): &mut Agent) {
-    // SAFETY: kill(2) on a child this test spawned and has not reaped.
-    let r = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGKILL) };
+    // SAFETY: kill(2) on the process group of a child this test spawned (as its leader) and
+    // has not reaped.
+    let r = unsafe { libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL) };
     assert_eq!(r, 0);
     child.wait().unwrap();
 }
