@@ -82,6 +82,13 @@ impl Launcher {
         }
         log.set_len(0)
             .map_err(io("truncating the launcher log", &log_path))?;
+        // A final status an earlier launcher left here must not speak for this one.
+        let last = run_dir.join(kubevirt_launcher_protocol::FINAL_STATUS);
+        match std::fs::remove_file(&last) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io("removing the earlier final status", &last)(e)),
+        }
         let log_err = log
             .try_clone()
             .map_err(io("opening the launcher log", &log_path))?;
