@@ -43,6 +43,7 @@ fn serve(dir: &std::path::Path) -> (Arc<Machine>, ControlServer) {
                 vcpus: 1,
                 ..GuestInfo::default()
             },
+            vmi: ("default".into(), "control".into(), "uid-1".into()),
         },
     )
     .expect("control socket");
@@ -74,6 +75,16 @@ fn status_pause_unpause_stop_on_a_running_guest() {
     client.act(&Request::Pause).unwrap();
     let status = client.status().unwrap();
     assert_eq!((status.phase, status.paused), (Phase::Running, true));
+    let me = status.launcher.expect("the launcher names its VMI");
+    assert_eq!(
+        (
+            me.namespace.as_str(),
+            me.name.as_str(),
+            me.uid.as_str(),
+            me.pid
+        ),
+        ("default", "control", "uid-1", std::process::id())
+    );
     let frozen = count(&vm);
     std::thread::sleep(Duration::from_millis(50));
     assert_eq!(count(&vm), frozen, "a paused guest makes no progress");

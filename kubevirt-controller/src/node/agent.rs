@@ -2,6 +2,12 @@
 //! not placed yet) gets a launcher; the launcher's state is written back on the VMI; deleting
 //! the VMI shuts the guest down (ACPI power button, forced stop after the grace period) before
 //! the VMI's finalizer is removed.
+//!
+//! The agent may die and restart (kill -9, an upgrade) while guests run: their launchers run on
+//! (see [`super::launcher`]). A restarted agent adopts the launcher it finds live in a VMI's run
+//! directory instead of starting another, so the VMI stays Running on the same guest; a dead run
+//! directory's final status gives the VMI its outcome; launchers whose VMI is gone (or final)
+//! are shut down gracefully and their run directories removed ([`super::adopt`]).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -20,10 +26,12 @@ use kubevirt_api::core::v1::VirtualMachineInstance;
 use kubevirt_api::defaults::DEFAULT_TERMINATION_GRACE_PERIOD_SECONDS;
 use std::sync::Mutex;
 
+use super::adopt;
 use super::launcher::Launcher;
 use super::report::{Report, patch};
 use super::{NodeConfig, NodeError};
 use crate::vm::instance::{is_final, phase};
+use kubevirt_launcher_protocol::{ExitStatus, FinalStatus};
 
 /// The finalizer that keeps a VMI until its guest is down (upstream's name).
 pub const FINALIZER: &str = "kubevirt.io/foregroundDeleteVirtualMachine";
@@ -63,6 +71,13 @@ pub async fn run(
     on_sync: impl Fn(Result<String, String>),
 ) {
     let vmis: Api<VirtualMachineInstance> = Api::all(client.clone());
+    // The run directories left by an earlier agent, taken before this one starts any.
+    let earlier = adopt::run_dirs(&config.run_root);
+    tokio::spawn(adopt::stop_orphans(
+        vmis.clone(),
+        config.node_name.clone(),
+        earlier,
+    ));
     let ctx = Arc::new(Context {
         client,
         config,
@@ -115,7 +130,8 @@ async fn reconcile(
     .map_err(|e| NodeError::Reconcile(Box::new(e)))
 }
 
-fn run_dir(vmi: &VirtualMachineInstance, config: &NodeConfig) -> PathBuf {
+/// The run directory of `vmi` (`<run_root>/<ns>/<name>-<uid[..8]>`).
+pub fn run_dir(vmi: &VirtualMachineInstance, config: &NodeConfig) -> PathBuf {
     let uid = vmi.uid().unwrap_or_default();
     config
         .run_root
@@ -130,7 +146,13 @@ async fn apply(
 ) -> Result<Action, NodeError> {
     let uid = vmi.uid().unwrap_or_default();
     // The controller never syncs one VMI twice at once, so nobody adds this uid meanwhile.
-    let report = match ctx.launcher(&uid) {
+    // A final VMI is not adopted back to life: a launcher an earlier agent left for it is
+    // stopped by `adopt::stop_orphans`.
+    let found = match ctx.launcher(&uid) {
+        None if is_final(vmi) => None,
+        _ => find(vmi, ctx).await?,
+    };
+    let report = match found {
         Some(l) => {
             let mut l = l.lock().await;
             let report = l.report().await;
@@ -147,7 +169,21 @@ async fn apply(
                 .insert(uid.clone(), Arc::new(tokio::sync::Mutex::new(l)));
             Report::Launching
         }
-        None => Report::Lost,
+        // Its launcher is gone: the final status it left says how it ended.
+        None => match FinalStatus::read(&run_dir(vmi, &ctx.config)) {
+            Ok(Some(last)) => Report::Exited {
+                code: None,
+                last: Some(last),
+            },
+            Ok(None) => Report::Lost,
+            Err(e) => Report::Exited {
+                code: None,
+                last: Some(FinalStatus::new(
+                    ExitStatus::Failed,
+                    Some(format!("its final status is unreadable: {e}")),
+                )),
+            },
+        },
     };
     let alive = matches!(report, Report::Launching | Report::Status(_));
     if !alive {
@@ -169,9 +205,26 @@ async fn apply(
     })
 }
 
+/// The launcher of `vmi`: this agent's, else one an earlier agent left running in its run
+/// directory, adopted now. An error means one runs there that cannot be adopted yet: nothing
+/// may start another.
+async fn find(vmi: &VirtualMachineInstance, ctx: &Context) -> Result<Option<Shared>, NodeError> {
+    let uid = vmi.uid().unwrap_or_default();
+    if let Some(l) = ctx.launcher(&uid) {
+        return Ok(Some(l));
+    }
+    let Some(l) = Launcher::find(&run_dir(vmi, &ctx.config), Some(&uid)).await? else {
+        return Ok(None);
+    };
+    let l = Arc::new(tokio::sync::Mutex::new(l));
+    ctx.map().insert(uid, l.clone());
+    Ok(Some(l))
+}
+
 async fn cleanup(vmi: &VirtualMachineInstance, ctx: &Context) -> Result<Action, NodeError> {
     let uid = vmi.uid().unwrap_or_default();
-    let launcher = ctx.map().remove(&uid);
+    let launcher = find(vmi, ctx).await?;
+    ctx.map().remove(&uid);
     if let Some(l) = launcher {
         let mut l = l.lock().await;
         let grace = vmi
@@ -179,15 +232,7 @@ async fn cleanup(vmi: &VirtualMachineInstance, ctx: &Context) -> Result<Action, 
             .termination_grace_period_seconds
             .unwrap_or(DEFAULT_TERMINATION_GRACE_PERIOD_SECONDS);
         let grace = Duration::from_secs(grace.max(0) as u64);
-        l.shutdown(grace).await;
-        let deadline = tokio::time::Instant::now() + grace + EXIT_SLACK;
-        while !l.exited() {
-            if tokio::time::Instant::now() >= deadline {
-                l.kill().await;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        stop(&mut l, Some(grace), grace).await;
     }
     let dir = run_dir(vmi, &ctx.config);
     match std::fs::remove_dir_all(&dir) {
@@ -202,4 +247,18 @@ async fn cleanup(vmi: &VirtualMachineInstance, ctx: &Context) -> Result<Action, 
         }
     }
     Ok(Action::await_change())
+}
+
+/// Shuts `l` down gracefully (`grace`: see [`Launcher::shutdown`]) and waits for it to exit,
+/// killing it if it has not `wait + EXIT_SLACK` later.
+pub(super) async fn stop(l: &mut Launcher, grace: Option<Duration>, wait: Duration) {
+    l.shutdown(grace).await;
+    let deadline = tokio::time::Instant::now() + wait + EXIT_SLACK;
+    while !l.exited() {
+        if tokio::time::Instant::now() >= deadline {
+            l.kill().await;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -1,15 +1,26 @@
 //! One `kubevirt-launcher` process per VMI: started with the VMI on its stdin, asked for its
 //! status and to shut down over its control socket (`kubevirt-launcher-protocol`), and reaped.
 //!
+//! A launcher outlives its agent: it runs in its own process group, its stdin is closed once the
+//! VMI is written, its stdout and stderr go to `launcher.log`, and the agent never kills it on
+//! drop. While it runs it holds `launcher.log` locked (the lock is on the open file it inherited
+//! as stdout), so an agent that restarted tells a live launcher from a dead run directory even
+//! before its control socket answers, and never starts a second one ([`Launcher::find`]).
+//! A launcher found that way is adopted: not this agent's child, it is watched through a pidfd.
+//!
 //! Every request runs on the blocking pool with the protocol's timeout, and only the caller's own
 //! launcher is borrowed meanwhile: a launcher that does not answer delays no other.
 
+use std::fs::{File, TryLockError};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
 use kubevirt_api::core::v1::VirtualMachineInstance;
-use kubevirt_launcher_protocol::{Client, ClientError, ExitStatus, FinalStatus, Status};
+use kubevirt_launcher_protocol::{
+    Client, ClientError, ExitStatus, FinalStatus, LauncherIdentity, Status,
+};
 use tokio::io::AsyncWriteExt;
 use tokio::process::{Child, Command};
 
@@ -18,11 +29,22 @@ use super::{NodeConfig, NodeError};
 
 /// The file the launcher's stdout and stderr go to, in its run directory.
 pub const LAUNCHER_LOG: &str = "launcher.log";
+/// The file the agent writes the launcher's process id to, in its run directory.
+pub const LAUNCHER_PID: &str = "launcher.pid";
 
-/// A launcher the agent started.
+/// How the agent watches a launcher's process.
+#[derive(Debug)]
+enum Process {
+    /// Started by this agent: its child, reaped here.
+    Child(Child),
+    /// Found running when the agent started (another agent's child): watched through a pidfd.
+    Adopted { pid: u32, pidfd: OwnedFd },
+}
+
+/// A launcher the agent started or adopted.
 #[derive(Debug)]
 pub struct Launcher {
-    child: Child,
+    process: Process,
     run_dir: PathBuf,
     shutdown_requested: bool,
     /// Its last status answer: what stands while it is too busy to answer.
@@ -43,8 +65,30 @@ impl Launcher {
         };
         std::fs::create_dir_all(&run_dir).map_err(io("creating the run directory", &run_dir))?;
         let log_path = run_dir.join(LAUNCHER_LOG);
-        let log =
-            std::fs::File::create(&log_path).map_err(io("creating the launcher log", &log_path))?;
+        let log = open_log(&log_path)?;
+        match log.try_lock() {
+            Ok(()) => {}
+            // Never two guests for one VMI: a launcher runs in this directory already.
+            Err(TryLockError::WouldBlock) => {
+                return Err(NodeError::Io {
+                    what: "starting a launcher: one runs already in",
+                    path: run_dir,
+                    source: std::io::Error::from(std::io::ErrorKind::ResourceBusy),
+                });
+            }
+            Err(TryLockError::Error(e)) => {
+                return Err(io("locking the launcher log", &log_path)(e));
+            }
+        }
+        log.set_len(0)
+            .map_err(io("truncating the launcher log", &log_path))?;
+        // A final status an earlier launcher left here must not speak for this one.
+        let last = run_dir.join(kubevirt_launcher_protocol::FINAL_STATUS);
+        match std::fs::remove_file(&last) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io("removing the earlier final status", &last)(e)),
+        }
         let log_err = log
             .try_clone()
             .map_err(io("opening the launcher log", &log_path))?;
@@ -62,8 +106,17 @@ impl Launcher {
             .stdin(Stdio::piped())
             .stdout(log)
             .stderr(log_err)
+            // Its own process group: a signal to the agent's group (a terminal's ^C or hangup,
+            // a kill of the group) does not reach the guest.
+            .process_group(0)
+            .kill_on_drop(false)
             .spawn()
             .map_err(io("starting the launcher", &config.launcher))?;
+        if let Some(pid) = child.id() {
+            let pid_path = run_dir.join(LAUNCHER_PID);
+            std::fs::write(&pid_path, pid.to_string())
+                .map_err(io("writing the launcher's pid to", &pid_path))?;
+        }
         if let Some(mut stdin) = child.stdin.take() {
             stdin
                 .write_all(&document)
@@ -71,7 +124,7 @@ impl Launcher {
                 .map_err(io("writing the VMI to the launcher", &config.launcher))?;
         }
         Ok(Launcher {
-            child,
+            process: Process::Child(child),
             run_dir,
             shutdown_requested: false,
             last: None,
@@ -86,8 +139,7 @@ impl Launcher {
     /// What the agent knows now: its exit (with the final status it left), else its control
     /// socket's status, else its last status, else that it is still starting.
     pub async fn report(&mut self) -> Report {
-        if let Ok(Some(status)) = self.child.try_wait() {
-            let code = status.code();
+        if let Some(code) = self.exit() {
             // What the VMI shows comes from the final status; one that cannot be read is said so.
             let last = FinalStatus::read(&self.run_dir).unwrap_or_else(|e| {
                 let exit = code.and_then(ExitStatus::from_code);
@@ -113,35 +165,185 @@ impl Launcher {
         }
     }
 
-    /// Asks the guest to shut down (ACPI power button; forced stop after `grace`), once. A
-    /// launcher whose socket does not answer gets SIGTERM, which means the same to it.
-    pub async fn shutdown(&mut self, grace: Duration) {
+    /// Asks the guest to shut down (ACPI power button; forced stop after `grace`, `None`: the
+    /// VMI's own grace period), once. A launcher whose socket does not answer gets SIGTERM,
+    /// which means the same to it.
+    pub async fn shutdown(&mut self, grace: Option<Duration>) {
         if self.shutdown_requested {
             return;
         }
         self.shutdown_requested = true;
         let client = Client::for_run_dir(&self.run_dir);
-        if blocking(client, move |c| c.shutdown(Some(grace)))
-            .await
-            .is_err()
-            && let Some(pid) = self.child.id()
-        {
-            // SAFETY: kill(2) on our own child, which has not been reaped (`id` is Some).
-            unsafe {
-                libc::kill(pid as libc::pid_t, libc::SIGTERM);
-            }
+        if blocking(client, move |c| c.shutdown(grace)).await.is_err() {
+            self.signal(libc::SIGTERM);
         }
     }
 
     /// Whether it has exited.
     pub fn exited(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(Some(_)))
+        self.exit().is_some()
+    }
+
+    /// `Some(exit code)` once it has exited (`Some(None)`: killed by a signal, or adopted, whose
+    /// code only its parent sees).
+    fn exit(&mut self) -> Option<Option<i32>> {
+        match &mut self.process {
+            Process::Child(child) => match child.try_wait() {
+                Ok(Some(status)) => Some(status.code()),
+                _ => None,
+            },
+            Process::Adopted { pidfd, .. } => pidfd_exited(pidfd).then_some(None),
+        }
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> Option<u32> {
+        match &self.process {
+            Process::Child(child) => child.id(),
+            Process::Adopted { pid, .. } => Some(*pid),
+        }
+    }
+
+    /// Sends `signal` to it, if it still runs.
+    fn signal(&mut self, signal: libc::c_int) {
+        match &self.process {
+            Process::Child(child) => {
+                if let Some(pid) = child.id() {
+                    // SAFETY: kill(2) on our own child, which has not been reaped (`id` is
+                    // Some), so the pid is still its.
+                    unsafe {
+                        libc::kill(pid as libc::pid_t, signal);
+                    }
+                }
+            }
+            Process::Adopted { pidfd, .. } => {
+                // SAFETY: pidfd_send_signal(2) on a pidfd we own; it signals that process or
+                // fails, never a process that reused the pid. No pointers are passed.
+                unsafe {
+                    libc::syscall(
+                        libc::SYS_pidfd_send_signal,
+                        pidfd.as_raw_fd(),
+                        signal,
+                        std::ptr::null::<libc::siginfo_t>(),
+                        0,
+                    );
+                }
+            }
+        }
     }
 
     /// Kills it at once.
     pub async fn kill(&mut self) {
-        let _ = self.child.kill().await;
+        match &mut self.process {
+            Process::Child(child) => {
+                let _ = child.kill().await;
+            }
+            Process::Adopted { .. } => self.signal(libc::SIGKILL),
+        }
     }
+
+    /// The launcher running in `run_dir`, adopted, if one runs there (`Ok(None)`: the directory
+    /// is dead or absent). `uid` is the VMI it must run (`None`: any, e.g. to stop a launcher
+    /// whose VMI is gone).
+    ///
+    /// # Errors
+    /// A launcher runs there but cannot be adopted yet (it names no pid, or runs another VMI):
+    /// the caller must not start another one.
+    pub async fn find(run_dir: &Path, uid: Option<&str>) -> Result<Option<Self>, NodeError> {
+        if !holds_lock(run_dir)? {
+            return Ok(None);
+        }
+        let busy = |why: String| NodeError::Io {
+            what: "adopting the launcher in",
+            path: run_dir.to_path_buf(),
+            source: std::io::Error::new(std::io::ErrorKind::ResourceBusy, why),
+        };
+        let client = Client::for_run_dir(run_dir);
+        let status = blocking(client, |c| c.status()).await.ok();
+        let identity: Option<LauncherIdentity> = status.as_ref().and_then(|s| s.launcher.clone());
+        if let (Some(me), Some(uid)) = (&identity, uid)
+            && me.uid != uid
+        {
+            return Err(busy(format!(
+                "it runs {}/{} with uid {}, not uid {uid}",
+                me.namespace, me.name, me.uid
+            )));
+        }
+        let pid = match &identity {
+            Some(me) => me.pid,
+            None => std::fs::read_to_string(run_dir.join(LAUNCHER_PID))
+                .ok()
+                .and_then(|p| p.trim().parse().ok())
+                .ok_or_else(|| busy("it runs but names no pid yet".into()))?,
+        };
+        let pidfd = pidfd_open(pid).map_err(|e| busy(format!("pidfd_open({pid}): {e}")))?;
+        // Still the locking launcher now that it is pinned by the pidfd (not a reused pid).
+        if !holds_lock(run_dir)? {
+            return Ok(None);
+        }
+        Ok(Some(Launcher {
+            process: Process::Adopted { pid, pidfd },
+            run_dir: run_dir.to_path_buf(),
+            shutdown_requested: false,
+            last: status,
+        }))
+    }
+}
+
+/// Opens (creates) a launcher log without truncating it.
+fn open_log(path: &Path) -> Result<File, NodeError> {
+    File::options()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|source| NodeError::Io {
+            what: "opening the launcher log",
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+/// Whether a live launcher holds `run_dir`'s log locked.
+pub fn holds_lock(run_dir: &Path) -> Result<bool, NodeError> {
+    let path = run_dir.join(LAUNCHER_LOG);
+    if !path.exists() {
+        return Ok(false);
+    }
+    let log = open_log(&path)?;
+    match log.try_lock() {
+        // Ours now; released when `log` closes below.
+        Ok(()) => Ok(false),
+        Err(TryLockError::WouldBlock) => Ok(true),
+        Err(TryLockError::Error(source)) => Err(NodeError::Io {
+            what: "probing the lock of",
+            path,
+            source,
+        }),
+    }
+}
+
+fn pidfd_open(pid: u32) -> std::io::Result<OwnedFd> {
+    let pid = libc::pid_t::try_from(pid).map_err(std::io::Error::other)?;
+    // SAFETY: pidfd_open(2) takes a pid and flags, no pointers; it returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let fd = i32::try_from(fd).map_err(std::io::Error::other)?;
+    // SAFETY: `fd` was just returned by pidfd_open and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Whether the process behind `pidfd` has exited (the pidfd polls readable then).
+fn pidfd_exited(pidfd: &OwnedFd) -> bool {
+    let mut p = libc::pollfd {
+        fd: pidfd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, count 1, no wait.
+    let n = unsafe { libc::poll(&mut p, 1, 0) };
+    n > 0 && p.revents & (libc::POLLIN | libc::POLLHUP) != 0
 }
 
 /// Runs a blocking protocol request off the async workers.
@@ -159,3 +361,6 @@ async fn blocking<T: Send + 'static>(
         }),
     }
 }
+
+#[cfg(test)]
+mod tests;

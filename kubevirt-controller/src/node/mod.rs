@@ -6,6 +6,7 @@
 //! loop. On the local single-node control plane the agent also places VMIs that no node has
 //! claimed yet on itself ([`NodeConfig::claim_unscheduled`]).
 
+pub mod adopt;
 pub mod agent;
 pub mod launcher;
 pub mod report;

@@ -26,7 +26,8 @@ pub enum Report {
     },
     /// It answered in a way this agent cannot use (another protocol version, or no valid reply).
     Incompatible(String),
-    /// The agent has no launcher for a VMI it had started (it restarted meanwhile).
+    /// A VMI that ran has no launcher any more and its run directory no final status: the
+    /// launcher died (killed, or crashed) while no agent watched it.
     Lost,
 }
 
@@ -57,7 +58,11 @@ pub fn patch(
         ),
         Report::Lost => (
             Phase::Failed,
-            Some("the node agent lost this VMI's launcher (the agent restarted)".into()),
+            Some(
+                "the VMI's launcher is gone and left no final status (it was killed or crashed \
+                 while the node agent was down)"
+                    .into(),
+            ),
             false,
             vec![],
         ),

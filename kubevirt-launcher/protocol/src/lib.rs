@@ -34,8 +34,8 @@ mod request;
 pub use self::client::{Client, ClientError, DEFAULT_TIMEOUT};
 pub use self::exit::{ExitStatus, FinalStatus, FinalStatusError};
 pub use self::reply::{
-    Done, GuestInfo, GuestInterface, Phase, ReplyError, ShutdownReply, Status, StopReply,
-    decode_reply, encode_error, encode_ok,
+    Done, GuestInfo, GuestInterface, LauncherIdentity, Phase, ReplyError, ShutdownReply, Status,
+    StopReply, decode_reply, encode_error, encode_ok,
 };
 pub use self::request::{Request, RequestError};
 

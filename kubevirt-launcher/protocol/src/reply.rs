@@ -74,6 +74,22 @@ pub struct GuestInfo {
     pub interfaces: Vec<GuestInterface>,
 }
 
+/// Which VMI a launcher runs, and which process it is: what a node agent that restarted checks
+/// before it adopts a launcher it finds running.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LauncherIdentity {
+    /// The VMI's namespace.
+    pub namespace: String,
+    /// The VMI's name.
+    pub name: String,
+    /// The VMI's uid (empty if the document had none).
+    #[serde(default)]
+    pub uid: String,
+    /// The launcher's process id.
+    pub pid: u32,
+}
+
 /// The reply to [`crate::Request::Status`].
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -92,6 +108,9 @@ pub struct Status {
     /// What the guest was given.
     #[serde(default)]
     pub guest: GuestInfo,
+    /// Which VMI this launcher runs (additive: launchers before it leave it out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launcher: Option<LauncherIdentity>,
 }
 
 /// The reply to [`crate::Request::Shutdown`] (`"shutdown": "requested" | ...`).
@@ -207,6 +226,12 @@ mod tests {
                     binding: "masquerade".into(),
                 }],
             },
+            launcher: Some(LauncherIdentity {
+                namespace: "default".into(),
+                name: "demo".into(),
+                uid: "1234".into(),
+                pid: 42,
+            }),
         }
     }
 
@@ -236,6 +261,15 @@ mod tests {
         .unwrap();
         assert_eq!(raw["gracePeriodSeconds"], 5);
         decode_reply::<Done>(&encode_ok(&Done {})).unwrap();
+    }
+
+    #[test]
+    fn a_status_without_the_launcher_identity_still_decodes() {
+        let s: Status = decode_reply(r#"{"version":1,"ok":true,"phase":"Running"}"#).unwrap();
+        assert_eq!(s.launcher, None);
+        let raw: Value = serde_json::from_str(&encode_ok(&status())).unwrap();
+        assert_eq!(raw["launcher"]["uid"], "1234");
+        assert_eq!(raw["launcher"]["pid"], 42);
     }
 
     #[test]

@@ -20,7 +20,8 @@ pub use self::shutdown::{Shutdown, Shutdowns};
 
 use crate::run::machine::Machine;
 use kubevirt_launcher_protocol::{
-    Done, GuestInfo, Phase, Request, ShutdownReply, Status, StopReply, encode_error, encode_ok,
+    Done, GuestInfo, LauncherIdentity, Phase, Request, ShutdownReply, Status, StopReply,
+    encode_error, encode_ok,
 };
 use kubevirt_vmm::{ExitReason, Vm, VmState};
 use std::io::{self, BufRead, BufReader, Write};
@@ -100,6 +101,8 @@ pub struct Target {
     pub grace: Duration,
     /// What `status` reports about the guest besides its phase (devices, interfaces).
     pub info: GuestInfo,
+    /// Which VMI this is (namespace, name, uid), reported with this process's id.
+    pub vmi: (String, String, String),
 }
 
 fn serve(conn: UnixStream, target: &Target) {
@@ -127,6 +130,12 @@ pub fn status(target: &Target) -> Status {
         paused: target.machine.vm().state() == VmState::Paused,
         restarts: u32::try_from(target.machine.restarts()).unwrap_or(u32::MAX),
         guest: target.info.clone(),
+        launcher: Some(LauncherIdentity {
+            namespace: target.vmi.0.clone(),
+            name: target.vmi.1.clone(),
+            uid: target.vmi.2.clone(),
+            pid: std::process::id(),
+        }),
     }
 }
 

@@ -339,6 +339,11 @@ pub fn launch(object: &Object, opts: &RunOptions) -> Result<Launched, RunError> 
             shutdowns: shutdowns.clone(),
             grace: plan.grace_period,
             info,
+            vmi: (
+                plan.namespace.clone(),
+                plan.name.clone(),
+                vmi.metadata.uid.clone().unwrap_or_default(),
+            ),
         },
     )
     .map_err(io(&opts.run_dir))?;
