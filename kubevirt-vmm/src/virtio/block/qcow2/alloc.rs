@@ -46,10 +46,13 @@ impl Allocator {
             if bi >= rc.table.len() as u64 {
                 self.grow_table(rc, file, bi)?;
             }
-            // The new block may describe itself, or need a block of its own: recurse.
-            let block = self.take(1);
-            rc.install_block(bi, block);
-            self.count(rc, file, block)?;
+            // Counting the grown table's clusters may have created this block already.
+            if !rc.has_block(index) {
+                // The new block may describe itself, or need a block of its own: recurse.
+                let block = self.take(1);
+                rc.install_block(bi, block);
+                self.count(rc, file, block)?;
+            }
         }
         rc.add(file, index, 1).map(drop)
     }

@@ -314,15 +314,18 @@ impl Qcow2 {
     /// table when the L1 entry is empty.
     fn l2_for_write(&mut self, gc: u64) -> io::Result<(usize, usize)> {
         let (l1i, l2i) = self.split(gc);
-        let mut l2_off = self.l1[l1i] & OFFSET_MASK;
-        let fresh = l2_off == 0;
-        if fresh {
-            let (rc, file, alloc) = self.writable()?;
-            l2_off = alloc.alloc(rc, file)?;
-            self.l1[l1i] = l2_off | COPIED;
-            self.l1_dirty = true;
+        let l2_off = self.l1[l1i] & OFFSET_MASK;
+        if l2_off != 0 {
+            return Ok((self.l2_table(l2_off, false)?, l2i));
         }
-        Ok((self.l2_table(l2_off, fresh)?, l2i))
+        let (rc, file, alloc) = self.writable()?;
+        let l2_off = alloc.alloc(rc, file)?;
+        // Cached (and dirty) before the L1 entry points at it: making room in the cache may
+        // flush, and no flush may write an L1 entry whose table is not written first.
+        let t = self.l2_table(l2_off, true)?;
+        self.l1[l1i] = l2_off | COPIED;
+        self.l1_dirty = true;
+        Ok((t, l2i))
     }
 
     /// Writes `buf` into guest cluster `gc` from byte `within`.
