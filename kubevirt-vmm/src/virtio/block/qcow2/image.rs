@@ -162,11 +162,6 @@ impl Qcow2 {
         Ok(image)
     }
 
-    /// The image's header.
-    pub fn header(&self) -> &Header {
-        &self.header
-    }
-
     fn cluster_bits(&self) -> u32 {
         self.header.cluster_bits
     }
@@ -372,6 +367,28 @@ impl Qcow2 {
     /// Writes every metadata change to the file in the crash-safe order (see the module
     /// documentation), each step durable before the next.
     pub fn flush_metadata(&mut self) -> io::Result<()> {
+        self.flush_steps(usize::MAX)
+    }
+
+    /// Test hook: performs only the first `steps` steps of [`Qcow2::flush_metadata`] (1:
+    /// refcount blocks, 2: refcount table, 3: header, 4: L2 tables, 5: L1 table, 6:
+    /// decrements), leaving the file as a crash right after them would.
+    #[cfg(feature = "unstable-internals")]
+    #[doc(hidden)]
+    pub fn crash_after(&mut self, steps: usize) -> io::Result<()> {
+        self.flush_steps(steps)
+    }
+
+    fn flush_steps(&mut self, steps: usize) -> io::Result<()> {
+        let mut step = 0;
+        macro_rules! step {
+            () => {
+                step += 1;
+                if step > steps {
+                    return Ok(());
+                }
+            };
+        }
         let Some(rc) = &mut self.refcounts else {
             return Ok(());
         };
@@ -380,13 +397,16 @@ impl Qcow2 {
             return self.file.sync_data();
         }
         // 1. data, then the refcount blocks counting the new clusters.
+        step!();
         rc.write_blocks(&self.file)?;
         self.file.sync_data()?;
         // 2. the refcount table, then the header pointing at a moved one.
+        step!();
         if rc.table_dirty {
             rc.write_table(&self.file)?;
             self.file.sync_data()?;
         }
+        step!();
         if let Some((old, clusters)) = rc.moved_from.take() {
             let mut h = [0u8; 12];
             h[..8].copy_from_slice(&rc.table_offset.to_be_bytes());
@@ -398,6 +418,7 @@ impl Qcow2 {
             rc.pending_frees.push((old, clusters << self.header.cluster_bits));
         }
         // 3. L2 tables.
+        step!();
         if l2_dirty {
             for t in self.l2.tables_mut().filter(|t| t.dirty) {
                 let raw: Vec<u8> = t.entries.iter().flat_map(|e| e.to_be_bytes()).collect();
@@ -407,6 +428,7 @@ impl Qcow2 {
             self.file.sync_data()?;
         }
         // 4. the L1 table.
+        step!();
         if self.l1_dirty {
             let raw: Vec<u8> = self.l1.iter().flat_map(|e| e.to_be_bytes()).collect();
             self.file.write_all_at(&raw, self.header.l1_table_offset)?;
@@ -414,6 +436,7 @@ impl Qcow2 {
             self.l1_dirty = false;
         }
         // 5. drop the references nothing points at any more.
+        step!();
         if !rc.pending_frees.is_empty() {
             let cb = self.header.cluster_bits;
             for (start, len) in std::mem::take(&mut rc.pending_frees) {
