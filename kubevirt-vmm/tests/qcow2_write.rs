@@ -48,6 +48,8 @@ fn writes_allocate_clusters_and_l2_tables_that_qemu_accepts() {
             "v3-rc64.qcow2",
             "compat=1.1,cluster_size=4096,refcount_bits=64",
         ),
+        ("v3-prealloc.qcow2", "compat=1.1,preallocation=metadata"),
+        ("v3-lazy.qcow2", "compat=1.1,lazy_refcounts=on"),
     ] {
         let p = dir.join(name);
         create(&p, opts, "64M");

@@ -171,6 +171,11 @@ impl Header {
                 "compression type {compression} (only zlib/deflate, type 0, is)"
             )));
         }
+        if incompat & INCOMPAT_COMPRESSION == 0 && compression != 0 {
+            return Err(corrupt(format!(
+                "header field compression_type is {compression} but the compression-type feature bit is clear"
+            )));
+        }
         let known = INCOMPAT_DIRTY | INCOMPAT_CORRUPT | INCOMPAT_COMPRESSION;
         if incompat & !known != 0 {
             return Err(unsupported(&format!(
