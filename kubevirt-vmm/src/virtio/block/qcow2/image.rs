@@ -2,6 +2,8 @@
 //!
 //! Reads walk L1 → L2 (cached) → data; unallocated clusters read from the backing image (or
 //! as zeroes), zero clusters as zeroes, compressed clusters are inflated (raw deflate).
+//! Guest requests move allocated clusters between the file and guest memory with one
+//! `preadv`/`pwritev` per cluster piece, as raw images do; other clusters go through a buffer.
 //!
 //! Writes to a cluster the image owns alone (`COPIED`) go in place. Any other write allocates
 //! a cluster at the end of the file, fills it (copy-on-write of the rest of the cluster from
@@ -29,7 +31,11 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use super::super::backend::BlockBackend;
+use std::os::fd::AsRawFd;
+
+use vm_memory::VolatileSlice;
+
+use super::super::backend::{BlockBackend, GuestBuffers, transfer_vectored};
 use super::alloc::Allocator;
 use super::error::{ImageError, corrupt_io};
 use super::header::Header;
@@ -494,6 +500,30 @@ impl Qcow2 {
         self.after_write()
     }
 
+    /// Calls `f(self, guest cluster, offset within it, piece)` for each piece of `bufs` (laid
+    /// out from disk offset `offset`) that stays within one cluster, in order.
+    fn each_piece(
+        &mut self,
+        bufs: &GuestBuffers<'_>,
+        offset: u64,
+        mut f: impl FnMut(&mut Self, u64, u64, VolatileSlice<'_, ()>) -> io::Result<()>,
+    ) -> io::Result<()> {
+        let cs = self.header.cluster_size();
+        let mut at = offset;
+        for b in bufs {
+            let mut done = 0usize;
+            while done < b.len() {
+                let within = at % cs;
+                let n = ((cs - within) as usize).min(b.len() - done);
+                let piece = b.subslice(done, n).map_err(io::Error::other)?;
+                f(self, at >> self.cluster_bits(), within, piece)?;
+                done += n;
+                at += n as u64;
+            }
+        }
+        Ok(())
+    }
+
     fn after_write(&mut self) -> io::Result<()> {
         if self.write_through {
             self.flush_metadata()?;
@@ -554,6 +584,47 @@ impl BlockBackend for Qcow2 {
 
     fn has_volatile_cache(&self) -> bool {
         !self.write_through
+    }
+
+    fn read_to_guest(&mut self, bufs: &GuestBuffers<'_>, offset: u64) -> io::Result<()> {
+        let total = bufs.iter().map(|b| b.len() as u64).sum();
+        self.check_range(offset, total)?;
+        let mut bounce = Vec::new();
+        self.each_piece(bufs, offset, |image, gc, within, piece| {
+            let entry = image.l2_entry(gc)?;
+            match image.decode(gc, entry)? {
+                // Allocated data: straight from the file into guest memory.
+                Cluster::Data { host, .. } => {
+                    transfer_vectored(image.file.as_raw_fd(), &[piece], host + within, false)
+                }
+                cluster => {
+                    bounce.resize(piece.len(), 0);
+                    image.read_cluster(gc, cluster, within, &mut bounce)?;
+                    piece.copy_from(&bounce[..]);
+                    Ok(())
+                }
+            }
+        })
+    }
+
+    fn write_from_guest(&mut self, bufs: &GuestBuffers<'_>, offset: u64) -> io::Result<()> {
+        let total = bufs.iter().map(|b| b.len() as u64).sum();
+        self.check_range(offset, total)?;
+        if self.read_only {
+            return Err(io::Error::from_raw_os_error(libc::EBADF));
+        }
+        let mut bounce = Vec::new();
+        self.each_piece(bufs, offset, |image, gc, within, piece| {
+            let entry = image.l2_entry(gc)?;
+            if let Cluster::Data { host, copied: true } = image.decode(gc, entry)? {
+                // An owned cluster: straight from guest memory into the file.
+                return transfer_vectored(image.file.as_raw_fd(), &[piece], host + within, true);
+            }
+            bounce.resize(piece.len(), 0);
+            piece.copy_to(&mut bounce[..]);
+            image.write_cluster(gc, within, &bounce)
+        })?;
+        self.after_write()
     }
 
     fn discard(&mut self, offset: u64, len: u64) -> io::Result<()> {
