@@ -8,7 +8,7 @@ set -euo pipefail
 # read back the cloud-init images. iputils-ping pings the demo guest through the masquerade NAT.
 # time (/usr/bin/time) measures the launcher's peak RSS in scripts/launcher-footprint.sh.
 # strace shows that a guest flush becomes an fdatasync (kubevirt-vmm/tests/blk_flush_fdatasync.rs).
-PACKAGES=(python3 libsqlite3-dev busybox genisoimage acpica-tools util-linux docker-registry nftables libarchive-tools xorriso qemu-system-x86 iputils-ping dmidecode time strace)
+PACKAGES=(python3 libsqlite3-dev busybox genisoimage acpica-tools util-linux docker-registry nftables libarchive-tools xorriso qemu-system-x86 qemu-utils iputils-ping dmidecode time strace)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

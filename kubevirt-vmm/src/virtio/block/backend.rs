@@ -88,7 +88,7 @@ pub trait BlockBackend: Send {
 
 /// `preadv`/`pwritev` of `fd` at `offset` straight to or from guest buffers, until every byte
 /// moved (short transfers continue where they stopped; end of file is an error).
-fn transfer_vectored(
+pub(crate) fn transfer_vectored(
     fd: i32,
     bufs: &GuestBuffers<'_>,
     mut offset: u64,

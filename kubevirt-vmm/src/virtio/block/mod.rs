@@ -1,4 +1,4 @@
-//! virtio-blk: a disk behind a [`BlockBackend`] (raw files today; qcow2 can follow), with
+//! virtio-blk: a disk behind a [`BlockBackend`] (raw files, or qcow2 images: `qcow2`, with `open_image` telling them apart by content), with
 //! read-only and read-write modes, flush as `fdatasync`, discard, write-zeroes and `serial`,
 //! and KubeVirt's cache modes (`cache`: `writethrough` opens the image `O_DSYNC` and offers
 //! no flush).
@@ -13,7 +13,9 @@ internal_mod!(device);
 internal_mod!(queue);
 internal_mod!(request);
 mod lock;
+pub mod qcow2;
 
 pub use backend::{BackendError, BlockBackend, RawFile};
 pub use cache::CacheMode;
 pub use device::Block;
+pub use qcow2::{ImageError, ImageFormat, Qcow2, detect_format, open_image};
