@@ -84,10 +84,10 @@ pub async fn stop_orphans(
                 found = Launcher::find(&dir, None).await;
             }
             if let Ok(Some(mut l)) = found {
-                eprintln!(
-                    "node agent: stopping the launcher in {} (pid {:?}): its VMI no longer runs here",
-                    dir.display(),
-                    l.pid()
+                tracing::info!(
+                    run_dir = %dir.display(),
+                    pid = ?l.pid(),
+                    "stopping a launcher whose VMI no longer runs here"
                 );
                 stop(&mut l, None, wait).await;
             }
