@@ -63,6 +63,29 @@ mod string_enum;
 mod generated;
 pub use generated::*;
 
+/// Calls `$m!` with every served kind that upstream's webhooks neither default nor validate, so
+/// the defaults and the validation modules name one list.
+macro_rules! kinds_without_webhook_rules {
+    ($m:ident) => {
+        $m!(
+            crate::core::v1::VirtualMachineInstanceMigration,
+            crate::core::v1::VirtualMachineInstancePreset,
+            crate::core::v1::KubeVirt,
+            crate::export::v1::VirtualMachineExport,
+            crate::snapshot::v1beta1::VirtualMachineSnapshotContent,
+            crate::instancetype::v1beta1::VirtualMachineInstancetype,
+            crate::instancetype::v1beta1::VirtualMachineClusterInstancetype,
+            crate::instancetype::v1beta1::VirtualMachinePreference,
+            crate::instancetype::v1beta1::VirtualMachineClusterPreference,
+            crate::pool::v1beta1::VirtualMachinePool,
+            crate::clone::v1beta1::VirtualMachineClone,
+            crate::migrations::v1alpha1::MigrationPolicy,
+            crate::cdi::v1beta1::DataSource,
+            crate::cdi::v1beta1::DataImportCron,
+        );
+    };
+}
+
 pub mod builders;
 pub mod codec;
 pub mod crd;

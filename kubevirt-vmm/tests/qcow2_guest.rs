@@ -21,23 +21,7 @@ fn guest_memory_transfers_match_the_byte_paths_and_qemu() {
     let base = dir.join("base.raw");
     std::fs::write(&base, pattern(2 << 20, 5)).unwrap();
     let p = dir.join("g.qcow2");
-    run(
-        "qemu-img",
-        &[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-o",
-            "cluster_size=4096",
-            "-b",
-            "base.raw",
-            "-F",
-            "raw",
-            p.to_str().unwrap(),
-            "2M",
-        ],
-    );
+    create_over(&p, "cluster_size=4096", Some(("base.raw", "raw")), "2M");
     qemu_io(&p, &["write -P 0x5a 0 64k"]);
     let mem = GuestMemoryMmap::<()>::from_ranges(&[
         (GuestAddress(0), 0x4_0000),

@@ -81,7 +81,7 @@ proptest! {
             model = pattern(DISK as usize - 4096, 99);
             std::fs::write(&base, &model).unwrap();
             model.resize(DISK as usize, 0);
-            run("qemu-img", &["create", "-q", "-f", "qcow2", "-o", &opts, "-b", "base.raw", "-F", "raw", p.to_str().unwrap(), "1M"]);
+            create_over(&p, &opts, Some(("base.raw", "raw")), "1M");
             vec![base.as_path()]
         } else {
             create(&p, &opts, "1M");

@@ -88,21 +88,7 @@ fn unallocated_clusters_read_the_caller_given_backing_file() {
     // The base is shorter than the overlay: past its end the overlay reads zeroes.
     std::fs::write(&base, pattern(3 << 20, 9)).unwrap();
     let top = dir.join("top.qcow2");
-    run(
-        "qemu-img",
-        &[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-b",
-            "base.raw",
-            "-F",
-            "raw",
-            top.to_str().unwrap(),
-            "4M",
-        ],
-    );
+    create_over(&top, "", Some(("base.raw", "raw")), "4M");
     qemu_io(&top, &["write -P 0x5a 64k 4k", "write -z 1M 64k"]);
     let theirs = qemu_contents(&top);
     let mut disk = open(&top, true, &[&base]);
@@ -137,37 +123,9 @@ fn a_backing_chain_reads_through_every_layer_given_by_the_caller() {
     std::fs::write(&base, pattern(2 << 20, 1)).unwrap();
     let mid = dir.join("mid.qcow2");
     let top = dir.join("top.qcow2");
-    run(
-        "qemu-img",
-        &[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-b",
-            "base.raw",
-            "-F",
-            "raw",
-            mid.to_str().unwrap(),
-            "2M",
-        ],
-    );
+    create_over(&mid, "", Some(("base.raw", "raw")), "2M");
     qemu_io(&mid, &["write -P 0x22 64k 128k"]);
-    run(
-        "qemu-img",
-        &[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-b",
-            "mid.qcow2",
-            "-F",
-            "qcow2",
-            top.to_str().unwrap(),
-            "2M",
-        ],
-    );
+    create_over(&top, "", Some(("mid.qcow2", "qcow2")), "2M");
     qemu_io(&top, &["write -P 0x33 128k 4k"]);
     let theirs = qemu_contents(&top);
     let mut disk = open(&top, true, &[&mid, &base]);

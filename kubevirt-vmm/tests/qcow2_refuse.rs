@@ -92,21 +92,7 @@ fn backing_files_come_from_the_caller_not_the_image() {
     let other = dir.join("other.raw");
     std::fs::write(&other, vec![8u8; 1 << 20]).unwrap();
     let top = dir.join("top.qcow2");
-    run(
-        "qemu-img",
-        &[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-b",
-            "base.raw",
-            "-F",
-            "raw",
-            top.to_str().unwrap(),
-            "1M",
-        ],
-    );
+    create_over(&top, "", Some(("base.raw", "raw")), "1M");
     let e = open_err(&top, true, &[]);
     assert!(
         e.contains("names backing file \"base.raw\"") && e.contains("not given"),
@@ -154,21 +140,7 @@ fn the_writable_top_is_held_alone_and_the_backing_file_shared() {
     let base = dir.join("base.raw");
     std::fs::write(&base, vec![7u8; 1 << 20]).unwrap();
     let top = dir.join("top.qcow2");
-    run(
-        "qemu-img",
-        &[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-b",
-            "base.raw",
-            "-F",
-            "raw",
-            top.to_str().unwrap(),
-            "1M",
-        ],
-    );
+    create_over(&top, "", Some(("base.raw", "raw")), "1M");
     let writer = open(&top, false, &[&base]);
     assert!(open_err(&top, true, &[&base]).contains("in use by another VM"));
     // The base is shared: other readers may open it, a writer may not.

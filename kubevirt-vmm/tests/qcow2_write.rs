@@ -103,21 +103,7 @@ fn partial_writes_over_a_backing_file_copy_the_rest_of_the_cluster() {
     let base_data = pattern(3 << 20, 7);
     std::fs::write(&base, &base_data).unwrap();
     let top = dir.join("top.qcow2");
-    run(
-        "qemu-img",
-        &[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-b",
-            "base.raw",
-            "-F",
-            "raw",
-            top.to_str().unwrap(),
-            "4M",
-        ],
-    );
+    create_over(&top, "", Some(("base.raw", "raw")), "4M");
     let mut model = base_data.clone();
     model.resize(4 << 20, 0);
     let writes = vec![
@@ -161,23 +147,7 @@ fn write_zeroes_and_discard_read_as_zeroes_in_v2_and_v3() {
         let base = dir.join("base.raw");
         std::fs::write(&base, vec![0xeeu8; 2 << 20]).unwrap();
         let p = dir.join("z.qcow2");
-        run(
-            "qemu-img",
-            &[
-                "create",
-                "-q",
-                "-f",
-                "qcow2",
-                "-o",
-                opts,
-                "-b",
-                "base.raw",
-                "-F",
-                "raw",
-                p.to_str().unwrap(),
-                "2M",
-            ],
-        );
+        create_over(&p, opts, Some(("base.raw", "raw")), "2M");
         qemu_io(&p, &["write -P 0x5a 0 256k"]);
         let mut model = vec![0xeeu8; 2 << 20];
         model[..256 << 10].fill(0x5a);

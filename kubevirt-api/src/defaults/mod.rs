@@ -112,22 +112,7 @@ macro_rules! no_defaults {
     ($($ty:ty),* $(,)?) => { $( impl Defaulting for $ty {} )* };
 }
 
-no_defaults!(
-    crate::core::v1::VirtualMachineInstanceMigration,
-    crate::core::v1::VirtualMachineInstancePreset,
-    crate::core::v1::KubeVirt,
-    crate::export::v1::VirtualMachineExport,
-    crate::snapshot::v1beta1::VirtualMachineSnapshotContent,
-    crate::instancetype::v1beta1::VirtualMachineInstancetype,
-    crate::instancetype::v1beta1::VirtualMachineClusterInstancetype,
-    crate::instancetype::v1beta1::VirtualMachinePreference,
-    crate::instancetype::v1beta1::VirtualMachineClusterPreference,
-    crate::pool::v1beta1::VirtualMachinePool,
-    crate::clone::v1beta1::VirtualMachineClone,
-    crate::migrations::v1alpha1::MigrationPolicy,
-    crate::cdi::v1beta1::DataSource,
-    crate::cdi::v1beta1::DataImportCron,
-);
+kinds_without_webhook_rules!(no_defaults);
 
 /// `namespace/name` (or `generateName`), the seed of derived identifiers.
 fn object_key(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {

@@ -107,22 +107,7 @@ macro_rules! no_rules {
     ($($ty:ty),* $(,)?) => { $( impl Rules for $ty {} )* };
 }
 
-no_rules!(
-    crate::core::v1::VirtualMachineInstanceMigration,
-    crate::core::v1::VirtualMachineInstancePreset,
-    crate::core::v1::KubeVirt,
-    crate::export::v1::VirtualMachineExport,
-    crate::snapshot::v1beta1::VirtualMachineSnapshotContent,
-    crate::instancetype::v1beta1::VirtualMachineInstancetype,
-    crate::instancetype::v1beta1::VirtualMachineClusterInstancetype,
-    crate::instancetype::v1beta1::VirtualMachinePreference,
-    crate::instancetype::v1beta1::VirtualMachineClusterPreference,
-    crate::pool::v1beta1::VirtualMachinePool,
-    crate::clone::v1beta1::VirtualMachineClone,
-    crate::migrations::v1alpha1::MigrationPolicy,
-    crate::cdi::v1beta1::DataSource,
-    crate::cdi::v1beta1::DataImportCron,
-);
+kinds_without_webhook_rules!(no_rules);
 
 /// Report a list entry name that is empty or was seen before.
 fn check_unique_name<'a>(

@@ -24,9 +24,18 @@ pub fn run(tool: &str, args: &[&str]) -> String {
 
 /// `qemu-img create -f qcow2 OPTIONS path size`.
 pub fn create(path: &Path, options: &str, size: &str) {
+    create_over(path, options, None, size);
+}
+
+/// `qemu-img create -f qcow2 OPTIONS -b NAME -F FORMAT path size`: an overlay over the backing
+/// file `backing` = (name as the header records it, its format).
+pub fn create_over(path: &Path, options: &str, backing: Option<(&str, &str)>, size: &str) {
     let mut args = vec!["create", "-q", "-f", "qcow2"];
     if !options.is_empty() {
         args.extend(["-o", options]);
+    }
+    if let Some((name, format)) = backing {
+        args.extend(["-b", name, "-F", format]);
     }
     let p = path.to_str().unwrap();
     args.extend([p, size]);

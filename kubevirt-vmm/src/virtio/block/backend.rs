@@ -1,6 +1,6 @@
 //! Where a virtio-blk disk's bytes live: the [`BlockBackend`] trait and raw image files.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
@@ -10,7 +10,7 @@ use vm_memory::VolatileSlice;
 use vm_memory::bitmap::Bitmap;
 
 use super::cache::CacheMode;
-use super::lock::{LockKind, try_lock};
+use super::lock::open_locked;
 
 /// Guest buffers of one request, in order (checked guest-memory slices).
 pub type GuestBuffers<'a> = [VolatileSlice<'a, ()>];
@@ -250,47 +250,7 @@ impl RawFile {
         read_only: bool,
         cache: CacheMode,
     ) -> Result<RawFile, BackendError> {
-        let (mode, mode_verb) = if read_only {
-            ("read-only", "read")
-        } else {
-            ("read-write", "read and write")
-        };
-        use std::os::unix::fs::OpenOptionsExt;
-        let file = OpenOptions::new()
-            .read(true)
-            .write(!read_only)
-            .custom_flags(cache.open_flags())
-            .open(path)
-            .map_err(|source| BackendError::Open {
-                path: path.to_owned(),
-                mode,
-                mode_verb,
-                source,
-            })?;
-        let kind = if read_only {
-            LockKind::Shared
-        } else {
-            LockKind::Exclusive
-        };
-        match try_lock(&file, kind) {
-            Ok(true) => {}
-            Ok(false) => {
-                return Err(BackendError::InUse {
-                    path: path.to_owned(),
-                    held: if read_only {
-                        "it is open for writing elsewhere"
-                    } else {
-                        "it is open elsewhere"
-                    },
-                });
-            }
-            Err(source) => {
-                return Err(BackendError::Lock {
-                    path: path.to_owned(),
-                    source,
-                });
-            }
-        }
+        let file = open_locked(path, read_only, cache.open_flags())?;
         let meta = file.metadata().map_err(|source| BackendError::Stat {
             path: path.to_owned(),
             source,

@@ -7,9 +7,62 @@
 //! to the process: they are released when the image is closed, also when the process dies
 //! (kill -9 included), and they conflict between two opens in one process.
 
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use super::backend::BackendError;
+
+/// Opens the image at `path` read-only or read-write with the extra `open(2)` `flags`, and
+/// locks it: shared for read-only, exclusive for read-write.
+///
+/// # Errors
+/// [`BackendError::Open`] when it does not open, [`BackendError::InUse`] when another open holds
+/// a conflicting lock, [`BackendError::Lock`] when locking fails otherwise.
+pub(crate) fn open_locked(
+    path: &Path,
+    read_only: bool,
+    flags: libc::c_int,
+) -> Result<File, BackendError> {
+    let (mode, mode_verb) = if read_only {
+        ("read-only", "read")
+    } else {
+        ("read-write", "read and write")
+    };
+    let file = OpenOptions::new()
+        .read(true)
+        .write(!read_only)
+        .custom_flags(flags)
+        .open(path)
+        .map_err(|source| BackendError::Open {
+            path: path.to_owned(),
+            mode,
+            mode_verb,
+            source,
+        })?;
+    let kind = if read_only {
+        LockKind::Shared
+    } else {
+        LockKind::Exclusive
+    };
+    match try_lock(&file, kind) {
+        Ok(true) => Ok(file),
+        Ok(false) => Err(BackendError::InUse {
+            path: path.to_owned(),
+            held: if read_only {
+                "it is open for writing elsewhere"
+            } else {
+                "it is open elsewhere"
+            },
+        }),
+        Err(source) => Err(BackendError::Lock {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
 
 /// How an image is held.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -2,14 +2,13 @@
 //! (the qcow2 magic), never by its name; a qcow2 image's backing file is the one the caller
 //! allows, never a path taken from the image alone.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Read;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use super::super::backend::{BackendError, BlockBackend, RawFile};
 use super::super::cache::CacheMode;
-use super::super::lock::{LockKind, try_lock};
+use super::super::lock::open_locked;
 use super::error::ImageError;
 use super::header::{Header, MAGIC};
 use super::image::Qcow2;
@@ -112,53 +111,7 @@ pub fn open_qcow2(
     cache: CacheMode,
     backing: &[&Path],
 ) -> Result<Qcow2, ImageError> {
-    let (mode, mode_verb) = if read_only {
-        ("read-only", "read")
-    } else {
-        ("read-write", "read and write")
-    };
-    let flags = if cache == CacheMode::Writethrough {
-        libc::O_DSYNC
-    } else {
-        0
-    };
-    let file = OpenOptions::new()
-        .read(true)
-        .write(!read_only)
-        .custom_flags(flags)
-        .open(path)
-        .map_err(|source| BackendError::Open {
-            path: path.to_owned(),
-            mode,
-            mode_verb,
-            source,
-        })?;
-    let kind = if read_only {
-        LockKind::Shared
-    } else {
-        LockKind::Exclusive
-    };
-    match try_lock(&file, kind) {
-        Ok(true) => {}
-        Ok(false) => {
-            return Err(BackendError::InUse {
-                path: path.to_owned(),
-                held: if read_only {
-                    "it is open for writing elsewhere"
-                } else {
-                    "it is open elsewhere"
-                },
-            }
-            .into());
-        }
-        Err(source) => {
-            return Err(BackendError::Lock {
-                path: path.to_owned(),
-                source,
-            }
-            .into());
-        }
-    }
+    let file = open_locked(path, read_only, cache.open_flags())?;
     let meta = file.metadata().map_err(|e| ImageError::io(path, e))?;
     if !meta.is_file() {
         return Err(BackendError::NotAFile(path.to_owned()).into());
