@@ -15,24 +15,11 @@ use common::{Cluster, eventually};
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kubevirt_api::core::v1::VirtualMachineInstance;
 use kubevirt_launcher_protocol::{CONTROL_SOCKET, Client, Status};
+use kubevirt_testsupport::{Profile, demo_image, launcher_binary};
 use serde_json::json;
 
-/// Builds `kubevirt-launcher` and returns its path next to this test's target directory.
 fn launcher() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "--quiet", "-p", "kubevirt-launcher", "--bin"])
-        .arg("kubevirt-launcher")
-        .current_dir(&root)
-        .status()
-        .expect("run cargo");
-    assert!(status.success(), "building kubevirt-launcher failed");
-    let exe = std::env::current_exe().unwrap();
-    let target = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>");
-    target.join("kubevirt-launcher")
+    launcher_binary(Profile::Debug)
 }
 
 fn vmi_doc(name: &str, image: &str) -> String {
@@ -161,13 +148,7 @@ async fn a_killed_agent_restarts_and_adopts_the_running_guest() {
     let c = Cluster::start(false).await;
     let work = c.dir.join("node");
     std::fs::create_dir_all(&work).unwrap();
-    let out = Command::new(&launcher)
-        .arg("demo-image")
-        .arg(work.join("image"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let image = format!("oci:{}:demo", work.join("image").display());
+    let image = demo_image(&work);
     let vmis: Api<VirtualMachineInstance> = Api::namespaced(c.client.clone(), "default");
 
     let mut agent = start_agent(&c, &launcher, &work);

@@ -6,46 +6,17 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use kubevirt_testsupport::{Profile, demo_image, kubectl, launcher_binary};
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// Builds `kubevirt-launcher` and returns its path.
 fn launcher() -> PathBuf {
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "--quiet", "-p", "kubevirt-launcher", "--bin"])
-        .arg("kubevirt-launcher")
-        .current_dir(root())
-        .status()
-        .expect("run cargo");
-    assert!(status.success(), "building kubevirt-launcher failed");
-    let exe = std::env::current_exe().unwrap();
-    let target = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>");
-    target.join("kubevirt-launcher")
-}
-
-fn kubectl(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new("kubectl")
-        .env("KUBECONFIG", kubeconfig)
-        .arg("--cache-dir")
-        .arg(kubeconfig.with_file_name("kubectl-cache"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kubectl is installed");
-    if let Some(s) = stdin {
-        child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
-    }
-    drop(child.stdin.take());
-    child.wait_with_output().unwrap()
+    launcher_binary(Profile::Debug)
 }
 
 fn get(kubeconfig: &Path, what: &str, path: &str) -> String {
@@ -174,22 +145,13 @@ fn kill_9_of_up_and_a_restart_keep_the_guest_running_on_its_launcher() {
     let launcher = launcher();
     let data = std::env::temp_dir().join(format!("kv-up-restart-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&data);
-    let image = data.join("image");
-    let out = Command::new(&launcher)
-        .arg("demo-image")
-        .arg(&image)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
+    let image = demo_image(&data);
     let kubeconfig = data.join("kubeconfig");
 
     let mut first = up(&data, &launcher);
     let vm = std::fs::read_to_string(root().join("examples/vm-demo.yaml"))
         .unwrap()
-        .replace(
-            "oci:target/demo-image:demo",
-            &format!("oci:{}:demo", image.display()),
-        );
+        .replace("oci:target/demo-image:demo", &image);
     let out = kubectl(&kubeconfig, &["apply", "-f", "-"], Some(&vm));
     assert!(out.status.success(), "{out:?}");
     eventually("the VMI Running", || {
