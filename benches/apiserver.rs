@@ -22,7 +22,7 @@ use tokio::runtime::Runtime;
 struct Harness {
     rt: Runtime,
     client: kube::Client,
-    _dir: std::path::PathBuf,
+    _dir: kubevirt_testsupport::TestDir,
 }
 
 fn start() -> Harness {
@@ -31,9 +31,7 @@ fn start() -> Harness {
         .enable_all()
         .build()
         .expect("runtime");
-    let dir = std::env::temp_dir().join(format!("kv-bench-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("dir");
+    let dir = kubevirt_testsupport::tempdir("bench");
     let store = Store::open(&dir.join("state.db")).expect("store");
     let client = rt.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -287,9 +285,7 @@ fn seeded(stored: usize) -> Harness {
         .enable_all()
         .build()
         .expect("runtime");
-    let dir = std::env::temp_dir().join(format!("kv-bench-{}-{stored}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("dir");
+    let dir = kubevirt_testsupport::tempdir(&format!("bench-{stored}"));
     let store = Store::open(&dir.join("state.db")).expect("store");
     seed(&store, stored);
     let client = rt.block_on(async {

@@ -56,8 +56,7 @@ fn count(vm: &Vm) -> u64 {
 
 #[test]
 fn status_pause_unpause_stop_on_a_running_guest() {
-    let dir = std::env::temp_dir().join(format!("kv-control-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = kubevirt_testsupport::tempdir("control");
     let (machine, server) = serve(&dir);
     let vm = machine.vm();
     let mut conn = UnixStream::connect(server.socket()).unwrap();
@@ -135,8 +134,7 @@ fn status_pause_unpause_stop_on_a_running_guest() {
 /// stops it; a second request changes nothing.
 #[test]
 fn shutdown_stops_a_guest_that_ignores_the_button_after_the_grace_period() {
-    let dir = std::env::temp_dir().join(format!("kv-control-grace-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = kubevirt_testsupport::tempdir("control-grace");
     let (machine, server) = serve(&dir);
     let vm = machine.vm();
     let mut conn = UnixStream::connect(server.socket()).unwrap();

@@ -74,8 +74,7 @@ fn udhcpc_gets_the_guest_address_gateway_dns_and_search_domains() {
             serve(&socket, &DhcpServer::new(config), &stop).expect("serve");
         })
     };
-    let dir = std::env::temp_dir().join(format!("kvdhcp-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = kubevirt_testsupport::tempdir("dhcp");
     let (script, result) = (dir.join("script.sh"), dir.join("lease.txt"));
     std::fs::write(&script, format!("#!/bin/sh\n[ \"$1\" = bound ] && echo \"ip=$ip subnet=$subnet router=$router dns=$dns search=$search hostname=$hostname mtu=$mtu\" > {}\nexit 0\n", result.display())).unwrap();
     run(&["chmod", "+x", script.to_str().unwrap()]);
@@ -120,5 +119,4 @@ fn udhcpc_gets_the_guest_address_gateway_dns_and_search_domains() {
     ] {
         assert!(lease.contains(want), "{want} missing from {lease}");
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }

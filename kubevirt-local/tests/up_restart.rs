@@ -136,15 +136,16 @@ fn up(data: &Path, launcher: &Path) -> Up {
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     stdout.read_line(&mut first).unwrap();
     std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
-    assert!(first.contains("API server on https://"), "{first}");
+    // One JSON line on stdout once the whole plane is ready.
+    let ready: serde_json::Value = serde_json::from_str(&first).expect("the ready line is JSON");
+    assert!(ready["kubeconfig"].is_string(), "{first}");
     Up(child)
 }
 
 #[test]
 fn kill_9_of_up_and_a_restart_keep_the_guest_running_on_its_launcher() {
     let launcher = launcher();
-    let data = std::env::temp_dir().join(format!("kv-up-restart-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&data);
+    let data = kubevirt_testsupport::tempdir("up-restart");
     let image = demo_image(&data);
     let kubeconfig = data.join("kubeconfig");
 
@@ -226,5 +227,4 @@ fn kill_9_of_up_and_a_restart_keep_the_guest_running_on_its_launcher() {
         libc::kill(second.0.id() as libc::pid_t, libc::SIGTERM);
     }
     assert!(second.0.wait().unwrap().success());
-    let _ = std::fs::remove_dir_all(&data);
 }
