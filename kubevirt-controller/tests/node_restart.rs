@@ -15,7 +15,7 @@ use common::{Cluster, eventually};
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kubevirt_api::core::v1::VirtualMachineInstance;
 use kubevirt_launcher_protocol::{CONTROL_SOCKET, Client, Status};
-use kubevirt_testsupport::{Profile, demo_image, launcher_binary};
+use kubevirt_testsupport::{Profile, demo_image, launcher_binary, launchers_in, process_alive};
 use serde_json::json;
 
 fn launcher() -> PathBuf {
@@ -104,34 +104,6 @@ async fn status(work: &Path, name: &str) -> Option<Status> {
         .ok()?
 }
 
-fn alive(pid: u32) -> bool {
-    // A zombie (exited, not reaped yet: the launcher's parent was this test) is not alive.
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-        !s.rsplit(')')
-            .next()
-            .unwrap_or("")
-            .trim_start()
-            .starts_with('Z')
-    })
-}
-
-/// The live launcher processes whose command line names `run_dir`.
-fn launchers_in(run_dir: &Path) -> Vec<u32> {
-    let needle = run_dir.to_string_lossy().into_owned();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
-                let c = String::from_utf8_lossy(&c).replace('\0', " ");
-                c.contains("kubevirt-launcher") && c.contains(&needle)
-            })
-        })
-        .filter(|pid| alive(*pid))
-        .collect()
-}
-
 /// kill -9 of the agent's whole process group (what a service manager or a terminal does):
 /// the launchers, in groups of their own, are not in it.
 fn kill9(Agent(child): &mut Agent) {
@@ -177,7 +149,7 @@ async fn a_killed_agent_restarts_and_adopts_the_running_guest() {
     kill9(&mut agent);
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(
-        alive(keep.pid) && alive(gone.pid),
+        process_alive(keep.pid) && process_alive(gone.pid),
         "the launchers outlive their agent"
     );
     // "gone" is deleted while no agent runs (its finalizer removed by hand, as an operator
@@ -203,7 +175,7 @@ async fn a_killed_agent_restarts_and_adopts_the_running_guest() {
     .unwrap()
     .unwrap();
     eventually("the powered-off launcher exited", || async {
-        (!alive(off.pid)).then_some(())
+        (!process_alive(off.pid)).then_some(())
     })
     .await;
 
@@ -214,7 +186,7 @@ async fn a_killed_agent_restarts_and_adopts_the_running_guest() {
     })
     .await;
     eventually("the orphan launcher stopped", || async {
-        (!alive(gone.pid) && run_dir(&work, "gone").is_none()).then_some(())
+        (!process_alive(gone.pid) && run_dir(&work, "gone").is_none()).then_some(())
     })
     .await;
     // The guest was adopted: a few polls later its VMI is still Running on the same launcher,
@@ -264,7 +236,7 @@ async fn a_killed_agent_restarts_and_adopts_the_running_guest() {
         vmis.get_opt("keep").await.unwrap().is_none().then_some(())
     })
     .await;
-    assert!(!alive(keep.pid), "the launcher exited");
+    assert!(!process_alive(keep.pid), "the launcher exited");
     let took = asked.elapsed();
     assert!(
         took < Duration::from_secs(15),

@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use kubevirt_testsupport::{Profile, demo_image, kubectl, launcher_binary};
+use kubevirt_testsupport::{
+    Profile, demo_image, kubectl, launcher_binary, launchers_in, process_alive,
+};
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -82,34 +84,6 @@ fn console(data: &Path) -> String {
     String::from_utf8_lossy(&text).into_owned()
 }
 
-fn alive(pid: u64) -> bool {
-    // A zombie (exited, its parent gone or not reaping) is not alive.
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-        !s.rsplit(')')
-            .next()
-            .unwrap_or("")
-            .trim_start()
-            .starts_with('Z')
-    })
-}
-
-/// The live launcher processes whose command line names `dir`.
-fn launchers_in(dir: &Path) -> Vec<u64> {
-    let needle = dir.to_string_lossy().into_owned();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u64>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
-                let c = String::from_utf8_lossy(&c).replace('\0', " ");
-                c.contains("kubevirt-launcher") && c.contains(&needle)
-            })
-        })
-        .filter(|pid| alive(*pid))
-        .collect()
-}
-
 /// `up` on `data`; killed (and reaped) if the test fails half way.
 struct Up(Child);
 
@@ -160,7 +134,10 @@ fn kill_9_of_up_and_a_restart_keep_the_guest_running_on_its_launcher() {
     });
     let uid = get(&kubeconfig, "vmi", "{.metadata.uid}");
     let before = eventually("the launcher's status", || status(&data));
-    let pid = before["launcher"]["pid"].as_u64().expect("its pid");
+    let pid = before["launcher"]["pid"]
+        .as_u64()
+        .and_then(|p| u32::try_from(p).ok())
+        .expect("its pid");
     assert_eq!(before["launcher"]["uid"], uid.as_str());
     eventually("the guest booted", || {
         console(&data)
@@ -172,7 +149,7 @@ fn kill_9_of_up_and_a_restart_keep_the_guest_running_on_its_launcher() {
     first.0.kill().unwrap();
     first.0.wait().unwrap();
     std::thread::sleep(Duration::from_millis(500));
-    assert!(alive(pid), "the launcher outlives `up`");
+    assert!(process_alive(pid), "the launcher outlives `up`");
 
     let second = up(&data, &launcher);
     // A few polls of the restarted agent later: still Running, same VMI, same launcher.
@@ -187,7 +164,11 @@ fn kill_9_of_up_and_a_restart_keep_the_guest_running_on_its_launcher() {
         "Running"
     );
     let after = status(&data).expect("the launcher answers");
-    assert_eq!(after["launcher"]["pid"].as_u64(), Some(pid), "{after}");
+    assert_eq!(
+        after["launcher"]["pid"].as_u64(),
+        Some(u64::from(pid)),
+        "{after}"
+    );
     assert_eq!(after["restarts"], 0, "the guest was not restarted: {after}");
     let dir = run_dir(&data).unwrap();
     assert_eq!(launchers_in(&dir), vec![pid], "one launcher for the VMI");
@@ -213,7 +194,7 @@ fn kill_9_of_up_and_a_restart_keep_the_guest_running_on_its_launcher() {
             .is_empty()
             .then_some(())
     });
-    eventually("the launcher gone", || (!alive(pid)).then_some(()));
+    eventually("the launcher gone", || (!process_alive(pid)).then_some(()));
     let took = asked.elapsed();
     assert!(
         took < Duration::from_secs(20),

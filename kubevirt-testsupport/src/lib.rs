@@ -12,12 +12,14 @@ mod binaries;
 mod dir;
 mod fixtures;
 mod kubectl;
+mod process;
 mod wait;
 
 pub use binaries::{Profile, launcher_binary};
 pub use dir::{TestDir, find_file, tempdir};
 pub use fixtures::{fixture, fixtures_dir};
 pub use kubectl::kubectl;
+pub use process::{launchers_in, process_alive};
 pub use wait::{TIMEOUT, eventually, eventually_async, eventually_within};
 
 #[cfg(feature = "demo-image")]
