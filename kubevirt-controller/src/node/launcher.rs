@@ -70,10 +70,9 @@ impl Launcher {
             Ok(()) => {}
             // Never two guests for one VMI: a launcher runs in this directory already.
             Err(TryLockError::WouldBlock) => {
-                return Err(NodeError::Io {
-                    what: "starting a launcher: one runs already in",
-                    path: run_dir,
-                    source: std::io::Error::from(std::io::ErrorKind::ResourceBusy),
+                return Err(NodeError::LauncherBusy {
+                    run_dir,
+                    why: "it holds the launcher log".into(),
                 });
             }
             Err(TryLockError::Error(e)) => {
@@ -253,10 +252,9 @@ impl Launcher {
         if !holds_lock(run_dir)? {
             return Ok(None);
         }
-        let busy = |why: String| NodeError::Io {
-            what: "adopting the launcher in",
-            path: run_dir.to_path_buf(),
-            source: std::io::Error::new(std::io::ErrorKind::ResourceBusy, why),
+        let busy = |why: String| NodeError::LauncherBusy {
+            run_dir: run_dir.to_path_buf(),
+            why,
         };
         let client = Client::for_run_dir(run_dir);
         let status = blocking(client, |c| c.status()).await.ok();

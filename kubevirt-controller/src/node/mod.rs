@@ -69,6 +69,15 @@ pub enum NodeError {
         #[source]
         source: std::io::Error,
     },
+    /// A launcher already runs in the VMI's run directory and cannot be taken over yet (it is
+    /// still starting, or runs another VMI): no second one may start.
+    #[error("a launcher runs in {run_dir} already: {why}")]
+    LauncherBusy {
+        /// The run directory.
+        run_dir: PathBuf,
+        /// Why it cannot be adopted now.
+        why: String,
+    },
     /// The VMI could not be encoded for the launcher.
     #[error("encoding the VMI: {0}")]
     Encode(#[source] serde_json::Error),
