@@ -8,7 +8,10 @@ set -euo pipefail
 # read back the cloud-init images. iputils-ping pings the demo guest through the masquerade NAT.
 # time (/usr/bin/time) measures the launcher's peak RSS in scripts/launcher-footprint.sh.
 # strace shows that a guest flush becomes an fdatasync (kubevirt-vmm/tests/blk_flush_fdatasync.rs).
-PACKAGES=(python3 libsqlite3-dev busybox genisoimage acpica-tools util-linux docker-registry nftables libarchive-tools xorriso qemu-system-x86 qemu-utils iputils-ping dmidecode time strace)
+# busybox-static (not busybox) runs in an empty container root file system as well as on the host.
+# containerd, runc and containernetworking-plugins run the local node's pods (CRI, CNI).
+# seabios and ovmf are the firmware a VMI without kernelBoot boots.
+PACKAGES=(python3 libsqlite3-dev busybox-static genisoimage acpica-tools util-linux docker-registry nftables libarchive-tools xorriso qemu-system-x86 qemu-utils iputils-ping dmidecode time strace containerd runc containernetworking-plugins seabios ovmf)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
