@@ -4,16 +4,20 @@
 //! - `persistentVolumeClaim`/`dataVolume`: the node's `<volumes>/<volume>/disk.img` (a filesystem
 //!   claim) or the block device `<volumes>/<volume>` prepared for the pod: it persists;
 //! - `hostDisk`: the host file, created sparse for `DiskOrCreate`;
-//! - `containerDisk`: the cached image (read-only) as the base of a per-VMI copy-on-write overlay,
-//!   so guest writes never reach the image and vanish with the VMI.
+//! - `containerDisk`: the image's one disk file (raw or qcow2, told apart by content), extracted
+//!   once per digest into the cache, is the read-only base shared by every VMI that uses it
+//!   (opened with a shared lock, never written); each VMI gets a qcow2 overlay in its ephemeral
+//!   directory whose backing file is that base, as QEMU's ephemeral disks upstream, so guest
+//!   writes vanish with the VMI. The launcher names the backing chain itself when it opens the
+//!   overlay ([`PreparedDisk::base`]): a backing path recorded inside an image is never trusted.
 
-mod overlay;
 mod projected;
-
-pub use self::overlay::Overlay;
 
 use crate::oci::{ImageRef, ImageSource, OciError, Store, fetch_disk};
 use crate::plan::{DiskPlan, DiskSource};
+use kubevirt_vmm::virtio::block::{
+    CacheMode, ImageError, create_overlay, detect_format, open_image,
+};
 use std::fs;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
@@ -34,11 +38,12 @@ pub struct Layout {
 pub struct PreparedDisk {
     /// Disk name.
     pub name: String,
-    /// What the VMM opens (for a containerDisk: the overlay).
+    /// What the VMM opens (for a containerDisk: the qcow2 overlay).
     pub path: PathBuf,
     /// Read-only for the guest.
     pub readonly: bool,
-    /// The read-only base of a copy-on-write overlay.
+    /// The read-only base of a copy-on-write overlay: the one backing file `path` may name
+    /// (open it with `open_image(path, .., &[base])`).
     pub base: Option<PathBuf>,
     /// Removed when the VMI ends.
     pub ephemeral: bool,
@@ -85,6 +90,15 @@ pub enum PrepareError {
         /// Cause.
         source: std::io::Error,
     },
+    /// The containerDisk's image is not a usable base, or its overlay cannot be created.
+    #[error("volume {volume}: {source}")]
+    Overlay {
+        /// Volume name.
+        volume: String,
+        /// Cause.
+        #[source]
+        source: ImageError,
+    },
     /// A ConfigMap's or Secret's keys do not fit an ISO image.
     #[error("volume {volume}: {source}")]
     Iso {
@@ -130,6 +144,36 @@ fn sparse(volume: &str, path: &Path, size: u64) -> Result<(), PrepareError> {
         f.set_len(size).map_err(io)?;
     }
     Ok(())
+}
+
+/// Creates the qcow2 `overlay` over the containerDisk base `base` (raw or qcow2 by content;
+/// a qcow2 base must stand alone: a backing file inside a container image is refused).
+fn create_overlay_for(volume: &str, base: &Path, overlay: &Path) -> Result<(), PrepareError> {
+    let err = |source| PrepareError::Overlay {
+        volume: volume.into(),
+        source,
+    };
+    let base = base.canonicalize().map_err(|source| PrepareError::Io {
+        volume: volume.into(),
+        path: base.display().to_string(),
+        source,
+    })?;
+    let format = detect_format(&base).map_err(err)?;
+    // The disk's size as the guest sees it: a qcow2 base's virtual size (opening it also
+    // checks its header and refuses one that names a backing file), a raw base's length
+    // rounded up to a sector (the tail reads as zeroes).
+    let size = open_image(&base, true, CacheMode::Writeback, &[])
+        .map_err(err)?
+        .size()
+        .next_multiple_of(512);
+    if let Some(dir) = overlay.parent() {
+        fs::create_dir_all(dir).map_err(|source| PrepareError::Io {
+            volume: volume.into(),
+            path: dir.display().to_string(),
+            source,
+        })?;
+    }
+    create_overlay(overlay, &base, format, size.max(512)).map_err(err)
 }
 
 /// Prepare `disk` under `layout`, pulling containerDisks from `images`.
@@ -208,9 +252,8 @@ pub fn prepare(
             let overlay = layout
                 .ephemeral_dir
                 .join("overlays")
-                .join(format!("{name}.overlay"));
-            let size = fs::metadata(&base).map(|m| m.len()).unwrap_or(0);
-            sparse(&name, &overlay, size)?;
+                .join(format!("{name}.qcow2"));
+            create_overlay_for(&name, &base, &overlay)?;
             Ok(PreparedDisk {
                 name,
                 path: overlay,

@@ -4,8 +4,7 @@
 //! and soft reboot (ACPI power button, then a restart instead of the power-off) are carried out.
 
 use super::RunError;
-use crate::disks::Overlay;
-use kubevirt_vmm::virtio::block::{Block, BlockBackend, RawFile};
+use kubevirt_vmm::virtio::block::{Block, BlockBackend, GuestBuffers, RawFile};
 use kubevirt_vmm::virtio::net::{Net, NetConfig, Tap};
 use kubevirt_vmm::virtio::rng::Rng;
 use kubevirt_vmm::{ConsoleConfig, ExitReason, Vm, VmConfig};
@@ -18,18 +17,30 @@ use std::time::Duration;
 /// How long a restart waits for others to drop the old VM.
 const OLD_VM_RELEASE: Duration = Duration::from_millis(500);
 
-/// A containerDisk overlay shared by the successive VMs of one VMI (its writes survive a
-/// guest reboot, as they do upstream while the pod lives).
-#[derive(Debug, Clone)]
-pub struct SharedOverlay(pub Arc<Mutex<Overlay>>);
+/// A disk image (a containerDisk's qcow2 overlay over its base) shared by the successive VMs
+/// of one VMI: opened once, so its writes and its locks survive a guest reboot, as they do
+/// upstream while the pod lives.
+#[derive(Clone)]
+pub struct SharedImage(pub Arc<Mutex<Box<dyn BlockBackend>>>);
 
-impl SharedOverlay {
-    fn get(&self) -> std::sync::MutexGuard<'_, Overlay> {
+impl std::fmt::Debug for SharedImage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SharedImage")
+    }
+}
+
+impl SharedImage {
+    /// Shares `image`.
+    pub fn new(image: Box<dyn BlockBackend>) -> Self {
+        SharedImage(Arc::new(Mutex::new(image)))
+    }
+
+    fn get(&self) -> std::sync::MutexGuard<'_, Box<dyn BlockBackend>> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
-impl BlockBackend for SharedOverlay {
+impl BlockBackend for SharedImage {
     fn size(&self) -> u64 {
         self.get().size()
     }
@@ -54,6 +65,12 @@ impl BlockBackend for SharedOverlay {
     fn has_volatile_cache(&self) -> bool {
         self.get().has_volatile_cache()
     }
+    fn read_to_guest(&mut self, bufs: &GuestBuffers<'_>, offset: u64) -> io::Result<()> {
+        self.get().read_to_guest(bufs, offset)
+    }
+    fn write_from_guest(&mut self, bufs: &GuestBuffers<'_>, offset: u64) -> io::Result<()> {
+        self.get().write_from_guest(bufs, offset)
+    }
 }
 
 /// Where a disk's data is.
@@ -62,8 +79,8 @@ pub enum DiskBacking {
     /// A file or block device, opened (and locked) once for the machine; each VM gets a
     /// duplicate handle, so the image stays held across reboots.
     File(Arc<RawFile>),
-    /// A containerDisk overlay.
-    Overlay(SharedOverlay),
+    /// An image opened once for the machine (a containerDisk's overlay).
+    Image(SharedImage),
 }
 
 /// One virtio-blk disk.
@@ -120,7 +137,7 @@ impl MachineSpec {
                 DiskBacking::File(file) => {
                     Box::new(file.try_clone().map_err(RunError::Descriptor)?)
                 }
-                DiskBacking::Overlay(o) => Box::new(o.clone()),
+                DiskBacking::Image(o) => Box::new(o.clone()),
             };
             builder = builder.virtio_device(Box::new(Block::new(backend, &d.serial)));
         }

@@ -6,23 +6,23 @@ pub mod machine;
 pub mod network;
 
 pub use self::image::image_source;
-use self::machine::{DiskBacking, DiskSpec, Machine, MachineSpec, SharedOverlay};
+use self::machine::{DiskBacking, DiskSpec, Machine, MachineSpec, SharedImage};
 use self::network::{PodNetwork, PodNetworkError, PodNetworkOptions};
 
 use crate::cloudinit::{self, NoSecrets};
 use crate::console::ConsoleHub;
 use crate::control::{ControlServer, Shutdowns, Target};
-use crate::disks::{self, Overlay, PreparedDisk};
+use crate::disks::{self, PreparedDisk};
 use crate::oci::{Store, fetch_disk};
 use crate::plan::{DiskSource, LaunchPlan, PlanErrors, from_vmi, vmi_of};
 use kubevirt_api::object::Object;
 use kubevirt_launcher_protocol::{CONSOLE_SOCKET, CONTROL_SOCKET, GuestInfo, GuestInterface};
 use kubevirt_vmm::SmbiosInfo;
-use kubevirt_vmm::virtio::block::RawFile;
+use kubevirt_vmm::virtio::block::{RawFile, open_image};
 use kubevirt_vmm::{BootSource, CpuFeatureMask, KernelImage, LinuxBoot, VmConfig};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use thiserror::Error;
 
 /// Where a launch keeps its things.
@@ -106,6 +106,15 @@ pub enum RunError {
         /// Why.
         #[source]
         source: kubevirt_vmm::virtio::block::BackendError,
+    },
+    /// A containerDisk's overlay could not be opened over its base.
+    #[error("disk {disk}: {source}")]
+    ImageOpen {
+        /// The disk.
+        disk: String,
+        /// Why.
+        #[source]
+        source: kubevirt_vmm::virtio::block::ImageError,
     },
     /// A console or tap descriptor could not be duplicated for the VM.
     #[error("duplicating a console or tap descriptor: {0}")]
@@ -247,13 +256,18 @@ pub fn launch(object: &Object, opts: &RunOptions) -> Result<Launched, RunError> 
             }
             _ => disks::prepare(disk, &layout, source.as_ref())?,
         };
-        // A containerDisk reads its cached image through a copy-on-write overlay.
+        // A containerDisk is its qcow2 overlay over the cached base, the one backing file
+        // the overlay may name.
         let cache = disk.cache;
         let backing = match &prepared.base {
-            Some(base) => DiskBacking::Overlay(SharedOverlay(Arc::new(Mutex::new(
-                Overlay::open_with_cache(base, &prepared.path, prepared.readonly, cache)
-                    .map_err(io(&prepared.path))?,
-            )))),
+            Some(base) => DiskBacking::Image(SharedImage::new(
+                open_image(&prepared.path, prepared.readonly, cache, &[base.as_path()]).map_err(
+                    |source| RunError::ImageOpen {
+                        disk: disk.name.clone(),
+                        source,
+                    },
+                )?,
+            )),
             None => DiskBacking::File(Arc::new(
                 RawFile::open_with_cache(&prepared.path, prepared.readonly, cache).map_err(
                     |source| RunError::DiskOpen {

@@ -15,7 +15,7 @@ internal_mod!(request);
 mod lock;
 pub mod qcow2;
 
-pub use backend::{BackendError, BlockBackend, RawFile};
+pub use backend::{BackendError, BlockBackend, GuestBuffers, RawFile};
 pub use cache::CacheMode;
 pub use device::Block;
-pub use qcow2::{ImageError, ImageFormat, Qcow2, detect_format, open_image};
+pub use qcow2::{ImageError, ImageFormat, Qcow2, create_overlay, detect_format, open_image};
