@@ -53,7 +53,7 @@ fn iasl_disassembles_every_table_cleanly() {
         // The Generic Event Device, its event register and interrupt, and the power button
         // its _EVT notifies.
         "ACPI0013",
-        "OperationRegion (GDST, SystemMemory, 0xFEB00000, 0x04)",
+        "OperationRegion (GDST, SystemMemory, 0xFEF00000, 0x04)",
         "Interrupt (ResourceConsumer, Edge, ActiveHigh, Exclusive, ,, )",
         "0x00000005,",
         "Method (_EVT, 1, Serialized)",

@@ -9,7 +9,8 @@ use acpi_tables::aml::{
 
 use super::power::S5_SLP_TYP;
 use crate::pci::{
-    PCI_MMCONFIG_SIZE, PCI_MMCONFIG_START, PCI_MMIO_WINDOW_SIZE, PCI_MMIO_WINDOW_START,
+    PCI_MMCONFIG_SIZE, PCI_MMCONFIG_START, PCI_MMIO_HIGH_WINDOW_SIZE, PCI_MMIO_HIGH_WINDOW_START,
+    PCI_MMIO_WINDOW_SIZE, PCI_MMIO_WINDOW_START,
 };
 
 /// The AML body of the DSDT (without the table header).
@@ -28,7 +29,21 @@ pub fn dsdt_aml() -> Vec<u8> {
         window_end,
         None,
     );
-    let pci_crs = ResourceTemplate::new(vec![&buses, &config_ports, &io_low, &io_high, &mmio]);
+    let mmio_high = AddressSpace::new_memory(
+        AddressSpaceCacheable::NotCacheable,
+        true,
+        PCI_MMIO_HIGH_WINDOW_START as u32,
+        (PCI_MMIO_HIGH_WINDOW_START + PCI_MMIO_HIGH_WINDOW_SIZE - 1) as u32,
+        None,
+    );
+    let pci_crs = ResourceTemplate::new(vec![
+        &buses,
+        &config_ports,
+        &io_low,
+        &io_high,
+        &mmio,
+        &mmio_high,
+    ]);
     let (hid, cid) = (EISAName::new("PNP0A08"), EISAName::new("PNP0A03"));
     let (hid_n, cid_n) = (
         Name::new("_HID".into(), &hid),

@@ -32,8 +32,9 @@ use vm_superio::Trigger;
 
 use crate::bus::BusDevice;
 
-/// Guest-physical address of the GED event register (in the MMIO hole, below the IOAPIC).
-pub const GED_MMIO_ADDR: u64 = 0xfeb0_0000;
+/// Guest-physical address of the GED event register (in the MMIO hole, above the local APIC,
+/// out of the window where firmware places PCI BARs).
+pub const GED_MMIO_ADDR: u64 = 0xfef0_0000;
 /// Bytes of MMIO the device occupies.
 pub const GED_MMIO_SIZE: u64 = 0x10;
 /// The IOAPIC GSI the GED raises (edge-triggered, active high).

@@ -4,17 +4,21 @@
 //! - [`DirectBoot`]: a flat 64-bit payload (test guests).
 //! - [`LinuxBoot`]: a Linux kernel, either a bzImage (64-bit boot protocol, zero page) or an
 //!   ELF `vmlinux` with a PVH note (`hvm_start_info`), with command line and initrd.
+//! - [`FirmwareBoot`]: SeaBIOS or OVMF, started at the reset vector in real mode, told about
+//!   the machine through fw_cfg; the firmware boots the disks.
 
 pub mod direct;
+pub mod firmware;
 pub mod linux;
 
 use vm_memory::GuestMemoryMmap;
 
 pub use direct::DirectBoot;
+pub use firmware::{Firmware, FirmwareBoot};
 pub use linux::{KernelImage, LinuxBoot};
 
 use crate::arch::paging::PageAccess;
-use crate::arch::regs::EntryState;
+use crate::arch::regs::{EntryMode, EntryState};
 
 /// What to boot.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,6 +27,8 @@ pub enum BootSource {
     Direct(DirectBoot),
     /// A Linux kernel.
     Linux(LinuxBoot),
+    /// Firmware (SeaBIOS or OVMF), which boots the VM's disks.
+    Firmware(FirmwareBoot),
 }
 
 /// The result of loading: per-vCPU entry state (`None`: waits for INIT/SIPI from vCPU 0) and
@@ -104,6 +110,32 @@ pub enum BootError {
         /// Highest address it may end at.
         limit: u64,
     },
+    /// A firmware file has a size that cannot be mapped.
+    #[error(
+        "the {what} {path} is {size} bytes: it must be a non-zero multiple of 4 KiB, at most 16 MiB"
+    )]
+    FirmwareSize {
+        /// What the file is.
+        what: &'static str,
+        /// Its path.
+        path: std::path::PathBuf,
+        /// Its size.
+        size: u64,
+    },
+    /// KVM refused the firmware's memory slot.
+    #[error("mapping the firmware at {addr:#x} ({size:#x} bytes) failed: {source}")]
+    FirmwareSlot {
+        /// Guest address.
+        addr: u64,
+        /// Size.
+        size: u64,
+        /// The ioctl error.
+        #[source]
+        source: kvm_ioctls::Error,
+    },
+    /// The firmware's fw_cfg contents could not be built.
+    #[error(transparent)]
+    FirmwareTables(#[from] firmware::fwcfg::FirmwareTablesError),
     /// Writing boot parameters (zero page, `hvm_start_info`, command line) failed.
     #[error("writing the boot parameters failed: {0}")]
     BootParams(#[source] linux_loader::configurator::Error),
@@ -121,5 +153,17 @@ pub fn load(
     match source {
         BootSource::Direct(boot) => direct::load(mem, boot, vcpus),
         BootSource::Linux(boot) => linux::load(mem, boot, vcpus, rsdp),
+        // The boot processor starts at the reset vector, the others wait for the firmware's
+        // INIT/SIPI.
+        BootSource::Firmware(_) => {
+            let mut entries = vec![None; vcpus];
+            if let Some(bsp) = entries.first_mut() {
+                *bsp = Some(EntryState::new(EntryMode::RealModeReset, 0xfff0, 0));
+            }
+            Ok(BootPlan {
+                entries,
+                page_access: PageAccess::Supervisor,
+            })
+        }
     }
 }

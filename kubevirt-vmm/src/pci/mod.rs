@@ -26,6 +26,16 @@ pub const PCI_MMCONFIG_SIZE: u64 = root::ECAM_BUS_SIZE;
 pub const PCI_MMIO_WINDOW_START: u64 = 0xd800_0000;
 /// Size of the BAR window.
 pub const PCI_MMIO_WINDOW_SIZE: u64 = 0x0800_0000;
+/// A second window for BARs, above ECAM up to the IOAPIC: where firmware (SeaBIOS, OVMF)
+/// places BARs when it enumerates PCI itself (SeaBIOS: top-down from 0xFEC00000).
+pub const PCI_MMIO_HIGH_WINDOW_START: u64 = PCI_MMCONFIG_START + PCI_MMCONFIG_SIZE;
+/// Size of the second BAR window.
+pub const PCI_MMIO_HIGH_WINDOW_SIZE: u64 =
+    crate::arch::layout::IOAPIC_START - PCI_MMIO_HIGH_WINDOW_START;
+// Nothing else the VMM maps may sit in the firmware's BAR window.
+const _: () = assert!(
+    crate::acpi::ged::GED_MMIO_ADDR >= PCI_MMIO_HIGH_WINDOW_START + PCI_MMIO_HIGH_WINDOW_SIZE
+);
 
 /// Errors declaring BARs and capabilities or placing devices.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -12,6 +12,7 @@
 
 pub mod asm;
 pub mod blk_stream_run;
+pub mod boot_sector;
 pub mod elf;
 pub mod netns;
 pub mod programs;

@@ -341,7 +341,7 @@ mod tests {
             touch_pages(0x40_0000, 0x10_0000).unwrap(),
             cpuid_report(1).unwrap(),
             acpi_poweroff(0xe_0000).unwrap(),
-            power_button_poll(0xfeb0_0000, 0xe_0000).unwrap(),
+            power_button_poll(crate::acpi::ged::GED_MMIO_ADDR, 0xe_0000).unwrap(),
         ];
         for g in guests {
             assert_eq!(g.entry, GUEST_LOAD_ADDR, "{}", g.name);

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use kvm_bindings::{KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY, kvm_lapic_state, kvm_pit_config};
 use kvm_ioctls::{Cap, Kvm, VmFd};
+use virtio_bindings::virtio_ids::{VIRTIO_ID_BLOCK, VIRTIO_ID_NET};
 use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
 use crate::acpi::ged::{GED_IRQ, GED_MMIO_ADDR, GED_MMIO_SIZE, Ged, GedEvents};
@@ -20,10 +21,14 @@ use crate::acpi::power::{AcpiPower, POWER_PORT_SPAN, SLEEP_CONTROL_PORT};
 use crate::acpi::{self, AcpiError};
 use crate::arch::layout::{BOOT_STACK_POINTER, KVM_IDENTITY_MAP_ADDRESS, KVM_TSS_ADDRESS};
 use crate::arch::{self, ArchError, cpuid};
-use crate::boot::{self, BootError};
+use crate::boot::firmware::FirmwareMemory;
+use crate::boot::firmware::fwcfg::{MachineDescription, fw_cfg_items};
+use crate::boot::{self, BootError, BootSource, FirmwareBoot};
 use crate::bus::{Bus, BusError, SharedDevice};
 use crate::devices::cmos::{CMOS_INDEX_PORT, CMOS_PORT_SPAN, Cmos, SystemClock};
 use crate::devices::debug_exit::{DEBUG_EXIT_PORT, DebugExit};
+use crate::devices::debugcon::{DEBUGCON_PORT, Debugcon};
+use crate::devices::fw_cfg::{FW_CFG_PORT_SPAN, FW_CFG_SELECTOR_PORT, FwCfg};
 use crate::devices::i8042::{I8042, I8042_DATA_PORT, I8042_PORT_SPAN};
 use crate::devices::irq::IrqTrigger;
 use crate::devices::serial::{
@@ -167,6 +172,16 @@ pub enum VmError {
         "this VM was built without ACPI (VmConfig::without_acpi), so it has no power button: stop it instead"
     )]
     NoPowerButton,
+    /// The firmware boot order names a virtio device the VM does not have.
+    #[error(
+        "the firmware boot order names virtio device {index}, but the VM has {devices} (indices count from 0 in the order devices were added)"
+    )]
+    BootOrder {
+        /// The index given.
+        index: usize,
+        /// How many virtio devices there are.
+        devices: usize,
+    },
     /// Raising the power-button interrupt failed.
     #[error("pressing the ACPI power button: raising GSI {GED_IRQ} failed: {0}")]
     PowerButton(#[source] std::io::Error),
@@ -348,10 +363,26 @@ impl VmBuilder {
         vm_fd
             .create_pit2(pit)
             .map_err(vm_ioctl("KVM_CREATE_PIT2"))?;
+        let firmware_boot = match &config.boot {
+            BootSource::Firmware(f) => Some(f.clone()),
+            _ => None,
+        };
         let rsdp = config.acpi.then_some(acpi::RSDP_ADDR);
         let plan = boot::load(&memory, &config.boot, usize::from(config.vcpus), rsdp)?;
-        arch::write_boot_tables(&memory, plan.page_access, BOOT_STACK_POINTER)
-            .map_err(VmError::BootTables)?;
+        let firmware_memory = match &firmware_boot {
+            // Firmware brings its own tables and finds its way from the reset vector.
+            Some(f) => Some(FirmwareMemory::map(
+                &vm_fd,
+                &memory,
+                &f.firmware,
+                memory.num_regions() as u32,
+            )?),
+            None => {
+                arch::write_boot_tables(&memory, plan.page_access, BOOT_STACK_POINTER)
+                    .map_err(VmError::BootTables)?;
+                None
+            }
+        };
 
         let mut pio_bus = Bus::new("pio");
         let mut mmio_bus = Bus::new("mmio");
@@ -384,12 +415,15 @@ impl VmBuilder {
             u64::from(CMOS_INDEX_PORT),
             CMOS_PORT_SPAN,
         )?;
-        if let Some(info) = &config.smbios {
+        // Firmware gets SMBIOS and ACPI through fw_cfg and places them itself.
+        if let (Some(info), None) = (&config.smbios, &firmware_boot) {
             smbios::write_smbios(&memory, info, &topology)?;
         }
         let mut power_button = None;
         if config.acpi {
-            acpi::write_tables(&memory, &topology)?;
+            if firmware_boot.is_none() {
+                acpi::write_tables(&memory, &topology)?;
+            }
             pio_bus.insert(
                 Arc::new(Mutex::new(AcpiPower::new(lifecycle.clone()))),
                 u64::from(SLEEP_CONTROL_PORT),
@@ -415,14 +449,26 @@ impl VmBuilder {
         }
         let router = Arc::new(gsi_routing::GsiRouter::new(vm_fd.clone()));
         let mut notify_counters = Vec::new();
+        let mut placed = Vec::new();
         if !virtio.is_empty() {
-            notify_counters = pci::add_pci(
+            (notify_counters, placed) = pci::add_pci(
                 &vm_fd,
                 &router,
                 &memory,
                 virtio,
                 &mut pio_bus,
                 &mut mmio_bus,
+            )?;
+        }
+        if let Some(f) = &firmware_boot {
+            firmware_devices(
+                f,
+                config.acpi,
+                config.smbios.as_ref(),
+                &topology,
+                &memory,
+                &placed,
+                &mut pio_bus,
             )?;
         }
         for (base, len, dev) in pio {
@@ -463,9 +509,76 @@ impl VmBuilder {
             vm_fd,
             _kvm: kvm,
             memory,
+            _firmware: firmware_memory,
             notify_counters,
         })
     }
+}
+
+/// The OpenFirmware device path SeaBIOS and OVMF match a virtio device at `slot` by.
+fn boot_device_path(device: &pci::PlacedDevice) -> String {
+    match device.device_type {
+        VIRTIO_ID_BLOCK => format!("/pci@i0cf8/scsi@{:x}/disk@0,0", device.slot),
+        VIRTIO_ID_NET => format!("/pci@i0cf8/ethernet@{:x}", device.slot),
+        other => format!("/pci@i0cf8/pci1af4,{:x}@{:x}", 0x1040 + other, device.slot),
+    }
+}
+
+/// fw_cfg (with what the firmware needs to know) and, if asked, the debug console.
+fn firmware_devices(
+    boot: &FirmwareBoot,
+    acpi: bool,
+    smbios: Option<&crate::smbios::SmbiosInfo>,
+    topology: &crate::arch::topology::CpuTopology,
+    memory: &GuestMemoryMmap,
+    placed: &[pci::PlacedDevice],
+    pio_bus: &mut Bus,
+) -> Result<(), VmError> {
+    let ram: Vec<(u64, u64)> = memory
+        .iter()
+        .map(|r| (r.start_addr().0, r.len()))
+        .collect();
+    let mut order = Vec::new();
+    for &index in &boot.boot_order {
+        let device = placed
+            .get(index)
+            .ok_or(VmError::BootOrder { index, devices: placed.len() })?;
+        order.push(boot_device_path(device));
+    }
+    let reserved = if placed.is_empty() {
+        Vec::new()
+    } else {
+        vec![(crate::pci::PCI_MMCONFIG_START, crate::pci::PCI_MMCONFIG_SIZE)]
+    };
+    let items = fw_cfg_items(&MachineDescription {
+        ram: &ram,
+        reserved: &reserved,
+        topology,
+        acpi,
+        smbios,
+        boot_order: &order,
+    })
+    .map_err(BootError::from)?;
+    pio_bus.insert(
+        Arc::new(Mutex::new(FwCfg::new(&items, memory.clone()))),
+        u64::from(FW_CFG_SELECTOR_PORT),
+        FW_CFG_PORT_SPAN,
+    )?;
+    if let Some(path) = &boot.debug_log {
+        let file = std::fs::File::create(path).map_err(|source| {
+            VmError::Boot(BootError::ReadFile {
+                what: "firmware debug log",
+                path: path.clone(),
+                source,
+            })
+        })?;
+        pio_bus.insert(
+            Arc::new(Mutex::new(Debugcon::new(Box::new(file)))),
+            u64::from(DEBUGCON_PORT),
+            1,
+        )?;
+    }
+    Ok(())
 }
 
 /// Bytes of RAM below the 32-bit hole and above 4 GiB.
@@ -491,6 +604,8 @@ pub struct Vm {
     vm_fd: Arc<VmFd>,
     _kvm: Kvm,
     memory: GuestMemoryMmap,
+    /// Firmware memory slots' host mappings: unmapped after the VM fd is closed.
+    _firmware: Option<FirmwareMemory>,
     notify_counters: Vec<Arc<std::sync::atomic::AtomicU64>>,
 }
 

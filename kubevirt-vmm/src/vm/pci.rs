@@ -10,12 +10,20 @@ use super::gsi_routing::GsiRouter;
 use super::{VmError, msi, vm_ioctl};
 use crate::bus::Bus;
 use crate::pci::{
-    CONFIG_IO_PORT, CONFIG_IO_SPAN, PCI_MMCONFIG_SIZE, PCI_MMCONFIG_START, PCI_MMIO_WINDOW_SIZE,
+    CONFIG_IO_PORT, CONFIG_IO_SPAN, PCI_MMCONFIG_SIZE, PCI_MMCONFIG_START,
+    PCI_MMIO_HIGH_WINDOW_SIZE, PCI_MMIO_HIGH_WINDOW_START, PCI_MMIO_WINDOW_SIZE,
     PCI_MMIO_WINDOW_START, PciBarWindow, PciConfigIo, PciConfigMmio, PciRootBuilder,
 };
 use crate::virtio::VirtioDevice;
 use crate::virtio::pci::{IoEventRegistrar, VirtioPciDevice};
 use vmm_sys_util::eventfd::EventFd;
+
+/// Where each virtio device went: its slot on bus 0 and its virtio device type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct PlacedDevice {
+    pub slot: u8,
+    pub device_type: u32,
+}
 
 /// Puts `devices` on a new PCI bus 0, registers their queue notifications as ioeventfds and
 /// the root complex's ranges on the buses. MSI-X vectors raise irqfds routed by `router`.
@@ -26,14 +34,19 @@ pub(super) fn add_pci(
     devices: Vec<Box<dyn VirtioDevice>>,
     pio_bus: &mut Bus,
     mmio_bus: &mut Bus,
-) -> Result<Vec<Arc<AtomicU64>>, VmError> {
+) -> Result<(Vec<Arc<AtomicU64>>, Vec<PlacedDevice>), VmError> {
     let mut counters = Vec::new();
+    let mut placed = Vec::new();
     let ioevents: Arc<dyn IoEventRegistrar> = Arc::new(KvmIoEvents {
         vm_fd: vm_fd.clone(),
-        window: PCI_MMIO_WINDOW_START..PCI_MMIO_WINDOW_START + PCI_MMIO_WINDOW_SIZE,
+        windows: [
+            PCI_MMIO_WINDOW_START..PCI_MMIO_WINDOW_START + PCI_MMIO_WINDOW_SIZE,
+            PCI_MMIO_HIGH_WINDOW_START..PCI_MMIO_HIGH_WINDOW_START + PCI_MMIO_HIGH_WINDOW_SIZE,
+        ],
     });
     let mut pci = PciRootBuilder::new(PCI_MMIO_WINDOW_START, PCI_MMIO_WINDOW_SIZE);
     for device in devices {
+        let device_type = device.device_type();
         let device = VirtioPciDevice::new(device, memory.clone())?;
         let sink = Arc::new(msi::IrqfdMsiSink::new(
             router.clone(),
@@ -41,7 +54,8 @@ pub(super) fn add_pci(
         ));
         let device = device.with_msi_sink(sink);
         let device = Arc::new(Mutex::new(device));
-        pci.add(device.clone())?;
+        let slot = pci.add(device.clone())?;
+        placed.push(PlacedDevice { slot, device_type });
         let mut device = device.lock().unwrap_or_else(PoisonError::into_inner);
         counters.push(device.userspace_notifies());
         device.attach_ioevents(ioevents.clone()).map_err(|e| {
@@ -62,23 +76,28 @@ pub(super) fn add_pci(
         PCI_MMCONFIG_SIZE,
     )?;
     mmio_bus.insert(
-        Arc::new(Mutex::new(PciBarWindow::new(root))),
+        Arc::new(Mutex::new(PciBarWindow::new(root.clone()))),
         PCI_MMIO_WINDOW_START,
         PCI_MMIO_WINDOW_SIZE,
     )?;
-    Ok(counters)
+    mmio_bus.insert(
+        Arc::new(Mutex::new(PciBarWindow::new(root))),
+        PCI_MMIO_HIGH_WINDOW_START,
+        PCI_MMIO_HIGH_WINDOW_SIZE,
+    )?;
+    Ok((counters, placed))
 }
 
 /// Queue notify addresses as KVM ioeventfds.
 #[derive(Debug)]
 struct KvmIoEvents {
     vm_fd: Arc<VmFd>,
-    window: std::ops::Range<u64>,
+    windows: [std::ops::Range<u64>; 2],
 }
 
 impl IoEventRegistrar for KvmIoEvents {
     fn accepts(&self, base: u64) -> bool {
-        self.window.contains(&base)
+        self.windows.iter().any(|w| w.contains(&base))
     }
 
     fn register(&self, addr: u64, event: &EventFd) -> std::io::Result<()> {

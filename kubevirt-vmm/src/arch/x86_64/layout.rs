@@ -7,6 +7,7 @@
 //! 0x0002_0000  kernel command line                 0x0009_fc00  EBDA (reserved in the e820 map)
 //! 0x0010_0000  kernel / payload load address       low RAM up to 3 GiB
 //! 0xc000_0000  32-bit MMIO hole (devices, IOAPIC, LAPIC, KVM TSS/identity map) up to 4 GiB
+//! 0xff00_0000  firmware (SeaBIOS, OVMF code and variables), ending at 4 GiB, when it boots
 //! 0x1_0000_0000  RAM above 3 GiB continues here
 //! ```
 
@@ -53,10 +54,11 @@ pub const MMIO_DEVICES_SIZE: u64 = 0x1000_0000;
 pub const IOAPIC_START: u64 = 0xfec0_0000;
 /// The local APICs' MMIO address.
 pub const LAPIC_START: u64 = 0xfee0_0000;
-/// Three pages KVM needs for its real-mode TSS on Intel (`KVM_SET_TSS_ADDR`).
-pub const KVM_TSS_ADDRESS: u64 = 0xfffb_d000;
+/// Three pages KVM needs for its real-mode TSS on Intel (`KVM_SET_TSS_ADDR`): where QEMU puts
+/// them, below the 16 MiB under 4 GiB that firmware may occupy.
+pub const KVM_TSS_ADDRESS: u64 = 0xfeff_d000;
 /// One page KVM needs for the real-mode identity map on Intel (`KVM_SET_IDENTITY_MAP_ADDR`).
-pub const KVM_IDENTITY_MAP_ADDRESS: u64 = 0xfffb_c000;
+pub const KVM_IDENTITY_MAP_ADDRESS: u64 = 0xfeff_c000;
 
 /// Size of one page-directory entry mapping (a 2 MiB page).
 pub const PAGE_SIZE_2M: u64 = 2 << 20;

@@ -1,6 +1,6 @@
 //! Initial vCPU register state for each entry mode.
 
-use kvm_bindings::{kvm_fpu, kvm_regs, kvm_sregs};
+use kvm_bindings::{kvm_fpu, kvm_regs, kvm_segment, kvm_sregs};
 
 use super::gdt::{
     BOOT_GDT_SIZE, CODE32_SELECTOR, KERNEL_CODE_SELECTOR, KERNEL_DATA_SELECTOR, TSS_SELECTOR,
@@ -12,6 +12,8 @@ const CR0_PE: u64 = 1 << 0;
 const CR0_MP: u64 = 1 << 1;
 const CR0_ET: u64 = 1 << 4;
 const CR0_NE: u64 = 1 << 5;
+const CR0_NW: u64 = 1 << 29;
+const CR0_CD: u64 = 1 << 30;
 const CR0_PG: u64 = 1 << 31;
 const CR4_PAE: u64 = 1 << 5;
 const CR4_OSFXSR: u64 = 1 << 9;
@@ -40,6 +42,10 @@ pub enum EntryMode {
     Long64(Privilege),
     /// 32-bit flat protected mode, paging off: the PVH entry.
     Protected32,
+    /// The state after RESET: real mode, CS base 0xFFFF0000 (with `rip` 0xFFF0: the reset
+    /// vector 0xFFFFFFF0), where firmware starts. Set explicitly, as QEMU does, rather than
+    /// trusting whatever state a new vCPU comes in.
+    RealModeReset,
 }
 
 /// Everything that differs between entries: mode, instruction and stack pointers and the few
@@ -77,6 +83,9 @@ impl EntryState {
 /// Special registers for `mode`, starting from what KVM reported (so fields we do not own, like
 /// the APIC base, keep their values).
 pub fn sregs_for(mode: EntryMode, mut sregs: kvm_sregs) -> kvm_sregs {
+    if mode == EntryMode::RealModeReset {
+        return reset_sregs(sregs);
+    }
     sregs.gdt.base = BOOT_GDT_START;
     sregs.gdt.limit = BOOT_GDT_SIZE - 1;
     sregs.idt.base = 0;
@@ -85,7 +94,9 @@ pub fn sregs_for(mode: EntryMode, mut sregs: kvm_sregs) -> kvm_sregs {
     let (code, data) = match mode {
         EntryMode::Long64(Privilege::Kernel) => (KERNEL_CODE_SELECTOR, KERNEL_DATA_SELECTOR),
         EntryMode::Long64(Privilege::User) => (USER_CODE_SELECTOR, USER_DATA_SELECTOR),
-        EntryMode::Protected32 => (CODE32_SELECTOR, KERNEL_DATA_SELECTOR),
+        EntryMode::Protected32 | EntryMode::RealModeReset => {
+            (CODE32_SELECTOR, KERNEL_DATA_SELECTOR)
+        }
     };
     sregs.cs = boot_segment(code);
     let data = boot_segment(data);
@@ -97,13 +108,60 @@ pub fn sregs_for(mode: EntryMode, mut sregs: kvm_sregs) -> kvm_sregs {
             sregs.cr4 = CR4_PAE | CR4_OSFXSR | CR4_OSXMMEXCPT;
             sregs.efer = EFER_LME | EFER_LMA;
         }
-        EntryMode::Protected32 => {
+        EntryMode::Protected32 | EntryMode::RealModeReset => {
             sregs.cr0 = CR0_PE | CR0_ET;
             sregs.cr3 = 0;
             sregs.cr4 = 0;
             sregs.efer = 0;
         }
     }
+    sregs
+}
+
+/// A real-mode segment register: `selector`, base `selector << 4` unless given, 64 KiB limit.
+fn real_mode_segment(selector: u16, base: u64, type_: u8) -> kvm_segment {
+    kvm_segment {
+        base,
+        limit: 0xffff,
+        selector,
+        type_,
+        present: 1,
+        dpl: 0,
+        db: 0,
+        s: 1,
+        l: 0,
+        g: 0,
+        avl: 0,
+        unusable: 0,
+        padding: 0,
+    }
+}
+
+/// The architectural state after RESET (Intel SDM vol. 3, 10.1.1), keeping the APIC base.
+fn reset_sregs(mut sregs: kvm_sregs) -> kvm_sregs {
+    sregs.cs = real_mode_segment(0xf000, 0xffff_0000, 0xb);
+    let data = real_mode_segment(0, 0, 0x3);
+    (sregs.ds, sregs.es, sregs.fs, sregs.gs, sregs.ss) = (data, data, data, data, data);
+    sregs.tr = kvm_segment {
+        type_: 0xb,
+        s: 0,
+        ..real_mode_segment(0, 0, 0xb)
+    };
+    sregs.ldt = kvm_segment {
+        type_: 0x2,
+        s: 0,
+        ..real_mode_segment(0, 0, 0x2)
+    };
+    sregs.gdt.base = 0;
+    sregs.gdt.limit = 0xffff;
+    sregs.idt.base = 0;
+    sregs.idt.limit = 0xffff;
+    sregs.cr0 = CR0_CD | CR0_NW | CR0_ET;
+    sregs.cr2 = 0;
+    sregs.cr3 = 0;
+    sregs.cr4 = 0;
+    sregs.cr8 = 0;
+    sregs.efer = 0;
     sregs
 }
 
@@ -176,6 +234,17 @@ mod tests {
         assert_ne!(s.cr0 & CR0_PE, 0);
         assert_eq!(s.efer, 0);
         assert_eq!((s.cs.l, s.cs.db), (0, 1));
+    }
+
+    #[test]
+    fn the_reset_state_is_real_mode_at_the_reset_vector() {
+        let s = sregs_for(EntryMode::RealModeReset, kvm_sregs::default());
+        assert_eq!(s.cr0 & CR0_PE, 0);
+        assert_eq!((s.cs.selector, s.cs.base), (0xf000, 0xffff_0000));
+        assert_eq!((s.es.selector, s.es.base, s.es.unusable), (0, 0, 0));
+        let r = regs_for(&EntryState::new(EntryMode::RealModeReset, 0xfff0, 0));
+        assert_eq!(s.cs.base + r.rip, 0xffff_fff0);
+        assert_eq!(r.rflags, 2);
     }
 
     #[test]

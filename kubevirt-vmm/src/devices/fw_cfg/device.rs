@@ -94,9 +94,7 @@ impl FwCfg {
             let available = item_len.saturating_sub(self.offset);
             let len = if available == 0 {
                 // Past the end (or no such item): reads see zeroes, writes fail.
-                if write {
-                    status = DMA_ERROR;
-                } else if read && self.zero_fill(target, length).is_err() {
+                if write || (read && self.zero_fill(target, length).is_err()) {
                     status = DMA_ERROR;
                 }
                 length

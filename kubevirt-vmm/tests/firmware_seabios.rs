@@ -1,0 +1,70 @@
+//! Firmware boot through the VMM: SeaBIOS (Debian's bios-256k.bin) starts at the reset vector,
+//! reads what fw_cfg tells it, enumerates PCI, finds the virtio disk named first in the boot
+//! order and runs its boot sector, which prints a line on COM1 and ends the VM through the
+//! debug-exit port.
+//!
+//! Under KVM on PVM the firmware's real-mode and CPL 0 code is emulated (~1-2 us an
+//! instruction), so the boot takes a while there: set KUBEVIRT_FIRMWARE_TIMEOUT (seconds) to
+//! wait longer than the default.
+
+use std::time::{Duration, Instant};
+
+use kubevirt_vmm::testguest::boot_sector::{BOOT_SECTOR_LINE, boot_disk};
+use kubevirt_vmm::virtio::block::{Block, RawFile};
+use kubevirt_vmm::{
+    BootSource, ConsoleBuffer, ConsoleConfig, ExitReason, FirmwareBoot, Vm, VmConfig,
+};
+
+fn timeout() -> Duration {
+    let secs = std::env::var("KUBEVIRT_FIRMWARE_TIMEOUT")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(600);
+    Duration::from_secs(secs)
+}
+
+#[test]
+fn seabios_boots_the_boot_sector_of_the_first_disk_in_the_boot_order() {
+    let dir = std::env::temp_dir().join(format!("kv-seabios-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // Disk 0 is blank (not bootable); disk 1 boots and is first in the boot order.
+    let blank = dir.join("blank.img");
+    std::fs::write(&blank, vec![0u8; 1 << 20]).unwrap();
+    let disk = dir.join("boot.img");
+    std::fs::write(&disk, boot_disk(BOOT_SECTOR_LINE, 0x31, 1 << 20)).unwrap();
+    let log = dir.join("seabios.log");
+    let console = ConsoleBuffer::new();
+    let boot = FirmwareBoot::seabios()
+        .with_boot_order(vec![1])
+        .with_debug_log(&log);
+    let config = VmConfig::new(1, 32 << 20, BootSource::Firmware(boot))
+        .with_serial(ConsoleConfig::Buffer(console.clone()))
+        .with_debug_exit();
+    let vm = Vm::builder(config)
+        .virtio_device(Box::new(Block::new(
+            Box::new(RawFile::open(&blank, true).unwrap()),
+            "blank",
+        )))
+        .virtio_device(Box::new(Block::new(
+            Box::new(RawFile::open(&disk, true).unwrap()),
+            "boot",
+        )))
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    vm.start().unwrap();
+    let exit = vm.wait_timeout(timeout());
+    let elapsed = started.elapsed();
+    let text = console.text();
+    let firmware_log = std::fs::read_to_string(&log).unwrap_or_default();
+    eprintln!(
+        "SeaBIOS boot to the boot sector's exit: {:.2} s\n--- console ---\n{text}\n--- SeaBIOS log ---\n{firmware_log}",
+        elapsed.as_secs_f64()
+    );
+    if exit.is_none() {
+        vm.stop();
+    }
+    assert_eq!(exit, Some(ExitReason::DebugExit { code: 0x31 }), "{text}");
+    assert!(text.contains(BOOT_SECTOR_LINE), "{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
