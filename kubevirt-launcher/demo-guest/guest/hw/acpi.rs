@@ -6,7 +6,7 @@ use super::mmio::{r8, r32, r64, w8};
 const SLP_EN: u8 = 1 << 5;
 /// kubevirt-vmm's Generic Event Device (ACPI0013) event register: reading returns and clears
 /// the events since the last read.
-const GED_EVENTS: u64 = 0xfeb0_0000;
+const GED_EVENTS: u64 = 0xfef0_0000;
 const GED_POWER_BUTTON: u32 = 1;
 
 /// What the FADT says.
