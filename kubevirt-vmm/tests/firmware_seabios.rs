@@ -3,10 +3,15 @@
 //! order and runs its boot sector, which prints a line on COM1 and ends the VM through the
 //! debug-exit port.
 //!
+//! The same disk then boots under QEMU (`qemu-system-x86_64 -accel kvm -bios` the same
+//! SeaBIOS) in the same run, and both times are printed (docs/PERFORMANCE.md has them).
+//!
 //! Under KVM on PVM the firmware's real-mode and CPL 0 code is emulated (~1-2 us an
-//! instruction), so the boot takes a while there: set KUBEVIRT_FIRMWARE_TIMEOUT (seconds) to
-//! wait longer than the default.
+//! instruction), so the boot takes a few seconds there: set KUBEVIRT_FIRMWARE_TIMEOUT
+//! (seconds) to wait longer than the default.
 
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use kubevirt_vmm::testguest::boot_sector::{BOOT_SECTOR_LINE, boot_disk};
@@ -66,5 +71,65 @@ fn seabios_boots_the_boot_sector_of_the_first_disk_in_the_boot_order() {
     }
     assert_eq!(exit, Some(ExitReason::DebugExit { code: 0x31 }), "{text}");
     assert!(text.contains(BOOT_SECTOR_LINE), "{text}");
+    assert!(
+        firmware_log.contains("Searching bootorder for") || firmware_log.contains("boot order:"),
+        "SeaBIOS read the boot order: {firmware_log}"
+    );
+    drop(vm);
+    match qemu_boot(&disk, &dir) {
+        Some((qemu, serial)) => {
+            assert!(
+                serial.contains(BOOT_SECTOR_LINE),
+                "QEMU booted the same disk: {serial}"
+            );
+            eprintln!(
+                "boot sector reached through SeaBIOS: kubevirt-vmm {:.2} s, QEMU {:.2} s",
+                elapsed.as_secs_f64(),
+                qemu.as_secs_f64()
+            );
+        }
+        None => eprintln!("qemu-system-x86_64 is not installed: no comparison"),
+    }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Boots `disk` under QEMU with the same SeaBIOS; returns the wall time until the boot sector's
+/// debug-exit ended QEMU and what it printed on the serial port.
+fn qemu_boot(disk: &Path, dir: &Path) -> Option<(Duration, String)> {
+    let serial = dir.join("qemu-serial.log");
+    let started = Instant::now();
+    let status = Command::new("qemu-system-x86_64")
+        .args([
+            "-accel",
+            "kvm",
+            "-m",
+            "32",
+            "-display",
+            "none",
+            "-nodefaults",
+            "-monitor",
+            "none",
+        ])
+        .args(["-bios", kubevirt_vmm::SEABIOS_PATH])
+        .arg("-drive")
+        .arg(format!(
+            "file={},format=raw,if=virtio,readonly=on",
+            disk.display()
+        ))
+        .args(["-device", "isa-debug-exit,iobase=0xf4"])
+        .arg("-serial")
+        .arg(format!("file:{}", serial.display()))
+        .status()
+        .ok()?;
+    let elapsed = started.elapsed();
+    // isa-debug-exit ends QEMU with (code << 1) | 1.
+    assert_eq!(
+        status.code(),
+        Some((0x31 << 1) | 1),
+        "QEMU's exit: {status}"
+    );
+    Some((
+        elapsed,
+        std::fs::read_to_string(&serial).unwrap_or_default(),
+    ))
 }

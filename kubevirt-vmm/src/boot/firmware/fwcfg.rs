@@ -130,6 +130,11 @@ pub fn acpi_files(topology: &CpuTopology) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
         rebase(TABLES_FILE, &mut tables, xsdt + 36 + 8 * i, 8, &mut loader);
     }
     let fadt = (l.fadt - base) as usize;
+    // The 32-bit DSDT pointer too (QEMU sets both): SeaBIOS finds the DSDT only through it,
+    // and reads the DSDT to learn there is no PS/2 keyboard to probe.
+    if get(&tables, fadt + 40, 4) == 0 {
+        put(&mut tables, fadt + 40, 4, l.dsdt);
+    }
     for (off, size) in [(36, 4), (40, 4), (132, 8), (140, 8)] {
         if off + size <= t.fadt.len() {
             rebase(TABLES_FILE, &mut tables, fadt + off, size, &mut loader);
@@ -247,6 +252,7 @@ mod tests {
                 let dsdt = table(get(entry, 140, 8));
                 assert_eq!(&dsdt[..4], b"DSDT");
                 assert_eq!(sum(dsdt), 0);
+                assert_eq!(get(entry, 40, 4), get(entry, 140, 8), "DSDT = X_DSDT");
             }
         }
         assert_eq!(sigs, ["FACP", "APIC", "MCFG"]);
