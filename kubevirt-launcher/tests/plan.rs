@@ -1,10 +1,13 @@
-//! Launch plans from real documents: upstream's kernel-boot VMI plans; upstream examples that use
-//! what the launcher does not support yet are refused with every unsupported field named.
+//! Launch plans from real documents: upstream's kernel-boot VMI and its vm-cirros (firmware boot)
+//! plan; upstream examples that use what the launcher does not support yet are refused with
+//! every unsupported field named.
 
 use kubevirt_api::codec::documents_from_yaml;
 use kubevirt_api::object::Object;
 use kubevirt_api::validation::ErrorKind;
-use kubevirt_launcher::plan::{CacheMode, DiskSource, LaunchPlan, PlanErrors, from_document};
+use kubevirt_launcher::plan::{
+    BootPlan, CacheMode, DiskSource, LaunchPlan, PlanErrors, from_document,
+};
 
 fn plan_of(yaml: &str) -> Result<LaunchPlan, PlanErrors> {
     let doc = documents_from_yaml(yaml).expect("yaml").remove(0);
@@ -21,11 +24,9 @@ fn upstream_kernel_boot_vmi_plans() {
     let plan = plan_of(&fixture("kubevirt-examples-vmi-kernel-boot.yaml")).expect("plan");
     assert_eq!(plan.memory_bytes, 1 << 30);
     assert_eq!(plan.cpu.vcpus(), 1);
-    assert_eq!(
-        plan.kernel_boot.kernel_path.as_deref(),
-        Some("/boot/vmlinuz-virt")
-    );
-    assert_eq!(plan.kernel_boot.cmdline, "console=ttyS0");
+    let kb = plan.kernel_boot().expect("direct kernel boot");
+    assert_eq!(kb.kernel_path.as_deref(), Some("/boot/vmlinuz-virt"));
+    assert_eq!(kb.cmdline, "console=ttyS0");
     assert_eq!(plan.grace_period.as_secs(), 0);
     assert!(plan.serial_console);
 }
@@ -40,8 +41,8 @@ fn upstream_examples_needing_more_are_refused_with_every_field_named() {
         "{err}"
     );
     assert!(
-        err.contains("spec.domain.firmware.kernelBoot"),
-        "a disk-booted VMI needs firmware we do not have: {err}"
+        !err.contains("spec.domain.firmware"),
+        "a disk-booted VMI boots through firmware: {err}"
     );
     let err = plan_of(&fixture("kubevirt-examples-vmi-windows.yaml"))
         .unwrap_err()
@@ -79,6 +80,82 @@ spec:
       - {name: scratch, emptyDisk: {capacity: 16Mi}}
       - {name: cloudinit, cloudInitNoCloud: {userData: "#cloud-config\n"}}
 "##;
+
+/// The seed's vm-cirros (a VirtualMachine, with its apiVersion): a containerDisk and a
+/// cloud-init disk, no kernelBoot and no bootloader, so it boots through SeaBIOS.
+#[test]
+fn upstream_vm_cirros_plans_a_bios_boot() {
+    let plan = plan_of(&fixture("kubevirt-examples-vm-cirros.yaml")).expect("plan");
+    assert_eq!(plan.boot, BootPlan::Bios);
+    assert!(plan.kernel_boot().is_none());
+    assert_eq!(plan.memory_bytes, 128 << 20);
+    assert_eq!(plan.disks.len(), 2);
+    assert!(matches!(
+        &plan.disks[0].source,
+        DiskSource::ContainerDisk { image, .. } if image == "registry:5000/kubevirt/cirros-container-disk-demo:devel"
+    ));
+    assert!(matches!(
+        plan.disks[1].source,
+        DiskSource::CloudInitNoCloud(_)
+    ));
+    assert!(
+        plan.boot_disks().is_empty(),
+        "no bootOrder: the firmware's own order"
+    );
+}
+
+const FIRMWARE_VMI: &str = r##"
+apiVersion: kubevirt.io/v1
+kind: VirtualMachineInstance
+metadata: {name: fw, namespace: default}
+spec:
+  domain:
+    memory: {guest: 64Mi}
+    firmware: {bootloader: BOOTLOADER}
+    devices:
+      disks:
+      - {name: data, disk: {bus: virtio}}
+      - {name: root, disk: {bus: virtio}, bootOrder: 2}
+      - {name: rescue, disk: {bus: virtio}, bootOrder: 1}
+  volumes:
+  - {name: data, emptyDisk: {capacity: 1Mi}}
+  - {name: root, containerDisk: {image: example/root:1}}
+  - {name: rescue, containerDisk: {image: example/rescue:1}}
+"##;
+
+/// `bootloader.bios` is SeaBIOS, `bootloader.efi` with `secureBoot: false` OVMF; secure boot
+/// (upstream's default for efi) and a persistent NVRAM are refused naming their fields; the
+/// disks' `bootOrder` becomes the firmware's boot order.
+#[test]
+fn the_bootloader_picks_the_firmware_and_boot_order_reaches_it() {
+    let bios = plan_of(&FIRMWARE_VMI.replace("BOOTLOADER", "{bios: {useSerial: true}}")).unwrap();
+    assert_eq!(bios.boot, BootPlan::Bios);
+    let names: Vec<&str> = bios.disks.iter().map(|d| d.name.as_str()).collect();
+    assert_eq!(names, ["rescue", "root", "data"]);
+    assert_eq!(bios.boot_disks(), [0, 1]);
+    let efi = plan_of(&FIRMWARE_VMI.replace("BOOTLOADER", "{efi: {secureBoot: false}}")).unwrap();
+    assert_eq!(efi.boot, BootPlan::Efi);
+    for (bootloader, field) in [
+        (
+            "{efi: {}}",
+            "spec.domain.firmware.bootloader.efi.secureBoot",
+        ),
+        (
+            "{efi: {secureBoot: true}}",
+            "spec.domain.firmware.bootloader.efi.secureBoot",
+        ),
+        (
+            "{efi: {secureBoot: false, persistent: true}}",
+            "spec.domain.firmware.bootloader.efi.persistent",
+        ),
+    ] {
+        let err = plan_of(&FIRMWARE_VMI.replace("BOOTLOADER", bootloader)).unwrap_err();
+        assert!(
+            err.0.iter().any(|e| e.path.to_string() == field),
+            "{bootloader}: {field} named in {err}"
+        );
+    }
+}
 
 #[test]
 fn a_vm_template_maps_field_by_field() {

@@ -3,7 +3,8 @@
 
 use super::supported::{NOT_WHEN_TRUE, unsupported};
 use super::{
-    CacheMode, CpuTopology, DiskPlan, DiskSource, KernelBoot, LaunchPlan, NetworkPlan, PlanErrors,
+    BootPlan, CacheMode, CpuTopology, DiskPlan, DiskSource, KernelBoot, LaunchPlan, NetworkPlan,
+    PlanErrors,
 };
 use kubevirt_api::core::v1::{VirtualMachineInstance, VirtualMachineInstanceSpec, Volume};
 use kubevirt_api::defaults::{
@@ -120,7 +121,7 @@ pub fn from_vmi(vmi: &VirtualMachineInstance, base: &FieldPath) -> Result<Launch
     let domain_path = base.field("domain");
     let cpu = cpu(spec, &domain_path, &mut errs);
     let memory_bytes = memory(spec, &domain_path, &mut errs);
-    let kernel_boot = kernel_boot(spec, &domain_path, &mut errs);
+    let boot = boot(spec, &domain_path, &mut errs);
     let disks = disks(spec, base, &mut errs);
     let network = network(spec, base, &mut errs);
     let domain = &spec.domain;
@@ -162,8 +163,8 @@ pub fn from_vmi(vmi: &VirtualMachineInstance, base: &FieldPath) -> Result<Launch
             .and_then(|u| uuid::Uuid::parse_str(u).ok())
             .map(|u| *u.as_bytes()),
     };
-    let (Some(cpu), Some(memory_bytes), Some(kernel_boot), true) =
-        (cpu, memory_bytes, kernel_boot, errs.0.is_empty())
+    let (Some(cpu), Some(memory_bytes), Some(boot), true) =
+        (cpu, memory_bytes, boot, errs.0.is_empty())
     else {
         return Err(PlanErrors(errs.0));
     };
@@ -179,7 +180,7 @@ pub fn from_vmi(vmi: &VirtualMachineInstance, base: &FieldPath) -> Result<Launch
         disabled_cpu_features: disabled,
         firmware_uuid,
         firmware_serial: firmware.and_then(|f| f.serial.clone()),
-        kernel_boot,
+        boot,
         disks,
         network,
         rng: domain.devices.rng.is_some(),
@@ -290,38 +291,63 @@ fn memory(spec: &VirtualMachineInstanceSpec, at: &FieldPath, errs: &mut Refusals
     }
 }
 
-/// Direct kernel boot: the only way kubevirt-rs boots a guest yet.
-fn kernel_boot(
+/// How the guest boots: direct kernel boot when `firmware.kernelBoot` is set, else firmware:
+/// `bootloader.efi` is OVMF (without secure boot), anything else (`bootloader.bios`, or no
+/// bootloader, upstream's default) SeaBIOS.
+fn boot(
     spec: &VirtualMachineInstanceSpec,
     at: &FieldPath,
     errs: &mut Refusals,
-) -> Option<KernelBoot> {
-    let at = at.field("firmware").field("kernelBoot");
-    let kb = spec
-        .domain
-        .firmware
-        .as_ref()
-        .and_then(|f| f.kernel_boot.as_ref());
-    let Some(container) = kb.and_then(|k| k.container.as_ref()) else {
-        errs.needs(
-            at,
-            "kubevirt-rs boots guests by direct kernel boot for now (no BIOS/EFI firmware): set firmware.kernelBoot.container",
-        );
-        return None;
-    };
-    if container.kernel_path.is_none() {
-        errs.needs(
-            at.field("container").field("kernelPath"),
-            "the path of the kernel inside the image is required",
-        );
-        return None;
+) -> Option<BootPlan> {
+    let at = at.field("firmware");
+    let firmware = spec.domain.firmware.as_ref();
+    if let Some(kb) = firmware.and_then(|f| f.kernel_boot.as_ref()) {
+        let at = at.field("kernelBoot");
+        let Some(container) = kb.container.as_ref() else {
+            errs.needs(
+                at.field("container"),
+                "direct kernel boot takes the kernel from a container image: set kernelBoot.container (or drop kernelBoot to boot the disks through firmware)",
+            );
+            return None;
+        };
+        if container.kernel_path.is_none() {
+            errs.needs(
+                at.field("container").field("kernelPath"),
+                "the path of the kernel inside the image is required",
+            );
+            return None;
+        }
+        return Some(BootPlan::Kernel(KernelBoot {
+            image: container.image.clone(),
+            kernel_path: container.kernel_path.clone(),
+            initrd_path: container.initrd_path.clone(),
+            cmdline: kb.kernel_args.clone().unwrap_or_default(),
+        }));
     }
-    Some(KernelBoot {
-        image: container.image.clone(),
-        kernel_path: container.kernel_path.clone(),
-        initrd_path: container.initrd_path.clone(),
-        cmdline: kb.and_then(|k| k.kernel_args.clone()).unwrap_or_default(),
-    })
+    let Some(efi) = firmware
+        .and_then(|f| f.bootloader.as_ref())
+        .and_then(|b| b.efi.as_ref())
+    else {
+        return Some(BootPlan::Bios);
+    };
+    let at = at.field("bootloader").field("efi");
+    let mut ok = true;
+    // Upstream's default for secureBoot is true.
+    if efi.secure_boot != Some(false) {
+        errs.cannot(
+            at.field("secureBoot"),
+            "secure boot is not supported by kubevirt-rs (it needs SMM and the secure-boot OVMF build): set secureBoot: false, or use bootloader.bios",
+        );
+        ok = false;
+    }
+    if efi.persistent == Some(true) {
+        errs.cannot(
+            at.field("persistent"),
+            "a persistent EFI variable store is not supported by kubevirt-rs yet: the store lives as long as the VMI; set persistent: false",
+        );
+        ok = false;
+    }
+    ok.then_some(BootPlan::Efi)
 }
 
 fn disks(
@@ -379,10 +405,10 @@ fn disks(
             boot_order: d.boot_order,
         });
     }
-    // Under direct kernel boot no firmware reads a boot order, so `bootOrder` (unique and ≥ 1,
-    // validation saw to it) decides the order the disks are attached in: disks with one first
-    // (lowest first), then the rest as listed. The guest enumerates virtio-blk in PCI slot
-    // order, so the first boot disk is its `vda`.
+    // `bootOrder` (unique and ≥ 1, validation saw to it) decides the order the disks are
+    // attached in: disks with one first (lowest first), then the rest as listed. Under direct
+    // kernel boot no firmware reads a boot order, and the guest enumerates virtio-blk in PCI
+    // slot order, so the first boot disk is its `vda`; firmware gets the order as `bootorder`.
     out.sort_by_key(|d| d.boot_order.map_or((1, 0), |o| (0, o)));
     out
 }

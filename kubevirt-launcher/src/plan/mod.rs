@@ -31,6 +31,18 @@ pub struct KernelBoot {
     pub cmdline: String,
 }
 
+/// How the guest boots (upstream's `domain.firmware`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BootPlan {
+    /// Direct kernel boot (`firmware.kernelBoot`).
+    Kernel(KernelBoot),
+    /// Legacy BIOS firmware (SeaBIOS): `firmware.bootloader.bios`, the default.
+    Bios,
+    /// UEFI firmware (OVMF) without secure boot: `firmware.bootloader.efi` with
+    /// `secureBoot: false`. Its variable store lives as long as the VMI.
+    Efi,
+}
+
 /// Where a disk's bytes come from.
 #[derive(Debug, Clone, PartialEq)]
 pub enum DiskSource {
@@ -103,7 +115,8 @@ pub struct DiskPlan {
     /// Host caching.
     pub cache: CacheMode,
     /// Boot order (lower first). The plan lists disks in attach order: those with a boot order
-    /// first, lowest first, then the others as the VMI lists them.
+    /// first, lowest first, then the others as the VMI lists them; firmware gets the same order
+    /// as its `bootorder`.
     pub boot_order: Option<u64>,
 }
 
@@ -135,8 +148,8 @@ pub struct LaunchPlan {
     pub firmware_uuid: Option<[u8; 16]>,
     /// SMBIOS serial, if set.
     pub firmware_serial: Option<String>,
-    /// Direct kernel boot.
-    pub kernel_boot: KernelBoot,
+    /// How the guest boots.
+    pub boot: BootPlan,
     /// Disks in spec order.
     pub disks: Vec<DiskPlan>,
     /// Pod network, if attached.
@@ -149,6 +162,29 @@ pub struct LaunchPlan {
     pub log_serial_console: bool,
     /// Grace period for a graceful shutdown before the VM is stopped.
     pub grace_period: Duration,
+}
+
+impl LaunchPlan {
+    /// The direct kernel boot, if the guest boots that way.
+    pub fn kernel_boot(&self) -> Option<&KernelBoot> {
+        match &self.boot {
+            BootPlan::Kernel(k) => Some(k),
+            BootPlan::Bios | BootPlan::Efi => None,
+        }
+    }
+
+    /// The indices (in [`LaunchPlan::disks`]) of the disks with a `bootOrder`, first choice
+    /// first: the firmware's boot order.
+    pub fn boot_disks(&self) -> Vec<usize> {
+        let mut order: Vec<(u64, usize)> = self
+            .disks
+            .iter()
+            .enumerate()
+            .filter_map(|(i, d)| d.boot_order.map(|o| (o, i)))
+            .collect();
+        order.sort();
+        order.into_iter().map(|(_, i)| i).collect()
+    }
 }
 
 /// Every reason a VMI cannot be launched, each naming its field: the validation errors of an

@@ -1,5 +1,6 @@
-//! Launching a VMI on kubevirt-vmm: plan it, fetch the kernel from its container image, prepare
-//! and attach the disks (virtio-blk), then start the VM with its console and control sockets.
+//! Launching a VMI on kubevirt-vmm: plan it, fetch the kernel from its container image (direct
+//! kernel boot) or pick the firmware (SeaBIOS, OVMF) that boots the disks, prepare and attach the
+//! disks (virtio-blk), then start the VM with its console and control sockets.
 
 mod image;
 pub mod machine;
@@ -14,12 +15,14 @@ use crate::console::ConsoleHub;
 use crate::control::{ControlServer, Shutdowns, Target};
 use crate::disks::{self, PreparedDisk};
 use crate::oci::{Store, fetch_disk};
-use crate::plan::{DiskSource, LaunchPlan, PlanErrors, from_vmi, vmi_of};
+use crate::plan::{BootPlan, DiskSource, LaunchPlan, PlanErrors, from_vmi, vmi_of};
 use kubevirt_api::object::Object;
 use kubevirt_launcher_protocol::{CONSOLE_SOCKET, CONTROL_SOCKET, GuestInfo, GuestInterface};
 use kubevirt_vmm::SmbiosInfo;
 use kubevirt_vmm::virtio::block::{RawFile, open_image};
-use kubevirt_vmm::{BootSource, CpuFeatureMask, KernelImage, LinuxBoot, VmConfig};
+use kubevirt_vmm::{
+    BootSource, CpuFeatureMask, FirmwareBoot, KernelImage, LinuxBoot, OVMF_VARS_PATH, VmConfig,
+};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -189,6 +192,32 @@ fn guest_info(plan: &LaunchPlan, network: Option<&PodNetwork>) -> GuestInfo {
     }
 }
 
+/// Where the firmware's debug log (SeaBIOS prints its progress there) goes in the run dir.
+pub const FIRMWARE_LOG: &str = "firmware.log";
+
+/// The firmware for a plan without direct kernel boot: SeaBIOS, or OVMF with a copy of the
+/// empty variable store in the VMI's ephemeral directory (gone with the VMI, as upstream's
+/// non-persistent NVRAM); the disks with a `bootOrder` become its boot order.
+fn firmware_boot(
+    plan: &LaunchPlan,
+    run_dir: &Path,
+    layout: &disks::Layout,
+) -> Result<FirmwareBoot, RunError> {
+    let boot = match plan.boot {
+        BootPlan::Efi => {
+            let dir = layout.ephemeral_dir.join("efi");
+            std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+            let vars = dir.join("OVMF_VARS.fd");
+            std::fs::copy(OVMF_VARS_PATH, &vars).map_err(io(Path::new(OVMF_VARS_PATH)))?;
+            FirmwareBoot::ovmf(vars)
+        }
+        BootPlan::Bios | BootPlan::Kernel(_) => FirmwareBoot::seabios(),
+    };
+    Ok(boot
+        .with_boot_order(plan.boot_disks())
+        .with_debug_log(run_dir.join(FIRMWARE_LOG)))
+}
+
 /// Launch `object` (a VMI, or a VM's template).
 pub fn launch(object: &Object, opts: &RunOptions) -> Result<Launched, RunError> {
     let (vmi, base) = vmi_of(object)?;
@@ -201,14 +230,22 @@ pub fn launch(object: &Object, opts: &RunOptions) -> Result<Launched, RunError> 
     }
     std::fs::create_dir_all(&opts.run_dir).map_err(io(&opts.run_dir))?;
     let store = Store::new(&opts.cache_dir);
-    let kb = &plan.kernel_boot;
-    let (source, image) = image_source(&kb.image, &opts.plain_http)?;
-    let kernel = fetch_disk(source.as_ref(), &store, &image, kb.kernel_path.as_deref())?;
-    let initrd = kb
-        .initrd_path
-        .as_deref()
-        .map(|p| fetch_disk(source.as_ref(), &store, &image, Some(p)))
-        .transpose()?;
+    // Disks other than containerDisks fetch nothing: their image source is never asked.
+    let no_images: Box<dyn crate::oci::ImageSource> =
+        Box::new(crate::oci::Registry::new(opts.plain_http.clone()));
+    let kernel = match plan.kernel_boot() {
+        Some(kb) => {
+            let (source, image) = image_source(&kb.image, &opts.plain_http)?;
+            let kernel = fetch_disk(source.as_ref(), &store, &image, kb.kernel_path.as_deref())?;
+            let initrd = kb
+                .initrd_path
+                .as_deref()
+                .map(|p| fetch_disk(source.as_ref(), &store, &image, Some(p)))
+                .transpose()?;
+            Some((kernel, initrd, kb.cmdline.clone()))
+        }
+        None => None,
+    };
 
     let layout = disks::Layout {
         ephemeral_dir: opts.run_dir.join("ephemeral"),
@@ -254,7 +291,7 @@ pub fn launch(object: &Object, opts: &RunOptions) -> Result<Launched, RunError> 
                 let (src, _) = image_source(image, &opts.plain_http)?;
                 disks::prepare(disk, &layout, src.as_ref())?
             }
-            _ => disks::prepare(disk, &layout, source.as_ref())?,
+            _ => disks::prepare(disk, &layout, no_images.as_ref())?,
         };
         // A containerDisk is its qcow2 overlay over the cached base, the one backing file
         // the overlay may name.
@@ -287,16 +324,15 @@ pub fn launch(object: &Object, opts: &RunOptions) -> Result<Launched, RunError> 
     let memory = plan.memory_bytes.div_ceil(2 << 20) * (2 << 20);
     let topology = plan.cpu;
     let (console_read, console_write) = std::io::pipe().map_err(io(&opts.run_dir))?;
-    let mut config = VmConfig::new(
-        topology.vcpus(),
-        memory,
-        BootSource::Linux(LinuxBoot {
+    let boot = match kernel {
+        Some((kernel, initrd, cmdline)) => BootSource::Linux(LinuxBoot {
             kernel: KernelImage::Path(kernel),
             initrd: initrd.map(KernelImage::Path),
-            cmdline: kb.cmdline.clone(),
+            cmdline,
         }),
-    )
-    .with_topology(topology);
+        None => BootSource::Firmware(firmware_boot(&plan, &opts.run_dir, &layout)?),
+    };
+    let mut config = VmConfig::new(topology.vcpus(), memory, boot).with_topology(topology);
     let mut smbios = SmbiosInfo::default();
     if let Some(uuid) = plan.firmware_uuid {
         smbios = smbios.with_uuid(uuid);

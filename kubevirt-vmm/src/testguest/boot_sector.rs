@@ -1,15 +1,18 @@
 //! A BIOS boot sector for firmware tests: 16-bit real-mode code that prints a line on COM1
-//! and ends the VM through the debug-exit port (QEMU's `isa-debug-exit` at 0xF4 too), so a
-//! test sees that firmware loaded it from the disk and jumped to it.
+//! and ends the VM, so a test sees that firmware loaded it from the disk and jumped to it. It
+//! ends the VM twice over: through the debug-exit port (this VMM with
+//! `VmConfig::with_debug_exit`, QEMU's `isa-debug-exit` at 0xF4) and, where that port is
+//! absent (a VMI run by the launcher), by entering ACPI S5 through this VMM's sleep control
+//! register (port 0x600), which powers the VM off.
 
 /// The line the boot sector prints (then CR LF).
 pub const BOOT_SECTOR_LINE: &str = "kubevirt-rs: hello from the boot sector";
 
 /// Offset of the message in the sector.
-const MESSAGE_AT: usize = 28;
+const MESSAGE_AT: usize = 34;
 
 /// A 512-byte boot sector (signature 0x55AA) that writes `line` and CR LF to COM1, then
-/// `exit_code` to the debug-exit port, then halts.
+/// `exit_code` to the debug-exit port, then S5 to the ACPI sleep control register, then halts.
 ///
 /// # Panics
 /// When `line` does not fit in the sector.
@@ -29,6 +32,9 @@ pub fn boot_sector(line: &str, exit_code: u8) -> [u8; 512] {
         &[0xeb, 0xf8],       // jmp next
         &[0xb0, exit_code],  // done: mov al, exit_code
         &[0xba, 0xf4, 0x00], // mov dx, 0xf4
+        &[0xee],             // out dx, al
+        &[0xb0, 0x34],       // mov al, SLP_TYP(5) << 2 | SLP_EN
+        &[0xba, 0x00, 0x06], // mov dx, 0x600
         &[0xee],             // out dx, al
         &[0xf4],             // hlt
         &[0xeb, 0xfd],       // jmp hlt
