@@ -42,7 +42,7 @@ fn seabios_boots_the_boot_sector_of_the_first_disk_in_the_boot_order() {
     let boot = FirmwareBoot::seabios()
         .with_boot_order(vec![1])
         .with_debug_log(&log);
-    let config = VmConfig::new(1, 32 << 20, BootSource::Firmware(boot))
+    let config = VmConfig::new(2, 32 << 20, BootSource::Firmware(boot))
         .with_serial(ConsoleConfig::Buffer(console.clone()))
         .with_debug_exit();
     let vm = Vm::builder(config)
@@ -104,6 +104,8 @@ fn qemu_boot(disk: &Path, dir: &Path) -> Option<(Duration, String)> {
             "kvm",
             "-m",
             "32",
+            "-smp",
+            "2",
             "-display",
             "none",
             "-nodefaults",
