@@ -6,7 +6,9 @@
 //! plain-struct devices (16550 serial, i8042, CMOS RTC, a debug-exit port, and whatever the
 //! embedding program adds as a [`BusDevice`] or a [`virtio::VirtioDevice`] through
 //! [`VmBuilder`]). It boots a flat 64-bit payload ([`DirectBoot`]), a Linux bzImage or a PVH
-//! ELF ([`LinuxBoot`]), writes ACPI ([`acpi`]) and SMBIOS ([`SmbiosInfo`]) tables, and runs
+//! ELF ([`LinuxBoot`]), or firmware that boots the disks as on QEMU ([`FirmwareBoot`]: SeaBIOS
+//! or OVMF from the reset vector, told about the machine through a QEMU-compatible `fw_cfg`),
+//! writes ACPI ([`acpi`]) and SMBIOS ([`SmbiosInfo`]) tables, and runs
 //! until the guest powers off, resets, faults or the host stops it: [`Vm::wait`] returns the
 //! [`ExitReason`].
 //!
@@ -42,7 +44,8 @@
 //!
 //! The crate root holds the VM ([`Vm`], [`VmBuilder`], [`VmConfig`], [`VmState`],
 //! [`ExitReason`], [`VmError`]), memory and vCPU configuration ([`MemoryOptions`],
-//! [`CpuTopology`], [`CpuFeatureMask`], [`VcpuSnapshot`]), boot sources ([`BootSource`]), the
+//! [`CpuTopology`], [`CpuFeatureMask`], [`VcpuSnapshot`]), boot sources ([`BootSource`],
+//! [`FirmwareBoot`] with Debian's [`SEABIOS_PATH`] and [`OVMF_CODE_PATH`]), the
 //! console ([`ConsoleConfig`], [`ConsoleBuffer`]) and the device trait for the buses
 //! ([`BusDevice`]). [`virtio`] holds the [`virtio::VirtioDevice`] trait and the devices
 //! (block with its [`virtio::block::BlockBackend`] trait, net with its
