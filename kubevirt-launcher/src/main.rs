@@ -59,6 +59,10 @@ struct RunArgs {
     /// A registry (`host:port`) to use over plain HTTP; repeatable.
     #[arg(long = "plain-http-registry")]
     plain_http: Vec<String>,
+    /// containerd's registry host configuration (its `config_path`, e.g.
+    /// /etc/containerd/certs.d): `<dir>/<registry>/hosts.toml` names mirrors tried first.
+    #[arg(long, value_name = "DIR")]
+    registry_config_dir: Option<PathBuf>,
     /// Do not copy the console to stdout.
     #[arg(long)]
     quiet: bool,
@@ -111,6 +115,7 @@ fn run_in(args: RunArgs, run_dir: PathBuf) -> (ExitStatus, Option<String>) {
         cache_dir,
         volumes_dir,
         plain_http,
+        registry_config_dir,
         quiet,
         pod_network,
         pod_interface,
@@ -145,6 +150,7 @@ fn run_in(args: RunArgs, run_dir: PathBuf) -> (ExitStatus, Option<String>) {
         cache_dir,
         volumes_dir,
         plain_http,
+        registry_config_dir,
         echo_console: !quiet,
         pod_network,
         pod_iface: pod_interface,

@@ -1,15 +1,17 @@
 //! containerDisk images: disk images shipped inside OCI images, pulled from a registry (or read
 //! from a local OCI image layout), verified by digest, cached content-addressed, and extracted
 //! once. The launcher never writes to the cached image: each VMI gets its own copy-on-write
-//! overlay.
+//! overlay. Registry mirrors come from containerd's `hosts.toml` layout (`mirrors`).
 
 mod disk;
+mod mirrors;
 mod reference;
 mod source;
 mod store;
 mod writer;
 
 pub use self::disk::{Manifest, fetch_disk};
+pub use self::mirrors::{Endpoint, MirrorConfig, MirrorConfigError, parse_hosts_toml};
 pub use self::reference::{ImageRef, Reference};
 pub use self::source::{ImageSource, Layout, Registry};
 pub use self::store::Store;

@@ -1,5 +1,6 @@
 //! Where images come from: an OCI distribution registry, or a local OCI image layout.
 
+use super::mirrors::{Endpoint, MirrorConfig};
 use super::reference::{ImageRef, Reference};
 use super::{OciError, io_err};
 use oci_spec::image::{ANNOTATION_REF_NAME, ImageIndex};
@@ -25,10 +26,13 @@ pub trait ImageSource {
 
 /// An OCI distribution (Docker v2) registry. Hosts in `plain_http` are spoken to over HTTP (a
 /// loopback registry); others over HTTPS, with anonymous bearer tokens when the registry asks.
+/// With a mirror configuration ([`MirrorConfig`], containerd's `hosts.toml` layout) a
+/// registry's mirrors are tried first, in order, then its server.
 #[derive(Debug)]
 pub struct Registry {
     agent: ureq::Agent,
     plain_http: Vec<String>,
+    mirrors: Option<MirrorConfig>,
 }
 
 impl Registry {
@@ -40,10 +44,26 @@ impl Registry {
         Self {
             agent: config.into(),
             plain_http,
+            mirrors: None,
         }
     }
 
-    fn url(&self, image: &ImageRef, kind: &str, what: &str) -> String {
+    /// Reads registry mirrors from containerd's `config_path` directory `dir`
+    /// (`<dir>/<registry>/hosts.toml`, or `<dir>/_default/hosts.toml`).
+    pub fn with_mirrors(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.mirrors = Some(MirrorConfig::new(dir));
+        self
+    }
+
+    /// Where `image` may come from, in order: its mirrors, then its server.
+    fn endpoints(&self, image: &ImageRef) -> Result<Vec<Endpoint>, OciError> {
+        if let Some(m) = &self.mirrors
+            && let Some(list) = m
+                .endpoints(&image.registry)
+                .map_err(|e| Self::err(image, format!("registry mirrors: {e}")))?
+        {
+            return Ok(list);
+        }
         let host = if image.registry == "docker.io" {
             "registry-1.docker.io"
         } else {
@@ -54,7 +74,36 @@ impl Registry {
         } else {
             "https"
         };
-        format!("{scheme}://{host}/v2/{}/{kind}/{what}", image.repository)
+        Ok(vec![Endpoint {
+            api: format!("{scheme}://{host}/v2"),
+            resolve: true,
+            pull: true,
+        }])
+    }
+
+    /// GETs `kind/what` of `image` from the first endpoint that may serve it (`by_tag`: a tag
+    /// resolution) and has it; the error lists every endpoint tried.
+    fn fetch(
+        &self,
+        image: &ImageRef,
+        kind: &str,
+        what: &str,
+        by_tag: bool,
+        accept: &str,
+    ) -> Result<(String, ureq::http::Response<ureq::Body>), OciError> {
+        let mut failures = Vec::new();
+        for e in self.endpoints(image)? {
+            if (by_tag && !e.resolve) || (!by_tag && !e.pull) {
+                continue;
+            }
+            let url = format!("{}/{}/{kind}/{what}", e.api, image.repository);
+            match self.get(image, &url, accept) {
+                Ok(resp) => return Ok((url, resp)),
+                Err(OciError::Registry { message, .. }) => failures.push(message),
+                Err(other) => return Err(other),
+            }
+        }
+        Err(Self::err(image, failures.join("; then ")))
     }
 
     fn err(image: &ImageRef, message: String) -> OciError {
@@ -150,8 +199,8 @@ impl ImageSource for Registry {
             Reference::Tag(t) => t.clone(),
             Reference::Digest(d) => d.clone(),
         };
-        let url = self.url(image, "manifests", &what);
-        let resp = self.get(image, &url, MANIFEST_TYPES)?;
+        let by_tag = matches!(image.reference, Reference::Tag(_));
+        let (url, resp) = self.fetch(image, "manifests", &what, by_tag, MANIFEST_TYPES)?;
         resp.into_body()
             .with_config()
             .limit(4 << 20)
@@ -165,8 +214,7 @@ impl ImageSource for Registry {
         digest: &str,
         sink: &mut dyn FnMut(&mut dyn Read) -> Result<(), OciError>,
     ) -> Result<(), OciError> {
-        let url = self.url(image, "blobs", digest);
-        let resp = self.get(image, &url, "*/*")?;
+        let (_, resp) = self.fetch(image, "blobs", digest, false, "*/*")?;
         let mut reader = resp.into_body().into_reader();
         sink(&mut reader)
     }

@@ -3,10 +3,13 @@
 
 use crate::oci::{ImageRef, ImageSource, Layout, OciError, Reference, Registry};
 
-/// The source and reference for `image`.
+/// The source and reference for `image`; registries are spoken to over plain HTTP when listed
+/// in `plain_http`, through the mirrors configured under `mirrors` (containerd's
+/// `config_path`) if given.
 pub fn image_source(
     image: &str,
     plain_http: &[String],
+    mirrors: Option<&std::path::Path>,
 ) -> Result<(Box<dyn ImageSource>, ImageRef), OciError> {
     if let Some(rest) = image.strip_prefix("oci:") {
         let (dir, tag) = match rest.rsplit_once(':') {
@@ -20,5 +23,9 @@ pub fn image_source(
         };
         return Ok((Box::new(Layout::new(dir)), reference));
     }
-    Ok((Box::new(Registry::new(plain_http.to_vec())), image.parse()?))
+    let mut registry = Registry::new(plain_http.to_vec());
+    if let Some(dir) = mirrors {
+        registry = registry.with_mirrors(dir);
+    }
+    Ok((Box::new(registry), image.parse()?))
 }

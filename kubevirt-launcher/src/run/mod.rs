@@ -39,6 +39,9 @@ pub struct RunOptions {
     pub volumes_dir: PathBuf,
     /// Registries spoken to over plain HTTP (loopback registries).
     pub plain_http: Vec<String>,
+    /// containerd's registry host configuration directory (`<dir>/<registry>/hosts.toml`):
+    /// the registry mirrors to pull from first.
+    pub registry_config_dir: Option<PathBuf>,
     /// Copy the console to this process's stdout (standalone mode).
     pub echo_console: bool,
     /// The launcher runs in the pod's (or a scratch) network namespace and may build the
@@ -235,7 +238,11 @@ pub fn launch(object: &Object, opts: &RunOptions) -> Result<Launched, RunError> 
         Box::new(crate::oci::Registry::new(opts.plain_http.clone()));
     let kernel = match plan.kernel_boot() {
         Some(kb) => {
-            let (source, image) = image_source(&kb.image, &opts.plain_http)?;
+            let (source, image) = image_source(
+                &kb.image,
+                &opts.plain_http,
+                opts.registry_config_dir.as_deref(),
+            )?;
             let kernel = fetch_disk(source.as_ref(), &store, &image, kb.kernel_path.as_deref())?;
             let initrd = kb
                 .initrd_path
@@ -288,7 +295,8 @@ pub fn launch(object: &Object, opts: &RunOptions) -> Result<Launched, RunError> 
                 }
             }
             DiskSource::ContainerDisk { image, .. } => {
-                let (src, _) = image_source(image, &opts.plain_http)?;
+                let (src, _) =
+                    image_source(image, &opts.plain_http, opts.registry_config_dir.as_deref())?;
                 disks::prepare(disk, &layout, src.as_ref())?
             }
             _ => disks::prepare(disk, &layout, no_images.as_ref())?,
