@@ -93,6 +93,19 @@ fn two_vmis_share_one_read_only_base_and_each_writes_its_own_overlay() {
     assert_eq!(bases.len(), 1, "one shared base: {bases:?}");
     let meta = std::fs::metadata(&bases[0]).unwrap();
     assert!(meta.permissions().readonly(), "the base file is read-only");
+    // Both VMIs hold it with a shared lock: another reader may open it, a writer may not.
+    use kubevirt_vmm::virtio::block::{BackendError, RawFile};
+    assert!(
+        RawFile::open(&bases[0], true).is_ok(),
+        "shared with readers"
+    );
+    assert!(
+        matches!(
+            RawFile::open(&bases[0], false),
+            Err(BackendError::InUse { .. })
+        ),
+        "never opened for writing while VMIs use it"
+    );
     // Each overlay took its guest's write (the demo guest writes a marker to sector 1).
     for run in ["a", "b"] {
         let overlay = std::fs::read(dir.join(run).join("ephemeral/overlays/root.qcow2")).unwrap();
