@@ -59,7 +59,10 @@ fn vm_cirros_reaches_its_login_prompt_on_hardware_kvm() {
     launcher.wait();
 }
 
+/// Ignored until kubevirt-vmm emulates a chipset OVMF knows (see kubevirt-vmm's
+/// tests/firmware_ovmf.rs): OVMF finds no PM timer behind kubevirt-vmm's generic host bridge.
 #[test]
+#[ignore = "OVMF needs an i440FX/Q35 host bridge and PM timer, not emulated by kubevirt-vmm yet"]
 fn an_efi_vmi_reaches_ovmfs_boot_manager_on_hardware_kvm() {
     if pvm_skip("OVMF") {
         return;
