@@ -176,3 +176,48 @@ fn a_qcow2_container_disk_boots_through_its_overlay() {
     );
     assert!(!dir.join("q/ephemeral").exists());
 }
+
+/// A qcow2 disk file that names a backing file of its own (here a host path) is refused: the
+/// launcher gives the chain itself (overlay → the image's disk file) and nothing an image says
+/// makes it open another host file.
+#[test]
+fn a_container_disk_naming_its_own_backing_file_is_refused() {
+    let dir = tempdir("cd-backing");
+    let (_registry, host) = start_registry(&dir);
+    let q = dir.join("evil.qcow2");
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-u",
+        "-b",
+        "/etc/hostname",
+        "-F",
+        "raw",
+        q.to_str().unwrap(),
+        "1M",
+    ]);
+    let evil = std::fs::read(&q).unwrap();
+    push(
+        &host,
+        "kubevirt/evil",
+        "v1",
+        &ImageBlobs::with(&[("disk/evil.qcow2", &evil)]),
+    );
+    let kernel = demo_image(&dir);
+    let disk = format!("{host}/kubevirt/evil:v1");
+    let mut l = launch(
+        &dir,
+        "e",
+        &vmi("e", &kernel, &disk),
+        &dir.join("cache"),
+        &host,
+    );
+    let (status, out) = l.wait();
+    assert_eq!(status.code(), Some(3), "a launch failure: {out}");
+    assert!(
+        out.contains("volume root") && out.contains("backing file"),
+        "the volume and the backing file are named: {out}"
+    );
+}
