@@ -161,8 +161,11 @@ pub(super) fn versioned(res: &Resource, version: &str, obj: Value) -> Value {
 
 pub(super) fn parse_body(body: &[u8]) -> Result<Value, ApiError> {
     if body.starts_with(crate::semantics::protobuf::MAGIC) {
-        return crate::semantics::protobuf::decode(body)
-            .map_err(|e| ApiError::unsupported_media(e.to_string()));
+        use crate::semantics::protobuf::{ProtobufError, decode};
+        return decode(body).map_err(|e| match e {
+            ProtobufError::Unsupported(_) => ApiError::unsupported_media(e.to_string()),
+            ProtobufError::Malformed { .. } => ApiError::bad_request(e.to_string()),
+        });
     }
     if let Ok(v) = serde_json::from_slice(body) {
         return Ok(v);
