@@ -6,12 +6,16 @@
 //! - [`semantics`]: the API server's rules as pure functions (selectors, patches, schemas,
 //!   create/update rules).
 //! - [`server`]: HTTP(S) routing, discovery, OpenAPI, watches, admission, garbage collection.
+//! - [`plane`]: the local control plane's controllers (scheduler, workloads), run by `up`.
+//! - [`scheduler`]: the local kube-scheduler (binds pending pods to nodes).
 //! - [`setup`]: the data directory: TLS material, the bearer token and the kubeconfig.
 //! - [`up`]: the whole local system in one process (API server, CRDs, controllers, node agent).
 #![deny(missing_docs)]
 
 pub mod error;
+pub mod plane;
 pub mod registry;
+pub mod scheduler;
 pub mod semantics;
 pub mod server;
 pub mod setup;

@@ -87,6 +87,7 @@ pub fn resources(registry: &Registry, group: &str, version: &str) -> Option<Valu
         }
         if r.kind == "Pod" && r.group.is_empty() {
             list.push(json!({"name": "pods/log", "singularName": "", "namespaced": true, "kind": "Pod", "verbs": ["get"]}));
+            list.push(json!({"name": "pods/binding", "singularName": "", "namespaced": true, "kind": "Binding", "verbs": ["create"]}));
         }
     }
     if list.is_empty() {

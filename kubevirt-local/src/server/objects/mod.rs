@@ -1,7 +1,8 @@
-//! Object endpoints: list, get, create, update, patch, delete, and the status and scale
-//! subresources. Every read-modify-write happens inside one storage transaction, so concurrent
+//! Object endpoints: list, get, create, update, patch, delete, and the status, scale and
+//! binding subresources. Every read-modify-write happens inside one storage transaction, so concurrent
 //! writers see 409 Conflict, never a lost update.
 
+mod binding;
 mod delete;
 mod read;
 mod scale;
@@ -116,7 +117,7 @@ pub fn handle(state: &State, req: &Request<'_>) -> Result<Reply, ApiError> {
     if let Some(s) = sub {
         let known = (s == "status" && res.status)
             || (s == "scale" && res.scale.is_some())
-            || (s == "log" && res.kind == "Pod");
+            || (matches!(s, "log" | "binding") && res.kind == "Pod" && res.group.is_empty());
         if !known {
             return Err(ApiError::no_route());
         }
@@ -125,6 +126,7 @@ pub fn handle(state: &State, req: &Request<'_>) -> Result<Reply, ApiError> {
         ("GET", None, None) => read::list(state, &res, t, req),
         ("POST", None, None) => write::create(state, &res, t, req),
         ("DELETE", None, None) => delete::delete_collection(state, &res, t, req),
+        ("POST", Some(name), Some("binding")) => binding::bind(state, &res, t, name, req),
         ("GET", Some(name), Some("scale")) => scale::get_scale(state, &res, &ns, name),
         ("GET", Some(_), Some("log")) => Ok(Reply {
             code: 200,

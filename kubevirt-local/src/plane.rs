@@ -1,0 +1,54 @@
+//! The local control plane's own controllers, the ones a real cluster runs in kube-scheduler
+//! and kube-controller-manager: the [`scheduler`](crate::scheduler) and the workload
+//! controllers. `up` starts them beside KubeVirt's controllers; each talks to the API server
+//! through kube-rs only, so they would work against any API server.
+
+use std::future::Future;
+
+use kube::Client;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// The running set, with one stop.
+#[derive(Debug)]
+pub struct LocalControllers {
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+fn report(what: &'static str) -> impl Fn(Result<String, String>) + Send + Sync + 'static {
+    move |r| kubevirt_controller::logging::sync_outcome(what, r)
+}
+
+impl LocalControllers {
+    /// Start the scheduler and the workload controllers on `client`.
+    pub fn start(client: Client) -> Self {
+        let stop = watch::channel(false).0;
+        let stopped = || {
+            let mut rx = stop.subscribe();
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
+            }
+        };
+        let tasks = vec![tokio::spawn(crate::scheduler::run(
+            client,
+            stopped(),
+            report("scheduler"),
+        ))];
+        Self { stop, tasks }
+    }
+
+    /// Stop them all and wait until each has finished.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+
+    /// Run until `shutdown` resolves, then [`stop`](Self::stop).
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>) {
+        shutdown.await;
+        self.stop().await;
+    }
+}
