@@ -9,6 +9,7 @@
 //! - [`plane`]: the local control plane's controllers (scheduler, workloads), run by `up`.
 //! - [`scheduler`]: the local kube-scheduler (binds pending pods to nodes).
 //! - [`setup`]: the data directory: TLS material, the bearer token and the kubeconfig.
+//! - [`workloads`]: the ReplicaSet, Deployment and DaemonSet controllers.
 //! - [`up`]: the whole local system in one process (API server, CRDs, controllers, node agent).
 #![deny(missing_docs)]
 
@@ -21,3 +22,4 @@ pub mod server;
 pub mod setup;
 pub mod storage;
 pub mod up;
+pub mod workloads;

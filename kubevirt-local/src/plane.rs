@@ -30,11 +30,29 @@ impl LocalControllers {
                 let _ = rx.wait_for(|s| *s).await;
             }
         };
-        let tasks = vec![tokio::spawn(crate::scheduler::run(
-            client,
-            stopped(),
-            report("scheduler"),
-        ))];
+        use crate::workloads::{run_daemonsets, run_deployments, run_replicasets};
+        let tasks = vec![
+            tokio::spawn(crate::scheduler::run(
+                client.clone(),
+                stopped(),
+                report("scheduler"),
+            )),
+            tokio::spawn(run_replicasets(
+                client.clone(),
+                stopped(),
+                report("replicaset controller"),
+            )),
+            tokio::spawn(run_deployments(
+                client.clone(),
+                stopped(),
+                report("deployment controller"),
+            )),
+            tokio::spawn(run_daemonsets(
+                client,
+                stopped(),
+                report("daemonset controller"),
+            )),
+        ];
         Self { stop, tasks }
     }
 
