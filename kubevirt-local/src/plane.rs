@@ -1,6 +1,6 @@
 //! The local control plane's own controllers, the ones a real cluster runs in kube-scheduler
-//! and kube-controller-manager: the [`scheduler`](crate::scheduler) and the workload
-//! controllers. `up` starts them beside KubeVirt's controllers; each talks to the API server
+//! and kube-controller-manager: the [`scheduler`](crate::scheduler), the workload
+//! controllers and the service account / root CA publisher. `up` starts them beside KubeVirt's controllers; each talks to the API server
 //! through kube-rs only, so they would work against any API server.
 
 use std::future::Future;
@@ -21,8 +21,9 @@ fn report(what: &'static str) -> impl Fn(Result<String, String>) + Send + Sync +
 }
 
 impl LocalControllers {
-    /// Start the scheduler and the workload controllers on `client`.
-    pub fn start(client: Client) -> Self {
+    /// Start the scheduler and the workload controllers on `client`, and, given what to
+    /// publish, the service account and root CA publisher.
+    pub fn start(client: Client, published: Option<crate::serviceaccounts::Published>) -> Self {
         let stop = watch::channel(false).0;
         let stopped = || {
             let mut rx = stop.subscribe();
@@ -31,7 +32,8 @@ impl LocalControllers {
             }
         };
         use crate::workloads::{run_daemonsets, run_deployments, run_replicasets};
-        let tasks = vec![
+        let client_for_publisher = client.clone();
+        let mut tasks = vec![
             tokio::spawn(crate::scheduler::run(
                 client.clone(),
                 stopped(),
@@ -53,6 +55,14 @@ impl LocalControllers {
                 report("daemonset controller"),
             )),
         ];
+        if let Some(published) = published {
+            tasks.push(tokio::spawn(crate::serviceaccounts::run(
+                client_for_publisher.clone(),
+                published,
+                stopped(),
+                report("service account publisher"),
+            )));
+        }
         Self { stop, tasks }
     }
 

@@ -295,6 +295,16 @@ const SPECS: &[Spec] = &[
         selectable: &[],
     },
     Spec {
+        group: "",
+        version: "v1",
+        plural: "endpoints",
+        kind: "Endpoints",
+        namespaced: true,
+        short: &["ep"],
+        status: false,
+        selectable: &[],
+    },
+    Spec {
         group: "apiextensions.k8s.io",
         version: "v1",
         plural: "customresourcedefinitions",

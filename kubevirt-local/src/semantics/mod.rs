@@ -10,3 +10,4 @@ pub mod patch;
 pub mod protobuf;
 pub mod schema;
 pub mod selector;
+pub mod token;

@@ -89,6 +89,10 @@ pub fn resources(registry: &Registry, group: &str, version: &str) -> Option<Valu
             list.push(json!({"name": "pods/log", "singularName": "", "namespaced": true, "kind": "Pod", "verbs": ["get"]}));
             list.push(json!({"name": "pods/binding", "singularName": "", "namespaced": true, "kind": "Binding", "verbs": ["create"]}));
         }
+        if r.kind == "ServiceAccount" && r.group.is_empty() {
+            list.push(json!({"name": "serviceaccounts/token", "singularName": "", "namespaced": true, "group": "authentication.k8s.io",
+                "version": "v1", "kind": "TokenRequest", "verbs": ["create"]}));
+        }
     }
     if list.is_empty() {
         return None;

@@ -6,6 +6,9 @@ mod binding;
 mod delete;
 mod read;
 mod scale;
+mod token;
+
+pub(crate) use token::service_account_of;
 mod write;
 
 use super::admission::FieldValidation;
@@ -117,7 +120,8 @@ pub fn handle(state: &State, req: &Request<'_>) -> Result<Reply, ApiError> {
     if let Some(s) = sub {
         let known = (s == "status" && res.status)
             || (s == "scale" && res.scale.is_some())
-            || (matches!(s, "log" | "binding") && res.kind == "Pod" && res.group.is_empty());
+            || (matches!(s, "log" | "binding") && res.kind == "Pod" && res.group.is_empty())
+            || (s == "token" && res.kind == "ServiceAccount" && res.group.is_empty());
         if !known {
             return Err(ApiError::no_route());
         }
@@ -127,6 +131,7 @@ pub fn handle(state: &State, req: &Request<'_>) -> Result<Reply, ApiError> {
         ("POST", None, None) => write::create(state, &res, t, req),
         ("DELETE", None, None) => delete::delete_collection(state, &res, t, req),
         ("POST", Some(name), Some("binding")) => binding::bind(state, &res, t, name, req),
+        ("POST", Some(name), Some("token")) => token::create_token(state, &res, t, name, req),
         ("GET", Some(name), Some("scale")) => scale::get_scale(state, &res, &ns, name),
         ("GET", Some(_), Some("log")) => Ok(Reply {
             code: 200,
