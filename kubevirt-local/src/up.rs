@@ -191,7 +191,11 @@ pub async fn run(
     ensure_crds(&client).await?;
     state.readiness.open(CRDS_GATE);
 
-    let plane = crate::plane::LocalControllers::start(client.clone());
+    let published = crate::serviceaccounts::Published {
+        ca_pem: tls.ca_pem.clone(),
+        api: address,
+    };
+    let plane = crate::plane::LocalControllers::start(client.clone(), Some(published));
     let mut controllers = Controllers::new(client, kubevirt_controller::logging::sync_outcome);
     controllers.start_cluster_controllers();
     if let Some(node) = opts.node {
