@@ -31,7 +31,7 @@ impl LocalControllers {
                 let _ = rx.wait_for(|s| *s).await;
             }
         };
-        use crate::workloads::{run_daemonsets, run_deployments, run_replicasets};
+        use crate::workloads::{run_daemonsets, run_deployments, run_jobs, run_replicasets};
         let client_for_publisher = client.clone();
         let mut tasks = vec![
             tokio::spawn(crate::scheduler::run(
@@ -48,6 +48,11 @@ impl LocalControllers {
                 client.clone(),
                 stopped(),
                 report("deployment controller"),
+            )),
+            tokio::spawn(run_jobs(
+                client.clone(),
+                stopped(),
+                report("job controller"),
             )),
             tokio::spawn(run_daemonsets(
                 client,

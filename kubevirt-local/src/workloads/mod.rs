@@ -1,11 +1,12 @@
 //! The workload controllers of the local control plane (what kube-controller-manager runs):
-//! ReplicaSet, Deployment and DaemonSet. Each is a kube-runtime `Controller` over its kind that
+//! ReplicaSet, Deployment, DaemonSet and Job. Each is a kube-runtime `Controller` over its kind that
 //! owns what it creates (owner references with `controller` and `blockOwnerDeletion`), adopts
 //! orphans its selector selects and releases what it no longer selects.
 
 pub mod common;
 pub mod daemonset;
 pub mod deployment;
+pub mod job;
 pub mod replicaset;
 pub mod rollout;
 
@@ -15,6 +16,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet};
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::Client;
 use kube::api::Api;
@@ -134,4 +136,25 @@ pub async fn run_daemonsets(
         })
         .await;
     drop(daemonsets);
+}
+
+/// Run the Job controller until `shutdown`.
+pub async fn run_jobs(
+    client: Client,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+    on_sync: impl Fn(Result<String, String>),
+) {
+    Controller::new(Api::<Job>::all(client.clone()), watcher::Config::default())
+        .owns(Api::<Pod>::all(client.clone()), watcher::Config::default())
+        .graceful_shutdown_on(shutdown)
+        .run(
+            job::reconcile,
+            |_, _, _| Action::requeue(RETRY),
+            Arc::new(client),
+        )
+        .for_each(|r| {
+            describe(r).into_iter().for_each(&on_sync);
+            futures::future::ready(())
+        })
+        .await;
 }
