@@ -363,3 +363,94 @@ fn a_daemon_set_runs_one_pod_per_node() {
     ]);
     assert_eq!(eventually("only node-a is left", on_nodes(1)), ["node-a"]);
 }
+
+/// Mark every pod `selector` selects as finished with `phase`, as a kubelet reports it.
+fn finish_pods(p: &Plane, selector: &str, phase: &str) -> usize {
+    let mut n = 0;
+    for pod in pods(p, selector) {
+        if pod["status"]["phase"] == phase {
+            continue;
+        }
+        let name = pod["metadata"]["name"].as_str().unwrap_or_default();
+        let status = json!({"status": {"phase": phase}});
+        p.ok(&[
+            "patch",
+            "pod",
+            name,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &status.to_string(),
+        ]);
+        n += 1;
+    }
+    n
+}
+
+#[test]
+fn jobs_complete_or_fail_by_their_pods() {
+    let p = Plane::start("jobs");
+    p.ok(&[
+        "create",
+        "job",
+        "once",
+        "--image=busybox",
+        "--",
+        "echo",
+        "hi",
+    ]);
+    eventually("the job's pod", || {
+        (pods(&p, "batch.kubernetes.io/job-name=once").len() == 1).then_some(())
+    });
+    assert_eq!(p.get(&["job", "once"], "{.status.active}"), "1");
+    assert_eq!(
+        finish_pods(&p, "batch.kubernetes.io/job-name=once", "Succeeded"),
+        1
+    );
+    p.ok(&[
+        "wait",
+        "--for=condition=complete",
+        "job/once",
+        "--timeout=30s",
+    ]);
+    assert_eq!(
+        p.get(&["job", "once"], "{.status.succeeded} {.status.active}"),
+        "1 0"
+    );
+
+    // Three completions, two at a time.
+    let job = json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "three"},
+        "spec": {"completions": 3, "parallelism": 2, "template": {"spec": {"restartPolicy": "Never",
+            "containers": [{"name": "c", "image": "busybox"}]}}}});
+    p.ok_in(&["apply", "-f", "-"], Some(&job.to_string()));
+    let sel = "batch.kubernetes.io/job-name=three";
+    eventually("two running", || (pods(&p, sel).len() == 2).then_some(()));
+    finish_pods(&p, sel, "Succeeded");
+    eventually("the third", || (pods(&p, sel).len() == 3).then_some(()));
+    finish_pods(&p, sel, "Succeeded");
+    p.ok(&[
+        "wait",
+        "--for=condition=complete",
+        "job/three",
+        "--timeout=30s",
+    ]);
+    assert_eq!(pods(&p, sel).len(), 3, "no pod beyond completions");
+
+    // Failing pods past backoffLimit fail the Job.
+    let job = json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "flaky"},
+        "spec": {"backoffLimit": 1, "template": {"spec": {"restartPolicy": "Never",
+            "containers": [{"name": "c", "image": "busybox"}]}}}});
+    p.ok_in(&["apply", "-f", "-"], Some(&job.to_string()));
+    let sel = "batch.kubernetes.io/job-name=flaky";
+    for tries in 1..=2 {
+        eventually("a try", || (pods(&p, sel).len() == tries).then_some(()));
+        finish_pods(&p, sel, "Failed");
+    }
+    p.ok(&[
+        "wait",
+        "--for=condition=failed",
+        "job/flaky",
+        "--timeout=30s",
+    ]);
+    assert_eq!(p.get(&["job", "flaky"], "{.status.failed}"), "2");
+}
