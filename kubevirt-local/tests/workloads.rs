@@ -142,6 +142,8 @@ fn a_deployment_scales_rolls_and_rolls_back() {
     assert!(out.contains("successfully rolled out"), "{out}");
     assert_eq!(p.get(&["deploy", "web"], "{.status.replicas} {.status.readyReplicas} {.status.availableReplicas} {.status.updatedReplicas}"), "3 3 3 3");
 
+    let table = p.ok(&["get", "deploy", "web"]);
+    assert!(table.contains("UP-TO-DATE") && table.contains("AVAILABLE"), "{table}");
     p.ok(&["scale", "deployment", "web", "--replicas=5"]);
     eventually("5 ready pods", count_ready(&p, "app=web", 5));
 

@@ -348,6 +348,33 @@ fn columns(kind: &str) -> Vec<Column> {
             col("Reason", "string", ".reason"),
             col("Message", "string", ".message"),
         ],
+        "Deployment" => vec![
+            col("Desired", "integer", ".spec.replicas"),
+            col("Ready", "integer", ".status.readyReplicas"),
+            col("Up-to-date", "integer", ".status.updatedReplicas"),
+            col("Available", "integer", ".status.availableReplicas"),
+            age,
+        ],
+        "ReplicaSet" => vec![
+            col("Desired", "integer", ".spec.replicas"),
+            col("Current", "integer", ".status.replicas"),
+            col("Ready", "integer", ".status.readyReplicas"),
+            age,
+        ],
+        "DaemonSet" => vec![
+            col("Desired", "integer", ".status.desiredNumberScheduled"),
+            col("Current", "integer", ".status.currentNumberScheduled"),
+            col("Ready", "integer", ".status.numberReady"),
+            col("Up-to-date", "integer", ".status.updatedNumberScheduled"),
+            col("Available", "integer", ".status.numberAvailable"),
+            age,
+        ],
+        "Job" => vec![
+            col("Completions", "integer", ".spec.completions"),
+            col("Succeeded", "integer", ".status.succeeded"),
+            col("Active", "integer", ".status.active"),
+            age,
+        ],
         "CustomResourceDefinition" => {
             vec![col("Created At", "date", ".metadata.creationTimestamp")]
         }
