@@ -143,7 +143,10 @@ fn a_deployment_scales_rolls_and_rolls_back() {
     assert_eq!(p.get(&["deploy", "web"], "{.status.replicas} {.status.readyReplicas} {.status.availableReplicas} {.status.updatedReplicas}"), "3 3 3 3");
 
     let table = p.ok(&["get", "deploy", "web"]);
-    assert!(table.contains("UP-TO-DATE") && table.contains("AVAILABLE"), "{table}");
+    assert!(
+        table.contains("UP-TO-DATE") && table.contains("AVAILABLE"),
+        "{table}"
+    );
     p.ok(&["scale", "deployment", "web", "--replicas=5"]);
     eventually("5 ready pods", count_ready(&p, "app=web", 5));
 
@@ -242,6 +245,13 @@ fn a_deployment_scales_rolls_and_rolls_back() {
         ),
         "True"
     );
+
+    // Deleting the Deployment collects its ReplicaSets and their pods through the owner refs.
+    p.ok(&["delete", "deployment", "web"]);
+    eventually("replica sets and pods collected", || {
+        let rs = p.get(&["rs", "-l", "app=web"], "{.items[*].metadata.name}");
+        (rs.is_empty() && pods(&p, "app=web").is_empty()).then_some(())
+    });
 }
 
 #[test]
