@@ -7,6 +7,7 @@
 //!   create/update rules).
 //! - [`server`]: HTTP(S) routing, discovery, OpenAPI, watches, admission, garbage collection.
 //! - [`plane`]: the local control plane's controllers (scheduler, workloads), run by `up`.
+//! - [`recorder`]: the events the local controllers record.
 //! - [`scheduler`]: the local kube-scheduler (binds pending pods to nodes).
 //! - [`serviceaccounts`]: default service accounts, the root CA ConfigMap, the `kubernetes` Service.
 //! - [`setup`]: the data directory: TLS material, the bearer token and the kubeconfig.
@@ -16,6 +17,7 @@
 
 pub mod error;
 pub mod plane;
+pub mod recorder;
 pub mod registry;
 pub mod scheduler;
 pub mod semantics;

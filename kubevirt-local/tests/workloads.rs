@@ -216,6 +216,19 @@ fn a_deployment_scales_rolls_and_rolls_back() {
         "2"
     );
 
+    let events = p.ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "reason=ScalingReplicaSet",
+        "-o",
+        "jsonpath={.items[*].message}",
+    ]);
+    assert!(
+        events.contains("Scaled up replica set web-")
+            && events.contains("Scaled down replica set web-"),
+        "{events}"
+    );
     let history = p.ok(&["rollout", "history", "deployment/web"]);
     assert!(
         history.contains("1 ") && history.contains("2 "),

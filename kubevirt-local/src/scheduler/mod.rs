@@ -18,13 +18,14 @@ use std::future::Future;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Event, Node, Pod};
+use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
+use crate::recorder::{EventType, record};
 use fit::Decision;
 
 /// The `spec.schedulerName` this scheduler serves.
@@ -136,11 +137,14 @@ impl Scheduler {
         if let Some(uid) = &pod.metadata.uid {
             self.assumed.insert(uid.clone(), bound.clone());
         }
-        self.event(
+        let message = format!("Successfully assigned {ns}/{name} to {node}");
+        record(
+            &self.client,
+            SCHEDULER_NAME,
             pod,
-            "Normal",
+            EventType::Normal,
             "Scheduled",
-            &format!("Successfully assigned {ns}/{name} to {node}"),
+            &message,
         )
         .await;
         Ok(bound)
@@ -181,32 +185,16 @@ impl Scheduler {
             &Patch::Merge(&patch),
         )
         .await?;
-        self.event(pod, "Warning", "FailedScheduling", message)
-            .await;
+        record(
+            &self.client,
+            SCHEDULER_NAME,
+            pod,
+            EventType::Warning,
+            "FailedScheduling",
+            message,
+        )
+        .await;
         Ok(())
-    }
-
-    /// Record a core/v1 Event about `pod` from `default-scheduler` (best effort, as upstream's
-    /// event recorder).
-    async fn event(&self, pod: &Pod, type_: &str, reason: &str, message: &str) {
-        let ns = pod.namespace().unwrap_or_default();
-        let api: Api<Event> = Api::namespaced(self.client.clone(), &ns);
-        let at = now();
-        let event: Event = match serde_json::from_value(json!({
-            "metadata": {"generateName": format!("{}.", pod.name_any()), "namespace": ns},
-            "involvedObject": {"apiVersion": "v1", "kind": "Pod", "namespace": ns,
-                "name": pod.name_any(), "uid": pod.metadata.uid,
-                "resourceVersion": pod.metadata.resource_version},
-            "type": type_, "reason": reason, "message": message,
-            "source": {"component": SCHEDULER_NAME}, "reportingComponent": SCHEDULER_NAME,
-            "firstTimestamp": at, "lastTimestamp": at, "count": 1,
-        })) {
-            Ok(e) => e,
-            Err(_) => return,
-        };
-        if let Err(e) = api.create(&PostParams::default(), &event).await {
-            tracing::debug!(error = %e, reason, "recording a scheduler event failed");
-        }
     }
 }
 

@@ -18,6 +18,7 @@ use super::common::{
     SyncError, Target, claim, controller_ref, delete, template_hash, write_status,
 };
 use super::rollout::{fenceposts, new_rs_replicas, old_scale_down_budget};
+use crate::recorder::{EventType, record};
 
 /// The label that ties a ReplicaSet and its pods to one template.
 pub const HASH_LABEL: &str = "pod-template-hash";
@@ -99,24 +100,42 @@ fn new_replica_set(
     .unwrap_or_default()
 }
 
+/// Scale `rs` to `replicas`, recording `ScalingReplicaSet` on `d` as upstream does.
 async fn scale(
     api: &Api<ReplicaSet>,
+    d: &Deployment,
     rs: &ReplicaSet,
     replicas: i32,
     t: &Target,
 ) -> Result<(), SyncError> {
-    if spec_replicas(rs) == replicas {
+    let from = spec_replicas(rs);
+    if from == replicas {
         return Ok(());
     }
     let patch = json!({"spec": {"replicas": replicas}});
+    let client = api.clone().into_client();
     api.patch(
         &rs.name_any(),
         &PatchParams::default(),
         &Patch::Merge(&patch),
     )
     .await
-    .map(|_| ())
-    .map_err(t.err("scaling a replica set"))
+    .map_err(t.err("scaling a replica set"))?;
+    let way = if replicas > from { "up" } else { "down" };
+    let message = format!(
+        "Scaled {way} replica set {} from {from} to {replicas}",
+        rs.name_any()
+    );
+    record(
+        &client,
+        "deployment-controller",
+        d,
+        EventType::Normal,
+        "ScalingReplicaSet",
+        &message,
+    )
+    .await;
+    Ok(())
 }
 
 /// One sync of `d`.
@@ -203,16 +222,16 @@ pub async fn reconcile(d: Arc<Deployment>, client: Arc<Client>) -> Result<Action
     if !spec.paused.unwrap_or(false) {
         if recreate {
             for rs in &old {
-                scale(&rs_api, rs, 0, &t).await?;
+                scale(&rs_api, &d, rs, 0, &t).await?;
             }
             let old_pods: i32 = old.iter().map(|rs| status_of(rs).0).sum();
             if old_pods == 0 {
-                scale(&rs_api, &new_rs, replicas, &t).await?;
+                scale(&rs_api, &d, &new_rs, replicas, &t).await?;
             }
         } else {
             let total: i32 = old.iter().map(spec_replicas).sum::<i32>() + spec_replicas(&new_rs);
             let want_new = new_rs_replicas(replicas, surge, spec_replicas(&new_rs), total);
-            scale(&rs_api, &new_rs, want_new, &t).await?;
+            scale(&rs_api, &d, &new_rs, want_new, &t).await?;
             let total = total - spec_replicas(&new_rs) + want_new;
             let mut budget =
                 old_scale_down_budget(replicas, unavailable, total, want_new, new_available);
@@ -229,7 +248,7 @@ pub async fn reconcile(d: Arc<Deployment>, client: Arc<Client>) -> Result<Action
                 budget -= cut;
             }
             for (rs, l) in old.iter().zip(left) {
-                scale(&rs_api, rs, l, &t).await?;
+                scale(&rs_api, &d, rs, l, &t).await?;
             }
         }
     }
