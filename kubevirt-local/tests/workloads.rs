@@ -386,7 +386,9 @@ fn a_daemon_set_runs_one_pod_per_node() {
         "-p",
         r#"{"spec":{"template":{"spec":{"nodeSelector":{"kubernetes.io/hostname":"node-a"}}}}}"#,
     ]);
-    assert_eq!(eventually("only node-a is left", on_nodes(1)), ["node-a"]);
+    // (Polled until it is node-a's: mid-sync, the last pod standing may be another node's.)
+    let one = on_nodes(1);
+    eventually("only node-a is left", || one().filter(|n| n == &["node-a"]));
 }
 
 /// Mark every pod `selector` selects as finished with `phase`, as a kubelet reports it.
@@ -478,4 +480,43 @@ fn jobs_complete_or_fail_by_their_pods() {
         "--timeout=30s",
     ]);
     assert_eq!(p.get(&["job", "flaky"], "{.status.failed}"), "2");
+}
+
+#[test]
+fn a_workload_the_controllers_cannot_run_is_refused_naming_the_field() {
+    let p = Plane::start("workload-validation");
+    let bad = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "bad"},
+        "spec": {"selector": {"matchLabels": {"app": "web"}},
+            "strategy": {"rollingUpdate": {"maxSurge": 0, "maxUnavailable": 0}},
+            "template": {"metadata": {"labels": {"app": "other"}},
+                "spec": {"containers": [{"name": "c", "image": "busybox"}]}}}});
+    let out = p.kubectl(&["apply", "-f", "-"], Some(&bad.to_string()));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "accepted: {bad}");
+    assert!(
+        err.contains("spec.template.metadata.labels")
+            && err.contains("spec.strategy.rollingUpdate.maxUnavailable"),
+        "{err}"
+    );
+    assert_eq!(p.ok(&["get", "deploy", "-o", "name"]), "", "nothing stored");
+    let out = p.kubectl(
+        &[
+            "create",
+            "job",
+            "j",
+            "--image=busybox",
+            "--dry-run=client",
+            "-o",
+            "json",
+        ],
+        None,
+    );
+    let mut job: Value = serde_json::from_slice(&out.stdout).expect("job json");
+    job["spec"]["template"]["spec"]["restartPolicy"] = json!("Always");
+    let out = p.kubectl(&["create", "-f", "-"], Some(&job.to_string()));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("spec.template.spec.restartPolicy"),
+        "{err}"
+    );
 }

@@ -11,3 +11,4 @@ pub mod protobuf;
 pub mod schema;
 pub mod selector;
 pub mod token;
+pub mod workloads;
