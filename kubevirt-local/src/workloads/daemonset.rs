@@ -1,7 +1,7 @@
 //! The DaemonSet controller (upstream `pkg/controller/daemon`): one pod per eligible node,
 //! pinned to it with required node affinity on `metadata.name` (the scheduler binds it, as
-//! upstream), with the DaemonSet tolerations upstream adds; template changes replace pods one
-//! unavailable pod at a time (RollingUpdate, maxUnavailable 1) or on deletion (OnDelete).
+//! upstream), with the DaemonSet tolerations upstream adds; template changes replace pods
+//! `maxUnavailable` at a time (RollingUpdate, default 1) or on deletion (OnDelete).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -164,7 +164,30 @@ pub async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Context>) -> Result<Action, 
                     .is_some_and(|ps| ps.iter().any(|p| pod_available(p, min_ready, now)))
         })
         .count();
-    let mut budget = 1usize.saturating_sub(unavailable_now);
+    // maxUnavailable (default 1; a percentage of the eligible nodes, rounded up, as upstream).
+    let desired = wanted.values().filter(|w| **w).count();
+    let max_unavailable = spec
+        .update_strategy
+        .as_ref()
+        .and_then(|s| s.rolling_update.as_ref())
+        .and_then(|r| r.max_unavailable.as_ref());
+    let max_unavailable = match max_unavailable {
+        None => 1,
+        Some(v) => super::rollout::scaled(
+            Some(v),
+            "",
+            i32::try_from(desired).unwrap_or(i32::MAX),
+            true,
+        )
+        .map_err(|e| {
+            t.invalid(
+                "spec.updateStrategy.rollingUpdate.maxUnavailable",
+                e.to_string(),
+            )
+        })?,
+    };
+    let max_unavailable = usize::try_from(max_unavailable).unwrap_or(1);
+    let mut budget = max_unavailable.saturating_sub(unavailable_now);
 
     for (node, want) in &wanted {
         let here = by_node.remove(node).unwrap_or_default();
@@ -213,7 +236,6 @@ pub async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Context>) -> Result<Action, 
             .map_err(t.err("deleting a pod of a gone node"))?;
     }
 
-    let desired = wanted.values().filter(|w| **w).count();
     let scheduled = |p: &&Pod| wanted.get(&node_of(p).unwrap_or_default()).copied();
     let current = active.iter().filter(|p| scheduled(p) == Some(true)).count();
     let misscheduled = active.iter().filter(|p| scheduled(p) != Some(true)).count();
