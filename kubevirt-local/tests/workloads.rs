@@ -520,3 +520,34 @@ fn a_workload_the_controllers_cannot_run_is_refused_naming_the_field() {
         "{err}"
     );
 }
+
+#[test]
+fn a_rollout_without_progress_exceeds_its_deadline() {
+    // No nodes: the pods never run, so the rollout stalls.
+    let p = Plane::start("deadline");
+    p.ok(&["create", "deployment", "stuck", "--image=busybox"]);
+    p.ok(&[
+        "patch",
+        "deployment",
+        "stuck",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"progressDeadlineSeconds":3}}"#,
+    ]);
+    let out = p.kubectl(
+        &["rollout", "status", "deployment/stuck", "--timeout=60s"],
+        None,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("exceeded its progress deadline"),
+        "{err}"
+    );
+    assert_eq!(
+        p.get(
+            &["deploy", "stuck"],
+            "{.status.conditions[?(@.type==\"Progressing\")].reason}"
+        ),
+        "ProgressDeadlineExceeded"
+    );
+}

@@ -313,17 +313,53 @@ pub async fn reconcile(d: Arc<Deployment>, client: Arc<Client>) -> Result<Action
         )
     };
     let rs_name = new_rs.name_any();
-    let (p_reason, p_message) = if complete {
+    // Progress (upstream): any count moving, or another new ReplicaSet. Without progress for
+    // progressDeadlineSeconds, an unfinished rollout is ProgressDeadlineExceeded, which makes
+    // `kubectl rollout status` stop waiting.
+    let old_status = d.status.clone().unwrap_or_default();
+    let old_progressing = old_status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_.as_deref() == Some("Progressing"));
+    let moved = (
+        old_status.replicas,
+        old_status.updated_replicas,
+        old_status.ready_replicas,
+        old_status.available_replicas,
+    ) != (Some(total), Some(updated), Some(ready), Some(available))
+        || old_progressing
+            .and_then(|c| c.message.as_deref())
+            .is_none_or(|m| !m.contains(&format!("\"{rs_name}\"")));
+    let now_ts = jiff::Timestamp::now();
+    let last_progress = match old_progressing.and_then(|c| c.last_update_time.as_ref()) {
+        Some(t) if !moved => t.0,
+        _ => now_ts,
+    };
+    let deadline = i64::from(spec.progress_deadline_seconds.unwrap_or(600));
+    let stalled = now_ts.as_second() - last_progress.as_second();
+    let paused = spec.paused.unwrap_or(false);
+    let exceeded = !complete && !paused && stalled > deadline;
+    let (p_status, p_reason, p_message) = if complete {
         (
+            "True",
             "NewReplicaSetAvailable",
             format!("ReplicaSet \"{rs_name}\" has successfully progressed."),
         )
+    } else if exceeded {
+        (
+            "False",
+            "ProgressDeadlineExceeded",
+            format!("ReplicaSet \"{rs_name}\" has timed out progressing."),
+        )
     } else {
         (
+            "True",
             "ReplicaSetUpdated",
             format!("ReplicaSet \"{rs_name}\" is progressing."),
         )
     };
+    let last_update = last_progress.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
     let status = json!({
         "observedGeneration": d.metadata.generation,
         "replicas": total,
@@ -334,8 +370,8 @@ pub async fn reconcile(d: Arc<Deployment>, client: Arc<Client>) -> Result<Action
         "conditions": [
             {"type": "Available", "status": a_status, "reason": a_reason, "message": a_message,
              "lastUpdateTime": keep_time("Available", a_status), "lastTransitionTime": keep_time("Available", a_status)},
-            {"type": "Progressing", "status": "True", "reason": p_reason, "message": p_message,
-             "lastUpdateTime": keep_time("Progressing", "True"), "lastTransitionTime": keep_time("Progressing", "True")},
+            {"type": "Progressing", "status": p_status, "reason": p_reason, "message": p_message,
+             "lastUpdateTime": last_update, "lastTransitionTime": keep_time("Progressing", p_status)},
         ],
     });
     // Compare without the times, which a rewrite would change every sync.
@@ -354,7 +390,13 @@ pub async fn reconcile(d: Arc<Deployment>, client: Arc<Client>) -> Result<Action
             .await
             .map_err(t.err("writing status"))?;
     }
-    Ok(Action::await_change())
+    // An unfinished rollout is looked at again when its deadline would pass.
+    Ok(if complete || exceeded || paused {
+        Action::await_change()
+    } else {
+        let left = u64::try_from(deadline - stalled + 1).unwrap_or(1).max(1);
+        Action::requeue(std::time::Duration::from_secs(left))
+    })
 }
 
 #[cfg(test)]
