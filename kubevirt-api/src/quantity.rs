@@ -104,6 +104,16 @@ impl Quantity {
         Some(if self.negative { -v } else { v })
     }
 
+    /// The value in thousandths, rounded up (`100m` -> 100, `1` -> 1000): how Kubernetes compares
+    /// CPU requests (`MilliValue`). `None` if it does not fit an `i128`.
+    pub fn ceil_milli_i128(&self) -> Option<i128> {
+        Self {
+            exp10: self.exp10.checked_add(3)?,
+            ..*self
+        }
+        .ceil_i128()
+    }
+
     /// The value in bytes (or units), for sizes: must be non-negative and fit a `u64`.
     pub fn to_bytes(&self) -> Result<u64, QuantityError> {
         let range = || QuantityError::Range(self.to_string());
@@ -131,6 +141,15 @@ pub fn bytes_of(
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn milli_values_round_up() {
+        let m = |s: &str| Quantity::parse(s).unwrap().ceil_milli_i128().unwrap();
+        assert_eq!(
+            (m("100m"), m("1"), m("1.5"), m("1n"), m("2Ki")),
+            (100, 1000, 1500, 1, 2_048_000)
+        );
+    }
 
     #[test]
     fn parses_the_usual_forms() {

@@ -81,6 +81,20 @@ impl ApiError {
         e
     }
 
+    /// 409 `Conflict` with a message of its own (e.g. binding a pod that is already bound).
+    pub fn conflict_message(res: &Resource, name: &str, message: &str) -> Self {
+        let mut e = Self::new(
+            409,
+            "Conflict",
+            format!(
+                "Operation cannot be fulfilled on {} \"{name}\": {message}",
+                res.qualified()
+            ),
+        );
+        e.details = Some(json!({"name": name, "group": res.group, "kind": res.plural}));
+        e
+    }
+
     /// 409 for server-side apply conflicts with other field managers.
     pub fn apply_conflicts(
         res: &Resource,

@@ -6,14 +6,24 @@
 //! - [`semantics`]: the API server's rules as pure functions (selectors, patches, schemas,
 //!   create/update rules).
 //! - [`server`]: HTTP(S) routing, discovery, OpenAPI, watches, admission, garbage collection.
+//! - [`plane`]: the local control plane's controllers (scheduler, workloads), run by `up`.
+//! - [`recorder`]: the events the local controllers record.
+//! - [`scheduler`]: the local kube-scheduler (binds pending pods to nodes).
+//! - [`serviceaccounts`]: default service accounts, the root CA ConfigMap, the `kubernetes` Service.
 //! - [`setup`]: the data directory: TLS material, the bearer token and the kubeconfig.
+//! - [`workloads`]: the ReplicaSet, Deployment and DaemonSet controllers.
 //! - [`up`]: the whole local system in one process (API server, CRDs, controllers, node agent).
 #![deny(missing_docs)]
 
 pub mod error;
+pub mod plane;
+pub mod recorder;
 pub mod registry;
+pub mod scheduler;
 pub mod semantics;
 pub mod server;
+pub mod serviceaccounts;
 pub mod setup;
 pub mod storage;
 pub mod up;
+pub mod workloads;

@@ -3,7 +3,8 @@
 //! on it, the VirtualMachine and VirtualMachineInstanceReplicaSet controllers, and the node agent that runs a `kubevirt-launcher` per
 //! VMI on this machine. The controllers are the same code `kubevirt-controller run|node` runs
 //! against a real cluster (one [`Controllers`] set); here they talk to the local server through
-//! its kubeconfig.
+//! its kubeconfig. Beside them run the local control plane's own controllers ([`crate::plane`]:
+//! the scheduler and the workload controllers).
 //!
 //! Readiness is announced once, when the whole plane is ready (the API serving, the CRDs
 //! established, the controllers started): `/readyz` turns 200, the kubeconfig appears (written
@@ -190,6 +191,11 @@ pub async fn run(
     ensure_crds(&client).await?;
     state.readiness.open(CRDS_GATE);
 
+    let published = crate::serviceaccounts::Published {
+        ca_pem: tls.ca_pem.clone(),
+        api: address,
+    };
+    let plane = crate::plane::LocalControllers::start(client.clone(), Some(published));
     let mut controllers = Controllers::new(client, kubevirt_controller::logging::sync_outcome);
     controllers.start_cluster_controllers();
     if let Some(node) = opts.node {
@@ -219,6 +225,7 @@ pub async fn run(
 
     shutdown.await;
     controllers.stop().await;
+    plane.stop().await;
     let _ = stop_api.send(true);
     let _ = api.await;
     if let Some(ready) = &opts.ready_file {

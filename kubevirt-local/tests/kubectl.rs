@@ -408,14 +408,6 @@ fn typed_create_generators_send_protobuf_and_work() {
         "Opaque"
     );
     assert!(s.ok(&["-n", "vms", "get", "sa"]).contains("virt"));
-    let err = s.fails(
-        &["-n", "vms", "create", "deployment", "web", "--image=nginx"],
-        None,
-    );
-    assert!(
-        err.contains("send JSON"),
-        "unsupported kinds say what to do: {err}"
-    );
 }
 
 #[test]

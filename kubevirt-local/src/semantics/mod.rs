@@ -10,3 +10,5 @@ pub mod patch;
 pub mod protobuf;
 pub mod schema;
 pub mod selector;
+pub mod token;
+pub mod workloads;

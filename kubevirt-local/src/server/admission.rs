@@ -1,7 +1,8 @@
 //! Admission: what runs between decoding a write and storing it. Structural-schema pruning,
 //! defaulting and validation for every custom resource, then, for KubeVirt and CDI kinds, the
 //! defaulting and validation upstream runs in its webhooks (kubevirt-api's `defaults` and
-//! `validation`).
+//! `validation`). Built-in workload kinds get upstream's rules the controllers rely on
+//! (`semantics::workloads`).
 
 use crate::error::ApiError;
 use crate::registry::Resource;
@@ -82,6 +83,11 @@ pub fn admit(
             }
         }
         schema_causes = checked.causes;
+    }
+    if op != Operation::Status && res.builtin {
+        schema_causes.extend(crate::semantics::workloads::validate(
+            &res.group, &res.kind, obj,
+        ));
     }
     // The schema's causes (types, required fields, CEL rules) alone, when no typed check follows.
     let schema_only = |warnings: Vec<String>| {

@@ -87,6 +87,11 @@ pub fn resources(registry: &Registry, group: &str, version: &str) -> Option<Valu
         }
         if r.kind == "Pod" && r.group.is_empty() {
             list.push(json!({"name": "pods/log", "singularName": "", "namespaced": true, "kind": "Pod", "verbs": ["get"]}));
+            list.push(json!({"name": "pods/binding", "singularName": "", "namespaced": true, "kind": "Binding", "verbs": ["create"]}));
+        }
+        if r.kind == "ServiceAccount" && r.group.is_empty() {
+            list.push(json!({"name": "serviceaccounts/token", "singularName": "", "namespaced": true, "group": "authentication.k8s.io",
+                "version": "v1", "kind": "TokenRequest", "verbs": ["create"]}));
         }
     }
     if list.is_empty() {

@@ -62,7 +62,10 @@ fn authorized(state: &State, headers: &HeaderMap, route: Option<&Route>) -> bool
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|t| constant_time_eq(t.trim().as_bytes(), token.as_bytes()))
+        .is_some_and(|t| {
+            constant_time_eq(t.trim().as_bytes(), token.as_bytes())
+                || objects::service_account_of(state, t.trim()).is_some()
+        })
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

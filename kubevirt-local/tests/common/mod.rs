@@ -2,6 +2,8 @@
 //! installed kubectl (with its own cache dir) and by kube-rs.
 #![allow(dead_code)]
 
+pub mod plane;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -1,10 +1,14 @@
-//! Object endpoints: list, get, create, update, patch, delete, and the status and scale
-//! subresources. Every read-modify-write happens inside one storage transaction, so concurrent
+//! Object endpoints: list, get, create, update, patch, delete, and the status, scale and
+//! binding subresources. Every read-modify-write happens inside one storage transaction, so concurrent
 //! writers see 409 Conflict, never a lost update.
 
+mod binding;
 mod delete;
 mod read;
 mod scale;
+mod token;
+
+pub(crate) use token::service_account_of;
 mod write;
 
 use super::admission::FieldValidation;
@@ -116,7 +120,8 @@ pub fn handle(state: &State, req: &Request<'_>) -> Result<Reply, ApiError> {
     if let Some(s) = sub {
         let known = (s == "status" && res.status)
             || (s == "scale" && res.scale.is_some())
-            || (s == "log" && res.kind == "Pod");
+            || (matches!(s, "log" | "binding") && res.kind == "Pod" && res.group.is_empty())
+            || (s == "token" && res.kind == "ServiceAccount" && res.group.is_empty());
         if !known {
             return Err(ApiError::no_route());
         }
@@ -125,6 +130,8 @@ pub fn handle(state: &State, req: &Request<'_>) -> Result<Reply, ApiError> {
         ("GET", None, None) => read::list(state, &res, t, req),
         ("POST", None, None) => write::create(state, &res, t, req),
         ("DELETE", None, None) => delete::delete_collection(state, &res, t, req),
+        ("POST", Some(name), Some("binding")) => binding::bind(state, &res, t, name, req),
+        ("POST", Some(name), Some("token")) => token::create_token(state, &res, t, name, req),
         ("GET", Some(name), Some("scale")) => scale::get_scale(state, &res, &ns, name),
         ("GET", Some(_), Some("log")) => Ok(Reply {
             code: 200,
@@ -161,8 +168,11 @@ pub(super) fn versioned(res: &Resource, version: &str, obj: Value) -> Value {
 
 pub(super) fn parse_body(body: &[u8]) -> Result<Value, ApiError> {
     if body.starts_with(crate::semantics::protobuf::MAGIC) {
-        return crate::semantics::protobuf::decode(body)
-            .map_err(|e| ApiError::unsupported_media(e.to_string()));
+        use crate::semantics::protobuf::{ProtobufError, decode};
+        return decode(body).map_err(|e| match e {
+            ProtobufError::Unsupported(_) => ApiError::unsupported_media(e.to_string()),
+            ProtobufError::Malformed { .. } => ApiError::bad_request(e.to_string()),
+        });
     }
     if let Ok(v) = serde_json::from_slice(body) {
         return Ok(v);

@@ -1,0 +1,251 @@
+//! The local scheduler: binds pods without `spec.nodeName` to a node through the `pods/binding`
+//! subresource, as kube-scheduler does, with its default filters (node ready and schedulable,
+//! taints/tolerations, `nodeSelector` and required node affinity, resource requests including
+//! extended resources such as `devices.kubevirt.io/kvm`) and its least-allocated score.
+//!
+//! Only pods whose `spec.schedulerName` is `default-scheduler` are handled. A pod that fits
+//! nowhere stays `Pending` with `PodScheduled=False`, reason `Unschedulable`, upstream's message
+//! (`0/1 nodes are available: 1 Insufficient memory.`) and a `FailedScheduling` event; it is
+//! tried again whenever a pod or node changes. The scheduler talks to the API server only
+//! through kube-rs (watches of pods and nodes, the binding and status subresources, events).
+
+pub mod fit;
+pub mod placement;
+pub mod resources;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+
+use crate::recorder::{EventType, record};
+use fit::Decision;
+
+/// The `spec.schedulerName` this scheduler serves.
+pub const SCHEDULER_NAME: &str = "default-scheduler";
+
+/// Even without a change, pending pods are looked at again this often.
+const RESYNC: Duration = Duration::from_secs(10);
+
+fn now() -> String {
+    jiff::Timestamp::now()
+        .round(jiff::Unit::Second)
+        .unwrap_or_else(|_| jiff::Timestamp::now())
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+/// Is `pod` one for this scheduler to place?
+pub fn wants_scheduling(pod: &Pod) -> bool {
+    let Some(spec) = &pod.spec else { return false };
+    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+    spec.node_name.as_deref().is_none_or(str::is_empty)
+        && spec.scheduler_name.as_deref().unwrap_or(SCHEDULER_NAME) == SCHEDULER_NAME
+        && pod.metadata.deletion_timestamp.is_none()
+        && !matches!(phase, Some("Succeeded" | "Failed"))
+}
+
+/// The scheduler's state between passes.
+struct Scheduler {
+    client: Client,
+    pods: Store<Pod>,
+    nodes: Store<Node>,
+    /// Pods bound by this scheduler that the watch has not shown bound yet (upstream's
+    /// "assumed" pods), so their requests count at once: uid -> the pod as bound.
+    assumed: HashMap<String, Pod>,
+}
+
+impl Scheduler {
+    /// Look at every pending pod once.
+    async fn pass(&mut self, on_sync: &impl Fn(Result<String, String>)) {
+        let nodes: Vec<Node> = self.nodes.state().iter().map(|n| (**n).clone()).collect();
+        let mut pods: Vec<Pod> = self.pods.state().iter().map(|p| (**p).clone()).collect();
+        // Forget assumptions the watch has caught up with (or whose pods are gone).
+        self.assumed.retain(|uid, _| {
+            pods.iter()
+                .find(|p| p.metadata.uid.as_deref() == Some(uid))
+                .is_some_and(wants_scheduling)
+        });
+        for p in &mut pods {
+            if let Some(bound) = p.metadata.uid.as_ref().and_then(|u| self.assumed.get(u)) {
+                *p = bound.clone();
+            }
+        }
+        let mut pending: Vec<Pod> = pods
+            .iter()
+            .filter(|p| wants_scheduling(p))
+            .cloned()
+            .collect();
+        // Oldest first, as upstream's queue orders by priority then arrival.
+        pending.sort_by(|a, b| {
+            let prio = |p: &Pod| p.spec.as_ref().and_then(|s| s.priority).unwrap_or(0);
+            prio(b).cmp(&prio(a)).then_with(|| {
+                a.metadata
+                    .creation_timestamp
+                    .cmp(&b.metadata.creation_timestamp)
+            })
+        });
+        for pod in pending {
+            let who = format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any());
+            let decision = match fit::decide(&pod, &nodes, &pods) {
+                Ok(d) => d,
+                Err(bad) => Decision::Unschedulable(format!("invalid resource request: {bad}")),
+            };
+            let outcome = match decision {
+                Decision::Bind(node) => match self.bind(&pod, &node).await {
+                    Ok(bound) => {
+                        if let Some(slot) =
+                            pods.iter_mut().find(|p| p.metadata.uid == pod.metadata.uid)
+                        {
+                            *slot = bound;
+                        }
+                        Ok(format!("{who} bound to {node}"))
+                    }
+                    Err(e) => Err(format!("binding {who} to {node}: {e}")),
+                },
+                Decision::Unschedulable(message) => self
+                    .unschedulable(&pod, &message)
+                    .await
+                    .map(|_| format!("{who} unschedulable: {message}"))
+                    .map_err(|e| format!("marking {who} unschedulable: {e}")),
+            };
+            on_sync(outcome);
+        }
+    }
+
+    async fn bind(&mut self, pod: &Pod, node: &str) -> Result<Pod, kube::Error> {
+        let ns = pod.namespace().unwrap_or_default();
+        let name = pod.name_any();
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
+        let binding = json!({"apiVersion": "v1", "kind": "Binding",
+            "metadata": {"name": name, "namespace": ns},
+            "target": {"apiVersion": "v1", "kind": "Node", "name": node}});
+        let _: serde_json::Value = api
+            .create_subresource("binding", &name, &PostParams::default(), &binding)
+            .await?;
+        let mut bound = pod.clone();
+        if let Some(spec) = bound.spec.as_mut() {
+            spec.node_name = Some(node.to_string());
+        }
+        if let Some(uid) = &pod.metadata.uid {
+            self.assumed.insert(uid.clone(), bound.clone());
+        }
+        let message = format!("Successfully assigned {ns}/{name} to {node}");
+        record(
+            &self.client,
+            SCHEDULER_NAME,
+            pod,
+            EventType::Normal,
+            "Scheduled",
+            &message,
+        )
+        .await;
+        Ok(bound)
+    }
+
+    /// Set `PodScheduled=False/Unschedulable` with `message` and record a `FailedScheduling`
+    /// event, unless the pod already says exactly that.
+    async fn unschedulable(&self, pod: &Pod, message: &str) -> Result<(), kube::Error> {
+        let conditions = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.clone())
+            .unwrap_or_default();
+        let same = conditions.iter().any(|c| {
+            c.type_ == "PodScheduled"
+                && c.status == "False"
+                && c.reason.as_deref() == Some("Unschedulable")
+                && c.message.as_deref() == Some(message)
+        });
+        if same {
+            return Ok(());
+        }
+        let mut list: Vec<serde_json::Value> = conditions
+            .iter()
+            .filter(|c| c.type_ != "PodScheduled")
+            .filter_map(|c| serde_json::to_value(c).ok())
+            .collect();
+        list.push(
+            json!({"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+            "message": message, "lastProbeTime": null, "lastTransitionTime": now()}),
+        );
+        let api: Api<Pod> =
+            Api::namespaced(self.client.clone(), &pod.namespace().unwrap_or_default());
+        let patch = json!({"status": {"phase": "Pending", "conditions": list}});
+        api.patch_status(
+            &pod.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await?;
+        record(
+            &self.client,
+            SCHEDULER_NAME,
+            pod,
+            EventType::Warning,
+            "FailedScheduling",
+            message,
+        )
+        .await;
+        Ok(())
+    }
+}
+
+/// Run the scheduler until `shutdown` resolves; `on_sync` hears every binding and every
+/// unschedulable verdict.
+pub async fn run(
+    client: Client,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    on_sync: impl Fn(Result<String, String>) + Send + 'static,
+) {
+    let (pods, pod_writer) = reflector::store::<Pod>();
+    let (nodes, node_writer) = reflector::store::<Node>();
+    let pod_events = watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .reflect(pod_writer)
+        .map(|_| ());
+    let node_events = watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .reflect(node_writer)
+        .map(|_| ());
+    let ticks = tokio_stream_ticks(RESYNC);
+    let mut changes =
+        futures::stream::select(futures::stream::select(pod_events, node_events), ticks)
+            .ready_chunks(256)
+            .take_until(shutdown)
+            .boxed();
+    let mut s = Scheduler {
+        client,
+        pods: pods.clone(),
+        nodes: nodes.clone(),
+        assumed: HashMap::new(),
+    };
+    let (pods_ready, nodes_ready) = (pods.wait_until_ready(), nodes.wait_until_ready());
+    tokio::pin!(pods_ready, nodes_ready);
+    // Decide only on a full view of the cluster (each future is polled until it is done, never
+    // after).
+    let (mut have_pods, mut have_nodes) = (false, false);
+    while changes.next().await.is_some() {
+        have_pods = have_pods || futures::poll!(&mut pods_ready).is_ready();
+        have_nodes = have_nodes || futures::poll!(&mut nodes_ready).is_ready();
+        if !(have_pods && have_nodes) {
+            continue;
+        }
+        s.pass(&on_sync).await;
+    }
+}
+
+/// A stream that yields every `period`.
+fn tokio_stream_ticks(period: Duration) -> impl futures::Stream<Item = ()> {
+    futures::stream::unfold(tokio::time::interval(period), |mut i| async move {
+        i.tick().await;
+        Some(((), i))
+    })
+}
