@@ -8,7 +8,7 @@
 //! - [`install`]: the CRDs, installed or updated on a cluster.
 //! - [`controllers`]: the set of controllers a process runs, with one stop, and the client
 //!   connection.
-//! - [`cli`]: the `kubevirt-controller` commands: `run`, `node`, `crds`, `validate`.
+//! - [`cli`]: the `kubevirt-controller` commands: `run`, `node`, `api`, `crds`, `validate`.
 #![deny(missing_docs)]
 
 pub mod api;

@@ -1,0 +1,91 @@
+//! `kubevirt-controller api`'s server on its own (what a cluster's APIService reaches): TLS with
+//! the given certificate; discovery for anyone; a lifecycle request without credentials is 401
+//! as a metav1.Status; a path it does not serve is 404.
+
+#[allow(unused_imports)]
+mod common;
+
+use std::process::Command;
+
+use common::Cluster;
+use kubevirt_controller::api::agents::{Addressing, NodeAgents};
+use kubevirt_controller::api::serve::{serve_tls, tls_config};
+use kubevirt_controller::api::{Authentication, Subresources};
+
+fn curl(args: &[&str]) -> (String, String) {
+    let o = Command::new("curl")
+        .args(["-s", "-w", "\n%{http_code}"])
+        .args(args)
+        .output()
+        .expect("curl is installed");
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or((&text, ""));
+    (body.to_string(), code.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_standalone_server_authenticates_callers() {
+    let c = Cluster::start(false).await;
+    let certs = c.dir.join("serving");
+    std::fs::create_dir_all(&certs).unwrap();
+    kubevirt_local::setup::tls(&certs).unwrap();
+    let tls = tls_config(&certs.join("tls.crt"), &certs.join("tls.key"), None).unwrap();
+    let app = Subresources {
+        client: c.client.clone(),
+        agents: NodeAgents {
+            addressing: Addressing::NodePort(8186),
+            token: "t".into(),
+        },
+        authentication: Authentication::Cluster,
+    }
+    .router();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!(
+        "https://localhost:{}",
+        listener.local_addr().unwrap().port()
+    );
+    tokio::spawn(serve_tls(listener, app, tls, std::future::pending()));
+    let ca = certs.join("ca.crt");
+    let ca = ca.to_str().unwrap().to_string();
+
+    let (url2, ca2) = (url.clone(), ca.clone());
+    let (body, code) = tokio::task::spawn_blocking(move || {
+        curl(&[
+            "--cacert",
+            &ca2,
+            &format!("{url2}/apis/subresources.kubevirt.io/v1"),
+        ])
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, "200", "{body}");
+    assert!(body.contains("virtualmachines/start"), "{body}");
+
+    let (url2, ca2) = (url.clone(), ca.clone());
+    let (body, code) = tokio::task::spawn_blocking(move || {
+        curl(&[
+            "--cacert",
+            &ca2,
+            "-X",
+            "PUT",
+            &format!("{url2}/apis/subresources.kubevirt.io/v1/namespaces/default/virtualmachines/vm1/start"),
+        ])
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, "401", "{body}");
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(status["kind"], "Status");
+    assert_eq!(status["reason"], "Unauthorized");
+
+    let (body, code) = tokio::task::spawn_blocking(move || {
+        curl(&[
+            "--cacert",
+            &ca,
+            &format!("{url}/apis/subresources.kubevirt.io/v2/nothing"),
+        ])
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, "404", "{body}");
+}
