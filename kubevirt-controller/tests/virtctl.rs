@@ -3,7 +3,8 @@
 //! (the guest really stops: typed input gets no echo until unpause), the console in a
 //! pseudo-terminal (typed `uname` reaches the guest and its answer comes back, `Ctrl+]` leaves,
 //! a second client disconnects the first), dry runs change nothing, upstream's error words,
-//! `create vm | kubectl apply`, and a websocket upgrade without a token is refused.
+//! soft reboot, `expose`, `create vm | kubectl apply`, and a websocket upgrade without a token
+//! is refused.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -26,6 +27,8 @@ metadata: {{name: demo}}
 spec:
   runStrategy: Always
   template:
+    metadata:
+      labels: {{app: demo}}
     spec:
       terminationGracePeriodSeconds: 10
       domain:
@@ -404,6 +407,49 @@ fn virtctl_drives_the_demo_vm_through_the_subresource_api() {
         "{o:?}"
     );
 
+    // Soft reboot: the guest boots again in the same VMI (its console shows a second boot).
+    let third = running_uid(k).unwrap();
+    let out = ok(&virtctl(k, &["soft-reboot", "demo"]));
+    assert_eq!(out.trim(), "VMI demo was scheduled to soft reboot");
+    let console = Console::attach(k);
+    eventually("the guest booted twice", || {
+        (console.text().matches("demo-vm# ").count() >= 1
+            && console
+                .text()
+                .matches("cloud-init: hostname demo-vm")
+                .count()
+                >= 2)
+            .then_some(())
+    });
+    drop(console);
+    assert_eq!(running_uid(k).as_deref(), Some(third.as_str()));
+
+    // expose: a Service selecting the VM template's labels.
+    let out = ok(&virtctl(
+        k,
+        &[
+            "expose",
+            "vm",
+            "demo",
+            "--name",
+            "demo-http",
+            "--port",
+            "80",
+        ],
+    ));
+    assert_eq!(
+        out.trim(),
+        "Service demo-http successfully exposed for vm demo"
+    );
+    assert_eq!(
+        jsonpath(k, "service/demo-http", "{.spec.selector.app}"),
+        "demo"
+    );
+    assert_eq!(
+        jsonpath(k, "service/demo-http", "{.spec.ports[0].port}"),
+        "80"
+    );
+
     // create vm | kubectl apply.
     let manifest = ok(&virtctl(
         k,
@@ -421,5 +467,14 @@ fn virtctl_drives_the_demo_vm_through_the_subresource_api() {
     eventually("the created VM Stopped", || {
         (jsonpath(k, "vm/created", "{.status.printableStatus}") == "Stopped").then_some(())
     });
+    let o = virtctl(
+        k,
+        &["expose", "vm", "created", "--name", "x", "--port", "80"],
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stderr)
+            .contains("cannot expose VirtualMachine without any label: created"),
+        "{o:?}"
+    );
     drop(plane);
 }

@@ -1,11 +1,12 @@
 //! `virtctl`, as upstream's users type it: `start`, `stop`, `restart`, `pause vm|vmi`,
-//! `unpause vm|vmi`, `soft-reboot`, `console`, `vnc`, `version`, `create vm`, with kubectl's
+//! `unpause vm|vmi`, `soft-reboot`, `console`, `vnc`, `version`, `create vm`, `expose`, with kubectl's
 //! connection flags (`--kubeconfig`, `--context`, `-n`). The binary (`virtctl`, or
 //! `kubectl-virt` for `kubectl virt`) is [`main`].
 
 pub mod connect;
 pub mod console;
 pub mod create;
+pub mod expose;
 pub mod lifecycle;
 pub mod term;
 
@@ -118,6 +119,9 @@ pub enum Command {
     },
     /// Print the client and server version information.
     Version,
+    /// Expose a virtual machine instance, virtual machine, or virtual machine instance replica
+    /// set as a new service.
+    Expose(expose::ExposeFlags),
     /// Create a manifest for the specified kind.
     Create {
         /// What to create.
@@ -270,6 +274,7 @@ pub async fn run(cli: Cli) -> Result<(), VirtctlError> {
             println!("Server Version: {}", version_info(&server));
             Ok(())
         }
+        Command::Expose(flags) => expose::run(&conn, &flags).await,
         Command::Create { .. } => Ok(()),
     }
 }
