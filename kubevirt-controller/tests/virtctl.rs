@@ -478,3 +478,86 @@ fn virtctl_drives_the_demo_vm_through_the_subresource_api() {
     );
     drop(plane);
 }
+
+/// `create vm --instancetype u1.nano --preference alpine` as a VM that runs: upstream's common
+/// bundles applied with kubectl, the VMI sized by the instancetype and completed by the
+/// preference, both pinned by ControllerRevisions so editing the instancetype later changes no
+/// existing VM (a restart keeps the pinned size).
+#[test]
+fn an_instancetype_sizes_the_vmi_pinned_by_a_controller_revision() {
+    let dir = tempdir("virtctl-instancetype");
+    let image = demo_image(&dir);
+    let plane = Plane::start(&dir);
+    let k = plane.kubeconfig();
+    for bundle in [
+        "kubevirt-common-clusterinstancetypes-bundle.yaml",
+        "kubevirt-common-clusterpreferences-bundle.yaml",
+    ] {
+        let path = kubevirt_testsupport::fixture(bundle);
+        ok(&kubectl(k, &["apply", "-f", path.to_str().unwrap()], None));
+    }
+    let manifest = ok(&virtctl(
+        k,
+        &[
+            "create",
+            "vm",
+            "--name=sized",
+            "--instancetype=u1.nano",
+            "--preference=alpine",
+        ],
+    ));
+    let mut vm: serde_json::Value = serde_saphyr::from_str(&manifest).unwrap();
+    // The demo guest boots from a kernel in its image (create vm has no flag for that).
+    vm["spec"]["template"]["spec"]["domain"]["firmware"] = serde_json::json!({"kernelBoot":
+        {"container": {"image": image, "kernelPath": "/boot/demo.elf"}}});
+    vm["spec"]["template"]["spec"]["domain"]["devices"] =
+        serde_json::json!({"autoattachPodInterface": false});
+    vm["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = serde_json::json!(5);
+    ok(&kubectl(k, &["apply", "-f", "-"], Some(&vm.to_string())));
+
+    let vmi_size = || {
+        jsonpath(
+            k,
+            "vmi/sized",
+            "{.spec.domain.cpu.sockets} {.spec.domain.memory.guest} {.spec.domain.devices.rng}",
+        )
+    };
+    let uid = |k: &Path| {
+        let s = jsonpath(k, "vmi/sized", "{.metadata.uid} {.status.phase}");
+        let (u, p) = s.split_once(' ')?;
+        (p == "Running").then(|| u.to_string())
+    };
+    let first = eventually("the sized VMI Running", || uid(k));
+    assert_eq!(vmi_size(), "1 512Mi {}");
+    let revision = jsonpath(
+        k,
+        "vm/sized",
+        "{.status.instancetypeRef.controllerRevisionRef.name}",
+    );
+    assert!(revision.starts_with("sized-u1.nano-"), "{revision}");
+    ok(&kubectl(k, &["get", "controllerrevision", &revision], None));
+    let pref = jsonpath(
+        k,
+        "vm/sized",
+        "{.status.preferenceRef.controllerRevisionRef.name}",
+    );
+    assert!(pref.starts_with("sized-alpine-"), "{pref}");
+
+    // Editing the instancetype does not resize the VM: its revision is pinned.
+    ok(&kubectl(
+        k,
+        &[
+            "patch",
+            "virtualmachineclusterinstancetype",
+            "u1.nano",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"memory":{"guest":"1Gi"}}}"#,
+        ],
+        None,
+    ));
+    ok(&virtctl(k, &["restart", "sized"]));
+    eventually("a new sized VMI Running", || uid(k).filter(|u| *u != first));
+    assert_eq!(vmi_size(), "1 512Mi {}");
+    drop(plane);
+}
