@@ -255,6 +255,22 @@ fn virtctl_drives_the_demo_vm_through_the_subresource_api() {
     let groups = ok(&kubectl(k, &["get", "--raw", "/apis"], None));
     assert!(groups.contains("subresources.kubevirt.io/v1"), "{groups}");
     ok(&kubectl(k, &["api-resources"], None));
+    // kubectl finds the plugin on the PATH: `kubectl virt` is virtctl.
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_kubectl-virt"))
+        .parent()
+        .unwrap();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let plugin = Command::new("kubectl")
+        .env("KUBECONFIG", k)
+        .env("PATH", path)
+        .args(["virt", "version"])
+        .output()
+        .unwrap();
+    assert!(ok(&plugin).contains("Server Version: "), "{plugin:?}");
     let version = ok(&virtctl(k, &["version"]));
     assert!(
         version.contains("Client Version: ") && version.contains("Server Version: "),
@@ -396,8 +412,21 @@ fn virtctl_drives_the_demo_vm_through_the_subresource_api() {
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(vm_status(k), "Stopped");
 
+    // A console opened while the VM is stopped waits (--timeout) and attaches once it runs.
+    let mut waiting = Console::attach(k);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        !waiting.text().contains("Successfully connected"),
+        "{}",
+        waiting.text()
+    );
+
     // Start: Running again, on a third VMI.
     ok(&virtctl(k, &["start", "demo"]));
+    waiting.wait_for("The escape sequence is ^]", 0);
+    waiting.wait_for("demo-vm# ", 0);
+    waiting.type_(&[0x1d]);
+    assert!(waiting.exit().success(), "{}", waiting.text());
     eventually("the VM Running again", || {
         running_uid(k).filter(|u| *u != first && *u != second)
     });
