@@ -243,6 +243,8 @@ pub async fn serve(
             r = listener.accept() => r?,
             _ = &mut shutdown => return Ok(()),
         };
+        // Interactive streams (a console's keystrokes) must not wait on Nagle.
+        let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let app = app.clone();
         tokio::spawn(async move {
