@@ -14,106 +14,12 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kubevirt_local::up::{NodeOptions, Started, UpOptions, run};
-use kubevirt_testsupport::{Profile, demo_image, eventually, kubectl, launcher_binary, tempdir};
+use kubevirt_testsupport::{Profile, demo_image, eventually, kubectl, tempdir};
+use support::Plane;
+
+mod support;
 
 const VIRTCTL: &str = env!("CARGO_BIN_EXE_virtctl");
-
-fn vm(image: &str) -> String {
-    format!(
-        r#"apiVersion: kubevirt.io/v1
-kind: VirtualMachine
-metadata: {{name: demo}}
-spec:
-  runStrategy: Always
-  template:
-    metadata:
-      labels: {{app: demo}}
-    spec:
-      terminationGracePeriodSeconds: 10
-      domain:
-        memory: {{guest: 64Mi}}
-        firmware:
-          kernelBoot:
-            container: {{image: "{image}", kernelPath: /boot/demo.elf}}
-        devices:
-          autoattachPodInterface: false
-          disks:
-          - name: cloudinit
-            disk: {{bus: virtio}}
-      volumes:
-      - name: cloudinit
-        cloudInitNoCloud:
-          userData: |
-            #cloud-config
-            hostname: demo-vm
-"#
-    )
-}
-
-/// `up` on its own runtime thread; stopped (launchers and all) on drop.
-struct Plane {
-    started: Started,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Plane {
-    fn start(dir: &Path) -> Plane {
-        let launcher = launcher_binary(Profile::Debug);
-        let opts = UpOptions {
-            data_dir: dir.join("data"),
-            listen: "127.0.0.1:0".parse().unwrap(),
-            watch_history: 10_000,
-            node: Some(NodeOptions {
-                node_name: "local".into(),
-                launcher,
-                launcher_args: vec![],
-            }),
-            ready_file: None,
-        };
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let (ready_tx, ready) = std::sync::mpsc::channel();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let shutdown = async move {
-                    let _ = stopped.await;
-                };
-                run(opts, shutdown, move |s| ready_tx.send(s.clone()).unwrap())
-                    .await
-                    .unwrap();
-            });
-        });
-        let started = ready
-            .recv_timeout(Duration::from_secs(60))
-            .expect("up is ready");
-        Plane {
-            started,
-            stop: Some(stop),
-            thread: Some(thread),
-        }
-    }
-
-    fn kubeconfig(&self) -> &Path {
-        &self.started.kubeconfig
-    }
-}
-
-impl Drop for Plane {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
 
 fn virtctl(kubeconfig: &Path, args: &[&str]) -> Output {
     Command::new(VIRTCTL)
@@ -239,7 +145,7 @@ impl Drop for Console {
 fn virtctl_drives_the_demo_vm_through_the_subresource_api() {
     let dir = tempdir("virtctl");
     let image = demo_image(&dir);
-    let plane = Plane::start(&dir);
+    let plane = Plane::start(&dir, Profile::Debug);
     let k = plane.kubeconfig();
 
     // Discovery: the group is served and listed.
@@ -297,7 +203,11 @@ fn virtctl_drives_the_demo_vm_through_the_subresource_api() {
         "{o:?}"
     );
 
-    ok(&kubectl(k, &["apply", "-f", "-"], Some(&vm(&image))));
+    ok(&kubectl(
+        k,
+        &["apply", "-f", "-"],
+        Some(&support::demo_vm(&image)),
+    ));
     let first = eventually("a Running VMI", || running_uid(k));
     eventually("the VM Running", || {
         (vm_status(k) == "Running").then_some(())
@@ -516,7 +426,7 @@ fn virtctl_drives_the_demo_vm_through_the_subresource_api() {
 fn an_instancetype_sizes_the_vmi_pinned_by_a_controller_revision() {
     let dir = tempdir("virtctl-instancetype");
     let image = demo_image(&dir);
-    let plane = Plane::start(&dir);
+    let plane = Plane::start(&dir, Profile::Debug);
     let k = plane.kubeconfig();
     for bundle in [
         "kubevirt-common-clusterinstancetypes-bundle.yaml",

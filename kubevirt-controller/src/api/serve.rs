@@ -114,6 +114,7 @@ pub async fn serve_tls(
             r = listener.accept() => r?,
             _ = &mut shutdown => return Ok(()),
         };
+        let _ = tcp.set_nodelay(true);
         let (acceptor, app) = (acceptor.clone(), app.clone());
         tokio::spawn(async move {
             let Ok(stream) = acceptor.accept(tcp).await else {

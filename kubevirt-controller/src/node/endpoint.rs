@@ -82,6 +82,8 @@ pub async fn serve(listener: TcpListener, config: EndpointConfig) {
         let Ok((conn, _)) = listener.accept().await else {
             continue;
         };
+        // Console keystrokes are single bytes: no Nagle delay on them.
+        let _ = conn.set_nodelay(true);
         next += 1;
         let (config, consoles, id) = (config.clone(), consoles.clone(), next);
         tokio::spawn(async move {
@@ -200,6 +202,7 @@ pub async fn call(
     let conn = TcpStream::connect(address)
         .await
         .map_err(|source| AgentCallError::Connect { address, source })?;
+    let _ = conn.set_nodelay(true);
     let mut conn = BufReader::new(conn);
     let mut line = serde_json::to_string(request).map_err(AgentCallError::Encode)?;
     line.push('\n');
