@@ -7,6 +7,7 @@ use kube::{Api, Client, ResourceExt};
 use kubevirt_api::core::v1::{VirtualMachine, VirtualMachineInstance};
 use serde_json::{Value, json};
 
+use super::decide::{self, Change, Facts};
 use super::options::{RestartOptions, StartOptions, StopOptions, is_dry_run};
 use super::status::ApiError;
 use crate::vm::instance::{is_deleting, is_final, phase};
@@ -33,13 +34,6 @@ impl Target {
         let vmi = vmis.get_opt(name).await.map_err(ApiError::from_kube)?;
         let strategy = RunStrategy::of(&vm.spec).map_err(|e| ApiError::conflict(VM, name, e))?;
         Ok(Self { vm, vmi, strategy })
-    }
-
-    /// The instance, if it runs or is on its way (not final, not being deleted).
-    fn live(&self) -> Option<&VirtualMachineInstance> {
-        self.vmi
-            .as_ref()
-            .filter(|v| !is_final(v) && !is_deleting(v))
     }
 
     fn pending_requests(&self) -> bool {
@@ -112,11 +106,6 @@ async fn set_grace(
     vmi: &VirtualMachineInstance,
     seconds: i64,
 ) -> Result<(), ApiError> {
-    if seconds < 0 {
-        return Err(ApiError::bad_request(format!(
-            "gracePeriod: must be 0 or more, not {seconds}"
-        )));
-    }
     let ns = vmi.namespace().unwrap_or_default();
     let vmis: Api<VirtualMachineInstance> = Api::namespaced(client.clone(), &ns);
     let patch = json!({"spec": {"terminationGracePeriodSeconds": seconds}});
@@ -130,6 +119,36 @@ async fn set_grace(
     Ok(())
 }
 
+impl Target {
+    fn facts(&self) -> Facts {
+        let present = self.vmi.as_ref().filter(|v| !is_final(v));
+        Facts {
+            strategy: self.strategy,
+            present: present.map(|v| v.uid().unwrap_or_default()),
+            live: present.is_some_and(|v| !is_deleting(v)),
+            running: present.is_some_and(|v| !is_deleting(v) && phase(v) == "Running"),
+            pending: self.pending_requests(),
+        }
+    }
+
+    /// Makes `change` (after `grace`, if given, on the instance).
+    async fn make(
+        &self,
+        client: &Client,
+        change: Change,
+        grace: Option<i64>,
+    ) -> Result<(), ApiError> {
+        if let (Some(g), Some(vmi)) = (grace, self.vmi.as_ref()) {
+            set_grace(client, vmi, g).await?;
+        }
+        match change {
+            Change::SetStrategy(s) => set_strategy(client, &self.vm, s).await,
+            Change::Requests(r) => add_requests(client, &self.vm, r).await,
+            Change::GraceOnly => Ok(()),
+        }
+    }
+}
+
 /// PUT `.../virtualmachines/{name}/start`.
 pub async fn start(
     client: &Client,
@@ -139,38 +158,12 @@ pub async fn start(
 ) -> Result<(), ApiError> {
     let dry = is_dry_run(&opts.dry_run)?;
     let t = Target::get(client, ns, name).await?;
-    let running = t.live().is_some_and(|v| phase(v) == "Running");
-    match t.strategy {
-        RunStrategy::Always | RunStrategy::Once if running => {
-            return Err(ApiError::conflict(VM, name, "VM is already running"));
-        }
-        RunStrategy::Always | RunStrategy::Once | RunStrategy::WaitAsReceiver => {
-            let why = format!("{} does not support manual start requests", t.strategy);
-            return Err(ApiError::conflict(VM, name, why));
-        }
-        _ if t.live().is_some() && t.strategy != RunStrategy::Halted => {
-            return Err(ApiError::conflict(VM, name, "VM is already running"));
-        }
-        _ => {}
-    }
-    if t.pending_requests() {
-        return Err(ApiError::conflict(
-            VM,
-            name,
-            "VM has pending state change requests",
-        ));
-    }
+    let change =
+        decide::start(&t.facts(), opts.paused).map_err(|why| ApiError::conflict(VM, name, why))?;
     if dry {
         return Ok(());
     }
-    let mut request = json!({"action": "Start"});
-    if opts.paused {
-        request["data"] = json!({"paused": "true"});
-    }
-    if t.strategy == RunStrategy::Halted && !opts.paused {
-        return set_strategy(client, &t.vm, RunStrategy::Always).await;
-    }
-    add_requests(client, &t.vm, vec![request]).await
+    t.make(client, change, None).await
 }
 
 /// PUT `.../virtualmachines/{name}/stop`.
@@ -181,29 +174,14 @@ pub async fn stop(
     opts: StopOptions,
 ) -> Result<(), ApiError> {
     let dry = is_dry_run(&opts.dry_run)?;
+    check_grace(opts.grace_period)?;
     let t = Target::get(client, ns, name).await?;
-    let live = t.vmi.as_ref().filter(|v| !is_final(v));
-    let Some(vmi) = live else {
-        return Err(ApiError::conflict(VM, name, "VM is not running"));
-    };
-    // Halted with an instance still there: it is stopping; only a shorter grace period helps.
-    if t.strategy == RunStrategy::Halted && opts.grace_period.is_none() {
-        return Err(ApiError::conflict(VM, name, "VM is not running"));
-    }
+    let change = decide::stop(&t.facts(), opts.grace_period)
+        .map_err(|why| ApiError::conflict(VM, name, why))?;
     if dry {
         return Ok(());
     }
-    if let Some(g) = opts.grace_period {
-        set_grace(client, vmi, g).await?;
-    }
-    match t.strategy {
-        RunStrategy::Halted => Ok(()),
-        RunStrategy::Manual => {
-            let uid = vmi.uid().unwrap_or_default();
-            add_requests(client, &t.vm, vec![json!({"action": "Stop", "uid": uid})]).await
-        }
-        _ => set_strategy(client, &t.vm, RunStrategy::Halted).await,
-    }
+    t.make(client, change, opts.grace_period).await
 }
 
 /// PUT `.../virtualmachines/{name}/restart`.
@@ -214,35 +192,21 @@ pub async fn restart(
     opts: RestartOptions,
 ) -> Result<(), ApiError> {
     let dry = is_dry_run(&opts.dry_run)?;
+    check_grace(opts.grace_period_seconds)?;
     let t = Target::get(client, ns, name).await?;
-    if t.strategy == RunStrategy::Halted {
-        let why = format!("{} does not support manual restart requests", t.strategy);
-        return Err(ApiError::conflict(VM, name, why));
-    }
-    let Some(vmi) = t.live() else {
-        return Err(ApiError::conflict(VM, name, "VM is not running"));
-    };
-    if t.pending_requests() {
-        return Err(ApiError::conflict(
-            VM,
-            name,
-            "VM has pending state change requests",
-        ));
-    }
+    let change = decide::restart(&t.facts()).map_err(|why| ApiError::conflict(VM, name, why))?;
     if dry {
         return Ok(());
     }
-    if let Some(g) = opts.grace_period_seconds {
-        set_grace(client, vmi, g).await?;
+    t.make(client, change, opts.grace_period_seconds).await
+}
+
+/// A grace period must not be negative.
+fn check_grace(grace: Option<i64>) -> Result<(), ApiError> {
+    match grace {
+        Some(g) if g < 0 => Err(ApiError::bad_request(format!(
+            "gracePeriod: must be 0 or more, not {g}"
+        ))),
+        _ => Ok(()),
     }
-    let uid = vmi.uid().unwrap_or_default();
-    add_requests(
-        client,
-        &t.vm,
-        vec![
-            json!({"action": "Stop", "uid": uid}),
-            json!({"action": "Start"}),
-        ],
-    )
-    .await
 }

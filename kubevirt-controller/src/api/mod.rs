@@ -14,6 +14,7 @@
 pub mod agents;
 pub mod auth;
 pub mod console;
+pub mod decide;
 pub mod discovery;
 pub mod instance;
 pub mod lifecycle;
