@@ -271,6 +271,14 @@ fn virtctl_drives_the_demo_vm_through_the_subresource_api() {
         .then_some(())
     });
 
+    // No guest agent runs in the demo guest: upstream's answer.
+    let o = virtctl(k, &["guestosinfo", "demo"]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("VMI does not have guest agent connected"),
+        "{o:?}"
+    );
+
     // Ctrl+] leaves.
     console.type_(&[0x1d]);
     assert!(console.exit().success(), "{}", console.text());

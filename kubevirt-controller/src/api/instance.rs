@@ -110,3 +110,21 @@ pub async fn act(
     agents.call(client, &node, op, (ns, name, &uid)).await?;
     Ok(())
 }
+
+/// GET `.../virtualmachineinstances/{name}/guestosinfo|userlist|filesystemlist`: what the guest
+/// agent reports; no guest here runs one, which is said as upstream says it.
+pub async fn guest_info(
+    client: &Client,
+    ns: &str,
+    name: &str,
+) -> Result<axum::response::Response, ApiError> {
+    let vmi = get(client, ns, name).await?;
+    if phase(&vmi) != "Running" {
+        return Err(ApiError::conflict(VMI, name, "VMI is not running"));
+    }
+    Err(ApiError::conflict(
+        VMI,
+        name,
+        "VMI does not have guest agent connected",
+    ))
+}

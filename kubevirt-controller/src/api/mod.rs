@@ -1,6 +1,7 @@
 //! The subresource API, `subresources.kubevirt.io` (upstream's virt-api): discovery, `version`,
 //! `healthz`, the VM lifecycle (`start`, `stop`, `restart`), the VMI actions (`pause`,
-//! `unpause`, `softreboot`, `freeze`, `unfreeze`) and the `console` stream.
+//! `unpause`, `softreboot`, `freeze`, `unfreeze`), the guest agent's `guestosinfo`, `userlist`
+//! and `filesystemlist` (no guest runs an agent: upstream's 409) and the `console` stream.
 //!
 //! [`Subresources::router`] is a plain axum router over the full paths
 //! (`/apis/subresources.kubevirt.io/...`): `kubevirt-local up` routes that prefix to it behind
@@ -228,13 +229,18 @@ async fn vmi_stream(
     mut parts: Parts,
 ) -> Result<Response, ApiError> {
     known_version(&t.version)?;
-    if !matches!(t.action.as_str(), "console" | "vnc") {
+    if !matches!(
+        t.action.as_str(),
+        "console" | "vnc" | "guestosinfo" | "userlist" | "filesystemlist"
+    ) {
         return Err(ApiError::no_route());
     }
     api.check(&parts, access("get", "virtualmachineinstances", &t))
         .await?;
-    if t.action == "vnc" {
-        return console::vnc(&api.client, &t.namespace, &t.name).await;
+    match t.action.as_str() {
+        "vnc" => return console::vnc(&api.client, &t.namespace, &t.name).await,
+        "console" => {}
+        _ => return instance::guest_info(&api.client, &t.namespace, &t.name).await,
     }
     let upgrade = WebSocketUpgrade::from_request_parts(&mut parts, &())
         .await

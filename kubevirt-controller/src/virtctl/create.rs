@@ -244,6 +244,27 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// Any volume flag value parses or is refused with the flag's name; never a panic.
+        #[test]
+        fn volume_flags_never_panic(s in ".{0,60}") {
+            if let Err(e) = params("volume-pvc", &s) {
+                proptest::prop_assert!(e.to_string().starts_with("--volume-pvc"), "{}", e);
+            }
+        }
+
+        /// A well-formed value keeps its source and name (images may carry colons in tags).
+        #[test]
+        fn well_formed_volume_flags_round_trip(
+            src in "[a-z0-9./-]{1,20}(:[a-z0-9.]{1,8})?",
+            name in "[a-z0-9-]{1,20}",
+        ) {
+            let p = params("volume-containerdisk", &format!("src:{src},name:{name}")).unwrap();
+            proptest::prop_assert_eq!(p["src"].as_str(), Some(src.as_str()));
+            proptest::prop_assert_eq!(p["name"].as_str(), Some(name.as_str()));
+        }
+    }
+
     #[test]
     fn bad_flags_name_the_flag() {
         let e = create(&["vm", "--run-strategy=Sometimes"]).unwrap_err();

@@ -117,6 +117,11 @@ pub enum Command {
         /// The VMI.
         name: String,
     },
+    /// Return guest agent info about the operating system.
+    Guestosinfo {
+        /// The VMI.
+        name: String,
+    },
     /// Print the client and server version information.
     Version,
     /// Expose a virtual machine instance, virtual machine, or virtual machine instance replica
@@ -275,6 +280,14 @@ pub async fn run(cli: Cli) -> Result<(), VirtctlError> {
             Ok(())
         }
         Command::Expose(flags) => expose::run(&conn, &flags).await,
+        Command::Guestosinfo { name } => {
+            let path = conn.path("virtualmachineinstances", &name, "guestosinfo");
+            let info = conn.get_json(&path).await?;
+            let text = serde_json::to_string_pretty(&info)
+                .map_err(|e| VirtctlError::Failed(e.to_string()))?;
+            println!("{text}");
+            Ok(())
+        }
         Command::Create { .. } => Ok(()),
     }
 }
