@@ -33,7 +33,10 @@ async fn the_standalone_server_authenticates_callers() {
     let app = Subresources {
         client: c.client.clone(),
         agents: NodeAgents {
-            addressing: Addressing::NodePort(8186),
+            addressing: Addressing::NodePort {
+                port: 8186,
+                tls: None,
+            },
             token: "t".into(),
         },
         authentication: Authentication::Cluster,
@@ -88,4 +91,52 @@ async fn the_standalone_server_authenticates_callers() {
     .await
     .unwrap();
     assert_eq!(code, "404", "{body}");
+}
+
+/// The node agent's endpoint over TLS (across nodes): a caller trusting the agents' CA gets the
+/// agent's own answer (here: no launcher runs that VMI), a wrong token is refused, and a plain
+/// TCP caller gets nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_agent_endpoint_speaks_tls() {
+    use kubevirt_controller::node::endpoint::{
+        self, AgentCallError, AgentOp, AgentRequest, AgentTls, EndpointConfig,
+    };
+    let dir = kubevirt_testsupport::tempdir("agent-tls");
+    kubevirt_local::setup::tls(&dir).unwrap();
+    let server = tls_config(&dir.join("tls.crt"), &dir.join("tls.key"), None).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let config = EndpointConfig {
+        run_root: dir.join("run"),
+        token: "secret".into(),
+    };
+    tokio::spawn(endpoint::serve_tls(listener, config, server));
+    let ca = std::fs::read(dir.join("ca.crt")).unwrap();
+    let tls = AgentTls::trusting(&ca, "localhost".into()).unwrap();
+    let request = |token: &str| AgentRequest {
+        token: token.into(),
+        op: AgentOp::Pause,
+        namespace: "default".into(),
+        name: "vm1".into(),
+        uid: "0123456789".into(),
+    };
+    let e = endpoint::call(address, &request("secret"), Some(&tls))
+        .await
+        .err()
+        .expect("no launcher runs vm1");
+    let AgentCallError::Refused(why) = e else {
+        panic!("the agent itself answers: {e}");
+    };
+    assert!(why.contains("control.sock"), "{why}");
+    let e = endpoint::call(address, &request("guess"), Some(&tls))
+        .await
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("token is wrong"), "{e}");
+    let plain = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        endpoint::call(address, &request("secret"), None),
+    )
+    .await;
+    assert!(!matches!(plain, Ok(Ok(_))), "a plain caller is not served");
 }

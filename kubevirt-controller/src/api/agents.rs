@@ -8,18 +8,22 @@ use std::net::SocketAddr;
 use k8s_openapi::api::core::v1::Node;
 use kube::{Api, Client};
 use tokio::io::BufReader;
-use tokio::net::TcpStream;
 
 use super::status::ApiError;
-use crate::node::endpoint::{self, AgentCallError, AgentOp, AgentRequest};
+use crate::node::endpoint::{self, AgentCallError, AgentOp, AgentRequest, AgentTls, Duplex};
 
 /// Where node agents listen.
 #[derive(Clone, Debug)]
 pub enum Addressing {
     /// Known addresses by node name (the embedded plane's own agent).
     Fixed(HashMap<String, SocketAddr>),
-    /// This port on each node's InternalIP (read from its Node object).
-    NodePort(u16),
+    /// This port on each node's InternalIP (read from its Node object), over TLS if given.
+    NodePort {
+        /// The port.
+        port: u16,
+        /// How to verify the agents (`None`: plain TCP).
+        tls: Option<AgentTls>,
+    },
 }
 
 /// The node agents of a cluster.
@@ -45,7 +49,7 @@ impl NodeAgents {
             Addressing::Fixed(map) => map.get(node).copied().ok_or_else(|| {
                 ApiError::internal(format!("no node agent is known for node {node:?}"))
             }),
-            Addressing::NodePort(port) => {
+            Addressing::NodePort { port, .. } => {
                 let nodes: Api<Node> = Api::all(client.clone());
                 let n = nodes.get(node).await.map_err(ApiError::from_kube)?;
                 let ip = n
@@ -71,7 +75,7 @@ impl NodeAgents {
         node: &str,
         op: AgentOp,
         vmi: (&str, &str, &str),
-    ) -> Result<BufReader<TcpStream>, ApiError> {
+    ) -> Result<BufReader<Box<dyn Duplex>>, ApiError> {
         let address = self.address(client, node).await?;
         let (namespace, name, uid) = vmi;
         let request = AgentRequest {
@@ -81,7 +85,11 @@ impl NodeAgents {
             name: name.into(),
             uid: uid.into(),
         };
-        endpoint::call(address, &request)
+        let tls = match &self.addressing {
+            Addressing::NodePort { tls, .. } => tls.as_ref(),
+            Addressing::Fixed(_) => None,
+        };
+        endpoint::call(address, &request, tls)
             .await
             .map_err(|e| match e {
                 AgentCallError::Refused(why) => ApiError::internal(why),

@@ -11,6 +11,7 @@ use crate::api::agents::{Addressing, NodeAgents};
 use crate::api::serve::{front_proxy_ca, serve_tls, tls_config};
 use crate::api::{Authentication, Subresources};
 use crate::controllers::connect;
+use crate::node::endpoint::AgentTls;
 
 /// Arguments of `kubevirt-controller api`.
 #[derive(Debug, clap::Args)]
@@ -33,6 +34,21 @@ pub struct ApiArgs {
     /// A file holding the node agents' token (`--endpoint-token-file` of the agents).
     #[arg(long)]
     pub node_agent_token_file: PathBuf,
+    /// The CA (PEM) the node agents' endpoint certificates chain to: reach them over TLS
+    /// (without it: plain TCP, for a trusted network only).
+    #[arg(long)]
+    pub node_agent_ca_file: Option<PathBuf>,
+    /// The name the node agents' certificates carry.
+    #[arg(long, default_value = crate::node::endpoint::AGENT_SERVER_NAME)]
+    pub node_agent_server_name: String,
+}
+
+/// The client TLS configuration trusting the CA in `path`.
+pub(super) fn agent_tls(path: &std::path::Path, server_name: String) -> Result<AgentTls, CliError> {
+    let pem =
+        std::fs::read(path).map_err(|e| CliError::Setup(format!("{}: {e}", path.display())))?;
+    AgentTls::trusting(&pem, server_name)
+        .map_err(|e| CliError::Setup(format!("{}: {e}", path.display())))
 }
 
 /// Reads a token file (trimmed); an empty one is refused.
@@ -52,6 +68,10 @@ pub(super) fn read_token(path: &std::path::Path) -> Result<String, CliError> {
 
 pub(super) fn run(args: ApiArgs, out: &mut dyn Write) -> Result<ExitCode, CliError> {
     let token = read_token(&args.node_agent_token_file)?;
+    let agent_tls = match &args.node_agent_ca_file {
+        Some(ca) => Some(agent_tls(ca, args.node_agent_server_name.clone())?),
+        None => None,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -64,7 +84,10 @@ pub(super) fn run(args: ApiArgs, out: &mut dyn Write) -> Result<ExitCode, CliErr
         let app = Subresources {
             client,
             agents: NodeAgents {
-                addressing: Addressing::NodePort(args.node_agent_port),
+                addressing: Addressing::NodePort {
+                    port: args.node_agent_port,
+                    tls: agent_tls,
+                },
                 token,
             },
             authentication: Authentication::Cluster,

@@ -75,11 +75,20 @@ pub(super) fn node(args: NodeArgs, out: &mut dyn Write) -> Result<ExitCode, CliE
                 "kubevirt-controller: node agent endpoint on {}",
                 listener.local_addr()?
             )?;
-            let run_root = config.run_root.clone();
-            tokio::spawn(node::endpoint::serve(
-                listener,
-                node::endpoint::EndpointConfig { run_root, token },
-            ));
+            let endpoint = node::endpoint::EndpointConfig {
+                run_root: config.run_root.clone(),
+                token,
+            };
+            match (&args.endpoint_tls_cert_file, &args.endpoint_tls_key_file) {
+                (Some(cert), Some(key)) => {
+                    let tls = crate::api::serve::tls_config(cert, key, None)
+                        .map_err(|e| CliError::Setup(e.to_string()))?;
+                    tokio::spawn(node::endpoint::serve_tls(listener, endpoint, tls));
+                }
+                _ => {
+                    tokio::spawn(node::endpoint::serve(listener, endpoint));
+                }
+            }
         }
         let mut set = Controllers::new(client, crate::logging::sync_outcome);
         set.start_node_agent(config);

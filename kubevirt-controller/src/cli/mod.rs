@@ -100,6 +100,13 @@ pub struct NodeArgs {
     /// A file holding the token the endpoint's callers must send.
     #[arg(long)]
     pub endpoint_token_file: Option<PathBuf>,
+    /// Serve the endpoint over TLS with this certificate (PEM; for the name the API verifies,
+    /// `kubevirt-node-agent` by default) ...
+    #[arg(long, requires = "endpoint_tls_key_file")]
+    pub endpoint_tls_cert_file: Option<PathBuf>,
+    /// ... and this key.
+    #[arg(long, requires = "endpoint_tls_cert_file")]
+    pub endpoint_tls_key_file: Option<PathBuf>,
 }
 
 /// Output formats.

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use kubevirt_launcher_protocol::{CONSOLE_SOCKET, Client, Request};
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream, UnixStream};
 use tokio::sync::Notify;
 
@@ -73,8 +73,35 @@ pub struct EndpointConfig {
 /// The console connection per VMI uid: a new one notifies the one before to leave.
 type Consoles = Arc<Mutex<HashMap<String, (u64, Arc<Notify>)>>>;
 
-/// Serves the endpoint on `listener` until the task is dropped.
+/// A connection to or from the endpoint: plain TCP, or TLS over it.
+pub trait Duplex: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Duplex for T {}
+
+/// The server name node agents' certificates carry (`--endpoint-tls-cert-file`) unless the API
+/// is told another (`--node-agent-server-name`).
+pub const AGENT_SERVER_NAME: &str = "kubevirt-node-agent";
+
+/// Serves the endpoint on `listener` (plain TCP: loopback, or a trusted network) until the task
+/// is dropped.
 pub async fn serve(listener: TcpListener, config: EndpointConfig) {
+    serve_on(listener, config, None).await;
+}
+
+/// [`serve`] over TLS (across nodes: the token and the console never cross the network in the
+/// clear).
+pub async fn serve_tls(
+    listener: TcpListener,
+    config: EndpointConfig,
+    tls: Arc<rustls::ServerConfig>,
+) {
+    serve_on(listener, config, Some(tokio_rustls::TlsAcceptor::from(tls))).await;
+}
+
+async fn serve_on(
+    listener: TcpListener,
+    config: EndpointConfig,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
     let config = Arc::new(config);
     let consoles: Consoles = Arc::default();
     let mut next = 0u64;
@@ -85,14 +112,24 @@ pub async fn serve(listener: TcpListener, config: EndpointConfig) {
         // Console keystrokes are single bytes: no Nagle delay on them.
         let _ = conn.set_nodelay(true);
         next += 1;
-        let (config, consoles, id) = (config.clone(), consoles.clone(), next);
+        let (config, consoles, id, tls) = (config.clone(), consoles.clone(), next, tls.clone());
         tokio::spawn(async move {
+            let conn: Box<dyn Duplex> = match tls {
+                None => Box::new(conn),
+                Some(acceptor) => match acceptor.accept(conn).await {
+                    Ok(c) => Box::new(c),
+                    Err(_) => return,
+                },
+            };
             let _ = handle(conn, &config, &consoles, id).await;
         });
     }
 }
 
-async fn reply(conn: &mut BufReader<TcpStream>, r: Result<(), String>) -> std::io::Result<()> {
+async fn reply(
+    conn: &mut BufReader<Box<dyn Duplex>>,
+    r: Result<(), String>,
+) -> std::io::Result<()> {
     let body = match r {
         Ok(()) => AgentReply {
             ok: true,
@@ -105,11 +142,13 @@ async fn reply(conn: &mut BufReader<TcpStream>, r: Result<(), String>) -> std::i
     };
     let mut line = serde_json::to_string(&body).map_err(std::io::Error::other)?;
     line.push('\n');
-    conn.get_mut().write_all(line.as_bytes()).await
+    let out = conn.get_mut();
+    out.write_all(line.as_bytes()).await?;
+    out.flush().await
 }
 
 async fn handle(
-    conn: TcpStream,
+    conn: Box<dyn Duplex>,
     config: &EndpointConfig,
     consoles: &Consoles,
     id: u64,
@@ -193,31 +232,78 @@ pub fn run_dir(run_root: &Path, namespace: &str, name: &str, uid: &str) -> Resul
     Ok(super::agent::run_dir_of(run_root, namespace, name, uid))
 }
 
-/// Connects to the endpoint at `address`, sends `request` and reads the answer line; on success
-/// the connection is returned (for `console`, the console), with what was read past the answer.
+/// How the API reaches agents over TLS: the CA their certificates chain to, and the name they
+/// carry.
+#[derive(Clone, Debug)]
+pub struct AgentTls {
+    /// The client configuration (roots: the agents' CA).
+    pub config: Arc<rustls::ClientConfig>,
+    /// The server name to verify ([`AGENT_SERVER_NAME`] by default).
+    pub server_name: String,
+}
+
+impl AgentTls {
+    /// Trusting the CA certificates in `pem`, verifying `server_name`.
+    pub fn trusting(pem: &[u8], server_name: String) -> Result<AgentTls, String> {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_pemfile::certs(&mut &pem[..]) {
+            let cert = cert.map_err(|e| e.to_string())?;
+            roots.add(cert).map_err(|e| e.to_string())?;
+        }
+        if roots.is_empty() {
+            return Err("no PEM certificate".into());
+        }
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        Ok(AgentTls {
+            config: Arc::new(config),
+            server_name,
+        })
+    }
+}
+
+/// Connects to the endpoint at `address` (over TLS if `tls`), sends `request` and reads the
+/// answer line; on success the connection is returned (for `console`, the console), with what
+/// was read past the answer.
 pub async fn call(
     address: std::net::SocketAddr,
     request: &AgentRequest,
-) -> Result<BufReader<TcpStream>, AgentCallError> {
-    let conn = TcpStream::connect(address)
-        .await
-        .map_err(|source| AgentCallError::Connect { address, source })?;
+    tls: Option<&AgentTls>,
+) -> Result<BufReader<Box<dyn Duplex>>, AgentCallError> {
+    let io = |source| AgentCallError::Connect { address, source };
+    let conn = TcpStream::connect(address).await.map_err(io)?;
     let _ = conn.set_nodelay(true);
+    let conn: Box<dyn Duplex> = match tls {
+        None => Box::new(conn),
+        Some(t) => {
+            let name =
+                rustls::pki_types::ServerName::try_from(t.server_name.clone()).map_err(|e| {
+                    AgentCallError::Refused(format!("server name {:?}: {e}", t.server_name))
+                })?;
+            let connector = tokio_rustls::TlsConnector::from(t.config.clone());
+            Box::new(connector.connect(name, conn).await.map_err(io)?)
+        }
+    };
     let mut conn = BufReader::new(conn);
     let mut line = serde_json::to_string(request).map_err(AgentCallError::Encode)?;
     line.push('\n');
-    conn.get_mut()
-        .write_all(line.as_bytes())
-        .await
-        .map_err(|source| AgentCallError::Connect { address, source })?;
+    let out = conn.get_mut();
+    out.write_all(line.as_bytes()).await.map_err(io)?;
+    out.flush().await.map_err(io)?;
     let mut answer = String::new();
     (&mut conn)
         .take(MAX_LINE)
         .read_line(&mut answer)
         .await
-        .map_err(|source| AgentCallError::Connect { address, source })?;
-    let reply: AgentReply =
-        serde_json::from_str(&answer).map_err(|e| AgentCallError::Refused(e.to_string()))?;
+        .map_err(io)?;
+    let reply: AgentReply = serde_json::from_str(&answer).map_err(|e| {
+        AgentCallError::Refused(format!("the node agent answered no JSON line: {e}"))
+    })?;
     if !reply.ok {
         return Err(AgentCallError::Refused(reply.error.unwrap_or_default()));
     }
