@@ -122,6 +122,25 @@ pub enum Command {
         /// The VMI.
         name: String,
     },
+    /// Forward local ports to a virtual machine (not available yet).
+    #[command(name = "port-forward")]
+    PortForward {
+        /// `vm/NAME` or `vmi/NAME` and the ports, as upstream takes them.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Open an SSH connection to a virtual machine (not available yet).
+    Ssh {
+        /// `USER@vm/NAME` and upstream's flags.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// SCP files from/to a virtual machine (not available yet).
+    Scp {
+        /// Sources and destination, as upstream takes them.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Print the client and server version information.
     Version,
     /// Expose a virtual machine instance, virtual machine, or virtual machine instance replica
@@ -224,6 +243,9 @@ pub async fn run(cli: Cli) -> Result<(), VirtctlError> {
         namespace: cli.namespace,
     };
     // Commands that need no cluster.
+    if let Command::PortForward { .. } | Command::Ssh { .. } | Command::Scp { .. } = &cli.command {
+        return Err(VirtctlError::Failed(NO_PORT_FORWARD.into()));
+    }
     if let Command::Create { what } = &cli.command {
         let namespace = opts.namespace.as_deref();
         print!("{}", create::render(what, namespace)?);
@@ -288,9 +310,15 @@ pub async fn run(cli: Cli) -> Result<(), VirtctlError> {
             println!("{text}");
             Ok(())
         }
-        Command::Create { .. } => Ok(()),
+        Command::Create { .. }
+        | Command::PortForward { .. }
+        | Command::Ssh { .. }
+        | Command::Scp { .. } => Ok(()),
     }
 }
+
+/// What `port-forward`, `ssh` and `scp` answer while the API has no port-forward stream.
+pub const NO_PORT_FORWARD: &str = "port-forward, ssh and scp are not available yet: the subresource API has no portforward stream (the demo guest has no TCP/IP service to reach); use virtctl console";
 
 /// `version.Info{GitVersion:"...", ...}` as upstream's virtctl prints it.
 fn version_info(v: &serde_json::Value) -> String {
@@ -305,4 +333,51 @@ fn version_info(v: &serde_json::Value) -> String {
         field("compiler"),
         field("platform")
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("virtctl").chain(args.iter().copied()))
+    }
+
+    #[tokio::test]
+    async fn ssh_and_port_forward_answer_clearly_without_a_cluster() {
+        for args in [
+            &["ssh", "cirros@vm/x", "-i", "key", "--command", "hostname"][..],
+            &["port-forward", "vm/x", "8080:80"][..],
+            &["scp", "a", "vm/x:b"][..],
+        ] {
+            let e = run(parse(args).unwrap()).await.unwrap_err();
+            assert_eq!(e.to_string(), NO_PORT_FORWARD);
+        }
+    }
+
+    #[test]
+    fn flags_are_upstreams_and_unknown_ones_are_usage_errors() {
+        let cli = parse(&["-n", "ns1", "stop", "vm1", "--force", "--grace-period", "0"]).unwrap();
+        assert_eq!(cli.namespace.as_deref(), Some("ns1"));
+        assert!(matches!(
+            cli.command,
+            Command::Stop {
+                force: true,
+                grace_period: 0,
+                ..
+            }
+        ));
+        let cli = parse(&["pause", "vmi", "x", "--dry-run"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Pause {
+                kind: Kind::Vmi,
+                dry_run: true,
+                ..
+            }
+        ));
+        let e = parse(&["stop", "--bogus", "vm1"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::UnknownArgument);
+        assert!(parse(&["pause", "pod", "x"]).is_err());
+    }
 }
