@@ -397,6 +397,21 @@ fn virtctl_drives_the_demo_vm_through_the_subresource_api() {
         "80"
     );
 
+    // start --paused: the new VMI's vCPUs are paused as soon as it runs; unpause lets it go.
+    ok(&virtctl(k, &["stop", "demo"]));
+    eventually("the VM Stopped", || {
+        (vm_status(k) == "Stopped").then_some(())
+    });
+    ok(&virtctl(k, &["start", "demo", "--paused"]));
+    eventually("the VM started Paused", || {
+        (vm_status(k) == "Paused").then_some(())
+    });
+    assert_eq!(jsonpath(k, "vmi/demo", "{.spec.startStrategy}"), "Paused");
+    ok(&virtctl(k, &["unpause", "vm", "demo"]));
+    eventually("the VM Running after unpause", || {
+        (vm_status(k) == "Running").then_some(())
+    });
+
     // create vm | kubectl apply.
     let manifest = ok(&virtctl(
         k,

@@ -162,7 +162,14 @@ async fn apply(
     let report = match found {
         Some(l) => {
             let mut l = l.lock().await;
-            let report = l.report().await;
+            let mut report = l.report().await;
+            // startStrategy: Paused — the guest is paused as soon as it runs.
+            if let Report::Status(s) = &report
+                && vmi.spec.start_strategy.as_deref() == Some("Paused")
+                && l.pause_at_start(s).await
+            {
+                report = l.report().await;
+            }
             if matches!(report, Report::Incompatible(_)) {
                 // Failed is final: its launcher goes too.
                 l.kill().await;
