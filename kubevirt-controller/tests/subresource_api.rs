@@ -140,3 +140,76 @@ async fn the_node_agent_endpoint_speaks_tls() {
     .await;
     assert!(!matches!(plain, Ok(Ok(_))), "a plain caller is not served");
 }
+
+/// The aggregator's front-proxy client certificate makes `X-Remote-User` trusted (the request
+/// goes on to authorisation); the same header without the certificate is not trusted (401).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn front_proxy_headers_are_trusted_only_with_its_certificate() {
+    let c = Cluster::start(false).await;
+    let dir = c.dir.join("front-proxy");
+    std::fs::create_dir_all(&dir).unwrap();
+    kubevirt_local::setup::tls(&dir).unwrap();
+    // The front-proxy CA and the aggregator's client certificate.
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "front-proxy-client");
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = params.signed_by(&key, &ca).unwrap();
+    std::fs::write(dir.join("client.crt"), cert.pem()).unwrap();
+    std::fs::write(dir.join("client.key"), key.serialize_pem()).unwrap();
+
+    let tls = tls_config(&dir.join("tls.crt"), &dir.join("tls.key"), Some(&ca.pem())).unwrap();
+    let app = Subresources {
+        client: c.client.clone(),
+        agents: NodeAgents {
+            addressing: Addressing::NodePort {
+                port: 8186,
+                tls: None,
+            },
+            token: "t".into(),
+        },
+        authentication: Authentication::Cluster,
+    }
+    .router();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!(
+        "https://localhost:{}/apis/subresources.kubevirt.io/v1/namespaces/default/virtualmachines/vm1/start",
+        listener.local_addr().unwrap().port()
+    );
+    tokio::spawn(serve_tls(listener, app, tls, std::future::pending()));
+    let path = |f: &str| dir.join(f).to_str().unwrap().to_string();
+    let (ca_file, crt, key_file) = (path("ca.crt"), path("client.crt"), path("client.key"));
+    let (with_cert, forged) = tokio::task::spawn_blocking(move || {
+        let common = [
+            "--cacert",
+            &ca_file,
+            "-X",
+            "PUT",
+            "-H",
+            "X-Remote-User: alice",
+        ];
+        let mut with = common.to_vec();
+        with.extend(["--cert", &crt, "--key", &key_file, &url]);
+        let mut without = common.to_vec();
+        without.push(&url);
+        (curl(&with), curl(&without))
+    })
+    .await
+    .unwrap();
+    assert_eq!(forged.1, "401", "{}", forged.0);
+    // Authenticated as alice: what follows is the cluster's SubjectAccessReview, which this
+    // test server does not serve (a real cluster does).
+    eprintln!("with the certificate: {} {}", with_cert.1, with_cert.0);
+    assert_ne!(with_cert.1, "401", "{}", with_cert.0);
+    assert_ne!(
+        with_cert.1, "000",
+        "the TLS handshake with the client certificate"
+    );
+}

@@ -66,7 +66,11 @@ pub async fn review_token(client: &Client, token: &str) -> Result<Caller, ApiErr
     let out = api
         .create(&PostParams::default(), &review)
         .await
-        .map_err(ApiError::from_kube)?;
+        .map_err(|e| {
+            ApiError::internal(format!(
+                "authenticating the caller through a TokenReview: {e}"
+            ))
+        })?;
     let status = out.status.unwrap_or_default();
     if status.authenticated != Some(true) {
         return Err(ApiError::unauthorized());
@@ -107,7 +111,11 @@ pub async fn authorize(
     let out = api
         .create(&PostParams::default(), &review)
         .await
-        .map_err(ApiError::from_kube)?;
+        .map_err(|e| {
+            ApiError::internal(format!(
+                "authorizing the request through a SubjectAccessReview: {e}"
+            ))
+        })?;
     if out.status.is_some_and(|s| s.allowed) {
         Ok(())
     } else {
