@@ -139,3 +139,54 @@ impl Connection {
         Ok(WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Client, None).await)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KUBECONFIG: &str = r#"apiVersion: v1
+kind: Config
+clusters:
+- name: c
+  cluster: {server: "https://127.0.0.1:1"}
+users:
+- name: u
+  user: {token: t}
+contexts:
+- name: first
+  context: {cluster: c, user: u, namespace: team-a}
+- name: second
+  context: {cluster: c, user: u}
+current-context: first
+"#;
+
+    #[tokio::test]
+    async fn namespace_and_context_are_kubectls() {
+        let dir = std::env::temp_dir().join(format!("virtctl-kubeconfig-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("config");
+        std::fs::write(&path, KUBECONFIG).unwrap();
+        let open = |context: Option<&str>, namespace: Option<&str>| ConnectOptions {
+            kubeconfig: Some(path.clone()),
+            context: context.map(String::from),
+            namespace: namespace.map(String::from),
+        };
+        // The current context's namespace, unless -n says otherwise.
+        let c = Connection::open(&open(None, None)).await.unwrap();
+        assert_eq!(c.namespace, "team-a");
+        let c = Connection::open(&open(None, Some("other"))).await.unwrap();
+        assert_eq!(c.namespace, "other");
+        // --context picks another; with no namespace there, `default`.
+        let c = Connection::open(&open(Some("second"), None)).await.unwrap();
+        assert_eq!(c.namespace, "default");
+        let e = Connection::open(&open(Some("nosuch"), None))
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("nosuch"), "{e}");
+        assert_eq!(
+            c.path("virtualmachines", "vm1", "start"),
+            "/apis/subresources.kubevirt.io/v1/namespaces/default/virtualmachines/vm1/start"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
