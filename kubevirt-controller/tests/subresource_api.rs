@@ -133,6 +133,28 @@ async fn the_node_agent_endpoint_speaks_tls() {
         .err()
         .unwrap();
     assert!(e.to_string().contains("token is wrong"), "{e}");
+    // The console over TLS: a console socket that echoes stands for the launcher's.
+    let run_dir = endpoint::run_dir(&dir.join("run"), "default", "vm1", "0123456789").unwrap();
+    std::fs::create_dir_all(&run_dir).unwrap();
+    let console = tokio::net::UnixListener::bind(run_dir.join("console.sock")).unwrap();
+    tokio::spawn(async move {
+        let (mut s, _) = console.accept().await.unwrap();
+        let (mut r, mut w) = s.split();
+        let _ = tokio::io::copy(&mut r, &mut w).await;
+    });
+    let mut attach = request("secret");
+    attach.op = AgentOp::Console;
+    let mut stream = endpoint::call(address, &attach, Some(&tls)).await.unwrap();
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let inner = stream.get_mut();
+        inner.write_all(b"uname\r").await.unwrap();
+        inner.flush().await.unwrap();
+        let mut echoed = [0u8; 6];
+        stream.read_exact(&mut echoed).await.unwrap();
+        assert_eq!(&echoed, b"uname\r");
+    }
+
     let plain = tokio::time::timeout(
         std::time::Duration::from_secs(5),
         endpoint::call(address, &request("secret"), None),

@@ -83,7 +83,8 @@ where
                 Message::Close(_) => break,
                 _ => continue,
             };
-            if wr.write_all(&data).await.is_err() {
+            // A TLS stream (an agent on another node) holds writes until flushed.
+            if wr.write_all(&data).await.is_err() || wr.flush().await.is_err() {
                 break;
             }
         }
