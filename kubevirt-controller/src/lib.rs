@@ -1,14 +1,17 @@
 //! KubeVirt controllers and the node agent, for any cluster (the local control plane embeds
 //! them too).
 //!
+//! - [`api`]: the subresource API (`subresources.kubevirt.io`, upstream's virt-api).
+//! - [`virtctl`]: the `virtctl` commands.
 //! - [`vm`]: the VirtualMachine controller (VM → VMI per run strategy, status back).
 //! - [`node`]: the node agent (a `kubevirt-launcher` per VMI on the node, status back).
 //! - [`install`]: the CRDs, installed or updated on a cluster.
 //! - [`controllers`]: the set of controllers a process runs, with one stop, and the client
 //!   connection.
-//! - [`cli`]: the `kubevirt-controller` commands: `run`, `node`, `crds`, `validate`.
+//! - [`cli`]: the `kubevirt-controller` commands: `run`, `node`, `api`, `crds`, `validate`.
 #![deny(missing_docs)]
 
+pub mod api;
 pub mod cli;
 pub mod controllers;
 pub mod install;
@@ -17,4 +20,5 @@ pub mod node;
 pub mod replicaset;
 mod runtime;
 pub mod signal;
+pub mod virtctl;
 pub mod vm;

@@ -16,9 +16,12 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use kubevirt_controller::api::agents::{Addressing, NodeAgents};
+use kubevirt_controller::api::{Authentication, Subresources};
 use kubevirt_controller::controllers::{ConnectError, Controllers, client_for};
 use kubevirt_controller::install::{InstallError, ensure_crds};
 use kubevirt_controller::node::NodeConfig;
+use kubevirt_controller::node::endpoint::{self, EndpointConfig};
 use serde_json::json;
 use tokio::sync::watch;
 
@@ -126,6 +129,39 @@ impl Started {
     }
 }
 
+/// Starts the local node agent's endpoint (console, pause, ...) on the loopback address of the
+/// API server's family, with a fresh token; the subresource API reaches the agent through it.
+async fn serve_node_endpoint(
+    node_name: &str,
+    run_root: PathBuf,
+    listen: &SocketAddr,
+) -> Result<NodeAgents, UpError> {
+    let loopback: SocketAddr = if listen.is_ipv6() {
+        "[::1]:0".parse().unwrap_or(*listen)
+    } else {
+        "127.0.0.1:0".parse().unwrap_or(*listen)
+    };
+    let listener = tokio::net::TcpListener::bind(loopback)
+        .await
+        .map_err(|source| UpError::Listen {
+            address: loopback,
+            source,
+        })?;
+    let address = listener.local_addr().map_err(|source| UpError::Listen {
+        address: loopback,
+        source,
+    })?;
+    let token = uuid::Uuid::new_v4().simple().to_string();
+    tokio::spawn(endpoint::serve(
+        listener,
+        EndpointConfig {
+            run_root,
+            token: token.clone(),
+        },
+    ));
+    Ok(NodeAgents::single(node_name, address, token))
+}
+
 fn remove_stale(path: &Path) -> Result<(), UpError> {
     match std::fs::remove_file(path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(UpError::Io {
@@ -196,8 +232,24 @@ pub async fn run(
         api: address,
     };
     let plane = crate::plane::LocalControllers::start(client.clone(), Some(published));
-    let mut controllers = Controllers::new(client, kubevirt_controller::logging::sync_outcome);
+    let mut controllers =
+        Controllers::new(client.clone(), kubevirt_controller::logging::sync_outcome);
     controllers.start_cluster_controllers();
+    let agents = match &opts.node {
+        Some(node) => serve_node_endpoint(&node.node_name, dir.join("vmis"), &opts.listen).await?,
+        None => NodeAgents {
+            addressing: Addressing::Fixed(Default::default()),
+            token: String::new(),
+        },
+    };
+    let _ = state.subresources.set(
+        Subresources {
+            client,
+            agents,
+            authentication: Authentication::Done,
+        }
+        .router(),
+    );
     if let Some(node) = opts.node {
         controllers.start_node_agent(NodeConfig {
             node_name: node.node_name,

@@ -43,6 +43,10 @@ pub(super) fn node(args: NodeArgs, out: &mut dyn Write) -> Result<ExitCode, CliE
         None => node::host_name().map_err(CliError::HostName)?,
     };
     let launcher = args.launcher.unwrap_or_else(node::default_launcher);
+    let endpoint_token = match &args.endpoint_token_file {
+        Some(path) => Some(super::api::read_token(path)?),
+        None => None,
+    };
     let config = NodeConfig {
         node_name,
         launcher,
@@ -64,6 +68,28 @@ pub(super) fn node(args: NodeArgs, out: &mut dyn Write) -> Result<ExitCode, CliE
             config.launcher.display()
         )?;
         out.flush()?;
+        if let (Some(listen), Some(token)) = (args.endpoint_listen, endpoint_token) {
+            let listener = tokio::net::TcpListener::bind(listen).await?;
+            writeln!(
+                out,
+                "kubevirt-controller: node agent endpoint on {}",
+                listener.local_addr()?
+            )?;
+            let endpoint = node::endpoint::EndpointConfig {
+                run_root: config.run_root.clone(),
+                token,
+            };
+            match (&args.endpoint_tls_cert_file, &args.endpoint_tls_key_file) {
+                (Some(cert), Some(key)) => {
+                    let tls = crate::api::serve::tls_config(cert, key, None)
+                        .map_err(|e| CliError::Setup(e.to_string()))?;
+                    tokio::spawn(node::endpoint::serve_tls(listener, endpoint, tls));
+                }
+                _ => {
+                    tokio::spawn(node::endpoint::serve(listener, endpoint));
+                }
+            }
+        }
         let mut set = Controllers::new(client, crate::logging::sync_outcome);
         set.start_node_agent(config);
         set.run_until(crate::signal::terminated()).await;

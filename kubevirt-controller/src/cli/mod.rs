@@ -1,5 +1,6 @@
 //! Command-line interface of the `kubevirt-controller` binary.
 
+mod api;
 mod controllers;
 mod crds;
 mod validate;
@@ -58,6 +59,9 @@ pub enum Command {
     /// Run the node agent: a `kubevirt-launcher` for every VMI on this node, its state written
     /// back on the VMI; deleting a VMI shuts its guest down first.
     Node(NodeArgs),
+    /// Serve the subresource API (`subresources.kubevirt.io`: start, stop, console, ...) over
+    /// TLS for the cluster's APIService, authenticating callers through the cluster.
+    Api(api::ApiArgs),
 }
 
 /// Arguments of `kubevirt-controller node`.
@@ -89,6 +93,20 @@ pub struct NodeArgs {
     /// control plane needs.
     #[arg(long)]
     pub only_scheduled: bool,
+    /// Serve the agent's endpoint (console, pause, ... for the subresource API) here, e.g.
+    /// `0.0.0.0:8186`; needs --endpoint-token-file.
+    #[arg(long, requires = "endpoint_token_file")]
+    pub endpoint_listen: Option<std::net::SocketAddr>,
+    /// A file holding the token the endpoint's callers must send.
+    #[arg(long)]
+    pub endpoint_token_file: Option<PathBuf>,
+    /// Serve the endpoint over TLS with this certificate (PEM; for the name the API verifies,
+    /// `kubevirt-node-agent` by default) ...
+    #[arg(long, requires = "endpoint_tls_key_file")]
+    pub endpoint_tls_cert_file: Option<PathBuf>,
+    /// ... and this key.
+    #[arg(long, requires = "endpoint_tls_cert_file")]
+    pub endpoint_tls_key_file: Option<PathBuf>,
 }
 
 /// Output formats.
@@ -118,6 +136,9 @@ pub enum CliError {
     /// The CRDs could not be installed.
     #[error(transparent)]
     Install(#[from] crate::install::InstallError),
+    /// A file or setting the command needs is unusable.
+    #[error("{0}")]
+    Setup(String),
 }
 
 /// Run a parsed command line, writing results to `out`.
@@ -135,6 +156,10 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<ExitCode, CliError> {
         Command::Node(args) => {
             crate::logging::init(cli.log_format);
             controllers::node(args, out)
+        }
+        Command::Api(args) => {
+            crate::logging::init(cli.log_format);
+            api::run(args, out)
         }
     }
 }

@@ -132,11 +132,18 @@ async fn reconcile(
 
 /// The run directory of `vmi` (`<run_root>/<ns>/<name>-<uid[..8]>`).
 pub fn run_dir(vmi: &VirtualMachineInstance, config: &NodeConfig) -> PathBuf {
-    let uid = vmi.uid().unwrap_or_default();
-    config
-        .run_root
-        .join(vmi.namespace().unwrap_or_default())
-        .join(format!("{}-{}", vmi.name_any(), &uid[..uid.len().min(8)]))
+    run_dir_of(
+        &config.run_root,
+        &vmi.namespace().unwrap_or_default(),
+        &vmi.name_any(),
+        &vmi.uid().unwrap_or_default(),
+    )
+}
+
+/// The run directory of the VMI `namespace/name` with `uid` below `run_root`.
+pub fn run_dir_of(run_root: &std::path::Path, namespace: &str, name: &str, uid: &str) -> PathBuf {
+    let short = uid.get(..uid.len().min(8)).unwrap_or(uid);
+    run_root.join(namespace).join(format!("{name}-{short}"))
 }
 
 async fn apply(
@@ -155,7 +162,14 @@ async fn apply(
     let report = match found {
         Some(l) => {
             let mut l = l.lock().await;
-            let report = l.report().await;
+            let mut report = l.report().await;
+            // startStrategy: Paused — the guest is paused as soon as it runs.
+            if let Report::Status(s) = &report
+                && vmi.spec.start_strategy.as_deref() == Some("Paused")
+                && l.pause_at_start(s).await
+            {
+                report = l.report().await;
+            }
             if matches!(report, Report::Incompatible(_)) {
                 // Failed is final: its launcher goes too.
                 l.kill().await;

@@ -49,6 +49,8 @@ pub struct Launcher {
     shutdown_requested: bool,
     /// Its last status answer: what stands while it is too busy to answer.
     last: Option<Status>,
+    /// The VMI's `startStrategy: Paused` has been carried out (its vCPUs paused once, at start).
+    start_paused: bool,
 }
 
 impl Launcher {
@@ -127,6 +129,7 @@ impl Launcher {
             run_dir,
             shutdown_requested: false,
             last: None,
+            start_paused: false,
         })
     }
 
@@ -176,6 +179,24 @@ impl Launcher {
         if blocking(client, move |c| c.shutdown(grace)).await.is_err() {
             self.signal(libc::SIGTERM);
         }
+    }
+
+    /// Carries out `startStrategy: Paused` once the guest runs: pauses its vCPUs, once.
+    /// Returns whether it paused them now.
+    pub async fn pause_at_start(&mut self, status: &Status) -> bool {
+        if self.start_paused || status.phase != kubevirt_launcher_protocol::Phase::Running {
+            return false;
+        }
+        self.start_paused = true;
+        if status.paused {
+            return false;
+        }
+        let client = Client::for_run_dir(&self.run_dir);
+        blocking(client, |c| {
+            c.act(&kubevirt_launcher_protocol::Request::Pause)
+        })
+        .await
+        .is_ok()
     }
 
     /// Whether it has exited.
@@ -284,6 +305,8 @@ impl Launcher {
             run_dir: run_dir.to_path_buf(),
             shutdown_requested: false,
             last: status,
+            // Adopted: whatever pause state it has is the user's now.
+            start_paused: true,
         }))
     }
 }

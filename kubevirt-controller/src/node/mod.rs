@@ -8,6 +8,7 @@
 
 pub mod adopt;
 pub mod agent;
+pub mod endpoint;
 pub mod launcher;
 pub mod report;
 

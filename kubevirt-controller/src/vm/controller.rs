@@ -11,8 +11,8 @@ use kube::runtime::controller::Action as Requeue;
 use kube::{Client, ResourceExt};
 use kubevirt_api::core::v1::{VirtualMachine, VirtualMachineCondition, VirtualMachineInstance};
 
-use super::instance;
 use super::sync::{Action, Observed, plan};
+use super::{instance, instancetype};
 use crate::runtime::{SyncError, Target, delete_vmi, run_owning_vmis, write_status};
 
 /// A VM with nothing pending is synced again after this long anyway.
@@ -54,8 +54,26 @@ async fn reconcile(vm: Arc<VirtualMachine>, client: Arc<Client>) -> Result<Reque
                 .await
                 .map_err(target.err("reading"))? => {}
         Action::Create { paused } => {
-            let manifest = instance::for_vm(&vm, *paused);
-            match vmis.create(&PostParams::default(), &manifest).await {
+            let mut manifest = instance::for_vm(&vm, *paused);
+            let expanded = instancetype::expand(&client, &vm, &mut manifest).await;
+            let created = match expanded {
+                Ok(pinned) => {
+                    if pinned.instancetype.is_some() {
+                        p.status.instancetype_ref = pinned.instancetype;
+                    }
+                    if pinned.preference.is_some() {
+                        p.status.preference_ref = pinned.preference;
+                    }
+                    vmis.create(&PostParams::default(), &manifest).await
+                }
+                // The instancetype or preference cannot be applied: said on the VM.
+                Err(e) => Err(kube::Error::Api(
+                    kube::core::Status::failure(&e.to_string(), "Invalid")
+                        .with_code(422)
+                        .boxed(),
+                )),
+            };
+            match created {
                 Ok(_) => {}
                 // Made meanwhile: the watch brings it.
                 Err(kube::Error::Api(e)) if e.code == 409 => {}

@@ -8,6 +8,7 @@
 pub mod backoff;
 pub mod controller;
 pub mod instance;
+pub mod instancetype;
 pub mod printable;
 pub mod strategy;
 pub mod sync;

@@ -177,6 +177,16 @@ const SPECS: &[Spec] = &[
     Spec {
         group: "apps",
         version: "v1",
+        plural: "controllerrevisions",
+        kind: "ControllerRevision",
+        namespaced: true,
+        short: &[],
+        status: false,
+        selectable: &[],
+    },
+    Spec {
+        group: "apps",
+        version: "v1",
         plural: "daemonsets",
         kind: "DaemonSet",
         namespaced: true,

@@ -26,7 +26,13 @@ use tokio::net::TcpListener;
 
 /// The axum application.
 pub fn router(state: Arc<State>) -> axum::Router {
+    const SUBRESOURCES: &str = "/apis/subresources.kubevirt.io";
     axum::Router::new()
+        .route(SUBRESOURCES, axum::routing::any(subresources))
+        .route(
+            &format!("{SUBRESOURCES}/{{*rest}}"),
+            axum::routing::any(subresources),
+        )
         .fallback(dispatch)
         .layer(axum::extract::DefaultBodyLimit::max(16 << 20))
         .with_state(state)
@@ -72,6 +78,34 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// The subresource API, behind the server's own authentication (websocket upgrades included).
+async fn subresources(
+    axum::extract::State(state): axum::extract::State<Arc<State>>,
+    req: axum::extract::Request,
+) -> Response {
+    if !authorized(&state, req.headers(), None) {
+        return error_response(&ApiError::unauthorized());
+    }
+    // A fresh request: the path parameters this router matched must not reach the API's own
+    // routes; the pending upgrade (a console's websocket) goes along.
+    let (mut parts, body) = req.into_parts();
+    let mut inner = axum::extract::Request::new(body);
+    *inner.method_mut() = parts.method;
+    *inner.uri_mut() = parts.uri;
+    *inner.version_mut() = parts.version;
+    *inner.headers_mut() = parts.headers;
+    if let Some(upgrade) = parts.extensions.remove::<hyper::upgrade::OnUpgrade>() {
+        inner.extensions_mut().insert(upgrade);
+    }
+    match state.subresources.get() {
+        Some(api) => match tower::ServiceExt::oneshot(api.clone(), inner).await {
+            Ok(r) => r,
+            Err(never) => match never {},
+        },
+        None => error_response(&ApiError::no_route()),
+    }
+}
+
 async fn dispatch(
     axum::extract::State(state): axum::extract::State<Arc<State>>,
     method: Method,
@@ -104,7 +138,15 @@ async fn dispatch(
             r
         }
         Route::CoreVersions => json_response(200, &discovery::core_versions(&state.address), &[]),
-        Route::Groups => json_response(200, &discovery::groups(&reg()), &[]),
+        Route::Groups => {
+            let mut groups = discovery::groups(&reg());
+            if state.subresources.get().is_some()
+                && let Some(list) = groups.get_mut("groups").and_then(|g| g.as_array_mut())
+            {
+                list.push(kubevirt_controller::api::discovery::group());
+            }
+            json_response(200, &groups, &[])
+        }
         Route::Group(g) => found(discovery::group(&reg(), &g)),
         Route::Resources { group, version } => {
             found(discovery::resources(&reg(), &group, &version))
@@ -204,6 +246,8 @@ pub async fn serve(
             r = listener.accept() => r?,
             _ = &mut shutdown => return Ok(()),
         };
+        // Interactive streams (a console's keystrokes) must not wait on Nagle.
+        let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let app = app.clone();
         tokio::spawn(async move {
@@ -214,6 +258,7 @@ pub async fn serve(
             let io = hyper_util::rt::TokioIo::new(stream);
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(io, service)
+                .with_upgrades()
                 .await;
         });
     }

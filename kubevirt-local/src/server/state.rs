@@ -31,6 +31,8 @@ pub struct State {
     pub address: String,
     /// The gates `/readyz` waits for besides the server itself.
     pub readiness: Readiness,
+    /// The subresource API (`/apis/subresources.kubevirt.io/...`), once `up` has made it.
+    pub subresources: std::sync::OnceLock<axum::Router>,
 }
 
 impl State {
@@ -48,6 +50,7 @@ impl State {
             cluster: ClusterDefaults::kubevirt_rs(),
             address,
             readiness: Readiness::default(),
+            subresources: std::sync::OnceLock::new(),
         });
         state.refresh_registry()?;
         let now = now();

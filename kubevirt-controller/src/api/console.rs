@@ -1,0 +1,104 @@
+//! `virtualmachineinstances/{name}/console`: a websocket (subprotocol `plain.kubevirt.io`,
+//! binary frames) bridged to the VMI's serial console through its node agent.
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::response::{IntoResponse, Response};
+use futures::{SinkExt, StreamExt};
+use kube::{Client, ResourceExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::agents::NodeAgents;
+use super::instance::{VMI, get, node_of};
+use super::status::ApiError;
+use crate::node::endpoint::AgentOp;
+use crate::vm::instance::phase;
+
+/// Upstream's websocket subprotocol for raw streams.
+pub const PLAIN_PROTOCOL: &str = "plain.kubevirt.io";
+
+/// GET `.../virtualmachineinstances/{name}/console`: checks the VMI, dials its node agent, and
+/// only then accepts the upgrade, so a refusal reaches the client as a Status.
+pub async fn console(
+    client: &Client,
+    agents: &NodeAgents,
+    ns: &str,
+    name: &str,
+    upgrade: Option<WebSocketUpgrade>,
+) -> Result<Response, ApiError> {
+    let vmi = get(client, ns, name).await?;
+    let phase = phase(&vmi);
+    if phase != "Running" {
+        let shown = if phase.is_empty() { "Pending" } else { phase };
+        return Err(ApiError::bad_request(format!(
+            "Unable to connect to VM because phase is {shown} instead of Running"
+        )));
+    }
+    let Some(upgrade) = upgrade else {
+        return Err(ApiError::bad_request(
+            "the console is a websocket: send Upgrade: websocket (virtctl console does)",
+        ));
+    };
+    let node = node_of(&vmi)?;
+    let uid = vmi.uid().unwrap_or_default();
+    let stream = agents
+        .call(client, &node, AgentOp::Console, (ns, name, &uid))
+        .await
+        .map_err(|e| ApiError::conflict(VMI, name, e.message))?;
+    Ok(upgrade
+        .protocols([PLAIN_PROTOCOL])
+        .on_upgrade(move |ws| bridge(ws, stream))
+        .into_response())
+}
+
+/// Copies between the websocket and the console until either side ends.
+async fn bridge<S>(ws: WebSocket, stream: S)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+{
+    let (mut ws_tx, mut ws_rx) = ws.split();
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let out = async {
+        let mut buf = vec![0u8; 8192];
+        loop {
+            match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if ws_tx
+                        .send(Message::Binary(buf[..n].to_vec().into()))
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = ws_tx.send(Message::Close(None)).await;
+    };
+    let input = async {
+        while let Some(Ok(msg)) = ws_rx.next().await {
+            let data = match msg {
+                Message::Binary(b) => b.to_vec(),
+                Message::Text(t) => t.as_bytes().to_vec(),
+                Message::Close(_) => break,
+                _ => continue,
+            };
+            // A TLS stream (an agent on another node) holds writes until flushed.
+            if wr.write_all(&data).await.is_err() || wr.flush().await.is_err() {
+                break;
+            }
+        }
+    };
+    tokio::select! {
+        _ = out => {}
+        _ = input => {}
+    }
+}
+
+/// GET `.../virtualmachineinstances/{name}/vnc`: our VMs have no display.
+pub async fn vnc(client: &Client, ns: &str, name: &str) -> Result<Response, ApiError> {
+    get(client, ns, name).await?;
+    Err(ApiError::bad_request(
+        "No graphics devices are present: kubevirt-rs VMs have a serial console only (virtctl console)",
+    ))
+}

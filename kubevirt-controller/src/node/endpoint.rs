@@ -1,0 +1,349 @@
+//! The node agent's endpoint (upstream's virt-handler REST server on port 8186): what the
+//! subresource API asks of a VMI on this node, over TCP, so the API server never opens a path on
+//! its own disk and works the same when the VMI runs on another node.
+//!
+//! The protocol is the launcher protocol's style: the caller sends one JSON line
+//! [`AgentRequest`] (with the agent's token), the agent answers one JSON line
+//! (`{"ok": true}` or `{"ok": false, "error": "..."}`). For `console`, after an ok line the
+//! connection carries the guest's serial console both ways, raw bytes, until either side closes.
+//! One console client per VMI at a time, as upstream: a new one disconnects the one before.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use kubevirt_launcher_protocol::{CONSOLE_SOCKET, Client, Request};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream, UnixStream};
+use tokio::sync::Notify;
+
+/// The longest request line the endpoint reads.
+const MAX_LINE: u64 = 4096;
+
+/// What the endpoint is asked to do with a VMI's launcher.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum AgentOp {
+    /// Attach to the serial console (the connection becomes the console).
+    Console,
+    /// Pause the vCPUs.
+    Pause,
+    /// Resume the vCPUs.
+    Unpause,
+    /// Press the power button and start again once the guest powered off.
+    SoftReboot,
+}
+
+/// One request to the endpoint.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentRequest {
+    /// The agent's shared secret.
+    pub token: String,
+    /// What to do.
+    pub op: AgentOp,
+    /// The VMI's namespace.
+    pub namespace: String,
+    /// The VMI's name.
+    pub name: String,
+    /// The VMI's uid (its run directory, and never another VMI of the same name).
+    pub uid: String,
+}
+
+/// The endpoint's one-line answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentReply {
+    /// Whether the request was carried out (for `console`: the stream follows).
+    pub ok: bool,
+    /// Why not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Where the endpoint finds launchers and what callers must present.
+#[derive(Clone, Debug)]
+pub struct EndpointConfig {
+    /// The node agent's run root (`NodeConfig::run_root`).
+    pub run_root: PathBuf,
+    /// The token callers must send.
+    pub token: String,
+}
+
+/// The console connection per VMI uid: a new one notifies the one before to leave.
+type Consoles = Arc<Mutex<HashMap<String, (u64, Arc<Notify>)>>>;
+
+/// A connection to or from the endpoint: plain TCP, or TLS over it.
+pub trait Duplex: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Duplex for T {}
+
+/// The server name node agents' certificates carry (`--endpoint-tls-cert-file`) unless the API
+/// is told another (`--node-agent-server-name`).
+pub const AGENT_SERVER_NAME: &str = "kubevirt-node-agent";
+
+/// Serves the endpoint on `listener` (plain TCP: loopback, or a trusted network) until the task
+/// is dropped.
+pub async fn serve(listener: TcpListener, config: EndpointConfig) {
+    serve_on(listener, config, None).await;
+}
+
+/// [`serve`] over TLS (across nodes: the token and the console never cross the network in the
+/// clear).
+pub async fn serve_tls(
+    listener: TcpListener,
+    config: EndpointConfig,
+    tls: Arc<rustls::ServerConfig>,
+) {
+    serve_on(listener, config, Some(tokio_rustls::TlsAcceptor::from(tls))).await;
+}
+
+async fn serve_on(
+    listener: TcpListener,
+    config: EndpointConfig,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
+    let config = Arc::new(config);
+    let consoles: Consoles = Arc::default();
+    let mut next = 0u64;
+    loop {
+        let Ok((conn, _)) = listener.accept().await else {
+            continue;
+        };
+        // Console keystrokes are single bytes: no Nagle delay on them.
+        let _ = conn.set_nodelay(true);
+        next += 1;
+        let (config, consoles, id, tls) = (config.clone(), consoles.clone(), next, tls.clone());
+        tokio::spawn(async move {
+            let conn: Box<dyn Duplex> = match tls {
+                None => Box::new(conn),
+                Some(acceptor) => match acceptor.accept(conn).await {
+                    Ok(c) => Box::new(c),
+                    Err(_) => return,
+                },
+            };
+            let _ = handle(conn, &config, &consoles, id).await;
+        });
+    }
+}
+
+async fn reply(
+    conn: &mut BufReader<Box<dyn Duplex>>,
+    r: Result<(), String>,
+) -> std::io::Result<()> {
+    let body = match r {
+        Ok(()) => AgentReply {
+            ok: true,
+            error: None,
+        },
+        Err(e) => AgentReply {
+            ok: false,
+            error: Some(e),
+        },
+    };
+    let mut line = serde_json::to_string(&body).map_err(std::io::Error::other)?;
+    line.push('\n');
+    let out = conn.get_mut();
+    out.write_all(line.as_bytes()).await?;
+    out.flush().await
+}
+
+async fn handle(
+    conn: Box<dyn Duplex>,
+    config: &EndpointConfig,
+    consoles: &Consoles,
+    id: u64,
+) -> std::io::Result<()> {
+    let mut conn = BufReader::new(conn);
+    let mut line = String::new();
+    (&mut conn).take(MAX_LINE).read_line(&mut line).await?;
+    let req: AgentRequest = match serde_json::from_str(&line) {
+        Ok(r) => r,
+        Err(e) => return reply(&mut conn, Err(format!("a request is one JSON line: {e}"))).await,
+    };
+    if !crate::api::auth::constant_time_eq(req.token.as_bytes(), config.token.as_bytes()) {
+        return reply(&mut conn, Err("the node agent's token is wrong".into())).await;
+    }
+    let dir = match run_dir(&config.run_root, &req.namespace, &req.name, &req.uid) {
+        Ok(d) => d,
+        Err(e) => return reply(&mut conn, Err(e)).await,
+    };
+    let action = match req.op {
+        AgentOp::Console => None,
+        AgentOp::Pause => Some(Request::Pause),
+        AgentOp::Unpause => Some(Request::Unpause),
+        AgentOp::SoftReboot => Some(Request::SoftReboot),
+    };
+    if let Some(action) = action {
+        let client = Client::for_run_dir(&dir);
+        let done = tokio::task::spawn_blocking(move || client.act(&action))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()));
+        return reply(&mut conn, done).await;
+    }
+    let socket = dir.join(CONSOLE_SOCKET);
+    let console = match UnixStream::connect(&socket).await {
+        Ok(c) => c,
+        Err(e) => {
+            let why = format!("the VMI's console is not available on this node ({e})");
+            return reply(&mut conn, Err(why)).await;
+        }
+    };
+    reply(&mut conn, Ok(())).await?;
+    let leave = Arc::new(Notify::new());
+    let earlier = lock(consoles).insert(req.uid.clone(), (id, leave.clone()));
+    if let Some((_, earlier)) = earlier {
+        earlier.notify_one();
+    }
+    let mut console = console;
+    tokio::select! {
+        _ = tokio::io::copy_bidirectional(&mut conn, &mut console) => {}
+        _ = leave.notified() => {}
+    }
+    let mut map = lock(consoles);
+    if map.get(&req.uid).is_some_and(|(owner, _)| *owner == id) {
+        map.remove(&req.uid);
+    }
+    Ok(())
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The run directory of a VMI below `run_root` (as [`super::agent::run_dir`] names it), refusing
+/// names that are not Kubernetes names (no `/`, no `..`).
+pub fn run_dir(run_root: &Path, namespace: &str, name: &str, uid: &str) -> Result<PathBuf, String> {
+    let plain = |what: &str, s: &str| {
+        let ok = !s.is_empty()
+            && s.len() <= 253
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+            && !s.starts_with('.');
+        if ok {
+            Ok(())
+        } else {
+            Err(format!("{what} {s:?} is not a Kubernetes name"))
+        }
+    };
+    plain("namespace", namespace)?;
+    plain("name", name)?;
+    plain("uid", uid)?;
+    Ok(super::agent::run_dir_of(run_root, namespace, name, uid))
+}
+
+/// How the API reaches agents over TLS: the CA their certificates chain to, and the name they
+/// carry.
+#[derive(Clone, Debug)]
+pub struct AgentTls {
+    /// The client configuration (roots: the agents' CA).
+    pub config: Arc<rustls::ClientConfig>,
+    /// The server name to verify ([`AGENT_SERVER_NAME`] by default).
+    pub server_name: String,
+}
+
+impl AgentTls {
+    /// Trusting the CA certificates in `pem`, verifying `server_name`.
+    pub fn trusting(pem: &[u8], server_name: String) -> Result<AgentTls, String> {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_pemfile::certs(&mut &pem[..]) {
+            let cert = cert.map_err(|e| e.to_string())?;
+            roots.add(cert).map_err(|e| e.to_string())?;
+        }
+        if roots.is_empty() {
+            return Err("no PEM certificate".into());
+        }
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        Ok(AgentTls {
+            config: Arc::new(config),
+            server_name,
+        })
+    }
+}
+
+/// Connects to the endpoint at `address` (over TLS if `tls`), sends `request` and reads the
+/// answer line; on success the connection is returned (for `console`, the console), with what
+/// was read past the answer.
+pub async fn call(
+    address: std::net::SocketAddr,
+    request: &AgentRequest,
+    tls: Option<&AgentTls>,
+) -> Result<BufReader<Box<dyn Duplex>>, AgentCallError> {
+    let io = |source| AgentCallError::Connect { address, source };
+    let conn = TcpStream::connect(address).await.map_err(io)?;
+    let _ = conn.set_nodelay(true);
+    let conn: Box<dyn Duplex> = match tls {
+        None => Box::new(conn),
+        Some(t) => {
+            let name =
+                rustls::pki_types::ServerName::try_from(t.server_name.clone()).map_err(|e| {
+                    AgentCallError::Refused(format!("server name {:?}: {e}", t.server_name))
+                })?;
+            let connector = tokio_rustls::TlsConnector::from(t.config.clone());
+            Box::new(connector.connect(name, conn).await.map_err(io)?)
+        }
+    };
+    let mut conn = BufReader::new(conn);
+    let mut line = serde_json::to_string(request).map_err(AgentCallError::Encode)?;
+    line.push('\n');
+    let out = conn.get_mut();
+    out.write_all(line.as_bytes()).await.map_err(io)?;
+    out.flush().await.map_err(io)?;
+    let mut answer = String::new();
+    (&mut conn)
+        .take(MAX_LINE)
+        .read_line(&mut answer)
+        .await
+        .map_err(io)?;
+    let reply: AgentReply = serde_json::from_str(&answer).map_err(|e| {
+        AgentCallError::Refused(format!("the node agent answered no JSON line: {e}"))
+    })?;
+    if !reply.ok {
+        return Err(AgentCallError::Refused(reply.error.unwrap_or_default()));
+    }
+    // The reader keeps what came after the answer line (the console's scroll-back).
+    Ok(conn)
+}
+
+/// Errors calling a node agent's endpoint.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentCallError {
+    /// The agent could not be reached.
+    #[error("reaching the node agent at {address}: {source}")]
+    Connect {
+        /// Its address.
+        address: std::net::SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The request could not be encoded.
+    #[error("encoding the request to the node agent: {0}")]
+    Encode(#[source] serde_json::Error),
+    /// The agent refused or failed the request.
+    #[error("{0}")]
+    Refused(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_dirs_refuse_paths_that_leave_the_root() {
+        let root = Path::new("/r");
+        assert_eq!(
+            run_dir(root, "default", "vm1", "abcdef0123").unwrap(),
+            Path::new("/r/default/vm1-abcdef01")
+        );
+        for (ns, name) in [("..", "x"), ("default", "../x"), ("a/b", "x"), ("", "x")] {
+            assert!(run_dir(root, ns, name, "u").is_err(), "{ns}/{name}");
+        }
+    }
+}
