@@ -193,13 +193,13 @@ fn running_pod(up: &Up, name: &str) -> Value {
     })
 }
 
-/// `GET /` on `ip:port` from the host; the body when it answers 200.
-fn http_get(ip: &str, port: u16) -> Option<String> {
+/// `GET path` on `ip:port` from the host; the body when it answers 200.
+fn http_get(ip: &str, port: u16, path: &str) -> Option<String> {
     use std::io::{Read, Write};
     let addr = std::net::SocketAddr::new(ip.parse().ok()?, port);
     let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    s.write_all(format!("GET / HTTP/1.0\r\nHost: {ip}\r\n\r\n").as_bytes())
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {ip}\r\n\r\n").as_bytes())
         .ok()?;
     let mut text = String::new();
     s.read_to_string(&mut text).ok()?;
@@ -325,7 +325,9 @@ fn a_pod_runs_gets_an_ip_and_serves_http_to_the_host() {
     );
     assert_eq!(cs["ready"], true);
     assert!(pod["status"]["hostIP"].is_string());
-    let body = eventually("httpd answers from the pod IP", 30, || http_get(&ip, 8080));
+    let body = eventually("httpd answers from the pod IP", 30, || {
+        http_get(&ip, 8080, "/")
+    });
     assert_eq!(body.trim(), "hello-from-web");
 
     // The node is there, Ready, with the KubeVirt devices.
@@ -396,6 +398,30 @@ fn a_crash_looping_container_restarts_with_back_off_and_a_missing_image_backs_of
     let cs = container_status(&crash);
     assert_eq!(cs["lastState"]["terminated"]["exitCode"], 3, "{cs}");
     assert_eq!(crash["status"]["phase"], "Running");
+
+    // Its logs, current and previous, from the kubelet's endpoint the Node publishes.
+    let node: Value =
+        serde_json::from_str(&up.ok(&["get", "node", "kv-pods-crash", "-o", "json"], None))
+            .unwrap();
+    let port = node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"]
+        .as_u64()
+        .unwrap() as u16;
+    assert_ne!(port, 0);
+    let logs = http_get(
+        "127.0.0.1",
+        port,
+        "/containerLogs/default/crash/main?tailLines=1",
+    )
+    .unwrap();
+    assert_eq!(logs, "starting\n");
+    let previous = http_get(
+        "127.0.0.1",
+        port,
+        "/containerLogs/default/crash/main?previous=true",
+    )
+    .unwrap();
+    assert_eq!(previous, "starting\n");
+    assert!(http_get("127.0.0.1", port, "/containerLogs/default/crash/nope").is_none());
 
     let seen_err = eventually("noimage ErrImagePull", 60, || {
         up.pod("noimage")

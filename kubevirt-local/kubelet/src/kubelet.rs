@@ -41,7 +41,8 @@ pub struct KubeletConfig {
     pub data_dir: PathBuf,
     /// The runtime.
     pub runtime: Runtime,
-    /// The port published as `daemonEndpoints.kubeletEndpoint` (0: none).
+    /// The port of the kubelet's endpoint (`/containerLogs/...`) on 127.0.0.1, published as
+    /// `daemonEndpoints.kubeletEndpoint` (0: any free port).
     pub kubelet_port: u16,
 }
 
@@ -60,6 +61,15 @@ pub enum KubeletError {
     /// The node could not be registered.
     #[error(transparent)]
     Node(#[from] NodeError),
+    /// The kubelet's endpoint could not listen.
+    #[error("listening on {address}: {source}")]
+    Listen {
+        /// The address.
+        address: std::net::SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// A directory could not be made.
     #[error("{path}: {source}")]
     Io {
@@ -118,18 +128,25 @@ impl Kubelet {
         let cri = Cri::connect(&socket).await?;
         let runtime_version = cri.runtime_version().await?;
         let node_uid = node::register(&client, &cfg.node_name).await?;
+        let (stop, stopped) = watch::channel(false);
+        let listen = std::net::SocketAddr::from(([127, 0, 0, 1], cfg.kubelet_port));
+        let (served, server_task) = crate::server::serve(listen, logs_dir.clone(), stopped.clone())
+            .await
+            .map_err(|source| KubeletError::Listen {
+                address: listen,
+                source,
+            })?;
         let info = NodeInfo {
             name: cfg.node_name.clone(),
             internal_ip: host_ip(),
             runtime_version,
-            kubelet_port: cfg.kubelet_port,
+            kubelet_port: served.port(),
             data_dir: cfg.data_dir.clone(),
             started: jiff::Timestamp::now().to_string(),
         };
         node::report_status(&client, &info).await?;
         node::renew_lease(&client, &cfg.node_name, &node_uid).await?;
-        let (stop, stopped) = watch::channel(false);
-        let mut tasks = Vec::new();
+        let mut tasks = vec![server_task];
         let (c, mut rx) = (client.clone(), stopped.clone());
         let hb_info = info.clone();
         tasks.push(tokio::spawn(async move {

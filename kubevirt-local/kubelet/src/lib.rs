@@ -9,7 +9,8 @@
 //! - [`node`]: capacity, conditions, node info and the lease heartbeat;
 //! - [`pod`]: per-pod workers (sandbox, image pulls, init containers, restarts with back-off,
 //!   volumes, status, graceful deletion) and the manager that removes what no pod owns;
-//! - [`images`]: pulls as `imagePullPolicy` asks.
+//! - [`images`]: pulls as `imagePullPolicy` asks;
+//! - [`server`]: the kubelet's HTTP endpoint (`/containerLogs/...`) the API server proxies to.
 
 #![deny(missing_docs)]
 
@@ -19,5 +20,6 @@ pub mod images;
 mod kubelet;
 pub mod node;
 pub mod pod;
+pub mod server;
 
 pub use kubelet::{Kubelet, KubeletConfig, KubeletError, Runtime, host_ip};

@@ -10,6 +10,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
+use kube::api::ListParams;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use tokio::sync::watch;
@@ -66,8 +67,9 @@ async fn remove_orphans(ctx: &Context, known: &HashSet<String>) {
 /// keep running.
 pub async fn run_pods(ctx: Arc<Context>, node: String, mut stop: watch::Receiver<bool>) {
     let api: Api<Pod> = Api::all(ctx.client.clone());
-    let cfg = watcher::Config::default().fields(&format!("spec.nodeName={node}"));
-    let mut events = watcher::watcher(api, cfg).default_backoff().boxed();
+    let selector = format!("spec.nodeName={node}");
+    let cfg = watcher::Config::default().fields(&selector);
+    let mut events = watcher::watcher(api.clone(), cfg).default_backoff().boxed();
     let mut workers: HashMap<String, Entry> = HashMap::new();
     let mut listed: Option<HashSet<String>> = None;
     let mut synced = false;
@@ -76,7 +78,22 @@ pub async fn run_pods(ctx: Arc<Context>, node: String, mut stop: watch::Receiver
         tokio::select! {
             _ = async { let _ = stop.wait_for(|s| *s).await; } => break,
             _ = orphan_tick.tick() => {
+                tracing::trace!(synced, workers = workers.len(), "housekeeping");
                 if synced {
+                    // A safety net for a missed delete event: pods the API no longer lists stop.
+                    match api.list(&ListParams::default().fields(&selector)).await {
+                        Ok(list) => {
+                            let present: HashSet<String> =
+                                list.items.iter().filter_map(|p| p.metadata.uid.clone()).collect();
+                            for (uid, e) in &workers {
+                                if !present.contains(uid) {
+                                    tracing::debug!(%uid, "pod no longer listed");
+                                    let _ = e.tx.send(None);
+                                }
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, "listing this node's pods"),
+                    }
                     workers.retain(|_, e| !e.task.is_finished());
                     let known: HashSet<String> = workers.keys().cloned().collect();
                     remove_orphans(&ctx, &known).await;
@@ -95,6 +112,7 @@ pub async fn run_pods(ctx: Arc<Context>, node: String, mut stop: watch::Receiver
                     Event::Init => listed = Some(HashSet::new()),
                     Event::InitApply(pod) | Event::Apply(pod) => {
                         let uid = pod.metadata.uid.clone().unwrap_or_default();
+                        tracing::trace!(%uid, name = ?pod.metadata.name, "pod changed");
                         if let Some(l) = listed.as_mut() {
                             l.insert(uid.clone());
                         }
@@ -112,6 +130,7 @@ pub async fn run_pods(ctx: Arc<Context>, node: String, mut stop: watch::Receiver
                     }
                     Event::Delete(pod) => {
                         let uid = pod.metadata.uid.clone().unwrap_or_default();
+                        tracing::debug!(%uid, known = workers.contains_key(&uid), "pod deleted");
                         if let Some(e) = workers.get(&uid) {
                             let _ = e.tx.send(None);
                         }

@@ -115,6 +115,7 @@ impl Worker {
             let pod = rx.borrow_and_update().clone();
             match pod {
                 None => {
+                    tracing::debug!(uid = %self.uid, grace, "pod gone: stopping it");
                     if let Err(e) = self.terminate(grace).await {
                         tracing::warn!(uid = %self.uid, error = %e, "stopping a deleted pod");
                     }
