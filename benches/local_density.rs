@@ -65,6 +65,7 @@ fn main() {
             launcher_args: vec![],
         }),
         ready_file: None,
+        kubelet: None,
     };
     let system = rt.spawn(up::run(
         opts,

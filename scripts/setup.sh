@@ -11,7 +11,8 @@ set -euo pipefail
 # busybox-static (not busybox) runs in an empty container root file system as well as on the host.
 # containerd, runc and containernetworking-plugins run the local node's pods (CRI, CNI).
 # seabios and ovmf are the firmware a VMI without kernelBoot boots.
-PACKAGES=(python3 libsqlite3-dev busybox-static genisoimage acpica-tools util-linux docker-registry nftables libarchive-tools xorriso qemu-system-x86 qemu-utils iputils-ping dmidecode time strace containerd runc containernetworking-plugins seabios ovmf)
+# protobuf-compiler (protoc) builds the CRI client's gRPC code (k8s-cri).
+PACKAGES=(python3 libsqlite3-dev busybox-static genisoimage acpica-tools util-linux docker-registry nftables libarchive-tools xorriso qemu-system-x86 qemu-utils iputils-ping dmidecode time strace containerd runc containernetworking-plugins seabios ovmf protobuf-compiler)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

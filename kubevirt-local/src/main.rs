@@ -6,7 +6,7 @@ use kubevirt_controller::node::{default_launcher, host_name, plain_http_args};
 use kubevirt_local::server::{self, State};
 use kubevirt_local::setup;
 use kubevirt_local::storage::Store;
-use kubevirt_local::up::{self, NodeOptions, Started, UpOptions};
+use kubevirt_local::up::{self, KubeletOptions, NodeOptions, Started, UpOptions};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -50,6 +50,27 @@ enum Command {
         /// A registry (`host:port`) the launchers use over plain HTTP; repeatable.
         #[arg(long = "plain-http-registry")]
         plain_http: Vec<String>,
+        /// No kubelet: pods are stored but nothing runs them.
+        #[arg(long)]
+        no_kubelet: bool,
+        /// Use the containerd (CRI) already answering on this socket instead of starting one
+        /// under DATA_DIR/node/containerd.
+        #[arg(long)]
+        containerd_socket: Option<PathBuf>,
+        /// The containerd binary for the private containerd.
+        #[arg(long, default_value = "containerd")]
+        containerd: PathBuf,
+        /// The pods' IPv4 network (the CNI bridge's range).
+        #[arg(long, default_value = "10.88.0.0/16")]
+        pod_cidr: String,
+        /// The sandbox (pause) image every pod's sandbox runs: an image whose entrypoint waits
+        /// forever; it must be pullable from a registry this node reaches (see docs/ARCHITECTURE.md).
+        #[arg(long, default_value = "127.0.0.1:5000/kubevirt-local/pause:1")]
+        sandbox_image: String,
+        /// Stop the pods (and the private containerd) when `up` stops; by default they keep
+        /// running and the next `up` adopts them.
+        #[arg(long)]
+        stop_pods_on_exit: bool,
         /// Once the whole plane is ready, write `{"address", "url", "kubeconfig", "dataDir",
         /// "pid"}` here (atomically). The same JSON is printed as one line on stdout.
         #[arg(long)]
@@ -102,10 +123,33 @@ fn main() -> ExitCode {
             launcher,
             plain_http,
             ready_file,
+            no_kubelet,
+            containerd_socket,
+            containerd,
+            pod_cidr,
+            sandbox_image,
+            stop_pods_on_exit,
         } => {
+            let node_name =
+                node_name.unwrap_or_else(|| host_name().unwrap_or_else(|_| "local".into()));
+            let kubelet = (!no_kubelet).then(|| KubeletOptions {
+                node_name: node_name.clone(),
+                runtime: match containerd_socket {
+                    Some(socket) => kubevirt_kubelet::Runtime::Existing(socket),
+                    None => kubevirt_kubelet::Runtime::Private {
+                        binary: containerd,
+                        config: kubevirt_kubelet::containerd::ContainerdConfig {
+                            sandbox_image,
+                            pod_cidr,
+                            plain_http_registries: plain_http.clone(),
+                            ..Default::default()
+                        },
+                    },
+                },
+                stop_pods_on_exit,
+            });
             let node = (!no_node).then(|| NodeOptions {
-                node_name: node_name
-                    .unwrap_or_else(|| host_name().unwrap_or_else(|_| "local".into())),
+                node_name,
                 launcher: launcher.unwrap_or_else(default_launcher),
                 launcher_args: plain_http_args(&plain_http),
             });
@@ -115,6 +159,7 @@ fn main() -> ExitCode {
                 watch_history,
                 node,
                 ready_file,
+                kubelet,
             };
             let agent = if no_node { "" } else { ", node agent" };
             let started = |s: &Started| {

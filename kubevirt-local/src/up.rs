@@ -49,6 +49,22 @@ pub struct UpOptions {
     pub node: Option<NodeOptions>,
     /// Where to write [`Started`] as JSON once ready (removed again at a clean stop).
     pub ready_file: Option<PathBuf>,
+    /// The kubelet that runs pods through containerd, or `None` for no pods.
+    pub kubelet: Option<KubeletOptions>,
+}
+
+/// The kubelet (pods as containers through containerd). Its files live in `<data dir>/node`:
+/// `containerd/` (a private containerd's config.toml, root, state, socket, CNI network and
+/// registry hosts), `pods/<uid>/volumes/` and `logs/<ns>_<pod>_<uid>/<container>/<n>.log`.
+#[derive(Debug, Clone)]
+pub struct KubeletOptions {
+    /// The node's name.
+    pub node_name: String,
+    /// Our own containerd, or one already running.
+    pub runtime: kubevirt_kubelet::Runtime,
+    /// Stop the pods (and a private containerd) when `up` stops; by default they keep running
+    /// and the next `up` adopts them.
+    pub stop_pods_on_exit: bool,
 }
 
 /// The local node.
@@ -98,6 +114,9 @@ pub enum UpError {
     /// The CRDs could not be installed.
     #[error(transparent)]
     Install(#[from] InstallError),
+    /// The kubelet could not start.
+    #[error("starting the kubelet (--no-kubelet runs without it): {0}")]
+    Kubelet(#[from] kubevirt_kubelet::KubeletError),
 }
 
 /// What a started (ready) system tells its caller; the ready file and the JSON line on stdout
@@ -232,6 +251,22 @@ pub async fn run(
         api: address,
     };
     let plane = crate::plane::LocalControllers::start(client.clone(), Some(published));
+    let kubelet = match &opts.kubelet {
+        Some(k) => Some((
+            kubevirt_kubelet::Kubelet::start(
+                client.clone(),
+                kubevirt_kubelet::KubeletConfig {
+                    node_name: k.node_name.clone(),
+                    data_dir: dir.join("node"),
+                    runtime: k.runtime.clone(),
+                    kubelet_port: 0,
+                },
+            )
+            .await?,
+            k.stop_pods_on_exit,
+        )),
+        None => None,
+    };
     let mut controllers =
         Controllers::new(client.clone(), kubevirt_controller::logging::sync_outcome);
     controllers.start_cluster_controllers();
@@ -278,6 +313,9 @@ pub async fn run(
     shutdown.await;
     controllers.stop().await;
     plane.stop().await;
+    if let Some((kubelet, stop_pods)) = kubelet {
+        kubelet.stop(stop_pods).await;
+    }
     let _ = stop_api.send(true);
     let _ = api.await;
     if let Some(ready) = &opts.ready_file {

@@ -55,7 +55,13 @@ fn the_plane_is_ready_when_it_says_so() {
         .arg("up")
         .arg("--data-dir")
         .arg(&dir)
-        .args(["--listen", "127.0.0.1:0", "--no-node", "--ready-file"])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--no-node",
+            "--no-kubelet",
+            "--ready-file",
+        ])
         .arg(&ready_file)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -114,7 +120,13 @@ fn kubectl_apply_runs_the_demo_vm_on_the_local_node() {
         .arg("up")
         .arg("--data-dir")
         .arg(&dir)
-        .args(["--listen", "127.0.0.1:0", "--node-name", "local"])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--node-name",
+            "local",
+            "--no-kubelet",
+        ])
         .arg("--launcher")
         .arg(&launcher)
         .stdout(Stdio::piped())

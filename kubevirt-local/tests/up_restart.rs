@@ -99,7 +99,13 @@ fn up(data: &Path, launcher: &Path) -> Up {
         .arg("up")
         .arg("--data-dir")
         .arg(data)
-        .args(["--listen", "127.0.0.1:0", "--node-name", "local"])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--node-name",
+            "local",
+            "--no-kubelet",
+        ])
         .arg("--launcher")
         .arg(launcher)
         .stdout(Stdio::piped())

@@ -3,7 +3,8 @@
 //! ([`eventually`], [`eventually_async`]), the upstream fixtures ([`fixture`], honouring
 //! `KUBEVIRT_FIXTURES`), the real kubectl ([`kubectl`]), building the launcher binary
 //! ([`launcher_binary`]), finding a file under a run directory ([`find_file`]) and the demo
-//! guest's OCI image (`demo_image`, feature `demo-image`, on by default).
+//! guest's OCI image (`demo_image`, feature `demo-image`, on by default), container images built
+//! from a file tree ([`oci`]) and a private registry to push them to ([`registry`]).
 //!
 //! A development crate (`publish = false`): products never depend on it, only `[dev-dependencies]`.
 #![deny(missing_docs)]
@@ -12,7 +13,9 @@ mod binaries;
 mod dir;
 mod fixtures;
 mod kubectl;
+pub mod oci;
 mod process;
+pub mod registry;
 mod wait;
 
 pub use binaries::{Profile, launcher_binary};

@@ -81,6 +81,28 @@ pub(super) fn delete(
         if dry {
             return Ok(old);
         }
+        let mut old = old;
+        if let Some(grace) = graceful_pod_delete(res, &old, &opts)
+            && node_alive(tx, &old)?
+        {
+            if grace > 0 {
+                // A running pod ends gracefully: its kubelet stops the containers within the
+                // grace period, then deletes the object with grace 0.
+                if old["metadata"].get("deletionTimestamp").is_some() {
+                    return Ok(old);
+                }
+                let at = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(grace);
+                old["metadata"]["deletionTimestamp"] = json!(
+                    jiff::Timestamp::from_second(at.as_second())
+                        .map_or_else(|_| now(), |t| t.to_string())
+                );
+                old["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
+                return Ok(tx.put(&k, old, crate::storage::EventType::Modified)?);
+            }
+            if old["metadata"].get("deletionTimestamp").is_some() {
+                old["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+            }
+        }
         let policy = opts
             .get("propagationPolicy")
             .and_then(Value::as_str)
@@ -91,6 +113,59 @@ pub(super) fn delete(
         after_write(state, res)?;
     }
     Ok(ok(200, versioned(res, &t.version, out)))
+}
+
+/// Whether the pod's node has a kubelet: its Lease in `kube-node-lease` was renewed within the
+/// lease's duration. A pod on a node nobody serves is deleted at once instead of waiting forever.
+fn node_alive(tx: &mut crate::storage::Txn<'_>, pod: &Value) -> Result<bool, ApiError> {
+    let node = pod
+        .pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let key = crate::storage::ObjectKey::new("coordination.k8s.io/leases", "kube-node-lease", node);
+    let Some(lease) = tx.get(&key)? else {
+        return Ok(false);
+    };
+    let renewed = lease
+        .pointer("/spec/renewTime")
+        .and_then(Value::as_str)
+        .and_then(|t| t.parse::<jiff::Timestamp>().ok());
+    let duration = lease
+        .pointer("/spec/leaseDurationSeconds")
+        .and_then(Value::as_i64)
+        .unwrap_or(40);
+    Ok(renewed.is_some_and(|t| {
+        jiff::Timestamp::now().duration_since(t) < jiff::SignedDuration::from_secs(duration)
+    }))
+}
+
+/// For a pod bound to a node and not finished, the grace period of its deletion
+/// (`gracePeriodSeconds`, else `spec.terminationGracePeriodSeconds`, else 30), as kube-apiserver
+/// gives it; `None` for anything else (deleted at once).
+fn graceful_pod_delete(res: &Resource, old: &Value, opts: &Value) -> Option<i64> {
+    if !res.group.is_empty() || res.plural != "pods" {
+        return None;
+    }
+    let bound = old
+        .pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .is_some_and(|n| !n.is_empty());
+    let finished = matches!(
+        old.pointer("/status/phase").and_then(Value::as_str),
+        Some("Succeeded" | "Failed")
+    );
+    if !bound || finished {
+        return None;
+    }
+    let grace = opts
+        .get("gracePeriodSeconds")
+        .and_then(Value::as_i64)
+        .or_else(|| {
+            old.pointer("/spec/terminationGracePeriodSeconds")
+                .and_then(Value::as_i64)
+        })
+        .unwrap_or(30);
+    Some(grace.max(0))
 }
 
 pub(super) fn delete_collection(

@@ -151,7 +151,11 @@ pub(super) fn commit_update(
     let no_finalizers = new["metadata"]["finalizers"]
         .as_array()
         .is_none_or(Vec::is_empty);
-    if deleting && no_finalizers {
+    // A pod in its grace period (deletionGracePeriodSeconds > 0) stays until its kubelet deletes it.
+    let graceful = new["metadata"]["deletionGracePeriodSeconds"]
+        .as_i64()
+        .is_some_and(|g| g > 0);
+    if deleting && no_finalizers && !graceful {
         return Ok(tx.remove(k, new)?);
     }
     Ok(tx.put(k, new, EventType::Modified)?)

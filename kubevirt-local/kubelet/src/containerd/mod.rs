@@ -1,0 +1,8 @@
+//! The node's containerd: the files it reads (configuration, CNI network, registry hosts) and the
+//! supervisor that keeps a private containerd running.
+
+mod config;
+mod supervise;
+
+pub use config::{ConfigError, ContainerdConfig, Layout};
+pub use supervise::{SuperviseError, Supervisor};

@@ -1,0 +1,208 @@
+//! The kubelet as one unit: start the runtime (or connect to one), register the node, heartbeat,
+//! run the pods; stop leaving the pods running (or stopping them, if asked).
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::containerd::{ConfigError, ContainerdConfig, Layout, SuperviseError, Supervisor};
+use crate::cri::{Cri, CriError};
+use crate::node::{self, NodeError, NodeInfo};
+use crate::pod::{self, Context};
+
+/// How often the node's status and lease are renewed.
+pub const HEARTBEAT: Duration = Duration::from_secs(10);
+
+/// Which containerd the kubelet uses.
+#[derive(Debug, Clone)]
+pub enum Runtime {
+    /// Its own, under `<data dir>/containerd`, started (and restarted) by the kubelet.
+    Private {
+        /// The containerd binary.
+        binary: PathBuf,
+        /// Its configuration.
+        config: ContainerdConfig,
+    },
+    /// One already running, reached on this CRI socket (configured by whoever runs it).
+    Existing(PathBuf),
+}
+
+/// What the kubelet runs with.
+#[derive(Debug, Clone)]
+pub struct KubeletConfig {
+    /// The node's name.
+    pub node_name: String,
+    /// The kubelet's directory: `containerd/` (private runtime), `pods/<uid>/volumes/`,
+    /// `logs/<ns>_<pod>_<uid>/<container>/<attempt>.log`.
+    pub data_dir: PathBuf,
+    /// The runtime.
+    pub runtime: Runtime,
+    /// The port of the kubelet's endpoint (`/containerLogs/...`) on 127.0.0.1, published as
+    /// `daemonEndpoints.kubeletEndpoint` (0: any free port).
+    pub kubelet_port: u16,
+}
+
+/// Errors starting the kubelet.
+#[derive(Debug, thiserror::Error)]
+pub enum KubeletError {
+    /// containerd's files could not be written.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// containerd could not be started.
+    #[error(transparent)]
+    Supervise(#[from] SuperviseError),
+    /// The runtime did not answer.
+    #[error(transparent)]
+    Cri(#[from] CriError),
+    /// The node could not be registered.
+    #[error(transparent)]
+    Node(#[from] NodeError),
+    /// The kubelet's endpoint could not listen.
+    #[error("listening on {address}: {source}")]
+    Listen {
+        /// The address.
+        address: std::net::SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A directory could not be made.
+    #[error("{path}: {source}")]
+    Io {
+        /// Which path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The address this host is reached at from its pods: the source address of the default route
+/// (no packet is sent), else loopback.
+pub fn host_ip() -> IpAddr {
+    let probe = || -> std::io::Result<IpAddr> {
+        let s = std::net::UdpSocket::bind("0.0.0.0:0")?;
+        s.connect("10.255.255.254:9")?;
+        Ok(s.local_addr()?.ip())
+    };
+    probe().unwrap_or(IpAddr::from([127, 0, 0, 1]))
+}
+
+/// A running kubelet.
+#[derive(Debug)]
+pub struct Kubelet {
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    supervisor: Option<Supervisor>,
+    ctx: Arc<Context>,
+    socket: PathBuf,
+}
+
+impl Kubelet {
+    /// Starts the runtime, registers the node and starts the heartbeat and the pods' workers.
+    pub async fn start(client: kube::Client, cfg: KubeletConfig) -> Result<Self, KubeletError> {
+        let mkdir = |p: PathBuf| {
+            std::fs::create_dir_all(&p)
+                .map_err(|source| KubeletError::Io {
+                    path: p.clone(),
+                    source,
+                })
+                .map(|_| p)
+        };
+        let pods_dir = mkdir(cfg.data_dir.join("pods"))?;
+        let logs_dir = mkdir(cfg.data_dir.join("logs"))?;
+        let (supervisor, socket) = match &cfg.runtime {
+            Runtime::Private { binary, config } => {
+                let layout = Layout::new(cfg.data_dir.join("containerd"));
+                config.write(&layout)?;
+                let s = Supervisor::start(layout, binary.clone()).await?;
+                let socket = s.socket();
+                (Some(s), socket)
+            }
+            Runtime::Existing(socket) => (None, socket.clone()),
+        };
+        let cri = Cri::connect(&socket).await?;
+        let runtime_version = cri.runtime_version().await?;
+        let node_uid = node::register(&client, &cfg.node_name).await?;
+        let (stop, stopped) = watch::channel(false);
+        let listen = std::net::SocketAddr::from(([127, 0, 0, 1], cfg.kubelet_port));
+        let (served, server_task) = crate::server::serve(listen, logs_dir.clone(), stopped.clone())
+            .await
+            .map_err(|source| KubeletError::Listen {
+                address: listen,
+                source,
+            })?;
+        let info = NodeInfo {
+            name: cfg.node_name.clone(),
+            internal_ip: host_ip(),
+            runtime_version,
+            kubelet_port: served.port(),
+            data_dir: cfg.data_dir.clone(),
+            started: jiff::Timestamp::now().to_string(),
+        };
+        node::report_status(&client, &info).await?;
+        node::renew_lease(&client, &cfg.node_name, &node_uid).await?;
+        let mut tasks = vec![server_task];
+        let (c, mut rx) = (client.clone(), stopped.clone());
+        let hb_info = info.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = async { let _ = rx.wait_for(|s| *s).await; } => return,
+                    _ = tokio::time::sleep(HEARTBEAT) => {}
+                }
+                if let Err(e) = node::report_status(&c, &hb_info).await {
+                    tracing::warn!(error = %e, "node heartbeat");
+                }
+                if let Err(e) = node::renew_lease(&c, &hb_info.name, &node_uid).await {
+                    tracing::warn!(error = %e, "node lease");
+                }
+            }
+        }));
+        let ctx = Arc::new(Context {
+            client,
+            cri: cri.clone(),
+            host_ip: info.internal_ip.to_string(),
+            pods_dir,
+            logs_dir,
+        });
+        tasks.push(tokio::spawn(pod::run_pods(
+            ctx.clone(),
+            cfg.node_name.clone(),
+            stopped,
+        )));
+        tracing::info!(node = %cfg.node_name, socket = %socket.display(), "kubelet started");
+        Ok(Self {
+            stop,
+            tasks,
+            supervisor,
+            ctx,
+            socket,
+        })
+    }
+
+    /// The CRI socket in use.
+    pub fn socket(&self) -> &std::path::Path {
+        &self.socket
+    }
+
+    /// Stops the kubelet. Pods keep running (a later start adopts them) unless `stop_pods`: then
+    /// every pod's containers get their grace period, the sandboxes are removed and a private
+    /// containerd stops too.
+    pub async fn stop(self, stop_pods: bool) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        if stop_pods {
+            pod::stop_all(&self.ctx).await;
+        }
+        if let Some(s) = self.supervisor {
+            s.stop(stop_pods).await;
+        }
+    }
+}

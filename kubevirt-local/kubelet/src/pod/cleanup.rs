@@ -1,0 +1,58 @@
+//! What a pod leaves on the host besides the runtime's objects: its volume directory, its logs
+//! and its cgroup parent directories. Removed when the pod goes.
+
+use std::path::{Path, PathBuf};
+
+use super::config::cgroup_parent;
+use super::worker::Context;
+
+/// The cgroup directories a pod's cgroup parent makes (one per v1 hierarchy, or the v2 one).
+pub fn cgroup_dirs(uid: &str) -> Vec<PathBuf> {
+    let rel = cgroup_parent(uid);
+    let rel = rel.trim_start_matches('/');
+    let root = Path::new("/sys/fs/cgroup");
+    let mut out = vec![root.join(rel)];
+    if let Ok(entries) = std::fs::read_dir(root) {
+        for e in entries.flatten() {
+            let p = e.path().join(rel);
+            if p.exists() {
+                out.push(p);
+            }
+        }
+    }
+    out.retain(|p| p.exists());
+    out
+}
+
+/// Removes an (empty of processes) cgroup directory tree, deepest first.
+fn remove_cgroup(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_cgroup(&e.path());
+            }
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
+}
+
+/// Removes the pod's directories and cgroups.
+pub fn remove_host_state(ctx: &Context, uid: &str) {
+    if uid.is_empty() {
+        return;
+    }
+    let _ = std::fs::remove_dir_all(ctx.pods_dir.join(uid));
+    if let Ok(entries) = std::fs::read_dir(&ctx.logs_dir) {
+        for e in entries.flatten() {
+            if e.file_name()
+                .to_string_lossy()
+                .ends_with(&format!("_{uid}"))
+            {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+    for dir in cgroup_dirs(uid) {
+        remove_cgroup(&dir);
+    }
+}

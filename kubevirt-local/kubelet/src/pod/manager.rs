@@ -1,0 +1,184 @@
+//! Watches the pods bound to this node (`spec.nodeName=<node>`), runs a worker per pod, and
+//! removes sandboxes (and host state) whose pod the API no longer has — also those left from
+//! before a restart. Pods the API still has are adopted as they are: their workers find the
+//! running sandbox and containers by their CRI labels.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use kube::api::ListParams;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::cleanup::remove_host_state;
+use super::runtime;
+use super::worker::{Context, Worker};
+
+/// How often sandboxes without a pod are looked for.
+const ORPHANS_EVERY: Duration = Duration::from_secs(10);
+
+struct Entry {
+    tx: watch::Sender<Option<Arc<Pod>>>,
+    task: JoinHandle<()>,
+}
+
+/// Removes sandboxes of pods not in `known`, and pod directories of unknown uids.
+async fn remove_orphans(ctx: &Context, known: &HashSet<String>) {
+    match runtime::sandboxes(&ctx.cri, None).await {
+        Ok(list) => {
+            for s in list {
+                let uid = s
+                    .labels
+                    .get(crate::cri::labels::POD_UID)
+                    .cloned()
+                    .unwrap_or_default();
+                if known.contains(&uid) {
+                    continue;
+                }
+                tracing::info!(sandbox = %s.id, %uid, "removing a sandbox whose pod is gone");
+                if let Err(e) =
+                    runtime::remove_sandbox(&ctx.cri, &s.id, runtime::recorded_grace(&s)).await
+                {
+                    tracing::warn!(sandbox = %s.id, error = %e, "removing an orphaned sandbox");
+                    continue;
+                }
+                remove_host_state(ctx, &uid);
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "listing sandboxes"),
+    }
+    if let Ok(entries) = std::fs::read_dir(&ctx.pods_dir) {
+        for e in entries.flatten() {
+            let uid = e.file_name().to_string_lossy().into_owned();
+            if !known.contains(&uid) {
+                remove_host_state(ctx, &uid);
+            }
+        }
+    }
+}
+
+/// Runs the pods bound to `node` until `stop` turns true; then the workers stop and the pods
+/// keep running.
+pub async fn run_pods(ctx: Arc<Context>, node: String, mut stop: watch::Receiver<bool>) {
+    let api: Api<Pod> = Api::all(ctx.client.clone());
+    let selector = format!("spec.nodeName={node}");
+    let cfg = watcher::Config::default().fields(&selector);
+    let mut events = watcher::watcher(api.clone(), cfg).default_backoff().boxed();
+    let mut workers: HashMap<String, Entry> = HashMap::new();
+    let mut listed: Option<HashSet<String>> = None;
+    let mut synced = false;
+    let mut orphan_tick = tokio::time::interval(ORPHANS_EVERY);
+    loop {
+        tokio::select! {
+            _ = async { let _ = stop.wait_for(|s| *s).await; } => break,
+            _ = orphan_tick.tick() => {
+                tracing::trace!(synced, workers = workers.len(), "housekeeping");
+                if synced {
+                    // A safety net for a missed delete event: pods the API no longer lists stop.
+                    match api.list(&ListParams::default().fields(&selector)).await {
+                        Ok(list) => {
+                            let present: HashSet<String> =
+                                list.items.iter().filter_map(|p| p.metadata.uid.clone()).collect();
+                            for (uid, e) in &workers {
+                                if !present.contains(uid) {
+                                    tracing::debug!(%uid, "pod no longer listed");
+                                    let _ = e.tx.send(None);
+                                }
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, "listing this node's pods"),
+                    }
+                    workers.retain(|_, e| !e.task.is_finished());
+                    let known: HashSet<String> = workers.keys().cloned().collect();
+                    remove_orphans(&ctx, &known).await;
+                }
+            }
+            ev = events.next() => {
+                let Some(ev) = ev else { break };
+                let ev = match ev {
+                    Ok(ev) => ev,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "watching this node's pods");
+                        continue;
+                    }
+                };
+                match ev {
+                    Event::Init => listed = Some(HashSet::new()),
+                    Event::InitApply(pod) | Event::Apply(pod) => {
+                        let uid = pod.metadata.uid.clone().unwrap_or_default();
+                        tracing::trace!(%uid, name = ?pod.metadata.name, "pod changed");
+                        if let Some(l) = listed.as_mut() {
+                            l.insert(uid.clone());
+                        }
+                        let pod = Arc::new(pod);
+                        match workers.get(&uid) {
+                            Some(e) if !e.task.is_finished() => {
+                                let _ = e.tx.send(Some(pod));
+                            }
+                            _ => {
+                                let (tx, rx) = watch::channel(Some(pod));
+                                let task = tokio::spawn(Worker::new(ctx.clone(), uid.clone()).run(rx));
+                                workers.insert(uid, Entry { tx, task });
+                            }
+                        }
+                    }
+                    Event::Delete(pod) => {
+                        let uid = pod.metadata.uid.clone().unwrap_or_default();
+                        tracing::debug!(%uid, known = workers.contains_key(&uid), "pod deleted");
+                        if let Some(e) = workers.get(&uid) {
+                            let _ = e.tx.send(None);
+                        }
+                    }
+                    Event::InitDone => {
+                        // Pods deleted while we were not watching: their workers stop them.
+                        if let Some(l) = listed.take() {
+                            for (uid, e) in &workers {
+                                if !l.contains(uid) {
+                                    let _ = e.tx.send(None);
+                                }
+                            }
+                        }
+                        if !synced {
+                            synced = true;
+                            let known: HashSet<String> = workers.keys().cloned().collect();
+                            remove_orphans(&ctx, &known).await;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    for (_, e) in workers {
+        drop(e.tx);
+        e.task.abort();
+    }
+}
+
+/// Stops and removes every sandbox this kubelet made (each with its recorded grace period) and
+/// the pods' host state.
+pub async fn stop_all(ctx: &Context) {
+    let Ok(list) = runtime::sandboxes(&ctx.cri, None).await else {
+        return;
+    };
+    let all = list.iter().map(|s| async move {
+        let r = runtime::remove_sandbox(&ctx.cri, &s.id, runtime::recorded_grace(s)).await;
+        if r.is_ok() {
+            remove_host_state(
+                ctx,
+                s.labels.get(crate::cri::labels::POD_UID).map_or("", |u| u),
+            );
+        }
+        r
+    });
+    for r in futures::future::join_all(all).await {
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "stopping a pod");
+        }
+    }
+}

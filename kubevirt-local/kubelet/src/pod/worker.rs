@@ -1,0 +1,574 @@
+//! One pod's kubelet loop: bring the runtime to what the spec asks (sandbox, init containers in
+//! order, containers, restarts with back-off) and report status; on deletion, stop everything
+//! gracefully and remove the pod object.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_cri::v1 as cri;
+use k8s_openapi::api::core::v1::{Container, Pod};
+use kube::Api;
+use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+use super::backoff::{self, Backoff};
+use super::config::{self, Downward};
+use super::status::{self, Observed, Waiting};
+use super::volumes::{self, HostVolume};
+use super::{PodError, runtime};
+use crate::cri::{Cri, client_call};
+use crate::images;
+
+/// Seconds between SIGTERM and SIGKILL for a pod force-deleted from the API.
+pub const FORCED_GRACE: i64 = 2;
+
+/// How long `ErrImagePull` shows before `ImagePullBackOff`.
+const SHOW_PULL_ERROR: Duration = Duration::from_secs(3);
+
+/// How often a pod is looked at when nothing changes.
+const RESYNC: Duration = Duration::from_secs(1);
+
+/// What every pod worker shares.
+pub struct Context {
+    /// The API.
+    pub client: kube::Client,
+    /// The runtime.
+    pub cri: Cri,
+    /// The node's IP (`status.hostIP`).
+    pub host_ip: String,
+    /// Per-pod directories (`<pods>/<uid>/volumes/<name>`).
+    pub pods_dir: PathBuf,
+    /// Container logs (`<logs>/<ns>_<name>_<uid>/<container>/<attempt>.log`).
+    pub logs_dir: PathBuf,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("host_ip", &self.host_ip)
+            .field("pods_dir", &self.pods_dir)
+            .field("logs_dir", &self.logs_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One pod's worker state: what the runtime cannot tell (back-off timers, why a container waits).
+#[derive(Debug)]
+pub struct Worker {
+    ctx: Arc<Context>,
+    uid: String,
+    backoff: Backoff,
+    waiting: HashMap<String, Waiting>,
+    image_ids: HashMap<String, String>,
+    volumes: Option<BTreeMap<String, HostVolume>>,
+    refused: Option<String>,
+    last_status: Option<Value>,
+    pull_failed: HashMap<String, Instant>,
+}
+
+fn ns_name(pod: &Pod) -> (String, String) {
+    (
+        pod.metadata.namespace.clone().unwrap_or_default(),
+        pod.metadata.name.clone().unwrap_or_default(),
+    )
+}
+
+fn now() -> String {
+    jiff::Timestamp::now()
+        .round(jiff::Unit::Second)
+        .map(|t| t.to_string())
+        .unwrap_or_default()
+}
+
+/// The newest and the previous runtime container of each name.
+type ByName = (
+    HashMap<String, cri::ContainerStatus>,
+    HashMap<String, cri::ContainerStatus>,
+);
+
+impl Worker {
+    /// A worker for pod `uid`.
+    pub fn new(ctx: Arc<Context>, uid: String) -> Self {
+        Self {
+            ctx,
+            uid,
+            backoff: Backoff::default(),
+            waiting: HashMap::new(),
+            image_ids: HashMap::new(),
+            volumes: None,
+            refused: None,
+            last_status: None,
+            pull_failed: HashMap::new(),
+        }
+    }
+
+    /// Runs until the pod is gone (`None` on the channel: its containers are stopped) or the
+    /// channel closes (the kubelet stops: the pod keeps running).
+    pub async fn run(mut self, mut rx: watch::Receiver<Option<Arc<Pod>>>) {
+        // A pod removed from the API without a graceful deletion (`--grace-period=0 --force`)
+        // gets this long after SIGTERM.
+        let mut grace = FORCED_GRACE;
+        loop {
+            let pod = rx.borrow_and_update().clone();
+            match pod {
+                None => {
+                    tracing::debug!(uid = %self.uid, grace, "pod gone: stopping it");
+                    if let Err(e) = self.terminate(grace).await {
+                        tracing::warn!(uid = %self.uid, error = %e, "stopping a deleted pod");
+                    }
+                    return;
+                }
+                Some(p) if p.metadata.deletion_timestamp.is_some() => {
+                    grace = p
+                        .metadata
+                        .deletion_grace_period_seconds
+                        .or(p
+                            .spec
+                            .as_ref()
+                            .and_then(|s| s.termination_grace_period_seconds))
+                        .unwrap_or(30);
+                    match self.terminate(grace).await {
+                        Ok(()) => self.final_delete(&p).await,
+                        Err(e) => tracing::warn!(uid = %self.uid, error = %e, "stopping a pod"),
+                    }
+                    grace = 0;
+                }
+                Some(p) => {
+                    if let Err(e) = self.sync(&p).await {
+                        let (ns, name) = ns_name(&p);
+                        tracing::warn!(pod = %format!("{ns}/{name}"), error = %e, "pod sync");
+                    }
+                }
+            }
+            tokio::select! {
+                r = rx.changed() => if r.is_err() { return },
+                _ = tokio::time::sleep(RESYNC) => {}
+            }
+        }
+    }
+
+    /// Stops and removes everything the pod has on this node.
+    async fn terminate(&mut self, grace: i64) -> Result<(), PodError> {
+        for s in runtime::sandboxes(&self.ctx.cri, Some(&self.uid)).await? {
+            runtime::remove_sandbox(&self.ctx.cri, &s.id, grace).await?;
+        }
+        super::cleanup::remove_host_state(&self.ctx, &self.uid);
+        Ok(())
+    }
+
+    /// The pod object's final delete, as the kubelet does: grace 0, only this uid.
+    async fn final_delete(&self, pod: &Pod) {
+        let (ns, name) = ns_name(pod);
+        let api: Api<Pod> = Api::namespaced(self.ctx.client.clone(), &ns);
+        let dp = DeleteParams {
+            grace_period_seconds: Some(0),
+            preconditions: Some(Preconditions {
+                uid: Some(self.uid.clone()),
+                resource_version: None,
+            }),
+            ..Default::default()
+        };
+        match api.delete(&name, &dp).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
+            Err(e) => {
+                tracing::warn!(pod = %format!("{ns}/{name}"), error = %e, "deleting a stopped pod")
+            }
+        }
+    }
+
+    async fn by_name(&self, sandbox: &str) -> Result<ByName, PodError> {
+        let mut groups: HashMap<String, Vec<cri::Container>> = HashMap::new();
+        for c in runtime::containers(&self.ctx.cri, sandbox).await? {
+            let name = c
+                .metadata
+                .as_ref()
+                .map(|m| m.name.clone())
+                .unwrap_or_default();
+            groups.entry(name).or_default().push(c);
+        }
+        let (mut latest, mut previous) = (HashMap::new(), HashMap::new());
+        for (name, mut list) in groups {
+            list.sort_by_key(|c| std::cmp::Reverse(c.metadata.as_ref().map_or(0, |m| m.attempt)));
+            if let Some(c) = list.first() {
+                latest.insert(
+                    name.clone(),
+                    runtime::container_status(&self.ctx.cri, &c.id).await?,
+                );
+            }
+            if let Some(c) = list.get(1) {
+                previous.insert(name, runtime::container_status(&self.ctx.cri, &c.id).await?);
+            }
+        }
+        Ok((latest, previous))
+    }
+
+    /// Makes sure the pod has a ready sandbox; returns its id, IP and configuration.
+    async fn sandbox(
+        &mut self,
+        pod: &Pod,
+    ) -> Result<(String, String, cri::PodSandboxConfig), PodError> {
+        let existing = runtime::sandboxes(&self.ctx.cri, Some(&self.uid)).await?;
+        let attempt = existing
+            .first()
+            .and_then(|s| s.metadata.as_ref())
+            .map_or(0, |m| m.attempt);
+        if let Some(s) = existing.first() {
+            let (ready, ip) = runtime::sandbox_ip(&self.ctx.cri, &s.id).await?;
+            if ready {
+                return Ok((
+                    s.id.clone(),
+                    ip,
+                    config::sandbox_config(pod, attempt, &self.ctx.logs_dir),
+                ));
+            }
+        }
+        for s in &existing {
+            runtime::remove_sandbox(&self.ctx.cri, &s.id, 0).await?;
+        }
+        let attempt = if existing.is_empty() { 0 } else { attempt + 1 };
+        let cfg = config::sandbox_config(pod, attempt, &self.ctx.logs_dir);
+        let dir = config::log_dir(&self.ctx.logs_dir, pod);
+        std::fs::create_dir_all(&dir).map_err(|source| PodError::Io { path: dir, source })?;
+        let id = self
+            .ctx
+            .cri
+            .runtime
+            .clone()
+            .run_pod_sandbox(cri::RunPodSandboxRequest {
+                config: Some(cfg.clone()),
+                runtime_handler: String::new(),
+            })
+            .await
+            .map_err(client_call("RunPodSandbox"))?
+            .into_inner()
+            .pod_sandbox_id;
+        let (_, ip) = runtime::sandbox_ip(&self.ctx.cri, &id).await?;
+        Ok((id, ip, cfg))
+    }
+
+    /// One pass over the pod.
+    async fn sync(&mut self, pod: &Pod) -> Result<(), PodError> {
+        let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+        if matches!(phase, Some("Succeeded") | Some("Failed")) {
+            // A finished pod never runs again; its sandbox goes, its containers stay for logs.
+            for s in runtime::sandboxes(&self.ctx.cri, Some(&self.uid)).await? {
+                if s.state == cri::PodSandboxState::SandboxReady as i32 {
+                    let _ = self
+                        .ctx
+                        .cri
+                        .runtime
+                        .clone()
+                        .stop_pod_sandbox(cri::StopPodSandboxRequest {
+                            pod_sandbox_id: s.id,
+                        })
+                        .await;
+                }
+            }
+            return Ok(());
+        }
+        if self.refused.is_none()
+            && let Err(e) = volumes::check(pod)
+        {
+            self.refused = Some(e.to_string());
+        }
+        if self.refused.is_some() {
+            return self
+                .report(pod, String::new(), (HashMap::new(), HashMap::new()))
+                .await;
+        }
+        let (sandbox, ip, sandbox_cfg) = self.sandbox(pod).await?;
+        if self.volumes.is_none() {
+            let dir = self.ctx.pods_dir.join(&self.uid).join("volumes");
+            match volumes::prepare(&self.ctx.client, pod, &dir).await {
+                Ok(v) => self.volumes = Some(v),
+                Err(e) if e.transient() => {
+                    for c in &pod.spec.clone().unwrap_or_default().containers {
+                        self.waiting.insert(
+                            c.name.clone(),
+                            Waiting {
+                                reason: "ContainerCreating".into(),
+                                message: e.to_string(),
+                            },
+                        );
+                    }
+                    return self.report(pod, ip, (HashMap::new(), HashMap::new())).await;
+                }
+                Err(e) => {
+                    self.refused = Some(e.to_string());
+                    return self.report(pod, ip, (HashMap::new(), HashMap::new())).await;
+                }
+            }
+        }
+        let downward = Downward {
+            pod_ip: ip.clone(),
+            host_ip: self.ctx.host_ip.clone(),
+        };
+        let spec = pod.spec.clone().unwrap_or_default();
+        let policy = spec
+            .restart_policy
+            .clone()
+            .unwrap_or_else(|| "Always".into());
+        let (latest, _) = self.by_name(&sandbox).await?;
+        let run = Run {
+            sandbox: &sandbox,
+            cfg: &sandbox_cfg,
+            downward: &downward,
+        };
+        let mut init_done = true;
+        for (i, c) in spec.init_containers.iter().flatten().enumerate() {
+            let at = format!("spec.initContainers[{i}]");
+            match latest.get(&c.name) {
+                Some(s) if status::exited(s) && s.exit_code == 0 => continue,
+                Some(s) if status::exited(s) => {
+                    if policy != "Never" {
+                        self.restart(pod, c, &at, s, &run).await;
+                    }
+                }
+                Some(s) if status::running(s) => {}
+                Some(s) => self.start_created(c, s).await,
+                None => self.start(pod, c, &at, 0, &run).await,
+            }
+            init_done = false;
+            break;
+        }
+        if init_done {
+            for (i, c) in spec.containers.iter().enumerate() {
+                let at = format!("spec.containers[{i}]");
+                match latest.get(&c.name) {
+                    None => self.start(pod, c, &at, 0, &run).await,
+                    Some(s) if status::running(s) => {
+                        self.waiting.remove(&c.name);
+                        let ran = jiff::Timestamp::now().as_nanosecond() - i128::from(s.started_at);
+                        if ran > backoff::RESET_AFTER.as_nanos() as i128 {
+                            self.backoff.reset(&c.name);
+                        }
+                    }
+                    Some(s) if status::exited(s) => {
+                        let again = match policy.as_str() {
+                            "Never" => false,
+                            "OnFailure" => s.exit_code != 0,
+                            _ => true,
+                        };
+                        if again {
+                            self.restart(pod, c, &at, s, &run).await;
+                        } else {
+                            self.waiting.remove(&c.name);
+                        }
+                    }
+                    Some(s) => self.start_created(c, s).await,
+                }
+            }
+        }
+        let observed = self.by_name(&sandbox).await?;
+        self.report(pod, ip, observed).await
+    }
+
+    async fn start_created(&mut self, c: &Container, s: &cri::ContainerStatus) {
+        if let Err(e) = self
+            .ctx
+            .cri
+            .runtime
+            .clone()
+            .start_container(cri::StartContainerRequest {
+                container_id: s.id.clone(),
+            })
+            .await
+        {
+            self.waiting.insert(
+                c.name.clone(),
+                Waiting {
+                    reason: "RunContainerError".into(),
+                    message: e.message().to_string(),
+                },
+            );
+        }
+    }
+
+    /// Restarts an exited container unless it is backing off (then it waits in
+    /// `CrashLoopBackOff`).
+    async fn restart(
+        &mut self,
+        pod: &Pod,
+        c: &Container,
+        at: &str,
+        s: &cri::ContainerStatus,
+        run: &Run<'_>,
+    ) {
+        if self.backoff.waiting(&c.name, Instant::now()) {
+            self.waiting.insert(
+                c.name.clone(),
+                Waiting {
+                    reason: "CrashLoopBackOff".into(),
+                    message: format!(
+                        "back-off restarting failed container {} in pod {}_{}({})",
+                        c.name,
+                        pod.metadata.name.as_deref().unwrap_or_default(),
+                        pod.metadata.namespace.as_deref().unwrap_or_default(),
+                        self.uid
+                    ),
+                },
+            );
+            return;
+        }
+        self.backoff.fail(&c.name, Instant::now());
+        let attempt = s.metadata.as_ref().map_or(0, |m| m.attempt) + 1;
+        self.start(pod, c, at, attempt, run).await;
+    }
+
+    /// Pulls the image (with back-off), creates and starts attempt `attempt` of `c`, and removes
+    /// attempts older than the previous one.
+    async fn start(&mut self, pod: &Pod, c: &Container, at: &str, attempt: u32, run: &Run<'_>) {
+        let image = c.image.clone().unwrap_or_default();
+        let pull_key = format!("image/{}", c.name);
+        if self.backoff.waiting(&pull_key, Instant::now()) {
+            // The failure itself stays visible for a moment, then the back-off shows.
+            let fresh = self
+                .pull_failed
+                .get(&c.name)
+                .is_some_and(|t| t.elapsed() < SHOW_PULL_ERROR);
+            if fresh {
+                return;
+            }
+            self.waiting.insert(
+                c.name.clone(),
+                Waiting {
+                    reason: "ImagePullBackOff".into(),
+                    message: format!("Back-off pulling image {image:?}"),
+                },
+            );
+            return;
+        }
+        let policy = images::pull_policy(&image, c.image_pull_policy.as_deref());
+        match images::ensure_image(&self.ctx.cri, &image, &policy).await {
+            Ok(id) => {
+                self.backoff.reset(&pull_key);
+                self.image_ids.insert(c.name.clone(), id);
+            }
+            Err(e) => {
+                self.backoff.fail(&pull_key, Instant::now());
+                self.pull_failed.insert(c.name.clone(), Instant::now());
+                self.waiting.insert(
+                    c.name.clone(),
+                    Waiting {
+                        reason: e.reason().into(),
+                        message: e.to_string(),
+                    },
+                );
+                return;
+            }
+        }
+        let volumes = self.volumes.clone().unwrap_or_default();
+        let cfg = match config::container_config(pod, c, at, attempt, &volumes, run.downward) {
+            Ok(cfg) => cfg,
+            Err(e) => {
+                self.refused = Some(e.to_string());
+                return;
+            }
+        };
+        let mut rt = self.ctx.cri.runtime.clone();
+        let created = rt
+            .create_container(cri::CreateContainerRequest {
+                pod_sandbox_id: run.sandbox.to_string(),
+                config: Some(cfg),
+                sandbox_config: Some(run.cfg.clone()),
+            })
+            .await;
+        let id = match created {
+            Ok(r) => r.into_inner().container_id,
+            Err(e) => {
+                self.waiting.insert(
+                    c.name.clone(),
+                    Waiting {
+                        reason: "CreateContainerError".into(),
+                        message: e.message().to_string(),
+                    },
+                );
+                return;
+            }
+        };
+        if let Err(e) = rt
+            .start_container(cri::StartContainerRequest { container_id: id })
+            .await
+        {
+            self.waiting.insert(
+                c.name.clone(),
+                Waiting {
+                    reason: "RunContainerError".into(),
+                    message: e.message().to_string(),
+                },
+            );
+            return;
+        }
+        self.waiting.remove(&c.name);
+        if attempt >= 2
+            && let Ok(list) = runtime::containers(&self.ctx.cri, run.sandbox).await
+        {
+            for old in list.iter().filter(|o| {
+                o.metadata
+                    .as_ref()
+                    .is_some_and(|m| m.name == c.name && m.attempt + 1 < attempt)
+            }) {
+                let _ = runtime::remove_container(&self.ctx.cri, &old.id).await;
+            }
+        }
+    }
+
+    /// Writes the pod's status through `pods/status` when it changed.
+    async fn report(
+        &mut self,
+        pod: &Pod,
+        ip: String,
+        (latest, previous): ByName,
+    ) -> Result<(), PodError> {
+        let mut image_ids = self.image_ids.clone();
+        for (name, s) in &latest {
+            if !s.image_ref.is_empty() {
+                image_ids
+                    .entry(name.clone())
+                    .or_insert_with(|| s.image_ref.clone());
+            }
+        }
+        let start_time = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.start_time.as_ref())
+            .map(|t| t.0.to_string())
+            .or_else(|| Some(now()));
+        let observed = Observed {
+            pod_ip: ip,
+            host_ip: self.ctx.host_ip.clone(),
+            start_time,
+            containers: latest,
+            previous,
+            waiting: self.waiting.clone(),
+            image_ids,
+            refused: self.refused.clone(),
+        };
+        let status = status::compute(pod, &observed);
+        if self.last_status.as_ref() == Some(&status) {
+            return Ok(());
+        }
+        let (ns, name) = ns_name(pod);
+        let api: Api<Pod> = Api::namespaced(self.ctx.client.clone(), &ns);
+        api.patch_status(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"status": status})),
+        )
+        .await
+        .map_err(|e| PodError::Status(Box::new(e)))?;
+        self.last_status = Some(status);
+        Ok(())
+    }
+}
+
+/// The sandbox a container is started in.
+struct Run<'a> {
+    sandbox: &'a str,
+    cfg: &'a cri::PodSandboxConfig,
+    downward: &'a Downward,
+}
