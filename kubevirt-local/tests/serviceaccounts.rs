@@ -1,4 +1,4 @@
-//! Service accounts with the real kubectl against `up --no-node`: each namespace gets the
+//! Service accounts with the real kubectl against `up --no-node --no-kubelet`: each namespace gets the
 //! `default` ServiceAccount and the `kube-root-ca.crt` ConfigMap, `default` gets the
 //! `kubernetes` Service, and `kubectl create token` issues tokens the server accepts (and only
 //! those: not expired, for its audience, of a service account that still exists).

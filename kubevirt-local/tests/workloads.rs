@@ -1,4 +1,4 @@
-//! The workload controllers with the real kubectl against `up --no-node`. No kubelet runs here,
+//! The workload controllers with the real kubectl against `up --no-node --no-kubelet`. No kubelet runs here,
 //! so a stand-in does what a kubelet's status updates would: every bound pod is marked Running
 //! and Ready through `pods/status` (`kubectl patch --subresource=status`), a little after it is
 //! bound, so the controllers see pods come up the way they do on a node.

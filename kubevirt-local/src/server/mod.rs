@@ -10,6 +10,7 @@ mod openapi;
 pub mod route;
 pub mod state;
 mod table;
+mod logs;
 mod watch;
 
 pub use self::state::State;
@@ -162,6 +163,16 @@ async fn dispatch(
             let is_watch = method == Method::GET
                 && target.name.is_none()
                 && query.get("watch").is_some_and(|w| w == "true" || w == "1");
+            if method == Method::GET
+                && target.sub.as_deref() == Some("log")
+                && target.group.is_empty()
+                && target.plural == "pods"
+                && target.name.is_some()
+            {
+                return logs::pod_log(state.clone(), target, query)
+                    .await
+                    .unwrap_or_else(|e| error_response(&e));
+            }
             if is_watch {
                 return match watch::start(state.clone(), &target, &query, shape) {
                     Ok(rx) => {

@@ -2,6 +2,7 @@
 //! installed kubectl (with its own cache dir) and by kube-rs.
 #![allow(dead_code)]
 
+pub mod node;
 pub mod plane;
 
 use std::io::{BufRead, BufReader};

@@ -120,7 +120,7 @@ pub fn handle(state: &State, req: &Request<'_>) -> Result<Reply, ApiError> {
     if let Some(s) = sub {
         let known = (s == "status" && res.status)
             || (s == "scale" && res.scale.is_some())
-            || (matches!(s, "log" | "binding") && res.kind == "Pod" && res.group.is_empty())
+            || (s == "binding" && res.kind == "Pod" && res.group.is_empty())
             || (s == "token" && res.kind == "ServiceAccount" && res.group.is_empty());
         if !known {
             return Err(ApiError::no_route());
@@ -133,11 +133,6 @@ pub fn handle(state: &State, req: &Request<'_>) -> Result<Reply, ApiError> {
         ("POST", Some(name), Some("binding")) => binding::bind(state, &res, t, name, req),
         ("POST", Some(name), Some("token")) => token::create_token(state, &res, t, name, req),
         ("GET", Some(name), Some("scale")) => scale::get_scale(state, &res, &ns, name),
-        ("GET", Some(_), Some("log")) => Ok(Reply {
-            code: 200,
-            body: Body::Text(String::new()),
-            warnings: Vec::new(),
-        }),
         ("GET", Some(name), _) => read::get(state, &res, &ns, name, t, req.shape),
         ("PUT", Some(name), s) => write::update(state, &res, t, name, s, req),
         ("PATCH", Some(name), s) => write::patch_object(state, &res, t, name, s, req),

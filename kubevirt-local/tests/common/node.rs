@@ -1,0 +1,294 @@
+//! The local node for tests: `kubevirt-local up` with its kubelet and a private containerd, the
+//! pause and busybox images in a private `docker-registry`, and checks that nothing is left on
+//! the host. Needs root and the containerd, runc, CNI plugins, busybox-static and
+//! docker-registry packages; [`skip_reason`] says why not when they are missing.
+//!
+//! The tests share one pod network (bridge `kvl0`): each takes [`ONE_AT_A_TIME`].
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use kubevirt_testsupport::oci::{busybox_image, pause_image};
+use kubevirt_testsupport::registry::Registry;
+use kubevirt_testsupport::{TestDir, kubectl, tempdir};
+use serde_json::Value;
+
+pub static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// Why these tests cannot run here, if they cannot.
+pub fn skip_reason() -> Option<String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("needs root (containerd, CNI)".into());
+    }
+    for (path, package) in [
+        ("/usr/bin/containerd", "containerd"),
+        ("/usr/sbin/runc", "runc"),
+        ("/usr/lib/cni/bridge", "containernetworking-plugins"),
+        ("/usr/bin/busybox", "busybox-static"),
+        ("/usr/bin/docker-registry", "docker-registry"),
+    ] {
+        if !Path::new(path).exists() {
+            return Some(format!("{path} missing (package {package})"));
+        }
+    }
+    None
+}
+
+#[macro_export]
+macro_rules! require_node {
+    () => {
+        if let Some(why) = $crate::common::node::skip_reason() {
+            eprintln!("skipped: {why}");
+            return;
+        }
+    };
+}
+
+/// The registry with the pause and busybox images.
+pub struct Images {
+    pub registry: Registry,
+    pub busybox: String,
+    pub pause: String,
+    _dir: TestDir,
+}
+
+pub fn images() -> Images {
+    let dir = tempdir("registry");
+    let registry = Registry::start(&dir.join("registry")).expect("start docker-registry");
+    let pause = registry
+        .push(
+            "kubevirt-local/pause",
+            "1",
+            &pause_image().unwrap().build().unwrap(),
+        )
+        .expect("push pause");
+    let busybox = registry
+        .push(
+            "test/busybox",
+            "1",
+            &busybox_image().unwrap().build().unwrap(),
+        )
+        .expect("push busybox");
+    Images {
+        registry,
+        busybox,
+        pause,
+        _dir: dir,
+    }
+}
+
+/// `kubevirt-local up` with its kubelet; on drop it is stopped with SIGTERM, and it stops its
+/// pods and containerd (`--stop-pods-on-exit`).
+pub struct Up {
+    child: Option<Child>,
+    pub data: PathBuf,
+    pub node: String,
+}
+
+pub fn start_up(data: &Path, node: &str, im: &Images) -> Up {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kubevirt-local"))
+        .arg("up")
+        .arg("--data-dir")
+        .arg(data)
+        .args(["--listen", "127.0.0.1:0", "--no-node", "--node-name", node])
+        .args(["--sandbox-image", &im.pause])
+        .args(["--plain-http-registry", im.registry.address()])
+        .arg("--stop-pods-on-exit")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start kubevirt-local up");
+    let mut first = String::new();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    stdout.read_line(&mut first).unwrap();
+    std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+    let ready: Value = serde_json::from_str(&first)
+        .unwrap_or_else(|e| panic!("up's ready line {first:?} is not JSON: {e}"));
+    assert!(ready["kubeconfig"].is_string(), "{first}");
+    Up {
+        child: Some(child),
+        data: data.to_path_buf(),
+        node: node.into(),
+    }
+}
+
+impl Up {
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.data.join("kubeconfig")
+    }
+    pub fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut all = vec!["--request-timeout=30s"];
+        all.extend_from_slice(args);
+        kubectl(&self.kubeconfig(), &all, stdin)
+    }
+    pub fn ok(&self, args: &[&str], stdin: Option<&str>) -> String {
+        let out = self.kubectl(args, stdin);
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+    pub fn pod(&self, name: &str) -> Option<Value> {
+        let out = self.kubectl(&["get", "pod", name, "-o", "json"], None);
+        out.status
+            .success()
+            .then(|| serde_json::from_slice(&out.stdout).ok())
+            .flatten()
+    }
+    /// Applies a pod bound to this node.
+    pub fn run_pod(&self, yaml: &str) {
+        let yaml = yaml.replace("NODE", &self.node);
+        self.ok(&["apply", "-f", "-"], Some(&yaml));
+    }
+    pub fn kill9(mut self) -> PathBuf {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.data.clone()
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn eventually<T>(what: &str, secs: u64, mut probe: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = probe() {
+            return v;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(secs),
+            "timed out after {secs} s waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+pub fn running_pod(up: &Up, name: &str) -> Value {
+    eventually(&format!("pod {name} Running"), 90, || {
+        up.pod(name)
+            .filter(|p| p["status"]["phase"] == "Running" && p["status"]["podIP"].is_string())
+    })
+}
+
+/// `GET path` on `ip:port` from the host; the body when it answers 200.
+pub fn http_get(ip: &str, port: u16, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let addr = std::net::SocketAddr::new(ip.parse().ok()?, port);
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {ip}\r\n\r\n").as_bytes())
+        .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    (head.split_whitespace().nth(1) == Some("200")).then(|| body.to_string())
+}
+
+pub fn pod_yaml(name: &str, image: &str, script: &str, extra: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+spec:
+  nodeName: NODE
+  terminationGracePeriodSeconds: 5
+  {extra}
+  containers:
+  - name: main
+    image: {image}
+    command: ["/bin/sh", "-c", {script:?}]
+"#
+    )
+}
+
+/// What the node's runtime still holds: `ctr` lists of containers and sandboxes, veth
+/// interfaces on the pod bridge, network namespaces containerd made.
+pub fn leftovers(data: &Path) -> Vec<String> {
+    let socket = data.join("node/containerd/containerd.sock");
+    let mut out = Vec::new();
+    let ctr = |args: &[&str]| {
+        let o = Command::new("ctr")
+            .arg("--address")
+            .arg(&socket)
+            .args(["--namespace", "k8s.io"])
+            .args(args)
+            .output()
+            .expect("ctr");
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    for line in ctr(&["containers", "list", "-q"])
+        .lines()
+        .filter(|l| !l.is_empty())
+    {
+        out.push(format!("container {line}"));
+    }
+    for line in ctr(&["tasks", "list", "-q"])
+        .lines()
+        .filter(|l| !l.is_empty())
+    {
+        out.push(format!("task {line}"));
+    }
+    let links = Command::new("ip")
+        .args(["-o", "link", "show", "master", "kvl0"])
+        .output();
+    if let Ok(o) = links {
+        for l in String::from_utf8_lossy(&o.stdout).lines() {
+            out.push(format!("veth {l}"));
+        }
+    }
+    if let Ok(entries) = std::fs::read_dir(data.join("node/pods")) {
+        for e in entries.flatten() {
+            out.push(format!("pod dir {}", e.path().display()));
+        }
+    }
+    if let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup/memory/kubevirt-local") {
+        for e in entries
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("pod"))
+        {
+            out.push(format!("cgroup {}", e.path().display()));
+        }
+    }
+    out
+}
+
+pub fn assert_nothing_left(data: &Path) {
+    let start = Instant::now();
+    loop {
+        let left = leftovers(data);
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "left behind: {left:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
