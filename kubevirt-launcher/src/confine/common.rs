@@ -29,8 +29,10 @@ pub fn runtime(r: &mut Rules) {
     // Identity and ending: panics and aborts (tgkill to itself), a thread's exit, the
     // process's exit after the seccomp report.
     r.allow(&[SYS_gettid, SYS_getpid, SYS_tgkill, SYS_exit, SYS_exit_group]);
-    // Messages on stderr, and closing what the thread owns.
+    // Messages on stderr, and closing what the thread owns (std checks the descriptor with
+    // fcntl(F_GETFD) before closing it in debug builds).
     r.allow(&[SYS_write, SYS_close]);
+    r.allow_arg_in(SYS_fcntl, 1, &[F_GETFD as u64]);
     // HashMap seeds: std asks the kernel once per thread.
     r.allow(&[SYS_getrandom]);
     // glibc's malloc reads /sys/devices/system/cpu/online when a thread first allocates (to
