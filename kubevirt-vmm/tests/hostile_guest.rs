@@ -236,7 +236,12 @@ fn a_hostile_guest_cannot_crash_hang_or_wedge_the_vmm() {
         let list = targets(&vm);
         assert!(list.len() >= 8, "the VM has its devices: {list:?}");
         let ops = per_vm.min(total - done);
-        let params = hostile::params(seed, ops, &list, SCRATCH, MEMORY);
+        let bars: Vec<u64> = list
+            .iter()
+            .filter(|t| t.len == MSIX_TABLE_OFFSET)
+            .map(|t| t.base)
+            .collect();
+        let params = hostile::params(seed, ops, &list, &bars, SCRATCH, MEMORY);
         use vm_memory::Bytes;
         vm.memory()
             .write_slice(&params, vm_memory::GuestAddress(hostile::PARAMS))

@@ -16,8 +16,8 @@
 
 use super::{GUEST_DATA_ADDR, GuestAsm, TestGuest, TestGuestError};
 use iced_x86::code_asm::{
-    al, ax, byte_ptr, dword_ptr, dx, eax, ebx, qword_ptr, r8, r9, r10, r11, r12, r13, r13d, r14,
-    r15, rax, rbp, rbx, rcx, rdx, rsi, word_ptr,
+    al, ax, byte_ptr, cl, di, dword_ptr, dx, eax, ebx, ecx, edi, edx, qword_ptr, r8, r8d, r9, r10,
+    r11, r12, r13, r13d, r14, r15, rax, rbp, rbx, rcx, rdi, rdx, rsi, word_ptr,
 };
 
 /// Where the host writes the parameters: seed, operations, target count, scratch base,
@@ -27,6 +27,16 @@ pub const PARAMS: u64 = GUEST_DATA_ADDR + 0x400;
 pub const TARGETS: u64 = PARAMS + 0x40;
 /// At most this many targets.
 pub const MAX_TARGETS: usize = 128;
+/// The virtio functions' BAR 0 addresses (u64 each), for the driver-like set-up.
+pub const VIRTIO_BARS: u64 = TARGETS + 16 * MAX_TARGETS as u64;
+/// At most this many virtio functions.
+pub const MAX_VIRTIO: usize = 16;
+/// Every this many operations (half-way between heartbeats' multiples), the guest sets up one
+/// random virtio function the way a driver would (reset, features with VERSION_1 and a random
+/// subset of the device's, up to four queues of a random power-of-two size whose rings sit at
+/// random pages of the scratch area, DRIVER_OK) and notifies its queues: the devices then
+/// process the garbage in the scratch area as descriptors.
+pub const SETUP_EVERY: u64 = 2048;
 /// Operations between two heartbeats.
 pub const REPORT_EVERY: u64 = 256;
 /// `len` flag: the target is MMIO, not port I/O.
@@ -48,6 +58,7 @@ pub fn params(
     seed: u64,
     ops: u64,
     targets: &[Target],
+    virtio_bars: &[u64],
     scratch: (u64, u64),
     ram_end: u64,
 ) -> Vec<u8> {
@@ -59,6 +70,7 @@ pub fn params(
         scratch.0,
         scratch.1.next_power_of_two() - 1,
         ram_end,
+        virtio_bars.len().min(MAX_VIRTIO) as u64,
     ] {
         out.extend_from_slice(&v.to_le_bytes());
     }
@@ -66,6 +78,10 @@ pub fn params(
     for t in targets.iter().take(MAX_TARGETS) {
         out.extend_from_slice(&t.base.to_le_bytes());
         out.extend_from_slice(&(t.len.max(1) | if t.mmio { MMIO } else { 0 }).to_le_bytes());
+    }
+    out.resize((VIRTIO_BARS - PARAMS) as usize, 0);
+    for bar in virtio_bars.iter().take(MAX_VIRTIO) {
+        out.extend_from_slice(&bar.to_le_bytes());
     }
     out
 }
@@ -106,6 +122,7 @@ pub fn hostile() -> Result<TestGuest, TestGuestError> {
         a.dec(ebx)?;
         a.jnz(scribble)?;
         a.set_label(&mut no_report)?;
+        driver_setup(a)?;
         // The target: rbx = base, rcx = len, r8 = 1 for MMIO.
         next(a)?;
         a.xor(rdx, rdx)?;
@@ -254,6 +271,87 @@ pub fn hostile() -> Result<TestGuest, TestGuestError> {
     g.finish()
 }
 
+/// Every [`SETUP_EVERY`] operations: a driver-like set-up of a random virtio function (see
+/// [`SETUP_EVERY`]). Uses rax, rbx, rcx, rdx, rdi, r8; keeps rsi (the parameters) and r9-r15.
+fn driver_setup(a: &mut iced_x86::code_asm::CodeAssembler) -> Result<(), iced_x86::IcedError> {
+    let mut skip = a.create_label();
+    a.mov(rax, r13)?;
+    a.and(eax, (SETUP_EVERY - 1) as u32)?;
+    a.cmp(eax, (SETUP_EVERY / 2) as u32)?;
+    a.jne(skip)?;
+    a.mov(rcx, qword_ptr(rsi + 48))?;
+    a.test(rcx, rcx)?;
+    a.jz(skip)?;
+    next(a)?;
+    a.xor(rdx, rdx)?;
+    a.div(rcx)?;
+    a.mov(rdi, VIRTIO_BARS)?;
+    a.mov(rbx, qword_ptr(rdi + rdx * 8))?;
+    // Reset, ACKNOWLEDGE | DRIVER, VERSION_1 plus a random subset of the low features.
+    a.mov(byte_ptr(rbx + 0x14), 0)?;
+    a.mov(byte_ptr(rbx + 0x14), 3)?;
+    a.mov(dword_ptr(rbx + 0x08), 1)?;
+    a.mov(dword_ptr(rbx + 0x0c), 1)?;
+    a.mov(dword_ptr(rbx), 0)?;
+    a.mov(edi, dword_ptr(rbx + 0x04))?;
+    next(a)?;
+    a.and(edi, eax)?;
+    a.mov(dword_ptr(rbx + 0x08), 0)?;
+    a.mov(dword_ptr(rbx + 0x0c), edi)?;
+    a.mov(byte_ptr(rbx + 0x14), 0x0b)?;
+    // Up to four queues.
+    a.movzx(r8d, word_ptr(rbx + 0x12))?;
+    let mut few = a.create_label();
+    a.cmp(r8d, 4)?;
+    a.jbe(few)?;
+    a.mov(r8d, 4u32)?;
+    a.set_label(&mut few)?;
+    a.xor(edi, edi)?;
+    let (mut queue, mut queues_done) = (a.create_label(), a.create_label());
+    a.set_label(&mut queue)?;
+    a.cmp(edi, r8d)?;
+    a.jae(queues_done)?;
+    a.mov(word_ptr(rbx + 0x16), di)?;
+    // Size: the maximum shifted right by 0-3 (a power of two when the maximum is), at least 1.
+    a.movzx(edx, word_ptr(rbx + 0x18))?;
+    next(a)?;
+    a.and(eax, 3)?;
+    a.mov(ecx, eax)?;
+    a.shr(edx, cl)?;
+    let mut sized = a.create_label();
+    a.test(edx, edx)?;
+    a.jnz(sized)?;
+    a.mov(edx, 1u32)?;
+    a.set_label(&mut sized)?;
+    a.mov(word_ptr(rbx + 0x18), dx)?;
+    // Descriptor table, available and used rings: random pages of the scratch area.
+    for reg in [0x20, 0x28, 0x30] {
+        next(a)?;
+        a.and(rax, r9)?;
+        a.and(rax, -4096i32)?;
+        a.add(rax, r10)?;
+        a.mov(qword_ptr(rbx + reg), rax)?;
+    }
+    a.mov(word_ptr(rbx + 0x1c), 1)?;
+    a.inc(edi)?;
+    a.jmp(queue)?;
+    a.set_label(&mut queues_done)?;
+    // FEATURES_OK | DRIVER_OK, then a notify for each queue.
+    a.mov(byte_ptr(rbx + 0x14), 0x0f)?;
+    a.xor(edi, edi)?;
+    let (mut notify, mut notified) = (a.create_label(), a.create_label());
+    a.set_label(&mut notify)?;
+    a.cmp(edi, r8d)?;
+    a.jae(notified)?;
+    a.mov(word_ptr(rbx + rdi * 4 + 0x3000), di)?;
+    a.inc(edi)?;
+    a.jmp(notify)?;
+    a.set_label(&mut notified)?;
+    a.nop()?;
+    a.set_label(&mut skip)?;
+    a.nop()
+}
+
 /// rax = the next xorshift64 value (state in r15). Clobbers nothing else.
 fn next(a: &mut iced_x86::code_asm::CodeAssembler) -> Result<(), iced_x86::IcedError> {
     a.mov(rax, r15)?;
@@ -284,8 +382,15 @@ mod tests {
             };
             MAX_TARGETS + 5
         ];
-        let p = params(0, 0, &targets, (4 << 20, 4 << 20), 8 << 20);
-        assert_eq!(p.len() as u64, TARGETS - PARAMS + 16 * MAX_TARGETS as u64);
+        let p = params(
+            0,
+            0,
+            &targets,
+            &[0xd800_0000; 20],
+            (4 << 20, 4 << 20),
+            8 << 20,
+        );
+        assert_eq!(p.len() as u64, VIRTIO_BARS - PARAMS + 8 * MAX_VIRTIO as u64);
         assert!(PARAMS + p.len() as u64 <= GUEST_DATA_ADDR + 0x1000);
         // Seed made odd (never 0), operations at least 1, the mask a power of two minus one.
         assert_eq!(&p[..8], &1u64.to_le_bytes());
