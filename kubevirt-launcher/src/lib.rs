@@ -18,6 +18,7 @@
 #![deny(missing_docs)]
 
 pub mod cloudinit;
+pub mod confine;
 pub mod console;
 pub mod control;
 pub mod disks;

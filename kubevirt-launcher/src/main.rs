@@ -8,6 +8,7 @@
 use clap::{Parser, Subcommand};
 use kubevirt_api::codec::documents_from_yaml;
 use kubevirt_api::object::Object;
+use kubevirt_launcher::confine::{self, ThreadKind};
 use kubevirt_launcher::control::{Shutdown, phase};
 use kubevirt_launcher::run::{RunOptions, launch};
 use kubevirt_launcher::terminal::{CharacterMode, forward};
@@ -37,6 +38,17 @@ struct Cli {
 enum Command {
     /// Run a VMI (or a VM's template) from a YAML/JSON file (`-` for stdin), as a user wrote it.
     Run(RunArgs),
+    /// Installs one thread kind's seccomp filter, then makes one system call (by number): the
+    /// filters' own test. Hidden: not for users.
+    #[command(hide = true)]
+    SeccompProbe {
+        /// The filter.
+        #[arg(long, value_enum)]
+        kind: ThreadKind,
+        /// The system call number, called with zero arguments.
+        #[arg(long)]
+        syscall: i64,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -73,6 +85,19 @@ struct RunArgs {
     /// The pod's network interface.
     #[arg(long, default_value = "eth0")]
     pod_interface: String,
+    /// Seccomp filters per thread and no capabilities once the VM runs (`default`), or none
+    /// (`none`, for debugging a filter that refuses a call it should allow).
+    #[arg(long, value_enum, default_value_t = SeccompMode::Default)]
+    seccomp: SeccompMode,
+}
+
+/// Whether the launcher confines itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum SeccompMode {
+    /// No filters, capabilities kept.
+    None,
+    /// Per-thread filters, capabilities dropped after the launch.
+    Default,
 }
 
 static TERMINATE: AtomicBool = AtomicBool::new(false);
@@ -84,16 +109,55 @@ extern "C" fn on_signal(_: libc::c_int) {
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Run(args) => run(args),
+        Command::SeccompProbe { kind, syscall } => seccomp_probe(kind, syscall),
     }
 }
 
+/// Confines this thread as `kind` and makes the call: a forbidden one ends the process
+/// through the SIGSYS reporter; an allowed one prints its result.
+fn seccomp_probe(kind: ThreadKind, syscall: i64) -> ExitCode {
+    if let Err(e) = confine::enable().and_then(|()| confine::confine_thread(kind)) {
+        eprintln!("error: {e}");
+        return ExitCode::from(3);
+    }
+    // SAFETY: a raw system call with zero arguments: the probe's whole purpose. Calls that
+    // would take pointers get NULL and fail with EFAULT rather than touch memory.
+    let rc = unsafe { libc::syscall(syscall, 0, 0, 0, 0, 0, 0) };
+    println!(
+        "{} ({syscall}) allowed: returned {rc}",
+        confine::syscall_name(syscall)
+    );
+    ExitCode::SUCCESS
+}
+
 fn run(args: RunArgs) -> ExitCode {
+    if args.seccomp == SeccompMode::Default
+        && let Err(e) = confine::enable()
+    {
+        eprintln!("error: {e} (--seccomp=none runs without confinement)");
+        return ExitCode::from(ExitStatus::LaunchFailed.code());
+    }
+    // A run directory made up here is this process's: nobody reads a final status from it,
+    // so it goes when the run ends (the node agent always names its own).
+    let own_dir = args.run_dir.is_none();
     let run_dir = args.run_dir.clone().unwrap_or_else(|| {
         std::env::temp_dir().join(format!("kubevirt-launcher-{}", std::process::id()))
     });
     // A verdict left by an earlier run in this directory is not this run's.
     let _ = std::fs::remove_file(run_dir.join(FINAL_STATUS_FILE));
     let (exit, reason) = run_in(args, run_dir.clone());
+    if own_dir {
+        let _ = reason;
+        if let Err(e) = std::fs::remove_dir_all(&run_dir)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            eprintln!(
+                "kubevirt-launcher: could not remove {}: {e}",
+                run_dir.display()
+            );
+        }
+        return ExitCode::from(exit.code());
+    }
     // The node agent reads why from here, not from the log.
     if let Err(e) = std::fs::create_dir_all(&run_dir) {
         eprintln!(
@@ -119,6 +183,7 @@ fn run_in(args: RunArgs, run_dir: PathBuf) -> (ExitStatus, Option<String>) {
         quiet,
         pod_network,
         pod_interface,
+        seccomp: _,
     } = args;
     let refuse = |why: String| {
         eprintln!("error: {why}");
@@ -184,6 +249,9 @@ fn run_in(args: RunArgs, run_dir: PathBuf) -> (ExitStatus, Option<String>) {
         );
         mode
     });
+    // Everything that needs wider rights is done: the network is built, the sockets bound,
+    // the signal handlers and terminal set.
+    confine::enter(ThreadKind::Main);
     eprintln!(
         "kubevirt-launcher: {} running; console {} control {}",
         launched.plan.name,

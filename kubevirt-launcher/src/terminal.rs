@@ -43,6 +43,7 @@ pub fn forward(
     std::thread::Builder::new()
         .name("stdin".into())
         .spawn(move || {
+            crate::confine::enter(crate::confine::ThreadKind::Console);
             let mut buf = [0u8; 256];
             while let Ok(n) = input.read(&mut buf) {
                 if n == 0 {

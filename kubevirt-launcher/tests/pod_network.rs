@@ -165,7 +165,7 @@ fn guest_gets_dhcp_answers_arp_and_ping_through_nat_and_sees_forwarded_connectio
     assert!(ping.status.success(), "ping after the reboot failed");
     console.write_all(b"poweroff\r").unwrap();
     let (status, out) = launcher.wait();
-    assert!(status.success(), "{out}");
+    assert!(status.success(), "{status}: {out}");
     assert!(out.contains("netdemo Succeeded"), "{out}");
     let _ = std::fs::remove_dir_all(&dir);
 }

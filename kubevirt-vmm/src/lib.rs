@@ -72,6 +72,7 @@ macro_rules! internal_mod {
 }
 
 pub mod acpi;
+pub mod threads;
 pub mod virtio;
 
 internal_mod!(arch);

@@ -93,11 +93,15 @@ impl ConsoleHub {
         let pump = shared.clone();
         thread::Builder::new()
             .name("console-out".into())
-            .spawn(move || pump_output(output, &pump))?;
+            .spawn(move || {
+                crate::confine::enter(crate::confine::ThreadKind::Console);
+                pump_output(output, &pump)
+            })?;
         let accept = shared.clone();
         thread::Builder::new()
             .name("console-accept".into())
             .spawn(move || {
+                crate::confine::enter(crate::confine::ThreadKind::Console);
                 for (id, conn) in (1u64..).zip(listener.incoming()) {
                     let Ok(conn) = conn else { continue };
                     let (shared, input) = (accept.clone(), input.clone());

@@ -72,6 +72,7 @@ impl ControlServer {
         thread::Builder::new()
             .name("control-accept".into())
             .spawn(move || {
+                crate::confine::enter(crate::confine::ThreadKind::Control);
                 for conn in listener.incoming().flatten() {
                     let target = target.clone();
                     let _ = thread::Builder::new()

@@ -152,6 +152,7 @@ pub fn attach(
         std::thread::Builder::new()
             .name("dhcp".into())
             .spawn(move || {
+                crate::confine::enter(crate::confine::ThreadKind::Dhcp);
                 if let Err(e) = serve(&socket, &server, &stop) {
                     eprintln!("kubevirt-launcher: DHCP server stopped: {e}");
                 }

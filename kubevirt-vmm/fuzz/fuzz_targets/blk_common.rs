@@ -1,5 +1,6 @@
 //! What the virtio-blk fuzz targets share: the input -> guest memory mapping, an in-memory
-//! disk that uses `BlockBackend`'s bounce-buffer defaults, and the queue set-up.
+//! disk that uses `BlockBackend`'s bounce-buffer defaults, and the queue set-up (over
+//! `guest.rs`, which the virtio-net target shares).
 //!
 //! Input: byte 0 bit 0 = the disk is read-only; the rest fills guest memory from 0x1000, so
 //! the fuzzer controls the descriptor table (0x1000), the available ring (0x1100) and every
@@ -11,16 +12,12 @@
 
 use std::sync::{Arc, Mutex};
 
+use kubevirt_vmm::virtio::HealthFlag;
 use kubevirt_vmm::virtio::block::BlockBackend;
 use kubevirt_vmm::virtio::block::queue::BlockQueue;
-use kubevirt_vmm::virtio::{HealthFlag, VirtioInterrupt, VirtioInterruptType};
-use virtio_queue::{Queue, QueueT};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::GuestMemoryMmap;
 
-/// Guest memory size.
-pub const MEM: usize = 0x4_0000;
-/// Queue entries.
-pub const SIZE: u16 = 16;
+use crate::guest::{self, NoInterrupt};
 /// Disk size; every byte starts as 0xa5.
 pub const DISK_LEN: usize = 16 << 10;
 
@@ -58,53 +55,20 @@ impl BlockBackend for Disk {
     }
 }
 
-struct NoInterrupt;
-impl VirtioInterrupt for NoInterrupt {
-    fn trigger(&self, _: VirtioInterruptType) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// A disk shared with the queue.
 pub type SharedDisk = Arc<Mutex<Box<dyn BlockBackend>>>;
 
 /// Guest memory built from `data`, and whether the disk is read-only; None for empty input.
 pub fn guest_memory(data: &[u8]) -> Option<(GuestMemoryMmap, bool)> {
     let (&flags, body) = data.split_first()?;
-    let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), MEM)]).unwrap();
-    let n = body.len().min(MEM - 0x1000);
-    mem.write_slice(&body[..n], GuestAddress(0x1000)).unwrap();
-    for i in 0..u64::from(SIZE) {
-        let at = GuestAddress(0x1000 + 16 * i);
-        let addr: u64 = mem.read_obj(at).unwrap();
-        if addr >> 63 == 0 {
-            mem.write_obj(addr % (MEM as u64 + 0x4000), at).unwrap();
-        }
-        let len_at = GuestAddress(0x1008 + 16 * i);
-        let len: u32 = mem.read_obj(len_at).unwrap();
-        if len >> 31 == 0 {
-            mem.write_obj(len % 0x4000, len_at).unwrap();
-        }
-    }
-    Some((mem, flags & 1 == 1))
+    Some((guest::guest_memory(body, &[0x1000], 0x4000), flags & 1 == 1))
 }
 
 /// Processes every available request of the queue in `mem` against `disk`.
 pub fn process(mem: GuestMemoryMmap, disk: SharedDisk) {
-    let mut queue = Queue::new(SIZE).unwrap();
-    queue
-        .try_set_desc_table_address(GuestAddress(0x1000))
-        .unwrap();
-    queue
-        .try_set_avail_ring_address(GuestAddress(0x1100))
-        .unwrap();
-    queue
-        .try_set_used_ring_address(GuestAddress(0x3000))
-        .unwrap();
-    queue.set_ready(true);
     let mut q = BlockQueue::new(
         mem,
-        queue,
+        guest::ready_queue(0x1000, 0x1100, 0x3000),
         disk,
         *b"fuzz-serial-01234567",
         Arc::new(NoInterrupt),

@@ -14,6 +14,7 @@ use libfuzzer_sys::fuzz_target;
 
 #[path = "blk_common.rs"]
 mod blk_common;
+mod guest;
 use blk_common::{DISK_LEN, Disk, SharedDisk, guest_memory, process};
 
 fuzz_target!(|data: &[u8]| {

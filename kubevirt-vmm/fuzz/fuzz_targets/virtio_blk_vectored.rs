@@ -27,7 +27,9 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 #[path = "blk_common.rs"]
 mod blk_common;
-use blk_common::{DISK_LEN, Disk, MEM, SharedDisk, guest_memory, process};
+mod guest;
+use blk_common::{DISK_LEN, Disk, SharedDisk, guest_memory, process};
+use guest::MEM;
 
 /// The scratch image (unlinked) and the /proc path that reopens it.
 fn scratch() -> &'static (File, PathBuf) {

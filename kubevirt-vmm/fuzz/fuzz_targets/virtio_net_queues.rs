@@ -21,15 +21,14 @@ use std::os::fd::RawFd;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
+use kubevirt_vmm::virtio::HealthFlag;
 use kubevirt_vmm::virtio::net::queues::NetQueues;
 use kubevirt_vmm::virtio::net::{MAX_FRAME_LEN, NetBackend, NetCounters, VNET_HDR_LEN};
-use kubevirt_vmm::virtio::{HealthFlag, VirtioInterrupt, VirtioInterruptType};
 use libfuzzer_sys::fuzz_target;
-use virtio_queue::{Queue, QueueT};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
-const MEM: usize = 0x4_0000;
-const SIZE: u16 = 16;
+mod guest;
+use guest::NoInterrupt;
+
 const RX_DESC: u64 = 0x1000;
 const TX_DESC: u64 = 0x1200;
 
@@ -66,23 +65,6 @@ impl NetBackend for Backend {
     }
 }
 
-struct NoInterrupt;
-impl VirtioInterrupt for NoInterrupt {
-    fn trigger(&self, _: VirtioInterruptType) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-fn queue(desc: u64, used: u64) -> Queue {
-    let mut q = Queue::new(SIZE).unwrap();
-    q.try_set_desc_table_address(GuestAddress(desc)).unwrap();
-    q.try_set_avail_ring_address(GuestAddress(desc + 0x100))
-        .unwrap();
-    q.try_set_used_ring_address(GuestAddress(used)).unwrap();
-    q.set_ready(true);
-    q
-}
-
 fuzz_target!(|data: &[u8]| {
     if data.len() < 3 {
         return;
@@ -90,24 +72,7 @@ fuzz_target!(|data: &[u8]| {
     let offered = u32::from(data[0] & 7);
     let tx_first = data[0] & 0x80 != 0;
     let len = usize::from(u16::from_le_bytes([data[1], data[2]]));
-    let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), MEM)]).unwrap();
-    let body = &data[3..];
-    let n = body.len().min(MEM - 0x1000);
-    mem.write_slice(&body[..n], GuestAddress(0x1000)).unwrap();
-    for table in [RX_DESC, TX_DESC] {
-        for i in 0..u64::from(SIZE) {
-            let at = GuestAddress(table + 16 * i);
-            let addr: u64 = mem.read_obj(at).unwrap();
-            if addr >> 63 == 0 {
-                mem.write_obj(addr % (MEM as u64 + 0x4000), at).unwrap();
-            }
-            let len_at = GuestAddress(table + 8 + 16 * i);
-            let len: u32 = mem.read_obj(len_at).unwrap();
-            if len >> 31 == 0 {
-                mem.write_obj(len % 0x1_2000, len_at).unwrap();
-            }
-        }
-    }
+    let mem = guest::guest_memory(&data[3..], &[RX_DESC, TX_DESC], 0x1_2000);
     let backend: Box<dyn NetBackend> = Box::new(Backend {
         frames: offered,
         len,
@@ -115,8 +80,8 @@ fuzz_target!(|data: &[u8]| {
     let counters = Arc::new(NetCounters::default());
     let mut q = NetQueues::new(
         mem,
-        queue(RX_DESC, 0x3000),
-        queue(TX_DESC, 0x3100),
+        guest::ready_queue(RX_DESC, RX_DESC + 0x100, 0x3000),
+        guest::ready_queue(TX_DESC, TX_DESC + 0x100, 0x3100),
         Arc::new(Mutex::new(backend)),
         Arc::new(NoInterrupt),
         HealthFlag::default(),

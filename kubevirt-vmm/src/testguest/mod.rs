@@ -14,6 +14,7 @@ pub mod asm;
 pub mod blk_stream_run;
 pub mod boot_sector;
 pub mod elf;
+pub mod hostile;
 pub mod netns;
 pub mod programs;
 pub mod virtio_blk;

@@ -78,6 +78,7 @@ impl Vcpu {
     pub(crate) fn run(mut self) {
         let guard = kick::KickGuard::arm(self.fd.get_kvm_run());
         self.lifecycle.register_thread(self.index);
+        crate::threads::thread_started(crate::threads::VmmThread::Vcpu);
         loop {
             // Clear first, then look at the state: a kick that arrives after the look sets the
             // flag again and KVM_RUN returns at once (see `kick`).

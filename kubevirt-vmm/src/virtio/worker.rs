@@ -71,6 +71,7 @@ impl Worker {
         )?;
         let stop_thread = stop.try_clone()?;
         let thread = std::thread::Builder::new().name(name).spawn(move || {
+            crate::threads::thread_started(crate::threads::VmmThread::DeviceWorker);
             let _keep = stop_thread;
             let mut ready = vec![EpollEvent::default(); sources + 1];
             for i in 0..sources {
