@@ -50,11 +50,14 @@ fn container_of(pod: &Value, asked: Option<&str>) -> Result<String, ApiError> {
         .flat_map(|k| pod["spec"][k].as_array().into_iter().flatten())
         .filter_map(|c| c["name"].as_str())
         .collect();
-    let asked = asked.filter(|c| !c.is_empty()).map(str::to_string).or_else(|| {
-        pod["metadata"]["annotations"][DEFAULT_CONTAINER]
-            .as_str()
-            .map(str::to_string)
-    });
+    let asked = asked
+        .filter(|c| !c.is_empty())
+        .map(str::to_string)
+        .or_else(|| {
+            pod["metadata"]["annotations"][DEFAULT_CONTAINER]
+                .as_str()
+                .map(str::to_string)
+        });
     match asked {
         Some(c) if names.contains(&c.as_str()) => Ok(c),
         Some(c) => Err(ApiError::bad_request(format!(
@@ -217,8 +220,14 @@ mod tests {
     #[test]
     fn the_container_is_asked_defaulted_or_the_only_one() {
         assert_eq!(container_of(&pod(&["a"], None), None).unwrap(), "a");
-        assert_eq!(container_of(&pod(&["a", "b"], None), Some("b")).unwrap(), "b");
-        assert_eq!(container_of(&pod(&["a", "b"], None), Some("init")).unwrap(), "init");
+        assert_eq!(
+            container_of(&pod(&["a", "b"], None), Some("b")).unwrap(),
+            "b"
+        );
+        assert_eq!(
+            container_of(&pod(&["a", "b"], None), Some("init")).unwrap(),
+            "init"
+        );
         assert_eq!(
             container_of(&pod(&["a", "b"], Some("b")), None).unwrap(),
             "b"
@@ -226,7 +235,11 @@ mod tests {
         let e = container_of(&pod(&["a", "b"], None), None).unwrap_err();
         assert!(e.to_string().contains("choose one of: [a b]"), "{e}");
         let e = container_of(&pod(&["a"], None), Some("zz")).unwrap_err();
-        assert!(e.to_string().contains("container zz is not valid for pod p"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("container zz is not valid for pod p"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -5,12 +5,12 @@ mod admission;
 mod discovery;
 mod gc;
 pub mod health;
+mod logs;
 pub mod objects;
 mod openapi;
 pub mod route;
 pub mod state;
 mod table;
-mod logs;
 mod watch;
 
 pub use self::state::State;

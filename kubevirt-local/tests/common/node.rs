@@ -291,4 +291,3 @@ pub fn assert_nothing_left(data: &Path) {
         std::thread::sleep(Duration::from_millis(300));
     }
 }
-

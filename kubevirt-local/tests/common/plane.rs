@@ -19,7 +19,14 @@ impl Plane {
     pub fn start(tag: &str) -> Self {
         let dir = kubevirt_testsupport::tempdir(tag).keep();
         let mut child = Command::new(env!("CARGO_BIN_EXE_kubevirt-local"))
-            .args(["up", "--no-node", "--no-kubelet", "--listen", "127.0.0.1:0", "--data-dir"])
+            .args([
+                "up",
+                "--no-node",
+                "--no-kubelet",
+                "--listen",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
             .arg(&dir)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
