@@ -77,6 +77,29 @@ fn scheduled_pods_run_log_scale_roll_and_reach_each_other() {
         "{err}"
     );
 
+    // kubectl exec over websockets: output, stderr apart, the exit code.
+    let host = up.ok(&["exec", "web", "--", "hostname"], None);
+    assert_eq!(host.trim(), "web");
+    let out = up.kubectl(
+        &[
+            "exec",
+            "web",
+            "--",
+            "/bin/sh",
+            "-c",
+            "echo to-out; echo to-err >&2; exit 3",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "to-out");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("to-err"),
+        "{out:?}"
+    );
+    let piped = up.ok(&["exec", "web", "--", "cat", "/www/index.html"], None);
+    assert_eq!(piped.trim(), "hello");
+
     // Pod to pod: a one-shot pod pings web and fetches its page over the pod network.
     up.ok(
         &[

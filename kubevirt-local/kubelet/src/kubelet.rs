@@ -130,12 +130,13 @@ impl Kubelet {
         let node_uid = node::register(&client, &cfg.node_name).await?;
         let (stop, stopped) = watch::channel(false);
         let listen = std::net::SocketAddr::from(([127, 0, 0, 1], cfg.kubelet_port));
-        let (served, server_task) = crate::server::serve(listen, logs_dir.clone(), stopped.clone())
-            .await
-            .map_err(|source| KubeletError::Listen {
-                address: listen,
-                source,
-            })?;
+        let (served, server_task) =
+            crate::server::serve(listen, logs_dir.clone(), cri.clone(), stopped.clone())
+                .await
+                .map_err(|source| KubeletError::Listen {
+                    address: listen,
+                    source,
+                })?;
         let info = NodeInfo {
             name: cfg.node_name.clone(),
             internal_ip: host_ip(),

@@ -81,12 +81,12 @@ fn container_of(pod: &Value, asked: Option<&str>) -> Result<String, ApiError> {
     }
 }
 
-/// Resolves the kubelet and the path for a log request.
-fn source(
+/// The kubelet serving pod `ns/name` and the container a request means.
+pub(super) fn locate(
     state: &State,
     t: &Target,
-    query: &BTreeMap<String, String>,
-) -> Result<LogSource, ApiError> {
+    container: Option<&str>,
+) -> Result<(SocketAddr, String), ApiError> {
     let ns = t.namespace.as_deref().unwrap_or_default();
     let name = t.name.as_deref().unwrap_or_default();
     let pods = super::objects::resolve(state, t)?;
@@ -94,11 +94,11 @@ fn source(
         .store
         .get(&super::objects::key(&pods, ns, name))?
         .ok_or_else(|| ApiError::not_found(&pods, name))?;
-    let container = container_of(&pod, query.get("container").map(String::as_str))?;
+    let container = container_of(&pod, container)?;
     let node = pod["spec"]["nodeName"].as_str().unwrap_or_default();
     if node.is_empty() {
         return Err(ApiError::bad_request(format!(
-            "pod {name} is not scheduled to a node yet: it has no logs"
+            "pod {name} is not scheduled to a node yet"
         )));
     }
     let nodes = state
@@ -115,9 +115,21 @@ fn source(
         .filter(|p| *p != 0)
         .ok_or_else(|| {
             ApiError::bad_request(format!(
-                "node {node} publishes no kubelet endpoint (status.daemonEndpoints.kubeletEndpoint.Port): its pods' logs cannot be read"
+                "node {node} publishes no kubelet endpoint (status.daemonEndpoints.kubeletEndpoint.Port)"
             ))
         })?;
+    Ok((SocketAddr::from((Ipv4Addr::LOCALHOST, port)), container))
+}
+
+/// Resolves the kubelet and the path for a log request.
+fn source(
+    state: &State,
+    t: &Target,
+    query: &BTreeMap<String, String>,
+) -> Result<LogSource, ApiError> {
+    let (kubelet, container) = locate(state, t, query.get("container").map(String::as_str))?;
+    let ns = t.namespace.as_deref().unwrap_or_default();
+    let name = t.name.as_deref().unwrap_or_default();
     let passed: Vec<String> = PASSED
         .iter()
         .filter_map(|k| query.get(*k).map(|v| format!("{k}={}", encode(v))))
@@ -127,10 +139,47 @@ fn source(
         path.push('?');
         path.push_str(&passed.join("&"));
     }
-    Ok(LogSource {
-        kubelet: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
-        path,
-    })
+    Ok(LogSource { kubelet, path })
+}
+
+/// `GET path` on a kubelet; its answer, errors as a Status naming the kubelet.
+pub(super) async fn kubelet_get(
+    kubelet: SocketAddr,
+    path: &str,
+) -> Result<axum::http::Response<hyper::body::Incoming>, ApiError> {
+    let unreachable = |e: &dyn std::fmt::Display| {
+        ApiError::service_unavailable(format!("the kubelet at {kubelet} does not answer: {e}"))
+    };
+    let stream = tokio::net::TcpStream::connect(kubelet)
+        .await
+        .map_err(|e| unreachable(&e))?;
+    let io = hyper_util::rt::TokioIo::new(stream);
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(|e| unreachable(&e))?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "kubelet connection");
+        }
+    });
+    let req = Request::get(path)
+        .header(header::HOST, "kubelet")
+        .body(Body::empty())
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    sender.send_request(req).await.map_err(|e| unreachable(&e))
+}
+
+/// A kubelet's error answer as a Status (its text is the message).
+pub(super) async fn kubelet_error(answer: axum::http::Response<hyper::body::Incoming>) -> ApiError {
+    let status = answer.status();
+    let body = axum::body::to_bytes(Body::new(answer.into_body()), 64 * 1024)
+        .await
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&body).trim().to_string();
+    match status {
+        StatusCode::NOT_FOUND | StatusCode::BAD_REQUEST => ApiError::bad_request(text),
+        _ => ApiError::internal(format!("the kubelet answered {status}: {text}")),
+    }
 }
 
 /// Percent-encodes a query value (the characters a `sinceTime` or a number can hold pass).
@@ -157,42 +206,9 @@ pub async fn pod_log(
             .await
             .map_err(|e| ApiError::internal(format!("log request failed: {e}")))??
     };
-    let unreachable = |e: &dyn std::fmt::Display| {
-        ApiError::service_unavailable(format!(
-            "the kubelet at {} does not answer: {e}",
-            src.kubelet
-        ))
-    };
-    let stream = tokio::net::TcpStream::connect(src.kubelet)
-        .await
-        .map_err(|e| unreachable(&e))?;
-    let io = hyper_util::rt::TokioIo::new(stream);
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
-        .await
-        .map_err(|e| unreachable(&e))?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!(error = %e, "kubelet log connection");
-        }
-    });
-    let req = Request::get(&src.path)
-        .header(header::HOST, "kubelet")
-        .body(Body::empty())
-        .map_err(|e| ApiError::internal(e.to_string()))?;
-    let answer = sender
-        .send_request(req)
-        .await
-        .map_err(|e| unreachable(&e))?;
-    let status = answer.status();
-    if !status.is_success() {
-        let body = axum::body::to_bytes(Body::new(answer.into_body()), 64 * 1024)
-            .await
-            .unwrap_or_default();
-        let text = String::from_utf8_lossy(&body).trim().to_string();
-        return Err(match status {
-            StatusCode::NOT_FOUND => ApiError::bad_request(text),
-            _ => ApiError::internal(format!("the kubelet answered {status}: {text}")),
-        });
+    let answer = kubelet_get(src.kubelet, &src.path).await?;
+    if !answer.status().is_success() {
+        return Err(kubelet_error(answer).await);
     }
     let mut r = Response::new(Body::new(answer.into_body()));
     r.headers_mut()

@@ -3,6 +3,7 @@
 
 mod admission;
 mod discovery;
+mod exec;
 mod gc;
 pub mod health;
 mod logs;
@@ -33,6 +34,14 @@ pub fn router(state: Arc<State>) -> axum::Router {
         .route(
             &format!("{SUBRESOURCES}/{{*rest}}"),
             axum::routing::any(subresources),
+        )
+        .route(
+            "/api/v1/namespaces/{ns}/pods/{name}/exec",
+            axum::routing::any(pod_stream),
+        )
+        .route(
+            "/api/v1/namespaces/{ns}/pods/{name}/attach",
+            axum::routing::any(pod_stream),
         )
         .fallback(dispatch)
         .layer(axum::extract::DefaultBodyLimit::max(16 << 20))
@@ -105,6 +114,21 @@ async fn subresources(
         },
         None => error_response(&ApiError::no_route()),
     }
+}
+
+/// `pods/{name}/exec` and `pods/{name}/attach` (websocket upgrades).
+async fn pod_stream(
+    axum::extract::State(state): axum::extract::State<Arc<State>>,
+    req: axum::extract::Request,
+) -> Response {
+    let route = route::parse(req.uri().path());
+    if !authorized(&state, req.headers(), route.as_ref()) {
+        return error_response(&ApiError::unauthorized());
+    }
+    let Some(Route::Object(target)) = route else {
+        return error_response(&ApiError::no_route());
+    };
+    exec::pod_stream(state, target, req).await
 }
 
 async fn dispatch(

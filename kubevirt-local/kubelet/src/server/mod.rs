@@ -1,8 +1,10 @@
 //! The kubelet's own HTTP endpoint (its port is the Node's `daemonEndpoints.kubeletEndpoint`),
 //! which the API server proxies `pods/log` to: `/containerLogs/{namespace}/{pod}/{container}`
-//! with `follow`, `tailLines`, `previous` and `timestamps`, read from the CRI log files.
+//! with `follow`, `tailLines`, `previous` and `timestamps`, read from the CRI log files; and
+//! `/exec|attach/{namespace}/{pod}/{container}`, redirected to the runtime's streaming server.
 //! Plain HTTP on loopback: only this host (the API server) reaches it.
 
+pub mod exec;
 mod logs;
 
 pub use logs::{LogError, LogOptions, read_log, render};
@@ -26,6 +28,7 @@ const FOLLOW_EVERY: Duration = Duration::from_millis(200);
 #[derive(Debug)]
 struct Logs {
     dir: PathBuf,
+    cri: crate::cri::Cri,
 }
 
 /// Binds `listen` and serves the kubelet's endpoints until `stop` turns true; returns the bound
@@ -33,14 +36,23 @@ struct Logs {
 pub async fn serve(
     listen: SocketAddr,
     logs_dir: PathBuf,
+    cri: crate::cri::Cri,
     mut stop: watch::Receiver<bool>,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
     let app = Router::new()
         .route("/containerLogs/{ns}/{pod}/{container}", get(container_logs))
+        .route(
+            "/exec/{ns}/{pod}/{container}",
+            get(streaming::<true>).post(streaming::<true>),
+        )
+        .route(
+            "/attach/{ns}/{pod}/{container}",
+            get(streaming::<false>).post(streaming::<false>),
+        )
         .route("/healthz", get(|| async { "ok" }))
-        .with_state(Arc::new(Logs { dir: logs_dir }));
+        .with_state(Arc::new(Logs { dir: logs_dir, cri }));
     let task = tokio::spawn(async move {
         let shutdown = async move {
             let _ = stop.wait_for(|s| *s).await;
@@ -53,6 +65,19 @@ pub async fn serve(
         }
     });
     Ok((addr, task))
+}
+
+async fn streaming<const EXEC: bool>(
+    State(logs): State<Arc<Logs>>,
+    Path(target): Path<(String, String, String)>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Response {
+    let session = if EXEC {
+        exec::Session::Exec
+    } else {
+        exec::Session::Attach
+    };
+    exec::stream(&logs.cri, session, target, query.as_deref().unwrap_or("")).await
 }
 
 async fn container_logs(
