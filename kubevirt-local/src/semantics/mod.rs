@@ -11,4 +11,5 @@ pub mod protobuf;
 pub mod schema;
 pub mod selector;
 pub mod token;
+pub mod validation;
 pub mod workloads;
