@@ -172,6 +172,11 @@ impl ApiError {
         Self::new(410, "Expired", message)
     }
 
+    /// 413, for a request body or an object over its size limit.
+    pub fn too_large(message: impl Into<String>) -> Self {
+        Self::new(413, "RequestEntityTooLarge", message)
+    }
+
     /// 415.
     pub fn unsupported_media(message: impl Into<String>) -> Self {
         Self::new(415, "UnsupportedMediaType", message)
@@ -204,6 +209,7 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Expired { .. } => ApiError::expired(e.to_string()),
+            StoreError::TooLarge { .. } => ApiError::too_large(e.to_string()),
             other => ApiError::internal(other.to_string()),
         }
     }

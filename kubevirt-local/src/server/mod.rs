@@ -24,6 +24,9 @@ use route::Route;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 
+/// The largest request body, as kube-apiserver (3 MiB): larger ones get a 413 Status.
+pub const MAX_REQUEST_BYTES: usize = 3 << 20;
+
 /// The axum application.
 pub fn router(state: Arc<State>) -> axum::Router {
     const SUBRESOURCES: &str = "/apis/subresources.kubevirt.io";
@@ -34,7 +37,7 @@ pub fn router(state: Arc<State>) -> axum::Router {
             axum::routing::any(subresources),
         )
         .fallback(dispatch)
-        .layer(axum::extract::DefaultBodyLimit::max(16 << 20))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_REQUEST_BYTES))
         .with_state(state)
 }
 
@@ -111,8 +114,17 @@ async fn dispatch(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return error_response(&ApiError::too_large(format!(
+                "Request entity too large: limit is {MAX_REQUEST_BYTES}"
+            )));
+        }
+        Err(e) => return error_response(&ApiError::bad_request(e.body_text())),
+    };
     let route = route::parse(uri.path());
     if !authorized(&state, &headers, route.as_ref()) {
         return error_response(&ApiError::unauthorized());
