@@ -106,3 +106,81 @@ async fn a_large_object_updated_100_times_does_not_grow_the_database_100_fold() 
     assert_eq!(code, 200);
     assert_eq!(v["data"]["a"].as_str().unwrap().len(), MIB - 99);
 }
+
+/// The resident set of this process, in bytes.
+fn rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kb * 1024
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_watchers_that_never_read_are_cut_off_and_their_buffers_freed() {
+    use kubevirt_local::server::watch_buffer::{FULL_WAIT, MAX_BYTES};
+    let s = State::new(Store::in_memory().unwrap(), None, "127.0.0.1:1".into()).unwrap();
+    let (code, v) = call(&s, Method::POST, CMS, cm("big", 256 << 10, 'a')).await;
+    assert_eq!(code, 201, "{}", short(&v));
+    let before = rss();
+    // 200 watches whose responses nobody reads.
+    let mut stuck = Vec::new();
+    for _ in 0..200 {
+        let req = Request::builder()
+            .uri(format!("{CMS}?watch=true"))
+            .body(Body::empty())
+            .unwrap();
+        let resp = router(s.clone()).oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        stuck.push(resp.into_body());
+    }
+    // 12 updates of a 256 KiB object: 3 MiB per watcher, over each one's budget.
+    for i in 0..12u8 {
+        let fill = char::from(b'b' + i);
+        let patch = json!({"data": {"a": fill.to_string().repeat(256 << 10)}});
+        let (code, v) = call(
+            &s,
+            Method::PATCH,
+            &format!("{CMS}/big"),
+            patch.to_string().into_bytes(),
+        )
+        .await;
+        assert_eq!(code, 200, "{}", short(&v));
+        assert!(
+            s.watch_buffered.get() <= 200 * MAX_BYTES,
+            "watch buffers hold {} bytes",
+            s.watch_buffered.get()
+        );
+    }
+    // Every watcher encodes every change (slow in a debug build), then waits FULL_WAIT on its
+    // full buffer and is cut off.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    while s.watch_buffered.get() > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "stuck watchers still hold {} bytes",
+            s.watch_buffered.get()
+        );
+        tokio::time::sleep(FULL_WAIT).await;
+    }
+    eprintln!(
+        "RSS before the watches {} MiB, after {} MiB",
+        before >> 20,
+        rss() >> 20
+    );
+    // Each stuck watch has ended: a client that finally reads sees the end and re-watches.
+    for body in stuck {
+        tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            axum::body::to_bytes(body, usize::MAX),
+        )
+        .await
+        .expect("a stuck watch was not closed")
+        .unwrap();
+    }
+    // The server still serves new watches.
+    let (code, _) = call(&s, Method::GET, &format!("{CMS}/big"), Vec::new()).await;
+    assert_eq!(code, 200);
+}

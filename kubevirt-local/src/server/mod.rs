@@ -11,6 +11,7 @@ pub mod route;
 pub mod state;
 mod table;
 mod watch;
+pub mod watch_buffer;
 
 pub use self::state::State;
 
@@ -177,8 +178,8 @@ async fn dispatch(
             if is_watch {
                 return match watch::start(state.clone(), &target, &query, shape) {
                     Ok(rx) => {
-                        let stream = tokio_stream(rx)
-                            .map(|line| Ok::<_, std::convert::Infallible>(Bytes::from(line)));
+                        let stream =
+                            rx.map(|line| Ok::<_, std::convert::Infallible>(Bytes::from(line)));
                         let mut r = Response::new(Body::from_stream(stream));
                         r.headers_mut().insert(
                             header::CONTENT_TYPE,
@@ -230,12 +231,6 @@ async fn dispatch(
             }
         }
     }
-}
-
-fn tokio_stream(
-    mut rx: tokio::sync::mpsc::Receiver<String>,
-) -> impl futures::Stream<Item = String> {
-    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
 /// Serve `state` on `listener`, over TLS when `tls` is given, until `shutdown` resolves.
