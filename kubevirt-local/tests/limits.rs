@@ -184,3 +184,35 @@ async fn two_hundred_watchers_that_never_read_are_cut_off_and_their_buffers_free
     let (code, _) = call(&s, Method::GET, &format!("{CMS}/big"), Vec::new()).await;
     assert_eq!(code, 200);
 }
+
+#[tokio::test]
+async fn a_client_may_hold_a_bounded_number_of_watches() {
+    use kubevirt_local::server::watch_buffer::MAX_WATCHES_PER_CLIENT;
+    let s = State::new(Store::in_memory().unwrap(), None, "127.0.0.1:1".into()).unwrap();
+    let watch = |token: &str| {
+        Request::builder()
+            .uri(format!("{CMS}?watch=true"))
+            .header("authorization", format!("Bearer {token}"))
+            .body(Body::empty())
+            .unwrap()
+    };
+    let mut open = Vec::new();
+    for _ in 0..MAX_WATCHES_PER_CLIENT {
+        let resp = router(s.clone()).oneshot(watch("a")).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        open.push(resp);
+    }
+    let resp = router(s.clone()).oneshot(watch("a")).await.unwrap();
+    assert_eq!(resp.status(), 429);
+    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let v: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(v["reason"], "TooManyRequests", "{v}");
+    // Another client is not affected; a closed watch frees its slot.
+    let resp = router(s.clone()).oneshot(watch("b")).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    open.pop();
+    let resp = router(s.clone()).oneshot(watch("a")).await.unwrap();
+    assert_eq!(resp.status(), 200);
+}

@@ -176,10 +176,23 @@ async fn dispatch(
                 && target.name.is_none()
                 && query.get("watch").is_some_and(|w| w == "true" || w == "1");
             if is_watch {
+                let client = headers
+                    .get(header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("anonymous");
+                let Some(slot) = state.watches.acquire(client) else {
+                    return error_response(&ApiError::too_many_requests(format!(
+                        "too many open watches: a client may hold {} at once",
+                        watch_buffer::MAX_WATCHES_PER_CLIENT
+                    )));
+                };
                 return match watch::start(state.clone(), &target, &query, shape) {
                     Ok(rx) => {
-                        let stream =
-                            rx.map(|line| Ok::<_, std::convert::Infallible>(Bytes::from(line)));
+                        // The slot is held for as long as the response streams.
+                        let stream = rx.map(move |line| {
+                            let _held = &slot;
+                            Ok::<_, std::convert::Infallible>(Bytes::from(line))
+                        });
                         let mut r = Response::new(Body::from_stream(stream));
                         r.headers_mut().insert(
                             header::CONTENT_TYPE,

@@ -35,6 +35,8 @@ pub struct State {
     pub subresources: std::sync::OnceLock<axum::Router>,
     /// The bytes all watches hold unread (each watch's buffer is bounded).
     pub watch_buffered: Arc<super::watch_buffer::Gauge>,
+    /// Open watches per client (bearer token), capped.
+    pub watches: Arc<super::watch_buffer::Watches>,
 }
 
 impl State {
@@ -54,6 +56,7 @@ impl State {
             readiness: Readiness::default(),
             subresources: std::sync::OnceLock::new(),
             watch_buffered: Arc::default(),
+            watches: Arc::default(),
         });
         state.refresh_registry()?;
         let now = now();

@@ -175,6 +175,54 @@ impl Drop for Receiver {
     }
 }
 
+/// Most watches one client (one bearer token) may hold open at once.
+pub const MAX_WATCHES_PER_CLIENT: usize = 1000;
+
+/// Open watches per client.
+#[derive(Debug, Default)]
+pub struct Watches(Mutex<std::collections::HashMap<String, usize>>);
+
+/// One open watch of a client; dropping it (the response ended) frees the slot.
+#[derive(Debug)]
+pub struct Slot {
+    watches: Arc<Watches>,
+    client: String,
+}
+
+impl Watches {
+    /// A slot for one more watch of `client`, or `None` when it has [`MAX_WATCHES_PER_CLIENT`].
+    pub fn acquire(self: &Arc<Self>, client: &str) -> Option<Slot> {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let n = m.entry(client.to_string()).or_default();
+        if *n >= MAX_WATCHES_PER_CLIENT {
+            return None;
+        }
+        *n += 1;
+        Some(Slot {
+            watches: self.clone(),
+            client: client.to_string(),
+        })
+    }
+
+    /// How many watches `client` holds open.
+    pub fn open(&self, client: &str) -> usize {
+        let m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        m.get(client).copied().unwrap_or(0)
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut m = self.watches.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = m.get_mut(&self.client) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.client);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,6 +257,19 @@ mod tests {
         }
         assert_eq!(gauge.get(), 0, "the stuck buffer was freed");
         assert_eq!(rx.next().await, None, "the watch ended");
+    }
+
+    #[test]
+    fn watches_per_client_are_capped_and_freed() {
+        let w = Arc::new(Watches::default());
+        let slots: Vec<Slot> = (0..MAX_WATCHES_PER_CLIENT)
+            .map(|_| w.acquire("a").unwrap())
+            .collect();
+        assert!(w.acquire("a").is_none());
+        assert!(w.acquire("b").is_some(), "another client is not limited");
+        drop(slots);
+        assert_eq!(w.open("a"), 0);
+        assert!(w.acquire("a").is_some());
     }
 
     #[tokio::test]
