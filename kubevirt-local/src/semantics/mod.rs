@@ -8,6 +8,7 @@ pub mod jsonpath;
 pub mod lifecycle;
 pub mod patch;
 pub mod protobuf;
+pub mod rbac;
 pub mod schema;
 pub mod selector;
 pub mod token;
