@@ -172,6 +172,16 @@ impl ApiError {
         Self::new(410, "Expired", message)
     }
 
+    /// 413, for a request body or an object over its size limit.
+    pub fn too_large(message: impl Into<String>) -> Self {
+        Self::new(413, "RequestEntityTooLarge", message)
+    }
+
+    /// 429, for a client over a limit.
+    pub fn too_many_requests(message: impl Into<String>) -> Self {
+        Self::new(429, "TooManyRequests", message)
+    }
+
     /// 415.
     pub fn unsupported_media(message: impl Into<String>) -> Self {
         Self::new(415, "UnsupportedMediaType", message)
@@ -209,6 +219,7 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Expired { .. } => ApiError::expired(e.to_string()),
+            StoreError::TooLarge { .. } => ApiError::too_large(e.to_string()),
             other => ApiError::internal(other.to_string()),
         }
     }

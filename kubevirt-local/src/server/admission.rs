@@ -84,6 +84,7 @@ pub fn admit(
         }
         schema_causes = checked.causes;
     }
+    schema_causes.extend(crate::semantics::validation::validate(res, obj));
     if op != Operation::Status && res.builtin {
         schema_causes.extend(crate::semantics::workloads::validate(
             &res.group, &res.kind, obj,

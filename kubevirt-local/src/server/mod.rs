@@ -13,6 +13,7 @@ pub mod route;
 pub mod state;
 mod table;
 mod watch;
+pub mod watch_buffer;
 
 pub use self::state::State;
 
@@ -25,6 +26,9 @@ use objects::{Reply, Request, Shape};
 use route::Route;
 use std::sync::Arc;
 use tokio::net::TcpListener;
+
+/// The largest request body, as kube-apiserver (3 MiB): larger ones get a 413 Status.
+pub const MAX_REQUEST_BYTES: usize = 3 << 20;
 
 /// The axum application.
 pub fn router(state: Arc<State>) -> axum::Router {
@@ -44,7 +48,7 @@ pub fn router(state: Arc<State>) -> axum::Router {
             axum::routing::any(pod_stream),
         )
         .fallback(dispatch)
-        .layer(axum::extract::DefaultBodyLimit::max(16 << 20))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_REQUEST_BYTES))
         .with_state(state)
 }
 
@@ -136,8 +140,17 @@ async fn dispatch(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return error_response(&ApiError::too_large(format!(
+                "Request entity too large: limit is {MAX_REQUEST_BYTES}"
+            )));
+        }
+        Err(e) => return error_response(&ApiError::bad_request(e.body_text())),
+    };
     let route = route::parse(uri.path());
     if !authorized(&state, &headers, route.as_ref()) {
         return error_response(&ApiError::unauthorized());
@@ -198,10 +211,23 @@ async fn dispatch(
                     .unwrap_or_else(|e| error_response(&e));
             }
             if is_watch {
+                let client = headers
+                    .get(header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("anonymous");
+                let Some(slot) = state.watches.acquire(client) else {
+                    return error_response(&ApiError::too_many_requests(format!(
+                        "too many open watches: a client may hold {} at once",
+                        watch_buffer::MAX_WATCHES_PER_CLIENT
+                    )));
+                };
                 return match watch::start(state.clone(), &target, &query, shape) {
                     Ok(rx) => {
-                        let stream = tokio_stream(rx)
-                            .map(|line| Ok::<_, std::convert::Infallible>(Bytes::from(line)));
+                        // The slot is held for as long as the response streams.
+                        let stream = rx.map(move |line| {
+                            let _held = &slot;
+                            Ok::<_, std::convert::Infallible>(Bytes::from(line))
+                        });
                         let mut r = Response::new(Body::from_stream(stream));
                         r.headers_mut().insert(
                             header::CONTENT_TYPE,
@@ -253,12 +279,6 @@ async fn dispatch(
             }
         }
     }
-}
-
-fn tokio_stream(
-    mut rx: tokio::sync::mpsc::Receiver<String>,
-) -> impl futures::Stream<Item = String> {
-    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
 /// Serve `state` on `listener`, over TLS when `tls` is given, until `shutdown` resolves.

@@ -33,6 +33,10 @@ pub struct State {
     pub readiness: Readiness,
     /// The subresource API (`/apis/subresources.kubevirt.io/...`), once `up` has made it.
     pub subresources: std::sync::OnceLock<axum::Router>,
+    /// The bytes all watches hold unread (each watch's buffer is bounded).
+    pub watch_buffered: Arc<super::watch_buffer::Gauge>,
+    /// Open watches per client (bearer token), capped.
+    pub watches: Arc<super::watch_buffer::Watches>,
 }
 
 impl State {
@@ -51,6 +55,8 @@ impl State {
             address,
             readiness: Readiness::default(),
             subresources: std::sync::OnceLock::new(),
+            watch_buffered: Arc::default(),
+            watches: Arc::default(),
         });
         state.refresh_registry()?;
         let now = now();

@@ -9,12 +9,13 @@ use crate::error::ApiError;
 use crate::registry::Resource;
 use crate::semantics::selector::{FieldSelector, LabelSelector};
 
+use super::watch_buffer::{self, Receiver, Sender};
 use crate::storage::{Event, EventType};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::broadcast;
 
 /// How often a bookmark is sent when the client allows them.
 const BOOKMARK_EVERY: Duration = Duration::from_secs(30);
@@ -25,7 +26,7 @@ pub fn start(
     target: &Target,
     query: &BTreeMap<String, String>,
     shape: Shape,
-) -> Result<mpsc::Receiver<String>, ApiError> {
+) -> Result<Receiver, ApiError> {
     let res = resolve(&state, target)?;
     let (labels, fields) = super::objects::selectors(&res, query)?;
     let since: Option<u64> = match query.get("resourceVersion").map(String::as_str) {
@@ -53,11 +54,14 @@ pub fn start(
             Ok(events) => (events, rv),
             // Too old: the answer is a 200 stream with one ERROR event (410), as Kubernetes does.
             Err(crate::storage::StoreError::Expired { requested, oldest }) => {
-                let (tx, rx) = mpsc::channel(1);
+                let (tx, rx) = watch_buffer::channel(state.watch_buffered.clone());
                 let status =
                     ApiError::expired(format!("too old resource version: {requested} ({oldest})"))
                         .status();
-                let _ = tx.try_send(format!("{}\n", json!({"type": "ERROR", "object": status})));
+                let line = format!("{}\n", json!({"type": "ERROR", "object": status}));
+                tokio::spawn(async move {
+                    let _ = tx.send(line).await;
+                });
                 return Ok(rx);
             }
             Err(e) => return Err(e.into()),
@@ -78,7 +82,7 @@ pub fn start(
             (events, rv)
         }
     };
-    let (tx, rx) = mpsc::channel(256);
+    let (tx, rx) = watch_buffer::channel(state.watch_buffered.clone());
     let filter = Filter {
         res: res.clone(),
         namespace,
@@ -107,7 +111,7 @@ pub fn start(
 
 async fn run_live(
     mut live: broadcast::Receiver<Event>,
-    tx: mpsc::Sender<String>,
+    tx: Sender,
     filter: Filter,
     mut last_rv: u64,
     bookmarks: bool,

@@ -11,7 +11,7 @@ mod owners;
 mod sqlite;
 
 pub use self::key::ObjectKey;
-pub use self::sqlite::{DEFAULT_HISTORY, Store, Txn};
+pub use self::sqlite::{DEFAULT_HISTORY, DEFAULT_HISTORY_BYTES, MAX_OBJECT_BYTES, Store, Txn};
 
 use serde_json::Value;
 use thiserror::Error;
@@ -69,6 +69,16 @@ pub enum StoreError {
     /// A stored document is not valid JSON (the database was modified outside the server).
     #[error("storage: stored object {0} is corrupt: {1}")]
     Corrupt(String, serde_json::Error),
+    /// The object is larger than storage takes.
+    #[error(
+        "etcdserver: request is too large: the object is {size} bytes, more than the {limit}-byte limit of a stored object"
+    )]
+    TooLarge {
+        /// The encoded object's size.
+        size: usize,
+        /// [`MAX_OBJECT_BYTES`].
+        limit: usize,
+    },
     /// The history no longer reaches back to the requested resourceVersion.
     #[error("too old resource version: {requested} ({oldest})")]
     Expired {

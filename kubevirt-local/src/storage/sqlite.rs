@@ -9,6 +9,13 @@ use tokio::sync::broadcast;
 /// How many events the history keeps by default for resuming watches (older ones get 410 Expired).
 pub const DEFAULT_HISTORY: u64 = 100_000;
 
+/// How many bytes of object text the history keeps by default, whatever its length in events: a
+/// large object updated often must not grow the database without bound (etcd compacts too).
+pub const DEFAULT_HISTORY_BYTES: u64 = 16 << 20;
+
+/// The largest stored object, as etcd's default request limit (`--max-request-bytes`, 1.5 MiB).
+pub const MAX_OBJECT_BYTES: usize = 1_572_864;
+
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS objects (
     resource TEXT NOT NULL, namespace TEXT NOT NULL, name TEXT NOT NULL,
@@ -31,6 +38,9 @@ pub struct Store {
     conn: Mutex<Connection>,
     events: broadcast::Sender<Event>,
     history: u64,
+    history_bytes: u64,
+    /// Bytes of history written since the last byte-budget compaction (under `conn`'s lock).
+    unpruned: std::sync::atomic::AtomicU64,
 }
 
 impl Store {
@@ -45,6 +55,13 @@ impl Store {
         self
     }
 
+    /// Keep at most about `bytes` of object text in the history instead of
+    /// [`DEFAULT_HISTORY_BYTES`] (older changes get 410 Expired).
+    pub fn with_history_bytes(mut self, bytes: u64) -> Self {
+        self.history_bytes = bytes.max(1);
+        self
+    }
+
     /// A store in memory (tests and `--ephemeral`).
     pub fn in_memory() -> Result<Self, StoreError> {
         Self::init(Connection::open_in_memory()?)
@@ -54,6 +71,8 @@ impl Store {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "busy_timeout", 5000)?;
+        // A checkpointed WAL shrinks back instead of keeping its largest size.
+        conn.pragma_update(None, "journal_size_limit", 8 << 20)?;
         conn.execute_batch(SCHEMA)?;
         owners::migrate(&conn)?;
         let (events, _) = broadcast::channel(16_384);
@@ -61,6 +80,8 @@ impl Store {
             conn: Mutex::new(conn),
             events,
             history: DEFAULT_HISTORY,
+            history_bytes: DEFAULT_HISTORY_BYTES,
+            unpruned: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -148,9 +169,15 @@ impl Store {
                 tx,
                 rv,
                 events: Vec::new(),
+                bytes: 0,
             };
             let out = f(&mut txn)?;
-            let Txn { tx, rv, events } = txn;
+            let Txn {
+                tx,
+                rv,
+                events,
+                bytes,
+            } = txn;
             if rv == meta_rv_before {
                 // Nothing written: a read-only transaction ends without touching the disk.
                 tx.commit().map_err(StoreError::from)?;
@@ -169,6 +196,7 @@ impl Store {
                 )
                 .map_err(StoreError::from)?;
             }
+            self.compact_bytes(&tx, bytes)?;
             tx.commit().map_err(StoreError::from)?;
             // Published under the lock so that watchers see changes in resourceVersion order.
             for e in events {
@@ -181,11 +209,43 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Once a quarter of the byte budget has been written since the last time, drop the oldest
+    /// history beyond the budget (counted from the newest change backwards).
+    fn compact_bytes(
+        &self,
+        tx: &rusqlite::Transaction<'_>,
+        written: u64,
+    ) -> Result<(), StoreError> {
+        use std::sync::atomic::Ordering;
+        let pending = self.unpruned.fetch_add(written, Ordering::Relaxed) + written;
+        if pending < self.history_bytes / 4 {
+            return Ok(());
+        }
+        self.unpruned.store(0, Ordering::Relaxed);
+        let floor: i64 = tx.query_row(
+            "SELECT COALESCE(MAX(rv), 0) FROM (SELECT rv, SUM(length(value)) OVER (ORDER BY rv DESC ROWS UNBOUNDED PRECEDING) AS tail FROM events) WHERE tail > ?1",
+            params![self.history_bytes as i64],
+            |r| r.get(0),
+        )?;
+        if floor > 0 {
+            tx.execute("DELETE FROM events WHERE rv <= ?1", params![floor])?;
+            tx.execute(
+                "UPDATE meta SET v = MAX(v, ?1) WHERE k = 'compacted'",
+                params![floor],
+            )?;
+        }
+        Ok(())
+    }
+}
+
 /// An open write transaction.
 pub struct Txn<'c> {
     tx: rusqlite::Transaction<'c>,
     rv: u64,
     events: Vec<Event>,
+    /// Bytes of history this transaction wrote.
+    bytes: u64,
 }
 
 impl std::fmt::Debug for Txn<'_> {
@@ -241,9 +301,15 @@ impl Txn<'_> {
         mut object: Value,
         kind: EventType,
     ) -> Result<Value, StoreError> {
-        self.rv += 1;
-        object["metadata"]["resourceVersion"] = Value::String(self.rv.to_string());
+        object["metadata"]["resourceVersion"] = Value::String((self.rv + 1).to_string());
         let text = object.to_string();
+        if text.len() > MAX_OBJECT_BYTES {
+            return Err(StoreError::TooLarge {
+                size: text.len(),
+                limit: MAX_OBJECT_BYTES,
+            });
+        }
+        self.rv += 1;
         let uid = object["metadata"]["uid"].as_str();
         self.tx.execute(
             "INSERT INTO objects (resource, namespace, name, rv, value, uid) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
@@ -276,6 +342,7 @@ impl Txn<'_> {
         object: &Value,
         text: &str,
     ) -> Result<(), StoreError> {
+        self.bytes += text.len() as u64;
         self.tx.execute(
             "INSERT INTO events (rv, resource, namespace, name, type, value) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![self.rv as i64, key.resource, key.namespace, key.name, kind.as_str(), text],

@@ -11,6 +11,7 @@ use crate::semantics::apply;
 use crate::semantics::lifecycle::{Endpoint, prepare_create, prepare_update};
 use crate::semantics::patch::{self, PatchType};
 use crate::semantics::schema::Cause;
+use crate::semantics::validation::require_object;
 use crate::server::route::Target;
 use crate::server::state::State;
 use crate::storage::{EventType, ObjectKey, Txn};
@@ -81,6 +82,7 @@ fn admit_new(
     obj: Value,
     req: &Request<'_>,
 ) -> Result<(String, Value, Vec<String>), ApiError> {
+    require_object(&obj)?;
     let mut obj = res.to_storage(obj);
     if let Some(kind) = obj.get("kind").and_then(Value::as_str)
         && kind != res.kind
@@ -179,6 +181,7 @@ impl Update<'_> {
         wanted: Value,
         require_rv: bool,
     ) -> Result<(Value, Vec<String>), ApiError> {
+        require_object(&wanted)?;
         let mut new = prepare_update(self.res, old, wanted, self.endpoint, require_rv)?;
         new["apiVersion"] = json!(self.res.api_version(self.version));
         new["kind"] = json!(self.res.kind);
@@ -215,6 +218,7 @@ pub(super) fn update(
     if sub == Some("scale") {
         return write_scale(state, res, t, name, |_| Ok(body.clone()), req);
     }
+    require_object(&body)?;
     let body = res.to_storage(body);
     let ns = t.namespace.clone().unwrap_or_default();
     let k = key(res, &ns, name);
@@ -329,6 +333,7 @@ pub(super) fn patch_object(
                 }
             })?;
         }
+        require_object(&patched)?;
         let patched = res.to_storage(patched);
         let update = Update {
             state,
@@ -363,6 +368,7 @@ fn apply_as(
         .map(String::as_str)
         .unwrap_or_default();
     let force = req.query.get("force").is_some_and(|f| f == "true");
+    require_object(body)?;
     apply::apply(current, body, manager, force, &now())
         .map_err(|c| ApiError::apply_conflicts(res, name, &c))
 }
