@@ -29,6 +29,8 @@ impl Plane {
                 launcher_args: vec![],
             }),
             ready_file: None,
+            // VMIs only: no containerd.
+            kubelet: None,
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (ready_tx, ready) = std::sync::mpsc::channel();
