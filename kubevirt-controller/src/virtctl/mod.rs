@@ -8,6 +8,7 @@ pub mod console;
 pub mod create;
 pub mod expose;
 pub mod lifecycle;
+pub mod portforward;
 pub mod term;
 
 use std::ffi::OsString;
@@ -122,12 +123,20 @@ pub enum Command {
         /// The VMI.
         name: String,
     },
-    /// Forward local ports to a virtual machine (not available yet).
+    /// Forward local ports to a virtual machine or virtual machine instance.
     #[command(name = "port-forward")]
     PortForward {
-        /// `vm/NAME` or `vmi/NAME` and the ports, as upstream takes them.
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
+        /// The address to listen on.
+        #[arg(long, default_value = "127.0.0.1")]
+        address: String,
+        /// Carry stdin and stdout instead of listening (one port; an ssh ProxyCommand).
+        #[arg(long)]
+        stdio: bool,
+        /// `vm/NAME` or `vmi/NAME`.
+        target: String,
+        /// `PORT` or `LOCAL:REMOTE` (optionally `tcp/` first), one or more.
+        #[arg(required = true)]
+        ports: Vec<String>,
     },
     /// Open an SSH connection to a virtual machine (not available yet).
     Ssh {
@@ -243,9 +252,13 @@ pub async fn run(cli: Cli) -> Result<(), VirtctlError> {
         namespace: cli.namespace,
     };
     // Commands that need no cluster.
-    if let Command::PortForward { .. } | Command::Ssh { .. } | Command::Scp { .. } = &cli.command {
-        return Err(VirtctlError::Failed(NO_PORT_FORWARD.into()));
+    if let Command::Ssh { .. } | Command::Scp { .. } = &cli.command {
+        return Err(VirtctlError::Failed(NO_SSH.into()));
     }
+    let forward = match &cli.command {
+        Command::PortForward { target, ports, .. } => Some(portforward::parse(target, ports)?),
+        _ => None,
+    };
     if let Command::Create { what } = &cli.command {
         let namespace = opts.namespace.as_deref();
         print!("{}", create::render(what, namespace)?);
@@ -310,15 +323,16 @@ pub async fn run(cli: Cli) -> Result<(), VirtctlError> {
             println!("{text}");
             Ok(())
         }
-        Command::Create { .. }
-        | Command::PortForward { .. }
-        | Command::Ssh { .. }
-        | Command::Scp { .. } => Ok(()),
+        Command::PortForward { address, stdio, .. } => match &forward {
+            Some(t) => portforward::run(&conn, t, &address, stdio).await,
+            None => Ok(()),
+        },
+        Command::Create { .. } | Command::Ssh { .. } | Command::Scp { .. } => Ok(()),
     }
 }
 
-/// What `port-forward`, `ssh` and `scp` answer while the API has no port-forward stream.
-pub const NO_PORT_FORWARD: &str = "port-forward, ssh and scp are not available yet: the subresource API has no portforward stream (the demo guest has no TCP/IP service to reach); use virtctl console";
+/// What `ssh` and `scp` answer while the demo guest has no SSH server.
+pub const NO_SSH: &str = "ssh and scp are not available yet: the demo guest runs no SSH server (it serves HTTP on port 80); use virtctl console, or virtctl port-forward";
 
 /// `version.Info{GitVersion:"...", ...}` as upstream's virtctl prints it.
 fn version_info(v: &serde_json::Value) -> String {
@@ -344,15 +358,19 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn ssh_and_port_forward_answer_clearly_without_a_cluster() {
+    async fn ssh_answers_clearly_and_bad_forwards_are_usage_errors() {
         for args in [
             &["ssh", "cirros@vm/x", "-i", "key", "--command", "hostname"][..],
-            &["port-forward", "vm/x", "8080:80"][..],
             &["scp", "a", "vm/x:b"][..],
         ] {
             let e = run(parse(args).unwrap()).await.unwrap_err();
-            assert_eq!(e.to_string(), NO_PORT_FORWARD);
+            assert_eq!(e.to_string(), NO_SSH);
         }
+        // Checked before any cluster is contacted.
+        let e = run(parse(&["port-forward", "testvm", "8080:80"]).unwrap())
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("vm/NAME"), "{e}");
     }
 
     #[test]
