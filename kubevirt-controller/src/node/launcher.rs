@@ -34,8 +34,7 @@ pub const LAUNCHER_PID: &str = "launcher.pid";
 
 /// Run in the launcher's new network namespace before it: the pod interface it masquerades
 /// behind, then the launcher itself (same pid, so [`LAUNCHER_PID`] names its namespace too).
-const POD_NETNS_SCRIPT: &str =
-    "ip link set lo up && ip link add eth0 type dummy && ip link set eth0 up && exec \"$0\" \"$@\"";
+const POD_NETNS_SCRIPT: &str = "ip link set lo up && ip link add eth0 type veth peer name eth0-peer && ip link set eth0-peer up && ip link set eth0 up && exec \"$0\" \"$@\"";
 
 /// Whether the launcher will attach the VMI to the pod network: an interface on a `pod` network
 /// (the defaulted spec has one unless `autoattachPodInterface: false`).
@@ -116,7 +115,7 @@ impl Launcher {
             .map_err(io("opening the launcher log", &log_path))?;
         let document = serde_json::to_vec(vmi).map_err(NodeError::Encode)?;
         // A VMI on the pod network gets a network namespace of its own (the pod's role here:
-        // the agent runs no CNI), with a dummy `eth0`, and the launcher builds its masquerade
+        // the agent runs no CNI), with an `eth0` (one end of a veth pair whose other end stays there: no dummy driver on every kernel), and the launcher builds its masquerade
         // binding inside it; the namespace ends with the launcher. The node agent's endpoint
         // reaches the guest from inside it (port-forward).
         let mut command = if wants_pod_network(vmi) {
