@@ -9,6 +9,7 @@ pub mod create;
 pub mod expose;
 pub mod lifecycle;
 pub mod portforward;
+pub mod ssh;
 pub mod term;
 
 use std::ffi::OsString;
@@ -138,12 +139,8 @@ pub enum Command {
         #[arg(required = true)]
         ports: Vec<String>,
     },
-    /// Open an SSH connection to a virtual machine (not available yet).
-    Ssh {
-        /// `USER@vm/NAME` and upstream's flags.
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
-    },
+    /// Open an SSH connection to a virtual machine (the system's ssh through port-forward).
+    Ssh(ssh::SshFlags),
     /// SCP files from/to a virtual machine (not available yet).
     Scp {
         /// Sources and destination, as upstream takes them.
@@ -200,6 +197,9 @@ pub enum VirtctlError {
     /// The command failed as described (already worded for the user).
     #[error("{0}")]
     Failed(String),
+    /// A program virtctl ran (ssh) ended with this status, which is virtctl's.
+    #[error("")]
+    Exit(u8),
 }
 
 impl VirtctlError {
@@ -235,8 +235,12 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    let result = runtime.block_on(run(cli));
+    // A blocking read of stdin (port-forward --stdio) may still be waiting: do not wait for it.
+    runtime.shutdown_background();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(VirtctlError::Exit(code)) => ExitCode::from(code),
         Err(e) => {
             eprintln!("{e}");
             ExitCode::FAILURE
@@ -252,8 +256,8 @@ pub async fn run(cli: Cli) -> Result<(), VirtctlError> {
         namespace: cli.namespace,
     };
     // Commands that need no cluster.
-    if let Command::Ssh { .. } | Command::Scp { .. } = &cli.command {
-        return Err(VirtctlError::Failed(NO_SSH.into()));
+    if let Command::Scp { .. } = &cli.command {
+        return Err(VirtctlError::Failed(NO_SCP.into()));
     }
     let forward = match &cli.command {
         Command::PortForward { target, ports, .. } => Some(portforward::parse(target, ports)?),
@@ -327,12 +331,19 @@ pub async fn run(cli: Cli) -> Result<(), VirtctlError> {
             Some(t) => portforward::run(&conn, t, &address, stdio).await,
             None => Ok(()),
         },
-        Command::Create { .. } | Command::Ssh { .. } | Command::Scp { .. } => Ok(()),
+        Command::Ssh(flags) => {
+            let status = ssh::run(&flags, &conn.namespace, &opts)?;
+            match status.code() {
+                Some(0) => Ok(()),
+                code => Err(VirtctlError::Exit(code.unwrap_or(255) as u8)),
+            }
+        }
+        Command::Create { .. } | Command::Scp { .. } => Ok(()),
     }
 }
 
-/// What `ssh` and `scp` answer while the demo guest has no SSH server.
-pub const NO_SSH: &str = "ssh and scp are not available yet: the demo guest runs no SSH server (it serves HTTP on port 80); use virtctl console, or virtctl port-forward";
+/// What `scp` answers.
+pub const NO_SCP: &str = "scp is not available yet: use virtctl port-forward with the system's scp (-o ProxyCommand='virtctl port-forward --stdio vm/NAME 22')";
 
 /// `version.Info{GitVersion:"...", ...}` as upstream's virtctl prints it.
 fn version_info(v: &serde_json::Value) -> String {
@@ -358,14 +369,11 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn ssh_answers_clearly_and_bad_forwards_are_usage_errors() {
-        for args in [
-            &["ssh", "cirros@vm/x", "-i", "key", "--command", "hostname"][..],
-            &["scp", "a", "vm/x:b"][..],
-        ] {
-            let e = run(parse(args).unwrap()).await.unwrap_err();
-            assert_eq!(e.to_string(), NO_SSH);
-        }
+    async fn scp_answers_clearly_and_bad_forwards_are_usage_errors() {
+        let e = run(parse(&["scp", "a", "vm/x:b"]).unwrap())
+            .await
+            .unwrap_err();
+        assert_eq!(e.to_string(), NO_SCP);
         // Checked before any cluster is contacted.
         let e = run(parse(&["port-forward", "testvm", "8080:80"]).unwrap())
             .await
