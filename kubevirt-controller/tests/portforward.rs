@@ -144,5 +144,38 @@ fn port_forward_reaches_the_guests_http_service_and_names_a_closed_port() {
         .expect("run virtctl");
     let err = String::from_utf8_lossy(&missing.stderr);
     assert!(!missing.status.success() && err.contains("nosuch"), "{err}");
-    let _ = Path::new(&dir);
+
+    // virtctl ssh runs the real OpenSSH client through `port-forward --stdio`. The demo guest
+    // runs no SSH server: on port 22 the proxy's error is what the user sees, and pointed at
+    // the HTTP port ssh gets through to the guest and reads its HTTP answer, not an SSH banner.
+    let ssh = |port: &str| {
+        let known = Path::new(&dir).join("known_hosts");
+        let o = Command::new(VIRTCTL)
+            .env("KUBECONFIG", k)
+            .args(["ssh", "tester@vm/web", "-p", port, "--command", "hostname"])
+            .args([
+                "-t",
+                "-o BatchMode=yes",
+                "-t",
+                "-o StrictHostKeyChecking=no",
+            ])
+            .arg("--known-hosts")
+            .arg(&known)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run virtctl ssh");
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let (code, err) = ssh("22");
+    assert_eq!(code, Some(255), "{err}");
+    assert!(
+        err.contains("the guest refused a connection to port 22: nothing listens there"),
+        "{err}"
+    );
+    let (code, err) = ssh("80");
+    assert_eq!(code, Some(255), "{err}");
+    assert!(err.contains("kex_exchange_identification"), "{err}");
 }
