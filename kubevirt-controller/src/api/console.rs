@@ -51,7 +51,7 @@ pub async fn console(
 }
 
 /// Copies between the websocket and the console until either side ends.
-async fn bridge<S>(ws: WebSocket, stream: S)
+pub(super) async fn bridge<S>(ws: WebSocket, stream: S)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
 {

@@ -47,6 +47,12 @@ const RESOURCES: &[(&str, &str, &[&str])] = &[
         "VirtualMachineInstance",
         &["get"],
     ),
+    (
+        "virtualmachineinstances/portforward",
+        "VirtualMachineInstance",
+        &["get"],
+    ),
+    ("virtualmachines/portforward", "VirtualMachine", &["get"]),
 ];
 
 /// The `APIGroup` entry (for `/apis` and `/apis/subresources.kubevirt.io`).

@@ -20,6 +20,7 @@ pub mod discovery;
 pub mod instance;
 pub mod lifecycle;
 pub mod options;
+pub mod portforward;
 pub mod serve;
 pub mod status;
 
@@ -100,6 +101,10 @@ impl Subresources {
             .route(&format!("{base}/{{version}}/healthz"), get(healthz))
             .route(&vm, put(vm_action))
             .route(&vmi, put(vmi_action).get(vmi_stream))
+            .route(&format!("{vm}/{{port}}"), get(port_forward))
+            .route(&format!("{vm}/{{port}}/{{protocol}}"), get(port_forward))
+            .route(&format!("{vmi}/{{port}}"), get(port_forward))
+            .route(&format!("{vmi}/{{port}}/{{protocol}}"), get(port_forward))
             .fallback(|| async { ApiError::no_route() })
             .with_state(Arc::new(self))
     }
@@ -246,4 +251,51 @@ async fn vmi_stream(
         .await
         .ok();
     console::console(&api.client, &api.agents, &t.namespace, &t.name, upgrade).await
+}
+
+/// The path of a port-forward: `{vm|vmi}/{name}/portforward/{port}[/{protocol}]`.
+#[derive(serde::Deserialize)]
+struct ForwardTarget {
+    version: String,
+    namespace: String,
+    name: String,
+    action: String,
+    port: String,
+    protocol: Option<String>,
+}
+
+async fn port_forward(
+    State(api): Shared,
+    Path(t): Path<ForwardTarget>,
+    mut parts: Parts,
+) -> Result<Response, ApiError> {
+    known_version(&t.version)?;
+    if t.action != "portforward" {
+        return Err(ApiError::no_route());
+    }
+    let resource = if parts.uri.path().contains("/virtualmachines/") {
+        "virtualmachines"
+    } else {
+        "virtualmachineinstances"
+    };
+    let target = Target {
+        version: t.version.clone(),
+        namespace: t.namespace.clone(),
+        name: t.name.clone(),
+        action: t.action.clone(),
+    };
+    api.check(&parts, access("get", resource, &target)).await?;
+    let port = portforward::parse_port(&t.port, t.protocol.as_deref())?;
+    let upgrade = WebSocketUpgrade::from_request_parts(&mut parts, &())
+        .await
+        .ok();
+    portforward::forward(
+        &api.client,
+        &api.agents,
+        &t.namespace,
+        &t.name,
+        port,
+        upgrade,
+    )
+    .await
 }

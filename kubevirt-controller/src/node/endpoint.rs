@@ -7,6 +7,8 @@
 //! (`{"ok": true}` or `{"ok": false, "error": "..."}`). For `console`, after an ok line the
 //! connection carries the guest's serial console both ways, raw bytes, until either side closes.
 //! One console client per VMI at a time, as upstream: a new one disconnects the one before.
+//! For `portForward`, after an ok line the connection carries a TCP connection to the guest's
+//! port, made from inside the launcher's network namespace ([`super::guest_port`]).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -33,6 +35,11 @@ pub enum AgentOp {
     Unpause,
     /// Press the power button and start again once the guest powered off.
     SoftReboot,
+    /// Connect to a TCP port of the guest (the connection carries it afterwards).
+    PortForward {
+        /// The guest's port.
+        port: u16,
+    },
 }
 
 /// One request to the endpoint.
@@ -167,8 +174,17 @@ async fn handle(
         Ok(d) => d,
         Err(e) => return reply(&mut conn, Err(e)).await,
     };
+    if let AgentOp::PortForward { port } = req.op {
+        let mut guest = match super::guest_port::connect(&dir, port).await {
+            Ok(g) => g,
+            Err(e) => return reply(&mut conn, Err(e.to_string())).await,
+        };
+        reply(&mut conn, Ok(())).await?;
+        let _ = tokio::io::copy_bidirectional(&mut conn, &mut guest).await;
+        return Ok(());
+    }
     let action = match req.op {
-        AgentOp::Console => None,
+        AgentOp::Console | AgentOp::PortForward { .. } => None,
         AgentOp::Pause => Some(Request::Pause),
         AgentOp::Unpause => Some(Request::Unpause),
         AgentOp::SoftReboot => Some(Request::SoftReboot),

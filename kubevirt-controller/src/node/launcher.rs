@@ -32,6 +32,26 @@ pub const LAUNCHER_LOG: &str = "launcher.log";
 /// The file the agent writes the launcher's process id to, in its run directory.
 pub const LAUNCHER_PID: &str = "launcher.pid";
 
+/// Run in the launcher's new network namespace before it: the pod interface it masquerades
+/// behind, then the launcher itself (same pid, so [`LAUNCHER_PID`] names its namespace too).
+const POD_NETNS_SCRIPT: &str = "ip link set lo up && ip link add eth0 type veth peer name eth0-peer && ip link set eth0-peer up && ip link set eth0 up && exec \"$0\" \"$@\"";
+
+/// Whether the launcher will attach the VMI to the pod network: an interface on a `pod` network
+/// (the defaulted spec has one unless `autoattachPodInterface: false`).
+fn wants_pod_network(vmi: &VirtualMachineInstance) -> bool {
+    let ifaces = vmi
+        .spec
+        .domain
+        .devices
+        .interfaces
+        .as_deref()
+        .unwrap_or_default();
+    let networks = vmi.spec.networks.as_deref().unwrap_or_default();
+    ifaces
+        .iter()
+        .any(|i| networks.iter().any(|n| n.name == i.name && n.pod.is_some()))
+}
+
 /// How the agent watches a launcher's process.
 #[derive(Debug)]
 enum Process {
@@ -94,8 +114,22 @@ impl Launcher {
             .try_clone()
             .map_err(io("opening the launcher log", &log_path))?;
         let document = serde_json::to_vec(vmi).map_err(NodeError::Encode)?;
-        let mut child = Command::new(&config.launcher)
-            .arg("run")
+        // A VMI on the pod network gets a network namespace of its own (the pod's role here:
+        // the agent runs no CNI), with an `eth0` (one end of a veth pair whose other end stays there: no dummy driver on every kernel), and the launcher builds its masquerade
+        // binding inside it; the namespace ends with the launcher. The node agent's endpoint
+        // reaches the guest from inside it (port-forward).
+        let mut command = if wants_pod_network(vmi) {
+            let mut c = Command::new("unshare");
+            c.args(["--net", "--", "sh", "-c", POD_NETNS_SCRIPT])
+                .arg(&config.launcher)
+                .args(["run", "--pod-network"]);
+            c
+        } else {
+            let mut c = Command::new(&config.launcher);
+            c.arg("run");
+            c
+        };
+        let mut child = command
             .args(["--vmi", "-", "--quiet"])
             .arg("--run-dir")
             .arg(&run_dir)

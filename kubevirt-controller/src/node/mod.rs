@@ -9,6 +9,7 @@
 pub mod adopt;
 pub mod agent;
 pub mod endpoint;
+pub mod guest_port;
 pub mod launcher;
 pub mod report;
 

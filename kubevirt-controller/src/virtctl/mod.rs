@@ -8,6 +8,8 @@ pub mod console;
 pub mod create;
 pub mod expose;
 pub mod lifecycle;
+pub mod portforward;
+pub mod ssh;
 pub mod term;
 
 use std::ffi::OsString;
@@ -122,19 +124,23 @@ pub enum Command {
         /// The VMI.
         name: String,
     },
-    /// Forward local ports to a virtual machine (not available yet).
+    /// Forward local ports to a virtual machine or virtual machine instance.
     #[command(name = "port-forward")]
     PortForward {
-        /// `vm/NAME` or `vmi/NAME` and the ports, as upstream takes them.
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
+        /// The address to listen on.
+        #[arg(long, default_value = "127.0.0.1")]
+        address: String,
+        /// Carry stdin and stdout instead of listening (one port; an ssh ProxyCommand).
+        #[arg(long)]
+        stdio: bool,
+        /// `vm/NAME` or `vmi/NAME`.
+        target: String,
+        /// `PORT` or `LOCAL:REMOTE` (optionally `tcp/` first), one or more.
+        #[arg(required = true)]
+        ports: Vec<String>,
     },
-    /// Open an SSH connection to a virtual machine (not available yet).
-    Ssh {
-        /// `USER@vm/NAME` and upstream's flags.
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
-    },
+    /// Open an SSH connection to a virtual machine (the system's ssh through port-forward).
+    Ssh(ssh::SshFlags),
     /// SCP files from/to a virtual machine (not available yet).
     Scp {
         /// Sources and destination, as upstream takes them.
@@ -191,6 +197,9 @@ pub enum VirtctlError {
     /// The command failed as described (already worded for the user).
     #[error("{0}")]
     Failed(String),
+    /// A program virtctl ran (ssh) ended with this status, which is virtctl's.
+    #[error("")]
+    Exit(u8),
 }
 
 impl VirtctlError {
@@ -226,8 +235,12 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    let result = runtime.block_on(run(cli));
+    // A blocking read of stdin (port-forward --stdio) may still be waiting: do not wait for it.
+    runtime.shutdown_background();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(VirtctlError::Exit(code)) => ExitCode::from(code),
         Err(e) => {
             eprintln!("{e}");
             ExitCode::FAILURE
@@ -243,9 +256,13 @@ pub async fn run(cli: Cli) -> Result<(), VirtctlError> {
         namespace: cli.namespace,
     };
     // Commands that need no cluster.
-    if let Command::PortForward { .. } | Command::Ssh { .. } | Command::Scp { .. } = &cli.command {
-        return Err(VirtctlError::Failed(NO_PORT_FORWARD.into()));
+    if let Command::Scp { .. } = &cli.command {
+        return Err(VirtctlError::Failed(NO_SCP.into()));
     }
+    let forward = match &cli.command {
+        Command::PortForward { target, ports, .. } => Some(portforward::parse(target, ports)?),
+        _ => None,
+    };
     if let Command::Create { what } = &cli.command {
         let namespace = opts.namespace.as_deref();
         print!("{}", create::render(what, namespace)?);
@@ -310,15 +327,23 @@ pub async fn run(cli: Cli) -> Result<(), VirtctlError> {
             println!("{text}");
             Ok(())
         }
-        Command::Create { .. }
-        | Command::PortForward { .. }
-        | Command::Ssh { .. }
-        | Command::Scp { .. } => Ok(()),
+        Command::PortForward { address, stdio, .. } => match &forward {
+            Some(t) => portforward::run(&conn, t, &address, stdio).await,
+            None => Ok(()),
+        },
+        Command::Ssh(flags) => {
+            let status = ssh::run(&flags, &conn.namespace, &opts)?;
+            match status.code() {
+                Some(0) => Ok(()),
+                code => Err(VirtctlError::Exit(code.unwrap_or(255) as u8)),
+            }
+        }
+        Command::Create { .. } | Command::Scp { .. } => Ok(()),
     }
 }
 
-/// What `port-forward`, `ssh` and `scp` answer while the API has no port-forward stream.
-pub const NO_PORT_FORWARD: &str = "port-forward, ssh and scp are not available yet: the subresource API has no portforward stream (the demo guest has no TCP/IP service to reach); use virtctl console";
+/// What `scp` answers.
+pub const NO_SCP: &str = "scp is not available yet: use virtctl port-forward with the system's scp (-o ProxyCommand='virtctl port-forward --stdio vm/NAME 22')";
 
 /// `version.Info{GitVersion:"...", ...}` as upstream's virtctl prints it.
 fn version_info(v: &serde_json::Value) -> String {
@@ -344,15 +369,16 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn ssh_and_port_forward_answer_clearly_without_a_cluster() {
-        for args in [
-            &["ssh", "cirros@vm/x", "-i", "key", "--command", "hostname"][..],
-            &["port-forward", "vm/x", "8080:80"][..],
-            &["scp", "a", "vm/x:b"][..],
-        ] {
-            let e = run(parse(args).unwrap()).await.unwrap_err();
-            assert_eq!(e.to_string(), NO_PORT_FORWARD);
-        }
+    async fn scp_answers_clearly_and_bad_forwards_are_usage_errors() {
+        let e = run(parse(&["scp", "a", "vm/x:b"]).unwrap())
+            .await
+            .unwrap_err();
+        assert_eq!(e.to_string(), NO_SCP);
+        // Checked before any cluster is contacted.
+        let e = run(parse(&["port-forward", "testvm", "8080:80"]).unwrap())
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("vm/NAME"), "{e}");
     }
 
     #[test]

@@ -151,6 +151,8 @@ impl System {
         }
         console::str(", echo requests answered: ");
         console::dec(h.pings);
+        console::str(", http requests answered: ");
+        console::dec(h.http_requests);
         console::str("\n");
     }
 
@@ -242,6 +244,13 @@ extern "C" fn main(start_info: u64) -> ! {
     }
     if sys.acpi.is_none() {
         console::str("acpi: no tables found; poweroff will not work\n");
+    }
+    let hostname = sys.hostname();
+    let (mut name, n) = ([0u8; 64], hostname.len().min(64));
+    name[..n].copy_from_slice(&hostname[..n]);
+    if let Some(h) = &mut sys.host {
+        h.set_hostname(&name[..n]);
+        console::str("http: serving port 80\n");
     }
     let mut shell = shell::Shell::new();
     shell.prompt(&sys);

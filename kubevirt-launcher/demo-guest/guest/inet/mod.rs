@@ -1,7 +1,9 @@
-//! A tiny IPv4 host: DHCP for its address, ARP and ICMP echo answered, TCP connection attempts
-//! logged and refused with a reset (so a forwarded port is visible end to end).
+//! A tiny IPv4 host: DHCP for its address, ARP and ICMP echo answered, an HTTP service on port
+//! 80 ([`tcp`]); TCP connection attempts to other ports are logged and refused with a reset (so a
+//! forwarded port is visible end to end).
 
 pub mod dhcp;
+pub mod tcp;
 pub mod wire;
 
 use crate::hw::{console, rdtsc};
@@ -35,6 +37,10 @@ pub struct Host {
     dhcp: dhcp::Client,
     /// Echo requests answered.
     pub pings: u64,
+    /// HTTP requests answered.
+    pub http_requests: u64,
+    hostname: [u8; 64],
+    hostname_len: usize,
 }
 
 impl Host {
@@ -47,7 +53,17 @@ impl Host {
             lease: None,
             dhcp: dhcp::Client::new(xid),
             pings: 0,
+            http_requests: 0,
+            hostname: [0; 64],
+            hostname_len: 0,
         }
+    }
+
+    /// Sets the name the HTTP service answers with.
+    pub fn set_hostname(&mut self, name: &[u8]) {
+        let n = name.len().min(self.hostname.len());
+        self.hostname[..n].copy_from_slice(&name[..n]);
+        self.hostname_len = n;
     }
 
     /// Handles whatever arrived and runs the DHCP timers.
@@ -140,35 +156,50 @@ impl Host {
         }
     }
 
-    /// Logs a connection attempt and refuses it: RST|ACK to a SYN.
+    /// Port 80 is the HTTP service; a connection attempt to any other port is logged and
+    /// refused (RST|ACK to the SYN).
     fn tcp(&mut self, f: &Frame, ip: &wire::Ipv4) {
-        let t = ip.payload;
-        if t.len() < 20 || t[13] & 0x12 != 0x02 {
-            return; // not a bare SYN
-        }
-        let src_port = u16::from_be_bytes([t[0], t[1]]);
-        let dst_port = u16::from_be_bytes([t[2], t[3]]);
-        console::str("tcp: connection from ");
-        console::ip(ip.src);
-        console::put(b':');
-        console::dec(u64::from(src_port));
-        console::str(" to port ");
-        console::dec(u64::from(dst_port));
-        console::str(" refused\n");
-        let seq = u32::from_be_bytes([t[4], t[5], t[6], t[7]]);
-        let mut r = [0u8; 20];
-        r[0..2].copy_from_slice(&dst_port.to_be_bytes());
-        r[2..4].copy_from_slice(&src_port.to_be_bytes());
-        r[8..12].copy_from_slice(&seq.wrapping_add(1).to_be_bytes());
-        r[12] = 5 << 4;
-        r[13] = 0x14; // RST|ACK
+        let Some(seg) = tcp::Segment::parse(ip.payload) else {
+            return;
+        };
+        let reply = if seg.dst_port == tcp::HTTP_PORT {
+            let hostname = self.hostname;
+            let Some(r) = seg.serve_http(&hostname[..self.hostname_len]) else {
+                return;
+            };
+            if r.len > 0 {
+                self.http_requests += 1;
+            }
+            r
+        } else if seg.is_syn() {
+            console::str("tcp: connection from ");
+            console::ip(ip.src);
+            console::put(b':');
+            console::dec(u64::from(seg.src_port));
+            console::str(" to port ");
+            console::dec(u64::from(seg.dst_port));
+            console::str(" refused\n");
+            seg.refuse()
+        } else {
+            return;
+        };
         let Some(lease) = self.lease else { return };
+        let mut t = [0u8; 20 + 512];
+        t[0..2].copy_from_slice(&seg.dst_port.to_be_bytes());
+        t[2..4].copy_from_slice(&seg.src_port.to_be_bytes());
+        t[4..8].copy_from_slice(&reply.seq.to_be_bytes());
+        t[8..12].copy_from_slice(&reply.ack.to_be_bytes());
+        t[12] = 5 << 4;
+        t[13] = reply.flags;
+        t[14..16].copy_from_slice(&8192u16.to_be_bytes()); // window
+        t[20..20 + reply.len].copy_from_slice(&reply.data[..reply.len]);
+        let n = 20 + reply.len;
         let sum = wire::checksum(
-            &r,
-            wire::pseudo_header_sum(lease.ip, ip.src, PROTO_TCP, r.len()),
+            &t[..n],
+            wire::pseudo_header_sum(lease.ip, ip.src, PROTO_TCP, n),
         );
-        r[16..18].copy_from_slice(&sum.to_be_bytes());
-        self.send_ip(f.src, ip.src, PROTO_TCP, &r);
+        t[16..18].copy_from_slice(&sum.to_be_bytes());
+        self.send_ip(f.src, ip.src, PROTO_TCP, &t[..n]);
     }
 
     /// A DHCP client message: broadcast from 0.0.0.0:68 to port 67.

@@ -1,0 +1,96 @@
+//! `virtualmachineinstances/{name}/portforward/{port}[/{protocol}]` (and the same under
+//! `virtualmachines`, for the VM's instance): a websocket (subprotocol `plain.kubevirt.io`,
+//! binary frames) bridged to a TCP connection to the guest's port, which the VMI's node agent
+//! makes from inside the launcher's network namespace. The API server never connects itself.
+
+use axum::extract::ws::WebSocketUpgrade;
+use axum::response::{IntoResponse, Response};
+use kube::{Client, ResourceExt};
+
+use super::agents::NodeAgents;
+use super::console::{PLAIN_PROTOCOL, bridge};
+use super::instance::{VMI, get, node_of};
+use super::status::ApiError;
+use crate::node::endpoint::AgentOp;
+use crate::vm::instance::phase;
+
+/// The port of a port-forward path; only `tcp` is carried.
+pub fn parse_port(port: &str, protocol: Option<&str>) -> Result<u16, ApiError> {
+    let port = port
+        .parse::<u16>()
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| {
+            ApiError::bad_request(format!("port {port:?} is not a port number (1-65535)"))
+        })?;
+    match protocol {
+        None | Some("tcp") => Ok(port),
+        Some("udp") => Err(ApiError::bad_request(
+            "protocol udp is not supported by kubevirt-rs port-forward yet: only tcp",
+        )),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "protocol {other:?} is not tcp or udp"
+        ))),
+    }
+}
+
+/// GET the port-forward: checks the VMI, has its node agent connect to the guest's port, and
+/// only then accepts the upgrade, so a refusal (a closed port) reaches the client as a Status.
+pub async fn forward(
+    client: &Client,
+    agents: &NodeAgents,
+    ns: &str,
+    name: &str,
+    port: u16,
+    upgrade: Option<WebSocketUpgrade>,
+) -> Result<Response, ApiError> {
+    let vmi = get(client, ns, name).await?;
+    let phase = phase(&vmi);
+    if phase != "Running" {
+        let shown = if phase.is_empty() { "Pending" } else { phase };
+        return Err(ApiError::bad_request(format!(
+            "Unable to connect to VM because phase is {shown} instead of Running"
+        )));
+    }
+    let Some(upgrade) = upgrade else {
+        return Err(ApiError::bad_request(
+            "port-forward is a websocket: send Upgrade: websocket (virtctl port-forward does)",
+        ));
+    };
+    let node = node_of(&vmi)?;
+    let uid = vmi.uid().unwrap_or_default();
+    let stream = agents
+        .call(
+            client,
+            &node,
+            AgentOp::PortForward { port },
+            (ns, name, &uid),
+        )
+        .await
+        .map_err(|e| ApiError::conflict(VMI, name, e.message))?;
+    Ok(upgrade
+        .protocols([PLAIN_PROTOCOL])
+        .on_upgrade(move |ws| bridge(ws, stream))
+        .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_and_protocols_are_checked() {
+        assert_eq!(parse_port("22", None).unwrap(), 22);
+        assert_eq!(parse_port("80", Some("tcp")).unwrap(), 80);
+        for (port, proto) in [
+            ("0", None),
+            ("x", None),
+            ("70000", None),
+            ("80", Some("sctp")),
+        ] {
+            assert!(parse_port(port, proto).is_err(), "{port} {proto:?}");
+        }
+        let udp = parse_port("53", Some("udp")).unwrap_err();
+        assert!(udp.message.contains("udp"), "{}", udp.message);
+    }
+}

@@ -1,0 +1,178 @@
+//! `virtctl ssh [USER@]vm/NAME` (or `vmi/NAME`, `-l USER`), as upstream with `--local-ssh`: runs
+//! the system's OpenSSH client with a `ProxyCommand` of `virtctl port-forward --stdio`, so the
+//! connection reaches the guest's port through the subresource API and its node agent. Flags as
+//! upstream spells them: `-i`, `-l`, `-p`, `-c/--command`, `-t/--local-ssh-opts`, `--known-hosts`.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use super::{ConnectOptions, VirtctlError};
+
+/// `virtctl ssh`'s flags.
+#[derive(Clone, Debug, clap::Args)]
+pub struct SshFlags {
+    /// `[USER@]vm/NAME` or `[USER@]vmi/NAME`.
+    pub target: String,
+    /// The identity (private key) for public key authentication.
+    #[arg(short = 'i', long = "identity-file")]
+    pub identity_file: Option<PathBuf>,
+    /// The user to log in as (unless the target names one).
+    #[arg(short = 'l', long)]
+    pub username: Option<String>,
+    /// The guest's SSH port.
+    #[arg(short = 'p', long, default_value_t = 22)]
+    pub port: u16,
+    /// A command to run in the guest instead of a shell.
+    #[arg(short = 'c', long)]
+    pub command: Option<String>,
+    /// Options passed on to the local ssh client (repeatable), e.g. `-t "-o StrictHostKeyChecking=no"`.
+    #[arg(short = 't', long = "local-ssh-opts", allow_hyphen_values = true)]
+    pub local_ssh_opts: Vec<String>,
+    /// Use the system's OpenSSH client (the only way this virtctl has).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub local_ssh: bool,
+    /// The known hosts file for the guests' host keys.
+    #[arg(long = "known-hosts")]
+    pub known_hosts: Option<PathBuf>,
+}
+
+/// The ssh command line for `flags` in `namespace`, with `virtctl` as the proxy program and the
+/// connection flags it is to be run with.
+pub fn command_line(
+    flags: &SshFlags,
+    namespace: &str,
+    virtctl: &str,
+    conn: &ConnectOptions,
+) -> Result<Vec<String>, VirtctlError> {
+    let (user, target) = match flags.target.split_once('@') {
+        Some((u, t)) => (Some(u.to_string()), t),
+        None => (flags.username.clone(), flags.target.as_str()),
+    };
+    let (kind, name) = target
+        .split_once('/')
+        .filter(|(k, n)| matches!(*k, "vm" | "vmi") && !n.is_empty())
+        .ok_or_else(|| {
+            VirtctlError::Usage(format!(
+                "target {:?} must be [USER@]vm/NAME or [USER@]vmi/NAME",
+                flags.target
+            ))
+        })?;
+    let quote = |s: &str| format!("'{}'", s.replace('\'', r"'\''"));
+    let mut proxy = vec![quote(virtctl)];
+    if let Some(k) = &conn.kubeconfig {
+        proxy.push(format!("--kubeconfig={}", quote(&k.to_string_lossy())));
+    }
+    if let Some(c) = &conn.context {
+        proxy.push(format!("--context={}", quote(c)));
+    }
+    proxy.push(format!("--namespace={}", quote(namespace)));
+    proxy.extend([
+        "port-forward".into(),
+        "--stdio".into(),
+        quote(&format!("{kind}/{name}")),
+        flags.port.to_string(),
+    ]);
+    let mut args = vec![
+        "-o".to_string(),
+        format!("ProxyCommand={}", proxy.join(" ")),
+    ];
+    let known_hosts = flags.known_hosts.clone().or_else(|| {
+        std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".ssh/kubevirt_known_hosts"))
+    });
+    if let Some(k) = known_hosts {
+        args.extend(["-o".into(), format!("UserKnownHostsFile={}", k.display())]);
+    }
+    if let Some(i) = &flags.identity_file {
+        args.extend(["-i".into(), i.display().to_string()]);
+    }
+    for o in &flags.local_ssh_opts {
+        args.extend(o.split_whitespace().map(str::to_string));
+    }
+    let host = format!("{kind}.{name}.{namespace}");
+    args.push(match user {
+        Some(u) => format!("{u}@{host}"),
+        None => host,
+    });
+    if let Some(c) = &flags.command {
+        args.push(c.clone());
+    }
+    Ok(args)
+}
+
+/// Runs ssh; its exit status is virtctl's.
+pub fn run(
+    flags: &SshFlags,
+    namespace: &str,
+    conn: &ConnectOptions,
+) -> Result<std::process::ExitStatus, VirtctlError> {
+    if !flags.local_ssh {
+        return Err(VirtctlError::Usage(
+            "--local-ssh=false (a built-in SSH client) is not supported: virtctl ssh runs the system's ssh".into(),
+        ));
+    }
+    let me = std::env::current_exe()?;
+    let args = command_line(flags, namespace, &me.to_string_lossy(), conn)?;
+    Command::new("ssh").args(&args).status().map_err(|e| {
+        VirtctlError::Failed(format!(
+            "running ssh (the OpenSSH client, e.g. Debian's openssh-client): {e}"
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct T {
+        #[command(flatten)]
+        f: SshFlags,
+    }
+
+    fn line(args: &[&str]) -> Result<Vec<String>, VirtctlError> {
+        let t = T::try_parse_from(std::iter::once("ssh").chain(args.iter().copied())).unwrap();
+        let conn = ConnectOptions {
+            kubeconfig: Some("/k/config".into()),
+            ..ConnectOptions::default()
+        };
+        command_line(&t.f, "team", "/bin/virtctl", &conn)
+    }
+
+    #[test]
+    fn the_ssh_command_line_is_upstreams() {
+        let l = line(&[
+            "cirros@vm/testvm",
+            "-i",
+            "/id",
+            "--command",
+            "hostname",
+            "-t",
+            "-o StrictHostKeyChecking=no",
+            "--known-hosts",
+            "/kh",
+        ])
+        .unwrap();
+        assert_eq!(
+            l,
+            [
+                "-o",
+                "ProxyCommand='/bin/virtctl' --kubeconfig='/k/config' --namespace='team' port-forward --stdio 'vm/testvm' 22",
+                "-o",
+                "UserKnownHostsFile=/kh",
+                "-i",
+                "/id",
+                "-o",
+                "StrictHostKeyChecking=no",
+                "cirros@vm.testvm.team",
+                "hostname",
+            ]
+        );
+        let l = line(&["-l", "fedora", "-p", "2222", "vmi/x"]).unwrap();
+        assert!(l[1].ends_with("'vmi/x' 2222"), "{}", l[1]);
+        assert_eq!(l.last().unwrap(), "fedora@vmi.x.team");
+        for bad in ["testvm", "u@pod/x", "vm/"] {
+            assert!(line(&[bad]).is_err(), "{bad}");
+        }
+    }
+}
