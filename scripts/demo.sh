@@ -18,9 +18,11 @@ trap 'kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; rm
 "$bin"/kubevirt-demo-image target/demo-image
 echo "== kubevirt-local up: API server + CRDs + VM controller + node agent, in one process"
 # `up` prints one JSON line on stdout once the whole plane is ready (also --ready-file): no polling.
+# It also runs the local node's kubelet and its private containerd; --stop-pods-on-exit stops both
+# when the demo stops `up`.
 mkfifo "$data/ready"
 "$bin"/kubevirt-local up --data-dir "$data" --listen 127.0.0.1:0 --launcher "$bin"/kubevirt-launcher \
-  --ready-file "$data/ready.json" > "$data/ready" 2> "$data/up.log" &
+  --ready-file "$data/ready.json" --stop-pods-on-exit > "$data/ready" 2> "$data/up.log" &
 server=$!
 exec 3< "$data/ready"
 read -r ready <&3 || { echo "kubevirt-local up did not become ready:"; cat "$data/up.log"; exit 1; }

@@ -147,7 +147,20 @@ fn the_writable_top_is_held_alone_and_the_backing_file_shared() {
     let reader = open(&base, true, &[]);
     assert!(open_err(&base, false, &[]).contains("in use by another VM"));
     drop((writer, reader));
-    let _w = open(&top, false, &[&base]);
+    // Released once every descriptor of the open file description is closed. A process that
+    // another test thread forks (qemu-img) holds a copy of our descriptors until its exec closes
+    // them (O_CLOEXEC), so the release may trail the drop by that moment.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match open_image(&top, false, CacheMode::Writeback, &[&base]) {
+            Ok(_) => break,
+            Err(e) if std::time::Instant::now() < deadline => {
+                assert!(e.to_string().contains("in use by another VM"), "{e}");
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => panic!("the lock was not released after both closed: {e}"),
+        }
+    }
 }
 
 #[test]

@@ -16,16 +16,30 @@ use crate::vm::instance::phase;
 /// Upstream's websocket subprotocol for raw streams.
 pub const PLAIN_PROTOCOL: &str = "plain.kubevirt.io";
 
-/// GET `.../virtualmachineinstances/{name}/console`: checks the VMI, dials its node agent, and
-/// only then accepts the upgrade, so a refusal reaches the client as a Status.
-pub async fn console(
+/// What a websocket stream to a VMI asks of its node agent.
+pub(super) struct StreamRequest<'a> {
+    /// The VMI's namespace.
+    pub ns: &'a str,
+    /// The VMI's name.
+    pub name: &'a str,
+    /// The agent operation that opens the stream.
+    pub op: AgentOp,
+    /// What the stream is, for the error without an upgrade (`the console`, `port-forward`).
+    pub what: &'a str,
+    /// The virtctl command that upgrades, for that error.
+    pub command: &'a str,
+}
+
+/// Checks that the VMI runs, has its node agent open the stream, and only then accepts the
+/// websocket upgrade (subprotocol `plain.kubevirt.io`, binary frames), so a refusal reaches
+/// the client as a Status.
+pub(super) async fn stream_to_vmi(
     client: &Client,
     agents: &NodeAgents,
-    ns: &str,
-    name: &str,
+    req: StreamRequest<'_>,
     upgrade: Option<WebSocketUpgrade>,
 ) -> Result<Response, ApiError> {
-    let vmi = get(client, ns, name).await?;
+    let vmi = get(client, req.ns, req.name).await?;
     let phase = phase(&vmi);
     if phase != "Running" {
         let shown = if phase.is_empty() { "Pending" } else { phase };
@@ -34,20 +48,39 @@ pub async fn console(
         )));
     }
     let Some(upgrade) = upgrade else {
-        return Err(ApiError::bad_request(
-            "the console is a websocket: send Upgrade: websocket (virtctl console does)",
-        ));
+        return Err(ApiError::bad_request(format!(
+            "{} is a websocket: send Upgrade: websocket ({} does)",
+            req.what, req.command
+        )));
     };
     let node = node_of(&vmi)?;
     let uid = vmi.uid().unwrap_or_default();
     let stream = agents
-        .call(client, &node, AgentOp::Console, (ns, name, &uid))
+        .call(client, &node, req.op, (req.ns, req.name, &uid))
         .await
-        .map_err(|e| ApiError::conflict(VMI, name, e.message))?;
+        .map_err(|e| ApiError::conflict(VMI, req.name, e.message))?;
     Ok(upgrade
         .protocols([PLAIN_PROTOCOL])
         .on_upgrade(move |ws| bridge(ws, stream))
         .into_response())
+}
+
+/// GET `.../virtualmachineinstances/{name}/console`: the VMI's serial console.
+pub async fn console(
+    client: &Client,
+    agents: &NodeAgents,
+    ns: &str,
+    name: &str,
+    upgrade: Option<WebSocketUpgrade>,
+) -> Result<Response, ApiError> {
+    let req = StreamRequest {
+        ns,
+        name,
+        op: AgentOp::Console,
+        what: "the console",
+        command: "virtctl console",
+    };
+    stream_to_vmi(client, agents, req, upgrade).await
 }
 
 /// Copies between the websocket and the console until either side ends.

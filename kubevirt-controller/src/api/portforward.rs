@@ -4,15 +4,13 @@
 //! makes from inside the launcher's network namespace. The API server never connects itself.
 
 use axum::extract::ws::WebSocketUpgrade;
-use axum::response::{IntoResponse, Response};
-use kube::{Client, ResourceExt};
+use axum::response::Response;
+use kube::Client;
 
 use super::agents::NodeAgents;
-use super::console::{PLAIN_PROTOCOL, bridge};
-use super::instance::{VMI, get, node_of};
+use super::console::{StreamRequest, stream_to_vmi};
 use super::status::ApiError;
 use crate::node::endpoint::AgentOp;
-use crate::vm::instance::phase;
 
 /// The port of a port-forward path; only `tcp` is carried.
 pub fn parse_port(port: &str, protocol: Option<&str>) -> Result<u16, ApiError> {
@@ -44,34 +42,14 @@ pub async fn forward(
     port: u16,
     upgrade: Option<WebSocketUpgrade>,
 ) -> Result<Response, ApiError> {
-    let vmi = get(client, ns, name).await?;
-    let phase = phase(&vmi);
-    if phase != "Running" {
-        let shown = if phase.is_empty() { "Pending" } else { phase };
-        return Err(ApiError::bad_request(format!(
-            "Unable to connect to VM because phase is {shown} instead of Running"
-        )));
-    }
-    let Some(upgrade) = upgrade else {
-        return Err(ApiError::bad_request(
-            "port-forward is a websocket: send Upgrade: websocket (virtctl port-forward does)",
-        ));
+    let req = StreamRequest {
+        ns,
+        name,
+        op: AgentOp::PortForward { port },
+        what: "port-forward",
+        command: "virtctl port-forward",
     };
-    let node = node_of(&vmi)?;
-    let uid = vmi.uid().unwrap_or_default();
-    let stream = agents
-        .call(
-            client,
-            &node,
-            AgentOp::PortForward { port },
-            (ns, name, &uid),
-        )
-        .await
-        .map_err(|e| ApiError::conflict(VMI, name, e.message))?;
-    Ok(upgrade
-        .protocols([PLAIN_PROTOCOL])
-        .on_upgrade(move |ws| bridge(ws, stream))
-        .into_response())
+    stream_to_vmi(client, agents, req, upgrade).await
 }
 
 #[cfg(test)]
