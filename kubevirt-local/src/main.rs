@@ -148,10 +148,25 @@ fn main() -> ExitCode {
                 },
                 stop_pods_on_exit,
             });
+            let mut launcher_args = plain_http_args(&plain_http);
+            if matches!(
+                kubelet.as_ref().map(|k| &k.runtime),
+                Some(kubevirt_kubelet::Runtime::Private { .. })
+            ) {
+                // One registry configuration for pods and VMs: the private containerd's
+                // hosts directory (`<registry>/hosts.toml`, mirrors included) is also where
+                // the launchers look for containerDisk and kernel image mirrors.
+                let hosts = std::path::absolute(&data_dir)
+                    .unwrap_or_else(|_| data_dir.clone())
+                    .join("node/containerd")
+                    .join(kubevirt_kubelet::containerd::HOSTS_DIR);
+                launcher_args.push("--registry-config-dir".into());
+                launcher_args.push(hosts.display().to_string());
+            }
             let node = (!no_node).then(|| NodeOptions {
                 node_name,
                 launcher: launcher.unwrap_or_else(default_launcher),
-                launcher_args: plain_http_args(&plain_http),
+                launcher_args,
             });
             let opts = UpOptions {
                 data_dir,

@@ -25,6 +25,10 @@ pub enum ConfigError {
     Registry(String),
 }
 
+/// The registry hosts directory below containerd's directory (`<registry>/hosts.toml`, as
+/// containerd's `config_path` reads it); the launchers read the same directory for mirrors.
+pub const HOSTS_DIR: &str = "certs.d";
+
 /// Where a private containerd keeps everything, below one directory (`<data dir>/containerd`).
 #[derive(Debug, Clone)]
 pub struct Layout {
@@ -63,7 +67,7 @@ impl Layout {
     }
     /// The registry hosts directory (`config_path`).
     pub fn hosts_dir(&self) -> PathBuf {
-        self.dir.join("certs.d")
+        self.dir.join(HOSTS_DIR)
     }
     /// containerd's own log.
     pub fn log_file(&self) -> PathBuf {

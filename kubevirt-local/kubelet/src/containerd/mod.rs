@@ -4,5 +4,5 @@
 mod config;
 mod supervise;
 
-pub use config::{ConfigError, ContainerdConfig, Layout};
+pub use config::{ConfigError, ContainerdConfig, HOSTS_DIR, Layout};
 pub use supervise::{SuperviseError, Supervisor};
