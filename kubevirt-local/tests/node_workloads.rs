@@ -201,4 +201,10 @@ fn scheduled_pods_run_log_scale_roll_and_reach_each_other() {
     });
     std::thread::sleep(Duration::from_millis(500));
     assert_nothing_left(&dir);
+    // `up --stop-pods-on-exit` stops containerd and removes the pod bridge CNI made.
+    drop(up);
+    assert!(
+        !std::path::Path::new("/sys/class/net/kvl0").exists(),
+        "the pod bridge kvl0 outlived up --stop-pods-on-exit"
+    );
 }

@@ -98,6 +98,8 @@ pub struct Kubelet {
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     supervisor: Option<Supervisor>,
+    /// The bridge of the private runtime's CNI network (none for an existing runtime).
+    bridge: Option<String>,
     ctx: Arc<Context>,
     socket: PathBuf,
 }
@@ -181,6 +183,10 @@ impl Kubelet {
             stop,
             tasks,
             supervisor,
+            bridge: match &cfg.runtime {
+                Runtime::Private { config, .. } => Some(config.bridge.clone()),
+                Runtime::Existing(_) => None,
+            },
             ctx,
             socket,
         })
@@ -193,7 +199,7 @@ impl Kubelet {
 
     /// Stops the kubelet. Pods keep running (a later start adopts them) unless `stop_pods`: then
     /// every pod's containers get their grace period, the sandboxes are removed and a private
-    /// containerd stops too.
+    /// containerd stops too, and its pod bridge is removed.
     pub async fn stop(self, stop_pods: bool) {
         let _ = self.stop.send(true);
         for t in self.tasks {
@@ -204,6 +210,9 @@ impl Kubelet {
         }
         if let Some(s) = self.supervisor {
             s.stop(stop_pods).await;
+        }
+        if stop_pods && let Some(bridge) = &self.bridge {
+            crate::containerd::remove_bridge(bridge);
         }
     }
 }

@@ -1,8 +1,10 @@
 //! The node's containerd: the files it reads (configuration, CNI network, registry hosts) and the
 //! supervisor that keeps a private containerd running.
 
+mod bridge;
 mod config;
 mod supervise;
 
+pub use bridge::remove_bridge;
 pub use config::{ConfigError, ContainerdConfig, HOSTS_DIR, Layout};
 pub use supervise::{SuperviseError, Supervisor};
