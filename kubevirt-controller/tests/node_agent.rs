@@ -410,8 +410,8 @@ async fn a_stuck_launcher_does_not_delay_another_vmis_status() {
     let client = Client::new(control);
     for (request, paused) in [(Request::Pause, true), (Request::Unpause, false)] {
         let asked = std::time::Instant::now();
-        let c2 = client.clone();
-        tokio::task::spawn_blocking(move || c2.act(&request))
+        let (c2, r2) = (client.clone(), request.clone());
+        tokio::task::spawn_blocking(move || c2.act(&r2))
             .await
             .unwrap()
             .unwrap();

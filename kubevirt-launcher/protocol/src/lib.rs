@@ -6,9 +6,9 @@
 //!   takes, one JSON object per line: `{"op": "status"}`, `{"op": "shutdown",
 //!   "gracePeriodSeconds": 30}`, ... A request may carry `"version"`; one other than
 //!   [`VERSION`] is refused with an error naming both versions.
-//! - Replies: one line per request, `{"version": 1, "ok": true, ...}` with the body of the
+//! - Replies: one line per request, `{"version": 2, "ok": true, ...}` with the body of the
 //!   request's reply type ([`Status`], [`ShutdownReply`], [`StopReply`]) flattened in, or
-//!   `{"version": 1, "ok": false, "error": "..."}`.
+//!   `{"version": 2, "ok": false, "error": "..."}`.
 //! - [`ExitStatus`]: the launcher's exit code, and [`FinalStatus`]: what it writes to
 //!   [`FINAL_STATUS`] in its run directory before it exits, so the final reason reaches the VMI
 //!   without reading its log.
@@ -37,11 +37,11 @@ pub use self::reply::{
     Done, GuestInfo, GuestInterface, LauncherIdentity, Phase, ReplyError, ShutdownReply, Status,
     StopReply, decode_reply, encode_error, encode_ok,
 };
-pub use self::request::{Request, RequestError};
+pub use self::request::{Request, RequestError, StartRequest};
 
 /// The protocol version this crate speaks. Bump it when a request or reply changes in a way an
 /// older peer would misread.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 /// The control socket's file name in the launcher's run directory.
 pub const CONTROL_SOCKET: &str = "control.sock";

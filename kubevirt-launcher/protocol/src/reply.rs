@@ -10,6 +10,9 @@ use thiserror::Error;
 /// The VMI phase a launcher reports, as upstream names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum Phase {
+    /// The launcher runs in its virt-launcher pod and waits for the node agent's
+    /// [`crate::Request::Start`]; nothing is set up yet.
+    Waiting,
     /// The VM is set up; the guest has not run yet.
     #[default]
     Scheduled,
@@ -25,6 +28,7 @@ impl Phase {
     /// The name upstream gives the phase (`status.phase`).
     pub fn as_str(self) -> &'static str {
         match self {
+            Phase::Waiting => "Waiting",
             Phase::Scheduled => "Scheduled",
             Phase::Running => "Running",
             Phase::Succeeded => "Succeeded",
@@ -241,7 +245,11 @@ mod tests {
         let raw: Value = serde_json::from_str(&line).unwrap();
         assert_eq!(
             (&raw["ok"], &raw["phase"], &raw["version"]),
-            (&Value::Bool(true), &Value::from("Running"), &Value::from(1))
+            (
+                &Value::Bool(true),
+                &Value::from("Running"),
+                &Value::from(VERSION)
+            )
         );
         assert_eq!(decode_reply::<Status>(&line).unwrap(), status());
         for r in [
@@ -265,7 +273,7 @@ mod tests {
 
     #[test]
     fn a_status_without_the_launcher_identity_still_decodes() {
-        let s: Status = decode_reply(r#"{"version":1,"ok":true,"phase":"Running"}"#).unwrap();
+        let s: Status = decode_reply(r#"{"version":2,"ok":true,"phase":"Running"}"#).unwrap();
         assert_eq!(s.launcher, None);
         let raw: Value = serde_json::from_str(&encode_ok(&status())).unwrap();
         assert_eq!(raw["launcher"]["uid"], "1234");
@@ -286,7 +294,7 @@ mod tests {
     #[test]
     fn an_unknown_phase_is_invalid_not_a_guess() {
         let e =
-            decode_reply::<Status>(r#"{"version":1,"ok":true,"phase":"Levitating"}"#).unwrap_err();
+            decode_reply::<Status>(r#"{"version":2,"ok":true,"phase":"Levitating"}"#).unwrap_err();
         assert!(matches!(e, ReplyError::Invalid(_)), "{e}");
     }
 }

@@ -1,11 +1,28 @@
 //! Requests: `{"op": ..., "version"?: N, ...}`, one per line.
 
 use crate::VERSION;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use thiserror::Error;
 
+/// What [`Request::Start`] carries: the VMI a launcher started with `serve` (in its
+/// virt-launcher pod) is to run, sent by the node agent once it has prepared the pod.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StartRequest {
+    /// The VirtualMachineInstance as the API server has it (the whole object, defaults applied).
+    /// Its uid must be the one the launcher was started for.
+    pub vmi: Value,
+    /// The node agent has built the pod network's binding in the pod's network namespace (the
+    /// bridge, the guest's tap `tap0` owned by the launcher's uid, the NAT rules and
+    /// `ip_forward`): the launcher only opens the tap and serves DHCP, and needs no
+    /// `CAP_NET_ADMIN`. `false`: the launcher builds the binding itself (it must be allowed to).
+    #[serde(default)]
+    pub network_prepared: bool,
+}
+
 /// One control request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
     /// The guest's phase, pause state, restarts and devices ([`crate::Status`]).
     Status,
@@ -25,6 +42,10 @@ pub enum Request {
     Reset,
     /// End the VM at once.
     Stop,
+    /// Run this VMI: only a launcher waiting in its pod ([`crate::Phase::Waiting`]) takes it;
+    /// the reply is [`crate::Done`] once the VM is being set up (its progress shows in
+    /// [`Request::Status`]).
+    Start(Box<StartRequest>),
 }
 
 /// The ops, as the wire names them.
@@ -36,6 +57,7 @@ const OPS: &[&str] = &[
     "softReboot",
     "reset",
     "stop",
+    "start",
 ];
 
 /// Why a request line was refused.
@@ -86,6 +108,7 @@ impl Request {
             Request::SoftReboot => "softReboot",
             Request::Reset => "reset",
             Request::Stop => "stop",
+            Request::Start(_) => "start",
         }
     }
 
@@ -94,11 +117,17 @@ impl Request {
         let mut m = Map::new();
         m.insert("version".into(), VERSION.into());
         m.insert("op".into(), self.op().into());
-        if let Request::Shutdown {
-            grace_period_seconds: Some(s),
-        } = self
-        {
-            m.insert("gracePeriodSeconds".into(), (*s).into());
+        match self {
+            Request::Shutdown {
+                grace_period_seconds: Some(s),
+            } => {
+                m.insert("gracePeriodSeconds".into(), (*s).into());
+            }
+            Request::Start(start) => {
+                m.insert("vmi".into(), start.vmi.clone());
+                m.insert("networkPrepared".into(), start.network_prepared.into());
+            }
+            _ => {}
         }
         Value::Object(m).to_string()
     }
@@ -145,6 +174,29 @@ impl Request {
             "softReboot" => Request::SoftReboot,
             "reset" => Request::Reset,
             "stop" => Request::Stop,
+            "start" => Request::Start(Box::new(StartRequest {
+                vmi: match m.get("vmi") {
+                    Some(v @ Value::Object(_)) => v.clone(),
+                    _ => {
+                        return Err(RequestError::Field {
+                            op: "start",
+                            field: "vmi",
+                            expected: "must be the VirtualMachineInstance object",
+                        });
+                    }
+                },
+                network_prepared: match m.get("networkPrepared") {
+                    None | Some(Value::Null) => false,
+                    Some(Value::Bool(b)) => *b,
+                    Some(_) => {
+                        return Err(RequestError::Field {
+                            op: "start",
+                            field: "networkPrepared",
+                            expected: "must be true or false",
+                        });
+                    }
+                },
+            })),
             other => return Err(RequestError::UnknownOp(other.to_string())),
         })
     }
@@ -172,6 +224,10 @@ mod tests {
             Request::SoftReboot,
             Request::Reset,
             Request::Stop,
+            Request::Start(Box::new(StartRequest {
+                vmi: serde_json::json!({"kind": "VirtualMachineInstance", "metadata": {"uid": "u"}}),
+                network_prepared: true,
+            })),
         ] {
             let line = r.to_line();
             assert!(!line.contains('\n'), "{line}");
@@ -191,11 +247,11 @@ mod tests {
 
     #[test]
     fn another_version_is_a_clear_error() {
-        let e = Request::decode(r#"{"op":"status","version":2}"#).unwrap_err();
+        let e = Request::decode(r#"{"op":"status","version":1}"#).unwrap_err();
         assert!(matches!(e, RequestError::Version { ours: VERSION, .. }));
         let text = e.to_string();
         assert!(
-            text.contains("version 2") && text.contains("speaks 1"),
+            text.contains("version 1") && text.contains("speaks 2"),
             "{text}"
         );
     }
@@ -216,5 +272,9 @@ mod tests {
         ));
         let e = Request::decode(r#"{"op":"shutdown","gracePeriodSeconds":-1}"#).unwrap_err();
         assert!(e.to_string().contains("gracePeriodSeconds"), "{e}");
+        let e = Request::decode(r#"{"op":"start","vmi":"demo"}"#).unwrap_err();
+        assert!(e.to_string().contains("start: vmi"), "{e}");
+        let e = Request::decode(r#"{"op":"start","vmi":{},"networkPrepared":1}"#).unwrap_err();
+        assert!(e.to_string().contains("networkPrepared"), "{e}");
     }
 }

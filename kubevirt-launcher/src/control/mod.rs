@@ -183,5 +183,8 @@ pub fn handle(target: &Target, line: &str) -> String {
                 exit: vm.stop().to_string(),
             })
         }
+        Request::Start(_) => encode_error(
+            &"this launcher already runs its VMI: start is only taken by a launcher waiting in its pod (`kubevirt-launcher serve`)",
+        ),
     }
 }
