@@ -1,0 +1,308 @@
+//! The pod network split as in a virt-launcher pod: `kubevirt-launcher pod-network` (the node
+//! agent's privileged step) builds the masquerade binding inside a fresh network namespace the
+//! test creates, changes nothing on a second run or on invalid input; a `serve` launcher
+//! started inside that namespace without CAP_NET_ADMIN takes `start` with
+//! networkPrepared=true, attaches to the prepared tap and the demo guest gets its DHCP lease and
+//! answers a ping through the NAT. Nothing is left behind on the host.
+
+mod common;
+
+use common::{
+    Launcher, Namespaces, control_client, demo_image, demo_vmi, run, serve_command, tempdir,
+    vmi_json, wait_for_phase,
+};
+use kubevirt_launcher_protocol::{Done, ExitStatus, FinalStatus, Phase, Request, StartRequest};
+use std::process::Command;
+
+const UID: &str = "0c9e5d1a-prepared-net";
+const POD_IP: &str = "10.244.0.7";
+const PEER_IP: &str = "10.244.0.1";
+const LAUNCHER: &str = env!("CARGO_BIN_EXE_kubevirt-launcher");
+
+/// Output of a command that must succeed.
+fn out(args: &[&str]) -> String {
+    let o = Command::new(args[0]).args(&args[1..]).output().unwrap();
+    assert!(
+        o.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Everything pod-network may change in namespace `ns`: links, addresses, nftables, forwarding.
+fn state(ns: &str) -> String {
+    [
+        out(&["ip", "-n", ns, "-o", "link"]),
+        // IPv4 only: an IPv6 link-local address changes by itself (duplicate detection).
+        out(&["ip", "-n", ns, "-4", "-o", "addr"]),
+        out(&["ip", "netns", "exec", ns, "nft", "list", "ruleset"]),
+        out(&[
+            "ip",
+            "netns",
+            "exec",
+            ns,
+            "sysctl",
+            "-n",
+            "net.ipv4.ip_forward",
+        ]),
+    ]
+    .join("\n")
+}
+
+/// `kubevirt-launcher pod-network` with the VMI on stdin: exit code and messages.
+fn pod_network(netns: &str, vmi: &str) -> (Option<i32>, String) {
+    let mut cmd = Command::new(LAUNCHER);
+    cmd.args(["pod-network", "--netns", netns, "--tap-owner", "0"])
+        .args(["--vmi", "-"]);
+    let mut p = Launcher::spawn(cmd);
+    p.type_text(vmi);
+    let (status, output) = p.wait();
+    (status.code(), output)
+}
+
+/// A pod namespace whose `eth0` is one end of a veth pair; the other end is in a peer
+/// namespace at PEER_IP (the rest of the cluster).
+fn pod_with_eth0(pod: &str, peer: &str) {
+    run(&[
+        "ip", "link", "add", "eth0", "netns", pod, "type", "veth", "peer", "name", "peer0",
+        "netns", peer,
+    ]);
+    run(&[
+        "ip",
+        "-n",
+        pod,
+        "addr",
+        "add",
+        &format!("{POD_IP}/24"),
+        "dev",
+        "eth0",
+    ]);
+    run(&[
+        "ip",
+        "-n",
+        peer,
+        "addr",
+        "add",
+        &format!("{PEER_IP}/24"),
+        "dev",
+        "peer0",
+    ]);
+    run(&["ip", "-n", pod, "link", "set", "eth0", "up"]);
+    run(&["ip", "-n", peer, "link", "set", "peer0", "up"]);
+}
+
+fn net_vmi(name: &str, image: &str) -> String {
+    demo_vmi(
+        name,
+        image,
+        "32Mi",
+        "interfaces: [{name: default, masquerade: {}}]",
+        "networks: [{name: default, pod: {}}]",
+    )
+}
+
+/// The tests here compare the host's namespaces before and after: one at a time.
+static HOST: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    HOST.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The host's links and namespaces, to compare before and after.
+fn host() -> (String, String) {
+    let links = out(&["ip", "-o", "link"])
+        .lines()
+        .map(|l| l.split(" link/").next().unwrap_or(l).to_string())
+        .collect::<Vec<_>>()
+        .join("\n");
+    (links, out(&["ip", "netns", "list"]))
+}
+
+#[test]
+fn pod_network_prepares_once_then_changes_nothing_and_refuses_bad_input_untouched() {
+    let _one = one_at_a_time();
+    let before = host();
+    let id = std::process::id();
+    let (pod, peer) = (format!("kvprep-{id}"), format!("kvprep-peer-{id}"));
+    {
+        let _ns = Namespaces::create(&[&pod, &peer]);
+        let netns = format!("/run/netns/{pod}");
+        let dir = tempdir("prepnet");
+        let image = demo_image(&dir);
+        let vmi = vmi_json(&net_vmi("prep", &image), UID).to_string();
+
+        // No eth0 yet: refused (exit 3) before anything is made.
+        let empty = state(&pod);
+        let (code, msg) = pod_network(&netns, &vmi);
+        assert_eq!(code, Some(3), "{msg}");
+        assert!(msg.contains("--pod-interface eth0"), "{msg}");
+        assert_eq!(state(&pod), empty);
+
+        pod_with_eth0(&pod, &peer);
+        let fresh = state(&pod);
+        // Invalid input: exit 2, nothing changed.
+        let no_net = vmi_json(
+            &demo_vmi("nonet", &image, "16Mi", "autoattachPodInterface: false", ""),
+            UID,
+        );
+        let (code, msg) = pod_network(&netns, &no_net.to_string());
+        assert_eq!(code, Some(2), "{msg}");
+        assert!(msg.contains("no pod network"), "{msg}");
+        let (code, msg) = pod_network(&netns, "kind: Pod\napiVersion: v1\n");
+        assert_eq!(code, Some(2), "{msg}");
+        let (code, msg) = pod_network(&netns, "{not yaml");
+        assert_eq!(code, Some(2), "{msg}");
+        let (code, msg) = pod_network(&format!("/run/netns/missing-{id}"), &vmi);
+        assert_eq!(code, Some(3), "{msg}");
+        assert!(msg.contains("--netns"), "{msg}");
+        assert_eq!(state(&pod), fresh, "invalid input changed the namespace");
+
+        // Prepared: the bridge with the gateway, the persistent tap on it, the NAT.
+        let (code, msg) = pod_network(&netns, &vmi);
+        assert_eq!(code, Some(0), "{msg}");
+        assert!(msg.contains("prepared: bridge k6t-eth0"), "{msg}");
+        let prepared = state(&pod);
+        assert!(prepared.contains("10.0.2.1/24"), "{prepared}");
+        assert!(prepared.contains("table ip kubevirt_rs_nat"), "{prepared}");
+        let tap = out(&["ip", "-n", &pod, "-d", "link", "show", "dev", "tap0"]);
+        assert!(tap.contains("master k6t-eth0"), "{tap}");
+        assert!(
+            tap.contains("tun type tap")
+                && tap.contains("vnet_hdr on")
+                && tap.contains("persist on"),
+            "{tap}"
+        );
+        // The host's own interfaces were not touched.
+        assert_eq!(host().0, before.0);
+
+        // Again: nothing to do, and it says so.
+        let (code, msg) = pod_network(&netns, &vmi);
+        assert_eq!(code, Some(0), "{msg}");
+        assert!(msg.contains("already prepared: nothing changed"), "{msg}");
+        assert_eq!(state(&pod), prepared);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    assert_eq!(host(), before, "links or namespaces left behind");
+}
+
+fn start(vmi: serde_json::Value) -> Request {
+    Request::Start(Box::new(StartRequest {
+        vmi,
+        network_prepared: true,
+    }))
+}
+
+/// `serve` in namespace `pod` without CAP_NET_ADMIN (dropped from its bounding and inheritable
+/// sets, as in a pod that is not privileged).
+fn unprivileged_serve(dir: &std::path::Path, name: &str, pod: &str) -> Launcher {
+    Launcher::spawn(serve_command(
+        dir,
+        ("default", name),
+        UID,
+        &[
+            "ip",
+            "netns",
+            "exec",
+            pod,
+            "setpriv",
+            "--bounding-set=-net_admin",
+            "--inh-caps=-net_admin",
+            "--",
+        ],
+    ))
+}
+
+/// Whether process `pid` holds CAP_NET_ADMIN (bit 12 of CapEff).
+fn has_net_admin(pid: u32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .expect("CapEff");
+    u64::from_str_radix(eff.trim(), 16).unwrap() & (1 << 12) != 0
+}
+
+#[test]
+fn an_unprivileged_serve_attaches_to_the_prepared_tap_and_the_guest_gets_its_lease() {
+    let _one = one_at_a_time();
+    let before = host();
+    let id = std::process::id();
+    let (pod, peer) = (format!("kvsrv-{id}"), format!("kvsrv-peer-{id}"));
+    {
+        let _ns = Namespaces::create(&[&pod, &peer]);
+        pod_with_eth0(&pod, &peer);
+        let dir = tempdir("servenet");
+        let image = demo_image(&dir);
+        let vmi = vmi_json(&net_vmi("served-net", &image), UID);
+
+        let mut launcher = unprivileged_serve(&dir, "served-net", &pod);
+        let client = control_client(&dir);
+        let waiting = client.status().unwrap();
+        assert_eq!(waiting.phase, Phase::Waiting);
+        // As the node agent does: the pod's namespace through the launcher's pid.
+        let pid = waiting.launcher.expect("identity").pid;
+        assert!(!has_net_admin(pid), "the launcher kept CAP_NET_ADMIN");
+        let (code, msg) = pod_network(&format!("/proc/{pid}/ns/net"), &vmi.to_string());
+        assert_eq!(code, Some(0), "{msg}");
+
+        client.call::<Done>(&start(vmi)).expect("start");
+        let running = wait_for_phase(&client, Phase::Running);
+        let log = dir.join("run/console.log");
+        let mut console = Launcher::spawn({
+            let mut c = Command::new(LAUNCHER);
+            c.args(["console-log", "--file", log.to_str().unwrap()]);
+            c
+        });
+        console.expect("eth0: 10.0.2.2/24 gateway 10.0.2.1");
+        let guest_ip = &running.guest.interfaces[0].guest_ip;
+        assert_eq!(guest_ip.as_deref(), Some("10.0.2.2"), "{running:?}");
+
+        // The rest of the cluster reaches the guest through the pod IP.
+        let ping = Command::new("ip")
+            .args(["netns", "exec", &peer, "ping", "-c", "2", "-W", "5", POD_IP])
+            .output()
+            .unwrap();
+        assert!(
+            ping.status.success(),
+            "ping through the NAT: {}",
+            String::from_utf8_lossy(&ping.stdout)
+        );
+
+        launcher.signal(libc::SIGTERM);
+        let (status, output) = launcher.wait();
+        assert_eq!(status.code(), Some(0), "{output}");
+        console.signal(libc::SIGTERM);
+        assert_eq!(console.wait().0.code(), Some(0));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    assert_eq!(host(), before, "links or namespaces left behind");
+}
+
+#[test]
+fn a_start_saying_prepared_in_an_unprepared_namespace_fails_naming_pod_network() {
+    let _one = one_at_a_time();
+    let id = std::process::id();
+    let (pod, peer) = (format!("kvunp-{id}"), format!("kvunp-peer-{id}"));
+    let _ns = Namespaces::create(&[&pod, &peer]);
+    pod_with_eth0(&pod, &peer);
+    let dir = tempdir("unprepared");
+    let image = demo_image(&dir);
+    let mut launcher = unprivileged_serve(&dir, "unprepared", &pod);
+    let client = control_client(&dir);
+    client
+        .call::<Done>(&start(vmi_json(&net_vmi("unprepared", &image), UID)))
+        .expect("start");
+    let (status, output) = launcher.wait();
+    assert_eq!(
+        status.code(),
+        Some(ExitStatus::LaunchFailed.code().into()),
+        "{output}"
+    );
+    let last = FinalStatus::read(&dir.join("run"))
+        .unwrap()
+        .expect("final.json");
+    let reason = last.reason.unwrap_or_default();
+    assert!(reason.contains("kubevirt-launcher pod-network"), "{reason}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
