@@ -90,14 +90,19 @@ fn pod_with_eth0(pod: &str, peer: &str) {
     ]);
     run(&["ip", "-n", pod, "link", "set", "eth0", "up"]);
     run(&["ip", "-n", peer, "link", "set", "peer0", "up"]);
+    run(&["ip", "-n", pod, "route", "add", "default", "via", PEER_IP]);
 }
 
 fn net_vmi(name: &str, image: &str) -> String {
+    binding_vmi(name, image, "masquerade")
+}
+
+fn binding_vmi(name: &str, image: &str, binding: &str) -> String {
     demo_vmi(
         name,
         image,
         "32Mi",
-        "interfaces: [{name: default, masquerade: {}}]",
+        &format!("interfaces: [{{name: default, {binding}: {{}}}}]"),
         "networks: [{name: default, pod: {}}]",
     )
 }
@@ -305,4 +310,87 @@ fn a_start_saying_prepared_in_an_unprepared_namespace_fails_naming_pod_network()
     let reason = last.reason.unwrap_or_default();
     assert!(reason.contains("kubevirt-launcher pod-network"), "{reason}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_bridge_binding_hands_the_guest_the_pods_address_and_mac() {
+    let _one = one_at_a_time();
+    let before = host();
+    let id = std::process::id();
+    let (pod, peer) = (format!("kvbr-{id}"), format!("kvbr-peer-{id}"));
+    {
+        let _ns = Namespaces::create(&[&pod, &peer]);
+        pod_with_eth0(&pod, &peer);
+        let pod_mac = out(&["ip", "-n", &pod, "-br", "link", "show", "dev", "eth0"])
+            .split_whitespace()
+            .nth(2)
+            .expect("eth0's MAC")
+            .to_string();
+        let dir = tempdir("bridgenet");
+        let image = demo_image(&dir);
+        let vmi = vmi_json(&binding_vmi("bridged", &image, "bridge"), UID);
+        let mut launcher = unprivileged_serve(&dir, "bridged", &pod);
+        let client = control_client(&dir);
+        let pid = client.status().unwrap().launcher.expect("identity").pid;
+        let netns = format!("/proc/{pid}/ns/net");
+
+        let (code, msg) = pod_network(&netns, &vmi.to_string());
+        assert_eq!(code, Some(0), "{msg}");
+        assert!(msg.contains("10.244.0.7/24 taken off eth0"), "{msg}");
+        let prepared = state(&pod);
+        let eth0 = out(&["ip", "-n", &pod, "-4", "-o", "addr", "show", "dev", "eth0"]);
+        assert!(
+            eth0.trim().is_empty(),
+            "eth0 kept the pod's address: {eth0}"
+        );
+        let link = out(&["ip", "-n", &pod, "-o", "link", "show", "dev", "eth0"]);
+        assert!(link.contains("master k6t-eth0"), "{link}");
+        let (code, msg) = pod_network(&netns, &vmi.to_string());
+        assert_eq!(code, Some(0), "{msg}");
+        assert!(msg.contains("already prepared: nothing changed"), "{msg}");
+        assert_eq!(state(&pod), prepared);
+
+        client.call::<Done>(&start(vmi)).expect("start");
+        let running = wait_for_phase(&client, Phase::Running);
+        let log = dir.join("run/console.log");
+        let mut console = Launcher::spawn({
+            let mut c = Command::new(LAUNCHER);
+            c.args(["console-log", "--file", log.to_str().unwrap()]);
+            c
+        });
+        console.expect(&format!("eth0: {POD_IP}/24 gateway {PEER_IP}"));
+        let iface = &running.guest.interfaces[0];
+        assert_eq!(
+            (
+                iface.guest_ip.as_deref(),
+                iface.binding.as_str(),
+                iface.mac.as_str()
+            ),
+            (Some(POD_IP), "bridge", pod_mac.as_str()),
+            "{running:?}"
+        );
+        // The guest is the pod on the wire: the peer's ping reaches it, no NAT in between.
+        let ping = Command::new("ip")
+            .args(["netns", "exec", &peer, "ping", "-c", "2", "-W", "5", POD_IP])
+            .output()
+            .unwrap();
+        assert!(
+            ping.status.success(),
+            "ping the bridged guest: {}",
+            String::from_utf8_lossy(&ping.stdout)
+        );
+        let neigh = out(&["ip", "-n", &peer, "neigh", "show", POD_IP]);
+        assert!(
+            neigh.contains(&pod_mac),
+            "the guest answered ARP as the pod: {neigh}"
+        );
+
+        launcher.signal(libc::SIGTERM);
+        let (status, output) = launcher.wait();
+        assert_eq!(status.code(), Some(0), "{output}");
+        console.signal(libc::SIGTERM);
+        assert_eq!(console.wait().0.code(), Some(0));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    assert_eq!(host(), before, "links or namespaces left behind");
 }
