@@ -198,9 +198,13 @@ fn start(vmi: serde_json::Value) -> Request {
     }))
 }
 
-/// `serve` in namespace `pod` without CAP_NET_ADMIN (dropped from its bounding and inheritable
-/// sets, as in a pod that is not privileged).
+/// The capabilities containerd gives a container that is not privileged (its default spec).
+const CONTAINER_CAPS: &str = "-all,+chown,+dac_override,+fsetid,+fowner,+mknod,+net_raw,+setgid,+setuid,+setfcap,+setpcap,+net_bind_service,+sys_chroot,+kill,+audit_write";
+
+/// `serve` in namespace `pod` with only a plain container's capabilities (no CAP_NET_ADMIN, no
+/// CAP_SYS_ADMIN), as in the virt-launcher pod, which is not privileged.
 fn unprivileged_serve(dir: &std::path::Path, name: &str, pod: &str) -> Launcher {
+    let bounding = format!("--bounding-set={CONTAINER_CAPS}");
     Launcher::spawn(serve_command(
         dir,
         ("default", name),
@@ -211,21 +215,21 @@ fn unprivileged_serve(dir: &std::path::Path, name: &str, pod: &str) -> Launcher 
             "exec",
             pod,
             "setpriv",
-            "--bounding-set=-net_admin",
-            "--inh-caps=-net_admin",
+            &bounding,
+            "--inh-caps=-all",
             "--",
         ],
     ))
 }
 
-/// Whether process `pid` holds CAP_NET_ADMIN (bit 12 of CapEff).
-fn has_net_admin(pid: u32) -> bool {
+/// Whether process `pid` holds CAP_NET_ADMIN (bit 12 of CapEff) or CAP_SYS_ADMIN (bit 21).
+fn has_admin_caps(pid: u32) -> bool {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let eff = status
         .lines()
         .find_map(|l| l.strip_prefix("CapEff:"))
         .expect("CapEff");
-    u64::from_str_radix(eff.trim(), 16).unwrap() & (1 << 12) != 0
+    u64::from_str_radix(eff.trim(), 16).unwrap() & ((1 << 12) | (1 << 21)) != 0
 }
 
 #[test]
@@ -247,7 +251,10 @@ fn an_unprivileged_serve_attaches_to_the_prepared_tap_and_the_guest_gets_its_lea
         assert_eq!(waiting.phase, Phase::Waiting);
         // As the node agent does: the pod's namespace through the launcher's pid.
         let pid = waiting.launcher.expect("identity").pid;
-        assert!(!has_net_admin(pid), "the launcher kept CAP_NET_ADMIN");
+        assert!(
+            !has_admin_caps(pid),
+            "the launcher kept CAP_NET_ADMIN or CAP_SYS_ADMIN"
+        );
         let (code, msg) = pod_network(&format!("/proc/{pid}/ns/net"), &vmi.to_string());
         assert_eq!(code, Some(0), "{msg}");
 
