@@ -15,9 +15,10 @@
 //! before its VMI started included); 1 the guest or the VMM failed (Failed); 2 the document is
 //! invalid or uses what is not supported yet; 3 the launch failed (image, disk, VMM setup, the
 //! control socket). Before it exits, the launcher leaves the same with its reason in
-//! `<run-dir>/final.json` (`FinalStatus`). `pod-network`: 0 prepared (or already), 2 the VMI is
-//! invalid or has no pod network (or the command line is), 3 the namespace or a set-up step
-//! failed. `console-log`: 0 on SIGTERM or SIGINT, 1 when the log cannot be read or printed.
+//! `<run-dir>/final.json` (`FinalStatus`). `pod-network`: 0 prepared (or already, or no pod
+//! network to prepare), 2 the VMI (or the command line) is invalid, 3 the namespace or a
+//! set-up step failed. `console-log`: 0 on SIGTERM or SIGINT, 1 when the log cannot be read or
+//! printed.
 
 mod cli;
 

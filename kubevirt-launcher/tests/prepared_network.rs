@@ -147,13 +147,21 @@ fn pod_network_prepares_once_then_changes_nothing_and_refuses_bad_input_untouche
         pod_with_eth0(&pod, &peer);
         let fresh = state(&pod);
         // Invalid input: exit 2, nothing changed.
+        let bad_port = vmi.to_string().replace("masquerade", "bridge").replace(
+            "\"interfaces\":[{",
+            "\"interfaces\":[{\"ports\":[{\"port\":80}],",
+        );
+        let (code, msg) = pod_network(&netns, &bad_port);
+        assert_eq!(code, Some(2), "{msg}");
+        assert!(msg.contains("interfaces[0].ports"), "{msg}");
         let no_net = vmi_json(
             &demo_vmi("nonet", &image, "16Mi", "autoattachPodInterface: false", ""),
             UID,
         );
+        // No pod network: nothing to do, said so, nothing changed.
         let (code, msg) = pod_network(&netns, &no_net.to_string());
-        assert_eq!(code, Some(2), "{msg}");
-        assert!(msg.contains("no pod network"), "{msg}");
+        assert_eq!(code, Some(0), "{msg}");
+        assert!(msg.contains("no pod network: nothing to prepare"), "{msg}");
         let (code, msg) = pod_network(&netns, "kind: Pod\napiVersion: v1\n");
         assert_eq!(code, Some(2), "{msg}");
         let (code, msg) = pod_network(&netns, "{not yaml");

@@ -30,7 +30,7 @@ pub enum PrepareError {
     Plan(#[from] PlanErrors),
     /// The VMI has no pod network interface.
     #[error(
-        "spec.networks: VMI {0} has no pod network with a masquerade or bridge interface: there is nothing to prepare (do not run pod-network for it)"
+        "spec.networks: VMI {0} has no pod network with a masquerade or bridge interface: there is nothing to prepare"
     )]
     NoPodNetwork(String),
     /// The namespace file cannot be opened.
@@ -89,7 +89,8 @@ pub enum PrepareError {
 }
 
 impl PrepareError {
-    /// The VMI document is at fault (exit code 2); otherwise the host is (exit code 3).
+    /// The VMI document is at fault (exit code 2, except [`PrepareError::NoPodNetwork`], which
+    /// `pod-network` reports as nothing to do); otherwise the host is (exit code 3).
     pub fn is_invalid(&self) -> bool {
         matches!(self, PrepareError::Plan(_) | PrepareError::NoPodNetwork(_))
     }
