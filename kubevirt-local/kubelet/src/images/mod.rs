@@ -1,5 +1,11 @@
-//! Image pulls with `imagePullPolicy`.
+//! Images: pulls as `imagePullPolicy` asks ([`pull`](ensure_image)), and the node's own images
+//! built from host files ([`local`], [`node`]: the pause and virt-launcher images), written as
+//! OCI image layouts.
 
+pub mod elf;
+pub mod local;
+pub mod node;
 mod pull;
 
+pub use local::{BuiltImage, LocalImage, LocalImageError};
 pub use pull::{PullError, ensure_image, pull_policy};
