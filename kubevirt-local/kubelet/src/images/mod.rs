@@ -1,11 +1,13 @@
 //! Images: pulls as `imagePullPolicy` asks ([`pull`](ensure_image)), and the node's own images
 //! built from host files ([`local`], [`node`]: the pause and virt-launcher images), written as
-//! OCI image layouts.
+//! OCI image layouts; and the node's read-only [`registry`] serving them ([`served`]).
 
 pub mod elf;
 pub mod local;
 pub mod node;
 mod pull;
+pub mod registry;
+pub mod served;
 
 pub use local::{BuiltImage, LocalImage, LocalImageError};
 pub use pull::{PullError, ensure_image, pull_policy};
