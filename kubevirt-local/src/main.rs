@@ -29,73 +29,7 @@ enum Command {
     /// Run the whole local system: the API server, the KubeVirt CRDs, the VirtualMachine
     /// controller and the node agent that boots VMIs on this machine with kubevirt-launcher
     /// (root and /dev/kvm). Stops on SIGINT or SIGTERM, stopping the VMs.
-    Up {
-        /// Where the database, certificates, token, kubeconfig and the VMs' files live.
-        #[arg(long)]
-        data_dir: PathBuf,
-        /// Address to listen on (port 0 picks a free port).
-        #[arg(long, default_value = "127.0.0.1:6443")]
-        listen: SocketAddr,
-        /// How many changes the watch history keeps; older resourceVersions get 410 Expired.
-        #[arg(long, default_value_t = kubevirt_local::storage::DEFAULT_HISTORY)]
-        watch_history: u64,
-        /// No node agent: VMIs are created but nothing runs them.
-        #[arg(long)]
-        no_node: bool,
-        /// The node's name (default: the host name).
-        #[arg(long)]
-        node_name: Option<String>,
-        /// The kubevirt-launcher binary the node agent runs and the launcher image is built from
-        /// (default: next to this binary, else on PATH).
-        #[arg(long, alias = "launcher-binary")]
-        launcher: Option<PathBuf>,
-        /// A registry (`host:port`) the launchers use over plain HTTP; repeatable.
-        #[arg(long = "plain-http-registry")]
-        plain_http: Vec<String>,
-        /// No kubelet: pods are stored but nothing runs them.
-        #[arg(long)]
-        no_kubelet: bool,
-        /// Use the containerd (CRI) already answering on this socket instead of starting one
-        /// under DATA_DIR/node/containerd.
-        #[arg(long)]
-        containerd_socket: Option<PathBuf>,
-        /// The containerd binary for the private containerd.
-        #[arg(long, default_value = "containerd")]
-        containerd: PathBuf,
-        /// The pods' IPv4 network (the CNI bridge's range).
-        #[arg(long, default_value = "10.88.0.0/16")]
-        pod_cidr: String,
-        /// The sandbox (pause) image every pod's sandbox runs: an image whose entrypoint waits
-        /// forever, pullable from a registry this node reaches (default: the pause image the
-        /// node's registry serves, built from the static busybox).
-        #[arg(long)]
-        sandbox_image: Option<String>,
-        /// Where the node's registry listens (plain HTTP, read-only; default 127.0.0.1 on the
-        /// port the last run used if free, else a free port). It serves the pause image, the
-        /// launcher image and every --image, and the private containerd trusts it.
-        #[arg(long, value_name = "ADDR")]
-        registry_listen: Option<SocketAddr>,
-        /// Serve the OCI image layout DIR as NAME:TAG from the node's registry (e.g.
-        /// `kubevirt-rs/demo:1=target/demo-image`); repeatable.
-        #[arg(long = "image", value_name = "NAME:TAG=DIR", value_parser = parse_image)]
-        images: Vec<ServedImage>,
-        /// The static busybox the node's pause image is made of (Debian's busybox-static).
-        #[arg(long, default_value = "/usr/bin/busybox")]
-        busybox: PathBuf,
-        /// No node registry: the sandbox image (--sandbox-image) and every pod's image come
-        /// from registries elsewhere.
-        #[arg(long)]
-        no_registry: bool,
-        /// Stop the pods (and the private containerd) when `up` stops; by default they keep
-        /// running and the next `up` adopts them.
-        #[arg(long)]
-        stop_pods_on_exit: bool,
-        /// Once the whole plane is ready, write `{"address", "url", "kubeconfig", "dataDir",
-        /// "pid", "registry", "launcherImage", "sandboxImage", "images"}` here (atomically).
-        /// The same JSON is printed as one line on stdout.
-        #[arg(long)]
-        ready_file: Option<PathBuf>,
-    },
+    Up(Box<UpArgs>),
     /// Serve the Kubernetes API on loopback, storing everything in DATA_DIR/state.db.
     Apiserver {
         /// Where the database, certificates, token and kubeconfig live.
@@ -111,6 +45,77 @@ enum Command {
         #[arg(long, default_value_t = kubevirt_local::storage::DEFAULT_HISTORY)]
         watch_history: u64,
     },
+}
+
+/// `up`'s flags.
+#[derive(Debug, clap::Args)]
+struct UpArgs {
+    /// Where the database, certificates, token, kubeconfig and the VMs' files live.
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:6443")]
+    listen: SocketAddr,
+    /// How many changes the watch history keeps; older resourceVersions get 410 Expired.
+    #[arg(long, default_value_t = kubevirt_local::storage::DEFAULT_HISTORY)]
+    watch_history: u64,
+    /// No node agent: VMIs are created but nothing runs them.
+    #[arg(long)]
+    no_node: bool,
+    /// The node's name (default: the host name).
+    #[arg(long)]
+    node_name: Option<String>,
+    /// The kubevirt-launcher binary the node agent runs and the launcher image is built from
+    /// (default: next to this binary, else on PATH).
+    #[arg(long, visible_alias = "launcher-binary")]
+    launcher: Option<PathBuf>,
+    /// A registry (`host:port`) the launchers use over plain HTTP; repeatable.
+    #[arg(long = "plain-http-registry")]
+    plain_http: Vec<String>,
+    /// No kubelet: pods are stored but nothing runs them.
+    #[arg(long)]
+    no_kubelet: bool,
+    /// Use the containerd (CRI) already answering on this socket instead of starting one
+    /// under DATA_DIR/node/containerd.
+    #[arg(long)]
+    containerd_socket: Option<PathBuf>,
+    /// The containerd binary for the private containerd.
+    #[arg(long, default_value = "containerd")]
+    containerd: PathBuf,
+    /// The pods' IPv4 network (the CNI bridge's range).
+    #[arg(long, default_value = "10.88.0.0/16")]
+    pod_cidr: String,
+    /// The sandbox (pause) image every pod's sandbox runs: an image whose entrypoint waits
+    /// forever, pullable from a registry this node reaches (default: the pause image the
+    /// node's registry serves, built from the static busybox; with --no-registry
+    /// 127.0.0.1:5000/kubevirt-local/pause:1).
+    #[arg(long)]
+    sandbox_image: Option<String>,
+    /// Where the node's registry listens (plain HTTP, read-only; default 127.0.0.1 on the
+    /// port the last run used if free, else a free port). It serves the pause image, the
+    /// launcher image and every --image, and the private containerd trusts it.
+    #[arg(long, value_name = "ADDR")]
+    registry_listen: Option<SocketAddr>,
+    /// Serve the OCI image layout DIR as NAME:TAG from the node's registry (e.g.
+    /// `kubevirt-rs/demo:1=target/demo-image`); repeatable.
+    #[arg(long = "image", value_name = "NAME:TAG=DIR", value_parser = parse_image)]
+    images: Vec<ServedImage>,
+    /// The static busybox the node's pause image is made of (Debian's busybox-static).
+    #[arg(long, default_value = "/usr/bin/busybox")]
+    busybox: PathBuf,
+    /// No node registry: the sandbox image (--sandbox-image) and every pod's image come
+    /// from registries elsewhere.
+    #[arg(long)]
+    no_registry: bool,
+    /// Stop the pods (and the private containerd) when `up` stops; by default they keep
+    /// running and the next `up` adopts them.
+    #[arg(long)]
+    stop_pods_on_exit: bool,
+    /// Once the whole plane is ready, write `{"address", "url", "kubeconfig", "dataDir",
+    /// "pid", "registry", "launcherImage", "sandboxImage", "images"}` here (atomically).
+    /// The same JSON is printed as one line on stdout.
+    #[arg(long)]
+    ready_file: Option<PathBuf>,
 }
 
 fn parse_image(spec: &str) -> Result<ServedImage, String> {
@@ -159,26 +164,27 @@ fn main() -> ExitCode {
             insecure_http,
             watch_history,
         } => (data_dir, listen, insecure_http, watch_history),
-        Command::Up {
-            data_dir,
-            listen,
-            watch_history,
-            no_node,
-            node_name,
-            launcher,
-            plain_http,
-            ready_file,
-            no_kubelet,
-            containerd_socket,
-            containerd,
-            pod_cidr,
-            sandbox_image,
-            registry_listen,
-            images,
-            busybox,
-            no_registry,
-            stop_pods_on_exit,
-        } => {
+        Command::Up(args) => {
+            let UpArgs {
+                data_dir,
+                listen,
+                watch_history,
+                no_node,
+                node_name,
+                launcher,
+                plain_http,
+                ready_file,
+                no_kubelet,
+                containerd_socket,
+                containerd,
+                pod_cidr,
+                sandbox_image,
+                registry_listen,
+                images,
+                busybox,
+                no_registry,
+                stop_pods_on_exit,
+            } = *args;
             let registry = (!no_registry).then(|| RegistryOptions {
                 listen: registry_listen,
                 busybox,
