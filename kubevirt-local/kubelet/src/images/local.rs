@@ -292,6 +292,49 @@ impl LocalImage {
         Ok((entries, library_dirs))
     }
 
+    /// A digest of everything the layout is made of: the description, and for each host file
+    /// (libraries included) its path, size, modification time, inode and mode. Equal inputs
+    /// give equal layouts, so a layout written from the same inputs can be reused
+    /// ([`super::cache`]).
+    pub fn inputs(&self) -> Result<String, LocalImageError> {
+        use std::os::unix::fs::MetadataExt;
+        let (entries, library_dirs) = self.resolved()?;
+        let mut hash = Sha256::new();
+        let mut line = |s: String| {
+            hash.update(s.as_bytes());
+            hash.update(b"\n");
+        };
+        line(format!(
+            "{} {:?} {:?} {:?} {library_dirs:?}",
+            self.reference(),
+            self.entrypoint,
+            self.cmd,
+            self.env
+        ));
+        for (path, entry) in &entries {
+            line(match entry {
+                Entry::Host(host) => {
+                    let m = std::fs::metadata(host).map_err(|source| LocalImageError::Read {
+                        image: self.reference(),
+                        path: host.clone(),
+                        source,
+                    })?;
+                    format!(
+                        "{path} host {} {} {}.{} {} {:o}",
+                        host.display(),
+                        m.len(),
+                        m.mtime(),
+                        m.mtime_nsec(),
+                        m.ino(),
+                        m.mode()
+                    )
+                }
+                other => format!("{path} {other:?}"),
+            });
+        }
+        Ok(digest_hex(hash))
+    }
+
     fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
         let mut h = tar::Header::new_gnu();
         h.set_entry_type(kind);

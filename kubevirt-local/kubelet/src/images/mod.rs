@@ -3,6 +3,7 @@
 //! OCI image layouts; the node's read-only [`registry`] serving them ([`served`]), and the
 //! [`node_registry`] `up` runs with the node's images.
 
+pub mod cache;
 pub mod elf;
 pub mod local;
 pub mod node;

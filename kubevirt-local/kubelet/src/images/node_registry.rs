@@ -134,7 +134,7 @@ async fn bind(cfg: &NodeRegistryConfig) -> Result<tokio::net::TcpListener, NodeR
 }
 
 fn build(image: LocalImage, dir: &Path) -> Result<BuiltImage, LocalImageError> {
-    image.write_layout(dir)
+    super::cache::write_layout_cached(&image, dir)
 }
 
 impl NodeRegistry {
