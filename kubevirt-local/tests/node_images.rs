@@ -2,7 +2,8 @@
 //! the pause image from the static busybox and the launcher image from the launcher binary,
 //! serves them and an `--image` layout on loopback, runs every sandbox from its pause image,
 //! and names the registry and the launcher image in its ready JSON; pods run the launcher
-//! image and the `--image` one, driven by the real kubectl. Needs root and the containerd,
+//! image and the `--image` one, driven by the real kubectl; a restarted `up` serves the same
+//! references. Needs root and the containerd,
 //! runc, CNI plugins and busybox-static packages.
 
 mod common;
@@ -123,6 +124,29 @@ spec:
             "{image}"
         );
     }
+    // A restarted `up` (kill -9: containerd and the pods keep running) serves the same images
+    // at the same address, so the adopted containerd's sandbox image and the pods' image
+    // references stay valid.
+    let before =
+        running_pod(&up, "from-layout")["status"]["containerStatuses"][0]["containerID"].clone();
+    let data = up.kill9();
+    let (up, again) = start_up_with(
+        &data,
+        "kv-node-images",
+        &[
+            "--launcher-binary",
+            launcher.to_str().unwrap(),
+            "--image",
+            &image_arg,
+        ],
+    );
+    for field in ["registry", "launcherImage", "sandboxImage", "images"] {
+        assert_eq!(again[field], ready[field], "{field}");
+    }
+    let after =
+        running_pod(&up, "from-layout")["status"]["containerStatuses"][0]["containerID"].clone();
+    assert_eq!(after, before, "the pod was adopted, not restarted");
+
     up.ok(
         &[
             "delete",
