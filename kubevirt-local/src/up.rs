@@ -4,7 +4,9 @@
 //! VMI on this machine. The controllers are the same code `kubevirt-controller run|node` runs
 //! against a real cluster (one [`Controllers`] set); here they talk to the local server through
 //! its kubeconfig. Beside them run the local control plane's own controllers ([`crate::plane`]:
-//! the scheduler and the workload controllers).
+//! the scheduler and the workload controllers), and with the kubelet the node's own registry
+//! ([`RegistryOptions`]): the pause image every sandbox runs and the virt-launcher image, built
+//! from the installed binaries and served on loopback, named in the ready JSON.
 //!
 //! Readiness is announced once, when the whole plane is ready (the API serving, the CRDs
 //! established, the controllers started): `/readyz` turns 200, the kubeconfig appears (written
