@@ -146,10 +146,9 @@ async fn handle(State(catalog): State<Arc<Catalog>>, method: Method, uri: Uri) -
             "{}",
         )
             .into_response(),
-        Route::Manifest(name, reference) | Route::Blob(name, reference)
+        Route::Manifest(name, _) | Route::Blob(name, _)
             if !valid_name(name) || !catalog.has(name) =>
         {
-            let _ = reference;
             error(
                 StatusCode::NOT_FOUND,
                 "NAME_UNKNOWN",
