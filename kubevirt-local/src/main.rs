@@ -3,10 +3,11 @@
 use clap::{Parser, Subcommand};
 use kubevirt_controller::logging::{self, LogFormat};
 use kubevirt_controller::node::{default_launcher, host_name, plain_http_args};
+use kubevirt_kubelet::images::served::ServedImage;
 use kubevirt_local::server::{self, State};
 use kubevirt_local::setup;
 use kubevirt_local::storage::Store;
-use kubevirt_local::up::{self, KubeletOptions, NodeOptions, Started, UpOptions};
+use kubevirt_local::up::{self, KubeletOptions, NodeOptions, RegistryOptions, Started, UpOptions};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -28,54 +29,7 @@ enum Command {
     /// Run the whole local system: the API server, the KubeVirt CRDs, the VirtualMachine
     /// controller and the node agent that boots VMIs on this machine with kubevirt-launcher
     /// (root and /dev/kvm). Stops on SIGINT or SIGTERM, stopping the VMs.
-    Up {
-        /// Where the database, certificates, token, kubeconfig and the VMs' files live.
-        #[arg(long)]
-        data_dir: PathBuf,
-        /// Address to listen on (port 0 picks a free port).
-        #[arg(long, default_value = "127.0.0.1:6443")]
-        listen: SocketAddr,
-        /// How many changes the watch history keeps; older resourceVersions get 410 Expired.
-        #[arg(long, default_value_t = kubevirt_local::storage::DEFAULT_HISTORY)]
-        watch_history: u64,
-        /// No node agent: VMIs are created but nothing runs them.
-        #[arg(long)]
-        no_node: bool,
-        /// The node's name (default: the host name).
-        #[arg(long)]
-        node_name: Option<String>,
-        /// The kubevirt-launcher binary (default: next to this binary, else on PATH).
-        #[arg(long)]
-        launcher: Option<PathBuf>,
-        /// A registry (`host:port`) the launchers use over plain HTTP; repeatable.
-        #[arg(long = "plain-http-registry")]
-        plain_http: Vec<String>,
-        /// No kubelet: pods are stored but nothing runs them.
-        #[arg(long)]
-        no_kubelet: bool,
-        /// Use the containerd (CRI) already answering on this socket instead of starting one
-        /// under DATA_DIR/node/containerd.
-        #[arg(long)]
-        containerd_socket: Option<PathBuf>,
-        /// The containerd binary for the private containerd.
-        #[arg(long, default_value = "containerd")]
-        containerd: PathBuf,
-        /// The pods' IPv4 network (the CNI bridge's range).
-        #[arg(long, default_value = "10.88.0.0/16")]
-        pod_cidr: String,
-        /// The sandbox (pause) image every pod's sandbox runs: an image whose entrypoint waits
-        /// forever; it must be pullable from a registry this node reaches (see docs/ARCHITECTURE.md).
-        #[arg(long, default_value = "127.0.0.1:5000/kubevirt-local/pause:1")]
-        sandbox_image: String,
-        /// Stop the pods (and the private containerd) when `up` stops; by default they keep
-        /// running and the next `up` adopts them.
-        #[arg(long)]
-        stop_pods_on_exit: bool,
-        /// Once the whole plane is ready, write `{"address", "url", "kubeconfig", "dataDir",
-        /// "pid"}` here (atomically). The same JSON is printed as one line on stdout.
-        #[arg(long)]
-        ready_file: Option<PathBuf>,
-    },
+    Up(Box<UpArgs>),
     /// Serve the Kubernetes API on loopback, storing everything in DATA_DIR/state.db.
     Apiserver {
         /// Where the database, certificates, token and kubeconfig live.
@@ -91,6 +45,102 @@ enum Command {
         #[arg(long, default_value_t = kubevirt_local::storage::DEFAULT_HISTORY)]
         watch_history: u64,
     },
+}
+
+/// `up`'s flags.
+#[derive(Debug, clap::Args)]
+struct UpArgs {
+    /// Where the database, certificates, token, kubeconfig and the VMs' files live.
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:6443")]
+    listen: SocketAddr,
+    /// How many changes the watch history keeps; older resourceVersions get 410 Expired.
+    #[arg(long, default_value_t = kubevirt_local::storage::DEFAULT_HISTORY)]
+    watch_history: u64,
+    /// No node agent: VMIs are created but nothing runs them.
+    #[arg(long)]
+    no_node: bool,
+    /// The node's name (default: the host name).
+    #[arg(long)]
+    node_name: Option<String>,
+    /// The kubevirt-launcher binary the node agent runs and the launcher image is built from
+    /// (default: next to this binary, else on PATH).
+    #[arg(long, visible_alias = "launcher-binary")]
+    launcher: Option<PathBuf>,
+    /// A registry (`host:port`) the launchers use over plain HTTP; repeatable.
+    #[arg(long = "plain-http-registry")]
+    plain_http: Vec<String>,
+    /// No kubelet: pods are stored but nothing runs them.
+    #[arg(long)]
+    no_kubelet: bool,
+    /// Use the containerd (CRI) already answering on this socket instead of starting one
+    /// under DATA_DIR/node/containerd.
+    #[arg(long)]
+    containerd_socket: Option<PathBuf>,
+    /// The containerd binary for the private containerd.
+    #[arg(long, default_value = "containerd")]
+    containerd: PathBuf,
+    /// The pods' IPv4 network (the CNI bridge's range).
+    #[arg(long, default_value = "10.88.0.0/16")]
+    pod_cidr: String,
+    /// The sandbox (pause) image every pod's sandbox runs: an image whose entrypoint waits
+    /// forever, pullable from a registry this node reaches (default: the pause image the
+    /// node's registry serves, built from the static busybox; with --no-registry
+    /// 127.0.0.1:5000/kubevirt-local/pause:1).
+    #[arg(long)]
+    sandbox_image: Option<String>,
+    /// Where the node's registry listens (plain HTTP, read-only; default 127.0.0.1 on the
+    /// port the last run used if free, else a free port). It serves the pause image, the
+    /// launcher image and every --image, and the private containerd trusts it.
+    #[arg(long, value_name = "ADDR")]
+    registry_listen: Option<SocketAddr>,
+    /// Serve the OCI image layout DIR as NAME:TAG from the node's registry (e.g.
+    /// `kubevirt-rs/demo:1=target/demo-image`); repeatable.
+    #[arg(long = "image", value_name = "NAME:TAG=DIR", value_parser = parse_image)]
+    images: Vec<ServedImage>,
+    /// The static busybox the node's pause image is made of (Debian's busybox-static).
+    #[arg(long, default_value = "/usr/bin/busybox")]
+    busybox: PathBuf,
+    /// No node registry: the sandbox image (--sandbox-image) and every pod's image come
+    /// from registries elsewhere.
+    #[arg(long)]
+    no_registry: bool,
+    /// Stop the pods (and the private containerd) when `up` stops; by default they keep
+    /// running and the next `up` adopts them.
+    #[arg(long)]
+    stop_pods_on_exit: bool,
+    /// Once the whole plane is ready, write `{"address", "url", "kubeconfig", "dataDir",
+    /// "pid", "registry", "launcherImage", "sandboxImage", "images"}` here (atomically).
+    /// The same JSON is printed as one line on stdout.
+    #[arg(long)]
+    ready_file: Option<PathBuf>,
+}
+
+fn parse_image(spec: &str) -> Result<ServedImage, String> {
+    ServedImage::parse(spec).map_err(|e| e.to_string())
+}
+
+/// The installed launcher the launcher image is built from: next to this binary, else on PATH;
+/// `None` (with a warning) when there is none.
+fn installed_launcher() -> Option<PathBuf> {
+    let next_to_us = default_launcher();
+    let found = if next_to_us.is_absolute() {
+        Some(next_to_us)
+    } else {
+        std::env::var_os("PATH").and_then(|path| {
+            std::env::split_paths(&path)
+                .map(|d| d.join("kubevirt-launcher"))
+                .find(|p| p.is_file())
+        })
+    };
+    if found.is_none() {
+        eprintln!(
+            "warning: no kubevirt-launcher next to this binary or on PATH: the node's registry serves no launcher image (--launcher names one)"
+        );
+    }
+    found
 }
 
 fn main() -> ExitCode {
@@ -114,22 +164,34 @@ fn main() -> ExitCode {
             insecure_http,
             watch_history,
         } => (data_dir, listen, insecure_http, watch_history),
-        Command::Up {
-            data_dir,
-            listen,
-            watch_history,
-            no_node,
-            node_name,
-            launcher,
-            plain_http,
-            ready_file,
-            no_kubelet,
-            containerd_socket,
-            containerd,
-            pod_cidr,
-            sandbox_image,
-            stop_pods_on_exit,
-        } => {
+        Command::Up(args) => {
+            let UpArgs {
+                data_dir,
+                listen,
+                watch_history,
+                no_node,
+                node_name,
+                launcher,
+                plain_http,
+                ready_file,
+                no_kubelet,
+                containerd_socket,
+                containerd,
+                pod_cidr,
+                sandbox_image,
+                registry_listen,
+                images,
+                busybox,
+                no_registry,
+                stop_pods_on_exit,
+            } = *args;
+            let registry = (!no_registry).then(|| RegistryOptions {
+                listen: registry_listen,
+                busybox,
+                launcher: launcher.clone().or_else(installed_launcher),
+                images,
+                keep_sandbox_image: sandbox_image.is_some(),
+            });
             let node_name =
                 node_name.unwrap_or_else(|| host_name().unwrap_or_else(|_| "local".into()));
             let kubelet = (!no_kubelet).then(|| KubeletOptions {
@@ -139,7 +201,10 @@ fn main() -> ExitCode {
                     None => kubevirt_kubelet::Runtime::Private {
                         binary: containerd,
                         config: kubevirt_kubelet::containerd::ContainerdConfig {
-                            sandbox_image,
+                            sandbox_image: sandbox_image.unwrap_or_else(|| {
+                                kubevirt_kubelet::containerd::ContainerdConfig::default()
+                                    .sandbox_image
+                            }),
                             pod_cidr,
                             plain_http_registries: plain_http.clone(),
                             ..Default::default()
@@ -147,6 +212,7 @@ fn main() -> ExitCode {
                     },
                 },
                 stop_pods_on_exit,
+                registry,
             });
             let mut launcher_args = plain_http_args(&plain_http);
             if matches!(

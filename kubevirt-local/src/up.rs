@@ -4,7 +4,9 @@
 //! VMI on this machine. The controllers are the same code `kubevirt-controller run|node` runs
 //! against a real cluster (one [`Controllers`] set); here they talk to the local server through
 //! its kubeconfig. Beside them run the local control plane's own controllers ([`crate::plane`]:
-//! the scheduler and the workload controllers).
+//! the scheduler and the workload controllers), and with the kubelet the node's own registry
+//! ([`RegistryOptions`]): the pause image every sandbox runs and the virt-launcher image, built
+//! from the installed binaries and served on loopback, named in the ready JSON.
 //!
 //! Readiness is announced once, when the whole plane is ready (the API serving, the CRDs
 //! established, the controllers started): `/readyz` turns 200, the kubeconfig appears (written
@@ -22,6 +24,7 @@ use kubevirt_controller::controllers::{ConnectError, Controllers, client_for};
 use kubevirt_controller::install::{InstallError, ensure_crds};
 use kubevirt_controller::node::NodeConfig;
 use kubevirt_controller::node::endpoint::{self, EndpointConfig};
+use kubevirt_kubelet::images::{NodeRegistry, NodeRegistryConfig};
 use serde_json::json;
 use tokio::sync::watch;
 
@@ -65,6 +68,25 @@ pub struct KubeletOptions {
     /// Stop the pods (and a private containerd) when `up` stops; by default they keep running
     /// and the next `up` adopts them.
     pub stop_pods_on_exit: bool,
+    /// The node's registry (the pause and launcher images, `--image` layouts), or `None`.
+    pub registry: Option<RegistryOptions>,
+}
+
+/// The node's own registry (see [`kubevirt_kubelet::images::node_registry`]): its images are
+/// written under `<data dir>/node/registry`. A private containerd trusts it over plain HTTP
+/// and, unless a sandbox image was named, runs its pause image as every pod's sandbox.
+#[derive(Debug, Clone)]
+pub struct RegistryOptions {
+    /// Where it listens; `None`: 127.0.0.1 on the last run's port if free, else any free port.
+    pub listen: Option<SocketAddr>,
+    /// The static busybox the pause image is made of.
+    pub busybox: PathBuf,
+    /// The `kubevirt-launcher` binary the launcher image is made of; `None`: no launcher image.
+    pub launcher: Option<PathBuf>,
+    /// More OCI layouts to serve (`--image NAME:TAG=DIR`).
+    pub images: Vec<kubevirt_kubelet::images::served::ServedImage>,
+    /// Keep the runtime's configured sandbox image instead of the served pause image.
+    pub keep_sandbox_image: bool,
 }
 
 /// The local node.
@@ -114,6 +136,9 @@ pub enum UpError {
     /// The CRDs could not be installed.
     #[error(transparent)]
     Install(#[from] InstallError),
+    /// The node's registry could not start.
+    #[error(transparent)]
+    Registry(#[from] kubevirt_kubelet::images::NodeRegistryError),
     /// The kubelet could not start.
     #[error("starting the kubelet (--no-kubelet runs without it): {0}")]
     Kubelet(#[from] kubevirt_kubelet::KubeletError),
@@ -133,19 +158,88 @@ pub struct Started {
     pub data_dir: PathBuf,
     /// This process.
     pub pid: u32,
+    /// The node's registry and what it serves, when it runs.
+    pub registry: Option<ServedImages>,
+}
+
+/// What the node's registry serves, as image references for pods.
+#[derive(Debug, Clone, Default)]
+pub struct ServedImages {
+    /// `host:port` of the registry.
+    pub registry: String,
+    /// `HOST:PORT/kubevirt-rs/virt-launcher:VERSION@sha256:…`, when a launcher was found.
+    pub launcher_image: Option<String>,
+    /// The sandbox image the runtime runs (the served pause image unless one was named).
+    pub sandbox_image: String,
+    /// Every served `HOST:PORT/NAME:TAG`.
+    pub images: Vec<String>,
 }
 
 impl Started {
-    /// `{"address", "url", "kubeconfig", "dataDir", "pid"}`.
+    /// `{"address", "url", "kubeconfig", "dataDir", "pid", "registry", "launcherImage",
+    /// "sandboxImage", "images"}`; the last four are null (`images` empty) without the node's
+    /// registry.
     pub fn to_json(&self) -> serde_json::Value {
+        let served = self.registry.clone().unwrap_or_default();
+        let or_null = |s: String| (!s.is_empty()).then_some(s);
         json!({
             "address": self.address.to_string(),
             "url": self.url,
             "kubeconfig": self.kubeconfig,
             "dataDir": self.data_dir,
             "pid": self.pid,
+            "registry": or_null(served.registry),
+            "launcherImage": served.launcher_image,
+            "sandboxImage": or_null(served.sandbox_image),
+            "images": served.images,
         })
     }
+}
+
+/// Starts the node's registry and points a private runtime at it: trusted over plain HTTP, its
+/// pause image as the sandbox image (unless one was named).
+async fn start_registry(
+    dir: &Path,
+    kubelet: &mut KubeletOptions,
+) -> Result<Option<(NodeRegistry, ServedImages)>, UpError> {
+    let Some(opts) = &kubelet.registry else {
+        return Ok(None);
+    };
+    let registry = NodeRegistry::start(NodeRegistryConfig {
+        listen: opts.listen,
+        dir: dir.join("node/registry"),
+        busybox: opts.busybox.clone(),
+        launcher: opts.launcher.clone(),
+        launcher_tag: env!("CARGO_PKG_VERSION").to_string(),
+        images: opts.images.clone(),
+    })
+    .await?;
+    let sandbox_image = match &mut kubelet.runtime {
+        kubevirt_kubelet::Runtime::Private { config, .. } => {
+            if !config.plain_http_registries.contains(&registry.host) {
+                config.plain_http_registries.push(registry.host.clone());
+            }
+            if !opts.keep_sandbox_image {
+                config.sandbox_image = registry.pause_image.clone();
+            }
+            config.sandbox_image.clone()
+        }
+        kubevirt_kubelet::Runtime::Existing(socket) => {
+            tracing::warn!(
+                registry = %registry.host,
+                socket = %socket.display(),
+                "the node's registry is served over plain HTTP: the existing containerd must trust it (a hosts.toml in its registry config_path) to pull the launcher image"
+            );
+            String::new()
+        }
+    };
+    let served = ServedImages {
+        registry: registry.host.clone(),
+        launcher_image: registry.launcher_image.clone(),
+        sandbox_image,
+        images: registry.images.clone(),
+    };
+    Ok(Some((registry, served)))
 }
 
 /// Starts the local node agent's endpoint (console, pause, ...) on the loopback address of the
@@ -251,7 +345,12 @@ pub async fn run(
         api: address,
     };
     let plane = crate::plane::LocalControllers::start(client.clone(), Some(published));
-    let kubelet = match &opts.kubelet {
+    let mut kubelet_opts = opts.kubelet.clone();
+    let registry = match kubelet_opts.as_mut() {
+        Some(k) => start_registry(dir, k).await?,
+        None => None,
+    };
+    let kubelet = match &kubelet_opts {
         Some(k) => Some((
             kubevirt_kubelet::Kubelet::start(
                 client.clone(),
@@ -304,6 +403,7 @@ pub async fn run(
         kubeconfig: setup::write_kubeconfig(dir, &kubeconfig)?,
         data_dir: dir.clone(),
         pid: std::process::id(),
+        registry: registry.as_ref().map(|(_, served)| served.clone()),
     };
     if let Some(ready) = &opts.ready_file {
         setup::write_atomic(ready, started.to_json().to_string().as_bytes())?;
@@ -315,6 +415,9 @@ pub async fn run(
     plane.stop().await;
     if let Some((kubelet, stop_pods)) = kubelet {
         kubelet.stop(stop_pods).await;
+    }
+    if let Some((registry, _)) = registry {
+        registry.stop().await;
     }
     let _ = stop_api.send(true);
     let _ = api.await;

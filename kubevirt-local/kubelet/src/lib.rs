@@ -8,8 +8,11 @@
 //! - [`cri`]: the CRI client and the labels that let a restarted kubelet adopt its pods;
 //! - [`node`]: capacity, conditions, node info and the lease heartbeat;
 //! - [`pod`]: per-pod workers (sandbox, image pulls, init containers, restarts with back-off,
-//!   volumes, status, graceful deletion) and the manager that removes what no pod owns;
-//! - [`images`]: pulls as `imagePullPolicy` asks;
+//!   volumes, the environment, status, graceful deletion) and the manager that removes what no
+//!   pod owns;
+//! - [`images`]: pulls as `imagePullPolicy` asks; the node's own images (pause, virt-launcher)
+//!   built from host files as OCI layouts and served with any `--image` layout by the node's
+//!   read-only registry ([`images::NodeRegistry`]);
 //! - [`server`]: the kubelet's HTTP endpoint (`/containerLogs/...`) the API server proxies to.
 
 #![deny(missing_docs)]

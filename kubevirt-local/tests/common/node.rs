@@ -90,13 +90,27 @@ pub struct Up {
 }
 
 pub fn start_up(data: &Path, node: &str, im: &Images) -> Up {
+    start_up_with(
+        data,
+        node,
+        &[
+            "--sandbox-image",
+            &im.pause,
+            "--plain-http-registry",
+            im.registry.address(),
+        ],
+    )
+    .0
+}
+
+/// `up` with `args` added; with its ready JSON.
+pub fn start_up_with(data: &Path, node: &str, args: &[&str]) -> (Up, Value) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_kubevirt-local"))
         .arg("up")
         .arg("--data-dir")
         .arg(data)
         .args(["--listen", "127.0.0.1:0", "--no-node", "--node-name", node])
-        .args(["--sandbox-image", &im.pause])
-        .args(["--plain-http-registry", im.registry.address()])
+        .args(args)
         .arg("--stop-pods-on-exit")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -109,11 +123,12 @@ pub fn start_up(data: &Path, node: &str, im: &Images) -> Up {
     let ready: Value = serde_json::from_str(&first)
         .unwrap_or_else(|e| panic!("up's ready line {first:?} is not JSON: {e}"));
     assert!(ready["kubeconfig"].is_string(), "{first}");
-    Up {
+    let up = Up {
         child: Some(child),
         data: data.to_path_buf(),
         node: node.into(),
-    }
+    };
+    (up, ready)
 }
 
 impl Up {

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use k8s_cri::v1 as cri;
 use k8s_openapi::api::core::v1::{Container, Pod};
 
+use super::env::env;
+pub use super::env::{Downward, expand};
 use super::quantity::{self, QuantityError};
 use super::volumes::HostVolume;
 use crate::cri::labels;
@@ -20,6 +22,9 @@ pub struct SpecError {
     pub field: String,
     /// What is wrong.
     pub message: String,
+    /// Whether it may go away by itself (a ConfigMap, Secret or key the environment names does
+    /// not exist yet): the container waits (`CreateContainerConfigError`) and is retried.
+    pub missing: bool,
 }
 
 impl From<QuantityError> for SpecError {
@@ -27,14 +32,23 @@ impl From<QuantityError> for SpecError {
         SpecError {
             field: e.field.clone(),
             message: format!("{:?} is not a valid quantity", e.value),
+            missing: false,
         }
     }
 }
 
-fn spec_err(field: impl Into<String>, message: impl Into<String>) -> SpecError {
+pub(super) fn spec_err(field: impl Into<String>, message: impl Into<String>) -> SpecError {
     SpecError {
         field: field.into(),
         message: message.into(),
+        missing: false,
+    }
+}
+
+pub(super) fn missing(field: impl Into<String>, message: impl Into<String>) -> SpecError {
+    SpecError {
+        missing: true,
+        ..spec_err(field, message)
     }
 }
 
@@ -162,105 +176,6 @@ pub fn sandbox_config(pod: &Pod, attempt: u32, logs: &Path) -> cri::PodSandboxCo
         }),
         windows: None,
     }
-}
-
-/// Values a container's environment may refer to (`fieldRef`).
-#[derive(Debug, Clone, Default)]
-pub struct Downward {
-    /// `status.podIP`.
-    pub pod_ip: String,
-    /// `status.hostIP`.
-    pub host_ip: String,
-}
-
-fn field_ref(pod: &Pod, path: &str, d: &Downward) -> Option<String> {
-    let m = &pod.metadata;
-    let label = |prefix: &str, map: &Option<BTreeMap<String, String>>| {
-        let key = path.strip_prefix(prefix)?.strip_suffix("']")?;
-        Some(map.as_ref()?.get(key).cloned().unwrap_or_default())
-    };
-    Some(match path {
-        "metadata.name" => m.name.clone().unwrap_or_default(),
-        "metadata.namespace" => m.namespace.clone().unwrap_or_default(),
-        "metadata.uid" => uid(pod),
-        "spec.nodeName" => pod.spec.as_ref()?.node_name.clone().unwrap_or_default(),
-        "spec.serviceAccountName" => pod
-            .spec
-            .as_ref()?
-            .service_account_name
-            .clone()
-            .unwrap_or_default(),
-        "status.podIP" | "status.podIPs" => d.pod_ip.clone(),
-        "status.hostIP" | "status.hostIPs" => d.host_ip.clone(),
-        p if p.starts_with("metadata.labels['") => label("metadata.labels['", &m.labels)?,
-        p if p.starts_with("metadata.annotations['") => {
-            label("metadata.annotations['", &m.annotations)?
-        }
-        _ => return None,
-    })
-}
-
-/// Expands `$(VAR)` in `s` from `env` (unknown references stay as written; `$$` is `$`).
-pub fn expand(s: &str, env: &[(String, String)]) -> String {
-    let mut out = String::new();
-    let mut rest = s;
-    while let Some(i) = rest.find('$') {
-        out.push_str(&rest[..i]);
-        let tail = &rest[i..];
-        if let Some(t) = tail.strip_prefix("$$") {
-            out.push('$');
-            rest = t;
-        } else if let Some(end) = tail.strip_prefix("$(").and_then(|t| t.find(')')) {
-            let name = &tail[2..2 + end];
-            match env.iter().rev().find(|(k, _)| k == name) {
-                Some((_, v)) => out.push_str(v),
-                None => out.push_str(&tail[..3 + end]),
-            }
-            rest = &tail[3 + end..];
-        } else {
-            out.push('$');
-            rest = &tail[1..];
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
-fn env(
-    pod: &Pod,
-    c: &Container,
-    at: &str,
-    d: &Downward,
-) -> Result<Vec<(String, String)>, SpecError> {
-    if c.env_from.as_ref().is_some_and(|e| !e.is_empty()) {
-        return Err(spec_err(
-            format!("{at}.envFrom"),
-            "not supported on this node",
-        ));
-    }
-    let mut out: Vec<(String, String)> = Vec::new();
-    for (i, e) in c.env.iter().flatten().enumerate() {
-        let value = match (&e.value, &e.value_from) {
-            (_, Some(from)) => match &from.field_ref {
-                Some(f) => field_ref(pod, &f.field_path, d).ok_or_else(|| {
-                    spec_err(
-                        format!("{at}.env[{i}].valueFrom.fieldRef.fieldPath"),
-                        format!("{:?} is not a supported field", f.field_path),
-                    )
-                })?,
-                None => {
-                    return Err(spec_err(
-                        format!("{at}.env[{i}].valueFrom"),
-                        "only fieldRef is supported on this node",
-                    ));
-                }
-            },
-            (Some(v), None) => expand(v, &out),
-            (None, None) => String::new(),
-        };
-        out.push((e.name.clone(), value));
-    }
-    Ok(out)
 }
 
 fn resources(
@@ -452,7 +367,7 @@ mod tests {
         }]));
         let d = Downward {
             pod_ip: "10.88.0.5".into(),
-            host_ip: String::new(),
+            ..Default::default()
         };
         let c = &p.spec.as_ref().unwrap().containers[0];
         let cfg = container_config(&p, c, "spec.containers[0]", 2, &BTreeMap::new(), &d).unwrap();
@@ -473,7 +388,7 @@ mod tests {
     fn unsupported_fields_are_named() {
         let p = pod(json!([{
             "name": "c", "image": "i",
-            "env": [{"name": "A", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]
+            "env": [{"name": "A", "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu"}}}]
         }]));
         let c = &p.spec.as_ref().unwrap().containers[0];
         let e = container_config(

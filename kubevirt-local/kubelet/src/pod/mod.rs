@@ -4,6 +4,8 @@
 mod backoff;
 mod cleanup;
 pub mod config;
+mod env;
+pub mod env_sources;
 mod manager;
 pub mod quantity;
 mod runtime;

@@ -16,6 +16,7 @@ use tokio::sync::watch;
 
 use super::backoff::{self, Backoff};
 use super::config::{self, Downward};
+use super::env_sources::{self, EnvSources};
 use super::status::{self, Observed, Waiting};
 use super::volumes::{self, HostVolume};
 use super::{PodError, runtime};
@@ -306,6 +307,7 @@ impl Worker {
         let downward = Downward {
             pod_ip: ip.clone(),
             host_ip: self.ctx.host_ip.clone(),
+            ..Default::default()
         };
         let spec = pod.spec.clone().unwrap_or_default();
         let policy = spec
@@ -421,6 +423,17 @@ impl Worker {
 
     /// Pulls the image (with back-off), creates and starts attempt `attempt` of `c`, and removes
     /// attempts older than the previous one.
+    /// `c` waits: its configuration cannot be made yet (retried at the next pass).
+    fn config_error(&mut self, c: &Container, message: String) {
+        self.waiting.insert(
+            c.name.clone(),
+            Waiting {
+                reason: "CreateContainerConfigError".into(),
+                message,
+            },
+        );
+    }
+
     async fn start(&mut self, pod: &Pod, c: &Container, at: &str, attempt: u32, run: &Run<'_>) {
         let image = c.image.clone().unwrap_or_default();
         let pull_key = format!("image/{}", c.name);
@@ -462,8 +475,19 @@ impl Worker {
             }
         }
         let volumes = self.volumes.clone().unwrap_or_default();
-        let cfg = match config::container_config(pod, c, at, attempt, &volumes, run.downward) {
+        let mut downward = run.downward.clone();
+        let (config_maps, secrets) = env_sources::referenced(c);
+        if !config_maps.is_empty() || !secrets.is_empty() {
+            let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+            match EnvSources::fetch(&self.ctx.client, ns, c).await {
+                Ok(sources) => downward.sources = sources,
+                Err(e) => return self.config_error(c, e.to_string()),
+            }
+        }
+        let cfg = match config::container_config(pod, c, at, attempt, &volumes, &downward) {
             Ok(cfg) => cfg,
+            // A ConfigMap, Secret or key that may yet appear: wait and retry, as upstream.
+            Err(e) if e.missing => return self.config_error(c, e.to_string()),
             Err(e) => {
                 self.refused = Some(e.to_string());
                 return;
