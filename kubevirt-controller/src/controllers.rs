@@ -84,6 +84,20 @@ impl Controllers {
         self.tasks.push(tokio::spawn(rs));
     }
 
+    /// Start the VirtualMachineInstance controller: every VMI gets a virt-launcher pod rendered
+    /// with `config`. Only for clusters whose node agents run in pod mode
+    /// ([`crate::node::AgentMode::Pods`]); a node agent in direct mode runs launchers itself and
+    /// must not meet pods.
+    pub fn start_vmi_controller(&mut self, config: crate::vmi::PodConfig) {
+        let vmi = crate::vmi::controller::run(
+            self.client.clone(),
+            config,
+            self.stopped(),
+            self.report("vmi controller"),
+        );
+        self.tasks.push(tokio::spawn(vmi));
+    }
+
     /// Start the node agent that runs this node's VMIs.
     pub fn start_node_agent(&mut self, config: NodeConfig) {
         let agent = crate::node::agent::run(

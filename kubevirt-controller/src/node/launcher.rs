@@ -38,7 +38,7 @@ const POD_NETNS_SCRIPT: &str = "ip link set lo up && ip link add eth0 type veth 
 
 /// Whether the launcher will attach the VMI to the pod network: an interface on a `pod` network
 /// (the defaulted spec has one unless `autoattachPodInterface: false`).
-fn wants_pod_network(vmi: &VirtualMachineInstance) -> bool {
+pub fn wants_pod_network(vmi: &VirtualMachineInstance) -> bool {
     let ifaces = vmi
         .spec
         .domain
