@@ -22,6 +22,16 @@ pub fn rules(r: &mut Rules) {
         SYS_fsync,
         SYS_fdatasync,
     ]);
+    // The log's rotation past 4 MiB: console.log renamed to console.log.1 and a new one
+    // opened for appending (O_WRONLY | O_CREAT | O_APPEND, never O_RDWR or O_TRUNC).
+    r.allow(&[SYS_rename, SYS_renameat, SYS_renameat2]);
+    let append = (O_WRONLY | O_CREAT | O_APPEND) as u64;
+    r.allow_masked(
+        SYS_openat,
+        2,
+        (O_WRONLY | O_RDWR | O_CREAT | O_TRUNC | O_APPEND) as u64,
+        append,
+    );
     // Typed keys reach the guest's UART (an irqfd write); the terminal's modes.
     common::ioctl_type(r, TTY_TUN);
 }

@@ -1,12 +1,15 @@
 //! The serial console on a unix socket, as `virtctl console` needs it: any number of readers, one
 //! writer at a time, a scroll-back buffer so a late client sees what the guest already printed,
-//! and an optional log file (upstream's `logSerialConsole`).
+//! and an optional log file (upstream's `logSerialConsole`), rotated past 4 MiB ([`log`]).
+//! [`follow`] prints such a log as it grows (`kubevirt-launcher console-log`).
 //!
 //! The hub reads the guest's console from a pipe the VMM writes to, so it is decoupled from the
 //! VMM: it only needs a readable fd and a function that delivers input to the guest.
 
+pub mod follow;
+pub mod log;
+
 use std::collections::VecDeque;
-use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -29,7 +32,7 @@ struct Shared {
     /// reading never stalls the others or the guest, it is dropped when its queue is full.
     readers: Vec<SyncSender<Arc<[u8]>>>,
     writer: Option<u64>,
-    log: Option<File>,
+    log: Option<log::RotatingLog>,
     echo: bool,
     pumped: u64,
 }
@@ -75,12 +78,7 @@ impl ConsoleHub {
         let _ = std::fs::remove_file(socket);
         let listener = UnixListener::bind(socket)?;
         let log = log
-            .map(|p| {
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(p)
-            })
+            .map(|p| log::RotatingLog::open(p, log::LOG_LIMIT))
             .transpose()?;
         let shared = Arc::new(Mutex::new(Shared {
             scrollback: VecDeque::new(),
@@ -153,7 +151,7 @@ fn pump_output(mut output: impl Read, shared: &Mutex<Shared>) {
         let excess = s.scrollback.len().saturating_sub(SCROLLBACK);
         s.scrollback.drain(..excess);
         if let Some(log) = s.log.as_mut() {
-            let _ = log.write_all(&buf[..n]);
+            let _ = log.write(&buf[..n]);
         }
         if s.echo {
             let mut out = io::stdout().lock();
@@ -229,6 +227,7 @@ fn client(id: u64, mut conn: UnixStream, shared: &Mutex<Shared>, input: &InputSi
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::File;
     use std::io::BufRead;
     use std::os::unix::net::UnixStream;
     use std::time::Duration;

@@ -13,10 +13,17 @@
 //!
 //! `status` reports the VMI phase as upstream names them: `Scheduled` before the guest runs,
 //! `Running` (with `paused`), then `Succeeded` when the guest powered off or `Failed` with a reason.
+//!
+//! A launcher started with `serve` (in its virt-launcher pod) opens the same socket before it
+//! has a VMI ([`ControlServer::waiting`]): it answers `Waiting` and takes `start`
+//! ([`waiting`]); once the VM is built the same socket switches to it
+//! ([`ControlServer::serve_target`]), so there is never a moment without a listener.
 
 mod shutdown;
+pub mod waiting;
 
 pub use self::shutdown::{Shutdown, Shutdowns};
+pub use self::waiting::{Identity, ServeEvent};
 
 use crate::run::machine::Machine;
 use kubevirt_launcher_protocol::{
@@ -27,7 +34,8 @@ use kubevirt_vmm::{ExitReason, Vm, VmState};
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::mpsc::Receiver;
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
@@ -58,37 +66,71 @@ pub fn phase(vm: &Vm) -> (Phase, Option<String>) {
     }
 }
 
-/// A running control socket.
+/// What the control socket answers for.
 #[derive(Debug)]
+enum Serving {
+    /// `serve` before (and while) its VMI is set up.
+    Waiting(waiting::Waiting),
+    /// A VM.
+    Running(Target),
+}
+
+/// A running control socket (cheap to clone: the clones share it).
+#[derive(Debug, Clone)]
 pub struct ControlServer {
     socket: PathBuf,
+    serving: Arc<Mutex<Serving>>,
 }
 
 impl ControlServer {
     /// Serve the control API of `target` at `socket`.
     pub fn start(socket: &Path, target: Target) -> io::Result<Self> {
+        Self::listen(socket, Serving::Running(target))
+    }
+
+    /// Serve a launcher waiting for its VMI at `socket` (`serve`): `status` answers
+    /// [`Phase::Waiting`] with `identity`; what the node agent asks for (start, stop) arrives
+    /// on the receiver.
+    pub fn waiting(socket: &Path, identity: Identity) -> io::Result<(Self, Receiver<ServeEvent>)> {
+        let (waiting, events) = waiting::Waiting::new(identity);
+        Ok((Self::listen(socket, Serving::Waiting(waiting))?, events))
+    }
+
+    fn listen(socket: &Path, serving: Serving) -> io::Result<Self> {
         let _ = std::fs::remove_file(socket);
         let listener = UnixListener::bind(socket)?;
+        let serving = Arc::new(Mutex::new(serving));
+        let shared = serving.clone();
         thread::Builder::new()
             .name("control-accept".into())
             .spawn(move || {
                 crate::confine::enter(crate::confine::ThreadKind::Control);
                 for conn in listener.incoming().flatten() {
-                    let target = target.clone();
+                    let serving = shared.clone();
                     let _ = thread::Builder::new()
                         .name("control-client".into())
-                        .spawn(move || serve(conn, &target));
+                        .spawn(move || serve(conn, &serving));
                 }
             })?;
         Ok(Self {
             socket: socket.to_path_buf(),
+            serving,
         })
+    }
+
+    /// From now on the socket answers for `target` (a waiting launcher's VM is built).
+    pub fn serve_target(&self, target: Target) {
+        *lock(&self.serving) = Serving::Running(target);
     }
 
     /// The socket path.
     pub fn socket(&self) -> &Path {
         &self.socket
     }
+}
+
+fn lock(serving: &Mutex<Serving>) -> std::sync::MutexGuard<'_, Serving> {
+    serving.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// What requests act on.
@@ -106,7 +148,7 @@ pub struct Target {
     pub vmi: (String, String, String),
 }
 
-fn serve(conn: UnixStream, target: &Target) {
+fn serve(conn: UnixStream, serving: &Mutex<Serving>) {
     let Ok(mut out) = conn.try_clone() else {
         return;
     };
@@ -115,7 +157,16 @@ fn serve(conn: UnixStream, target: &Target) {
         if line.trim().is_empty() {
             continue;
         }
-        let answer = handle(target, &line);
+        // The lock only picks what answers: a request on a running VM (which may take a
+        // while, a pause waits for the vCPUs) holds no lock.
+        let running = match &mut *lock(serving) {
+            Serving::Waiting(w) => Err(w.handle(&line)),
+            Serving::Running(t) => Ok(t.clone()),
+        };
+        let answer = match running {
+            Ok(t) => handle(&t, &line),
+            Err(answer) => answer,
+        };
         if writeln!(out, "{answer}").is_err() {
             return;
         }

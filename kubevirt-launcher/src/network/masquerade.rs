@@ -110,7 +110,8 @@ impl Masquerade {
         )
     }
 
-    fn run(&self, args: &[&str], stdin: Option<&str>) -> Result<(), NetError> {
+    /// Runs one set-up command (`args[0]` is the program), in the configured namespace if any.
+    pub(crate) fn run(&self, args: &[&str], stdin: Option<&str>) -> Result<(), NetError> {
         let mut cmd = match &self.netns {
             Some(ns) => {
                 let mut c = Command::new("ip");

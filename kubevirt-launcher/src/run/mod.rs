@@ -49,6 +49,15 @@ pub struct RunOptions {
     pub pod_network: bool,
     /// The pod's interface (`eth0`).
     pub pod_iface: String,
+    /// The node agent built the pod network's binding (`kubevirt-launcher pod-network`): only
+    /// open the existing tap `tap0` and serve DHCP, change nothing in the network namespace.
+    pub network_prepared: bool,
+    /// Write the console to `<run-dir>/console.log` whatever the VMI's `logSerialConsole`
+    /// (`serve`: the pod's `guest-console-log` container follows it).
+    pub always_log_console: bool,
+    /// The control socket already open (`serve`): it answers for the VM once it is built,
+    /// instead of a new socket at the same path.
+    pub control: Option<ControlServer>,
 }
 
 /// Why a VMI could not be launched.
@@ -195,6 +204,9 @@ fn guest_info(plan: &LaunchPlan, network: Option<&PodNetwork>) -> GuestInfo {
     }
 }
 
+/// The serial console's log in the run directory (rotated to `console.log.1` past 4 MiB).
+pub const CONSOLE_LOG: &str = "console.log";
+
 /// Where the firmware's debug log (SeaBIOS prints its progress there) goes in the run dir.
 pub const FIRMWARE_LOG: &str = "firmware.log";
 
@@ -225,7 +237,7 @@ fn firmware_boot(
 pub fn launch(object: &Object, opts: &RunOptions) -> Result<Launched, RunError> {
     let (vmi, base) = vmi_of(object)?;
     let plan = from_vmi(&vmi, &base)?;
-    if plan.network.is_some() && !opts.pod_network {
+    if plan.network.is_some() && !opts.pod_network && !opts.network_prepared {
         return Err(PodNetworkError::NotAllowed {
             bridge: "k6t-eth0".into(),
         }
@@ -361,6 +373,7 @@ pub fn launch(object: &Object, opts: &RunOptions) -> Result<Launched, RunError> 
                     pod_iface: opts.pod_iface.clone(),
                     hostname: cloudinit::VmiIdentity::from_vmi(&vmi).hostname(),
                     vmi: (plan.namespace.clone(), plan.name.clone()),
+                    prepared: opts.network_prepared,
                 },
             )?;
             (Some(attached), Some((mac, tap)))
@@ -374,9 +387,8 @@ pub fn launch(object: &Object, opts: &RunOptions) -> Result<Launched, RunError> 
         rng: plan.rng,
         net,
     })?;
-    let log = plan
-        .log_serial_console
-        .then(|| opts.run_dir.join("console.log"));
+    let log = (plan.log_serial_console || opts.always_log_console)
+        .then(|| opts.run_dir.join(CONSOLE_LOG));
     let input = machine.clone();
     let console = ConsoleHub::start_with_echo(
         console_read,
@@ -390,21 +402,25 @@ pub fn launch(object: &Object, opts: &RunOptions) -> Result<Launched, RunError> 
     .map_err(io(&opts.run_dir))?;
     let shutdowns = Shutdowns::new(machine.clone());
     let info = guest_info(&plan, network.as_ref());
-    let control = ControlServer::start(
-        &opts.run_dir.join(CONTROL_SOCKET),
-        Target {
-            machine: machine.clone(),
-            shutdowns: shutdowns.clone(),
-            grace: plan.grace_period,
-            info,
-            vmi: (
-                plan.namespace.clone(),
-                plan.name.clone(),
-                vmi.metadata.uid.clone().unwrap_or_default(),
-            ),
-        },
-    )
-    .map_err(io(&opts.run_dir))?;
+    let target = Target {
+        machine: machine.clone(),
+        shutdowns: shutdowns.clone(),
+        grace: plan.grace_period,
+        info,
+        vmi: (
+            plan.namespace.clone(),
+            plan.name.clone(),
+            vmi.metadata.uid.clone().unwrap_or_default(),
+        ),
+    };
+    let control = match &opts.control {
+        Some(control) => {
+            control.serve_target(target);
+            control.clone()
+        }
+        None => ControlServer::start(&opts.run_dir.join(CONTROL_SOCKET), target)
+            .map_err(io(&opts.run_dir))?,
+    };
     Ok(Launched {
         machine,
         plan,

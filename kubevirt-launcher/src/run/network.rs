@@ -32,6 +32,11 @@ pub enum PodNetworkError {
         /// The bridge it would create.
         bridge: String,
     },
+    /// The node agent said it prepared the network, but the bridge is not there.
+    #[error(
+        "the node agent reported the pod network prepared, but bridge {0} does not exist in this network namespace (run `kubevirt-launcher pod-network` for this pod first)"
+    )]
+    NotPrepared(String),
     /// The pod interface is missing.
     #[error(
         "spec.domain.devices.interfaces[0]: the pod interface {0} does not exist in this network namespace"
@@ -102,6 +107,9 @@ pub struct PodNetworkOptions {
     pub hostname: String,
     /// VMI namespace and name, for a generated MAC.
     pub vmi: (String, String),
+    /// The bridge, tap and NAT exist (built by `kubevirt-launcher pod-network` for the node
+    /// agent): only open the tap and serve DHCP.
+    pub prepared: bool,
 }
 
 /// Builds the masquerade binding for `plan`; returns the guest's MAC and the tap's descriptor
@@ -113,7 +121,7 @@ pub fn attach(
     let mut masq = Masquerade::upstream_default(plan.ports.clone());
     masq.pod_iface = opts.pod_iface.clone();
     let sys = std::path::Path::new("/sys/class/net").join(&opts.pod_iface);
-    if !sys.exists() {
+    if !interface_exists(&opts.pod_iface) {
         return Err(PodNetworkError::NoPodInterface(opts.pod_iface.clone()));
     }
     let mtu = std::fs::read_to_string(sys.join("mtu"))
@@ -122,9 +130,20 @@ pub fn attach(
     let mac = plan
         .mac
         .unwrap_or_else(|| generated_mac(&opts.vmi.0, &opts.vmi.1));
-    // The tap lives as long as the VMM holds it: created here, gone when the launcher exits.
-    let tap = Tap::open(TAP_NAME)?;
-    masq.setup(&GuestLink::Existing(TAP_NAME.into()))?;
+    let tap = if opts.prepared {
+        // The persistent tap the node agent made, owned by this uid: attaching to it needs
+        // no CAP_NET_ADMIN (the kernel's tun_not_capable checks the owner first).
+        if !interface_exists(&masq.bridge) {
+            return Err(PodNetworkError::NotPrepared(masq.bridge.clone()));
+        }
+        Tap::open(TAP_NAME)?
+    } else {
+        // The tap lives as long as the VMM holds it: created here, gone when the launcher
+        // exits.
+        let tap = Tap::open(TAP_NAME)?;
+        masq.setup(&GuestLink::Existing(TAP_NAME.into()))?;
+        tap
+    };
     let (dns, search) =
         resolv_conf(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default());
     let config = DhcpConfig {
@@ -169,6 +188,16 @@ pub fn attach(
             dhcp: Some(dhcp),
         },
     ))
+}
+
+/// Whether this process's network namespace has an interface `name` (asked of the kernel,
+/// not of /sys, which may be another namespace's mount).
+fn interface_exists(name: &str) -> bool {
+    let Ok(c) = std::ffi::CString::new(name) else {
+        return false;
+    };
+    // SAFETY: a NUL-terminated string that outlives the call; if_nametoindex only reads it.
+    unsafe { libc::if_nametoindex(c.as_ptr()) != 0 }
 }
 
 #[cfg(test)]

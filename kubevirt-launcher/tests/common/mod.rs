@@ -327,3 +327,75 @@ pub fn run_command(dir: &Path, yaml: &str, wrapper: &[&str]) -> Command {
         .args(["--volumes-dir", dir.join("volumes").to_str().unwrap()]);
     cmd
 }
+
+/// A VMI document (YAML) as the API server would send it in `start`: JSON with `uid`.
+pub fn vmi_json(yaml: &str, uid: &str) -> serde_json::Value {
+    let mut doc = kubevirt_api::codec::documents_from_yaml(yaml)
+        .expect("VMI YAML")
+        .into_iter()
+        .next()
+        .expect("one document")
+        .value;
+    doc["metadata"]["uid"] = serde_json::Value::String(uid.into());
+    doc
+}
+
+/// `kubevirt-launcher serve` for the VMI `namespace/name` with `uid`, its run and cache
+/// directories under `dir`, started through `wrapper` (e.g. `ip netns exec NS`).
+pub fn serve_command(dir: &Path, ns_name: (&str, &str), uid: &str, wrapper: &[&str]) -> Command {
+    let launcher = env!("CARGO_BIN_EXE_kubevirt-launcher");
+    let mut cmd = match wrapper {
+        [] => Command::new(launcher),
+        [program, args @ ..] => {
+            let mut c = Command::new(program);
+            c.args(args).arg(launcher);
+            c
+        }
+    };
+    cmd.args([
+        "serve",
+        "--namespace",
+        ns_name.0,
+        "--name",
+        ns_name.1,
+        "--uid",
+        uid,
+    ])
+    .args(["--run-dir", dir.join("run").to_str().unwrap()])
+    .args(["--cache-dir", dir.join("cache").to_str().unwrap()])
+    .args(["--volumes-dir", dir.join("volumes").to_str().unwrap()]);
+    cmd
+}
+
+/// A client of the launcher's control socket in `<dir>/run`, once the socket answers.
+pub fn control_client(dir: &Path) -> kubevirt_launcher_protocol::Client {
+    let client = kubevirt_launcher_protocol::Client::for_run_dir(&dir.join("run"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while client.status().is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "no control socket in {}",
+            dir.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    client
+}
+
+/// Waits (up to a minute) until the launcher's status is `phase`.
+pub fn wait_for_phase(
+    client: &kubevirt_launcher_protocol::Client,
+    phase: kubevirt_launcher_protocol::Phase,
+) -> kubevirt_launcher_protocol::Status {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = client.status();
+        if let Ok(s) = &status
+            && s.phase == phase
+        {
+            return s.clone();
+        }
+        assert!(Instant::now() < deadline, "never {phase:?}: {status:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

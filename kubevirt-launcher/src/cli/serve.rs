@@ -1,0 +1,158 @@
+//! `kubevirt-launcher serve`: the `compute` container of a virt-launcher pod. It opens its
+//! control socket at once and waits there (phase `Waiting`) for the node agent's `start`,
+//! which must carry the VMI whose uid is `--uid`; then it runs that VMI exactly as `run` does,
+//! on the same socket (it switches from the waiting answers to the VM's, with no moment
+//! without a listener). The console goes to `console.sock` and `console.log` (rotated past
+//! 4 MiB), never to stdout; messages go to stderr, the container's log. `stop` or `shutdown`
+//! while waiting, or SIGTERM/SIGINT, end it with exit code 0.
+
+use super::SeccompMode;
+use super::signals;
+use super::supervise::{Verdict, finish, launch_and_supervise};
+use kubevirt_api::object::Object;
+use kubevirt_launcher::confine;
+use kubevirt_launcher::control::{ControlServer, Identity, ServeEvent};
+use kubevirt_launcher::run::RunOptions;
+use kubevirt_launcher_protocol::{CONTROL_SOCKET, ExitStatus, FINAL_STATUS};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::mpsc::RecvTimeoutError;
+use std::time::Duration;
+
+/// `serve`'s arguments: the pod's `compute` command line.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// The VMI's namespace (reported by `status` while waiting).
+    #[arg(long)]
+    namespace: String,
+    /// The VMI's name.
+    #[arg(long)]
+    name: String,
+    /// The VMI's uid: `start` is refused for any other.
+    #[arg(long)]
+    uid: String,
+    /// The VMI's run directory (the pod's `launcher` volume): control.sock, console.sock,
+    /// console.log, final.json, ephemeral disks.
+    #[arg(long)]
+    run_dir: PathBuf,
+    /// Image cache (the pod's `image-cache` volume).
+    #[arg(long)]
+    cache_dir: PathBuf,
+    /// Where claims are prepared (`<dir>/<volume>/disk.img`).
+    #[arg(long, default_value = "/var/run/kubevirt-rs/volumes")]
+    volumes_dir: PathBuf,
+    /// containerd's registry host configuration (`<dir>/<registry>/hosts.toml`).
+    #[arg(long, value_name = "DIR")]
+    registry_config_dir: Option<PathBuf>,
+    /// A registry (`host:port`) to use over plain HTTP; repeatable.
+    #[arg(long = "plain-http-registry")]
+    plain_http: Vec<String>,
+    /// The pod's network interface.
+    #[arg(long, default_value = "eth0")]
+    pod_interface: String,
+    /// When `start` says the network is not prepared, build the masquerade binding here (needs
+    /// CAP_NET_ADMIN); without this such a start fails with a clear error.
+    #[arg(long)]
+    pod_network: bool,
+    /// Seccomp filters per thread and no capabilities once the VM runs (`default`), or none.
+    #[arg(long, value_enum, default_value_t = SeccompMode::Default)]
+    seccomp: SeccompMode,
+}
+
+/// How often the waiting launcher looks at its signals.
+const WAIT_POLL: Duration = Duration::from_millis(100);
+
+/// Waits for `start`, runs the VMI; the exit code is the [`ExitStatus`].
+pub fn serve(args: ServeArgs) -> ExitCode {
+    let run_dir = args.run_dir.clone();
+    if args.seccomp == SeccompMode::Default
+        && let Err(e) = confine::enable()
+    {
+        let why = format!("{e} (--seccomp=none runs without confinement)");
+        eprintln!("error: {why}");
+        return finish(&run_dir, (ExitStatus::LaunchFailed, Some(why)));
+    }
+    signals::install();
+    // A verdict left by an earlier launcher in this directory is not this one's.
+    let _ = std::fs::remove_file(run_dir.join(FINAL_STATUS));
+    let verdict = serve_in(args);
+    finish(&run_dir, verdict)
+}
+
+fn serve_in(args: ServeArgs) -> Verdict {
+    let failed = |why: String| {
+        eprintln!("error: {why}");
+        (ExitStatus::LaunchFailed, Some(why))
+    };
+    if let Err(e) = std::fs::create_dir_all(&args.run_dir) {
+        return failed(format!("--run-dir {}: {e}", args.run_dir.display()));
+    }
+    let socket = args.run_dir.join(CONTROL_SOCKET);
+    let identity = Identity {
+        namespace: args.namespace.clone(),
+        name: args.name.clone(),
+        uid: args.uid.clone(),
+    };
+    let (control, events) = match ControlServer::waiting(&socket, identity) {
+        Ok(c) => c,
+        Err(e) => return failed(format!("control socket {}: {e}", socket.display())),
+    };
+    eprintln!(
+        "kubevirt-launcher: VMI {}/{} (uid {}): waiting for start on {}",
+        args.namespace,
+        args.name,
+        args.uid,
+        socket.display()
+    );
+    let (vmi, network_prepared) = loop {
+        if signals::arrived() {
+            eprintln!("kubevirt-launcher: terminated before the VMI started");
+            return (
+                ExitStatus::Succeeded,
+                Some("terminated before the VMI was started".into()),
+            );
+        }
+        match events.recv_timeout(WAIT_POLL) {
+            Ok(ServeEvent::Start {
+                vmi,
+                network_prepared,
+            }) => break (vmi, network_prepared),
+            Ok(ServeEvent::Exit { op }) => {
+                eprintln!("kubevirt-launcher: {op} before the VMI started: exiting");
+                return (
+                    ExitStatus::Succeeded,
+                    Some(format!("{op} before the VMI was started")),
+                );
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => {
+                return failed("the control socket stopped".into());
+            }
+        }
+    };
+    eprintln!(
+        "kubevirt-launcher: start taken (network prepared: {network_prepared}); setting up the VM"
+    );
+    let object = match Object::decode(&vmi) {
+        Ok(o) => o,
+        Err(e) => {
+            let why = format!("start: vmi: {e}");
+            eprintln!("error: {why}");
+            return (ExitStatus::Invalid, Some(why));
+        }
+    };
+    let opts = RunOptions {
+        run_dir: args.run_dir,
+        cache_dir: args.cache_dir,
+        volumes_dir: args.volumes_dir,
+        plain_http: args.plain_http,
+        registry_config_dir: args.registry_config_dir,
+        echo_console: false,
+        pod_network: args.pod_network,
+        pod_iface: args.pod_interface,
+        network_prepared,
+        always_log_console: true,
+        control: Some(control),
+    };
+    launch_and_supervise(&object, &opts, false)
+}

@@ -1,0 +1,121 @@
+//! A VM's life, the same for `run` and `serve`: launch it, confine the main thread, supervise
+//! it (guest reboots, SIGTERM as a graceful shutdown with the VMI's grace period), and leave the
+//! verdict in `final.json`.
+
+use super::signals;
+use kubevirt_api::object::Object;
+use kubevirt_launcher::confine::{self, ThreadKind};
+use kubevirt_launcher::control::{Shutdown, phase};
+use kubevirt_launcher::run::{RunOptions, launch};
+use kubevirt_launcher::terminal::{CharacterMode, forward};
+use kubevirt_launcher_protocol::{ExitStatus, FinalStatus, Phase};
+use std::os::fd::AsFd;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How a run ended, and why (`None`: nothing to add).
+pub type Verdict = (ExitStatus, Option<String>);
+
+/// Leaves the verdict in `<run_dir>/final.json` (the node agent reads why from there, not
+/// from the log) and turns it into the exit code.
+pub fn finish(run_dir: &Path, (exit, reason): Verdict) -> ExitCode {
+    if let Err(e) = std::fs::create_dir_all(run_dir) {
+        eprintln!(
+            "kubevirt-launcher: could not leave the final status in {}: {e}",
+            run_dir.display()
+        );
+    } else if let Err(e) = FinalStatus::new(exit, reason).write(run_dir) {
+        eprintln!("kubevirt-launcher: could not leave the final status: {e}");
+    }
+    ExitCode::from(exit.code())
+}
+
+/// Launches `object` with `opts` and runs it to its end; with `keyboard`, this process's stdin
+/// is the guest's console input (standalone `run`).
+pub fn launch_and_supervise(object: &Object, opts: &RunOptions, keyboard: bool) -> Verdict {
+    let launched = match launch(object, opts) {
+        Ok(l) => l,
+        Err(e) => {
+            let exit = if e.is_invalid() {
+                ExitStatus::Invalid
+            } else {
+                ExitStatus::LaunchFailed
+            };
+            eprintln!("error: {e}");
+            return (exit, Some(e.to_string()));
+        }
+    };
+    signals::install();
+    let _terminal = keyboard.then(|| {
+        let machine = launched.machine.clone();
+        let mode = CharacterMode::enter(std::io::stdin().as_fd());
+        let _ = forward(
+            std::io::stdin(),
+            Arc::new(move |b: &[u8]| {
+                machine.vm().serial_input(b);
+            }),
+        );
+        mode
+    });
+    // Everything that needs wider rights is done: the network is built, the sockets bound,
+    // the signal handlers and terminal set.
+    confine::enter(ThreadKind::Main);
+    eprintln!(
+        "kubevirt-launcher: {} running; console {} control {}",
+        launched.plan.name,
+        launched.console.socket().display(),
+        launched.control.socket().display()
+    );
+    let reason = loop {
+        match launched.machine.supervise(Duration::from_millis(100)) {
+            Ok(Some(r)) => break r,
+            Ok(None) => {}
+            Err(e) => {
+                let why = format!("restarting the guest failed: {e}");
+                eprintln!("kubevirt-launcher: {why}");
+                let _ = launched.cleanup();
+                return (ExitStatus::Failed, Some(why));
+            }
+        }
+        if signals::take() {
+            let grace = launched.plan.grace_period;
+            match launched.shutdowns.request(grace) {
+                Shutdown::Requested => eprintln!(
+                    "kubevirt-launcher: terminating: pressed the power button; stopping the VM in {}s unless it powers off",
+                    grace.as_secs()
+                ),
+                Shutdown::AlreadyRequested => {}
+                Shutdown::Stopped(r) => {
+                    eprintln!(
+                        "kubevirt-launcher: terminating: no ACPI power button, stopped the VM"
+                    );
+                    break r;
+                }
+            }
+        }
+    };
+    // Deliver what the guest printed last before reporting.
+    if let Some(stats) = launched.machine.vm().console_stats() {
+        launched
+            .console
+            .wait_for(stats.bytes_out(), Duration::from_secs(2));
+    }
+    let (phase, why) = phase(&launched.machine.vm());
+    let _ = launched.cleanup();
+    let reason = reason.to_string();
+    eprintln!(
+        "kubevirt-launcher: {} {phase}: {reason}{}",
+        launched.plan.name,
+        why.as_ref()
+            .filter(|w| **w != reason)
+            .map(|w| format!(" ({w})"))
+            .unwrap_or_default()
+    );
+    if phase == Phase::Succeeded {
+        (ExitStatus::Succeeded, None)
+    } else {
+        (ExitStatus::Failed, Some(why.unwrap_or(reason)))
+    }
+}

@@ -1,0 +1,201 @@
+//! The control socket of a launcher waiting in its virt-launcher pod (`serve`): it answers
+//! `status` with [`Phase::Waiting`] and its identity, exits on `stop` or `shutdown`, and takes
+//! `start` for its own VMI only (the uid it was started with). Once `start` is taken the VM is
+//! being set up: `status` answers `Scheduled`; what needs the VM is refused until it runs.
+
+use kubevirt_launcher_protocol::{
+    Done, LauncherIdentity, Phase, Request, ShutdownReply, Status, StopReply, encode_error,
+    encode_ok,
+};
+use std::sync::mpsc::{Receiver, Sender, channel};
+
+/// Which VMI a launcher is for, from its command line (the pod the VMI controller rendered).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// The VMI's namespace.
+    pub namespace: String,
+    /// The VMI's name.
+    pub name: String,
+    /// The VMI's uid: the only one `start` is taken for.
+    pub uid: String,
+}
+
+/// What the node agent asked a waiting launcher for, delivered to its main thread.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ServeEvent {
+    /// Run this VMI (its uid is the launcher's).
+    Start {
+        /// The VirtualMachineInstance object.
+        vmi: serde_json::Value,
+        /// The node agent built the pod network's binding: open `tap0`, serve DHCP, nothing
+        /// more.
+        network_prepared: bool,
+    },
+    /// `stop` or `shutdown` before the VMI started: the launcher exits 0.
+    Exit {
+        /// The request (`stop`, `shutdown`).
+        op: &'static str,
+    },
+}
+
+/// A launcher's control state before its VM runs.
+#[derive(Debug)]
+pub struct Waiting {
+    identity: Identity,
+    events: Sender<ServeEvent>,
+    started: bool,
+}
+
+/// The uid in a VMI object's metadata, if it has one.
+fn uid_of(vmi: &serde_json::Value) -> Option<&str> {
+    vmi.get("metadata")?.get("uid")?.as_str()
+}
+
+impl Waiting {
+    /// A waiting launcher for `identity`; its events arrive on the receiver.
+    pub fn new(identity: Identity) -> (Self, Receiver<ServeEvent>) {
+        let (events, rx) = channel();
+        (
+            Waiting {
+                identity,
+                events,
+                started: false,
+            },
+            rx,
+        )
+    }
+
+    fn status(&self) -> Status {
+        Status {
+            phase: if self.started {
+                Phase::Scheduled
+            } else {
+                Phase::Waiting
+            },
+            launcher: Some(LauncherIdentity {
+                namespace: self.identity.namespace.clone(),
+                name: self.identity.name.clone(),
+                uid: self.identity.uid.clone(),
+                pid: std::process::id(),
+            }),
+            ..Status::default()
+        }
+    }
+
+    /// Answers one request line with one reply line (no newline).
+    pub fn handle(&mut self, line: &str) -> String {
+        let request = match Request::decode(line) {
+            Ok(r) => r,
+            Err(e) => return encode_error(&e),
+        };
+        let op = request.op();
+        match request {
+            Request::Status => encode_ok(&self.status()),
+            Request::Start(_) if self.started => encode_error(&format!(
+                "VMI {}/{} (uid {}) is already being started: start is taken once",
+                self.identity.namespace, self.identity.name, self.identity.uid
+            )),
+            Request::Start(start) => {
+                let theirs = uid_of(&start.vmi).unwrap_or("");
+                if theirs != self.identity.uid {
+                    return encode_error(&format!(
+                        "this launcher runs the VMI with uid {:?} (its --uid); the start request's VMI has metadata.uid {theirs:?}: refused",
+                        self.identity.uid
+                    ));
+                }
+                let event = ServeEvent::Start {
+                    vmi: start.vmi,
+                    network_prepared: start.network_prepared,
+                };
+                if self.events.send(event).is_err() {
+                    return encode_error(&"the launcher is exiting");
+                }
+                self.started = true;
+                encode_ok(&Done {})
+            }
+            Request::Stop | Request::Shutdown { .. } if !self.started => {
+                let _ = self.events.send(ServeEvent::Exit { op });
+                let exit = "stopped before the VMI was started".to_string();
+                if op == "stop" {
+                    encode_ok(&StopReply { exit })
+                } else {
+                    encode_ok(&ShutdownReply::Stopped { exit })
+                }
+            }
+            _ if self.started => encode_error(&format!(
+                "{op}: the VM is being set up (start was taken); ask again once status says Running"
+            )),
+            _ => encode_error(&format!(
+                "{op}: the launcher is waiting for its VMI (no VM yet): send start first; only status, start, stop and shutdown are taken while waiting"
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kubevirt_launcher_protocol::{StartRequest, decode_reply};
+
+    fn waiting() -> (Waiting, Receiver<ServeEvent>) {
+        Waiting::new(Identity {
+            namespace: "default".into(),
+            name: "demo".into(),
+            uid: "uid-1".into(),
+        })
+    }
+
+    fn start(uid: &str) -> String {
+        Request::Start(Box::new(StartRequest {
+            vmi: serde_json::json!({"metadata": {"uid": uid}}),
+            network_prepared: true,
+        }))
+        .to_line()
+    }
+
+    #[test]
+    fn status_is_waiting_with_the_identity_then_scheduled_once_started() {
+        let (mut w, events) = waiting();
+        let s: Status = decode_reply(&w.handle(r#"{"op":"status"}"#)).unwrap();
+        assert_eq!(s.phase, Phase::Waiting);
+        let id = s.launcher.unwrap();
+        assert_eq!((id.name.as_str(), id.uid.as_str()), ("demo", "uid-1"));
+        assert_eq!(id.pid, std::process::id());
+        decode_reply::<Done>(&w.handle(&start("uid-1"))).unwrap();
+        assert!(matches!(
+            events.try_recv(),
+            Ok(ServeEvent::Start {
+                network_prepared: true,
+                ..
+            })
+        ));
+        let s: Status = decode_reply(&w.handle(r#"{"op":"status"}"#)).unwrap();
+        assert_eq!(s.phase, Phase::Scheduled);
+        let again = decode_reply::<Done>(&w.handle(&start("uid-1"))).unwrap_err();
+        assert!(again.to_string().contains("already"), "{again}");
+        let pause = decode_reply::<Done>(&w.handle(r#"{"op":"pause"}"#)).unwrap_err();
+        assert!(pause.to_string().contains("being set up"), "{pause}");
+    }
+
+    #[test]
+    fn another_vmis_start_is_refused_naming_both_uids() {
+        let (mut w, events) = waiting();
+        let e = decode_reply::<Done>(&w.handle(&start("uid-2"))).unwrap_err();
+        let text = e.to_string();
+        assert!(text.contains("uid-1") && text.contains("uid-2"), "{text}");
+        assert!(events.try_recv().is_err(), "nothing started");
+        let s: Status = decode_reply(&w.handle(r#"{"op":"status"}"#)).unwrap();
+        assert_eq!(s.phase, Phase::Waiting);
+    }
+
+    #[test]
+    fn stop_and_shutdown_end_a_waiting_launcher_and_the_rest_is_refused() {
+        let (mut w, events) = waiting();
+        let e = decode_reply::<Done>(&w.handle(r#"{"op":"reset"}"#)).unwrap_err();
+        assert!(e.to_string().contains("waiting"), "{e}");
+        decode_reply::<StopReply>(&w.handle(r#"{"op":"stop"}"#)).unwrap();
+        assert_eq!(events.try_recv(), Ok(ServeEvent::Exit { op: "stop" }));
+        decode_reply::<ShutdownReply>(&w.handle(r#"{"op":"shutdown"}"#)).unwrap();
+        assert_eq!(events.try_recv(), Ok(ServeEvent::Exit { op: "shutdown" }));
+    }
+}
