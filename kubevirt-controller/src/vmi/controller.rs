@@ -2,8 +2,9 @@
 //! changes, when a launcher pod it owns changes, when the node agent's grace for a finished pod
 //! ends, and every few minutes. Pods are created with `generateName` (the API server names them
 //! `virt-launcher-<vmi>-xxxxx`) and listed from the server (not a cache) before each decision,
-//! so a sync never creates a second pod for a VMI. Status writes carry the VMI's
-//! resourceVersion: a concurrent writer (the node agent) wins and the next sync retries.
+//! so a sync never creates a second pod for a VMI. Status writes replace the VMI (it has no
+//! status subresource, as upstream) with the resourceVersion read: a concurrent writer (the
+//! node agent) wins and the sync is retried shortly.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::api::{Api, DeleteParams, ListParams, PostParams, Preconditions};
 use kube::runtime::controller::{Action as Requeue, Controller};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
@@ -21,7 +22,7 @@ use kubevirt_api::core::v1::VirtualMachineInstance;
 use super::render::{PodConfig, pod_for};
 use super::sync::{PodAction, failed_create, plan};
 use super::{APP_LABEL, APP_LAUNCHER, CREATED_BY_LABEL};
-use crate::runtime::{SyncError, Target, describe, tolerate_gone, write_status};
+use crate::runtime::{SyncError, Target, describe, tolerate_gone};
 
 /// A VMI with nothing pending is synced again after this long anyway.
 const RESYNC: Duration = Duration::from_secs(300);
@@ -118,22 +119,25 @@ async fn reconcile(
     if let Some(message) = &refused {
         failed_create(&mut p.status, message.clone(), now);
     }
-    if vmi.status.as_ref() != Some(&p.status) {
+    // VMIs have no status subresource (as upstream): the whole object is replaced, with the
+    // resourceVersion read, so a concurrent writer (the node agent) wins and this sync retries.
+    if vmi.status.as_ref() != Some(&p.status) || p.node_label.is_some() {
         let mut updated = (*vmi).clone();
         updated.status = Some(p.status.clone());
-        write_status(&vmis, &updated)
-            .await
-            .map_err(target.err("writing the status of"))?;
-    }
-    // After the status (whose write is conditional on the resourceVersion read): a merge patch.
-    if let Some(node) = &p.node_label {
-        let patch = serde_json::json!({"metadata": {"labels": {
-            crate::node::report::NODE_NAME_LABEL: node}}});
-        tolerate_gone(
-            vmis.patch(&target.name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await,
-        )
-        .map_err(target.err("labelling"))?;
+        if let Some(node) = &p.node_label {
+            updated
+                .metadata
+                .labels
+                .get_or_insert_with(Default::default)
+                .insert(crate::node::report::NODE_NAME_LABEL.into(), node.clone());
+        }
+        match vmis.replace(&target.name, &PostParams::default(), &updated).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 409 => return Ok(Requeue::requeue(RETRY)),
+            Err(e) => {
+                tolerate_gone::<()>(Err(e)).map_err(target.err("writing the status of"))?;
+            }
+        }
     }
     Ok(match (refused, p.requeue_at) {
         (Some(_), _) => Requeue::requeue(RETRY_CREATE),
