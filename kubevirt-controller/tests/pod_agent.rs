@@ -134,7 +134,11 @@ impl Drop for Compute {
 }
 
 /// Runs a node agent in pods mode until its sender is told to stop.
-fn agent(c: &Cluster, config: &NodeConfig, work: &Path) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+fn agent(
+    c: &Cluster,
+    config: &NodeConfig,
+    work: &Path,
+) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
     let (tx, mut rx) = watch::channel(false);
     let task = tokio::spawn(kubevirt_controller::node::agent::run(
         c.client.clone(),
@@ -160,7 +164,10 @@ async fn observe(vmis: &Api<VirtualMachineInstance>, name: &str) -> Option<Virtu
 }
 
 fn phase(v: &VirtualMachineInstance) -> &str {
-    v.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("")
+    v.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("")
 }
 
 /// The launcher pod the controller made for the VMI with `uid`.
@@ -185,7 +192,8 @@ async fn bind_and_run(pods: &Api<Pod>, pod: &Pod) {
     )
     .await
     .expect("binding the pod");
-    let status = json!({"status": {"phase": "Running", "podIP": POD_IP, "podIPs": [{"ip": POD_IP}]}});
+    let status =
+        json!({"status": {"phase": "Running", "podIP": POD_IP, "podIPs": [{"ip": POD_IP}]}});
     pods.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
         .await
         .expect("the pod's status");
@@ -199,7 +207,9 @@ async fn http_get(run_dir: &Path) -> Option<String> {
     let mut stream = stream.into_std().ok()?;
     stream.set_nonblocking(false).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    stream.write_all(b"GET /from-the-pod HTTP/1.0\r\n\r\n").ok()?;
+    stream
+        .write_all(b"GET /from-the-pod HTTP/1.0\r\n\r\n")
+        .ok()?;
     let mut answer = String::new();
     let _ = stream.read_to_string(&mut answer);
     (!answer.is_empty()).then_some(answer)
@@ -260,7 +270,11 @@ async fn a_vmi_runs_in_its_pod_started_once_by_the_agent_and_ends_with_it() {
     .await;
     let pod = eventually("the launcher pod", || launcher_pod(&pods, &uid)).await;
     assert!(
-        pod.metadata.name.as_deref().unwrap().starts_with("virt-launcher-web-"),
+        pod.metadata
+            .name
+            .as_deref()
+            .unwrap()
+            .starts_with("virt-launcher-web-"),
         "{:?}",
         pod.metadata.name
     );
@@ -283,7 +297,11 @@ async fn a_vmi_runs_in_its_pod_started_once_by_the_agent_and_ends_with_it() {
     assert_eq!(status.node_name.as_deref(), Some(NODE));
     let pod_uid = pod.metadata.uid.clone().unwrap();
     assert_eq!(
-        status.active_pods.unwrap_or_default().get(&pod_uid).map(String::as_str),
+        status
+            .active_pods
+            .unwrap_or_default()
+            .get(&pod_uid)
+            .map(String::as_str),
         Some(NODE)
     );
     let run_dir = root.join(&uid);
@@ -297,12 +315,19 @@ async fn a_vmi_runs_in_its_pod_started_once_by_the_agent_and_ends_with_it() {
     stop_agent.send(true).unwrap();
     first_agent.await.unwrap();
     let launcher_pid = compute.child.id();
-    assert!(process_alive(launcher_pid), "the pod's launcher outlives the agent");
+    assert!(
+        process_alive(launcher_pid),
+        "the pod's launcher outlives the agent"
+    );
     let (stop_agent, second_agent) = agent(&c, &node_config, &work);
     tokio::time::sleep(Duration::from_secs(3)).await;
     let v = observe(&vmis, "web").await.unwrap();
     assert_eq!(phase(&v), "Running", "{:?}", v.status);
-    assert!(http_get(&run_dir).await.is_some_and(|a| a.contains("web-vm")));
+    assert!(
+        http_get(&run_dir)
+            .await
+            .is_some_and(|a| a.contains("web-vm"))
+    );
     let log = compute.log();
     assert_eq!(log.matches("start taken").count(), 1, "{log}");
 
@@ -332,7 +357,10 @@ async fn a_vmi_runs_in_its_pod_started_once_by_the_agent_and_ends_with_it() {
     let reason = failed.status.and_then(|s| s.reason).unwrap_or_default();
     assert!(reason.contains("killed"), "{reason}");
     eventually("its pod deleted", || async {
-        let p = pods.get_opt(crash_pod.metadata.name.as_deref()?).await.ok()?;
+        let p = pods
+            .get_opt(crash_pod.metadata.name.as_deref()?)
+            .await
+            .ok()?;
         p.is_none_or(|p| p.metadata.deletion_timestamp.is_some())
             .then_some(())
     })

@@ -47,7 +47,8 @@ pub enum Command {
         #[arg(short = 'o', long = "output")]
         output: Option<Output>,
     },
-    /// Run the controllers (VirtualMachine, VirtualMachineInstanceReplicaSet) against the cluster that `KUBECONFIG` (or
+    /// Run the controllers (VirtualMachine, VirtualMachineInstanceReplicaSet, and with
+    /// `--vmi-pods` VirtualMachineInstance) against the cluster that `KUBECONFIG` (or
     /// `--kubeconfig`, or the in-cluster service account) names, until SIGINT or SIGTERM.
     Run {
         /// The kubeconfig file (default: `KUBECONFIG`, then `~/.kube/config`, then in-cluster).

@@ -114,3 +114,114 @@ fn working_dir(given: Option<&PathBuf>) -> Result<PathBuf, CliError> {
             .map_err(|e| CliError::Setup(format!("reading the current directory: {e}"))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+    use serde_json::Value;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("kubevirt-controller").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn run_starts_the_vmi_controller_only_with_vmi_pods_and_an_image() {
+        let Command::Run { pods, .. } = parse(&["run"]).unwrap().command else {
+            panic!("run")
+        };
+        assert_eq!(pods.config().unwrap(), None);
+        assert!(parse(&["run", "--vmi-pods"]).is_err(), "no launcher image");
+        let cli = parse(&[
+            "run",
+            "--vmi-pods",
+            "--launcher-image",
+            "reg:5000/launcher:v1",
+            "--registry-config-dir",
+            "/etc/containerd/certs.d",
+            "--plain-http-registry",
+            "reg:5000",
+            "--oci-working-dir",
+            "/srv",
+        ])
+        .unwrap();
+        let Command::Run { pods, .. } = cli.command else {
+            panic!("run")
+        };
+        let config = pods.config().unwrap().expect("a pod config");
+        assert_eq!(
+            config,
+            PodConfig {
+                launcher_image: "reg:5000/launcher:v1".into(),
+                launcher_root: DEFAULT_LAUNCHER_ROOT.into(),
+                image_cache: DEFAULT_IMAGE_CACHE.into(),
+                registry_config_dir: Some("/etc/containerd/certs.d".into()),
+                plain_http_registries: vec!["reg:5000".into()],
+                working_dir: "/srv".into(),
+            }
+        );
+    }
+
+    #[test]
+    fn node_in_pods_mode_runs_below_the_launcher_root() {
+        let Command::Node(args) = parse(&["node"]).unwrap().command else {
+            panic!("node")
+        };
+        let (mode, root) = args.mode.mode(args.run_root.clone()).unwrap();
+        assert_eq!((mode, root), (AgentMode::Direct, args.run_root));
+        let cli = parse(&["node", "--mode", "pods", "--oci-working-dir", "/srv"]).unwrap();
+        let Command::Node(args) = cli.command else {
+            panic!("node")
+        };
+        let (mode, root) = args.mode.mode(args.run_root.clone()).unwrap();
+        let working_dir = PathBuf::from("/srv");
+        assert_eq!(mode, AgentMode::Pods { working_dir });
+        assert_eq!(root, PathBuf::from(DEFAULT_LAUNCHER_ROOT));
+    }
+
+    /// The manifest for a real cluster: its command lines parse, both sides name the same
+    /// launcher root, and the agent's DaemonSet has what pods mode needs.
+    #[test]
+    fn the_vmi_pods_manifest_matches_the_commands() {
+        let text = include_str!("../../manifests/vmi-pods.yaml");
+        let docs: Vec<Value> = text
+            .split("\n---\n")
+            .map(|d| serde_saphyr::from_str(d).expect("each document parses"))
+            .collect();
+        let pod_spec = |kind: &str| {
+            let d = docs.iter().find(|d| d["kind"] == kind).expect(kind);
+            d["spec"]["template"]["spec"].clone()
+        };
+        let args = |spec: &Value| -> Vec<String> {
+            serde_json::from_value(spec["containers"][0]["args"].clone()).unwrap()
+        };
+        let controller = args(&pod_spec("Deployment"));
+        let controller: Vec<&str> = controller.iter().map(String::as_str).collect();
+        let Command::Run { pods, .. } = parse(&controller).unwrap().command else {
+            panic!("run")
+        };
+        let config = pods.config().unwrap().expect("--vmi-pods");
+        let agent_spec = pod_spec("DaemonSet");
+        let agent = args(&agent_spec);
+        let agent: Vec<&str> = agent.iter().map(String::as_str).collect();
+        let Command::Node(node) = parse(&agent).unwrap().command else {
+            panic!("node")
+        };
+        let (mode, root) = node.mode.mode(node.run_root.clone()).unwrap();
+        assert!(matches!(mode, AgentMode::Pods { .. }));
+        assert_eq!(root, config.launcher_root);
+        let mounted: Vec<&str> = agent_spec["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|v| v["hostPath"]["path"].as_str())
+            .collect();
+        assert!(mounted.contains(&root.to_str().unwrap()), "{mounted:?}");
+        assert_eq!(agent_spec["hostPID"], true);
+        let caps = &agent_spec["containers"][0]["securityContext"]["capabilities"]["add"];
+        for cap in ["NET_ADMIN", "SYS_ADMIN", "SYS_PTRACE"] {
+            assert!(caps.as_array().unwrap().iter().any(|c| c == cap), "{cap}");
+        }
+    }
+}

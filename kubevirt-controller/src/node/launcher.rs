@@ -479,12 +479,11 @@ async fn peer_status(run_dir: &Path) -> Result<Option<(u32, Status)>, NodeError>
         .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))
         .and_then(|r| r)
         .map_err(io("asking the status of"))?;
-    let status: Status = kubevirt_launcher_protocol::decode_reply(&answer).map_err(|e| {
-        NodeError::LauncherBusy {
+    let status: Status =
+        kubevirt_launcher_protocol::decode_reply(&answer).map_err(|e| NodeError::LauncherBusy {
             run_dir: run_dir.to_path_buf(),
             why: format!("its status answer is unusable: {e}"),
-        }
-    })?;
+        })?;
     Ok(Some((pid, status)))
 }
 

@@ -131,7 +131,10 @@ async fn reconcile(
                 .get_or_insert_with(Default::default)
                 .insert(crate::node::report::NODE_NAME_LABEL.into(), node.clone());
         }
-        match vmis.replace(&target.name, &PostParams::default(), &updated).await {
+        match vmis
+            .replace(&target.name, &PostParams::default(), &updated)
+            .await
+        {
             Ok(_) => {}
             Err(kube::Error::Api(e)) if e.code == 409 => return Ok(Requeue::requeue(RETRY)),
             Err(e) => {

@@ -360,7 +360,7 @@ fn compute_resources(vmi: &VirtualMachineInstance) -> Result<ResourceRequirement
 
 /// A memory quantity: whole MiB as `NMi`, else bytes.
 fn memory(bytes: u64) -> Quantity {
-    if bytes % (1 << 20) == 0 {
+    if bytes.is_multiple_of(1 << 20) {
         Quantity(format!("{}Mi", bytes >> 20))
     } else {
         Quantity(bytes.to_string())
