@@ -68,6 +68,8 @@ spec:
 /// What the pod's network namespace gets from the test's stand-in CNI: `lo` and an `eth0`
 /// (one end of a veth pair whose other end stays inside), then the command.
 const POD_NETNS: &str = "ip link set lo up && ip link add eth0 type veth peer name eth0-peer && ip link set eth0-peer up && ip link set eth0 up && exec \"$0\" \"$@\"";
+/// A pod network namespace a CNI plugin left without its interface.
+const NO_ETH0: &str = "ip link set lo up && exec \"$0\" \"$@\"";
 
 /// The `compute` container of a pod, run as the kubelet would run it: the launcher binary for
 /// the image's, each volume's host path for its mount path, in a network namespace of its own.
@@ -77,7 +79,7 @@ struct Compute {
 }
 
 impl Compute {
-    fn run(pod: &Pod, launcher: &Path, log: PathBuf) -> Compute {
+    fn run(pod: &Pod, launcher: &Path, netns: &str, log: PathBuf) -> Compute {
         let spec = pod.spec.as_ref().expect("a pod spec");
         let compute = spec
             .containers
@@ -110,7 +112,7 @@ impl Compute {
         }
         let out = std::fs::File::create(&log).unwrap();
         let child = Command::new("unshare")
-            .args(["--net", "--", "sh", "-c", POD_NETNS])
+            .args(["--net", "--", "sh", "-c", netns])
             .arg(launcher)
             .args(&args)
             .stdin(Stdio::null())
@@ -284,7 +286,7 @@ async fn a_vmi_runs_in_its_pod_started_once_by_the_agent_and_ends_with_it() {
     .await;
 
     // Bound and running, the pod's launcher waits; the agent starts it and the guest runs.
-    let compute = Compute::run(&pod, &launcher, work.join("compute-web.log"));
+    let compute = Compute::run(&pod, &launcher, POD_NETNS, work.join("compute-web.log"));
     bind_and_run(&pods, &pod).await;
     let running = eventually("a Running VMI with the pod's IP", || async {
         let v = observe(&vmis, "web").await?;
@@ -341,7 +343,12 @@ async fn a_vmi_runs_in_its_pod_started_once_by_the_agent_and_ends_with_it() {
     })
     .await;
     let crash_pod = eventually("its pod", || launcher_pod(&pods, &crash_uid)).await;
-    let mut crash = Compute::run(&crash_pod, &launcher, work.join("compute-crash.log"));
+    let mut crash = Compute::run(
+        &crash_pod,
+        &launcher,
+        POD_NETNS,
+        work.join("compute-crash.log"),
+    );
     bind_and_run(&pods, &crash_pod).await;
     eventually("the second VMI Running", || async {
         (phase(&observe(&vmis, "crash").await?) == "Running").then_some(())
@@ -385,4 +392,70 @@ async fn a_vmi_runs_in_its_pod_started_once_by_the_agent_and_ends_with_it() {
     second_agent.await.unwrap();
     stop_controller.send(true).unwrap();
     controller.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_network_that_cannot_be_prepared_fails_the_vmi_with_why() {
+    let launcher = tokio::task::spawn_blocking(|| launcher_binary(Profile::Debug))
+        .await
+        .unwrap();
+    let c = Cluster::start(false).await;
+    let work = c.dir.join("node");
+    let image = demo_image(&work);
+    let root = work.join("launchers");
+    let node_config = NodeConfig {
+        node_name: NODE.into(),
+        launcher: launcher.clone(),
+        run_root: root.clone(),
+        cache_dir: work.join("images"),
+        volumes_dir: work.join("volumes"),
+        launcher_args: vec![],
+        claim_unscheduled: false,
+    };
+    let (stop_agent, agent_task) = agent(&c, &node_config, &work);
+    let vmis: Api<VirtualMachineInstance> = Api::namespaced(c.client.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(c.client.clone(), "default");
+    // The VMI controller's part, done by hand: the pod rendered, the VMI Scheduled on the node.
+    let (ok, _, err) = c
+        .kubectl(&["apply", "-f", "-"], Some(&vmi("nonet", &image, true)))
+        .await;
+    assert!(ok, "kubectl apply: {err}");
+    let v = eventually("the VMI", || observe(&vmis, "nonet")).await;
+    let config = PodConfig {
+        launcher_image: "registry.test/kubevirt-rs/launcher:v1".into(),
+        launcher_root: root.clone(),
+        image_cache: work.join("images"),
+        registry_config_dir: None,
+        plain_http_registries: vec![],
+        working_dir: work.clone(),
+    };
+    let pod = kubevirt_controller::vmi::pod_for(&v, &config).unwrap();
+    let pod = pods.create(&PostParams::default(), &pod).await.unwrap();
+    let status = json!({"status": {"phase": "Scheduled", "nodeName": NODE}});
+    vmis.patch("nonet", &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .unwrap();
+
+    let mut compute = Compute::run(&pod, &launcher, NO_ETH0, work.join("compute-nonet.log"));
+    let failed = eventually("the VMI Failed", || async {
+        let v = observe(&vmis, "nonet").await?;
+        (phase(&v) == "Failed").then_some(v)
+    })
+    .await;
+    let reason = failed.status.and_then(|s| s.reason).unwrap_or_default();
+    assert!(
+        reason.starts_with("preparing the pod network failed: a set-up step failed: ")
+            && reason.contains("eth0: no such interface"),
+        "{reason}"
+    );
+    // The launcher, never started, is gone with it.
+    let exit = eventually("the launcher's exit", || {
+        std::future::ready(compute.child.try_wait().ok().flatten())
+    })
+    .await;
+    assert!(!exit.success(), "{exit:?}");
+    assert!(!compute.log().contains("start taken"), "{}", compute.log());
+
+    stop_agent.send(true).unwrap();
+    agent_task.await.unwrap();
 }
