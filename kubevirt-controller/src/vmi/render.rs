@@ -133,7 +133,13 @@ pub fn pod_for(vmi: &VirtualMachineInstance, config: &PodConfig) -> Result<Pod, 
         image_pull_policy: Some("IfNotPresent".into()),
         command: Some(command),
         resources: Some(compute_resources(vmi)?),
-        security_context: Some(security(&["NET_BIND_SERVICE", "NET_RAW"])),
+        // The runtime's default capabilities (what kubevirt-launcher's tests run `serve` with),
+        // no NET_ADMIN or SYS_ADMIN: the node agent builds the pod network.
+        security_context: Some(SecurityContext {
+            run_as_user: Some(0),
+            privileged: Some(false),
+            ..SecurityContext::default()
+        }),
         volume_mounts: Some(mounts.clone()),
         ..Container::default()
     };
@@ -155,7 +161,15 @@ pub fn pod_for(vmi: &VirtualMachineInstance, config: &PodConfig) -> Result<Pod, 
             limits: Some(quantities(&[("cpu", "15m"), ("memory", "60Mi")])),
             ..ResourceRequirements::default()
         }),
-        security_context: Some(security(&[])),
+        security_context: Some(SecurityContext {
+            run_as_user: Some(0),
+            privileged: Some(false),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                add: None,
+            }),
+            ..SecurityContext::default()
+        }),
         volume_mounts: Some(mounts),
         ..Container::default()
     };
@@ -372,19 +386,6 @@ fn quantities(pairs: &[(&str, &str)]) -> BTreeMap<String, Quantity> {
         .iter()
         .map(|(k, v)| (k.to_string(), Quantity(v.to_string())))
         .collect()
-}
-
-/// Root in the container, every capability dropped but `add`, not privileged.
-fn security(add: &[&str]) -> SecurityContext {
-    SecurityContext {
-        run_as_user: Some(0),
-        privileged: Some(false),
-        capabilities: Some(Capabilities {
-            drop: Some(vec!["ALL".into()]),
-            add: Some(add.iter().map(|c| c.to_string()).collect()),
-        }),
-        ..SecurityContext::default()
-    }
 }
 
 #[cfg(test)]
