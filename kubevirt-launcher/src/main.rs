@@ -5,7 +5,8 @@
 //!   a virt-launcher pod: waits on its control socket for the node agent's `start`, then runs
 //!   that VMI as `run` does.
 //! - `pod-network --netns PATH --tap-owner UID --vmi FILE|-`: the node agent's privileged half
-//!   of the pod network (bridge, tap, NAT in the pod's network namespace).
+//!   of the pod network (masquerade: bridge, tap, NAT; bridge: eth0 and the tap on a bridge)
+//!   in the pod's network namespace.
 //! - `console-log --file PATH`: prints a console log as it grows (the `guest-console-log`
 //!   container).
 //!
@@ -14,9 +15,10 @@
 //! before its VMI started included); 1 the guest or the VMM failed (Failed); 2 the document is
 //! invalid or uses what is not supported yet; 3 the launch failed (image, disk, VMM setup, the
 //! control socket). Before it exits, the launcher leaves the same with its reason in
-//! `<run-dir>/final.json` (`FinalStatus`). `pod-network`: 0 prepared (or already), 2 the VMI is
-//! invalid or has no pod network, 3 the namespace or a set-up step failed. `console-log`: 0 on
-//! SIGTERM or SIGINT, 1 when the log cannot be read or printed.
+//! `<run-dir>/final.json` (`FinalStatus`). `pod-network`: 0 prepared (or already, or no pod
+//! network to prepare), 2 the VMI (or the command line) is invalid, 3 the namespace or a
+//! set-up step failed. `console-log`: 0 on SIGTERM or SIGINT, 1 when the log cannot be read or
+//! printed.
 
 mod cli;
 
@@ -42,8 +44,8 @@ enum Command {
     /// Wait in a virt-launcher pod for the node agent's `start` on the control socket, then run
     /// that VMI (it must have the uid given here).
     Serve(cli::serve::ServeArgs),
-    /// Build a VMI's pod network (bridge, persistent tap, NAT) inside a pod's network
-    /// namespace: the node agent's privileged step before `start`.
+    /// Build a VMI's pod network binding (masquerade or bridge, a persistent tap) inside a
+    /// pod's network namespace: the node agent's privileged step before `start`.
     PodNetwork(cli::pod_network::PodNetworkArgs),
     /// Print a console log as it grows, following its rotation, until SIGTERM or SIGINT.
     ConsoleLog(cli::console_log::ConsoleLogArgs),

@@ -3,9 +3,11 @@
 //! upstream reports; shutdown presses the power
 //! button, and a guest that ignores it is stopped after the grace period.
 
-use kubevirt_launcher::control::{ControlServer, Shutdowns, Target};
+use kubevirt_launcher::control::{ControlServer, Identity, ServeEvent, Shutdowns, Target};
 use kubevirt_launcher::run::machine::{Machine, MachineSpec};
-use kubevirt_launcher_protocol::{Client, ClientError, GuestInfo, Phase, Request, ShutdownReply};
+use kubevirt_launcher_protocol::{
+    Client, ClientError, GuestInfo, Phase, Request, ShutdownReply, StartRequest,
+};
 use kubevirt_vmm::testguest::programs::{self, COUNTER_ADDR};
 use kubevirt_vmm::{ConsoleConfig, ExitReason, Vm};
 use serde_json::{Value, json};
@@ -22,8 +24,8 @@ fn ask(conn: &mut UnixStream, reader: &mut BufReader<UnixStream>, req: Value) ->
     serde_json::from_str(&line).unwrap()
 }
 
-/// The counter guest as a launcher machine (started), with its control socket.
-fn serve(dir: &std::path::Path) -> (Arc<Machine>, ControlServer) {
+/// The counter guest as a launcher machine (started) and what the control socket acts on.
+fn counter_target() -> (Arc<Machine>, Target) {
     let guest = programs::counter().expect("counter guest");
     let machine = Machine::start(MachineSpec {
         config: guest.vm_config(1, ConsoleConfig::Sink),
@@ -33,20 +35,23 @@ fn serve(dir: &std::path::Path) -> (Arc<Machine>, ControlServer) {
         net: None,
     })
     .expect("machine");
-    let server = ControlServer::start(
-        &dir.join("control.sock"),
-        Target {
-            machine: machine.clone(),
-            shutdowns: Shutdowns::new(machine.clone()),
-            grace: Duration::from_secs(30),
-            info: GuestInfo {
-                vcpus: 1,
-                ..GuestInfo::default()
-            },
-            vmi: ("default".into(), "control".into(), "uid-1".into()),
+    let target = Target {
+        machine: machine.clone(),
+        shutdowns: Shutdowns::new(machine.clone()),
+        grace: Duration::from_secs(30),
+        info: GuestInfo {
+            vcpus: 1,
+            ..GuestInfo::default()
         },
-    )
-    .expect("control socket");
+        vmi: ("default".into(), "control".into(), "uid-1".into()),
+    };
+    (machine, target)
+}
+
+/// The counter guest with its control socket.
+fn serve(dir: &std::path::Path) -> (Arc<Machine>, ControlServer) {
+    let (machine, target) = counter_target();
+    let server = ControlServer::start(&dir.join("control.sock"), target).expect("control socket");
     (machine, server)
 }
 
@@ -181,4 +186,40 @@ fn shutdown_stops_a_guest_that_ignores_the_button_after_the_grace_period() {
         "stopped only after the grace period ({:?})",
         t.elapsed()
     );
+}
+
+/// A `stop` that reaches a `serve` launcher while its VM is being set up (after `start`) is
+/// taken, and the VM is stopped the moment the socket switches to it.
+#[test]
+fn a_stop_during_set_up_stops_the_vm_once_it_is_built() {
+    let dir = kubevirt_testsupport::tempdir("control-pending");
+    let identity = Identity {
+        namespace: "default".into(),
+        name: "control".into(),
+        uid: "uid-1".into(),
+    };
+    let (server, events) =
+        ControlServer::waiting(&dir.join("control.sock"), identity).expect("control socket");
+    let client = Client::new(server.socket());
+    assert_eq!(client.status().unwrap().phase, Phase::Waiting);
+    client
+        .act(&Request::Start(Box::new(StartRequest {
+            vmi: json!({"metadata": {"uid": "uid-1"}}),
+            network_prepared: false,
+        })))
+        .expect("start");
+    assert!(matches!(
+        events.recv_timeout(Duration::from_secs(5)),
+        Ok(ServeEvent::Start { .. })
+    ));
+    assert_eq!(client.status().unwrap().phase, Phase::Scheduled);
+    client.stop().expect("stop while setting up");
+    let (machine, target) = counter_target();
+    let vm = machine.vm();
+    server.serve_target(target);
+    assert_eq!(
+        vm.wait_timeout(Duration::from_secs(10)),
+        Some(ExitReason::Stopped)
+    );
+    assert_eq!(client.status().unwrap().phase, Phase::Succeeded);
 }

@@ -202,7 +202,7 @@ fn every_problem_is_reported_at_once_with_paths_into_the_template() {
     let paths: Vec<&str> = err.0.iter().map(|e| e.path.as_str()).collect();
     for want in [
         "spec.template.spec.domain.devices.disks[0].disk.bus",
-        "spec.template.spec.domain.devices.interfaces[0].bridge",
+        "spec.template.spec.domain.devices.interfaces[0].ports",
         "spec.template.spec.domain.cpu.features[0].policy",
         "spec.template.spec.domain.memory.hugepages",
     ] {

@@ -1,11 +1,11 @@
 //! `kubevirt-launcher pod-network`: the node agent's privileged step for a launcher in its pod
-//! (see `kubevirt_launcher::network::prepare`). Exit codes: 0 prepared (or already prepared:
-//! nothing changed), 2 the VMI is invalid or has no pod network, 3 the namespace cannot be
-//! entered or a set-up step failed. Nothing is changed before the VMI and the namespace are
-//! checked.
+//! (see `kubevirt_launcher::network::prepare`). Exit codes: 0 prepared (or already prepared,
+//! or the VMI has no pod network: nothing changed), 2 the VMI (or the command line) is invalid,
+//! 3 the namespace cannot be entered or a set-up step failed. Nothing is changed before the VMI
+//! and the namespace are checked.
 
 use super::read_object;
-use kubevirt_launcher::network::prepare::{PrepareOptions, prepare};
+use kubevirt_launcher::network::prepare::{PrepareError, PrepareOptions, prepare};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -53,6 +53,13 @@ pub fn pod_network(args: PodNetworkArgs) -> ExitCode {
                 "kubevirt-launcher: pod network in {} prepared: {}",
                 opts.netns.display(),
                 done.changes.join(", ")
+            );
+            ExitCode::SUCCESS
+        }
+        Err(PrepareError::NoPodNetwork(vmi)) => {
+            // Not an error: the node agent may run this for every VMI.
+            eprintln!(
+                "kubevirt-launcher: VMI {vmi} has no pod network: nothing to prepare, nothing changed"
             );
             ExitCode::SUCCESS
         }

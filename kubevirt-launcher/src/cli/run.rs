@@ -36,8 +36,9 @@ pub struct RunArgs {
     /// Do not copy the console to stdout.
     #[arg(long)]
     quiet: bool,
-    /// Build the pod network's masquerade binding (bridge, nftables NAT, DHCP) in this
-    /// process's network namespace: only where that namespace is the pod's or a scratch one.
+    /// Build the pod network's binding (masquerade: bridge, nftables NAT; bridge: eth0 and the
+    /// tap on a bridge, the pod's address to the guest; DHCP for both) in this process's
+    /// network namespace: only where that namespace is the pod's or a scratch one.
     #[arg(long)]
     pod_network: bool,
     /// The pod's network interface.

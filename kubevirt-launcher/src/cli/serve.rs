@@ -50,7 +50,7 @@ pub struct ServeArgs {
     /// The pod's network interface.
     #[arg(long, default_value = "eth0")]
     pod_interface: String,
-    /// When `start` says the network is not prepared, build the masquerade binding here (needs
+    /// When `start` says the network is not prepared, build the binding here (needs
     /// CAP_NET_ADMIN); without this such a start fails with a clear error.
     #[arg(long)]
     pod_network: bool,

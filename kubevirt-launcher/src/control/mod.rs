@@ -118,9 +118,25 @@ impl ControlServer {
         })
     }
 
-    /// From now on the socket answers for `target` (a waiting launcher's VM is built).
+    /// From now on the socket answers for `target` (a waiting launcher's VM is built); a `stop`
+    /// or `shutdown` that came while it was being set up is applied to it now.
     pub fn serve_target(&self, target: Target) {
-        *lock(&self.serving) = Serving::Running(target);
+        let pending = {
+            let mut serving = lock(&self.serving);
+            let pending = match &mut *serving {
+                Serving::Waiting(w) => w.take_pending(),
+                Serving::Running(_) => None,
+            };
+            *serving = Serving::Running(target.clone());
+            pending
+        };
+        if let Some(line) = pending {
+            let answer = handle(&target, &line);
+            eprintln!(
+                "kubevirt-launcher: applied what was asked while the VM was being set up: {} -> {answer}",
+                line.trim()
+            );
+        }
     }
 
     /// The socket path.

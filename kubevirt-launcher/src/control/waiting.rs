@@ -1,7 +1,8 @@
 //! The control socket of a launcher waiting in its virt-launcher pod (`serve`): it answers
 //! `status` with [`Phase::Waiting`] and its identity, exits on `stop` or `shutdown`, and takes
 //! `start` for its own VMI only (the uid it was started with). Once `start` is taken the VM is
-//! being set up: `status` answers `Scheduled`; what needs the VM is refused until it runs.
+//! being set up: `status` answers `Scheduled`; `stop` or `shutdown` is kept and applied to the
+//! VM the moment it is built ([`Waiting::take_pending`]); the rest is refused until it runs.
 
 use kubevirt_launcher_protocol::{
     Done, LauncherIdentity, Phase, Request, ShutdownReply, Status, StopReply, encode_error,
@@ -44,7 +45,14 @@ pub struct Waiting {
     identity: Identity,
     events: Sender<ServeEvent>,
     started: bool,
+    /// The VMI's grace period (what a pending `shutdown` without one will use).
+    grace_seconds: u64,
+    /// A `stop` or `shutdown` that came while the VM was being set up (its request line).
+    pending: Option<String>,
 }
+
+/// Upstream's default `terminationGracePeriodSeconds`.
+const DEFAULT_GRACE_SECONDS: u64 = 30;
 
 /// The uid in a VMI object's metadata, if it has one.
 fn uid_of(vmi: &serde_json::Value) -> Option<&str> {
@@ -60,6 +68,8 @@ impl Waiting {
                 identity,
                 events,
                 started: false,
+                grace_seconds: DEFAULT_GRACE_SECONDS,
+                pending: None,
             },
             rx,
         )
@@ -80,6 +90,12 @@ impl Waiting {
             }),
             ..Status::default()
         }
+    }
+
+    /// The `stop` or `shutdown` request line that came while the VM was being set up, to apply
+    /// to the VM now that it is built.
+    pub fn take_pending(&mut self) -> Option<String> {
+        self.pending.take()
     }
 
     /// Answers one request line with one reply line (no newline).
@@ -103,6 +119,9 @@ impl Waiting {
                         self.identity.uid
                     ));
                 }
+                self.grace_seconds = start.vmi["spec"]["terminationGracePeriodSeconds"]
+                    .as_u64()
+                    .unwrap_or(DEFAULT_GRACE_SECONDS);
                 let event = ServeEvent::Start {
                     vmi: start.vmi,
                     network_prepared: start.network_prepared,
@@ -121,6 +140,30 @@ impl Waiting {
                 } else {
                     encode_ok(&ShutdownReply::Stopped { exit })
                 }
+            }
+            Request::Stop | Request::Shutdown { .. } if self.pending.is_some() => {
+                if op == "stop" {
+                    encode_ok(&StopReply {
+                        exit: "a stop or shutdown is already pending: the VM ends once it is built"
+                            .into(),
+                    })
+                } else {
+                    encode_ok(&ShutdownReply::AlreadyRequested)
+                }
+            }
+            Request::Stop => {
+                self.pending = Some(line.to_string());
+                encode_ok(&StopReply {
+                    exit: "the VM is being set up: it is stopped the moment it is built".into(),
+                })
+            }
+            Request::Shutdown {
+                grace_period_seconds,
+            } => {
+                self.pending = Some(line.to_string());
+                encode_ok(&ShutdownReply::Requested {
+                    grace_period_seconds: grace_period_seconds.unwrap_or(self.grace_seconds),
+                })
             }
             _ if self.started => encode_error(&format!(
                 "{op}: the VM is being set up (start was taken); ask again once status says Running"
@@ -175,6 +218,31 @@ mod tests {
         assert!(again.to_string().contains("already"), "{again}");
         let pause = decode_reply::<Done>(&w.handle(r#"{"op":"pause"}"#)).unwrap_err();
         assert!(pause.to_string().contains("being set up"), "{pause}");
+    }
+
+    #[test]
+    fn a_shutdown_during_set_up_is_kept_for_the_vm_with_the_vmis_grace_period() {
+        let (mut w, _events) = waiting();
+        let vmi = serde_json::json!({"metadata": {"uid": "uid-1"}, "spec": {"terminationGracePeriodSeconds": 7}});
+        let start = Request::Start(Box::new(StartRequest {
+            vmi,
+            network_prepared: false,
+        }));
+        decode_reply::<Done>(&w.handle(&start.to_line())).unwrap();
+        assert_eq!(w.take_pending(), None);
+        let r: ShutdownReply = decode_reply(&w.handle(r#"{"op":"shutdown"}"#)).unwrap();
+        assert_eq!(
+            r,
+            ShutdownReply::Requested {
+                grace_period_seconds: 7
+            }
+        );
+        let again: ShutdownReply = decode_reply(&w.handle(r#"{"op":"shutdown"}"#)).unwrap();
+        assert_eq!(again, ShutdownReply::AlreadyRequested);
+        let stop: StopReply = decode_reply(&w.handle(r#"{"op":"stop"}"#)).unwrap();
+        assert!(stop.exit.contains("already pending"), "{stop:?}");
+        assert_eq!(w.take_pending().as_deref(), Some(r#"{"op":"shutdown"}"#));
+        assert_eq!(w.take_pending(), None);
     }
 
     #[test]

@@ -111,41 +111,23 @@ impl Masquerade {
     }
 
     /// Runs one set-up command (`args[0]` is the program), in the configured namespace if any.
-    pub(crate) fn run(&self, args: &[&str], stdin: Option<&str>) -> Result<(), NetError> {
-        let mut cmd = match &self.netns {
+    fn run(&self, args: &[&str], stdin: Option<&str>) -> Result<(), NetError> {
+        match &self.netns {
             Some(ns) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns]).args(args);
-                c
+                let mut all = vec!["ip", "netns", "exec", ns.as_str()];
+                all.extend_from_slice(args);
+                command(&all, stdin).map_err(|e| match e {
+                    NetError::Spawn { source, .. } => NetError::Spawn {
+                        command: args.join(" "),
+                        source,
+                    },
+                    NetError::Command { message, .. } => NetError::Command {
+                        command: args.join(" "),
+                        message,
+                    },
+                })
             }
-            None => {
-                let mut c = Command::new(args[0]);
-                c.args(&args[1..]);
-                c
-            }
-        };
-        let line = args.join(" ");
-        let spawn = |source| NetError::Spawn {
-            command: line.clone(),
-            source,
-        };
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(spawn)?;
-        if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-            pipe.write_all(text.as_bytes()).map_err(spawn)?;
-        }
-        let out = child.wait_with_output().map_err(spawn)?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(NetError::Command {
-                command: line.clone(),
-                message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-            })
+            None => command(args, stdin),
         }
     }
 
@@ -177,6 +159,35 @@ impl Masquerade {
         }
         self.run(&["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"], None)?;
         self.run(&["nft", "-f", "-"], Some(&self.ruleset()))
+    }
+}
+
+/// Runs one set-up command (`args[0]` is the program, `stdin` fed to it) in this process's
+/// network namespace; its error output becomes the error.
+pub(crate) fn command(args: &[&str], stdin: Option<&str>) -> Result<(), NetError> {
+    let line = args.join(" ");
+    let spawn = |source| NetError::Spawn {
+        command: line.clone(),
+        source,
+    };
+    let mut child = Command::new(args[0])
+        .args(&args[1..])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(spawn)?;
+    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(text.as_bytes()).map_err(spawn)?;
+    }
+    let out = child.wait_with_output().map_err(spawn)?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(NetError::Command {
+            command: line.clone(),
+            message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        })
     }
 }
 

@@ -1,18 +1,19 @@
-//! `kubevirt-launcher pod-network`: the privileged half of the masquerade binding, run by the
+//! `kubevirt-launcher pod-network`: the privileged half of the pod network's binding, run by the
 //! node agent on the host for a launcher in its virt-launcher pod (upstream's virt-handler
 //! does the same before its launcher starts the domain). It enters the pod's network namespace
 //! and builds there what [`super::masquerade`] builds for a standalone launcher: the bridge
 //! `k6t-eth0` with the gateway address, the guest's tap `tap0` (persistent, owned by the
 //! launcher's uid, so the launcher opens it without CAP_NET_ADMIN), `ip_forward` and the
-//! nftables NAT. The launcher then only opens the tap and serves DHCP.
+//! nftables NAT; for the bridge binding what [`super::bridge`] describes. The launcher then
+//! only opens the tap and serves DHCP.
 //!
 //! Idempotent: each piece is looked at first and made only if missing, so a second run on a
 //! prepared namespace changes nothing (the nftables table is left as it is, counters
 //! included). A VMI without a pod network, or a namespace that cannot be entered, is refused
 //! before anything is changed.
 
-use super::masquerade::{Masquerade, NetError};
-use crate::plan::{PlanErrors, from_vmi, vmi_of};
+use super::masquerade::{Masquerade, NetError, command};
+use crate::plan::{Binding, NetworkPlan, PlanErrors, from_vmi, vmi_of};
 use crate::run::network::TAP_NAME;
 use kubevirt_api::object::Object;
 use std::os::fd::AsRawFd;
@@ -29,7 +30,7 @@ pub enum PrepareError {
     Plan(#[from] PlanErrors),
     /// The VMI has no pod network interface.
     #[error(
-        "spec.networks: VMI {0} has no pod network with a masquerade interface: there is nothing to prepare (do not run pod-network for it)"
+        "spec.networks: VMI {0} has no pod network with a masquerade or bridge interface: there is nothing to prepare"
     )]
     NoPodNetwork(String),
     /// The namespace file cannot be opened.
@@ -74,13 +75,22 @@ pub enum PrepareError {
         /// What was found.
         found: String,
     },
+    /// The pod interface's address cannot be taken over by the bridge binding.
+    #[error("--pod-interface {iface}: {why}")]
+    PodAddress {
+        /// The interface.
+        iface: String,
+        /// What is missing.
+        why: String,
+    },
     /// A set-up step failed.
     #[error("{0}")]
     Step(#[from] NetError),
 }
 
 impl PrepareError {
-    /// The VMI document is at fault (exit code 2); otherwise the host is (exit code 3).
+    /// The VMI document is at fault (exit code 2, except [`PrepareError::NoPodNetwork`], which
+    /// `pod-network` reports as nothing to do); otherwise the host is (exit code 3).
     pub fn is_invalid(&self) -> bool {
         matches!(self, PrepareError::Plan(_) | PrepareError::NoPodNetwork(_))
     }
@@ -121,42 +131,118 @@ pub fn prepare(object: &Object, opts: &PrepareOptions) -> Result<Prepared, Prepa
         )));
     };
     enter_netns(&opts.netns)?;
-    let mut masq = Masquerade::upstream_default(network.ports.clone());
-    masq.pod_iface = opts.pod_iface.clone();
+    build(&network, opts)
+}
+
+/// Builds `network`'s binding in the calling thread's network namespace, adding only what is
+/// missing (a standalone launcher's bridge binding uses it directly).
+///
+/// # Errors
+/// [`PrepareError`].
+pub fn build(network: &NetworkPlan, opts: &PrepareOptions) -> Result<Prepared, PrepareError> {
     if query(&["ip", "link", "show", "dev", &opts.pod_iface]).is_none() {
         return Err(PrepareError::NoPodInterface {
             iface: opts.pod_iface.clone(),
             netns: opts.netns.clone(),
         });
     }
-    let mut done = Prepared::default();
-    let mut change = |what: String, args: &[&str], stdin: Option<&str>| {
-        masq.run(args, stdin)?;
-        done.changes.push(what);
-        Ok::<(), NetError>(())
-    };
+    let mut steps = Steps::default();
+    match network.binding {
+        Binding::Masquerade => masquerade(&mut steps, network, opts)?,
+        Binding::Bridge => super::bridge::build(&mut steps, opts)?,
+    }
+    Ok(Prepared {
+        changes: steps.changes,
+    })
+}
+
+/// The changes made so far; each runs one command.
+#[derive(Debug, Default)]
+pub(crate) struct Steps {
+    changes: Vec<String>,
+}
+
+impl Steps {
+    /// Runs `args` (`stdin` fed to it) and notes `what` it changed.
+    pub(crate) fn change(
+        &mut self,
+        what: String,
+        args: &[&str],
+        stdin: Option<&str>,
+    ) -> Result<(), NetError> {
+        command(args, stdin)?;
+        self.changes.push(what);
+        Ok(())
+    }
+}
+
+/// The masquerade binding: the bridge with the gateway address, the tap, forwarding, the NAT.
+fn masquerade(
+    steps: &mut Steps,
+    network: &NetworkPlan,
+    opts: &PrepareOptions,
+) -> Result<(), PrepareError> {
+    let mut masq = Masquerade::upstream_default(network.ports.clone());
+    masq.pod_iface = opts.pod_iface.clone();
     let br = masq.bridge.clone();
     let gw = format!("{}/{}", masq.gateway, masq.prefix_len);
-    if query(&["ip", "link", "show", "dev", &br]).is_none() {
-        change(
+    bridge_with_address(steps, &br, &gw)?;
+    tap_on_bridge(steps, &br, None, opts)?;
+    let forward = query(&["sysctl", "-n", "net.ipv4.ip_forward"]).unwrap_or_default();
+    if forward.trim() != "1" {
+        steps.change(
+            "net.ipv4.ip_forward=1".into(),
+            &["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"],
+            None,
+        )?;
+    }
+    if query(&["nft", "list", "table", "ip", "kubevirt_rs_nat"]).is_none() {
+        steps.change(
+            "nftables table ip kubevirt_rs_nat".into(),
+            &["nft", "-f", "-"],
+            Some(&masq.ruleset()),
+        )?;
+    }
+    Ok(())
+}
+
+/// The bridge `br`, holding `address` (`a.b.c.d/len`).
+pub(crate) fn bridge_with_address(
+    steps: &mut Steps,
+    br: &str,
+    address: &str,
+) -> Result<(), PrepareError> {
+    if query(&["ip", "link", "show", "dev", br]).is_none() {
+        steps.change(
             format!("bridge {br}"),
-            &["ip", "link", "add", &br, "type", "bridge"],
+            &["ip", "link", "add", br, "type", "bridge"],
             None,
         )?;
     }
-    let addrs = query(&["ip", "-o", "-4", "addr", "show", "dev", &br]).unwrap_or_default();
-    if !addrs.split_whitespace().any(|w| w == gw) {
-        change(
-            format!("address {gw} on {br}"),
-            &["ip", "addr", "add", &gw, "dev", &br],
+    let addrs = query(&["ip", "-o", "-4", "addr", "show", "dev", br]).unwrap_or_default();
+    if !addrs.split_whitespace().any(|w| w == address) {
+        steps.change(
+            format!("address {address} on {br}"),
+            &["ip", "addr", "add", address, "dev", br],
             None,
         )?;
     }
+    Ok(())
+}
+
+/// The guest's persistent tap, owned by `opts.tap_owner`, on `br` (with `mtu` if given), and
+/// both up.
+pub(crate) fn tap_on_bridge(
+    steps: &mut Steps,
+    br: &str,
+    mtu: Option<u32>,
+    opts: &PrepareOptions,
+) -> Result<(), PrepareError> {
     match query(&["ip", "-j", "-d", "link", "show", "dev", TAP_NAME]) {
         Some(json) => check_tap(&json, opts)?,
         None => {
             let owner = opts.tap_owner.to_string();
-            change(
+            steps.change(
                 format!("tap {TAP_NAME} (persistent, owner uid {owner})"),
                 &[
                     "ip", "tuntap", "add", "dev", TAP_NAME, "mode", "tap", "user", &owner,
@@ -166,36 +252,34 @@ pub fn prepare(object: &Object, opts: &PrepareOptions) -> Result<Prepared, Prepa
             )?;
         }
     }
-    let link = query(&["ip", "-o", "link", "show", "dev", TAP_NAME]).unwrap_or_default();
-    if !link.contains(&format!(" master {br} ")) {
-        change(
-            format!("{TAP_NAME} on {br}"),
-            &["ip", "link", "set", TAP_NAME, "master", &br],
-            None,
-        )?;
-    }
-    for dev in [br.as_str(), TAP_NAME] {
-        let flags = query(&["ip", "-o", "link", "show", "dev", dev]).unwrap_or_default();
-        if !flags.contains(",UP") && !flags.contains("<UP") {
-            change(format!("{dev} up"), &["ip", "link", "set", dev, "up"], None)?;
+    if let Some(mtu) = mtu {
+        let now = query(&["ip", "-j", "link", "show", "dev", TAP_NAME])
+            .and_then(|j| serde_json::from_str::<serde_json::Value>(&j).ok())
+            .and_then(|v| v[0]["mtu"].as_u64());
+        if now != Some(u64::from(mtu)) {
+            let text = mtu.to_string();
+            steps.change(
+                format!("{TAP_NAME} mtu {mtu}"),
+                &["ip", "link", "set", "dev", TAP_NAME, "mtu", &text],
+                None,
+            )?;
         }
     }
-    let forward = query(&["sysctl", "-n", "net.ipv4.ip_forward"]).unwrap_or_default();
-    if forward.trim() != "1" {
-        change(
-            "net.ipv4.ip_forward=1".into(),
-            &["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"],
+    let link = query(&["ip", "-o", "link", "show", "dev", TAP_NAME]).unwrap_or_default();
+    if !link.contains(&format!(" master {br} ")) {
+        steps.change(
+            format!("{TAP_NAME} on {br}"),
+            &["ip", "link", "set", TAP_NAME, "master", br],
             None,
         )?;
     }
-    if query(&["nft", "list", "table", "ip", "kubevirt_rs_nat"]).is_none() {
-        change(
-            "nftables table ip kubevirt_rs_nat".into(),
-            &["nft", "-f", "-"],
-            Some(&masq.ruleset()),
-        )?;
+    for dev in [br, TAP_NAME] {
+        let flags = query(&["ip", "-o", "link", "show", "dev", dev]).unwrap_or_default();
+        if !flags.contains(",UP") && !flags.contains("<UP") {
+            steps.change(format!("{dev} up"), &["ip", "link", "set", dev, "up"], None)?;
+        }
     }
-    Ok(done)
+    Ok(())
 }
 
 /// Moves the calling thread into the network namespace at `path`.
@@ -216,7 +300,7 @@ fn enter_netns(path: &Path) -> Result<(), PrepareError> {
 }
 
 /// A command's standard output when it succeeds (a look, never a change).
-fn query(args: &[&str]) -> Option<String> {
+pub(crate) fn query(args: &[&str]) -> Option<String> {
     let out = Command::new(args[0])
         .args(&args[1..])
         .stdin(Stdio::null())

@@ -3,8 +3,8 @@
 
 use super::supported::{NOT_WHEN_TRUE, unsupported};
 use super::{
-    BootPlan, CacheMode, CpuTopology, DiskPlan, DiskSource, KernelBoot, LaunchPlan, NetworkPlan,
-    PlanErrors,
+    Binding, BootPlan, CacheMode, CpuTopology, DiskPlan, DiskSource, KernelBoot, LaunchPlan,
+    NetworkPlan, PlanErrors,
 };
 use kubevirt_api::core::v1::{VirtualMachineInstance, VirtualMachineInstanceSpec, Volume};
 use kubevirt_api::defaults::{
@@ -494,7 +494,8 @@ fn source(v: &Volume, p: &FieldPath, errs: &mut Refusals) -> Option<DiskSource> 
     None
 }
 
-/// The pod network through the masquerade binding, on virtio-net: all kubevirt-rs provides.
+/// The pod network through the masquerade or the bridge binding, on virtio-net: all kubevirt-rs
+/// provides.
 /// Names, bindings, ports and MAC syntax were validated.
 fn network(
     spec: &VirtualMachineInstanceSpec,
@@ -523,10 +524,23 @@ fn network(
         );
         return None;
     }
-    if iface.masquerade.is_none() {
-        errs.cannot(at, "the pod network needs the masquerade binding");
+    let binding = if iface.masquerade.is_some() {
+        Binding::Masquerade
+    } else if iface.bridge.is_some() {
+        if iface.ports.as_deref().is_some_and(|p| !p.is_empty()) {
+            errs.cannot(
+                at.field("ports"),
+                "ports are forwarded by the masquerade binding only; with bridge the guest has the pod's address and every port",
+            );
+        }
+        Binding::Bridge
+    } else {
+        errs.cannot(
+            at,
+            "the pod network needs the masquerade or the bridge binding",
+        );
         return None;
-    }
+    };
     if let Some(m) = iface.model.as_deref().filter(|m| *m != "virtio") {
         errs.cannot(
             at.field("model"),
@@ -554,6 +568,7 @@ fn network(
     });
     Some(NetworkPlan {
         name: iface.name.clone(),
+        binding,
         mac,
         ports,
     })

@@ -120,11 +120,33 @@ pub struct DiskPlan {
     pub boot_order: Option<u64>,
 }
 
-/// The pod network with masquerade binding.
+/// How the guest is bound to the pod network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Binding {
+    /// `masquerade: {}`: the guest at 10.0.2.2 behind NAT to the pod's address.
+    Masquerade,
+    /// `bridge: {}`: the pod's interface on a bridge with the guest's tap; the guest takes the
+    /// pod's address (and MAC) by DHCP.
+    Bridge,
+}
+
+impl Binding {
+    /// The binding's name in the VMI (and in its status).
+    pub fn name(self) -> &'static str {
+        match self {
+            Binding::Masquerade => "masquerade",
+            Binding::Bridge => "bridge",
+        }
+    }
+}
+
+/// The pod network and its binding.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetworkPlan {
     /// Interface name.
     pub name: String,
+    /// Masquerade or bridge.
+    pub binding: Binding,
     /// Guest MAC address, if given (`macAddress`).
     pub mac: Option<[u8; 6]>,
     /// Ports forwarded to the guest (`(protocol, port)`); empty forwards all.

@@ -37,6 +37,7 @@ const SUPPORTED: &[&str] = &[
     "domain.devices.disks[].cache",
     "domain.devices.interfaces[].name",
     "domain.devices.interfaces[].masquerade",
+    "domain.devices.interfaces[].bridge",
     "domain.devices.interfaces[].model",
     "domain.devices.interfaces[].macAddress",
     "domain.devices.interfaces[].ports[].*",
@@ -173,10 +174,10 @@ mod tests {
         assert!(unsupported(&spec, &root).is_empty());
         assert_eq!(
             unsupported(
-                &json!({"domain": {"devices": {"interfaces": [{"name": "d", "bridge": {}}]}}}),
+                &json!({"domain": {"devices": {"interfaces": [{"name": "d", "sriov": {}}]}}}),
                 &root.field("spec")
             ),
-            [root.field("spec.domain.devices.interfaces[0].bridge")]
+            [root.field("spec.domain.devices.interfaces[0].sriov")]
         );
     }
 }

@@ -192,7 +192,7 @@ fn guest_info(plan: &LaunchPlan, network: Option<&PodNetwork>) -> GuestInfo {
                 .map_or_else(|| "default".into(), |p| p.name.clone()),
             mac: kubevirt_vmm::virtio::net::device::format_mac(&n.mac),
             guest_ip: Some(n.guest_ip.to_string()),
-            binding: "masquerade".into(),
+            binding: n.binding.name().into(),
         })
         .into_iter()
         .collect();

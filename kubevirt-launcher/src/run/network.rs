@@ -3,9 +3,11 @@
 //! its fixed address. Everything lives in the launcher's network namespace (the pod's), so it
 //! goes away with the pod.
 
+use crate::network::bridge;
 use crate::network::dhcp::{DhcpConfig, DhcpServer, bind_to_device, serve};
 use crate::network::masquerade::{GuestLink, Masquerade};
-use crate::plan::NetworkPlan;
+use crate::network::prepare::{self, PrepareOptions};
+use crate::plan::{Binding, NetworkPlan};
 use kubevirt_vmm::virtio::net::Tap;
 use sha2::{Digest, Sha256};
 use std::net::{Ipv4Addr, UdpSocket};
@@ -34,7 +36,7 @@ pub enum PodNetworkError {
     },
     /// The node agent said it prepared the network, but the bridge is not there.
     #[error(
-        "the node agent reported the pod network prepared, but bridge {0} does not exist in this network namespace (run `kubevirt-launcher pod-network` for this pod first)"
+        "the node agent reported the pod network prepared, but bridge {0} does not exist (or does not record the pod's address) in this network namespace (run `kubevirt-launcher pod-network` for this pod first)"
     )]
     NotPrepared(String),
     /// The pod interface is missing.
@@ -42,6 +44,9 @@ pub enum PodNetworkError {
         "spec.domain.devices.interfaces[0]: the pod interface {0} does not exist in this network namespace"
     )]
     NoPodInterface(String),
+    /// The bridge binding could not be built.
+    #[error("bridge binding set-up: {0}")]
+    Bridge(String),
     /// The tap could not be created.
     #[error("creating tap {TAP_NAME}: {0}")]
     Tap(#[from] kubevirt_vmm::virtio::net::TapError),
@@ -65,6 +70,8 @@ pub struct PodNetwork {
     pub mac: [u8; 6],
     /// The guest's address.
     pub guest_ip: Ipv4Addr,
+    /// How the guest is bound.
+    pub binding: Binding,
     stop: Arc<AtomicBool>,
     dhcp: Option<JoinHandle<()>>,
 }
@@ -112,58 +119,50 @@ pub struct PodNetworkOptions {
     pub prepared: bool,
 }
 
-/// Builds the masquerade binding for `plan`; returns the guest's MAC and the tap's descriptor
-/// for virtio-net (the tap lives while a descriptor of it is open).
+/// The guest's side of the binding: its address on the wire, the DHCP server's, the router.
+struct Lease {
+    server_ip: Ipv4Addr,
+    client_ip: Ipv4Addr,
+    prefix_len: u8,
+    router: Ipv4Addr,
+    mtu: Option<u16>,
+    bridge: String,
+}
+
+/// Attaches the guest to the pod network as `plan` binds it (building the binding unless the
+/// node agent prepared it); returns the guest's MAC and the tap's descriptor for virtio-net
+/// (the tap lives while a descriptor of it is open).
 pub fn attach(
     plan: &NetworkPlan,
     opts: &PodNetworkOptions,
 ) -> Result<([u8; 6], OwnedFd, PodNetwork), PodNetworkError> {
-    let mut masq = Masquerade::upstream_default(plan.ports.clone());
-    masq.pod_iface = opts.pod_iface.clone();
-    let sys = std::path::Path::new("/sys/class/net").join(&opts.pod_iface);
-    if !interface_exists(&opts.pod_iface) {
-        return Err(PodNetworkError::NoPodInterface(opts.pod_iface.clone()));
-    }
-    let mtu = std::fs::read_to_string(sys.join("mtu"))
-        .ok()
-        .and_then(|m| m.trim().parse().ok());
-    let mac = plan
-        .mac
-        .unwrap_or_else(|| generated_mac(&opts.vmi.0, &opts.vmi.1));
-    let tap = if opts.prepared {
-        // The persistent tap the node agent made, owned by this uid: attaching to it needs
-        // no CAP_NET_ADMIN (the kernel's tun_not_capable checks the owner first).
-        if !interface_exists(&masq.bridge) {
-            return Err(PodNetworkError::NotPrepared(masq.bridge.clone()));
-        }
-        Tap::open(TAP_NAME)?
-    } else {
-        // The tap lives as long as the VMM holds it: created here, gone when the launcher
-        // exits.
-        let tap = Tap::open(TAP_NAME)?;
-        masq.setup(&GuestLink::Existing(TAP_NAME.into()))?;
-        tap
+    let (mut mac, tap, lease) = match plan.binding {
+        Binding::Masquerade => masquerade(plan, opts)?,
+        Binding::Bridge => bridge(opts)?,
     };
+    if let Some(m) = plan.mac {
+        mac = m;
+    }
     let (dns, search) =
         resolv_conf(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default());
     let config = DhcpConfig {
-        server_ip: masq.gateway,
-        client_ip: masq.guest_ip,
-        prefix_len: masq.prefix_len,
+        server_ip: lease.server_ip,
+        client_ip: lease.client_ip,
+        prefix_len: lease.prefix_len,
         client_mac: mac,
-        router: masq.gateway,
+        router: lease.router,
         dns,
         search,
         hostname: Some(opts.hostname.clone()),
-        mtu,
+        mtu: lease.mtu,
         lease: INFINITE_LEASE,
     };
     let dhcp_err = |source| PodNetworkError::Dhcp {
-        bridge: masq.bridge.clone(),
+        bridge: lease.bridge.clone(),
         source,
     };
     let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 67)).map_err(dhcp_err)?;
-    bind_to_device(&socket, &masq.bridge).map_err(dhcp_err)?;
+    bind_to_device(&socket, &lease.bridge).map_err(dhcp_err)?;
     let stop = Arc::new(AtomicBool::new(false));
     let dhcp = {
         let stop = stop.clone();
@@ -183,11 +182,84 @@ pub fn attach(
         OwnedFd::from(tap),
         PodNetwork {
             mac,
-            guest_ip: masq.guest_ip,
+            guest_ip: lease.client_ip,
+            binding: plan.binding,
             stop,
             dhcp: Some(dhcp),
         },
     ))
+}
+
+/// The masquerade binding: the guest at 10.0.2.2 behind NAT; its MAC generated from the VMI.
+fn masquerade(
+    plan: &NetworkPlan,
+    opts: &PodNetworkOptions,
+) -> Result<([u8; 6], Tap, Lease), PodNetworkError> {
+    let mut masq = Masquerade::upstream_default(plan.ports.clone());
+    masq.pod_iface = opts.pod_iface.clone();
+    let sys = std::path::Path::new("/sys/class/net").join(&opts.pod_iface);
+    if !interface_exists(&opts.pod_iface) {
+        return Err(PodNetworkError::NoPodInterface(opts.pod_iface.clone()));
+    }
+    let mtu = std::fs::read_to_string(sys.join("mtu"))
+        .ok()
+        .and_then(|m| m.trim().parse().ok());
+    let tap = if opts.prepared {
+        // The persistent tap the node agent made, owned by this uid: attaching to it needs
+        // no CAP_NET_ADMIN (the kernel's tun_not_capable checks the owner first).
+        if !interface_exists(&masq.bridge) {
+            return Err(PodNetworkError::NotPrepared(masq.bridge.clone()));
+        }
+        Tap::open(TAP_NAME)?
+    } else {
+        // The tap lives as long as the VMM holds it: created here, gone when the launcher
+        // exits.
+        let tap = Tap::open(TAP_NAME)?;
+        masq.setup(&GuestLink::Existing(TAP_NAME.into()))?;
+        tap
+    };
+    let lease = Lease {
+        server_ip: masq.gateway,
+        client_ip: masq.guest_ip,
+        prefix_len: masq.prefix_len,
+        router: masq.gateway,
+        mtu,
+        bridge: masq.bridge,
+    };
+    Ok((generated_mac(&opts.vmi.0, &opts.vmi.1), tap, lease))
+}
+
+/// The bridge binding: the guest takes the pod's address, gateway and MAC, recorded on the
+/// bridge by `kubevirt-launcher pod-network` (or built here, standalone with --pod-network).
+fn bridge(opts: &PodNetworkOptions) -> Result<([u8; 6], Tap, Lease), PodNetworkError> {
+    if !opts.prepared {
+        let build = PrepareOptions {
+            netns: "/proc/self/ns/net".into(),
+            // SAFETY: geteuid has no preconditions.
+            tap_owner: unsafe { libc::geteuid() },
+            pod_iface: opts.pod_iface.clone(),
+        };
+        let network = NetworkPlan {
+            name: "default".into(),
+            binding: Binding::Bridge,
+            mac: None,
+            ports: vec![],
+        };
+        prepare::build(&network, &build).map_err(|e| PodNetworkError::Bridge(e.to_string()))?;
+    }
+    let Some(addr) = bridge::recorded() else {
+        return Err(PodNetworkError::NotPrepared(bridge::BRIDGE.into()));
+    };
+    let tap = Tap::open(TAP_NAME)?;
+    let lease = Lease {
+        server_ip: bridge::DHCP_SERVER_IP,
+        client_ip: addr.ip,
+        prefix_len: addr.prefix_len,
+        router: addr.gateway,
+        mtu: u16::try_from(addr.mtu).ok(),
+        bridge: bridge::BRIDGE.into(),
+    };
+    Ok((addr.mac, tap, lease))
 }
 
 /// Whether this process's network namespace has an interface `name` (asked of the kernel,
