@@ -66,8 +66,10 @@ spec:
 }
 
 /// What the pod's network namespace gets from the test's stand-in CNI: `lo` and an `eth0`
-/// (one end of a veth pair whose other end stays inside), then the command.
-const POD_NETNS: &str = "ip link set lo up && ip link add eth0 type veth peer name eth0-peer && ip link set eth0-peer up && ip link set eth0 up && exec \"$0\" \"$@\"";
+/// (one end of a veth pair whose other end stays inside), then the command, with only the
+/// capabilities containerd gives a container that is not privileged (no NET_ADMIN, no
+/// SYS_ADMIN: the node agent builds the pod network).
+const POD_NETNS: &str = "ip link set lo up && ip link add eth0 type veth peer name eth0-peer && ip link set eth0-peer up && ip link set eth0 up && exec setpriv --bounding-set=-all,+chown,+dac_override,+fsetid,+fowner,+mknod,+net_raw,+setgid,+setuid,+setfcap,+setpcap,+net_bind_service,+sys_chroot,+kill,+audit_write --inh-caps=-all -- \"$0\" \"$@\"";
 /// A pod network namespace a CNI plugin left without its interface.
 const NO_ETH0: &str = "ip link set lo up && exec \"$0\" \"$@\"";
 
