@@ -20,7 +20,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig, KubeconfigError};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::node::NodeConfig;
+use crate::node::{AgentMode, NodeConfig};
 
 /// What each controller reports after a sync: `(which controller, outcome)`.
 pub type OnSync = Arc<dyn Fn(&'static str, Result<String, String>) + Send + Sync>;
@@ -84,19 +84,41 @@ impl Controllers {
         self.tasks.push(tokio::spawn(rs));
     }
 
-    /// Start the node agent that runs this node's VMIs.
+    /// Start the VirtualMachineInstance controller: every VMI gets a virt-launcher pod rendered
+    /// with `config`. Only for clusters whose node agents run in pod mode
+    /// ([`crate::node::AgentMode::Pods`]); a node agent in direct mode runs launchers itself and
+    /// must not meet pods.
+    pub fn start_vmi_controller(&mut self, config: crate::vmi::PodConfig) {
+        let vmi = crate::vmi::controller::run(
+            self.client.clone(),
+            config,
+            self.stopped(),
+            self.report("vmi controller"),
+        );
+        self.tasks.push(tokio::spawn(vmi));
+    }
+
+    /// Start the node agent that runs this node's VMIs, in direct mode (it spawns their
+    /// launchers).
     pub fn start_node_agent(&mut self, config: NodeConfig) {
+        self.start_node_agent_in(config, AgentMode::Direct);
+    }
+
+    /// Start the node agent that runs this node's VMIs in `mode` (with
+    /// [`AgentMode::Pods`], beside a VMI controller: [`Self::start_vmi_controller`]).
+    pub fn start_node_agent_in(&mut self, config: NodeConfig, mode: AgentMode) {
         let agent = crate::node::agent::run(
             self.client.clone(),
             config,
+            mode,
             self.stopped(),
             self.report("node agent"),
         );
         self.tasks.push(tokio::spawn(agent));
     }
 
-    /// Stop every controller and wait until each has finished (the node agent stops its
-    /// launchers first).
+    /// Stop every controller and wait until each has finished (a node agent in direct mode
+    /// stops its launchers first).
     pub async fn stop(self) {
         let _ = self.stop.send(true);
         for t in self.tasks {

@@ -4,6 +4,7 @@
 //! - [`api`]: the subresource API (`subresources.kubevirt.io`, upstream's virt-api).
 //! - [`virtctl`]: the `virtctl` commands.
 //! - [`vm`]: the VirtualMachine controller (VM → VMI per run strategy, status back).
+//! - [`vmi`]: the VirtualMachineInstance controller (a virt-launcher pod per VMI, its phases).
 //! - [`node`]: the node agent (a `kubevirt-launcher` per VMI on the node, status back).
 //! - [`install`]: the CRDs, installed or updated on a cluster.
 //! - [`controllers`]: the set of controllers a process runs, with one stop, and the client
@@ -22,3 +23,4 @@ mod runtime;
 pub mod signal;
 pub mod virtctl;
 pub mod vm;
+pub mod vmi;

@@ -13,7 +13,7 @@ use std::time::Duration;
 use common::{Cluster, eventually};
 use kube::api::{Api, Patch, PatchParams};
 use kubevirt_api::core::v1::{VirtualMachine, VirtualMachineInstance};
-use kubevirt_controller::node::NodeConfig;
+use kubevirt_controller::node::{AgentMode, NodeConfig};
 use kubevirt_launcher_protocol::{
     CONSOLE_SOCKET, CONTROL_SOCKET, Client, ExitStatus, FinalStatus, Request,
 };
@@ -112,6 +112,7 @@ async fn kubectl_apply_boots_the_vm_and_halting_it_powers_the_guest_off() {
     let agent = tokio::spawn(kubevirt_controller::node::agent::run(
         c.client.clone(),
         config,
+        AgentMode::Direct,
         stopped(stop_rx),
         |r| {
             if let Err(e) = r {
@@ -263,6 +264,7 @@ fn start_agent(
     let agent = tokio::spawn(kubevirt_controller::node::agent::run(
         c.client.clone(),
         config.clone(),
+        AgentMode::Direct,
         async move {
             let _ = stop_rx.wait_for(|s| *s).await;
         },

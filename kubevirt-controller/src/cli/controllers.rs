@@ -11,6 +11,7 @@ use crate::node::{self, NodeConfig};
 pub(super) fn run(
     kubeconfig: Option<PathBuf>,
     install_crds: bool,
+    pods: Option<crate::vmi::PodConfig>,
     out: &mut dyn Write,
 ) -> Result<ExitCode, CliError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -29,9 +30,18 @@ pub(super) fn run(
             out,
             "kubevirt-controller: VirtualMachine and VirtualMachineInstanceReplicaSet controllers on {server}"
         )?;
-        out.flush()?;
         let mut set = Controllers::new(client, crate::logging::sync_outcome);
         set.start_cluster_controllers();
+        if let Some(config) = pods {
+            writeln!(
+                out,
+                "kubevirt-controller: VirtualMachineInstance controller (virt-launcher pods of {}, launcher root {})",
+                config.launcher_image,
+                config.launcher_root.display()
+            )?;
+            set.start_vmi_controller(config);
+        }
+        out.flush()?;
         set.run_until(crate::signal::terminated()).await;
         Ok(ExitCode::SUCCESS)
     })
@@ -47,10 +57,11 @@ pub(super) fn node(args: NodeArgs, out: &mut dyn Write) -> Result<ExitCode, CliE
         Some(path) => Some(super::api::read_token(path)?),
         None => None,
     };
+    let (mode, run_root) = args.mode.mode(args.run_root.clone())?;
     let config = NodeConfig {
         node_name,
         launcher,
-        run_root: args.run_root,
+        run_root,
         cache_dir: args.cache_dir,
         volumes_dir: args.volumes_dir,
         launcher_args: node::plain_http_args(&args.plain_http),
@@ -63,9 +74,14 @@ pub(super) fn node(args: NodeArgs, out: &mut dyn Write) -> Result<ExitCode, CliE
         let (client, server) = connect(args.kubeconfig.as_deref()).await?;
         writeln!(
             out,
-            "kubevirt-controller: node agent {} on {server} (launcher {})",
+            "kubevirt-controller: node agent {} on {server} (launcher {}, {} mode, run root {})",
             config.node_name,
-            config.launcher.display()
+            config.launcher.display(),
+            match mode {
+                node::AgentMode::Direct => "direct",
+                node::AgentMode::Pods { .. } => "pods",
+            },
+            config.run_root.display()
         )?;
         out.flush()?;
         if let (Some(listen), Some(token)) = (args.endpoint_listen, endpoint_token) {
@@ -91,7 +107,7 @@ pub(super) fn node(args: NodeArgs, out: &mut dyn Write) -> Result<ExitCode, CliE
             }
         }
         let mut set = Controllers::new(client, crate::logging::sync_outcome);
-        set.start_node_agent(config);
+        set.start_node_agent_in(config, mode);
         set.run_until(crate::signal::terminated()).await;
         Ok(ExitCode::SUCCESS)
     })

@@ -3,6 +3,7 @@
 mod api;
 mod controllers;
 mod crds;
+pub mod pods;
 mod validate;
 
 use crate::logging::LogFormat;
@@ -46,7 +47,8 @@ pub enum Command {
         #[arg(short = 'o', long = "output")]
         output: Option<Output>,
     },
-    /// Run the controllers (VirtualMachine, VirtualMachineInstanceReplicaSet) against the cluster that `KUBECONFIG` (or
+    /// Run the controllers (VirtualMachine, VirtualMachineInstanceReplicaSet, and with
+    /// `--vmi-pods` VirtualMachineInstance) against the cluster that `KUBECONFIG` (or
     /// `--kubeconfig`, or the in-cluster service account) names, until SIGINT or SIGTERM.
     Run {
         /// The kubeconfig file (default: `KUBECONFIG`, then `~/.kube/config`, then in-cluster).
@@ -55,9 +57,13 @@ pub enum Command {
         /// Install or update the CRDs first (and wait until they are served).
         #[arg(long)]
         install_crds: bool,
+        /// The VMI controller and its pods.
+        #[command(flatten)]
+        pods: pods::VmiPodArgs,
     },
-    /// Run the node agent: a `kubevirt-launcher` for every VMI on this node, its state written
-    /// back on the VMI; deleting a VMI shuts its guest down first.
+    /// Run the node agent: a `kubevirt-launcher` for every VMI on this node (spawned, or with
+    /// `--mode pods` in the VMI's virt-launcher pod), its state written back on the VMI;
+    /// deleting a VMI shuts its guest down first.
     Node(NodeArgs),
     /// Serve the subresource API (`subresources.kubevirt.io`: start, stop, console, ...) over
     /// TLS for the cluster's APIService, authenticating callers through the cluster.
@@ -107,6 +113,9 @@ pub struct NodeArgs {
     /// ... and this key.
     #[arg(long, requires = "endpoint_tls_cert_file")]
     pub endpoint_tls_key_file: Option<PathBuf>,
+    /// Direct or pods mode.
+    #[command(flatten)]
+    pub mode: pods::AgentModeArgs,
 }
 
 /// Output formats.
@@ -149,9 +158,10 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<ExitCode, CliError> {
         Command::Run {
             kubeconfig,
             install_crds,
+            pods,
         } => {
             crate::logging::init(cli.log_format);
-            controllers::run(kubeconfig, install_crds, out)
+            controllers::run(kubeconfig, install_crds, pods.config()?, out)
         }
         Command::Node(args) => {
             crate::logging::init(cli.log_format);

@@ -3,6 +3,10 @@
 //! the VMI shuts the guest down (ACPI power button, forced stop after the grace period) before
 //! the VMI's finalizer is removed.
 //!
+//! In [`AgentMode::Pods`] the launcher is not spawned here but found in the VMI's virt-launcher
+//! pod, prepared and started once ([`super::pod`]); everything after (the reports, pause at
+//! start, the shutdown on delete) is the same code as in direct mode.
+//!
 //! The agent may die and restart (kill -9, an upgrade) while guests run: their launchers run on
 //! (see [`super::launcher`]). A restarted agent adopts the launcher it finds live in a VMI's run
 //! directory instead of starting another, so the VMI stays Running on the same guest; a dead run
@@ -29,9 +33,9 @@ use std::sync::Mutex;
 use super::adopt;
 use super::launcher::Launcher;
 use super::report::{Report, patch};
-use super::{NodeConfig, NodeError};
+use super::{AgentMode, NodeConfig, NodeError, pod};
 use crate::vm::instance::{is_final, phase};
-use kubevirt_launcher_protocol::{ExitStatus, FinalStatus};
+use kubevirt_launcher_protocol::{ExitStatus, FinalStatus, Phase};
 
 /// The finalizer that keeps a VMI until its guest is down (upstream's name).
 pub const FINALIZER: &str = "kubevirt.io/foregroundDeleteVirtualMachine";
@@ -46,14 +50,33 @@ type Shared = Arc<tokio::sync::Mutex<Launcher>>;
 struct Context {
     client: Client,
     config: NodeConfig,
+    mode: AgentMode,
     /// The launchers by VMI uid. The map is locked only to look up, add or remove an entry,
     /// never across I/O: a launcher that does not answer delays its own VMI only.
     launchers: Mutex<HashMap<String, Shared>>,
+    /// Pods mode: the pod IP of each VMI's virt-launcher pod, by VMI uid, once known.
+    pod_ips: Mutex<HashMap<String, String>>,
 }
 
 impl Context {
     fn launcher(&self, uid: &str) -> Option<Shared> {
         self.map().get(uid).cloned()
+    }
+
+    /// The run directory of `vmi` in this agent's mode.
+    fn run_dir(&self, vmi: &VirtualMachineInstance) -> PathBuf {
+        match &self.mode {
+            AgentMode::Direct => run_dir(vmi, &self.config),
+            AgentMode::Pods { .. } => {
+                pod::run_dir(&self.config.run_root, &vmi.uid().unwrap_or_default())
+            }
+        }
+    }
+
+    fn pod_ips(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        self.pod_ips
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Shared>> {
@@ -63,25 +86,33 @@ impl Context {
     }
 }
 
-/// Runs the node agent until `shutdown` resolves; launchers still running then are stopped.
+/// Runs the node agent in `mode` until `shutdown` resolves. In direct mode, launchers still
+/// running then are stopped; in pods mode they run on in their pods (a restarted agent attaches
+/// to them again).
 pub async fn run(
     client: Client,
     config: NodeConfig,
+    mode: AgentMode,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
     on_sync: impl Fn(Result<String, String>),
 ) {
     let vmis: Api<VirtualMachineInstance> = Api::all(client.clone());
-    // The run directories left by an earlier agent, taken before this one starts any.
-    let earlier = adopt::run_dirs(&config.run_root);
-    tokio::spawn(adopt::stop_orphans(
-        vmis.clone(),
-        config.node_name.clone(),
-        earlier,
-    ));
+    if mode == AgentMode::Direct {
+        // The run directories left by an earlier agent, taken before this one starts any.
+        let earlier = adopt::run_dirs(&config.run_root);
+        tokio::spawn(adopt::stop_orphans(
+            vmis.clone(),
+            config.node_name.clone(),
+            earlier,
+        ));
+    }
+    let direct = mode == AgentMode::Direct;
     let ctx = Arc::new(Context {
         client,
         config,
+        mode,
         launchers: Mutex::new(HashMap::new()),
+        pod_ips: Mutex::new(HashMap::new()),
     });
     Controller::new(vmis, watcher::Config::default())
         .graceful_shutdown_on(shutdown)
@@ -94,8 +125,10 @@ pub async fn run(
         })
         .await;
     let launchers: Vec<Shared> = ctx.map().drain().map(|(_, l)| l).collect();
-    for l in launchers {
-        l.lock().await.kill().await;
+    if direct {
+        for l in launchers {
+            l.lock().await.kill().await;
+        }
     }
 }
 
@@ -103,11 +136,16 @@ fn error_policy(_vmi: Arc<VirtualMachineInstance>, _e: &NodeError, _ctx: Arc<Con
     Action::requeue(Duration::from_secs(1))
 }
 
-/// Whether this agent runs `vmi`.
-fn mine(vmi: &VirtualMachineInstance, config: &NodeConfig) -> bool {
+/// Whether this agent runs `vmi`. In pods mode only the VMI controller places VMIs (it sets
+/// `nodeName` once the pod is bound and running).
+fn mine(vmi: &VirtualMachineInstance, config: &NodeConfig, mode: &AgentMode) -> bool {
     match vmi.status.as_ref().and_then(|s| s.node_name.as_deref()) {
         Some(node) => node == config.node_name,
-        None => config.claim_unscheduled && matches!(phase(vmi), "" | "Pending"),
+        None => {
+            *mode == AgentMode::Direct
+                && config.claim_unscheduled
+                && matches!(phase(vmi), "" | "Pending")
+        }
     }
 }
 
@@ -115,7 +153,7 @@ async fn reconcile(
     vmi: Arc<VirtualMachineInstance>,
     ctx: Arc<Context>,
 ) -> Result<Action, NodeError> {
-    if !mine(&vmi, &ctx.config) && !vmi.finalizers().iter().any(|f| f == FINALIZER) {
+    if !mine(&vmi, &ctx.config, &ctx.mode) && !vmi.finalizers().iter().any(|f| f == FINALIZER) {
         return Ok(Action::await_change());
     }
     let namespace = vmi.namespace().unwrap_or_default();
@@ -154,41 +192,31 @@ async fn apply(
     let uid = vmi.uid().unwrap_or_default();
     // The controller never syncs one VMI twice at once, so nobody adds this uid meanwhile.
     // A final VMI is not adopted back to life: a launcher an earlier agent left for it is
-    // stopped by `adopt::stop_orphans`.
+    // stopped by `adopt::stop_orphans` (direct mode) or ends with its pod.
     let found = match ctx.launcher(&uid) {
         None if is_final(vmi) => None,
         _ => find(vmi, ctx).await?,
     };
-    let report = match found {
-        Some(l) => {
-            let mut l = l.lock().await;
-            let mut report = l.report().await;
-            // startStrategy: Paused — the guest is paused as soon as it runs.
-            if let Report::Status(s) = &report
-                && vmi.spec.start_strategy.as_deref() == Some("Paused")
-                && l.pause_at_start(s).await
-            {
-                report = l.report().await;
-            }
-            if matches!(report, Report::Incompatible(_)) {
-                // Failed is final: its launcher goes too.
-                l.kill().await;
-            }
-            report
-        }
+    let mut report = match found {
+        Some(l) => follow(&mut *l.lock().await, vmi, ctx).await?,
         None if is_final(vmi) => return Ok(Action::await_change()),
-        None if matches!(phase(vmi), "" | "Pending") => {
-            let l = Launcher::spawn(&ctx.config, vmi, run_dir(vmi, &ctx.config)).await?;
+        None if ctx.mode == AgentMode::Direct && matches!(phase(vmi), "" | "Pending") => {
+            let l = Launcher::spawn(&ctx.config, vmi, ctx.run_dir(vmi)).await?;
             ctx.map()
                 .insert(uid.clone(), Arc::new(tokio::sync::Mutex::new(l)));
             Report::Launching
         }
-        // Its launcher is gone: the final status it left says how it ended.
-        None => match FinalStatus::read(&run_dir(vmi, &ctx.config)) {
+        // Its launcher is gone (or, in its pod, not listening yet): the final status it left
+        // says how it ended.
+        None => match FinalStatus::read(&ctx.run_dir(vmi)) {
             Ok(Some(last)) => Report::Exited {
                 code: None,
                 last: Some(last),
             },
+            // The pod's launcher has not opened its socket yet.
+            Ok(None) if ctx.mode != AgentMode::Direct && phase(vmi) != "Running" => {
+                Report::Launching
+            }
             Ok(None) => Report::Lost,
             Err(e) => Report::Exited {
                 code: None,
@@ -202,6 +230,10 @@ async fn apply(
     let alive = matches!(report, Report::Launching | Report::Status(_));
     if !alive {
         ctx.map().remove(&uid);
+        ctx.pod_ips().remove(&uid);
+    }
+    if ctx.mode != AgentMode::Direct {
+        show_pod_ip(&mut report, vmi, ctx).await;
     }
     if let Some(p) = patch(vmi, &ctx.config.node_name, &report, Timestamp::now()) {
         api.patch(&vmi.name_any(), &PatchParams::default(), &Patch::Merge(&p))
@@ -219,15 +251,76 @@ async fn apply(
     })
 }
 
-/// The launcher of `vmi`: this agent's, else one an earlier agent left running in its run
-/// directory, adopted now. An error means one runs there that cannot be adopted yet: nothing
-/// may start another.
+/// What `l`, the launcher of `vmi`, reports now, after doing what is due: in pods mode `start`
+/// once it waits in its pod; `startStrategy: Paused` once the guest runs. A launcher this agent
+/// cannot use or start is killed (the VMI fails).
+async fn follow(
+    l: &mut Launcher,
+    vmi: &VirtualMachineInstance,
+    ctx: &Context,
+) -> Result<Report, NodeError> {
+    let mut report = l.report().await;
+    if let AgentMode::Pods { working_dir } = &ctx.mode
+        && matches!(&report, Report::Status(s) if s.phase == Phase::Waiting)
+        && !l.started()
+    {
+        report = match pod::start(l, vmi, &ctx.config.launcher, working_dir).await? {
+            Some(why) => Report::StartFailed(why),
+            None => l.report().await,
+        };
+    }
+    // startStrategy: Paused — the guest is paused as soon as it runs.
+    if let Report::Status(s) = &report
+        && vmi.spec.start_strategy.as_deref() == Some("Paused")
+        && l.pause_at_start(s).await
+    {
+        report = l.report().await;
+    }
+    if matches!(report, Report::Incompatible(_) | Report::StartFailed(_)) {
+        // Failed is final: its launcher goes too.
+        l.kill().await;
+    }
+    Ok(report)
+}
+
+/// Pods mode: the pod's IP on the masquerade interfaces of `report` (looked up once per VMI).
+async fn show_pod_ip(report: &mut Report, vmi: &VirtualMachineInstance, ctx: &Context) {
+    let Report::Status(s) = report else { return };
+    if !s.guest.interfaces.iter().any(|i| i.binding == "masquerade") {
+        return;
+    }
+    let uid = vmi.uid().unwrap_or_default();
+    let known = ctx.pod_ips().get(&uid).cloned();
+    let ip = match known {
+        Some(ip) => Some(ip),
+        None => {
+            let ns = vmi.namespace().unwrap_or_default();
+            let ip = pod::pod_ip(&ctx.client, &ns, &uid).await;
+            if let Some(ip) = &ip {
+                ctx.pod_ips().insert(uid, ip.clone());
+            }
+            ip
+        }
+    };
+    if let Some(ip) = ip {
+        pod::with_pod_ip(report, &ip);
+    }
+}
+
+/// The launcher of `vmi`: this agent's, else one running in its run directory (left by an
+/// earlier agent, or, in pods mode, the pod's), adopted now. An error means one runs there that
+/// cannot be adopted yet: nothing may start another.
 async fn find(vmi: &VirtualMachineInstance, ctx: &Context) -> Result<Option<Shared>, NodeError> {
     let uid = vmi.uid().unwrap_or_default();
     if let Some(l) = ctx.launcher(&uid) {
         return Ok(Some(l));
     }
-    let Some(l) = Launcher::find(&run_dir(vmi, &ctx.config), Some(&uid)).await? else {
+    let dir = ctx.run_dir(vmi);
+    let found = match ctx.mode {
+        AgentMode::Direct => Launcher::find(&dir, Some(&uid)).await?,
+        AgentMode::Pods { .. } => Launcher::attach(&dir, &uid).await?,
+    };
+    let Some(l) = found else {
         return Ok(None);
     };
     let l = Arc::new(tokio::sync::Mutex::new(l));
@@ -239,6 +332,7 @@ async fn cleanup(vmi: &VirtualMachineInstance, ctx: &Context) -> Result<Action, 
     let uid = vmi.uid().unwrap_or_default();
     let launcher = find(vmi, ctx).await?;
     ctx.map().remove(&uid);
+    ctx.pod_ips().remove(&uid);
     if let Some(l) = launcher {
         let mut l = l.lock().await;
         let grace = vmi
@@ -248,7 +342,7 @@ async fn cleanup(vmi: &VirtualMachineInstance, ctx: &Context) -> Result<Action, 
         let grace = Duration::from_secs(grace.max(0) as u64);
         stop(&mut l, Some(grace), grace).await;
     }
-    let dir = run_dir(vmi, &ctx.config);
+    let dir = ctx.run_dir(vmi);
     match std::fs::remove_dir_all(&dir) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

@@ -227,8 +227,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// The run directory of a VMI below `run_root` (as [`super::agent::run_dir`] names it), refusing
-/// names that are not Kubernetes names (no `/`, no `..`).
+/// The run directory of a VMI below `run_root`: its pod's (`<run_root>/<uid>`, a node agent in
+/// pods mode) if there is one, else as [`super::agent::run_dir`] names it; refusing names that
+/// are not Kubernetes names (no `/`, no `..`).
 pub fn run_dir(run_root: &Path, namespace: &str, name: &str, uid: &str) -> Result<PathBuf, String> {
     let plain = |what: &str, s: &str| {
         let ok = !s.is_empty()
@@ -245,6 +246,10 @@ pub fn run_dir(run_root: &Path, namespace: &str, name: &str, uid: &str) -> Resul
     plain("namespace", namespace)?;
     plain("name", name)?;
     plain("uid", uid)?;
+    let in_pod = super::pod::run_dir(run_root, uid);
+    if in_pod.is_dir() {
+        return Ok(in_pod);
+    }
     Ok(super::agent::run_dir_of(run_root, namespace, name, uid))
 }
 
@@ -361,5 +366,22 @@ mod tests {
         for (ns, name) in [("..", "x"), ("default", "../x"), ("a/b", "x"), ("", "x")] {
             assert!(run_dir(root, ns, name, "u").is_err(), "{ns}/{name}");
         }
+    }
+
+    #[test]
+    fn a_vmi_in_its_pod_is_found_in_the_launcher_root_by_uid() {
+        let root = std::env::temp_dir().join(format!("kv-endpoint-{}", std::process::id()));
+        let uid = "0f3c9a2e-1b7d-4c55-9e21-7d0c3b4a5f60";
+        let direct = root.join("default").join("vm1-0f3c9a2e");
+        assert_eq!(run_dir(&root, "default", "vm1", uid).unwrap(), direct);
+        std::fs::create_dir_all(root.join(uid)).unwrap();
+        assert_eq!(
+            run_dir(&root, "default", "vm1", uid).unwrap(),
+            root.join(uid)
+        );
+        for bad in ["..", "../x", "a/b", ""] {
+            assert!(run_dir(&root, "default", "vm1", bad).is_err(), "{bad}");
+        }
+        std::fs::remove_dir_all(&root).unwrap();
     }
 }

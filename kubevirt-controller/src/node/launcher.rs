@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use kubevirt_api::core::v1::VirtualMachineInstance;
 use kubevirt_launcher_protocol::{
-    Client, ClientError, ExitStatus, FinalStatus, LauncherIdentity, Status,
+    Client, ClientError, ExitStatus, FinalStatus, LauncherIdentity, Request, StartRequest, Status,
 };
 use tokio::io::AsyncWriteExt;
 use tokio::process::{Child, Command};
@@ -38,7 +38,7 @@ const POD_NETNS_SCRIPT: &str = "ip link set lo up && ip link add eth0 type veth 
 
 /// Whether the launcher will attach the VMI to the pod network: an interface on a `pod` network
 /// (the defaulted spec has one unless `autoattachPodInterface: false`).
-fn wants_pod_network(vmi: &VirtualMachineInstance) -> bool {
+pub fn wants_pod_network(vmi: &VirtualMachineInstance) -> bool {
     let ifaces = vmi
         .spec
         .domain
@@ -71,6 +71,9 @@ pub struct Launcher {
     last: Option<Status>,
     /// The VMI's `startStrategy: Paused` has been carried out (its vCPUs paused once, at start).
     start_paused: bool,
+    /// It runs its VMI: spawned with it, or (in its pod) sent `start` or found past `Waiting`.
+    /// A launcher is started once, never again.
+    started: bool,
 }
 
 impl Launcher {
@@ -164,6 +167,7 @@ impl Launcher {
             shutdown_requested: false,
             last: None,
             start_paused: false,
+            started: true,
         })
     }
 
@@ -341,8 +345,146 @@ impl Launcher {
             last: status,
             // Adopted: whatever pause state it has is the user's now.
             start_paused: true,
+            started: true,
         }))
     }
+
+    /// The launcher a virt-launcher pod runs in `run_dir` (`kubevirt-launcher serve`), attached
+    /// through its control socket, if it listens there (`Ok(None)`: no socket yet, or nobody
+    /// listens on it any more). Its process id is the socket peer's (`SO_PEERCRED`, in this
+    /// agent's pid namespace: the host's with `hostPID`), written to [`LAUNCHER_PID`] for the
+    /// endpoint; its process is watched through a pidfd. A launcher found past `Waiting` counts
+    /// as started and is never sent `start`.
+    ///
+    /// # Errors
+    /// It answers but runs another VMI than `uid`, or its process cannot be pinned: the caller
+    /// must not start it.
+    pub async fn attach(run_dir: &Path, uid: &str) -> Result<Option<Self>, NodeError> {
+        let busy = |why: String| NodeError::LauncherBusy {
+            run_dir: run_dir.to_path_buf(),
+            why,
+        };
+        let Some((pid, status)) = peer_status(run_dir).await? else {
+            return Ok(None);
+        };
+        if let Some(me) = &status.launcher
+            && me.uid != uid
+        {
+            return Err(busy(format!(
+                "it serves {}/{} with uid {}, not uid {uid}",
+                me.namespace, me.name, me.uid
+            )));
+        }
+        let pidfd = pidfd_open(pid).map_err(|e| busy(format!("pidfd_open({pid}): {e}")))?;
+        // Pinned now: the socket still answering from that pid says the pidfd is the
+        // launcher's, not a process that reused the pid of one that died meanwhile.
+        let status = match peer_status(run_dir).await? {
+            Some((again, status)) if again == pid && !pidfd_exited(&pidfd) => status,
+            _ => return Ok(None),
+        };
+        let pid_path = run_dir.join(LAUNCHER_PID);
+        std::fs::write(&pid_path, pid.to_string()).map_err(|source| NodeError::Io {
+            what: "writing the launcher's pid to",
+            path: pid_path,
+            source,
+        })?;
+        let started = status.phase != kubevirt_launcher_protocol::Phase::Waiting;
+        Ok(Some(Launcher {
+            process: Process::Adopted { pid, pidfd },
+            run_dir: run_dir.to_path_buf(),
+            shutdown_requested: false,
+            last: Some(status),
+            // Found running: whatever pause state it has is the user's now.
+            start_paused: started,
+            started,
+        }))
+    }
+
+    /// Whether it runs its VMI (see [`Launcher::attach`]).
+    pub fn started(&self) -> bool {
+        self.started
+    }
+
+    /// Sends a launcher waiting in its pod the VMI to run (`start`), once: a launcher that took
+    /// it is never sent it again.
+    ///
+    /// # Errors
+    /// The launcher refused (another uid, an invalid VMI, past `Waiting`) or did not answer.
+    pub async fn start(
+        &mut self,
+        vmi: serde_json::Value,
+        network_prepared: bool,
+    ) -> Result<(), ClientError> {
+        if self.started {
+            return Ok(());
+        }
+        let client = Client::for_run_dir(&self.run_dir).with_timeout(START_TIMEOUT);
+        let start = Request::Start(Box::new(StartRequest {
+            vmi,
+            network_prepared,
+        }));
+        blocking(client, move |c| c.act(&start)).await?;
+        self.started = true;
+        Ok(())
+    }
+}
+
+/// How long a launcher may take to take `start`.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Asks the control socket in `run_dir` for its status on one connection and learns the
+/// listener's pid from it (`SO_PEERCRED`). `Ok(None)`: no socket, or nobody listens on it.
+async fn peer_status(run_dir: &Path) -> Result<Option<(u32, Status)>, NodeError> {
+    use tokio::io::AsyncBufReadExt;
+    let socket = run_dir.join(kubevirt_launcher_protocol::CONTROL_SOCKET);
+    let io = |what: &'static str| {
+        let path = socket.clone();
+        move |source| NodeError::Io { what, path, source }
+    };
+    let mut stream = match tokio::net::UnixStream::connect(&socket).await {
+        Ok(s) => s,
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            return Ok(None);
+        }
+        Err(e) => return Err(io("connecting to")(e)),
+    };
+    let pid = stream
+        .peer_cred()
+        .map_err(io("reading the peer credentials of"))?
+        .pid()
+        .and_then(|p| u32::try_from(p).ok())
+        .filter(|p| *p > 0)
+        .ok_or_else(|| {
+            io("reading the peer credentials of")(std::io::Error::other(
+                "the listener is in no pid namespace this agent sees (the agent needs hostPID)",
+            ))
+        })?;
+    let exchange = async {
+        let mut line = Request::Status.to_line();
+        line.push('\n');
+        stream.write_all(line.as_bytes()).await?;
+        let mut answer = String::new();
+        tokio::io::BufReader::new(stream)
+            .read_line(&mut answer)
+            .await?;
+        Ok::<_, std::io::Error>(answer)
+    };
+    let answer = tokio::time::timeout(kubevirt_launcher_protocol::DEFAULT_TIMEOUT, exchange)
+        .await
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))
+        .and_then(|r| r)
+        .map_err(io("asking the status of"))?;
+    let status: Status =
+        kubevirt_launcher_protocol::decode_reply(&answer).map_err(|e| NodeError::LauncherBusy {
+            run_dir: run_dir.to_path_buf(),
+            why: format!("its status answer is unusable: {e}"),
+        })?;
+    Ok(Some((pid, status)))
 }
 
 /// Opens (creates) a launcher log without truncating it.

@@ -5,12 +5,17 @@
 //! [`launcher::Launcher`] is one launcher process and its control socket; [`agent::run`] is the
 //! loop. On the local single-node control plane the agent also places VMIs that no node has
 //! claimed yet on itself ([`NodeConfig::claim_unscheduled`]).
+//!
+//! The agent runs in one of two [`AgentMode`]s: `Direct` spawns every launcher itself (its
+//! children, on the host); `Pods` finds the launchers the VMI controller's virt-launcher pods run
+//! ([`crate::vmi`]), prepares their pod network and starts them ([`pod`]).
 
 pub mod adopt;
 pub mod agent;
 pub mod endpoint;
 pub mod guest_port;
 pub mod launcher;
+pub mod pod;
 pub mod report;
 
 use std::path::PathBuf;
@@ -32,6 +37,24 @@ pub struct NodeConfig {
     pub launcher_args: Vec<String>,
     /// Also run VMIs no node has claimed (the local single-node control plane).
     pub claim_unscheduled: bool,
+}
+
+/// How the node agent gets its launchers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AgentMode {
+    /// It spawns a `kubevirt-launcher run` per VMI itself, in `<run_root>/<ns>/<name>-<uid8>`
+    /// (the agent's children, outside any pod).
+    Direct,
+    /// Every VMI runs in its virt-launcher pod (`kubevirt-launcher serve`): the agent finds the
+    /// launcher at `<run_root>/<uid>/control.sock` (`run_root` is then the pods' launcher root,
+    /// [`crate::vmi::PodConfig::launcher_root`]), prepares its pod network, sends it `start` once
+    /// and follows it. It never spawns or kills a launcher on its own start or stop: the pods
+    /// outlive it.
+    Pods {
+        /// What relative `oci:PATH` references in VMIs are relative to (the VMI controller's
+        /// [`crate::vmi::PodConfig::working_dir`]): they are made absolute before `start`.
+        working_dir: PathBuf,
+    },
 }
 
 /// This machine's host name, the default node name.
@@ -93,6 +116,15 @@ pub enum NodeError {
         /// The API error.
         #[source]
         source: kube::Error,
+    },
+    /// `kubevirt-launcher pod-network` could not be run.
+    #[error("running {launcher} pod-network: {source}")]
+    PodNetwork {
+        /// The launcher binary.
+        launcher: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
     },
     /// A sync failed (adding or removing the finalizer, or the sync itself).
     #[error(transparent)]

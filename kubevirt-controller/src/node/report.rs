@@ -26,6 +26,9 @@ pub enum Report {
     },
     /// It answered in a way this agent cannot use (another protocol version, or no valid reply).
     Incompatible(String),
+    /// The agent could not start the launcher waiting in the VMI's pod (its pod network could
+    /// not be prepared, or the launcher refused the VMI): the VMI fails with this reason.
+    StartFailed(String),
     /// A VMI that ran has no launcher any more and its run directory no final status: the
     /// launcher died (killed, or crashed) while no agent watched it.
     Lost,
@@ -41,7 +44,12 @@ pub fn patch(
     let (phase, reason, paused, interfaces) = match report {
         Report::Launching => (Phase::Scheduled, None, false, vec![]),
         Report::Status(s) => (
-            s.phase,
+            // A launcher waiting in its pod for `start`: nothing runs yet.
+            if s.phase == Phase::Waiting {
+                Phase::Scheduled
+            } else {
+                s.phase
+            },
             s.reason.clone(),
             s.paused,
             s.guest.interfaces.clone(),
@@ -56,6 +64,7 @@ pub fn patch(
             false,
             vec![],
         ),
+        Report::StartFailed(why) => (Phase::Failed, Some(why.clone()), false, vec![]),
         Report::Lost => (
             Phase::Failed,
             Some(

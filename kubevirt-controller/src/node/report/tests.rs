@@ -153,3 +153,27 @@ fn a_launcher_speaking_another_protocol_is_a_failure_not_a_guess() {
             .contains("protocol version 2")
     );
 }
+
+#[test]
+fn a_launcher_waiting_in_its_pod_keeps_the_vmi_scheduled() {
+    let waiting = Report::Status(Status {
+        phase: Phase::Waiting,
+        ..Status::default()
+    });
+    let scheduled = vmi(json!({"phase": "Scheduled", "nodeName": "node-a"}), true);
+    let p = patch(&scheduled, "node-a", &waiting, now()).unwrap();
+    assert_eq!(p["status"]["phase"], "Scheduled");
+    assert_eq!(p["status"]["conditions"][0]["status"], "False");
+    // Applied once, nothing more to write while it waits.
+    let after = applied(&scheduled, &p);
+    assert_eq!(patch(&after, "node-a", &waiting, now()), None);
+}
+
+#[test]
+fn a_launcher_that_could_not_be_started_fails_the_vmi_with_why() {
+    let why = "preparing the pod network failed: nft: no such table";
+    let v = vmi(json!({"phase": "Scheduled", "nodeName": "node-a"}), true);
+    let p = patch(&v, "node-a", &Report::StartFailed(why.into()), now()).unwrap();
+    assert_eq!(p["status"]["phase"], "Failed");
+    assert_eq!(p["status"]["reason"], why);
+}

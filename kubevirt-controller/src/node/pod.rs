@@ -1,0 +1,198 @@
+//! The node agent's part for a VMI that runs in its virt-launcher pod ([`super::AgentMode::Pods`],
+//! the pod contract of issue 14): the launcher (`kubevirt-launcher serve`) waits on
+//! `<launcher-root>/<uid>/control.sock`; the agent attaches to it
+//! ([`super::launcher::Launcher::attach`]), does what needs privilege and what the pod cannot do
+//! for itself — the pod network's tap, bridge and NAT inside the pod's network namespace
+//! (`kubevirt-launcher pod-network`, as upstream's virt-handler does) — and sends `start` once.
+//! From then on the launcher is followed and reported as in direct mode ([`super::report`]),
+//! with the pod's IP on the VMI's masquerade interfaces, as upstream reports them.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams};
+use kubevirt_api::core::v1::VirtualMachineInstance;
+use kubevirt_launcher_protocol::ClientError;
+use tokio::io::AsyncWriteExt;
+use tokio::process::Command;
+
+use super::NodeError;
+use super::launcher::{Launcher, wants_pod_network};
+use super::report::Report;
+use crate::vmi::CREATED_BY_LABEL;
+use crate::vmi::render::with_absolute_oci;
+
+/// `kubevirt-launcher pod-network`'s exit code for a VMI it cannot prepare a network for.
+pub const POD_NETWORK_INVALID: i32 = 2;
+/// Its exit code for a namespace or set-up step that failed.
+pub const POD_NETWORK_FAILED: i32 = 3;
+/// The uid that owns the pod's tap: the launcher's in the rendered pod (root in the container).
+pub const TAP_OWNER: u32 = 0;
+
+/// The run directory of the VMI with `uid` on the host: `<launcher_root>/<uid>` (the pod's
+/// `launcher` hostPath volume).
+pub fn run_dir(launcher_root: &Path, uid: &str) -> PathBuf {
+    launcher_root.join(uid)
+}
+
+/// Starts `l` (waiting in its pod) with `vmi`, once: prepares the pod network first when the
+/// VMI wants one. `Ok(Some(why))`: it cannot be started (the VMI fails with `why`); `Ok(None)`:
+/// started, or not reachable now (the next sync tries again).
+///
+/// # Errors
+/// `kubevirt-launcher pod-network` could not be run at all.
+pub async fn start(
+    l: &mut Launcher,
+    vmi: &VirtualMachineInstance,
+    launcher: &Path,
+    working_dir: &Path,
+) -> Result<Option<String>, NodeError> {
+    if l.started() {
+        return Ok(None);
+    }
+    let network = wants_pod_network(vmi);
+    if network {
+        let Some(pid) = l.pid() else {
+            return Ok(None);
+        };
+        if let Err(why) = prepare_network(launcher, pid, vmi).await? {
+            return Ok(Some(format!("preparing the pod network failed: {why}")));
+        }
+    }
+    let document = match serde_json::to_value(with_absolute_oci(vmi, working_dir)) {
+        Ok(d) => d,
+        Err(e) => return Err(NodeError::Encode(e)),
+    };
+    match l.start(document, network).await {
+        Ok(()) => Ok(None),
+        Err(e) if e.is_unreachable() => Ok(None),
+        Err(ClientError::Reply(e)) => Ok(Some(format!("the launcher refused to start: {e}"))),
+        Err(e) => Ok(Some(format!("starting the launcher failed: {e}"))),
+    }
+}
+
+/// Runs `<launcher> pod-network --netns /proc/<pid>/ns/net --tap-owner 0 --vmi -` with `vmi` on
+/// its stdin. `Ok(Err(why))`: it refused or failed (exit 2 or 3, or killed), `why` from its
+/// stderr.
+///
+/// # Errors
+/// It could not be run.
+pub async fn prepare_network(
+    launcher: &Path,
+    pid: u32,
+    vmi: &VirtualMachineInstance,
+) -> Result<Result<(), String>, NodeError> {
+    let fail = |source| NodeError::PodNetwork {
+        launcher: launcher.to_path_buf(),
+        source,
+    };
+    let document = serde_json::to_vec(vmi).map_err(NodeError::Encode)?;
+    let mut child = Command::new(launcher)
+        .arg("pod-network")
+        .arg("--netns")
+        .arg(format!("/proc/{pid}/ns/net"))
+        .args(["--tap-owner", &TAP_OWNER.to_string(), "--vmi", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(fail)?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(&document).await.map_err(fail)?;
+    }
+    let out = child.wait_with_output().await.map_err(fail)?;
+    if out.status.success() {
+        return Ok(Ok(()));
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let said = stderr
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .map(|l| l.trim().trim_start_matches("error: ").to_string());
+    let what = match out.status.code() {
+        Some(POD_NETWORK_INVALID) => "the VMI's pod network is invalid".to_string(),
+        Some(POD_NETWORK_FAILED) => "a set-up step failed".to_string(),
+        Some(c) => format!("pod-network exited with code {c}"),
+        None => "pod-network was killed".to_string(),
+    };
+    Ok(Err(match said {
+        Some(s) => format!("{what}: {s}"),
+        None => what,
+    }))
+}
+
+/// `report` with `pod_ip` as the address of every masquerade interface: the guest hides behind
+/// the pod's IP, which is what reaches it (upstream reports it so).
+pub fn with_pod_ip(report: &mut Report, pod_ip: &str) {
+    if let Report::Status(s) = report {
+        for i in &mut s.guest.interfaces {
+            if i.binding == "masquerade" {
+                i.guest_ip = Some(pod_ip.to_string());
+            }
+        }
+    }
+}
+
+/// The IP of the virt-launcher pod of the VMI with `uid` in `namespace`, once it has one.
+pub async fn pod_ip(client: &kube::Client, namespace: &str, uid: &str) -> Option<String> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let listed = pods
+        .list(&ListParams::default().labels(&format!("{CREATED_BY_LABEL}={uid}")))
+        .await
+        .ok()?;
+    listed
+        .items
+        .into_iter()
+        .filter(|p| {
+            p.metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .any(|o| o.uid == uid && o.controller == Some(true))
+        })
+        .find_map(|p| p.status?.pod_ip.filter(|ip| !ip.is_empty()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kubevirt_launcher_protocol::{GuestInfo, GuestInterface, Phase, Status};
+
+    fn iface(name: &str, binding: &str, ip: &str) -> GuestInterface {
+        GuestInterface {
+            name: name.into(),
+            mac: "02:00:00:00:00:01".into(),
+            guest_ip: Some(ip.into()),
+            binding: binding.into(),
+        }
+    }
+
+    #[test]
+    fn masquerade_interfaces_show_the_pod_ip_and_bridged_ones_their_own() {
+        let mut r = Report::Status(Status {
+            phase: Phase::Running,
+            guest: GuestInfo {
+                interfaces: vec![
+                    iface("default", "masquerade", "10.0.2.2"),
+                    iface("br", "bridge", "10.244.0.7"),
+                ],
+                ..GuestInfo::default()
+            },
+            ..Status::default()
+        });
+        with_pod_ip(&mut r, "10.88.0.5");
+        let Report::Status(s) = r else {
+            panic!("still a status")
+        };
+        let ips: Vec<_> = s
+            .guest
+            .interfaces
+            .iter()
+            .map(|i| i.guest_ip.as_deref())
+            .collect();
+        assert_eq!(ips, [Some("10.88.0.5"), Some("10.244.0.7")]);
+    }
+}

@@ -1,0 +1,250 @@
+use serde_json::{Value, json};
+
+use super::*;
+
+fn config() -> PodConfig {
+    PodConfig {
+        launcher_image: "localhost:5000/kubevirt-rs/launcher:v1".into(),
+        launcher_root: "/var/run/kubevirt-rs/launchers".into(),
+        image_cache: "/var/cache/kubevirt-rs/images".into(),
+        registry_config_dir: None,
+        plain_http_registries: vec![],
+        working_dir: "/home/me/demo".into(),
+    }
+}
+
+fn vmi(spec: Value) -> VirtualMachineInstance {
+    let mut spec = spec;
+    if spec.get("domain").is_none() {
+        spec["domain"] = json!({"memory": {"guest": "64Mi"}, "devices": {}});
+    }
+    serde_json::from_value(json!({
+        "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance",
+        "metadata": {"name": "demo", "namespace": "ns", "uid": "1234-uid",
+                     "labels": {"app": "web", "kubevirt.io": "overridden"}},
+        "spec": spec,
+    }))
+    .unwrap()
+}
+
+fn render(spec: Value) -> Value {
+    serde_json::to_value(pod_for(&vmi(spec), &config()).unwrap()).unwrap()
+}
+
+#[test]
+fn metadata_names_the_vmi_the_upstream_way() {
+    let p = render(json!({}));
+    let m = &p["metadata"];
+    assert_eq!(m["generateName"], "virt-launcher-demo-");
+    assert_eq!(m["namespace"], "ns");
+    assert_eq!(
+        m["labels"],
+        json!({"app": "web", "kubevirt.io": "virt-launcher", "kubevirt.io/created-by": "1234-uid",
+               "kubevirt.io/domain": "demo", "vm.kubevirt.io/name": "demo"})
+    );
+    assert_eq!(
+        m["annotations"],
+        json!({"kubectl.kubernetes.io/default-container": "compute", "kubevirt.io/domain": "demo"})
+    );
+    assert_eq!(
+        m["ownerReferences"],
+        json!([{"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance", "name": "demo",
+                "uid": "1234-uid", "controller": true, "blockOwnerDeletion": true}])
+    );
+}
+
+#[test]
+fn scheduling_constraints_are_the_vmis() {
+    let affinity = json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+        "nodeSelectorTerms": [{"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}]}}});
+    let tolerations =
+        json!([{"key": "dedicated", "operator": "Equal", "value": "vm", "effect": "NoSchedule"}]);
+    let p = render(json!({
+        "nodeSelector": {"disk": "ssd"}, "affinity": affinity, "tolerations": tolerations,
+        "priorityClassName": "high", "schedulerName": "mine", "terminationGracePeriodSeconds": 5,
+    }));
+    let s = &p["spec"];
+    assert_eq!(
+        s["nodeSelector"],
+        json!({"kubevirt.io/schedulable": "true", "disk": "ssd"})
+    );
+    assert_eq!(s["affinity"], affinity);
+    assert_eq!(s["tolerations"], tolerations);
+    assert_eq!(s["priorityClassName"], "high");
+    assert_eq!(s["schedulerName"], "mine");
+    assert_eq!(s["terminationGracePeriodSeconds"], 20);
+    assert_eq!(s["restartPolicy"], "Never");
+    assert_eq!(s["automountServiceAccountToken"], false);
+    // The default grace period is 30 s.
+    assert_eq!(
+        render(json!({}))["spec"]["terminationGracePeriodSeconds"],
+        45
+    );
+    assert_eq!(
+        render(json!({}))["spec"]["nodeSelector"],
+        json!({"kubevirt.io/schedulable": "true"})
+    );
+}
+
+#[test]
+fn the_compute_container_serves_the_vmi_from_the_shared_directories() {
+    let mut c = config();
+    c.registry_config_dir = Some("/data/node/containerd/certs.d".into());
+    c.plain_http_registries = vec!["127.0.0.1:5000".into()];
+    let p = serde_json::to_value(pod_for(&vmi(json!({})), &c).unwrap()).unwrap();
+    let compute = &p["spec"]["containers"][0];
+    assert_eq!(compute["name"], "compute");
+    assert_eq!(compute["image"], "localhost:5000/kubevirt-rs/launcher:v1");
+    assert_eq!(compute["imagePullPolicy"], "IfNotPresent");
+    assert_eq!(
+        compute["command"],
+        json!([
+            "/usr/bin/kubevirt-launcher",
+            "serve",
+            "--namespace",
+            "ns",
+            "--name",
+            "demo",
+            "--uid",
+            "1234-uid",
+            "--run-dir",
+            "/var/run/kubevirt-rs/vmi",
+            "--cache-dir",
+            "/var/cache/kubevirt-rs/images",
+            "--registry-config-dir",
+            "/etc/kubevirt-rs/certs.d",
+            "--plain-http-registry",
+            "127.0.0.1:5000"
+        ])
+    );
+    assert_eq!(
+        compute["volumeMounts"],
+        json!([{"name": "launcher", "mountPath": "/var/run/kubevirt-rs/vmi"},
+               {"name": "image-cache", "mountPath": "/var/cache/kubevirt-rs/images"},
+               {"name": "registry-config", "mountPath": "/etc/kubevirt-rs/certs.d", "readOnly": true}])
+    );
+    assert_eq!(
+        compute["securityContext"],
+        json!({"runAsUser": 0, "privileged": false})
+    );
+    assert_eq!(
+        p["spec"]["volumes"],
+        json!([
+            {"name": "launcher", "hostPath": {"path": "/var/run/kubevirt-rs/launchers/1234-uid", "type": "DirectoryOrCreate"}},
+            {"name": "image-cache", "hostPath": {"path": "/var/cache/kubevirt-rs/images", "type": "DirectoryOrCreate"}},
+            {"name": "registry-config", "hostPath": {"path": "/data/node/containerd/certs.d", "type": "Directory"}},
+        ])
+    );
+    let log = &p["spec"]["containers"][1];
+    assert_eq!(log["name"], "guest-console-log");
+    assert_eq!(
+        log["command"],
+        json!([
+            "/usr/bin/kubevirt-launcher",
+            "console-log",
+            "--file",
+            "/var/run/kubevirt-rs/vmi/console.log"
+        ])
+    );
+    assert_eq!(
+        log["volumeMounts"],
+        json!([{"name": "launcher", "mountPath": "/var/run/kubevirt-rs/vmi", "readOnly": true}])
+    );
+    assert_eq!(
+        log["resources"],
+        json!({"requests": {"cpu": "5m", "memory": "20Mi"}, "limits": {"cpu": "15m", "memory": "60Mi"}})
+    );
+    assert_eq!(
+        log["securityContext"],
+        json!({"runAsUser": 0, "privileged": false, "capabilities": {"drop": ["ALL"]}})
+    );
+}
+
+#[test]
+fn requests_are_guest_memory_plus_overhead_and_the_devices() {
+    let p = render(json!({}));
+    // 64 Mi guest + 24 + 2 + 1 (page tables, rounded up); no pod network: no tun.
+    assert_eq!(
+        p["spec"]["containers"][0]["resources"],
+        json!({"requests": {"cpu": "100m", "memory": "91Mi", "devices.kubevirt.io/kvm": "1"},
+               "limits": {"devices.kubevirt.io/kvm": "1"}})
+    );
+    let p = render(json!({
+        "domain": {"cpu": {"cores": 2}, "memory": {"guest": "64Mi"},
+                   "resources": {"requests": {"cpu": "1"}, "limits": {"memory": "128Mi", "cpu": "2"}},
+                   "devices": {"interfaces": [{"name": "default", "masquerade": {}}]}},
+        "networks": [{"name": "default", "pod": {}}],
+    }));
+    // 24 + 2 × 2 + 1 (interface) + 1 (page tables) = 30 Mi of overhead.
+    assert_eq!(
+        p["spec"]["containers"][0]["resources"],
+        json!({"requests": {"cpu": "1", "memory": "94Mi", "devices.kubevirt.io/kvm": "1", "devices.kubevirt.io/tun": "1"},
+               "limits": {"cpu": "2", "memory": "158Mi", "devices.kubevirt.io/kvm": "1", "devices.kubevirt.io/tun": "1"}})
+    );
+}
+
+#[test]
+fn oci_layouts_are_mounted_read_only_at_their_absolute_path() {
+    let p = render(json!({
+        "domain": {"memory": {"guest": "64Mi"}, "devices": {},
+                   "firmware": {"kernelBoot": {"container": {"image": "oci:target/demo-image:v1"}}}},
+        "volumes": [{"name": "a", "containerDisk": {"image": "oci:/abs/disk"}},
+                    {"name": "b", "containerDisk": {"image": "oci:/abs/disk:other"}},
+                    {"name": "c", "containerDisk": {"image": "quay.io/x/y:1"}}],
+    }));
+    let volumes = p["spec"]["volumes"].as_array().unwrap();
+    assert_eq!(
+        volumes[2..],
+        [
+            json!({"name": "oci-0", "hostPath": {"path": "/abs/disk", "type": "Directory"}}),
+            json!({"name": "oci-1", "hostPath": {"path": "/home/me/demo/target/demo-image", "type": "Directory"}}),
+        ]
+    );
+    let mounts = p["spec"]["containers"][0]["volumeMounts"]
+        .as_array()
+        .unwrap();
+    assert_eq!(
+        mounts[2..],
+        [
+            json!({"name": "oci-0", "mountPath": "/abs/disk", "readOnly": true}),
+            json!({"name": "oci-1", "mountPath": "/home/me/demo/target/demo-image", "readOnly": true}),
+        ]
+    );
+    // What the agent sends the launcher names the same absolute paths.
+    let v = vmi(json!({
+        "domain": {"memory": {"guest": "64Mi"}, "devices": {},
+                   "firmware": {"kernelBoot": {"container": {"image": "oci:target/demo-image:v1"}}}},
+        "volumes": [{"name": "a", "containerDisk": {"image": "oci:rel/disk"}}],
+    }));
+    let abs = with_absolute_oci(&v, Path::new("/w"));
+    let image = |v: &VirtualMachineInstance| {
+        let k = v
+            .spec
+            .domain
+            .firmware
+            .as_ref()
+            .unwrap()
+            .kernel_boot
+            .as_ref()
+            .unwrap();
+        k.container.as_ref().unwrap().image.clone()
+    };
+    assert_eq!(image(&abs), "oci:/w/target/demo-image:v1");
+    let disk = &abs.spec.volumes.as_ref().unwrap()[0];
+    assert_eq!(
+        disk.container_disk.as_ref().unwrap().image,
+        "oci:/w/rel/disk"
+    );
+}
+
+#[test]
+fn a_vmi_without_uid_or_memory_is_refused_with_its_field() {
+    let mut v = vmi(json!({}));
+    v.metadata.uid = None;
+    let e = pod_for(&v, &config()).unwrap_err();
+    assert_eq!(e, RenderError::NoUid);
+    assert!(e.to_string().starts_with("metadata.uid: "), "{e}");
+    let v = vmi(json!({"domain": {"devices": {}}}));
+    let e = pod_for(&v, &config()).unwrap_err().to_string();
+    assert!(e.starts_with("spec.domain.memory.guest: "), "{e}");
+}

@@ -1,0 +1,384 @@
+//! One sync of a VMI as a pure function of what the VMI controller observed (the VMI, its
+//! launcher pods, the time): what to do to the pods and the status to write (upstream's
+//! virt-controller `sync` and `updateStatus` for VMIs).
+//!
+//! The controller owns the phases before the node agent takes over: `""`/Pending (no pod yet:
+//! create one) → Scheduling (a pod exists; the scheduler's and the kubelet's troubles shown as
+//! conditions) → Scheduled (the pod is bound and Running: the agent starts the launcher in it and
+//! writes Running and the rest). A pod that goes down before the VMI is final fails the VMI;
+//! once the agent owns the VMI (Scheduled, Running) a pod that ended is left to the agent, which
+//! reads the launcher's final status, for [`AGENT_GRACE`].
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kubevirt_api::core::v1::{
+    VirtualMachineInstance, VirtualMachineInstanceCondition,
+    VirtualMachineInstancePhaseTransitionTimestamp, VirtualMachineInstanceStatus,
+};
+
+use super::COMPUTE_CONTAINER;
+use crate::node::agent::FINALIZER;
+use crate::vm::instance::{is_deleting, is_final, phase};
+
+/// How long the node agent has to report the outcome of a VMI whose pod ended (Succeeded or
+/// Failed) before the controller fails the VMI itself.
+pub const AGENT_GRACE: Duration = Duration::from_secs(30);
+/// The condition the scheduler's verdict is copied to (upstream's).
+pub const POD_SCHEDULED: &str = "PodScheduled";
+/// The condition that says the controller could not do its part (a refused create, an image
+/// that cannot be pulled), upstream's `Synchronized`.
+pub const SYNCHRONIZED: &str = "Synchronized";
+/// The Synchronized reason of a pod the API server refused (upstream's).
+pub const FAILED_CREATE: &str = "FailedCreate";
+/// The image-pull reasons of a waiting container that are shown on the VMI.
+const IMAGE_PULL_REASONS: [&str; 3] = ["ErrImagePull", "ImagePullBackOff", "InvalidImageName"];
+
+/// What to do to the VMI's pods.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PodAction {
+    /// Create its pod.
+    Create,
+    /// Delete this pod (gracefully), if it still has this uid.
+    Delete {
+        /// The pod's name.
+        name: String,
+        /// Its uid (a precondition of the delete).
+        uid: String,
+    },
+}
+
+/// The outcome of one sync.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    /// What to do to the pods.
+    pub actions: Vec<PodAction>,
+    /// The status to write.
+    pub status: VirtualMachineInstanceStatus,
+    /// The `kubevirt.io/nodeName` label the VMI must carry, when it does not yet.
+    pub node_label: Option<String>,
+    /// Sync again at this time (the agent's grace ends).
+    pub requeue_at: Option<Timestamp>,
+}
+
+/// Plans one sync of `vmi`, whose pods (label `kubevirt.io/created-by=<uid>`) are `pods`.
+pub fn plan(vmi: &VirtualMachineInstance, pods: &[Pod], now: Timestamp) -> Plan {
+    let old = vmi.status.clone().unwrap_or_default();
+    let mut status = old.clone();
+    let mut actions = Vec::new();
+    let mut requeue_at = None;
+    let mut node_label = None;
+    // The oldest pod is the VMI's; any other is deleted (never two launchers for one VMI).
+    let mut live: Vec<&Pod> = pods.iter().collect();
+    live.sort_by_key(|p| (created(p), name(p).to_string()));
+    let pod = live.first().copied();
+    for extra in live.iter().skip(1) {
+        actions.push(delete(extra));
+    }
+    status.active_pods = Some(
+        pods.iter()
+            .filter(|p| !pod_final(p))
+            .filter_map(|p| Some((p.metadata.uid.clone()?, node(p).unwrap_or("").to_string())))
+            .collect::<BTreeMap<_, _>>(),
+    )
+    .filter(|m| !m.is_empty());
+    if let Some(image) = pod.and_then(compute_image) {
+        status.launcher_container_image_version = Some(image);
+    }
+    let agent_finalizer = vmi
+        .metadata
+        .finalizers
+        .iter()
+        .flatten()
+        .any(|f| f == FINALIZER);
+    let mut conditions = Conditions::of(&old);
+    if is_final(vmi) || (is_deleting(vmi) && !agent_finalizer) {
+        // Done with (or deleted without a node agent to shut it down first): its pods go.
+        for p in live.iter().take(1) {
+            if p.metadata.deletion_timestamp.is_none() {
+                actions.push(delete(p));
+            }
+        }
+    } else if is_deleting(vmi) {
+        // The node agent's finalizer shuts the guest down; the pod goes with the VMI.
+    } else {
+        match (phase(vmi), pod) {
+            ("" | "Pending", None) => {
+                actions.push(PodAction::Create);
+                status.phase = Some("Pending".into());
+            }
+            ("" | "Pending" | "Scheduling", Some(p)) if down(p).is_some() => {
+                fail(&mut status, down(p).unwrap_or_default());
+            }
+            ("Scheduling", None) => fail(&mut status, gone(&old)),
+            ("" | "Pending" | "Scheduling", Some(p)) => {
+                match node(p).filter(|_| pod_phase(p) == "Running") {
+                    Some(n) => {
+                        status.phase = Some("Scheduled".into());
+                        status.node_name = Some(n.to_string());
+                    }
+                    None => {
+                        status.phase = Some("Scheduling".into());
+                        conditions.scheduling(p, now);
+                    }
+                }
+            }
+            ("Scheduled" | "Running", None) => fail(&mut status, gone(&old)),
+            ("Scheduled" | "Running", Some(p)) => {
+                if let Some(why) = down(p).filter(|_| pod_final(p)) {
+                    // The agent reads the launcher's final status; it gets a while to.
+                    let since = finished(p).unwrap_or(now);
+                    let deadline = since + AGENT_GRACE;
+                    if now >= deadline {
+                        fail(
+                            &mut status,
+                            format!("{why}, and the node agent reported no outcome"),
+                        );
+                    } else {
+                        requeue_at = Some(deadline);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    if pod.is_some() {
+        conditions.drop_reasons(SYNCHRONIZED, &[FAILED_CREATE]);
+    }
+    if !matches!(status.phase.as_deref(), Some("Scheduling")) {
+        conditions.drop(POD_SCHEDULED);
+        conditions.drop_reasons(SYNCHRONIZED, &IMAGE_PULL_REASONS);
+    }
+    status.conditions = conditions.into_list();
+    if status.phase != old.phase
+        && let Some(p) = &status.phase
+    {
+        status
+            .phase_transition_timestamps
+            .get_or_insert_with(Vec::new)
+            .push(VirtualMachineInstancePhaseTransitionTimestamp {
+                phase: Some(p.clone()),
+                phase_transition_timestamp: Some(Time(now)),
+            });
+    }
+    if status.phase.as_deref() == Some("Scheduled")
+        && let Some(n) = &status.node_name
+    {
+        let labelled = vmi
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(crate::node::report::NODE_NAME_LABEL))
+            .is_some_and(|l| l == n);
+        if !labelled {
+            node_label = Some(n.clone());
+        }
+    }
+    Plan {
+        actions,
+        status,
+        node_label,
+        requeue_at,
+    }
+}
+
+/// Sets the VMI Failed with `reason`.
+fn fail(status: &mut VirtualMachineInstanceStatus, reason: String) {
+    status.phase = Some("Failed".into());
+    status.reason = Some(reason);
+}
+
+/// Why a VMI whose pod vanished failed (`activePods` still names the pod's uid).
+fn gone(old: &VirtualMachineInstanceStatus) -> String {
+    match old.active_pods.as_ref().and_then(|m| m.keys().next()) {
+        Some(uid) => format!("its virt-launcher pod (uid {uid}) was deleted"),
+        None => "its virt-launcher pod was deleted".into(),
+    }
+}
+
+fn delete(p: &Pod) -> PodAction {
+    PodAction::Delete {
+        name: name(p).to_string(),
+        uid: p.metadata.uid.clone().unwrap_or_default(),
+    }
+}
+
+fn name(p: &Pod) -> &str {
+    p.metadata.name.as_deref().unwrap_or("")
+}
+
+fn created(p: &Pod) -> Option<Timestamp> {
+    p.metadata.creation_timestamp.as_ref().map(|t| t.0)
+}
+
+fn node(p: &Pod) -> Option<&str> {
+    p.spec
+        .as_ref()?
+        .node_name
+        .as_deref()
+        .filter(|n| !n.is_empty())
+}
+
+fn pod_phase(p: &Pod) -> &str {
+    p.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("")
+}
+
+fn pod_final(p: &Pod) -> bool {
+    matches!(pod_phase(p), "Succeeded" | "Failed")
+}
+
+/// The compute container's image (upstream's `launcherContainerImageVersion`).
+fn compute_image(p: &Pod) -> Option<String> {
+    p.spec
+        .as_ref()?
+        .containers
+        .iter()
+        .find(|c| c.name == COMPUTE_CONTAINER)?
+        .image
+        .clone()
+}
+
+/// Why the pod is down or going down, if it is: deleted, Failed or Succeeded.
+fn down(p: &Pod) -> Option<String> {
+    let pod = format!("its virt-launcher pod {}", name(p));
+    if pod_final(p) {
+        let s = p.status.as_ref();
+        let mut why = format!("{pod} {}", pod_phase(p).to_lowercase());
+        let detail = s
+            .and_then(|s| s.message.clone().or(s.reason.clone()))
+            .or_else(|| terminated(p));
+        if let Some(d) = detail {
+            why.push_str(&format!(": {d}"));
+        }
+        return Some(why);
+    }
+    p.metadata
+        .deletion_timestamp
+        .is_some()
+        .then(|| format!("{pod} is being deleted"))
+}
+
+/// How the compute container ended (`reason`, exit code, message), if it did.
+fn terminated(p: &Pod) -> Option<String> {
+    let t = compute_status(p)?.state.as_ref()?.terminated.as_ref()?;
+    let mut s = format!("the compute container exited with code {}", t.exit_code);
+    if let Some(r) = &t.reason {
+        s.push_str(&format!(" ({r})"));
+    }
+    if let Some(m) = t.message.as_deref().filter(|m| !m.is_empty()) {
+        s.push_str(&format!(": {m}"));
+    }
+    Some(s)
+}
+
+/// When the pod ended: its compute container's finish time.
+fn finished(p: &Pod) -> Option<Timestamp> {
+    let t = compute_status(p)?.state.as_ref()?.terminated.as_ref()?;
+    t.finished_at.as_ref().map(|t| t.0)
+}
+
+fn compute_status(p: &Pod) -> Option<&k8s_openapi::api::core::v1::ContainerStatus> {
+    p.status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .iter()
+        .find(|c| c.name == COMPUTE_CONTAINER)
+}
+
+/// `status` with the Synchronized=False condition of a pod the API server refused to create
+/// (`message`: its answer).
+pub fn failed_create(status: &mut VirtualMachineInstanceStatus, message: String, now: Timestamp) {
+    let old = status.clone();
+    let mut c = Conditions::of(&old);
+    c.set(SYNCHRONIZED, "False", FAILED_CREATE, message, now);
+    status.conditions = c.into_list();
+}
+
+/// The VMI's conditions while they are edited: each keeps its transition time while its status
+/// stays.
+struct Conditions {
+    list: Vec<VirtualMachineInstanceCondition>,
+}
+
+impl Conditions {
+    fn of(old: &VirtualMachineInstanceStatus) -> Self {
+        Conditions {
+            list: old.conditions.clone().unwrap_or_default(),
+        }
+    }
+
+    fn set(&mut self, type_: &str, status: &str, reason: &str, message: String, now: Timestamp) {
+        let since = self
+            .list
+            .iter()
+            .find(|c| c.type_ == type_ && c.status == status)
+            .and_then(|c| c.last_transition_time.clone())
+            .unwrap_or(Time(now));
+        self.drop(type_);
+        self.list.push(VirtualMachineInstanceCondition {
+            type_: type_.into(),
+            status: status.into(),
+            reason: Some(reason.into()),
+            message: Some(message),
+            last_transition_time: Some(since),
+            last_probe_time: None,
+        });
+    }
+
+    fn drop(&mut self, type_: &str) {
+        self.list.retain(|c| c.type_ != type_);
+    }
+
+    fn drop_reasons(&mut self, type_: &str, reasons: &[&str]) {
+        self.list
+            .retain(|c| c.type_ != type_ || !reasons.contains(&c.reason.as_deref().unwrap_or("")));
+    }
+
+    /// While the pod waits: the scheduler's Unschedulable verdict, a compute container that
+    /// cannot pull its image.
+    fn scheduling(&mut self, p: &Pod, now: Timestamp) {
+        let unschedulable = p
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .into_iter()
+            .flatten()
+            .find(|c| {
+                c.type_ == POD_SCHEDULED
+                    && c.status == "False"
+                    && c.reason.as_deref() == Some("Unschedulable")
+            });
+        match unschedulable {
+            Some(c) => {
+                let message = c.message.clone().unwrap_or_default();
+                self.set(POD_SCHEDULED, "False", "Unschedulable", message, now);
+            }
+            None => self.drop(POD_SCHEDULED),
+        }
+        let pulling = compute_status(p)
+            .and_then(|c| c.state.as_ref()?.waiting.as_ref())
+            .filter(|w| IMAGE_PULL_REASONS.contains(&w.reason.as_deref().unwrap_or("")));
+        match pulling {
+            Some(w) => {
+                let reason = w.reason.clone().unwrap_or_default();
+                let message = w.message.clone().unwrap_or_default();
+                self.set(SYNCHRONIZED, "False", &reason, message, now);
+            }
+            None => self.drop_reasons(SYNCHRONIZED, &IMAGE_PULL_REASONS),
+        }
+    }
+
+    fn into_list(self) -> Option<Vec<VirtualMachineInstanceCondition>> {
+        (!self.list.is_empty()).then_some(self.list)
+    }
+}
+
+#[cfg(test)]
+mod tests;

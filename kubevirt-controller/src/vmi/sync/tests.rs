@@ -1,0 +1,353 @@
+use serde_json::{Value, json};
+
+use super::*;
+
+const NOW: &str = "2026-12-05T12:00:00Z";
+
+fn now() -> Timestamp {
+    NOW.parse().unwrap()
+}
+
+fn vmi(phase: &str, status: Value) -> VirtualMachineInstance {
+    let mut status = status;
+    if !phase.is_empty() {
+        status["phase"] = phase.into();
+    }
+    serde_json::from_value(json!({
+        "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance",
+        "metadata": {"name": "demo", "namespace": "ns", "uid": "vmi-uid"},
+        "spec": {"domain": {"devices": {}, "memory": {"guest": "64Mi"}}},
+        "status": status,
+    }))
+    .unwrap()
+}
+
+fn pod(name: &str, created: &str, spec: Value, status: Value) -> Pod {
+    let mut spec = spec;
+    spec["containers"] = json!([{"name": "compute", "image": "launcher:v1"}]);
+    serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": "ns", "uid": format!("{name}-uid"),
+                     "creationTimestamp": created},
+        "spec": spec, "status": status,
+    }))
+    .unwrap()
+}
+
+fn pending_pod() -> Pod {
+    pod(
+        "virt-launcher-demo-abcde",
+        NOW,
+        json!({}),
+        json!({"phase": "Pending"}),
+    )
+}
+
+fn running_pod() -> Pod {
+    pod(
+        "virt-launcher-demo-abcde",
+        NOW,
+        json!({"nodeName": "node1"}),
+        json!({"phase": "Running"}),
+    )
+}
+
+fn condition<'a>(p: &'a Plan, type_: &str) -> Option<&'a VirtualMachineInstanceCondition> {
+    p.status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == type_)
+}
+
+fn transitions(p: &Plan) -> Vec<&str> {
+    p.status
+        .phase_transition_timestamps
+        .iter()
+        .flatten()
+        .filter_map(|t| t.phase.as_deref())
+        .collect()
+}
+
+#[test]
+fn a_new_vmi_gets_a_pod_and_goes_pending_then_scheduling() {
+    let p = plan(&vmi("", json!({})), &[], now());
+    assert_eq!(p.actions, vec![PodAction::Create]);
+    assert_eq!(p.status.phase.as_deref(), Some("Pending"));
+    assert_eq!(transitions(&p), ["Pending"]);
+    let pending = vmi("Pending", serde_json::to_value(&p.status).unwrap());
+    let p = plan(&pending, &[pending_pod()], now());
+    assert!(p.actions.is_empty());
+    assert_eq!(p.status.phase.as_deref(), Some("Scheduling"));
+    assert_eq!(transitions(&p), ["Pending", "Scheduling"]);
+    assert_eq!(
+        p.status.active_pods,
+        Some([("virt-launcher-demo-abcde-uid".to_string(), String::new())].into())
+    );
+    assert_eq!(
+        p.status.launcher_container_image_version.as_deref(),
+        Some("launcher:v1")
+    );
+    assert_eq!(p.node_label, None);
+}
+
+#[test]
+fn a_bound_running_pod_makes_the_vmi_scheduled_on_its_node() {
+    let p = plan(&vmi("Scheduling", json!({})), &[running_pod()], now());
+    assert!(p.actions.is_empty());
+    assert_eq!(p.status.phase.as_deref(), Some("Scheduled"));
+    assert_eq!(p.status.node_name.as_deref(), Some("node1"));
+    assert_eq!(p.node_label.as_deref(), Some("node1"));
+    assert_eq!(
+        p.status.active_pods,
+        Some(
+            [(
+                "virt-launcher-demo-abcde-uid".to_string(),
+                "node1".to_string()
+            )]
+            .into()
+        )
+    );
+    // Bound but not Running yet (pulling images, starting): still Scheduling.
+    let bound = pod(
+        "virt-launcher-demo-abcde",
+        NOW,
+        json!({"nodeName": "node1"}),
+        json!({"phase": "Pending"}),
+    );
+    let p = plan(&vmi("Scheduling", json!({})), &[bound], now());
+    assert_eq!(p.status.phase.as_deref(), Some("Scheduling"));
+    // Once Scheduled, the node agent writes the phases: nothing changes here.
+    let mut scheduled = vmi("Running", json!({"nodeName": "node1"}));
+    scheduled.metadata.labels = Some([("kubevirt.io/nodeName".into(), "node1".into())].into());
+    let p = plan(&scheduled, &[running_pod()], now());
+    assert_eq!(p.status.phase.as_deref(), Some("Running"));
+    assert!(p.actions.is_empty());
+    assert_eq!(p.node_label, None);
+}
+
+#[test]
+fn the_schedulers_verdict_and_image_pull_errors_show_on_the_vmi() {
+    let stuck = pod(
+        "virt-launcher-demo-abcde",
+        NOW,
+        json!({}),
+        json!({"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False",
+            "reason": "Unschedulable", "message": "0/1 nodes are available: 1 Insufficient memory."}]}),
+    );
+    let p = plan(&vmi("Scheduling", json!({})), &[stuck], now());
+    assert_eq!(p.status.phase.as_deref(), Some("Scheduling"));
+    let c = condition(&p, "PodScheduled").unwrap();
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_deref(), c.message.as_deref()),
+        (
+            "False",
+            Some("Unschedulable"),
+            Some("0/1 nodes are available: 1 Insufficient memory.")
+        )
+    );
+    // It keeps its transition time while it holds, and goes once the pod is scheduled.
+    let later: Timestamp = "2026-12-05T12:05:00Z".parse().unwrap();
+    let again = plan(
+        &vmi("Scheduling", serde_json::to_value(&p.status).unwrap()),
+        &[pod(
+            "virt-launcher-demo-abcde",
+            NOW,
+            json!({}),
+            json!({"phase": "Pending",
+            "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                            "message": "0/1 nodes are available: 1 Insufficient memory."}]}),
+        )],
+        later,
+    );
+    assert_eq!(
+        condition(&again, "PodScheduled")
+            .unwrap()
+            .last_transition_time,
+        Some(Time(now()))
+    );
+    let pulling = pod(
+        "virt-launcher-demo-abcde",
+        NOW,
+        json!({"nodeName": "node1"}),
+        json!({"phase": "Pending", "containerStatuses": [{"name": "compute", "image": "launcher:v1",
+            "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling image \"launcher:v1\""}}}]}),
+    );
+    let p = plan(
+        &vmi("Scheduling", serde_json::to_value(&again.status).unwrap()),
+        &[pulling],
+        later,
+    );
+    assert!(condition(&p, "PodScheduled").is_none());
+    let c = condition(&p, "Synchronized").unwrap();
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_deref(), c.message.as_deref()),
+        (
+            "False",
+            Some("ImagePullBackOff"),
+            Some("Back-off pulling image \"launcher:v1\"")
+        )
+    );
+    let p = plan(
+        &vmi("Scheduling", serde_json::to_value(&p.status).unwrap()),
+        &[running_pod()],
+        later,
+    );
+    assert_eq!(p.status.phase.as_deref(), Some("Scheduled"));
+    assert!(condition(&p, "Synchronized").is_none());
+}
+
+#[test]
+fn a_pod_that_dies_before_the_agent_takes_over_fails_the_vmi() {
+    let failed = pod(
+        "virt-launcher-demo-abcde",
+        NOW,
+        json!({"nodeName": "node1"}),
+        json!({"phase": "Failed", "reason": "Evicted", "message": "The node was low on memory."}),
+    );
+    let p = plan(&vmi("Scheduling", json!({})), &[failed], now());
+    assert_eq!(p.status.phase.as_deref(), Some("Failed"));
+    assert_eq!(
+        p.status.reason.as_deref(),
+        Some("its virt-launcher pod virt-launcher-demo-abcde failed: The node was low on memory.")
+    );
+    // The final VMI's pod is deleted.
+    let p2 = plan(
+        &vmi("Failed", serde_json::to_value(&p.status).unwrap()),
+        &[running_pod()],
+        now(),
+    );
+    assert_eq!(
+        p2.actions,
+        vec![PodAction::Delete {
+            name: "virt-launcher-demo-abcde".into(),
+            uid: "virt-launcher-demo-abcde-uid".into()
+        }]
+    );
+    // Deleted while Scheduling.
+    let p = plan(
+        &vmi("Scheduling", json!({"activePods": {"p-uid": ""}})),
+        &[],
+        now(),
+    );
+    assert_eq!(p.status.phase.as_deref(), Some("Failed"));
+    assert_eq!(
+        p.status.reason.as_deref(),
+        Some("its virt-launcher pod (uid p-uid) was deleted")
+    );
+    let mut going = pending_pod();
+    going.metadata.deletion_timestamp = Some(Time(now()));
+    let p = plan(&vmi("Scheduling", json!({})), &[going], now());
+    assert_eq!(
+        p.status.reason.as_deref(),
+        Some("its virt-launcher pod virt-launcher-demo-abcde is being deleted")
+    );
+}
+
+#[test]
+fn once_the_agent_owns_the_vmi_a_finished_pod_waits_for_its_outcome() {
+    let ended = pod(
+        "virt-launcher-demo-abcde",
+        NOW,
+        json!({"nodeName": "node1"}),
+        json!({"phase": "Succeeded", "containerStatuses": [{"name": "compute", "image": "launcher:v1",
+            "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"terminated": {"exitCode": 0, "reason": "Completed", "finishedAt": NOW}}}]}),
+    );
+    let running = vmi("Running", json!({"nodeName": "node1"}));
+    let p = plan(&running, std::slice::from_ref(&ended), now());
+    assert_eq!(p.status.phase.as_deref(), Some("Running"));
+    assert_eq!(p.requeue_at, Some(now() + AGENT_GRACE));
+    let late = now() + AGENT_GRACE;
+    let p = plan(&running, std::slice::from_ref(&ended), late);
+    assert_eq!(p.status.phase.as_deref(), Some("Failed"));
+    assert_eq!(
+        p.status.reason.as_deref(),
+        Some(
+            "its virt-launcher pod virt-launcher-demo-abcde succeeded: the compute container exited with code 0 (Completed), and the node agent reported no outcome"
+        )
+    );
+    // The agent's final phase stands.
+    let done = vmi("Succeeded", json!({"nodeName": "node1"}));
+    let p = plan(&done, &[ended], late);
+    assert_eq!(p.status.phase.as_deref(), Some("Succeeded"));
+    assert_eq!(p.status.reason, None);
+    // A Running VMI whose pod is gone has failed.
+    let p = plan(&running, &[], now());
+    assert_eq!(p.status.phase.as_deref(), Some("Failed"));
+    assert_eq!(transitions(&p), ["Failed"]);
+}
+
+#[test]
+fn a_deleted_vmi_loses_its_pod_unless_the_agent_shuts_it_down_first() {
+    let mut deleting = vmi("Running", json!({"nodeName": "node1"}));
+    deleting.metadata.deletion_timestamp = Some(Time(now()));
+    let p = plan(&deleting, &[running_pod()], now());
+    assert_eq!(
+        p.actions,
+        vec![PodAction::Delete {
+            name: "virt-launcher-demo-abcde".into(),
+            uid: "virt-launcher-demo-abcde-uid".into()
+        }]
+    );
+    assert_eq!(p.status.phase.as_deref(), Some("Running"));
+    deleting.metadata.finalizers = Some(vec![FINALIZER.into()]);
+    let p = plan(&deleting, &[running_pod()], now());
+    assert!(p.actions.is_empty());
+    // A pod already on its way out is not deleted again.
+    let mut going = running_pod();
+    going.metadata.deletion_timestamp = Some(Time(now()));
+    let p = plan(&vmi("Succeeded", json!({})), &[going], now());
+    assert!(p.actions.is_empty());
+}
+
+#[test]
+fn never_two_pods_the_oldest_stays() {
+    let older = pod(
+        "virt-launcher-demo-old",
+        "2026-12-05T11:00:00Z",
+        json!({"nodeName": "node1"}),
+        json!({"phase": "Running"}),
+    );
+    let newer = pod(
+        "virt-launcher-demo-new",
+        NOW,
+        json!({}),
+        json!({"phase": "Pending"}),
+    );
+    let p = plan(&vmi("Scheduling", json!({})), &[newer, older], now());
+    assert_eq!(
+        p.actions,
+        vec![PodAction::Delete {
+            name: "virt-launcher-demo-new".into(),
+            uid: "virt-launcher-demo-new-uid".into()
+        }]
+    );
+    assert_eq!(p.status.phase.as_deref(), Some("Scheduled"));
+}
+
+#[test]
+fn a_refused_create_is_a_synchronized_condition_until_a_pod_exists() {
+    let mut p = plan(&vmi("", json!({})), &[], now());
+    failed_create(
+        &mut p.status,
+        "pods \"x\" is forbidden: exceeded quota".into(),
+        now(),
+    );
+    let c = condition(&p, "Synchronized").unwrap();
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_deref(), c.message.as_deref()),
+        (
+            "False",
+            Some("FailedCreate"),
+            Some("pods \"x\" is forbidden: exceeded quota")
+        )
+    );
+    let p = plan(
+        &vmi("Pending", serde_json::to_value(&p.status).unwrap()),
+        &[pending_pod()],
+        now(),
+    );
+    assert!(condition(&p, "Synchronized").is_none());
+}
