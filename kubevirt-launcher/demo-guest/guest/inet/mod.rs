@@ -80,6 +80,12 @@ impl Host {
         }
     }
 
+    /// When [`Host::poll`] next has something to do without a frame arriving (a DHCP
+    /// retransmission), in TSC ticks; `None` once bound.
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.lease.is_none().then(|| self.dhcp.next_send())
+    }
+
     fn handle(&mut self, frame: &[u8]) {
         let Some(f) = Frame::parse(frame) else { return };
         if f.dst != self.nic.mac && f.dst != BROADCAST_MAC {
