@@ -155,6 +155,13 @@ impl Transport {
         true
     }
 
+    /// The MSI-X table entry queue `index` raises, as the device kept it ([`NO_VECTOR`] when it
+    /// refused the one the driver wrote).
+    pub fn queue_vector(&self, index: u16) -> u16 {
+        w16(self.common + QUEUE_SELECT, index);
+        r16(self.common + QUEUE_MSIX_VECTOR)
+    }
+
     /// Sets up queue `index` with at most [`MAX_QUEUE_SIZE`] entries, raising MSI-X table
     /// entry `vector` when it uses a buffer ([`NO_VECTOR`]: never).
     pub fn queue(&self, index: u16, arena: &mut Arena, vector: u16) -> Option<Queue> {

@@ -19,6 +19,8 @@ pub struct Nic {
     pub slot: u8,
     /// The MAC the device was given (or a fixed one if it has none).
     pub mac: [u8; 6],
+    /// Whether a received frame raises an interrupt (MSI-X); without, the guest polls.
+    pub interrupts: bool,
     rx: Queue,
     tx: Queue,
     rx_buffers: u64,
@@ -33,6 +35,7 @@ impl Nic {
         let irq = crate::hw::irq::enabled()
             && t.msix_route(0, crate::hw::irq::VECTOR_NET, crate::hw::irq::apic_id());
         let rx = t.queue(0, arena, if irq { 0 } else { super::NO_VECTOR })?;
+        let irq = irq && t.queue_vector(0) == 0;
         let tx = t.queue(1, arena, super::NO_VECTOR)?;
         let mut mac = [0x02, 0, 0, 0, 0, 1];
         if features & F_MAC != 0 {
@@ -45,6 +48,7 @@ impl Nic {
         let mut nic = Nic {
             slot,
             mac,
+            interrupts: irq,
             rx,
             tx,
             rx_buffers,
