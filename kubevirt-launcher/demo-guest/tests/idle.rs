@@ -4,10 +4,13 @@
 //! measures the CPU time of the vCPU thread and of every thread of this process (the vCPU and
 //! the VMM's device threads) over a few idle seconds, then types commands and expects the
 //! answers — the serial receive interrupt wakes the guest — and measures again. The tests run
-//! one at a time (a lock), so one guest's boot is not counted in the other's idle time.
+//! one at a time (a lock), so one guest's boot is not counted in the other's idle time. The same
+//! image entered at CPL 3 falls back to polling, and the same measurement sees its busy vCPU.
 
 use kubevirt_vmm::virtio::block::{Block, RawFile};
-use kubevirt_vmm::{BootSource, ConsoleBuffer, ConsoleConfig, KernelImage, LinuxBoot, Vm};
+use kubevirt_vmm::{
+    BootSource, ConsoleBuffer, ConsoleConfig, KernelImage, LinuxBoot, Privilege, Vm,
+};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -61,12 +64,14 @@ struct Guest {
 }
 
 impl Guest {
-    fn boot(pvh: bool) -> Guest {
+    /// Boots the demo guest (as the PVH ELF or directly, at `privilege`).
+    fn boot(pvh: bool, privilege: Privilege) -> Guest {
         let dir = kubevirt_testsupport::tempdir(if pvh { "idle-pvh" } else { "idle-direct" });
         let disk = dir.join("scratch.img");
         std::fs::write(&disk, vec![0u8; 1 << 20]).unwrap();
         let console = ConsoleBuffer::new();
-        let guest = kubevirt_demo_guest::test_guest();
+        let mut guest = kubevirt_demo_guest::test_guest();
+        guest.privilege = privilege;
         let mut config = guest.vm_config(1, ConsoleConfig::Buffer(console.clone()));
         config.memory_size = MEMORY;
         if pvh {
@@ -135,7 +140,7 @@ fn idles_and_answers(pvh: bool) {
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let how = if pvh { "PVH" } else { "direct boot" };
-    let guest = Guest::boot(pvh);
+    let guest = Guest::boot(pvh, Privilege::Kernel);
     let out = guest.expect(0, "demo# ");
     assert!(out.contains(kubevirt_demo_guest::BANNER), "{out}");
     assert!(
@@ -170,4 +175,34 @@ fn direct_boot_guest_halts_while_idle_and_answers_typed_commands() {
 #[test]
 fn pvh_guest_halts_while_idle_and_answers_typed_commands() {
     idles_and_answers(true);
+}
+
+/// Entered at CPL 3 (a loader that does not start it at CPL 0), the guest cannot install an IDT:
+/// it says so, polls, and still answers. Its vCPU is busy, which the measurement above sees.
+#[test]
+fn a_guest_entered_at_cpl3_polls_and_still_answers() {
+    let _one = ONE_GUEST_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let guest = Guest::boot(false, Privilege::User);
+    let out = guest.expect(0, "demo# ");
+    assert!(
+        out.contains("irq: none (entered at CPL 3): polling"),
+        "{out}"
+    );
+    let from = out.len();
+    guest.type_line("uname");
+    guest.expect(from, "kubevirt-rs-demo demo 1.0");
+    std::thread::sleep(Duration::from_millis(300));
+    let (vcpu, _) = idle_shares(Duration::from_secs(1));
+    eprintln!(
+        "polling guest at its prompt: vCPU thread {:.1}%",
+        vcpu * 100.0
+    );
+    assert!(
+        vcpu > 0.10,
+        "a polling vCPU shows as busy, yet it used {:.2}% of a core",
+        vcpu * 100.0
+    );
+    guest.vm.stop();
 }
