@@ -1,6 +1,8 @@
 //! The kubevirt-rs demo guest: a freestanding program entered at CPL 3 with IOPL 3 and an
 //! identity map of the low 4 GiB (kubevirt-vmm's direct boot, or the PVH stub of its test-guest
-//! toolkit). It drives its virtio-pci devices by polling, since it takes no interrupts.
+//! toolkit). Entered at CPL 0 it installs an IDT first (`hw::irq`) and drops to CPL 3; then it
+//! halts while it waits, woken by COM1, virtio-net's MSI-X, the ACPI power button or its LAPIC
+//! timer. Entered at CPL 3 it polls its devices instead.
 #![no_std]
 #![no_main]
 
@@ -16,19 +18,6 @@ mod virtio;
 use hw::acpi::Acpi;
 use hw::{console, pci};
 use virtio::blk::Disk;
-
-core::arch::global_asm!(
-    ".section .text.start, \"ax\"",
-    ".global _start",
-    "_start:",
-    "and rsp, -16",
-    // RSI: the PVH start info (0 under direct boot): main's first argument.
-    "mov rdi, rsi",
-    "call {main}",
-    "2: pause",
-    "jmp 2b",
-    main = sym main,
-);
 
 const MAX_DISKS: usize = 8;
 const DEFAULT_HOSTNAME: &[u8] = b"demo";
@@ -179,9 +168,16 @@ impl System {
     }
 }
 
-extern "C" fn main(start_info: u64) -> ! {
+/// `kernel`: 1 when `_start` ran at CPL 0 and installed the IDT.
+extern "C" fn main(start_info: u64, kernel: u64) -> ! {
     rt::zero_bss();
+    hw::irq::init(kernel != 0);
     console::str("\nkubevirt-rs demo guest 1.0 (x86_64, CPL 3)\n");
+    console::str(if hw::irq::enabled() {
+        "irq: LAPIC timer, COM1, power button, virtio-net; halts while idle\n"
+    } else {
+        "irq: none (entered at CPL 3): polling\n"
+    });
     hw::pvh::report(start_info);
     match hw::smbios::SystemInfo::find() {
         Some(info) => {
@@ -254,25 +250,50 @@ extern "C" fn main(start_info: u64) -> ! {
     }
     let mut shell = shell::Shell::new();
     shell.prompt(&sys);
+    serve(&mut sys, &mut shell)
+}
+
+/// The main loop: look at what interrupted (everything, the first time round or when
+/// polling), then halt until the next interrupt or timeout.
+fn serve(sys: &mut System, shell: &mut shell::Shell) -> ! {
+    use hw::irq;
+    let interrupts = irq::enabled();
+    let mut pending = irq::ALL;
     let mut rounds = 0u32;
     loop {
-        rounds = rounds.wrapping_add(1);
-        if rounds % 16 == 0 && sys.acpi.is_some_and(|a| a.power_button_pressed()) {
+        // Reading the GED is an exit to the VMM: polled, only every 16th round.
+        let power = if interrupts {
+            pending & irq::POWER != 0
+        } else {
+            rounds % 16 == 0
+        };
+        if power && sys.acpi.is_some_and(|a| a.power_button_pressed()) {
             console::str("\npower button pressed: shutting down\n");
             sys.power_off();
         }
-        while let Some(b) = console::read() {
-            match shell.feed(b, &mut sys) {
-                shell::Action::PowerOff => sys.power_off(),
-                shell::Action::Reboot => sys.reboot(),
-                shell::Action::Continue => {}
+        if pending & irq::SERIAL != 0 {
+            while let Some(b) = console::read() {
+                match shell.feed(b, sys) {
+                    shell::Action::PowerOff => sys.power_off(),
+                    shell::Action::Reboot => sys.reboot(),
+                    shell::Action::Continue => {}
+                }
             }
         }
+        // The receive ring is guest memory: looking costs nothing, so always look.
+        let mut deadline = None;
         if let Some(h) = &mut sys.host {
             h.poll();
+            deadline = h.next_deadline();
         }
-        for _ in 0..64 {
-            core::hint::spin_loop();
+        if interrupts {
+            irq::wait(deadline);
+            pending = irq::take();
+        } else {
+            rounds = rounds.wrapping_add(1);
+            for _ in 0..64 {
+                core::hint::spin_loop();
+            }
         }
     }
 }

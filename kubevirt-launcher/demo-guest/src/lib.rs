@@ -15,6 +15,7 @@ mod image;
 
 pub use image::{DemoImageError, IMAGE_TAG, KERNEL_PATH, write_elf, write_image};
 
+use kubevirt_vmm::Privilege;
 use kubevirt_vmm::testguest::{GUEST_LOAD_ADDR, TestGuest, TestGuestError, elf};
 
 /// The guest as a flat image for [`GUEST_LOAD_ADDR`], entered at its first byte.
@@ -28,12 +29,14 @@ pub const COMMANDS: &[&str] = &[
     "help", "uname", "hostname", "disks", "disktest", "cat", "userdata", "ip", "reboot", "poweroff",
 ];
 
-/// The guest as a test guest (direct boot at CPL 3).
+/// The guest as a test guest: entered at CPL 0, where it installs its IDT before dropping to
+/// CPL 3 (direct boot, and the PVH stub of [`pvh_elf`]).
 pub fn test_guest() -> TestGuest {
     TestGuest {
         name: "demo",
         code: FLAT_IMAGE.to_vec(),
         entry: GUEST_LOAD_ADDR,
+        privilege: Privilege::Kernel,
     }
 }
 

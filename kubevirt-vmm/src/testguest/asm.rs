@@ -123,6 +123,7 @@ impl GuestAsm {
             name: self.name,
             code,
             entry: GUEST_LOAD_ADDR,
+            privilege: crate::Privilege::User,
         })
     }
 }

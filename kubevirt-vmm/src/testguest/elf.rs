@@ -6,7 +6,9 @@
 //! that entry, which a PVH loader jumps to in flat 32-bit protected mode. The stub enables PAE
 //! and long mode, loads the GDT and TSS, and `iretq`s to the program at CPL 3 with IOPL 3 and
 //! RDI = 0: the same state the VMM's direct entry sets up, plus RSI = the address of the PVH
-//! `hvm_start_info` (command line, modules such as an initrd, RSDP). For example:
+//! `hvm_start_info` (command line, modules such as an initrd, RSDP). A program whose
+//! [`TestGuest::privilege`] is [`Privilege::Kernel`] is entered at CPL 0 instead (the TSS's
+//! RSP0 is the stub's stack), to set up its own interrupt handling. For example:
 //!
 //! ```text
 //! qemu-system-x86_64 -machine q35 -m 64 -nographic -no-reboot -kernel hello.elf \
@@ -21,7 +23,7 @@ use crate::arch::gdt::{
     USER_DATA_SELECTOR, gdt_with_tss, tss_bytes,
 };
 use crate::arch::paging::{IDENTITY_MAP_TABLES_SIZE, PageAccess, identity_map_tables};
-use crate::arch::regs::RFLAGS_IOPL3;
+use crate::arch::regs::{Privilege, RFLAGS_IOPL3};
 
 /// Where the stub starts: right after the largest program.
 pub const STUB_BASE: u64 = GUEST_LOAD_ADDR + GUEST_MAX_CODE_SIZE as u64;
@@ -81,8 +83,13 @@ fn entry32() -> Result<Vec<u8>, TestGuestError> {
     })
 }
 
-/// The 64-bit part: data segments, TSS, and `iretq` to the program at CPL 3.
-fn entry64(program_entry: u64) -> Result<Vec<u8>, TestGuestError> {
+/// The 64-bit part: data segments, TSS, and `iretq` to the program at CPL 3 (or at CPL 0 with
+/// the kernel selectors, for a [`Privilege::Kernel`] program).
+fn entry64(program_entry: u64, privilege: Privilege) -> Result<Vec<u8>, TestGuestError> {
+    let (code, data, rflags) = match privilege {
+        Privilege::User => (USER_CODE_SELECTOR, USER_DATA_SELECTOR, RFLAGS_IOPL3 | 2),
+        Privilege::Kernel => (KERNEL_CODE_SELECTOR, KERNEL_DATA_SELECTOR, 2),
+    };
     assemble("pvh stub (64-bit)", 64, ENTRY64, |a| {
         a.mov(ax, u32::from(KERNEL_DATA_SELECTOR))?;
         a.mov(iced_x86::code_asm::ds, ax)?;
@@ -91,10 +98,10 @@ fn entry64(program_entry: u64) -> Result<Vec<u8>, TestGuestError> {
         a.mov(ax, u32::from(TSS_SELECTOR))?;
         a.ltr(ax)?;
         // `push imm32` sign-extends to 64 bits; every value here is below 2^31.
-        a.push(i32::from(USER_DATA_SELECTOR))?;
+        a.push(i32::from(data))?;
         a.push(GUEST_STACK_TOP as i32)?;
-        a.push((RFLAGS_IOPL3 | 2) as i32)?;
-        a.push(i32::from(USER_CODE_SELECTOR))?;
+        a.push(rflags as i32)?;
+        a.push(i32::from(code))?;
         a.mov(rax, program_entry)?;
         a.push(rax)?;
         a.xor(rdi, rdi)?;
@@ -113,7 +120,7 @@ fn segment(guest: &TestGuest) -> Result<Vec<u8>, TestGuestError> {
         });
     }
     let e32 = entry32()?;
-    let e64 = entry64(guest.entry)?;
+    let e64 = entry64(guest.entry, guest.privilege)?;
     let end = ENTRY64 as usize + e64.len();
     let mut seg = vec![0u8; end - GUEST_LOAD_ADDR as usize];
     let mut put = |addr: u64, bytes: &[u8]| {

@@ -77,17 +77,23 @@ pub struct TestGuest {
     pub code: Vec<u8>,
     /// Entry point.
     pub entry: u64,
+    /// The privilege the program starts at. [`Privilege::User`] (every program [`GuestAsm`]
+    /// assembles): CPL 3 with IOPL 3 and user-accessible identity mappings. [`Privilege::Kernel`]:
+    /// CPL 0 in 64-bit mode with the same GDT selectors (the [`crate::arch::gdt`] layout) and a
+    /// TSS, for a program that installs its own IDT and then drops to CPL 3 itself (its page
+    /// tables may then be supervisor-only under direct boot: the program opens them).
+    pub privilege: Privilege,
 }
 
 impl TestGuest {
-    /// Boots this guest directly in 64-bit mode at CPL 3.
+    /// Boots this guest directly in 64-bit mode at its [`TestGuest::privilege`].
     pub fn boot_source(&self) -> BootSource {
         BootSource::Direct(DirectBoot {
             image: self.code.clone(),
             load_addr: GUEST_LOAD_ADDR,
             entry: self.entry,
             stack_top: GUEST_STACK_TOP,
-            privilege: Privilege::User,
+            privilege: self.privilege,
         })
     }
 

@@ -1,6 +1,8 @@
-//! COM1, polled, plus number formatting without `core::fmt` (which would triple the image).
+//! COM1 (read when its receive interrupt says so, or polled), plus number formatting without `core::fmt` (which would triple the image).
 
 const COM1: u16 = 0x3f8;
+const IER: u16 = COM1 + 1;
+const IER_RECEIVED_DATA: u8 = 1;
 const LSR: u16 = COM1 + 5;
 const LSR_DATA_READY: u8 = 1;
 const LSR_THR_EMPTY: u8 = 0x20;
@@ -40,6 +42,13 @@ pub fn put(b: u8) {
 pub fn read() -> Option<u8> {
     let lsr = super::inb(LSR);
     (lsr != ABSENT && lsr & LSR_DATA_READY != 0).then(|| super::inb(COM1))
+}
+
+/// Makes COM1 interrupt (IRQ 4) when a byte arrives.
+pub fn enable_receive_interrupt() {
+    if super::inb(LSR) != ABSENT {
+        super::outb(IER, IER_RECEIVED_DATA);
+    }
 }
 
 /// `v` in decimal.

@@ -3,6 +3,7 @@
 
 pub mod acpi;
 pub mod console;
+pub mod irq;
 pub mod pci;
 pub mod pvh;
 pub mod smbios;

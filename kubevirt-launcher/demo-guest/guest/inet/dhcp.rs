@@ -114,6 +114,11 @@ impl Client {
         }
     }
 
+    /// When [`Client::due`] next has a message (TSC ticks).
+    pub fn next_send(&self) -> u64 {
+        self.next_send
+    }
+
     /// The message to (re)send now, if one is due.
     pub fn due(&mut self, now: u64, mac: [u8; 6]) -> Option<Packet> {
         if now < self.next_send {

@@ -6,7 +6,7 @@ pub mod dhcp;
 pub mod tcp;
 pub mod wire;
 
-use crate::hw::{console, rdtsc};
+use crate::hw::{TICKS_PER_SECOND, console, rdtsc};
 use crate::virtio::net::{MAX_FRAME, Nic};
 use wire::{ETH_ARP, ETH_IPV4, Frame};
 
@@ -77,6 +77,18 @@ impl Host {
             if let Some(packet) = self.dhcp.due(rdtsc(), mac) {
                 self.send_dhcp(&packet);
             }
+        }
+    }
+
+    /// When [`Host::poll`] must run next even if no interrupt comes (a DHCP retransmission;
+    /// every millisecond for a NIC without interrupts), in TSC ticks; `None`: only when
+    /// interrupted.
+    pub fn next_deadline(&self) -> Option<u64> {
+        let dhcp = self.lease.is_none().then(|| self.dhcp.next_send());
+        let poll = (!self.nic.interrupts).then(|| rdtsc() + TICKS_PER_SECOND / 1000);
+        match (dhcp, poll) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 

@@ -37,7 +37,7 @@ impl Disk {
     /// Sets up the disk behind `t`.
     pub fn probe(slot: u8, t: &Transport, arena: &mut Arena) -> Option<Disk> {
         let features = t.negotiate(F_RO | F_FLUSH | F_VERSION_1)?;
-        let queue = t.queue(0, arena)?;
+        let queue = t.queue(0, arena, super::NO_VECTOR)?;
         t.driver_ok();
         let mut d = Disk {
             slot,

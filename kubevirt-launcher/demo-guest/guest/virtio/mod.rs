@@ -1,4 +1,5 @@
-//! Virtio over PCI (modern transport), polled: no interrupts at CPL 3.
+//! Virtio over PCI (modern transport). Requests complete by polling the used ring; a queue can
+//! also raise an MSI-X vector (virtio-net's receive queue does, to wake the halted guest).
 
 pub mod blk;
 pub mod net;
@@ -24,6 +25,10 @@ pub const DEVICE_RNG: u16 = 0x1044;
 pub const F_VERSION_1: u64 = 1 << 32;
 
 const CAP_VENDOR: u8 = 0x09;
+const CAP_MSIX: u8 = 0x11;
+const MSIX_ENABLE: u32 = 1 << 31;
+const MSIX_FUNCTION_MASK: u32 = 1 << 30;
+const MSIX_CONFIG: u64 = 0x10;
 const CFG_COMMON: u8 = 1;
 const CFG_NOTIFY: u8 = 2;
 const CFG_DEVICE: u8 = 4;
@@ -47,13 +52,17 @@ const QUEUE_NOTIFY_OFF: u64 = 0x1e;
 const QUEUE_DESC: u64 = 0x20;
 const QUEUE_DRIVER: u64 = 0x28;
 const QUEUE_DEVICE: u64 = 0x30;
-const NO_VECTOR: u16 = 0xffff;
+/// No MSI-X vector: the queue does not interrupt.
+pub const NO_VECTOR: u16 = 0xffff;
 
 /// The largest queue this driver sets up.
 pub const MAX_QUEUE_SIZE: u16 = 16;
 
 /// A virtio-pci function's regions.
 pub struct Transport {
+    function: Function,
+    /// The MSI-X capability's offset and its table's address.
+    msix: Option<(u8, u64)>,
     common: u64,
     notify: u64,
     notify_multiplier: u32,
@@ -80,7 +89,14 @@ impl Transport {
                 _ => {}
             }
         }
+        let msix = f.capabilities(CAP_MSIX).next().and_then(|cap| {
+            let table = f.read32(cap + 4);
+            let bar = f.bar((table & 7) as u8)?;
+            Some((cap, bar + u64::from(table & !7)))
+        });
         Some(Transport {
+            function: f,
+            msix,
             common: common?,
             notify: notify?,
             notify_multiplier,
@@ -121,8 +137,34 @@ impl Transport {
         (self.status() & STATUS_FEATURES_OK != 0).then_some(agreed)
     }
 
-    /// Sets up queue `index` with at most [`MAX_QUEUE_SIZE`] entries.
-    pub fn queue(&self, index: u16, arena: &mut Arena) -> Option<Queue> {
+    /// Turns MSI-X on and points table entry `entry` at `vector` of this vCPU's LAPIC
+    /// (configuration changes raise nothing). `false` if the function has no MSI-X.
+    pub fn msix_route(&self, entry: u16, vector: u8, apic_id: u32) -> bool {
+        let Some((cap, table)) = self.msix else {
+            return false;
+        };
+        let f = self.function;
+        let control = f.read32(cap);
+        f.write32(cap, (control | MSIX_ENABLE) & !MSIX_FUNCTION_MASK);
+        let e = table + 16 * u64::from(entry);
+        w32(e, 0xfee0_0000 | (apic_id << 12));
+        w32(e + 4, 0);
+        w32(e + 8, u32::from(vector));
+        w32(e + 12, 0);
+        w16(self.common + MSIX_CONFIG, NO_VECTOR);
+        true
+    }
+
+    /// The MSI-X table entry queue `index` raises, as the device kept it ([`NO_VECTOR`] when it
+    /// refused the one the driver wrote).
+    pub fn queue_vector(&self, index: u16) -> u16 {
+        w16(self.common + QUEUE_SELECT, index);
+        r16(self.common + QUEUE_MSIX_VECTOR)
+    }
+
+    /// Sets up queue `index` with at most [`MAX_QUEUE_SIZE`] entries, raising MSI-X table
+    /// entry `vector` when it uses a buffer ([`NO_VECTOR`]: never).
+    pub fn queue(&self, index: u16, arena: &mut Arena, vector: u16) -> Option<Queue> {
         w16(self.common + QUEUE_SELECT, index);
         let size = r16(self.common + QUEUE_SIZE).min(MAX_QUEUE_SIZE);
         if size == 0 {
@@ -133,7 +175,7 @@ impl Transport {
         w64(self.common + QUEUE_DESC, q.desc);
         w64(self.common + QUEUE_DRIVER, q.avail);
         w64(self.common + QUEUE_DEVICE, q.used);
-        w16(self.common + QUEUE_MSIX_VECTOR, NO_VECTOR);
+        w16(self.common + QUEUE_MSIX_VECTOR, vector);
         let off = u64::from(r16(self.common + QUEUE_NOTIFY_OFF));
         w16(self.common + QUEUE_ENABLE, 1);
         Some(q.with_notify(self.notify + off * u64::from(self.notify_multiplier)))

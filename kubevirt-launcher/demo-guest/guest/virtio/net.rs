@@ -1,4 +1,5 @@
-//! virtio-net: receive buffers kept posted, one transmit at a time.
+//! virtio-net: receive buffers kept posted (their queue interrupts when it can), one transmit
+//! at a time.
 
 use super::queue::{Buf, Queue};
 use super::{F_VERSION_1, Transport};
@@ -18,6 +19,8 @@ pub struct Nic {
     pub slot: u8,
     /// The MAC the device was given (or a fixed one if it has none).
     pub mac: [u8; 6],
+    /// Whether a received frame raises an interrupt (MSI-X); without, the guest polls.
+    pub interrupts: bool,
     rx: Queue,
     tx: Queue,
     rx_buffers: u64,
@@ -28,8 +31,12 @@ impl Nic {
     /// Sets up the interface behind `t` and posts every receive buffer.
     pub fn probe(slot: u8, t: &Transport, arena: &mut Arena) -> Option<Nic> {
         let features = t.negotiate(F_MAC | F_VERSION_1)?;
-        let rx = t.queue(0, arena)?;
-        let tx = t.queue(1, arena)?;
+        // The receive queue wakes the guest; transmits are waited for by polling.
+        let irq = crate::hw::irq::enabled()
+            && t.msix_route(0, crate::hw::irq::VECTOR_NET, crate::hw::irq::apic_id());
+        let rx = t.queue(0, arena, if irq { 0 } else { super::NO_VECTOR })?;
+        let irq = irq && t.queue_vector(0) == 0;
+        let tx = t.queue(1, arena, super::NO_VECTOR)?;
         let mut mac = [0x02, 0, 0, 0, 0, 1];
         if features & F_MAC != 0 {
             for (i, b) in mac.iter_mut().enumerate() {
@@ -41,6 +48,7 @@ impl Nic {
         let mut nic = Nic {
             slot,
             mac,
+            interrupts: irq,
             rx,
             tx,
             rx_buffers,
