@@ -26,9 +26,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the whole local system: the API server, the KubeVirt CRDs, the VirtualMachine
-    /// controller and the node agent that boots VMIs on this machine with kubevirt-launcher
-    /// (root and /dev/kvm). Stops on SIGINT or SIGTERM, stopping the VMs.
+    /// Run the whole local system: the API server, the KubeVirt CRDs, the controllers, the
+    /// kubelet and the node agent that boots VMIs on this machine with kubevirt-launcher, each
+    /// in its virt-launcher pod (root and /dev/kvm). Stops on SIGINT or SIGTERM; the pods and
+    /// their VMs keep running unless --stop-pods-on-exit (direct launchers are stopped).
     Up(Box<UpArgs>),
     /// Serve the Kubernetes API on loopback, storing everything in DATA_DIR/state.db.
     Apiserver {
@@ -72,6 +73,14 @@ struct UpArgs {
     /// A registry (`host:port`) the launchers use over plain HTTP; repeatable.
     #[arg(long = "plain-http-registry")]
     plain_http: Vec<String>,
+    /// Run each VMI's launcher as the node agent's child instead of in its virt-launcher pod
+    /// (what happens anyway with --no-kubelet).
+    #[arg(long)]
+    direct_launchers: bool,
+    /// The image of the VMIs' virt-launcher pods (default: the one the node's registry builds
+    /// from --launcher).
+    #[arg(long, value_name = "IMAGE")]
+    launcher_image: Option<String>,
     /// No kubelet: pods are stored but nothing runs them.
     #[arg(long)]
     no_kubelet: bool,
@@ -112,7 +121,8 @@ struct UpArgs {
     #[arg(long)]
     stop_pods_on_exit: bool,
     /// Once the whole plane is ready, write `{"address", "url", "kubeconfig", "dataDir",
-    /// "pid", "registry", "launcherImage", "sandboxImage", "images"}` here (atomically).
+    /// "pid", "registry", "launcherImage", "sandboxImage", "images", "vmiLaunchers"}` here
+    /// (atomically).
     /// The same JSON is printed as one line on stdout.
     #[arg(long)]
     ready_file: Option<PathBuf>,
@@ -173,6 +183,8 @@ fn main() -> ExitCode {
                 node_name,
                 launcher,
                 plain_http,
+                direct_launchers,
+                launcher_image,
                 ready_file,
                 no_kubelet,
                 containerd_socket,
@@ -215,6 +227,7 @@ fn main() -> ExitCode {
                 registry,
             });
             let mut launcher_args = plain_http_args(&plain_http);
+            let mut registry_config_dir = None;
             if matches!(
                 kubelet.as_ref().map(|k| &k.runtime),
                 Some(kubevirt_kubelet::Runtime::Private { .. })
@@ -228,11 +241,16 @@ fn main() -> ExitCode {
                     .join(kubevirt_kubelet::containerd::HOSTS_DIR);
                 launcher_args.push("--registry-config-dir".into());
                 launcher_args.push(hosts.display().to_string());
+                registry_config_dir = Some(hosts);
             }
             let node = (!no_node).then(|| NodeOptions {
                 node_name,
                 launcher: launcher.unwrap_or_else(default_launcher),
                 launcher_args,
+                plain_http,
+                registry_config_dir,
+                launcher_image,
+                direct_launchers,
             });
             let opts = UpOptions {
                 data_dir,

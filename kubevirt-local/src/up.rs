@@ -22,8 +22,9 @@ use kubevirt_controller::api::agents::{Addressing, NodeAgents};
 use kubevirt_controller::api::{Authentication, Subresources};
 use kubevirt_controller::controllers::{ConnectError, Controllers, client_for};
 use kubevirt_controller::install::{InstallError, ensure_crds};
-use kubevirt_controller::node::NodeConfig;
 use kubevirt_controller::node::endpoint::{self, EndpointConfig};
+use kubevirt_controller::node::{AgentMode, NodeConfig};
+use kubevirt_controller::vmi::PodConfig;
 use kubevirt_kubelet::images::{NodeRegistry, NodeRegistryConfig};
 use serde_json::json;
 use tokio::sync::watch;
@@ -98,6 +99,34 @@ pub struct NodeOptions {
     pub launcher: PathBuf,
     /// More arguments for every launcher.
     pub launcher_args: Vec<String>,
+    /// Registries (`host:port`) the launchers pull containerDisks from over plain HTTP.
+    pub plain_http: Vec<String>,
+    /// The registry host configuration (containerd's `certs.d`) the launchers read, if any.
+    pub registry_config_dir: Option<PathBuf>,
+    /// The launcher image of the VMIs' pods; `None` takes the one the node's registry serves.
+    pub launcher_image: Option<String>,
+    /// Run every launcher as the node agent's child (direct mode), even with the kubelet.
+    pub direct_launchers: bool,
+}
+
+/// Where the VMIs' launchers run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Launchers {
+    /// Each VMI in its virt-launcher pod: the VMI controller creates it, the scheduler places
+    /// it, the kubelet runs it, the node agent prepares it (upstream's architecture).
+    Pods,
+    /// Each VMI's launcher a child of the node agent (no kubelet, or `--direct-launchers`).
+    Direct,
+}
+
+impl Launchers {
+    /// `"pods"` or `"direct"`, as the ready JSON says it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Launchers::Pods => "pods",
+            Launchers::Direct => "direct",
+        }
+    }
 }
 
 /// Errors starting the local system.
@@ -160,6 +189,8 @@ pub struct Started {
     pub pid: u32,
     /// The node's registry and what it serves, when it runs.
     pub registry: Option<ServedImages>,
+    /// Where the VMIs' launchers run, when there is a node agent.
+    pub launchers: Option<Launchers>,
 }
 
 /// What the node's registry serves, as image references for pods.
@@ -177,8 +208,8 @@ pub struct ServedImages {
 
 impl Started {
     /// `{"address", "url", "kubeconfig", "dataDir", "pid", "registry", "launcherImage",
-    /// "sandboxImage", "images"}`; the last four are null (`images` empty) without the node's
-    /// registry.
+    /// "sandboxImage", "images", "vmiLaunchers"}`; registry to images are null (`images` empty)
+    /// without the node's registry, `vmiLaunchers` (`"pods"`, `"direct"`) without a node agent.
     pub fn to_json(&self) -> serde_json::Value {
         let served = self.registry.clone().unwrap_or_default();
         let or_null = |s: String| (!s.is_empty()).then_some(s);
@@ -192,6 +223,7 @@ impl Started {
             "launcherImage": served.launcher_image,
             "sandboxImage": or_null(served.sandbox_image),
             "images": served.images,
+            "vmiLaunchers": self.launchers.map(Launchers::as_str),
         })
     }
 }
@@ -275,6 +307,32 @@ async fn serve_node_endpoint(
     Ok(NodeAgents::single(node_name, address, token))
 }
 
+/// Where `node`'s launchers run, and the launcher image for pods: in pods with the kubelet
+/// and a launcher image (named, or the node registry's), unless `--direct-launchers`.
+fn launchers_for(
+    node: &NodeOptions,
+    kubelet: bool,
+    served: Option<String>,
+) -> (Launchers, Option<String>) {
+    if node.direct_launchers || !kubelet {
+        return (Launchers::Direct, None);
+    }
+    match node.launcher_image.clone().or(served) {
+        Some(image) => (Launchers::Pods, Some(image)),
+        None => {
+            tracing::warn!(
+                "no launcher image (the node's registry found no kubevirt-launcher binary and no --launcher-image was named): VMIs run as the node agent's children, outside pods"
+            );
+            (Launchers::Direct, None)
+        }
+    }
+}
+
+/// `path` made absolute (pods mount it as a hostPath; the launchers run elsewhere).
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
 fn remove_stale(path: &Path) -> Result<(), UpError> {
     match std::fs::remove_file(path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(UpError::Io {
@@ -286,7 +344,8 @@ fn remove_stale(path: &Path) -> Result<(), UpError> {
 }
 
 /// Runs the local system until `shutdown` resolves; `on_start` hears where it serves once the
-/// whole plane is ready (see the module docs). Launchers still running at shutdown are stopped.
+/// whole plane is ready (see the module docs). Direct launchers still running at shutdown are
+/// stopped; launchers in pods live on with their pods.
 pub async fn run(
     opts: UpOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -369,8 +428,19 @@ pub async fn run(
     let mut controllers =
         Controllers::new(client.clone(), kubevirt_controller::logging::sync_outcome);
     controllers.start_cluster_controllers();
+    let placement = opts.node.as_ref().map(|node| {
+        let served = registry
+            .as_ref()
+            .and_then(|(_, s)| s.launcher_image.clone());
+        launchers_for(node, kubelet.is_some(), served)
+    });
+    let launcher_root = absolute(&dir.join("node/launchers"));
+    let run_root = match placement {
+        Some((Launchers::Pods, _)) => launcher_root.clone(),
+        _ => dir.join("vmis"),
+    };
     let agents = match &opts.node {
-        Some(node) => serve_node_endpoint(&node.node_name, dir.join("vmis"), &opts.listen).await?,
+        Some(node) => serve_node_endpoint(&node.node_name, run_root.clone(), &opts.listen).await?,
         None => NodeAgents {
             addressing: Addressing::Fixed(Default::default()),
             token: String::new(),
@@ -384,16 +454,34 @@ pub async fn run(
         }
         .router(),
     );
-    if let Some(node) = opts.node {
-        controllers.start_node_agent(NodeConfig {
+    if let (Some(node), Some((launchers, image))) = (opts.node, placement.clone()) {
+        let config = NodeConfig {
             node_name: node.node_name,
             launcher: node.launcher,
-            run_root: dir.join("vmis"),
-            cache_dir: dir.join("images"),
+            run_root,
+            cache_dir: absolute(&dir.join("images")),
             volumes_dir: dir.join("volumes"),
             launcher_args: node.launcher_args,
             claim_unscheduled: true,
-        });
+        };
+        match (launchers, image) {
+            (Launchers::Pods, Some(launcher_image)) => {
+                let working_dir = std::env::current_dir().map_err(|source| UpError::Io {
+                    path: PathBuf::from("."),
+                    source,
+                })?;
+                controllers.start_vmi_controller(PodConfig {
+                    launcher_image,
+                    launcher_root,
+                    image_cache: config.cache_dir.clone(),
+                    registry_config_dir: node.registry_config_dir,
+                    plain_http_registries: node.plain_http,
+                    working_dir: working_dir.clone(),
+                });
+                controllers.start_node_agent_in(config, AgentMode::Pods { working_dir });
+            }
+            _ => controllers.start_node_agent(config),
+        }
     }
     state.readiness.open(CONTROLLERS_GATE);
 
@@ -404,6 +492,7 @@ pub async fn run(
         data_dir: dir.clone(),
         pid: std::process::id(),
         registry: registry.as_ref().map(|(_, served)| served.clone()),
+        launchers: placement.map(|(l, _)| l),
     };
     if let Some(ready) = &opts.ready_file {
         setup::write_atomic(ready, started.to_json().to_string().as_bytes())?;

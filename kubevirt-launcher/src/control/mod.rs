@@ -1,7 +1,7 @@
 //! The launcher's control API for the node agent and virtctl: newline-delimited JSON over a unix
-//! socket, in the types of `kubevirt-launcher-protocol` (requests `{"op": "status" | "pause" |
-//! "unpause" | "shutdown" | "softReboot" | "reset" | "stop"}`, replies `{"version": 1, "ok":
-//! true, ...}` or `{"version": 1, "ok": false, "error": "..."}`).
+//! socket, in the types of `kubevirt-launcher-protocol` (requests `{"op": "status" | "start" |
+//! "pause" | "unpause" | "shutdown" | "softReboot" | "reset" | "stop"}`, replies `{"version":
+//! 2, "ok": true, ...}` or `{"version": 2, "ok": false, "error": "..."}`).
 //!
 //! `softReboot` presses the power button and starts the guest again when it powers off (what
 //! libvirt does for upstream without a guest agent); `reset` restarts it at once, like a reset

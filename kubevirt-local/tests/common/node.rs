@@ -103,13 +103,21 @@ pub fn start_up(data: &Path, node: &str, im: &Images) -> Up {
     .0
 }
 
-/// `up` with `args` added; with its ready JSON.
+/// `up` with `args` added, no node agent; with its ready JSON.
 pub fn start_up_with(data: &Path, node: &str, args: &[&str]) -> (Up, Value) {
+    let mut all = vec!["--no-node"];
+    all.extend_from_slice(args);
+    start_up_node(data, node, &all)
+}
+
+/// `up` with `args` added (its node agent too, unless they say `--no-node`); with its ready
+/// JSON.
+pub fn start_up_node(data: &Path, node: &str, args: &[&str]) -> (Up, Value) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_kubevirt-local"))
         .arg("up")
         .arg("--data-dir")
         .arg(data)
-        .args(["--listen", "127.0.0.1:0", "--no-node", "--node-name", node])
+        .args(["--listen", "127.0.0.1:0", "--node-name", node])
         .args(args)
         .arg("--stop-pods-on-exit")
         .stdout(Stdio::piped())
