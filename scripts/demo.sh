@@ -35,25 +35,19 @@ k apply -f examples/vm-demo.yaml
 k wait --for=create vmi/demo --timeout=60s >/dev/null
 k wait --for=jsonpath='{.status.phase}'=Running vmi/demo --timeout=60s
 k get vm,vmi -o wide
-sleep 0.5
-echo "-- its console (the launcher's console socket):"
-python3 - "$data" <<'PY'
-import glob, socket, sys
-path = glob.glob(sys.argv[1] + "/vmis/*/*/console.sock")[0]
-s = socket.socket(socket.AF_UNIX); s.connect(path); s.settimeout(0.5)
-out = b""
-try:
-    while True:
-        chunk = s.recv(65536)
-        if not chunk: break
-        out += chunk
-except socket.timeout:
-    pass
-print(out.decode(errors="replace").replace("\r", ""))
-PY
-echo "== kubectl delete vm: the guest gets the ACPI power button, then the VMI goes"
+echo "-- its virt-launcher pod (the VMI controller made it, the scheduler placed it, the kubelet runs it):"
+k get pods -l kubevirt.io=virt-launcher -o wide
+pod=$(k get pods -l kubevirt.io/domain=demo -o name)
+echo "-- its console: kubectl logs $pod -c guest-console-log"
+for _ in $(seq 1 50); do
+  k logs "$pod" -c guest-console-log | grep -q "cloud-init: hostname" && break
+  sleep 0.2
+done
+k logs "$pod" -c guest-console-log | tr -d '\r'
+echo "== kubectl delete vm: the guest gets the ACPI power button, then the VMI and its pod go"
 k delete vm demo --wait=true
-k get vm,vmi
+k wait --for=delete "$pod" --timeout=60s
+k get vm,vmi,pods
 
 echo "== upstream's examples, applied with kubectl (the Halted VM stays Stopped; the replica set makes its VMIs)"
 k apply -f "$fixtures"/kubevirt-examples-vm-cirros.yaml -f "$fixtures"/kubevirt-examples-vmi-replicaset-cirros.yaml \

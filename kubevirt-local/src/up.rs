@@ -109,6 +109,22 @@ pub struct NodeOptions {
     pub direct_launchers: bool,
 }
 
+impl NodeOptions {
+    /// The node `node_name` running `launcher`: launchers in pods when there is a kubelet and
+    /// a launcher image, no extra launcher arguments, no plain-HTTP registries.
+    pub fn new(node_name: impl Into<String>, launcher: PathBuf) -> NodeOptions {
+        NodeOptions {
+            node_name: node_name.into(),
+            launcher,
+            launcher_args: Vec::new(),
+            plain_http: Vec::new(),
+            registry_config_dir: None,
+            launcher_image: None,
+            direct_launchers: false,
+        }
+    }
+}
+
 /// Where the VMIs' launchers run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Launchers {

@@ -23,11 +23,7 @@ impl Plane {
             data_dir: dir.join("data"),
             listen: "127.0.0.1:0".parse().unwrap(),
             watch_history: 10_000,
-            node: Some(NodeOptions {
-                node_name: "local".into(),
-                launcher,
-                launcher_args: vec![],
-            }),
+            node: Some(NodeOptions::new("local", launcher)),
             ready_file: None,
             // VMIs only: no containerd.
             kubelet: None,
