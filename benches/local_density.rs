@@ -59,11 +59,7 @@ fn main() {
         data_dir: dir.to_path_buf(),
         listen: "127.0.0.1:0".parse().unwrap(),
         watch_history: kubevirt_local::storage::DEFAULT_HISTORY,
-        node: Some(NodeOptions {
-            node_name: "bench".into(),
-            launcher,
-            launcher_args: vec![],
-        }),
+        node: Some(NodeOptions::new("bench", launcher)),
         ready_file: None,
         kubelet: None,
     };
