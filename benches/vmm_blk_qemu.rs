@@ -1,9 +1,15 @@
 //! kubevirt-vmm versus QEMU on the same PVH guest and the same raw disk: start -> guest exit,
 //! and sequential 1 MiB virtio-blk writes (+ flush) and reads from the in-guest driver.
 //!
-//! Run: `cargo bench --bench vmm_blk_qemu` (optionally `-- <MiB per run> <runs> [tcg|kvm|both]`;
-//! default 256 MiB, 9 runs, QEMU under both accelerators when `/dev/kvm` exists, else TCG;
-//! at 64 MiB a read phase lasts ~8 ms and the medians swing by +-30 % on this machine).
+//! Run: `cargo bench --bench vmm_blk_qemu` (optionally `-- <MiB per run> <runs> [tcg|kvm|both]
+//! [raw|qcow2|overlay|all]`; default 256 MiB, 9 runs, QEMU under both accelerators when
+//! `/dev/kvm` exists, else TCG, every disk format; at 64 MiB a read phase lasts ~8 ms and the
+//! medians swing by +-30 % on this machine).
+//!
+//! Disk formats, each a fresh image per run so both VMMs start from the same bytes: `raw`; `qcow2`
+//! (an empty `qemu-img create -f qcow2` image: the write phase allocates every cluster, the read
+//! phase reads allocated clusters); `overlay` (an empty qcow2 overlay on a raw base, as a
+//! containerDisk VMI gets: writes allocate in the overlay, reads hit what was just written).
 //! Needs Debian's `qemu-system-x86` (`scripts/setup.sh` installs it); without
 //! `qemu-system-x86_64` on PATH the bench says so and exits 0.
 //!
@@ -30,7 +36,7 @@ use kubevirt_vmm::testguest::elf;
 use kubevirt_vmm::testguest::virtio_blk_stream::{
     Marks, STREAM_IO_LEN, exit_meaning, virtio_blk_stream,
 };
-use kubevirt_vmm::virtio::block::{Block, RawFile};
+use kubevirt_vmm::virtio::block::{Block, CacheMode, open_image};
 use kubevirt_vmm::{BootSource, ConsoleConfig, ExitReason, KernelImage, LinuxBoot, Vm, VmConfig};
 
 /// Guest RAM on both VMMs.
@@ -78,6 +84,62 @@ fn marks(rx: &Receiver<(u8, Instant)>, start: Instant) -> [Duration; 3] {
     at.map(|t| t.expect("mark"))
 }
 
+/// A disk image format the bench compares.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Format {
+    Raw,
+    Qcow2,
+    Overlay,
+}
+
+impl Format {
+    const ALL: [Format; 3] = [Format::Raw, Format::Qcow2, Format::Overlay];
+
+    fn name(self) -> &'static str {
+        match self {
+            Format::Raw => "raw",
+            Format::Qcow2 => "qcow2",
+            Format::Overlay => "qcow2 overlay on raw",
+        }
+    }
+
+    /// QEMU's `format=` for the top image.
+    fn qemu(self) -> &'static str {
+        match self {
+            Format::Raw => "raw",
+            Format::Qcow2 | Format::Overlay => "qcow2",
+        }
+    }
+
+    /// Writes a fresh image of `bytes` at `disk` (and its raw base next to it for an overlay).
+    fn create(self, disk: &Path, bytes: u64) {
+        let _ = std::fs::remove_file(disk);
+        let _ = std::fs::remove_file(disk.with_extension("base"));
+        let qemu_img = |args: &[&str]| {
+            let out = Command::new("qemu-img")
+                .args(args)
+                .output()
+                .expect("run qemu-img");
+            assert!(out.status.success(), "qemu-img {args:?}: {out:?}");
+        };
+        let size = bytes.to_string();
+        let path = disk.to_str().expect("UTF-8 temp path");
+        match self {
+            Format::Raw => std::fs::File::create(disk).unwrap().set_len(bytes).unwrap(),
+            Format::Qcow2 => qemu_img(&["create", "-q", "-f", "qcow2", path, &size]),
+            Format::Overlay => {
+                let base = disk.with_extension("base");
+                std::fs::File::create(&base)
+                    .unwrap()
+                    .set_len(bytes)
+                    .unwrap();
+                let base = base.to_str().expect("UTF-8 temp path");
+                qemu_img(&["create", "-q", "-f", "qcow2", "-b", base, "-F", "raw", path]);
+            }
+        }
+    }
+}
+
 fn ours(elf: &[u8], disk: &Path) -> Run {
     let (reader, writer) = std::io::pipe().expect("pipe");
     let rx = timestamp_bytes(reader);
@@ -90,8 +152,11 @@ fn ours(elf: &[u8], disk: &Path) -> Run {
     let config = VmConfig::new(1, MEMORY_MIB << 20, boot)
         .with_serial(ConsoleConfig::Fd(writer.into()))
         .with_debug_exit();
+    // open_image refuses a backing file the image does not name: only the overlay has one.
+    let base = disk.with_extension("base");
+    let backing: &[&Path] = if base.exists() { &[&base] } else { &[] };
     let block = Block::new(
-        Box::new(RawFile::open(disk, false).expect("open disk")),
+        open_image(disk, false, CacheMode::Writeback, backing).expect("open disk"),
         "bench",
     );
     let vm = Vm::builder(config)
@@ -137,7 +202,7 @@ impl std::fmt::Display for Accel {
     }
 }
 
-fn qemu_command(accel: Accel, elf: &Path, disk: &Path) -> Command {
+fn qemu_command(accel: Accel, elf: &Path, disk: &Path, format: Format) -> Command {
     let mut c = Command::new("qemu-system-x86_64");
     match accel {
         Accel::Tcg => c.args(["-machine", "q35,accel=tcg"]),
@@ -157,15 +222,16 @@ fn qemu_command(accel: Accel, elf: &Path, disk: &Path) -> Command {
         .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=1"])
         .arg("-drive")
         .arg(format!(
-            "file={},format=raw,if=none,id=d0,cache=writeback,aio=threads",
-            disk.display()
+            "file={},format={},if=none,id=d0,cache=writeback,aio=threads",
+            disk.display(),
+            format.qemu()
         ))
         .args(["-device", "virtio-blk-pci,drive=d0,disable-legacy=on"]);
     c
 }
 
-fn qemu(accel: Accel, elf: &Path, disk: &Path) -> Run {
-    let mut cmd = qemu_command(accel, elf, disk);
+fn qemu(accel: Accel, elf: &Path, disk: &Path, format: Format) -> Run {
+    let mut cmd = qemu_command(accel, elf, disk, format);
     cmd.stdin(Stdio::null()).stdout(Stdio::piped());
     let start = Instant::now();
     let mut child = cmd.spawn().expect("spawn qemu-system-x86_64");
@@ -232,15 +298,19 @@ fn main() {
         _ => vec![Accel::Tcg],
     };
 
+    let formats: Vec<Format> = match args.get(3).map(String::as_str) {
+        Some("raw") => vec![Format::Raw],
+        Some("qcow2") => vec![Format::Qcow2],
+        Some("overlay") => vec![Format::Overlay],
+        _ => Format::ALL.to_vec(),
+    };
+
     let dir = kubevirt_testsupport::tempdir("vmm-blk-qemu");
     let (elf_path, disk) = (dir.join("stream.elf"), dir.join("disk.img"));
+    let bytes = u64::from(mib) * u64::from(STREAM_IO_LEN);
     let image = elf::pvh_elf(&virtio_blk_stream(mib, 1, Marks::Serial).expect("assemble guest"))
         .expect("PVH ELF");
     std::fs::write(&elf_path, &image).unwrap();
-    std::fs::File::create(&disk)
-        .unwrap()
-        .set_len(u64::from(mib) * u64::from(STREAM_IO_LEN))
-        .unwrap();
 
     println!(
         "{version}; kubevirt-vmm on KVM{}",
@@ -251,28 +321,49 @@ fn main() {
         }
     );
     println!(
-        "guest: {} ({} bytes), {MEMORY_MIB} MiB RAM, raw disk {mib} MiB, virtio-blk-pci; {runs} runs",
+        "guest: {} ({} bytes), {MEMORY_MIB} MiB RAM, disk {mib} MiB, virtio-blk-pci; {runs} runs",
         elf_path.display(),
         image.len()
     );
     for &accel in &accels {
-        let cmd = qemu_command(accel, &elf_path, &disk);
+        let cmd = qemu_command(accel, &elf_path, &disk, formats[0]);
         let line: Vec<String> = std::iter::once(cmd.get_program())
             .chain(cmd.get_args())
             .map(|s| s.to_string_lossy().into_owned())
             .collect();
         println!("QEMU ({accel}): {}", line.join(" "));
     }
+    for &format in &formats {
+        compare(format, runs, mib, &accels, &image, &elf_path, &disk, bytes);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    println!(
+        "(ratios: QEMU time / ours, ours throughput / QEMU's; >= 1.0 = kubevirt-vmm at least as fast)"
+    );
+}
 
+/// `runs` interleaved runs of each VMM on fresh `format` images, and their medians and ratios.
+#[allow(clippy::too_many_arguments)]
+fn compare(
+    format: Format,
+    runs: u32,
+    mib: u32,
+    accels: &[Accel],
+    image: &[u8],
+    elf_path: &Path,
+    disk: &Path,
+    bytes: u64,
+) {
     let mut ours_runs = Vec::new();
     let mut qemu_runs: Vec<Vec<Run>> = accels.iter().map(|_| Vec::new()).collect();
     for _ in 0..runs {
-        ours_runs.push(ours(&image, &disk));
+        format.create(disk, bytes);
+        ours_runs.push(ours(image, disk));
         for (i, &accel) in accels.iter().enumerate() {
-            qemu_runs[i].push(qemu(accel, &elf_path, &disk));
+            format.create(disk, bytes);
+            qemu_runs[i].push(qemu(accel, elf_path, disk, format));
         }
     }
-    let _ = std::fs::remove_dir_all(&dir);
 
     let mbps = |d: Duration| f64::from(mib) / d.as_secs_f64();
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
@@ -301,7 +392,10 @@ fn main() {
         );
     };
     let (o_ready, o_exit, o_w, o_r) = summary(&ours_runs);
-    println!("medians of {runs} runs, {mib} x 1 MiB sequential requests, one in flight:");
+    println!(
+        "{} disk: medians of {runs} runs, {mib} x 1 MiB sequential requests, one in flight:",
+        format.name()
+    );
     println!(
         "{:<22} {:>12} {:>12} {:>14} {:>14}",
         "", "start->ready", "start->exit", "write+flush", "read"
@@ -325,7 +419,4 @@ fn main() {
             o_r / q_r
         );
     }
-    println!(
-        "(ratios: QEMU time / ours, ours throughput / QEMU's; >= 1.0 = kubevirt-vmm at least as fast)"
-    );
 }
