@@ -160,25 +160,45 @@ pub async fn run_pods(ctx: Arc<Context>, node: String, mut stop: watch::Receiver
     }
 }
 
+/// How many times [`stop_all`] lists the sandboxes again after stopping the ones it saw.
+const STOP_PASSES: usize = 3;
+/// How long it lets a sandbox that is still being made appear before listing again.
+const STOP_SETTLE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Stops and removes every sandbox this kubelet made (each with its recorded grace period) and
-/// the pods' host state.
+/// the pods' host state. A pod worker aborted in the middle of `RunPodSandbox` leaves a sandbox
+/// that containerd finishes after the first listing (its shim, mounts and network would outlive
+/// the runtime), so it lists again until none is left, a bounded number of times.
 pub async fn stop_all(ctx: &Context) {
-    let Ok(list) = runtime::sandboxes(&ctx.cri, None).await else {
-        return;
-    };
-    let all = list.iter().map(|s| async move {
-        let r = runtime::remove_sandbox(&ctx.cri, &s.id, runtime::recorded_grace(s)).await;
-        if r.is_ok() {
-            remove_host_state(
-                ctx,
-                s.labels.get(crate::cri::labels::POD_UID).map_or("", |u| u),
+    for pass in 0..=STOP_PASSES {
+        let Ok(list) = runtime::sandboxes(&ctx.cri, None).await else {
+            return;
+        };
+        if list.is_empty() {
+            return;
+        }
+        if pass == STOP_PASSES {
+            tracing::warn!(
+                left = list.len(),
+                "sandboxes still listed after {STOP_PASSES} passes: left to the runtime"
             );
+            return;
         }
-        r
-    });
-    for r in futures::future::join_all(all).await {
-        if let Err(e) = r {
-            tracing::warn!(error = %e, "stopping a pod");
+        let all = list.iter().map(|s| async move {
+            let r = runtime::remove_sandbox(&ctx.cri, &s.id, runtime::recorded_grace(s)).await;
+            if r.is_ok() {
+                remove_host_state(
+                    ctx,
+                    s.labels.get(crate::cri::labels::POD_UID).map_or("", |u| u),
+                );
+            }
+            r
+        });
+        for r in futures::future::join_all(all).await {
+            if let Err(e) = r {
+                tracing::warn!(error = %e, "stopping a pod");
+            }
         }
+        tokio::time::sleep(STOP_SETTLE).await;
     }
 }
