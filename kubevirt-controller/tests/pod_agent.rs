@@ -21,49 +21,12 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kubevirt_api::core::v1::VirtualMachineInstance;
 use kubevirt_controller::node::{AgentMode, NodeConfig};
 use kubevirt_controller::vmi::{CREATED_BY_LABEL, PodConfig};
-use kubevirt_testsupport::{Profile, demo_image, launcher_binary, process_alive};
+use kubevirt_testsupport::{Profile, demo_image, demo_vmi, launcher_binary, process_alive};
 use serde_json::json;
 use tokio::sync::watch;
 
 const NODE: &str = "node1";
 const POD_IP: &str = "10.88.0.5";
-
-/// The demo VMI `name`, on the pod network (masquerade) when `network`.
-fn vmi(name: &str, image: &str, network: bool) -> String {
-    let (interfaces, networks) = if network {
-        (
-            "interfaces: [{name: default, masquerade: {}}]",
-            "networks: [{name: default, pod: {}}]",
-        )
-    } else {
-        ("autoattachPodInterface: false", "")
-    };
-    format!(
-        r#"apiVersion: kubevirt.io/v1
-kind: VirtualMachineInstance
-metadata: {{name: {name}}}
-spec:
-  terminationGracePeriodSeconds: 10
-  domain:
-    memory: {{guest: 64Mi}}
-    firmware:
-      kernelBoot:
-        container: {{image: "{image}", kernelPath: /boot/demo.elf}}
-    devices:
-      {interfaces}
-      disks:
-      - name: cloudinit
-        disk: {{bus: virtio}}
-  {networks}
-  volumes:
-  - name: cloudinit
-    cloudInitNoCloud:
-      userData: |
-        #cloud-config
-        hostname: {name}-vm
-"#
-    )
-}
 
 /// What the pod's network namespace gets from the test's stand-in CNI: `lo` and an `eth0`
 /// (one end of a veth pair whose other end stays inside), then the command, with only the
@@ -265,7 +228,7 @@ async fn a_vmi_runs_in_its_pod_started_once_by_the_agent_and_ends_with_it() {
 
     // The controller renders the pod; unbound, the VMI is Scheduling.
     let (ok, _, err) = c
-        .kubectl(&["apply", "-f", "-"], Some(&vmi("web", &image, true)))
+        .kubectl(&["apply", "-f", "-"], Some(&demo_vmi("web", &image, true)))
         .await;
     assert!(ok, "kubectl apply: {err}");
     let uid = eventually("the VMI's uid", || async {
@@ -337,7 +300,10 @@ async fn a_vmi_runs_in_its_pod_started_once_by_the_agent_and_ends_with_it() {
 
     // A launcher killed under its Running VMI fails it; the controller deletes the pod.
     let (ok, _, err) = c
-        .kubectl(&["apply", "-f", "-"], Some(&vmi("crash", &image, false)))
+        .kubectl(
+            &["apply", "-f", "-"],
+            Some(&demo_vmi("crash", &image, false)),
+        )
         .await;
     assert!(ok, "kubectl apply: {err}");
     let crash_uid = eventually("the second VMI's uid", || async {
@@ -419,7 +385,10 @@ async fn a_pod_network_that_cannot_be_prepared_fails_the_vmi_with_why() {
     let pods: Api<Pod> = Api::namespaced(c.client.clone(), "default");
     // The VMI controller's part, done by hand: the pod rendered, the VMI Scheduled on the node.
     let (ok, _, err) = c
-        .kubectl(&["apply", "-f", "-"], Some(&vmi("nonet", &image, true)))
+        .kubectl(
+            &["apply", "-f", "-"],
+            Some(&demo_vmi("nonet", &image, true)),
+        )
         .await;
     assert!(ok, "kubectl apply: {err}");
     let v = eventually("the VMI", || observe(&vmis, "nonet")).await;

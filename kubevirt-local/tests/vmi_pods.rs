@@ -14,7 +14,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::node::*;
-use kubevirt_testsupport::{Profile, demo_image, launcher_binary, process_alive, tempdir};
+use kubevirt_testsupport::{
+    Profile, demo_image, demo_vmi, launcher_binary, process_alive, tempdir,
+};
 use serde_json::Value;
 
 const NODE: &str = "kv-vmi-pods";
@@ -229,35 +231,6 @@ fn a_vm_applied_with_kubectl_runs_in_its_virt_launcher_pod_and_survives_up_resta
     drop(up);
 }
 
-/// A VMI on the pod network (masquerade), its guest serving HTTP on port 80.
-fn web_vmi(image: &str) -> String {
-    format!(
-        r#"apiVersion: kubevirt.io/v1
-kind: VirtualMachineInstance
-metadata: {{name: web}}
-spec:
-  terminationGracePeriodSeconds: 5
-  domain:
-    memory: {{guest: 64Mi}}
-    firmware:
-      kernelBoot:
-        container: {{image: "{image}", kernelPath: /boot/demo.elf}}
-    devices:
-      interfaces: [{{name: default, masquerade: {{}}}}]
-      disks:
-      - name: cloudinit
-        disk: {{bus: virtio}}
-  networks: [{{name: default, pod: {{}}}}]
-  volumes:
-  - name: cloudinit
-    cloudInitNoCloud:
-      userData: |
-        #cloud-config
-        hostname: web-vm
-"#
-    )
-}
-
 #[test]
 fn another_pod_reaches_the_guest_through_the_pod_ip_of_its_virt_launcher_pod() {
     require_node!();
@@ -278,7 +251,7 @@ fn another_pod_reaches_the_guest_through_the_pod_ip_of_its_virt_launcher_pod() {
         ],
     );
     assert_eq!(ready["vmiLaunchers"], "pods", "{ready}");
-    up.ok(&["apply", "-f", "-"], Some(&web_vmi(&image)));
+    up.ok(&["apply", "-f", "-"], Some(&demo_vmi("web", &image, true)));
 
     // The VMI reports the pod's IP (from the CNI) as its interface's address.
     let running = eventually("the VMI Running with its pod IP", 180, || {

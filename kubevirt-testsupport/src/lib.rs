@@ -36,3 +36,42 @@ pub fn demo_image(dir: &std::path::Path) -> String {
     kubevirt_demo_guest::write_image(&image)
         .unwrap_or_else(|e| panic!("writing the demo guest image: {e}"))
 }
+
+/// The demo guest as the VMI `name` (YAML): 64 MiB, booted from `image` ([`demo_image`]'s
+/// reference), cloud-init hostname `<name>-vm` (which its HTTP answers carry), on the pod
+/// network (masquerade) when `network`.
+pub fn demo_vmi(name: &str, image: &str, network: bool) -> String {
+    let (interfaces, networks) = if network {
+        (
+            "interfaces: [{name: default, masquerade: {}}]",
+            "networks: [{name: default, pod: {}}]",
+        )
+    } else {
+        ("autoattachPodInterface: false", "")
+    };
+    format!(
+        r#"apiVersion: kubevirt.io/v1
+kind: VirtualMachineInstance
+metadata: {{name: {name}}}
+spec:
+  terminationGracePeriodSeconds: 10
+  domain:
+    memory: {{guest: 64Mi}}
+    firmware:
+      kernelBoot:
+        container: {{image: "{image}", kernelPath: /boot/demo.elf}}
+    devices:
+      {interfaces}
+      disks:
+      - name: cloudinit
+        disk: {{bus: virtio}}
+  {networks}
+  volumes:
+  - name: cloudinit
+    cloudInitNoCloud:
+      userData: |
+        #cloud-config
+        hostname: {name}-vm
+"#
+    )
+}
