@@ -211,6 +211,9 @@ impl Kubelet {
         if let Some(s) = self.supervisor {
             s.stop(stop_pods).await;
         }
+        if stop_pods {
+            pod::remove_empty_pod_cgroups();
+        }
         if stop_pods && let Some(bridge) = &self.bridge {
             crate::containerd::remove_bridge(bridge);
         }

@@ -36,6 +36,32 @@ fn remove_cgroup(dir: &Path) {
     let _ = std::fs::remove_dir(dir);
 }
 
+/// Removes every pod cgroup under the kubelet's cgroup parent that no process is left in (in
+/// each hierarchy). For a stop that takes the runtime down: a sandbox whose creation the stop
+/// interrupted leaves the cgroup runc made and no sandbox to remove it with. A cgroup that still
+/// holds a process is kept (`rmdir` refuses it).
+pub fn remove_empty_pod_cgroups() {
+    let parent = cgroup_parent("");
+    let parent = parent.trim_start_matches('/').trim_end_matches("pod");
+    let root = Path::new("/sys/fs/cgroup");
+    let mut parents = vec![root.join(parent)];
+    if let Ok(entries) = std::fs::read_dir(root) {
+        parents.extend(entries.flatten().map(|e| e.path().join(parent)));
+    }
+    for dir in parents {
+        let Ok(pods) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for pod in pods.flatten() {
+            if pod.file_name().to_string_lossy().starts_with("pod")
+                && pod.file_type().is_ok_and(|t| t.is_dir())
+            {
+                remove_cgroup(&pod.path());
+            }
+        }
+    }
+}
+
 /// Removes the pod's directories and cgroups.
 pub fn remove_host_state(ctx: &Context, uid: &str) {
     if uid.is_empty() {

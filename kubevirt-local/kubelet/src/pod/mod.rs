@@ -13,7 +13,7 @@ pub mod status;
 pub mod volumes;
 mod worker;
 
-pub use cleanup::cgroup_dirs;
+pub use cleanup::{cgroup_dirs, remove_empty_pod_cgroups};
 pub use manager::{run_pods, stop_all};
 pub use worker::Context;
 
