@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use kube::api::{Api, PostParams};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use kubevirt_api::core::v1::{VirtualMachine, VirtualMachineInstance};
 use kubevirt_local::up::{
     self, KubeletOptions, Launchers, NodeOptions, RegistryOptions, Started, UpOptions,
@@ -518,7 +518,9 @@ async fn measure(
     // The watch runs before the first VM exists and stamps every phase change as it arrives.
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let watch = tokio::spawn(async move {
-        let mut stream = watcher(vmis, watcher::Config::default()).boxed();
+        let mut stream = watcher(vmis, watcher::Config::default())
+            .default_backoff()
+            .boxed();
         while let Some(ev) = stream.next().await {
             let obj = match ev {
                 Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => o,
