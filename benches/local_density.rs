@@ -352,8 +352,8 @@ fn kubelet_options(launcher: &Path) -> KubeletOptions {
     }
 }
 
-/// Network namespaces, links on the pod bridge, containerd processes and launchers this run
-/// may have left behind.
+/// Network namespaces, links on the pod bridge, pod cgroups, containerd processes and launchers
+/// this run may have left behind.
 fn leftovers(data_dir: &Path) -> Vec<String> {
     let mut out = Vec::new();
     let needle = data_dir.to_string_lossy().into_owned();
@@ -378,6 +378,14 @@ fn leftovers(data_dir: &Path) -> Vec<String> {
     }
     for l in run("ip", &["-o", "link", "show", "master", "kvl0"]).lines() {
         out.push(format!("link {l}"));
+    }
+    for e in std::fs::read_dir("/sys/fs/cgroup/memory/kubevirt-local")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("pod"))
+    {
+        out.push(format!("cgroup {}", e.path().display()));
     }
     out
 }
@@ -713,7 +721,9 @@ fn report(o: &Outcome) -> Option<f64> {
         );
     }
     if o.leftovers.is_empty() {
-        println!("{mode}: after the stop: no containerd, launcher, netns or pod-bridge link left");
+        println!(
+            "{mode}: after the stop: no containerd, launcher, netns, pod-bridge link or pod cgroup left"
+        );
     } else {
         println!("{mode}: LEFT BEHIND after the stop: {:#?}", o.leftovers);
     }
