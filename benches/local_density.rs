@@ -492,7 +492,7 @@ fn run_once(
         Ok(Err(e)) => eprintln!("{}: up panicked: {e}", mode.name()),
         Err(_) => eprintln!("{}: up did not stop within 300 s", mode.name()),
     }
-    drop(rt);
+    rt.shutdown_timeout(Duration::from_secs(10));
     // Pods stop asynchronously in containerd; give the last ones a moment.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
