@@ -484,9 +484,13 @@ fn run_once(
     }
     outcome.load_after = loadavg();
     let _ = stop.send(());
-    match rt.block_on(tokio::time::timeout(Duration::from_secs(300), async {
-        if ended { Ok(Ok(())) } else { system.await }
-    })) {
+    let stopping = async {
+        if ended {
+            return Ok(Ok(Ok(())));
+        }
+        tokio::time::timeout(Duration::from_secs(300), system).await
+    };
+    match rt.block_on(stopping) {
         Ok(Ok(Ok(()))) => {}
         Ok(Ok(Err(e))) => eprintln!("{}: up stopped with an error: {e}", mode.name()),
         Ok(Err(e)) => eprintln!("{}: up panicked: {e}", mode.name()),
@@ -757,11 +761,14 @@ fn main() {
             .as_deref()
             .unwrap_or("(upstream default: 100m per vCPU)")
     );
-    let outcomes: Vec<Outcome> = modes
-        .iter()
-        .map(|&m| run_once(m, n, cpu_request.as_deref(), &launcher, &image))
-        .collect();
-    let p95: Vec<(Mode, Option<f64>)> = outcomes.iter().map(|o| (o.mode, report(o))).collect();
+    let mut outcomes = Vec::new();
+    let mut p95: Vec<(Mode, Option<f64>)> = Vec::new();
+    for &m in &modes {
+        // Reported as soon as it ends, so a later run's failure loses nothing.
+        let o = run_once(m, n, cpu_request.as_deref(), &launcher, &image);
+        p95.push((o.mode, report(&o)));
+        outcomes.push(o);
+    }
     if let [(Mode::Pods, Some(pods)), (Mode::Direct, Some(direct))] = p95[..] {
         println!(
             "\npods / direct, P95 creation -> Running: {:.2}x",
