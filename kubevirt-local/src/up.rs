@@ -323,25 +323,19 @@ async fn serve_node_endpoint(
     Ok(NodeAgents::single(node_name, address, token))
 }
 
-/// Where `node`'s launchers run, and the launcher image for pods: in pods with the kubelet
-/// and a launcher image (named, or the node registry's), unless `--direct-launchers`.
-fn launchers_for(
-    node: &NodeOptions,
-    kubelet: bool,
-    served: Option<String>,
-) -> (Launchers, Option<String>) {
+/// The launcher image of `node`'s VMI pods (named, or the node registry's), when its VMIs run
+/// in pods: with the kubelet and an image, unless `--direct-launchers`. `None`: direct mode.
+fn pod_launcher_image(node: &NodeOptions, kubelet: bool, served: Option<String>) -> Option<String> {
     if node.direct_launchers || !kubelet {
-        return (Launchers::Direct, None);
+        return None;
     }
-    match node.launcher_image.clone().or(served) {
-        Some(image) => (Launchers::Pods, Some(image)),
-        None => {
-            tracing::warn!(
-                "no launcher image (the node's registry found no kubevirt-launcher binary and no --launcher-image was named): VMIs run as the node agent's children, outside pods"
-            );
-            (Launchers::Direct, None)
-        }
+    let image = node.launcher_image.clone().or(served);
+    if image.is_none() {
+        tracing::warn!(
+            "no launcher image (the node's registry found no kubevirt-launcher binary and no --launcher-image was named): VMIs run as the node agent's children, outside pods"
+        );
     }
+    image
 }
 
 /// `path` made absolute (pods mount it as a hostPath; the launchers run elsewhere).
@@ -444,16 +438,20 @@ pub async fn run(
     let mut controllers =
         Controllers::new(client.clone(), kubevirt_controller::logging::sync_outcome);
     controllers.start_cluster_controllers();
-    let placement = opts.node.as_ref().map(|node| {
+    let pod_image = opts.node.as_ref().and_then(|node| {
         let served = registry
             .as_ref()
             .and_then(|(_, s)| s.launcher_image.clone());
-        launchers_for(node, kubelet.is_some(), served)
+        pod_launcher_image(node, kubelet.is_some(), served)
+    });
+    let launchers = opts.node.as_ref().map(|_| match pod_image {
+        Some(_) => Launchers::Pods,
+        None => Launchers::Direct,
     });
     let launcher_root = absolute(&dir.join("node/launchers"));
-    let run_root = match placement {
-        Some((Launchers::Pods, _)) => launcher_root.clone(),
-        _ => dir.join("vmis"),
+    let run_root = match pod_image {
+        Some(_) => launcher_root.clone(),
+        None => dir.join("vmis"),
     };
     let agents = match &opts.node {
         Some(node) => serve_node_endpoint(&node.node_name, run_root.clone(), &opts.listen).await?,
@@ -470,7 +468,7 @@ pub async fn run(
         }
         .router(),
     );
-    if let (Some(node), Some((launchers, image))) = (opts.node, placement.clone()) {
+    if let Some(node) = opts.node {
         let config = NodeConfig {
             node_name: node.node_name,
             launcher: node.launcher,
@@ -480,8 +478,8 @@ pub async fn run(
             launcher_args: node.launcher_args,
             claim_unscheduled: true,
         };
-        match (launchers, image) {
-            (Launchers::Pods, Some(launcher_image)) => {
+        match pod_image {
+            Some(launcher_image) => {
                 let working_dir = std::env::current_dir().map_err(|source| UpError::Io {
                     path: PathBuf::from("."),
                     source,
@@ -496,7 +494,7 @@ pub async fn run(
                 });
                 controllers.start_node_agent_in(config, AgentMode::Pods { working_dir });
             }
-            _ => controllers.start_node_agent(config),
+            None => controllers.start_node_agent(config),
         }
     }
     state.readiness.open(CONTROLLERS_GATE);
@@ -508,7 +506,7 @@ pub async fn run(
         data_dir: dir.clone(),
         pid: std::process::id(),
         registry: registry.as_ref().map(|(_, served)| served.clone()),
-        launchers: placement.map(|(l, _)| l),
+        launchers,
     };
     if let Some(ready) = &opts.ready_file {
         setup::write_atomic(ready, started.to_json().to_string().as_bytes())?;
