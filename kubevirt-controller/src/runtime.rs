@@ -95,10 +95,26 @@ pub(crate) async fn run_owning_vmis<K, F, Fut>(
     F: FnMut(Arc<K>, Arc<Client>) -> Fut,
     Fut: Future<Output = Result<Action, SyncError>> + Send + 'static,
 {
+    run_owning_vmis_and(client, shutdown, on_sync, reconcile, |c, _| c).await;
+}
+
+/// [`run_owning_vmis`], with more watches added by `also` (e.g. other kinds `K` owns).
+pub(crate) async fn run_owning_vmis_and<K, F, Fut>(
+    client: Client,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+    on_sync: impl Fn(Result<String, String>),
+    reconcile: F,
+    also: impl FnOnce(Controller<K>, &Client) -> Controller<K>,
+) where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    F: FnMut(Arc<K>, Arc<Client>) -> Fut,
+    Fut: Future<Output = Result<Action, SyncError>> + Send + 'static,
+{
     let objects: Api<K> = Api::all(client.clone());
     let vmis: Api<VirtualMachineInstance> = Api::all(client.clone());
-    Controller::new(objects, watcher::Config::default())
-        .owns(vmis, watcher::Config::default())
+    let controller =
+        Controller::new(objects, watcher::Config::default()).owns(vmis, watcher::Config::default());
+    also(controller, &client)
         .graceful_shutdown_on(shutdown)
         .run(
             reconcile,

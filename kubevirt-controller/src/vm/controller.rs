@@ -1,19 +1,23 @@
 //! Runs [`super::plan`] for every VM against an API server with kube-rs: a VM is synced when it
-//! changes, when an instance it owns changes, when a start backoff ends, and every few minutes.
+//! changes, when an instance or DataVolume it owns changes, when a start backoff ends, while its
+//! storage is awaited, and every few minutes.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action as Requeue;
 use kube::{Client, ResourceExt};
+use kubevirt_api::cdi::v1beta1::DataVolume;
 use kubevirt_api::core::v1::{VirtualMachine, VirtualMachineCondition, VirtualMachineInstance};
 
+use super::storage::{self, Storage};
 use super::sync::{Action, Observed, plan};
 use super::{instance, instancetype};
-use crate::runtime::{SyncError, Target, delete_vmi, run_owning_vmis, write_status};
+use crate::runtime::{SyncError, Target, delete_vmi, run_owning_vmis_and, write_status};
 
 /// A VM with nothing pending is synced again after this long anyway.
 const RESYNC: Duration = Duration::from_secs(300);
@@ -25,7 +29,65 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
     on_sync: impl Fn(Result<String, String>),
 ) {
-    run_owning_vmis::<VirtualMachine, _, _>(client, shutdown, on_sync, reconcile).await;
+    // The DataVolume kind is CDI's: installed with ours everywhere (`kubevirt-local up`, the
+    // `crds` the operator applies).
+    run_owning_vmis_and::<VirtualMachine, _, _>(
+        client,
+        shutdown,
+        on_sync,
+        reconcile,
+        |c, client| {
+            c.owns(
+                Api::<DataVolume>::all(client.clone()),
+                kube::runtime::watcher::Config::default(),
+            )
+        },
+    )
+    .await;
+}
+
+/// The DataVolumes and claims `vm` names that exist.
+async fn storage_of(
+    client: &Client,
+    namespace: &str,
+    vm: &VirtualMachine,
+) -> Result<(Vec<DataVolume>, Vec<PersistentVolumeClaim>), kube::Error> {
+    let dvs: Api<DataVolume> = Api::namespaced(client.clone(), namespace);
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), namespace);
+    let mut found_dvs = Vec::new();
+    for name in storage::data_volume_names(vm) {
+        found_dvs.extend(dvs.get_opt(&name).await?);
+    }
+    let mut found_claims = Vec::new();
+    for name in storage::claim_names(vm) {
+        found_claims.extend(claims.get_opt(&name).await?);
+    }
+    Ok((found_dvs, found_claims))
+}
+
+/// Creates the DataVolumes of `vm`'s templates that are missing; a refusal is returned as the
+/// VM's Failure message (upstream's wording).
+async fn create_data_volumes(
+    client: &Client,
+    namespace: &str,
+    missing: &[DataVolume],
+) -> Result<Option<String>, kube::Error> {
+    let dvs: Api<DataVolume> = Api::namespaced(client.clone(), namespace);
+    for dv in missing {
+        match dvs.create(&PostParams::default(), dv).await {
+            Ok(_) => {}
+            // Made meanwhile: the watch brings it.
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(kube::Error::Api(e)) if (400..500).contains(&e.code) => {
+                return Ok(Some(format!(
+                    "Error encountered while creating DataVolumes: failed to create DataVolume: {}",
+                    e.message
+                )));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(None)
 }
 
 async fn reconcile(vm: Arc<VirtualMachine>, client: Arc<Client>) -> Result<Requeue, SyncError> {
@@ -37,14 +99,21 @@ async fn reconcile(vm: Arc<VirtualMachine>, client: Arc<Client>) -> Result<Reque
         .get_opt(name)
         .await
         .map_err(target.err("reading the instance of"))?;
+    let (dvs, claims) = storage_of(&client, namespace, &vm)
+        .await
+        .map_err(target.err("reading the storage of"))?;
+    let found = Storage::of(&dvs, &claims);
     let now = Timestamp::now();
     let mut p = plan(Observed {
         vm: &vm,
         vmi: vmi.as_ref(),
         now,
         jitter: f64::from(now.subsec_nanosecond()) / 1e9,
+        storage: &found,
     });
-    let mut failed_create = None;
+    let mut failed_create = create_data_volumes(&client, namespace, &p.create_data_volumes)
+        .await
+        .map_err(target.err("creating the DataVolumes of"))?;
     match &p.action {
         Action::None => {}
         // The cache may not show yet that the VM is being deleted: ask the server before

@@ -59,6 +59,19 @@ pub fn uid(vmi: &VirtualMachineInstance) -> &str {
     vmi.metadata.uid.as_deref().unwrap_or("")
 }
 
+/// The VM as the controlling owner of what it makes (its instance, its DataVolumes): deleting
+/// the VM deletes them.
+pub fn controller_ref(vm: &VirtualMachine) -> OwnerReference {
+    OwnerReference {
+        api_version: VirtualMachine::api_version(&()).into_owned(),
+        kind: VirtualMachine::kind(&()).into_owned(),
+        name: vm.metadata.name.clone().unwrap_or_default(),
+        uid: vm.metadata.uid.clone().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}
+
 /// The instance a VM runs: the VM's name and namespace, the template's labels (plus
 /// [`VM_NAME_LABEL`]) and annotations, the template's spec, and the VM as controlling owner so
 /// deleting the VM deletes it. `paused` starts it paused (`spec.startStrategy: Paused`).
@@ -81,14 +94,7 @@ pub fn for_vm(vm: &VirtualMachine, paused: bool) -> VirtualMachineInstance {
     if let Some(g) = vm.metadata.generation {
         annotations.insert(VM_GENERATION_ANNOTATION.into(), g.to_string());
     }
-    let owner = OwnerReference {
-        api_version: VirtualMachine::api_version(&()).into_owned(),
-        kind: VirtualMachine::kind(&()).into_owned(),
-        name: name.clone().unwrap_or_default(),
-        uid: vm.metadata.uid.clone().unwrap_or_default(),
-        controller: Some(true),
-        block_owner_deletion: Some(true),
-    };
+    let owner = controller_ref(vm);
     let mut spec = template.spec.clone().unwrap_or_default();
     if paused {
         spec.start_strategy = Some("Paused".into());

@@ -10,6 +10,7 @@ pub mod controller;
 pub mod instance;
 pub mod instancetype;
 pub mod printable;
+pub mod storage;
 pub mod strategy;
 pub mod sync;
 

@@ -16,6 +16,17 @@ pub enum Intent {
     Stop,
 }
 
+/// What the VM's storage says, as far as the printable status cares.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StorageFacts {
+    /// A DataVolume its volumes use failed, or its importer stopped on an error.
+    pub data_volume_error: bool,
+    /// A DataVolume its volumes use is still being populated.
+    pub provisioning: bool,
+    /// The VM is set to start and a claim its volumes use is not bound yet.
+    pub waiting_for_binding: bool,
+}
+
 /// Everything the printable status depends on.
 #[derive(Clone, Copy, Debug)]
 pub struct Facts<'a> {
@@ -27,6 +38,8 @@ pub struct Facts<'a> {
     pub intent: Intent,
     /// Failed starts are counted and the strategy retries them (Always, RerunOnFailure, Once).
     pub crash_looping: bool,
+    /// Its storage.
+    pub storage: StorageFacts,
 }
 
 /// The printable status for `facts`.
@@ -49,10 +62,28 @@ pub fn printable_status(facts: Facts<'_>) -> &'static str {
             "Running"
         };
     }
+    let synchronized = live.and_then(|v| condition(v, "Synchronized"));
+    if synchronized == Some(("False", Some("FailedPvcNotFound"))) {
+        return "ErrorPvcNotFound";
+    }
+    if facts.storage.data_volume_error {
+        return "DataVolumeError";
+    }
     if let Some(v) = live
         && condition(v, "PodScheduled") == Some(("False", Some("Unschedulable")))
     {
         return "ErrorUnschedulable";
+    }
+    if facts.storage.provisioning {
+        return "Provisioning";
+    }
+    if facts.storage.waiting_for_binding {
+        return "WaitingForVolumeBinding";
+    }
+    match synchronized {
+        Some(("False", Some("ErrImagePull"))) => return "ErrImagePull",
+        Some(("False", Some("ImagePullBackOff"))) => return "ImagePullBackOff",
+        _ => {}
     }
     if facts.intent == Intent::Start
         || live.is_some_and(|v| matches!(phase(v), "" | "Pending" | "Scheduling" | "Scheduled"))
@@ -92,6 +123,7 @@ mod tests {
             vmi,
             intent,
             crash_looping: false,
+            storage: StorageFacts::default(),
         }
     }
 
@@ -133,5 +165,51 @@ mod tests {
             ..facts(Some(&running), Intent::Keep)
         };
         assert_eq!(printable_status(deleting), "Terminating");
+    }
+
+    #[test]
+    fn storage_states_in_upstream_order() {
+        let none = serde_json::json!([]);
+        let pending = vmi("Pending", none.clone(), false);
+        let running = vmi("Running", none, false);
+        let pvc_missing = vmi(
+            "Pending",
+            serde_json::json!([{"type": "Synchronized", "status": "False", "reason": "FailedPvcNotFound"}]),
+            false,
+        );
+        let pulling = vmi(
+            "Scheduled",
+            serde_json::json!([{"type": "Synchronized", "status": "False", "reason": "ImagePullBackOff"}]),
+            false,
+        );
+        let with = |vmi, storage| {
+            printable_status(Facts {
+                storage,
+                ..facts(vmi, Intent::Start)
+            })
+        };
+        let provisioning = StorageFacts {
+            provisioning: true,
+            ..Default::default()
+        };
+        let binding = StorageFacts {
+            waiting_for_binding: true,
+            ..Default::default()
+        };
+        let error = StorageFacts {
+            data_volume_error: true,
+            provisioning: true,
+            waiting_for_binding: true,
+        };
+        assert_eq!(with(None, provisioning), "Provisioning");
+        assert_eq!(with(Some(&pending), binding), "WaitingForVolumeBinding");
+        assert_eq!(with(None, error), "DataVolumeError");
+        assert_eq!(with(Some(&pvc_missing), error), "ErrorPvcNotFound");
+        assert_eq!(
+            with(Some(&pulling), StorageFacts::default()),
+            "ImagePullBackOff"
+        );
+        // A running guest is Running whatever its storage says.
+        assert_eq!(with(Some(&running), error), "Running");
     }
 }

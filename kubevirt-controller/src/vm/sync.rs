@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kubevirt_api::cdi::v1beta1::DataVolume;
 use kubevirt_api::core::v1::{
     VirtualMachine, VirtualMachineCondition, VirtualMachineInstance,
     VirtualMachineStateChangeRequest, VirtualMachineStatus,
@@ -16,7 +17,8 @@ use kubevirt_api::core::v1::{
 
 use super::backoff;
 use super::instance::{condition, ever_ran, is_deleting, is_final, phase, uid};
-use super::printable::{Facts, Intent, printable_status};
+use super::printable::{Facts, Intent, StorageFacts, printable_status};
+use super::storage::{self, Storage};
 use super::strategy::RunStrategy;
 
 /// What to do to the VM's instance.
@@ -45,8 +47,10 @@ pub struct Plan {
     pub action: Action,
     /// The status to write.
     pub status: VirtualMachineStatus,
-    /// Sync again at this time (a failed start's backoff ends).
+    /// Sync again at this time (a failed start's backoff ends, storage is awaited).
     pub requeue_at: Option<Timestamp>,
+    /// The DataVolumes of the VM's templates to create (they do not exist yet).
+    pub create_data_volumes: Vec<DataVolume>,
 }
 
 /// What one sync looks at.
@@ -60,7 +64,13 @@ pub struct Observed<'a> {
     pub now: Timestamp,
     /// A number in [0, 1) for the backoff's jitter.
     pub jitter: f64,
+    /// The DataVolumes and claims its volumes name that exist.
+    pub storage: &'a Storage<'a>,
 }
+
+/// While storage is awaited the VM is synced again this often (claims it does not own bind
+/// without telling it).
+const STORAGE_POLL: std::time::Duration = std::time::Duration::from_secs(5);
 
 const START: &str = "Start";
 const STOP: &str = "Stop";
@@ -90,6 +100,13 @@ pub fn plan(o: Observed<'_>) -> Plan {
         start_failure = None;
     }
     let vm_deleting = o.vm.metadata.deletion_timestamp.is_some();
+    let create_data_volumes = if vm_deleting {
+        Vec::new()
+    } else {
+        storage::missing(o.vm, o.storage)
+    };
+    let volumes_ready = storage::templates_ready(o.vm, o.storage);
+    let mut held_by_storage = false;
     let mut requeue_at = None;
     let mut failure = None;
     let action = match &strategy {
@@ -119,6 +136,11 @@ pub fn plan(o: Observed<'_>) -> Plan {
                     requeue_at = Some(t);
                     Action::None
                 }
+                // The template's DataVolumes are populated first.
+                None if !volumes_ready => {
+                    held_by_storage = true;
+                    Action::None
+                }
                 None => Action::Create { paused },
             };
             decide(
@@ -134,8 +156,17 @@ pub fn plan(o: Observed<'_>) -> Plan {
     let intent = match action {
         Action::Create { .. } | Action::SetStrategy(_) => Intent::Start,
         Action::Delete { .. } => Intent::Stop,
+        Action::None if held_by_storage => Intent::Start,
         Action::None => Intent::Keep,
     };
+    let waiting_for_binding = strategy
+        .as_ref()
+        .is_ok_and(|s| set_to_start(*s, o.vmi, &requests))
+        && storage::unbound_claim(o.vm, o.storage);
+    if held_by_storage || waiting_for_binding {
+        let poll = o.now + STORAGE_POLL;
+        requeue_at = Some(requeue_at.map_or(poll, |t: Timestamp| t.min(poll)));
+    }
     let crash_looping = strategy.as_ref().is_ok_and(|s| s.backs_off())
         && start_failure
             .as_ref()
@@ -150,6 +181,11 @@ pub fn plan(o: Observed<'_>) -> Plan {
         vmi: o.vmi,
         intent,
         crash_looping,
+        storage: StorageFacts {
+            data_volume_error: storage::data_volume_error(o.vm, o.storage).is_some(),
+            provisioning: storage::provisioning(o.vm, o.storage),
+            waiting_for_binding,
+        },
     });
     let live = o.vmi.filter(|v| !is_final(v) && !is_deleting(v));
     let ready = live.is_some_and(|v| {
@@ -172,6 +208,23 @@ pub fn plan(o: Observed<'_>) -> Plan {
         action,
         status,
         requeue_at,
+        create_data_volumes,
+    }
+}
+
+/// Whether the strategy wants an instance running now (upstream's `isSetToStart`).
+fn set_to_start(
+    s: RunStrategy,
+    vmi: Option<&VirtualMachineInstance>,
+    requests: &VecDeque<VirtualMachineStateChangeRequest>,
+) -> bool {
+    match (s, vmi) {
+        (RunStrategy::Always, _) => true,
+        (RunStrategy::Halted | RunStrategy::WaitAsReceiver, _) => false,
+        (RunStrategy::Manual, Some(v)) | (RunStrategy::Once, Some(v)) => !is_final(v),
+        (RunStrategy::Manual, None) => requests.front().is_some_and(|r| r.action == START),
+        (RunStrategy::RerunOnFailure, Some(v)) => phase(v) != "Succeeded",
+        (RunStrategy::RerunOnFailure | RunStrategy::Once, None) => true,
     }
 }
 

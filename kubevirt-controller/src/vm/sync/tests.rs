@@ -1,6 +1,7 @@
 use serde_json::{Value, json};
 
 use super::*;
+use kubevirt_api::cdi::v1beta1::DataVolume;
 
 const NOW: &str = "2026-11-28T12:00:00Z";
 
@@ -40,6 +41,7 @@ fn run(vm: &VirtualMachine, vmi: Option<&VirtualMachineInstance>) -> Plan {
         vmi,
         now: now(),
         jitter: 0.0,
+        storage: &Storage::default(),
     })
 }
 
@@ -119,6 +121,7 @@ fn a_failed_start_backs_off_and_shows_crash_loop() {
         vmi: None,
         now: at,
         jitter: 0.0,
+        storage: &Storage::default(),
     });
     assert_eq!(later.action, CREATE);
     // Why it failed stays on the VM while it backs off.
@@ -384,4 +387,83 @@ mod props {
             prop_assert_eq!(p.status.created, Some(i.is_some()));
         }
     }
+}
+
+fn data_volume(name: &str, phase: &str) -> DataVolume {
+    serde_json::from_value(json!({
+        "apiVersion": "cdi.kubevirt.io/v1beta1", "kind": "DataVolume",
+        "metadata": {"name": name, "namespace": "ns"},
+        "spec": {"source": {"blank": {}}, "storage": {"resources": {"requests": {"storage": "1Gi"}}}},
+        "status": {"phase": phase},
+    }))
+    .unwrap()
+}
+
+fn vm_with_template(strategy: &str) -> VirtualMachine {
+    let mut v = vm(json!({"runStrategy": strategy}), json!({}));
+    v.spec.data_volume_templates = Some(vec![
+        serde_json::from_value(json!({
+            "metadata": {"name": "root"},
+            "spec": {"source": {"blank": {}}, "storage": {"resources": {"requests": {"storage": "1Gi"}}}},
+        }))
+        .unwrap(),
+    ]);
+    v.spec.template.spec.as_mut().unwrap().volumes = Some(vec![
+        serde_json::from_value(json!({"name": "root", "dataVolume": {"name": "root"}})).unwrap(),
+    ]);
+    v
+}
+
+fn run_with(vm: &VirtualMachine, dvs: &[DataVolume]) -> Plan {
+    let storage = Storage::of(dvs, &[]);
+    plan(Observed {
+        vm,
+        vmi: None,
+        now: now(),
+        jitter: 0.0,
+        storage: &storage,
+    })
+}
+
+#[test]
+fn templates_are_made_even_while_stopped_and_the_instance_waits_for_them() {
+    // A stopped VM still gets its DataVolumes (upstream makes them at once).
+    let halted = vm_with_template("Halted");
+    let p = run_with(&halted, &[]);
+    assert_eq!(p.create_data_volumes.len(), 1);
+    assert_eq!(p.action, Action::None);
+    assert_eq!(p.status.printable_status.as_deref(), Some("Stopped"));
+
+    let always = vm_with_template("Always");
+    let p = run_with(&always, &[]);
+    assert_eq!(p.create_data_volumes.len(), 1);
+    assert_eq!(p.action, Action::None, "no instance before its disk exists");
+    assert_eq!(p.status.printable_status.as_deref(), Some("Starting"));
+    assert!(p.requeue_at.is_some());
+
+    let importing = [data_volume("root", "ImportInProgress")];
+    let p = run_with(&always, &importing);
+    assert!(p.create_data_volumes.is_empty());
+    assert_eq!(p.action, Action::None);
+    assert_eq!(p.status.printable_status.as_deref(), Some("Provisioning"));
+
+    let failed = [data_volume("root", "Failed")];
+    let p = run_with(&always, &failed);
+    assert_eq!(p.action, Action::None);
+    assert_eq!(
+        p.status.printable_status.as_deref(),
+        Some("DataVolumeError")
+    );
+
+    for ready in ["Succeeded", "WaitForFirstConsumer", "PendingPopulation"] {
+        let p = run_with(&always, &[data_volume("root", ready)]);
+        assert_eq!(p.action, CREATE, "{ready}");
+    }
+}
+
+#[test]
+fn a_deleted_vm_makes_no_data_volumes() {
+    let mut v = vm_with_template("Always");
+    v.metadata.deletion_timestamp = Some(Time(now()));
+    assert!(run_with(&v, &[]).create_data_volumes.is_empty());
 }
