@@ -98,6 +98,22 @@ impl Controllers {
         self.tasks.push(tokio::spawn(vmi));
     }
 
+    /// Start the DataVolume controller (CDI's): every DataVolume gets its claim and an importer
+    /// pod running `config`'s importer image. Needs pods that run (a kubelet) and claims that
+    /// bind (a provisioner).
+    pub fn start_data_volume_controller(
+        &mut self,
+        config: crate::cdi::datavolume::DataVolumeConfig,
+    ) {
+        let dv = crate::cdi::datavolume::controller::run(
+            self.client.clone(),
+            config,
+            self.stopped(),
+            self.report("datavolume controller"),
+        );
+        self.tasks.push(tokio::spawn(dv));
+    }
+
     /// Start the node agent that runs this node's VMIs, in direct mode (it spawns their
     /// launchers).
     pub fn start_node_agent(&mut self, config: NodeConfig) {

@@ -13,6 +13,7 @@
 #![deny(missing_docs)]
 
 pub mod api;
+pub mod cdi;
 pub mod cli;
 pub mod controllers;
 pub mod install;

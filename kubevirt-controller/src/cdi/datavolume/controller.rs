@@ -1,0 +1,164 @@
+//! Runs [`super::sync::plan`] for every DataVolume against an API server with kube-rs: a
+//! DataVolume is synced when it changes, when its claim or importer pod changes, and every few
+//! seconds while its import runs (to read the progress).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
+use kubevirt_api::cdi::v1beta1::DataVolume;
+
+use super::DataVolumeConfig;
+use super::claim::owner;
+use super::importer::pod_name;
+use super::progress::scrape;
+use super::sync::{Observed, plan};
+use crate::runtime::{SyncError, Target, describe, tolerate_gone, write_status};
+
+/// While an import runs, its progress is read this often.
+const PROGRESS_POLL: Duration = Duration::from_secs(2);
+/// A DataVolume with nothing running is synced again after this long anyway.
+const RESYNC: Duration = Duration::from_secs(300);
+/// After a failed sync, the DataVolume is tried again after this long.
+const RETRY: Duration = Duration::from_secs(2);
+
+struct Context {
+    client: Client,
+    config: DataVolumeConfig,
+}
+
+/// Runs the DataVolume controller until `shutdown` resolves; `on_sync` hears each outcome.
+pub async fn run(
+    client: Client,
+    config: DataVolumeConfig,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+    on_sync: impl Fn(Result<String, String>),
+) {
+    let dvs: Api<DataVolume> = Api::all(client.clone());
+    Controller::new(dvs, watcher::Config::default())
+        .owns(
+            Api::<PersistentVolumeClaim>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .owns(Api::<Pod>::all(client.clone()), watcher::Config::default())
+        .graceful_shutdown_on(shutdown)
+        .run(
+            reconcile,
+            |_, _, _| Action::requeue(RETRY),
+            Arc::new(Context { client, config }),
+        )
+        .for_each(|r| {
+            if let Some(line) = describe(r) {
+                on_sync(line);
+            }
+            futures::future::ready(())
+        })
+        .await;
+}
+
+async fn reconcile(dv: Arc<DataVolume>, ctx: Arc<Context>) -> Result<Action, SyncError> {
+    // Deleting a DataVolume deletes its claim and pod through their owner references.
+    if dv.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let target = Target::of(&*dv)?;
+    let (namespace, name) = (&target.namespace, &target.name);
+    let client = &ctx.client;
+    let dvs: Api<DataVolume> = Api::namespaced(client.clone(), namespace);
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), namespace);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let claim = claims
+        .get_opt(name)
+        .await
+        .map_err(target.err("reading the claim of"))?;
+    let pod = pods
+        .get_opt(&pod_name(name))
+        .await
+        .map_err(target.err("reading the importer pod of"))?
+        // A pod of that name that is not this DataVolume's is not its importer.
+        .filter(|p| {
+            p.owner_references()
+                .iter()
+                .any(|o| Some(&o.uid) == dv.metadata.uid.as_ref())
+        });
+    let progress = match running_ip(pod.as_ref()) {
+        Some(ip) => scrape(ip, dv.metadata.uid.as_deref().unwrap_or_default()).await,
+        None => None,
+    };
+    let p = plan(Observed {
+        dv: &dv,
+        claim: claim.as_ref(),
+        pod: pod.as_ref(),
+        progress,
+        config: &ctx.config,
+        now: Timestamp::now(),
+    });
+    if let Some(c) = &p.create_claim {
+        ignore_exists(claims.create(&PostParams::default(), c).await)
+            .map_err(target.err("creating the claim of"))?;
+    }
+    if p.adopt_claim {
+        let patch = serde_json::json!({"metadata": {"ownerReferences": [owner(&dv)]}});
+        tolerate_gone(
+            claims
+                .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await,
+        )
+        .map_err(target.err("adopting the claim of"))?;
+    }
+    if !p.annotate_claim.is_empty() {
+        let patch = serde_json::json!({"metadata": {"annotations": p.annotate_claim}});
+        tolerate_gone(
+            claims
+                .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await,
+        )
+        .map_err(target.err("marking the claim of"))?;
+    }
+    if let Some(pod) = &p.create_pod {
+        ignore_exists(pods.create(&PostParams::default(), pod).await)
+            .map_err(target.err("creating the importer pod of"))?;
+    }
+    if p.delete_pod {
+        tolerate_gone(pods.delete(&pod_name(name), &DeleteParams::default()).await)
+            .map_err(target.err("deleting the importer pod of"))?;
+    }
+    if dv.status.as_ref() != Some(&p.status) {
+        let mut updated = (*dv).clone();
+        updated.status = Some(p.status.clone());
+        write_status(&dvs, &updated)
+            .await
+            .map_err(target.err("writing the status of"))?;
+    }
+    Ok(match p.status.phase.as_deref() {
+        Some("ImportInProgress" | "ImportScheduled") => Action::requeue(PROGRESS_POLL),
+        _ => Action::requeue(RESYNC),
+    })
+}
+
+/// The IP of an importer whose container runs.
+fn running_ip(pod: Option<&Pod>) -> Option<&str> {
+    let status = pod?.status.as_ref()?;
+    let running = status
+        .container_statuses
+        .iter()
+        .flatten()
+        .any(|c| c.state.as_ref().is_some_and(|s| s.running.is_some()));
+    running.then_some(status.pod_ip.as_deref()?)
+}
+
+/// A create that finds the object made meanwhile is no error: the watch brings it.
+fn ignore_exists<T>(r: Result<T, kube::Error>) -> Result<(), kube::Error> {
+    match r {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(e) => Err(e),
+    }
+}

@@ -1,0 +1,269 @@
+//! The importer pod of a DataVolume (upstream's `importer-<claim>`): one `importer` container
+//! running `kubevirt-controller cdi-importer` with upstream's environment (source, endpoint,
+//! content type, size, owner, filesystem overhead, TLS, credentials, extra headers), the claim
+//! at `/data` (Filesystem) or `/dev/cdi-block-volume` (Block), restarted on failure so a failed
+//! import is retried with the kubelet's backoff.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    ConfigMapVolumeSource, Container, EnvVar, EnvVarSource, PersistentVolumeClaim,
+    PersistentVolumeClaimVolumeSource, Pod, PodSpec, SecretKeySelector, SecretVolumeSource, Volume,
+    VolumeDevice, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kubevirt_api::cdi::v1beta1::DataVolume;
+
+use super::DataVolumeConfig;
+use super::claim::{owner, volume_mode};
+
+/// Where the importer binary is in the importer image.
+pub const IMPORTER_BINARY: &str = "/usr/bin/kubevirt-controller";
+/// The claim's mount path in the importer (Filesystem).
+pub const DATA_DIR: &str = "/data";
+/// The claim's device path in the importer (Block).
+pub const BLOCK_DEVICE: &str = "/dev/cdi-block-volume";
+/// Where `certConfigMap` is mounted.
+pub const CERT_DIR: &str = "/certs";
+/// Where each `secretExtraHeaders` Secret is mounted (`<dir>/<index>`).
+pub const SECRET_HEADERS_DIR: &str = "/extraheaders";
+/// The port of the importer's progress metrics.
+pub const METRICS_PORT: u16 = 8443;
+
+/// Where a DataVolume's data comes from, as far as its importer pod is concerned.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Source {
+    /// `http`: a URL.
+    Http(kubevirt_api::cdi::v1beta1::DataVolumeSourceHTTP),
+    /// `registry`: a `docker://` image with the disk under `/disk`.
+    Registry(kubevirt_api::cdi::v1beta1::DataVolumeSourceRegistry),
+    /// `blank`: an empty disk.
+    Blank,
+}
+
+/// The source of `dv`, or why this controller cannot fill it (yet).
+pub fn source_of(dv: &DataVolume) -> Result<Source, String> {
+    let Some(s) = &dv.spec.source else {
+        return Err(match &dv.spec.source_ref {
+            Some(r) => format!(
+                "spec.sourceRef: {} {:?} sources are not supported by kubevirt-rs yet",
+                r.kind, r.name
+            ),
+            None => "spec.source: a DataVolume needs a source".into(),
+        });
+    };
+    if let Some(h) = &s.http {
+        return Ok(Source::Http(h.clone()));
+    }
+    if let Some(r) = &s.registry {
+        return Ok(Source::Registry(r.clone()));
+    }
+    if s.blank.is_some() {
+        return Ok(Source::Blank);
+    }
+    let kind = [
+        (s.pvc.is_some(), "pvc (clone)"),
+        (s.upload.is_some(), "upload"),
+        (s.s3.is_some(), "s3"),
+        (s.gcs.is_some(), "gcs"),
+        (s.imageio.is_some(), "imageio"),
+        (s.vddk.is_some(), "vddk"),
+        (s.snapshot.is_some(), "snapshot"),
+    ]
+    .into_iter()
+    .find_map(|(set, k)| set.then_some(k))
+    .unwrap_or("an empty source");
+    Err(format!(
+        "spec.source: {kind} is not supported by kubevirt-rs yet (http, registry and blank are)"
+    ))
+}
+
+/// The importer pod's name for DataVolume `name`.
+pub fn pod_name(name: &str) -> String {
+    format!("importer-{name}")
+}
+
+/// The importer pod that fills `claim` for `dv` from `source`.
+pub fn pod_for(
+    dv: &DataVolume,
+    source: &Source,
+    claim: &PersistentVolumeClaim,
+    config: &DataVolumeConfig,
+) -> Pod {
+    let name = dv.metadata.name.clone().unwrap_or_default();
+    let block = volume_mode(dv) == "Block";
+    let env_value = |name: &str, value: String| EnvVar {
+        name: name.into(),
+        value: Some(value),
+        value_from: None,
+    };
+    let size = claim
+        .spec
+        .as_ref()
+        .and_then(|s| s.resources.as_ref())
+        .and_then(|r| r.requests.as_ref())
+        .and_then(|r| r.get("storage"))
+        .map(|q| q.0.clone())
+        .unwrap_or_default();
+    let (kind, endpoint) = match source {
+        Source::Http(h) => ("http", h.url.clone()),
+        Source::Registry(r) => ("registry", r.url.clone().unwrap_or_default()),
+        Source::Blank => ("none", String::new()),
+    };
+    let mut env = vec![
+        env_value("IMPORTER_SOURCE", kind.into()),
+        env_value("IMPORTER_ENDPOINT", endpoint),
+        env_value(
+            "IMPORTER_CONTENTTYPE",
+            dv.spec
+                .content_type
+                .clone()
+                .unwrap_or_else(|| "kubevirt".into()),
+        ),
+        env_value("IMPORTER_IMAGE_SIZE", size),
+        env_value("OWNER_UID", dv.metadata.uid.clone().unwrap_or_default()),
+        env_value(
+            "FILESYSTEM_OVERHEAD",
+            if block {
+                "0".into()
+            } else {
+                config.filesystem_overhead.to_string()
+            },
+        ),
+    ];
+    let mut volumes = vec![Volume {
+        name: "cdi-data-vol".into(),
+        persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+            claim_name: claim.metadata.name.clone().unwrap_or_default(),
+            read_only: Some(false),
+        }),
+        ..Default::default()
+    }];
+    let mut mounts = Vec::new();
+    let (cert_config_map, secret_ref, insecure, headers, secret_headers) = match source {
+        Source::Http(h) => (
+            h.cert_config_map.clone(),
+            h.secret_ref.clone(),
+            h.insecure_skip_verify.unwrap_or(false),
+            h.extra_headers.clone().unwrap_or_default(),
+            h.secret_extra_headers.clone().unwrap_or_default(),
+        ),
+        Source::Registry(r) => (
+            r.cert_config_map.clone(),
+            r.secret_ref.clone(),
+            false,
+            Vec::new(),
+            Vec::new(),
+        ),
+        Source::Blank => (None, None, false, Vec::new(), Vec::new()),
+    };
+    env.push(env_value("INSECURE_TLS", insecure.to_string()));
+    if let Some(cm) = cert_config_map {
+        volumes.push(Volume {
+            name: "cdi-cert-vol".into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: cm,
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        mounts.push(mount("cdi-cert-vol", CERT_DIR, true));
+        env.push(env_value("IMPORTER_CERT_DIR", CERT_DIR.into()));
+    }
+    if let Some(secret) = secret_ref {
+        for (var, key) in [
+            ("IMPORTER_ACCESS_KEY_ID", "accessKeyId"),
+            ("IMPORTER_SECRET_KEY", "secretKey"),
+        ] {
+            env.push(EnvVar {
+                name: var.into(),
+                value: None,
+                value_from: Some(EnvVarSource {
+                    secret_key_ref: Some(SecretKeySelector {
+                        name: secret.clone(),
+                        key: key.into(),
+                        optional: None,
+                    }),
+                    ..Default::default()
+                }),
+            });
+        }
+    }
+    for (i, h) in headers.into_iter().enumerate() {
+        env.push(env_value(&format!("IMPORTER_EXTRA_HEADER_{i}"), h));
+    }
+    for (i, secret) in secret_headers.into_iter().enumerate() {
+        let vol = format!("cdi-secret-extra-headers-vol-{i}");
+        volumes.push(Volume {
+            name: vol.clone(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(secret),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        mounts.push(mount(&vol, &format!("{SECRET_HEADERS_DIR}/{i}"), true));
+    }
+    let mut container = Container {
+        name: "importer".into(),
+        image: Some(config.importer_image.clone()),
+        image_pull_policy: Some(config.pull_policy.clone()),
+        command: Some(vec![IMPORTER_BINARY.into(), "cdi-importer".into()]),
+        env: Some(env),
+        termination_message_path: Some("/dev/termination-log".into()),
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
+        ports: Some(vec![k8s_openapi::api::core::v1::ContainerPort {
+            name: Some("metrics".into()),
+            container_port: i32::from(METRICS_PORT),
+            protocol: Some("TCP".into()),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    };
+    if block {
+        container.volume_devices = Some(vec![VolumeDevice {
+            name: "cdi-data-vol".into(),
+            device_path: BLOCK_DEVICE.into(),
+        }]);
+    } else {
+        mounts.insert(0, mount("cdi-data-vol", DATA_DIR, false));
+    }
+    container.volume_mounts = (!mounts.is_empty()).then_some(mounts);
+    let mut labels = BTreeMap::new();
+    labels.insert("app".to_string(), "containerized-data-importer".to_string());
+    labels.insert("cdi.kubevirt.io".to_string(), "importer".to_string());
+    labels.insert(
+        "app.kubernetes.io/component".to_string(),
+        "storage".to_string(),
+    );
+    Pod {
+        metadata: ObjectMeta {
+            name: Some(pod_name(&name)),
+            namespace: dv.metadata.namespace.clone(),
+            labels: Some(labels),
+            owner_references: Some(vec![owner(dv)]),
+            ..Default::default()
+        },
+        spec: Some(PodSpec {
+            containers: vec![container],
+            volumes: Some(volumes),
+            restart_policy: Some("OnFailure".into()),
+            priority_class_name: dv.spec.priority_class_name.clone(),
+            automount_service_account_token: Some(false),
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
+    VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        read_only: read_only.then_some(true),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,118 @@
+use serde_json::json;
+
+use super::*;
+
+fn dv(spec: serde_json::Value) -> DataVolume {
+    serde_json::from_value(json!({
+        "apiVersion": "cdi.kubevirt.io/v1beta1", "kind": "DataVolume",
+        "metadata": {"name": "root", "namespace": "ns", "uid": "dv-uid"},
+        "spec": spec,
+    }))
+    .unwrap()
+}
+
+fn claim() -> PersistentVolumeClaim {
+    serde_json::from_value(json!({
+        "metadata": {"name": "root", "namespace": "ns"},
+        "spec": {"resources": {"requests": {"storage": "1090Mi"}}},
+    }))
+    .unwrap()
+}
+
+fn env(pod: &Pod) -> BTreeMap<String, EnvVar> {
+    pod.spec.as_ref().unwrap().containers[0]
+        .env
+        .iter()
+        .flatten()
+        .map(|e| (e.name.clone(), e.clone()))
+        .collect()
+}
+
+fn value(pod: &Pod, name: &str) -> String {
+    env(pod)[name].value.clone().unwrap_or_default()
+}
+
+#[test]
+fn an_http_import_pod_carries_upstreams_environment() {
+    let d = dv(json!({
+        "source": {"http": {"url": "https://images.local/x.qcow2", "certConfigMap": "ca",
+                            "secretRef": "creds", "extraHeaders": ["X-A: 1"],
+                            "secretExtraHeaders": ["hdr"]}},
+        "storage": {"resources": {"requests": {"storage": "1Gi"}}}
+    }));
+    let source = source_of(&d).unwrap();
+    let p = pod_for(&d, &source, &claim(), &DataVolumeConfig::new("img:1"));
+    assert_eq!(p.metadata.name.as_deref(), Some("importer-root"));
+    assert_eq!(value(&p, "IMPORTER_SOURCE"), "http");
+    assert_eq!(
+        value(&p, "IMPORTER_ENDPOINT"),
+        "https://images.local/x.qcow2"
+    );
+    assert_eq!(value(&p, "IMPORTER_CONTENTTYPE"), "kubevirt");
+    assert_eq!(value(&p, "IMPORTER_IMAGE_SIZE"), "1090Mi");
+    assert_eq!(value(&p, "OWNER_UID"), "dv-uid");
+    assert_eq!(value(&p, "FILESYSTEM_OVERHEAD"), "0.06");
+    assert_eq!(value(&p, "IMPORTER_CERT_DIR"), CERT_DIR);
+    assert_eq!(value(&p, "IMPORTER_EXTRA_HEADER_0"), "X-A: 1");
+    let key = env(&p)["IMPORTER_ACCESS_KEY_ID"]
+        .value_from
+        .clone()
+        .unwrap();
+    assert_eq!(key.secret_key_ref.unwrap().key, "accessKeyId");
+    let spec = p.spec.as_ref().unwrap();
+    assert_eq!(spec.restart_policy.as_deref(), Some("OnFailure"));
+    let c = &spec.containers[0];
+    assert_eq!(c.image.as_deref(), Some("img:1"));
+    let mounts: Vec<_> = c
+        .volume_mounts
+        .iter()
+        .flatten()
+        .map(|m| m.mount_path.as_str())
+        .collect();
+    assert_eq!(mounts, [DATA_DIR, CERT_DIR, "/extraheaders/0"]);
+    let claim_vol = &spec.volumes.as_ref().unwrap()[0];
+    assert_eq!(
+        claim_vol
+            .persistent_volume_claim
+            .as_ref()
+            .unwrap()
+            .claim_name,
+        "root"
+    );
+    assert_eq!(
+        p.metadata.owner_references.as_ref().unwrap()[0].uid,
+        "dv-uid"
+    );
+}
+
+#[test]
+fn block_claims_are_devices_and_blank_is_source_none() {
+    let d = dv(json!({"source": {"blank": {}}, "contentType": "kubevirt",
+        "storage": {"volumeMode": "Block", "resources": {"requests": {"storage": "1Gi"}}}}));
+    let p = pod_for(
+        &d,
+        &Source::Blank,
+        &claim(),
+        &DataVolumeConfig::new("img:1"),
+    );
+    assert_eq!(value(&p, "IMPORTER_SOURCE"), "none");
+    assert_eq!(value(&p, "FILESYSTEM_OVERHEAD"), "0");
+    let c = &p.spec.as_ref().unwrap().containers[0];
+    assert_eq!(
+        c.volume_devices.as_ref().unwrap()[0].device_path,
+        BLOCK_DEVICE
+    );
+    assert!(c.volume_mounts.is_none());
+}
+
+#[test]
+fn unsupported_sources_are_named() {
+    let e = |spec| source_of(&dv(spec)).unwrap_err();
+    assert!(e(json!({"source": {"upload": {}}})).contains("upload is not supported"));
+    assert!(e(json!({"source": {"pvc": {"name": "a", "namespace": "b"}}})).contains("pvc (clone)"));
+    assert!(
+        e(json!({"sourceRef": {"kind": "DataSource", "name": "fedora"}}))
+            .contains("spec.sourceRef")
+    );
+    assert!(e(json!({})).contains("needs a source"));
+}

@@ -1,0 +1,309 @@
+//! One sync of a DataVolume as a pure function of what the controller observed: what to create
+//! or delete, and the status to write (phase, progress, restart count, and the Bound, Ready and
+//! Running conditions as upstream's).
+//!
+//! Phases: `Pending` (no claim yet, or a spec that cannot be acted on), `ImportScheduled` (the
+//! importer pod waits for its node or its containers), `ImportInProgress` (it runs, or restarts
+//! after a failure: `Running=False, reason Error` says why), `Succeeded` (the claim is marked
+//! populated; the pod is removed), `Failed` (the pod failed for good).
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kubevirt_api::cdi::v1beta1::{DataVolume, DataVolumeCondition, DataVolumeStatus};
+
+use super::claim::for_data_volume;
+use super::importer::{pod_for, source_of};
+use super::progress::format;
+use super::{ALLOW_CLAIM_ADOPTION, DataVolumeConfig, POD_PHASE, PRE_POPULATED, RETAIN_POD};
+
+/// What one sync looks at.
+#[derive(Clone, Copy, Debug)]
+pub struct Observed<'a> {
+    /// The DataVolume.
+    pub dv: &'a DataVolume,
+    /// The claim of its name, if one exists.
+    pub claim: Option<&'a PersistentVolumeClaim>,
+    /// Its importer pod, if one exists.
+    pub pod: Option<&'a Pod>,
+    /// The importer's progress in percent, if it could be read.
+    pub progress: Option<f64>,
+    /// The controller's settings.
+    pub config: &'a DataVolumeConfig,
+    /// The time now.
+    pub now: Timestamp,
+}
+
+/// The outcome of one sync.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Plan {
+    /// Create this claim.
+    pub create_claim: Option<PersistentVolumeClaim>,
+    /// Make the DataVolume the claim's controlling owner (an adopted claim).
+    pub adopt_claim: bool,
+    /// Merge these annotations into the claim.
+    pub annotate_claim: BTreeMap<String, String>,
+    /// Create this importer pod.
+    pub create_pod: Option<Pod>,
+    /// Delete the importer pod (its work is done).
+    pub delete_pod: bool,
+    /// The status to write.
+    pub status: DataVolumeStatus,
+}
+
+/// One condition as the sync sees it: (status, reason, message).
+type Cond = (&'static str, String, String);
+
+/// Plans one sync.
+pub fn plan(o: Observed<'_>) -> Plan {
+    let dv = o.dv;
+    let name = dv.metadata.name.clone().unwrap_or_default();
+    let old = dv.status.clone().unwrap_or_default();
+    let mut plan = Plan::default();
+    let mut progress = old.progress.clone();
+    let mut restarts = old.restart_count;
+    let mut ready: Cond = ("False", String::new(), String::new());
+    let mut running: Cond = ("False", String::new(), String::new());
+    let bound = bound_condition(&name, o.claim);
+
+    let phase = match o.claim {
+        None => match source_of(dv).and_then(|_| {
+            for_data_volume(dv, o.config.filesystem_overhead).map_err(|e| e.to_string())
+        }) {
+            Ok(claim) => {
+                plan.create_claim = Some(claim);
+                "Pending"
+            }
+            Err(message) => {
+                ready = ("False", "InvalidSpec".into(), message);
+                "Pending"
+            }
+        },
+        Some(claim) if !controlled_by(claim, dv) => {
+            if adoptable(dv, &name) && controller_of(claim).is_none() {
+                plan.adopt_claim = true;
+                progress = Some("N/A".into());
+                ready = ("True", String::new(), String::new());
+                "Succeeded"
+            } else {
+                ready = (
+                    "False",
+                    "ErrResourceExists".into(),
+                    format!("Resource \"{name}\" already exists and is not managed by DataVolume"),
+                );
+                "Pending"
+            }
+        }
+        Some(claim) if annotation(claim, POD_PHASE) == Some("Succeeded") => {
+            plan.delete_pod = o.pod.is_some() && !retained(dv, claim);
+            progress = Some(format(100.0));
+            ready = ("True", String::new(), String::new());
+            running = ("False", "Completed".into(), String::new());
+            "Succeeded"
+        }
+        Some(claim) => match (o.pod, source_of(dv)) {
+            (_, Err(message)) => {
+                ready = ("False", "InvalidSpec".into(), message);
+                "Pending"
+            }
+            (None, Ok(source)) => {
+                plan.create_pod = Some(pod_for(dv, &source, claim, o.config));
+                running = ("False", "Pending".into(), String::new());
+                "ImportScheduled"
+            }
+            (Some(pod), Ok(_)) => {
+                let seen = importer_state(pod);
+                restarts = Some(seen.restarts);
+                running = seen.running.clone();
+                match seen.phase {
+                    "Succeeded" => {
+                        plan.annotate_claim
+                            .insert(POD_PHASE.into(), "Succeeded".into());
+                        plan.delete_pod = !retained(dv, claim);
+                        progress = Some(format(100.0));
+                        ready = ("True", String::new(), String::new());
+                        running = ("False", "Completed".into(), String::new());
+                    }
+                    "ImportInProgress" => {
+                        if let Some(p) = o.progress {
+                            progress = Some(format(p));
+                        }
+                    }
+                    _ => {}
+                }
+                seen.phase
+            }
+        },
+    };
+
+    let mut status = old.clone();
+    status.phase = Some(phase.into());
+    status.progress = progress.or_else(|| Some("N/A".into()));
+    status.restart_count = restarts.or(Some(0));
+    status.claim_name = o.claim.and_then(|c| c.metadata.name.clone()).or_else(|| {
+        plan.create_claim
+            .as_ref()
+            .and_then(|c| c.metadata.name.clone())
+    });
+    status.conditions = Some(vec![
+        condition(&old, "Bound", bound, o.now),
+        condition(&old, "Ready", ready, o.now),
+        condition(&old, "Running", running, o.now),
+    ]);
+    plan.status = status;
+    plan
+}
+
+/// What the importer pod says.
+struct ImporterState {
+    phase: &'static str,
+    running: Cond,
+    restarts: i32,
+}
+
+fn importer_state(pod: &Pod) -> ImporterState {
+    let status = pod.status.as_ref();
+    let pod_phase = status.and_then(|s| s.phase.as_deref()).unwrap_or("Pending");
+    let container = status
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|c| c.iter().find(|c| c.name == "importer"));
+    let restarts = container.map_or(0, |c| c.restart_count);
+    let state = container.and_then(|c| c.state.as_ref());
+    let last_failure = container
+        .and_then(|c| c.last_state.as_ref())
+        .and_then(|s| s.terminated.as_ref())
+        .filter(|t| t.exit_code != 0);
+    let failure_text = |t: &k8s_openapi::api::core::v1::ContainerStateTerminated| {
+        t.message
+            .clone()
+            .filter(|m| !m.trim().is_empty())
+            .or_else(|| t.reason.clone())
+            .unwrap_or_else(|| format!("the importer exited with code {}", t.exit_code))
+            .trim()
+            .to_string()
+    };
+    let terminated = state.and_then(|s| s.terminated.as_ref());
+    if pod_phase == "Succeeded" || terminated.is_some_and(|t| t.exit_code == 0) {
+        return ImporterState {
+            phase: "Succeeded",
+            running: ("False", "Completed".into(), String::new()),
+            restarts,
+        };
+    }
+    if pod_phase == "Failed" {
+        let message = terminated
+            .or(last_failure)
+            .map(failure_text)
+            .or_else(|| status.and_then(|s| s.message.clone()))
+            .unwrap_or_else(|| "the importer pod failed".into());
+        return ImporterState {
+            phase: "Failed",
+            running: ("False", "Error".into(), message),
+            restarts,
+        };
+    }
+    if state.is_some_and(|s| s.running.is_some()) {
+        return ImporterState {
+            phase: "ImportInProgress",
+            running: ("True", String::new(), String::new()),
+            restarts,
+        };
+    }
+    // Waiting to start again after a failed run, or terminated and about to restart.
+    if let Some(t) = terminated.filter(|t| t.exit_code != 0).or(last_failure) {
+        return ImporterState {
+            phase: "ImportInProgress",
+            running: ("False", "Error".into(), failure_text(t)),
+            restarts,
+        };
+    }
+    let waiting = state
+        .and_then(|s| s.waiting.as_ref())
+        .and_then(|w| w.reason.clone())
+        .unwrap_or_else(|| "Pending".into());
+    ImporterState {
+        phase: "ImportScheduled",
+        running: ("False", waiting, String::new()),
+        restarts,
+    }
+}
+
+fn bound_condition(name: &str, claim: Option<&PersistentVolumeClaim>) -> Cond {
+    let Some(claim) = claim else {
+        return ("Unknown", "NotFound".into(), "No PVC found".into());
+    };
+    match claim.status.as_ref().and_then(|s| s.phase.as_deref()) {
+        Some("Bound") => ("True", "Bound".into(), format!("PVC {name} Bound")),
+        Some("Lost") => ("False", "ClaimLost".into(), "Claim Lost".into()),
+        _ => ("False", "Pending".into(), format!("PVC {name} Pending")),
+    }
+}
+
+/// The condition `type_` with `(status, reason, message)`; it keeps its transition time while
+/// its status stays.
+fn condition(
+    old: &DataVolumeStatus,
+    type_: &str,
+    (status, reason, message): Cond,
+    now: Timestamp,
+) -> DataVolumeCondition {
+    let since = old
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == type_ && c.status == status)
+        .and_then(|c| c.last_transition_time.clone())
+        .unwrap_or(Time(now));
+    DataVolumeCondition {
+        type_: type_.into(),
+        status: status.into(),
+        reason: (!reason.is_empty()).then_some(reason),
+        message: (!message.is_empty()).then_some(message),
+        last_transition_time: Some(since.clone()),
+        last_heartbeat_time: Some(since),
+    }
+}
+
+fn annotation<'a>(claim: &'a PersistentVolumeClaim, key: &str) -> Option<&'a str> {
+    claim
+        .metadata
+        .annotations
+        .as_ref()?
+        .get(key)
+        .map(String::as_str)
+}
+
+fn controller_of(claim: &PersistentVolumeClaim) -> Option<&str> {
+    claim
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.controller == Some(true))
+        .map(|o| o.uid.as_str())
+}
+
+fn controlled_by(claim: &PersistentVolumeClaim, dv: &DataVolume) -> bool {
+    controller_of(claim).is_some() && controller_of(claim) == dv.metadata.uid.as_deref()
+}
+
+fn adoptable(dv: &DataVolume, name: &str) -> bool {
+    let a = dv.metadata.annotations.as_ref();
+    a.and_then(|a| a.get(ALLOW_CLAIM_ADOPTION))
+        .is_some_and(|v| v == "true")
+        || a.and_then(|a| a.get(PRE_POPULATED))
+            .is_some_and(|v| v == name)
+}
+
+fn retained(dv: &DataVolume, claim: &PersistentVolumeClaim) -> bool {
+    let on = |a: Option<&BTreeMap<String, String>>| {
+        a.and_then(|a| a.get(RETAIN_POD))
+            .is_some_and(|v| v == "true")
+    };
+    on(dv.metadata.annotations.as_ref()) || on(claim.metadata.annotations.as_ref())
+}
+
+#[cfg(test)]
+mod tests;

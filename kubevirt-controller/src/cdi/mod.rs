@@ -1,0 +1,6 @@
+//! CDI (the Containerized Data Importer, `cdi.kubevirt.io`): DataVolumes' data into claims.
+//!
+//! - [`datavolume`]: the DataVolume controller (upstream's cdi-controller): a claim per
+//!   DataVolume, an `importer-<dv>` pod that fills it, and the DataVolume's status.
+
+pub mod datavolume;
