@@ -346,6 +346,7 @@ fn kubelet_options(launcher: &Path) -> KubeletOptions {
             listen: None,
             busybox: PathBuf::from("/usr/bin/busybox"),
             launcher: Some(launcher.to_path_buf()),
+            importer: None,
             images: Vec::new(),
             keep_sandbox_image: false,
         }),

@@ -153,6 +153,33 @@ fn installed_launcher() -> Option<PathBuf> {
     found
 }
 
+/// The installed `kubevirt-controller` (next to this binary) and `qemu-img` (Debian's
+/// qemu-utils) the CDI importer image is built from; `None` (with a warning) when either is
+/// missing: DataVolumes then stay unfilled.
+fn installed_importer() -> Option<(PathBuf, PathBuf)> {
+    let controller = std::env::current_exe()
+        .ok()
+        .and_then(|p| Some(p.parent()?.join("kubevirt-controller")))
+        .filter(|p| p.is_file());
+    let qemu_img = PathBuf::from(kubevirt_kubelet::images::node::QEMU_IMG_PATH);
+    match controller {
+        Some(c) if qemu_img.is_file() => Some((c, qemu_img)),
+        Some(_) => {
+            eprintln!(
+                "warning: no {} (Debian's qemu-utils): the node's registry serves no CDI importer image and DataVolumes are not filled",
+                qemu_img.display()
+            );
+            None
+        }
+        None => {
+            eprintln!(
+                "warning: no kubevirt-controller next to this binary: the node's registry serves no CDI importer image and DataVolumes are not filled"
+            );
+            None
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(cli.log_format);
@@ -201,6 +228,7 @@ fn main() -> ExitCode {
                 listen: registry_listen,
                 busybox,
                 launcher: launcher.clone().or_else(installed_launcher),
+                importer: installed_importer(),
                 images,
                 keep_sandbox_image: sandbox_image.is_some(),
             });

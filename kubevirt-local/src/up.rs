@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 
 use kubevirt_controller::api::agents::{Addressing, NodeAgents};
 use kubevirt_controller::api::{Authentication, Subresources};
+use kubevirt_controller::cdi::datavolume::DataVolumeConfig;
 use kubevirt_controller::controllers::{ConnectError, Controllers, client_for};
 use kubevirt_controller::install::{InstallError, ensure_crds};
 use kubevirt_controller::node::endpoint::{self, EndpointConfig};
@@ -84,6 +85,9 @@ pub struct RegistryOptions {
     pub busybox: PathBuf,
     /// The `kubevirt-launcher` binary the launcher image is made of; `None`: no launcher image.
     pub launcher: Option<PathBuf>,
+    /// The `kubevirt-controller` and `qemu-img` binaries the CDI importer image is made of;
+    /// `None`: no importer image (DataVolumes are not filled).
+    pub importer: Option<(PathBuf, PathBuf)>,
     /// More OCI layouts to serve (`--image NAME:TAG=DIR`).
     pub images: Vec<kubevirt_kubelet::images::served::ServedImage>,
     /// Keep the runtime's configured sandbox image instead of the served pause image.
@@ -216,6 +220,8 @@ pub struct ServedImages {
     pub registry: String,
     /// `HOST:PORT/kubevirt-rs/virt-launcher:VERSION@sha256:…`, when a launcher was found.
     pub launcher_image: Option<String>,
+    /// `HOST:PORT/kubevirt-rs/cdi-importer:VERSION@sha256:…`, when an importer was found.
+    pub importer_image: Option<String>,
     /// The sandbox image the runtime runs (the served pause image unless one was named).
     pub sandbox_image: String,
     /// Every served `HOST:PORT/NAME:TAG`.
@@ -224,7 +230,7 @@ pub struct ServedImages {
 
 impl Started {
     /// `{"address", "url", "kubeconfig", "dataDir", "pid", "registry", "launcherImage",
-    /// "sandboxImage", "images", "vmiLaunchers"}`; registry to images are null (`images` empty)
+    /// "importerImage", "sandboxImage", "images", "vmiLaunchers"}`; registry to images are null (`images` empty)
     /// without the node's registry, `vmiLaunchers` (`"pods"`, `"direct"`) without a node agent.
     pub fn to_json(&self) -> serde_json::Value {
         let served = self.registry.clone().unwrap_or_default();
@@ -237,6 +243,7 @@ impl Started {
             "pid": self.pid,
             "registry": or_null(served.registry),
             "launcherImage": served.launcher_image,
+            "importerImage": served.importer_image,
             "sandboxImage": or_null(served.sandbox_image),
             "images": served.images,
             "vmiLaunchers": self.launchers.map(Launchers::as_str),
@@ -259,6 +266,7 @@ async fn start_registry(
         busybox: opts.busybox.clone(),
         launcher: opts.launcher.clone(),
         launcher_tag: env!("CARGO_PKG_VERSION").to_string(),
+        importer: opts.importer.clone(),
         images: opts.images.clone(),
     })
     .await?;
@@ -284,6 +292,7 @@ async fn start_registry(
     let served = ServedImages {
         registry: registry.host.clone(),
         launcher_image: registry.launcher_image.clone(),
+        importer_image: registry.importer_image.clone(),
         sandbox_image,
         images: registry.images.clone(),
     };
@@ -438,6 +447,14 @@ pub async fn run(
     let mut controllers =
         Controllers::new(client.clone(), kubevirt_controller::logging::sync_outcome);
     controllers.start_cluster_controllers();
+    // DataVolumes are filled by importer pods: with the kubelet and an importer image.
+    let importer_image = registry
+        .as_ref()
+        .and_then(|(_, s)| s.importer_image.clone())
+        .filter(|_| kubelet.is_some());
+    if let Some(image) = importer_image {
+        controllers.start_data_volume_controller(DataVolumeConfig::new(image));
+    }
     let pod_image = opts.node.as_ref().and_then(|node| {
         let served = registry
             .as_ref()

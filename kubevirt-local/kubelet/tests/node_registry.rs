@@ -99,6 +99,8 @@ async fn containerd_pulls_the_launcher_image_from_the_node_registry_and_runs_it(
         busybox: "/usr/bin/busybox".into(),
         launcher: Some(launcher.clone()),
         launcher_tag: "9.9.9".into(),
+        // Any ELF stands in for kubevirt-controller here: the image's layout is what is checked.
+        importer: Some((launcher.clone(), "/usr/bin/qemu-img".into())),
         images: vec![ServedImage::parse(&format!("test/extra:2={}", extra.dir.display())).unwrap()],
     })
     .await
@@ -110,6 +112,11 @@ async fn containerd_pulls_the_launcher_image_from_the_node_registry_and_runs_it(
     assert!(
         launcher_image.starts_with(&format!("{host}/kubevirt-rs/virt-launcher:9.9.9@sha256:")),
         "{launcher_image}"
+    );
+    let importer_image = registry.importer_image.clone().expect("an importer image");
+    assert!(
+        importer_image.starts_with(&format!("{host}/kubevirt-rs/cdi-importer:9.9.9@sha256:")),
+        "{importer_image}"
     );
     assert!(
         registry.images.contains(&format!("{host}/test/extra:2")),
@@ -261,6 +268,7 @@ async fn a_named_layout_that_is_not_one_is_refused_with_its_name() {
         busybox: "/usr/bin/busybox".into(),
         launcher: None,
         launcher_tag: "1".into(),
+        importer: None,
         images: vec![ServedImage::parse(&format!("x/y:1={}", dir.join("nope").display())).unwrap()],
     })
     .await
@@ -274,6 +282,7 @@ async fn a_named_layout_that_is_not_one_is_refused_with_its_name() {
         busybox: dir.join("no-busybox"),
         launcher: None,
         launcher_tag: "1".into(),
+        importer: None,
         images: vec![],
     })
     .await

@@ -17,6 +17,12 @@ pub const PAUSE_TAG: &str = "1";
 pub const LAUNCHER_NAME: &str = "kubevirt-rs/virt-launcher";
 /// Where the launcher binary is in its image.
 pub const LAUNCHER_PATH: &str = "/usr/bin/kubevirt-launcher";
+/// The CDI importer image's repository (tagged with the crate version).
+pub const IMPORTER_NAME: &str = "kubevirt-rs/cdi-importer";
+/// Where the importer's binary (`kubevirt-controller`, run as `cdi-importer`) is in its image.
+pub const IMPORTER_PATH: &str = "/usr/bin/kubevirt-controller";
+/// Where `qemu-img`, the importer's conversion engine, is in its image (and on Debian hosts).
+pub const QEMU_IMG_PATH: &str = "/usr/bin/qemu-img";
 /// Firmware the launcher maps for VMIs booting through BIOS or UEFI (Debian's `seabios` and
 /// `ovmf`), carried into the launcher image when the host has them.
 pub const FIRMWARE: &[&str] = &[
@@ -89,4 +95,26 @@ pub fn launcher_image(launcher: &Path, version: &str) -> Result<LocalImage, Loca
         image = image.host_file(firmware, &at)?;
     }
     Ok(image)
+}
+
+/// The CDI importer image `kubevirt-rs/cdi-importer:<version>`: `controller` (the
+/// `kubevirt-controller` binary) at [`IMPORTER_PATH`] and `qemu_img` at [`QEMU_IMG_PATH`], each
+/// with its libraries, `/tmp`, `/data`; entrypoint `kubevirt-controller cdi-importer`.
+pub fn importer_image(
+    controller: &Path,
+    qemu_img: &Path,
+    version: &str,
+) -> Result<LocalImage, LocalImageError> {
+    Ok(LocalImage::new(IMPORTER_NAME, version)
+        .host_file(controller, IMPORTER_PATH)?
+        .host_file(qemu_img, QEMU_IMG_PATH)?
+        .dir("/tmp")?
+        .dir("/data")?
+        .file(
+            "/etc/passwd",
+            "root:x:0:0:root:/root:/sbin/nologin\n",
+            0o644,
+        )?
+        .file("/etc/group", "root:x:0:\n", 0o644)?
+        .entrypoint([IMPORTER_PATH, "cdi-importer"]))
 }

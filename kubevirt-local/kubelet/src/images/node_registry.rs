@@ -18,7 +18,10 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use super::local::{BuiltImage, LocalImage, LocalImageError};
-use super::node::{LAUNCHER_NAME, PAUSE_NAME, PAUSE_TAG, launcher_image, pause_image};
+use super::node::{
+    IMPORTER_NAME, LAUNCHER_NAME, PAUSE_NAME, PAUSE_TAG, importer_image, launcher_image,
+    pause_image,
+};
 use super::registry::{self, RegistryServer};
 use super::served::{Catalog, ServedError, ServedImage};
 
@@ -35,8 +38,11 @@ pub struct NodeRegistryConfig {
     pub busybox: PathBuf,
     /// The `kubevirt-launcher` binary the launcher image is made of; `None`: no launcher image.
     pub launcher: Option<PathBuf>,
-    /// The launcher image's tag (the release version).
+    /// The launcher image's tag (the release version; the importer image's too).
     pub launcher_tag: String,
+    /// The `kubevirt-controller` and `qemu-img` binaries the CDI importer image is made of;
+    /// `None`: no importer image.
+    pub importer: Option<(PathBuf, PathBuf)>,
     /// More images to serve (`--image NAME:TAG=DIR`).
     pub images: Vec<ServedImage>,
 }
@@ -84,6 +90,8 @@ pub struct NodeRegistry {
     pub pause_image: String,
     /// The launcher image (`HOST:PORT/kubevirt-rs/virt-launcher:VERSION@sha256:…`), if built.
     pub launcher_image: Option<String>,
+    /// The CDI importer image (`HOST:PORT/kubevirt-rs/cdi-importer:VERSION@sha256:…`), if built.
+    pub importer_image: Option<String>,
     /// Every served `HOST:PORT/NAME:TAG`, the node's own first.
     pub images: Vec<String>,
     stop: watch::Sender<bool>,
@@ -170,18 +178,27 @@ impl NodeRegistry {
                 )?),
                 None => None,
             };
-            Ok::<_, LocalImageError>((pause, launcher))
+            let importer = match &c.importer {
+                Some((controller, qemu_img)) => Some(build(
+                    importer_image(controller, qemu_img, &c.launcher_tag)?,
+                    &c.dir.join("cdi-importer"),
+                )?),
+                None => None,
+            };
+            Ok::<_, LocalImageError>((pause, launcher, importer))
         })
         .await
         .map_err(|e| NodeRegistryError::Io {
             path: cfg.dir.clone(),
             source: std::io::Error::other(e.to_string()),
         })??;
-        let (pause, launcher) = built;
+        let (pause, launcher, importer) = built;
 
         let mut catalog = Catalog::new();
         let mut images = Vec::new();
-        let node_images = std::iter::once(&pause).chain(launcher.as_ref());
+        let node_images = std::iter::once(&pause)
+            .chain(launcher.as_ref())
+            .chain(importer.as_ref());
         for image in node_images.map(ServedImage::from).chain(cfg.images.clone()) {
             catalog.add(&image)?;
             images.push(image_reference(&host, &image.name, &image.tag, None));
@@ -195,6 +212,8 @@ impl NodeRegistry {
             pause_image: image_reference(&host, PAUSE_NAME, PAUSE_TAG, None),
             launcher_image: launcher
                 .map(|l| image_reference(&host, LAUNCHER_NAME, &l.tag, Some(&l.digest))),
+            importer_image: importer
+                .map(|i| image_reference(&host, IMPORTER_NAME, &i.tag, Some(&i.digest))),
             host,
             images,
             stop,
