@@ -19,28 +19,34 @@ pub enum Profile {
 /// # Panics
 /// When the build fails or the binary is not where cargo puts it.
 pub fn launcher_binary(profile: Profile) -> PathBuf {
+    workspace_binary("kubevirt-launcher", "kubevirt-launcher", profile)
+}
+
+/// Builds `kubevirt-controller` (the importer image of `kubevirt-local up` is made of it) and
+/// returns its path in the running executable's target directory.
+///
+/// # Panics
+/// When the build fails or the binary is not where cargo puts it.
+pub fn controller_binary(profile: Profile) -> PathBuf {
+    workspace_binary("kubevirt-controller", "kubevirt-controller", profile)
+}
+
+fn workspace_binary(package: &str, bin: &str, profile: Profile) -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let mut cargo = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    cargo.args([
-        "build",
-        "--quiet",
-        "-p",
-        "kubevirt-launcher",
-        "--bin",
-        "kubevirt-launcher",
-    ]);
+    cargo.args(["build", "--quiet", "-p", package, "--bin", bin]);
     if profile == Profile::Release {
         cargo.arg("--release");
     }
     let status = cargo.current_dir(root).status().expect("run cargo");
-    assert!(status.success(), "building kubevirt-launcher failed");
+    assert!(status.success(), "building {bin} failed");
     // Tests and benches run from target/<profile>/deps/.
     let exe = std::env::current_exe().expect("the test's own path");
     let path = exe
         .parent()
         .and_then(Path::parent)
         .expect("target/<profile>")
-        .join("kubevirt-launcher");
-    assert!(path.exists(), "no launcher at {}", path.display());
+        .join(bin);
+    assert!(path.exists(), "no {bin} at {}", path.display());
     path
 }

@@ -1,0 +1,338 @@
+//! Issue 15 end to end, as a user drives it with kubectl on `kubevirt-local up`: DataVolumes
+//! imported over HTTP (a qcow2 made by qemu-img, an xz-compressed raw into a Block claim), a
+//! blank one and one whose URL answers 404; each fills a claim of the default StorageClass that
+//! the node's provisioner made. A VM with `dataVolumeTemplates` boots once its disk is imported
+//! and its guest reads the file the test put into the image; deleting the VM deletes its
+//! DataVolume, claim and volume.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::node::*;
+use kubevirt_testsupport::{Profile, controller_binary, demo_image, launcher_binary, tempdir};
+use serde_json::Value;
+
+const NODE: &str = "kv-datavolumes";
+const MARKER: &str = "kubevirt-rs import marker 4711";
+
+/// Serves the files of `dir` over HTTP/1.0 (GET and HEAD; 404 for anything else).
+fn serve(dir: PathBuf) -> u16 {
+    let listener = TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let dir = dir.clone();
+            std::thread::spawn(move || answer(conn, &dir));
+        }
+    });
+    port
+}
+
+fn answer(conn: TcpStream, dir: &Path) {
+    let mut reader = BufReader::new(conn.try_clone().unwrap());
+    let mut request = String::new();
+    if reader.read_line(&mut request).is_err() {
+        return;
+    }
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+            break;
+        }
+    }
+    let mut parts = request.split_whitespace();
+    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let file = dir.join(path.trim_start_matches('/'));
+    let mut out = conn;
+    match std::fs::read(&file) {
+        Ok(body) if !path.contains("..") && file.is_file() => {
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = out.write_all(head.as_bytes());
+            if method == "GET" {
+                let _ = out.write_all(&body);
+            }
+        }
+        _ => {
+            let _ = out.write_all(
+                b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            );
+        }
+    }
+}
+
+/// The host's address on the pod bridge: pods reach the test's web server there.
+fn bridge_ip() -> String {
+    let out = Command::new("ip")
+        .args(["-4", "-o", "addr", "show", "kvl0"])
+        .output()
+        .expect("ip");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace()
+        .skip_while(|w| *w != "inet")
+        .nth(1)
+        .and_then(|cidr| cidr.split('/').next())
+        .unwrap_or_else(|| panic!("no address on kvl0: {text}"))
+        .to_string()
+}
+
+fn run(cmd: &mut Command) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// An ISO 9660 image (label DVMARK) holding `/marker.txt`, as raw, qcow2 and xz-compressed raw.
+fn images(dir: &Path) {
+    let content = dir.join("content");
+    std::fs::create_dir_all(&content).unwrap();
+    std::fs::write(content.join("marker.txt"), format!("{MARKER}\n")).unwrap();
+    let iso = dir.join("disk.iso");
+    run(Command::new("genisoimage")
+        .args(["-quiet", "-V", "DVMARK", "-o"])
+        .arg(&iso)
+        .arg(&content));
+    run(Command::new("qemu-img")
+        .args(["convert", "-f", "raw", "-O", "qcow2"])
+        .arg(&iso)
+        .arg(dir.join("disk.qcow2")));
+    run(Command::new("xz").args(["-k", "-f"]).arg(&iso));
+}
+
+fn get(up: &Up, kind: &str, name: &str) -> Option<Value> {
+    let out = up.kubectl(&["get", kind, name, "-o", "json"], None);
+    out.status
+        .success()
+        .then(|| serde_json::from_slice(&out.stdout).ok())
+        .flatten()
+}
+
+fn dv_yaml(name: &str, source: &str, storage: &str) -> String {
+    format!(
+        "apiVersion: cdi.kubevirt.io/v1beta1\nkind: DataVolume\nmetadata: {{name: {name}}}\nspec:\n  source: {source}\n  storage: {storage}\n"
+    )
+}
+
+fn succeeded(up: &Up, name: &str) -> Value {
+    eventually(&format!("DataVolume {name} Succeeded"), 240, || {
+        get(up, "dv", name).filter(|d| d["status"]["phase"] == "Succeeded")
+    })
+}
+
+/// The host path of the volume bound to claim `name`.
+fn volume_path(up: &Up, name: &str) -> PathBuf {
+    let pvc = get(up, "pvc", name).expect("the claim");
+    assert_eq!(pvc["status"]["phase"], "Bound", "{pvc}");
+    let pv_name = pvc["spec"]["volumeName"].as_str().unwrap();
+    let pv = get(up, "pv", pv_name).expect("the volume");
+    PathBuf::from(
+        pv["spec"]["local"]["path"]
+            .as_str()
+            .expect("a local volume"),
+    )
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
+
+/// A console command's answer through the launcher's console socket.
+fn console_answer(socket: &Path, command: &str, expect: &str) -> Option<String> {
+    let mut s = UnixStream::connect(socket).ok()?;
+    s.set_read_timeout(Some(Duration::from_millis(300))).ok()?;
+    s.write_all(format!("{command}\r").as_bytes()).ok()?;
+    let mut text = String::new();
+    let mut buf = [0u8; 4096];
+    for _ in 0..10 {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => text.push_str(&String::from_utf8_lossy(&buf[..n])),
+            Err(_) if text.contains(expect) => break,
+            Err(_) => {}
+        }
+    }
+    text.contains(expect).then_some(text)
+}
+
+#[test]
+fn data_volumes_import_into_local_volumes_and_a_vm_boots_with_one() {
+    require_node!();
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let launcher = launcher_binary(Profile::Debug);
+    // `up` builds the importer image from the kubevirt-controller next to it.
+    controller_binary(Profile::Debug);
+    let dir = tempdir("datavolumes");
+    let data = dir.join("data");
+    let web = dir.join("web");
+    std::fs::create_dir_all(&web).unwrap();
+    images(&web);
+    let port = serve(web.clone());
+    let (up, ready) = start_up_node(&data, NODE, &["--launcher", launcher.to_str().unwrap()]);
+    assert!(ready["importerImage"].is_string(), "{ready}");
+    let base = format!("http://{}:{port}", bridge_ip());
+    let sc = up.ok(&["get", "storageclass"], None);
+    assert!(sc.contains("local (default)"), "{sc}");
+
+    // An http qcow2 into a Filesystem claim of the default class.
+    let size = "{resources: {requests: {storage: 64Mi}}}";
+    let qcow2 = format!("{{http: {{url: \"{base}/disk.qcow2\"}}}}");
+    up.ok(&["apply", "-f", "-"], Some(&dv_yaml("qcow2", &qcow2, size)));
+    // An xz-compressed raw into a Block claim.
+    let xz = format!("{{http: {{url: \"{base}/disk.iso.xz\"}}}}");
+    let block = "{volumeMode: Block, resources: {requests: {storage: 32Mi}}}";
+    up.ok(
+        &["apply", "-f", "-"],
+        Some(&dv_yaml("xz-block", &xz, block)),
+    );
+    // A blank disk, and a URL that answers 404.
+    let blank_size = "{resources: {requests: {storage: 32Mi}}}";
+    up.ok(
+        &["apply", "-f", "-"],
+        Some(&dv_yaml("blank", "{blank: {}}", blank_size)),
+    );
+    let missing = format!("{{http: {{url: \"{base}/no-such.qcow2\"}}}}");
+    up.ok(
+        &["apply", "-f", "-"],
+        Some(&dv_yaml("missing", &missing, size)),
+    );
+
+    let dv = succeeded(&up, "qcow2");
+    assert_eq!(dv["status"]["progress"], "100.00%", "{dv}");
+    let path = volume_path(&up, "qcow2");
+    let disk = std::fs::read(path.join("disk.img")).expect("disk.img in the volume");
+    assert!(
+        contains(&disk, MARKER),
+        "the image's content is in disk.img"
+    );
+    assert!(disk.len() >= 64 << 20, "disk.img is {} bytes", disk.len());
+    let listed = up.ok(&["get", "dv", "qcow2"], None);
+    assert!(
+        listed.contains("Succeeded") && listed.contains("100.00%"),
+        "{listed}"
+    );
+
+    succeeded(&up, "xz-block");
+    let device = std::fs::canonicalize(volume_path(&up, "xz-block")).unwrap();
+    assert!(device.starts_with("/dev/loop"), "{}", device.display());
+    let mut head = vec![0u8; 1 << 20];
+    std::fs::File::open(&device)
+        .unwrap()
+        .read_exact(&mut head)
+        .unwrap();
+    assert!(contains(&head, MARKER), "the raw image is on the device");
+
+    succeeded(&up, "blank");
+    let blank = std::fs::metadata(volume_path(&up, "blank").join("disk.img")).unwrap();
+    assert!(blank.len() >= 32 << 20, "{}", blank.len());
+
+    // The 404 says so on the DataVolume and never becomes a disk called ready.
+    let failing = eventually("the 404 on the DataVolume", 120, || {
+        get(&up, "dv", "missing").filter(|d| {
+            d["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["type"] == "Running" && c["reason"] == "Error")
+        })
+    });
+    assert_ne!(failing["status"]["phase"], "Succeeded", "{failing}");
+    let running = failing["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Running")
+        .unwrap()
+        .clone();
+    assert!(
+        running["message"].as_str().unwrap_or("").contains("404"),
+        "{running}"
+    );
+
+    // A VM whose disk is a dataVolumeTemplate: it starts once the import is done, and its
+    // guest reads the file the test put into the image.
+    let image = demo_image(&dir);
+    let vm = format!(
+        r#"apiVersion: kubevirt.io/v1
+kind: VirtualMachine
+metadata: {{name: dvvm}}
+spec:
+  runStrategy: Always
+  dataVolumeTemplates:
+  - metadata: {{name: dvvm-root}}
+    spec:
+      source: {{http: {{url: "{base}/disk.qcow2"}}}}
+      storage: {{resources: {{requests: {{storage: 48Mi}}}}}}
+  template:
+    spec:
+      terminationGracePeriodSeconds: 5
+      domain:
+        memory: {{guest: 64Mi}}
+        firmware:
+          kernelBoot:
+            container: {{image: "{image}", kernelPath: /boot/demo.elf}}
+        devices:
+          autoattachPodInterface: false
+          disks:
+          - name: root
+            disk: {{bus: virtio}}
+      volumes:
+      - name: root
+        dataVolume: {{name: dvvm-root}}
+"#
+    );
+    up.ok(&["apply", "-f", "-"], Some(&vm));
+    let vmi = eventually("the VM's instance Running", 300, || {
+        get(&up, "vmi", "dvvm").filter(|v| v["status"]["phase"] == "Running")
+    });
+    let dv = get(&up, "dv", "dvvm-root").expect("the template's DataVolume");
+    assert_eq!(dv["status"]["phase"], "Succeeded");
+    assert_eq!(
+        dv["metadata"]["ownerReferences"][0]["kind"],
+        "VirtualMachine"
+    );
+    let uid = vmi["metadata"]["uid"].as_str().unwrap();
+    let socket = data.join("node/launchers").join(uid).join("console.sock");
+    let disks = eventually("the guest lists its disks", 60, || {
+        console_answer(&socket, "disks", "DVMARK")
+    });
+    assert!(disks.contains("vda"), "{disks}");
+    eventually("the guest reads the marker from its disk", 60, || {
+        console_answer(&socket, "cat vda /marker.txt", MARKER)
+    });
+
+    // Deleting the VM deletes its DataVolume, its claim and, with the Delete policy, the volume.
+    let root = volume_path(&up, "dvvm-root");
+    up.ok(&["delete", "vm", "dvvm", "--wait=true"], None);
+    eventually("the VM's volume deleted", 120, || {
+        (get(&up, "dv", "dvvm-root").is_none()
+            && get(&up, "pvc", "dvvm-root").is_none()
+            && !root.exists())
+        .then_some(())
+    });
+    up.ok(&["delete", "dv", "--all", "--wait=true"], None);
+    eventually("every volume deleted", 120, || {
+        let pvs = up.ok(&["get", "pv", "-o", "name"], None);
+        pvs.trim().is_empty().then_some(())
+    });
+    drop(up);
+    assert_nothing_left(&data);
+    let loops = Command::new("losetup").arg("-a").output().unwrap();
+    let loops = String::from_utf8_lossy(&loops.stdout);
+    assert!(
+        !loops.contains(data.to_str().unwrap()),
+        "loop devices left: {loops}"
+    );
+}
