@@ -80,12 +80,19 @@ pub fn requested_bytes(dv: &DataVolume) -> Result<u64, ClaimError> {
     }
 }
 
-/// The claim for `dv`, or why there can be none.
+/// The claim for `dv`, or why there can be none. `source_size` is the size of the claim a
+/// clone copies: a `spec.storage` without a size takes it, as upstream's storage API does.
 pub fn for_data_volume(
     dv: &DataVolume,
     filesystem_overhead: f64,
+    source_size: Option<u64>,
 ) -> Result<PersistentVolumeClaim, ClaimError> {
-    let size = requested_bytes(dv)?;
+    // (bytes, whether they are the disk's size, to which a Filesystem claim adds its overhead)
+    let (size, of_disk) = match (requested_bytes(dv), source_size) {
+        (Ok(b), _) => (b, true),
+        (Err(ClaimError::NoSize(_)), Some(b)) if dv.spec.storage.is_some() => (b, false),
+        (Err(e), _) => return Err(e),
+    };
     let spec = match (&dv.spec.pvc, &dv.spec.storage) {
         (Some(p), None) => {
             check_mode(p.volume_mode.as_deref(), "spec.pvc.volumeMode")?;
@@ -94,7 +101,7 @@ pub fn for_data_volume(
         (None, Some(s)) => {
             let mode = s.volume_mode.as_deref().unwrap_or("Filesystem");
             check_mode(Some(mode), "spec.storage.volumeMode")?;
-            let bytes = if mode == "Filesystem" {
+            let bytes = if mode == "Filesystem" && of_disk {
                 with_overhead(size, filesystem_overhead)
             } else {
                 size
@@ -206,7 +213,7 @@ mod tests {
     fn storage_api_fills_in_upstreams_defaults_and_overhead() {
         let d = dv(json!({"source": {"blank": {}},
                           "storage": {"resources": {"requests": {"storage": "1Gi"}}}}));
-        let c = for_data_volume(&d, 0.06).unwrap();
+        let c = for_data_volume(&d, 0.055, None).unwrap();
         let spec = c.spec.as_ref().unwrap();
         assert_eq!(spec.access_modes.as_deref().unwrap(), ["ReadWriteOnce"]);
         assert_eq!(spec.volume_mode.as_deref(), Some("Filesystem"));
@@ -214,8 +221,8 @@ mod tests {
             spec.storage_class_name, None,
             "the default class is the server's"
         );
-        // 1 GiB / 0.94, rounded up to MiB.
-        assert_eq!(size(&c), (1090 << 20).to_string());
+        // 1 GiB / 0.945, rounded up to MiB.
+        assert_eq!(size(&c), (1084 << 20).to_string());
         assert_eq!(c.metadata.name.as_deref(), Some("root"));
         assert_eq!(c.metadata.labels.as_ref().unwrap()["x"], "y");
         let o = &c.metadata.owner_references.as_ref().unwrap()[0];
@@ -227,7 +234,7 @@ mod tests {
         let d = dv(json!({"source": {"blank": {}},
             "storage": {"volumeMode": "Block", "storageClassName": "fast",
                         "resources": {"requests": {"storage": "1Gi"}}}}));
-        let c = for_data_volume(&d, 0.06).unwrap();
+        let c = for_data_volume(&d, 0.055, None).unwrap();
         assert_eq!(size(&c), (1u64 << 30).to_string());
         assert_eq!(
             c.spec.as_ref().unwrap().storage_class_name.as_deref(),
@@ -235,14 +242,18 @@ mod tests {
         );
         let d = dv(json!({"source": {"blank": {}},
             "pvc": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "500Mi"}}}}));
-        let c = for_data_volume(&d, 0.06).unwrap();
+        let c = for_data_volume(&d, 0.055, None).unwrap();
         assert_eq!(size(&c), "500Mi");
         assert_eq!(volume_mode(&d), "Filesystem");
     }
 
     #[test]
     fn bad_specs_name_the_field() {
-        let e = |spec| for_data_volume(&dv(spec), 0.06).unwrap_err().to_string();
+        let e = |spec| {
+            for_data_volume(&dv(spec), 0.055, None)
+                .unwrap_err()
+                .to_string()
+        };
         assert!(
             e(json!({"source": {"blank": {}}}))
                 .contains("exactly one of spec.pvc and spec.storage")
@@ -257,6 +268,15 @@ mod tests {
         );
         assert!(e(json!({"storage": {"volumeMode": "Tape", "resources": {"requests": {"storage": "1Gi"}}}}))
             .contains("spec.storage.volumeMode: unsupported volume mode \"Tape\""));
+    }
+
+    #[test]
+    fn a_clone_without_a_size_takes_its_sources() {
+        let d =
+            dv(json!({"source": {"pvc": {"namespace": "ns", "name": "golden"}}, "storage": {}}));
+        let c = for_data_volume(&d, 0.055, Some(100 << 20)).unwrap();
+        assert_eq!(size(&c), (100u64 << 20).to_string());
+        assert!(for_data_volume(&d, 0.055, None).is_err());
     }
 
     proptest! {

@@ -17,7 +17,7 @@ use kubevirt_api::cdi::v1beta1::DataVolume;
 
 use super::DataVolumeConfig;
 use super::claim::owner;
-use super::importer::pod_name;
+use super::importer::{Source, pod_name, source_of};
 use super::progress::scrape;
 use super::sync::{Observed, plan};
 use crate::runtime::{SyncError, Target, describe, tolerate_gone, write_status};
@@ -88,6 +88,15 @@ async fn reconcile(dv: Arc<DataVolume>, ctx: Arc<Context>) -> Result<Action, Syn
                 .iter()
                 .any(|o| Some(&o.uid) == dv.metadata.uid.as_ref())
         });
+    // A clone's source claim (same namespace).
+    let clones = matches!(source_of(&dv), Ok(Source::Clone(_)));
+    let source_claim = match source_of(&dv) {
+        Ok(Source::Clone(p)) => claims
+            .get_opt(&p.name)
+            .await
+            .map_err(target.err("reading the clone source of"))?,
+        _ => None,
+    };
     let progress = match running_ip(pod.as_ref()) {
         Some(ip) => scrape(ip, dv.metadata.uid.as_deref().unwrap_or_default()).await,
         None => None,
@@ -96,6 +105,7 @@ async fn reconcile(dv: Arc<DataVolume>, ctx: Arc<Context>) -> Result<Action, Syn
         dv: &dv,
         claim: claim.as_ref(),
         pod: pod.as_ref(),
+        source_claim: source_claim.as_ref(),
         progress,
         config: &ctx.config,
         now: Timestamp::now(),
@@ -138,7 +148,11 @@ async fn reconcile(dv: Arc<DataVolume>, ctx: Arc<Context>) -> Result<Action, Syn
             .map_err(target.err("writing the status of"))?;
     }
     Ok(match p.status.phase.as_deref() {
-        Some("ImportInProgress" | "ImportScheduled") => Action::requeue(PROGRESS_POLL),
+        Some("ImportInProgress" | "ImportScheduled" | "CloneInProgress" | "CloneScheduled") => {
+            Action::requeue(PROGRESS_POLL)
+        }
+        // A clone waits for its source, which is not this DataVolume's to watch.
+        Some("Pending") if clones => Action::requeue(PROGRESS_POLL),
         _ => Action::requeue(RESYNC),
     })
 }

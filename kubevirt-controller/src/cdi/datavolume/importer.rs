@@ -23,6 +23,10 @@ pub const IMPORTER_BINARY: &str = "/usr/bin/kubevirt-controller";
 pub const DATA_DIR: &str = "/data";
 /// The claim's device path in the importer (Block).
 pub const BLOCK_DEVICE: &str = "/dev/cdi-block-volume";
+/// Where a clone's source claim is mounted (Filesystem).
+pub const CLONE_SOURCE_DIR: &str = "/source";
+/// A clone's source claim's device path (Block).
+pub const CLONE_SOURCE_DEVICE: &str = "/dev/cdi-clone-source";
 /// Where `certConfigMap` is mounted.
 pub const CERT_DIR: &str = "/certs";
 /// Where each `secretExtraHeaders` Secret is mounted (`<dir>/<index>`).
@@ -39,6 +43,19 @@ pub enum Source {
     Registry(kubevirt_api::cdi::v1beta1::DataVolumeSourceRegistry),
     /// `blank`: an empty disk.
     Blank,
+    /// `pvc`: a copy of a claim of the same namespace (upstream's host-assisted clone, done
+    /// by one importer pod that mounts both claims).
+    Clone(kubevirt_api::cdi::v1beta1::DataVolumeSourcePVC),
+}
+
+impl Source {
+    /// The phases of the pod's work: scheduled, in progress (`Import…` or `Clone…`).
+    pub fn phases(&self) -> (&'static str, &'static str) {
+        match self {
+            Source::Clone(_) => ("CloneScheduled", "CloneInProgress"),
+            _ => ("ImportScheduled", "ImportInProgress"),
+        }
+    }
 }
 
 /// The source of `dv`, or why this controller cannot fill it (yet).
@@ -61,8 +78,17 @@ pub fn source_of(dv: &DataVolume) -> Result<Source, String> {
     if s.blank.is_some() {
         return Ok(Source::Blank);
     }
+    if let Some(p) = &s.pvc {
+        let here = dv.metadata.namespace.as_deref().unwrap_or_default();
+        if !p.namespace.is_empty() && p.namespace != here {
+            return Err(format!(
+                "spec.source.pvc.namespace: cloning from another namespace ({}) is not supported by kubevirt-rs yet; clone within {here}",
+                p.namespace
+            ));
+        }
+        return Ok(Source::Clone(p.clone()));
+    }
     let kind = [
-        (s.pvc.is_some(), "pvc (clone)"),
         (s.upload.is_some(), "upload"),
         (s.s3.is_some(), "s3"),
         (s.gcs.is_some(), "gcs"),
@@ -74,7 +100,7 @@ pub fn source_of(dv: &DataVolume) -> Result<Source, String> {
     .find_map(|(set, k)| set.then_some(k))
     .unwrap_or("an empty source");
     Err(format!(
-        "spec.source: {kind} is not supported by kubevirt-rs yet (http, registry and blank are)"
+        "spec.source: {kind} is not supported by kubevirt-rs yet (http, registry, blank and pvc are)"
     ))
 }
 
@@ -83,10 +109,12 @@ pub fn pod_name(name: &str) -> String {
     format!("importer-{name}")
 }
 
-/// The importer pod that fills `claim` for `dv` from `source`.
+/// The importer pod that fills `claim` for `dv` from `source` (`source_block`: a clone's
+/// source claim is a Block claim).
 pub fn pod_for(
     dv: &DataVolume,
     source: &Source,
+    source_block: bool,
     claim: &PersistentVolumeClaim,
     config: &DataVolumeConfig,
 ) -> Pod {
@@ -109,6 +137,8 @@ pub fn pod_for(
         Source::Http(h) => ("http", h.url.clone()),
         Source::Registry(r) => ("registry", r.url.clone().unwrap_or_default()),
         Source::Blank => ("none", String::new()),
+        Source::Clone(_) if source_block => ("file", CLONE_SOURCE_DEVICE.into()),
+        Source::Clone(_) => ("file", format!("{CLONE_SOURCE_DIR}/disk.img")),
     };
     let mut env = vec![
         env_value("IMPORTER_SOURCE", kind.into()),
@@ -140,6 +170,25 @@ pub fn pod_for(
         ..Default::default()
     }];
     let mut mounts = Vec::new();
+    let mut devices = Vec::new();
+    if let Source::Clone(p) = source {
+        volumes.push(Volume {
+            name: "cdi-clone-source".into(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: p.name.clone(),
+                read_only: Some(true),
+            }),
+            ..Default::default()
+        });
+        if source_block {
+            devices.push(VolumeDevice {
+                name: "cdi-clone-source".into(),
+                device_path: CLONE_SOURCE_DEVICE.into(),
+            });
+        } else {
+            mounts.push(mount("cdi-clone-source", CLONE_SOURCE_DIR, true));
+        }
+    }
     let (cert_config_map, secret_ref, insecure, headers, secret_headers) = match source {
         Source::Http(h) => (
             h.cert_config_map.clone(),
@@ -155,7 +204,7 @@ pub fn pod_for(
             Vec::new(),
             Vec::new(),
         ),
-        Source::Blank => (None, None, false, Vec::new(), Vec::new()),
+        Source::Blank | Source::Clone(_) => (None, None, false, Vec::new(), Vec::new()),
     };
     env.push(env_value("INSECURE_TLS", insecure.to_string()));
     if let Some(cm) = cert_config_map {
@@ -221,14 +270,18 @@ pub fn pod_for(
         ..Default::default()
     };
     if block {
-        container.volume_devices = Some(vec![VolumeDevice {
-            name: "cdi-data-vol".into(),
-            device_path: BLOCK_DEVICE.into(),
-        }]);
+        devices.insert(
+            0,
+            VolumeDevice {
+                name: "cdi-data-vol".into(),
+                device_path: BLOCK_DEVICE.into(),
+            },
+        );
     } else {
         mounts.insert(0, mount("cdi-data-vol", DATA_DIR, false));
     }
     container.volume_mounts = (!mounts.is_empty()).then_some(mounts);
+    container.volume_devices = (!devices.is_empty()).then_some(devices);
     let mut labels = BTreeMap::new();
     labels.insert("app".to_string(), "containerized-data-importer".to_string());
     labels.insert("cdi.kubevirt.io".to_string(), "importer".to_string());

@@ -36,7 +36,7 @@ pub struct DataVolumeConfig {
     pub importer_image: String,
     /// Its pull policy.
     pub pull_policy: String,
-    /// The share of a Filesystem claim its file system takes (upstream's global default 0.06).
+    /// The share of a Filesystem claim its file system takes (upstream's global default 0.055).
     pub filesystem_overhead: f64,
 }
 
@@ -46,7 +46,7 @@ impl DataVolumeConfig {
         Self {
             importer_image: importer_image.into(),
             pull_policy: "IfNotPresent".into(),
-            filesystem_overhead: 0.06,
+            filesystem_overhead: 0.055,
         }
     }
 }

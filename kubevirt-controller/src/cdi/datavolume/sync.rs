@@ -2,9 +2,10 @@
 //! or delete, and the status to write (phase, progress, restart count, and the Bound, Ready and
 //! Running conditions as upstream's).
 //!
-//! Phases: `Pending` (no claim yet, or a spec that cannot be acted on), `ImportScheduled` (the
-//! importer pod waits for its node or its containers), `ImportInProgress` (it runs, or restarts
-//! after a failure: `Running=False, reason Error` says why), `Succeeded` (the claim is marked
+//! Phases: `Pending` (no claim yet, or a spec that cannot be acted on, or a clone's source is
+//! missing or not populated), `ImportScheduled`/`CloneScheduled` (the importer pod waits for its
+//! node or its containers), `ImportInProgress`/`CloneInProgress` (it runs, or restarts after a
+//! failure: `Running=False, reason Error` says why), `Succeeded` (the claim is marked
 //! populated; the pod is removed), `Failed` (the pod failed for good).
 
 use std::collections::BTreeMap;
@@ -15,7 +16,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kubevirt_api::cdi::v1beta1::{DataVolume, DataVolumeCondition, DataVolumeStatus};
 
 use super::claim::for_data_volume;
-use super::importer::{pod_for, source_of};
+use super::importer::{Source, pod_for, source_of};
 use super::progress::format;
 use super::{ALLOW_CLAIM_ADOPTION, DataVolumeConfig, POD_PHASE, PRE_POPULATED, RETAIN_POD};
 
@@ -28,6 +29,8 @@ pub struct Observed<'a> {
     pub claim: Option<&'a PersistentVolumeClaim>,
     /// Its importer pod, if one exists.
     pub pod: Option<&'a Pod>,
+    /// A clone's source claim, if the DataVolume clones one and it exists.
+    pub source_claim: Option<&'a PersistentVolumeClaim>,
     /// The importer's progress in percent, if it could be read.
     pub progress: Option<f64>,
     /// The controller's settings.
@@ -68,9 +71,26 @@ pub fn plan(o: Observed<'_>) -> Plan {
     let mut running: Cond = ("False", String::new(), String::new());
     let bound = bound_condition(&name, o.claim);
 
+    let source = source_of(dv);
+    let (scheduled, in_progress) = source
+        .as_ref()
+        .map_or(("ImportScheduled", "ImportInProgress"), Source::phases);
+    let clone_wait = match &source {
+        Ok(Source::Clone(p)) => clone_source_wait(dv, p, o.source_claim),
+        _ => None,
+    };
     let phase = match o.claim {
-        None => match source_of(dv).and_then(|_| {
-            for_data_volume(dv, o.config.filesystem_overhead).map_err(|e| e.to_string())
+        None if clone_wait.is_some() => {
+            ready = clone_wait.clone().unwrap_or_default();
+            "Pending"
+        }
+        None => match source.clone().and_then(|_| {
+            for_data_volume(
+                dv,
+                o.config.filesystem_overhead,
+                o.source_claim.and_then(claim_bytes),
+            )
+            .map_err(|e| e.to_string())
         }) {
             Ok(claim) => {
                 plan.create_claim = Some(claim);
@@ -103,15 +123,22 @@ pub fn plan(o: Observed<'_>) -> Plan {
             running = ("False", "Completed".into(), String::new());
             "Succeeded"
         }
-        Some(claim) => match (o.pod, source_of(dv)) {
+        Some(claim) => match (o.pod, source) {
             (_, Err(message)) => {
                 ready = ("False", "InvalidSpec".into(), message);
                 "Pending"
             }
+            (None, Ok(_)) if clone_wait.is_some() => {
+                ready = clone_wait.clone().unwrap_or_default();
+                "Pending"
+            }
             (None, Ok(source)) => {
-                plan.create_pod = Some(pod_for(dv, &source, claim, o.config));
+                let source_block = o.source_claim.is_some_and(|c| {
+                    c.spec.as_ref().and_then(|s| s.volume_mode.as_deref()) == Some("Block")
+                });
+                plan.create_pod = Some(pod_for(dv, &source, source_block, claim, o.config));
                 running = ("False", "Pending".into(), String::new());
-                "ImportScheduled"
+                scheduled
             }
             (Some(pod), Ok(_)) => {
                 let seen = importer_state(pod);
@@ -126,14 +153,18 @@ pub fn plan(o: Observed<'_>) -> Plan {
                         ready = ("True", String::new(), String::new());
                         running = ("False", "Completed".into(), String::new());
                     }
-                    "ImportInProgress" => {
+                    "InProgress" => {
                         if let Some(p) = o.progress {
                             progress = Some(format(p));
                         }
                     }
                     _ => {}
                 }
-                seen.phase
+                match seen.phase {
+                    "Scheduled" => scheduled,
+                    "InProgress" => in_progress,
+                    other => other,
+                }
             }
         },
     };
@@ -206,7 +237,7 @@ fn importer_state(pod: &Pod) -> ImporterState {
     }
     if state.is_some_and(|s| s.running.is_some()) {
         return ImporterState {
-            phase: "ImportInProgress",
+            phase: "InProgress",
             running: ("True", String::new(), String::new()),
             restarts,
         };
@@ -214,7 +245,7 @@ fn importer_state(pod: &Pod) -> ImporterState {
     // Waiting to start again after a failed run, or terminated and about to restart.
     if let Some(t) = terminated.filter(|t| t.exit_code != 0).or(last_failure) {
         return ImporterState {
-            phase: "ImportInProgress",
+            phase: "InProgress",
             running: ("False", "Error".into(), failure_text(t)),
             restarts,
         };
@@ -224,10 +255,63 @@ fn importer_state(pod: &Pod) -> ImporterState {
         .and_then(|w| w.reason.clone())
         .unwrap_or_else(|| "Pending".into());
     ImporterState {
-        phase: "ImportScheduled",
+        phase: "Scheduled",
         running: ("False", waiting, String::new()),
         restarts,
     }
+}
+
+/// Why a clone cannot start yet, as the Ready condition: its source claim is missing, or is a
+/// DataVolume's claim not populated yet.
+fn clone_source_wait(
+    dv: &DataVolume,
+    source: &kubevirt_api::cdi::v1beta1::DataVolumeSourcePVC,
+    claim: Option<&PersistentVolumeClaim>,
+) -> Option<Cond> {
+    let namespace = dv.metadata.namespace.as_deref().unwrap_or_default();
+    let Some(claim) = claim else {
+        return Some((
+            "False",
+            "CloneWithoutSource".into(),
+            format!("source claim {namespace}/{} not found", source.name),
+        ));
+    };
+    let of_data_volume = claim
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.kind == "DataVolume" && o.controller == Some(true));
+    (of_data_volume && annotation(claim, POD_PHASE) != Some("Succeeded")).then(|| {
+        (
+            "False",
+            "CloneSourceNotReady".into(),
+            format!(
+                "source claim {namespace}/{} is not populated yet",
+                source.name
+            ),
+        )
+    })
+}
+
+/// A claim's size: its capacity once bound, else its request.
+fn claim_bytes(claim: &PersistentVolumeClaim) -> Option<u64> {
+    let q = claim
+        .status
+        .as_ref()
+        .and_then(|s| s.capacity.as_ref())
+        .and_then(|c| c.get("storage"))
+        .or_else(|| {
+            claim
+                .spec
+                .as_ref()?
+                .resources
+                .as_ref()?
+                .requests
+                .as_ref()?
+                .get("storage")
+        })?;
+    kubevirt_api::quantity::bytes_of(q).ok()
 }
 
 fn bound_condition(name: &str, claim: Option<&PersistentVolumeClaim>) -> Cond {

@@ -41,7 +41,13 @@ fn an_http_import_pod_carries_upstreams_environment() {
         "storage": {"resources": {"requests": {"storage": "1Gi"}}}
     }));
     let source = source_of(&d).unwrap();
-    let p = pod_for(&d, &source, &claim(), &DataVolumeConfig::new("img:1"));
+    let p = pod_for(
+        &d,
+        &source,
+        false,
+        &claim(),
+        &DataVolumeConfig::new("img:1"),
+    );
     assert_eq!(p.metadata.name.as_deref(), Some("importer-root"));
     assert_eq!(value(&p, "IMPORTER_SOURCE"), "http");
     assert_eq!(
@@ -51,7 +57,7 @@ fn an_http_import_pod_carries_upstreams_environment() {
     assert_eq!(value(&p, "IMPORTER_CONTENTTYPE"), "kubevirt");
     assert_eq!(value(&p, "IMPORTER_IMAGE_SIZE"), "1090Mi");
     assert_eq!(value(&p, "OWNER_UID"), "dv-uid");
-    assert_eq!(value(&p, "FILESYSTEM_OVERHEAD"), "0.06");
+    assert_eq!(value(&p, "FILESYSTEM_OVERHEAD"), "0.055");
     assert_eq!(value(&p, "IMPORTER_CERT_DIR"), CERT_DIR);
     assert_eq!(value(&p, "IMPORTER_EXTRA_HEADER_0"), "X-A: 1");
     let key = env(&p)["IMPORTER_ACCESS_KEY_ID"]
@@ -92,6 +98,7 @@ fn block_claims_are_devices_and_blank_is_source_none() {
     let p = pod_for(
         &d,
         &Source::Blank,
+        false,
         &claim(),
         &DataVolumeConfig::new("img:1"),
     );
@@ -109,10 +116,41 @@ fn block_claims_are_devices_and_blank_is_source_none() {
 fn unsupported_sources_are_named() {
     let e = |spec| source_of(&dv(spec)).unwrap_err();
     assert!(e(json!({"source": {"upload": {}}})).contains("upload is not supported"));
-    assert!(e(json!({"source": {"pvc": {"name": "a", "namespace": "b"}}})).contains("pvc (clone)"));
+    assert!(
+        e(json!({"source": {"pvc": {"name": "a", "namespace": "b"}}}))
+            .starts_with("spec.source.pvc.namespace: cloning from another namespace (b)")
+    );
     assert!(
         e(json!({"sourceRef": {"kind": "DataSource", "name": "fedora"}}))
             .contains("spec.sourceRef")
     );
     assert!(e(json!({})).contains("needs a source"));
+}
+
+#[test]
+fn a_clone_mounts_its_source_read_only_and_reads_its_disk() {
+    let d = dv(
+        json!({"source": {"pvc": {"name": "golden", "namespace": "ns"}},
+        "storage": {"resources": {"requests": {"storage": "1Gi"}}}}),
+    );
+    let source = source_of(&d).unwrap();
+    assert_eq!(source.phases(), ("CloneScheduled", "CloneInProgress"));
+    let cfg = DataVolumeConfig::new("img:1");
+    let p = pod_for(&d, &source, false, &claim(), &cfg);
+    assert_eq!(value(&p, "IMPORTER_SOURCE"), "file");
+    assert_eq!(value(&p, "IMPORTER_ENDPOINT"), "/source/disk.img");
+    let spec = p.spec.as_ref().unwrap();
+    let src = &spec.volumes.as_ref().unwrap()[1];
+    let pvc = src.persistent_volume_claim.as_ref().unwrap();
+    assert_eq!(
+        (pvc.claim_name.as_str(), pvc.read_only),
+        ("golden", Some(true))
+    );
+    let p = pod_for(&d, &source, true, &claim(), &cfg);
+    assert_eq!(value(&p, "IMPORTER_ENDPOINT"), CLONE_SOURCE_DEVICE);
+    let c = &p.spec.as_ref().unwrap().containers[0];
+    assert_eq!(
+        c.volume_devices.as_ref().unwrap()[0].device_path,
+        CLONE_SOURCE_DEVICE
+    );
 }

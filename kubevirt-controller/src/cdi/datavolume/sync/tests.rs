@@ -57,6 +57,7 @@ fn run(
         dv,
         claim,
         pod,
+        source_claim: None,
         progress,
         config: &config(),
         now: NOW.parse().unwrap(),
@@ -191,11 +192,11 @@ fn bad_specs_and_foreign_claims_create_nothing() {
             .contains("spec.storage.resources.requests.storage")
     );
 
-    let clone = dv(
+    let s3 = dv(
         json!({"source": {"s3": {"url": "s3://b/k"}}, "storage": {"resources": {"requests": {"storage": "1Gi"}}}}),
         json!({}),
     );
-    let p = run(&clone, None, None, None);
+    let p = run(&s3, None, None, None);
     assert!(p.create_claim.is_none());
     assert!(cond(&p, "Ready").2.unwrap().contains("s3 is not supported"));
 
@@ -232,9 +233,67 @@ fn conditions_keep_their_transition_time() {
         dv: &again,
         claim: Some(&c),
         pod: None,
+        source_claim: None,
         progress: None,
         config: &config(),
         now: "2026-12-05T12:05:00Z".parse().unwrap(),
     });
     assert_eq!(later.status.conditions, first.status.conditions);
+}
+
+#[test]
+fn a_clone_waits_for_its_source_then_copies_it() {
+    let d = dv(
+        json!({"source": {"pvc": {"namespace": "ns", "name": "golden"}}, "storage": {}}),
+        json!({}),
+    );
+    let observe = |claim, pod, source| {
+        plan(Observed {
+            dv: &d,
+            claim,
+            pod,
+            source_claim: source,
+            progress: None,
+            config: &config(),
+            now: NOW.parse().unwrap(),
+        })
+    };
+    let p = observe(None, None, None);
+    assert_eq!(phase(&p), "Pending");
+    assert!(p.create_claim.is_none());
+    assert_eq!(cond(&p, "Ready").1.as_deref(), Some("CloneWithoutSource"));
+
+    // The source is a DataVolume's claim still being imported: wait.
+    let importing: PersistentVolumeClaim = serde_json::from_value(json!({
+        "metadata": {"name": "golden", "namespace": "ns", "ownerReferences": [
+            {"apiVersion": "cdi.kubevirt.io/v1beta1", "kind": "DataVolume", "name": "golden",
+             "uid": "g", "controller": true}]},
+        "spec": {"resources": {"requests": {"storage": "100Mi"}}},
+        "status": {"phase": "Bound", "capacity": {"storage": "100Mi"}},
+    }))
+    .unwrap();
+    let p = observe(None, None, Some(&importing));
+    assert_eq!(cond(&p, "Ready").1.as_deref(), Some("CloneSourceNotReady"));
+    assert!(p.create_claim.is_none());
+
+    let mut golden = importing.clone();
+    golden.metadata.annotations = Some([(POD_PHASE.to_string(), "Succeeded".to_string())].into());
+    let p = observe(None, None, Some(&golden));
+    let made = p
+        .create_claim
+        .expect("the target claim, sized as its source");
+    let requests = made.spec.unwrap().resources.unwrap().requests.unwrap();
+    assert_eq!(requests["storage"].0, (100u64 << 20).to_string());
+
+    let target = claim(Some("dv-uid"), "Pending", json!({}));
+    let p = observe(Some(&target), None, Some(&golden));
+    assert_eq!(phase(&p), "CloneScheduled");
+    assert!(p.create_pod.is_some());
+    let running = pod(
+        "Running",
+        json!({"name": "importer", "restartCount": 0, "ready": true,
+        "image": "i", "imageID": "", "state": {"running": {}}}),
+    );
+    let p = observe(Some(&target), Some(&running), Some(&golden));
+    assert_eq!(phase(&p), "CloneInProgress");
 }
