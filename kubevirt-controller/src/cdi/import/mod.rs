@@ -26,6 +26,7 @@ pub mod pipeline;
 pub mod progress;
 pub mod qemu;
 pub mod source;
+mod sparse_tar;
 pub mod target;
 pub mod termination;
 pub mod unwrap;

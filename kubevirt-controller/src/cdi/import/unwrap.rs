@@ -67,11 +67,6 @@ pub enum UnwrapError {
     /// A tar header that does not parse.
     #[error("the tar archive is damaged: {0}")]
     TarDamaged(String),
-    /// A GNU sparse member, which would need the whole archive to rebuild.
-    #[error(
-        "the tar archive's file {0:?} is stored sparse (GNU tar --sparse); make the archive without --sparse or compress the image instead"
-    )]
-    TarSparse(String),
     /// `contentType: archive` with something other than a tar archive.
     #[error(
         "contentType archive needs a tar archive (optionally gzip, xz or zstd compressed), but the source is {found}"
@@ -216,10 +211,7 @@ pub fn first_tar_file(mut reader: Box<dyn Read>) -> Result<Box<dyn Read>, Unwrap
             tar::EntryType::Regular | tar::EntryType::Continuous => {
                 return Ok(Box::new(reader.take(size)));
             }
-            tar::EntryType::GNUSparse => {
-                let name = String::from_utf8_lossy(&header.path_bytes()).into_owned();
-                return Err(UnwrapError::TarSparse(name));
-            }
+            tar::EntryType::GNUSparse => return super::sparse_tar::expand(header, reader),
             _ => {
                 // Directories, links, pax and GNU long-name records: skip their data.
                 let padded = size.div_ceil(512).saturating_mul(512);

@@ -432,9 +432,11 @@ struct BodyReader {
 impl Read for BodyReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         while self.chunk.is_empty() {
+            let (body, idle) = (&mut self.body, self.idle_timeout);
+            // The timer is made inside the runtime, which it needs.
             let frame = self
                 .rt
-                .block_on(tokio::time::timeout(self.idle_timeout, self.body.frame()));
+                .block_on(async move { tokio::time::timeout(idle, body.frame()).await });
             match frame {
                 Err(_) => {
                     return Err(io::Error::new(

@@ -32,7 +32,7 @@ impl std::fmt::Debug for Stream {
 }
 
 /// A place an import reads from.
-pub trait Source: std::fmt::Debug {
+pub trait Source: std::fmt::Debug + Send {
     /// Opens the data for reading, from the start.
     fn open(&mut self) -> Result<Stream, SourceError>;
 
