@@ -313,6 +313,55 @@ fn credentials_headers_and_redirects_reach_the_server() {
 }
 
 #[test]
+fn a_stalled_transfer_is_given_up_after_the_idle_timeout() {
+    let served = tempdir("cdi-served");
+    images::raw(&served, "raw.img", 4 * MIB);
+    let server = Server::start(served.to_path_buf(), None);
+    let claim = tempdir("cdi-claim");
+    let options = HttpOptions {
+        idle_timeout: std::time::Duration::from_millis(300),
+        ..HttpOptions::default()
+    };
+    let started = std::time::Instant::now();
+    let (result, _) = into_dir(
+        &claim,
+        http_with(&server.url("stall/raw.img"), options),
+        64 * MIB,
+    );
+    let e = result.unwrap_err().to_string();
+    assert!(e.contains("no data from") && e.contains("for 0.3 s"), "{e}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(3),
+        "gave up before the server resumed"
+    );
+    assert!(names_in(&claim).is_empty());
+}
+
+#[test]
+fn preallocation_allocates_every_block() {
+    let claim = tempdir("cdi-claim");
+    let progress = Progress::new();
+    let mut req = request(
+        Target::Filesystem {
+            dir: claim.to_path_buf(),
+        },
+        ImportSource::Blank,
+        16 * MIB,
+        &progress,
+    );
+    req.preallocation = true;
+    let outcome = import(req).unwrap();
+    assert!(outcome.preallocation_applied);
+    let meta = std::fs::metadata(claim.join("disk.img")).unwrap();
+    assert_eq!(meta.len(), 15 * MIB);
+    assert!(
+        meta.blocks() * 512 >= meta.len(),
+        "{} blocks",
+        meta.blocks()
+    );
+}
+
+#[test]
 fn https_trusts_the_datavolumes_ca() {
     let served = tempdir("cdi-served");
     let raw = images::raw(&served, "raw.img", 8 * MIB);
@@ -453,6 +502,20 @@ fn a_block_volume_receives_the_image() {
             "{name}: written through"
         );
     }
+
+    // A blank Block volume reads as zeros, whatever the device held.
+    let lo = LoopDevice::attach(&backing.join("blank.img"), 8 * MIB).unwrap();
+    std::fs::write(&lo.device, vec![0x5au8; 8 * MIB as usize]).unwrap();
+    let progress = Progress::new();
+    let target = Target::Block {
+        device: lo.device.clone(),
+    };
+    let outcome = import(request(target, ImportSource::Blank, 64 * MIB, &progress)).unwrap();
+    assert!(outcome.preallocation_applied);
+    let data = std::fs::read(&lo.device).unwrap();
+    assert_eq!(data.len() as u64, 8 * MIB);
+    assert!(data.iter().all(|b| *b == 0), "the old data is gone");
+    drop(lo);
 
     // Too large for the device.
     let lo = LoopDevice::attach(&backing.join("small.img"), 16 * MIB).unwrap();

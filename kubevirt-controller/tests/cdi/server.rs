@@ -4,7 +4,8 @@
 //! - `/private/NAME`: the same, but only with basic auth `user:pw` and `X-Token: secret`
 //!   (else 401);
 //! - `/moved/NAME`: a 302 to `/files/NAME`;
-//! - `/slow/NAME`: the file in 64 KiB pieces, 5 ms apart.
+//! - `/slow/NAME`: the file in 64 KiB pieces, 5 ms apart;
+//! - `/stall/NAME`: its first 64 KiB, then nothing for 3 s.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener};
@@ -132,7 +133,7 @@ fn handle<S: Read + Write>(stream: S, dir: &std::path::Path) {
         {
             respond(stream, "401 Unauthorized", &[], b"no")
         }
-        "files" | "private" | "slow" if file.is_file() && !name.is_empty() => {
+        "files" | "private" | "slow" | "stall" if file.is_file() && !name.is_empty() => {
             let data = std::fs::read(&file).unwrap();
             let len = data.len().to_string();
             let head =
@@ -151,6 +152,10 @@ fn handle<S: Read + Write>(stream: S, dir: &std::path::Path) {
                 }
                 if route == "slow" {
                     std::thread::sleep(Duration::from_millis(5));
+                }
+                if route == "stall" {
+                    std::thread::sleep(Duration::from_secs(3));
+                    return;
                 }
             }
         }

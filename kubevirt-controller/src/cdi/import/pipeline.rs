@@ -8,7 +8,7 @@ use super::format::{DiskFormat, Wrapper};
 use super::progress::{CountingReader, Progress, Span};
 use super::qemu::{self, QemuError};
 use super::source::{Source, SourceError};
-use super::target::{Capacity, PendingDisk, ScratchFile, Target, TargetError};
+use super::target::{self, Capacity, PendingDisk, ScratchFile, Target, TargetError};
 use super::unwrap::{self, UnwrapError};
 use super::writer::{self, Destination, WriteError};
 use std::fs::OpenOptions;
@@ -172,17 +172,25 @@ struct DiskJob<'a> {
 
 impl DiskJob<'_> {
     fn blank(&self) -> Result<ImportOutcome, ImportError> {
-        if let Target::Filesystem { dir } = self.target {
-            let pending = PendingDisk::start(dir)?;
-            pending.open()?;
-            pending.finish_size(self.capacity.bytes, self.preallocation)?;
-            pending.commit()?;
-        }
+        let preallocation_applied = match self.target {
+            Target::Filesystem { dir } => {
+                let pending = PendingDisk::start(dir)?;
+                pending.open()?;
+                pending.finish_size(self.capacity.bytes, self.preallocation)?;
+                pending.commit()?;
+                self.preallocation
+            }
+            // Upstream always preallocates (zeroes) a blank Block volume.
+            Target::Block { device } => {
+                target::zero_device(device, self.capacity.bytes)?;
+                true
+            }
+        };
         Ok(ImportOutcome {
             format: None,
             wrappers: Vec::new(),
             disk_size: self.capacity.bytes,
-            preallocation_applied: self.preallocation,
+            preallocation_applied,
         })
     }
 

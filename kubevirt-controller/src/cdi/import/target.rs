@@ -145,6 +145,36 @@ pub fn device_size(device: &Path) -> Result<u64, TargetError> {
         .map_err(io_err("reading the size of", device))
 }
 
+/// `BLKZEROOUT`: `_IO(0x12, 127)`, zero a byte range of a block device.
+const BLKZEROOUT: libc::c_ulong = 0x127f;
+
+/// Makes the first `len` bytes of `device` read as zeros, as upstream zeroes a blank Block
+/// volume (a device may hold an earlier tenant's data): the kernel's `BLKZEROOUT` (which a
+/// loop device turns into holes), else written zeros.
+pub fn zero_device(device: &Path, len: u64) -> Result<(), TargetError> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::FileExt;
+    let file = OpenOptions::new()
+        .write(true)
+        .open(device)
+        .map_err(io_err("opening", device))?;
+    let range: [u64; 2] = [0, len];
+    // SAFETY: `file` is an open descriptor for the call's duration and `range` is the
+    // `[start, length]` pair of u64 that BLKZEROOUT reads; the kernel does not keep the pointer.
+    let zeroed = unsafe { libc::ioctl(file.as_raw_fd(), BLKZEROOUT, range.as_ptr()) } == 0;
+    if !zeroed {
+        let zeros = vec![0u8; 1 << 20];
+        let mut pos = 0;
+        while pos < len {
+            let n = (len - pos).min(zeros.len() as u64) as usize;
+            file.write_all_at(&zeros[..n], pos)
+                .map_err(io_err("zeroing", device))?;
+            pos += n as u64;
+        }
+    }
+    file.sync_all().map_err(io_err("flushing", device))
+}
+
 /// A disk being written into a Filesystem claim: removed on drop unless [`PendingDisk::commit`]
 /// renamed it to `disk.img`.
 #[derive(Debug)]
@@ -327,6 +357,17 @@ mod tests {
         let done = p.commit().unwrap();
         assert_eq!(std::fs::metadata(&done).unwrap().len(), 4096);
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_file_standing_for_a_device_is_zeroed_by_writing() {
+        let dir = kubevirt_testsupport::tempdir("zero");
+        let dev = dir.join("dev");
+        std::fs::write(&dev, vec![0xaau8; 3 * MIB as usize]).unwrap();
+        zero_device(&dev, 2 * MIB).unwrap();
+        let data = std::fs::read(&dev).unwrap();
+        assert!(data[..2 * MIB as usize].iter().all(|b| *b == 0));
+        assert!(data[2 * MIB as usize..].iter().all(|b| *b == 0xaa));
     }
 
     proptest! {

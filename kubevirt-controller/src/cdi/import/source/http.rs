@@ -135,7 +135,7 @@ pub enum HttpError {
         url: String,
     },
     /// The transfer stalled.
-    #[error("no data from {url} for {} s", .timeout.as_secs())]
+    #[error("no data from {url} for {:.1} s; giving up", .timeout.as_secs_f64())]
     Stalled {
         /// The URL.
         url: String,
