@@ -229,6 +229,35 @@ fn a_qcow2_with_a_backing_file_is_refused() {
 }
 
 #[test]
+fn a_qcow2_reading_a_host_file_is_refused() {
+    let served = tempdir("cdi-served");
+    let secret = served.join("host-secret");
+    std::fs::write(&secret, vec![7u8; MIB as usize]).unwrap();
+    let image = served.join("external.qcow2");
+    images::run(
+        "qemu-img",
+        &[
+            "create",
+            "-f",
+            "qcow2",
+            "-o",
+            &format!("data_file={},data_file_raw=on", secret.display()),
+            image.to_str().unwrap(),
+            "1M",
+        ],
+    );
+    let server = Server::start(served.to_path_buf(), None);
+    let claim = tempdir("cdi-claim");
+    let (result, _) = into_dir(&claim, http(&server.url("files/external.qcow2")), 64 * MIB);
+    let e = result.unwrap_err().to_string();
+    assert!(
+        e.contains("refers to other files") && e.contains("host-secret"),
+        "{e}"
+    );
+    assert!(names_in(&claim).is_empty());
+}
+
+#[test]
 fn an_image_larger_than_the_claim_is_refused_naming_both_sizes() {
     let served = tempdir("cdi-served");
     let raw = images::raw(&served, "raw.img", 32 * MIB);

@@ -22,7 +22,7 @@ const INFO_MAX_MEMORY: u64 = 1 << 30;
 const INFO_MAX_CPU_SECONDS: u64 = 30;
 
 /// What `qemu-img info --output=json` says of an image (the fields used).
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 pub struct ImageInfo {
     /// The format qemu read it as.
     pub format: String,
@@ -32,6 +32,39 @@ pub struct ImageInfo {
     /// The backing file named in the image, if any.
     #[serde(rename = "backing-filename", default)]
     pub backing_filename: Option<String>,
+    /// The image's own name, as qemu-img was given it.
+    #[serde(default)]
+    pub filename: String,
+    /// The format's details (a qcow2's external data file, a vmdk's extents).
+    #[serde(rename = "format-specific", default)]
+    pub format_specific: Option<serde_json::Value>,
+}
+
+impl ImageInfo {
+    /// Files other than the image itself that reading it would open: a qcow2's external data
+    /// file, a vmdk's extents in other files.
+    pub fn external_files(&self) -> Vec<String> {
+        let Some(data) = self.format_specific.as_ref().and_then(|f| f.get("data")) else {
+            return Vec::new();
+        };
+        let mut files = Vec::new();
+        if let Some(file) = data.get("data-file").and_then(|f| f.as_str()) {
+            files.push(file.to_string());
+        }
+        for extent in data
+            .get("extents")
+            .and_then(|e| e.as_array())
+            .into_iter()
+            .flatten()
+        {
+            if let Some(file) = extent.get("filename").and_then(|f| f.as_str())
+                && file != self.filename
+            {
+                files.push(file.to_string());
+            }
+        }
+        files
+    }
 }
 
 /// Failures of `qemu-img` and of the validation.
@@ -77,6 +110,14 @@ pub enum QemuError {
     BackingFile {
         /// The backing file it names.
         backing: String,
+    },
+    /// The image would read other files (of the importer's host, for an image made to).
+    #[error(
+        "the image is invalid: it refers to other files ({}); import a self-contained image", .files.join(", ")
+    )]
+    ExternalFiles {
+        /// The files.
+        files: Vec<String>,
     },
     /// The disk would not fit.
     #[error(
@@ -128,6 +169,10 @@ pub fn validate(
         return Err(QemuError::BackingFile {
             backing: backing.to_string(),
         });
+    }
+    let files = info.external_files();
+    if !files.is_empty() {
+        return Err(QemuError::ExternalFiles { files });
     }
     if info.virtual_size > available {
         return Err(QemuError::TooLarge {
@@ -271,7 +316,27 @@ mod tests {
             format: format.into(),
             virtual_size: size,
             backing_filename: backing.map(str::to_string),
+            filename: "a".into(),
+            format_specific: None,
         }
+    }
+
+    #[test]
+    fn external_files_are_refused() {
+        let json = r#"{"virtual-size": 1, "filename": "y.qcow2", "format": "qcow2",
+            "format-specific": {"type": "qcow2", "data": {"data-file": "/etc/shadow"}}}"#;
+        let i: ImageInfo = serde_json::from_str(json).unwrap();
+        let e = validate(&i, DiskFormat::Qcow2, 100, "x").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("refers to other files (/etc/shadow)"),
+            "{e}"
+        );
+        let json = r#"{"virtual-size": 1, "filename": "v.vmdk", "format": "vmdk",
+            "format-specific": {"type": "vmdk", "data": {"extents": [
+                {"filename": "v.vmdk"}, {"filename": "/dev/sda"}]}}}"#;
+        let i: ImageInfo = serde_json::from_str(json).unwrap();
+        assert_eq!(i.external_files(), vec!["/dev/sda".to_string()]);
     }
 
     #[test]
@@ -295,7 +360,8 @@ mod tests {
         let json = r#"{"virtual-size": 67108864, "filename": "a.qcow2", "format": "qcow2",
             "backing-filename": "b.qcow2", "actual-size": 200704, "dirty-flag": false}"#;
         let i: ImageInfo = serde_json::from_str(json).unwrap();
-        assert_eq!(i, info("qcow2", 67108864, Some("b.qcow2")));
+        assert_eq!(i.backing_filename.as_deref(), Some("b.qcow2"));
+        assert_eq!((i.virtual_size, i.filename.as_str()), (67108864, "a.qcow2"));
     }
 
     proptest! {
