@@ -7,6 +7,7 @@ mod cdi;
 use cdi::images::{self, MARKER, MIB, marker_at};
 use cdi::loopdev::LoopDevice;
 use cdi::server::{Server, tls_pair};
+use kubevirt_controller::cdi::import::checksum::Checksum;
 use kubevirt_controller::cdi::import::format::{DiskFormat, Wrapper};
 use kubevirt_controller::cdi::import::metrics::MetricsServer;
 use kubevirt_controller::cdi::import::source::file::FileSource;
@@ -40,6 +41,7 @@ fn request(target: Target, source: ImportSource, size: u64, progress: &Progress)
         filesystem_overhead: OVERHEAD,
         preallocation: false,
         scratch_dir: None,
+        checksum: None,
         progress: progress.clone(),
     }
 }
@@ -292,6 +294,65 @@ fn an_image_larger_than_the_claim_is_refused_naming_both_sizes() {
     }
 }
 
+fn sha256_of(path: &Path) -> String {
+    let out = Command::new("sha256sum").arg(path).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn the_checksum_is_verified_before_the_disk_is_put_in_place() {
+    let served = tempdir("cdi-served");
+    let raw = images::raw(&served, "raw.img", 8 * MIB);
+    let qcow2 = images::convert(&raw, "qcow2", "disk.qcow2");
+    let xz = images::xz(&raw);
+    let tar = images::tar(&raw, "raw.tar");
+    let server = Server::start(served.to_path_buf(), None);
+    for (path, content_type) in [
+        (&qcow2, ContentType::Kubevirt),
+        (&xz, ContentType::Kubevirt),
+        (&tar, ContentType::Kubevirt),
+        (&tar, ContentType::Archive),
+    ] {
+        let name = path.file_name().unwrap().to_str().unwrap();
+        let good = format!("sha256:{}", sha256_of(path));
+        let bad = format!("sha256:{}", "0".repeat(64));
+        for (checksum, ok) in [(good, true), (bad, false)] {
+            let claim = tempdir("cdi-claim");
+            let progress = Progress::new();
+            let mut req = request(
+                Target::Filesystem {
+                    dir: claim.to_path_buf(),
+                },
+                http(&server.url(&format!("files/{name}"))),
+                64 * MIB,
+                &progress,
+            );
+            req.content_type = content_type;
+            req.checksum = Some(Checksum::parse(&checksum).unwrap());
+            match import(req) {
+                Ok(_) => assert!(ok, "{name}: a wrong checksum must fail"),
+                Err(e) => {
+                    assert!(!ok, "{name} {content_type:?}: {e}");
+                    assert!(
+                        e.to_string()
+                            .starts_with("checksum mismatch: expected sha256:000"),
+                        "{e}"
+                    );
+                    assert!(
+                        names_in(&claim).is_empty(),
+                        "{name}: {:?}",
+                        names_in(&claim)
+                    );
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn blank_makes_a_sparse_disk_of_the_claims_size() {
     let claim = tempdir("cdi-claim");
@@ -405,6 +466,13 @@ fn https_trusts_the_datavolumes_ca() {
         e.contains("certConfigMap"),
         "an unknown CA is refused with a hint: {e}"
     );
+
+    let options = HttpOptions {
+        insecure_skip_verify: true,
+        ..HttpOptions::default()
+    };
+    let (result, _) = into_dir(&claim, http_with(&url, options), 64 * MIB);
+    result.unwrap_or_else(|e| panic!("insecureSkipVerify accepts it: {e}"));
 
     let certs = tempdir("cdi-certs");
     std::fs::write(certs.join("ca.pem"), ca_pem).unwrap();

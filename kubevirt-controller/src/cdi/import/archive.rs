@@ -34,27 +34,59 @@ pub enum ArchiveError {
 /// Unpacks the tar archive `reader` into `dir`, replacing entries of the same names; returns
 /// how many top-level entries it placed.
 pub fn extract(reader: Box<dyn Read>, dir: &Path) -> Result<usize, ArchiveError> {
+    stage(reader, dir)?.place()
+}
+
+/// An archive unpacked beside `dir`, not yet in place; removed on drop.
+#[derive(Debug)]
+pub struct Staged {
+    dir: PathBuf,
+    staging: PathBuf,
+}
+
+fn io_err(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> ArchiveError {
+    let path = path.to_path_buf();
+    move |source| ArchiveError::Io { what, path, source }
+}
+
+/// Unpacks the tar archive `reader` into a staging directory in `dir`.
+pub fn stage(reader: Box<dyn Read>, dir: &Path) -> Result<Staged, ArchiveError> {
     let staging = dir.join(STAGING);
-    let io_err = |what, path: &Path| {
-        let path = path.to_path_buf();
-        move |source| ArchiveError::Io { what, path, source }
-    };
     remove_any(&staging).map_err(io_err("removing", &staging))?;
     fs::create_dir(&staging).map_err(io_err("creating", &staging))?;
-    let guard = Staging(staging.clone());
+    let staged = Staged {
+        dir: dir.to_path_buf(),
+        staging,
+    };
     let mut archive = tar::Archive::new(reader);
     archive.set_overwrite(true);
-    archive.unpack(&staging).map_err(ArchiveError::Unpack)?;
-    let mut placed = 0;
-    for entry in fs::read_dir(&staging).map_err(io_err("reading", &staging))? {
-        let entry = entry.map_err(io_err("reading", &staging))?;
-        let to = dir.join(entry.file_name());
-        remove_any(&to).map_err(io_err("replacing", &to))?;
-        fs::rename(entry.path(), &to).map_err(io_err("moving into place", &to))?;
-        placed += 1;
+    archive
+        .unpack(&staged.staging)
+        .map_err(ArchiveError::Unpack)?;
+    Ok(staged)
+}
+
+impl Staged {
+    /// Moves the unpacked entries into the directory, replacing entries of the same names;
+    /// returns how many top-level entries it placed.
+    pub fn place(self) -> Result<usize, ArchiveError> {
+        let mut placed = 0;
+        let entries = fs::read_dir(&self.staging).map_err(io_err("reading", &self.staging))?;
+        for entry in entries {
+            let entry = entry.map_err(io_err("reading", &self.staging))?;
+            let to = self.dir.join(entry.file_name());
+            remove_any(&to).map_err(io_err("replacing", &to))?;
+            fs::rename(entry.path(), &to).map_err(io_err("moving into place", &to))?;
+            placed += 1;
+        }
+        Ok(placed)
     }
-    drop(guard);
-    Ok(placed)
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.staging);
+    }
 }
 
 /// Removes a file or directory tree; absent is fine.
@@ -64,14 +96,6 @@ fn remove_any(path: &Path) -> io::Result<()> {
         Err(e) => Err(e),
         Ok(m) if m.is_dir() => fs::remove_dir_all(path),
         Ok(_) => fs::remove_file(path),
-    }
-}
-
-struct Staging(PathBuf);
-
-impl Drop for Staging {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
     }
 }
 

@@ -103,6 +103,7 @@ pub fn run_with(args: &ImporterArgs, vars: impl IntoIterator<Item = (String, Str
         filesystem_overhead: env.filesystem_overhead,
         preallocation: env.preallocation,
         scratch_dir: args.scratch_dir.is_dir().then(|| args.scratch_dir.clone()),
+        checksum: env.checksum.clone(),
         progress,
     };
     match import(request) {
@@ -131,6 +132,7 @@ fn open_source(env: &ImporterEnv, args: &ImporterArgs) -> Result<ImportSource, S
                 basic_auth: env.basic_auth.clone(),
                 cert_dirs: env.cert_dirs.clone(),
                 extra_headers,
+                insecure_skip_verify: env.insecure_tls,
                 ..HttpOptions::default()
             };
             let source: Box<dyn Source> = Box::new(

@@ -13,12 +13,15 @@
 //! | `IMPORTER_CERT_DIR` | a directory of CA certificates (the `certConfigMap`) |
 //! | `IMPORTER_PROXY_CERT_DIR` | the cluster proxy's CA bundle directory |
 //! | `IMPORTER_EXTRA_HEADER_<n>` | `Name: value`, one header each (`extraHeaders`) |
+//! | `IMPORTER_CHECKSUM` | the DataVolume's `checksum`, `algorithm:hex` |
+//! | `INSECURE_TLS` | `true`: do not verify the server's certificate (`insecureSkipVerify`) |
 //! | `OWNER_UID` | the label of the progress metric |
 //! | `IMPORTER_DONE_FILE` | a file created once the import succeeded |
 //!
 //! `secretExtraHeaders` are files mounted under `/extraheaders` ([`read_secret_headers`]).
 //! Upstream's other sources (`registry`, `s3`, `gcs`, `imageio`, `vddk`) are refused by name.
 
+use super::checksum::Checksum;
 use super::pipeline::ContentType;
 use super::target::DEFAULT_FILESYSTEM_OVERHEAD;
 use kubevirt_api::quantity::Quantity;
@@ -60,6 +63,10 @@ pub struct ImporterEnv {
     pub cert_dirs: Vec<PathBuf>,
     /// Extra headers, in the order of their variables' names.
     pub extra_headers: Vec<(String, String)>,
+    /// The source's expected digest.
+    pub checksum: Option<Checksum>,
+    /// Skip verifying the server's certificate.
+    pub insecure_tls: bool,
     /// The progress metric's label.
     pub owner_uid: String,
     /// Created on success.
@@ -152,6 +159,15 @@ impl ImporterEnv {
             Some(v) => parse_bool(v)
                 .ok_or_else(|| invalid("PREALLOCATION", v, "expected true or false"))?,
         };
+        let checksum = get("IMPORTER_CHECKSUM")
+            .map(|v| Checksum::parse(v).map_err(|e| invalid("IMPORTER_CHECKSUM", v, e.to_string())))
+            .transpose()?;
+        let insecure_tls = match get("INSECURE_TLS") {
+            None => false,
+            Some(v) => {
+                parse_bool(v).ok_or_else(|| invalid("INSECURE_TLS", v, "expected true or false"))?
+            }
+        };
         let basic_auth = match (get("IMPORTER_ACCESS_KEY_ID"), get("IMPORTER_SECRET_KEY")) {
             (Some(user), Some(password)) => Some((user.to_string(), password.to_string())),
             _ => None,
@@ -179,6 +195,8 @@ impl ImporterEnv {
             basic_auth,
             cert_dirs,
             extra_headers,
+            checksum,
+            insecure_tls,
             owner_uid: get("OWNER_UID").unwrap_or_default().to_string(),
             done_file: get("IMPORTER_DONE_FILE").map(PathBuf::from),
         })
@@ -271,6 +289,8 @@ mod tests {
             ("IMPORTER_EXTRA_HEADER_1", "X-B: 2"),
             ("IMPORTER_EXTRA_HEADER_0", "X-A:1"),
             ("OWNER_UID", "abc"),
+            ("IMPORTER_CHECKSUM", "md5:900150983cd24fb0d6963f7d28e17f72"),
+            ("INSECURE_TLS", "true"),
             ("PATH", "/bin"),
         ]))
         .unwrap();
@@ -284,6 +304,11 @@ mod tests {
             vec![("X-A".into(), "1".into()), ("X-B".into(), "2".into())]
         );
         assert_eq!(env.owner_uid, "abc");
+        assert!(env.insecure_tls);
+        assert_eq!(
+            env.checksum.unwrap().hex,
+            "900150983cd24fb0d6963f7d28e17f72"
+        );
     }
 
     #[test]
@@ -324,6 +349,15 @@ mod tests {
         ]))
         .unwrap_err();
         assert!(e.to_string().contains("fraction"), "{e}");
+        let e = ImporterEnv::parse(vars(&[
+            ("IMPORTER_SOURCE", "none"),
+            ("IMPORTER_CHECKSUM", "sha256:x"),
+        ]))
+        .unwrap_err();
+        assert!(
+            e.to_string().starts_with("IMPORTER_CHECKSUM=\"sha256:x\""),
+            "{e}"
+        );
     }
 
     #[test]

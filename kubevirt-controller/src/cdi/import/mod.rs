@@ -15,9 +15,11 @@
 //!    place only once complete.
 //!
 //! [`progress`] is served on [`metrics`]; the result is the [`termination`] message.
-//! `contentType: archive` unpacks a tar archive instead ([`archive`]).
+//! `contentType: archive` unpacks a tar archive instead ([`archive`]). A DataVolume's
+//! `checksum` is verified on the source's bytes before anything is put in place ([`checksum`]).
 
 pub mod archive;
+pub mod checksum;
 pub mod cli;
 pub mod env;
 pub mod format;

@@ -4,6 +4,7 @@
 //! target; then grow the disk to the room there is.
 
 use super::archive::{self, ArchiveError};
+use super::checksum::{Checksum, ChecksumError, Verifier};
 use super::format::{DiskFormat, Wrapper};
 use super::progress::{CountingReader, Progress, Span};
 use super::qemu::{self, QemuError};
@@ -52,6 +53,8 @@ pub struct ImportRequest {
     /// Where downloads wait for conversion (default: the target's directory on a Filesystem
     /// volume, the system's temporary directory for a Block one).
     pub scratch_dir: Option<PathBuf>,
+    /// The digest the source's bytes must have (a DataVolume's `checksum`).
+    pub checksum: Option<Checksum>,
     /// Raised as the import goes.
     pub progress: Progress,
 }
@@ -90,6 +93,9 @@ pub enum ImportError {
     /// Unpacking an archive failed.
     #[error(transparent)]
     Archive(#[from] ArchiveError),
+    /// The data does not match the checksum.
+    #[error(transparent)]
+    Checksum(#[from] ChecksumError),
     /// An archive cannot go to a device.
     #[error("contentType archive needs a Filesystem volume; this one is Block")]
     ArchiveToBlock,
@@ -108,6 +114,7 @@ pub fn import(request: ImportRequest) -> Result<ImportOutcome, ImportError> {
         filesystem_overhead,
         preallocation,
         scratch_dir,
+        checksum,
         progress,
     } = request;
     let outcome = match (source, content_type) {
@@ -116,7 +123,7 @@ pub fn import(request: ImportRequest) -> Result<ImportOutcome, ImportError> {
             let Target::Filesystem { dir } = &target else {
                 return Err(ImportError::ArchiveToBlock);
             };
-            archive_into(source, dir, &progress)?
+            archive_into(source, checksum, dir, &progress)?
         }
         (source, ContentType::Kubevirt) => {
             let capacity = target.capacity(requested_size, filesystem_overhead)?;
@@ -125,6 +132,7 @@ pub fn import(request: ImportRequest) -> Result<ImportOutcome, ImportError> {
                 capacity: &capacity,
                 preallocation: preallocation && matches!(target, Target::Filesystem { .. }),
                 scratch_dir,
+                checksum,
                 progress: &progress,
             };
             match source {
@@ -139,12 +147,15 @@ pub fn import(request: ImportRequest) -> Result<ImportOutcome, ImportError> {
 
 fn archive_into(
     mut source: Box<dyn Source>,
+    checksum: Option<Checksum>,
     dir: &Path,
     progress: &Progress,
 ) -> Result<ImportOutcome, ImportError> {
-    let reader = counted(source.open()?, progress.whole());
+    let (reader, verifier) = open(source.as_mut(), checksum, progress.whole())?;
     let tar = unwrap::unwrap_archive(reader)?;
-    let placed = archive::extract(tar, dir)?;
+    let staged = archive::stage(tar, dir)?;
+    verify(&verifier)?;
+    let placed = staged.place()?;
     tracing::info!(entries = placed, dir = %dir.display(), "archive unpacked");
     Ok(ImportOutcome {
         format: None,
@@ -154,12 +165,30 @@ fn archive_into(
     })
 }
 
-/// The stream, counted against its length if known.
-fn counted(stream: super::source::Stream, span: Span) -> Box<dyn std::io::Read> {
-    match stream.length {
-        Some(total) if total > 0 => Box::new(CountingReader::new(stream.reader, total, span)),
-        _ => stream.reader,
-    }
+/// Opens the source: its stream counted against its length if known, and hashed if a
+/// checksum is expected.
+fn open(
+    source: &mut dyn Source,
+    checksum: Option<Checksum>,
+    span: Span,
+) -> Result<(Box<dyn std::io::Read>, Option<Verifier>), ImportError> {
+    let stream = source.open()?;
+    let (reader, verifier): (Box<dyn std::io::Read>, _) = match checksum {
+        Some(checksum) => {
+            let verifier = Verifier::new(stream.reader, checksum);
+            (Box::new(verifier.clone()), Some(verifier))
+        }
+        None => (stream.reader, None),
+    };
+    let reader: Box<dyn std::io::Read> = match stream.length {
+        Some(total) if total > 0 => Box::new(CountingReader::new(reader, total, span)),
+        _ => reader,
+    };
+    Ok((reader, verifier))
+}
+
+fn verify(verifier: &Option<Verifier>) -> Result<(), ChecksumError> {
+    verifier.as_ref().map_or(Ok(()), Verifier::verify)
 }
 
 struct DiskJob<'a> {
@@ -167,6 +196,7 @@ struct DiskJob<'a> {
     capacity: &'a Capacity,
     preallocation: bool,
     scratch_dir: Option<PathBuf>,
+    checksum: Option<Checksum>,
     progress: &'a Progress,
 }
 
@@ -201,7 +231,8 @@ impl DiskJob<'_> {
             Target::Block { .. } => None,
         };
         let download = self.progress.whole();
-        let unwrapped = unwrap::unwrap_disk(counted(source.open()?, download.clone()))?;
+        let (reader, verifier) = open(source.as_mut(), self.checksum.clone(), download.clone())?;
+        let unwrapped = unwrap::unwrap_disk(reader)?;
         let (format, wrappers) = (unwrapped.format, unwrapped.wrappers.clone());
         tracing::info!(source = %source.describe(), %format, ?wrappers, "importing");
         let dest_path = pending
@@ -230,6 +261,7 @@ impl DiskJob<'_> {
                     explanation: &self.capacity.explanation,
                 },
             )?;
+            verify(&verifier)?;
             if is_device {
                 file.sync_all().map_err(|source| TargetError::Io {
                     what: "flushing",
@@ -269,6 +301,8 @@ impl DiskJob<'_> {
                     path
                 }
             };
+            // Before qemu-img reads a byte of it.
+            verify(&verifier)?;
             let info = qemu::info(&input, format)?;
             qemu::validate(
                 &info,
