@@ -1,6 +1,7 @@
 //! KubeVirt controllers and the node agent, for any cluster (the local control plane embeds
 //! them too).
 //!
+//! - [`cdi`]: CDI's DataVolume machinery (the DataVolume controller, the importer).
 //! - [`api`]: the subresource API (`subresources.kubevirt.io`, upstream's virt-api).
 //! - [`virtctl`]: the `virtctl` commands.
 //! - [`vm`]: the VirtualMachine controller (VM → VMI per run strategy, status back).

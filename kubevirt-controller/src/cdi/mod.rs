@@ -2,5 +2,7 @@
 //!
 //! - [`datavolume`]: the DataVolume controller (upstream's cdi-controller): a claim per
 //!   DataVolume, an `importer-<dv>` pod that fills it, and the DataVolume's status.
+//! - [`import`]: the importer (upstream's `cdi-importer` pod), `kubevirt-controller cdi-importer`.
 
 pub mod datavolume;
+pub mod import;

@@ -68,6 +68,10 @@ pub enum Command {
     /// Serve the subresource API (`subresources.kubevirt.io`: start, stop, console, ...) over
     /// TLS for the cluster's APIService, authenticating callers through the cluster.
     Api(api::ApiArgs),
+    /// Import a DataVolume's data into its claim, as CDI's importer pod: the source from
+    /// upstream's environment (`IMPORTER_SOURCE`, `IMPORTER_ENDPOINT`, ...), the claim at
+    /// --data-dir or --block-device, the result in the termination message.
+    CdiImporter(crate::cdi::import::cli::ImporterArgs),
 }
 
 /// Arguments of `kubevirt-controller node`.
@@ -170,6 +174,10 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<ExitCode, CliError> {
         Command::Api(args) => {
             crate::logging::init(cli.log_format);
             api::run(args, out)
+        }
+        Command::CdiImporter(args) => {
+            crate::logging::init(cli.log_format);
+            Ok(crate::cdi::import::cli::run(&args))
         }
     }
 }

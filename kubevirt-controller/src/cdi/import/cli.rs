@@ -1,0 +1,145 @@
+//! `kubevirt-controller cdi-importer`: the importer pod's command. It reads upstream's
+//! environment ([`super::env`]), serves the progress ([`super::metrics`]), imports, and writes
+//! the [`super::termination`] message: exit 0 on success, 1 with the error in the message.
+//!
+//! As upstream, the claim is a Block volume when the device path exists, else a Filesystem
+//! volume mounted at the data directory; scratch space is used when its directory exists.
+
+use super::env::{ImporterEnv, SourceKind, read_secret_headers};
+use super::metrics::MetricsServer;
+use super::pipeline::{ImportRequest, ImportSource, import};
+use super::progress::Progress;
+use super::source::Source;
+use super::source::file::FileSource;
+use super::source::http::{HttpOptions, HttpSource};
+use super::target::Target;
+use super::termination;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Arguments of `kubevirt-controller cdi-importer` (the rest comes from the environment).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ImporterArgs {
+    /// A Filesystem claim's mount point; the disk is `<dir>/disk.img`.
+    #[arg(long, default_value = "/data")]
+    pub data_dir: PathBuf,
+    /// A Block claim's device; when it exists the claim is Block.
+    #[arg(long, default_value = "/dev/cdi-block-volume")]
+    pub block_device: PathBuf,
+    /// Scratch space (used when the directory exists).
+    #[arg(long, default_value = "/scratch")]
+    pub scratch_dir: PathBuf,
+    /// Where the result goes.
+    #[arg(long, default_value = termination::DEFAULT_TERMINATION_LOG)]
+    pub termination_log: PathBuf,
+    /// Serve the progress (plain HTTP, `GET /metrics`) here; `none` to not serve it.
+    #[arg(long, default_value = "0.0.0.0:8443")]
+    pub metrics_listen: String,
+    /// Where `secretExtraHeaders` secrets are mounted.
+    #[arg(long, default_value = "/extraheaders")]
+    pub secret_headers_dir: PathBuf,
+}
+
+/// Runs the importer with the process's environment.
+pub fn run(args: &ImporterArgs) -> ExitCode {
+    run_with(args, std::env::vars())
+}
+
+/// Runs the importer with `vars` as its environment.
+pub fn run_with(args: &ImporterArgs, vars: impl IntoIterator<Item = (String, String)>) -> ExitCode {
+    let finish = |result: Result<String, String>| {
+        let (text, code) = match result {
+            Ok(text) => (text, ExitCode::SUCCESS),
+            Err(text) => {
+                tracing::error!("{text}");
+                (text, ExitCode::FAILURE)
+            }
+        };
+        if let Err(e) = termination::write(&args.termination_log, &text) {
+            tracing::error!(path = %args.termination_log.display(), "writing the termination message: {e}");
+        }
+        code
+    };
+    let env = match ImporterEnv::parse(vars) {
+        Ok(env) => env,
+        Err(e) => return finish(Err(termination::truncate(e.to_string()))),
+    };
+    let progress = Progress::new();
+    let _metrics = match args.metrics_listen.as_str() {
+        "none" => None,
+        listen => match listen.parse::<SocketAddr>() {
+            Ok(addr) => match MetricsServer::start(addr, env.owner_uid.clone(), progress.clone()) {
+                Ok(server) => {
+                    tracing::info!(address = %server.local_addr(), "serving the progress at /metrics");
+                    Some(server)
+                }
+                Err(e) => {
+                    tracing::warn!("not serving the progress on {addr}: {e}");
+                    None
+                }
+            },
+            Err(e) => return finish(Err(format!("--metrics-listen {listen:?}: {e}"))),
+        },
+    };
+    let source = match open_source(&env, args) {
+        Ok(source) => source,
+        Err(message) => return finish(Err(termination::truncate(message))),
+    };
+    let target = if args.block_device.exists() {
+        Target::Block {
+            device: args.block_device.clone(),
+        }
+    } else {
+        Target::Filesystem {
+            dir: args.data_dir.clone(),
+        }
+    };
+    let request = ImportRequest {
+        source,
+        content_type: env.content_type,
+        target,
+        requested_size: env.image_size,
+        filesystem_overhead: env.filesystem_overhead,
+        preallocation: env.preallocation,
+        scratch_dir: args.scratch_dir.is_dir().then(|| args.scratch_dir.clone()),
+        checksum: env.checksum.clone(),
+        progress,
+    };
+    match import(request) {
+        Ok(outcome) => {
+            tracing::info!(?outcome, "import complete");
+            if let Some(done) = &env.done_file
+                && let Err(e) = std::fs::File::create(done)
+            {
+                tracing::warn!(path = %done.display(), "creating the done file: {e}");
+            }
+            finish(Ok(termination::success(outcome.preallocation_applied)))
+        }
+        Err(e) => finish(Err(termination::failure(&e))),
+    }
+}
+
+fn open_source(env: &ImporterEnv, args: &ImporterArgs) -> Result<ImportSource, String> {
+    Ok(match env.source {
+        SourceKind::Blank => ImportSource::Blank,
+        SourceKind::File => ImportSource::Data(Box::new(FileSource::new(&env.endpoint))),
+        SourceKind::Http => {
+            let mut extra_headers = env.extra_headers.clone();
+            extra_headers
+                .extend(read_secret_headers(&args.secret_headers_dir).map_err(|e| e.to_string())?);
+            let options = HttpOptions {
+                basic_auth: env.basic_auth.clone(),
+                cert_dirs: env.cert_dirs.clone(),
+                extra_headers,
+                insecure_skip_verify: env.insecure_tls,
+                ..HttpOptions::default()
+            };
+            let source: Box<dyn Source> = Box::new(
+                HttpSource::new(&env.endpoint, options)
+                    .map_err(|e| format!("Unable to connect to http data source: {e}"))?,
+            );
+            ImportSource::Data(source)
+        }
+    })
+}

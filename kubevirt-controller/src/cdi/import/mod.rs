@@ -1,0 +1,39 @@
+//! CDI's importer: a DataVolume's data (an `http` URL, a `blank` disk, a local file) into a
+//! claim, as upstream's `cdi-importer` pod does it.
+//!
+//! The DataVolume controller runs `kubevirt-controller cdi-importer` in an `importer-<dv>` pod
+//! with the claim mounted (Filesystem: at `/data`, the disk is `/data/disk.img`; Block: the
+//! device at `/dev/cdi-block-volume`) and upstream's environment (`IMPORTER_SOURCE`,
+//! `IMPORTER_ENDPOINT`, ... see [`env`]). The import:
+//!
+//! 1. opens the [`source`] (HTTP with the DataVolume's CA, credentials and headers);
+//! 2. [`unwrap`]s it while streaming (gzip, xz, zstd, tar) and sniffs the [`format`];
+//! 3. streams raw data straight into the [`target`] ([`writer`]), or downloads an image that
+//!    must be converted to scratch space, validates it ([`qemu::validate`]: no backing file,
+//!    fits) and converts it with `qemu-img convert` ([`qemu`]);
+//! 4. grows the disk to the claim's size less the filesystem overhead, and renames it into
+//!    place only once complete.
+//!
+//! [`progress`] is served on [`metrics`]; the result is the [`termination`] message.
+//! `contentType: archive` unpacks a tar archive instead ([`archive`]). A DataVolume's
+//! `checksum` is verified on the source's bytes before anything is put in place ([`checksum`]).
+
+pub mod archive;
+pub mod checksum;
+pub mod cli;
+pub mod env;
+pub mod format;
+pub mod metrics;
+pub mod pipeline;
+pub mod progress;
+pub mod qemu;
+pub mod source;
+mod sparse_tar;
+pub mod target;
+pub mod termination;
+pub mod unwrap;
+pub mod writer;
+
+pub use pipeline::{ContentType, ImportError, ImportOutcome, ImportRequest, ImportSource, import};
+pub use progress::Progress;
+pub use target::Target;

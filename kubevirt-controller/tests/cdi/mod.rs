@@ -1,0 +1,6 @@
+//! Helpers of the CDI importer's tests: a real HTTP(S) file server, images made with real
+//! qemu-img, and a real loop device.
+
+pub mod images;
+pub mod loopdev;
+pub mod server;
