@@ -72,6 +72,10 @@ pub enum Command {
     /// upstream's environment (`IMPORTER_SOURCE`, `IMPORTER_ENDPOINT`, ...), the claim at
     /// --data-dir or --block-device, the result in the termination message.
     CdiImporter(crate::cdi::import::cli::ImporterArgs),
+    /// Receive a DataVolume's upload into its claim, as CDI's upload server pod: one upload
+    /// (`POST /v1beta1/upload`) through the importer's pipeline, the result in the termination
+    /// message.
+    CdiUploadserver(crate::cdi::upload::cli::UploadServerArgs),
 }
 
 /// Arguments of `kubevirt-controller node`.
@@ -178,6 +182,10 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<ExitCode, CliError> {
         Command::CdiImporter(args) => {
             crate::logging::init(cli.log_format);
             Ok(crate::cdi::import::cli::run(&args))
+        }
+        Command::CdiUploadserver(args) => {
+            crate::logging::init(cli.log_format);
+            Ok(crate::cdi::upload::cli::run(&args))
         }
     }
 }
