@@ -21,6 +21,8 @@ use std::path::{Path, PathBuf};
 use kubevirt_controller::api::agents::{Addressing, NodeAgents};
 use kubevirt_controller::api::{Authentication, Subresources};
 use kubevirt_controller::cdi::datavolume::DataVolumeConfig;
+use kubevirt_controller::cdi::upload::api::Uploads;
+use kubevirt_controller::cdi::upload::token::TokenKey;
 use kubevirt_controller::controllers::{ConnectError, Controllers, client_for};
 use kubevirt_controller::install::{InstallError, ensure_crds};
 use kubevirt_controller::node::endpoint::{self, EndpointConfig};
@@ -477,6 +479,13 @@ pub async fn run(
             token: String::new(),
         },
     };
+    let _ = state.uploads.set(
+        Uploads {
+            client: client.clone(),
+            key: TokenKey::generate(),
+        }
+        .router(),
+    );
     let _ = state.subresources.set(
         Subresources {
             client,

@@ -33,11 +33,19 @@ pub const MAX_REQUEST_BYTES: usize = 3 << 20;
 /// The axum application.
 pub fn router(state: Arc<State>) -> axum::Router {
     const SUBRESOURCES: &str = "/apis/subresources.kubevirt.io";
+    const UPLOADS: &str = "/apis/upload.cdi.kubevirt.io";
+    let proxy = kubevirt_controller::cdi::upload::api::PROXY_PREFIX;
     axum::Router::new()
         .route(SUBRESOURCES, axum::routing::any(subresources))
         .route(
             &format!("{SUBRESOURCES}/{{*rest}}"),
             axum::routing::any(subresources),
+        )
+        .route(UPLOADS, axum::routing::any(uploads))
+        .route(&format!("{UPLOADS}/{{*rest}}"), axum::routing::any(uploads))
+        .route(
+            &format!("{proxy}/{{*rest}}"),
+            axum::routing::any(upload_proxy),
         )
         .route(
             "/api/v1/namespaces/{ns}/pods/{name}/exec",
@@ -100,6 +108,30 @@ async fn subresources(
     if !authorized(&state, req.headers(), None) {
         return error_response(&ApiError::unauthorized());
     }
+    forward(state.subresources.get(), req).await
+}
+
+/// The upload API (token requests), behind the server's own authentication.
+async fn uploads(
+    axum::extract::State(state): axum::extract::State<Arc<State>>,
+    req: axum::extract::Request,
+) -> Response {
+    if !authorized(&state, req.headers(), None) {
+        return error_response(&ApiError::unauthorized());
+    }
+    forward(state.uploads.get(), req).await
+}
+
+/// The upload proxy: its upload token is its authentication (upstream's cdi-uploadproxy).
+async fn upload_proxy(
+    axum::extract::State(state): axum::extract::State<Arc<State>>,
+    req: axum::extract::Request,
+) -> Response {
+    forward(state.uploads.get(), req).await
+}
+
+/// `req` to `api`, if the API is there.
+async fn forward(api: Option<&axum::Router>, req: axum::extract::Request) -> Response {
     // A fresh request: the path parameters this router matched must not reach the API's own
     // routes; the pending upgrade (a console's websocket) goes along.
     let (mut parts, body) = req.into_parts();
@@ -111,7 +143,7 @@ async fn subresources(
     if let Some(upgrade) = parts.extensions.remove::<hyper::upgrade::OnUpgrade>() {
         inner.extensions_mut().insert(upgrade);
     }
-    match state.subresources.get() {
+    match api {
         Some(api) => match tower::ServiceExt::oneshot(api.clone(), inner).await {
             Ok(r) => r,
             Err(never) => match never {},
@@ -182,6 +214,11 @@ async fn dispatch(
                 && let Some(list) = groups.get_mut("groups").and_then(|g| g.as_array_mut())
             {
                 list.push(kubevirt_controller::api::discovery::group());
+            }
+            if state.uploads.get().is_some()
+                && let Some(list) = groups.get_mut("groups").and_then(|g| g.as_array_mut())
+            {
+                list.push(kubevirt_controller::cdi::upload::api::group());
             }
             json_response(200, &groups, &[])
         }

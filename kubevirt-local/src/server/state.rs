@@ -33,6 +33,9 @@ pub struct State {
     pub readiness: Readiness,
     /// The subresource API (`/apis/subresources.kubevirt.io/...`), once `up` has made it.
     pub subresources: std::sync::OnceLock<axum::Router>,
+    /// The upload API (`/apis/upload.cdi.kubevirt.io/...`) and upload proxy
+    /// (`/cdi-upload-proxy/...`), once `up` has made them.
+    pub uploads: std::sync::OnceLock<axum::Router>,
     /// The bytes all watches hold unread (each watch's buffer is bounded).
     pub watch_buffered: Arc<super::watch_buffer::Gauge>,
     /// Open watches per client (bearer token), capped.
@@ -55,6 +58,7 @@ impl State {
             address,
             readiness: Readiness::default(),
             subresources: std::sync::OnceLock::new(),
+            uploads: std::sync::OnceLock::new(),
             watch_buffered: Arc::default(),
             watches: Arc::default(),
         });

@@ -17,7 +17,7 @@ use kubevirt_api::cdi::v1beta1::DataVolume;
 
 use super::DataVolumeConfig;
 use super::claim::owner;
-use super::importer::{Source, pod_name, source_of};
+use super::importer::{Source, pod_name_for, source_of};
 use super::progress::scrape;
 use super::sync::{Observed, plan};
 use crate::runtime::{SyncError, Target, describe, tolerate_gone, write_status};
@@ -78,8 +78,9 @@ async fn reconcile(dv: Arc<DataVolume>, ctx: Arc<Context>) -> Result<Action, Syn
         .get_opt(name)
         .await
         .map_err(target.err("reading the claim of"))?;
+    let pod_name = pod_name_for(source_of(&dv).ok().as_ref(), name);
     let pod = pods
-        .get_opt(&pod_name(name))
+        .get_opt(&pod_name)
         .await
         .map_err(target.err("reading the importer pod of"))?
         // A pod of that name that is not this DataVolume's is not its importer.
@@ -137,7 +138,7 @@ async fn reconcile(dv: Arc<DataVolume>, ctx: Arc<Context>) -> Result<Action, Syn
             .map_err(target.err("creating the importer pod of"))?;
     }
     if p.delete_pod {
-        tolerate_gone(pods.delete(&pod_name(name), &DeleteParams::default()).await)
+        tolerate_gone(pods.delete(&pod_name, &DeleteParams::default()).await)
             .map_err(target.err("deleting the importer pod of"))?;
     }
     if dv.status.as_ref() != Some(&p.status) {

@@ -39,13 +39,13 @@ pub const METRICS_PORT: u16 = 8443;
 pub enum Source {
     /// `http`: a URL.
     Http(kubevirt_api::cdi::v1beta1::DataVolumeSourceHTTP),
-    /// `registry`: a `docker://` image with the disk under `/disk`.
-    Registry(kubevirt_api::cdi::v1beta1::DataVolumeSourceRegistry),
     /// `blank`: an empty disk.
     Blank,
     /// `pvc`: a copy of a claim of the same namespace (upstream's host-assisted clone, done
     /// by one importer pod that mounts both claims).
     Clone(kubevirt_api::cdi::v1beta1::DataVolumeSourcePVC),
+    /// `upload`: what a client sends through the upload proxy (a `cdi-upload-<dv>` pod).
+    Upload,
 }
 
 impl Source {
@@ -53,6 +53,7 @@ impl Source {
     pub fn phases(&self) -> (&'static str, &'static str) {
         match self {
             Source::Clone(_) => ("CloneScheduled", "CloneInProgress"),
+            Source::Upload => ("UploadScheduled", "UploadReady"),
             _ => ("ImportScheduled", "ImportInProgress"),
         }
     }
@@ -72,11 +73,11 @@ pub fn source_of(dv: &DataVolume) -> Result<Source, String> {
     if let Some(h) = &s.http {
         return Ok(Source::Http(h.clone()));
     }
-    if let Some(r) = &s.registry {
-        return Ok(Source::Registry(r.clone()));
-    }
     if s.blank.is_some() {
         return Ok(Source::Blank);
+    }
+    if s.upload.is_some() {
+        return Ok(Source::Upload);
     }
     if let Some(p) = &s.pvc {
         let here = dv.metadata.namespace.as_deref().unwrap_or_default();
@@ -89,7 +90,7 @@ pub fn source_of(dv: &DataVolume) -> Result<Source, String> {
         return Ok(Source::Clone(p.clone()));
     }
     let kind = [
-        (s.upload.is_some(), "upload"),
+        (s.registry.is_some(), "registry"),
         (s.s3.is_some(), "s3"),
         (s.gcs.is_some(), "gcs"),
         (s.imageio.is_some(), "imageio"),
@@ -100,13 +101,26 @@ pub fn source_of(dv: &DataVolume) -> Result<Source, String> {
     .find_map(|(set, k)| set.then_some(k))
     .unwrap_or("an empty source");
     Err(format!(
-        "spec.source: {kind} is not supported by kubevirt-rs yet (http, registry, blank and pvc are)"
+        "spec.source: {kind} is not supported by kubevirt-rs yet (http, blank, pvc and upload are)"
     ))
 }
 
 /// The importer pod's name for DataVolume `name`.
 pub fn pod_name(name: &str) -> String {
     format!("importer-{name}")
+}
+
+/// The upload server pod's name for claim `name` (upstream's `cdi-upload-<claim>`).
+pub fn upload_pod_name(name: &str) -> String {
+    format!("cdi-upload-{name}")
+}
+
+/// The name of the pod that fills DataVolume `name` from `source`.
+pub fn pod_name_for(source: Option<&Source>, name: &str) -> String {
+    match source {
+        Some(Source::Upload) => upload_pod_name(name),
+        _ => pod_name(name),
+    }
 }
 
 /// The importer pod that fills `claim` for `dv` from `source` (`source_block`: a clone's
@@ -135,8 +149,7 @@ pub fn pod_for(
         .unwrap_or_default();
     let (kind, endpoint) = match source {
         Source::Http(h) => ("http", h.url.clone()),
-        Source::Registry(r) => ("registry", r.url.clone().unwrap_or_default()),
-        Source::Blank => ("none", String::new()),
+        Source::Blank | Source::Upload => ("none", String::new()),
         Source::Clone(_) if source_block => ("file", CLONE_SOURCE_DEVICE.into()),
         Source::Clone(_) => ("file", format!("{CLONE_SOURCE_DIR}/disk.img")),
     };
@@ -197,14 +210,9 @@ pub fn pod_for(
             h.extra_headers.clone().unwrap_or_default(),
             h.secret_extra_headers.clone().unwrap_or_default(),
         ),
-        Source::Registry(r) => (
-            r.cert_config_map.clone(),
-            r.secret_ref.clone(),
-            false,
-            Vec::new(),
-            Vec::new(),
-        ),
-        Source::Blank | Source::Clone(_) => (None, None, false, Vec::new(), Vec::new()),
+        Source::Blank | Source::Clone(_) | Source::Upload => {
+            (None, None, false, Vec::new(), Vec::new())
+        }
     };
     env.push(env_value("INSECURE_TLS", insecure.to_string()));
     if let Some(cm) = cert_config_map {
@@ -253,16 +261,20 @@ pub fn pod_for(
         });
         mounts.push(mount(&vol, &format!("{SECRET_HEADERS_DIR}/{i}"), true));
     }
+    let (container_name, subcommand, port) = match source {
+        Source::Upload => ("cdi-upload-server", "cdi-uploadserver", "uploader"),
+        _ => ("importer", "cdi-importer", "metrics"),
+    };
     let mut container = Container {
-        name: "importer".into(),
+        name: container_name.into(),
         image: Some(config.importer_image.clone()),
         image_pull_policy: Some(config.pull_policy.clone()),
-        command: Some(vec![IMPORTER_BINARY.into(), "cdi-importer".into()]),
+        command: Some(vec![IMPORTER_BINARY.into(), subcommand.into()]),
         env: Some(env),
         termination_message_path: Some("/dev/termination-log".into()),
         termination_message_policy: Some("FallbackToLogsOnError".into()),
         ports: Some(vec![k8s_openapi::api::core::v1::ContainerPort {
-            name: Some("metrics".into()),
+            name: Some(port.into()),
             container_port: i32::from(METRICS_PORT),
             protocol: Some("TCP".into()),
             ..Default::default()
@@ -284,14 +296,21 @@ pub fn pod_for(
     container.volume_devices = (!devices.is_empty()).then_some(devices);
     let mut labels = BTreeMap::new();
     labels.insert("app".to_string(), "containerized-data-importer".to_string());
-    labels.insert("cdi.kubevirt.io".to_string(), "importer".to_string());
+    labels.insert(
+        "cdi.kubevirt.io".to_string(),
+        match source {
+            Source::Upload => "cdi-upload-server",
+            _ => "importer",
+        }
+        .to_string(),
+    );
     labels.insert(
         "app.kubernetes.io/component".to_string(),
         "storage".to_string(),
     );
     Pod {
         metadata: ObjectMeta {
-            name: Some(pod_name(&name)),
+            name: Some(pod_name_for(Some(source), &name)),
             namespace: dv.metadata.namespace.clone(),
             labels: Some(labels),
             owner_references: Some(vec![owner(dv)]),

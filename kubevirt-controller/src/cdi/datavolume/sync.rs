@@ -199,7 +199,7 @@ fn importer_state(pod: &Pod) -> ImporterState {
     let pod_phase = status.and_then(|s| s.phase.as_deref()).unwrap_or("Pending");
     let container = status
         .and_then(|s| s.container_statuses.as_ref())
-        .and_then(|c| c.iter().find(|c| c.name == "importer"));
+        .and_then(|c| c.first());
     let restarts = container.map_or(0, |c| c.restart_count);
     let state = container.and_then(|c| c.state.as_ref());
     let last_failure = container

@@ -5,9 +5,11 @@
 //! feeds it through the importer's pipeline ([`crate::cdi::import`]: unwrapping, qemu-img) into
 //! the claim, writes the termination message and exits; the DataVolume then Succeeds.
 
+pub mod api;
 pub mod channel;
 pub mod cli;
 pub mod server;
+pub mod token;
 
 /// The upload server's port in its pod (plain HTTP on the pod network, like the importer's
 /// metrics; the proxy is the only client).

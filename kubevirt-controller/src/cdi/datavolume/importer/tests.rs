@@ -115,7 +115,7 @@ fn block_claims_are_devices_and_blank_is_source_none() {
 #[test]
 fn unsupported_sources_are_named() {
     let e = |spec| source_of(&dv(spec)).unwrap_err();
-    assert!(e(json!({"source": {"upload": {}}})).contains("upload is not supported"));
+    assert!(e(json!({"source": {"s3": {"url": "s3://b/k"}}})).contains("s3 is not supported"));
     assert!(
         e(json!({"source": {"pvc": {"name": "a", "namespace": "b"}}}))
             .starts_with("spec.source.pvc.namespace: cloning from another namespace (b)")
@@ -153,4 +153,25 @@ fn a_clone_mounts_its_source_read_only_and_reads_its_disk() {
         c.volume_devices.as_ref().unwrap()[0].device_path,
         CLONE_SOURCE_DEVICE
     );
+}
+
+#[test]
+fn an_upload_gets_the_upload_server_pod() {
+    let d = dv(json!({"source": {"upload": {}},
+        "storage": {"resources": {"requests": {"storage": "1Gi"}}}}));
+    let source = source_of(&d).unwrap();
+    assert_eq!(source, Source::Upload);
+    assert_eq!(source.phases(), ("UploadScheduled", "UploadReady"));
+    let p = pod_for(
+        &d,
+        &source,
+        false,
+        &claim(),
+        &DataVolumeConfig::new("img:1"),
+    );
+    assert_eq!(p.metadata.name.as_deref(), Some("cdi-upload-root"));
+    let c = &p.spec.as_ref().unwrap().containers[0];
+    assert_eq!(c.command.as_ref().unwrap()[1], "cdi-uploadserver");
+    assert_eq!(value(&p, "IMPORTER_SOURCE"), "none");
+    assert_eq!(c.ports.as_ref().unwrap()[0].container_port, 8443);
 }
