@@ -190,14 +190,21 @@ async fn claims_get_local_volumes_that_grow_survive_restarts_and_go() {
     let set = start(&c.client, &root.1);
 
     // Filesystem: a world-writable directory and the contract's PV.
-    let fs_pv = create_claim(&claims, claim("fs", "local", "Filesystem", "64Mi", "ReadWriteOnce")).await;
+    let fs_pv = create_claim(
+        &claims,
+        claim("fs", "local", "Filesystem", "64Mi", "ReadWriteOnce"),
+    )
+    .await;
     let pv = pv_named(&pvs, &fs_pv).await;
     let spec = pv.spec.clone().unwrap();
     let dir = root.1.join(&fs_pv);
     assert_eq!(spec.local.unwrap().path, dir.to_string_lossy());
     assert_eq!(spec.capacity.unwrap()["storage"].0, "64Mi");
     assert_eq!(spec.volume_mode.as_deref(), Some("Filesystem"));
-    assert_eq!(spec.persistent_volume_reclaim_policy.as_deref(), Some("Delete"));
+    assert_eq!(
+        spec.persistent_volume_reclaim_policy.as_deref(),
+        Some("Delete")
+    );
     assert_eq!(spec.claim_ref.unwrap().name.as_deref(), Some("fs"));
     assert_eq!(
         pv.metadata.annotations.unwrap()["pv.kubernetes.io/provisioned-by"],
@@ -214,7 +221,11 @@ async fn claims_get_local_volumes_that_grow_survive_restarts_and_go() {
     assert!(note.contains(&fs_pv), "{note}");
 
     // Block: a sparse file on a loop device of the claim's size, linked.
-    let blk_pv = create_claim(&claims, claim("blk", "local", "Block", "64Mi", "ReadWriteOnce")).await;
+    let blk_pv = create_claim(
+        &claims,
+        claim("blk", "local", "Block", "64Mi", "ReadWriteOnce"),
+    )
+    .await;
     let pv = pv_named(&pvs, &blk_pv).await;
     assert_eq!(pv.spec.unwrap().volume_mode.as_deref(), Some("Block"));
     let (device, size) = linked_device(&root.1, &blk_pv).expect("a linked loop device");
@@ -223,17 +234,29 @@ async fn claims_get_local_volumes_that_grow_survive_restarts_and_go() {
 
     // Bad claims get a reason naming the field (or both sizes), and nothing.
     claims
-        .create(&PostParams::default(), &claim("rwx", "local", "Filesystem", "1Gi", "ReadWriteMany"))
+        .create(
+            &PostParams::default(),
+            &claim("rwx", "local", "Filesystem", "1Gi", "ReadWriteMany"),
+        )
         .await
         .unwrap();
     claims
-        .create(&PostParams::default(), &claim("huge", "local", "Block", "900Ti", "ReadWriteOnce"))
+        .create(
+            &PostParams::default(),
+            &claim("huge", "local", "Block", "900Ti", "ReadWriteOnce"),
+        )
         .await
         .unwrap();
     let note = event_note(&events, "rwx", "ProvisioningFailed").await;
-    assert!(note.starts_with("spec.accessModes: ReadWriteMany"), "{note}");
+    assert!(
+        note.starts_with("spec.accessModes: ReadWriteMany"),
+        "{note}"
+    );
     let note = event_note(&events, "huge", "ProvisioningFailed").await;
-    assert!(note.contains("900Ti (900Ti) is more than the") && note.contains("free in"), "{note}");
+    assert!(
+        note.contains("900Ti (900Ti) is more than the") && note.contains("free in"),
+        "{note}"
+    );
 
     // Grown: the file, the device, the PV and the claim's status.
     bind(&claims, &pvs, "blk", &blk_pv, "64Mi").await;
@@ -263,7 +286,11 @@ async fn claims_get_local_volumes_that_grow_survive_restarts_and_go() {
 
     // Released with Retain: kept. Released with Delete: data, device and PV gone. (The Retain
     // one is released first, so the pass that removes the others has seen it too.)
-    let keep_pv = create_claim(&claims, claim("kept", "keep", "Filesystem", "8Mi", "ReadOnlyMany")).await;
+    let keep_pv = create_claim(
+        &claims,
+        claim("kept", "keep", "Filesystem", "8Mi", "ReadOnlyMany"),
+    )
+    .await;
     pv_named(&pvs, &keep_pv).await;
     set_phase(&pvs, &keep_pv, "Released").await;
     set_phase(&pvs, &fs_pv, "Released").await;

@@ -34,7 +34,8 @@ pub(super) fn run(args: ProvisionerArgs, out: &mut dyn Write) -> Result<ExitCode
         None => crate::node::host_name().map_err(CliError::HostName)?,
     };
     // A root that cannot be made is the operator's to fix: say so now, not in a log line.
-    let root = storage::disk::prepare_root(&args.root).map_err(|e| CliError::Setup(e.to_string()))?;
+    let root =
+        storage::disk::prepare_root(&args.root).map_err(|e| CliError::Setup(e.to_string()))?;
     let config = ProvisionerConfig {
         node_name,
         root,
@@ -51,7 +52,11 @@ pub(super) fn run(args: ProvisionerArgs, out: &mut dyn Write) -> Result<ExitCode
             storage::PROVISIONER,
             config.node_name,
             config.root.display(),
-            if config.immediate { ", Immediate classes too" } else { "" }
+            if config.immediate {
+                ", Immediate classes too"
+            } else {
+                ""
+            }
         )?;
         out.flush()?;
         let mut set = Controllers::new(client, crate::logging::sync_outcome);

@@ -137,7 +137,10 @@ pub fn human(bytes: u64) -> String {
             .into_iter()
             .find(|(s, _)| bytes >= 1u64 << s)
             .unwrap_or((20, "Mi"));
-        return format!("{:.1}{unit} ({bytes} bytes)", bytes as f64 / (1u64 << shift) as f64);
+        return format!(
+            "{:.1}{unit} ({bytes} bytes)",
+            bytes as f64 / (1u64 << shift) as f64
+        );
     }
     format!("{bytes} bytes")
 }

@@ -111,7 +111,9 @@ pub fn observe(root: &Path) -> Result<Disk, DiskError> {
     for entry in fs::read_dir(root).map_err(io_err("listing", root))? {
         let entry = entry.map_err(io_err("listing", root))?;
         let file = entry.file_name().to_string_lossy().into_owned();
-        let Ok(kind) = entry.file_type() else { continue };
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
         if kind.is_symlink() {
             if valid_name(&file)
                 && let Ok(target) = fs::read_link(entry.path())
@@ -288,7 +290,15 @@ mod tests {
     #[test]
     fn only_plain_pvc_names_are_volumes() {
         assert!(valid_name("pvc-0b1c2d3e-aaaa-bbbb-cccc-000000000001"));
-        for bad in ["pvc-", "pv-1", "pvc-../etc", "pvc-a/b", "pvc-..", "data", ""] {
+        for bad in [
+            "pvc-",
+            "pv-1",
+            "pvc-../etc",
+            "pvc-a/b",
+            "pvc-..",
+            "data",
+            "",
+        ] {
             assert!(!valid_name(bad), "{bad}");
         }
     }
@@ -306,7 +316,10 @@ mod tests {
         fs::write(root.join("pvc-1/disk.img"), b"data").unwrap();
         // Again (a provisioner that crashed before creating the PV): the same directory, kept.
         make(&root, &v).unwrap();
-        let mode = fs::metadata(root.join("pvc-1")).unwrap().permissions().mode();
+        let mode = fs::metadata(root.join("pvc-1"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o777);
         assert_eq!(fs::read(root.join("pvc-1/disk.img")).unwrap(), b"data");
         let seen = observe(&root).unwrap();
@@ -341,6 +354,9 @@ mod tests {
         ensure_size(&file, 1 << 20).unwrap();
         let meta = fs::metadata(&file).unwrap();
         assert_eq!(meta.len(), 10 << 20);
-        assert!(std::os::unix::fs::MetadataExt::blocks(&meta) < 64, "not sparse");
+        assert!(
+            std::os::unix::fs::MetadataExt::blocks(&meta) < 64,
+            "not sparse"
+        );
     }
 }

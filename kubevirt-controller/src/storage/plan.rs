@@ -206,7 +206,10 @@ pub fn plan(scope: &Scope, seen: Observed<'_>) -> Vec<Action> {
             .filter(|(n, l)| n == name && !l.deleted)
             .map(|(_, l)| l.device.as_path());
         let link = seen.disk.links.get(name).map(PathBuf::as_path);
-        let pick = mine.clone().find(|d| Some(*d) == link).or_else(|| mine.next());
+        let pick = mine
+            .clone()
+            .find(|d| Some(*d) == link)
+            .or_else(|| mine.next());
         if let Some(d) = pick {
             chosen.insert(name, d);
         }
@@ -245,7 +248,10 @@ fn provision(
         return None;
     }
     let uid = c.metadata.uid.as_deref()?;
-    let class_name = c.spec.as_ref().and_then(|s| s.storage_class_name.as_deref());
+    let class_name = c
+        .spec
+        .as_ref()
+        .and_then(|s| s.storage_class_name.as_deref());
     let class = class_name.and_then(|n| {
         seen.classes
             .iter()
@@ -392,7 +398,8 @@ fn resize(seen: Observed<'_>, c: &PersistentVolumeClaim, v: &PersistentVolume) -
             .classes
             .iter()
             .find(|k| k.metadata.name.as_deref() == Some(class_name));
-        if !class.is_some_and(|k| k.allow_volume_expansion == Some(true)) {
+        let allowed = class.is_some_and(|k| k.allow_volume_expansion == Some(true));
+        if !allowed {
             return refuse(format!(
                 "spec.resources.requests.storage: {} is more than the volume's {}, and the StorageClass {class_name:?} does not allow expansion (allowVolumeExpansion)",
                 wanted.0, pv_capacity.0
@@ -410,11 +417,7 @@ fn resize(seen: Observed<'_>, c: &PersistentVolumeClaim, v: &PersistentVolume) -
         }
         return Some(Action::Grow {
             claim: claim_ref(c),
-            volume: Volume {
-                name,
-                mode,
-                bytes,
-            },
+            volume: Volume { name, mode, bytes },
             claim_status: resized_status(c, &wanted),
             capacity: wanted,
         });

@@ -213,7 +213,14 @@ async fn act(ctx: &mut Context, action: Action) -> Option<Result<String, Provisi
                 Ok(d) => d,
                 Err(e) => {
                     let message = format!("making the volume {}: {e}", volume.name);
-                    tell(ctx, &claim, EventType::Warning, PROVISIONING_FAILED, &message).await;
+                    tell(
+                        ctx,
+                        &claim,
+                        EventType::Warning,
+                        PROVISIONING_FAILED,
+                        &message,
+                    )
+                    .await;
                     return Some(Err(e));
                 }
             };
@@ -222,7 +229,14 @@ async fn act(ctx: &mut Context, action: Action) -> Option<Result<String, Provisi
                 Err(kube::Error::Api(e)) if e.code == 409 => {}
                 Err(e) => {
                     let message = format!("creating the PersistentVolume {}: {e}", volume.name);
-                    tell(ctx, &claim, EventType::Warning, PROVISIONING_FAILED, &message).await;
+                    tell(
+                        ctx,
+                        &claim,
+                        EventType::Warning,
+                        PROVISIONING_FAILED,
+                        &message,
+                    )
+                    .await;
                     return Some(Err(api(message)(e)));
                 }
             }
@@ -231,7 +245,14 @@ async fn act(ctx: &mut Context, action: Action) -> Option<Result<String, Provisi
                 None => format!(" ({})", volume.mode.as_str()),
             };
             let message = format!("Successfully provisioned volume {}{on}", volume.name);
-            tell(ctx, &claim, EventType::Normal, "ProvisioningSucceeded", &message).await;
+            tell(
+                ctx,
+                &claim,
+                EventType::Normal,
+                "ProvisioningSucceeded",
+                &message,
+            )
+            .await;
             Ok(format!("{message} for {}", describe(&claim)))
         }
         Action::Refuse {
@@ -291,7 +312,14 @@ async fn act(ctx: &mut Context, action: Action) -> Option<Result<String, Provisi
             };
             if let Err(e) = grown {
                 let message = format!("growing the volume {}: {e}", volume.name);
-                tell(ctx, &claim, EventType::Warning, "VolumeResizeFailed", &message).await;
+                tell(
+                    ctx,
+                    &claim,
+                    EventType::Warning,
+                    "VolumeResizeFailed",
+                    &message,
+                )
+                .await;
                 return Some(Err(e));
             }
             let patch = json!({"spec": {"capacity": {"storage": capacity}}});
@@ -308,7 +336,14 @@ async fn act(ctx: &mut Context, action: Action) -> Option<Result<String, Provisi
                 return Some(Err(e));
             }
             let message = format!("resize volume {} to {} successful", volume.name, capacity.0);
-            tell(ctx, &claim, EventType::Normal, "VolumeResizeSuccessful", &message).await;
+            tell(
+                ctx,
+                &claim,
+                EventType::Normal,
+                "VolumeResizeSuccessful",
+                &message,
+            )
+            .await;
             Ok(format!("{message} for {}", describe(&claim)))
         }
         Action::SetClaimCapacity {
@@ -338,13 +373,7 @@ async fn claim_status_patch(
 }
 
 /// An event on `claim`; failing to publish it is only logged (the action's outcome stands).
-async fn tell(
-    ctx: &Context,
-    claim: &ObjectReference,
-    type_: EventType,
-    reason: &str,
-    note: &str,
-) {
+async fn tell(ctx: &Context, claim: &ObjectReference, type_: EventType, reason: &str, note: &str) {
     let event = Event {
         type_,
         reason: reason.into(),

@@ -77,7 +77,11 @@ fn disk() -> Disk {
     }
 }
 
-fn run(scope: &Scope, claims: &[PersistentVolumeClaim], volumes: &[PersistentVolume]) -> Vec<Action> {
+fn run(
+    scope: &Scope,
+    claims: &[PersistentVolumeClaim],
+    volumes: &[PersistentVolume],
+) -> Vec<Action> {
     run_on(scope, claims, volumes, &disk())
 }
 
@@ -114,7 +118,14 @@ fn refusal(actions: &[Action]) -> String {
 #[test]
 fn a_claim_selected_here_gets_a_volume_and_the_contracts_pv() {
     let actions = run(&scope(false), &[claim(json!({}))], &[]);
-    let [Action::Provision { claim: who, volume, pv }] = actions.as_slice() else {
+    let [
+        Action::Provision {
+            claim: who,
+            volume,
+            pv,
+        },
+    ] = actions.as_slice()
+    else {
         panic!("{actions:?}");
     };
     let name = format!("pvc-{UID}");
@@ -155,7 +166,10 @@ fn a_claim_selected_here_gets_a_volume_and_the_contracts_pv() {
     assert_eq!(volume.mode, VolumeMode::Block);
     let spec = pv.spec.clone().unwrap();
     assert_eq!(spec.volume_mode.as_deref(), Some("Block"));
-    assert_eq!(spec.persistent_volume_reclaim_policy.as_deref(), Some("Retain"));
+    assert_eq!(
+        spec.persistent_volume_reclaim_policy.as_deref(),
+        Some("Retain")
+    );
 }
 
 #[test]
@@ -163,11 +177,23 @@ fn claims_that_are_not_this_nodes_are_left_alone() {
     let s = scope(true);
     let annotations = |a: Value| json!({"metadata": {"annotations": a}});
     for (why, c) in [
-        ("another node", claim(annotations(json!({SELECTED_NODE: "node-b"})))),
-        ("not handed to us", claim(annotations(json!({STORAGE_PROVISIONER: "example.com/nfs"})))),
+        (
+            "another node",
+            claim(annotations(json!({SELECTED_NODE: "node-b"}))),
+        ),
+        (
+            "not handed to us",
+            claim(annotations(json!({STORAGE_PROVISIONER: "example.com/nfs"}))),
+        ),
         ("bound", claim(json!({"spec": {"volumeName": "elsewhere"}}))),
-        ("deleting", claim(json!({"metadata": {"deletionTimestamp": "2026-12-05T10:00:00Z"}}))),
-        ("another provisioner's class", claim(json!({"spec": {"storageClassName": "theirs"}}))),
+        (
+            "deleting",
+            claim(json!({"metadata": {"deletionTimestamp": "2026-12-05T10:00:00Z"}})),
+        ),
+        (
+            "another provisioner's class",
+            claim(json!({"spec": {"storageClassName": "theirs"}})),
+        ),
         ("no uid", {
             let mut c = claim(json!({}));
             c.metadata.uid = None;
@@ -184,7 +210,11 @@ fn claims_that_are_not_this_nodes_are_left_alone() {
 #[test]
 fn claims_without_a_node_are_an_immediate_instances_and_only_of_immediate_classes() {
     let mut c = claim(json!({"spec": {"storageClassName": "now"}}));
-    c.metadata.annotations.as_mut().unwrap().remove(SELECTED_NODE);
+    c.metadata
+        .annotations
+        .as_mut()
+        .unwrap()
+        .remove(SELECTED_NODE);
     assert!(matches!(
         run(&scope(true), std::slice::from_ref(&c), &[])[..],
         [Action::Provision { .. }]
@@ -199,10 +229,14 @@ fn claims_without_a_node_are_an_immediate_instances_and_only_of_immediate_classe
 fn bad_claims_are_told_which_field_and_get_nothing() {
     let s = scope(false);
     let r = |c| refusal(&run(&s, &[c], &[]));
-    assert!(r(claim(json!({"spec": {"resources": {"requests": null}}})))
-        .starts_with("spec.resources.requests.storage: the claim asks for no size"));
-    assert!(r(claim(json!({"spec": {"accessModes": ["ReadWriteMany"]}})))
-        .starts_with("spec.accessModes: ReadWriteMany"));
+    assert!(
+        r(claim(json!({"spec": {"resources": {"requests": null}}})))
+            .starts_with("spec.resources.requests.storage: the claim asks for no size")
+    );
+    assert!(
+        r(claim(json!({"spec": {"accessModes": ["ReadWriteMany"]}})))
+            .starts_with("spec.accessModes: ReadWriteMany")
+    );
     assert!(r(claim(json!({"spec": {"volumeMode": "Object"}}))).starts_with("spec.volumeMode"));
     assert_eq!(
         r(claim(json!({"spec": {"storageClassName": "gone"}}))),
@@ -224,10 +258,17 @@ fn a_claim_larger_than_the_free_space_is_refused_naming_both_sizes() {
         ..Disk::default()
     };
     let c = claim(json!({"spec": {"volumeMode": "Block"}}));
-    let m = refusal(&run_on(&scope(false), std::slice::from_ref(&c), &[], &small));
+    let m = refusal(&run_on(
+        &scope(false),
+        std::slice::from_ref(&c),
+        &[],
+        &small,
+    ));
     assert_eq!(
         m,
-        format!("spec.resources.requests.storage: 1Gi (1Gi) is more than the 512Mi free in {ROOT} on node {NODE}")
+        format!(
+            "spec.resources.requests.storage: 1Gi (1Gi) is more than the 512Mi free in {ROOT} on node {NODE}"
+        )
     );
     // A volume already made (a pass that stopped before its PV) is finished regardless.
     let mut made = small.clone();
@@ -256,12 +297,26 @@ fn released_volumes_with_delete_are_reclaimed_and_others_kept() {
         }]
     );
     for (why, v) in [
-        ("Retain", released(json!({"spec": {"persistentVolumeReclaimPolicy": "Retain"}}))),
+        (
+            "Retain",
+            released(json!({"spec": {"persistentVolumeReclaimPolicy": "Retain"}})),
+        ),
         ("Bound", pv(json!({}))),
-        ("another node's", released(json!({"spec": {"nodeAffinity": {"required": {"nodeSelectorTerms": [
-            {"matchExpressions": [{"key": HOSTNAME_LABEL, "operator": "In", "values": ["node-b"]}]}]}}}}))),
-        ("not ours", released(json!({"metadata": {"annotations": {PROVISIONED_BY: "example.com/nfs"}}}))),
-        ("a path outside the root", released(json!({"spec": {"local": {"path": "/etc"}}}))),
+        (
+            "another node's",
+            released(
+                json!({"spec": {"nodeAffinity": {"required": {"nodeSelectorTerms": [
+            {"matchExpressions": [{"key": HOSTNAME_LABEL, "operator": "In", "values": ["node-b"]}]}]}}}}),
+            ),
+        ),
+        (
+            "not ours",
+            released(json!({"metadata": {"annotations": {PROVISIONED_BY: "example.com/nfs"}}})),
+        ),
+        (
+            "a path outside the root",
+            released(json!({"spec": {"local": {"path": "/etc"}}})),
+        ),
     ] {
         assert_eq!(run(&s, &[], &[v]), vec![], "{why}");
     }
@@ -343,14 +398,24 @@ fn a_block_claim_being_provisioned_keeps_its_device() {
 fn a_grown_claim_grows_its_volume_when_the_class_allows() {
     let s = scope(false);
     let big = |class: &str| {
-        bound(json!({"spec": {"resources": {"requests": {"storage": "3Gi"}}},
+        bound(
+            json!({"spec": {"resources": {"requests": {"storage": "3Gi"}}},
                      "status": {"conditions": [{"type": "Resizing", "status": "True"},
-                                               {"type": "Other", "status": "True"}]}}))
+                                               {"type": "Other", "status": "True"}]}}),
+        )
         .tap(|c| c.spec.as_mut().unwrap().storage_class_name = Some(class.into()))
     };
     let block = pv(json!({"spec": {"volumeMode": "Block"}}));
     let actions = run(&s, &[big("local")], std::slice::from_ref(&block));
-    let [Action::Grow { volume, capacity, claim_status, .. }] = actions.as_slice() else {
+    let [
+        Action::Grow {
+            volume,
+            capacity,
+            claim_status,
+            ..
+        },
+    ] = actions.as_slice()
+    else {
         panic!("{actions:?}");
     };
     assert_eq!(volume.bytes, 3 << 30);
@@ -365,14 +430,20 @@ fn a_grown_claim_grows_its_volume_when_the_class_allows() {
     // The PV's class decides: one that does not allow expansion refuses.
     let fixed = pv(json!({"spec": {"storageClassName": "fixed"}}));
     let m = refusal(&run(&s, &[big("fixed")], &[fixed]));
-    assert!(m.contains("3Gi is more than the volume's 1Gi") && m.contains("\"fixed\""), "{m}");
+    assert!(
+        m.contains("3Gi is more than the volume's 1Gi") && m.contains("\"fixed\""),
+        "{m}"
+    );
     // Block growth beyond the free space.
     let tight = Disk {
         free_bytes: 1 << 30,
         ..Disk::default()
     };
     let m = refusal(&run_on(&s, &[big("local")], &[block], &tight));
-    assert!(m.contains("needs 2Gi more, but its node has 1Gi free"), "{m}");
+    assert!(
+        m.contains("needs 2Gi more, but its node has 1Gi free"),
+        "{m}"
+    );
     // Same size: nothing; a claim of another uid on the PV: nothing.
     assert_eq!(run(&s, &[bound(json!({}))], &[pv(json!({}))]), vec![]);
     let other = pv(json!({"spec": {"claimRef": {"uid": "someone-else"}}}));
@@ -384,7 +455,7 @@ fn a_claims_capacity_catches_up_with_a_grown_pv() {
     let grown = pv(json!({"spec": {"capacity": {"storage": "2Gi"}}}));
     let c = bound(json!({"spec": {"resources": {"requests": {"storage": "2Gi"}}}}));
     assert!(matches!(
-        run(&scope(false), &[c], &[grown.clone()])[..],
+        run(&scope(false), &[c], std::slice::from_ref(&grown))[..],
         [Action::SetClaimCapacity { .. }]
     ));
     // Before the binder wrote any capacity, the claim's status is not ours to write.
