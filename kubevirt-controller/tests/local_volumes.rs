@@ -316,3 +316,57 @@ async fn claims_get_local_volumes_that_grow_survive_restarts_and_go() {
 
     set.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_provisions_for_its_node_until_sigterm() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let c = Cluster::start(true).await;
+    let root = Root::new();
+    serve_storage_classes(&c.client).await;
+    Api::<StorageClass>::all(c.client.clone())
+        .create(&PostParams::default(), &class("local", "Delete"))
+        .await
+        .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kubevirt-controller"))
+        .args(["provisioner", "--node", NODE, "--kubeconfig"])
+        .arg(&c.kubeconfig)
+        .arg("--root")
+        .arg(&root.1)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start kubevirt-controller provisioner");
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(
+        first.contains("kubevirt-rs.io/local-volume of node node-a"),
+        "{first}"
+    );
+
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(c.client.clone(), "default");
+    let other = claim("elsewhere", "local", "Filesystem", "1Mi", "ReadWriteOnce");
+    let mut other_json = serde_json::to_value(&other).unwrap();
+    other_json["metadata"]["annotations"]["volume.kubernetes.io/selected-node"] = json!("node-b");
+    let other_pv = create_claim(&claims, serde_json::from_value(other_json).unwrap()).await;
+    let name = create_claim(
+        &claims,
+        claim("mine", "local", "Filesystem", "1Mi", "ReadWriteOnce"),
+    )
+    .await;
+    let pvs: Api<PersistentVolume> = Api::all(c.client.clone());
+    pv_named(&pvs, &name).await;
+    assert!(root.1.join(&name).is_dir());
+    // Another node's claim is that node's provisioner's (its PV would be made in the same pass).
+    assert!(pvs.get_opt(&other_pv).await.unwrap().is_none());
+    assert!(!root.1.join(&other_pv).exists());
+
+    // SAFETY: kill(2) on the child this test spawned and has not reaped; no memory is involved.
+    let r = unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert_eq!(r, 0);
+    let status = child.wait().unwrap();
+    assert!(status.success(), "exit after SIGTERM: {status}");
+}
