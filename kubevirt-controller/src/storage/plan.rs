@@ -289,6 +289,16 @@ fn provision(
     if class.provisioner != PROVISIONER {
         return None;
     }
+    match data_source(c) {
+        DataSource::None => {}
+        // A volume populator's claim: the populator provisions through a claim of its own.
+        DataSource::Populator => return None,
+        DataSource::Unsupported(kind) => {
+            return refuse(format!(
+                "spec.dataSource: a {kind} source is not supported by {PROVISIONER} (its volumes start empty); import the data with a DataVolume instead"
+            ));
+        }
+    }
     let request = match claim::request(c) {
         Ok(r) => r,
         Err(e) => return refuse(e.to_string()),
@@ -314,6 +324,33 @@ fn provision(
         pv: Box::new(pv_for(scope, c, class, &name, &request)),
         volume,
     })
+}
+
+/// What a claim's `dataSource`/`dataSourceRef` asks.
+enum DataSource {
+    /// Nothing: an empty volume.
+    None,
+    /// A volume populator's kind (not core, not a snapshot).
+    Populator,
+    /// A clone or a snapshot's restore, which local volumes cannot do.
+    Unsupported(String),
+}
+
+fn data_source(c: &PersistentVolumeClaim) -> DataSource {
+    let Some(spec) = c.spec.as_ref() else {
+        return DataSource::None;
+    };
+    let (group, kind) = match (&spec.data_source_ref, &spec.data_source) {
+        (Some(r), _) => (r.api_group.as_deref(), r.kind.as_str()),
+        (None, Some(r)) => (r.api_group.as_deref(), r.kind.as_str()),
+        (None, None) => return DataSource::None,
+    };
+    match (group.unwrap_or(""), kind) {
+        ("", "PersistentVolumeClaim") | ("snapshot.storage.k8s.io", "VolumeSnapshot") => {
+            DataSource::Unsupported(kind.to_string())
+        }
+        _ => DataSource::Populator,
+    }
 }
 
 /// The PV of claim `c`'s volume `name`, per the storage contract.

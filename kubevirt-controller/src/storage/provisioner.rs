@@ -97,7 +97,7 @@ pub async fn run(
         }
     };
     let reporter = Reporter {
-        controller: PROVISIONER.replace('/', "_"),
+        controller: PROVISIONER.into(),
         instance: Some(config.node_name.clone()),
     };
     let mut ctx = Context {

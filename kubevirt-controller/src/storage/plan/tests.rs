@@ -252,6 +252,26 @@ fn bad_claims_are_told_which_field_and_get_nothing() {
 }
 
 #[test]
+fn clones_are_refused_and_populators_claims_left_to_them() {
+    let s = scope(false);
+    let clone =
+        claim(json!({"spec": {"dataSource": {"kind": "PersistentVolumeClaim", "name": "src"}}}));
+    assert!(refusal(&run(&s, &[clone], &[])).starts_with(
+        "spec.dataSource: a PersistentVolumeClaim source is not supported by kubevirt-rs.io/local-volume"
+    ));
+    let snapshot = claim(
+        json!({"spec": {"dataSourceRef": {"apiGroup": "snapshot.storage.k8s.io",
+        "kind": "VolumeSnapshot", "name": "snap"}}}),
+    );
+    assert!(refusal(&run(&s, &[snapshot], &[])).contains("a VolumeSnapshot source"));
+    let populated = claim(
+        json!({"spec": {"dataSourceRef": {"apiGroup": "cdi.kubevirt.io",
+        "kind": "VolumeImportSource", "name": "src"}}}),
+    );
+    assert_eq!(run(&s, &[populated], &[]), vec![]);
+}
+
+#[test]
 fn a_claim_larger_than_the_free_space_is_refused_naming_both_sizes() {
     let small = Disk {
         free_bytes: 512 << 20,
