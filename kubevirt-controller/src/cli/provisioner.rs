@@ -65,3 +65,77 @@ pub(super) fn run(args: ProvisionerArgs, out: &mut dyn Write) -> Result<ExitCode
         Ok(ExitCode::SUCCESS)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Cli, Command};
+    use clap::Parser;
+    use serde_json::Value;
+
+    /// The manifest for a real cluster: its command line parses, the root is mounted at the
+    /// host's path, the pod can reach loop devices, and its role covers what it does.
+    #[test]
+    fn the_local_volumes_manifest_matches_the_command() {
+        let text = include_str!("../../manifests/local-volumes.yaml");
+        let docs: Vec<Value> = text
+            .split("\n---\n")
+            .map(|d| serde_saphyr::from_str(d).expect("each document parses"))
+            .collect();
+        let find = |kind: &str| docs.iter().find(|d| d["kind"] == kind).expect(kind);
+        let class = find("StorageClass");
+        assert_eq!(class["provisioner"], crate::storage::PROVISIONER);
+        assert_eq!(class["volumeBindingMode"], "WaitForFirstConsumer");
+        let spec = &find("DaemonSet")["spec"]["template"]["spec"];
+        let args: Vec<String> =
+            serde_json::from_value(spec["containers"][0]["args"].clone()).unwrap();
+        let argv = std::iter::once("kubevirt-controller").chain(args.iter().map(String::as_str));
+        let Command::Provisioner(p) = Cli::try_parse_from(argv).unwrap().command else {
+            panic!("provisioner")
+        };
+        let root = p.root.to_str().unwrap();
+        let mounts = spec["containers"][0]["volumeMounts"].as_array().unwrap();
+        let host = |name: &str| {
+            spec["volumes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|v| v["name"] == name)
+                .and_then(|v| v["hostPath"]["path"].as_str())
+                .map(str::to_string)
+        };
+        for (path, why) in [(root, "the root"), ("/dev", "the loop devices")] {
+            let m = mounts
+                .iter()
+                .find(|m| m["mountPath"] == path)
+                .unwrap_or_else(|| panic!("{why} not mounted"));
+            assert_eq!(
+                host(m["name"].as_str().unwrap()).as_deref(),
+                Some(path),
+                "{why}"
+            );
+        }
+        assert_eq!(spec["containers"][0]["securityContext"]["privileged"], true);
+        let rules = find("ClusterRole")["rules"].as_array().unwrap();
+        let allows = |resource: &str, verb: &str| {
+            rules.iter().any(|r| {
+                r["resources"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|x| x == resource)
+                    && r["verbs"].as_array().unwrap().iter().any(|x| x == verb)
+            })
+        };
+        for (resource, verb) in [
+            ("persistentvolumeclaims", "watch"),
+            ("persistentvolumeclaims/status", "patch"),
+            ("persistentvolumes", "create"),
+            ("persistentvolumes", "delete"),
+            ("persistentvolumes", "patch"),
+            ("storageclasses", "list"),
+            ("events", "create"),
+        ] {
+            assert!(allows(resource, verb), "{resource} {verb}");
+        }
+    }
+}
