@@ -133,10 +133,13 @@ pub fn plan(scope: &Scope, seen: Observed<'_>) -> Vec<Action> {
         .iter()
         .filter_map(|v| v.metadata.name.as_deref())
         .collect();
+    // Only a PV whose path is the one this root gives its name is ours to touch (a PV can carry
+    // our annotation and any path).
     let ours: Vec<&PersistentVolume> = seen
         .volumes
         .iter()
         .filter(|v| is_ours(v) && node_of(v) == Some(scope.node.as_str()))
+        .filter(|v| volume_name(scope, v).is_some())
         .collect();
     // Volumes whose loop devices stay: this node's PVs that are not reclaimed now, and the
     // volumes provisioned now.
@@ -167,15 +170,9 @@ pub fn plan(scope: &Scope, seen: Observed<'_>) -> Vec<Action> {
     }
 
     for v in &ours {
-        let Some(name) = v.metadata.name.as_deref().filter(|n| valid_name(n)) else {
+        let Some(name) = volume_name(scope, v) else {
             continue;
         };
-        let local = v.spec.as_ref().and_then(|s| s.local.as_ref());
-        // Only a PV whose path is the one this root gives its name is ours to touch (a PV can
-        // carry our annotation and any path).
-        if local.map(|l| Path::new(&l.path)) != Some(scope.root.join(name).as_path()) {
-            continue;
-        }
         if reclaimable(v) {
             reclaiming.insert(name.to_string());
             if let Some(uid) = v.metadata.uid.clone() {
@@ -521,7 +518,15 @@ pub fn node_of(v: &PersistentVolume) -> Option<&str> {
         .then(|| values[0].as_str())
 }
 
-/// Released, reclaim policy Delete, not being deleted.
+/// The volume name of our PV `v`: its name, if a volume may have it and its `local.path` is
+/// `<root>/<name>`.
+fn volume_name<'a>(scope: &Scope, v: &'a PersistentVolume) -> Option<&'a str> {
+    let name = v.metadata.name.as_deref().filter(|n| valid_name(n))?;
+    let local = v.spec.as_ref()?.local.as_ref()?;
+    (Path::new(&local.path) == scope.root.join(name)).then_some(name)
+}
+
+/// Released, reclaim policy Delete.
 fn reclaimable(v: &PersistentVolume) -> bool {
     let phase = v.status.as_ref().and_then(|s| s.phase.as_deref());
     let policy = v

@@ -468,6 +468,9 @@ fn a_grown_claim_grows_its_volume_when_the_class_allows() {
     assert_eq!(run(&s, &[bound(json!({}))], &[pv(json!({}))]), vec![]);
     let other = pv(json!({"spec": {"claimRef": {"uid": "someone-else"}}}));
     assert_eq!(run(&s, &[big("local")], &[other]), vec![]);
+    // A PV with our annotation but a path outside the root is never touched.
+    let elsewhere = pv(json!({"spec": {"local": {"path": "/etc"}}}));
+    assert_eq!(run(&s, &[big("local")], &[elsewhere]), vec![]);
 }
 
 #[test]
