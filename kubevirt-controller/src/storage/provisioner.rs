@@ -22,10 +22,11 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource};
 use serde_json::json;
 
+use super::PROVISIONER;
 use super::disk::{self, DiskError};
 use super::loopdev;
 use super::plan::{Action, Observed, Scope, plan};
-use super::{PROVISIONER, plan::PROVISIONING_FAILED};
+use super::plan::{PROVISIONING_FAILED, RESIZE_FAILED};
 
 /// A pass with nothing to wake it runs after this long anyway.
 const RESYNC: Duration = Duration::from_secs(60);
@@ -213,14 +214,7 @@ async fn act(ctx: &mut Context, action: Action) -> Option<Result<String, Provisi
                 Ok(d) => d,
                 Err(e) => {
                     let message = format!("making the volume {}: {e}", volume.name);
-                    tell(
-                        ctx,
-                        &claim,
-                        EventType::Warning,
-                        PROVISIONING_FAILED,
-                        &message,
-                    )
-                    .await;
+                    warn_once(ctx, &claim, PROVISIONING_FAILED, &message).await;
                     return Some(Err(e));
                 }
             };
@@ -229,14 +223,7 @@ async fn act(ctx: &mut Context, action: Action) -> Option<Result<String, Provisi
                 Err(kube::Error::Api(e)) if e.code == 409 => {}
                 Err(e) => {
                     let message = format!("creating the PersistentVolume {}: {e}", volume.name);
-                    tell(
-                        ctx,
-                        &claim,
-                        EventType::Warning,
-                        PROVISIONING_FAILED,
-                        &message,
-                    )
-                    .await;
+                    warn_once(ctx, &claim, PROVISIONING_FAILED, &message).await;
                     return Some(Err(api(message)(e)));
                 }
             }
@@ -260,12 +247,9 @@ async fn act(ctx: &mut Context, action: Action) -> Option<Result<String, Provisi
             reason,
             message,
         } => {
-            let uid = claim.uid.clone().unwrap_or_default();
-            if ctx.told.get(&uid) == Some(&message) {
+            if !warn_once(ctx, &claim, reason, &message).await {
                 return None;
             }
-            tell(ctx, &claim, EventType::Warning, reason, &message).await;
-            ctx.told.insert(uid, message.clone());
             Ok(format!("{}: {reason}: {message}", describe(&claim)))
         }
         Action::Reclaim { pv, uid } => {
@@ -312,14 +296,7 @@ async fn act(ctx: &mut Context, action: Action) -> Option<Result<String, Provisi
             };
             if let Err(e) = grown {
                 let message = format!("growing the volume {}: {e}", volume.name);
-                tell(
-                    ctx,
-                    &claim,
-                    EventType::Warning,
-                    "VolumeResizeFailed",
-                    &message,
-                )
-                .await;
+                warn_once(ctx, &claim, RESIZE_FAILED, &message).await;
                 return Some(Err(e));
             }
             let patch = json!({"spec": {"capacity": {"storage": capacity}}});
@@ -370,6 +347,23 @@ async fn claim_status_patch(
         .await
         .map(drop)
         .map_err(api(format!("writing the status of {}", describe(claim))))
+}
+
+/// A warning on `claim`, unless the last one told to it was the same (a pass that keeps failing
+/// repeats itself in the log, not in the claim's events). Whether it was told.
+async fn warn_once(
+    ctx: &mut Context,
+    claim: &ObjectReference,
+    reason: &str,
+    message: &str,
+) -> bool {
+    let uid = claim.uid.clone().unwrap_or_default();
+    if ctx.told.get(&uid).is_some_and(|m| m == message) {
+        return false;
+    }
+    tell(ctx, claim, EventType::Warning, reason, message).await;
+    ctx.told.insert(uid, message.to_string());
+    true
 }
 
 /// An event on `claim`; failing to publish it is only logged (the action's outcome stands).
