@@ -17,7 +17,7 @@ use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Client;
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kubevirt_controller::controllers::Controllers;
 use kubevirt_controller::storage::{self, ProvisionerConfig, loopdev};
 use serde_json::json;
@@ -283,6 +283,32 @@ async fn claims_get_local_volumes_that_grow_survive_restarts_and_go() {
     })
     .await;
     assert_eq!(size, 96 << 20);
+
+    // A claim and its PV deleted by hand (no Released, no reclaim): the device goes, the data
+    // stays (it could be a Retain volume's).
+    let hand_pv = create_claim(
+        &claims,
+        claim("hand", "local", "Block", "4Mi", "ReadWriteOnce"),
+    )
+    .await;
+    pv_named(&pvs, &hand_pv).await;
+    assert!(linked_device(&root.1, &hand_pv).is_some());
+    claims
+        .delete("hand", &DeleteParams::default())
+        .await
+        .unwrap();
+    pvs.delete(&hand_pv, &DeleteParams::default())
+        .await
+        .unwrap();
+    let hand_image = root.1.join(format!("{hand_pv}.img"));
+    eventually("the deleted PV's device detached", || async {
+        loopdev::backing(&hand_image)
+            .unwrap()
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+    assert!(hand_image.is_file());
 
     // Released with Retain: kept. Released with Delete: data, device and PV gone. (The Retain
     // one is released first, so the pass that removes the others has seen it too.)
