@@ -124,25 +124,24 @@ pub fn request(claim: &PersistentVolumeClaim) -> Result<Request, ClaimError> {
     })
 }
 
-/// `bytes` as the largest binary unit that divides it (`10Gi`, `1536Mi`, `1000`), for messages.
+/// `bytes` as the largest binary unit that divides it (`10Gi`, `1536Mi`, `1000 bytes`), else to one
+/// decimal with the exact count, for messages.
 pub fn human(bytes: u64) -> String {
-    for (shift, unit) in [(40, "Ti"), (30, "Gi"), (20, "Mi"), (10, "Ki")] {
-        if bytes >= 1 << shift && bytes.is_multiple_of(1 << shift) {
-            return format!("{}{unit}", bytes >> shift);
-        }
+    const UNITS: [(u32, &str); 4] = [(40, "Ti"), (30, "Gi"), (20, "Mi"), (10, "Ki")];
+    let fits = |shift: u32| bytes >= 1 << shift;
+    if let Some((shift, unit)) = UNITS
+        .iter()
+        .find(|(s, _)| fits(*s) && bytes.is_multiple_of(1 << s))
+    {
+        return format!("{}{unit}", bytes >> shift);
     }
-    if bytes >= 1 << 20 {
-        // Not a whole number of a unit: one decimal of the largest that fits.
-        let (shift, unit) = [(40, "Ti"), (30, "Gi"), (20, "Mi")]
-            .into_iter()
-            .find(|(s, _)| bytes >= 1u64 << s)
-            .unwrap_or((20, "Mi"));
-        return format!(
+    match UNITS[..3].iter().find(|(s, _)| fits(*s)) {
+        Some((shift, unit)) => format!(
             "{:.1}{unit} ({bytes} bytes)",
             bytes as f64 / (1u64 << shift) as f64
-        );
+        ),
+        None => format!("{bytes} bytes"),
     }
-    format!("{bytes} bytes")
 }
 
 #[cfg(test)]
