@@ -1,4 +1,5 @@
 use super::*;
+use crate::storage::claim::VolumeMode;
 use crate::storage::loopdev::LoopDevice;
 use proptest::prelude::*;
 use serde_json::{Value, json};
