@@ -351,12 +351,16 @@ async fn the_binary_provisions_for_its_node_until_sigterm() {
     let c = Cluster::start(true).await;
     let root = Root::new();
     serve_storage_classes(&c.client).await;
-    Api::<StorageClass>::all(c.client.clone())
-        .create(&PostParams::default(), &class("local", "Delete"))
-        .await
-        .unwrap();
+    let mut immediate = class("now", "Delete");
+    immediate.volume_binding_mode = Some("Immediate".into());
+    for k in [class("local", "Delete"), immediate] {
+        Api::<StorageClass>::all(c.client.clone())
+            .create(&PostParams::default(), &k)
+            .await
+            .unwrap();
+    }
     let mut child = Command::new(env!("CARGO_BIN_EXE_kubevirt-controller"))
-        .args(["provisioner", "--node", NODE, "--kubeconfig"])
+        .args(["provisioner", "--immediate", "--node", NODE, "--kubeconfig"])
         .arg(&c.kubeconfig)
         .arg("--root")
         .arg(&root.1)
@@ -369,7 +373,8 @@ async fn the_binary_provisions_for_its_node_until_sigterm() {
         .read_line(&mut first)
         .unwrap();
     assert!(
-        first.contains("kubevirt-rs.io/local-volume of node node-a"),
+        first.contains("kubevirt-rs.io/local-volume of node node-a")
+            && first.contains("Immediate classes too"),
         "{first}"
     );
 
@@ -386,7 +391,18 @@ async fn the_binary_provisions_for_its_node_until_sigterm() {
     let pvs: Api<PersistentVolume> = Api::all(c.client.clone());
     pv_named(&pvs, &name).await;
     assert!(root.1.join(&name).is_dir());
-    // Another node's claim is that node's provisioner's (its PV would be made in the same pass).
+    // With --immediate, a claim of an Immediate class names no node and is this instance's.
+    let mut floating = claim("floating", "now", "Filesystem", "1Mi", "ReadWriteOnce");
+    floating
+        .metadata
+        .annotations
+        .as_mut()
+        .unwrap()
+        .remove("volume.kubernetes.io/selected-node");
+    let floating_pv = create_claim(&claims, floating).await;
+    pv_named(&pvs, &floating_pv).await;
+    // Another node's claim is that node's provisioner's (its PV would have been made in a pass
+    // before the last one).
     assert!(pvs.get_opt(&other_pv).await.unwrap().is_none());
     assert!(!root.1.join(&other_pv).exists());
 
