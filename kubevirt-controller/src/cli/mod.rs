@@ -20,8 +20,8 @@ use thiserror::Error;
 #[derive(Debug, Parser)]
 #[command(name = "kubevirt-controller", version, about)]
 pub struct Cli {
-    /// How the long-running commands (`run`, `node`) write their logs on stderr; `RUST_LOG`
-    /// filters them.
+    /// How the long-running commands (`run`, `node`, `provisioner`, `api`) write their logs on
+    /// stderr; `RUST_LOG` filters them.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
     /// What to do.
