@@ -133,6 +133,18 @@ impl Controllers {
         self.tasks.push(tokio::spawn(agent));
     }
 
+    /// Start this node's local-volume provisioner and resizer ([`crate::storage`]). Its loop
+    /// devices stay attached when the set stops: [`crate::storage::detach_all`] detaches them.
+    pub fn start_local_provisioner(&mut self, config: crate::storage::ProvisionerConfig) {
+        let provisioner = crate::storage::run(
+            self.client.clone(),
+            config,
+            self.stopped(),
+            self.report("local volume provisioner"),
+        );
+        self.tasks.push(tokio::spawn(provisioner));
+    }
+
     /// Stop every controller and wait until each has finished (a node agent in direct mode
     /// stops its launchers first).
     pub async fn stop(self) {

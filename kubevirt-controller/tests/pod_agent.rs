@@ -400,7 +400,7 @@ async fn a_pod_network_that_cannot_be_prepared_fails_the_vmi_with_why() {
         plain_http_registries: vec![],
         working_dir: work.clone(),
     };
-    let pod = kubevirt_controller::vmi::pod_for(&v, &config).unwrap();
+    let pod = kubevirt_controller::vmi::pod_for(&v, &config, &Default::default()).unwrap();
     let pod = pods.create(&PostParams::default(), &pod).await.unwrap();
     let status = json!({"status": {"phase": "Scheduled", "nodeName": NODE}});
     vmis.patch("nonet", &PatchParams::default(), &Patch::Merge(&status))

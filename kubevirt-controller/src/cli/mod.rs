@@ -4,7 +4,10 @@ mod api;
 mod controllers;
 mod crds;
 pub mod pods;
+mod provisioner;
 mod validate;
+
+pub use provisioner::ProvisionerArgs;
 
 use crate::logging::LogFormat;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -17,8 +20,8 @@ use thiserror::Error;
 #[derive(Debug, Parser)]
 #[command(name = "kubevirt-controller", version, about)]
 pub struct Cli {
-    /// How the long-running commands (`run`, `node`) write their logs on stderr; `RUST_LOG`
-    /// filters them.
+    /// How the long-running commands (`run`, `node`, `provisioner`, `api`) write their logs on
+    /// stderr; `RUST_LOG` filters them.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
     /// What to do.
@@ -65,6 +68,10 @@ pub enum Command {
     /// `--mode pods` in the VMI's virt-launcher pod), its state written back on the VMI;
     /// deleting a VMI shuts its guest down first.
     Node(NodeArgs),
+    /// Run this node's local-volume provisioner and resizer (`kubevirt-rs.io/local-volume`):
+    /// claims whose selected node is this one get a directory or a loop device under `--root`
+    /// and a PV; Released PVs with reclaim policy Delete are removed; grown claims grow.
+    Provisioner(ProvisionerArgs),
     /// Serve the subresource API (`subresources.kubevirt.io`: start, stop, console, ...) over
     /// TLS for the cluster's APIService, authenticating callers through the cluster.
     Api(api::ApiArgs),
@@ -174,6 +181,10 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<ExitCode, CliError> {
         Command::Node(args) => {
             crate::logging::init(cli.log_format);
             controllers::node(args, out)
+        }
+        Command::Provisioner(args) => {
+            crate::logging::init(cli.log_format);
+            provisioner::run(args, out)
         }
         Command::Api(args) => {
             crate::logging::init(cli.log_format);

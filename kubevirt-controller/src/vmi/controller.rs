@@ -4,7 +4,9 @@
 //! `virt-launcher-<vmi>-xxxxx`) and listed from the server (not a cache) before each decision,
 //! so a sync never creates a second pod for a VMI. Status writes replace the VMI (it has no
 //! status subresource, as upstream) with the resourceVersion read: a concurrent writer (the
-//! node agent) wins and the sync is retried shortly.
+//! node agent) wins and the sync is retried shortly. Before a pod is created, the claims the VMI
+//! names are read (their volume modes decide mounts or devices); while one is missing there is
+//! no pod and the VMI says which claim it waits for (upstream's `FailedPvcNotFound`).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -12,22 +14,26 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::api::{Api, DeleteParams, ListParams, PostParams, Preconditions};
 use kube::runtime::controller::{Action as Requeue, Controller};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use kubevirt_api::core::v1::VirtualMachineInstance;
 
-use super::render::{PodConfig, pod_for};
-use super::sync::{PodAction, failed_create, plan};
+use super::render::claims::claim_volumes;
+use super::render::{ClaimModes, PodConfig, pod_for};
+use super::sync::{PodAction, claim_missing, failed_create, plan};
 use super::{APP_LABEL, APP_LAUNCHER, CREATED_BY_LABEL};
 use crate::runtime::{SyncError, Target, describe, tolerate_gone};
+use crate::storage::claim::VolumeMode;
 
 /// A VMI with nothing pending is synced again after this long anyway.
 const RESYNC: Duration = Duration::from_secs(300);
 /// A pod the API server refused is tried again after this long.
 const RETRY_CREATE: Duration = Duration::from_secs(10);
+/// A VMI waiting for a claim to appear looks again after this long (claims are not watched).
+const WAIT_CLAIM: Duration = Duration::from_secs(3);
 /// After a failed sync, the VMI is tried again after this long.
 const RETRY: Duration = Duration::from_secs(2);
 
@@ -91,16 +97,21 @@ async fn reconcile(
     let now = Timestamp::now();
     let mut p = plan(&vmi, &owned, now);
     let mut refused = None;
+    let mut missing = None;
     for action in &p.actions {
         match action {
-            PodAction::Create => match pod_for(&vmi, &ctx.config) {
-                Err(e) => refused = Some(e.to_string()),
-                Ok(pod) => match pods.create(&PostParams::default(), &pod).await {
-                    Ok(_) => {}
-                    Err(kube::Error::Api(e)) if (400..500).contains(&e.code) => {
-                        refused = Some(e.message);
-                    }
-                    Err(e) => return Err(target.err("creating the launcher pod of")(e)),
+            PodAction::Create => match claim_modes(&ctx.client, &target.namespace, &vmi).await {
+                Err(e) => return Err(target.err("reading the claims of")(e)),
+                Ok(Err(absent)) => missing = Some(absent),
+                Ok(Ok(modes)) => match pod_for(&vmi, &ctx.config, &modes) {
+                    Err(e) => refused = Some(e.to_string()),
+                    Ok(pod) => match pods.create(&PostParams::default(), &pod).await {
+                        Ok(_) => {}
+                        Err(kube::Error::Api(e)) if (400..500).contains(&e.code) => {
+                            refused = Some(e.message);
+                        }
+                        Err(e) => return Err(target.err("creating the launcher pod of")(e)),
+                    },
                 },
             },
             PodAction::Delete { name, uid } => {
@@ -118,6 +129,15 @@ async fn reconcile(
     }
     if let Some(message) = &refused {
         failed_create(&mut p.status, message.clone(), now);
+    }
+    if let Some(claim) = &missing {
+        claim_missing(
+            &mut p.status,
+            vmi.status.as_ref(),
+            &target.namespace,
+            claim,
+            now,
+        );
     }
     // VMIs have no status subresource (as upstream): the whole object is replaced, with the
     // resourceVersion read, so a concurrent writer (the node agent) wins and this sync retries.
@@ -142,6 +162,9 @@ async fn reconcile(
             }
         }
     }
+    if missing.is_some() {
+        return Ok(Requeue::requeue(WAIT_CLAIM));
+    }
     Ok(match (refused, p.requeue_at) {
         (Some(_), _) => Requeue::requeue(RETRY_CREATE),
         (None, Some(at)) => Requeue::requeue(
@@ -152,4 +175,27 @@ async fn reconcile(
         ),
         (None, None) => Requeue::requeue(RESYNC),
     })
+}
+
+/// The volume mode of every claim `vmi` names, or the name of one that does not exist.
+async fn claim_modes(
+    client: &Client,
+    namespace: &str,
+    vmi: &VirtualMachineInstance,
+) -> Result<Result<ClaimModes, String>, kube::Error> {
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), namespace);
+    let mut modes = ClaimModes::new();
+    for c in claim_volumes(vmi) {
+        if modes.contains_key(&c.claim) {
+            continue;
+        }
+        let Some(claim) = claims.get_opt(&c.claim).await? else {
+            return Ok(Err(c.claim));
+        };
+        // A mode the API would not accept reads as Filesystem; the provisioner refuses it.
+        let mode = VolumeMode::parse(claim.spec.as_ref().and_then(|s| s.volume_mode.as_deref()))
+            .unwrap_or(VolumeMode::Filesystem);
+        modes.insert(c.claim, mode);
+    }
+    Ok(Ok(modes))
 }

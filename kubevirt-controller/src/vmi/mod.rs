@@ -15,7 +15,7 @@ pub mod overhead;
 pub mod render;
 pub mod sync;
 
-pub use render::{PodConfig, RenderError, pod_for};
+pub use render::{ClaimModes, PodConfig, RenderError, pod_for};
 pub use sync::{Plan, PodAction, plan};
 
 /// The label every launcher pod carries (`kubevirt.io: virt-launcher`), as upstream.

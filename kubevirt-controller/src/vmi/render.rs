@@ -1,8 +1,10 @@
 //! The virt-launcher pod of a VMI, rendered as a pure function (the pod contract of issue 14):
 //! upstream's name, labels and annotations, a `compute` container running `kubevirt-launcher
 //! serve` from the launcher image and a `guest-console-log` container, the host directories the
-//! node agent shares with the launcher, the VMI's scheduling constraints, and requests sized as
-//! guest memory + [`super::overhead`].
+//! node agent shares with the launcher, the VMI's claims ([`claims`]), the VMI's scheduling
+//! constraints, and requests sized as guest memory + [`super::overhead`].
+
+pub mod claims;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -15,6 +17,8 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kubevirt_api::core::v1::VirtualMachineInstance;
 use kubevirt_api::defaults::DEFAULT_TERMINATION_GRACE_PERIOD_SECONDS;
+
+pub use claims::{ClaimModes, VOLUMES_IN_POD};
 
 use super::overhead::{OverheadError, guest_memory, memory_overhead, vcpus};
 use super::{APP_LABEL, APP_LAUNCHER, COMPUTE_CONTAINER, CONSOLE_LOG_CONTAINER};
@@ -75,6 +79,22 @@ pub enum RenderError {
     /// The guest memory cannot be sized.
     #[error(transparent)]
     Memory(#[from] OverheadError),
+    /// A claim the controller did not look up (a bug: it reads every claim the VMI names).
+    #[error("{field}: the claim {claim:?} was not looked up")]
+    UnknownClaim {
+        /// The volume's field path.
+        field: String,
+        /// The claim.
+        claim: String,
+    },
+    /// A claim volume named like one of the pod's own volumes.
+    #[error("{field}: the volume name {name:?} is the launcher pod's own; rename the volume")]
+    ReservedVolume {
+        /// The volume's field path.
+        field: String,
+        /// Its name.
+        name: String,
+    },
     /// A resource quantity is not valid.
     #[error("{path}: {message}")]
     Quantity {
@@ -85,8 +105,13 @@ pub enum RenderError {
     },
 }
 
-/// The pod that runs `vmi`, ready to create (`generateName`: the API server names it).
-pub fn pod_for(vmi: &VirtualMachineInstance, config: &PodConfig) -> Result<Pod, RenderError> {
+/// The pod that runs `vmi`, ready to create (`generateName`: the API server names it). `claims`
+/// holds the volume mode of every claim the VMI names ([`claims::claim_volumes`]).
+pub fn pod_for(
+    vmi: &VirtualMachineInstance,
+    config: &PodConfig,
+    claims: &ClaimModes,
+) -> Result<Pod, RenderError> {
     let uid = vmi.metadata.uid.clone().ok_or(RenderError::NoUid)?;
     let name = vmi.metadata.name.clone().ok_or(RenderError::NoName)?;
     let namespace = vmi
@@ -113,7 +138,13 @@ pub fn pod_for(vmi: &VirtualMachineInstance, config: &PodConfig) -> Result<Pod, 
         .termination_grace_period_seconds
         .unwrap_or(DEFAULT_TERMINATION_GRACE_PERIOD_SECONDS);
 
-    let (volumes, mut mounts) = volumes(vmi, config, &uid);
+    let (mut volumes, mut mounts) = volumes(vmi, config, &uid);
+    let reserved: Vec<String> = volumes.iter().map(|v| v.name.clone()).collect();
+    let reserved: Vec<&str> = reserved.iter().map(String::as_str).collect();
+    let claimed = claims::claim_parts(vmi, claims, &reserved)?;
+    volumes.extend(claimed.volumes);
+    let compute_mounts: Vec<VolumeMount> = mounts.iter().cloned().chain(claimed.mounts).collect();
+    let devices = claimed.devices;
     let mut command: Vec<String> = [LAUNCHER_BINARY, "serve", "--namespace", &namespace]
         .into_iter()
         .chain(["--name", &name, "--uid", &uid, "--run-dir", RUN_DIR_IN_POD])
@@ -140,7 +171,8 @@ pub fn pod_for(vmi: &VirtualMachineInstance, config: &PodConfig) -> Result<Pod, 
             privileged: Some(false),
             ..SecurityContext::default()
         }),
-        volume_mounts: Some(mounts.clone()),
+        volume_mounts: Some(compute_mounts),
+        volume_devices: (!devices.is_empty()).then_some(devices),
         ..Container::default()
     };
     mounts.truncate(1);

@@ -34,6 +34,8 @@ pub const POD_SCHEDULED: &str = "PodScheduled";
 pub const SYNCHRONIZED: &str = "Synchronized";
 /// The Synchronized reason of a pod the API server refused (upstream's).
 pub const FAILED_CREATE: &str = "FailedCreate";
+/// The Synchronized reason of a VMI whose claim does not exist (upstream's).
+pub const FAILED_PVC_NOT_FOUND: &str = "FailedPvcNotFound";
 /// The image-pull reasons of a waiting container that are shown on the VMI.
 const IMAGE_PULL_REASONS: [&str; 3] = ["ErrImagePull", "ImagePullBackOff", "InvalidImageName"];
 
@@ -148,6 +150,8 @@ pub fn plan(vmi: &VirtualMachineInstance, pods: &[Pod], now: Timestamp) -> Plan 
     if pod.is_some() {
         conditions.drop_reasons(SYNCHRONIZED, &[FAILED_CREATE]);
     }
+    // Said again by the controller for as long as the claim is missing ([`claim_missing`]).
+    conditions.drop_reasons(SYNCHRONIZED, &[FAILED_PVC_NOT_FOUND]);
     if !matches!(status.phase.as_deref(), Some("Scheduling")) {
         conditions.drop(POD_SCHEDULED);
         conditions.drop_reasons(SYNCHRONIZED, &IMAGE_PULL_REASONS);
@@ -299,6 +303,41 @@ pub fn failed_create(status: &mut VirtualMachineInstanceStatus, message: String,
     let mut c = Conditions::of(&old);
     c.set(SYNCHRONIZED, "False", FAILED_CREATE, message, now);
     status.conditions = c.into_list();
+}
+
+/// `status` of a VMI that gets no pod because its claim `claim` (in `namespace`) does not exist:
+/// Pending, unschedulable and not synchronized, naming the claim (upstream's wording). `before`
+/// is the status read: conditions already saying so keep their transition time.
+pub fn claim_missing(
+    status: &mut VirtualMachineInstanceStatus,
+    before: Option<&VirtualMachineInstanceStatus>,
+    namespace: &str,
+    claim: &str,
+    now: Timestamp,
+) {
+    let message = format!("PVC {namespace}/{claim} does not exist, waiting for it to appear");
+    let since = |type_: &str| {
+        before
+            .and_then(|b| b.conditions.as_ref())
+            .into_iter()
+            .flatten()
+            .find(|c| c.type_ == type_ && c.status == "False")
+            .and_then(|c| c.last_transition_time.as_ref())
+            .map_or(now, |t| t.0)
+    };
+    let old = status.clone();
+    let mut c = Conditions::of(&old);
+    let (scheduled, synced) = (since(POD_SCHEDULED), since(SYNCHRONIZED));
+    c.set(
+        POD_SCHEDULED,
+        "False",
+        "Unschedulable",
+        message.clone(),
+        scheduled,
+    );
+    c.set(SYNCHRONIZED, "False", FAILED_PVC_NOT_FOUND, message, synced);
+    status.conditions = c.into_list();
+    status.phase = Some("Pending".into());
 }
 
 /// The VMI's conditions while they are edited: each keeps its transition time while its status

@@ -1,6 +1,7 @@
 use serde_json::{Value, json};
 
 use super::*;
+use crate::storage::claim::VolumeMode;
 
 fn config() -> PodConfig {
     PodConfig {
@@ -28,7 +29,7 @@ fn vmi(spec: Value) -> VirtualMachineInstance {
 }
 
 fn render(spec: Value) -> Value {
-    serde_json::to_value(pod_for(&vmi(spec), &config()).unwrap()).unwrap()
+    serde_json::to_value(pod_for(&vmi(spec), &config(), &ClaimModes::new()).unwrap()).unwrap()
 }
 
 #[test]
@@ -91,7 +92,8 @@ fn the_compute_container_serves_the_vmi_from_the_shared_directories() {
     let mut c = config();
     c.registry_config_dir = Some("/data/node/containerd/certs.d".into());
     c.plain_http_registries = vec!["127.0.0.1:5000".into()];
-    let p = serde_json::to_value(pod_for(&vmi(json!({})), &c).unwrap()).unwrap();
+    let p =
+        serde_json::to_value(pod_for(&vmi(json!({})), &c, &ClaimModes::new()).unwrap()).unwrap();
     let compute = &p["spec"]["containers"][0];
     assert_eq!(compute["name"], "compute");
     assert_eq!(compute["image"], "localhost:5000/kubevirt-rs/launcher:v1");
@@ -241,10 +243,87 @@ fn oci_layouts_are_mounted_read_only_at_their_absolute_path() {
 fn a_vmi_without_uid_or_memory_is_refused_with_its_field() {
     let mut v = vmi(json!({}));
     v.metadata.uid = None;
-    let e = pod_for(&v, &config()).unwrap_err();
+    let e = pod_for(&v, &config(), &ClaimModes::new()).unwrap_err();
     assert_eq!(e, RenderError::NoUid);
     assert!(e.to_string().starts_with("metadata.uid: "), "{e}");
     let v = vmi(json!({"domain": {"devices": {}}}));
-    let e = pod_for(&v, &config()).unwrap_err().to_string();
+    let e = pod_for(&v, &config(), &ClaimModes::new())
+        .unwrap_err()
+        .to_string();
     assert!(e.starts_with("spec.domain.memory.guest: "), "{e}");
+}
+
+#[test]
+fn claims_and_data_volumes_are_mounted_or_given_as_devices_by_their_mode() {
+    let v = vmi(json!({"volumes": [
+        {"name": "rootdisk", "persistentVolumeClaim": {"claimName": "root-claim"}},
+        {"name": "data", "dataVolume": {"name": "imported"}},
+        {"name": "ro", "persistentVolumeClaim": {"claimName": "shared", "readOnly": true}},
+        {"name": "later", "persistentVolumeClaim": {"claimName": "hot", "hotpluggable": true}},
+        {"name": "cloudinit", "cloudInitNoCloud": {"userData": "#cloud-config"}},
+    ]}));
+    let modes = ClaimModes::from([
+        ("root-claim".to_string(), VolumeMode::Filesystem),
+        ("imported".to_string(), VolumeMode::Block),
+        ("shared".to_string(), VolumeMode::Filesystem),
+    ]);
+    let p = serde_json::to_value(pod_for(&v, &config(), &modes).unwrap()).unwrap();
+    let volumes = p["spec"]["volumes"].as_array().unwrap();
+    assert_eq!(
+        volumes[2..],
+        [
+            json!({"name": "rootdisk", "persistentVolumeClaim": {"claimName": "root-claim"}}),
+            json!({"name": "data", "persistentVolumeClaim": {"claimName": "imported"}}),
+            json!({"name": "ro", "persistentVolumeClaim": {"claimName": "shared", "readOnly": true}}),
+        ]
+    );
+    let compute = &p["spec"]["containers"][0];
+    assert_eq!(
+        compute["volumeMounts"].as_array().unwrap()[2..],
+        [
+            json!({"name": "rootdisk", "mountPath": "/var/run/kubevirt-rs/volumes/rootdisk"}),
+            json!({"name": "ro", "mountPath": "/var/run/kubevirt-rs/volumes/ro", "readOnly": true}),
+        ]
+    );
+    assert_eq!(
+        compute["volumeDevices"],
+        json!([{"name": "data", "devicePath": "/var/run/kubevirt-rs/volumes/data"}])
+    );
+    // The console log container sees none of them.
+    assert_eq!(
+        p["spec"]["containers"][1]["volumeMounts"],
+        json!([{"name": "launcher", "mountPath": "/var/run/kubevirt-rs/vmi", "readOnly": true}])
+    );
+    assert_eq!(
+        claims::claim_volumes(&v)
+            .iter()
+            .map(|c| c.claim.as_str())
+            .collect::<Vec<_>>(),
+        ["root-claim", "imported", "shared"]
+    );
+    // Without claims there are no devices at all.
+    assert!(
+        render(json!({}))["spec"]["containers"][0]
+            .get("volumeDevices")
+            .is_none()
+    );
+}
+
+#[test]
+fn a_claim_volume_must_be_looked_up_and_not_take_the_pods_names() {
+    let v = vmi(json!({"volumes": [
+        {"name": "disk", "persistentVolumeClaim": {"claimName": "c"}}]}));
+    assert_eq!(
+        pod_for(&v, &config(), &ClaimModes::new())
+            .unwrap_err()
+            .to_string(),
+        "spec.volumes[0].persistentVolumeClaim: the claim \"c\" was not looked up"
+    );
+    let v = vmi(json!({"volumes": [
+        {"name": "launcher", "dataVolume": {"name": "c"}}]}));
+    let modes = ClaimModes::from([("c".to_string(), VolumeMode::Block)]);
+    assert_eq!(
+        pod_for(&v, &config(), &modes).unwrap_err().to_string(),
+        "spec.volumes[0].dataVolume: the volume name \"launcher\" is the launcher pod's own; rename the volume"
+    );
 }

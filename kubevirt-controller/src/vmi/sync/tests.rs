@@ -351,3 +351,42 @@ fn a_refused_create_is_a_synchronized_condition_until_a_pod_exists() {
     );
     assert!(condition(&p, "Synchronized").is_none());
 }
+
+#[test]
+fn a_missing_claim_keeps_the_vmi_pending_naming_it_until_it_appears() {
+    let v = vmi("", json!({}));
+    let mut p = plan(&v, &[], now());
+    assert_eq!(p.actions, vec![PodAction::Create]);
+    // The controller found the claim missing: no pod, and the VMI says why.
+    claim_missing(&mut p.status, v.status.as_ref(), "ns", "data", now());
+    assert_eq!(p.status.phase.as_deref(), Some("Pending"));
+    let message = "PVC ns/data does not exist, waiting for it to appear";
+    for (type_, reason) in [
+        (POD_SCHEDULED, "Unschedulable"),
+        (SYNCHRONIZED, FAILED_PVC_NOT_FOUND),
+    ] {
+        let c = condition(&p, type_).unwrap();
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_deref(), c.message.as_deref()),
+            ("False", Some(reason), Some(message)),
+            "{type_}"
+        );
+    }
+    // Still missing a minute later: the same conditions, since the first time.
+    let waiting = vmi("Pending", serde_json::to_value(&p.status).unwrap());
+    let later: Timestamp = "2026-12-05T12:01:00Z".parse().unwrap();
+    let mut again = plan(&waiting, &[], later);
+    claim_missing(
+        &mut again.status,
+        waiting.status.as_ref(),
+        "ns",
+        "data",
+        later,
+    );
+    assert_eq!(again.status.conditions, p.status.conditions);
+    // The claim exists: the pod is created and the conditions go.
+    let found = plan(&waiting, &[], later);
+    assert_eq!(found.actions, vec![PodAction::Create]);
+    assert_eq!(condition(&found, POD_SCHEDULED), None);
+    assert_eq!(condition(&found, SYNCHRONIZED), None);
+}
