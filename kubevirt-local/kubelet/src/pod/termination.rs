@@ -26,6 +26,9 @@ const LOG_BYTES: usize = 2048;
 /// How much of the log's end is read to find those lines.
 const LOG_READ: u64 = 64 * 1024;
 
+/// A message read this long after the exit is kept (not read again).
+const SETTLED: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The annotations upstream's kubelet records the settings in on the runtime container.
 const PATH_ANNOTATION: &str = "io.kubernetes.container.terminationMessagePath";
 const POLICY_ANNOTATION: &str = "io.kubernetes.container.terminationMessagePolicy";
@@ -130,7 +133,7 @@ pub fn message(c: &Container, s: &cri::ContainerStatus, log_dir: &Path) -> Strin
 }
 
 /// Fills in the message of every exited container in `statuses` (by container name), reading
-/// each container's file once (`seen`, by container id).
+/// each container's file once it has settled (`seen`, by container id).
 pub fn fill(
     pod: &Pod,
     statuses: &mut HashMap<String, cri::ContainerStatus>,
@@ -150,16 +153,25 @@ pub fn fill(
         if !super::status::exited(s) {
             continue;
         }
-        let text = seen
-            .entry(s.id.clone())
-            .or_insert_with(|| message(c, s, log_dir));
+        let text = match seen.get(&s.id) {
+            Some(t) => t.clone(),
+            None => {
+                let t = message(c, s, log_dir);
+                // The runtime may still be copying the end of the log just after the exit.
+                let ago = jiff::Timestamp::now().as_nanosecond() - i128::from(s.finished_at);
+                if ago > SETTLED.as_nanos() as i128 {
+                    seen.insert(s.id.clone(), t.clone());
+                }
+                t
+            }
+        };
         if text.is_empty() {
             continue;
         }
         if !s.message.is_empty() {
             s.message.push_str(": ");
         }
-        s.message.push_str(text);
+        s.message.push_str(&text);
     }
 }
 

@@ -46,7 +46,7 @@ pub enum VolumeError {
         volume: String,
         /// Why.
         #[source]
-        source: ClaimError,
+        source: Box<ClaimError>,
     },
     /// A key or path is not a relative path inside the volume.
     #[error("{field}: {path:?} must be a relative path without '..'")]
@@ -200,7 +200,7 @@ async fn prepare_one(t: &mut Target<'_>, i: usize, v: &Volume) -> Result<HostVol
         let fail = |source| VolumeError::Claim {
             field: field.clone(),
             volume: v.name.clone(),
-            source,
+            source: Box::new(source),
         };
         let c = claims::resolve(client, ns, source, t.node, &mut t.facts)
             .await

@@ -243,6 +243,7 @@ impl Worker {
         let cfg = config::sandbox_config(pod, attempt, &self.ctx.logs_dir);
         let dir = config::log_dir(&self.ctx.logs_dir, pod);
         std::fs::create_dir_all(&dir).map_err(|source| PodError::Io { path: dir, source })?;
+        let started = Instant::now();
         let id = self
             .ctx
             .cri
@@ -256,6 +257,8 @@ impl Worker {
             .map_err(client_call("RunPodSandbox"))?
             .into_inner()
             .pod_sandbox_id;
+        // RunPodSandbox includes the network (CNI) and the pause container's start.
+        tracing::debug!(uid = %self.uid, took = ?started.elapsed(), "sandbox ready");
         let (_, ip) = runtime::sandbox_ip(&self.ctx.cri, &id).await?;
         Ok((id, ip, cfg))
     }
@@ -434,6 +437,13 @@ impl Worker {
         let status = status::compute(pod, &observed);
         if self.last_status.as_ref() == Some(&status) {
             return Ok(());
+        }
+        let was_running = self.last_status.as_ref().map(|s| &s["phase"]) == Some(&json!("Running"));
+        if status["phase"] == "Running" && !was_running {
+            // The pod's start as its creator sees it (the API's clock is this host's).
+            let created = pod.metadata.creation_timestamp.as_ref().map(|t| t.0);
+            let since = created.map(|t| jiff::Timestamp::now().duration_since(t));
+            tracing::debug!(uid = %self.uid, since_creation = ?since, "pod running");
         }
         let (ns, name) = ns_name(pod);
         let api: Api<Pod> = Api::namespaced(self.ctx.client.clone(), &ns);
