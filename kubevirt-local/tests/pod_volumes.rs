@@ -244,6 +244,20 @@ fn claims_are_mounted_read_write_read_only_and_as_block_devices() {
     );
     let backing = std::fs::read(dir.join("disk.img")).unwrap();
     assert_eq!(&backing[..17], b"kubevirt-rs-block");
+    // readOnly: the device can be read, not written (upstream's "r" device permission).
+    up.run_pod(&pod(
+        "blk-ro",
+        &image,
+        "dd if=/dev/xvda bs=17 count=1 > /dev/termination-log && \
+         ! dd if=/dev/zero of=/dev/xvda bs=512 count=1 conv=fsync",
+        "    volumeDevices:\n    - {name: disk, devicePath: /dev/xvda}",
+        "  - name: disk\n    persistentVolumeClaim: {claimName: disk, readOnly: true}",
+    ));
+    let ro = finished(&up, "blk-ro");
+    assert_eq!(ro["status"]["phase"], "Succeeded", "{ro}");
+    assert_eq!(terminated(&ro)["message"], "kubevirt-rs-block", "{ro}");
+    let backing = std::fs::read(dir.join("disk.img")).unwrap();
+    assert_eq!(&backing[..17], b"kubevirt-rs-block");
 
     up.ok(
         &[
@@ -253,6 +267,7 @@ fn claims_are_mounted_read_write_read_only_and_as_block_devices() {
             "reader",
             "fallback",
             "blk",
+            "blk-ro",
             "--wait=true",
         ],
         None,

@@ -467,6 +467,10 @@ mod tests {
         );
         assert_eq!(cfg.mounts[0].host_path, "/srv/pv");
         assert!(cfg.mounts[0].readonly);
+        // A read-only Block claim is a readable device only (upstream's "r").
+        volumes.get_mut("blk").unwrap().read_only = true;
+        let cfg = container_config(&p, c, at, 0, &volumes, &Downward::default()).unwrap();
+        assert_eq!(cfg.devices[0].permissions, "r");
         // A Filesystem claim as a device, a Block one as a mount: refused, naming the field.
         volumes.get_mut("blk").unwrap().block = false;
         let e = container_config(&p, c, at, 0, &volumes, &Downward::default()).unwrap_err();

@@ -217,6 +217,8 @@ impl Worker {
             }) {
                 let _ = runtime::remove_container(&self.ctx.cri, &old.id).await;
             }
+            // Their message files go with them.
+            termination::prune(&dir.join(&c.name), attempt - 1);
         }
     }
 }

@@ -75,6 +75,22 @@ pub fn attach(
     Ok(file)
 }
 
+/// Removes the message files of attempts before `keep` under `dir` (their containers are gone).
+pub fn prune(dir: &Path, keep: u32) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let attempt = name
+            .split_once('-')
+            .and_then(|(a, _)| a.parse::<u32>().ok());
+        if attempt.is_some_and(|a| a < keep) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
 /// The last `max` bytes of `file` (empty if it cannot be read).
 fn tail(file: &Path, max: u64) -> Vec<u8> {
     let Ok(mut f) = std::fs::File::open(file) else {
@@ -220,6 +236,10 @@ mod tests {
         assert_ne!(second, file);
         assert_eq!(std::fs::read(&second).unwrap(), b"");
 
+        // Older attempts' files go once their containers are removed.
+        let third = attach(&mut again, &c, &dir.join("containers/c"), 2).unwrap();
+        prune(&dir.join("containers/c"), 1);
+        assert!(!file.exists() && second.exists() && third.exists());
         std::fs::write(&file, "bye").unwrap();
         s.message = "OOM".into();
         let pod: Pod = serde_json::from_value(json!({

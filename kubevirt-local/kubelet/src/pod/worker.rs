@@ -75,6 +75,8 @@ pub struct Worker {
     mount_events: Throttle,
     /// Termination messages read, by runtime container id.
     messages: HashMap<String, String>,
+    /// When this worker first saw the pod.
+    seen: Instant,
 }
 
 fn ns_name(pod: &Pod) -> (String, String) {
@@ -112,6 +114,7 @@ impl Worker {
             pull_failed: HashMap::new(),
             mount_events: Throttle::default(),
             messages: HashMap::new(),
+            seen: Instant::now(),
         }
     }
 
@@ -440,10 +443,16 @@ impl Worker {
         }
         let was_running = self.last_status.as_ref().map(|s| &s["phase"]) == Some(&json!("Running"));
         if status["phase"] == "Running" && !was_running {
-            // The pod's start as its creator sees it (the API's clock is this host's).
+            // The pod's start as the kubelet sees it, and as its creator does (the API's clock
+            // is this host's; creationTimestamp has whole seconds).
             let created = pod.metadata.creation_timestamp.as_ref().map(|t| t.0);
-            let since = created.map(|t| jiff::Timestamp::now().duration_since(t));
-            tracing::debug!(uid = %self.uid, since_creation = ?since, "pod running");
+            let since = created.map(|t| jiff::Timestamp::now().duration_since(t).as_secs_f64());
+            tracing::debug!(
+                uid = %self.uid,
+                since_seen_s = self.seen.elapsed().as_secs_f64(),
+                since_creation_s = since,
+                "pod running"
+            );
         }
         let (ns, name) = ns_name(pod);
         let api: Api<Pod> = Api::namespaced(self.ctx.client.clone(), &ns);
