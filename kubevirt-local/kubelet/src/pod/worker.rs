@@ -347,7 +347,10 @@ impl Worker {
             .restart_policy
             .clone()
             .unwrap_or_else(|| "Always".into());
-        let (latest, _) = self.by_name(&sandbox).await?;
+        let observed = self.by_name(&sandbox).await?;
+        let latest = &observed.0;
+        // Whether this pass asked the runtime for anything (else what it saw is still current).
+        let mut acted = false;
         let run = Run {
             sandbox: &sandbox,
             cfg: &sandbox_cfg,
@@ -360,12 +363,19 @@ impl Worker {
                 Some(s) if status::exited(s) && s.exit_code == 0 => continue,
                 Some(s) if status::exited(s) => {
                     if policy != "Never" {
+                        acted = true;
                         self.restart(pod, c, &at, s, &run).await;
                     }
                 }
                 Some(s) if status::running(s) => {}
-                Some(s) => self.start_created(c, s).await,
-                None => self.start(pod, c, &at, 0, &run).await,
+                Some(s) => {
+                    acted = true;
+                    self.start_created(c, s).await;
+                }
+                None => {
+                    acted = true;
+                    self.start(pod, c, &at, 0, &run).await;
+                }
             }
             init_done = false;
             break;
@@ -374,7 +384,10 @@ impl Worker {
             for (i, c) in spec.containers.iter().enumerate() {
                 let at = format!("spec.containers[{i}]");
                 match latest.get(&c.name) {
-                    None => self.start(pod, c, &at, 0, &run).await,
+                    None => {
+                        acted = true;
+                        self.start(pod, c, &at, 0, &run).await;
+                    }
                     Some(s) if status::running(s) => {
                         self.waiting.remove(&c.name);
                         let ran = jiff::Timestamp::now().as_nanosecond() - i128::from(s.started_at);
@@ -389,16 +402,24 @@ impl Worker {
                             _ => true,
                         };
                         if again {
+                            acted = true;
                             self.restart(pod, c, &at, s, &run).await;
                         } else {
                             self.waiting.remove(&c.name);
                         }
                     }
-                    Some(s) => self.start_created(c, s).await,
+                    Some(s) => {
+                        acted = true;
+                        self.start_created(c, s).await;
+                    }
                 }
             }
         }
-        let observed = self.by_name(&sandbox).await?;
+        let observed = if acted {
+            self.by_name(&sandbox).await?
+        } else {
+            observed
+        };
         self.report(pod, ip, observed).await
     }
 
