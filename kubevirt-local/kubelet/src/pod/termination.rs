@@ -92,7 +92,7 @@ pub fn prune(dir: &Path, keep: u32) {
 }
 
 /// The last `max` bytes of `file` (empty if it cannot be read).
-fn tail(file: &Path, max: u64) -> Vec<u8> {
+fn tail_bytes(file: &Path, max: u64) -> Vec<u8> {
     let Ok(mut f) = std::fs::File::open(file) else {
         return Vec::new();
     };
@@ -107,7 +107,7 @@ fn tail(file: &Path, max: u64) -> Vec<u8> {
 
 /// The last [`LOG_LINES`] lines of a CRI log, at most [`LOG_BYTES`] of them.
 fn log_tail(log: &Path) -> String {
-    let raw = tail(log, LOG_READ);
+    let raw = tail_bytes(log, LOG_READ);
     let mut text = String::from_utf8_lossy(&raw).into_owned();
     if raw.len() as u64 == LOG_READ
         && let Some(nl) = text.find('\n')
@@ -140,7 +140,7 @@ pub fn message(c: &Container, s: &cri::ContainerStatus, log_dir: &Path) -> Strin
         .find(|m| m.container_path == path(c))
         .map(|m| PathBuf::from(&m.host_path));
     let mut text = file
-        .map(|f| String::from_utf8_lossy(&tail(&f, MAX_MESSAGE)).into_owned())
+        .map(|f| String::from_utf8_lossy(&tail_bytes(&f, MAX_MESSAGE)).into_owned())
         .unwrap_or_default();
     if text.is_empty() && fallback_to_logs(c) && s.exit_code != 0 && !s.log_path.is_empty() {
         text = log_tail(&log_dir.join(&s.log_path));
@@ -284,6 +284,31 @@ mod tests {
             "",
             "only a failed container falls back"
         );
+    }
+
+    proptest::proptest! {
+        /// Whatever a container logs, the fallback is the end of what `kubectl logs` shows,
+        /// within the line and byte limits; whatever it writes, the message is the file's end.
+        #[test]
+        fn the_fallback_is_a_bounded_suffix_of_the_log(
+            lines in proptest::collection::vec("[^\n]{0,300}", 0..120),
+            raw in proptest::collection::vec(proptest::num::u8::ANY, 0..6000),
+        ) {
+            let dir = kubevirt_testsupport::tempdir("termination-prop");
+            let log: String = lines
+                .iter()
+                .map(|l| format!("2026-12-05T10:00:00Z stdout F {l}\n"))
+                .collect();
+            std::fs::write(dir.join("log"), &log).unwrap();
+            let tail = log_tail(&dir.join("log"));
+            let shown = crate::server::render(&log, false);
+            proptest::prop_assert!(tail.len() <= LOG_BYTES);
+            proptest::prop_assert!(tail.lines().count() <= LOG_LINES);
+            proptest::prop_assert!(shown.ends_with(&tail), "{tail:?} is not the end of {shown:?}");
+            std::fs::write(dir.join("msg"), &raw).unwrap();
+            let end = tail_bytes(&dir.join("msg"), MAX_MESSAGE);
+            proptest::prop_assert_eq!(&end[..], &raw[raw.len().saturating_sub(4096)..]);
+        }
     }
 
     #[test]
