@@ -442,3 +442,45 @@ spec:
     assert_nothing_left(&dir.join("data"));
     drop(up);
 }
+
+#[test]
+fn a_restarted_kubelet_still_reports_a_running_pod_whose_claim_went_away() {
+    require_node!();
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempdir("pod-volumes-adopt");
+    let node = "kv-pod-volumes-adopt";
+    let (up, image) = start(&dir, node);
+    let fs_dir = dir.join("pv");
+    std::fs::create_dir(&fs_dir).unwrap();
+    bound_claim(&up, "pv-held", "held", &fs_dir, node, "Filesystem");
+    up.run_pod(&pod(
+        "holder",
+        &image,
+        "exec sleep 100000",
+        "    volumeMounts:\n    - {name: data, mountPath: /data}",
+        "  - name: data\n    persistentVolumeClaim: {claimName: held}",
+    ));
+    let before = running_pod(&up, "holder");
+    let id = before["status"]["containerStatuses"][0]["containerID"].clone();
+    up.ok(&["delete", "pvc", "held", "--wait=false"], None);
+
+    // A new kubelet cannot set the claim up again; the container it adopts still runs.
+    let data = up.kill9();
+    assert_eq!(data, dir.join("data"));
+    let (up, _) = start(&dir, node);
+    failed_mount(&up, "holder", "error processing PVC default/held");
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let after = up.pod("holder").unwrap();
+    let cs = &after["status"]["containerStatuses"][0];
+    assert_eq!(after["status"]["phase"], "Running", "{after}");
+    assert_eq!(cs["containerID"], id, "{after}");
+    assert!(cs["state"]["running"].is_object(), "{after}");
+    assert_eq!(after["status"]["podIP"], before["status"]["podIP"]);
+
+    up.ok(
+        &["delete", "pod", "holder", "--grace-period=1", "--wait=true"],
+        None,
+    );
+    assert_nothing_left(&dir.join("data"));
+    drop(up);
+}

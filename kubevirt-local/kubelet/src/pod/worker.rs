@@ -219,6 +219,23 @@ impl Worker {
         Ok((latest, previous))
     }
 
+    /// What the runtime runs for the pod now, without changing anything: the IP and containers
+    /// of its ready sandbox (none: empty).
+    async fn current(&self) -> (String, ByName) {
+        let none = || (String::new(), (HashMap::new(), HashMap::new()));
+        let Ok(list) = runtime::sandboxes(&self.ctx.cri, Some(&self.uid)).await else {
+            return none();
+        };
+        for s in &list {
+            if let Ok((true, ip)) = runtime::sandbox_ip(&self.ctx.cri, &s.id).await
+                && let Ok(observed) = self.by_name(&s.id).await
+            {
+                return (ip, observed);
+            }
+        }
+        none()
+    }
+
     /// Makes sure the pod has a ready sandbox; returns its id, IP and configuration.
     async fn sandbox(
         &mut self,
@@ -326,8 +343,9 @@ impl Worker {
                             },
                         );
                     }
-                    let none = (HashMap::new(), HashMap::new());
-                    return self.report(pod, String::new(), none).await;
+                    // A kubelet that restarted reports what still runs, not an empty pod.
+                    let (ip, observed) = self.current().await;
+                    return self.report(pod, ip, observed).await;
                 }
                 Err(e) => {
                     self.refused = Some(e.to_string());
