@@ -170,6 +170,7 @@ impl Kubelet {
             client,
             cri: cri.clone(),
             host_ip: info.internal_ip.to_string(),
+            node_name: cfg.node_name.clone(),
             pods_dir,
             logs_dir,
         });

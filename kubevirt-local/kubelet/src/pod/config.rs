@@ -264,6 +264,40 @@ fn security(pod: &Pod, c: &Container) -> cri::LinuxContainerSecurityContext {
     }
 }
 
+/// The Block claims `c` lists in `volumeDevices`, as devices at their `devicePath` (read-only
+/// ones readable only, as upstream).
+fn block_devices(
+    c: &Container,
+    at: &str,
+    volumes: &BTreeMap<String, HostVolume>,
+) -> Result<Vec<cri::Device>, SpecError> {
+    let mut out = Vec::new();
+    for (i, d) in c.volume_devices.iter().flatten().enumerate() {
+        let field = format!("{at}.volumeDevices[{i}]");
+        let v = volumes.get(&d.name).ok_or_else(|| {
+            spec_err(
+                format!("{field}.name"),
+                format!("no volume named {:?} in spec.volumes", d.name),
+            )
+        })?;
+        if !v.block {
+            return Err(spec_err(
+                field,
+                format!(
+                    "volume {:?} has volumeMode Filesystem, but is specified in volumeDevices",
+                    d.name
+                ),
+            ));
+        }
+        out.push(cri::Device {
+            container_path: d.device_path.clone(),
+            host_path: v.path.to_string_lossy().into_owned(),
+            permissions: if v.read_only { "r" } else { "rwm" }.into(),
+        });
+    }
+    Ok(out)
+}
+
 /// One container's configuration. `at` is its field path (`spec.containers[0]`).
 pub fn container_config(
     pod: &Pod,
@@ -283,6 +317,15 @@ pub fn container_config(
                 format!("no volume named {:?} in spec.volumes", vm.name),
             )
         })?;
+        if v.block {
+            return Err(spec_err(
+                format!("{at}.volumeMounts[{i}]"),
+                format!(
+                    "volume {:?} has volumeMode Block, but is specified in volumeMounts",
+                    vm.name
+                ),
+            ));
+        }
         let mut host = v.path.clone();
         if let Some(sub) = vm.sub_path.as_deref().filter(|s| !s.is_empty()) {
             if sub.starts_with('/') || sub.split('/').any(|p| p == "..") {
@@ -303,6 +346,8 @@ pub fn container_config(
             ..Default::default()
         });
     }
+    let mut devices = devices;
+    devices.extend(block_devices(c, at, volumes)?);
     let mut labels = pod_labels(pod);
     labels.insert(labels::CONTAINER_NAME.into(), c.name.clone());
     Ok(cri::ContainerConfig {
@@ -382,6 +427,58 @@ mod tests {
         assert_eq!(r.memory_limit_in_bytes, 64 << 20);
         assert_eq!(cfg.log_path, "c/2.log");
         assert_eq!(cfg.labels[labels::POD_UID], "u1");
+    }
+
+    #[test]
+    fn block_claims_are_devices_and_only_devices() {
+        let p = pod(json!([{
+            "name": "c", "image": "i",
+            "volumeDevices": [{"name": "blk", "devicePath": "/dev/xvda"}],
+            "volumeMounts": [{"name": "fs", "mountPath": "/data"}]
+        }]));
+        let mut volumes = BTreeMap::from([
+            (
+                "blk".to_string(),
+                HostVolume {
+                    path: "/dev/loop7".into(),
+                    read_only: false,
+                    block: true,
+                },
+            ),
+            (
+                "fs".to_string(),
+                HostVolume {
+                    path: "/srv/pv".into(),
+                    read_only: true,
+                    block: false,
+                },
+            ),
+        ]);
+        let c = &p.spec.as_ref().unwrap().containers[0];
+        let at = "spec.containers[0]";
+        let cfg = container_config(&p, c, at, 0, &volumes, &Downward::default()).unwrap();
+        assert_eq!(
+            cfg.devices,
+            [cri::Device {
+                container_path: "/dev/xvda".into(),
+                host_path: "/dev/loop7".into(),
+                permissions: "rwm".into(),
+            }]
+        );
+        assert_eq!(cfg.mounts[0].host_path, "/srv/pv");
+        assert!(cfg.mounts[0].readonly);
+        // A read-only Block claim is a readable device only (upstream's "r").
+        volumes.get_mut("blk").unwrap().read_only = true;
+        let cfg = container_config(&p, c, at, 0, &volumes, &Downward::default()).unwrap();
+        assert_eq!(cfg.devices[0].permissions, "r");
+        // A Filesystem claim as a device, a Block one as a mount: refused, naming the field.
+        volumes.get_mut("blk").unwrap().block = false;
+        let e = container_config(&p, c, at, 0, &volumes, &Downward::default()).unwrap_err();
+        assert_eq!(e.field, "spec.containers[0].volumeDevices[0]");
+        assert!(e.message.contains("volumeMode Filesystem"), "{e}");
+        volumes.get_mut("fs").unwrap().block = true;
+        let e = container_config(&p, c, at, 0, &volumes, &Downward::default()).unwrap_err();
+        assert_eq!(e.field, "spec.containers[0].volumeMounts[0]");
     }
 
     #[test]

@@ -1,15 +1,20 @@
 //! Running the pods bound to this node: one worker per pod turns its spec into CRI calls and
 //! reports its status; a manager watches the pods and removes what belongs to no pod.
 
+pub mod affinity;
 mod backoff;
+pub mod claims;
 mod cleanup;
 pub mod config;
 mod env;
 pub mod env_sources;
+mod events;
 mod manager;
 pub mod quantity;
 mod runtime;
+mod start;
 pub mod status;
+pub mod termination;
 pub mod volumes;
 mod worker;
 

@@ -1,6 +1,7 @@
 //! A pod's volumes on the host: `emptyDir` (a directory under the pod's directory), `hostPath`
-//! (the path itself), `configMap` and `secret` (their keys written as files, mounted read-only).
-//! Any other volume type is refused with the field that names it.
+//! (the path itself), `configMap` and `secret` (their keys written as files, mounted read-only),
+//! `persistentVolumeClaim` (the directory or block device of the claim's local volume, see
+//! [`super::claims`]). Any other volume type is refused with the field that names it.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
@@ -9,12 +10,15 @@ use std::path::{Path, PathBuf};
 use k8s_openapi::api::core::v1::{ConfigMap, KeyToPath, Pod, Secret, Volume};
 use kube::Api;
 
+use super::affinity::NodeFacts;
+use super::claims::{self, ClaimError};
+
 /// Why a pod's volumes cannot be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum VolumeError {
     /// The volume type is not supported here.
     #[error(
-        "{field}: unsupported volume type (this node supports emptyDir, hostPath, configMap and secret)"
+        "{field}: unsupported volume type (this node supports emptyDir, hostPath, configMap, secret and persistentVolumeClaim)"
     )]
     Unsupported {
         /// `spec.volumes[i]`.
@@ -32,6 +36,17 @@ pub enum VolumeError {
         /// Why.
         #[source]
         source: Box<kube::Error>,
+    },
+    /// A claim cannot be used (yet): missing, unbound, or its volume is not usable here.
+    #[error("{field} ({volume}): {source}")]
+    Claim {
+        /// `spec.volumes[i]`.
+        field: String,
+        /// The pod's volume.
+        volume: String,
+        /// Why.
+        #[source]
+        source: Box<ClaimError>,
     },
     /// A key or path is not a relative path inside the volume.
     #[error("{field}: {path:?} must be a relative path without '..'")]
@@ -53,9 +68,23 @@ pub enum VolumeError {
 }
 
 impl VolumeError {
-    /// Whether retrying later may help (a missing ConfigMap may appear).
+    /// Whether retrying later may help (a missing ConfigMap may appear, a claim be bound).
     pub fn transient(&self) -> bool {
-        matches!(self, VolumeError::Source { .. } | VolumeError::Io { .. })
+        matches!(
+            self,
+            VolumeError::Source { .. } | VolumeError::Io { .. } | VolumeError::Claim { .. }
+        )
+    }
+
+    /// The message of the `FailedMount` event upstream's kubelet records for this failure, if
+    /// it records one.
+    pub fn failed_mount(&self) -> Option<String> {
+        let VolumeError::Claim { volume, source, .. } = self else {
+            return None;
+        };
+        Some(format!(
+            "Unable to attach or mount volumes: unmounted volumes=[{volume}]: {source}"
+        ))
     }
 }
 
@@ -66,6 +95,18 @@ pub struct HostVolume {
     pub path: PathBuf,
     /// configMap and secret volumes are always read-only.
     pub read_only: bool,
+    /// A Block claim: `path` is a device node, given to containers by `volumeDevices`.
+    pub block: bool,
+}
+
+impl HostVolume {
+    fn dir(path: PathBuf, read_only: bool) -> Self {
+        HostVolume {
+            path,
+            read_only,
+            block: false,
+        }
+    }
 }
 
 /// The first unsupported volume, if any: checked before anything runs.
@@ -76,6 +117,7 @@ pub fn check(pod: &Pod) -> Result<(), VolumeError> {
             && v.host_path.is_none()
             && v.config_map.is_none()
             && v.secret.is_none()
+            && v.persistent_volume_claim.is_none()
         {
             return Err(VolumeError::Unsupported {
                 field: format!("spec.volumes[{i}] ({})", v.name),
@@ -141,31 +183,52 @@ fn write_files(
     std::fs::rename(&tmp, dir).map_err(io(dir))
 }
 
-async fn prepare_one(
-    client: &kube::Client,
-    ns: &str,
-    dir: &Path,
-    i: usize,
-    v: &Volume,
-) -> Result<HostVolume, VolumeError> {
+/// Where a pod's volumes are prepared.
+struct Target<'a> {
+    client: &'a kube::Client,
+    pod: &'a Pod,
+    ns: &'a str,
+    dir: &'a Path,
+    node: &'a str,
+    facts: Option<NodeFacts>,
+}
+
+async fn prepare_one(t: &mut Target<'_>, i: usize, v: &Volume) -> Result<HostVolume, VolumeError> {
+    let (client, ns, dir) = (t.client, t.ns, t.dir);
     let field = format!("spec.volumes[{i}]");
+    if let Some(source) = &v.persistent_volume_claim {
+        let fail = |source| VolumeError::Claim {
+            field: field.clone(),
+            volume: v.name.clone(),
+            source: Box::new(source),
+        };
+        let c = claims::resolve(client, ns, source, t.node, &mut t.facts)
+            .await
+            .map_err(fail)?;
+        claims::check_use(t.pod, &v.name, c.block).map_err(|problem| {
+            fail(ClaimError {
+                namespace: ns.to_string(),
+                claim: source.claim_name.clone(),
+                problem,
+            })
+        })?;
+        return Ok(HostVolume {
+            path: c.path,
+            read_only: c.read_only,
+            block: c.block,
+        });
+    }
     if let Some(h) = &v.host_path {
         let path = PathBuf::from(&h.path);
         if h.type_.as_deref() == Some("DirectoryOrCreate") {
             std::fs::create_dir_all(&path).map_err(io(&path))?;
         }
-        return Ok(HostVolume {
-            path,
-            read_only: false,
-        });
+        return Ok(HostVolume::dir(path, false));
     }
     let path = dir.join(&v.name);
     if v.empty_dir.is_some() {
         std::fs::create_dir_all(&path).map_err(io(&path))?;
-        return Ok(HostVolume {
-            path,
-            read_only: false,
-        });
+        return Ok(HostVolume::dir(path, false));
     }
     if let Some(cm) = &v.config_map {
         let api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
@@ -205,10 +268,7 @@ async fn prepare_one(
             cm.items.as_ref(),
             cm.default_mode.unwrap_or(0o644),
         )?;
-        return Ok(HostVolume {
-            path,
-            read_only: true,
-        });
+        return Ok(HostVolume::dir(path, true));
     }
     if let Some(s) = &v.secret {
         let api: Api<Secret> = Api::namespaced(client.clone(), ns);
@@ -248,27 +308,33 @@ async fn prepare_one(
             s.items.as_ref(),
             s.default_mode.unwrap_or(0o644),
         )?;
-        return Ok(HostVolume {
-            path,
-            read_only: true,
-        });
+        return Ok(HostVolume::dir(path, true));
     }
     Err(VolumeError::Unsupported { field })
 }
 
-/// Prepares every volume of `pod` under `dir` (the pod's volume directory).
+/// Prepares every volume of `pod` under `dir` (the pod's volume directory) on node `node`.
 pub async fn prepare(
     client: &kube::Client,
     pod: &Pod,
     dir: &Path,
+    node: &str,
 ) -> Result<BTreeMap<String, HostVolume>, VolumeError> {
     check(pod)?;
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
     std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let mut target = Target {
+        client,
+        pod,
+        ns: &ns,
+        dir,
+        node,
+        facts: None,
+    };
     let mut out = BTreeMap::new();
     let volumes = pod.spec.as_ref().and_then(|s| s.volumes.as_ref());
     for (i, v) in volumes.into_iter().flatten().enumerate() {
-        out.insert(v.name.clone(), prepare_one(client, &ns, dir, i, v).await?);
+        out.insert(v.name.clone(), prepare_one(&mut target, i, v).await?);
     }
     Ok(out)
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_cri::v1 as cri;
-use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use serde_json::{Value, json};
@@ -16,18 +16,18 @@ use tokio::sync::watch;
 
 use super::backoff::{self, Backoff};
 use super::config::{self, Downward};
-use super::env_sources::{self, EnvSources};
+use super::events::{self, Throttle};
+use super::start::Run;
 use super::status::{self, Observed, Waiting};
 use super::volumes::{self, HostVolume};
-use super::{PodError, runtime};
+use super::{PodError, runtime, termination};
 use crate::cri::{Cri, client_call};
-use crate::images;
 
 /// Seconds between SIGTERM and SIGKILL for a pod force-deleted from the API.
 pub const FORCED_GRACE: i64 = 2;
 
 /// How long `ErrImagePull` shows before `ImagePullBackOff`.
-const SHOW_PULL_ERROR: Duration = Duration::from_secs(3);
+pub(super) const SHOW_PULL_ERROR: Duration = Duration::from_secs(3);
 
 /// How often a pod is looked at when nothing changes.
 const RESYNC: Duration = Duration::from_secs(1);
@@ -40,6 +40,8 @@ pub struct Context {
     pub cri: Cri,
     /// The node's IP (`status.hostIP`).
     pub host_ip: String,
+    /// The node's name (PersistentVolumes' node affinity, events' source).
+    pub node_name: String,
     /// Per-pod directories (`<pods>/<uid>/volumes/<name>`).
     pub pods_dir: PathBuf,
     /// Container logs (`<logs>/<ns>_<name>_<uid>/<container>/<attempt>.log`).
@@ -50,6 +52,7 @@ impl std::fmt::Debug for Context {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Context")
             .field("host_ip", &self.host_ip)
+            .field("node_name", &self.node_name)
             .field("pods_dir", &self.pods_dir)
             .field("logs_dir", &self.logs_dir)
             .finish_non_exhaustive()
@@ -59,15 +62,21 @@ impl std::fmt::Debug for Context {
 /// One pod's worker state: what the runtime cannot tell (back-off timers, why a container waits).
 #[derive(Debug)]
 pub struct Worker {
-    ctx: Arc<Context>,
-    uid: String,
-    backoff: Backoff,
-    waiting: HashMap<String, Waiting>,
-    image_ids: HashMap<String, String>,
-    volumes: Option<BTreeMap<String, HostVolume>>,
-    refused: Option<String>,
+    pub(super) ctx: Arc<Context>,
+    pub(super) uid: String,
+    pub(super) backoff: Backoff,
+    pub(super) waiting: HashMap<String, Waiting>,
+    pub(super) image_ids: HashMap<String, String>,
+    pub(super) volumes: Option<BTreeMap<String, HostVolume>>,
+    pub(super) refused: Option<String>,
     last_status: Option<Value>,
-    pull_failed: HashMap<String, Instant>,
+    pub(super) pull_failed: HashMap<String, Instant>,
+    /// When the volumes' failure was last recorded as a `FailedMount` event.
+    mount_events: Throttle,
+    /// Termination messages read, by runtime container id.
+    messages: HashMap<String, String>,
+    /// When this worker first saw the pod.
+    seen: Instant,
 }
 
 fn ns_name(pod: &Pod) -> (String, String) {
@@ -103,6 +112,9 @@ impl Worker {
             refused: None,
             last_status: None,
             pull_failed: HashMap::new(),
+            mount_events: Throttle::default(),
+            messages: HashMap::new(),
+            seen: Instant::now(),
         }
     }
 
@@ -207,6 +219,23 @@ impl Worker {
         Ok((latest, previous))
     }
 
+    /// What the runtime runs for the pod now, without changing anything: the IP and containers
+    /// of its ready sandbox (none: empty).
+    async fn current(&self) -> (String, ByName) {
+        let none = || (String::new(), (HashMap::new(), HashMap::new()));
+        let Ok(list) = runtime::sandboxes(&self.ctx.cri, Some(&self.uid)).await else {
+            return none();
+        };
+        for s in &list {
+            if let Ok((true, ip)) = runtime::sandbox_ip(&self.ctx.cri, &s.id).await
+                && let Ok(observed) = self.by_name(&s.id).await
+            {
+                return (ip, observed);
+            }
+        }
+        none()
+    }
+
     /// Makes sure the pod has a ready sandbox; returns its id, IP and configuration.
     async fn sandbox(
         &mut self,
@@ -234,6 +263,7 @@ impl Worker {
         let cfg = config::sandbox_config(pod, attempt, &self.ctx.logs_dir);
         let dir = config::log_dir(&self.ctx.logs_dir, pod);
         std::fs::create_dir_all(&dir).map_err(|source| PodError::Io { path: dir, source })?;
+        let started = Instant::now();
         let id = self
             .ctx
             .cri
@@ -247,6 +277,8 @@ impl Worker {
             .map_err(client_call("RunPodSandbox"))?
             .into_inner()
             .pod_sandbox_id;
+        // RunPodSandbox includes the network (CNI) and the pause container's start.
+        tracing::debug!(uid = %self.uid, took = ?started.elapsed(), "sandbox ready");
         let (_, ip) = runtime::sandbox_ip(&self.ctx.cri, &id).await?;
         Ok((id, ip, cfg))
     }
@@ -281,12 +313,27 @@ impl Worker {
                 .report(pod, String::new(), (HashMap::new(), HashMap::new()))
                 .await;
         }
-        let (sandbox, ip, sandbox_cfg) = self.sandbox(pod).await?;
+        // Volumes first, as upstream: a pod whose volumes cannot be set up gets no sandbox.
         if self.volumes.is_none() {
             let dir = self.ctx.pods_dir.join(&self.uid).join("volumes");
-            match volumes::prepare(&self.ctx.client, pod, &dir).await {
-                Ok(v) => self.volumes = Some(v),
+            let started = Instant::now();
+            match volumes::prepare(&self.ctx.client, pod, &dir, &self.ctx.node_name).await {
+                Ok(v) => {
+                    tracing::debug!(uid = %self.uid, took = ?started.elapsed(), "volumes ready");
+                    self.volumes = Some(v);
+                    self.mount_events.clear();
+                    for c in &pod.spec.clone().unwrap_or_default().containers {
+                        self.waiting.remove(&c.name);
+                    }
+                }
                 Err(e) if e.transient() => {
+                    if let Some(message) = e.failed_mount()
+                        && self.mount_events.due(&message, Instant::now())
+                    {
+                        let ctx = &self.ctx;
+                        events::warn(&ctx.client, &ctx.node_name, pod, "FailedMount", &message)
+                            .await;
+                    }
                     for c in &pod.spec.clone().unwrap_or_default().containers {
                         self.waiting.insert(
                             c.name.clone(),
@@ -296,14 +343,18 @@ impl Worker {
                             },
                         );
                     }
-                    return self.report(pod, ip, (HashMap::new(), HashMap::new())).await;
+                    // A kubelet that restarted reports what still runs, not an empty pod.
+                    let (ip, observed) = self.current().await;
+                    return self.report(pod, ip, observed).await;
                 }
                 Err(e) => {
                     self.refused = Some(e.to_string());
-                    return self.report(pod, ip, (HashMap::new(), HashMap::new())).await;
+                    let none = (HashMap::new(), HashMap::new());
+                    return self.report(pod, String::new(), none).await;
                 }
             }
         }
+        let (sandbox, ip, sandbox_cfg) = self.sandbox(pod).await?;
         let downward = Downward {
             pod_ip: ip.clone(),
             host_ip: self.ctx.host_ip.clone(),
@@ -314,7 +365,10 @@ impl Worker {
             .restart_policy
             .clone()
             .unwrap_or_else(|| "Always".into());
-        let (latest, _) = self.by_name(&sandbox).await?;
+        let observed = self.by_name(&sandbox).await?;
+        let latest = &observed.0;
+        // Whether this pass asked the runtime for anything (else what it saw is still current).
+        let mut acted = false;
         let run = Run {
             sandbox: &sandbox,
             cfg: &sandbox_cfg,
@@ -327,12 +381,19 @@ impl Worker {
                 Some(s) if status::exited(s) && s.exit_code == 0 => continue,
                 Some(s) if status::exited(s) => {
                     if policy != "Never" {
+                        acted = true;
                         self.restart(pod, c, &at, s, &run).await;
                     }
                 }
                 Some(s) if status::running(s) => {}
-                Some(s) => self.start_created(c, s).await,
-                None => self.start(pod, c, &at, 0, &run).await,
+                Some(s) => {
+                    acted = true;
+                    self.start_created(c, s).await;
+                }
+                None => {
+                    acted = true;
+                    self.start(pod, c, &at, 0, &run).await;
+                }
             }
             init_done = false;
             break;
@@ -341,7 +402,10 @@ impl Worker {
             for (i, c) in spec.containers.iter().enumerate() {
                 let at = format!("spec.containers[{i}]");
                 match latest.get(&c.name) {
-                    None => self.start(pod, c, &at, 0, &run).await,
+                    None => {
+                        acted = true;
+                        self.start(pod, c, &at, 0, &run).await;
+                    }
                     Some(s) if status::running(s) => {
                         self.waiting.remove(&c.name);
                         let ran = jiff::Timestamp::now().as_nanosecond() - i128::from(s.started_at);
@@ -356,189 +420,25 @@ impl Worker {
                             _ => true,
                         };
                         if again {
+                            acted = true;
                             self.restart(pod, c, &at, s, &run).await;
                         } else {
                             self.waiting.remove(&c.name);
                         }
                     }
-                    Some(s) => self.start_created(c, s).await,
+                    Some(s) => {
+                        acted = true;
+                        self.start_created(c, s).await;
+                    }
                 }
             }
         }
-        let observed = self.by_name(&sandbox).await?;
+        let observed = if acted {
+            self.by_name(&sandbox).await?
+        } else {
+            observed
+        };
         self.report(pod, ip, observed).await
-    }
-
-    async fn start_created(&mut self, c: &Container, s: &cri::ContainerStatus) {
-        if let Err(e) = self
-            .ctx
-            .cri
-            .runtime
-            .clone()
-            .start_container(cri::StartContainerRequest {
-                container_id: s.id.clone(),
-            })
-            .await
-        {
-            self.waiting.insert(
-                c.name.clone(),
-                Waiting {
-                    reason: "RunContainerError".into(),
-                    message: e.message().to_string(),
-                },
-            );
-        }
-    }
-
-    /// Restarts an exited container unless it is backing off (then it waits in
-    /// `CrashLoopBackOff`).
-    async fn restart(
-        &mut self,
-        pod: &Pod,
-        c: &Container,
-        at: &str,
-        s: &cri::ContainerStatus,
-        run: &Run<'_>,
-    ) {
-        if self.backoff.waiting(&c.name, Instant::now()) {
-            self.waiting.insert(
-                c.name.clone(),
-                Waiting {
-                    reason: "CrashLoopBackOff".into(),
-                    message: format!(
-                        "back-off restarting failed container {} in pod {}_{}({})",
-                        c.name,
-                        pod.metadata.name.as_deref().unwrap_or_default(),
-                        pod.metadata.namespace.as_deref().unwrap_or_default(),
-                        self.uid
-                    ),
-                },
-            );
-            return;
-        }
-        self.backoff.fail(&c.name, Instant::now());
-        let attempt = s.metadata.as_ref().map_or(0, |m| m.attempt) + 1;
-        self.start(pod, c, at, attempt, run).await;
-    }
-
-    /// Pulls the image (with back-off), creates and starts attempt `attempt` of `c`, and removes
-    /// attempts older than the previous one.
-    /// `c` waits: its configuration cannot be made yet (retried at the next pass).
-    fn config_error(&mut self, c: &Container, message: String) {
-        self.waiting.insert(
-            c.name.clone(),
-            Waiting {
-                reason: "CreateContainerConfigError".into(),
-                message,
-            },
-        );
-    }
-
-    async fn start(&mut self, pod: &Pod, c: &Container, at: &str, attempt: u32, run: &Run<'_>) {
-        let image = c.image.clone().unwrap_or_default();
-        let pull_key = format!("image/{}", c.name);
-        if self.backoff.waiting(&pull_key, Instant::now()) {
-            // The failure itself stays visible for a moment, then the back-off shows.
-            let fresh = self
-                .pull_failed
-                .get(&c.name)
-                .is_some_and(|t| t.elapsed() < SHOW_PULL_ERROR);
-            if fresh {
-                return;
-            }
-            self.waiting.insert(
-                c.name.clone(),
-                Waiting {
-                    reason: "ImagePullBackOff".into(),
-                    message: format!("Back-off pulling image {image:?}"),
-                },
-            );
-            return;
-        }
-        let policy = images::pull_policy(&image, c.image_pull_policy.as_deref());
-        match images::ensure_image(&self.ctx.cri, &image, &policy).await {
-            Ok(id) => {
-                self.backoff.reset(&pull_key);
-                self.image_ids.insert(c.name.clone(), id);
-            }
-            Err(e) => {
-                self.backoff.fail(&pull_key, Instant::now());
-                self.pull_failed.insert(c.name.clone(), Instant::now());
-                self.waiting.insert(
-                    c.name.clone(),
-                    Waiting {
-                        reason: e.reason().into(),
-                        message: e.to_string(),
-                    },
-                );
-                return;
-            }
-        }
-        let volumes = self.volumes.clone().unwrap_or_default();
-        let mut downward = run.downward.clone();
-        let (config_maps, secrets) = env_sources::referenced(c);
-        if !config_maps.is_empty() || !secrets.is_empty() {
-            let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
-            match EnvSources::fetch(&self.ctx.client, ns, c).await {
-                Ok(sources) => downward.sources = sources,
-                Err(e) => return self.config_error(c, e.to_string()),
-            }
-        }
-        let cfg = match config::container_config(pod, c, at, attempt, &volumes, &downward) {
-            Ok(cfg) => cfg,
-            // A ConfigMap, Secret or key that may yet appear: wait and retry, as upstream.
-            Err(e) if e.missing => return self.config_error(c, e.to_string()),
-            Err(e) => {
-                self.refused = Some(e.to_string());
-                return;
-            }
-        };
-        let mut rt = self.ctx.cri.runtime.clone();
-        let created = rt
-            .create_container(cri::CreateContainerRequest {
-                pod_sandbox_id: run.sandbox.to_string(),
-                config: Some(cfg),
-                sandbox_config: Some(run.cfg.clone()),
-            })
-            .await;
-        let id = match created {
-            Ok(r) => r.into_inner().container_id,
-            Err(e) => {
-                self.waiting.insert(
-                    c.name.clone(),
-                    Waiting {
-                        reason: "CreateContainerError".into(),
-                        message: e.message().to_string(),
-                    },
-                );
-                return;
-            }
-        };
-        if let Err(e) = rt
-            .start_container(cri::StartContainerRequest { container_id: id })
-            .await
-        {
-            self.waiting.insert(
-                c.name.clone(),
-                Waiting {
-                    reason: "RunContainerError".into(),
-                    message: e.message().to_string(),
-                },
-            );
-            return;
-        }
-        self.waiting.remove(&c.name);
-        if attempt >= 2
-            && let Ok(list) = runtime::containers(&self.ctx.cri, run.sandbox).await
-        {
-            for old in list.iter().filter(|o| {
-                o.metadata
-                    .as_ref()
-                    .is_some_and(|m| m.name == c.name && m.attempt + 1 < attempt)
-            }) {
-                let _ = runtime::remove_container(&self.ctx.cri, &old.id).await;
-            }
-        }
     }
 
     /// Writes the pod's status through `pods/status` when it changed.
@@ -546,8 +446,12 @@ impl Worker {
         &mut self,
         pod: &Pod,
         ip: String,
-        (latest, previous): ByName,
+        (mut latest, mut previous): ByName,
     ) -> Result<(), PodError> {
+        let log_dir = config::log_dir(&self.ctx.logs_dir, pod);
+        for statuses in [&mut latest, &mut previous] {
+            termination::fill(pod, statuses, &mut self.messages, &log_dir);
+        }
         let mut image_ids = self.image_ids.clone();
         for (name, s) in &latest {
             if !s.image_ref.is_empty() {
@@ -576,6 +480,19 @@ impl Worker {
         if self.last_status.as_ref() == Some(&status) {
             return Ok(());
         }
+        let was_running = self.last_status.as_ref().map(|s| &s["phase"]) == Some(&json!("Running"));
+        if status["phase"] == "Running" && !was_running {
+            // The pod's start as the kubelet sees it, and as its creator does (the API's clock
+            // is this host's; creationTimestamp has whole seconds).
+            let created = pod.metadata.creation_timestamp.as_ref().map(|t| t.0);
+            let since = created.map(|t| jiff::Timestamp::now().duration_since(t).as_secs_f64());
+            tracing::debug!(
+                uid = %self.uid,
+                since_seen_s = self.seen.elapsed().as_secs_f64(),
+                since_creation_s = since,
+                "pod running"
+            );
+        }
         let (ns, name) = ns_name(pod);
         let api: Api<Pod> = Api::namespaced(self.ctx.client.clone(), &ns);
         api.patch_status(
@@ -588,11 +505,4 @@ impl Worker {
         self.last_status = Some(status);
         Ok(())
     }
-}
-
-/// The sandbox a container is started in.
-struct Run<'a> {
-    sandbox: &'a str,
-    cfg: &'a cri::PodSandboxConfig,
-    downward: &'a Downward,
 }
