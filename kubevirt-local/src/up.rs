@@ -27,6 +27,7 @@ use kubevirt_controller::controllers::{ConnectError, Controllers, client_for};
 use kubevirt_controller::install::{InstallError, ensure_crds};
 use kubevirt_controller::node::endpoint::{self, EndpointConfig};
 use kubevirt_controller::node::{AgentMode, NodeConfig};
+use kubevirt_controller::storage::ProvisionerConfig;
 use kubevirt_controller::vmi::PodConfig;
 use kubevirt_kubelet::images::{NodeRegistry, NodeRegistryConfig};
 use serde_json::json;
@@ -457,6 +458,16 @@ pub async fn run(
     if let Some(image) = importer_image {
         controllers.start_data_volume_controller(DataVolumeConfig::new(image));
     }
+    // The node's volumes (the default StorageClass's): with the kubelet that mounts them. The
+    // only node takes Immediate claims too.
+    let volumes_root = absolute(&dir.join("node/volumes"));
+    if let Some(k) = &kubelet_opts {
+        controllers.start_local_provisioner(ProvisionerConfig {
+            node_name: k.node_name.clone(),
+            root: volumes_root.clone(),
+            immediate: true,
+        });
+    }
     let pod_image = opts.node.as_ref().and_then(|node| {
         let served = registry
             .as_ref()
@@ -544,6 +555,17 @@ pub async fn run(
     plane.stop().await;
     if let Some((kubelet, stop_pods)) = kubelet {
         kubelet.stop(stop_pods).await;
+        // No pod uses a volume any more: their loop devices go (the next `up` attaches them
+        // again); with pods left running they stay.
+        if stop_pods {
+            match kubevirt_controller::storage::detach_all(&volumes_root) {
+                Ok(gone) if !gone.is_empty() => {
+                    tracing::info!(devices = ?gone, "detached the volumes' loop devices")
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!("detaching the volumes' loop devices: {e}"),
+            }
+        }
     }
     if let Some((registry, _)) = registry {
         registry.stop().await;

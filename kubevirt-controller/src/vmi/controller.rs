@@ -19,11 +19,14 @@ use kube::api::{Api, DeleteParams, ListParams, PostParams, Preconditions};
 use kube::runtime::controller::{Action as Requeue, Controller};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
+use kubevirt_api::cdi::v1beta1::DataVolume;
 use kubevirt_api::core::v1::VirtualMachineInstance;
 
 use super::render::claims::claim_volumes;
 use super::render::{ClaimModes, PodConfig, pod_for};
-use super::sync::{PodAction, claim_missing, failed_create, plan};
+use super::sync::{
+    PodAction, claim_missing, data_volume_not_ready, data_volumes_ready, failed_create, plan,
+};
 use super::{APP_LABEL, APP_LAUNCHER, CREATED_BY_LABEL};
 use crate::runtime::{SyncError, Target, describe, tolerate_gone};
 use crate::storage::claim::VolumeMode;
@@ -98,11 +101,13 @@ async fn reconcile(
     let mut p = plan(&vmi, &owned, now);
     let mut refused = None;
     let mut missing = None;
+    let mut unready = None;
     for action in &p.actions {
         match action {
             PodAction::Create => match claim_modes(&ctx.client, &target.namespace, &vmi).await {
                 Err(e) => return Err(target.err("reading the claims of")(e)),
-                Ok(Err(absent)) => missing = Some(absent),
+                Ok(Err(Waiting::Claim(absent))) => missing = Some(absent),
+                Ok(Err(Waiting::DataVolume(dv, phase))) => unready = Some((dv, phase)),
                 Ok(Ok(modes)) => match pod_for(&vmi, &ctx.config, &modes) {
                     Err(e) => refused = Some(e.to_string()),
                     Ok(pod) => match pods.create(&PostParams::default(), &pod).await {
@@ -129,6 +134,11 @@ async fn reconcile(
     }
     if let Some(message) = &refused {
         failed_create(&mut p.status, message.clone(), now);
+    }
+    if let Some((dv, phase)) = &unready {
+        data_volume_not_ready(&mut p.status, &target.namespace, dv, phase, now);
+    } else if p.actions.contains(&PodAction::Create) && has_data_volumes(&vmi) {
+        data_volumes_ready(&mut p.status, now);
     }
     if let Some(claim) = &missing {
         claim_missing(
@@ -162,7 +172,7 @@ async fn reconcile(
             }
         }
     }
-    if missing.is_some() {
+    if missing.is_some() || unready.is_some() {
         return Ok(Requeue::requeue(WAIT_CLAIM));
     }
     Ok(match (refused, p.requeue_at) {
@@ -177,12 +187,47 @@ async fn reconcile(
     })
 }
 
-/// The volume mode of every claim `vmi` names, or the name of one that does not exist.
+/// What a VMI's pod waits for.
+enum Waiting {
+    /// A claim that does not exist.
+    Claim(String),
+    /// A DataVolume not populated yet: its name and phase.
+    DataVolume(String, String),
+}
+
+/// DataVolume phases in which its claim may be used: populated, or waiting for its first
+/// consumer (the pod is that consumer).
+const DATA_VOLUME_USABLE: [&str; 3] = ["Succeeded", "WaitForFirstConsumer", "PendingPopulation"];
+
+fn has_data_volumes(vmi: &VirtualMachineInstance) -> bool {
+    vmi.spec
+        .volumes
+        .iter()
+        .flatten()
+        .any(|v| v.data_volume.is_some())
+}
+
+/// The volume mode of every claim `vmi` names, or what its pod waits for: a DataVolume not
+/// populated yet (its claim would be empty or half-written), or a claim that does not exist.
 async fn claim_modes(
     client: &Client,
     namespace: &str,
     vmi: &VirtualMachineInstance,
-) -> Result<Result<ClaimModes, String>, kube::Error> {
+) -> Result<Result<ClaimModes, Waiting>, kube::Error> {
+    let dvs: Api<DataVolume> = Api::namespaced(client.clone(), namespace);
+    for v in vmi.spec.volumes.iter().flatten() {
+        let Some(d) = &v.data_volume else { continue };
+        if let Some(dv) = dvs.get_opt(&d.name).await? {
+            let phase = dv
+                .status
+                .as_ref()
+                .and_then(|s| s.phase.clone())
+                .unwrap_or_default();
+            if !DATA_VOLUME_USABLE.contains(&phase.as_str()) {
+                return Ok(Err(Waiting::DataVolume(d.name.clone(), phase)));
+            }
+        }
+    }
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), namespace);
     let mut modes = ClaimModes::new();
     for c in claim_volumes(vmi) {
@@ -190,7 +235,7 @@ async fn claim_modes(
             continue;
         }
         let Some(claim) = claims.get_opt(&c.claim).await? else {
-            return Ok(Err(c.claim));
+            return Ok(Err(Waiting::Claim(c.claim)));
         };
         // A mode the API would not accept reads as Filesystem; the provisioner refuses it.
         let mode = VolumeMode::parse(claim.spec.as_ref().and_then(|s| s.volume_mode.as_deref()))

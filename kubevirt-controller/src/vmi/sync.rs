@@ -340,6 +340,43 @@ pub fn claim_missing(
     status.phase = Some("Pending".into());
 }
 
+/// Upstream's VMI condition while its DataVolumes are populated.
+pub const DATA_VOLUMES_READY: &str = "DataVolumesReady";
+
+/// `status` of a VMI whose pod waits for DataVolume `dv` (in phase `dv_phase`) to be populated
+/// (upstream's `DataVolumesReady=False`): Pending, no pod yet.
+pub fn data_volume_not_ready(
+    status: &mut VirtualMachineInstanceStatus,
+    namespace: &str,
+    dv: &str,
+    dv_phase: &str,
+    now: Timestamp,
+) {
+    let phase = if dv_phase.is_empty() {
+        "Pending"
+    } else {
+        dv_phase
+    };
+    let message = format!("DataVolume {namespace}/{dv} is not ready yet (phase {phase})");
+    let mut c = Conditions::of(status);
+    c.set(DATA_VOLUMES_READY, "False", "NotReady", message, now);
+    status.conditions = c.into_list();
+    status.phase = Some("Pending".into());
+}
+
+/// `status` of a VMI whose DataVolumes are all populated (`DataVolumesReady=True`).
+pub fn data_volumes_ready(status: &mut VirtualMachineInstanceStatus, now: Timestamp) {
+    let mut c = Conditions::of(status);
+    c.set(
+        DATA_VOLUMES_READY,
+        "True",
+        "AllDataVolumesReady",
+        "All of the VMI's DataVolumes are bound and ready".into(),
+        now,
+    );
+    status.conditions = c.into_list();
+}
+
 /// The VMI's conditions while they are edited: each keeps its transition time while its status
 /// stays.
 struct Conditions {

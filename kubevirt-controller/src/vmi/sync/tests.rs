@@ -390,3 +390,28 @@ fn a_missing_claim_keeps_the_vmi_pending_naming_it_until_it_appears() {
     assert_eq!(condition(&found, POD_SCHEDULED), None);
     assert_eq!(condition(&found, SYNCHRONIZED), None);
 }
+
+#[test]
+fn a_pod_waiting_for_its_data_volume_says_so_until_it_is_ready() {
+    let now: Timestamp = "2026-12-05T12:00:00Z".parse().unwrap();
+    let mut status = VirtualMachineInstanceStatus::default();
+    data_volume_not_ready(&mut status, "ns", "root", "ImportInProgress", now);
+    assert_eq!(status.phase.as_deref(), Some("Pending"));
+    let c = status.conditions.as_ref().unwrap();
+    let dv = c.iter().find(|c| c.type_ == DATA_VOLUMES_READY).unwrap();
+    assert_eq!(
+        (dv.status.as_str(), dv.reason.as_deref()),
+        ("False", Some("NotReady"))
+    );
+    assert!(
+        dv.message
+            .as_deref()
+            .unwrap()
+            .contains("ns/root is not ready yet (phase ImportInProgress)")
+    );
+    data_volumes_ready(&mut status, now);
+    let c = status.conditions.as_ref().unwrap();
+    let dv: Vec<_> = c.iter().filter(|c| c.type_ == DATA_VOLUMES_READY).collect();
+    assert_eq!(dv.len(), 1);
+    assert_eq!(dv[0].status, "True");
+}
