@@ -54,6 +54,11 @@ impl LocalControllers {
                 stopped(),
                 report("job controller"),
             )),
+            tokio::spawn(crate::volumes::run(
+                client.clone(),
+                stopped(),
+                report("persistentvolume binder"),
+            )),
             tokio::spawn(run_daemonsets(
                 client,
                 stopped(),

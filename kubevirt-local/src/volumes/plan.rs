@@ -1,0 +1,362 @@
+//! The binder's decisions, as a pure function of what the cluster holds: upstream's PV
+//! controller (`syncClaim`/`syncVolume`) reduced to the cases a local cluster meets. The
+//! [runner](super::run) carries the actions out.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim};
+use k8s_openapi::api::storage::v1::StorageClass;
+use kube::ResourceExt;
+
+use super::matching::{best_match, claim_class, mismatch, prebound_to};
+
+/// Set on a claim once the binder has bound it.
+pub const BIND_COMPLETED: &str = "pv.kubernetes.io/bind-completed";
+/// Set on whichever side the binder chose (a claim's volume, a volume's claim).
+pub const BOUND_BY_CONTROLLER: &str = "pv.kubernetes.io/bound-by-controller";
+/// The node the scheduler chose for a claim waiting for its first consumer.
+pub const SELECTED_NODE: &str = "volume.kubernetes.io/selected-node";
+/// The provisioner that is to make a claim's volume.
+pub const STORAGE_PROVISIONER: &str = "volume.kubernetes.io/storage-provisioner";
+/// Its older spelling, still written (external provisioners read either).
+pub const BETA_STORAGE_PROVISIONER: &str = "volume.beta.kubernetes.io/storage-provisioner";
+/// The provisioner of classes whose volumes only an administrator makes.
+pub const NO_PROVISIONER: &str = "kubernetes.io/no-provisioner";
+
+/// A claim, by namespace, name and uid.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ClaimId {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// uid.
+    pub uid: String,
+}
+
+impl ClaimId {
+    fn of(claim: &PersistentVolumeClaim) -> Self {
+        ClaimId {
+            namespace: claim.namespace().unwrap_or_default(),
+            name: claim.name_any(),
+            uid: claim.metadata.uid.clone().unwrap_or_default(),
+        }
+    }
+}
+
+/// `Normal` or `Warning`, for an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    /// Expected.
+    Normal,
+    /// Needs attention.
+    Warning,
+}
+
+/// One thing the binder does.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Action {
+    /// Bind `volume` and `claim` to each other (whatever of it is not done yet).
+    Bind {
+        /// The volume.
+        volume: String,
+        /// The claim.
+        claim: ClaimId,
+        /// The binder chose the volume (the claim named none).
+        chose_volume: bool,
+        /// The binder chose the claim (the volume named none).
+        chose_claim: bool,
+    },
+    /// A volume free for any claim: phase Available.
+    Available(String),
+    /// A volume whose claim is gone: phase Released.
+    Released(String),
+    /// A volume the binder had given a claim that now holds another: free it again.
+    Unbind(String),
+    /// A bound claim whose volume is gone: phase Lost.
+    Lost(ClaimId),
+    /// Ask `provisioner` for the claim's volume (annotate it).
+    Provision {
+        /// The claim.
+        claim: ClaimId,
+        /// The class's provisioner.
+        provisioner: String,
+    },
+    /// Tell about a claim.
+    Event {
+        /// The claim.
+        claim: ClaimId,
+        /// Normal or Warning.
+        severity: Severity,
+        /// Reason.
+        reason: &'static str,
+        /// Message.
+        message: String,
+    },
+}
+
+/// What the binder sees.
+#[derive(Debug, Clone, Copy)]
+pub struct World<'a> {
+    /// Every claim.
+    pub claims: &'a [PersistentVolumeClaim],
+    /// Every volume.
+    pub volumes: &'a [PersistentVolume],
+    /// Every StorageClass.
+    pub classes: &'a [StorageClass],
+    /// Every node.
+    pub nodes: &'a [Node],
+}
+
+fn event(
+    claim: &PersistentVolumeClaim,
+    severity: Severity,
+    reason: &'static str,
+    message: String,
+) -> Action {
+    Action::Event {
+        claim: ClaimId::of(claim),
+        severity,
+        reason,
+        message,
+    }
+}
+
+fn phase_of_claim(c: &PersistentVolumeClaim) -> &str {
+    c.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("Pending")
+}
+
+fn phase_of_volume(v: &PersistentVolume) -> &str {
+    v.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("Pending")
+}
+
+fn volume_name(c: &PersistentVolumeClaim) -> &str {
+    c.spec
+        .as_ref()
+        .and_then(|s| s.volume_name.as_deref())
+        .unwrap_or_default()
+}
+
+/// Are claim and volume bound on both sides, with every mark set?
+fn fully_bound(pv: &PersistentVolume, claim: &PersistentVolumeClaim) -> bool {
+    let uid_matches = pv
+        .spec
+        .as_ref()
+        .and_then(|s| s.claim_ref.as_ref())
+        .is_some_and(|r| r.uid.is_some() && r.uid == claim.metadata.uid);
+    let capacity_set = claim
+        .status
+        .as_ref()
+        .is_some_and(|s| s.capacity.is_some() && s.access_modes.is_some());
+    uid_matches
+        && phase_of_volume(pv) == "Bound"
+        && volume_name(claim) == pv.name_any()
+        && claim.annotations().get(BIND_COMPLETED).map(String::as_str) == Some("yes")
+        && phase_of_claim(claim) == "Bound"
+        && capacity_set
+}
+
+/// The node named `name`, or a stand-in labelled with its hostname when no Node says more.
+fn node_named(nodes: &[Node], name: &str) -> Node {
+    nodes
+        .iter()
+        .find(|n| n.metadata.name.as_deref() == Some(name))
+        .cloned()
+        .unwrap_or_else(|| Node {
+            metadata: kube::api::ObjectMeta {
+                name: Some(name.to_string()),
+                labels: Some(BTreeMap::from([(
+                    "kubernetes.io/hostname".to_string(),
+                    name.to_string(),
+                )])),
+                ..Default::default()
+            },
+            ..Default::default()
+        })
+}
+
+fn bind(pv: &PersistentVolume, claim: &PersistentVolumeClaim) -> Action {
+    Action::Bind {
+        volume: pv.name_any(),
+        claim: ClaimId::of(claim),
+        chose_volume: volume_name(claim).is_empty(),
+        chose_claim: pv.spec.as_ref().is_none_or(|s| s.claim_ref.is_none()),
+    }
+}
+
+/// What to do about one claim.
+fn sync_claim(w: &World<'_>, claim: &PersistentVolumeClaim) -> Vec<Action> {
+    let named = volume_name(claim);
+    let completed = claim.annotations().get(BIND_COMPLETED).is_some();
+    if !named.is_empty() {
+        let Some(pv) = w.volumes.iter().find(|v| v.name_any() == named) else {
+            return if completed && phase_of_claim(claim) != "Lost" {
+                vec![Action::Lost(ClaimId::of(claim))]
+            } else {
+                vec![]
+            };
+        };
+        let claim_ref = pv.spec.as_ref().and_then(|s| s.claim_ref.as_ref());
+        if claim_ref.is_some() && !prebound_to(pv, claim) {
+            // The volume holds another claim.
+            return if completed && phase_of_claim(claim) != "Lost" {
+                vec![Action::Lost(ClaimId::of(claim))]
+            } else {
+                vec![]
+            };
+        }
+        if fully_bound(pv, claim) {
+            return vec![];
+        }
+        if !completed && let Some(why) = mismatch(pv, claim) {
+            return vec![event(
+                claim,
+                Severity::Warning,
+                "VolumeMismatch",
+                format!("Cannot bind to requested volume \"{named}\": {why}"),
+            )];
+        }
+        return vec![bind(pv, claim)];
+    }
+    if claim.metadata.deletion_timestamp.is_some() {
+        return vec![];
+    }
+    let class_name = claim_class(claim);
+    let class = w.classes.iter().find(|c| c.name_any() == class_name);
+    let delayed =
+        class.and_then(|c| c.volume_binding_mode.as_deref()) == Some("WaitForFirstConsumer");
+    let selected = claim.annotations().get(SELECTED_NODE);
+    if delayed && selected.is_none() {
+        // A volume pre-bound to the claim is still taken at once.
+        if let Some(pv) = w
+            .volumes
+            .iter()
+            .find(|v| prebound_to(v, claim) && mismatch(v, claim).is_none())
+        {
+            return vec![bind(pv, claim)];
+        }
+        return vec![event(
+            claim,
+            Severity::Normal,
+            "WaitForFirstConsumer",
+            "waiting for first consumer to be created before binding".into(),
+        )];
+    }
+    let node = selected.map(|n| node_named(w.nodes, n));
+    if let Some(pv) = best_match(w.volumes, claim, node.as_ref()) {
+        return vec![bind(pv, claim)];
+    }
+    if class_name.is_empty() {
+        return vec![event(
+            claim,
+            Severity::Normal,
+            "FailedBinding",
+            "no persistent volumes available for this claim and no storage class is set".into(),
+        )];
+    }
+    let Some(class) = class else {
+        return vec![event(
+            claim,
+            Severity::Warning,
+            "ProvisioningFailed",
+            format!("storageclass.storage.k8s.io \"{class_name}\" not found"),
+        )];
+    };
+    if class.provisioner == NO_PROVISIONER {
+        return vec![];
+    }
+    let provisioner = class.provisioner.clone();
+    let annotated = claim.annotations().get(STORAGE_PROVISIONER) == Some(&provisioner)
+        && claim.annotations().get(BETA_STORAGE_PROVISIONER) == Some(&provisioner);
+    let mut out = Vec::new();
+    if !annotated {
+        out.push(Action::Provision {
+            claim: ClaimId::of(claim),
+            provisioner: provisioner.clone(),
+        });
+    }
+    out.push(event(
+        claim,
+        Severity::Normal,
+        "ExternalProvisioning",
+        format!(
+            "Waiting for a volume to be created either by the external provisioner '{provisioner}' or manually by the system administrator. If volume creation is delayed, please verify that the provisioner is running and correctly registered."
+        ),
+    ));
+    out
+}
+
+/// What to do about one volume (its claim's side is [`sync_claim`]'s).
+fn sync_volume(w: &World<'_>, pv: &PersistentVolume) -> Vec<Action> {
+    let phase = phase_of_volume(pv);
+    let name = pv.name_any();
+    let Some(claim_ref) = pv.spec.as_ref().and_then(|s| s.claim_ref.as_ref()) else {
+        return (phase != "Available")
+            .then_some(Action::Available(name))
+            .into_iter()
+            .collect();
+    };
+    let claim = w
+        .claims
+        .iter()
+        .find(|c| c.metadata.name == claim_ref.name && c.metadata.namespace == claim_ref.namespace);
+    let Some(uid) = claim_ref.uid.as_deref() else {
+        // Pre-bound by name to a claim that may come later.
+        return (!matches!(phase, "Available" | "Bound"))
+            .then_some(Action::Available(name))
+            .into_iter()
+            .collect();
+    };
+    match claim {
+        Some(c) if c.metadata.uid.as_deref() == Some(uid) => {
+            let held = volume_name(c);
+            if held.is_empty() || held == name {
+                // The claim's side binds it.
+                return vec![];
+            }
+            // The claim holds another volume.
+            let by_us = pv
+                .annotations()
+                .get(BOUND_BY_CONTROLLER)
+                .map(String::as_str)
+                == Some("yes");
+            if by_us {
+                vec![Action::Unbind(name)]
+            } else if !matches!(phase, "Released" | "Failed") {
+                vec![Action::Released(name)]
+            } else {
+                vec![]
+            }
+        }
+        _ if matches!(phase, "Released" | "Failed") => vec![],
+        _ => vec![Action::Released(name)],
+    }
+}
+
+/// Everything to do now, claims first (a bind settles both sides), each action once.
+pub fn plan(w: &World<'_>) -> Vec<Action> {
+    let mut out: Vec<Action> = Vec::new();
+    for c in w.claims {
+        for a in sync_claim(w, c) {
+            // Two claims may pick the same volume in one pass: the first (oldest name order) wins.
+            if let Action::Bind { volume, .. } = &a
+                && out
+                    .iter()
+                    .any(|o| matches!(o, Action::Bind { volume: v, .. } if v == volume))
+            {
+                continue;
+            }
+            out.push(a);
+        }
+    }
+    for v in w.volumes {
+        out.extend(sync_volume(w, v));
+    }
+    out
+}
