@@ -8,17 +8,21 @@
 //! and phase `Bound`; the claim's `spec.volumeName`, `pv.kubernetes.io/bind-completed: "yes"`
 //! (and `pv.kubernetes.io/bound-by-controller: "yes"` on whichever side the binder chose) and
 //! status `{phase: Bound, capacity, accessModes}`.
+//!
+//! It also plays the pvc-protection and pv-protection controllers ([`protection`]): a claim
+//! being deleted loses its finalizer once no running pod uses it, a volume once it is not Bound.
 
 pub mod default_class;
 pub mod matching;
 pub mod plan;
+pub mod protection;
 
 use std::collections::HashSet;
 use std::future::Future;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim};
+use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::reflector::{self, Store};
@@ -44,6 +48,7 @@ struct Binder {
     volumes: Store<PersistentVolume>,
     classes: Store<StorageClass>,
     nodes: Store<Node>,
+    pods: Store<Pod>,
     /// Events already recorded (claim uid, reason, message): each is told once.
     told: HashSet<(String, &'static str, String)>,
 }
@@ -60,11 +65,13 @@ impl Binder {
         let volumes = snapshot(&self.volumes);
         let classes = snapshot(&self.classes);
         let nodes = snapshot(&self.nodes);
+        let pods = snapshot(&self.pods);
         let world = World {
             claims: &claims,
             volumes: &volumes,
             classes: &classes,
             nodes: &nodes,
+            pods: &pods,
         };
         for action in plan::plan(&world) {
             let what = format!("{action:?}");
@@ -247,6 +254,31 @@ impl Binder {
                     claim.namespace, claim.name
                 )))
             }
+            Action::UnprotectClaim(claim) => {
+                let Some(c) = w
+                    .claims
+                    .iter()
+                    .find(|c| c.metadata.uid.as_deref() == Some(&claim.uid))
+                else {
+                    return Ok(None);
+                };
+                let patch = without_finalizer(&c.metadata, protection::PVC_PROTECTION);
+                self.claim_api(&claim)
+                    .patch(&claim.name, &pp, &Patch::Merge(&patch))
+                    .await?;
+                Ok(Some(format!(
+                    "claim {}/{} no longer in use",
+                    claim.namespace, claim.name
+                )))
+            }
+            Action::UnprotectVolume(name) => {
+                let Some(v) = w.volumes.iter().find(|v| v.name_any() == name) else {
+                    return Ok(None);
+                };
+                let patch = without_finalizer(&v.metadata, protection::PV_PROTECTION);
+                volumes.patch(&name, &pp, &Patch::Merge(&patch)).await?;
+                Ok(Some(format!("volume {name} no longer bound")))
+            }
             Action::Event {
                 claim,
                 severity,
@@ -276,6 +308,17 @@ impl Binder {
     }
 }
 
+/// A merge patch that drops `finalizer`, valid only against the version it was read at.
+fn without_finalizer(meta: &kube::api::ObjectMeta, finalizer: &str) -> serde_json::Value {
+    let rest: Vec<&String> = meta
+        .finalizers
+        .iter()
+        .flatten()
+        .filter(|f| *f != finalizer)
+        .collect();
+    json!({"metadata": {"finalizers": rest, "resourceVersion": meta.resource_version}})
+}
+
 /// Run the binder until `shutdown` resolves; `on_sync` hears every change it makes.
 pub async fn run(
     client: Client,
@@ -286,6 +329,7 @@ pub async fn run(
     let (volumes, volume_writer) = reflector::store::<PersistentVolume>();
     let (classes, class_writer) = reflector::store::<StorageClass>();
     let (nodes, node_writer) = reflector::store::<Node>();
+    let (pods, pod_writer) = reflector::store::<Pod>();
     let cfg = watcher::Config::default;
     let claim_events = watcher(Api::<PersistentVolumeClaim>::all(client.clone()), cfg())
         .default_backoff()
@@ -303,6 +347,10 @@ pub async fn run(
         .default_backoff()
         .reflect(node_writer)
         .map(|_| ());
+    let pod_events = watcher(Api::<Pod>::all(client.clone()), cfg())
+        .default_backoff()
+        .reflect(pod_writer)
+        .map(|_| ());
     let ticks = futures::stream::unfold(tokio::time::interval(RESYNC), |mut i| async move {
         i.tick().await;
         Some(((), i))
@@ -312,6 +360,7 @@ pub async fn run(
         volume_events.boxed(),
         class_events.boxed(),
         node_events.boxed(),
+        pod_events.boxed(),
         ticks.boxed(),
     ])
     .ready_chunks(256)
@@ -323,13 +372,15 @@ pub async fn run(
         volumes: volumes.clone(),
         classes: classes.clone(),
         nodes: nodes.clone(),
+        pods: pods.clone(),
         told: HashSet::new(),
     };
-    let ready = futures::future::join4(
+    let ready = futures::future::join5(
         claims.wait_until_ready(),
         volumes.wait_until_ready(),
         classes.wait_until_ready(),
         nodes.wait_until_ready(),
+        pods.wait_until_ready(),
     );
     tokio::pin!(ready);
     let mut have_all = false;

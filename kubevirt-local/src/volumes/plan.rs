@@ -4,11 +4,12 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim};
+use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::ResourceExt;
 
 use super::matching::{best_match, claim_class, mismatch, prebound_to};
+use super::protection::{claim_releasable, volume_releasable};
 
 /// Set on a claim once the binder has bound it.
 pub const BIND_COMPLETED: &str = "pv.kubernetes.io/bind-completed";
@@ -82,6 +83,10 @@ pub enum Action {
         /// The class's provisioner.
         provisioner: String,
     },
+    /// A claim being deleted that no pod uses: drop its `kubernetes.io/pvc-protection`.
+    UnprotectClaim(ClaimId),
+    /// A volume being deleted that is not bound: drop its `kubernetes.io/pv-protection`.
+    UnprotectVolume(String),
     /// Tell about a claim.
     Event {
         /// The claim.
@@ -106,6 +111,8 @@ pub struct World<'a> {
     pub classes: &'a [StorageClass],
     /// Every node.
     pub nodes: &'a [Node],
+    /// Every pod (the claims' users).
+    pub pods: &'a [Pod],
 }
 
 fn event(
@@ -358,5 +365,249 @@ pub fn plan(w: &World<'_>) -> Vec<Action> {
     for v in w.volumes {
         out.extend(sync_volume(w, v));
     }
+    out.extend(
+        w.claims
+            .iter()
+            .filter(|c| claim_releasable(c, w.pods))
+            .map(|c| Action::UnprotectClaim(ClaimId::of(c))),
+    );
+    out.extend(
+        w.volumes
+            .iter()
+            .filter(|v| volume_releasable(v))
+            .map(|v| Action::UnprotectVolume(v.name_any())),
+    );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+
+    fn claim(name: &str, class: &str, extra: Value) -> PersistentVolumeClaim {
+        let mut c = json!({"metadata": {"name": name, "namespace": "default", "uid": format!("uid-{name}")},
+            "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": class,
+                     "resources": {"requests": {"storage": "1Gi"}}},
+            "status": {"phase": "Pending"}});
+        json_patch::merge(&mut c, &extra);
+        serde_json::from_value(c).unwrap()
+    }
+
+    fn volume(name: &str, class: &str, size: &str, extra: Value) -> PersistentVolume {
+        let mut v = json!({"metadata": {"name": name},
+            "spec": {"capacity": {"storage": size}, "accessModes": ["ReadWriteOnce"],
+                     "storageClassName": class, "hostPath": {"path": "/x"}},
+            "status": {"phase": "Available"}});
+        json_patch::merge(&mut v, &extra);
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn class(name: &str, mode: &str) -> StorageClass {
+        serde_json::from_value(json!({"metadata": {"name": name},
+            "provisioner": "kubevirt-rs.io/local-volume", "volumeBindingMode": mode}))
+        .unwrap()
+    }
+
+    fn plan_of(
+        claims: &[PersistentVolumeClaim],
+        volumes: &[PersistentVolume],
+        classes: &[StorageClass],
+    ) -> Vec<Action> {
+        plan(&World {
+            claims,
+            volumes,
+            classes,
+            nodes: &[],
+            pods: &[],
+        })
+    }
+
+    fn claimed_by(name: &str) -> Value {
+        json!({"spec": {"claimRef": {"namespace": "default", "name": name, "uid": format!("uid-{name}")}}})
+    }
+
+    fn id(name: &str) -> ClaimId {
+        ClaimId {
+            namespace: "default".into(),
+            name: name.into(),
+            uid: format!("uid-{name}"),
+        }
+    }
+
+    #[test]
+    fn static_binding_chooses_both_sides() {
+        let actions = plan_of(
+            &[claim("c", "", json!({}))],
+            &[volume("pv", "", "2Gi", json!({}))],
+            &[],
+        );
+        assert_eq!(
+            actions,
+            [Action::Bind {
+                volume: "pv".into(),
+                claim: id("c"),
+                chose_volume: true,
+                chose_claim: true
+            }]
+        );
+    }
+
+    #[test]
+    fn a_provisioned_volume_binds_its_claim_and_then_nothing_is_left() {
+        let classes = [class("local", "WaitForFirstConsumer")];
+        let waiting = claim(
+            "c",
+            "local",
+            json!({"metadata": {"annotations": {SELECTED_NODE: "n"}}}),
+        );
+        let pv = volume("pvc-uid-c", "local", "1Gi", claimed_by("c"));
+        assert_eq!(
+            plan_of(
+                std::slice::from_ref(&waiting),
+                std::slice::from_ref(&pv),
+                &classes
+            ),
+            [Action::Bind {
+                volume: "pvc-uid-c".into(),
+                claim: id("c"),
+                chose_volume: true,
+                chose_claim: false
+            }]
+        );
+        let bound_claim = claim(
+            "c",
+            "local",
+            json!({"metadata": {"annotations": {BIND_COMPLETED: "yes"}},
+            "spec": {"volumeName": "pvc-uid-c"},
+            "status": {"phase": "Bound", "capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"]}}),
+        );
+        let bound_pv = volume(
+            "pvc-uid-c",
+            "local",
+            "1Gi",
+            json!({"spec": claimed_by("c")["spec"], "status": {"phase": "Bound"}}),
+        );
+        assert_eq!(plan_of(&[bound_claim], &[bound_pv], &classes), []);
+    }
+
+    #[test]
+    fn waiting_and_provisioning() {
+        let classes = [
+            class("local", "WaitForFirstConsumer"),
+            class("now", "Immediate"),
+        ];
+        let actions = plan_of(&[claim("c", "local", json!({}))], &[], &classes);
+        assert!(
+            matches!(
+                &actions[..],
+                [Action::Event {
+                    reason: "WaitForFirstConsumer",
+                    ..
+                }]
+            ),
+            "{actions:?}"
+        );
+        let selected = claim(
+            "c",
+            "local",
+            json!({"metadata": {"annotations": {SELECTED_NODE: "n"}}}),
+        );
+        let actions = plan_of(&[selected], &[], &classes);
+        assert!(
+            matches!(&actions[..], [Action::Provision { provisioner, .. }, Action::Event { reason: "ExternalProvisioning", .. }]
+            if provisioner == "kubevirt-rs.io/local-volume"),
+            "{actions:?}"
+        );
+        let annotated = claim(
+            "d",
+            "now",
+            json!({"metadata": {"annotations": {
+            STORAGE_PROVISIONER: "kubevirt-rs.io/local-volume", BETA_STORAGE_PROVISIONER: "kubevirt-rs.io/local-volume"}}}),
+        );
+        let actions = plan_of(&[annotated], &[], &classes);
+        assert!(
+            matches!(
+                &actions[..],
+                [Action::Event {
+                    reason: "ExternalProvisioning",
+                    ..
+                }]
+            ),
+            "{actions:?}"
+        );
+        let missing = plan_of(&[claim("e", "gone", json!({}))], &[], &classes);
+        assert!(
+            matches!(&missing[..], [Action::Event { reason: "ProvisioningFailed", message, .. }]
+            if message == "storageclass.storage.k8s.io \"gone\" not found"),
+            "{missing:?}"
+        );
+    }
+
+    #[test]
+    fn released_and_lost() {
+        let orphan = volume(
+            "pv",
+            "",
+            "1Gi",
+            json!({"spec": claimed_by("gone")["spec"], "status": {"phase": "Bound"}}),
+        );
+        assert_eq!(
+            plan_of(&[], std::slice::from_ref(&orphan), &[]),
+            [Action::Released("pv".into())]
+        );
+        // A claim of the same name but another uid is not the volume's claim.
+        let namesake = claim("gone", "", json!({"metadata": {"uid": "other"}}));
+        assert!(
+            plan_of(
+                std::slice::from_ref(&namesake),
+                std::slice::from_ref(&orphan),
+                &[]
+            )
+            .contains(&Action::Released("pv".into()))
+        );
+        let released = volume(
+            "pv",
+            "",
+            "1Gi",
+            json!({"spec": claimed_by("gone")["spec"], "status": {"phase": "Released"}}),
+        );
+        assert_eq!(plan_of(&[], &[released], &[]), []);
+        let lost = claim(
+            "c",
+            "",
+            json!({"metadata": {"annotations": {BIND_COMPLETED: "yes"}},
+            "spec": {"volumeName": "vanished"}, "status": {"phase": "Bound"}}),
+        );
+        assert_eq!(plan_of(&[lost], &[], &[]), [Action::Lost(id("c"))]);
+    }
+
+    proptest! {
+        /// Whatever the claims and volumes, no volume is bound twice in a pass, and every
+        /// volume the binder chooses for a claim satisfies it.
+        #[test]
+        fn binds_are_unique_and_fit(
+            claims in proptest::collection::vec((1u32..8, 0usize..2), 0..6),
+            volumes in proptest::collection::vec((1u32..8, 0usize..2), 0..6),
+        ) {
+            let classes = ["", "fast"];
+            let claims: Vec<_> = claims.iter().enumerate().map(|(i, (size, c))| {
+                claim(&format!("c{i}"), classes[*c], json!({"spec": {"resources": {"requests": {"storage": format!("{size}Gi")}}}}))
+            }).collect();
+            let vols: Vec<_> = volumes.iter().enumerate().map(|(i, (size, c))| {
+                volume(&format!("pv{i}"), classes[*c], &format!("{size}Gi"), json!({}))
+            }).collect();
+            let actions = plan_of(&claims, &vols, &[]);
+            let mut seen = std::collections::HashSet::new();
+            for a in &actions {
+                if let Action::Bind { volume, claim: cid, .. } = a {
+                    prop_assert!(seen.insert(volume.clone()), "{} bound twice", volume);
+                    let c = claims.iter().find(|c| c.name_any() == cid.name).unwrap();
+                    let v = vols.iter().find(|v| v.name_any() == *volume).unwrap();
+                    prop_assert_eq!(mismatch(v, c), None);
+                }
+            }
+        }
+    }
 }

@@ -1,5 +1,6 @@
 //! Where the write path applies kube-apiserver's claim and volume rules
-//! ([`crate::semantics::claims`]): defaults and DefaultStorageClass on create, the update rules
+//! ([`crate::semantics::claims`]): defaults, DefaultStorageClass and the in-use protection
+//! finalizers on create, the update rules
 //! and the resize check on writes through the main endpoint.
 
 use crate::error::ApiError;
@@ -24,6 +25,17 @@ pub(super) fn on_create(
         return Ok(());
     };
     claims::defaults(kind, obj, true);
+    if let Some(f) = crate::volumes::protection::finalizer_for(kind) {
+        let list = &mut obj["metadata"]["finalizers"];
+        if !list.is_array() {
+            *list = serde_json::json!([]);
+        }
+        if let Some(list) = list.as_array_mut()
+            && !list.iter().any(|x| x == f)
+        {
+            list.push(f.into());
+        }
+    }
     if kind == "PersistentVolumeClaim" {
         claims::admit_default_class(obj, &classes()?);
         let causes = claims::validate_claim(obj);
