@@ -419,3 +419,48 @@ fn wait_for_first_consumer_and_unschedulable_claims() {
     });
     assert_eq!(p.get(&["pod", "stranded"], "{.spec.nodeName}"), "");
 }
+
+#[test]
+fn classes_are_immutable_and_up_keeps_a_users_changes() {
+    let p = Plane::start("volumes-classes");
+    let err = refused(
+        &p,
+        &[
+            "patch",
+            "sc",
+            "local",
+            "--type=merge",
+            "-p",
+            r#"{"provisioner":"example.com/other","reclaimPolicy":"Retain"}"#,
+        ],
+    );
+    assert!(
+        err.contains("provisioner: Forbidden: updates to provisioner are forbidden."),
+        "{err}"
+    );
+    assert!(
+        err.contains("reclaimPolicy: Forbidden: updates to reclaimPolicy are forbidden."),
+        "{err}"
+    );
+    // What may change, changes, and a restart keeps it.
+    p.ok(&["patch", "sc", "local", "--type=merge", "-p",
+        r#"{"allowVolumeExpansion":false,"metadata":{"annotations":{"storageclass.kubernetes.io/is-default-class":"false"}}}"#]);
+    let p = Plane::start_in(p.stop());
+    assert_eq!(
+        row(&p, "sc", "local")[..5],
+        [
+            "local",
+            "kubevirt-rs.io/local-volume",
+            "Delete",
+            "WaitForFirstConsumer",
+            "false"
+        ]
+    );
+    // No default class: a claim without one keeps none.
+    apply(&p, &claim("plain", None, "1Gi"));
+    assert_eq!(p.get(&["pvc", "plain"], "{.spec.storageClassName}"), "");
+    // A deleted class comes back at the next start.
+    p.ok(&["delete", "sc", "local"]);
+    let p = Plane::start_in(p.stop());
+    assert_eq!(row(&p, "sc", "local")[1], "(default)");
+}

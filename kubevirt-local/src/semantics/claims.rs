@@ -104,6 +104,90 @@ pub fn requested(claim: &Value) -> Option<i128> {
     milli(&claim["spec"]["resources"]["requests"]["storage"])
 }
 
+/// The spec fields of a volume that are not its source (`spec.persistentvolumesource` is the
+/// rest).
+const VOLUME_NON_SOURCE: &[&str] = &[
+    "capacity",
+    "accessModes",
+    "claimRef",
+    "persistentVolumeReclaimPolicy",
+    "storageClassName",
+    "mountOptions",
+    "volumeMode",
+    "nodeAffinity",
+    "volumeAttributesClassName",
+];
+
+/// Upstream's create-time checks of a volume's spec a client can miss.
+pub fn validate_volume(pv: &Value) -> Vec<Cause> {
+    let spec = &pv["spec"];
+    let mut out = Vec::new();
+    if spec["capacity"].as_object().is_none_or(|c| c.is_empty()) {
+        out.push(cause(
+            "spec.capacity",
+            "FieldValueRequired",
+            "Required value",
+        ));
+    }
+    if spec["accessModes"].as_array().is_none_or(Vec::is_empty) {
+        out.push(cause(
+            "spec.accessModes",
+            "FieldValueRequired",
+            "Required value",
+        ));
+    }
+    let sources = spec
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(k, v)| !VOLUME_NON_SOURCE.contains(&k.as_str()) && !v.is_null())
+        .count();
+    if sources == 0 {
+        out.push(cause(
+            "spec",
+            "FieldValueRequired",
+            "Required value: must specify a volume type",
+        ));
+    } else if sources > 1 {
+        out.push(cause(
+            "spec",
+            "FieldValueForbidden",
+            "Forbidden: may not specify more than 1 volume type",
+        ));
+    }
+    out
+}
+
+/// Upstream's `ValidatePersistentVolumeUpdate`: the source and the volume mode never change.
+pub fn validate_volume_update(old: &Value, new: &Value) -> Vec<Cause> {
+    let mut out = validate_volume(new);
+    let source = |pv: &Value| {
+        let mut s = pv["spec"].clone();
+        if let Some(o) = s.as_object_mut() {
+            o.retain(|k, v| !VOLUME_NON_SOURCE.contains(&k.as_str()) && !v.is_null());
+        }
+        s
+    };
+    if source(old) != source(new) {
+        out.push(cause(
+            "spec.persistentvolumesource",
+            "FieldValueForbidden",
+            "Forbidden: spec.persistentvolumesource is immutable after creation",
+        ));
+    }
+    if old["spec"]["volumeMode"] != new["spec"]["volumeMode"] {
+        out.push(cause(
+            "volumeMode",
+            "FieldValueInvalid",
+            format!(
+                "Invalid value: {}: field is immutable",
+                new["spec"]["volumeMode"]
+            ),
+        ));
+    }
+    out
+}
+
 /// Upstream's create-time checks of a claim's spec.
 pub fn validate_claim(claim: &Value) -> Vec<Cause> {
     let spec = &claim["spec"];
@@ -287,6 +371,28 @@ mod tests {
         assert!(refuse_resize(&old, &new, Some(&json!({}))).is_some());
         assert!(refuse_resize(&old, &new, None).is_some());
         assert_eq!(refuse_resize(&new, &old, None), None, "not a growth");
+    }
+
+    #[test]
+    fn a_volume_has_one_source_that_never_changes() {
+        let pv = json!({"spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+            "volumeMode": "Filesystem", "local": {"path": "/a"}}});
+        assert!(validate_volume(&pv).is_empty());
+        let mut two = pv.clone();
+        two["spec"]["hostPath"] = json!({"path": "/b"});
+        assert_eq!(
+            validate_volume(&two)[0].message,
+            "Forbidden: may not specify more than 1 volume type"
+        );
+        let mut moved = pv.clone();
+        moved["spec"]["local"]["path"] = json!("/b");
+        moved["spec"]["capacity"]["storage"] = json!("2Gi");
+        let errs = validate_volume_update(&pv, &moved);
+        assert_eq!(errs.len(), 1);
+        assert_eq!(errs[0].field, "spec.persistentvolumesource");
+        let mut grown = pv.clone();
+        grown["spec"]["capacity"]["storage"] = json!("2Gi");
+        assert!(validate_volume_update(&pv, &grown).is_empty());
     }
 
     #[test]

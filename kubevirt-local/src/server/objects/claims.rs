@@ -1,21 +1,38 @@
-//! Where the write path applies kube-apiserver's claim and volume rules
-//! ([`crate::semantics::claims`]): defaults, DefaultStorageClass and the in-use protection
-//! finalizers on create, the update rules
-//! and the resize check on writes through the main endpoint.
+//! Where the write path applies kube-apiserver's claim, volume and StorageClass rules
+//! ([`crate::semantics::claims`], [`crate::semantics::storage_classes`]): defaults,
+//! DefaultStorageClass and the in-use protection finalizers on create; the update rules and the
+//! resize check on writes through the main endpoint.
 
 use crate::error::ApiError;
 use crate::registry::Resource;
 use crate::semantics::claims::{self, STORAGE_CLASSES};
+use crate::semantics::schema::Cause;
+use crate::semantics::storage_classes;
 use crate::storage::{ObjectKey, Txn};
 use serde_json::Value;
 
 fn kind_of(res: &Resource) -> Option<&str> {
-    (res.group.is_empty() && res.builtin)
-        .then_some(res.kind.as_str())
-        .filter(|k| matches!(*k, "PersistentVolumeClaim" | "PersistentVolume"))
+    let storage = match res.group.as_str() {
+        "" => matches!(
+            res.kind.as_str(),
+            "PersistentVolumeClaim" | "PersistentVolume"
+        ),
+        "storage.k8s.io" => res.kind == "StorageClass",
+        _ => false,
+    };
+    (storage && res.builtin).then_some(res.kind.as_str())
 }
 
-/// A new claim or volume: its defaults, its status, the default class, the claim's checks.
+fn refuse(res: &Resource, obj: &Value, causes: &[Cause]) -> Result<(), ApiError> {
+    if causes.is_empty() {
+        return Ok(());
+    }
+    let name = obj["metadata"]["name"].as_str().unwrap_or_default();
+    Err(ApiError::invalid(res, name, causes))
+}
+
+/// A new claim, volume or class: its defaults, its status, its finalizer, the default class,
+/// the checks.
 pub(super) fn on_create(
     res: &Resource,
     obj: &mut Value,
@@ -24,6 +41,10 @@ pub(super) fn on_create(
     let Some(kind) = kind_of(res) else {
         return Ok(());
     };
+    if kind == "StorageClass" {
+        storage_classes::defaults(obj);
+        return refuse(res, obj, &storage_classes::validate(obj));
+    }
     claims::defaults(kind, obj, true);
     if let Some(f) = crate::volumes::protection::finalizer_for(kind) {
         let list = &mut obj["metadata"]["finalizers"];
@@ -36,15 +57,11 @@ pub(super) fn on_create(
             list.push(f.into());
         }
     }
-    if kind == "PersistentVolumeClaim" {
-        claims::admit_default_class(obj, &classes()?);
-        let causes = claims::validate_claim(obj);
-        if !causes.is_empty() {
-            let name = obj["metadata"]["name"].as_str().unwrap_or_default();
-            return Err(ApiError::invalid(res, name, &causes));
-        }
+    if kind == "PersistentVolume" {
+        return refuse(res, obj, &claims::validate_volume(obj));
     }
-    Ok(())
+    claims::admit_default_class(obj, &classes()?);
+    refuse(res, obj, &claims::validate_claim(obj))
 }
 
 /// A change through the main endpoint: defaults, what may change, and growth only where the
@@ -58,15 +75,19 @@ pub(super) fn on_update(
     let Some(kind) = kind_of(res) else {
         return Ok(());
     };
-    claims::defaults(kind, new, false);
-    if kind != "PersistentVolumeClaim" {
-        return Ok(());
+    match kind {
+        "StorageClass" => {
+            storage_classes::defaults(new);
+            return refuse(res, new, &storage_classes::validate_update(old, new));
+        }
+        "PersistentVolume" => {
+            claims::defaults(kind, new, false);
+            return refuse(res, new, &claims::validate_volume_update(old, new));
+        }
+        _ => claims::defaults(kind, new, false),
     }
+    refuse(res, new, &claims::validate_claim_update(old, new))?;
     let name = new["metadata"]["name"].as_str().unwrap_or_default();
-    let causes = claims::validate_claim_update(old, new);
-    if !causes.is_empty() {
-        return Err(ApiError::invalid(res, name, &causes));
-    }
     let class_name = claims::class_of(new);
     let class = if class_name.is_empty() {
         None
