@@ -2,12 +2,16 @@
 //! subresource, as kube-scheduler does, with its default filters (node ready and schedulable,
 //! taints/tolerations, `nodeSelector` and required node affinity, resource requests including
 //! extended resources such as `devices.kubevirt.io/kvm`) and its least-allocated score.
+//! Its VolumeBinding ([`volumes`]) keeps pods with missing or unbound Immediate claims
+//! unschedulable, filters nodes by bound volumes' node affinity, and for WaitForFirstConsumer
+//! claims names the chosen node in the claim and binds the pod once the claims are bound.
 //!
 //! Only pods whose `spec.schedulerName` is `default-scheduler` are handled. A pod that fits
 //! nowhere stays `Pending` with `PodScheduled=False`, reason `Unschedulable`, upstream's message
 //! (`0/1 nodes are available: 1 Insufficient memory.`) and a `FailedScheduling` event; it is
 //! tried again whenever a pod or node changes. The scheduler talks to the API server only
-//! through kube-rs (watches of pods and nodes, the binding and status subresources, events).
+//! through kube-rs (watches of pods, nodes, claims, volumes and StorageClasses, the binding and
+//! status subresources, claim annotations, events).
 
 pub mod fit;
 pub mod placement;
