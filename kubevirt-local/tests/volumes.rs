@@ -418,6 +418,43 @@ fn wait_for_first_consumer_and_unschedulable_claims() {
             .then_some(())
     });
     assert_eq!(p.get(&["pod", "stranded"], "{.spec.nodeName}"), "");
+
+    // WaitForFirstConsumer with administrator-made local volumes: the pod goes where a volume
+    // is, the claim binds it; without one no node fits.
+    apply(
+        &p,
+        &class(
+            "local-static",
+            "kubernetes.io/no-provisioner",
+            "WaitForFirstConsumer",
+            false,
+        ),
+    );
+    apply(
+        &p,
+        &volume(
+            "static-a",
+            "local-static",
+            "2Gi",
+            json!({"spec": on_node("node-a")}),
+        ),
+    );
+    apply(&p, &claim("near", Some("local-static"), "1Gi"));
+    apply(&p, &pod_using("settler", "near"));
+    eventually("settler bound", || {
+        (p.get(&["pod", "settler"], "{.spec.nodeName}") == "node-a").then_some(())
+    });
+    assert_eq!(
+        p.get(&["pvc", "near"], "{.spec.volumeName} {.status.phase}"),
+        "static-a Bound"
+    );
+    apply(&p, &claim("nowhere", Some("local-static"), "1Gi"));
+    apply(&p, &pod_using("homeless", "nowhere"));
+    eventually("homeless unschedulable", || {
+        (p.get(&["pod", "homeless"], message)
+            == "0/1 nodes are available: 1 node(s) didn't find available persistent volumes to bind.")
+            .then_some(())
+    });
 }
 
 #[test]

@@ -236,20 +236,37 @@ pub fn validate_claim_update(old: &Value, new: &Value) -> Vec<Cause> {
     let mut new_spec = new["spec"].clone();
     // The binder sets volumeName once.
     if old_spec["volumeName"].as_str().is_none_or(str::is_empty) {
-        old_spec["volumeName"] = new_spec["volumeName"].clone();
+        set_path(
+            &mut old_spec,
+            &["volumeName"],
+            new_spec["volumeName"].clone(),
+        );
     }
     // A claim without a class may get one later (retroactive default StorageClass assignment).
     if !has_class(old) && new_spec["storageClassName"].is_string() {
-        old_spec["storageClassName"] = new_spec["storageClassName"].clone();
+        set_path(
+            &mut old_spec,
+            &["storageClassName"],
+            new_spec["storageClassName"].clone(),
+        );
     }
     let bound = new["status"]["phase"] == "Bound";
     if bound {
-        new_spec["resources"]["requests"]["storage"] =
-            old_spec["resources"]["requests"]["storage"].clone();
-        new_spec["volumeAttributesClassName"] = old_spec["volumeAttributesClassName"].clone();
+        let storage = old_spec["resources"]["requests"]["storage"].clone();
+        set_path(
+            &mut new_spec,
+            &["resources", "requests", "storage"],
+            storage,
+        );
+        let vac = old_spec["volumeAttributesClassName"].clone();
+        set_path(&mut new_spec, &["volumeAttributesClassName"], vac);
     }
-    strip_nulls(&mut old_spec);
-    strip_nulls(&mut new_spec);
+    for spec in [&mut old_spec, &mut new_spec] {
+        strip_nulls(spec);
+        if spec.as_object().is_some_and(|o| o.is_empty()) {
+            *spec = Value::Null;
+        }
+    }
     if old_spec != new_spec {
         out.push(cause(
             "spec",
@@ -287,6 +304,30 @@ pub fn refuse_resize(old: &Value, new: &Value, class: Option<&Value>) -> Option<
     (!allowed).then(|| {
         "only dynamically provisioned pvc can be resized and the storageclass that provisions the pvc must support resize".to_string()
     })
+}
+
+/// Set `path` in `v`, making missing (null) objects on the way; a non-object on the way (a
+/// malformed spec) leaves `v` as it is.
+fn set_path(v: &mut Value, path: &[&str], value: Value) {
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
+    let mut node = v;
+    for p in parents {
+        if node.is_null() {
+            *node = json!({});
+        }
+        let Some(o) = node.as_object_mut() else {
+            return;
+        };
+        node = o.entry(p.to_string()).or_insert(Value::Null);
+    }
+    if node.is_null() {
+        *node = json!({});
+    }
+    if let Some(o) = node.as_object_mut() {
+        o.insert(last.to_string(), value);
+    }
 }
 
 /// Null fields and objects left empty by them count as unset, as in Go's structs.
@@ -393,6 +434,46 @@ mod tests {
         let mut grown = pv.clone();
         grown["spec"]["capacity"]["storage"] = json!("2Gi");
         assert!(validate_volume_update(&pv, &grown).is_empty());
+    }
+
+    fn value() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            "[0-9]{1,4}(Mi|Gi|m|k)?".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 16, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..3).prop_map(Value::from),
+                proptest::collection::btree_map(
+                    prop_oneof![
+                        Just("resources".to_string()),
+                        Just("requests".to_string()),
+                        Just("storage".to_string()),
+                        Just("accessModes".to_string()),
+                        Just("volumeName".to_string()),
+                    ],
+                    inner,
+                    0..3
+                )
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        /// Whatever a user writes into a claim's spec, the rules answer without panicking, and
+        /// an update that changes nothing is never refused for immutability.
+        #[test]
+        fn update_rules_never_panic(old in value(), new in value(), phase in "(Bound|Pending)") {
+            let wrap = |spec: &Value| json!({"spec": spec, "status": {"phase": phase}});
+            let (old, new) = (wrap(&old), wrap(&new));
+            let _ = validate_claim_update(&old, &new);
+            let _ = refuse_resize(&old, &new, None);
+            let same = validate_claim_update(&old, &old);
+            proptest::prop_assert!(same.iter().all(|c| c.field != "spec"), "{:?}", same);
+        }
     }
 
     #[test]
