@@ -150,6 +150,11 @@ fn classes_defaults_static_binding_and_claim_rules() {
         "Retain"
     );
     wait_phase(&p, "pv", "pv-big", "Available");
+    assert!(
+        !p.get(&["pv", "pv-big"], "{.status.lastPhaseTransitionTime}")
+            .is_empty(),
+        "the phase change is dated"
+    );
     apply(&p, &claim("data", Some("manual"), "500Mi"));
     wait_phase(&p, "pvc", "data", "Bound");
     assert_eq!(

@@ -58,6 +58,7 @@ pub(super) fn on_create(
         }
     }
     if kind == "PersistentVolume" {
+        obj["status"]["lastPhaseTransitionTime"] = super::super::state::now().into();
         return refuse(res, obj, &claims::validate_volume(obj));
     }
     claims::admit_default_class(obj, &classes()?);
@@ -101,6 +102,16 @@ pub(super) fn on_update(
         )));
     }
     Ok(())
+}
+
+/// A volume's phase changed (through either endpoint): `status.lastPhaseTransitionTime` is now.
+pub(super) fn on_phase(res: &Resource, old: &Value, new: &mut Value, now: &str) {
+    if kind_of(res) == Some("PersistentVolume")
+        && new["status"].is_object()
+        && old["status"]["phase"] != new["status"]["phase"]
+    {
+        new["status"]["lastPhaseTransitionTime"] = now.into();
+    }
 }
 
 /// The StorageClasses, for a claim's default class.

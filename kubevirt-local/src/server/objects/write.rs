@@ -207,6 +207,7 @@ impl Update<'_> {
         if op == Operation::Update {
             claims::on_update(tx, self.res, old, &mut new)?;
         }
+        claims::on_phase(self.res, old, &mut new, &now());
         if dry_run(self.req) {
             return Ok((new, warnings));
         }
