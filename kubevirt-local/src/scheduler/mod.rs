@@ -167,8 +167,10 @@ impl Scheduler {
             }
             let api: Api<PersistentVolumeClaim> =
                 Api::namespaced(self.client.clone(), &claim.namespace().unwrap_or_default());
+            // Against the claim as read: a claim another pass already gave a node keeps it.
             let patch = json!({"metadata": {"annotations": {
-                crate::volumes::plan::SELECTED_NODE: node}}});
+                crate::volumes::plan::SELECTED_NODE: node},
+                "resourceVersion": claim.metadata.resource_version}});
             api.patch(
                 &claim.name_any(),
                 &PatchParams::default(),

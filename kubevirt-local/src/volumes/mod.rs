@@ -104,7 +104,10 @@ impl Binder {
                     "apiVersion": "v1", "namespace": claim.namespace, "name": claim.name,
                     "uid": claim.uid}}});
                 if chose_claim {
-                    pv_patch["metadata"] = json!({"annotations": {BOUND_BY_CONTROLLER: "yes"}});
+                    // Only the volume as read may be given away: a stale view gets a conflict
+                    // (and the next pass looks again), never a second claim.
+                    pv_patch["metadata"] = json!({"annotations": {BOUND_BY_CONTROLLER: "yes"},
+                        "resourceVersion": pv.metadata.resource_version});
                 }
                 volumes
                     .patch(&volume, &pp, &Patch::Merge(&pv_patch))
@@ -116,18 +119,14 @@ impl Binder {
                         &Patch::Merge(&json!({"status": {"phase": "Bound"}})),
                     )
                     .await?;
-                let mut annotations = json!({BIND_COMPLETED: "yes"});
+                let mut claim_patch = json!({"metadata": {"annotations": {BIND_COMPLETED: "yes"}},
+                    "spec": {"volumeName": volume}});
                 if chose_volume {
-                    annotations[BOUND_BY_CONTROLLER] = json!("yes");
+                    claim_patch["metadata"]["annotations"][BOUND_BY_CONTROLLER] = json!("yes");
                 }
                 let api = self.claim_api(&claim);
-                api.patch(
-                    &claim.name,
-                    &pp,
-                    &Patch::Merge(&json!({"metadata": {"annotations": annotations},
-                        "spec": {"volumeName": volume}})),
-                )
-                .await?;
+                api.patch(&claim.name, &pp, &Patch::Merge(&claim_patch))
+                    .await?;
                 let spec = pv.spec.clone().unwrap_or_default();
                 api.patch_status(
                     &claim.name,
