@@ -283,6 +283,42 @@ fn classes_defaults_static_binding_and_claim_rules() {
         "4Gi"
     );
 
+    // Many claims for few volumes, all at once: each volume goes to exactly one claim.
+    let mut burst = String::new();
+    for i in 0..4 {
+        burst += &volume(&format!("race-pv{i}"), "race", "1Gi", json!({})).to_string();
+    }
+    for i in 0..7 {
+        burst += &claim(&format!("race-c{i}"), Some("race"), "1Gi").to_string();
+    }
+    p.ok_in(&["apply", "-f", "-"], Some(&burst));
+    let pairs = eventually("four race claims bound", || {
+        let out = p.ok(&["get", "pvc", "-o", "jsonpath={range .items[?(@.spec.storageClassName==\"race\")]}{.metadata.name}={.spec.volumeName} {end}"]);
+        let bound: Vec<(String, String)> = out
+            .split_whitespace()
+            .filter_map(|kv| kv.split_once('='))
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        (bound.len() == 4).then_some(bound)
+    });
+    let mut volumes: Vec<&str> = pairs.iter().map(|(_, v)| v.as_str()).collect();
+    volumes.sort();
+    volumes.dedup();
+    assert_eq!(volumes.len(), 4, "a volume went to two claims: {pairs:?}");
+    for (c, v) in &pairs {
+        assert_eq!(&p.get(&["pv", v], "{.spec.claimRef.name}"), c);
+        wait_phase(&p, "pvc", c, "Bound");
+    }
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let pending = p.ok(&[
+        "get",
+        "pvc",
+        "-o",
+        "jsonpath={range .items[?(@.status.phase==\"Pending\")]}{.metadata.name} {end}",
+    ]);
+    assert_eq!(pending.matches("race-c").count(), 3, "{pending}");
+
     // The claim goes: its Retain volume is Released, and stays.
     p.ok(&["delete", "pvc", "data", "--wait=true"]);
     wait_phase(&p, "pv", "pv-small", "Released");
