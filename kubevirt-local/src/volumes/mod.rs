@@ -12,6 +12,7 @@
 //! It also plays the pvc-protection and pv-protection controllers ([`protection`]): a claim
 //! being deleted loses its finalizer once no running pod uses it, a volume once it is not Bound.
 
+pub mod action;
 pub mod default_class;
 pub mod matching;
 pub mod plan;
