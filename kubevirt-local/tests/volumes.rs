@@ -541,4 +541,8 @@ fn classes_are_immutable_and_up_keeps_a_users_changes() {
     p.ok(&["delete", "sc", "local"]);
     let p = Plane::start_in(p.stop());
     assert_eq!(row(&p, "sc", "local")[1], "(default)");
+    // A claim that named no class gets the default once there is one again.
+    eventually("plain given the default class", || {
+        (p.get(&["pvc", "plain"], "{.spec.storageClassName}") == "local").then_some(())
+    });
 }

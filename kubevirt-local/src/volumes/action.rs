@@ -68,6 +68,13 @@ pub enum Action {
     UnprotectClaim(ClaimId),
     /// A volume being deleted that is not bound: drop its `kubernetes.io/pv-protection`.
     UnprotectVolume(String),
+    /// Give a claim that names no class the default one.
+    AssignClass {
+        /// The claim.
+        claim: ClaimId,
+        /// The default class.
+        class: String,
+    },
     /// Tell about a claim.
     Event {
         /// The claim.

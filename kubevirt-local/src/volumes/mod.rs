@@ -254,6 +254,19 @@ impl Binder {
                     claim.namespace, claim.name
                 )))
             }
+            Action::AssignClass { claim, class } => {
+                self.claim_api(&claim)
+                    .patch(
+                        &claim.name,
+                        &pp,
+                        &Patch::Merge(&json!({"spec": {"storageClassName": class}})),
+                    )
+                    .await?;
+                Ok(Some(format!(
+                    "claim {}/{} given the default class {class}",
+                    claim.namespace, claim.name
+                )))
+            }
             Action::UnprotectClaim(claim) => {
                 let Some(c) = w
                     .claims

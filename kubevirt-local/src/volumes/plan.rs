@@ -25,6 +25,33 @@ pub const BETA_STORAGE_PROVISIONER: &str = "volume.beta.kubernetes.io/storage-pr
 /// The provisioner of classes whose volumes only an administrator makes.
 pub const NO_PROVISIONER: &str = "kubernetes.io/no-provisioner";
 
+/// The annotation older clients name a claim's class with.
+const BETA_CLASS_ANNOTATION: &str = "volume.beta.kubernetes.io/storage-class";
+
+/// The default class: of those annotated default, the newest (ties: the first name).
+fn default_class(classes: &[StorageClass]) -> Option<String> {
+    classes
+        .iter()
+        .filter(|c| {
+            let a = c.annotations();
+            [
+                crate::server::printers::DEFAULT_CLASS_ANNOTATION,
+                crate::server::printers::BETA_DEFAULT_CLASS_ANNOTATION,
+            ]
+            .iter()
+            .any(|k| a.get(*k).map(String::as_str) == Some("true"))
+        })
+        .max_by(|a, b| {
+            a.metadata
+                .creation_timestamp
+                .as_ref()
+                .map(|t| t.0)
+                .cmp(&b.metadata.creation_timestamp.as_ref().map(|t| t.0))
+                .then_with(|| b.name_any().cmp(&a.name_any()))
+        })
+        .map(|c| c.name_any())
+}
+
 /// What the binder sees.
 #[derive(Debug, Clone, Copy)]
 pub struct World<'a> {
@@ -183,6 +210,18 @@ fn sync_claim(w: &World<'_>, claim: &PersistentVolumeClaim) -> Vec<Action> {
     let node = selected.map(|n| node_named(w.nodes, n));
     if let Some(pv) = best_match(w.volumes, claim, node.as_ref()) {
         return vec![bind(pv, claim)];
+    }
+    let unset = claim
+        .spec
+        .as_ref()
+        .is_some_and(|s| s.storage_class_name.is_none())
+        && !claim.annotations().contains_key(BETA_CLASS_ANNOTATION);
+    if unset && let Some(default) = default_class(w.classes) {
+        // A default class that came after the claim (retroactive default StorageClass).
+        return vec![Action::AssignClass {
+            claim: ClaimId::of(claim),
+            class: default,
+        }];
     }
     if class_name.is_empty() {
         return vec![event(
@@ -467,6 +506,45 @@ mod tests {
             matches!(&missing[..], [Action::Event { reason: "ProvisioningFailed", message, .. }]
             if message == "storageclass.storage.k8s.io \"gone\" not found"),
             "{missing:?}"
+        );
+    }
+
+    #[test]
+    fn a_claim_without_a_class_gets_a_later_default() {
+        let mut default = class("late", "Immediate");
+        default.metadata.annotations = Some(
+            [(
+                "storageclass.kubernetes.io/is-default-class".to_string(),
+                "true".to_string(),
+            )]
+            .into(),
+        );
+        let classless: PersistentVolumeClaim = serde_json::from_value(json!({
+            "metadata": {"name": "c", "namespace": "default", "uid": "uid-c"},
+            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}))
+        .unwrap();
+        assert_eq!(
+            plan_of(
+                std::slice::from_ref(&classless),
+                &[],
+                std::slice::from_ref(&default)
+            ),
+            [Action::AssignClass {
+                claim: id("c"),
+                class: "late".into()
+            }]
+        );
+        // An empty class asks for none.
+        let actions = plan_of(&[claim("c", "", json!({}))], &[], &[default]);
+        assert!(
+            matches!(
+                &actions[..],
+                [Action::Event {
+                    reason: "FailedBinding",
+                    ..
+                }]
+            ),
+            "{actions:?}"
         );
     }
 
