@@ -11,6 +11,7 @@
 //! - [`scheduler`]: the local kube-scheduler (binds pending pods to nodes).
 //! - [`serviceaccounts`]: default service accounts, the root CA ConfigMap, the `kubernetes` Service.
 //! - [`setup`]: the data directory: TLS material, the bearer token and the kubeconfig.
+//! - [`volumes`]: the local PV controller (binds claims and volumes, asks provisioners).
 //! - [`workloads`]: the ReplicaSet, Deployment and DaemonSet controllers.
 //! - [`up`]: the whole local system in one process (API server, CRDs, controllers, node agent).
 #![deny(missing_docs)]
@@ -26,4 +27,5 @@ pub mod serviceaccounts;
 pub mod setup;
 pub mod storage;
 pub mod up;
+pub mod volumes;
 pub mod workloads;

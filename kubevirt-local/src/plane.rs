@@ -1,6 +1,7 @@
 //! The local control plane's own controllers, the ones a real cluster runs in kube-scheduler
-//! and kube-controller-manager: the [`scheduler`](crate::scheduler), the workload
-//! controllers and the service account / root CA publisher. `up` starts them beside KubeVirt's controllers; each talks to the API server
+//! and kube-controller-manager: the [`scheduler`](crate::scheduler), the PV binder
+//! ([`volumes`](crate::volumes)), the workload controllers and the service account / root CA
+//! publisher. `up` starts them beside KubeVirt's controllers; each talks to the API server
 //! through kube-rs only, so they would work against any API server.
 
 use std::future::Future;
@@ -21,8 +22,8 @@ fn report(what: &'static str) -> impl Fn(Result<String, String>) + Send + Sync +
 }
 
 impl LocalControllers {
-    /// Start the scheduler and the workload controllers on `client`, and, given what to
-    /// publish, the service account and root CA publisher.
+    /// Start the scheduler, the PV binder and the workload controllers on `client`, and,
+    /// given what to publish, the service account and root CA publisher.
     pub fn start(client: Client, published: Option<crate::serviceaccounts::Published>) -> Self {
         let stop = watch::channel(false).0;
         let stopped = || {
@@ -53,6 +54,11 @@ impl LocalControllers {
                 client.clone(),
                 stopped(),
                 report("job controller"),
+            )),
+            tokio::spawn(crate::volumes::run(
+                client.clone(),
+                stopped(),
+                report("persistentvolume binder"),
             )),
             tokio::spawn(run_daemonsets(
                 client,

@@ -191,6 +191,15 @@ pub enum UpError {
     /// The node's registry could not start.
     #[error(transparent)]
     Registry(#[from] kubevirt_kubelet::images::NodeRegistryError),
+    /// The default StorageClass could not be made.
+    #[error("creating the default StorageClass {class}: {source}")]
+    StorageClass {
+        /// Its name.
+        class: &'static str,
+        /// Why.
+        #[source]
+        source: kube::Error,
+    },
     /// The kubelet could not start.
     #[error("starting the kubelet (--no-kubelet runs without it): {0}")]
     Kubelet(#[from] kubevirt_kubelet::KubeletError),
@@ -419,6 +428,12 @@ pub async fn run(
     let kubeconfig = setup::kubeconfig_for(&url, Some(&tls.ca_pem), Some(&token));
     let client = client_for(kubeconfig.clone()).await?;
     ensure_crds(&client).await?;
+    crate::volumes::default_class::ensure_local_class(&client)
+        .await
+        .map_err(|source| UpError::StorageClass {
+            class: crate::volumes::default_class::LOCAL_CLASS,
+            source,
+        })?;
     state.readiness.open(CRDS_GATE);
 
     let published = crate::serviceaccounts::Published {

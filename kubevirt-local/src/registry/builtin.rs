@@ -315,6 +315,16 @@ const SPECS: &[Spec] = &[
         selectable: &[],
     },
     Spec {
+        group: "storage.k8s.io",
+        version: "v1",
+        plural: "storageclasses",
+        kind: "StorageClass",
+        namespaced: false,
+        short: &["sc"],
+        status: false,
+        selectable: &[],
+    },
+    Spec {
         group: "apiextensions.k8s.io",
         version: "v1",
         plural: "customresourcedefinitions",
@@ -336,6 +346,12 @@ fn col(name: &str, type_: &str, path: &str) -> Column {
     }
 }
 
+/// A column `kubectl get -o wide` adds.
+fn wide(mut c: Column) -> Column {
+    c.priority = 1;
+    c
+}
+
 fn columns(kind: &str) -> Vec<Column> {
     let age = col("Age", "date", ".metadata.creationTimestamp");
     match kind {
@@ -347,10 +363,47 @@ fn columns(kind: &str) -> Vec<Column> {
             age,
         ],
         "ConfigMap" | "Secret" | "ServiceAccount" | "Lease" | "Node" => vec![age],
+        // Cells the server computes (access mode abbreviations, defaults shown when unset) are
+        // in `server::printers`; these paths are what the rest read.
         "PersistentVolumeClaim" => vec![
             col("Status", "string", ".status.phase"),
             col("Volume", "string", ".spec.volumeName"),
             col("Capacity", "string", ".status.capacity.storage"),
+            col("Access Modes", "string", ".status.accessModes"),
+            col("StorageClass", "string", ".spec.storageClassName"),
+            col(
+                "VolumeAttributesClass",
+                "string",
+                ".spec.volumeAttributesClassName",
+            ),
+            age,
+            wide(col("VolumeMode", "string", ".spec.volumeMode")),
+        ],
+        "PersistentVolume" => vec![
+            col("Capacity", "string", ".spec.capacity.storage"),
+            col("Access Modes", "string", ".spec.accessModes"),
+            col(
+                "Reclaim Policy",
+                "string",
+                ".spec.persistentVolumeReclaimPolicy",
+            ),
+            col("Status", "string", ".status.phase"),
+            col("Claim", "string", ".spec.claimRef.name"),
+            col("StorageClass", "string", ".spec.storageClassName"),
+            col(
+                "VolumeAttributesClass",
+                "string",
+                ".spec.volumeAttributesClassName",
+            ),
+            col("Reason", "string", ".status.reason"),
+            age,
+            wide(col("VolumeMode", "string", ".spec.volumeMode")),
+        ],
+        "StorageClass" => vec![
+            col("Provisioner", "string", ".provisioner"),
+            col("ReclaimPolicy", "string", ".reclaimPolicy"),
+            col("VolumeBindingMode", "string", ".volumeBindingMode"),
+            col("AllowVolumeExpansion", "string", ".allowVolumeExpansion"),
             age,
         ],
         "Event" => vec![

@@ -100,6 +100,17 @@ fn add(into: &mut Amounts, from: &Amounts) {
 /// Decide where `pod` goes among `nodes`, given every pod in the cluster (`pods`, whose
 /// `spec.nodeName` says where they already are).
 pub fn decide(pod: &Pod, nodes: &[Node], pods: &[Pod]) -> Result<Decision, BadQuantity> {
+    decide_with(pod, nodes, pods, |_| None)
+}
+
+/// [`decide`] with one more filter after the others (the volume binding's): why a node that
+/// fits otherwise cannot take the pod, or `None`.
+pub fn decide_with(
+    pod: &Pod,
+    nodes: &[Node],
+    pods: &[Pod],
+    extra: impl Fn(&Node) -> Option<String>,
+) -> Result<Decision, BadQuantity> {
     if nodes.is_empty() {
         return Ok(Decision::Unschedulable(
             "no nodes available to schedule pods".into(),
@@ -127,7 +138,12 @@ pub fn decide(pod: &Pod, nodes: &[Node], pods: &[Pod]) -> Result<Decision, BadQu
     for node in nodes {
         let name = node.metadata.name.as_deref().unwrap_or_default();
         let (exact, scoring) = used.get(name).unwrap_or(&empty);
-        let why = filter(pod, &requests, node, exact)?;
+        let mut why = filter(pod, &requests, node, exact)?;
+        if why.is_empty()
+            && let Some(r) = extra(node)
+        {
+            why.push(r);
+        }
         if why.is_empty() {
             let mut after = scoring.clone();
             add(&mut after, &non_zero(&requests));

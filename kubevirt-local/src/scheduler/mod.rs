@@ -2,23 +2,29 @@
 //! subresource, as kube-scheduler does, with its default filters (node ready and schedulable,
 //! taints/tolerations, `nodeSelector` and required node affinity, resource requests including
 //! extended resources such as `devices.kubevirt.io/kvm`) and its least-allocated score.
+//! Its VolumeBinding ([`volumes`]) keeps pods with missing or unbound Immediate claims
+//! unschedulable, filters nodes by bound volumes' node affinity, and for WaitForFirstConsumer
+//! claims names the chosen node in the claim and binds the pod once the claims are bound.
 //!
 //! Only pods whose `spec.schedulerName` is `default-scheduler` are handled. A pod that fits
 //! nowhere stays `Pending` with `PodScheduled=False`, reason `Unschedulable`, upstream's message
 //! (`0/1 nodes are available: 1 Insufficient memory.`) and a `FailedScheduling` event; it is
 //! tried again whenever a pod or node changes. The scheduler talks to the API server only
-//! through kube-rs (watches of pods and nodes, the binding and status subresources, events).
+//! through kube-rs (watches of pods, nodes, claims, volumes and StorageClasses, the binding and
+//! status subresources, claim annotations, events).
 
 pub mod fit;
 pub mod placement;
 pub mod resources;
+pub mod volumes;
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -57,6 +63,9 @@ struct Scheduler {
     client: Client,
     pods: Store<Pod>,
     nodes: Store<Node>,
+    claims: Store<PersistentVolumeClaim>,
+    volumes: Store<PersistentVolume>,
+    classes: Store<StorageClass>,
     /// Pods bound by this scheduler that the watch has not shown bound yet (upstream's
     /// "assumed" pods), so their requests count at once: uid -> the pod as bound.
     assumed: HashMap<String, Pod>,
@@ -66,6 +75,12 @@ impl Scheduler {
     /// Look at every pending pod once.
     async fn pass(&mut self, on_sync: &impl Fn(Result<String, String>)) {
         let nodes: Vec<Node> = self.nodes.state().iter().map(|n| (**n).clone()).collect();
+        let claims: Vec<PersistentVolumeClaim> =
+            self.claims.state().iter().map(|c| (**c).clone()).collect();
+        let volumes: Vec<PersistentVolume> =
+            self.volumes.state().iter().map(|v| (**v).clone()).collect();
+        let classes: Vec<StorageClass> =
+            self.classes.state().iter().map(|c| (**c).clone()).collect();
         let mut pods: Vec<Pod> = self.pods.state().iter().map(|p| (**p).clone()).collect();
         // Forget assumptions the watch has caught up with (or whose pods are gone).
         self.assumed.retain(|uid, _| {
@@ -94,11 +109,27 @@ impl Scheduler {
         });
         for pod in pending {
             let who = format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any());
-            let decision = match fit::decide(&pod, &nodes, &pods) {
+            let pod_claims = volumes::prefilter(&pod, &claims, &classes);
+            let decision = match &pod_claims {
+                Err(why) => Ok(Decision::Unschedulable(format!(
+                    "0/{} nodes are available: {why}.",
+                    nodes.len()
+                ))),
+                Ok(pc) => fit::decide_with(&pod, &nodes, &pods, |n| {
+                    volumes::filter(pc, n, &volumes, &classes)
+                }),
+            };
+            let decision = match decision {
                 Ok(d) => d,
                 Err(bad) => Decision::Unschedulable(format!("invalid resource request: {bad}")),
             };
+            let waiting = pod_claims.map(|pc| pc.waiting).unwrap_or_default();
             let outcome = match decision {
+                Decision::Bind(node) if !waiting.is_empty() => self
+                    .select_node(&waiting, &node)
+                    .await
+                    .map(|_| format!("{who} waits on node {node} for its volumes"))
+                    .map_err(|e| format!("selecting {node} for the claims of {who}: {e}")),
                 Decision::Bind(node) => match self.bind(&pod, &node).await {
                     Ok(bound) => {
                         if let Some(slot) =
@@ -118,6 +149,36 @@ impl Scheduler {
             };
             on_sync(outcome);
         }
+    }
+
+    /// Tell the provisioner which node the pod's waiting claims are for (claims that already
+    /// name one keep it).
+    async fn select_node(
+        &self,
+        waiting: &[PersistentVolumeClaim],
+        node: &str,
+    ) -> Result<(), kube::Error> {
+        for claim in waiting {
+            if claim
+                .annotations()
+                .contains_key(crate::volumes::plan::SELECTED_NODE)
+            {
+                continue;
+            }
+            let api: Api<PersistentVolumeClaim> =
+                Api::namespaced(self.client.clone(), &claim.namespace().unwrap_or_default());
+            // Against the claim as read: a claim another pass already gave a node keeps it.
+            let patch = json!({"metadata": {"annotations": {
+                crate::volumes::plan::SELECTED_NODE: node},
+                "resourceVersion": claim.metadata.resource_version}});
+            api.patch(
+                &claim.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await?;
+        }
+        Ok(())
     }
 
     async fn bind(&mut self, pod: &Pod, node: &str) -> Result<Pod, kube::Error> {
@@ -215,27 +276,65 @@ pub async fn run(
         .default_backoff()
         .reflect(node_writer)
         .map(|_| ());
+    let (claims, claim_writer) = reflector::store::<PersistentVolumeClaim>();
+    let (volumes, volume_writer) = reflector::store::<PersistentVolume>();
+    let (classes, class_writer) = reflector::store::<StorageClass>();
+    let claim_events = watcher(
+        Api::<PersistentVolumeClaim>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .reflect(claim_writer)
+    .map(|_| ());
+    let volume_events = watcher(
+        Api::<PersistentVolume>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .reflect(volume_writer)
+    .map(|_| ());
+    let class_events = watcher(
+        Api::<StorageClass>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .reflect(class_writer)
+    .map(|_| ());
     let ticks = tokio_stream_ticks(RESYNC);
-    let mut changes =
-        futures::stream::select(futures::stream::select(pod_events, node_events), ticks)
-            .ready_chunks(256)
-            .take_until(shutdown)
-            .boxed();
+    let mut changes = futures::stream::select_all(vec![
+        pod_events.boxed(),
+        node_events.boxed(),
+        claim_events.boxed(),
+        volume_events.boxed(),
+        class_events.boxed(),
+        ticks.boxed(),
+    ])
+    .ready_chunks(256)
+    .take_until(shutdown)
+    .boxed();
     let mut s = Scheduler {
         client,
         pods: pods.clone(),
         nodes: nodes.clone(),
+        claims: claims.clone(),
+        volumes: volumes.clone(),
+        classes: classes.clone(),
         assumed: HashMap::new(),
     };
-    let (pods_ready, nodes_ready) = (pods.wait_until_ready(), nodes.wait_until_ready());
-    tokio::pin!(pods_ready, nodes_ready);
-    // Decide only on a full view of the cluster (each future is polled until it is done, never
+    // Decide only on a full view of the cluster (the future is polled until it is done, never
     // after).
-    let (mut have_pods, mut have_nodes) = (false, false);
+    let ready = futures::future::join5(
+        pods.wait_until_ready(),
+        nodes.wait_until_ready(),
+        claims.wait_until_ready(),
+        volumes.wait_until_ready(),
+        classes.wait_until_ready(),
+    );
+    tokio::pin!(ready);
+    let mut have_all = false;
     while changes.next().await.is_some() {
-        have_pods = have_pods || futures::poll!(&mut pods_ready).is_ready();
-        have_nodes = have_nodes || futures::poll!(&mut nodes_ready).is_ready();
-        if !(have_pods && have_nodes) {
+        have_all = have_all || futures::poll!(&mut ready).is_ready();
+        if !have_all {
             continue;
         }
         s.pass(&on_sync).await;

@@ -30,7 +30,7 @@ pub fn matches_node_affinity(pod: &Pod, node: &Node) -> bool {
 
 /// One term: every expression and every field requirement holds; a term with neither matches
 /// nothing.
-fn term_matches(term: &NodeSelectorTerm, node: &Node) -> bool {
+pub fn term_matches(term: &NodeSelectorTerm, node: &Node) -> bool {
     let exprs = term.match_expressions.as_deref().unwrap_or_default();
     let fields = term.match_fields.as_deref().unwrap_or_default();
     if exprs.is_empty() && fields.is_empty() {

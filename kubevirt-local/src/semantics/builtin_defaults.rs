@@ -27,7 +27,6 @@ pub fn apply(kind: &str, obj: &mut Value) {
             default(obj, "/spec/type", json!("ClusterIP"));
             default(obj, "/spec/sessionAffinity", json!("None"));
         }
-        "PersistentVolumeClaim" => default(obj, "/spec/volumeMode", json!("Filesystem")),
         "Pod" => {
             default(obj, "/spec/restartPolicy", json!("Always"));
             default(obj, "/spec/dnsPolicy", json!("ClusterFirst"));

@@ -3,6 +3,7 @@
 
 pub mod apply;
 pub mod builtin_defaults;
+pub mod claims;
 pub mod events;
 pub mod jsonpath;
 pub mod lifecycle;
@@ -11,6 +12,7 @@ pub mod protobuf;
 pub mod rbac;
 pub mod schema;
 pub mod selector;
+pub mod storage_classes;
 pub mod token;
 pub mod validation;
 pub mod workloads;

@@ -81,7 +81,9 @@ where
 
 /// The built-in kind's typed decoding (events and CRDs have checks of their own).
 fn typed(group: &str, kind: &str, obj: &Value) -> Option<Cause> {
-    use k8s_openapi::api::{apps, batch, coordination, core, networking, policy, rbac, scheduling};
+    use k8s_openapi::api::{
+        apps, batch, coordination, core, networking, policy, rbac, scheduling, storage,
+    };
     match (group, kind) {
         ("", "Namespace") => decode::<core::v1::Namespace>(obj),
         ("", "Pod") => decode::<core::v1::Pod>(obj),
@@ -90,6 +92,7 @@ fn typed(group: &str, kind: &str, obj: &Value) -> Option<Cause> {
         ("", "Service") => decode::<core::v1::Service>(obj),
         ("", "PersistentVolumeClaim") => decode::<core::v1::PersistentVolumeClaim>(obj),
         ("", "PersistentVolume") => decode::<core::v1::PersistentVolume>(obj),
+        ("storage.k8s.io", "StorageClass") => decode::<storage::v1::StorageClass>(obj),
         ("", "Node") => decode::<core::v1::Node>(obj),
         ("", "ServiceAccount") => decode::<core::v1::ServiceAccount>(obj),
         ("", "ResourceQuota") => decode::<core::v1::ResourceQuota>(obj),

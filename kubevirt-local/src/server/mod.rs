@@ -9,6 +9,7 @@ pub mod health;
 mod logs;
 pub mod objects;
 mod openapi;
+pub mod printers;
 pub mod route;
 pub mod state;
 mod table;

@@ -1,6 +1,7 @@
 //! `meta.k8s.io/v1` Table responses (what `kubectl get` prints), with printer columns evaluated on
 //! the server.
 
+use super::printers;
 use crate::registry::Resource;
 use crate::semantics::jsonpath;
 use serde_json::{Value, json};
@@ -48,8 +49,13 @@ pub fn table(
 }
 
 fn row(res: &Resource, obj: &Value, include: Include, now: jiff::Timestamp) -> Value {
-    let mut cells = vec![obj["metadata"]["name"].clone()];
+    let name = printers::name(res, obj).unwrap_or_else(|| obj["metadata"]["name"].clone());
+    let mut cells = vec![name];
     for c in &res.columns {
+        if let Some(cell) = printers::cell(res, c, obj) {
+            cells.push(cell);
+            continue;
+        }
         let found = jsonpath::select(obj, &c.json_path);
         let cell = match (found.as_slice(), c.type_.as_str()) {
             ([], _) => Value::Null,

@@ -17,7 +17,11 @@ pub struct Plane {
 impl Plane {
     /// Start `up --no-node` on a fresh data directory; returns once it says it is ready.
     pub fn start(tag: &str) -> Self {
-        let dir = kubevirt_testsupport::tempdir(tag).keep();
+        Self::start_in(kubevirt_testsupport::tempdir(tag).keep())
+    }
+
+    /// Start `up --no-node` on `dir` (a fresh one, or one an earlier [`Plane::stop`] left).
+    pub fn start_in(dir: PathBuf) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_kubevirt-local"))
             .args([
                 "up",
@@ -98,6 +102,17 @@ impl Plane {
         args.extend_from_slice(what);
         args.extend_from_slice(&["-o", &jsonpath]);
         self.ok(&args)
+    }
+}
+
+impl Plane {
+    /// Stop `up` and keep its data directory for the next start.
+    pub fn stop(mut self) -> PathBuf {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let dir = std::mem::take(&mut self.dir);
+        std::mem::forget(self);
+        dir
     }
 }
 

@@ -3,6 +3,7 @@
 //! writers see 409 Conflict, never a lost update.
 
 mod binding;
+mod claims;
 mod delete;
 mod read;
 mod scale;

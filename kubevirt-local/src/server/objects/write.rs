@@ -2,12 +2,14 @@
 
 use super::super::admission::{Operation, admit};
 use super::super::state::{CRD_RESOURCE, NAMESPACE_RESOURCE, now};
+use super::claims;
 use super::scale::write_scale;
 use super::{Body, Reply, Request, dry_run, field_validation, key, parse_body, versioned};
 use crate::error::ApiError;
 use crate::registry::Resource;
 use crate::registry::{crd_status, resource_from_crd};
 use crate::semantics::apply;
+use crate::semantics::claims::STORAGE_CLASSES;
 use crate::semantics::lifecycle::{Endpoint, prepare_create, prepare_update};
 use crate::semantics::patch::{self, PatchType};
 use crate::semantics::schema::Cause;
@@ -52,7 +54,8 @@ fn create_value(
     req: &Request<'_>,
 ) -> Result<Reply, ApiError> {
     let ns = t.namespace.clone().unwrap_or_default();
-    let (name, obj, warnings) = admit_new(state, res, t, obj, req)?;
+    let classes = || Ok(state.store.list(STORAGE_CLASSES, None)?.0);
+    let (name, obj, warnings) = admit_new(state, res, t, obj, req, classes)?;
     let k = key(res, &ns, &name);
     let stored = state.store.write(|tx| -> Result<Value, ApiError> {
         require_namespace(tx, res, &ns)?;
@@ -81,6 +84,7 @@ fn admit_new(
     t: &Target,
     obj: Value,
     req: &Request<'_>,
+    classes: impl FnOnce() -> Result<Vec<Value>, ApiError>,
 ) -> Result<(String, Value, Vec<String>), ApiError> {
     require_object(&obj)?;
     let mut obj = res.to_storage(obj);
@@ -123,6 +127,7 @@ fn admit_new(
     if res.group.is_empty() {
         crate::semantics::builtin_defaults::apply(&res.kind, &mut obj);
     }
+    claims::on_create(res, &mut obj, classes)?;
     if res.kind == "Namespace" && res.group.is_empty() {
         obj["status"] = json!({"phase": "Active"});
         obj["spec"]["finalizers"] = json!(["kubernetes"]);
@@ -199,6 +204,10 @@ impl Update<'_> {
             field_validation(self.req),
             &self.state.cluster,
         )?;
+        if op == Operation::Update {
+            claims::on_update(tx, self.res, old, &mut new)?;
+        }
+        claims::on_phase(self.res, old, &mut new, &now());
         if dry_run(self.req) {
             return Ok((new, warnings));
         }
@@ -304,7 +313,7 @@ pub(super) fn patch_object(
             if let Some(m) = applied["metadata"].as_object_mut() {
                 m.remove("resourceVersion");
             }
-            let (_, obj, w) = admit_new(state, res, t, applied, req)?;
+            let (_, obj, w) = admit_new(state, res, t, applied, req, || claims::classes_in(tx))?;
             warnings = w;
             require_namespace(tx, res, &ns)?;
             if dry_run(req) {
