@@ -69,19 +69,24 @@ fn answer(conn: TcpStream, dir: &Path) {
     }
 }
 
-/// The host's address on the pod bridge: pods reach the test's web server there.
-fn bridge_ip() -> String {
+/// An address of this host that pods reach (through the pod bridge's routing): the first
+/// global IPv4 address (the pod bridge has none before its first pod).
+fn host_ip() -> String {
     let out = Command::new("ip")
-        .args(["-4", "-o", "addr", "show", "kvl0"])
+        .args(["-4", "-o", "addr", "show", "scope", "global"])
         .output()
         .expect("ip");
     let text = String::from_utf8_lossy(&out.stdout);
-    text.split_whitespace()
-        .skip_while(|w| *w != "inet")
-        .nth(1)
-        .and_then(|cidr| cidr.split('/').next())
-        .unwrap_or_else(|| panic!("no address on kvl0: {text}"))
-        .to_string()
+    text.lines()
+        .filter(|l| !l.contains(" kvl0 "))
+        .find_map(|l| {
+            l.split_whitespace()
+                .skip_while(|w| *w != "inet")
+                .nth(1)
+                .and_then(|cidr| cidr.split('/').next())
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| panic!("no global IPv4 address: {text}"))
 }
 
 fn run(cmd: &mut Command) {
@@ -182,7 +187,7 @@ fn data_volumes_import_into_local_volumes_and_a_vm_boots_with_one() {
     let port = serve(web.clone());
     let (up, ready) = start_up_node(&data, NODE, &["--launcher", launcher.to_str().unwrap()]);
     assert!(ready["importerImage"].is_string(), "{ready}");
-    let base = format!("http://{}:{port}", bridge_ip());
+    let base = format!("http://{}:{port}", host_ip());
     let sc = up.ok(&["get", "storageclass"], None);
     assert!(sc.contains("local (default)"), "{sc}");
 
@@ -226,7 +231,11 @@ fn data_volumes_import_into_local_volumes_and_a_vm_boots_with_one() {
 
     succeeded(&up, "xz-block");
     let device = std::fs::canonicalize(volume_path(&up, "xz-block")).unwrap();
-    assert!(device.starts_with("/dev/loop"), "{}", device.display());
+    assert!(
+        device.to_string_lossy().starts_with("/dev/loop"),
+        "{}",
+        device.display()
+    );
     let mut head = vec![0u8; 1 << 20];
     std::fs::File::open(&device)
         .unwrap()
