@@ -6,12 +6,14 @@ mod cdi;
 
 use cdi::images::{self, MARKER, MIB, marker_at};
 use cdi::loopdev::LoopDevice;
+use cdi::proxy::ForwardProxy;
 use cdi::server::{Server, tls_pair};
 use kubevirt_controller::cdi::import::checksum::Checksum;
 use kubevirt_controller::cdi::import::format::{DiskFormat, Wrapper};
 use kubevirt_controller::cdi::import::metrics::MetricsServer;
 use kubevirt_controller::cdi::import::source::file::FileSource;
 use kubevirt_controller::cdi::import::source::http::{HttpOptions, HttpSource};
+use kubevirt_controller::cdi::import::source::proxy::{Proxy, ProxyConfig};
 use kubevirt_controller::cdi::import::target::usable_space;
 use kubevirt_controller::cdi::import::{
     ContentType, ImportError, ImportOutcome, ImportRequest, ImportSource, Progress, Target, import,
@@ -483,6 +485,60 @@ fn https_trusts_the_datavolumes_ca() {
     let (result, _) = into_dir(&claim, http_with(&url, options), 64 * MIB);
     result.unwrap();
     assert_eq!(marker_at(&claim.join("disk.img")), MARKER);
+}
+
+#[test]
+fn the_clusters_proxy_carries_http_and_https() {
+    let served = tempdir("cdi-served");
+    let raw = images::raw(&served, "raw.img", 8 * MIB);
+    images::gz(&raw);
+    let plain = Server::start(served.to_path_buf(), None);
+    let (config, ca_pem) = tls_pair();
+    let secure = Server::start(served.to_path_buf(), Some(config));
+    let (http_proxy, https_proxy) = (
+        ForwardProxy::start(plain.addr),
+        ForwardProxy::start(secure.addr),
+    );
+    let certs = tempdir("cdi-certs");
+    std::fs::write(certs.join("ca.pem"), ca_pem).unwrap();
+    let options = HttpOptions {
+        cert_dirs: vec![certs.to_path_buf()],
+        proxy: ProxyConfig {
+            http: Some(Proxy {
+                host: "127.0.0.1".into(),
+                port: http_proxy.addr.port(),
+                credentials: Some("u:p".into()),
+            }),
+            https: Some(Proxy {
+                host: "127.0.0.1".into(),
+                port: https_proxy.addr.port(),
+                credentials: None,
+            }),
+            no_proxy: vec![],
+        },
+        ..HttpOptions::default()
+    };
+    // The name resolves nowhere: only the proxies can reach it.
+    for url in [
+        "http://images.example.invalid/files/raw.img.gz",
+        "https://images.example.invalid/files/raw.img.gz",
+    ] {
+        let claim = tempdir("cdi-claim");
+        let (result, _) = into_dir(&claim, http_with(url, options.clone()), 64 * MIB);
+        result.unwrap_or_else(|e| panic!("{url}: {e}"));
+        assert_eq!(marker_at(&claim.join("disk.img")), MARKER, "{url}");
+    }
+    assert_eq!(
+        *http_proxy.seen.lock().unwrap(),
+        [(
+            "GET http://images.example.invalid/files/raw.img.gz".to_string(),
+            Some("Basic dTpw".to_string())
+        )]
+    );
+    assert_eq!(
+        *https_proxy.seen.lock().unwrap(),
+        [("CONNECT images.example.invalid:443".to_string(), None)]
+    );
 }
 
 #[test]

@@ -3,4 +3,5 @@
 
 pub mod images;
 pub mod loopdev;
+pub mod proxy;
 pub mod server;

@@ -133,6 +133,7 @@ fn open_source(env: &ImporterEnv, args: &ImporterArgs) -> Result<ImportSource, S
                 cert_dirs: env.cert_dirs.clone(),
                 extra_headers,
                 insecure_skip_verify: env.insecure_tls,
+                proxy: env.proxy.clone(),
                 ..HttpOptions::default()
             };
             let source: Box<dyn Source> = Box::new(

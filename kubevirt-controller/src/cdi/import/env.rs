@@ -15,6 +15,7 @@
 //! | `IMPORTER_EXTRA_HEADER_<n>` | `Name: value`, one header each (`extraHeaders`) |
 //! | `IMPORTER_CHECKSUM` | the DataVolume's `checksum`, `algorithm:hex` |
 //! | `INSECURE_TLS` | `true`: do not verify the server's certificate (`insecureSkipVerify`) |
+//! | `http_proxy`, `https_proxy`, `no_proxy` | the cluster's `importProxy` (upper case too) |
 //! | `OWNER_UID` | the label of the progress metric |
 //! | `IMPORTER_DONE_FILE` | a file created once the import succeeded |
 //!
@@ -23,6 +24,7 @@
 
 use super::checksum::Checksum;
 use super::pipeline::ContentType;
+use super::source::proxy::ProxyConfig;
 use super::target::DEFAULT_FILESYSTEM_OVERHEAD;
 use kubevirt_api::quantity::Quantity;
 use std::path::{Path, PathBuf};
@@ -67,6 +69,8 @@ pub struct ImporterEnv {
     pub checksum: Option<Checksum>,
     /// Skip verifying the server's certificate.
     pub insecure_tls: bool,
+    /// The proxies.
+    pub proxy: ProxyConfig,
     /// The progress metric's label.
     pub owner_uid: String,
     /// Created on success.
@@ -168,6 +172,8 @@ impl ImporterEnv {
                 parse_bool(v).ok_or_else(|| invalid("INSECURE_TLS", v, "expected true or false"))?
             }
         };
+        let proxy = ProxyConfig::from_vars(|k| map.get(k).cloned())
+            .map_err(|e| invalid("http_proxy/https_proxy", "", e.to_string()))?;
         let basic_auth = match (get("IMPORTER_ACCESS_KEY_ID"), get("IMPORTER_SECRET_KEY")) {
             (Some(user), Some(password)) => Some((user.to_string(), password.to_string())),
             _ => None,
@@ -197,6 +203,7 @@ impl ImporterEnv {
             extra_headers,
             checksum,
             insecure_tls,
+            proxy,
             owner_uid: get("OWNER_UID").unwrap_or_default().to_string(),
             done_file: get("IMPORTER_DONE_FILE").map(PathBuf::from),
         })
