@@ -18,17 +18,28 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// Where upstream's importer pod mounts a Filesystem claim.
+pub const DATA_DIR: &str = "/data";
+/// Where upstream's importer pod puts a Block claim's device.
+pub const BLOCK_DEVICE: &str = "/dev/cdi-block-volume";
+/// Where upstream's importer pod mounts scratch space.
+pub const SCRATCH_DIR: &str = "/scratch";
+/// Where upstream mounts `secretExtraHeaders` secrets.
+pub const SECRET_HEADERS_DIR: &str = "/extraheaders";
+/// The progress endpoint's port.
+pub const METRICS_PORT: u16 = 8443;
+
 /// Arguments of `kubevirt-controller cdi-importer` (the rest comes from the environment).
 #[derive(Debug, Clone, clap::Args)]
 pub struct ImporterArgs {
     /// A Filesystem claim's mount point; the disk is `<dir>/disk.img`.
-    #[arg(long, default_value = "/data")]
+    #[arg(long, default_value = DATA_DIR)]
     pub data_dir: PathBuf,
     /// A Block claim's device; when it exists the claim is Block.
-    #[arg(long, default_value = "/dev/cdi-block-volume")]
+    #[arg(long, default_value = BLOCK_DEVICE)]
     pub block_device: PathBuf,
     /// Scratch space (used when the directory exists).
-    #[arg(long, default_value = "/scratch")]
+    #[arg(long, default_value = SCRATCH_DIR)]
     pub scratch_dir: PathBuf,
     /// Where the result goes.
     #[arg(long, default_value = termination::DEFAULT_TERMINATION_LOG)]
@@ -37,7 +48,7 @@ pub struct ImporterArgs {
     #[arg(long, default_value = "0.0.0.0:8443")]
     pub metrics_listen: String,
     /// Where `secretExtraHeaders` secrets are mounted.
-    #[arg(long, default_value = "/extraheaders")]
+    #[arg(long, default_value = SECRET_HEADERS_DIR)]
     pub secret_headers_dir: PathBuf,
 }
 
