@@ -439,9 +439,9 @@ fn a_block_volume_receives_the_image() {
     assert!(e.to_string().contains(&(16 * MIB).to_string()), "{e}");
 }
 
-fn importer(claim: &Path, env: &[(&str, &str)]) -> (std::process::ExitStatus, String) {
-    let term = claim.with_extension("termination-log");
-    let status = Command::new(env!("CARGO_BIN_EXE_kubevirt-controller"))
+fn importer_command(claim: &Path, term: &Path, env: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kubevirt-controller"));
+    command
         .arg("cdi-importer")
         .arg("--data-dir")
         .arg(claim)
@@ -450,14 +450,18 @@ fn importer(claim: &Path, env: &[(&str, &str)]) -> (std::process::ExitStatus, St
         .arg("--scratch-dir")
         .arg(claim.join("no-scratch"))
         .arg("--termination-log")
-        .arg(&term)
+        .arg(term)
         .args(["--metrics-listen", "127.0.0.1:0"])
         .arg("--secret-headers-dir")
         .arg(claim.join("no-headers"))
         .env_clear()
-        .envs(env.iter().copied())
-        .status()
-        .unwrap();
+        .envs(env.iter().copied());
+    command
+}
+
+fn importer(claim: &Path, env: &[(&str, &str)]) -> (std::process::ExitStatus, String) {
+    let term = claim.with_extension("termination-log");
+    let status = importer_command(claim, &term, env).status().unwrap();
     let message = std::fs::read_to_string(&term).unwrap_or_default();
     let _ = std::fs::remove_file(&term);
     (status, message)
@@ -528,4 +532,33 @@ fn the_command_imports_as_the_importer_pod_and_reports_in_the_termination_messag
         message,
         "the registry data source is not supported by this importer yet"
     );
+}
+
+#[test]
+fn sigterm_stops_the_import_and_removes_what_it_wrote() {
+    let served = tempdir("cdi-served");
+    images::raw(&served, "raw.img", 64 * MIB);
+    let server = Server::start(served.to_path_buf(), None);
+    let claim = tempdir("cdi-claim");
+    let term = claim.with_extension("termination-log");
+    let url = server.url("slow/raw.img");
+    let env = [
+        ("IMPORTER_SOURCE", "http"),
+        ("IMPORTER_ENDPOINT", url.as_str()),
+    ];
+    let mut child = importer_command(&claim, &term, &env).spawn().unwrap();
+    kubevirt_testsupport::eventually("the import to start writing", || {
+        claim.join(".disk.img.importing").exists().then_some(())
+    });
+    let sent = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(1), "{status}");
+    let message = std::fs::read_to_string(&term).unwrap();
+    let _ = std::fs::remove_file(&term);
+    assert_eq!(message, "Import terminated by a signal before it completed");
+    assert!(names_in(&claim).is_empty(), "{:?}", names_in(&claim));
 }

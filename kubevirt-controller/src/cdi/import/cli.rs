@@ -4,15 +4,16 @@
 //!
 //! As upstream, the claim is a Block volume when the device path exists, else a Filesystem
 //! volume mounted at the data directory; scratch space is used when its directory exists.
+//! SIGTERM (the pod deleted) stops the import and removes what it had written.
 
 use super::env::{ImporterEnv, SourceKind, read_secret_headers};
 use super::metrics::MetricsServer;
-use super::pipeline::{ImportRequest, ImportSource, import};
+use super::pipeline::{ImportError, ImportOutcome, ImportRequest, ImportSource, import};
 use super::progress::Progress;
 use super::source::Source;
 use super::source::file::FileSource;
 use super::source::http::{HttpOptions, HttpSource};
-use super::target::Target;
+use super::target::{self, Target};
 use super::termination;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -117,8 +118,19 @@ pub fn run_with(args: &ImporterArgs, vars: impl IntoIterator<Item = (String, Str
         checksum: env.checksum.clone(),
         progress,
     };
-    match import(request) {
-        Ok(outcome) => {
+    let mut dirs = vec![args.data_dir.clone()];
+    dirs.extend(request.scratch_dir.clone());
+    match import_until_terminated(request) {
+        None => {
+            // The import's thread dies with the process; what it wrote goes first.
+            for dir in &dirs {
+                target::remove_leftovers(dir);
+            }
+            finish(Err(
+                "Import terminated by a signal before it completed".to_string()
+            ))
+        }
+        Some(Ok(outcome)) => {
             tracing::info!(?outcome, "import complete");
             if let Some(done) = &env.done_file
                 && let Err(e) = std::fs::File::create(done)
@@ -127,8 +139,35 @@ pub fn run_with(args: &ImporterArgs, vars: impl IntoIterator<Item = (String, Str
             }
             finish(Ok(termination::success(outcome.preallocation_applied)))
         }
-        Err(e) => finish(Err(termination::failure(&e))),
+        Some(Err(e)) => finish(Err(termination::failure(&e))),
     }
+}
+
+/// Runs the import on its own thread; `None` if SIGTERM or SIGINT came first.
+fn import_until_terminated(request: ImportRequest) -> Option<Result<ImportOutcome, ImportError>> {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::warn!("no signal handling ({e}): importing without");
+            return Some(import(request));
+        }
+    };
+    let (done, result) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(import(request));
+    });
+    rt.block_on(async {
+        tokio::select! {
+            result = result => result.ok(),
+            _ = crate::signal::terminated() => {
+                tracing::warn!("terminated: stopping the import");
+                None
+            }
+        }
+    })
 }
 
 fn open_source(env: &ImporterEnv, args: &ImporterArgs) -> Result<ImportSource, String> {

@@ -20,9 +20,18 @@ pub const DEFAULT_FILESYSTEM_OVERHEAD: f64 = 0.055;
 /// Disk sizes on a filesystem are multiples of this.
 pub const ALIGNMENT: u64 = 1 << 20;
 /// The name a disk is written under until it is complete.
-const PENDING_NAME: &str = ".disk.img.importing";
+pub const PENDING_NAME: &str = ".disk.img.importing";
 /// A scratch file's name.
-const SCRATCH_NAME: &str = ".importer-scratch";
+pub const SCRATCH_NAME: &str = ".importer-scratch";
+
+/// Removes what an interrupted import leaves in `dir` (a half-written disk, a scratch file, a
+/// half-unpacked archive); never `disk.img`.
+pub fn remove_leftovers(dir: &Path) {
+    for name in [PENDING_NAME, SCRATCH_NAME] {
+        let _ = fs::remove_file(dir.join(name));
+    }
+    let _ = fs::remove_dir_all(dir.join(super::archive::STAGING));
+}
 
 /// The claim being written.
 #[derive(Debug, Clone, PartialEq, Eq)]
