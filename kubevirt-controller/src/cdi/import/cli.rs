@@ -118,7 +118,8 @@ pub fn run_with(args: &ImporterArgs, vars: impl IntoIterator<Item = (String, Str
         checksum: env.checksum.clone(),
         progress,
     };
-    let mut dirs = vec![args.data_dir.clone()];
+    // Where an interrupted import may have written (a Block import's scratch: the temp dir).
+    let mut dirs = vec![args.data_dir.clone(), std::env::temp_dir()];
     dirs.extend(request.scratch_dir.clone());
     match import_until_terminated(request) {
         None => {
