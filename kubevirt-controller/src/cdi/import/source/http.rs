@@ -173,8 +173,13 @@ pub struct HttpSource {
 
 impl HttpSource {
     /// `url` with `options`; the URL is checked now.
-    pub fn new(url: &str, options: HttpOptions) -> Result<HttpSource, HttpError> {
-        let uri = parse_url(url)?;
+    pub fn new(url: &str, mut options: HttpOptions) -> Result<HttpSource, HttpError> {
+        let (uri, credentials) = without_userinfo(parse_url(url)?);
+        // `http://user:password@host/...`: basic authentication, as Go's client does it, and
+        // the password kept out of every message.
+        if options.basic_auth.is_none() {
+            options.basic_auth = credentials;
+        }
         for (name, value) in &options.extra_headers {
             let bad = |reason: String| HttpError::BadHeader {
                 name: name.clone(),
@@ -185,7 +190,7 @@ impl HttpSource {
             hyper::header::HeaderValue::from_str(value).map_err(|e| bad(e.to_string()))?;
         }
         Ok(HttpSource {
-            url: url.to_string(),
+            url: uri.to_string(),
             uri,
             options,
         })
@@ -277,6 +282,27 @@ impl Source for HttpSource {
 
     fn describe(&self) -> String {
         self.url.clone()
+    }
+}
+
+/// `uri` without its `user:password@`, and those (percent-decoded).
+fn without_userinfo(uri: Uri) -> (Uri, Option<(String, String)>) {
+    let Some((userinfo, host)) = uri.authority().and_then(|a| a.as_str().rsplit_once('@')) else {
+        return (uri, None);
+    };
+    let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+    let credentials = (
+        super::proxy::percent_decode(user),
+        super::proxy::percent_decode(password),
+    );
+    let rebuilt = format!(
+        "{}://{host}{}",
+        uri.scheme_str().unwrap_or("http"),
+        uri.path_and_query().map_or("/", |p| p.as_str())
+    );
+    match rebuilt.parse() {
+        Ok(clean) => (clean, Some(credentials)),
+        Err(_) => (uri, Some(credentials)),
     }
 }
 
@@ -512,6 +538,20 @@ mod tests {
         };
         let e = HttpSource::new("http://h/a", options).unwrap_err();
         assert!(e.to_string().contains("\"Bad Name\""), "{e}");
+    }
+
+    #[test]
+    fn credentials_in_the_url_become_basic_auth_and_leave_the_url() {
+        let s =
+            HttpSource::new("http://us%40er:p%3Ass@h:81/a.img", HttpOptions::default()).unwrap();
+        assert_eq!(s.describe(), "http://h:81/a.img");
+        assert_eq!(s.options.basic_auth, Some(("us@er".into(), "p:ss".into())));
+        let given = HttpOptions {
+            basic_auth: Some(("a".into(), "b".into())),
+            ..HttpOptions::default()
+        };
+        let s = HttpSource::new("http://x:y@h/a", given).unwrap();
+        assert_eq!(s.options.basic_auth, Some(("a".into(), "b".into())));
     }
 
     #[test]

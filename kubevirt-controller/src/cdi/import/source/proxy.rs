@@ -99,7 +99,7 @@ impl Proxy {
 }
 
 /// `%xx` escapes decoded (a proxy password may hold `@` or `:`).
-fn percent_decode(text: &str) -> String {
+pub(super) fn percent_decode(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
