@@ -361,3 +361,67 @@ impl DiskJob<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cdi::import::source::file::FileSource;
+
+    const MIB: u64 = 1 << 20;
+
+    fn request(source: ImportSource, content_type: ContentType, target: Target) -> ImportRequest {
+        ImportRequest {
+            source,
+            content_type,
+            target,
+            requested_size: Some(4 * MIB),
+            filesystem_overhead: 0.0,
+            preallocation: false,
+            scratch_dir: None,
+            checksum: None,
+            progress: Progress::new(),
+        }
+    }
+
+    #[test]
+    fn upstreams_refusals() {
+        let dir = kubevirt_testsupport::tempdir("pipeline");
+        let fs = Target::Filesystem {
+            dir: dir.to_path_buf(),
+        };
+        let e = import(request(ImportSource::Blank, ContentType::Archive, fs)).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "Cannot create empty disk with content type archive"
+        );
+        let dev = dir.join("dev");
+        std::fs::File::create(&dev).unwrap().set_len(MIB).unwrap();
+        let file = ImportSource::Data(Box::new(FileSource::new(&dev)));
+        let block = Target::Block { device: dev };
+        let e = import(request(file, ContentType::Archive, block)).unwrap_err();
+        assert!(matches!(e, ImportError::ArchiveToBlock), "{e}");
+    }
+
+    #[test]
+    fn a_raw_file_lands_whole_and_grown_to_the_room() {
+        let dir = kubevirt_testsupport::tempdir("pipeline");
+        let src = dir.join("src.img");
+        let data: Vec<u8> = (0..MIB as usize + 7).map(|i| (i % 253) as u8 + 1).collect();
+        std::fs::write(&src, &data).unwrap();
+        let claim = dir.join("claim");
+        std::fs::create_dir(&claim).unwrap();
+        let req = request(
+            ImportSource::Data(Box::new(FileSource::new(&src))),
+            ContentType::Kubevirt,
+            Target::Filesystem { dir: claim.clone() },
+        );
+        let progress = req.progress.clone();
+        let outcome = import(req).unwrap();
+        assert_eq!(outcome.format, Some(DiskFormat::Raw));
+        assert_eq!(outcome.disk_size, 4 * MIB);
+        let disk = std::fs::read(claim.join("disk.img")).unwrap();
+        assert_eq!(&disk[..data.len()], &data[..]);
+        assert!(disk[data.len()..].iter().all(|b| *b == 0));
+        assert_eq!(progress.percent(), 100.0);
+    }
+}
