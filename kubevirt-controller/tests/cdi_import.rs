@@ -4,68 +4,19 @@
 
 mod cdi;
 
+use cdi::harness::{OVERHEAD, http, into_dir, names_in, request};
 use cdi::images::{self, MARKER, MIB, marker_at};
 use cdi::loopdev::LoopDevice;
-use cdi::server::{Server, tls_pair};
+use cdi::server::Server;
 use kubevirt_controller::cdi::import::checksum::Checksum;
 use kubevirt_controller::cdi::import::format::{DiskFormat, Wrapper};
-use kubevirt_controller::cdi::import::metrics::MetricsServer;
 use kubevirt_controller::cdi::import::source::file::FileSource;
-use kubevirt_controller::cdi::import::source::http::{HttpOptions, HttpSource};
 use kubevirt_controller::cdi::import::target::usable_space;
-use kubevirt_controller::cdi::import::{
-    ContentType, ImportError, ImportOutcome, ImportRequest, ImportSource, Progress, Target, import,
-};
+use kubevirt_controller::cdi::import::{ContentType, ImportSource, Progress, Target, import};
 use kubevirt_testsupport::tempdir;
-use std::io::{Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-const OVERHEAD: f64 = 0.055;
-
-fn http(url: &str) -> ImportSource {
-    http_with(url, HttpOptions::default())
-}
-
-fn http_with(url: &str, options: HttpOptions) -> ImportSource {
-    ImportSource::Data(Box::new(HttpSource::new(url, options).unwrap()))
-}
-
-fn request(target: Target, source: ImportSource, size: u64, progress: &Progress) -> ImportRequest {
-    ImportRequest {
-        source,
-        content_type: ContentType::Kubevirt,
-        target,
-        requested_size: Some(size),
-        filesystem_overhead: OVERHEAD,
-        preallocation: false,
-        scratch_dir: None,
-        checksum: None,
-        progress: progress.clone(),
-    }
-}
-
-fn into_dir(
-    dir: &Path,
-    source: ImportSource,
-    size: u64,
-) -> (Result<ImportOutcome, ImportError>, Progress) {
-    let progress = Progress::new();
-    let target = Target::Filesystem {
-        dir: dir.to_path_buf(),
-    };
-    (import(request(target, source, size, &progress)), progress)
-}
-
-fn names_in(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
-}
 
 /// Images of 32 MiB with the marker, in every format and wrapping, in `dir`.
 fn image_set(dir: &Path) -> Vec<(PathBuf, DiskFormat, Vec<Wrapper>)> {
@@ -373,61 +324,6 @@ fn blank_makes_a_sparse_disk_of_the_claims_size() {
 }
 
 #[test]
-fn credentials_headers_and_redirects_reach_the_server() {
-    let served = tempdir("cdi-served");
-    let raw = images::raw(&served, "raw.img", 8 * MIB);
-    images::convert(&raw, "qcow2", "disk.qcow2");
-    let server = Server::start(served.to_path_buf(), None);
-    let claim = tempdir("cdi-claim");
-    let url = server.url("private/disk.qcow2");
-    let (result, _) = into_dir(&claim, http(&url), 64 * MIB);
-    let e = result.unwrap_err().to_string();
-    assert!(
-        e.contains("401 Unauthorized") && e.contains("secretRef"),
-        "{e}"
-    );
-
-    let options = HttpOptions {
-        basic_auth: Some(("user".into(), "pw".into())),
-        extra_headers: vec![("X-Token".into(), "secret".into())],
-        ..HttpOptions::default()
-    };
-    let (result, _) = into_dir(&claim, http_with(&url, options), 64 * MIB);
-    result.unwrap();
-    assert_eq!(marker_at(&claim.join("disk.img")), MARKER);
-
-    let claim = tempdir("cdi-claim");
-    let (result, _) = into_dir(&claim, http(&server.url("moved/disk.qcow2")), 64 * MIB);
-    result.unwrap();
-    assert_eq!(marker_at(&claim.join("disk.img")), MARKER);
-}
-
-#[test]
-fn a_stalled_transfer_is_given_up_after_the_idle_timeout() {
-    let served = tempdir("cdi-served");
-    images::raw(&served, "raw.img", 4 * MIB);
-    let server = Server::start(served.to_path_buf(), None);
-    let claim = tempdir("cdi-claim");
-    let options = HttpOptions {
-        idle_timeout: std::time::Duration::from_millis(300),
-        ..HttpOptions::default()
-    };
-    let started = std::time::Instant::now();
-    let (result, _) = into_dir(
-        &claim,
-        http_with(&server.url("stall/raw.img"), options),
-        64 * MIB,
-    );
-    let e = result.unwrap_err().to_string();
-    assert!(e.contains("no data from") && e.contains("for 0.3 s"), "{e}");
-    assert!(
-        started.elapsed() < std::time::Duration::from_secs(3),
-        "gave up before the server resumed"
-    );
-    assert!(names_in(&claim).is_empty());
-}
-
-#[test]
 fn preallocation_allocates_every_block() {
     let claim = tempdir("cdi-claim");
     let progress = Progress::new();
@@ -449,93 +345,6 @@ fn preallocation_allocates_every_block() {
         "{} blocks",
         meta.blocks()
     );
-}
-
-#[test]
-fn https_trusts_the_datavolumes_ca() {
-    let served = tempdir("cdi-served");
-    let raw = images::raw(&served, "raw.img", 8 * MIB);
-    images::gz(&raw);
-    let (config, ca_pem) = tls_pair();
-    let server = Server::start(served.to_path_buf(), Some(config));
-    let url = server.url("files/raw.img.gz");
-    let claim = tempdir("cdi-claim");
-    let (result, _) = into_dir(&claim, http(&url), 64 * MIB);
-    let e = result.unwrap_err().to_string();
-    assert!(
-        e.contains("certConfigMap"),
-        "an unknown CA is refused with a hint: {e}"
-    );
-
-    let options = HttpOptions {
-        insecure_skip_verify: true,
-        ..HttpOptions::default()
-    };
-    let (result, _) = into_dir(&claim, http_with(&url, options), 64 * MIB);
-    result.unwrap_or_else(|e| panic!("insecureSkipVerify accepts it: {e}"));
-
-    let certs = tempdir("cdi-certs");
-    std::fs::write(certs.join("ca.pem"), ca_pem).unwrap();
-    let options = HttpOptions {
-        cert_dirs: vec![certs.to_path_buf()],
-        ..HttpOptions::default()
-    };
-    let (result, _) = into_dir(&claim, http_with(&url, options), 64 * MIB);
-    result.unwrap();
-    assert_eq!(marker_at(&claim.join("disk.img")), MARKER);
-}
-
-#[test]
-fn progress_is_served_while_importing() {
-    let served = tempdir("cdi-served");
-    images::raw(&served, "raw.img", 24 * MIB);
-    let server = Server::start(served.to_path_buf(), None);
-    let progress = Progress::new();
-    let metrics = MetricsServer::start(
-        "127.0.0.1:0".parse().unwrap(),
-        "dv-uid".into(),
-        progress.clone(),
-    )
-    .unwrap();
-    let claim = tempdir("cdi-claim");
-    let target = Target::Filesystem {
-        dir: claim.to_path_buf(),
-    };
-    let req = request(
-        target,
-        http(&server.url("slow/raw.img")),
-        64 * MIB,
-        &progress,
-    );
-    let importer = std::thread::spawn(move || import(req).map(|_| ()).map_err(|e| e.to_string()));
-    let scrape = || {
-        let mut s = std::net::TcpStream::connect(metrics.local_addr()).unwrap();
-        write!(
-            s,
-            "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut text = String::new();
-        s.read_to_string(&mut text).unwrap();
-        let line = text
-            .lines()
-            .find(|l| l.starts_with("kubevirt_cdi_import_progress_total{ownerUID=\"dv-uid\"}"))
-            .unwrap_or_else(|| panic!("no progress line in {text}"))
-            .to_string();
-        line.rsplit(' ').next().unwrap().parse::<f64>().unwrap()
-    };
-    let mut seen_midway = false;
-    while !importer.is_finished() {
-        let value = scrape();
-        seen_midway |= value > 0.0 && value < 100.0;
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    importer.join().unwrap().unwrap();
-    assert!(
-        seen_midway,
-        "a value between 0 and 100 was served during the import"
-    );
-    assert_eq!(scrape(), 100.0);
 }
 
 #[test]
@@ -630,9 +439,9 @@ fn a_block_volume_receives_the_image() {
     assert!(e.to_string().contains(&(16 * MIB).to_string()), "{e}");
 }
 
-fn importer(claim: &Path, env: &[(&str, &str)]) -> (std::process::ExitStatus, String) {
-    let term = claim.with_extension("termination-log");
-    let status = Command::new(env!("CARGO_BIN_EXE_kubevirt-controller"))
+fn importer_command(claim: &Path, term: &Path, env: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kubevirt-controller"));
+    command
         .arg("cdi-importer")
         .arg("--data-dir")
         .arg(claim)
@@ -641,14 +450,18 @@ fn importer(claim: &Path, env: &[(&str, &str)]) -> (std::process::ExitStatus, St
         .arg("--scratch-dir")
         .arg(claim.join("no-scratch"))
         .arg("--termination-log")
-        .arg(&term)
+        .arg(term)
         .args(["--metrics-listen", "127.0.0.1:0"])
         .arg("--secret-headers-dir")
         .arg(claim.join("no-headers"))
         .env_clear()
-        .envs(env.iter().copied())
-        .status()
-        .unwrap();
+        .envs(env.iter().copied());
+    command
+}
+
+fn importer(claim: &Path, env: &[(&str, &str)]) -> (std::process::ExitStatus, String) {
+    let term = claim.with_extension("termination-log");
+    let status = importer_command(claim, &term, env).status().unwrap();
     let message = std::fs::read_to_string(&term).unwrap_or_default();
     let _ = std::fs::remove_file(&term);
     (status, message)
@@ -719,4 +532,33 @@ fn the_command_imports_as_the_importer_pod_and_reports_in_the_termination_messag
         message,
         "the registry data source is not supported by this importer yet"
     );
+}
+
+#[test]
+fn sigterm_stops_the_import_and_removes_what_it_wrote() {
+    let served = tempdir("cdi-served");
+    images::raw(&served, "raw.img", 64 * MIB);
+    let server = Server::start(served.to_path_buf(), None);
+    let claim = tempdir("cdi-claim");
+    let term = claim.with_extension("termination-log");
+    let url = server.url("slow/raw.img");
+    let env = [
+        ("IMPORTER_SOURCE", "http"),
+        ("IMPORTER_ENDPOINT", url.as_str()),
+    ];
+    let mut child = importer_command(&claim, &term, &env).spawn().unwrap();
+    kubevirt_testsupport::eventually("the import to start writing", || {
+        claim.join(".disk.img.importing").exists().then_some(())
+    });
+    let sent = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(1), "{status}");
+    let message = std::fs::read_to_string(&term).unwrap();
+    let _ = std::fs::remove_file(&term);
+    assert_eq!(message, "Import terminated by a signal before it completed");
+    assert!(names_in(&claim).is_empty(), "{:?}", names_in(&claim));
 }

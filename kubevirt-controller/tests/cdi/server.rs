@@ -190,7 +190,11 @@ pub fn tls_pair() -> (Arc<rustls::ServerConfig>, String) {
     ca_params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
     let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
     let key = rcgen::KeyPair::generate().unwrap();
-    let params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    let params = rcgen::CertificateParams::new(vec![
+        "localhost".to_string(),
+        "images.example.invalid".to_string(),
+    ])
+    .unwrap();
     let cert = params.signed_by(&key, &ca).unwrap();
     let config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use thiserror::Error;
 
 /// The staging directory's name.
-const STAGING: &str = ".importer-archive";
+pub const STAGING: &str = ".importer-archive";
 
 /// Failures of unpacking.
 #[derive(Debug, Error)]

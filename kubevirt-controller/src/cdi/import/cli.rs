@@ -4,31 +4,43 @@
 //!
 //! As upstream, the claim is a Block volume when the device path exists, else a Filesystem
 //! volume mounted at the data directory; scratch space is used when its directory exists.
+//! SIGTERM (the pod deleted) stops the import and removes what it had written.
 
 use super::env::{ImporterEnv, SourceKind, read_secret_headers};
 use super::metrics::MetricsServer;
-use super::pipeline::{ImportRequest, ImportSource, import};
+use super::pipeline::{ImportError, ImportOutcome, ImportRequest, ImportSource, import};
 use super::progress::Progress;
 use super::source::Source;
 use super::source::file::FileSource;
 use super::source::http::{HttpOptions, HttpSource};
-use super::target::Target;
+use super::target::{self, Target};
 use super::termination;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// Where upstream's importer pod mounts a Filesystem claim.
+pub const DATA_DIR: &str = "/data";
+/// Where upstream's importer pod puts a Block claim's device.
+pub const BLOCK_DEVICE: &str = "/dev/cdi-block-volume";
+/// Where upstream's importer pod mounts scratch space.
+pub const SCRATCH_DIR: &str = "/scratch";
+/// Where upstream mounts `secretExtraHeaders` secrets.
+pub const SECRET_HEADERS_DIR: &str = "/extraheaders";
+/// The progress endpoint's port.
+pub const METRICS_PORT: u16 = 8443;
+
 /// Arguments of `kubevirt-controller cdi-importer` (the rest comes from the environment).
 #[derive(Debug, Clone, clap::Args)]
 pub struct ImporterArgs {
     /// A Filesystem claim's mount point; the disk is `<dir>/disk.img`.
-    #[arg(long, default_value = "/data")]
+    #[arg(long, default_value = DATA_DIR)]
     pub data_dir: PathBuf,
     /// A Block claim's device; when it exists the claim is Block.
-    #[arg(long, default_value = "/dev/cdi-block-volume")]
+    #[arg(long, default_value = BLOCK_DEVICE)]
     pub block_device: PathBuf,
     /// Scratch space (used when the directory exists).
-    #[arg(long, default_value = "/scratch")]
+    #[arg(long, default_value = SCRATCH_DIR)]
     pub scratch_dir: PathBuf,
     /// Where the result goes.
     #[arg(long, default_value = termination::DEFAULT_TERMINATION_LOG)]
@@ -37,7 +49,7 @@ pub struct ImporterArgs {
     #[arg(long, default_value = "0.0.0.0:8443")]
     pub metrics_listen: String,
     /// Where `secretExtraHeaders` secrets are mounted.
-    #[arg(long, default_value = "/extraheaders")]
+    #[arg(long, default_value = SECRET_HEADERS_DIR)]
     pub secret_headers_dir: PathBuf,
 }
 
@@ -106,8 +118,20 @@ pub fn run_with(args: &ImporterArgs, vars: impl IntoIterator<Item = (String, Str
         checksum: env.checksum.clone(),
         progress,
     };
-    match import(request) {
-        Ok(outcome) => {
+    // Where an interrupted import may have written (a Block import's scratch: the temp dir).
+    let mut dirs = vec![args.data_dir.clone(), std::env::temp_dir()];
+    dirs.extend(request.scratch_dir.clone());
+    match import_until_terminated(request) {
+        None => {
+            // The import's thread dies with the process; what it wrote goes first.
+            for dir in &dirs {
+                target::remove_leftovers(dir);
+            }
+            finish(Err(
+                "Import terminated by a signal before it completed".to_string()
+            ))
+        }
+        Some(Ok(outcome)) => {
             tracing::info!(?outcome, "import complete");
             if let Some(done) = &env.done_file
                 && let Err(e) = std::fs::File::create(done)
@@ -116,8 +140,35 @@ pub fn run_with(args: &ImporterArgs, vars: impl IntoIterator<Item = (String, Str
             }
             finish(Ok(termination::success(outcome.preallocation_applied)))
         }
-        Err(e) => finish(Err(termination::failure(&e))),
+        Some(Err(e)) => finish(Err(termination::failure(&e))),
     }
+}
+
+/// Runs the import on its own thread; `None` if SIGTERM or SIGINT came first.
+fn import_until_terminated(request: ImportRequest) -> Option<Result<ImportOutcome, ImportError>> {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::warn!("no signal handling ({e}): importing without");
+            return Some(import(request));
+        }
+    };
+    let (done, result) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(import(request));
+    });
+    rt.block_on(async {
+        tokio::select! {
+            result = result => result.ok(),
+            _ = crate::signal::terminated() => {
+                tracing::warn!("terminated: stopping the import");
+                None
+            }
+        }
+    })
 }
 
 fn open_source(env: &ImporterEnv, args: &ImporterArgs) -> Result<ImportSource, String> {
@@ -133,6 +184,7 @@ fn open_source(env: &ImporterEnv, args: &ImporterArgs) -> Result<ImportSource, S
                 cert_dirs: env.cert_dirs.clone(),
                 extra_headers,
                 insecure_skip_verify: env.insecure_tls,
+                proxy: env.proxy.clone(),
                 ..HttpOptions::default()
             };
             let source: Box<dyn Source> = Box::new(

@@ -15,6 +15,7 @@
 //! | `IMPORTER_EXTRA_HEADER_<n>` | `Name: value`, one header each (`extraHeaders`) |
 //! | `IMPORTER_CHECKSUM` | the DataVolume's `checksum`, `algorithm:hex` |
 //! | `INSECURE_TLS` | `true`: do not verify the server's certificate (`insecureSkipVerify`) |
+//! | `http_proxy`, `https_proxy`, `no_proxy` | the cluster's `importProxy` (upper case too) |
 //! | `OWNER_UID` | the label of the progress metric |
 //! | `IMPORTER_DONE_FILE` | a file created once the import succeeded |
 //!
@@ -23,10 +24,43 @@
 
 use super::checksum::Checksum;
 use super::pipeline::ContentType;
+use super::source::proxy::ProxyConfig;
 use super::target::DEFAULT_FILESYSTEM_OVERHEAD;
 use kubevirt_api::quantity::Quantity;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
+
+/// The variables' names.
+pub mod vars {
+    /// The source kind.
+    pub const SOURCE: &str = "IMPORTER_SOURCE";
+    /// The URL or path.
+    pub const ENDPOINT: &str = "IMPORTER_ENDPOINT";
+    /// `kubevirt` or `archive`.
+    pub const CONTENT_TYPE: &str = "IMPORTER_CONTENTTYPE";
+    /// The claim's size, a quantity.
+    pub const IMAGE_SIZE: &str = "IMPORTER_IMAGE_SIZE";
+    /// The filesystem overhead, a fraction.
+    pub const FILESYSTEM_OVERHEAD: &str = "FILESYSTEM_OVERHEAD";
+    /// Allocate every block.
+    pub const PREALLOCATION: &str = "PREALLOCATION";
+    /// The basic-auth user (the secretRef's `accessKeyId`).
+    pub const ACCESS_KEY_ID: &str = "IMPORTER_ACCESS_KEY_ID";
+    /// The basic-auth password (the secretRef's `secretKey`).
+    pub const SECRET_KEY: &str = "IMPORTER_SECRET_KEY";
+    /// The certConfigMap's mount.
+    pub const CERT_DIR: &str = "IMPORTER_CERT_DIR";
+    /// The proxy CA bundle's mount.
+    pub const PROXY_CERT_DIR: &str = "IMPORTER_PROXY_CERT_DIR";
+    /// The expected digest, `algorithm:hex`.
+    pub const CHECKSUM: &str = "IMPORTER_CHECKSUM";
+    /// Skip verifying the server's certificate.
+    pub const INSECURE_TLS: &str = "INSECURE_TLS";
+    /// The progress metric's label.
+    pub const OWNER_UID: &str = "OWNER_UID";
+    /// Created on success.
+    pub const DONE_FILE: &str = "IMPORTER_DONE_FILE";
+}
 
 /// The variables' prefix for extra headers.
 pub const EXTRA_HEADER_PREFIX: &str = "IMPORTER_EXTRA_HEADER_";
@@ -67,6 +101,8 @@ pub struct ImporterEnv {
     pub checksum: Option<Checksum>,
     /// Skip verifying the server's certificate.
     pub insecure_tls: bool,
+    /// The proxies.
+    pub proxy: ProxyConfig,
     /// The progress metric's label.
     pub owner_uid: String,
     /// Created on success.
@@ -113,7 +149,7 @@ impl ImporterEnv {
             map.insert(k, v);
         }
         let get = |k: &str| map.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
-        let source = match get("IMPORTER_SOURCE").unwrap_or("http") {
+        let source = match get(vars::SOURCE).unwrap_or("http") {
             "http" => SourceKind::Http,
             "none" | "blank" => SourceKind::Blank,
             "file" => SourceKind::File,
@@ -122,57 +158,62 @@ impl ImporterEnv {
             }
             other => return Err(EnvError::UnknownSource(other.to_string())),
         };
-        let endpoint = get("IMPORTER_ENDPOINT").unwrap_or_default().to_string();
+        let endpoint = get(vars::ENDPOINT).unwrap_or_default().to_string();
         if endpoint.is_empty() && source != SourceKind::Blank {
             return Err(EnvError::MissingEndpoint);
         }
-        let content_type = match get("IMPORTER_CONTENTTYPE") {
+        let content_type = match get(vars::CONTENT_TYPE) {
             None | Some("kubevirt") => ContentType::Kubevirt,
             Some("archive") => ContentType::Archive,
             Some(other) => {
                 return Err(invalid(
-                    "IMPORTER_CONTENTTYPE",
+                    vars::CONTENT_TYPE,
                     other,
                     "expected kubevirt or archive",
                 ));
             }
         };
-        let image_size = get("IMPORTER_IMAGE_SIZE")
+        let image_size = get(vars::IMAGE_SIZE)
             .map(|v| {
                 Quantity::parse(v)
                     .and_then(|q| q.to_bytes())
-                    .map_err(|e| invalid("IMPORTER_IMAGE_SIZE", v, e.to_string()))
+                    .map_err(|e| invalid(vars::IMAGE_SIZE, v, e.to_string()))
             })
             .transpose()?;
-        let filesystem_overhead = match get("FILESYSTEM_OVERHEAD") {
+        let filesystem_overhead = match get(vars::FILESYSTEM_OVERHEAD) {
             None => DEFAULT_FILESYSTEM_OVERHEAD,
             Some(v) => v
                 .parse::<f64>()
                 .ok()
                 .filter(|f| (0.0..1.0).contains(f))
                 .ok_or_else(|| {
-                    invalid("FILESYSTEM_OVERHEAD", v, "expected a fraction in [0, 1)")
+                    invalid(
+                        vars::FILESYSTEM_OVERHEAD,
+                        v,
+                        "expected a fraction in [0, 1)",
+                    )
                 })?,
         };
-        let preallocation = match get("PREALLOCATION") {
+        let preallocation = match get(vars::PREALLOCATION) {
             None => false,
             Some(v) => parse_bool(v)
-                .ok_or_else(|| invalid("PREALLOCATION", v, "expected true or false"))?,
+                .ok_or_else(|| invalid(vars::PREALLOCATION, v, "expected true or false"))?,
         };
-        let checksum = get("IMPORTER_CHECKSUM")
-            .map(|v| Checksum::parse(v).map_err(|e| invalid("IMPORTER_CHECKSUM", v, e.to_string())))
+        let checksum = get(vars::CHECKSUM)
+            .map(|v| Checksum::parse(v).map_err(|e| invalid(vars::CHECKSUM, v, e.to_string())))
             .transpose()?;
-        let insecure_tls = match get("INSECURE_TLS") {
+        let insecure_tls = match get(vars::INSECURE_TLS) {
             None => false,
-            Some(v) => {
-                parse_bool(v).ok_or_else(|| invalid("INSECURE_TLS", v, "expected true or false"))?
-            }
+            Some(v) => parse_bool(v)
+                .ok_or_else(|| invalid(vars::INSECURE_TLS, v, "expected true or false"))?,
         };
-        let basic_auth = match (get("IMPORTER_ACCESS_KEY_ID"), get("IMPORTER_SECRET_KEY")) {
+        let proxy = ProxyConfig::from_vars(|k| map.get(k).cloned())
+            .map_err(|e| invalid("http_proxy/https_proxy", "", e.to_string()))?;
+        let basic_auth = match (get(vars::ACCESS_KEY_ID), get(vars::SECRET_KEY)) {
             (Some(user), Some(password)) => Some((user.to_string(), password.to_string())),
             _ => None,
         };
-        let cert_dirs = ["IMPORTER_CERT_DIR", "IMPORTER_PROXY_CERT_DIR"]
+        let cert_dirs = [vars::CERT_DIR, vars::PROXY_CERT_DIR]
             .iter()
             .filter_map(|k| get(k))
             .map(PathBuf::from)
@@ -197,8 +238,9 @@ impl ImporterEnv {
             extra_headers,
             checksum,
             insecure_tls,
-            owner_uid: get("OWNER_UID").unwrap_or_default().to_string(),
-            done_file: get("IMPORTER_DONE_FILE").map(PathBuf::from),
+            proxy,
+            owner_uid: get(vars::OWNER_UID).unwrap_or_default().to_string(),
+            done_file: get(vars::DONE_FILE).map(PathBuf::from),
         })
     }
 }

@@ -4,10 +4,10 @@
 //! The DataVolume controller runs `kubevirt-controller cdi-importer` in an `importer-<dv>` pod
 //! with the claim mounted (Filesystem: at `/data`, the disk is `/data/disk.img`; Block: the
 //! device at `/dev/cdi-block-volume`) and upstream's environment (`IMPORTER_SOURCE`,
-//! `IMPORTER_ENDPOINT`, ... see [`env`]). The import:
+//! `IMPORTER_ENDPOINT`, ... see [`env`](mod@env)). The import:
 //!
 //! 1. opens the [`source`] (HTTP with the DataVolume's CA, credentials and headers);
-//! 2. [`unwrap`]s it while streaming (gzip, xz, zstd, tar) and sniffs the [`format`];
+//! 2. [`unwrap`]s it while streaming (gzip, xz, zstd, tar) and sniffs the [`format`](mod@format);
 //! 3. streams raw data straight into the [`target`] ([`writer`]), or downloads an image that
 //!    must be converted to scratch space, validates it ([`qemu::validate`]: no backing file,
 //!    fits) and converts it with `qemu-img convert` ([`qemu`]);
@@ -17,6 +17,19 @@
 //! [`progress`] is served on [`metrics`]; the result is the [`termination`] message.
 //! `contentType: archive` unpacks a tar archive instead ([`archive`]). A DataVolume's
 //! `checksum` is verified on the source's bytes before anything is put in place ([`checksum`]).
+
+//! Where this differs from upstream:
+//!
+//! - the progress is served over plain HTTP (upstream: HTTPS with a throw-away self-signed
+//!   certificate, which its controller does not verify either);
+//! - an image that must be converted is always downloaded first (upstream streams qcow2 from a
+//!   server that supports ranges through nbdkit), to `/scratch` if mounted, else beside the
+//!   disk (Block: the temporary directory);
+//! - images that refer to other files (a qcow2's external data file, a vmdk's other extents)
+//!   are refused, not only those with a backing file;
+//! - sources: `http` and `none` (blank) of upstream's; `registry`, `s3`, `gcs`, `imageio`,
+//!   `vddk` are refused by name; `file` (a local path) is ours;
+//! - `IMPORTER_READY_FILE` and the multi-stage (checkpoint) variables are not read.
 
 pub mod archive;
 pub mod checksum;

@@ -239,86 +239,16 @@ impl DiskJob<'_> {
             .as_ref()
             .map_or_else(|| self.target.disk_path(), |p| p.path().to_path_buf());
         let is_device = pending.is_none();
-        if !format.needs_conversion() {
-            let mut reader = unwrapped.reader;
-            let file = OpenOptions::new()
-                .write(true)
-                .create(!is_device)
-                .truncate(false)
-                .open(&dest_path)
-                .map_err(|source| TargetError::Io {
-                    what: "opening",
-                    path: dest_path.clone(),
-                    source,
-                })?;
-            writer::copy_raw(
-                &mut reader,
-                &Destination {
-                    file: &file,
-                    path: &dest_path,
-                    is_device,
-                    available: self.capacity.bytes,
-                    explanation: &self.capacity.explanation,
-                },
-            )?;
-            verify(&verifier)?;
-            if is_device {
-                file.sync_all().map_err(|source| TargetError::Io {
-                    what: "flushing",
-                    path: dest_path.clone(),
-                    source,
-                })?;
-            }
-        } else {
-            // qemu-img reads a local file in place; anything else waits in scratch space.
+        if format.needs_conversion() {
             let local = source
                 .local_path()
                 .filter(|_| wrappers.is_empty())
                 .map(Path::to_path_buf);
-            let mut scratch = None;
-            let input = match local {
-                Some(path) => {
-                    drop(unwrapped.reader);
-                    path
-                }
-                None => {
-                    download.end_at(50.0);
-                    let dir = self.scratch_dir();
-                    let (file, handle) = ScratchFile::create(&dir)?;
-                    let mut reader = unwrapped.reader;
-                    writer::copy_raw(
-                        &mut reader,
-                        &Destination {
-                            file: &handle,
-                            path: file.path(),
-                            is_device: false,
-                            available: u64::MAX,
-                            explanation: "scratch space",
-                        },
-                    )?;
-                    let path = file.path().to_path_buf();
-                    scratch = Some(file);
-                    path
-                }
-            };
-            // Before qemu-img reads a byte of it.
-            verify(&verifier)?;
-            let info = qemu::info(&input, format)?;
-            qemu::validate(
-                &info,
-                format,
-                self.capacity.bytes,
-                &self.capacity.explanation,
+            self.convert(
+                unwrapped, local, &verifier, &download, &dest_path, is_device,
             )?;
-            let from = if scratch.is_some() { 50.0 } else { 0.0 };
-            qemu::convert(
-                &input,
-                format,
-                &dest_path,
-                is_device,
-                &self.progress.span(from, 100.0),
-            )?;
-            drop(scratch);
+        } else {
+            self.stream_raw(unwrapped, &verifier, &dest_path, is_device)?;
         }
         let disk_size = match pending {
             Some(pending) => {
@@ -338,11 +268,160 @@ impl DiskJob<'_> {
         })
     }
 
+    /// Raw bytes straight into the target.
+    fn stream_raw(
+        &self,
+        unwrapped: unwrap::Unwrapped,
+        verifier: &Option<Verifier>,
+        dest_path: &Path,
+        is_device: bool,
+    ) -> Result<(), ImportError> {
+        let io_err = |what| {
+            let path = dest_path.to_path_buf();
+            move |source| TargetError::Io { what, path, source }
+        };
+        let mut reader = unwrapped.reader;
+        let file = OpenOptions::new()
+            .write(true)
+            .create(!is_device)
+            .truncate(false)
+            .open(dest_path)
+            .map_err(io_err("opening"))?;
+        writer::copy_raw(
+            &mut reader,
+            &Destination {
+                file: &file,
+                path: dest_path,
+                is_device,
+                available: self.capacity.bytes,
+                explanation: &self.capacity.explanation,
+            },
+        )?;
+        verify(verifier)?;
+        if is_device {
+            file.sync_all().map_err(io_err("flushing"))?;
+        }
+        Ok(())
+    }
+
+    /// An image qemu-img converts: read in place if `local`, else downloaded to scratch space
+    /// first; verified and validated before qemu-img converts it into `dest_path`.
+    fn convert(
+        &self,
+        unwrapped: unwrap::Unwrapped,
+        local: Option<PathBuf>,
+        verifier: &Option<Verifier>,
+        download: &Span,
+        dest_path: &Path,
+        is_device: bool,
+    ) -> Result<(), ImportError> {
+        let format = unwrapped.format;
+        let mut scratch = None;
+        let input = match local {
+            Some(path) => path,
+            None => {
+                download.end_at(50.0);
+                let (file, handle) = ScratchFile::create(&self.scratch_dir())?;
+                let mut reader = unwrapped.reader;
+                writer::copy_raw(
+                    &mut reader,
+                    &Destination {
+                        file: &handle,
+                        path: file.path(),
+                        is_device: false,
+                        available: u64::MAX,
+                        explanation: "scratch space",
+                    },
+                )?;
+                let path = file.path().to_path_buf();
+                scratch = Some(file);
+                path
+            }
+        };
+        // Before qemu-img reads a byte of it.
+        verify(verifier)?;
+        let info = qemu::info(&input, format)?;
+        qemu::validate(
+            &info,
+            format,
+            self.capacity.bytes,
+            &self.capacity.explanation,
+        )?;
+        let from = if scratch.is_some() { 50.0 } else { 0.0 };
+        let span = self.progress.span(from, 100.0);
+        qemu::convert(&input, format, dest_path, is_device, &span)?;
+        Ok(())
+    }
+
     fn scratch_dir(&self) -> PathBuf {
         match (&self.scratch_dir, self.target) {
             (Some(dir), _) => dir.clone(),
             (None, Target::Filesystem { dir }) => dir.clone(),
             (None, Target::Block { .. }) => std::env::temp_dir(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cdi::import::source::file::FileSource;
+
+    const MIB: u64 = 1 << 20;
+
+    fn request(source: ImportSource, content_type: ContentType, target: Target) -> ImportRequest {
+        ImportRequest {
+            source,
+            content_type,
+            target,
+            requested_size: Some(4 * MIB),
+            filesystem_overhead: 0.0,
+            preallocation: false,
+            scratch_dir: None,
+            checksum: None,
+            progress: Progress::new(),
+        }
+    }
+
+    #[test]
+    fn upstreams_refusals() {
+        let dir = kubevirt_testsupport::tempdir("pipeline");
+        let fs = Target::Filesystem {
+            dir: dir.to_path_buf(),
+        };
+        let e = import(request(ImportSource::Blank, ContentType::Archive, fs)).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "Cannot create empty disk with content type archive"
+        );
+        let dev = dir.join("dev");
+        std::fs::File::create(&dev).unwrap().set_len(MIB).unwrap();
+        let file = ImportSource::Data(Box::new(FileSource::new(&dev)));
+        let block = Target::Block { device: dev };
+        let e = import(request(file, ContentType::Archive, block)).unwrap_err();
+        assert!(matches!(e, ImportError::ArchiveToBlock), "{e}");
+    }
+
+    #[test]
+    fn a_raw_file_lands_whole_and_grown_to_the_room() {
+        let dir = kubevirt_testsupport::tempdir("pipeline");
+        let src = dir.join("src.img");
+        let data: Vec<u8> = (0..MIB as usize + 7).map(|i| (i % 253) as u8 + 1).collect();
+        std::fs::write(&src, &data).unwrap();
+        let claim = dir.join("claim");
+        std::fs::create_dir(&claim).unwrap();
+        let req = request(
+            ImportSource::Data(Box::new(FileSource::new(&src))),
+            ContentType::Kubevirt,
+            Target::Filesystem { dir: claim.clone() },
+        );
+        let progress = req.progress.clone();
+        let outcome = import(req).unwrap();
+        assert_eq!(outcome.format, Some(DiskFormat::Raw));
+        assert_eq!(outcome.disk_size, 4 * MIB);
+        let disk = std::fs::read(claim.join("disk.img")).unwrap();
+        assert_eq!(&disk[..data.len()], &data[..]);
+        assert!(disk[data.len()..].iter().all(|b| *b == 0));
+        assert_eq!(progress.percent(), 100.0);
     }
 }

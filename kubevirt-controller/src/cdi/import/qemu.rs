@@ -213,6 +213,7 @@ pub fn convert(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    die_with_parent(&mut command);
     let mut child = command.spawn().map_err(|e| spawn_error("convert", e))?;
     let io_err = |source| QemuError::Io {
         what: "convert",
@@ -269,6 +270,22 @@ fn spawn_error(what: &'static str, e: io::Error) -> QemuError {
         QemuError::NotInstalled
     } else {
         QemuError::Io { what, source: e }
+    }
+}
+
+/// Ends the child with the thread that started it: a stopped importer leaves no qemu-img
+/// writing behind it.
+fn die_with_parent(command: &mut Command) {
+    // SAFETY: the closure runs in the forked child before exec and calls only prctl, which is
+    // async-signal-safe; it touches no memory shared with the parent.
+    unsafe {
+        command.pre_exec(|| {
+            // SAFETY: PR_SET_PDEATHSIG takes a signal number and no pointers.
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
     }
 }
 

@@ -20,7 +20,18 @@ pub const DEFAULT_FILESYSTEM_OVERHEAD: f64 = 0.055;
 /// Disk sizes on a filesystem are multiples of this.
 pub const ALIGNMENT: u64 = 1 << 20;
 /// The name a disk is written under until it is complete.
-const PENDING_NAME: &str = ".disk.img.importing";
+pub const PENDING_NAME: &str = ".disk.img.importing";
+/// A scratch file's name.
+pub const SCRATCH_NAME: &str = ".importer-scratch";
+
+/// Removes what an interrupted import leaves in `dir` (a half-written disk, a scratch file, a
+/// half-unpacked archive); never `disk.img`.
+pub fn remove_leftovers(dir: &Path) {
+    for name in [PENDING_NAME, SCRATCH_NAME] {
+        let _ = fs::remove_file(dir.join(name));
+    }
+    let _ = fs::remove_dir_all(dir.join(super::archive::STAGING));
+}
 
 /// The claim being written.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -185,11 +196,11 @@ pub struct PendingDisk {
 }
 
 impl PendingDisk {
-    /// Starts a disk in `dir`: a `disk.img` or half-written disk from an earlier attempt is
-    /// removed first, so that no `disk.img` exists unless this import completes.
+    /// Starts a disk in `dir`: a `disk.img`, half-written disk or scratch file from an earlier
+    /// attempt is removed first, so that no `disk.img` exists unless this import completes.
     pub fn start(dir: &Path) -> Result<PendingDisk, TargetError> {
         let path = dir.join(PENDING_NAME);
-        for stale in [&path, &dir.join(DISK_IMAGE_NAME)] {
+        for stale in [&path, &dir.join(DISK_IMAGE_NAME), &dir.join(SCRATCH_NAME)] {
             match fs::remove_file(stale) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => {
                     return Err(io_err("removing", stale)(e));
@@ -266,7 +277,7 @@ pub struct ScratchFile(PathBuf);
 impl ScratchFile {
     /// A scratch file in `dir` (replacing a leftover of the same name).
     pub fn create(dir: &Path) -> Result<(ScratchFile, File), TargetError> {
-        let path = dir.join(".importer-scratch");
+        let path = dir.join(SCRATCH_NAME);
         let file = OpenOptions::new()
             .read(true)
             .write(true)

@@ -2,11 +2,12 @@
 //! TLS from rustls, the system's CA roots plus a DataVolume's `certConfigMap`, basic
 //! authentication from its `secretRef`, its `extraHeaders`/`secretExtraHeaders`, redirects
 //! followed (up to 10, as Go's client), and a transfer that stalls for the idle timeout (10
-//! minutes, upstream's) given up.
+//! minutes, upstream's) given up; through the cluster's proxy if one is set ([`super::proxy`]).
 //!
 //! The pipeline is synchronous; the body is read through a small single-threaded tokio runtime
 //! that the reader owns, so the connection is driven only while the importer reads.
 
+use super::proxy::{Proxy, ProxyConfig};
 use super::{Source, SourceError, Stream};
 use base64::Engine;
 use http_body_util::{BodyExt, Empty};
@@ -40,6 +41,8 @@ pub struct HttpOptions {
     pub extra_headers: Vec<(String, String)>,
     /// Accept any server certificate (`insecureSkipVerify`).
     pub insecure_skip_verify: bool,
+    /// The proxies (the cluster's `importProxy`).
+    pub proxy: ProxyConfig,
     /// No data for this long fails the import.
     pub idle_timeout: Duration,
 }
@@ -51,6 +54,7 @@ impl Default for HttpOptions {
             cert_dirs: Vec::new(),
             extra_headers: Vec::new(),
             insecure_skip_verify: false,
+            proxy: ProxyConfig::default(),
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
         }
     }
@@ -169,8 +173,13 @@ pub struct HttpSource {
 
 impl HttpSource {
     /// `url` with `options`; the URL is checked now.
-    pub fn new(url: &str, options: HttpOptions) -> Result<HttpSource, HttpError> {
-        let uri = parse_url(url)?;
+    pub fn new(url: &str, mut options: HttpOptions) -> Result<HttpSource, HttpError> {
+        let (uri, credentials) = without_userinfo(parse_url(url)?);
+        // `http://user:password@host/...`: basic authentication, as Go's client does it, and
+        // the password kept out of every message.
+        if options.basic_auth.is_none() {
+            options.basic_auth = credentials;
+        }
         for (name, value) in &options.extra_headers {
             let bad = |reason: String| HttpError::BadHeader {
                 name: name.clone(),
@@ -181,7 +190,7 @@ impl HttpSource {
             hyper::header::HeaderValue::from_str(value).map_err(|e| bad(e.to_string()))?;
         }
         Ok(HttpSource {
-            url: url.to_string(),
+            url: uri.to_string(),
             uri,
             options,
         })
@@ -276,6 +285,27 @@ impl Source for HttpSource {
     }
 }
 
+/// `uri` without its `user:password@`, and those (percent-decoded).
+fn without_userinfo(uri: Uri) -> (Uri, Option<(String, String)>) {
+    let Some((userinfo, host)) = uri.authority().and_then(|a| a.as_str().rsplit_once('@')) else {
+        return (uri, None);
+    };
+    let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+    let credentials = (
+        super::proxy::percent_decode(user),
+        super::proxy::percent_decode(password),
+    );
+    let rebuilt = format!(
+        "{}://{host}{}",
+        uri.scheme_str().unwrap_or("http"),
+        uri.path_and_query().map_or("/", |p| p.as_str())
+    );
+    match rebuilt.parse() {
+        Ok(clean) => (clean, Some(credentials)),
+        Err(_) => (uri, Some(credentials)),
+    }
+}
+
 /// A redirect's `Location` against the URL that answered it.
 fn resolve(base: &Uri, location: &str) -> Option<Uri> {
     if let Ok(uri) = parse_url(location) {
@@ -322,11 +352,21 @@ async fn get(
         hint,
     };
     let timed_out = || io::Error::new(io::ErrorKind::TimedOut, "timed out");
-    let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((bare_host, port)))
+    let proxy = options.proxy.for_uri(uri);
+    let (to_host, to_port) = proxy.map_or((bare_host, port), |p| (p.host.as_str(), p.port));
+    let mut tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((to_host, to_port)))
         .await
         .map_err(|_| connect_err(timed_out(), ""))?
         .map_err(|e| connect_err(e, ""))?;
     let _ = tcp.set_nodelay(true);
+    if let Some(proxy) = proxy
+        && https
+    {
+        tokio::time::timeout(CONNECT_TIMEOUT, tunnel(&mut tcp, bare_host, port, proxy))
+            .await
+            .map_err(|_| connect_err(timed_out(), ""))?
+            .map_err(|e| connect_err(e, ""))?;
+    }
     let io: Box<dyn Io> = match tls {
         Some(config) if https => {
             let name = rustls::pki_types::ServerName::try_from(bare_host.to_string())
@@ -351,16 +391,28 @@ async fn get(
     tokio::spawn(async move {
         let _ = conn.await;
     });
-    let path = uri.path_and_query().map_or("/", |p| p.as_str());
-    let mut request = Request::get(path)
+    // Through a proxy, plain HTTP asks for the whole URL.
+    let target = match proxy {
+        Some(_) if !https => uri.to_string(),
+        _ => uri.path_and_query().map_or("/", |p| p.as_str()).to_string(),
+    };
+    let mut request = Request::get(target)
         .header(
             hyper::header::HOST,
             uri.authority().map_or(host, |a| a.as_str()),
         )
         .header(hyper::header::USER_AGENT, "kubevirt-rs-cdi-importer");
     if let Some((user, password)) = &options.basic_auth {
-        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-        request = request.header(hyper::header::AUTHORIZATION, format!("Basic {token}"));
+        request = request.header(
+            hyper::header::AUTHORIZATION,
+            basic(&format!("{user}:{password}")),
+        );
+    }
+    if let Some(credentials) = proxy
+        .filter(|_| !https)
+        .and_then(|p| p.credentials.as_ref())
+    {
+        request = request.header(hyper::header::PROXY_AUTHORIZATION, basic(credentials));
     }
     for (name, value) in &options.extra_headers {
         request = request.header(name.as_str(), value.as_str());
@@ -372,6 +424,50 @@ async fn get(
             reason: e.to_string(),
         })?;
     sender.send_request(request).await.map_err(protocol)
+}
+
+fn basic(credentials: &str) -> String {
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(credentials)
+    )
+}
+
+/// Asks `proxy` (connected as `tcp`) for a tunnel to `host:port`.
+async fn tunnel(tcp: &mut TcpStream, host: &str, port: u16, proxy: &Proxy) -> io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let target = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    let mut request = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n");
+    if let Some(credentials) = &proxy.credentials {
+        request.push_str(&format!("Proxy-Authorization: {}\r\n", basic(credentials)));
+    }
+    request.push_str("\r\n");
+    tcp.write_all(request.as_bytes()).await?;
+    // The answer's head, byte by byte: what follows it is the tunnel's.
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if head.len() > 16 << 10 || tcp.read(&mut byte).await? == 0 {
+            return Err(io::Error::other(format!(
+                "the proxy {}:{} closed or sent no answer to CONNECT",
+                proxy.host, proxy.port
+            )));
+        }
+        head.push(byte[0]);
+    }
+    let text = String::from_utf8_lossy(&head);
+    let status = text.lines().next().unwrap_or_default().trim().to_string();
+    if status.split_whitespace().nth(1) != Some("200") {
+        return Err(io::Error::other(format!(
+            "the proxy {}:{} refused the tunnel: {status}",
+            proxy.host, proxy.port
+        )));
+    }
+    Ok(())
 }
 
 /// The response body as a blocking reader.
@@ -442,6 +538,20 @@ mod tests {
         };
         let e = HttpSource::new("http://h/a", options).unwrap_err();
         assert!(e.to_string().contains("\"Bad Name\""), "{e}");
+    }
+
+    #[test]
+    fn credentials_in_the_url_become_basic_auth_and_leave_the_url() {
+        let s =
+            HttpSource::new("http://us%40er:p%3Ass@h:81/a.img", HttpOptions::default()).unwrap();
+        assert_eq!(s.describe(), "http://h:81/a.img");
+        assert_eq!(s.options.basic_auth, Some(("us@er".into(), "p:ss".into())));
+        let given = HttpOptions {
+            basic_auth: Some(("a".into(), "b".into())),
+            ..HttpOptions::default()
+        };
+        let s = HttpSource::new("http://x:y@h/a", given).unwrap();
+        assert_eq!(s.options.basic_auth, Some(("a".into(), "b".into())));
     }
 
     #[test]

@@ -10,6 +10,7 @@
 
 pub mod file;
 pub mod http;
+pub mod proxy;
 pub mod tls;
 
 use std::io::Read;
