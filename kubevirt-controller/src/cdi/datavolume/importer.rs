@@ -215,6 +215,14 @@ pub fn pod_for(
         }
     };
     env.push(env_value("INSECURE_TLS", insecure.to_string()));
+    if let Source::Http(h) = source
+        && let Some(sum) = h.checksum.as_ref().filter(|c| !c.is_empty())
+    {
+        env.push(env_value(
+            crate::cdi::import::env::vars::CHECKSUM,
+            sum.clone(),
+        ));
+    }
     if let Some(cm) = cert_config_map {
         volumes.push(Volume {
             name: "cdi-cert-vol".into(),

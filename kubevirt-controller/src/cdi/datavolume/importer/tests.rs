@@ -175,3 +175,19 @@ fn an_upload_gets_the_upload_server_pod() {
     assert_eq!(value(&p, "IMPORTER_SOURCE"), "none");
     assert_eq!(c.ports.as_ref().unwrap()[0].container_port, 8443);
 }
+
+#[test]
+fn an_http_checksum_reaches_the_importer() {
+    let d = dv(
+        json!({"source": {"http": {"url": "http://x/d.img", "checksum": "sha256:00ff"}},
+        "storage": {"resources": {"requests": {"storage": "1Gi"}}}}),
+    );
+    let p = pod_for(
+        &d,
+        &source_of(&d).unwrap(),
+        false,
+        &claim(),
+        &DataVolumeConfig::new("i:1"),
+    );
+    assert_eq!(value(&p, "IMPORTER_CHECKSUM"), "sha256:00ff");
+}
