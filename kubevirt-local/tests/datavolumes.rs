@@ -1,7 +1,7 @@
 //! Issue 15 end to end, as a user drives it with kubectl on `kubevirt-local up`: DataVolumes
 //! imported over HTTP (a qcow2 made by qemu-img, an xz-compressed raw into a Block claim), a
-//! blank one and one whose URL answers 404; each fills a claim of the default StorageClass that
-//! the node's provisioner made. A VM with `dataVolumeTemplates` boots once its disk is imported
+//! blank one, one uploaded with `virtctl image-upload` and one whose URL answers 404; each
+//! fills a claim of the default StorageClass that the node's provisioner made. A VM with `dataVolumeTemplates` boots once its disk is imported
 //! and its guest reads the file the test put into the image; deleting the VM deletes its
 //! DataVolume, claim and volume.
 
@@ -15,7 +15,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::node::*;
-use kubevirt_testsupport::{Profile, controller_binary, demo_image, launcher_binary, tempdir};
+use kubevirt_testsupport::{
+    Profile, controller_binary, demo_image, launcher_binary, tempdir, virtctl_binary,
+};
 use serde_json::Value;
 
 const NODE: &str = "kv-datavolumes";
@@ -246,6 +248,49 @@ fn data_volumes_import_into_local_volumes_and_a_vm_boots_with_one() {
     succeeded(&up, "blank");
     let blank = std::fs::metadata(volume_path(&up, "blank").join("disk.img")).unwrap();
     assert!(blank.len() >= 32 << 20, "{}", blank.len());
+
+    // `virtctl image-upload` makes the DataVolume, gets a token and streams the qcow2 through
+    // the upload proxy; an upload with a forged token is refused.
+    let virtctl = virtctl_binary(Profile::Debug);
+    let out = Command::new(&virtctl)
+        .arg("--kubeconfig")
+        .arg(up.kubeconfig())
+        .args([
+            "image-upload",
+            "dv",
+            "uploaded",
+            "--size",
+            "32Mi",
+            "--image-path",
+        ])
+        .arg(web.join("disk.qcow2"))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("Processing completed successfully"), "{said}");
+    let disk = std::fs::read(volume_path(&up, "uploaded").join("disk.img")).unwrap();
+    assert!(
+        contains(&disk, MARKER),
+        "the upload's content is in disk.img"
+    );
+    let url = ready["url"].as_str().unwrap().to_string();
+    let forged = Command::new("curl")
+        .args(["-sk", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST"])
+        .args([
+            "-H",
+            "Authorization: Bearer forged.token",
+            "--data-binary",
+            "x",
+        ])
+        .arg(format!("{url}/cdi-upload-proxy/v1beta1/upload"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&forged.stdout), "401");
 
     // The 404 says so on the DataVolume and never becomes a disk called ready.
     let failing = eventually("the 404 on the DataVolume", 120, || {

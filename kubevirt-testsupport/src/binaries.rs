@@ -31,6 +31,14 @@ pub fn controller_binary(profile: Profile) -> PathBuf {
     workspace_binary("kubevirt-controller", "kubevirt-controller", profile)
 }
 
+/// Builds `virtctl` and returns its path in the running executable's target directory.
+///
+/// # Panics
+/// When the build fails or the binary is not where cargo puts it.
+pub fn virtctl_binary(profile: Profile) -> PathBuf {
+    workspace_binary("kubevirt-controller", "virtctl", profile)
+}
+
 fn workspace_binary(package: &str, bin: &str, profile: Profile) -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let mut cargo = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));

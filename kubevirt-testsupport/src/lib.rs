@@ -18,7 +18,7 @@ mod process;
 pub mod registry;
 mod wait;
 
-pub use binaries::{Profile, controller_binary, launcher_binary};
+pub use binaries::{Profile, controller_binary, launcher_binary, virtctl_binary};
 pub use dir::{TestDir, find_file, tempdir};
 pub use fixtures::{fixture, fixtures_dir};
 pub use kubectl::kubectl;

@@ -30,6 +30,8 @@ pub struct ConnectOptions {
 pub struct Connection {
     /// The client.
     pub client: Client,
+    /// What it was made of (the cluster's URL and CA, for connections of our own).
+    pub config: kube::Config,
     /// The namespace.
     pub namespace: String,
 }
@@ -71,8 +73,13 @@ impl Connection {
             .namespace
             .clone()
             .unwrap_or_else(|| config.default_namespace.clone());
-        let client = Client::try_from(config).map_err(|e| VirtctlError::Config(e.to_string()))?;
-        Ok(Self { client, namespace })
+        let client =
+            Client::try_from(config.clone()).map_err(|e| VirtctlError::Config(e.to_string()))?;
+        Ok(Self {
+            client,
+            config,
+            namespace,
+        })
     }
 
     /// `/apis/subresources.kubevirt.io/v1/namespaces/{ns}/{resource}/{name}/{action}`.

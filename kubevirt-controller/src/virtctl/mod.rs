@@ -11,6 +11,7 @@ pub mod lifecycle;
 pub mod portforward;
 pub mod ssh;
 pub mod term;
+pub mod upload;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -152,6 +153,9 @@ pub enum Command {
     /// Expose a virtual machine instance, virtual machine, or virtual machine instance replica
     /// set as a new service.
     Expose(expose::ExposeFlags),
+    /// Upload a VM image to a DataVolume (`image-upload dv NAME --size 10Gi --image-path FILE`).
+    #[command(name = "image-upload")]
+    ImageUpload(upload::UploadFlags),
     /// Create a manifest for the specified kind.
     Create {
         /// What to create.
@@ -319,6 +323,7 @@ pub async fn run(cli: Cli) -> Result<(), VirtctlError> {
             Ok(())
         }
         Command::Expose(flags) => expose::run(&conn, &flags).await,
+        Command::ImageUpload(flags) => upload::run(&conn, &flags).await,
         Command::Guestosinfo { name } => {
             let path = conn.path("virtualmachineinstances", &name, "guestosinfo");
             let info = conn.get_json(&path).await?;

@@ -38,6 +38,30 @@ pub fn client_config(
     ))
 }
 
+/// A client TLS configuration trusting the DER certificates `roots` (a kubeconfig's cluster CA)
+/// or, with none, the system's roots; with `insecure`, any certificate.
+pub fn roots_config(
+    roots: &[Vec<u8>],
+    insecure: bool,
+) -> Result<Arc<rustls::ClientConfig>, HttpError> {
+    if insecure || roots.is_empty() {
+        return client_config(&[], insecure);
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| HttpError::TlsSetup(e.to_string()))?;
+    let mut store = rustls::RootCertStore::empty();
+    for der in roots {
+        store
+            .add(CertificateDer::from(der.clone()))
+            .map_err(|e| HttpError::TlsSetup(e.to_string()))?;
+    }
+    Ok(Arc::new(
+        builder.with_root_certificates(store).with_no_client_auth(),
+    ))
+}
+
 /// Every certificate in the regular files of `dir` (names starting with `.` skipped: a
 /// ConfigMap volume's `..data`).
 fn add_pem_dir(roots: &mut rustls::RootCertStore, dir: &Path) -> Result<(), HttpError> {
