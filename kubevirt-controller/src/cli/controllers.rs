@@ -12,6 +12,7 @@ pub(super) fn run(
     kubeconfig: Option<PathBuf>,
     install_crds: bool,
     pods: Option<crate::vmi::PodConfig>,
+    data_volumes: Option<crate::cdi::datavolume::DataVolumeConfig>,
     out: &mut dyn Write,
 ) -> Result<ExitCode, CliError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -40,6 +41,14 @@ pub(super) fn run(
                 config.launcher_root.display()
             )?;
             set.start_vmi_controller(config);
+        }
+        if let Some(config) = data_volumes {
+            writeln!(
+                out,
+                "kubevirt-controller: DataVolume controller (importer pods of {})",
+                config.importer_image
+            )?;
+            set.start_data_volume_controller(config);
         }
         out.flush()?;
         set.run_until(crate::signal::terminated()).await;

@@ -63,6 +63,10 @@ pub enum Command {
         /// The VMI controller and its pods.
         #[command(flatten)]
         pods: pods::VmiPodArgs,
+        /// Also run the DataVolume controller (CDI's), whose importer and upload server pods
+        /// run this image (`kubevirt-controller` with qemu-img; docs/STORAGE.md).
+        #[arg(long, value_name = "IMAGE")]
+        importer_image: Option<String>,
     },
     /// Run the node agent: a `kubevirt-launcher` for every VMI on this node (spawned, or with
     /// `--mode pods` in the VMI's virt-launcher pod), its state written back on the VMI;
@@ -174,9 +178,12 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<ExitCode, CliError> {
             kubeconfig,
             install_crds,
             pods,
+            importer_image,
         } => {
             crate::logging::init(cli.log_format);
-            controllers::run(kubeconfig, install_crds, pods.config()?, out)
+            let data_volumes =
+                importer_image.map(crate::cdi::datavolume::DataVolumeConfig::new);
+            controllers::run(kubeconfig, install_crds, pods.config()?, data_volumes, out)
         }
         Command::Node(args) => {
             crate::logging::init(cli.log_format);
