@@ -156,9 +156,21 @@ fn peer_import(url: &str, claim: &Path) -> Duration {
     std::fs::create_dir_all(claim).unwrap();
     let scratch = claim.join("scratch.qcow2");
     let start = Instant::now();
-    run(Command::new("curl").args(["-sf", "-o"]).arg(&scratch).arg(url));
+    run(Command::new("curl")
+        .args(["-sf", "-o"])
+        .arg(&scratch)
+        .arg(url));
     run(Command::new("qemu-img")
-        .args(["convert", "-q", "-t", "writeback", "-f", "qcow2", "-O", "raw"])
+        .args([
+            "convert",
+            "-q",
+            "-t",
+            "writeback",
+            "-f",
+            "qcow2",
+            "-O",
+            "raw",
+        ])
         .arg(&scratch)
         .arg(claim.join("disk.img")));
     std::fs::remove_file(&scratch).unwrap();
@@ -203,7 +215,16 @@ fn peer_upload(raw: &Path, port: u16, sink: &Path) -> Duration {
 fn curl_post(file: &Path, url: &str) {
     // `-T` streams the file (`--data-binary @file` would read it all into memory first).
     let out = Command::new("curl")
-        .args(["-sf", "-o", "/dev/null", "-H", "Expect:", "-X", "POST", "-T"])
+        .args([
+            "-sf",
+            "-o",
+            "/dev/null",
+            "-H",
+            "Expect:",
+            "-X",
+            "POST",
+            "-T",
+        ])
         .arg(file)
         .arg(url)
         .output()

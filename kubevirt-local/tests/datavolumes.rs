@@ -1,5 +1,6 @@
 //! Issue 15 end to end, as a user drives it with kubectl on `kubevirt-local up`: DataVolumes
 //! imported over HTTP (a qcow2 made by qemu-img, an xz-compressed raw into a Block claim), a
+//! clone of the first,
 //! blank one, one uploaded with `virtctl image-upload` and one whose URL answers 404; each
 //! fills a claim of the default StorageClass that the node's provisioner made. A VM with `dataVolumeTemplates` boots once its disk is imported
 //! and its guest reads the file the test put into the image; deleting the VM deletes its
@@ -244,6 +245,28 @@ fn data_volumes_import_into_local_volumes_and_a_vm_boots_with_one() {
         .read_exact(&mut head)
         .unwrap();
     assert!(contains(&head, MARKER), "the raw image is on the device");
+
+    // A clone of the qcow2's claim, sized as its source.
+    up.ok(
+        &["apply", "-f", "-"],
+        Some(&dv_yaml(
+            "cloned",
+            "{pvc: {namespace: default, name: qcow2}}",
+            "{}",
+        )),
+    );
+    let cloned = succeeded(&up, "cloned");
+    let claim = get(&up, "pvc", "cloned").unwrap();
+    let source = get(&up, "pvc", "qcow2").unwrap();
+    assert_eq!(
+        claim["status"]["capacity"]["storage"], source["status"]["capacity"]["storage"],
+        "{cloned}"
+    );
+    let copy = std::fs::read(volume_path(&up, "cloned").join("disk.img")).unwrap();
+    assert!(
+        contains(&copy, MARKER),
+        "the clone has the source's content"
+    );
 
     succeeded(&up, "blank");
     let blank = std::fs::metadata(volume_path(&up, "blank").join("disk.img")).unwrap();

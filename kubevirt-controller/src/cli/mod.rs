@@ -181,8 +181,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<ExitCode, CliError> {
             importer_image,
         } => {
             crate::logging::init(cli.log_format);
-            let data_volumes =
-                importer_image.map(crate::cdi::datavolume::DataVolumeConfig::new);
+            let data_volumes = importer_image.map(crate::cdi::datavolume::DataVolumeConfig::new);
             controllers::run(kubeconfig, install_crds, pods.config()?, data_volumes, out)
         }
         Command::Node(args) => {

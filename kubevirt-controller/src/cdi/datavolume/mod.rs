@@ -1,6 +1,7 @@
-//! The DataVolume controller (upstream's cdi-controller, import and blank sources): each
-//! DataVolume gets a claim of its name, owned by it and sized from `spec.storage` (plus the
-//! filesystem overhead) or `spec.pvc`; an `importer-<dv>` pod with the claim mounted fills it;
+//! The DataVolume controller (upstream's cdi-controller; http, blank, same-namespace pvc clone
+//! and upload sources): each DataVolume gets a claim of its name, owned by it and sized from
+//! `spec.storage` (plus the filesystem overhead) or `spec.pvc`; an `importer-<dv>` pod (or a
+//! `cdi-upload-<dv>` pod for uploads) with the claim mounted fills it;
 //! the DataVolume's phase, progress, restart count and Bound/Ready/Running conditions follow
 //! the claim and the pod as upstream's do.
 //!
