@@ -357,7 +357,23 @@ spec:
 "#;
     up.ok(&["apply", "-f", "-"], Some(claim_only));
     failed_mount(&up, "lost", "the claim is not bound");
-    up.ok(&["delete", "pvc", "late", "--wait=true"], None);
+    // The pending pod uses the claim, so its protection finalizer holds it (as upstream's):
+    // the test lets it go, standing in for an administrator replacing the claim.
+    up.ok(&["delete", "pvc", "late", "--wait=false"], None);
+    up.ok(
+        &[
+            "patch",
+            "pvc",
+            "late",
+            "--type=merge",
+            "-p",
+            r#"{"metadata":{"finalizers":null}}"#,
+        ],
+        None,
+    );
+    eventually("the unbound claim gone", 30, || {
+        (!up.kubectl(&["get", "pvc", "late"], None).status.success()).then_some(())
+    });
     bound_claim(&up, "pv-late", "late", &fs_dir, node, "Filesystem");
     let lost = finished(&up, "lost");
     assert_eq!(lost["status"]["phase"], "Succeeded", "{lost}");
