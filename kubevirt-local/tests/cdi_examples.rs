@@ -5,9 +5,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use common::node::*;
@@ -15,55 +13,6 @@ use kubevirt_testsupport::{Profile, controller_binary, fixtures_dir, launcher_bi
 use serde_json::Value;
 
 const NODE: &str = "kv-cdi-examples";
-
-/// Serves every path with the one file `body` (GET/HEAD).
-fn serve(body: PathBuf) -> u16 {
-    let listener = TcpListener::bind("0.0.0.0:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for conn in listener.incoming().flatten() {
-            let body = body.clone();
-            std::thread::spawn(move || {
-                let mut reader = BufReader::new(conn.try_clone().unwrap());
-                let mut first = String::new();
-                let _ = reader.read_line(&mut first);
-                let mut line = String::new();
-                while reader.read_line(&mut line).unwrap_or(0) > 2 {
-                    line.clear();
-                }
-                let data = std::fs::read(&body).unwrap();
-                let mut out = conn;
-                let head = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                    data.len()
-                );
-                let _ = out.write_all(head.as_bytes());
-                if first.starts_with("GET") {
-                    let _ = out.write_all(&data);
-                }
-            });
-        }
-    });
-    port
-}
-
-fn host_ip() -> String {
-    let out = Command::new("ip")
-        .args(["-4", "-o", "addr", "show", "scope", "global"])
-        .output()
-        .expect("ip");
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.lines()
-        .filter(|l| !l.contains(" kvl0 "))
-        .find_map(|l| {
-            l.split_whitespace()
-                .skip_while(|w| *w != "inet")
-                .nth(1)
-                .and_then(|cidr| cidr.split('/').next())
-                .map(str::to_string)
-        })
-        .expect("a global IPv4 address")
-}
 
 /// The fixture `name`, with every `http(s)://...` URL replaced by `url`.
 fn example(name: &str, url: &str) -> String {
@@ -78,17 +27,9 @@ fn example(name: &str, url: &str) -> String {
         .join("\n")
 }
 
-fn get(up: &Up, kind: &str, name: &str) -> Option<Value> {
-    let out = up.kubectl(&["get", kind, name, "-o", "json"], None);
-    out.status
-        .success()
-        .then(|| serde_json::from_slice(&out.stdout).ok())
-        .flatten()
-}
-
 fn phase_of(up: &Up, name: &str, want: &str) -> Value {
     eventually(&format!("DataVolume {name} {want}"), 240, || {
-        get(up, "dv", name).filter(|d| d["status"]["phase"] == want)
+        up.get("dv", name).filter(|d| d["status"]["phase"] == want)
     })
 }
 
@@ -102,7 +43,8 @@ fn condition(dv: &Value, type_: &str) -> Value {
         .unwrap_or(Value::Null)
 }
 
-fn image(dir: &Path) -> PathBuf {
+/// `<dir>/disk.qcow2`, a 4 MiB disk with a marker at 1 MiB.
+fn image(dir: &Path) {
     let raw = dir.join("disk.raw");
     let mut data = vec![0u8; 4 << 20];
     data[1 << 20..(1 << 20) + 14].copy_from_slice(b"example marker");
@@ -116,7 +58,6 @@ fn image(dir: &Path) -> PathBuf {
         .unwrap()
         .success();
     assert!(ok, "qemu-img convert");
-    qcow2
 }
 
 #[test]
@@ -127,7 +68,12 @@ fn upstreams_cdi_examples_do_what_upstream_does() {
     controller_binary(Profile::Debug);
     let dir = tempdir("cdi-examples");
     let data = dir.join("data");
-    let url = format!("http://{}:{}/disk.qcow2", host_ip(), serve(image(&dir)));
+    image(&dir);
+    let url = format!(
+        "http://{}:{}/disk.qcow2",
+        host_ip(),
+        serve_dir(dir.to_path_buf())
+    );
     let (up, _) = start_up_node(&data, NODE, &["--launcher", launcher.to_str().unwrap()]);
     let apply = |name: &str| up.ok(&["apply", "-f", "-"], Some(&example(name, &url)));
 
@@ -143,18 +89,18 @@ fn upstreams_cdi_examples_do_what_upstream_does() {
     ] {
         let dv = phase_of(&up, name, "Succeeded");
         assert_eq!(condition(&dv, "Ready")["status"], "True", "{dv}");
-        let pvc = get(&up, "pvc", name).expect("its claim");
+        let pvc = up.get("pvc", name).expect("its claim");
         assert_eq!(pvc["spec"]["storageClassName"], "local", "{pvc}");
         assert_eq!(pvc["status"]["phase"], "Bound");
     }
-    let block = get(&up, "pvc", "import-kubevirt-block-datavolume").unwrap();
+    let block = up.get("pvc", "import-kubevirt-block-datavolume").unwrap();
     assert_eq!(block["spec"]["volumeMode"], "Block");
     phase_of(&up, "upload-datavolume", "UploadReady");
 
     // Archive content into a Block volume: the importer refuses it, and the DataVolume says so.
     apply("cdi-example-import-archive-block-datavolume.yaml");
     let refused = eventually("the archive-to-Block refusal", 180, || {
-        get(&up, "dv", "import-archive-block-datavolume").filter(|d| {
+        up.get("dv", "import-archive-block-datavolume").filter(|d| {
             condition(d, "Running")["message"]
                 .as_str()
                 .is_some_and(|m| m.contains("archive"))
@@ -173,23 +119,23 @@ fn upstreams_cdi_examples_do_what_upstream_does() {
     assert!(!out.status.success());
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(said.contains("spec.storage"), "{said}");
-    assert!(get(&up, "dv", "cloned-datavolume").is_none());
+    assert!(up.get("dv", "cloned-datavolume").is_none());
 
     // The VM example (kubevirt.io/v1alpha3, running: false, class `hdd` that does not exist):
     // its DataVolume is made and owned at once, its claim waits for a class, and the VM says
     // Provisioning (upstream ranks a DataVolume being populated above Stopped).
     apply("cdi-example-vm-dv.yaml");
-    let dv = eventually("the VM's DataVolume", 60, || get(&up, "dv", "cirros-dv"));
+    let dv = eventually("the VM's DataVolume", 60, || up.get("dv", "cirros-dv"));
     assert_eq!(
         dv["metadata"]["ownerReferences"][0]["name"],
         "vm-cirros-datavolume"
     );
     let vm = eventually("the VM Provisioning", 60, || {
-        get(&up, "vm", "vm-cirros-datavolume")
+        up.get("vm", "vm-cirros-datavolume")
             .filter(|v| v["status"]["printableStatus"] == "Provisioning")
     });
     assert_eq!(vm["status"]["ready"], false);
-    let pvc = eventually("the VM's claim", 60, || get(&up, "pvc", "cirros-dv"));
+    let pvc = eventually("the VM's claim", 60, || up.get("pvc", "cirros-dv"));
     assert_eq!(pvc["spec"]["storageClassName"], "hdd");
     assert_eq!(pvc["status"]["phase"], "Pending");
 

@@ -8,12 +8,9 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::os::unix::net::UnixStream;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
 
 use common::node::*;
 use kubevirt_testsupport::{
@@ -23,74 +20,6 @@ use serde_json::Value;
 
 const NODE: &str = "kv-datavolumes";
 const MARKER: &str = "kubevirt-rs import marker 4711";
-
-/// Serves the files of `dir` over HTTP/1.0 (GET and HEAD; 404 for anything else).
-fn serve(dir: PathBuf) -> u16 {
-    let listener = TcpListener::bind("0.0.0.0:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for conn in listener.incoming().flatten() {
-            let dir = dir.clone();
-            std::thread::spawn(move || answer(conn, &dir));
-        }
-    });
-    port
-}
-
-fn answer(conn: TcpStream, dir: &Path) {
-    let mut reader = BufReader::new(conn.try_clone().unwrap());
-    let mut request = String::new();
-    if reader.read_line(&mut request).is_err() {
-        return;
-    }
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-            break;
-        }
-    }
-    let mut parts = request.split_whitespace();
-    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let file = dir.join(path.trim_start_matches('/'));
-    let mut out = conn;
-    match std::fs::read(&file) {
-        Ok(body) if !path.contains("..") && file.is_file() => {
-            let head = format!(
-                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = out.write_all(head.as_bytes());
-            if method == "GET" {
-                let _ = out.write_all(&body);
-            }
-        }
-        _ => {
-            let _ = out.write_all(
-                b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-            );
-        }
-    }
-}
-
-/// An address of this host that pods reach (through the pod bridge's routing): the first
-/// global IPv4 address (the pod bridge has none before its first pod).
-fn host_ip() -> String {
-    let out = Command::new("ip")
-        .args(["-4", "-o", "addr", "show", "scope", "global"])
-        .output()
-        .expect("ip");
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.lines()
-        .filter(|l| !l.contains(" kvl0 "))
-        .find_map(|l| {
-            l.split_whitespace()
-                .skip_while(|w| *w != "inet")
-                .nth(1)
-                .and_then(|cidr| cidr.split('/').next())
-                .map(str::to_string)
-        })
-        .unwrap_or_else(|| panic!("no global IPv4 address: {text}"))
-}
 
 fn run(cmd: &mut Command) {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
@@ -118,14 +47,6 @@ fn images(dir: &Path) {
     run(Command::new("xz").args(["-k", "-f"]).arg(&iso));
 }
 
-fn get(up: &Up, kind: &str, name: &str) -> Option<Value> {
-    let out = up.kubectl(&["get", kind, name, "-o", "json"], None);
-    out.status
-        .success()
-        .then(|| serde_json::from_slice(&out.stdout).ok())
-        .flatten()
-}
-
 fn dv_yaml(name: &str, source: &str, storage: &str) -> String {
     format!(
         "apiVersion: cdi.kubevirt.io/v1beta1\nkind: DataVolume\nmetadata: {{name: {name}}}\nspec:\n  source: {source}\n  storage: {storage}\n"
@@ -134,16 +55,17 @@ fn dv_yaml(name: &str, source: &str, storage: &str) -> String {
 
 fn succeeded(up: &Up, name: &str) -> Value {
     eventually(&format!("DataVolume {name} Succeeded"), 240, || {
-        get(up, "dv", name).filter(|d| d["status"]["phase"] == "Succeeded")
+        up.get("dv", name)
+            .filter(|d| d["status"]["phase"] == "Succeeded")
     })
 }
 
 /// The host path of the volume bound to claim `name`.
 fn volume_path(up: &Up, name: &str) -> PathBuf {
-    let pvc = get(up, "pvc", name).expect("the claim");
+    let pvc = up.get("pvc", name).expect("the claim");
     assert_eq!(pvc["status"]["phase"], "Bound", "{pvc}");
     let pv_name = pvc["spec"]["volumeName"].as_str().unwrap();
-    let pv = get(up, "pv", pv_name).expect("the volume");
+    let pv = up.get("pv", pv_name).expect("the volume");
     PathBuf::from(
         pv["spec"]["local"]["path"]
             .as_str()
@@ -155,24 +77,6 @@ fn contains(haystack: &[u8], needle: &str) -> bool {
     haystack
         .windows(needle.len())
         .any(|w| w == needle.as_bytes())
-}
-
-/// A console command's answer through the launcher's console socket.
-fn console_answer(socket: &Path, command: &str, expect: &str) -> Option<String> {
-    let mut s = UnixStream::connect(socket).ok()?;
-    s.set_read_timeout(Some(Duration::from_millis(300))).ok()?;
-    s.write_all(format!("{command}\r").as_bytes()).ok()?;
-    let mut text = String::new();
-    let mut buf = [0u8; 4096];
-    for _ in 0..10 {
-        match s.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => text.push_str(&String::from_utf8_lossy(&buf[..n])),
-            Err(_) if text.contains(expect) => break,
-            Err(_) => {}
-        }
-    }
-    text.contains(expect).then_some(text)
 }
 
 #[test]
@@ -187,7 +91,7 @@ fn data_volumes_import_into_local_volumes_and_a_vm_boots_with_one() {
     let web = dir.join("web");
     std::fs::create_dir_all(&web).unwrap();
     images(&web);
-    let port = serve(web.clone());
+    let port = serve_dir(web.clone());
     let (up, ready) = start_up_node(&data, NODE, &["--launcher", launcher.to_str().unwrap()]);
     assert!(ready["importerImage"].is_string(), "{ready}");
     let base = format!("http://{}:{port}", host_ip());
@@ -256,8 +160,8 @@ fn data_volumes_import_into_local_volumes_and_a_vm_boots_with_one() {
         )),
     );
     let cloned = succeeded(&up, "cloned");
-    let claim = get(&up, "pvc", "cloned").unwrap();
-    let source = get(&up, "pvc", "qcow2").unwrap();
+    let claim = up.get("pvc", "cloned").unwrap();
+    let source = up.get("pvc", "qcow2").unwrap();
     assert_eq!(
         claim["status"]["capacity"]["storage"], source["status"]["capacity"]["storage"],
         "{cloned}"
@@ -317,7 +221,7 @@ fn data_volumes_import_into_local_volumes_and_a_vm_boots_with_one() {
 
     // The 404 says so on the DataVolume and never becomes a disk called ready.
     let failing = eventually("the 404 on the DataVolume", 120, || {
-        get(&up, "dv", "missing").filter(|d| {
+        up.get("dv", "missing").filter(|d| {
             d["status"]["conditions"]
                 .as_array()
                 .into_iter()
@@ -372,9 +276,12 @@ spec:
     );
     up.ok(&["apply", "-f", "-"], Some(&vm));
     let vmi = eventually("the VM's instance Running", 300, || {
-        get(&up, "vmi", "dvvm").filter(|v| v["status"]["phase"] == "Running")
+        up.get("vmi", "dvvm")
+            .filter(|v| v["status"]["phase"] == "Running")
     });
-    let dv = get(&up, "dv", "dvvm-root").expect("the template's DataVolume");
+    let dv = up
+        .get("dv", "dvvm-root")
+        .expect("the template's DataVolume");
     assert_eq!(dv["status"]["phase"], "Succeeded");
     assert_eq!(
         dv["metadata"]["ownerReferences"][0]["kind"],
@@ -394,8 +301,8 @@ spec:
     let root = volume_path(&up, "dvvm-root");
     up.ok(&["delete", "vm", "dvvm", "--wait=true"], None);
     eventually("the VM's volume deleted", 120, || {
-        (get(&up, "dv", "dvvm-root").is_none()
-            && get(&up, "pvc", "dvvm-root").is_none()
+        (up.get("dv", "dvvm-root").is_none()
+            && up.get("pvc", "dvvm-root").is_none()
             && !root.exists())
         .then_some(())
     });

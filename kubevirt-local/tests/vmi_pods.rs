@@ -8,8 +8,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -78,24 +76,6 @@ fn launcher_cgroup(pod_uid: &str) -> Option<(PathBuf, u32)> {
         }
     }
     None
-}
-
-/// A console command's answer through the launcher's console socket.
-fn console_answer(socket: &Path, command: &str, expect: &str) -> Option<String> {
-    let mut s = UnixStream::connect(socket).ok()?;
-    s.set_read_timeout(Some(Duration::from_millis(300))).ok()?;
-    s.write_all(format!("{command}\r").as_bytes()).ok()?;
-    let mut text = String::new();
-    let mut buf = [0u8; 4096];
-    for _ in 0..10 {
-        match s.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => text.push_str(&String::from_utf8_lossy(&buf[..n])),
-            Err(_) if text.contains(expect) => break,
-            Err(_) => {}
-        }
-    }
-    text.contains(expect).then_some(text)
 }
 
 #[test]

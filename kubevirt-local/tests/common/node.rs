@@ -158,7 +158,11 @@ impl Up {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
     pub fn pod(&self, name: &str) -> Option<Value> {
-        let out = self.kubectl(&["get", "pod", name, "-o", "json"], None);
+        self.get("pod", name)
+    }
+    /// Object `kind/name` as JSON, if it exists.
+    pub fn get(&self, kind: &str, name: &str) -> Option<Value> {
+        let out = self.kubectl(&["get", kind, name, "-o", "json"], None);
         out.status
             .success()
             .then(|| serde_json::from_slice(&out.stdout).ok())
@@ -312,5 +316,94 @@ pub fn assert_nothing_left(data: &Path) {
             "left behind: {left:#?}"
         );
         std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// A console command's answer through a launcher's console socket, once it says `expect`.
+pub fn console_answer(socket: &Path, command: &str, expect: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(socket).ok()?;
+    s.set_read_timeout(Some(Duration::from_millis(300))).ok()?;
+    s.write_all(format!("{command}\r").as_bytes()).ok()?;
+    let mut text = String::new();
+    let mut buf = [0u8; 4096];
+    for _ in 0..10 {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => text.push_str(&String::from_utf8_lossy(&buf[..n])),
+            Err(_) if text.contains(expect) => break,
+            Err(_) => {}
+        }
+    }
+    text.contains(expect).then_some(text)
+}
+
+/// An address of this host that pods reach (through the pod bridge's routing): the first global
+/// IPv4 address (the pod bridge has none before its first pod).
+pub fn host_ip() -> String {
+    let out = Command::new("ip")
+        .args(["-4", "-o", "addr", "show", "scope", "global"])
+        .output()
+        .expect("ip");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .filter(|l| !l.contains(" kvl0 "))
+        .find_map(|l| {
+            l.split_whitespace()
+                .skip_while(|w| *w != "inet")
+                .nth(1)
+                .and_then(|cidr| cidr.split('/').next())
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| panic!("no global IPv4 address: {text}"))
+}
+
+/// Serves the files of `dir` over HTTP/1.1 on every address (GET and HEAD; 404 for anything
+/// else); its port.
+pub fn serve_dir(dir: PathBuf) -> u16 {
+    let listener = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let dir = dir.clone();
+            std::thread::spawn(move || answer_file(conn, &dir));
+        }
+    });
+    port
+}
+
+fn answer_file(conn: std::net::TcpStream, dir: &Path) {
+    use std::io::Write;
+    let mut reader = BufReader::new(conn.try_clone().unwrap());
+    let mut request = String::new();
+    if reader.read_line(&mut request).is_err() {
+        return;
+    }
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+            break;
+        }
+    }
+    let mut parts = request.split_whitespace();
+    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let file = dir.join(path.trim_start_matches('/'));
+    let mut out = conn;
+    match std::fs::read(&file) {
+        Ok(body) if !path.contains("..") && file.is_file() => {
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = out.write_all(head.as_bytes());
+            if method == "GET" {
+                let _ = out.write_all(&body);
+            }
+        }
+        _ => {
+            let _ = out.write_all(
+                b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            );
+        }
     }
 }

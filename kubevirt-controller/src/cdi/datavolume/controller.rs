@@ -17,7 +17,7 @@ use kubevirt_api::cdi::v1beta1::DataVolume;
 
 use super::DataVolumeConfig;
 use super::claim::owner;
-use super::importer::{Source, pod_name_for, source_of};
+use super::importer::{Source, pod_name_for, running_ip, source_of};
 use super::progress::scrape;
 use super::sync::{Observed, plan};
 use crate::runtime::{SyncError, Target, describe, tolerate_gone, write_status};
@@ -98,7 +98,7 @@ async fn reconcile(dv: Arc<DataVolume>, ctx: Arc<Context>) -> Result<Action, Syn
             .map_err(target.err("reading the clone source of"))?,
         _ => None,
     };
-    let progress = match running_ip(pod.as_ref()) {
+    let progress = match pod.as_ref().and_then(running_ip) {
         Some(ip) => scrape(ip, dv.metadata.uid.as_deref().unwrap_or_default()).await,
         None => None,
     };
@@ -156,17 +156,6 @@ async fn reconcile(dv: Arc<DataVolume>, ctx: Arc<Context>) -> Result<Action, Syn
         Some("Pending") if clones => Action::requeue(PROGRESS_POLL),
         _ => Action::requeue(RESYNC),
     })
-}
-
-/// The IP of an importer whose container runs.
-fn running_ip(pod: Option<&Pod>) -> Option<&str> {
-    let status = pod?.status.as_ref()?;
-    let running = status
-        .container_statuses
-        .iter()
-        .flatten()
-        .any(|c| c.state.as_ref().is_some_and(|s| s.running.is_some()));
-    running.then_some(status.pod_ip.as_deref()?)
 }
 
 /// A create that finds the object made meanwhile is no error: the watch brings it.

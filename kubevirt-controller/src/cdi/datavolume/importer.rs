@@ -105,6 +105,26 @@ pub fn source_of(dv: &DataVolume) -> Result<Source, String> {
     ))
 }
 
+/// The IP of a pod (an importer or upload server) once its container runs.
+pub fn running_ip(pod: &Pod) -> Option<&str> {
+    let status = pod.status.as_ref()?;
+    let running = status
+        .container_statuses
+        .iter()
+        .flatten()
+        .any(|c| c.state.as_ref().is_some_and(|s| s.running.is_some()));
+    running.then_some(status.pod_ip.as_deref()?)
+}
+
+/// `ip:port`, with an IPv6 address in brackets.
+pub fn socket_address(ip: &str, port: u16) -> String {
+    if ip.contains(':') {
+        format!("[{ip}]:{port}")
+    } else {
+        format!("{ip}:{port}")
+    }
+}
+
 /// The importer pod's name for DataVolume `name`.
 pub fn pod_name(name: &str) -> String {
     format!("importer-{name}")

@@ -37,11 +37,7 @@ pub fn format(percent: f64) -> String {
 /// read: the importer is starting, the address is unreachable, ...).
 pub async fn scrape(pod_ip: &str, owner_uid: &str) -> Option<f64> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let addr = if pod_ip.contains(':') {
-        format!("[{pod_ip}]:{}", super::importer::METRICS_PORT)
-    } else {
-        format!("{pod_ip}:{}", super::importer::METRICS_PORT)
-    };
+    let addr = super::importer::socket_address(pod_ip, super::importer::METRICS_PORT);
     let fetch = async {
         let mut s = tokio::net::TcpStream::connect(&addr).await.ok()?;
         let req = format!("GET /metrics HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n");

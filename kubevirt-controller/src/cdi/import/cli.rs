@@ -98,15 +98,7 @@ pub fn run_with(args: &ImporterArgs, vars: impl IntoIterator<Item = (String, Str
         Ok(source) => source,
         Err(message) => return finish(Err(termination::truncate(message))),
     };
-    let target = if args.block_device.exists() {
-        Target::Block {
-            device: args.block_device.clone(),
-        }
-    } else {
-        Target::Filesystem {
-            dir: args.data_dir.clone(),
-        }
-    };
+    let target = Target::of_pod(&args.block_device, &args.data_dir);
     let request = ImportRequest {
         source,
         content_type: env.content_type,

@@ -57,6 +57,22 @@ pub struct Capacity {
     pub explanation: String,
 }
 
+impl Target {
+    /// A pod's claim as upstream's importer and upload server find it: Block when the device
+    /// path exists, else the Filesystem volume mounted at `data_dir`.
+    pub fn of_pod(block_device: &Path, data_dir: &Path) -> Target {
+        if block_device.exists() {
+            Target::Block {
+                device: block_device.to_path_buf(),
+            }
+        } else {
+            Target::Filesystem {
+                dir: data_dir.to_path_buf(),
+            }
+        }
+    }
+}
+
 /// Failures of the target.
 #[derive(Debug, Error)]
 pub enum TargetError {

@@ -26,7 +26,7 @@ use serde_json::{Value, json};
 
 use super::token::{LIFETIME_SECS, TokenKey, UploadClaims};
 use super::{PORT, UPLOAD_PATHS};
-use crate::cdi::datavolume::importer::upload_pod_name;
+use crate::cdi::datavolume::importer::{running_ip, socket_address, upload_pod_name};
 
 /// The API group.
 pub const GROUP: &str = "upload.cdi.kubevirt.io";
@@ -192,7 +192,7 @@ async fn proxy(State(s): Shared, req: Request) -> Response {
     let pods: Api<Pod> = Api::namespaced(s.client.clone(), &claims.namespace);
     let name = upload_pod_name(&claims.pvc);
     let ip = match pods.get_opt(&name).await {
-        Ok(Some(pod)) => running_ip(&pod),
+        Ok(Some(pod)) => running_ip(&pod).map(str::to_string),
         Ok(None) => None,
         Err(e) => {
             return text(
@@ -219,25 +219,10 @@ async fn proxy(State(s): Shared, req: Request) -> Response {
     }
 }
 
-/// The pod's IP once its container runs.
-fn running_ip(pod: &Pod) -> Option<String> {
-    let status = pod.status.as_ref()?;
-    let running = status
-        .container_statuses
-        .iter()
-        .flatten()
-        .any(|c| c.state.as_ref().is_some_and(|s| s.running.is_some()));
-    running.then(|| status.pod_ip.clone()).flatten()
-}
-
 /// Streams `req` (its path without the proxy prefix, its body, its length) to the upload
 /// server at `ip`, and its answer back.
 async fn forward(ip: &str, req: Request) -> Result<Response, String> {
-    let address = if ip.contains(':') {
-        format!("[{ip}]:{PORT}")
-    } else {
-        format!("{ip}:{PORT}")
-    };
+    let address = socket_address(ip, PORT);
     let stream = tokio::net::TcpStream::connect(&address)
         .await
         .map_err(|e| e.to_string())?;
@@ -283,23 +268,5 @@ mod tests {
         let r = resources();
         assert_eq!(r["resources"][0]["kind"], "UploadTokenRequest");
         assert_eq!(r["resources"][0]["verbs"], json!(["create"]));
-    }
-
-    #[test]
-    fn a_pod_is_reachable_once_its_container_runs() {
-        let pod = |state: Value| -> Pod {
-            serde_json::from_value(json!({"metadata": {"name": "cdi-upload-d"},
-                "status": {"podIP": "10.0.0.5", "containerStatuses": [{"name": "uploader",
-                    "ready": false, "restartCount": 0, "image": "i", "imageID": "", "state": state}]}}))
-            .unwrap()
-        };
-        assert_eq!(
-            running_ip(&pod(json!({"running": {}}))).as_deref(),
-            Some("10.0.0.5")
-        );
-        assert_eq!(
-            running_ip(&pod(json!({"waiting": {"reason": "ContainerCreating"}}))),
-            None
-        );
     }
 }

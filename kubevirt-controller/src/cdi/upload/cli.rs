@@ -41,15 +41,7 @@ pub fn run(args: &UploadServerArgs) -> ExitCode {
         Ok(env) => env,
         Err(e) => return finish(args, Err(e.to_string())),
     };
-    let target = if args.block_device.exists() {
-        Target::Block {
-            device: args.block_device.clone(),
-        }
-    } else {
-        Target::Filesystem {
-            dir: args.data_dir.clone(),
-        }
-    };
+    let target = Target::of_pod(&args.block_device, &args.data_dir);
     let settings = UploadSettings {
         target,
         content_type: env.content_type,

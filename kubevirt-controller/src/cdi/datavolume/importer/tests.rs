@@ -191,3 +191,20 @@ fn an_http_checksum_reaches_the_importer() {
     );
     assert_eq!(value(&p, "IMPORTER_CHECKSUM"), "sha256:00ff");
 }
+
+#[test]
+fn a_pod_is_reachable_once_its_container_runs() {
+    let pod = |state: serde_json::Value| -> Pod {
+        serde_json::from_value(json!({"metadata": {"name": "cdi-upload-d"},
+            "status": {"podIP": "10.0.0.5", "containerStatuses": [{"name": "uploader",
+                "ready": false, "restartCount": 0, "image": "i", "imageID": "", "state": state}]}}))
+        .unwrap()
+    };
+    assert_eq!(running_ip(&pod(json!({"running": {}}))), Some("10.0.0.5"));
+    assert_eq!(
+        running_ip(&pod(json!({"waiting": {"reason": "ContainerCreating"}}))),
+        None
+    );
+    assert_eq!(socket_address("10.0.0.5", 8443), "10.0.0.5:8443");
+    assert_eq!(socket_address("fd00::5", 8443), "[fd00::5]:8443");
+}
