@@ -116,11 +116,9 @@ fn log_tail(log: &Path) -> String {
         text.drain(..=nl);
     }
     let rendered = crate::server::render(&text, false);
-    let lines: Vec<&str> = rendered.lines().collect();
-    let mut out = lines[lines.len().saturating_sub(LOG_LINES)..].join("\n");
-    if !out.is_empty() {
-        out.push('\n');
-    }
+    // Split on '\n' alone, keeping each line's bytes: a line that ends in '\r' is shown so.
+    let lines: Vec<&str> = rendered.split_inclusive('\n').collect();
+    let mut out = lines[lines.len().saturating_sub(LOG_LINES)..].concat();
     if out.len() > LOG_BYTES {
         let mut cut = out.len() - LOG_BYTES;
         while !out.is_char_boundary(cut) {
