@@ -155,12 +155,12 @@ mod tests {
 
     proptest! {
         #[test]
-        fn an_altered_token_is_refused(i in 0usize..200, c in any::<u8>()) {
+        fn an_altered_token_is_refused(i in 0usize..200, c in 0x21u8..0x7f) {
             let key = TokenKey::from_bytes([7; 32]);
             let token = key.issue(&claims());
             let mut bytes = token.clone().into_bytes();
             let i = i % bytes.len();
-            prop_assume!(bytes[i] != c && c.is_ascii_graphic());
+            prop_assume!(bytes[i] != c);
             bytes[i] = c;
             let altered = String::from_utf8(bytes).unwrap();
             prop_assert!(key.verify(&altered, 0).is_err());
