@@ -46,6 +46,22 @@ enum Command {
         #[arg(long, default_value_t = kubevirt_local::storage::DEFAULT_HISTORY)]
         watch_history: u64,
     },
+    /// Write the release images of the components (virt-operator, virt-api, virt-controller,
+    /// virt-handler, virt-launcher, cdi-importer, local-volume-provisioner) as OCI image
+    /// layouts OUTPUT_DIR/NAME, built from the binaries in BINARIES and the host's tools, and
+    /// print `NAME:TAG DIGEST` for each. The same inputs give the same digests.
+    /// `scripts/images.sh` pushes them to a registry.
+    Images {
+        /// The directory holding kubevirt-controller and kubevirt-launcher.
+        #[arg(long, default_value = "target/release")]
+        binaries: PathBuf,
+        /// The images' tag.
+        #[arg(long)]
+        tag: String,
+        /// Where the layouts are written (one directory per image).
+        #[arg(long)]
+        output_dir: PathBuf,
+    },
 }
 
 /// `up`'s flags.
@@ -180,6 +196,39 @@ fn installed_importer() -> Option<(PathBuf, PathBuf)> {
     }
 }
 
+/// `kubevirt-local images`.
+fn write_images(binaries: &std::path::Path, tag: &str, output_dir: &std::path::Path) -> ExitCode {
+    use kubevirt_kubelet::images::components::{ComponentBinaries, component_images};
+    if !kubevirt_kubelet::images::served::valid_tag(tag) {
+        eprintln!(
+            "error: --tag {tag:?} is not a valid image tag ([A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}})"
+        );
+        return ExitCode::FAILURE;
+    }
+    let images = match component_images(&ComponentBinaries::in_dir(binaries), tag) {
+        Ok(images) => images,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    for image in images {
+        let name = image.reference();
+        let dir = output_dir.join(name.split(':').next().unwrap_or(&name));
+        match image.write_layout(&dir) {
+            Ok(built) => {
+                let _ = writeln!(out, "{name} {}", built.digest);
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(cli.log_format);
@@ -195,6 +244,11 @@ fn main() -> ExitCode {
         }
     };
     let (data_dir, listen, insecure_http, watch_history) = match command {
+        Command::Images {
+            binaries,
+            tag,
+            output_dir,
+        } => return write_images(&binaries, &tag, &output_dir),
         Command::Apiserver {
             data_dir,
             listen,

@@ -22,6 +22,7 @@ pub struct Registry {
 struct Reply {
     status: u16,
     location: Option<String>,
+    digest: Option<String>,
     body: Vec<u8>,
 }
 
@@ -56,14 +57,16 @@ fn request(
         .nth(1)
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| io::Error::other(format!("bad status line: {head}")))?;
-    let location = head.lines().find_map(|l| {
-        let (k, v) = l.split_once(':')?;
-        k.eq_ignore_ascii_case("location")
-            .then(|| v.trim().to_string())
-    });
+    let header = |name: &str| {
+        head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+        })
+    };
     Ok(Reply {
         status,
-        location,
+        location: header("location"),
+        digest: header("docker-content-digest"),
         body: raw[split + 4..].to_vec(),
     })
 }
@@ -176,6 +179,22 @@ impl Registry {
             )));
         }
         Ok(())
+    }
+
+    /// The digest the registry holds `repo:tag`'s manifest under (OCI or Docker schema 2), or
+    /// `None` when it has no such manifest.
+    pub fn manifest_digest(&self, repo: &str, tag: &str) -> io::Result<Option<String>> {
+        let reply = request(
+            &self.address,
+            "HEAD",
+            &format!("/v2/{repo}/manifests/{tag}"),
+            &[(
+                "Accept",
+                "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json",
+            )],
+            &[],
+        )?;
+        Ok(reply.digest.filter(|_| reply.status == 200))
     }
 
     /// Pushes `image` as `repo:tag` and returns its reference (`127.0.0.1:PORT/repo:tag`).

@@ -86,6 +86,14 @@ pub enum LocalImageError {
         /// The path.
         path: String,
     },
+    /// An input file an image is built from is not there.
+    #[error(
+        "{path} is not a file: build the release binaries first (cargo build --release) or point at where they are"
+    )]
+    MissingInput {
+        /// The missing file.
+        path: PathBuf,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -187,6 +195,12 @@ impl LocalImage {
             cmd: Vec::new(),
             env: Vec::new(),
         }
+    }
+
+    /// The same image under repository `name`.
+    pub fn named(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
     }
 
     /// `name:tag`.

@@ -1,9 +1,11 @@
 //! Images: pulls as `imagePullPolicy` asks ([`pull`](ensure_image)), and the node's own images
 //! built from host files ([`local`], [`node`]: the pause and virt-launcher images), written as
 //! OCI image layouts; the node's read-only [`registry`] serving them ([`served`]), and the
-//! [`node_registry`] `up` runs with the node's images.
+//! [`node_registry`] `up` runs with the node's images; the release images of the components
+//! ([`components`]).
 
 pub mod cache;
+pub mod components;
 pub mod elf;
 pub mod local;
 pub mod node;
