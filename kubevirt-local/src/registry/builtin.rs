@@ -356,11 +356,16 @@ fn columns(kind: &str) -> Vec<Column> {
     let age = col("Age", "date", ".metadata.creationTimestamp");
     match kind {
         "Namespace" => vec![col("Status", "string", ".status.phase"), age],
+        // Ready, Status and Restarts are computed as kubectl's printer does (server::pods).
         "Pod" => vec![
+            col("Ready", "string", ".status.containerStatuses"),
             col("Status", "string", ".status.phase"),
-            col("IP", "string", ".status.podIP"),
-            col("Node", "string", ".spec.nodeName"),
+            col("Restarts", "string", ".status.containerStatuses"),
             age,
+            wide(col("IP", "string", ".status.podIP")),
+            wide(col("Node", "string", ".spec.nodeName")),
+            wide(col("Nominated Node", "string", ".status.nominatedNodeName")),
+            wide(col("Readiness Gates", "string", ".spec.readinessGates")),
         ],
         "ConfigMap" | "Secret" | "ServiceAccount" | "Lease" | "Node" => vec![age],
         // Cells the server computes (access mode abbreviations, defaults shown when unset) are

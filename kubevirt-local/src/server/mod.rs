@@ -9,6 +9,7 @@ pub mod health;
 mod logs;
 pub mod objects;
 mod openapi;
+mod pod_columns;
 pub mod printers;
 pub mod route;
 pub mod state;

@@ -108,6 +108,15 @@ pub fn cell(res: &Resource, column: &Column, obj: &Value) -> Option<Value> {
         ("PersistentVolume" | "PersistentVolumeClaim", "VolumeMode") => {
             Some(or_unset(&spec["volumeMode"]))
         }
+        ("Pod", "Ready") => Some(super::pod_columns::ready(obj)),
+        ("Pod", "Status") => Some(super::pod_columns::status(obj)),
+        ("Pod", "Restarts") => Some(super::pod_columns::restarts(obj, jiff::Timestamp::now())),
+        ("Pod", "IP") => Some(super::pod_columns::or_none(&status["podIP"])),
+        ("Pod", "Node") => Some(super::pod_columns::or_none(&spec["nodeName"])),
+        ("Pod", "Nominated Node") => {
+            Some(super::pod_columns::or_none(&status["nominatedNodeName"]))
+        }
+        ("Pod", "Readiness Gates") => Some(super::pod_columns::readiness_gates(obj)),
         ("StorageClass", "ReclaimPolicy") => {
             Some(json!(obj["reclaimPolicy"].as_str().unwrap_or("Delete")))
         }

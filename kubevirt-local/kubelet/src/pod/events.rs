@@ -14,6 +14,22 @@ pub const REPEAT: Duration = Duration::from_secs(60);
 
 /// Records a `Warning` event `reason` about `pod` from the kubelet of `node`.
 pub async fn warn(client: &kube::Client, node: &str, pod: &Pod, reason: &str, message: &str) {
+    record(client, node, pod, "Warning", reason, message).await;
+}
+
+/// Records a `Normal` event `reason` about `pod` from the kubelet of `node`.
+pub async fn normal(client: &kube::Client, node: &str, pod: &Pod, reason: &str, message: &str) {
+    record(client, node, pod, "Normal", reason, message).await;
+}
+
+async fn record(
+    client: &kube::Client,
+    node: &str,
+    pod: &Pod,
+    type_: &str,
+    reason: &str,
+    message: &str,
+) {
     let m = &pod.metadata;
     let ns = m.namespace.clone().unwrap_or_else(|| "default".into());
     let name = m.name.clone().unwrap_or_default();
@@ -24,7 +40,7 @@ pub async fn warn(client: &kube::Client, node: &str, pod: &Pod, reason: &str, me
         "metadata": {"generateName": format!("{name}."), "namespace": ns},
         "involvedObject": {"apiVersion": "v1", "kind": "Pod", "namespace": ns, "name": name,
             "uid": m.uid, "resourceVersion": m.resource_version},
-        "type": "Warning",
+        "type": type_,
         "reason": reason, "message": message,
         "source": {"component": "kubelet", "host": node},
         "reportingComponent": "kubelet", "reportingInstance": node,

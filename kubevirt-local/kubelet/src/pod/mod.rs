@@ -10,6 +10,7 @@ mod env;
 pub mod env_sources;
 mod events;
 mod manager;
+pub mod probe;
 pub mod quantity;
 mod runtime;
 mod start;

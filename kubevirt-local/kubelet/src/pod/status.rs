@@ -7,6 +7,8 @@ use k8s_cri::v1 as cri;
 use k8s_openapi::api::core::v1::{Container, Pod};
 use serde_json::{Value, json};
 
+use super::probe::ProbeView;
+
 /// Why a container is not running, as the kubelet tells it (`ErrImagePull`, `CrashLoopBackOff`...).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Waiting {
@@ -35,6 +37,8 @@ pub struct Observed {
     pub image_ids: HashMap<String, String>,
     /// A spec this node refuses: the pod fails with this message.
     pub refused: Option<String>,
+    /// What the probes of the running containers found, by name (none: no probes).
+    pub probes: HashMap<String, ProbeView>,
 }
 
 fn ts(nanos: i64) -> Value {
@@ -67,10 +71,19 @@ pub fn running(s: &cri::ContainerStatus) -> bool {
     s.state == cri::ContainerState::ContainerRunning as i32
 }
 
-fn container_status(c: &Container, o: &Observed) -> (Value, bool) {
+/// A container's status, whether it runs, and whether it is ready (running, started and
+/// passing its readiness probe).
+fn container_status(c: &Container, o: &Observed) -> (Value, bool, bool) {
     let latest = o.containers.get(&c.name);
     let waiting = o.waiting.get(&c.name);
     let is_running = latest.is_some_and(running);
+    let probed = o.probes.get(&c.name).copied().unwrap_or(ProbeView {
+        // Probes of a running container start at once; until then it has shown nothing.
+        started: c.startup_probe.is_none(),
+        ready: c.readiness_probe.is_none(),
+    });
+    let started = is_running && probed.started;
+    let ready = started && probed.ready;
     let state = match (latest, waiting) {
         (Some(s), _) if running(s) => json!({"running": {"startedAt": ts(s.started_at)}}),
         (_, Some(w)) => json!({"waiting": {"reason": w.reason, "message": w.message}}),
@@ -89,8 +102,8 @@ fn container_status(c: &Container, o: &Observed) -> (Value, bool) {
         "name": c.name,
         "image": c.image.clone().unwrap_or_default(),
         "imageID": o.image_ids.get(&c.name).cloned().unwrap_or_default(),
-        "ready": is_running,
-        "started": is_running,
+        "ready": ready,
+        "started": started,
         "restartCount": latest.and_then(|s| s.metadata.as_ref()).map_or(0, |m| m.attempt),
         "state": state,
         "lastState": last,
@@ -98,7 +111,7 @@ fn container_status(c: &Container, o: &Observed) -> (Value, bool) {
     if let Some(s) = latest {
         out["containerID"] = json!(format!("containerd://{}", s.id));
     }
-    (out, is_running)
+    (out, is_running, ready)
 }
 
 fn condition(type_: &str, ok: bool, old: &Pod, now: &str, reason: Option<&str>) -> Value {
@@ -173,14 +186,16 @@ pub fn compute(pod: &Pod, o: &Observed) -> Value {
                 .is_some_and(|s| exited(s) && s.exit_code != 0)
         });
     let init_statuses: Vec<Value> = inits.iter().map(|c| container_status(c, o).0).collect();
+    let mut all_ready = !spec.containers.is_empty();
     let mut statuses = Vec::new();
     let mut all_running = !spec.containers.is_empty();
     let mut any_running = false;
     let mut all_exited = !spec.containers.is_empty();
     let mut all_succeeded = true;
     for c in &spec.containers {
-        let (s, r) = container_status(c, o);
+        let (s, r, ready) = container_status(c, o);
         all_running &= r;
+        all_ready &= ready;
         any_running |= r;
         let latest = o.containers.get(&c.name);
         let ended = latest.is_some_and(exited);
@@ -210,7 +225,7 @@ pub fn compute(pod: &Pod, o: &Observed) -> Value {
     } else {
         ("Pending", None, None)
     };
-    let ready = all_running && phase == "Running";
+    let ready = all_running && all_ready && phase == "Running";
     let not_ready = if phase == "Succeeded" || phase == "Failed" {
         "PodCompleted"
     } else {

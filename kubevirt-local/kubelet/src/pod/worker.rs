@@ -17,6 +17,7 @@ use tokio::sync::watch;
 use super::backoff::{self, Backoff};
 use super::config::{self, Downward};
 use super::events::{self, Throttle};
+use super::probe::{Kind, Probes};
 use super::start::Run;
 use super::status::{self, Observed, Waiting};
 use super::volumes::{self, HostVolume};
@@ -77,6 +78,8 @@ pub struct Worker {
     messages: HashMap<String, String>,
     /// When this worker first saw the pod.
     seen: Instant,
+    /// The running containers' probes.
+    probes: Probes,
 }
 
 fn ns_name(pod: &Pod) -> (String, String) {
@@ -115,6 +118,7 @@ impl Worker {
             mount_events: Throttle::default(),
             messages: HashMap::new(),
             seen: Instant::now(),
+            probes: Probes::default(),
         }
     }
 
@@ -407,6 +411,12 @@ impl Worker {
                         self.start(pod, c, &at, 0, &run).await;
                     }
                     Some(s) if status::running(s) => {
+                        if let Some((kind, message)) = self.probes.take_kill(&c.name) {
+                            acted = true;
+                            self.kill_unhealthy(pod, c, s, kind, &message).await;
+                            continue;
+                        }
+                        self.probes.ensure(&self.ctx, pod, c, &s.id, &ip);
                         self.waiting.remove(&c.name);
                         let ran = jiff::Timestamp::now().as_nanosecond() - i128::from(s.started_at);
                         if ran > backoff::RESET_AFTER.as_nanos() as i128 {
@@ -438,7 +448,43 @@ impl Worker {
         } else {
             observed
         };
+        let running: HashMap<String, String> = observed
+            .0
+            .iter()
+            .filter(|(_, s)| status::running(s))
+            .map(|(name, s)| (name.clone(), s.id.clone()))
+            .collect();
+        self.probes.retain(&running);
         self.report(pod, ip, observed).await
+    }
+
+    /// Kills container `c` (runtime container `s`) whose `kind` probe failed for good, as
+    /// upstream does: a `Killing` event, then the stop with the probe's (or the pod's) grace
+    /// period; the next pass restarts it as the restart policy says.
+    async fn kill_unhealthy(
+        &mut self,
+        pod: &Pod,
+        c: &k8s_openapi::api::core::v1::Container,
+        s: &cri::ContainerStatus,
+        kind: Kind,
+        message: &str,
+    ) {
+        let probe = match kind {
+            Kind::Startup => c.startup_probe.as_ref(),
+            _ => c.liveness_probe.as_ref(),
+        };
+        let grace = probe
+            .and_then(|p| p.termination_grace_period_seconds)
+            .or(pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.termination_grace_period_seconds))
+            .unwrap_or(30);
+        let ctx = &self.ctx;
+        events::normal(&ctx.client, &ctx.node_name, pod, "Killing", message).await;
+        if let Err(e) = runtime::stop_container(&ctx.cri, &s.id, grace).await {
+            tracing::warn!(uid = %self.uid, container = %c.name, error = %e, "killing an unhealthy container");
+        }
     }
 
     /// Writes the pod's status through `pods/status` when it changed.
@@ -466,6 +512,10 @@ impl Worker {
             .and_then(|s| s.start_time.as_ref())
             .map(|t| t.0.to_string())
             .or_else(|| Some(now()));
+        let probes = latest
+            .iter()
+            .filter_map(|(name, s)| Some((name.clone(), self.probes.view(name, &s.id)?)))
+            .collect();
         let observed = Observed {
             pod_ip: ip,
             host_ip: self.ctx.host_ip.clone(),
@@ -475,6 +525,7 @@ impl Worker {
             waiting: self.waiting.clone(),
             image_ids,
             refused: self.refused.clone(),
+            probes,
         };
         let status = status::compute(pod, &observed);
         if self.last_status.as_ref() == Some(&status) {
