@@ -66,14 +66,29 @@ async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Ctx>) -> Result<Action, SyncErro
         &t,
     )
     .await?;
+    let config_maps = Api::<ConfigMap>::namespaced(c.clone(), &name);
     ensure(
-        &Api::<ConfigMap>::namespaced(c.clone(), &name),
+        &config_maps,
         json!({"metadata": {"name": ROOT_CA, "namespace": name,
             "annotations": {"kubernetes.io/description": "Contains a CA bundle that can be used to verify the kube-apiserver when using internal endpoints such as the internal service IP or kubernetes.default.svc. No other usage is guaranteed across distributions of Kubernetes clusters."}},
             "data": {"ca.crt": ctx.published.ca_pem}}),
         &t,
     )
     .await?;
+    // A CA made anew (the server's addresses changed) replaces the published one, as upstream's
+    // root-CA publisher keeps it current.
+    if let Ok(Some(cm)) = config_maps.get_opt(ROOT_CA).await
+        && cm.data.as_ref().and_then(|d| d.get("ca.crt")) != Some(&ctx.published.ca_pem)
+    {
+        config_maps
+            .patch(
+                ROOT_CA,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(json!({"data": {"ca.crt": ctx.published.ca_pem}})),
+            )
+            .await
+            .map_err(t.err("publishing"))?;
+    }
     if name == "default" {
         let port = ctx.published.api.port();
         ensure(

@@ -78,9 +78,23 @@ pub struct Tls {
 
 /// Load (or create on first use) the CA and the serving certificate for localhost/127.0.0.1.
 pub fn tls(dir: &Path) -> Result<Tls, SetupError> {
+    tls_for(dir, &[])
+}
+
+/// Like [`tls`], with the serving certificate also valid for `ips` (where pods reach the
+/// server). Certificates made for other addresses are made anew, with a new CA: the IP
+/// addresses they are valid for are recorded in `tls.sans`.
+pub fn tls_for(dir: &Path, ips: &[std::net::IpAddr]) -> Result<Tls, SetupError> {
     let (ca_path, crt_path, key_path) =
         (dir.join("ca.crt"), dir.join("tls.crt"), dir.join("tls.key"));
-    if !(ca_path.exists() && crt_path.exists() && key_path.exists()) {
+    let sans_path = dir.join("tls.sans");
+    let mut sans: Vec<std::net::IpAddr> = vec![std::net::IpAddr::from([127, 0, 0, 1])];
+    sans.extend(ips.iter().filter(|ip| !ip.is_loopback()));
+    let recorded: String = sans.iter().map(|ip| format!("{ip}\n")).collect();
+    // Certificates from before `tls.sans` was kept are valid for 127.0.0.1 alone.
+    let current = fs::read_to_string(&sans_path).unwrap_or_else(|_| "127.0.0.1\n".into());
+    let fresh = ca_path.exists() && crt_path.exists() && key_path.exists() && current == recorded;
+    if !fresh {
         let ca_key = rcgen::KeyPair::generate()?;
         let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new())?;
         ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -94,11 +108,11 @@ pub fn tls(dir: &Path) -> Result<Tls, SetupError> {
         let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key)?;
         let key = rcgen::KeyPair::generate()?;
         let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()])?;
-        params
-            .subject_alt_names
-            .push(rcgen::SanType::IpAddress(std::net::IpAddr::from([
-                127, 0, 0, 1,
-            ])));
+        for ip in &sans {
+            params
+                .subject_alt_names
+                .push(rcgen::SanType::IpAddress(*ip));
+        }
         params
             .distinguished_name
             .push(rcgen::DnType::CommonName, "kubevirt-rs apiserver");
@@ -106,6 +120,7 @@ pub fn tls(dir: &Path) -> Result<Tls, SetupError> {
         fs::write(&ca_path, ca.pem()).map_err(io(&ca_path))?;
         fs::write(&crt_path, cert.pem()).map_err(io(&crt_path))?;
         write_private(&key_path, key.serialize_pem().as_bytes())?;
+        fs::write(&sans_path, &recorded).map_err(io(&sans_path))?;
     }
     let ca_pem = fs::read_to_string(&ca_path).map_err(io(&ca_path))?;
     let crt = fs::read(&crt_path).map_err(io(&crt_path))?;

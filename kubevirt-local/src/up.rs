@@ -403,7 +403,17 @@ pub async fn run(
         address: opts.listen,
         source,
     })?;
-    let tls = setup::tls(dir)?;
+    // Pods reach the API server on the pod network's gateway (the private runtime's bridge),
+    // at the port it listens on: the certificate is valid there too.
+    let pod_gateway = opts.kubelet.as_ref().and_then(|k| match &k.runtime {
+        kubevirt_kubelet::Runtime::Private { config, .. } => config.gateway().map(|(ip, _)| ip),
+        kubevirt_kubelet::Runtime::Existing(_) => None,
+    });
+    let api_for_pods = pod_gateway.map(|ip| SocketAddr::from((ip, address.port())));
+    let tls = setup::tls_for(
+        dir,
+        &pod_gateway.into_iter().map(Into::into).collect::<Vec<_>>(),
+    )?;
     let token = setup::token(dir)?;
     let url = format!("https://{address}");
     let state = State::new(store, Some(token.clone()), address.to_string())?;
@@ -415,15 +425,18 @@ pub async fn run(
         .hold(CONTROLLERS_GATE, "the controllers are not started yet");
 
     let (stop_api, api_stopped) = watch::channel(false);
-    let api = tokio::spawn(server::serve(
-        listener,
-        state.clone(),
-        Some(tls.config),
-        async move {
-            let mut rx = api_stopped;
-            let _ = rx.wait_for(|s| *s).await;
-        },
-    ));
+    let serve = |listener| {
+        let mut rx = api_stopped.clone();
+        tokio::spawn(server::serve(
+            listener,
+            state.clone(),
+            Some(tls.config.clone()),
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
+            },
+        ))
+    };
+    let api = serve(listener);
 
     let kubeconfig = setup::kubeconfig_for(&url, Some(&tls.ca_pem), Some(&token));
     let client = client_for(kubeconfig.clone()).await?;
@@ -455,11 +468,23 @@ pub async fn run(
                     data_dir: dir.join("node"),
                     runtime: k.runtime.clone(),
                     kubelet_port: 0,
+                    api_for_pods,
                 },
             )
             .await?,
             k.stop_pods_on_exit,
         )),
+        None => None,
+    };
+    // The kubelet has made the pod bridge: the API server listens on its gateway too.
+    let _api_for_pods = match api_for_pods.filter(|_| kubelet.is_some()) {
+        Some(at) => match tokio::net::TcpListener::bind(at).await {
+            Ok(listener) => Some(serve(listener)),
+            Err(e) => {
+                tracing::warn!(address = %at, error = %e, "pods cannot reach the API server");
+                None
+            }
+        },
         None => None,
     };
     let mut controllers =

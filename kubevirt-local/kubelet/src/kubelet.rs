@@ -44,6 +44,9 @@ pub struct KubeletConfig {
     /// The port of the kubelet's endpoint (`/containerLogs/...`) on 127.0.0.1, published as
     /// `daemonEndpoints.kubeletEndpoint` (0: any free port).
     pub kubelet_port: u16,
+    /// Where pods reach the API server (`KUBERNETES_SERVICE_HOST`/`PORT` in every container);
+    /// `None`: pods get no such variables.
+    pub api_for_pods: Option<std::net::SocketAddr>,
 }
 
 /// Errors starting the kubelet.
@@ -70,6 +73,9 @@ pub enum KubeletError {
         #[source]
         source: std::io::Error,
     },
+    /// The pod bridge could not be made.
+    #[error("making the pod bridge: {0}")]
+    Bridge(String),
     /// A directory could not be made.
     #[error("{path}: {source}")]
     Io {
@@ -121,6 +127,10 @@ impl Kubelet {
             Runtime::Private { binary, config } => {
                 let layout = Layout::new(cfg.data_dir.join("containerd"));
                 config.write(&layout)?;
+                if let Some((gateway, len)) = config.gateway() {
+                    crate::containerd::bridge::ensure_bridge(&config.bridge, gateway, len)
+                        .map_err(KubeletError::Bridge)?;
+                }
                 let s = Supervisor::start(layout, binary.clone()).await?;
                 let socket = s.socket();
                 (Some(s), socket)
@@ -173,6 +183,7 @@ impl Kubelet {
             node_name: cfg.node_name.clone(),
             pods_dir,
             logs_dir,
+            api_for_pods: cfg.api_for_pods,
         });
         tasks.push(tokio::spawn(pod::run_pods(
             ctx.clone(),

@@ -117,6 +117,19 @@ fn write(path: &Path, text: &str) -> Result<(), ConfigError> {
 }
 
 /// Checks `a.b.c.d/n` (IPv4) and returns it unchanged.
+impl ContainerdConfig {
+    /// The pod network's gateway on the host (the bridge's address: the pod CIDR's first host)
+    /// and the CIDR's prefix length; `None` for a malformed CIDR.
+    pub fn gateway(&self) -> Option<(std::net::Ipv4Addr, u8)> {
+        check_cidr(&self.pod_cidr).ok()?;
+        let (ip, len) = self.pod_cidr.split_once('/')?;
+        let base = u32::from(ip.parse::<std::net::Ipv4Addr>().ok()?);
+        let len: u8 = len.parse().ok()?;
+        let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
+        Some(((base & mask).wrapping_add(1).into(), len))
+    }
+}
+
 pub(crate) fn check_cidr(cidr: &str) -> Result<(), ConfigError> {
     let bad = || ConfigError::PodCidr(cidr.to_string());
     let (ip, len) = cidr.split_once('/').ok_or_else(bad)?;

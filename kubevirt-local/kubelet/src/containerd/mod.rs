@@ -1,7 +1,7 @@
 //! The node's containerd: the files it reads (configuration, CNI network, registry hosts) and the
 //! supervisor that keeps a private containerd running.
 
-mod bridge;
+pub(crate) mod bridge;
 mod config;
 mod supervise;
 

@@ -443,6 +443,7 @@ mod tests {
                     path: "/dev/loop7".into(),
                     read_only: false,
                     block: true,
+                    refresh_at: None,
                 },
             ),
             (
@@ -451,6 +452,7 @@ mod tests {
                     path: "/srv/pv".into(),
                     read_only: true,
                     block: false,
+                    refresh_at: None,
                 },
             ),
         ]);
@@ -485,7 +487,7 @@ mod tests {
     fn unsupported_fields_are_named() {
         let p = pod(json!([{
             "name": "c", "image": "i",
-            "env": [{"name": "A", "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu"}}}]
+            "env": [{"name": "A", "valueFrom": {"resourceFieldRef": {"resource": "limits.gpu"}}}]
         }]));
         let c = &p.spec.as_ref().unwrap().containers[0];
         let e = container_config(
@@ -497,7 +499,10 @@ mod tests {
             &Downward::default(),
         )
         .unwrap_err();
-        assert_eq!(e.field, "spec.containers[0].env[0].valueFrom");
+        assert_eq!(
+            e.field,
+            "spec.containers[0].env[0].valueFrom.resourceFieldRef"
+        );
         let p = pod(
             json!([{"name": "c", "image": "i", "volumeMounts": [{"name": "v", "mountPath": "/v"}]}]),
         );

@@ -20,6 +20,25 @@ pub struct Downward {
     pub host_ip: String,
     /// The ConfigMaps and Secrets the container names.
     pub sources: EnvSources,
+    /// Where pods reach the API server: the `KUBERNETES_SERVICE_*` variables every container
+    /// gets, as in-cluster clients (kube-rs, client-go, kubectl) read them.
+    pub api: Option<std::net::SocketAddr>,
+}
+
+/// The variables upstream's kubelet gives every container for the `kubernetes` Service.
+fn service_env(api: &std::net::SocketAddr) -> Vec<(String, String)> {
+    let (host, port) = (api.ip().to_string(), api.port());
+    let url = format!("tcp://{}", api);
+    vec![
+        ("KUBERNETES_SERVICE_HOST".into(), host.clone()),
+        ("KUBERNETES_SERVICE_PORT".into(), port.to_string()),
+        ("KUBERNETES_SERVICE_PORT_HTTPS".into(), port.to_string()),
+        ("KUBERNETES_PORT".into(), url.clone()),
+        (format!("KUBERNETES_PORT_{port}_TCP"), url),
+        (format!("KUBERNETES_PORT_{port}_TCP_PROTO"), "tcp".into()),
+        (format!("KUBERNETES_PORT_{port}_TCP_PORT"), port.to_string()),
+        (format!("KUBERNETES_PORT_{port}_TCP_ADDR"), host),
+    ]
 }
 
 fn field_ref(pod: &Pod, path: &str, d: &Downward) -> Option<String> {
@@ -118,7 +137,8 @@ pub(super) fn env(
     d: &Downward,
 ) -> Result<Vec<(String, String)>, SpecError> {
     let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
-    let mut out: Vec<(String, String)> = Vec::new();
+    // The service variables first: the container's own definitions replace them.
+    let mut out: Vec<(String, String)> = d.api.as_ref().map(service_env).unwrap_or_default();
     for (i, from) in c.env_from.iter().flatten().enumerate() {
         let field = format!("{at}.envFrom[{i}]");
         let (data, optional, what, name) = match (&from.config_map_ref, &from.secret_ref) {
@@ -189,10 +209,16 @@ pub(super) fn env(
                     )?;
                     let Some(v) = found else { continue };
                     v
+                } else if let Some(r) = &from.resource_field_ref {
+                    // The container itself when the reference does not name one.
+                    let mut r = r.clone();
+                    r.container_name.get_or_insert_with(|| c.name.clone());
+                    super::resources::value(pod, &r)
+                        .map_err(|why| spec_err(format!("{field}.resourceFieldRef"), why))?
                 } else {
                     return Err(spec_err(
                         field,
-                        "only fieldRef, configMapKeyRef and secretKeyRef are supported on this node",
+                        "one of fieldRef, resourceFieldRef, configMapKeyRef and secretKeyRef is needed",
                     ));
                 }
             }

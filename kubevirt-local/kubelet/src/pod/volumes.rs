@@ -1,7 +1,9 @@
 //! A pod's volumes on the host: `emptyDir` (a directory under the pod's directory), `hostPath`
 //! (the path itself), `configMap` and `secret` (their keys written as files, mounted read-only),
-//! `persistentVolumeClaim` (the directory or block device of the claim's local volume, see
-//! [`super::claims`]). Any other volume type is refused with the field that names it.
+//! `downwardAPI` and `projected` (files made from the pod, ConfigMaps, Secrets and service
+//! account tokens, see [`super::projected`]), `persistentVolumeClaim` (the directory or block
+//! device of the claim's local volume, see [`super::claims`]). Any other volume type is refused
+//! with the field that names it.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
@@ -12,13 +14,14 @@ use kube::Api;
 
 use super::affinity::NodeFacts;
 use super::claims::{self, ClaimError};
+use super::projected;
 
 /// Why a pod's volumes cannot be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum VolumeError {
     /// The volume type is not supported here.
     #[error(
-        "{field}: unsupported volume type (this node supports emptyDir, hostPath, configMap, secret and persistentVolumeClaim)"
+        "{field}: unsupported volume type (this node supports emptyDir, hostPath, configMap, secret, downwardAPI, projected and persistentVolumeClaim)"
     )]
     Unsupported {
         /// `spec.volumes[i]`.
@@ -47,6 +50,14 @@ pub enum VolumeError {
         /// Why.
         #[source]
         source: Box<ClaimError>,
+    },
+    /// A downward API item names a field or resource that cannot be exposed.
+    #[error("{field}: {value:?} cannot be exposed in a volume")]
+    BadField {
+        /// The field.
+        field: String,
+        /// What it names, or why it is wrong.
+        value: String,
     },
     /// A key or path is not a relative path inside the volume.
     #[error("{field}: {path:?} must be a relative path without '..'")]
@@ -97,6 +108,8 @@ pub struct HostVolume {
     pub read_only: bool,
     /// A Block claim: `path` is a device node, given to containers by `volumeDevices`.
     pub block: bool,
+    /// When the service account tokens it holds are to be renewed ([`refresh`]).
+    pub refresh_at: Option<std::time::Instant>,
 }
 
 impl HostVolume {
@@ -105,6 +118,7 @@ impl HostVolume {
             path,
             read_only,
             block: false,
+            refresh_at: None,
         }
     }
 }
@@ -118,6 +132,8 @@ pub fn check(pod: &Pod) -> Result<(), VolumeError> {
             && v.config_map.is_none()
             && v.secret.is_none()
             && v.persistent_volume_claim.is_none()
+            && v.downward_api.is_none()
+            && v.projected.is_none()
         {
             return Err(VolumeError::Unsupported {
                 field: format!("spec.volumes[{i}] ({})", v.name),
@@ -149,38 +165,137 @@ fn safe_rel(field: &str, p: &str) -> Result<(), VolumeError> {
     Ok(())
 }
 
-fn write_files(
-    dir: &Path,
+/// A file of a volume: its path inside the volume, its bytes and its mode.
+pub(super) type VolumeFile = (String, Vec<u8>, i32);
+
+/// The files of `data` that `items` select (all keys when there are none), checked to stay
+/// inside the volume.
+pub(super) fn select(
     field: &str,
     data: &BTreeMap<String, Vec<u8>>,
     items: Option<&Vec<KeyToPath>>,
     mode: i32,
-) -> Result<(), VolumeError> {
-    let tmp = dir.with_extension("new");
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
-    let files: Vec<(String, &Vec<u8>, i32)> = match items {
+) -> Result<Vec<VolumeFile>, VolumeError> {
+    let files: Vec<VolumeFile> = match items {
         Some(items) => items
             .iter()
             .filter_map(|it| {
                 data.get(&it.key)
-                    .map(|v| (it.path.clone(), v, it.mode.unwrap_or(mode)))
+                    .map(|v| (it.path.clone(), v.clone(), it.mode.unwrap_or(mode)))
             })
             .collect(),
-        None => data.iter().map(|(k, v)| (k.clone(), v, mode)).collect(),
+        None => data
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone(), mode))
+            .collect(),
     };
+    for (rel, _, _) in &files {
+        safe_rel(field, rel)?;
+    }
+    Ok(files)
+}
+
+fn write_file(path: &Path, bytes: &[u8], mode: i32) -> Result<(), VolumeError> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(io(parent))?;
+    }
+    std::fs::write(path, bytes).map_err(io(path))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode as u32 & 0o777))
+        .map_err(io(path))
+}
+
+/// Makes `dir` hold exactly `files` (written aside, then swapped in).
+pub(super) fn write_dir(dir: &Path, files: Vec<VolumeFile>) -> Result<(), VolumeError> {
+    let tmp = dir.with_extension("new");
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
     for (rel, bytes, mode) in files {
-        safe_rel(field, &rel)?;
-        let path = tmp.join(&rel);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(io(parent))?;
-        }
-        std::fs::write(&path, bytes).map_err(io(&path))?;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode as u32 & 0o777))
-            .map_err(io(&path))?;
+        write_file(&tmp.join(&rel), &bytes, mode)?;
     }
     let _ = std::fs::remove_dir_all(dir);
     std::fs::rename(&tmp, dir).map_err(io(dir))
+}
+
+/// Replaces `files` inside `dir` in place, each atomically (containers have the directory
+/// mounted: a swapped directory would not reach them).
+pub(super) fn rewrite_in_place(dir: &Path, files: Vec<VolumeFile>) -> Result<(), VolumeError> {
+    for (rel, bytes, mode) in files {
+        let path = dir.join(&rel);
+        let tmp = dir.join(format!(".{}.new", rel.replace('/', "_")));
+        write_file(&tmp, &bytes, mode)?;
+        std::fs::rename(&tmp, &path).map_err(io(&path))?;
+    }
+    Ok(())
+}
+
+/// The data of ConfigMap `ns/name` (none when it is missing and `optional`).
+pub(super) async fn config_map_data(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    optional: Option<bool>,
+    field: &str,
+) -> Result<BTreeMap<String, Vec<u8>>, VolumeError> {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    match api.get(name).await {
+        Ok(c) => {
+            let mut d: BTreeMap<String, Vec<u8>> = c
+                .data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.into_bytes()))
+                .collect();
+            d.extend(
+                c.binary_data
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| (k, v.0)),
+            );
+            Ok(d)
+        }
+        Err(kube::Error::Api(e)) if e.code == 404 && optional == Some(true) => Ok(BTreeMap::new()),
+        Err(source) => Err(VolumeError::Source {
+            field: format!("{field}.configMap"),
+            what: "configmap",
+            name: name.to_string(),
+            source: Box::new(source),
+        }),
+    }
+}
+
+/// The data of Secret `ns/name` (none when it is missing and `optional`).
+pub(super) async fn secret_data(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    optional: Option<bool>,
+    field: &str,
+) -> Result<BTreeMap<String, Vec<u8>>, VolumeError> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), ns);
+    match api.get(name).await {
+        Ok(sec) => {
+            let mut d: BTreeMap<String, Vec<u8>> = sec
+                .data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.0))
+                .collect();
+            d.extend(
+                sec.string_data
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| (k, v.into_bytes())),
+            );
+            Ok(d)
+        }
+        Err(kube::Error::Api(e)) if e.code == 404 && optional == Some(true) => Ok(BTreeMap::new()),
+        Err(source) => Err(VolumeError::Source {
+            field: format!("{field}.secret"),
+            what: "secret",
+            name: name.to_string(),
+            source: Box::new(source),
+        }),
+    }
 }
 
 /// Where a pod's volumes are prepared.
@@ -216,6 +331,7 @@ async fn prepare_one(t: &mut Target<'_>, i: usize, v: &Volume) -> Result<HostVol
             path: c.path,
             read_only: c.read_only,
             block: c.block,
+            refresh_at: None,
         });
     }
     if let Some(h) = &v.host_path {
@@ -231,84 +347,39 @@ async fn prepare_one(t: &mut Target<'_>, i: usize, v: &Volume) -> Result<HostVol
         return Ok(HostVolume::dir(path, false));
     }
     if let Some(cm) = &v.config_map {
-        let api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
-        let name = cm.name.clone();
-        let data = match api.get(&name).await {
-            Ok(c) => {
-                let mut d: BTreeMap<String, Vec<u8>> = c
-                    .data
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|(k, v)| (k, v.into_bytes()))
-                    .collect();
-                d.extend(
-                    c.binary_data
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(|(k, v)| (k, v.0)),
-                );
-                d
-            }
-            Err(kube::Error::Api(e)) if e.code == 404 && cm.optional == Some(true) => {
-                BTreeMap::new()
-            }
-            Err(source) => {
-                return Err(VolumeError::Source {
-                    field: format!("{field}.configMap"),
-                    what: "configmap",
-                    name,
-                    source: Box::new(source),
-                });
-            }
-        };
-        write_files(
-            &path,
+        let data = config_map_data(client, ns, &cm.name, cm.optional, &field).await?;
+        let files = select(
             &field,
             &data,
             cm.items.as_ref(),
             cm.default_mode.unwrap_or(0o644),
         )?;
+        write_dir(&path, files)?;
         return Ok(HostVolume::dir(path, true));
     }
     if let Some(s) = &v.secret {
-        let api: Api<Secret> = Api::namespaced(client.clone(), ns);
         let name = s.secret_name.clone().unwrap_or_default();
-        let data = match api.get(&name).await {
-            Ok(sec) => {
-                let mut d: BTreeMap<String, Vec<u8>> = sec
-                    .data
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|(k, v)| (k, v.0))
-                    .collect();
-                d.extend(
-                    sec.string_data
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(|(k, v)| (k, v.into_bytes())),
-                );
-                d
-            }
-            Err(kube::Error::Api(e)) if e.code == 404 && s.optional == Some(true) => {
-                BTreeMap::new()
-            }
-            Err(source) => {
-                return Err(VolumeError::Source {
-                    field: format!("{field}.secret"),
-                    what: "secret",
-                    name,
-                    source: Box::new(source),
-                });
-            }
-        };
-        write_files(
-            &path,
+        let data = secret_data(client, ns, &name, s.optional, &field).await?;
+        let files = select(
             &field,
             &data,
             s.items.as_ref(),
             s.default_mode.unwrap_or(0o644),
         )?;
+        write_dir(&path, files)?;
         return Ok(HostVolume::dir(path, true));
+    }
+    if let Some(d) = &v.downward_api {
+        let files = projected::downward_files(t.pod, &field, d.items.as_deref(), d.default_mode)?;
+        write_dir(&path, files)?;
+        return Ok(HostVolume::dir(path, true));
+    }
+    if let Some(p) = &v.projected {
+        let made = projected::project(client, t.pod, &field, p).await?;
+        write_dir(&path, made.files)?;
+        let mut volume = HostVolume::dir(path, true);
+        volume.refresh_at = made.refresh_at;
+        return Ok(volume);
     }
     Err(VolumeError::Unsupported { field })
 }
@@ -339,6 +410,34 @@ pub async fn prepare(
     Ok(out)
 }
 
+/// Renews the service account tokens of `pod`'s projected volumes in `volumes` that are due at
+/// `now` (upstream renews at 80% of a token's life), in place, and when each is due next.
+pub async fn refresh(
+    client: &kube::Client,
+    pod: &Pod,
+    volumes: &mut BTreeMap<String, HostVolume>,
+    now: std::time::Instant,
+) -> Result<(), VolumeError> {
+    let specs = pod.spec.as_ref().and_then(|s| s.volumes.as_ref());
+    for (i, v) in specs.into_iter().flatten().enumerate() {
+        let (Some(p), Some(host)) = (&v.projected, volumes.get_mut(&v.name)) else {
+            continue;
+        };
+        if host.refresh_at.is_none_or(|t| t > now) {
+            continue;
+        }
+        let made = projected::tokens(client, pod, &format!("spec.volumes[{i}]"), p).await?;
+        rewrite_in_place(&host.path, made.files)?;
+        host.refresh_at = made.refresh_at;
+    }
+    Ok(())
+}
+
+/// When the first of `volumes` is due for a token renewal.
+pub fn next_refresh(volumes: &BTreeMap<String, HostVolume>) -> Option<std::time::Instant> {
+    volumes.values().filter_map(|v| v.refresh_at).min()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -365,11 +464,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("kubelet-vol-{}", std::process::id()));
         let mut data = BTreeMap::new();
         data.insert("a".to_string(), b"1".to_vec());
-        write_files(&dir, "f", &data, None, 0o644).unwrap();
+        write_dir(&dir, select("f", &data, None, 0o644).unwrap()).unwrap();
         assert_eq!(std::fs::read(dir.join("a")).unwrap(), b"1");
         let items: Vec<KeyToPath> =
             serde_json::from_value(serde_json::json!([{"key": "a", "path": "../x"}])).unwrap();
-        assert!(write_files(&dir, "f", &data, Some(&items), 0o644).is_err());
+        assert!(select("f", &data, Some(&items), 0o644).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
         let _ = std::fs::remove_dir_all(dir.with_extension("new"));
     }

@@ -47,6 +47,8 @@ pub struct Context {
     pub pods_dir: PathBuf,
     /// Container logs (`<logs>/<ns>_<name>_<uid>/<container>/<attempt>.log`).
     pub logs_dir: PathBuf,
+    /// Where pods reach the API server (`KUBERNETES_SERVICE_HOST`/`PORT`), if they can.
+    pub api_for_pods: Option<std::net::SocketAddr>,
 }
 
 impl std::fmt::Debug for Context {
@@ -358,10 +360,17 @@ impl Worker {
                 }
             }
         }
+        if let Some(v) = self.volumes.as_mut()
+            && volumes::next_refresh(v).is_some_and(|t| t <= Instant::now())
+            && let Err(e) = volumes::refresh(&self.ctx.client, pod, v, Instant::now()).await
+        {
+            tracing::warn!(uid = %self.uid, error = %e, "renewing a service account token");
+        }
         let (sandbox, ip, sandbox_cfg) = self.sandbox(pod).await?;
         let downward = Downward {
             pod_ip: ip.clone(),
             host_ip: self.ctx.host_ip.clone(),
+            api: self.ctx.api_for_pods,
             ..Default::default()
         };
         let spec = pod.spec.clone().unwrap_or_default();

@@ -126,6 +126,9 @@ fn admit_new(
     }
     if res.group.is_empty() {
         crate::semantics::builtin_defaults::apply(&res.kind, &mut obj);
+        if res.kind == "Pod" {
+            crate::semantics::service_accounts::admit_pod(&mut obj);
+        }
     }
     claims::on_create(res, &mut obj, classes)?;
     if res.kind == "Namespace" && res.group.is_empty() {
