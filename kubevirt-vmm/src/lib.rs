@@ -72,6 +72,7 @@ macro_rules! internal_mod {
 }
 
 pub mod acpi;
+pub mod snapshot;
 pub mod threads;
 pub mod virtio;
 
@@ -95,11 +96,12 @@ pub use arch::regs::Privilege;
 pub use arch::topology::{CpuTopology, TopologyError};
 pub use boot::firmware::{OVMF_CODE_PATH, OVMF_VARS_PATH, SEABIOS_PATH};
 pub use boot::{BootError, BootSource, DirectBoot, Firmware, FirmwareBoot, KernelImage, LinuxBoot};
-pub use bus::{BusDevice, BusError, SharedDevice};
+pub use bus::{BusDevice, BusError, DeviceStateError, SharedDevice};
 pub use devices::serial::{ConsoleBuffer, ConsoleConfig, ConsoleError, ConsoleStats};
 pub use memory::{MemoryError, MemoryOptions};
 pub use pci::PciError;
 pub use smbios::{SmbiosError, SmbiosInfo};
+pub use snapshot::{SnapshotError, SnapshotInfo};
 pub use vcpu::VcpuSnapshot;
 pub use virtio::VirtioPciError;
 pub use vm::{
