@@ -121,36 +121,33 @@ fn list_devices(buses: &Buses) -> Vec<DeviceRecord> {
 /// [`DeviceSnapshotError::Mismatch`] naming the first device that differs.
 pub fn match_devices(buses: &Buses, saved: &[DeviceRecord]) -> Result<(), DeviceSnapshotError> {
     let built = list_devices(buses);
-    for (i, s) in saved.iter().enumerate() {
-        let Some(b) = built.get(i) else {
-            return Err(DeviceSnapshotError::Mismatch {
-                detail: format!(
-                    "the snapshot has {}, the VM has no such device",
-                    s.describe()
-                ),
-            });
+    let key = |r: &DeviceRecord| (r.bus.clone(), r.range, r.name.clone());
+    let in_built: Vec<_> = built.iter().map(key).collect();
+    let in_saved: Vec<_> = saved.iter().map(key).collect();
+    if let Some(s) = saved.iter().find(|s| !in_built.contains(&key(s))) {
+        // The same device elsewhere on the same bus, at a place the snapshot has nothing of
+        // that name: it moved.
+        let moved = built
+            .iter()
+            .find(|b| b.name == s.name && b.bus == s.bus && !in_saved.contains(&key(b)));
+        let detail = match moved {
+            Some(b) => format!(
+                "the snapshot has {}, the VM has it at {}",
+                s.describe(),
+                b.range
+            ),
+            None => format!(
+                "the snapshot has {}, the VM has no such device",
+                s.describe()
+            ),
         };
-        if (&s.bus, s.range, &s.name) != (&b.bus, b.range, &b.name) {
-            let detail = match built.iter().find(|b| b.name == s.name && b.bus == s.bus) {
-                Some(moved) => format!(
-                    "the snapshot has {}, the VM has it at {}",
-                    s.describe(),
-                    moved.range
-                ),
-                None => format!(
-                    "the snapshot has {} where the VM has {}",
-                    s.describe(),
-                    b.describe()
-                ),
-            };
-            return Err(DeviceSnapshotError::Mismatch { detail });
-        }
+        return Err(DeviceSnapshotError::Mismatch { detail });
     }
-    if let Some(extra) = built.get(saved.len()) {
+    if let Some(b) = built.iter().find(|b| !in_saved.contains(&key(b))) {
         return Err(DeviceSnapshotError::Mismatch {
             detail: format!(
                 "the VM has {}, the snapshot has no such device",
-                extra.describe()
+                b.describe()
             ),
         });
     }
@@ -163,11 +160,13 @@ pub fn match_devices(buses: &Buses, saved: &[DeviceRecord]) -> Result<(), Device
 /// [`DeviceSnapshotError`] naming the device that differs or refused its state.
 pub fn restore_devices(buses: &Buses, saved: &[DeviceRecord]) -> Result<(), DeviceSnapshotError> {
     match_devices(buses, saved)?;
-    let mut records = saved.iter();
     let mut failure = None;
     for bus in [&buses.pio, &buses.mmio] {
         lock_each(bus, |range, device| {
-            let Some(record) = records.next() else { return };
+            let record = saved
+                .iter()
+                .find(|r| r.bus == bus.name() && r.range == range);
+            let Some(record) = record else { return };
             let Some(state) = &record.state else { return };
             if failure.is_some() {
                 return;

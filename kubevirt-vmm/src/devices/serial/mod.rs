@@ -90,6 +90,8 @@ pub struct SerialDevice<T: Trigger, W: Write> {
 
 /// Bytes of a saved UART before its receive FIFO: the nine registers.
 const SERIAL_REGISTERS: usize = 9;
+/// vm-superio's receive FIFO size (its `FIFO_SIZE`, which it keeps private).
+const UART_FIFO_SIZE: usize = 64;
 
 impl<T: Trigger, W: Write> SerialDevice<T, W> {
     /// A UART raising `irq` and writing to `out`.
@@ -176,7 +178,7 @@ impl<T: Trigger + Send + Sync, W: Write + Send + Default> BusDevice for SerialDe
     }
 
     fn restore_state(&mut self, state: &[u8]) -> Result<(), DeviceStateError> {
-        let state = decode_serial(state, self.uart.fifo_capacity())?;
+        let state = decode_serial(state, UART_FIFO_SIZE)?;
         // vm-superio builds a UART from a state with its trigger and writer: take the writer
         // out of the current UART (a placeholder holds the field meanwhile).
         let events = || StatsEvents(self.stats.clone());
