@@ -9,6 +9,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use common::{Recorder, wait};
+use kubevirt_vmm::arch::lapic;
 use kubevirt_vmm::snapshot::{FORMAT_VERSION, MEMORY_FILE, STATE_FILE};
 use kubevirt_vmm::testguest::programs::{
     self, COUNTER_ADDR, COUNTER_BOOTS_ADDR, COUNTER_RELEASE_ADDR,
@@ -306,4 +307,41 @@ fn serial_state_survives_a_restore() {
         64 - 6,
         "the six queued bytes are in the restored FIFO"
     );
+}
+
+#[test]
+fn a_pending_interrupt_and_the_lapic_survive_a_restore() {
+    // The counter runs with RFLAGS.IF = 0: an MSI the LAPIC accepts stays requested in its IRR,
+    // which is part of the vCPU's saved LAPIC page.
+    const VECTOR: u8 = 0x41;
+    let dir = TempDir::new().unwrap();
+    let vm = Vm::new(counter().vm_config(1, ConsoleConfig::Sink)).unwrap();
+    let mut state = vm.vcpu_lapic(0).unwrap();
+    lapic::software_enable(&mut state);
+    vm.set_vcpu_lapic(0, &state).unwrap();
+    vm.start().unwrap();
+    wait_for("the guest to count", || read_u64(&vm, COUNTER_ADDR) > 0);
+    vm.pause().unwrap();
+    let msi = kvm_bindings::kvm_msi {
+        address_lo: 0xfee0_0000,
+        data: u32::from(VECTOR),
+        ..Default::default()
+    };
+    assert_eq!(vm.vm_fd().signal_msi(msi).unwrap(), 1, "delivered");
+    vm.snapshot(dir.as_path()).unwrap();
+    vm.stop();
+
+    let restored = Vm::restore(counter().vm_config(1, ConsoleConfig::Sink), dir.as_path()).unwrap();
+    let lapic_before_start = restored.vcpu_lapic(0).unwrap();
+    assert!(lapic::irr_bit(&lapic_before_start, VECTOR), "IRR restored");
+    restored.start().unwrap();
+    let at = read_u64(&restored, COUNTER_ADDR);
+    wait_for("the restored guest to count", || {
+        read_u64(&restored, COUNTER_ADDR) > at + 1000
+    });
+    restored.pause().unwrap();
+    let parked = restored.vcpu_snapshot(0).unwrap();
+    assert!(lapic::irr_bit(&parked.lapic, VECTOR), "still pending");
+    assert_eq!(parked.sregs.cs.dpl, 3, "still at CPL 3");
+    restored.stop();
 }
