@@ -14,7 +14,7 @@ use kubevirt_vmm::snapshot::{FORMAT_VERSION, MEMORY_FILE, STATE_FILE};
 use kubevirt_vmm::testguest::programs::{
     self, COUNTER_ADDR, COUNTER_BOOTS_ADDR, COUNTER_RELEASE_ADDR,
 };
-use kubevirt_vmm::testguest::{REPORT_PORT, TestGuest};
+use kubevirt_vmm::testguest::{GUEST_LOAD_ADDR, REPORT_PORT, TestGuest};
 use kubevirt_vmm::virtio::rng::Rng;
 use kubevirt_vmm::{ConsoleConfig, ExitReason, Vm, VmError, VmState};
 use vm_memory::{Bytes, GuestAddress};
@@ -344,4 +344,58 @@ fn a_pending_interrupt_and_the_lapic_survive_a_restore() {
     assert!(lapic::irr_bit(&parked.lapic, VECTOR), "still pending");
     assert_eq!(parked.sregs.cs.dpl, 3, "still at CPL 3");
     restored.stop();
+}
+
+#[test]
+fn a_two_vcpu_guest_is_restored_with_both_vcpus_where_they_were() {
+    let dir = TempDir::new().unwrap();
+    let vm = Vm::new(counter().vm_config(2, ConsoleConfig::Sink)).unwrap();
+    vm.start().unwrap();
+    wait_for("both vCPUs to start", || {
+        read_u64(&vm, COUNTER_BOOTS_ADDR) == 2
+    });
+    wait_for("the guest to count", || read_u64(&vm, COUNTER_ADDR) > 1000);
+    vm.pause().unwrap();
+    let rips: Vec<u64> = (0..2)
+        .map(|i| vm.vcpu_snapshot(i).unwrap().regs.rip)
+        .collect();
+    let rcxs: Vec<u64> = (0..2)
+        .map(|i| vm.vcpu_snapshot(i).unwrap().regs.rcx)
+        .collect();
+    vm.snapshot(dir.as_path()).unwrap();
+    vm.stop();
+
+    let restored = Vm::restore(counter().vm_config(2, ConsoleConfig::Sink), dir.as_path()).unwrap();
+    restored.start().unwrap();
+    // Parked at once: each vCPU is where it was (a vCPU parks before entering the guest, so
+    // a pause right after start may find it not yet moved, or moved on: its count never
+    // went back).
+    restored.pause().unwrap();
+    for i in 0..2 {
+        let regs = restored.vcpu_snapshot(i).unwrap().regs;
+        assert!(
+            regs.rcx >= rcxs[i],
+            "vCPU {i} counts on from {}: {}",
+            rcxs[i],
+            regs.rcx
+        );
+        let code = GUEST_LOAD_ADDR..GUEST_LOAD_ADDR + counter().code.len() as u64;
+        assert!(
+            code.contains(&regs.rip),
+            "vCPU {i} rip {:#x} (was {:#x})",
+            regs.rip,
+            rips[i]
+        );
+    }
+    restored.resume().unwrap();
+    restored
+        .memory()
+        .write_obj(1u64, GuestAddress(COUNTER_RELEASE_ADDR))
+        .unwrap();
+    assert_eq!(wait(&restored), ExitReason::DebugExit { code: 0 });
+    assert_eq!(
+        read_u64(&restored, COUNTER_BOOTS_ADDR),
+        2,
+        "no vCPU started over"
+    );
 }

@@ -47,6 +47,9 @@ pub enum CodecError {
         /// The tag read.
         tag: u8,
     },
+    /// Two fields disagree.
+    #[error("the snapshot state is corrupt: {0}")]
+    Inconsistent(String),
     /// Bytes are left after the last field.
     #[error("the snapshot state is corrupt: {0} bytes follow its last field")]
     Trailing(usize),
