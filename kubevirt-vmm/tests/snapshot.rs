@@ -196,6 +196,22 @@ fn a_truncated_memory_file_is_refused() {
 }
 
 #[test]
+fn a_memory_file_of_another_snapshot_is_refused() {
+    let (a, b) = (TempDir::new().unwrap(), TempDir::new().unwrap());
+    let (vm, _) = counting_vm_saved_to(a.as_path());
+    // The same paused VM saved again: same size, same contents, another snapshot.
+    vm.snapshot(b.as_path()).unwrap();
+    std::fs::copy(b.as_path().join(MEMORY_FILE), a.as_path().join(MEMORY_FILE)).unwrap();
+    let err = restore_error(a.as_path());
+    assert!(
+        err.contains("belongs to snapshot")
+            && err.contains("keep a snapshot's state and memory files together"),
+        "{err}"
+    );
+    Vm::restore(counter().vm_config(1, ConsoleConfig::Sink), b.as_path()).unwrap();
+}
+
+#[test]
 fn another_format_version_is_refused_naming_both_versions() {
     let dir = TempDir::new().unwrap();
     let (_vm, _) = counting_vm_saved_to(dir.as_path());

@@ -1,6 +1,10 @@
 //! Guest RAM in a snapshot: one file holding every region back to back, sparse where pages are
 //! zero, mapped back `MAP_PRIVATE` so a restored guest faults its pages in from the file as it
 //! touches them (and its writes stay in its own copy; the file is never modified).
+//!
+//! After the RAM comes a 16-byte trailer: the magic `KVRSMEM1` and the snapshot's id, which
+//! the state file names too, so a memory file of another snapshot (or a truncated one) is
+//! refused at the cost of one small read, without reading the RAM.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -20,6 +24,10 @@ const PAGE: usize = 4096;
 const CHUNK: usize = 1 << 20;
 /// Most regions a decoder accepts.
 const MAX_REGIONS: usize = 64;
+/// The trailer's magic.
+const TRAILER_MAGIC: [u8; 8] = *b"KVRSMEM1";
+/// The trailer's size: magic and id.
+pub const TRAILER_LEN: u64 = 16;
 
 /// Errors writing or mapping the memory file.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +62,16 @@ pub enum MemoryFileError {
         expected: u64,
         /// Size it has.
         actual: u64,
+    },
+    /// The memory file was written with another snapshot than the state file.
+    #[error(
+        "the snapshot memory file {path} {problem}: keep a snapshot's state and memory files together"
+    )]
+    Mismatch {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with its trailer.
+        problem: String,
     },
     /// The RAM layout in the snapshot differs from the VM's configuration.
     #[error(
@@ -133,7 +151,7 @@ impl MemoryLayout {
         Self::of_ranges(&ranges)
     }
 
-    /// Bytes the memory file holds.
+    /// Bytes of guest RAM the memory file holds (its trailer follows).
     pub fn file_size(&self) -> u64 {
         self.regions.iter().map(|r| r.size).sum()
     }
@@ -176,18 +194,24 @@ fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Me
 }
 
 /// Writes `mem` to `path` (created or truncated): every region at its layout offset, zero
-/// pages left as holes. Returns the layout and the bytes actually written.
+/// pages left as holes, then the trailer with snapshot `id`. Returns the layout and the bytes
+/// of RAM actually written.
 ///
 /// # Errors
 /// [`MemoryFileError`] naming the file operation that failed.
 pub fn write_memory_file(
     mem: &GuestMemoryMmap,
     path: &Path,
+    id: u64,
 ) -> Result<(MemoryLayout, u64), MemoryFileError> {
     let layout = MemoryLayout::of_memory(mem);
     let file = File::create(path).map_err(io("creating", path))?;
     file.set_len(layout.file_size())
         .map_err(io("sizing", path))?;
+    let mut trailer = TRAILER_MAGIC.to_vec();
+    trailer.extend_from_slice(&id.to_le_bytes());
+    file.write_all_at(&trailer, layout.file_size())
+        .map_err(io("writing the trailer of", path))?;
     let mut buf = vec![0u8; CHUNK];
     let mut written = 0u64;
     for region in &layout.regions {
@@ -226,18 +250,24 @@ pub fn write_memory_file(
     Ok((layout, written))
 }
 
-/// Checks that the memory file at `path` fits `layout` and opens it.
+/// Checks that the memory file at `path` fits `layout` and was written with snapshot `id`,
+/// and opens it.
 ///
 /// # Errors
-/// [`MemoryFileError::Size`] for a truncated (or foreign) file, [`MemoryFileError::Io`] when
-/// it cannot be opened.
-pub fn open_memory_file(path: &Path, layout: &MemoryLayout) -> Result<File, MemoryFileError> {
+/// [`MemoryFileError::Size`] for a truncated (or padded) file, [`MemoryFileError::Mismatch`]
+/// for one of another snapshot or no memory file at all, [`MemoryFileError::Io`] when it
+/// cannot be opened or read.
+pub fn open_memory_file(
+    path: &Path,
+    layout: &MemoryLayout,
+    id: u64,
+) -> Result<File, MemoryFileError> {
     let file = File::open(path).map_err(io("opening", path))?;
     let actual = file
         .metadata()
         .map_err(io("reading the size of", path))?
         .len();
-    let expected = layout.file_size();
+    let expected = layout.file_size() + TRAILER_LEN;
     if actual != expected {
         return Err(MemoryFileError::Size {
             path: path.to_path_buf(),
@@ -245,11 +275,33 @@ pub fn open_memory_file(path: &Path, layout: &MemoryLayout) -> Result<File, Memo
             actual,
         });
     }
+    let mut trailer = [0u8; TRAILER_LEN as usize];
+    file.read_exact_at(&mut trailer, layout.file_size())
+        .map_err(io("reading the trailer of", path))?;
+    let mismatch = |problem: String| MemoryFileError::Mismatch {
+        path: path.to_path_buf(),
+        problem,
+    };
+    if trailer[..8] != TRAILER_MAGIC {
+        return Err(mismatch(format!(
+            "does not end with the trailer \"KVRSMEM1\" (found {:02x?})",
+            &trailer[..8]
+        )));
+    }
+    let mut found = [0u8; 8];
+    found.copy_from_slice(&trailer[8..]);
+    let found = u64::from_le_bytes(found);
+    if found != id {
+        return Err(mismatch(format!(
+            "belongs to snapshot {found:#018x}, the state file is of snapshot {id:#018x}"
+        )));
+    }
     Ok(file)
 }
 
 /// Maps `file` as guest RAM laid out as `layout`, which must equal `configured` (the ranges the
-/// VM's configuration gives). Private mappings: nothing is read until the guest touches it.
+/// VM's configuration gives). Private mappings: nothing is read until the guest touches it,
+/// unless `populate` (the VM's `MemoryOptions::prefault`) asks to read it all now.
 ///
 /// # Errors
 /// [`MemoryFileError::Layout`] when the layouts differ, [`MemoryFileError::Map`] when `mmap`
@@ -259,7 +311,12 @@ pub fn map_memory_file(
     path: &Path,
     layout: &MemoryLayout,
     configured: &[(GuestAddress, u64)],
+    populate: bool,
 ) -> Result<GuestMemoryMmap, MemoryFileError> {
+    let mut flags = libc::MAP_PRIVATE | libc::MAP_NORESERVE;
+    if populate {
+        flags |= libc::MAP_POPULATE;
+    }
     let expected = MemoryLayout::of_ranges(configured);
     if *layout != expected {
         return Err(MemoryFileError::Layout {
@@ -284,7 +341,7 @@ pub fn map_memory_file(
             let mmap: MmapRegion = MmapRegionBuilder::new(len)
                 .with_file_offset(FileOffset::new(clone, r.file_offset))
                 .with_mmap_prot(libc::PROT_READ | libc::PROT_WRITE)
-                .with_mmap_flags(libc::MAP_PRIVATE | libc::MAP_NORESERVE)
+                .with_mmap_flags(flags)
                 .build()
                 .map_err(|e| map_err(r, e.to_string()))?;
             GuestRegionMmap::new(mmap, GuestAddress(r.guest_addr))
@@ -313,21 +370,27 @@ mod tests {
         mem.write_obj(0x1122_3344_5566_7788u64, GuestAddress(0x1000))
             .unwrap();
         mem.write_obj(0xabu8, GuestAddress(size - 1)).unwrap();
-        let (layout, written) = write_memory_file(&mem, &path).unwrap();
+        let (layout, written) = write_memory_file(&mem, &path, 7).unwrap();
         assert_eq!(written, 2 * PAGE as u64, "only the two touched pages");
         let meta = std::fs::metadata(&path).unwrap();
-        assert_eq!(meta.len(), size);
+        assert_eq!(meta.len(), size + TRAILER_LEN);
         assert!(meta.blocks() * 512 < size / 4, "the file is sparse");
 
-        let file = open_memory_file(&path, &layout).unwrap();
-        let back = map_memory_file(&file, &path, &layout, &ram_ranges(size)).unwrap();
+        let err = open_memory_file(&path, &layout, 8).unwrap_err();
+        assert!(
+            matches!(err, MemoryFileError::Mismatch { .. })
+                && err.to_string().contains("0x0000000000000007"),
+            "{err}"
+        );
+        let file = open_memory_file(&path, &layout, 7).unwrap();
+        let back = map_memory_file(&file, &path, &layout, &ram_ranges(size), false).unwrap();
         assert_eq!(
             back.read_obj::<u64>(GuestAddress(0x1000)).unwrap(),
             0x1122_3344_5566_7788
         );
         assert_eq!(back.read_obj::<u8>(GuestAddress(size - 1)).unwrap(), 0xab);
         back.write_obj(0u64, GuestAddress(0x1000)).unwrap();
-        let again = map_memory_file(&file, &path, &layout, &ram_ranges(size)).unwrap();
+        let again = map_memory_file(&file, &path, &layout, &ram_ranges(size), false).unwrap();
         assert_eq!(
             again.read_obj::<u64>(GuestAddress(0x1000)).unwrap(),
             0x1122_3344_5566_7788,
@@ -340,9 +403,9 @@ mod tests {
         let dir = vmm_sys_util::tempdir::TempDir::new().unwrap();
         let path = dir.as_path().join("memory");
         let mem = create_guest_memory(4 << 20, MemoryOptions::default()).unwrap();
-        let (layout, _) = write_memory_file(&mem, &path).unwrap();
-        let file = open_memory_file(&path, &layout).unwrap();
-        let err = map_memory_file(&file, &path, &layout, &ram_ranges(8 << 20)).unwrap_err();
+        let (layout, _) = write_memory_file(&mem, &path, 1).unwrap();
+        let file = open_memory_file(&path, &layout, 1).unwrap();
+        let err = map_memory_file(&file, &path, &layout, &ram_ranges(8 << 20), false).unwrap_err();
         assert!(matches!(err, MemoryFileError::Layout { .. }), "{err}");
         std::fs::OpenOptions::new()
             .write(true)
@@ -350,7 +413,7 @@ mod tests {
             .unwrap()
             .set_len(4096)
             .unwrap();
-        let err = open_memory_file(&path, &layout).unwrap_err();
+        let err = open_memory_file(&path, &layout, 1).unwrap_err();
         assert!(
             err.to_string().contains("4096 bytes") && err.to_string().contains("truncated"),
             "{err}"

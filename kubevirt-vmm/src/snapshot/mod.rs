@@ -5,7 +5,8 @@
 //!   every vCPU's registers, MSRs, FPU/XSAVE, LAPIC and pending events; the irqchip (both
 //!   PICs, the IOAPIC), the PIT and the KVM clock; the RAM layout; and every bus device with its
 //!   name, range and state;
-//! * [`MEMORY_FILE`]: guest RAM, regions back to back, sparse (zero pages are holes).
+//! * [`MEMORY_FILE`]: guest RAM, regions back to back, sparse (zero pages are holes), and a
+//!   trailer with the snapshot's id, which the state file names too.
 //!
 //! [`crate::Vm::restore`] (or [`crate::VmBuilder::restore`], to add the embedding program's
 //! devices again) builds a VM from the same configuration, maps the memory file
@@ -168,14 +169,16 @@ pub(crate) fn create_dir(dir: &Path) -> Result<(), SnapshotError> {
     std::fs::create_dir_all(dir).map_err(io("creating the snapshot directory", dir))
 }
 
-/// Writes guest RAM to `dir`'s memory file through a temporary file and a rename.
+/// Writes guest RAM to `dir`'s memory file through a temporary file and a rename, with
+/// snapshot `id` in its trailer.
 pub(crate) fn write_memory(
     mem: &vm_memory::GuestMemoryMmap,
     dir: &Path,
+    id: u64,
 ) -> Result<(memory::MemoryLayout, u64), SnapshotError> {
     let tmp = dir.join(format!(".{MEMORY_FILE}.tmp"));
     let path = dir.join(MEMORY_FILE);
-    let written = write_memory_file(mem, &tmp)?;
+    let written = write_memory_file(mem, &tmp, id)?;
     std::fs::rename(&tmp, &path).map_err(io("renaming into place", &path))?;
     Ok(written)
 }
@@ -218,13 +221,29 @@ impl LoadedSnapshot {
             });
         }
         let memory_path = dir.join(MEMORY_FILE);
-        let memory_file = memory::open_memory_file(&memory_path, &state.layout)?;
+        let memory_file = memory::open_memory_file(&memory_path, &state.layout, state.memory_id)?;
         Ok(LoadedSnapshot {
             state,
             memory_file,
             memory_path,
         })
     }
+}
+
+/// A fresh snapshot id: 64 random bits from the kernel (time and pid if that fails), so two
+/// snapshots' files are never taken for a pair.
+pub(crate) fn new_snapshot_id() -> u64 {
+    let mut id = [0u8; 8];
+    // SAFETY: getrandom writes at most `id.len()` bytes into the buffer it is given, which is
+    // valid and exclusively borrowed for the call.
+    let n = unsafe { libc::getrandom(id.as_mut_ptr().cast(), id.len(), 0) };
+    if n == id.len() as isize {
+        return u64::from_le_bytes(id);
+    }
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    nanos ^ (u64::from(std::process::id()) << 32)
 }
 
 /// Seals a payload in the state file's envelope.

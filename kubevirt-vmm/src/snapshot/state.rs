@@ -1,7 +1,7 @@
 //! The state file's payload: everything but guest RAM, in a fixed order.
 //!
 //! ```text
-//! vCPU count (u32), memory size (u64), RAM layout (memory.rs),
+//! vCPU count (u32), memory size (u64), memory file id (u64), RAM layout (memory.rs),
 //! machine state (machine.rs), one vCPU state per vCPU (vcpu.rs), devices (devices.rs)
 //! ```
 
@@ -21,6 +21,8 @@ pub struct SnapshotState {
     pub vcpus: u32,
     /// Guest RAM in bytes, as configured.
     pub memory_size: u64,
+    /// The id in the memory file's trailer: pairs the two files.
+    pub memory_id: u64,
     /// Where each RAM region is in the memory file.
     pub layout: MemoryLayout,
     /// Irqchip, PIT, clock.
@@ -37,6 +39,7 @@ impl SnapshotState {
         let mut e = Encoder::new();
         e.u32(self.vcpus);
         e.u64(self.memory_size);
+        e.u64(self.memory_id);
         self.layout.encode(&mut e);
         self.machine.encode(&mut e);
         e.len(self.vcpu_states.len());
@@ -56,6 +59,7 @@ impl SnapshotState {
         let mut d = Decoder::new(payload);
         let vcpus = d.u32(&field("vCPU count"))?;
         let memory_size = d.u64(&field("memory size"))?;
+        let memory_id = d.u64(&field("memory file id"))?;
         let layout = MemoryLayout::decode(&mut d)?;
         let machine = MachineState::decode(&mut d)?;
         let n = d.len(MAX_VCPUS, &field("vCPU state count"))?;
@@ -72,6 +76,7 @@ impl SnapshotState {
         Ok(SnapshotState {
             vcpus,
             memory_size,
+            memory_id,
             layout,
             machine,
             vcpu_states,
@@ -114,6 +119,7 @@ mod tests {
         SnapshotState {
             vcpus: 2,
             memory_size: 4 << 20,
+            memory_id: 0x1234,
             layout: MemoryLayout::of_ranges(&crate::memory::ram_ranges(4 << 20)),
             machine: MachineState {
                 irqchips,

@@ -376,6 +376,7 @@ impl VmBuilder {
                 &s.memory_path,
                 &s.state.layout,
                 &memory::ram_ranges(config.memory_size),
+                config.memory.prefault,
             )
             .map_err(SnapshotError::from)?,
             None => memory::create_guest_memory(config.memory_size, config.memory)?,

@@ -36,11 +36,14 @@ impl Vm {
         let devices = save_devices(&self.buses).map_err(SnapshotError::from)?;
         let machine = MachineState::save(&self.vm_fd).map_err(SnapshotError::from)?;
         snapshot::create_dir(dir)?;
-        let (layout, memory_bytes_written) = snapshot::write_memory(&self.memory, dir)?;
+        let memory_id = snapshot::new_snapshot_id();
+        let (layout, memory_bytes_written) =
+            snapshot::write_memory(&self.memory, dir, memory_id)?;
         let memory_size = layout.file_size();
         let state = SnapshotState {
             vcpus: vcpu_states.len() as u32,
             memory_size,
+            memory_id,
             layout,
             machine,
             vcpu_states,
