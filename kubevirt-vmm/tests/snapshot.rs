@@ -17,7 +17,7 @@ use kubevirt_vmm::testguest::programs::{
 use kubevirt_vmm::testguest::{GUEST_LOAD_ADDR, REPORT_PORT, TestGuest};
 use kubevirt_vmm::virtio::rng::Rng;
 use kubevirt_vmm::{ConsoleConfig, ExitReason, Vm, VmError, VmState};
-use vm_memory::{Bytes, GuestAddress};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
 use vmm_sys_util::tempdir::TempDir;
 
 /// Set in the child process: the snapshot directory to restore.
@@ -414,4 +414,76 @@ fn a_two_vcpu_guest_is_restored_with_both_vcpus_where_they_were() {
         2,
         "no vCPU started over"
     );
+}
+
+/// Resident KiB of the mapping that starts at host address `start` (`/proc/self/smaps`).
+fn mapping_rss_kib(start: u64) -> u64 {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+    let mut here = false;
+    for line in smaps.lines() {
+        if let Some((range, _)) = line.split_once(' ')
+            && let Some((s, _)) = range.split_once('-')
+            && let Ok(s) = u64::from_str_radix(s, 16)
+        {
+            here = s == start;
+        } else if here && let Some(v) = line.strip_prefix("Rss:") {
+            return v.trim().trim_end_matches("kB").trim().parse().unwrap();
+        }
+    }
+    panic!("no mapping at {start:#x}");
+}
+
+#[test]
+fn restored_ram_is_mapped_from_the_file_and_read_only_when_touched() {
+    const TOUCHED: u64 = 32 << 20;
+    const START: u64 = 8 << 20;
+    let guest = programs::touch_and_count(START, TOUCHED).unwrap();
+    let config = || {
+        kubevirt_vmm::VmConfig::new(1, 48 << 20, guest.boot_source())
+            .with_serial(ConsoleConfig::Sink)
+            .with_debug_exit()
+    };
+    let dir = TempDir::new().unwrap();
+    let vm = Vm::new(config()).unwrap();
+    vm.start().unwrap();
+    wait_for("the guest to touch its RAM", || {
+        read_u64(&vm, COUNTER_ADDR) > 0
+    });
+    vm.pause().unwrap();
+    let info = vm.snapshot(dir.as_path()).unwrap();
+    assert!(info.memory_bytes_written >= TOUCHED, "{info:?}");
+    vm.stop();
+    drop(vm);
+
+    let restored = Vm::restore(config(), dir.as_path()).unwrap();
+    let host = restored.memory().get_host_address(GuestAddress(0)).unwrap() as u64;
+    let before = mapping_rss_kib(host);
+    assert!(
+        before < 1024,
+        "nothing read at restore: {before} KiB of the {} MiB in the file are resident",
+        TOUCHED >> 20
+    );
+    restored.start().unwrap();
+    let at = read_u64(&restored, COUNTER_ADDR);
+    wait_for("the restored guest to count", || {
+        read_u64(&restored, COUNTER_ADDR) > at + 1000
+    });
+    let running = mapping_rss_kib(host);
+    assert!(running < 1024, "running touches a few pages: {running} KiB");
+    // Every touched page came back from the file, as the guest wrote it.
+    for page in (START..START + TOUCHED).step_by(1 << 20) {
+        assert_eq!(
+            restored
+                .memory()
+                .read_obj::<u8>(GuestAddress(page))
+                .unwrap(),
+            1
+        );
+    }
+    let after = mapping_rss_kib(host);
+    assert!(
+        after >= running + 32 * 4,
+        "each 1 MiB step faulted a page in: {after} KiB"
+    );
+    restored.stop();
 }
