@@ -49,7 +49,10 @@
 //! console ([`ConsoleConfig`], [`ConsoleBuffer`]) and the device trait for the buses
 //! ([`BusDevice`]). [`virtio`] holds the [`virtio::VirtioDevice`] trait and the devices
 //! (block with its [`virtio::block::BlockBackend`] trait, net with its
-//! [`virtio::net::NetBackend`] trait, rng, console); [`acpi`] the tables and the power button.
+//! [`virtio::net::NetBackend`] trait, rng, console); [`acpi`] the tables and the power button;
+//! [`snapshot`] the errors and file names of memory-state snapshots ([`Vm::snapshot`] saves a
+//! paused VM to a directory, [`Vm::restore`] / [`VmBuilder::restore`] resume it, in this
+//! process or another, with no second boot).
 //! The rest (x86 layout and registers, the PCI root, the virtio-pci transport, queue workers)
 //! stays inside; the `unstable-internals` feature opens it to this workspace's own tests and
 //! benchmarks, with no stability promise. The `test-guests` feature adds `testguest`, the

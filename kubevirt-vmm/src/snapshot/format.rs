@@ -23,7 +23,7 @@ pub const HEADER_LEN: usize = 28;
 /// Errors reading the envelope.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum FormatError {
-    /// The file does not start with [`MAGIC`].
+    /// The file does not start with the magic `KVRSSNAP`.
     #[error(
         "not a kubevirt-vmm snapshot: the state file starts with {found:02x?}, not the magic \"KVRSSNAP\""
     )]
