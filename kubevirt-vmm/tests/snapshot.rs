@@ -486,4 +486,21 @@ fn restored_ram_is_mapped_from_the_file_and_read_only_when_touched() {
         "each 1 MiB step faulted a page in: {after} KiB"
     );
     restored.stop();
+    drop(restored);
+
+    // With MemoryOptions::prefault the whole file is read in at restore instead.
+    let prefaulted = Vm::restore(
+        config().with_memory_options(kubevirt_vmm::MemoryOptions { prefault: true }),
+        dir.as_path(),
+    )
+    .unwrap();
+    let host = prefaulted
+        .memory()
+        .get_host_address(GuestAddress(0))
+        .unwrap() as u64;
+    let resident = mapping_rss_kib(host);
+    assert!(
+        resident >= TOUCHED >> 10,
+        "prefaulted: {resident} KiB resident"
+    );
 }
