@@ -49,7 +49,10 @@
 //! console ([`ConsoleConfig`], [`ConsoleBuffer`]) and the device trait for the buses
 //! ([`BusDevice`]). [`virtio`] holds the [`virtio::VirtioDevice`] trait and the devices
 //! (block with its [`virtio::block::BlockBackend`] trait, net with its
-//! [`virtio::net::NetBackend`] trait, rng, console); [`acpi`] the tables and the power button.
+//! [`virtio::net::NetBackend`] trait, rng, console); [`acpi`] the tables and the power button;
+//! [`snapshot`] the errors and file names of memory-state snapshots ([`Vm::snapshot`] saves a
+//! paused VM to a directory, [`Vm::restore`] / [`VmBuilder::restore`] resume it, in this
+//! process or another, with no second boot).
 //! The rest (x86 layout and registers, the PCI root, the virtio-pci transport, queue workers)
 //! stays inside; the `unstable-internals` feature opens it to this workspace's own tests and
 //! benchmarks, with no stability promise. The `test-guests` feature adds `testguest`, the
@@ -72,6 +75,7 @@ macro_rules! internal_mod {
 }
 
 pub mod acpi;
+pub mod snapshot;
 pub mod threads;
 pub mod virtio;
 
@@ -95,11 +99,12 @@ pub use arch::regs::Privilege;
 pub use arch::topology::{CpuTopology, TopologyError};
 pub use boot::firmware::{OVMF_CODE_PATH, OVMF_VARS_PATH, SEABIOS_PATH};
 pub use boot::{BootError, BootSource, DirectBoot, Firmware, FirmwareBoot, KernelImage, LinuxBoot};
-pub use bus::{BusDevice, BusError, SharedDevice};
+pub use bus::{BusDevice, BusError, DeviceStateError, SharedDevice};
 pub use devices::serial::{ConsoleBuffer, ConsoleConfig, ConsoleError, ConsoleStats};
 pub use memory::{MemoryError, MemoryOptions};
 pub use pci::PciError;
 pub use smbios::{SmbiosError, SmbiosInfo};
+pub use snapshot::{SnapshotError, SnapshotInfo};
 pub use vcpu::VcpuSnapshot;
 pub use virtio::VirtioPciError;
 pub use vm::{

@@ -30,7 +30,7 @@ use acpi_tables::aml::{
 };
 use vm_superio::Trigger;
 
-use crate::bus::BusDevice;
+use crate::bus::{BusDevice, DeviceStateError};
 
 /// Guest-physical address of the GED event register (in the MMIO hole, above the local APIC,
 /// out of the window where firmware places PCI BARs).
@@ -117,6 +117,24 @@ impl BusDevice for Ged {
     }
 
     fn write(&mut self, _base: u64, _offset: u64, _data: &[u8]) {}
+
+    fn snapshot_name(&self) -> &'static str {
+        "acpi-ged"
+    }
+
+    fn save_state(&mut self) -> Result<Option<Vec<u8>>, DeviceStateError> {
+        Ok(Some(self.events.pending().to_le_bytes().to_vec()))
+    }
+
+    fn restore_state(&mut self, state: &[u8]) -> Result<(), DeviceStateError> {
+        let bytes: [u8; 4] = state.try_into().map_err(|_| {
+            DeviceStateError::Invalid(format!("GED state is {} bytes, not 4", state.len()))
+        })?;
+        self.events
+            .pending
+            .store(u32::from_le_bytes(bytes), Ordering::Release);
+        Ok(())
+    }
 }
 
 /// The DSDT's AML for the GED (`\_SB_.GED_`) and the power button (`\_SB_.PWRB`).

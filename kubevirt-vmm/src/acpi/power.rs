@@ -35,6 +35,10 @@ impl<E: ExitRequester> AcpiPower<E> {
 }
 
 impl<E: ExitRequester + 'static> BusDevice for AcpiPower<E> {
+    fn snapshot_name(&self) -> &'static str {
+        "acpi-power"
+    }
+
     fn read(&mut self, _base: u64, _offset: u64, data: &mut [u8]) {
         data.fill(0);
     }

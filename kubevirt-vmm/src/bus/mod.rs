@@ -18,6 +18,41 @@ pub trait BusDevice: Send {
     fn read(&mut self, base: u64, offset: u64, data: &mut [u8]);
     /// A guest write of `data`.
     fn write(&mut self, base: u64, offset: u64, data: &[u8]);
+
+    /// The device's name in snapshots: a snapshot lists every device with its name and range,
+    /// and a restore refuses a VM whose devices differ. Default: the Rust type name.
+    fn snapshot_name(&self) -> &'static str {
+        std::any::type_name::<Self>()
+    }
+
+    /// The device's state for a snapshot (called while the vCPUs are paused). `Ok(None)`, the
+    /// default, says the device has nothing to save: right for devices whose behaviour does
+    /// not depend on earlier accesses. A device with state must implement this and
+    /// [`BusDevice::restore_state`], or return [`DeviceStateError::Unsupported`] so that
+    /// snapshots of a VM holding it are refused rather than silently wrong.
+    fn save_state(&mut self) -> Result<Option<Vec<u8>>, DeviceStateError> {
+        Ok(None)
+    }
+
+    /// Puts back what [`BusDevice::save_state`] returned, before the vCPUs first run.
+    /// The default refuses any state (a device that saves none is never given any).
+    fn restore_state(&mut self, state: &[u8]) -> Result<(), DeviceStateError> {
+        Err(DeviceStateError::Invalid(format!(
+            "the device keeps no state, the snapshot has {} bytes for it",
+            state.len()
+        )))
+    }
+}
+
+/// Errors saving or restoring a device's state (the caller adds the device's name and range).
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum DeviceStateError {
+    /// The device has state this VMM cannot save yet.
+    #[error("its state cannot be saved yet ({0}), so this VM cannot be snapshotted")]
+    Unsupported(&'static str),
+    /// The saved state does not fit the device.
+    #[error("its saved state is invalid: {0}")]
+    Invalid(String),
 }
 
 impl fmt::Debug for dyn BusDevice {
@@ -180,6 +215,16 @@ impl Bus {
             }
             None => Access::Unhandled,
         }
+    }
+
+    /// The bus's name ("pio" or "mmio").
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The devices on this bus with their ranges, in address order.
+    pub fn devices(&self) -> impl Iterator<Item = (BusRange, &SharedDevice)> + '_ {
+        self.devices.values().map(|(r, d)| (*r, d))
     }
 
     /// The ranges on this bus, in address order.

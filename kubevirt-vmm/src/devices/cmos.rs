@@ -8,7 +8,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::bus::BusDevice;
+use crate::bus::{BusDevice, DeviceStateError};
 
 /// Index port (bit 7 of the value written masks NMIs).
 pub const CMOS_INDEX_PORT: u16 = 0x70;
@@ -213,6 +213,32 @@ impl<C: WallClock> BusDevice for Cmos<C> {
             1 => self.write_register(self.index, value),
             _ => {}
         }
+    }
+
+    fn snapshot_name(&self) -> &'static str {
+        "cmos"
+    }
+
+    fn save_state(&mut self) -> Result<Option<Vec<u8>>, DeviceStateError> {
+        let mut state = vec![self.index];
+        state.extend_from_slice(&self.nvram);
+        Ok(Some(state))
+    }
+
+    fn restore_state(&mut self, state: &[u8]) -> Result<(), DeviceStateError> {
+        let (&index, nvram) = state
+            .split_first()
+            .ok_or_else(|| DeviceStateError::Invalid("empty CMOS state".into()))?;
+        if nvram.len() != self.nvram.len() || index > 0x7f {
+            return Err(DeviceStateError::Invalid(format!(
+                "CMOS state is {} bytes with index {index:#x}, expected {} with an index below 0x80",
+                state.len(),
+                self.nvram.len() + 1
+            )));
+        }
+        self.index = index;
+        self.nvram.copy_from_slice(nvram);
+        Ok(())
     }
 }
 

@@ -25,6 +25,10 @@ impl<E: ExitRequester> DebugExit<E> {
 }
 
 impl<E: ExitRequester + 'static> BusDevice for DebugExit<E> {
+    fn snapshot_name(&self) -> &'static str {
+        "debug-exit"
+    }
+
     fn read(&mut self, _base: u64, _offset: u64, data: &mut [u8]) {
         data.fill(0);
     }

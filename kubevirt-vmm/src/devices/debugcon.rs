@@ -30,6 +30,10 @@ impl Debugcon {
 }
 
 impl BusDevice for Debugcon {
+    fn snapshot_name(&self) -> &'static str {
+        "debugcon"
+    }
+
     fn read(&mut self, _base: u64, _offset: u64, data: &mut [u8]) {
         data.fill(DEBUGCON_READBACK);
     }

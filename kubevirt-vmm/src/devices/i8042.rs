@@ -46,6 +46,12 @@ impl<E: ExitRequester> I8042<E> {
 }
 
 impl<E: ExitRequester + 'static> BusDevice for I8042<E> {
+    // vm-superio's controller exposes no state to save; guests use it to pulse the reset line,
+    // which holds none, so it is saved as stateless.
+    fn snapshot_name(&self) -> &'static str {
+        "i8042"
+    }
+
     fn read(&mut self, _base: u64, offset: u64, data: &mut [u8]) {
         let value = u8::try_from(offset).map_or(0, |o| self.inner.read(o));
         data.fill(0);

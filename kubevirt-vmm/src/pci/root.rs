@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use super::PciError;
 use super::config::access_mask;
 use super::device::{HostBridge, PciDevice};
-use crate::bus::BusDevice;
+use crate::bus::{BusDevice, DeviceStateError};
 
 /// Device slots on bus 0.
 pub const SLOTS: usize = 32;
@@ -187,6 +187,14 @@ impl PciConfigIo {
 }
 
 impl BusDevice for PciConfigIo {
+    fn snapshot_name(&self) -> &'static str {
+        "pci-config-io"
+    }
+
+    fn save_state(&mut self) -> Result<Option<Vec<u8>>, DeviceStateError> {
+        Err(DeviceStateError::Unsupported("PCI and virtio device state (config space, queues, MSI-X) is not saved yet"))
+    }
+
     fn read(&mut self, _base: u64, offset: u64, data: &mut [u8]) {
         match offset {
             0 if data.len() == 4 => data.copy_from_slice(&self.address.to_le_bytes()),
@@ -247,6 +255,14 @@ impl PciConfigMmio {
 }
 
 impl BusDevice for PciConfigMmio {
+    fn snapshot_name(&self) -> &'static str {
+        "pci-ecam"
+    }
+
+    fn save_state(&mut self) -> Result<Option<Vec<u8>>, DeviceStateError> {
+        Err(DeviceStateError::Unsupported("PCI and virtio device state (config space, queues, MSI-X) is not saved yet"))
+    }
+
     fn read(&mut self, _base: u64, offset: u64, data: &mut [u8]) {
         let (b, d, f, reg, byte) = Self::decode(offset);
         if access_mask(byte, data.len()).is_none() {
@@ -278,6 +294,14 @@ impl PciBarWindow {
 }
 
 impl BusDevice for PciBarWindow {
+    fn snapshot_name(&self) -> &'static str {
+        "pci-bars"
+    }
+
+    fn save_state(&mut self) -> Result<Option<Vec<u8>>, DeviceStateError> {
+        Err(DeviceStateError::Unsupported("PCI and virtio device state (config space, queues, MSI-X) is not saved yet"))
+    }
+
     fn read(&mut self, base: u64, offset: u64, data: &mut [u8]) {
         self.root.bar_read(base + offset, data);
     }

@@ -135,6 +135,41 @@ pub fn counter() -> Result<TestGuest, TestGuestError> {
     g.finish()
 }
 
+/// Writes one byte into every 4 KiB page of `[start, start + len)`, then runs [`counter`]'s
+/// loop (counting at [`COUNTER_ADDR`] until [`COUNTER_RELEASE_ADDR`] is set, then exiting 0):
+/// a guest with a known amount of RAM in use that is still running, e.g. to snapshot.
+pub fn touch_and_count(start: u64, len: u64) -> Result<TestGuest, TestGuestError> {
+    let mut g = GuestAsm::new("touch_and_count")?;
+    let r = (|| {
+        let a = g.a();
+        a.mov(rbx, start)?;
+        a.mov(rcx, (len / 4096).max(1))?;
+        let mut touch = a.create_label();
+        a.set_label(&mut touch)?;
+        a.mov(byte_ptr(rbx), 1)?;
+        a.add(rbx, 4096)?;
+        a.dec(rcx)?;
+        a.jnz(touch)?;
+        a.mov(rbx, GUEST_DATA_ADDR)?;
+        a.xor(rcx, rcx)?;
+        let mut top = a.create_label();
+        a.set_label(&mut top)?;
+        a.inc(rcx)?;
+        a.mov(
+            qword_ptr(rbx + (COUNTER_ADDR - GUEST_DATA_ADDR) as i32),
+            rcx,
+        )?;
+        a.cmp(
+            qword_ptr(rbx + (COUNTER_RELEASE_ADDR - GUEST_DATA_ADDR) as i32),
+            0,
+        )?;
+        a.je(top)
+    })();
+    g.check(r)?;
+    g.exit(0)?;
+    g.finish()
+}
+
 /// Asks the i8042 for a CPU reset (command 0xFE on port 0x64); exits 1 if that returns.
 pub fn i8042_reset() -> Result<TestGuest, TestGuestError> {
     let mut g = GuestAsm::new("i8042_reset")?;

@@ -11,6 +11,7 @@ use kvm_bindings::{
 use kvm_ioctls::{VcpuExit, VcpuFd};
 
 use crate::bus::Bus;
+use crate::snapshot::VcpuState;
 use crate::vm::exit::{ExitReason, ExitRequester};
 use crate::vm::lifecycle::{Gate, Lifecycle};
 
@@ -46,6 +47,8 @@ pub struct Vcpu {
     fd: VcpuFd,
     buses: Arc<Buses>,
     lifecycle: Arc<Lifecycle>,
+    /// The MSRs a snapshot saves (`KVM_GET_MSR_INDEX_LIST`).
+    msr_list: Arc<[u32]>,
 }
 
 /// What the loop does after an exit.
@@ -60,12 +63,14 @@ impl Vcpu {
         fd: VcpuFd,
         buses: Arc<Buses>,
         lifecycle: Arc<Lifecycle>,
+        msr_list: Arc<[u32]>,
     ) -> Self {
         Vcpu {
             index,
             fd,
             buses,
             lifecycle,
+            msr_list,
         }
     }
 
@@ -85,13 +90,18 @@ impl Vcpu {
             self.fd.set_kvm_immediate_exit(0);
             let index = self.index;
             let fd = &self.fd;
-            let gate = self.lifecycle.gate(index, || {
-                Some(VcpuSnapshot {
-                    regs: fd.get_regs().ok()?,
-                    sregs: fd.get_sregs().ok()?,
-                    lapic: fd.get_lapic().ok()?,
-                })
-            });
+            let msr_list = &self.msr_list;
+            let gate = self.lifecycle.gate(
+                index,
+                || {
+                    Some(VcpuSnapshot {
+                        regs: fd.get_regs().ok()?,
+                        sregs: fd.get_sregs().ok()?,
+                        lapic: fd.get_lapic().ok()?,
+                    })
+                },
+                || VcpuState::save(fd, index, msr_list),
+            );
             if gate == Gate::Exit {
                 break;
             }

@@ -11,6 +11,7 @@
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use crate::snapshot::{SnapshotError, VcpuState, VcpuStateError};
 use crate::vcpu::VcpuSnapshot;
 use crate::vcpu::kick;
 use crate::vm::exit::{ExitReason, ExitRequester};
@@ -55,6 +56,10 @@ struct Inner {
     /// vCPU threads parked by a pause.
     parked: usize,
     snapshots: Vec<Option<VcpuSnapshot>>,
+    /// Parked vCPUs asked to save their full state ([`Lifecycle::save_vcpu_states`]).
+    save_requested: Vec<bool>,
+    /// What they saved.
+    saved: Vec<Option<Result<VcpuState, VcpuStateError>>>,
 }
 
 /// What a vCPU thread does next.
@@ -86,6 +91,8 @@ impl Lifecycle {
                 live: 0,
                 parked: 0,
                 snapshots: vec![None; vcpus],
+                save_requested: vec![false; vcpus],
+                saved: (0..vcpus).map(|_| None).collect(),
             }),
             changed: Condvar::new(),
             threads: Mutex::new(vec![None; vcpus]),
@@ -153,11 +160,13 @@ impl Lifecycle {
     }
 
     /// The vCPU side: blocks while a pause is requested (capturing `snapshot` once when it
-    /// parks) and says whether to enter the guest.
+    /// parks, and calling `save` whenever [`Lifecycle::save_vcpu_states`] asks) and says
+    /// whether to enter the guest.
     pub(crate) fn gate(
         &self,
         index: usize,
         snapshot: impl FnOnce() -> Option<VcpuSnapshot>,
+        mut save: impl FnMut() -> Result<VcpuState, VcpuStateError>,
     ) -> Gate {
         let mut inner = self.lock();
         if inner.exit.is_some() {
@@ -170,6 +179,12 @@ impl Lifecycle {
         inner.parked += 1;
         self.changed.notify_all();
         while inner.pause_requested && inner.exit.is_none() {
+            if inner.save_requested[index] {
+                inner.save_requested[index] = false;
+                inner.saved[index] = Some(save());
+                self.changed.notify_all();
+                continue;
+            }
             inner = self.wait(inner);
         }
         inner.parked -= 1;
@@ -232,6 +247,49 @@ impl Lifecycle {
             inner = self.wait(inner);
         }
         Ok(())
+    }
+
+    /// Asks every parked vCPU for its full state (see [`VcpuState::save`]) and waits up to
+    /// `timeout` for them all. The VM must be paused.
+    pub(crate) fn save_vcpu_states(
+        &self,
+        timeout: Duration,
+    ) -> Result<Vec<VcpuState>, SnapshotError> {
+        let mut inner = self.lock();
+        let state = match (inner.started, &inner.exit, inner.pause_requested) {
+            (_, Some(reason), _) => return Err(SnapshotError::Exited(reason.clone())),
+            (true, None, true) if inner.parked == inner.live => VmState::Paused,
+            (false, ..) => VmState::Created,
+            _ => VmState::Running,
+        };
+        if state != VmState::Paused {
+            return Err(SnapshotError::NotPaused(state));
+        }
+        inner.save_requested.iter_mut().for_each(|r| *r = true);
+        inner.saved.iter_mut().for_each(|s| *s = None);
+        self.changed.notify_all();
+        let deadline = Instant::now() + timeout;
+        while let Some(index) = inner.saved.iter().position(Option::is_none) {
+            if let Some(reason) = &inner.exit {
+                return Err(SnapshotError::Exited(reason.clone()));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                inner.save_requested.iter_mut().for_each(|r| *r = false);
+                return Err(SnapshotError::CaptureTimeout { index, timeout });
+            }
+            inner = self
+                .changed
+                .wait_timeout(inner, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        let saved: Vec<_> = inner.saved.iter_mut().filter_map(Option::take).collect();
+        drop(inner);
+        saved
+            .into_iter()
+            .map(|s| s.map_err(SnapshotError::from))
+            .collect()
     }
 
     /// The registers vCPU `index` had when it parked; only while the VM is paused.
@@ -309,7 +367,8 @@ mod tests {
     fn spawn_gate_loop(l: Arc<Lifecycle>, index: usize) -> std::thread::JoinHandle<u64> {
         std::thread::spawn(move || {
             let mut rounds = 0u64;
-            while l.gate(index, || Some(VcpuSnapshot::default())) == Gate::Run {
+            let no_state = || Err(VcpuStateError::Array { index, what: "test", count: 0 });
+            while l.gate(index, || Some(VcpuSnapshot::default()), no_state) == Gate::Run {
                 rounds += 1;
                 std::thread::yield_now();
             }

@@ -6,6 +6,7 @@ pub mod gsi_routing;
 pub mod lifecycle;
 pub mod msi;
 mod pci;
+mod snapshot;
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
@@ -37,6 +38,7 @@ use crate::devices::serial::{
 use crate::memory::{self, MemoryError};
 use crate::pci::PciError;
 use crate::smbios::{self, SmbiosError};
+use crate::snapshot::{LoadedSnapshot, SnapshotError, map_memory_file, restore_devices};
 use crate::vcpu::{Buses, Vcpu, VcpuSnapshot, kick};
 use crate::virtio::VirtioDevice;
 use crate::virtio::pci::VirtioPciError;
@@ -182,6 +184,9 @@ pub enum VmError {
         /// How many virtio devices there are.
         devices: usize,
     },
+    /// Taking or restoring a snapshot.
+    #[error("snapshot: {0}")]
+    Snapshot(#[from] SnapshotError),
     /// Raising the power-button interrupt failed.
     #[error("pressing the ACPI power button: raising GSI {GED_IRQ} failed: {0}")]
     PowerButton(#[source] std::io::Error),
@@ -293,6 +298,26 @@ impl VmBuilder {
     /// ([`VmError::Console`]), devices overlap ([`VmError::Bus`]) or a virtio device does not
     /// fit on PCI ([`VmError::Pci`], [`VmError::VirtioPci`]).
     pub fn build(self) -> Result<Vm, VmError> {
+        self.build_from(None)
+    }
+
+    /// Builds the VM from the snapshot in `dir` instead of booting `config.boot`: guest RAM
+    /// is mapped from the snapshot (lazily, copy-on-write), vCPUs, irqchip, clock and devices
+    /// get their saved state, and [`Vm::start`] resumes the guest where it was. The
+    /// configuration must be the one the snapshot was taken with, and the builder must have
+    /// the same extra devices (see [`crate::snapshot`]).
+    ///
+    /// # Errors
+    /// [`VmError::Snapshot`] when the snapshot is unreadable, of another format version,
+    /// corrupt, truncated, or does not match the configuration or the devices (checked before
+    /// anything runs); otherwise as [`VmBuilder::build`].
+    pub fn restore(self, dir: &std::path::Path) -> Result<Vm, VmError> {
+        let snapshot =
+            LoadedSnapshot::load(dir, self.config.vcpus, self.config.memory_size)?;
+        self.build_from(Some(snapshot))
+    }
+
+    fn build_from(self, snapshot: Option<LoadedSnapshot>) -> Result<Vm, VmError> {
         let VmBuilder {
             config,
             lifecycle,
@@ -345,7 +370,17 @@ impl VmBuilder {
         let vm_fd = Arc::new(kvm.create_vm().map_err(vm_ioctl("KVM_CREATE_VM"))?);
         // RAM goes in before the irqchip exists: on some hosts a memslot added after
         // KVM_CREATE_IRQCHIP costs milliseconds (5-11 ms measured on KVM-on-PVM, ~50 us before).
-        let memory = memory::create_guest_memory(config.memory_size, config.memory)?;
+        let memory = match &snapshot {
+            Some(s) => map_memory_file(
+                &s.memory_file,
+                &s.memory_path,
+                &s.state.layout,
+                &memory::ram_ranges(config.memory_size),
+                config.memory.prefault,
+            )
+            .map_err(SnapshotError::from)?,
+            None => memory::create_guest_memory(config.memory_size, config.memory)?,
+        };
         memory::register_guest_memory(&vm_fd, &memory)?;
         vm_fd
             .set_tss_address(KVM_TSS_ADDRESS as usize)
@@ -368,7 +403,16 @@ impl VmBuilder {
             _ => None,
         };
         let rsdp = config.acpi.then_some(acpi::RSDP_ADDR);
-        let plan = boot::load(&memory, &config.boot, usize::from(config.vcpus), rsdp)?;
+        // A restored guest's RAM already holds its kernel and tables.
+        let plan = match snapshot {
+            Some(_) => None,
+            None => Some(boot::load(
+                &memory,
+                &config.boot,
+                usize::from(config.vcpus),
+                rsdp,
+            )?),
+        };
         let firmware_memory = match &firmware_boot {
             // Firmware brings its own tables and finds its way from the reset vector.
             Some(f) => Some(FirmwareMemory::map(
@@ -378,8 +422,10 @@ impl VmBuilder {
                 memory.num_regions() as u32,
             )?),
             None => {
-                arch::write_boot_tables(&memory, plan.page_access, BOOT_STACK_POINTER)
-                    .map_err(VmError::BootTables)?;
+                if let Some(plan) = &plan {
+                    arch::write_boot_tables(&memory, plan.page_access, BOOT_STACK_POINTER)
+                        .map_err(VmError::BootTables)?;
+                }
                 None
             }
         };
@@ -416,12 +462,13 @@ impl VmBuilder {
             CMOS_PORT_SPAN,
         )?;
         // Firmware gets SMBIOS and ACPI through fw_cfg and places them itself.
-        if let (Some(info), None) = (&config.smbios, &firmware_boot) {
+        let booting = plan.is_some();
+        if let (Some(info), None, true) = (&config.smbios, &firmware_boot, booting) {
             smbios::write_smbios(&memory, info, &topology)?;
         }
         let mut power_button = None;
         if config.acpi {
-            if firmware_boot.is_none() {
+            if firmware_boot.is_none() && booting {
                 acpi::write_tables(&memory, &topology)?;
             }
             pio_bus.insert(
@@ -482,19 +529,45 @@ impl VmBuilder {
             mmio: mmio_bus,
         });
 
+        if let Some(s) = &snapshot {
+            restore_devices(&buses, &s.state.devices).map_err(SnapshotError::from)?;
+            s.state
+                .machine
+                .restore(&vm_fd)
+                .map_err(SnapshotError::from)?;
+        }
+        let msr_list: Arc<[u32]> = kvm
+            .get_msr_index_list()
+            .map_err(vm_ioctl("KVM_GET_MSR_INDEX_LIST"))?
+            .as_slice()
+            .into();
         let supported = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(vm_ioctl("KVM_GET_SUPPORTED_CPUID"))?;
         let mut vcpus = Vec::with_capacity(usize::from(config.vcpus));
-        for (index, entry) in plan.entries.iter().enumerate() {
+        for index in 0..usize::from(config.vcpus) {
             // KVM takes the vCPU id as the local APIC's ID.
             let fd = vm_fd
                 .create_vcpu(u64::from(topology.apic_id(index as u8)))
                 .map_err(|source| VmError::CreateVcpu { index, source })?;
-            let cpuid = cpuid::vcpu_cpuid(&supported, &config.cpu_features, index as u8, &topology);
-            arch::configure_vcpu(&fd, &cpuid, entry.as_ref())
-                .map_err(|source| VmError::ConfigureVcpu { index, source })?;
-            vcpus.push(Vcpu::new(index, fd, buses.clone(), lifecycle.clone()));
+            if let Some(s) = &snapshot {
+                s.state.vcpu_states[index]
+                    .restore(&fd, index)
+                    .map_err(SnapshotError::from)?;
+            } else if let Some(plan) = &plan {
+                let cpuid =
+                    cpuid::vcpu_cpuid(&supported, &config.cpu_features, index as u8, &topology);
+                let entry = plan.entries.get(index).and_then(Option::as_ref);
+                arch::configure_vcpu(&fd, &cpuid, entry)
+                    .map_err(|source| VmError::ConfigureVcpu { index, source })?;
+            }
+            vcpus.push(Vcpu::new(
+                index,
+                fd,
+                buses.clone(),
+                lifecycle.clone(),
+                msr_list.clone(),
+            ));
         }
 
         Ok(Vm {

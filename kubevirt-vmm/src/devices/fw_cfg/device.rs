@@ -8,7 +8,7 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use super::FW_CFG_DMA_SIGNATURE;
 use super::items::FwCfgItems;
-use crate::bus::BusDevice;
+use crate::bus::{BusDevice, DeviceStateError};
 
 /// DMA control bits.
 const DMA_ERROR: u32 = 1 << 0;
@@ -134,6 +134,14 @@ impl FwCfg {
 }
 
 impl BusDevice for FwCfg {
+    fn snapshot_name(&self) -> &'static str {
+        "fw_cfg"
+    }
+
+    fn save_state(&mut self) -> Result<Option<Vec<u8>>, DeviceStateError> {
+        Err(DeviceStateError::Unsupported("the fw_cfg selector and DMA state of a firmware-booted VM is not saved yet"))
+    }
+
     fn read(&mut self, _base: u64, offset: u64, data: &mut [u8]) {
         match offset {
             OFF_DATA => self.read_data(data),

@@ -85,6 +85,13 @@ pub enum ConsoleOutput {
     Sink,
 }
 
+impl Default for ConsoleOutput {
+    /// [`ConsoleOutput::Sink`].
+    fn default() -> Self {
+        ConsoleOutput::Sink
+    }
+}
+
 impl ConsoleOutput {
     /// Opens `config`.
     pub fn open(config: ConsoleConfig) -> Result<Self, ConsoleError> {

@@ -10,12 +10,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use vm_superio::serial::{Error as SerialError, SerialEvents};
+use vm_superio::serial::{Error as SerialError, SerialEvents, SerialState};
 use vm_superio::{Serial, Trigger};
 
 pub use console::{ConsoleBuffer, ConsoleConfig, ConsoleError, ConsoleOutput};
 
-use crate::bus::BusDevice;
+use crate::bus::{BusDevice, DeviceStateError};
 
 /// COM1's base port.
 pub const COM1_PORT: u16 = 0x3f8;
@@ -68,19 +68,43 @@ impl SerialEvents for StatsEvents {
     fn in_buffer_empty(&self) {}
 }
 
+/// The UART's interrupt line, shared so that a restored UART gets the same one.
+#[derive(Debug)]
+pub struct SharedTrigger<T>(pub Arc<T>);
+
+impl<T: Trigger> Trigger for SharedTrigger<T> {
+    type E = T::E;
+
+    fn trigger(&self) -> Result<(), T::E> {
+        self.0.trigger()
+    }
+}
+
 /// A 16550A UART: interrupts through `T`, output to `W`.
 #[derive(Debug)]
 pub struct SerialDevice<T: Trigger, W: Write> {
-    uart: Serial<T, StatsEvents, W>,
+    uart: Serial<SharedTrigger<T>, StatsEvents, W>,
+    irq: Arc<T>,
     stats: Arc<ConsoleStats>,
 }
+
+/// Bytes of a saved UART before its receive FIFO: the nine registers.
+const SERIAL_REGISTERS: usize = 9;
+/// vm-superio's receive FIFO size (its `FIFO_SIZE`, which it keeps private).
+const UART_FIFO_SIZE: usize = 64;
 
 impl<T: Trigger, W: Write> SerialDevice<T, W> {
     /// A UART raising `irq` and writing to `out`.
     pub fn new(irq: T, out: W) -> Self {
         let stats = Arc::new(ConsoleStats::default());
+        let irq = Arc::new(irq);
         SerialDevice {
-            uart: Serial::with_events(irq, StatsEvents(stats.clone()), out),
+            uart: Serial::with_events(
+                SharedTrigger(irq.clone()),
+                StatsEvents(stats.clone()),
+                out,
+            ),
+            irq,
             stats,
         }
     }
@@ -106,7 +130,66 @@ impl<T: Trigger, W: Write> SerialDevice<T, W> {
     }
 }
 
-impl<T: Trigger + Send, W: Write + Send> BusDevice for SerialDevice<T, W> {
+/// The UART's registers and receive FIFO as bytes.
+fn encode_serial(state: &SerialState) -> Vec<u8> {
+    let mut out = vec![
+        state.baud_divisor_low,
+        state.baud_divisor_high,
+        state.interrupt_enable,
+        state.interrupt_identification,
+        state.line_control,
+        state.line_status,
+        state.modem_control,
+        state.modem_status,
+        state.scratch,
+    ];
+    out.extend_from_slice(&state.in_buffer);
+    out
+}
+
+fn decode_serial(bytes: &[u8], fifo: usize) -> Result<SerialState, DeviceStateError> {
+    if bytes.len() < SERIAL_REGISTERS || bytes.len() > SERIAL_REGISTERS + fifo {
+        return Err(DeviceStateError::Invalid(format!(
+            "UART state is {} bytes: expected {SERIAL_REGISTERS} register bytes and a receive FIFO of at most {fifo}",
+            bytes.len()
+        )));
+    }
+    Ok(SerialState {
+        baud_divisor_low: bytes[0],
+        baud_divisor_high: bytes[1],
+        interrupt_enable: bytes[2],
+        interrupt_identification: bytes[3],
+        line_control: bytes[4],
+        line_status: bytes[5],
+        modem_control: bytes[6],
+        modem_status: bytes[7],
+        scratch: bytes[8],
+        in_buffer: bytes[SERIAL_REGISTERS..].to_vec(),
+    })
+}
+
+impl<T: Trigger + Send + Sync, W: Write + Send + Default> BusDevice for SerialDevice<T, W> {
+    fn snapshot_name(&self) -> &'static str {
+        "serial-16550"
+    }
+
+    fn save_state(&mut self) -> Result<Option<Vec<u8>>, DeviceStateError> {
+        Ok(Some(encode_serial(&self.uart.state())))
+    }
+
+    fn restore_state(&mut self, state: &[u8]) -> Result<(), DeviceStateError> {
+        let state = decode_serial(state, UART_FIFO_SIZE)?;
+        // vm-superio builds a UART from a state with its trigger and writer: take the writer
+        // out of the current UART (a placeholder holds the field meanwhile).
+        let events = || StatsEvents(self.stats.clone());
+        let placeholder =
+            Serial::with_events(SharedTrigger(self.irq.clone()), events(), W::default());
+        let out = std::mem::replace(&mut self.uart, placeholder).into_writer();
+        self.uart = Serial::from_state(&state, SharedTrigger(self.irq.clone()), events(), out)
+            .map_err(|e| DeviceStateError::Invalid(format!("vm-superio refused it: {e:?}")))?;
+        Ok(())
+    }
+
     fn read(&mut self, _base: u64, offset: u64, data: &mut [u8]) {
         let value = u8::try_from(offset).map_or(0xff, |o| self.uart.read(o));
         data.fill(0);
@@ -176,7 +259,7 @@ mod tests {
     fn transmit_interrupt_fires_when_enabled() {
         let (mut dev, _) = device();
         let count = |dev: &SerialDevice<CountingTrigger, ConsoleOutput>| {
-            dev.uart.interrupt_evt().0.load(Ordering::Relaxed)
+            dev.uart.interrupt_evt().0.0.load(Ordering::Relaxed)
         };
         dev.write(0x3f8, 1, &[0x02]); // IER: THR empty, which it is: interrupt at once
         assert_eq!(count(&dev), 1);
@@ -185,6 +268,26 @@ mod tests {
         assert_eq!(iir[0] & 0x0f, 0x02, "THR-empty interrupt pending");
         dev.write(0x3f8, 0, b"x");
         assert_eq!(count(&dev), 2, "transmitting raises it again");
+    }
+
+    #[test]
+    fn state_round_trips_into_a_new_uart() {
+        let (mut dev, _) = device();
+        dev.write(0x3f8, 7, &[0x5a]); // scratch
+        dev.write(0x3f8, 3, &[0x03]); // LCR 8N1
+        dev.enqueue_input(b"pending");
+        let saved = dev.save_state().unwrap().unwrap();
+        let (mut other, buf) = device();
+        other.restore_state(&saved).unwrap();
+        let mut d = [0u8];
+        other.read(0x3f8, 7, &mut d);
+        assert_eq!(d[0], 0x5a);
+        other.read(0x3f8, 0, &mut d);
+        assert_eq!(d[0], b'p', "the receive FIFO came along");
+        other.write(0x3f8, 0, b"x");
+        assert_eq!(buf.text(), "x", "output still reaches the backend");
+        assert!(other.restore_state(&[1, 2]).is_err());
+        assert!(other.restore_state(&[0; 200]).is_err());
     }
 
     proptest! {

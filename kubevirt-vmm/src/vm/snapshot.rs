@@ -1,0 +1,69 @@
+//! Taking a snapshot of a paused VM, and building a VM from one (see [`crate::snapshot`]).
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::{PAUSE_TIMEOUT, Vm, VmBuilder, VmConfig, VmError};
+use crate::snapshot::{
+    self, MachineState, SnapshotError, SnapshotInfo, SnapshotState, save_devices,
+};
+
+/// How long the parked vCPUs get to hand over their state.
+const SAVE_TIMEOUT: Duration = PAUSE_TIMEOUT;
+
+impl Vm {
+    /// Saves this paused VM to `dir` (created if missing; earlier snapshot files there are
+    /// replaced, each through a rename, so a VM restored from them keeps its mapping). The VM
+    /// stays paused: resume it, or stop it.
+    ///
+    /// ```no_run
+    /// # fn demo(vm: &kubevirt_vmm::Vm, config: kubevirt_vmm::VmConfig) -> Result<(), kubevirt_vmm::VmError> {
+    /// vm.pause()?;
+    /// vm.snapshot("/var/lib/vm/snap".as_ref())?;
+    /// vm.stop();
+    /// // Later, maybe in another process, with the same configuration:
+    /// let restored = kubevirt_vmm::Vm::restore(config, "/var/lib/vm/snap".as_ref())?;
+    /// restored.start()?; // the guest continues where it was paused
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`VmError::Snapshot`]: the VM is not paused, a vCPU or the irqchip cannot be read, a
+    /// device cannot save its state (virtio and PCI devices cannot yet), or a file cannot be
+    /// written.
+    pub fn snapshot(&self, dir: &Path) -> Result<SnapshotInfo, VmError> {
+        let vcpu_states = self.lifecycle.save_vcpu_states(SAVE_TIMEOUT)?;
+        let devices = save_devices(&self.buses).map_err(SnapshotError::from)?;
+        let machine = MachineState::save(&self.vm_fd).map_err(SnapshotError::from)?;
+        snapshot::create_dir(dir)?;
+        let memory_id = snapshot::new_snapshot_id();
+        let (layout, memory_bytes_written) =
+            snapshot::write_memory(&self.memory, dir, memory_id)?;
+        let memory_size = layout.file_size();
+        let state = SnapshotState {
+            vcpus: vcpu_states.len() as u32,
+            memory_size,
+            memory_id,
+            layout,
+            machine,
+            vcpu_states,
+            devices,
+        };
+        let file = snapshot::seal(&state.encode());
+        snapshot::write_atomically(dir, snapshot::STATE_FILE, &file)?;
+        Ok(SnapshotInfo {
+            state_bytes: file.len() as u64,
+            memory_bytes_written,
+            memory_size,
+        })
+    }
+
+    /// Builds a VM from the snapshot in `dir` with the standard devices (see
+    /// [`VmBuilder::restore`] to add more). [`Vm::start`] resumes the guest.
+    ///
+    /// # Errors
+    /// As [`VmBuilder::restore`].
+    pub fn restore(config: VmConfig, dir: &Path) -> Result<Vm, VmError> {
+        VmBuilder::new(config).restore(dir)
+    }
+}
