@@ -21,6 +21,7 @@ pub mod cli;
 pub mod controllers;
 pub mod install;
 pub mod logging;
+pub mod manifests;
 pub mod node;
 pub mod replicaset;
 mod runtime;

@@ -39,6 +39,23 @@ pub enum Command {
         #[arg(long)]
         descriptions: bool,
     },
+    /// Write the install manifests, shaped like upstream's release artifacts:
+    /// `kubevirt-operator.yaml` (namespace, the KubeVirt CRD, the operator's RBAC and
+    /// Deployment) and `kubevirt-cr.yaml` (the KubeVirt CR); then `kubectl create -f` each.
+    Manifests {
+        /// The registry holding the images (`scripts/images.sh REGISTRY TAG` pushes them).
+        #[arg(long)]
+        registry: String,
+        /// The images' tag.
+        #[arg(long)]
+        tag: String,
+        /// The image pull policy of the operator and the components.
+        #[arg(long, default_value = "IfNotPresent")]
+        image_pull_policy: String,
+        /// Where the two files are written.
+        #[arg(long, default_value = ".")]
+        output_dir: PathBuf,
+    },
     /// Parse, default and validate every document in the files, as upstream's webhooks would.
     ///
     /// Prints `FILE[doc N] PATH: message` for each problem and exits 1 if there is any.
@@ -167,12 +184,31 @@ pub enum CliError {
     /// A file or setting the command needs is unusable.
     #[error("{0}")]
     Setup(String),
+    /// The manifests could not be written.
+    #[error(transparent)]
+    Manifests(#[from] crate::manifests::ManifestError),
 }
 
 /// Run a parsed command line, writing results to `out`.
 pub fn run(cli: Cli, out: &mut dyn Write) -> Result<ExitCode, CliError> {
     match cli.command {
         Command::Crds { descriptions } => crds::run(descriptions, out),
+        Command::Manifests {
+            registry,
+            tag,
+            image_pull_policy,
+            output_dir,
+        } => {
+            let options = crate::manifests::ManifestOptions {
+                registry,
+                tag,
+                pull_policy: image_pull_policy,
+            };
+            for path in crate::manifests::write(&options, &output_dir)? {
+                writeln!(out, "{}", path.display())?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Validate { files, output } => validate::run(&files, output, out),
         Command::Run {
             kubeconfig,
