@@ -228,6 +228,34 @@ pub(super) fn rewrite_in_place(dir: &Path, files: Vec<VolumeFile>) -> Result<(),
     Ok(())
 }
 
+/// The data `extract` takes from object `ns/name` of kind `K` (`what` in messages), none when
+/// it is missing and `optional`.
+async fn source_data<K>(
+    client: &kube::Client,
+    (ns, name): (&str, &str),
+    optional: Option<bool>,
+    (field, what): (String, &'static str),
+    extract: impl FnOnce(K) -> BTreeMap<String, Vec<u8>>,
+) -> Result<BTreeMap<String, Vec<u8>>, VolumeError>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    match api.get(name).await {
+        Ok(obj) => Ok(extract(obj)),
+        Err(kube::Error::Api(e)) if e.code == 404 && optional == Some(true) => Ok(BTreeMap::new()),
+        Err(source) => Err(VolumeError::Source {
+            field,
+            what,
+            name: name.to_string(),
+            source: Box::new(source),
+        }),
+    }
+}
+
 /// The data of ConfigMap `ns/name` (none when it is missing and `optional`).
 pub(super) async fn config_map_data(
     client: &kube::Client,
@@ -236,31 +264,15 @@ pub(super) async fn config_map_data(
     optional: Option<bool>,
     field: &str,
 ) -> Result<BTreeMap<String, Vec<u8>>, VolumeError> {
-    let api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
-    match api.get(name).await {
-        Ok(c) => {
-            let mut d: BTreeMap<String, Vec<u8>> = c
-                .data
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(k, v)| (k, v.into_bytes()))
-                .collect();
-            d.extend(
-                c.binary_data
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|(k, v)| (k, v.0)),
-            );
-            Ok(d)
-        }
-        Err(kube::Error::Api(e)) if e.code == 404 && optional == Some(true) => Ok(BTreeMap::new()),
-        Err(source) => Err(VolumeError::Source {
-            field: format!("{field}.configMap"),
-            what: "configmap",
-            name: name.to_string(),
-            source: Box::new(source),
-        }),
-    }
+    let at = (format!("{field}.configMap"), "configmap");
+    source_data(client, (ns, name), optional, at, |c: ConfigMap| {
+        let text = c.data.unwrap_or_default().into_iter();
+        let binary = c.binary_data.unwrap_or_default().into_iter();
+        text.map(|(k, v)| (k, v.into_bytes()))
+            .chain(binary.map(|(k, v)| (k, v.0)))
+            .collect()
+    })
+    .await
 }
 
 /// The data of Secret `ns/name` (none when it is missing and `optional`).
@@ -271,31 +283,15 @@ pub(super) async fn secret_data(
     optional: Option<bool>,
     field: &str,
 ) -> Result<BTreeMap<String, Vec<u8>>, VolumeError> {
-    let api: Api<Secret> = Api::namespaced(client.clone(), ns);
-    match api.get(name).await {
-        Ok(sec) => {
-            let mut d: BTreeMap<String, Vec<u8>> = sec
-                .data
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(k, v)| (k, v.0))
-                .collect();
-            d.extend(
-                sec.string_data
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|(k, v)| (k, v.into_bytes())),
-            );
-            Ok(d)
-        }
-        Err(kube::Error::Api(e)) if e.code == 404 && optional == Some(true) => Ok(BTreeMap::new()),
-        Err(source) => Err(VolumeError::Source {
-            field: format!("{field}.secret"),
-            what: "secret",
-            name: name.to_string(),
-            source: Box::new(source),
-        }),
-    }
+    let at = (format!("{field}.secret"), "secret");
+    source_data(client, (ns, name), optional, at, |s: Secret| {
+        let data = s.data.unwrap_or_default().into_iter();
+        let text = s.string_data.unwrap_or_default().into_iter();
+        data.map(|(k, v)| (k, v.0))
+            .chain(text.map(|(k, v)| (k, v.into_bytes())))
+            .collect()
+    })
+    .await
 }
 
 /// Where a pod's volumes are prepared.
