@@ -55,6 +55,8 @@
 //! - [`builders`]: constructors and chainable setters for the common shapes.
 //! - [`crd`]: CustomResourceDefinitions as upstream ships them, with CEL rules.
 //! - [`defaults`](mod@defaults) and [`validation`]: the logic of upstream's mutating and validating webhooks.
+//! - [`volumesnapshot`]: the CSI snapshot API (`snapshot.storage.k8s.io/v1`) KubeVirt's snapshots
+//!   build on, with its CRDs for clusters that lack the external-snapshotter.
 #![deny(missing_docs)]
 
 mod string_enum;
@@ -97,6 +99,7 @@ pub mod object;
 pub mod path;
 pub mod quantity;
 pub mod validation;
+pub mod volumesnapshot;
 
 pub use kind::{Kind, WrongKind, defaults, validate};
 pub use object::Object;
