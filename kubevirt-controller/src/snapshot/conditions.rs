@@ -72,7 +72,11 @@ mod tests {
         let list = c.clone().expect("set");
         assert_eq!(list.len(), 1);
         assert_eq!(list[0].last_transition_time, Some(Time(t0)));
-        assert_eq!(list[0].last_probe_time, Some(Time(t0)), "unchanged: not rewritten");
+        assert_eq!(
+            list[0].last_probe_time,
+            Some(Time(t0)),
+            "unchanged: not rewritten"
+        );
         set(&mut c, READY, true, "Ready", t1);
         let list = c.clone().expect("set");
         assert_eq!(list[0].last_transition_time, Some(Time(t1)));

@@ -131,9 +131,7 @@ pub fn status(
         _ => None,
     };
     VirtualMachineSnapshotContentStatus {
-        creation_time: old
-            .creation_time
-            .or_else(|| created.then_some(Time(now))),
+        creation_time: old.creation_time.or_else(|| created.then_some(Time(now))),
         error,
         ready_to_use: Some(ready),
         volume_snapshot_status: (!statuses.is_empty()).then_some(statuses),

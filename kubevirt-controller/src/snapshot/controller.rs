@@ -14,13 +14,14 @@ use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use k8s_openapi::api::storage::v1::StorageClass;
-use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use kubevirt_api::cdi::v1beta1::DataVolume;
 use kubevirt_api::core::v1::{VirtualMachine, VirtualMachineInstance};
 use kubevirt_api::snapshot::v1beta1::{VirtualMachineSnapshot, VirtualMachineSnapshotContent};
+use kubevirt_api::volumesnapshot::v1::{VolumeSnapshot, VolumeSnapshotClass};
 use serde_json::json;
 
 use super::status::{self, Facts, Source};
@@ -67,7 +68,7 @@ struct Apis {
     contents: Api<VirtualMachineSnapshotContent>,
     vms: Api<VirtualMachine>,
     vmis: Api<VirtualMachineInstance>,
-    volume_snapshots: Api<DynamicObject>,
+    volume_snapshots: Api<VolumeSnapshot>,
     client: Client,
     namespace: String,
 }
@@ -79,18 +80,17 @@ impl Apis {
             contents: Api::namespaced(client.clone(), namespace),
             vms: Api::namespaced(client.clone(), namespace),
             vmis: Api::namespaced(client.clone(), namespace),
-            volume_snapshots: Api::namespaced_with(
-                client.clone(),
-                namespace,
-                &vsnap::volume_snapshots(),
-            ),
+            volume_snapshots: Api::namespaced(client.clone(), namespace),
             client: client.clone(),
             namespace: namespace.to_string(),
         }
     }
 }
 
-async fn reconcile(s: Arc<VirtualMachineSnapshot>, client: Arc<Client>) -> Result<Action, SyncError> {
+async fn reconcile(
+    s: Arc<VirtualMachineSnapshot>,
+    client: Arc<Client>,
+) -> Result<Action, SyncError> {
     let target = Target::of(&*s)?;
     let apis = Apis::new(&client, &target.namespace);
     let name = target.name.as_str();
@@ -137,7 +137,9 @@ async fn reconcile(s: Arc<VirtualMachineSnapshot>, client: Arc<Client>) -> Resul
     if let Some(vm) = &vm {
         if status::progressing(&s) && !terminating {
             if !locked {
-                let claims = claims_in(&apis).await.map_err(target.err("reading the claims of"))?;
+                let claims = claims_in(&apis)
+                    .await
+                    .map_err(target.err("reading the claims of"))?;
                 let dvs = data_volumes_in(&apis)
                     .await
                     .map_err(target.err("reading the DataVolumes of"))?;
@@ -200,8 +202,12 @@ async fn reconcile(s: Arc<VirtualMachineSnapshot>, client: Arc<Client>) -> Resul
                 .map_err(target.err("releasing the content of"))?;
         }
         if deleting && status::deletes_content(&s, c) {
-            tolerate_gone(apis.contents.delete(&c.name_any(), &DeleteParams::default()).await)
-                .map_err(target.err("deleting the content of"))?;
+            tolerate_gone(
+                apis.contents
+                    .delete(&c.name_any(), &DeleteParams::default())
+                    .await,
+            )
+            .map_err(target.err("deleting the content of"))?;
         }
     }
 
@@ -211,9 +217,9 @@ async fn reconcile(s: Arc<VirtualMachineSnapshot>, client: Arc<Client>) -> Resul
         locked,
         blocker: blocker.clone(),
         online: vmi.is_some(),
-        paused: vmi.as_ref().is_some_and(|i| {
-            is_paused(i) && paused_by_us.as_deref() != i.metadata.uid.as_deref()
-        }),
+        paused: vmi
+            .as_ref()
+            .is_some_and(|i| is_paused(i) && paused_by_us.as_deref() != i.metadata.uid.as_deref()),
     });
     let new_status = status::compute(Facts {
         snapshot: &s,
@@ -271,8 +277,7 @@ async fn inclusion(apis: &Apis, vm: &VirtualMachine) -> Result<volumes::Inclusio
     let claims = claims_in(apis).await?;
     let scs: Api<StorageClass> = Api::all(apis.client.clone());
     let scs = by_name(scs.list(&ListParams::default()).await?.items);
-    let classes: Api<DynamicObject> =
-        Api::all_with(apis.client.clone(), &vsnap::volume_snapshot_classes());
+    let classes: Api<VolumeSnapshotClass> = Api::all(apis.client.clone());
     let classes = match classes.list(&ListParams::default()).await {
         Ok(l) => l.items.iter().map(vsnap::snapshot_class).collect(),
         Err(kube::Error::Api(e)) if e.code == 404 => Vec::new(),
@@ -338,7 +343,12 @@ async fn take_lock(apis: &Apis, vm: &VirtualMachine, name: &str) -> Result<(), k
 
 /// Lets `vm` go if snapshot `name` holds it: the finalizer, then `status.snapshotInProgress`.
 async fn release_lock(apis: &Apis, vm: &VirtualMachine, name: &str) -> Result<(), kube::Error> {
-    if vm.status.as_ref().and_then(|s| s.snapshot_in_progress.as_deref()) != Some(name) {
+    if vm
+        .status
+        .as_ref()
+        .and_then(|s| s.snapshot_in_progress.as_deref())
+        != Some(name)
+    {
         return Ok(());
     }
     if has_finalizer(&vm.metadata, SOURCE_FINALIZER) {
@@ -392,7 +402,11 @@ async fn set_paused_annotation(
     let patch = json!({"metadata": {"annotations": {PAUSED_VMI_ANNOTATION: uid}}});
     *content = apis
         .contents
-        .patch(&content.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .patch(
+            &content.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
         .await?;
     Ok(())
 }
@@ -424,7 +438,7 @@ async fn sync_content(
     now: Timestamp,
 ) -> Result<(), kube::Error> {
     let backups = c.spec.volume_backups.clone().unwrap_or_default();
-    let mut found: Vec<Option<DynamicObject>> = Vec::new();
+    let mut found: Vec<Option<VolumeSnapshot>> = Vec::new();
     for b in &backups {
         let vs = match b.volume_snapshot_name.as_deref() {
             Some(n) => apis.volume_snapshots.get_opt(n).await?,
@@ -457,12 +471,18 @@ async fn sync_content(
             *slot = Some(create_or_get(&apis.volume_snapshots, &vs).await?);
         }
     }
-    let progress: Vec<Option<Progress>> = found.iter().map(|v| v.as_ref().map(vsnap::progress)).collect();
+    let progress: Vec<Option<Progress>> = found
+        .iter()
+        .map(|v| v.as_ref().map(vsnap::progress))
+        .collect();
     let new_status = content::status(c, &progress, now);
     if new_status.creation_time.is_some() {
         unpause(apis, c, vmi).await?;
         if paused_uid(c).is_some() {
-            c.metadata.annotations.as_mut().map(|a| a.remove(PAUSED_VMI_ANNOTATION));
+            c.metadata
+                .annotations
+                .as_mut()
+                .map(|a| a.remove(PAUSED_VMI_ANNOTATION));
         }
     }
     if c.status.as_ref() != Some(&new_status) {
@@ -480,8 +500,7 @@ async fn classes_of(
     backups: &[kubevirt_api::snapshot::v1beta1::VolumeBackup],
 ) -> Result<BTreeMap<String, String>, kube::Error> {
     let scs: Api<StorageClass> = Api::all(apis.client.clone());
-    let classes: Api<DynamicObject> =
-        Api::all_with(apis.client.clone(), &vsnap::volume_snapshot_classes());
+    let classes: Api<VolumeSnapshotClass> = Api::all(apis.client.clone());
     let classes: Vec<volumes::SnapshotClass> = classes
         .list(&ListParams::default())
         .await?

@@ -77,9 +77,7 @@ pub fn snapshot_blocker(
 /// A DataVolume counts as populated once Succeeded (a claim without one was populated by
 /// whoever made it).
 fn populated(dv: Option<&DataVolume>) -> bool {
-    dv.is_none_or(|d| {
-        d.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Succeeded")
-    })
+    dv.is_none_or(|d| d.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Succeeded"))
 }
 
 /// Whether restore `name` may hold `vm`: `Err` (upstream's words) while another restore does.
@@ -119,7 +117,10 @@ mod tests {
 
     #[test]
     fn a_vm_with_bound_populated_claims_can_be_locked() {
-        assert_eq!(snapshot_blocker(&vm(), "s1", &claims(), &dv("Succeeded")), None);
+        assert_eq!(
+            snapshot_blocker(&vm(), "s1", &claims(), &dv("Succeeded")),
+            None
+        );
     }
 
     #[test]
@@ -153,13 +154,21 @@ mod tests {
             snapshot_blocker(&v, "s1", &claims(), &dv("Succeeded")).as_deref(),
             Some(" snapshot \"other\" in progress")
         );
-        assert_eq!(snapshot_blocker(&v, "other", &claims(), &dv("Succeeded")), None);
-        assert!(!snapshot_holds(&v, "other"), "the finalizer is part of the lock");
+        assert_eq!(
+            snapshot_blocker(&v, "other", &claims(), &dv("Succeeded")),
+            None
+        );
+        assert!(
+            !snapshot_holds(&v, "other"),
+            "the finalizer is part of the lock"
+        );
         v.metadata.finalizers = Some(vec![SOURCE_FINALIZER.into()]);
         assert!(snapshot_holds(&v, "other"));
 
         let mut v = vm();
-        v.status.get_or_insert_with(Default::default).restore_in_progress = Some("r1".into());
+        v.status
+            .get_or_insert_with(Default::default)
+            .restore_in_progress = Some("r1".into());
         assert_eq!(
             snapshot_blocker(&v, "s1", &claims(), &dv("Succeeded")).as_deref(),
             Some(" restore \"r1\" in progress")

@@ -36,8 +36,6 @@ pub const SOURCE_FINALIZER: &str = "snapshot.kubevirt.io/snapshot-source-protect
 pub const SOURCE_NAME_LABEL: &str = "snapshot.kubevirt.io/source-vm-name";
 /// Label on VolumeSnapshots: the source VM's namespace.
 pub const SOURCE_NAMESPACE_LABEL: &str = "snapshot.kubevirt.io/source-vm-namespace";
-/// Annotation on a VolumeSnapshotClass chosen when several serve one driver.
-pub const DEFAULT_CLASS_ANNOTATION: &str = "snapshot.storage.kubernetes.io/is-default-class";
 /// Content annotation (ours): the UID of the VMI this controller paused to cut the volumes, so
 /// it unpauses exactly the instance it paused, and only once.
 pub const PAUSED_VMI_ANNOTATION: &str = "snapshot.kubevirt.io/paused-vmi-uid";

@@ -110,7 +110,11 @@ pub fn volume_restores(
     let done = restore.status.as_ref().and_then(|s| s.restores.as_ref());
     let mut out = Vec::new();
     for b in content.spec.volume_backups.iter().flatten() {
-        if let Some(r) = done.into_iter().flatten().find(|r| r.volume_name == b.volume_name) {
+        if let Some(r) = done
+            .into_iter()
+            .flatten()
+            .find(|r| r.volume_name == b.volume_name)
+        {
             out.push(r.clone());
             continue;
         }
@@ -138,7 +142,11 @@ pub fn restore_claim(
     r: &VolumeRestore,
     source: (&str, &str),
 ) -> PersistentVolumeClaim {
-    let meta = backup.persistent_volume_claim.metadata.clone().unwrap_or_default();
+    let meta = backup
+        .persistent_volume_claim
+        .metadata
+        .clone()
+        .unwrap_or_default();
     let mut labels = meta.labels.unwrap_or_default();
     labels.insert(RESTORE_SOURCE_NAME_LABEL.into(), source.0.into());
     labels.insert(RESTORE_SOURCE_NAMESPACE_LABEL.into(), source.1.into());
@@ -152,7 +160,11 @@ pub fn restore_claim(
         RESTORE_NAME_ANNOTATION.into(),
         restore.metadata.name.clone().unwrap_or_default(),
     );
-    let mut spec = backup.persistent_volume_claim.spec.clone().unwrap_or_default();
+    let mut spec = backup
+        .persistent_volume_claim
+        .spec
+        .clone()
+        .unwrap_or_default();
     spec.volume_name = None;
     spec.data_source = Some(TypedLocalObjectReference {
         api_group: Some(GROUP.into()),
@@ -186,8 +198,10 @@ pub fn restored_vm(
 ) -> Result<VirtualMachine, RestoreError> {
     let copy = source_vm(content)?;
     let mut spec = copy.spec.clone().ok_or(RestoreError::NoSource)?;
-    let by_volume: BTreeMap<&str, &VolumeRestore> =
-        restores.iter().map(|r| (r.volume_name.as_str(), r)).collect();
+    let by_volume: BTreeMap<&str, &VolumeRestore> = restores
+        .iter()
+        .map(|r| (r.volume_name.as_str(), r))
+        .collect();
     let mut renamed = BTreeMap::new();
     if let Some(vmi) = spec.template.spec.as_mut()
         && let Some(volumes) = vmi.volumes.as_mut()
@@ -261,7 +275,10 @@ pub fn deleted_data_volumes(old: &VirtualMachine, new: &VirtualMachine) -> Vec<S
             .collect()
     };
     let keep = names(new);
-    names(old).into_iter().filter(|n| !keep.contains(n)).collect()
+    names(old)
+        .into_iter()
+        .filter(|n| !keep.contains(n))
+        .collect()
 }
 
 #[cfg(test)]

@@ -76,11 +76,15 @@ async fn reconcile(
         return Ok(Action::await_change());
     }
     let now = Timestamp::now();
-    let restores: Api<VirtualMachineRestore> = Api::namespaced((*client).clone(), &target.namespace);
-    let mut st = r.status.clone().unwrap_or_else(|| VirtualMachineRestoreStatus {
-        complete: Some(false),
-        ..Default::default()
-    });
+    let restores: Api<VirtualMachineRestore> =
+        Api::namespaced((*client).clone(), &target.namespace);
+    let mut st = r
+        .status
+        .clone()
+        .unwrap_or_else(|| VirtualMachineRestoreStatus {
+            complete: Some(false),
+            ..Default::default()
+        });
     let step = match steps(&r, &mut st, &client, &target).await {
         Ok(s) => s,
         Err(Failed::Api(e)) => return Err(e),
@@ -94,7 +98,13 @@ async fn reconcile(
         Step::Complete => {
             st.complete = Some(true);
             st.restore_time = Some(Time(now));
-            conditions::set(&mut st.conditions, PROGRESSING, false, "Operation complete", now);
+            conditions::set(
+                &mut st.conditions,
+                PROGRESSING,
+                false,
+                "Operation complete",
+                now,
+            );
             conditions::set(&mut st.conditions, READY, true, "Operation complete", now);
         }
     }
@@ -143,7 +153,11 @@ async fn steps(
         .get_opt(snap_name)
         .await
         .map_err(target.err("reading the snapshot of"))?
-        .ok_or_else(|| Failed::Invalid(format!("VirtualMachineSnapshot {snap_name:?} does not exist")))?;
+        .ok_or_else(|| {
+            Failed::Invalid(format!(
+                "VirtualMachineSnapshot {snap_name:?} does not exist"
+            ))
+        })?;
     let ready = snapshot.status.as_ref().and_then(|s| s.ready_to_use) == Some(true);
     if snapshot.status.as_ref().and_then(|s| s.phase.as_deref()) == Some(snapshot_status::FAILED) {
         return Err(Failed::Invalid(format!(
@@ -165,7 +179,9 @@ async fn steps(
         .await
         .map_err(target.err("reading the snapshot content of"))?
         .ok_or_else(|| {
-            Failed::Invalid(format!("VirtualMachineSnapshotContent {content_name:?} does not exist"))
+            Failed::Invalid(format!(
+                "VirtualMachineSnapshotContent {content_name:?} does not exist"
+            ))
         })?;
 
     // The target's lock (an existing VM not yet carrying this restore).
@@ -176,19 +192,30 @@ async fn steps(
         .map_err(target.err("reading the target of"))?;
     if let Some(vm) = vm.as_ref().filter(|v| !applied(r, v)) {
         lock::restore_may_lock(vm, name).map_err(Failed::Invalid)?;
-        if vm.status.as_ref().and_then(|s| s.restore_in_progress.as_deref()) != Some(name) {
+        if vm
+            .status
+            .as_ref()
+            .and_then(|s| s.restore_in_progress.as_deref())
+            != Some(name)
+        {
             let mut locked = vm.clone();
-            locked.status.get_or_insert_with(Default::default).restore_in_progress =
-                Some(name.to_string());
+            locked
+                .status
+                .get_or_insert_with(Default::default)
+                .restore_in_progress = Some(name.to_string());
             vms.replace_status(vm_name, &PostParams::default(), &locked)
                 .await
                 .map_err(target.err("locking the target of"))?;
-            return Ok(Step::Wait(true, "Initializing VirtualMachineRestore".into()));
+            return Ok(Step::Wait(
+                true,
+                "Initializing VirtualMachineRestore".into(),
+            ));
         }
     }
 
     // The volume restores, then their claims.
-    let wanted = restore::volume_restores(r, &content).map_err(|e| Failed::Invalid(e.to_string()))?;
+    let wanted =
+        restore::volume_restores(r, &content).map_err(|e| Failed::Invalid(e.to_string()))?;
     if st.restores.as_ref() != Some(&wanted) {
         st.restores = Some(wanted);
         return Ok(Step::Wait(true, "Creating new PVCs".into()));
@@ -218,7 +245,9 @@ async fn steps(
                     .iter()
                     .flatten()
                     .find(|b| b.volume_name == vr.volume_name)
-                    .ok_or_else(|| Failed::Invalid(format!("no backup of volume {}", vr.volume_name)))?;
+                    .ok_or_else(|| {
+                        Failed::Invalid(format!("no backup of volume {}", vr.volume_name))
+                    })?;
                 let claim = restore::restore_claim(r, backup, vr, source);
                 tolerate_gone(claims.create(&PostParams::default(), &claim).await)
                     .map_err(target.err("creating the restored claims of"))?;
@@ -246,7 +275,9 @@ async fn steps(
         if !halted {
             return Err(Failed::Invalid(format!(
                 "invalid RunStrategy {:?}",
-                RunStrategy::of(&vm.spec).map(|s| s.as_str()).unwrap_or("unknown")
+                RunStrategy::of(&vm.spec)
+                    .map(|s| s.as_str())
+                    .unwrap_or("unknown")
             )));
         }
         let vmi = vmis
@@ -264,8 +295,8 @@ async fn steps(
         Some(v) => {
             let new = restore::restored_vm(r, &content, &wanted, Some(v))
                 .map_err(|e| Failed::Invalid(e.to_string()))?;
-            st.deleted_data_volumes = Some(restore::deleted_data_volumes(v, &new))
-                .filter(|d| !d.is_empty());
+            st.deleted_data_volumes =
+                Some(restore::deleted_data_volumes(v, &new)).filter(|d| !d.is_empty());
             vms.replace(vm_name, &PostParams::default(), &new)
                 .await
                 .map_err(target.err("updating the target of"))?;
@@ -290,7 +321,10 @@ async fn steps(
 
     // Unlock.
     if let Some(v) = &vm
-        && v.status.as_ref().and_then(|s| s.restore_in_progress.as_deref()) == Some(name)
+        && v.status
+            .as_ref()
+            .and_then(|s| s.restore_in_progress.as_deref())
+            == Some(name)
     {
         let mut unlocked = v.clone();
         if let Some(s) = unlocked.status.as_mut() {

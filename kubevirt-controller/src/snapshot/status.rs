@@ -120,18 +120,28 @@ pub fn terminating(s: &VirtualMachineSnapshot, now: Timestamp) -> bool {
 }
 
 /// The content is deleted with the snapshot: policy Delete (the default), or never ready.
-pub fn deletes_content(s: &VirtualMachineSnapshot, content: &VirtualMachineSnapshotContent) -> bool {
-    s.spec.deletion_policy.as_deref().is_none_or(|p| p == "Delete")
+pub fn deletes_content(
+    s: &VirtualMachineSnapshot,
+    content: &VirtualMachineSnapshotContent,
+) -> bool {
+    s.spec
+        .deletion_policy
+        .as_deref()
+        .is_none_or(|p| p == "Delete")
         || content.status.as_ref().and_then(|c| c.ready_to_use) != Some(true)
 }
 
 /// The status to write.
 pub fn compute(f: Facts<'_>) -> VirtualMachineSnapshotStatus {
     let now = f.now;
-    let mut st = f.snapshot.status.clone().unwrap_or_else(|| VirtualMachineSnapshotStatus {
-        ready_to_use: Some(false),
-        ..Default::default()
-    });
+    let mut st = f
+        .snapshot
+        .status
+        .clone()
+        .unwrap_or_else(|| VirtualMachineSnapshotStatus {
+            ready_to_use: Some(false),
+            ..Default::default()
+        });
     if let Some(s) = f.source {
         st.source_uid = Some(s.uid.clone());
     }
@@ -212,7 +222,12 @@ fn indications(st: &mut VirtualMachineSnapshotStatus, s: &Source) {
         st.source_indications = None;
         return;
     }
-    let mut set: BTreeSet<String> = st.indications.clone().unwrap_or_default().into_iter().collect();
+    let mut set: BTreeSet<String> = st
+        .indications
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
     set.insert(ONLINE.into());
     set.insert(if s.paused { PAUSED } else { NO_GUEST_AGENT }.into());
     write_indications(st, set.into_iter().collect());

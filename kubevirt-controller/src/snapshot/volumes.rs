@@ -104,7 +104,10 @@ fn source_kind(v: &Volume) -> &'static str {
 
 /// The VolumeSnapshotClass for claims of `storage_class`: the only class of its provisioner, or
 /// the default one among several (upstream's rule). `Err` says why none fits.
-pub fn class_for(storage_class: &StorageClass, classes: &[SnapshotClass]) -> Result<String, String> {
+pub fn class_for(
+    storage_class: &StorageClass,
+    classes: &[SnapshotClass],
+) -> Result<String, String> {
     let driver = &storage_class.provisioner;
     let name = storage_class.metadata.name.as_deref().unwrap_or_default();
     let matches: Vec<&SnapshotClass> = classes.iter().filter(|c| &c.driver == driver).collect();

@@ -1,29 +1,17 @@
-//! What the snapshot controllers need of CSI's `snapshot.storage.k8s.io/v1` kinds: a
-//! VolumeSnapshot's progress, a VolumeSnapshotClass's driver, and the VolumeSnapshot a volume
-//! backup asks for. The objects are read and written as untyped JSON through these functions
-//! only, so any cluster with the external-snapshotter CRDs serves them.
+//! What the snapshot controllers need of CSI's `snapshot.storage.k8s.io/v1` kinds
+//! (kubevirt-api's [`volumesnapshot`](kubevirt_api::volumesnapshot)): a VolumeSnapshot's
+//! progress, a VolumeSnapshotClass's driver, and the VolumeSnapshot a volume backup asks for.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
-use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use kube::{Resource, ResourceExt};
 use kubevirt_api::snapshot::v1beta1::{VirtualMachineSnapshotContent, VolumeBackup};
-use serde_json::{Value, json};
+use kubevirt_api::volumesnapshot::v1::{VolumeSnapshot, VolumeSnapshotClass};
 
 use super::volumes::SnapshotClass;
-use super::{DEFAULT_CLASS_ANNOTATION, SOURCE_NAME_LABEL, SOURCE_NAMESPACE_LABEL};
+use super::{SOURCE_NAME_LABEL, SOURCE_NAMESPACE_LABEL};
 
 /// The API group of CSI snapshots.
 pub const GROUP: &str = "snapshot.storage.k8s.io";
-
-/// The `VolumeSnapshot` resource.
-pub fn volume_snapshots() -> ApiResource {
-    ApiResource::from_gvk(&GroupVersionKind::gvk(GROUP, "v1", "VolumeSnapshot"))
-}
-
-/// The `VolumeSnapshotClass` resource (cluster-scoped).
-pub fn volume_snapshot_classes() -> ApiResource {
-    ApiResource::from_gvk(&GroupVersionKind::gvk(GROUP, "v1", "VolumeSnapshotClass"))
-}
 
 /// A VolumeSnapshot's progress (its `status`).
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -39,25 +27,22 @@ pub struct Progress {
 }
 
 /// The progress of `vs`.
-pub fn progress(vs: &DynamicObject) -> Progress {
-    let status = &vs.data["status"];
+pub fn progress(vs: &VolumeSnapshot) -> Progress {
+    let status = vs.status.clone().unwrap_or_default();
     Progress {
         name: vs.name_any(),
-        ready_to_use: status["readyToUse"].as_bool(),
-        creation_time: serde_json::from_value(status["creationTime"].clone()).ok(),
-        error: status["error"]["message"].as_str().map(str::to_string),
+        ready_to_use: status.ready_to_use,
+        creation_time: status.creation_time,
+        error: status.error.and_then(|e| e.message),
     }
 }
 
 /// `class` as far as choosing one goes.
-pub fn snapshot_class(class: &DynamicObject) -> SnapshotClass {
+pub fn snapshot_class(class: &VolumeSnapshotClass) -> SnapshotClass {
     SnapshotClass {
         name: class.name_any(),
-        driver: class.data["driver"].as_str().unwrap_or_default().to_string(),
-        default: class
-            .annotations()
-            .get(DEFAULT_CLASS_ANNOTATION)
-            .is_some_and(|v| v == "true"),
+        driver: class.spec.driver.clone(),
+        default: class.is_default(),
     }
 }
 
@@ -67,9 +52,13 @@ pub fn for_backup(
     content: &VirtualMachineSnapshotContent,
     backup: &VolumeBackup,
     class: &str,
-) -> DynamicObject {
-    let source = content.spec.source.virtual_machine.as_ref();
-    let source_meta = source.and_then(|vm| vm.metadata.as_ref());
+) -> VolumeSnapshot {
+    let source_meta = content
+        .spec
+        .source
+        .virtual_machine
+        .as_ref()
+        .and_then(|vm| vm.metadata.as_ref());
     let claim = backup
         .persistent_volume_claim
         .metadata
@@ -88,66 +77,68 @@ pub fn for_backup(
                 .unwrap_or_default(),
         ),
     ];
-    let resource = volume_snapshots();
-    let mut vs = DynamicObject::new(
-        backup.volume_snapshot_name.as_deref().unwrap_or_default(),
-        &resource,
-    );
-    vs.metadata = ObjectMeta {
-        name: backup.volume_snapshot_name.clone(),
-        namespace: content.metadata.namespace.clone(),
-        labels: Some(labels.into()),
-        owner_references: Some(vec![OwnerReference {
-            api_version: VirtualMachineSnapshotContent::api_version(&()).into_owned(),
-            kind: VirtualMachineSnapshotContent::kind(&()).into_owned(),
-            name: content.name_any(),
-            uid: content.metadata.uid.clone().unwrap_or_default(),
-            controller: Some(true),
-            block_owner_deletion: Some(true),
-        }]),
-        ..Default::default()
-    };
-    vs.data = json!({
-        "spec": {
-            "source": {"persistentVolumeClaimName": claim},
-            "volumeSnapshotClassName": class,
-        }
-    });
+    let name = backup.volume_snapshot_name.as_deref().unwrap_or_default();
+    let mut vs = VolumeSnapshot::of_claim(name, &claim);
+    vs.spec.volume_snapshot_class_name = Some(class.to_string());
+    vs.metadata.namespace = content.metadata.namespace.clone();
+    vs.metadata.labels = Some(labels.into());
+    vs.metadata.owner_references = Some(vec![OwnerReference {
+        api_version: VirtualMachineSnapshotContent::api_version(&()).into_owned(),
+        kind: VirtualMachineSnapshotContent::kind(&()).into_owned(),
+        name: content.name_any(),
+        uid: content.metadata.uid.clone().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }]);
     vs
-}
-
-/// A claim's `dataSource` naming VolumeSnapshot `name`.
-pub fn data_source(name: &str) -> Value {
-    json!({"apiGroup": GROUP, "kind": "VolumeSnapshot", "name": name})
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kubevirt_api::volumesnapshot::v1::VolumeSnapshotStatus;
 
     #[test]
     fn progress_reads_the_status() {
-        let mut vs = DynamicObject::new("v", &volume_snapshots());
-        vs.data = json!({"status": {"readyToUse": true,
-                                    "creationTime": "2026-12-05T12:00:00Z",
-                                    "error": {"message": "boom"}}});
+        let mut vs = VolumeSnapshot::of_claim("v", "c");
+        vs.status = Some(
+            serde_json::from_value(serde_json::json!({
+                "readyToUse": true, "creationTime": "2026-12-05T12:00:00Z",
+                "error": {"message": "boom"}
+            }))
+            .expect("the status decodes"),
+        );
         let p = progress(&vs);
         assert_eq!(p.name, "v");
         assert_eq!(p.ready_to_use, Some(true));
         assert!(p.creation_time.is_some());
         assert_eq!(p.error.as_deref(), Some("boom"));
-        assert_eq!(progress(&DynamicObject::new("w", &volume_snapshots())).creation_time, None);
+        vs.status = Some(VolumeSnapshotStatus::default());
+        assert_eq!(progress(&vs).creation_time, None);
     }
 
     #[test]
     fn a_default_class_is_recognised() {
-        let mut c = DynamicObject::new("c", &volume_snapshot_classes());
-        c.data = json!({"driver": "d", "deletionPolicy": "Delete"});
+        let mut c: VolumeSnapshotClass = serde_json::from_value(serde_json::json!({
+            "apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshotClass",
+            "metadata": {"name": "c"}, "driver": "d", "deletionPolicy": "Delete"
+        }))
+        .expect("the class decodes");
         assert!(!snapshot_class(&c).default);
-        c.metadata.annotations = Some([(DEFAULT_CLASS_ANNOTATION.into(), "true".into())].into());
+        c.metadata.annotations = Some(
+            [(
+                "snapshot.storage.kubernetes.io/is-default-class".into(),
+                "true".into(),
+            )]
+            .into(),
+        );
         assert_eq!(
             snapshot_class(&c),
-            SnapshotClass { name: "c".into(), driver: "d".into(), default: true }
+            SnapshotClass {
+                name: "c".into(),
+                driver: "d".into(),
+                default: true
+            }
         );
     }
 }

@@ -12,6 +12,7 @@ pub mod protobuf;
 pub mod rbac;
 pub mod schema;
 pub mod selector;
+pub mod snapshots;
 pub mod storage_classes;
 pub mod token;
 pub mod validation;

@@ -22,7 +22,10 @@ fn t(s: i64) -> Timestamp {
 #[test]
 fn the_content_copies_the_vm_and_one_backup_per_included_volume() {
     let c = content();
-    assert_eq!(c.metadata.name.as_deref(), Some("vmsnapshot-content-snap-uid"));
+    assert_eq!(
+        c.metadata.name.as_deref(),
+        Some("vmsnapshot-content-snap-uid")
+    );
     assert_eq!(c.metadata.namespace.as_deref(), Some("ns"));
     assert_eq!(c.metadata.finalizers, Some(vec![CONTENT_FINALIZER.into()]));
     assert_eq!(c.spec.virtual_machine_snapshot_name.as_deref(), Some("s1"));
@@ -50,7 +53,10 @@ fn the_content_copies_the_vm_and_one_backup_per_included_volume() {
         Some("data-claim")
     );
     assert_eq!(
-        claim.spec.as_ref().and_then(|s| s.storage_class_name.as_deref()),
+        claim
+            .spec
+            .as_ref()
+            .and_then(|s| s.storage_class_name.as_deref()),
         Some("local")
     );
     assert_eq!(
@@ -75,7 +81,10 @@ fn cut(name: &str, ready: bool) -> Option<Progress> {
 fn the_content_is_created_once_every_volume_is_cut_and_ready_when_all_are() {
     let mut c = content();
     let s = status(&c, &[None, None], t(100));
-    assert_eq!((s.creation_time.is_some(), s.ready_to_use), (false, Some(false)));
+    assert_eq!(
+        (s.creation_time.is_some(), s.ready_to_use),
+        (false, Some(false))
+    );
     assert_eq!(s.error, None, "not yet created: nothing is missing");
 
     let uncut = Some(Progress {
@@ -83,7 +92,10 @@ fn the_content_is_created_once_every_volume_is_cut_and_ready_when_all_are() {
         ..Default::default()
     });
     let s = status(&c, &[cut("a", false), uncut], t(100));
-    assert_eq!((s.creation_time.is_some(), s.ready_to_use), (false, Some(false)));
+    assert_eq!(
+        (s.creation_time.is_some(), s.ready_to_use),
+        (false, Some(false))
+    );
     assert_eq!(s.volume_snapshot_status.as_ref().map(Vec::len), Some(2));
 
     let s = status(&c, &[cut("a", false), cut("b", false)], t(100));

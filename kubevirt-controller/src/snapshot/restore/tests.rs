@@ -46,10 +46,12 @@ fn every_backed_up_volume_gets_a_randomized_claim() {
     let mut again = restore("vm1");
     let mut kept = r.clone();
     kept[0].persistent_volume_claim = "earlier".into();
-    again.status = Some(kubevirt_api::snapshot::v1beta1::VirtualMachineRestoreStatus {
-        restores: Some(kept.clone()),
-        ..Default::default()
-    });
+    again.status = Some(
+        kubevirt_api::snapshot::v1beta1::VirtualMachineRestoreStatus {
+            restores: Some(kept.clone()),
+            ..Default::default()
+        },
+    );
     assert_eq!(volume_restores(&again, &content()).expect("restores"), kept);
 }
 
@@ -67,7 +69,11 @@ fn a_restored_claim_comes_from_its_volume_snapshot() {
     assert_eq!(spec.storage_class_name.as_deref(), Some("local"));
     let source = spec.data_source.as_ref().expect("a data source");
     assert_eq!(
-        (source.api_group.as_deref(), source.kind.as_str(), source.name.as_str()),
+        (
+            source.api_group.as_deref(),
+            source.kind.as_str(),
+            source.name.as_str()
+        ),
         (
             Some("snapshot.storage.k8s.io"),
             "VolumeSnapshot",
@@ -93,22 +99,40 @@ fn the_same_vm_gets_the_snapshot_spec_on_the_restored_claims_and_stays_stopped()
     target.status = Some(Default::default());
     let new = restored_vm(&restore("vm1"), &c, &r, Some(&target)).expect("the VM");
     assert_eq!(new.spec.run_strategy.as_deref(), Some("Halted"));
-    assert_eq!(new.metadata.uid.as_deref(), Some("vm-uid"), "the same object");
+    assert_eq!(
+        new.metadata.uid.as_deref(),
+        Some("vm-uid"),
+        "the same object"
+    );
     assert_eq!(new.status, None);
-    let volumes = new.spec.template.spec.as_ref().and_then(|s| s.volumes.clone());
+    let volumes = new
+        .spec
+        .template
+        .spec
+        .as_ref()
+        .and_then(|s| s.volumes.clone());
     let volumes = volumes.expect("volumes");
     assert_eq!(
         volumes[0].data_volume.as_ref().map(|d| d.name.as_str()),
         Some("restore-r-uid-root")
     );
     assert_eq!(
-        volumes[1].persistent_volume_claim.as_ref().map(|p| p.claim_name.as_str()),
+        volumes[1]
+            .persistent_volume_claim
+            .as_ref()
+            .map(|p| p.claim_name.as_str()),
         Some("restore-r-uid-data")
     );
-    assert!(volumes[2].container_disk.is_some(), "kept as in the snapshot");
+    assert!(
+        volumes[2].container_disk.is_some(),
+        "kept as in the snapshot"
+    );
     let templates = new.spec.data_volume_templates.as_ref().expect("templates");
     assert_eq!(
-        templates[0].metadata.as_ref().and_then(|m| m.name.as_deref()),
+        templates[0]
+            .metadata
+            .as_ref()
+            .and_then(|m| m.name.as_deref()),
         Some("restore-r-uid-root")
     );
     assert!(applied(&restore("vm1"), &new));
@@ -125,26 +149,51 @@ fn a_new_vm_takes_the_target_name_and_the_snapshot_metadata() {
     assert_eq!(new.metadata.namespace.as_deref(), Some("ns"));
     assert_eq!(new.metadata.uid, None);
     assert_eq!(
-        new.metadata.labels.as_ref().and_then(|l| l.get("app")).map(String::as_str),
+        new.metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("app"))
+            .map(String::as_str),
         Some("demo")
     );
-    assert_eq!(new.metadata.annotations.as_ref().expect("annotations")[LAST_RESTORE_ANNOTATION], "r1-r-uid");
-    assert_eq!(new.spec.run_strategy.as_deref(), Some("Always"), "the snapshot's");
+    assert_eq!(
+        new.metadata.annotations.as_ref().expect("annotations")[LAST_RESTORE_ANNOTATION],
+        "r1-r-uid"
+    );
+    assert_eq!(
+        new.spec.run_strategy.as_deref(),
+        Some("Always"),
+        "the snapshot's"
+    );
 }
 
 #[test]
 fn a_data_volume_without_template_becomes_a_claim_volume() {
     let mut c = content();
-    if let Some(vm) = c.spec.source.virtual_machine.as_mut().and_then(|v| v.spec.as_mut()) {
+    if let Some(vm) = c
+        .spec
+        .source
+        .virtual_machine
+        .as_mut()
+        .and_then(|v| v.spec.as_mut())
+    {
         vm.data_volume_templates = None;
     }
     let r = volume_restores(&restore("vm2"), &c).expect("restores");
     assert_eq!(r[0].data_volume_name, None);
     let new = restored_vm(&restore("vm2"), &c, &r, None).expect("the VM");
-    let v = &new.spec.template.spec.as_ref().and_then(|s| s.volumes.clone()).expect("volumes")[0];
+    let v = &new
+        .spec
+        .template
+        .spec
+        .as_ref()
+        .and_then(|s| s.volumes.clone())
+        .expect("volumes")[0];
     assert_eq!(v.data_volume, None);
     assert_eq!(
-        v.persistent_volume_claim.as_ref().map(|p| p.claim_name.as_str()),
+        v.persistent_volume_claim
+            .as_ref()
+            .map(|p| p.claim_name.as_str()),
         Some("restore-r-uid-root")
     );
 }

@@ -69,7 +69,10 @@ fn an_unlocked_source_says_why() {
     });
     assert_eq!(
         cond(&st, PROGRESSING),
-        ("False", "Source not locked source ns/vm1 volume not bound: data-claim")
+        (
+            "False",
+            "Source not locked source ns/vm1 volume not bound: data-claim"
+        )
     );
     assert_eq!(st.indications, None, "offline: no indications");
     let st = compute(Facts {
@@ -193,7 +196,10 @@ fn the_content_goes_with_the_snapshot_unless_retained_and_ready() {
     let mut s = snapshot();
     assert!(deletes_content(&s, &content));
     s.spec.deletion_policy = Some("Retain".into());
-    assert!(deletes_content(&s, &content), "an unready content is never kept");
+    assert!(
+        deletes_content(&s, &content),
+        "an unready content is never kept"
+    );
     content.status = Some(VirtualMachineSnapshotContentStatus {
         ready_to_use: Some(true),
         ..Default::default()

@@ -28,8 +28,14 @@ fn claim_backed_volumes_with_a_class_are_included_others_excluded() {
         .map(|e| (e.volume.as_str(), e.claim_backed))
         .collect();
     assert_eq!(excluded, [("boot", false), ("init", false)]);
-    assert_eq!(got.excluded[0].reason, "a containerDisk volume is not snapshotted");
-    assert!(!got.partial(), "containerDisk and cloud-init never make it partial");
+    assert_eq!(
+        got.excluded[0].reason,
+        "a containerDisk volume is not snapshotted"
+    );
+    assert!(
+        !got.partial(),
+        "containerDisk and cloud-init never make it partial"
+    );
     assert_eq!(got.nothing_snapshottable("ns/vm1"), None);
 }
 
@@ -57,7 +63,8 @@ fn a_claim_without_a_snapshot_class_makes_the_snapshot_partial() {
 fn nothing_snapshottable_names_every_claim_volume() {
     let got = decide(&vm(), &claims(), &storage_classes(), &[]);
     assert!(got.included.is_empty());
-    let local = "no VolumeSnapshotClass for StorageClass local (driver kubevirt-rs.io/local-volume)";
+    let local =
+        "no VolumeSnapshotClass for StorageClass local (driver kubevirt-rs.io/local-volume)";
     assert_eq!(
         got.nothing_snapshottable("ns/vm1"),
         Some(format!(
