@@ -1,6 +1,7 @@
 //! The local control plane's own controllers, the ones a real cluster runs in kube-scheduler
 //! and kube-controller-manager: the [`scheduler`](crate::scheduler), the PV binder
-//! ([`volumes`](crate::volumes)), the workload controllers and the service account / root CA
+//! ([`volumes`](crate::volumes)) and the snapshot controller
+//! ([`volumes::snapshots`](crate::volumes::snapshots)), the workload controllers and the service account / root CA
 //! publisher. `up` starts them beside KubeVirt's controllers; each talks to the API server
 //! through kube-rs only, so they would work against any API server.
 
@@ -22,7 +23,7 @@ fn report(what: &'static str) -> impl Fn(Result<String, String>) + Send + Sync +
 }
 
 impl LocalControllers {
-    /// Start the scheduler, the PV binder and the workload controllers on `client`, and,
+    /// Start the scheduler, the PV binder, the snapshot controller and the workload controllers on `client`, and,
     /// given what to publish, the service account and root CA publisher.
     pub fn start(client: Client, published: Option<crate::serviceaccounts::Published>) -> Self {
         let stop = watch::channel(false).0;
@@ -59,6 +60,11 @@ impl LocalControllers {
                 client.clone(),
                 stopped(),
                 report("persistentvolume binder"),
+            )),
+            tokio::spawn(crate::volumes::snapshots::run(
+                client.clone(),
+                stopped(),
+                report("snapshot controller"),
             )),
             tokio::spawn(run_daemonsets(
                 client,

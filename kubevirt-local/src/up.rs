@@ -200,6 +200,9 @@ pub enum UpError {
         #[source]
         source: kube::Error,
     },
+    /// The snapshot CRDs or the default VolumeSnapshotClass could not be installed.
+    #[error(transparent)]
+    SnapshotApi(#[from] crate::volumes::snapshots::install::InstallError),
     /// The kubelet could not start.
     #[error("starting the kubelet (--no-kubelet runs without it): {0}")]
     Kubelet(#[from] kubevirt_kubelet::KubeletError),
@@ -434,6 +437,8 @@ pub async fn run(
             class: crate::volumes::default_class::LOCAL_CLASS,
             source,
         })?;
+    // The snapshot API (the external-snapshotter's CRDs on a cluster) and its default class.
+    crate::volumes::snapshots::install::ensure_snapshot_api(&client).await?;
     state.readiness.open(CRDS_GATE);
 
     let published = crate::serviceaccounts::Published {

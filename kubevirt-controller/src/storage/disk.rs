@@ -33,6 +33,8 @@ pub struct Disk {
     /// Loop devices backed by a file in the root (also those whose file was deleted), with the
     /// volume name the file belongs to.
     pub loops: Vec<(String, LoopDevice)>,
+    /// The snapshots in `<root>/snapshots`, by handle ([`super::snapshots`]).
+    pub snapshots: BTreeMap<String, super::snapshots::Meta>,
 }
 
 /// A volume to make or grow.
@@ -140,6 +142,8 @@ pub fn observe(root: &Path) -> Result<Disk, DiskError> {
             disk.loops.push((name.to_string(), l));
         }
     }
+    // A snapshot directory that cannot be read only hides its snapshots from restores.
+    disk.snapshots = super::snapshots::observe(root).unwrap_or_default();
     Ok(disk)
 }
 

@@ -12,10 +12,13 @@
 //! - [`provisioner`]: runs passes against an API server whenever claims, PVs or classes change.
 
 pub mod claim;
+pub mod copy;
 pub mod disk;
 pub mod loopdev;
 pub mod plan;
 pub mod provisioner;
+pub mod snapshots;
+pub mod snapshotter;
 
 pub use disk::detach_all;
 pub use provisioner::{ProvisionerConfig, run};

@@ -32,6 +32,7 @@ use super::{
     HOSTNAME_LABEL, PROVISIONED_BY, PROVISIONER, SELECTED_NODE, STORAGE_PROVISIONER,
     STORAGE_PROVISIONER_BETA,
 };
+use kubevirt_api::volumesnapshot::v1::{VolumeSnapshot, VolumeSnapshotContent};
 
 /// The event reason of a claim that cannot be provisioned (upstream's).
 pub const PROVISIONING_FAILED: &str = "ProvisioningFailed";
@@ -63,6 +64,10 @@ pub struct Observed<'a> {
     pub classes: &'a [StorageClass],
     /// The storage root.
     pub disk: &'a Disk,
+    /// Every VolumeSnapshot (claims restore from them).
+    pub snapshots: &'a [VolumeSnapshot],
+    /// Every VolumeSnapshotContent.
+    pub contents: &'a [VolumeSnapshotContent],
 }
 
 /// What to do.
@@ -76,6 +81,17 @@ pub enum Action {
         volume: Volume,
         /// The PV to create.
         pv: Box<PersistentVolume>,
+    },
+    /// Fill the volume from a snapshot on this node's disk, then make it and create its PV.
+    Restore {
+        /// The claim (for its event).
+        claim: ObjectReference,
+        /// The volume to make.
+        volume: Volume,
+        /// The PV to create.
+        pv: Box<PersistentVolume>,
+        /// The snapshot's handle.
+        snapshot: String,
     },
     /// Tell the claim why it gets no volume (or cannot grow): an event.
     Refuse {
@@ -155,7 +171,7 @@ pub fn plan(scope: &Scope, seen: Observed<'_>) -> Vec<Action> {
         match bound_to.filter(|n| !n.is_empty()) {
             None => {
                 if let Some(a) = provision(scope, seen, c, &pv_names) {
-                    if let Action::Provision { volume, .. } = &a {
+                    if let Action::Provision { volume, .. } | Action::Restore { volume, .. } = &a {
                         keep.insert(volume.name.clone());
                     }
                     actions.push(a);
@@ -286,19 +302,27 @@ fn provision(
     if class.provisioner != PROVISIONER {
         return None;
     }
-    match data_source(c) {
-        DataSource::None => {}
+    let snapshot = match data_source(c) {
+        DataSource::None => None,
         // A volume populator's claim: the populator provisions through a claim of its own.
         DataSource::Populator => return None,
+        DataSource::Snapshot(name) => Some(name),
         DataSource::Unsupported(kind) => {
             return refuse(format!(
-                "spec.dataSource: a {kind} source is not supported by {PROVISIONER} (its volumes start empty); import the data with a DataVolume instead"
+                "spec.dataSource: a {kind} source is not supported by {PROVISIONER} (its volumes start empty or from a VolumeSnapshot); import the data with a DataVolume instead"
             ));
         }
-    }
+    };
     let request = match claim::request(c) {
         Ok(r) => r,
         Err(e) => return refuse(e.to_string()),
+    };
+    let restore = match snapshot {
+        None => None,
+        Some(name) => match restore::resolve(scope, seen, c, &name, &request) {
+            Ok(r) => Some(r),
+            Err(message) => return refuse(message),
+        },
     };
     // A volume already on disk (a pass that stopped before its PV) needs no new space.
     if !seen.disk.present.contains(&name) && request.bytes > seen.disk.free_bytes {
@@ -316,10 +340,19 @@ fn provision(
         mode: request.mode,
         bytes: request.bytes,
     };
-    Some(Action::Provision {
-        claim: claim_ref(c),
-        pv: Box::new(pv_for(scope, c, class, &name, &request)),
-        volume,
+    let pv = Box::new(pv_for(scope, c, class, &name, &request));
+    Some(match restore {
+        None => Action::Provision {
+            claim: claim_ref(c),
+            pv,
+            volume,
+        },
+        Some(r) => Action::Restore {
+            claim: claim_ref(c),
+            pv,
+            volume,
+            snapshot: r.handle,
+        },
     })
 }
 
@@ -329,7 +362,9 @@ enum DataSource {
     None,
     /// A volume populator's kind (not core, not a snapshot).
     Populator,
-    /// A clone or a snapshot's restore, which local volumes cannot do.
+    /// A VolumeSnapshot of the claim's namespace, by name.
+    Snapshot(String),
+    /// A clone (or a snapshot in another namespace), which local volumes cannot do.
     Unsupported(String),
 }
 
@@ -337,12 +372,27 @@ fn data_source(c: &PersistentVolumeClaim) -> DataSource {
     let Some(spec) = c.spec.as_ref() else {
         return DataSource::None;
     };
-    let (group, kind) = match (&spec.data_source_ref, &spec.data_source) {
-        (Some(r), _) => (r.api_group.as_deref(), r.kind.as_str()),
-        (None, Some(r)) => (r.api_group.as_deref(), r.kind.as_str()),
+    let (group, kind, name, other_namespace) = match (&spec.data_source_ref, &spec.data_source) {
+        (Some(r), _) => (
+            r.api_group.as_deref(),
+            r.kind.as_str(),
+            r.name.as_str(),
+            r.namespace
+                .as_ref()
+                .is_some_and(|n| Some(n) != c.metadata.namespace.as_ref()),
+        ),
+        (None, Some(r)) => (
+            r.api_group.as_deref(),
+            r.kind.as_str(),
+            r.name.as_str(),
+            false,
+        ),
         (None, None) => return DataSource::None,
     };
     match (group.unwrap_or(""), kind) {
+        ("snapshot.storage.k8s.io", "VolumeSnapshot") if !other_namespace => {
+            DataSource::Snapshot(name.to_string())
+        }
         ("", "PersistentVolumeClaim") | ("snapshot.storage.k8s.io", "VolumeSnapshot") => {
             DataSource::Unsupported(kind.to_string())
         }
@@ -476,5 +526,6 @@ pub fn claim_ref(c: &PersistentVolumeClaim) -> ObjectReference {
 }
 
 mod resize;
+pub mod restore;
 #[cfg(test)]
 mod tests;

@@ -20,6 +20,7 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, P
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource};
+use kubevirt_api::volumesnapshot::v1::{VolumeSnapshot, VolumeSnapshotContent};
 use serde_json::json;
 
 use super::PROVISIONER;
@@ -27,6 +28,8 @@ use super::disk::{self, DiskError};
 use super::loopdev;
 use super::plan::{Action, Observed, Scope, plan};
 use super::plan::{PROVISIONING_FAILED, RESIZE_FAILED};
+use super::snapshots;
+use super::snapshotter;
 
 /// A pass with nothing to wake it runs after this long anyway.
 const RESYNC: Duration = Duration::from_secs(60);
@@ -63,6 +66,9 @@ pub enum ProvisionError {
     /// The storage root could not be read or changed.
     #[error(transparent)]
     Disk(#[from] DiskError),
+    /// A volume could not be filled from its snapshot.
+    #[error("{0}")]
+    Restore(String),
 }
 
 fn api(what: impl Into<String>) -> impl FnOnce(kube::Error) -> ProvisionError {
@@ -114,7 +120,7 @@ pub async fn run(
     let mut changes = changes(&client);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        let failed = match pass(&mut ctx).await {
+        let mut failed = match pass(&mut ctx).await {
             Ok(outcomes) => {
                 let failed = outcomes.iter().any(Result::is_err);
                 outcomes.into_iter().for_each(&on_sync);
@@ -125,6 +131,17 @@ pub async fn run(
                 true
             }
         };
+        // The snapshotter of this node's volumes (the CSI snapshotter's role).
+        match snapshotter::pass(&ctx.client, &ctx.scope).await {
+            Ok(outcomes) => {
+                failed |= outcomes.iter().any(Result::is_err);
+                outcomes.into_iter().for_each(&on_sync);
+            }
+            Err(e) => {
+                on_sync(Err(e.to_string()));
+                failed = true;
+            }
+        }
         tokio::select! {
             _ = &mut shutdown => return,
             _ = changes.next() => {}
@@ -135,7 +152,7 @@ pub async fn run(
     }
 }
 
-/// A tick for every change of a claim, PV or StorageClass.
+/// A tick for every change of a claim, PV, StorageClass, VolumeSnapshot or content.
 fn changes(client: &Client) -> impl Stream<Item = ()> + Send + Unpin + use<> {
     let pvcs = watcher(
         Api::<PersistentVolumeClaim>::all(client.clone()),
@@ -155,7 +172,26 @@ fn changes(client: &Client) -> impl Stream<Item = ()> + Send + Unpin + use<> {
     )
     .default_backoff()
     .map(drop);
-    futures::stream::select_all([pvcs.boxed(), pvs.boxed(), classes.boxed()])
+    // The snapshot kinds may not be served (no external-snapshotter): their errors wake nothing.
+    let contents = watcher(
+        Api::<VolumeSnapshotContent>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .filter_map(|r| futures::future::ready(r.ok().map(drop)));
+    let snapshots = watcher(
+        Api::<VolumeSnapshot>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .filter_map(|r| futures::future::ready(r.ok().map(drop)));
+    futures::stream::select_all([
+        pvcs.boxed(),
+        pvs.boxed(),
+        classes.boxed(),
+        contents.boxed(),
+        snapshots.boxed(),
+    ])
 }
 
 /// One pass: observe, plan, act. The outcome of each action.
@@ -176,6 +212,18 @@ async fn pass(ctx: &mut Context) -> Result<Vec<Result<String, String>>, Provisio
         .await
         .map_err(api("listing StorageClasses"))?
         .items;
+    let snapshots = optional(
+        Api::<VolumeSnapshot>::all(ctx.client.clone())
+            .list(&lp)
+            .await,
+        "listing VolumeSnapshots",
+    )?;
+    let contents = optional(
+        Api::<VolumeSnapshotContent>::all(ctx.client.clone())
+            .list(&lp)
+            .await,
+        "listing VolumeSnapshotContents",
+    )?;
     let root = ctx.scope.root.clone();
     let disk = blocking(move || disk::observe(&root)).await?;
     let seen = Observed {
@@ -183,6 +231,8 @@ async fn pass(ctx: &mut Context) -> Result<Vec<Result<String, String>>, Provisio
         volumes: &volumes,
         classes: &classes,
         disk: &disk,
+        snapshots: &snapshots,
+        contents: &contents,
     };
     let actions = plan(&ctx.scope, seen);
     let mut outcomes = Vec::new();
@@ -200,48 +250,34 @@ async fn pass(ctx: &mut Context) -> Result<Vec<Result<String, String>>, Provisio
     Ok(outcomes)
 }
 
+/// The items of a list of a kind the cluster may not serve (the snapshot CRDs are the
+/// external-snapshotter's): none when it does not.
+fn optional<K>(
+    listed: Result<kube::core::ObjectList<K>, kube::Error>,
+    what: &str,
+) -> Result<Vec<K>, ProvisionError>
+where
+    K: Clone,
+{
+    match listed {
+        Ok(l) => Ok(l.items),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(Vec::new()),
+        Err(e) => Err(api(what)(e)),
+    }
+}
+
 /// Carries out one action; `None` for one not worth a line (a refusal already told).
 async fn act(ctx: &mut Context, action: Action) -> Option<Result<String, ProvisionError>> {
     let root = ctx.scope.root.clone();
     let pvs: Api<PersistentVolume> = Api::all(ctx.client.clone());
     Some(match action {
-        Action::Provision { claim, volume, pv } => {
-            let made = {
-                let (root, volume) = (root.clone(), volume.clone());
-                blocking(move || disk::make(&root, &volume)).await
-            };
-            let device = match made {
-                Ok(d) => d,
-                Err(e) => {
-                    let message = format!("making the volume {}: {e}", volume.name);
-                    warn_once(ctx, &claim, PROVISIONING_FAILED, &message).await;
-                    return Some(Err(e));
-                }
-            };
-            match pvs.create(&PostParams::default(), &pv).await {
-                Ok(_) => {}
-                Err(kube::Error::Api(e)) if e.code == 409 => {}
-                Err(e) => {
-                    let message = format!("creating the PersistentVolume {}: {e}", volume.name);
-                    warn_once(ctx, &claim, PROVISIONING_FAILED, &message).await;
-                    return Some(Err(api(message)(e)));
-                }
-            }
-            let on = match &device {
-                Some(d) => format!(" ({}, {})", volume.mode.as_str(), d.display()),
-                None => format!(" ({})", volume.mode.as_str()),
-            };
-            let message = format!("Successfully provisioned volume {}{on}", volume.name);
-            tell(
-                ctx,
-                &claim,
-                EventType::Normal,
-                "ProvisioningSucceeded",
-                &message,
-            )
-            .await;
-            Ok(format!("{message} for {}", describe(&claim)))
-        }
+        Action::Provision { claim, volume, pv } => provision(ctx, claim, volume, pv, None).await,
+        Action::Restore {
+            claim,
+            volume,
+            pv,
+            snapshot,
+        } => provision(ctx, claim, volume, pv, Some(snapshot)).await,
         Action::Refuse {
             claim,
             reason,
@@ -330,6 +366,69 @@ async fn act(ctx: &mut Context, action: Action) -> Option<Result<String, Provisi
             .await
             .map(|()| format!("{}: capacity written", describe(&claim))),
     })
+}
+
+/// Makes the volume (filled from `snapshot` first, if given) and creates its PV; tells the
+/// claim how it went.
+async fn provision(
+    ctx: &mut Context,
+    claim: ObjectReference,
+    volume: disk::Volume,
+    pv: Box<PersistentVolume>,
+    snapshot: Option<String>,
+) -> Result<String, ProvisionError> {
+    let root = ctx.scope.root.clone();
+    let pvs: Api<PersistentVolume> = Api::all(ctx.client.clone());
+    if let Some(handle) = &snapshot {
+        let (root, handle, v) = (root.clone(), handle.clone(), volume.clone());
+        let restored = tokio::task::spawn_blocking(move || snapshots::restore(&root, &handle, &v))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()));
+        if let Err(e) = restored {
+            let message = format!("restoring the volume {} from snapshot: {e}", volume.name);
+            warn_once(ctx, &claim, PROVISIONING_FAILED, &message).await;
+            return Err(ProvisionError::Restore(message));
+        }
+    }
+    let made = {
+        let (root, volume) = (root.clone(), volume.clone());
+        blocking(move || disk::make(&root, &volume)).await
+    };
+    let device = match made {
+        Ok(d) => d,
+        Err(e) => {
+            let message = format!("making the volume {}: {e}", volume.name);
+            warn_once(ctx, &claim, PROVISIONING_FAILED, &message).await;
+            return Err(e);
+        }
+    };
+    match pvs.create(&PostParams::default(), &pv).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => {
+            let message = format!("creating the PersistentVolume {}: {e}", volume.name);
+            warn_once(ctx, &claim, PROVISIONING_FAILED, &message).await;
+            return Err(api(message)(e));
+        }
+    }
+    let on = match &device {
+        Some(d) => format!(" ({}, {})", volume.mode.as_str(), d.display()),
+        None => format!(" ({})", volume.mode.as_str()),
+    };
+    let from = snapshot
+        .map(|h| format!(" from snapshot {h}"))
+        .unwrap_or_default();
+    let message = format!("Successfully provisioned volume {}{on}{from}", volume.name);
+    tell(
+        ctx,
+        &claim,
+        EventType::Normal,
+        "ProvisioningSucceeded",
+        &message,
+    )
+    .await;
+    Ok(format!("{message} for {}", describe(&claim)))
 }
 
 async fn claim_status_patch(

@@ -17,6 +17,7 @@ pub mod default_class;
 pub mod matching;
 pub mod plan;
 pub mod protection;
+pub mod snapshots;
 
 use std::collections::HashSet;
 use std::future::Future;

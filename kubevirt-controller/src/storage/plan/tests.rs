@@ -105,6 +105,8 @@ fn run_on(
             volumes,
             classes: &classes,
             disk,
+            snapshots: &[],
+            contents: &[],
         },
     )
 }
@@ -264,7 +266,15 @@ fn clones_are_refused_and_populators_claims_left_to_them() {
         json!({"spec": {"dataSourceRef": {"apiGroup": "snapshot.storage.k8s.io",
         "kind": "VolumeSnapshot", "name": "snap"}}}),
     );
-    assert!(refusal(&run(&s, &[snapshot], &[])).contains("a VolumeSnapshot source"));
+    assert_eq!(
+        refusal(&run(&s, &[snapshot], &[])),
+        "spec.dataSource: the VolumeSnapshot ns/snap does not exist"
+    );
+    let elsewhere = claim(
+        json!({"spec": {"dataSourceRef": {"apiGroup": "snapshot.storage.k8s.io",
+        "kind": "VolumeSnapshot", "name": "snap", "namespace": "other"}}}),
+    );
+    assert!(refusal(&run(&s, &[elsewhere], &[])).contains("a VolumeSnapshot source"));
     let populated = claim(
         json!({"spec": {"dataSourceRef": {"apiGroup": "cdi.kubevirt.io",
         "kind": "VolumeImportSource", "name": "src"}}}),
@@ -517,5 +527,111 @@ proptest! {
             [Action::Refuse { message, .. }] => prop_assert!(message.starts_with("spec."), "{}", message),
             other => prop_assert!(false, "{:?}", other),
         }
+    }
+}
+
+mod restore {
+    use super::*;
+    use crate::storage::snapshots::Meta;
+    use kubevirt_api::volumesnapshot::v1::{VolumeSnapshot, VolumeSnapshotContent};
+
+    fn snapshot(ready: bool) -> (VolumeSnapshot, VolumeSnapshotContent) {
+        let vs = serde_json::from_value(json!({
+            "apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshot",
+            "metadata": {"name": "snap", "namespace": "ns"},
+            "spec": {"source": {"persistentVolumeClaimName": "data"}},
+            "status": {"boundVolumeSnapshotContentName": "snapcontent-1", "readyToUse": ready}}))
+        .unwrap();
+        let content = serde_json::from_value(json!({
+            "apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshotContent",
+            "metadata": {"name": "snapcontent-1"},
+            "spec": {"deletionPolicy": "Delete", "driver": PROVISIONER,
+                "source": {"volumeHandle": "pvc-0"},
+                "volumeSnapshotRef": {"name": "snap", "namespace": "ns"}},
+            "status": {"readyToUse": ready, "snapshotHandle": "snapcontent-1", "restoreSize": 1073741824}}))
+        .unwrap();
+        (vs, content)
+    }
+
+    fn on_disk(mode: &str) -> Disk {
+        let mut d = disk();
+        d.snapshots.insert(
+            "snapcontent-1".into(),
+            Meta {
+                restore_size: 1 << 30,
+                volume_mode: mode.into(),
+                creation_time: 1,
+                source: "pvc-0".into(),
+            },
+        );
+        d
+    }
+
+    fn restoring(size: &str) -> PersistentVolumeClaim {
+        claim(
+            json!({"spec": {"resources": {"requests": {"storage": size}},
+            "dataSource": {"apiGroup": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot", "name": "snap"}}}),
+        )
+    }
+
+    fn run_restore(c: PersistentVolumeClaim, ready: bool, disk: &Disk) -> Vec<Action> {
+        let (vs, content) = snapshot(ready);
+        let classes = [class("local", json!({}))];
+        plan(
+            &scope(false),
+            Observed {
+                claims: &[c],
+                volumes: &[],
+                classes: &classes,
+                disk,
+                snapshots: &[vs],
+                contents: &[content],
+            },
+        )
+    }
+
+    #[test]
+    fn a_ready_snapshot_on_this_node_fills_a_claim_as_large_or_larger() {
+        let actions = run_restore(restoring("2Gi"), true, &on_disk("Filesystem"));
+        let [
+            Action::Restore {
+                volume,
+                snapshot,
+                pv,
+                ..
+            },
+        ] = actions.as_slice()
+        else {
+            panic!("{actions:?}");
+        };
+        assert_eq!(snapshot, "snapcontent-1");
+        assert_eq!(volume.bytes, 2 << 30);
+        assert_eq!(pv.metadata.name.as_deref(), Some(volume.name.as_str()));
+    }
+
+    #[test]
+    fn what_cannot_be_restored_is_refused_naming_why() {
+        let m = refusal(&run_restore(
+            restoring("512Mi"),
+            true,
+            &on_disk("Filesystem"),
+        ));
+        assert_eq!(
+            m,
+            "spec.resources.requests.storage: requested volume size 536870912 (512Mi) is less than the size 1073741824 (1Gi) for the source snapshot snap"
+        );
+        let m = refusal(&run_restore(
+            restoring("1Gi"),
+            false,
+            &on_disk("Filesystem"),
+        ));
+        assert_eq!(m, "spec.dataSource: snapshot ns/snap is not Ready");
+        let m = refusal(&run_restore(restoring("1Gi"), true, &disk()));
+        assert!(m.contains("is not on node"), "{m}");
+        let m = refusal(&run_restore(restoring("1Gi"), true, &on_disk("Block")));
+        assert!(
+            m.starts_with("spec.volumeMode: the snapshot ns/snap is of a Block volume"),
+            "{m}"
+        );
     }
 }
