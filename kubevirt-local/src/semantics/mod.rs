@@ -3,6 +3,7 @@
 
 pub mod apply;
 pub mod builtin_defaults;
+pub mod cel_names;
 pub mod claims;
 pub mod events;
 pub mod jsonpath;

@@ -100,7 +100,12 @@ fn cel_rules(schema: &Value, value: &Value, old: Option<&Value>, path: &str, out
             Some("FieldValueDuplicate") => "FieldValueDuplicate",
             _ => "FieldValueInvalid",
         };
-        let message = match evaluate(rule, value, old.filter(|_| transition)) {
+        // Declared property names as CEL sees them (`self.__namespace__`).
+        let escaped = super::cel_names::escape(value, schema);
+        let escaped_old = old
+            .filter(|_| transition)
+            .map(|o| super::cel_names::escape(o, schema));
+        let message = match evaluate(rule, &escaped, escaped_old.as_ref()) {
             Ok(true) => continue,
             Ok(false) => r
                 .get("message")
