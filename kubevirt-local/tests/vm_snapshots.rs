@@ -19,7 +19,7 @@ use serde_json::Value;
 
 const NODE: &str = "kv-vmsnapshots";
 /// What the demo guest's `disktest` writes to sector 1 of vda.
-const GUEST_MARKER: &str = "kubevirt-rs demo guest wrote this to vda";
+const GUEST_MARKER: &str = "kubevirt-rs demo guest wrote this to vda\n";
 /// What the test writes over it while the VM is stopped.
 const CHANGED: &str = "changed after the snapshot!!!!!!!!!!!!!!!";
 /// The byte offset of sector 1.
