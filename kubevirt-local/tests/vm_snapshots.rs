@@ -268,7 +268,6 @@ spec:
         vm["spec"]["template"]["spec"]["volumes"][0]["dataVolume"]["name"],
         restored.as_str()
     );
-    assert_eq!(sector1(&up, &restored), GUEST_MARKER);
     let table = up.ok(&["get", "vmrestore"], None);
     assert!(
         table.contains("TARGETKIND") && table.contains("restore1"),
@@ -291,6 +290,9 @@ spec:
     eventually("the restored guest lists its disk", 60, || {
         console_answer(&socket, "disks", "vda")
     });
+    // The restored claim (of the WaitForFirstConsumer class, bound by the VM's first run)
+    // holds the guest's marker again.
+    assert_eq!(sector1(&up, &restored), GUEST_MARKER);
     let running = up.kubectl(
         &["apply", "-f", "-"],
         Some(&restore("restore-running", "snapvm")),

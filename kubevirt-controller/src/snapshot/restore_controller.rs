@@ -11,6 +11,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
@@ -120,6 +121,25 @@ async fn reconcile(
     } else {
         Action::requeue(POLL)
     })
+}
+
+/// Whether `claim`'s StorageClass binds on first use (`WaitForFirstConsumer`).
+async fn binds_on_first_use(
+    client: &Client,
+    claim: &PersistentVolumeClaim,
+) -> Result<bool, kube::Error> {
+    let Some(name) = claim
+        .spec
+        .as_ref()
+        .and_then(|s| s.storage_class_name.as_deref())
+    else {
+        return Ok(false);
+    };
+    let classes: Api<StorageClass> = Api::all(client.clone());
+    Ok(classes
+        .get_opt(name)
+        .await?
+        .is_some_and(|c| c.volume_binding_mode.as_deref() == Some("WaitForFirstConsumer")))
 }
 
 /// A step that failed: an API error (retried), or a state only a change fixes (shown).
@@ -261,7 +281,13 @@ async fn steps(
                         c.name_any()
                     )));
                 }
-                _ => waiting = true,
+                // A claim of a WaitForFirstConsumer class binds when the VM first runs
+                // (upstream waits only for Immediate classes).
+                _ => {
+                    waiting |= !binds_on_first_use(client, &c).await.map_err(
+                        target.err("reading the storage class of the restored claims of"),
+                    )?
+                }
             },
         }
     }
