@@ -134,6 +134,10 @@ mod tests {
             ("persistentvolumes", "patch"),
             ("storageclasses", "list"),
             ("events", "create"),
+            ("volumesnapshots", "list"),
+            ("volumesnapshotcontents", "watch"),
+            ("volumesnapshotcontents", "patch"),
+            ("volumesnapshotcontents/status", "patch"),
         ] {
             assert!(allows(resource, verb), "{resource} {verb}");
         }

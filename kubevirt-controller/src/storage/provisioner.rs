@@ -251,7 +251,7 @@ async fn pass(ctx: &mut Context) -> Result<Vec<Result<String, String>>, Provisio
 }
 
 /// The items of a list of a kind the cluster may not serve (the snapshot CRDs are the
-/// external-snapshotter's): none when it does not.
+/// external-snapshotter's) or may not let us read (an older manifest's RBAC): none then.
 fn optional<K>(
     listed: Result<kube::core::ObjectList<K>, kube::Error>,
     what: &str,
@@ -261,7 +261,7 @@ where
 {
     match listed {
         Ok(l) => Ok(l.items),
-        Err(kube::Error::Api(e)) if e.code == 404 => Ok(Vec::new()),
+        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 403 => Ok(Vec::new()),
         Err(e) => Err(api(what)(e)),
     }
 }
