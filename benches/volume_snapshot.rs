@@ -63,11 +63,7 @@ fn main() {
     let f = File::create(&src).unwrap();
     f.set_len(virtual_mib << 20).unwrap();
     let extents = (data_mib << 20) / EXTENT;
-    let stride = if extents == 0 {
-        0
-    } else {
-        (virtual_mib << 20) / extents
-    };
+    let stride = (virtual_mib << 20).checked_div(extents).unwrap_or(0);
     let mut block = vec![0u8; EXTENT as usize];
     for i in 0..extents {
         for (j, b) in block.iter_mut().enumerate() {

@@ -84,6 +84,25 @@ impl Controllers {
         self.tasks.push(tokio::spawn(rs));
     }
 
+    /// Start KubeVirt's snapshot controllers: VirtualMachineSnapshot (with its content) and
+    /// VirtualMachineRestore. Snapshots need the `snapshot.storage.k8s.io` CRDs and a CSI
+    /// snapshotter for the volumes' driver; without them a snapshot of a VM with claims fails
+    /// naming each volume.
+    pub fn start_snapshot_controllers(&mut self) {
+        let snapshots = crate::snapshot::controller::run(
+            self.client.clone(),
+            self.stopped(),
+            self.report("vm snapshot controller"),
+        );
+        let restores = crate::snapshot::restore_controller::run(
+            self.client.clone(),
+            self.stopped(),
+            self.report("vm restore controller"),
+        );
+        self.tasks.push(tokio::spawn(snapshots));
+        self.tasks.push(tokio::spawn(restores));
+    }
+
     /// Start the VirtualMachineInstance controller: every VMI gets a virt-launcher pod rendered
     /// with `config`. Only for clusters whose node agents run in pod mode
     /// ([`crate::node::AgentMode::Pods`]); a node agent in direct mode runs launchers itself and

@@ -7,6 +7,7 @@
 //! - [`vm`]: the VirtualMachine controller (VM → VMI per run strategy, status back).
 //! - [`vmi`]: the VirtualMachineInstance controller (a virt-launcher pod per VMI, its phases).
 //! - [`node`]: the node agent (a `kubevirt-launcher` per VMI on the node, status back).
+//! - [`snapshot`]: the VirtualMachineSnapshot and VirtualMachineRestore controllers.
 //! - [`storage`]: the node's local volumes (provisioner and resizer of `kubevirt-rs.io/local-volume`).
 //! - [`install`]: the CRDs, installed or updated on a cluster.
 //! - [`controllers`]: the set of controllers a process runs, with one stop, and the client
@@ -26,6 +27,7 @@ pub mod node;
 pub mod replicaset;
 mod runtime;
 pub mod signal;
+pub mod snapshot;
 pub mod storage;
 pub mod virtctl;
 pub mod vm;

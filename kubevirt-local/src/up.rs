@@ -495,6 +495,9 @@ pub async fn run(
     let mut controllers =
         Controllers::new(client.clone(), kubevirt_controller::logging::sync_outcome);
     controllers.start_cluster_controllers();
+    // KubeVirt's VM snapshots and restores (their volumes are cut by the CSI snapshot
+    // controllers the plane runs for the local driver).
+    controllers.start_snapshot_controllers();
     // DataVolumes are filled by importer pods: with the kubelet and an importer image.
     let importer_image = registry
         .as_ref()

@@ -33,6 +33,11 @@ pub(super) fn run(
         )?;
         let mut set = Controllers::new(client, crate::logging::sync_outcome);
         set.start_cluster_controllers();
+        writeln!(
+            out,
+            "kubevirt-controller: VirtualMachineSnapshot and VirtualMachineRestore controllers"
+        )?;
+        set.start_snapshot_controllers();
         if let Some(config) = pods {
             writeln!(
                 out,

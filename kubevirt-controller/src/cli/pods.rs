@@ -223,5 +223,37 @@ mod tests {
         for cap in ["NET_ADMIN", "SYS_ADMIN", "SYS_PTRACE"] {
             assert!(caps.as_array().unwrap().iter().any(|c| c == cap), "{cap}");
         }
+        // The controller's role covers what the snapshot controllers write.
+        let role = docs
+            .iter()
+            .find(|d| {
+                d["kind"] == "ClusterRole" && d["metadata"]["name"] == "kubevirt-rs-controller"
+            })
+            .expect("the controller's role");
+        let allows = |group: &str, resource: &str, verb: &str| {
+            role["rules"].as_array().unwrap().iter().any(|r| {
+                let has = |k: &str, v: &str| r[k].as_array().unwrap().iter().any(|x| x == v);
+                has("apiGroups", group) && has("resources", resource) && has("verbs", verb)
+            })
+        };
+        for (group, resource, verb) in [
+            (
+                "snapshot.kubevirt.io",
+                "virtualmachinesnapshots/status",
+                "update",
+            ),
+            ("snapshot.kubevirt.io", "virtualmachinerestores", "watch"),
+            ("snapshot.storage.k8s.io", "volumesnapshots", "create"),
+            ("snapshot.storage.k8s.io", "volumesnapshotclasses", "list"),
+            ("", "persistentvolumeclaims", "create"),
+            ("kubevirt.io", "virtualmachines/status", "update"),
+            (
+                "subresources.kubevirt.io",
+                "virtualmachineinstances/pause",
+                "update",
+            ),
+        ] {
+            assert!(allows(group, resource, verb), "{group} {resource} {verb}");
+        }
     }
 }

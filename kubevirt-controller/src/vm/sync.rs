@@ -153,6 +153,16 @@ pub fn plan(o: Observed<'_>) -> Plan {
         }
     };
 
+    // A restore holds the VM: nothing starts it until the restore lets go (upstream's VM
+    // controller skips a VM whose status.restoreInProgress is set).
+    let action = match action {
+        Action::Create { .. } | Action::SetStrategy(_)
+            if crate::snapshot::lock::restore_holds(o.vm) =>
+        {
+            Action::None
+        }
+        a => a,
+    };
     let intent = match action {
         Action::Create { .. } | Action::SetStrategy(_) => Intent::Start,
         Action::Delete { .. } => Intent::Stop,

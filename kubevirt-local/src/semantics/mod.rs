@@ -14,6 +14,7 @@ pub mod rbac;
 pub mod schema;
 pub mod selector;
 pub mod service_accounts;
+pub mod snapshots;
 pub mod storage_classes;
 pub mod token;
 pub mod validation;

@@ -104,6 +104,10 @@ pub fn plan(o: Observed<'_>) -> Plan {
         Some(claim) if !controlled_by(claim, dv) => {
             if adoptable(dv, &name) && controller_of(claim).is_none() {
                 plan.adopt_claim = true;
+                // Adopted as populated: marked so, or the next sync (the claim now owned)
+                // would run an importer over its data (a restored or pre-populated claim).
+                plan.annotate_claim
+                    .insert(POD_PHASE.into(), "Succeeded".into());
                 progress = Some("N/A".into());
                 ready = ("True", String::new(), String::new());
                 "Succeeded"

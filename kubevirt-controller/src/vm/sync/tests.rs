@@ -467,3 +467,32 @@ fn a_deleted_vm_makes_no_data_volumes() {
     v.metadata.deletion_timestamp = Some(Time(now()));
     assert!(run_with(&v, &[]).create_data_volumes.is_empty());
 }
+
+#[test]
+fn a_restore_in_progress_holds_the_vm_stopped_and_keeps_its_lock() {
+    let locked = json!({"restoreInProgress": "r1"});
+    let v = vm(json!({"runStrategy": "Always"}), locked.clone());
+    let p = run(&v, None);
+    assert_eq!(p.action, Action::None, "not started while restored");
+    assert_eq!(
+        p.status.restore_in_progress.as_deref(),
+        Some("r1"),
+        "the lock stays"
+    );
+    let asked = vm(
+        json!({"runStrategy": "Halted"}),
+        json!({"restoreInProgress": "r1", "stateChangeRequests": [{"action": "Start"}]}),
+    );
+    assert_eq!(
+        run(&asked, None).action,
+        Action::None,
+        "a start request waits too"
+    );
+    // Stopping still works.
+    let running = vm(json!({"runStrategy": "Halted"}), locked);
+    let i = vmi("Running", "i1", true);
+    assert_eq!(run(&running, Some(&i)).action, delete("i1"));
+    // Unlocked, it starts.
+    let v = vm(json!({"runStrategy": "Always"}), json!({}));
+    assert_eq!(run(&v, None).action, CREATE);
+}

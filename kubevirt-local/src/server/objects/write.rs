@@ -131,11 +131,52 @@ fn admit_new(
         }
     }
     claims::on_create(res, &mut obj, classes)?;
+    if res.group == "snapshot.kubevirt.io" && res.kind == "VirtualMachineRestore" {
+        admit_restore(state, res, &ns, &name, &obj)?;
+    }
     if res.kind == "Namespace" && res.group.is_empty() {
         obj["status"] = json!({"phase": "Active"});
         obj["spec"]["finalizers"] = json!(["kubernetes"]);
     }
     Ok((name, obj, warnings))
+}
+
+/// Upstream's restore admitter's checks against the stored target, snapshot and restores.
+fn admit_restore(
+    state: &State,
+    res: &Resource,
+    ns: &str,
+    name: &str,
+    obj: &Value,
+) -> Result<(), ApiError> {
+    use crate::semantics::snapshots::{
+        RESTORES, RestoreFacts, SNAPSHOTS, VMIS, VMS, restore_causes,
+    };
+    let get = |resource: &str, n: &Value| -> Result<Option<Value>, ApiError> {
+        match n.as_str() {
+            Some(n) if !n.is_empty() => Ok(state.store.get(&ObjectKey::new(resource, ns, n))?),
+            _ => Ok(None),
+        }
+    };
+    let target_name = &obj["spec"]["target"]["name"];
+    let target = get(VMS, target_name)?;
+    let target_running = get(VMIS, target_name)?.is_some();
+    let snapshot = get(SNAPSHOTS, &obj["spec"]["virtualMachineSnapshotName"])?;
+    let restores = state.store.list(RESTORES, Some(ns))?.0;
+    let causes = restore_causes(
+        obj,
+        RestoreFacts {
+            target: target.as_ref(),
+            target_running,
+            snapshot: snapshot.as_ref(),
+            restores: &restores,
+        },
+    );
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(res, name, &causes))
+    }
 }
 
 fn endpoint_of(sub: Option<&str>) -> Endpoint {

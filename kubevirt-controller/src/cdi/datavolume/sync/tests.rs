@@ -217,6 +217,15 @@ fn an_unowned_claim_is_adopted_when_allowed() {
     let p = run(&d, Some(&orphan), None, None);
     assert_eq!(phase(&p), "Succeeded");
     assert!(p.adopt_claim);
+    assert_eq!(
+        p.annotate_claim.get(POD_PHASE).map(String::as_str),
+        Some("Succeeded"),
+        "marked populated: no importer runs over it once owned"
+    );
+    let owned = claim(Some("dv-uid"), "Bound", json!({POD_PHASE: "Succeeded"}));
+    let p = run(&d, Some(&owned), None, None);
+    assert_eq!(phase(&p), "Succeeded");
+    assert!(p.create_pod.is_none());
     // Without the annotation it is someone else's.
     let p = run(&http(), Some(&orphan), None, None);
     assert_eq!(phase(&p), "Pending");

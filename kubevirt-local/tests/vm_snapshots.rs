@@ -1,0 +1,356 @@
+//! Issue 17 (KubeVirt's snapshot controllers) end to end, as a user drives it with kubectl on
+//! `kubevirt-local up` with its node: a VM with a blank DataVolume boots; its guest writes its
+//! marker to the disk (the demo guest's `disktest` writes sector 1); an online
+//! VirtualMachineSnapshot (the VM running) succeeds with Online/NoGuestAgent; the marker is then
+//! changed (on the host, in the volume's image, while the VM is stopped: the demo guest writes
+//! only its one fixed marker); a VirtualMachineRestore to the same VM completes and the
+//! guest's marker is back; a restore to a new VM gives it its own copy; deleting the snapshot
+//! deletes its content and VolumeSnapshots. The columns `kubectl get vmsnapshot,vmrestore` shows
+//! are checked on the way.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use common::node::*;
+use kubevirt_testsupport::{Profile, controller_binary, demo_image, launcher_binary, tempdir};
+use serde_json::Value;
+
+const NODE: &str = "kv-vmsnapshots";
+/// What the demo guest's `disktest` writes to sector 1 of vda.
+const GUEST_MARKER: &str = "kubevirt-rs demo guest wrote this to vda\n";
+/// What the test writes over it while the VM is stopped.
+const CHANGED: &str = "changed after the snapshot!!!!!!!!!!!!!!!";
+/// The byte offset of sector 1.
+const SECTOR1: u64 = 512;
+
+/// The host path of the volume bound to claim `name`.
+fn volume_path(up: &Up, name: &str) -> PathBuf {
+    let pvc = up.get("pvc", name).expect("the claim");
+    assert_eq!(pvc["status"]["phase"], "Bound", "{pvc}");
+    let pv_name = pvc["spec"]["volumeName"].as_str().unwrap();
+    let pv = up.get("pv", pv_name).expect("the volume");
+    PathBuf::from(
+        pv["spec"]["local"]["path"]
+            .as_str()
+            .expect("a local volume"),
+    )
+}
+
+/// The text at sector 1 of the disk image of claim `name`.
+fn sector1(up: &Up, name: &str) -> String {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(volume_path(up, name).join("disk.img")).unwrap();
+    f.seek(SeekFrom::Start(SECTOR1)).unwrap();
+    let mut buf = [0u8; 64];
+    f.read_exact(&mut buf).unwrap();
+    String::from_utf8_lossy(&buf)
+        .trim_end_matches('\0')
+        .to_string()
+}
+
+fn vm_yaml(image: &str) -> String {
+    format!(
+        r#"apiVersion: kubevirt.io/v1
+kind: VirtualMachine
+metadata: {{name: snapvm}}
+spec:
+  runStrategy: Always
+  dataVolumeTemplates:
+  - metadata: {{name: snapvm-root}}
+    spec:
+      source: {{blank: {{}}}}
+      storage: {{resources: {{requests: {{storage: 32Mi}}}}}}
+  template:
+    spec:
+      terminationGracePeriodSeconds: 5
+      domain:
+        memory: {{guest: 64Mi}}
+        firmware:
+          kernelBoot:
+            container: {{image: "{image}", kernelPath: /boot/demo.elf}}
+        devices:
+          autoattachPodInterface: false
+          disks:
+          - name: root
+            disk: {{bus: virtio}}
+      volumes:
+      - name: root
+        dataVolume: {{name: snapvm-root}}
+"#
+    )
+}
+
+fn running_vmi(up: &Up, data: &std::path::Path, vm: &str) -> PathBuf {
+    let vmi = eventually(&format!("VM {vm}'s instance Running"), 300, || {
+        up.get("vmi", vm)
+            .filter(|v| v["status"]["phase"] == "Running")
+    });
+    let uid = vmi["metadata"]["uid"].as_str().unwrap();
+    data.join("node/launchers").join(uid).join("console.sock")
+}
+
+fn stop(up: &Up, vm: &str) {
+    up.ok(
+        &[
+            "patch",
+            "vm",
+            vm,
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"runStrategy":"Halted"}}"#,
+        ],
+        None,
+    );
+    eventually(&format!("VM {vm} stopped"), 120, || {
+        up.get("vmi", vm).is_none().then_some(())
+    });
+}
+
+fn condition<'a>(obj: &'a Value, type_: &str) -> &'a Value {
+    obj["status"]["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == type_))
+        .unwrap_or(&Value::Null)
+}
+
+#[test]
+fn an_online_snapshot_restores_the_vm_and_a_new_one() {
+    require_node!();
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let launcher = launcher_binary(Profile::Debug);
+    controller_binary(Profile::Debug);
+    let dir = tempdir("vmsnapshots");
+    let data = dir.join("data");
+    let (up, ready) = start_up_node(&data, NODE, &["--launcher", launcher.to_str().unwrap()]);
+    assert!(ready["importerImage"].is_string(), "{ready}");
+    let classes = up.ok(&["get", "volumesnapshotclass"], None);
+    assert!(classes.contains("kubevirt-rs.io/local-volume"), "{classes}");
+
+    // The VM boots from its blank DataVolume; its guest writes its marker.
+    let image = demo_image(&dir);
+    up.ok(&["apply", "-f", "-"], Some(&vm_yaml(&image)));
+    let socket = running_vmi(&up, &data, "snapvm");
+    eventually("the guest writes its marker", 60, || {
+        console_answer(
+            &socket,
+            "disktest",
+            "vda: wrote sector 1, flushed, read it back: ok",
+        )
+    });
+
+    // An online snapshot: the VM keeps running.
+    let snapshot = r#"apiVersion: snapshot.kubevirt.io/v1beta1
+kind: VirtualMachineSnapshot
+metadata: {name: snap1}
+spec:
+  source: {apiGroup: kubevirt.io, kind: VirtualMachine, name: snapvm}
+"#;
+    let started = std::time::Instant::now();
+    up.ok(&["apply", "-f", "-"], Some(snapshot));
+    let snap = eventually("the snapshot Succeeded and ready", 120, || {
+        up.get("vmsnapshot", "snap1")
+            .filter(|s| s["status"]["phase"] == "Succeeded" && s["status"]["readyToUse"] == true)
+    });
+    eprintln!("online snapshot ready in {:?}", started.elapsed());
+    let st = &snap["status"];
+    assert!(st["creationTime"].is_string(), "{snap}");
+    assert_eq!(
+        st["indications"],
+        serde_json::json!(["NoGuestAgent", "Online"]),
+        "{snap}"
+    );
+    assert_eq!(
+        st["snapshotVolumes"]["includedVolumes"],
+        serde_json::json!(["root"])
+    );
+    assert_eq!(condition(&snap, "Ready")["status"], "True", "{snap}");
+    assert_eq!(condition(&snap, "Progressing")["status"], "False", "{snap}");
+    let vm = up.get("vm", "snapvm").unwrap();
+    assert_eq!(st["sourceUID"], vm["metadata"]["uid"]);
+    assert!(
+        vm["status"]["snapshotInProgress"].is_null(),
+        "unlocked: {vm}"
+    );
+    // Paused while its volume was cut (no guest agent to freeze it), running again after.
+    eventually("the VMI unpaused", 30, || {
+        up.get("vmi", "snapvm")
+            .filter(|v| v["status"]["phase"] == "Running" && condition(v, "Paused").is_null())
+    });
+    eventually("the guest answers after the snapshot", 30, || {
+        console_answer(&socket, "help", "commands:")
+    });
+    let content_name = st["virtualMachineSnapshotContentName"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let content = up
+        .get("vmsnapshotcontent", &content_name)
+        .expect("the content");
+    assert_eq!(content["status"]["readyToUse"], true, "{content}");
+    let vs_name = content["spec"]["volumeBackups"][0]["volumeSnapshotName"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let vs = up
+        .get("volumesnapshot", &vs_name)
+        .expect("the VolumeSnapshot");
+    assert_eq!(
+        vs["spec"]["source"]["persistentVolumeClaimName"],
+        "snapvm-root"
+    );
+    let table = up.ok(&["get", "vmsnapshot"], None);
+    assert!(
+        table.contains("SOURCEKIND") && table.contains("READYTOUSE"),
+        "{table}"
+    );
+    assert!(
+        table.contains("snap1") && table.contains("Succeeded") && table.contains("true"),
+        "{table}"
+    );
+
+    // Stop the VM; change its marker (the demo guest writes only one).
+    stop(&up, "snapvm");
+    assert_eq!(sector1(&up, "snapvm-root"), GUEST_MARKER);
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let path = volume_path(&up, "snapvm-root").join("disk.img");
+        let mut f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+        f.seek(SeekFrom::Start(SECTOR1)).unwrap();
+        f.write_all(CHANGED.as_bytes()).unwrap();
+        f.sync_all().unwrap();
+    }
+    assert_eq!(sector1(&up, "snapvm-root"), CHANGED);
+
+    // A restore to a running VM is refused with upstream's words.
+    let restore = |name: &str, target: &str| {
+        format!(
+            "apiVersion: snapshot.kubevirt.io/v1beta1\nkind: VirtualMachineRestore\nmetadata: {{name: {name}}}\nspec:\n  target: {{apiGroup: kubevirt.io, kind: VirtualMachine, name: {target}}}\n  virtualMachineSnapshotName: snap1\n"
+        )
+    };
+    let missing = up.kubectl(
+        &["apply", "-f", "-"],
+        Some(&restore("nosnap", "snapvm").replace("snap1", "nosuch")),
+    );
+    let err = String::from_utf8_lossy(&missing.stderr);
+    assert!(
+        err.contains("VirtualMachineSnapshot \"nosuch\" does not exist"),
+        "{err}"
+    );
+
+    // Restore to the same (stopped) VM: the guest's marker is back.
+    let started = std::time::Instant::now();
+    up.ok(&["apply", "-f", "-"], Some(&restore("restore1", "snapvm")));
+    let r = eventually("the restore complete", 180, || {
+        up.get("vmrestore", "restore1")
+            .filter(|r| r["status"]["complete"] == true)
+    });
+    eprintln!("restore to the same VM complete in {:?}", started.elapsed());
+    assert!(r["status"]["restoreTime"].is_string(), "{r}");
+    assert_eq!(condition(&r, "Ready")["status"], "True", "{r}");
+    let restored = r["status"]["restores"][0]["persistentVolumeClaim"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let uid = r["metadata"]["uid"].as_str().unwrap();
+    assert_eq!(restored, format!("restore-{uid}-root"));
+    assert_eq!(
+        r["status"]["deletedDataVolumes"],
+        serde_json::json!(["snapvm-root"])
+    );
+    let vm = up.get("vm", "snapvm").unwrap();
+    assert!(
+        vm["status"]["restoreInProgress"].is_null(),
+        "unlocked: {vm}"
+    );
+    assert_eq!(
+        vm["spec"]["template"]["spec"]["volumes"][0]["dataVolume"]["name"],
+        restored.as_str()
+    );
+    let table = up.ok(&["get", "vmrestore"], None);
+    assert!(
+        table.contains("TARGETKIND") && table.contains("restore1"),
+        "{table}"
+    );
+
+    // The restored VM boots from its restored disk (its DataVolume adopted the claim).
+    up.ok(
+        &[
+            "patch",
+            "vm",
+            "snapvm",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"runStrategy":"Always"}}"#,
+        ],
+        None,
+    );
+    let socket = running_vmi(&up, &data, "snapvm");
+    eventually("the restored guest lists its disk", 60, || {
+        console_answer(&socket, "disks", "vda")
+    });
+    // The restored claim (of the WaitForFirstConsumer class, bound by the VM's first run)
+    // holds the guest's marker again.
+    assert_eq!(sector1(&up, &restored), GUEST_MARKER);
+    let running = up.kubectl(
+        &["apply", "-f", "-"],
+        Some(&restore("restore-running", "snapvm")),
+    );
+    let err = String::from_utf8_lossy(&running.stderr);
+    assert!(
+        err.contains("VirtualMachineInstance \"snapvm\" exists, VM must be stopped before restore"),
+        "{err}"
+    );
+    stop(&up, "snapvm");
+
+    // Restore to a new VM: its own claim, with the guest's marker.
+    up.ok(
+        &["apply", "-f", "-"],
+        Some(&restore("restore2", "snapvm-copy")),
+    );
+    let r2 = eventually("the restore to a new VM complete", 180, || {
+        up.get("vmrestore", "restore2")
+            .filter(|r| r["status"]["complete"] == true)
+    });
+    let copy_claim = r2["status"]["restores"][0]["persistentVolumeClaim"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(copy_claim, restored);
+    let copy = up.get("vm", "snapvm-copy").expect("the new VM");
+    assert_eq!(
+        copy["spec"]["template"]["spec"]["volumes"][0]["dataVolume"]["name"],
+        copy_claim.as_str()
+    );
+    eventually("the new VM's claim bound", 60, || {
+        up.get("pvc", &copy_claim)
+            .filter(|c| c["status"]["phase"] == "Bound")
+    });
+    assert_eq!(sector1(&up, &copy_claim), GUEST_MARKER);
+    stop(&up, "snapvm-copy");
+
+    // Deleting the snapshot deletes its content and its VolumeSnapshot.
+    up.ok(&["delete", "vmsnapshot", "snap1", "--wait=true"], None);
+    eventually("the content and VolumeSnapshot deleted", 60, || {
+        (up.get("vmsnapshotcontent", &content_name).is_none()
+            && up.get("volumesnapshot", &vs_name).is_none())
+        .then_some(())
+    });
+
+    up.ok(&["delete", "vm", "--all", "--wait=true"], None);
+    up.ok(&["delete", "vmrestore", "--all", "--wait=true"], None);
+    up.ok(&["delete", "pvc", "--all", "--wait=true"], None);
+    eventually("every volume deleted", 120, || {
+        let pvs = up.ok(&["get", "pv", "-o", "name"], None);
+        pvs.trim().is_empty().then_some(())
+    });
+    drop(up);
+    assert_nothing_left(&data);
+    let loops = Command::new("losetup").arg("-a").output().unwrap();
+    let loops = String::from_utf8_lossy(&loops.stdout);
+    assert!(
+        !loops.contains(data.to_str().unwrap()),
+        "loop devices left: {loops}"
+    );
+}
