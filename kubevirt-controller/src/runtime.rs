@@ -110,24 +110,52 @@ pub(crate) async fn run_owning_vmis_and<K, F, Fut>(
     F: FnMut(Arc<K>, Arc<Client>) -> Fut,
     Fut: Future<Output = Result<Action, SyncError>> + Send + 'static,
 {
-    let objects: Api<K> = Api::all(client.clone());
     let vmis: Api<VirtualMachineInstance> = Api::all(client.clone());
-    let controller =
-        Controller::new(objects, watcher::Config::default()).owns(vmis, watcher::Config::default());
-    also(controller, &client)
-        .graceful_shutdown_on(shutdown)
-        .run(
-            reconcile,
-            |_, _, _| Action::requeue(RETRY),
-            Arc::new(client),
-        )
-        .for_each(|r| {
-            if let Some(line) = describe(r) {
-                on_sync(line);
-            }
-            futures::future::ready(())
-        })
-        .await;
+    run_with(
+        client.clone(),
+        client,
+        shutdown,
+        on_sync,
+        reconcile,
+        |c, client| also(c.owns(vmis, watcher::Config::default()), client),
+    )
+    .await;
+}
+
+/// Syncs every `K` with `reconcile` (given `context`) when it changes and when whatever
+/// `watches` adds changes, retrying a failed sync after a short while, until `shutdown`
+/// resolves; `on_sync` hears each outcome. The one loop the controllers of this crate run.
+pub(crate) async fn run_with<K, C, F, Fut>(
+    client: Client,
+    context: C,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+    on_sync: impl Fn(Result<String, String>),
+    reconcile: F,
+    watches: impl FnOnce(Controller<K>, &Client) -> Controller<K>,
+) where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    C: Send + Sync + 'static,
+    F: FnMut(Arc<K>, Arc<C>) -> Fut,
+    Fut: Future<Output = Result<Action, SyncError>> + Send + 'static,
+{
+    let objects: Api<K> = Api::all(client.clone());
+    watches(
+        Controller::new(objects, watcher::Config::default()),
+        &client,
+    )
+    .graceful_shutdown_on(shutdown)
+    .run(
+        reconcile,
+        |_, _, _| Action::requeue(RETRY),
+        Arc::new(context),
+    )
+    .for_each(|r| {
+        if let Some(line) = describe(r) {
+            on_sync(line);
+        }
+        futures::future::ready(())
+    })
+    .await;
 }
 
 /// `Ok("namespace/name")` for a sync done, `Err(message)` for a failure, `None` for what is

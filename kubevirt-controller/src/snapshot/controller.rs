@@ -10,13 +10,11 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::runtime::controller::{Action, Controller};
-use kube::runtime::watcher;
+use kube::runtime::controller::Action;
 use kube::{Client, Resource, ResourceExt};
 use kubevirt_api::cdi::v1beta1::DataVolume;
 use kubevirt_api::core::v1::{VirtualMachine, VirtualMachineInstance};
@@ -30,14 +28,12 @@ use super::{
     CONTENT_FINALIZER, PAUSED_VMI_ANNOTATION, SNAPSHOT_FINALIZER, SOURCE_FINALIZER, content,
     content_name, has_finalizer, lock, volumes,
 };
-use crate::runtime::{SyncError, Target, describe, tolerate_gone, write_status};
+use crate::runtime::{SyncError, Target, tolerate_gone, write_status};
 
 /// While a snapshot is being taken (or its content is not ready) it is synced this often.
 const POLL: Duration = Duration::from_secs(2);
 /// A finished snapshot is synced again after this long anyway.
 const RESYNC: Duration = Duration::from_secs(300);
-/// After a failed sync, the snapshot is tried again after this long.
-const RETRY: Duration = Duration::from_secs(2);
 
 /// Runs the snapshot controller until `shutdown` resolves; `on_sync` hears each outcome.
 pub async fn run(
@@ -45,21 +41,15 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
     on_sync: impl Fn(Result<String, String>),
 ) {
-    let snapshots: Api<VirtualMachineSnapshot> = Api::all(client.clone());
-    Controller::new(snapshots, watcher::Config::default())
-        .graceful_shutdown_on(shutdown)
-        .run(
-            reconcile,
-            |_, _, _| Action::requeue(RETRY),
-            Arc::new(client),
-        )
-        .for_each(|r| {
-            if let Some(line) = describe(r) {
-                on_sync(line);
-            }
-            futures::future::ready(())
-        })
-        .await;
+    crate::runtime::run_with(
+        client.clone(),
+        client,
+        shutdown,
+        on_sync,
+        reconcile,
+        |c, _| c,
+    )
+    .await;
 }
 
 /// The APIs of one namespace.

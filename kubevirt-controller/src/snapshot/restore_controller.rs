@@ -8,14 +8,12 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, PostParams};
-use kube::runtime::controller::{Action, Controller};
-use kube::runtime::watcher;
+use kube::runtime::controller::Action;
 use kube::{Client, ResourceExt};
 use kubevirt_api::cdi::v1beta1::DataVolume;
 use kubevirt_api::core::v1::{VirtualMachine, VirtualMachineInstance};
@@ -27,13 +25,11 @@ use kubevirt_api::snapshot::v1beta1::{
 use super::conditions::{self, PROGRESSING, READY};
 use super::restore::{self, applied};
 use super::{lock, status as snapshot_status};
-use crate::runtime::{SyncError, Target, describe, tolerate_gone, write_status};
+use crate::runtime::{SyncError, Target, tolerate_gone, write_status};
 use crate::vm::RunStrategy;
 
 /// While a restore waits (claims binding, the target stopping) it is synced this often.
 const POLL: Duration = Duration::from_secs(2);
-/// After a failed sync, the restore is tried again after this long.
-const RETRY: Duration = Duration::from_secs(2);
 
 /// Runs the restore controller until `shutdown` resolves; `on_sync` hears each outcome.
 pub async fn run(
@@ -41,21 +37,15 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
     on_sync: impl Fn(Result<String, String>),
 ) {
-    let restores: Api<VirtualMachineRestore> = Api::all(client.clone());
-    Controller::new(restores, watcher::Config::default())
-        .graceful_shutdown_on(shutdown)
-        .run(
-            reconcile,
-            |_, _, _| Action::requeue(RETRY),
-            Arc::new(client),
-        )
-        .for_each(|r| {
-            if let Some(line) = describe(r) {
-                on_sync(line);
-            }
-            futures::future::ready(())
-        })
-        .await;
+    crate::runtime::run_with(
+        client.clone(),
+        client,
+        shutdown,
+        on_sync,
+        reconcile,
+        |c, _| c,
+    )
+    .await;
 }
 
 /// Where a sync stopped: the conditions to show (Progressing, Ready) and whether to look again.

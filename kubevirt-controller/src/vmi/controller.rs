@@ -12,11 +12,10 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::api::{Api, DeleteParams, ListParams, PostParams, Preconditions};
-use kube::runtime::controller::{Action as Requeue, Controller};
+use kube::runtime::controller::Action as Requeue;
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use kubevirt_api::cdi::v1beta1::DataVolume;
@@ -28,7 +27,7 @@ use super::sync::{
     PodAction, claim_missing, data_volume_not_ready, data_volumes_ready, failed_create, plan,
 };
 use super::{APP_LABEL, APP_LAUNCHER, CREATED_BY_LABEL};
-use crate::runtime::{SyncError, Target, describe, tolerate_gone};
+use crate::runtime::{SyncError, Target, tolerate_gone};
 use crate::storage::claim::VolumeMode;
 
 /// A VMI with nothing pending is synced again after this long anyway.
@@ -53,24 +52,20 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
     on_sync: impl Fn(Result<String, String>),
 ) {
-    let vmis: Api<VirtualMachineInstance> = Api::all(client.clone());
-    let pods: Api<Pod> = Api::all(client.clone());
     let launchers = watcher::Config::default().labels(&format!("{APP_LABEL}={APP_LAUNCHER}"));
-    Controller::new(vmis, watcher::Config::default())
-        .owns(pods, launchers)
-        .graceful_shutdown_on(shutdown)
-        .run(
-            reconcile,
-            |_, _, _| Requeue::requeue(RETRY),
-            Arc::new(Context { client, config }),
-        )
-        .for_each(|r| {
-            if let Some(line) = describe(r) {
-                on_sync(line);
-            }
-            futures::future::ready(())
-        })
-        .await;
+    let context = Context {
+        client: client.clone(),
+        config,
+    };
+    crate::runtime::run_with(
+        client,
+        context,
+        shutdown,
+        on_sync,
+        reconcile,
+        |c, client| c.owns(Api::<Pod>::all(client.clone()), launchers),
+    )
+    .await;
 }
 
 async fn reconcile(

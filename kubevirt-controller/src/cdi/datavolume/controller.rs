@@ -6,11 +6,10 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use kubevirt_api::cdi::v1beta1::DataVolume;
@@ -20,14 +19,12 @@ use super::claim::owner;
 use super::importer::{Source, pod_name_for, running_ip, source_of};
 use super::progress::scrape;
 use super::sync::{Observed, plan};
-use crate::runtime::{SyncError, Target, describe, tolerate_gone, write_status};
+use crate::runtime::{SyncError, Target, tolerate_gone, write_status};
 
 /// While an import runs, its progress is read this often.
 const PROGRESS_POLL: Duration = Duration::from_secs(2);
 /// A DataVolume with nothing running is synced again after this long anyway.
 const RESYNC: Duration = Duration::from_secs(300);
-/// After a failed sync, the DataVolume is tried again after this long.
-const RETRY: Duration = Duration::from_secs(2);
 
 struct Context {
     client: Client,
@@ -41,26 +38,25 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
     on_sync: impl Fn(Result<String, String>),
 ) {
-    let dvs: Api<DataVolume> = Api::all(client.clone());
-    Controller::new(dvs, watcher::Config::default())
-        .owns(
-            Api::<PersistentVolumeClaim>::all(client.clone()),
-            watcher::Config::default(),
-        )
-        .owns(Api::<Pod>::all(client.clone()), watcher::Config::default())
-        .graceful_shutdown_on(shutdown)
-        .run(
-            reconcile,
-            |_, _, _| Action::requeue(RETRY),
-            Arc::new(Context { client, config }),
-        )
-        .for_each(|r| {
-            if let Some(line) = describe(r) {
-                on_sync(line);
-            }
-            futures::future::ready(())
-        })
-        .await;
+    let context = Context {
+        client: client.clone(),
+        config,
+    };
+    crate::runtime::run_with(
+        client,
+        context,
+        shutdown,
+        on_sync,
+        reconcile,
+        |c, client| {
+            c.owns(
+                Api::<PersistentVolumeClaim>::all(client.clone()),
+                watcher::Config::default(),
+            )
+            .owns(Api::<Pod>::all(client.clone()), watcher::Config::default())
+        },
+    )
+    .await;
 }
 
 async fn reconcile(dv: Arc<DataVolume>, ctx: Arc<Context>) -> Result<Action, SyncError> {
