@@ -57,11 +57,25 @@ pub async fn ensure_crds(client: &Client) -> Result<usize, InstallError> {
             Some(_) => {}
         }
     }
-    let deadline = tokio::time::Instant::now() + ESTABLISH_TIMEOUT;
-    for crd in all_crds(&CrdOptions::default()) {
-        let name = crd.name_any();
+    let names: Vec<String> = all_crds(&CrdOptions::default())
+        .iter()
+        .map(ResourceExt::name_any)
+        .collect();
+    wait_established(&api, &names, ESTABLISH_TIMEOUT).await?;
+    Ok(changed)
+}
+
+/// Waits until every CRD in `names` is Established (the API server serves its kind), for at
+/// most `timeout` in all.
+pub async fn wait_established(
+    api: &Api<CustomResourceDefinition>,
+    names: &[String],
+    timeout: Duration,
+) -> Result<(), InstallError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    for name in names {
         loop {
-            let current = api.get(&name).await.map_err(|source| InstallError::Api {
+            let current = api.get(name).await.map_err(|source| InstallError::Api {
                 name: name.clone(),
                 source,
             })?;
@@ -77,10 +91,10 @@ pub async fn ensure_crds(client: &Client) -> Result<usize, InstallError> {
                 break;
             }
             if tokio::time::Instant::now() >= deadline {
-                return Err(InstallError::NotEstablished(name));
+                return Err(InstallError::NotEstablished(name.clone()));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-    Ok(changed)
+    Ok(())
 }

@@ -56,31 +56,20 @@ pub async fn ensure_snapshot_api(client: &Client) -> Result<(), InstallError> {
             Err(source) => return Err(InstallError::Api { what: name, source }),
         }
     }
-    let deadline = tokio::time::Instant::now() + ESTABLISH_TIMEOUT;
-    for crd in volume_snapshot_crds() {
-        let name = crd.name_any();
-        loop {
-            let current = crds.get(&name).await.map_err(|source| InstallError::Api {
-                what: name.clone(),
-                source,
-            })?;
-            let established = current
-                .status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|c| {
-                    c.iter()
-                        .any(|c| c.type_ == "Established" && c.status == "True")
-                });
-            if established {
-                break;
+    let names: Vec<String> = volume_snapshot_crds()
+        .iter()
+        .map(ResourceExt::name_any)
+        .collect();
+    kubevirt_controller::install::wait_established(&crds, &names, ESTABLISH_TIMEOUT)
+        .await
+        .map_err(|e| match e {
+            kubevirt_controller::install::InstallError::Api { name, source } => {
+                InstallError::Api { what: name, source }
             }
-            if tokio::time::Instant::now() > deadline {
-                return Err(InstallError::NotEstablished(name));
+            kubevirt_controller::install::InstallError::NotEstablished(name) => {
+                InstallError::NotEstablished(name)
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
+        })?;
     let classes: Api<VolumeSnapshotClass> = Api::all(client.clone());
     let class: VolumeSnapshotClass =
         serde_json::from_value(local_snapshot_class()).map_err(|e| InstallError::Api {
