@@ -7,7 +7,7 @@
 
 pub mod cel;
 pub mod envelope;
-mod schema;
+pub(crate) mod schema;
 
 use self::envelope::{Version, envelope_of};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{

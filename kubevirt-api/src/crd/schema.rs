@@ -33,7 +33,7 @@ pub(super) fn finish(schema: &mut JSONSchemaProps, kind: &str, options: &CrdOpti
 }
 
 /// The root lists `apiVersion`, `kind` and `metadata` as upstream's CRDs do.
-fn type_meta(root: &mut Value) {
+pub(crate) fn type_meta(root: &mut Value) {
     if let Some(props) = root.get_mut("properties").and_then(Value::as_object_mut) {
         props
             .entry("apiVersion")

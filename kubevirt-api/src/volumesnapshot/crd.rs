@@ -114,17 +114,7 @@ fn finish(
         let Ok(mut value) = serde_json::to_value(&*schema) else {
             continue;
         };
-        if let Some(props) = value.get_mut("properties").and_then(Value::as_object_mut) {
-            props
-                .entry("apiVersion")
-                .or_insert_with(|| json!({"type": "string"}));
-            props
-                .entry("kind")
-                .or_insert_with(|| json!({"type": "string"}));
-            props
-                .entry("metadata")
-                .or_insert_with(|| json!({"type": "object"}));
-        }
+        crate::crd::schema::type_meta(&mut value);
         for (at, rule, message) in rules {
             if let Some(node) = locate(&mut value, at) {
                 let list = node
