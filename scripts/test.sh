@@ -4,6 +4,8 @@
 # Upstream fixtures are read from ../shared/fixtures/upstream (or $KUBEVIRT_FIXTURES).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# A fresh machine builds once: incremental caches would only take disk (several GB).
+export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
 
 scripts/setup.sh
 python3 scripts/gen-api.py --check ${KUBEVIRT_FIXTURES:+--fixtures "$KUBEVIRT_FIXTURES"}
