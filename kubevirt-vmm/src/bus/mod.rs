@@ -42,6 +42,11 @@ pub trait BusDevice: Send {
             state.len()
         )))
     }
+
+    /// The snapshot [`BusDevice::save_state`] was taken for is written (or failed): carry
+    /// on from where saving stopped (a device that quiesced its workers to save a
+    /// consistent state starts them again). Default: nothing.
+    fn resume(&mut self) {}
 }
 
 /// Errors saving or restoring a device's state (the caller adds the device's name and range).
@@ -53,6 +58,9 @@ pub enum DeviceStateError {
     /// The saved state does not fit the device.
     #[error("its saved state is invalid: {0}")]
     Invalid(String),
+    /// The device could not stop or start again around the snapshot.
+    #[error("{0}")]
+    Failed(String),
 }
 
 impl fmt::Debug for dyn BusDevice {

@@ -93,6 +93,34 @@ impl PciConfiguration {
         }
     }
 
+    /// Appends the registers to a snapshot (the write masks, BAR sizes and capabilities are
+    /// the device's construction and come back with it).
+    pub(crate) fn save(&self, e: &mut crate::snapshot::codec::Encoder) {
+        e.len(self.registers.len());
+        for r in &self.registers {
+            e.u32(*r);
+        }
+    }
+
+    /// Puts back registers [`PciConfiguration::save`] wrote.
+    pub(crate) fn restore(
+        &mut self,
+        d: &mut crate::snapshot::codec::Decoder<'_>,
+    ) -> Result<(), crate::snapshot::CodecError> {
+        use crate::snapshot::codec::field;
+        let n = d.len(self.registers.len(), &field("configuration space dwords"))?;
+        if n != self.registers.len() {
+            return Err(crate::snapshot::CodecError::Inconsistent(format!(
+                "the configuration space has {n} dwords, the device {}",
+                self.registers.len()
+            )));
+        }
+        for i in 0..n {
+            self.registers[i] = d.u32(&|| format!("configuration dword {i}"))?;
+        }
+        Ok(())
+    }
+
     /// The register at dword index `reg`; out-of-range registers read as 0.
     pub fn read_reg(&self, reg: usize) -> u32 {
         self.registers.get(reg).copied().unwrap_or(0)

@@ -1,6 +1,7 @@
 //! The [`PciDevice`] trait and the host bridge.
 
 use super::config::{PciConfiguration, PciIds};
+use crate::bus::DeviceStateError;
 
 /// A PCI function: a configuration space plus memory BARs. It knows its registers, not KVM.
 ///
@@ -28,6 +29,45 @@ pub trait PciDevice: Send {
     fn read_bar(&mut self, bar: usize, offset: u64, data: &mut [u8]);
     /// A guest write at `offset` in BAR `bar`.
     fn write_bar(&mut self, bar: usize, offset: u64, data: &[u8]);
+
+    /// The function's state for a snapshot (the vCPUs are parked); a function with workers
+    /// stops them until [`PciDevice::resume`]. Default: refused, so that a VM holding a
+    /// function that cannot save its state is not snapshotted wrong.
+    fn save_state(&mut self) -> Result<Vec<u8>, DeviceStateError> {
+        Err(DeviceStateError::Unsupported(
+            "this PCI function cannot save its state",
+        ))
+    }
+
+    /// Puts back what [`PciDevice::save_state`] returned, before the vCPUs first run.
+    fn restore_state(&mut self, state: &[u8]) -> Result<(), DeviceStateError> {
+        let _ = state;
+        Err(DeviceStateError::Unsupported(
+            "this PCI function cannot restore a state",
+        ))
+    }
+
+    /// The snapshot is written (or failed): carry on after [`PciDevice::save_state`].
+    fn resume(&mut self) {}
+}
+
+/// [`PciDevice::save_state`] of a function whose only state is its configuration space.
+pub fn save_config_only(config: &PciConfiguration) -> Vec<u8> {
+    let mut e = crate::snapshot::codec::Encoder::new();
+    config.save(&mut e);
+    e.finish()
+}
+
+/// [`PciDevice::restore_state`] of a function whose only state is its configuration space.
+pub fn restore_config_only(
+    config: &mut PciConfiguration,
+    state: &[u8],
+) -> Result<(), DeviceStateError> {
+    let mut d = crate::snapshot::codec::Decoder::new(state);
+    config
+        .restore(&mut d)
+        .and_then(|()| d.finish())
+        .map_err(|e| DeviceStateError::Invalid(e.to_string()))
 }
 
 /// The host bridge at 00:00.0 (class 06/00): what operating systems expect to find first.
@@ -73,4 +113,10 @@ impl PciDevice for HostBridge {
         data.fill(0xff);
     }
     fn write_bar(&mut self, _bar: usize, _offset: u64, _data: &[u8]) {}
+    fn save_state(&mut self) -> Result<Vec<u8>, DeviceStateError> {
+        Ok(save_config_only(&self.config))
+    }
+    fn restore_state(&mut self, state: &[u8]) -> Result<(), DeviceStateError> {
+        restore_config_only(&mut self.config, state)
+    }
 }

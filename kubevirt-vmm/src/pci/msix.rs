@@ -100,6 +100,48 @@ impl MsixTable {
         }
     }
 
+    /// Appends the table, the pending bits and the control bits to a snapshot.
+    pub(crate) fn save(&self, e: &mut crate::snapshot::codec::Encoder) {
+        e.len(self.entries.len());
+        for (entry, pending) in self.entries.iter().zip(&self.pending) {
+            e.u32(entry.addr_lo);
+            e.u32(entry.addr_hi);
+            e.u32(entry.data);
+            e.u32(entry.control);
+            e.u8(u8::from(*pending));
+        }
+        e.u8(u8::from(self.enabled) | u8::from(self.function_masked) << 1);
+    }
+
+    /// Puts back what [`MsixTable::save`] wrote; the vector count must match.
+    pub(crate) fn restore(
+        &mut self,
+        d: &mut crate::snapshot::codec::Decoder<'_>,
+    ) -> Result<(), crate::snapshot::CodecError> {
+        use crate::snapshot::codec::field;
+        let n = d.len(self.entries.len(), &field("MSI-X vectors"))?;
+        if n != self.entries.len() {
+            return Err(crate::snapshot::CodecError::Inconsistent(format!(
+                "the snapshot has {n} MSI-X vectors, the function {}",
+                self.entries.len()
+            )));
+        }
+        for v in 0..n {
+            let what = || format!("MSI-X vector {v}");
+            self.entries[v] = Entry {
+                addr_lo: d.u32(&what)?,
+                addr_hi: d.u32(&what)?,
+                data: d.u32(&what)?,
+                control: d.u32(&what)?,
+            };
+            self.pending[v] = d.u8(&what)? != 0;
+        }
+        let control = d.u8(&field("MSI-X control"))?;
+        self.enabled = control & 1 != 0;
+        self.function_masked = control & 2 != 0;
+        Ok(())
+    }
+
     /// Whether the driver enabled MSI-X.
     pub fn enabled(&self) -> bool {
         self.enabled

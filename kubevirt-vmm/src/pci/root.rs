@@ -7,6 +7,7 @@ use super::PciError;
 use super::config::access_mask;
 use super::device::{HostBridge, PciDevice};
 use crate::bus::{BusDevice, DeviceStateError};
+use crate::snapshot::codec::{Decoder, Encoder, field};
 
 /// Device slots on bus 0.
 pub const SLOTS: usize = 32;
@@ -94,6 +95,79 @@ impl PciRoot {
             }
         }
         false
+    }
+}
+
+impl PciRoot {
+    /// Every slot's function state, for a snapshot: a present flag per slot, then the
+    /// function's [`PciDevice::save_state`]. Functions that paused their workers stay paused
+    /// until [`PciRoot::resume`], also when a later one fails.
+    pub fn save_state(&self) -> Result<Vec<u8>, DeviceStateError> {
+        let mut e = Encoder::new();
+        e.len(self.slots.len());
+        for (slot, dev) in self.slots.iter().enumerate() {
+            match dev {
+                None => e.u8(0),
+                Some(dev) => {
+                    let state = lock(dev).save_state().map_err(|err| in_slot(slot, err))?;
+                    e.u8(1);
+                    e.bytes(&state);
+                }
+            }
+        }
+        Ok(e.finish())
+    }
+
+    /// Gives each slot's function the state [`PciRoot::save_state`] recorded; the slots
+    /// must be populated as they were.
+    pub fn restore_state(&self, state: &[u8]) -> Result<(), DeviceStateError> {
+        let invalid = |e: crate::snapshot::CodecError| DeviceStateError::Invalid(e.to_string());
+        let mut d = Decoder::new(state);
+        let n = d.len(SLOTS, &field("PCI slots")).map_err(invalid)?;
+        if n != self.slots.len() {
+            return Err(DeviceStateError::Invalid(format!(
+                "the snapshot has {n} PCI slots, the bus {}",
+                self.slots.len()
+            )));
+        }
+        for (slot, dev) in self.slots.iter().enumerate() {
+            let present = d.u8(&|| format!("PCI slot {slot}")).map_err(invalid)? != 0;
+            match (present, dev) {
+                (false, None) => {}
+                (true, Some(dev)) => {
+                    let bytes = d.bytes(&|| format!("PCI slot {slot}")).map_err(invalid)?;
+                    lock(dev)
+                        .restore_state(bytes)
+                        .map_err(|err| in_slot(slot, err))?;
+                }
+                (saved, _) => {
+                    return Err(DeviceStateError::Invalid(format!(
+                        "PCI slot {slot} is {} in the snapshot and {} in this VM",
+                        if saved { "used" } else { "empty" },
+                        if saved { "empty" } else { "used" },
+                    )));
+                }
+            }
+        }
+        d.finish().map_err(invalid)
+    }
+
+    /// Lets every function carry on after a snapshot.
+    pub fn resume(&self) {
+        for dev in self.slots.iter().flatten() {
+            lock(dev).resume();
+        }
+    }
+}
+
+/// Names the slot in a function's error.
+fn in_slot(slot: usize, err: DeviceStateError) -> DeviceStateError {
+    match err {
+        DeviceStateError::Unsupported(why) => DeviceStateError::Unsupported(why),
+        DeviceStateError::Invalid(why) => {
+            DeviceStateError::Invalid(format!("PCI slot {slot}: {why}"))
+        }
+        DeviceStateError::Failed(why) => DeviceStateError::Failed(format!("PCI slot {slot}: {why}")),
     }
 }
 
@@ -192,7 +266,28 @@ impl BusDevice for PciConfigIo {
     }
 
     fn save_state(&mut self) -> Result<Option<Vec<u8>>, DeviceStateError> {
-        Err(DeviceStateError::Unsupported("PCI and virtio device state (config space, queues, MSI-X) is not saved yet"))
+        // The root's functions are saved once, with this device: the ECAM and BAR windows
+        // are stateless routes to the same functions.
+        let functions = self.root.save_state()?;
+        let mut e = Encoder::new();
+        e.u32(self.address);
+        e.bytes(&functions);
+        Ok(Some(e.finish()))
+    }
+
+    fn restore_state(&mut self, state: &[u8]) -> Result<(), DeviceStateError> {
+        let invalid = |e: crate::snapshot::CodecError| DeviceStateError::Invalid(e.to_string());
+        let mut d = Decoder::new(state);
+        let address = d.u32(&field("configuration address")).map_err(invalid)?;
+        let functions = d.bytes(&field("PCI functions")).map_err(invalid)?;
+        d.finish().map_err(invalid)?;
+        self.root.restore_state(functions)?;
+        self.address = address;
+        Ok(())
+    }
+
+    fn resume(&mut self) {
+        self.root.resume();
     }
 
     fn read(&mut self, _base: u64, offset: u64, data: &mut [u8]) {
@@ -259,9 +354,6 @@ impl BusDevice for PciConfigMmio {
         "pci-ecam"
     }
 
-    fn save_state(&mut self) -> Result<Option<Vec<u8>>, DeviceStateError> {
-        Err(DeviceStateError::Unsupported("PCI and virtio device state (config space, queues, MSI-X) is not saved yet"))
-    }
 
     fn read(&mut self, _base: u64, offset: u64, data: &mut [u8]) {
         let (b, d, f, reg, byte) = Self::decode(offset);
@@ -298,9 +390,6 @@ impl BusDevice for PciBarWindow {
         "pci-bars"
     }
 
-    fn save_state(&mut self) -> Result<Option<Vec<u8>>, DeviceStateError> {
-        Err(DeviceStateError::Unsupported("PCI and virtio device state (config space, queues, MSI-X) is not saved yet"))
-    }
 
     fn read(&mut self, base: u64, offset: u64, data: &mut [u8]) {
         self.root.bar_read(base + offset, data);

@@ -99,6 +99,14 @@ pub fn save_devices(buses: &Buses) -> Result<Vec<DeviceRecord>, DeviceSnapshotEr
     failure.map_or(Ok(out), Err)
 }
 
+/// Lets every device on `buses` carry on after [`save_devices`] (see
+/// [`crate::BusDevice::resume`]).
+pub fn resume_devices(buses: &Buses) {
+    for bus in [&buses.pio, &buses.mmio] {
+        lock_each(bus, |_, device| device.resume());
+    }
+}
+
 /// The devices of `buses` without their states, for comparing with a snapshot.
 fn list_devices(buses: &Buses) -> Vec<DeviceRecord> {
     let mut out = Vec::new();

@@ -17,11 +17,18 @@
 //! corrupt or truncated state file, a memory file of the wrong size, a different vCPU count,
 //! RAM size or device list is refused with an error saying which, and nothing runs.
 //!
-//! Not saved yet: virtio/PCI device state (queues, config space, MSI-X) and fw_cfg. Those
-//! devices refuse [`crate::BusDevice::save_state`], so a VM holding them cannot be
-//! snapshotted (rather than restored wrong).
+//! PCI functions are saved with the root complex (on the `pci-config-io` device): each
+//! function's configuration space (BAR addresses included), and for virtio-pci the common
+//! configuration, ISR, MSI-X table and pending bits, and — for a started device — each queue's
+//! ring addresses and positions. To cut a consistent state the started devices pause their
+//! workers (a block device also flushes its disk) until the files are written, then resume;
+//! the restored VM re-installs its MSI routes and notify ioeventfds and starts the devices at
+//! the saved queue positions. Host-side input a device held outside guest memory (a received
+//! frame waiting for a buffer, console input not yet delivered) is not carried over.
+//!
+//! Not saved yet: fw_cfg (firmware boots refuse snapshots).
 
-mod codec;
+pub(crate) mod codec;
 mod devices;
 mod format;
 mod machine;
@@ -39,7 +46,7 @@ pub use machine::MachineStateError;
 pub use memory::MemoryFileError;
 pub use vcpu::VcpuStateError;
 
-pub(crate) use devices::{restore_devices, save_devices};
+pub(crate) use devices::{restore_devices, resume_devices, save_devices};
 pub(crate) use machine::MachineState;
 pub(crate) use memory::{map_memory_file, write_memory_file};
 pub(crate) use state::SnapshotState;

@@ -14,6 +14,8 @@ use super::device::{
     read_config_bytes,
 };
 use super::worker::{QueueHandler, Worker};
+use crate::bus::DeviceStateError;
+use crate::virtio::device::{pause_worker, resume_worker};
 
 /// The virtio device type of a console.
 pub const VIRTIO_ID_CONSOLE: u32 = 3;
@@ -55,7 +57,7 @@ pub struct Console {
     output: SharedOutput,
     input: ConsoleInput,
     config: [u8; 12],
-    worker: Option<Worker>,
+    worker: Option<Worker<ConsoleQueues>>,
 }
 
 impl std::fmt::Debug for Console {
@@ -190,6 +192,10 @@ impl ConsoleQueues {
 }
 
 impl QueueHandler for ConsoleQueues {
+    fn queue_states(&self) -> Vec<virtio_queue::QueueState> {
+        vec![self.rx.state(), self.tx.state()]
+    }
+
     fn handle_queue(&mut self, index: usize) {
         match index {
             TX => {
@@ -257,6 +263,14 @@ impl VirtioDevice for Console {
 
     fn reset(&mut self) {
         self.worker = None;
+    }
+
+    fn pause(&mut self) -> Result<Vec<virtio_queue::QueueState>, DeviceStateError> {
+        pause_worker(self.worker.as_mut())
+    }
+
+    fn resume(&mut self) -> Result<(), DeviceStateError> {
+        resume_worker(self.worker.as_mut())
     }
 }
 

@@ -3,9 +3,12 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use virtio_queue::Queue;
+use virtio_queue::{Queue, QueueState};
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
+
+use crate::bus::DeviceStateError;
+use crate::virtio::worker::{QueueHandler, Worker};
 
 /// What a device signals to the driver.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -112,6 +115,47 @@ pub trait VirtioDevice: Send {
     fn activate(&mut self, context: ActivateContext) -> Result<(), ActivateError>;
     /// Stops processing and drops the queues: the driver reset the device.
     fn reset(&mut self);
+
+    /// Stops processing for a snapshot (the vCPUs are parked) and returns each queue's state,
+    /// in queue order; the queues hold still until [`VirtioDevice::resume`]. Called on an
+    /// activated device only. Host-side input the device holds but has not placed in guest
+    /// memory (a received frame waiting for a buffer) is not part of the state. Default:
+    /// [`DeviceStateError::Unsupported`], so a VM holding a device that cannot pause is
+    /// refused a snapshot rather than given a wrong one.
+    fn pause(&mut self) -> Result<Vec<QueueState>, DeviceStateError> {
+        Err(DeviceStateError::Unsupported(
+            "this virtio device cannot pause its queues",
+        ))
+    }
+
+    /// Continues after [`VirtioDevice::pause`].
+    fn resume(&mut self) -> Result<(), DeviceStateError> {
+        Ok(())
+    }
+}
+
+/// [`VirtioDevice::pause`] for a device whose queues live in one worker.
+pub fn pause_worker<H: QueueHandler>(
+    worker: Option<&mut Worker<H>>,
+) -> Result<Vec<QueueState>, DeviceStateError> {
+    let worker = worker.ok_or_else(|| {
+        DeviceStateError::Failed("the device is not processing its queues".into())
+    })?;
+    worker
+        .pause()
+        .map_err(|e| DeviceStateError::Failed(e.to_string()))
+}
+
+/// [`VirtioDevice::resume`] for a device whose queues live in one worker.
+pub fn resume_worker<H: QueueHandler>(
+    worker: Option<&mut Worker<H>>,
+) -> Result<(), DeviceStateError> {
+    match worker {
+        Some(w) => w
+            .resume()
+            .map_err(|e| DeviceStateError::Failed(e.to_string())),
+        None => Ok(()),
+    }
 }
 
 impl std::fmt::Debug for dyn VirtioDevice {

@@ -11,6 +11,8 @@ use super::device::{
     ActivateContext, ActivateError, HealthFlag, VirtioDevice, VirtioInterrupt, VirtioInterruptType,
 };
 use super::worker::{QueueHandler, Worker};
+use crate::bus::DeviceStateError;
+use crate::virtio::device::{pause_worker, resume_worker};
 
 /// The virtio device type of an entropy source.
 pub const VIRTIO_ID_RNG: u32 = 4;
@@ -114,12 +116,16 @@ impl QueueHandler for RngQueue {
             log::warn!("virtio-rng: corrupt queue ({e}); the device needs a reset");
         }
     }
+
+    fn queue_states(&self) -> Vec<virtio_queue::QueueState> {
+        vec![self.queue.state()]
+    }
 }
 
 /// A virtio-rng device.
 #[derive(Debug, Default)]
 pub struct Rng {
-    worker: Option<Worker>,
+    worker: Option<Worker<RngQueue>>,
 }
 
 impl Rng {
@@ -170,6 +176,14 @@ impl VirtioDevice for Rng {
 
     fn reset(&mut self) {
         self.worker = None;
+    }
+
+    fn pause(&mut self) -> Result<Vec<virtio_queue::QueueState>, DeviceStateError> {
+        pause_worker(self.worker.as_mut())
+    }
+
+    fn resume(&mut self) -> Result<(), DeviceStateError> {
+        resume_worker(self.worker.as_mut())
     }
 }
 

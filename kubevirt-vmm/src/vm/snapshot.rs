@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::{PAUSE_TIMEOUT, Vm, VmBuilder, VmConfig, VmError};
 use crate::snapshot::{
-    self, MachineState, SnapshotError, SnapshotInfo, SnapshotState, save_devices,
+    self, MachineState, SnapshotError, SnapshotInfo, SnapshotState, resume_devices, save_devices,
 };
 
 /// How long the parked vCPUs get to hand over their state.
@@ -29,10 +29,20 @@ impl Vm {
     ///
     /// # Errors
     /// [`VmError::Snapshot`]: the VM is not paused, a vCPU or the irqchip cannot be read, a
-    /// device cannot save its state (virtio and PCI devices cannot yet), or a file cannot be
-    /// written.
+    /// device cannot save its state (fw_cfg cannot yet), or a file cannot be written.
     pub fn snapshot(&self, dir: &Path) -> Result<SnapshotInfo, VmError> {
         let vcpu_states = self.lifecycle.save_vcpu_states(SAVE_TIMEOUT)?;
+        let result = self.write_snapshot(dir, vcpu_states);
+        // Devices that paused their workers for the cut go on, whether or not it was written.
+        resume_devices(&self.buses);
+        result
+    }
+
+    fn write_snapshot(
+        &self,
+        dir: &Path,
+        vcpu_states: Vec<snapshot::VcpuState>,
+    ) -> Result<SnapshotInfo, VmError> {
         let devices = save_devices(&self.buses).map_err(SnapshotError::from)?;
         let machine = MachineState::save(&self.vm_fd).map_err(SnapshotError::from)?;
         snapshot::create_dir(dir)?;

@@ -6,7 +6,10 @@ use super::backend::BlockBackend;
 use super::queue::{BlockQueue, SharedDisk};
 use super::request::{MAX_SEGMENT_SECTORS, MAX_SEGMENTS, SECTOR_SIZE, SERIAL_LEN};
 use crate::virtio::VIRTIO_RING_F_INDIRECT_DESC;
-use crate::virtio::device::{ActivateContext, ActivateError, VirtioDevice, read_config_bytes};
+use crate::bus::DeviceStateError;
+use crate::virtio::device::{
+    ActivateContext, ActivateError, VirtioDevice, pause_worker, read_config_bytes, resume_worker,
+};
 use crate::virtio::worker::Worker;
 
 /// The virtio device type of a block device.
@@ -36,7 +39,7 @@ pub struct Block {
     serial: [u8; SERIAL_LEN],
     config: [u8; CONFIG_LEN],
     features: u64,
-    worker: Option<Worker>,
+    worker: Option<Worker<BlockQueue>>,
 }
 
 impl std::fmt::Debug for Block {
@@ -148,6 +151,21 @@ impl VirtioDevice for Block {
     fn reset(&mut self) {
         // Dropping the worker stops its thread; the disk stays with the device.
         self.worker = None;
+    }
+
+    fn pause(&mut self) -> Result<Vec<virtio_queue::QueueState>, DeviceStateError> {
+        let states = pause_worker(self.worker.as_mut())?;
+        // Completed writes reach the disk before the snapshot's memory says they completed.
+        self.disk
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .flush()
+            .map_err(|e| DeviceStateError::Failed(format!("flushing the disk: {e}")))?;
+        Ok(states)
+    }
+
+    fn resume(&mut self) -> Result<(), DeviceStateError> {
+        resume_worker(self.worker.as_mut())
     }
 }
 

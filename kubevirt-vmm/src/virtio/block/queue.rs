@@ -122,6 +122,10 @@ impl QueueHandler for BlockQueue {
             log::warn!("virtio-blk: {e}; the device needs a reset");
         }
     }
+
+    fn queue_states(&self) -> Vec<virtio_queue::QueueState> {
+        vec![self.queue.state()]
+    }
 }
 
 #[cfg(test)]

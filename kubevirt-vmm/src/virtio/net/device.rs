@@ -9,8 +9,11 @@ use super::queues::{NetQueues, RX_QUEUE, SharedBackend, TX_QUEUE};
 use super::{
     QUEUE_SIZE, VIRTIO_ID_NET, VIRTIO_NET_F_MAC, VIRTIO_NET_F_STATUS, VIRTIO_NET_S_LINK_UP,
 };
+use crate::bus::DeviceStateError;
 use crate::virtio::VIRTIO_RING_F_INDIRECT_DESC;
-use crate::virtio::device::{ActivateContext, ActivateError, VirtioDevice, read_config_bytes};
+use crate::virtio::device::{
+    ActivateContext, ActivateError, VirtioDevice, pause_worker, read_config_bytes, resume_worker,
+};
 use crate::virtio::worker::Worker;
 
 /// Length of `struct virtio_net_config` as this device fills it: `mac`, `status`,
@@ -78,7 +81,7 @@ pub struct Net {
     backend: SharedBackend,
     config: [u8; CONFIG_LEN],
     counters: Arc<NetCounters>,
-    worker: Option<Worker>,
+    worker: Option<Worker<NetQueues>>,
 }
 
 impl std::fmt::Debug for Net {
@@ -181,6 +184,14 @@ impl VirtioDevice for Net {
         // Dropping the worker stops its thread; the backend stays with the device. A frame
         // held for a receive buffer is lost with it, as on a real NIC reset.
         self.worker = None;
+    }
+
+    fn pause(&mut self) -> Result<Vec<virtio_queue::QueueState>, DeviceStateError> {
+        pause_worker(self.worker.as_mut())
+    }
+
+    fn resume(&mut self) -> Result<(), DeviceStateError> {
+        resume_worker(self.worker.as_mut())
     }
 }
 

@@ -297,6 +297,10 @@ impl NetQueues {
 }
 
 impl QueueHandler for NetQueues {
+    fn queue_states(&self) -> Vec<virtio_queue::QueueState> {
+        vec![self.rx.state(), self.tx.state()]
+    }
+
     fn handle_queue(&mut self, index: usize) {
         match index {
             TX_QUEUE => {

@@ -18,13 +18,14 @@
 
 pub mod common_cfg;
 pub mod ioevents;
+mod snapshot;
 
 pub use ioevents::IoEventRegistrar;
 
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use virtio_queue::{Queue, QueueT};
+use virtio_queue::{Queue, QueueState, QueueT};
 use vm_memory::{GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::eventfd::EventFd;
 
@@ -35,6 +36,7 @@ use super::device::{
 use super::{VIRTIO_F_VERSION_1, status};
 use crate::pci::config::{BarRequest, PciConfiguration, PciIds};
 use crate::pci::msix::{self, MsiSink, MsixTable, VectorMessage};
+use crate::bus::DeviceStateError;
 use crate::pci::{PciDevice, PciError};
 
 /// Virtio's PCI vendor ID.
@@ -409,7 +411,7 @@ impl VirtioPciDevice {
         if setting(new, status::DRIVER_OK)
             && new & status::FEATURES_OK != 0
             && !self.active
-            && let Err(e) = self.activate()
+            && let Err(e) = self.activate(None)
         {
             log::warn!(
                 "virtio-pci: activating device type {}: {e}",
@@ -419,10 +421,17 @@ impl VirtioPciDevice {
         }
     }
 
-    fn activate(&mut self) -> Result<(), String> {
+    /// Starts the device on the queues the driver set up; a restored device's queues start
+    /// at the `positions` its snapshot saved.
+    fn activate(&mut self, positions: Option<&[QueueState]>) -> Result<(), String> {
         let mut queues = Vec::with_capacity(self.common.queues.len());
         for (i, regs) in self.common.queues.iter().enumerate() {
             let mut q = Queue::new(regs.max_size).map_err(|e| format!("queue {i}: {e}"))?;
+            if let Some(p) = positions.and_then(|p| p.get(i)) {
+                q.set_next_avail(p.next_avail);
+                q.set_next_used(p.next_used);
+                q.set_event_idx(p.event_idx_enabled);
+            }
             if regs.enabled {
                 q.try_set_size(regs.size)
                     .and_then(|()| q.try_set_desc_table_address(GuestAddress(regs.desc)))
@@ -487,6 +496,18 @@ impl PciDevice for VirtioPciDevice {
             let due = state.table.set_control(control);
             self.interrupt.routes_changed(state, due);
         }
+    }
+
+    fn save_state(&mut self) -> Result<Vec<u8>, DeviceStateError> {
+        self.save_snapshot()
+    }
+
+    fn restore_state(&mut self, state: &[u8]) -> Result<(), DeviceStateError> {
+        self.restore_snapshot(state)
+    }
+
+    fn resume(&mut self) {
+        self.resume_after_snapshot();
     }
 
     fn read_bar(&mut self, bar: usize, offset: u64, data: &mut [u8]) {

@@ -293,3 +293,109 @@ fn moving_bar0_moves_the_notify_registrations() {
     d.write_config_register(1, 0, &6u32.to_le_bytes());
     assert!(log(&registry).is_empty());
 }
+
+/// Everything a driver reads back from the common configuration (every queue selected in
+/// turn), the MSI-X table and PBA, and the configuration space.
+fn driver_view(d: &mut VirtioPciDevice) -> Vec<u64> {
+    let mut out = Vec::new();
+    for q in 0..2u16 {
+        w(d, 0x16, u64::from(q), 2);
+        for (off, len) in [
+            (0x00, 4),
+            (0x08, 4),
+            (0x10, 2),
+            (0x14, 1),
+            (0x15, 1),
+            (0x18, 2),
+            (0x1a, 2),
+            (0x1c, 2),
+            (0x20, 8),
+            (0x28, 8),
+            (0x30, 8),
+        ] {
+            out.push(r(d, off, len));
+        }
+        w(d, 0x08, 1, 4);
+        out.push(r(d, 0x0c, 4));
+        w(d, 0x08, 0, 4);
+        out.push(r(d, 0x0c, 4));
+    }
+    for off in (MSIX_TABLE_OFFSET..MSIX_TABLE_OFFSET + 3 * 16).step_by(4) {
+        out.push(r(d, off, 4));
+    }
+    out.push(r(d, MSIX_PBA_OFFSET, 8));
+    out.extend((0..64).map(|reg| u64::from(d.config().read_reg(reg))));
+    out
+}
+
+#[test]
+fn a_configured_device_comes_back_as_the_driver_left_it() {
+    let (mut d, _, _) = device();
+    assert_ne!(negotiate(&mut d, VIRTIO_F_VERSION_1 | 1 << 5) & status::FEATURES_OK, 0);
+    setup_queue(&mut d, 0, 0x1_0000);
+    setup_queue(&mut d, 1, 0x2_0000);
+    w(&mut d, 0x10, 2, 2); // config vector
+    w(&mut d, 0x16, 1, 2);
+    w(&mut d, 0x1a, 1, 2); // queue 1 vector
+    // MSI-X: program and unmask vector 1, enable.
+    w(&mut d, MSIX_TABLE_OFFSET + 16, 0xfee0_0000, 4);
+    w(&mut d, MSIX_TABLE_OFFSET + 24, 0x41, 4);
+    w(&mut d, MSIX_TABLE_OFFSET + 28, 0, 4);
+    let reg = d.msix_cap / 4;
+    d.write_config_register(reg, 2, &0x8000u16.to_le_bytes());
+    // Taken first: reading the view selects queues and feature words.
+    let state = d.save_state().unwrap();
+    let before = driver_view(&mut d);
+
+    let (mut fresh, activated, _) = device();
+    fresh.config_mut().set_bar_address(0, 0xd900_0000).unwrap();
+    fresh.restore_state(&state).unwrap();
+    assert_eq!(driver_view(&mut fresh), before);
+    assert_eq!(fresh.config().bar_address(0), Some(0xd800_0000), "BAR 0 moved back");
+    assert!(activated.lock().unwrap().is_none(), "not started: nothing to start");
+}
+
+#[test]
+fn a_started_device_that_cannot_pause_refuses_the_snapshot() {
+    let (mut d, activated, _) = device();
+    negotiate(&mut d, VIRTIO_F_VERSION_1);
+    setup_queue(&mut d, 0, 0x1_0000);
+    setup_queue(&mut d, 1, 0x2_0000);
+    w(&mut d, 0x14, 0x0f, 1);
+    assert!(activated.lock().unwrap().is_some());
+    let err = d.save_state().unwrap_err();
+    assert!(matches!(err, DeviceStateError::Unsupported(_)), "{err}");
+}
+
+#[test]
+fn a_damaged_state_is_refused_naming_the_field() {
+    let (mut d, _, _) = device();
+    let state = d.save_state().unwrap();
+    let (mut fresh, _, _) = device();
+    let err = fresh.restore_state(&state[..state.len() - 3]).unwrap_err();
+    assert!(err.to_string().contains("truncated"), "{err}");
+    let mut longer = state.clone();
+    longer.push(0);
+    assert!(fresh.restore_state(&longer).is_err());
+}
+
+proptest::proptest! {
+    /// Whatever bytes a damaged snapshot holds, restoring them is an error or a state, never
+    /// a panic.
+    #[test]
+    fn any_bytes_restore_without_panicking(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2048)) {
+        let (mut d, _, _) = device();
+        let _ = d.restore_state(&bytes);
+    }
+
+    /// A saved state with one byte changed either restores or is refused, never panics.
+    #[test]
+    fn a_flipped_byte_restores_without_panicking(at in 0usize..4096, bit in 0u8..8) {
+        let (mut d, _, _) = device();
+        let mut state = d.save_state().unwrap();
+        let at = at % state.len();
+        state[at] ^= 1 << bit;
+        let (mut fresh, _, _) = device();
+        let _ = fresh.restore_state(&state);
+    }
+}
