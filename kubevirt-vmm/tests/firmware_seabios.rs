@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use kubevirt_vmm::testguest::boot_sector::{BOOT_SECTOR_LINE, boot_disk};
 use kubevirt_vmm::virtio::block::{Block, RawFile};
 use kubevirt_vmm::{
-    BootSource, ConsoleBuffer, ConsoleConfig, ExitReason, FirmwareBoot, Vm, VmConfig,
+    BootSource, ConsoleBuffer, ConsoleConfig, ExitReason, FirmwareBoot, Vm, VmBuilder, VmConfig,
 };
 
 fn timeout() -> Duration {
@@ -90,6 +90,89 @@ fn seabios_boots_the_boot_sector_of_the_first_disk_in_the_boot_order() {
         }
         None => eprintln!("qemu-system-x86_64 is not installed: no comparison"),
     }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The VM of the test below, on `blank` and `boot`, logging SeaBIOS to `log`.
+fn two_disk_vm(blank: &Path, boot: &Path, log: &Path, console: &ConsoleBuffer) -> VmBuilder {
+    let firmware = FirmwareBoot::seabios()
+        .with_boot_order(vec![1])
+        .with_debug_log(log);
+    let config = VmConfig::new(2, 32 << 20, BootSource::Firmware(firmware))
+        .with_serial(ConsoleConfig::Buffer(console.clone()))
+        .with_debug_exit();
+    Vm::builder(config)
+        .virtio_device(Box::new(Block::new(
+            Box::new(RawFile::open(blank, true).unwrap()),
+            "blank",
+        )))
+        .virtio_device(Box::new(Block::new(
+            Box::new(RawFile::open(boot, true).unwrap()),
+            "boot",
+        )))
+}
+
+/// A firmware boot cut once SeaBIOS has set up both virtio-blk drivers (queues live, fw_cfg
+/// read, PCI BARs placed) and restored in a new VM: SeaBIOS carries on without starting over
+/// and reads the boot sector through the restored queue.
+#[test]
+fn a_seabios_boot_snapshotted_after_its_virtio_setup_boots_in_the_restored_vm() {
+    let dir = std::env::temp_dir().join(format!("kv-seabios-snap-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let blank = dir.join("blank.img");
+    std::fs::write(&blank, vec![0u8; 1 << 20]).unwrap();
+    let disk = dir.join("boot.img");
+    std::fs::write(&disk, boot_disk(BOOT_SECTOR_LINE, 0x31, 1 << 20)).unwrap();
+    let (log, restored_log) = (dir.join("seabios.log"), dir.join("restored.log"));
+    let console = ConsoleBuffer::new();
+    let vm = two_disk_vm(&blank, &disk, &log, &console).build().unwrap();
+    vm.start().unwrap();
+    let deadline = Instant::now() + timeout();
+    let set_up = "Searching bootorder for: /pci@i0cf8/*@2";
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains(set_up)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "SeaBIOS never set up the boot disk"
+        );
+        assert!(
+            vm.wait_timeout(Duration::from_millis(5)).is_none(),
+            "the boot ended early"
+        );
+    }
+    vm.pause().unwrap();
+    let snap = dir.join("snap");
+    vm.snapshot(&snap).unwrap();
+    assert!(
+        !console.text().contains(BOOT_SECTOR_LINE),
+        "the boot sector ran before the cut"
+    );
+    vm.stop();
+    drop(vm);
+
+    let restored_console = ConsoleBuffer::new();
+    let restored = two_disk_vm(&blank, &disk, &restored_log, &restored_console)
+        .restore(&snap)
+        .unwrap();
+    restored.start().unwrap();
+    let exit = restored.wait_timeout(timeout());
+    if exit.is_none() {
+        restored.stop();
+    }
+    let text = restored_console.text();
+    let firmware_log = std::fs::read_to_string(&restored_log).unwrap_or_default();
+    assert_eq!(
+        exit,
+        Some(ExitReason::DebugExit { code: 0x31 }),
+        "{text}\n--- SeaBIOS after the restore ---\n{firmware_log}"
+    );
+    assert!(text.contains(BOOT_SECTOR_LINE), "{text}");
+    assert!(
+        !firmware_log.contains("SeaBIOS (version"),
+        "SeaBIOS started over: {firmware_log}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -25,8 +25,8 @@
 //! the restored VM re-installs its MSI routes and notify ioeventfds and starts the devices at
 //! the saved queue positions. Host-side input a device held outside guest memory (a received
 //! frame waiting for a buffer, console input not yet delivered) is not carried over.
-//!
-//! Not saved yet: fw_cfg (firmware boots refuse snapshots).
+//! fw_cfg saves its selector, offset and DMA address, and a checksum of its items (they come
+//! from the configuration: a restore with other ones is refused).
 
 pub(crate) mod codec;
 mod devices;

@@ -420,6 +420,7 @@ impl VmBuilder {
                 &memory,
                 &f.firmware,
                 memory.num_regions() as u32,
+                plan.is_some(),
             )?),
             None => {
                 if let Some(plan) = &plan {

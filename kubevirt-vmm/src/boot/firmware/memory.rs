@@ -167,7 +167,9 @@ fn register(
 
 impl FirmwareMemory {
     /// Reads `firmware`'s files and maps them into the VM from memory slot `first_slot` on;
-    /// copies the top of the image into the legacy BIOS area of `ram`.
+    /// with `fresh_ram`, copies the top of the image into the legacy BIOS area of `ram` (a
+    /// restored VM's RAM already holds that area as the firmware left it: its runtime data
+    /// lives there).
     ///
     /// # Errors
     /// [`BootError`] naming the file that cannot be read or has an unusable size, or the
@@ -177,6 +179,7 @@ impl FirmwareMemory {
         ram: &GuestMemoryMmap,
         firmware: &Firmware,
         first_slot: u32,
+        fresh_ram: bool,
     ) -> Result<FirmwareMemory, BootError> {
         let (code_path, vars) = match firmware {
             Firmware::Bios { image } => (image, None),
@@ -202,6 +205,9 @@ impl FirmwareMemory {
             }
             register(vm, first_slot + 1, code_addr - flash.len as u64, &flash, false)?;
             mem.mappings.push(flash);
+        }
+        if !fresh_ram {
+            return Ok(mem);
         }
         let alias = if vars.is_some() {
             LEGACY_BIOS_ALIAS_SIZE

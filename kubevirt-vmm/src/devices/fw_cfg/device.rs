@@ -9,6 +9,7 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use super::FW_CFG_DMA_SIGNATURE;
 use super::items::FwCfgItems;
 use crate::bus::{BusDevice, DeviceStateError};
+use crate::snapshot::codec::{Decoder, Encoder, field};
 
 /// DMA control bits.
 const DMA_ERROR: u32 = 1 << 0;
@@ -46,6 +47,17 @@ impl FwCfg {
             offset: 0,
             dma_high: 0,
         }
+    }
+
+    /// CRC-32 over every item's key, length and bytes.
+    fn items_checksum(&self) -> u32 {
+        let mut h = crc32fast::Hasher::new();
+        for (key, bytes) in &self.items {
+            h.update(&key.to_le_bytes());
+            h.update(&(bytes.len() as u64).to_le_bytes());
+            h.update(bytes);
+        }
+        h.finalize()
     }
 
     fn select(&mut self, key: u16) {
@@ -139,7 +151,38 @@ impl BusDevice for FwCfg {
     }
 
     fn save_state(&mut self) -> Result<Option<Vec<u8>>, DeviceStateError> {
-        Err(DeviceStateError::Unsupported("the fw_cfg selector and DMA state of a firmware-booted VM is not saved yet"))
+        // The items come from the VM's configuration and the guest cannot write them: a
+        // checksum is enough to refuse a restore under other firmware inputs.
+        let mut e = Encoder::new();
+        e.u32(u32::from(self.selected));
+        e.u64(self.offset as u64);
+        e.u32(self.dma_high);
+        e.u32(self.items_checksum());
+        Ok(Some(e.finish()))
+    }
+
+    fn restore_state(&mut self, state: &[u8]) -> Result<(), DeviceStateError> {
+        let invalid = |e: crate::snapshot::CodecError| DeviceStateError::Invalid(e.to_string());
+        let mut d = Decoder::new(state);
+        let selected = d.u32(&field("fw_cfg selector")).map_err(invalid)?;
+        let offset = d.u64(&field("fw_cfg offset")).map_err(invalid)?;
+        let dma_high = d.u32(&field("fw_cfg DMA address")).map_err(invalid)?;
+        let checksum = d.u32(&field("fw_cfg items checksum")).map_err(invalid)?;
+        d.finish().map_err(invalid)?;
+        let (Ok(selected), Ok(offset)) = (u16::try_from(selected), usize::try_from(offset)) else {
+            return Err(DeviceStateError::Invalid(format!(
+                "fw_cfg selector {selected} or offset {offset} out of range"
+            )));
+        };
+        if checksum != self.items_checksum() {
+            return Err(DeviceStateError::Invalid(
+                "the firmware configuration items (kernel, command line, tables) differ from the snapshot's: restore with the same boot configuration".into(),
+            ));
+        }
+        self.selected = selected;
+        self.offset = offset;
+        self.dma_high = dma_high;
+        Ok(())
     }
 
     fn read(&mut self, _base: u64, offset: u64, data: &mut [u8]) {
@@ -204,6 +247,31 @@ mod tests {
         let mut v = vec![0u8; n];
         d.read(0x510, OFF_DATA, &mut v);
         v
+    }
+
+    #[test]
+    fn a_restored_device_reads_on_where_the_saved_one_was() {
+        let mut d = device();
+        select(&mut d, FW_CFG_FILE_DIR);
+        let _ = read(&mut d, 10);
+        let state = d.save_state().unwrap().unwrap();
+        let rest = read(&mut d, 30);
+        let mut fresh = device();
+        fresh.restore_state(&state).unwrap();
+        assert_eq!(read(&mut fresh, 30), rest);
+    }
+
+    #[test]
+    fn other_items_or_a_damaged_state_are_refused() {
+        let mut d = device();
+        let state = d.save_state().unwrap().unwrap();
+        let mut items = FwCfgItems::new(64 << 20, 1, [7; 16]);
+        items.add_file("etc/one", vec![1]).unwrap();
+        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), RAM as usize)]).unwrap();
+        let mut other = FwCfg::new(&items, mem);
+        let err = other.restore_state(&state).unwrap_err().to_string();
+        assert!(err.contains("differ from the snapshot"), "{err}");
+        assert!(device().restore_state(&state[..5]).is_err());
     }
 
     fn dma(d: &mut FwCfg, at: u64, control: u32, length: u32, target: u64) -> u32 {
