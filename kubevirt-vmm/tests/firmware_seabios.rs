@@ -39,23 +39,7 @@ fn seabios_boots_the_boot_sector_of_the_first_disk_in_the_boot_order() {
     std::fs::write(&disk, boot_disk(BOOT_SECTOR_LINE, 0x31, 1 << 20)).unwrap();
     let log = dir.join("seabios.log");
     let console = ConsoleBuffer::new();
-    let boot = FirmwareBoot::seabios()
-        .with_boot_order(vec![1])
-        .with_debug_log(&log);
-    let config = VmConfig::new(2, 32 << 20, BootSource::Firmware(boot))
-        .with_serial(ConsoleConfig::Buffer(console.clone()))
-        .with_debug_exit();
-    let vm = Vm::builder(config)
-        .virtio_device(Box::new(Block::new(
-            Box::new(RawFile::open(&blank, true).unwrap()),
-            "blank",
-        )))
-        .virtio_device(Box::new(Block::new(
-            Box::new(RawFile::open(&disk, true).unwrap()),
-            "boot",
-        )))
-        .build()
-        .unwrap();
+    let vm = two_disk_vm(&blank, &disk, &log, &console).build().unwrap();
     let started = Instant::now();
     vm.start().unwrap();
     let exit = vm.wait_timeout(timeout());
@@ -93,7 +77,8 @@ fn seabios_boots_the_boot_sector_of_the_first_disk_in_the_boot_order() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// The VM of the test below, on `blank` and `boot`, logging SeaBIOS to `log`.
+/// SeaBIOS with a blank disk and `boot`, the second and first in the boot order, logging to
+/// `log`.
 fn two_disk_vm(blank: &Path, boot: &Path, log: &Path, console: &ConsoleBuffer) -> VmBuilder {
     let firmware = FirmwareBoot::seabios()
         .with_boot_order(vec![1])

@@ -5,7 +5,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Instant;
 
 use common::{Recorder, wait};
@@ -76,30 +75,19 @@ fn a_restored_guest_continues_in_a_new_process_without_booting_again() {
     let (vm, paused_at) = counting_vm_saved_to(dir.as_path());
     drop(vm);
 
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "restored_guest_child",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_DIR_ENV, dir.as_path())
-        .env(CHILD_PAUSED_AT_ENV, paused_at.to_string())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "child failed: {}\n{stdout}\n{stderr}",
-        out.status
+    let paused = paused_at.to_string();
+    let stdout = common::run_child_test(
+        "restored_guest_child",
+        &[
+            (CHILD_DIR_ENV, dir.as_path().as_os_str()),
+            (CHILD_PAUSED_AT_ENV, paused.as_ref()),
+        ],
     );
     // libtest prints the test's name on the same line, before the test's own output.
     let line = stdout
         .lines()
         .find_map(|l| l.find("RESTORED ").map(|at| &l[at..]))
-        .unwrap_or_else(|| panic!("child printed no result:\n{stdout}\n{stderr}"));
+        .unwrap_or_else(|| panic!("child printed no result:\n{stdout}"));
     println!("paused at {paused_at}; child: {line}");
     let field = |name: &str| -> u64 {
         line.split_whitespace()

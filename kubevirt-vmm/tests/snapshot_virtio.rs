@@ -8,7 +8,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 
 use common::{Recorder, Seen, wait};
@@ -76,23 +75,29 @@ fn assert_stream_finished(vm: &Vm, reason: ExitReason) {
     assert_eq!(errors, 0, "requests completed with a non-zero status");
 }
 
-/// Starts the stream, pauses it as soon as it marks the start of its writes (requests are
-/// then in flight) and saves it to `dir`; returns the paused VM and its marks.
-fn stream_paused_mid_write(disk: &Path, dir: &Path) -> (Vm, Arc<Mutex<Recorder>>) {
-    let (builder, marks) = stream_vm(disk);
+/// Builds and starts `builder`'s stream VM and pauses it as soon as the guest marks the start
+/// of its writes (requests are then in flight).
+fn paused_mid_write(builder: VmBuilder, marks: &Mutex<Recorder>) -> Vm {
     let vm = builder.build().unwrap();
     vm.start().unwrap();
     kubevirt_testsupport::eventually_within(
         common::GUEST_TIMEOUT,
         "the guest to start writing",
-        || marks_of(&marks).contains(&1).then_some(()),
+        || marks_of(marks).contains(&1).then_some(()),
     );
     vm.pause().unwrap();
-    let seen = marks_of(&marks);
+    let seen = marks_of(marks);
     assert!(
         !seen.contains(&3),
         "the stream finished before it was paused ({seen:?}): nothing in flight was saved"
     );
+    vm
+}
+
+/// The stream VM on `disk`, paused mid-write and saved to `dir`; returns it and its marks.
+fn stream_paused_mid_write(disk: &Path, dir: &Path) -> (Vm, Arc<Mutex<Recorder>>) {
+    let (builder, marks) = stream_vm(disk);
+    let vm = paused_mid_write(builder, &marks);
     vm.snapshot(dir).unwrap();
     (vm, marks)
 }
@@ -107,28 +112,16 @@ fn a_guest_streaming_to_virtio_blk_finishes_in_a_new_process() {
     vm.stop();
     drop(vm);
 
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "restored_stream_child",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_DIR_ENV, &dir)
-        .env(CHILD_DISK_ENV, &disk)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "child failed: {}\n{stdout}\n{stderr}",
-        out.status
+    let stdout = common::run_child_test(
+        "restored_stream_child",
+        &[
+            (CHILD_DIR_ENV, dir.as_os_str()),
+            (CHILD_DISK_ENV, disk.as_os_str()),
+        ],
     );
     assert!(
         stdout.contains("RESTORED STREAM FINISHED"),
-        "the child did not run the restored guest:\n{stdout}\n{stderr}"
+        "the child did not run the restored guest:\n{stdout}"
     );
 }
 
@@ -189,17 +182,10 @@ fn a_device_that_cannot_save_its_state_fails_the_snapshot_and_the_virtio_disk_go
     create_image(&disk, STREAM_MIB).unwrap();
     let dir = tmp.as_path().join("snap");
     let (builder, marks) = stream_vm(&disk);
-    let vm = builder
-        .pio_device(0xe000, 1, Arc::new(Mutex::new(Unsaveable)))
-        .build()
-        .unwrap();
-    vm.start().unwrap();
-    kubevirt_testsupport::eventually_within(
-        common::GUEST_TIMEOUT,
-        "the guest to start writing",
-        || marks_of(&marks).contains(&1).then_some(()),
+    let vm = paused_mid_write(
+        builder.pio_device(0xe000, 1, Arc::new(Mutex::new(Unsaveable))),
+        &marks,
     );
-    vm.pause().unwrap();
     let err = vm.snapshot(&dir).unwrap_err();
     assert!(matches!(err, VmError::Snapshot(_)), "{err}");
     let text = err.to_string();

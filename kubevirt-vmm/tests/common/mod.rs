@@ -48,6 +48,32 @@ impl BusDevice for Recorder {
     }
 }
 
+/// Runs the ignored test `name` of this test binary in a child process with `env` set, and
+/// returns its stdout once it passed (failing the test with its output if it did not). A
+/// snapshot restored in the child proves nothing of the parent's process is needed.
+pub fn run_child_test(name: &str, env: &[(&str, &std::ffi::OsStr)]) -> String {
+    let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+    cmd.args([
+        "--exact",
+        name,
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ]);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "child failed: {}\n{stdout}\n{stderr}",
+        out.status
+    );
+    stdout
+}
+
 /// Waits for the VM to end, failing the test (after stopping the VM) if it does not in time.
 pub fn wait(vm: &Vm) -> ExitReason {
     match vm.wait_timeout(GUEST_TIMEOUT) {
