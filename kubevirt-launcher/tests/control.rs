@@ -44,6 +44,7 @@ fn counter_target() -> (Arc<Machine>, Target) {
             ..GuestInfo::default()
         },
         vmi: ("default".into(), "control".into(), "uid-1".into()),
+        snapshots: None,
     };
     (machine, target)
 }

@@ -142,6 +142,15 @@ impl Client {
         self.call(&Request::Stop)
     }
 
+    /// [`Request::Snapshot`] `name` (writing guest RAM takes time: give a client for a large
+    /// guest a longer timeout, [`Client::with_timeout`]).
+    ///
+    /// # Errors
+    /// As [`Client::call`].
+    pub fn snapshot(&self, name: &str) -> Result<crate::SnapshotReply, ClientError> {
+        self.call(&Request::Snapshot { name: name.into() })
+    }
+
     /// A request that only succeeds or fails: pause, unpause, softReboot, reset.
     ///
     /// # Errors

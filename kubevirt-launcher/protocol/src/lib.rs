@@ -34,10 +34,10 @@ mod request;
 pub use self::client::{Client, ClientError, DEFAULT_TIMEOUT};
 pub use self::exit::{ExitStatus, FinalStatus, FinalStatusError};
 pub use self::reply::{
-    Done, GuestInfo, GuestInterface, LauncherIdentity, Phase, ReplyError, ShutdownReply, Status,
-    StopReply, decode_reply, encode_error, encode_ok,
+    Done, GuestInfo, GuestInterface, LauncherIdentity, Phase, ReplyError, ShutdownReply,
+    SnapshotReply, Status, StopReply, decode_reply, encode_error, encode_ok,
 };
-pub use self::request::{Request, RequestError, StartRequest};
+pub use self::request::{Request, RequestError, StartRequest, is_snapshot_name};
 
 /// The protocol version this crate speaks. Bump it when a request or reply changes in a way an
 /// older peer would misread.

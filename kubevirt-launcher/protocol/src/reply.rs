@@ -143,6 +143,20 @@ pub struct StopReply {
     pub exit: String,
 }
 
+/// The reply to [`crate::Request::Snapshot`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotReply {
+    /// Where the snapshot is, as the launcher sees it.
+    pub directory: String,
+    /// Bytes of the state file.
+    pub state_bytes: u64,
+    /// Guest RAM bytes written (zero pages are holes in the memory file).
+    pub memory_bytes_written: u64,
+    /// The memory file's size: all of guest RAM.
+    pub memory_size: u64,
+}
+
 /// The reply to requests that only succeed or fail (pause, unpause, softReboot, reset).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Done {}

@@ -42,6 +42,14 @@ pub enum Request {
     Reset,
     /// End the VM at once.
     Stop,
+    /// Save the VM's memory state (vCPUs, devices, RAM) as snapshot `name` in the launcher's
+    /// snapshot directory; a running guest is paused for the cut and resumed after it. The
+    /// reply is a [`crate::SnapshotReply`]. `kubevirt-launcher run --restore-from` resumes it.
+    Snapshot {
+        /// The snapshot's name: 1-63 characters of `a-z`, `0-9` and `-`, starting and ending
+        /// alphanumeric (a DNS label, as VirtualMachineSnapshot names go).
+        name: String,
+    },
     /// Run this VMI: only a launcher waiting in its pod ([`crate::Phase::Waiting`]) takes it;
     /// the reply is [`crate::Done`] once the VM is being set up (its progress shows in
     /// [`Request::Status`]).
@@ -58,6 +66,7 @@ const OPS: &[&str] = &[
     "reset",
     "stop",
     "start",
+    "snapshot",
 ];
 
 /// Why a request line was refused.
@@ -109,6 +118,7 @@ impl Request {
             Request::Reset => "reset",
             Request::Stop => "stop",
             Request::Start(_) => "start",
+            Request::Snapshot { .. } => "snapshot",
         }
     }
 
@@ -122,6 +132,9 @@ impl Request {
                 grace_period_seconds: Some(s),
             } => {
                 m.insert("gracePeriodSeconds".into(), (*s).into());
+            }
+            Request::Snapshot { name } => {
+                m.insert("name".into(), name.clone().into());
             }
             Request::Start(start) => {
                 m.insert("vmi".into(), start.vmi.clone());
@@ -174,6 +187,18 @@ impl Request {
             "softReboot" => Request::SoftReboot,
             "reset" => Request::Reset,
             "stop" => Request::Stop,
+            "snapshot" => Request::Snapshot {
+                name: match m.get("name") {
+                    Some(Value::String(n)) if is_snapshot_name(n) => n.clone(),
+                    _ => {
+                        return Err(RequestError::Field {
+                            op: "snapshot",
+                            field: "name",
+                            expected: "must be 1-63 characters of a-z, 0-9 and '-', starting and ending with a letter or digit",
+                        });
+                    }
+                },
+            },
             "start" => Request::Start(Box::new(StartRequest {
                 vmi: match m.get("vmi") {
                     Some(v @ Value::Object(_)) => v.clone(),
@@ -202,6 +227,15 @@ impl Request {
     }
 }
 
+/// Whether `name` can name a snapshot directory: a DNS label (no `/`, no `..`).
+pub fn is_snapshot_name(name: &str) -> bool {
+    let alnum = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    (1..=63).contains(&name.len())
+        && name.chars().all(|c| alnum(c) || c == '-')
+        && name.starts_with(alnum)
+        && name.ends_with(alnum)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,6 +258,9 @@ mod tests {
             Request::SoftReboot,
             Request::Reset,
             Request::Stop,
+            Request::Snapshot {
+                name: "before-upgrade-1".into(),
+            },
             Request::Start(Box::new(StartRequest {
                 vmi: serde_json::json!({"kind": "VirtualMachineInstance", "metadata": {"uid": "u"}}),
                 network_prepared: true,
@@ -276,5 +313,30 @@ mod tests {
         assert!(e.to_string().contains("start: vmi"), "{e}");
         let e = Request::decode(r#"{"op":"start","vmi":{},"networkPrepared":1}"#).unwrap_err();
         assert!(e.to_string().contains("networkPrepared"), "{e}");
+        for bad in [
+            "",
+            "../etc",
+            "a/b",
+            "Upper",
+            "-lead",
+            "trail-",
+            &"x".repeat(64),
+        ] {
+            let line = serde_json::json!({"op": "snapshot", "name": bad}).to_string();
+            let e = Request::decode(&line).unwrap_err();
+            assert!(e.to_string().starts_with("snapshot: name"), "{bad:?}: {e}");
+        }
+        assert!(Request::decode(r#"{"op":"snapshot"}"#).is_err());
+    }
+
+    proptest::proptest! {
+        /// A name that passes is always one path component that stays inside its directory.
+        #[test]
+        fn snapshot_names_never_leave_their_directory(name in "[a-z0-9./-]{0,70}") {
+            if is_snapshot_name(&name) {
+                proptest::prop_assert!(!name.contains('/') && !name.contains('.'));
+                proptest::prop_assert!(!name.is_empty() && name.len() <= 63);
+            }
+        }
     }
 }

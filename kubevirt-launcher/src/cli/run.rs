@@ -48,6 +48,11 @@ pub struct RunArgs {
     /// (`none`, for debugging a filter that refuses a call it should allow).
     #[arg(long, value_enum, default_value_t = SeccompMode::Default)]
     seccomp: SeccompMode,
+    /// Resume the guest from this memory-state snapshot instead of booting it: a directory
+    /// the `snapshot` control op of a launcher of the same VMI wrote (under its run
+    /// directory's `snapshots/`). The disks must be as they were at the snapshot.
+    #[arg(long, value_name = "DIR")]
+    restore_from: Option<PathBuf>,
 }
 
 /// Runs the document; the exit code is the [`ExitStatus`].
@@ -105,6 +110,7 @@ fn run_in(args: RunArgs, run_dir: PathBuf) -> (ExitStatus, Option<String>) {
         network_prepared: false,
         always_log_console: false,
         control: None,
+        restore_from: args.restore_from,
     };
     // Standalone and not quiet: the keyboard goes to the guest's console.
     let keyboard = !args.quiet && vmi.as_os_str() != "-";

@@ -153,6 +153,7 @@ fn serve_in(args: ServeArgs) -> Verdict {
         network_prepared,
         always_log_console: true,
         control: Some(control),
+        restore_from: None,
     };
     launch_and_supervise(&object, &opts, false)
 }

@@ -29,6 +29,8 @@ pub fn finish(run_dir: &Path, (exit, reason): Verdict) -> ExitCode {
     } else if let Err(e) = FinalStatus::new(exit, reason).write(run_dir) {
         eprintln!("kubevirt-launcher: could not leave the final status: {e}");
     }
+    // A stop's reply is written before the process ends.
+    kubevirt_launcher::control::wait_for_replies(std::time::Duration::from_secs(2));
     ExitCode::from(exit.code())
 }
 

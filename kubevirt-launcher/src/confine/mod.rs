@@ -22,6 +22,7 @@ mod dhcp;
 mod main_thread;
 mod names;
 mod rules;
+mod snapshot;
 mod vcpu;
 mod worker;
 
@@ -53,17 +54,20 @@ pub enum ThreadKind {
     Dhcp,
     /// The main thread once the VM runs.
     Main,
+    /// The thread that writes memory-state snapshots.
+    Snapshot,
 }
 
 impl ThreadKind {
     /// Every kind.
-    pub const ALL: [ThreadKind; 6] = [
+    pub const ALL: [ThreadKind; 7] = [
         ThreadKind::Vcpu,
         ThreadKind::Worker,
         ThreadKind::Control,
         ThreadKind::Console,
         ThreadKind::Dhcp,
         ThreadKind::Main,
+        ThreadKind::Snapshot,
     ];
 
     fn label(self) -> &'static str {
@@ -74,6 +78,7 @@ impl ThreadKind {
             ThreadKind::Console => "console",
             ThreadKind::Dhcp => "dhcp",
             ThreadKind::Main => "main",
+            ThreadKind::Snapshot => "snapshot",
         }
     }
 
@@ -87,6 +92,7 @@ impl ThreadKind {
             ThreadKind::Console => console::rules(&mut r),
             ThreadKind::Dhcp => dhcp::rules(&mut r),
             ThreadKind::Main => main_thread::rules(&mut r),
+            ThreadKind::Snapshot => snapshot::rules(&mut r),
         }
         r.map
     }

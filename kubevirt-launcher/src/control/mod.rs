@@ -1,7 +1,8 @@
 //! The launcher's control API for the node agent and virtctl: newline-delimited JSON over a unix
 //! socket, in the types of `kubevirt-launcher-protocol` (requests `{"op": "status" | "start" |
 //! "pause" | "unpause" | "shutdown" | "softReboot" | "reset" | "stop"}`, replies `{"version":
-//! 2, "ok": true, ...}` or `{"version": 2, "ok": false, "error": "..."}`).
+//! 2, "ok": true, ...}` or `{"version": 2, "ok": false, "error": "..."}`), and `snapshot` (a
+//! memory-state snapshot by name, see [`Snapshotter`]).
 //!
 //! `softReboot` presses the power button and starts the guest again when it powers off (what
 //! libvirt does for upstream without a guest agent); `reset` restarts it at once, like a reset
@@ -20,9 +21,11 @@
 //! ([`ControlServer::serve_target`]), so there is never a moment without a listener.
 
 mod shutdown;
+mod snapshot;
 pub mod waiting;
 
 pub use self::shutdown::{Shutdown, Shutdowns};
+pub use self::snapshot::Snapshotter;
 pub use self::waiting::{Identity, ServeEvent};
 
 use crate::run::machine::Machine;
@@ -34,6 +37,7 @@ use kubevirt_vmm::{ExitReason, Vm, VmState};
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -162,6 +166,20 @@ pub struct Target {
     pub info: GuestInfo,
     /// Which VMI this is (namespace, name, uid), reported with this process's id.
     pub vmi: (String, String, String),
+    /// Takes memory-state snapshots (`None`: the `snapshot` op is refused).
+    pub snapshots: Option<Snapshotter>,
+}
+
+/// Requests read and not yet answered, in this process.
+static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+
+/// Waits (up to `timeout`) until every request read has its reply written: a `stop` ends the
+/// process, which must not take the reply with it.
+pub fn wait_for_replies(timeout: Duration) {
+    let deadline = std::time::Instant::now() + timeout;
+    while IN_FLIGHT.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(1));
+    }
 }
 
 fn serve(conn: UnixStream, serving: &Mutex<Serving>) {
@@ -173,6 +191,7 @@ fn serve(conn: UnixStream, serving: &Mutex<Serving>) {
         if line.trim().is_empty() {
             continue;
         }
+        IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
         // The lock only picks what answers: a request on a running VM (which may take a
         // while, a pause waits for the vCPUs) holds no lock.
         let running = match &mut *lock(serving) {
@@ -183,7 +202,9 @@ fn serve(conn: UnixStream, serving: &Mutex<Serving>) {
             Ok(t) => handle(&t, &line),
             Err(answer) => answer,
         };
-        if writeln!(out, "{answer}").is_err() {
+        let written = writeln!(out, "{answer}");
+        IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
+        if written.is_err() {
             return;
         }
     }
@@ -250,6 +271,10 @@ pub fn handle(target: &Target, line: &str) -> String {
                 exit: vm.stop().to_string(),
             })
         }
+        Request::Snapshot { name } => match &target.snapshots {
+            Some(s) => s.request(target, &name),
+            None => encode_error(&"this launcher takes no memory snapshots"),
+        },
         Request::Start(_) => encode_error(
             &"this launcher already runs its VMI: start is only taken by a launcher waiting in its pod (`kubevirt-launcher serve`)",
         ),

@@ -7,9 +7,10 @@ use super::RunError;
 use kubevirt_vmm::virtio::block::{Block, BlockBackend, GuestBuffers, RawFile};
 use kubevirt_vmm::virtio::net::{Net, NetConfig, Tap};
 use kubevirt_vmm::virtio::rng::Rng;
-use kubevirt_vmm::{ConsoleConfig, ExitReason, Vm, VmConfig};
+use kubevirt_vmm::{ConsoleConfig, ExitReason, Vm, VmBuilder, VmConfig};
 use std::io;
 use std::os::fd::OwnedFd;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -112,6 +113,17 @@ pub struct MachineSpec {
 impl MachineSpec {
     /// A new VM (not started).
     pub fn build(&self) -> Result<Vm, RunError> {
+        Ok(self.builder()?.build()?)
+    }
+
+    /// A VM resumed from the memory-state snapshot in `dir` (not started: starting it
+    /// continues the guest where it was saved). The snapshot must be of a VM built from the
+    /// same spec.
+    pub fn restore(&self, dir: &Path) -> Result<Vm, RunError> {
+        Ok(self.builder()?.restore(dir)?)
+    }
+
+    fn builder(&self) -> Result<VmBuilder, RunError> {
         let c = &self.config;
         let config = VmConfig {
             vcpus: c.vcpus,
@@ -151,7 +163,7 @@ impl MachineSpec {
                 backend: Box::new(tap),
             })));
         }
-        Ok(builder.build()?)
+        Ok(builder)
     }
 }
 
@@ -180,7 +192,19 @@ pub struct Machine {
 impl Machine {
     /// Builds and starts the first VM.
     pub fn start(spec: MachineSpec) -> Result<Arc<Machine>, RunError> {
-        let vm = Arc::new(spec.build()?);
+        Machine::start_from(spec, None)
+    }
+
+    /// Starts the first VM: resumed from the snapshot in `restore_from`, or booted. A reset
+    /// or reboot later boots the spec afresh.
+    pub fn start_from(
+        spec: MachineSpec,
+        restore_from: Option<&Path>,
+    ) -> Result<Arc<Machine>, RunError> {
+        let vm = Arc::new(match restore_from {
+            Some(dir) => spec.restore(dir)?,
+            None => spec.build()?,
+        });
         vm.start()?;
         Ok(Arc::new(Machine {
             spec,

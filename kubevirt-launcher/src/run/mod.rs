@@ -12,7 +12,7 @@ use self::network::{PodNetwork, PodNetworkError, PodNetworkOptions};
 
 use crate::cloudinit::{self, NoSecrets};
 use crate::console::ConsoleHub;
-use crate::control::{ControlServer, Shutdowns, Target};
+use crate::control::{ControlServer, Shutdowns, Snapshotter, Target};
 use crate::disks::{self, PreparedDisk};
 use crate::oci::{Store, fetch_disk};
 use crate::plan::{BootPlan, DiskSource, LaunchPlan, PlanErrors, from_vmi, vmi_of};
@@ -58,7 +58,13 @@ pub struct RunOptions {
     /// The control socket already open (`serve`): it answers for the VM once it is built,
     /// instead of a new socket at the same path.
     pub control: Option<ControlServer>,
+    /// Resume the guest from this memory-state snapshot (written by the `snapshot` op of a
+    /// launcher of the same VMI) instead of booting it.
+    pub restore_from: Option<PathBuf>,
 }
+
+/// Where the `snapshot` op writes, under the run directory.
+pub const SNAPSHOTS_DIR: &str = "snapshots";
 
 /// Why a VMI could not be launched.
 #[derive(Debug, Error)]
@@ -380,13 +386,19 @@ pub fn launch(object: &Object, opts: &RunOptions) -> Result<Launched, RunError> 
         }
         None => (None, None),
     };
-    let machine = Machine::start(MachineSpec {
-        config,
-        console: plan.serial_console.then(|| OwnedFd::from(console_write)),
-        disks: devices,
-        rng: plan.rng,
-        net,
-    })?;
+    // Started before the main thread confines itself, so it inherits no other filter.
+    let snapshots =
+        Snapshotter::start(&opts.run_dir.join(SNAPSHOTS_DIR)).map_err(io(&opts.run_dir))?;
+    let machine = Machine::start_from(
+        MachineSpec {
+            config,
+            console: plan.serial_console.then(|| OwnedFd::from(console_write)),
+            disks: devices,
+            rng: plan.rng,
+            net,
+        },
+        opts.restore_from.as_deref(),
+    )?;
     let log = (plan.log_serial_console || opts.always_log_console)
         .then(|| opts.run_dir.join(CONSOLE_LOG));
     let input = machine.clone();
@@ -412,6 +424,7 @@ pub fn launch(object: &Object, opts: &RunOptions) -> Result<Launched, RunError> 
             plan.name.clone(),
             vmi.metadata.uid.clone().unwrap_or_default(),
         ),
+        snapshots: Some(snapshots),
     };
     let control = match &opts.control {
         Some(control) => {
