@@ -29,14 +29,14 @@ impl Drop for Operator {
     }
 }
 
-fn start_operator(c: &Cluster, image: &str) -> Operator {
+fn start_operator(c: &Cluster, image: &str, pod: &str) -> Operator {
     let child = Command::new(env!("CARGO_BIN_EXE_kubevirt-controller"))
         .args(["operator", "--kubeconfig"])
         .arg(&c.kubeconfig)
         .env("WATCH_NAMESPACE", NS)
         .env("VIRT_OPERATOR_IMAGE", image)
         .env("KUBEVIRT_VERSION", "v0.1.0")
-        .env("POD_NAME", "virt-operator-test")
+        .env("POD_NAME", pod)
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
@@ -185,9 +185,10 @@ async fn the_operator_installs_rolls_and_removes_kubevirt() {
         .await;
     assert!(ok, "dry run of the CR: {stdout}{stderr}");
 
-    let _operator = start_operator(&c, "127.0.0.1:5000/virt-operator:v0.1.0");
-    eventually("the operator holds Lease virt-operator", || async {
-        let holder = get(
+    let image = "127.0.0.1:5000/virt-operator:v0.1.0";
+    let _leader = start_operator(&c, image, "virt-operator-a");
+    let holder = || async {
+        get(
             &c,
             &[
                 "get",
@@ -198,10 +199,15 @@ async fn the_operator_installs_rolls_and_removes_kubevirt() {
                 "-o=jsonpath={.spec.holderIdentity}",
             ],
         )
-        .await?;
-        (holder == "virt-operator-test").then_some(())
+        .await
+        .unwrap_or_default()
+    };
+    eventually("the operator holds Lease virt-operator", || async {
+        (holder().await == "virt-operator-a").then_some(())
     })
     .await;
+    // A second replica waits: the lease is renewed by the first.
+    let _standby = start_operator(&c, image, "virt-operator-b");
 
     // The seed's second command.
     let (ok, stdout, stderr) = c.kubectl(&["create", "-f", cr_yaml], None).await;
@@ -339,6 +345,80 @@ async fn the_operator_installs_rolls_and_removes_kubevirt() {
         (s == "Deployed v0.2.0").then_some(())
     })
     .await;
+
+    // A malformed configuration changes nothing and says where it is wrong.
+    let (ok, _, err) = c
+        .kubectl(
+            &[
+                "patch",
+                "kv",
+                "kubevirt",
+                "-n",
+                NS,
+                "--type=merge",
+                "-p",
+                r#"{"spec":{"imageTag":"v0.3.0","configuration":{"developerConfiguration":{"featureGates":["Snapshot","Snapshot"]}}}}"#,
+            ],
+            None,
+        )
+        .await;
+    assert!(ok, "{err}");
+    eventually("Degraded with the field path", || async {
+        let s = kv_field(
+            &c,
+            "kubevirt",
+            "{.status.conditions[?(@.type==\"Degraded\")].status} {.status.conditions[?(@.type==\"Degraded\")].message}",
+        )
+        .await;
+        (s == "True An error occurred during deployment: spec.configuration.developerConfiguration.featureGates[1]: feature gate \"Snapshot\" is listed twice")
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        image_of(&c, "deployment", "virt-api").await,
+        "127.0.0.1:5000/virt-api:v0.2.0"
+    );
+    let (ok, _, err) = c
+        .kubectl(
+            &[
+                "patch",
+                "kv",
+                "kubevirt",
+                "-n",
+                NS,
+                "--type=merge",
+                "-p",
+                r#"{"spec":{"imageTag":"v0.2.0","configuration":{"developerConfiguration":{"featureGates":["Snapshot"]}}}}"#,
+            ],
+            None,
+        )
+        .await;
+    assert!(ok, "{err}");
+    let (ok, stdout, stderr) = c
+        .kubectl(
+            &[
+                "wait",
+                "kv",
+                "kubevirt",
+                "-n",
+                NS,
+                "--for",
+                "condition=Degraded=False",
+                "--timeout=30s",
+            ],
+            None,
+        )
+        .await;
+    assert!(ok, "kubectl wait Degraded=False: {stdout}{stderr}");
+    assert_eq!(
+        kv_field(&c, "kubevirt", "{.status.phase}").await,
+        "Deployed"
+    );
+    assert_eq!(
+        holder().await,
+        "virt-operator-a",
+        "the lease stayed with the first replica"
+    );
 
     // A second CR is left alone.
     let second = std::fs::read_to_string(cr_yaml)

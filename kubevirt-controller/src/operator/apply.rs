@@ -13,7 +13,7 @@ use kubevirt_api::crd::CrdOptions;
 use kubevirt_api::object::all_crds;
 use serde_json::{Value, json};
 
-use super::components::{self, Install, MANAGER, api, controller, handler};
+use super::components::{self, IDENTIFIER_ANNOTATION, Install, MANAGER, api, controller, handler};
 use super::secrets;
 use super::status::Workload;
 
@@ -24,7 +24,7 @@ const ESTABLISH_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
     /// The API server refused an object.
-    #[error("applying {kind} {name}: {source}")]
+    #[error("applying {kind} {name}: {}", brief(source))]
     Api {
         /// Its kind.
         kind: String,
@@ -48,6 +48,15 @@ pub enum ApplyError {
     /// The certificates could not be made or kept.
     #[error(transparent)]
     Certificates(#[from] secrets::SecretError),
+}
+
+/// The API server's own message for a refusal (kube's rendering repeats it with the whole
+/// Status).
+pub fn brief(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => format!("{} ({})", s.message, s.reason),
+        e => e.to_string(),
+    }
 }
 
 /// The plural and scope of each kind the builders make.
@@ -141,21 +150,40 @@ pub async fn serves_apiservices(client: &Client) -> bool {
 /// Applies the whole install and reads back its workloads.
 pub async fn install(client: &Client, install: &Install) -> Result<Vec<Workload>, ApplyError> {
     let crds = crds(install);
-    for crd in &crds {
-        apply(client, crd).await?;
-    }
-    let names: Vec<String> = crds
-        .iter()
-        .filter_map(|c| c["metadata"]["name"].as_str().map(str::to_string))
-        .collect();
     let crd_api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let mut names = Vec::new();
+    for crd in &crds {
+        let name = crd["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        // The CRDs are large: one already applied for this install is left as it is.
+        let current = crd_api
+            .get_opt(&name)
+            .await
+            .map_err(|source| ApplyError::Api {
+                kind: "CustomResourceDefinition".into(),
+                name: name.clone(),
+                source,
+            })?;
+        let applied = current.is_some_and(|c| {
+            c.annotations().get(IDENTIFIER_ANNOTATION) == Some(&install.identifier())
+        });
+        if !applied {
+            apply(client, crd).await?;
+        }
+        names.push(name);
+    }
     crate::install::wait_established(&crd_api, &names, ESTABLISH_TIMEOUT).await?;
     let ca = secrets::ensure(client, install).await?;
     let apiservices = serves_apiservices(client).await;
+    static WARNED: std::sync::Once = std::sync::Once::new();
     if !apiservices {
-        tracing::warn!(
-            "the cluster serves no apiregistration.k8s.io/v1 APIServices: virt-api's are not installed"
-        );
+        WARNED.call_once(|| {
+            tracing::warn!(
+                "the cluster serves no apiregistration.k8s.io/v1 APIServices: virt-api's are not installed"
+            )
+        });
     }
     for object in components::desired(install, Some(&ca)) {
         if object["kind"] == "APIService" && !apiservices {

@@ -197,7 +197,7 @@ fn service_account(i: &Install, name: &str, component: &str) -> Value {
 /// authentication and authorisation), and the users' subresource role.
 pub fn api_objects(i: &Install) -> Vec<Value> {
     let c = "virt-api";
-    let mut users = cluster_role(i, "kubevirt.io:subresources", c, subresource_rules());
+    let mut users = cluster_role(i, "kubevirt-subresources", c, subresource_rules());
     users["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-admin"] = json!("true");
     users["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-edit"] = json!("true");
     vec![

@@ -46,7 +46,7 @@ const API_HEADER: &str = "\
 #     ca.crt), as virt-handler uses (vmi-pods.yaml).
 # Callers are authenticated by the aggregator's front-proxy certificate (X-Remote-User/Group,
 # CA from kube-system/extension-apiserver-authentication) or a bearer token (TokenReview), and
-# authorised per request by SubjectAccessReview (the kubevirt.io:subresources ClusterRole
+# authorised per request by SubjectAccessReview (the kubevirt-subresources ClusterRole
 # aggregates into admin and edit).
 ";
 
