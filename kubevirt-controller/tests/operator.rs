@@ -122,6 +122,19 @@ async fn image_of(c: &Cluster, kind: &str, name: &str) -> String {
     .unwrap_or_default()
 }
 
+const BROKEN_POD: &str = "apiVersion: v1
+kind: Pod
+metadata:
+  name: virt-api-broken
+  namespace: kubevirt
+  labels: {kubevirt.io: virt-api}
+spec:
+  containers:
+  - {name: virt-api, image: 127.0.0.1:5000/virt-api:v0.1.0}
+";
+
+const PULL_FAILURE: &str = r#"{"status":{"phase":"Pending","containerStatuses":[{"name":"virt-api","image":"127.0.0.1:5000/virt-api:v0.1.0","imageID":"","ready":false,"restartCount":0,"state":{"waiting":{"reason":"ErrImagePull","message":"127.0.0.1:5000/virt-api:v0.1.0: not found"}}}]}}"#;
+
 const VM: &str = "apiVersion: kubevirt.io/v1
 kind: VirtualMachine
 metadata:
@@ -257,6 +270,54 @@ async fn the_operator_installs_rolls_and_removes_kubevirt() {
         kv_field(&c, "kubevirt", "{.metadata.finalizers[0]}").await,
         "foregroundDeleteKubeVirt"
     );
+
+    // A component whose image cannot be pulled: Degraded with the kubelet's reason. (No
+    // kubelet here either: the test writes the pod's status as one would.)
+    let (ok, _, err) = c.kubectl(&["create", "-f", "-"], Some(BROKEN_POD)).await;
+    assert!(ok, "{err}");
+    let (ok, _, err) = c
+        .kubectl(
+            &[
+                "patch",
+                "pod",
+                "virt-api-broken",
+                "-n",
+                NS,
+                "--subresource=status",
+                "--type=merge",
+                "-p",
+                PULL_FAILURE,
+            ],
+            None,
+        )
+        .await;
+    assert!(ok, "{err}");
+    eventually("Degraded by the image pull", || async {
+        let s = kv_field(
+            &c,
+            "kubevirt",
+            "{.status.conditions[?(@.type==\"Degraded\")].status} {.status.conditions[?(@.type==\"Degraded\")].message}",
+        )
+        .await;
+        (s == "True An error occurred during deployment: pod kubevirt/virt-api-broken container virt-api: ErrImagePull: 127.0.0.1:5000/virt-api:v0.1.0: not found")
+            .then_some(())
+    })
+    .await;
+    let (ok, _, err) = c
+        .kubectl(
+            &[
+                "delete",
+                "pod",
+                "virt-api-broken",
+                "-n",
+                NS,
+                "--grace-period=0",
+                "--force",
+            ],
+            None,
+        )
+        .await;
+    assert!(ok, "{err}");
 
     mark_ready(&c).await;
     let (ok, stdout, stderr) = c

@@ -5,8 +5,9 @@
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::{Client, ResourceExt};
 use kubevirt_api::crd::CrdOptions;
@@ -202,19 +203,29 @@ pub async fn workloads(client: &Client, namespace: &str) -> Result<Vec<Workload>
     };
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
     let daemonsets: Api<DaemonSet> = Api::namespaced(client.clone(), namespace);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let pods_of = |component: &'static str| {
+        let pods = pods.clone();
+        async move {
+            pods.list(&ListParams::default().labels(&format!("kubevirt.io={component}")))
+                .await
+                .map(|l| l.items)
+                .map_err(err("Pod", component))
+        }
+    };
     let mut out = Vec::new();
     for name in [api::NAME, controller::NAME] {
         let d = deployments
             .get(name)
             .await
             .map_err(err("Deployment", name))?;
-        out.push(Workload::deployment(&d));
+        out.push(Workload::deployment(&d).with_pods(&pods_of(name).await?));
     }
     let ds = daemonsets
         .get(handler::NAME)
         .await
         .map_err(err("DaemonSet", handler::NAME))?;
-    out.push(Workload::daemonset(&ds));
+    out.push(Workload::daemonset(&ds).with_pods(&pods_of(handler::NAME).await?));
     Ok(out)
 }
 

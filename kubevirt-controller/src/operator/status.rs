@@ -5,6 +5,7 @@
 //! components' workloads. Pure: what is observed in, the status out.
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kubevirt_api::core::v1::{GenerationStatus, KubeVirtCondition, KubeVirtStatus};
 
@@ -60,6 +61,8 @@ pub struct Workload {
     pub generation: i64,
     /// Its status says every replica runs the current template and is available.
     pub ready: bool,
+    /// Why its pods do not start, if the kubelet says (an image that cannot be pulled).
+    pub problem: Option<String>,
 }
 
 impl Workload {
@@ -103,8 +106,40 @@ impl Workload {
             name: meta.name.clone().unwrap_or_default(),
             generation,
             ready,
+            problem: None,
         }
     }
+
+    /// Notes the first pod of `pods` (the workload's) whose image cannot be pulled.
+    pub fn with_pods(mut self, pods: &[Pod]) -> Self {
+        self.problem = pods.iter().find_map(pull_problem);
+        self
+    }
+}
+
+/// The kubelet's waiting reasons for an image it cannot get.
+const PULL_FAILURES: &[&str] = &["ErrImagePull", "ImagePullBackOff", "InvalidImageName"];
+
+/// `pod NS/NAME container C: REASON: MESSAGE` if a container of `pod` waits for an image it
+/// cannot pull.
+pub fn pull_problem(pod: &Pod) -> Option<String> {
+    let statuses = pod.status.as_ref()?.container_statuses.as_ref()?;
+    statuses.iter().find_map(|c| {
+        let waiting = c.state.as_ref()?.waiting.as_ref()?;
+        let reason = waiting.reason.as_deref()?;
+        PULL_FAILURES.contains(&reason).then(|| {
+            format!(
+                "pod {}/{} container {}: {reason}: {}",
+                pod.metadata.namespace.as_deref().unwrap_or_default(),
+                pod.metadata.name.as_deref().unwrap_or_default(),
+                c.name,
+                waiting
+                    .message
+                    .as_deref()
+                    .unwrap_or("the image cannot be pulled")
+            )
+        })
+    })
 }
 
 /// Sets condition `type_` to `status`/`reason`/`message`; its transition time moves only when
@@ -240,7 +275,27 @@ pub fn installing(
                     s.observed_kube_virt_version.clone(),
                     s.observed_kube_virt_registry.clone(),
                 );
+                let problem = workloads.iter().find_map(|w| w.problem.clone());
                 match observed {
+                    _ if problem.is_some() => {
+                        // The components cannot start: Degraded, with the kubelet's reason.
+                        let message = format!(
+                            "An error occurred during deployment: {}",
+                            problem.unwrap_or_default()
+                        );
+                        let available = if s.observed_kube_virt_version.is_some() {
+                            "True"
+                        } else {
+                            "False"
+                        };
+                        three(
+                            &mut conds,
+                            [available, "True", "True"],
+                            reason::DEPLOYMENT_FAILED,
+                            &message,
+                            now,
+                        );
+                    }
                     (Some(version), Some(registry)) => {
                         // An update: the previous version still serves.
                         let message = format!(
@@ -454,6 +509,39 @@ mod tests {
         );
         assert_eq!(s.target_kube_virt_version.as_deref(), Some("v0.2.0"));
         assert_eq!(s.observed_kube_virt_version.as_deref(), Some("v0.1.0"));
+    }
+
+    #[test]
+    fn an_image_that_cannot_be_pulled_is_degraded_with_the_kubelets_reason() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "virt-api-1", "namespace": "kubevirt"},
+            "status": {"containerStatuses": [{"name": "virt-api", "image": "r/virt-api:v1",
+                "imageID": "", "ready": false, "restartCount": 0,
+                "state": {"waiting": {"reason": "ErrImagePull", "message": "not found"}}}]}
+        }))
+        .unwrap();
+        let w = Workload::deployment(&deployment(1, 1, 0)).with_pods(&[pod]);
+        assert_eq!(
+            w.problem.as_deref(),
+            Some("pod kubevirt/virt-api-1 container virt-api: ErrImagePull: not found")
+        );
+        let s = installing(
+            None,
+            Some(1),
+            &install(),
+            "v0.1.0",
+            &Outcome::Applied(vec![w]),
+            &now(),
+        );
+        let d = cond(&s, "Degraded");
+        assert_eq!(d.status, "True");
+        assert!(
+            d.message
+                .as_deref()
+                .unwrap()
+                .ends_with("ErrImagePull: not found")
+        );
+        assert_eq!(s.phase.as_deref(), Some("Deploying"));
     }
 
     #[test]
