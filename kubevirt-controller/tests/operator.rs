@@ -1,10 +1,12 @@
 //! `kubevirt-controller operator` (issue 18): the seed's install, `kubectl create -f
 //! kubevirt-operator.yaml` then `kubectl create -f kubevirt-cr.yaml`, against our API server
-//! with no CRDs installed, and the operator as a real child process. The components appear and
-//! the CR says Deploying; once their workloads report ready it is Deployed and `kubectl wait
-//! --for condition=Available` returns; a new imageTag rolls the images; a second CR is left
-//! alone with upstream's condition; deleting the CR is held while a VM exists and removes
-//! everything once it is gone.
+//! with no CRDs installed, and the operator as two real child processes (one leads through
+//! Lease virt-operator). The components appear and the CR says Deploying (Degraded while a
+//! component pod cannot pull its image); once their workloads report ready it is Deployed and
+//! `kubectl wait --for condition=Available` returns; a new imageTag rolls the images; a
+//! malformed configuration is Degraded with its field path and changes nothing; a second CR is
+//! left alone with upstream's condition; deleting the CR is held while a VM exists and removes
+//! everything once it is gone; the leader stopped, the standby leads.
 //!
 //! The API server alone runs no workload controllers (no kube-controller-manager, no kubelet):
 //! the test plays their part by writing the Deployments' and the DaemonSet's status with
@@ -199,7 +201,7 @@ async fn the_operator_installs_rolls_and_removes_kubevirt() {
     assert!(ok, "dry run of the CR: {stdout}{stderr}");
 
     let image = "127.0.0.1:5000/virt-operator:v0.1.0";
-    let _leader = start_operator(&c, image, "virt-operator-a");
+    let mut leader = start_operator(&c, image, "virt-operator-a");
     let holder = || async {
         get(
             &c,
@@ -597,6 +599,21 @@ async fn the_operator_installs_rolls_and_removes_kubevirt() {
             .await
             .is_some()
     );
+
+    // The leader stopped by SIGTERM gives the lease up; the standby takes it at once instead
+    // of waiting for it to expire.
+    // SAFETY: kill(2) on the child this test spawned and has not reaped; no memory is involved.
+    let r = unsafe { libc::kill(leader.0.id() as i32, libc::SIGTERM) };
+    assert_eq!(r, 0);
+    let status = leader.0.wait().unwrap();
+    assert!(
+        status.success(),
+        "the leader's exit after SIGTERM: {status}"
+    );
+    eventually("the standby leads", || async {
+        (holder().await == "virt-operator-b").then_some(())
+    })
+    .await;
 }
 
 #[test]
