@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use super::components::{self, IDENTIFIER_ANNOTATION, Install, MANAGER, api, controller, handler};
 use super::secrets;
-use super::status::Workload;
+use super::workload::Workload;
 
 /// How long CRDs may take to become Established within one reconcile.
 const ESTABLISH_TIMEOUT: Duration = Duration::from_secs(30);

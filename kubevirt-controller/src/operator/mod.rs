@@ -2,8 +2,9 @@
 //! replica holding the `virt-operator` Lease ([`lease`]) reconciles the `KubeVirt` CR of its
 //! namespace: it checks the spec ([`config`]), installs and keeps every component
 //! ([`components`], [`apply`], the certificates in [`certs`] and [`secrets`]), reports
-//! upstream's status ([`status`]) and removes everything when the CR is deleted
-//! ([`uninstall`]). A second CR in the namespace is left alone with upstream's condition.
+//! upstream's status ([`status`], from each component's [`workload`]) and removes everything
+//! when the CR is deleted ([`uninstall`]). A second CR in the namespace is left alone with
+//! upstream's condition.
 
 pub mod apply;
 pub mod certs;
@@ -14,6 +15,7 @@ pub mod secrets;
 pub mod status;
 pub mod target;
 pub mod uninstall;
+pub mod workload;
 
 use std::future::Future;
 use std::sync::Arc;
