@@ -10,10 +10,12 @@
 //! - [`snapshot`]: the VirtualMachineSnapshot and VirtualMachineRestore controllers.
 //! - [`storage`]: the node's local volumes (provisioner and resizer of `kubevirt-rs.io/local-volume`).
 //! - [`install`]: the CRDs, installed or updated on a cluster.
+//! - [`operator`]: the KubeVirt operator (upstream's virt-operator): the `KubeVirt` CR installs,
+//!   keeps, reports on and removes every component; [`manifests`] writes its install files.
 //! - [`controllers`]: the set of controllers a process runs, with one stop, and the client
 //!   connection.
 //! - [`cli`]: the `kubevirt-controller` commands: `run`, `node`, `provisioner`, `api`, `crds`,
-//!   `validate`.
+//!   `validate`, `operator`, `manifests`.
 #![deny(missing_docs)]
 
 pub mod api;
@@ -24,6 +26,7 @@ pub mod install;
 pub mod logging;
 pub mod manifests;
 pub mod node;
+pub mod operator;
 pub mod replicaset;
 mod runtime;
 pub mod signal;

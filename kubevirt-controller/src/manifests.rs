@@ -65,36 +65,21 @@ impl ManifestOptions {
             value: value.to_string(),
             why,
         };
-        let registry_ok = !self.registry.is_empty()
-            && !self.registry.ends_with('/')
-            && self
-                .registry
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "./:-_[]".contains(c));
-        if !registry_ok {
+        if !registry_ok(&self.registry) {
             return Err(bad(
                 "registry",
                 &self.registry,
                 "not a registry (host[:port][/path])",
             ));
         }
-        let mut tag = self.tag.chars();
-        let tag_ok = tag
-            .next()
-            .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
-            && self.tag.len() <= 128
-            && tag.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
-        if !tag_ok {
+        if !tag_ok(&self.tag) {
             return Err(bad(
                 "tag",
                 &self.tag,
                 "not an image tag ([A-Za-z0-9_][A-Za-z0-9_.-]{0,127})",
             ));
         }
-        if !matches!(
-            self.pull_policy.as_str(),
-            "Always" | "IfNotPresent" | "Never"
-        ) {
+        if !PULL_POLICIES.contains(&self.pull_policy.as_str()) {
             return Err(bad(
                 "image-pull-policy",
                 &self.pull_policy,
@@ -109,6 +94,28 @@ impl ManifestOptions {
         format!("{}/{name}:{}", self.registry, self.tag)
     }
 }
+
+/// Whether `registry` can prefix an image reference (`host[:port][/path]`).
+pub fn registry_ok(registry: &str) -> bool {
+    !registry.is_empty()
+        && !registry.ends_with('/')
+        && registry
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "./:-_[]".contains(c))
+}
+
+/// Whether `tag` is an image tag (`[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`).
+pub fn tag_ok(tag: &str) -> bool {
+    let mut chars = tag.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+        && tag.len() <= 128
+        && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+}
+
+/// The image pull policies.
+pub const PULL_POLICIES: &[&str] = &["Always", "IfNotPresent", "Never"];
 
 fn rule(groups: &[&str], resources: &[&str], verbs: &[&str]) -> Value {
     json!({"apiGroups": groups, "resources": resources, "verbs": verbs})
@@ -222,6 +229,19 @@ pub fn operator_documents(o: &ManifestOptions) -> Vec<Value> {
             "metadata": {"name": "kubevirt-operator", "namespace": NAMESPACE, "labels": labels},
             "rules": namespace_rules()}),
         binding("RoleBinding", "Role"),
+        // virt-api reads the aggregator's front-proxy CA in kube-system: the operator binds
+        // the Role that allows it there, and may do no more in kube-system.
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+        "metadata": {"name": "kubevirt-operator", "namespace": "kube-system", "labels": labels},
+        "rules": [
+            {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["rolebindings"], "verbs": ALL},
+            {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["roles"], "verbs": ["bind"],
+                "resourceNames": ["extension-apiserver-authentication-reader"]},
+        ]}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": "kubevirt-operator", "namespace": "kube-system", "labels": labels},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "kubevirt-operator"},
+            "subjects": [{"kind": "ServiceAccount", "name": "kubevirt-operator", "namespace": NAMESPACE}]}),
         json!({"apiVersion": "apps/v1", "kind": "Deployment",
             "metadata": {"name": OPERATOR, "namespace": NAMESPACE, "labels": labels},
             "spec": {"replicas": 2, "selector": {"matchLabels": labels},
@@ -235,6 +255,7 @@ pub fn operator_documents(o: &ManifestOptions) -> Vec<Value> {
                                 {"name": "VIRT_OPERATOR_IMAGE", "value": o.image(OPERATOR)},
                                 {"name": "KUBEVIRT_VERSION", "value": o.tag},
                                 {"name": "WATCH_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+                                {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
                             ],
                             "ports": [{"name": "metrics", "containerPort": 8443, "protocol": "TCP"}],
                             "resources": {"requests": {"cpu": "10m", "memory": "450Mi"}},
@@ -315,14 +336,16 @@ mod tests {
                 "ClusterRoleBinding",
                 "Role",
                 "RoleBinding",
+                "Role",
+                "RoleBinding",
                 "Deployment"
             ]
         );
         assert_eq!(docs[1]["metadata"]["name"], "kubevirts.kubevirt.io");
-        let c = &docs[8]["spec"]["template"]["spec"]["containers"][0];
+        let c = &docs[10]["spec"]["template"]["spec"]["containers"][0];
         assert_eq!(c["image"], "127.0.0.1:5000/virt-operator:v0.1.0");
         assert_eq!(
-            docs[8]["spec"]["template"]["spec"]["serviceAccountName"],
+            docs[10]["spec"]["template"]["spec"]["serviceAccountName"],
             "kubevirt-operator"
         );
         let cr = cr_document(&opts());

@@ -1,5 +1,5 @@
 //! `kubevirt-controller api`: the subresource API on its own, for a cluster's `APIService`
-//! (manifests/subresource-api.yaml), until SIGINT or SIGTERM.
+//! (the operator installs it: `crate::operator::components::api`), until SIGINT or SIGTERM.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -103,36 +103,4 @@ pub(super) fn run(args: ApiArgs, out: &mut dyn Write) -> Result<ExitCode, CliErr
         serve_tls(listener, app, tls, crate::signal::terminated()).await?;
         Ok(ExitCode::SUCCESS)
     })
-}
-
-#[cfg(test)]
-mod tests {
-    /// The manifest for a cluster names what the command serves and takes.
-    #[test]
-    fn the_apiservice_manifest_matches_the_command() {
-        let text = include_str!("../../manifests/subresource-api.yaml");
-        let docs: Vec<serde_json::Value> = text
-            .split("\n---\n")
-            .map(|d| serde_saphyr::from_str(d).expect("each document parses"))
-            .collect();
-        let services: Vec<&serde_json::Value> =
-            docs.iter().filter(|d| d["kind"] == "APIService").collect();
-        let versions: Vec<&str> = services
-            .iter()
-            .map(|s| s["spec"]["version"].as_str().unwrap())
-            .collect();
-        assert_eq!(versions, crate::api::discovery::VERSIONS);
-        for s in services {
-            assert_eq!(s["spec"]["group"], crate::api::discovery::GROUP);
-        }
-        let deployment = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
-        let args: Vec<String> = serde_json::from_value(
-            deployment["spec"]["template"]["spec"]["containers"][0]["args"].clone(),
-        )
-        .unwrap();
-        let cli = <super::super::Cli as clap::Parser>::try_parse_from(
-            std::iter::once("kubevirt-controller".to_string()).chain(args),
-        );
-        assert!(cli.is_ok(), "{:?}", cli.err());
-    }
 }

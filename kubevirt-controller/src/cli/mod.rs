@@ -3,6 +3,7 @@
 mod api;
 mod controllers;
 mod crds;
+mod operator;
 pub mod pods;
 mod provisioner;
 mod validate;
@@ -20,7 +21,7 @@ use thiserror::Error;
 #[derive(Debug, Parser)]
 #[command(name = "kubevirt-controller", version, about)]
 pub struct Cli {
-    /// How the long-running commands (`run`, `node`, `provisioner`, `api`) write their logs on
+    /// How the long-running commands (`run`, `node`, `provisioner`, `api`, `operator`) write their logs on
     /// stderr; `RUST_LOG` filters them.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -96,6 +97,11 @@ pub enum Command {
     /// Serve the subresource API (`subresources.kubevirt.io`: start, stop, console, ...) over
     /// TLS for the cluster's APIService, authenticating callers through the cluster.
     Api(api::ApiArgs),
+    /// Run the KubeVirt operator (upstream's virt-operator): the replica holding Lease
+    /// `virt-operator` installs, keeps, reports on and removes the components the `KubeVirt` CR
+    /// of `WATCH_NAMESPACE` asks for, with images `REGISTRY/NAME:TAG` of `VIRT_OPERATOR_IMAGE`
+    /// (`REGISTRY/virt-operator:TAG`) unless the CR names others.
+    Operator(operator::OperatorArgs),
     /// Import a DataVolume's data into its claim, as CDI's importer pod: the source from
     /// upstream's environment (`IMPORTER_SOURCE`, `IMPORTER_ENDPOINT`, ...), the claim at
     /// --data-dir or --block-device, the result in the termination message.
@@ -231,6 +237,10 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<ExitCode, CliError> {
         Command::Api(args) => {
             crate::logging::init(cli.log_format);
             api::run(args, out)
+        }
+        Command::Operator(args) => {
+            crate::logging::init(cli.log_format);
+            operator::run(args, out)
         }
         Command::CdiImporter(args) => {
             crate::logging::init(cli.log_format);

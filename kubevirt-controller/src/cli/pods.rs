@@ -120,7 +120,6 @@ mod tests {
     use super::*;
     use crate::cli::{Cli, Command};
     use clap::Parser;
-    use serde_json::Value;
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
         Cli::try_parse_from(std::iter::once("kubevirt-controller").chain(args.iter().copied()))
@@ -178,82 +177,5 @@ mod tests {
         let working_dir = PathBuf::from("/srv");
         assert_eq!(mode, AgentMode::Pods { working_dir });
         assert_eq!(root, PathBuf::from(DEFAULT_LAUNCHER_ROOT));
-    }
-
-    /// The manifest for a real cluster: its command lines parse, both sides name the same
-    /// launcher root, and the agent's DaemonSet has what pods mode needs.
-    #[test]
-    fn the_vmi_pods_manifest_matches_the_commands() {
-        let text = include_str!("../../manifests/vmi-pods.yaml");
-        let docs: Vec<Value> = text
-            .split("\n---\n")
-            .map(|d| serde_saphyr::from_str(d).expect("each document parses"))
-            .collect();
-        let pod_spec = |kind: &str| {
-            let d = docs.iter().find(|d| d["kind"] == kind).expect(kind);
-            d["spec"]["template"]["spec"].clone()
-        };
-        let args = |spec: &Value| -> Vec<String> {
-            serde_json::from_value(spec["containers"][0]["args"].clone()).unwrap()
-        };
-        let controller = args(&pod_spec("Deployment"));
-        let controller: Vec<&str> = controller.iter().map(String::as_str).collect();
-        let Command::Run { pods, .. } = parse(&controller).unwrap().command else {
-            panic!("run")
-        };
-        let config = pods.config().unwrap().expect("--vmi-pods");
-        let agent_spec = pod_spec("DaemonSet");
-        let agent = args(&agent_spec);
-        let agent: Vec<&str> = agent.iter().map(String::as_str).collect();
-        let Command::Node(node) = parse(&agent).unwrap().command else {
-            panic!("node")
-        };
-        let (mode, root) = node.mode.mode(node.run_root.clone()).unwrap();
-        assert!(matches!(mode, AgentMode::Pods { .. }));
-        assert_eq!(root, config.launcher_root);
-        let mounted: Vec<&str> = agent_spec["volumes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|v| v["hostPath"]["path"].as_str())
-            .collect();
-        assert!(mounted.contains(&root.to_str().unwrap()), "{mounted:?}");
-        assert_eq!(agent_spec["hostPID"], true);
-        let caps = &agent_spec["containers"][0]["securityContext"]["capabilities"]["add"];
-        for cap in ["NET_ADMIN", "SYS_ADMIN", "SYS_PTRACE"] {
-            assert!(caps.as_array().unwrap().iter().any(|c| c == cap), "{cap}");
-        }
-        // The controller's role covers what the snapshot controllers write.
-        let role = docs
-            .iter()
-            .find(|d| {
-                d["kind"] == "ClusterRole" && d["metadata"]["name"] == "kubevirt-rs-controller"
-            })
-            .expect("the controller's role");
-        let allows = |group: &str, resource: &str, verb: &str| {
-            role["rules"].as_array().unwrap().iter().any(|r| {
-                let has = |k: &str, v: &str| r[k].as_array().unwrap().iter().any(|x| x == v);
-                has("apiGroups", group) && has("resources", resource) && has("verbs", verb)
-            })
-        };
-        for (group, resource, verb) in [
-            (
-                "snapshot.kubevirt.io",
-                "virtualmachinesnapshots/status",
-                "update",
-            ),
-            ("snapshot.kubevirt.io", "virtualmachinerestores", "watch"),
-            ("snapshot.storage.k8s.io", "volumesnapshots", "create"),
-            ("snapshot.storage.k8s.io", "volumesnapshotclasses", "list"),
-            ("", "persistentvolumeclaims", "create"),
-            ("kubevirt.io", "virtualmachines/status", "update"),
-            (
-                "subresources.kubevirt.io",
-                "virtualmachineinstances/pause",
-                "update",
-            ),
-        ] {
-            assert!(allows(group, resource, verb), "{group} {resource} {verb}");
-        }
     }
 }

@@ -33,6 +33,16 @@ impl Cluster {
     /// Starts a server on the current tokio runtime: HTTPS with a bearer token (as
     /// `kubevirt-local apiserver` serves) when `tls`, else plain HTTP.
     pub async fn start(tls: bool) -> Cluster {
+        Self::start_with(tls, true).await
+    }
+
+    /// Like [`Cluster::start`], with no CRD installed (as a fresh cluster, for the operator's
+    /// install manifests).
+    pub async fn start_bare(tls: bool) -> Cluster {
+        Self::start_with(tls, false).await
+    }
+
+    async fn start_with(tls: bool, install_crds: bool) -> Cluster {
         // Removed by `Drop for Cluster`.
         let dir = kubevirt_testsupport::tempdir("controller-test").keep();
         let store = Store::open(&dir.join("state.db")).unwrap();
@@ -65,8 +75,10 @@ impl Cluster {
             .unwrap();
         let client = Client::try_from(config).unwrap();
         let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-        for crd in all_crds(&CrdOptions::default()) {
-            crds.create(&PostParams::default(), &crd).await.unwrap();
+        if install_crds {
+            for crd in all_crds(&CrdOptions::default()) {
+                crds.create(&PostParams::default(), &crd).await.unwrap();
+            }
         }
         Cluster {
             client,
