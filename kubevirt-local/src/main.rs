@@ -79,6 +79,12 @@ struct UpArgs {
     /// No node agent: VMIs are created but nothing runs them.
     #[arg(long)]
     no_node: bool,
+    /// The API server and the node only (kubelet, scheduler, workload controllers, the node's
+    /// registry, local volumes, the snapshot API) without KubeVirt's components: no KubeVirt
+    /// or CDI CRDs, controllers, node agent or subresource API. `kubectl create -f
+    /// kubevirt-operator.yaml` and `-f kubevirt-cr.yaml` then install them as pods.
+    #[arg(long, conflicts_with_all = ["direct_launchers", "launcher_image"])]
+    bare: bool,
     /// The node's name (default: the host name).
     #[arg(long)]
     node_name: Option<String>,
@@ -261,6 +267,7 @@ fn main() -> ExitCode {
                 listen,
                 watch_history,
                 no_node,
+                bare,
                 node_name,
                 launcher,
                 plain_http,
@@ -325,7 +332,7 @@ fn main() -> ExitCode {
                 launcher_args.push(hosts.display().to_string());
                 registry_config_dir = Some(hosts);
             }
-            let node = (!no_node).then(|| NodeOptions {
+            let node = (!no_node && !bare).then(|| NodeOptions {
                 node_name,
                 launcher: launcher.unwrap_or_else(default_launcher),
                 launcher_args,
@@ -342,20 +349,39 @@ fn main() -> ExitCode {
                 ready_file,
                 kubelet,
             };
-            let agent = if no_node { "" } else { ", node agent" };
+            let (components, what, next) = if bare {
+                (
+                    up::Components::Bare,
+                    "the node, no KubeVirt components",
+                    "kubectl create -f kubevirt-operator.yaml && kubectl create -f kubevirt-cr.yaml",
+                )
+            } else if no_node {
+                (
+                    up::Components::KubeVirt,
+                    "controllers",
+                    "kubectl apply -f examples/vm-demo.yaml",
+                )
+            } else {
+                (
+                    up::Components::KubeVirt,
+                    "controllers, node agent",
+                    "kubectl apply -f examples/vm-demo.yaml",
+                )
+            };
             let started = |s: &Started| {
                 // One line each, errors ignored: whoever reads our output may stop reading.
                 let _ = writeln!(std::io::stdout(), "{}", s.to_json());
                 let _ = std::io::stdout().flush();
                 let _ = write!(
                     std::io::stderr(),
-                    "kubevirt-local up: ready: API server on {}, controllers{agent}\n  export KUBECONFIG={}\n  kubectl apply -f examples/vm-demo.yaml\n",
+                    "kubevirt-local up: ready: API server on {}, {what}\n  export KUBECONFIG={}\n  {next}\n",
                     s.url,
                     s.kubeconfig.display()
                 );
             };
-            return match runtime.block_on(up::run(
+            return match runtime.block_on(up::run_with(
                 opts,
+                components,
                 kubevirt_controller::signal::terminated(),
                 started,
             )) {

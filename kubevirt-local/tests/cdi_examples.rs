@@ -10,7 +10,6 @@ use std::process::Command;
 
 use common::node::*;
 use kubevirt_testsupport::{Profile, controller_binary, fixtures_dir, launcher_binary, tempdir};
-use serde_json::Value;
 
 const NODE: &str = "kv-cdi-examples";
 
@@ -25,22 +24,6 @@ fn example(name: &str, url: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join("\n")
-}
-
-fn phase_of(up: &Up, name: &str, want: &str) -> Value {
-    eventually(&format!("DataVolume {name} {want}"), 240, || {
-        up.get("dv", name).filter(|d| d["status"]["phase"] == want)
-    })
-}
-
-fn condition(dv: &Value, type_: &str) -> Value {
-    dv["status"]["conditions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|c| c["type"] == type_)
-        .cloned()
-        .unwrap_or(Value::Null)
 }
 
 /// `<dir>/disk.qcow2`, a 4 MiB disk with a marker at 1 MiB.
@@ -87,7 +70,7 @@ fn upstreams_cdi_examples_do_what_upstream_does() {
         "blank-image-datavolume",
         "import-kubevirt-block-datavolume",
     ] {
-        let dv = phase_of(&up, name, "Succeeded");
+        let dv = up.dv_phase(name, "Succeeded");
         assert_eq!(condition(&dv, "Ready")["status"], "True", "{dv}");
         let pvc = up.get("pvc", name).expect("its claim");
         assert_eq!(pvc["spec"]["storageClassName"], "local", "{pvc}");
@@ -95,7 +78,7 @@ fn upstreams_cdi_examples_do_what_upstream_does() {
     }
     let block = up.get("pvc", "import-kubevirt-block-datavolume").unwrap();
     assert_eq!(block["spec"]["volumeMode"], "Block");
-    phase_of(&up, "upload-datavolume", "UploadReady");
+    up.dv_phase("upload-datavolume", "UploadReady");
 
     // Archive content into a Block volume: the importer refuses it, and the DataVolume says so.
     apply("cdi-example-import-archive-block-datavolume.yaml");

@@ -9,14 +9,13 @@
 mod common;
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use common::node::*;
 use kubevirt_testsupport::{
-    Profile, controller_binary, demo_image, launcher_binary, tempdir, virtctl_binary,
+    DemoVm, Profile, controller_binary, demo_image, launcher_binary, tempdir, virtctl_binary,
 };
-use serde_json::Value;
 
 const NODE: &str = "kv-datavolumes";
 const MARKER: &str = "kubevirt-rs import marker 4711";
@@ -50,26 +49,6 @@ fn images(dir: &Path) {
 fn dv_yaml(name: &str, source: &str, storage: &str) -> String {
     format!(
         "apiVersion: cdi.kubevirt.io/v1beta1\nkind: DataVolume\nmetadata: {{name: {name}}}\nspec:\n  source: {source}\n  storage: {storage}\n"
-    )
-}
-
-fn succeeded(up: &Up, name: &str) -> Value {
-    eventually(&format!("DataVolume {name} Succeeded"), 240, || {
-        up.get("dv", name)
-            .filter(|d| d["status"]["phase"] == "Succeeded")
-    })
-}
-
-/// The host path of the volume bound to claim `name`.
-fn volume_path(up: &Up, name: &str) -> PathBuf {
-    let pvc = up.get("pvc", name).expect("the claim");
-    assert_eq!(pvc["status"]["phase"], "Bound", "{pvc}");
-    let pv_name = pvc["spec"]["volumeName"].as_str().unwrap();
-    let pv = up.get("pv", pv_name).expect("the volume");
-    PathBuf::from(
-        pv["spec"]["local"]["path"]
-            .as_str()
-            .expect("a local volume"),
     )
 }
 
@@ -121,9 +100,9 @@ fn data_volumes_import_into_local_volumes_and_a_vm_boots_with_one() {
         Some(&dv_yaml("missing", &missing, size)),
     );
 
-    let dv = succeeded(&up, "qcow2");
+    let dv = up.dv_phase("qcow2", "Succeeded");
     assert_eq!(dv["status"]["progress"], "100.00%", "{dv}");
-    let path = volume_path(&up, "qcow2");
+    let path = up.volume_path("qcow2");
     let disk = std::fs::read(path.join("disk.img")).expect("disk.img in the volume");
     assert!(
         contains(&disk, MARKER),
@@ -136,8 +115,8 @@ fn data_volumes_import_into_local_volumes_and_a_vm_boots_with_one() {
         "{listed}"
     );
 
-    succeeded(&up, "xz-block");
-    let device = std::fs::canonicalize(volume_path(&up, "xz-block")).unwrap();
+    up.dv_phase("xz-block", "Succeeded");
+    let device = std::fs::canonicalize(up.volume_path("xz-block")).unwrap();
     assert!(
         device.to_string_lossy().starts_with("/dev/loop"),
         "{}",
@@ -159,21 +138,21 @@ fn data_volumes_import_into_local_volumes_and_a_vm_boots_with_one() {
             "{}",
         )),
     );
-    let cloned = succeeded(&up, "cloned");
+    let cloned = up.dv_phase("cloned", "Succeeded");
     let claim = up.get("pvc", "cloned").unwrap();
     let source = up.get("pvc", "qcow2").unwrap();
     assert_eq!(
         claim["status"]["capacity"]["storage"], source["status"]["capacity"]["storage"],
         "{cloned}"
     );
-    let copy = std::fs::read(volume_path(&up, "cloned").join("disk.img")).unwrap();
+    let copy = std::fs::read(up.volume_path("cloned").join("disk.img")).unwrap();
     assert!(
         contains(&copy, MARKER),
         "the clone has the source's content"
     );
 
-    succeeded(&up, "blank");
-    let blank = std::fs::metadata(volume_path(&up, "blank").join("disk.img")).unwrap();
+    up.dv_phase("blank", "Succeeded");
+    let blank = std::fs::metadata(up.volume_path("blank").join("disk.img")).unwrap();
     assert!(blank.len() >= 32 << 20, "{}", blank.len());
 
     // `virtctl image-upload` makes the DataVolume, gets a token and streams the qcow2 through
@@ -200,7 +179,7 @@ fn data_volumes_import_into_local_volumes_and_a_vm_boots_with_one() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(said.contains("Processing completed successfully"), "{said}");
-    let disk = std::fs::read(volume_path(&up, "uploaded").join("disk.img")).unwrap();
+    let disk = std::fs::read(up.volume_path("uploaded").join("disk.img")).unwrap();
     assert!(
         contains(&disk, MARKER),
         "the upload's content is in disk.img"
@@ -245,35 +224,10 @@ fn data_volumes_import_into_local_volumes_and_a_vm_boots_with_one() {
     // A VM whose disk is a dataVolumeTemplate: it starts once the import is done, and its
     // guest reads the file the test put into the image.
     let image = demo_image(&dir);
-    let vm = format!(
-        r#"apiVersion: kubevirt.io/v1
-kind: VirtualMachine
-metadata: {{name: dvvm}}
-spec:
-  runStrategy: Always
-  dataVolumeTemplates:
-  - metadata: {{name: dvvm-root}}
-    spec:
-      source: {{http: {{url: "{base}/disk.qcow2"}}}}
-      storage: {{resources: {{requests: {{storage: 48Mi}}}}}}
-  template:
-    spec:
-      terminationGracePeriodSeconds: 5
-      domain:
-        memory: {{guest: 64Mi}}
-        firmware:
-          kernelBoot:
-            container: {{image: "{image}", kernelPath: /boot/demo.elf}}
-        devices:
-          autoattachPodInterface: false
-          disks:
-          - name: root
-            disk: {{bus: virtio}}
-      volumes:
-      - name: root
-        dataVolume: {{name: dvvm-root}}
-"#
-    );
+    let source = format!("{{http: {{url: \"{base}/disk.qcow2\"}}}}");
+    let vm = DemoVm::new("dvvm", &image)
+        .data_volume(&source, "48Mi")
+        .yaml();
     up.ok(&["apply", "-f", "-"], Some(&vm));
     let vmi = eventually("the VM's instance Running", 300, || {
         up.get("vmi", "dvvm")
@@ -298,7 +252,7 @@ spec:
     });
 
     // Deleting the VM deletes its DataVolume, its claim and, with the Delete policy, the volume.
-    let root = volume_path(&up, "dvvm-root");
+    let root = up.volume_path("dvvm-root");
     up.ok(&["delete", "vm", "dvvm", "--wait=true"], None);
     eventually("the VM's volume deleted", 120, || {
         (up.get("dv", "dvvm-root").is_none()

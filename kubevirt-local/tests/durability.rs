@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Server, kube_client};
+use common::{Server, kube_client, tempdir};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, PostParams};
 use std::collections::BTreeMap;
@@ -157,13 +157,7 @@ async fn concurrent_updates_conflict_but_never_lose_an_update() {
 
 #[test]
 fn watch_resumes_or_gets_410() {
-    let s = Server::start_in(
-        std::env::temp_dir().join(format!(
-            "kubevirt-local-resume-{}",
-            uuid::Uuid::new_v4().simple()
-        )),
-        &["--watch-history", "10"],
-    );
+    let s = Server::start_in(tempdir("resume"), &["--watch-history", "10"]);
     let docs: String = (0..40).map(|i| format!("---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: c{i}}}\ndata: {{v: \"1\"}}\n")).collect();
     let out = s.kubectl_stdin(&["create", "-f", "-"], Some(&docs));
     assert!(

@@ -230,9 +230,6 @@ fn requests_without_the_token_are_refused() {
         "{err}"
     );
     assert!(s.ok(&["get", "ns"]).contains("default"));
-    let dir = s.dir.clone();
-    drop(s);
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 const WIDGET_CRD: &str = r#"

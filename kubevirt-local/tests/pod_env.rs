@@ -8,7 +8,6 @@
 mod common;
 
 use common::node::*;
-use kubevirt_kubelet::images::node::busybox_image;
 use kubevirt_testsupport::tempdir;
 
 const SOURCES: &str = r#"apiVersion: v1
@@ -32,19 +31,8 @@ fn env_comes_from_config_maps_secrets_and_the_pod_itself() {
     require_node!();
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempdir("pod-env");
-    let layout = dir.join("busybox-layout");
-    busybox_image(
-        "test/busybox",
-        "1",
-        "/usr/bin/busybox".as_ref(),
-        &["sh", "env", "sort", "sleep", "cat"],
-    )
-    .unwrap()
-    .write_layout(&layout)
-    .unwrap();
-    let image_arg = format!("test/busybox:1={}", layout.display());
-    let (up, ready) = start_up_with(&dir.join("data"), "kv-pod-env", &["--image", &image_arg]);
-    let image = format!("{}/test/busybox:1", ready["registry"].as_str().unwrap());
+    let tools = ["sh", "env", "sort", "sleep", "cat"];
+    let (up, _, image) = start_up_busybox(&dir, "kv-pod-env", &tools, &["--no-node"]);
     up.ok(&["apply", "-f", "-"], Some(SOURCES));
 
     let env = r#"

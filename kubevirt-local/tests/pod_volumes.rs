@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::node::*;
-use kubevirt_kubelet::images::node::busybox_image;
 use kubevirt_testsupport::tempdir;
 use serde_json::Value;
 
@@ -51,19 +50,8 @@ impl Drop for Loop {
 
 /// `up` with a busybox image from the node's own registry; the image's name.
 fn start(dir: &Path, node: &str) -> (Up, String) {
-    let layout = dir.join("busybox-layout");
-    busybox_image(
-        "test/busybox",
-        "1",
-        "/usr/bin/busybox".as_ref(),
-        &["sh", "cat", "echo", "test", "dd", "blockdev", "sleep"],
-    )
-    .unwrap()
-    .write_layout(&layout)
-    .unwrap();
-    let image_arg = format!("test/busybox:1={}", layout.display());
-    let (up, ready) = start_up_with(&dir.join("data"), node, &["--image", &image_arg]);
-    let image = format!("{}/test/busybox:1", ready["registry"].as_str().unwrap());
+    let tools = ["sh", "cat", "echo", "test", "dd", "blockdev", "sleep"];
+    let (up, _, image) = start_up_busybox(dir, node, &tools, &["--no-node"]);
     (up, image)
 }
 

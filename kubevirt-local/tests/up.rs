@@ -44,7 +44,7 @@ fn ready_line(mut child: std::process::Child) -> (Up, serde_json::Value) {
 /// with no retry, and /readyz says ok.
 #[test]
 fn the_plane_is_ready_when_it_says_so() {
-    let dir = std::env::temp_dir().join(format!("kv-ready-{}", uuid::Uuid::new_v4().simple()));
+    let dir = tempdir("ready");
     let ready_file = dir.join("run").join("ready.json");
     std::fs::create_dir_all(ready_file.parent().unwrap()).unwrap();
     // Stale files from an earlier run must not announce anything.
@@ -106,7 +106,6 @@ fn the_plane_is_ready_when_it_says_so() {
     }
     assert!(up.0.wait().unwrap().success());
     assert!(!ready_file.exists(), "a clean stop removes the ready file");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -241,5 +240,4 @@ fn kubectl_apply_runs_the_demo_vm_on_the_local_node() {
         status.success(),
         "kubevirt-local up after SIGTERM: {status}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }

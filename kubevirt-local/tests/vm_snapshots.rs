@@ -14,8 +14,9 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use common::node::*;
-use kubevirt_testsupport::{Profile, controller_binary, demo_image, launcher_binary, tempdir};
-use serde_json::Value;
+use kubevirt_testsupport::{
+    DemoVm, Profile, controller_binary, demo_image, launcher_binary, tempdir,
+};
 
 const NODE: &str = "kv-vmsnapshots";
 /// What the demo guest's `disktest` writes to sector 1 of vda.
@@ -25,61 +26,16 @@ const CHANGED: &str = "changed after the snapshot!!!!!!!!!!!!!!!";
 /// The byte offset of sector 1.
 const SECTOR1: u64 = 512;
 
-/// The host path of the volume bound to claim `name`.
-fn volume_path(up: &Up, name: &str) -> PathBuf {
-    let pvc = up.get("pvc", name).expect("the claim");
-    assert_eq!(pvc["status"]["phase"], "Bound", "{pvc}");
-    let pv_name = pvc["spec"]["volumeName"].as_str().unwrap();
-    let pv = up.get("pv", pv_name).expect("the volume");
-    PathBuf::from(
-        pv["spec"]["local"]["path"]
-            .as_str()
-            .expect("a local volume"),
-    )
-}
-
 /// The text at sector 1 of the disk image of claim `name`.
 fn sector1(up: &Up, name: &str) -> String {
     use std::io::{Read, Seek, SeekFrom};
-    let mut f = std::fs::File::open(volume_path(up, name).join("disk.img")).unwrap();
+    let mut f = std::fs::File::open(up.volume_path(name).join("disk.img")).unwrap();
     f.seek(SeekFrom::Start(SECTOR1)).unwrap();
     let mut buf = [0u8; 64];
     f.read_exact(&mut buf).unwrap();
     String::from_utf8_lossy(&buf)
         .trim_end_matches('\0')
         .to_string()
-}
-
-fn vm_yaml(image: &str) -> String {
-    format!(
-        r#"apiVersion: kubevirt.io/v1
-kind: VirtualMachine
-metadata: {{name: snapvm}}
-spec:
-  runStrategy: Always
-  dataVolumeTemplates:
-  - metadata: {{name: snapvm-root}}
-    spec:
-      source: {{blank: {{}}}}
-      storage: {{resources: {{requests: {{storage: 32Mi}}}}}}
-  template:
-    spec:
-      terminationGracePeriodSeconds: 5
-      domain:
-        memory: {{guest: 64Mi}}
-        firmware:
-          kernelBoot:
-            container: {{image: "{image}", kernelPath: /boot/demo.elf}}
-        devices:
-          autoattachPodInterface: false
-          disks:
-          - name: root
-            disk: {{bus: virtio}}
-      volumes:
-      - name: root
-        dataVolume: {{name: snapvm-root}}
-"#
-    )
 }
 
 fn running_vmi(up: &Up, data: &std::path::Path, vm: &str) -> PathBuf {
@@ -108,13 +64,6 @@ fn stop(up: &Up, vm: &str) {
     });
 }
 
-fn condition<'a>(obj: &'a Value, type_: &str) -> &'a Value {
-    obj["status"]["conditions"]
-        .as_array()
-        .and_then(|c| c.iter().find(|c| c["type"] == type_))
-        .unwrap_or(&Value::Null)
-}
-
 #[test]
 fn an_online_snapshot_restores_the_vm_and_a_new_one() {
     require_node!();
@@ -130,7 +79,8 @@ fn an_online_snapshot_restores_the_vm_and_a_new_one() {
 
     // The VM boots from its blank DataVolume; its guest writes its marker.
     let image = demo_image(&dir);
-    up.ok(&["apply", "-f", "-"], Some(&vm_yaml(&image)));
+    let vm = DemoVm::new("snapvm", &image).data_volume("{blank: {}}", "32Mi");
+    up.ok(&["apply", "-f", "-"], Some(&vm.yaml()));
     let socket = running_vmi(&up, &data, "snapvm");
     eventually("the guest writes its marker", 60, || {
         console_answer(
@@ -215,7 +165,7 @@ spec:
     assert_eq!(sector1(&up, "snapvm-root"), GUEST_MARKER);
     {
         use std::io::{Seek, SeekFrom, Write};
-        let path = volume_path(&up, "snapvm-root").join("disk.img");
+        let path = up.volume_path("snapvm-root").join("disk.img");
         let mut f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
         f.seek(SeekFrom::Start(SECTOR1)).unwrap();
         f.write_all(CHANGED.as_bytes()).unwrap();

@@ -12,7 +12,6 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::node::*;
-use kubevirt_kubelet::images::node::busybox_image;
 use kubevirt_testsupport::tempdir;
 use serde_json::Value;
 
@@ -20,19 +19,8 @@ const NODE: &str = "kv-volume-snapshots";
 
 /// `up` with a busybox image from the node's own registry; the image's name.
 fn start(dir: &Path) -> (Up, String) {
-    let layout = dir.join("busybox-layout");
-    busybox_image(
-        "test/busybox",
-        "1",
-        "/usr/bin/busybox".as_ref(),
-        &["sh", "cat", "echo", "dd", "head", "sleep"],
-    )
-    .unwrap()
-    .write_layout(&layout)
-    .unwrap();
-    let image_arg = format!("test/busybox:1={}", layout.display());
-    let (up, ready) = start_up_with(&dir.join("data"), NODE, &["--image", &image_arg]);
-    let image = format!("{}/test/busybox:1", ready["registry"].as_str().unwrap());
+    let tools = ["sh", "cat", "echo", "dd", "head", "sleep"];
+    let (up, _, image) = start_up_busybox(dir, NODE, &tools, &["--no-node"]);
     (up, image)
 }
 

@@ -3,13 +3,15 @@
 //! ([`eventually`], [`eventually_async`]), the upstream fixtures ([`fixture`], honouring
 //! `KUBEVIRT_FIXTURES`), the real kubectl ([`kubectl`]), building the launcher binary
 //! ([`launcher_binary`]), finding a file under a run directory ([`find_file`]) and the demo
-//! guest's OCI image (`demo_image`, feature `demo-image`, on by default), container images built
+//! guest's OCI image (`demo_image`, feature `demo-image`, on by default) and its VMI and VM
+//! ([`demo_vmi`], [`DemoVm`]), container images built
 //! from a file tree ([`oci`]) and a private registry to push them to ([`registry`]).
 //!
 //! A development crate (`publish = false`): products never depend on it, only `[dev-dependencies]`.
 #![deny(missing_docs)]
 
 mod binaries;
+mod demo;
 mod dir;
 mod fixtures;
 mod kubectl;
@@ -19,6 +21,7 @@ pub mod registry;
 mod wait;
 
 pub use binaries::{Profile, controller_binary, launcher_binary, virtctl_binary};
+pub use demo::{DemoVm, demo_vmi};
 pub use dir::{TestDir, find_file, tempdir};
 pub use fixtures::{fixture, fixtures_dir};
 pub use kubectl::kubectl;
@@ -35,43 +38,4 @@ pub fn demo_image(dir: &std::path::Path) -> String {
     let image = dir.join("image");
     kubevirt_demo_guest::write_image(&image)
         .unwrap_or_else(|e| panic!("writing the demo guest image: {e}"))
-}
-
-/// The demo guest as the VMI `name` (YAML): 64 MiB, booted from `image` ([`demo_image`]'s
-/// reference), cloud-init hostname `<name>-vm` (which its HTTP answers carry), on the pod
-/// network (masquerade) when `network`.
-pub fn demo_vmi(name: &str, image: &str, network: bool) -> String {
-    let (interfaces, networks) = if network {
-        (
-            "interfaces: [{name: default, masquerade: {}}]",
-            "networks: [{name: default, pod: {}}]",
-        )
-    } else {
-        ("autoattachPodInterface: false", "")
-    };
-    format!(
-        r#"apiVersion: kubevirt.io/v1
-kind: VirtualMachineInstance
-metadata: {{name: {name}}}
-spec:
-  terminationGracePeriodSeconds: 10
-  domain:
-    memory: {{guest: 64Mi}}
-    firmware:
-      kernelBoot:
-        container: {{image: "{image}", kernelPath: /boot/demo.elf}}
-    devices:
-      {interfaces}
-      disks:
-      - name: cloudinit
-        disk: {{bus: virtio}}
-  {networks}
-  volumes:
-  - name: cloudinit
-    cloudInitNoCloud:
-      userData: |
-        #cloud-config
-        hostname: {name}-vm
-"#
-    )
 }

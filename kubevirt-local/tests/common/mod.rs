@@ -9,17 +9,18 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
-/// A running server and its data directory.
+pub use kubevirt_testsupport::{TestDir, tempdir};
+
+/// A running server and its data directory, which it owns: removed when the server is dropped
+/// in a passing test, kept (and named on stderr) when the test panics. [`Server::kill`] hands the
+/// directory on for a restart.
 pub struct Server {
     pub child: Child,
     pub dir: PathBuf,
     pub url: String,
     pub kubeconfig: PathBuf,
-}
-
-/// A data directory kept past the server (a test may restart a server on it).
-fn tempdir(tag: &str) -> PathBuf {
-    kubevirt_testsupport::tempdir(tag).keep()
+    /// `dir`, owned until [`Server::kill`] hands it on.
+    owned: Option<TestDir>,
 }
 
 impl Server {
@@ -28,16 +29,13 @@ impl Server {
         Self::start_in(tempdir(tag), &[])
     }
 
-    /// Start a server on an existing data directory.
-    pub fn start_in(dir: PathBuf, extra: &[&str]) -> Self {
+    /// Start a server on `dir` (fresh, or the one an earlier [`Server::kill`] returned).
+    pub fn start_in(dir: TestDir, extra: &[&str]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_kubevirt-local"))
-            .args([
-                "apiserver",
-                "--data-dir",
-                dir.to_str().unwrap(),
-                "--listen",
-                "127.0.0.1:0",
-            ])
+            .arg("apiserver")
+            .arg("--data-dir")
+            .arg(&dir)
+            .args(["--listen", "127.0.0.1:0"])
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -53,8 +51,9 @@ impl Server {
         Server {
             child,
             kubeconfig: dir.join("kubeconfig"),
-            dir,
+            dir: dir.to_path_buf(),
             url,
+            owned: Some(dir),
         }
     }
 
@@ -95,16 +94,17 @@ impl Server {
         String::from_utf8_lossy(&out.stderr).into_owned()
     }
 
-    /// Stop with SIGKILL.
-    pub fn kill(mut self) -> PathBuf {
+    /// Stop with SIGKILL; the data directory, for the next start.
+    pub fn kill(mut self) -> TestDir {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        self.dir.clone()
+        self.owned.take().expect("a server owns its directory")
     }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
+        // Stopped before its directory goes (the field is dropped after this).
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -139,6 +139,36 @@ pub fn start_up_node(data: &Path, node: &str, args: &[&str]) -> (Up, Value) {
     (up, ready)
 }
 
+/// `up` on `<dir>/data` with `args` (see [`start_up_node`]), its node's registry serving a
+/// busybox image with `tools` as `test/busybox:1` (its layout written to
+/// `<dir>/busybox-layout`); with its ready JSON and the image's reference.
+pub fn start_up_busybox(
+    dir: &Path,
+    node: &str,
+    tools: &[&str],
+    args: &[&str],
+) -> (Up, Value, String) {
+    let layout = dir.join("busybox-layout");
+    kubevirt_kubelet::images::node::busybox_image(
+        "test/busybox",
+        "1",
+        "/usr/bin/busybox".as_ref(),
+        tools,
+    )
+    .expect("a busybox image")
+    .write_layout(&layout)
+    .expect("its layout");
+    let image_arg = format!("test/busybox:1={}", layout.display());
+    let mut all = vec!["--image", &image_arg];
+    all.extend_from_slice(args);
+    let (up, ready) = start_up_node(&dir.join("data"), node, &all);
+    let image = format!(
+        "{}/test/busybox:1",
+        ready["registry"].as_str().expect("the node's registry")
+    );
+    (up, ready, image)
+}
+
 impl Up {
     pub fn kubeconfig(&self) -> PathBuf {
         self.data.join("kubeconfig")
@@ -172,6 +202,25 @@ impl Up {
     pub fn run_pod(&self, yaml: &str) {
         let yaml = yaml.replace("NODE", &self.node);
         self.ok(&["apply", "-f", "-"], Some(&yaml));
+    }
+    /// DataVolume `name` once its phase is `want`.
+    pub fn dv_phase(&self, name: &str, want: &str) -> Value {
+        eventually(&format!("DataVolume {name} {want}"), 240, || {
+            self.get("dv", name)
+                .filter(|d| d["status"]["phase"] == want)
+        })
+    }
+    /// The host path of the local volume bound to claim `name`.
+    pub fn volume_path(&self, name: &str) -> PathBuf {
+        let pvc = self.get("pvc", name).expect("the claim");
+        assert_eq!(pvc["status"]["phase"], "Bound", "{pvc}");
+        let pv_name = pvc["spec"]["volumeName"].as_str().expect("its volume");
+        let pv = self.get("pv", pv_name).expect("the volume");
+        PathBuf::from(
+            pv["spec"]["local"]["path"]
+                .as_str()
+                .expect("a local volume"),
+        )
     }
     pub fn kill9(mut self) -> PathBuf {
         if let Some(mut c) = self.child.take() {
@@ -212,6 +261,14 @@ pub fn eventually<T>(what: &str, secs: u64, mut probe: impl FnMut() -> Option<T>
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// `obj`'s status condition of `type_`, or null.
+pub fn condition<'a>(obj: &'a Value, type_: &str) -> &'a Value {
+    obj["status"]["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == type_))
+        .unwrap_or(&Value::Null)
 }
 
 pub fn running_pod(up: &Up, name: &str) -> Value {

@@ -7,21 +7,26 @@ use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 
-/// A running `up` and its kubeconfig.
+use kubevirt_testsupport::TestDir;
+
+/// A running `up` and its kubeconfig; it owns its data directory (removed when it is dropped in a
+/// passing test, kept and named when the test panics) until [`Plane::stop`] hands it on.
 pub struct Plane {
     child: Child,
     pub kubeconfig: PathBuf,
     pub dir: PathBuf,
+    owned: Option<TestDir>,
 }
 
 impl Plane {
     /// Start `up --no-node` on a fresh data directory; returns once it says it is ready.
     pub fn start(tag: &str) -> Self {
-        Self::start_in(kubevirt_testsupport::tempdir(tag).keep())
+        Self::start_in(kubevirt_testsupport::tempdir(tag))
     }
 
-    /// Start `up --no-node` on `dir` (a fresh one, or one an earlier [`Plane::stop`] left).
-    pub fn start_in(dir: PathBuf) -> Self {
+    /// Start `up --no-node` on `dir` (a fresh one, or the one an earlier [`Plane::stop`]
+    /// returned).
+    pub fn start_in(dir: TestDir) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_kubevirt-local"))
             .args([
                 "up",
@@ -44,7 +49,8 @@ impl Plane {
         Plane {
             child,
             kubeconfig,
-            dir,
+            dir: dir.to_path_buf(),
+            owned: Some(dir),
         }
     }
 
@@ -106,23 +112,18 @@ impl Plane {
 }
 
 impl Plane {
-    /// Stop `up` and keep its data directory for the next start.
-    pub fn stop(mut self) -> PathBuf {
+    /// Stop `up`; its data directory, for the next start.
+    pub fn stop(mut self) -> TestDir {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let dir = std::mem::take(&mut self.dir);
-        std::mem::forget(self);
-        dir
+        self.owned.take().expect("a plane owns its directory")
     }
 }
 
 impl Drop for Plane {
     fn drop(&mut self) {
+        // Stopped before its directory goes (the field is dropped after this).
         let _ = self.child.kill();
         let _ = self.child.wait();
-        // Kept for a look when the test failed.
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
     }
 }

@@ -1,12 +1,15 @@
 //! `kubevirt-local up`: the whole local system in one process, the embedded default. The API
-//! server (HTTPS, bearer token, kubeconfig in the data directory), the KubeVirt CRDs installed
-//! on it, the VirtualMachine and VirtualMachineInstanceReplicaSet controllers, and the node agent that runs a `kubevirt-launcher` per
-//! VMI on this machine. The controllers are the same code `kubevirt-controller run|node` runs
-//! against a real cluster (one [`Controllers`] set); here they talk to the local server through
-//! its kubeconfig. Beside them run the local control plane's own controllers ([`crate::plane`]:
-//! the scheduler and the workload controllers), and with the kubelet the node's own registry
-//! ([`RegistryOptions`]): the pause image every sandbox runs and the virt-launcher image, built
-//! from the installed binaries and served on loopback, named in the ready JSON.
+//! server (HTTPS, bearer token, kubeconfig in the data directory) and the local control plane's
+//! own controllers ([`crate::plane`]: the scheduler, the workload controllers, the PV binder and
+//! the CSI snapshot controller, with the snapshot CRDs and the default `local` StorageClass and
+//! VolumeSnapshotClass); with the kubelet the node's own registry ([`RegistryOptions`]: the
+//! pause image every sandbox runs and the virt-launcher image, built from the installed binaries
+//! and served on loopback, named in the ready JSON) and the local-volume provisioner. Beside
+//! them, unless `--bare` ([`Components::Bare`]), KubeVirt's components ([`kubevirt`]): the
+//! KubeVirt CRDs, the VirtualMachine, replica-set, snapshot, DataVolume and VMI controllers and
+//! the node agent that runs a `kubevirt-launcher` per VMI on this machine. The controllers are
+//! the same code `kubevirt-controller run|node` runs against a real cluster (one
+//! [`Controllers`] set); here they talk to the local server through its kubeconfig.
 //!
 //! Readiness is announced once, when the whole plane is ready (the API serving, the CRDs
 //! established, the controllers started): `/readyz` turns 200, the kubeconfig appears (written
@@ -18,17 +21,9 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use kubevirt_controller::api::agents::{Addressing, NodeAgents};
-use kubevirt_controller::api::{Authentication, Subresources};
-use kubevirt_controller::cdi::datavolume::DataVolumeConfig;
-use kubevirt_controller::cdi::upload::api::Uploads;
-use kubevirt_controller::cdi::upload::token::TokenKey;
 use kubevirt_controller::controllers::{ConnectError, Controllers, client_for};
 use kubevirt_controller::install::{InstallError, ensure_crds};
-use kubevirt_controller::node::endpoint::{self, EndpointConfig};
-use kubevirt_controller::node::{AgentMode, NodeConfig};
 use kubevirt_controller::storage::ProvisionerConfig;
-use kubevirt_controller::vmi::PodConfig;
 use kubevirt_kubelet::images::{NodeRegistry, NodeRegistryConfig};
 use serde_json::json;
 use tokio::sync::watch;
@@ -38,10 +33,28 @@ use crate::server::{self, State};
 use crate::setup::{self, SetupError};
 use crate::storage::{Store, StoreError};
 
+mod kubevirt;
+use kubevirt::KubeVirtParts;
+
 /// The readiness gate held until the KubeVirt CRDs are established.
 pub const CRDS_GATE: &str = "poststarthook/kubevirt-crds-established";
 /// The readiness gate held until the controllers (and the node agent) run.
 pub const CONTROLLERS_GATE: &str = "poststarthook/kubevirt-controllers";
+
+/// What `up` runs beside the plane (the API server, the plane's controllers, the kubelet, the
+/// node's registry, the local volumes and the snapshot API).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Components {
+    /// KubeVirt's and CDI's components in process: their CRDs, controllers, the node agent and
+    /// the subresource and upload APIs (plain `up`).
+    #[default]
+    KubeVirt,
+    /// None of them (`up --bare`): `kubectl create -f kubevirt-operator.yaml` and
+    /// `kubevirt-cr.yaml` install them as pods on the node. The readiness gate
+    /// [`CRDS_GATE`] is not held and [`CONTROLLERS_GATE`] waits for the plane's controllers
+    /// and the kubelet only.
+    Bare,
+}
 
 /// What `up` runs.
 #[derive(Debug, Clone)]
@@ -314,54 +327,6 @@ async fn start_registry(
     Ok(Some((registry, served)))
 }
 
-/// Starts the local node agent's endpoint (console, pause, ...) on the loopback address of the
-/// API server's family, with a fresh token; the subresource API reaches the agent through it.
-async fn serve_node_endpoint(
-    node_name: &str,
-    run_root: PathBuf,
-    listen: &SocketAddr,
-) -> Result<NodeAgents, UpError> {
-    let loopback: SocketAddr = if listen.is_ipv6() {
-        "[::1]:0".parse().unwrap_or(*listen)
-    } else {
-        "127.0.0.1:0".parse().unwrap_or(*listen)
-    };
-    let listener = tokio::net::TcpListener::bind(loopback)
-        .await
-        .map_err(|source| UpError::Listen {
-            address: loopback,
-            source,
-        })?;
-    let address = listener.local_addr().map_err(|source| UpError::Listen {
-        address: loopback,
-        source,
-    })?;
-    let token = uuid::Uuid::new_v4().simple().to_string();
-    tokio::spawn(endpoint::serve(
-        listener,
-        EndpointConfig {
-            run_root,
-            token: token.clone(),
-        },
-    ));
-    Ok(NodeAgents::single(node_name, address, token))
-}
-
-/// The launcher image of `node`'s VMI pods (named, or the node registry's), when its VMIs run
-/// in pods: with the kubelet and an image, unless `--direct-launchers`. `None`: direct mode.
-fn pod_launcher_image(node: &NodeOptions, kubelet: bool, served: Option<String>) -> Option<String> {
-    if node.direct_launchers || !kubelet {
-        return None;
-    }
-    let image = node.launcher_image.clone().or(served);
-    if image.is_none() {
-        tracing::warn!(
-            "no launcher image (the node's registry found no kubevirt-launcher binary and no --launcher-image was named): VMIs run as the node agent's children, outside pods"
-        );
-    }
-    image
-}
-
 /// `path` made absolute (pods mount it as a hostPath; the launchers run elsewhere).
 fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
@@ -377,11 +342,22 @@ fn remove_stale(path: &Path) -> Result<(), UpError> {
     }
 }
 
-/// Runs the local system until `shutdown` resolves; `on_start` hears where it serves once the
-/// whole plane is ready (see the module docs). Direct launchers still running at shutdown are
-/// stopped; launchers in pods live on with their pods.
+/// Runs the local system with KubeVirt's components until `shutdown` resolves: [`run_with`]
+/// [`Components::KubeVirt`].
 pub async fn run(
     opts: UpOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    on_start: impl FnOnce(&Started),
+) -> Result<(), UpError> {
+    run_with(opts, Components::KubeVirt, shutdown, on_start).await
+}
+
+/// Runs the local system with `components` until `shutdown` resolves; `on_start` hears where it
+/// serves once the whole plane is ready (see the module docs). Direct launchers still running
+/// at shutdown are stopped; launchers in pods live on with their pods.
+pub async fn run_with(
+    opts: UpOptions,
+    components: Components,
     shutdown: impl Future<Output = ()> + Send + 'static,
     on_start: impl FnOnce(&Started),
 ) -> Result<(), UpError> {
@@ -420,9 +396,12 @@ pub async fn run(
     let token = setup::token(dir)?;
     let url = format!("https://{address}");
     let state = State::new(store, Some(token.clone()), address.to_string())?;
-    state
-        .readiness
-        .hold(CRDS_GATE, "the KubeVirt CRDs are not established yet");
+    let kubevirt = components == Components::KubeVirt;
+    if kubevirt {
+        state
+            .readiness
+            .hold(CRDS_GATE, "the KubeVirt CRDs are not established yet");
+    }
     state
         .readiness
         .hold(CONTROLLERS_GATE, "the controllers are not started yet");
@@ -443,7 +422,9 @@ pub async fn run(
 
     let kubeconfig = setup::kubeconfig_for(&url, Some(&tls.ca_pem), Some(&token));
     let client = client_for(kubeconfig.clone()).await?;
-    ensure_crds(&client).await?;
+    if kubevirt {
+        ensure_crds(&client).await?;
+    }
     crate::volumes::default_class::ensure_local_class(&client)
         .await
         .map_err(|source| UpError::StorageClass {
@@ -452,7 +433,9 @@ pub async fn run(
         })?;
     // The snapshot API (the external-snapshotter's CRDs on a cluster) and its default class.
     crate::volumes::snapshots::install::ensure_snapshot_api(&client).await?;
-    state.readiness.open(CRDS_GATE);
+    if kubevirt {
+        state.readiness.open(CRDS_GATE);
+    }
 
     let published = crate::serviceaccounts::Published {
         ca_pem: tls.ca_pem.clone(),
@@ -494,20 +477,9 @@ pub async fn run(
     };
     let mut controllers =
         Controllers::new(client.clone(), kubevirt_controller::logging::sync_outcome);
-    controllers.start_cluster_controllers();
-    // KubeVirt's VM snapshots and restores (their volumes are cut by the CSI snapshot
-    // controllers the plane runs for the local driver).
-    controllers.start_snapshot_controllers();
-    // DataVolumes are filled by importer pods: with the kubelet and an importer image.
-    let importer_image = registry
-        .as_ref()
-        .and_then(|(_, s)| s.importer_image.clone())
-        .filter(|_| kubelet.is_some());
-    if let Some(image) = importer_image {
-        controllers.start_data_volume_controller(DataVolumeConfig::new(image));
-    }
     // The node's volumes (the default StorageClass's): with the kubelet that mounts them. The
-    // only node takes Immediate claims too.
+    // only node takes Immediate claims too. Plane infrastructure, as a cluster's storage
+    // driver is: no KubeVirt install brings one.
     let volumes_root = absolute(&dir.join("node/volumes"));
     if let Some(k) = &kubelet_opts {
         controllers.start_local_provisioner(ProvisionerConfig {
@@ -516,72 +488,24 @@ pub async fn run(
             immediate: true,
         });
     }
-    let pod_image = opts.node.as_ref().and_then(|node| {
-        let served = registry
-            .as_ref()
-            .and_then(|(_, s)| s.launcher_image.clone());
-        pod_launcher_image(node, kubelet.is_some(), served)
-    });
-    let launchers = opts.node.as_ref().map(|_| match pod_image {
-        Some(_) => Launchers::Pods,
-        None => Launchers::Direct,
-    });
-    let launcher_root = absolute(&dir.join("node/launchers"));
-    let run_root = match pod_image {
-        Some(_) => launcher_root.clone(),
-        None => dir.join("vmis"),
+    let launchers = match components {
+        Components::KubeVirt => {
+            kubevirt::start(
+                &mut controllers,
+                &state,
+                KubeVirtParts {
+                    client: client.clone(),
+                    dir,
+                    listen: &opts.listen,
+                    node: opts.node.clone(),
+                    served: registry.as_ref().map(|(_, served)| served),
+                    kubelet: kubelet.is_some(),
+                },
+            )
+            .await?
+        }
+        Components::Bare => None,
     };
-    let agents = match &opts.node {
-        Some(node) => serve_node_endpoint(&node.node_name, run_root.clone(), &opts.listen).await?,
-        None => NodeAgents {
-            addressing: Addressing::Fixed(Default::default()),
-            token: String::new(),
-        },
-    };
-    let _ = state.uploads.set(
-        Uploads {
-            client: client.clone(),
-            key: TokenKey::generate(),
-        }
-        .router(),
-    );
-    let _ = state.subresources.set(
-        Subresources {
-            client,
-            agents,
-            authentication: Authentication::Done,
-        }
-        .router(),
-    );
-    if let Some(node) = opts.node {
-        let config = NodeConfig {
-            node_name: node.node_name,
-            launcher: node.launcher,
-            run_root,
-            cache_dir: absolute(&dir.join("images")),
-            volumes_dir: dir.join("volumes"),
-            launcher_args: node.launcher_args,
-            claim_unscheduled: true,
-        };
-        match pod_image {
-            Some(launcher_image) => {
-                let working_dir = std::env::current_dir().map_err(|source| UpError::Io {
-                    path: PathBuf::from("."),
-                    source,
-                })?;
-                controllers.start_vmi_controller(PodConfig {
-                    launcher_image,
-                    launcher_root,
-                    image_cache: config.cache_dir.clone(),
-                    registry_config_dir: node.registry_config_dir,
-                    plain_http_registries: node.plain_http,
-                    working_dir: working_dir.clone(),
-                });
-                controllers.start_node_agent_in(config, AgentMode::Pods { working_dir });
-            }
-            None => controllers.start_node_agent(config),
-        }
-    }
     state.readiness.open(CONTROLLERS_GATE);
 
     let started = Started {
