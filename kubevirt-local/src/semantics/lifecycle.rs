@@ -30,7 +30,13 @@ pub fn generate_name(base: &str) -> String {
 }
 
 /// Whether `name` is a DNS-1123 subdomain (what most kinds require).
-pub fn valid_name(name: &str) -> bool {
+/// Whether `name` can name an object of `res`: a DNS subdomain, except for RBAC objects, whose
+/// names are only path segments (upstream's `kubevirt.io:admin` roles hold a ':'); the
+/// per-kind rules (`validation::name_rule`) check the rest.
+pub fn valid_name(res: &Resource, name: &str) -> bool {
+    if res.group == "rbac.authorization.k8s.io" {
+        return !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '%']);
+    }
     kubevirt_api::validation::is_dns1123_subdomain(name)
 }
 
@@ -79,16 +85,22 @@ pub fn prepare_create(
             }
         }
     }
-    if !valid_name(&name) {
+    if !valid_name(res, &name) {
         return Err(ApiError::invalid(
             res,
             &name,
             &[Cause {
                 field: "metadata.name".into(),
                 reason: "FieldValueInvalid",
-                message: format!(
-                    "Invalid value: {name:?}: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"
-                ),
+                message: if res.group == "rbac.authorization.k8s.io" {
+                    format!(
+                        "Invalid value: {name:?}: may not be '.' or '..' and may not contain '/' or '%'"
+                    )
+                } else {
+                    format!(
+                        "Invalid value: {name:?}: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"
+                    )
+                },
             }],
         ));
     }
@@ -262,6 +274,26 @@ mod tests {
 
     fn res() -> std::sync::Arc<Resource> {
         Registry::builtin().find("", "v1", "configmaps").unwrap()
+    }
+
+    #[test]
+    fn rbac_names_are_path_segments_and_others_dns_subdomains() {
+        let role = Registry::builtin()
+            .find("rbac.authorization.k8s.io", "v1", "clusterroles")
+            .unwrap();
+        let now = "2026-01-01T00:00:00Z";
+        let mut o = json!({"metadata": {"name": "kubevirt.io:admin"}, "rules": []});
+        assert_eq!(
+            prepare_create(&role, &mut o, "", now).unwrap(),
+            "kubevirt.io:admin"
+        );
+        for bad in ["..", "a%b"] {
+            let mut o = json!({"metadata": {"name": bad}, "rules": []});
+            let e = prepare_create(&role, &mut o, "", now).unwrap_err();
+            assert!(format!("{e:?}").contains("may not be '.' or '..'"), "{e:?}");
+        }
+        let mut o = json!({"metadata": {"name": "a:b"}, "data": {}});
+        assert!(prepare_create(&res(), &mut o, "default", now).is_err());
     }
 
     #[test]
