@@ -250,8 +250,7 @@ mod tests {
 
     #[test]
     fn readers_share_output_and_one_writer_types() {
-        let dir = std::env::temp_dir().join(format!("kv-console-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = kubevirt_testsupport::tempdir("console");
         let (out_read, mut out_write) = std::io::pipe().unwrap();
         let typed = Arc::new(Mutex::new(Vec::new()));
         let sink = typed.clone();
@@ -299,8 +298,7 @@ mod tests {
     /// full console pipe) nor the clients that do read.
     #[test]
     fn a_reader_that_never_reads_stalls_nothing() {
-        let dir = std::env::temp_dir().join(format!("kv-console-slow-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = kubevirt_testsupport::tempdir("console-slow");
         let (out_read, mut out_write) = std::io::pipe().unwrap();
         let hub = ConsoleHub::start(
             out_read,

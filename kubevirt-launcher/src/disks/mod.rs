@@ -309,19 +309,20 @@ mod tests {
         }
     }
 
-    fn layout(tag: &str) -> Layout {
-        let root = std::env::temp_dir().join(format!("kv-disks-{tag}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&root);
-        Layout {
+    /// A layout under a fresh test directory (removed when the test passes).
+    fn layout(tag: &str) -> (kubevirt_testsupport::TestDir, Layout) {
+        let root = kubevirt_testsupport::tempdir(&format!("disks-{tag}"));
+        let layout = Layout {
             ephemeral_dir: root.join("vmi"),
             volumes_dir: root.join("volumes"),
             images: Store::new(root.join("cache")),
-        }
+        };
+        (root, layout)
     }
 
     #[test]
     fn empty_disks_are_sparse_and_vanish_claims_persist() {
-        let l = layout("lifetimes");
+        let (_root, l) = layout("lifetimes");
         let src = OciLayout::new(l.ephemeral_dir.join("none"));
         let empty = prepare(
             &disk("scratch", DiskSource::EmptyDisk { capacity: 64 << 20 }),
@@ -376,7 +377,7 @@ mod tests {
 
     #[test]
     fn host_disks_are_used_or_created_as_asked() {
-        let l = layout("hostdisk");
+        let (_root, l) = layout("hostdisk");
         let src = OciLayout::new(l.ephemeral_dir.join("none"));
         let path = l
             .volumes_dir

@@ -89,19 +89,20 @@ mod tests {
     use super::*;
     use crate::oci::Store;
 
-    fn layout(tag: &str) -> Layout {
-        let root = std::env::temp_dir().join(format!("kv-projected-{tag}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&root);
-        Layout {
+    /// A layout under a fresh test directory (removed when the test passes).
+    fn layout(tag: &str) -> (kubevirt_testsupport::TestDir, Layout) {
+        let root = kubevirt_testsupport::tempdir(&format!("projected-{tag}"));
+        let layout = Layout {
             ephemeral_dir: root.join("ephemeral"),
             volumes_dir: root.join("volumes"),
             images: Store::new(root.join("images")),
-        }
+        };
+        (root, layout)
     }
 
     #[test]
     fn kubelet_projection_becomes_a_labelled_iso_without_hidden_entries() {
-        let l = layout("keys");
+        let (_root, l) = layout("keys");
         let dir = l.volumes_dir.join("app-config");
         let data = dir.join("..2026_11_28_00_00_00.1");
         fs::create_dir_all(&data).unwrap();
@@ -117,7 +118,7 @@ mod tests {
 
     #[test]
     fn a_missing_object_is_an_error_unless_optional() {
-        let l = layout("missing");
+        let (_root, l) = layout("missing");
         let err = prepare("creds", "Secret", false, None, &l)
             .unwrap_err()
             .to_string();
