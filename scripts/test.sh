@@ -6,6 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # A fresh machine builds once: incremental caches would only take disk (several GB).
 export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
+# The node tests start dozens of local nodes from the same binaries: their images (pause,
+# launcher, importer) are written once per set of inputs and shared.
+export KUBEVIRT_LOCAL_SHARED_IMAGES=${KUBEVIRT_LOCAL_SHARED_IMAGES:-${CARGO_TARGET_DIR:-$PWD/target}/tmp/node-images}
 
 scripts/setup.sh
 python3 scripts/gen-api.py --check ${KUBEVIRT_FIXTURES:+--fixtures "$KUBEVIRT_FIXTURES"}

@@ -35,6 +35,54 @@ pub fn write_layout_cached(image: &LocalImage, dir: &Path) -> Result<BuiltImage,
     Ok(built)
 }
 
+/// `image` as a layout under the shared directory `shared`, in a subdirectory named by its
+/// inputs: written once (aside, then renamed in, so concurrent writers and readers only ever
+/// see a complete layout) and reused by every node built from the same inputs — the test
+/// suites start dozens of nodes from the same binaries, and each image costs seconds to write.
+pub fn write_layout_shared(
+    image: &LocalImage,
+    shared: &Path,
+) -> Result<BuiltImage, LocalImageError> {
+    let inputs = image.inputs()?;
+    let name: String = image
+        .reference()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    let dir = shared.join(format!("{name}-{}", &inputs[..inputs.len().min(16)]));
+    if let Some(built) = reusable(&dir.join(INPUTS_FILE), &inputs, &dir) {
+        return Ok(built);
+    }
+    let write_err = |path: &Path| {
+        let (image, path) = (image.reference(), path.to_path_buf());
+        move |source| LocalImageError::Write {
+            image,
+            path,
+            source,
+        }
+    };
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let aside = shared.join(format!(".writing-{}-{nanos}", std::process::id()));
+    std::fs::create_dir_all(&aside).map_err(write_err(&aside))?;
+    let written = write_layout_cached(image, &aside).and_then(|_| {
+        match std::fs::rename(&aside, &dir) {
+            Ok(()) => Ok(()),
+            // Another node wrote the same layout first: use that one.
+            Err(_) if dir.join(INPUTS_FILE).is_file() => Ok(()),
+            Err(source) => Err(write_err(&dir)(source)),
+        }
+    });
+    let _ = std::fs::remove_dir_all(&aside);
+    written?;
+    reusable(&dir.join(INPUTS_FILE), &inputs, &dir).ok_or_else(|| LocalImageError::Write {
+        image: image.reference(),
+        path: dir.clone(),
+        source: std::io::Error::other("the shared layout is incomplete"),
+    })
+}
+
 /// The layout recorded in `stamp` if it was written from `inputs` and its manifest is there.
 fn reusable(stamp: &Path, inputs: &str, dir: &Path) -> Option<BuiltImage> {
     let text = std::fs::read_to_string(stamp).ok()?;
@@ -66,6 +114,33 @@ fn reusable(stamp: &Path, inputs: &str, dir: &Path) -> Option<BuiltImage> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_shared_layout_is_written_once_per_inputs() {
+        let dir = std::env::temp_dir().join(format!("kubelet-shared-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let host = dir.join("input");
+        std::fs::write(&host, "one").unwrap();
+        let shared = dir.join("shared");
+        let image = || {
+            LocalImage::new("t/shared", "1")
+                .host_file(&host, "/input")
+                .unwrap()
+        };
+        let first = write_layout_shared(&image(), &shared).unwrap();
+        let again = write_layout_shared(&image(), &shared).unwrap();
+        assert_eq!((&first.dir, &first.digest), (&again.dir, &again.digest));
+        let entries = || std::fs::read_dir(&shared).unwrap().count();
+        assert_eq!(entries(), 1, "one layout, no leftovers");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(&host, "two!").unwrap();
+        let changed = write_layout_shared(&image(), &shared).unwrap();
+        assert_ne!(changed.dir, first.dir);
+        assert_ne!(changed.digest, first.digest);
+        assert_eq!(entries(), 2);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn a_layout_is_reused_until_an_input_changes() {

@@ -141,8 +141,18 @@ async fn bind(cfg: &NodeRegistryConfig) -> Result<tokio::net::TcpListener, NodeR
     }
 }
 
+/// Names a directory where the node's images (pause, launcher, importer) are written once per
+/// set of inputs and shared by every node (`scripts/test.sh` sets it: the suites start dozens
+/// of nodes from the same binaries). Unset: each node writes them in its own data directory.
+pub const SHARED_IMAGES_ENV: &str = "KUBEVIRT_LOCAL_SHARED_IMAGES";
+
 fn build(image: LocalImage, dir: &Path) -> Result<BuiltImage, LocalImageError> {
-    super::cache::write_layout_cached(&image, dir)
+    match std::env::var_os(SHARED_IMAGES_ENV) {
+        Some(shared) if !shared.is_empty() => {
+            super::cache::write_layout_shared(&image, Path::new(&shared))
+        }
+        _ => super::cache::write_layout_cached(&image, dir),
+    }
 }
 
 impl NodeRegistry {
