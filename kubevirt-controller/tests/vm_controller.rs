@@ -180,6 +180,14 @@ async fn vms_get_instances_that_follow_their_run_strategy() {
         .unwrap();
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert_eq!(vm_events(&c, "web").await, told);
+    // `kubectl describe vm` lists them too (it finds them by the VM's uid).
+    let (ok, described, err) = c.kubectl(&["describe", "vm", "web"], None).await;
+    assert!(ok, "kubectl describe: {err}");
+    let events = described.split("Events:").nth(1).unwrap_or_default();
+    assert!(
+        events.contains("SuccessfulCreate") && events.contains("virtualmachine-controller"),
+        "{described}"
+    );
 
     let (ok, line, err) = c.kubectl(&["get", "vm", "web", "--no-headers"], None).await;
     assert!(ok, "kubectl: {err}");
