@@ -22,6 +22,7 @@ pub mod api;
 pub mod cdi;
 pub mod cli;
 pub mod controllers;
+pub mod events;
 pub mod install;
 pub mod logging;
 pub mod manifests;

@@ -206,6 +206,35 @@ async fn kubectl_apply_boots_the_vm_and_halting_it_powers_the_guest_off() {
     })
     .await;
 
+    // The node agent told the VMIs' story as virt-handler does, from the node.
+    let selector = "involvedObject.kind=VirtualMachineInstance,involvedObject.name=demo";
+    let told = eventually("the agent's events", || async {
+        let (_, out, _) = c
+            .kubectl(
+                &["get", "events", "--field-selector", selector, "-o",
+                  "jsonpath={range .items[*]}{.reason} {.type} {.source.component} {.source.host}{\"\\n\"}{end}"],
+                None,
+            )
+            .await;
+        let lines: Vec<String> = out.lines().map(String::from).collect();
+        let n = |r: &str| lines.iter().filter(|l| l.starts_with(&format!("{r} "))).count();
+        (n("Started") >= 2 && n("ShuttingDown") >= 1 && n("Stopped") >= 1).then_some(lines)
+    })
+    .await;
+    for line in &told {
+        assert!(line.ends_with(" virt-handler local"), "{told:?}");
+    }
+    assert!(
+        told.iter()
+            .any(|l| l == "Stopped Normal virt-handler local"),
+        "{told:?}"
+    );
+    assert!(
+        told.iter()
+            .any(|l| l == "ShuttingDown Normal virt-handler local"),
+        "{told:?}"
+    );
+
     let _ = stop_tx.send(true);
     for task in [controller, agent] {
         tokio::time::timeout(Duration::from_secs(20), task)

@@ -85,6 +85,27 @@ async fn a_replica_set_keeps_its_vmis() {
     })
     .await;
 
+    // `kubectl get events` tells it: three SuccessfulCreate and two SuccessfulDelete, from
+    // upstream's set controller.
+    let selector = "involvedObject.name=web,involvedObject.kind=VirtualMachineInstanceReplicaSet";
+    let reasons = eventually("the set's events", || async {
+        let (ok, out, _) = c
+            .kubectl(
+                &["get", "events", "--field-selector", selector, "-o",
+                  "jsonpath={range .items[*]}{.reason} {.source.component} {.count}{\"\\n\"}{end}"],
+                None,
+            )
+            .await;
+        let mut lines: Vec<String> = out.lines().map(String::from).collect();
+        lines.sort();
+        (ok && lines.len() == 5).then_some(lines)
+    })
+    .await;
+    let component = "virtualmachinereplicaset-controller";
+    let mut want = vec![format!("SuccessfulCreate {component} 1"); 3];
+    want.extend(vec![format!("SuccessfulDelete {component} 1"); 2]);
+    assert_eq!(reasons, want);
+
     // Relabelled away: released (no owner any more) and replaced.
     let stray = one[0].metadata.name.clone().unwrap();
     let relabel = json!({"metadata": {"labels": {"app": "other"}}});

@@ -49,6 +49,37 @@ async fn printable(vms: &Api<VirtualMachine>, name: &str) -> Option<String> {
         .map(String::from)
 }
 
+/// The events about VM `name` as `(reason, type, count, message)`, oldest first, through the
+/// real kubectl.
+async fn vm_events(c: &Cluster, name: &str) -> Vec<(String, String, i64, String)> {
+    let selector = format!("involvedObject.name={name},involvedObject.kind=VirtualMachine");
+    let (ok, out, err) = c
+        .kubectl(
+            &["get", "events", "--field-selector", &selector, "-o", "json"],
+            None,
+        )
+        .await;
+    assert!(ok, "kubectl get events: {err}");
+    let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let mut items: Vec<serde_json::Value> = list["items"].as_array().cloned().unwrap_or_default();
+    // Names are `<object>.<creation time in hex nanoseconds>`: their order is the events'.
+    items.sort_by_key(|e| e["metadata"]["name"].as_str().unwrap_or("").to_string());
+    items
+        .iter()
+        .map(|e| {
+            let s = |k: &str| e[k].as_str().unwrap_or("").to_string();
+            assert_eq!(e["source"]["component"], "virtualmachine-controller", "{e}");
+            assert!(e["involvedObject"]["uid"].is_string(), "{e}");
+            (
+                s("reason"),
+                s("type"),
+                e["count"].as_i64().unwrap_or(0),
+                s("message"),
+            )
+        })
+        .collect()
+}
+
 async fn instance_uid(vmis: &Api<VirtualMachineInstance>, name: &str) -> Option<String> {
     vmis.get_opt(name)
         .await
@@ -118,6 +149,46 @@ async fn vms_get_instances_that_follow_their_run_strategy() {
         (printable(&vms, "web").await.as_deref() == Some("Stopped")).then_some(())
     })
     .await;
+
+    // The story so far, as `kubectl get events` tells it: created, deleted when it shut down,
+    // created again (the same message: one event, counted twice), deleted when halted.
+    let told = eventually("four events", || async {
+        let told = vm_events(&c, "web").await;
+        let deletes = told.iter().filter(|e| e.0 == "SuccessfulDelete").count();
+        (deletes == 2 && told.first().is_some_and(|e| e.2 == 2)).then_some(told)
+    })
+    .await;
+    let reasons: Vec<&str> = told.iter().map(|e| e.0.as_str()).collect();
+    assert_eq!(
+        reasons,
+        ["SuccessfulCreate", "SuccessfulDelete", "SuccessfulDelete"],
+        "{told:?}"
+    );
+    assert!(told.iter().all(|e| e.1 == "Normal"), "{told:?}");
+    assert_eq!(
+        told[0].3,
+        "Started the virtual machine by creating the new virtual machine instance web"
+    );
+    assert_eq!(
+        told[1].3,
+        format!("Stopped the virtual machine by deleting the virtual machine instance {first_uid}")
+    );
+    // A sync with nothing to do (a label changed) tells nothing more.
+    let label = json!({"metadata": {"labels": {"touched": "yes"}}});
+    vms.patch("web", &PatchParams::default(), &Patch::Merge(&label))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(vm_events(&c, "web").await, told);
+    // `kubectl describe vm` lists them too (it finds them by the VM's uid).
+    let (ok, described, err) = c.kubectl(&["describe", "vm", "web"], None).await;
+    assert!(ok, "kubectl describe: {err}");
+    let events = described.split("Events:").nth(1).unwrap_or_default();
+    assert!(
+        events.contains("SuccessfulCreate") && events.contains("virtualmachine-controller"),
+        "{described}"
+    );
+
     let (ok, line, err) = c.kubectl(&["get", "vm", "web", "--no-headers"], None).await;
     assert!(ok, "kubectl: {err}");
     assert!(
@@ -203,5 +274,22 @@ async fn a_template_the_api_refuses_is_a_failure_on_the_vm() {
     assert!(
         failure.message.as_deref().unwrap_or("").contains("memory"),
         "{failure:?}"
+    );
+    // A Warning, and the retries bump its count instead of adding events.
+    let told = eventually("a FailedCreate event", || async {
+        let told = vm_events(&c, "broken").await;
+        (!told.is_empty()).then_some(told)
+    })
+    .await;
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert_eq!(
+        (told[0].0.as_str(), told[0].1.as_str()),
+        ("FailedCreate", "Warning")
+    );
+    assert!(
+        told[0]
+            .3
+            .starts_with("Error creating virtual machine instance: "),
+        "{told:?}"
     );
 }

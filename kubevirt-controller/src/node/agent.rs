@@ -31,9 +31,11 @@ use kubevirt_api::defaults::DEFAULT_TERMINATION_GRACE_PERIOD_SECONDS;
 use std::sync::Mutex;
 
 use super::adopt;
+use super::events;
 use super::launcher::Launcher;
 use super::report::{Report, patch};
 use super::{AgentMode, NodeConfig, NodeError, pod};
+use crate::events::Recorder;
 use crate::vm::instance::{is_final, phase};
 use kubevirt_launcher_protocol::{ExitStatus, FinalStatus, Phase};
 
@@ -51,6 +53,8 @@ struct Context {
     client: Client,
     config: NodeConfig,
     mode: AgentMode,
+    /// Events on the VMIs, from `virt-handler` on this node.
+    recorder: Recorder,
     /// The launchers by VMI uid. The map is locked only to look up, add or remove an entry,
     /// never across I/O: a launcher that does not answer delays its own VMI only.
     launchers: Mutex<HashMap<String, Shared>>,
@@ -107,8 +111,10 @@ pub async fn run(
         ));
     }
     let direct = mode == AgentMode::Direct;
+    let recorder = Recorder::new(client.clone(), events::COMPONENT).on_host(&config.node_name);
     let ctx = Arc::new(Context {
         client,
+        recorder,
         config,
         mode,
         launchers: Mutex::new(HashMap::new()),
@@ -236,13 +242,18 @@ async fn apply(
         show_pod_ip(&mut report, vmi, ctx).await;
     }
     if let Some(p) = patch(vmi, &ctx.config.node_name, &report, Timestamp::now()) {
-        api.patch(&vmi.name_any(), &PatchParams::default(), &Patch::Merge(&p))
+        let written = api
+            .patch(&vmi.name_any(), &PatchParams::default(), &Patch::Merge(&p))
             .await
             .map_err(|source| NodeError::Api {
                 what: "writing the status of",
                 name: vmi.name_any(),
                 source,
             })?;
+        let new = p["status"]["phase"].as_str().unwrap_or_else(|| phase(vmi));
+        if let Some(note) = events::phase_change(phase(vmi), new) {
+            ctx.recorder.record(&written, &note).await;
+        }
     }
     Ok(if alive {
         Action::requeue(POLL)
@@ -334,6 +345,7 @@ async fn cleanup(vmi: &VirtualMachineInstance, ctx: &Context) -> Result<Action, 
     ctx.map().remove(&uid);
     ctx.pod_ips().remove(&uid);
     if let Some(l) = launcher {
+        ctx.recorder.record(vmi, &events::shutting_down()).await;
         let mut l = l.lock().await;
         let grace = vmi
             .spec

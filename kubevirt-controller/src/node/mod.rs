@@ -13,6 +13,7 @@
 pub mod adopt;
 pub mod agent;
 pub mod endpoint;
+pub mod events;
 pub mod guest_port;
 pub mod launcher;
 pub mod pod;

@@ -9,15 +9,20 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
-use kube::{Client, Resource};
+use kube::{Client, Resource, ResourceExt};
 use kubevirt_api::core::v1::{VirtualMachineInstance, VirtualMachineInstanceReplicaSet};
 
 use super::sync::plan;
+use crate::events::Recorder;
 use crate::runtime::{SyncError, Target, delete_vmi, run_owning_vmis, tolerate_gone, write_status};
+use crate::vm::events as note;
 
 const RESYNC: Duration = Duration::from_secs(300);
 /// How long a set waits before replacing a VMI that failed without running.
 const FAILED_START_BACKOFF: Duration = Duration::from_secs(10);
+/// `source.component` of the set controller's events (upstream's; the reasons and messages are
+/// the VM controller's, as upstream's are).
+pub const COMPONENT: &str = "virtualmachinereplicaset-controller";
 
 /// Runs the replica set controller until `shutdown` resolves. `on_sync` sees each sync's
 /// outcome (for logging).
@@ -26,13 +31,20 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
     on_sync: impl Fn(Result<String, String>),
 ) {
-    run_owning_vmis::<VirtualMachineInstanceReplicaSet, _, _>(client, shutdown, on_sync, reconcile)
-        .await;
+    let recorder = Recorder::new(client.clone(), COMPONENT);
+    run_owning_vmis::<VirtualMachineInstanceReplicaSet, _, _>(
+        client,
+        shutdown,
+        on_sync,
+        move |rs, client| reconcile(rs, client, recorder.clone()),
+    )
+    .await;
 }
 
 async fn reconcile(
     rs: Arc<VirtualMachineInstanceReplicaSet>,
     client: Arc<Client>,
+    recorder: Recorder,
 ) -> Result<Action, SyncError> {
     let target = Target::of(&*rs)?;
     let (namespace, name) = (&target.namespace, &target.name);
@@ -72,9 +84,14 @@ async fn reconcile(
         }
     }
     for (vmi, uid) in &p.delete {
-        delete_vmi(&vmis, vmi, uid)
-            .await
-            .map_err(target.err("deleting a VMI of"))?;
+        match delete_vmi(&vmis, vmi, uid).await {
+            Ok(()) => recorder.record(&*rs, &note::deleted(uid)).await,
+            Err(e) => {
+                let failed = note::failed_delete(vmi, &e.to_string());
+                recorder.record(&*rs, &failed).await;
+                return Err(target.err("deleting a VMI of")(e));
+            }
+        }
     }
     let template = &rs.spec.template;
     let meta = template.metadata.clone().unwrap_or_default();
@@ -91,9 +108,21 @@ async fn reconcile(
         vmi.metadata.labels = meta.labels.clone();
         vmi.metadata.annotations = meta.annotations.clone();
         vmi.metadata.owner_references = Some(vec![owner.clone()]);
-        vmis.create(&PostParams::default(), &vmi)
-            .await
-            .map_err(target.err("creating a VMI for"))?;
+        match vmis.create(&PostParams::default(), &vmi).await {
+            Ok(made) => {
+                recorder
+                    .record(&*rs, &note::created(&made.name_any()))
+                    .await
+            }
+            Err(e) => {
+                let message = match &e {
+                    kube::Error::Api(s) => s.message.clone(),
+                    other => other.to_string(),
+                };
+                recorder.record(&*rs, &note::failed_create(&message)).await;
+                return Err(target.err("creating a VMI for")(e));
+            }
+        }
     }
     if rs.status.as_ref() != Some(&p.status) {
         let mut updated = (*rs).clone();

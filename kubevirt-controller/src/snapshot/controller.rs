@@ -22,12 +22,14 @@ use kubevirt_api::snapshot::v1beta1::{VirtualMachineSnapshot, VirtualMachineSnap
 use kubevirt_api::volumesnapshot::v1::{VolumeSnapshot, VolumeSnapshotClass};
 use serde_json::json;
 
+use super::events;
 use super::status::{self, Facts, Source};
 use super::vsnap::{self, Progress};
 use super::{
     CONTENT_FINALIZER, PAUSED_VMI_ANNOTATION, SNAPSHOT_FINALIZER, SOURCE_FINALIZER, content,
     content_name, has_finalizer, lock, volumes,
 };
+use crate::events::Recorder;
 use crate::runtime::{SyncError, Target, tolerate_gone, write_status};
 
 /// While a snapshot is being taken (or its content is not ready) it is synced this often.
@@ -41,12 +43,13 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
     on_sync: impl Fn(Result<String, String>),
 ) {
+    let recorder = Recorder::new(client.clone(), events::SNAPSHOT_COMPONENT);
     crate::runtime::run_with(
         client.clone(),
         client,
         shutdown,
         on_sync,
-        reconcile,
+        move |s, client| reconcile(s, client, recorder.clone()),
         |c, _| c,
     )
     .await;
@@ -61,11 +64,13 @@ struct Apis {
     volume_snapshots: Api<VolumeSnapshot>,
     client: Client,
     namespace: String,
+    recorder: Recorder,
 }
 
 impl Apis {
-    fn new(client: &Client, namespace: &str) -> Self {
+    fn new(client: &Client, namespace: &str, recorder: Recorder) -> Self {
         Self {
+            recorder,
             snapshots: Api::namespaced(client.clone(), namespace),
             contents: Api::namespaced(client.clone(), namespace),
             vms: Api::namespaced(client.clone(), namespace),
@@ -80,9 +85,10 @@ impl Apis {
 async fn reconcile(
     s: Arc<VirtualMachineSnapshot>,
     client: Arc<Client>,
+    recorder: Recorder,
 ) -> Result<Action, SyncError> {
     let target = Target::of(&*s)?;
-    let apis = Apis::new(&client, &target.namespace);
+    let apis = Apis::new(&client, &target.namespace, recorder);
     let name = target.name.as_str();
     let now = Timestamp::now();
     let uid = s.metadata.uid.clone().unwrap_or_default();
@@ -152,11 +158,14 @@ async fn reconcile(
                     Some(m) => failure = Some(m),
                     None => {
                         let c = content::build(&s, vm, &inclusion.included);
-                        content = Some(
-                            create_or_get(&apis.contents, &c)
-                                .await
-                                .map_err(target.err("creating the content of"))?,
-                        );
+                        let (made, new) = create_or_get(&apis.contents, &c)
+                            .await
+                            .map_err(target.err("creating the content of"))?;
+                        if new {
+                            let note = events::content_created(&made.name_any());
+                            apis.recorder.record(&*s, &note).await;
+                        }
+                        content = Some(made);
                     }
                 }
             }
@@ -276,14 +285,14 @@ async fn inclusion(apis: &Apis, vm: &VirtualMachine) -> Result<volumes::Inclusio
     Ok(volumes::decide(vm, &claims, &scs, &classes))
 }
 
-/// Creates `obj`, or reads the one made meanwhile.
-async fn create_or_get<K>(api: &Api<K>, obj: &K) -> Result<K, kube::Error>
+/// Creates `obj`, or reads the one made meanwhile; whether this call made it.
+async fn create_or_get<K>(api: &Api<K>, obj: &K) -> Result<(K, bool), kube::Error>
 where
     K: Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
 {
     match api.create(&PostParams::default(), obj).await {
-        Err(kube::Error::Api(e)) if e.code == 409 => api.get(&obj.name_any()).await,
-        r => r,
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok((api.get(&obj.name_any()).await?, false)),
+        r => r.map(|made| (made, true)),
     }
 }
 
@@ -458,7 +467,12 @@ async fn sync_content(
                 continue;
             };
             let vs = vsnap::for_backup(c, b, class);
-            *slot = Some(create_or_get(&apis.volume_snapshots, &vs).await?);
+            let (made, new) = create_or_get(&apis.volume_snapshots, &vs).await?;
+            if new {
+                let note = events::volume_snapshot_created(&made.name_any());
+                apis.recorder.record(&*c, &note).await;
+            }
+            *slot = Some(made);
         }
     }
     let progress: Vec<Option<Progress>> = found

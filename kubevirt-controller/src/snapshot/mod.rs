@@ -17,6 +17,7 @@
 pub mod conditions;
 pub mod content;
 pub mod controller;
+pub mod events;
 pub mod lock;
 pub mod restore;
 pub mod restore_controller;

@@ -23,8 +23,10 @@ use kubevirt_api::snapshot::v1beta1::{
 };
 
 use super::conditions::{self, PROGRESSING, READY};
+use super::events;
 use super::restore::{self, applied};
 use super::{lock, status as snapshot_status};
+use crate::events::Recorder;
 use crate::runtime::{SyncError, Target, tolerate_gone, write_status};
 use crate::vm::RunStrategy;
 
@@ -37,12 +39,13 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
     on_sync: impl Fn(Result<String, String>),
 ) {
+    let recorder = Recorder::new(client.clone(), events::RESTORE_COMPONENT);
     crate::runtime::run_with(
         client.clone(),
         client,
         shutdown,
         on_sync,
-        reconcile,
+        move |r, client| reconcile(r, client, recorder.clone()),
         |c, _| c,
     )
     .await;
@@ -59,6 +62,7 @@ enum Step {
 async fn reconcile(
     r: Arc<VirtualMachineRestore>,
     client: Arc<Client>,
+    recorder: Recorder,
 ) -> Result<Action, SyncError> {
     let target = Target::of(&*r)?;
     if r.status.as_ref().and_then(|s| s.complete) == Some(true)
@@ -76,11 +80,16 @@ async fn reconcile(
             complete: Some(false),
             ..Default::default()
         });
+    let mut invalid = None;
     let step = match steps(&r, &mut st, &client, &target).await {
         Ok(s) => s,
         Err(Failed::Api(e)) => return Err(e),
-        Err(Failed::Invalid(m)) => Step::Wait(false, m),
+        Err(Failed::Invalid(m)) => {
+            invalid = Some(m.clone());
+            Step::Wait(false, m)
+        }
     };
+    let completes = matches!(step, Step::Complete);
     match step {
         Step::Wait(progressing, reason) => {
             conditions::set(&mut st.conditions, PROGRESSING, progressing, &reason, now);
@@ -105,6 +114,14 @@ async fn reconcile(
         write_status(&restores, &updated)
             .await
             .map_err(target.err("writing the status of"))?;
+        // Told when the status moves on only: a restore that stays stuck is not retold.
+        if completes {
+            recorder
+                .record(&*r, &events::restore_complete(&target.name))
+                .await;
+        } else if let Some(m) = &invalid {
+            recorder.record(&*r, &events::restore_error(m)).await;
+        }
     }
     Ok(if st.complete == Some(true) {
         Action::await_change()

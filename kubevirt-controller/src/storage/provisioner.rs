@@ -17,7 +17,6 @@ use futures::{FutureExt, Stream, StreamExt};
 use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource};
 use kubevirt_api::volumesnapshot::v1::{VolumeSnapshot, VolumeSnapshotContent};
@@ -30,6 +29,7 @@ use super::plan::{Action, Observed, Scope, plan};
 use super::plan::{PROVISIONING_FAILED, RESIZE_FAILED};
 use super::snapshots;
 use super::snapshotter;
+use crate::events::{EventType, Note, Recorder};
 
 /// A pass with nothing to wake it runs after this long anyway.
 const RESYNC: Duration = Duration::from_secs(60);
@@ -103,12 +103,8 @@ pub async fn run(
             return;
         }
     };
-    let reporter = Reporter {
-        controller: PROVISIONER.into(),
-        instance: Some(config.node_name.clone()),
-    };
     let mut ctx = Context {
-        recorder: Recorder::new(client.clone(), reporter),
+        recorder: Recorder::new(client.clone(), PROVISIONER).on_host(config.node_name.clone()),
         client: client.clone(),
         scope: Scope {
             node: config.node_name,
@@ -453,7 +449,7 @@ async fn claim_status_patch(
 async fn warn_once(
     ctx: &mut Context,
     claim: &ObjectReference,
-    reason: &str,
+    reason: &'static str,
     message: &str,
 ) -> bool {
     let uid = claim.uid.clone().unwrap_or_default();
@@ -465,22 +461,21 @@ async fn warn_once(
     true
 }
 
-/// An event on `claim`; failing to publish it is only logged (the action's outcome stands).
-async fn tell(ctx: &Context, claim: &ObjectReference, type_: EventType, reason: &str, note: &str) {
-    let event = Event {
+/// An event on `claim` (through the controllers' shared recorder: a failure to write it is only
+/// logged, the action's outcome stands).
+async fn tell(
+    ctx: &Context,
+    claim: &ObjectReference,
+    type_: EventType,
+    reason: &'static str,
+    message: &str,
+) {
+    let note = Note {
         type_,
-        reason: reason.into(),
-        note: Some(note.chars().take(1000).collect()),
-        action: if reason.contains("Resize") {
-            "Resize".into()
-        } else {
-            "Provision".into()
-        },
-        secondary: None,
+        reason,
+        message: message.to_string(),
     };
-    if let Err(e) = ctx.recorder.publish(&event, claim).await {
-        tracing::warn!(claim = %describe(claim), error = %e, "publishing an event");
-    }
+    ctx.recorder.record_ref(claim, &note).await;
 }
 
 fn describe(claim: &ObjectReference) -> String {

@@ -14,9 +14,11 @@ use kube::{Client, ResourceExt};
 use kubevirt_api::cdi::v1beta1::DataVolume;
 use kubevirt_api::core::v1::{VirtualMachine, VirtualMachineCondition, VirtualMachineInstance};
 
+use super::events as note;
 use super::storage::{self, Storage};
 use super::sync::{Action, Observed, plan};
 use super::{instance, instancetype};
+use crate::events::Recorder;
 use crate::runtime::{SyncError, Target, delete_vmi, run_owning_vmis_and, write_status};
 
 /// A VM with nothing pending is synced again after this long anyway.
@@ -31,11 +33,12 @@ pub async fn run(
 ) {
     // The DataVolume kind is CDI's: installed with ours everywhere (`kubevirt-local up`, the
     // `crds` the operator applies).
+    let recorder = Recorder::new(client.clone(), note::COMPONENT);
     run_owning_vmis_and::<VirtualMachine, _, _>(
         client,
         shutdown,
         on_sync,
-        reconcile,
+        move |vm, client| reconcile(vm, client, recorder.clone()),
         |c, client| {
             c.owns(
                 Api::<DataVolume>::all(client.clone()),
@@ -69,28 +72,42 @@ async fn storage_of(
 /// VM's Failure message (upstream's wording).
 async fn create_data_volumes(
     client: &Client,
-    namespace: &str,
+    recorder: &Recorder,
+    vm: &VirtualMachine,
     missing: &[DataVolume],
 ) -> Result<Option<String>, kube::Error> {
-    let dvs: Api<DataVolume> = Api::namespaced(client.clone(), namespace);
+    let namespace = vm.namespace().unwrap_or_default();
+    let dvs: Api<DataVolume> = Api::namespaced(client.clone(), &namespace);
     for dv in missing {
+        let name = dv.name_any();
         match dvs.create(&PostParams::default(), dv).await {
-            Ok(_) => {}
+            Ok(_) => recorder.record(vm, &note::data_volume_created(&name)).await,
             // Made meanwhile: the watch brings it.
             Err(kube::Error::Api(e)) if e.code == 409 => {}
             Err(kube::Error::Api(e)) if (400..500).contains(&e.code) => {
+                recorder
+                    .record(vm, &note::data_volume_failed(&name, &e.message))
+                    .await;
                 return Ok(Some(format!(
                     "Error encountered while creating DataVolumes: failed to create DataVolume: {}",
                     e.message
                 )));
             }
-            Err(e) => return Err(e),
+            Err(e) => {
+                let failed = note::data_volume_failed(&name, &e.to_string());
+                recorder.record(vm, &failed).await;
+                return Err(e);
+            }
         }
     }
     Ok(None)
 }
 
-async fn reconcile(vm: Arc<VirtualMachine>, client: Arc<Client>) -> Result<Requeue, SyncError> {
+async fn reconcile(
+    vm: Arc<VirtualMachine>,
+    client: Arc<Client>,
+    recorder: Recorder,
+) -> Result<Requeue, SyncError> {
     let target = Target::of(&*vm)?;
     let (namespace, name) = (&target.namespace, &target.name);
     let vms: Api<VirtualMachine> = Api::namespaced((*client).clone(), namespace);
@@ -111,7 +128,7 @@ async fn reconcile(vm: Arc<VirtualMachine>, client: Arc<Client>) -> Result<Reque
         jitter: f64::from(now.subsec_nanosecond()) / 1e9,
         storage: &found,
     });
-    let mut failed_create = create_data_volumes(&client, namespace, &p.create_data_volumes)
+    let mut failed_create = create_data_volumes(&client, &recorder, &vm, &p.create_data_volumes)
         .await
         .map_err(target.err("creating the DataVolumes of"))?;
     match &p.action {
@@ -143,19 +160,36 @@ async fn reconcile(vm: Arc<VirtualMachine>, client: Arc<Client>) -> Result<Reque
                 )),
             };
             match created {
-                Ok(_) => {}
+                Ok(made) => {
+                    recorder
+                        .record(&*vm, &note::created(&made.name_any()))
+                        .await
+                }
                 // Made meanwhile: the watch brings it.
                 Err(kube::Error::Api(e)) if e.code == 409 => {}
                 // The template itself is refused (admission): say so on the VM.
                 Err(kube::Error::Api(e)) if (400..500).contains(&e.code) => {
+                    recorder
+                        .record(&*vm, &note::failed_create(&e.message))
+                        .await;
                     failed_create = Some(e.message);
                 }
-                Err(e) => return Err(target.err("creating the instance of")(e)),
+                Err(e) => {
+                    recorder
+                        .record(&*vm, &note::failed_create(&e.to_string()))
+                        .await;
+                    return Err(target.err("creating the instance of")(e));
+                }
             }
         }
-        Action::Delete { uid } => delete_vmi(&vmis, name, uid)
-            .await
-            .map_err(target.err("deleting the instance of"))?,
+        Action::Delete { uid } => match delete_vmi(&vmis, name, uid).await {
+            Ok(()) => recorder.record(&*vm, &note::deleted(uid)).await,
+            Err(e) => {
+                let failed = note::failed_delete(name, &e.to_string());
+                recorder.record(&*vm, &failed).await;
+                return Err(target.err("deleting the instance of")(e));
+            }
+        },
         Action::SetStrategy(s) => {
             let patch = serde_json::json!({"spec": {"runStrategy": s.as_str(), "running": null}});
             vms.patch(name, &PatchParams::default(), &Patch::Merge(&patch))

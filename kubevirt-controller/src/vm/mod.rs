@@ -7,6 +7,7 @@
 
 pub mod backoff;
 pub mod controller;
+pub mod events;
 pub mod instance;
 pub mod instancetype;
 pub mod printable;

@@ -21,12 +21,14 @@ use kube::{Client, ResourceExt};
 use kubevirt_api::cdi::v1beta1::DataVolume;
 use kubevirt_api::core::v1::VirtualMachineInstance;
 
+use super::events as note;
 use super::render::claims::claim_volumes;
 use super::render::{ClaimModes, PodConfig, pod_for};
 use super::sync::{
     PodAction, claim_missing, data_volume_not_ready, data_volumes_ready, failed_create, plan,
 };
 use super::{APP_LABEL, APP_LAUNCHER, CREATED_BY_LABEL};
+use crate::events::Recorder;
 use crate::runtime::{SyncError, Target, tolerate_gone};
 use crate::storage::claim::VolumeMode;
 
@@ -42,6 +44,7 @@ const RETRY: Duration = Duration::from_secs(2);
 struct Context {
     client: Client,
     config: PodConfig,
+    recorder: Recorder,
 }
 
 /// Runs the VMI controller until `shutdown` resolves: every VMI gets its virt-launcher pod,
@@ -56,6 +59,7 @@ pub async fn run(
     let context = Context {
         client: client.clone(),
         config,
+        recorder: Recorder::new(client.clone(), note::COMPONENT),
     };
     crate::runtime::run_with(
         client,
@@ -106,11 +110,18 @@ async fn reconcile(
                 Ok(Ok(modes)) => match pod_for(&vmi, &ctx.config, &modes) {
                     Err(e) => refused = Some(e.to_string()),
                     Ok(pod) => match pods.create(&PostParams::default(), &pod).await {
-                        Ok(_) => {}
+                        Ok(made) => {
+                            let made = note::pod_created(&made.name_any());
+                            ctx.recorder.record(&*vmi, &made).await;
+                        }
                         Err(kube::Error::Api(e)) if (400..500).contains(&e.code) => {
                             refused = Some(e.message);
                         }
-                        Err(e) => return Err(target.err("creating the launcher pod of")(e)),
+                        Err(e) => {
+                            let failed = note::pod_failed(&e.to_string());
+                            ctx.recorder.record(&*vmi, &failed).await;
+                            return Err(target.err("creating the launcher pod of")(e));
+                        }
                     },
                 },
             },
@@ -122,12 +133,19 @@ async fn reconcile(
                     }),
                     ..DeleteParams::default()
                 };
-                tolerate_gone(pods.delete(name, &params).await)
-                    .map_err(target.err("deleting a launcher pod of"))?;
+                match tolerate_gone(pods.delete(name, &params).await) {
+                    Ok(()) => ctx.recorder.record(&*vmi, &note::pod_deleted(name)).await,
+                    Err(e) => {
+                        let failed = note::pod_delete_failed(&e.to_string());
+                        ctx.recorder.record(&*vmi, &failed).await;
+                        return Err(target.err("deleting a launcher pod of")(e));
+                    }
+                }
             }
         }
     }
     if let Some(message) = &refused {
+        ctx.recorder.record(&*vmi, &note::pod_failed(message)).await;
         failed_create(&mut p.status, message.clone(), now);
     }
     if let Some((dv, phase)) = &unready {

@@ -11,6 +11,7 @@
 //! - [`controller`]: runs the plan against an API server with kube-rs.
 
 pub mod controller;
+pub mod events;
 pub mod overhead;
 pub mod render;
 pub mod sync;

@@ -16,9 +16,11 @@ use kubevirt_api::cdi::v1beta1::DataVolume;
 
 use super::DataVolumeConfig;
 use super::claim::owner;
+use super::events::{COMPONENT, transition};
 use super::importer::{Source, pod_name_for, running_ip, source_of};
 use super::progress::scrape;
 use super::sync::{Observed, plan};
+use crate::events::Recorder;
 use crate::runtime::{SyncError, Target, tolerate_gone, write_status};
 
 /// While an import runs, its progress is read this often.
@@ -29,6 +31,7 @@ const RESYNC: Duration = Duration::from_secs(300);
 struct Context {
     client: Client,
     config: DataVolumeConfig,
+    recorder: Recorder,
 }
 
 /// Runs the DataVolume controller until `shutdown` resolves; `on_sync` hears each outcome.
@@ -41,6 +44,7 @@ pub async fn run(
     let context = Context {
         client: client.clone(),
         config,
+        recorder: Recorder::new(client.clone(), COMPONENT),
     };
     crate::runtime::run_with(
         client,
@@ -143,6 +147,10 @@ async fn reconcile(dv: Arc<DataVolume>, ctx: Arc<Context>) -> Result<Action, Syn
         write_status(&dvs, &updated)
             .await
             .map_err(target.err("writing the status of"))?;
+        // Told once the new status is written (a refused write is retried, and tells then).
+        for note in transition(&dv, dv.status.as_ref(), &p.status) {
+            ctx.recorder.record(&*dv, &note).await;
+        }
     }
     Ok(match p.status.phase.as_deref() {
         Some("ImportInProgress" | "ImportScheduled" | "CloneInProgress" | "CloneScheduled") => {

@@ -13,6 +13,7 @@
 
 pub mod claim;
 pub mod controller;
+pub mod events;
 pub mod importer;
 pub mod progress;
 pub mod sync;

@@ -1,0 +1,56 @@
+//! The events the node agent records on a VMI (upstream virt-handler's reasons and messages,
+//! from `virt-handler` with the node as `source.host`).
+
+use crate::events::Note;
+
+/// `source.component` of the node agent's events.
+pub const COMPONENT: &str = "virt-handler";
+
+/// What the VMI's phase moving from `old` to `new` tells (virt-handler's
+/// `recordPhaseChangeEvent`): nothing unless it changed.
+pub fn phase_change(old: &str, new: &str) -> Option<Note> {
+    if old == new {
+        return None;
+    }
+    match new {
+        "Running" => Some(Note::normal("Started", "VirtualMachineInstance started.")),
+        "Succeeded" => Some(Note::normal(
+            "Stopped",
+            "The VirtualMachineInstance was shut down.",
+        )),
+        "Failed" => Some(Note::warning(
+            "Stopped",
+            "The VirtualMachineInstance crashed.",
+        )),
+        _ => None,
+    }
+}
+
+/// The agent asks a deleted VMI's guest to shut down.
+pub fn shutting_down() -> Note {
+    Note::normal("ShuttingDown", "Signaled Graceful Shutdown")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::EventType;
+
+    #[test]
+    fn a_phase_change_is_told_once() {
+        let started = phase_change("Scheduled", "Running").expect("an event");
+        assert_eq!(
+            (started.type_, started.reason),
+            (EventType::Normal, "Started")
+        );
+        assert_eq!(phase_change("Running", "Running"), None);
+        assert_eq!(phase_change("Pending", "Scheduled"), None);
+        let down = phase_change("Running", "Succeeded").expect("an event");
+        assert_eq!((down.type_, down.reason), (EventType::Normal, "Stopped"));
+        let crashed = phase_change("Running", "Failed").expect("an event");
+        assert_eq!(
+            (crashed.type_, crashed.reason),
+            (EventType::Warning, "Stopped")
+        );
+    }
+}
