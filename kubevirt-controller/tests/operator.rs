@@ -58,6 +58,14 @@ async fn kv_field(c: &Cluster, name: &str, path: &str) -> String {
         .unwrap_or_default()
 }
 
+/// Waits until `kubectl get kv NAME -o jsonpath=PATH` prints `want`.
+async fn wait_kv(c: &Cluster, name: &str, path: &str, want: &str) {
+    eventually(&format!("kv {name}: {path} = {want:?}"), || async {
+        (kv_field(c, name, path).await == want).then_some(())
+    })
+    .await;
+}
+
 /// Plays the workload controllers: every replica of the current template updated and
 /// available.
 async fn mark_ready(c: &Cluster) {
@@ -264,10 +272,7 @@ async fn the_operator_installs_rolls_and_removes_kubevirt() {
     .await
     .unwrap();
     assert_eq!(managed, "virt-operator v0.1.0");
-    eventually("phase Deploying", || async {
-        (kv_field(&c, "kubevirt", "{.status.phase}").await == "Deploying").then_some(())
-    })
-    .await;
+    wait_kv(&c, "kubevirt", "{.status.phase}", "Deploying").await;
     assert_eq!(
         kv_field(&c, "kubevirt", "{.metadata.finalizers[0]}").await,
         "foregroundDeleteKubeVirt"
@@ -294,16 +299,12 @@ async fn the_operator_installs_rolls_and_removes_kubevirt() {
         )
         .await;
     assert!(ok, "{err}");
-    eventually("Degraded by the image pull", || async {
-        let s = kv_field(
-            &c,
-            "kubevirt",
-            "{.status.conditions[?(@.type==\"Degraded\")].status} {.status.conditions[?(@.type==\"Degraded\")].message}",
-        )
-        .await;
-        (s == "True An error occurred during deployment: pod kubevirt/virt-api-broken container virt-api: ErrImagePull: 127.0.0.1:5000/virt-api:v0.1.0: not found")
-            .then_some(())
-    })
+    wait_kv(
+        &c,
+        "kubevirt",
+        "{.status.conditions[?(@.type==\"Degraded\")].status} {.status.conditions[?(@.type==\"Degraded\")].message}",
+        "True An error occurred during deployment: pod kubevirt/virt-api-broken container virt-api: ErrImagePull: 127.0.0.1:5000/virt-api:v0.1.0: not found",
+    )
     .await;
     let (ok, _, err) = c
         .kubectl(
@@ -338,15 +339,12 @@ async fn the_operator_installs_rolls_and_removes_kubevirt() {
         )
         .await;
     assert!(ok, "kubectl wait: {stdout}{stderr}");
-    eventually("phase Deployed with versions", || async {
-        let s = kv_field(
-            &c,
-            "kubevirt",
-            "{.status.phase} {.status.observedKubeVirtVersion} {.status.observedKubeVirtRegistry} {.status.targetKubeVirtVersion} {.status.operatorVersion}",
-        )
-        .await;
-        (s == "Deployed v0.1.0 127.0.0.1:5000 v0.1.0 v0.1.0").then_some(())
-    })
+    wait_kv(
+        &c,
+        "kubevirt",
+        "{.status.phase} {.status.observedKubeVirtVersion} {.status.observedKubeVirtRegistry} {.status.targetKubeVirtVersion} {.status.operatorVersion}",
+        "Deployed v0.1.0 127.0.0.1:5000 v0.1.0 v0.1.0",
+    )
     .await;
     let generations = kv_field(
         &c,
@@ -393,20 +391,14 @@ async fn the_operator_installs_rolls_and_removes_kubevirt() {
             .then_some(())
     })
     .await;
-    eventually("Deploying while rolling", || async {
-        (kv_field(&c, "kubevirt", "{.status.phase}").await == "Deploying").then_some(())
-    })
-    .await;
+    wait_kv(&c, "kubevirt", "{.status.phase}", "Deploying").await;
     mark_ready(&c).await;
-    eventually("Deployed at v0.2.0", || async {
-        let s = kv_field(
-            &c,
-            "kubevirt",
-            "{.status.phase} {.status.observedKubeVirtVersion}",
-        )
-        .await;
-        (s == "Deployed v0.2.0").then_some(())
-    })
+    wait_kv(
+        &c,
+        "kubevirt",
+        "{.status.phase} {.status.observedKubeVirtVersion}",
+        "Deployed v0.2.0",
+    )
     .await;
 
     // A malformed configuration changes nothing and says where it is wrong.
@@ -426,16 +418,12 @@ async fn the_operator_installs_rolls_and_removes_kubevirt() {
         )
         .await;
     assert!(ok, "{err}");
-    eventually("Degraded with the field path", || async {
-        let s = kv_field(
-            &c,
-            "kubevirt",
-            "{.status.conditions[?(@.type==\"Degraded\")].status} {.status.conditions[?(@.type==\"Degraded\")].message}",
-        )
-        .await;
-        (s == "True An error occurred during deployment: spec.configuration.developerConfiguration.featureGates[1]: feature gate \"Snapshot\" is listed twice")
-            .then_some(())
-    })
+    wait_kv(
+        &c,
+        "kubevirt",
+        "{.status.conditions[?(@.type==\"Degraded\")].status} {.status.conditions[?(@.type==\"Degraded\")].message}",
+        "True An error occurred during deployment: spec.configuration.developerConfiguration.featureGates[1]: feature gate \"Snapshot\" is listed twice",
+    )
     .await;
     assert_eq!(
         image_of(&c, "deployment", "virt-api").await,
@@ -489,15 +477,12 @@ async fn the_operator_installs_rolls_and_removes_kubevirt() {
         .replace("name: kubevirt\n", "name: kubevirt-2\n");
     let (ok, _, err) = c.kubectl(&["create", "-f", "-"], Some(&second)).await;
     assert!(ok, "{err}");
-    eventually("the second CR's condition", || async {
-        let s = kv_field(
-            &c,
-            "kubevirt-2",
-            "{.status.conditions[?(@.type==\"Synchronized\")].reason}: {.status.conditions[?(@.type==\"Synchronized\")].message}",
-        )
-        .await;
-        (s == "ExistingDeployment: There is an active KubeVirt deployment").then_some(())
-    })
+    wait_kv(
+        &c,
+        "kubevirt-2",
+        "{.status.conditions[?(@.type==\"Synchronized\")].reason}: {.status.conditions[?(@.type==\"Synchronized\")].message}",
+        "ExistingDeployment: There is an active KubeVirt deployment",
+    )
     .await;
     assert_eq!(
         kv_field(&c, "kubevirt-2", "{.metadata.finalizers}").await,
@@ -519,16 +504,12 @@ async fn the_operator_installs_rolls_and_removes_kubevirt() {
         )
         .await;
     assert!(ok, "{err}");
-    eventually("the refusal", || async {
-        let s = kv_field(
-            &c,
-            "kubevirt",
-            "{.status.phase}: {.status.conditions[?(@.type==\"Synchronized\")].message}",
-        )
-        .await;
-        (s == "Deleting: An error occurred during deletion: there are still Virtual Machines present")
-            .then_some(())
-    })
+    wait_kv(
+        &c,
+        "kubevirt",
+        "{.status.phase}: {.status.conditions[?(@.type==\"Synchronized\")].message}",
+        "Deleting: An error occurred during deletion: there are still Virtual Machines present",
+    )
     .await;
     assert!(
         get(

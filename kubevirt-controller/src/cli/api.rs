@@ -10,7 +10,6 @@ use super::CliError;
 use crate::api::agents::{Addressing, NodeAgents};
 use crate::api::serve::{front_proxy_ca, serve_tls, tls_config};
 use crate::api::{Authentication, Subresources};
-use crate::controllers::connect;
 use crate::node::endpoint::AgentTls;
 
 /// Arguments of `kubevirt-controller api`.
@@ -72,14 +71,14 @@ pub(super) fn run(args: ApiArgs, out: &mut dyn Write) -> Result<ExitCode, CliErr
         Some(ca) => Some(agent_tls(ca, args.node_agent_server_name.clone())?),
         None => None,
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        let (client, server) = connect(args.kubeconfig.as_deref()).await?;
+    super::on_cluster(args.kubeconfig.clone(), |client, server| async move {
         let ca = front_proxy_ca(&client).await;
-        let tls = tls_config(&args.tls_cert_file, &args.tls_private_key_file, ca.as_deref())
-            .map_err(|e| CliError::Setup(e.to_string()))?;
+        let tls = tls_config(
+            &args.tls_cert_file,
+            &args.tls_private_key_file,
+            ca.as_deref(),
+        )
+        .map_err(|e| CliError::Setup(e.to_string()))?;
         let listener = tokio::net::TcpListener::bind(args.listen).await?;
         let app = Subresources {
             client,
@@ -97,7 +96,11 @@ pub(super) fn run(args: ApiArgs, out: &mut dyn Write) -> Result<ExitCode, CliErr
             out,
             "kubevirt-controller: subresources.kubevirt.io on https://{} for {server} (front-proxy CA: {})",
             listener.local_addr()?,
-            if ca.is_some() { "yes" } else { "none; bearer tokens only" }
+            if ca.is_some() {
+                "yes"
+            } else {
+                "none; bearer tokens only"
+            }
         )?;
         out.flush()?;
         serve_tls(listener, app, tls, crate::signal::terminated()).await?;

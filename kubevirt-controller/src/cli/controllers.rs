@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use super::{CliError, NodeArgs};
-use crate::controllers::{Controllers, connect};
+use crate::controllers::Controllers;
 use crate::node::{self, NodeConfig};
 
 pub(super) fn run(
@@ -15,11 +15,7 @@ pub(super) fn run(
     data_volumes: Option<crate::cdi::datavolume::DataVolumeConfig>,
     out: &mut dyn Write,
 ) -> Result<ExitCode, CliError> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        let (client, server) = connect(kubeconfig.as_deref()).await?;
+    super::on_cluster(kubeconfig.clone(), |client, server| async move {
         if install_crds {
             let changed = crate::install::ensure_crds(&client).await?;
             writeln!(
@@ -81,11 +77,7 @@ pub(super) fn node(args: NodeArgs, out: &mut dyn Write) -> Result<ExitCode, CliE
         launcher_args: node::plain_http_args(&args.plain_http),
         claim_unscheduled: !args.only_scheduled,
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        let (client, server) = connect(args.kubeconfig.as_deref()).await?;
+    super::on_cluster(args.kubeconfig.clone(), |client, server| async move {
         writeln!(
             out,
             "kubevirt-controller: node agent {} on {server} (launcher {}, {} mode, run root {})",

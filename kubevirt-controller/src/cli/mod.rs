@@ -17,6 +17,23 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use thiserror::Error;
 
+/// The frame of every long-running command: a multi-threaded runtime, a client for the
+/// cluster `kubeconfig` names (else `KUBECONFIG`, `~/.kube/config`, in-cluster) and the
+/// server's address for the start-up line, then `work` until it ends.
+fn on_cluster<F, Fut>(kubeconfig: Option<PathBuf>, work: F) -> Result<ExitCode, CliError>
+where
+    F: FnOnce(kube::Client, String) -> Fut,
+    Fut: std::future::Future<Output = Result<ExitCode, CliError>>,
+{
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let (client, server) = crate::controllers::connect(kubeconfig.as_deref()).await?;
+        work(client, server).await
+    })
+}
+
 /// KubeVirt controllers and tools.
 #[derive(Debug, Parser)]
 #[command(name = "kubevirt-controller", version, about)]

@@ -8,7 +8,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use super::CliError;
-use crate::controllers::connect;
 use crate::operator::{OperatorConfig, target};
 
 /// Arguments of `kubevirt-controller operator`.
@@ -54,11 +53,7 @@ pub fn config_from(env: impl Fn(&str) -> Option<String>) -> Result<OperatorConfi
 
 pub(super) fn run(args: OperatorArgs, out: &mut dyn Write) -> Result<ExitCode, CliError> {
     let config = config_from(|name| std::env::var(name).ok())?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        let (client, server) = connect(args.kubeconfig.as_deref()).await?;
+    super::on_cluster(args.kubeconfig.clone(), |client, server| async move {
         writeln!(
             out,
             "kubevirt-controller: operator {} ({}) for namespace {} on {server}: components {}/*:{}",

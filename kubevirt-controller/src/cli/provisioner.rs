@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use super::CliError;
-use crate::controllers::{Controllers, connect};
+use crate::controllers::Controllers;
 use crate::storage::{self, ProvisionerConfig};
 
 /// Arguments of `kubevirt-controller provisioner`.
@@ -41,11 +41,7 @@ pub(super) fn run(args: ProvisionerArgs, out: &mut dyn Write) -> Result<ExitCode
         root,
         immediate: args.immediate,
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        let (client, server) = connect(args.kubeconfig.as_deref()).await?;
+    super::on_cluster(args.kubeconfig.clone(), |client, server| async move {
         writeln!(
             out,
             "kubevirt-controller: local volume provisioner {} of node {} on {server} (root {}{})",

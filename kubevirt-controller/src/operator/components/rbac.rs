@@ -200,10 +200,8 @@ pub fn api_objects(i: &Install) -> Vec<Value> {
     let mut users = cluster_role(i, "kubevirt-subresources", c, subresource_rules());
     users["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-admin"] = json!("true");
     users["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-edit"] = json!("true");
-    vec![
-        service_account(i, API_SA, c),
-        cluster_role(i, API_SA, c, api_rules()),
-        binding(i, "ClusterRoleBinding", API_SA, API_SA, API_SA, c),
+    let mut objects = account_objects(i, API_SA, c, api_rules());
+    objects.extend([
         binding(
             i,
             "ClusterRoleBinding",
@@ -221,41 +219,35 @@ pub fn api_objects(i: &Install) -> Vec<Value> {
             c,
         ),
         users,
+    ]);
+    objects
+}
+
+/// A component's service account, its cluster role of `rules` and their binding, all named
+/// `account`.
+fn account_objects(i: &Install, account: &str, component: &str, rules: Vec<Value>) -> Vec<Value> {
+    vec![
+        service_account(i, account, component),
+        cluster_role(i, account, component, rules),
+        binding(
+            i,
+            "ClusterRoleBinding",
+            account,
+            account,
+            account,
+            component,
+        ),
     ]
 }
 
 /// virt-controller's service account, role and binding.
 pub fn controller_objects(i: &Install) -> Vec<Value> {
-    let c = "virt-controller";
-    vec![
-        service_account(i, CONTROLLER_SA, c),
-        cluster_role(i, CONTROLLER_SA, c, controller_rules()),
-        binding(
-            i,
-            "ClusterRoleBinding",
-            CONTROLLER_SA,
-            CONTROLLER_SA,
-            CONTROLLER_SA,
-            c,
-        ),
-    ]
+    account_objects(i, CONTROLLER_SA, "virt-controller", controller_rules())
 }
 
 /// virt-handler's service account, role and binding.
 pub fn handler_objects(i: &Install) -> Vec<Value> {
-    let c = "virt-handler";
-    vec![
-        service_account(i, HANDLER_SA, c),
-        cluster_role(i, HANDLER_SA, c, handler_rules()),
-        binding(
-            i,
-            "ClusterRoleBinding",
-            HANDLER_SA,
-            HANDLER_SA,
-            HANDLER_SA,
-            c,
-        ),
-    ]
+    account_objects(i, HANDLER_SA, "virt-handler", handler_rules())
 }
 
 /// Every component's service account and RBAC.
