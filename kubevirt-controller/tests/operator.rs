@@ -58,6 +58,17 @@ async fn kv_field(c: &Cluster, name: &str, path: &str) -> String {
         .unwrap_or_default()
 }
 
+/// `kubectl patch kv NAME --type=merge -p PATCH`, which must succeed.
+async fn patch_kv(c: &Cluster, name: &str, patch: &str) {
+    let (ok, _, err) = c
+        .kubectl(
+            &["patch", "kv", name, "-n", NS, "--type=merge", "-p", patch],
+            None,
+        )
+        .await;
+    assert!(ok, "patching kv {name} with {patch}: {err}");
+}
+
 /// Waits until `kubectl get kv NAME -o jsonpath=PATH` prints `want`.
 async fn wait_kv(c: &Cluster, name: &str, path: &str, want: &str) {
     eventually(&format!("kv {name}: {path} = {want:?}"), || async {
@@ -368,22 +379,7 @@ async fn the_operator_installs_rolls_and_removes_kubevirt() {
     assert_eq!(reason, "AllComponentsReady");
 
     // A new tag rolls every component; the CR is Deploying until they report the new template.
-    let (ok, _, err) = c
-        .kubectl(
-            &[
-                "patch",
-                "kv",
-                "kubevirt",
-                "-n",
-                NS,
-                "--type=merge",
-                "-p",
-                r#"{"spec":{"imageTag":"v0.2.0"}}"#,
-            ],
-            None,
-        )
-        .await;
-    assert!(ok, "{err}");
+    patch_kv(&c, "kubevirt", r#"{"spec":{"imageTag":"v0.2.0"}}"#).await;
     eventually("the new images", || async {
         let api = image_of(&c, "deployment", "virt-api").await;
         let handler = image_of(&c, "daemonset", "virt-handler").await;
@@ -402,22 +398,7 @@ async fn the_operator_installs_rolls_and_removes_kubevirt() {
     .await;
 
     // A malformed configuration changes nothing and says where it is wrong.
-    let (ok, _, err) = c
-        .kubectl(
-            &[
-                "patch",
-                "kv",
-                "kubevirt",
-                "-n",
-                NS,
-                "--type=merge",
-                "-p",
-                r#"{"spec":{"imageTag":"v0.3.0","configuration":{"developerConfiguration":{"featureGates":["Snapshot","Snapshot"]}}}}"#,
-            ],
-            None,
-        )
-        .await;
-    assert!(ok, "{err}");
+    patch_kv(&c, "kubevirt", r#"{"spec":{"imageTag":"v0.3.0","configuration":{"developerConfiguration":{"featureGates":["Snapshot","Snapshot"]}}}}"#).await;
     wait_kv(
         &c,
         "kubevirt",
@@ -429,22 +410,7 @@ async fn the_operator_installs_rolls_and_removes_kubevirt() {
         image_of(&c, "deployment", "virt-api").await,
         "127.0.0.1:5000/virt-api:v0.2.0"
     );
-    let (ok, _, err) = c
-        .kubectl(
-            &[
-                "patch",
-                "kv",
-                "kubevirt",
-                "-n",
-                NS,
-                "--type=merge",
-                "-p",
-                r#"{"spec":{"imageTag":"v0.2.0","configuration":{"developerConfiguration":{"featureGates":["Snapshot"]}}}}"#,
-            ],
-            None,
-        )
-        .await;
-    assert!(ok, "{err}");
+    patch_kv(&c, "kubevirt", r#"{"spec":{"imageTag":"v0.2.0","configuration":{"developerConfiguration":{"featureGates":["Snapshot"]}}}}"#).await;
     let (ok, stdout, stderr) = c
         .kubectl(
             &[
