@@ -58,6 +58,25 @@ async fn kv_field(c: &Cluster, name: &str, path: &str) -> String {
         .unwrap_or_default()
 }
 
+/// `kubectl wait kv kubevirt --for=FOR --timeout=TIMEOUT`, which must succeed.
+async fn wait_for_kv(c: &Cluster, condition: &str, timeout: &str) {
+    let (ok, stdout, stderr) = c
+        .kubectl(
+            &[
+                "wait",
+                "kv",
+                "kubevirt",
+                "-n",
+                NS,
+                &format!("--for={condition}"),
+                &format!("--timeout={timeout}"),
+            ],
+            None,
+        )
+        .await;
+    assert!(ok, "kubectl wait --for={condition}: {stdout}{stderr}");
+}
+
 /// `kubectl patch kv NAME --type=merge -p PATCH`, which must succeed.
 async fn patch_kv(c: &Cluster, name: &str, patch: &str) {
     let (ok, _, err) = c
@@ -334,22 +353,7 @@ async fn the_operator_installs_rolls_and_removes_kubevirt() {
     assert!(ok, "{err}");
 
     mark_ready(&c).await;
-    let (ok, stdout, stderr) = c
-        .kubectl(
-            &[
-                "wait",
-                "kv",
-                "kubevirt",
-                "-n",
-                NS,
-                "--for",
-                "condition=Available",
-                "--timeout=30s",
-            ],
-            None,
-        )
-        .await;
-    assert!(ok, "kubectl wait: {stdout}{stderr}");
+    wait_for_kv(&c, "condition=Available", "30s").await;
     wait_kv(
         &c,
         "kubevirt",
@@ -411,22 +415,7 @@ async fn the_operator_installs_rolls_and_removes_kubevirt() {
         "127.0.0.1:5000/virt-api:v0.2.0"
     );
     patch_kv(&c, "kubevirt", r#"{"spec":{"imageTag":"v0.2.0","configuration":{"developerConfiguration":{"featureGates":["Snapshot"]}}}}"#).await;
-    let (ok, stdout, stderr) = c
-        .kubectl(
-            &[
-                "wait",
-                "kv",
-                "kubevirt",
-                "-n",
-                NS,
-                "--for",
-                "condition=Degraded=False",
-                "--timeout=30s",
-            ],
-            None,
-        )
-        .await;
-    assert!(ok, "kubectl wait Degraded=False: {stdout}{stderr}");
+    wait_for_kv(&c, "condition=Degraded=False", "30s").await;
     assert_eq!(
         kv_field(&c, "kubevirt", "{.status.phase}").await,
         "Deployed"
@@ -498,21 +487,7 @@ async fn the_operator_installs_rolls_and_removes_kubevirt() {
         .kubectl(&["delete", "vm", "keeper", "-n", "default"], None)
         .await;
     assert!(ok, "{err}");
-    let (ok, stdout, stderr) = c
-        .kubectl(
-            &[
-                "wait",
-                "kv",
-                "kubevirt",
-                "-n",
-                NS,
-                "--for=delete",
-                "--timeout=40s",
-            ],
-            None,
-        )
-        .await;
-    assert!(ok, "the CR is removed: {stdout}{stderr}");
+    wait_for_kv(&c, "delete", "40s").await;
     for (kind, name, ns) in [
         ("deployment", "virt-api", Some(NS)),
         ("deployment", "virt-controller", Some(NS)),

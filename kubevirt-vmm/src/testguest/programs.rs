@@ -1,8 +1,9 @@
 //! Ready-made test guests. Each says what it does, what it reports and how it ends.
 
+use iced_x86::IcedError;
 use iced_x86::code_asm::{
-    al, byte_ptr, dword_ptr, dx, eax, ebx, ecx, edi, edx, qword_ptr, r8d, r9d, r10d, rax, rbx, rcx,
-    rdi,
+    CodeAssembler, al, byte_ptr, dword_ptr, dx, eax, ebx, ecx, edi, edx, qword_ptr, r8d, r9d, r10d,
+    rax, rbx, rcx, rdi,
 };
 
 use super::{GUEST_DATA_ADDR, GuestAsm, TestGuest, TestGuestError};
@@ -116,23 +117,29 @@ pub fn counter() -> Result<TestGuest, TestGuestError> {
         a.inc(qword_ptr(
             rbx + (COUNTER_BOOTS_ADDR - GUEST_DATA_ADDR) as i32,
         ))?;
-        a.xor(rcx, rcx)?;
-        let mut top = a.create_label();
-        a.set_label(&mut top)?;
-        a.inc(rcx)?;
-        a.mov(
-            qword_ptr(rbx + (COUNTER_ADDR - GUEST_DATA_ADDR) as i32),
-            rcx,
-        )?;
-        a.cmp(
-            qword_ptr(rbx + (COUNTER_RELEASE_ADDR - GUEST_DATA_ADDR) as i32),
-            0,
-        )?;
-        a.je(top)
+        count_until_released(a)
     })();
     g.check(r)?;
     g.exit(0)?;
     g.finish()
+}
+
+/// Counts in `rcx`, storing each value at [`COUNTER_ADDR`], until [`COUNTER_RELEASE_ADDR`] is
+/// set; `rbx` holds [`GUEST_DATA_ADDR`].
+fn count_until_released(a: &mut CodeAssembler) -> Result<(), IcedError> {
+    a.xor(rcx, rcx)?;
+    let mut top = a.create_label();
+    a.set_label(&mut top)?;
+    a.inc(rcx)?;
+    a.mov(
+        qword_ptr(rbx + (COUNTER_ADDR - GUEST_DATA_ADDR) as i32),
+        rcx,
+    )?;
+    a.cmp(
+        qword_ptr(rbx + (COUNTER_RELEASE_ADDR - GUEST_DATA_ADDR) as i32),
+        0,
+    )?;
+    a.je(top)
 }
 
 /// Writes one byte into every 4 KiB page of `[start, start + len)`, then runs [`counter`]'s
@@ -151,19 +158,7 @@ pub fn touch_and_count(start: u64, len: u64) -> Result<TestGuest, TestGuestError
         a.dec(rcx)?;
         a.jnz(touch)?;
         a.mov(rbx, GUEST_DATA_ADDR)?;
-        a.xor(rcx, rcx)?;
-        let mut top = a.create_label();
-        a.set_label(&mut top)?;
-        a.inc(rcx)?;
-        a.mov(
-            qword_ptr(rbx + (COUNTER_ADDR - GUEST_DATA_ADDR) as i32),
-            rcx,
-        )?;
-        a.cmp(
-            qword_ptr(rbx + (COUNTER_RELEASE_ADDR - GUEST_DATA_ADDR) as i32),
-            0,
-        )?;
-        a.je(top)
+        count_until_released(a)
     })();
     g.check(r)?;
     g.exit(0)?;
