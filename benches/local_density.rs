@@ -380,7 +380,7 @@ fn leftovers(data_dir: &Path) -> Vec<String> {
     for l in run("ip", &["-o", "link", "show", "master", "kvl0"]).lines() {
         out.push(format!("link {l}"));
     }
-    for e in std::fs::read_dir("/sys/fs/cgroup/memory/kubevirt-local")
+    for e in std::fs::read_dir(format!("/sys/fs/cgroup/memory/kubevirt-local/{NODE}"))
         .into_iter()
         .flatten()
         .flatten()

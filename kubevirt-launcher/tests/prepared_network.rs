@@ -114,14 +114,36 @@ fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     HOST.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// The host's links and namespaces, to compare before and after.
+/// The host's links and namespaces this test or the pod network could make, to compare before
+/// and after: the launcher's bridge, tap and pod interfaces (`k6t-*`, `tap*`, `eth0`, `peer0`)
+/// and anything named with this process's id. Other test binaries run beside this one and make
+/// links and namespaces of their own (pod bridges and veths, `cni-*`): those are not ours to
+/// compare.
 fn host() -> (String, String) {
+    let id = std::process::id().to_string();
+    let ours = |name: &str| {
+        name.starts_with("k6t-")
+            || name.starts_with("tap")
+            || name == "eth0"
+            || name == "peer0"
+            || name.contains(&id)
+    };
     let links = out(&["ip", "-o", "link"])
         .lines()
         .map(|l| l.split(" link/").next().unwrap_or(l).to_string())
+        .filter(|l| {
+            // "7: name: <FLAGS> ..." or "7: name@peer: ..."
+            let name = l.split(": ").nth(1).unwrap_or_default();
+            ours(name.split('@').next().unwrap_or_default())
+        })
         .collect::<Vec<_>>()
         .join("\n");
-    (links, out(&["ip", "netns", "list"]))
+    let namespaces = out(&["ip", "netns", "list"])
+        .lines()
+        .filter(|l| ours(l.split_whitespace().next().unwrap_or_default()))
+        .collect::<Vec<_>>()
+        .join("\n");
+    (links, namespaces)
 }
 
 #[test]

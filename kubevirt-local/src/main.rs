@@ -116,6 +116,10 @@ struct UpArgs {
     /// The pods' IPv4 network (the CNI bridge's range).
     #[arg(long, default_value = "10.88.0.0/16")]
     pod_cidr: String,
+    /// The host bridge of the pods' network (made at start, removed by a stop that stops the
+    /// pods). Two nodes on one host need two bridges and two --pod-cidr ranges.
+    #[arg(long, default_value = "kvl0", value_name = "NAME")]
+    pod_bridge: String,
     /// The sandbox (pause) image every pod's sandbox runs: an image whose entrypoint waits
     /// forever, pullable from a registry this node reaches (default: the pause image the
     /// node's registry serves, built from the static busybox; with --no-registry
@@ -278,6 +282,7 @@ fn main() -> ExitCode {
                 containerd_socket,
                 containerd,
                 pod_cidr,
+                pod_bridge,
                 sandbox_image,
                 registry_listen,
                 images,
@@ -307,6 +312,7 @@ fn main() -> ExitCode {
                                     .sandbox_image
                             }),
                             pod_cidr,
+                            bridge: pod_bridge,
                             plain_http_registries: plain_http.clone(),
                             ..Default::default()
                         },

@@ -46,7 +46,7 @@ fn image(dir: &Path) {
 #[test]
 fn upstreams_cdi_examples_do_what_upstream_does() {
     require_node!();
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _node = node_slot();
     let launcher = launcher_binary(Profile::Debug);
     controller_binary(Profile::Debug);
     let dir = tempdir("cdi-examples");

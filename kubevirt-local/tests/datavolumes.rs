@@ -61,7 +61,7 @@ fn contains(haystack: &[u8], needle: &str) -> bool {
 #[test]
 fn data_volumes_import_into_local_volumes_and_a_vm_boots_with_one() {
     require_node!();
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _node = node_slot();
     let launcher = launcher_binary(Profile::Debug);
     // `up` builds the importer image from the kubevirt-controller next to it.
     controller_binary(Profile::Debug);

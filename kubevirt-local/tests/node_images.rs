@@ -15,7 +15,7 @@ use kubevirt_testsupport::{Profile, launcher_binary, tempdir};
 #[test]
 fn pods_run_the_launcher_image_and_local_layouts_from_the_nodes_registry() {
     require_node!();
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _node = node_slot();
     let launcher = launcher_binary(Profile::Debug);
     let dir = tempdir("node-images");
     let layout = dir.join("busybox-layout");

@@ -28,7 +28,7 @@ fn phase_of(up: &Up, name: &str) -> Option<String> {
 #[test]
 fn scheduled_pods_run_log_scale_roll_and_reach_each_other() {
     require_node!();
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _node = node_slot();
     let im = images();
     let dir = tempdir("node-workloads");
     let up = start_up(&dir, "kv-node-workloads", &im);
@@ -203,8 +203,11 @@ fn scheduled_pods_run_log_scale_roll_and_reach_each_other() {
     assert_nothing_left(&dir);
     // `up --stop-pods-on-exit` stops containerd and removes the pod bridge CNI made.
     drop(up);
+    let bridge = common::slot::network().bridge;
     assert!(
-        !std::path::Path::new("/sys/class/net/kvl0").exists(),
-        "the pod bridge kvl0 outlived up --stop-pods-on-exit"
+        !std::path::Path::new("/sys/class/net")
+            .join(&bridge)
+            .exists(),
+        "the pod bridge {bridge} outlived up --stop-pods-on-exit"
     );
 }

@@ -29,7 +29,7 @@ data:
 #[test]
 fn env_comes_from_config_maps_secrets_and_the_pod_itself() {
     require_node!();
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _node = node_slot();
     let dir = tempdir("pod-env");
     let tools = ["sh", "env", "sort", "sleep", "cat"];
     let (up, _, image) = start_up_busybox(&dir, "kv-pod-env", &tools, &["--no-node"]);

@@ -49,7 +49,7 @@ spec:
 #[test]
 fn kubectl_in_a_pod_reaches_the_api_server_with_its_service_account() {
     require_node!();
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _node = node_slot();
     let im = images();
     let kubectl = std::fs::read("/usr/bin/kubectl").expect("the kubectl binary");
     let image = busybox_image()
@@ -85,7 +85,8 @@ fn kubectl_in_a_pod_reaches_the_api_server_with_its_service_account() {
         "kubectl in the pod read its pod: {logs}"
     );
     assert!(logs.contains("ns=default"), "{logs}");
-    assert!(logs.contains("host=10.88.0.1 mem=64"), "{logs}");
+    let gateway = common::slot::network().gateway;
+    assert!(logs.contains(&format!("host={gateway} mem=64")), "{logs}");
     assert!(logs.contains("labels=app=\"demo\""), "{logs}");
 
     up.ok(&["delete", "pod", "incluster", "--wait=true"], None);

@@ -148,7 +148,7 @@ fn terminated(pod: &Value) -> Value {
 #[test]
 fn claims_are_mounted_read_write_read_only_and_as_block_devices() {
     require_node!();
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _node = node_slot();
     let dir = tempdir("pod-volumes");
     let node = "kv-pod-volumes";
     // Declared before `up`: detached after the pods and containerd are gone.
@@ -293,7 +293,7 @@ fn failed_mount(up: &Up, name: &str, wanted: &str) -> String {
 #[test]
 fn a_claim_that_cannot_be_used_keeps_the_pod_pending_with_failed_mount_events() {
     require_node!();
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _node = node_slot();
     let dir = tempdir("pod-volumes-failing");
     let node = "kv-pod-volumes-failing";
     let (up, image) = start(&dir, node);
@@ -450,7 +450,7 @@ spec:
 #[test]
 fn a_restarted_kubelet_still_reports_a_running_pod_whose_claim_went_away() {
     require_node!();
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _node = node_slot();
     let dir = tempdir("pod-volumes-adopt");
     let node = "kv-pod-volumes-adopt";
     let (up, image) = start(&dir, node);

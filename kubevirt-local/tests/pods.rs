@@ -3,7 +3,7 @@
 //! 127.0.0.1, driven by the real kubectl. Needs root and the containerd, runc, CNI plugins,
 //! busybox-static and docker-registry packages; skips (saying why) without them.
 //!
-//! The tests share one pod network (bridge `kvl0`), so they run one at a time.
+//! Each test's node has a pod network of its own (its slot's bridge and CIDR).
 
 mod common;
 
@@ -17,7 +17,7 @@ use serde_json::Value;
 #[test]
 fn a_pod_runs_gets_an_ip_and_serves_http_to_the_host() {
     require_node!();
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _node = node_slot();
     let im = images();
     let dir = tempdir("pods-http");
     let up = start_up(&dir, "kv-pods-http", &im);
@@ -32,7 +32,7 @@ fn a_pod_runs_gets_an_ip_and_serves_http_to_the_host() {
     ));
     let pod = running_pod(&up, "web");
     let ip = pod["status"]["podIP"].as_str().unwrap().to_string();
-    assert!(ip.starts_with("10.88."), "{ip}");
+    assert!(ip.starts_with(&common::slot::network().prefix), "{ip}");
     let cs = &pod["status"]["containerStatuses"][0];
     assert!(
         cs["containerID"]
@@ -97,7 +97,7 @@ fn container_status(pod: &Value) -> Value {
 #[test]
 fn a_crash_looping_container_restarts_with_back_off_and_a_missing_image_backs_off() {
     require_node!();
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _node = node_slot();
     let im = images();
     let dir = tempdir("pods-crash");
     let up = start_up(&dir, "kv-pods-crash", &im);
@@ -211,7 +211,7 @@ fn a_crash_looping_container_restarts_with_back_off_and_a_missing_image_backs_of
 #[test]
 fn graceful_and_forced_deletion() {
     require_node!();
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _node = node_slot();
     let im = images();
     let dir = tempdir("pods-delete");
     let up = start_up(&dir, "kv-pods-delete", &im);
@@ -275,7 +275,7 @@ fn graceful_and_forced_deletion() {
 #[test]
 fn kill_9_of_up_leaves_the_pod_running_and_a_restart_adopts_it() {
     require_node!();
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _node = node_slot();
     let im = images();
     let dir = tempdir("pods-adopt");
     let up = start_up(&dir, "kv-pods-adopt", &im);

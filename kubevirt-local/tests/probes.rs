@@ -73,7 +73,7 @@ fn event_messages(up: &Up, reason: &str) -> Vec<String> {
 #[test]
 fn probes_gate_readiness_and_restart_unhealthy_containers() {
     require_node!();
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _node = node_slot();
     let im = images();
     let dir = tempdir("pods-probes");
     let up = start_up(&dir, "kv-probes", &im);

@@ -35,7 +35,7 @@ spec:
 #[test]
 fn bare_up_serves_the_node_without_kubevirt() {
     require_node!();
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _node = node_slot();
     let dir = tempdir("up-bare");
     let ready_file = dir.join("ready.json");
     let ready_arg = ready_file.to_string_lossy().into_owned();

@@ -67,7 +67,7 @@ fn stop(up: &Up, vm: &str) {
 #[test]
 fn an_online_snapshot_restores_the_vm_and_a_new_one() {
     require_node!();
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _node = node_slot();
     let launcher = launcher_binary(Profile::Debug);
     controller_binary(Profile::Debug);
     let dir = tempdir("vmsnapshots");

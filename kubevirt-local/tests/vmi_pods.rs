@@ -64,7 +64,8 @@ fn bytes(q: &str) -> u64 {
 /// The memory cgroup (v1) of the pod's container whose process is the launcher, and that
 /// process's host pid.
 fn launcher_cgroup(pod_uid: &str) -> Option<(PathBuf, u32)> {
-    let pod = Path::new("/sys/fs/cgroup/memory/kubevirt-local").join(format!("pod{pod_uid}"));
+    let node = common::slot::node().expect("the test's node");
+    let pod = common::node::node_cgroup(&node).join(format!("pod{pod_uid}"));
     for dir in std::fs::read_dir(&pod).ok()?.flatten() {
         let procs = std::fs::read_to_string(dir.path().join("cgroup.procs")).unwrap_or_default();
         for pid in procs.lines().filter_map(|p| p.trim().parse::<u32>().ok()) {
@@ -81,7 +82,7 @@ fn launcher_cgroup(pod_uid: &str) -> Option<(PathBuf, u32)> {
 #[test]
 fn a_vm_applied_with_kubectl_runs_in_its_virt_launcher_pod_and_survives_up_restarts() {
     require_node!();
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _node = node_slot();
     let launcher = launcher_binary(Profile::Debug);
     let dir = tempdir("vmi-pods");
     let data = dir.join("data");
@@ -214,7 +215,7 @@ fn a_vm_applied_with_kubectl_runs_in_its_virt_launcher_pod_and_survives_up_resta
 #[test]
 fn another_pod_reaches_the_guest_through_the_pod_ip_of_its_virt_launcher_pod() {
     require_node!();
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _node = node_slot();
     let im = images();
     let launcher = launcher_binary(Profile::Debug);
     let dir = tempdir("vmi-pods-net");

@@ -126,7 +126,7 @@ fn events_of(up: &Up, name: &str) -> String {
 #[test]
 fn a_snapshot_keeps_a_volume_as_it_was_and_restores_into_a_new_claim() {
     require_node!();
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _node = node_slot();
     let dir = tempdir("volume-snapshots");
     let (up, image) = start(&dir);
 

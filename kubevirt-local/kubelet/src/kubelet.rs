@@ -138,7 +138,7 @@ impl Kubelet {
             Runtime::Existing(socket) => (None, socket.clone()),
         };
         let cri = Cri::connect(&socket).await?;
-        let runtime_version = cri.runtime_version().await?;
+        let runtime_version = wait_for_runtime(&cri).await?;
         let node_uid = node::register(&client, &cfg.node_name).await?;
         let (stop, stopped) = watch::channel(false);
         let listen = std::net::SocketAddr::from(([127, 0, 0, 1], cfg.kubelet_port));
@@ -224,10 +224,35 @@ impl Kubelet {
             s.stop(stop_pods).await;
         }
         if stop_pods {
-            pod::remove_empty_pod_cgroups();
+            pod::remove_empty_pod_cgroups(&self.ctx.node_name);
         }
         if stop_pods && let Some(bridge) = &self.bridge {
             crate::containerd::remove_bridge(bridge);
+        }
+    }
+}
+
+/// How long a starting kubelet waits for the runtime's CRI service to answer.
+const RUNTIME_WAIT: Duration = Duration::from_secs(60);
+
+/// The runtime's version once its CRI service answers. containerd listens before its CRI plugin
+/// is initialised ("server is not initialized yet"), for seconds on a busy host, both when the
+/// kubelet has just started it and when it adopts one that is still starting: the kubelet
+/// waits for it as kubelet waits for its runtime, and gives up with the last error.
+async fn wait_for_runtime(cri: &Cri) -> Result<String, KubeletError> {
+    let deadline = tokio::time::Instant::now() + RUNTIME_WAIT;
+    let mut said = false;
+    loop {
+        match cri.runtime_version().await {
+            Ok(v) => return Ok(v),
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                if !said {
+                    tracing::info!(error = %e, "waiting for the container runtime");
+                    said = true;
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(e) => return Err(e.into()),
         }
     }
 }

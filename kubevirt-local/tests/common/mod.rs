@@ -4,6 +4,7 @@
 
 pub mod node;
 pub mod plane;
+pub mod slot;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -3,12 +3,12 @@
 //! the host. Needs root and the containerd, runc, CNI plugins, busybox-static and
 //! docker-registry packages; [`skip_reason`] says why not when they are missing.
 //!
-//! The tests share one pod network (bridge `kvl0`): each takes [`ONE_AT_A_TIME`].
+//! Each node runs on the pod network of the [`super::slot`] its test holds: a test takes
+//! [`node_slot`] first, so node tests of several binaries run side by side.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use kubevirt_testsupport::oci::{busybox_image, pause_image};
@@ -16,7 +16,10 @@ use kubevirt_testsupport::registry::Registry;
 use kubevirt_testsupport::{TestDir, kubectl, tempdir};
 use serde_json::Value;
 
-pub static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+use super::slot::{self as slot};
+// Re-exported for the node tests (`use common::node::*`); binaries without them don't use it.
+#[allow(unused_imports)]
+pub use super::slot::node_slot;
 
 /// Why these tests cannot run here, if they cannot.
 pub fn skip_reason() -> Option<String> {
@@ -113,11 +116,14 @@ pub fn start_up_with(data: &Path, node: &str, args: &[&str]) -> (Up, Value) {
 /// `up` with `args` added (its node agent too, unless they say `--no-node`); with its ready
 /// JSON.
 pub fn start_up_node(data: &Path, node: &str, args: &[&str]) -> (Up, Value) {
+    let net = slot::network();
+    slot::set_node(node);
     let mut child = Command::new(env!("CARGO_BIN_EXE_kubevirt-local"))
         .arg("up")
         .arg("--data-dir")
         .arg(data)
         .args(["--listen", "127.0.0.1:0", "--node-name", node])
+        .args(["--pod-bridge", &net.bridge, "--pod-cidr", &net.cidr])
         .args(args)
         .arg("--stop-pods-on-exit")
         .stdout(Stdio::piped())
@@ -311,8 +317,10 @@ spec:
 }
 
 /// What the node's runtime still holds: `ctr` lists of containers and sandboxes, veth
-/// interfaces on the pod bridge, network namespaces containerd made.
+/// interfaces on the pod bridge, pod directories and the node's pod cgroups.
 pub fn leftovers(data: &Path) -> Vec<String> {
+    let net = slot::network();
+    let node = slot::node().expect("a node started on this test's slot");
     let socket = data.join("node/containerd/containerd.sock");
     let mut out = Vec::new();
     let ctr = |args: &[&str]| {
@@ -338,7 +346,7 @@ pub fn leftovers(data: &Path) -> Vec<String> {
         out.push(format!("task {line}"));
     }
     let links = Command::new("ip")
-        .args(["-o", "link", "show", "master", "kvl0"])
+        .args(["-o", "link", "show", "master", &net.bridge])
         .output();
     if let Ok(o) = links {
         for l in String::from_utf8_lossy(&o.stdout).lines() {
@@ -350,7 +358,7 @@ pub fn leftovers(data: &Path) -> Vec<String> {
             out.push(format!("pod dir {}", e.path().display()));
         }
     }
-    if let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup/memory/kubevirt-local") {
+    if let Ok(entries) = std::fs::read_dir(node_cgroup(&node)) {
         for e in entries
             .flatten()
             .filter(|e| e.file_name().to_string_lossy().starts_with("pod"))
@@ -359,6 +367,11 @@ pub fn leftovers(data: &Path) -> Vec<String> {
         }
     }
     out
+}
+
+/// The memory cgroup directory of node `node`'s pods.
+pub fn node_cgroup(node: &str) -> PathBuf {
+    Path::new("/sys/fs/cgroup/memory/kubevirt-local").join(node)
 }
 
 pub fn assert_nothing_left(data: &Path) {
@@ -396,7 +409,7 @@ pub fn console_answer(socket: &Path, command: &str, expect: &str) -> Option<Stri
 }
 
 /// An address of this host that pods reach (through the pod bridge's routing): the first global
-/// IPv4 address (the pod bridge has none before its first pod).
+/// IPv4 address that is not a test node's pod bridge (`kvl*`, `kvt*`).
 pub fn host_ip() -> String {
     let out = Command::new("ip")
         .args(["-4", "-o", "addr", "show", "scope", "global"])
@@ -404,7 +417,7 @@ pub fn host_ip() -> String {
         .expect("ip");
     let text = String::from_utf8_lossy(&out.stdout);
     text.lines()
-        .filter(|l| !l.contains(" kvl0 "))
+        .filter(|l| !l.contains(" kvl") && !l.contains(" kvt"))
         .find_map(|l| {
             l.split_whitespace()
                 .skip_while(|w| *w != "inet")

@@ -20,6 +20,9 @@ pub enum ConfigError {
     /// The pod CIDR is not an IPv4 network (`10.88.0.0/16`).
     #[error("--pod-cidr {0:?} is not an IPv4 network such as 10.88.0.0/16")]
     PodCidr(String),
+    /// The pod bridge's name is not a network interface name.
+    #[error("--pod-bridge {0:?} is not an interface name: 1 to 15 letters, digits, '-' or '_'")]
+    Bridge(String),
     /// A registry name is not `host[:port]`.
     #[error("registry {0:?} is not host[:port] (e.g. 127.0.0.1:5000)")]
     Registry(String),
@@ -130,6 +133,21 @@ impl ContainerdConfig {
     }
 }
 
+/// Checks that `name` can name a network interface (Linux' IFNAMSIZ less its NUL; no '/',
+/// blanks or anything `ip` would read as a keyword).
+pub(crate) fn check_bridge(name: &str) -> Result<(), ConfigError> {
+    let ok = (1..=15).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+        && name.starts_with(|c: char| c.is_ascii_alphabetic());
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::Bridge(name.to_string()))
+    }
+}
+
 pub(crate) fn check_cidr(cidr: &str) -> Result<(), ConfigError> {
     let bad = || ConfigError::PodCidr(cidr.to_string());
     let (ip, len) = cidr.split_once('/').ok_or_else(bad)?;
@@ -212,6 +230,7 @@ state = {state}
     /// Writes `config.toml`, the CNI network and one `hosts.toml` per plain-HTTP registry.
     pub fn write(&self, layout: &Layout) -> Result<(), ConfigError> {
         check_cidr(&self.pod_cidr)?;
+        check_bridge(&self.bridge)?;
         for dir in [layout.root(), layout.state(), layout.cni_ipam_dir()] {
             std::fs::create_dir_all(&dir)
                 .map_err(|source| ConfigError::Io { path: dir, source })?;
@@ -257,6 +276,12 @@ mod tests {
     #[test]
     fn cidr_is_checked() {
         assert!(check_cidr("10.88.0.0/16").is_ok());
+        assert!(check_bridge("kvl0").is_ok());
+        assert!(check_bridge("kv-node_1").is_ok());
+        for bad in ["", "0kv", "a-name-too-long-1", "kv 0", "kv/0", "kv.0"] {
+            let err = check_bridge(bad).unwrap_err().to_string();
+            assert!(err.contains("--pod-bridge"), "{bad}: {err}");
+        }
         assert!(check_cidr("10.88.0.0").is_err());
         assert!(check_cidr("10.88.0/16").is_err());
         assert!(check_cidr("10.88.0.0/40").is_err());

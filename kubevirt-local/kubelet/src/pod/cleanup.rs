@@ -3,12 +3,13 @@
 
 use std::path::{Path, PathBuf};
 
-use super::config::cgroup_parent;
+use super::config::{cgroup_parent, node_cgroup};
 use super::worker::Context;
 
-/// The cgroup directories a pod's cgroup parent makes (one per v1 hierarchy, or the v2 one).
-pub fn cgroup_dirs(uid: &str) -> Vec<PathBuf> {
-    let rel = cgroup_parent(uid);
+/// The cgroup directories the cgroup parent of pod `uid` of node `node` makes (one per v1
+/// hierarchy, or the v2 one).
+pub fn cgroup_dirs(node: &str, uid: &str) -> Vec<PathBuf> {
+    let rel = cgroup_parent(node, uid);
     let rel = rel.trim_start_matches('/');
     let root = Path::new("/sys/fs/cgroup");
     let mut out = vec![root.join(rel)];
@@ -36,13 +37,14 @@ fn remove_cgroup(dir: &Path) {
     let _ = std::fs::remove_dir(dir);
 }
 
-/// Removes every pod cgroup under the kubelet's cgroup parent that no process is left in (in
-/// each hierarchy). For a stop that takes the runtime down: a sandbox whose creation the stop
-/// interrupted leaves the cgroup runc made and no sandbox to remove it with. A cgroup that still
-/// holds a process is kept (`rmdir` refuses it).
-pub fn remove_empty_pod_cgroups() {
-    let parent = cgroup_parent("");
-    let parent = parent.trim_start_matches('/').trim_end_matches("pod");
+/// Removes every pod cgroup of node `node` that no process is left in (in each hierarchy), and
+/// the node's directory once it is empty. For a stop that takes the runtime down: a sandbox
+/// whose creation the stop interrupted leaves the cgroup runc made and no sandbox to remove it
+/// with. A cgroup that still holds a process is kept (`rmdir` refuses it). Another node's pods
+/// on the same host are never looked at.
+pub fn remove_empty_pod_cgroups(node: &str) {
+    let parent = node_cgroup(node);
+    let parent = parent.trim_start_matches('/');
     let root = Path::new("/sys/fs/cgroup");
     let mut parents = vec![root.join(parent)];
     if let Ok(entries) = std::fs::read_dir(root) {
@@ -59,6 +61,7 @@ pub fn remove_empty_pod_cgroups() {
                 remove_cgroup(&pod.path());
             }
         }
+        let _ = std::fs::remove_dir(&dir);
     }
 }
 
@@ -78,7 +81,7 @@ pub fn remove_host_state(ctx: &Context, uid: &str) {
             }
         }
     }
-    for dir in cgroup_dirs(uid) {
+    for dir in cgroup_dirs(&ctx.node_name, uid) {
         remove_cgroup(&dir);
     }
 }

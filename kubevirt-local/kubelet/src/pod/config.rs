@@ -82,9 +82,16 @@ pub fn log_dir(logs: &Path, pod: &Pod) -> PathBuf {
     ))
 }
 
-/// The cgroup parent every container of the pod lives under (cgroupfs driver).
-pub fn cgroup_parent(uid: &str) -> String {
-    format!("/kubevirt-local/pod{uid}")
+/// The cgroup parent every container of the pod lives under (cgroupfs driver): below the
+/// node's own directory, so that several local nodes on one host (the tests run a few at once)
+/// never take each other's pods for their own.
+pub fn cgroup_parent(node: &str, uid: &str) -> String {
+    format!("{}/pod{uid}", node_cgroup(node))
+}
+
+/// The cgroup directory (relative to each hierarchy's root) of every pod of node `node`.
+pub fn node_cgroup(node: &str) -> String {
+    format!("/kubevirt-local/{node}")
 }
 
 fn all_containers(pod: &Pod) -> impl Iterator<Item = &Container> {
@@ -96,7 +103,7 @@ fn all_containers(pod: &Pod) -> impl Iterator<Item = &Container> {
 }
 
 /// The sandbox's configuration (attempt `attempt`).
-pub fn sandbox_config(pod: &Pod, attempt: u32, logs: &Path) -> cri::PodSandboxConfig {
+pub fn sandbox_config(pod: &Pod, attempt: u32, logs: &Path, node: &str) -> cri::PodSandboxConfig {
     let spec = pod.spec.clone().unwrap_or_default();
     let m = &pod.metadata;
     let host_network = spec.host_network.unwrap_or(false);
@@ -153,7 +160,7 @@ pub fn sandbox_config(pod: &Pod, attempt: u32, logs: &Path) -> cri::PodSandboxCo
                 .to_string(),
         )]),
         linux: Some(cri::LinuxPodSandboxConfig {
-            cgroup_parent: cgroup_parent(&uid(pod)),
+            cgroup_parent: cgroup_parent(node, &uid(pod)),
             security_context: Some(cri::LinuxSandboxSecurityContext {
                 namespace_options: Some(cri::NamespaceOption {
                     network: ns_mode as i32,

@@ -258,7 +258,7 @@ impl Worker {
                 return Ok((
                     s.id.clone(),
                     ip,
-                    config::sandbox_config(pod, attempt, &self.ctx.logs_dir),
+                    config::sandbox_config(pod, attempt, &self.ctx.logs_dir, &self.ctx.node_name),
                 ));
             }
         }
@@ -266,7 +266,7 @@ impl Worker {
             runtime::remove_sandbox(&self.ctx.cri, &s.id, 0).await?;
         }
         let attempt = if existing.is_empty() { 0 } else { attempt + 1 };
-        let cfg = config::sandbox_config(pod, attempt, &self.ctx.logs_dir);
+        let cfg = config::sandbox_config(pod, attempt, &self.ctx.logs_dir, &self.ctx.node_name);
         let dir = config::log_dir(&self.ctx.logs_dir, pod);
         std::fs::create_dir_all(&dir).map_err(|source| PodError::Io { path: dir, source })?;
         let started = Instant::now();
