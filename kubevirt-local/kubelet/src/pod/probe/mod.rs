@@ -9,6 +9,8 @@
 //! Results belong to one runtime container: a restarted container starts unready and unstarted.
 
 pub mod check;
+pub mod grpc;
+pub mod http;
 mod tracker;
 
 use std::collections::HashMap;
