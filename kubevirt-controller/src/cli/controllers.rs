@@ -112,9 +112,26 @@ pub(super) fn node(args: NodeArgs, out: &mut dyn Write) -> Result<ExitCode, CliE
                 }
             }
         }
+        let plugins = (!args.no_device_plugins && args.device_plugin_dir.is_dir()).then(|| {
+            use crate::node::deviceplugin::{Plugins, kubevirt_devices};
+            Plugins::start(
+                args.device_plugin_dir.clone(),
+                kubevirt_devices(args.max_devices),
+            )
+        });
+        if plugins.is_some() {
+            writeln!(
+                out,
+                "kubevirt-controller: device plugins in {}",
+                args.device_plugin_dir.display()
+            )?;
+        }
         let mut set = Controllers::new(client, crate::logging::sync_outcome);
         set.start_node_agent_in(config, mode);
         set.run_until(crate::signal::terminated()).await;
+        if let Some(p) = plugins {
+            p.stop().await;
+        }
         Ok(ExitCode::SUCCESS)
     })
 }

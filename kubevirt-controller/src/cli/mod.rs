@@ -172,6 +172,19 @@ pub struct NodeArgs {
     /// ... and this key.
     #[arg(long, requires = "endpoint_tls_cert_file")]
     pub endpoint_tls_key_file: Option<PathBuf>,
+    /// The kubelet's device plugin directory: when it exists (a real cluster's node), the
+    /// agent serves `devices.kubevirt.io/kvm`, `/tun` and `/vhost-net` there and registers them
+    /// with the kubelet, as upstream's virt-handler does, so launcher pods get the devices
+    /// without `privileged`.
+    #[arg(long, default_value = crate::node::deviceplugin::DEFAULT_DIR)]
+    pub device_plugin_dir: PathBuf,
+    /// Serve no device plugins.
+    #[arg(long)]
+    pub no_device_plugins: bool,
+    /// How many devices each plugin advertises (launcher pods per node).
+    #[arg(long, default_value_t = crate::node::deviceplugin::DEFAULT_COUNT,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=100_000))]
+    pub max_devices: usize,
     /// Direct or pods mode.
     #[command(flatten)]
     pub mode: pods::AgentModeArgs,

@@ -12,6 +12,7 @@ use super::{
 pub const NAME: &str = "virt-handler";
 const CERTS: &str = "/etc/virt-handler/servercertificates";
 const TOKEN: &str = "/etc/kubevirt-node-agent";
+const DEVICE_PLUGINS: &str = crate::node::deviceplugin::DEFAULT_DIR;
 
 /// The arguments of `kubevirt-controller node`.
 pub fn args() -> Vec<String> {
@@ -47,6 +48,7 @@ pub fn daemonset(i: &Install) -> Value {
     container["volumeMounts"] = json!([
         {"name": "launchers", "mountPath": LAUNCHER_ROOT},
         {"name": "dev-net-tun", "mountPath": "/dev/net/tun"},
+        {"name": "device-plugins", "mountPath": DEVICE_PLUGINS},
         {"name": "server-certs", "mountPath": CERTS, "readOnly": true},
         {"name": "node-agent-token", "mountPath": TOKEN, "readOnly": true},
     ]);
@@ -65,6 +67,8 @@ pub fn daemonset(i: &Install) -> Value {
             "volumes": [
                 {"name": "launchers", "hostPath": {"path": LAUNCHER_ROOT, "type": "DirectoryOrCreate"}},
                 {"name": "dev-net-tun", "hostPath": {"path": "/dev/net/tun", "type": "CharDevice"}},
+                // The kubelet's device plugin sockets: the agent serves devices.kubevirt.io/*.
+                {"name": "device-plugins", "hostPath": {"path": DEVICE_PLUGINS, "type": "Directory"}},
                 {"name": "server-certs", "secret": {"secretName": HANDLER_CERT_SECRET}},
                 {"name": "node-agent-token", "secret": {"secretName": AGENT_TOKEN_SECRET,
                     "items": [{"key": "token", "path": "token"}]}},
@@ -117,6 +121,12 @@ mod tests {
             .filter_map(|v| v["hostPath"]["path"].as_str())
             .collect();
         assert!(mounted.contains(&root.to_str().unwrap()), "{mounted:?}");
+        // The device plugins are served where the kubelet looks for them.
+        assert!(!node.no_device_plugins);
+        assert!(
+            mounted.contains(&node.device_plugin_dir.to_str().unwrap()),
+            "{mounted:?}"
+        );
         assert_eq!(spec["hostPID"], true);
         let caps = &spec["containers"][0]["securityContext"]["capabilities"]["add"];
         for cap in ["NET_ADMIN", "SYS_ADMIN", "SYS_PTRACE"] {
