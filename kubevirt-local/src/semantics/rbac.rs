@@ -215,6 +215,22 @@ pub fn aggregate(cluster_roles: &mut [Value]) {
     }
 }
 
+/// [`aggregate`] until nothing changes, so aggregated roles that are themselves aggregated
+/// (upstream's `view` into `edit` into `admin`) carry everything; bounded for selector cycles.
+pub fn aggregate_all(cluster_roles: &mut [Value]) {
+    for _ in 0..8 {
+        let before: Vec<Value> = cluster_roles.iter().map(|r| r["rules"].clone()).collect();
+        aggregate(cluster_roles);
+        if cluster_roles
+            .iter()
+            .zip(&before)
+            .all(|(r, b)| r["rules"] == *b)
+        {
+            return;
+        }
+    }
+}
+
 /// Upstream's 403 message (`... is forbidden: User "x" cannot list resource ...`).
 pub fn forbidden_message(a: &Attributes) -> String {
     if !a.is_resource() {

@@ -434,5 +434,8 @@ pub(super) fn after_write(state: &State, res: &Resource) -> Result<(), ApiError>
         state.refresh_registry()?;
     }
     super::super::gc::collect(state);
+    if let Err(e) = state.authorizer.reconcile_aggregation(state) {
+        tracing::warn!(error = %e, "ClusterRole aggregation");
+    }
     Ok(())
 }

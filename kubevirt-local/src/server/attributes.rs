@@ -1,0 +1,220 @@
+//! What a request asks to do, in RBAC's terms: kube-apiserver's `RequestInfo` (verb, API group,
+//! resource, subresource, namespace, name, or the path of a non-resource request), the same for
+//! the subresource API the server fronts (`subresources.kubevirt.io`).
+
+use super::route::{self, Route};
+use crate::semantics::rbac::Attributes;
+use std::collections::BTreeMap;
+
+/// The attributes of `method path?query` (user and groups left empty).
+pub fn of_request(method: &str, path: &str, query: &BTreeMap<String, String>) -> Attributes {
+    let Some(Route::Object(t)) = route::parse(path) else {
+        return Attributes {
+            verb: non_resource_verb(method).into(),
+            path: path.to_string(),
+            ..Default::default()
+        };
+    };
+    let sub = t.sub.clone().unwrap_or_default();
+    let watch = query.get("watch").is_some_and(|w| w == "true" || w == "1");
+    let verb = match method {
+        // Streams into a pod or VMI are `create` on their subresource whatever the method
+        // (kubectl's websocket exec is a GET; upstream checks `create` for it).
+        _ if t.group.is_empty()
+            && t.plural == "pods"
+            && matches!(sub.as_str(), "exec" | "attach" | "portforward") =>
+        {
+            "create"
+        }
+        "GET" | "HEAD" if watch => "watch",
+        "GET" | "HEAD" if t.name.is_none() => "list",
+        "GET" | "HEAD" => "get",
+        "POST" => "create",
+        "PUT" => "update",
+        "PATCH" => "patch",
+        "DELETE" if t.name.is_none() => "deletecollection",
+        "DELETE" => "delete",
+        other => return unknown_verb(other, path),
+    };
+    // A namespace's own requests are in that namespace (RequestInfo does the same).
+    let namespace = match (&t.namespace, t.group.is_empty() && t.plural == "namespaces") {
+        (_, true) => t.name.clone().unwrap_or_default(),
+        (ns, false) => ns.clone().unwrap_or_default(),
+    };
+    // A watch or list narrowed to one name (`kubectl get -w NAME`) is about that name.
+    let name = t.name.clone().unwrap_or_else(|| {
+        query
+            .get("fieldSelector")
+            .and_then(|f| f.strip_prefix("metadata.name="))
+            .filter(|n| !n.contains(','))
+            .unwrap_or_default()
+            .to_string()
+    });
+    Attributes {
+        verb: verb.into(),
+        api_group: t.group,
+        resource: t.plural,
+        subresource: sub,
+        namespace,
+        name,
+        ..Default::default()
+    }
+}
+
+fn non_resource_verb(method: &str) -> &'static str {
+    match method {
+        "POST" => "post",
+        "PUT" => "put",
+        "PATCH" => "patch",
+        "DELETE" => "delete",
+        "HEAD" => "head",
+        "OPTIONS" => "options",
+        _ => "get",
+    }
+}
+
+fn unknown_verb(method: &str, path: &str) -> Attributes {
+    Attributes {
+        verb: method.to_lowercase(),
+        path: path.to_string(),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn of(
+        method: &str,
+        path: &str,
+        query: &[(&str, &str)],
+    ) -> (String, String, String, String, String, String) {
+        let a = of_request(method, path, &q(query));
+        (
+            a.verb,
+            a.api_group,
+            a.resource,
+            a.subresource,
+            a.namespace,
+            a.name,
+        )
+    }
+
+    fn t(
+        v: &str,
+        g: &str,
+        r: &str,
+        s: &str,
+        ns: &str,
+        n: &str,
+    ) -> (String, String, String, String, String, String) {
+        (v.into(), g.into(), r.into(), s.into(), ns.into(), n.into())
+    }
+
+    #[test]
+    fn requests_map_to_upstream_request_info() {
+        let vms = "/apis/kubevirt.io/v1/namespaces/a/virtualmachines";
+        assert_eq!(
+            of("GET", vms, &[]),
+            t("list", "kubevirt.io", "virtualmachines", "", "a", "")
+        );
+        assert_eq!(
+            of("GET", vms, &[("watch", "true")]),
+            t("watch", "kubevirt.io", "virtualmachines", "", "a", "")
+        );
+        assert_eq!(
+            of(
+                "GET",
+                vms,
+                &[("watch", "1"), ("fieldSelector", "metadata.name=vm1")]
+            ),
+            t("watch", "kubevirt.io", "virtualmachines", "", "a", "vm1")
+        );
+        assert_eq!(
+            of("DELETE", vms, &[]),
+            t(
+                "deletecollection",
+                "kubevirt.io",
+                "virtualmachines",
+                "",
+                "a",
+                ""
+            )
+        );
+        assert_eq!(
+            of("PATCH", &format!("{vms}/vm1"), &[]),
+            t("patch", "kubevirt.io", "virtualmachines", "", "a", "vm1")
+        );
+        assert_eq!(
+            of("PUT", &format!("{vms}/vm1/status"), &[]),
+            t(
+                "update",
+                "kubevirt.io",
+                "virtualmachines",
+                "status",
+                "a",
+                "vm1"
+            )
+        );
+        assert_eq!(
+            of(
+                "PUT",
+                "/apis/subresources.kubevirt.io/v1/namespaces/a/virtualmachines/vm1/start",
+                &[]
+            ),
+            t(
+                "update",
+                "subresources.kubevirt.io",
+                "virtualmachines",
+                "start",
+                "a",
+                "vm1"
+            )
+        );
+        assert_eq!(
+            of(
+                "GET",
+                "/apis/subresources.kubevirt.io/v1/namespaces/a/virtualmachineinstances/vm1/console",
+                &[]
+            ),
+            t(
+                "get",
+                "subresources.kubevirt.io",
+                "virtualmachineinstances",
+                "console",
+                "a",
+                "vm1"
+            )
+        );
+        assert_eq!(
+            of("GET", "/api/v1/namespaces/a/pods/p/log", &[]),
+            t("get", "", "pods", "log", "a", "p")
+        );
+        assert_eq!(
+            of("GET", "/api/v1/namespaces/a/pods/p/exec", &[]),
+            t("create", "", "pods", "exec", "a", "p")
+        );
+        assert_eq!(
+            of("GET", "/api/v1/namespaces/a", &[]),
+            t("get", "", "namespaces", "", "a", "a")
+        );
+        assert_eq!(
+            of("GET", "/api/v1/nodes", &[]),
+            t("list", "", "nodes", "", "", "")
+        );
+        let d = of_request("GET", "/apis/kubevirt.io/v1", &q(&[]));
+        assert_eq!(
+            (d.verb.as_str(), d.path.as_str(), d.resource.as_str()),
+            ("get", "/apis/kubevirt.io/v1", "")
+        );
+        assert_eq!(of_request("GET", "/healthz", &q(&[])).path, "/healthz");
+    }
+}
