@@ -247,6 +247,31 @@ fn can_i_answers_per_role_for_admin_users_and_service_accounts() {
             "jsonpath={.status.userInfo.username} {.status.userInfo.groups}",
         ],
     ));
+    // An admin of team-b may bind what it holds there, not more (the escalation check).
+    let bind = |role: &str| {
+        as_user(
+            &s.kubeconfig,
+            &[
+                "--token",
+                token.trim(),
+                "-n",
+                "team-b",
+                "create",
+                "rolebinding",
+                &format!("bot-{role}"),
+                &format!("--clusterrole={role}"),
+                "--user=frank",
+            ],
+        )
+    };
+    let out = bind("view");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = bind("cluster-admin");
+    assert!(
+        stderr(&out).contains(r#"is attempting to grant RBAC permissions not currently held"#),
+        "{}",
+        stderr(&out)
+    );
     assert_eq!(
         who,
         r#"system:serviceaccount:team-b:bot ["system:serviceaccounts","system:serviceaccounts:team-b","system:authenticated"]"#

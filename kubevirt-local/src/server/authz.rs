@@ -110,6 +110,17 @@ impl Index {
         index
     }
 
+    /// The rules of Role `name` in `namespace`, or of ClusterRole `name` (aggregated) when
+    /// `namespace` is `None`; none if there is no such role.
+    pub fn rules_of(&self, namespace: Option<&str>, name: &str) -> Vec<Value> {
+        match namespace {
+            Some(ns) => self.roles.get(&(ns.to_string(), name.to_string())),
+            None => self.cluster_roles.get(name),
+        }
+        .cloned()
+        .unwrap_or_default()
+    }
+
     /// Whether `a` is allowed, and if so by which role (upstream's reason text).
     pub fn allows(&self, a: &Attributes) -> Option<String> {
         if a.groups.iter().any(|g| g == MASTERS) {

@@ -6,6 +6,7 @@ pub mod attributes;
 pub mod authn;
 pub mod authz;
 mod discovery;
+pub mod escalation;
 mod exec;
 mod gc;
 pub mod health;
@@ -303,6 +304,7 @@ async fn dispatch(
                     shape,
                     content_type: &content_type,
                     body: &body,
+                    user: &user,
                 };
                 objects::handle(&state2, &req)
             })
