@@ -338,10 +338,21 @@ mod tests {
         ));
     }
 
+    /// (rule, verb, group, resource, subresource, name, path, allowed)
+    type Row = (
+        Value,
+        &'static str,
+        &'static str,
+        &'static str,
+        &'static str,
+        &'static str,
+        &'static str,
+        bool,
+    );
+
     #[test]
     fn rule_matching_table() {
-        // (rule, verb, group, resource, subresource, name, path, allowed)
-        let table: &[(Value, &str, &str, &str, &str, &str, &str, bool)] = &[
+        let table: &[Row] = &[
             (
                 json!({"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}),
                 "deletecollection",

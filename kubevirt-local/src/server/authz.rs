@@ -63,8 +63,9 @@ struct Grant {
 }
 
 impl Index {
-    /// Index `objects` (the four kinds by key), aggregating cluster roles.
-    fn build(objects: &BTreeMap<ObjectKey, Value>) -> Self {
+    /// Index `objects` (Roles, ClusterRoles and their bindings, by their storage keys; see
+    /// [`ROLES`] and its siblings), aggregating cluster roles.
+    pub fn build(objects: &BTreeMap<ObjectKey, Value>) -> Self {
         let of = |kind: &'static str| objects.iter().filter(move |(k, _)| k.resource == kind);
         let mut cluster_roles: Vec<Value> = of(CLUSTER_ROLES).map(|(_, v)| v.clone()).collect();
         rbac::aggregate_all(&mut cluster_roles);
