@@ -173,6 +173,22 @@ fn can_i_answers_per_role_for_admin_users_and_service_accounts() {
         "team-a"
     ));
     assert!(!can_i(&alice, &["list", "nodes"]));
+    let list = stdout(&as_user(
+        &alice,
+        &["auth", "can-i", "--list", "-n", "team-a"],
+    ));
+    assert!(
+        list.lines().any(
+            |l| l.starts_with("virtualmachines.kubevirt.io ") && l.contains("[get list watch]")
+        ),
+        "{list}"
+    );
+    assert!(list.lines().any(|l| l.contains("[/api/*]")), "{list}");
+    let elsewhere = stdout(&as_user(
+        &alice,
+        &["auth", "can-i", "--list", "-n", "team-b"],
+    ));
+    assert!(!elsewhere.contains("virtualmachines"), "{elsewhere}");
 
     // A group bound to edit: the console and start, in its namespace only.
     s.ok(&[
@@ -215,6 +231,33 @@ fn can_i_answers_per_role_for_admin_users_and_service_accounts() {
         &["deletecollection", "virtualmachines", "-n", "team-a"]
     ));
     assert!(!can_i(&bob, &["create", "rolebindings", "-n", "team-a"]));
+
+    // Impersonation: the admin may act as alice (kubectl --as), alice may not act as bob.
+    assert!(can_i(
+        &admin,
+        &["--as=alice", "list", "virtualmachines", "-n", "team-a"]
+    ));
+    assert!(!can_i(
+        &admin,
+        &["--as=alice", "list", "virtualmachines", "-n", "team-b"]
+    ));
+    assert!(can_i(
+        &admin,
+        &[
+            "--as=nobody",
+            "--as-group=devs",
+            "create",
+            "virtualmachines",
+            "-n",
+            "team-a"
+        ]
+    ));
+    let out = as_user(&alice, &["--as=bob", "get", "vm", "-n", "team-a"]);
+    assert!(
+        stderr(&out).contains(r#"users "bob" is forbidden: User "alice" cannot impersonate resource "users" in API group "" at the cluster scope"#),
+        "{}",
+        stderr(&out)
+    );
 
     // A service account bound to admin in team-b.
     s.ok(&["-n", "team-b", "create", "serviceaccount", "bot"]);

@@ -122,6 +122,30 @@ impl Index {
         .unwrap_or_default()
     }
 
+    /// Every rule granted to `user` in `groups` in `namespace` (cluster-wide grants included):
+    /// what SelfSubjectRulesReview lists.
+    pub fn rules_for(&self, user: &str, groups: &[String], namespace: &str) -> Vec<Value> {
+        let subjects = std::iter::once(format!("user:{user}"))
+            .chain(groups.iter().map(|g| format!("group:{g}")));
+        let mut out: Vec<Value> = Vec::new();
+        for subject in subjects {
+            for g in self.grants.get(&subject).into_iter().flatten() {
+                if g.namespace.as_deref().is_some_and(|ns| ns != namespace) {
+                    continue;
+                }
+                let ns = g
+                    .role_is_namespaced
+                    .then(|| g.namespace.as_deref().unwrap_or_default());
+                for rule in self.rules_of(ns, &g.role) {
+                    if !out.contains(&rule) {
+                        out.push(rule);
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// Whether `a` is allowed, and if so by which role (upstream's reason text).
     pub fn allows(&self, a: &Attributes) -> Option<String> {
         if a.groups.iter().any(|g| g == MASTERS) {

@@ -10,6 +10,7 @@ pub mod escalation;
 mod exec;
 mod gc;
 pub mod health;
+pub mod impersonation;
 mod logs;
 pub mod objects;
 mod openapi;
@@ -99,7 +100,8 @@ fn admit(
     if matches!(route::parse(path), Some(Route::Health { .. })) {
         return Ok(UserInfo::user("system:anonymous", &[]));
     }
-    let user = authn::authenticate(state, headers)?;
+    let real = authn::authenticate(state, headers)?;
+    let user = impersonation::apply(state, real, headers)?;
     let mut attrs = attributes::of_request(method.as_str(), path, &route::query(uri.query()));
     authz::authorize(state, &user, &mut attrs)?;
     Ok(user)

@@ -1,5 +1,6 @@
 //! The review APIs, answered from the request's identity and the authorizer, never stored:
-//! `SelfSubjectAccessReview` (`kubectl auth can-i`), `SubjectAccessReview` and
+//! `SelfSubjectAccessReview` (`kubectl auth can-i`), `SelfSubjectRulesReview` (`kubectl auth
+//! can-i --list`), `SubjectAccessReview` and
 //! `LocalSubjectAccessReview` (for callers allowed to ask about others) in
 //! `authorization.k8s.io/v1`, and `SelfSubjectReview` (`kubectl auth whoami`) in
 //! `authentication.k8s.io/v1`; plus their discovery documents.
@@ -24,7 +25,7 @@ pub fn is_review(t: &Target) -> bool {
             (t.group.as_str(), t.plural.as_str(), t.namespace.is_some()),
             (
                 AUTHORIZATION,
-                "selfsubjectaccessreviews" | "subjectaccessreviews",
+                "selfsubjectaccessreviews" | "selfsubjectrulesreviews" | "subjectaccessreviews",
                 false
             ) | (AUTHORIZATION, "localsubjectaccessreviews", true)
                 | (AUTHENTICATION, "selfsubjectreviews", false)
@@ -61,6 +62,7 @@ pub fn resources(group: &str, version: &str) -> Option<Value> {
                 true,
             ),
             entry("selfsubjectaccessreviews", "SelfSubjectAccessReview", false),
+            entry("selfsubjectrulesreviews", "SelfSubjectRulesReview", false),
             entry("subjectaccessreviews", "SubjectAccessReview", false),
         ],
         (AUTHENTICATION, "v1") => vec![entry("selfsubjectreviews", "SelfSubjectReview", false)],
@@ -94,6 +96,21 @@ pub fn answer(
                 "metadata": {"creationTimestamp": null},
                 "status": {"userInfo": {"username": user.name, "uid": user.uid, "groups": user.groups}}}),
             );
+        }
+        "selfsubjectrulesreviews" => {
+            let ns = review["spec"]["namespace"].as_str().unwrap_or_default();
+            let rules = state
+                .authorizer
+                .index(state)?
+                .rules_for(&user.name, &user.groups, ns);
+            let (paths, resources): (Vec<Value>, Vec<Value>) = rules
+                .into_iter()
+                .partition(|r| r.get("nonResourceURLs").is_some());
+            review["status"] =
+                json!({"resourceRules": resources, "nonResourceRules": paths, "incomplete": false});
+            review["apiVersion"] = json!(format!("{AUTHORIZATION}/v1"));
+            review["kind"] = json!("SelfSubjectRulesReview");
+            return Ok(review);
         }
         "selfsubjectaccessreviews" => "SelfSubjectAccessReview",
         "subjectaccessreviews" => "SubjectAccessReview",
