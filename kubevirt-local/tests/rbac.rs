@@ -232,6 +232,47 @@ fn can_i_answers_per_role_for_admin_users_and_service_accounts() {
     ));
     assert!(!can_i(&bob, &["create", "rolebindings", "-n", "team-a"]));
 
+    // TokenReview: who a token speaks for, for callers allowed to ask (the admin here).
+    let alice_token = String::from_utf8_lossy(
+        &kubevirt_testsupport::kubectl(
+            &alice,
+            &[
+                "config",
+                "view",
+                "--raw",
+                "-o",
+                "jsonpath={.users[0].user.token}",
+            ],
+            None,
+        )
+        .stdout,
+    )
+    .into_owned();
+    let review = serde_json::json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": alice_token}});
+    let out = kubevirt_testsupport::kubectl(
+        &admin,
+        &[
+            "create",
+            "--validate=false",
+            "-f",
+            "-",
+            "-o",
+            "jsonpath={.status.authenticated} {.status.user.username}",
+        ],
+        Some(&review.to_string()),
+    );
+    assert_eq!(stdout(&out), "true alice", "{}", stderr(&out));
+    let out = kubevirt_testsupport::kubectl(
+        &alice,
+        &["create", "--validate=false", "-f", "-", "-o", "name"],
+        Some(&review.to_string()),
+    );
+    assert!(
+        stderr(&out).contains("cannot create resource \"tokenreviews\""),
+        "{}",
+        stderr(&out)
+    );
+
     // Impersonation: the admin may act as alice (kubectl --as), alice may not act as bob.
     assert!(can_i(
         &admin,

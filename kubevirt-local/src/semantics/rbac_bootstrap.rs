@@ -270,6 +270,18 @@ pub fn cluster_roles() -> Vec<Value> {
             ],
         ),
         cluster_role(
+            "system:auth-delegator",
+            &[],
+            vec![
+                rule(&["authentication.k8s.io"], &["tokenreviews"], &["create"]),
+                rule(
+                    &["authorization.k8s.io"],
+                    &["subjectaccessreviews"],
+                    &["create"],
+                ),
+            ],
+        ),
+        cluster_role(
             "system:public-info-viewer",
             &[],
             vec![urls(

@@ -3,7 +3,9 @@
 //! can-i --list`), `SubjectAccessReview` and
 //! `LocalSubjectAccessReview` (for callers allowed to ask about others) in
 //! `authorization.k8s.io/v1`, and `SelfSubjectReview` (`kubectl auth whoami`) in
-//! `authentication.k8s.io/v1`; plus their discovery documents.
+//! `authentication.k8s.io/v1`, and `TokenReview` (for callers RBAC lets create them, such as
+//! `system:auth-delegator`'s: an aggregated API server like virt-api authenticating its callers);
+//! plus their discovery documents.
 
 use super::State;
 use super::authn::UserInfo;
@@ -28,7 +30,7 @@ pub fn is_review(t: &Target) -> bool {
                 "selfsubjectaccessreviews" | "selfsubjectrulesreviews" | "subjectaccessreviews",
                 false
             ) | (AUTHORIZATION, "localsubjectaccessreviews", true)
-                | (AUTHENTICATION, "selfsubjectreviews", false)
+                | (AUTHENTICATION, "selfsubjectreviews" | "tokenreviews", false)
         )
 }
 
@@ -65,7 +67,10 @@ pub fn resources(group: &str, version: &str) -> Option<Value> {
             entry("selfsubjectrulesreviews", "SelfSubjectRulesReview", false),
             entry("subjectaccessreviews", "SubjectAccessReview", false),
         ],
-        (AUTHENTICATION, "v1") => vec![entry("selfsubjectreviews", "SelfSubjectReview", false)],
+        (AUTHENTICATION, "v1") => vec![
+            entry("selfsubjectreviews", "SelfSubjectReview", false),
+            entry("tokenreviews", "TokenReview", false),
+        ],
         _ => return None,
     };
     Some(
@@ -96,6 +101,23 @@ pub fn answer(
                 "metadata": {"creationTimestamp": null},
                 "status": {"userInfo": {"username": user.name, "uid": user.uid, "groups": user.groups}}}),
             );
+        }
+        "tokenreviews" => {
+            let token = review["spec"]["token"].as_str().unwrap_or_default();
+            let found = state
+                .token
+                .as_deref()
+                .filter(|_| !token.is_empty())
+                .and_then(|secret| super::authn::token_user(state, secret, token));
+            review["status"] = match found {
+                Some(u) => json!({"authenticated": true,
+                    "user": {"username": u.name, "uid": u.uid, "groups": u.groups},
+                    "audiences": [crate::semantics::token::ISSUER]}),
+                None => json!({"authenticated": false, "error": "the token is not valid"}),
+            };
+            review["apiVersion"] = json!(format!("{AUTHENTICATION}/v1"));
+            review["kind"] = json!("TokenReview");
+            return Ok(review);
         }
         "selfsubjectrulesreviews" => {
             let ns = review["spec"]["namespace"].as_str().unwrap_or_default();
