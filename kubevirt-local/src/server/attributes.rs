@@ -8,7 +8,9 @@ use std::collections::BTreeMap;
 
 /// The attributes of `method path?query` (user and groups left empty).
 pub fn of_request(method: &str, path: &str, query: &BTreeMap<String, String>) -> Attributes {
-    let Some(Route::Object(t)) = route::parse(path) else {
+    let Some(Route::Object(t)) =
+        route::parse(path).or_else(|| route::parse(&subresource_only(path)))
+    else {
         return Attributes {
             verb: non_resource_verb(method).into(),
             path: path.to_string(),
@@ -58,6 +60,22 @@ pub fn of_request(method: &str, path: &str, query: &BTreeMap<String, String>) ->
         namespace,
         name,
         ..Default::default()
+    }
+}
+
+/// A namespaced object's path cut after its first subresource segment: RequestInfo's
+/// subresource is that segment alone (`.../vmi/NAME/vnc/screenshot` is subresource `vnc`).
+fn subresource_only(path: &str) -> String {
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let keep = match segs.first() {
+        Some(&"api") => 7,
+        Some(&"apis") => 8,
+        _ => return path.to_string(),
+    };
+    if segs.len() > keep && segs.get(keep - 5) == Some(&"namespaces") {
+        format!("/{}", segs[..keep].join("/"))
+    } else {
+        path.to_string()
     }
 }
 
@@ -197,6 +215,25 @@ mod tests {
         assert_eq!(
             of("GET", "/api/v1/namespaces/a/pods/p/log", &[]),
             t("get", "", "pods", "log", "a", "p")
+        );
+        assert_eq!(
+            of(
+                "GET",
+                "/apis/subresources.kubevirt.io/v1/namespaces/a/virtualmachineinstances/v/vnc/screenshot",
+                &[]
+            ),
+            t(
+                "get",
+                "subresources.kubevirt.io",
+                "virtualmachineinstances",
+                "vnc",
+                "a",
+                "v"
+            )
+        );
+        assert_eq!(
+            of("GET", "/api/v1/namespaces/a/pods/p/proxy/x/y", &[]),
+            t("get", "", "pods", "proxy", "a", "p")
         );
         assert_eq!(
             of("GET", "/api/v1/namespaces/a/pods/p/exec", &[]),
