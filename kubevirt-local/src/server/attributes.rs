@@ -102,6 +102,28 @@ fn unknown_verb(method: &str, path: &str) -> Attributes {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn any_path_maps_without_panicking(path in "(/[a-z0-9.*%:-]{0,12}){0,12}", method in "GET|PUT|POST|PATCH|DELETE|HEAD|OPTIONS|BREW") {
+            let a = of_request(&method, &path, &BTreeMap::new());
+            // Either a resource request or a path, never both or neither.
+            prop_assert!(a.resource.is_empty() != a.path.is_empty() || path.is_empty() || path == "/");
+        }
+
+        #[test]
+        fn namespaced_object_paths_map_to_their_parts(
+            group in "[a-z]{1,8}(\\.[a-z]{1,8}){0,2}", ns in "[a-z][a-z0-9-]{0,10}", plural in "[a-z]{2,12}",
+            name in "[a-z][a-z0-9.-]{0,10}", sub in "[a-z]{1,10}", extra in "(/[a-z]{1,5}){0,3}",
+        ) {
+            prop_assume!(plural != "namespaces");
+            let path = format!("/apis/{group}/v1/namespaces/{ns}/{plural}/{name}/{sub}{extra}");
+            let a = of_request("PUT", &path, &BTreeMap::new());
+            prop_assert_eq!((a.verb.as_str(), a.api_group.as_str(), a.namespace.as_str()), ("update", group.as_str(), ns.as_str()));
+            prop_assert_eq!((a.resource.as_str(), a.name.as_str(), a.subresource.as_str()), (plural.as_str(), name.as_str(), sub.as_str()));
+        }
+    }
 
     fn q(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs
