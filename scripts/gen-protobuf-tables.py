@@ -54,6 +54,7 @@ PACKAGES = {
     "api/autoscaling/v1": "autoscaling/v1",
     "api/autoscaling/v2": "autoscaling/v2",
     "api/authentication/v1": "authentication.k8s.io/v1",
+    "api/authorization/v1": "authorization.k8s.io/v1",
     "api/discovery/v1": "discovery.k8s.io/v1",
     "api/storage/v1": "storage.k8s.io/v1",
     "api/node/v1": "node.k8s.io/v1",

@@ -46,6 +46,24 @@ enum Command {
         #[arg(long, default_value_t = kubevirt_local::storage::DEFAULT_HISTORY)]
         watch_history: u64,
     },
+    /// Print on stdout a kubeconfig for user NAME (in each --group) against the server of
+    /// DATA_DIR: a token the server signed, carrying the name and groups, that stays valid
+    /// across restarts until it expires or the data directory's token is replaced. What NAME
+    /// may do is what RBAC grants it (`--group system:masters` is an administrator).
+    Kubeconfig {
+        /// The data directory of `up` or `apiserver`.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// The user name.
+        #[arg(long)]
+        user: String,
+        /// A group of the user; repeatable (every user is also in system:authenticated).
+        #[arg(long = "group")]
+        groups: Vec<String>,
+        /// How long the credential is valid, in seconds (default: one year).
+        #[arg(long, default_value_t = 365 * 24 * 3600)]
+        expiration_seconds: i64,
+    },
     /// Write the release images of the components (virt-operator, virt-api, virt-controller,
     /// virt-handler, virt-launcher, cdi-importer, local-volume-provisioner) as OCI image
     /// layouts OUTPUT_DIR/NAME, built from the binaries in BINARIES and the host's tools, and
@@ -254,6 +272,23 @@ fn main() -> ExitCode {
         }
     };
     let (data_dir, listen, insecure_http, watch_history) = match command {
+        Command::Kubeconfig {
+            data_dir,
+            user,
+            groups,
+            expiration_seconds,
+        } => {
+            return match setup::user_kubeconfig(&data_dir, &user, &groups, expiration_seconds) {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Command::Images {
             binaries,
             tag,

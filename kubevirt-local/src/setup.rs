@@ -46,6 +46,29 @@ pub enum SetupError {
     /// The kubeconfig could not be encoded.
     #[error("encoding the kubeconfig: {0}")]
     Kubeconfig(#[from] serde_saphyr::SerializeError),
+    /// The data directory has no server yet (no token or kubeconfig).
+    #[error(
+        "{}: no server has run on this data directory yet (start `kubevirt-local up` or `kubevirt-local apiserver --data-dir` with it first)",
+        .0.display()
+    )]
+    NoServer(PathBuf),
+    /// The server runs without authentication (`--insecure-http`): identities mean nothing.
+    #[error(
+        "{}: the server runs without authentication (--insecure-http): every client is the administrator",
+        .0.display()
+    )]
+    NoAuthentication(PathBuf),
+    /// The administrator's kubeconfig cannot be read back.
+    #[error("{}: {message}", path.display())]
+    BadKubeconfig {
+        /// Which file.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+    /// The user name or a group cannot be put in a token.
+    #[error("{0}")]
+    Identity(#[from] crate::semantics::user_token::ClaimError),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SetupError + '_ {
@@ -202,6 +225,53 @@ pub fn kubeconfig_for(server: &str, ca_pem: Option<&str>, token: Option<&str>) -
         current_context: Some(name.into()),
         ..Default::default()
     }
+}
+
+/// A kubeconfig (YAML) for user `name` in `groups` against the server of `dir`: the cluster and
+/// CA of the administrator's kubeconfig, and a user token (see
+/// [`crate::semantics::user_token`]) valid for `seconds` from now.
+pub fn user_kubeconfig(
+    dir: &Path,
+    name: &str,
+    groups: &[String],
+    seconds: i64,
+) -> Result<String, SetupError> {
+    let user = crate::semantics::user_token::UserClaims::new(name, groups)?;
+    let secret = fs::read_to_string(dir.join("token"))
+        .map_err(|_| SetupError::NoServer(dir.to_path_buf()))?;
+    let admin_path = dir.join("kubeconfig");
+    let admin = Kubeconfig::read_from(&admin_path).map_err(|e| SetupError::BadKubeconfig {
+        path: admin_path.clone(),
+        message: e.to_string(),
+    })?;
+    let cluster = admin
+        .clusters
+        .first()
+        .and_then(|c| c.cluster.as_ref())
+        .ok_or_else(|| SetupError::BadKubeconfig {
+            path: admin_path.clone(),
+            message: "names no cluster".into(),
+        })?;
+    let server = cluster.server.clone().unwrap_or_default();
+    if server.starts_with("http://") {
+        return Err(SetupError::NoAuthentication(dir.to_path_buf()));
+    }
+    let ca = cluster
+        .certificate_authority_data
+        .as_deref()
+        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+        .and_then(|b| String::from_utf8(b).ok());
+    let signer = crate::semantics::user_token::UserSigner::from_secret(secret.trim().as_bytes());
+    let token = signer.issue(&user, jiff::Timestamp::now().as_second(), seconds);
+    let mut config = kubeconfig_for(&server, ca.as_deref(), Some(&token));
+    let context = format!("{name}@kubevirt-local");
+    config.auth_infos[0].name = name.to_string();
+    config.contexts[0].name.clone_from(&context);
+    if let Some(c) = config.contexts[0].context.as_mut() {
+        c.user = Some(name.to_string());
+    }
+    config.current_context = Some(context);
+    Ok(serde_saphyr::to_string(&config)?)
 }
 
 /// Write `config` as `dir/kubeconfig` (mode 0600, atomically: a reader sees the old file or

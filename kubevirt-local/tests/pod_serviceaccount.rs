@@ -60,6 +60,17 @@ fn kubectl_in_a_pod_reaches_the_api_server_with_its_service_account() {
     let reference = im.registry.push("test/kubectl", "1", &image).unwrap();
     let dir = tempdir("pods-serviceaccount");
     let up = start_up(&dir, "kv-sa", &im);
+    // The pod's service account may read pods in its namespace (RBAC, as on a cluster).
+    up.ok(
+        &[
+            "create",
+            "rolebinding",
+            "default-view",
+            "--clusterrole=view",
+            "--serviceaccount=default:default",
+        ],
+        None,
+    );
     up.run_pod(&POD.replace("IMAGE", &reference));
 
     let pod: Value = running_pod(&up, "incluster");

@@ -82,6 +82,16 @@ fn create_token_issues_tokens_the_server_accepts() {
     let p = Plane::start("tokens");
     p.ok(&["create", "namespace", "team"]);
     p.ok(&["-n", "team", "create", "serviceaccount", "builder"]);
+    // What the token may do is what RBAC grants its service account.
+    p.ok(&[
+        "-n",
+        "team",
+        "create",
+        "rolebinding",
+        "builder-view",
+        "--clusterrole=view",
+        "--serviceaccount=team:builder",
+    ]);
     let token = p.ok(&["-n", "team", "create", "token", "builder", "--duration=15m"]);
     let token = token.trim();
     assert_eq!(token.split('.').count(), 3, "a JWT: {token}");

@@ -2,15 +2,21 @@
 //! [`objects`], `watch`, discovery and OpenAPI.
 
 mod admission;
+pub mod attributes;
+pub mod authn;
+pub mod authz;
 mod discovery;
+pub mod escalation;
 mod exec;
 mod gc;
 pub mod health;
+pub mod impersonation;
 mod logs;
 pub mod objects;
 mod openapi;
 mod pod_columns;
 pub mod printers;
+pub mod reviews;
 pub mod route;
 pub mod state;
 mod table;
@@ -20,6 +26,7 @@ pub mod watch_buffer;
 pub use self::state::State;
 
 use crate::error::ApiError;
+use authn::UserInfo;
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::Response;
@@ -81,25 +88,23 @@ fn error_response(e: &ApiError) -> Response {
     json_response(e.code, &e.status(), &[])
 }
 
-fn authorized(state: &State, headers: &HeaderMap, route: Option<&Route>) -> bool {
-    let Some(token) = &state.token else {
-        return true;
-    };
-    if matches!(route, Some(Route::Health { .. })) {
-        return true;
+/// Authenticate and authorise a request: who it speaks for, or the 401 or 403 to answer.
+/// Health probes are public (upstream binds them to every user, authenticated or not).
+fn admit(
+    state: &State,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> Result<UserInfo, ApiError> {
+    let path = uri.path();
+    if matches!(route::parse(path), Some(Route::Health { .. })) {
+        return Ok(UserInfo::user("system:anonymous", &[]));
     }
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|t| {
-            constant_time_eq(t.trim().as_bytes(), token.as_bytes())
-                || objects::service_account_of(state, t.trim()).is_some()
-        })
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    let real = authn::authenticate(state, headers)?;
+    let user = impersonation::apply(state, real, headers)?;
+    let mut attrs = attributes::of_request(method.as_str(), path, &route::query(uri.query()));
+    authz::authorize(state, &user, &mut attrs)?;
+    Ok(user)
 }
 
 /// The subresource API, behind the server's own authentication (websocket upgrades included).
@@ -107,8 +112,8 @@ async fn subresources(
     axum::extract::State(state): axum::extract::State<Arc<State>>,
     req: axum::extract::Request,
 ) -> Response {
-    if !authorized(&state, req.headers(), None) {
-        return error_response(&ApiError::unauthorized());
+    if let Err(e) = admit(&state, req.method(), req.uri(), req.headers()) {
+        return error_response(&e);
     }
     forward(state.subresources.get(), req).await
 }
@@ -118,8 +123,8 @@ async fn uploads(
     axum::extract::State(state): axum::extract::State<Arc<State>>,
     req: axum::extract::Request,
 ) -> Response {
-    if !authorized(&state, req.headers(), None) {
-        return error_response(&ApiError::unauthorized());
+    if let Err(e) = admit(&state, req.method(), req.uri(), req.headers()) {
+        return error_response(&e);
     }
     forward(state.uploads.get(), req).await
 }
@@ -159,11 +164,10 @@ async fn pod_stream(
     axum::extract::State(state): axum::extract::State<Arc<State>>,
     req: axum::extract::Request,
 ) -> Response {
-    let route = route::parse(req.uri().path());
-    if !authorized(&state, req.headers(), route.as_ref()) {
-        return error_response(&ApiError::unauthorized());
+    if let Err(e) = admit(&state, req.method(), req.uri(), req.headers()) {
+        return error_response(&e);
     }
-    let Some(Route::Object(target)) = route else {
+    let Some(Route::Object(target)) = route::parse(req.uri().path()) else {
         return error_response(&ApiError::no_route());
     };
     exec::pod_stream(state, target, req).await
@@ -185,11 +189,11 @@ async fn dispatch(
         }
         Err(e) => return error_response(&ApiError::bad_request(e.body_text())),
     };
-    let route = route::parse(uri.path());
-    if !authorized(&state, &headers, route.as_ref()) {
-        return error_response(&ApiError::unauthorized());
-    }
-    let Some(route) = route else {
+    let user = match admit(&state, &method, &uri, &headers) {
+        Ok(u) => u,
+        Err(e) => return error_response(&e),
+    };
+    let Some(route) = route::parse(uri.path()) else {
         return error_response(&ApiError::no_route());
     };
     let query = route::query(uri.query());
@@ -222,14 +226,24 @@ async fn dispatch(
             {
                 list.push(kubevirt_controller::cdi::upload::api::group());
             }
+            if let Some(list) = groups.get_mut("groups").and_then(|g| g.as_array_mut()) {
+                list.extend(reviews::groups());
+            }
             json_response(200, &groups, &[])
         }
-        Route::Group(g) => found(discovery::group(&reg(), &g)),
-        Route::Resources { group, version } => {
-            found(discovery::resources(&reg(), &group, &version))
-        }
+        Route::Group(g) => found(discovery::group(&reg(), &g).or_else(|| reviews::group(&g))),
+        Route::Resources { group, version } => found(
+            discovery::resources(&reg(), &group, &version)
+                .or_else(|| reviews::resources(&group, &version)),
+        ),
         Route::OpenApiIndex => json_response(200, &openapi::index(&reg()), &[]),
         Route::OpenApi { group, version } => found(openapi::document(&reg(), &group, &version)),
+        Route::Object(target) if reviews::is_review(&target) => {
+            match reviews::answer(&state, &user, &target, method.as_str(), &body) {
+                Ok(v) => json_response(201, &v, &[]),
+                Err(e) => error_response(&e),
+            }
+        }
         Route::Object(target) => {
             let accept = headers
                 .get(header::ACCEPT)
@@ -292,6 +306,7 @@ async fn dispatch(
                     shape,
                     content_type: &content_type,
                     body: &body,
+                    user: &user,
                 };
                 objects::handle(&state2, &req)
             })

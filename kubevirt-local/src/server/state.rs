@@ -40,6 +40,8 @@ pub struct State {
     pub watch_buffered: Arc<super::watch_buffer::Gauge>,
     /// Open watches per client (bearer token), capped.
     pub watches: Arc<super::watch_buffer::Watches>,
+    /// RBAC: the indexed view of the stored roles and bindings every request is checked against.
+    pub authorizer: super::authz::Authorizer,
 }
 
 impl State {
@@ -51,6 +53,7 @@ impl State {
     ) -> Result<Arc<Self>, ApiError> {
         let state = Arc::new(Self {
             gc: Collector::new(&store),
+            authorizer: super::authz::Authorizer::new(&store),
             store,
             registry: RwLock::new(Arc::new(Registry::builtin())),
             token,
@@ -76,7 +79,42 @@ impl State {
                 Ok(())
             })?;
         }
+        state.ensure_cluster_objects(
+            super::authz::CLUSTER_ROLES,
+            crate::semantics::rbac_bootstrap::cluster_roles(),
+        )?;
+        state.ensure_cluster_objects(
+            super::authz::CLUSTER_ROLE_BINDINGS,
+            crate::semantics::rbac_bootstrap::cluster_role_bindings(),
+        )?;
         Ok(state)
+    }
+
+    /// Create each of `objects` (cluster-scoped, of storage name `resource`) that does not
+    /// exist yet, as kube-apiserver creates its bootstrap policy; existing ones are left as
+    /// they are (an administrator's edits stay). Aggregated roles are then brought up to date.
+    pub fn ensure_cluster_objects(
+        &self,
+        resource: &str,
+        objects: Vec<serde_json::Value>,
+    ) -> Result<(), ApiError> {
+        let now = now();
+        self.store.write(|t| -> Result<(), ApiError> {
+            for mut obj in objects {
+                let name = obj["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                let key = ObjectKey::new(resource, "", name);
+                if t.get(&key)?.is_none() {
+                    obj["metadata"]["uid"] = json!(uuid::Uuid::new_v4().to_string());
+                    obj["metadata"]["creationTimestamp"] = json!(now);
+                    t.put(&key, obj, EventType::Added)?;
+                }
+            }
+            Ok(())
+        })?;
+        self.authorizer.reconcile_aggregation(self)
     }
 
     /// A snapshot of the registry (shared, not copied).

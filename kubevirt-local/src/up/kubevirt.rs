@@ -52,6 +52,13 @@ pub(super) async fn start(
         kubelet,
     } = parts;
     controllers.start_cluster_controllers();
+    // KubeVirt's user roles, as virt-operator installs them (aggregated into view/edit/admin).
+    state
+        .ensure_cluster_objects(
+            crate::server::authz::CLUSTER_ROLES,
+            crate::semantics::rbac_bootstrap::kubevirt_cluster_roles(),
+        )
+        .map_err(UpError::from)?;
     // KubeVirt's VM snapshots and restores (their volumes are cut by the CSI snapshot
     // controllers the plane runs for the local driver).
     controllers.start_snapshot_controllers();

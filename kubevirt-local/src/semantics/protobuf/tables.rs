@@ -7,120 +7,120 @@ use super::{Field, Message, Ty};
 pub(super) static MESSAGES: &[Message] = &[
     // 0
     Message { name: "api/core/v1.Binding", fields: &[
-        Field::new(1, "metadata", Ty::Msg(63), Field::ONE),
-        Field::new(2, "target", Ty::Msg(64), Field::ONE),
+        Field::new(1, "metadata", Ty::Msg(67), Field::ONE),
+        Field::new(2, "target", Ty::Msg(68), Field::ONE),
     ] },
     // 1
     Message { name: "api/core/v1.ComponentStatus", fields: &[
-        Field::new(1, "metadata", Ty::Msg(63), Field::ONE),
-        Field::new(2, "conditions", Ty::Msg(65), Field::REPEATED),
+        Field::new(1, "metadata", Ty::Msg(67), Field::ONE),
+        Field::new(2, "conditions", Ty::Msg(69), Field::REPEATED),
     ] },
     // 2
     Message { name: "api/core/v1.ConfigMap", fields: &[
-        Field::new(1, "metadata", Ty::Msg(63), Field::ONE),
+        Field::new(1, "metadata", Ty::Msg(67), Field::ONE),
         Field::new(2, "data", Ty::Map(&Ty::Str), Field::ONE),
         Field::new(3, "binaryData", Ty::Map(&Ty::Bytes), Field::ONE),
         Field::new(4, "immutable", Ty::Bool, Field::KEEP_ZERO),
     ] },
     // 3
     Message { name: "api/core/v1.Endpoints", fields: &[
-        Field::new(1, "metadata", Ty::Msg(63), Field::ONE),
-        Field::new(2, "subsets", Ty::Msg(66), Field::REPEATED),
+        Field::new(1, "metadata", Ty::Msg(67), Field::ONE),
+        Field::new(2, "subsets", Ty::Msg(70), Field::REPEATED),
     ] },
     // 4
     Message { name: "api/core/v1.Event", fields: &[
-        Field::new(1, "metadata", Ty::Msg(63), Field::ONE),
-        Field::new(2, "involvedObject", Ty::Msg(64), Field::ONE),
+        Field::new(1, "metadata", Ty::Msg(67), Field::ONE),
+        Field::new(2, "involvedObject", Ty::Msg(68), Field::ONE),
         Field::new(3, "reason", Ty::Str, Field::ONE),
         Field::new(4, "message", Ty::Str, Field::ONE),
-        Field::new(5, "source", Ty::Msg(67), Field::ONE),
+        Field::new(5, "source", Ty::Msg(71), Field::ONE),
         Field::new(6, "firstTimestamp", Ty::Time, Field::ONE),
         Field::new(7, "lastTimestamp", Ty::Time, Field::ONE),
         Field::new(8, "count", Ty::I32, Field::ONE),
         Field::new(9, "type", Ty::Str, Field::ONE),
         Field::new(10, "eventTime", Ty::MicroTime, Field::ONE),
-        Field::new(11, "series", Ty::Msg(68), Field::ONE),
+        Field::new(11, "series", Ty::Msg(72), Field::ONE),
         Field::new(12, "action", Ty::Str, Field::ONE),
-        Field::new(13, "related", Ty::Msg(64), Field::ONE),
+        Field::new(13, "related", Ty::Msg(68), Field::ONE),
         Field::new(14, "reportingComponent", Ty::Str, Field::ONE),
         Field::new(15, "reportingInstance", Ty::Str, Field::ONE),
     ] },
     // 5
     Message { name: "api/core/v1.LimitRange", fields: &[
-        Field::new(1, "metadata", Ty::Msg(63), Field::ONE),
-        Field::new(2, "spec", Ty::Msg(69), Field::ONE),
+        Field::new(1, "metadata", Ty::Msg(67), Field::ONE),
+        Field::new(2, "spec", Ty::Msg(73), Field::ONE),
     ] },
     // 6
     Message { name: "api/core/v1.Namespace", fields: &[
-        Field::new(1, "metadata", Ty::Msg(63), Field::ONE),
-        Field::new(2, "spec", Ty::Msg(70), Field::ONE),
-        Field::new(3, "status", Ty::Msg(71), Field::ONE),
-    ] },
-    // 7
-    Message { name: "api/core/v1.Node", fields: &[
-        Field::new(1, "metadata", Ty::Msg(63), Field::ONE),
-        Field::new(2, "spec", Ty::Msg(72), Field::ONE),
-        Field::new(3, "status", Ty::Msg(73), Field::ONE),
-    ] },
-    // 8
-    Message { name: "api/core/v1.PersistentVolume", fields: &[
-        Field::new(1, "metadata", Ty::Msg(63), Field::ONE),
+        Field::new(1, "metadata", Ty::Msg(67), Field::ONE),
         Field::new(2, "spec", Ty::Msg(74), Field::ONE),
         Field::new(3, "status", Ty::Msg(75), Field::ONE),
     ] },
-    // 9
-    Message { name: "api/core/v1.PersistentVolumeClaim", fields: &[
-        Field::new(1, "metadata", Ty::Msg(63), Field::ONE),
+    // 7
+    Message { name: "api/core/v1.Node", fields: &[
+        Field::new(1, "metadata", Ty::Msg(67), Field::ONE),
         Field::new(2, "spec", Ty::Msg(76), Field::ONE),
         Field::new(3, "status", Ty::Msg(77), Field::ONE),
     ] },
-    // 10
-    Message { name: "api/core/v1.PersistentVolumeClaimTemplate", fields: &[
-        Field::new(1, "metadata", Ty::Msg(63), Field::ONE),
-        Field::new(2, "spec", Ty::Msg(76), Field::ONE),
-    ] },
-    // 11
-    Message { name: "api/core/v1.Pod", fields: &[
-        Field::new(1, "metadata", Ty::Msg(63), Field::ONE),
+    // 8
+    Message { name: "api/core/v1.PersistentVolume", fields: &[
+        Field::new(1, "metadata", Ty::Msg(67), Field::ONE),
         Field::new(2, "spec", Ty::Msg(78), Field::ONE),
         Field::new(3, "status", Ty::Msg(79), Field::ONE),
     ] },
+    // 9
+    Message { name: "api/core/v1.PersistentVolumeClaim", fields: &[
+        Field::new(1, "metadata", Ty::Msg(67), Field::ONE),
+        Field::new(2, "spec", Ty::Msg(80), Field::ONE),
+        Field::new(3, "status", Ty::Msg(81), Field::ONE),
+    ] },
+    // 10
+    Message { name: "api/core/v1.PersistentVolumeClaimTemplate", fields: &[
+        Field::new(1, "metadata", Ty::Msg(67), Field::ONE),
+        Field::new(2, "spec", Ty::Msg(80), Field::ONE),
+    ] },
+    // 11
+    Message { name: "api/core/v1.Pod", fields: &[
+        Field::new(1, "metadata", Ty::Msg(67), Field::ONE),
+        Field::new(2, "spec", Ty::Msg(82), Field::ONE),
+        Field::new(3, "status", Ty::Msg(83), Field::ONE),
+    ] },
     // 12
     Message { name: "api/core/v1.PodStatusResult", fields: &[
-        Field::new(1, "metadata", Ty::Msg(63), Field::ONE),
-        Field::new(2, "status", Ty::Msg(79), Field::ONE),
+        Field::new(1, "metadata", Ty::Msg(67), Field::ONE),
+        Field::new(2, "status", Ty::Msg(83), Field::ONE),
     ] },
     // 13
     Message { name: "api/core/v1.PodTemplate", fields: &[
-        Field::new(1, "metadata", Ty::Msg(63), Field::ONE),
+        Field::new(1, "metadata", Ty::Msg(67), Field::ONE),
         Field::new(2, "template", Ty::Msg(14), Field::ONE),
     ] },
     // 14
     Message { name: "api/core/v1.PodTemplateSpec", fields: &[
-        Field::new(1, "metadata", Ty::Msg(63), Field::ONE),
-        Field::new(2, "spec", Ty::Msg(78), Field::ONE),
+        Field::new(1, "metadata", Ty::Msg(67), Field::ONE),
+        Field::new(2, "spec", Ty::Msg(82), Field::ONE),
     ] },
     // 15
     Message { name: "api/core/v1.RangeAllocation", fields: &[
-        Field::new(1, "metadata", Ty::Msg(63), Field::ONE),
+        Field::new(1, "metadata", Ty::Msg(67), Field::ONE),
         Field::new(2, "range", Ty::Str, Field::ONE),
         Field::new(3, "data", Ty::Bytes, Field::ONE),
     ] },
     // 16
     Message { name: "api/core/v1.ReplicationController", fields: &[
-        Field::new(1, "metadata", Ty::Msg(63), Field::ONE),
-        Field::new(2, "spec", Ty::Msg(80), Field::ONE),
-        Field::new(3, "status", Ty::Msg(81), Field::ONE),
+        Field::new(1, "metadata", Ty::Msg(67), Field::ONE),
+        Field::new(2, "spec", Ty::Msg(84), Field::ONE),
+        Field::new(3, "status", Ty::Msg(85), Field::ONE),
     ] },
     // 17
     Message { name: "api/core/v1.ResourceQuota", fields: &[
-        Field::new(1, "metadata", Ty::Msg(63), Field::ONE),
-        Field::new(2, "spec", Ty::Msg(82), Field::ONE),
-        Field::new(3, "status", Ty::Msg(83), Field::ONE),
+        Field::new(1, "metadata", Ty::Msg(67), Field::ONE),
+        Field::new(2, "spec", Ty::Msg(86), Field::ONE),
+        Field::new(3, "status", Ty::Msg(87), Field::ONE),
     ] },
     // 18
     Message { name: "api/core/v1.Secret", fields: &[
-        Field::new(1, "metadata", Ty::Msg(63), Field::ONE),
+        Field::new(1, "metadata", Ty::Msg(67), Field::ONE),
         Field::new(2, "data", Ty::Map(&Ty::Bytes), Field::ONE),
         Field::new(3, "type", Ty::Str, Field::ONE),
         Field::new(4, "stringData", Ty::Map(&Ty::Str), Field::ONE),
@@ -128,128 +128,128 @@ pub(super) static MESSAGES: &[Message] = &[
     ] },
     // 19
     Message { name: "api/core/v1.Service", fields: &[
-        Field::new(1, "metadata", Ty::Msg(63), Field::ONE),
-        Field::new(2, "spec", Ty::Msg(84), Field::ONE),
-        Field::new(3, "status", Ty::Msg(85), Field::ONE),
+        Field::new(1, "metadata", Ty::Msg(67), Field::ONE),
+        Field::new(2, "spec", Ty::Msg(88), Field::ONE),
+        Field::new(3, "status", Ty::Msg(89), Field::ONE),
     ] },
     // 20
     Message { name: "api/core/v1.ServiceAccount", fields: &[
-        Field::new(1, "metadata", Ty::Msg(63), Field::ONE),
-        Field::new(2, "secrets", Ty::Msg(64), Field::REPEATED),
-        Field::new(3, "imagePullSecrets", Ty::Msg(86), Field::REPEATED),
+        Field::new(1, "metadata", Ty::Msg(67), Field::ONE),
+        Field::new(2, "secrets", Ty::Msg(68), Field::REPEATED),
+        Field::new(3, "imagePullSecrets", Ty::Msg(90), Field::REPEATED),
         Field::new(4, "automountServiceAccountToken", Ty::Bool, Field::KEEP_ZERO),
     ] },
     // 21
     Message { name: "api/apps/v1.ControllerRevision", fields: &[
-        Field::new(1, "metadata", Ty::Msg(63), Field::ONE),
+        Field::new(1, "metadata", Ty::Msg(67), Field::ONE),
         Field::new(2, "data", Ty::Raw, Field::ONE),
         Field::new(3, "revision", Ty::I64, Field::ONE),
     ] },
     // 22
     Message { name: "api/apps/v1.DaemonSet", fields: &[
-        Field::new(1, "metadata", Ty::Msg(63), Field::ONE),
-        Field::new(2, "spec", Ty::Msg(87), Field::ONE),
-        Field::new(3, "status", Ty::Msg(88), Field::ONE),
-    ] },
-    // 23
-    Message { name: "api/apps/v1.Deployment", fields: &[
-        Field::new(1, "metadata", Ty::Msg(63), Field::ONE),
-        Field::new(2, "spec", Ty::Msg(89), Field::ONE),
-        Field::new(3, "status", Ty::Msg(90), Field::ONE),
-    ] },
-    // 24
-    Message { name: "api/apps/v1.ReplicaSet", fields: &[
-        Field::new(1, "metadata", Ty::Msg(63), Field::ONE),
+        Field::new(1, "metadata", Ty::Msg(67), Field::ONE),
         Field::new(2, "spec", Ty::Msg(91), Field::ONE),
         Field::new(3, "status", Ty::Msg(92), Field::ONE),
     ] },
-    // 25
-    Message { name: "api/apps/v1.StatefulSet", fields: &[
-        Field::new(1, "metadata", Ty::Msg(63), Field::ONE),
+    // 23
+    Message { name: "api/apps/v1.Deployment", fields: &[
+        Field::new(1, "metadata", Ty::Msg(67), Field::ONE),
         Field::new(2, "spec", Ty::Msg(93), Field::ONE),
         Field::new(3, "status", Ty::Msg(94), Field::ONE),
     ] },
-    // 26
-    Message { name: "api/batch/v1.CronJob", fields: &[
-        Field::new(1, "metadata", Ty::Msg(63), Field::ONE),
+    // 24
+    Message { name: "api/apps/v1.ReplicaSet", fields: &[
+        Field::new(1, "metadata", Ty::Msg(67), Field::ONE),
         Field::new(2, "spec", Ty::Msg(95), Field::ONE),
         Field::new(3, "status", Ty::Msg(96), Field::ONE),
     ] },
-    // 27
-    Message { name: "api/batch/v1.Job", fields: &[
-        Field::new(1, "metadata", Ty::Msg(63), Field::ONE),
+    // 25
+    Message { name: "api/apps/v1.StatefulSet", fields: &[
+        Field::new(1, "metadata", Ty::Msg(67), Field::ONE),
         Field::new(2, "spec", Ty::Msg(97), Field::ONE),
         Field::new(3, "status", Ty::Msg(98), Field::ONE),
     ] },
+    // 26
+    Message { name: "api/batch/v1.CronJob", fields: &[
+        Field::new(1, "metadata", Ty::Msg(67), Field::ONE),
+        Field::new(2, "spec", Ty::Msg(99), Field::ONE),
+        Field::new(3, "status", Ty::Msg(100), Field::ONE),
+    ] },
+    // 27
+    Message { name: "api/batch/v1.Job", fields: &[
+        Field::new(1, "metadata", Ty::Msg(67), Field::ONE),
+        Field::new(2, "spec", Ty::Msg(101), Field::ONE),
+        Field::new(3, "status", Ty::Msg(102), Field::ONE),
+    ] },
     // 28
     Message { name: "api/batch/v1.JobTemplateSpec", fields: &[
-        Field::new(1, "metadata", Ty::Msg(63), Field::ONE),
-        Field::new(2, "spec", Ty::Msg(97), Field::ONE),
+        Field::new(1, "metadata", Ty::Msg(67), Field::ONE),
+        Field::new(2, "spec", Ty::Msg(101), Field::ONE),
     ] },
     // 29
     Message { name: "api/rbac/v1.ClusterRole", fields: &[
-        Field::new(1, "metadata", Ty::Msg(63), Field::ONE),
-        Field::new(2, "rules", Ty::Msg(99), Field::REPEATED),
-        Field::new(3, "aggregationRule", Ty::Msg(100), Field::ONE),
+        Field::new(1, "metadata", Ty::Msg(67), Field::ONE),
+        Field::new(2, "rules", Ty::Msg(103), Field::REPEATED),
+        Field::new(3, "aggregationRule", Ty::Msg(104), Field::ONE),
     ] },
     // 30
     Message { name: "api/rbac/v1.ClusterRoleBinding", fields: &[
-        Field::new(1, "metadata", Ty::Msg(63), Field::ONE),
-        Field::new(2, "subjects", Ty::Msg(101), Field::REPEATED),
-        Field::new(3, "roleRef", Ty::Msg(102), Field::ONE),
+        Field::new(1, "metadata", Ty::Msg(67), Field::ONE),
+        Field::new(2, "subjects", Ty::Msg(105), Field::REPEATED),
+        Field::new(3, "roleRef", Ty::Msg(106), Field::ONE),
     ] },
     // 31
     Message { name: "api/rbac/v1.Role", fields: &[
-        Field::new(1, "metadata", Ty::Msg(63), Field::ONE),
-        Field::new(2, "rules", Ty::Msg(99), Field::REPEATED),
+        Field::new(1, "metadata", Ty::Msg(67), Field::ONE),
+        Field::new(2, "rules", Ty::Msg(103), Field::REPEATED),
     ] },
     // 32
     Message { name: "api/rbac/v1.RoleBinding", fields: &[
-        Field::new(1, "metadata", Ty::Msg(63), Field::ONE),
-        Field::new(2, "subjects", Ty::Msg(101), Field::REPEATED),
-        Field::new(3, "roleRef", Ty::Msg(102), Field::ONE),
+        Field::new(1, "metadata", Ty::Msg(67), Field::ONE),
+        Field::new(2, "subjects", Ty::Msg(105), Field::REPEATED),
+        Field::new(3, "roleRef", Ty::Msg(106), Field::ONE),
     ] },
     // 33
     Message { name: "api/networking/v1.IPAddress", fields: &[
-        Field::new(1, "metadata", Ty::Msg(63), Field::ONE),
-        Field::new(2, "spec", Ty::Msg(103), Field::ONE),
+        Field::new(1, "metadata", Ty::Msg(67), Field::ONE),
+        Field::new(2, "spec", Ty::Msg(107), Field::ONE),
     ] },
     // 34
     Message { name: "api/networking/v1.Ingress", fields: &[
-        Field::new(1, "metadata", Ty::Msg(63), Field::ONE),
-        Field::new(2, "spec", Ty::Msg(104), Field::ONE),
-        Field::new(3, "status", Ty::Msg(105), Field::ONE),
-    ] },
-    // 35
-    Message { name: "api/networking/v1.IngressClass", fields: &[
-        Field::new(1, "metadata", Ty::Msg(63), Field::ONE),
-        Field::new(2, "spec", Ty::Msg(106), Field::ONE),
-    ] },
-    // 36
-    Message { name: "api/networking/v1.NetworkPolicy", fields: &[
-        Field::new(1, "metadata", Ty::Msg(63), Field::ONE),
-        Field::new(2, "spec", Ty::Msg(107), Field::ONE),
-    ] },
-    // 37
-    Message { name: "api/networking/v1.ServiceCIDR", fields: &[
-        Field::new(1, "metadata", Ty::Msg(63), Field::ONE),
+        Field::new(1, "metadata", Ty::Msg(67), Field::ONE),
         Field::new(2, "spec", Ty::Msg(108), Field::ONE),
         Field::new(3, "status", Ty::Msg(109), Field::ONE),
     ] },
+    // 35
+    Message { name: "api/networking/v1.IngressClass", fields: &[
+        Field::new(1, "metadata", Ty::Msg(67), Field::ONE),
+        Field::new(2, "spec", Ty::Msg(110), Field::ONE),
+    ] },
+    // 36
+    Message { name: "api/networking/v1.NetworkPolicy", fields: &[
+        Field::new(1, "metadata", Ty::Msg(67), Field::ONE),
+        Field::new(2, "spec", Ty::Msg(111), Field::ONE),
+    ] },
+    // 37
+    Message { name: "api/networking/v1.ServiceCIDR", fields: &[
+        Field::new(1, "metadata", Ty::Msg(67), Field::ONE),
+        Field::new(2, "spec", Ty::Msg(112), Field::ONE),
+        Field::new(3, "status", Ty::Msg(113), Field::ONE),
+    ] },
     // 38
     Message { name: "api/policy/v1.Eviction", fields: &[
-        Field::new(1, "metadata", Ty::Msg(63), Field::ONE),
-        Field::new(2, "deleteOptions", Ty::Msg(110), Field::ONE),
+        Field::new(1, "metadata", Ty::Msg(67), Field::ONE),
+        Field::new(2, "deleteOptions", Ty::Msg(114), Field::ONE),
     ] },
     // 39
     Message { name: "api/policy/v1.PodDisruptionBudget", fields: &[
-        Field::new(1, "metadata", Ty::Msg(63), Field::ONE),
-        Field::new(2, "spec", Ty::Msg(111), Field::ONE),
-        Field::new(3, "status", Ty::Msg(112), Field::ONE),
+        Field::new(1, "metadata", Ty::Msg(67), Field::ONE),
+        Field::new(2, "spec", Ty::Msg(115), Field::ONE),
+        Field::new(3, "status", Ty::Msg(116), Field::ONE),
     ] },
     // 40
     Message { name: "api/scheduling/v1.PriorityClass", fields: &[
-        Field::new(1, "metadata", Ty::Msg(63), Field::ONE),
+        Field::new(1, "metadata", Ty::Msg(67), Field::ONE),
         Field::new(2, "value", Ty::I32, Field::KEEP_ZERO),
         Field::new(3, "globalDefault", Ty::Bool, Field::ONE),
         Field::new(4, "description", Ty::Str, Field::ONE),
@@ -257,151 +257,175 @@ pub(super) static MESSAGES: &[Message] = &[
     ] },
     // 41
     Message { name: "api/coordination/v1.Lease", fields: &[
-        Field::new(1, "metadata", Ty::Msg(63), Field::ONE),
-        Field::new(2, "spec", Ty::Msg(113), Field::ONE),
+        Field::new(1, "metadata", Ty::Msg(67), Field::ONE),
+        Field::new(2, "spec", Ty::Msg(117), Field::ONE),
     ] },
     // 42
     Message { name: "api/events/v1.Event", fields: &[
-        Field::new(1, "metadata", Ty::Msg(63), Field::ONE),
+        Field::new(1, "metadata", Ty::Msg(67), Field::ONE),
         Field::new(2, "eventTime", Ty::MicroTime, Field::ONE),
-        Field::new(3, "series", Ty::Msg(114), Field::ONE),
+        Field::new(3, "series", Ty::Msg(118), Field::ONE),
         Field::new(4, "reportingController", Ty::Str, Field::ONE),
         Field::new(5, "reportingInstance", Ty::Str, Field::ONE),
         Field::new(6, "action", Ty::Str, Field::ONE),
         Field::new(7, "reason", Ty::Str, Field::ONE),
-        Field::new(8, "regarding", Ty::Msg(64), Field::ONE),
-        Field::new(9, "related", Ty::Msg(64), Field::ONE),
+        Field::new(8, "regarding", Ty::Msg(68), Field::ONE),
+        Field::new(9, "related", Ty::Msg(68), Field::ONE),
         Field::new(10, "note", Ty::Str, Field::ONE),
         Field::new(11, "type", Ty::Str, Field::ONE),
-        Field::new(12, "deprecatedSource", Ty::Msg(67), Field::ONE),
+        Field::new(12, "deprecatedSource", Ty::Msg(71), Field::ONE),
         Field::new(13, "deprecatedFirstTimestamp", Ty::Time, Field::ONE),
         Field::new(14, "deprecatedLastTimestamp", Ty::Time, Field::ONE),
         Field::new(15, "deprecatedCount", Ty::I32, Field::ONE),
     ] },
     // 43
     Message { name: "api/autoscaling/v1.HorizontalPodAutoscaler", fields: &[
-        Field::new(1, "metadata", Ty::Msg(63), Field::ONE),
-        Field::new(2, "spec", Ty::Msg(115), Field::ONE),
-        Field::new(3, "status", Ty::Msg(116), Field::ONE),
-    ] },
-    // 44
-    Message { name: "api/autoscaling/v1.Scale", fields: &[
-        Field::new(1, "metadata", Ty::Msg(63), Field::ONE),
-        Field::new(2, "spec", Ty::Msg(117), Field::ONE),
-        Field::new(3, "status", Ty::Msg(118), Field::ONE),
-    ] },
-    // 45
-    Message { name: "api/autoscaling/v2.HorizontalPodAutoscaler", fields: &[
-        Field::new(1, "metadata", Ty::Msg(63), Field::ONE),
+        Field::new(1, "metadata", Ty::Msg(67), Field::ONE),
         Field::new(2, "spec", Ty::Msg(119), Field::ONE),
         Field::new(3, "status", Ty::Msg(120), Field::ONE),
     ] },
+    // 44
+    Message { name: "api/autoscaling/v1.Scale", fields: &[
+        Field::new(1, "metadata", Ty::Msg(67), Field::ONE),
+        Field::new(2, "spec", Ty::Msg(121), Field::ONE),
+        Field::new(3, "status", Ty::Msg(122), Field::ONE),
+    ] },
+    // 45
+    Message { name: "api/autoscaling/v2.HorizontalPodAutoscaler", fields: &[
+        Field::new(1, "metadata", Ty::Msg(67), Field::ONE),
+        Field::new(2, "spec", Ty::Msg(123), Field::ONE),
+        Field::new(3, "status", Ty::Msg(124), Field::ONE),
+    ] },
     // 46
     Message { name: "api/authentication/v1.SelfSubjectReview", fields: &[
-        Field::new(1, "metadata", Ty::Msg(63), Field::ONE),
-        Field::new(2, "status", Ty::Msg(121), Field::ONE),
+        Field::new(1, "metadata", Ty::Msg(67), Field::ONE),
+        Field::new(2, "status", Ty::Msg(125), Field::ONE),
     ] },
     // 47
     Message { name: "api/authentication/v1.TokenRequest", fields: &[
-        Field::new(1, "metadata", Ty::Msg(63), Field::ONE),
-        Field::new(2, "spec", Ty::Msg(122), Field::ONE),
-        Field::new(3, "status", Ty::Msg(123), Field::ONE),
+        Field::new(1, "metadata", Ty::Msg(67), Field::ONE),
+        Field::new(2, "spec", Ty::Msg(126), Field::ONE),
+        Field::new(3, "status", Ty::Msg(127), Field::ONE),
     ] },
     // 48
     Message { name: "api/authentication/v1.TokenReview", fields: &[
-        Field::new(1, "metadata", Ty::Msg(63), Field::ONE),
-        Field::new(2, "spec", Ty::Msg(124), Field::ONE),
-        Field::new(3, "status", Ty::Msg(125), Field::ONE),
+        Field::new(1, "metadata", Ty::Msg(67), Field::ONE),
+        Field::new(2, "spec", Ty::Msg(128), Field::ONE),
+        Field::new(3, "status", Ty::Msg(129), Field::ONE),
     ] },
     // 49
-    Message { name: "api/discovery/v1.EndpointSlice", fields: &[
-        Field::new(1, "metadata", Ty::Msg(63), Field::ONE),
-        Field::new(2, "endpoints", Ty::Msg(126), Field::REPEATED),
-        Field::new(3, "ports", Ty::Msg(127), Field::REPEATED),
-        Field::new(4, "addressType", Ty::Str, Field::ONE),
+    Message { name: "api/authorization/v1.LocalSubjectAccessReview", fields: &[
+        Field::new(1, "metadata", Ty::Msg(67), Field::ONE),
+        Field::new(2, "spec", Ty::Msg(130), Field::ONE),
+        Field::new(3, "status", Ty::Msg(131), Field::ONE),
     ] },
     // 50
-    Message { name: "api/storage/v1.CSIDriver", fields: &[
-        Field::new(1, "metadata", Ty::Msg(63), Field::ONE),
-        Field::new(2, "spec", Ty::Msg(128), Field::ONE),
+    Message { name: "api/authorization/v1.SelfSubjectAccessReview", fields: &[
+        Field::new(1, "metadata", Ty::Msg(67), Field::ONE),
+        Field::new(2, "spec", Ty::Msg(132), Field::ONE),
+        Field::new(3, "status", Ty::Msg(131), Field::ONE),
     ] },
     // 51
-    Message { name: "api/storage/v1.CSINode", fields: &[
-        Field::new(1, "metadata", Ty::Msg(63), Field::ONE),
-        Field::new(2, "spec", Ty::Msg(129), Field::ONE),
+    Message { name: "api/authorization/v1.SelfSubjectRulesReview", fields: &[
+        Field::new(1, "metadata", Ty::Msg(67), Field::ONE),
+        Field::new(2, "spec", Ty::Msg(133), Field::ONE),
+        Field::new(3, "status", Ty::Msg(134), Field::ONE),
     ] },
     // 52
+    Message { name: "api/authorization/v1.SubjectAccessReview", fields: &[
+        Field::new(1, "metadata", Ty::Msg(67), Field::ONE),
+        Field::new(2, "spec", Ty::Msg(130), Field::ONE),
+        Field::new(3, "status", Ty::Msg(131), Field::ONE),
+    ] },
+    // 53
+    Message { name: "api/discovery/v1.EndpointSlice", fields: &[
+        Field::new(1, "metadata", Ty::Msg(67), Field::ONE),
+        Field::new(2, "endpoints", Ty::Msg(135), Field::REPEATED),
+        Field::new(3, "ports", Ty::Msg(136), Field::REPEATED),
+        Field::new(4, "addressType", Ty::Str, Field::ONE),
+    ] },
+    // 54
+    Message { name: "api/storage/v1.CSIDriver", fields: &[
+        Field::new(1, "metadata", Ty::Msg(67), Field::ONE),
+        Field::new(2, "spec", Ty::Msg(137), Field::ONE),
+    ] },
+    // 55
+    Message { name: "api/storage/v1.CSINode", fields: &[
+        Field::new(1, "metadata", Ty::Msg(67), Field::ONE),
+        Field::new(2, "spec", Ty::Msg(138), Field::ONE),
+    ] },
+    // 56
     Message { name: "api/storage/v1.CSIStorageCapacity", fields: &[
-        Field::new(1, "metadata", Ty::Msg(63), Field::ONE),
-        Field::new(2, "nodeTopology", Ty::Msg(130), Field::ONE),
+        Field::new(1, "metadata", Ty::Msg(67), Field::ONE),
+        Field::new(2, "nodeTopology", Ty::Msg(139), Field::ONE),
         Field::new(3, "storageClassName", Ty::Str, Field::ONE),
         Field::new(4, "capacity", Ty::Quantity, Field::ONE),
         Field::new(5, "maximumVolumeSize", Ty::Quantity, Field::ONE),
     ] },
-    // 53
+    // 57
     Message { name: "api/storage/v1.StorageClass", fields: &[
-        Field::new(1, "metadata", Ty::Msg(63), Field::ONE),
+        Field::new(1, "metadata", Ty::Msg(67), Field::ONE),
         Field::new(2, "provisioner", Ty::Str, Field::ONE),
         Field::new(3, "parameters", Ty::Map(&Ty::Str), Field::ONE),
         Field::new(4, "reclaimPolicy", Ty::Str, Field::ONE),
         Field::new(5, "mountOptions", Ty::Str, Field::REPEATED),
         Field::new(6, "allowVolumeExpansion", Ty::Bool, Field::ONE),
         Field::new(7, "volumeBindingMode", Ty::Str, Field::ONE),
-        Field::new(8, "allowedTopologies", Ty::Msg(131), Field::REPEATED),
+        Field::new(8, "allowedTopologies", Ty::Msg(140), Field::REPEATED),
     ] },
-    // 54
+    // 58
     Message { name: "api/storage/v1.VolumeAttachment", fields: &[
-        Field::new(1, "metadata", Ty::Msg(63), Field::ONE),
-        Field::new(2, "spec", Ty::Msg(132), Field::ONE),
-        Field::new(3, "status", Ty::Msg(133), Field::ONE),
+        Field::new(1, "metadata", Ty::Msg(67), Field::ONE),
+        Field::new(2, "spec", Ty::Msg(141), Field::ONE),
+        Field::new(3, "status", Ty::Msg(142), Field::ONE),
     ] },
-    // 55
+    // 59
     Message { name: "api/storage/v1.VolumeAttributesClass", fields: &[
-        Field::new(1, "metadata", Ty::Msg(63), Field::ONE),
+        Field::new(1, "metadata", Ty::Msg(67), Field::ONE),
         Field::new(2, "driverName", Ty::Str, Field::ONE),
         Field::new(3, "parameters", Ty::Map(&Ty::Str), Field::ONE),
     ] },
-    // 56
-    Message { name: "api/node/v1.RuntimeClass", fields: &[
-        Field::new(1, "metadata", Ty::Msg(63), Field::ONE),
-        Field::new(2, "handler", Ty::Str, Field::ONE),
-        Field::new(3, "overhead", Ty::Msg(134), Field::ONE),
-        Field::new(4, "scheduling", Ty::Msg(135), Field::ONE),
-    ] },
-    // 57
-    Message { name: "api/certificates/v1.CertificateSigningRequest", fields: &[
-        Field::new(1, "metadata", Ty::Msg(63), Field::ONE),
-        Field::new(2, "spec", Ty::Msg(136), Field::ONE),
-        Field::new(3, "status", Ty::Msg(137), Field::ONE),
-    ] },
-    // 58
-    Message { name: "api/admissionregistration/v1.MutatingWebhookConfiguration", fields: &[
-        Field::new(1, "metadata", Ty::Msg(63), Field::ONE),
-        Field::new(2, "webhooks", Ty::Msg(138), Field::REPEATED),
-    ] },
-    // 59
-    Message { name: "api/admissionregistration/v1.ValidatingAdmissionPolicy", fields: &[
-        Field::new(1, "metadata", Ty::Msg(63), Field::ONE),
-        Field::new(2, "spec", Ty::Msg(139), Field::ONE),
-        Field::new(3, "status", Ty::Msg(140), Field::ONE),
-    ] },
     // 60
-    Message { name: "api/admissionregistration/v1.ValidatingAdmissionPolicyBinding", fields: &[
-        Field::new(1, "metadata", Ty::Msg(63), Field::ONE),
-        Field::new(2, "spec", Ty::Msg(141), Field::ONE),
+    Message { name: "api/node/v1.RuntimeClass", fields: &[
+        Field::new(1, "metadata", Ty::Msg(67), Field::ONE),
+        Field::new(2, "handler", Ty::Str, Field::ONE),
+        Field::new(3, "overhead", Ty::Msg(143), Field::ONE),
+        Field::new(4, "scheduling", Ty::Msg(144), Field::ONE),
     ] },
     // 61
-    Message { name: "api/admissionregistration/v1.ValidatingWebhookConfiguration", fields: &[
-        Field::new(1, "metadata", Ty::Msg(63), Field::ONE),
-        Field::new(2, "webhooks", Ty::Msg(142), Field::REPEATED),
+    Message { name: "api/certificates/v1.CertificateSigningRequest", fields: &[
+        Field::new(1, "metadata", Ty::Msg(67), Field::ONE),
+        Field::new(2, "spec", Ty::Msg(145), Field::ONE),
+        Field::new(3, "status", Ty::Msg(146), Field::ONE),
     ] },
     // 62
-    Message { name: "apiextensions_apiserver/pkg/apis/apiextensions/v1.CustomResourceDefinition", fields: &[
-        Field::new(1, "metadata", Ty::Msg(63), Field::ONE),
-        Field::new(2, "spec", Ty::Msg(143), Field::ONE),
-        Field::new(3, "status", Ty::Msg(144), Field::ONE),
+    Message { name: "api/admissionregistration/v1.MutatingWebhookConfiguration", fields: &[
+        Field::new(1, "metadata", Ty::Msg(67), Field::ONE),
+        Field::new(2, "webhooks", Ty::Msg(147), Field::REPEATED),
     ] },
     // 63
+    Message { name: "api/admissionregistration/v1.ValidatingAdmissionPolicy", fields: &[
+        Field::new(1, "metadata", Ty::Msg(67), Field::ONE),
+        Field::new(2, "spec", Ty::Msg(148), Field::ONE),
+        Field::new(3, "status", Ty::Msg(149), Field::ONE),
+    ] },
+    // 64
+    Message { name: "api/admissionregistration/v1.ValidatingAdmissionPolicyBinding", fields: &[
+        Field::new(1, "metadata", Ty::Msg(67), Field::ONE),
+        Field::new(2, "spec", Ty::Msg(150), Field::ONE),
+    ] },
+    // 65
+    Message { name: "api/admissionregistration/v1.ValidatingWebhookConfiguration", fields: &[
+        Field::new(1, "metadata", Ty::Msg(67), Field::ONE),
+        Field::new(2, "webhooks", Ty::Msg(151), Field::REPEATED),
+    ] },
+    // 66
+    Message { name: "apiextensions_apiserver/pkg/apis/apiextensions/v1.CustomResourceDefinition", fields: &[
+        Field::new(1, "metadata", Ty::Msg(67), Field::ONE),
+        Field::new(2, "spec", Ty::Msg(152), Field::ONE),
+        Field::new(3, "status", Ty::Msg(153), Field::ONE),
+    ] },
+    // 67
     Message { name: "apimachinery/pkg/apis/meta/v1.ObjectMeta", fields: &[
         Field::new(1, "name", Ty::Str, Field::ONE),
         Field::new(2, "generateName", Ty::Str, Field::ONE),
@@ -415,11 +439,11 @@ pub(super) static MESSAGES: &[Message] = &[
         Field::new(10, "deletionGracePeriodSeconds", Ty::I64, Field::KEEP_ZERO),
         Field::new(11, "labels", Ty::Map(&Ty::Str), Field::ONE),
         Field::new(12, "annotations", Ty::Map(&Ty::Str), Field::ONE),
-        Field::new(13, "ownerReferences", Ty::Msg(145), Field::REPEATED),
+        Field::new(13, "ownerReferences", Ty::Msg(154), Field::REPEATED),
         Field::new(14, "finalizers", Ty::Str, Field::REPEATED),
-        Field::new(17, "managedFields", Ty::Msg(146), Field::REPEATED),
+        Field::new(17, "managedFields", Ty::Msg(155), Field::REPEATED),
     ] },
-    // 64
+    // 68
     Message { name: "api/core/v1.ObjectReference", fields: &[
         Field::new(1, "kind", Ty::Str, Field::ONE),
         Field::new(2, "namespace", Ty::Str, Field::ONE),
@@ -429,115 +453,115 @@ pub(super) static MESSAGES: &[Message] = &[
         Field::new(6, "resourceVersion", Ty::Str, Field::ONE),
         Field::new(7, "fieldPath", Ty::Str, Field::ONE),
     ] },
-    // 65
+    // 69
     Message { name: "api/core/v1.ComponentCondition", fields: &[
         Field::new(1, "type", Ty::Str, Field::ONE),
         Field::new(2, "status", Ty::Str, Field::ONE),
         Field::new(3, "message", Ty::Str, Field::ONE),
         Field::new(4, "error", Ty::Str, Field::ONE),
     ] },
-    // 66
+    // 70
     Message { name: "api/core/v1.EndpointSubset", fields: &[
-        Field::new(1, "addresses", Ty::Msg(147), Field::REPEATED),
-        Field::new(2, "notReadyAddresses", Ty::Msg(147), Field::REPEATED),
-        Field::new(3, "ports", Ty::Msg(148), Field::REPEATED),
+        Field::new(1, "addresses", Ty::Msg(156), Field::REPEATED),
+        Field::new(2, "notReadyAddresses", Ty::Msg(156), Field::REPEATED),
+        Field::new(3, "ports", Ty::Msg(157), Field::REPEATED),
     ] },
-    // 67
+    // 71
     Message { name: "api/core/v1.EventSource", fields: &[
         Field::new(1, "component", Ty::Str, Field::ONE),
         Field::new(2, "host", Ty::Str, Field::ONE),
     ] },
-    // 68
+    // 72
     Message { name: "api/core/v1.EventSeries", fields: &[
         Field::new(1, "count", Ty::I32, Field::ONE),
         Field::new(2, "lastObservedTime", Ty::MicroTime, Field::ONE),
     ] },
-    // 69
+    // 73
     Message { name: "api/core/v1.LimitRangeSpec", fields: &[
-        Field::new(1, "limits", Ty::Msg(149), Field::REPEATED),
+        Field::new(1, "limits", Ty::Msg(158), Field::REPEATED),
     ] },
-    // 70
+    // 74
     Message { name: "api/core/v1.NamespaceSpec", fields: &[
         Field::new(1, "finalizers", Ty::Str, Field::REPEATED),
     ] },
-    // 71
+    // 75
     Message { name: "api/core/v1.NamespaceStatus", fields: &[
         Field::new(1, "phase", Ty::Str, Field::ONE),
-        Field::new(2, "conditions", Ty::Msg(150), Field::REPEATED),
+        Field::new(2, "conditions", Ty::Msg(159), Field::REPEATED),
     ] },
-    // 72
+    // 76
     Message { name: "api/core/v1.NodeSpec", fields: &[
         Field::new(1, "podCIDR", Ty::Str, Field::ONE),
         Field::new(2, "externalID", Ty::Str, Field::ONE),
         Field::new(3, "providerID", Ty::Str, Field::ONE),
         Field::new(4, "unschedulable", Ty::Bool, Field::ONE),
-        Field::new(5, "taints", Ty::Msg(151), Field::REPEATED),
-        Field::new(6, "configSource", Ty::Msg(152), Field::ONE),
+        Field::new(5, "taints", Ty::Msg(160), Field::REPEATED),
+        Field::new(6, "configSource", Ty::Msg(161), Field::ONE),
         Field::new(7, "podCIDRs", Ty::Str, Field::REPEATED),
     ] },
-    // 73
+    // 77
     Message { name: "api/core/v1.NodeStatus", fields: &[
         Field::new(1, "capacity", Ty::Map(&Ty::Quantity), Field::ONE),
         Field::new(2, "allocatable", Ty::Map(&Ty::Quantity), Field::ONE),
         Field::new(3, "phase", Ty::Str, Field::ONE),
-        Field::new(4, "conditions", Ty::Msg(153), Field::REPEATED),
-        Field::new(5, "addresses", Ty::Msg(154), Field::REPEATED),
-        Field::new(6, "daemonEndpoints", Ty::Msg(155), Field::ONE),
-        Field::new(7, "nodeInfo", Ty::Msg(156), Field::ONE),
-        Field::new(8, "images", Ty::Msg(157), Field::REPEATED),
+        Field::new(4, "conditions", Ty::Msg(162), Field::REPEATED),
+        Field::new(5, "addresses", Ty::Msg(163), Field::REPEATED),
+        Field::new(6, "daemonEndpoints", Ty::Msg(164), Field::ONE),
+        Field::new(7, "nodeInfo", Ty::Msg(165), Field::ONE),
+        Field::new(8, "images", Ty::Msg(166), Field::REPEATED),
         Field::new(9, "volumesInUse", Ty::Str, Field::REPEATED),
-        Field::new(10, "volumesAttached", Ty::Msg(158), Field::REPEATED),
-        Field::new(11, "config", Ty::Msg(159), Field::ONE),
-        Field::new(12, "runtimeHandlers", Ty::Msg(160), Field::REPEATED),
-        Field::new(13, "features", Ty::Msg(161), Field::ONE),
+        Field::new(10, "volumesAttached", Ty::Msg(167), Field::REPEATED),
+        Field::new(11, "config", Ty::Msg(168), Field::ONE),
+        Field::new(12, "runtimeHandlers", Ty::Msg(169), Field::REPEATED),
+        Field::new(13, "features", Ty::Msg(170), Field::ONE),
         Field::new(14, "declaredFeatures", Ty::Str, Field::REPEATED),
     ] },
-    // 74
+    // 78
     Message { name: "api/core/v1.PersistentVolumeSpec", fields: &[
         Field::new(1, "capacity", Ty::Map(&Ty::Quantity), Field::ONE),
-        Field::new(2, "persistentVolumeSource", Ty::Msg(162), Field::INLINE),
+        Field::new(2, "persistentVolumeSource", Ty::Msg(171), Field::INLINE),
         Field::new(3, "accessModes", Ty::Str, Field::REPEATED),
-        Field::new(4, "claimRef", Ty::Msg(64), Field::ONE),
+        Field::new(4, "claimRef", Ty::Msg(68), Field::ONE),
         Field::new(5, "persistentVolumeReclaimPolicy", Ty::Str, Field::ONE),
         Field::new(6, "storageClassName", Ty::Str, Field::ONE),
         Field::new(7, "mountOptions", Ty::Str, Field::REPEATED),
         Field::new(8, "volumeMode", Ty::Str, Field::ONE),
-        Field::new(9, "nodeAffinity", Ty::Msg(163), Field::ONE),
+        Field::new(9, "nodeAffinity", Ty::Msg(172), Field::ONE),
         Field::new(10, "volumeAttributesClassName", Ty::Str, Field::ONE),
     ] },
-    // 75
+    // 79
     Message { name: "api/core/v1.PersistentVolumeStatus", fields: &[
         Field::new(1, "phase", Ty::Str, Field::ONE),
         Field::new(2, "message", Ty::Str, Field::ONE),
         Field::new(3, "reason", Ty::Str, Field::ONE),
         Field::new(4, "lastPhaseTransitionTime", Ty::Time, Field::ONE),
     ] },
-    // 76
+    // 80
     Message { name: "api/core/v1.PersistentVolumeClaimSpec", fields: &[
         Field::new(1, "accessModes", Ty::Str, Field::REPEATED),
-        Field::new(2, "resources", Ty::Msg(164), Field::ONE),
+        Field::new(2, "resources", Ty::Msg(173), Field::ONE),
         Field::new(3, "volumeName", Ty::Str, Field::ONE),
-        Field::new(4, "selector", Ty::Msg(130), Field::ONE),
+        Field::new(4, "selector", Ty::Msg(139), Field::ONE),
         Field::new(5, "storageClassName", Ty::Str, Field::ONE),
         Field::new(6, "volumeMode", Ty::Str, Field::ONE),
-        Field::new(7, "dataSource", Ty::Msg(165), Field::ONE),
-        Field::new(8, "dataSourceRef", Ty::Msg(166), Field::ONE),
+        Field::new(7, "dataSource", Ty::Msg(174), Field::ONE),
+        Field::new(8, "dataSourceRef", Ty::Msg(175), Field::ONE),
         Field::new(9, "volumeAttributesClassName", Ty::Str, Field::ONE),
     ] },
-    // 77
+    // 81
     Message { name: "api/core/v1.PersistentVolumeClaimStatus", fields: &[
         Field::new(1, "phase", Ty::Str, Field::ONE),
         Field::new(2, "accessModes", Ty::Str, Field::REPEATED),
         Field::new(3, "capacity", Ty::Map(&Ty::Quantity), Field::ONE),
-        Field::new(4, "conditions", Ty::Msg(167), Field::REPEATED),
+        Field::new(4, "conditions", Ty::Msg(176), Field::REPEATED),
         Field::new(5, "allocatedResources", Ty::Map(&Ty::Quantity), Field::ONE),
         Field::new(7, "allocatedResourceStatuses", Ty::Map(&Ty::Str), Field::ONE),
         Field::new(8, "currentVolumeAttributesClassName", Ty::Str, Field::ONE),
     ] },
-    // 78
+    // 82
     Message { name: "api/core/v1.PodSpec", fields: &[
-        Field::new(1, "volumes", Ty::Msg(168), Field::REPEATED),
-        Field::new(2, "containers", Ty::Msg(169), Field::REPEATED),
+        Field::new(1, "volumes", Ty::Msg(177), Field::REPEATED),
+        Field::new(2, "containers", Ty::Msg(178), Field::REPEATED),
         Field::new(3, "restartPolicy", Ty::Str, Field::ONE),
         Field::new(4, "terminationGracePeriodSeconds", Ty::I64, Field::KEEP_ZERO),
         Field::new(5, "activeDeadlineSeconds", Ty::I64, Field::KEEP_ZERO),
@@ -549,89 +573,89 @@ pub(super) static MESSAGES: &[Message] = &[
         Field::new(11, "hostNetwork", Ty::Bool, Field::ONE),
         Field::new(12, "hostPID", Ty::Bool, Field::ONE),
         Field::new(13, "hostIPC", Ty::Bool, Field::ONE),
-        Field::new(14, "securityContext", Ty::Msg(171), Field::ONE),
-        Field::new(15, "imagePullSecrets", Ty::Msg(86), Field::REPEATED),
+        Field::new(14, "securityContext", Ty::Msg(180), Field::ONE),
+        Field::new(15, "imagePullSecrets", Ty::Msg(90), Field::REPEATED),
         Field::new(16, "hostname", Ty::Str, Field::ONE),
         Field::new(17, "subdomain", Ty::Str, Field::ONE),
-        Field::new(18, "affinity", Ty::Msg(172), Field::ONE),
+        Field::new(18, "affinity", Ty::Msg(181), Field::ONE),
         Field::new(19, "schedulerName", Ty::Str, Field::ONE),
-        Field::new(20, "initContainers", Ty::Msg(169), Field::REPEATED),
+        Field::new(20, "initContainers", Ty::Msg(178), Field::REPEATED),
         Field::new(21, "automountServiceAccountToken", Ty::Bool, Field::KEEP_ZERO),
-        Field::new(22, "tolerations", Ty::Msg(173), Field::REPEATED),
-        Field::new(23, "hostAliases", Ty::Msg(174), Field::REPEATED),
+        Field::new(22, "tolerations", Ty::Msg(182), Field::REPEATED),
+        Field::new(23, "hostAliases", Ty::Msg(183), Field::REPEATED),
         Field::new(24, "priorityClassName", Ty::Str, Field::ONE),
         Field::new(25, "priority", Ty::I32, Field::KEEP_ZERO),
-        Field::new(26, "dnsConfig", Ty::Msg(175), Field::ONE),
+        Field::new(26, "dnsConfig", Ty::Msg(184), Field::ONE),
         Field::new(27, "shareProcessNamespace", Ty::Bool, Field::KEEP_ZERO),
-        Field::new(28, "readinessGates", Ty::Msg(176), Field::REPEATED),
+        Field::new(28, "readinessGates", Ty::Msg(185), Field::REPEATED),
         Field::new(29, "runtimeClassName", Ty::Str, Field::ONE),
         Field::new(30, "enableServiceLinks", Ty::Bool, Field::KEEP_ZERO),
         Field::new(31, "preemptionPolicy", Ty::Str, Field::ONE),
         Field::new(32, "overhead", Ty::Map(&Ty::Quantity), Field::ONE),
-        Field::new(33, "topologySpreadConstraints", Ty::Msg(177), Field::REPEATED),
-        Field::new(34, "ephemeralContainers", Ty::Msg(170), Field::REPEATED),
+        Field::new(33, "topologySpreadConstraints", Ty::Msg(186), Field::REPEATED),
+        Field::new(34, "ephemeralContainers", Ty::Msg(179), Field::REPEATED),
         Field::new(35, "setHostnameAsFQDN", Ty::Bool, Field::ONE),
-        Field::new(36, "os", Ty::Msg(178), Field::ONE),
+        Field::new(36, "os", Ty::Msg(187), Field::ONE),
         Field::new(37, "hostUsers", Ty::Bool, Field::KEEP_ZERO),
-        Field::new(38, "schedulingGates", Ty::Msg(179), Field::REPEATED),
-        Field::new(39, "resourceClaims", Ty::Msg(180), Field::REPEATED),
-        Field::new(40, "resources", Ty::Msg(181), Field::ONE),
+        Field::new(38, "schedulingGates", Ty::Msg(188), Field::REPEATED),
+        Field::new(39, "resourceClaims", Ty::Msg(189), Field::REPEATED),
+        Field::new(40, "resources", Ty::Msg(190), Field::ONE),
         Field::new(41, "hostnameOverride", Ty::Str, Field::ONE),
-        Field::new(42, "workloadRef", Ty::Msg(182), Field::ONE),
+        Field::new(42, "workloadRef", Ty::Msg(191), Field::ONE),
     ] },
-    // 79
+    // 83
     Message { name: "api/core/v1.PodStatus", fields: &[
         Field::new(1, "phase", Ty::Str, Field::ONE),
-        Field::new(2, "conditions", Ty::Msg(183), Field::REPEATED),
+        Field::new(2, "conditions", Ty::Msg(192), Field::REPEATED),
         Field::new(3, "message", Ty::Str, Field::ONE),
         Field::new(4, "reason", Ty::Str, Field::ONE),
         Field::new(5, "hostIP", Ty::Str, Field::ONE),
         Field::new(6, "podIP", Ty::Str, Field::ONE),
         Field::new(7, "startTime", Ty::Time, Field::ONE),
-        Field::new(8, "containerStatuses", Ty::Msg(186), Field::REPEATED),
+        Field::new(8, "containerStatuses", Ty::Msg(195), Field::REPEATED),
         Field::new(9, "qosClass", Ty::Str, Field::ONE),
-        Field::new(10, "initContainerStatuses", Ty::Msg(186), Field::REPEATED),
+        Field::new(10, "initContainerStatuses", Ty::Msg(195), Field::REPEATED),
         Field::new(11, "nominatedNodeName", Ty::Str, Field::ONE),
-        Field::new(12, "podIPs", Ty::Msg(185), Field::REPEATED),
-        Field::new(13, "ephemeralContainerStatuses", Ty::Msg(186), Field::REPEATED),
+        Field::new(12, "podIPs", Ty::Msg(194), Field::REPEATED),
+        Field::new(13, "ephemeralContainerStatuses", Ty::Msg(195), Field::REPEATED),
         Field::new(14, "resize", Ty::Str, Field::ONE),
-        Field::new(15, "resourceClaimStatuses", Ty::Msg(187), Field::REPEATED),
-        Field::new(16, "hostIPs", Ty::Msg(184), Field::REPEATED),
+        Field::new(15, "resourceClaimStatuses", Ty::Msg(196), Field::REPEATED),
+        Field::new(16, "hostIPs", Ty::Msg(193), Field::REPEATED),
         Field::new(17, "observedGeneration", Ty::I64, Field::ONE),
-        Field::new(18, "extendedResourceClaimStatus", Ty::Msg(188), Field::ONE),
+        Field::new(18, "extendedResourceClaimStatus", Ty::Msg(197), Field::ONE),
         Field::new(19, "allocatedResources", Ty::Map(&Ty::Quantity), Field::ONE),
-        Field::new(20, "resources", Ty::Msg(181), Field::ONE),
+        Field::new(20, "resources", Ty::Msg(190), Field::ONE),
     ] },
-    // 80
+    // 84
     Message { name: "api/core/v1.ReplicationControllerSpec", fields: &[
         Field::new(1, "replicas", Ty::I32, Field::KEEP_ZERO),
         Field::new(2, "selector", Ty::Map(&Ty::Str), Field::ONE),
         Field::new(3, "template", Ty::Msg(14), Field::ONE),
         Field::new(4, "minReadySeconds", Ty::I32, Field::ONE),
     ] },
-    // 81
+    // 85
     Message { name: "api/core/v1.ReplicationControllerStatus", fields: &[
         Field::new(1, "replicas", Ty::I32, Field::KEEP_ZERO),
         Field::new(2, "fullyLabeledReplicas", Ty::I32, Field::ONE),
         Field::new(3, "observedGeneration", Ty::I64, Field::ONE),
         Field::new(4, "readyReplicas", Ty::I32, Field::ONE),
         Field::new(5, "availableReplicas", Ty::I32, Field::ONE),
-        Field::new(6, "conditions", Ty::Msg(189), Field::REPEATED),
+        Field::new(6, "conditions", Ty::Msg(198), Field::REPEATED),
     ] },
-    // 82
+    // 86
     Message { name: "api/core/v1.ResourceQuotaSpec", fields: &[
         Field::new(1, "hard", Ty::Map(&Ty::Quantity), Field::ONE),
         Field::new(2, "scopes", Ty::Str, Field::REPEATED),
-        Field::new(3, "scopeSelector", Ty::Msg(190), Field::ONE),
+        Field::new(3, "scopeSelector", Ty::Msg(199), Field::ONE),
     ] },
-    // 83
+    // 87
     Message { name: "api/core/v1.ResourceQuotaStatus", fields: &[
         Field::new(1, "hard", Ty::Map(&Ty::Quantity), Field::ONE),
         Field::new(2, "used", Ty::Map(&Ty::Quantity), Field::ONE),
     ] },
-    // 84
+    // 88
     Message { name: "api/core/v1.ServiceSpec", fields: &[
-        Field::new(1, "ports", Ty::Msg(191), Field::REPEATED),
+        Field::new(1, "ports", Ty::Msg(200), Field::REPEATED),
         Field::new(2, "selector", Ty::Map(&Ty::Str), Field::ONE),
         Field::new(3, "clusterIP", Ty::Str, Field::ONE),
         Field::new(4, "type", Ty::Str, Field::ONE),
@@ -643,7 +667,7 @@ pub(super) static MESSAGES: &[Message] = &[
         Field::new(11, "externalTrafficPolicy", Ty::Str, Field::ONE),
         Field::new(12, "healthCheckNodePort", Ty::I32, Field::ONE),
         Field::new(13, "publishNotReadyAddresses", Ty::Bool, Field::ONE),
-        Field::new(14, "sessionAffinityConfig", Ty::Msg(192), Field::ONE),
+        Field::new(14, "sessionAffinityConfig", Ty::Msg(201), Field::ONE),
         Field::new(17, "ipFamilyPolicy", Ty::Str, Field::ONE),
         Field::new(18, "clusterIPs", Ty::Str, Field::REPEATED),
         Field::new(19, "ipFamilies", Ty::Str, Field::REPEATED),
@@ -652,24 +676,24 @@ pub(super) static MESSAGES: &[Message] = &[
         Field::new(22, "internalTrafficPolicy", Ty::Str, Field::ONE),
         Field::new(23, "trafficDistribution", Ty::Str, Field::ONE),
     ] },
-    // 85
+    // 89
     Message { name: "api/core/v1.ServiceStatus", fields: &[
-        Field::new(1, "loadBalancer", Ty::Msg(193), Field::ONE),
-        Field::new(2, "conditions", Ty::Msg(194), Field::REPEATED),
+        Field::new(1, "loadBalancer", Ty::Msg(202), Field::ONE),
+        Field::new(2, "conditions", Ty::Msg(203), Field::REPEATED),
     ] },
-    // 86
+    // 90
     Message { name: "api/core/v1.LocalObjectReference", fields: &[
         Field::new(1, "name", Ty::Str, Field::ONE),
     ] },
-    // 87
+    // 91
     Message { name: "api/apps/v1.DaemonSetSpec", fields: &[
-        Field::new(1, "selector", Ty::Msg(130), Field::ONE),
+        Field::new(1, "selector", Ty::Msg(139), Field::ONE),
         Field::new(2, "template", Ty::Msg(14), Field::ONE),
-        Field::new(3, "updateStrategy", Ty::Msg(195), Field::ONE),
+        Field::new(3, "updateStrategy", Ty::Msg(204), Field::ONE),
         Field::new(4, "minReadySeconds", Ty::I32, Field::ONE),
         Field::new(6, "revisionHistoryLimit", Ty::I32, Field::KEEP_ZERO),
     ] },
-    // 88
+    // 92
     Message { name: "api/apps/v1.DaemonSetStatus", fields: &[
         Field::new(1, "currentNumberScheduled", Ty::I32, Field::ONE),
         Field::new(2, "numberMisscheduled", Ty::I32, Field::ONE),
@@ -680,63 +704,63 @@ pub(super) static MESSAGES: &[Message] = &[
         Field::new(7, "numberAvailable", Ty::I32, Field::ONE),
         Field::new(8, "numberUnavailable", Ty::I32, Field::ONE),
         Field::new(9, "collisionCount", Ty::I32, Field::ONE),
-        Field::new(10, "conditions", Ty::Msg(196), Field::REPEATED),
+        Field::new(10, "conditions", Ty::Msg(205), Field::REPEATED),
     ] },
-    // 89
+    // 93
     Message { name: "api/apps/v1.DeploymentSpec", fields: &[
         Field::new(1, "replicas", Ty::I32, Field::KEEP_ZERO),
-        Field::new(2, "selector", Ty::Msg(130), Field::ONE),
+        Field::new(2, "selector", Ty::Msg(139), Field::ONE),
         Field::new(3, "template", Ty::Msg(14), Field::ONE),
-        Field::new(4, "strategy", Ty::Msg(197), Field::ONE),
+        Field::new(4, "strategy", Ty::Msg(206), Field::ONE),
         Field::new(5, "minReadySeconds", Ty::I32, Field::ONE),
         Field::new(6, "revisionHistoryLimit", Ty::I32, Field::KEEP_ZERO),
         Field::new(7, "paused", Ty::Bool, Field::ONE),
         Field::new(9, "progressDeadlineSeconds", Ty::I32, Field::KEEP_ZERO),
     ] },
-    // 90
+    // 94
     Message { name: "api/apps/v1.DeploymentStatus", fields: &[
         Field::new(1, "observedGeneration", Ty::I64, Field::ONE),
         Field::new(2, "replicas", Ty::I32, Field::KEEP_ZERO),
         Field::new(3, "updatedReplicas", Ty::I32, Field::ONE),
         Field::new(4, "availableReplicas", Ty::I32, Field::ONE),
         Field::new(5, "unavailableReplicas", Ty::I32, Field::ONE),
-        Field::new(6, "conditions", Ty::Msg(198), Field::REPEATED),
+        Field::new(6, "conditions", Ty::Msg(207), Field::REPEATED),
         Field::new(7, "readyReplicas", Ty::I32, Field::ONE),
         Field::new(8, "collisionCount", Ty::I32, Field::ONE),
         Field::new(9, "terminatingReplicas", Ty::I32, Field::ONE),
     ] },
-    // 91
+    // 95
     Message { name: "api/apps/v1.ReplicaSetSpec", fields: &[
         Field::new(1, "replicas", Ty::I32, Field::KEEP_ZERO),
-        Field::new(2, "selector", Ty::Msg(130), Field::ONE),
+        Field::new(2, "selector", Ty::Msg(139), Field::ONE),
         Field::new(3, "template", Ty::Msg(14), Field::ONE),
         Field::new(4, "minReadySeconds", Ty::I32, Field::ONE),
     ] },
-    // 92
+    // 96
     Message { name: "api/apps/v1.ReplicaSetStatus", fields: &[
         Field::new(1, "replicas", Ty::I32, Field::KEEP_ZERO),
         Field::new(2, "fullyLabeledReplicas", Ty::I32, Field::ONE),
         Field::new(3, "observedGeneration", Ty::I64, Field::ONE),
         Field::new(4, "readyReplicas", Ty::I32, Field::ONE),
         Field::new(5, "availableReplicas", Ty::I32, Field::ONE),
-        Field::new(6, "conditions", Ty::Msg(199), Field::REPEATED),
+        Field::new(6, "conditions", Ty::Msg(208), Field::REPEATED),
         Field::new(7, "terminatingReplicas", Ty::I32, Field::ONE),
     ] },
-    // 93
+    // 97
     Message { name: "api/apps/v1.StatefulSetSpec", fields: &[
         Field::new(1, "replicas", Ty::I32, Field::KEEP_ZERO),
-        Field::new(2, "selector", Ty::Msg(130), Field::ONE),
+        Field::new(2, "selector", Ty::Msg(139), Field::ONE),
         Field::new(3, "template", Ty::Msg(14), Field::ONE),
         Field::new(4, "volumeClaimTemplates", Ty::Msg(9), Field::REPEATED),
         Field::new(5, "serviceName", Ty::Str, Field::ONE),
         Field::new(6, "podManagementPolicy", Ty::Str, Field::ONE),
-        Field::new(7, "updateStrategy", Ty::Msg(200), Field::ONE),
+        Field::new(7, "updateStrategy", Ty::Msg(209), Field::ONE),
         Field::new(8, "revisionHistoryLimit", Ty::I32, Field::KEEP_ZERO),
         Field::new(9, "minReadySeconds", Ty::I32, Field::ONE),
-        Field::new(10, "persistentVolumeClaimRetentionPolicy", Ty::Msg(201), Field::ONE),
-        Field::new(11, "ordinals", Ty::Msg(202), Field::ONE),
+        Field::new(10, "persistentVolumeClaimRetentionPolicy", Ty::Msg(210), Field::ONE),
+        Field::new(11, "ordinals", Ty::Msg(211), Field::ONE),
     ] },
-    // 94
+    // 98
     Message { name: "api/apps/v1.StatefulSetStatus", fields: &[
         Field::new(1, "observedGeneration", Ty::I64, Field::ONE),
         Field::new(2, "replicas", Ty::I32, Field::KEEP_ZERO),
@@ -746,10 +770,10 @@ pub(super) static MESSAGES: &[Message] = &[
         Field::new(6, "currentRevision", Ty::Str, Field::ONE),
         Field::new(7, "updateRevision", Ty::Str, Field::ONE),
         Field::new(9, "collisionCount", Ty::I32, Field::ONE),
-        Field::new(10, "conditions", Ty::Msg(203), Field::REPEATED),
+        Field::new(10, "conditions", Ty::Msg(212), Field::REPEATED),
         Field::new(11, "availableReplicas", Ty::I32, Field::ONE),
     ] },
-    // 95
+    // 99
     Message { name: "api/batch/v1.CronJobSpec", fields: &[
         Field::new(1, "schedule", Ty::Str, Field::ONE),
         Field::new(2, "startingDeadlineSeconds", Ty::I64, Field::KEEP_ZERO),
@@ -760,46 +784,46 @@ pub(super) static MESSAGES: &[Message] = &[
         Field::new(7, "failedJobsHistoryLimit", Ty::I32, Field::KEEP_ZERO),
         Field::new(8, "timeZone", Ty::Str, Field::ONE),
     ] },
-    // 96
+    // 100
     Message { name: "api/batch/v1.CronJobStatus", fields: &[
-        Field::new(1, "active", Ty::Msg(64), Field::REPEATED),
+        Field::new(1, "active", Ty::Msg(68), Field::REPEATED),
         Field::new(4, "lastScheduleTime", Ty::Time, Field::ONE),
         Field::new(5, "lastSuccessfulTime", Ty::Time, Field::ONE),
     ] },
-    // 97
+    // 101
     Message { name: "api/batch/v1.JobSpec", fields: &[
         Field::new(1, "parallelism", Ty::I32, Field::KEEP_ZERO),
         Field::new(2, "completions", Ty::I32, Field::KEEP_ZERO),
         Field::new(3, "activeDeadlineSeconds", Ty::I64, Field::KEEP_ZERO),
-        Field::new(4, "selector", Ty::Msg(130), Field::ONE),
+        Field::new(4, "selector", Ty::Msg(139), Field::ONE),
         Field::new(5, "manualSelector", Ty::Bool, Field::ONE),
         Field::new(6, "template", Ty::Msg(14), Field::ONE),
         Field::new(7, "backoffLimit", Ty::I32, Field::KEEP_ZERO),
         Field::new(8, "ttlSecondsAfterFinished", Ty::I32, Field::KEEP_ZERO),
         Field::new(9, "completionMode", Ty::Str, Field::ONE),
         Field::new(10, "suspend", Ty::Bool, Field::KEEP_ZERO),
-        Field::new(11, "podFailurePolicy", Ty::Msg(204), Field::ONE),
+        Field::new(11, "podFailurePolicy", Ty::Msg(213), Field::ONE),
         Field::new(12, "backoffLimitPerIndex", Ty::I32, Field::KEEP_ZERO),
         Field::new(13, "maxFailedIndexes", Ty::I32, Field::KEEP_ZERO),
         Field::new(14, "podReplacementPolicy", Ty::Str, Field::ONE),
         Field::new(15, "managedBy", Ty::Str, Field::ONE),
-        Field::new(16, "successPolicy", Ty::Msg(205), Field::ONE),
+        Field::new(16, "successPolicy", Ty::Msg(214), Field::ONE),
     ] },
-    // 98
+    // 102
     Message { name: "api/batch/v1.JobStatus", fields: &[
-        Field::new(1, "conditions", Ty::Msg(206), Field::REPEATED),
+        Field::new(1, "conditions", Ty::Msg(215), Field::REPEATED),
         Field::new(2, "startTime", Ty::Time, Field::ONE),
         Field::new(3, "completionTime", Ty::Time, Field::ONE),
         Field::new(4, "active", Ty::I32, Field::ONE),
         Field::new(5, "succeeded", Ty::I32, Field::ONE),
         Field::new(6, "failed", Ty::I32, Field::ONE),
         Field::new(7, "completedIndexes", Ty::Str, Field::ONE),
-        Field::new(8, "uncountedTerminatedPods", Ty::Msg(207), Field::ONE),
+        Field::new(8, "uncountedTerminatedPods", Ty::Msg(216), Field::ONE),
         Field::new(9, "ready", Ty::I32, Field::KEEP_ZERO),
         Field::new(10, "failedIndexes", Ty::Str, Field::ONE),
         Field::new(11, "terminating", Ty::I32, Field::KEEP_ZERO),
     ] },
-    // 99
+    // 103
     Message { name: "api/rbac/v1.PolicyRule", fields: &[
         Field::new(1, "verbs", Ty::Str, Field::REPEATED),
         Field::new(2, "apiGroups", Ty::Str, Field::REPEATED),
@@ -807,75 +831,75 @@ pub(super) static MESSAGES: &[Message] = &[
         Field::new(4, "resourceNames", Ty::Str, Field::REPEATED),
         Field::new(5, "nonResourceURLs", Ty::Str, Field::REPEATED),
     ] },
-    // 100
+    // 104
     Message { name: "api/rbac/v1.AggregationRule", fields: &[
-        Field::new(1, "clusterRoleSelectors", Ty::Msg(130), Field::REPEATED),
+        Field::new(1, "clusterRoleSelectors", Ty::Msg(139), Field::REPEATED),
     ] },
-    // 101
+    // 105
     Message { name: "api/rbac/v1.Subject", fields: &[
         Field::new(1, "kind", Ty::Str, Field::ONE),
         Field::new(2, "apiGroup", Ty::Str, Field::ONE),
         Field::new(3, "name", Ty::Str, Field::ONE),
         Field::new(4, "namespace", Ty::Str, Field::ONE),
     ] },
-    // 102
+    // 106
     Message { name: "api/rbac/v1.RoleRef", fields: &[
         Field::new(1, "apiGroup", Ty::Str, Field::ONE),
         Field::new(2, "kind", Ty::Str, Field::ONE),
         Field::new(3, "name", Ty::Str, Field::ONE),
     ] },
-    // 103
-    Message { name: "api/networking/v1.IPAddressSpec", fields: &[
-        Field::new(1, "parentRef", Ty::Msg(208), Field::ONE),
-    ] },
-    // 104
-    Message { name: "api/networking/v1.IngressSpec", fields: &[
-        Field::new(1, "defaultBackend", Ty::Msg(209), Field::ONE),
-        Field::new(2, "tls", Ty::Msg(210), Field::REPEATED),
-        Field::new(3, "rules", Ty::Msg(211), Field::REPEATED),
-        Field::new(4, "ingressClassName", Ty::Str, Field::ONE),
-    ] },
-    // 105
-    Message { name: "api/networking/v1.IngressStatus", fields: &[
-        Field::new(1, "loadBalancer", Ty::Msg(212), Field::ONE),
-    ] },
-    // 106
-    Message { name: "api/networking/v1.IngressClassSpec", fields: &[
-        Field::new(1, "controller", Ty::Str, Field::ONE),
-        Field::new(2, "parameters", Ty::Msg(213), Field::ONE),
-    ] },
     // 107
-    Message { name: "api/networking/v1.NetworkPolicySpec", fields: &[
-        Field::new(1, "podSelector", Ty::Msg(130), Field::ONE),
-        Field::new(2, "ingress", Ty::Msg(214), Field::REPEATED),
-        Field::new(3, "egress", Ty::Msg(215), Field::REPEATED),
-        Field::new(4, "policyTypes", Ty::Str, Field::REPEATED),
+    Message { name: "api/networking/v1.IPAddressSpec", fields: &[
+        Field::new(1, "parentRef", Ty::Msg(217), Field::ONE),
     ] },
     // 108
+    Message { name: "api/networking/v1.IngressSpec", fields: &[
+        Field::new(1, "defaultBackend", Ty::Msg(218), Field::ONE),
+        Field::new(2, "tls", Ty::Msg(219), Field::REPEATED),
+        Field::new(3, "rules", Ty::Msg(220), Field::REPEATED),
+        Field::new(4, "ingressClassName", Ty::Str, Field::ONE),
+    ] },
+    // 109
+    Message { name: "api/networking/v1.IngressStatus", fields: &[
+        Field::new(1, "loadBalancer", Ty::Msg(221), Field::ONE),
+    ] },
+    // 110
+    Message { name: "api/networking/v1.IngressClassSpec", fields: &[
+        Field::new(1, "controller", Ty::Str, Field::ONE),
+        Field::new(2, "parameters", Ty::Msg(222), Field::ONE),
+    ] },
+    // 111
+    Message { name: "api/networking/v1.NetworkPolicySpec", fields: &[
+        Field::new(1, "podSelector", Ty::Msg(139), Field::ONE),
+        Field::new(2, "ingress", Ty::Msg(223), Field::REPEATED),
+        Field::new(3, "egress", Ty::Msg(224), Field::REPEATED),
+        Field::new(4, "policyTypes", Ty::Str, Field::REPEATED),
+    ] },
+    // 112
     Message { name: "api/networking/v1.ServiceCIDRSpec", fields: &[
         Field::new(1, "cidrs", Ty::Str, Field::REPEATED),
     ] },
-    // 109
+    // 113
     Message { name: "api/networking/v1.ServiceCIDRStatus", fields: &[
-        Field::new(1, "conditions", Ty::Msg(194), Field::REPEATED),
+        Field::new(1, "conditions", Ty::Msg(203), Field::REPEATED),
     ] },
-    // 110
+    // 114
     Message { name: "apimachinery/pkg/apis/meta/v1.DeleteOptions", fields: &[
         Field::new(1, "gracePeriodSeconds", Ty::I64, Field::KEEP_ZERO),
-        Field::new(2, "preconditions", Ty::Msg(216), Field::ONE),
+        Field::new(2, "preconditions", Ty::Msg(225), Field::ONE),
         Field::new(3, "orphanDependents", Ty::Bool, Field::ONE),
         Field::new(4, "propagationPolicy", Ty::Str, Field::ONE),
         Field::new(5, "dryRun", Ty::Str, Field::REPEATED),
         Field::new(6, "ignoreStoreReadErrorWithClusterBreakingPotential", Ty::Bool, Field::ONE),
     ] },
-    // 111
+    // 115
     Message { name: "api/policy/v1.PodDisruptionBudgetSpec", fields: &[
         Field::new(1, "minAvailable", Ty::IntOrString, Field::ONE),
-        Field::new(2, "selector", Ty::Msg(130), Field::ONE),
+        Field::new(2, "selector", Ty::Msg(139), Field::ONE),
         Field::new(3, "maxUnavailable", Ty::IntOrString, Field::ONE),
         Field::new(4, "unhealthyPodEvictionPolicy", Ty::Str, Field::ONE),
     ] },
-    // 112
+    // 116
     Message { name: "api/policy/v1.PodDisruptionBudgetStatus", fields: &[
         Field::new(1, "observedGeneration", Ty::I64, Field::ONE),
         Field::new(2, "disruptedPods", Ty::Map(&Ty::Time), Field::ONE),
@@ -883,9 +907,9 @@ pub(super) static MESSAGES: &[Message] = &[
         Field::new(4, "currentHealthy", Ty::I32, Field::ONE),
         Field::new(5, "desiredHealthy", Ty::I32, Field::ONE),
         Field::new(6, "expectedPods", Ty::I32, Field::ONE),
-        Field::new(7, "conditions", Ty::Msg(194), Field::REPEATED),
+        Field::new(7, "conditions", Ty::Msg(203), Field::REPEATED),
     ] },
-    // 113
+    // 117
     Message { name: "api/coordination/v1.LeaseSpec", fields: &[
         Field::new(1, "holderIdentity", Ty::Str, Field::ONE),
         Field::new(2, "leaseDurationSeconds", Ty::I32, Field::KEEP_ZERO),
@@ -895,19 +919,19 @@ pub(super) static MESSAGES: &[Message] = &[
         Field::new(6, "strategy", Ty::Str, Field::ONE),
         Field::new(7, "preferredHolder", Ty::Str, Field::ONE),
     ] },
-    // 114
+    // 118
     Message { name: "api/events/v1.EventSeries", fields: &[
         Field::new(1, "count", Ty::I32, Field::ONE),
         Field::new(2, "lastObservedTime", Ty::MicroTime, Field::ONE),
     ] },
-    // 115
+    // 119
     Message { name: "api/autoscaling/v1.HorizontalPodAutoscalerSpec", fields: &[
-        Field::new(1, "scaleTargetRef", Ty::Msg(217), Field::ONE),
+        Field::new(1, "scaleTargetRef", Ty::Msg(226), Field::ONE),
         Field::new(2, "minReplicas", Ty::I32, Field::ONE),
         Field::new(3, "maxReplicas", Ty::I32, Field::ONE),
         Field::new(4, "targetCPUUtilizationPercentage", Ty::I32, Field::ONE),
     ] },
-    // 116
+    // 120
     Message { name: "api/autoscaling/v1.HorizontalPodAutoscalerStatus", fields: &[
         Field::new(1, "observedGeneration", Ty::I64, Field::ONE),
         Field::new(2, "lastScaleTime", Ty::Time, Field::ONE),
@@ -915,210 +939,242 @@ pub(super) static MESSAGES: &[Message] = &[
         Field::new(4, "desiredReplicas", Ty::I32, Field::ONE),
         Field::new(5, "currentCPUUtilizationPercentage", Ty::I32, Field::ONE),
     ] },
-    // 117
+    // 121
     Message { name: "api/autoscaling/v1.ScaleSpec", fields: &[
         Field::new(1, "replicas", Ty::I32, Field::KEEP_ZERO),
     ] },
-    // 118
+    // 122
     Message { name: "api/autoscaling/v1.ScaleStatus", fields: &[
         Field::new(1, "replicas", Ty::I32, Field::KEEP_ZERO),
         Field::new(2, "selector", Ty::Str, Field::ONE),
     ] },
-    // 119
+    // 123
     Message { name: "api/autoscaling/v2.HorizontalPodAutoscalerSpec", fields: &[
-        Field::new(1, "scaleTargetRef", Ty::Msg(218), Field::ONE),
+        Field::new(1, "scaleTargetRef", Ty::Msg(227), Field::ONE),
         Field::new(2, "minReplicas", Ty::I32, Field::ONE),
         Field::new(3, "maxReplicas", Ty::I32, Field::ONE),
-        Field::new(4, "metrics", Ty::Msg(219), Field::REPEATED),
-        Field::new(5, "behavior", Ty::Msg(220), Field::ONE),
+        Field::new(4, "metrics", Ty::Msg(228), Field::REPEATED),
+        Field::new(5, "behavior", Ty::Msg(229), Field::ONE),
     ] },
-    // 120
+    // 124
     Message { name: "api/autoscaling/v2.HorizontalPodAutoscalerStatus", fields: &[
         Field::new(1, "observedGeneration", Ty::I64, Field::ONE),
         Field::new(2, "lastScaleTime", Ty::Time, Field::ONE),
         Field::new(3, "currentReplicas", Ty::I32, Field::ONE),
         Field::new(4, "desiredReplicas", Ty::I32, Field::ONE),
-        Field::new(5, "currentMetrics", Ty::Msg(221), Field::REPEATED),
-        Field::new(6, "conditions", Ty::Msg(222), Field::REPEATED),
+        Field::new(5, "currentMetrics", Ty::Msg(230), Field::REPEATED),
+        Field::new(6, "conditions", Ty::Msg(231), Field::REPEATED),
     ] },
-    // 121
+    // 125
     Message { name: "api/authentication/v1.SelfSubjectReviewStatus", fields: &[
-        Field::new(1, "userInfo", Ty::Msg(223), Field::ONE),
+        Field::new(1, "userInfo", Ty::Msg(232), Field::ONE),
     ] },
-    // 122
+    // 126
     Message { name: "api/authentication/v1.TokenRequestSpec", fields: &[
         Field::new(1, "audiences", Ty::Str, Field::REPEATED),
-        Field::new(3, "boundObjectRef", Ty::Msg(224), Field::ONE),
+        Field::new(3, "boundObjectRef", Ty::Msg(233), Field::ONE),
         Field::new(4, "expirationSeconds", Ty::I64, Field::KEEP_ZERO),
     ] },
-    // 123
+    // 127
     Message { name: "api/authentication/v1.TokenRequestStatus", fields: &[
         Field::new(1, "token", Ty::Str, Field::ONE),
         Field::new(2, "expirationTimestamp", Ty::Time, Field::ONE),
     ] },
-    // 124
+    // 128
     Message { name: "api/authentication/v1.TokenReviewSpec", fields: &[
         Field::new(1, "token", Ty::Str, Field::ONE),
         Field::new(2, "audiences", Ty::Str, Field::REPEATED),
     ] },
-    // 125
+    // 129
     Message { name: "api/authentication/v1.TokenReviewStatus", fields: &[
         Field::new(1, "authenticated", Ty::Bool, Field::ONE),
-        Field::new(2, "user", Ty::Msg(223), Field::ONE),
+        Field::new(2, "user", Ty::Msg(232), Field::ONE),
         Field::new(3, "error", Ty::Str, Field::ONE),
         Field::new(4, "audiences", Ty::Str, Field::REPEATED),
     ] },
-    // 126
+    // 130
+    Message { name: "api/authorization/v1.SubjectAccessReviewSpec", fields: &[
+        Field::new(1, "resourceAttributes", Ty::Msg(234), Field::ONE),
+        Field::new(2, "nonResourceAttributes", Ty::Msg(235), Field::ONE),
+        Field::new(3, "user", Ty::Str, Field::ONE),
+        Field::new(4, "groups", Ty::Str, Field::REPEATED),
+        Field::new(5, "extra", Ty::Map(&Ty::Msg(236)), Field::ONE),
+        Field::new(6, "uid", Ty::Str, Field::ONE),
+    ] },
+    // 131
+    Message { name: "api/authorization/v1.SubjectAccessReviewStatus", fields: &[
+        Field::new(1, "allowed", Ty::Bool, Field::ONE),
+        Field::new(2, "reason", Ty::Str, Field::ONE),
+        Field::new(3, "evaluationError", Ty::Str, Field::ONE),
+        Field::new(4, "denied", Ty::Bool, Field::ONE),
+    ] },
+    // 132
+    Message { name: "api/authorization/v1.SelfSubjectAccessReviewSpec", fields: &[
+        Field::new(1, "resourceAttributes", Ty::Msg(234), Field::ONE),
+        Field::new(2, "nonResourceAttributes", Ty::Msg(235), Field::ONE),
+    ] },
+    // 133
+    Message { name: "api/authorization/v1.SelfSubjectRulesReviewSpec", fields: &[
+        Field::new(1, "namespace", Ty::Str, Field::ONE),
+    ] },
+    // 134
+    Message { name: "api/authorization/v1.SubjectRulesReviewStatus", fields: &[
+        Field::new(1, "resourceRules", Ty::Msg(237), Field::REPEATED),
+        Field::new(2, "nonResourceRules", Ty::Msg(238), Field::REPEATED),
+        Field::new(3, "incomplete", Ty::Bool, Field::ONE),
+        Field::new(4, "evaluationError", Ty::Str, Field::ONE),
+    ] },
+    // 135
     Message { name: "api/discovery/v1.Endpoint", fields: &[
         Field::new(1, "addresses", Ty::Str, Field::REPEATED),
-        Field::new(2, "conditions", Ty::Msg(225), Field::ONE),
+        Field::new(2, "conditions", Ty::Msg(239), Field::ONE),
         Field::new(3, "hostname", Ty::Str, Field::ONE),
-        Field::new(4, "targetRef", Ty::Msg(64), Field::ONE),
+        Field::new(4, "targetRef", Ty::Msg(68), Field::ONE),
         Field::new(5, "deprecatedTopology", Ty::Map(&Ty::Str), Field::ONE),
         Field::new(6, "nodeName", Ty::Str, Field::ONE),
         Field::new(7, "zone", Ty::Str, Field::ONE),
-        Field::new(8, "hints", Ty::Msg(226), Field::ONE),
+        Field::new(8, "hints", Ty::Msg(240), Field::ONE),
     ] },
-    // 127
+    // 136
     Message { name: "api/discovery/v1.EndpointPort", fields: &[
         Field::new(1, "name", Ty::Str, Field::ONE),
         Field::new(2, "protocol", Ty::Str, Field::ONE),
         Field::new(3, "port", Ty::I32, Field::ONE),
         Field::new(4, "appProtocol", Ty::Str, Field::ONE),
     ] },
-    // 128
+    // 137
     Message { name: "api/storage/v1.CSIDriverSpec", fields: &[
         Field::new(1, "attachRequired", Ty::Bool, Field::ONE),
         Field::new(2, "podInfoOnMount", Ty::Bool, Field::ONE),
         Field::new(3, "volumeLifecycleModes", Ty::Str, Field::REPEATED),
         Field::new(4, "storageCapacity", Ty::Bool, Field::ONE),
         Field::new(5, "fsGroupPolicy", Ty::Str, Field::ONE),
-        Field::new(6, "tokenRequests", Ty::Msg(227), Field::REPEATED),
+        Field::new(6, "tokenRequests", Ty::Msg(241), Field::REPEATED),
         Field::new(7, "requiresRepublish", Ty::Bool, Field::ONE),
         Field::new(8, "seLinuxMount", Ty::Bool, Field::ONE),
         Field::new(9, "nodeAllocatableUpdatePeriodSeconds", Ty::I64, Field::ONE),
         Field::new(10, "serviceAccountTokenInSecrets", Ty::Bool, Field::ONE),
     ] },
-    // 129
+    // 138
     Message { name: "api/storage/v1.CSINodeSpec", fields: &[
-        Field::new(1, "drivers", Ty::Msg(228), Field::REPEATED),
+        Field::new(1, "drivers", Ty::Msg(242), Field::REPEATED),
     ] },
-    // 130
+    // 139
     Message { name: "apimachinery/pkg/apis/meta/v1.LabelSelector", fields: &[
         Field::new(1, "matchLabels", Ty::Map(&Ty::Str), Field::ONE),
-        Field::new(2, "matchExpressions", Ty::Msg(229), Field::REPEATED),
+        Field::new(2, "matchExpressions", Ty::Msg(243), Field::REPEATED),
     ] },
-    // 131
+    // 140
     Message { name: "api/core/v1.TopologySelectorTerm", fields: &[
-        Field::new(1, "matchLabelExpressions", Ty::Msg(230), Field::REPEATED),
+        Field::new(1, "matchLabelExpressions", Ty::Msg(244), Field::REPEATED),
     ] },
-    // 132
+    // 141
     Message { name: "api/storage/v1.VolumeAttachmentSpec", fields: &[
         Field::new(1, "attacher", Ty::Str, Field::ONE),
-        Field::new(2, "source", Ty::Msg(231), Field::ONE),
+        Field::new(2, "source", Ty::Msg(245), Field::ONE),
         Field::new(3, "nodeName", Ty::Str, Field::ONE),
     ] },
-    // 133
+    // 142
     Message { name: "api/storage/v1.VolumeAttachmentStatus", fields: &[
         Field::new(1, "attached", Ty::Bool, Field::ONE),
         Field::new(2, "attachmentMetadata", Ty::Map(&Ty::Str), Field::ONE),
-        Field::new(3, "attachError", Ty::Msg(232), Field::ONE),
-        Field::new(4, "detachError", Ty::Msg(232), Field::ONE),
+        Field::new(3, "attachError", Ty::Msg(246), Field::ONE),
+        Field::new(4, "detachError", Ty::Msg(246), Field::ONE),
     ] },
-    // 134
+    // 143
     Message { name: "api/node/v1.Overhead", fields: &[
         Field::new(1, "podFixed", Ty::Map(&Ty::Quantity), Field::ONE),
     ] },
-    // 135
+    // 144
     Message { name: "api/node/v1.Scheduling", fields: &[
         Field::new(1, "nodeSelector", Ty::Map(&Ty::Str), Field::ONE),
-        Field::new(2, "tolerations", Ty::Msg(173), Field::REPEATED),
+        Field::new(2, "tolerations", Ty::Msg(182), Field::REPEATED),
     ] },
-    // 136
+    // 145
     Message { name: "api/certificates/v1.CertificateSigningRequestSpec", fields: &[
         Field::new(1, "request", Ty::Bytes, Field::ONE),
         Field::new(2, "username", Ty::Str, Field::ONE),
         Field::new(3, "uid", Ty::Str, Field::ONE),
         Field::new(4, "groups", Ty::Str, Field::REPEATED),
         Field::new(5, "usages", Ty::Str, Field::REPEATED),
-        Field::new(6, "extra", Ty::Map(&Ty::Msg(233)), Field::ONE),
+        Field::new(6, "extra", Ty::Map(&Ty::Msg(247)), Field::ONE),
         Field::new(7, "signerName", Ty::Str, Field::ONE),
         Field::new(8, "expirationSeconds", Ty::I32, Field::KEEP_ZERO),
     ] },
-    // 137
+    // 146
     Message { name: "api/certificates/v1.CertificateSigningRequestStatus", fields: &[
-        Field::new(1, "conditions", Ty::Msg(234), Field::REPEATED),
+        Field::new(1, "conditions", Ty::Msg(248), Field::REPEATED),
         Field::new(2, "certificate", Ty::Bytes, Field::ONE),
     ] },
-    // 138
+    // 147
     Message { name: "api/admissionregistration/v1.MutatingWebhook", fields: &[
         Field::new(1, "name", Ty::Str, Field::ONE),
-        Field::new(2, "clientConfig", Ty::Msg(235), Field::ONE),
-        Field::new(3, "rules", Ty::Msg(236), Field::REPEATED),
+        Field::new(2, "clientConfig", Ty::Msg(249), Field::ONE),
+        Field::new(3, "rules", Ty::Msg(250), Field::REPEATED),
         Field::new(4, "failurePolicy", Ty::Str, Field::ONE),
-        Field::new(5, "namespaceSelector", Ty::Msg(130), Field::ONE),
+        Field::new(5, "namespaceSelector", Ty::Msg(139), Field::ONE),
         Field::new(6, "sideEffects", Ty::Str, Field::ONE),
         Field::new(7, "timeoutSeconds", Ty::I32, Field::ONE),
         Field::new(8, "admissionReviewVersions", Ty::Str, Field::REPEATED),
         Field::new(9, "matchPolicy", Ty::Str, Field::ONE),
         Field::new(10, "reinvocationPolicy", Ty::Str, Field::ONE),
-        Field::new(11, "objectSelector", Ty::Msg(130), Field::ONE),
-        Field::new(12, "matchConditions", Ty::Msg(237), Field::REPEATED),
+        Field::new(11, "objectSelector", Ty::Msg(139), Field::ONE),
+        Field::new(12, "matchConditions", Ty::Msg(251), Field::REPEATED),
     ] },
-    // 139
+    // 148
     Message { name: "api/admissionregistration/v1.ValidatingAdmissionPolicySpec", fields: &[
-        Field::new(1, "paramKind", Ty::Msg(238), Field::ONE),
-        Field::new(2, "matchConstraints", Ty::Msg(239), Field::ONE),
-        Field::new(3, "validations", Ty::Msg(240), Field::REPEATED),
+        Field::new(1, "paramKind", Ty::Msg(252), Field::ONE),
+        Field::new(2, "matchConstraints", Ty::Msg(253), Field::ONE),
+        Field::new(3, "validations", Ty::Msg(254), Field::REPEATED),
         Field::new(4, "failurePolicy", Ty::Str, Field::ONE),
-        Field::new(5, "auditAnnotations", Ty::Msg(241), Field::REPEATED),
-        Field::new(6, "matchConditions", Ty::Msg(237), Field::REPEATED),
-        Field::new(7, "variables", Ty::Msg(242), Field::REPEATED),
+        Field::new(5, "auditAnnotations", Ty::Msg(255), Field::REPEATED),
+        Field::new(6, "matchConditions", Ty::Msg(251), Field::REPEATED),
+        Field::new(7, "variables", Ty::Msg(256), Field::REPEATED),
     ] },
-    // 140
+    // 149
     Message { name: "api/admissionregistration/v1.ValidatingAdmissionPolicyStatus", fields: &[
         Field::new(1, "observedGeneration", Ty::I64, Field::ONE),
-        Field::new(2, "typeChecking", Ty::Msg(243), Field::ONE),
-        Field::new(3, "conditions", Ty::Msg(194), Field::REPEATED),
+        Field::new(2, "typeChecking", Ty::Msg(257), Field::ONE),
+        Field::new(3, "conditions", Ty::Msg(203), Field::REPEATED),
     ] },
-    // 141
+    // 150
     Message { name: "api/admissionregistration/v1.ValidatingAdmissionPolicyBindingSpec", fields: &[
         Field::new(1, "policyName", Ty::Str, Field::ONE),
-        Field::new(2, "paramRef", Ty::Msg(244), Field::ONE),
-        Field::new(3, "matchResources", Ty::Msg(239), Field::ONE),
+        Field::new(2, "paramRef", Ty::Msg(258), Field::ONE),
+        Field::new(3, "matchResources", Ty::Msg(253), Field::ONE),
         Field::new(4, "validationActions", Ty::Str, Field::REPEATED),
     ] },
-    // 142
+    // 151
     Message { name: "api/admissionregistration/v1.ValidatingWebhook", fields: &[
         Field::new(1, "name", Ty::Str, Field::ONE),
-        Field::new(2, "clientConfig", Ty::Msg(235), Field::ONE),
-        Field::new(3, "rules", Ty::Msg(236), Field::REPEATED),
+        Field::new(2, "clientConfig", Ty::Msg(249), Field::ONE),
+        Field::new(3, "rules", Ty::Msg(250), Field::REPEATED),
         Field::new(4, "failurePolicy", Ty::Str, Field::ONE),
-        Field::new(5, "namespaceSelector", Ty::Msg(130), Field::ONE),
+        Field::new(5, "namespaceSelector", Ty::Msg(139), Field::ONE),
         Field::new(6, "sideEffects", Ty::Str, Field::ONE),
         Field::new(7, "timeoutSeconds", Ty::I32, Field::ONE),
         Field::new(8, "admissionReviewVersions", Ty::Str, Field::REPEATED),
         Field::new(9, "matchPolicy", Ty::Str, Field::ONE),
-        Field::new(10, "objectSelector", Ty::Msg(130), Field::ONE),
-        Field::new(11, "matchConditions", Ty::Msg(237), Field::REPEATED),
+        Field::new(10, "objectSelector", Ty::Msg(139), Field::ONE),
+        Field::new(11, "matchConditions", Ty::Msg(251), Field::REPEATED),
     ] },
-    // 143
+    // 152
     Message { name: "apiextensions_apiserver/pkg/apis/apiextensions/v1.CustomResourceDefinitionSpec", fields: &[
         Field::new(1, "group", Ty::Str, Field::ONE),
-        Field::new(3, "names", Ty::Msg(245), Field::ONE),
+        Field::new(3, "names", Ty::Msg(259), Field::ONE),
         Field::new(4, "scope", Ty::Str, Field::ONE),
-        Field::new(7, "versions", Ty::Msg(246), Field::REPEATED),
-        Field::new(9, "conversion", Ty::Msg(247), Field::ONE),
+        Field::new(7, "versions", Ty::Msg(260), Field::REPEATED),
+        Field::new(9, "conversion", Ty::Msg(261), Field::ONE),
         Field::new(10, "preserveUnknownFields", Ty::Bool, Field::ONE),
     ] },
-    // 144
+    // 153
     Message { name: "apiextensions_apiserver/pkg/apis/apiextensions/v1.CustomResourceDefinitionStatus", fields: &[
-        Field::new(1, "conditions", Ty::Msg(248), Field::REPEATED),
-        Field::new(2, "acceptedNames", Ty::Msg(245), Field::ONE),
+        Field::new(1, "conditions", Ty::Msg(262), Field::REPEATED),
+        Field::new(2, "acceptedNames", Ty::Msg(259), Field::ONE),
         Field::new(3, "storedVersions", Ty::Str, Field::REPEATED),
         Field::new(4, "observedGeneration", Ty::I64, Field::ONE),
     ] },
-    // 145
+    // 154
     Message { name: "apimachinery/pkg/apis/meta/v1.OwnerReference", fields: &[
         Field::new(1, "kind", Ty::Str, Field::ONE),
         Field::new(3, "name", Ty::Str, Field::ONE),
@@ -1127,7 +1183,7 @@ pub(super) static MESSAGES: &[Message] = &[
         Field::new(6, "controller", Ty::Bool, Field::ONE),
         Field::new(7, "blockOwnerDeletion", Ty::Bool, Field::ONE),
     ] },
-    // 146
+    // 155
     Message { name: "apimachinery/pkg/apis/meta/v1.ManagedFieldsEntry", fields: &[
         Field::new(1, "manager", Ty::Str, Field::ONE),
         Field::new(2, "operation", Ty::Str, Field::ONE),
@@ -1137,21 +1193,21 @@ pub(super) static MESSAGES: &[Message] = &[
         Field::new(7, "fieldsV1", Ty::Raw, Field::ONE),
         Field::new(8, "subresource", Ty::Str, Field::ONE),
     ] },
-    // 147
+    // 156
     Message { name: "api/core/v1.EndpointAddress", fields: &[
         Field::new(1, "ip", Ty::Str, Field::ONE),
-        Field::new(2, "targetRef", Ty::Msg(64), Field::ONE),
+        Field::new(2, "targetRef", Ty::Msg(68), Field::ONE),
         Field::new(3, "hostname", Ty::Str, Field::ONE),
         Field::new(4, "nodeName", Ty::Str, Field::ONE),
     ] },
-    // 148
+    // 157
     Message { name: "api/core/v1.EndpointPort", fields: &[
         Field::new(1, "name", Ty::Str, Field::ONE),
         Field::new(2, "port", Ty::I32, Field::ONE),
         Field::new(3, "protocol", Ty::Str, Field::ONE),
         Field::new(4, "appProtocol", Ty::Str, Field::ONE),
     ] },
-    // 149
+    // 158
     Message { name: "api/core/v1.LimitRangeItem", fields: &[
         Field::new(1, "type", Ty::Str, Field::ONE),
         Field::new(2, "max", Ty::Map(&Ty::Quantity), Field::ONE),
@@ -1160,7 +1216,7 @@ pub(super) static MESSAGES: &[Message] = &[
         Field::new(5, "defaultRequest", Ty::Map(&Ty::Quantity), Field::ONE),
         Field::new(6, "maxLimitRequestRatio", Ty::Map(&Ty::Quantity), Field::ONE),
     ] },
-    // 150
+    // 159
     Message { name: "api/core/v1.NamespaceCondition", fields: &[
         Field::new(1, "type", Ty::Str, Field::ONE),
         Field::new(2, "status", Ty::Str, Field::ONE),
@@ -1168,18 +1224,18 @@ pub(super) static MESSAGES: &[Message] = &[
         Field::new(5, "reason", Ty::Str, Field::ONE),
         Field::new(6, "message", Ty::Str, Field::ONE),
     ] },
-    // 151
+    // 160
     Message { name: "api/core/v1.Taint", fields: &[
         Field::new(1, "key", Ty::Str, Field::ONE),
         Field::new(2, "value", Ty::Str, Field::ONE),
         Field::new(3, "effect", Ty::Str, Field::ONE),
         Field::new(4, "timeAdded", Ty::Time, Field::ONE),
     ] },
-    // 152
+    // 161
     Message { name: "api/core/v1.NodeConfigSource", fields: &[
-        Field::new(2, "configMap", Ty::Msg(249), Field::ONE),
+        Field::new(2, "configMap", Ty::Msg(263), Field::ONE),
     ] },
-    // 153
+    // 162
     Message { name: "api/core/v1.NodeCondition", fields: &[
         Field::new(1, "type", Ty::Str, Field::ONE),
         Field::new(2, "status", Ty::Str, Field::ONE),
@@ -1188,16 +1244,16 @@ pub(super) static MESSAGES: &[Message] = &[
         Field::new(5, "reason", Ty::Str, Field::ONE),
         Field::new(6, "message", Ty::Str, Field::ONE),
     ] },
-    // 154
+    // 163
     Message { name: "api/core/v1.NodeAddress", fields: &[
         Field::new(1, "type", Ty::Str, Field::ONE),
         Field::new(2, "address", Ty::Str, Field::ONE),
     ] },
-    // 155
+    // 164
     Message { name: "api/core/v1.NodeDaemonEndpoints", fields: &[
-        Field::new(1, "kubeletEndpoint", Ty::Msg(250), Field::ONE),
+        Field::new(1, "kubeletEndpoint", Ty::Msg(264), Field::ONE),
     ] },
-    // 156
+    // 165
     Message { name: "api/core/v1.NodeSystemInfo", fields: &[
         Field::new(1, "machineID", Ty::Str, Field::ONE),
         Field::new(2, "systemUUID", Ty::Str, Field::ONE),
@@ -1209,82 +1265,82 @@ pub(super) static MESSAGES: &[Message] = &[
         Field::new(8, "kubeProxyVersion", Ty::Str, Field::ONE),
         Field::new(9, "operatingSystem", Ty::Str, Field::ONE),
         Field::new(10, "architecture", Ty::Str, Field::ONE),
-        Field::new(11, "swap", Ty::Msg(251), Field::ONE),
+        Field::new(11, "swap", Ty::Msg(265), Field::ONE),
     ] },
-    // 157
+    // 166
     Message { name: "api/core/v1.ContainerImage", fields: &[
         Field::new(1, "names", Ty::Str, Field::REPEATED),
         Field::new(2, "sizeBytes", Ty::I64, Field::ONE),
     ] },
-    // 158
+    // 167
     Message { name: "api/core/v1.AttachedVolume", fields: &[
         Field::new(1, "name", Ty::Str, Field::ONE),
         Field::new(2, "devicePath", Ty::Str, Field::ONE),
     ] },
-    // 159
+    // 168
     Message { name: "api/core/v1.NodeConfigStatus", fields: &[
-        Field::new(1, "assigned", Ty::Msg(152), Field::ONE),
-        Field::new(2, "active", Ty::Msg(152), Field::ONE),
-        Field::new(3, "lastKnownGood", Ty::Msg(152), Field::ONE),
+        Field::new(1, "assigned", Ty::Msg(161), Field::ONE),
+        Field::new(2, "active", Ty::Msg(161), Field::ONE),
+        Field::new(3, "lastKnownGood", Ty::Msg(161), Field::ONE),
         Field::new(4, "error", Ty::Str, Field::ONE),
     ] },
-    // 160
+    // 169
     Message { name: "api/core/v1.NodeRuntimeHandler", fields: &[
         Field::new(1, "name", Ty::Str, Field::ONE),
-        Field::new(2, "features", Ty::Msg(252), Field::ONE),
+        Field::new(2, "features", Ty::Msg(266), Field::ONE),
     ] },
-    // 161
+    // 170
     Message { name: "api/core/v1.NodeFeatures", fields: &[
         Field::new(1, "supplementalGroupsPolicy", Ty::Bool, Field::ONE),
     ] },
-    // 162
+    // 171
     Message { name: "api/core/v1.PersistentVolumeSource", fields: &[
-        Field::new(1, "gcePersistentDisk", Ty::Msg(253), Field::ONE),
-        Field::new(2, "awsElasticBlockStore", Ty::Msg(254), Field::ONE),
-        Field::new(3, "hostPath", Ty::Msg(255), Field::ONE),
-        Field::new(4, "glusterfs", Ty::Msg(256), Field::ONE),
-        Field::new(5, "nfs", Ty::Msg(257), Field::ONE),
-        Field::new(6, "rbd", Ty::Msg(258), Field::ONE),
-        Field::new(7, "iscsi", Ty::Msg(259), Field::ONE),
-        Field::new(8, "cinder", Ty::Msg(260), Field::ONE),
-        Field::new(9, "cephfs", Ty::Msg(261), Field::ONE),
-        Field::new(10, "fc", Ty::Msg(262), Field::ONE),
-        Field::new(11, "flocker", Ty::Msg(263), Field::ONE),
-        Field::new(12, "flexVolume", Ty::Msg(264), Field::ONE),
-        Field::new(13, "azureFile", Ty::Msg(265), Field::ONE),
-        Field::new(14, "vsphereVolume", Ty::Msg(266), Field::ONE),
-        Field::new(15, "quobyte", Ty::Msg(267), Field::ONE),
-        Field::new(16, "azureDisk", Ty::Msg(268), Field::ONE),
-        Field::new(17, "photonPersistentDisk", Ty::Msg(269), Field::ONE),
-        Field::new(18, "portworxVolume", Ty::Msg(270), Field::ONE),
-        Field::new(19, "scaleIO", Ty::Msg(271), Field::ONE),
-        Field::new(20, "local", Ty::Msg(272), Field::ONE),
-        Field::new(21, "storageos", Ty::Msg(273), Field::ONE),
-        Field::new(22, "csi", Ty::Msg(274), Field::ONE),
+        Field::new(1, "gcePersistentDisk", Ty::Msg(267), Field::ONE),
+        Field::new(2, "awsElasticBlockStore", Ty::Msg(268), Field::ONE),
+        Field::new(3, "hostPath", Ty::Msg(269), Field::ONE),
+        Field::new(4, "glusterfs", Ty::Msg(270), Field::ONE),
+        Field::new(5, "nfs", Ty::Msg(271), Field::ONE),
+        Field::new(6, "rbd", Ty::Msg(272), Field::ONE),
+        Field::new(7, "iscsi", Ty::Msg(273), Field::ONE),
+        Field::new(8, "cinder", Ty::Msg(274), Field::ONE),
+        Field::new(9, "cephfs", Ty::Msg(275), Field::ONE),
+        Field::new(10, "fc", Ty::Msg(276), Field::ONE),
+        Field::new(11, "flocker", Ty::Msg(277), Field::ONE),
+        Field::new(12, "flexVolume", Ty::Msg(278), Field::ONE),
+        Field::new(13, "azureFile", Ty::Msg(279), Field::ONE),
+        Field::new(14, "vsphereVolume", Ty::Msg(280), Field::ONE),
+        Field::new(15, "quobyte", Ty::Msg(281), Field::ONE),
+        Field::new(16, "azureDisk", Ty::Msg(282), Field::ONE),
+        Field::new(17, "photonPersistentDisk", Ty::Msg(283), Field::ONE),
+        Field::new(18, "portworxVolume", Ty::Msg(284), Field::ONE),
+        Field::new(19, "scaleIO", Ty::Msg(285), Field::ONE),
+        Field::new(20, "local", Ty::Msg(286), Field::ONE),
+        Field::new(21, "storageos", Ty::Msg(287), Field::ONE),
+        Field::new(22, "csi", Ty::Msg(288), Field::ONE),
     ] },
-    // 163
+    // 172
     Message { name: "api/core/v1.VolumeNodeAffinity", fields: &[
-        Field::new(1, "required", Ty::Msg(275), Field::ONE),
+        Field::new(1, "required", Ty::Msg(289), Field::ONE),
     ] },
-    // 164
+    // 173
     Message { name: "api/core/v1.VolumeResourceRequirements", fields: &[
         Field::new(1, "limits", Ty::Map(&Ty::Quantity), Field::ONE),
         Field::new(2, "requests", Ty::Map(&Ty::Quantity), Field::ONE),
     ] },
-    // 165
+    // 174
     Message { name: "api/core/v1.TypedLocalObjectReference", fields: &[
         Field::new(1, "apiGroup", Ty::Str, Field::ONE),
         Field::new(2, "kind", Ty::Str, Field::ONE),
         Field::new(3, "name", Ty::Str, Field::ONE),
     ] },
-    // 166
+    // 175
     Message { name: "api/core/v1.TypedObjectReference", fields: &[
         Field::new(1, "apiGroup", Ty::Str, Field::ONE),
         Field::new(2, "kind", Ty::Str, Field::ONE),
         Field::new(3, "name", Ty::Str, Field::ONE),
         Field::new(4, "namespace", Ty::Str, Field::ONE),
     ] },
-    // 167
+    // 176
     Message { name: "api/core/v1.PersistentVolumeClaimCondition", fields: &[
         Field::new(1, "type", Ty::Str, Field::ONE),
         Field::new(2, "status", Ty::Str, Field::ONE),
@@ -1293,67 +1349,67 @@ pub(super) static MESSAGES: &[Message] = &[
         Field::new(5, "reason", Ty::Str, Field::ONE),
         Field::new(6, "message", Ty::Str, Field::ONE),
     ] },
-    // 168
+    // 177
     Message { name: "api/core/v1.Volume", fields: &[
         Field::new(1, "name", Ty::Str, Field::ONE),
-        Field::new(2, "volumeSource", Ty::Msg(276), Field::INLINE),
+        Field::new(2, "volumeSource", Ty::Msg(290), Field::INLINE),
     ] },
-    // 169
+    // 178
     Message { name: "api/core/v1.Container", fields: &[
         Field::new(1, "name", Ty::Str, Field::ONE),
         Field::new(2, "image", Ty::Str, Field::ONE),
         Field::new(3, "command", Ty::Str, Field::REPEATED),
         Field::new(4, "args", Ty::Str, Field::REPEATED),
         Field::new(5, "workingDir", Ty::Str, Field::ONE),
-        Field::new(6, "ports", Ty::Msg(277), Field::REPEATED),
-        Field::new(7, "env", Ty::Msg(279), Field::REPEATED),
-        Field::new(8, "resources", Ty::Msg(181), Field::ONE),
-        Field::new(9, "volumeMounts", Ty::Msg(282), Field::REPEATED),
-        Field::new(10, "livenessProbe", Ty::Msg(284), Field::ONE),
-        Field::new(11, "readinessProbe", Ty::Msg(284), Field::ONE),
-        Field::new(12, "lifecycle", Ty::Msg(285), Field::ONE),
+        Field::new(6, "ports", Ty::Msg(291), Field::REPEATED),
+        Field::new(7, "env", Ty::Msg(293), Field::REPEATED),
+        Field::new(8, "resources", Ty::Msg(190), Field::ONE),
+        Field::new(9, "volumeMounts", Ty::Msg(296), Field::REPEATED),
+        Field::new(10, "livenessProbe", Ty::Msg(298), Field::ONE),
+        Field::new(11, "readinessProbe", Ty::Msg(298), Field::ONE),
+        Field::new(12, "lifecycle", Ty::Msg(299), Field::ONE),
         Field::new(13, "terminationMessagePath", Ty::Str, Field::ONE),
         Field::new(14, "imagePullPolicy", Ty::Str, Field::ONE),
-        Field::new(15, "securityContext", Ty::Msg(286), Field::ONE),
+        Field::new(15, "securityContext", Ty::Msg(300), Field::ONE),
         Field::new(16, "stdin", Ty::Bool, Field::ONE),
         Field::new(17, "stdinOnce", Ty::Bool, Field::ONE),
         Field::new(18, "tty", Ty::Bool, Field::ONE),
-        Field::new(19, "envFrom", Ty::Msg(278), Field::REPEATED),
+        Field::new(19, "envFrom", Ty::Msg(292), Field::REPEATED),
         Field::new(20, "terminationMessagePolicy", Ty::Str, Field::ONE),
-        Field::new(21, "volumeDevices", Ty::Msg(283), Field::REPEATED),
-        Field::new(22, "startupProbe", Ty::Msg(284), Field::ONE),
-        Field::new(23, "resizePolicy", Ty::Msg(280), Field::REPEATED),
+        Field::new(21, "volumeDevices", Ty::Msg(297), Field::REPEATED),
+        Field::new(22, "startupProbe", Ty::Msg(298), Field::ONE),
+        Field::new(23, "resizePolicy", Ty::Msg(294), Field::REPEATED),
         Field::new(24, "restartPolicy", Ty::Str, Field::ONE),
-        Field::new(25, "restartPolicyRules", Ty::Msg(281), Field::REPEATED),
+        Field::new(25, "restartPolicyRules", Ty::Msg(295), Field::REPEATED),
     ] },
-    // 170
+    // 179
     Message { name: "api/core/v1.EphemeralContainer", fields: &[
-        Field::new(1, "ephemeralContainerCommon", Ty::Msg(287), Field::INLINE),
+        Field::new(1, "ephemeralContainerCommon", Ty::Msg(301), Field::INLINE),
         Field::new(2, "targetContainerName", Ty::Str, Field::ONE),
     ] },
-    // 171
+    // 180
     Message { name: "api/core/v1.PodSecurityContext", fields: &[
-        Field::new(1, "seLinuxOptions", Ty::Msg(288), Field::ONE),
+        Field::new(1, "seLinuxOptions", Ty::Msg(302), Field::ONE),
         Field::new(2, "runAsUser", Ty::I64, Field::KEEP_ZERO),
         Field::new(3, "runAsNonRoot", Ty::Bool, Field::KEEP_ZERO),
         Field::new(4, "supplementalGroups", Ty::I64, Field::REPEATED),
         Field::new(5, "fsGroup", Ty::I64, Field::KEEP_ZERO),
         Field::new(6, "runAsGroup", Ty::I64, Field::KEEP_ZERO),
-        Field::new(7, "sysctls", Ty::Msg(290), Field::REPEATED),
-        Field::new(8, "windowsOptions", Ty::Msg(289), Field::ONE),
+        Field::new(7, "sysctls", Ty::Msg(304), Field::REPEATED),
+        Field::new(8, "windowsOptions", Ty::Msg(303), Field::ONE),
         Field::new(9, "fsGroupChangePolicy", Ty::Str, Field::ONE),
-        Field::new(10, "seccompProfile", Ty::Msg(291), Field::ONE),
-        Field::new(11, "appArmorProfile", Ty::Msg(292), Field::ONE),
+        Field::new(10, "seccompProfile", Ty::Msg(305), Field::ONE),
+        Field::new(11, "appArmorProfile", Ty::Msg(306), Field::ONE),
         Field::new(12, "supplementalGroupsPolicy", Ty::Str, Field::ONE),
         Field::new(13, "seLinuxChangePolicy", Ty::Str, Field::ONE),
     ] },
-    // 172
+    // 181
     Message { name: "api/core/v1.Affinity", fields: &[
-        Field::new(1, "nodeAffinity", Ty::Msg(293), Field::ONE),
-        Field::new(2, "podAffinity", Ty::Msg(294), Field::ONE),
-        Field::new(3, "podAntiAffinity", Ty::Msg(295), Field::ONE),
+        Field::new(1, "nodeAffinity", Ty::Msg(307), Field::ONE),
+        Field::new(2, "podAffinity", Ty::Msg(308), Field::ONE),
+        Field::new(3, "podAntiAffinity", Ty::Msg(309), Field::ONE),
     ] },
-    // 173
+    // 182
     Message { name: "api/core/v1.Toleration", fields: &[
         Field::new(1, "key", Ty::Str, Field::ONE),
         Field::new(2, "operator", Ty::Str, Field::ONE),
@@ -1361,59 +1417,59 @@ pub(super) static MESSAGES: &[Message] = &[
         Field::new(4, "effect", Ty::Str, Field::ONE),
         Field::new(5, "tolerationSeconds", Ty::I64, Field::ONE),
     ] },
-    // 174
+    // 183
     Message { name: "api/core/v1.HostAlias", fields: &[
         Field::new(1, "ip", Ty::Str, Field::ONE),
         Field::new(2, "hostnames", Ty::Str, Field::REPEATED),
     ] },
-    // 175
+    // 184
     Message { name: "api/core/v1.PodDnsConfig", fields: &[
         Field::new(1, "nameservers", Ty::Str, Field::REPEATED),
         Field::new(2, "searches", Ty::Str, Field::REPEATED),
-        Field::new(3, "options", Ty::Msg(296), Field::REPEATED),
+        Field::new(3, "options", Ty::Msg(310), Field::REPEATED),
     ] },
-    // 176
+    // 185
     Message { name: "api/core/v1.PodReadinessGate", fields: &[
         Field::new(1, "conditionType", Ty::Str, Field::ONE),
     ] },
-    // 177
+    // 186
     Message { name: "api/core/v1.TopologySpreadConstraint", fields: &[
         Field::new(1, "maxSkew", Ty::I32, Field::ONE),
         Field::new(2, "topologyKey", Ty::Str, Field::ONE),
         Field::new(3, "whenUnsatisfiable", Ty::Str, Field::ONE),
-        Field::new(4, "labelSelector", Ty::Msg(130), Field::ONE),
+        Field::new(4, "labelSelector", Ty::Msg(139), Field::ONE),
         Field::new(5, "minDomains", Ty::I32, Field::ONE),
         Field::new(6, "nodeAffinityPolicy", Ty::Str, Field::ONE),
         Field::new(7, "nodeTaintsPolicy", Ty::Str, Field::ONE),
         Field::new(8, "matchLabelKeys", Ty::Str, Field::REPEATED),
     ] },
-    // 178
+    // 187
     Message { name: "api/core/v1.PodOs", fields: &[
         Field::new(1, "name", Ty::Str, Field::ONE),
     ] },
-    // 179
+    // 188
     Message { name: "api/core/v1.PodSchedulingGate", fields: &[
         Field::new(1, "name", Ty::Str, Field::ONE),
     ] },
-    // 180
+    // 189
     Message { name: "api/core/v1.PodResourceClaim", fields: &[
         Field::new(1, "name", Ty::Str, Field::ONE),
         Field::new(3, "resourceClaimName", Ty::Str, Field::ONE),
         Field::new(4, "resourceClaimTemplateName", Ty::Str, Field::ONE),
     ] },
-    // 181
+    // 190
     Message { name: "api/core/v1.ResourceRequirements", fields: &[
         Field::new(1, "limits", Ty::Map(&Ty::Quantity), Field::ONE),
         Field::new(2, "requests", Ty::Map(&Ty::Quantity), Field::ONE),
-        Field::new(3, "claims", Ty::Msg(297), Field::REPEATED),
+        Field::new(3, "claims", Ty::Msg(311), Field::REPEATED),
     ] },
-    // 182
+    // 191
     Message { name: "api/core/v1.WorkloadReference", fields: &[
         Field::new(1, "name", Ty::Str, Field::ONE),
         Field::new(2, "podGroup", Ty::Str, Field::ONE),
         Field::new(3, "podGroupReplicaKey", Ty::Str, Field::ONE),
     ] },
-    // 183
+    // 192
     Message { name: "api/core/v1.PodCondition", fields: &[
         Field::new(1, "type", Ty::Str, Field::ONE),
         Field::new(2, "status", Ty::Str, Field::ONE),
@@ -1423,19 +1479,19 @@ pub(super) static MESSAGES: &[Message] = &[
         Field::new(6, "message", Ty::Str, Field::ONE),
         Field::new(7, "observedGeneration", Ty::I64, Field::ONE),
     ] },
-    // 184
+    // 193
     Message { name: "api/core/v1.HostIp", fields: &[
         Field::new(1, "ip", Ty::Str, Field::ONE),
     ] },
-    // 185
+    // 194
     Message { name: "api/core/v1.PodIp", fields: &[
         Field::new(1, "ip", Ty::Str, Field::ONE),
     ] },
-    // 186
+    // 195
     Message { name: "api/core/v1.ContainerStatus", fields: &[
         Field::new(1, "name", Ty::Str, Field::ONE),
-        Field::new(2, "state", Ty::Msg(298), Field::ONE),
-        Field::new(3, "lastState", Ty::Msg(298), Field::ONE),
+        Field::new(2, "state", Ty::Msg(312), Field::ONE),
+        Field::new(3, "lastState", Ty::Msg(312), Field::ONE),
         Field::new(4, "ready", Ty::Bool, Field::KEEP_ZERO),
         Field::new(5, "restartCount", Ty::I32, Field::ONE),
         Field::new(6, "image", Ty::Str, Field::ONE),
@@ -1443,23 +1499,23 @@ pub(super) static MESSAGES: &[Message] = &[
         Field::new(8, "containerID", Ty::Str, Field::ONE),
         Field::new(9, "started", Ty::Bool, Field::ONE),
         Field::new(10, "allocatedResources", Ty::Map(&Ty::Quantity), Field::ONE),
-        Field::new(11, "resources", Ty::Msg(181), Field::ONE),
-        Field::new(12, "volumeMounts", Ty::Msg(299), Field::REPEATED),
-        Field::new(13, "user", Ty::Msg(300), Field::ONE),
-        Field::new(14, "allocatedResourcesStatus", Ty::Msg(301), Field::REPEATED),
+        Field::new(11, "resources", Ty::Msg(190), Field::ONE),
+        Field::new(12, "volumeMounts", Ty::Msg(313), Field::REPEATED),
+        Field::new(13, "user", Ty::Msg(314), Field::ONE),
+        Field::new(14, "allocatedResourcesStatus", Ty::Msg(315), Field::REPEATED),
         Field::new(15, "stopSignal", Ty::Str, Field::ONE),
     ] },
-    // 187
+    // 196
     Message { name: "api/core/v1.PodResourceClaimStatus", fields: &[
         Field::new(1, "name", Ty::Str, Field::ONE),
         Field::new(2, "resourceClaimName", Ty::Str, Field::ONE),
     ] },
-    // 188
+    // 197
     Message { name: "api/core/v1.PodExtendedResourceClaimStatus", fields: &[
-        Field::new(1, "requestMappings", Ty::Msg(302), Field::REPEATED),
+        Field::new(1, "requestMappings", Ty::Msg(316), Field::REPEATED),
         Field::new(2, "resourceClaimName", Ty::Str, Field::ONE),
     ] },
-    // 189
+    // 198
     Message { name: "api/core/v1.ReplicationControllerCondition", fields: &[
         Field::new(1, "type", Ty::Str, Field::ONE),
         Field::new(2, "status", Ty::Str, Field::ONE),
@@ -1467,11 +1523,11 @@ pub(super) static MESSAGES: &[Message] = &[
         Field::new(4, "reason", Ty::Str, Field::ONE),
         Field::new(5, "message", Ty::Str, Field::ONE),
     ] },
-    // 190
+    // 199
     Message { name: "api/core/v1.ScopeSelector", fields: &[
-        Field::new(1, "matchExpressions", Ty::Msg(303), Field::REPEATED),
+        Field::new(1, "matchExpressions", Ty::Msg(317), Field::REPEATED),
     ] },
-    // 191
+    // 200
     Message { name: "api/core/v1.ServicePort", fields: &[
         Field::new(1, "name", Ty::Str, Field::ONE),
         Field::new(2, "protocol", Ty::Str, Field::ONE),
@@ -1480,15 +1536,15 @@ pub(super) static MESSAGES: &[Message] = &[
         Field::new(5, "nodePort", Ty::I32, Field::ONE),
         Field::new(6, "appProtocol", Ty::Str, Field::ONE),
     ] },
-    // 192
+    // 201
     Message { name: "api/core/v1.SessionAffinityConfig", fields: &[
-        Field::new(1, "clientIP", Ty::Msg(304), Field::ONE),
+        Field::new(1, "clientIP", Ty::Msg(318), Field::ONE),
     ] },
-    // 193
+    // 202
     Message { name: "api/core/v1.LoadBalancerStatus", fields: &[
-        Field::new(1, "ingress", Ty::Msg(305), Field::REPEATED),
+        Field::new(1, "ingress", Ty::Msg(319), Field::REPEATED),
     ] },
-    // 194
+    // 203
     Message { name: "apimachinery/pkg/apis/meta/v1.Condition", fields: &[
         Field::new(1, "type", Ty::Str, Field::ONE),
         Field::new(2, "status", Ty::Str, Field::ONE),
@@ -1497,12 +1553,12 @@ pub(super) static MESSAGES: &[Message] = &[
         Field::new(5, "reason", Ty::Str, Field::ONE),
         Field::new(6, "message", Ty::Str, Field::ONE),
     ] },
-    // 195
+    // 204
     Message { name: "api/apps/v1.DaemonSetUpdateStrategy", fields: &[
         Field::new(1, "type", Ty::Str, Field::ONE),
-        Field::new(2, "rollingUpdate", Ty::Msg(306), Field::ONE),
+        Field::new(2, "rollingUpdate", Ty::Msg(320), Field::ONE),
     ] },
-    // 196
+    // 205
     Message { name: "api/apps/v1.DaemonSetCondition", fields: &[
         Field::new(1, "type", Ty::Str, Field::ONE),
         Field::new(2, "status", Ty::Str, Field::ONE),
@@ -1510,12 +1566,12 @@ pub(super) static MESSAGES: &[Message] = &[
         Field::new(4, "reason", Ty::Str, Field::ONE),
         Field::new(5, "message", Ty::Str, Field::ONE),
     ] },
-    // 197
+    // 206
     Message { name: "api/apps/v1.DeploymentStrategy", fields: &[
         Field::new(1, "type", Ty::Str, Field::ONE),
-        Field::new(2, "rollingUpdate", Ty::Msg(307), Field::ONE),
+        Field::new(2, "rollingUpdate", Ty::Msg(321), Field::ONE),
     ] },
-    // 198
+    // 207
     Message { name: "api/apps/v1.DeploymentCondition", fields: &[
         Field::new(1, "type", Ty::Str, Field::ONE),
         Field::new(2, "status", Ty::Str, Field::ONE),
@@ -1524,7 +1580,7 @@ pub(super) static MESSAGES: &[Message] = &[
         Field::new(6, "lastUpdateTime", Ty::Time, Field::ONE),
         Field::new(7, "lastTransitionTime", Ty::Time, Field::ONE),
     ] },
-    // 199
+    // 208
     Message { name: "api/apps/v1.ReplicaSetCondition", fields: &[
         Field::new(1, "type", Ty::Str, Field::ONE),
         Field::new(2, "status", Ty::Str, Field::ONE),
@@ -1532,21 +1588,21 @@ pub(super) static MESSAGES: &[Message] = &[
         Field::new(4, "reason", Ty::Str, Field::ONE),
         Field::new(5, "message", Ty::Str, Field::ONE),
     ] },
-    // 200
+    // 209
     Message { name: "api/apps/v1.StatefulSetUpdateStrategy", fields: &[
         Field::new(1, "type", Ty::Str, Field::ONE),
-        Field::new(2, "rollingUpdate", Ty::Msg(308), Field::ONE),
+        Field::new(2, "rollingUpdate", Ty::Msg(322), Field::ONE),
     ] },
-    // 201
+    // 210
     Message { name: "api/apps/v1.StatefulSetPersistentVolumeClaimRetentionPolicy", fields: &[
         Field::new(1, "whenDeleted", Ty::Str, Field::ONE),
         Field::new(2, "whenScaled", Ty::Str, Field::ONE),
     ] },
-    // 202
+    // 211
     Message { name: "api/apps/v1.StatefulSetOrdinals", fields: &[
         Field::new(1, "start", Ty::I32, Field::ONE),
     ] },
-    // 203
+    // 212
     Message { name: "api/apps/v1.StatefulSetCondition", fields: &[
         Field::new(1, "type", Ty::Str, Field::ONE),
         Field::new(2, "status", Ty::Str, Field::ONE),
@@ -1554,15 +1610,15 @@ pub(super) static MESSAGES: &[Message] = &[
         Field::new(4, "reason", Ty::Str, Field::ONE),
         Field::new(5, "message", Ty::Str, Field::ONE),
     ] },
-    // 204
+    // 213
     Message { name: "api/batch/v1.PodFailurePolicy", fields: &[
-        Field::new(1, "rules", Ty::Msg(309), Field::REPEATED),
+        Field::new(1, "rules", Ty::Msg(323), Field::REPEATED),
     ] },
-    // 205
+    // 214
     Message { name: "api/batch/v1.SuccessPolicy", fields: &[
-        Field::new(1, "rules", Ty::Msg(310), Field::REPEATED),
+        Field::new(1, "rules", Ty::Msg(324), Field::REPEATED),
     ] },
-    // 206
+    // 215
     Message { name: "api/batch/v1.JobCondition", fields: &[
         Field::new(1, "type", Ty::Str, Field::ONE),
         Field::new(2, "status", Ty::Str, Field::ONE),
@@ -1571,38 +1627,38 @@ pub(super) static MESSAGES: &[Message] = &[
         Field::new(5, "reason", Ty::Str, Field::ONE),
         Field::new(6, "message", Ty::Str, Field::ONE),
     ] },
-    // 207
+    // 216
     Message { name: "api/batch/v1.UncountedTerminatedPods", fields: &[
         Field::new(1, "succeeded", Ty::Str, Field::REPEATED),
         Field::new(2, "failed", Ty::Str, Field::REPEATED),
     ] },
-    // 208
+    // 217
     Message { name: "api/networking/v1.ParentReference", fields: &[
         Field::new(1, "group", Ty::Str, Field::ONE),
         Field::new(2, "resource", Ty::Str, Field::ONE),
         Field::new(3, "namespace", Ty::Str, Field::ONE),
         Field::new(4, "name", Ty::Str, Field::ONE),
     ] },
-    // 209
+    // 218
     Message { name: "api/networking/v1.IngressBackend", fields: &[
-        Field::new(3, "resource", Ty::Msg(165), Field::ONE),
-        Field::new(4, "service", Ty::Msg(311), Field::ONE),
+        Field::new(3, "resource", Ty::Msg(174), Field::ONE),
+        Field::new(4, "service", Ty::Msg(325), Field::ONE),
     ] },
-    // 210
+    // 219
     Message { name: "api/networking/v1.IngressTls", fields: &[
         Field::new(1, "hosts", Ty::Str, Field::REPEATED),
         Field::new(2, "secretName", Ty::Str, Field::ONE),
     ] },
-    // 211
+    // 220
     Message { name: "api/networking/v1.IngressRule", fields: &[
         Field::new(1, "host", Ty::Str, Field::ONE),
-        Field::new(2, "ingressRuleValue", Ty::Msg(312), Field::INLINE),
+        Field::new(2, "ingressRuleValue", Ty::Msg(326), Field::INLINE),
     ] },
-    // 212
+    // 221
     Message { name: "api/networking/v1.IngressLoadBalancerStatus", fields: &[
-        Field::new(1, "ingress", Ty::Msg(313), Field::REPEATED),
+        Field::new(1, "ingress", Ty::Msg(327), Field::REPEATED),
     ] },
-    // 213
+    // 222
     Message { name: "api/networking/v1.IngressClassParametersReference", fields: &[
         Field::new(1, "apiGroup", Ty::Str, Field::ONE),
         Field::new(2, "kind", Ty::Str, Field::ONE),
@@ -1610,57 +1666,57 @@ pub(super) static MESSAGES: &[Message] = &[
         Field::new(4, "scope", Ty::Str, Field::ONE),
         Field::new(5, "namespace", Ty::Str, Field::ONE),
     ] },
-    // 214
+    // 223
     Message { name: "api/networking/v1.NetworkPolicyIngressRule", fields: &[
-        Field::new(1, "ports", Ty::Msg(314), Field::REPEATED),
-        Field::new(2, "from", Ty::Msg(315), Field::REPEATED),
+        Field::new(1, "ports", Ty::Msg(328), Field::REPEATED),
+        Field::new(2, "from", Ty::Msg(329), Field::REPEATED),
     ] },
-    // 215
+    // 224
     Message { name: "api/networking/v1.NetworkPolicyEgressRule", fields: &[
-        Field::new(1, "ports", Ty::Msg(314), Field::REPEATED),
-        Field::new(2, "to", Ty::Msg(315), Field::REPEATED),
+        Field::new(1, "ports", Ty::Msg(328), Field::REPEATED),
+        Field::new(2, "to", Ty::Msg(329), Field::REPEATED),
     ] },
-    // 216
+    // 225
     Message { name: "apimachinery/pkg/apis/meta/v1.Preconditions", fields: &[
         Field::new(1, "uid", Ty::Str, Field::ONE),
         Field::new(2, "resourceVersion", Ty::Str, Field::ONE),
     ] },
-    // 217
+    // 226
     Message { name: "api/autoscaling/v1.CrossVersionObjectReference", fields: &[
         Field::new(1, "kind", Ty::Str, Field::ONE),
         Field::new(2, "name", Ty::Str, Field::ONE),
         Field::new(3, "apiVersion", Ty::Str, Field::ONE),
     ] },
-    // 218
+    // 227
     Message { name: "api/autoscaling/v2.CrossVersionObjectReference", fields: &[
         Field::new(1, "kind", Ty::Str, Field::ONE),
         Field::new(2, "name", Ty::Str, Field::ONE),
         Field::new(3, "apiVersion", Ty::Str, Field::ONE),
     ] },
-    // 219
+    // 228
     Message { name: "api/autoscaling/v2.MetricSpec", fields: &[
         Field::new(1, "type", Ty::Str, Field::ONE),
-        Field::new(2, "object", Ty::Msg(316), Field::ONE),
-        Field::new(3, "pods", Ty::Msg(317), Field::ONE),
-        Field::new(4, "resource", Ty::Msg(318), Field::ONE),
-        Field::new(5, "external", Ty::Msg(320), Field::ONE),
-        Field::new(7, "containerResource", Ty::Msg(319), Field::ONE),
+        Field::new(2, "object", Ty::Msg(330), Field::ONE),
+        Field::new(3, "pods", Ty::Msg(331), Field::ONE),
+        Field::new(4, "resource", Ty::Msg(332), Field::ONE),
+        Field::new(5, "external", Ty::Msg(334), Field::ONE),
+        Field::new(7, "containerResource", Ty::Msg(333), Field::ONE),
     ] },
-    // 220
+    // 229
     Message { name: "api/autoscaling/v2.HorizontalPodAutoscalerBehavior", fields: &[
-        Field::new(1, "scaleUp", Ty::Msg(321), Field::ONE),
-        Field::new(2, "scaleDown", Ty::Msg(321), Field::ONE),
+        Field::new(1, "scaleUp", Ty::Msg(335), Field::ONE),
+        Field::new(2, "scaleDown", Ty::Msg(335), Field::ONE),
     ] },
-    // 221
+    // 230
     Message { name: "api/autoscaling/v2.MetricStatus", fields: &[
         Field::new(1, "type", Ty::Str, Field::ONE),
-        Field::new(2, "object", Ty::Msg(322), Field::ONE),
-        Field::new(3, "pods", Ty::Msg(323), Field::ONE),
-        Field::new(4, "resource", Ty::Msg(324), Field::ONE),
-        Field::new(5, "external", Ty::Msg(326), Field::ONE),
-        Field::new(7, "containerResource", Ty::Msg(325), Field::ONE),
+        Field::new(2, "object", Ty::Msg(336), Field::ONE),
+        Field::new(3, "pods", Ty::Msg(337), Field::ONE),
+        Field::new(4, "resource", Ty::Msg(338), Field::ONE),
+        Field::new(5, "external", Ty::Msg(340), Field::ONE),
+        Field::new(7, "containerResource", Ty::Msg(339), Field::ONE),
     ] },
-    // 222
+    // 231
     Message { name: "api/autoscaling/v2.HorizontalPodAutoscalerCondition", fields: &[
         Field::new(1, "type", Ty::Str, Field::ONE),
         Field::new(2, "status", Ty::Str, Field::ONE),
@@ -1668,70 +1724,103 @@ pub(super) static MESSAGES: &[Message] = &[
         Field::new(4, "reason", Ty::Str, Field::ONE),
         Field::new(5, "message", Ty::Str, Field::ONE),
     ] },
-    // 223
+    // 232
     Message { name: "api/authentication/v1.UserInfo", fields: &[
         Field::new(1, "username", Ty::Str, Field::ONE),
         Field::new(2, "uid", Ty::Str, Field::ONE),
         Field::new(3, "groups", Ty::Str, Field::REPEATED),
-        Field::new(4, "extra", Ty::Map(&Ty::Msg(327)), Field::ONE),
+        Field::new(4, "extra", Ty::Map(&Ty::Msg(341)), Field::ONE),
     ] },
-    // 224
+    // 233
     Message { name: "api/authentication/v1.BoundObjectReference", fields: &[
         Field::new(1, "kind", Ty::Str, Field::ONE),
         Field::new(2, "apiVersion", Ty::Str, Field::ONE),
         Field::new(3, "name", Ty::Str, Field::ONE),
         Field::new(4, "uid", Ty::Str, Field::ONE),
     ] },
-    // 225
+    // 234
+    Message { name: "api/authorization/v1.ResourceAttributes", fields: &[
+        Field::new(1, "namespace", Ty::Str, Field::ONE),
+        Field::new(2, "verb", Ty::Str, Field::ONE),
+        Field::new(3, "group", Ty::Str, Field::ONE),
+        Field::new(4, "version", Ty::Str, Field::ONE),
+        Field::new(5, "resource", Ty::Str, Field::ONE),
+        Field::new(6, "subresource", Ty::Str, Field::ONE),
+        Field::new(7, "name", Ty::Str, Field::ONE),
+        Field::new(8, "fieldSelector", Ty::Msg(342), Field::ONE),
+        Field::new(9, "labelSelector", Ty::Msg(343), Field::ONE),
+    ] },
+    // 235
+    Message { name: "api/authorization/v1.NonResourceAttributes", fields: &[
+        Field::new(1, "path", Ty::Str, Field::ONE),
+        Field::new(2, "verb", Ty::Str, Field::ONE),
+    ] },
+    // 236
+    Message { name: "api/authorization/v1.ExtraValue", fields: &[
+        Field::new(1, "items", Ty::Str, Field::REPEATED),
+    ] },
+    // 237
+    Message { name: "api/authorization/v1.ResourceRule", fields: &[
+        Field::new(1, "verbs", Ty::Str, Field::REPEATED),
+        Field::new(2, "apiGroups", Ty::Str, Field::REPEATED),
+        Field::new(3, "resources", Ty::Str, Field::REPEATED),
+        Field::new(4, "resourceNames", Ty::Str, Field::REPEATED),
+    ] },
+    // 238
+    Message { name: "api/authorization/v1.NonResourceRule", fields: &[
+        Field::new(1, "verbs", Ty::Str, Field::REPEATED),
+        Field::new(2, "nonResourceURLs", Ty::Str, Field::REPEATED),
+    ] },
+    // 239
     Message { name: "api/discovery/v1.EndpointConditions", fields: &[
         Field::new(1, "ready", Ty::Bool, Field::KEEP_ZERO),
         Field::new(2, "serving", Ty::Bool, Field::KEEP_ZERO),
         Field::new(3, "terminating", Ty::Bool, Field::KEEP_ZERO),
     ] },
-    // 226
+    // 240
     Message { name: "api/discovery/v1.EndpointHints", fields: &[
-        Field::new(1, "forZones", Ty::Msg(328), Field::REPEATED),
-        Field::new(2, "forNodes", Ty::Msg(329), Field::REPEATED),
+        Field::new(1, "forZones", Ty::Msg(344), Field::REPEATED),
+        Field::new(2, "forNodes", Ty::Msg(345), Field::REPEATED),
     ] },
-    // 227
+    // 241
     Message { name: "api/storage/v1.TokenRequest", fields: &[
         Field::new(1, "audience", Ty::Str, Field::ONE),
         Field::new(2, "expirationSeconds", Ty::I64, Field::KEEP_ZERO),
     ] },
-    // 228
+    // 242
     Message { name: "api/storage/v1.CSINodeDriver", fields: &[
         Field::new(1, "name", Ty::Str, Field::ONE),
         Field::new(2, "nodeID", Ty::Str, Field::ONE),
         Field::new(3, "topologyKeys", Ty::Str, Field::REPEATED),
-        Field::new(4, "allocatable", Ty::Msg(330), Field::ONE),
+        Field::new(4, "allocatable", Ty::Msg(346), Field::ONE),
     ] },
-    // 229
+    // 243
     Message { name: "apimachinery/pkg/apis/meta/v1.LabelSelectorRequirement", fields: &[
         Field::new(1, "key", Ty::Str, Field::ONE),
         Field::new(2, "operator", Ty::Str, Field::ONE),
         Field::new(3, "values", Ty::Str, Field::REPEATED),
     ] },
-    // 230
+    // 244
     Message { name: "api/core/v1.TopologySelectorLabelRequirement", fields: &[
         Field::new(1, "key", Ty::Str, Field::ONE),
         Field::new(2, "values", Ty::Str, Field::REPEATED),
     ] },
-    // 231
+    // 245
     Message { name: "api/storage/v1.VolumeAttachmentSource", fields: &[
         Field::new(1, "persistentVolumeName", Ty::Str, Field::ONE),
-        Field::new(2, "inlineVolumeSpec", Ty::Msg(74), Field::ONE),
+        Field::new(2, "inlineVolumeSpec", Ty::Msg(78), Field::ONE),
     ] },
-    // 232
+    // 246
     Message { name: "api/storage/v1.VolumeError", fields: &[
         Field::new(1, "time", Ty::Time, Field::ONE),
         Field::new(2, "message", Ty::Str, Field::ONE),
         Field::new(3, "errorCode", Ty::I32, Field::ONE),
     ] },
-    // 233
+    // 247
     Message { name: "api/certificates/v1.ExtraValue", fields: &[
         Field::new(1, "items", Ty::Str, Field::REPEATED),
     ] },
-    // 234
+    // 248
     Message { name: "api/certificates/v1.CertificateSigningRequestCondition", fields: &[
         Field::new(1, "type", Ty::Str, Field::ONE),
         Field::new(2, "reason", Ty::Str, Field::ONE),
@@ -1740,64 +1829,64 @@ pub(super) static MESSAGES: &[Message] = &[
         Field::new(5, "lastTransitionTime", Ty::Time, Field::ONE),
         Field::new(6, "status", Ty::Str, Field::ONE),
     ] },
-    // 235
+    // 249
     Message { name: "api/admissionregistration/v1.WebhookClientConfig", fields: &[
-        Field::new(1, "service", Ty::Msg(331), Field::ONE),
+        Field::new(1, "service", Ty::Msg(347), Field::ONE),
         Field::new(2, "caBundle", Ty::Bytes, Field::ONE),
         Field::new(3, "url", Ty::Str, Field::ONE),
     ] },
-    // 236
+    // 250
     Message { name: "api/admissionregistration/v1.RuleWithOperations", fields: &[
         Field::new(1, "operations", Ty::Str, Field::REPEATED),
-        Field::new(2, "rule", Ty::Msg(332), Field::INLINE),
+        Field::new(2, "rule", Ty::Msg(348), Field::INLINE),
     ] },
-    // 237
+    // 251
     Message { name: "api/admissionregistration/v1.MatchCondition", fields: &[
         Field::new(1, "name", Ty::Str, Field::ONE),
         Field::new(2, "expression", Ty::Str, Field::ONE),
     ] },
-    // 238
+    // 252
     Message { name: "api/admissionregistration/v1.ParamKind", fields: &[
         Field::new(1, "apiVersion", Ty::Str, Field::ONE),
         Field::new(2, "kind", Ty::Str, Field::ONE),
     ] },
-    // 239
+    // 253
     Message { name: "api/admissionregistration/v1.MatchResources", fields: &[
-        Field::new(1, "namespaceSelector", Ty::Msg(130), Field::ONE),
-        Field::new(2, "objectSelector", Ty::Msg(130), Field::ONE),
-        Field::new(3, "resourceRules", Ty::Msg(333), Field::REPEATED),
-        Field::new(4, "excludeResourceRules", Ty::Msg(333), Field::REPEATED),
+        Field::new(1, "namespaceSelector", Ty::Msg(139), Field::ONE),
+        Field::new(2, "objectSelector", Ty::Msg(139), Field::ONE),
+        Field::new(3, "resourceRules", Ty::Msg(349), Field::REPEATED),
+        Field::new(4, "excludeResourceRules", Ty::Msg(349), Field::REPEATED),
         Field::new(7, "matchPolicy", Ty::Str, Field::ONE),
     ] },
-    // 240
+    // 254
     Message { name: "api/admissionregistration/v1.Validation", fields: &[
         Field::new(1, "expression", Ty::Str, Field::ONE),
         Field::new(2, "message", Ty::Str, Field::ONE),
         Field::new(3, "reason", Ty::Str, Field::ONE),
         Field::new(4, "messageExpression", Ty::Str, Field::ONE),
     ] },
-    // 241
+    // 255
     Message { name: "api/admissionregistration/v1.AuditAnnotation", fields: &[
         Field::new(1, "key", Ty::Str, Field::ONE),
         Field::new(2, "valueExpression", Ty::Str, Field::ONE),
     ] },
-    // 242
+    // 256
     Message { name: "api/admissionregistration/v1.Variable", fields: &[
         Field::new(1, "name", Ty::Str, Field::ONE),
         Field::new(2, "expression", Ty::Str, Field::ONE),
     ] },
-    // 243
+    // 257
     Message { name: "api/admissionregistration/v1.TypeChecking", fields: &[
-        Field::new(1, "expressionWarnings", Ty::Msg(334), Field::REPEATED),
+        Field::new(1, "expressionWarnings", Ty::Msg(350), Field::REPEATED),
     ] },
-    // 244
+    // 258
     Message { name: "api/admissionregistration/v1.ParamRef", fields: &[
         Field::new(1, "name", Ty::Str, Field::ONE),
         Field::new(2, "namespace", Ty::Str, Field::ONE),
-        Field::new(3, "selector", Ty::Msg(130), Field::ONE),
+        Field::new(3, "selector", Ty::Msg(139), Field::ONE),
         Field::new(4, "parameterNotFoundAction", Ty::Str, Field::ONE),
     ] },
-    // 245
+    // 259
     Message { name: "apiextensions_apiserver/pkg/apis/apiextensions/v1.CustomResourceDefinitionNames", fields: &[
         Field::new(1, "plural", Ty::Str, Field::ONE),
         Field::new(2, "singular", Ty::Str, Field::ONE),
@@ -1806,24 +1895,24 @@ pub(super) static MESSAGES: &[Message] = &[
         Field::new(5, "listKind", Ty::Str, Field::ONE),
         Field::new(6, "categories", Ty::Str, Field::REPEATED),
     ] },
-    // 246
+    // 260
     Message { name: "apiextensions_apiserver/pkg/apis/apiextensions/v1.CustomResourceDefinitionVersion", fields: &[
         Field::new(1, "name", Ty::Str, Field::ONE),
         Field::new(2, "served", Ty::Bool, Field::ONE),
         Field::new(3, "storage", Ty::Bool, Field::ONE),
-        Field::new(4, "schema", Ty::Msg(335), Field::ONE),
-        Field::new(5, "subresources", Ty::Msg(336), Field::ONE),
-        Field::new(6, "additionalPrinterColumns", Ty::Msg(337), Field::REPEATED),
+        Field::new(4, "schema", Ty::Msg(351), Field::ONE),
+        Field::new(5, "subresources", Ty::Msg(352), Field::ONE),
+        Field::new(6, "additionalPrinterColumns", Ty::Msg(353), Field::REPEATED),
         Field::new(7, "deprecated", Ty::Bool, Field::ONE),
         Field::new(8, "deprecationWarning", Ty::Str, Field::ONE),
-        Field::new(9, "selectableFields", Ty::Msg(338), Field::REPEATED),
+        Field::new(9, "selectableFields", Ty::Msg(354), Field::REPEATED),
     ] },
-    // 247
+    // 261
     Message { name: "apiextensions_apiserver/pkg/apis/apiextensions/v1.CustomResourceConversion", fields: &[
         Field::new(1, "strategy", Ty::Str, Field::ONE),
-        Field::new(2, "webhook", Ty::Msg(339), Field::ONE),
+        Field::new(2, "webhook", Ty::Msg(355), Field::ONE),
     ] },
-    // 248
+    // 262
     Message { name: "apiextensions_apiserver/pkg/apis/apiextensions/v1.CustomResourceDefinitionCondition", fields: &[
         Field::new(1, "type", Ty::Str, Field::ONE),
         Field::new(2, "status", Ty::Str, Field::ONE),
@@ -1832,7 +1921,7 @@ pub(super) static MESSAGES: &[Message] = &[
         Field::new(5, "message", Ty::Str, Field::ONE),
         Field::new(6, "observedGeneration", Ty::I64, Field::ONE),
     ] },
-    // 249
+    // 263
     Message { name: "api/core/v1.ConfigMapNodeConfigSource", fields: &[
         Field::new(1, "namespace", Ty::Str, Field::ONE),
         Field::new(2, "name", Ty::Str, Field::ONE),
@@ -1840,52 +1929,52 @@ pub(super) static MESSAGES: &[Message] = &[
         Field::new(4, "resourceVersion", Ty::Str, Field::ONE),
         Field::new(5, "kubeletConfigKey", Ty::Str, Field::ONE),
     ] },
-    // 250
+    // 264
     Message { name: "api/core/v1.DaemonEndpoint", fields: &[
         Field::new(1, "Port", Ty::I32, Field::ONE),
     ] },
-    // 251
+    // 265
     Message { name: "api/core/v1.NodeSwapStatus", fields: &[
         Field::new(1, "capacity", Ty::I64, Field::ONE),
     ] },
-    // 252
+    // 266
     Message { name: "api/core/v1.NodeRuntimeHandlerFeatures", fields: &[
         Field::new(1, "recursiveReadOnlyMounts", Ty::Bool, Field::ONE),
         Field::new(2, "userNamespaces", Ty::Bool, Field::ONE),
     ] },
-    // 253
+    // 267
     Message { name: "api/core/v1.GcePersistentDiskVolumeSource", fields: &[
         Field::new(1, "pdName", Ty::Str, Field::ONE),
         Field::new(2, "fsType", Ty::Str, Field::ONE),
         Field::new(3, "partition", Ty::I32, Field::ONE),
         Field::new(4, "readOnly", Ty::Bool, Field::ONE),
     ] },
-    // 254
+    // 268
     Message { name: "api/core/v1.AwsElasticBlockStoreVolumeSource", fields: &[
         Field::new(1, "volumeID", Ty::Str, Field::ONE),
         Field::new(2, "fsType", Ty::Str, Field::ONE),
         Field::new(3, "partition", Ty::I32, Field::ONE),
         Field::new(4, "readOnly", Ty::Bool, Field::ONE),
     ] },
-    // 255
+    // 269
     Message { name: "api/core/v1.HostPathVolumeSource", fields: &[
         Field::new(1, "path", Ty::Str, Field::ONE),
         Field::new(2, "type", Ty::Str, Field::ONE),
     ] },
-    // 256
+    // 270
     Message { name: "api/core/v1.GlusterfsPersistentVolumeSource", fields: &[
         Field::new(1, "endpoints", Ty::Str, Field::ONE),
         Field::new(2, "path", Ty::Str, Field::ONE),
         Field::new(3, "readOnly", Ty::Bool, Field::ONE),
         Field::new(4, "endpointsNamespace", Ty::Str, Field::ONE),
     ] },
-    // 257
+    // 271
     Message { name: "api/core/v1.NfsVolumeSource", fields: &[
         Field::new(1, "server", Ty::Str, Field::ONE),
         Field::new(2, "path", Ty::Str, Field::ONE),
         Field::new(3, "readOnly", Ty::Bool, Field::ONE),
     ] },
-    // 258
+    // 272
     Message { name: "api/core/v1.RbdPersistentVolumeSource", fields: &[
         Field::new(1, "monitors", Ty::Str, Field::REPEATED),
         Field::new(2, "image", Ty::Str, Field::ONE),
@@ -1893,10 +1982,10 @@ pub(super) static MESSAGES: &[Message] = &[
         Field::new(4, "pool", Ty::Str, Field::ONE),
         Field::new(5, "user", Ty::Str, Field::ONE),
         Field::new(6, "keyring", Ty::Str, Field::ONE),
-        Field::new(7, "secretRef", Ty::Msg(340), Field::ONE),
+        Field::new(7, "secretRef", Ty::Msg(356), Field::ONE),
         Field::new(8, "readOnly", Ty::Bool, Field::ONE),
     ] },
-    // 259
+    // 273
     Message { name: "api/core/v1.IscsiPersistentVolumeSource", fields: &[
         Field::new(1, "targetPortal", Ty::Str, Field::ONE),
         Field::new(2, "iqn", Ty::Str, Field::ONE),
@@ -1906,27 +1995,27 @@ pub(super) static MESSAGES: &[Message] = &[
         Field::new(6, "readOnly", Ty::Bool, Field::ONE),
         Field::new(7, "portals", Ty::Str, Field::REPEATED),
         Field::new(8, "chapAuthDiscovery", Ty::Bool, Field::ONE),
-        Field::new(10, "secretRef", Ty::Msg(340), Field::ONE),
+        Field::new(10, "secretRef", Ty::Msg(356), Field::ONE),
         Field::new(11, "chapAuthSession", Ty::Bool, Field::ONE),
         Field::new(12, "initiatorName", Ty::Str, Field::ONE),
     ] },
-    // 260
+    // 274
     Message { name: "api/core/v1.CinderPersistentVolumeSource", fields: &[
         Field::new(1, "volumeID", Ty::Str, Field::ONE),
         Field::new(2, "fsType", Ty::Str, Field::ONE),
         Field::new(3, "readOnly", Ty::Bool, Field::ONE),
-        Field::new(4, "secretRef", Ty::Msg(340), Field::ONE),
+        Field::new(4, "secretRef", Ty::Msg(356), Field::ONE),
     ] },
-    // 261
+    // 275
     Message { name: "api/core/v1.CephFsPersistentVolumeSource", fields: &[
         Field::new(1, "monitors", Ty::Str, Field::REPEATED),
         Field::new(2, "path", Ty::Str, Field::ONE),
         Field::new(3, "user", Ty::Str, Field::ONE),
         Field::new(4, "secretFile", Ty::Str, Field::ONE),
-        Field::new(5, "secretRef", Ty::Msg(340), Field::ONE),
+        Field::new(5, "secretRef", Ty::Msg(356), Field::ONE),
         Field::new(6, "readOnly", Ty::Bool, Field::ONE),
     ] },
-    // 262
+    // 276
     Message { name: "api/core/v1.FcVolumeSource", fields: &[
         Field::new(1, "targetWWNs", Ty::Str, Field::REPEATED),
         Field::new(2, "lun", Ty::I32, Field::ONE),
@@ -1934,34 +2023,34 @@ pub(super) static MESSAGES: &[Message] = &[
         Field::new(4, "readOnly", Ty::Bool, Field::ONE),
         Field::new(5, "wwids", Ty::Str, Field::REPEATED),
     ] },
-    // 263
+    // 277
     Message { name: "api/core/v1.FlockerVolumeSource", fields: &[
         Field::new(1, "datasetName", Ty::Str, Field::ONE),
         Field::new(2, "datasetUUID", Ty::Str, Field::ONE),
     ] },
-    // 264
+    // 278
     Message { name: "api/core/v1.FlexPersistentVolumeSource", fields: &[
         Field::new(1, "driver", Ty::Str, Field::ONE),
         Field::new(2, "fsType", Ty::Str, Field::ONE),
-        Field::new(3, "secretRef", Ty::Msg(340), Field::ONE),
+        Field::new(3, "secretRef", Ty::Msg(356), Field::ONE),
         Field::new(4, "readOnly", Ty::Bool, Field::ONE),
         Field::new(5, "options", Ty::Map(&Ty::Str), Field::ONE),
     ] },
-    // 265
+    // 279
     Message { name: "api/core/v1.AzureFilePersistentVolumeSource", fields: &[
         Field::new(1, "secretName", Ty::Str, Field::ONE),
         Field::new(2, "shareName", Ty::Str, Field::ONE),
         Field::new(3, "readOnly", Ty::Bool, Field::ONE),
         Field::new(4, "secretNamespace", Ty::Str, Field::ONE),
     ] },
-    // 266
+    // 280
     Message { name: "api/core/v1.VsphereVirtualDiskVolumeSource", fields: &[
         Field::new(1, "volumePath", Ty::Str, Field::ONE),
         Field::new(2, "fsType", Ty::Str, Field::ONE),
         Field::new(3, "storagePolicyName", Ty::Str, Field::ONE),
         Field::new(4, "storagePolicyID", Ty::Str, Field::ONE),
     ] },
-    // 267
+    // 281
     Message { name: "api/core/v1.QuobyteVolumeSource", fields: &[
         Field::new(1, "registry", Ty::Str, Field::ONE),
         Field::new(2, "volume", Ty::Str, Field::ONE),
@@ -1970,7 +2059,7 @@ pub(super) static MESSAGES: &[Message] = &[
         Field::new(5, "group", Ty::Str, Field::ONE),
         Field::new(6, "tenant", Ty::Str, Field::ONE),
     ] },
-    // 268
+    // 282
     Message { name: "api/core/v1.AzureDiskVolumeSource", fields: &[
         Field::new(1, "diskName", Ty::Str, Field::ONE),
         Field::new(2, "diskURI", Ty::Str, Field::ONE),
@@ -1979,22 +2068,22 @@ pub(super) static MESSAGES: &[Message] = &[
         Field::new(5, "readOnly", Ty::Bool, Field::ONE),
         Field::new(6, "kind", Ty::Str, Field::ONE),
     ] },
-    // 269
+    // 283
     Message { name: "api/core/v1.PhotonPersistentDiskVolumeSource", fields: &[
         Field::new(1, "pdID", Ty::Str, Field::ONE),
         Field::new(2, "fsType", Ty::Str, Field::ONE),
     ] },
-    // 270
+    // 284
     Message { name: "api/core/v1.PortworxVolumeSource", fields: &[
         Field::new(1, "volumeID", Ty::Str, Field::ONE),
         Field::new(2, "fsType", Ty::Str, Field::ONE),
         Field::new(3, "readOnly", Ty::Bool, Field::ONE),
     ] },
-    // 271
+    // 285
     Message { name: "api/core/v1.ScaleIoPersistentVolumeSource", fields: &[
         Field::new(1, "gateway", Ty::Str, Field::ONE),
         Field::new(2, "system", Ty::Str, Field::ONE),
-        Field::new(3, "secretRef", Ty::Msg(340), Field::ONE),
+        Field::new(3, "secretRef", Ty::Msg(356), Field::ONE),
         Field::new(4, "sslEnabled", Ty::Bool, Field::ONE),
         Field::new(5, "protectionDomain", Ty::Str, Field::ONE),
         Field::new(6, "storagePool", Ty::Str, Field::ONE),
@@ -2003,70 +2092,70 @@ pub(super) static MESSAGES: &[Message] = &[
         Field::new(9, "fsType", Ty::Str, Field::ONE),
         Field::new(10, "readOnly", Ty::Bool, Field::ONE),
     ] },
-    // 272
+    // 286
     Message { name: "api/core/v1.LocalVolumeSource", fields: &[
         Field::new(1, "path", Ty::Str, Field::ONE),
         Field::new(2, "fsType", Ty::Str, Field::ONE),
     ] },
-    // 273
+    // 287
     Message { name: "api/core/v1.StorageOsPersistentVolumeSource", fields: &[
         Field::new(1, "volumeName", Ty::Str, Field::ONE),
         Field::new(2, "volumeNamespace", Ty::Str, Field::ONE),
         Field::new(3, "fsType", Ty::Str, Field::ONE),
         Field::new(4, "readOnly", Ty::Bool, Field::ONE),
-        Field::new(5, "secretRef", Ty::Msg(64), Field::ONE),
+        Field::new(5, "secretRef", Ty::Msg(68), Field::ONE),
     ] },
-    // 274
+    // 288
     Message { name: "api/core/v1.CSIPersistentVolumeSource", fields: &[
         Field::new(1, "driver", Ty::Str, Field::ONE),
         Field::new(2, "volumeHandle", Ty::Str, Field::ONE),
         Field::new(3, "readOnly", Ty::Bool, Field::ONE),
         Field::new(4, "fsType", Ty::Str, Field::ONE),
         Field::new(5, "volumeAttributes", Ty::Map(&Ty::Str), Field::ONE),
-        Field::new(6, "controllerPublishSecretRef", Ty::Msg(340), Field::ONE),
-        Field::new(7, "nodeStageSecretRef", Ty::Msg(340), Field::ONE),
-        Field::new(8, "nodePublishSecretRef", Ty::Msg(340), Field::ONE),
-        Field::new(9, "controllerExpandSecretRef", Ty::Msg(340), Field::ONE),
-        Field::new(10, "nodeExpandSecretRef", Ty::Msg(340), Field::ONE),
+        Field::new(6, "controllerPublishSecretRef", Ty::Msg(356), Field::ONE),
+        Field::new(7, "nodeStageSecretRef", Ty::Msg(356), Field::ONE),
+        Field::new(8, "nodePublishSecretRef", Ty::Msg(356), Field::ONE),
+        Field::new(9, "controllerExpandSecretRef", Ty::Msg(356), Field::ONE),
+        Field::new(10, "nodeExpandSecretRef", Ty::Msg(356), Field::ONE),
     ] },
-    // 275
+    // 289
     Message { name: "api/core/v1.NodeSelector", fields: &[
-        Field::new(1, "nodeSelectorTerms", Ty::Msg(341), Field::REPEATED),
+        Field::new(1, "nodeSelectorTerms", Ty::Msg(357), Field::REPEATED),
     ] },
-    // 276
+    // 290
     Message { name: "api/core/v1.VolumeSource", fields: &[
-        Field::new(1, "hostPath", Ty::Msg(255), Field::ONE),
-        Field::new(2, "emptyDir", Ty::Msg(342), Field::ONE),
-        Field::new(3, "gcePersistentDisk", Ty::Msg(253), Field::ONE),
-        Field::new(4, "awsElasticBlockStore", Ty::Msg(254), Field::ONE),
-        Field::new(5, "gitRepo", Ty::Msg(343), Field::ONE),
-        Field::new(6, "secret", Ty::Msg(344), Field::ONE),
-        Field::new(7, "nfs", Ty::Msg(257), Field::ONE),
-        Field::new(8, "iscsi", Ty::Msg(345), Field::ONE),
-        Field::new(9, "glusterfs", Ty::Msg(346), Field::ONE),
-        Field::new(10, "persistentVolumeClaim", Ty::Msg(347), Field::ONE),
-        Field::new(11, "rbd", Ty::Msg(348), Field::ONE),
-        Field::new(12, "flexVolume", Ty::Msg(349), Field::ONE),
-        Field::new(13, "cinder", Ty::Msg(350), Field::ONE),
-        Field::new(14, "cephfs", Ty::Msg(351), Field::ONE),
-        Field::new(15, "flocker", Ty::Msg(263), Field::ONE),
-        Field::new(16, "downwardAPI", Ty::Msg(352), Field::ONE),
-        Field::new(17, "fc", Ty::Msg(262), Field::ONE),
-        Field::new(18, "azureFile", Ty::Msg(353), Field::ONE),
-        Field::new(19, "configMap", Ty::Msg(354), Field::ONE),
-        Field::new(20, "vsphereVolume", Ty::Msg(266), Field::ONE),
-        Field::new(21, "quobyte", Ty::Msg(267), Field::ONE),
-        Field::new(22, "azureDisk", Ty::Msg(268), Field::ONE),
-        Field::new(23, "photonPersistentDisk", Ty::Msg(269), Field::ONE),
-        Field::new(24, "portworxVolume", Ty::Msg(270), Field::ONE),
-        Field::new(25, "scaleIO", Ty::Msg(356), Field::ONE),
-        Field::new(26, "projected", Ty::Msg(355), Field::ONE),
-        Field::new(27, "storageos", Ty::Msg(357), Field::ONE),
-        Field::new(28, "csi", Ty::Msg(358), Field::ONE),
-        Field::new(29, "ephemeral", Ty::Msg(359), Field::ONE),
-        Field::new(30, "image", Ty::Msg(360), Field::ONE),
+        Field::new(1, "hostPath", Ty::Msg(269), Field::ONE),
+        Field::new(2, "emptyDir", Ty::Msg(358), Field::ONE),
+        Field::new(3, "gcePersistentDisk", Ty::Msg(267), Field::ONE),
+        Field::new(4, "awsElasticBlockStore", Ty::Msg(268), Field::ONE),
+        Field::new(5, "gitRepo", Ty::Msg(359), Field::ONE),
+        Field::new(6, "secret", Ty::Msg(360), Field::ONE),
+        Field::new(7, "nfs", Ty::Msg(271), Field::ONE),
+        Field::new(8, "iscsi", Ty::Msg(361), Field::ONE),
+        Field::new(9, "glusterfs", Ty::Msg(362), Field::ONE),
+        Field::new(10, "persistentVolumeClaim", Ty::Msg(363), Field::ONE),
+        Field::new(11, "rbd", Ty::Msg(364), Field::ONE),
+        Field::new(12, "flexVolume", Ty::Msg(365), Field::ONE),
+        Field::new(13, "cinder", Ty::Msg(366), Field::ONE),
+        Field::new(14, "cephfs", Ty::Msg(367), Field::ONE),
+        Field::new(15, "flocker", Ty::Msg(277), Field::ONE),
+        Field::new(16, "downwardAPI", Ty::Msg(368), Field::ONE),
+        Field::new(17, "fc", Ty::Msg(276), Field::ONE),
+        Field::new(18, "azureFile", Ty::Msg(369), Field::ONE),
+        Field::new(19, "configMap", Ty::Msg(370), Field::ONE),
+        Field::new(20, "vsphereVolume", Ty::Msg(280), Field::ONE),
+        Field::new(21, "quobyte", Ty::Msg(281), Field::ONE),
+        Field::new(22, "azureDisk", Ty::Msg(282), Field::ONE),
+        Field::new(23, "photonPersistentDisk", Ty::Msg(283), Field::ONE),
+        Field::new(24, "portworxVolume", Ty::Msg(284), Field::ONE),
+        Field::new(25, "scaleIO", Ty::Msg(372), Field::ONE),
+        Field::new(26, "projected", Ty::Msg(371), Field::ONE),
+        Field::new(27, "storageos", Ty::Msg(373), Field::ONE),
+        Field::new(28, "csi", Ty::Msg(374), Field::ONE),
+        Field::new(29, "ephemeral", Ty::Msg(375), Field::ONE),
+        Field::new(30, "image", Ty::Msg(376), Field::ONE),
     ] },
-    // 277
+    // 291
     Message { name: "api/core/v1.ContainerPort", fields: &[
         Field::new(1, "name", Ty::Str, Field::ONE),
         Field::new(2, "hostPort", Ty::I32, Field::ONE),
@@ -2074,29 +2163,29 @@ pub(super) static MESSAGES: &[Message] = &[
         Field::new(4, "protocol", Ty::Str, Field::ONE),
         Field::new(5, "hostIP", Ty::Str, Field::ONE),
     ] },
-    // 278
+    // 292
     Message { name: "api/core/v1.EnvFromSource", fields: &[
         Field::new(1, "prefix", Ty::Str, Field::ONE),
-        Field::new(2, "configMapRef", Ty::Msg(361), Field::ONE),
-        Field::new(3, "secretRef", Ty::Msg(362), Field::ONE),
+        Field::new(2, "configMapRef", Ty::Msg(377), Field::ONE),
+        Field::new(3, "secretRef", Ty::Msg(378), Field::ONE),
     ] },
-    // 279
+    // 293
     Message { name: "api/core/v1.EnvVar", fields: &[
         Field::new(1, "name", Ty::Str, Field::ONE),
         Field::new(2, "value", Ty::Str, Field::ONE),
-        Field::new(3, "valueFrom", Ty::Msg(363), Field::ONE),
+        Field::new(3, "valueFrom", Ty::Msg(379), Field::ONE),
     ] },
-    // 280
+    // 294
     Message { name: "api/core/v1.ContainerResizePolicy", fields: &[
         Field::new(1, "resourceName", Ty::Str, Field::ONE),
         Field::new(2, "restartPolicy", Ty::Str, Field::ONE),
     ] },
-    // 281
+    // 295
     Message { name: "api/core/v1.ContainerRestartRule", fields: &[
         Field::new(1, "action", Ty::Str, Field::ONE),
-        Field::new(2, "exitCodes", Ty::Msg(364), Field::ONE),
+        Field::new(2, "exitCodes", Ty::Msg(380), Field::ONE),
     ] },
-    // 282
+    // 296
     Message { name: "api/core/v1.VolumeMount", fields: &[
         Field::new(1, "name", Ty::Str, Field::ONE),
         Field::new(2, "readOnly", Ty::Bool, Field::ONE),
@@ -2106,14 +2195,14 @@ pub(super) static MESSAGES: &[Message] = &[
         Field::new(6, "subPathExpr", Ty::Str, Field::ONE),
         Field::new(7, "recursiveReadOnly", Ty::Str, Field::ONE),
     ] },
-    // 283
+    // 297
     Message { name: "api/core/v1.VolumeDevice", fields: &[
         Field::new(1, "name", Ty::Str, Field::ONE),
         Field::new(2, "devicePath", Ty::Str, Field::ONE),
     ] },
-    // 284
+    // 298
     Message { name: "api/core/v1.Probe", fields: &[
-        Field::new(1, "handler", Ty::Msg(365), Field::INLINE),
+        Field::new(1, "handler", Ty::Msg(381), Field::INLINE),
         Field::new(2, "initialDelaySeconds", Ty::I32, Field::ONE),
         Field::new(3, "timeoutSeconds", Ty::I32, Field::ONE),
         Field::new(4, "periodSeconds", Ty::I32, Field::ONE),
@@ -2121,318 +2210,328 @@ pub(super) static MESSAGES: &[Message] = &[
         Field::new(6, "failureThreshold", Ty::I32, Field::ONE),
         Field::new(7, "terminationGracePeriodSeconds", Ty::I64, Field::KEEP_ZERO),
     ] },
-    // 285
+    // 299
     Message { name: "api/core/v1.Lifecycle", fields: &[
-        Field::new(1, "postStart", Ty::Msg(366), Field::ONE),
-        Field::new(2, "preStop", Ty::Msg(366), Field::ONE),
+        Field::new(1, "postStart", Ty::Msg(382), Field::ONE),
+        Field::new(2, "preStop", Ty::Msg(382), Field::ONE),
         Field::new(3, "stopSignal", Ty::Str, Field::ONE),
     ] },
-    // 286
+    // 300
     Message { name: "api/core/v1.SecurityContext", fields: &[
-        Field::new(1, "capabilities", Ty::Msg(367), Field::ONE),
+        Field::new(1, "capabilities", Ty::Msg(383), Field::ONE),
         Field::new(2, "privileged", Ty::Bool, Field::KEEP_ZERO),
-        Field::new(3, "seLinuxOptions", Ty::Msg(288), Field::ONE),
+        Field::new(3, "seLinuxOptions", Ty::Msg(302), Field::ONE),
         Field::new(4, "runAsUser", Ty::I64, Field::KEEP_ZERO),
         Field::new(5, "runAsNonRoot", Ty::Bool, Field::KEEP_ZERO),
         Field::new(6, "readOnlyRootFilesystem", Ty::Bool, Field::KEEP_ZERO),
         Field::new(7, "allowPrivilegeEscalation", Ty::Bool, Field::KEEP_ZERO),
         Field::new(8, "runAsGroup", Ty::I64, Field::KEEP_ZERO),
         Field::new(9, "procMount", Ty::Str, Field::ONE),
-        Field::new(10, "windowsOptions", Ty::Msg(289), Field::ONE),
-        Field::new(11, "seccompProfile", Ty::Msg(291), Field::ONE),
-        Field::new(12, "appArmorProfile", Ty::Msg(292), Field::ONE),
+        Field::new(10, "windowsOptions", Ty::Msg(303), Field::ONE),
+        Field::new(11, "seccompProfile", Ty::Msg(305), Field::ONE),
+        Field::new(12, "appArmorProfile", Ty::Msg(306), Field::ONE),
     ] },
-    // 287
+    // 301
     Message { name: "api/core/v1.EphemeralContainerCommon", fields: &[
         Field::new(1, "name", Ty::Str, Field::ONE),
         Field::new(2, "image", Ty::Str, Field::ONE),
         Field::new(3, "command", Ty::Str, Field::REPEATED),
         Field::new(4, "args", Ty::Str, Field::REPEATED),
         Field::new(5, "workingDir", Ty::Str, Field::ONE),
-        Field::new(6, "ports", Ty::Msg(277), Field::REPEATED),
-        Field::new(7, "env", Ty::Msg(279), Field::REPEATED),
-        Field::new(8, "resources", Ty::Msg(181), Field::ONE),
-        Field::new(9, "volumeMounts", Ty::Msg(282), Field::REPEATED),
-        Field::new(10, "livenessProbe", Ty::Msg(284), Field::ONE),
-        Field::new(11, "readinessProbe", Ty::Msg(284), Field::ONE),
-        Field::new(12, "lifecycle", Ty::Msg(285), Field::ONE),
+        Field::new(6, "ports", Ty::Msg(291), Field::REPEATED),
+        Field::new(7, "env", Ty::Msg(293), Field::REPEATED),
+        Field::new(8, "resources", Ty::Msg(190), Field::ONE),
+        Field::new(9, "volumeMounts", Ty::Msg(296), Field::REPEATED),
+        Field::new(10, "livenessProbe", Ty::Msg(298), Field::ONE),
+        Field::new(11, "readinessProbe", Ty::Msg(298), Field::ONE),
+        Field::new(12, "lifecycle", Ty::Msg(299), Field::ONE),
         Field::new(13, "terminationMessagePath", Ty::Str, Field::ONE),
         Field::new(14, "imagePullPolicy", Ty::Str, Field::ONE),
-        Field::new(15, "securityContext", Ty::Msg(286), Field::ONE),
+        Field::new(15, "securityContext", Ty::Msg(300), Field::ONE),
         Field::new(16, "stdin", Ty::Bool, Field::ONE),
         Field::new(17, "stdinOnce", Ty::Bool, Field::ONE),
         Field::new(18, "tty", Ty::Bool, Field::ONE),
-        Field::new(19, "envFrom", Ty::Msg(278), Field::REPEATED),
+        Field::new(19, "envFrom", Ty::Msg(292), Field::REPEATED),
         Field::new(20, "terminationMessagePolicy", Ty::Str, Field::ONE),
-        Field::new(21, "volumeDevices", Ty::Msg(283), Field::REPEATED),
-        Field::new(22, "startupProbe", Ty::Msg(284), Field::ONE),
-        Field::new(23, "resizePolicy", Ty::Msg(280), Field::REPEATED),
+        Field::new(21, "volumeDevices", Ty::Msg(297), Field::REPEATED),
+        Field::new(22, "startupProbe", Ty::Msg(298), Field::ONE),
+        Field::new(23, "resizePolicy", Ty::Msg(294), Field::REPEATED),
         Field::new(24, "restartPolicy", Ty::Str, Field::ONE),
-        Field::new(25, "restartPolicyRules", Ty::Msg(281), Field::REPEATED),
+        Field::new(25, "restartPolicyRules", Ty::Msg(295), Field::REPEATED),
     ] },
-    // 288
+    // 302
     Message { name: "api/core/v1.SeLinuxOptions", fields: &[
         Field::new(1, "user", Ty::Str, Field::ONE),
         Field::new(2, "role", Ty::Str, Field::ONE),
         Field::new(3, "type", Ty::Str, Field::ONE),
         Field::new(4, "level", Ty::Str, Field::ONE),
     ] },
-    // 289
+    // 303
     Message { name: "api/core/v1.WindowsSecurityContextOptions", fields: &[
         Field::new(1, "gmsaCredentialSpecName", Ty::Str, Field::ONE),
         Field::new(2, "gmsaCredentialSpec", Ty::Str, Field::ONE),
         Field::new(3, "runAsUserName", Ty::Str, Field::ONE),
         Field::new(4, "hostProcess", Ty::Bool, Field::ONE),
     ] },
-    // 290
+    // 304
     Message { name: "api/core/v1.Sysctl", fields: &[
         Field::new(1, "name", Ty::Str, Field::ONE),
         Field::new(2, "value", Ty::Str, Field::ONE),
     ] },
-    // 291
+    // 305
     Message { name: "api/core/v1.SeccompProfile", fields: &[
         Field::new(1, "type", Ty::Str, Field::ONE),
         Field::new(2, "localhostProfile", Ty::Str, Field::ONE),
     ] },
-    // 292
+    // 306
     Message { name: "api/core/v1.AppArmorProfile", fields: &[
         Field::new(1, "type", Ty::Str, Field::ONE),
         Field::new(2, "localhostProfile", Ty::Str, Field::ONE),
     ] },
-    // 293
+    // 307
     Message { name: "api/core/v1.NodeAffinity", fields: &[
-        Field::new(1, "requiredDuringSchedulingIgnoredDuringExecution", Ty::Msg(275), Field::ONE),
-        Field::new(2, "preferredDuringSchedulingIgnoredDuringExecution", Ty::Msg(368), Field::REPEATED),
+        Field::new(1, "requiredDuringSchedulingIgnoredDuringExecution", Ty::Msg(289), Field::ONE),
+        Field::new(2, "preferredDuringSchedulingIgnoredDuringExecution", Ty::Msg(384), Field::REPEATED),
     ] },
-    // 294
+    // 308
     Message { name: "api/core/v1.PodAffinity", fields: &[
-        Field::new(1, "requiredDuringSchedulingIgnoredDuringExecution", Ty::Msg(369), Field::REPEATED),
-        Field::new(2, "preferredDuringSchedulingIgnoredDuringExecution", Ty::Msg(370), Field::REPEATED),
+        Field::new(1, "requiredDuringSchedulingIgnoredDuringExecution", Ty::Msg(385), Field::REPEATED),
+        Field::new(2, "preferredDuringSchedulingIgnoredDuringExecution", Ty::Msg(386), Field::REPEATED),
     ] },
-    // 295
+    // 309
     Message { name: "api/core/v1.PodAntiAffinity", fields: &[
-        Field::new(1, "requiredDuringSchedulingIgnoredDuringExecution", Ty::Msg(369), Field::REPEATED),
-        Field::new(2, "preferredDuringSchedulingIgnoredDuringExecution", Ty::Msg(370), Field::REPEATED),
+        Field::new(1, "requiredDuringSchedulingIgnoredDuringExecution", Ty::Msg(385), Field::REPEATED),
+        Field::new(2, "preferredDuringSchedulingIgnoredDuringExecution", Ty::Msg(386), Field::REPEATED),
     ] },
-    // 296
+    // 310
     Message { name: "api/core/v1.PodDnsConfigOption", fields: &[
         Field::new(1, "name", Ty::Str, Field::ONE),
         Field::new(2, "value", Ty::Str, Field::ONE),
     ] },
-    // 297
+    // 311
     Message { name: "api/core/v1.ResourceClaim", fields: &[
         Field::new(1, "name", Ty::Str, Field::ONE),
         Field::new(2, "request", Ty::Str, Field::ONE),
     ] },
-    // 298
+    // 312
     Message { name: "api/core/v1.ContainerState", fields: &[
-        Field::new(1, "waiting", Ty::Msg(371), Field::ONE),
-        Field::new(2, "running", Ty::Msg(372), Field::ONE),
-        Field::new(3, "terminated", Ty::Msg(373), Field::ONE),
+        Field::new(1, "waiting", Ty::Msg(387), Field::ONE),
+        Field::new(2, "running", Ty::Msg(388), Field::ONE),
+        Field::new(3, "terminated", Ty::Msg(389), Field::ONE),
     ] },
-    // 299
+    // 313
     Message { name: "api/core/v1.VolumeMountStatus", fields: &[
         Field::new(1, "name", Ty::Str, Field::ONE),
         Field::new(2, "mountPath", Ty::Str, Field::ONE),
         Field::new(3, "readOnly", Ty::Bool, Field::ONE),
         Field::new(4, "recursiveReadOnly", Ty::Str, Field::ONE),
     ] },
-    // 300
+    // 314
     Message { name: "api/core/v1.ContainerUser", fields: &[
-        Field::new(1, "linux", Ty::Msg(374), Field::ONE),
+        Field::new(1, "linux", Ty::Msg(390), Field::ONE),
     ] },
-    // 301
+    // 315
     Message { name: "api/core/v1.ResourceStatus", fields: &[
         Field::new(1, "name", Ty::Str, Field::ONE),
-        Field::new(2, "resources", Ty::Msg(375), Field::REPEATED),
+        Field::new(2, "resources", Ty::Msg(391), Field::REPEATED),
     ] },
-    // 302
+    // 316
     Message { name: "api/core/v1.ContainerExtendedResourceRequest", fields: &[
         Field::new(1, "containerName", Ty::Str, Field::ONE),
         Field::new(2, "resourceName", Ty::Str, Field::ONE),
         Field::new(3, "requestName", Ty::Str, Field::ONE),
     ] },
-    // 303
+    // 317
     Message { name: "api/core/v1.ScopedResourceSelectorRequirement", fields: &[
         Field::new(1, "scopeName", Ty::Str, Field::ONE),
         Field::new(2, "operator", Ty::Str, Field::ONE),
         Field::new(3, "values", Ty::Str, Field::REPEATED),
     ] },
-    // 304
+    // 318
     Message { name: "api/core/v1.ClientIpConfig", fields: &[
         Field::new(1, "timeoutSeconds", Ty::I32, Field::ONE),
     ] },
-    // 305
+    // 319
     Message { name: "api/core/v1.LoadBalancerIngress", fields: &[
         Field::new(1, "ip", Ty::Str, Field::ONE),
         Field::new(2, "hostname", Ty::Str, Field::ONE),
         Field::new(3, "ipMode", Ty::Str, Field::ONE),
-        Field::new(4, "ports", Ty::Msg(376), Field::REPEATED),
+        Field::new(4, "ports", Ty::Msg(392), Field::REPEATED),
     ] },
-    // 306
+    // 320
     Message { name: "api/apps/v1.RollingUpdateDaemonSet", fields: &[
         Field::new(1, "maxUnavailable", Ty::IntOrString, Field::ONE),
         Field::new(2, "maxSurge", Ty::IntOrString, Field::ONE),
     ] },
-    // 307
+    // 321
     Message { name: "api/apps/v1.RollingUpdateDeployment", fields: &[
         Field::new(1, "maxUnavailable", Ty::IntOrString, Field::ONE),
         Field::new(2, "maxSurge", Ty::IntOrString, Field::ONE),
     ] },
-    // 308
+    // 322
     Message { name: "api/apps/v1.RollingUpdateStatefulSetStrategy", fields: &[
         Field::new(1, "partition", Ty::I32, Field::ONE),
         Field::new(2, "maxUnavailable", Ty::IntOrString, Field::ONE),
     ] },
-    // 309
+    // 323
     Message { name: "api/batch/v1.PodFailurePolicyRule", fields: &[
         Field::new(1, "action", Ty::Str, Field::ONE),
-        Field::new(2, "onExitCodes", Ty::Msg(377), Field::ONE),
-        Field::new(3, "onPodConditions", Ty::Msg(378), Field::REPEATED),
+        Field::new(2, "onExitCodes", Ty::Msg(393), Field::ONE),
+        Field::new(3, "onPodConditions", Ty::Msg(394), Field::REPEATED),
     ] },
-    // 310
+    // 324
     Message { name: "api/batch/v1.SuccessPolicyRule", fields: &[
         Field::new(1, "succeededIndexes", Ty::Str, Field::ONE),
         Field::new(2, "succeededCount", Ty::I32, Field::ONE),
     ] },
-    // 311
+    // 325
     Message { name: "api/networking/v1.IngressServiceBackend", fields: &[
         Field::new(1, "name", Ty::Str, Field::ONE),
-        Field::new(2, "port", Ty::Msg(379), Field::ONE),
+        Field::new(2, "port", Ty::Msg(395), Field::ONE),
     ] },
-    // 312
+    // 326
     Message { name: "api/networking/v1.IngressRuleValue", fields: &[
-        Field::new(1, "http", Ty::Msg(380), Field::ONE),
+        Field::new(1, "http", Ty::Msg(396), Field::ONE),
     ] },
-    // 313
+    // 327
     Message { name: "api/networking/v1.IngressLoadBalancerIngress", fields: &[
         Field::new(1, "ip", Ty::Str, Field::ONE),
         Field::new(2, "hostname", Ty::Str, Field::ONE),
-        Field::new(4, "ports", Ty::Msg(381), Field::REPEATED),
+        Field::new(4, "ports", Ty::Msg(397), Field::REPEATED),
     ] },
-    // 314
+    // 328
     Message { name: "api/networking/v1.NetworkPolicyPort", fields: &[
         Field::new(1, "protocol", Ty::Str, Field::ONE),
         Field::new(2, "port", Ty::IntOrString, Field::ONE),
         Field::new(3, "endPort", Ty::I32, Field::ONE),
     ] },
-    // 315
+    // 329
     Message { name: "api/networking/v1.NetworkPolicyPeer", fields: &[
-        Field::new(1, "podSelector", Ty::Msg(130), Field::ONE),
-        Field::new(2, "namespaceSelector", Ty::Msg(130), Field::ONE),
-        Field::new(3, "ipBlock", Ty::Msg(382), Field::ONE),
+        Field::new(1, "podSelector", Ty::Msg(139), Field::ONE),
+        Field::new(2, "namespaceSelector", Ty::Msg(139), Field::ONE),
+        Field::new(3, "ipBlock", Ty::Msg(398), Field::ONE),
     ] },
-    // 316
+    // 330
     Message { name: "api/autoscaling/v2.ObjectMetricSource", fields: &[
-        Field::new(1, "describedObject", Ty::Msg(218), Field::ONE),
-        Field::new(2, "target", Ty::Msg(383), Field::ONE),
-        Field::new(3, "metric", Ty::Msg(384), Field::ONE),
+        Field::new(1, "describedObject", Ty::Msg(227), Field::ONE),
+        Field::new(2, "target", Ty::Msg(399), Field::ONE),
+        Field::new(3, "metric", Ty::Msg(400), Field::ONE),
     ] },
-    // 317
+    // 331
     Message { name: "api/autoscaling/v2.PodsMetricSource", fields: &[
-        Field::new(1, "metric", Ty::Msg(384), Field::ONE),
-        Field::new(2, "target", Ty::Msg(383), Field::ONE),
+        Field::new(1, "metric", Ty::Msg(400), Field::ONE),
+        Field::new(2, "target", Ty::Msg(399), Field::ONE),
     ] },
-    // 318
+    // 332
     Message { name: "api/autoscaling/v2.ResourceMetricSource", fields: &[
         Field::new(1, "name", Ty::Str, Field::ONE),
-        Field::new(2, "target", Ty::Msg(383), Field::ONE),
+        Field::new(2, "target", Ty::Msg(399), Field::ONE),
     ] },
-    // 319
+    // 333
     Message { name: "api/autoscaling/v2.ContainerResourceMetricSource", fields: &[
         Field::new(1, "name", Ty::Str, Field::ONE),
-        Field::new(2, "target", Ty::Msg(383), Field::ONE),
+        Field::new(2, "target", Ty::Msg(399), Field::ONE),
         Field::new(3, "container", Ty::Str, Field::ONE),
     ] },
-    // 320
+    // 334
     Message { name: "api/autoscaling/v2.ExternalMetricSource", fields: &[
-        Field::new(1, "metric", Ty::Msg(384), Field::ONE),
-        Field::new(2, "target", Ty::Msg(383), Field::ONE),
+        Field::new(1, "metric", Ty::Msg(400), Field::ONE),
+        Field::new(2, "target", Ty::Msg(399), Field::ONE),
     ] },
-    // 321
+    // 335
     Message { name: "api/autoscaling/v2.HpaScalingRules", fields: &[
         Field::new(1, "selectPolicy", Ty::Str, Field::ONE),
-        Field::new(2, "policies", Ty::Msg(385), Field::REPEATED),
+        Field::new(2, "policies", Ty::Msg(401), Field::REPEATED),
         Field::new(3, "stabilizationWindowSeconds", Ty::I32, Field::ONE),
         Field::new(4, "tolerance", Ty::Quantity, Field::ONE),
     ] },
-    // 322
+    // 336
     Message { name: "api/autoscaling/v2.ObjectMetricStatus", fields: &[
-        Field::new(1, "metric", Ty::Msg(384), Field::ONE),
-        Field::new(2, "current", Ty::Msg(386), Field::ONE),
-        Field::new(3, "describedObject", Ty::Msg(218), Field::ONE),
+        Field::new(1, "metric", Ty::Msg(400), Field::ONE),
+        Field::new(2, "current", Ty::Msg(402), Field::ONE),
+        Field::new(3, "describedObject", Ty::Msg(227), Field::ONE),
     ] },
-    // 323
+    // 337
     Message { name: "api/autoscaling/v2.PodsMetricStatus", fields: &[
-        Field::new(1, "metric", Ty::Msg(384), Field::ONE),
-        Field::new(2, "current", Ty::Msg(386), Field::ONE),
+        Field::new(1, "metric", Ty::Msg(400), Field::ONE),
+        Field::new(2, "current", Ty::Msg(402), Field::ONE),
     ] },
-    // 324
+    // 338
     Message { name: "api/autoscaling/v2.ResourceMetricStatus", fields: &[
         Field::new(1, "name", Ty::Str, Field::ONE),
-        Field::new(2, "current", Ty::Msg(386), Field::ONE),
+        Field::new(2, "current", Ty::Msg(402), Field::ONE),
     ] },
-    // 325
+    // 339
     Message { name: "api/autoscaling/v2.ContainerResourceMetricStatus", fields: &[
         Field::new(1, "name", Ty::Str, Field::ONE),
-        Field::new(2, "current", Ty::Msg(386), Field::ONE),
+        Field::new(2, "current", Ty::Msg(402), Field::ONE),
         Field::new(3, "container", Ty::Str, Field::ONE),
     ] },
-    // 326
+    // 340
     Message { name: "api/autoscaling/v2.ExternalMetricStatus", fields: &[
-        Field::new(1, "metric", Ty::Msg(384), Field::ONE),
-        Field::new(2, "current", Ty::Msg(386), Field::ONE),
+        Field::new(1, "metric", Ty::Msg(400), Field::ONE),
+        Field::new(2, "current", Ty::Msg(402), Field::ONE),
     ] },
-    // 327
+    // 341
     Message { name: "api/authentication/v1.ExtraValue", fields: &[
         Field::new(1, "items", Ty::Str, Field::REPEATED),
     ] },
-    // 328
+    // 342
+    Message { name: "api/authorization/v1.FieldSelectorAttributes", fields: &[
+        Field::new(1, "rawSelector", Ty::Str, Field::ONE),
+        Field::new(2, "requirements", Ty::Msg(403), Field::REPEATED),
+    ] },
+    // 343
+    Message { name: "api/authorization/v1.LabelSelectorAttributes", fields: &[
+        Field::new(1, "rawSelector", Ty::Str, Field::ONE),
+        Field::new(2, "requirements", Ty::Msg(243), Field::REPEATED),
+    ] },
+    // 344
     Message { name: "api/discovery/v1.ForZone", fields: &[
         Field::new(1, "name", Ty::Str, Field::ONE),
     ] },
-    // 329
+    // 345
     Message { name: "api/discovery/v1.ForNode", fields: &[
         Field::new(1, "name", Ty::Str, Field::ONE),
     ] },
-    // 330
+    // 346
     Message { name: "api/storage/v1.VolumeNodeResources", fields: &[
         Field::new(1, "count", Ty::I32, Field::ONE),
     ] },
-    // 331
+    // 347
     Message { name: "api/admissionregistration/v1.ServiceReference", fields: &[
         Field::new(1, "namespace", Ty::Str, Field::ONE),
         Field::new(2, "name", Ty::Str, Field::ONE),
         Field::new(3, "path", Ty::Str, Field::ONE),
         Field::new(4, "port", Ty::I32, Field::ONE),
     ] },
-    // 332
+    // 348
     Message { name: "api/admissionregistration/v1.Rule", fields: &[
         Field::new(1, "apiGroups", Ty::Str, Field::REPEATED),
         Field::new(2, "apiVersions", Ty::Str, Field::REPEATED),
         Field::new(3, "resources", Ty::Str, Field::REPEATED),
         Field::new(4, "scope", Ty::Str, Field::ONE),
     ] },
-    // 333
+    // 349
     Message { name: "api/admissionregistration/v1.NamedRuleWithOperations", fields: &[
         Field::new(1, "resourceNames", Ty::Str, Field::REPEATED),
-        Field::new(2, "ruleWithOperations", Ty::Msg(236), Field::ONE),
+        Field::new(2, "ruleWithOperations", Ty::Msg(250), Field::ONE),
     ] },
-    // 334
+    // 350
     Message { name: "api/admissionregistration/v1.ExpressionWarning", fields: &[
         Field::new(2, "fieldRef", Ty::Str, Field::ONE),
         Field::new(3, "warning", Ty::Str, Field::ONE),
     ] },
-    // 335
+    // 351
     Message { name: "apiextensions_apiserver/pkg/apis/apiextensions/v1.CustomResourceValidation", fields: &[
-        Field::new(1, "openAPIV3Schema", Ty::Msg(387), Field::ONE),
+        Field::new(1, "openAPIV3Schema", Ty::Msg(404), Field::ONE),
     ] },
-    // 336
+    // 352
     Message { name: "apiextensions_apiserver/pkg/apis/apiextensions/v1.CustomResourceSubresources", fields: &[
-        Field::new(1, "status", Ty::Msg(388), Field::ONE),
-        Field::new(2, "scale", Ty::Msg(389), Field::ONE),
+        Field::new(1, "status", Ty::Msg(405), Field::ONE),
+        Field::new(2, "scale", Ty::Msg(406), Field::ONE),
     ] },
-    // 337
+    // 353
     Message { name: "apiextensions_apiserver/pkg/apis/apiextensions/v1.CustomResourceColumnDefinition", fields: &[
         Field::new(1, "name", Ty::Str, Field::ONE),
         Field::new(2, "type", Ty::Str, Field::ONE),
@@ -2441,44 +2540,44 @@ pub(super) static MESSAGES: &[Message] = &[
         Field::new(5, "priority", Ty::I32, Field::KEEP_ZERO),
         Field::new(6, "jsonPath", Ty::Str, Field::ONE),
     ] },
-    // 338
+    // 354
     Message { name: "apiextensions_apiserver/pkg/apis/apiextensions/v1.SelectableField", fields: &[
         Field::new(1, "jsonPath", Ty::Str, Field::ONE),
     ] },
-    // 339
+    // 355
     Message { name: "apiextensions_apiserver/pkg/apis/apiextensions/v1.WebhookConversion", fields: &[
-        Field::new(2, "clientConfig", Ty::Msg(390), Field::ONE),
+        Field::new(2, "clientConfig", Ty::Msg(407), Field::ONE),
         Field::new(3, "conversionReviewVersions", Ty::Str, Field::REPEATED),
     ] },
-    // 340
+    // 356
     Message { name: "api/core/v1.SecretReference", fields: &[
         Field::new(1, "name", Ty::Str, Field::ONE),
         Field::new(2, "namespace", Ty::Str, Field::ONE),
     ] },
-    // 341
+    // 357
     Message { name: "api/core/v1.NodeSelectorTerm", fields: &[
-        Field::new(1, "matchExpressions", Ty::Msg(391), Field::REPEATED),
-        Field::new(2, "matchFields", Ty::Msg(391), Field::REPEATED),
+        Field::new(1, "matchExpressions", Ty::Msg(408), Field::REPEATED),
+        Field::new(2, "matchFields", Ty::Msg(408), Field::REPEATED),
     ] },
-    // 342
+    // 358
     Message { name: "api/core/v1.EmptyDirVolumeSource", fields: &[
         Field::new(1, "medium", Ty::Str, Field::ONE),
         Field::new(2, "sizeLimit", Ty::Quantity, Field::ONE),
     ] },
-    // 343
+    // 359
     Message { name: "api/core/v1.GitRepoVolumeSource", fields: &[
         Field::new(1, "repository", Ty::Str, Field::ONE),
         Field::new(2, "revision", Ty::Str, Field::ONE),
         Field::new(3, "directory", Ty::Str, Field::ONE),
     ] },
-    // 344
+    // 360
     Message { name: "api/core/v1.SecretVolumeSource", fields: &[
         Field::new(1, "secretName", Ty::Str, Field::ONE),
-        Field::new(2, "items", Ty::Msg(392), Field::REPEATED),
+        Field::new(2, "items", Ty::Msg(409), Field::REPEATED),
         Field::new(3, "defaultMode", Ty::I32, Field::KEEP_ZERO),
         Field::new(4, "optional", Ty::Bool, Field::KEEP_ZERO),
     ] },
-    // 345
+    // 361
     Message { name: "api/core/v1.IscsiVolumeSource", fields: &[
         Field::new(1, "targetPortal", Ty::Str, Field::ONE),
         Field::new(2, "iqn", Ty::Str, Field::ONE),
@@ -2488,22 +2587,22 @@ pub(super) static MESSAGES: &[Message] = &[
         Field::new(6, "readOnly", Ty::Bool, Field::ONE),
         Field::new(7, "portals", Ty::Str, Field::REPEATED),
         Field::new(8, "chapAuthDiscovery", Ty::Bool, Field::ONE),
-        Field::new(10, "secretRef", Ty::Msg(86), Field::ONE),
+        Field::new(10, "secretRef", Ty::Msg(90), Field::ONE),
         Field::new(11, "chapAuthSession", Ty::Bool, Field::ONE),
         Field::new(12, "initiatorName", Ty::Str, Field::ONE),
     ] },
-    // 346
+    // 362
     Message { name: "api/core/v1.GlusterfsVolumeSource", fields: &[
         Field::new(1, "endpoints", Ty::Str, Field::ONE),
         Field::new(2, "path", Ty::Str, Field::ONE),
         Field::new(3, "readOnly", Ty::Bool, Field::ONE),
     ] },
-    // 347
+    // 363
     Message { name: "api/core/v1.PersistentVolumeClaimVolumeSource", fields: &[
         Field::new(1, "claimName", Ty::Str, Field::ONE),
         Field::new(2, "readOnly", Ty::Bool, Field::ONE),
     ] },
-    // 348
+    // 364
     Message { name: "api/core/v1.RbdVolumeSource", fields: &[
         Field::new(1, "monitors", Ty::Str, Field::REPEATED),
         Field::new(2, "image", Ty::Str, Field::ONE),
@@ -2511,61 +2610,61 @@ pub(super) static MESSAGES: &[Message] = &[
         Field::new(4, "pool", Ty::Str, Field::ONE),
         Field::new(5, "user", Ty::Str, Field::ONE),
         Field::new(6, "keyring", Ty::Str, Field::ONE),
-        Field::new(7, "secretRef", Ty::Msg(86), Field::ONE),
+        Field::new(7, "secretRef", Ty::Msg(90), Field::ONE),
         Field::new(8, "readOnly", Ty::Bool, Field::ONE),
     ] },
-    // 349
+    // 365
     Message { name: "api/core/v1.FlexVolumeSource", fields: &[
         Field::new(1, "driver", Ty::Str, Field::ONE),
         Field::new(2, "fsType", Ty::Str, Field::ONE),
-        Field::new(3, "secretRef", Ty::Msg(86), Field::ONE),
+        Field::new(3, "secretRef", Ty::Msg(90), Field::ONE),
         Field::new(4, "readOnly", Ty::Bool, Field::ONE),
         Field::new(5, "options", Ty::Map(&Ty::Str), Field::ONE),
     ] },
-    // 350
+    // 366
     Message { name: "api/core/v1.CinderVolumeSource", fields: &[
         Field::new(1, "volumeID", Ty::Str, Field::ONE),
         Field::new(2, "fsType", Ty::Str, Field::ONE),
         Field::new(3, "readOnly", Ty::Bool, Field::ONE),
-        Field::new(4, "secretRef", Ty::Msg(86), Field::ONE),
+        Field::new(4, "secretRef", Ty::Msg(90), Field::ONE),
     ] },
-    // 351
+    // 367
     Message { name: "api/core/v1.CephFsVolumeSource", fields: &[
         Field::new(1, "monitors", Ty::Str, Field::REPEATED),
         Field::new(2, "path", Ty::Str, Field::ONE),
         Field::new(3, "user", Ty::Str, Field::ONE),
         Field::new(4, "secretFile", Ty::Str, Field::ONE),
-        Field::new(5, "secretRef", Ty::Msg(86), Field::ONE),
+        Field::new(5, "secretRef", Ty::Msg(90), Field::ONE),
         Field::new(6, "readOnly", Ty::Bool, Field::ONE),
     ] },
-    // 352
+    // 368
     Message { name: "api/core/v1.DownwardAPIVolumeSource", fields: &[
-        Field::new(1, "items", Ty::Msg(393), Field::REPEATED),
+        Field::new(1, "items", Ty::Msg(410), Field::REPEATED),
         Field::new(2, "defaultMode", Ty::I32, Field::KEEP_ZERO),
     ] },
-    // 353
+    // 369
     Message { name: "api/core/v1.AzureFileVolumeSource", fields: &[
         Field::new(1, "secretName", Ty::Str, Field::ONE),
         Field::new(2, "shareName", Ty::Str, Field::ONE),
         Field::new(3, "readOnly", Ty::Bool, Field::ONE),
     ] },
-    // 354
+    // 370
     Message { name: "api/core/v1.ConfigMapVolumeSource", fields: &[
-        Field::new(1, "localObjectReference", Ty::Msg(86), Field::INLINE),
-        Field::new(2, "items", Ty::Msg(392), Field::REPEATED),
+        Field::new(1, "localObjectReference", Ty::Msg(90), Field::INLINE),
+        Field::new(2, "items", Ty::Msg(409), Field::REPEATED),
         Field::new(3, "defaultMode", Ty::I32, Field::KEEP_ZERO),
         Field::new(4, "optional", Ty::Bool, Field::KEEP_ZERO),
     ] },
-    // 355
+    // 371
     Message { name: "api/core/v1.ProjectedVolumeSource", fields: &[
-        Field::new(1, "sources", Ty::Msg(394), Field::REPEATED),
+        Field::new(1, "sources", Ty::Msg(411), Field::REPEATED),
         Field::new(2, "defaultMode", Ty::I32, Field::KEEP_ZERO),
     ] },
-    // 356
+    // 372
     Message { name: "api/core/v1.ScaleIoVolumeSource", fields: &[
         Field::new(1, "gateway", Ty::Str, Field::ONE),
         Field::new(2, "system", Ty::Str, Field::ONE),
-        Field::new(3, "secretRef", Ty::Msg(86), Field::ONE),
+        Field::new(3, "secretRef", Ty::Msg(90), Field::ONE),
         Field::new(4, "sslEnabled", Ty::Bool, Field::ONE),
         Field::new(5, "protectionDomain", Ty::Str, Field::ONE),
         Field::new(6, "storagePool", Ty::Str, Field::ONE),
@@ -2574,102 +2673,102 @@ pub(super) static MESSAGES: &[Message] = &[
         Field::new(9, "fsType", Ty::Str, Field::ONE),
         Field::new(10, "readOnly", Ty::Bool, Field::ONE),
     ] },
-    // 357
+    // 373
     Message { name: "api/core/v1.StorageOsVolumeSource", fields: &[
         Field::new(1, "volumeName", Ty::Str, Field::ONE),
         Field::new(2, "volumeNamespace", Ty::Str, Field::ONE),
         Field::new(3, "fsType", Ty::Str, Field::ONE),
         Field::new(4, "readOnly", Ty::Bool, Field::ONE),
-        Field::new(5, "secretRef", Ty::Msg(86), Field::ONE),
+        Field::new(5, "secretRef", Ty::Msg(90), Field::ONE),
     ] },
-    // 358
+    // 374
     Message { name: "api/core/v1.CSIVolumeSource", fields: &[
         Field::new(1, "driver", Ty::Str, Field::ONE),
         Field::new(2, "readOnly", Ty::Bool, Field::ONE),
         Field::new(3, "fsType", Ty::Str, Field::ONE),
         Field::new(4, "volumeAttributes", Ty::Map(&Ty::Str), Field::ONE),
-        Field::new(5, "nodePublishSecretRef", Ty::Msg(86), Field::ONE),
+        Field::new(5, "nodePublishSecretRef", Ty::Msg(90), Field::ONE),
     ] },
-    // 359
+    // 375
     Message { name: "api/core/v1.EphemeralVolumeSource", fields: &[
         Field::new(1, "volumeClaimTemplate", Ty::Msg(10), Field::ONE),
     ] },
-    // 360
+    // 376
     Message { name: "api/core/v1.ImageVolumeSource", fields: &[
         Field::new(1, "reference", Ty::Str, Field::ONE),
         Field::new(2, "pullPolicy", Ty::Str, Field::ONE),
     ] },
-    // 361
+    // 377
     Message { name: "api/core/v1.ConfigMapEnvSource", fields: &[
-        Field::new(1, "localObjectReference", Ty::Msg(86), Field::INLINE),
+        Field::new(1, "localObjectReference", Ty::Msg(90), Field::INLINE),
         Field::new(2, "optional", Ty::Bool, Field::KEEP_ZERO),
     ] },
-    // 362
+    // 378
     Message { name: "api/core/v1.SecretEnvSource", fields: &[
-        Field::new(1, "localObjectReference", Ty::Msg(86), Field::INLINE),
+        Field::new(1, "localObjectReference", Ty::Msg(90), Field::INLINE),
         Field::new(2, "optional", Ty::Bool, Field::KEEP_ZERO),
     ] },
-    // 363
+    // 379
     Message { name: "api/core/v1.EnvVarSource", fields: &[
-        Field::new(1, "fieldRef", Ty::Msg(395), Field::ONE),
-        Field::new(2, "resourceFieldRef", Ty::Msg(396), Field::ONE),
-        Field::new(3, "configMapKeyRef", Ty::Msg(397), Field::ONE),
-        Field::new(4, "secretKeyRef", Ty::Msg(398), Field::ONE),
-        Field::new(5, "fileKeyRef", Ty::Msg(399), Field::ONE),
+        Field::new(1, "fieldRef", Ty::Msg(412), Field::ONE),
+        Field::new(2, "resourceFieldRef", Ty::Msg(413), Field::ONE),
+        Field::new(3, "configMapKeyRef", Ty::Msg(414), Field::ONE),
+        Field::new(4, "secretKeyRef", Ty::Msg(415), Field::ONE),
+        Field::new(5, "fileKeyRef", Ty::Msg(416), Field::ONE),
     ] },
-    // 364
+    // 380
     Message { name: "api/core/v1.ContainerRestartRuleOnExitCodes", fields: &[
         Field::new(1, "operator", Ty::Str, Field::ONE),
         Field::new(2, "values", Ty::I32, Field::REPEATED),
     ] },
-    // 365
+    // 381
     Message { name: "api/core/v1.ProbeHandler", fields: &[
-        Field::new(1, "exec", Ty::Msg(400), Field::ONE),
-        Field::new(2, "httpGet", Ty::Msg(401), Field::ONE),
-        Field::new(3, "tcpSocket", Ty::Msg(402), Field::ONE),
-        Field::new(4, "grpc", Ty::Msg(403), Field::ONE),
+        Field::new(1, "exec", Ty::Msg(417), Field::ONE),
+        Field::new(2, "httpGet", Ty::Msg(418), Field::ONE),
+        Field::new(3, "tcpSocket", Ty::Msg(419), Field::ONE),
+        Field::new(4, "grpc", Ty::Msg(420), Field::ONE),
     ] },
-    // 366
+    // 382
     Message { name: "api/core/v1.LifecycleHandler", fields: &[
-        Field::new(1, "exec", Ty::Msg(400), Field::ONE),
-        Field::new(2, "httpGet", Ty::Msg(401), Field::ONE),
-        Field::new(3, "tcpSocket", Ty::Msg(402), Field::ONE),
-        Field::new(4, "sleep", Ty::Msg(404), Field::ONE),
+        Field::new(1, "exec", Ty::Msg(417), Field::ONE),
+        Field::new(2, "httpGet", Ty::Msg(418), Field::ONE),
+        Field::new(3, "tcpSocket", Ty::Msg(419), Field::ONE),
+        Field::new(4, "sleep", Ty::Msg(421), Field::ONE),
     ] },
-    // 367
+    // 383
     Message { name: "api/core/v1.Capabilities", fields: &[
         Field::new(1, "add", Ty::Str, Field::REPEATED),
         Field::new(2, "drop", Ty::Str, Field::REPEATED),
     ] },
-    // 368
+    // 384
     Message { name: "api/core/v1.PreferredSchedulingTerm", fields: &[
         Field::new(1, "weight", Ty::I32, Field::ONE),
-        Field::new(2, "preference", Ty::Msg(341), Field::ONE),
+        Field::new(2, "preference", Ty::Msg(357), Field::ONE),
     ] },
-    // 369
+    // 385
     Message { name: "api/core/v1.PodAffinityTerm", fields: &[
-        Field::new(1, "labelSelector", Ty::Msg(130), Field::ONE),
+        Field::new(1, "labelSelector", Ty::Msg(139), Field::ONE),
         Field::new(2, "namespaces", Ty::Str, Field::REPEATED),
         Field::new(3, "topologyKey", Ty::Str, Field::ONE),
-        Field::new(4, "namespaceSelector", Ty::Msg(130), Field::ONE),
+        Field::new(4, "namespaceSelector", Ty::Msg(139), Field::ONE),
         Field::new(5, "matchLabelKeys", Ty::Str, Field::REPEATED),
         Field::new(6, "mismatchLabelKeys", Ty::Str, Field::REPEATED),
     ] },
-    // 370
+    // 386
     Message { name: "api/core/v1.WeightedPodAffinityTerm", fields: &[
         Field::new(1, "weight", Ty::I32, Field::ONE),
-        Field::new(2, "podAffinityTerm", Ty::Msg(369), Field::ONE),
+        Field::new(2, "podAffinityTerm", Ty::Msg(385), Field::ONE),
     ] },
-    // 371
+    // 387
     Message { name: "api/core/v1.ContainerStateWaiting", fields: &[
         Field::new(1, "reason", Ty::Str, Field::ONE),
         Field::new(2, "message", Ty::Str, Field::ONE),
     ] },
-    // 372
+    // 388
     Message { name: "api/core/v1.ContainerStateRunning", fields: &[
         Field::new(1, "startedAt", Ty::Time, Field::ONE),
     ] },
-    // 373
+    // 389
     Message { name: "api/core/v1.ContainerStateTerminated", fields: &[
         Field::new(1, "exitCode", Ty::I32, Field::ONE),
         Field::new(2, "signal", Ty::I32, Field::ONE),
@@ -2679,79 +2778,85 @@ pub(super) static MESSAGES: &[Message] = &[
         Field::new(6, "finishedAt", Ty::Time, Field::ONE),
         Field::new(7, "containerID", Ty::Str, Field::ONE),
     ] },
-    // 374
+    // 390
     Message { name: "api/core/v1.LinuxContainerUser", fields: &[
         Field::new(1, "uid", Ty::I64, Field::ONE),
         Field::new(2, "gid", Ty::I64, Field::ONE),
         Field::new(3, "supplementalGroups", Ty::I64, Field::REPEATED),
     ] },
-    // 375
+    // 391
     Message { name: "api/core/v1.ResourceHealth", fields: &[
         Field::new(1, "resourceID", Ty::Str, Field::ONE),
         Field::new(2, "health", Ty::Str, Field::ONE),
     ] },
-    // 376
+    // 392
     Message { name: "api/core/v1.PortStatus", fields: &[
         Field::new(1, "port", Ty::I32, Field::ONE),
         Field::new(2, "protocol", Ty::Str, Field::ONE),
         Field::new(3, "error", Ty::Str, Field::ONE),
     ] },
-    // 377
+    // 393
     Message { name: "api/batch/v1.PodFailurePolicyOnExitCodesRequirement", fields: &[
         Field::new(1, "containerName", Ty::Str, Field::ONE),
         Field::new(2, "operator", Ty::Str, Field::ONE),
         Field::new(3, "values", Ty::I32, Field::REPEATED),
     ] },
-    // 378
+    // 394
     Message { name: "api/batch/v1.PodFailurePolicyOnPodConditionsPattern", fields: &[
         Field::new(1, "type", Ty::Str, Field::ONE),
         Field::new(2, "status", Ty::Str, Field::ONE),
     ] },
-    // 379
+    // 395
     Message { name: "api/networking/v1.ServiceBackendPort", fields: &[
         Field::new(1, "name", Ty::Str, Field::ONE),
         Field::new(2, "number", Ty::I32, Field::ONE),
     ] },
-    // 380
+    // 396
     Message { name: "api/networking/v1.HttpIngressRuleValue", fields: &[
-        Field::new(1, "paths", Ty::Msg(405), Field::REPEATED),
+        Field::new(1, "paths", Ty::Msg(422), Field::REPEATED),
     ] },
-    // 381
+    // 397
     Message { name: "api/networking/v1.IngressPortStatus", fields: &[
         Field::new(1, "port", Ty::I32, Field::ONE),
         Field::new(2, "protocol", Ty::Str, Field::ONE),
         Field::new(3, "error", Ty::Str, Field::ONE),
     ] },
-    // 382
+    // 398
     Message { name: "api/networking/v1.IpBlock", fields: &[
         Field::new(1, "cidr", Ty::Str, Field::ONE),
         Field::new(2, "except", Ty::Str, Field::REPEATED),
     ] },
-    // 383
+    // 399
     Message { name: "api/autoscaling/v2.MetricTarget", fields: &[
         Field::new(1, "type", Ty::Str, Field::ONE),
         Field::new(2, "value", Ty::Quantity, Field::KEEP_ZERO),
         Field::new(3, "averageValue", Ty::Quantity, Field::ONE),
         Field::new(4, "averageUtilization", Ty::I32, Field::ONE),
     ] },
-    // 384
+    // 400
     Message { name: "api/autoscaling/v2.MetricIdentifier", fields: &[
         Field::new(1, "name", Ty::Str, Field::ONE),
-        Field::new(2, "selector", Ty::Msg(130), Field::ONE),
+        Field::new(2, "selector", Ty::Msg(139), Field::ONE),
     ] },
-    // 385
+    // 401
     Message { name: "api/autoscaling/v2.HpaScalingPolicy", fields: &[
         Field::new(1, "type", Ty::Str, Field::ONE),
         Field::new(2, "value", Ty::I32, Field::KEEP_ZERO),
         Field::new(3, "periodSeconds", Ty::I32, Field::ONE),
     ] },
-    // 386
+    // 402
     Message { name: "api/autoscaling/v2.MetricValueStatus", fields: &[
         Field::new(1, "value", Ty::Quantity, Field::KEEP_ZERO),
         Field::new(2, "averageValue", Ty::Quantity, Field::ONE),
         Field::new(3, "averageUtilization", Ty::I32, Field::ONE),
     ] },
-    // 387
+    // 403
+    Message { name: "apimachinery/pkg/apis/meta/v1.FieldSelectorRequirement", fields: &[
+        Field::new(1, "key", Ty::Str, Field::ONE),
+        Field::new(2, "operator", Ty::Str, Field::ONE),
+        Field::new(3, "values", Ty::Str, Field::REPEATED),
+    ] },
+    // 404
     Message { name: "apiextensions_apiserver/pkg/apis/apiextensions/v1.JsonSchemaProps", fields: &[
         Field::new(1, "id", Ty::Str, Field::ONE),
         Field::new(2, "schema", Ty::Str, Field::ONE),
@@ -2760,7 +2865,7 @@ pub(super) static MESSAGES: &[Message] = &[
         Field::new(5, "type", Ty::Str, Field::ONE),
         Field::new(6, "format", Ty::Str, Field::ONE),
         Field::new(7, "title", Ty::Str, Field::ONE),
-        Field::new(8, "default", Ty::Msg(406), Field::ONE),
+        Field::new(8, "default", Ty::Msg(423), Field::ONE),
         Field::new(9, "maximum", Ty::F64, Field::ONE),
         Field::new(10, "exclusiveMaximum", Ty::Bool, Field::ONE),
         Field::new(11, "minimum", Ty::F64, Field::ONE),
@@ -2772,23 +2877,23 @@ pub(super) static MESSAGES: &[Message] = &[
         Field::new(17, "minItems", Ty::I64, Field::ONE),
         Field::new(18, "uniqueItems", Ty::Bool, Field::ONE),
         Field::new(19, "multipleOf", Ty::F64, Field::ONE),
-        Field::new(20, "enum", Ty::Msg(406), Field::REPEATED),
+        Field::new(20, "enum", Ty::Msg(423), Field::REPEATED),
         Field::new(21, "maxProperties", Ty::I64, Field::ONE),
         Field::new(22, "minProperties", Ty::I64, Field::ONE),
         Field::new(23, "required", Ty::Str, Field::REPEATED),
-        Field::new(24, "items", Ty::Msg(407), Field::ONE),
-        Field::new(25, "allOf", Ty::Msg(387), Field::REPEATED),
-        Field::new(26, "oneOf", Ty::Msg(387), Field::REPEATED),
-        Field::new(27, "anyOf", Ty::Msg(387), Field::REPEATED),
-        Field::new(28, "not", Ty::Msg(387), Field::ONE),
-        Field::new(29, "properties", Ty::Map(&Ty::Msg(387)), Field::ONE),
-        Field::new(30, "additionalProperties", Ty::Msg(408), Field::ONE),
-        Field::new(31, "patternProperties", Ty::Map(&Ty::Msg(387)), Field::ONE),
-        Field::new(32, "dependencies", Ty::Map(&Ty::Msg(409)), Field::ONE),
-        Field::new(33, "additionalItems", Ty::Msg(408), Field::ONE),
-        Field::new(34, "definitions", Ty::Map(&Ty::Msg(387)), Field::ONE),
-        Field::new(35, "externalDocs", Ty::Msg(410), Field::ONE),
-        Field::new(36, "example", Ty::Msg(406), Field::ONE),
+        Field::new(24, "items", Ty::Msg(424), Field::ONE),
+        Field::new(25, "allOf", Ty::Msg(404), Field::REPEATED),
+        Field::new(26, "oneOf", Ty::Msg(404), Field::REPEATED),
+        Field::new(27, "anyOf", Ty::Msg(404), Field::REPEATED),
+        Field::new(28, "not", Ty::Msg(404), Field::ONE),
+        Field::new(29, "properties", Ty::Map(&Ty::Msg(404)), Field::ONE),
+        Field::new(30, "additionalProperties", Ty::Msg(425), Field::ONE),
+        Field::new(31, "patternProperties", Ty::Map(&Ty::Msg(404)), Field::ONE),
+        Field::new(32, "dependencies", Ty::Map(&Ty::Msg(426)), Field::ONE),
+        Field::new(33, "additionalItems", Ty::Msg(425), Field::ONE),
+        Field::new(34, "definitions", Ty::Map(&Ty::Msg(404)), Field::ONE),
+        Field::new(35, "externalDocs", Ty::Msg(427), Field::ONE),
+        Field::new(36, "example", Ty::Msg(423), Field::ONE),
         Field::new(37, "nullable", Ty::Bool, Field::ONE),
         Field::new(38, "x-kubernetes-preserve-unknown-fields", Ty::Bool, Field::ONE),
         Field::new(39, "x-kubernetes-embedded-resource", Ty::Bool, Field::ONE),
@@ -2796,136 +2901,136 @@ pub(super) static MESSAGES: &[Message] = &[
         Field::new(41, "x-kubernetes-list-map-keys", Ty::Str, Field::REPEATED),
         Field::new(42, "x-kubernetes-list-type", Ty::Str, Field::ONE),
         Field::new(43, "x-kubernetes-map-type", Ty::Str, Field::ONE),
-        Field::new(44, "x-kubernetes-validations", Ty::Msg(411), Field::REPEATED),
+        Field::new(44, "x-kubernetes-validations", Ty::Msg(428), Field::REPEATED),
     ] },
-    // 388
+    // 405
     Message { name: "apiextensions_apiserver/pkg/apis/apiextensions/v1.CustomResourceSubresourceStatus", fields: &[
     ] },
-    // 389
+    // 406
     Message { name: "apiextensions_apiserver/pkg/apis/apiextensions/v1.CustomResourceSubresourceScale", fields: &[
         Field::new(1, "specReplicasPath", Ty::Str, Field::ONE),
         Field::new(2, "statusReplicasPath", Ty::Str, Field::ONE),
         Field::new(3, "labelSelectorPath", Ty::Str, Field::ONE),
     ] },
-    // 390
+    // 407
     Message { name: "apiextensions_apiserver/pkg/apis/apiextensions/v1.WebhookClientConfig", fields: &[
-        Field::new(1, "service", Ty::Msg(412), Field::ONE),
+        Field::new(1, "service", Ty::Msg(429), Field::ONE),
         Field::new(2, "caBundle", Ty::Bytes, Field::ONE),
         Field::new(3, "url", Ty::Str, Field::ONE),
     ] },
-    // 391
+    // 408
     Message { name: "api/core/v1.NodeSelectorRequirement", fields: &[
         Field::new(1, "key", Ty::Str, Field::ONE),
         Field::new(2, "operator", Ty::Str, Field::ONE),
         Field::new(3, "values", Ty::Str, Field::REPEATED),
     ] },
-    // 392
+    // 409
     Message { name: "api/core/v1.KeyToPath", fields: &[
         Field::new(1, "key", Ty::Str, Field::ONE),
         Field::new(2, "path", Ty::Str, Field::ONE),
     ] },
-    // 393
+    // 410
     Message { name: "api/core/v1.DownwardAPIVolumeFile", fields: &[
         Field::new(1, "path", Ty::Str, Field::ONE),
-        Field::new(2, "fieldRef", Ty::Msg(395), Field::ONE),
-        Field::new(3, "resourceFieldRef", Ty::Msg(396), Field::ONE),
+        Field::new(2, "fieldRef", Ty::Msg(412), Field::ONE),
+        Field::new(3, "resourceFieldRef", Ty::Msg(413), Field::ONE),
     ] },
-    // 394
+    // 411
     Message { name: "api/core/v1.VolumeProjection", fields: &[
-        Field::new(1, "secret", Ty::Msg(413), Field::ONE),
-        Field::new(2, "downwardAPI", Ty::Msg(414), Field::ONE),
-        Field::new(3, "configMap", Ty::Msg(415), Field::ONE),
-        Field::new(4, "serviceAccountToken", Ty::Msg(416), Field::ONE),
-        Field::new(5, "clusterTrustBundle", Ty::Msg(417), Field::ONE),
-        Field::new(6, "podCertificate", Ty::Msg(418), Field::ONE),
+        Field::new(1, "secret", Ty::Msg(430), Field::ONE),
+        Field::new(2, "downwardAPI", Ty::Msg(431), Field::ONE),
+        Field::new(3, "configMap", Ty::Msg(432), Field::ONE),
+        Field::new(4, "serviceAccountToken", Ty::Msg(433), Field::ONE),
+        Field::new(5, "clusterTrustBundle", Ty::Msg(434), Field::ONE),
+        Field::new(6, "podCertificate", Ty::Msg(435), Field::ONE),
     ] },
-    // 395
+    // 412
     Message { name: "api/core/v1.ObjectFieldSelector", fields: &[
         Field::new(1, "apiVersion", Ty::Str, Field::ONE),
         Field::new(2, "fieldPath", Ty::Str, Field::ONE),
     ] },
-    // 396
+    // 413
     Message { name: "api/core/v1.ResourceFieldSelector", fields: &[
         Field::new(1, "containerName", Ty::Str, Field::ONE),
         Field::new(2, "resource", Ty::Str, Field::ONE),
         Field::new(3, "divisor", Ty::Quantity, Field::ONE),
     ] },
-    // 397
+    // 414
     Message { name: "api/core/v1.ConfigMapKeySelector", fields: &[
-        Field::new(1, "localObjectReference", Ty::Msg(86), Field::INLINE),
+        Field::new(1, "localObjectReference", Ty::Msg(90), Field::INLINE),
         Field::new(2, "key", Ty::Str, Field::ONE),
         Field::new(3, "optional", Ty::Bool, Field::KEEP_ZERO),
     ] },
-    // 398
+    // 415
     Message { name: "api/core/v1.SecretKeySelector", fields: &[
-        Field::new(1, "localObjectReference", Ty::Msg(86), Field::INLINE),
+        Field::new(1, "localObjectReference", Ty::Msg(90), Field::INLINE),
         Field::new(2, "key", Ty::Str, Field::ONE),
         Field::new(3, "optional", Ty::Bool, Field::KEEP_ZERO),
     ] },
-    // 399
+    // 416
     Message { name: "api/core/v1.FileKeySelector", fields: &[
         Field::new(1, "volumeName", Ty::Str, Field::ONE),
         Field::new(2, "path", Ty::Str, Field::ONE),
         Field::new(3, "key", Ty::Str, Field::ONE),
         Field::new(4, "optional", Ty::Bool, Field::KEEP_ZERO),
     ] },
-    // 400
+    // 417
     Message { name: "api/core/v1.ExecAction", fields: &[
         Field::new(1, "command", Ty::Str, Field::REPEATED),
     ] },
-    // 401
+    // 418
     Message { name: "api/core/v1.HttpGetAction", fields: &[
         Field::new(1, "path", Ty::Str, Field::ONE),
         Field::new(2, "port", Ty::IntOrString, Field::ONE),
         Field::new(3, "host", Ty::Str, Field::ONE),
         Field::new(4, "scheme", Ty::Str, Field::ONE),
-        Field::new(5, "httpHeaders", Ty::Msg(419), Field::REPEATED),
+        Field::new(5, "httpHeaders", Ty::Msg(436), Field::REPEATED),
     ] },
-    // 402
+    // 419
     Message { name: "api/core/v1.TcpSocketAction", fields: &[
         Field::new(1, "port", Ty::IntOrString, Field::ONE),
         Field::new(2, "host", Ty::Str, Field::ONE),
     ] },
-    // 403
+    // 420
     Message { name: "api/core/v1.GrpcAction", fields: &[
         Field::new(1, "port", Ty::I32, Field::ONE),
         Field::new(2, "service", Ty::Str, Field::ONE),
     ] },
-    // 404
+    // 421
     Message { name: "api/core/v1.SleepAction", fields: &[
         Field::new(1, "seconds", Ty::I64, Field::ONE),
     ] },
-    // 405
+    // 422
     Message { name: "api/networking/v1.HttpIngressPath", fields: &[
         Field::new(1, "path", Ty::Str, Field::ONE),
-        Field::new(2, "backend", Ty::Msg(209), Field::ONE),
+        Field::new(2, "backend", Ty::Msg(218), Field::ONE),
         Field::new(3, "pathType", Ty::Str, Field::ONE),
     ] },
-    // 406
+    // 423
     Message { name: "apiextensions_apiserver/pkg/apis/apiextensions/v1.Json", fields: &[
         Field::new(1, "raw", Ty::Bytes, Field::ONE),
     ] },
-    // 407
+    // 424
     Message { name: "apiextensions_apiserver/pkg/apis/apiextensions/v1.JsonSchemaPropsOrArray", fields: &[
-        Field::new(1, "schema", Ty::Msg(387), Field::ONE),
-        Field::new(2, "jSonSchemas", Ty::Msg(387), Field::REPEATED),
+        Field::new(1, "schema", Ty::Msg(404), Field::ONE),
+        Field::new(2, "jSonSchemas", Ty::Msg(404), Field::REPEATED),
     ] },
-    // 408
+    // 425
     Message { name: "apiextensions_apiserver/pkg/apis/apiextensions/v1.JsonSchemaPropsOrBool", fields: &[
         Field::new(1, "allows", Ty::Bool, Field::ONE),
-        Field::new(2, "schema", Ty::Msg(387), Field::ONE),
+        Field::new(2, "schema", Ty::Msg(404), Field::ONE),
     ] },
-    // 409
+    // 426
     Message { name: "apiextensions_apiserver/pkg/apis/apiextensions/v1.JsonSchemaPropsOrStringArray", fields: &[
-        Field::new(1, "schema", Ty::Msg(387), Field::ONE),
+        Field::new(1, "schema", Ty::Msg(404), Field::ONE),
         Field::new(2, "property", Ty::Str, Field::REPEATED),
     ] },
-    // 410
+    // 427
     Message { name: "apiextensions_apiserver/pkg/apis/apiextensions/v1.ExternalDocumentation", fields: &[
         Field::new(1, "description", Ty::Str, Field::ONE),
         Field::new(2, "url", Ty::Str, Field::ONE),
     ] },
-    // 411
+    // 428
     Message { name: "apiextensions_apiserver/pkg/apis/apiextensions/v1.ValidationRule", fields: &[
         Field::new(1, "rule", Ty::Str, Field::ONE),
         Field::new(2, "message", Ty::Str, Field::ONE),
@@ -2934,44 +3039,44 @@ pub(super) static MESSAGES: &[Message] = &[
         Field::new(5, "fieldPath", Ty::Str, Field::ONE),
         Field::new(6, "optionalOldSelf", Ty::Bool, Field::ONE),
     ] },
-    // 412
+    // 429
     Message { name: "apiextensions_apiserver/pkg/apis/apiextensions/v1.ServiceReference", fields: &[
         Field::new(1, "namespace", Ty::Str, Field::ONE),
         Field::new(2, "name", Ty::Str, Field::ONE),
         Field::new(3, "path", Ty::Str, Field::ONE),
         Field::new(4, "port", Ty::I32, Field::ONE),
     ] },
-    // 413
+    // 430
     Message { name: "api/core/v1.SecretProjection", fields: &[
-        Field::new(1, "localObjectReference", Ty::Msg(86), Field::INLINE),
-        Field::new(2, "items", Ty::Msg(392), Field::REPEATED),
+        Field::new(1, "localObjectReference", Ty::Msg(90), Field::INLINE),
+        Field::new(2, "items", Ty::Msg(409), Field::REPEATED),
         Field::new(4, "optional", Ty::Bool, Field::KEEP_ZERO),
     ] },
-    // 414
+    // 431
     Message { name: "api/core/v1.DownwardAPIProjection", fields: &[
-        Field::new(1, "items", Ty::Msg(393), Field::REPEATED),
+        Field::new(1, "items", Ty::Msg(410), Field::REPEATED),
     ] },
-    // 415
+    // 432
     Message { name: "api/core/v1.ConfigMapProjection", fields: &[
-        Field::new(1, "localObjectReference", Ty::Msg(86), Field::INLINE),
-        Field::new(2, "items", Ty::Msg(392), Field::REPEATED),
+        Field::new(1, "localObjectReference", Ty::Msg(90), Field::INLINE),
+        Field::new(2, "items", Ty::Msg(409), Field::REPEATED),
         Field::new(4, "optional", Ty::Bool, Field::KEEP_ZERO),
     ] },
-    // 416
+    // 433
     Message { name: "api/core/v1.ServiceAccountTokenProjection", fields: &[
         Field::new(1, "audience", Ty::Str, Field::ONE),
         Field::new(2, "expirationSeconds", Ty::I64, Field::KEEP_ZERO),
         Field::new(3, "path", Ty::Str, Field::ONE),
     ] },
-    // 417
+    // 434
     Message { name: "api/core/v1.ClusterTrustBundleProjection", fields: &[
         Field::new(1, "name", Ty::Str, Field::ONE),
         Field::new(2, "signerName", Ty::Str, Field::ONE),
-        Field::new(3, "labelSelector", Ty::Msg(130), Field::ONE),
+        Field::new(3, "labelSelector", Ty::Msg(139), Field::ONE),
         Field::new(4, "path", Ty::Str, Field::ONE),
         Field::new(5, "optional", Ty::Bool, Field::KEEP_ZERO),
     ] },
-    // 418
+    // 435
     Message { name: "api/core/v1.PodCertificateProjection", fields: &[
         Field::new(1, "signerName", Ty::Str, Field::ONE),
         Field::new(2, "keyType", Ty::Str, Field::ONE),
@@ -2981,7 +3086,7 @@ pub(super) static MESSAGES: &[Message] = &[
         Field::new(6, "certificateChainPath", Ty::Str, Field::ONE),
         Field::new(7, "userAnnotations", Ty::Map(&Ty::Str), Field::ONE),
     ] },
-    // 419
+    // 436
     Message { name: "api/core/v1.HttpHeader", fields: &[
         Field::new(1, "name", Ty::Str, Field::ONE),
         Field::new(2, "value", Ty::Str, Field::ONE),
@@ -2990,11 +3095,11 @@ pub(super) static MESSAGES: &[Message] = &[
 
 /// (apiVersion, kind) -> index of the kind's message in [`MESSAGES`], sorted.
 pub(super) static KINDS: &[(&str, &str, u16)] = &[
-    ("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration", 58),
-    ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicy", 59),
-    ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicyBinding", 60),
-    ("admissionregistration.k8s.io/v1", "ValidatingWebhookConfiguration", 61),
-    ("apiextensions.k8s.io/v1", "CustomResourceDefinition", 62),
+    ("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration", 62),
+    ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicy", 63),
+    ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicyBinding", 64),
+    ("admissionregistration.k8s.io/v1", "ValidatingWebhookConfiguration", 65),
+    ("apiextensions.k8s.io/v1", "CustomResourceDefinition", 66),
     ("apps/v1", "ControllerRevision", 21),
     ("apps/v1", "DaemonSet", 22),
     ("apps/v1", "Deployment", 23),
@@ -3003,22 +3108,26 @@ pub(super) static KINDS: &[(&str, &str, u16)] = &[
     ("authentication.k8s.io/v1", "SelfSubjectReview", 46),
     ("authentication.k8s.io/v1", "TokenRequest", 47),
     ("authentication.k8s.io/v1", "TokenReview", 48),
+    ("authorization.k8s.io/v1", "LocalSubjectAccessReview", 49),
+    ("authorization.k8s.io/v1", "SelfSubjectAccessReview", 50),
+    ("authorization.k8s.io/v1", "SelfSubjectRulesReview", 51),
+    ("authorization.k8s.io/v1", "SubjectAccessReview", 52),
     ("autoscaling/v1", "HorizontalPodAutoscaler", 43),
     ("autoscaling/v1", "Scale", 44),
     ("autoscaling/v2", "HorizontalPodAutoscaler", 45),
     ("batch/v1", "CronJob", 26),
     ("batch/v1", "Job", 27),
     ("batch/v1", "JobTemplateSpec", 28),
-    ("certificates.k8s.io/v1", "CertificateSigningRequest", 57),
+    ("certificates.k8s.io/v1", "CertificateSigningRequest", 61),
     ("coordination.k8s.io/v1", "Lease", 41),
-    ("discovery.k8s.io/v1", "EndpointSlice", 49),
+    ("discovery.k8s.io/v1", "EndpointSlice", 53),
     ("events.k8s.io/v1", "Event", 42),
     ("networking.k8s.io/v1", "IPAddress", 33),
     ("networking.k8s.io/v1", "Ingress", 34),
     ("networking.k8s.io/v1", "IngressClass", 35),
     ("networking.k8s.io/v1", "NetworkPolicy", 36),
     ("networking.k8s.io/v1", "ServiceCIDR", 37),
-    ("node.k8s.io/v1", "RuntimeClass", 56),
+    ("node.k8s.io/v1", "RuntimeClass", 60),
     ("policy/v1", "Eviction", 38),
     ("policy/v1", "PodDisruptionBudget", 39),
     ("rbac.authorization.k8s.io/v1", "ClusterRole", 29),
@@ -3026,12 +3135,12 @@ pub(super) static KINDS: &[(&str, &str, u16)] = &[
     ("rbac.authorization.k8s.io/v1", "Role", 31),
     ("rbac.authorization.k8s.io/v1", "RoleBinding", 32),
     ("scheduling.k8s.io/v1", "PriorityClass", 40),
-    ("storage.k8s.io/v1", "CSIDriver", 50),
-    ("storage.k8s.io/v1", "CSINode", 51),
-    ("storage.k8s.io/v1", "CSIStorageCapacity", 52),
-    ("storage.k8s.io/v1", "StorageClass", 53),
-    ("storage.k8s.io/v1", "VolumeAttachment", 54),
-    ("storage.k8s.io/v1", "VolumeAttributesClass", 55),
+    ("storage.k8s.io/v1", "CSIDriver", 54),
+    ("storage.k8s.io/v1", "CSINode", 55),
+    ("storage.k8s.io/v1", "CSIStorageCapacity", 56),
+    ("storage.k8s.io/v1", "StorageClass", 57),
+    ("storage.k8s.io/v1", "VolumeAttachment", 58),
+    ("storage.k8s.io/v1", "VolumeAttributesClass", 59),
     ("v1", "Binding", 0),
     ("v1", "ComponentStatus", 1),
     ("v1", "ConfigMap", 2),

@@ -95,6 +95,9 @@ pub struct Request<'a> {
     pub content_type: &'a str,
     /// Body.
     pub body: &'a [u8],
+    /// Who asks (already authorised for the request itself); writes of roles and bindings are
+    /// also checked against what it holds.
+    pub user: &'a super::authn::UserInfo,
 }
 
 /// Resolve the target's resource and check its scope.

@@ -110,6 +110,7 @@ fn admit_new(
         field_validation(req),
         &state.cluster,
     )?;
+    super::super::escalation::check(state, req.user, res, &obj)?;
     if res.storage_name() == CRD_RESOURCE {
         resource_from_crd(&obj).map_err(|e| {
             ApiError::invalid(
@@ -248,6 +249,7 @@ impl Update<'_> {
             field_validation(self.req),
             &self.state.cluster,
         )?;
+        super::super::escalation::check(self.state, self.req.user, self.res, &new)?;
         if op == Operation::Update {
             claims::on_update(tx, self.res, old, &mut new)?;
         }
@@ -434,5 +436,8 @@ pub(super) fn after_write(state: &State, res: &Resource) -> Result<(), ApiError>
         state.refresh_registry()?;
     }
     super::super::gc::collect(state);
+    if let Err(e) = state.authorizer.reconcile_aggregation(state) {
+        tracing::warn!(error = %e, "ClusterRole aggregation");
+    }
     Ok(())
 }
