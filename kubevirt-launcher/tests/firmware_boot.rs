@@ -69,8 +69,8 @@ fn boots(format: &str, disk: &[u8]) {
     );
     let log = std::fs::read_to_string(dir.join("run/firmware.log")).unwrap();
     assert!(
-        log.contains("boot order:\n1: /pci@i0cf8/scsi@1/disk@0,0"),
-        "the disk with bootOrder 1 (attached first) is SeaBIOS's first choice: {log}"
+        log.contains("boot order:\n1: /pci@i0cf8/scsi@2/disk@0,0"),
+        "the disk with bootOrder 1 (attached first, slot 2 after the chipset) is SeaBIOS's first choice: {log}"
     );
     eprintln!(
         "kubevirt-launcher run, {format} containerDisk: boot sector line after {:.2} s",

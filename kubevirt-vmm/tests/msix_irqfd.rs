@@ -51,7 +51,8 @@ impl VirtioDevice for Doorbell {
     }
 }
 
-const SLOT: u64 = 1;
+/// The device's slot (0 and 1 are the chipset's).
+const SLOT: u64 = 2;
 const VECTOR_A: u8 = 0x41;
 const VECTOR_B: u8 = 0x52;
 const VECTOR_C: u8 = 0x63;

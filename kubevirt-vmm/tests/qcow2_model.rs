@@ -1,7 +1,9 @@
 //! Property test: random writes, zeroes, discards, reads, flushes and reopens through the qcow2
 //! backend behave like a plain in-memory disk, and QEMU agrees at the end (`qemu-img check`
 //! clean, `qemu-img convert -O raw` equal to the model). Also: the image as it lies on disk
-//! between flushes (what a crash would leave) has leaks at worst, never errors.
+//! between flushes (what a crash would leave) has leaks at worst, never errors. Writes go
+//! through both paths: `write_at` and `write_from_guest` with the data cut into guest buffers
+//! of random sizes (the run-batching path, whole-cluster allocation included).
 
 mod qcow2_common;
 
@@ -10,12 +12,15 @@ use std::process::Command;
 
 use proptest::prelude::*;
 use qcow2_common::*;
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 
 const DISK: u64 = 1 << 20;
 
 #[derive(Debug, Clone)]
 enum Op {
     Write(u64, usize, u8),
+    /// Offset, length, seed, the size of each guest buffer.
+    GuestWrite(u64, usize, u8, usize),
     Zero(u64, u64),
     Discard(u64, u64),
     Read(u64, usize),
@@ -30,8 +35,18 @@ fn range() -> impl Strategy<Value = (u64, u64)> {
     })
 }
 
+/// Up to ~300 KiB: spans several 64 KiB clusters.
+fn big_range() -> impl Strategy<Value = (u64, u64)> {
+    (0..DISK / 512, 1u64..300).prop_map(|(s, n)| {
+        let at = s * 512;
+        (at, (n * 997).min(DISK - at).max(1))
+    })
+}
+
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
+        3 => (big_range(), any::<u8>(), prop_oneof![Just(4096usize), 512usize..70_000])
+            .prop_map(|((a, n), s, cut)| Op::GuestWrite(a, n as usize, s, cut)),
         4 => (range(), any::<u8>()).prop_map(|((a, n), s)| Op::Write(a, n as usize, s)),
         1 => range().prop_map(|(a, n)| Op::Zero(a, n)),
         1 => range().prop_map(|(a, n)| Op::Discard(a, n)),
@@ -93,6 +108,18 @@ proptest! {
                 Op::Write(at, n, seed) => {
                     let data = pattern(n, seed);
                     disk.write_at(&data, at).unwrap();
+                    model[at as usize..at as usize + n].copy_from_slice(&data);
+                }
+                Op::GuestWrite(at, n, seed, cut) => {
+                    let data = pattern(n, seed);
+                    let size = n.next_multiple_of(4096);
+                    let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), size)]).unwrap();
+                    mem.write_slice(&data, GuestAddress(0)).unwrap();
+                    let slices: Vec<_> = (0..n)
+                        .step_by(cut)
+                        .map(|o| mem.get_slice(GuestAddress(o as u64), cut.min(n - o)).unwrap())
+                        .collect();
+                    disk.write_from_guest(&slices, at).unwrap();
                     model[at as usize..at as usize + n].copy_from_slice(&data);
                 }
                 Op::Zero(at, n) | Op::Discard(at, n) if matches!(op, Op::Zero(..)) => {

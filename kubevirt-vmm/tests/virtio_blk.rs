@@ -65,7 +65,8 @@ fn guest_driver_writes_flushes_reads_and_sees_read_only_and_serial() {
     let expected: Vec<u8> = (0..IO_LEN / 4)
         .flat_map(|i| pattern(i).to_le_bytes())
         .collect();
-    for (k, slot, read_only) in [(0u64, 1u32, false), (1, 2, true)] {
+    // Slots 0 and 1 are the chipset's (host bridge, PIIX).
+    for (k, slot, read_only) in [(0u64, 2u32, false), (1, 3, true)] {
         let res = RESULTS + 0x100 * k;
         assert_eq!(read_u32(&vm, res + RES_SLOT), slot);
         let features = read_u64(&vm, res + RES_FEATURES);
@@ -164,7 +165,7 @@ fn guest_driver_gets_random_bytes_from_virtio_rng() {
     assert_eq!(wait(&vm), ExitReason::DebugExit { code: 0 });
     assert_eq!(read_u32(&vm, RESULTS + RES_FOUND), 0, "no disks");
     assert_eq!(read_u32(&vm, RESULTS + RES_RNG_FOUND), 1);
-    assert_eq!(read_u32(&vm, RNG_RESULTS + RES_SLOT), 1);
+    assert_eq!(read_u32(&vm, RNG_RESULTS + RES_SLOT), 2);
     assert_eq!(read_u32(&vm, RNG_RESULTS + RES_STATUS), 0x0b);
     assert_eq!(read_u32(&vm, RNG_RESULTS + RES_RNG_USED_LEN), RNG_LEN);
     let mut bytes = vec![0u8; RNG_LEN as usize];

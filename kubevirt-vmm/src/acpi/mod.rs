@@ -5,10 +5,12 @@
 //!
 //! Tables are generated with the `acpi_tables` crate (`tables`) and laid out in the BIOS
 //! area where a kernel scanning for the RSDP finds them ([`write_tables`]); the sleep and
-//! reset registers are served by `power::AcpiPower`.
+//! reset registers are served by `power::AcpiPower`. The FADT also names the PM timer
+//! (`pm_timer`), which the PIIX4 PM function serves (`crate::pci::piix`).
 
 internal_mod!(dsdt);
 internal_mod!(ged);
+pub mod pm_timer;
 internal_mod!(power);
 internal_mod!(tables);
 

@@ -17,6 +17,7 @@ use super::{ACPI_AREA_END, AcpiError, OEM_ID, OEM_TABLE_ID, RSDP_ADDR};
 use crate::arch::layout::{IOAPIC_START, LAPIC_START};
 use crate::arch::topology::CpuTopology;
 use crate::pci::PCI_MMCONFIG_START;
+use crate::pci::piix::{PM_BASE, PM_TIMER_OFFSET};
 
 /// The tables, each as the bytes the guest sees.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -118,6 +119,17 @@ impl AcpiTables {
         fadt.reset_value = RESET_VALUE;
         fadt.sleep_control_reg = io_register(SLEEP_CONTROL_PORT);
         fadt.sleep_status_reg = io_register(SLEEP_CONTROL_PORT + 1);
+        // The PIIX4 PM function's timer, at the base the VMM presets (firmware keeps it).
+        let pm_timer = PM_BASE + PM_TIMER_OFFSET;
+        fadt.pm_tmr_blk = u32::from(pm_timer).into();
+        fadt.pm_tmr_len = 4;
+        fadt.x_pm_tmr_blk = GAS::new(
+            AddressSpace::SystemIo,
+            32,
+            0,
+            AccessSize::DwordAccess,
+            u64::from(pm_timer),
+        );
         fadt.hypervisor_vendor_identity = u64::from_le_bytes(*b"KUBEVIRT").into();
         let fadt = bytes(&fadt.finalize());
 
@@ -221,6 +233,13 @@ mod tests {
         let flags = u32_at(&t.fadt, 112);
         assert_ne!(flags & (1 << 20), 0);
         assert_ne!(flags & (1 << 10), 0);
+        // PM_TMR_BLK (76) and its length (91), X_PM_TMR_BLK (208: I/O space, 32 bits) name
+        // the PIIX4 timer; TMR_VAL_EXT (flag bit 8) is clear: 24 bits.
+        assert_eq!(u32_at(&t.fadt, 76), 0xb008);
+        assert_eq!(t.fadt[91], 4);
+        assert_eq!(&t.fadt[208..212], &[1, 32, 0, 3]);
+        assert_eq!(u64_at(&t.fadt, 212), 0xb008);
+        assert_eq!(flags & (1 << 8), 0);
         // MADT: two local APICs (type 0) and one IOAPIC (type 1) after the 44-byte header.
         let mut kinds = Vec::new();
         let mut o = 44;

@@ -131,12 +131,18 @@ pub enum Access {
     Handled,
     /// No device covers the address: reads see all-ones, writes are dropped.
     Unhandled,
+    /// No device covers the address; the bus's fallback was given it.
+    Fallback,
 }
 
 /// A set of devices keyed by address range.
 pub struct Bus {
     name: &'static str,
     devices: BTreeMap<u64, (BusRange, SharedDevice)>,
+    /// Gets the accesses no range covers (with base 0 and the address as offset), for
+    /// registers the guest places itself (the PCI functions' port blocks). Stateless routes
+    /// only: snapshots list the ranged devices, not this.
+    fallback: Option<SharedDevice>,
 }
 
 impl fmt::Debug for Bus {
@@ -157,7 +163,13 @@ impl Bus {
         Bus {
             name,
             devices: BTreeMap::new(),
+            fallback: None,
         }
+    }
+
+    /// Sends the accesses no device's range covers to `device` (see [`Access::Fallback`]).
+    pub fn set_fallback(&mut self, device: SharedDevice) {
+        self.fallback = Some(device);
     }
 
     /// Puts `device` at `[base, base + len)`.
@@ -203,10 +215,20 @@ impl Bus {
                 );
                 Access::Handled
             }
-            None => {
-                data.fill(0xff);
-                Access::Unhandled
-            }
+            None => match &self.fallback {
+                Some(device) => {
+                    data.fill(0xff);
+                    device
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .read(0, addr, data);
+                    Access::Fallback
+                }
+                None => {
+                    data.fill(0xff);
+                    Access::Unhandled
+                }
+            },
         }
     }
 
@@ -221,7 +243,16 @@ impl Bus {
                 );
                 Access::Handled
             }
-            None => Access::Unhandled,
+            None => match &self.fallback {
+                Some(device) => {
+                    device
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .write(0, addr, data);
+                    Access::Fallback
+                }
+                None => Access::Unhandled,
+            },
         }
     }
 
@@ -284,6 +315,23 @@ mod tests {
         assert_eq!(bus.read(0x1000, &mut d), Access::Unhandled);
         assert_eq!(d, [0xff; 4]);
         assert_eq!(bus.write(0x1000, &d), Access::Unhandled);
+    }
+
+    #[test]
+    fn the_fallback_gets_only_unclaimed_addresses() {
+        let ranged = Arc::new(Mutex::new(Recorder::default()));
+        let fallback = Arc::new(Mutex::new(Recorder::default()));
+        let mut bus = Bus::new("pio");
+        bus.insert(ranged.clone(), 0x60, 4).unwrap();
+        bus.set_fallback(fallback.clone());
+        assert_eq!(bus.write(0x61, &[1]), Access::Handled);
+        assert_eq!(bus.write(0xb008, &[2]), Access::Fallback);
+        let mut d = [0u8; 2];
+        assert_eq!(bus.read(0xb00a, &mut d), Access::Fallback);
+        assert_eq!(d, [0x0a, 0x0a], "the fallback sees the address as its offset");
+        assert_eq!(ranged.lock().unwrap().writes, vec![(0x60, 1, vec![1])]);
+        assert_eq!(fallback.lock().unwrap().writes, vec![(0, 0xb008, vec![2])]);
+        assert_eq!(bus.ranges().count(), 1, "the fallback is no range");
     }
 
     #[test]

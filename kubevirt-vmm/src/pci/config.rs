@@ -291,6 +291,15 @@ impl PciConfiguration {
         Ok(offset)
     }
 
+    /// Gives dword register `reg` (past the standard header) its reset `value` and the
+    /// bits a guest may change (`writable`): chipset functions' own registers.
+    pub fn init_reg(&mut self, reg: usize, value: u32, writable: u32) {
+        if let (Some(r), Some(w)) = (self.registers.get_mut(reg), self.writable.get_mut(reg)) {
+            *r = value;
+            *w = writable;
+        }
+    }
+
     fn set_byte(&mut self, offset: usize, value: u8) {
         let shift = (offset % 4) * 8;
         let reg = &mut self.registers[offset / 4];

@@ -30,6 +30,20 @@ pub trait PciDevice: Send {
     /// A guest write at `offset` in BAR `bar`.
     fn write_bar(&mut self, bar: usize, offset: u64, data: &[u8]);
 
+    /// A guest port read at `port` outside every fixed device's range: a function that
+    /// decodes the port (a chipset register block the guest placed) fills `data` and returns
+    /// true. Default: not decoded.
+    fn read_io(&mut self, port: u64, data: &mut [u8]) -> bool {
+        let _ = (port, data);
+        false
+    }
+
+    /// A guest port write, as [`PciDevice::read_io`].
+    fn write_io(&mut self, port: u64, data: &[u8]) -> bool {
+        let _ = (port, data);
+        false
+    }
+
     /// The function's state for a snapshot (the vCPUs are parked); a function with workers
     /// stops them until [`PciDevice::resume`]. Default: refused, so that a VM holding a
     /// function that cannot save its state is not snapshotted wrong.
@@ -71,28 +85,38 @@ pub fn restore_config_only(
 }
 
 /// The host bridge at 00:00.0 (class 06/00): what operating systems expect to find first.
+///
+/// It is QEMU's i440FX (8086:1237): firmware picks its chipset code by this ID, and OVMF
+/// knows only i440FX and Q35 (then uses the PIIX4 PM timer at 00:01.3, `super::piix`). Its PAM
+/// registers (0x59-0x5F, which map the BIOS area 0xC0000-0xFFFFF to ROM or RAM) are storage
+/// that reads "RAM, read/write" at first: that area is always RAM here, so SeaBIOS finds its
+/// shadow already in RAM and does not copy itself.
 #[derive(Debug)]
 pub struct HostBridge {
     config: PciConfiguration,
 }
 
-/// The host bridge's IDs (vendor Red Hat, device "QEMU PCIe host bridge"), which every
-/// guest OS knows.
+/// The host bridge's IDs (Intel 440FX, as QEMU's `pc` machine).
 pub const HOST_BRIDGE_IDS: PciIds = PciIds {
-    vendor: 0x1b36,
-    device: 0x0008,
-    revision: 0,
+    vendor: 0x8086,
+    device: 0x1237,
+    revision: 2,
     class: 0x06_00_00,
     subsystem_vendor: 0x1af4,
     subsystem: 0x1100,
 };
 
+/// PAM0 (0x59) = 0x30 (0xF0000-0xFFFFF read/write RAM), PAM1-6 (0x5A-0x5F) = 0x33.
+const PAM_REGS: [(usize, u32); 2] = [(0x58 / 4, 0x3333_3000), (0x5c / 4, 0x3333_3333)];
+
 impl HostBridge {
     /// A host bridge with no BARs.
     pub fn new() -> Self {
-        HostBridge {
-            config: PciConfiguration::new(HOST_BRIDGE_IDS),
+        let mut config = PciConfiguration::new(HOST_BRIDGE_IDS);
+        for (reg, value) in PAM_REGS {
+            config.init_reg(reg, value, if reg == 0x58 / 4 { 0xffff_ff00 } else { u32::MAX });
         }
+        HostBridge { config }
     }
 }
 

@@ -1,21 +1,25 @@
 //! PCI: a root complex with configuration access through ports 0xCF8/0xCFC and ECAM, the
 //! [`PciDevice`] trait, and BARs placed by the VMM in [`PCI_MMIO_WINDOW_START`]'s window.
 //!
-//! Bus 0 only, function 0 of each slot only: other functions and buses read all-ones, which
-//! is how an operating system learns they are absent. The VMM assigns BAR addresses as
-//! firmware would ([`PciRootBuilder::add`]); a guest may still move a BAR, and
-//! [`PciBarWindow`] routes accesses to wherever each BAR is now.
+//! Bus 0 only: the i440FX host bridge at 00:00.0, the PIIX chipset functions at slot 1
+//! (`piix`: the ISA bridge at 00:01.0 and the PM function with the ACPI PM timer at
+//! 00:01.3), then the VMM's devices, function 0 each. Absent functions and buses read
+//! all-ones, which is how an operating system learns they are absent. The VMM assigns BAR
+//! addresses as firmware would ([`PciRootBuilder::add`]); a guest may still move a BAR, and
+//! [`PciBarWindow`] routes accesses to wherever each BAR is now; [`PciIoWindow`] does the same
+//! for port I/O a function decodes (the PM block at the base the guest programmed).
 
 pub mod config;
 pub mod device;
 pub mod msix;
+pub mod piix;
 pub mod root;
 
 pub use config::{BarRequest, PciConfiguration, PciIds};
 pub use device::{HostBridge, PciDevice};
 pub use root::{
-    CONFIG_IO_PORT, CONFIG_IO_SPAN, PciBarWindow, PciConfigIo, PciConfigMmio, PciRoot,
-    PciRootBuilder, SharedPciDevice,
+    CONFIG_IO_PORT, CONFIG_IO_SPAN, PciBarWindow, PciConfigIo, PciConfigMmio, PciIoWindow,
+    PciRoot, PciRootBuilder, SharedPciDevice,
 };
 
 /// ECAM (MMCONFIG) base: bus 0's configuration space, 1 MiB.
@@ -77,7 +81,7 @@ pub enum PciError {
         len: usize,
     },
     /// All 32 slots of bus 0 are taken.
-    #[error("PCI bus 0 is full (32 slots)")]
+    #[error("PCI bus 0 is full (32 slots, 2 taken by the chipset)")]
     BusFull,
     /// The BAR window has no room left.
     #[error("the PCI MMIO window has no room for a {size:#x}-byte BAR")]

@@ -6,11 +6,14 @@ use std::sync::{Arc, Mutex, PoisonError};
 use super::PciError;
 use super::config::access_mask;
 use super::device::{HostBridge, PciDevice};
+use super::piix::{PIIX_SLOT, PIIX4_PM_FUNCTION, Piix3Isa, Piix4Pm};
 use crate::bus::{BusDevice, DeviceStateError};
 use crate::snapshot::codec::{Decoder, Encoder, field};
 
 /// Device slots on bus 0.
 pub const SLOTS: usize = 32;
+/// Functions per slot.
+pub const FUNCTIONS: usize = 8;
 /// Bytes of ECAM per bus: 32 devices x 8 functions x 4 KiB.
 pub const ECAM_BUS_SIZE: u64 = 1 << 20;
 /// The configuration address port (0xCF8); the data port (0xCFC) follows, 8 ports in all.
@@ -21,16 +24,25 @@ pub const CONFIG_IO_SPAN: u64 = 8;
 /// A PCI function as the root complex holds it.
 pub type SharedPciDevice = Arc<Mutex<dyn PciDevice>>;
 
-/// Bus 0, frozen once built: 32 slots, function 0 each (other functions are absent).
+/// Bus 0, frozen once built: 32 slots of 8 functions (absent ones are `None`).
 pub struct PciRoot {
-    slots: Vec<Option<SharedPciDevice>>,
+    /// Slot-major: function `f` of slot `s` at `s * FUNCTIONS + f`.
+    functions: Vec<Option<SharedPciDevice>>,
 }
 
 impl std::fmt::Debug for PciRoot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let used: Vec<usize> = (0..SLOTS).filter(|&s| self.slots[s].is_some()).collect();
-        f.debug_struct("PciRoot").field("slots", &used).finish()
+        let used: Vec<String> = (0..self.functions.len())
+            .filter(|&i| self.functions[i].is_some())
+            .map(function_name)
+            .collect();
+        f.debug_struct("PciRoot").field("functions", &used).finish()
     }
+}
+
+/// "slot.function" of index `i`, as lspci writes it.
+fn function_name(i: usize) -> String {
+    format!("{:02x}.{}", i / FUNCTIONS, i % FUNCTIONS)
 }
 
 fn lock(dev: &SharedPciDevice) -> std::sync::MutexGuard<'_, dyn PciDevice + 'static> {
@@ -38,12 +50,14 @@ fn lock(dev: &SharedPciDevice) -> std::sync::MutexGuard<'_, dyn PciDevice + 'sta
 }
 
 impl PciRoot {
-    /// The device at `bus:device.function`, if present (bus 0, function 0 only).
+    /// The device at `bus:device.function`, if present (bus 0 only).
     fn function(&self, bus: u8, device: u8, function: u8) -> Option<&SharedPciDevice> {
-        if bus != 0 || function != 0 {
+        if bus != 0 || usize::from(device) >= SLOTS || usize::from(function) >= FUNCTIONS {
             return None;
         }
-        self.slots.get(usize::from(device))?.as_ref()
+        self.functions
+            .get(usize::from(device) * FUNCTIONS + usize::from(function))?
+            .as_ref()
     }
 
     /// Reads config dword `reg`; absent functions read all-ones (vendor 0xFFFF).
@@ -74,7 +88,7 @@ impl PciRoot {
 
     /// Routes a BAR read; `false` if no device decodes `addr`.
     pub fn bar_read(&self, addr: u64, data: &mut [u8]) -> bool {
-        for dev in self.slots.iter().flatten() {
+        for dev in self.functions.iter().flatten() {
             let mut dev = lock(dev);
             if let Some((bar, offset)) = dev.config().bar_containing(addr) {
                 dev.read_bar(bar, offset, data);
@@ -87,7 +101,7 @@ impl PciRoot {
 
     /// Routes a BAR write; `false` if no device decodes `addr`.
     pub fn bar_write(&self, addr: u64, data: &[u8]) -> bool {
-        for dev in self.slots.iter().flatten() {
+        for dev in self.functions.iter().flatten() {
             let mut dev = lock(dev);
             if let Some((bar, offset)) = dev.config().bar_containing(addr) {
                 dev.write_bar(bar, offset, data);
@@ -96,16 +110,35 @@ impl PciRoot {
         }
         false
     }
+
+    /// Routes a read of `port` to the function decoding it; `false` (all-ones) if none does.
+    pub fn io_read(&self, port: u64, data: &mut [u8]) -> bool {
+        for dev in self.functions.iter().flatten() {
+            if lock(dev).read_io(port, data) {
+                return true;
+            }
+        }
+        data.fill(0xff);
+        false
+    }
+
+    /// Routes a write of `port` to the function decoding it; `false` if none does.
+    pub fn io_write(&self, port: u64, data: &[u8]) -> bool {
+        self.functions
+            .iter()
+            .flatten()
+            .any(|dev| lock(dev).write_io(port, data))
+    }
 }
 
 impl PciRoot {
-    /// Every slot's function state, for a snapshot: a present flag per slot, then the
+    /// Every function's state, for a snapshot: a present flag per function, then the
     /// function's [`PciDevice::save_state`]. Functions that paused their workers stay paused
     /// until [`PciRoot::resume`], also when a later one fails.
     pub fn save_state(&self) -> Result<Vec<u8>, DeviceStateError> {
         let mut e = Encoder::new();
-        e.len(self.slots.len());
-        for (slot, dev) in self.slots.iter().enumerate() {
+        e.len(self.functions.len());
+        for (slot, dev) in self.functions.iter().enumerate() {
             match dev {
                 None => e.u8(0),
                 Some(dev) => {
@@ -123,26 +156,29 @@ impl PciRoot {
     pub fn restore_state(&self, state: &[u8]) -> Result<(), DeviceStateError> {
         let invalid = |e: crate::snapshot::CodecError| DeviceStateError::Invalid(e.to_string());
         let mut d = Decoder::new(state);
-        let n = d.len(SLOTS, &field("PCI slots")).map_err(invalid)?;
-        if n != self.slots.len() {
+        let n = d
+            .len(SLOTS * FUNCTIONS, &field("PCI functions"))
+            .map_err(invalid)?;
+        if n != self.functions.len() {
             return Err(DeviceStateError::Invalid(format!(
-                "the snapshot has {n} PCI slots, the bus {}",
-                self.slots.len()
+                "the snapshot has {n} PCI functions, the bus {}",
+                self.functions.len()
             )));
         }
-        for (slot, dev) in self.slots.iter().enumerate() {
-            let present = d.u8(&|| format!("PCI slot {slot}")).map_err(invalid)? != 0;
+        for (slot, dev) in self.functions.iter().enumerate() {
+            let name = function_name(slot);
+            let present = d.u8(&|| format!("PCI function {name}")).map_err(invalid)? != 0;
             match (present, dev) {
                 (false, None) => {}
                 (true, Some(dev)) => {
-                    let bytes = d.bytes(&|| format!("PCI slot {slot}")).map_err(invalid)?;
+                    let bytes = d.bytes(&|| format!("PCI function {name}")).map_err(invalid)?;
                     lock(dev)
                         .restore_state(bytes)
                         .map_err(|err| in_slot(slot, err))?;
                 }
                 (saved, _) => {
                     return Err(DeviceStateError::Invalid(format!(
-                        "PCI slot {slot} is {} in the snapshot and {} in this VM",
+                        "PCI function {name} is {} in the snapshot and {} in this VM",
                         if saved { "used" } else { "empty" },
                         if saved { "empty" } else { "used" },
                     )));
@@ -154,28 +190,32 @@ impl PciRoot {
 
     /// Lets every function carry on after a snapshot.
     pub fn resume(&self) {
-        for dev in self.slots.iter().flatten() {
+        for dev in self.functions.iter().flatten() {
             lock(dev).resume();
         }
     }
 }
 
-/// Names the slot in a function's error.
-fn in_slot(slot: usize, err: DeviceStateError) -> DeviceStateError {
+/// Names the function (index `i`) in its error.
+fn in_slot(i: usize, err: DeviceStateError) -> DeviceStateError {
+    let name = function_name(i);
     match err {
         DeviceStateError::Unsupported(why) => DeviceStateError::Unsupported(why),
         DeviceStateError::Invalid(why) => {
-            DeviceStateError::Invalid(format!("PCI slot {slot}: {why}"))
+            DeviceStateError::Invalid(format!("PCI function {name}: {why}"))
         }
-        DeviceStateError::Failed(why) => DeviceStateError::Failed(format!("PCI slot {slot}: {why}")),
+        DeviceStateError::Failed(why) => {
+            DeviceStateError::Failed(format!("PCI function {name}: {why}"))
+        }
     }
 }
 
-/// Builds bus 0: the host bridge at slot 0, then devices in slot order with their BARs
-/// placed by the VMM in `[window_start, window_start + window_size)`.
+/// Builds bus 0: the host bridge at slot 0 and the PIIX functions at slot 1, then devices
+/// in slot order with their BARs placed by the VMM in `[window_start, window_start +
+/// window_size)`.
 #[derive(Debug)]
 pub struct PciRootBuilder {
-    slots: Vec<Option<SharedPciDevice>>,
+    functions: Vec<Option<SharedPciDevice>>,
     next_addr: u64,
     window_end: u64,
 }
@@ -187,12 +227,16 @@ impl std::fmt::Debug for dyn PciDevice {
 }
 
 impl PciRootBuilder {
-    /// A bus with the host bridge, handing out BAR space from the window.
+    /// A bus with the host bridge and the PIIX functions, handing out BAR space from the
+    /// window.
     pub fn new(window_start: u64, window_size: u64) -> Self {
-        let mut slots: Vec<Option<SharedPciDevice>> = vec![None; SLOTS];
-        slots[0] = Some(Arc::new(Mutex::new(HostBridge::new())));
+        let mut functions: Vec<Option<SharedPciDevice>> = vec![None; SLOTS * FUNCTIONS];
+        let piix = usize::from(PIIX_SLOT) * FUNCTIONS;
+        functions[0] = Some(Arc::new(Mutex::new(HostBridge::new())));
+        functions[piix] = Some(Arc::new(Mutex::new(Piix3Isa::new())));
+        functions[piix + usize::from(PIIX4_PM_FUNCTION)] = Some(Arc::new(Mutex::new(Piix4Pm::new())));
         PciRootBuilder {
-            slots,
+            functions,
             next_addr: window_start,
             window_end: window_start.saturating_add(window_size),
         }
@@ -201,10 +245,8 @@ impl PciRootBuilder {
     /// Puts `device` in the first free slot, assigns its BARs and enables memory decoding
     /// (as firmware would). Returns the slot.
     pub fn add(&mut self, device: SharedPciDevice) -> Result<u8, PciError> {
-        let slot = self
-            .slots
-            .iter()
-            .position(Option::is_none)
+        let slot = (0..SLOTS)
+            .position(|s| self.functions[s * FUNCTIONS..(s + 1) * FUNCTIONS].iter().all(Option::is_none))
             .ok_or(PciError::BusFull)?;
         let mut next = self.next_addr;
         {
@@ -223,13 +265,15 @@ impl PciRootBuilder {
                 .write_reg(1, 0, &[super::config::COMMAND_MEMORY_SPACE as u8]);
         }
         self.next_addr = next;
-        self.slots[slot] = Some(device);
+        self.functions[slot * FUNCTIONS] = Some(device);
         Ok(slot as u8)
     }
 
     /// The frozen bus.
     pub fn build(self) -> Arc<PciRoot> {
-        Arc::new(PciRoot { slots: self.slots })
+        Arc::new(PciRoot {
+            functions: self.functions,
+        })
     }
 }
 
@@ -323,6 +367,34 @@ impl BusDevice for PciConfigIo {
             }
             _ => {}
         }
+    }
+}
+
+/// Port I/O that no fixed device claims, routed to the function that decodes it now (the
+/// PIIX4 PM block wherever the guest put it): the VMM makes it the port bus's fallback.
+#[derive(Debug)]
+pub struct PciIoWindow {
+    root: Arc<PciRoot>,
+}
+
+impl PciIoWindow {
+    /// The port routes for `root`.
+    pub fn new(root: Arc<PciRoot>) -> Self {
+        PciIoWindow { root }
+    }
+}
+
+impl BusDevice for PciIoWindow {
+    fn snapshot_name(&self) -> &'static str {
+        "pci-io"
+    }
+
+    fn read(&mut self, base: u64, offset: u64, data: &mut [u8]) {
+        self.root.io_read(base + offset, data);
+    }
+
+    fn write(&mut self, base: u64, offset: u64, data: &[u8]) {
+        self.root.io_write(base + offset, data);
     }
 }
 
@@ -459,8 +531,9 @@ mod tests {
         let a = Echo::shared(0x1042, 0x4000);
         let b = Echo::shared(0x1044, 0x1000);
         let mut builder = PciRootBuilder::new(WINDOW, 0x10_0000);
-        assert_eq!(builder.add(a.clone()).unwrap(), 1);
-        assert_eq!(builder.add(b.clone()).unwrap(), 2);
+        // Slots 0 and 1 are the host bridge and the PIIX functions.
+        assert_eq!(builder.add(a.clone()).unwrap(), 2);
+        assert_eq!(builder.add(b.clone()).unwrap(), 3);
         (builder.build(), a, b)
     }
 
@@ -483,14 +556,20 @@ mod tests {
         let (root, _, _) = bus();
         let mut io = PciConfigIo::new(root);
         cf8(&mut io, 0, 0, 0);
-        assert_eq!(cfc32(&mut io), 0x0008_1b36);
+        assert_eq!(cfc32(&mut io), 0x1237_8086, "i440FX");
         cf8(&mut io, 1, 0, 0);
+        assert_eq!(cfc32(&mut io), 0x7000_8086, "PIIX3 ISA bridge");
+        cf8(&mut io, 1, 0, 3);
+        assert_eq!(cfc32(&mut io) >> 16 & 0x80, 0x80, "slot 1 is multi-function");
+        cf8(&mut io, 1, 3, 0);
+        assert_eq!(cfc32(&mut io), 0x7113_8086, "PIIX4 PM");
+        cf8(&mut io, 2, 0, 0);
         assert_eq!(cfc32(&mut io), 0x1042_1af4);
         // 2-byte read of the device ID at 0xCFE.
         let mut d = [0u8; 2];
         io.read(0xcf8, 6, &mut d);
         assert_eq!(u16::from_le_bytes(d), 0x1042);
-        for (dev, func) in [(3, 0), (31, 0), (1, 1), (1, 7)] {
+        for (dev, func) in [(4, 0), (31, 0), (1, 1), (1, 7), (2, 1), (2, 7)] {
             cf8(&mut io, dev, func, 0);
             io.read(0xcf8, 4, &mut d);
             assert_eq!(u16::from_le_bytes(d), 0xffff, "{dev}.{func}");
@@ -507,7 +586,7 @@ mod tests {
     fn string_io_and_misaligned_accesses_read_all_ones_without_panicking() {
         let (root, _, _) = bus();
         let mut io = PciConfigIo::new(root.clone());
-        cf8(&mut io, 1, 0, 0);
+        cf8(&mut io, 2, 0, 0);
         let mut long = [0u8; 64];
         io.read(0xcf8, 4, &mut long);
         assert_eq!(long, [0xff; 64]);
@@ -516,7 +595,7 @@ mod tests {
         assert_eq!(two, [0xff; 2]);
         io.write(0xcf8, 4, &[0u8; 64]);
         let mut ecam = PciConfigMmio::new(root);
-        ecam.read(0xe000_0000, 1 << 15 | 3, &mut two);
+        ecam.read(0xe000_0000, 2 << 15 | 3, &mut two);
         assert_eq!(two, [0xff; 2]);
         assert_eq!(cfc32(&mut io), 0x1042_1af4, "nothing was written");
     }
@@ -530,7 +609,7 @@ mod tests {
             Some(WINDOW + 0x4000)
         );
         let mut io = PciConfigIo::new(root);
-        cf8(&mut io, 1, 0, 4);
+        cf8(&mut io, 2, 0, 4);
         assert_eq!(cfc32(&mut io), WINDOW as u32 | 0x4);
         io.write(0xcf8, 4, &u32::MAX.to_le_bytes());
         assert_eq!(cfc32(&mut io), 0xffff_c004);
@@ -543,11 +622,13 @@ mod tests {
         let (root, a, _) = bus();
         let mut ecam = PciConfigMmio::new(root);
         let mut d = [0u8; 4];
-        ecam.read(0xe000_0000, 1 << 15, &mut d);
+        ecam.read(0xe000_0000, 2 << 15, &mut d);
         assert_eq!(u32::from_le_bytes(d), 0x1042_1af4);
+        ecam.read(0xe000_0000, 1 << 15 | 3 << 12, &mut d);
+        assert_eq!(u32::from_le_bytes(d), 0x7113_8086, "function 3 of slot 1");
         ecam.read(0xe000_0000, 5 << 15 | 2 << 12, &mut d);
         assert_eq!(d, [0xff; 4]);
-        ecam.write(0xe000_0000, 1 << 15 | 0x3c, &[0x0a]);
+        ecam.write(0xe000_0000, 2 << 15 | 0x3c, &[0x0a]);
         assert_eq!(a.lock().unwrap().config.read_reg(15) & 0xff, 0x0a);
         // Bus 1 does not exist.
         ecam.read(0xe000_0000, 1 << 20, &mut d);
@@ -566,17 +647,54 @@ mod tests {
         assert!(b.lock().unwrap().last.is_empty());
         // The guest moves device 2's BAR; the old address decodes nothing.
         let mut io = PciConfigIo::new(root);
-        cf8(&mut io, 2, 0, 4);
+        cf8(&mut io, 3, 0, 4);
         io.write(0xcf8, 4, &((WINDOW + 0x8000) as u32).to_le_bytes());
         window.read(WINDOW, 0x4000, &mut d);
         assert_eq!(d, [0xff]);
         window.write(WINDOW, 0x8004, &[9]);
         assert_eq!(b.lock().unwrap().last, vec![(0, 4, vec![9])]);
         // Memory decoding off: nothing decodes.
-        cf8(&mut io, 2, 0, 1);
+        cf8(&mut io, 3, 0, 1);
         io.write(0xcf8, 4, &[0]);
         window.read(WINDOW, 0x8000, &mut d);
         assert_eq!(d, [0xff]);
+    }
+
+    /// The PM block moves with PMBA through configuration ports; the port window reaches it
+    /// there, and the base, the registers and the timer come back through the bus's
+    /// save/restore (`pci-config-io` carries every function's state).
+    #[test]
+    fn the_pm_block_follows_pmba_and_its_state_survives_save_and_restore() {
+        use crate::acpi::pm_timer::PM_TIMER_MASK;
+        // The chipset alone (the test's echo functions keep no state).
+        let chipset = || PciRootBuilder::new(WINDOW, 0x10_0000).build();
+        let root = chipset();
+        let mut io = PciConfigIo::new(root.clone());
+        let mut ports = PciIoWindow::new(root.clone());
+        let timer = |ports: &mut PciIoWindow, port: u64| {
+            let mut d = [0u8; 4];
+            ports.read(0, port, &mut d);
+            u32::from_le_bytes(d)
+        };
+        assert!(timer(&mut ports, 0xb008) <= PM_TIMER_MASK, "preset base");
+        cf8(&mut io, 1, 3, 0x40 / 4);
+        io.write(0xcf8, 4, &0xc101u32.to_le_bytes());
+        assert_eq!(cfc32(&mut io), 0xc101);
+        assert_eq!(timer(&mut ports, 0xb008), u32::MAX, "the old base is gone");
+        assert!(timer(&mut ports, 0xc108) <= PM_TIMER_MASK);
+        ports.write(0, 0xc102, &[0x20, 0x01]);
+        let state = io.save_state().unwrap().unwrap();
+        // A fresh bus with the preset base takes the state.
+        let fresh = chipset();
+        let mut io2 = PciConfigIo::new(fresh.clone());
+        let mut ports2 = PciIoWindow::new(fresh);
+        assert!(timer(&mut ports2, 0xb008) <= PM_TIMER_MASK);
+        io2.restore_state(&state).unwrap();
+        assert_eq!(timer(&mut ports2, 0xb008), u32::MAX);
+        let mut en = [0u8; 2];
+        ports2.read(0, 0xc102, &mut en);
+        assert_eq!(en, [0x20, 0x01]);
+        assert!(timer(&mut ports2, 0xc108) <= PM_TIMER_MASK);
     }
 
     #[test]

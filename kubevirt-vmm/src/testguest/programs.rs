@@ -278,6 +278,66 @@ pub fn first_out(port: u16) -> Result<TestGuest, TestGuestError> {
     g.finish()
 }
 
+/// Moves the PIIX4 PM block (00:01.3) to `base` through the PCI configuration ports (`PMBA`
+/// at config 0x40 = `base | 1`, `PMIOSE` at config 0x80), then reports on the report port:
+/// `PMBA` read back, `PM_TMR` at `base + 8`, `PM_TMR` again after a busy loop of 2^25
+/// iterations, and the dword at `old_timer` (the timer's port before the move). Exits 0.
+pub fn pm_timer_probe(base: u16, old_timer: u16) -> Result<TestGuest, TestGuestError> {
+    let config = |reg: u32| 0x8000_0000u32 | 1 << 11 | 3 << 8 | reg;
+    let mut g = GuestAsm::new("pm_timer_probe")?;
+    let r = (|| {
+        let a = g.a();
+        a.mov(dx, 0xcf8u32)?;
+        a.mov(eax, config(0x40))?;
+        a.out(dx, eax)?;
+        a.mov(dx, 0xcfcu32)?;
+        a.mov(eax, u32::from(base) | 1)?;
+        a.out(dx, eax)?;
+        a.mov(dx, 0xcf8u32)?;
+        a.mov(eax, config(0x80))?;
+        a.out(dx, eax)?;
+        a.mov(dx, 0xcfcu32)?;
+        a.mov(al, 1u32)?;
+        a.out(dx, al)?;
+        a.mov(dx, 0xcf8u32)?;
+        a.mov(eax, config(0x40))?;
+        a.out(dx, eax)?;
+        a.mov(dx, 0xcfcu32)?;
+        a.in_(eax, dx)
+    })();
+    g.check(r)?;
+    g.report_eax()?;
+    let timer = u32::from(base) + 8;
+    let r = (|| {
+        let a = g.a();
+        a.mov(dx, timer)?;
+        a.in_(eax, dx)
+    })();
+    g.check(r)?;
+    g.report_eax()?;
+    let r = (|| {
+        let a = g.a();
+        a.mov(rcx, 1u64 << 25)?;
+        let mut spin = a.create_label();
+        a.set_label(&mut spin)?;
+        a.dec(rcx)?;
+        a.jnz(spin)?;
+        a.mov(dx, timer)?;
+        a.in_(eax, dx)
+    })();
+    g.check(r)?;
+    g.report_eax()?;
+    let r = (|| {
+        let a = g.a();
+        a.mov(dx, u32::from(old_timer))?;
+        a.in_(eax, dx)
+    })();
+    g.check(r)?;
+    g.report_eax()?;
+    g.exit(0)?;
+    g.finish()
+}
+
 /// Checks for the `RSD PTR ` signature at `rsdp` (exits 2 without it), then writes
 /// `SLP_TYP(5) << 2 | SLP_EN` to the ACPI sleep-control port 0x600; exits 1 if the VM
 /// is still running afterwards.

@@ -498,7 +498,9 @@ impl VmBuilder {
         let router = Arc::new(gsi_routing::GsiRouter::new(vm_fd.clone()));
         let mut notify_counters = Vec::new();
         let mut placed = Vec::new();
-        if !virtio.is_empty() {
+        // With ACPI the bus is there even without virtio devices: the FADT's PM timer is the
+        // chipset's (PIIX4 PM at 00:01.3).
+        if !virtio.is_empty() || config.acpi {
             (notify_counters, placed) = pci::add_pci(
                 &vm_fd,
                 &router,

@@ -12,7 +12,7 @@ use crate::bus::Bus;
 use crate::pci::{
     CONFIG_IO_PORT, CONFIG_IO_SPAN, PCI_MMCONFIG_SIZE, PCI_MMCONFIG_START,
     PCI_MMIO_HIGH_WINDOW_SIZE, PCI_MMIO_HIGH_WINDOW_START, PCI_MMIO_WINDOW_SIZE,
-    PCI_MMIO_WINDOW_START, PciBarWindow, PciConfigIo, PciConfigMmio, PciRootBuilder,
+    PCI_MMIO_WINDOW_START, PciBarWindow, PciConfigIo, PciConfigMmio, PciIoWindow, PciRootBuilder,
 };
 use crate::virtio::VirtioDevice;
 use crate::virtio::pci::{IoEventRegistrar, VirtioPciDevice};
@@ -25,8 +25,8 @@ pub(super) struct PlacedDevice {
     pub device_type: u32,
 }
 
-/// Puts `devices` on a new PCI bus 0, registers their queue notifications as ioeventfds and
-/// the root complex's ranges on the buses. MSI-X vectors raise irqfds routed by `router`.
+/// Puts `devices` on a new PCI bus 0 (after the chipset's functions), registers their queue
+/// notifications as ioeventfds and the root complex's ranges on the buses. MSI-X vectors raise irqfds routed by `router`.
 pub(super) fn add_pci(
     vm_fd: &Arc<VmFd>,
     router: &Arc<GsiRouter>,
@@ -65,6 +65,8 @@ pub(super) fn add_pci(
         })?;
     }
     let root = pci.build();
+    // Port blocks the guest places (the PIIX4 PM block) answer wherever no fixed device is.
+    pio_bus.set_fallback(Arc::new(Mutex::new(PciIoWindow::new(root.clone()))));
     pio_bus.insert(
         Arc::new(Mutex::new(PciConfigIo::new(root.clone()))),
         u64::from(CONFIG_IO_PORT),

@@ -2,8 +2,10 @@
 //!
 //! Reads walk L1 → L2 (cached) → data; unallocated clusters read from the backing image (or
 //! as zeroes), zero clusters as zeroes, compressed clusters are inflated (raw deflate).
-//! Guest requests move allocated clusters between the file and guest memory with one
-//! `preadv`/`pwritev` per cluster piece, as raw images do; other clusters go through a buffer.
+//! Guest reads move allocated clusters from the file into guest memory with one `preadv` per
+//! cluster piece, as raw images do; other clusters go through a buffer. Guest writes go in
+//! runs of contiguous host clusters, one `pwritev` each, allocating whole clusters without
+//! reading them (`guest_write`).
 //!
 //! Writes to a cluster the image owns alone (`COPIED`) go in place. Any other write allocates
 //! a cluster at the end of the file, fills it (copy-on-write of the rest of the cluster from
@@ -41,6 +43,8 @@ use super::error::{ImageError, corrupt_io};
 use super::header::Header;
 use super::refcount::Refcounts;
 use super::tables::{COPIED, Cluster, L1_RESERVED, L2Cache, OFFSET_MASK, ZERO, decode_l2};
+
+mod guest_write;
 
 /// L2 tables kept in memory (with 64 KiB clusters each maps 512 MiB of disk).
 const L2_CACHE_TABLES: usize = 16;
@@ -613,17 +617,7 @@ impl BlockBackend for Qcow2 {
         if self.read_only {
             return Err(io::Error::from_raw_os_error(libc::EBADF));
         }
-        let mut bounce = Vec::new();
-        self.each_piece(bufs, offset, |image, gc, within, piece| {
-            let entry = image.l2_entry(gc)?;
-            if let Cluster::Data { host, copied: true } = image.decode(gc, entry)? {
-                // An owned cluster: straight from guest memory into the file.
-                return transfer_vectored(image.file.as_raw_fd(), &[piece], host + within, true);
-            }
-            bounce.resize(piece.len(), 0);
-            piece.copy_to(&mut bounce[..]);
-            image.write_cluster(gc, within, &bounce)
-        })?;
+        self.write_guest_runs(bufs, offset)?;
         self.after_write()
     }
 
