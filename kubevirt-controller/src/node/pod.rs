@@ -17,9 +17,9 @@ use kubevirt_launcher_protocol::ClientError;
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
-use super::NodeError;
 use super::launcher::{Launcher, wants_pod_network};
 use super::report::Report;
+use super::{NodeConfig, NodeError};
 use crate::vmi::CREATED_BY_LABEL;
 use crate::vmi::render::with_absolute_oci;
 
@@ -45,12 +45,18 @@ pub fn run_dir(launcher_root: &Path, uid: &str) -> PathBuf {
 pub async fn start(
     l: &mut Launcher,
     vmi: &VirtualMachineInstance,
-    launcher: &Path,
+    config: &NodeConfig,
     working_dir: &Path,
 ) -> Result<Option<String>, NodeError> {
     if l.started() {
         return Ok(None);
     }
+    let launcher = config.launcher.as_path();
+    // A VMI that resumes a memory state gets it in its run directory first.
+    let restore_from = match resume_from(vmi, config, l.run_dir()) {
+        Ok(r) => r,
+        Err(why) => return Ok(Some(why)),
+    };
     let network = wants_pod_network(vmi);
     if network {
         let Some(pid) = l.pid() else {
@@ -64,12 +70,37 @@ pub async fn start(
         Ok(d) => d,
         Err(e) => return Err(NodeError::Encode(e)),
     };
-    match l.start(document, network).await {
+    match l.start(document, network, restore_from).await {
         Ok(()) => Ok(None),
         Err(e) if e.is_unreachable() => Ok(None),
         Err(ClientError::Reply(e)) => Ok(Some(format!("the launcher refused to start: {e}"))),
         Err(e) => Ok(Some(format!("starting the launcher failed: {e}"))),
     }
+}
+
+/// The memory state `vmi` resumes (its name, now placed in `run_dir`'s `snapshots/`), if it
+/// carries a resume marker ([`crate::snapshot::memory::RESUME_ANNOTATION`]). `Err(why)`: it
+/// cannot be resumed here (another node holds it, or it is gone) — the VMI fails rather than
+/// boot a guest its VM expects to resume.
+pub fn resume_from(
+    vmi: &VirtualMachineInstance,
+    config: &NodeConfig,
+    run_dir: &Path,
+) -> Result<Option<String>, String> {
+    let Some(resume) = crate::snapshot::memory::vmi_resume(vmi) else {
+        return Ok(None);
+    };
+    let resume = resume?;
+    if resume.node != config.node_name {
+        return Err(format!(
+            "the memory state {} to resume is on node {}, and this VMI was placed on {}",
+            resume.content, resume.node, config.node_name
+        ));
+    }
+    let namespace = vmi.metadata.namespace.clone().unwrap_or_default();
+    super::memory::place(&config.run_root, &namespace, &resume.content, run_dir)
+        .map_err(|e| format!("resuming the memory state failed: {e}"))?;
+    Ok(Some(resume.content))
 }
 
 /// Runs `<launcher> pod-network --netns /proc/<pid>/ns/net --tap-owner 0 --vmi -` with `vmi` on
