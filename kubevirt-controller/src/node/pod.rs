@@ -201,6 +201,55 @@ mod tests {
         }
     }
 
+    fn config(root: &Path) -> NodeConfig {
+        NodeConfig {
+            node_name: "n1".into(),
+            launcher: "kubevirt-launcher".into(),
+            run_root: root.to_path_buf(),
+            cache_dir: root.join("cache"),
+            volumes_dir: root.join("volumes"),
+            launcher_args: Vec::new(),
+            claim_unscheduled: false,
+        }
+    }
+
+    fn vmi_resuming(node: &str) -> VirtualMachineInstance {
+        let marker = serde_json::json!({"content": "vmsnapshot-content-1", "node": node,
+            "restore": "r1-u", "claims": {}, "shape": {"vcpus": 1, "memoryBytes": 1,
+            "disks": [], "interfaces": [], "rng": false, "boot": "kernel"}});
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "v", "namespace": "ns", "uid": "u2", "annotations":
+                {crate::snapshot::memory::RESUME_ANNOTATION: marker.to_string()}},
+            "spec": {"domain": {"devices": {}}}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_memory_state_resumes_only_on_its_node_and_only_if_it_is_there() {
+        let root = std::env::temp_dir().join(format!("kv-resume-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let run = root.join("u2");
+        let plain: VirtualMachineInstance = serde_json::from_value(
+            serde_json::json!({"metadata": {"name": "v", "namespace": "ns"}, "spec": {"domain": {"devices": {}}}}),
+        )
+        .unwrap();
+        assert_eq!(resume_from(&plain, &config(&root), &run), Ok(None));
+        let other = resume_from(&vmi_resuming("n2"), &config(&root), &run).unwrap_err();
+        assert!(other.contains("is on node n2"), "{other}");
+        let gone = resume_from(&vmi_resuming("n1"), &config(&root), &run).unwrap_err();
+        assert!(gone.contains("not on this node"), "{gone}");
+        let stored = crate::node::memory::stored(&root, "ns", "vmsnapshot-content-1");
+        std::fs::create_dir_all(&stored).unwrap();
+        std::fs::write(stored.join("vmstate"), b"s").unwrap();
+        assert_eq!(
+            resume_from(&vmi_resuming("n1"), &config(&root), &run),
+            Ok(Some("vmsnapshot-content-1".into()))
+        );
+        assert!(run.join("snapshots/vmsnapshot-content-1/vmstate").is_file());
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
     #[test]
     fn masquerade_interfaces_show_the_pod_ip_and_bridged_ones_their_own() {
         let mut r = Report::Status(Status {
