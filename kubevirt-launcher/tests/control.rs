@@ -207,6 +207,7 @@ fn a_stop_during_set_up_stops_the_vm_once_it_is_built() {
         .act(&Request::Start(Box::new(StartRequest {
             vmi: json!({"metadata": {"uid": "uid-1"}}),
             network_prepared: false,
+            restore_from: None,
         })))
         .expect("start");
     assert!(matches!(

@@ -225,6 +225,7 @@ fn start(vmi: serde_json::Value) -> Request {
     Request::Start(Box::new(StartRequest {
         vmi,
         network_prepared: true,
+        restore_from: None,
     }))
 }
 

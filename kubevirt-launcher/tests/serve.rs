@@ -20,6 +20,7 @@ fn start(vmi: serde_json::Value, network_prepared: bool) -> Request {
     Request::Start(Box::new(StartRequest {
         vmi,
         network_prepared,
+        restore_from: None,
     }))
 }
 

@@ -111,6 +111,64 @@ pub async fn act(
     Ok(())
 }
 
+/// The subresource (ours, beyond upstream) that saves a running VMI's memory state on its node:
+/// PUT `.../virtualmachineinstances/{name}/memorysnapshot` with [`MemorySnapshotRequest`]. The
+/// snapshot controller calls it while the VMI is paused for a volume cut.
+pub const MEMORY_SNAPSHOT: &str = "memorysnapshot";
+
+/// The body of [`MEMORY_SNAPSHOT`].
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MemorySnapshotRequest {
+    /// The memory state's name on the node (a DNS label: the snapshot content's name).
+    pub name: String,
+    /// The VMI's uid it must be taken of (a VMI of the same name started since is refused).
+    pub uid: String,
+}
+
+/// Reads a [`MemorySnapshotRequest`] body.
+pub fn decode_memory_snapshot(body: &[u8]) -> Result<MemorySnapshotRequest, ApiError> {
+    let req: MemorySnapshotRequest = serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request(format!(
+            "the body must be {{\"name\": NAME, \"uid\": VMI-UID}}: {e}"
+        ))
+    })?;
+    if !kubevirt_launcher_protocol::is_snapshot_name(&req.name) {
+        return Err(ApiError::bad_request(format!(
+            "name {:?} must be 1-63 characters of a-z, 0-9 and '-', starting and ending with a letter or digit",
+            req.name
+        )));
+    }
+    Ok(req)
+}
+
+/// PUT `.../virtualmachineinstances/{name}/memorysnapshot`: the node agent of the VMI's node has
+/// its launcher save the memory state and keeps it in the node's store.
+pub async fn memory_snapshot(
+    client: &Client,
+    agents: &NodeAgents,
+    ns: &str,
+    name: &str,
+    req: MemorySnapshotRequest,
+) -> Result<(), ApiError> {
+    let vmi = get(client, ns, name).await?;
+    if phase(&vmi) != "Running" {
+        return Err(ApiError::conflict(VMI, name, "VMI is not running"));
+    }
+    let uid = vmi.uid().unwrap_or_default();
+    if uid != req.uid {
+        return Err(ApiError::conflict(
+            VMI,
+            name,
+            format!("VMI has uid {uid}, not {}", req.uid),
+        ));
+    }
+    let node = node_of(&vmi)?;
+    let op = AgentOp::MemorySnapshot { name: req.name };
+    agents.call(client, &node, op, (ns, name, &uid)).await?;
+    Ok(())
+}
+
 /// GET `.../virtualmachineinstances/{name}/guestosinfo|userlist|filesystemlist`: what the guest
 /// agent reports; no guest here runs one, which is said as upstream says it.
 pub async fn guest_info(

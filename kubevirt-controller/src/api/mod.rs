@@ -212,6 +212,13 @@ async fn vmi_action(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     known_version(&t.version)?;
+    if t.action == instance::MEMORY_SNAPSHOT {
+        api.check(&parts, access("update", "virtualmachineinstances", &t))
+            .await?;
+        let req = instance::decode_memory_snapshot(&body)?;
+        instance::memory_snapshot(&api.client, &api.agents, &t.namespace, &t.name, req).await?;
+        return Ok(axum::http::StatusCode::OK.into_response());
+    }
     let action = VmiAction::parse(&t.action).ok_or_else(ApiError::no_route)?;
     api.check(&parts, access("update", "virtualmachineinstances", &t))
         .await?;

@@ -24,6 +24,10 @@ pub fn run_dirs(run_root: &Path) -> Vec<(String, PathBuf)> {
     let mut dirs = Vec::new();
     for ns in std::fs::read_dir(run_root).into_iter().flatten().flatten() {
         let namespace = ns.file_name().to_string_lossy().into_owned();
+        // No namespace starts with a dot: those are the agent's own (the memory-state store).
+        if namespace.starts_with('.') {
+            continue;
+        }
         for vmi in std::fs::read_dir(ns.path()).into_iter().flatten().flatten() {
             if vmi.path().is_dir() {
                 dirs.push((namespace.clone(), vmi.path()));

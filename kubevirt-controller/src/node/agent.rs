@@ -33,6 +33,7 @@ use std::sync::Mutex;
 use super::adopt;
 use super::events;
 use super::launcher::Launcher;
+use super::memory;
 use super::report::{Report, patch};
 use super::{AgentMode, NodeConfig, NodeError, pod};
 use crate::events::Recorder;
@@ -111,6 +112,7 @@ pub async fn run(
         ));
     }
     let direct = mode == AgentMode::Direct;
+    let sweeper = tokio::spawn(sweep_memory_states(client.clone(), config.run_root.clone()));
     let recorder = Recorder::new(client.clone(), events::COMPONENT).on_host(&config.node_name);
     let ctx = Arc::new(Context {
         client,
@@ -130,10 +132,38 @@ pub async fn run(
             futures::future::ready(())
         })
         .await;
+    sweeper.abort();
     let launchers: Vec<Shared> = ctx.map().drain().map(|(_, l)| l).collect();
     if direct {
         for l in launchers {
             l.lock().await.kill().await;
+        }
+    }
+}
+
+/// How often the memory-state store is compared with the snapshot contents.
+const SWEEP_EVERY: Duration = Duration::from_secs(30);
+
+/// Removes the stored memory states whose VirtualMachineSnapshotContent is gone, every
+/// [`SWEEP_EVERY`]; nothing is removed while the contents cannot be listed.
+async fn sweep_memory_states(client: Client, run_root: PathBuf) {
+    use kubevirt_api::snapshot::v1beta1::VirtualMachineSnapshotContent;
+    let contents: Api<VirtualMachineSnapshotContent> = Api::all(client);
+    loop {
+        tokio::time::sleep(SWEEP_EVERY).await;
+        if memory::list(&run_root).is_empty() {
+            continue;
+        }
+        let Ok(listed) = contents.list(&Default::default()).await else {
+            continue;
+        };
+        let names = listed
+            .items
+            .iter()
+            .map(|c| (c.namespace().unwrap_or_default(), c.name_any()))
+            .collect();
+        for (ns, name) in memory::sweep(&run_root, &names) {
+            tracing::info!(namespace = %ns, content = %name, "removed the memory state of a deleted snapshot content");
         }
     }
 }
@@ -207,10 +237,17 @@ async fn apply(
         Some(l) => follow(&mut *l.lock().await, vmi, ctx).await?,
         None if is_final(vmi) => return Ok(Action::await_change()),
         None if ctx.mode == AgentMode::Direct && matches!(phase(vmi), "" | "Pending") => {
-            let l = Launcher::spawn(&ctx.config, vmi, ctx.run_dir(vmi)).await?;
-            ctx.map()
-                .insert(uid.clone(), Arc::new(tokio::sync::Mutex::new(l)));
-            Report::Launching
+            let dir = ctx.run_dir(vmi);
+            match pod::resume_from(vmi, &ctx.config, &dir) {
+                Err(why) => Report::StartFailed(why),
+                Ok(resume) => {
+                    let from = resume.map(|n| dir.join(memory::RUN_DIR_SNAPSHOTS).join(n));
+                    let l = Launcher::spawn(&ctx.config, vmi, dir, from.as_deref()).await?;
+                    ctx.map()
+                        .insert(uid.clone(), Arc::new(tokio::sync::Mutex::new(l)));
+                    Report::Launching
+                }
+            }
         }
         // Its launcher is gone (or, in its pod, not listening yet): the final status it left
         // says how it ended.
@@ -275,7 +312,7 @@ async fn follow(
         && matches!(&report, Report::Status(s) if s.phase == Phase::Waiting)
         && !l.started()
     {
-        report = match pod::start(l, vmi, &ctx.config.launcher, working_dir).await? {
+        report = match pod::start(l, vmi, &ctx.config, working_dir).await? {
             Some(why) => Report::StartFailed(why),
             None => l.report().await,
         };

@@ -24,7 +24,7 @@ use tokio::sync::Notify;
 const MAX_LINE: u64 = 4096;
 
 /// What the endpoint is asked to do with a VMI's launcher.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum AgentOp {
     /// Attach to the serial console (the connection becomes the console).
@@ -40,7 +40,16 @@ pub enum AgentOp {
         /// The guest's port.
         port: u16,
     },
+    /// Save the guest's memory state (ours): the launcher writes it, the agent moves it into
+    /// the node's store ([`super::memory`]) under this name.
+    MemorySnapshot {
+        /// Its name (a DNS label).
+        name: String,
+    },
 }
+
+/// How long a launcher may take to write a memory state (guest RAM is written sparse).
+const MEMORY_SNAPSHOT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// One request to the endpoint.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -183,8 +192,12 @@ async fn handle(
         let _ = tokio::io::copy_bidirectional(&mut conn, &mut guest).await;
         return Ok(());
     }
+    if let AgentOp::MemorySnapshot { name } = &req.op {
+        let done = memory_snapshot(&dir, config, &req.namespace, name).await;
+        return reply(&mut conn, done).await;
+    }
     let action = match req.op {
-        AgentOp::Console | AgentOp::PortForward { .. } => None,
+        AgentOp::Console | AgentOp::PortForward { .. } | AgentOp::MemorySnapshot { .. } => None,
         AgentOp::Pause => Some(Request::Pause),
         AgentOp::Unpause => Some(Request::Unpause),
         AgentOp::SoftReboot => Some(Request::SoftReboot),
@@ -221,6 +234,25 @@ async fn handle(
         map.remove(&req.uid);
     }
     Ok(())
+}
+
+/// Has the launcher in `dir` save its memory state `name` and moves it into the store.
+async fn memory_snapshot(
+    dir: &Path,
+    config: &EndpointConfig,
+    namespace: &str,
+    name: &str,
+) -> Result<(), String> {
+    if !kubevirt_launcher_protocol::is_snapshot_name(name) {
+        return Err(format!("memory state name {name:?} is not a DNS label"));
+    }
+    let client = Client::for_run_dir(dir).with_timeout(MEMORY_SNAPSHOT_TIMEOUT);
+    let wanted = name.to_string();
+    tokio::task::spawn_blocking(move || client.snapshot(&wanted))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("the launcher could not save the memory state: {e}"))?;
+    super::memory::keep(dir, &config.run_root, namespace, name).map_err(|e| e.to_string())
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

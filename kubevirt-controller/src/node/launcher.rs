@@ -83,6 +83,7 @@ impl Launcher {
         config: &NodeConfig,
         vmi: &VirtualMachineInstance,
         run_dir: PathBuf,
+        restore_from: Option<&Path>,
     ) -> Result<Self, NodeError> {
         let io = |what: &'static str, path: &Path| {
             let path = path.to_path_buf();
@@ -141,6 +142,11 @@ impl Launcher {
             .arg("--volumes-dir")
             .arg(&config.volumes_dir)
             .args(&config.launcher_args)
+            .args(
+                restore_from
+                    .iter()
+                    .flat_map(|d| [std::ffi::OsStr::new("--restore-from"), d.as_os_str()]),
+            )
             .stdin(Stdio::piped())
             .stdout(log)
             .stderr(log_err)
@@ -414,6 +420,7 @@ impl Launcher {
         &mut self,
         vmi: serde_json::Value,
         network_prepared: bool,
+        restore_from: Option<String>,
     ) -> Result<(), ClientError> {
         if self.started {
             return Ok(());
@@ -422,6 +429,7 @@ impl Launcher {
         let start = Request::Start(Box::new(StartRequest {
             vmi,
             network_prepared,
+            restore_from,
         }));
         blocking(client, move |c| c.act(&start)).await?;
         self.started = true;

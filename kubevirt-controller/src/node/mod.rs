@@ -17,6 +17,7 @@ pub mod endpoint;
 pub mod events;
 pub mod guest_port;
 pub mod launcher;
+pub mod memory;
 pub mod pod;
 pub mod report;
 

@@ -17,9 +17,9 @@ use kubevirt_launcher_protocol::ClientError;
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
-use super::NodeError;
 use super::launcher::{Launcher, wants_pod_network};
 use super::report::Report;
+use super::{NodeConfig, NodeError};
 use crate::vmi::CREATED_BY_LABEL;
 use crate::vmi::render::with_absolute_oci;
 
@@ -45,12 +45,18 @@ pub fn run_dir(launcher_root: &Path, uid: &str) -> PathBuf {
 pub async fn start(
     l: &mut Launcher,
     vmi: &VirtualMachineInstance,
-    launcher: &Path,
+    config: &NodeConfig,
     working_dir: &Path,
 ) -> Result<Option<String>, NodeError> {
     if l.started() {
         return Ok(None);
     }
+    let launcher = config.launcher.as_path();
+    // A VMI that resumes a memory state gets it in its run directory first.
+    let restore_from = match resume_from(vmi, config, l.run_dir()) {
+        Ok(r) => r,
+        Err(why) => return Ok(Some(why)),
+    };
     let network = wants_pod_network(vmi);
     if network {
         let Some(pid) = l.pid() else {
@@ -64,12 +70,37 @@ pub async fn start(
         Ok(d) => d,
         Err(e) => return Err(NodeError::Encode(e)),
     };
-    match l.start(document, network).await {
+    match l.start(document, network, restore_from).await {
         Ok(()) => Ok(None),
         Err(e) if e.is_unreachable() => Ok(None),
         Err(ClientError::Reply(e)) => Ok(Some(format!("the launcher refused to start: {e}"))),
         Err(e) => Ok(Some(format!("starting the launcher failed: {e}"))),
     }
+}
+
+/// The memory state `vmi` resumes (its name, now placed in `run_dir`'s `snapshots/`), if it
+/// carries a resume marker ([`crate::snapshot::memory::RESUME_ANNOTATION`]). `Err(why)`: it
+/// cannot be resumed here (another node holds it, or it is gone) — the VMI fails rather than
+/// boot a guest its VM expects to resume.
+pub fn resume_from(
+    vmi: &VirtualMachineInstance,
+    config: &NodeConfig,
+    run_dir: &Path,
+) -> Result<Option<String>, String> {
+    let Some(resume) = crate::snapshot::memory::vmi_resume(vmi) else {
+        return Ok(None);
+    };
+    let resume = resume?;
+    if resume.node != config.node_name {
+        return Err(format!(
+            "the memory state {} to resume is on node {}, and this VMI was placed on {}",
+            resume.content, resume.node, config.node_name
+        ));
+    }
+    let namespace = vmi.metadata.namespace.clone().unwrap_or_default();
+    super::memory::place(&config.run_root, &namespace, &resume.content, run_dir)
+        .map_err(|e| format!("resuming the memory state failed: {e}"))?;
+    Ok(Some(resume.content))
 }
 
 /// Runs `<launcher> pod-network --netns /proc/<pid>/ns/net --tap-owner 0 --vmi -` with `vmi` on
@@ -168,6 +199,55 @@ mod tests {
             guest_ip: Some(ip.into()),
             binding: binding.into(),
         }
+    }
+
+    fn config(root: &Path) -> NodeConfig {
+        NodeConfig {
+            node_name: "n1".into(),
+            launcher: "kubevirt-launcher".into(),
+            run_root: root.to_path_buf(),
+            cache_dir: root.join("cache"),
+            volumes_dir: root.join("volumes"),
+            launcher_args: Vec::new(),
+            claim_unscheduled: false,
+        }
+    }
+
+    fn vmi_resuming(node: &str) -> VirtualMachineInstance {
+        let marker = serde_json::json!({"content": "vmsnapshot-content-1", "node": node,
+            "restore": "r1-u", "claims": {}, "shape": {"vcpus": 1, "memoryBytes": 1,
+            "disks": [], "interfaces": [], "rng": false, "boot": "kernel"}});
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "v", "namespace": "ns", "uid": "u2", "annotations":
+                {crate::snapshot::memory::RESUME_ANNOTATION: marker.to_string()}},
+            "spec": {"domain": {"devices": {}}}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_memory_state_resumes_only_on_its_node_and_only_if_it_is_there() {
+        let root = std::env::temp_dir().join(format!("kv-resume-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let run = root.join("u2");
+        let plain: VirtualMachineInstance = serde_json::from_value(
+            serde_json::json!({"metadata": {"name": "v", "namespace": "ns"}, "spec": {"domain": {"devices": {}}}}),
+        )
+        .unwrap();
+        assert_eq!(resume_from(&plain, &config(&root), &run), Ok(None));
+        let other = resume_from(&vmi_resuming("n2"), &config(&root), &run).unwrap_err();
+        assert!(other.contains("is on node n2"), "{other}");
+        let gone = resume_from(&vmi_resuming("n1"), &config(&root), &run).unwrap_err();
+        assert!(gone.contains("not on this node"), "{gone}");
+        let stored = crate::node::memory::stored(&root, "ns", "vmsnapshot-content-1");
+        std::fs::create_dir_all(&stored).unwrap();
+        std::fs::write(stored.join("vmstate"), b"s").unwrap();
+        assert_eq!(
+            resume_from(&vmi_resuming("n1"), &config(&root), &run),
+            Ok(Some("vmsnapshot-content-1".into()))
+        );
+        assert!(run.join("snapshots/vmsnapshot-content-1/vmstate").is_file());
+        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]

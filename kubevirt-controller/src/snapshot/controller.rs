@@ -17,7 +17,7 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::{Client, Resource, ResourceExt};
 use kubevirt_api::cdi::v1beta1::DataVolume;
-use kubevirt_api::core::v1::{VirtualMachine, VirtualMachineInstance};
+use kubevirt_api::core::v1::{VirtualMachine, VirtualMachineInstance, VirtualMachineInstanceSpec};
 use kubevirt_api::snapshot::v1beta1::{VirtualMachineSnapshot, VirtualMachineSnapshotContent};
 use kubevirt_api::volumesnapshot::v1::{VolumeSnapshot, VolumeSnapshotClass};
 use serde_json::json;
@@ -27,7 +27,7 @@ use super::status::{self, Facts, Source};
 use super::vsnap::{self, Progress};
 use super::{
     CONTENT_FINALIZER, PAUSED_VMI_ANNOTATION, SNAPSHOT_FINALIZER, SOURCE_FINALIZER, content,
-    content_name, has_finalizer, lock, volumes,
+    content_name, has_finalizer, lock, memory, volumes,
 };
 use crate::events::Recorder;
 use crate::runtime::{SyncError, Target, tolerate_gone, write_status};
@@ -187,7 +187,8 @@ async fn reconcile(
         && c.metadata.deletion_timestamp.is_none()
     {
         let cut_allowed = locked && !terminating && failure.is_none();
-        sync_content(&apis, c, vmi.as_ref(), cut_allowed, now)
+        let template = vm.as_ref().and_then(|v| v.spec.template.spec.as_ref());
+        sync_content(&apis, (&s, template), c, vmi.as_ref(), cut_allowed, now)
             .await
             .map_err(target.err("cutting the volumes of"))?;
     }
@@ -210,6 +211,9 @@ async fn reconcile(
         }
     }
 
+    // A memory state that could not be saved fails the snapshot, saying why.
+    let memory_failure = content.as_ref().and_then(memory::failure);
+    let failure = failure.or(memory_failure);
     let paused_by_us = content.as_ref().and_then(paused_uid);
     let source = vm.as_ref().map(|v| Source {
         uid: v.metadata.uid.clone().unwrap_or_default(),
@@ -220,13 +224,14 @@ async fn reconcile(
             .as_ref()
             .is_some_and(|i| is_paused(i) && paused_by_us.as_deref() != i.metadata.uid.as_deref()),
     });
-    let new_status = status::compute(Facts {
+    let mut new_status = status::compute(Facts {
         snapshot: &s,
         source: source.as_ref(),
         content: content.as_ref(),
         failure: failure.as_deref(),
         now,
     });
+    memory::indicate(&mut new_status, &s, content.as_ref());
     if s.status.as_ref() != Some(&new_status) {
         let mut updated = (*s).clone();
         updated.status = Some(new_status.clone());
@@ -431,6 +436,7 @@ async fn unpause(
 /// status follows its VolumeSnapshots.
 async fn sync_content(
     apis: &Apis,
+    (snapshot, template): (&VirtualMachineSnapshot, Option<&VirtualMachineInstanceSpec>),
     c: &mut VirtualMachineSnapshotContent,
     vmi: Option<&VirtualMachineInstance>,
     cut_allowed: bool,
@@ -452,6 +458,33 @@ async fn sync_content(
         if let Some(vmi) = vmi.filter(|v| !is_paused(v) && paused_uid(c).is_none()) {
             set_paused_annotation(apis, c, vmi.metadata.uid.as_deref()).await?;
             vmi_action(apis, &vmi.name_any(), "pause").await?;
+        }
+        // The memory state is cut in the same pause as the volumes, before any of them.
+        let held = vmi
+            .is_some_and(|v| is_paused(v) || paused_uid(c).as_deref() == v.metadata.uid.as_deref());
+        let running = vmi.map(|v| &v.spec);
+        match memory::step(snapshot, c, template, running, held) {
+            memory::MemoryStep::Nothing => {}
+            memory::MemoryStep::Fail(why) => {
+                set_memory(apis, c, memory::MEMORY_ERROR, &why).await?
+            }
+            memory::MemoryStep::Save => {
+                let Some(vmi) = vmi else { return Ok(()) };
+                match save_memory(apis, c, vmi).await {
+                    Ok(state) => {
+                        let json = serde_json::to_string(&state).unwrap_or_default();
+                        set_memory(apis, c, memory::MEMORY_STATE, &json).await?;
+                    }
+                    Err(e) => {
+                        let why = format!("saving the guest's memory state failed: {e}");
+                        set_memory(apis, c, memory::MEMORY_ERROR, &why).await?;
+                    }
+                }
+            }
+        }
+        if memory::failure(c).is_some() {
+            // The snapshot fails (the next sync unpauses the guest); no volume is cut.
+            return Ok(());
         }
         for (b, slot) in backups.iter().zip(found.iter_mut()) {
             if slot.is_some() || b.volume_snapshot_name.is_none() {
@@ -495,6 +528,60 @@ async fn sync_content(
         write_status(&apis.contents, &updated).await?;
         *c = updated;
     }
+    Ok(())
+}
+
+/// Asks the VMI's node agent (through the `memorysnapshot` subresource, ours) to save its
+/// memory state under the content's name; what the content records of it.
+async fn save_memory(
+    apis: &Apis,
+    c: &VirtualMachineSnapshotContent,
+    vmi: &VirtualMachineInstance,
+) -> Result<memory::MemoryState, kube::Error> {
+    let uid = vmi.metadata.uid.clone().unwrap_or_default();
+    let path = format!(
+        "/apis/subresources.kubevirt.io/v1/namespaces/{}/virtualmachineinstances/{}/{}",
+        apis.namespace,
+        vmi.name_any(),
+        crate::api::instance::MEMORY_SNAPSHOT
+    );
+    let body = serde_json::to_vec(&crate::api::instance::MemorySnapshotRequest {
+        name: memory::state_name(c),
+        uid: uid.clone(),
+    })
+    .map_err(kube::Error::SerdeError)?;
+    let req = http::Request::put(path)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(body)
+        .map_err(kube::Error::HttpError)?;
+    apis.client.request_text(req).await?;
+    Ok(memory::MemoryState {
+        node: vmi
+            .status
+            .as_ref()
+            .and_then(|s| s.node_name.clone())
+            .unwrap_or_default(),
+        vmi_uid: uid,
+        shape: memory::shape_of(&vmi.spec),
+    })
+}
+
+/// Sets the content's memory annotation `key` to `value`.
+async fn set_memory(
+    apis: &Apis,
+    content: &mut VirtualMachineSnapshotContent,
+    key: &str,
+    value: &str,
+) -> Result<(), kube::Error> {
+    let patch = json!({"metadata": {"annotations": {key: value}}});
+    *content = apis
+        .contents
+        .patch(
+            &content.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await?;
     Ok(())
 }
 

@@ -19,6 +19,7 @@ pub mod content;
 pub mod controller;
 pub mod events;
 pub mod lock;
+pub mod memory;
 pub mod restore;
 pub mod restore_controller;
 pub mod status;

@@ -12,6 +12,7 @@ use kubevirt_api::snapshot::v1beta1::{
     VirtualMachineRestore, VirtualMachineSnapshotContent, VolumeBackup, VolumeRestore,
 };
 
+use super::memory;
 use super::vsnap::GROUP;
 use super::{
     LAST_RESTORE_ANNOTATION, RESTORE_NAME_ANNOTATION, RESTORE_SOURCE_NAME_LABEL,
@@ -37,6 +38,9 @@ pub enum RestoreError {
     /// A volume backup has no VolumeSnapshot.
     #[error("VolumeSnapshotName missing for volume {0}")]
     NoVolumeSnapshot(String),
+    /// The memory-state marker could not be encoded.
+    #[error("encoding the memory-state marker: {0}")]
+    Marker(String),
 }
 
 /// `<name>-<uid>` of `restore`: the value of [`LAST_RESTORE_ANNOTATION`] it leaves on its VM.
@@ -257,10 +261,22 @@ pub fn restored_vm(
             vm
         }
     };
-    vm.metadata
-        .annotations
-        .get_or_insert_with(BTreeMap::new)
-        .insert(LAST_RESTORE_ANNOTATION.into(), restore_id(restore));
+    let id = restore_id(restore);
+    let annotations = vm.metadata.annotations.get_or_insert_with(BTreeMap::new);
+    annotations.insert(LAST_RESTORE_ANNOTATION.into(), id.clone());
+    // A memory state resumes only on the disks restored with it, on the VM it was taken of:
+    // an older marker never survives a restore, and this one names these claims.
+    annotations.remove(memory::RESUME_ANNOTATION);
+    let claims = restores
+        .iter()
+        .map(|r| (r.volume_name.clone(), r.persistent_volume_claim.clone()))
+        .collect();
+    let target_uid = target.and_then(|t| t.metadata.uid.as_deref());
+    if let Some(marker) = memory::resume_marker(content, target_uid, &id, claims) {
+        let json =
+            serde_json::to_string(&marker).map_err(|e| RestoreError::Marker(e.to_string()))?;
+        annotations.insert(memory::RESUME_ANNOTATION.into(), json);
+    }
     Ok(vm)
 }
 

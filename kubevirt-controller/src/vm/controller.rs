@@ -131,6 +131,10 @@ async fn reconcile(
     let mut failed_create = create_data_volumes(&client, &recorder, &vm, &p.create_data_volumes)
         .await
         .map_err(target.err("creating the DataVolumes of"))?;
+    // The marker is one-shot: once an instance carries it, the VM's goes (a later start boots).
+    consume_resume_marker(&vms, &vm, vmi.as_ref())
+        .await
+        .map_err(target.err("clearing the memory-state marker of"))?;
     match &p.action {
         Action::None => {}
         // The cache may not show yet that the VM is being deleted: ask the server before
@@ -163,7 +167,10 @@ async fn reconcile(
                 Ok(made) => {
                     recorder
                         .record(&*vm, &note::created(&made.name_any()))
+                        .await;
+                    consume_resume_marker(&vms, &vm, Some(&made))
                         .await
+                        .map_err(target.err("clearing the memory-state marker of"))?;
                 }
                 // Made meanwhile: the watch brings it.
                 Err(kube::Error::Api(e)) if e.code == 409 => {}
@@ -232,4 +239,33 @@ async fn still_wanted(vms: &Api<VirtualMachine>, vm: &VirtualMachine) -> Result<
     Ok(vms.get_opt(&vm.name_any()).await?.is_some_and(|now| {
         now.metadata.deletion_timestamp.is_none() && now.metadata.uid == vm.metadata.uid
     }))
+}
+
+/// Removes the VM's memory-state marker once `vmi`, its instance, carries the same one.
+async fn consume_resume_marker(
+    vms: &Api<VirtualMachine>,
+    vm: &VirtualMachine,
+    vmi: Option<&VirtualMachineInstance>,
+) -> Result<(), kube::Error> {
+    use crate::snapshot::memory::RESUME_ANNOTATION;
+    let marker = |m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+        m.annotations
+            .as_ref()
+            .and_then(|a| a.get(RESUME_ANNOTATION))
+            .cloned()
+    };
+    let Some(on_vm) = marker(&vm.metadata) else {
+        return Ok(());
+    };
+    if vmi.and_then(|v| marker(&v.metadata)) != Some(on_vm) {
+        return Ok(());
+    }
+    let patch = serde_json::json!({"metadata": {"annotations": {RESUME_ANNOTATION: null}}});
+    vms.patch(
+        &vm.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await
+    .map(|_| ())
 }

@@ -72,6 +72,9 @@ pub fn controller_ref(vm: &VirtualMachine) -> OwnerReference {
     }
 }
 
+/// The node label the instance of a VM that resumes a memory state is pinned with.
+pub const HOSTNAME_LABEL: &str = "kubernetes.io/hostname";
+
 /// The instance a VM runs: the VM's name and namespace, the template's labels (plus
 /// [`VM_NAME_LABEL`]) and annotations, the template's spec, and the VM as controlling owner so
 /// deleting the VM deletes it. `paused` starts it paused (`spec.startStrategy: Paused`).
@@ -94,10 +97,28 @@ pub fn for_vm(vm: &VirtualMachine, paused: bool) -> VirtualMachineInstance {
     if let Some(g) = vm.metadata.generation {
         annotations.insert(VM_GENERATION_ANNOTATION.into(), g.to_string());
     }
+    // A restored memory state the VM may resume goes to its node agent on the instance, which
+    // is steered to the node holding it (the agent there checks again).
+    use crate::snapshot::memory::{RESUME_ANNOTATION, resume_check};
+    let resume = resume_check(vm).ok().flatten();
+    if resume.is_some()
+        && let Some(raw) = vm
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(RESUME_ANNOTATION))
+    {
+        annotations.insert(RESUME_ANNOTATION.into(), raw.clone());
+    }
     let owner = controller_ref(vm);
     let mut spec = template.spec.clone().unwrap_or_default();
     if paused {
         spec.start_strategy = Some("Paused".into());
+    }
+    if let Some(r) = resume {
+        spec.node_selector
+            .get_or_insert_with(BTreeMap::new)
+            .insert(HOSTNAME_LABEL.into(), r.node);
     }
     let mut vmi = VirtualMachineInstance::new(name.as_deref().unwrap_or_default(), spec);
     vmi.metadata = ObjectMeta {

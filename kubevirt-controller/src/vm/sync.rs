@@ -72,6 +72,9 @@ pub struct Observed<'a> {
 /// without telling it).
 const STORAGE_POLL: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// The Failure condition's reason when a restored memory state cannot be resumed (ours).
+pub const MEMORY_STATE_MISMATCH: &str = "MemoryStateMismatch";
+
 const START: &str = "Start";
 const STOP: &str = "Stop";
 
@@ -161,6 +164,18 @@ pub fn plan(o: Observed<'_>) -> Plan {
         {
             Action::None
         }
+        a => a,
+    };
+    // A VM restored with a memory state resumes it only on the disks and the machine it was
+    // taken with; anything else is refused, saying why, rather than booted or resumed wrongly.
+    let action = match action {
+        Action::Create { .. } => match crate::snapshot::memory::resume_check(o.vm) {
+            Err(why) => {
+                failure = Some((MEMORY_STATE_MISMATCH, why));
+                Action::None
+            }
+            Ok(_) => action,
+        },
         a => a,
     };
     let intent = match action {

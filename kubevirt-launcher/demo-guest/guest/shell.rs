@@ -10,6 +10,9 @@ const LINE: usize = 80;
 pub struct Shell {
     line: [u8; LINE],
     len: usize,
+    /// How often `count` ran since the guest booted: state that lives only in guest memory
+    /// (a memory-state snapshot carries it over, a boot starts it at zero).
+    count: u64,
 }
 
 /// What a command asks of the main loop.
@@ -28,6 +31,7 @@ impl Shell {
         Shell {
             line: [0; LINE],
             len: 0,
+            count: 0,
         }
     }
 
@@ -45,7 +49,16 @@ impl Shell {
                 let line = self.line;
                 let n = self.len;
                 self.len = 0;
-                let action = run(trim(&line[..n]), sys);
+                let cmd = trim(&line[..n]);
+                let action = if cmd == b"count" {
+                    self.count += 1;
+                    console::str("count ");
+                    console::dec(self.count);
+                    console::str("\n");
+                    Action::Continue
+                } else {
+                    run(cmd, sys)
+                };
                 if matches!(action, Action::Continue) {
                     self.prompt(sys);
                 }
@@ -81,7 +94,7 @@ fn run(cmd: &[u8], sys: &mut System) -> Action {
     match cmd {
         b"" => {}
         b"help" => console::str(
-            "commands: help uname hostname disks disktest cat userdata ip reboot poweroff\n",
+            "commands: help uname hostname count disks disktest cat userdata ip reboot poweroff\n",
         ),
         b"uname" | b"uname -a" => {
             console::str("kubevirt-rs-demo ");

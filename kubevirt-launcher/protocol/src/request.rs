@@ -19,6 +19,11 @@ pub struct StartRequest {
     /// `CAP_NET_ADMIN`. `false`: the launcher builds the binding itself (it must be allowed to).
     #[serde(default)]
     pub network_prepared: bool,
+    /// Resume the guest from the memory-state snapshot `<run-dir>/snapshots/<name>` (placed
+    /// there by the node agent) instead of booting it; a name as [`Request::Snapshot`] takes.
+    /// Left out: boot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_from: Option<String>,
 }
 
 /// One control request.
@@ -138,6 +143,9 @@ impl Request {
             }
             Request::Start(start) => {
                 m.insert("vmi".into(), start.vmi.clone());
+                if let Some(name) = &start.restore_from {
+                    m.insert("restoreFrom".into(), name.clone().into());
+                }
                 m.insert("networkPrepared".into(), start.network_prepared.into());
             }
             _ => {}
@@ -221,6 +229,17 @@ impl Request {
                         });
                     }
                 },
+                restore_from: match m.get("restoreFrom") {
+                    None | Some(Value::Null) => None,
+                    Some(Value::String(n)) if is_snapshot_name(n) => Some(n.clone()),
+                    Some(_) => {
+                        return Err(RequestError::Field {
+                            op: "start",
+                            field: "restoreFrom",
+                            expected: "must name a snapshot directory: 1-63 characters of a-z, 0-9 and '-', starting and ending with a letter or digit",
+                        });
+                    }
+                },
             })),
             other => return Err(RequestError::UnknownOp(other.to_string())),
         })
@@ -264,6 +283,12 @@ mod tests {
             Request::Start(Box::new(StartRequest {
                 vmi: serde_json::json!({"kind": "VirtualMachineInstance", "metadata": {"uid": "u"}}),
                 network_prepared: true,
+                restore_from: None,
+            })),
+            Request::Start(Box::new(StartRequest {
+                vmi: serde_json::json!({"kind": "VirtualMachineInstance", "metadata": {"uid": "u"}}),
+                network_prepared: false,
+                restore_from: Some("vmsnapshot-content-1".into()),
             })),
         ] {
             let line = r.to_line();
@@ -327,6 +352,9 @@ mod tests {
             assert!(e.to_string().starts_with("snapshot: name"), "{bad:?}: {e}");
         }
         assert!(Request::decode(r#"{"op":"snapshot"}"#).is_err());
+        let line = serde_json::json!({"op": "start", "vmi": {}, "restoreFrom": "../x"}).to_string();
+        let e = Request::decode(&line).unwrap_err();
+        assert!(e.to_string().starts_with("start: restoreFrom"), "{e}");
     }
 
     proptest::proptest! {

@@ -12,7 +12,7 @@ use super::supervise::{Verdict, finish, launch_and_supervise};
 use kubevirt_api::object::Object;
 use kubevirt_launcher::confine;
 use kubevirt_launcher::control::{ControlServer, Identity, ServeEvent};
-use kubevirt_launcher::run::RunOptions;
+use kubevirt_launcher::run::{RunOptions, SNAPSHOTS_DIR};
 use kubevirt_launcher_protocol::{CONTROL_SOCKET, ExitStatus, FINAL_STATUS};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -104,7 +104,7 @@ fn serve_in(args: ServeArgs) -> Verdict {
         args.uid,
         socket.display()
     );
-    let (vmi, network_prepared) = loop {
+    let (vmi, network_prepared, restore_from) = loop {
         if signals::arrived() {
             eprintln!("kubevirt-launcher: terminated before the VMI started");
             return (
@@ -116,7 +116,8 @@ fn serve_in(args: ServeArgs) -> Verdict {
             Ok(ServeEvent::Start {
                 vmi,
                 network_prepared,
-            }) => break (vmi, network_prepared),
+                restore_from,
+            }) => break (vmi, network_prepared, restore_from),
             Ok(ServeEvent::Exit { op }) => {
                 eprintln!("kubevirt-launcher: {op} before the VMI started: exiting");
                 return (
@@ -131,8 +132,12 @@ fn serve_in(args: ServeArgs) -> Verdict {
         }
     };
     eprintln!(
-        "kubevirt-launcher: start taken (network prepared: {network_prepared}); setting up the VM"
+        "kubevirt-launcher: start taken (network prepared: {network_prepared}, resuming from: {}); setting up the VM",
+        restore_from.as_deref().unwrap_or("nothing, booting")
     );
+    // The node agent placed the memory state in the run directory's snapshots (a name the
+    // protocol checked: one path component).
+    let restore_from = restore_from.map(|n| args.run_dir.join(SNAPSHOTS_DIR).join(n));
     let object = match Object::decode(&vmi) {
         Ok(o) => o,
         Err(e) => {
@@ -153,7 +158,7 @@ fn serve_in(args: ServeArgs) -> Verdict {
         network_prepared,
         always_log_console: true,
         control: Some(control),
-        restore_from: None,
+        restore_from,
     };
     launch_and_supervise(&object, &opts, false)
 }

@@ -31,6 +31,8 @@ pub enum ServeEvent {
         /// The node agent built the pod network's binding: open `tap0`, serve DHCP, nothing
         /// more.
         network_prepared: bool,
+        /// Resume from the memory-state snapshot of this name in `<run-dir>/snapshots/`.
+        restore_from: Option<String>,
     },
     /// `stop` or `shutdown` before the VMI started: the launcher exits 0.
     Exit {
@@ -125,6 +127,7 @@ impl Waiting {
                 let event = ServeEvent::Start {
                     vmi: start.vmi,
                     network_prepared: start.network_prepared,
+                    restore_from: start.restore_from,
                 };
                 if self.events.send(event).is_err() {
                     return encode_error(&"the launcher is exiting");
@@ -192,6 +195,7 @@ mod tests {
         Request::Start(Box::new(StartRequest {
             vmi: serde_json::json!({"metadata": {"uid": uid}}),
             network_prepared: true,
+            restore_from: None,
         }))
         .to_line()
     }
@@ -227,6 +231,7 @@ mod tests {
         let start = Request::Start(Box::new(StartRequest {
             vmi,
             network_prepared: false,
+            restore_from: None,
         }));
         decode_reply::<Done>(&w.handle(&start.to_line())).unwrap();
         assert_eq!(w.take_pending(), None);

@@ -117,12 +117,14 @@ pub fn controller_rules() -> Vec<Value> {
             &["datavolumes", "datavolumes/status"],
             &["get", "list", "watch", "update", "delete"],
         ),
-        // A running guest is paused while its volumes are cut (no guest agent to freeze it).
+        // A running guest is paused while its volumes are cut (no guest agent to freeze it),
+        // and its memory state saved then when the snapshot asks for it (ours).
         rule(
             &["subresources.kubevirt.io"],
             &[
                 "virtualmachineinstances/pause",
                 "virtualmachineinstances/unpause",
+                "virtualmachineinstances/memorysnapshot",
             ],
             &["update"],
         ),

@@ -496,3 +496,50 @@ fn a_restore_in_progress_holds_the_vm_stopped_and_keeps_its_lock() {
     let v = vm(json!({"runStrategy": "Always"}), json!({}));
     assert_eq!(run(&v, None).action, CREATE);
 }
+
+#[test]
+fn a_memory_state_that_no_longer_fits_keeps_the_vm_stopped_saying_why() {
+    use crate::snapshot::memory::{RESUME_ANNOTATION, Resume, shape_of};
+    let mut v = vm(json!({"runStrategy": "Always"}), json!({}));
+    let marker = Resume {
+        content: "vmsnapshot-content-1".into(),
+        node: "n1".into(),
+        restore: "r1-uid".into(),
+        claims: Default::default(),
+        shape: shape_of(v.spec.template.spec.as_ref().unwrap()),
+    };
+    let annotations = v.metadata.annotations.get_or_insert_with(Default::default);
+    annotations.insert(
+        RESUME_ANNOTATION.into(),
+        serde_json::to_string(&marker).unwrap(),
+    );
+    // Its disks are from another restore than the memory state's: not started.
+    annotations.insert(
+        crate::snapshot::LAST_RESTORE_ANNOTATION.into(),
+        "r2-other".into(),
+    );
+    let p = run(&v, None);
+    assert_eq!(p.action, Action::None);
+    let failure = p
+        .status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "Failure")
+        .expect("a Failure condition");
+    assert_eq!(failure.reason.as_deref(), Some(MEMORY_STATE_MISMATCH));
+    assert!(
+        failure
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("r2-other"),
+        "{failure:?}"
+    );
+    // The disks it was restored with: it starts (and resumes).
+    v.metadata.annotations.as_mut().unwrap().insert(
+        crate::snapshot::LAST_RESTORE_ANNOTATION.into(),
+        "r1-uid".into(),
+    );
+    assert_eq!(run(&v, None).action, CREATE);
+}
