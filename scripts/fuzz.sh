@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Runs every cargo-fuzz target of kubevirt-vmm for a bounded time, starting from the committed
-# corpus, and fails on any crash, leak or timeout. Prints how many inputs each target executed.
+# Runs every cargo-fuzz target of the project (the fuzz crates kubevirt-vmm/fuzz: guest-facing
+# devices and formats; kubevirt-api/fuzz: what users hand the API) for a bounded time, starting
+# from the committed corpus, and fails on any crash, leak or timeout. Prints how many inputs each
+# target executed.
 #
 #   scripts/fuzz.sh                  # FUZZ_SECONDS (default 30) per target
 #   FUZZ_SECONDS=300 scripts/fuzz.sh # a longer local session
@@ -10,12 +12,13 @@
 # AddressSanitizer build is used. New coverage found in a run stays in a temporary directory;
 # to keep it, merge it into the committed corpus by hand (see kubevirt-vmm/fuzz/README.md).
 set -euo pipefail
-cd "$(dirname "$0")/../kubevirt-vmm/fuzz"
+root=$(cd "$(dirname "$0")/.." && pwd)
+FUZZ_CRATES=(kubevirt-vmm/fuzz kubevirt-api/fuzz)
 
 CARGO_FUZZ_VERSION=0.13.2
 FUZZ_SECONDS=${FUZZ_SECONDS:-30}
 export RUSTC_BOOTSTRAP=1
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/../../target/fuzz}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$root/target/fuzz}
 
 if ! cargo fuzz --version 2>/dev/null | grep -qx "cargo-fuzz $CARGO_FUZZ_VERSION"; then
   cargo install cargo-fuzz --version "$CARGO_FUZZ_VERSION" --locked
@@ -24,10 +27,12 @@ fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-targets=$(cargo fuzz list)
-cargo fuzz build  # every target
-
 total=0
+count=0
+for crate in "${FUZZ_CRATES[@]}"; do
+cd "$root/$crate"
+targets=$(cargo fuzz list)
+cargo fuzz build  # every target of the crate
 for t in $targets; do
   mkdir -p "$work/$t/new" "$work/$t/artifacts" corpus/"$t"
   log="$work/$t/log"
@@ -40,7 +45,7 @@ for t in $targets; do
     tail -n 60 "$log"
     mkdir -p artifacts/"$t"
     cp "$work/$t/artifacts/"* artifacts/"$t"/ 2>/dev/null || true
-    echo "fuzz: $t FAILED; reproducing input(s) copied to kubevirt-vmm/fuzz/artifacts/$t/" >&2
+    echo "fuzz: $t FAILED; reproducing input(s) copied to $crate/artifacts/$t/" >&2
     exit 1
   fi
   runs=$(sed -n 's/^Done \([0-9]*\) runs in \([0-9]*\) second.*/\1/p' "$log")
@@ -49,5 +54,7 @@ for t in $targets; do
   new=$(find "$work/$t/new" -type f | wc -l)
   echo "fuzz: $t: ${runs:?no libFuzzer summary} executions in ${secs}s from $seeds seeds, no crash (${cov:-cov: ?}, $new new inputs)"
   total=$((total + runs))
+  count=$((count + 1))
 done
-echo "fuzz: $(wc -w <<<"$targets") target(s), $total executions in all"
+done
+echo "fuzz: $count target(s), $total executions in all"
