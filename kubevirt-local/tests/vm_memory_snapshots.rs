@@ -90,7 +90,7 @@ fn indications(snap: &serde_json::Value) -> Vec<String> {
 #[test]
 fn a_memory_snapshot_restore_resumes_the_guest_where_it_was() {
     require_node!();
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _node = node_slot();
     let launcher = launcher_binary(Profile::Debug);
     controller_binary(Profile::Debug);
     let dir = tempdir("memsnap");
