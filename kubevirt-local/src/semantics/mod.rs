@@ -7,6 +7,7 @@ pub mod cel_names;
 pub mod claims;
 pub mod events;
 pub mod jsonpath;
+pub mod jwt;
 pub mod lifecycle;
 pub mod patch;
 pub mod protobuf;

@@ -3,10 +3,9 @@
 //! `system:serviceaccount:NS:NAME`, `aud`, `exp`, `iat`, `nbf` and the `kubernetes.io` claim
 //! naming the namespace and service account with its uid).
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use ring::hmac;
 use serde_json::{Value, json};
+
+use super::jwt::Hs256;
 
 /// The issuer, and the audience the API server itself accepts (upstream's default).
 pub const ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
@@ -40,24 +39,17 @@ pub struct ServiceAccountRef {
 }
 
 /// Signs and verifies tokens with one key.
-#[derive(Clone)]
-pub struct Signer(hmac::Key);
-
-impl std::fmt::Debug for Signer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Signer(..)")
-    }
-}
+#[derive(Clone, Debug)]
+pub struct Signer(Hs256);
 
 impl Signer {
     /// A signer keyed from `secret` (the server's bearer token: a new one invalidates every
     /// service account token, as rotating upstream's signing key does).
     pub fn from_secret(secret: &[u8]) -> Self {
-        let digest = ring::digest::digest(
-            &ring::digest::SHA256,
-            &[b"kubevirt-local service account tokens\0", secret].concat(),
-        );
-        Self(hmac::Key::new(hmac::HMAC_SHA256, digest.as_ref()))
+        Self(Hs256::derived(
+            b"kubevirt-local service account tokens",
+            secret,
+        ))
     }
 
     /// A token for `sa` valid from `now` (Unix seconds) for `seconds`, for `audiences`.
@@ -68,19 +60,11 @@ impl Signer {
         now: i64,
         seconds: i64,
     ) -> String {
-        let header = json!({"alg": "HS256", "typ": "JWT"});
-        let claims = json!({
+        self.0.sign(&json!({
             "iss": ISSUER, "aud": audiences, "sub": format!("system:serviceaccount:{}:{}", sa.namespace, sa.name),
             "iat": now, "nbf": now, "exp": now + seconds,
             "kubernetes.io": {"namespace": sa.namespace, "serviceaccount": {"name": sa.name, "uid": sa.uid}},
-        });
-        let signing_input = format!(
-            "{}.{}",
-            B64.encode(header.to_string()),
-            B64.encode(claims.to_string())
-        );
-        let sig = hmac::sign(&self.0, signing_input.as_bytes());
-        format!("{signing_input}.{}", B64.encode(sig.as_ref()))
+        }))
     }
 
     /// Verify `token` at `now` for `audience`; who it speaks for.
@@ -90,28 +74,7 @@ impl Signer {
         audience: &str,
         now: i64,
     ) -> Result<ServiceAccountRef, TokenError> {
-        let mut parts = token.split('.');
-        let (Some(h), Some(c), Some(s), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(TokenError::Malformed);
-        };
-        let sig = B64.decode(s).map_err(|_| TokenError::Malformed)?;
-        hmac::verify(&self.0, format!("{h}.{c}").as_bytes(), &sig)
-            .map_err(|_| TokenError::Signature)?;
-        let header: Value =
-            serde_json::from_slice(&B64.decode(h).map_err(|_| TokenError::Malformed)?)
-                .map_err(|_| TokenError::Malformed)?;
-        if header["alg"] != "HS256" {
-            return Err(TokenError::Malformed);
-        }
-        let claims: Value =
-            serde_json::from_slice(&B64.decode(c).map_err(|_| TokenError::Malformed)?)
-                .map_err(|_| TokenError::Malformed)?;
-        let (exp, nbf) = (claims["exp"].as_i64(), claims["nbf"].as_i64().unwrap_or(0));
-        if exp.is_none_or(|e| now >= e) || now < nbf {
-            return Err(TokenError::Expired);
-        }
+        let claims = self.0.verify(token, now)?;
         let aud_ok = match &claims["aud"] {
             Value::String(a) => a == audience,
             Value::Array(list) => list.iter().any(|a| a == audience),
@@ -133,6 +96,8 @@ impl Signer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
     use proptest::prelude::*;
 
     fn sa() -> ServiceAccountRef {

@@ -5,11 +5,9 @@
 //! cluster's CA, it carries its identity itself: the server stores nothing per user, it keeps
 //! working across restarts (the secret persists), and replacing the secret revokes every one.
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use ring::hmac;
 use serde_json::{Value, json};
 
+use super::jwt::Hs256;
 use super::token::TokenError;
 
 /// The issuer claim of user tokens.
@@ -39,14 +37,8 @@ pub enum ClaimError {
 }
 
 /// Signs and verifies user tokens with one key.
-#[derive(Clone)]
-pub struct UserSigner(hmac::Key);
-
-impl std::fmt::Debug for UserSigner {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("UserSigner(..)")
-    }
-}
+#[derive(Clone, Debug)]
+pub struct UserSigner(Hs256);
 
 impl UserClaims {
     /// Claims for `name` in `groups`, checked.
@@ -70,52 +62,22 @@ impl UserClaims {
 impl UserSigner {
     /// A signer keyed from `secret` (the server's bearer token).
     pub fn from_secret(secret: &[u8]) -> Self {
-        let digest = ring::digest::digest(
-            &ring::digest::SHA256,
-            &[b"kubevirt-local user tokens\0", secret].concat(),
-        );
-        Self(hmac::Key::new(hmac::HMAC_SHA256, digest.as_ref()))
+        Self(Hs256::derived(b"kubevirt-local user tokens", secret))
     }
 
     /// A token for `user`, valid from `now` (Unix seconds) for `seconds`.
     pub fn issue(&self, user: &UserClaims, now: i64, seconds: i64) -> String {
-        let header = json!({"alg": "HS256", "typ": "JWT"});
-        let claims = json!({"iss": USER_ISSUER, "sub": user.name, "groups": user.groups,
-            "iat": now, "nbf": now, "exp": now.saturating_add(seconds)});
-        let signing_input = format!(
-            "{}.{}",
-            B64.encode(header.to_string()),
-            B64.encode(claims.to_string())
-        );
-        let sig = hmac::sign(&self.0, signing_input.as_bytes());
-        format!("{signing_input}.{}", B64.encode(sig.as_ref()))
+        self.0.sign(
+            &json!({"iss": USER_ISSUER, "sub": user.name, "groups": user.groups,
+            "iat": now, "nbf": now, "exp": now.saturating_add(seconds)}),
+        )
     }
 
     /// Verify `token` at `now`; the identity it carries.
     pub fn verify(&self, token: &str, now: i64) -> Result<UserClaims, TokenError> {
-        let mut parts = token.split('.');
-        let (Some(h), Some(c), Some(s), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(TokenError::Malformed);
-        };
-        let sig = B64.decode(s).map_err(|_| TokenError::Malformed)?;
-        hmac::verify(&self.0, format!("{h}.{c}").as_bytes(), &sig)
-            .map_err(|_| TokenError::Signature)?;
-        let decode = |part: &str| -> Result<Value, TokenError> {
-            let bytes = B64.decode(part).map_err(|_| TokenError::Malformed)?;
-            serde_json::from_slice(&bytes).map_err(|_| TokenError::Malformed)
-        };
-        if decode(h)?["alg"] != "HS256" {
-            return Err(TokenError::Malformed);
-        }
-        let claims = decode(c)?;
+        let claims = self.0.verify(token, now)?;
         if claims["iss"] != USER_ISSUER {
             return Err(TokenError::Malformed);
-        }
-        let (exp, nbf) = (claims["exp"].as_i64(), claims["nbf"].as_i64().unwrap_or(0));
-        if exp.is_none_or(|e| now >= e) || now < nbf {
-            return Err(TokenError::Expired);
         }
         let name = claims["sub"].as_str().ok_or(TokenError::Malformed)?;
         let groups: Vec<String> = match &claims["groups"] {
