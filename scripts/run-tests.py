@@ -7,7 +7,7 @@ a slot each (kubevirt-local/tests/common/slot.rs: their own bridge and pod netwo
 binary whose source says `require_node!` counts against `--node-jobs` (default: the slots).
 Every binary runs in its package's directory with cargo's variables, as `cargo test` runs it;
 its output is printed whole when it fails (and with --verbose). The doc tests run through cargo
-beside them. Exits non-zero if any test failed.
+first. Exits non-zero if any test failed.
 
     scripts/run-tests.py [--jobs N] [--verbose] [-- TEST-ARGS...]
 """
@@ -167,11 +167,17 @@ def main():
     os.environ["KUBEVIRT_TEST_NODES"] = str(a.node_jobs)
 
     tests = build([])
-    # The doc tests build the libraries once more (without the tests' dev-dependency features):
-    # that build and run overlap the test binaries, which mostly wait.
-    doc_log = open(Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "doc-tests.log", "w+")
-    doc = subprocess.Popen(["cargo", "test", "--workspace", "--locked", "--doc"], cwd=ROOT,
-                           stdout=doc_log, stderr=subprocess.STDOUT)
+    # The doc tests first, on their own: they build the libraries once more (without the tests'
+    # dev-dependency features), and rustdoc links them against rlibs that test-time builds
+    # (tests that build the binaries they run) must not be replacing meanwhile.
+    doc = subprocess.run(["cargo", "test", "--workspace", "--locked", "--doc"], cwd=ROOT,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    doc_rc = doc.returncode
+    doc_out = doc.stdout.decode(errors="replace")
+    docs = [sum(int(m.group(i)) for m in RESULT.finditer(doc_out)) for i in (2, 3)]
+    print(f"run-tests: doc tests: {docs[0]} passed, {docs[1]} failed", flush=True)
+    if doc_rc != 0:
+        print(doc_out, flush=True)
     # The node tests first (they are the long ones), then the rest by crate: the longest
     # binaries start early and the short ones fill the gaps at the end.
     tests.sort(key=lambda t: (not t["node"], t["name"]))
@@ -184,13 +190,6 @@ def main():
     print(f"run-tests: {passed} passed, {failed} failed, {ignored} ignored in"
           f" {time.monotonic() - start:.0f}s", flush=True)
 
-    doc_rc = doc.wait()
-    doc_log.seek(0)
-    doc_out = doc_log.read()
-    docs = [sum(int(m.group(i)) for m in RESULT.finditer(doc_out)) for i in (2, 3)]
-    print(f"run-tests: doc tests: {docs[0]} passed, {docs[1]} failed", flush=True)
-    if doc_rc != 0:
-        print(doc_out, flush=True)
     if r.failed or doc_rc != 0:
         for name in r.failed:
             print(f"run-tests: FAILED {name}", file=sys.stderr)
