@@ -9,7 +9,11 @@ Every binary runs in its package's directory with cargo's variables, as `cargo t
 its output is printed whole when it fails (and with --verbose). The doc tests run through cargo
 first. Exits non-zero if any test failed.
 
-    scripts/run-tests.py [--jobs N] [--verbose] [-- TEST-ARGS...]
+    scripts/run-tests.py [--jobs N] [--verbose] [--beside CMD] [-- TEST-ARGS...]
+
+--beside CMD runs the shell command CMD while the test binaries run (its output is printed when
+it ends; its failure fails the run): CPU-heavy work in another target directory, such as the
+fuzzing, fills the cores the waiting tests leave idle.
 """
 
 import argparse
@@ -160,6 +164,8 @@ def main():
     ap.add_argument("--node-jobs", type=int,
                     default=int(os.environ.get("KUBEVIRT_TEST_NODES", "3")))
     ap.add_argument("--verbose", action="store_true")
+    ap.add_argument("--beside", metavar="CMD",
+                    help="a shell command to run while the test binaries run")
     ap.add_argument("rest", nargs="*", help="arguments for every test binary (after --)")
     a = ap.parse_args()
     if a.jobs < 1 or a.node_jobs < 1:
@@ -184,17 +190,31 @@ def main():
     start = time.monotonic()
     print(f"run-tests: {len(tests)} test binaries, {a.jobs} at a time"
           f" ({sum(t['node'] for t in tests)} with nodes, {a.node_jobs} at a time)", flush=True)
+    beside = None
+    if a.beside:
+        beside_log = open(Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
+                          / "run-tests-beside.log", "w+")
+        beside = subprocess.Popen(["bash", "-c", a.beside], cwd=ROOT, stdout=beside_log,
+                                  stderr=subprocess.STDOUT)
     r = Runner(tests, a.jobs, a.node_jobs, a.rest, a.verbose)
     r.run()
+    beside_rc = 0
+    if beside is not None:
+        beside_rc = beside.wait()
+        beside_log.seek(0)
+        print(f"----- {a.beside} (exit {beside_rc}) -----\n{beside_log.read()}"
+              f"----- end of {a.beside} -----", flush=True)
     passed, failed, ignored = r.totals
     print(f"run-tests: {passed} passed, {failed} failed, {ignored} ignored in"
           f" {time.monotonic() - start:.0f}s", flush=True)
 
-    if r.failed or doc_rc != 0:
+    if r.failed or doc_rc != 0 or beside_rc != 0:
         for name in r.failed:
             print(f"run-tests: FAILED {name}", file=sys.stderr)
         if doc_rc != 0:
             print("run-tests: FAILED doc tests", file=sys.stderr)
+        if beside_rc != 0:
+            print(f"run-tests: FAILED {a.beside}", file=sys.stderr)
         sys.exit(1)
 
 

@@ -12,14 +12,13 @@ export KUBEVIRT_LOCAL_SHARED_IMAGES=${KUBEVIRT_LOCAL_SHARED_IMAGES:-${CARGO_TARG
 
 scripts/setup.sh
 python3 scripts/gen-api.py --check ${KUBEVIRT_FIXTURES:+--fixtures "$KUBEVIRT_FIXTURES"}
-# Every test binary of the workspace (what `cargo test --workspace` runs), TEST_JOBS at a time
-# (default 3): the suite mostly waits on nodes and controllers, and each node test gets a pod
-# network of its own. Then the doc tests.
-scripts/run-tests.py
+# The doc tests, then every test binary of the workspace (what `cargo test --workspace` runs),
+# TEST_JOBS at a time (default 3): the suite mostly waits on nodes and controllers, and each node
+# test gets a pod network of its own. Beside them, the fuzz targets (their own target directory),
+# bounded: FUZZ_SECONDS per target, 20 here (`scripts/fuzz.sh` alone runs 30); prints executions
+# per target.
+scripts/run-tests.py --beside "FUZZ_SECONDS=${FUZZ_SECONDS:-20} scripts/fuzz.sh"
 # kubevirt-api in a crate outside the workspace, with the oldest and newest Kubernetes versions (issue 20).
 scripts/downstream-check.sh
 # The devices self-test (issue 4): one guest drives every virtio device; exits non-zero on a FAIL.
 cargo run --locked --quiet --example vmm_virtio_selftest
-# The fuzz targets, bounded (FUZZ_SECONDS per target, 20 here; `scripts/fuzz.sh` alone runs
-# 30); prints executions per target.
-FUZZ_SECONDS=${FUZZ_SECONDS:-20} scripts/fuzz.sh
