@@ -90,7 +90,6 @@ class Runner:
         self.test_args = test_args
         self.verbose = verbose
         self.lock = threading.Condition()
-        self.running = 0
         self.running_node = 0
         self.failed = []
         self.totals = [0, 0, 0]  # passed, failed, ignored
