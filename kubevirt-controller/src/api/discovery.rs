@@ -7,53 +7,47 @@ pub const GROUP: &str = "subresources.kubevirt.io";
 /// The served versions, preferred first (upstream serves v1alpha3 too, as virtctl may ask it).
 pub const VERSIONS: &[&str] = &["v1", "v1alpha3"];
 
-/// The subresources, their kinds and verbs.
-const RESOURCES: &[(&str, &str, &[&str])] = &[
-    ("virtualmachines/start", "VirtualMachine", &["update"]),
-    ("virtualmachines/stop", "VirtualMachine", &["update"]),
-    ("virtualmachines/restart", "VirtualMachine", &["update"]),
-    (
-        "virtualmachineinstances/pause",
-        "VirtualMachineInstance",
-        &["update"],
-    ),
-    (
-        "virtualmachineinstances/unpause",
-        "VirtualMachineInstance",
-        &["update"],
-    ),
-    (
-        "virtualmachineinstances/softreboot",
-        "VirtualMachineInstance",
-        &["update"],
-    ),
-    (
-        "virtualmachineinstances/freeze",
-        "VirtualMachineInstance",
-        &["update"],
-    ),
-    (
-        "virtualmachineinstances/unfreeze",
-        "VirtualMachineInstance",
-        &["update"],
-    ),
-    (
-        "virtualmachineinstances/console",
-        "VirtualMachineInstance",
-        &["get"],
-    ),
-    (
-        "virtualmachineinstances/vnc",
-        "VirtualMachineInstance",
-        &["get"],
-    ),
-    (
-        "virtualmachineinstances/portforward",
-        "VirtualMachineInstance",
-        &["get"],
-    ),
-    ("virtualmachines/portforward", "VirtualMachine", &["get"]),
+/// `virtualmachines/{name}/…` actions, each a PUT (verb `update`).
+pub const VM_UPDATES: &[&str] = &["start", "stop", "restart"];
+/// `virtualmachineinstances/{name}/…` actions, each a PUT (verb `update`).
+pub const VMI_UPDATES: &[&str] = &[
+    "pause",
+    "unpause",
+    "softreboot",
+    "freeze",
+    "unfreeze",
+    super::instance::MEMORY_SNAPSHOT,
 ];
+/// `virtualmachineinstances/{name}/…` reads and streams, each a GET (verb `get`).
+pub const VMI_GETS: &[&str] = &[
+    "console",
+    "vnc",
+    "guestosinfo",
+    "userlist",
+    "filesystemlist",
+];
+/// The port-forward subresource, a GET on both kinds.
+pub const PORT_FORWARD: &str = "portforward";
+
+/// Every subresource this API serves: `(resource/subresource, kind, verb)`. The handlers accept
+/// exactly the actions of the lists above, so discovery cannot miss one.
+fn served() -> Vec<(String, &'static str, &'static str)> {
+    let vm = |a: &str, verb| (format!("virtualmachines/{a}"), "VirtualMachine", verb);
+    let vmi = |a: &str, verb| {
+        (
+            format!("virtualmachineinstances/{a}"),
+            "VirtualMachineInstance",
+            verb,
+        )
+    };
+    VM_UPDATES
+        .iter()
+        .map(|a| vm(a, "update"))
+        .chain(VMI_UPDATES.iter().map(|a| vmi(a, "update")))
+        .chain(VMI_GETS.iter().map(|a| vmi(a, "get")))
+        .chain([vmi(PORT_FORWARD, "get"), vm(PORT_FORWARD, "get")])
+        .collect()
+}
 
 /// The `APIGroup` entry (for `/apis` and `/apis/subresources.kubevirt.io`).
 pub fn group() -> Value {
@@ -67,10 +61,10 @@ pub fn group() -> Value {
 
 /// The `APIResourceList` of `version`.
 pub fn resources(version: &str) -> Value {
-    let resources: Vec<Value> = RESOURCES
-        .iter()
-        .map(|(name, kind, verbs)| {
-            json!({"name": name, "singularName": "", "namespaced": true, "kind": kind, "verbs": verbs})
+    let resources: Vec<Value> = served()
+        .into_iter()
+        .map(|(name, kind, verb)| {
+            json!({"name": name, "singularName": "", "namespaced": true, "kind": kind, "verbs": [verb]})
         })
         .collect();
     json!({"kind": "APIResourceList", "apiVersion": "v1",
@@ -93,5 +87,47 @@ pub fn go_arch() -> &'static str {
         "x86_64" => "amd64",
         "aarch64" => "arm64",
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::instance::{MEMORY_SNAPSHOT, VmiAction};
+
+    #[test]
+    fn every_vmi_update_the_handler_takes_is_listed() {
+        for a in VMI_UPDATES.iter().filter(|a| **a != MEMORY_SNAPSHOT) {
+            assert!(
+                VmiAction::parse(a).is_some(),
+                "{a} is listed but not handled"
+            );
+        }
+        for a in ["pause", "unpause", "softreboot", "freeze", "unfreeze"] {
+            assert!(VMI_UPDATES.contains(&a), "{a} is handled but not listed");
+        }
+    }
+
+    #[test]
+    fn discovery_lists_each_subresource_once_with_its_verb() {
+        let list = resources("v1");
+        let names: Vec<(&str, &str)> = list["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| (r["name"].as_str().unwrap(), r["verbs"][0].as_str().unwrap()))
+            .collect();
+        let mut unique = names.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), names.len(), "{names:?}");
+        for want in [
+            ("virtualmachineinstances/memorysnapshot", "update"),
+            ("virtualmachineinstances/guestosinfo", "get"),
+            ("virtualmachines/start", "update"),
+            ("virtualmachines/portforward", "get"),
+        ] {
+            assert!(names.contains(&want), "{want:?} missing from {names:?}");
+        }
     }
 }

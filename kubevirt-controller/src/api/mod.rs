@@ -181,7 +181,7 @@ async fn vm_action(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     known_version(&t.version)?;
-    if !matches!(t.action.as_str(), "start" | "stop" | "restart") {
+    if !discovery::VM_UPDATES.contains(&t.action.as_str()) {
         return Err(ApiError::no_route());
     }
     api.check(&parts, access("update", "virtualmachines", &t))
@@ -241,10 +241,7 @@ async fn vmi_stream(
     mut parts: Parts,
 ) -> Result<Response, ApiError> {
     known_version(&t.version)?;
-    if !matches!(
-        t.action.as_str(),
-        "console" | "vnc" | "guestosinfo" | "userlist" | "filesystemlist"
-    ) {
+    if !discovery::VMI_GETS.contains(&t.action.as_str()) {
         return Err(ApiError::no_route());
     }
     api.check(&parts, access("get", "virtualmachineinstances", &t))
