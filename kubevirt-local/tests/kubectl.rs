@@ -136,6 +136,66 @@ fn invalid_objects_are_refused_with_the_field_path() {
 }
 
 #[test]
+fn a_vm_held_by_a_snapshot_or_restore_keeps_its_spec() {
+    let s = with_crds("vmlock");
+    let vm = "apiVersion: kubevirt.io/v1\nkind: VirtualMachine\nmetadata: {name: held}\nspec:\n  runStrategy: Halted\n  template:\n    spec:\n      domain: {devices: {}, memory: {guest: 64Mi}}\n";
+    let created = s.kubectl_stdin(&["apply", "-f", "-"], Some(vm));
+    assert!(created.status.success(), "{created:?}");
+    let hold = |field: &str, value: &str| {
+        let patch = format!(r#"{{"status":{{"{field}":{value}}}}}"#);
+        s.ok(&[
+            "patch",
+            "vm",
+            "held",
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &patch,
+        ]);
+    };
+    let start = [
+        "patch",
+        "vm",
+        "held",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"runStrategy":"Always"}}"#,
+    ];
+
+    hold("snapshotInProgress", r#""snap1""#);
+    let err = s.fails(&start, None);
+    assert!(
+        err.contains("spec: Cannot update VM spec until snapshot \"snap1\" completes"),
+        "{err}"
+    );
+    s.ok(&["label", "vm", "held", "team=a"]);
+
+    hold("snapshotInProgress", "null");
+    hold("restoreInProgress", r#""restore1""#);
+    let err = s.fails(&start, None);
+    assert!(
+        err.contains("spec: Cannot start VM until restore \"restore1\" completes"),
+        "{err}"
+    );
+    // The restore itself rewrites the spec of the halted VM.
+    s.ok(&[
+        "patch",
+        "vm",
+        "held",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"template":{"metadata":{"labels":{"restored":"yes"}}}}}"#,
+    ]);
+    assert_eq!(
+        s.ok(&["get", "vm", "held", "-o", "jsonpath={.spec.runStrategy}"]),
+        "Halted"
+    );
+
+    hold("restoreInProgress", "null");
+    s.ok(&start);
+}
+
+#[test]
 fn finalizers_hold_deletion_until_removed() {
     let s = with_crds("finalizers");
     s.ok(&["apply", "-f", &fixture("kubevirt-examples-vm-cirros.yaml")]);

@@ -77,6 +77,12 @@ impl FieldError {
         Self::new(path, ErrorKind::NotFound, message)
     }
 
+    /// A change refused while something holds the object (upstream reports these as
+    /// `FieldValueNotSupported` with its own message).
+    pub fn locked(path: FieldPath, message: String) -> Self {
+        Self::new(path, ErrorKind::NotSupported, message)
+    }
+
     /// A value outside `allowed`.
     pub fn not_supported(path: FieldPath, value: &str, allowed: &[&str]) -> Self {
         let list = allowed

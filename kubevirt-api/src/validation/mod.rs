@@ -46,6 +46,9 @@ impl Rules for VirtualMachine {
     fn check(&self, errs: &mut Vec<FieldError>) {
         vm::validate_vm(self, errs);
     }
+    fn check_update(&self, old: &Self, errs: &mut Vec<FieldError>) {
+        vm::validate_vm_update(self, old, errs);
+    }
 }
 
 impl Rules for VirtualMachineInstance {

@@ -232,6 +232,21 @@ async fn reconcile(
         now,
     });
     memory::indicate(&mut new_status, &s, content.as_ref());
+    // A snapshot that is done lets its VM go before it says so: whoever waits for it may edit
+    // the VM at once (its spec is locked while `snapshotInProgress` names the snapshot).
+    if locked
+        && !terminating
+        && let Some(vm) = &vm
+        && matches!(
+            new_status.phase.as_deref(),
+            Some(status::SUCCEEDED | status::FAILED)
+        )
+    {
+        release_lock(&apis, vm, name)
+            .await
+            .map_err(target.err("unlocking the source of"))?;
+        locked = false;
+    }
     if s.status.as_ref() != Some(&new_status) {
         let mut updated = (*s).clone();
         updated.status = Some(new_status.clone());
