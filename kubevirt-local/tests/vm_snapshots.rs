@@ -4,7 +4,9 @@
 //! VirtualMachineSnapshot (the VM running) succeeds with Online/NoGuestAgent; the marker is then
 //! changed (on the host, in the volume's image, while the VM is stopped: the demo guest writes
 //! only its one fixed marker); a VirtualMachineRestore to the same VM completes and the
-//! guest's marker is back; a restore to a new VM gives it its own copy; deleting the snapshot
+//! guest's marker is back; a restore of the running VM waits for it (the default
+//! `targetReadinessPolicy`) or stops it (`StopTarget`, with a `volumeRestoreOverrides` name); a
+//! restore to a new VM gives it its own copy (`PrefixTargetName`, `patches`); deleting the snapshot
 //! deletes its content and VolumeSnapshots. The columns `kubectl get vmsnapshot,vmrestore` shows
 //! are checked on the way.
 
@@ -64,6 +66,18 @@ fn stop(up: &Up, vm: &str) {
     });
 }
 
+/// Starts the stopped `vm` and checks its guest runs on `claim` (of the WaitForFirstConsumer
+/// class, bound by this first run), which holds the guest's marker again.
+fn boots_from(up: &Up, data: &std::path::Path, vm: &str, claim: &str) {
+    let start = r#"{"spec":{"runStrategy":"Always"}}"#;
+    up.ok(&["patch", "vm", vm, "--type=merge", "-p", start], None);
+    let socket = running_vmi(up, data, vm);
+    eventually("the restored guest lists its disk", 60, || {
+        console_answer(&socket, "disks", "vda")
+    });
+    assert_eq!(sector1(up, claim), GUEST_MARKER);
+}
+
 #[test]
 fn an_online_snapshot_restores_the_vm_and_a_new_one() {
     require_node!();
@@ -88,6 +102,14 @@ fn an_online_snapshot_restores_the_vm_and_a_new_one() {
             "disktest",
             "vda: wrote sector 1, flushed, read it back: ok",
         )
+    });
+
+    // The VM says which of its volumes a snapshot can copy.
+    eventually("the VM's volumeSnapshotStatuses", 60, || {
+        up.get("vm", "snapvm").filter(|vm| {
+            vm["status"]["volumeSnapshotStatuses"]
+                == serde_json::json!([{"name": "root", "enabled": true}])
+        })
     });
 
     // An online snapshot: the VM keeps running.
@@ -225,40 +247,80 @@ spec:
     );
 
     // The restored VM boots from its restored disk (its DataVolume adopted the claim).
+    boots_from(&up, &data, "snapvm", &restored);
+    // A restore of a running VM waits for it to stop (the default policy, WaitGracePeriod),
+    // locking and writing nothing meanwhile...
     up.ok(
-        &[
-            "patch",
-            "vm",
-            "snapvm",
-            "--type=merge",
-            "-p",
-            r#"{"spec":{"runStrategy":"Always"}}"#,
-        ],
-        None,
-    );
-    let socket = running_vmi(&up, &data, "snapvm");
-    eventually("the restored guest lists its disk", 60, || {
-        console_answer(&socket, "disks", "vda")
-    });
-    // The restored claim (of the WaitForFirstConsumer class, bound by the VM's first run)
-    // holds the guest's marker again.
-    assert_eq!(sector1(&up, &restored), GUEST_MARKER);
-    let running = up.kubectl(
         &["apply", "-f", "-"],
         Some(&restore("restore-running", "snapvm")),
     );
-    let err = String::from_utf8_lossy(&running.stderr);
-    assert!(
-        err.contains("VirtualMachineInstance \"snapvm\" exists, VM must be stopped before restore"),
-        "{err}"
+    let waiting = eventually("the restore waits for its running target", 60, || {
+        up.get("vmrestore", "restore-running").filter(|r| {
+            condition(r, "Ready")["reason"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("Waiting for target VM to be powered off"))
+        })
+    });
+    assert_eq!(
+        condition(&waiting, "Progressing")["status"],
+        "False",
+        "{waiting}"
     );
+    let events = up.ok(
+        &[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=restore-running",
+        ],
+        None,
+    );
+    assert!(events.contains("RestoreTargetNotReady"), "{events}");
+    let vm = up.get("vm", "snapvm").unwrap();
+    assert!(
+        vm["status"]["restoreInProgress"].is_null(),
+        "not locked: {vm}"
+    );
+    assert!(up.get("vmi", "snapvm").is_some(), "still running");
+    up.ok(
+        &["delete", "vmrestore", "restore-running", "--wait=true"],
+        None,
+    );
+    // ...and one with `targetReadinessPolicy: StopTarget` stops it itself; its override names
+    // the restored claim and labels it.
+    let stop_target = format!(
+        "{}  targetReadinessPolicy: StopTarget\n  volumeRestoreOverrides:\n  - {{volumeName: root, restoreName: snapvm-root-again, labels: {{restored-by: restore-stop}}}}\n",
+        restore("restore-stop", "snapvm")
+    );
+    up.ok(&["apply", "-f", "-"], Some(&stop_target));
+    let r = eventually("the StopTarget restore complete", 180, || {
+        up.get("vmrestore", "restore-stop")
+            .filter(|r| r["status"]["complete"] == true)
+    });
+    assert_eq!(
+        r["status"]["restores"][0]["persistentVolumeClaim"], "snapvm-root-again",
+        "{r}"
+    );
+    assert!(up.get("vmi", "snapvm").is_none(), "stopped by the restore");
+    let vm = up.get("vm", "snapvm").unwrap();
+    assert_eq!(vm["spec"]["runStrategy"], "Halted", "{vm}");
+    let claim = up
+        .get("pvc", "snapvm-root-again")
+        .expect("the restored claim");
+    assert_eq!(
+        claim["metadata"]["labels"]["restored-by"], "restore-stop",
+        "{claim}"
+    );
+    boots_from(&up, &data, "snapvm", "snapvm-root-again");
     stop(&up, "snapvm");
 
     // Restore to a new VM: its own claim, with the guest's marker.
-    up.ok(
-        &["apply", "-f", "-"],
-        Some(&restore("restore2", "snapvm-copy")),
+    // (PrefixTargetName names its claims after it; a patch labels it.)
+    let to_copy = format!(
+        "{}  volumeRestorePolicy: PrefixTargetName\n  patches:\n  - '{{\"op\": \"add\", \"path\": \"/spec/template/metadata/labels/copy\", \"value\": \"yes\"}}'\n",
+        restore("restore2", "snapvm-copy")
     );
+    up.ok(&["apply", "-f", "-"], Some(&to_copy));
     let r2 = eventually("the restore to a new VM complete", 180, || {
         up.get("vmrestore", "restore2")
             .filter(|r| r["status"]["complete"] == true)
@@ -267,8 +329,12 @@ spec:
         .as_str()
         .unwrap()
         .to_string();
-    assert_ne!(copy_claim, restored);
+    assert_eq!(copy_claim, "snapvm-copy-root");
     let copy = up.get("vm", "snapvm-copy").expect("the new VM");
+    assert_eq!(
+        copy["spec"]["template"]["metadata"]["labels"]["copy"], "yes",
+        "{copy}"
+    );
     assert_eq!(
         copy["spec"]["template"]["spec"]["volumes"][0]["dataVolume"]["name"],
         copy_claim.as_str()

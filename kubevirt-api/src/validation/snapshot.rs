@@ -63,6 +63,43 @@ pub(super) fn validate_restore(r: &VirtualMachineRestore, errs: &mut Vec<FieldEr
         spec.field("volumeOwnershipPolicy"),
         errs,
     );
+    for (i, patch) in r.spec.patches.iter().flatten().enumerate() {
+        if let Err(why) = check_patch(patch) {
+            errs.push(FieldError::invalid(spec.field("patches").index(i), &why));
+        }
+    }
+}
+
+/// The paths a restore's JSON patch may touch on the VM it creates (upstream's rule): labels,
+/// annotations and anything under the spec.
+const PATCHABLE: &[&str] = &["/metadata/labels/", "/metadata/annotations/", "/spec/"];
+
+/// One entry of `spec.patches`: a single JSON patch operation (RFC 6902) as a string.
+fn check_patch(patch: &str) -> Result<(), String> {
+    let op: serde_json::Value = serde_json::from_str(patch)
+        .map_err(|e| format!("not a JSON patch operation ({e}): {patch}"))?;
+    let Some(path) = op.get("path").and_then(|p| p.as_str()) else {
+        return Err(format!(
+            "a patch is one JSON patch operation with a \"path\": {patch}"
+        ));
+    };
+    let known = ["add", "remove", "replace", "move", "copy", "test"];
+    if !op
+        .get("op")
+        .and_then(|o| o.as_str())
+        .is_some_and(|o| known.contains(&o))
+    {
+        return Err(format!(
+            "\"op\" must be one of {}: {patch}",
+            known.join(", ")
+        ));
+    }
+    if !PATCHABLE.iter().any(|p| path.starts_with(p)) {
+        return Err(format!(
+            "patching is valid only for elements under /spec/ only: {patch}"
+        ));
+    }
+    Ok(())
 }
 
 fn check_vm_ref(
@@ -90,5 +127,50 @@ fn check_vm_ref(
             path.field("name"),
             &format!("name the VirtualMachine of this {what}"),
         ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn restore(patches: serde_json::Value) -> Vec<String> {
+        let r: VirtualMachineRestore = serde_json::from_value(json!({
+            "apiVersion": "snapshot.kubevirt.io/v1beta1", "kind": "VirtualMachineRestore",
+            "metadata": {"name": "r1"},
+            "spec": {"target": {"apiGroup": "kubevirt.io", "kind": "VirtualMachine", "name": "new"},
+                     "virtualMachineSnapshotName": "s1", "patches": patches}
+        }))
+        .unwrap();
+        let mut errs = Vec::new();
+        validate_restore(&r, &mut errs);
+        errs.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn patches_touch_only_labels_annotations_and_the_spec() {
+        assert!(
+            restore(json!([
+                r#"{"op": "replace", "path": "/spec/template/spec/domain/devices/interfaces/0/macAddress", "value": "02:00:00:00:00:01"}"#,
+                r#"{"op": "add", "path": "/metadata/labels/restored", "value": "yes"}"#
+            ]))
+            .is_empty()
+        );
+        let got = restore(json!([
+            r#"{"op": "replace", "path": "/metadata/name", "value": "x"}"#,
+            "not json",
+            r#"{"op": "frobnicate", "path": "/spec/x"}"#
+        ]));
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert!(
+            got[0].starts_with("spec.patches[0]: patching is valid only for elements under /spec/"),
+            "{got:?}"
+        );
+        assert!(
+            got[1].starts_with("spec.patches[1]: not a JSON patch operation"),
+            "{got:?}"
+        );
+        assert!(got[2].contains("\"op\" must be one of"), "{got:?}");
     }
 }

@@ -291,18 +291,27 @@ fn by_name<K: ResourceExt>(items: Vec<K>) -> BTreeMap<String, K> {
 }
 
 /// Which of `vm`'s volumes can be copied, from the claims, StorageClasses and
-/// VolumeSnapshotClasses that exist (none, on a cluster without the snapshot CRDs).
+/// VolumeSnapshotClasses that exist.
 async fn inclusion(apis: &Apis, vm: &VirtualMachine) -> Result<volumes::Inclusion, kube::Error> {
     let claims = claims_in(apis).await?;
-    let scs: Api<StorageClass> = Api::all(apis.client.clone());
+    let (scs, classes) = classes(&apis.client).await?;
+    Ok(volumes::decide(vm, &claims, &scs, &classes))
+}
+
+/// The StorageClasses by name and the VolumeSnapshotClasses (none, on a cluster without the
+/// snapshot CRDs): what decides which claims can be snapshotted.
+pub async fn classes(
+    client: &Client,
+) -> Result<(BTreeMap<String, StorageClass>, Vec<volumes::SnapshotClass>), kube::Error> {
+    let scs: Api<StorageClass> = Api::all(client.clone());
     let scs = by_name(scs.list(&ListParams::default()).await?.items);
-    let classes: Api<VolumeSnapshotClass> = Api::all(apis.client.clone());
+    let classes: Api<VolumeSnapshotClass> = Api::all(client.clone());
     let classes = match classes.list(&ListParams::default()).await {
         Ok(l) => l.items.iter().map(vsnap::snapshot_class).collect(),
         Err(kube::Error::Api(e)) if e.code == 404 => Vec::new(),
         Err(e) => return Err(e),
     };
-    Ok(volumes::decide(vm, &claims, &scs, &classes))
+    Ok((scs, classes))
 }
 
 /// Creates `obj`, or reads the one made meanwhile; whether this call made it.

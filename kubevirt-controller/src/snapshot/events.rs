@@ -40,6 +40,19 @@ pub fn restore_error(message: &str) -> Note {
     )
 }
 
+/// A restore failed for good (on the VirtualMachineRestore).
+pub fn restore_failed(message: &str) -> Note {
+    Note::warning(
+        "Operation failed",
+        format!("VirtualMachineRestore failed {message}"),
+    )
+}
+
+/// The restore's target still has an instance (on the VirtualMachineRestore).
+pub fn restore_target_not_ready(message: &str) -> Note {
+    Note::warning(super::readiness::NOT_READY_EVENT, message.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,6 +20,7 @@ pub mod controller;
 pub mod events;
 pub mod lock;
 pub mod memory;
+pub mod readiness;
 pub mod restore;
 pub mod restore_controller;
 pub mod status;

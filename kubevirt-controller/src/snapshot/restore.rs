@@ -1,7 +1,9 @@
 //! The decisions of a VirtualMachineRestore (upstream's `pkg/storage/snapshot/restore.go`): one
-//! claim per backed-up volume, made from its VolumeSnapshot and named
-//! `restore-<restore UID>-<volume>` (`RandomizeNames`); the target VM's spec rewritten from the
-//! snapshot's copy with those claims; the target's DataVolumes the new spec no longer names.
+//! claim per backed-up volume, made from its VolumeSnapshot and named by the restore
+//! ([`claim_name`]: an override's `restoreName`, `<target>-<volume>` under `PrefixTargetName`,
+//! else `restore-<restore UID>-<volume>`, `RandomizeNames`); the target VM's spec rewritten from
+//! the snapshot's copy with those claims (a new VM with the restore's JSON `patches` applied);
+//! the target's DataVolumes the new spec no longer names.
 
 use std::collections::BTreeMap;
 
@@ -10,6 +12,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kubevirt_api::core::v1::{PersistentVolumeClaimVolumeSource, VirtualMachine};
 use kubevirt_api::snapshot::v1beta1::{
     VirtualMachineRestore, VirtualMachineSnapshotContent, VolumeBackup, VolumeRestore,
+    VolumeRestoreOverride,
 };
 
 use super::memory;
@@ -41,6 +44,49 @@ pub enum RestoreError {
     /// The memory-state marker could not be encoded.
     #[error("encoding the memory-state marker: {0}")]
     Marker(String),
+    /// `volumeRestorePolicy: InPlace` (overwrite the VM's own claims) is not carried out here.
+    #[error(
+        "volumeRestorePolicy InPlace is not supported yet: restore to new claims (RandomizeNames, PrefixTargetName or volumeRestoreOverrides)"
+    )]
+    InPlace,
+    /// A patch of `spec.patches` does not apply to the new VM.
+    #[error("spec.patches[{index}] does not apply to the restored VM: {message}")]
+    Patch {
+        /// Which patch.
+        index: usize,
+        /// Why.
+        message: String,
+    },
+}
+
+/// The override `restore` gives `volume`, if any.
+fn override_of<'a>(
+    restore: &'a VirtualMachineRestore,
+    volume: &str,
+) -> Option<&'a VolumeRestoreOverride> {
+    restore
+        .spec
+        .volume_restore_overrides
+        .iter()
+        .flatten()
+        .find(|o| o.volume_name.as_deref() == Some(volume))
+}
+
+/// The name of `volume`'s restored claim: the override's `restoreName`; under
+/// `PrefixTargetName` `<target>-<volume>`; else (`RandomizeNames`, the default)
+/// `restore-<restore UID>-<volume>`.
+pub fn claim_name(restore: &VirtualMachineRestore, volume: &str) -> Result<String, RestoreError> {
+    if let Some(name) = override_of(restore, volume).and_then(|o| o.restore_name.clone()) {
+        return Ok(name);
+    }
+    match restore.spec.volume_restore_policy.as_deref() {
+        Some("InPlace") => Err(RestoreError::InPlace),
+        Some("PrefixTargetName") => Ok(format!("{}-{volume}", restore.spec.target.name)),
+        _ => Ok(restore_claim_name(
+            restore.metadata.uid.as_deref().unwrap_or_default(),
+            volume,
+        )),
+    }
 }
 
 /// `<name>-<uid>` of `restore`: the value of [`LAST_RESTORE_ANNOTATION`] it leaves on its VM.
@@ -110,7 +156,6 @@ pub fn volume_restores(
     restore: &VirtualMachineRestore,
     content: &VirtualMachineSnapshotContent,
 ) -> Result<Vec<VolumeRestore>, RestoreError> {
-    let uid = restore.metadata.uid.as_deref().unwrap_or_default();
     let done = restore.status.as_ref().and_then(|s| s.restores.as_ref());
     let mut out = Vec::new();
     for b in content.spec.volume_backups.iter().flatten() {
@@ -126,7 +171,7 @@ pub fn volume_restores(
             .volume_snapshot_name
             .clone()
             .ok_or_else(|| RestoreError::NoVolumeSnapshot(b.volume_name.clone()))?;
-        let claim = restore_claim_name(uid, &b.volume_name);
+        let claim = claim_name(restore, &b.volume_name)?;
         out.push(VolumeRestore {
             data_volume_name: template_of(content, &b.volume_name).map(|_| claim.clone()),
             persistent_volume_claim: claim,
@@ -151,7 +196,9 @@ pub fn restore_claim(
         .metadata
         .clone()
         .unwrap_or_default();
+    let overrides = override_of(restore, &r.volume_name);
     let mut labels = meta.labels.unwrap_or_default();
+    labels.extend(overrides.and_then(|o| o.labels.clone()).unwrap_or_default());
     labels.insert(RESTORE_SOURCE_NAME_LABEL.into(), source.0.into());
     labels.insert(RESTORE_SOURCE_NAMESPACE_LABEL.into(), source.1.into());
     let mut annotations: BTreeMap<String, String> = meta
@@ -160,6 +207,11 @@ pub fn restore_claim(
         .into_iter()
         .filter(|(k, _)| !DROPPED_ANNOTATIONS.iter().any(|p| k.starts_with(p)))
         .collect();
+    annotations.extend(
+        overrides
+            .and_then(|o| o.annotations.clone())
+            .unwrap_or_default(),
+    );
     annotations.insert(
         RESTORE_NAME_ANNOTATION.into(),
         restore.metadata.name.clone().unwrap_or_default(),
@@ -258,7 +310,7 @@ pub fn restored_vm(
             vm.metadata.namespace = restore.metadata.namespace.clone();
             vm.metadata.labels = meta.labels;
             vm.metadata.annotations = meta.annotations;
-            vm
+            patched(vm, restore.spec.patches.as_deref().unwrap_or_default())?
         }
     };
     let id = restore_id(restore);
@@ -295,6 +347,21 @@ pub fn deleted_data_volumes(old: &VirtualMachine, new: &VirtualMachine) -> Vec<S
         .into_iter()
         .filter(|n| !keep.contains(n))
         .collect()
+}
+
+/// `vm` with the JSON patch operations `patches` (one operation a string) applied in order.
+fn patched(vm: VirtualMachine, patches: &[String]) -> Result<VirtualMachine, RestoreError> {
+    if patches.is_empty() {
+        return Ok(vm);
+    }
+    let err = |index, message: String| RestoreError::Patch { index, message };
+    let mut doc = serde_json::to_value(&vm).map_err(|e| err(0, e.to_string()))?;
+    for (index, p) in patches.iter().enumerate() {
+        let op: json_patch::PatchOperation =
+            serde_json::from_str(p).map_err(|e| err(index, e.to_string()))?;
+        json_patch::patch(&mut doc, &[op]).map_err(|e| err(index, e.to_string()))?;
+    }
+    serde_json::from_value(doc).map_err(|e| err(patches.len() - 1, e.to_string()))
 }
 
 #[cfg(test)]

@@ -1,8 +1,10 @@
 //! Runs the VirtualMachineRestore decisions against an API server with kube-rs, in upstream's
-//! order: lock the target (`status.restoreInProgress`), list the volume restores, create their
-//! claims from the VolumeSnapshots, wait for a stopped target, rewrite (or create) the VM,
+//! order: wait for the target to have no instance (its `targetReadinessPolicy` decides how,
+//! [`readiness`](super::readiness)), lock the target (`status.restoreInProgress`), list the
+//! volume restores, create their claims from the VolumeSnapshots, rewrite (or create) the VM,
 //! delete the DataVolumes it no longer names, unlock, `complete: true`. Each step is written
-//! before the next is taken, so a sync that fails half-way resumes where it stopped.
+//! before the next is taken, so a sync that fails half-way resumes where it stopped. A restore
+//! that failed (a Failure condition) is not touched again.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -22,10 +24,13 @@ use kubevirt_api::snapshot::v1beta1::{
     VirtualMachineSnapshotContent,
 };
 
-use super::conditions::{self, PROGRESSING, READY};
+use super::conditions::{self, FAILURE, PROGRESSING, READY};
 use super::events;
+use super::readiness::{self, NotReady};
 use super::restore::{self, applied};
 use super::{lock, status as snapshot_status};
+use crate::api::lifecycle;
+use crate::api::options::StopOptions;
 use crate::events::Recorder;
 use crate::runtime::{SyncError, Target, tolerate_gone, write_status};
 use crate::vm::RunStrategy;
@@ -55,6 +60,8 @@ pub async fn run(
 enum Step {
     /// Waiting or working: Progressing (status, reason), Ready reason.
     Wait(bool, String),
+    /// The target still runs: the reason, and the message of the `RestoreTargetNotReady` event.
+    NotReady(String, &'static str),
     /// Done.
     Complete,
 }
@@ -67,6 +74,7 @@ async fn reconcile(
     let target = Target::of(&*r)?;
     if r.status.as_ref().and_then(|s| s.complete) == Some(true)
         || r.metadata.deletion_timestamp.is_some()
+        || failed(&r)
     {
         return Ok(Action::await_change());
     }
@@ -80,12 +88,17 @@ async fn reconcile(
             complete: Some(false),
             ..Default::default()
         });
-    let mut invalid = None;
+    let mut note = None;
     let step = match steps(&r, &mut st, &client, &target).await {
         Ok(s) => s,
         Err(Failed::Api(e)) => return Err(e),
         Err(Failed::Invalid(m)) => {
-            invalid = Some(m.clone());
+            note = Some(events::restore_error(&m));
+            Step::Wait(false, m)
+        }
+        Err(Failed::Fatal(m)) => {
+            conditions::set(&mut st.conditions, FAILURE, true, &m, now);
+            note = Some(events::restore_failed(&m));
             Step::Wait(false, m)
         }
     };
@@ -94,6 +107,11 @@ async fn reconcile(
         Step::Wait(progressing, reason) => {
             conditions::set(&mut st.conditions, PROGRESSING, progressing, &reason, now);
             conditions::set(&mut st.conditions, READY, false, &reason, now);
+        }
+        Step::NotReady(reason, message) => {
+            conditions::set(&mut st.conditions, PROGRESSING, false, &reason, now);
+            conditions::set(&mut st.conditions, READY, false, &reason, now);
+            note = Some(events::restore_target_not_ready(message));
         }
         Step::Complete => {
             st.complete = Some(true);
@@ -119,11 +137,11 @@ async fn reconcile(
             recorder
                 .record(&*r, &events::restore_complete(&target.name))
                 .await;
-        } else if let Some(m) = &invalid {
-            recorder.record(&*r, &events::restore_error(m)).await;
+        } else if let Some(n) = &note {
+            recorder.record(&*r, n).await;
         }
     }
-    Ok(if st.complete == Some(true) {
+    Ok(if st.complete == Some(true) || failed_status(&st) {
         Action::await_change()
     } else {
         Action::requeue(POLL)
@@ -149,10 +167,24 @@ async fn binds_on_first_use(
         .is_some_and(|c| c.volume_binding_mode.as_deref() == Some("WaitForFirstConsumer")))
 }
 
-/// A step that failed: an API error (retried), or a state only a change fixes (shown).
+/// Whether `r` failed for good (upstream stops processing a restore with a Failure condition).
+fn failed(r: &VirtualMachineRestore) -> bool {
+    r.status.as_ref().is_some_and(failed_status)
+}
+
+fn failed_status(st: &VirtualMachineRestoreStatus) -> bool {
+    st.conditions
+        .iter()
+        .flatten()
+        .any(|c| c.type_ == FAILURE && c.status == "True")
+}
+
+/// A step that failed: an API error (retried), a state only a change fixes (shown), or a
+/// failure of the restore itself (a Failure condition; nothing more is done).
 enum Failed {
     Api(SyncError),
     Invalid(String),
+    Fatal(String),
 }
 
 impl From<SyncError> for Failed {
@@ -211,12 +243,38 @@ async fn steps(
             ))
         })?;
 
-    // The target's lock (an existing VM not yet carrying this restore).
+    // The target's instance must be gone before anything is locked or written.
     let vm_name = &r.spec.target.name;
     let vm = vms
         .get_opt(vm_name)
         .await
         .map_err(target.err("reading the target of"))?;
+    if vm.as_ref().is_some_and(|v| !applied(r, v))
+        && vmis
+            .get_opt(vm_name)
+            .await
+            .map_err(target.err("reading the target instance of"))?
+            .is_some()
+    {
+        let created = r.metadata.creation_timestamp.as_ref().map(|t| t.0);
+        let policy = r.spec.target_readiness_policy.as_deref();
+        return match readiness::decide(policy, created, Timestamp::now()) {
+            NotReady::Wait(reason) => Ok(Step::NotReady(reason, readiness::VMI_EXISTS)),
+            NotReady::Fail(m) => Err(Failed::Fatal(m)),
+            NotReady::Stop => {
+                // A VM already stopping answers that it is not running: wait for it.
+                if let Err(e) = lifecycle::stop(client, ns, vm_name, StopOptions::default()).await {
+                    tracing::debug!(restore = name, error = %e, "stopping the restore target");
+                }
+                Ok(Step::NotReady(
+                    readiness::STOPPING.into(),
+                    readiness::STOPPING,
+                ))
+            }
+        };
+    }
+
+    // The target's lock (an existing VM not yet carrying this restore).
     if let Some(vm) = vm.as_ref().filter(|v| !applied(r, v)) {
         lock::restore_may_lock(vm, name).map_err(Failed::Invalid)?;
         if vm
@@ -312,13 +370,6 @@ async fn steps(
                     .map(|s| s.as_str())
                     .unwrap_or("unknown")
             )));
-        }
-        let vmi = vmis
-            .get_opt(vm_name)
-            .await
-            .map_err(target.err("reading the target instance of"))?;
-        if vmi.is_some() {
-            return Ok(Step::Wait(false, "Waiting for target to be ready".into()));
         }
     }
 

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use k8s_openapi::api::storage::v1::StorageClass;
-use kubevirt_api::core::v1::{VirtualMachine, Volume};
+use kubevirt_api::core::v1::{VirtualMachine, Volume, VolumeSnapshotStatus};
 
 /// A VolumeSnapshotClass, as far as choosing one goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,6 +41,8 @@ pub struct Excluded {
     pub reason: String,
     /// A claim-backed volume (one a snapshot could copy with the right classes).
     pub claim_backed: bool,
+    /// The StorageClass of its claim, when that class has no VolumeSnapshotClass at all.
+    pub unconfigured_class: Option<String>,
 }
 
 /// The split of a VM's volumes.
@@ -73,6 +75,40 @@ impl Inclusion {
     /// Some claim-backed volume was left out (indication `PartialSnapshot`).
     pub fn partial(&self) -> bool {
         self.excluded.iter().any(|e| e.claim_backed)
+    }
+
+    /// A VM's `status.volumeSnapshotStatuses` (upstream's VM controller), in `vm`'s volume order,
+    /// with upstream's reasons where it has them.
+    pub fn statuses(&self, vm: &VirtualMachine) -> Vec<VolumeSnapshotStatus> {
+        let volumes = vm
+            .spec
+            .template
+            .spec
+            .as_ref()
+            .and_then(|s| s.volumes.as_ref());
+        volumes
+            .into_iter()
+            .flatten()
+            .map(|v| {
+                let name = v.name.clone();
+                let reason = self.excluded.iter().find(|e| e.volume == v.name).map(|e| {
+                    match (&e.unconfigured_class, e.claim_backed) {
+                        (_, false) => format!(
+                            "Snapshot is not supported for this volumeSource type [{name}]"
+                        ),
+                        (Some(sc), true) => format!(
+                            "No VolumeSnapshotClass: Volume snapshots are not configured for this StorageClass [{sc}] [{name}]"
+                        ),
+                        (None, true) => e.reason.clone(),
+                    }
+                });
+                VolumeSnapshotStatus {
+                    enabled: reason.is_none(),
+                    name,
+                    reason,
+                }
+            })
+            .collect()
     }
 }
 
@@ -145,15 +181,17 @@ pub fn decide(
         .as_ref()
         .and_then(|s| s.volumes.as_ref());
     for v in volumes.into_iter().flatten() {
-        let exclude = |reason: String, claim_backed| Excluded {
+        let exclude = |reason: String, claim_backed, unconfigured_class| Excluded {
             volume: v.name.clone(),
             reason,
             claim_backed,
+            unconfigured_class,
         };
         let Some(claim_name) = claim_of(v) else {
             out.excluded.push(exclude(
                 format!("a {} volume is not snapshotted", source_kind(v)),
                 false,
+                None,
             ));
             continue;
         };
@@ -178,7 +216,18 @@ pub fn decide(
                 claim: claim.clone(),
                 class,
             }),
-            Err(reason) => out.excluded.push(exclude(reason, true)),
+            Err(reason) => {
+                // A class whose driver no VolumeSnapshotClass serves: upstream names it.
+                let unconfigured = claims
+                    .get(claim_name)
+                    .and_then(|c| c.spec.as_ref()?.storage_class_name.clone())
+                    .filter(|sc| {
+                        storage_classes
+                            .get(sc)
+                            .is_some_and(|c| !classes.iter().any(|k| k.driver == c.provisioner))
+                    });
+                out.excluded.push(exclude(reason, true, unconfigured))
+            }
         }
     }
     out

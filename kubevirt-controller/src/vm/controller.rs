@@ -12,7 +12,9 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action as Requeue;
 use kube::{Client, ResourceExt};
 use kubevirt_api::cdi::v1beta1::DataVolume;
-use kubevirt_api::core::v1::{VirtualMachine, VirtualMachineCondition, VirtualMachineInstance};
+use kubevirt_api::core::v1::{
+    VirtualMachine, VirtualMachineCondition, VirtualMachineInstance, VolumeSnapshotStatus,
+};
 
 use super::events as note;
 use super::storage::{self, Storage};
@@ -68,6 +70,22 @@ async fn storage_of(
     Ok((found_dvs, found_claims))
 }
 
+/// `status.volumeSnapshotStatuses`: whether a VirtualMachineSnapshot could copy each volume.
+/// The classes are read only for a VM with claims.
+async fn snapshot_statuses(
+    client: &Client,
+    vm: &VirtualMachine,
+    claims: &[PersistentVolumeClaim],
+) -> Result<Vec<VolumeSnapshotStatus>, kube::Error> {
+    let (scs, classes) = if claims.is_empty() {
+        Default::default()
+    } else {
+        crate::snapshot::controller::classes(client).await?
+    };
+    let claims = claims.iter().map(|c| (c.name_any(), c.clone())).collect();
+    Ok(crate::snapshot::volumes::decide(vm, &claims, &scs, &classes).statuses(vm))
+}
+
 /// Creates the DataVolumes of `vm`'s templates that are missing; a refusal is returned as the
 /// VM's Failure message (upstream's wording).
 async fn create_data_volumes(
@@ -120,6 +138,9 @@ async fn reconcile(
         .await
         .map_err(target.err("reading the storage of"))?;
     let found = Storage::of(&dvs, &claims);
+    let snapshot_statuses = snapshot_statuses(&client, &vm, &claims)
+        .await
+        .map_err(target.err("reading the storage classes of"))?;
     let now = Timestamp::now();
     let mut p = plan(Observed {
         vm: &vm,
@@ -204,6 +225,7 @@ async fn reconcile(
                 .map_err(target.err("setting the run strategy of"))?;
         }
     }
+    p.status.volume_snapshot_statuses = Some(snapshot_statuses).filter(|s| !s.is_empty());
     if let Some(message) = failed_create {
         let conditions = p.status.conditions.get_or_insert_with(Vec::new);
         conditions.retain(|c| c.type_ != "Failure");

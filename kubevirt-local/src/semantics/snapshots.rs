@@ -10,8 +10,6 @@ use super::schema::Cause;
 
 /// Storage name of VirtualMachines.
 pub const VMS: &str = "kubevirt.io/virtualmachines";
-/// Storage name of VirtualMachineInstances.
-pub const VMIS: &str = "kubevirt.io/virtualmachineinstances";
 /// Storage name of VirtualMachineSnapshots.
 pub const SNAPSHOTS: &str = "snapshot.kubevirt.io/virtualmachinesnapshots";
 /// Storage name of VirtualMachineRestores.
@@ -22,8 +20,6 @@ pub const RESTORES: &str = "snapshot.kubevirt.io/virtualmachinerestores";
 pub struct RestoreFacts<'a> {
     /// The VM `spec.target.name` names, if it exists.
     pub target: Option<&'a Value>,
-    /// Its instance exists (the VM runs).
-    pub target_running: bool,
     /// The snapshot `spec.virtualMachineSnapshotName` names, if it exists.
     pub snapshot: Option<&'a Value>,
     /// The restores of the namespace.
@@ -38,23 +34,13 @@ fn invalid(field: &str, message: String) -> Cause {
     }
 }
 
-/// Upstream's create-time causes for `restore`, in its words: the target must be stopped; the
-/// snapshot must exist, not have failed and be ready; an existing target must be the snapshot's
-/// source (a different VM is restored to a new name); no other restore of the same target may
-/// be in progress.
+/// Upstream's create-time causes for `restore`, in its words: the snapshot must exist, not have
+/// failed and be ready; an existing target must be the snapshot's source (a different VM is
+/// restored to a new name); no other restore of the same target may be in progress. A running
+/// target is no cause: the restore waits for it, or stops it, as its `targetReadinessPolicy`
+/// says (the restore controller's part).
 pub fn restore_causes(restore: &Value, f: RestoreFacts<'_>) -> Vec<Cause> {
     let mut out = Vec::new();
-    let target_name = restore["spec"]["target"]["name"]
-        .as_str()
-        .unwrap_or_default();
-    if f.target.is_some() && f.target_running {
-        out.push(invalid(
-            "spec.target",
-            format!(
-                "VirtualMachineInstance {target_name:?} exists, VM must be stopped before restore"
-            ),
-        ));
-    }
     let snapshot_field = "spec.virtualMachineSnapshotName";
     let snapshot_name = restore["spec"]["virtualMachineSnapshotName"]
         .as_str()
@@ -84,7 +70,6 @@ pub fn restore_causes(restore: &Value, f: RestoreFacts<'_>) -> Vec<Cause> {
             let target_uid = f.target.and_then(|t| t["metadata"]["uid"].as_str());
             if let (Some(s), Some(t)) = (source_uid, target_uid)
                 && s != t
-                && !f.target_running
             {
                 out.push(invalid(
                     snapshot_field,
@@ -136,7 +121,6 @@ mod tests {
         let (v, s) = (vm("vm-uid"), snapshot(true, "Succeeded"));
         let facts = RestoreFacts {
             target: Some(&v),
-            target_running: false,
             snapshot: Some(&s),
             restores: &[],
         };
@@ -149,32 +133,9 @@ mod tests {
     }
 
     #[test]
-    fn a_running_target_is_refused() {
-        let (v, s) = (vm("vm-uid"), snapshot(true, "Succeeded"));
-        let got = restore_causes(
-            &restore("vm1"),
-            RestoreFacts {
-                target: Some(&v),
-                target_running: true,
-                snapshot: Some(&s),
-                restores: &[],
-            },
-        );
-        assert_eq!(
-            messages(got),
-            [(
-                "spec.target".to_string(),
-                "VirtualMachineInstance \"vm1\" exists, VM must be stopped before restore"
-                    .to_string()
-            )]
-        );
-    }
-
-    #[test]
     fn a_missing_failed_or_unready_snapshot_is_refused() {
         let facts = |s| RestoreFacts {
             target: None,
-            target_running: false,
             snapshot: s,
             restores: &[],
         };
@@ -203,7 +164,6 @@ mod tests {
             &restore("vm1"),
             RestoreFacts {
                 target: Some(&v),
-                target_running: false,
                 snapshot: Some(&s),
                 restores: &[],
             },
@@ -223,7 +183,6 @@ mod tests {
         done["status"] = json!({"complete": true});
         let facts = RestoreFacts {
             target: None,
-            target_running: false,
             snapshot: Some(&s),
             restores: &[running, done],
         };

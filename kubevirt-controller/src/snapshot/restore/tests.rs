@@ -197,3 +197,88 @@ fn a_data_volume_without_template_becomes_a_claim_volume() {
         Some("restore-r-uid-root")
     );
 }
+
+fn restore_with(target: &str, extra: serde_json::Value) -> VirtualMachineRestore {
+    let mut r = serde_json::to_value(restore(target)).expect("encodes");
+    for (k, v) in extra.as_object().expect("an object") {
+        r["spec"][k] = v.clone();
+    }
+    serde_json::from_value(r).expect("the restore decodes")
+}
+
+#[test]
+fn claim_names_follow_the_policy_and_the_overrides() {
+    let names = |r: &VirtualMachineRestore| -> Vec<String> {
+        volume_restores(r, &content())
+            .expect("restores")
+            .into_iter()
+            .map(|v| v.persistent_volume_claim)
+            .collect()
+    };
+    let prefixed = restore_with(
+        "vm2",
+        serde_json::json!({"volumeRestorePolicy": "PrefixTargetName"}),
+    );
+    assert_eq!(names(&prefixed), ["vm2-root", "vm2-data"]);
+    let overridden = restore_with(
+        "vm2",
+        serde_json::json!({"volumeRestorePolicy": "PrefixTargetName",
+            "volumeRestoreOverrides": [{"volumeName": "data", "restoreName": "my-data",
+                                        "labels": {"tier": "gold"}, "annotations": {"note": "kept"}}]}),
+    );
+    assert_eq!(names(&overridden), ["vm2-root", "my-data"]);
+    let in_place = restore_with("vm1", serde_json::json!({"volumeRestorePolicy": "InPlace"}));
+    assert_eq!(
+        volume_restores(&in_place, &content()),
+        Err(RestoreError::InPlace)
+    );
+
+    // The override's labels and annotations reach the restored claim.
+    let c = content();
+    let r = volume_restores(&overridden, &c).expect("restores");
+    let backup = c
+        .spec
+        .volume_backups
+        .iter()
+        .flatten()
+        .find(|b| b.volume_name == "data")
+        .expect("a backup");
+    let claim = restore_claim(&overridden, backup, &r[1], ("vm1", "ns"));
+    let meta = &claim.metadata;
+    assert_eq!(meta.name.as_deref(), Some("my-data"));
+    assert_eq!(meta.labels.as_ref().expect("labels")["tier"], "gold");
+    assert_eq!(
+        meta.annotations.as_ref().expect("annotations")["note"],
+        "kept"
+    );
+}
+
+#[test]
+fn a_new_vm_gets_the_patches_and_a_bad_patch_is_named() {
+    let c = content();
+    let patched = restore_with(
+        "vm2",
+        serde_json::json!({"patches": [
+            r#"{"op": "replace", "path": "/spec/runStrategy", "value": "Halted"}"#,
+            r#"{"op": "add", "path": "/metadata/labels/restored", "value": "yes"}"#
+        ]}),
+    );
+    let r = volume_restores(&patched, &c).expect("restores");
+    let vm = restored_vm(&patched, &c, &r, None).expect("the VM");
+    assert_eq!(vm.spec.run_strategy.as_deref(), Some("Halted"));
+    assert_eq!(
+        vm.metadata.labels.as_ref().expect("labels")["restored"],
+        "yes"
+    );
+
+    let broken = restore_with(
+        "vm2",
+        serde_json::json!({"patches": [r#"{"op": "remove", "path": "/spec/nothing/here"}"#]}),
+    );
+    let err = restored_vm(&broken, &c, &r, None).expect_err("the patch does not apply");
+    assert!(
+        err.to_string()
+            .starts_with("spec.patches[0] does not apply"),
+        "{err}"
+    );
+}

@@ -109,3 +109,34 @@ fn several_classes_of_a_driver_need_a_default() {
     );
     assert_eq!(class_for(&sc, &[class("a", false)]), Ok("a".into()));
 }
+
+#[test]
+fn the_vm_status_says_which_volumes_can_be_snapshotted_in_upstreams_words() {
+    let mut claims = claims();
+    claims.insert("data-claim".into(), claim("data-claim", "other"));
+    let got = decide(&vm(), &claims, &storage_classes(), &snapshot_classes());
+    let statuses: Vec<(String, bool, Option<String>)> = got
+        .statuses(&vm())
+        .into_iter()
+        .map(|s| (s.name, s.enabled, s.reason))
+        .collect();
+    let names: Vec<&str> = statuses.iter().map(|s| s.0.as_str()).collect();
+    assert_eq!(
+        names,
+        ["root", "data", "boot", "init"],
+        "the VM's volume order"
+    );
+    assert_eq!(statuses[0], ("root".into(), true, None));
+    assert_eq!(
+        statuses[2].2.as_deref(),
+        Some("Snapshot is not supported for this volumeSource type [boot]")
+    );
+    assert_eq!(
+        statuses[1],
+        (
+            "data".into(),
+            false,
+            Some("No VolumeSnapshotClass: Volume snapshots are not configured for this StorageClass [other] [data]".into())
+        )
+    );
+}

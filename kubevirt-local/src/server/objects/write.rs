@@ -150,9 +150,7 @@ fn admit_restore(
     name: &str,
     obj: &Value,
 ) -> Result<(), ApiError> {
-    use crate::semantics::snapshots::{
-        RESTORES, RestoreFacts, SNAPSHOTS, VMIS, VMS, restore_causes,
-    };
+    use crate::semantics::snapshots::{RESTORES, RestoreFacts, SNAPSHOTS, VMS, restore_causes};
     let get = |resource: &str, n: &Value| -> Result<Option<Value>, ApiError> {
         match n.as_str() {
             Some(n) if !n.is_empty() => Ok(state.store.get(&ObjectKey::new(resource, ns, n))?),
@@ -161,14 +159,12 @@ fn admit_restore(
     };
     let target_name = &obj["spec"]["target"]["name"];
     let target = get(VMS, target_name)?;
-    let target_running = get(VMIS, target_name)?.is_some();
     let snapshot = get(SNAPSHOTS, &obj["spec"]["virtualMachineSnapshotName"])?;
     let restores = state.store.list(RESTORES, Some(ns))?.0;
     let causes = restore_causes(
         obj,
         RestoreFacts {
             target: target.as_ref(),
-            target_running,
             snapshot: snapshot.as_ref(),
             restores: &restores,
         },
