@@ -36,13 +36,7 @@ pub fn snapshot_blocker(
 ) -> Option<String> {
     let ns = vm.metadata.namespace.as_deref().unwrap_or_default();
     let vm_name = vm.metadata.name.as_deref().unwrap_or_default();
-    let volumes = vm
-        .spec
-        .template
-        .spec
-        .as_ref()
-        .and_then(|s| s.volumes.as_ref());
-    for v in volumes.into_iter().flatten() {
+    for v in crate::vm::storage::volumes(vm) {
         let Some(claim_name) = claim_of(v) else {
             continue;
         };

@@ -80,15 +80,7 @@ impl Inclusion {
     /// A VM's `status.volumeSnapshotStatuses` (upstream's VM controller), in `vm`'s volume order,
     /// with upstream's reasons where it has them.
     pub fn statuses(&self, vm: &VirtualMachine) -> Vec<VolumeSnapshotStatus> {
-        let volumes = vm
-            .spec
-            .template
-            .spec
-            .as_ref()
-            .and_then(|s| s.volumes.as_ref());
-        volumes
-            .into_iter()
-            .flatten()
+        crate::vm::storage::volumes(vm)
             .map(|v| {
                 let name = v.name.clone();
                 let reason = self.excluded.iter().find(|e| e.volume == v.name).map(|e| {
@@ -174,13 +166,7 @@ pub fn decide(
     classes: &[SnapshotClass],
 ) -> Inclusion {
     let mut out = Inclusion::default();
-    let volumes = vm
-        .spec
-        .template
-        .spec
-        .as_ref()
-        .and_then(|s| s.volumes.as_ref());
-    for v in volumes.into_iter().flatten() {
+    for v in crate::vm::storage::volumes(vm) {
         let exclude = |reason: String, claim_backed, unconfigured_class| Excluded {
             volume: v.name.clone(),
             reason,

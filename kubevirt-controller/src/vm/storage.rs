@@ -173,7 +173,8 @@ fn templates(vm: &VirtualMachine) -> impl Iterator<Item = &DataVolumeTemplateSpe
     vm.spec.data_volume_templates.iter().flatten()
 }
 
-fn volumes(vm: &VirtualMachine) -> impl Iterator<Item = &kubevirt_api::core::v1::Volume> {
+/// The volumes of `vm`'s template.
+pub fn volumes(vm: &VirtualMachine) -> impl Iterator<Item = &kubevirt_api::core::v1::Volume> {
     vm.spec
         .template
         .spec
