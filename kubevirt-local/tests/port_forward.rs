@@ -1,7 +1,8 @@
 //! `kubectl port-forward` into pods on the local node: the real kubectl 1.32 against
 //! `kubevirt-local up` (API server + kubelet + its containerd), whose runtime serves the
 //! forwarded connections. kubectl speaks SPDY tunnelled in a websocket by default and plain
-//! SPDY with `KUBECTL_PORT_FORWARD_WEBSOCKETS=false`; both are exercised. Needs root and the
+//! SPDY with `KUBECTL_PORT_FORWARD_WEBSOCKETS=false`; both are exercised, and the older
+//! websocket channel protocol (kube-rs's) through `kubectl proxy`. Needs root and the
 //! node packages; skips (saying why) without them.
 
 mod common;
@@ -144,6 +145,85 @@ fn fetch(port: u16) -> String {
         .to_string()
 }
 
+/// `kubectl proxy` on a free loopback port (plain HTTP, kubectl's credentials); it and its port.
+fn proxy(up: &Up) -> (Child, u16) {
+    let kubeconfig = up.kubeconfig();
+    let mut child = Command::new("kubectl")
+        .env("KUBECONFIG", &kubeconfig)
+        .args(["proxy", "--port=0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("kubectl proxy");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port = line
+        .trim()
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("kubectl proxy said {line:?}"));
+    (child, port)
+}
+
+/// `GET /` to pod `pod`'s port `port` over the older websocket protocol (as kube-rs speaks it:
+/// `v4.channel.k8s.io`, `?ports=`, channel 0 data, 1 errors, each first naming its port),
+/// through `kubectl proxy` on `proxy_port`; the data and error channels' bytes.
+fn channel_fetch(proxy_port: u16, pod: &str, port: u16) -> (String, String) {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", proxy_port))
+            .await
+            .unwrap();
+        let mut req = format!(
+            "ws://127.0.0.1:{proxy_port}/api/v1/namespaces/default/pods/{pod}/portforward?ports={port}"
+        )
+        .into_client_request()
+        .unwrap();
+        req.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            "v5.channel.k8s.io, v4.channel.k8s.io".parse().unwrap(),
+        );
+        let (mut ws, answer) = tokio_tungstenite::client_async(req, tcp)
+            .await
+            .expect("the websocket upgrade");
+        assert_eq!(answer.headers()["sec-websocket-protocol"], "v4.channel.k8s.io");
+        let ask = [&[0u8][..], b"GET / HTTP/1.0\r\n\r\n"].concat();
+        ws.send(Message::Binary(ask.into())).await.unwrap();
+        let (mut data, mut errors, mut named) = (Vec::new(), Vec::new(), 0);
+        let read = async {
+            while let Some(Ok(m)) = ws.next().await {
+                let Message::Binary(b) = m else { continue };
+                let Some((&channel, rest)) = b.split_first() else {
+                    continue;
+                };
+                if named < 2 && rest == port.to_le_bytes() {
+                    named += 1;
+                    continue;
+                }
+                match channel {
+                    0 => data.extend_from_slice(rest),
+                    _ => errors.extend_from_slice(rest),
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(20), read).await;
+        assert_eq!(named, 2, "each channel names its port first");
+        (
+            String::from_utf8_lossy(&data).into_owned(),
+            String::from_utf8_lossy(&errors).into_owned(),
+        )
+    })
+}
+
 #[test]
 fn kubectl_port_forward_over_websockets_reaches_pods_and_services() {
     require_node!();
@@ -242,6 +322,19 @@ fn kubectl_port_forward_over_spdy_and_a_pod_not_running() {
     assert_eq!(fetch(ports[0]), "hello-8080");
     assert_eq!(fetch(ports[1]), "hello-8081");
     assert_eq!(fetch(ports[0]), "hello-8080");
+
+    // The older websocket protocol (kube-rs's), through kubectl proxy: the page, and for a
+    // port nobody listens on, the runtime's error on the error channel.
+    let (mut proxy_child, proxy_port) = proxy(&up);
+    let (data, errors) = channel_fetch(proxy_port, "web", 8081);
+    assert!(data.ends_with("hello-8081\n"), "{data:?} {errors:?}");
+    let (data, errors) = channel_fetch(proxy_port, "web", 9999);
+    assert!(
+        data.is_empty() && errors.contains("connection refused"),
+        "{data:?} {errors:?}"
+    );
+    let _ = proxy_child.kill();
+    let _ = proxy_child.wait();
 
     // A pod bound to the node whose image does not exist stays Pending: a clear 400.
     let missing = format!("{}/test/does-not-exist:1", im.registry.address());

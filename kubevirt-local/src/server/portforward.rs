@@ -11,6 +11,12 @@
 //! message's payload to the runtime and the runtime's bytes back as binary messages (what
 //! kube-apiserver's `TunnelingHandler` does); for a SPDY client, a plain copy both ways.
 //!
+//! Clients of the older websocket protocol (kube-rs among them: `v4.channel.k8s.io` or
+//! `v4.base64.channel.k8s.io`, the ports in the `ports` query, one data and one error channel
+//! per port) are served too, as upstream's kubelet serves them: the runtime's streaming server
+//! speaks that protocol for the ports of the CRI request, so the server dials it as a websocket
+//! and relays frames.
+//!
 //! The session ends when either side closes, and when the pod is deleted, replaced (another
 //! uid) or finished: kubectl then reports `lost connection to pod` and exits, rather than
 //! forwarding into a pod that is gone.
@@ -28,7 +34,10 @@ use futures::{SinkExt, StreamExt};
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio::sync::broadcast;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message as BackendMessage;
 
 use crate::error::ApiError;
 use crate::server::route::Target;
@@ -41,6 +50,8 @@ const PROTOCOL: &str = "portforward.k8s.io";
 const SPDY: &str = "SPDY/3.1";
 /// The websocket subprotocol that tunnels SPDY port forwarding.
 const TUNNELED: &str = "SPDY/3.1+portforward.k8s.io";
+/// The older websocket protocols, one data and one error channel per port (binary, base64).
+const CHANNEL_PROTOCOLS: [&str; 2] = ["v4.channel.k8s.io", "v4.base64.channel.k8s.io"];
 /// The header naming stream protocols.
 const PROTOCOL_HEADER: &str = "X-Stream-Protocol-Version";
 /// How much of the runtime's output one websocket message carries at most.
@@ -52,6 +63,8 @@ enum Client {
     Tunneled(WebSocketUpgrade),
     /// Plain SPDY: the connection, once the 101 is sent.
     Spdy(OnUpgrade),
+    /// The older channel protocol (`None`: the client named no subprotocol, which means binary).
+    Channel(WebSocketUpgrade, Option<&'static str>),
 }
 
 /// The values of every `name` header, split at commas and trimmed.
@@ -71,16 +84,25 @@ async fn client_of(parts: &mut axum::http::request::Parts) -> Result<Client, Api
     let upgrade = header_values(&parts.headers, header::UPGRADE.as_str());
     if upgrade.iter().any(|u| u.eq_ignore_ascii_case("websocket")) {
         let offered = header_values(&parts.headers, header::SEC_WEBSOCKET_PROTOCOL.as_str());
-        if !offered.contains(&TUNNELED) {
+        let channel = CHANNEL_PROTOCOLS
+            .iter()
+            .find(|p| offered.contains(p))
+            .copied();
+        if !offered.contains(&TUNNELED) && channel.is_none() && !offered.is_empty() {
             return Err(ApiError::bad_request(format!(
-                "unable to upgrade: no tunneling spdy protocols provided (offered {offered:?}; \
-                 this server tunnels {TUNNELED})"
+                "unable to upgrade: none of the offered protocols {offered:?} is served \
+                 (this server speaks {TUNNELED}, {})",
+                CHANNEL_PROTOCOLS.join(", ")
             )));
         }
+        let tunneled = offered.contains(&TUNNELED);
         let ws = WebSocketUpgrade::from_request_parts(parts, &())
             .await
             .map_err(|e| ApiError::bad_request(format!("unable to upgrade: {}", e.body_text())))?;
-        return Ok(Client::Tunneled(ws));
+        if tunneled {
+            return Ok(Client::Tunneled(ws));
+        }
+        return Ok(Client::Channel(ws, channel));
     }
     if upgrade.iter().any(|u| u.eq_ignore_ascii_case(SPDY)) {
         let asked = header_values(&parts.headers, PROTOCOL_HEADER);
@@ -158,9 +180,7 @@ async fn dial(url: &str) -> Result<TokioIo<Upgraded>, ApiError> {
     let failed = |e: &dyn std::fmt::Display| {
         ApiError::service_unavailable(format!("the runtime's streaming server at {host}: {e}"))
     };
-    let tcp = tokio::net::TcpStream::connect(host)
-        .await
-        .map_err(|e| failed(&e))?;
+    let tcp = TcpStream::connect(host).await.map_err(|e| failed(&e))?;
     let _ = tcp.set_nodelay(true);
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
         .await
@@ -260,6 +280,12 @@ async fn serve(state: Arc<State>, t: Target, req: Request) -> Result<Response, A
             .map_err(|e| ApiError::internal(format!("portforward request failed: {e}")))??
     };
     let client = client_of(&mut parts).await?;
+    if matches!(client, Client::Channel(..)) && !names_ports(&query) {
+        return Err(ApiError::bad_request(
+            "the websocket port-forward protocol needs the ports to forward: add the `ports` query \
+             parameter (e.g. ?ports=8080,9090)",
+        ));
+    }
     let path = format!(
         "/portForward/{}/{}/{}?{query}",
         pod.key.namespace, pod.key.name, pod.uid
@@ -274,8 +300,16 @@ async fn serve(state: Arc<State>, t: Target, req: Request) -> Result<Response, A
         .and_then(|v| v.to_str().ok())
         .ok_or_else(|| ApiError::internal("the kubelet's redirect has no Location"))?
         .to_string();
-    let backend = dial(&location).await?;
     let ends = pod_ends(state, events, pod.key, pod.uid);
+    if let Client::Channel(ws, protocol) = client {
+        let backend = super::exec::dial_with(&location, protocol).await?;
+        let ws = match protocol {
+            Some(p) => ws.protocols([p]),
+            None => ws,
+        };
+        return Ok(ws.on_upgrade(move |client| relay_frames(client, backend, ends)));
+    }
+    let backend = dial(&location).await?;
     match client {
         Client::Tunneled(ws) => Ok(ws
             .protocols([TUNNELED])
@@ -295,7 +329,65 @@ async fn serve(state: Arc<State>, t: Target, req: Request) -> Result<Response, A
             h.insert(PROTOCOL_HEADER, HeaderValue::from_static(PROTOCOL));
             Ok(r)
         }
+        Client::Channel(..) => Err(ApiError::internal("the channel protocol is served above")),
     }
+}
+
+/// Whether a query names ports (`ports` or `port`).
+fn names_ports(query: &str) -> bool {
+    query
+        .split('&')
+        .filter_map(|p| p.split_once('='))
+        .any(|(k, v)| (k == "ports" || k == "port") && !v.is_empty())
+}
+
+/// Relays the older channel protocol's frames between the client and the runtime until either
+/// side ends or the pod does.
+async fn relay_frames(
+    client: WebSocket,
+    backend: WebSocketStream<TcpStream>,
+    ends: impl Future<Output = ()>,
+) {
+    let (mut c_tx, mut c_rx) = client.split();
+    let (mut b_tx, mut b_rx) = backend.split();
+    let up = async {
+        while let Some(Ok(m)) = c_rx.next().await {
+            let m = match m {
+                Message::Binary(b) => BackendMessage::Binary(b),
+                Message::Text(t) => BackendMessage::Text(t.as_str().into()),
+                Message::Close(_) => break,
+                Message::Ping(_) | Message::Pong(_) => continue,
+            };
+            if b_tx.send(m).await.is_err() {
+                break;
+            }
+        }
+        let _ = b_tx.send(BackendMessage::Close(None)).await;
+    };
+    let down = async {
+        while let Some(Ok(m)) = b_rx.next().await {
+            let m = match m {
+                BackendMessage::Binary(b) => Message::Binary(b),
+                BackendMessage::Text(t) => Message::Text(t.as_str().into()),
+                BackendMessage::Close(_) => break,
+                _ => continue,
+            };
+            if c_tx.send(m).await.is_err() {
+                break;
+            }
+        }
+    };
+    tokio::select! {
+        _ = up => {}
+        _ = down => {}
+        _ = ends => {}
+    }
+    let _ = c_tx
+        .send(Message::Close(Some(CloseFrame {
+            code: axum::extract::ws::close_code::NORMAL,
+            reason: "".into(),
+        })))
+        .await;
 }
 
 /// Relays a tunnelling client's binary messages and the runtime's SPDY bytes until either side
@@ -402,17 +494,17 @@ mod tests {
             "{}",
             e.message
         );
-        // A websocket that does not tunnel SPDY (the old portforward.k8s.io channel protocol).
+        // A websocket protocol served neither way.
         let e = asked(&[
             ("Upgrade", "websocket"),
             ("Connection", "Upgrade"),
-            ("Sec-WebSocket-Protocol", "v4.channel.k8s.io"),
+            ("Sec-WebSocket-Protocol", "v5.channel.k8s.io"),
         ])
         .err()
         .unwrap();
         assert_eq!(e.code, 400);
         assert!(
-            e.message.contains("no tunneling spdy protocols"),
+            e.message.contains("none of the offered protocols"),
             "{}",
             e.message
         );
@@ -439,6 +531,14 @@ mod tests {
         .err()
         .unwrap();
         assert!(e.message.contains("cannot"), "{}", e.message);
+    }
+
+    #[test]
+    fn the_channel_protocol_needs_ports() {
+        assert!(names_ports("ports=80"));
+        assert!(names_ports("a=1&port=80"));
+        assert!(!names_ports("ports="));
+        assert!(!names_ports(""));
     }
 
     #[test]
