@@ -49,18 +49,26 @@ fn websocket_url(url: &str) -> Result<(String, String), ApiError> {
     Ok((host, format!("ws://{rest}")))
 }
 
-/// Dials the runtime's streaming URL.
+/// Dials the runtime's streaming URL asking for `v4.channel.k8s.io`.
 async fn dial(url: &str) -> Result<WebSocketStream<TcpStream>, ApiError> {
+    dial_with(url, Some(BACKEND_PROTOCOL)).await
+}
+
+/// Dials the runtime's streaming URL as a websocket of subprotocol `protocol` (none if `None`).
+pub(super) async fn dial_with(
+    url: &str,
+    protocol: Option<&str>,
+) -> Result<WebSocketStream<TcpStream>, ApiError> {
     let (host, ws) = websocket_url(url)?;
     let failed = |e: &dyn std::fmt::Display| {
         ApiError::service_unavailable(format!("the runtime's streaming server at {host}: {e}"))
     };
     let tcp = TcpStream::connect(&host).await.map_err(|e| failed(&e))?;
     let mut req = ws.into_client_request().map_err(|e| failed(&e))?;
-    req.headers_mut().insert(
-        "Sec-WebSocket-Protocol",
-        axum::http::HeaderValue::from_static(BACKEND_PROTOCOL),
-    );
+    if let Some(p) = protocol {
+        let value = axum::http::HeaderValue::from_str(p).map_err(|e| failed(&e))?;
+        req.headers_mut().insert("Sec-WebSocket-Protocol", value);
+    }
     let (stream, _) = tokio_tungstenite::client_async(req, tcp)
         .await
         .map_err(|e| failed(&e))?;

@@ -96,9 +96,14 @@ pub(super) fn locate(
         .ok_or_else(|| ApiError::not_found(&pods, name))?;
     let container = container_of(&pod, container)?;
     let node = pod["spec"]["nodeName"].as_str().unwrap_or_default();
+    Ok((kubelet_of(state, name, node)?, container))
+}
+
+/// The kubelet endpoint of node `node`, where pod `pod` runs.
+pub(super) fn kubelet_of(state: &State, pod: &str, node: &str) -> Result<SocketAddr, ApiError> {
     if node.is_empty() {
         return Err(ApiError::bad_request(format!(
-            "pod {name} is not scheduled to a node yet"
+            "pod {pod} is not scheduled to a node yet"
         )));
     }
     let nodes = state
@@ -108,7 +113,7 @@ pub(super) fn locate(
     let node_obj = state
         .store
         .get(&super::objects::key(&nodes, "", node))?
-        .ok_or_else(|| ApiError::bad_request(format!("node {node} of pod {name} is gone")))?;
+        .ok_or_else(|| ApiError::bad_request(format!("node {node} of pod {pod} is gone")))?;
     let port = node_obj["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"]
         .as_u64()
         .and_then(|p| u16::try_from(p).ok())
@@ -118,7 +123,7 @@ pub(super) fn locate(
                 "node {node} publishes no kubelet endpoint (status.daemonEndpoints.kubeletEndpoint.Port)"
             ))
         })?;
-    Ok((SocketAddr::from((Ipv4Addr::LOCALHOST, port)), container))
+    Ok(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
 }
 
 /// Resolves the kubelet and the path for a log request.

@@ -15,6 +15,7 @@ mod logs;
 pub mod objects;
 mod openapi;
 mod pod_columns;
+mod portforward;
 pub mod printers;
 pub mod reviews;
 pub mod route;
@@ -63,6 +64,10 @@ pub fn router(state: Arc<State>) -> axum::Router {
         .route(
             "/api/v1/namespaces/{ns}/pods/{name}/attach",
             axum::routing::any(pod_stream),
+        )
+        .route(
+            "/api/v1/namespaces/{ns}/pods/{name}/portforward",
+            axum::routing::any(pod_port_forward),
         )
         .fallback(dispatch)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_REQUEST_BYTES))
@@ -171,6 +176,20 @@ async fn pod_stream(
         return error_response(&ApiError::no_route());
     };
     exec::pod_stream(state, target, req).await
+}
+
+/// `pods/{name}/portforward` (SPDY, or SPDY tunnelled in a websocket).
+async fn pod_port_forward(
+    axum::extract::State(state): axum::extract::State<Arc<State>>,
+    req: axum::extract::Request,
+) -> Response {
+    if let Err(e) = admit(&state, req.method(), req.uri(), req.headers()) {
+        return error_response(&e);
+    }
+    let Some(Route::Object(target)) = route::parse(req.uri().path()) else {
+        return error_response(&ApiError::no_route());
+    };
+    portforward::pod_port_forward(state, target, req).await
 }
 
 async fn dispatch(

@@ -79,6 +79,20 @@ impl State {
                 Ok(())
             })?;
         }
+        // Every namespace has its `default` service account before any pod can ask for it
+        // (namespaces made by an older server, or by `apiserver` without the publisher).
+        let (namespaces, _) = state.store.list(NAMESPACE_RESOURCE, None)?;
+        state.store.write(|t| -> Result<(), ApiError> {
+            for ns in &namespaces {
+                if ns["metadata"].get("deletionTimestamp").is_some() {
+                    continue;
+                }
+                if let Some(name) = ns["metadata"]["name"].as_str() {
+                    super::objects::service_accounts::ensure_default(t, name, &now)?;
+                }
+            }
+            Ok(())
+        })?;
         state.ensure_cluster_objects(
             super::authz::CLUSTER_ROLES,
             crate::semantics::rbac_bootstrap::cluster_roles(),

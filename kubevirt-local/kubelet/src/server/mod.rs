@@ -1,11 +1,13 @@
 //! The kubelet's own HTTP endpoint (its port is the Node's `daemonEndpoints.kubeletEndpoint`),
 //! which the API server proxies `pods/log` to: `/containerLogs/{namespace}/{pod}/{container}`
 //! with `follow`, `tailLines`, `previous` and `timestamps`, read from the CRI log files; and
-//! `/exec|attach/{namespace}/{pod}/{container}`, redirected to the runtime's streaming server.
+//! `/exec|attach/{namespace}/{pod}/{container}` and `/portForward/{namespace}/{pod}[/{uid}]`,
+//! redirected to the runtime's streaming server.
 //! Plain HTTP on loopback: only this host (the API server) reaches it.
 
 pub mod exec;
 mod logs;
+pub mod portforward;
 
 pub use logs::{LogError, LogOptions, read_log, render};
 
@@ -51,6 +53,14 @@ pub async fn serve(
             "/attach/{ns}/{pod}/{container}",
             get(streaming::<false>).post(streaming::<false>),
         )
+        .route(
+            "/portForward/{ns}/{pod}",
+            get(port_forward).post(port_forward),
+        )
+        .route(
+            "/portForward/{ns}/{pod}/{uid}",
+            get(port_forward_uid).post(port_forward_uid),
+        )
         .route("/healthz", get(|| async { "ok" }))
         .with_state(Arc::new(Logs { dir: logs_dir, cri }));
     let task = tokio::spawn(async move {
@@ -78,6 +88,29 @@ async fn streaming<const EXEC: bool>(
         exec::Session::Attach
     };
     exec::stream(&logs.cri, session, target, query.as_deref().unwrap_or("")).await
+}
+
+async fn port_forward(
+    State(logs): State<Arc<Logs>>,
+    Path((ns, pod)): Path<(String, String)>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Response {
+    portforward::stream(&logs.cri, &ns, &pod, None, query.as_deref().unwrap_or("")).await
+}
+
+async fn port_forward_uid(
+    State(logs): State<Arc<Logs>>,
+    Path((ns, pod, uid)): Path<(String, String, String)>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Response {
+    portforward::stream(
+        &logs.cri,
+        &ns,
+        &pod,
+        Some(&uid),
+        query.as_deref().unwrap_or(""),
+    )
+    .await
 }
 
 async fn container_logs(

@@ -7,6 +7,7 @@ mod claims;
 mod delete;
 mod read;
 mod scale;
+pub(crate) mod service_accounts;
 mod token;
 
 pub(crate) use token::service_account_of;

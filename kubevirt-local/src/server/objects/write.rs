@@ -4,6 +4,7 @@ use super::super::admission::{Operation, admit};
 use super::super::state::{CRD_RESOURCE, NAMESPACE_RESOURCE, now};
 use super::claims;
 use super::scale::write_scale;
+use super::service_accounts;
 use super::{Body, Reply, Request, dry_run, field_validation, key, parse_body, versioned};
 use crate::error::ApiError;
 use crate::registry::Resource;
@@ -56,16 +57,24 @@ fn create_value(
     let ns = t.namespace.clone().unwrap_or_default();
     let classes = || Ok(state.store.list(STORAGE_CLASSES, None)?.0);
     let (name, obj, warnings) = admit_new(state, res, t, obj, req, classes)?;
+    if is_pod(res) {
+        service_accounts::wait_for_default(&state.store, &ns, &obj)?;
+    }
     let k = key(res, &ns, &name);
     let stored = state.store.write(|tx| -> Result<Value, ApiError> {
         require_namespace(tx, res, &ns)?;
         if tx.get(&k)?.is_some() {
             return Err(ApiError::already_exists(res, &name));
         }
+        if is_pod(res) {
+            service_accounts::require(tx, &ns, &obj)?;
+        }
         if dry_run(req) {
             return Ok(obj.clone());
         }
-        Ok(tx.put(&k, obj.clone(), EventType::Added)?)
+        let stored = tx.put(&k, obj.clone(), EventType::Added)?;
+        with_namespace(tx, res, &name)?;
+        Ok(stored)
     })?;
     after_write(state, res)?;
     Ok(Reply {
@@ -73,6 +82,20 @@ fn create_value(
         body: Body::Json(versioned(res, &t.version, stored)),
         warnings,
     })
+}
+
+/// Whether `res` is the core Pod resource.
+fn is_pod(res: &Resource) -> bool {
+    res.group.is_empty() && res.kind == "Pod"
+}
+
+/// What comes with a new namespace `name` in its own transaction: its `default` service
+/// account (see [`service_accounts`]).
+fn with_namespace(tx: &mut Txn<'_>, res: &Resource, name: &str) -> Result<(), ApiError> {
+    if res.group.is_empty() && res.kind == "Namespace" {
+        service_accounts::ensure_default(tx, name, &now())?;
+    }
+    Ok(())
 }
 
 /// Everything a new object goes through before it is stored, whichever endpoint created it
@@ -358,10 +381,15 @@ pub(super) fn patch_object(
             let (_, obj, w) = admit_new(state, res, t, applied, req, || claims::classes_in(tx))?;
             warnings = w;
             require_namespace(tx, res, &ns)?;
+            if is_pod(res) {
+                service_accounts::require(tx, &ns, &obj)?;
+            }
             if dry_run(req) {
                 return Ok(obj);
             }
-            return Ok(tx.put(&k, obj, EventType::Added)?);
+            let stored = tx.put(&k, obj, EventType::Added)?;
+            with_namespace(tx, res, name)?;
+            return Ok(stored);
         };
         // Patches are written against the resource's own view of the object.
         let mut patched = res.present(old.clone());
