@@ -126,6 +126,8 @@ pub enum HttpError {
         status: StatusCode,
         /// What to do about it.
         hint: &'static str,
+        /// The `WWW-Authenticate` challenge of a 401 (a registry's token flow reads it).
+        challenge: Option<String>,
     },
     /// A redirect without a usable Location.
     #[error("{url} redirects to {location:?}, which is not a usable URL")]
@@ -251,10 +253,15 @@ impl Source for HttpSource {
                     404 | 410 => "; check the DataVolume's source.http.url",
                     _ => "",
                 };
+                let challenge = response
+                    .headers()
+                    .get(hyper::header::WWW_AUTHENTICATE)
+                    .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
                 return Err(HttpError::Status {
                     url: uri.to_string(),
                     status,
                     hint,
+                    challenge,
                 }
                 .into());
             }
