@@ -99,13 +99,8 @@ fn a_registry_image_is_imported_and_a_missing_one_is_named() {
     assert_eq!(leftovers, ["disk.img"], "nothing but the disk stays");
 
     let failing = eventually("the missing image on the DataVolume", 60, || {
-        up.get("dv", "missing").filter(|d| {
-            d["status"]["conditions"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|c| c["type"] == "Running" && c["reason"] == "Error")
-        })
+        up.get("dv", "missing")
+            .filter(|d| condition(d, "Running")["reason"] == "Error")
     });
     assert_ne!(failing["status"]["phase"], "Succeeded", "{failing}");
     let running = condition(&failing, "Running");

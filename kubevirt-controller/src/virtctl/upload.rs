@@ -27,6 +27,7 @@ use tokio::io::AsyncReadExt;
 use super::VirtctlError;
 use super::connect::Connection;
 use crate::cdi::datavolume::POD_PHASE;
+use crate::cdi::datavolume::sync::annotation;
 use crate::cdi::upload::api::{GROUP, PROXY_PREFIX, VERSION};
 use crate::cdi::upload::pvc::{POD_READY, UPLOAD_TARGET, is_upload_target};
 
@@ -250,7 +251,7 @@ async fn prepare_claim(
                     f.name
                 )));
             }
-            if claim_annotation(&claim, POD_PHASE) == Some("Succeeded") {
+            if annotation(&claim, POD_PHASE) == Some("Succeeded") {
                 return Err(VirtctlError::Failed(format!(
                     "PVC {} already successfully imported/cloned/updated",
                     f.name
@@ -276,15 +277,6 @@ async fn prepare_claim(
     Ok(claims)
 }
 
-fn claim_annotation<'a>(claim: &'a PersistentVolumeClaim, key: &str) -> Option<&'a str> {
-    claim
-        .metadata
-        .annotations
-        .as_ref()?
-        .get(key)
-        .map(String::as_str)
-}
-
 async fn wait_claim(
     claims: &Api<PersistentVolumeClaim>,
     name: &str,
@@ -298,9 +290,9 @@ async fn wait_claim(
             .await
             .map_err(VirtctlError::from_kube)?
         {
-            let phase = claim_annotation(&claim, POD_PHASE);
+            let phase = annotation(&claim, POD_PHASE);
             let reached = match stage {
-                Stage::Ready => claim_annotation(&claim, POD_READY) == Some("true"),
+                Stage::Ready => annotation(&claim, POD_READY) == Some("true"),
                 Stage::Done => phase == Some("Succeeded"),
             };
             if reached {

@@ -357,7 +357,8 @@ fn condition(
     }
 }
 
-fn annotation<'a>(claim: &'a PersistentVolumeClaim, key: &str) -> Option<&'a str> {
+/// Annotation `key` of `claim`.
+pub fn annotation<'a>(claim: &'a PersistentVolumeClaim, key: &str) -> Option<&'a str> {
     claim
         .metadata
         .annotations

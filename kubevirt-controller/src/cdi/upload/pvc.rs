@@ -20,6 +20,7 @@ use kubevirt_api::cdi::v1beta1::DataVolume;
 use serde_json::json;
 
 use crate::cdi::datavolume::importer::{Source, pod_for, running_ip, upload_pod_name};
+use crate::cdi::datavolume::sync::annotation;
 use crate::cdi::datavolume::{DataVolumeConfig, POD_PHASE};
 
 /// Claim annotation: the claim is an upload target.
@@ -37,15 +38,6 @@ pub fn is_upload_target(claim: &PersistentVolumeClaim) -> bool {
         .annotations
         .as_ref()
         .is_some_and(|a| a.contains_key(UPLOAD_TARGET))
-}
-
-fn annotation<'a>(claim: &'a PersistentVolumeClaim, key: &str) -> Option<&'a str> {
-    claim
-        .metadata
-        .annotations
-        .as_ref()?
-        .get(key)
-        .map(String::as_str)
 }
 
 /// The upload server pod of `claim`: the DataVolume upload pod, owned by the claim.
