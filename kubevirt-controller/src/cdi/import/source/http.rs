@@ -226,6 +226,7 @@ impl Source for HttpSource {
             .map_err(HttpError::Runtime)?;
         let mut tls = None;
         let mut uri = self.uri.clone();
+        let mut options = self.options.clone();
         for _ in 0..=MAX_REDIRECTS {
             if uri.scheme_str() == Some("https") && tls.is_none() {
                 tls = Some(super::tls::client_config(
@@ -233,7 +234,7 @@ impl Source for HttpSource {
                     self.options.insecure_skip_verify,
                 )?);
             }
-            let response = rt.block_on(get(&uri, &self.options, tls.as_ref()))?;
+            let response = rt.block_on(get(&uri, &options, tls.as_ref()))?;
             let status = response.status();
             if status.is_redirection()
                 && let Some(location) = response.headers().get(hyper::header::LOCATION)
@@ -243,6 +244,15 @@ impl Source for HttpSource {
                     url: uri.to_string(),
                     location,
                 })?;
+                // As Go's client: credentials do not follow a redirect to another host (a
+                // registry's blob redirected to object storage with its own signature).
+                if uri.host() != self.uri.host() {
+                    options.basic_auth = None;
+                    options.extra_headers.retain(|(name, _)| {
+                        !name.eq_ignore_ascii_case("authorization")
+                            && !name.eq_ignore_ascii_case("cookie")
+                    });
+                }
                 continue;
             }
             if status != StatusCode::OK {

@@ -18,10 +18,18 @@ struct Content {
     blobs: BTreeMap<String, Vec<u8>>,
     auth: bool,
     requests: Vec<String>,
+    /// Blobs are redirected to this base URL (object storage).
+    redirect_blobs: Option<String>,
+    /// Any Authorization header is refused (400, as S3 answers a second auth mechanism).
+    refuse_auth: bool,
 }
 
 fn serve(content: Arc<Mutex<Content>>) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    serve_on("127.0.0.1", content)
+}
+
+fn serve_on(ip: &str, content: Arc<Mutex<Content>>) -> String {
+    let listener = TcpListener::bind((ip, 0)).unwrap();
     let address = listener.local_addr().unwrap().to_string();
     let realm = format!("http://{address}/token");
     std::thread::spawn(move || {
@@ -55,7 +63,16 @@ fn serve(content: Arc<Mutex<Content>>) -> String {
                 "Basic {}",
                 base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"))
             );
-            let (status, extra, body): (&str, String, Vec<u8>) = if path.starts_with("/token") {
+            let blob = path.contains("/blobs/");
+            let (status, extra, body): (&str, String, Vec<u8>) = if c.refuse_auth
+                && !auth.is_empty()
+            {
+                (
+                    "400 Bad Request",
+                    String::new(),
+                    b"one auth mechanism only".to_vec(),
+                )
+            } else if path.starts_with("/token") {
                 if auth == basic && path.contains("scope=repository%3A") {
                     (
                         "200 OK",
@@ -75,6 +92,12 @@ fn serve(content: Arc<Mutex<Content>>) -> String {
                     "WWW-Authenticate: Bearer realm=\"{realm}\",service=\"test\",scope=\"repository:{repo}:pull\"\r\n"
                 );
                 ("401 Unauthorized", challenge, b"{}".to_vec())
+            } else if let Some(base) = c.redirect_blobs.as_ref().filter(|_| blob) {
+                (
+                    "307 Temporary Redirect",
+                    format!("Location: {base}{path}\r\n"),
+                    Vec::new(),
+                )
             } else {
                 match c.blobs.get(path.trim_start_matches("/v2/")) {
                     Some(b) => ("200 OK", String::new(), b.clone()),
@@ -262,6 +285,45 @@ fn the_token_flow_uses_the_credentials_and_bad_ones_are_named() {
         let e = read_all(&mut s).unwrap_err().to_string();
         assert!(e.contains("HTTP 401") && e.contains("secretRef"), "{e}");
     }
+}
+
+#[test]
+fn credentials_do_not_follow_a_blob_redirected_to_another_host() {
+    let dir = kubevirt_testsupport::tempdir("regsrc");
+    let storage = Arc::new(Mutex::new(Content {
+        refuse_auth: true,
+        ..Content::default()
+    }));
+    let storage_address = serve_on("127.0.0.2", storage.clone());
+    let content = Arc::new(Mutex::new(Content {
+        auth: true,
+        redirect_blobs: Some(format!("http://{storage_address}")),
+        ..Content::default()
+    }));
+    let address = serve(content.clone());
+    let layer = tar(&[("disk/disk.img", b"from object storage")]);
+    put_image(
+        &mut content.lock().unwrap(),
+        "private/disk",
+        "v1",
+        std::slice::from_ref(&layer),
+        false,
+    );
+    put_image(
+        &mut storage.lock().unwrap(),
+        "private/disk",
+        "v1",
+        &[layer],
+        false,
+    );
+    let mut s = RegistrySource::new(
+        &format!("docker://{address}/private/disk:v1"),
+        options(&dir, true),
+    )
+    .unwrap();
+    assert_eq!(read_all(&mut s).unwrap(), b"from object storage");
+    let fetched = storage.lock().unwrap().requests.clone();
+    assert!(fetched.iter().any(|r| r.contains("/blobs/")), "{fetched:?}");
 }
 
 #[test]
