@@ -118,12 +118,13 @@ impl Controllers {
     }
 
     /// Start the DataVolume controller (CDI's): every DataVolume gets its claim and an importer
-    /// pod running `config`'s importer image. Needs pods that run (a kubelet) and claims that
+    /// pod running `config`'s importer image; and the StorageProfile controller beside it. Needs pods that run (a kubelet) and claims that
     /// bind (a provisioner).
     pub fn start_data_volume_controller(
         &mut self,
         config: crate::cdi::datavolume::DataVolumeConfig,
     ) {
+        let config_for_uploads = config.clone();
         let dv = crate::cdi::datavolume::controller::run(
             self.client.clone(),
             config,
@@ -131,6 +132,21 @@ impl Controllers {
             self.report("datavolume controller"),
         );
         self.tasks.push(tokio::spawn(dv));
+        // Its claims' defaults: a StorageProfile per StorageClass.
+        let profiles = crate::cdi::storageprofile::controller::run(
+            self.client.clone(),
+            self.stopped(),
+            self.report("storageprofile controller"),
+        );
+        self.tasks.push(tokio::spawn(profiles));
+        // Uploads straight into claims (`virtctl image-upload pvc`).
+        let uploads = crate::cdi::upload::pvc::run(
+            self.client.clone(),
+            config_for_uploads,
+            self.stopped(),
+            self.report("upload controller"),
+        );
+        self.tasks.push(tokio::spawn(uploads));
     }
 
     /// Start the node agent that runs this node's VMIs, in direct mode (it spawns their

@@ -522,15 +522,28 @@ fn the_command_imports_as_the_importer_pod_and_reports_in_the_termination_messag
 
     let (status, message) = importer(
         &claim,
-        &[
-            ("IMPORTER_SOURCE", "registry"),
-            ("IMPORTER_ENDPOINT", "docker://x"),
-        ],
+        &[("IMPORTER_SOURCE", "s3"), ("IMPORTER_ENDPOINT", "s3://b/k")],
     );
     assert_eq!(status.code(), Some(1));
     assert_eq!(
         message,
-        "the registry data source is not supported by this importer yet"
+        "the s3 data source is not supported by this importer yet"
+    );
+
+    // A registry that is not there: the failure names where it went.
+    let (status, message) = importer(
+        &claim,
+        &[
+            ("IMPORTER_SOURCE", "registry"),
+            ("IMPORTER_ENDPOINT", "docker://127.0.0.1:1/disks/x:1"),
+        ],
+    );
+    assert_eq!(status.code(), Some(1));
+    assert!(
+        message.starts_with(
+            "Unable to process data: connecting to https://127.0.0.1:1/v2/disks/x/manifests/1"
+        ),
+        "{message}"
     );
 }
 

@@ -81,8 +81,14 @@ impl Registry {
     /// Starts a registry storing under `dir` (its config is written there too) and waits until
     /// it answers.
     pub fn start(dir: &Path) -> io::Result<Self> {
+        Self::start_on(dir, "127.0.0.1")
+    }
+
+    /// As [`Registry::start`], listening on `ip` (e.g. an address pods reach) instead of
+    /// loopback.
+    pub fn start_on(dir: &Path, ip: &str) -> io::Result<Self> {
         let port = free_port()?;
-        let address = format!("127.0.0.1:{port}");
+        let address = format!("{ip}:{port}");
         std::fs::create_dir_all(dir.join("storage"))?;
         let config = dir.join("registry.yml");
         std::fs::write(
@@ -127,7 +133,7 @@ impl Registry {
         }
     }
 
-    /// `127.0.0.1:PORT`.
+    /// `IP:PORT` (`127.0.0.1:PORT` unless started on another address).
     pub fn address(&self) -> &str {
         &self.address
     }

@@ -1,7 +1,8 @@
-//! `virtctl image-upload dv NAME --size SIZE --image-path FILE`, as upstream's: makes the
-//! DataVolume (source `upload`) unless `--no-create`, waits for its upload server, asks for an
-//! upload token (`UploadTokenRequest`), streams the file to the upload proxy with a progress
-//! line, and waits for the DataVolume to be populated.
+//! `virtctl image-upload dv|pvc NAME --size SIZE --image-path FILE`, as upstream's: makes the
+//! DataVolume (source `upload`) or the claim (annotated `cdi.kubevirt.io/storage.upload.target`)
+//! unless `--no-create`, waits for its upload server, asks for an upload token
+//! (`UploadTokenRequest`), streams the file to the upload proxy with a progress line, and waits
+//! for the DataVolume (the claim's `cdi.kubevirt.io/storage.pod.phase`) to be populated.
 //!
 //! The proxy is `--uploadproxy-url`, else the CDIConfig's `status.uploadProxyURL`, else the
 //! cluster's URL with `/cdi-upload-proxy` (where `kubevirt-local up` serves it). Its TLS trusts
@@ -16,6 +17,7 @@ use axum::body::Bytes;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use hyper_util::rt::TokioIo;
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::Api;
 use kube::api::PostParams;
 use kubevirt_api::cdi::v1beta1::DataVolume;
@@ -24,12 +26,15 @@ use tokio::io::AsyncReadExt;
 
 use super::VirtctlError;
 use super::connect::Connection;
+use crate::cdi::datavolume::POD_PHASE;
+use crate::cdi::datavolume::sync::annotation;
 use crate::cdi::upload::api::{GROUP, PROXY_PREFIX, VERSION};
+use crate::cdi::upload::pvc::{POD_READY, UPLOAD_TARGET, is_upload_target};
 
 /// What `image-upload` takes.
 #[derive(Debug, Clone, clap::Args)]
 pub struct UploadFlags {
-    /// `dv` (a DataVolume; `pvc` is not supported yet).
+    /// `dv` (a DataVolume) or `pvc` (a PersistentVolumeClaim).
     pub kind: String,
     /// Its name.
     pub name: String,
@@ -97,11 +102,38 @@ pub fn data_volume(f: &UploadFlags, namespace: &str) -> Result<Value, VirtctlErr
     }))
 }
 
+/// The claim `image-upload pvc` creates.
+pub fn claim(f: &UploadFlags, namespace: &str) -> Result<Value, VirtctlError> {
+    if f.size.is_none() {
+        return Err(VirtctlError::Usage(format!(
+            "--size is required to create PVC {} (or give --no-create)",
+            f.name
+        )));
+    }
+    let dv = data_volume(f, namespace)?;
+    let storage = &dv["spec"]["storage"];
+    let mut spec = json!({
+        "accessModes": storage.get("accessModes").cloned().unwrap_or(json!(["ReadWriteOnce"])),
+        "resources": storage["resources"],
+    });
+    for key in ["storageClassName", "volumeMode"] {
+        if let Some(v) = storage.get(key) {
+            spec[key] = v.clone();
+        }
+    }
+    Ok(json!({
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": f.name, "namespace": namespace,
+                     "annotations": {UPLOAD_TARGET: ""}},
+        "spec": spec,
+    }))
+}
+
 /// Runs `image-upload`.
 pub async fn run(c: &Connection, f: &UploadFlags) -> Result<(), VirtctlError> {
-    if f.kind != "dv" {
+    if f.kind != "dv" && f.kind != "pvc" {
         return Err(VirtctlError::Usage(format!(
-            "image-upload {}: only `dv` (a DataVolume) is supported by kubevirt-rs yet",
+            "image-upload {}: the target is `dv` (a DataVolume) or `pvc` (a PersistentVolumeClaim)",
             f.kind
         )));
     }
@@ -109,6 +141,59 @@ pub async fn run(c: &Connection, f: &UploadFlags) -> Result<(), VirtctlError> {
         VirtctlError::Usage(format!("--image-path {}: {e}", f.image_path.display()))
     })?;
     let length = file.metadata().await?.len();
+    let target = if f.kind == "pvc" {
+        Target::Claim(prepare_claim(c, f).await?)
+    } else {
+        Target::DataVolume(prepare_data_volume(c, f).await?)
+    };
+    println!("Waiting for PVC {} upload pod to be ready...", f.name);
+    target.wait(&f.name, Stage::Ready, f.wait_secs).await?;
+    println!("Pod now ready");
+    let token = token(c, &f.name).await?;
+    let url = proxy_url(c, f).await;
+    println!("Uploading data to {url}");
+    upload(c, f, &url, &token, file, length).await?;
+    println!(
+        "Uploading {} completed successfully",
+        f.image_path.display()
+    );
+    target.wait(&f.name, Stage::Done, f.wait_secs).await?;
+    println!("Processing completed successfully");
+    Ok(())
+}
+
+/// What is uploaded into.
+enum Target {
+    DataVolume(Api<DataVolume>),
+    Claim(Api<PersistentVolumeClaim>),
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Stage {
+    Ready,
+    Done,
+}
+
+impl Target {
+    async fn wait(&self, name: &str, stage: Stage, secs: u64) -> Result<(), VirtctlError> {
+        match self {
+            Target::DataVolume(dvs) => {
+                let phases: &[&str] = match stage {
+                    Stage::Ready => &["UploadReady"],
+                    Stage::Done => &["Succeeded"],
+                };
+                wait_phase(dvs, name, phases, secs).await
+            }
+            Target::Claim(claims) => wait_claim(claims, name, stage, secs).await,
+        }
+    }
+}
+
+/// The DataVolume to upload into, created unless `--no-create`.
+async fn prepare_data_volume(
+    c: &Connection,
+    f: &UploadFlags,
+) -> Result<Api<DataVolume>, VirtctlError> {
     let dvs: Api<DataVolume> = Api::namespaced(c.client.clone(), &c.namespace);
     match dvs
         .get_opt(&f.name)
@@ -145,20 +230,92 @@ pub async fn run(c: &Connection, f: &UploadFlags) -> Result<(), VirtctlError> {
             println!("DataVolume {}/{} created", c.namespace, f.name);
         }
     }
-    println!("Waiting for PVC {} upload pod to be ready...", f.name);
-    wait_phase(&dvs, &f.name, &["UploadReady"], f.wait_secs).await?;
-    println!("Pod now ready");
-    let token = token(c, &f.name).await?;
-    let url = proxy_url(c, f).await;
-    println!("Uploading data to {url}");
-    upload(c, f, &url, &token, file, length).await?;
-    println!(
-        "Uploading {} completed successfully",
-        f.image_path.display()
-    );
-    wait_phase(&dvs, &f.name, &["Succeeded"], f.wait_secs).await?;
-    println!("Processing completed successfully");
-    Ok(())
+    Ok(dvs)
+}
+
+/// The claim to upload into, created (annotated as an upload target) unless `--no-create`.
+async fn prepare_claim(
+    c: &Connection,
+    f: &UploadFlags,
+) -> Result<Api<PersistentVolumeClaim>, VirtctlError> {
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(c.client.clone(), &c.namespace);
+    match claims
+        .get_opt(&f.name)
+        .await
+        .map_err(VirtctlError::from_kube)?
+    {
+        Some(claim) => {
+            if !is_upload_target(&claim) {
+                return Err(VirtctlError::Failed(format!(
+                    "PVC {} exists and is not an upload target (it lacks the annotation {UPLOAD_TARGET})",
+                    f.name
+                )));
+            }
+            if annotation(&claim, POD_PHASE) == Some("Succeeded") {
+                return Err(VirtctlError::Failed(format!(
+                    "PVC {} already successfully imported/cloned/updated",
+                    f.name
+                )));
+            }
+        }
+        None if f.no_create => {
+            return Err(VirtctlError::Failed(format!(
+                "PVC {} not found (--no-create)",
+                f.name
+            )));
+        }
+        None => {
+            let claim: PersistentVolumeClaim = serde_json::from_value(claim(f, &c.namespace)?)
+                .map_err(|e| VirtctlError::Failed(e.to_string()))?;
+            claims
+                .create(&PostParams::default(), &claim)
+                .await
+                .map_err(VirtctlError::from_kube)?;
+            println!("PVC {}/{} created", c.namespace, f.name);
+        }
+    }
+    Ok(claims)
+}
+
+async fn wait_claim(
+    claims: &Api<PersistentVolumeClaim>,
+    name: &str,
+    stage: Stage,
+    secs: u64,
+) -> Result<(), VirtctlError> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(claim) = claims
+            .get_opt(name)
+            .await
+            .map_err(VirtctlError::from_kube)?
+        {
+            let phase = annotation(&claim, POD_PHASE);
+            let reached = match stage {
+                Stage::Ready => annotation(&claim, POD_READY) == Some("true"),
+                Stage::Done => phase == Some("Succeeded"),
+            };
+            if reached {
+                return Ok(());
+            }
+            if phase == Some("Failed") {
+                return Err(VirtctlError::Failed(format!(
+                    "the upload server of PVC {name} failed"
+                )));
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(VirtctlError::Failed(format!(
+                "timed out after {secs} s waiting for PVC {name}'s upload {}",
+                if stage == Stage::Ready {
+                    "server"
+                } else {
+                    "to be processed"
+                }
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 fn phase(dv: &DataVolume) -> &str {
@@ -430,5 +587,21 @@ mod tests {
             ..flags()
         };
         assert!(data_volume(&bad_mode, "ns").is_err());
+    }
+
+    #[test]
+    fn the_claim_is_an_upload_target_with_the_flags_storage() {
+        let c = claim(&flags(), "ns").unwrap();
+        assert_eq!(c["metadata"]["annotations"][UPLOAD_TARGET], "");
+        assert_eq!(c["spec"]["resources"]["requests"]["storage"], "1Gi");
+        assert_eq!(c["spec"]["storageClassName"], "fast");
+        assert_eq!(c["spec"]["volumeMode"], "Block");
+        assert_eq!(c["spec"]["accessModes"], json!(["ReadWriteOnce"]));
+        let no_size = UploadFlags {
+            size: None,
+            ..flags()
+        };
+        let e = claim(&no_size, "ns").unwrap_err().to_string();
+        assert!(e.contains("--size is required to create PVC"), "{e}");
     }
 }

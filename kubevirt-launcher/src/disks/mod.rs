@@ -238,9 +238,9 @@ pub fn prepare(
             Ok(plain(p, false))
         }
         DiskSource::ContainerDisk { image, path } => {
-            let r: ImageRef = image.parse().map_err(|source| PrepareError::Image {
+            let r: ImageRef = image.parse().map_err(|e| PrepareError::Image {
                 volume: name.clone(),
-                source,
+                source: OciError::from(e),
             })?;
             let base =
                 fetch_disk(images, &layout.images, &r, path.as_deref()).map_err(|source| {

@@ -1,66 +1,20 @@
-//! From an image to the disk file inside it.
+//! From an image to the disk file inside it (manifests and layers read by [`kubevirt_oci`]).
 
 use super::reference::{ImageRef, Reference};
 use super::source::ImageSource;
 use super::store::{Store, digest_of};
 use super::{OciError, io_err};
-use oci_spec::image::{Arch, ImageIndex, ImageManifest, Os};
+use kubevirt_oci::{DiskFinder, Parsed};
 use std::fs;
-use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-/// The parts of an image manifest the launcher uses.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Manifest {
-    /// Layer digests, bottom first.
-    pub layers: Vec<String>,
-}
-
-enum Parsed {
-    Image(Manifest),
-    /// An index: the digest of the linux/amd64 manifest.
-    Index(String),
-}
+pub use kubevirt_oci::Manifest;
 
 fn parse(image: &ImageRef, bytes: &[u8]) -> Result<Parsed, OciError> {
-    let err = |m: String| OciError::Manifest {
+    kubevirt_oci::manifest::parse(bytes).map_err(|e| OciError::Manifest {
         image: image.to_string(),
-        message: m,
-    };
-    // An index (or Docker manifest list) names its entries under `manifests`; an image
-    // manifest (OCI or Docker v2, the same shape) has `layers`.
-    let is_index = serde_json::from_slice::<IndexProbe>(bytes)
-        .map_err(|e| err(format!("not JSON: {e}")))?
-        .manifests
-        .is_some();
-    if is_index {
-        let index: ImageIndex =
-            serde_json::from_slice(bytes).map_err(|e| err(format!("index: {e}")))?;
-        let list = index.manifests();
-        let amd64 = list.iter().find(|m| {
-            m.platform()
-                .as_ref()
-                .is_some_and(|p| *p.os() == Os::Linux && *p.architecture() == Arch::Amd64)
-        });
-        let chosen = amd64
-            .or(if list.len() == 1 { list.first() } else { None })
-            .ok_or_else(|| err("the index has no linux/amd64 image".into()))?;
-        return Ok(Parsed::Index(chosen.digest().to_string()));
-    }
-    let manifest: ImageManifest = serde_json::from_slice(bytes)
-        .map_err(|e| err(format!("neither an image manifest nor an index: {e}")))?;
-    let layers = manifest
-        .layers()
-        .iter()
-        .map(|l| l.digest().to_string())
-        .collect();
-    Ok(Parsed::Image(Manifest { layers }))
-}
-
-/// Just enough of a manifest to tell an index from an image manifest.
-#[derive(serde::Deserialize)]
-struct IndexProbe {
-    manifests: Option<serde::de::IgnoredAny>,
+        message: e.0,
+    })
 }
 
 /// Resolve `image` to its manifest digest and manifest, following an index to linux/amd64.
@@ -130,13 +84,16 @@ pub fn fetch_disk(
     if out.exists() {
         return Ok(out);
     }
-    let mut found: Option<PathBuf> = None;
+    // Assembled beside its final name, renamed only once every layer is read (a whiteout in a
+    // later layer may still remove it).
+    let assembling = out.with_extension(format!("assembling-{}", std::process::id()));
+    let mut finder = DiskFinder::new(path, &assembling);
     for layer in &manifest.layers {
         let blob = match store.blob(layer) {
             Some(p) => p,
             None => {
                 let mut stored = None;
-                source.blob(image, layer, &mut |r: &mut dyn Read| {
+                source.blob(image, layer, &mut |r: &mut dyn std::io::Read| {
                     stored = Some(store.put_blob(layer, r)?);
                     Ok(())
                 })?;
@@ -146,112 +103,22 @@ pub fn fetch_disk(
                 })?
             }
         };
-        if let Some(p) = extract_from_layer(&blob, path, &out)? {
-            found = Some(p);
-        }
+        let mut file = fs::File::open(&blob).map_err(io_err(&blob))?;
+        finder.layer(&mut file).map_err(|e| OciError::Io {
+            path: blob.display().to_string(),
+            source: std::io::Error::other(e),
+        })?;
     }
+    let found = match finder.finish() {
+        Some(assembled) => {
+            fs::rename(&assembled, &out).map_err(io_err(&out))?;
+            Some(out)
+        }
+        None => None,
+    };
     let disk = found.ok_or_else(|| OciError::NoDisk(image.to_string()))?;
     let mut perms = fs::metadata(&disk).map_err(io_err(&disk))?.permissions();
     perms.set_readonly(true);
     fs::set_permissions(&disk, perms).map_err(io_err(&disk))?;
     Ok(disk)
-}
-
-/// Copy the disk file out of one layer (plain or gzip tar) to `out`, if the layer has it.
-fn extract_from_layer(
-    blob: &Path,
-    wanted: Option<&str>,
-    out: &Path,
-) -> Result<Option<PathBuf>, OciError> {
-    let mut file = fs::File::open(blob).map_err(io_err(blob))?;
-    let mut magic = [0u8; 2];
-    let gz = file.read_exact(&mut magic).is_ok() && magic == [0x1f, 0x8b];
-    let file = fs::File::open(blob).map_err(io_err(blob))?;
-    let reader: Box<dyn Read> = if gz {
-        Box::new(flate2::read::GzDecoder::new(file))
-    } else {
-        Box::new(file)
-    };
-    let mut archive = tar::Archive::new(reader);
-    let wanted = wanted.map(|w| w.trim_start_matches('/').to_string());
-    let mut result = None;
-    for entry in archive.entries().map_err(io_err(blob))? {
-        let mut entry = entry.map_err(io_err(blob))?;
-        if !entry.header().entry_type().is_file() {
-            continue;
-        }
-        let name = entry
-            .path()
-            .map_err(io_err(blob))?
-            .to_string_lossy()
-            .trim_start_matches("./")
-            .to_string();
-        let hit = match &wanted {
-            Some(w) => name == *w,
-            None => name.starts_with("disk/") && !name["disk/".len()..].contains('/'),
-        };
-        if !hit {
-            continue;
-        }
-        if let Some(dir) = out.parent() {
-            fs::create_dir_all(dir).map_err(io_err(dir))?;
-        }
-        let tmp = out.with_extension(format!("partial-{}", std::process::id()));
-        let mut dst = fs::File::create(&tmp).map_err(io_err(&tmp))?;
-        std::io::copy(&mut entry, &mut dst).map_err(io_err(&tmp))?;
-        dst.sync_all().map_err(io_err(&tmp))?;
-        fs::rename(&tmp, out).map_err(io_err(out))?;
-        result = Some(out.to_path_buf());
-    }
-    Ok(result)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn image() -> ImageRef {
-        "registry.example/demo/disk:v1".parse().unwrap()
-    }
-
-    const D1: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
-    const D2: &str = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
-
-    #[test]
-    fn an_index_resolves_to_its_linux_amd64_entry() {
-        let index = format!(
-            r#"{{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.list.v2+json","manifests":[
-            {{"mediaType":"application/vnd.docker.distribution.manifest.v2+json","digest":"{D1}","size":10,"platform":{{"architecture":"arm64","os":"linux"}}}},
-            {{"mediaType":"application/vnd.docker.distribution.manifest.v2+json","digest":"{D2}","size":10,"platform":{{"architecture":"amd64","os":"linux"}}}}]}}"#
-        );
-        match parse(&image(), index.as_bytes()).unwrap() {
-            Parsed::Index(d) => assert_eq!(d, D2),
-            Parsed::Image(_) => panic!("an index parsed as an image"),
-        }
-        let arm_only = index.replace("amd64", "s390x");
-        let err = parse(&image(), arm_only.as_bytes()).err().unwrap();
-        assert!(err.to_string().contains("no linux/amd64 image"), "{err}");
-    }
-
-    #[test]
-    fn a_docker_v2_manifest_lists_its_layers_bottom_first() {
-        let manifest = format!(
-            r#"{{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json",
-            "config":{{"mediaType":"application/vnd.docker.container.image.v1+json","digest":"{D1}","size":5}},
-            "layers":[{{"mediaType":"application/vnd.docker.image.rootfs.diff.tar.gzip","digest":"{D1}","size":7}},
-                      {{"mediaType":"application/vnd.docker.image.rootfs.diff.tar.gzip","digest":"{D2}","size":8}}]}}"#
-        );
-        match parse(&image(), manifest.as_bytes()).unwrap() {
-            Parsed::Image(m) => assert_eq!(m.layers, vec![D1.to_string(), D2.to_string()]),
-            Parsed::Index(_) => panic!("an image parsed as an index"),
-        }
-    }
-
-    #[test]
-    fn what_is_neither_is_refused_with_the_image_named() {
-        for bad in [&b"not json"[..], br#"{"schemaVersion":2}"#] {
-            let err = parse(&image(), bad).err().unwrap().to_string();
-            assert!(err.contains("registry.example/demo/disk:v1"), "{err}");
-        }
-    }
 }

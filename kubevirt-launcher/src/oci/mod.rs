@@ -5,17 +5,21 @@
 
 mod disk;
 mod mirrors;
-mod reference;
 mod source;
 mod store;
 mod writer;
 
+/// Image references live in [`kubevirt_oci`], shared with CDI's registry import.
+mod reference {
+    pub use kubevirt_oci::{ImageRef, Reference};
+}
+
 pub use self::disk::{Manifest, fetch_disk};
 pub use self::mirrors::{Endpoint, MirrorConfig, MirrorConfigError, parse_hosts_toml};
-pub use self::reference::{ImageRef, Reference};
 pub use self::source::{ImageSource, Layout, Registry};
 pub use self::store::Store;
 pub use self::writer::ImageBlobs;
+pub use kubevirt_oci::{ImageRef, Reference};
 
 use thiserror::Error;
 
@@ -23,8 +27,8 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum OciError {
     /// The image reference does not parse.
-    #[error("image reference {0:?} is not valid: {1}")]
-    Reference(String, &'static str),
+    #[error(transparent)]
+    Reference(#[from] kubevirt_oci::ReferenceError),
     /// The registry could not be reached or answered with an error.
     #[error("registry {registry}: {message}")]
     Registry {

@@ -8,8 +8,7 @@ use serde_json::Value;
 use std::io::Read;
 use std::path::PathBuf;
 
-/// The media types asked for when fetching a manifest.
-pub(super) const MANIFEST_TYPES: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json";
+use kubevirt_oci::{Challenge, MANIFEST_TYPES, parse_challenge};
 
 /// Something images can be read from.
 pub trait ImageSource {
@@ -158,21 +157,24 @@ impl Registry {
     }
 
     fn token(&self, image: &ImageRef, challenge: &str) -> Result<String, OciError> {
-        let params = challenge
-            .strip_prefix("Bearer ")
-            .ok_or_else(|| Self::err(image, format!("unsupported authentication {challenge:?}")))?;
-        let field = |k: &str| {
-            params.split(',').find_map(|kv| {
-                kv.trim()
-                    .strip_prefix(&format!("{k}="))
-                    .map(|v| v.trim_matches('"').to_string())
-            })
+        let (realm, service, scope) = match parse_challenge(challenge) {
+            Ok(Challenge::Bearer {
+                realm,
+                service,
+                scope,
+            }) => (realm, service, scope),
+            Ok(Challenge::Basic) => {
+                return Err(Self::err(
+                    image,
+                    "the registry asks for credentials (Basic); the launcher pulls anonymously"
+                        .into(),
+                ));
+            }
+            Err(e) => return Err(Self::err(image, e.to_string())),
         };
-        let realm = field("realm")
-            .ok_or_else(|| Self::err(image, "bearer challenge without a realm".into()))?;
         let mut req = self.agent.get(&realm);
-        for k in ["service", "scope"] {
-            if let Some(v) = field(k) {
+        for (k, v) in [("service", service), ("scope", scope)] {
+            if let Some(v) = v {
                 req = req.query(k, &v);
             }
         }

@@ -14,21 +14,9 @@ pub struct Store {
     dir: PathBuf,
 }
 
-/// `sha256:<hex>` of `bytes`.
-pub fn digest_of(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex(&Sha256::digest(bytes)))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// The hex part of a `sha256:` digest, if it is one.
-pub(super) fn digest_hex(digest: &str) -> Option<&str> {
-    digest
-        .strip_prefix("sha256:")
-        .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
-}
+use kubevirt_oci::digest::hex;
+pub(super) use kubevirt_oci::digest_hex;
+pub use kubevirt_oci::digest_of;
 
 impl Store {
     /// A cache rooted at `dir` (created on first use).

@@ -67,7 +67,13 @@ pub(super) async fn start(
         .and_then(|s| s.importer_image.clone())
         .filter(|_| kubelet);
     if let Some(image) = importer_image {
-        controllers.start_data_volume_controller(DataVolumeConfig::new(image));
+        let mut config = DataVolumeConfig::new(image);
+        // The node's plain-HTTP registries are CDI's insecure registries too (registry imports).
+        config.insecure_registries = node
+            .as_ref()
+            .map(|n| n.plain_http.clone())
+            .unwrap_or_default();
+        controllers.start_data_volume_controller(config);
     }
     let pod_image = node.as_ref().and_then(|node| {
         let served = served.and_then(|s| s.launcher_image.clone());

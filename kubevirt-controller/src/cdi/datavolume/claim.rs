@@ -1,6 +1,7 @@
 //! The claim a DataVolume fills: named and namespaced as the DataVolume, owned by it, from
 //! `spec.pvc` as written or from `spec.storage` completed as upstream's storage API does
-//! (ReadWriteOnce, Filesystem, and a Filesystem claim grown by the filesystem overhead so the
+//! (access and volume modes from the class's StorageProfile, else ReadWriteOnce and
+//! Filesystem, and a Filesystem claim grown by the filesystem overhead so the
 //! disk image gets the size asked for).
 
 use std::collections::BTreeMap;
@@ -14,6 +15,8 @@ use kube::Resource;
 use kubevirt_api::cdi::v1beta1::DataVolume;
 use kubevirt_api::quantity::bytes_of;
 use thiserror::Error;
+
+use crate::cdi::storageprofile::Profile;
 
 /// Claims are sized in whole MiB.
 const ALIGN: u64 = 1 << 20;
@@ -35,6 +38,9 @@ pub enum ClaimError {
         /// Why.
         reason: String,
     },
+    /// The class's StorageProfile cannot complete `spec.storage`.
+    #[error("{0}")]
+    Profile(String),
     /// A volume mode that is neither Filesystem nor Block.
     #[error("{field}: unsupported volume mode {mode:?} (Filesystem or Block)")]
     VolumeMode {
@@ -87,6 +93,18 @@ pub fn for_data_volume(
     filesystem_overhead: f64,
     source_size: Option<u64>,
 ) -> Result<PersistentVolumeClaim, ClaimError> {
+    for_data_volume_with(dv, filesystem_overhead, source_size, None)
+}
+
+/// [`for_data_volume`] with the StorageProfile of the claim's class: a `spec.storage` without
+/// access modes or volume mode takes them from it (without a profile: ReadWriteOnce,
+/// Filesystem).
+pub fn for_data_volume_with(
+    dv: &DataVolume,
+    filesystem_overhead: f64,
+    source_size: Option<u64>,
+    profile: Option<&Profile>,
+) -> Result<PersistentVolumeClaim, ClaimError> {
     // (bytes, whether they are the disk's size, to which a Filesystem claim adds its overhead)
     let (size, of_disk) = match (requested_bytes(dv), source_size) {
         (Ok(b), _) => (b, true),
@@ -99,7 +117,19 @@ pub fn for_data_volume(
             p.clone()
         }
         (None, Some(s)) => {
-            let mode = s.volume_mode.as_deref().unwrap_or("Filesystem");
+            let (access_modes, mode) = match profile {
+                Some(p) => p
+                    .complete(s.access_modes.as_deref(), s.volume_mode.as_deref())
+                    .map_err(ClaimError::Profile)?,
+                None => (
+                    s.access_modes
+                        .clone()
+                        .filter(|m| !m.is_empty())
+                        .unwrap_or_else(|| vec!["ReadWriteOnce".into()]),
+                    s.volume_mode.clone().unwrap_or_else(|| "Filesystem".into()),
+                ),
+            };
+            let mode = mode.as_str();
             check_mode(Some(mode), "spec.storage.volumeMode")?;
             let bytes = if mode == "Filesystem" && of_disk {
                 with_overhead(size, filesystem_overhead)
@@ -109,12 +139,7 @@ pub fn for_data_volume(
             let mut requests = BTreeMap::new();
             requests.insert("storage".to_string(), Quantity(bytes.to_string()));
             PersistentVolumeClaimSpec {
-                access_modes: Some(
-                    s.access_modes
-                        .clone()
-                        .filter(|m| !m.is_empty())
-                        .unwrap_or_else(|| vec!["ReadWriteOnce".into()]),
-                ),
+                access_modes: Some(access_modes),
                 volume_mode: Some(mode.to_string()),
                 storage_class_name: s.storage_class_name.clone(),
                 selector: s.selector.clone(),

@@ -98,17 +98,39 @@ async fn reconcile(dv: Arc<DataVolume>, ctx: Arc<Context>) -> Result<Action, Syn
             .map_err(target.err("reading the clone source of"))?,
         _ => None,
     };
+    let config = match source_of(&dv) {
+        Ok(Source::Registry(_)) => with_cdi_config(&ctx.config, client).await,
+        _ => ctx.config.clone(),
+    };
     let progress = match pod.as_ref().and_then(running_ip) {
         Some(ip) => scrape(ip, dv.metadata.uid.as_deref().unwrap_or_default()).await,
         None => None,
+    };
+    // A claim still to make from `spec.storage` takes its class's StorageProfile's defaults.
+    let profile = match (&claim, &dv.spec.storage) {
+        (None, Some(storage)) => {
+            let class = match &storage.storage_class_name {
+                Some(c) => Some(c.clone()),
+                None => crate::cdi::storageprofile::controller::default_class(client).await,
+            };
+            match class {
+                Some(c) => crate::cdi::storageprofile::controller::get(client, &c)
+                    .await
+                    .filter(|p| p["status"]["provisioner"].is_string())
+                    .map(|p| crate::cdi::storageprofile::profile_of(&p)),
+                None => None,
+            }
+        }
+        _ => None,
     };
     let p = plan(Observed {
         dv: &dv,
         claim: claim.as_ref(),
         pod: pod.as_ref(),
         source_claim: source_claim.as_ref(),
+        profile: profile.as_ref(),
         progress,
-        config: &ctx.config,
+        config: &config,
         now: Timestamp::now(),
     });
     if let Some(c) = &p.create_claim {
@@ -160,6 +182,30 @@ async fn reconcile(dv: Arc<DataVolume>, ctx: Arc<Context>) -> Result<Action, Syn
         Some("Pending") if clones => Action::requeue(PROGRESS_POLL),
         _ => Action::requeue(RESYNC),
     })
+}
+
+/// `config` with the insecure registries of the cluster's CDIConfig `config` (upstream's
+/// `spec.insecureRegistries`), when the API serves one.
+async fn with_cdi_config(config: &DataVolumeConfig, client: &Client) -> DataVolumeConfig {
+    let mut config = config.clone();
+    let Ok(req) =
+        http::Request::get("/apis/cdi.kubevirt.io/v1beta1/cdiconfigs/config").body(Vec::new())
+    else {
+        return config;
+    };
+    if let Ok(cdi) = client.request::<serde_json::Value>(req).await {
+        for r in cdi["spec"]["insecureRegistries"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(serde_json::Value::as_str)
+        {
+            if !config.insecure_registries.iter().any(|h| h == r) {
+                config.insecure_registries.push(r.to_string());
+            }
+        }
+    }
+    config
 }
 
 /// A create that finds the object made meanwhile is no error: the watch brings it.

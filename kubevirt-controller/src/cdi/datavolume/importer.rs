@@ -39,6 +39,8 @@ pub const METRICS_PORT: u16 = 8443;
 pub enum Source {
     /// `http`: a URL.
     Http(kubevirt_api::cdi::v1beta1::DataVolumeSourceHTTP),
+    /// `registry` with `pullMethod: pod` (the default): the importer pulls the image.
+    Registry(kubevirt_api::cdi::v1beta1::DataVolumeSourceRegistry),
     /// `blank`: an empty disk.
     Blank,
     /// `pvc`: a copy of a claim of the same namespace (upstream's host-assisted clone, done
@@ -73,6 +75,9 @@ pub fn source_of(dv: &DataVolume) -> Result<Source, String> {
     if let Some(h) = &s.http {
         return Ok(Source::Http(h.clone()));
     }
+    if let Some(r) = &s.registry {
+        return registry_source(r).map(Source::Registry);
+    }
     if s.blank.is_some() {
         return Ok(Source::Blank);
     }
@@ -90,7 +95,6 @@ pub fn source_of(dv: &DataVolume) -> Result<Source, String> {
         return Ok(Source::Clone(p.clone()));
     }
     let kind = [
-        (s.registry.is_some(), "registry"),
         (s.s3.is_some(), "s3"),
         (s.gcs.is_some(), "gcs"),
         (s.imageio.is_some(), "imageio"),
@@ -101,8 +105,53 @@ pub fn source_of(dv: &DataVolume) -> Result<Source, String> {
     .find_map(|(set, k)| set.then_some(k))
     .unwrap_or("an empty source");
     Err(format!(
-        "spec.source: {kind} is not supported by kubevirt-rs yet (http, blank, pvc and upload are)"
+        "spec.source: {kind} is not supported by kubevirt-rs yet (http, registry, blank, pvc and upload are)"
     ))
+}
+
+/// A registry source this controller can import, or why not.
+fn registry_source(
+    r: &kubevirt_api::cdi::v1beta1::DataVolumeSourceRegistry,
+) -> Result<kubevirt_api::cdi::v1beta1::DataVolumeSourceRegistry, String> {
+    if r.image_stream.is_some() {
+        return Err(
+            "spec.source.registry.imageStream: OpenShift image streams are not supported by kubevirt-rs; give spec.source.registry.url (docker://...)".into(),
+        );
+    }
+    match r.pull_method.as_deref().unwrap_or("pod") {
+        "pod" => {}
+        "node" => {
+            return Err(
+                "spec.source.registry.pullMethod: node (the node's container runtime pulls the image) is not supported by kubevirt-rs yet; use pullMethod: pod (the default)".into(),
+            );
+        }
+        other => {
+            return Err(format!(
+                "spec.source.registry.pullMethod: {other:?} is not one of pod, node"
+            ));
+        }
+    }
+    let url = r.url.as_deref().unwrap_or_default();
+    if url.is_empty() {
+        return Err(
+            "spec.source.registry.url: Required value (docker://host/repository:tag)".into(),
+        );
+    }
+    let image = url
+        .strip_prefix("docker://")
+        .ok_or_else(|| format!("spec.source.registry.url: {url:?} must start with docker://"))?;
+    image
+        .parse::<kubevirt_oci::ImageRef>()
+        .map_err(|e| format!("spec.source.registry.url: {e}"))?;
+    Ok(r.clone())
+}
+
+/// The registry host of a registry source's URL (`host:port`, `docker.io` for short names).
+pub fn registry_host(r: &kubevirt_api::cdi::v1beta1::DataVolumeSourceRegistry) -> Option<String> {
+    let url = r.url.as_deref()?.strip_prefix("docker://")?;
+    url.parse::<kubevirt_oci::ImageRef>()
+        .ok()
+        .map(|i| i.registry)
 }
 
 /// The IP of a pod (an importer or upload server) once its container runs.
@@ -169,6 +218,7 @@ pub fn pod_for(
         .unwrap_or_default();
     let (kind, endpoint) = match source {
         Source::Http(h) => ("http", h.url.clone()),
+        Source::Registry(r) => ("registry", r.url.clone().unwrap_or_default()),
         Source::Blank | Source::Upload => ("none", String::new()),
         Source::Clone(_) if source_block => ("file", CLONE_SOURCE_DEVICE.into()),
         Source::Clone(_) => ("file", format!("{CLONE_SOURCE_DIR}/disk.img")),
@@ -229,6 +279,14 @@ pub fn pod_for(
             h.insecure_skip_verify.unwrap_or(false),
             h.extra_headers.clone().unwrap_or_default(),
             h.secret_extra_headers.clone().unwrap_or_default(),
+        ),
+        // Upstream: INSECURE_TLS when the registry is one of CDIConfig's insecureRegistries.
+        Source::Registry(r) => (
+            r.cert_config_map.clone(),
+            r.secret_ref.clone(),
+            registry_host(r).is_some_and(|h| config.insecure_registries.contains(&h)),
+            Vec::new(),
+            Vec::new(),
         ),
         Source::Blank | Source::Clone(_) | Source::Upload => {
             (None, None, false, Vec::new(), Vec::new())

@@ -1,5 +1,5 @@
-//! The DataVolume controller (upstream's cdi-controller; http, blank, same-namespace pvc clone
-//! and upload sources): each DataVolume gets a claim of its name, owned by it and sized from
+//! The DataVolume controller (upstream's cdi-controller; http, registry, blank, same-namespace
+//! pvc clone and upload sources): each DataVolume gets a claim of its name, owned by it and sized from
 //! `spec.storage` (plus the filesystem overhead) or `spec.pvc`; an `importer-<dv>` pod (or a
 //! `cdi-upload-<dv>` pod for uploads) with the claim mounted fills it;
 //! the DataVolume's phase, progress, restart count and Bound/Ready/Running conditions follow
@@ -40,6 +40,9 @@ pub struct DataVolumeConfig {
     pub pull_policy: String,
     /// The share of a Filesystem claim its file system takes (upstream's global default 0.055).
     pub filesystem_overhead: f64,
+    /// Registries (`host:port`) spoken to without TLS verification, plain HTTP allowed
+    /// (CDIConfig's `spec.insecureRegistries`; the API's CDIConfig `config` adds to these).
+    pub insecure_registries: Vec<String>,
 }
 
 impl DataVolumeConfig {
@@ -49,6 +52,7 @@ impl DataVolumeConfig {
             importer_image: importer_image.into(),
             pull_policy: "IfNotPresent".into(),
             filesystem_overhead: 0.055,
+            insecure_registries: Vec::new(),
         }
     }
 }

@@ -15,7 +15,7 @@ use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kubevirt_api::cdi::v1beta1::{DataVolume, DataVolumeCondition, DataVolumeStatus};
 
-use super::claim::for_data_volume;
+use super::claim::for_data_volume_with;
 use super::importer::{Source, pod_for, source_of};
 use super::progress::format;
 use super::{ALLOW_CLAIM_ADOPTION, DataVolumeConfig, POD_PHASE, PRE_POPULATED, RETAIN_POD};
@@ -31,6 +31,8 @@ pub struct Observed<'a> {
     pub pod: Option<&'a Pod>,
     /// A clone's source claim, if the DataVolume clones one and it exists.
     pub source_claim: Option<&'a PersistentVolumeClaim>,
+    /// The StorageProfile of the class a `spec.storage` claim gets, if it has one.
+    pub profile: Option<&'a crate::cdi::storageprofile::Profile>,
     /// The importer's progress in percent, if it could be read.
     pub progress: Option<f64>,
     /// The controller's settings.
@@ -85,10 +87,11 @@ pub fn plan(o: Observed<'_>) -> Plan {
             "Pending"
         }
         None => match source.clone().and_then(|_| {
-            for_data_volume(
+            for_data_volume_with(
                 dv,
                 o.config.filesystem_overhead,
                 o.source_claim.and_then(claim_bytes),
+                o.profile,
             )
             .map_err(|e| e.to_string())
         }) {
@@ -354,7 +357,8 @@ fn condition(
     }
 }
 
-fn annotation<'a>(claim: &'a PersistentVolumeClaim, key: &str) -> Option<&'a str> {
+/// Annotation `key` of `claim`.
+pub fn annotation<'a>(claim: &'a PersistentVolumeClaim, key: &str) -> Option<&'a str> {
     claim
         .metadata
         .annotations

@@ -13,6 +13,7 @@ use super::progress::Progress;
 use super::source::Source;
 use super::source::file::FileSource;
 use super::source::http::{HttpOptions, HttpSource};
+use super::source::registry::{RegistryOptions, RegistrySource};
 use super::target::{self, Target};
 use super::termination;
 use std::net::SocketAddr;
@@ -182,6 +183,29 @@ fn open_source(env: &ImporterEnv, args: &ImporterArgs) -> Result<ImportSource, S
             let source: Box<dyn Source> = Box::new(
                 HttpSource::new(&env.endpoint, options)
                     .map_err(|e| format!("Unable to connect to http data source: {e}"))?,
+            );
+            ImportSource::Data(source)
+        }
+        SourceKind::Registry => {
+            // The disk is copied out of the layers to scratch space, else beside the disk.
+            let scratch_dir = if args.scratch_dir.is_dir() {
+                args.scratch_dir.clone()
+            } else {
+                match Target::of_pod(&args.block_device, &args.data_dir) {
+                    Target::Filesystem { dir } => dir,
+                    Target::Block { .. } => std::env::temp_dir(),
+                }
+            };
+            let options = RegistryOptions {
+                credentials: env.basic_auth.clone(),
+                cert_dirs: env.cert_dirs.clone(),
+                insecure: env.insecure_tls,
+                proxy: env.proxy.clone(),
+                scratch_dir,
+            };
+            let source: Box<dyn Source> = Box::new(
+                RegistrySource::new(&env.endpoint, options)
+                    .map_err(|e| format!("Unable to connect to registry data source: {e}"))?,
             );
             ImportSource::Data(source)
         }

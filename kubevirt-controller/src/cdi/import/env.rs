@@ -3,24 +3,24 @@
 //!
 //! | variable | meaning |
 //! |---|---|
-//! | `IMPORTER_SOURCE` | `http`, `none` (a blank disk; `blank` accepted too), `file` (ours: a local path) |
-//! | `IMPORTER_ENDPOINT` | the URL (or path) |
+//! | `IMPORTER_SOURCE` | `http`, `registry`, `none` (a blank disk; `blank` accepted too), `file` (ours: a local path) |
+//! | `IMPORTER_ENDPOINT` | the URL (`docker://…` for a registry) or path |
 //! | `IMPORTER_CONTENTTYPE` | `kubevirt` (default) or `archive` |
 //! | `IMPORTER_IMAGE_SIZE` | the claim's size, a quantity (`10Gi`) |
 //! | `FILESYSTEM_OVERHEAD` | the share kept for the filesystem (`0.055` if unset) |
 //! | `PREALLOCATION` | `true` to allocate every block |
-//! | `IMPORTER_ACCESS_KEY_ID`, `IMPORTER_SECRET_KEY` | basic authentication (the `secretRef`) |
+//! | `IMPORTER_ACCESS_KEY_ID`, `IMPORTER_SECRET_KEY` | basic authentication (the `secretRef`; a registry's user name and password) |
 //! | `IMPORTER_CERT_DIR` | a directory of CA certificates (the `certConfigMap`) |
 //! | `IMPORTER_PROXY_CERT_DIR` | the cluster proxy's CA bundle directory |
 //! | `IMPORTER_EXTRA_HEADER_<n>` | `Name: value`, one header each (`extraHeaders`) |
 //! | `IMPORTER_CHECKSUM` | the DataVolume's `checksum`, `algorithm:hex` |
-//! | `INSECURE_TLS` | `true`: do not verify the server's certificate (`insecureSkipVerify`) |
+//! | `INSECURE_TLS` | `true`: do not verify the server's certificate (`insecureSkipVerify`; for a registry: it is in CDIConfig's `insecureRegistries`, plain HTTP allowed) |
 //! | `http_proxy`, `https_proxy`, `no_proxy` | the cluster's `importProxy` (upper case too) |
 //! | `OWNER_UID` | the label of the progress metric |
 //! | `IMPORTER_DONE_FILE` | a file created once the import succeeded |
 //!
 //! `secretExtraHeaders` are files mounted under `/extraheaders` ([`read_secret_headers`]).
-//! Upstream's other sources (`registry`, `s3`, `gcs`, `imageio`, `vddk`) are refused by name.
+//! Upstream's other sources (`s3`, `gcs`, `imageio`, `vddk`) are refused by name.
 
 use super::checksum::Checksum;
 use super::pipeline::ContentType;
@@ -70,6 +70,8 @@ pub const EXTRA_HEADER_PREFIX: &str = "IMPORTER_EXTRA_HEADER_";
 pub enum SourceKind {
     /// `http`: the endpoint is an http(s) URL.
     Http,
+    /// `registry`: the endpoint is a `docker://` image reference.
+    Registry,
     /// `none`: a blank disk.
     Blank,
     /// `file`: the endpoint is a local path.
@@ -113,7 +115,7 @@ pub struct ImporterEnv {
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum EnvError {
     /// `IMPORTER_SOURCE` names a source this importer does not have.
-    #[error("Unknown data source: {0:?} (this importer takes http, none, file)")]
+    #[error("Unknown data source: {0:?} (this importer takes http, registry, none, file)")]
     UnknownSource(String),
     /// A source of upstream's not built yet.
     #[error("the {0} data source is not supported by this importer yet")]
@@ -153,7 +155,8 @@ impl ImporterEnv {
             "http" => SourceKind::Http,
             "none" | "blank" => SourceKind::Blank,
             "file" => SourceKind::File,
-            s @ ("registry" | "s3" | "gcs" | "imageio" | "vddk" | "upload") => {
+            "registry" => SourceKind::Registry,
+            s @ ("s3" | "gcs" | "imageio" | "vddk" | "upload") => {
                 return Err(EnvError::NotYetSupported(s.to_string()));
             }
             other => return Err(EnvError::UnknownSource(other.to_string())),
@@ -369,11 +372,20 @@ mod tests {
             ImporterEnv::parse(vars(&[])).unwrap_err(),
             EnvError::MissingEndpoint
         );
-        let e = ImporterEnv::parse(vars(&[("IMPORTER_SOURCE", "registry")])).unwrap_err();
+        let e = ImporterEnv::parse(vars(&[("IMPORTER_SOURCE", "s3")])).unwrap_err();
         assert_eq!(
             e.to_string(),
-            "the registry data source is not supported by this importer yet"
+            "the s3 data source is not supported by this importer yet"
         );
+        let e = ImporterEnv::parse(vars(&[("IMPORTER_SOURCE", "registry")])).unwrap_err();
+        assert_eq!(e, EnvError::MissingEndpoint);
+        let env = ImporterEnv::parse(vars(&[
+            ("IMPORTER_SOURCE", "registry"),
+            ("IMPORTER_ENDPOINT", "docker://127.0.0.1:5000/disks/demo:v1"),
+            ("INSECURE_TLS", "true"),
+        ]))
+        .unwrap();
+        assert_eq!((env.source, env.insecure_tls), (SourceKind::Registry, true));
         let e = ImporterEnv::parse(vars(&[("IMPORTER_SOURCE", "ftp")])).unwrap_err();
         assert!(e.to_string().starts_with("Unknown data source"));
         let e = ImporterEnv::parse(vars(&[

@@ -1,5 +1,5 @@
-//! CDI's importer: a DataVolume's data (an `http` URL, a `blank` disk, a local file) into a
-//! claim, as upstream's `cdi-importer` pod does it.
+//! CDI's importer: a DataVolume's data (an `http` URL, a `registry` image, a `blank` disk, a
+//! local file) into a claim, as upstream's `cdi-importer` pod does it.
 //!
 //! The DataVolume controller runs `kubevirt-controller cdi-importer` in an `importer-<dv>` pod
 //! with the claim mounted (Filesystem: at `/data`, the disk is `/data/disk.img`; Block: the
@@ -27,8 +27,9 @@
 //!   disk (Block: the temporary directory);
 //! - images that refer to other files (a qcow2's external data file, a vmdk's other extents)
 //!   are refused, not only those with a backing file;
-//! - sources: `http` and `none` (blank) of upstream's; `registry`, `s3`, `gcs`, `imageio`,
-//!   `vddk` are refused by name; `file` (a local path) is ours;
+//! - sources: `http`, `registry` and `none` (blank) of upstream's; `s3`, `gcs`, `imageio`,
+//!   `vddk` are refused by name; `file` (a local path) is ours; a registry image's disk is
+//!   copied to `/scratch` if mounted, else beside the disk (upstream: always scratch space);
 //! - `IMPORTER_READY_FILE` and the multi-stage (checkpoint) variables are not read.
 
 pub mod archive;

@@ -23,12 +23,24 @@ pub const ALIGNMENT: u64 = 1 << 20;
 pub const PENDING_NAME: &str = ".disk.img.importing";
 /// A scratch file's name.
 pub const SCRATCH_NAME: &str = ".importer-scratch";
+/// Where a registry import copies the disk out of the image's layers (plus suffixes while it
+/// is written).
+pub const REGISTRY_DISK_NAME: &str = ".importer-registry-disk";
 
 /// Removes what an interrupted import leaves in `dir` (a half-written disk, a scratch file, a
 /// half-unpacked archive); never `disk.img`.
 pub fn remove_leftovers(dir: &Path) {
     for name in [PENDING_NAME, SCRATCH_NAME] {
         let _ = fs::remove_file(dir.join(name));
+    }
+    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with(REGISTRY_DISK_NAME)
+        {
+            let _ = fs::remove_file(entry.path());
+        }
     }
     let _ = fs::remove_dir_all(dir.join(super::archive::STAGING));
 }

@@ -19,7 +19,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use hyper_util::rt::TokioIo;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::{Api, Client};
 use kubevirt_api::cdi::v1beta1::DataVolume;
 use serde_json::{Value, json};
@@ -138,7 +138,7 @@ async fn token_request(State(s): Shared, Path(namespace): Path<String>, body: By
                 StatusCode::BAD_REQUEST,
                 "BadRequest",
                 &format!(
-                    "persistentvolumeclaim {namespace}/{pvc} is not an upload target (a DataVolume with an upload source)"
+                    "persistentvolumeclaim {namespace}/{pvc} is not an upload target (a DataVolume with an upload source, or a claim annotated cdi.kubevirt.io/storage.upload.target)"
                 ),
             );
         }
@@ -158,16 +158,26 @@ async fn token_request(State(s): Shared, Path(namespace): Path<String>, body: By
     (StatusCode::CREATED, axum::Json(answer)).into_response()
 }
 
-/// Whether claim `pvc` is an upload target: a DataVolume of its name uploads.
+/// Whether claim `pvc` is an upload target: a DataVolume of its name uploads, or the claim is
+/// annotated as one (`virtctl image-upload pvc`).
 async fn upload_target(client: &Client, namespace: &str, pvc: &str) -> Result<bool, String> {
     let dvs: Api<DataVolume> = Api::namespaced(client.clone(), namespace);
     let dv = dvs
         .get_opt(pvc)
         .await
         .map_err(|e| format!("reading DataVolume {namespace}/{pvc}: {e}"))?;
-    Ok(dv
+    if dv
         .and_then(|d| d.spec.source)
-        .is_some_and(|s| s.upload.is_some()))
+        .is_some_and(|s| s.upload.is_some())
+    {
+        return Ok(true);
+    }
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), namespace);
+    let claim = claims
+        .get_opt(pvc)
+        .await
+        .map_err(|e| format!("reading PersistentVolumeClaim {namespace}/{pvc}: {e}"))?;
+    Ok(claim.as_ref().is_some_and(super::pvc::is_upload_target))
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {

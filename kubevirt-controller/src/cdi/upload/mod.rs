@@ -8,6 +8,7 @@
 pub mod api;
 pub mod channel;
 pub mod cli;
+pub mod pvc;
 pub mod server;
 pub mod token;
 

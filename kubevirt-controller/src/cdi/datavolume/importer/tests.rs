@@ -208,3 +208,58 @@ fn a_pod_is_reachable_once_its_container_runs() {
     assert_eq!(socket_address("10.0.0.5", 8443), "10.0.0.5:8443");
     assert_eq!(socket_address("fd00::5", 8443), "[fd00::5]:8443");
 }
+
+#[test]
+fn a_registry_import_pod_carries_upstreams_environment() {
+    let d = dv(json!({
+        "source": {"registry": {"url": "docker://10.0.0.5:5000/disks/demo:v1",
+                                "certConfigMap": "reg-ca", "secretRef": "reg-creds"}},
+        "storage": {"resources": {"requests": {"storage": "1Gi"}}}
+    }));
+    let source = source_of(&d).unwrap();
+    let mut config = DataVolumeConfig::new("img:1");
+    let p = pod_for(&d, &source, false, &claim(), &config);
+    assert_eq!(value(&p, "IMPORTER_SOURCE"), "registry");
+    assert_eq!(
+        value(&p, "IMPORTER_ENDPOINT"),
+        "docker://10.0.0.5:5000/disks/demo:v1"
+    );
+    assert_eq!(value(&p, "IMPORTER_CERT_DIR"), CERT_DIR);
+    assert_eq!(value(&p, "INSECURE_TLS"), "false");
+    let secret = env(&p)["IMPORTER_SECRET_KEY"].value_from.clone().unwrap();
+    let key = secret.secret_key_ref.unwrap();
+    assert_eq!(
+        (key.name.as_str(), key.key.as_str()),
+        ("reg-creds", "secretKey")
+    );
+    // An insecure registry (CDIConfig's insecureRegistries) gets INSECURE_TLS.
+    config.insecure_registries = vec!["10.0.0.5:5000".into()];
+    let p = pod_for(&d, &source, false, &claim(), &config);
+    assert_eq!(value(&p, "INSECURE_TLS"), "true");
+}
+
+#[test]
+fn registry_sources_this_controller_cannot_import_are_refused_by_field() {
+    let e = |registry: serde_json::Value| {
+        source_of(&dv(json!({"source": {"registry": registry}}))).unwrap_err()
+    };
+    assert!(
+        e(json!({"url": "docker://r/x:1", "pullMethod": "node"}))
+            .starts_with("spec.source.registry.pullMethod: node")
+    );
+    assert!(
+        e(json!({"url": "docker://r/x:1", "pullMethod": "kubelet"}))
+            .contains("is not one of pod, node")
+    );
+    assert!(e(json!({"imageStream": "fedora"})).starts_with("spec.source.registry.imageStream"));
+    assert!(e(json!({})).starts_with("spec.source.registry.url: Required value"));
+    assert!(e(json!({"url": "http://r/x"})).contains("must start with docker://"));
+    assert!(
+        e(json!({"url": "docker://r/X Y"}))
+            .starts_with("spec.source.registry.url: image reference")
+    );
+    let ok = dv(
+        json!({"source": {"registry": {"url": "docker://quay.io/containerdisks/fedora:41", "pullMethod": "pod"}}}),
+    );
+    assert!(matches!(source_of(&ok), Ok(Source::Registry(_))));
+}

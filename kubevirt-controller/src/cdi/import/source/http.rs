@@ -126,6 +126,8 @@ pub enum HttpError {
         status: StatusCode,
         /// What to do about it.
         hint: &'static str,
+        /// The `WWW-Authenticate` challenge of a 401 (a registry's token flow reads it).
+        challenge: Option<String>,
     },
     /// A redirect without a usable Location.
     #[error("{url} redirects to {location:?}, which is not a usable URL")]
@@ -224,6 +226,7 @@ impl Source for HttpSource {
             .map_err(HttpError::Runtime)?;
         let mut tls = None;
         let mut uri = self.uri.clone();
+        let mut options = self.options.clone();
         for _ in 0..=MAX_REDIRECTS {
             if uri.scheme_str() == Some("https") && tls.is_none() {
                 tls = Some(super::tls::client_config(
@@ -231,7 +234,7 @@ impl Source for HttpSource {
                     self.options.insecure_skip_verify,
                 )?);
             }
-            let response = rt.block_on(get(&uri, &self.options, tls.as_ref()))?;
+            let response = rt.block_on(get(&uri, &options, tls.as_ref()))?;
             let status = response.status();
             if status.is_redirection()
                 && let Some(location) = response.headers().get(hyper::header::LOCATION)
@@ -241,6 +244,15 @@ impl Source for HttpSource {
                     url: uri.to_string(),
                     location,
                 })?;
+                // As Go's client: credentials do not follow a redirect to another host (a
+                // registry's blob redirected to object storage with its own signature).
+                if uri.host() != self.uri.host() {
+                    options.basic_auth = None;
+                    options.extra_headers.retain(|(name, _)| {
+                        !name.eq_ignore_ascii_case("authorization")
+                            && !name.eq_ignore_ascii_case("cookie")
+                    });
+                }
                 continue;
             }
             if status != StatusCode::OK {
@@ -251,10 +263,15 @@ impl Source for HttpSource {
                     404 | 410 => "; check the DataVolume's source.http.url",
                     _ => "",
                 };
+                let challenge = response
+                    .headers()
+                    .get(hyper::header::WWW_AUTHENTICATE)
+                    .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
                 return Err(HttpError::Status {
                     url: uri.to_string(),
                     status,
                     hint,
+                    challenge,
                 }
                 .into());
             }

@@ -1,16 +1,17 @@
 //! Where an import's bytes come from.
 //!
 //! A [`Source`] opens a byte stream (and says how long it is, when it knows, for progress). The
-//! pipeline does the rest: unwrapping, format detection, conversion. Sources so far:
-//! [`http::HttpSource`] (a DataVolume's `http` source) and [`file::FileSource`] (a local file,
-//! for tests and the upload server). A registry source (`docker://`, CDI's `registry`) is a
-//! later slice: it will implement [`Source`] by streaming the disk file out of the image's
-//! layers, and needs nothing else from the pipeline. `blank` has no bytes at all and is not a
-//! source: see [`super::ImportSource::Blank`].
+//! pipeline does the rest: unwrapping, format detection, conversion. Sources:
+//! [`http::HttpSource`] (a DataVolume's `http` source), [`registry::RegistrySource`] (its
+//! `registry` source: the disk under `/disk` of a container image, copied out of the layers to
+//! scratch space and then read as a local file) and [`file::FileSource`] (a local file, for
+//! tests, clones and the upload server). `blank` has no bytes at all and is not a source: see
+//! [`super::ImportSource::Blank`].
 
 pub mod file;
 pub mod http;
 pub mod proxy;
+pub mod registry;
 pub mod tls;
 
 use std::io::Read;
@@ -54,6 +55,9 @@ pub enum SourceError {
     /// An HTTP source failed.
     #[error(transparent)]
     Http(#[from] http::HttpError),
+    /// A registry source failed.
+    #[error(transparent)]
+    Registry(#[from] registry::RegistryError),
     /// A local file could not be opened.
     #[error("opening {path}: {source}")]
     File {

@@ -1,9 +1,18 @@
 //! Image references: `registry:5000/kubevirt/cirros:devel`, `quay.io/containerdisks/fedora@sha256:…`,
 //! `fedora` (= `docker.io/library/fedora:latest`).
 
-use super::OciError;
 use std::fmt;
 use std::str::FromStr;
+
+/// An image reference that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("image reference {reference:?} is not valid: {reason}")]
+pub struct ReferenceError {
+    /// The text given.
+    pub reference: String,
+    /// What is wrong with it.
+    pub reason: &'static str,
+}
 
 /// A tag or a digest.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -26,10 +35,13 @@ pub struct ImageRef {
 }
 
 impl FromStr for ImageRef {
-    type Err = OciError;
+    type Err = ReferenceError;
 
-    fn from_str(s: &str) -> Result<Self, OciError> {
-        let bad = |why| OciError::Reference(s.to_string(), why);
+    fn from_str(s: &str) -> Result<Self, ReferenceError> {
+        let bad = |reason| ReferenceError {
+            reference: s.to_string(),
+            reason,
+        };
         let s = s.trim().strip_prefix("docker://").unwrap_or(s.trim());
         if s.is_empty() || s.contains(char::is_whitespace) {
             return Err(bad("empty or contains spaces"));
@@ -90,6 +102,23 @@ impl FromStr for ImageRef {
             repository,
             reference,
         })
+    }
+}
+
+impl ImageRef {
+    /// The tag or digest, as the registry's `manifests/<reference>` path names it.
+    pub fn manifest_reference(&self) -> &str {
+        match &self.reference {
+            Reference::Tag(t) | Reference::Digest(t) => t,
+        }
+    }
+
+    /// The same repository at `digest` (an index's entry).
+    pub fn at_digest(&self, digest: &str) -> ImageRef {
+        ImageRef {
+            reference: Reference::Digest(digest.to_string()),
+            ..self.clone()
+        }
     }
 }
 
