@@ -100,11 +100,7 @@ fn add(into: &mut Amounts, from: &Amounts) {
 
 /// Decide where `pod` goes among `nodes`, given every pod in the cluster (`pods`, whose
 /// `spec.nodeName` says where they already are).
-pub fn decide<P: Borrow<Pod>>(
-    pod: &Pod,
-    nodes: &[Node],
-    pods: &[P],
-) -> Result<Decision, BadQuantity> {
+pub fn decide(pod: &Pod, nodes: &[Node], pods: &[Pod]) -> Result<Decision, BadQuantity> {
     decide_with(pod, nodes, pods, |_| None)
 }
 
