@@ -273,11 +273,12 @@ impl Worker {
         none()
     }
 
-    /// Makes sure the pod has a ready sandbox; returns its id, IP and configuration.
+    /// Makes sure the pod has a ready sandbox; returns its id, IP and configuration, and whether
+    /// it was made just now (it has no containers yet).
     async fn sandbox(
         &mut self,
         pod: &Pod,
-    ) -> Result<(String, String, cri::PodSandboxConfig), PodError> {
+    ) -> Result<(String, String, cri::PodSandboxConfig, bool), PodError> {
         let existing = runtime::sandboxes(&self.ctx.cri, Some(&self.uid)).await?;
         let attempt = existing
             .first()
@@ -290,6 +291,7 @@ impl Worker {
                     s.id.clone(),
                     ip,
                     config::sandbox_config(pod, attempt, &self.ctx.logs_dir, &self.ctx.node_name),
+                    false,
                 ));
             }
         }
@@ -317,7 +319,7 @@ impl Worker {
         // RunPodSandbox includes the network (CNI) and the pause container's start.
         tracing::debug!(uid = %self.uid, took = ?started.elapsed(), "sandbox ready");
         let (_, ip) = runtime::sandbox_ip(&self.ctx.cri, &id).await?;
-        Ok((id, ip, cfg))
+        Ok((id, ip, cfg, true))
     }
 
     /// One pass over the pod.
@@ -402,7 +404,7 @@ impl Worker {
         {
             tracing::warn!(uid = %self.uid, error = %e, "renewing a service account token");
         }
-        let (sandbox, ip, sandbox_cfg) = self.sandbox(pod).await?;
+        let (sandbox, ip, sandbox_cfg, fresh) = self.sandbox(pod).await?;
         let downward = Downward {
             pod_ip: ip.clone(),
             host_ip: self.ctx.host_ip.clone(),
@@ -414,7 +416,12 @@ impl Worker {
             .restart_policy
             .clone()
             .unwrap_or_else(|| "Always".into());
-        let observed = self.by_name(&sandbox).await?;
+        // A sandbox made just now has no containers: no need to ask.
+        let observed = if fresh {
+            (HashMap::new(), HashMap::new())
+        } else {
+            self.by_name(&sandbox).await?
+        };
         let latest = &observed.0;
         // Whether this pass asked the runtime for anything (else what it saw is still current).
         let mut acted = false;
