@@ -14,7 +14,8 @@
 //! (API server on SQLite, scheduler, kubelet with its private containerd on its own bridge
 //! `kvpb0` and pod network 10.198.0.0/16, the node's registry serving a static busybox image
 //! the bench builds). After a warm-up pod (which pulls the busybox and pause images, so every
-//! measured pod has them), two runs against the same containerd:
+//! measured pod has them), two runs against the same containerd, the peer first (on the fresh
+//! runtime; then a pause of [`BETWEEN_RUNS`] for its removals to settle):
 //!
 //! - **kubelet**: `PODS` pods (`busybox sleep`, default service account) created through the
 //!   API `MS` apart; the bench's own watch stamps each pod's arrival as bound (`nodeName`),
@@ -60,6 +61,8 @@ const LABEL_VALUE: &str = "pod-startup";
 const IDLE_WINDOW: Duration = Duration::from_secs(10);
 /// Settling after the last pod is Running, before sampling.
 const SETTLE: Duration = Duration::from_secs(3);
+/// The pause between the two runs, for the first run's removals to settle.
+const BETWEEN_RUNS: Duration = Duration::from_secs(20);
 /// How long a run may take to get every pod Running.
 const RUN_LIMIT: Duration = Duration::from_secs(300);
 
@@ -387,7 +390,10 @@ async fn kubelet_run(
         tokio::time::sleep_until(start + interval * i as u32).await;
         let name = format!("startup-{i}");
         run.pods[i].created = Some(wall_ns());
-        if let Err(e) = pods.create(&PostParams::default(), &pod(&name, image)).await {
+        if let Err(e) = pods
+            .create(&PostParams::default(), &pod(&name, image))
+            .await
+        {
             run.error = Some(format!("creating {name}: {e}"));
             break;
         }
@@ -850,13 +856,18 @@ fn main() {
         let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
         // The node must be registered before the scheduler can bind anything.
         warm_up(&pods, &cri, &image).await?;
-        let k = if kubelet {
-            Some(kubelet_run(&client, &cri, &data, &image, n, interval).await)
+        // The peer first, on the fresh runtime: its numbers are the floor. Between the runs
+        // containerd finishes removing the first run's pods.
+        let c = if peer {
+            Some(cri_run(&cri, &image, &logs, n, interval).await)
         } else {
             None
         };
-        let c = if peer {
-            Some(cri_run(&cri, &image, &logs, n, interval).await)
+        if peer && kubelet {
+            tokio::time::sleep(BETWEEN_RUNS).await;
+        }
+        let k = if kubelet {
+            Some(kubelet_run(&client, &cri, &data, &image, n, interval).await)
         } else {
             None
         };
@@ -869,8 +880,8 @@ fn main() {
     }
     rt.shutdown_timeout(Duration::from_secs(10));
     let (k, c) = outcome.unwrap_or_else(|e| panic!("pod_startup failed: {e}"));
-    let k95 = k.as_ref().and_then(|k| report_kubelet(k, interval));
     let c95 = c.as_ref().and_then(|c| report_cri(c, interval));
+    let k95 = k.as_ref().and_then(|k| report_kubelet(k, interval));
     println!();
     if let Some(k95) = k95 {
         println!(
