@@ -15,7 +15,8 @@
 //! `kvpb0` and pod network 10.198.0.0/16, the node's registry serving a static busybox image
 //! the bench builds). After a warm-up pod (which pulls the busybox and pause images, so every
 //! measured pod has them), two runs against the same containerd, the peer first (on the fresh
-//! runtime; then a pause of [`BETWEEN_RUNS`] for its removals to settle):
+//! runtime; then a pause of [`BETWEEN_RUNS`] and until containerd is quiet, for its removals
+//! to settle):
 //!
 //! - **kubelet**: `PODS` pods (`busybox sleep`, default service account) created through the
 //!   API `MS` apart; the bench's own watch stamps each pod's arrival as bound (`nodeName`),
@@ -267,6 +268,8 @@ struct KubeletRun {
     idle: Option<Idle>,
     load_before: String,
     load_after: String,
+    /// CPU seconds from the first creation until every pod ran: this process, containerd.
+    cpu: (f64, f64),
     error: Option<String>,
 }
 
@@ -385,6 +388,7 @@ async fn kubelet_run(
         }
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
+    let cpu0 = cpu_now(data);
     let start = tokio::time::Instant::now();
     for i in 0..n {
         tokio::time::sleep_until(start + interval * i as u32).await;
@@ -415,6 +419,7 @@ async fn kubelet_run(
         }
     }
     watch.abort();
+    run.cpu = cpu_since(data, cpu0);
     run.load_after = loadavg();
     // The runtime's own timestamps of each pod.
     match pods
@@ -516,7 +521,40 @@ struct CriRun {
     pods: Vec<CriPod>,
     load_before: String,
     load_after: String,
+    /// CPU seconds from the first call until the last pod started: this process, containerd.
+    cpu: (f64, f64),
     error: Option<String>,
+}
+
+/// CPU ticks so far of this process and of this run's containerd.
+fn cpu_now(data: &Path) -> (u64, u64) {
+    let (containerd, _) = runtime_pids(data);
+    (
+        cpu_ticks(std::process::id()).unwrap_or(0),
+        containerd.iter().filter_map(|p| cpu_ticks(*p)).sum(),
+    )
+}
+
+fn cpu_since(data: &Path, (me0, c0): (u64, u64)) -> (f64, f64) {
+    let (me1, c1) = cpu_now(data);
+    let t = clock_ticks();
+    (
+        me1.saturating_sub(me0) as f64 / t,
+        c1.saturating_sub(c0) as f64 / t,
+    )
+}
+
+/// Waits (at most a minute) until containerd has used under 5 % of a core over two seconds:
+/// the previous run's removals are done.
+async fn quiet_runtime(data: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        let before = cpu_now(data);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        if cpu_since(data, before).1 / 2.0 < 0.05 {
+            return;
+        }
+    }
 }
 
 /// The benchmark pod as the kubelet would have it, without the token volume (this path has no
@@ -621,11 +659,19 @@ async fn remove_sandbox(cri: &Cri, id: &str) {
         .await;
 }
 
-async fn cri_run(cri: &Cri, image: &str, logs: &Path, n: usize, interval: Duration) -> CriRun {
+async fn cri_run(
+    cri: &Cri,
+    data: &Path,
+    image: &str,
+    logs: &Path,
+    n: usize,
+    interval: Duration,
+) -> CriRun {
     let mut run = CriRun {
         load_before: loadavg(),
         ..Default::default()
     };
+    let cpu0 = cpu_now(data);
     let mut tasks = Vec::new();
     let start = tokio::time::Instant::now();
     for i in 0..n {
@@ -650,6 +696,7 @@ async fn cri_run(cri: &Cri, image: &str, logs: &Path, n: usize, interval: Durati
             }
         }
     }
+    run.cpu = cpu_since(data, cpu0);
     run.load_after = loadavg();
     let removals = run.pods.iter().map(|p| remove_sandbox(cri, &p.sandbox_id));
     futures::future::join_all(removals).await;
@@ -701,6 +748,14 @@ fn report_kubelet(k: &KubeletRun, interval: Duration) -> Option<f64> {
     };
     let total = col(&|t| secs(t.created, t.running));
     let s = line("creation -> Running (watch)", &total);
+    let per = k.pods.len().max(1) as f64;
+    println!(
+        "  CPU while they started: this process (API server, scheduler, kubelet) {:.1} s ({:.0} ms a pod), containerd {:.1} s ({:.0} ms a pod)",
+        k.cpu.0,
+        k.cpu.0 / per * 1e3,
+        k.cpu.1,
+        k.cpu.1 / per * 1e3
+    );
     println!("  phases (from the watch and containerd's own timestamps):");
     line(
         "creation -> bound (scheduler)",
@@ -758,6 +813,13 @@ fn report_cri(c: &CriRun, interval: Duration) -> Option<f64> {
     let s = line(
         "RunPodSandbox + CreateContainer + StartContainer",
         &col(|p| p.total),
+    );
+    let per = c.pods.len().max(1) as f64;
+    println!(
+        "  CPU while they started: this process (CRI client) {:.1} s, containerd {:.1} s ({:.0} ms a pod)",
+        c.cpu.0,
+        c.cpu.1,
+        c.cpu.1 / per * 1e3
     );
     line("  RunPodSandbox (incl. CNI)", &col(|p| p.sandbox));
     line("  CreateContainer", &col(|p| p.create));
@@ -859,12 +921,13 @@ fn main() {
         // The peer first, on the fresh runtime: its numbers are the floor. Between the runs
         // containerd finishes removing the first run's pods.
         let c = if peer {
-            Some(cri_run(&cri, &image, &logs, n, interval).await)
+            Some(cri_run(&cri, &data, &image, &logs, n, interval).await)
         } else {
             None
         };
         if peer && kubelet {
             tokio::time::sleep(BETWEEN_RUNS).await;
+            quiet_runtime(&data).await;
         }
         let k = if kubelet {
             Some(kubelet_run(&client, &cri, &data, &image, n, interval).await)
