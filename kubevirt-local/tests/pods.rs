@@ -208,6 +208,47 @@ fn a_crash_looping_container_restarts_with_back_off_and_a_missing_image_backs_of
     assert_nothing_left(&dir);
 }
 
+/// A pod whose containers all run is not polled every second; the kubelet's relist of the
+/// runtime notices a container that ends and wakes the pod's worker, which restarts it at once
+/// (the steady pods' own resync is 20 s).
+#[test]
+fn a_steady_pods_container_that_ends_is_restarted_at_once() {
+    require_node!();
+    let _node = node_slot();
+    let im = images();
+    let dir = tempdir("pods-steady");
+    let up = start_up(&dir, "kv-pods-steady", &im);
+    up.run_pod(&pod_yaml(
+        "steady",
+        &im.busybox,
+        "while [ ! -e /tmp/stop ]; do sleep 1; done; exit 3",
+        "",
+    ));
+    running_pod(&up, "steady");
+    // A few passes later its worker has nothing left to do.
+    std::thread::sleep(Duration::from_secs(4));
+    let start = Instant::now();
+    up.ok(&["exec", "steady", "--", "touch", "/tmp/stop"], None);
+    let restarted = eventually("steady restarted", 60, || {
+        up.pod("steady").filter(|p| {
+            let cs = container_status(p);
+            cs["restartCount"].as_u64().unwrap_or(0) >= 1 && cs["state"]["running"].is_object()
+        })
+    });
+    let took = start.elapsed();
+    let cs = container_status(&restarted);
+    assert_eq!(cs["lastState"]["terminated"]["exitCode"], 3, "{cs}");
+    assert!(
+        took < Duration::from_secs(10),
+        "the ended container was restarted {took:?} after it was told to end"
+    );
+    up.ok(
+        &["delete", "pod", "steady", "--grace-period=0", "--force"],
+        None,
+    );
+    assert_nothing_left(&dir);
+}
+
 #[test]
 fn graceful_and_forced_deletion() {
     require_node!();

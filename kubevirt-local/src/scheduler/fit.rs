@@ -2,6 +2,7 @@
 //! none fits in upstream's words (`0/2 nodes are available: 1 Insufficient memory, 1 node(s)
 //! were unschedulable.`).
 
+use std::borrow::Borrow;
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -105,10 +106,10 @@ pub fn decide(pod: &Pod, nodes: &[Node], pods: &[Pod]) -> Result<Decision, BadQu
 
 /// [`decide`] with one more filter after the others (the volume binding's): why a node that
 /// fits otherwise cannot take the pod, or `None`.
-pub fn decide_with(
+pub fn decide_with<P: Borrow<Pod>>(
     pod: &Pod,
     nodes: &[Node],
-    pods: &[Pod],
+    pods: &[P],
     extra: impl Fn(&Node) -> Option<String>,
 ) -> Result<Decision, BadQuantity> {
     if nodes.is_empty() {
@@ -120,6 +121,7 @@ pub fn decide_with(
     let me = (&pod.metadata.namespace, &pod.metadata.name);
     let mut used: BTreeMap<&str, (Amounts, Amounts)> = BTreeMap::new();
     for other in pods {
+        let other: &Pod = other.borrow();
         let Some(node) = other.spec.as_ref().and_then(|s| s.node_name.as_deref()) else {
             continue;
         };

@@ -2,6 +2,10 @@
 //! removes sandboxes (and host state) whose pod the API no longer has — also those left from
 //! before a restart. Pods the API still has are adopted as they are: their workers find the
 //! running sandbox and containers by their CRI labels.
+//!
+//! Like upstream's PLEG, one relist a second ([`RELIST_EVERY`]: two CRI calls for the whole
+//! node) notices a sandbox or container of a pod that appeared, went or changed state, and
+//! wakes that pod's worker; steady pods' workers otherwise sleep.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -13,7 +17,7 @@ use kube::Api;
 use kube::api::ListParams;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 use super::cleanup::remove_host_state;
@@ -23,9 +27,44 @@ use super::worker::{Context, Worker};
 /// How often sandboxes without a pod are looked for.
 const ORPHANS_EVERY: Duration = Duration::from_secs(10);
 
+/// How often the runtime's sandboxes and containers are listed for changes.
+pub const RELIST_EVERY: Duration = Duration::from_secs(1);
+
 struct Entry {
     tx: watch::Sender<Option<Arc<Pod>>>,
     task: JoinHandle<()>,
+    wake: Arc<Notify>,
+}
+
+/// What the runtime shows of one pod: its sandboxes' and containers' ids, states and attempts,
+/// sorted.
+type Fingerprint = Vec<(String, i32, u32)>;
+
+/// Every pod's [`Fingerprint`] by uid, from one `ListPodSandbox` and one `ListContainers`.
+async fn relist(ctx: &Context) -> Result<HashMap<String, Fingerprint>, crate::cri::CriError> {
+    let mut out: HashMap<String, Fingerprint> = HashMap::new();
+    let uid_of = |labels: &HashMap<String, String>| {
+        labels
+            .get(crate::cri::labels::POD_UID)
+            .cloned()
+            .unwrap_or_default()
+    };
+    for s in runtime::sandboxes(&ctx.cri, None).await? {
+        let attempt = s.metadata.as_ref().map_or(0, |m| m.attempt);
+        out.entry(uid_of(&s.labels))
+            .or_default()
+            .push((s.id, s.state, attempt));
+    }
+    for c in runtime::all_containers(&ctx.cri).await? {
+        let attempt = c.metadata.as_ref().map_or(0, |m| m.attempt);
+        out.entry(uid_of(&c.labels))
+            .or_default()
+            .push((c.id, c.state, attempt));
+    }
+    for f in out.values_mut() {
+        f.sort();
+    }
+    Ok(out)
 }
 
 /// Removes sandboxes of pods not in `known`, and pod directories of unknown uids.
@@ -74,9 +113,26 @@ pub async fn run_pods(ctx: Arc<Context>, node: String, mut stop: watch::Receiver
     let mut listed: Option<HashSet<String>> = None;
     let mut synced = false;
     let mut orphan_tick = tokio::time::interval(ORPHANS_EVERY);
+    let mut relist_tick = tokio::time::interval(RELIST_EVERY);
+    relist_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last: HashMap<String, Fingerprint> = HashMap::new();
     loop {
         tokio::select! {
             _ = async { let _ = stop.wait_for(|s| *s).await; } => break,
+            _ = relist_tick.tick() => {
+                match relist(&ctx).await {
+                    Ok(now) => {
+                        for (uid, e) in &workers {
+                            if now.get(uid) != last.get(uid) {
+                                tracing::trace!(%uid, "runtime state changed");
+                                e.wake.notify_one();
+                            }
+                        }
+                        last = now;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "listing the runtime's pods"),
+                }
+            }
             _ = orphan_tick.tick() => {
                 tracing::trace!(synced, workers = workers.len(), "housekeeping");
                 if synced {
@@ -123,8 +179,10 @@ pub async fn run_pods(ctx: Arc<Context>, node: String, mut stop: watch::Receiver
                             }
                             _ => {
                                 let (tx, rx) = watch::channel(Some(pod));
-                                let task = tokio::spawn(Worker::new(ctx.clone(), uid.clone()).run(rx));
-                                workers.insert(uid, Entry { tx, task });
+                                let wake = Arc::new(Notify::new());
+                                let worker = Worker::new(ctx.clone(), uid.clone(), Arc::clone(&wake));
+                                let task = tokio::spawn(worker.run(rx));
+                                workers.insert(uid, Entry { tx, task, wake });
                             }
                         }
                     }

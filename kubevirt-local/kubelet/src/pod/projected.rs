@@ -157,27 +157,34 @@ pub async fn project(
 ) -> Result<Projection, VolumeError> {
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
     let mode = p.default_mode.unwrap_or(0o644);
-    let mut out = Projection::default();
-    for (j, source) in p.sources.iter().flatten().enumerate() {
-        let at = format!("{field}.projected.sources[{j}]");
-        if let Some(cm) = &source.config_map {
-            let data = config_map_data(client, &ns, &cm.name, cm.optional, &at).await?;
-            out.files
-                .extend(select(&at, &data, cm.items.as_ref(), mode)?);
-        } else if let Some(s) = &source.secret {
-            let data = secret_data(client, &ns, &s.name, s.optional, &at).await?;
-            out.files
-                .extend(select(&at, &data, s.items.as_ref(), mode)?);
-        } else if let Some(d) = &source.downward_api {
-            out.files
-                .extend(downward_files(pod, &at, d.items.as_deref(), Some(mode))?);
-        } else if source.service_account_token.is_some() {
-            continue; // below, with the renewals
-        } else {
-            return Err(VolumeError::Unsupported { field: at });
+    let sources = async {
+        let mut files = Vec::new();
+        for (j, source) in p.sources.iter().flatten().enumerate() {
+            let at = format!("{field}.projected.sources[{j}]");
+            if let Some(cm) = &source.config_map {
+                let data = config_map_data(client, &ns, &cm.name, cm.optional, &at).await?;
+                files.extend(select(&at, &data, cm.items.as_ref(), mode)?);
+            } else if let Some(s) = &source.secret {
+                let data = secret_data(client, &ns, &s.name, s.optional, &at).await?;
+                files.extend(select(&at, &data, s.items.as_ref(), mode)?);
+            } else if let Some(d) = &source.downward_api {
+                files.extend(downward_files(pod, &at, d.items.as_deref(), Some(mode))?);
+            } else if source.service_account_token.is_some() {
+                continue; // with the renewals
+            } else {
+                return Err(VolumeError::Unsupported { field: at });
+            }
         }
-    }
-    let tokens = tokens(client, pod, field, p).await?;
+        Ok(files)
+    };
+    // The token request and the other sources' reads are independent round trips (every
+    // pod's `kube-api-access` volume has both): made at once.
+    let (files, tokens) = futures::join!(sources, tokens(client, pod, field, p));
+    let mut out = Projection {
+        files: files?,
+        ..Default::default()
+    };
+    let tokens = tokens?;
     out.files.extend(tokens.files);
     out.refresh_at = tokens.refresh_at;
     Ok(out)

@@ -46,6 +46,23 @@ pub async fn containers(c: &Cri, sandbox: &str) -> Result<Vec<cri::Container>, C
         .containers)
 }
 
+/// Every container this kubelet made (all pods').
+pub async fn all_containers(c: &Cri) -> Result<Vec<cri::Container>, CriError> {
+    let selector = HashMap::from([(labels::MANAGED_BY.to_string(), "true".to_string())]);
+    Ok(c.runtime
+        .clone()
+        .list_containers(cri::ListContainersRequest {
+            filter: Some(cri::ContainerFilter {
+                label_selector: selector,
+                ..Default::default()
+            }),
+        })
+        .await
+        .map_err(client_call("ListContainers"))?
+        .into_inner()
+        .containers)
+}
+
 /// One container's full status.
 pub async fn container_status(c: &Cri, id: &str) -> Result<cri::ContainerStatus, CriError> {
     c.runtime

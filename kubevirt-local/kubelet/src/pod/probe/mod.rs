@@ -60,6 +60,9 @@ impl Drop for Running {
 #[derive(Debug, Default)]
 pub struct Probes {
     by_name: HashMap<String, Running>,
+    /// Woken whenever a probe changes what it shows (started, ready, kill): the pod's worker
+    /// reports at once instead of polling the probes.
+    wake: Arc<tokio::sync::Notify>,
 }
 
 fn lock(shared: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
@@ -72,6 +75,14 @@ fn probed(c: &Container) -> bool {
 }
 
 impl Probes {
+    /// Probes that wake `wake` whenever what they show changes.
+    pub fn new(wake: Arc<tokio::sync::Notify>) -> Self {
+        Self {
+            by_name: HashMap::new(),
+            wake,
+        }
+    }
+
     /// Starts the probes of container `c` of `pod`, running as runtime container `id` in the pod
     /// at `pod_ip`, unless they already run for that container.
     pub fn ensure(&mut self, ctx: &Arc<Context>, pod: &Pod, c: &Container, id: &str, pod_ip: &str) {
@@ -92,6 +103,7 @@ impl Probes {
             id.to_string(),
             pod_ip.to_string(),
             Arc::clone(&shared),
+            Arc::clone(&self.wake),
         ));
         self.by_name.insert(
             c.name.clone(),
@@ -133,6 +145,7 @@ async fn run(
     id: String,
     pod_ip: String,
     shared: Arc<Mutex<Shared>>,
+    wake: Arc<tokio::sync::Notify>,
 ) {
     let start = Instant::now();
     let mut trackers: Vec<Tracker> = [
@@ -162,6 +175,7 @@ async fn run(
                 }
             }
             let mut s = lock(&shared);
+            let before = s.view;
             match verdict {
                 Verdict::Started => s.view.started = true,
                 Verdict::Ready(ready) => s.view.ready = ready,
@@ -172,9 +186,15 @@ async fn run(
                         t.kind.word()
                     );
                     s.kill = Some((t.kind, message));
+                    drop(s);
+                    wake.notify_one();
                     return;
                 }
                 Verdict::Same => {}
+            }
+            if s.view != before {
+                drop(s);
+                wake.notify_one();
             }
         }
         let started = lock(&shared).view.started;
