@@ -110,6 +110,23 @@ impl Forward {
         self.stderr.lock().unwrap().clone()
     }
 
+    /// The stderr once it has `line` (its reader thread may lag the stdout lines), or a panic
+    /// showing it after 10 s.
+    fn stderr_with(&self, line: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = self.stderr();
+            if log.contains(line) {
+                return log;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {line:?} in kubectl's stderr:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Waits up to `secs` for kubectl to exit; its stderr then.
     fn exits_within(&mut self, secs: u64) -> String {
         let deadline = Instant::now() + Duration::from_secs(secs);
@@ -237,12 +254,8 @@ fn kubectl_port_forward_over_websockets_reaches_pods_and_services() {
     let mut both = Forward::start(&up, &["pod/web", "0:8080", "0:8081", "-v=6"], &[]);
     let ports = both.local_ports(2);
     // Upgraded as a websocket (a GET), not through the SPDY fallback (a POST).
-    let log = both.stderr();
-    assert!(
-        log.contains("GET https://")
-            && log.contains("/pods/web/portforward 101 Switching Protocols"),
-        "{log}"
-    );
+    let log = both.stderr_with("/pods/web/portforward 101 Switching Protocols");
+    assert!(log.contains("GET https://"), "{log}");
     assert!(!log.contains("POST https://"), "{log}");
     assert_eq!(fetch(ports[0]), "hello-8080");
     assert_eq!(fetch(ports[0]), "hello-8080");
@@ -313,12 +326,8 @@ fn kubectl_port_forward_over_spdy_and_a_pod_not_running() {
     let spdy = [("KUBECTL_PORT_FORWARD_WEBSOCKETS", "false")];
     let mut fwd = Forward::start(&up, &["web", "0:8080", "0:8081", "-v=6"], &spdy);
     let ports = fwd.local_ports(2);
-    let log = fwd.stderr();
-    assert!(
-        log.contains("POST https://")
-            && log.contains("/pods/web/portforward 101 Switching Protocols"),
-        "{log}"
-    );
+    let log = fwd.stderr_with("/pods/web/portforward 101 Switching Protocols");
+    assert!(log.contains("POST https://"), "{log}");
     assert_eq!(fetch(ports[0]), "hello-8080");
     assert_eq!(fetch(ports[1]), "hello-8081");
     assert_eq!(fetch(ports[0]), "hello-8080");

@@ -10,7 +10,6 @@
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{FromRequestParts, Request};
-use axum::http::StatusCode;
 use axum::response::Response;
 use futures::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
@@ -109,32 +108,30 @@ async fn stream(
     let ns = t.namespace.as_deref().unwrap_or_default();
     let name = t.name.as_deref().unwrap_or_default();
     let path = format!("/{session}/{ns}/{name}/{container}?{query}");
-    let answer = super::logs::kubelet_get(kubelet, &path).await?;
-    if answer.status() != StatusCode::FOUND {
-        return Err(super::logs::kubelet_error(answer).await);
-    }
-    let location = answer
-        .headers()
-        .get(axum::http::header::LOCATION)
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| ApiError::internal("the kubelet's redirect has no Location"))?
-        .to_string();
+    let location = super::logs::kubelet_redirect(kubelet, &path).await?;
     let backend = dial(&location).await?;
-    Ok(upgrade
-        .protocols(PROTOCOLS)
-        .on_upgrade(move |client| relay(client, backend)))
+    Ok(upgrade.protocols(PROTOCOLS).on_upgrade(move |client| {
+        let v5 = client
+            .protocol()
+            .is_some_and(|p| p.as_bytes() == PROTOCOLS[0].as_bytes());
+        relay_frames(client, backend, v5, std::future::pending())
+    }))
 }
 
-/// Relays frames until either side ends.
-async fn relay(client: WebSocket, backend: WebSocketStream<TcpStream>) {
-    let v5 = client
-        .protocol()
-        .is_some_and(|p| p.as_bytes() == PROTOCOLS[0].as_bytes());
+/// Relays websocket frames between a client and the runtime's streaming server until either
+/// side ends or `ends` resolves, then closes the client normally (kubectl reports a close
+/// without a status, 1005, as an error). `v5`: the client speaks v5, whose close-signal frames
+/// have no v4 form and are dropped.
+pub(super) async fn relay_frames(
+    client: WebSocket,
+    backend: WebSocketStream<TcpStream>,
+    v5: bool,
+    ends: impl std::future::Future<Output = ()>,
+) {
     let (mut c_tx, mut c_rx) = client.split();
     let (mut b_tx, mut b_rx) = backend.split();
     let up = async {
-        while let Some(r) = c_rx.next().await {
-            let Ok(m) = r else { break };
+        while let Some(Ok(m)) = c_rx.next().await {
             let m = match m {
                 Message::Binary(b) if v5 && b.first() == Some(&CLOSE_SIGNAL) => continue,
                 Message::Binary(b) => BackendMessage::Binary(b),
@@ -149,8 +146,7 @@ async fn relay(client: WebSocket, backend: WebSocketStream<TcpStream>) {
         let _ = b_tx.send(BackendMessage::Close(None)).await;
     };
     let down = async {
-        while let Some(r) = b_rx.next().await {
-            let Ok(m) = r else { break };
+        while let Some(Ok(m)) = b_rx.next().await {
             let m = match m {
                 BackendMessage::Binary(b) => Message::Binary(b),
                 BackendMessage::Text(t) => Message::Text(t.as_str().into()),
@@ -161,19 +157,23 @@ async fn relay(client: WebSocket, backend: WebSocketStream<TcpStream>) {
                 break;
             }
         }
-        // A normal close (1000): kubectl reports a close without a status (1005) as an error.
-        let _ = c_tx
-            .send(Message::Close(Some(CloseFrame {
-                code: axum::extract::ws::close_code::NORMAL,
-                reason: "".into(),
-            })))
-            .await;
     };
-    // The session is over when the process's side closes; the client's side closing ends it too.
     tokio::select! {
         _ = down => {}
         _ = up => {}
+        _ = ends => {}
     }
+    close_normally(&mut c_tx).await;
+}
+
+/// Sends a normal close (1000) to a client.
+pub(super) async fn close_normally(tx: &mut futures::stream::SplitSink<WebSocket, Message>) {
+    let _ = tx
+        .send(Message::Close(Some(CloseFrame {
+            code: axum::extract::ws::close_code::NORMAL,
+            reason: "".into(),
+        })))
+        .await;
 }
 
 #[cfg(test)]

@@ -174,6 +174,21 @@ pub(super) async fn kubelet_get(
     sender.send_request(req).await.map_err(|e| unreachable(&e))
 }
 
+/// GETs `path` of the kubelet, which answers a streaming request with a redirect to the
+/// runtime's streaming URL: that URL, or the kubelet's error.
+pub(super) async fn kubelet_redirect(kubelet: SocketAddr, path: &str) -> Result<String, ApiError> {
+    let answer = kubelet_get(kubelet, path).await?;
+    if answer.status() != axum::http::StatusCode::FOUND {
+        return Err(kubelet_error(answer).await);
+    }
+    answer
+        .headers()
+        .get(axum::http::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .ok_or_else(|| ApiError::internal("the kubelet's redirect has no Location"))
+}
+
 /// A kubelet's error answer as a Status (its text is the message).
 pub(super) async fn kubelet_error(answer: axum::http::Response<hyper::body::Incoming>) -> ApiError {
     let status = answer.status();

@@ -26,7 +26,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{FromRequestParts, Request};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
@@ -36,8 +36,6 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::broadcast;
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::Message as BackendMessage;
 
 use crate::error::ApiError;
 use crate::server::route::Target;
@@ -290,16 +288,7 @@ async fn serve(state: Arc<State>, t: Target, req: Request) -> Result<Response, A
         "/portForward/{}/{}/{}?{query}",
         pod.key.namespace, pod.key.name, pod.uid
     );
-    let answer = super::logs::kubelet_get(pod.kubelet, &path).await?;
-    if answer.status() != StatusCode::FOUND {
-        return Err(super::logs::kubelet_error(answer).await);
-    }
-    let location = answer
-        .headers()
-        .get(header::LOCATION)
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| ApiError::internal("the kubelet's redirect has no Location"))?
-        .to_string();
+    let location = super::logs::kubelet_redirect(pod.kubelet, &path).await?;
     let ends = pod_ends(state, events, pod.key, pod.uid);
     if let Client::Channel(ws, protocol) = client {
         let backend = super::exec::dial_with(&location, protocol).await?;
@@ -307,7 +296,9 @@ async fn serve(state: Arc<State>, t: Target, req: Request) -> Result<Response, A
             Some(p) => ws.protocols([p]),
             None => ws,
         };
-        return Ok(ws.on_upgrade(move |client| relay_frames(client, backend, ends)));
+        return Ok(
+            ws.on_upgrade(move |client| super::exec::relay_frames(client, backend, false, ends))
+        );
     }
     let backend = dial(&location).await?;
     match client {
@@ -339,55 +330,6 @@ fn names_ports(query: &str) -> bool {
         .split('&')
         .filter_map(|p| p.split_once('='))
         .any(|(k, v)| (k == "ports" || k == "port") && !v.is_empty())
-}
-
-/// Relays the older channel protocol's frames between the client and the runtime until either
-/// side ends or the pod does.
-async fn relay_frames(
-    client: WebSocket,
-    backend: WebSocketStream<TcpStream>,
-    ends: impl Future<Output = ()>,
-) {
-    let (mut c_tx, mut c_rx) = client.split();
-    let (mut b_tx, mut b_rx) = backend.split();
-    let up = async {
-        while let Some(Ok(m)) = c_rx.next().await {
-            let m = match m {
-                Message::Binary(b) => BackendMessage::Binary(b),
-                Message::Text(t) => BackendMessage::Text(t.as_str().into()),
-                Message::Close(_) => break,
-                Message::Ping(_) | Message::Pong(_) => continue,
-            };
-            if b_tx.send(m).await.is_err() {
-                break;
-            }
-        }
-        let _ = b_tx.send(BackendMessage::Close(None)).await;
-    };
-    let down = async {
-        while let Some(Ok(m)) = b_rx.next().await {
-            let m = match m {
-                BackendMessage::Binary(b) => Message::Binary(b),
-                BackendMessage::Text(t) => Message::Text(t.as_str().into()),
-                BackendMessage::Close(_) => break,
-                _ => continue,
-            };
-            if c_tx.send(m).await.is_err() {
-                break;
-            }
-        }
-    };
-    tokio::select! {
-        _ = up => {}
-        _ = down => {}
-        _ = ends => {}
-    }
-    let _ = c_tx
-        .send(Message::Close(Some(CloseFrame {
-            code: axum::extract::ws::close_code::NORMAL,
-            reason: "".into(),
-        })))
-        .await;
 }
 
 /// Relays a tunnelling client's binary messages and the runtime's SPDY bytes until either side
@@ -437,12 +379,7 @@ async fn relay_tunneled(
         _ = ends => {}
     }
     // A normal close: kubectl's tunnel reads it as the end of the stream.
-    let _ = c_tx
-        .send(Message::Close(Some(CloseFrame {
-            code: axum::extract::ws::close_code::NORMAL,
-            reason: "".into(),
-        })))
-        .await;
+    super::exec::close_normally(&mut c_tx).await;
 }
 
 /// Copies a SPDY client's bytes and the runtime's both ways until either side ends or the pod
