@@ -20,15 +20,6 @@ use kubevirt_testsupport::{Profile, controller_binary, launcher_binary, tempdir,
 const NODE: &str = "kv-cdi-registry";
 const MARKER: &str = "kubevirt-rs registry import marker 2718";
 
-fn run(cmd: &mut Command) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// A 4 MiB raw disk with the marker at 1 MiB, as qcow2.
 fn qcow2(dir: &Path) -> Vec<u8> {
     let raw = dir.join("disk.raw");

@@ -20,15 +20,6 @@ use kubevirt_testsupport::{
 const NODE: &str = "kv-datavolumes";
 const MARKER: &str = "kubevirt-rs import marker 4711";
 
-fn run(cmd: &mut Command) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// An ISO 9660 image (label DVMARK) holding `/marker.txt`, as raw, qcow2 and xz-compressed raw.
 fn images(dir: &Path) {
     let content = dir.join("content");

@@ -255,6 +255,17 @@ impl Drop for Up {
     }
 }
 
+/// Runs a host command that must succeed (qemu-img, genisoimage, ...), naming it and its stderr
+/// when it does not.
+pub fn run(cmd: &mut Command) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 pub fn eventually<T>(what: &str, secs: u64, mut probe: impl FnMut() -> Option<T>) -> T {
     let start = Instant::now();
     loop {
