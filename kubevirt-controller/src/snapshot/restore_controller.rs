@@ -262,8 +262,15 @@ async fn steps(
             NotReady::Wait(reason) => Ok(Step::NotReady(reason, readiness::VMI_EXISTS)),
             NotReady::Fail(m) => Err(Failed::Fatal(m)),
             NotReady::Stop => {
-                // A VM already stopping answers that it is not running: wait for it.
-                if let Err(e) = lifecycle::stop(client, ns, vm_name, StopOptions::default()).await {
+                // A halted VM is already on its way down (`stop` would only answer that it
+                // is not running): each poll asks only while it is not.
+                let halted = vm.as_ref().is_some_and(|v| {
+                    RunStrategy::of(&v.spec).is_ok_and(|s| s == RunStrategy::Halted)
+                });
+                if !halted
+                    && let Err(e) =
+                        lifecycle::stop(client, ns, vm_name, StopOptions::default()).await
+                {
                     tracing::debug!(restore = name, error = %e, "stopping the restore target");
                 }
                 Ok(Step::NotReady(
