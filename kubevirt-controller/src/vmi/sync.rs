@@ -130,7 +130,8 @@ pub fn plan(vmi: &VirtualMachineInstance, pods: &[Pod], now: Timestamp) -> Plan 
             }
             ("Scheduled" | "Running", None) => fail(&mut status, gone(&old)),
             ("Scheduled" | "Running", Some(p)) => {
-                if let Some(why) = down(p).filter(|_| pod_final(p)) {
+                let ended = pod_final(p) || terminated(p).is_some();
+                if let Some(why) = down(p).filter(|_| ended) {
                     // The agent reads the launcher's final status; it gets a while to.
                     let since = finished(p).unwrap_or(now);
                     let deadline = since + AGENT_GRACE;
@@ -248,9 +249,16 @@ fn compute_image(p: &Pod) -> Option<String> {
         .clone()
 }
 
-/// Why the pod is down or going down, if it is: deleted, Failed or Succeeded.
+/// Why the pod is down or going down, if it is: deleted, Failed or Succeeded, or its compute
+/// container ended while another container runs on (upstream's `isComputeContainerDown`: e.g.
+/// a `StartError` when the runtime's start was cut short; the pod never restarts it).
 fn down(p: &Pod) -> Option<String> {
     let pod = format!("its virt-launcher pod {}", name(p));
+    if !pod_final(p)
+        && let Some(t) = terminated(p)
+    {
+        return Some(format!("{pod}: {t}"));
+    }
     if pod_final(p) {
         let s = p.status.as_ref();
         let mut why = format!("{pod} {}", pod_phase(p).to_lowercase());

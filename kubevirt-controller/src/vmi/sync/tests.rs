@@ -415,3 +415,45 @@ fn a_pod_waiting_for_its_data_volume_says_so_until_it_is_ready() {
     assert_eq!(dv.len(), 1);
     assert_eq!(dv[0].status, "True");
 }
+
+/// The compute container ended but the pod runs on (its console-log container): the runtime's
+/// start was cut short (`StartError`, found by the chaos suite when `up` was killed mid-start).
+/// A launcher pod never restarts it, so the VMI must not wait forever: it fails (at once before
+/// the agent owns it, after the agent's grace once it does) and the VM makes a new one.
+#[test]
+fn a_pod_whose_compute_container_ended_is_down_though_it_runs_on() {
+    let start_error = pod(
+        "virt-launcher-demo-abcde",
+        NOW,
+        json!({"nodeName": "node1"}),
+        json!({"phase": "Running", "containerStatuses": [
+            {"name": "compute", "ready": false, "restartCount": 0, "image": "l", "imageID": "",
+             "state": {"terminated": {"exitCode": 128, "reason": "StartError", "finishedAt": NOW,
+               "message": "failed to create shim task: context canceled"}}},
+            {"name": "guest-console-log", "ready": true, "restartCount": 0, "image": "l",
+             "imageID": "", "state": {"running": {"startedAt": NOW}}}]}),
+    );
+    let reason = "its virt-launcher pod virt-launcher-demo-abcde: the compute container exited \
+                  with code 128 (StartError): failed to create shim task: context canceled";
+    let p = plan(
+        &vmi("Scheduling", json!({})),
+        std::slice::from_ref(&start_error),
+        now(),
+    );
+    assert_eq!(p.status.phase.as_deref(), Some("Failed"));
+    assert_eq!(p.status.reason.as_deref(), Some(reason));
+    let scheduled = vmi("Scheduled", json!({"nodeName": "node1"}));
+    let p = plan(&scheduled, std::slice::from_ref(&start_error), now());
+    assert_eq!(p.status.phase.as_deref(), Some("Scheduled"));
+    assert_eq!(p.requeue_at, Some(now() + AGENT_GRACE));
+    let p = plan(&scheduled, &[start_error], now() + AGENT_GRACE);
+    assert_eq!(p.status.phase.as_deref(), Some("Failed"));
+    assert_eq!(
+        p.status.reason.as_deref(),
+        Some(format!("{reason}, and the node agent reported no outcome").as_str())
+    );
+    // A running compute container is not down.
+    let p = plan(&scheduled, &[running_pod()], now());
+    assert_eq!(p.status.phase.as_deref(), Some("Scheduled"));
+    assert_eq!(p.requeue_at, None);
+}
