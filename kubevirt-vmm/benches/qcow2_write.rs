@@ -70,12 +70,18 @@ fn schedstat() -> (f64, f64) {
     (f.next().unwrap_or(0.0), f.next().unwrap_or(0.0))
 }
 
-/// User + system seconds of the waited-for children so far.
-fn children_cpu() -> f64 {
+/// `getrusage(who)`.
+fn rusage(who: libc::c_int) -> libc::rusage {
     // SAFETY: an all-zero rusage is valid; the call fills it.
     let mut u: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: `u` is a valid rusage the call fills.
-    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut u) };
+    unsafe { libc::getrusage(who, &mut u) };
+    u
+}
+
+/// User + system seconds of the waited-for children so far.
+fn children_cpu() -> f64 {
+    let u = rusage(libc::RUSAGE_CHILDREN);
     let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
     tv(u.ru_utime) + tv(u.ru_stime)
 }
@@ -88,6 +94,7 @@ fn ours(path: &Path, mem: &GuestMemoryMmap, count: usize) -> (f64, f64) {
         .get_slice(GuestAddress(0), REQUEST)
         .expect("guest buffer");
     let (start, cpu, sched) = (Instant::now(), thread_cpu(), schedstat());
+    let preempted = rusage(libc::RUSAGE_THREAD).ru_nivcsw;
     for i in 0..count {
         disk.write_from_guest(&[slice], (i * REQUEST) as u64)
             .expect("write");
@@ -95,11 +102,12 @@ fn ours(path: &Path, mem: &GuestMemoryMmap, count: usize) -> (f64, f64) {
     let wall = start.elapsed().as_secs_f64();
     let after = schedstat();
     eprintln!(
-        "  {}: writes {:.0} ms wall = {:.0} ms on a CPU + {:.0} ms runnable, waiting for one",
+        "  {}: writes {:.0} ms wall = {:.0} ms on a CPU + {:.0} ms runnable, waiting for one ({} preemptions)",
         path.file_name().unwrap_or_default().to_string_lossy(),
         wall * 1e3,
         (after.0 - sched.0) * 1e3,
-        (after.1 - sched.1) * 1e3
+        (after.1 - sched.1) * 1e3,
+        rusage(libc::RUSAGE_THREAD).ru_nivcsw - preempted
     );
     disk.flush().expect("flush");
     drop(disk);
@@ -110,7 +118,7 @@ fn ours(path: &Path, mem: &GuestMemoryMmap, count: usize) -> (f64, f64) {
 /// wall time), and the CPU time of the whole `qemu-img` process (start, open, writes, the
 /// flush at close).
 fn qemu(path: &Path, count: usize) -> (f64, f64) {
-    let cpu = children_cpu();
+    let (cpu, preempted) = (children_cpu(), rusage(libc::RUSAGE_CHILDREN).ru_nivcsw);
     let out = run(Command::new("qemu-img")
         .args([
             "bench",
@@ -128,13 +136,24 @@ fn qemu(path: &Path, count: usize) -> (f64, f64) {
         ])
         .arg(path));
     let cpu = children_cpu() - cpu;
-    let wall = out
-        .split("Run completed in ")
+    if count > 1 {
+        eprintln!(
+            "  qemu-img bench: writes {:.0} ms wall, whole process {:.0} ms on a CPU ({} preemptions)",
+            wall_of(&out) * 1e3,
+            cpu * 1e3,
+            rusage(libc::RUSAGE_CHILDREN).ru_nivcsw - preempted
+        );
+    }
+    (wall_of(&out), cpu)
+}
+
+/// The seconds in `qemu-img bench` output.
+fn wall_of(out: &str) -> f64 {
+    out.split("Run completed in ")
         .nth(1)
         .and_then(|s| s.split_whitespace().next())
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no time in qemu-img bench output: {out}"));
-    (wall, cpu)
+        .unwrap_or_else(|| panic!("no time in qemu-img bench output: {out}"))
 }
 
 fn median(v: &mut [f64]) -> f64 {
