@@ -23,8 +23,9 @@
 //! hits decides a median of few rounds, so read the per-round ratios, the CPU times and the
 //! best rounds together.
 //!
-//! Run: `cargo bench -p kubevirt-vmm --bench qcow2_write [-- <MiB per round> <rounds>]`
-//! (default 256 MiB, 9 rounds). Rounds run the four cases on fresh images in one directory
+//! Run: `cargo bench -p kubevirt-vmm --bench qcow2_write [-- <MiB per round> <rounds>
+//! [overlay]]` (default 256 MiB, 9 rounds); with `overlay` the qcow2 images (ours and QEMU's)
+//! are empty overlays over a raw base full of data, the launcher's containerDisk layout. Rounds run the four cases on fresh images in one directory
 //! under the target dir, in an order that rotates each round; the closing lines give medians,
 //! the medians of the per-round ratios and the best rounds, which docs/PERFORMANCE.md records.
 
@@ -49,12 +50,15 @@ fn run(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn fresh(path: &Path, format: &str, mib: usize) {
+/// A new empty image at `path`; a qcow2 one over the raw `base` when there is one.
+fn fresh(path: &Path, format: &str, mib: usize, base: Option<&Path>) {
     let _ = std::fs::remove_file(path);
-    run(Command::new("qemu-img")
-        .args(["create", "-q", "-f", format])
-        .arg(path)
-        .arg(format!("{mib}M")));
+    let mut cmd = Command::new("qemu-img");
+    cmd.args(["create", "-q", "-f", format]);
+    if let (Some(b), "qcow2") = (base, format) {
+        cmd.args(["-F", "raw", "-b"]).arg(b);
+    }
+    run(cmd.arg(path).arg(format!("{mib}M")));
 }
 
 /// Seconds of the calling thread's CPU time so far.
@@ -95,8 +99,8 @@ fn children_cpu() -> f64 {
 
 /// Seconds for `count` 1 MiB guest writes through kubevirt-vmm: the writes' wall time (the
 /// flush after them not timed), and the CPU time of writes and flush.
-fn ours(path: &Path, mem: &GuestMemoryMmap, count: usize) -> (f64, f64) {
-    let mut disk = open_image(path, false, CacheMode::Writeback, &[]).expect("opening the image");
+fn ours(path: &Path, mem: &GuestMemoryMmap, count: usize, base: &[&Path]) -> (f64, f64) {
+    let mut disk = open_image(path, false, CacheMode::Writeback, base).expect("opening the image");
     let slice = mem
         .get_slice(GuestAddress(0), REQUEST)
         .expect("guest buffer");
@@ -126,14 +130,14 @@ fn ours(path: &Path, mem: &GuestMemoryMmap, count: usize) -> (f64, f64) {
 /// `qemu-img bench -d 1` does with its thread pool, and what a virtio-blk worker does between
 /// a guest's requests). Seconds: the writes' wall time as the submitter sees it, and the
 /// worker's CPU time for writes and flush.
-fn ours_handed_off(path: &Path, mem: &GuestMemoryMmap, count: usize) -> (f64, f64) {
+fn ours_handed_off(path: &Path, mem: &GuestMemoryMmap, count: usize, base: &[&Path]) -> (f64, f64) {
     use std::sync::mpsc::channel;
     let (to_worker, requests) = channel::<Option<usize>>();
     let (to_submitter, completions) = channel::<()>();
     std::thread::scope(|s| {
         let worker = s.spawn(move || {
             let mut disk =
-                open_image(path, false, CacheMode::Writeback, &[]).expect("opening the image");
+                open_image(path, false, CacheMode::Writeback, base).expect("opening the image");
             let slice = mem
                 .get_slice(GuestAddress(0), REQUEST)
                 .expect("guest buffer");
@@ -221,6 +225,15 @@ fn main() {
     let data: Vec<u8> = (0..REQUEST).map(|i| (i * 7 + i / 4096) as u8).collect();
     mem.write_slice(&data, GuestAddress(0))
         .expect("filling the buffer");
+    // `overlay`: the qcow2 images are empty overlays over a raw base full of data (the
+    // launcher's containerDisk layout); every write still covers whole clusters.
+    let base = std::env::args().any(|a| a == "overlay").then(|| {
+        let b = dir.join("base.raw");
+        std::fs::write(&b, vec![0x3cu8; mib << 20]).expect("writing the base");
+        b
+    });
+    let bases: Vec<&Path> = base.iter().map(|b| b.as_path()).collect();
+    let base = base.as_deref();
     let (q, r) = (dir.join("ours.qcow2"), dir.join("ours.raw"));
     let qq = dir.join("qemu.qcow2");
     // [case][round] (wall, CPU): 0 ours, 1 QEMU, 2 our raw file, 3 QEMU's fixed cost (one
@@ -230,22 +243,22 @@ fn main() {
         for k in 0..4 {
             match (k + round) % 4 {
                 0 => {
-                    fresh(&q, "qcow2", mib);
-                    t[0].push(ours(&q, &mem, mib));
+                    fresh(&q, "qcow2", mib, base);
+                    t[0].push(ours(&q, &mem, mib, &bases));
                 }
                 1 => {
-                    fresh(&qq, "qcow2", mib);
+                    fresh(&qq, "qcow2", mib, base);
                     t[1].push(qemu(&qq, mib));
-                    fresh(&qq, "qcow2", mib);
+                    fresh(&qq, "qcow2", mib, base);
                     t[3].push(qemu(&qq, 1));
                 }
                 2 => {
-                    fresh(&r, "raw", mib);
-                    t[2].push(ours(&r, &mem, mib));
+                    fresh(&r, "raw", mib, None);
+                    t[2].push(ours(&r, &mem, mib, &[]));
                 }
                 _ => {
-                    fresh(&q, "qcow2", mib);
-                    t[4].push(ours_handed_off(&q, &mem, mib));
+                    fresh(&q, "qcow2", mib, base);
+                    t[4].push(ours_handed_off(&q, &mem, mib, &bases));
                 }
             }
         }
@@ -278,7 +291,12 @@ fn main() {
     };
     let (o, qm, rw) = (wall(0), wall(1), wall(2));
     println!(
-        "qcow2 allocating 1 MiB writes, {mib} MiB, median of {rounds} rounds: kubevirt-vmm {:.0} MiB/s, QEMU {:.0} MiB/s ({:.2}x; per-round ratios {:.2}x), raw file {:.0} MiB/s (qcow2 {:.2}x raw; per round {:.2}x)",
+        "qcow2 allocating 1 MiB writes{}, {mib} MiB, median of {rounds} rounds: kubevirt-vmm {:.0} MiB/s, QEMU {:.0} MiB/s ({:.2}x; per-round ratios {:.2}x), raw file {:.0} MiB/s (qcow2 {:.2}x raw; per round {:.2}x)",
+        if base.is_some() {
+            " into an overlay"
+        } else {
+            ""
+        },
         mib as f64 / o,
         mib as f64 / qm,
         qm / o,
