@@ -30,8 +30,8 @@
 //! workload's three runs (ours and raw, QEMU threads, QEMU io_uring) in a rotating order; the
 //! table gives medians, and for the ratios the median of the per-round ratios.
 //!
-//! Run: `cargo bench -p kubevirt-vmm --bench qcow2_overlay [-- <MiB> <rounds>]` (default 64 MiB,
-//! 9 rounds; needs Debian's qemu-utils).
+//! Run: `cargo bench -p kubevirt-vmm --bench qcow2_overlay [-- <MiB> <rounds> [<request KiB>]]`
+//! (default 64 MiB, 9 rounds, 4 KiB; needs Debian's qemu-utils).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -40,6 +40,7 @@ use std::time::Instant;
 use kubevirt_vmm::virtio::block::{BlockBackend, CacheMode, open_image};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 
+/// The request size unless the third argument gives one in KiB.
 const REQUEST: u64 = 4096;
 /// The byte every write carries (`qemu-img bench --pattern`), so both sides write the same.
 const PATTERN: u8 = 0x5a;
@@ -190,17 +191,17 @@ impl Images {
         copy
     }
 
-    /// The `qemu-img bench` step, in bytes.
-    fn step(&self, random: bool) -> u64 {
+    /// The `qemu-img bench` step for requests of `req` bytes, in bytes.
+    fn step(&self, random: bool, req: u64) -> u64 {
         if !random {
-            return REQUEST;
+            return req;
         }
-        let blocks = self.size / REQUEST;
+        let blocks = self.size / req;
         let mut p = (blocks as f64 * 0.618) as u64 | 1;
         while gcd(p, blocks) != 1 {
             p += 2;
         }
-        p * REQUEST
+        p * req
     }
 }
 
@@ -233,13 +234,14 @@ fn ours_and_raw(
     mem: &GuestMemoryMmap,
     w: Workload,
     step: u64,
+    req: u64,
 ) -> [[f64; 2]; 2] {
     let size = disks[0].size();
     assert_eq!(size, disks[1].size(), "overlay and raw file differ in size");
     let buf = [mem
-        .get_slice(GuestAddress(0), REQUEST as usize)
+        .get_slice(GuestAddress(0), req as usize)
         .expect("guest buffer")];
-    let count = size / REQUEST;
+    let count = size / req;
     let (mut t, mut cpu) = ([0.0; 2], [0.0; 2]);
     let mut offsets = [0u64; 2];
     for slice in 0..count.div_ceil(SLICE) {
@@ -279,20 +281,19 @@ fn thread_cpu() -> f64 {
 
 /// Seconds `qemu-img bench` reports for the workload on `image`, with QEMU's `aio` backend
 /// `aio` (`threads`, its default, or `io_uring`).
-fn qemu(image: &Path, w: Workload, step: u64, count: u64, aio: &str) -> f64 {
+fn qemu(image: &Path, w: Workload, step: u64, count: u64, req: u64, aio: &str) -> f64 {
     let mut cmd = Command::new("qemu-img");
-    cmd.args([
-        "bench",
-        "-f",
-        "qcow2",
-        "-t",
-        "writeback",
-        "-d",
-        "1",
-        "-s",
-        "4096",
-    ])
-    .args(["-i", aio, "-S", &step.to_string(), "-c", &count.to_string()]);
+    cmd.args(["bench", "-f", "qcow2", "-t", "writeback", "-d", "1"])
+        .args([
+            "-s",
+            &req.to_string(),
+            "-i",
+            aio,
+            "-S",
+            &step.to_string(),
+            "-c",
+            &count.to_string(),
+        ]);
     if w.write {
         cmd.args(["-w", &format!("--pattern={PATTERN}")]);
     }
@@ -321,21 +322,22 @@ fn main() {
         .collect();
     let mib = args.first().copied().unwrap_or(64);
     let rounds = args.get(1).copied().unwrap_or(9) as usize;
+    let req = args.get(2).map_or(REQUEST, |kib| kib << 10);
     // On the target's file system (ext4 here), as the launcher's images are.
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../target/tmp")
         .join(format!("qcow2-overlay-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("scratch directory");
     let images = Images::make(&dir, mib);
-    let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), REQUEST as usize)])
+    let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), req as usize)])
         .expect("guest memory");
-    mem.write_slice(&[PATTERN; REQUEST as usize], GuestAddress(0))
+    mem.write_slice(&vec![PATTERN; req as usize], GuestAddress(0))
         .expect("filling the buffer");
-    let count = images.size / REQUEST;
+    let count = images.size / req;
     let mut times: Vec<Times> = vec![Default::default(); WORKLOADS.len()];
     for round in 0..rounds {
         for (wi, &w) in WORKLOADS.iter().enumerate() {
-            let step = images.step(w.random);
+            let step = images.step(w.random, req);
             // Three runs: ours and raw interleaved, QEMU threads, QEMU io_uring.
             for k in 0..3 {
                 match (k + round + wi) % 3 {
@@ -351,7 +353,7 @@ fn main() {
                             &[],
                         )
                         .expect("opening the raw file");
-                        let [[o, r], [oc, rc]] = ours_and_raw([overlay, raw], &mem, w, step);
+                        let [[o, r], [oc, rc]] = ours_and_raw([overlay, raw], &mem, w, step, req);
                         times[wi][0].push(o);
                         times[wi][3].push(r);
                         times[wi][4].push(oc);
@@ -362,6 +364,7 @@ fn main() {
                         w,
                         step,
                         count,
+                        req,
                         "threads",
                     )),
                     _ => times[wi][2].push(qemu(
@@ -369,6 +372,7 @@ fn main() {
                         w,
                         step,
                         count,
+                        req,
                         "io_uring",
                     )),
                 }
@@ -378,7 +382,8 @@ fn main() {
     }
     let kiops = |t: &[f64]| count as f64 / median(t) / 1000.0;
     println!(
-        "4 KiB requests through a qcow2 overlay on a raw base, {mib} MiB ({count} requests), median of {rounds} rounds"
+        "{} KiB requests through a qcow2 overlay on a raw base, {mib} MiB ({count} requests), median of {rounds} rounds",
+        req >> 10
     );
     println!(
         "| workload | order | ours kIOPS | QEMU threads | QEMU io_uring | raw kIOPS | ours / QEMU | ours / raw | ours / raw, CPU time |"
