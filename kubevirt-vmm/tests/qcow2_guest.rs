@@ -89,3 +89,39 @@ fn guest_memory_transfers_match_the_byte_paths_and_qemu() {
     check_clean(&p);
     assert!(qemu_contents(&p) == model, "QEMU reads other bytes");
 }
+
+#[test]
+fn guest_reads_over_a_shorter_backing_image_take_the_base_then_zeroes() {
+    let (_d, dir) = scratch();
+    let base = dir.join("short.raw");
+    // 1 MiB + 4 KiB of base under a 2 MiB overlay with 64 KiB clusters: the cluster at
+    // 1 MiB is only partly backed.
+    let base_len = (1 << 20) + 4096;
+    std::fs::write(&base, pattern(base_len, 9)).unwrap();
+    let p = dir.join("o.qcow2");
+    create_over(&p, "cluster_size=65536", Some(("short.raw", "raw")), "2M");
+    let mut model = pattern(base_len, 9);
+    model.resize(2 << 20, 0);
+    let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x4_0000)]).unwrap();
+    // Wholly backed (direct from the base), across the base's end, past it, and one request
+    // covering all three.
+    for (at, len) in [
+        (4096u64, 8192usize),
+        ((1 << 20) - 512, 8192),
+        ((1 << 20) + 8192, 4096),
+        ((1 << 20) - 0x1_0000, 0x4_0000),
+    ] {
+        mem.write_slice(&vec![0xeeu8; len], GuestAddress(0))
+            .unwrap();
+        let s = [mem.get_slice(GuestAddress(0), len).unwrap()];
+        let mut disk = open(&p, true, &[&base]);
+        disk.read_to_guest(&s, at).unwrap();
+        let mut back = vec![0u8; len];
+        mem.read_slice(&mut back, GuestAddress(0)).unwrap();
+        assert!(
+            back == model[at as usize..at as usize + len],
+            "read_to_guest of {len} bytes at {at}"
+        );
+    }
+    assert!(qemu_contents(&p) == model, "QEMU reads other bytes");
+}

@@ -3,7 +3,9 @@
 //! clean, `qemu-img convert -O raw` equal to the model). Also: the image as it lies on disk
 //! between flushes (what a crash would leave) has leaks at worst, never errors. Writes go
 //! through both paths: `write_at` and `write_from_guest` with the data cut into guest buffers
-//! of random sizes (the run-batching path, whole-cluster allocation included).
+//! of random sizes (the run-batching path, whole-cluster allocation included); reads through
+//! both `read_at` and `read_to_guest` (allocated clusters and the backing file straight into
+//! guest memory, the rest through a buffer).
 
 mod qcow2_common;
 
@@ -24,6 +26,8 @@ enum Op {
     Zero(u64, u64),
     Discard(u64, u64),
     Read(u64, usize),
+    /// Offset, length, the size of each guest buffer.
+    GuestRead(u64, usize, usize),
     Flush,
     Reopen,
 }
@@ -51,6 +55,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => range().prop_map(|(a, n)| Op::Zero(a, n)),
         1 => range().prop_map(|(a, n)| Op::Discard(a, n)),
         2 => range().prop_map(|(a, n)| Op::Read(a, n as usize)),
+        2 => (big_range(), prop_oneof![Just(4096usize), 512usize..70_000])
+            .prop_map(|((a, n), cut)| Op::GuestRead(a, n as usize, cut)),
         1 => Just(Op::Flush),
         1 => Just(Op::Reopen),
     ]
@@ -134,6 +140,18 @@ proptest! {
                     let mut b = vec![0u8; n];
                     disk.read_at(&mut b, at).unwrap();
                     prop_assert!(b == model[at as usize..at as usize + n], "read {} at {}", n, at);
+                }
+                Op::GuestRead(at, n, cut) => {
+                    let size = n.next_multiple_of(4096);
+                    let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), size)]).unwrap();
+                    let slices: Vec<_> = (0..n)
+                        .step_by(cut)
+                        .map(|o| mem.get_slice(GuestAddress(o as u64), cut.min(n - o)).unwrap())
+                        .collect();
+                    disk.read_to_guest(&slices, at).unwrap();
+                    let mut b = vec![0u8; n];
+                    mem.read_slice(&mut b, GuestAddress(0)).unwrap();
+                    prop_assert!(b == model[at as usize..at as usize + n], "guest read {} at {}", n, at);
                 }
                 Op::Flush => {
                     disk.flush().unwrap();

@@ -2,10 +2,11 @@
 //!
 //! Reads walk L1 → L2 (cached) → data; unallocated clusters read from the backing image (or
 //! as zeroes), zero clusters as zeroes, compressed clusters are inflated (raw deflate).
-//! Guest reads move allocated clusters from the file into guest memory with one `preadv` per
-//! cluster piece, as raw images do; other clusters go through a buffer. Guest writes go in
-//! runs of contiguous host clusters, one `pwritev` each, allocating whole clusters without
-//! reading them (`guest_write`).
+//! Guest reads move allocated clusters from the file, and unallocated ones from the backing
+//! image, into guest memory with one `preadv` per cluster piece, as raw images do; other
+//! clusters (zero, compressed, past the backing image's end) go through a buffer. Guest
+//! writes go in runs of contiguous host clusters, one `pwritev` each, allocating whole
+//! clusters without reading them (`guest_write`).
 //!
 //! Writes to a cluster the image owns alone (`COPIED`) go in place. Any other write allocates
 //! a cluster at the end of the file, fills it (copy-on-write of the rest of the cluster from
@@ -600,6 +601,19 @@ impl BlockBackend for Qcow2 {
                 // Allocated data: straight from the file into guest memory.
                 Cluster::Data { host, .. } => {
                     transfer_vectored(image.file.as_raw_fd(), &[piece], host + within, false)
+                }
+                // Not in the overlay and wholly inside the backing image: straight from the
+                // backing image (a containerDisk's base) into guest memory as well.
+                Cluster::Unallocated
+                    if image.backing.as_ref().is_some_and(|b| {
+                        (gc << image.cluster_bits()) + within + piece.len() as u64 <= b.size()
+                    }) =>
+                {
+                    let at = (gc << image.cluster_bits()) + within;
+                    match &mut image.backing {
+                        Some(b) => b.read_to_guest(&[piece], at),
+                        None => Err(image.corrupt("backing image")),
+                    }
                 }
                 cluster => {
                     bounce.resize(piece.len(), 0);
