@@ -6,6 +6,9 @@
 //! DataVolume's conditions. The default class's StorageProfile is there for kubectl, and a
 //! class of an unknown provisioner gets one without claim property sets, so a DataVolume of it
 //! without access modes is refused by name. `virtctl image-upload pvc` uploads into a claim.
+//! With `pullMethod: node` the node's runtime pulls a `FROM scratch` disk image: the importer
+//! pod runs it as its `server` container, and an image that cannot be pulled shows
+//! `ErrImagePull` on the DataVolume.
 
 mod common;
 
@@ -20,12 +23,22 @@ use kubevirt_testsupport::{Profile, controller_binary, launcher_binary, tempdir,
 const NODE: &str = "kv-cdi-registry";
 const MARKER: &str = "kubevirt-rs registry import marker 2718";
 
-/// A 4 MiB raw disk with the marker at 1 MiB, as qcow2.
-fn qcow2(dir: &Path) -> Vec<u8> {
-    let raw = dir.join("disk.raw");
+/// A 4 MiB raw disk with the marker at 1 MiB.
+fn raw() -> Vec<u8> {
     let mut data = vec![0u8; 4 << 20];
     data[1 << 20..(1 << 20) + MARKER.len()].copy_from_slice(MARKER.as_bytes());
-    std::fs::write(&raw, &data).unwrap();
+    // Not only zeros and the marker: every 4 KiB block of the first MiB differs.
+    for (i, block) in data[..1 << 20].chunks_mut(4096).enumerate() {
+        block[..8].copy_from_slice(&(i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15).to_le_bytes());
+    }
+    data
+}
+
+/// [`raw`] as qcow2.
+fn qcow2(dir: &Path) -> Vec<u8> {
+    let raw_path = dir.join("disk.raw");
+    std::fs::write(&raw_path, raw()).unwrap();
+    let raw = raw_path;
     let qcow2 = dir.join("disk.qcow2");
     run(Command::new("qemu-img")
         .args(["convert", "-f", "raw", "-O", "qcow2"])
@@ -43,6 +56,13 @@ fn contains(haystack: &[u8], needle: &str) -> bool {
 fn dv_yaml(name: &str, url: &str) -> String {
     format!(
         "apiVersion: cdi.kubevirt.io/v1beta1\nkind: DataVolume\nmetadata: {{name: {name}}}\nspec:\n  source: {{registry: {{url: \"{url}\"}}}}\n  storage: {{resources: {{requests: {{storage: 16Mi}}}}}}\n"
+    )
+}
+
+/// A `pullMethod: node` DataVolume whose importer pod is kept after it succeeds.
+fn node_pull_yaml(name: &str, url: &str) -> String {
+    format!(
+        "apiVersion: cdi.kubevirt.io/v1beta1\nkind: DataVolume\nmetadata:\n  name: {name}\n  annotations: {{cdi.kubevirt.io/storage.pod.retainAfterCompletion: \"true\"}}\nspec:\n  source: {{registry: {{url: \"{url}\", pullMethod: node}}}}\n  storage: {{resources: {{requests: {{storage: 16Mi}}}}}}\n"
     )
 }
 
@@ -214,5 +234,124 @@ fn image_upload_pvc_fills_a_claim_and_profiles_follow_classes() {
     up.ok(&["delete", "storageclass", "mystery"], None);
     eventually("the profile deleted with its class", 30, || {
         up.get("storageprofile", "mystery").is_none().then_some(())
+    });
+}
+
+#[test]
+fn a_node_pull_import_runs_the_users_scratch_image_and_a_bad_one_says_err_image_pull() {
+    require_node!();
+    let _node = node_slot();
+    let launcher = launcher_binary(Profile::Debug);
+    controller_binary(Profile::Debug);
+    let dir = tempdir("cdi-node-pull");
+    let registry = Registry::start_on(&dir.join("registry"), &host_ip()).expect("docker-registry");
+    // FROM scratch: no libc, no shell, only the disk.
+    let image = ImageBuilder::new()
+        .dir("disk")
+        .file("disk/disk.qcow2", qcow2(&dir), 0o644)
+        .build()
+        .unwrap();
+    let reference = registry.push("disks/scratch", "v1", &image).unwrap();
+    let (up, _ready) = start_up_node(
+        &dir.join("data"),
+        NODE,
+        &[
+            "--launcher",
+            launcher.to_str().unwrap(),
+            "--plain-http-registry",
+            registry.address(),
+        ],
+    );
+    up.ok(
+        &["apply", "-f", "-"],
+        Some(&node_pull_yaml("by-node", &format!("docker://{reference}"))),
+    );
+    let missing = format!("docker://{}/disks/no-such:v1", registry.address());
+    up.ok(
+        &["apply", "-f", "-"],
+        Some(&node_pull_yaml("by-node-missing", &missing)),
+    );
+
+    let dv = up.dv_phase("by-node", "Succeeded");
+    assert_eq!(dv["status"]["progress"], "100.00%", "{dv}");
+    assert_eq!(condition(&dv, "Ready")["status"], "True", "{dv}");
+    // The claim holds the image's raw content, then zeros up to its size.
+    let volume = up.volume_path("by-node");
+    let disk = std::fs::read(volume.join("disk.img")).expect("disk.img in the volume");
+    let source = raw();
+    assert!(disk.len() >= 8 << 20, "disk.img is {} bytes", disk.len());
+    assert!(
+        disk[..source.len()] == source[..],
+        "the first 4 MiB are the image's"
+    );
+    assert!(
+        disk[source.len()..].iter().all(|b| *b == 0),
+        "the rest is zeros"
+    );
+
+    // The importer pod ran the user's image (the node pulled it) beside the importer.
+    let pod = up
+        .pod("importer-by-node")
+        .expect("the retained importer pod");
+    let containers = pod["spec"]["containers"].as_array().unwrap();
+    let server = containers
+        .iter()
+        .find(|c| c["name"] == "server")
+        .unwrap_or_else(|| panic!("a server container in {pod}"));
+    assert_eq!(server["image"], reference.as_str(), "{pod}");
+    assert_eq!(server["command"][0], "/shared/ld.so", "{pod}");
+    let init = &pod["spec"]["initContainers"][0];
+    assert_eq!(init["name"], "init", "{pod}");
+    let importer = containers.iter().find(|c| c["name"] == "importer").unwrap();
+    let env = importer["env"].as_array().unwrap();
+    let var = |n: &str| {
+        env.iter()
+            .find(|e| e["name"] == n)
+            .map(|e| e["value"].clone())
+    };
+    assert_eq!(var("IMPORTER_SOURCE"), Some("http".into()), "{importer}");
+    assert_eq!(
+        var("IMPORTER_ENDPOINT"),
+        Some("http://localhost:8100/disk.img".into())
+    );
+    assert_eq!(pod["status"]["phase"], "Succeeded", "{pod}");
+    let statuses = pod["status"]["containerStatuses"].as_array().unwrap();
+    for c in statuses {
+        assert_eq!(c["state"]["terminated"]["exitCode"], 0, "{pod}");
+    }
+    let server_status = statuses.iter().find(|c| c["name"] == "server").unwrap();
+    assert!(
+        server_status["imageID"]
+            .as_str()
+            .is_some_and(|i| !i.is_empty()),
+        "{server_status}"
+    );
+
+    // The image that is not there: ErrImagePull (or the back-off after it) on the DataVolume,
+    // the pod waiting for it, the controller carrying on.
+    let failing = eventually("the pull failure on the DataVolume", 90, || {
+        up.get("dv", "by-node-missing").filter(|d| {
+            let reason = &condition(d, "Running")["reason"];
+            reason == "ErrImagePull" || reason == "ImagePullBackOff"
+        })
+    });
+    assert_eq!(failing["status"]["phase"], "ImportScheduled", "{failing}");
+    let running = condition(&failing, "Running");
+    assert_eq!(running["status"], "False", "{running}");
+    let message = running["message"].as_str().unwrap_or("");
+    assert!(message.contains("no-such"), "{running}");
+    assert_eq!(condition(&failing, "Ready")["status"], "False", "{failing}");
+    let pod = up
+        .pod("importer-by-node-missing")
+        .expect("its importer pod");
+    let server = pod["status"]["containerStatuses"]
+        .as_array()
+        .and_then(|s| s.iter().find(|c| c["name"] == "server").cloned())
+        .unwrap_or_else(|| panic!("the server's status in {pod}"));
+    assert!(server["state"]["waiting"].is_object(), "{pod}");
+    up.ok(&["delete", "dv", "--all", "--wait=true"], None);
+    eventually("the importer pods gone", 60, || {
+        (up.pod("importer-by-node").is_none() && up.pod("importer-by-node-missing").is_none())
+            .then_some(())
     });
 }

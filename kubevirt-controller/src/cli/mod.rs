@@ -127,6 +127,10 @@ pub enum Command {
     /// (`POST /v1beta1/upload`) through the importer's pipeline, the result in the termination
     /// message.
     CdiUploadserver(crate::cdi::upload::cli::UploadServerArgs),
+    /// Serve the one disk file of a registry image under /disk on localhost, as CDI's
+    /// `cdi-containerimage-server` in a `pullMethod: node` importer pod; `--install-to DIR`
+    /// copies this binary with its loader and libraries into DIR instead (the init container).
+    CdiContainerimageServer(crate::cdi::import::node_pull::server::ServerArgs),
 }
 
 /// Arguments of `kubevirt-controller node`.
@@ -279,6 +283,10 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<ExitCode, CliError> {
         Command::CdiUploadserver(args) => {
             crate::logging::init(cli.log_format);
             Ok(crate::cdi::upload::cli::run(&args))
+        }
+        Command::CdiContainerimageServer(args) => {
+            crate::logging::init(cli.log_format);
+            Ok(crate::cdi::import::node_pull::server::run(&args))
         }
     }
 }

@@ -2,7 +2,8 @@
 //! running `kubevirt-controller cdi-importer` with upstream's environment (source, endpoint,
 //! content type, size, owner, filesystem overhead, TLS, credentials, extra headers), the claim
 //! at `/data` (Filesystem) or `/dev/cdi-block-volume` (Block), restarted on failure so a failed
-//! import is retried with the kubelet's backoff.
+//! import is retried with the kubelet's backoff. A `registry` source with `pullMethod: node`
+//! adds the user's image as the `server` container and an `init` container ([`node_pull`]).
 
 use std::collections::BTreeMap;
 
@@ -39,7 +40,8 @@ pub const METRICS_PORT: u16 = 8443;
 pub enum Source {
     /// `http`: a URL.
     Http(kubevirt_api::cdi::v1beta1::DataVolumeSourceHTTP),
-    /// `registry` with `pullMethod: pod` (the default): the importer pulls the image.
+    /// `registry`: the importer pulls the image (`pullMethod: pod`, the default), or the node
+    /// does and the image's disk is served to the importer (`pullMethod: node`).
     Registry(kubevirt_api::cdi::v1beta1::DataVolumeSourceRegistry),
     /// `blank`: an empty disk.
     Blank,
@@ -119,12 +121,7 @@ fn registry_source(
         );
     }
     match r.pull_method.as_deref().unwrap_or("pod") {
-        "pod" => {}
-        "node" => {
-            return Err(
-                "spec.source.registry.pullMethod: node (the node's container runtime pulls the image) is not supported by kubevirt-rs yet; use pullMethod: pod (the default)".into(),
-            );
-        }
+        "pod" | "node" => {}
         other => {
             return Err(format!(
                 "spec.source.registry.pullMethod: {other:?} is not one of pod, node"
@@ -216,6 +213,10 @@ pub fn pod_for(
         .and_then(|r| r.get("storage"))
         .map(|q| q.0.clone())
         .unwrap_or_default();
+    let node_pull = match source {
+        Source::Registry(r) if node_pull::is_node_pull(r) => Some(r),
+        _ => None,
+    };
     let (kind, endpoint) = match source {
         Source::Http(h) => ("http", h.url.clone()),
         Source::Registry(r) => ("registry", r.url.clone().unwrap_or_default()),
@@ -280,6 +281,8 @@ pub fn pod_for(
             h.extra_headers.clone().unwrap_or_default(),
             h.secret_extra_headers.clone().unwrap_or_default(),
         ),
+        // The node pulls with its own credentials and CAs; the importer reads plain HTTP.
+        Source::Registry(_) if node_pull.is_some() => (None, None, false, Vec::new(), Vec::new()),
         // Upstream: INSECURE_TLS when the registry is one of CDIConfig's insecureRegistries.
         Source::Registry(r) => (
             r.cert_config_map.clone(),
@@ -331,6 +334,14 @@ pub fn pod_for(
                 }),
             });
         }
+    }
+    if node_pull.is_some() {
+        // The server's URL replaces the image's; the ready and done files are shared.
+        let overrides = node_pull::importer_env();
+        env.retain(|e| !overrides.iter().any(|o| o.name == e.name));
+        env.extend(overrides);
+        volumes.push(node_pull::volume());
+        mounts.push(node_pull::mount());
     }
     for (i, h) in headers.into_iter().enumerate() {
         env.push(env_value(&format!("IMPORTER_EXTRA_HEADER_{i}"), h));
@@ -403,7 +414,15 @@ pub fn pod_for(
             ..Default::default()
         },
         spec: Some(PodSpec {
-            containers: vec![container],
+            init_containers: node_pull.map(|_| {
+                vec![node_pull::init_container(
+                    &config.importer_image,
+                    &config.pull_policy,
+                )]
+            }),
+            containers: std::iter::once(container)
+                .chain(node_pull.map(|r| node_pull::server_container(r, &config.pull_policy)))
+                .collect(),
             volumes: Some(volumes),
             restart_policy: Some("OnFailure".into()),
             priority_class_name: dv.spec.priority_class_name.clone(),
@@ -422,6 +441,8 @@ fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
         ..Default::default()
     }
 }
+
+pub mod node_pull;
 
 #[cfg(test)]
 mod tests;

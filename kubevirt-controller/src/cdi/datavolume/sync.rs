@@ -16,6 +16,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kubevirt_api::cdi::v1beta1::{DataVolume, DataVolumeCondition, DataVolumeStatus};
 
 use super::claim::for_data_volume_with;
+use super::importer::node_pull::SERVER_CONTAINER;
 use super::importer::{Source, pod_for, source_of};
 use super::progress::format;
 use super::{ALLOW_CLAIM_ADOPTION, DataVolumeConfig, POD_PHASE, PRE_POPULATED, RETAIN_POD};
@@ -204,9 +205,14 @@ struct ImporterState {
 fn importer_state(pod: &Pod) -> ImporterState {
     let status = pod.status.as_ref();
     let pod_phase = status.and_then(|s| s.phase.as_deref()).unwrap_or("Pending");
+    // The importer's (or upload server's) own container: not a node-pull import's `server`.
     let container = status
         .and_then(|s| s.container_statuses.as_ref())
-        .and_then(|c| c.first());
+        .and_then(|c| {
+            c.iter()
+                .find(|c| c.name != SERVER_CONTAINER)
+                .or_else(|| c.first())
+        });
     let restarts = container.map_or(0, |c| c.restart_count);
     let state = container.and_then(|c| c.state.as_ref());
     let last_failure = container
@@ -242,6 +248,16 @@ fn importer_state(pod: &Pod) -> ImporterState {
             restarts,
         };
     }
+    // (The importer itself runs meanwhile, waiting for the server.)
+    // A node-pull import's image that cannot be pulled or run, or its init container failing,
+    // as upstream shows a waiting container: the reason (`ErrImagePull`...) and message.
+    if let Some(trouble) = status.and_then(helper_trouble) {
+        return ImporterState {
+            phase: "Scheduled",
+            running: ("False", trouble.0, trouble.1),
+            restarts,
+        };
+    }
     if state.is_some_and(|s| s.running.is_some()) {
         return ImporterState {
             phase: "InProgress",
@@ -266,6 +282,59 @@ fn importer_state(pod: &Pod) -> ImporterState {
         running: ("False", waiting, String::new()),
         restarts,
     }
+}
+
+/// Why a helper container of the importer pod (the `init` container, a node-pull import's
+/// `server`) keeps the import from running: waiting for a reason other than being created
+/// (`ErrImagePull`, `ImagePullBackOff`, `CrashLoopBackOff`...; a crash names its last
+/// termination message), or terminated with an error.
+fn helper_trouble(status: &k8s_openapi::api::core::v1::PodStatus) -> Option<(String, String)> {
+    let helpers = status.init_container_statuses.iter().flatten().chain(
+        status
+            .container_statuses
+            .iter()
+            .flatten()
+            .filter(|c| c.name == SERVER_CONTAINER),
+    );
+    for c in helpers {
+        let state = c.state.as_ref();
+        let failed = |t: &k8s_openapi::api::core::v1::ContainerStateTerminated| {
+            let text = t
+                .message
+                .clone()
+                .filter(|m| !m.trim().is_empty())
+                .or_else(|| t.reason.clone())
+                .unwrap_or_else(|| format!("exited with code {}", t.exit_code));
+            format!("{} container: {}", c.name, text.trim())
+        };
+        if let Some(t) = state
+            .and_then(|s| s.terminated.as_ref())
+            .filter(|t| t.exit_code != 0)
+        {
+            return Some(("Error".into(), failed(t)));
+        }
+        let Some(w) = state.and_then(|s| s.waiting.as_ref()) else {
+            continue;
+        };
+        let reason = w.reason.clone().unwrap_or_default();
+        if matches!(
+            reason.as_str(),
+            "" | "ContainerCreating" | "PodInitializing"
+        ) {
+            continue;
+        }
+        let last = c
+            .last_state
+            .as_ref()
+            .and_then(|s| s.terminated.as_ref())
+            .filter(|t| t.exit_code != 0);
+        let message = match (reason.as_str(), last) {
+            ("CrashLoopBackOff", Some(t)) => failed(t),
+            _ => w.message.clone().unwrap_or_default(),
+        };
+        return Some((reason, message));
+    }
+    None
 }
 
 /// Why a clone cannot start yet, as the Ready condition: its source claim is missing, or is a

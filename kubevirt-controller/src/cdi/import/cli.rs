@@ -95,6 +95,9 @@ pub fn run_with(args: &ImporterArgs, vars: impl IntoIterator<Item = (String, Str
             Err(e) => return finish(Err(format!("--metrics-listen {listen:?}: {e}"))),
         },
     };
+    if let Some(ready) = &env.ready_file {
+        wait_for_ready_file(ready);
+    }
     let source = match open_source(&env, args) {
         Ok(source) => source,
         Err(message) => return finish(Err(termination::truncate(message))),
@@ -134,6 +137,19 @@ pub fn run_with(args: &ImporterArgs, vars: impl IntoIterator<Item = (String, Str
             finish(Ok(termination::success(outcome.preallocation_applied)))
         }
         Some(Err(e)) => finish(Err(termination::failure(&e))),
+    }
+}
+
+/// Waits until `ready` exists (a node-pull import: the image's server listens). Without
+/// limit, as upstream: the pod's deletion (SIGTERM) ends the wait.
+fn wait_for_ready_file(ready: &std::path::Path) {
+    let mut told = false;
+    while !ready.exists() {
+        if !told {
+            tracing::info!(path = %ready.display(), "waiting for the ready file");
+            told = true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
     }
 }
 

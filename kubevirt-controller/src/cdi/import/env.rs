@@ -18,6 +18,7 @@
 //! | `http_proxy`, `https_proxy`, `no_proxy` | the cluster's `importProxy` (upper case too) |
 //! | `OWNER_UID` | the label of the progress metric |
 //! | `IMPORTER_DONE_FILE` | a file created once the import succeeded |
+//! | `IMPORTER_READY_FILE` | a file to wait for before reading the source (a node-pull import's server is listening) |
 //!
 //! `secretExtraHeaders` are files mounted under `/extraheaders` ([`read_secret_headers`]).
 //! Upstream's other sources (`s3`, `gcs`, `imageio`, `vddk`) are refused by name.
@@ -60,6 +61,8 @@ pub mod vars {
     pub const OWNER_UID: &str = "OWNER_UID";
     /// Created on success.
     pub const DONE_FILE: &str = "IMPORTER_DONE_FILE";
+    /// Waited for before the source is read.
+    pub const READY_FILE: &str = "IMPORTER_READY_FILE";
 }
 
 /// The variables' prefix for extra headers.
@@ -109,6 +112,8 @@ pub struct ImporterEnv {
     pub owner_uid: String,
     /// Created on success.
     pub done_file: Option<PathBuf>,
+    /// Waited for before the source is read.
+    pub ready_file: Option<PathBuf>,
 }
 
 /// A variable that cannot be used.
@@ -244,6 +249,7 @@ impl ImporterEnv {
             proxy,
             owner_uid: get(vars::OWNER_UID).unwrap_or_default().to_string(),
             done_file: get(vars::DONE_FILE).map(PathBuf::from),
+            ready_file: get(vars::READY_FILE).map(PathBuf::from),
         })
     }
 }

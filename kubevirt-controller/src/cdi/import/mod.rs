@@ -30,7 +30,9 @@
 //! - sources: `http`, `registry` and `none` (blank) of upstream's; `s3`, `gcs`, `imageio`,
 //!   `vddk` are refused by name; `file` (a local path) is ours; a registry image's disk is
 //!   copied to `/scratch` if mounted, else beside the disk (upstream: always scratch space);
-//! - `IMPORTER_READY_FILE` and the multi-stage (checkpoint) variables are not read.
+//! - the multi-stage (checkpoint) variables are not read;
+//! - `pullMethod: node`'s server is this binary run through a copied loader
+//!   ([`node_pull`]), not a separate static `cdi-containerimage-server` binary.
 
 pub mod archive;
 pub mod checksum;
@@ -38,6 +40,7 @@ pub mod cli;
 pub mod env;
 pub mod format;
 pub mod metrics;
+pub mod node_pull;
 pub mod pipeline;
 pub mod progress;
 pub mod qemu;

@@ -8,14 +8,16 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::Client;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::runtime::watcher;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
+use kube::runtime::{WatchStreamExt, watcher};
 use kubevirt_api::cdi::v1beta1::DataVolume;
 use serde_json::json;
 
@@ -27,9 +29,6 @@ use crate::cdi::datavolume::{DataVolumeConfig, POD_PHASE};
 pub const UPLOAD_TARGET: &str = "cdi.kubevirt.io/storage.upload.target";
 /// Claim annotation: the upload server is ready for data.
 pub const POD_READY: &str = "cdi.kubevirt.io/storage.pod.ready";
-
-/// How often upload targets are looked at when nothing changes.
-const RESYNC: Duration = Duration::from_secs(2);
 
 /// Whether `claim` is an upload target.
 pub fn is_upload_target(claim: &PersistentVolumeClaim) -> bool {
@@ -104,73 +103,128 @@ pub fn step(claim: &PersistentVolumeClaim, pod: Option<&Pod>) -> Step {
     s
 }
 
-/// Runs until `shutdown` resolves; `on_sync` hears each pass's outcome.
+/// The upload server pods' label (`cdi.kubevirt.io: cdi-upload-server`), what the pod watch
+/// selects.
+const UPLOAD_POD_SELECTOR: &str = "cdi.kubevirt.io=cdi-upload-server";
+/// The first wait before a failed pass is tried again (doubling up to [`RETRY_MAX`]).
+const RETRY_MIN: Duration = Duration::from_millis(500);
+/// The longest wait before a failed pass is tried again.
+const RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// Runs until `shutdown` resolves; `on_sync` hears each pass's outcome. Event-driven: a pass
+/// runs when a claim or an upload server pod changes (read from the watches' caches, no
+/// listing), and again after a failure with a growing back-off; an idle plane costs nothing.
 pub async fn run(
     client: Client,
     config: DataVolumeConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
     on_sync: impl Fn(Result<String, String>),
 ) {
-    let claims: Api<PersistentVolumeClaim> = Api::all(client.clone());
-    let mut changes = watcher(claims, watcher::Config::default()).boxed();
+    let (claims, claim_writer) = reflector::store::<PersistentVolumeClaim>();
+    let (pods, pod_writer) = reflector::store::<Pod>();
+    let claim_changes = reflector(
+        claim_writer,
+        watcher(
+            Api::<PersistentVolumeClaim>::all(client.clone()),
+            watcher::Config::default(),
+        ),
+    )
+    .default_backoff()
+    .map(drop)
+    .boxed();
+    let pod_changes = reflector(
+        pod_writer,
+        watcher(
+            Api::<Pod>::all(client.clone()),
+            watcher::Config::default().labels(UPLOAD_POD_SELECTOR),
+        ),
+    )
+    .default_backoff()
+    .map(drop)
+    .boxed();
+    let mut changes = futures::stream::select(claim_changes, pod_changes);
     tokio::pin!(shutdown);
+    // Both caches filled once before the first pass.
+    let ready = async {
+        let _ = tokio::join!(claims.wait_until_ready(), pods.wait_until_ready());
+    };
+    tokio::pin!(ready);
     loop {
-        on_sync(sync(&client, &config).await);
         tokio::select! {
             _ = &mut shutdown => return,
-            _ = tokio::time::sleep(RESYNC) => {}
+            _ = &mut ready => break,
             _ = changes.next() => {}
+        }
+    }
+    let mut retry: Option<Duration> = None;
+    loop {
+        // Whatever else already arrived is seen by this pass too.
+        while let Some(Some(())) = changes.next().now_or_never() {}
+        let outcome = sync(&client, &config, &claims.state(), &pods).await;
+        retry = match (&outcome, retry) {
+            (Ok(_), _) => None,
+            (Err(_), None) => Some(RETRY_MIN),
+            (Err(_), Some(d)) => Some((d * 2).min(RETRY_MAX)),
+        };
+        on_sync(outcome);
+        let again = async {
+            match retry {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = &mut shutdown => return,
+            _ = changes.next() => {}
+            _ = again => {}
         }
     }
 }
 
-/// One pass over every upload target claim.
-pub async fn sync(client: &Client, config: &DataVolumeConfig) -> Result<String, String> {
-    let all: Api<PersistentVolumeClaim> = Api::all(client.clone());
-    let list = all
-        .list(&ListParams::default())
-        .await
-        .map_err(|e| format!("listing claims: {e}"))?;
+/// One pass over the upload target claims in `claims`, their pods looked up in `pods`.
+pub async fn sync(
+    client: &Client,
+    config: &DataVolumeConfig,
+    claims: &[Arc<PersistentVolumeClaim>],
+    pods: &Store<Pod>,
+) -> Result<String, String> {
     let mut targets = 0;
-    for claim in list.items.iter().filter(|c| is_upload_target(c)) {
+    for claim in claims.iter().filter(|c| is_upload_target(c)) {
         targets += 1;
         let (Some(ns), Some(name)) = (&claim.metadata.namespace, &claim.metadata.name) else {
             continue;
         };
-        let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
-        let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+        let claim_api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
+        let pod_api: Api<Pod> = Api::namespaced(client.clone(), ns);
         let pod_name = upload_pod_name(name);
-        let pod = pods
-            .get_opt(&pod_name)
-            .await
-            .map_err(|e| format!("reading pod {ns}/{pod_name}: {e}"))?
-            .filter(|p| {
-                p.metadata
-                    .owner_references
-                    .iter()
-                    .flatten()
-                    .any(|o| Some(&o.uid) == claim.metadata.uid.as_ref())
-            });
-        let s = step(claim, pod.as_ref());
+        let pod = pods.get(&ObjectRef::new(&pod_name).within(ns)).filter(|p| {
+            p.metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .any(|o| Some(&o.uid) == claim.metadata.uid.as_ref())
+        });
+        let s = step(claim, pod.as_deref());
         if s.create_pod {
-            match pods
+            match pod_api
                 .create(&PostParams::default(), &pod_for_claim(claim, config))
                 .await
             {
                 Ok(_) => {}
+                // Made by an earlier pass the cache has not seen yet.
                 Err(kube::Error::Api(e)) if e.code == 409 => {}
                 Err(e) => return Err(format!("creating pod {ns}/{pod_name}: {e}")),
             }
         }
         if !s.annotate.is_empty() {
             let patch = json!({"metadata": {"annotations": s.annotate}});
-            claims
+            claim_api
                 .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
                 .map_err(|e| format!("annotating claim {ns}/{name}: {e}"))?;
         }
         if s.delete_pod {
-            match pods.delete(&pod_name, &DeleteParams::default()).await {
+            match pod_api.delete(&pod_name, &DeleteParams::default()).await {
                 Ok(_) => {}
                 Err(kube::Error::Api(e)) if e.code == 404 => {}
                 Err(e) => return Err(format!("deleting pod {ns}/{pod_name}: {e}")),

@@ -244,10 +244,6 @@ fn registry_sources_this_controller_cannot_import_are_refused_by_field() {
         source_of(&dv(json!({"source": {"registry": registry}}))).unwrap_err()
     };
     assert!(
-        e(json!({"url": "docker://r/x:1", "pullMethod": "node"}))
-            .starts_with("spec.source.registry.pullMethod: node")
-    );
-    assert!(
         e(json!({"url": "docker://r/x:1", "pullMethod": "kubelet"}))
             .contains("is not one of pod, node")
     );
@@ -262,4 +258,86 @@ fn registry_sources_this_controller_cannot_import_are_refused_by_field() {
         json!({"source": {"registry": {"url": "docker://quay.io/containerdisks/fedora:41", "pullMethod": "pod"}}}),
     );
     assert!(matches!(source_of(&ok), Ok(Source::Registry(_))));
+}
+
+#[test]
+fn a_node_pull_import_runs_the_users_image_beside_the_importer() {
+    let d = dv(json!({
+        "source": {"registry": {"url": "docker://10.0.0.5:5000/disks/demo:v1", "pullMethod": "node",
+                                "certConfigMap": "ca", "secretRef": "reg-creds"}},
+        "storage": {"resources": {"requests": {"storage": "1Gi"}}}
+    }));
+    let source = source_of(&d).unwrap();
+    let mut config = DataVolumeConfig::new("importer:1");
+    config.insecure_registries = vec!["10.0.0.5:5000".into()];
+    let p = pod_for(&d, &source, false, &claim(), &config);
+    let spec = p.spec.as_ref().unwrap();
+    // The importer reads the server over plain HTTP once it is ready.
+    assert_eq!(value(&p, "IMPORTER_SOURCE"), "http");
+    assert_eq!(
+        value(&p, "IMPORTER_ENDPOINT"),
+        "http://localhost:8100/disk.img"
+    );
+    assert_eq!(value(&p, "IMPORTER_READY_FILE"), "/shared/ready");
+    assert_eq!(value(&p, "IMPORTER_DONE_FILE"), "/shared/done");
+    assert_eq!(value(&p, "INSECURE_TLS"), "false");
+    let vars = env(&p);
+    assert_eq!(vars.keys().filter(|k| *k == "IMPORTER_SOURCE").count(), 1);
+    // The node pulls with its own credentials: the DataVolume's are not mounted.
+    assert!(!vars.contains_key("IMPORTER_CERT_DIR"));
+    assert!(!vars.contains_key("IMPORTER_SECRET_KEY"));
+    let names: Vec<_> = spec.containers.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["importer", "server"]);
+    let server = &spec.containers[1];
+    assert_eq!(server.image.as_deref(), Some("10.0.0.5:5000/disks/demo:v1"));
+    let command = server.command.clone().unwrap();
+    assert_eq!(
+        command[..5],
+        [
+            "/shared/ld.so",
+            "--library-path",
+            "/shared",
+            "/shared/server",
+            "cdi-containerimage-server"
+        ]
+    );
+    let init = &spec.init_containers.as_ref().unwrap()[0];
+    assert_eq!(init.image.as_deref(), Some("importer:1"));
+    assert_eq!(
+        init.command.clone().unwrap(),
+        [
+            IMPORTER_BINARY,
+            "cdi-containerimage-server",
+            "--install-to",
+            "/shared"
+        ]
+    );
+    for c in [&spec.containers[0], server, init] {
+        assert!(
+            c.volume_mounts
+                .iter()
+                .flatten()
+                .any(|m| m.name == "shared-volume" && m.mount_path == "/shared"),
+            "{} mounts the shared volume",
+            c.name
+        );
+    }
+    let shared = spec
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == "shared-volume")
+        .unwrap();
+    assert!(shared.empty_dir.is_some());
+    // pullMethod: pod keeps the one container.
+    let pod_pull = dv(json!({"source": {"registry": {"url": "docker://r/x:1"}}}));
+    let p = pod_for(
+        &pod_pull,
+        &source_of(&pod_pull).unwrap(),
+        false,
+        &claim(),
+        &config,
+    );
+    assert_eq!(p.spec.as_ref().unwrap().containers.len(), 1);
+    assert!(p.spec.as_ref().unwrap().init_containers.is_none());
 }

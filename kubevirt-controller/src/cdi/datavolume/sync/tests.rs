@@ -309,3 +309,60 @@ fn a_clone_waits_for_its_source_then_copies_it() {
     let p = observe(Some(&target), Some(&running), Some(&golden));
     assert_eq!(phase(&p), "CloneInProgress");
 }
+
+#[test]
+fn a_node_pull_image_that_cannot_be_pulled_or_served_is_named() {
+    let d = dv(
+        json!({"source": {"registry": {"url": "docker://r:5000/disks/no-such:v1", "pullMethod": "node"}},
+               "storage": {"resources": {"requests": {"storage": "1Gi"}}}}),
+        json!({}),
+    );
+    let c = claim(Some("dv-uid"), "Bound", json!({}));
+    // The server's status sorts after the importer's; the importer runs, waiting for it.
+    let with_server = |server: Value| -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": "importer-root", "namespace": "ns"},
+            "status": {"phase": "Pending", "containerStatuses": [
+                {"name": "importer", "restartCount": 0, "ready": true, "image": "i",
+                 "imageID": "", "state": {"running": {}}},
+                server,
+            ]},
+        }))
+        .unwrap()
+    };
+    let pulling = with_server(json!({"name": "server", "restartCount": 0, "ready": false,
+        "image": "r:5000/disks/no-such:v1", "imageID": "",
+        "state": {"waiting": {"reason": "ErrImagePull",
+            "message": "failed to pull image \"r:5000/disks/no-such:v1\": not found"}}}));
+    let p = run(&d, Some(&c), Some(&pulling), None);
+    assert_eq!(phase(&p), "ImportScheduled");
+    let (s, reason, message) = cond(&p, "Running");
+    assert_eq!(
+        (s.as_str(), reason.as_deref()),
+        ("False", Some("ErrImagePull"))
+    );
+    assert!(message.unwrap().contains("no-such"));
+    assert!(!p.delete_pod && p.create_pod.is_none());
+
+    // An image without one file under /disk: the server's crash says so.
+    let crashing = with_server(json!({"name": "server", "restartCount": 2, "ready": false,
+        "image": "r", "imageID": "", "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+        "lastState": {"terminated": {"exitCode": 1,
+            "message": "no disk image file in /disk: the image must hold exactly one file there"}}}));
+    let p = run(&d, Some(&c), Some(&crashing), None);
+    let (_, reason, message) = cond(&p, "Running");
+    assert_eq!(reason.as_deref(), Some("CrashLoopBackOff"));
+    assert_eq!(
+        message.as_deref(),
+        Some(
+            "server container: no disk image file in /disk: the image must hold exactly one file there"
+        )
+    );
+
+    // Being created is no trouble: the importer's own state shows.
+    let creating = with_server(json!({"name": "server", "restartCount": 0, "ready": false,
+        "image": "r", "imageID": "", "state": {"waiting": {"reason": "ContainerCreating"}}}));
+    let p = run(&d, Some(&c), Some(&creating), Some(10.0));
+    assert_eq!(phase(&p), "ImportInProgress");
+    assert_eq!(cond(&p, "Running").0, "True");
+}
