@@ -192,6 +192,8 @@ pub fn compute(pod: &Pod, o: &Observed) -> Value {
     let mut any_running = false;
     let mut all_exited = !spec.containers.is_empty();
     let mut all_succeeded = true;
+    // Containers not started yet (none made, or made and not started): upstream's `waiting`.
+    let mut any_waiting = false;
     for c in &spec.containers {
         let (s, r, ready) = container_status(c, o);
         all_running &= r;
@@ -201,6 +203,11 @@ pub fn compute(pod: &Pod, o: &Observed) -> Value {
         let ended = latest.is_some_and(exited);
         all_exited &= ended;
         all_succeeded &= latest.is_some_and(|s| exited(s) && s.exit_code == 0);
+        // A restart's new attempt (made, not started yet) counts as the one that ended.
+        any_waiting |= latest.is_none_or(|s| {
+            s.state == cri::ContainerState::ContainerCreated as i32
+                && s.metadata.as_ref().is_none_or(|m| m.attempt == 0)
+        });
         statuses.push(s);
     }
     let will_restart = match policy {
@@ -212,7 +219,9 @@ pub fn compute(pod: &Pod, o: &Observed) -> Value {
         ("Failed", Some("UnsupportedPodSpec"), Some(m.clone()))
     } else if init_failed {
         ("Failed", None, None)
-    } else if !init_done {
+    } else if !init_done || any_waiting {
+        // A container that has not started yet keeps the pod Pending, even while another runs
+        // (upstream's kubelet `getPhase`).
         ("Pending", None, None)
     } else if all_exited && !will_restart {
         (
@@ -326,6 +335,39 @@ mod tests {
         o.containers
             .insert("c".into(), cs(cri::ContainerState::ContainerExited, 0, 0));
         assert_eq!(compute(&pod("OnFailure"), &o)["phase"], "Succeeded");
+    }
+
+    /// One container runs, the other has not started (its image does not pull): Pending, as
+    /// upstream's kubelet says, not Running.
+    #[test]
+    fn a_container_not_started_yet_keeps_the_pod_pending() {
+        let mut two = pod("Never");
+        let mut spec = two.spec.take().unwrap();
+        let mut second = spec.containers[0].clone();
+        second.name = "d".into();
+        spec.containers.push(second);
+        two.spec = Some(spec);
+        let mut o = Observed::default();
+        o.containers
+            .insert("c".into(), cs(cri::ContainerState::ContainerRunning, 0, 0));
+        o.waiting.insert(
+            "d".into(),
+            Waiting {
+                reason: "ErrImagePull".into(),
+                message: "not found".into(),
+            },
+        );
+        assert_eq!(compute(&two, &o)["phase"], "Pending");
+        o.containers
+            .insert("d".into(), cs(cri::ContainerState::ContainerCreated, 0, 0));
+        assert_eq!(compute(&two, &o)["phase"], "Pending");
+        o.containers
+            .insert("d".into(), cs(cri::ContainerState::ContainerRunning, 0, 0));
+        assert_eq!(compute(&two, &o)["phase"], "Running");
+        // A container that ran and ended (Never) beside a running one: Running, as upstream.
+        o.containers
+            .insert("d".into(), cs(cri::ContainerState::ContainerExited, 128, 0));
+        assert_eq!(compute(&two, &o)["phase"], "Running");
     }
 
     #[test]
