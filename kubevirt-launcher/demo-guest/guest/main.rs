@@ -13,6 +13,7 @@ mod inet;
 mod iso9660;
 mod rt;
 mod shell;
+mod ssh;
 mod virtio;
 
 use hw::acpi::Acpi;
@@ -248,14 +249,29 @@ extern "C" fn main(start_info: u64, kernel: u64) -> ! {
         h.set_hostname(&name[..n]);
         console::str("http: serving port 80\n");
     }
+    let keys = sys
+        .cloud_init
+        .as_ref()
+        .map_or(ssh::keys::AuthorizedKeys::new(), |ci| ci.keys);
+    let mut server = None;
+    if let Some(h) = &mut sys.host {
+        server = ssh::Server::new(keys);
+        match &server {
+            Some(s) => {
+                s.report();
+                h.ssh_listening = true;
+            }
+            None => console::str("ssh: the CPU has no RDRAND: no SSH server\n"),
+        }
+    }
     let mut shell = shell::Shell::new();
     shell.prompt(&sys);
-    serve(&mut sys, &mut shell)
+    serve(&mut sys, &mut shell, server.as_mut())
 }
 
 /// The main loop: look at what interrupted (everything, the first time round or when
 /// polling), then halt until the next interrupt or timeout.
-fn serve(sys: &mut System, shell: &mut shell::Shell) -> ! {
+fn serve(sys: &mut System, shell: &mut shell::Shell, mut ssh: Option<&mut ssh::Server>) -> ! {
     use hw::irq;
     let interrupts = irq::enabled();
     let mut pending = irq::ALL;
@@ -276,6 +292,7 @@ fn serve(sys: &mut System, shell: &mut shell::Shell) -> ! {
                 match shell.feed(b, sys) {
                     shell::Action::PowerOff => sys.power_off(),
                     shell::Action::Reboot => sys.reboot(),
+                    shell::Action::Exit => shell.prompt(sys),
                     shell::Action::Continue => {}
                 }
             }
@@ -284,6 +301,11 @@ fn serve(sys: &mut System, shell: &mut shell::Shell) -> ! {
         let mut deadline = None;
         if let Some(h) = &mut sys.host {
             h.poll();
+        }
+        if let Some(s) = ssh.as_deref_mut() {
+            s.pump(sys);
+        }
+        if let Some(h) = &sys.host {
             deadline = h.next_deadline();
         }
         if interrupts {

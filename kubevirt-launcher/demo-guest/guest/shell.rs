@@ -23,6 +23,8 @@ pub enum Action {
     PowerOff,
     /// Reset the machine.
     Reboot,
+    /// End the session (`exit`; an SSH session closes, the console shows a new prompt).
+    Exit,
 }
 
 impl Shell {
@@ -49,21 +51,14 @@ impl Shell {
                 let line = self.line;
                 let n = self.len;
                 self.len = 0;
-                let cmd = trim(&line[..n]);
-                let action = if cmd == b"count" {
-                    self.count += 1;
-                    console::str("count ");
-                    console::dec(self.count);
-                    console::str("\n");
-                    Action::Continue
-                } else {
-                    run(cmd, sys)
-                };
+                let (action, _status) = self.execute(&line[..n], sys);
                 if matches!(action, Action::Continue) {
                     self.prompt(sys);
                 }
                 action
             }
+            // Ctrl-D on an empty line.
+            0x04 if self.len == 0 => Action::Exit,
             0x08 | 0x7f if self.len > 0 => {
                 self.len -= 1;
                 console::write(b"\x08 \x08");
@@ -80,6 +75,22 @@ impl Shell {
     }
 }
 
+impl Shell {
+    /// Runs one command line; returns what it asks of the caller and its exit status (0, 1
+    /// for a usage error, 127 for an unknown command), as a shell's `$?`.
+    pub fn execute(&mut self, line: &[u8], sys: &mut System) -> (Action, u32) {
+        let cmd = trim(line);
+        if cmd == b"count" {
+            self.count += 1;
+            console::str("count ");
+            console::dec(self.count);
+            console::str("\n");
+            return (Action::Continue, 0);
+        }
+        run(cmd, sys)
+    }
+}
+
 fn trim(mut s: &[u8]) -> &[u8] {
     while let [b' ', rest @ ..] = s {
         s = rest;
@@ -90,11 +101,12 @@ fn trim(mut s: &[u8]) -> &[u8] {
     s
 }
 
-fn run(cmd: &[u8], sys: &mut System) -> Action {
+fn run(cmd: &[u8], sys: &mut System) -> (Action, u32) {
+    let mut status = 0;
     match cmd {
         b"" => {}
         b"help" => console::str(
-            "commands: help uname hostname count disks disktest cat userdata ip reboot poweroff\n",
+            "commands: help uname hostname count disks disktest cat userdata ip echo exit reboot poweroff\n",
         ),
         b"uname" | b"uname -a" => {
             console::str("kubevirt-rs-demo ");
@@ -116,15 +128,25 @@ fn run(cmd: &[u8], sys: &mut System) -> Action {
             let mut words = rest.split(|&b| b == b' ').filter(|w| !w.is_empty());
             match (words.next(), words.next()) {
                 (Some(disk), Some(path)) => sys.cat(disk, path),
-                _ => console::str("usage: cat vdX PATH\n"),
+                _ => {
+                    console::str("usage: cat vdX PATH\n");
+                    status = 1;
+                }
             }
         }
-        b"poweroff" => return Action::PowerOff,
-        b"reboot" => return Action::Reboot,
+        b"echo" => console::str("\n"),
+        [b'e', b'c', b'h', b'o', b' ', rest @ ..] => {
+            console::text(rest);
+            console::str("\n");
+        }
+        b"exit" | b"logout" => return (Action::Exit, 0),
+        b"poweroff" => return (Action::PowerOff, 0),
+        b"reboot" => return (Action::Reboot, 0),
         _ => {
             console::text(cmd);
             console::str(": command not found (try help)\n");
+            status = 127;
         }
     }
-    Action::Continue
+    (Action::Continue, status)
 }
