@@ -3,7 +3,7 @@
 //! forward gets the guest's HTTP answer (its cloud-init hostname and the path), and a forward to
 //! a port nothing listens on fails with a clear error. `virtctl ssh` runs the real OpenSSH client
 //! through `port-forward --stdio` to the guest's SSH server: the key cloud-init authorises runs
-//! `--command hostname`, another key is refused.
+//! `--command hostname`, another key is refused; `virtctl scp` copies a file in and back.
 
 use std::io::Read;
 use std::path::Path;
@@ -198,6 +198,48 @@ fn port_forward_reaches_the_guests_http_service_and_names_a_closed_port() {
     assert_eq!(code, Some(255), "{err}");
     assert!(err.contains("Permission denied (publickey)"), "{err}");
     assert!(out.is_empty(), "{out}");
+    // virtctl scp (the real scp, legacy protocol) copies a file into the guest's RAM store and
+    // back, byte for byte.
+    let data: Vec<u8> = (0..100_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let (local, back) = (dir.join("data.bin"), dir.join("back.bin"));
+    std::fs::write(&local, &data).unwrap();
+    let scp = |src: &str, dst: &str| {
+        let t0 = Instant::now();
+        let o = Command::new(VIRTCTL)
+            .env("KUBECONFIG", k)
+            .args(["scp", "-i"])
+            .arg(&key)
+            .args([
+                "-t",
+                "-o BatchMode=yes",
+                "-t",
+                "-o StrictHostKeyChecking=no",
+            ])
+            .arg("--known-hosts")
+            .arg(&known)
+            .args([src, dst])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run virtctl scp");
+        assert!(o.status.success(), "virtctl scp {src} {dst}: {o:?}");
+        t0.elapsed()
+    };
+    let up = scp(local.to_str().unwrap(), "tester@vm/web:data.bin");
+    let down = scp("tester@vm/web:data.bin", back.to_str().unwrap());
+    eprintln!("virtctl scp of 100,000 bytes: to the guest {up:?}, back {down:?}");
+    assert!(
+        std::fs::read(&back).unwrap() == data,
+        "the copy came back changed"
+    );
+    let (code, out, err, _) = ssh(&key, "22", "ls");
+    assert_eq!(
+        (code, out.as_str()),
+        (Some(0), "100000 data.bin\n"),
+        "{err}"
+    );
+
     // Nothing listens on 2222: the proxy's error is what the user sees; pointed at the HTTP
     // port ssh gets through to the guest and reads its HTTP answer, not an SSH banner.
     let (code, _, err, _) = ssh(&key, "2222", "hostname");

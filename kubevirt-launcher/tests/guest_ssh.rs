@@ -3,7 +3,7 @@
 //! (`--pod-network`, masquerade binding), the guest takes 10.0.2.2 by DHCP, and `ssh` runs inside
 //! that namespace against 10.0.2.2:22. The key cloud-init's `ssh_authorized_keys` names logs in:
 //! `exec` answers with the command's output and exit status, a pty session runs the console's
-//! shell; another key, and a password, are refused. The host's own interfaces are never touched.
+//! shell; another key, and a password, are refused; `scp -O` copies a file in and out. The host's own interfaces are never touched.
 
 mod common;
 
@@ -174,6 +174,49 @@ fn openssh_logs_in_with_the_cloud_init_key_runs_commands_and_is_refused_otherwis
         text(&out.stderr)
     );
     assert!(out.stdout.is_empty());
+
+    // scp -O (the legacy protocol: an exec of `scp -t`/`scp -f`) copies a file into the
+    // guest's RAM store and back.
+    let data: Vec<u8> = (0..70_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+    let (local, back) = (dir.join("data.bin"), dir.join("back.bin"));
+    std::fs::write(&local, &data).unwrap();
+    let scp = |src: &str, dst: &str| {
+        let o = Command::new("ip")
+            .args(["netns", "exec", &pod, "scp", "-O", "-i"])
+            .arg(&key)
+            .args([
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+            ])
+            .args(["-o", "BatchMode=yes", "-o", "LogLevel=ERROR", src, dst])
+            .output()
+            .expect("scp (openssh-client)");
+        (o.status.code(), text(&o.stderr))
+    };
+    let t0 = Instant::now();
+    let (code, err) = scp(local.to_str().unwrap(), "tester@10.0.2.2:data.bin");
+    assert_eq!(
+        code,
+        Some(0),
+        "scp to the guest: {err}\n{}",
+        launcher.output()
+    );
+    let (code, err) = scp("tester@10.0.2.2:data.bin", back.to_str().unwrap());
+    assert_eq!(code, Some(0), "scp from the guest: {err}");
+    eprintln!("scp of 70,000 bytes in and out: {:?}", t0.elapsed());
+    assert!(
+        std::fs::read(&back).unwrap() == data,
+        "the copy came back changed"
+    );
+    let out = ssh(&pod, &key, &["-o", "BatchMode=yes"], Some("ls"), b"");
+    assert_eq!(text(&out.stdout), "70000 data.bin\n");
+    let (code, err) = scp("tester@10.0.2.2:nosuch", back.to_str().unwrap());
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("nosuch: No such file or directory"), "{err}");
+    let (code, err) = scp(dir.to_str().unwrap(), "tester@10.0.2.2:d");
+    assert_ne!(code, Some(0), "{err}");
 
     // The guest still serves after the refusals; then it powers off.
     let out = ssh(

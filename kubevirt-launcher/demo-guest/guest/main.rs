@@ -8,6 +8,7 @@
 
 mod cloudinit;
 mod dma;
+mod files;
 mod hw;
 mod inet;
 mod iso9660;

@@ -106,7 +106,7 @@ fn run(cmd: &[u8], sys: &mut System) -> (Action, u32) {
     match cmd {
         b"" => {}
         b"help" => console::str(
-            "commands: help uname hostname count disks disktest cat userdata ip echo exit reboot poweroff\n",
+            "commands: help uname hostname count disks disktest cat ls userdata ip echo exit reboot poweroff\n",
         ),
         b"uname" | b"uname -a" => {
             console::str("kubevirt-rs-demo ");
@@ -128,10 +128,19 @@ fn run(cmd: &[u8], sys: &mut System) -> (Action, u32) {
             let mut words = rest.split(|&b| b == b' ').filter(|w| !w.is_empty());
             match (words.next(), words.next()) {
                 (Some(disk), Some(path)) => sys.cat(disk, path),
+                (Some(name), None) => status = cat_file(name),
                 _ => {
-                    console::str("usage: cat vdX PATH\n");
+                    console::str("usage: cat vdX PATH | cat FILE\n");
                     status = 1;
                 }
+            }
+        }
+        b"ls" => {
+            for f in crate::files::store().list() {
+                console::dec(f.data().len() as u64);
+                console::put(b' ');
+                console::text(f.name());
+                console::str("\n");
             }
         }
         b"echo" => console::str("\n"),
@@ -149,4 +158,20 @@ fn run(cmd: &[u8], sys: &mut System) -> (Action, u32) {
         }
     }
     (Action::Continue, status)
+}
+
+/// `cat FILE`: a file of the RAM store (what `scp` copied in).
+fn cat_file(name: &[u8]) -> u32 {
+    let store = crate::files::store();
+    match store.find(name) {
+        Some(i) => {
+            console::write(store.file(i).data());
+            0
+        }
+        None => {
+            console::text(name);
+            console::str(": no such file (ls lists the RAM store)\n");
+            1
+        }
+    }
 }

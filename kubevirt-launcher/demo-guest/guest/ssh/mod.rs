@@ -3,9 +3,11 @@
 //! aes256-ctr with hmac-sha256 — over the TCP connection of [`crate::inet::conn`]. Public-key
 //! authentication only, against the keys cloud-init gave ([`keys`]); passwords are refused.
 //! One session channel per connection: `exec` runs one console command and returns its output
-//! and exit status; `shell` (with or without a pty) runs the console's shell on the channel.
+//! and exit status (or, for `scp -t`/`scp -f`, a file transfer: [`scp`]); `shell` (with or
+//! without a pty) runs the console's shell on the channel.
 
 pub mod keys;
+pub mod scp;
 
 use core::sync::atomic::{AtomicBool, Ordering};
 
@@ -15,6 +17,7 @@ use crate::System;
 use crate::hw::console;
 use crate::shell::{Action, Shell};
 use keys::AuthorizedKeys;
+use scp::Scp;
 
 /// sunset's packet buffers: each holds the largest packet either side sends (sunset offers a
 /// 1000-byte channel window and packet size; key exchange packets are a few KiB).
@@ -43,6 +46,7 @@ enum Mode {
     Idle,
     Exec,
     Shell,
+    Scp,
 }
 
 /// One connection's SSH state.
@@ -53,6 +57,7 @@ struct Session {
     mode: Mode,
     pty: bool,
     shell: Shell,
+    scp: Option<Scp>,
     command: [u8; COMMAND],
     command_len: usize,
     pending: [u8; PENDING],
@@ -83,6 +88,7 @@ impl Session {
             mode: Mode::Idle,
             pty: false,
             shell: Shell::new(),
+            scp: None,
             command: [0; COMMAND],
             command_len: 0,
             pending: [0; PENDING],
@@ -106,6 +112,7 @@ enum Next {
     Idle,
     RunCommand,
     StartShell,
+    StartScp,
     Defunct,
 }
 
@@ -201,6 +208,12 @@ impl Server {
                     perform(action, sys);
                     busy = true;
                 }
+                Next::StartScp => {
+                    if let Some(scp) = s.scp.as_mut() {
+                        scp.start(&mut |out| queue(&mut s.pending, &mut s.pending_len, out));
+                    }
+                    busy = true;
+                }
                 Next::StartShell => {
                     console::capture_start(true);
                     console::str(
@@ -282,6 +295,34 @@ fn channel(s: &mut Session, sys: &mut System) -> bool {
             Err(_) => s.exit = Some(0),
         }
     }
+    if s.mode == Mode::Scp
+        && s.exit.is_none()
+        && let Some(scp) = s.scp.as_mut()
+    {
+        let mut data = [0u8; 1024];
+        let (pending, pending_len) = (&mut s.pending, &mut s.pending_len);
+        match s.runner.read_channel(chan, ChanData::Normal, &mut data) {
+            Ok(n) if n > 0 => {
+                scp.input(&data[..n], &mut |out| queue(pending, pending_len, out));
+                busy = true;
+            }
+            Ok(_) => {}
+            Err(_) => scp.eof(),
+        }
+        if *pending_len == 0 {
+            let out = scp.outgoing();
+            if !out.is_empty()
+                && let Ok(n) = s.runner.write_channel(chan, ChanData::Normal, out)
+                && n > 0
+            {
+                scp.sent(n, &mut |out| queue(pending, pending_len, out));
+                busy = true;
+            }
+        }
+        if scp.exit.is_some() {
+            s.exit = scp.exit;
+        }
+    }
     if s.pending_len > 0 {
         match s
             .runner
@@ -354,10 +395,26 @@ fn event(s: &mut Session, hostkey: &SignKey, keys: &AuthorizedKeys) -> Next {
             if s.mode != Mode::Idle || command.len() > COMMAND {
                 return r.fail().map_or(Next::Defunct, |()| Next::Progressed);
             }
-            s.command[..command.len()].copy_from_slice(command);
-            s.command_len = command.len();
-            s.mode = Mode::Exec;
-            return r.succeed().map_or(Next::Defunct, |()| Next::RunCommand);
+            let next = match Scp::parse(command) {
+                Some(Ok(scp)) => {
+                    s.scp = Some(scp);
+                    s.mode = Mode::Scp;
+                    Next::StartScp
+                }
+                Some(Err(message)) => {
+                    queue(&mut s.pending, &mut s.pending_len, message.as_bytes());
+                    s.exit = Some(1);
+                    s.mode = Mode::Exec;
+                    Next::Progressed
+                }
+                None => {
+                    s.command[..command.len()].copy_from_slice(command);
+                    s.command_len = command.len();
+                    s.mode = Mode::Exec;
+                    Next::RunCommand
+                }
+            };
+            return r.succeed().map_or(Next::Defunct, |()| next);
         }
         ServEvent::SessionSubsystem(r) => r.fail(),
         ServEvent::Defunct => return Next::Defunct,
