@@ -4,6 +4,7 @@
 //! a port nothing listens on fails with a clear error. `virtctl ssh` runs the real OpenSSH client
 //! through `port-forward --stdio` to the guest's SSH server: the key cloud-init authorises runs
 //! `--command hostname`, another key is refused; `virtctl scp` copies a file in and back.
+//! `virtctl port-forward vm/web udp/L:7` carries datagrams to the guest's UDP echo service.
 
 use std::io::Read;
 use std::path::Path;
@@ -239,6 +240,43 @@ fn port_forward_reaches_the_guests_http_service_and_names_a_closed_port() {
         (Some(0), "100000 data.bin\n"),
         "{err}"
     );
+
+    // virtctl port-forward udp/LOCAL:7: datagrams reach the guest's UDP echo service and come
+    // back whole, one for one.
+    let udp_port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(VIRTCTL)
+        .env("KUBECONFIG", k)
+        .args(["port-forward", "vm/web", &format!("udp/{udp_port}:7")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run virtctl port-forward udp");
+    let udp_forward = Forward(child);
+    let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    client
+        .set_read_timeout(Some(std::time::Duration::from_millis(500)))
+        .unwrap();
+    let mut buf = [0u8; 2048];
+    let first = eventually("a datagram comes back through the UDP forward", || {
+        client.send_to(b"ping", ("127.0.0.1", udp_port)).ok()?;
+        let n = client.recv(&mut buf).ok()?;
+        Some(buf[..n].to_vec())
+    });
+    assert_eq!(first, b"ping");
+    let t0 = Instant::now();
+    for size in [1, 512, 1400] {
+        let d: Vec<u8> = (0..size).map(|i| (i * 31 + size) as u8).collect();
+        client.send_to(&d, ("127.0.0.1", udp_port)).unwrap();
+        let n = client.recv(&mut buf).expect("the echo");
+        assert_eq!(&buf[..n], &d[..], "a {size}-byte datagram");
+    }
+    eprintln!("virtctl port-forward udp: 3 echoes in {:?}", t0.elapsed());
+    drop(udp_forward);
 
     // Nothing listens on 2222: the proxy's error is what the user sees; pointed at the HTTP
     // port ssh gets through to the guest and reads its HTTP answer, not an SSH banner.

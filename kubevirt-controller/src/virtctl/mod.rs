@@ -138,7 +138,7 @@ pub enum Command {
         stdio: bool,
         /// `vm/NAME` or `vmi/NAME`.
         target: String,
-        /// `PORT` or `LOCAL:REMOTE` (optionally `tcp/` first), one or more.
+        /// `PORT` or `LOCAL:REMOTE` (optionally `tcp/` or `udp/` first), one or more.
         #[arg(required = true)]
         ports: Vec<String>,
     },

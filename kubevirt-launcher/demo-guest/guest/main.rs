@@ -144,6 +144,8 @@ impl System {
         console::dec(h.pings);
         console::str(", http requests answered: ");
         console::dec(h.http_requests);
+        console::str(", udp echoes: ");
+        console::dec(h.udp_echoes);
         console::str("\n");
     }
 
@@ -248,7 +250,7 @@ extern "C" fn main(start_info: u64, kernel: u64) -> ! {
     name[..n].copy_from_slice(&hostname[..n]);
     if let Some(h) = &mut sys.host {
         h.set_hostname(&name[..n]);
-        console::str("http: serving port 80\n");
+        console::str("http: serving port 80, udp echo port 7\n");
     }
     let keys = sys
         .cloud_init

@@ -1,6 +1,6 @@
 //! A tiny IPv4 host: DHCP for its address, ARP and ICMP echo answered, an HTTP service on port
 //! 80 ([`tcp`], stateless), a TCP connection with state on port 22 for the SSH server
-//! ([`conn`]); TCP connection attempts to other ports are logged and refused with a reset (so a
+//! ([`conn`]), a UDP echo service on port 7 (RFC 862); TCP connection attempts to other ports are logged and refused with a reset (so a
 //! forwarded port is visible end to end).
 
 pub mod conn;
@@ -18,6 +18,8 @@ const PROTO_UDP: u8 = 17;
 const BROADCAST_MAC: [u8; 6] = [0xff; 6];
 /// The SSH server's port.
 pub const SSH_PORT: u16 = 22;
+/// The UDP echo service's port.
+pub const ECHO_PORT: u16 = 7;
 
 /// The interface's addresses.
 #[derive(Clone, Copy, Default)]
@@ -43,6 +45,8 @@ pub struct Host {
     pub pings: u64,
     /// HTTP requests answered.
     pub http_requests: u64,
+    /// UDP echo datagrams answered.
+    pub udp_echoes: u64,
     hostname: [u8; 64],
     hostname_len: usize,
     /// The SSH server's connection.
@@ -62,6 +66,7 @@ impl Host {
             dhcp: dhcp::Client::new(xid),
             pings: 0,
             http_requests: 0,
+            udp_echoes: 0,
             hostname: [0; 64],
             hostname_len: 0,
             ssh: conn::Conn::new(),
@@ -169,6 +174,13 @@ impl Host {
                 let Some(u) = wire::Udp::parse(ip.payload) else {
                     return;
                 };
+                if u.dst_port == ECHO_PORT && ours {
+                    let (src, dst) = (self.lease.map_or([0; 4], |l| l.ip), ip.src);
+                    let payload = u.payload;
+                    self.udp_echoes += 1;
+                    self.send_udp(f.src, src, dst, ECHO_PORT, u.src_port, payload);
+                    return;
+                }
                 if u.dst_port == 68 && self.lease.is_none() {
                     let mac = self.nic.mac;
                     let now = rdtsc();
