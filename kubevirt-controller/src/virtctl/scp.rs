@@ -43,8 +43,16 @@ pub struct ScpFlags {
     pub known_hosts: Option<PathBuf>,
 }
 
-/// `[USER@]vm/NAME:PATH` split, or `None` for a local path.
-fn remote(arg: &str) -> Result<Option<(Option<String>, &str, &str, &str)>, VirtctlError> {
+/// A path in a guest: `[USER@]vm/NAME:PATH`.
+struct Remote<'a> {
+    user: Option<String>,
+    kind: &'a str,
+    name: &'a str,
+    path: &'a str,
+}
+
+/// `arg` as a guest path, or `None` for a local path.
+fn remote(arg: &str) -> Result<Option<Remote<'_>>, VirtctlError> {
     let Some((target, path)) = arg.split_once(':') else {
         return Ok(None);
     };
@@ -53,7 +61,12 @@ fn remote(arg: &str) -> Result<Option<(Option<String>, &str, &str, &str)>, Virtc
         return Ok(None);
     }
     let (user, kind, name) = parse_target(target)?;
-    Ok(Some((user, kind, name, path)))
+    Ok(Some(Remote {
+        user,
+        kind,
+        name,
+        path,
+    }))
 }
 
 /// The scp command line for `flags` in `namespace`, with `virtctl` as the proxy program.
@@ -64,7 +77,15 @@ pub fn command_line(
     conn: &ConnectOptions,
 ) -> Result<Vec<String>, VirtctlError> {
     let (src, dst) = (remote(&flags.source)?, remote(&flags.destination)?);
-    let (to_guest, (user, kind, name, path)) = match (src, dst) {
+    let (
+        to_guest,
+        Remote {
+            user,
+            kind,
+            name,
+            path,
+        },
+    ) = match (src, dst) {
         (None, Some(r)) => (true, r),
         (Some(r), None) => (false, r),
         _ => {
