@@ -66,7 +66,11 @@ impl Scp {
             return Some(Err("usage: scp -t TARGET | scp -f PATH\n"));
         }
         let mut scp = Scp {
-            state: if sink { State::Header } else { State::WaitStart },
+            state: if sink {
+                State::Header
+            } else {
+                State::WaitStart
+            },
             target: [0; MAX_NAME],
             target_len: path.len(),
             line: [0; 512],
