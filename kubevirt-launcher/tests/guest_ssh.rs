@@ -212,6 +212,17 @@ fn openssh_logs_in_with_the_cloud_init_key_runs_commands_and_is_refused_otherwis
     );
     let out = ssh(&pod, &key, &["-o", "BatchMode=yes"], Some("ls"), b"");
     assert_eq!(text(&out.stdout), "70000 data.bin\n");
+    // `cat` of it over ssh: the output a command may return is bounded (16 KiB), and says so.
+    let out = ssh(
+        &pod,
+        &key,
+        &["-o", "BatchMode=yes"],
+        Some("cat data.bin"),
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.starts_with(&data[..1000]));
+    assert!(text(&out.stdout).contains("more bytes not shown: copy the file with scp"));
     let (code, err) = scp("tester@10.0.2.2:nosuch", back.to_str().unwrap());
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("nosuch: No such file or directory"), "{err}");

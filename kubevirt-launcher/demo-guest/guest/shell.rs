@@ -165,8 +165,23 @@ fn cat_file(name: &[u8]) -> u32 {
     let store = crate::files::store();
     match store.find(name) {
         Some(i) => {
-            console::write(store.file(i).data());
-            0
+            let data = store.file(i).data();
+            // A captured command's output (ssh) is bounded: say so rather than cut silently.
+            const NOTE: usize = 96;
+            match console::capture_room() {
+                Some(room) if data.len() > room => {
+                    let shown = room.saturating_sub(NOTE);
+                    console::write(&data[..shown]);
+                    console::str("\ncat: ");
+                    console::dec((data.len() - shown) as u64);
+                    console::str(" more bytes not shown: copy the file with scp\n");
+                    1
+                }
+                _ => {
+                    console::write(data);
+                    0
+                }
+            }
         }
         None => {
             console::text(name);

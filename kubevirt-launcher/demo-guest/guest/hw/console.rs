@@ -54,6 +54,12 @@ pub fn capture_start(crlf: bool) {
     c.len = 0;
 }
 
+/// How many more bytes a capture keeps (`None`: not capturing, output goes to COM1).
+pub fn capture_room() -> Option<usize> {
+    let c = capture();
+    c.on.then(|| CAPTURE - c.len)
+}
+
 /// Stops capturing and hands what was captured to `f`.
 pub fn capture_end(f: &mut dyn FnMut(&[u8])) {
     let c = capture();
