@@ -87,12 +87,13 @@ impl Guest {
         let dir = tempdir("idle-bench");
         let disk = dir.join("scratch.img");
         std::fs::write(&disk, vec![0u8; 1 << 20]).expect("scratch disk");
-        let mut guest = kubevirt_demo_guest::test_guest();
-        if wait == Wait::Polling {
-            guest.privilege = Privilege::User;
-        }
+        let privilege = match wait {
+            Wait::Polling => Privilege::User,
+            Wait::Halting => Privilege::Kernel,
+        };
         let console = ConsoleBuffer::new();
-        let mut config = guest.vm_config(1, ConsoleConfig::Buffer(console.clone()));
+        let mut config =
+            kubevirt_demo_guest::vm_config(privilege, ConsoleConfig::Buffer(console.clone()));
         config.memory_size = MEMORY;
         let backend = RawFile::open(&disk, false).expect("open the scratch disk");
         let vm = Vm::builder(config)

@@ -12,7 +12,9 @@ set -euo pipefail
 # containerd, runc and containernetworking-plugins run the local node's pods (CRI, CNI).
 # seabios and ovmf are the firmware a VMI without kernelBoot boots.
 # protobuf-compiler (protoc) builds the CRI client's gRPC code (k8s-cri).
-PACKAGES=(python3 libsqlite3-dev busybox-static genisoimage acpica-tools util-linux docker-registry nftables libarchive-tools xorriso qemu-system-x86 qemu-utils iputils-ping dmidecode time strace containerd runc containernetworking-plugins seabios ovmf protobuf-compiler skopeo)
+# openssh-client (ssh, scp, ssh-keygen) is what virtctl ssh/scp run, against the demo guest's
+# SSH server.
+PACKAGES=(python3 libsqlite3-dev busybox-static genisoimage acpica-tools util-linux docker-registry nftables libarchive-tools xorriso qemu-system-x86 qemu-utils iputils-ping dmidecode time strace containerd runc containernetworking-plugins seabios ovmf protobuf-compiler skopeo openssh-client)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

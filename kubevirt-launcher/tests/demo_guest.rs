@@ -35,8 +35,10 @@ struct Guest {
 impl Guest {
     fn boot(disks: &[(&Path, bool, &str)]) -> Guest {
         let console = ConsoleBuffer::new();
-        let guest = kubevirt_demo_guest::test_guest();
-        let mut config = guest.vm_config(1, ConsoleConfig::Buffer(console.clone()));
+        let mut config = kubevirt_demo_guest::vm_config(
+            kubevirt_vmm::Privilege::Kernel,
+            ConsoleConfig::Buffer(console.clone()),
+        );
         config.memory_size = MEMORY;
         let mut builder = Vm::builder(config);
         for (path, readonly, serial) in disks {

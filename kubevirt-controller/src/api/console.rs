@@ -28,6 +28,8 @@ pub(super) struct StreamRequest<'a> {
     pub what: &'a str,
     /// The virtctl command that upgrades, for that error.
     pub command: &'a str,
+    /// Whether the stream carries datagrams (a UDP port-forward): one websocket message each.
+    pub datagrams: bool,
 }
 
 /// Checks that the VMI runs, has its node agent open the stream, and only then accepts the
@@ -59,9 +61,16 @@ pub(super) async fn stream_to_vmi(
         .call(client, &node, req.op, (req.ns, req.name, &uid))
         .await
         .map_err(|e| ApiError::conflict(VMI, req.name, e.message))?;
+    let datagrams = req.datagrams;
     Ok(upgrade
         .protocols([PLAIN_PROTOCOL])
-        .on_upgrade(move |ws| bridge(ws, stream))
+        .on_upgrade(move |ws| async move {
+            if datagrams {
+                super::portforward::bridge_datagrams(ws, stream).await;
+            } else {
+                bridge(ws, stream).await;
+            }
+        })
         .into_response())
 }
 
@@ -79,6 +88,7 @@ pub async fn console(
         op: AgentOp::Console,
         what: "the console",
         command: "virtctl console",
+        datagrams: false,
     };
     stream_to_vmi(client, agents, req, upgrade).await
 }

@@ -1,19 +1,23 @@
 //! `virtualmachineinstances/{name}/portforward/{port}[/{protocol}]` (and the same under
 //! `virtualmachines`, for the VM's instance): a websocket (subprotocol `plain.kubevirt.io`,
 //! binary frames) bridged to a TCP connection to the guest's port, which the VMI's node agent
-//! makes from inside the launcher's network namespace. The API server never connects itself.
+//! makes from inside the launcher's network namespace; with protocol `udp`, each websocket
+//! message is one datagram to or from the guest's UDP port (framed on the agent's leg by
+//! [`crate::node::datagrams`]). The API server never connects itself.
 
-use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
+use futures::{SinkExt, StreamExt};
 use kube::Client;
 
 use super::agents::NodeAgents;
 use super::console::{StreamRequest, stream_to_vmi};
 use super::status::ApiError;
+use crate::node::datagrams;
 use crate::node::endpoint::AgentOp;
 
-/// The port of a port-forward path; only `tcp` is carried.
-pub fn parse_port(port: &str, protocol: Option<&str>) -> Result<u16, ApiError> {
+/// The port of a port-forward path and whether it is UDP (`tcp`, the default, or `udp`).
+pub fn parse_port(port: &str, protocol: Option<&str>) -> Result<(u16, bool), ApiError> {
     let port = port
         .parse::<u16>()
         .ok()
@@ -22,13 +26,46 @@ pub fn parse_port(port: &str, protocol: Option<&str>) -> Result<u16, ApiError> {
             ApiError::bad_request(format!("port {port:?} is not a port number (1-65535)"))
         })?;
     match protocol {
-        None | Some("tcp") => Ok(port),
-        Some("udp") => Err(ApiError::bad_request(
-            "protocol udp is not supported by kubevirt-rs port-forward yet: only tcp",
-        )),
+        None | Some("tcp") => Ok((port, false)),
+        Some("udp") => Ok((port, true)),
         Some(other) => Err(ApiError::bad_request(format!(
             "protocol {other:?} is not tcp or udp"
         ))),
+    }
+}
+
+/// Carries datagrams between the websocket (one message each) and the agent's connection
+/// (framed) until either side ends.
+pub(super) async fn bridge_datagrams<S>(ws: WebSocket, stream: S)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+{
+    let (mut ws_tx, mut ws_rx) = ws.split();
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let out = async {
+        while let Ok(Some(d)) = datagrams::read(&mut rd).await {
+            if ws_tx.send(Message::Binary(d.into())).await.is_err() {
+                break;
+            }
+        }
+        let _ = ws_tx.send(Message::Close(None)).await;
+    };
+    let input = async {
+        while let Some(Ok(msg)) = ws_rx.next().await {
+            let data = match msg {
+                Message::Binary(b) => b.to_vec(),
+                Message::Text(t) => t.as_bytes().to_vec(),
+                Message::Close(_) => break,
+                _ => continue,
+            };
+            if datagrams::write(&mut wr, &data).await.is_err() {
+                break;
+            }
+        }
+    };
+    tokio::select! {
+        _ = out => {}
+        _ = input => {}
     }
 }
 
@@ -39,15 +76,16 @@ pub async fn forward(
     agents: &NodeAgents,
     ns: &str,
     name: &str,
-    port: u16,
+    (port, udp): (u16, bool),
     upgrade: Option<WebSocketUpgrade>,
 ) -> Result<Response, ApiError> {
     let req = StreamRequest {
         ns,
         name,
-        op: AgentOp::PortForward { port },
+        op: AgentOp::PortForward { port, udp },
         what: "port-forward",
         command: "virtctl port-forward",
+        datagrams: udp,
     };
     stream_to_vmi(client, agents, req, upgrade).await
 }
@@ -58,8 +96,9 @@ mod tests {
 
     #[test]
     fn ports_and_protocols_are_checked() {
-        assert_eq!(parse_port("22", None).unwrap(), 22);
-        assert_eq!(parse_port("80", Some("tcp")).unwrap(), 80);
+        assert_eq!(parse_port("22", None).unwrap(), (22, false));
+        assert_eq!(parse_port("80", Some("tcp")).unwrap(), (80, false));
+        assert_eq!(parse_port("53", Some("udp")).unwrap(), (53, true));
         for (port, proto) in [
             ("0", None),
             ("x", None),
@@ -68,7 +107,5 @@ mod tests {
         ] {
             assert!(parse_port(port, proto).is_err(), "{port} {proto:?}");
         }
-        let udp = parse_port("53", Some("udp")).unwrap_err();
-        assert!(udp.message.contains("udp"), "{}", udp.message);
     }
 }

@@ -35,10 +35,14 @@ pub enum AgentOp {
     Unpause,
     /// Press the power button and start again once the guest powered off.
     SoftReboot,
-    /// Connect to a TCP port of the guest (the connection carries it afterwards).
+    /// Connect to a TCP port of the guest (the connection carries it afterwards), or a UDP
+    /// port (the connection carries its datagrams, framed by [`super::datagrams`]).
     PortForward {
         /// The guest's port.
         port: u16,
+        /// UDP instead of TCP.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        udp: bool,
     },
     /// Save the guest's memory state (ours): the launcher writes it, the agent moves it into
     /// the node's store ([`super::memory`]) under this name.
@@ -183,7 +187,16 @@ async fn handle(
         Ok(d) => d,
         Err(e) => return reply(&mut conn, Err(e)).await,
     };
-    if let AgentOp::PortForward { port } = req.op {
+    if let AgentOp::PortForward { port, udp: true } = req.op {
+        let guest = match super::guest_port::connect_udp(&dir, port).await {
+            Ok(g) => g,
+            Err(e) => return reply(&mut conn, Err(e.to_string())).await,
+        };
+        reply(&mut conn, Ok(())).await?;
+        relay_datagrams(conn, guest).await;
+        return Ok(());
+    }
+    if let AgentOp::PortForward { port, .. } = req.op {
         let mut guest = match super::guest_port::connect(&dir, port).await {
             Ok(g) => g,
             Err(e) => return reply(&mut conn, Err(e.to_string())).await,
@@ -234,6 +247,39 @@ async fn handle(
         map.remove(&req.uid);
     }
     Ok(())
+}
+
+/// Carries datagrams between the API server's connection (framed) and the guest's UDP port
+/// until the connection ends.
+async fn relay_datagrams<S>(conn: S, guest: tokio::net::UdpSocket)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (mut rd, mut wr) = tokio::io::split(conn);
+    let to_guest = async {
+        while let Ok(Some(d)) = super::datagrams::read(&mut rd).await {
+            // A guest port nothing listens on answers with ICMP: the send after fails; go on.
+            let _ = guest.send(&d).await;
+        }
+    };
+    let from_guest = async {
+        let mut buf = vec![0u8; super::datagrams::MAX_DATAGRAM];
+        loop {
+            match guest.recv(&mut buf).await {
+                Ok(n) => {
+                    if super::datagrams::write(&mut wr, &buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => continue,
+                Err(_) => break,
+            }
+        }
+    };
+    tokio::select! {
+        _ = to_guest => {}
+        _ = from_guest => {}
+    }
 }
 
 /// Has the launcher in `dir` save its memory state `name` and moves it into the store.

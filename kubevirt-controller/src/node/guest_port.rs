@@ -1,10 +1,10 @@
-//! Reaching a TCP port of a guest from the node agent: the guest's address (the masquerade
+//! Reaching a TCP (or UDP) port of a guest from the node agent: the guest's address (the masquerade
 //! binding's fixed 10.0.2.2) exists only inside its launcher's network namespace, so the
 //! connection is made from there, on a thread that enters that namespace and ends after. The
 //! socket stays in the namespace it was made in; the agent copies bytes to and from it.
 
 use std::fs::File;
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -45,8 +45,37 @@ pub enum GuestPortError {
     },
 }
 
-/// Connects to TCP `port` of the guest whose launcher runs in `run_dir`.
-pub async fn connect(run_dir: &Path, port: u16) -> Result<tokio::net::TcpStream, GuestPortError> {
+/// A UDP socket in the launcher's namespace connected to UDP `port` of the guest whose launcher
+/// runs in `run_dir` (a datagram needs no answer to be sent: nothing is checked beyond the
+/// namespace).
+pub async fn connect_udp(
+    run_dir: &Path,
+    port: u16,
+) -> Result<tokio::net::UdpSocket, GuestPortError> {
+    let ns = launcher_namespace(run_dir, port)?;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("guest-port".into())
+        .spawn(move || {
+            let _ = tx.send(enter(&ns, port).and_then(|()| {
+                let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
+                    .and_then(|s| s.connect((GUEST_IP, port)).map(|()| s));
+                socket.map_err(|source| GuestPortError::Io { port, source })
+            }));
+        })
+        .map_err(|source| GuestPortError::Io { port, source })?;
+    let socket = rx.await.map_err(|_| GuestPortError::Io {
+        port,
+        source: std::io::Error::other("the connecting thread ended early"),
+    })??;
+    socket
+        .set_nonblocking(true)
+        .and_then(|()| tokio::net::UdpSocket::from_std(socket))
+        .map_err(|source| GuestPortError::Io { port, source })
+}
+
+/// The network namespace of the launcher in `run_dir`, if it is not the agent's own.
+fn launcher_namespace(run_dir: &Path, port: u16) -> Result<File, GuestPortError> {
     let pid = std::fs::read_to_string(run_dir.join(LAUNCHER_PID))
         .map_err(|e| GuestPortError::NoLauncher(e.to_string()))?;
     let pid: u32 = pid
@@ -63,6 +92,23 @@ pub async fn connect(run_dir: &Path, port: u16) -> Result<tokio::net::TcpStream,
     if (ours.dev(), ours.ino()) == (theirs.dev(), theirs.ino()) {
         return Err(GuestPortError::NoNetwork);
     }
+    Ok(ns)
+}
+
+/// Moves this (short-lived) thread into `ns`.
+fn enter(ns: &File, port: u16) -> Result<(), GuestPortError> {
+    // SAFETY: setns on a descriptor we own; it changes only this thread's network namespace,
+    // and the thread ends when its work is done.
+    if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        let source = std::io::Error::last_os_error();
+        return Err(GuestPortError::Io { port, source });
+    }
+    Ok(())
+}
+
+/// Connects to TCP `port` of the guest whose launcher runs in `run_dir`.
+pub async fn connect(run_dir: &Path, port: u16) -> Result<tokio::net::TcpStream, GuestPortError> {
+    let ns = launcher_namespace(run_dir, port)?;
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         .name("guest-port".into())
@@ -82,12 +128,7 @@ pub async fn connect(run_dir: &Path, port: u16) -> Result<tokio::net::TcpStream,
 
 /// On this (short-lived) thread: enters `ns` and connects.
 fn dial_in(ns: &File, port: u16) -> Result<TcpStream, GuestPortError> {
-    // SAFETY: setns on a descriptor we own; it changes only this thread's network namespace,
-    // and the thread ends when this function returns.
-    if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-        let source = std::io::Error::last_os_error();
-        return Err(GuestPortError::Io { port, source });
-    }
+    enter(ns, port)?;
     let address = SocketAddr::from((GUEST_IP, port));
     let stream =
         TcpStream::connect_timeout(&address, CONNECT_TIMEOUT).map_err(|e| match e.kind() {

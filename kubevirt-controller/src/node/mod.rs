@@ -12,6 +12,7 @@
 
 pub mod adopt;
 pub mod agent;
+pub mod datagrams;
 pub mod deviceplugin;
 pub mod endpoint;
 pub mod events;

@@ -1,5 +1,6 @@
 //! `virtctl`, as upstream's users type it: `start`, `stop`, `restart`, `pause vm|vmi`,
-//! `unpause vm|vmi`, `soft-reboot`, `console`, `vnc`, `version`, `create vm`, `expose`, with kubectl's
+//! `unpause vm|vmi`, `soft-reboot`, `console`, `vnc`, `version`, `create vm`, `expose`,
+//! `port-forward`, `ssh`, `scp`, with kubectl's
 //! connection flags (`--kubeconfig`, `--context`, `-n`). The binary (`virtctl`, or
 //! `kubectl-virt` for `kubectl virt`) is [`main`].
 
@@ -9,6 +10,7 @@ pub mod create;
 pub mod expose;
 pub mod lifecycle;
 pub mod portforward;
+pub mod scp;
 pub mod ssh;
 pub mod term;
 pub mod upload;
@@ -136,18 +138,14 @@ pub enum Command {
         stdio: bool,
         /// `vm/NAME` or `vmi/NAME`.
         target: String,
-        /// `PORT` or `LOCAL:REMOTE` (optionally `tcp/` first), one or more.
+        /// `PORT` or `LOCAL:REMOTE` (optionally `tcp/` or `udp/` first), one or more.
         #[arg(required = true)]
         ports: Vec<String>,
     },
     /// Open an SSH connection to a virtual machine (the system's ssh through port-forward).
     Ssh(ssh::SshFlags),
-    /// SCP files from/to a virtual machine (not available yet).
-    Scp {
-        /// Sources and destination, as upstream takes them.
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
-    },
+    /// SCP files from/to a virtual machine (the system's scp through port-forward).
+    Scp(scp::ScpFlags),
     /// Print the client and server version information.
     Version,
     /// Expose a virtual machine instance, virtual machine, or virtual machine instance replica
@@ -259,9 +257,9 @@ pub async fn run(cli: Cli) -> Result<(), VirtctlError> {
         context: cli.context,
         namespace: cli.namespace,
     };
-    // Commands that need no cluster.
-    if let Command::Scp { .. } = &cli.command {
-        return Err(VirtctlError::Failed(NO_SCP.into()));
+    // Commands that need no cluster, and checks that need none.
+    if let Command::Scp(flags) = &cli.command {
+        scp::command_line(flags, "default", "virtctl", &opts)?;
     }
     let forward = match &cli.command {
         Command::PortForward { target, ports, .. } => Some(portforward::parse(target, ports)?),
@@ -343,12 +341,16 @@ pub async fn run(cli: Cli) -> Result<(), VirtctlError> {
                 code => Err(VirtctlError::Exit(code.unwrap_or(255) as u8)),
             }
         }
-        Command::Create { .. } | Command::Scp { .. } => Ok(()),
+        Command::Scp(flags) => {
+            let status = scp::run(&flags, &conn.namespace, &opts)?;
+            match status.code() {
+                Some(0) => Ok(()),
+                code => Err(VirtctlError::Exit(code.unwrap_or(255) as u8)),
+            }
+        }
+        Command::Create { .. } => Ok(()),
     }
 }
-
-/// What `scp` answers.
-pub const NO_SCP: &str = "scp is not available yet: use virtctl port-forward with the system's scp (-o ProxyCommand='virtctl port-forward --stdio vm/NAME 22')";
 
 /// `version.Info{GitVersion:"...", ...}` as upstream's virtctl prints it.
 fn version_info(v: &serde_json::Value) -> String {
@@ -374,11 +376,9 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn scp_answers_clearly_and_bad_forwards_are_usage_errors() {
-        let e = run(parse(&["scp", "a", "vm/x:b"]).unwrap())
-            .await
-            .unwrap_err();
-        assert_eq!(e.to_string(), NO_SCP);
+    async fn bad_scp_and_forward_targets_are_usage_errors() {
+        let e = run(parse(&["scp", "a", "b"]).unwrap()).await.unwrap_err();
+        assert!(e.to_string().contains("exactly one of SRC and DST"), "{e}");
         // Checked before any cluster is contacted.
         let e = run(parse(&["port-forward", "testvm", "8080:80"]).unwrap())
             .await

@@ -1,13 +1,15 @@
 //! `virtctl port-forward [--address ADDR] [--stdio] vm/NAME|vmi/NAME PORT|LOCAL:REMOTE ...`, as
 //! upstream: each local port listens on `--address` (127.0.0.1) and every connection to it is
 //! carried over its own `.../portforward/{REMOTE}` websocket to the guest's port; `--stdio`
-//! carries stdin and stdout instead (one port: an ssh `ProxyCommand`).
+//! carries stdin and stdout instead (one port: an ssh `ProxyCommand`). `udp/PORT` or
+//! `udp/LOCAL:REMOTE` binds a local UDP socket and carries each datagram as one message of a
+//! `.../portforward/{REMOTE}/udp` websocket; answers go back to the latest sender.
 
 use std::os::fd::AsFd;
 
 use futures::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UdpSocket};
 use tokio_tungstenite::tungstenite::Message;
 
 use super::connect::{Connection, Stream};
@@ -20,11 +22,14 @@ pub struct Target {
     pub kind: Kind,
     /// Its name.
     pub name: String,
-    /// (local, remote) ports.
+    /// (local, remote) TCP ports.
     pub ports: Vec<(u16, u16)>,
+    /// (local, remote) UDP ports.
+    pub udp: Vec<(u16, u16)>,
 }
 
-/// Parses `vm/NAME` and the port specs (`PORT`, `LOCAL:REMOTE`, optionally `tcp/` first).
+/// Parses `vm/NAME` and the port specs (`PORT`, `LOCAL:REMOTE`, optionally `tcp/` or `udp/`
+/// first).
 pub fn parse(target: &str, ports: &[String]) -> Result<Target, VirtctlError> {
     let usage = |why: String| VirtctlError::Usage(why);
     let (kind, name) = target.split_once('/').ok_or_else(|| {
@@ -55,19 +60,17 @@ pub fn parse(target: &str, ports: &[String]) -> Result<Target, VirtctlError> {
             .filter(|p| *p != 0)
             .ok_or_else(|| usage(format!("{s:?} is not a port number (1-65535)")))
     };
-    let mut out = Vec::new();
+    let (mut out, mut udp) = (Vec::new(), Vec::new());
     for spec in ports {
-        let bare = match spec.split_once('/') {
-            Some(("tcp", rest)) => rest,
-            Some(("udp", _)) => {
-                return Err(usage(format!(
-                    "{spec}: udp is not supported by kubevirt-rs port-forward yet"
-                )));
+        let (bare, list) = match spec.split_once('/') {
+            Some(("tcp", rest)) => (rest, &mut out),
+            Some(("udp", rest)) => (rest, &mut udp),
+            Some(_) => {
+                return Err(usage(format!("{spec:?}: the protocol must be tcp or udp")));
             }
-            Some(_) => return Err(usage(format!("{spec:?}: the protocol must be tcp"))),
-            None => spec.as_str(),
+            None => (spec.as_str(), &mut out),
         };
-        out.push(match bare.split_once(':') {
+        list.push(match bare.split_once(':') {
             Some((l, r)) => (port(l)?, port(r)?),
             None => (port(bare)?, port(bare)?),
         });
@@ -76,15 +79,20 @@ pub fn parse(target: &str, ports: &[String]) -> Result<Target, VirtctlError> {
         kind,
         name: name.to_string(),
         ports: out,
+        udp,
     })
 }
 
-fn stream_path(c: &Connection, t: &Target, remote: u16) -> String {
+fn stream_path(c: &Connection, t: &Target, remote: u16, udp: bool) -> String {
     let resource = match t.kind {
         Kind::Vm => "virtualmachines",
         Kind::Vmi => "virtualmachineinstances",
     };
-    format!("{}/{remote}", c.path(resource, &t.name, "portforward"))
+    let protocol = if udp { "/udp" } else { "" };
+    format!(
+        "{}/{remote}{protocol}",
+        c.path(resource, &t.name, "portforward")
+    )
 }
 
 /// Runs the forward until interrupted (or, with `stdio`, until either side ends).
@@ -95,12 +103,12 @@ pub async fn run(
     stdio: bool,
 ) -> Result<(), VirtctlError> {
     if stdio {
-        let [(_, remote)] = t.ports[..] else {
+        let ([(_, remote)], []) = (&t.ports[..], &t.udp[..]) else {
             return Err(VirtctlError::Usage(
                 "--stdio forwards exactly one port".into(),
             ));
         };
-        let ws = open(c, t, remote).await?;
+        let ws = open(c, t, *remote, false).await?;
         // Duplicates of descriptors 0 and 1, driven through tokio's blocking pool.
         let stdin = std::io::stdin().as_fd().try_clone_to_owned()?;
         let stdout = std::io::stdout().as_fd().try_clone_to_owned()?;
@@ -124,7 +132,7 @@ pub async fn run(
                 let _ = conn.set_nodelay(true);
                 let (c, t) = (c.clone(), t.clone());
                 tokio::spawn(async move {
-                    match open(&c, &t, remote).await {
+                    match open(&c, &t, remote, false).await {
                         Ok(ws) => {
                             let (rd, wr) = conn.into_split();
                             bridge(ws, rd, wr).await;
@@ -135,14 +143,63 @@ pub async fn run(
             }
         }));
     }
+    for &(local, remote) in &t.udp {
+        let socket = UdpSocket::bind((address, local)).await.map_err(|e| {
+            VirtctlError::Failed(format!("listening on {address}:{local}/udp: {e}"))
+        })?;
+        eprintln!("Forwarding from {address}:{local}/udp -> {remote}/udp");
+        let (c, t) = (c.clone(), t.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                if let Err(e) = forward_datagrams(&c, &t, &socket, remote).await {
+                    eprintln!("error forwarding udp -> {remote}: {e}");
+                }
+            }
+        }));
+    }
     for t in tasks {
         let _ = t.await;
     }
     Ok(())
 }
 
-async fn open(c: &Connection, t: &Target, remote: u16) -> Result<Stream, VirtctlError> {
-    c.websocket(&stream_path(c, t, remote))
+/// Carries datagrams between `socket` and one websocket to the guest's UDP `remote` port
+/// (opened at the first datagram) until the websocket ends; answers go to the latest sender.
+async fn forward_datagrams(
+    c: &Connection,
+    t: &Target,
+    socket: &UdpSocket,
+    remote: u16,
+) -> Result<(), VirtctlError> {
+    let mut buf = vec![0u8; 65_535];
+    let (n, mut peer) = socket.recv_from(&mut buf).await?;
+    let ws = open(c, t, remote, true).await?;
+    let (mut tx, mut rx) = ws.split();
+    tx.send(Message::Binary(buf[..n].to_vec().into()))
+        .await
+        .map_err(|e| VirtctlError::Failed(e.to_string()))?;
+    loop {
+        tokio::select! {
+            got = socket.recv_from(&mut buf) => {
+                let (n, from) = got?;
+                peer = from;
+                tx.send(Message::Binary(buf[..n].to_vec().into()))
+                    .await
+                    .map_err(|e| VirtctlError::Failed(e.to_string()))?;
+            }
+            msg = rx.next() => match msg {
+                Some(Ok(Message::Binary(d))) => {
+                    socket.send_to(&d, peer).await?;
+                }
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return Ok(()),
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+}
+
+async fn open(c: &Connection, t: &Target, remote: u16, udp: bool) -> Result<Stream, VirtctlError> {
+    c.websocket(&stream_path(c, t, remote, udp))
         .await
         .map_err(|e| VirtctlError::Failed(format!("Can't access {}: {e}", t.name)))
 }
@@ -209,6 +266,15 @@ mod tests {
         assert_eq!(t.kind, Kind::Vm);
         assert_eq!(t.name, "testvm");
         assert_eq!(t.ports, vec![(8080, 80), (22, 22), (9000, 90)]);
+        let t = parse(
+            "vm/x",
+            &["udp/53".into(), "udp/5353:53".into(), "80".into()],
+        )
+        .unwrap();
+        assert_eq!(
+            (t.ports, t.udp),
+            (vec![(80, 80)], vec![(53, 53), (5353, 53)])
+        );
         assert_eq!(parse("vmi/x", &["1".into()]).unwrap().kind, Kind::Vmi);
         for (target, port) in [
             ("testvm", "80"),
@@ -216,7 +282,8 @@ mod tests {
             ("vm/", "80"),
             ("vm/x", "0"),
             ("vm/x", "80:"),
-            ("vm/x", "udp/53"),
+            ("vm/x", "sctp/53"),
+            ("vm/x", "udp/0"),
             ("vm/x", "99999"),
         ] {
             assert!(parse(target, &[port.into()]).is_err(), "{target} {port}");

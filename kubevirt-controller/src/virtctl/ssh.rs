@@ -36,6 +36,87 @@ pub struct SshFlags {
     pub known_hosts: Option<PathBuf>,
 }
 
+/// `[USER@]vm/NAME` or `[USER@]vmi/NAME`: the user (if named), the kind and the name.
+pub fn parse_target(target: &str) -> Result<(Option<String>, &str, &str), VirtctlError> {
+    let (user, rest) = match target.split_once('@') {
+        Some((u, t)) => (Some(u.to_string()), t),
+        None => (None, target),
+    };
+    let (kind, name) = rest
+        .split_once('/')
+        .filter(|(k, n)| matches!(*k, "vm" | "vmi") && !n.is_empty())
+        .ok_or_else(|| {
+            VirtctlError::Usage(format!(
+                "target {target:?} must be [USER@]vm/NAME or [USER@]vmi/NAME"
+            ))
+        })?;
+    Ok((user, kind, name))
+}
+
+/// How the OpenSSH programs reach a VM: through `virtctl port-forward --stdio` as their
+/// `ProxyCommand`, with the identity, known hosts file and extra options given.
+#[derive(Clone, Debug)]
+pub struct Route<'a> {
+    /// `vm` or `vmi`.
+    pub kind: &'a str,
+    /// Its name.
+    pub name: &'a str,
+    /// Its namespace.
+    pub namespace: &'a str,
+    /// The guest's SSH port.
+    pub port: u16,
+    /// The identity file.
+    pub identity_file: Option<&'a std::path::Path>,
+    /// The known hosts file (default `~/.ssh/kubevirt_known_hosts`).
+    pub known_hosts: Option<&'a std::path::Path>,
+    /// `--local-ssh-opts`, each split on white space.
+    pub local_ssh_opts: &'a [String],
+}
+
+impl Route<'_> {
+    /// The host name the OpenSSH programs see (upstream's `vm.NAME.NAMESPACE`).
+    pub fn host(&self) -> String {
+        format!("{}.{}.{}", self.kind, self.name, self.namespace)
+    }
+
+    /// The options for ssh or scp, with `virtctl` as the proxy program and the connection
+    /// flags it is to be run with.
+    pub fn options(&self, virtctl: &str, conn: &ConnectOptions) -> Vec<String> {
+        let quote = |s: &str| format!("'{}'", s.replace('\'', r"'\''"));
+        let mut proxy = vec![quote(virtctl)];
+        if let Some(k) = &conn.kubeconfig {
+            proxy.push(format!("--kubeconfig={}", quote(&k.to_string_lossy())));
+        }
+        if let Some(c) = &conn.context {
+            proxy.push(format!("--context={}", quote(c)));
+        }
+        proxy.push(format!("--namespace={}", quote(self.namespace)));
+        proxy.extend([
+            "port-forward".into(),
+            "--stdio".into(),
+            quote(&format!("{}/{}", self.kind, self.name)),
+            self.port.to_string(),
+        ]);
+        let mut args = vec![
+            "-o".to_string(),
+            format!("ProxyCommand={}", proxy.join(" ")),
+        ];
+        let known_hosts = self.known_hosts.map(PathBuf::from).or_else(|| {
+            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".ssh/kubevirt_known_hosts"))
+        });
+        if let Some(k) = known_hosts {
+            args.extend(["-o".into(), format!("UserKnownHostsFile={}", k.display())]);
+        }
+        if let Some(i) = self.identity_file {
+            args.extend(["-i".into(), i.display().to_string()]);
+        }
+        for o in self.local_ssh_opts {
+            args.extend(o.split_whitespace().map(str::to_string));
+        }
+        args
+    }
+}
+
 /// The ssh command line for `flags` in `namespace`, with `virtctl` as the proxy program and the
 /// connection flags it is to be run with.
 pub fn command_line(
@@ -44,51 +125,19 @@ pub fn command_line(
     virtctl: &str,
     conn: &ConnectOptions,
 ) -> Result<Vec<String>, VirtctlError> {
-    let (user, target) = match flags.target.split_once('@') {
-        Some((u, t)) => (Some(u.to_string()), t),
-        None => (flags.username.clone(), flags.target.as_str()),
+    let (user, kind, name) = parse_target(&flags.target)?;
+    let user = user.or_else(|| flags.username.clone());
+    let route = Route {
+        kind,
+        name,
+        namespace,
+        port: flags.port,
+        identity_file: flags.identity_file.as_deref(),
+        known_hosts: flags.known_hosts.as_deref(),
+        local_ssh_opts: &flags.local_ssh_opts,
     };
-    let (kind, name) = target
-        .split_once('/')
-        .filter(|(k, n)| matches!(*k, "vm" | "vmi") && !n.is_empty())
-        .ok_or_else(|| {
-            VirtctlError::Usage(format!(
-                "target {:?} must be [USER@]vm/NAME or [USER@]vmi/NAME",
-                flags.target
-            ))
-        })?;
-    let quote = |s: &str| format!("'{}'", s.replace('\'', r"'\''"));
-    let mut proxy = vec![quote(virtctl)];
-    if let Some(k) = &conn.kubeconfig {
-        proxy.push(format!("--kubeconfig={}", quote(&k.to_string_lossy())));
-    }
-    if let Some(c) = &conn.context {
-        proxy.push(format!("--context={}", quote(c)));
-    }
-    proxy.push(format!("--namespace={}", quote(namespace)));
-    proxy.extend([
-        "port-forward".into(),
-        "--stdio".into(),
-        quote(&format!("{kind}/{name}")),
-        flags.port.to_string(),
-    ]);
-    let mut args = vec![
-        "-o".to_string(),
-        format!("ProxyCommand={}", proxy.join(" ")),
-    ];
-    let known_hosts = flags.known_hosts.clone().or_else(|| {
-        std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".ssh/kubevirt_known_hosts"))
-    });
-    if let Some(k) = known_hosts {
-        args.extend(["-o".into(), format!("UserKnownHostsFile={}", k.display())]);
-    }
-    if let Some(i) = &flags.identity_file {
-        args.extend(["-i".into(), i.display().to_string()]);
-    }
-    for o in &flags.local_ssh_opts {
-        args.extend(o.split_whitespace().map(str::to_string));
-    }
-    let host = format!("{kind}.{name}.{namespace}");
+    let mut args = route.options(virtctl, conn);
+    let host = route.host();
     args.push(match user {
         Some(u) => format!("{u}@{host}"),
         None => host,

@@ -28,6 +28,8 @@ pub struct CloudInit {
     pub user_data_len: usize,
     /// Whether a network-config file was there.
     pub network_config: bool,
+    /// The SSH public keys user-data and meta-data name.
+    pub keys: crate::ssh::keys::AuthorizedKeys,
 }
 
 impl CloudInit {
@@ -100,6 +102,7 @@ pub fn discover(disks: &mut [Option<Disk>]) -> Option<CloudInit> {
             user_data: [0; MAX_USER_DATA],
             user_data_len: 0,
             network_config: vol.find(net).is_some(),
+            keys: crate::ssh::keys::AuthorizedKeys::new(),
         };
         let mut meta_text = [0u8; 4096];
         let meta_len = vol.find(meta).map_or(0, |e| vol.read(e, &mut meta_text));
@@ -119,6 +122,9 @@ pub fn discover(disks: &mut [Option<Disk>]) -> Option<CloudInit> {
         if let Some(e) = vol.find(user) {
             ci.user_data_len = vol.read(e, &mut ci.user_data);
         }
+        ci.keys.add_meta_data(meta_text);
+        let user_data = &ci.user_data[..ci.user_data_len];
+        ci.keys.add_user_data(user_data);
         if let Some(v) = value(ci.user_data(), b"hostname") {
             let v: &[u8] = v;
             let mut h = [0u8; 64];

@@ -8,11 +8,13 @@
 
 mod cloudinit;
 mod dma;
+mod files;
 mod hw;
 mod inet;
 mod iso9660;
 mod rt;
 mod shell;
+mod ssh;
 mod virtio;
 
 use hw::acpi::Acpi;
@@ -142,6 +144,8 @@ impl System {
         console::dec(h.pings);
         console::str(", http requests answered: ");
         console::dec(h.http_requests);
+        console::str(", udp echoes: ");
+        console::dec(h.udp_echoes);
         console::str("\n");
     }
 
@@ -246,16 +250,31 @@ extern "C" fn main(start_info: u64, kernel: u64) -> ! {
     name[..n].copy_from_slice(&hostname[..n]);
     if let Some(h) = &mut sys.host {
         h.set_hostname(&name[..n]);
-        console::str("http: serving port 80\n");
+        console::str("http: serving port 80, udp echo port 7\n");
+    }
+    let keys = sys
+        .cloud_init
+        .as_ref()
+        .map_or(ssh::keys::AuthorizedKeys::new(), |ci| ci.keys);
+    let mut server = None;
+    if let Some(h) = &mut sys.host {
+        server = ssh::Server::new(keys);
+        match &server {
+            Some(s) => {
+                s.report();
+                h.ssh_listening = true;
+            }
+            None => console::str("ssh: the CPU has no RDRAND: no SSH server\n"),
+        }
     }
     let mut shell = shell::Shell::new();
     shell.prompt(&sys);
-    serve(&mut sys, &mut shell)
+    serve(&mut sys, &mut shell, server.as_mut())
 }
 
 /// The main loop: look at what interrupted (everything, the first time round or when
 /// polling), then halt until the next interrupt or timeout.
-fn serve(sys: &mut System, shell: &mut shell::Shell) -> ! {
+fn serve(sys: &mut System, shell: &mut shell::Shell, mut ssh: Option<&mut ssh::Server>) -> ! {
     use hw::irq;
     let interrupts = irq::enabled();
     let mut pending = irq::ALL;
@@ -276,6 +295,7 @@ fn serve(sys: &mut System, shell: &mut shell::Shell) -> ! {
                 match shell.feed(b, sys) {
                     shell::Action::PowerOff => sys.power_off(),
                     shell::Action::Reboot => sys.reboot(),
+                    shell::Action::Exit => shell.prompt(sys),
                     shell::Action::Continue => {}
                 }
             }
@@ -284,6 +304,11 @@ fn serve(sys: &mut System, shell: &mut shell::Shell) -> ! {
         let mut deadline = None;
         if let Some(h) = &mut sys.host {
             h.poll();
+        }
+        if let Some(s) = ssh.as_deref_mut() {
+            s.pump(sys);
+        }
+        if let Some(h) = &sys.host {
             deadline = h.next_deadline();
         }
         if interrupts {

@@ -23,6 +23,8 @@ pub enum Action {
     PowerOff,
     /// Reset the machine.
     Reboot,
+    /// End the session (`exit`; an SSH session closes, the console shows a new prompt).
+    Exit,
 }
 
 impl Shell {
@@ -49,21 +51,14 @@ impl Shell {
                 let line = self.line;
                 let n = self.len;
                 self.len = 0;
-                let cmd = trim(&line[..n]);
-                let action = if cmd == b"count" {
-                    self.count += 1;
-                    console::str("count ");
-                    console::dec(self.count);
-                    console::str("\n");
-                    Action::Continue
-                } else {
-                    run(cmd, sys)
-                };
+                let (action, _status) = self.execute(&line[..n], sys);
                 if matches!(action, Action::Continue) {
                     self.prompt(sys);
                 }
                 action
             }
+            // Ctrl-D on an empty line.
+            0x04 if self.len == 0 => Action::Exit,
             0x08 | 0x7f if self.len > 0 => {
                 self.len -= 1;
                 console::write(b"\x08 \x08");
@@ -80,6 +75,22 @@ impl Shell {
     }
 }
 
+impl Shell {
+    /// Runs one command line; returns what it asks of the caller and its exit status (0, 1
+    /// for a usage error, 127 for an unknown command), as a shell's `$?`.
+    pub fn execute(&mut self, line: &[u8], sys: &mut System) -> (Action, u32) {
+        let cmd = trim(line);
+        if cmd == b"count" {
+            self.count += 1;
+            console::str("count ");
+            console::dec(self.count);
+            console::str("\n");
+            return (Action::Continue, 0);
+        }
+        run(cmd, sys)
+    }
+}
+
 fn trim(mut s: &[u8]) -> &[u8] {
     while let [b' ', rest @ ..] = s {
         s = rest;
@@ -90,11 +101,12 @@ fn trim(mut s: &[u8]) -> &[u8] {
     s
 }
 
-fn run(cmd: &[u8], sys: &mut System) -> Action {
+fn run(cmd: &[u8], sys: &mut System) -> (Action, u32) {
+    let mut status = 0;
     match cmd {
         b"" => {}
         b"help" => console::str(
-            "commands: help uname hostname count disks disktest cat userdata ip reboot poweroff\n",
+            "commands: help uname hostname count disks disktest cat ls userdata ip echo exit reboot poweroff\n",
         ),
         b"uname" | b"uname -a" => {
             console::str("kubevirt-rs-demo ");
@@ -116,15 +128,65 @@ fn run(cmd: &[u8], sys: &mut System) -> Action {
             let mut words = rest.split(|&b| b == b' ').filter(|w| !w.is_empty());
             match (words.next(), words.next()) {
                 (Some(disk), Some(path)) => sys.cat(disk, path),
-                _ => console::str("usage: cat vdX PATH\n"),
+                (Some(name), None) => status = cat_file(name),
+                _ => {
+                    console::str("usage: cat vdX PATH | cat FILE\n");
+                    status = 1;
+                }
             }
         }
-        b"poweroff" => return Action::PowerOff,
-        b"reboot" => return Action::Reboot,
+        b"ls" => {
+            for f in crate::files::store().list() {
+                console::dec(f.data().len() as u64);
+                console::put(b' ');
+                console::text(f.name());
+                console::str("\n");
+            }
+        }
+        b"echo" => console::str("\n"),
+        [b'e', b'c', b'h', b'o', b' ', rest @ ..] => {
+            console::text(rest);
+            console::str("\n");
+        }
+        b"exit" | b"logout" => return (Action::Exit, 0),
+        b"poweroff" => return (Action::PowerOff, 0),
+        b"reboot" => return (Action::Reboot, 0),
         _ => {
             console::text(cmd);
             console::str(": command not found (try help)\n");
+            status = 127;
         }
     }
-    Action::Continue
+    (Action::Continue, status)
+}
+
+/// `cat FILE`: a file of the RAM store (what `scp` copied in).
+fn cat_file(name: &[u8]) -> u32 {
+    let store = crate::files::store();
+    match store.find(name) {
+        Some(i) => {
+            let data = store.file(i).data();
+            // A captured command's output (ssh) is bounded: say so rather than cut silently.
+            const NOTE: usize = 96;
+            match console::capture_room() {
+                Some(room) if data.len() > room => {
+                    let shown = room.saturating_sub(NOTE);
+                    console::write(&data[..shown]);
+                    console::str("\ncat: ");
+                    console::dec((data.len() - shown) as u64);
+                    console::str(" more bytes not shown: copy the file with scp\n");
+                    1
+                }
+                _ => {
+                    console::write(data);
+                    0
+                }
+            }
+        }
+        None => {
+            console::text(name);
+            console::str(": no such file (ls lists the RAM store)\n");
+            1
+        }
+    }
 }

@@ -70,9 +70,8 @@ impl Guest {
         let disk = dir.join("scratch.img");
         std::fs::write(&disk, vec![0u8; 1 << 20]).unwrap();
         let console = ConsoleBuffer::new();
-        let mut guest = kubevirt_demo_guest::test_guest();
-        guest.privilege = privilege;
-        let mut config = guest.vm_config(1, ConsoleConfig::Buffer(console.clone()));
+        let mut config =
+            kubevirt_demo_guest::vm_config(privilege, ConsoleConfig::Buffer(console.clone()));
         config.memory_size = MEMORY;
         if pvh {
             config.boot = BootSource::Linux(LinuxBoot {

@@ -7,14 +7,65 @@ const LSR: u16 = COM1 + 5;
 const LSR_DATA_READY: u8 = 1;
 const LSR_THR_EMPTY: u8 = 0x20;
 
-/// Writes `s`, turning `\n` into `\r\n`.
+/// Writes `s`, turning `\n` into `\r\n` (unless captured without a terminal).
 pub fn write(s: &[u8]) {
     for &b in s {
-        if b == b'\n' {
+        if b == b'\n' && capture_crlf() {
             put(b'\r');
         }
         put(b);
     }
+}
+
+/// Output captured instead of written to COM1: what a command run by the SSH server prints.
+struct Capture {
+    on: bool,
+    crlf: bool,
+    len: usize,
+    buf: [u8; CAPTURE],
+}
+
+/// The most output one capture keeps (the rest is dropped).
+pub const CAPTURE: usize = 16 * 1024;
+
+static mut CAPTURED: Capture = Capture {
+    on: false,
+    crlf: true,
+    len: 0,
+    buf: [0; CAPTURE],
+};
+
+fn capture() -> &'static mut Capture {
+    // SAFETY: the guest runs one thread and interrupt handlers never print; every borrow ends
+    // before the next call here.
+    unsafe { &mut *&raw mut CAPTURED }
+}
+
+fn capture_crlf() -> bool {
+    let c = capture();
+    !c.on || c.crlf
+}
+
+/// Starts capturing output; `crlf`: whether `\n` becomes `\r\n` (a terminal's session).
+pub fn capture_start(crlf: bool) {
+    let c = capture();
+    c.on = true;
+    c.crlf = crlf;
+    c.len = 0;
+}
+
+/// How many more bytes a capture keeps (`None`: not capturing, output goes to COM1).
+pub fn capture_room() -> Option<usize> {
+    let c = capture();
+    c.on.then(|| CAPTURE - c.len)
+}
+
+/// Stops capturing and hands what was captured to `f`.
+pub fn capture_end(f: &mut dyn FnMut(&[u8])) {
+    let c = capture();
+    c.on = false;
+    f(&c.buf[..c.len]);
+    c.len = 0;
 }
 
 /// Writes `s`.
@@ -28,6 +79,14 @@ const ABSENT: u8 = 0xff;
 
 /// Writes one byte as it is.
 pub fn put(b: u8) {
+    let c = capture();
+    if c.on {
+        if c.len < CAPTURE {
+            c.buf[c.len] = b;
+            c.len += 1;
+        }
+        return;
+    }
     loop {
         match super::inb(LSR) {
             ABSENT => return,

@@ -6,6 +6,7 @@ pub mod console;
 pub mod irq;
 pub mod pci;
 pub mod pvh;
+pub mod random;
 pub mod smbios;
 
 /// `out dx, al`.

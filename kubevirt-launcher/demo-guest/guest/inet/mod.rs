@@ -1,7 +1,9 @@
 //! A tiny IPv4 host: DHCP for its address, ARP and ICMP echo answered, an HTTP service on port
-//! 80 ([`tcp`]); TCP connection attempts to other ports are logged and refused with a reset (so a
+//! 80 ([`tcp`], stateless), a TCP connection with state on port 22 for the SSH server
+//! ([`conn`]), a UDP echo service on port 7 (RFC 862); TCP connection attempts to other ports are logged and refused with a reset (so a
 //! forwarded port is visible end to end).
 
+pub mod conn;
 pub mod dhcp;
 pub mod tcp;
 pub mod wire;
@@ -14,6 +16,10 @@ const PROTO_ICMP: u8 = 1;
 const PROTO_TCP: u8 = 6;
 const PROTO_UDP: u8 = 17;
 const BROADCAST_MAC: [u8; 6] = [0xff; 6];
+/// The SSH server's port.
+pub const SSH_PORT: u16 = 22;
+/// The UDP echo service's port.
+pub const ECHO_PORT: u16 = 7;
 
 /// The interface's addresses.
 #[derive(Clone, Copy, Default)]
@@ -39,8 +45,14 @@ pub struct Host {
     pub pings: u64,
     /// HTTP requests answered.
     pub http_requests: u64,
+    /// UDP echo datagrams answered.
+    pub udp_echoes: u64,
     hostname: [u8; 64],
     hostname_len: usize,
+    /// The SSH server's connection.
+    pub ssh: conn::Conn,
+    /// Whether the SSH server runs (else port 22 is refused like any other).
+    pub ssh_listening: bool,
 }
 
 impl Host {
@@ -54,8 +66,11 @@ impl Host {
             dhcp: dhcp::Client::new(xid),
             pings: 0,
             http_requests: 0,
+            udp_echoes: 0,
             hostname: [0; 64],
             hostname_len: 0,
+            ssh: conn::Conn::new(),
+            ssh_listening: false,
         }
     }
 
@@ -78,6 +93,36 @@ impl Host {
                 self.send_dhcp(&packet);
             }
         }
+        self.flush();
+    }
+
+    /// Sends what the connection has due (data, ACKs, retransmissions).
+    pub fn flush(&mut self) {
+        let Some(lease) = self.lease else { return };
+        let Host { nic, ssh, .. } = self;
+        let peer = ssh.peer();
+        ssh.output(rdtsc(), &mut |out| {
+            let mut t = [0u8; 24 + conn::MSS as usize];
+            let header = if out.mss { 24 } else { 20 };
+            t[0..2].copy_from_slice(&SSH_PORT.to_be_bytes());
+            t[2..4].copy_from_slice(&peer.port.to_be_bytes());
+            t[4..8].copy_from_slice(&out.seq.to_be_bytes());
+            t[8..12].copy_from_slice(&out.ack.to_be_bytes());
+            t[12] = (header as u8 / 4) << 4;
+            t[13] = out.flags;
+            t[14..16].copy_from_slice(&out.window.to_be_bytes());
+            if out.mss {
+                t[20..24].copy_from_slice(&[2, 4, (conn::MSS >> 8) as u8, conn::MSS as u8]);
+            }
+            let n = header + out.data.len().min(conn::MSS as usize);
+            t[header..n].copy_from_slice(&out.data[..n - header]);
+            let sum = wire::checksum(
+                &t[..n],
+                wire::pseudo_header_sum(lease.ip, peer.ip, PROTO_TCP, n),
+            );
+            t[16..18].copy_from_slice(&sum.to_be_bytes());
+            transmit(nic, lease.ip, peer.mac, peer.ip, PROTO_TCP, &t[..n]);
+        });
     }
 
     /// When [`Host::poll`] must run next even if no interrupt comes (a DHCP retransmission;
@@ -86,10 +131,10 @@ impl Host {
     pub fn next_deadline(&self) -> Option<u64> {
         let dhcp = self.lease.is_none().then(|| self.dhcp.next_send());
         let poll = (!self.nic.interrupts).then(|| rdtsc() + TICKS_PER_SECOND / 1000);
-        match (dhcp, poll) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [dhcp, poll, self.ssh.deadline()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     fn handle(&mut self, frame: &[u8]) {
@@ -129,6 +174,13 @@ impl Host {
                 let Some(u) = wire::Udp::parse(ip.payload) else {
                     return;
                 };
+                if u.dst_port == ECHO_PORT && ours {
+                    let (src, dst) = (self.lease.map_or([0; 4], |l| l.ip), ip.src);
+                    let payload = u.payload;
+                    self.udp_echoes += 1;
+                    self.send_udp(f.src, src, dst, ECHO_PORT, u.src_port, payload);
+                    return;
+                }
                 if u.dst_port == 68 && self.lease.is_none() {
                     let mac = self.nic.mac;
                     let now = rdtsc();
@@ -174,6 +226,21 @@ impl Host {
         let Some(seg) = tcp::Segment::parse(ip.payload) else {
             return;
         };
+        if seg.dst_port == SSH_PORT && self.ssh_listening {
+            let peer = conn::Peer {
+                mac: f.src,
+                ip: ip.src,
+                port: seg.src_port,
+            };
+            let isn = if seg.is_syn() {
+                initial_sequence(&seg)
+            } else {
+                0
+            };
+            if self.ssh.input(&seg, peer, isn) {
+                return;
+            }
+        }
         let reply = if seg.dst_port == tcp::HTTP_PORT {
             let hostname = self.hostname;
             let Some(r) = seg.serve_http(&hostname[..self.hostname_len]) else {
@@ -183,6 +250,11 @@ impl Host {
                 self.http_requests += 1;
             }
             r
+        } else if seg.dst_port == SSH_PORT && self.ssh_listening {
+            if seg.flags & tcp::RST != 0 {
+                return;
+            }
+            seg.refuse()
         } else if seg.is_syn() {
             console::str("tcp: connection from ");
             console::ip(ip.src);
@@ -228,9 +300,7 @@ impl Host {
 
     fn send_ip(&mut self, dst_mac: [u8; 6], dst: [u8; 4], proto: u8, payload: &[u8]) {
         let src = self.lease.map_or([0; 4], |l| l.ip);
-        let mut packet = [0u8; MAX_FRAME - 14];
-        let n = wire::ipv4(&mut packet, src, dst, proto, payload);
-        self.send(dst_mac, ETH_IPV4, &packet[..n]);
+        transmit(&mut self.nic, src, dst_mac, dst, proto, payload);
     }
 
     fn send_udp(
@@ -247,5 +317,31 @@ impl Host {
         let mut packet = [0u8; MAX_FRAME - 14];
         let m = wire::ipv4(&mut packet, src, dst, PROTO_UDP, &u[..n]);
         self.send(dst_mac, ETH_IPV4, &packet[..m]);
+    }
+}
+
+/// Sends an IPv4 packet from `src` to `dst` (at `dst_mac`) on `nic`.
+fn transmit(
+    nic: &mut Nic,
+    src: [u8; 4],
+    dst_mac: [u8; 6],
+    dst: [u8; 4],
+    proto: u8,
+    payload: &[u8],
+) {
+    let mut packet = [0u8; MAX_FRAME - 14];
+    let n = wire::ipv4(&mut packet, src, dst, proto, payload);
+    let mut frame = [0u8; MAX_FRAME];
+    let m = wire::ethernet(&mut frame, dst_mac, nic.mac, ETH_IPV4, &packet[..n]);
+    nic.send(&frame[..m.max(60)]);
+}
+
+/// A connection's first sequence number: unpredictable when the CPU has RDRAND.
+fn initial_sequence(seg: &tcp::Segment) -> u32 {
+    let mut r = [0u8; 4];
+    if crate::hw::random::fill(&mut r) {
+        u32::from_ne_bytes(r)
+    } else {
+        (rdtsc() as u32) ^ seg.seq.rotate_left(7)
     }
 }

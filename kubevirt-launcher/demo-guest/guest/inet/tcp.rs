@@ -6,11 +6,15 @@
 /// The HTTP port.
 pub const HTTP_PORT: u16 = 80;
 /// Control bits.
-const FIN: u8 = 0x01;
-const SYN: u8 = 0x02;
-const RST: u8 = 0x04;
-const PSH: u8 = 0x08;
-const ACK: u8 = 0x10;
+pub const FIN: u8 = 0x01;
+/// Synchronise.
+pub const SYN: u8 = 0x02;
+/// Reset.
+pub const RST: u8 = 0x04;
+/// Push.
+pub const PSH: u8 = 0x08;
+/// Acknowledgement.
+pub const ACK: u8 = 0x10;
 /// The largest answer body: one segment within the frame.
 const BODY: usize = 384;
 
@@ -34,10 +38,18 @@ pub struct Segment<'a> {
     pub src_port: u16,
     /// Destination port.
     pub dst_port: u16,
-    seq: u32,
-    ack: u32,
-    flags: u8,
-    payload: &'a [u8],
+    /// Sequence number.
+    pub seq: u32,
+    /// Acknowledgement number.
+    pub ack: u32,
+    /// Control bits.
+    pub flags: u8,
+    /// The window the sender offers.
+    pub window: u16,
+    /// Options (between the fixed header and the data).
+    pub options: &'a [u8],
+    /// Data.
+    pub payload: &'a [u8],
 }
 
 impl<'a> Segment<'a> {
@@ -54,6 +66,8 @@ impl<'a> Segment<'a> {
             seq: be32(4),
             ack: be32(8),
             flags: t[13],
+            window: u16::from_be_bytes([t[14], t[15]]),
+            options: &t[20..offset],
             payload: &t[offset..],
         })
     }
@@ -63,8 +77,34 @@ impl<'a> Segment<'a> {
         self.flags & (SYN | ACK) == SYN
     }
 
+    /// The maximum segment size the sender announced (SYN), else the default 536.
+    pub fn mss(&self) -> u16 {
+        let mut o = self.options;
+        while let [kind, rest @ ..] = o {
+            match kind {
+                0 => break,
+                1 => o = rest,
+                2 if rest.len() >= 3 && rest[0] == 4 => {
+                    return u16::from_be_bytes([rest[1], rest[2]]);
+                }
+                _ => {
+                    let Some(&len) = rest.first() else { break };
+                    if len < 2 || usize::from(len) > o.len() {
+                        break;
+                    }
+                    o = &o[usize::from(len)..];
+                }
+            }
+        }
+        536
+    }
+
     /// The reset refusing this connection attempt.
     pub fn refuse(&self) -> Reply {
+        if !self.is_syn() && self.flags & ACK != 0 {
+            // A segment of a connection we do not have: RFC 793's reset for it.
+            return reply(self.ack, 0, RST, &[]);
+        }
         reply(0, self.seq.wrapping_add(1), RST | ACK, &[])
     }
 
@@ -114,14 +154,19 @@ fn reply(seq: u32, ack: u32, flags: u8, data: &[u8]) -> Reply {
 /// Writes the HTTP/1.0 answer to `request` into `out`: `200` with "HOSTNAME PATH\n" for a GET or
 /// HEAD, `400` otherwise; returns its length.
 fn answer(request: &[u8], hostname: &[u8], out: &mut [u8; BODY]) -> usize {
-    let line = request.split(|&b| b == b'\r' || b == b'\n').next().unwrap_or(&[]);
+    let line = request
+        .split(|&b| b == b'\r' || b == b'\n')
+        .next()
+        .unwrap_or(&[]);
     let mut words = line.split(|&b| b == b' ');
     let (method, path) = (words.next().unwrap_or(&[]), words.next().unwrap_or(&[]));
     let mut w = Writer { out, at: 0 };
     if (method == b"GET" || method == b"HEAD") && path.first() == Some(&b'/') {
         let path = &path[..path.len().min(96)];
         let len = hostname.len() + 1 + path.len() + 1;
-        w.put(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: ");
+        w.put(
+            b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: ",
+        );
         w.dec(len);
         w.put(b"\r\n\r\n");
         if method == b"GET" {

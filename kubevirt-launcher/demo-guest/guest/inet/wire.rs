@@ -74,6 +74,8 @@ impl<'a> Ipv4<'a> {
 
 /// A UDP datagram.
 pub struct Udp<'a> {
+    /// Source port.
+    pub src_port: u16,
     /// Destination port.
     pub dst_port: u16,
     /// Data.
@@ -85,6 +87,7 @@ impl<'a> Udp<'a> {
     pub fn parse(b: &'a [u8]) -> Option<Udp<'a>> {
         let len = usize::from(u16::from_be_bytes([*b.get(4)?, *b.get(5)?]));
         (len >= 8 && len <= b.len()).then(|| Udp {
+            src_port: u16::from_be_bytes([b[0], b[1]]),
             dst_port: u16::from_be_bytes([b[2], b[3]]),
             payload: &b[8..len],
         })
