@@ -227,20 +227,36 @@ const STOP_SETTLE: std::time::Duration = std::time::Duration::from_secs(1);
 /// the pods' host state. A pod worker aborted in the middle of `RunPodSandbox` leaves a sandbox
 /// that containerd finishes after the first listing (its shim, mounts and network would outlive
 /// the runtime), so it lists again until none is left, a bounded number of times.
+///
+/// Once no sandbox is left, every pod directory goes too: a worker aborted between its
+/// sandbox's removal and its own clean-up leaves one with no sandbox to find it by (found by
+/// the chaos suite).
 pub async fn stop_all(ctx: &Context) {
+    if !stop_sandboxes(ctx).await {
+        return;
+    }
+    if let Ok(entries) = std::fs::read_dir(&ctx.pods_dir) {
+        for e in entries.flatten() {
+            remove_host_state(ctx, &e.file_name().to_string_lossy());
+        }
+    }
+}
+
+/// [`stop_all`]'s sandboxes; whether none is left.
+async fn stop_sandboxes(ctx: &Context) -> bool {
     for pass in 0..=STOP_PASSES {
         let Ok(list) = runtime::sandboxes(&ctx.cri, None).await else {
-            return;
+            return false;
         };
         if list.is_empty() {
-            return;
+            return true;
         }
         if pass == STOP_PASSES {
             tracing::warn!(
                 left = list.len(),
                 "sandboxes still listed after {STOP_PASSES} passes: left to the runtime"
             );
-            return;
+            return false;
         }
         let all = list.iter().map(|s| async move {
             let r = runtime::remove_sandbox(&ctx.cri, &s.id, runtime::recorded_grace(s)).await;
@@ -259,4 +275,5 @@ pub async fn stop_all(ctx: &Context) {
         }
         tokio::time::sleep(STOP_SETTLE).await;
     }
+    false
 }
