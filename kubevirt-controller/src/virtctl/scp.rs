@@ -5,7 +5,6 @@
 //! a guest need not have an SFTP server (the demo guest has none).
 
 use std::path::PathBuf;
-use std::process::Command;
 
 use super::ssh::{Route, parse_target};
 use super::{ConnectOptions, VirtctlError};
@@ -131,17 +130,8 @@ pub fn run(
     namespace: &str,
     conn: &ConnectOptions,
 ) -> Result<std::process::ExitStatus, VirtctlError> {
-    if !flags.local_ssh {
-        return Err(VirtctlError::Usage(
-            "--local-ssh=false (a built-in SCP client) is not supported: virtctl scp runs the system's scp".into(),
-        ));
-    }
-    let me = std::env::current_exe()?;
-    let args = command_line(flags, namespace, &me.to_string_lossy(), conn)?;
-    Command::new("scp").args(&args).status().map_err(|e| {
-        VirtctlError::Failed(format!(
-            "running scp (the OpenSSH client, e.g. Debian's openssh-client): {e}"
-        ))
+    super::ssh::openssh("scp", flags.local_ssh, |me| {
+        command_line(flags, namespace, me, conn)
     })
 }
 

@@ -154,16 +154,30 @@ pub fn run(
     namespace: &str,
     conn: &ConnectOptions,
 ) -> Result<std::process::ExitStatus, VirtctlError> {
-    if !flags.local_ssh {
-        return Err(VirtctlError::Usage(
-            "--local-ssh=false (a built-in SSH client) is not supported: virtctl ssh runs the system's ssh".into(),
-        ));
+    openssh("ssh", flags.local_ssh, |me| {
+        command_line(flags, namespace, me, conn)
+    })
+}
+
+/// Runs the system's OpenSSH `tool` (`ssh`, `scp`) with the arguments `args` makes from this
+/// binary's path (its ProxyCommand); its exit status is virtctl's. `local`: upstream's
+/// `--local-ssh`, whose `false` (a built-in client) is not offered.
+pub(super) fn openssh(
+    tool: &str,
+    local: bool,
+    args: impl FnOnce(&str) -> Result<Vec<String>, VirtctlError>,
+) -> Result<std::process::ExitStatus, VirtctlError> {
+    if !local {
+        return Err(VirtctlError::Usage(format!(
+            "--local-ssh=false (a built-in {} client) is not supported: virtctl {tool} runs the system's {tool}",
+            tool.to_uppercase()
+        )));
     }
     let me = std::env::current_exe()?;
-    let args = command_line(flags, namespace, &me.to_string_lossy(), conn)?;
-    Command::new("ssh").args(&args).status().map_err(|e| {
+    let args = args(&me.to_string_lossy())?;
+    Command::new(tool).args(&args).status().map_err(|e| {
         VirtctlError::Failed(format!(
-            "running ssh (the OpenSSH client, e.g. Debian's openssh-client): {e}"
+            "running {tool} (the OpenSSH client, e.g. Debian's openssh-client): {e}"
         ))
     })
 }
