@@ -66,30 +66,54 @@ fn node_pull_yaml(name: &str, url: &str) -> String {
     )
 }
 
+/// A node (with the launcher and the CDI importer) whose registry holds a FROM-scratch image
+/// with only `disk/disk.qcow2` ([`qcow2`]) as `REPO:v1`. Dropped in field order: the node
+/// first, then the registry, then the directory.
+struct DiskNode {
+    up: Up,
+    registry: Registry,
+    reference: String,
+    _dir: kubevirt_testsupport::TestDir,
+}
+
+impl DiskNode {
+    fn start(tag: &str, repo: &str) -> Self {
+        let launcher = launcher_binary(Profile::Debug);
+        controller_binary(Profile::Debug);
+        let dir = tempdir(tag);
+        let registry =
+            Registry::start_on(&dir.join("registry"), &host_ip()).expect("docker-registry");
+        let image = ImageBuilder::new()
+            .dir("disk")
+            .file("disk/disk.qcow2", qcow2(&dir), 0o644)
+            .build()
+            .unwrap();
+        let reference = registry.push(repo, "v1", &image).unwrap();
+        let (up, _ready) = start_up_node(
+            &dir.join("data"),
+            NODE,
+            &[
+                "--launcher",
+                launcher.to_str().unwrap(),
+                "--plain-http-registry",
+                registry.address(),
+            ],
+        );
+        Self {
+            up,
+            registry,
+            reference,
+            _dir: dir,
+        }
+    }
+}
+
 #[test]
 fn a_registry_image_is_imported_and_a_missing_one_is_named() {
     require_node!();
     let _node = node_slot();
-    let launcher = launcher_binary(Profile::Debug);
-    controller_binary(Profile::Debug);
-    let dir = tempdir("cdi-registry");
-    let registry = Registry::start_on(&dir.join("registry"), &host_ip()).expect("docker-registry");
-    let image = ImageBuilder::new()
-        .dir("disk")
-        .file("disk/disk.qcow2", qcow2(&dir), 0o644)
-        .build()
-        .unwrap();
-    let reference = registry.push("disks/marker", "v1", &image).unwrap();
-    let (up, _ready) = start_up_node(
-        &dir.join("data"),
-        NODE,
-        &[
-            "--launcher",
-            launcher.to_str().unwrap(),
-            "--plain-http-registry",
-            registry.address(),
-        ],
-    );
+    let node = DiskNode::start("cdi-registry", "disks/marker");
+    let (up, registry, reference) = (&node.up, &node.registry, &node.reference);
     up.ok(
         &["apply", "-f", "-"],
         Some(&dv_yaml("from-registry", &format!("docker://{reference}"))),
@@ -241,27 +265,8 @@ fn image_upload_pvc_fills_a_claim_and_profiles_follow_classes() {
 fn a_node_pull_import_runs_the_users_scratch_image_and_a_bad_one_says_err_image_pull() {
     require_node!();
     let _node = node_slot();
-    let launcher = launcher_binary(Profile::Debug);
-    controller_binary(Profile::Debug);
-    let dir = tempdir("cdi-node-pull");
-    let registry = Registry::start_on(&dir.join("registry"), &host_ip()).expect("docker-registry");
-    // FROM scratch: no libc, no shell, only the disk.
-    let image = ImageBuilder::new()
-        .dir("disk")
-        .file("disk/disk.qcow2", qcow2(&dir), 0o644)
-        .build()
-        .unwrap();
-    let reference = registry.push("disks/scratch", "v1", &image).unwrap();
-    let (up, _ready) = start_up_node(
-        &dir.join("data"),
-        NODE,
-        &[
-            "--launcher",
-            launcher.to_str().unwrap(),
-            "--plain-http-registry",
-            registry.address(),
-        ],
-    );
+    let node = DiskNode::start("cdi-node-pull", "disks/scratch");
+    let (up, registry, reference) = (&node.up, &node.registry, &node.reference);
     up.ok(
         &["apply", "-f", "-"],
         Some(&node_pull_yaml("by-node", &format!("docker://{reference}"))),
