@@ -4,9 +4,7 @@
 //! protocol (an `exec` of `scp -t`/`scp -f` in the guest), since OpenSSH 9's default is SFTP and
 //! a guest need not have an SFTP server (the demo guest has none).
 
-use std::path::PathBuf;
-
-use super::ssh::{Route, parse_target};
+use super::ssh::{OpenSshFlags, parse_target};
 use super::{ConnectOptions, VirtctlError};
 
 /// `virtctl scp`'s flags (upstream's spelling).
@@ -22,24 +20,9 @@ pub struct ScpFlags {
     /// Preserve modification times and modes.
     #[arg(long)]
     pub preserve: bool,
-    /// The identity (private key) for public key authentication.
-    #[arg(short = 'i', long = "identity-file")]
-    pub identity_file: Option<PathBuf>,
-    /// The user to log in as (unless the remote path names one).
-    #[arg(short = 'l', long)]
-    pub username: Option<String>,
-    /// The guest's SSH port.
-    #[arg(short = 'p', long, default_value_t = 22)]
-    pub port: u16,
-    /// Options passed on to the local scp (repeatable), e.g. `-t "-o StrictHostKeyChecking=no"`.
-    #[arg(short = 't', long = "local-ssh-opts", allow_hyphen_values = true)]
-    pub local_ssh_opts: Vec<String>,
-    /// Use the system's OpenSSH client (the only way this virtctl has).
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
-    pub local_ssh: bool,
-    /// The known hosts file for the guests' host keys.
-    #[arg(long = "known-hosts")]
-    pub known_hosts: Option<PathBuf>,
+    /// How to reach the guest.
+    #[command(flatten)]
+    pub openssh: OpenSshFlags,
 }
 
 /// A path in a guest: `[USER@]vm/NAME:PATH`.
@@ -94,15 +77,7 @@ pub fn command_line(
             ));
         }
     };
-    let route = Route {
-        kind,
-        name,
-        namespace,
-        port: flags.port,
-        identity_file: flags.identity_file.as_deref(),
-        known_hosts: flags.known_hosts.as_deref(),
-        local_ssh_opts: &flags.local_ssh_opts,
-    };
+    let route = flags.openssh.route(kind, name, namespace);
     let mut args = vec!["-O".to_string()];
     if flags.recursive {
         args.push("-r".into());
@@ -112,7 +87,7 @@ pub fn command_line(
     }
     args.extend(route.options(virtctl, conn));
     let host = route.host();
-    let remote = match user.or_else(|| flags.username.clone()) {
+    let remote = match user.or_else(|| flags.openssh.username.clone()) {
         Some(u) => format!("{u}@{host}:{path}"),
         None => format!("{host}:{path}"),
     };
@@ -130,7 +105,7 @@ pub fn run(
     namespace: &str,
     conn: &ConnectOptions,
 ) -> Result<std::process::ExitStatus, VirtctlError> {
-    super::ssh::openssh("scp", flags.local_ssh, |me| {
+    super::ssh::openssh("scp", flags.openssh.local_ssh, |me| {
         command_line(flags, namespace, me, conn)
     })
 }

@@ -13,6 +13,17 @@ use super::{ConnectOptions, VirtctlError};
 pub struct SshFlags {
     /// `[USER@]vm/NAME` or `[USER@]vmi/NAME`.
     pub target: String,
+    /// A command to run in the guest instead of a shell.
+    #[arg(short = 'c', long)]
+    pub command: Option<String>,
+    /// How to reach the guest.
+    #[command(flatten)]
+    pub openssh: OpenSshFlags,
+}
+
+/// The flags `virtctl ssh` and `virtctl scp` share (upstream's spelling).
+#[derive(Clone, Debug, clap::Args)]
+pub struct OpenSshFlags {
     /// The identity (private key) for public key authentication.
     #[arg(short = 'i', long = "identity-file")]
     pub identity_file: Option<PathBuf>,
@@ -22,10 +33,7 @@ pub struct SshFlags {
     /// The guest's SSH port.
     #[arg(short = 'p', long, default_value_t = 22)]
     pub port: u16,
-    /// A command to run in the guest instead of a shell.
-    #[arg(short = 'c', long)]
-    pub command: Option<String>,
-    /// Options passed on to the local ssh client (repeatable), e.g. `-t "-o StrictHostKeyChecking=no"`.
+    /// Options passed on to the local ssh or scp (repeatable), e.g. `-t "-o StrictHostKeyChecking=no"`.
     #[arg(short = 't', long = "local-ssh-opts", allow_hyphen_values = true)]
     pub local_ssh_opts: Vec<String>,
     /// Use the system's OpenSSH client (the only way this virtctl has).
@@ -34,6 +42,21 @@ pub struct SshFlags {
     /// The known hosts file for the guests' host keys.
     #[arg(long = "known-hosts")]
     pub known_hosts: Option<PathBuf>,
+}
+
+impl OpenSshFlags {
+    /// The route to `kind/name` in `namespace` these flags describe.
+    pub fn route<'a>(&'a self, kind: &'a str, name: &'a str, namespace: &'a str) -> Route<'a> {
+        Route {
+            kind,
+            name,
+            namespace,
+            port: self.port,
+            identity_file: self.identity_file.as_deref(),
+            known_hosts: self.known_hosts.as_deref(),
+            local_ssh_opts: &self.local_ssh_opts,
+        }
+    }
 }
 
 /// `[USER@]vm/NAME` or `[USER@]vmi/NAME`: the user (if named), the kind and the name.
@@ -126,16 +149,8 @@ pub fn command_line(
     conn: &ConnectOptions,
 ) -> Result<Vec<String>, VirtctlError> {
     let (user, kind, name) = parse_target(&flags.target)?;
-    let user = user.or_else(|| flags.username.clone());
-    let route = Route {
-        kind,
-        name,
-        namespace,
-        port: flags.port,
-        identity_file: flags.identity_file.as_deref(),
-        known_hosts: flags.known_hosts.as_deref(),
-        local_ssh_opts: &flags.local_ssh_opts,
-    };
+    let user = user.or_else(|| flags.openssh.username.clone());
+    let route = flags.openssh.route(kind, name, namespace);
     let mut args = route.options(virtctl, conn);
     let host = route.host();
     args.push(match user {
@@ -154,7 +169,7 @@ pub fn run(
     namespace: &str,
     conn: &ConnectOptions,
 ) -> Result<std::process::ExitStatus, VirtctlError> {
-    openssh("ssh", flags.local_ssh, |me| {
+    openssh("ssh", flags.openssh.local_ssh, |me| {
         command_line(flags, namespace, me, conn)
     })
 }
