@@ -169,13 +169,10 @@ async fn pod_stream(
     axum::extract::State(state): axum::extract::State<Arc<State>>,
     req: axum::extract::Request,
 ) -> Response {
-    if let Err(e) = admit(&state, req.method(), req.uri(), req.headers()) {
-        return error_response(&e);
+    match streamed_pod(&state, &req) {
+        Ok(target) => exec::pod_stream(state, target, req).await,
+        Err(e) => error_response(&e),
     }
-    let Some(Route::Object(target)) = route::parse(req.uri().path()) else {
-        return error_response(&ApiError::no_route());
-    };
-    exec::pod_stream(state, target, req).await
 }
 
 /// `pods/{name}/portforward` (SPDY, or SPDY tunnelled in a websocket).
@@ -183,13 +180,20 @@ async fn pod_port_forward(
     axum::extract::State(state): axum::extract::State<Arc<State>>,
     req: axum::extract::Request,
 ) -> Response {
-    if let Err(e) = admit(&state, req.method(), req.uri(), req.headers()) {
-        return error_response(&e);
+    match streamed_pod(&state, &req) {
+        Ok(target) => portforward::pod_port_forward(state, target, req).await,
+        Err(e) => error_response(&e),
     }
-    let Some(Route::Object(target)) = route::parse(req.uri().path()) else {
-        return error_response(&ApiError::no_route());
-    };
-    portforward::pod_port_forward(state, target, req).await
+}
+
+/// The pod a streaming request (exec, attach, port-forward) names, once the request is admitted
+/// (authenticated and authorised); else why it is refused.
+fn streamed_pod(state: &State, req: &axum::extract::Request) -> Result<route::Target, ApiError> {
+    admit(state, req.method(), req.uri(), req.headers())?;
+    match route::parse(req.uri().path()) {
+        Some(Route::Object(target)) => Ok(target),
+        _ => Err(ApiError::no_route()),
+    }
 }
 
 async fn dispatch(
