@@ -12,3 +12,12 @@ pub const CONTAINER_NAME: &str = "io.kubernetes.container.name";
 pub const MANAGED_BY: &str = "io.kubevirt-local.managed";
 /// The grace period the container asked for, so a restarted kubelet still honours it.
 pub const GRACE_PERIOD: &str = "io.kubernetes.pod.terminationGracePeriod";
+
+/// A label selector for what this kubelet made for pod `ns/name`.
+pub fn pod_selector(ns: &str, name: &str) -> std::collections::HashMap<String, String> {
+    std::collections::HashMap::from([
+        (MANAGED_BY.to_string(), "true".to_string()),
+        (POD_NAMESPACE.to_string(), ns.to_string()),
+        (POD_NAME.to_string(), name.to_string()),
+    ])
+}

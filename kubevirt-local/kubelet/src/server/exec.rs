@@ -3,8 +3,6 @@
 //! server) to the runtime's streaming URL, as upstream's kubelet does with redirected streaming.
 //! The query is kubectl's: `command` (repeated), `stdin`, `stdout`, `stderr`, `tty`.
 
-use std::collections::HashMap;
-
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use k8s_cri::v1 as cri;
@@ -91,12 +89,8 @@ async fn running_container(
     pod: &str,
     container: &str,
 ) -> Result<Option<String>, crate::cri::CriError> {
-    let selector = HashMap::from([
-        (labels::MANAGED_BY.to_string(), "true".to_string()),
-        (labels::POD_NAMESPACE.to_string(), ns.to_string()),
-        (labels::POD_NAME.to_string(), pod.to_string()),
-        (labels::CONTAINER_NAME.to_string(), container.to_string()),
-    ]);
+    let mut selector = labels::pod_selector(ns, pod);
+    selector.insert(labels::CONTAINER_NAME.to_string(), container.to_string());
     let mut found = cri
         .runtime
         .clone()

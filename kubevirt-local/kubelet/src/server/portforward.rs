@@ -6,8 +6,6 @@
 //! stream's `port` header (its websocket flavour, which kubectl no longer speaks, would take them
 //! from the `port` query, so any `port`/`ports` values asked for are passed on).
 
-use std::collections::HashMap;
-
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use k8s_cri::v1 as cri;
@@ -39,11 +37,7 @@ async fn ready_sandbox(
     pod: &str,
     uid: Option<&str>,
 ) -> Result<Option<String>, CriError> {
-    let mut selector = HashMap::from([
-        (labels::MANAGED_BY.to_string(), "true".to_string()),
-        (labels::POD_NAMESPACE.to_string(), ns.to_string()),
-        (labels::POD_NAME.to_string(), pod.to_string()),
-    ]);
+    let mut selector = labels::pod_selector(ns, pod);
     if let Some(uid) = uid {
         selector.insert(labels::POD_UID.to_string(), uid.to_string());
     }
