@@ -10,6 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::agents::NodeAgents;
 use super::instance::{VMI, get, node_of};
 use super::status::ApiError;
+use crate::node::datagrams;
 use crate::node::endpoint::AgentOp;
 use crate::vm::instance::phase;
 
@@ -64,13 +65,7 @@ pub(super) async fn stream_to_vmi(
     let datagrams = req.datagrams;
     Ok(upgrade
         .protocols([PLAIN_PROTOCOL])
-        .on_upgrade(move |ws| async move {
-            if datagrams {
-                super::portforward::bridge_datagrams(ws, stream).await;
-            } else {
-                bridge(ws, stream).await;
-            }
-        })
+        .on_upgrade(move |ws| bridge(ws, stream, datagrams))
         .into_response())
 }
 
@@ -93,8 +88,10 @@ pub async fn console(
     stream_to_vmi(client, agents, req, upgrade).await
 }
 
-/// Copies between the websocket and the console until either side ends.
-pub(super) async fn bridge<S>(ws: WebSocket, stream: S)
+/// Copies between the websocket (a message a chunk) and the agent's connection until either
+/// side ends: a byte stream (the console, TCP port-forward) or, with `datagrams`, framed
+/// datagrams (`node::datagrams`: UDP port-forward), so that every message stays one datagram.
+pub(super) async fn bridge<S>(ws: WebSocket, stream: S, datagrams: bool)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
 {
@@ -103,17 +100,17 @@ where
     let out = async {
         let mut buf = vec![0u8; 8192];
         loop {
-            match rd.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if ws_tx
-                        .send(Message::Binary(buf[..n].to_vec().into()))
-                        .await
-                        .is_err()
-                    {
-                        break;
-                    }
+            let chunk = if datagrams {
+                datagrams::read(&mut rd).await.ok().flatten()
+            } else {
+                match rd.read(&mut buf).await {
+                    Ok(0) | Err(_) => None,
+                    Ok(n) => Some(buf[..n].to_vec()),
                 }
+            };
+            let Some(chunk) = chunk else { break };
+            if ws_tx.send(Message::Binary(chunk.into())).await.is_err() {
+                break;
             }
         }
         let _ = ws_tx.send(Message::Close(None)).await;
@@ -127,7 +124,15 @@ where
                 _ => continue,
             };
             // A TLS stream (an agent on another node) holds writes until flushed.
-            if wr.write_all(&data).await.is_err() || wr.flush().await.is_err() {
+            let sent = if datagrams {
+                datagrams::write(&mut wr, &data).await
+            } else {
+                match wr.write_all(&data).await {
+                    Ok(()) => wr.flush().await,
+                    Err(e) => Err(e),
+                }
+            };
+            if sent.is_err() {
                 break;
             }
         }

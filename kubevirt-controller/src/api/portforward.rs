@@ -5,15 +5,13 @@
 //! message is one datagram to or from the guest's UDP port (framed on the agent's leg by
 //! [`crate::node::datagrams`]). The API server never connects itself.
 
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::WebSocketUpgrade;
 use axum::response::Response;
-use futures::{SinkExt, StreamExt};
 use kube::Client;
 
 use super::agents::NodeAgents;
 use super::console::{StreamRequest, stream_to_vmi};
 use super::status::ApiError;
-use crate::node::datagrams;
 use crate::node::endpoint::AgentOp;
 
 /// The port of a port-forward path and whether it is UDP (`tcp`, the default, or `udp`).
@@ -31,41 +29,6 @@ pub fn parse_port(port: &str, protocol: Option<&str>) -> Result<(u16, bool), Api
         Some(other) => Err(ApiError::bad_request(format!(
             "protocol {other:?} is not tcp or udp"
         ))),
-    }
-}
-
-/// Carries datagrams between the websocket (one message each) and the agent's connection
-/// (framed) until either side ends.
-pub(super) async fn bridge_datagrams<S>(ws: WebSocket, stream: S)
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
-{
-    let (mut ws_tx, mut ws_rx) = ws.split();
-    let (mut rd, mut wr) = tokio::io::split(stream);
-    let out = async {
-        while let Ok(Some(d)) = datagrams::read(&mut rd).await {
-            if ws_tx.send(Message::Binary(d.into())).await.is_err() {
-                break;
-            }
-        }
-        let _ = ws_tx.send(Message::Close(None)).await;
-    };
-    let input = async {
-        while let Some(Ok(msg)) = ws_rx.next().await {
-            let data = match msg {
-                Message::Binary(b) => b.to_vec(),
-                Message::Text(t) => t.as_bytes().to_vec(),
-                Message::Close(_) => break,
-                _ => continue,
-            };
-            if datagrams::write(&mut wr, &data).await.is_err() {
-                break;
-            }
-        }
-    };
-    tokio::select! {
-        _ = out => {}
-        _ = input => {}
     }
 }
 
