@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{Launcher, Namespaces, demo_image, demo_vmi, run, run_command, tempdir};
+use common::{Launcher, Namespaces, demo_image, demo_vmi, run_command, tempdir, veth_pair};
 use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
@@ -83,22 +83,7 @@ fn openssh_logs_in_with_the_cloud_init_key_runs_commands_and_is_refused_otherwis
     let id = std::process::id();
     let (pod, peer) = (format!("kvssh-{id}"), format!("kvsshp-{id}"));
     let _ns = Namespaces::create(&[&pod, &peer]);
-    run(&[
-        "ip", "link", "add", "eth0", "netns", &pod, "type", "veth", "peer", "name", "peer0",
-        "netns", &peer,
-    ]);
-    run(&[
-        "ip",
-        "-n",
-        &pod,
-        "addr",
-        "add",
-        &format!("{POD_IP}/24"),
-        "dev",
-        "eth0",
-    ]);
-    run(&["ip", "-n", &pod, "link", "set", "eth0", "up"]);
-    run(&["ip", "-n", &peer, "link", "set", "peer0", "up"]);
+    veth_pair(&pod, &peer, POD_IP, None);
 
     let dir = tempdir("guestssh");
     let (key, wrong) = (dir.join("id"), dir.join("wrong"));

@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{Launcher, Namespaces, demo_image, demo_vmi, in_ns, run, run_command, tempdir};
+use common::{Launcher, Namespaces, demo_image, demo_vmi, in_ns, run_command, tempdir, veth_pair};
 use kubevirt_vmm::testguest::netns::PacketSocket;
 use std::io::Write;
 use std::os::unix::net::UnixStream;
@@ -33,32 +33,7 @@ fn guest_gets_dhcp_answers_arp_and_ping_through_nat_and_sees_forwarded_connectio
     let id = std::process::id();
     let (pod, peer) = (format!("kvpod-{id}"), format!("kvpeer-{id}"));
     let _ns = Namespaces::create(&[&pod, &peer]);
-    run(&[
-        "ip", "link", "add", "eth0", "netns", &pod, "type", "veth", "peer", "name", "peer0",
-        "netns", &peer,
-    ]);
-    run(&[
-        "ip",
-        "-n",
-        &pod,
-        "addr",
-        "add",
-        &format!("{POD_IP}/24"),
-        "dev",
-        "eth0",
-    ]);
-    run(&[
-        "ip",
-        "-n",
-        &peer,
-        "addr",
-        "add",
-        &format!("{PEER_IP}/24"),
-        "dev",
-        "peer0",
-    ]);
-    run(&["ip", "-n", &pod, "link", "set", "eth0", "up"]);
-    run(&["ip", "-n", &peer, "link", "set", "peer0", "up"]);
+    veth_pair(&pod, &peer, POD_IP, Some(PEER_IP));
 
     let dir = tempdir("podnet");
     let image = demo_image(&dir);

@@ -9,7 +9,7 @@ mod common;
 
 use common::{
     Launcher, Namespaces, control_client, demo_image, demo_vmi, run, serve_command, tempdir,
-    vmi_json, wait_for_phase,
+    veth_pair, vmi_json, wait_for_phase,
 };
 use kubevirt_launcher_protocol::{Done, ExitStatus, FinalStatus, Phase, Request, StartRequest};
 use std::process::Command;
@@ -64,32 +64,7 @@ fn pod_network(netns: &str, vmi: &str) -> (Option<i32>, String) {
 /// A pod namespace whose `eth0` is one end of a veth pair; the other end is in a peer
 /// namespace at PEER_IP (the rest of the cluster).
 fn pod_with_eth0(pod: &str, peer: &str) {
-    run(&[
-        "ip", "link", "add", "eth0", "netns", pod, "type", "veth", "peer", "name", "peer0",
-        "netns", peer,
-    ]);
-    run(&[
-        "ip",
-        "-n",
-        pod,
-        "addr",
-        "add",
-        &format!("{POD_IP}/24"),
-        "dev",
-        "eth0",
-    ]);
-    run(&[
-        "ip",
-        "-n",
-        peer,
-        "addr",
-        "add",
-        &format!("{PEER_IP}/24"),
-        "dev",
-        "peer0",
-    ]);
-    run(&["ip", "-n", pod, "link", "set", "eth0", "up"]);
-    run(&["ip", "-n", peer, "link", "set", "peer0", "up"]);
+    veth_pair(pod, peer, POD_IP, Some(PEER_IP));
     run(&["ip", "-n", pod, "route", "add", "default", "via", PEER_IP]);
 }
 

@@ -27,6 +27,24 @@ pub fn run(args: &[&str]) {
     );
 }
 
+/// A veth pair between the network namespaces `pod` (its end `eth0`, at `pod_ip`/24) and `peer`
+/// (its end `peer0`, at `peer_ip`/24 if given), both ends up: a pod's network as a CNI plugin
+/// leaves it.
+pub fn veth_pair(pod: &str, peer: &str, pod_ip: &str, peer_ip: Option<&str>) {
+    run(&[
+        "ip", "link", "add", "eth0", "netns", pod, "type", "veth", "peer", "name", "peer0",
+        "netns", peer,
+    ]);
+    let pod_cidr = format!("{pod_ip}/24");
+    run(&["ip", "-n", pod, "addr", "add", &pod_cidr, "dev", "eth0"]);
+    if let Some(ip) = peer_ip {
+        let peer_cidr = format!("{ip}/24");
+        run(&["ip", "-n", peer, "addr", "add", &peer_cidr, "dev", "peer0"]);
+    }
+    run(&["ip", "-n", pod, "link", "set", "eth0", "up"]);
+    run(&["ip", "-n", peer, "link", "set", "peer0", "up"]);
+}
+
 /// Network namespaces created for a test, removed on drop.
 pub struct Namespaces(pub Vec<String>);
 
