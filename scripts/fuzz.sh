@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs every cargo-fuzz target of the project (the fuzz crates kubevirt-vmm/fuzz: guest-facing
-# devices and formats; kubevirt-api/fuzz: what users hand the API) for a bounded time, starting
+# devices and formats; kubevirt-api/fuzz: what users hand the API; kubevirt-local/fuzz: what
+# clients send the API server (patches, selectors, protobuf); kubevirt-launcher/fuzz: DHCP from
+# the guest, cloud-init ISOs, OCI manifests, references and layers) for a bounded time, starting
 # from the committed corpus, and fails on any crash, leak or timeout. Prints how many inputs each
 # target executed.
 #
@@ -13,7 +15,7 @@
 # to keep it, merge it into the committed corpus by hand (see kubevirt-vmm/fuzz/README.md).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-FUZZ_CRATES=(kubevirt-vmm/fuzz kubevirt-api/fuzz)
+FUZZ_CRATES=(kubevirt-vmm/fuzz kubevirt-api/fuzz kubevirt-local/fuzz kubevirt-launcher/fuzz)
 
 CARGO_FUZZ_VERSION=0.13.2
 FUZZ_SECONDS=${FUZZ_SECONDS:-30}

@@ -62,16 +62,29 @@ pub fn parse(bytes: &[u8]) -> Result<Parsed, ManifestError> {
         let chosen = amd64
             .or(if list.len() == 1 { list.first() } else { None })
             .ok_or_else(|| err("the index has no linux/amd64 image".into()))?;
-        return Ok(Parsed::Index(chosen.digest().to_string()));
+        return Ok(Parsed::Index(sha256(chosen.digest().to_string(), "the index's entry")?));
     }
     let manifest: ImageManifest = serde_json::from_slice(bytes)
         .map_err(|e| err(format!("neither an image manifest nor an index: {e}")))?;
     let layers = manifest
         .layers()
         .iter()
-        .map(|l| l.digest().to_string())
-        .collect();
+        .enumerate()
+        .map(|(i, l)| sha256(l.digest().to_string(), &format!("layer {i}")))
+        .collect::<Result<_, _>>()?;
     Ok(Parsed::Image(Manifest { layers }))
+}
+
+/// `digest` if it is a `sha256:` digest, the only kind blobs are stored and verified by (OCI
+/// allows others, e.g. `sha512:`; a registry that serves them is refused by name here rather
+/// than failing later as a corrupt download).
+fn sha256(digest: String, what: &str) -> Result<String, ManifestError> {
+    match crate::digest_hex(&digest) {
+        Some(_) => Ok(digest),
+        None => Err(ManifestError(format!(
+            "{what} has the digest {digest:?}: only sha256 digests are supported"
+        ))),
+    }
 }
 
 #[cfg(test)]
@@ -81,6 +94,25 @@ mod tests {
 
     const D1: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
     const D2: &str = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
+
+    #[test]
+    fn digests_other_than_sha256_are_refused_by_name() {
+        let other = format!("sha512:{}", "a".repeat(128));
+        let manifest = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",
+            "config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{D1}","size":5}},
+            "layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{D1}","size":7}},
+                      {{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{other}","size":8}}]}}"#
+        );
+        let err = parse(manifest.as_bytes()).unwrap_err().to_string();
+        assert!(err.contains("layer 1") && err.contains("only sha256"), "{err}");
+        let index = format!(
+            r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha255:{}","size":1}}]}}"#,
+            "b".repeat(64)
+        );
+        let err = parse(index.as_bytes()).unwrap_err().to_string();
+        assert!(err.contains("index's entry") && err.contains("only sha256"), "{err}");
+    }
 
     #[test]
     fn an_index_resolves_to_its_linux_amd64_entry() {
