@@ -1,5 +1,6 @@
 //! The chaos suite (issue 19): VMs running in their virt-launcher pods on `kubevirt-local up`,
-//! acknowledged API writes and VM snapshots going on, and rounds of `kill -9` at random moments
+//! acknowledged API writes, VM snapshots, DataVolume imports (HTTP, through importer pods) and
+//! VM restores going on, and rounds of `kill -9` at random moments
 //! of a VM's launcher, of `up` itself (API server, controllers, scheduler, kubelet and node agent
 //! in one process; restarted at once, as a supervisor would) and of the node's containerd (the
 //! kubelet's supervisor restarts it). Then the invariants:
@@ -7,6 +8,8 @@
 //! - every VM converges to its `runStrategy: Always`: one VMI, Running, its guest answering on
 //!   its console, one launcher pod, one launcher process;
 //! - no VMI and no snapshot is stuck (every snapshot ends Succeeded or Failed);
+//! - every import ends Succeeded with its claim Bound (an importer killed half way starts over),
+//!   and every restore completes, its new VM there as the restore's patch made it;
 //! - **never two guests of one VM at once**: a sampler looks at the host's processes every
 //!   50 ms for the whole run, and two live launchers of one VM at any moment fail the test;
 //! - after the VMs are deleted and `up` stops, nothing is left on the host (containers,
@@ -19,13 +22,16 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use common::node::*;
-use kubevirt_testsupport::{Profile, demo_image, launcher_binary, process_alive, tempdir};
+use kubevirt_testsupport::{
+    Profile, controller_binary, demo_image, launcher_binary, process_alive, tempdir,
+};
 use serde_json::Value;
 
 const NODE: &str = "kv-chaos";
@@ -201,6 +207,79 @@ enum Target {
 
 const TARGETS: [Target; 3] = [Target::Launcher, Target::Up, Target::Containerd];
 
+/// A DataVolume importing the test's qcow2 over HTTP into a claim of the default class.
+fn import_yaml(name: &str, url: &str) -> String {
+    format!(
+        "apiVersion: cdi.kubevirt.io/v1beta1\nkind: DataVolume\n\
+         metadata: {{name: {name}, namespace: {NS}}}\n\
+         spec: {{source: {{http: {{url: \"{url}\"}}}}, \
+         storage: {{resources: {{requests: {{storage: 32Mi}}}}}}}}\n"
+    )
+}
+
+/// A restore of `snapshot` to a new VM `target`, halted by the restore's patch (a running copy
+/// would only add load).
+fn restore_yaml(name: &str, snapshot: &str, target: &str) -> String {
+    format!(
+        "apiVersion: snapshot.kubevirt.io/v1beta1\nkind: VirtualMachineRestore\n\
+         metadata: {{name: {name}, namespace: {NS}}}\n\
+         spec:\n  target: {{apiGroup: kubevirt.io, kind: VirtualMachine, name: {target}}}\n  \
+         virtualMachineSnapshotName: {snapshot}\n  patches:\n  \
+         - '{{\"op\": \"replace\", \"path\": \"/spec/runStrategy\", \"value\": \"Halted\"}}'\n"
+    )
+}
+
+/// Whether every import and every restore has ended well: each DataVolume Succeeded with its
+/// claim Bound, each restore complete with its VM there and halted.
+fn imports_and_restores_done(
+    data: &Path,
+    imports: &[String],
+    restores: &[(String, String)],
+) -> Result<(), String> {
+    let dvs = items(data, "datavolumes").ok_or("the API does not answer")?;
+    let claims = items(data, "pvc").ok_or("the API does not answer")?;
+    for name in imports {
+        let dv = dvs.iter().find(|d| d["metadata"]["name"] == name.as_str());
+        let phase = dv.map(|d| d["status"]["phase"].clone());
+        if phase != Some(Value::from("Succeeded")) {
+            return Err(format!("DataVolume {name}: {phase:?}"));
+        }
+        let claim = claims
+            .iter()
+            .find(|c| c["metadata"]["name"] == name.as_str());
+        if claim.map(|c| &c["status"]["phase"]) != Some(&Value::from("Bound")) {
+            return Err(format!("DataVolume {name}: claim {claim:?}"));
+        }
+    }
+    let list = items(data, "vmrestore").ok_or("the API does not answer")?;
+    let vms = items(data, "vm").ok_or("the API does not answer")?;
+    for (name, target) in restores {
+        let restore = list.iter().find(|r| r["metadata"]["name"] == name.as_str());
+        if restore.map(|r| &r["status"]["complete"]) != Some(&Value::Bool(true)) {
+            return Err(format!(
+                "restore {name}: {:?}",
+                restore.map(|r| &r["status"])
+            ));
+        }
+        let vm = vms
+            .iter()
+            .find(|v| v["metadata"]["name"] == target.as_str());
+        if vm.map(|v| &v["spec"]["runStrategy"]) != Some(&Value::from("Halted")) {
+            return Err(format!("restore {name}: VM {target} is {vm:?}"));
+        }
+    }
+    Ok(())
+}
+
+/// A snapshot of the run that has succeeded, if any.
+fn a_ready_snapshot(data: &Path) -> Option<String> {
+    items(data, "vmsnapshot")?
+        .iter()
+        .rev()
+        .find(|s| s["status"]["phase"] == "Succeeded")
+        .and_then(|s| s["metadata"]["name"].as_str().map(str::to_string))
+}
+
 /// Whether every VM is converged: its one VMI Running and its guest answering, one launcher pod
 /// Running, one launcher process.
 fn converged(data: &Path, vms: &[String]) -> Result<(), String> {
@@ -254,9 +333,19 @@ fn kill_9_at_random_keeps_every_invariant() {
     let mut rng = Rng(seed);
 
     let launcher = launcher_binary(Profile::Debug);
+    // `up` builds the importer image from the kubevirt-controller next to it.
+    controller_binary(Profile::Debug);
     let dir = tempdir("chaos");
     let data = dir.join("data");
     let image = demo_image(&dir);
+    // What the imports fetch: a small qcow2 (its content does not matter here).
+    let web = dir.join("web");
+    std::fs::create_dir_all(&web).unwrap();
+    run(Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(web.join("disk.qcow2"))
+        .arg("16M"));
+    let url = format!("http://{}:{}/disk.qcow2", host_ip(), serve_dir(web));
     let args = ["--launcher", launcher.to_str().unwrap()];
     let (mut up, _) = start_up_node(&data, NODE, &args);
     up.ok(&["create", "namespace", NS], None);
@@ -297,8 +386,9 @@ fn kill_9_at_random_keeps_every_invariant() {
         }
         next += 1;
     });
-    // Snapshots in flight: one of a random VM every round.
+    // Snapshots, imports and restores in flight: one of each every round.
     let mut snapshots = Vec::new();
+    let (mut imports, mut restores) = (Vec::new(), Vec::new());
 
     let mut kills: BTreeMap<Target, u32> = BTreeMap::new();
     let mut order = TARGETS;
@@ -321,6 +411,30 @@ fn kill_9_at_random_keeps_every_invariant() {
             .success()
         {
             snapshots.push(snap);
+        }
+        let import = format!("import-{round}");
+        if kubectl(
+            &data,
+            &["create", "-f", "-"],
+            Some(&import_yaml(&import, &url)),
+        )
+        .status
+        .success()
+        {
+            imports.push(import);
+        }
+        if let Some(ready) = a_ready_snapshot(&data) {
+            let (restore, target) = (format!("restore-{round}"), format!("restored-{round}"));
+            if kubectl(
+                &data,
+                &["create", "-f", "-"],
+                Some(&restore_yaml(&restore, &ready, &target)),
+            )
+            .status
+            .success()
+            {
+                restores.push((restore, target));
+            }
         }
         // Every kind in the first three rounds (in a random order), then any.
         let target = if round < 3 {
@@ -372,6 +486,9 @@ fn kill_9_at_random_keeps_every_invariant() {
         let ended = phases.keys().all(|p| p == "Succeeded" || p == "Failed");
         (ended && list.len() == snapshots.len()).then_some(phases)
     });
+    eventually("every import and restore ended well", 240, || {
+        imports_and_restores_done(&data, &imports, &restores).ok()
+    });
     sampler.stop();
 
     // Every acknowledged write is there.
@@ -395,13 +512,18 @@ fn kill_9_at_random_keeps_every_invariant() {
     let launchers_seen: usize = seen.lock().unwrap().values().map(BTreeSet::len).sum();
 
     // Nothing left once the VMs are gone and `up` stops.
-    for vm in &vms {
+    for vm in vms.iter().chain(restores.iter().map(|(_, target)| target)) {
         up.ok(&["delete", "vm", vm, "-n", NS, "--wait=false"], None);
     }
-    eventually("the VMIs and their pods gone", 120, || {
+    for import in &imports {
+        up.ok(&["delete", "dv", import, "-n", NS, "--wait=false"], None);
+    }
+    eventually("the VMIs, their pods and the claims gone", 120, || {
         let vmis = items(&data, "vmi")?;
         let pods = items(&data, "pods")?;
-        (vmis.is_empty() && pods.is_empty() && launchers().is_empty()).then_some(())
+        let claims = items(&data, "pvc")?;
+        (vmis.is_empty() && pods.is_empty() && claims.is_empty() && launchers().is_empty())
+            .then_some(())
     });
     drop(up);
     assert_nothing_left(&data);
@@ -415,9 +537,12 @@ fn kill_9_at_random_keeps_every_invariant() {
 
     eprintln!(
         "chaos: {rounds} rounds, kills {kills:?}, {} writes acknowledged (0 lost), snapshots \
-         {phases:?}, {launchers_seen} launcher processes seen (never two of one VM at once), \
-         converged {mended:?} after the last kill, nothing left on the host",
+         {phases:?}, {} imports Succeeded, {} restores complete, {launchers_seen} launcher \
+         processes seen (never two of one VM at once), converged {mended:?} after the last \
+         kill, nothing left on the host",
         acked.len(),
+        imports.len(),
+        restores.len(),
     );
 }
 
@@ -429,7 +554,7 @@ fn the_sampler_sees_a_launcher_by_its_command_line() {
     let dir = tempdir("chaos-sampler");
     std::fs::write(dir.join("serve"), "import time\ntime.sleep(30)\n").unwrap();
     let name = format!("stand-in-{}", std::process::id());
-    let mut child = std::process::Command::new("/usr/bin/python3")
+    let mut child = Command::new("/usr/bin/python3")
         .arg0(dir.join("kubevirt-launcher"))
         .args(["serve", "--namespace", NS, "--name", &name])
         .current_dir(&dir)
