@@ -41,6 +41,9 @@ pub enum LifecycleError {
     /// The VM ended.
     #[error("the VM already exited: {0}")]
     Exited(ExitReason),
+    /// A live migration holds the VM paused: it resumes it itself if the migration fails.
+    #[error("a live migration holds the VM paused; cancel the migration to resume it here")]
+    Migrating,
     /// Not every vCPU parked in time (one is stuck in a device access).
     #[error("pause timed out after {0:?}: {1} of {2} vCPUs parked")]
     PauseTimeout(Duration, usize, usize),
@@ -55,6 +58,8 @@ struct Inner {
     live: usize,
     /// vCPU threads parked by a pause.
     parked: usize,
+    /// A live migration is under way: [`Lifecycle::resume`] is refused.
+    migrating: bool,
     snapshots: Vec<Option<VcpuSnapshot>>,
     /// Parked vCPUs asked to save their full state ([`Lifecycle::save_vcpu_states`]).
     save_requested: Vec<bool>,
@@ -90,6 +95,7 @@ impl Lifecycle {
                 exit: None,
                 live: 0,
                 parked: 0,
+                migrating: false,
                 snapshots: vec![None; vcpus],
                 save_requested: vec![false; vcpus],
                 saved: (0..vcpus).map(|_| None).collect(),
@@ -125,6 +131,11 @@ impl Lifecycle {
         inner.started = true;
         inner.live = vcpus;
         Ok(())
+    }
+
+    /// How many vCPUs the VM has.
+    pub fn vcpu_count(&self) -> usize {
+        self.lock().snapshots.len()
     }
 
     /// The current state.
@@ -232,6 +243,12 @@ impl Lifecycle {
         }
     }
 
+    /// Marks a live migration under way (or over): while it is, [`Lifecycle::resume`] is
+    /// refused, so nothing but the migration itself resumes a VM it paused.
+    pub(crate) fn set_migrating(&self, migrating: bool) {
+        self.lock().migrating = migrating;
+    }
+
     /// Lets parked vCPUs run again and waits until they have all left the pause.
     pub fn resume(&self) -> Result<(), LifecycleError> {
         let mut inner = self.lock();
@@ -240,6 +257,9 @@ impl Lifecycle {
         }
         if let Some(reason) = &inner.exit {
             return Err(LifecycleError::Exited(reason.clone()));
+        }
+        if inner.migrating {
+            return Err(LifecycleError::Migrating);
         }
         inner.pause_requested = false;
         self.changed.notify_all();
