@@ -12,7 +12,9 @@ pub fn rules(r: &mut Rules) {
     // migration: what the snapshot thread does, less its files (it inherits those rules).
     snapshot::rules(r);
     // The one socket kind it opens: a stream to the target (`unix:` or `tcp:` with an IP
-    // address, so no name resolution), with send/receive timeouts.
+    // address, so no name resolution), with send/receive timeouts; a TCP connect with a
+    // timeout is a non-blocking connect (FIONBIO, an ioctl of type 'T' the vCPU set allows)
+    // and a poll.
     r.allow_arg_in(
         SYS_socket,
         0,
@@ -27,6 +29,8 @@ pub fn rules(r: &mut Rules) {
         SYS_read,
         SYS_write,
         SYS_shutdown,
+        SYS_poll,
+        SYS_ppoll,
         SYS_nanosleep,
         SYS_clock_nanosleep,
     ]);
