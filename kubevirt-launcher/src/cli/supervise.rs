@@ -99,6 +99,10 @@ pub fn launch_and_supervise(object: &Object, opts: &RunOptions, keyboard: bool) 
             }
         }
     };
+    // A migrated VM ends a moment before the target is told to run it: let that go out.
+    if reason == ExitReason::Migrated {
+        launched.migrations.wait_done(Duration::from_secs(10));
+    }
     // Deliver what the guest printed last before reporting.
     if let Some(stats) = launched.machine.vm().console_stats() {
         launched

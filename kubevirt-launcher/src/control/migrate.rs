@@ -183,6 +183,20 @@ impl Migrator {
         encode_ok(&Done {})
     }
 
+    /// Waits up to `timeout` until the migration under way has ended (the source's VM ends
+    /// as migrated a moment before the handover message is written: the process must not
+    /// exit in between).
+    pub fn wait_done(&self, timeout: Duration) {
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            let done = self.status().is_none_or(|s| s.is_done());
+            if done {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
     /// The progress of the migration under way or last done (`None`: none was asked for).
     pub fn status(&self) -> Option<MigrationStatus> {
         let current = self.current.lock().unwrap_or_else(PoisonError::into_inner);

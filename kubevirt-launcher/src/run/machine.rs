@@ -269,8 +269,8 @@ impl Machine {
     }
 
     /// Waits up to `timeout` for the VM to end. A reset, a guest reboot or a pending soft
-    /// reboot starts a fresh VM and returns `None`; otherwise the machine is finished and the
-    /// exit is returned. Call it in a loop from one thread.
+    /// reboot starts a fresh VM and returns `None` (never after a migration); otherwise the
+    /// machine is finished and the exit is returned. Call it in a loop from one thread.
     pub fn supervise(&self, timeout: Duration) -> Result<Option<ExitReason>, RunError> {
         let Some(exit) = self.vm().wait_timeout(timeout) else {
             return Ok(None);
@@ -279,7 +279,10 @@ impl Machine {
             &mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner),
             Pending::Nothing,
         );
+        // A migrated guest runs in another launcher now: nothing here may start it again,
+        // not even a reset asked for while it was moving.
         let restart = !self.shutting_down.load(Ordering::SeqCst)
+            && exit != ExitReason::Migrated
             && match pending {
                 Pending::Reset => true,
                 Pending::RebootOnPowerOff => exit == ExitReason::PowerOff,

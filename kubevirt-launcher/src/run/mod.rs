@@ -193,6 +193,8 @@ pub struct Launched {
     pub shutdowns: Shutdowns,
     /// The pod network, if attached.
     pub network: Option<PodNetwork>,
+    /// Live migrations of the VM (the `migrate` op).
+    pub migrations: Migrator,
     layout: disks::Layout,
 }
 
@@ -448,7 +450,7 @@ pub fn launch(object: &Object, opts: &RunOptions) -> Result<Launched, RunError> 
             vmi.metadata.uid.clone().unwrap_or_default(),
         ),
         snapshots: Some(snapshots),
-        migrations: Some(migrations),
+        migrations: Some(migrations.clone()),
     };
     let control = match &opts.control {
         Some(control) => {
@@ -465,6 +467,7 @@ pub fn launch(object: &Object, opts: &RunOptions) -> Result<Launched, RunError> 
         control,
         shutdowns,
         network,
+        migrations,
         layout,
     })
 }

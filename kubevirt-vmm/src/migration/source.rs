@@ -13,7 +13,7 @@ use crate::memory::{DIRTY_PAGE_SIZE, GuestMemoryMmap};
 use crate::snapshot::{
     MachineState, MemoryLayout, SnapshotState, resume_devices, save_devices, seal,
 };
-use crate::vm::{ExitReason, ExitRequester, PAUSE_TIMEOUT, Vm, VmState};
+use crate::vm::{PAUSE_TIMEOUT, Vm, VmState};
 
 fn vm_err(e: impl std::fmt::Display) -> MigrationError {
     MigrationError::Vm(e.to_string())
@@ -256,9 +256,18 @@ impl Vm {
         let outcome = self.stop_and_copy(tx, &log, pending);
         match outcome {
             Ok(()) => {
-                // The target has the VM: this copy never runs again (it stays paused, its
-                // resume refused, until it ends). Go first: ending the VM may end this process.
+                // The target has the VM. End this copy first (it never runs again), and only
+                // if nothing else ended it meanwhile tell the target to run it: exactly one
+                // of the two runs on. An embedder must not let its process end before this
+                // returns, or `Go` is lost (and the guest runs nowhere).
                 let downtime = paused_at.elapsed();
+                if let Err(reason) = lifecycle.commit_migration() {
+                    resume_devices(buses);
+                    lifecycle.set_migrating(false);
+                    return Err(MigrationError::Vm(format!(
+                        "the VM ended ({reason}) before the handover: the target does not run it"
+                    )));
+                }
                 let go = wire::write_message(tx.stream, &Message::Go);
                 let _ = tx.stream.flush();
                 if let Err(e) = go {
@@ -267,9 +276,7 @@ impl Vm {
                     );
                 }
                 tx.publish(MigrationPhase::Completed, |p| p.downtime = Some(downtime));
-                let stats = tx.control.progress();
-                lifecycle.request_exit(ExitReason::Migrated);
-                Ok(stats)
+                Ok(tx.control.progress())
             }
             Err(e) => {
                 resume_devices(buses);

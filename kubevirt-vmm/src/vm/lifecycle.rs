@@ -249,6 +249,21 @@ impl Lifecycle {
         self.lock().migrating = migrating;
     }
 
+    /// Ends the VM as migrated ([`ExitReason::Migrated`]) unless it already has an exit
+    /// reason (a stop that came while the migration held it paused), which is returned: then
+    /// the target must not run the guest.
+    pub(crate) fn commit_migration(&self) -> Result<(), ExitReason> {
+        let mut inner = self.lock();
+        if let Some(reason) = &inner.exit {
+            return Err(reason.clone());
+        }
+        inner.exit = Some(ExitReason::Migrated);
+        drop(inner);
+        self.changed.notify_all();
+        self.kick_all();
+        Ok(())
+    }
+
     /// Lets parked vCPUs run again and waits until they have all left the pause.
     pub fn resume(&self) -> Result<(), LifecycleError> {
         let mut inner = self.lock();
@@ -368,6 +383,21 @@ mod tests {
         assert_eq!(l.exit_reason(), Some(ExitReason::Reset));
         assert_eq!(l.state(), VmState::Exited);
         assert_eq!(l.wait_exit(Some(Duration::ZERO)), Some(ExitReason::Reset));
+    }
+
+    #[test]
+    fn a_migration_commits_only_if_nothing_ended_the_vm_and_holds_it_paused_until_then() {
+        let l = Lifecycle::new(1);
+        l.start(0).unwrap();
+        l.set_migrating(true);
+        assert_eq!(l.resume(), Err(LifecycleError::Migrating));
+        l.commit_migration().unwrap();
+        assert_eq!(l.exit_reason(), Some(ExitReason::Migrated));
+        let stopped = Lifecycle::new(1);
+        stopped.start(0).unwrap();
+        stopped.request_exit(ExitReason::Stopped);
+        assert_eq!(stopped.commit_migration(), Err(ExitReason::Stopped));
+        assert_eq!(stopped.exit_reason(), Some(ExitReason::Stopped));
     }
 
     #[test]
