@@ -527,3 +527,36 @@ fn a_stream_cut_mid_copy_leaves_the_source_running_and_the_target_names_it() {
     );
     assert!(target_err.contains("truncated"), "{target_err}");
 }
+
+#[test]
+fn a_page_outside_ram_is_refused_by_name_and_the_target_reports_it() {
+    use kubevirt_vmm::migration::wire::{self, Hello, Message, PAGE_SIZE, Page};
+    let (mut source, mut b) = UnixStream::pair().unwrap();
+    for s in [&source, &b] {
+        s.set_read_timeout(Some(common::GUEST_TIMEOUT)).unwrap();
+    }
+    let receiver = std::thread::spawn(move || Vm::builder(dirty_config()).migrate_from(&mut b));
+    wire::write_preamble(&mut source).unwrap();
+    let hello = Hello {
+        vcpus: 1,
+        memory_size: DIRTY_RAM,
+        regions: vec![(0, DIRTY_RAM)],
+    };
+    wire::write_message(&mut source, &Message::Hello(hello)).unwrap();
+    assert_eq!(wire::read_message(&mut source).unwrap(), Message::Ready);
+    let page = |gpa| Page::Data(gpa, Box::new([7u8; PAGE_SIZE]));
+    let pages = vec![page(0x1000), page(DIRTY_RAM)];
+    wire::write_message(&mut source, &Message::Pages { round: 0, pages }).unwrap();
+    let err = receiver.join().unwrap().unwrap_err();
+    assert!(
+        matches!(err, MigrationError::BadPage(a) if a == DIRTY_RAM),
+        "{err}"
+    );
+    match wire::read_message(&mut source).unwrap() {
+        Message::Error(reason) => assert!(
+            reason.contains("0x4000000") && reason.contains("not a page of the announced RAM"),
+            "{reason}"
+        ),
+        other => panic!("the target answered {other:?}"),
+    }
+}
