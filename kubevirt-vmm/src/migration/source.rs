@@ -30,6 +30,8 @@ struct Sender<'a, S> {
     pages_sent: u64,
     zero_pages: u64,
     round: u32,
+    /// The frame being written, its allocation reused.
+    buf: Vec<u8>,
 }
 
 impl<S: Read + Write> Sender<'_, S> {
@@ -47,7 +49,7 @@ impl<S: Read + Write> Sender<'_, S> {
     }
 
     fn send(&mut self, msg: &Message) -> Result<(), MigrationError> {
-        match wire::write_message(self.stream, msg) {
+        match wire::write_message_with(self.stream, msg, &mut self.buf) {
             Ok(n) => self.bytes += n,
             // A target that refused something sent its reason before it closed: read it.
             Err(WireError::Io { op, source })
@@ -190,6 +192,7 @@ impl Vm {
             pages_sent: 0,
             zero_pages: 0,
             round: 0,
+            buf: Vec::new(),
         };
         let result = self.run_migration(&mut sender, was_running);
         match &result {

@@ -119,8 +119,9 @@ impl VmBuilder {
         send(stream, &Message::Ready)?;
 
         let mut got = Received::new(ranges);
+        let mut buf = Vec::new();
         let sealed = loop {
-            match wire::read_message(stream)? {
+            match wire::read_message_with(stream, &mut buf)? {
                 Message::Pages { pages, .. } => {
                     for page in &pages {
                         apply(&memory, &mut got, page)?;

@@ -172,9 +172,9 @@ impl Message {
         }
     }
 
-    fn tag_and_payload(&self) -> (u8, Vec<u8>) {
-        let mut p = Vec::new();
-        let tag = match self {
+    /// Appends the payload to `p`; returns the tag.
+    fn append_payload(&self, p: &mut Vec<u8>) -> u8 {
+        match self {
             Message::Hello(h) => {
                 p.extend_from_slice(&h.vcpus.to_le_bytes());
                 p.extend_from_slice(&h.memory_size.to_le_bytes());
@@ -215,20 +215,26 @@ impl Message {
                 p.extend_from_slice(r.as_bytes());
                 TAG_ERROR
             }
-        };
-        (tag, p)
+        }
     }
 
     /// The message as one frame.
     pub fn encode(&self) -> Vec<u8> {
-        let (tag, payload) = self.tag_and_payload();
-        let mut out = Vec::with_capacity(payload.len() + 9);
-        out.push(tag);
-        out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-        out.extend_from_slice(&payload);
-        let crc = crc32fast::hash(&out);
-        out.extend_from_slice(&crc.to_le_bytes());
+        let mut out = Vec::new();
+        self.encode_into(&mut out);
         out
+    }
+
+    /// The message as one frame, in `out` (cleared first; its allocation is reused, so a
+    /// sender of many 1 MiB frames does not fault fresh memory in for each).
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        out.clear();
+        out.extend_from_slice(&[0u8; 5]);
+        out[0] = self.append_payload(out);
+        let len = (out.len() - 5) as u32;
+        out[1..5].copy_from_slice(&len.to_le_bytes());
+        let crc = crc32fast::hash(out);
+        out.extend_from_slice(&crc.to_le_bytes());
     }
 
     /// Parses a checked frame's payload.
@@ -366,13 +372,27 @@ pub fn read_preamble(r: &mut impl Read) -> Result<(), WireError> {
 
 /// Writes `msg` as one frame; returns the bytes written.
 pub fn write_message(w: &mut impl Write, msg: &Message) -> Result<u64, WireError> {
-    let frame = msg.encode();
-    w.write_all(&frame).map_err(io_err("write"))?;
-    Ok(frame.len() as u64)
+    write_message_with(w, msg, &mut Vec::new())
+}
+
+/// [`write_message`] through `buf`, whose allocation is reused from frame to frame.
+pub fn write_message_with(
+    w: &mut impl Write,
+    msg: &Message,
+    buf: &mut Vec<u8>,
+) -> Result<u64, WireError> {
+    msg.encode_into(buf);
+    w.write_all(buf).map_err(io_err("write"))?;
+    Ok(buf.len() as u64)
 }
 
 /// Reads one frame, checks its length and checksum and parses it.
 pub fn read_message(r: &mut impl Read) -> Result<Message, WireError> {
+    read_message_with(r, &mut Vec::new())
+}
+
+/// [`read_message`] through `payload`, whose allocation is reused from frame to frame.
+pub fn read_message_with(r: &mut impl Read, payload: &mut Vec<u8>) -> Result<Message, WireError> {
     let mut head = [0u8; 5];
     read_exact(r, &mut head, "a frame header")?;
     let tag = head[0];
@@ -382,19 +402,20 @@ pub fn read_message(r: &mut impl Read) -> Result<Message, WireError> {
     if len > MAX_PAYLOAD {
         return Err(WireError::FrameTooLarge(len));
     }
-    let mut payload = vec![0u8; len as usize];
-    read_exact(r, &mut payload, "a frame's payload")?;
+    payload.clear();
+    payload.resize(len as usize, 0);
+    read_exact(r, payload, "a frame's payload")?;
     let mut c = [0u8; 4];
     read_exact(r, &mut c, "a frame's checksum")?;
     let stored = u32::from_le_bytes(c);
     let mut h = crc32fast::Hasher::new();
     h.update(&head);
-    h.update(&payload);
+    h.update(payload);
     let computed = h.finalize();
     if stored != computed {
         return Err(WireError::Checksum { stored, computed });
     }
-    Message::decode(tag, &payload)
+    Message::decode(tag, payload)
 }
 
 #[cfg(test)]
