@@ -45,6 +45,7 @@ fn counter_target() -> (Arc<Machine>, Target) {
         },
         vmi: ("default".into(), "control".into(), "uid-1".into()),
         snapshots: None,
+        migrations: None,
     };
     (machine, target)
 }

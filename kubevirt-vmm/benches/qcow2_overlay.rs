@@ -37,8 +37,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
+use kubevirt_vmm::GuestMemoryMmap;
 use kubevirt_vmm::virtio::block::{BlockBackend, CacheMode, open_image};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
 
 /// The request size unless the third argument gives one in KiB.
 const REQUEST: u64 = 4096;
@@ -329,8 +330,8 @@ fn main() {
         .join(format!("qcow2-overlay-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("scratch directory");
     let images = Images::make(&dir, mib);
-    let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), req as usize)])
-        .expect("guest memory");
+    let mem =
+        GuestMemoryMmap::from_ranges(&[(GuestAddress(0), req as usize)]).expect("guest memory");
     mem.write_slice(&vec![PATTERN; req as usize], GuestAddress(0))
         .expect("filling the buffer");
     let count = images.size / req;

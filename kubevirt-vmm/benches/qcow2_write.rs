@@ -33,8 +33,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
+use kubevirt_vmm::GuestMemoryMmap;
 use kubevirt_vmm::virtio::block::{CacheMode, open_image};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
 
 const REQUEST: usize = 1 << 20;
 
@@ -220,8 +221,7 @@ fn main() {
         .join("../target/tmp")
         .join(format!("qcow2-write-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("scratch directory");
-    let mem =
-        GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), REQUEST)]).expect("guest memory");
+    let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), REQUEST)]).expect("guest memory");
     let data: Vec<u8> = (0..REQUEST).map(|i| (i * 7 + i / 4096) as u8).collect();
     mem.write_slice(&data, GuestAddress(0))
         .expect("filling the buffer");

@@ -75,6 +75,7 @@ macro_rules! internal_mod {
 }
 
 pub mod acpi;
+pub mod migration;
 pub mod snapshot;
 pub mod threads;
 pub mod virtio;
@@ -101,7 +102,8 @@ pub use boot::firmware::{OVMF_CODE_PATH, OVMF_VARS_PATH, SEABIOS_PATH};
 pub use boot::{BootError, BootSource, DirectBoot, Firmware, FirmwareBoot, KernelImage, LinuxBoot};
 pub use bus::{BusDevice, BusError, DeviceStateError, SharedDevice};
 pub use devices::serial::{ConsoleBuffer, ConsoleConfig, ConsoleError, ConsoleStats};
-pub use memory::{MemoryError, MemoryOptions};
+pub use memory::{GuestMemoryMmap, GuestSlice, MemoryError, MemoryOptions};
+pub use migration::{MigrationControl, MigrationError, MigrationOptions, MigrationProgress};
 pub use pci::PciError;
 pub use smbios::{SmbiosError, SmbiosInfo};
 pub use snapshot::{SnapshotError, SnapshotInfo};

@@ -4,11 +4,12 @@
 
 mod qcow2_common;
 
+use kubevirt_vmm::{GuestMemoryMmap, GuestSlice};
 use qcow2_common::*;
-use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, VolatileSlice};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
 
 /// Guest buffers at `pieces` (address, length), one crossing the boundary of the two regions.
-fn slices<'m>(mem: &'m GuestMemoryMmap, pieces: &[(u64, usize)]) -> Vec<VolatileSlice<'m, ()>> {
+fn slices<'m>(mem: &'m GuestMemoryMmap, pieces: &[(u64, usize)]) -> Vec<GuestSlice<'m>> {
     pieces
         .iter()
         .flat_map(|&(a, l)| mem.get_slices(GuestAddress(a), l).map(|s| s.unwrap()))
@@ -23,7 +24,7 @@ fn guest_memory_transfers_match_the_byte_paths_and_qemu() {
     let p = dir.join("g.qcow2");
     create_over(&p, "cluster_size=4096", Some(("base.raw", "raw")), "2M");
     qemu_io(&p, &["write -P 0x5a 0 64k"]);
-    let mem = GuestMemoryMmap::<()>::from_ranges(&[
+    let mem = GuestMemoryMmap::from_ranges(&[
         (GuestAddress(0), 0x4_0000),
         (GuestAddress(0x4_0000), 0x4_0000),
     ])
@@ -102,7 +103,7 @@ fn guest_reads_over_a_shorter_backing_image_take_the_base_then_zeroes() {
     create_over(&p, "cluster_size=65536", Some(("short.raw", "raw")), "2M");
     let mut model = pattern(base_len, 9);
     model.resize(2 << 20, 0);
-    let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x4_0000)]).unwrap();
+    let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x4_0000)]).unwrap();
     // Wholly backed (direct from the base), across the base's end, past it, and one request
     // covering all three.
     for (at, len) in [

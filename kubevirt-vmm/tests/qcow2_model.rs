@@ -12,9 +12,10 @@ mod qcow2_common;
 use std::path::Path;
 use std::process::Command;
 
+use kubevirt_vmm::GuestMemoryMmap;
 use proptest::prelude::*;
 use qcow2_common::*;
-use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
 
 const DISK: u64 = 1 << 20;
 
@@ -119,7 +120,7 @@ proptest! {
                 Op::GuestWrite(at, n, seed, cut) => {
                     let data = pattern(n, seed);
                     let size = n.next_multiple_of(4096);
-                    let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), size)]).unwrap();
+                    let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), size)]).unwrap();
                     mem.write_slice(&data, GuestAddress(0)).unwrap();
                     let slices: Vec<_> = (0..n)
                         .step_by(cut)
@@ -143,7 +144,7 @@ proptest! {
                 }
                 Op::GuestRead(at, n, cut) => {
                     let size = n.next_multiple_of(4096);
-                    let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), size)]).unwrap();
+                    let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), size)]).unwrap();
                     let slices: Vec<_> = (0..n)
                         .step_by(cut)
                         .map(|o| mem.get_slice(GuestAddress(o as u64), cut.min(n - o)).unwrap())

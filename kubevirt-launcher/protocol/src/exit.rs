@@ -17,6 +17,9 @@ pub enum ExitStatus {
     Invalid,
     /// 3: the launch failed (image, disk, network or VMM set-up).
     LaunchFailed,
+    /// 4: the guest was live-migrated to another launcher and runs there: this launcher's
+    /// part ended as it should, the VMI goes on.
+    Migrated,
 }
 
 impl ExitStatus {
@@ -27,6 +30,7 @@ impl ExitStatus {
             ExitStatus::Failed => 1,
             ExitStatus::Invalid => 2,
             ExitStatus::LaunchFailed => 3,
+            ExitStatus::Migrated => 4,
         }
     }
 
@@ -37,14 +41,16 @@ impl ExitStatus {
             1 => ExitStatus::Failed,
             2 => ExitStatus::Invalid,
             3 => ExitStatus::LaunchFailed,
+            4 => ExitStatus::Migrated,
             _ => return None,
         })
     }
 
-    /// The VMI phase it ends in.
+    /// The phase this launcher's run ends in. A migrated launcher's run succeeded; the VMI
+    /// itself runs on, on the target: a node agent must not take this phase for the VMI's.
     pub fn phase(self) -> Phase {
         match self {
-            ExitStatus::Succeeded => Phase::Succeeded,
+            ExitStatus::Succeeded | ExitStatus::Migrated => Phase::Succeeded,
             _ => Phase::Failed,
         }
     }
@@ -56,6 +62,7 @@ impl ExitStatus {
             ExitStatus::Failed => "the guest or the VMM failed",
             ExitStatus::Invalid => "the launcher refused the VMI (invalid or not supported)",
             ExitStatus::LaunchFailed => "the launch failed (image, disk, network or VMM set-up)",
+            ExitStatus::Migrated => "the guest was migrated to another launcher and runs there",
         }
     }
 }

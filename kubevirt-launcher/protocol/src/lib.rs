@@ -28,11 +28,13 @@
 
 mod client;
 mod exit;
+mod migrate;
 mod reply;
 mod request;
 
 pub use self::client::{Client, ClientError, DEFAULT_TIMEOUT};
 pub use self::exit::{ExitStatus, FinalStatus, FinalStatusError};
+pub use self::migrate::{DEFAULT_COMPLETION_TIMEOUT_PER_GIB, MigrateRequest, MigrationStatus};
 pub use self::reply::{
     Done, GuestInfo, GuestInterface, LauncherIdentity, Phase, ReplyError, ShutdownReply,
     SnapshotReply, Status, StopReply, decode_reply, encode_error, encode_ok,

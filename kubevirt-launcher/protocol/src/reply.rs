@@ -115,6 +115,10 @@ pub struct Status {
     /// Which VMI this launcher runs (additive: launchers before it leave it out).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub launcher: Option<LauncherIdentity>,
+    /// The last live migration asked of this launcher, while it runs and after it ended
+    /// (additive).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migration: Option<crate::MigrationStatus>,
 }
 
 /// The reply to [`crate::Request::Shutdown`] (`"shutdown": "requested" | ...`).
@@ -250,6 +254,7 @@ mod tests {
                 uid: "1234".into(),
                 pid: 42,
             }),
+            migration: None,
         }
     }
 

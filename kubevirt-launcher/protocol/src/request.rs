@@ -55,6 +55,10 @@ pub enum Request {
         /// alphanumeric (a DNS label, as VirtualMachineSnapshot names go).
         name: String,
     },
+    /// Live-migrate the VM to the launcher listening at the request's target (see
+    /// [`crate::MigrateRequest`]); the reply is [`crate::Done`] once it started, its progress
+    /// shows in [`crate::Status::migration`].
+    Migrate(Box<crate::MigrateRequest>),
     /// Run this VMI: only a launcher waiting in its pod ([`crate::Phase::Waiting`]) takes it;
     /// the reply is [`crate::Done`] once the VM is being set up (its progress shows in
     /// [`Request::Status`]).
@@ -72,6 +76,7 @@ const OPS: &[&str] = &[
     "stop",
     "start",
     "snapshot",
+    "migrate",
 ];
 
 /// Why a request line was refused.
@@ -124,6 +129,7 @@ impl Request {
             Request::Stop => "stop",
             Request::Start(_) => "start",
             Request::Snapshot { .. } => "snapshot",
+            Request::Migrate(_) => "migrate",
         }
     }
 
@@ -141,6 +147,7 @@ impl Request {
             Request::Snapshot { name } => {
                 m.insert("name".into(), name.clone().into());
             }
+            Request::Migrate(migrate) => migrate.to_fields(&mut m),
             Request::Start(start) => {
                 m.insert("vmi".into(), start.vmi.clone());
                 if let Some(name) = &start.restore_from {
@@ -195,6 +202,7 @@ impl Request {
             "softReboot" => Request::SoftReboot,
             "reset" => Request::Reset,
             "stop" => Request::Stop,
+            "migrate" => Request::Migrate(Box::new(crate::MigrateRequest::from_fields(&m)?)),
             "snapshot" => Request::Snapshot {
                 name: match m.get("name") {
                     Some(Value::String(n)) if is_snapshot_name(n) => n.clone(),

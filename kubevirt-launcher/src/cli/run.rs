@@ -53,6 +53,11 @@ pub struct RunArgs {
     /// directory's `snapshots/`). The disks must be as they were at the snapshot.
     #[arg(long, value_name = "DIR")]
     restore_from: Option<PathBuf>,
+    /// Be a live-migration target: listen at ADDR (`unix:PATH` or `tcp:IP:PORT`) for the
+    /// source launcher (`{"op": "migrate", "target": ADDR}`) and run the guest it sends,
+    /// instead of booting it. The VMI document must be the source's.
+    #[arg(long, value_name = "ADDR", conflicts_with = "restore_from")]
+    incoming: Option<String>,
 }
 
 /// Runs the document; the exit code is the [`ExitStatus`].
@@ -111,6 +116,7 @@ fn run_in(args: RunArgs, run_dir: PathBuf) -> (ExitStatus, Option<String>) {
         always_log_console: false,
         control: None,
         restore_from: args.restore_from,
+        incoming: args.incoming,
     };
     // Standalone and not quiet: the keyboard goes to the guest's console.
     let keyboard = !args.quiet && vmi.as_os_str() != "-";

@@ -57,6 +57,11 @@ pub struct ServeArgs {
     /// Seccomp filters per thread and no capabilities once the VM runs (`default`), or none.
     #[arg(long, value_enum, default_value_t = SeccompMode::Default)]
     seccomp: SeccompMode,
+    /// Be a live-migration target (the target pod's launcher): once `start` arrives, listen
+    /// at ADDR (`unix:PATH` or `tcp:IP:PORT`) for the source launcher and run the guest it
+    /// sends instead of booting it.
+    #[arg(long, value_name = "ADDR")]
+    incoming: Option<String>,
 }
 
 /// How often the waiting launcher looks at its signals.
@@ -159,6 +164,7 @@ fn serve_in(args: ServeArgs) -> Verdict {
         always_log_console: true,
         control: Some(control),
         restore_from,
+        incoming: args.incoming,
     };
     launch_and_supervise(&object, &opts, false)
 }

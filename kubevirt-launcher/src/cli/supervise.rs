@@ -9,6 +9,7 @@ use kubevirt_launcher::control::{Shutdown, phase};
 use kubevirt_launcher::run::{RunOptions, launch};
 use kubevirt_launcher::terminal::{CharacterMode, forward};
 use kubevirt_launcher_protocol::{ExitStatus, FinalStatus, Phase};
+use kubevirt_vmm::ExitReason;
 use std::os::fd::AsFd;
 use std::path::Path;
 use std::process::ExitCode;
@@ -98,6 +99,10 @@ pub fn launch_and_supervise(object: &Object, opts: &RunOptions, keyboard: bool) 
             }
         }
     };
+    // A migrated VM ends a moment before the target is told to run it: let that go out.
+    if reason == ExitReason::Migrated {
+        launched.migrations.wait_done(Duration::from_secs(10));
+    }
     // Deliver what the guest printed last before reporting.
     if let Some(stats) = launched.machine.vm().console_stats() {
         launched
@@ -106,6 +111,7 @@ pub fn launch_and_supervise(object: &Object, opts: &RunOptions, keyboard: bool) 
     }
     let (phase, why) = phase(&launched.machine.vm());
     let _ = launched.cleanup();
+    let migrated = reason == ExitReason::Migrated;
     let reason = reason.to_string();
     eprintln!(
         "kubevirt-launcher: {} {phase}: {reason}{}",
@@ -115,7 +121,9 @@ pub fn launch_and_supervise(object: &Object, opts: &RunOptions, keyboard: bool) 
             .map(|w| format!(" ({w})"))
             .unwrap_or_default()
     );
-    if phase == Phase::Succeeded {
+    if migrated {
+        (ExitStatus::Migrated, Some(reason))
+    } else if phase == Phase::Succeeded {
         (ExitStatus::Succeeded, None)
     } else {
         (ExitStatus::Failed, Some(why.unwrap_or(reason)))

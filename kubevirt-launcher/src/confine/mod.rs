@@ -20,6 +20,7 @@ mod console;
 mod control;
 mod dhcp;
 mod main_thread;
+mod migration;
 mod names;
 mod rules;
 mod snapshot;
@@ -56,11 +57,13 @@ pub enum ThreadKind {
     Main,
     /// The thread that writes memory-state snapshots.
     Snapshot,
+    /// The thread that live-migrates the VM to another launcher.
+    Migration,
 }
 
 impl ThreadKind {
     /// Every kind.
-    pub const ALL: [ThreadKind; 7] = [
+    pub const ALL: [ThreadKind; 8] = [
         ThreadKind::Vcpu,
         ThreadKind::Worker,
         ThreadKind::Control,
@@ -68,6 +71,7 @@ impl ThreadKind {
         ThreadKind::Dhcp,
         ThreadKind::Main,
         ThreadKind::Snapshot,
+        ThreadKind::Migration,
     ];
 
     fn label(self) -> &'static str {
@@ -79,6 +83,7 @@ impl ThreadKind {
             ThreadKind::Dhcp => "dhcp",
             ThreadKind::Main => "main",
             ThreadKind::Snapshot => "snapshot",
+            ThreadKind::Migration => "migration",
         }
     }
 
@@ -93,6 +98,7 @@ impl ThreadKind {
             ThreadKind::Dhcp => dhcp::rules(&mut r),
             ThreadKind::Main => main_thread::rules(&mut r),
             ThreadKind::Snapshot => snapshot::rules(&mut r),
+            ThreadKind::Migration => migration::rules(&mut r),
         }
         r.map
     }
@@ -400,7 +406,7 @@ mod tests {
         for kind in ThreadKind::ALL {
             assert!(!has(kind, libc::SYS_execve), "{kind:?} may not exec");
             assert!(
-                !has(kind, libc::SYS_socket),
+                kind == ThreadKind::Migration || !has(kind, libc::SYS_socket),
                 "{kind:?} may not open sockets"
             );
             assert!(!has(kind, libc::SYS_ptrace), "{kind:?}");
@@ -416,6 +422,9 @@ mod tests {
         assert_eq!(open_rules(ThreadKind::Vcpu).map(|r| r.len()), Some(1));
         assert_eq!(open_rules(ThreadKind::Worker).map(|r| r.len()), Some(1));
         assert!(has(ThreadKind::Vcpu, libc::SYS_ioctl));
+        // The migration thread opens stream sockets of three families, nothing else.
+        let socket_rules = ThreadKind::rules(ThreadKind::Migration).remove(&libc::SYS_socket);
+        assert_eq!(socket_rules.map(|r| r.len()), Some(3));
     }
 
     #[test]

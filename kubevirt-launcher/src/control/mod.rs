@@ -2,7 +2,8 @@
 //! socket, in the types of `kubevirt-launcher-protocol` (requests `{"op": "status" | "start" |
 //! "pause" | "unpause" | "shutdown" | "softReboot" | "reset" | "stop"}`, replies `{"version":
 //! 2, "ok": true, ...}` or `{"version": 2, "ok": false, "error": "..."}`), and `snapshot` (a
-//! memory-state snapshot by name, see [`Snapshotter`]).
+//! memory-state snapshot by name, see [`Snapshotter`]), and `migrate` (a live migration to
+//! another launcher, see [`Migrator`]).
 //!
 //! `softReboot` presses the power button and starts the guest again when it powers off (what
 //! libvirt does for upstream without a guest agent); `reset` restarts it at once, like a reset
@@ -20,10 +21,12 @@
 //! ([`waiting`]); once the VM is built the same socket switches to it
 //! ([`ControlServer::serve_target`]), so there is never a moment without a listener.
 
+mod migrate;
 mod shutdown;
 mod snapshot;
 pub mod waiting;
 
+pub use self::migrate::Migrator;
 pub use self::shutdown::{Shutdown, Shutdowns};
 pub use self::snapshot::Snapshotter;
 pub use self::waiting::{Identity, ServeEvent};
@@ -61,6 +64,8 @@ pub fn phase(vm: &Vm) -> (Phase, Option<String>) {
             Some(
                 ExitReason::PowerOff | ExitReason::DebugExit { code: 0 } | ExitReason::Stopped,
             ) => (Phase::Succeeded, None),
+            // This launcher's run is over; the guest runs on in the target launcher.
+            Some(r @ ExitReason::Migrated) => (Phase::Succeeded, Some(r.to_string())),
             Some(other) => (Phase::Failed, Some(other.to_string())),
             None => (
                 Phase::Failed,
@@ -168,6 +173,8 @@ pub struct Target {
     pub vmi: (String, String, String),
     /// Takes memory-state snapshots (`None`: the `snapshot` op is refused).
     pub snapshots: Option<Snapshotter>,
+    /// Live-migrates the VM (`None`: the `migrate` op is refused).
+    pub migrations: Option<Migrator>,
 }
 
 /// Requests read and not yet answered, in this process.
@@ -225,6 +232,7 @@ pub fn status(target: &Target) -> Status {
             uid: target.vmi.2.clone(),
             pid: std::process::id(),
         }),
+        migration: target.migrations.as_ref().and_then(Migrator::status),
     }
 }
 
@@ -274,6 +282,10 @@ pub fn handle(target: &Target, line: &str) -> String {
         Request::Snapshot { name } => match &target.snapshots {
             Some(s) => s.request(target, &name),
             None => encode_error(&"this launcher takes no memory snapshots"),
+        },
+        Request::Migrate(request) => match &target.migrations {
+            Some(m) => m.request(target, *request),
+            None => encode_error(&"this launcher does not migrate"),
         },
         Request::Start(_) => encode_error(
             &"this launcher already runs its VMI: start is only taken by a launcher waiting in its pod (`kubevirt-launcher serve`)",

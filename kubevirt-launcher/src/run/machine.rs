@@ -116,6 +116,12 @@ impl MachineSpec {
         Ok(self.builder()?.build()?)
     }
 
+    /// A VM received from a live migration at `addr` (see `super::incoming`; not started:
+    /// starting it continues the guest where the source paused it).
+    pub fn receive(&self, addr: &str) -> Result<Vm, RunError> {
+        super::incoming::receive(self.builder()?, addr)
+    }
+
     /// A VM resumed from the memory-state snapshot in `dir` (not started: starting it
     /// continues the guest where it was saved). The snapshot must be of a VM built from the
     /// same spec.
@@ -167,6 +173,17 @@ impl MachineSpec {
     }
 }
 
+/// Where a machine's first VM comes from.
+#[derive(Debug, Clone, Copy)]
+pub enum FirstVm<'a> {
+    /// Boot it.
+    Boot,
+    /// Resume the memory-state snapshot in this directory.
+    Restore(&'a Path),
+    /// Receive it from a live migration at this address (`unix:PATH`, `tcp:IP:PORT`).
+    Incoming(&'a str),
+}
+
 /// What to do when the current VM ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Pending {
@@ -192,18 +209,16 @@ pub struct Machine {
 impl Machine {
     /// Builds and starts the first VM.
     pub fn start(spec: MachineSpec) -> Result<Arc<Machine>, RunError> {
-        Machine::start_from(spec, None)
+        Machine::start_from(spec, FirstVm::Boot)
     }
 
-    /// Starts the first VM: resumed from the snapshot in `restore_from`, or booted. A reset
-    /// or reboot later boots the spec afresh.
-    pub fn start_from(
-        spec: MachineSpec,
-        restore_from: Option<&Path>,
-    ) -> Result<Arc<Machine>, RunError> {
-        let vm = Arc::new(match restore_from {
-            Some(dir) => spec.restore(dir)?,
-            None => spec.build()?,
+    /// Starts the first VM: booted, resumed from a snapshot, or received from a live
+    /// migration. A reset or reboot later boots the spec afresh.
+    pub fn start_from(spec: MachineSpec, first: FirstVm<'_>) -> Result<Arc<Machine>, RunError> {
+        let vm = Arc::new(match first {
+            FirstVm::Restore(dir) => spec.restore(dir)?,
+            FirstVm::Incoming(addr) => spec.receive(addr)?,
+            FirstVm::Boot => spec.build()?,
         });
         vm.start()?;
         Ok(Arc::new(Machine {
@@ -254,8 +269,8 @@ impl Machine {
     }
 
     /// Waits up to `timeout` for the VM to end. A reset, a guest reboot or a pending soft
-    /// reboot starts a fresh VM and returns `None`; otherwise the machine is finished and the
-    /// exit is returned. Call it in a loop from one thread.
+    /// reboot starts a fresh VM and returns `None` (never after a migration); otherwise the
+    /// machine is finished and the exit is returned. Call it in a loop from one thread.
     pub fn supervise(&self, timeout: Duration) -> Result<Option<ExitReason>, RunError> {
         let Some(exit) = self.vm().wait_timeout(timeout) else {
             return Ok(None);
@@ -264,7 +279,10 @@ impl Machine {
             &mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner),
             Pending::Nothing,
         );
+        // A migrated guest runs in another launcher now: nothing here may start it again,
+        // not even a reset asked for while it was moving.
         let restart = !self.shutting_down.load(Ordering::SeqCst)
+            && exit != ExitReason::Migrated
             && match pending {
                 Pending::Reset => true,
                 Pending::RebootOnPowerOff => exit == ExitReason::PowerOff,

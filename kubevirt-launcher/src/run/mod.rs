@@ -3,16 +3,17 @@
 //! disks (virtio-blk), then start the VM with its console and control sockets.
 
 mod image;
+pub mod incoming;
 pub mod machine;
 pub mod network;
 
 pub use self::image::image_source;
-use self::machine::{DiskBacking, DiskSpec, Machine, MachineSpec, SharedImage};
+use self::machine::{DiskBacking, DiskSpec, FirstVm, Machine, MachineSpec, SharedImage};
 use self::network::{PodNetwork, PodNetworkError, PodNetworkOptions};
 
 use crate::cloudinit::{self, NoSecrets};
 use crate::console::ConsoleHub;
-use crate::control::{ControlServer, Shutdowns, Snapshotter, Target};
+use crate::control::{ControlServer, Migrator, Shutdowns, Snapshotter, Target};
 use crate::disks::{self, PreparedDisk};
 use crate::oci::{Store, fetch_disk};
 use crate::plan::{BootPlan, DiskSource, LaunchPlan, PlanErrors, from_vmi, vmi_of};
@@ -61,6 +62,9 @@ pub struct RunOptions {
     /// Resume the guest from this memory-state snapshot (written by the `snapshot` op of a
     /// launcher of the same VMI) instead of booting it.
     pub restore_from: Option<PathBuf>,
+    /// Receive the guest from a live migration at this address (`unix:PATH`, `tcp:IP:PORT`)
+    /// instead of booting it (see [`incoming`]).
+    pub incoming: Option<String>,
 }
 
 /// Where the `snapshot` op writes, under the run directory.
@@ -101,6 +105,18 @@ pub enum RunError {
     /// The pod network could not be attached.
     #[error("{0}")]
     Network(#[from] PodNetworkError),
+    /// Listening for the migration source failed.
+    #[error("listening for the migration source at {addr}: {source}")]
+    Incoming {
+        /// The address.
+        addr: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Receiving the VM from its migration source failed.
+    #[error("receiving the VM from its migration source: {0}")]
+    Migration(#[from] kubevirt_vmm::MigrationError),
     /// The VMM refused the configuration, or could not start or reach the VM.
     #[error("starting the VM: {0}")]
     Vm(#[from] kubevirt_vmm::VmError),
@@ -177,6 +193,8 @@ pub struct Launched {
     pub shutdowns: Shutdowns,
     /// The pod network, if attached.
     pub network: Option<PodNetwork>,
+    /// Live migrations of the VM (the `migrate` op).
+    pub migrations: Migrator,
     layout: disks::Layout,
 }
 
@@ -389,6 +407,13 @@ pub fn launch(object: &Object, opts: &RunOptions) -> Result<Launched, RunError> 
     // Started before the main thread confines itself, so it inherits no other filter.
     let snapshots =
         Snapshotter::start(&opts.run_dir.join(SNAPSHOTS_DIR)).map_err(io(&opts.run_dir))?;
+    // Started here for the same reason: it inherits no other kind's filter.
+    let migrations = Migrator::start().map_err(io(&opts.run_dir))?;
+    let first = match (&opts.incoming, &opts.restore_from) {
+        (Some(addr), _) => FirstVm::Incoming(addr),
+        (None, Some(dir)) => FirstVm::Restore(dir),
+        (None, None) => FirstVm::Boot,
+    };
     let machine = Machine::start_from(
         MachineSpec {
             config,
@@ -397,7 +422,7 @@ pub fn launch(object: &Object, opts: &RunOptions) -> Result<Launched, RunError> 
             rng: plan.rng,
             net,
         },
-        opts.restore_from.as_deref(),
+        first,
     )?;
     let log = (plan.log_serial_console || opts.always_log_console)
         .then(|| opts.run_dir.join(CONSOLE_LOG));
@@ -425,6 +450,7 @@ pub fn launch(object: &Object, opts: &RunOptions) -> Result<Launched, RunError> 
             vmi.metadata.uid.clone().unwrap_or_default(),
         ),
         snapshots: Some(snapshots),
+        migrations: Some(migrations.clone()),
     };
     let control = match &opts.control {
         Some(control) => {
@@ -441,6 +467,7 @@ pub fn launch(object: &Object, opts: &RunOptions) -> Result<Launched, RunError> 
         control,
         shutdowns,
         network,
+        migrations,
         layout,
     })
 }

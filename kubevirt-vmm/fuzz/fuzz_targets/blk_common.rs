@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use kubevirt_vmm::virtio::HealthFlag;
 use kubevirt_vmm::virtio::block::BlockBackend;
 use kubevirt_vmm::virtio::block::queue::BlockQueue;
-use vm_memory::GuestMemoryMmap;
+use kubevirt_vmm::GuestMemoryMmap;
 
 use crate::guest::{self, NoInterrupt};
 /// Disk size; every byte starts as 0xa5.

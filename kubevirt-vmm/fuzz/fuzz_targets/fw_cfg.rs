@@ -12,7 +12,8 @@
 use kubevirt_vmm::BusDevice;
 use kubevirt_vmm::devices::fw_cfg::{FwCfg, FwCfgItems};
 use libfuzzer_sys::fuzz_target;
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress};
+use kubevirt_vmm::GuestMemoryMmap;
 
 /// Guest RAM: small, so random DMA targets often fall outside it.
 const RAM: usize = 64 << 10;
@@ -21,7 +22,7 @@ fuzz_target!(|data: &[u8]| {
     let mut items = FwCfgItems::new(64 << 20, 2, [1; 16]);
     let _ = items.add_file("etc/small", vec![7; 9]);
     let _ = items.add_file("etc/big", (0..20_000u32).map(|i| i as u8).collect());
-    let Ok(mem) = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), RAM)]) else {
+    let Ok(mem) = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), RAM)]) else {
         return;
     };
     let mut dev = FwCfg::new(&items, mem.clone());

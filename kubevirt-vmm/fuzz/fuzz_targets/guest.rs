@@ -9,7 +9,8 @@
 
 use kubevirt_vmm::virtio::{VirtioInterrupt, VirtioInterruptType};
 use virtio_queue::{Queue, QueueT};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress};
+use kubevirt_vmm::GuestMemoryMmap;
 
 /// Guest memory size.
 pub const MEM: usize = 0x4_0000;
@@ -21,7 +22,7 @@ pub const BODY: u64 = 0x1000;
 /// Guest memory with `body` copied from [`BODY`], and the [`SIZE`]-entry descriptor tables at
 /// `tables` folded: addresses into `[0, MEM + 16 KiB)`, lengths below `max_len`.
 pub fn guest_memory(body: &[u8], tables: &[u64], max_len: u32) -> GuestMemoryMmap {
-    let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), MEM)])
+    let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM)])
         .expect("256 KiB of anonymous guest memory");
     let n = body.len().min(MEM - BODY as usize);
     mem.write_slice(&body[..n], GuestAddress(BODY))

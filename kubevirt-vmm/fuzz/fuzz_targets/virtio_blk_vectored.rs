@@ -23,7 +23,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use kubevirt_vmm::virtio::block::RawFile;
 use libfuzzer_sys::fuzz_target;
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress};
+use kubevirt_vmm::GuestMemoryMmap;
 
 #[path = "blk_common.rs"]
 mod blk_common;

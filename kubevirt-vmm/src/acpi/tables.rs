@@ -10,7 +10,8 @@ use acpi_tables::mcfg::MCFG;
 use acpi_tables::rsdp::Rsdp;
 use acpi_tables::sdt::Sdt;
 use acpi_tables::xsdt::XSDT;
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress};
+use crate::memory::GuestMemoryMmap;
 
 use super::power::{RESET_PORT, RESET_VALUE, SLEEP_CONTROL_PORT};
 use super::{ACPI_AREA_END, AcpiError, OEM_ID, OEM_TABLE_ID, RSDP_ADDR};
@@ -258,7 +259,7 @@ mod tests {
     fn many_vcpus_still_fit_and_are_all_listed() {
         let (t, l) = AcpiTables::build(&CpuTopology::flat(255));
         assert_eq!(t.madt.len(), 44 + 255 * 8 + 12);
-        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x20_0000)]).unwrap();
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x20_0000)]).unwrap();
         assert_eq!(write_tables(&mem, &CpuTopology::flat(255)).unwrap(), l);
         let sig: [u8; 8] = mem.read_obj(GuestAddress(RSDP_ADDR)).unwrap();
         assert_eq!(&sig, b"RSD PTR ");

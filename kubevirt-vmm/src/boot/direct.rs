@@ -4,7 +4,8 @@
 //! what firmware and a bootloader would, so the guest runs its first instruction in 64-bit
 //! mode, at CPL 3 if asked, with RDI = vCPU index and a stack of its own per vCPU.
 
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress};
+use crate::memory::GuestMemoryMmap;
 
 use super::{BootError, BootPlan};
 use crate::arch::paging::PageAccess;
@@ -83,7 +84,7 @@ mod tests {
     use super::*;
 
     fn mem() -> GuestMemoryMmap {
-        GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 4 << 20)]).unwrap()
+        GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 4 << 20)]).unwrap()
     }
 
     fn boot() -> DirectBoot {

@@ -21,7 +21,8 @@ use linux_loader::loader::elf::start_info::{
 use linux_loader::loader::{
     BzImage, Elf, KernelLoader, KernelLoaderResult, PvhBootCapability, load_cmdline,
 };
-use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
+use crate::memory::GuestMemoryMmap;
 
 use super::{BootError, BootPlan};
 use crate::arch::layout::{

@@ -11,7 +11,7 @@ pub mod direct;
 pub mod firmware;
 pub mod linux;
 
-use vm_memory::GuestMemoryMmap;
+use crate::memory::GuestMemoryMmap;
 
 pub use direct::DirectBoot;
 pub use firmware::{Firmware, FirmwareBoot};

@@ -2,13 +2,29 @@
 //!
 //! RAM below the 32-bit MMIO hole is one region, whatever is left continues above 4 GiB as a
 //! second. Both are anonymous private mappings registered with KVM as memory slots 0 and 1.
+//!
+//! Every region carries a dirty-page bitmap ([`AtomicBitmap`], one bit per 4 KiB page) that
+//! vm-memory sets on every write the VMM itself makes into guest RAM — virtio devices writing
+//! used rings and request data from their worker threads, fw_cfg DMA, boot tables. KVM's dirty
+//! log sees only the guest's own writes; live migration (`crate::migration`) needs both.
 
-use kvm_bindings::kvm_userspace_memory_region;
+use kvm_bindings::{KVM_MEM_LOG_DIRTY_PAGES, kvm_userspace_memory_region};
 use kvm_ioctls::VmFd;
+use vm_memory::bitmap::{AtomicBitmap, NewBitmap, RefSlice};
 use vm_memory::{
-    GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion, GuestRegionMmap,
-    MmapRegion, mmap::MmapRegionBuilder,
+    GuestAddress, GuestMemoryBackend, GuestMemoryRegion, MmapRegion, VolatileSlice,
+    mmap::MmapRegionBuilder,
 };
+
+/// Guest RAM as the VMM holds it: mmap'd regions, each with a dirty bitmap of the VMM's writes.
+pub type GuestMemoryMmap = vm_memory::GuestMemoryMmap<AtomicBitmap>;
+/// One region of [`GuestMemoryMmap`].
+pub type GuestRegionMmap = vm_memory::GuestRegionMmap<AtomicBitmap>;
+/// A checked slice of guest RAM; writes through it (or marked on it) land in the dirty bitmap.
+pub type GuestSlice<'a> = VolatileSlice<'a, RefSlice<'a, AtomicBitmap>>;
+
+/// Page size of the dirty bitmaps and of KVM's dirty log.
+pub const DIRTY_PAGE_SIZE: u64 = 4096;
 
 use crate::arch::layout::{FIRST_ADDR_PAST_32BITS, MMIO32_START};
 
@@ -90,7 +106,8 @@ pub fn create_guest_memory(
     let regions = ram_ranges(size)
         .into_iter()
         .map(|(addr, len)| {
-            let mmap: MmapRegion = MmapRegionBuilder::new(len as usize)
+            let bitmap = AtomicBitmap::with_len(len as usize);
+            let mmap: MmapRegion<AtomicBitmap> = MmapRegionBuilder::new_with_bitmap(len as usize, bitmap)
                 .with_mmap_prot(libc::PROT_READ | libc::PROT_WRITE)
                 .with_mmap_flags(flags)
                 .build()
@@ -108,6 +125,17 @@ pub fn create_guest_memory(
 
 /// Registers every region of `mem` with KVM, slot numbers in address order.
 pub fn register_guest_memory(vm: &VmFd, mem: &GuestMemoryMmap) -> Result<(), MemoryError> {
+    set_dirty_logging(vm, mem, false)
+}
+
+/// Registers (again) every region of `mem` with KVM, with `KVM_MEM_LOG_DIRTY_PAGES` if
+/// `log_dirty`: turning it on starts KVM's dirty log of the guest's writes (read and cleared by
+/// `KVM_GET_DIRTY_LOG`), turning it off stops it.
+pub fn set_dirty_logging(
+    vm: &VmFd,
+    mem: &GuestMemoryMmap,
+    log_dirty: bool,
+) -> Result<(), MemoryError> {
     for (slot, region) in mem.iter().enumerate() {
         let slot = slot as u32;
         let addr = region.start_addr().0;
@@ -120,7 +148,7 @@ pub fn register_guest_memory(vm: &VmFd, mem: &GuestMemoryMmap) -> Result<(), Mem
             guest_phys_addr: addr,
             memory_size: size,
             userspace_addr,
-            flags: 0,
+            flags: if log_dirty { KVM_MEM_LOG_DIRTY_PAGES } else { 0 },
         };
         // SAFETY: the host range [userspace_addr, +size) is a live mapping owned by `mem`, which
         // the caller keeps alive as long as the VM (the `Vm` owns both and drops the VM fd

@@ -12,7 +12,8 @@
 
 pub mod structures;
 
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress};
+use crate::memory::GuestMemoryMmap;
 
 use crate::arch::topology::CpuTopology;
 
@@ -367,7 +368,7 @@ mod tests {
 
     #[test]
     fn tables_land_in_guest_memory_where_a_scan_finds_them() {
-        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x20_0000)]).unwrap();
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x20_0000)]).unwrap();
         let info = SmbiosInfo::default().with_serial("S");
         write_smbios(&mem, &info, &CpuTopology::flat(2)).unwrap();
         let anchor = (0xf_0000..0x10_0000u64)

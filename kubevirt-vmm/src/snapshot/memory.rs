@@ -10,11 +10,12 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use vm_memory::bitmap::{AtomicBitmap, NewBitmap};
 use vm_memory::mmap::MmapRegionBuilder;
-use vm_memory::{
-    FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion,
-    GuestRegionMmap, MmapRegion,
-};
+use vm_memory::{FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryRegion, MmapRegion};
+
+use crate::memory::GuestMemoryMmap;
+use crate::memory::GuestRegionMmap;
 
 use super::codec::{CodecError, Decoder, Encoder, field};
 
@@ -338,12 +339,13 @@ pub fn map_memory_file(
                 .try_clone()
                 .map_err(|e| map_err(r, format!("duplicating the fd: {e}")))?;
             let len = usize::try_from(r.size).map_err(|e| map_err(r, e.to_string()))?;
-            let mmap: MmapRegion = MmapRegionBuilder::new(len)
-                .with_file_offset(FileOffset::new(clone, r.file_offset))
-                .with_mmap_prot(libc::PROT_READ | libc::PROT_WRITE)
-                .with_mmap_flags(flags)
-                .build()
-                .map_err(|e| map_err(r, e.to_string()))?;
+            let mmap: MmapRegion<AtomicBitmap> =
+                MmapRegionBuilder::new_with_bitmap(len, AtomicBitmap::with_len(len))
+                    .with_file_offset(FileOffset::new(clone, r.file_offset))
+                    .with_mmap_prot(libc::PROT_READ | libc::PROT_WRITE)
+                    .with_mmap_flags(flags)
+                    .build()
+                    .map_err(|e| map_err(r, e.to_string()))?;
             GuestRegionMmap::new(mmap, GuestAddress(r.guest_addr))
                 .ok_or_else(|| map_err(r, "the region wraps the address space".into()))
         })

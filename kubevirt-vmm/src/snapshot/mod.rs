@@ -48,7 +48,7 @@ pub use vcpu::VcpuStateError;
 
 pub(crate) use devices::{restore_devices, resume_devices, save_devices};
 pub(crate) use machine::MachineState;
-pub(crate) use memory::{map_memory_file, write_memory_file};
+pub(crate) use memory::{MemoryLayout, map_memory_file, write_memory_file};
 pub(crate) use state::SnapshotState;
 pub(crate) use vcpu::VcpuState;
 
@@ -179,7 +179,7 @@ pub(crate) fn create_dir(dir: &Path) -> Result<(), SnapshotError> {
 /// Writes guest RAM to `dir`'s memory file through a temporary file and a rename, with
 /// snapshot `id` in its trailer.
 pub(crate) fn write_memory(
-    mem: &vm_memory::GuestMemoryMmap,
+    mem: &crate::memory::GuestMemoryMmap,
     dir: &Path,
     id: u64,
 ) -> Result<(memory::MemoryLayout, u64), SnapshotError> {
@@ -251,6 +251,11 @@ pub(crate) fn new_snapshot_id() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
     nanos ^ (u64::from(std::process::id()) << 32)
+}
+
+/// Checks a sealed state's envelope and returns its payload.
+pub(crate) fn open_sealed(bytes: &[u8]) -> Result<&[u8], FormatError> {
+    format::open(bytes)
 }
 
 /// Seals a payload in the state file's envelope.

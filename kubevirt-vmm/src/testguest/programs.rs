@@ -165,6 +165,50 @@ pub fn touch_and_count(start: u64, len: u64) -> Result<TestGuest, TestGuestError
     g.finish()
 }
 
+/// Keeps dirtying RAM: pass after pass writes the pass number (a u64) at the start of every
+/// 4 KiB page of `[start, start + len)`, storing the number of finished passes at
+/// [`COUNTER_ADDR`], until [`COUNTER_RELEASE_ADDR`] is set; then exits 0. Increments
+/// [`COUNTER_BOOTS_ADDR`] once when it starts. At any instant the pages hold `n + 1` up to
+/// some page and `n` after it, `n` being the counter: a guest to live-migrate whose memory a
+/// test can check for consistency.
+pub fn dirty_loop(start: u64, len: u64) -> Result<TestGuest, TestGuestError> {
+    let mut g = GuestAsm::new("dirty_loop")?;
+    let r = (|| {
+        let a = g.a();
+        a.mov(rbx, GUEST_DATA_ADDR)?;
+        a.inc(qword_ptr(
+            rbx + (COUNTER_BOOTS_ADDR - GUEST_DATA_ADDR) as i32,
+        ))?;
+        a.mov(
+            rcx,
+            qword_ptr(rbx + (COUNTER_ADDR - GUEST_DATA_ADDR) as i32),
+        )?;
+        let mut pass = a.create_label();
+        a.set_label(&mut pass)?;
+        a.inc(rcx)?;
+        a.mov(rdi, start)?;
+        a.mov(rax, (len / 4096).max(1))?;
+        let mut touch = a.create_label();
+        a.set_label(&mut touch)?;
+        a.mov(qword_ptr(rdi), rcx)?;
+        a.add(rdi, 4096)?;
+        a.dec(rax)?;
+        a.jnz(touch)?;
+        a.mov(
+            qword_ptr(rbx + (COUNTER_ADDR - GUEST_DATA_ADDR) as i32),
+            rcx,
+        )?;
+        a.cmp(
+            qword_ptr(rbx + (COUNTER_RELEASE_ADDR - GUEST_DATA_ADDR) as i32),
+            0,
+        )?;
+        a.je(pass)
+    })();
+    g.check(r)?;
+    g.exit(0)?;
+    g.finish()
+}
+
 /// Asks the i8042 for a CPU reset (command 0xFE on port 0x64); exits 1 if that returns.
 pub fn i8042_reset() -> Result<TestGuest, TestGuestError> {
     let mut g = GuestAsm::new("i8042_reset")?;

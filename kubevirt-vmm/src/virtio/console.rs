@@ -5,8 +5,8 @@ use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use crate::memory::GuestMemoryMmap;
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
-use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
 use super::device::{
@@ -139,7 +139,7 @@ impl ConsoleQueues {
             let mut out = self.output.lock().unwrap_or_else(PoisonError::into_inner);
             for chain in chains {
                 let head = chain.head_index();
-                if let Ok(mut r) = chain.reader::<()>(&self.memory) {
+                if let Ok(mut r) = chain.reader(&self.memory) {
                     let mut left = r.available_bytes().min(MAX_TX_BYTES);
                     while left > 0 {
                         let n = left.min(buf.len());
@@ -177,7 +177,7 @@ impl ConsoleQueues {
             };
             let head = chain.head_index();
             let mut written = 0;
-            if let Ok(mut w) = chain.writer::<()>(&self.memory) {
+            if let Ok(mut w) = chain.writer(&self.memory) {
                 let n = w.available_bytes().min(pending.len());
                 let bytes: Vec<u8> = pending.drain(..n).collect();
                 if w.write_all(&bytes).is_ok() {
@@ -316,7 +316,7 @@ mod tests {
     fn rig() -> (ConsoleQueues, Sink, ConsoleInput) {
         let sink = Sink::default();
         let console = Console::new(Box::new(sink.clone())).unwrap();
-        let memory = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x4_0000)]).unwrap();
+        let memory = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x4_0000)]).unwrap();
         let input = console.input();
         let q = ConsoleQueues {
             memory,

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use virtio_queue::{Queue, QueueState};
-use vm_memory::GuestMemoryMmap;
+use crate::memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::bus::DeviceStateError;

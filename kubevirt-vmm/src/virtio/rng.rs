@@ -4,8 +4,8 @@
 use std::io::Write;
 use std::sync::Arc;
 
+use crate::memory::GuestMemoryMmap;
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
-use vm_memory::GuestMemoryMmap;
 
 use super::device::{
     ActivateContext, ActivateError, HealthFlag, VirtioDevice, VirtioInterrupt, VirtioInterruptType,
@@ -90,7 +90,7 @@ impl RngQueue {
             for chain in chains {
                 let head = chain.head_index();
                 let mut written = 0;
-                if let Ok(mut w) = chain.writer::<()>(&self.memory) {
+                if let Ok(mut w) = chain.writer(&self.memory) {
                     let mut want = w.available_bytes().min(MAX_BYTES_PER_REQUEST);
                     while want > 0 {
                         let n = want.min(random.len());
@@ -196,7 +196,7 @@ mod tests {
     use crate::virtio::test_utils::NoInterrupt;
 
     fn rig() -> RngQueue {
-        let memory = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x4_0000)]).unwrap();
+        let memory = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x4_0000)]).unwrap();
         let queue = crate::virtio::test_utils::ready_queue(16, 0x1000, 0x2000, 0x3000);
         RngQueue {
             memory,

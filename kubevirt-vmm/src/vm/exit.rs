@@ -37,14 +37,20 @@ pub enum ExitReason {
     },
     /// The host stopped the VM ([`crate::Vm::stop`]).
     Stopped,
+    /// The VM was live-migrated ([`crate::Vm::migrate_to`]): the target acknowledged it and
+    /// the guest runs there now. This copy never resumes.
+    Migrated,
 }
 
 impl ExitReason {
-    /// Whether the run ended as intended: power-off, debug exit 0, or a host stop.
+    /// Whether the run ended as intended: power-off, debug exit 0, a host stop, or a migration.
     pub fn is_clean(&self) -> bool {
         matches!(
             self,
-            ExitReason::PowerOff | ExitReason::DebugExit { code: 0 } | ExitReason::Stopped
+            ExitReason::PowerOff
+                | ExitReason::DebugExit { code: 0 }
+                | ExitReason::Stopped
+                | ExitReason::Migrated
         )
     }
 }
@@ -66,6 +72,9 @@ impl fmt::Display for ExitReason {
             }
             ExitReason::VcpuError { vcpu, error } => write!(f, "vCPU {vcpu} failed: {error}"),
             ExitReason::Stopped => write!(f, "the VM was stopped by the host"),
+            ExitReason::Migrated => {
+                write!(f, "the VM was migrated: its guest runs on the migration target")
+            }
         }
     }
 }

@@ -41,6 +41,9 @@ pub enum LifecycleError {
     /// The VM ended.
     #[error("the VM already exited: {0}")]
     Exited(ExitReason),
+    /// A live migration holds the VM paused: it resumes it itself if the migration fails.
+    #[error("a live migration holds the VM paused; cancel the migration to resume it here")]
+    Migrating,
     /// Not every vCPU parked in time (one is stuck in a device access).
     #[error("pause timed out after {0:?}: {1} of {2} vCPUs parked")]
     PauseTimeout(Duration, usize, usize),
@@ -55,6 +58,8 @@ struct Inner {
     live: usize,
     /// vCPU threads parked by a pause.
     parked: usize,
+    /// A live migration is under way: [`Lifecycle::resume`] is refused.
+    migrating: bool,
     snapshots: Vec<Option<VcpuSnapshot>>,
     /// Parked vCPUs asked to save their full state ([`Lifecycle::save_vcpu_states`]).
     save_requested: Vec<bool>,
@@ -90,6 +95,7 @@ impl Lifecycle {
                 exit: None,
                 live: 0,
                 parked: 0,
+                migrating: false,
                 snapshots: vec![None; vcpus],
                 save_requested: vec![false; vcpus],
                 saved: (0..vcpus).map(|_| None).collect(),
@@ -125,6 +131,11 @@ impl Lifecycle {
         inner.started = true;
         inner.live = vcpus;
         Ok(())
+    }
+
+    /// How many vCPUs the VM has.
+    pub fn vcpu_count(&self) -> usize {
+        self.lock().snapshots.len()
     }
 
     /// The current state.
@@ -232,6 +243,27 @@ impl Lifecycle {
         }
     }
 
+    /// Marks a live migration under way (or over): while it is, [`Lifecycle::resume`] is
+    /// refused, so nothing but the migration itself resumes a VM it paused.
+    pub(crate) fn set_migrating(&self, migrating: bool) {
+        self.lock().migrating = migrating;
+    }
+
+    /// Ends the VM as migrated ([`ExitReason::Migrated`]) unless it already has an exit
+    /// reason (a stop that came while the migration held it paused), which is returned: then
+    /// the target must not run the guest.
+    pub(crate) fn commit_migration(&self) -> Result<(), ExitReason> {
+        let mut inner = self.lock();
+        if let Some(reason) = &inner.exit {
+            return Err(reason.clone());
+        }
+        inner.exit = Some(ExitReason::Migrated);
+        drop(inner);
+        self.changed.notify_all();
+        self.kick_all();
+        Ok(())
+    }
+
     /// Lets parked vCPUs run again and waits until they have all left the pause.
     pub fn resume(&self) -> Result<(), LifecycleError> {
         let mut inner = self.lock();
@@ -240,6 +272,9 @@ impl Lifecycle {
         }
         if let Some(reason) = &inner.exit {
             return Err(LifecycleError::Exited(reason.clone()));
+        }
+        if inner.migrating {
+            return Err(LifecycleError::Migrating);
         }
         inner.pause_requested = false;
         self.changed.notify_all();
@@ -348,6 +383,21 @@ mod tests {
         assert_eq!(l.exit_reason(), Some(ExitReason::Reset));
         assert_eq!(l.state(), VmState::Exited);
         assert_eq!(l.wait_exit(Some(Duration::ZERO)), Some(ExitReason::Reset));
+    }
+
+    #[test]
+    fn a_migration_commits_only_if_nothing_ended_the_vm_and_holds_it_paused_until_then() {
+        let l = Lifecycle::new(1);
+        l.start(0).unwrap();
+        l.set_migrating(true);
+        assert_eq!(l.resume(), Err(LifecycleError::Migrating));
+        l.commit_migration().unwrap();
+        assert_eq!(l.exit_reason(), Some(ExitReason::Migrated));
+        let stopped = Lifecycle::new(1);
+        stopped.start(0).unwrap();
+        stopped.request_exit(ExitReason::Stopped);
+        assert_eq!(stopped.commit_migration(), Err(ExitReason::Stopped));
+        assert_eq!(stopped.exit_reason(), Some(ExitReason::Stopped));
     }
 
     #[test]

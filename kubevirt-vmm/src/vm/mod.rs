@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use kvm_bindings::{KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY, kvm_lapic_state, kvm_pit_config};
 use kvm_ioctls::{Cap, Kvm, VmFd};
 use virtio_bindings::virtio_ids::{VIRTIO_ID_BLOCK, VIRTIO_ID_NET};
-use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
 
 use crate::acpi::ged::{GED_IRQ, GED_MMIO_ADDR, GED_MMIO_SIZE, Ged, GedEvents};
 use crate::acpi::power::{AcpiPower, POWER_PORT_SPAN, SLEEP_CONTROL_PORT};
@@ -38,7 +38,10 @@ use crate::devices::serial::{
 use crate::memory::{self, MemoryError};
 use crate::pci::PciError;
 use crate::smbios::{self, SmbiosError};
-use crate::snapshot::{LoadedSnapshot, SnapshotError, map_memory_file, restore_devices};
+use crate::memory::GuestMemoryMmap;
+use crate::snapshot::{
+    LoadedSnapshot, SnapshotError, SnapshotState, map_memory_file, restore_devices,
+};
 use crate::vcpu::{Buses, Vcpu, VcpuSnapshot, kick};
 use crate::virtio::VirtioDevice;
 use crate::virtio::pci::VirtioPciError;
@@ -314,10 +317,36 @@ impl VmBuilder {
     pub fn restore(self, dir: &std::path::Path) -> Result<Vm, VmError> {
         let snapshot =
             LoadedSnapshot::load(dir, self.config.vcpus, self.config.memory_size)?;
-        self.build_from(Some(snapshot))
+        let memory = map_memory_file(
+            &snapshot.memory_file,
+            &snapshot.memory_path,
+            &snapshot.state.layout,
+            &memory::ram_ranges(self.config.memory_size),
+            self.config.memory.prefault,
+        )
+        .map_err(SnapshotError::from)?;
+        self.build_from(Some(Restored {
+            state: snapshot.state,
+            memory,
+        }))
     }
 
-    fn build_from(self, snapshot: Option<LoadedSnapshot>) -> Result<Vm, VmError> {
+    /// Builds the VM from saved `state` over guest RAM that already holds the guest's memory
+    /// (received by a live migration), as [`VmBuilder::restore`] does from a snapshot file.
+    pub(crate) fn build_restored(
+        self,
+        state: SnapshotState,
+        memory: GuestMemoryMmap,
+    ) -> Result<Vm, VmError> {
+        self.build_from(Some(Restored { state, memory }))
+    }
+
+    /// The configuration the VM will be built with.
+    pub fn config(&self) -> &VmConfig {
+        &self.config
+    }
+
+    fn build_from(self, snapshot: Option<Restored>) -> Result<Vm, VmError> {
         let VmBuilder {
             config,
             lifecycle,
@@ -370,16 +399,12 @@ impl VmBuilder {
         let vm_fd = Arc::new(kvm.create_vm().map_err(vm_ioctl("KVM_CREATE_VM"))?);
         // RAM goes in before the irqchip exists: on some hosts a memslot added after
         // KVM_CREATE_IRQCHIP costs milliseconds (5-11 ms measured on KVM-on-PVM, ~50 us before).
-        let memory = match &snapshot {
-            Some(s) => map_memory_file(
-                &s.memory_file,
-                &s.memory_path,
-                &s.state.layout,
-                &memory::ram_ranges(config.memory_size),
-                config.memory.prefault,
-            )
-            .map_err(SnapshotError::from)?,
-            None => memory::create_guest_memory(config.memory_size, config.memory)?,
+        let (memory, snapshot) = match snapshot {
+            Some(Restored { state, memory }) => (memory, Some(state)),
+            None => (
+                memory::create_guest_memory(config.memory_size, config.memory)?,
+                None,
+            ),
         };
         memory::register_guest_memory(&vm_fd, &memory)?;
         vm_fd
@@ -533,9 +558,8 @@ impl VmBuilder {
         });
 
         if let Some(s) = &snapshot {
-            restore_devices(&buses, &s.state.devices).map_err(SnapshotError::from)?;
-            s.state
-                .machine
+            restore_devices(&buses, &s.devices).map_err(SnapshotError::from)?;
+            s.machine
                 .restore(&vm_fd)
                 .map_err(SnapshotError::from)?;
         }
@@ -554,7 +578,7 @@ impl VmBuilder {
                 .create_vcpu(u64::from(topology.apic_id(index as u8)))
                 .map_err(|source| VmError::CreateVcpu { index, source })?;
             if let Some(s) = &snapshot {
-                s.state.vcpu_states[index]
+                s.vcpu_states[index]
                     .restore(&fd, index)
                     .map_err(SnapshotError::from)?;
             } else if let Some(plan) = &plan {
@@ -589,6 +613,12 @@ impl VmBuilder {
             notify_counters,
         })
     }
+}
+
+/// Saved state and the guest RAM it goes with, for a VM that continues instead of booting.
+struct Restored {
+    state: SnapshotState,
+    memory: GuestMemoryMmap,
 }
 
 /// The OpenFirmware device path SeaBIOS and OVMF match a virtio device at `slot` by.
@@ -816,6 +846,11 @@ impl Vm {
     /// Why the VM ended, once it has.
     pub fn exit_reason(&self) -> Option<ExitReason> {
         self.lifecycle.exit_reason()
+    }
+
+    /// The pieces live migration drives: run state, devices, KVM VM fd.
+    pub(crate) fn migration_parts(&self) -> (&Lifecycle, &Buses, &VmFd) {
+        (&self.lifecycle, &self.buses, &self.vm_fd)
     }
 
     /// The VM's lifecycle, to end it from elsewhere ([`ExitRequester`]).

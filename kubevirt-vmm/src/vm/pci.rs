@@ -4,7 +4,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use kvm_ioctls::{IoEventAddress, NoDatamatch, VmFd};
-use vm_memory::GuestMemoryMmap;
+use crate::memory::GuestMemoryMmap;
 
 use super::gsi_routing::GsiRouter;
 use super::{VmError, msi, vm_ioctl};

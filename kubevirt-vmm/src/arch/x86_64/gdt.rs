@@ -1,7 +1,8 @@
 //! Segment descriptors: the boot GDT, the boot TSS and their `kvm_segment` forms.
 
 use kvm_bindings::kvm_segment;
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress};
+use crate::memory::GuestMemoryMmap;
 
 use super::layout::{BOOT_GDT_START, BOOT_TSS_START};
 
@@ -188,7 +189,7 @@ mod tests {
 
     #[test]
     fn boot_tables_are_written() {
-        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x10000)]).unwrap();
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10000)]).unwrap();
         write_boot_gdt_and_tss(&mem, 0x8000).unwrap();
         let code: u64 = mem.read_obj(GuestAddress(BOOT_GDT_START + 0x10)).unwrap();
         assert_eq!(code, boot_gdt()[2]);

@@ -12,7 +12,7 @@ pub mod topology;
 
 use kvm_bindings::{CpuId, KVM_MP_STATE_RUNNABLE, Msrs, kvm_mp_state};
 use kvm_ioctls::VcpuFd;
-use vm_memory::GuestMemoryMmap;
+use crate::memory::GuestMemoryMmap;
 
 use regs::EntryState;
 

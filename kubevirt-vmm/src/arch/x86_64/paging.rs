@@ -3,7 +3,8 @@
 //! 1 GiB pages are avoided on purpose: some hypervisors (KVM on PVM) end the VM on first use of
 //! one, and 2 MiB pages cost a handful of extra page-directory pages only.
 
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress};
+use crate::memory::GuestMemoryMmap;
 
 use super::layout::{MMIO32_START, PAGE_SIZE_2M, PD_START, PDPT_START, PML4_START};
 
@@ -83,7 +84,7 @@ mod tests {
     use super::*;
 
     fn mem() -> GuestMemoryMmap {
-        GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap()
+        GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap()
     }
 
     /// Walks the tables the way the MMU does and returns the physical address for `va`.

@@ -16,7 +16,8 @@ use std::path::Path;
 
 use kvm_bindings::{KVM_MEM_READONLY, kvm_userspace_memory_region};
 use kvm_ioctls::VmFd;
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress};
+use crate::memory::GuestMemoryMmap;
 
 use super::Firmware;
 use crate::arch::layout::FIRST_ADDR_PAST_32BITS;

@@ -4,7 +4,8 @@
 
 use std::collections::BTreeMap;
 
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress};
+use crate::memory::GuestMemoryMmap;
 
 use super::FW_CFG_DMA_SIGNATURE;
 use super::items::FwCfgItems;
@@ -235,7 +236,7 @@ mod tests {
         let mut items = FwCfgItems::new(64 << 20, 1, [7; 16]);
         items.add_file("etc/one", (0..200u8).collect()).unwrap();
         items.add_file("etc/two", vec![0xab; 5000]).unwrap();
-        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), RAM as usize)]).unwrap();
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), RAM as usize)]).unwrap();
         FwCfg::new(&items, mem)
     }
 
@@ -267,7 +268,7 @@ mod tests {
         let state = d.save_state().unwrap().unwrap();
         let mut items = FwCfgItems::new(64 << 20, 1, [7; 16]);
         items.add_file("etc/one", vec![1]).unwrap();
-        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), RAM as usize)]).unwrap();
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), RAM as usize)]).unwrap();
         let mut other = FwCfg::new(&items, mem);
         let err = other.restore_state(&state).unwrap_err().to_string();
         assert!(err.contains("differ from the snapshot"), "{err}");

@@ -6,14 +6,14 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use vm_memory::VolatileSlice;
+use crate::memory::GuestSlice;
 use vm_memory::bitmap::Bitmap;
 
 use super::cache::CacheMode;
 use super::lock::open_locked;
 
 /// Guest buffers of one request, in order (checked guest-memory slices).
-pub type GuestBuffers<'a> = [VolatileSlice<'a, ()>];
+pub type GuestBuffers<'a> = [GuestSlice<'a>];
 
 /// Bytes a default (bounce-buffered) vectored transfer moves at a time.
 const BOUNCE_CHUNK: usize = 128 << 10;
@@ -434,9 +434,10 @@ mod tests {
 
     #[test]
     fn vectored_transfers_move_guest_buffers_directly_and_match_the_bounce_path() {
-        use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+        use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
+        use crate::memory::GuestMemoryMmap;
 
-        let mem = GuestMemoryMmap::<()>::from_ranges(&[
+        let mem = GuestMemoryMmap::from_ranges(&[
             (GuestAddress(0), 0x1_0000),
             (GuestAddress(0x1_0000), 0x1_0000),
         ])
@@ -446,7 +447,7 @@ mod tests {
         fn slices<'m>(
             mem: &'m GuestMemoryMmap,
             pieces: &[(u64, usize)],
-        ) -> Vec<VolatileSlice<'m, ()>> {
+        ) -> Vec<GuestSlice<'m>> {
             pieces
                 .iter()
                 .flat_map(|&(a, l)| mem.get_slices(GuestAddress(a), l).map(|s| s.unwrap()))

@@ -7,7 +7,9 @@ use std::io::{self, Write};
 
 use virtio_queue::DescriptorChain;
 use virtio_queue::desc::split::Descriptor;
-use vm_memory::{Address, ByteValued, GuestMemoryBackend, GuestMemoryMmap, VolatileSlice};
+use vm_memory::bitmap::{AtomicBitmap, RefSlice};
+use vm_memory::{Address, ByteValued, GuestMemoryBackend};
+use crate::memory::{GuestMemoryMmap, GuestSlice};
 
 use super::backend::BlockBackend;
 
@@ -126,8 +128,8 @@ fn disk_range(sector: u64, len: u64, size: u64) -> Result<u64, RequestError> {
     }
 }
 
-type ChainReader<'a> = virtio_queue::Reader<'a, ()>;
-type ChainWriter<'a> = virtio_queue::Writer<'a, ()>;
+type ChainReader<'a> = virtio_queue::Reader<'a, RefSlice<'a, AtomicBitmap>>;
+type ChainWriter<'a> = virtio_queue::Writer<'a, RefSlice<'a, AtomicBitmap>>;
 
 /// Runs the request in `chain` against `disk` and writes its status. Returns the number of
 /// bytes written into the chain's device-writable buffers (the used-ring length). A chain
@@ -138,7 +140,7 @@ pub fn process_request(
     disk: &mut dyn BlockBackend,
     serial: &[u8; SERIAL_LEN],
 ) -> u32 {
-    let Ok(mut writer) = chain.clone().writer::<()>(memory) else {
+    let Ok(mut writer) = chain.clone().writer(memory) else {
         return 0;
     };
     let writable = writer.available_bytes();
@@ -148,7 +150,7 @@ pub fn process_request(
     let Ok(mut status_writer) = writer.split_at(writable - 1) else {
         return 0;
     };
-    let result = match chain.clone().reader::<()>(memory) {
+    let result = match chain.clone().reader(memory) {
         Ok(mut reader) => run(memory, &chain, &mut reader, &mut writer, disk, serial),
         Err(_) => Err(RequestError::GuestMemory),
     };
@@ -172,7 +174,7 @@ fn data_slices<'m>(
     descs: impl Iterator<Item = Descriptor>,
     mut skip: usize,
     len: usize,
-) -> Result<Vec<VolatileSlice<'m, ()>>, RequestError> {
+) -> Result<Vec<GuestSlice<'m>>, RequestError> {
     let mut out = Vec::new();
     let mut want = len;
     for d in descs {

@@ -200,9 +200,10 @@ mod tests {
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
     use std::time::{Duration, Instant};
 
+    use crate::memory::GuestMemoryMmap;
     use virtio_queue::Queue;
     use virtio_queue::desc::split::Descriptor;
-    use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+    use vm_memory::{Bytes, GuestAddress};
     use vmm_sys_util::eventfd::EventFd;
 
     use super::*;
@@ -303,7 +304,7 @@ mod tests {
             backend: Box::new(backend),
         });
         let counters = net.counters();
-        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap();
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap();
         let rx_event = EventFd::new(libc::EFD_NONBLOCK).unwrap();
         let tx_event = EventFd::new(libc::EFD_NONBLOCK).unwrap();
         let (rx_kick, tx_kick) = (rx_event.try_clone().unwrap(), tx_event.try_clone().unwrap());

@@ -19,7 +19,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
-use vm_memory::GuestMemoryMmap;
+use crate::memory::GuestMemoryMmap;
 
 use super::backend::NetBackend;
 use super::device::NetCounters;
@@ -161,7 +161,7 @@ impl NetQueues {
             let mut backend = self.backend.lock().unwrap_or_else(PoisonError::into_inner);
             for chain in chains {
                 let head = chain.head_index();
-                let len = chain.reader::<()>(&self.memory).ok().and_then(|mut r| {
+                let len = chain.reader(&self.memory).ok().and_then(|mut r| {
                     let len = r.available_bytes();
                     if !(VNET_HDR_LEN..=MAX_FRAME_LEN).contains(&len) {
                         return None;
@@ -260,7 +260,7 @@ impl NetQueues {
             let Some(chain) = chain else { break };
             let head = chain.head_index();
             let mut written = 0u32;
-            match chain.writer::<()>(&self.memory) {
+            match chain.writer(&self.memory) {
                 Ok(mut w) if w.available_bytes() >= len => {
                     // A failed write (cannot happen for checked buffers) returns the buffer
                     // empty and keeps the frame.

@@ -26,7 +26,8 @@ use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use virtio_queue::{Queue, QueueState, QueueT};
-use vm_memory::{GuestAddress, GuestMemoryMmap};
+use vm_memory::GuestAddress;
+use crate::memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
 use self::common_cfg::{COMMON_CFG_LEN, CommonConfig, CommonWrite};

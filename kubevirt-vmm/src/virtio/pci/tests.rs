@@ -39,7 +39,7 @@ impl VirtioDevice for Probe {
 }
 
 fn memory() -> GuestMemoryMmap {
-    GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap()
+    GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap()
 }
 
 fn device() -> (VirtioPciDevice, Activated, Arc<Mutex<u32>>) {

@@ -36,7 +36,7 @@ use std::path::{Path, PathBuf};
 
 use std::os::fd::AsRawFd;
 
-use vm_memory::VolatileSlice;
+use crate::memory::GuestSlice;
 
 use super::super::backend::{BlockBackend, GuestBuffers, transfer_vectored};
 use super::alloc::Allocator;
@@ -511,7 +511,7 @@ impl Qcow2 {
         &mut self,
         bufs: &GuestBuffers<'_>,
         offset: u64,
-        mut f: impl FnMut(&mut Self, u64, u64, VolatileSlice<'_, ()>) -> io::Result<()>,
+        mut f: impl FnMut(&mut Self, u64, u64, GuestSlice<'_>) -> io::Result<()>,
     ) -> io::Result<()> {
         let cs = self.header.cluster_size();
         let mut at = offset;

@@ -69,7 +69,7 @@ struct Rig {
 }
 
 fn rig(disk_bytes: usize, read_only: bool) -> Rig {
-    let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), MEM_SIZE as usize)]).unwrap();
+    let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM_SIZE as usize)]).unwrap();
     let queue = crate::virtio::test_utils::ready_queue(SIZE, DESC, AVAIL, USED);
     assert!(queue.is_valid(&mem));
     let flushes = Arc::new(AtomicU32::new(0));

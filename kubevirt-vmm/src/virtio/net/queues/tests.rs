@@ -60,7 +60,7 @@ fn queue(base: u64) -> Queue {
 }
 
 fn rig() -> (Rig, NetQueues) {
-    let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), MEM_SIZE as usize)]).unwrap();
+    let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM_SIZE as usize)]).unwrap();
     let backend = MemBackend::default();
     let health = HealthFlag::default();
     let counters = Arc::new(NetCounters::default());

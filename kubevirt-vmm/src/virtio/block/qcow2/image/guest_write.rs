@@ -19,7 +19,7 @@
 use std::io;
 use std::os::fd::AsRawFd;
 
-use vm_memory::VolatileSlice;
+use crate::memory::GuestSlice;
 
 use super::super::super::backend::{GuestBuffers, transfer_vectored};
 use super::super::tables::{COPIED, Cluster};
@@ -34,7 +34,7 @@ struct Run<'a> {
     /// Bytes in the run.
     len: u64,
     /// The guest memory the bytes come from, in order.
-    slices: Vec<VolatileSlice<'a, ()>>,
+    slices: Vec<GuestSlice<'a>>,
     /// The L2 entries to set once the bytes are written.
     entries: Vec<NewEntry>,
 }
@@ -61,7 +61,7 @@ impl Qcow2 {
         let total: u64 = bufs.iter().map(|b| b.len() as u64).sum();
         let end = offset + total;
         let mut run = Run::default();
-        let mut piece: Vec<VolatileSlice<'_, ()>> = Vec::new();
+        let mut piece: Vec<GuestSlice<'_>> = Vec::new();
         let mut bounce = Vec::new();
         // Cursor into `bufs`: buffer index and bytes of it already taken.
         let (mut bi, mut boff) = (0usize, 0usize);

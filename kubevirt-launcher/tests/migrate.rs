@@ -1,0 +1,211 @@
+//! Live migration between two confined launcher processes (issue 12, `migrate`): the demo
+//! guest counts on the source's console, the source is asked to `migrate` to a launcher started
+//! with `--incoming`, and the guest answers on the new launcher's console with its count
+//! going on (no second boot) while the source exits with `Migrated`; the same into a `serve
+//! --incoming` launcher (a target pod's) over TCP with a bandwidth limit, its console on its
+//! socket. A migration to a target that is not listening fails in the source's status and the
+//! guest runs on there.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{Launcher, demo_image, demo_vmi, run_command, tempdir};
+use kubevirt_launcher_protocol::{
+    ExitStatus, FinalStatus, MigrateRequest, MigrationStatus, Phase, Request,
+};
+
+fn demo(dir: &Path) -> String {
+    let image = demo_image(dir);
+    demo_vmi("mover", &image, "16Mi", "autoattachPodInterface: false", "")
+}
+
+/// Polls the source's status until its migration ended; returns it.
+fn migration_outcome(client: &kubevirt_launcher_protocol::Client) -> MigrationStatus {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        // A migrated launcher exits: its last status said how far it got.
+        let Ok(status) = client.status() else {
+            return MigrationStatus {
+                phase: "Completed".into(),
+                ..MigrationStatus::default()
+            };
+        };
+        if let Some(m) = status.migration.filter(MigrationStatus::is_done) {
+            return m;
+        }
+        assert!(Instant::now() < deadline, "the migration never ended");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_guest_migrates_to_a_new_launcher_and_counts_on_there() {
+    let src = tempdir("migrate-source");
+    let dst = tempdir("migrate-target");
+    let vmi = demo(src.path());
+    let mut source = Launcher::spawn(run_command(src.path(), &vmi, &[]));
+    source.expect("demo# ");
+    for n in 1..=3 {
+        source.type_text("count\r");
+        source.expect(&format!("count {n}"));
+    }
+
+    let socket = dst.path().join("incoming.sock");
+    let addr = format!("unix:{}", socket.display());
+    let mut cmd = run_command(dst.path(), &vmi, &[]);
+    cmd.args(["--incoming", &addr]);
+    let mut target = Launcher::spawn(cmd);
+    kubevirt_testsupport::eventually_within(
+        Duration::from_secs(60),
+        "the target to listen",
+        || socket.exists().then_some(()),
+    );
+
+    let control = common::control_client(src.path());
+    control
+        .act(&Request::Migrate(Box::new(MigrateRequest::new(
+            addr.clone(),
+        ))))
+        .expect("migrate");
+    let (status, out) = source.wait();
+    assert_eq!(
+        status.code(),
+        Some(ExitStatus::Migrated.code().into()),
+        "the source exits 'migrated':\n{out}"
+    );
+    assert!(
+        out.contains("mover Succeeded: the VM was migrated"),
+        "{out}"
+    );
+    let last = FinalStatus::read(&src.path().join("run"))
+        .expect("final status")
+        .expect("a final status was left");
+    assert_eq!(last.exit, ExitStatus::Migrated, "{last:?}");
+
+    let target_control = common::control_client(dst.path());
+    common::wait_for_phase(&target_control, Phase::Running);
+    target.type_text("count\r");
+    let seen = target.expect("count 4");
+    assert!(
+        !seen.contains(kubevirt_demo_guest::BANNER),
+        "the migrated guest booted again:\n{seen}"
+    );
+    assert_eq!(target_control.status().unwrap().restarts, 0);
+    target.type_text("poweroff\r");
+    let (status, out) = target.wait();
+    assert!(status.success(), "{out}");
+    assert!(out.contains("mover Succeeded"), "{out}");
+}
+
+#[test]
+fn a_migration_to_a_target_that_is_not_listening_fails_and_the_guest_runs_on() {
+    let src = tempdir("migrate-nowhere");
+    let vmi = demo(src.path());
+    let mut source = Launcher::spawn(run_command(src.path(), &vmi, &[]));
+    source.expect("demo# ");
+    source.type_text("count\r");
+    source.expect("count 1");
+    let control = common::control_client(src.path());
+    let nowhere = format!("unix:{}", src.path().join("nobody.sock").display());
+    control
+        .act(&Request::Migrate(Box::new(MigrateRequest::new(nowhere))))
+        .expect("migrate is taken, and fails on its own thread");
+    let outcome = migration_outcome(&control);
+    assert_eq!(outcome.phase, "Failed", "{outcome:?}");
+    let error = outcome.error.unwrap_or_default();
+    assert!(error.contains("connecting to unix:"), "{error}");
+    // The guest runs on in the source.
+    assert_eq!(control.status().unwrap().phase, Phase::Running);
+    source.type_text("count\r");
+    source.expect("count 2");
+    control.stop().expect("stop");
+    let (status, _) = source.wait();
+    assert_eq!(status.code(), Some(0));
+}
+
+const TARGET_UID: &str = "7b2d1e8f-migrate-target";
+
+/// A free TCP port on the loopback.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Types `text` on the launcher's console socket and reads until `want` shows.
+fn console_round_trip(run_dir: &Path, text: &str, want: &str) -> String {
+    use std::io::{Read, Write};
+    let mut console = std::os::unix::net::UnixStream::connect(run_dir.join("console.sock"))
+        .expect("console socket");
+    console
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    console.write_all(text.as_bytes()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    while !seen.contains(want) {
+        assert!(
+            Instant::now() < deadline,
+            "no {want:?} on the console: {seen}"
+        );
+        if let Ok(n) = console.read(&mut buf) {
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    }
+    seen
+}
+
+#[test]
+fn a_serve_target_in_its_pod_receives_the_guest_over_tcp() {
+    let src = tempdir("migrate-tcp-source");
+    let dst = tempdir("migrate-tcp-target");
+    let vmi = demo(src.path());
+    let mut source = Launcher::spawn(run_command(src.path(), &vmi, &[]));
+    source.expect("demo# ");
+    for n in 1..=2 {
+        source.type_text("count\r");
+        source.expect(&format!("count {n}"));
+    }
+
+    // The target pod's launcher: `serve --incoming`, started by the node agent's `start`.
+    let addr = format!("tcp:127.0.0.1:{}", free_port());
+    let mut cmd = common::serve_command(dst.path(), ("default", "mover"), TARGET_UID, &[]);
+    cmd.args(["--incoming", &addr]);
+    let mut target = Launcher::spawn(cmd);
+    let target_control = common::control_client(dst.path());
+    target_control
+        .act(&Request::Start(Box::new(
+            kubevirt_launcher_protocol::StartRequest {
+                vmi: common::vmi_json(&vmi, TARGET_UID),
+                network_prepared: false,
+                restore_from: None,
+            },
+        )))
+        .expect("start");
+    target.expect("waiting for the migration source on tcp:");
+
+    let control = common::control_client(src.path());
+    control
+        .act(&Request::Migrate(Box::new(MigrateRequest {
+            bandwidth_mib_per_sec: Some(512),
+            ..MigrateRequest::new(addr.clone())
+        })))
+        .expect("migrate");
+    let (status, out) = source.wait();
+    assert_eq!(
+        status.code(),
+        Some(ExitStatus::Migrated.code().into()),
+        "{out}"
+    );
+    common::wait_for_phase(&target_control, Phase::Running);
+    let seen = console_round_trip(&dst.path().join("run"), "count\r", "count 3");
+    assert!(!seen.contains(kubevirt_demo_guest::BANNER), "{seen}");
+    target_control.stop().expect("stop");
+    let (status, out) = target.wait();
+    assert!(status.success(), "{out}");
+}
