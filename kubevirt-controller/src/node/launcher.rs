@@ -200,10 +200,10 @@ impl Launcher {
         match blocking(client, |c| c.status()).await {
             Ok(s) => {
                 self.last = Some(s.clone());
-                Report::Status(s)
+                Report::Status(Box::new(s))
             }
             Err(e) if e.is_unreachable() => match &self.last {
-                Some(s) => Report::Status(s.clone()),
+                Some(s) => Report::Status(Box::new(s.clone())),
                 None => Report::Launching,
             },
             // The launcher answered what this agent cannot use: another version, or nonsense.

@@ -252,7 +252,7 @@ mod tests {
 
     #[test]
     fn masquerade_interfaces_show_the_pod_ip_and_bridged_ones_their_own() {
-        let mut r = Report::Status(Status {
+        let mut r = Report::Status(Box::new(Status {
             phase: Phase::Running,
             guest: GuestInfo {
                 interfaces: vec![
@@ -262,7 +262,7 @@ mod tests {
                 ..GuestInfo::default()
             },
             ..Status::default()
-        });
+        }));
         with_pod_ip(&mut r, "10.88.0.5");
         let Report::Status(s) = r else {
             panic!("still a status")

@@ -15,8 +15,9 @@ pub const NODE_NAME_LABEL: &str = "kubevirt.io/nodeName";
 pub enum Report {
     /// Started; its control socket does not answer yet.
     Launching,
-    /// Its control socket's answer.
-    Status(Status),
+    /// Its control socket's answer (boxed: a status with its migration progress is far larger
+    /// than the other variants).
+    Status(Box<Status>),
     /// It exited.
     Exited {
         /// The exit code (`None`: killed by a signal).

@@ -62,7 +62,10 @@ pub fn parse(bytes: &[u8]) -> Result<Parsed, ManifestError> {
         let chosen = amd64
             .or(if list.len() == 1 { list.first() } else { None })
             .ok_or_else(|| err("the index has no linux/amd64 image".into()))?;
-        return Ok(Parsed::Index(sha256(chosen.digest().to_string(), "the index's entry")?));
+        return Ok(Parsed::Index(sha256(
+            chosen.digest().to_string(),
+            "the index's entry",
+        )?));
     }
     let manifest: ImageManifest = serde_json::from_slice(bytes)
         .map_err(|e| err(format!("neither an image manifest nor an index: {e}")))?;
@@ -105,13 +108,19 @@ mod tests {
                       {{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{other}","size":8}}]}}"#
         );
         let err = parse(manifest.as_bytes()).unwrap_err().to_string();
-        assert!(err.contains("layer 1") && err.contains("only sha256"), "{err}");
+        assert!(
+            err.contains("layer 1") && err.contains("only sha256"),
+            "{err}"
+        );
         let index = format!(
             r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha255:{}","size":1}}]}}"#,
             "b".repeat(64)
         );
         let err = parse(index.as_bytes()).unwrap_err().to_string();
-        assert!(err.contains("index's entry") && err.contains("only sha256"), "{err}");
+        assert!(
+            err.contains("index's entry") && err.contains("only sha256"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -18,7 +18,7 @@ fn vmi(status: Value, labelled: bool) -> VirtualMachineInstance {
 }
 
 fn running(paused: bool, ip: Option<&str>) -> Report {
-    Report::Status(Status {
+    Report::Status(Box::new(Status {
         phase: Phase::Running,
         paused,
         guest: GuestInfo {
@@ -31,7 +31,7 @@ fn running(paused: bool, ip: Option<&str>) -> Report {
             ..GuestInfo::default()
         },
         ..Status::default()
-    })
+    }))
 }
 
 /// Applies a merge patch's status to the VMI, as the API server would.
@@ -156,10 +156,10 @@ fn a_launcher_speaking_another_protocol_is_a_failure_not_a_guess() {
 
 #[test]
 fn a_launcher_waiting_in_its_pod_keeps_the_vmi_scheduled() {
-    let waiting = Report::Status(Status {
+    let waiting = Report::Status(Box::new(Status {
         phase: Phase::Waiting,
         ..Status::default()
-    });
+    }));
     let scheduled = vmi(json!({"phase": "Scheduled", "nodeName": "node-a"}), true);
     let p = patch(&scheduled, "node-a", &waiting, now()).unwrap();
     assert_eq!(p["status"]["phase"], "Scheduled");
