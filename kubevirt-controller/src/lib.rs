@@ -26,6 +26,7 @@ pub mod events;
 pub mod install;
 pub mod logging;
 pub mod manifests;
+pub mod metrics;
 pub mod node;
 pub mod operator;
 pub mod replicaset;

@@ -8,14 +8,46 @@ use super::{CliError, NodeArgs};
 use crate::controllers::Controllers;
 use crate::node::{self, NodeConfig};
 
-pub(super) fn run(
-    kubeconfig: Option<PathBuf>,
-    install_crds: bool,
-    pods: Option<crate::vmi::PodConfig>,
-    data_volumes: Option<crate::cdi::datavolume::DataVolumeConfig>,
+/// What `run` starts.
+pub(super) struct RunOptions {
+    pub kubeconfig: Option<PathBuf>,
+    pub install_crds: bool,
+    pub pods: Option<crate::vmi::PodConfig>,
+    pub data_volumes: Option<crate::cdi::datavolume::DataVolumeConfig>,
+    pub metrics_listen: Option<std::net::SocketAddr>,
+}
+
+/// Serves `/metrics` at `listen` (if given) and says where on `out`.
+async fn metrics(
+    listen: Option<std::net::SocketAddr>,
+    collect: crate::metrics::Collect,
     out: &mut dyn Write,
-) -> Result<ExitCode, CliError> {
+) -> Result<(), CliError> {
+    if let Some(addr) = listen {
+        let bound = crate::metrics::spawn(addr, collect).await?;
+        writeln!(
+            out,
+            "kubevirt-controller: metrics on http://{bound}/metrics"
+        )?;
+    }
+    Ok(())
+}
+
+pub(super) fn run(options: RunOptions, out: &mut dyn Write) -> Result<ExitCode, CliError> {
+    let RunOptions {
+        kubeconfig,
+        install_crds,
+        pods,
+        data_volumes,
+        metrics_listen,
+    } = options;
     super::on_cluster(kubeconfig.clone(), |client, server| async move {
+        metrics(
+            metrics_listen,
+            crate::metrics::controller(client.clone()),
+            out,
+        )
+        .await?;
         if install_crds {
             let changed = crate::install::ensure_crds(&client).await?;
             writeln!(
@@ -126,6 +158,12 @@ pub(super) fn node(args: NodeArgs, out: &mut dyn Write) -> Result<ExitCode, CliE
                 args.device_plugin_dir.display()
             )?;
         }
+        metrics(
+            args.metrics_listen,
+            crate::metrics::node_agent(client.clone(), config.clone(), mode.clone()),
+            out,
+        )
+        .await?;
         let mut set = Controllers::new(client, crate::logging::sync_outcome);
         set.start_node_agent_in(config, mode);
         set.run_until(crate::signal::terminated()).await;

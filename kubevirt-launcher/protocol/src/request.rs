@@ -55,6 +55,8 @@ pub enum Request {
         /// alphanumeric (a DNS label, as VirtualMachineSnapshot names go).
         name: String,
     },
+    /// The launcher's resource use and device counters ([`crate::Stats`]), for metrics.
+    Stats,
     /// Run this VMI: only a launcher waiting in its pod ([`crate::Phase::Waiting`]) takes it;
     /// the reply is [`crate::Done`] once the VM is being set up (its progress shows in
     /// [`Request::Status`]).
@@ -72,6 +74,7 @@ const OPS: &[&str] = &[
     "stop",
     "start",
     "snapshot",
+    "stats",
 ];
 
 /// Why a request line was refused.
@@ -124,6 +127,7 @@ impl Request {
             Request::Stop => "stop",
             Request::Start(_) => "start",
             Request::Snapshot { .. } => "snapshot",
+            Request::Stats => "stats",
         }
     }
 
@@ -195,6 +199,7 @@ impl Request {
             "softReboot" => Request::SoftReboot,
             "reset" => Request::Reset,
             "stop" => Request::Stop,
+            "stats" => Request::Stats,
             "snapshot" => Request::Snapshot {
                 name: match m.get("name") {
                     Some(Value::String(n)) if is_snapshot_name(n) => n.clone(),
@@ -277,6 +282,7 @@ mod tests {
             Request::SoftReboot,
             Request::Reset,
             Request::Stop,
+            Request::Stats,
             Request::Snapshot {
                 name: "before-upgrade-1".into(),
             },

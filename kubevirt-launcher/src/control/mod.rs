@@ -22,6 +22,7 @@
 
 mod shutdown;
 mod snapshot;
+mod stats;
 pub mod waiting;
 
 pub use self::shutdown::{Shutdown, Shutdowns};
@@ -275,6 +276,7 @@ pub fn handle(target: &Target, line: &str) -> String {
             Some(s) => s.request(target, &name),
             None => encode_error(&"this launcher takes no memory snapshots"),
         },
+        Request::Stats => encode_ok(&stats::collect(target)),
         Request::Start(_) => encode_error(
             &"this launcher already runs its VMI: start is only taken by a launcher waiting in its pod (`kubevirt-launcher serve`)",
         ),

@@ -2,6 +2,7 @@
 //! kernel boot) or pick the firmware (SeaBIOS, OVMF) that boots the disks, prepare and attach the
 //! disks (virtio-blk), then start the VM with its console and control sockets.
 
+pub mod device_stats;
 mod image;
 pub mod machine;
 pub mod network;
@@ -396,6 +397,7 @@ pub fn launch(object: &Object, opts: &RunOptions) -> Result<Launched, RunError> 
             disks: devices,
             rng: plan.rng,
             net,
+            stats: Default::default(),
         },
         opts.restore_from.as_deref(),
     )?;
