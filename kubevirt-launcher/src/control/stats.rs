@@ -1,12 +1,13 @@
 //! The `stats` request: the launcher's resource use from `/proc/self` (each vCPU thread's CPU
-//! time, the resident set) and its devices' counters, for the node agent's metrics.
+//! time — `schedstat`'s nanoseconds on a CPU, else `stat`'s utime + stime in clock ticks —
+//! and the resident set) and its devices' counters, for the node agent's metrics.
 
 use super::Target;
 use kubevirt_launcher_protocol::{Stats, VcpuStats};
 use std::collections::BTreeMap;
 use std::sync::{Mutex, PoisonError};
 
-/// CPU ticks last seen of every vCPU thread so far, by vCPU index and thread id: a guest
+/// CPU nanoseconds last seen of every vCPU thread so far, by vCPU index and thread id: a guest
 /// reboot starts new vCPU threads, and the ended ones' time stays counted, so the total never
 /// goes down.
 static SEEN: Mutex<BTreeMap<u32, BTreeMap<u32, u64>>> = Mutex::new(BTreeMap::new());
@@ -48,22 +49,27 @@ fn vcpu_seconds() -> Vec<VcpuStats> {
             let Some(id) = vcpu_index(comm.trim()) else {
                 continue;
             };
-            if let Some(ticks) = std::fs::read_to_string(dir.join("stat"))
-                .ok()
-                .as_deref()
-                .and_then(cpu_ticks)
-            {
-                seen.entry(id).or_default().insert(tid, ticks);
+            if let Some(ns) = thread_cpu_nanos(&dir) {
+                seen.entry(id).or_default().insert(tid, ns);
             }
         }
     }
-    let hz = clock_ticks_per_second();
     seen.iter()
         .map(|(&id, threads)| VcpuStats {
             id,
-            cpu_seconds: threads.values().sum::<u64>() as f64 / hz,
+            cpu_seconds: threads.values().sum::<u64>() as f64 / 1e9,
         })
         .collect()
+}
+
+/// A thread's time on a CPU in nanoseconds: `schedstat`'s first field, else `stat`'s ticks.
+fn thread_cpu_nanos(task: &std::path::Path) -> Option<u64> {
+    let schedstat = std::fs::read_to_string(task.join("schedstat")).ok();
+    if let Some(ns) = schedstat.and_then(|s| s.split_whitespace().next()?.parse().ok()) {
+        return Some(ns);
+    }
+    let ticks = cpu_ticks(&std::fs::read_to_string(task.join("stat")).ok()?)?;
+    Some((ticks as f64 * 1e9 / clock_ticks_per_second()) as u64)
 }
 
 /// `vcpu3` → 3.
