@@ -21,6 +21,7 @@
 pub mod api;
 pub mod cdi;
 pub mod cli;
+pub mod clusterconfig;
 pub mod controllers;
 pub mod events;
 pub mod install;
