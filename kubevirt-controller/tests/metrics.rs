@@ -3,7 +3,8 @@
 //! a VM's requests; the node agent (direct mode) boots the demo guest on the pod network and
 //! its per-VMI series come from the launcher — the vCPU's CPU time grows, and pinging the guest
 //! from inside its network namespace moves the NIC's receive and transmit bytes. Of two
-//! operator replicas, the one holding Lease `virt-operator` reports leading, both ready.
+//! operator replicas (serving HTTPS), the one holding Lease `virt-operator` reports leading,
+//! both ready.
 
 mod common;
 
@@ -74,7 +75,8 @@ fn start_with(args: &[&str], env: &[(&str, &str)]) -> (Daemon, String) {
 /// One scrape: the headers and the body.
 fn scrape(url: &str) -> (String, String) {
     let o = Command::new("curl")
-        .args(["-sS", "-i", "--max-time", "10", url])
+        // The operator's endpoint serves a self-signed certificate.
+        .args(["-sS", "-i", "-k", "--max-time", "10", url])
         .output()
         .expect("run curl");
     assert!(o.status.success(), "{o:?}");
@@ -299,11 +301,25 @@ async fn the_operator_replica_holding_the_lease_reports_leading() {
     let (ok, _, err) = c.kubectl(&["create", "namespace", "kubevirt"], None).await;
     assert!(ok, "{err}");
     let k = c.kubeconfig.to_str().unwrap().to_string();
+    // Over HTTPS, as upstream serves its metrics.
+    let key = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let (cert_file, key_file) = (c.dir.join("metrics.crt"), c.dir.join("metrics.key"));
+    std::fs::write(&cert_file, key.cert.pem()).unwrap();
+    std::fs::write(&key_file, key.signing_key.serialize_pem()).unwrap();
+    let tls = [cert_file, key_file].map(|p| p.to_str().unwrap().to_string());
     let replica = |name: &'static str| {
-        let k = k.clone();
+        let (k, tls) = (k.clone(), tls.clone());
         tokio::task::spawn_blocking(move || {
             start_with(
-                &["operator", "--kubeconfig", &k],
+                &[
+                    "operator",
+                    "--kubeconfig",
+                    &k,
+                    "--metrics-tls-cert-file",
+                    &tls[0],
+                    "--metrics-tls-key-file",
+                    &tls[1],
+                ],
                 &[
                     ("WATCH_NAMESPACE", "kubevirt"),
                     ("VIRT_OPERATOR_IMAGE", "127.0.0.1:5000/virt-operator:v0.1.0"),
@@ -313,6 +329,7 @@ async fn the_operator_replica_holding_the_lease_reports_leading() {
         })
     };
     let (_first, first) = replica("virt-operator-a").await.unwrap();
+    assert!(first.starts_with("https://127.0.0.1:"), "{first}");
     let leading = |url: &str| {
         let (_, body) = scrape(url);
         let bit = |name: &str| {

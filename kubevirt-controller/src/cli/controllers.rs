@@ -14,23 +14,7 @@ pub(super) struct RunOptions {
     pub install_crds: bool,
     pub pods: Option<crate::vmi::PodConfig>,
     pub data_volumes: Option<crate::cdi::datavolume::DataVolumeConfig>,
-    pub metrics_listen: Option<std::net::SocketAddr>,
-}
-
-/// Serves `/metrics` at `listen` (if given) and says where on `out`.
-async fn metrics(
-    listen: Option<std::net::SocketAddr>,
-    collect: crate::metrics::Collect,
-    out: &mut dyn Write,
-) -> Result<(), CliError> {
-    if let Some(addr) = listen {
-        let bound = crate::metrics::spawn(addr, collect).await?;
-        writeln!(
-            out,
-            "kubevirt-controller: metrics on http://{bound}/metrics"
-        )?;
-    }
-    Ok(())
+    pub metrics: super::MetricsArgs,
 }
 
 pub(super) fn run(options: RunOptions, out: &mut dyn Write) -> Result<ExitCode, CliError> {
@@ -39,15 +23,12 @@ pub(super) fn run(options: RunOptions, out: &mut dyn Write) -> Result<ExitCode, 
         install_crds,
         pods,
         data_volumes,
-        metrics_listen,
+        metrics,
     } = options;
     super::on_cluster(kubeconfig.clone(), |client, server| async move {
-        metrics(
-            metrics_listen,
-            crate::metrics::controller(client.clone()),
-            out,
-        )
-        .await?;
+        metrics
+            .serve(crate::metrics::controller(client.clone()), out)
+            .await?;
         if install_crds {
             let changed = crate::install::ensure_crds(&client).await?;
             writeln!(
@@ -158,12 +139,8 @@ pub(super) fn node(args: NodeArgs, out: &mut dyn Write) -> Result<ExitCode, CliE
                 args.device_plugin_dir.display()
             )?;
         }
-        metrics(
-            args.metrics_listen,
-            crate::metrics::node_agent(client.clone(), config.clone(), mode.clone()),
-            out,
-        )
-        .await?;
+        let collect = crate::metrics::node_agent(client.clone(), config.clone(), mode.clone());
+        args.metrics.serve(collect, out).await?;
         let mut set = Controllers::new(client, crate::logging::sync_outcome);
         set.start_node_agent_in(config, mode);
         set.run_until(crate::signal::terminated()).await;

@@ -16,10 +16,9 @@ pub struct OperatorArgs {
     /// The kubeconfig file (default: `KUBECONFIG`, then `~/.kube/config`, then in-cluster).
     #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
-    /// Serve Prometheus metrics (upstream's virt-operator names: leading and ready status) at
-    /// `http://ADDR/metrics`.
-    #[arg(long, value_name = "ADDR")]
-    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// `/metrics` (upstream's virt-operator names: leading and ready status).
+    #[command(flatten)]
+    pub metrics: super::MetricsArgs,
 }
 
 /// The operator's configuration from `env` (the process environment in `run`).
@@ -63,18 +62,12 @@ pub(super) fn run(args: OperatorArgs, out: &mut dyn Write) -> Result<ExitCode, C
             "kubevirt-controller: operator {} ({}) for namespace {} on {server}: components {}/*:{}",
             config.version, config.identity, config.namespace, config.registry, config.tag
         )?;
-        if let Some(addr) = args.metrics_listen {
-            let collect = crate::metrics::operator(
-                client.clone(),
-                config.namespace.clone(),
-                config.identity.clone(),
-            );
-            let bound = crate::metrics::spawn(addr, collect).await?;
-            writeln!(
-                out,
-                "kubevirt-controller: metrics on http://{bound}/metrics"
-            )?;
-        }
+        let collect = crate::metrics::operator(
+            client.clone(),
+            config.namespace.clone(),
+            config.identity.clone(),
+        );
+        args.metrics.serve(collect, out).await?;
         out.flush()?;
         crate::operator::run(client, config, crate::signal::terminated()).await;
         Ok(ExitCode::SUCCESS)

@@ -1,9 +1,8 @@
 //! Prometheus `/metrics` of the long-running components, with upstream KubeVirt's metric
 //! names, types, HELP texts and labels: `run` (the controller: [`cluster`]), `node` (the node
 //! agent: [`node`], from each launcher's `stats`) and `operator` ([`operator`]), each on
-//! `--metrics-listen ADDR` ([`serve`], plain HTTP — upstream serves HTTPS on 8443; put a
-//! TLS-terminating proxy or the cluster network policy in front). The text format is
-//! [`exposition`]'s.
+//! `--metrics-listen ADDR` ([`serve`]: plain HTTP, or HTTPS with a certificate and key as
+//! upstream serves them). The text format is [`exposition`]'s.
 
 pub mod cluster;
 pub mod exposition;

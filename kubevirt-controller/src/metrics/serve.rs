@@ -1,5 +1,6 @@
-//! The `/metrics` endpoint: plain HTTP on `--metrics-listen ADDR`, each scrape rendered from
-//! what its [`Collect`] gathers at that moment.
+//! The `/metrics` endpoint on `--metrics-listen ADDR`, plain HTTP or HTTPS (the subresource
+//! API's TLS serving, `crate::api::serve`), each scrape rendered from what its [`Collect`]
+//! gathers at that moment.
 
 use super::exposition::{CONTENT_TYPE, Family, render};
 use axum::Router;
@@ -34,17 +35,33 @@ pub async fn serve(listener: TcpListener, collect: Collect) {
     }
 }
 
-/// Binds `addr` and serves `/metrics` there in a task; returns the bound address.
+/// Binds `addr` and serves `/metrics` there in a task, over TLS with `tls`; returns the
+/// bound address.
 ///
 /// # Errors
 /// The address cannot be bound.
 pub async fn spawn(
     addr: std::net::SocketAddr,
     collect: Collect,
+    tls: Option<Arc<rustls::ServerConfig>>,
 ) -> std::io::Result<std::net::SocketAddr> {
     let listener = TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
-    tokio::spawn(serve(listener, collect));
+    match tls {
+        None => {
+            tokio::spawn(serve(listener, collect));
+        }
+        Some(tls) => {
+            tokio::spawn(async move {
+                let app = router(collect);
+                let served =
+                    crate::api::serve::serve_tls(listener, app, tls, std::future::pending()).await;
+                if let Err(error) = served {
+                    tracing::warn!(error = %error, "the metrics endpoint stopped");
+                }
+            });
+        }
+    }
     tracing::info!(address = %bound, "serving /metrics");
     Ok(bound)
 }
