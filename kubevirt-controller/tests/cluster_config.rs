@@ -1,7 +1,8 @@
 //! The KubeVirt CR's `spec.configuration` read live by the VMI controller, against a real API
 //! server (kubevirt-local in process) and the real kubectl: without a CR a vCPU requests a
 //! tenth of a core; `cpuAllocationRatio: 4` makes the next launcher pod request 250m, a change
-//! to 2 makes the one after request 500m; a configuration the checks refuse changes nothing (the controller logs the
+//! to 2 makes the one after request 500m, and a hostDisk VMI is refused without the HostDisk
+//! gate; a configuration the checks refuse changes nothing (the controller logs the
 //! field path) and `kubevirt-controller validate` names it.
 
 mod common;
@@ -114,6 +115,29 @@ async fn the_next_launcher_pod_follows_the_kubevirt_crs_ratios() {
     })
     .await;
     assert_eq!(cpu, "500m");
+
+    // The CR enables no feature gate: a hostDisk volume is refused, in upstream's words.
+    let vmis: Api<VirtualMachineInstance> = Api::namespaced(c.client.clone(), "default");
+    let host: VirtualMachineInstance = serde_json::from_value(json!({
+        "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance",
+        "metadata": {"name": "host", "namespace": "default"},
+        "spec": {"domain": {"devices": {}, "memory": {"guest": "64Mi"}},
+                 "volumes": [{"name": "d", "hostDisk": {"path": "/var/lib/d.img", "type": "Disk"}}]}
+    }))
+    .unwrap();
+    vmis.create(&PostParams::default(), &host).await.unwrap();
+    let message = eventually("the hostDisk VMI refused", || async {
+        let s = vmis.get("host").await.ok()?.status?;
+        s.conditions?
+            .into_iter()
+            .find(|c| c.type_ == "Synchronized" && c.status == "False")?
+            .message
+    })
+    .await;
+    assert!(
+        message.contains("spec.volumes[0].hostDisk: HostDisk feature gate is not enabled"),
+        "{message}"
+    );
 
     // A bad ratio is refused: the last good configuration stays.
     apply("{developerConfiguration: {cpuAllocationRatio: 0}}").await;

@@ -7,8 +7,9 @@
 //! Without a CR (the embedded `kubevirt-local up`) upstream's defaults apply.
 //!
 //! What the components do with it: the VMI controller sizes the launcher pod's requests with
-//! `cpuAllocationRatio` and `developerConfiguration.memoryOvercommit`. `featureGates`,
-//! `migrations` and `evictionStrategy` are read and kept for the features that will use them.
+//! `cpuAllocationRatio` and `developerConfiguration.memoryOvercommit` and refuses `hostDisk`
+//! volumes without the `HostDisk` gate. `migrations` and `evictionStrategy` are read and kept
+//! for the features that will use them.
 
 mod watch;
 

@@ -94,6 +94,14 @@ pub enum RenderError {
         /// Its name.
         name: String,
     },
+    /// A field behind a feature gate the KubeVirt CR does not enable (upstream's words).
+    #[error("{path}: {gate} feature gate is not enabled")]
+    FeatureGate {
+        /// The field path.
+        path: String,
+        /// The gate.
+        gate: &'static str,
+    },
     /// A resource quantity is not valid.
     #[error("{path}: {message}")]
     Quantity {
@@ -102,6 +110,22 @@ pub enum RenderError {
         /// Why.
         message: String,
     },
+}
+
+/// Refuses what the cluster configuration's feature gates keep out: `hostDisk` volumes
+/// without `HostDisk` (upstream refuses them at admission).
+fn gated(vmi: &VirtualMachineInstance, cluster: &ClusterConfig) -> Result<(), RenderError> {
+    if cluster.gate("HostDisk") {
+        return Ok(());
+    }
+    let volumes = vmi.spec.volumes.as_deref().unwrap_or_default();
+    match volumes.iter().position(|v| v.host_disk.is_some()) {
+        Some(i) => Err(RenderError::FeatureGate {
+            path: format!("spec.volumes[{i}].hostDisk"),
+            gate: "HostDisk",
+        }),
+        None => Ok(()),
+    }
 }
 
 /// The pod that runs `vmi`, ready to create (`generateName`: the API server names it). `claims`
@@ -122,6 +146,7 @@ pub fn pod_for_in(
     claims: &ClaimModes,
     cluster: &ClusterConfig,
 ) -> Result<Pod, RenderError> {
+    gated(vmi, cluster)?;
     let uid = vmi.metadata.uid.clone().ok_or(RenderError::NoUid)?;
     let name = vmi.metadata.name.clone().ok_or(RenderError::NoName)?;
     let namespace = vmi
