@@ -21,11 +21,13 @@
 pub mod api;
 pub mod cdi;
 pub mod cli;
+pub mod clusterconfig;
 pub mod controllers;
 pub mod events;
 pub mod install;
 pub mod logging;
 pub mod manifests;
+pub mod metrics;
 pub mod node;
 pub mod operator;
 pub mod replicaset;

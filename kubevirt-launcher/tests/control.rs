@@ -33,6 +33,7 @@ fn counter_target() -> (Arc<Machine>, Target) {
         disks: Vec::new(),
         rng: false,
         net: None,
+        stats: Default::default(),
     })
     .expect("machine");
     let target = Target {
@@ -225,4 +226,27 @@ fn a_stop_during_set_up_stops_the_vm_once_it_is_built() {
         Some(ExitReason::Stopped)
     );
     assert_eq!(client.status().unwrap().phase, Phase::Succeeded);
+}
+
+#[test]
+fn stats_report_the_vcpus_cpu_time_growing_and_the_resident_set() {
+    let dir = kubevirt_testsupport::tempdir("control-stats");
+    let (machine, server) = serve(&dir);
+    let client = Client::new(server.socket());
+    let first = client.stats().unwrap();
+    std::thread::sleep(Duration::from_millis(600));
+    let second = client.stats().unwrap();
+    // The counter guest spins: its vCPU is on a host CPU all the time.
+    let seconds = |s: &kubevirt_launcher_protocol::Stats| {
+        s.vcpus.iter().find(|v| v.id == 0).map(|v| v.cpu_seconds)
+    };
+    let (a, b) = (seconds(&first).unwrap(), seconds(&second).unwrap());
+    assert!(b - a >= 0.2, "vcpu0 ran {a} s, then {b} s");
+    assert!(second.resident_bytes > 1 << 20, "{second:?}");
+    assert_eq!(
+        second.domain_memory_bytes, 0,
+        "this target gives no memory size"
+    );
+    assert!(second.interfaces.is_empty() && second.disks.is_empty());
+    machine.vm().stop();
 }

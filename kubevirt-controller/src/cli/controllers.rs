@@ -8,14 +8,27 @@ use super::{CliError, NodeArgs};
 use crate::controllers::Controllers;
 use crate::node::{self, NodeConfig};
 
-pub(super) fn run(
-    kubeconfig: Option<PathBuf>,
-    install_crds: bool,
-    pods: Option<crate::vmi::PodConfig>,
-    data_volumes: Option<crate::cdi::datavolume::DataVolumeConfig>,
-    out: &mut dyn Write,
-) -> Result<ExitCode, CliError> {
+/// What `run` starts.
+pub(super) struct RunOptions {
+    pub kubeconfig: Option<PathBuf>,
+    pub install_crds: bool,
+    pub pods: Option<crate::vmi::PodConfig>,
+    pub data_volumes: Option<crate::cdi::datavolume::DataVolumeConfig>,
+    pub metrics: super::MetricsArgs,
+}
+
+pub(super) fn run(options: RunOptions, out: &mut dyn Write) -> Result<ExitCode, CliError> {
+    let RunOptions {
+        kubeconfig,
+        install_crds,
+        pods,
+        data_volumes,
+        metrics,
+    } = options;
     super::on_cluster(kubeconfig.clone(), |client, server| async move {
+        metrics
+            .serve(crate::metrics::controller(client.clone()), out)
+            .await?;
         if install_crds {
             let changed = crate::install::ensure_crds(&client).await?;
             writeln!(
@@ -126,6 +139,8 @@ pub(super) fn node(args: NodeArgs, out: &mut dyn Write) -> Result<ExitCode, CliE
                 args.device_plugin_dir.display()
             )?;
         }
+        let collect = crate::metrics::node_agent(client.clone(), config.clone(), mode.clone());
+        args.metrics.serve(collect, out).await?;
         let mut set = Controllers::new(client, crate::logging::sync_outcome);
         set.start_node_agent_in(config, mode);
         set.run_until(crate::signal::terminated()).await;

@@ -3,11 +3,13 @@
 mod api;
 mod controllers;
 mod crds;
+mod metrics;
 mod operator;
 pub mod pods;
 mod provisioner;
 mod validate;
 
+pub use metrics::MetricsArgs;
 pub use provisioner::ProvisionerArgs;
 
 use crate::logging::LogFormat;
@@ -102,6 +104,9 @@ pub enum Command {
         /// run this image (`kubevirt-controller` with qemu-img; docs/STORAGE.md).
         #[arg(long, value_name = "IMAGE")]
         importer_image: Option<String>,
+        /// `/metrics` (upstream's virt-controller names).
+        #[command(flatten)]
+        metrics: MetricsArgs,
     },
     /// Run the node agent: a `kubevirt-launcher` for every VMI on this node (spawned, or with
     /// `--mode pods` in the VMI's virt-launcher pod), its state written back on the VMI;
@@ -169,6 +174,10 @@ pub struct NodeArgs {
     /// A file holding the token the endpoint's callers must send.
     #[arg(long)]
     pub endpoint_token_file: Option<PathBuf>,
+    /// `/metrics` (upstream's virt-handler names: each VMI's vCPU time, memory, network and
+    /// storage counters).
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
     /// Serve the endpoint over TLS with this certificate (PEM; for the name the API verifies,
     /// `kubevirt-node-agent` by default) ...
     #[arg(long, requires = "endpoint_tls_key_file")]
@@ -255,10 +264,18 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<ExitCode, CliError> {
             install_crds,
             pods,
             importer_image,
+            metrics,
         } => {
             crate::logging::init(cli.log_format);
             let data_volumes = importer_image.map(crate::cdi::datavolume::DataVolumeConfig::new);
-            controllers::run(kubeconfig, install_crds, pods.config()?, data_volumes, out)
+            let options = controllers::RunOptions {
+                kubeconfig,
+                install_crds,
+                pods: pods.config()?,
+                data_volumes,
+                metrics,
+            };
+            controllers::run(options, out)
         }
         Command::Node(args) => {
             crate::logging::init(cli.log_format);

@@ -16,6 +16,9 @@ pub struct OperatorArgs {
     /// The kubeconfig file (default: `KUBECONFIG`, then `~/.kube/config`, then in-cluster).
     #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
+    /// `/metrics` (upstream's virt-operator names: leading and ready status).
+    #[command(flatten)]
+    pub metrics: super::MetricsArgs,
 }
 
 /// The operator's configuration from `env` (the process environment in `run`).
@@ -59,6 +62,12 @@ pub(super) fn run(args: OperatorArgs, out: &mut dyn Write) -> Result<ExitCode, C
             "kubevirt-controller: operator {} ({}) for namespace {} on {server}: components {}/*:{}",
             config.version, config.identity, config.namespace, config.registry, config.tag
         )?;
+        let collect = crate::metrics::operator(
+            client.clone(),
+            config.namespace.clone(),
+            config.identity.clone(),
+        );
+        args.metrics.serve(collect, out).await?;
         out.flush()?;
         crate::operator::run(client, config, crate::signal::terminated()).await;
         Ok(ExitCode::SUCCESS)

@@ -105,13 +105,20 @@ fn check_file(file: &Path, problems: &mut Vec<Problem>, objects: &mut Vec<Object
         match Object::decode(&doc.value) {
             Ok(mut obj) => {
                 apply(&mut obj, &cluster);
-                let errs = validate(&obj);
+                let mut errs: Vec<String> = validate(&obj).iter().map(|e| e.to_string()).collect();
+                if obj.kind() == "KubeVirt" {
+                    // The operator's checks of the spec and `spec.configuration`, the same the
+                    // components' configuration watcher applies (`crate::clusterconfig`).
+                    let spec = &doc.value["spec"];
+                    let more = crate::operator::config::validate(spec);
+                    errs.extend(more.iter().map(|e| e.to_string()));
+                }
                 if errs.is_empty() {
                     objects.push(obj);
                 } else {
-                    problems.extend(errs.iter().map(|e| Problem {
+                    problems.extend(errs.into_iter().map(|line| Problem {
                         location: at(Some(&obj)),
-                        line: e.to_string(),
+                        line,
                     }));
                 }
             }

@@ -23,11 +23,12 @@ use kubevirt_api::core::v1::VirtualMachineInstance;
 
 use super::events as note;
 use super::render::claims::claim_volumes;
-use super::render::{ClaimModes, PodConfig, pod_for};
+use super::render::{ClaimModes, PodConfig, pod_for_in};
 use super::sync::{
     PodAction, claim_missing, data_volume_not_ready, data_volumes_ready, failed_create, plan,
 };
 use super::{APP_LABEL, APP_LAUNCHER, CREATED_BY_LABEL};
+use crate::clusterconfig::ConfigHandle;
 use crate::events::Recorder;
 use crate::runtime::{SyncError, Target, tolerate_gone};
 use crate::storage::claim::VolumeMode;
@@ -45,10 +46,12 @@ struct Context {
     client: Client,
     config: PodConfig,
     recorder: Recorder,
+    /// The KubeVirt CR's configuration, live (the requests' ratios).
+    cluster: ConfigHandle,
 }
 
 /// Runs the VMI controller until `shutdown` resolves: every VMI gets its virt-launcher pod,
-/// rendered with `config`. `on_sync` sees each sync's outcome (for logging).
+/// rendered with `config` under the KubeVirt CR's configuration (watched meanwhile). `on_sync` sees each sync's outcome (for logging).
 pub async fn run(
     client: Client,
     config: PodConfig,
@@ -60,6 +63,7 @@ pub async fn run(
         client: client.clone(),
         config,
         recorder: Recorder::new(client.clone(), note::COMPONENT),
+        cluster: crate::clusterconfig::watch(client.clone()),
     };
     crate::runtime::run_with(
         client,
@@ -107,23 +111,25 @@ async fn reconcile(
                 Err(e) => return Err(target.err("reading the claims of")(e)),
                 Ok(Err(Waiting::Claim(absent))) => missing = Some(absent),
                 Ok(Err(Waiting::DataVolume(dv, phase))) => unready = Some((dv, phase)),
-                Ok(Ok(modes)) => match pod_for(&vmi, &ctx.config, &modes) {
-                    Err(e) => refused = Some(e.to_string()),
-                    Ok(pod) => match pods.create(&PostParams::default(), &pod).await {
-                        Ok(made) => {
-                            let made = note::pod_created(&made.name_any());
-                            ctx.recorder.record(&*vmi, &made).await;
-                        }
-                        Err(kube::Error::Api(e)) if (400..500).contains(&e.code) => {
-                            refused = Some(e.message);
-                        }
-                        Err(e) => {
-                            let failed = note::pod_failed(&e.to_string());
-                            ctx.recorder.record(&*vmi, &failed).await;
-                            return Err(target.err("creating the launcher pod of")(e));
-                        }
-                    },
-                },
+                Ok(Ok(modes)) => {
+                    match pod_for_in(&vmi, &ctx.config, &modes, &ctx.cluster.current()) {
+                        Err(e) => refused = Some(e.to_string()),
+                        Ok(pod) => match pods.create(&PostParams::default(), &pod).await {
+                            Ok(made) => {
+                                let made = note::pod_created(&made.name_any());
+                                ctx.recorder.record(&*vmi, &made).await;
+                            }
+                            Err(kube::Error::Api(e)) if (400..500).contains(&e.code) => {
+                                refused = Some(e.message);
+                            }
+                            Err(e) => {
+                                let failed = note::pod_failed(&e.to_string());
+                                ctx.recorder.record(&*vmi, &failed).await;
+                                return Err(target.err("creating the launcher pod of")(e));
+                            }
+                        },
+                    }
+                }
             },
             PodAction::Delete { name, uid } => {
                 let params = DeleteParams {

@@ -23,6 +23,7 @@ pub use claims::{ClaimModes, VOLUMES_IN_POD};
 use super::overhead::{OverheadError, guest_memory, memory_overhead, vcpus};
 use super::{APP_LABEL, APP_LAUNCHER, COMPUTE_CONTAINER, CONSOLE_LOG_CONTAINER};
 use super::{CREATED_BY_LABEL, DOMAIN_LABEL};
+use crate::clusterconfig::ClusterConfig;
 use crate::vm::instance::VM_NAME_LABEL;
 
 /// The launcher binary in the launcher image.
@@ -42,8 +43,6 @@ pub const TUN_RESOURCE: &str = "devices.kubevirt.io/tun";
 /// What the pod's grace period adds to the VMI's: time for the launcher to exit after the ACPI
 /// shutdown's own grace period.
 pub const EXIT_GRACE_SECONDS: i64 = 15;
-/// Upstream's default cpuAllocationRatio: a vCPU requests a tenth of a core.
-const CPU_ALLOCATION_RATIO: u64 = 10;
 
 /// What the pods of every VMI share: where things are on the node and in the image.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -95,6 +94,14 @@ pub enum RenderError {
         /// Its name.
         name: String,
     },
+    /// A field behind a feature gate the KubeVirt CR does not enable (upstream's words).
+    #[error("{path}: {gate} feature gate is not enabled")]
+    FeatureGate {
+        /// The field path.
+        path: String,
+        /// The gate.
+        gate: &'static str,
+    },
     /// A resource quantity is not valid.
     #[error("{path}: {message}")]
     Quantity {
@@ -105,6 +112,22 @@ pub enum RenderError {
     },
 }
 
+/// Refuses what the cluster configuration's feature gates keep out: `hostDisk` volumes
+/// without `HostDisk` (upstream refuses them at admission).
+fn gated(vmi: &VirtualMachineInstance, cluster: &ClusterConfig) -> Result<(), RenderError> {
+    if cluster.gate("HostDisk") {
+        return Ok(());
+    }
+    let volumes = vmi.spec.volumes.as_deref().unwrap_or_default();
+    match volumes.iter().position(|v| v.host_disk.is_some()) {
+        Some(i) => Err(RenderError::FeatureGate {
+            path: format!("spec.volumes[{i}].hostDisk"),
+            gate: "HostDisk",
+        }),
+        None => Ok(()),
+    }
+}
+
 /// The pod that runs `vmi`, ready to create (`generateName`: the API server names it). `claims`
 /// holds the volume mode of every claim the VMI names ([`claims::claim_volumes`]).
 pub fn pod_for(
@@ -112,6 +135,18 @@ pub fn pod_for(
     config: &PodConfig,
     claims: &ClaimModes,
 ) -> Result<Pod, RenderError> {
+    pod_for_in(vmi, config, claims, &ClusterConfig::default())
+}
+
+/// [`pod_for`] under the cluster configuration `cluster` (the KubeVirt CR's
+/// `cpuAllocationRatio` and `memoryOvercommit` size the requests).
+pub fn pod_for_in(
+    vmi: &VirtualMachineInstance,
+    config: &PodConfig,
+    claims: &ClaimModes,
+    cluster: &ClusterConfig,
+) -> Result<Pod, RenderError> {
+    gated(vmi, cluster)?;
     let uid = vmi.metadata.uid.clone().ok_or(RenderError::NoUid)?;
     let name = vmi.metadata.name.clone().ok_or(RenderError::NoName)?;
     let namespace = vmi
@@ -163,7 +198,7 @@ pub fn pod_for(
         image: Some(config.launcher_image.clone()),
         image_pull_policy: Some("IfNotPresent".into()),
         command: Some(command),
-        resources: Some(compute_resources(vmi)?),
+        resources: Some(compute_resources(vmi, cluster)?),
         // The runtime's default capabilities (what kubevirt-launcher's tests run `serve` with),
         // no NET_ADMIN or SYS_ADMIN: the node agent builds the pod network.
         security_context: Some(SecurityContext {
@@ -353,7 +388,10 @@ pub fn with_absolute_oci(
 /// The compute container's resources: cpu (the VMI's request, else vCPUs / 10), memory (guest +
 /// overhead), `/dev/kvm` and (with a pod network) `/dev/net/tun`; limits only where the VMI sets
 /// them, plus the devices.
-fn compute_resources(vmi: &VirtualMachineInstance) -> Result<ResourceRequirements, RenderError> {
+fn compute_resources(
+    vmi: &VirtualMachineInstance,
+    cluster: &ClusterConfig,
+) -> Result<ResourceRequirements, RenderError> {
     let r = vmi.spec.domain.resources.as_ref();
     let requested = |what: &str| r.and_then(|r| r.requests.as_ref()?.get(what).cloned());
     let limited = |what: &str| r.and_then(|r| r.limits.as_ref()?.get(what).cloned());
@@ -367,16 +405,12 @@ fn compute_resources(vmi: &VirtualMachineInstance) -> Result<ResourceRequirement
     };
     let memory_request = match requested("memory") {
         Some(q) => bytes("spec.domain.resources.requests.memory", &q)?,
-        None => guest,
+        None => cluster.memory_request(guest),
     };
     let overcommit = r.and_then(|r| r.overcommit_guest_overhead) == Some(true);
     let memory_request = memory_request + if overcommit { 0 } else { overhead };
-    let cpu = requested("cpu").unwrap_or_else(|| {
-        Quantity(format!(
-            "{}m",
-            (vcpus(vmi) * 1000).div_ceil(CPU_ALLOCATION_RATIO)
-        ))
-    });
+    let cpu = requested("cpu")
+        .unwrap_or_else(|| Quantity(format!("{}m", cluster.cpu_request_millis(vcpus(vmi)))));
     let mut requests = BTreeMap::from([
         ("cpu".to_string(), cpu),
         ("memory".to_string(), memory(memory_request)),

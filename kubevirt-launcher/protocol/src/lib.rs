@@ -31,6 +31,7 @@ mod exit;
 mod migrate;
 mod reply;
 mod request;
+mod stats;
 
 pub use self::client::{Client, ClientError, DEFAULT_TIMEOUT};
 pub use self::exit::{ExitStatus, FinalStatus, FinalStatusError};
@@ -40,6 +41,7 @@ pub use self::reply::{
     SnapshotReply, Status, StopReply, decode_reply, encode_error, encode_ok,
 };
 pub use self::request::{Request, RequestError, StartRequest, is_snapshot_name};
+pub use self::stats::{DiskStats, InterfaceStats, Stats, VcpuStats};
 
 /// The protocol version this crate speaks. Bump it when a request or reply changes in a way an
 /// older peer would misread.

@@ -59,6 +59,8 @@ pub enum Request {
     /// [`crate::MigrateRequest`]); the reply is [`crate::Done`] once it started, its progress
     /// shows in [`crate::Status::migration`].
     Migrate(Box<crate::MigrateRequest>),
+    /// The launcher's resource use and device counters ([`crate::Stats`]), for metrics.
+    Stats,
     /// Run this VMI: only a launcher waiting in its pod ([`crate::Phase::Waiting`]) takes it;
     /// the reply is [`crate::Done`] once the VM is being set up (its progress shows in
     /// [`Request::Status`]).
@@ -77,6 +79,7 @@ const OPS: &[&str] = &[
     "start",
     "snapshot",
     "migrate",
+    "stats",
 ];
 
 /// Why a request line was refused.
@@ -130,6 +133,7 @@ impl Request {
             Request::Start(_) => "start",
             Request::Snapshot { .. } => "snapshot",
             Request::Migrate(_) => "migrate",
+            Request::Stats => "stats",
         }
     }
 
@@ -203,6 +207,7 @@ impl Request {
             "reset" => Request::Reset,
             "stop" => Request::Stop,
             "migrate" => Request::Migrate(Box::new(crate::MigrateRequest::from_fields(&m)?)),
+            "stats" => Request::Stats,
             "snapshot" => Request::Snapshot {
                 name: match m.get("name") {
                     Some(Value::String(n)) if is_snapshot_name(n) => n.clone(),
@@ -285,6 +290,7 @@ mod tests {
             Request::SoftReboot,
             Request::Reset,
             Request::Stop,
+            Request::Stats,
             Request::Snapshot {
                 name: "before-upgrade-1".into(),
             },

@@ -19,6 +19,8 @@ pub fn rules(r: &mut Rules) {
         SYS_poll,
         SYS_fcntl,
     ]);
+    // The `stats` request lists /proc/self/task (the vCPU threads' CPU time).
+    r.allow(&[SYS_getdents64]);
     // Pause, resume, stop and reset kick the vCPUs out of KVM_RUN (tgkill, in the runtime
     // set) and press the ACPI power button through an irqfd (write).
 }

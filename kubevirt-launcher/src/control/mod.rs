@@ -24,6 +24,7 @@
 mod migrate;
 mod shutdown;
 mod snapshot;
+mod stats;
 pub mod waiting;
 
 pub use self::migrate::Migrator;
@@ -287,6 +288,7 @@ pub fn handle(target: &Target, line: &str) -> String {
             Some(m) => m.request(target, *request),
             None => encode_error(&"this launcher does not migrate"),
         },
+        Request::Stats => encode_ok(&stats::collect(target)),
         Request::Start(_) => encode_error(
             &"this launcher already runs its VMI: start is only taken by a launcher waiting in its pod (`kubevirt-launcher serve`)",
         ),

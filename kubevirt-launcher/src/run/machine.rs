@@ -4,6 +4,7 @@
 //! and soft reboot (ACPI power button, then a restart instead of the power-off) are carried out.
 
 use super::RunError;
+use super::device_stats::{Counted, DeviceStats};
 use kubevirt_vmm::virtio::block::{Block, BlockBackend, GuestBuffers, RawFile};
 use kubevirt_vmm::virtio::net::{Net, NetConfig, Tap};
 use kubevirt_vmm::virtio::rng::Rng;
@@ -108,6 +109,8 @@ pub struct MachineSpec {
     pub rng: bool,
     /// virtio-net: MAC and the tap (each VM gets a duplicate descriptor).
     pub net: Option<([u8; 6], OwnedFd)>,
+    /// The devices' counters, kept across the VMs built from this spec.
+    pub stats: DeviceStats,
 }
 
 impl MachineSpec {
@@ -157,6 +160,7 @@ impl MachineSpec {
                 }
                 DiskBacking::Image(o) => Box::new(o.clone()),
             };
+            let backend = Box::new(Counted::new(backend, self.stats.disk(&d.name)));
             builder = builder.virtio_device(Box::new(Block::new(backend, &d.serial)));
         }
         if self.rng {
@@ -164,10 +168,12 @@ impl MachineSpec {
         }
         if let Some((mac, fd)) = &self.net {
             let tap = Tap::from_fd(fd.try_clone().map_err(RunError::Descriptor)?)?;
-            builder = builder.virtio_device(Box::new(Net::new(NetConfig {
+            let net = Net::new(NetConfig {
                 mac: *mac,
                 backend: Box::new(tap),
-            })));
+            });
+            self.stats.add_nic(net.counters());
+            builder = builder.virtio_device(Box::new(net));
         }
         Ok(builder)
     }
@@ -237,6 +243,11 @@ impl Machine {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    /// The devices' counters (the `stats` request).
+    pub fn device_stats(&self) -> &DeviceStats {
+        &self.spec.stats
     }
 
     /// How often the VM was rebuilt (guest reboots and resets).

@@ -2,6 +2,7 @@
 //! kernel boot) or pick the firmware (SeaBIOS, OVMF) that boots the disks, prepare and attach the
 //! disks (virtio-blk), then start the VM with its console and control sockets.
 
+pub mod device_stats;
 mod image;
 pub mod incoming;
 pub mod machine;
@@ -421,6 +422,7 @@ pub fn launch(object: &Object, opts: &RunOptions) -> Result<Launched, RunError> 
             disks: devices,
             rng: plan.rng,
             net,
+            stats: Default::default(),
         },
         first,
     )?;

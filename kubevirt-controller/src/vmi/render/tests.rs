@@ -327,3 +327,32 @@ fn a_claim_volume_must_be_looked_up_and_not_take_the_pods_names() {
         "spec.volumes[0].dataVolume: the volume name \"launcher\" is the launcher pod's own; rename the volume"
     );
 }
+
+#[test]
+fn the_cluster_configuration_sizes_the_cpu_and_gates_host_disks() {
+    let spec = json!({"volumes": [
+        {"name": "cloudinit", "cloudInitNoCloud": {"userData": "#cloud-config"}},
+        {"name": "host", "hostDisk": {"path": "/var/lib/d.img", "type": "Disk"}},
+    ]});
+    let cluster = crate::clusterconfig::ClusterConfig::from_spec(&json!({"configuration": {
+        "developerConfiguration": {"cpuAllocationRatio": 4},
+    }}));
+    let e = pod_for_in(&vmi(spec.clone()), &config(), &ClaimModes::new(), &cluster).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "spec.volumes[1].hostDisk: HostDisk feature gate is not enabled"
+    );
+    let mut gated = cluster.clone();
+    gated.feature_gates = Some(["HostDisk".to_string()].into());
+    let pod = pod_for_in(&vmi(spec.clone()), &config(), &ClaimModes::new(), &gated).unwrap();
+    let pod = serde_json::to_value(pod).unwrap();
+    assert_eq!(
+        pod["spec"]["containers"][0]["resources"]["requests"]["cpu"],
+        json!("250m")
+    );
+    // No KubeVirt CR: nothing gated, a tenth of a core.
+    assert_eq!(
+        render(spec)["spec"]["containers"][0]["resources"]["requests"]["cpu"],
+        json!("100m")
+    );
+}
