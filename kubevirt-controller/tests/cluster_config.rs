@@ -7,11 +7,10 @@
 
 mod common;
 
-use common::{Cluster, eventually};
+use common::{Cluster, VmiController, eventually};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams, PostParams};
 use kubevirt_api::core::v1::VirtualMachineInstance;
-use kubevirt_controller::vmi::PodConfig;
 use serde_json::json;
 
 fn kubevirt(configuration: &str) -> String {
@@ -49,28 +48,7 @@ async fn requests(c: &Cluster, name: &str) -> (String, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_next_launcher_pod_follows_the_kubevirt_crs_ratios() {
     let c = Cluster::start(true).await;
-    let work = c.dir.join("work");
-    let config = PodConfig {
-        launcher_image: "registry.test/kubevirt-rs/launcher:v1".into(),
-        launcher_root: work.join("launchers"),
-        image_cache: work.join("images"),
-        registry_config_dir: None,
-        plain_http_registries: vec![],
-        working_dir: work.clone(),
-    };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let controller = tokio::spawn(kubevirt_controller::vmi::controller::run(
-        c.client.clone(),
-        config,
-        async {
-            let _ = stopped.await;
-        },
-        |r| {
-            if let Err(e) = r {
-                eprintln!("vmi controller: {e}");
-            }
-        },
-    ));
+    let controller = VmiController::start(&c);
 
     // No KubeVirt CR: upstream's defaults.
     let (cpu, _) = requests(&c, "a").await;
@@ -176,6 +154,5 @@ async fn the_next_launcher_pod_follows_the_kubevirt_crs_ratios() {
     // A watcher that starts on a bad CR keeps the defaults.
     assert_eq!(state.config.cpu_allocation_ratio, 10);
 
-    let _ = stop.send(());
-    controller.await.unwrap();
+    controller.stop().await;
 }

@@ -5,11 +5,10 @@
 
 mod common;
 
-use common::{Cluster, eventually};
+use common::{Cluster, VmiController, eventually};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::api::{Api, ListParams, PostParams};
 use kubevirt_api::core::v1::VirtualMachineInstance;
-use kubevirt_controller::vmi::PodConfig;
 use serde_json::json;
 
 fn claim(name: &str, mode: &str) -> PersistentVolumeClaim {
@@ -25,28 +24,7 @@ fn claim(name: &str, mode: &str) -> PersistentVolumeClaim {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vmi_waits_for_its_claims_then_its_pod_has_them() {
     let c = Cluster::start(false).await;
-    let work = c.dir.join("work");
-    let config = PodConfig {
-        launcher_image: "registry.test/kubevirt-rs/launcher:v1".into(),
-        launcher_root: work.join("launchers"),
-        image_cache: work.join("images"),
-        registry_config_dir: None,
-        plain_http_registries: vec![],
-        working_dir: work.clone(),
-    };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let controller = tokio::spawn(kubevirt_controller::vmi::controller::run(
-        c.client.clone(),
-        config,
-        async {
-            let _ = stopped.await;
-        },
-        |r| {
-            if let Err(e) = r {
-                eprintln!("vmi controller: {e}");
-            }
-        },
-    ));
+    let controller = VmiController::start(&c);
     let vmis: Api<VirtualMachineInstance> = Api::namespaced(c.client.clone(), "default");
     let pods: Api<Pod> = Api::namespaced(c.client.clone(), "default");
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(c.client.clone(), "default");
@@ -123,6 +101,5 @@ async fn a_vmi_waits_for_its_claims_then_its_pod_has_them() {
     })
     .await;
 
-    let _ = stop.send(());
-    controller.await.unwrap();
+    controller.stop().await;
 }

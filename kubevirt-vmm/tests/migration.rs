@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Recorder, Seen, wait};
+use common::{Recorder, marks_of, wait};
 use kubevirt_vmm::migration::{IGNORE_VMM_WRITES, MigrationPhase};
 use kubevirt_vmm::testguest::REPORT_PORT;
 use kubevirt_vmm::testguest::blk_stream_run::create_image;
@@ -185,21 +185,6 @@ fn stream_vm(disk: RawFile) -> (VmBuilder, Arc<Mutex<Recorder>>) {
         .pio_device(REPORT_PORT, 4, marks.clone())
         .virtio_device(Box::new(block));
     (builder, marks)
-}
-
-fn marks_of(recorder: &Mutex<Recorder>) -> Vec<u32> {
-    recorder
-        .lock()
-        .unwrap()
-        .seen
-        .iter()
-        .filter_map(|s| match s {
-            Seen::Write(_, _, bytes) => <[u8; 4]>::try_from(bytes.as_slice())
-                .ok()
-                .map(u32::from_le_bytes),
-            Seen::Read(..) => None,
-        })
-        .collect()
 }
 
 /// Starts the stream guest on `disk`, migrates it once it is writing; returns the target

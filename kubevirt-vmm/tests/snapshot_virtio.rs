@@ -10,7 +10,7 @@ mod common;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use common::{Recorder, Seen, wait};
+use common::{Recorder, marks_of, wait};
 use kubevirt_vmm::testguest::REPORT_PORT;
 use kubevirt_vmm::testguest::blk_stream_run::create_image;
 use kubevirt_vmm::testguest::virtio_blk_stream::{
@@ -44,22 +44,6 @@ fn stream_vm(disk: &Path) -> (VmBuilder, Arc<Mutex<Recorder>>) {
         .pio_device(REPORT_PORT, 4, marks.clone())
         .virtio_device(Box::new(block));
     (builder, marks)
-}
-
-/// The phase numbers the guest marked so far.
-fn marks_of(recorder: &Mutex<Recorder>) -> Vec<u32> {
-    recorder
-        .lock()
-        .unwrap()
-        .seen
-        .iter()
-        .filter_map(|s| match s {
-            Seen::Write(_, _, bytes) => <[u8; 4]>::try_from(bytes.as_slice())
-                .ok()
-                .map(u32::from_le_bytes),
-            Seen::Read(..) => None,
-        })
-        .collect()
 }
 
 /// The guest exited 0 with no failed request.

@@ -106,3 +106,45 @@ impl Cluster {
         .unwrap()
     }
 }
+
+/// The VMI controller (a launcher pod per VMI) running on the test's runtime against a
+/// [`Cluster`], with a launcher image no node pulls: the tests look at the pods it renders.
+pub struct VmiController {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl VmiController {
+    /// Starts it, its work directories under the cluster's.
+    pub fn start(c: &Cluster) -> VmiController {
+        let work = c.dir.join("work");
+        let config = kubevirt_controller::vmi::PodConfig {
+            launcher_image: "registry.test/kubevirt-rs/launcher:v1".into(),
+            launcher_root: work.join("launchers"),
+            image_cache: work.join("images"),
+            registry_config_dir: None,
+            plain_http_registries: vec![],
+            working_dir: work,
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(kubevirt_controller::vmi::controller::run(
+            c.client.clone(),
+            config,
+            async {
+                let _ = stopped.await;
+            },
+            |r| {
+                if let Err(e) = r {
+                    eprintln!("vmi controller: {e}");
+                }
+            },
+        ));
+        VmiController { stop, task }
+    }
+
+    /// Stops it and waits until it has.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        self.task.await.unwrap();
+    }
+}

@@ -85,3 +85,20 @@ pub fn wait(vm: &Vm) -> ExitReason {
         }
     }
 }
+
+/// The 4-byte marks a test guest wrote to a [`Recorder`] (e.g. the phase numbers it reports
+/// on `REPORT_PORT`), in order.
+pub fn marks_of(recorder: &Mutex<Recorder>) -> Vec<u32> {
+    recorder
+        .lock()
+        .unwrap()
+        .seen
+        .iter()
+        .filter_map(|s| match s {
+            Seen::Write(_, _, bytes) => <[u8; 4]>::try_from(bytes.as_slice())
+                .ok()
+                .map(u32::from_le_bytes),
+            Seen::Read(..) => None,
+        })
+        .collect()
+}
