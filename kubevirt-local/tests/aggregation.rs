@@ -266,6 +266,33 @@ fn an_apiservice_fronts_its_aggregated_server() {
         std::fs::read_to_string(s.dir.join("ca.crt")).unwrap()
     );
 
+    // Aggregated servers bound to the bootstrap reader Role may read it (and nothing else).
+    s.ok(&[
+        "create",
+        "rolebinding",
+        "auth-reader",
+        "-n",
+        "kube-system",
+        "--role=extension-apiserver-authentication-reader",
+        "--serviceaccount=default:default",
+    ]);
+    let can_i = |what: &str| {
+        s.kubectl(&[
+            "auth",
+            "can-i",
+            "get",
+            what,
+            "-n",
+            "kube-system",
+            "--as=system:serviceaccount:default:default",
+        ])
+    };
+    assert_eq!(
+        stdout(&can_i("configmap/extension-apiserver-authentication")).trim(),
+        "yes"
+    );
+    assert_eq!(stdout(&can_i("configmap/other")).trim(), "no");
+
     let backend = start_backend(&rt, front_proxy_ca);
     // Nothing listens on the Endpoints' port at first.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -110,11 +110,30 @@ pub fn configmap_data(front_proxy_ca: &str, client_ca: Option<&str>) -> Value {
     data
 }
 
+/// The Role kube-apiserver's bootstrap policy makes in `kube-system` so that aggregated
+/// servers (bound to it, as the operator binds virt-api) may read the ConfigMap.
+pub const READER_ROLE: &str = "extension-apiserver-authentication-reader";
+
+fn reader_role() -> Value {
+    json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+        "metadata": {"name": READER_ROLE, "namespace": "kube-system",
+            "uid": uuid::Uuid::new_v4().to_string(),
+            "creationTimestamp": crate::server::state::now(),
+            "labels": {"kubernetes.io/bootstrapping": "rbac-defaults"},
+            "annotations": {"rbac.authorization.kubernetes.io/autoupdate": "true"}},
+        "rules": [{"apiGroups": [""], "resources": ["configmaps"],
+            "resourceNames": [CONFIGMAP], "verbs": ["get", "list", "watch"]}]})
+}
+
 /// Write the ConfigMap (created, or its data brought up to date), as kube-apiserver does at
-/// every start.
+/// every start, and the reader Role if it is missing (an administrator's edits stay).
 pub fn publish(state: &State, data: Value) -> Result<(), ApiError> {
     let key = ObjectKey::new("/configmaps", "kube-system", CONFIGMAP);
+    let role = ObjectKey::new(crate::server::authz::ROLES, "kube-system", READER_ROLE);
     state.store.write(|t| -> Result<(), ApiError> {
+        if t.get(&role)?.is_none() {
+            t.put(&role, reader_role(), EventType::Added)?;
+        }
         match t.get(&key)? {
             Some(existing) if existing["data"] == data => {}
             Some(mut existing) => {
