@@ -473,6 +473,11 @@ async fn run(
         token.as_deref(),
     )?;
     let state = State::new(store, token, addr.to_string())?;
+    server::aggregator::enable(&state, &dir, tls.as_ref().map(|t| t.ca_pem.as_str()))?;
+    tokio::spawn(server::aggregator::availability::run(
+        state.clone(),
+        std::future::pending(),
+    ));
     println!("kubevirt-local API server listening on {url}");
     println!("  export KUBECONFIG={}", kubeconfig.display());
     println!("  kubectl get namespaces");

@@ -139,8 +139,8 @@ pub fn crds(install: &Install) -> Vec<Value> {
         .collect()
 }
 
-/// Whether the cluster serves APIServices (a real cluster's aggregator does; kubevirt-local
-/// serves the subresource API itself and has none).
+/// Whether the cluster serves APIServices (a real cluster's aggregator does, and so does
+/// kubevirt-local's API server; a bare API server without aggregation has none).
 pub async fn serves_apiservices(client: &Client) -> bool {
     client
         .list_api_group_resources("apiregistration.k8s.io/v1")

@@ -94,7 +94,7 @@ pub async fn remove(client: &Client, install: &Install) -> Result<bool, ApplyErr
                 }
             }
             Ok(None) => {}
-            // A kind the cluster does not serve (APIServices on kubevirt-local): nothing there.
+            // A kind the cluster does not serve (APIServices without an aggregator): nothing there.
             Err(kube::Error::Api(e)) if e.code == 404 => {}
             Err(e) => return Err(err(e)),
         }

@@ -18,6 +18,16 @@ struct Spec {
 
 const SPECS: &[Spec] = &[
     Spec {
+        group: "apiregistration.k8s.io",
+        version: "v1",
+        plural: "apiservices",
+        kind: "APIService",
+        namespaced: false,
+        short: &[],
+        status: true,
+        selectable: &[],
+    },
+    Spec {
         group: "",
         version: "v1",
         plural: "namespaces",
@@ -441,6 +451,11 @@ fn columns(kind: &str) -> Vec<Column> {
             col("Completions", "integer", ".spec.completions"),
             col("Succeeded", "integer", ".status.succeeded"),
             col("Active", "integer", ".status.active"),
+            age,
+        ],
+        "APIService" => vec![
+            col("Service", "string", ".spec.service.name"),
+            col("Available", "string", ".status.conditions"),
             age,
         ],
         "CustomResourceDefinition" => {

@@ -2,6 +2,7 @@
 //! [`objects`], `watch`, discovery and OpenAPI.
 
 mod admission;
+pub mod aggregator;
 pub mod attributes;
 pub mod authn;
 pub mod authz;
@@ -71,6 +72,10 @@ pub fn router(state: Arc<State>) -> axum::Router {
         )
         .fallback(dispatch)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_REQUEST_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            aggregator::route,
+        ))
         .with_state(state)
 }
 
@@ -251,10 +256,15 @@ async fn dispatch(
             }
             if let Some(list) = groups.get_mut("groups").and_then(|g| g.as_array_mut()) {
                 list.extend(reviews::groups());
+                aggregator::merge_groups(list, aggregator::groups(&state));
             }
             json_response(200, &groups, &[])
         }
-        Route::Group(g) => found(discovery::group(&reg(), &g).or_else(|| reviews::group(&g))),
+        Route::Group(g) => found(
+            discovery::group(&reg(), &g)
+                .or_else(|| reviews::group(&g))
+                .or_else(|| aggregator::group(&state, &g)),
+        ),
         Route::Resources { group, version } => found(
             discovery::resources(&reg(), &group, &version)
                 .or_else(|| reviews::resources(&group, &version)),

@@ -56,6 +56,24 @@ fn phase(obj: &Value) -> Value {
     }
 }
 
+/// An APIService's AVAILABLE cell, as kube-aggregator prints it: `True`, `False (Reason)` or
+/// `Unknown`.
+fn apiservice_available(status: &Value) -> Value {
+    let cond = status["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == "Available");
+    json!(match cond {
+        None => "Unknown".to_string(),
+        Some(c) if c["status"] == "True" => "True".to_string(),
+        Some(c) => match c["reason"].as_str() {
+            Some(r) if !r.is_empty() => format!("{} ({r})", string(&c["status"])),
+            _ => string(&c["status"]),
+        },
+    })
+}
+
 /// The name cell of `obj`, when the kind prints more than the name.
 pub fn name(res: &Resource, obj: &Value) -> Option<Value> {
     let name = obj["metadata"]["name"].as_str()?;
@@ -108,6 +126,11 @@ pub fn cell(res: &Resource, column: &Column, obj: &Value) -> Option<Value> {
         ("PersistentVolume" | "PersistentVolumeClaim", "VolumeMode") => {
             Some(or_unset(&spec["volumeMode"]))
         }
+        ("APIService", "Service") => Some(json!(match spec["service"]["name"].as_str() {
+            Some(n) => format!("{}/{n}", string(&spec["service"]["namespace"])),
+            None => "Local".to_string(),
+        })),
+        ("APIService", "Available") => Some(apiservice_available(status)),
         ("Pod", "Ready") => Some(super::pod_columns::ready(obj)),
         ("Pod", "Status") => Some(super::pod_columns::status(obj)),
         ("Pod", "Restarts") => Some(super::pod_columns::restarts(obj, jiff::Timestamp::now())),

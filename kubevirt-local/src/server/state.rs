@@ -36,6 +36,8 @@ pub struct State {
     /// The upload API (`/apis/upload.cdi.kubevirt.io/...`) and upload proxy
     /// (`/cdi-upload-proxy/...`), once `up` has made them.
     pub uploads: std::sync::OnceLock<axum::Router>,
+    /// API aggregation's front-proxy identity, once enabled (`up`, `apiserver`).
+    pub aggregator: std::sync::OnceLock<super::aggregator::Aggregator>,
     /// The bytes all watches hold unread (each watch's buffer is bounded).
     pub watch_buffered: Arc<super::watch_buffer::Gauge>,
     /// Open watches per client (bearer token), capped.
@@ -62,6 +64,7 @@ impl State {
             readiness: Readiness::default(),
             subresources: std::sync::OnceLock::new(),
             uploads: std::sync::OnceLock::new(),
+            aggregator: std::sync::OnceLock::new(),
             watch_buffered: Arc::default(),
             watches: Arc::default(),
         });

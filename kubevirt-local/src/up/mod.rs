@@ -189,6 +189,9 @@ pub enum UpError {
     /// The database could not be opened.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// API aggregation could not be set up.
+    #[error(transparent)]
+    Aggregation(#[from] crate::server::aggregator::EnableError),
     /// Certificates, token, kubeconfig or ready file.
     #[error(transparent)]
     Setup(#[from] SetupError),
@@ -419,6 +422,16 @@ pub async fn run_with(
         ))
     };
     let api = serve(listener);
+    server::aggregator::enable(&state, dir, Some(&tls.ca_pem))?;
+    let availability = {
+        let mut rx = api_stopped.clone();
+        tokio::spawn(server::aggregator::availability::run(
+            state.clone(),
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
+            },
+        ))
+    };
 
     let kubeconfig = setup::kubeconfig_for(&url, Some(&tls.ca_pem), Some(&token));
     let client = client_for(kubeconfig.clone()).await?;
@@ -544,6 +557,7 @@ pub async fn run_with(
     }
     let _ = stop_api.send(true);
     let _ = api.await;
+    let _ = availability.await;
     if let Some(ready) = &opts.ready_file {
         let _ = std::fs::remove_file(ready);
     }
