@@ -24,5 +24,6 @@ mod kubelet;
 pub mod node;
 pub mod pod;
 pub mod server;
+pub mod tls;
 
 pub use kubelet::{Kubelet, KubeletConfig, KubeletError, Runtime, host_ip};
