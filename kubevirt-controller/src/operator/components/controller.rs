@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use super::{IMAGE_CACHE, Install, LAUNCHER_ROOT, rbac::CONTROLLER_SA};
+use super::{IMAGE_CACHE, Install, LAUNCHER_ROOT, METRICS_PORT, rbac::CONTROLLER_SA};
 
 /// The Deployment.
 pub const NAME: &str = "virt-controller";
@@ -21,13 +21,16 @@ pub fn args(i: &Install) -> Vec<String> {
         IMAGE_CACHE.into(),
         "--importer-image".into(),
         i.image("cdi-importer"),
+        // Plain HTTP inside the pod network: virt-controller has no serving certificate yet.
+        "--metrics-listen".into(),
+        format!("0.0.0.0:{METRICS_PORT}"),
     ]
 }
 
 /// The Deployment: one replica (the controllers have no leader election yet, so a second
 /// replica would act twice).
 pub fn deployment(i: &Install) -> Value {
-    let container = i.container(NAME, NAME, &args(i));
+    let container = i.metrics_container(NAME, NAME, &args(i), METRICS_PORT);
     json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": i.metadata(NAME, true, NAME),
         "spec": {"replicas": 1, "selector": {"matchLabels": {"kubevirt.io": NAME}},
             "strategy": {"type": "RollingUpdate"},
@@ -57,6 +60,7 @@ mod tests {
         let Command::Run {
             pods,
             importer_image,
+            metrics,
             ..
         } = cli.command
         else {
@@ -68,6 +72,10 @@ mod tests {
         assert_eq!(
             importer_image.as_deref(),
             Some("127.0.0.1:5000/cdi-importer:v0.1.0")
+        );
+        assert_eq!(
+            metrics.metrics_listen,
+            Some(std::net::SocketAddr::from(([0, 0, 0, 0], METRICS_PORT)))
         );
     }
 }

@@ -5,7 +5,8 @@
 use serde_json::{Value, json};
 
 use super::{
-    AGENT_PORT, AGENT_TOKEN_SECRET, HANDLER_CERT_SECRET, Install, LAUNCHER_ROOT, rbac::HANDLER_SA,
+    AGENT_PORT, AGENT_TOKEN_SECRET, HANDLER_CERT_SECRET, HANDLER_METRICS_PORT, Install,
+    LAUNCHER_ROOT, rbac::HANDLER_SA,
 };
 
 /// The DaemonSet.
@@ -34,12 +35,19 @@ pub fn args() -> Vec<String> {
         format!("{CERTS}/tls.crt"),
         "--endpoint-tls-key-file".into(),
         format!("{CERTS}/tls.key"),
+        // HTTPS with the agent's serving certificate (it listens on the host's network).
+        "--metrics-listen".into(),
+        format!("0.0.0.0:{HANDLER_METRICS_PORT}"),
+        "--metrics-tls-cert-file".into(),
+        format!("{CERTS}/tls.crt"),
+        "--metrics-tls-key-file".into(),
+        format!("{CERTS}/tls.key"),
     ]
 }
 
 /// The DaemonSet.
 pub fn daemonset(i: &Install) -> Value {
-    let mut container = i.container(NAME, NAME, &args());
+    let mut container = i.metrics_container(NAME, NAME, &args(), HANDLER_METRICS_PORT);
     container["env"] = json!([{"name": "KUBEVIRT_NODE_NAME",
         "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}]);
     container["securityContext"] = json!({"runAsUser": 0, "privileged": false,
@@ -112,6 +120,23 @@ mod tests {
         assert_eq!(
             node.endpoint_listen,
             Some(std::net::SocketAddr::from(([0, 0, 0, 0], AGENT_PORT)))
+        );
+        // `/metrics` over HTTPS with the agent's serving certificate, on the port the
+        // container names `metrics`.
+        assert_eq!(
+            node.metrics.metrics_listen,
+            Some(std::net::SocketAddr::from((
+                [0, 0, 0, 0],
+                HANDLER_METRICS_PORT
+            )))
+        );
+        assert_eq!(
+            node.metrics.metrics_tls_cert_file,
+            Some(std::path::PathBuf::from(format!("{CERTS}/tls.crt")))
+        );
+        assert_eq!(
+            ds["spec"]["template"]["spec"]["containers"][0]["ports"][0],
+            serde_json::json!({"name": "metrics", "containerPort": HANDLER_METRICS_PORT, "protocol": "TCP"})
         );
         let spec = &ds["spec"]["template"]["spec"];
         let mounted: Vec<&str> = spec["volumes"]

@@ -32,6 +32,10 @@ pub const LAUNCHER_ROOT: &str = crate::cli::pods::DEFAULT_LAUNCHER_ROOT;
 pub const IMAGE_CACHE: &str = crate::cli::pods::DEFAULT_IMAGE_CACHE;
 /// The node agents' endpoint port (virt-api reaches them on the node's InternalIP).
 pub const AGENT_PORT: u16 = 8186;
+/// The port of the components' Prometheus `/metrics` (upstream's 8443, named `metrics`).
+pub const METRICS_PORT: u16 = 8443;
+/// The node agent's `/metrics` port: it runs on the host's network, so not the common 8443.
+pub const HANDLER_METRICS_PORT: u16 = 8187;
 
 /// Secret holding the CA every component certificate is signed by (`tls.crt`, `tls.key`).
 pub const CA_SECRET: &str = "kubevirt-ca";
@@ -95,6 +99,14 @@ impl Install {
     pub fn container(&self, name: &str, image: &str, args: &[String]) -> Value {
         json!({"name": name, "image": self.image(image), "imagePullPolicy": self.pull_policy,
             "args": args})
+    }
+
+    /// Like [`Install::container`], serving `/metrics` on `port` (the container port named
+    /// `metrics` that upstream's `kubevirt-prometheus-metrics` Service selects).
+    pub fn metrics_container(&self, name: &str, image: &str, args: &[String], port: u16) -> Value {
+        let mut c = self.container(name, image, args);
+        c["ports"] = json!([{"name": "metrics", "containerPort": port, "protocol": "TCP"}]);
+        c
     }
 }
 
