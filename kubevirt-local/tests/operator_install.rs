@@ -5,7 +5,8 @@
 //! then the real kubectl: `create -f kubevirt-operator.yaml`, `create -f kubevirt-cr.yaml`,
 //! `wait kv kubevirt --for condition=Available`. The operator's virt-api runs behind its
 //! APIService, reached through the API server's aggregation; the demo VM runs; virtctl pauses
-//! it through the aggregated API; its events are there; deleting the CR is held while the VM
+//! it through the aggregated API; its events are there; virt-controller and virt-handler serve
+//! its metrics with upstream's names; deleting the CR is held while the VM
 //! exists and done after; nothing is left.
 //!
 //! Needs root, containerd, runc, the CNI plugins, busybox-static, docker-registry and skopeo.
@@ -207,6 +208,61 @@ fn the_seeds_two_commands_install_kubevirt_on_up_bare() {
             .iter()
             .any(|e| e["reason"] == "SuccessfulCreate"),
         "{events:#}"
+    );
+
+    // The installed components' metrics, with upstream's names: virt-controller's on its pod's
+    // 8443 (HTTP), the node agent's on the node's 8187 (HTTPS, its serving certificate).
+    let controller_ip = eventually("virt-controller's pod IP", 30, || {
+        let pods: Value = serde_json::from_str(&up.ok(
+            &[
+                "get",
+                "pods",
+                "-n",
+                NS,
+                "-l",
+                "kubevirt.io=virt-controller",
+                "-o",
+                "json",
+            ],
+            None,
+        ))
+        .ok()?;
+        pods["items"][0]["status"]["podIP"]
+            .as_str()
+            .map(str::to_string)
+    });
+    let controller_metrics = eventually("virt-controller's metrics count the VMI", 30, || {
+        http_get(&controller_ip, 8443, "/metrics").filter(|m| {
+            m.lines().any(|l| {
+                l.starts_with("kubevirt_vmi_phase_count{")
+                    && l.contains("phase=\"running\"")
+                    && l.ends_with(" 1")
+            })
+        })
+    });
+    assert!(
+        controller_metrics.contains("kubevirt_vm_resource_requests{"),
+        "{controller_metrics}"
+    );
+    let handler_metrics = eventually(
+        "virt-handler's metrics show the VMI's vCPU time",
+        30,
+        || {
+            let o = Command::new("curl")
+                .args(["-sfk", "https://127.0.0.1:8187/metrics"])
+                .output()
+                .ok()?;
+            let text = String::from_utf8(o.stdout).ok()?;
+            text.lines()
+                .any(|l| {
+                    l.starts_with("kubevirt_vmi_vcpu_seconds_total{") && l.contains("name=\"demo\"")
+                })
+                .then_some(text)
+        },
+    );
+    assert!(
+        handler_metrics.contains("kubevirt_vmi_memory_resident_bytes{"),
+        "{handler_metrics}"
     );
 
     // Deleting the CR is held while the VM exists, then done.
