@@ -327,8 +327,9 @@ spec:
     )
 }
 
-/// What the node's runtime still holds: `ctr` lists of containers and sandboxes, veth
-/// interfaces on the pod bridge, pod directories and the node's pod cgroups.
+/// What the node's runtime still holds: `ctr` lists of containers and sandboxes, containerd
+/// shims of the node's containerd, veth interfaces on the pod bridge, pod directories and the
+/// node's pod cgroups.
 pub fn leftovers(data: &Path) -> Vec<String> {
     let net = slot::network();
     let node = slot::node().expect("a node started on this test's slot");
@@ -355,6 +356,9 @@ pub fn leftovers(data: &Path) -> Vec<String> {
         .filter(|l| !l.is_empty())
     {
         out.push(format!("task {line}"));
+    }
+    for pid in kubevirt_kubelet::containerd::shims_of(&socket) {
+        out.push(format!("containerd shim, pid {pid}"));
     }
     let links = Command::new("ip")
         .args(["-o", "link", "show", "master", &net.bridge])

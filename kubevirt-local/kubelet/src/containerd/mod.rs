@@ -7,4 +7,4 @@ mod supervise;
 
 pub use bridge::remove_bridge;
 pub use config::{ConfigError, ContainerdConfig, HOSTS_DIR, Layout};
-pub use supervise::{SuperviseError, Supervisor};
+pub use supervise::{SuperviseError, Supervisor, shims_of};

@@ -183,5 +183,78 @@ impl Supervisor {
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
         let _ = std::fs::remove_file(pid_file);
+        end_orphaned_shims(&self.layout.socket());
+    }
+}
+
+/// The pids of `containerd-shim*` processes started for the containerd at `socket` (their
+/// `-address` argument), read from `/proc`.
+pub fn shims_of(socket: &Path) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let want = socket.as_os_str().as_encoded_bytes();
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+                return false;
+            };
+            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+            args.first()
+                .is_some_and(|a| a.windows(15).any(|w| w == b"containerd-shim"))
+                && args.windows(2).any(|w| w[0] == b"-address" && w[1] == want)
+        })
+        .collect()
+}
+
+/// Ends the shims of the stopped containerd at `socket`. The pods were stopped first, so a shim
+/// left is one containerd never learnt of (started while containerd was being killed, say):
+/// nothing else would ever end it.
+fn end_orphaned_shims(socket: &Path) {
+    for pid in shims_of(socket) {
+        tracing::warn!(
+            pid,
+            "ending a containerd shim left behind by the stopped containerd"
+        );
+        // SAFETY: kill(2) with a pid just read from /proc and a valid signal number; at worst
+        // the process is gone already (ESRCH).
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stand-in shim (argv as containerd starts one) is found for its socket, not for
+    /// another, and ending the shims of its socket ends it.
+    #[test]
+    fn a_shim_of_a_stopped_containerd_is_found_by_its_address_and_ended() {
+        let socket = std::env::temp_dir().join(format!("kv-shim-test-{}.sock", std::process::id()));
+        let mut child = std::process::Command::new("/usr/bin/python3")
+            .arg("-c")
+            .arg(
+                "import os, sys; os.execv('/bin/sh', ['containerd-shim-runc-v2', '-c', \
+                 'sleep 30', '-address', sys.argv[1]])",
+            )
+            .arg(&socket)
+            .spawn()
+            .expect("python3");
+        let pid = child.id() as i32;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !shims_of(&socket).contains(&pid) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the stand-in shim was not found"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(!shims_of(Path::new("/run/other/containerd.sock")).contains(&pid));
+        end_orphaned_shims(&socket);
+        let status = child.wait().expect("wait");
+        assert!(!status.success(), "the shim was not ended: {status}");
+        assert!(!shims_of(&socket).contains(&pid));
     }
 }
