@@ -10,17 +10,12 @@ mod common;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use common::{Recorder, marks_of, wait};
+use common::{Recorder, assert_stream_finished, marks_of, wait};
 use kubevirt_vmm::testguest::REPORT_PORT;
 use kubevirt_vmm::testguest::blk_stream_run::create_image;
-use kubevirt_vmm::testguest::virtio_blk_stream::{
-    Marks, STREAM_ERRORS, STREAM_MEMORY_SIZE, exit_meaning, virtio_blk_stream,
-};
+use kubevirt_vmm::testguest::virtio_blk_stream::{Marks, STREAM_MEMORY_SIZE, virtio_blk_stream};
 use kubevirt_vmm::virtio::block::{Block, RawFile};
-use kubevirt_vmm::{
-    BusDevice, ConsoleConfig, DeviceStateError, ExitReason, Vm, VmBuilder, VmError,
-};
-use vm_memory::{Bytes, GuestAddress};
+use kubevirt_vmm::{BusDevice, ConsoleConfig, DeviceStateError, Vm, VmBuilder, VmError};
 use vmm_sys_util::tempdir::TempDir;
 
 /// MiB the guest writes, then reads back.
@@ -44,19 +39,6 @@ fn stream_vm(disk: &Path) -> (VmBuilder, Arc<Mutex<Recorder>>) {
         .pio_device(REPORT_PORT, 4, marks.clone())
         .virtio_device(Box::new(block));
     (builder, marks)
-}
-
-/// The guest exited 0 with no failed request.
-fn assert_stream_finished(vm: &Vm, reason: ExitReason) {
-    let errors: u32 = vm.memory().read_obj(GuestAddress(STREAM_ERRORS)).unwrap();
-    match reason {
-        ExitReason::DebugExit { code: 0 } => {}
-        ExitReason::DebugExit { code } => {
-            panic!("the stream guest exited {code}: {}", exit_meaning(code))
-        }
-        other => panic!("the stream guest ended with {other:?}"),
-    }
-    assert_eq!(errors, 0, "requests completed with a non-zero status");
 }
 
 /// Builds and starts `builder`'s stream VM and pauses it as soon as the guest marks the start

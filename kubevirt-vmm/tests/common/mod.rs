@@ -102,3 +102,18 @@ pub fn marks_of(recorder: &Mutex<Recorder>) -> Vec<u32> {
         })
         .collect()
 }
+
+/// The virtio-blk stream guest (`testguest::virtio_blk_stream`) exited 0 with no failed request.
+pub fn assert_stream_finished(vm: &Vm, reason: ExitReason) {
+    use kubevirt_vmm::testguest::virtio_blk_stream::{STREAM_ERRORS, exit_meaning};
+    use vm_memory::{Bytes, GuestAddress};
+    let errors: u32 = vm.memory().read_obj(GuestAddress(STREAM_ERRORS)).unwrap();
+    match reason {
+        ExitReason::DebugExit { code: 0 } => {}
+        ExitReason::DebugExit { code } => {
+            panic!("the stream guest exited {code}: {}", exit_meaning(code))
+        }
+        other => panic!("the stream guest ended with {other:?}"),
+    }
+    assert_eq!(errors, 0, "requests completed with a non-zero status");
+}
