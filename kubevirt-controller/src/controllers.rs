@@ -117,6 +117,22 @@ impl Controllers {
         self.tasks.push(tokio::spawn(vmi));
     }
 
+    /// Start the live-migration controller: every VirtualMachineInstanceMigration gets its
+    /// target pod and moves along as the node agents report (beside a VMI controller:
+    /// [`Self::start_vmi_controller`]).
+    pub fn start_migration_controller(
+        &mut self,
+        config: crate::migration::controller::MigrationConfig,
+    ) {
+        let migrations = crate::migration::controller::run(
+            self.client.clone(),
+            config,
+            self.stopped(),
+            self.report("migration controller"),
+        );
+        self.tasks.push(tokio::spawn(migrations));
+    }
+
     /// Start the DataVolume controller (CDI's): every DataVolume gets its claim and an importer
     /// pod running `config`'s importer image; and the StorageProfile controller beside it. Needs pods that run (a kubelet) and claims that
     /// bind (a provisioner).

@@ -28,6 +28,7 @@ pub mod install;
 pub mod logging;
 pub mod manifests;
 pub mod metrics;
+pub mod migration;
 pub mod node;
 pub mod operator;
 pub mod replicaset;

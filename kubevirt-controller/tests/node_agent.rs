@@ -98,6 +98,7 @@ async fn kubectl_apply_boots_the_vm_and_halting_it_powers_the_guest_off() {
         volumes_dir: work.join("volumes"),
         launcher_args: vec![],
         claim_unscheduled: true,
+        peers: None,
     };
     let run_root = config.run_root.clone();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -288,6 +289,7 @@ fn start_agent(
         volumes_dir: work.join("volumes"),
         launcher_args: vec![],
         claim_unscheduled: true,
+        peers: None,
     };
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let agent = tokio::spawn(kubevirt_controller::node::agent::run(

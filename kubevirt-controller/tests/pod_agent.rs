@@ -207,6 +207,7 @@ async fn a_vmi_runs_in_its_pod_started_once_by_the_agent_and_ends_with_it() {
         volumes_dir: work.join("volumes"),
         launcher_args: vec![],
         claim_unscheduled: false,
+        peers: None,
     };
     let (stop_controller, stopped) = watch::channel(false);
     let controller = tokio::spawn(kubevirt_controller::vmi::controller::run(
@@ -379,6 +380,7 @@ async fn a_pod_network_that_cannot_be_prepared_fails_the_vmi_with_why() {
         volumes_dir: work.join("volumes"),
         launcher_args: vec![],
         claim_unscheduled: false,
+        peers: None,
     };
     let (stop_agent, agent_task) = agent(&c, &node_config, &work);
     let vmis: Api<VirtualMachineInstance> = Api::namespaced(c.client.clone(), "default");

@@ -44,7 +44,11 @@ impl NodeAgents {
         }
     }
 
-    async fn address(&self, client: &Client, node: &str) -> Result<SocketAddr, ApiError> {
+    /// Where the agent of `node` listens.
+    ///
+    /// # Errors
+    /// The node is unknown, or has no InternalIP.
+    pub async fn address_of(&self, client: &Client, node: &str) -> Result<SocketAddr, ApiError> {
         match &self.addressing {
             Addressing::Fixed(map) => map.get(node).copied().ok_or_else(|| {
                 ApiError::internal(format!("no node agent is known for node {node:?}"))
@@ -76,7 +80,7 @@ impl NodeAgents {
         op: AgentOp,
         vmi: (&str, &str, &str),
     ) -> Result<BufReader<Box<dyn Duplex>>, ApiError> {
-        let address = self.address(client, node).await?;
+        let address = self.address_of(client, node).await?;
         let (namespace, name, uid) = vmi;
         let request = AgentRequest {
             token: self.token.clone(),

@@ -8,7 +8,7 @@ pub const GROUP: &str = "subresources.kubevirt.io";
 pub const VERSIONS: &[&str] = &["v1", "v1alpha3"];
 
 /// `virtualmachines/{name}/…` actions, each a PUT (verb `update`).
-pub const VM_UPDATES: &[&str] = &["start", "stop", "restart"];
+pub const VM_UPDATES: &[&str] = &["start", "stop", "restart", "migrate"];
 /// `virtualmachineinstances/{name}/…` actions, each a PUT (verb `update`).
 pub const VMI_UPDATES: &[&str] = &[
     "pause",

@@ -19,6 +19,7 @@ pub mod decide;
 pub mod discovery;
 pub mod instance;
 pub mod lifecycle;
+pub mod migrate;
 pub mod options;
 pub mod portforward;
 pub mod serve;
@@ -190,6 +191,9 @@ async fn vm_action(
     match t.action.as_str() {
         "start" => lifecycle::start(c, ns, name, options::decode(&body)?).await?,
         "stop" => lifecycle::stop(c, ns, name, options::decode(&body)?).await?,
+        "migrate" => {
+            migrate::migrate(c, ns, name, options::decode(&body)?).await?;
+        }
         _ => lifecycle::restart(c, ns, name, options::decode(&body)?).await?,
     }
     Ok(axum::http::StatusCode::ACCEPTED.into_response())

@@ -13,6 +13,7 @@ pub(super) struct RunOptions {
     pub kubeconfig: Option<PathBuf>,
     pub install_crds: bool,
     pub pods: Option<crate::vmi::PodConfig>,
+    pub migrate_within_node: bool,
     pub data_volumes: Option<crate::cdi::datavolume::DataVolumeConfig>,
     pub metrics: super::MetricsArgs,
 }
@@ -22,6 +23,7 @@ pub(super) fn run(options: RunOptions, out: &mut dyn Write) -> Result<ExitCode, 
         kubeconfig,
         install_crds,
         pods,
+        migrate_within_node,
         data_volumes,
         metrics,
     } = options;
@@ -54,7 +56,20 @@ pub(super) fn run(options: RunOptions, out: &mut dyn Write) -> Result<ExitCode, 
                 config.launcher_image,
                 config.launcher_root.display()
             )?;
-            set.start_vmi_controller(config);
+            set.start_vmi_controller(config.clone());
+            writeln!(
+                out,
+                "kubevirt-controller: VirtualMachineInstanceMigration controller{}",
+                if migrate_within_node {
+                    " (targets may share their source's node)"
+                } else {
+                    ""
+                }
+            )?;
+            set.start_migration_controller(crate::migration::controller::MigrationConfig {
+                pods: config,
+                within_node: migrate_within_node,
+            });
         }
         if let Some(config) = data_volumes {
             writeln!(
@@ -81,6 +96,22 @@ pub(super) fn node(args: NodeArgs, out: &mut dyn Write) -> Result<ExitCode, CliE
         None => None,
     };
     let (mode, run_root) = args.mode.mode(args.run_root.clone())?;
+    let peers = match (&args.endpoint_listen, &endpoint_token) {
+        (Some(listen), Some(token)) => Some(crate::api::agents::NodeAgents {
+            addressing: crate::api::agents::Addressing::NodePort {
+                port: listen.port(),
+                tls: match &args.endpoint_ca_file {
+                    Some(ca) => Some(super::api::agent_tls(
+                        ca,
+                        node::endpoint::AGENT_SERVER_NAME.to_string(),
+                    )?),
+                    None => None,
+                },
+            },
+            token: token.clone(),
+        }),
+        _ => None,
+    };
     let config = NodeConfig {
         node_name,
         launcher,
@@ -89,6 +120,7 @@ pub(super) fn node(args: NodeArgs, out: &mut dyn Write) -> Result<ExitCode, CliE
         volumes_dir: args.volumes_dir,
         launcher_args: node::plain_http_args(&args.plain_http),
         claim_unscheduled: !args.only_scheduled,
+        peers,
     };
     super::on_cluster(args.kubeconfig.clone(), |client, server| async move {
         writeln!(

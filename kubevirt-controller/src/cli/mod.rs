@@ -185,6 +185,12 @@ pub struct NodeArgs {
     /// ... and this key.
     #[arg(long, requires = "endpoint_tls_cert_file")]
     pub endpoint_tls_key_file: Option<PathBuf>,
+    /// The CA (PEM) the other nodes' agents' endpoint certificates chain to: a live
+    /// migration's source reaches the target node's agent over TLS (without it: plain TCP).
+    /// Live migrations need the endpoint (--endpoint-listen); the agents listen on the same
+    /// port of each node's InternalIP.
+    #[arg(long)]
+    pub endpoint_ca_file: Option<PathBuf>,
     /// The kubelet's device plugin directory: when it exists (a real cluster's node), the
     /// agent serves `devices.kubevirt.io/kvm`, `/tun` and `/vhost-net` there and registers them
     /// with the kubelet, as upstream's virt-handler does, so launcher pods get the devices
@@ -271,6 +277,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<ExitCode, CliError> {
             let options = controllers::RunOptions {
                 kubeconfig,
                 install_crds,
+                migrate_within_node: pods.migrate_within_node,
                 pods: pods.config()?,
                 data_volumes,
                 metrics,

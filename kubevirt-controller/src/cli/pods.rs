@@ -43,6 +43,10 @@ pub struct VmiPodArgs {
     /// directory).
     #[arg(long, value_name = "DIR")]
     pub oci_working_dir: Option<PathBuf>,
+    /// Let a live migration's target pod run on its source's node (a single-node cluster);
+    /// by default it must land on another node, as upstream's.
+    #[arg(long, requires = "vmi_pods")]
+    pub migrate_within_node: bool,
 }
 
 impl VmiPodArgs {

@@ -34,10 +34,11 @@ use super::adopt;
 use super::events;
 use super::launcher::Launcher;
 use super::memory;
+use super::migration::{self, TargetStep};
 use super::report::{Report, patch};
 use super::{AgentMode, NodeConfig, NodeError, pod};
 use crate::events::Recorder;
-use crate::vm::instance::{is_final, phase};
+use crate::vm::instance::{is_deleting, is_final, phase};
 use kubevirt_launcher_protocol::{ExitStatus, FinalStatus, Phase};
 
 /// The finalizer that keeps a VMI until its guest is down (upstream's name).
@@ -50,9 +51,9 @@ const EXIT_SLACK: Duration = Duration::from_secs(10);
 /// One launcher, borrowed by one sync at a time (its own), across its control requests.
 type Shared = Arc<tokio::sync::Mutex<Launcher>>;
 
-struct Context {
-    client: Client,
-    config: NodeConfig,
+pub(super) struct Context {
+    pub(super) client: Client,
+    pub(super) config: NodeConfig,
     mode: AgentMode,
     /// Events on the VMIs, from `virt-handler` on this node.
     recorder: Recorder,
@@ -61,6 +62,10 @@ struct Context {
     launchers: Mutex<HashMap<String, Shared>>,
     /// Pods mode: the pod IP of each VMI's virt-launcher pod, by VMI uid, once known.
     pod_ips: Mutex<HashMap<String, String>>,
+    /// Pods mode: live-migration target launchers on this node, by migration uid.
+    targets: Mutex<HashMap<String, Shared>>,
+    /// Pods mode: the migrations this agent has started as their source, by migration uid.
+    outgoing: Mutex<std::collections::HashSet<String>>,
 }
 
 impl Context {
@@ -73,9 +78,36 @@ impl Context {
         match &self.mode {
             AgentMode::Direct => run_dir(vmi, &self.config),
             AgentMode::Pods { .. } => {
-                pod::run_dir(&self.config.run_root, &vmi.uid().unwrap_or_default())
+                migration::active_run_dir(&self.config.run_root, &vmi.uid().unwrap_or_default())
             }
         }
+    }
+
+    /// The target launcher of migration `id`, if this agent follows it.
+    pub(super) fn target(&self, id: &str) -> Option<Shared> {
+        locked(&self.targets).get(id).cloned()
+    }
+
+    /// Follows `l` as the target launcher of migration `id`.
+    pub(super) fn add_target(&self, id: &str, l: Launcher) -> Shared {
+        let l = Arc::new(tokio::sync::Mutex::new(l));
+        locked(&self.targets).insert(id.to_string(), l.clone());
+        l
+    }
+
+    /// Stops following the target launcher of migration `id`.
+    pub(super) fn take_target(&self, id: &str) -> Option<Shared> {
+        locked(&self.targets).remove(id)
+    }
+
+    /// Whether this agent started migration `id` as its source.
+    pub(super) fn outgoing_started(&self, id: &str) -> bool {
+        locked(&self.outgoing).contains(id)
+    }
+
+    /// Notes that this agent started migration `id` as its source.
+    pub(super) fn mark_outgoing(&self, id: &str) {
+        locked(&self.outgoing).insert(id.to_string());
     }
 
     fn pod_ips(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
@@ -121,6 +153,8 @@ pub async fn run(
         mode,
         launchers: Mutex::new(HashMap::new()),
         pod_ips: Mutex::new(HashMap::new()),
+        targets: Mutex::new(HashMap::new()),
+        outgoing: Mutex::new(Default::default()),
     });
     Controller::new(vmis, watcher::Config::default())
         .graceful_shutdown_on(shutdown)
@@ -168,6 +202,10 @@ async fn sweep_memory_states(client: Client, run_root: PathBuf) {
     }
 }
 
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn error_policy(_vmi: Arc<VirtualMachineInstance>, _e: &NodeError, _ctx: Arc<Context>) -> Action {
     Action::requeue(Duration::from_secs(1))
 }
@@ -189,19 +227,57 @@ async fn reconcile(
     vmi: Arc<VirtualMachineInstance>,
     ctx: Arc<Context>,
 ) -> Result<Action, NodeError> {
-    if !mine(&vmi, &ctx.config, &ctx.mode) && !vmi.finalizers().iter().any(|f| f == FINALIZER) {
-        return Ok(Action::await_change());
-    }
     let namespace = vmi.namespace().unwrap_or_default();
     let api: Api<VirtualMachineInstance> = Api::namespaced(ctx.client.clone(), &namespace);
-    finalizer(&api, FINALIZER, vmi, |event| async {
+    let node = ctx.config.node_name.as_str();
+    // A migration's target being prepared here: the VMI is synced again soon whatever else.
+    let mut preparing = false;
+    if let AgentMode::Pods { working_dir } = &ctx.mode
+        && !is_deleting(&vmi)
+    {
+        match migration::target(&vmi, &api, &ctx, working_dir).await? {
+            TargetStep::None => {}
+            TargetStep::Poll => preparing = true,
+            TargetStep::TookOver(l) => {
+                let uid = vmi.uid().unwrap_or_default();
+                ctx.map()
+                    .insert(uid.clone(), Arc::new(tokio::sync::Mutex::new(*l)));
+                ctx.pod_ips().remove(&uid);
+            }
+        }
+        if migration::moved_away(&vmi, node) {
+            // Its guest runs on another node now: that node's agent follows it.
+            let uid = vmi.uid().unwrap_or_default();
+            ctx.map().remove(&uid);
+            ctx.pod_ips().remove(&uid);
+            if !migration::moved_to(&vmi, node) {
+                migration::release(&pod::run_dir(&ctx.config.run_root, &uid));
+                migration::forget_active(&ctx.config.run_root, &uid);
+            }
+            return Ok(Action::await_change());
+        }
+    }
+    let mine = mine(&vmi, &ctx.config, &ctx.mode) || migration::moved_to(&vmi, node);
+    if !mine {
+        // Another node's VMI (its finalizer is that node's agent's to remove).
+        return Ok(match preparing {
+            true => Action::requeue(POLL),
+            false => Action::await_change(),
+        });
+    }
+    let action = finalizer(&api, FINALIZER, vmi, |event| async {
         match event {
             Event::Apply(vmi) => apply(&vmi, &api, &ctx).await,
             Event::Cleanup(vmi) => cleanup(&vmi, &ctx).await,
         }
     })
     .await
-    .map_err(|e| NodeError::Reconcile(Box::new(e)))
+    .map_err(|e| NodeError::Reconcile(Box::new(e)))?;
+    Ok(if preparing {
+        Action::requeue(POLL)
+    } else {
+        action
+    })
 }
 
 /// The run directory of `vmi` (`<run_root>/<ns>/<name>-<uid[..8]>`).
@@ -234,7 +310,24 @@ async fn apply(
         _ => find(vmi, ctx).await?,
     };
     let mut report = match found {
-        Some(l) => follow(&mut *l.lock().await, vmi, ctx).await?,
+        Some(l) => {
+            let mut l = l.lock().await;
+            let handed_over = match ctx.mode {
+                AgentMode::Pods { .. } => migration::source(vmi, &mut l, api, ctx).await?,
+                AgentMode::Direct => None,
+            };
+            if handed_over.is_some() {
+                // Its guest runs in a migration's target now: nothing of it goes on the VMI.
+                let dir = l.run_dir().to_path_buf();
+                drop(l);
+                ctx.map().remove(&uid);
+                if migration::active_run_dir(&ctx.config.run_root, &uid) != dir {
+                    migration::release(&dir);
+                }
+                return Ok(Action::requeue(POLL));
+            }
+            follow(&mut l, vmi, ctx).await?
+        }
         None if is_final(vmi) => return Ok(Action::await_change()),
         None if ctx.mode == AgentMode::Direct && matches!(phase(vmi), "" | "Pending") => {
             let dir = ctx.run_dir(vmi);
@@ -392,6 +485,7 @@ async fn cleanup(vmi: &VirtualMachineInstance, ctx: &Context) -> Result<Action, 
         stop(&mut l, Some(grace), grace).await;
     }
     let dir = ctx.run_dir(vmi);
+    migration::forget_active(&ctx.config.run_root, &uid);
     match std::fs::remove_dir_all(&dir) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

@@ -50,6 +50,12 @@ pub enum AgentOp {
         /// Its name (a DNS label).
         name: String,
     },
+    /// Carry a live migration's stream to the target launcher of this migration on this node
+    /// (the connection carries it afterwards): what a source node's agent asks.
+    MigrationTarget {
+        /// The migration's uid (the target's run directory).
+        migration: String,
+    },
 }
 
 /// How long a launcher may take to write a memory state (guest RAM is written sparse).
@@ -205,12 +211,35 @@ async fn handle(
         let _ = tokio::io::copy_bidirectional(&mut conn, &mut guest).await;
         return Ok(());
     }
+    if let AgentOp::MigrationTarget { migration } = &req.op {
+        if !super::migration::plain(migration) {
+            let why = format!("migration {migration:?} is not a uid");
+            return reply(&mut conn, Err(why)).await;
+        }
+        let socket = config
+            .run_root
+            .join(migration)
+            .join(crate::migration::INCOMING_SOCKET);
+        let mut target = match UnixStream::connect(&socket).await {
+            Ok(t) => t,
+            Err(e) => {
+                let why = format!("the migration's target launcher is not listening ({e})");
+                return reply(&mut conn, Err(why)).await;
+            }
+        };
+        reply(&mut conn, Ok(())).await?;
+        let _ = tokio::io::copy_bidirectional(&mut conn, &mut target).await;
+        return Ok(());
+    }
     if let AgentOp::MemorySnapshot { name } = &req.op {
         let done = memory_snapshot(&dir, config, &req.namespace, name).await;
         return reply(&mut conn, done).await;
     }
     let action = match req.op {
-        AgentOp::Console | AgentOp::PortForward { .. } | AgentOp::MemorySnapshot { .. } => None,
+        AgentOp::Console
+        | AgentOp::PortForward { .. }
+        | AgentOp::MemorySnapshot { .. }
+        | AgentOp::MigrationTarget { .. } => None,
         AgentOp::Pause => Some(Request::Pause),
         AgentOp::Unpause => Some(Request::Unpause),
         AgentOp::SoftReboot => Some(Request::SoftReboot),
@@ -306,7 +335,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// The run directory of a VMI below `run_root`: its pod's (`<run_root>/<uid>`, a node agent in
-/// pods mode) if there is one, else as [`super::agent::run_dir`] names it; refusing names that
+/// pods mode, or the target's a migration moved it to) if there is one, else as [`super::agent::run_dir`] names it; refusing names that
 /// are not Kubernetes names (no `/`, no `..`).
 pub fn run_dir(run_root: &Path, namespace: &str, name: &str, uid: &str) -> Result<PathBuf, String> {
     let plain = |what: &str, s: &str| {
@@ -324,7 +353,7 @@ pub fn run_dir(run_root: &Path, namespace: &str, name: &str, uid: &str) -> Resul
     plain("namespace", namespace)?;
     plain("name", name)?;
     plain("uid", uid)?;
-    let in_pod = super::pod::run_dir(run_root, uid);
+    let in_pod = super::migration::active_run_dir(run_root, uid);
     if in_pod.is_dir() {
         return Ok(in_pod);
     }

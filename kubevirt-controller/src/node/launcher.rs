@@ -437,6 +437,22 @@ impl Launcher {
     }
 }
 
+impl Launcher {
+    /// Asks the launcher to migrate its guest as `request` says; the answer comes once the
+    /// migration started (its progress is in the status).
+    ///
+    /// # Errors
+    /// The launcher refused (not running, a migration already runs) or did not answer.
+    pub async fn migrate(
+        &mut self,
+        request: kubevirt_launcher_protocol::MigrateRequest,
+    ) -> Result<(), ClientError> {
+        let client = Client::for_run_dir(&self.run_dir);
+        let migrate = Request::Migrate(Box::new(request));
+        blocking(client, move |c| c.act(&migrate)).await
+    }
+}
+
 /// How long a launcher may take to take `start`.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 

@@ -19,6 +19,7 @@ pub mod events;
 pub mod guest_port;
 pub mod launcher;
 pub mod memory;
+pub mod migration;
 pub mod pod;
 pub mod report;
 
@@ -41,6 +42,10 @@ pub struct NodeConfig {
     pub launcher_args: Vec<String>,
     /// Also run VMIs no node has claimed (the local single-node control plane).
     pub claim_unscheduled: bool,
+    /// How this agent reaches the node agents of other nodes (and its own, by its node name):
+    /// a live migration's source relays the guest to the target's agent. `None`: no
+    /// migrations from this node.
+    pub peers: Option<crate::api::agents::NodeAgents>,
 }
 
 /// How the node agent gets its launchers.

@@ -210,6 +210,7 @@ mod tests {
             volumes_dir: root.join("volumes"),
             launcher_args: Vec::new(),
             claim_unscheduled: false,
+            peers: None,
         }
     }
 

@@ -90,6 +90,37 @@ pub async fn restart(
     Ok(())
 }
 
+/// `virtctl migrate NAME [--addedNodeSelector K=V]... [--dry-run]`.
+pub async fn migrate(
+    c: &Connection,
+    name: &str,
+    selector: Vec<(String, String)>,
+    dry: bool,
+) -> Result<(), VirtctlError> {
+    let mut body = json!({"dryRun": dry_run(dry)});
+    if !selector.is_empty() {
+        let map: serde_json::Map<String, serde_json::Value> =
+            selector.into_iter().map(|(k, v)| (k, json!(v))).collect();
+        body["addedNodeSelector"] = serde_json::Value::Object(map);
+    }
+    c.put(&c.path("virtualmachines", name, "migrate"), &body)
+        .await
+        .map_err(|e| failed("migrating", "VirtualMachine", e))?;
+    done("VM", name, "migrate", dry);
+    Ok(())
+}
+
+/// A `KEY=VALUE` flag value.
+///
+/// # Errors
+/// No `=`, or an empty key.
+pub fn parse_label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("{s:?} is not KEY=VALUE")),
+    }
+}
+
 /// `virtctl pause|unpause vm|vmi NAME [--dry-run]`: a VM's instance has the VM's name.
 pub async fn pause(
     c: &Connection,

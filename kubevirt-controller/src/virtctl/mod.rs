@@ -83,6 +83,18 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Migrate a running virtual machine to another node (a VirtualMachineInstanceMigration;
+    /// `kubectl get vmim` follows it).
+    Migrate {
+        /// The VM.
+        name: String,
+        /// Node labels the target node must carry (`KEY=VALUE`, repeatable).
+        #[arg(long = "addedNodeSelector", value_name = "KEY=VALUE", value_parser = lifecycle::parse_label)]
+        added_node_selector: Vec<(String, String)>,
+        /// If set to true, only check the request; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Pause a virtual machine (`vm NAME` or `vmi NAME`).
     Pause {
         /// `vm` or `vmi`.
@@ -289,6 +301,11 @@ pub async fn run(cli: Cli) -> Result<(), VirtctlError> {
             grace_period,
             dry_run,
         } => lifecycle::restart(&conn, &name, force, grace_period, dry_run).await,
+        Command::Migrate {
+            name,
+            added_node_selector,
+            dry_run,
+        } => lifecycle::migrate(&conn, &name, added_node_selector, dry_run).await,
         Command::Pause {
             kind,
             name,

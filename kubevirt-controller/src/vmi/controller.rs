@@ -207,7 +207,7 @@ async fn reconcile(
 }
 
 /// What a VMI's pod waits for.
-enum Waiting {
+pub(crate) enum Waiting {
     /// A claim that does not exist.
     Claim(String),
     /// A DataVolume not populated yet: its name and phase.
@@ -228,7 +228,7 @@ fn has_data_volumes(vmi: &VirtualMachineInstance) -> bool {
 
 /// The volume mode of every claim `vmi` names, or what its pod waits for: a DataVolume not
 /// populated yet (its claim would be empty or half-written), or a claim that does not exist.
-async fn claim_modes(
+pub(crate) async fn claim_modes(
     client: &Client,
     namespace: &str,
     vmi: &VirtualMachineInstance,

@@ -21,6 +21,7 @@ use kubevirt_api::core::v1::{
 };
 
 use super::COMPUTE_CONTAINER;
+use crate::migration::active::{active_pod, migration_of};
 use crate::node::agent::FINALIZER;
 use crate::vm::instance::{is_deleting, is_final, phase};
 
@@ -73,11 +74,14 @@ pub fn plan(vmi: &VirtualMachineInstance, pods: &[Pod], now: Timestamp) -> Plan 
     let mut actions = Vec::new();
     let mut requeue_at = None;
     let mut node_label = None;
-    // The oldest pod is the VMI's; any other is deleted (never two launchers for one VMI).
-    let mut live: Vec<&Pod> = pods.iter().collect();
-    live.sort_by_key(|p| (created(p), name(p).to_string()));
-    let pod = live.first().copied();
-    for extra in live.iter().skip(1) {
+    // The pod running the guest is the VMI's (the oldest, or the one a migration moved it
+    // to); any other is deleted (never two launchers for one VMI) but a migration's target,
+    // which the migration controller owns.
+    let pod = active_pod(vmi, pods);
+    let extras = pods.iter().filter(|p| {
+        pod.is_none_or(|a| a.metadata.uid != p.metadata.uid) && migration_of(p).is_none()
+    });
+    for extra in extras {
         actions.push(delete(extra));
     }
     status.active_pods = Some(
@@ -98,9 +102,11 @@ pub fn plan(vmi: &VirtualMachineInstance, pods: &[Pod], now: Timestamp) -> Plan 
         .any(|f| f == FINALIZER);
     let mut conditions = Conditions::of(&old);
     if is_final(vmi) || (is_deleting(vmi) && !agent_finalizer) {
-        // Done with (or deleted without a node agent to shut it down first): its pods go.
-        for p in live.iter().take(1) {
-            if p.metadata.deletion_timestamp.is_none() {
+        // Done with (or deleted without a node agent to shut it down first): its pods go,
+        // a migration's target too.
+        for p in pods {
+            let listed = actions.contains(&delete(p));
+            if p.metadata.deletion_timestamp.is_none() && !listed {
                 actions.push(delete(p));
             }
         }
@@ -213,10 +219,6 @@ fn delete(p: &Pod) -> PodAction {
 
 fn name(p: &Pod) -> &str {
     p.metadata.name.as_deref().unwrap_or("")
-}
-
-fn created(p: &Pod) -> Option<Timestamp> {
-    p.metadata.creation_timestamp.as_ref().map(|t| t.0)
 }
 
 fn node(p: &Pod) -> Option<&str> {

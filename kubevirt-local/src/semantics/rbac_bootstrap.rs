@@ -340,6 +340,7 @@ const VM_ACTIONS: &[&str] = &[
     "virtualmachines/start",
     "virtualmachines/stop",
     "virtualmachines/restart",
+    "virtualmachines/migrate",
 ];
 
 fn kubevirt_role(level: &str, verbs: &[&str], writer: bool) -> Value {

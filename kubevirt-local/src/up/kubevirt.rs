@@ -13,6 +13,7 @@ use kubevirt_controller::cdi::datavolume::DataVolumeConfig;
 use kubevirt_controller::cdi::upload::api::Uploads;
 use kubevirt_controller::cdi::upload::token::TokenKey;
 use kubevirt_controller::controllers::Controllers;
+use kubevirt_controller::migration::controller::MigrationConfig;
 use kubevirt_controller::node::endpoint::{self, EndpointConfig};
 use kubevirt_controller::node::{AgentMode, NodeConfig};
 use kubevirt_controller::vmi::PodConfig;
@@ -105,7 +106,7 @@ pub(super) async fn start(
     let _ = state.subresources.set(
         Subresources {
             client,
-            agents,
+            agents: agents.clone(),
             authentication: Authentication::Done,
         }
         .router(),
@@ -119,6 +120,7 @@ pub(super) async fn start(
             volumes_dir: dir.join("volumes"),
             launcher_args: node.launcher_args,
             claim_unscheduled: true,
+            peers: Some(agents.clone()),
         };
         match pod_image {
             Some(launcher_image) => {
@@ -126,13 +128,19 @@ pub(super) async fn start(
                     path: PathBuf::from("."),
                     source,
                 })?;
-                controllers.start_vmi_controller(PodConfig {
+                let pods = PodConfig {
                     launcher_image,
                     launcher_root,
                     image_cache: config.cache_dir.clone(),
                     registry_config_dir: node.registry_config_dir,
                     plain_http_registries: node.plain_http,
                     working_dir: working_dir.clone(),
+                };
+                controllers.start_vmi_controller(pods.clone());
+                // One node: a migration's target runs beside its source.
+                controllers.start_migration_controller(MigrationConfig {
+                    pods,
+                    within_node: true,
                 });
                 controllers.start_node_agent_in(config, AgentMode::Pods { working_dir });
             }

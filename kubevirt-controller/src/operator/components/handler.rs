@@ -35,6 +35,9 @@ pub fn args() -> Vec<String> {
         format!("{CERTS}/tls.crt"),
         "--endpoint-tls-key-file".into(),
         format!("{CERTS}/tls.key"),
+        // Other nodes' agents, for live migrations: their certificates chain to this CA.
+        "--endpoint-ca-file".into(),
+        format!("{TOKEN}/ca.crt"),
         // HTTPS with the agent's serving certificate (it listens on the host's network).
         "--metrics-listen".into(),
         format!("0.0.0.0:{HANDLER_METRICS_PORT}"),
@@ -79,7 +82,7 @@ pub fn daemonset(i: &Install) -> Value {
                 {"name": "device-plugins", "hostPath": {"path": DEVICE_PLUGINS, "type": "Directory"}},
                 {"name": "server-certs", "secret": {"secretName": HANDLER_CERT_SECRET}},
                 {"name": "node-agent-token", "secret": {"secretName": AGENT_TOKEN_SECRET,
-                    "items": [{"key": "token", "path": "token"}]}},
+                    "items": [{"key": "token", "path": "token"}, {"key": "ca.crt", "path": "ca.crt"}]}},
             ]}}}})
 }
 

@@ -42,6 +42,12 @@ pub fn api_rules() -> Vec<Value> {
             &["get", "list", "watch", "patch"],
         ),
         rule(&["kubevirt.io"], &["virtualmachines/status"], &["patch"]),
+        // `virtualmachines/{name}/migrate` creates a migration.
+        rule(
+            &["kubevirt.io"],
+            &["virtualmachineinstancemigrations"],
+            &["create"],
+        ),
         rule(&[""], &["nodes"], &["get"]),
         read_kubevirt(),
     ]
@@ -57,6 +63,7 @@ pub fn controller_rules() -> Vec<Value> {
                 "virtualmachines",
                 "virtualmachineinstances",
                 "virtualmachineinstancereplicasets",
+                "virtualmachineinstancemigrations",
             ],
             ALL,
         ),
@@ -65,6 +72,7 @@ pub fn controller_rules() -> Vec<Value> {
             &[
                 "virtualmachines/status",
                 "virtualmachineinstancereplicasets/status",
+                "virtualmachineinstancemigrations/status",
             ],
             &["update", "patch"],
         ),
@@ -153,6 +161,7 @@ fn subresource_rules() -> Vec<Value> {
                 "virtualmachines/start",
                 "virtualmachines/stop",
                 "virtualmachines/restart",
+                "virtualmachines/migrate",
                 "virtualmachineinstances/pause",
                 "virtualmachineinstances/unpause",
                 "virtualmachineinstances/softreboot",

@@ -457,3 +457,48 @@ fn a_pod_whose_compute_container_ended_is_down_though_it_runs_on() {
     assert_eq!(p.status.phase.as_deref(), Some("Scheduled"));
     assert_eq!(p.requeue_at, None);
 }
+
+#[test]
+fn a_migrations_target_pod_is_left_alone_and_becomes_the_vmis_pod_once_it_took_over() {
+    let source = pod(
+        "virt-launcher-demo-src",
+        "2026-12-05T11:00:00Z",
+        json!({"nodeName": "node1"}),
+        json!({"phase": "Running"}),
+    );
+    let mut target = pod(
+        "virt-launcher-demo-tgt",
+        NOW,
+        json!({"nodeName": "node1"}),
+        json!({"phase": "Running"}),
+    );
+    target.metadata.labels = Some(
+        [(
+            crate::migration::MIGRATION_JOB_LABEL.to_string(),
+            "mig-1".to_string(),
+        )]
+        .into(),
+    );
+    let migrating = json!({"nodeName": "node1", "migrationState": {
+        "migrationUid": "mig-1", "sourcePod": "virt-launcher-demo-src",
+        "targetPod": "virt-launcher-demo-tgt", "completed": false}});
+    let pods = [source.clone(), target.clone()];
+    let p = plan(&vmi("Running", migrating), &pods, now());
+    assert!(p.actions.is_empty(), "{:?}", p.actions);
+    assert_eq!(p.status.active_pods.map(|m| m.len()), Some(2));
+    // Moved: the source (ended) is not the VMI's any more and goes; the target stays.
+    let mut ended = source;
+    ended.status = serde_json::from_value(json!({"phase": "Succeeded"})).unwrap();
+    let moved = json!({"nodeName": "node1", "migrationState": {
+        "migrationUid": "mig-1", "sourcePod": "virt-launcher-demo-src",
+        "targetPod": "virt-launcher-demo-tgt", "completed": true, "failed": false}});
+    let p = plan(&vmi("Running", moved), &[ended, target], now());
+    assert_eq!(
+        p.actions,
+        vec![PodAction::Delete {
+            name: "virt-launcher-demo-src".into(),
+            uid: "virt-launcher-demo-src-uid".into()
+        }]
+    );
+    assert_eq!(p.status.phase.as_deref(), Some("Running"));
+}

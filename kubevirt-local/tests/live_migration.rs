@@ -1,0 +1,231 @@
+//! Issue 12's `migrate`, end to end as a user drives it on `kubevirt-local up` with its kubelet:
+//! `virtctl migrate demo` creates a VirtualMachineInstanceMigration; the migration controller
+//! makes the target virt-launcher pod (on this one node: the plane allows a target beside its
+//! source), the node agent starts it as a migration target and relays the source launcher's
+//! stream to it; the guest goes on counting in the new pod (no second boot) with the same VMI,
+//! `kubectl get vmim` says Succeeded and the VMI's `migrationState` says where it went. A second
+//! migration moves it on from the first one's target. Refusals are upstream's words.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::node::*;
+use kubevirt_testsupport::{Profile, demo_image, launcher_binary, tempdir, virtctl_binary};
+use serde_json::Value;
+
+const NODE: &str = "kv-migration";
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn virtctl(up: &Up, args: &[&str]) -> Output {
+    Command::new(virtctl_binary(Profile::Debug))
+        .env("KUBECONFIG", up.kubeconfig())
+        .args(args)
+        .output()
+        .expect("run virtctl")
+}
+
+fn vmi(up: &Up) -> Value {
+    up.get("vmi", "demo").expect("the VMI")
+}
+
+/// The console socket of the launcher that runs the guest now (its pod's run directory).
+fn console(data: &Path, run_dir: &str) -> PathBuf {
+    data.join("node/launchers")
+        .join(run_dir)
+        .join("console.sock")
+}
+
+/// Types `count` on the console until the guest answers `count N`; returns N.
+fn count(socket: &Path) -> u32 {
+    let text = eventually("the guest counts on its console", 60, || {
+        console_answer(socket, "count", "count ")
+    });
+    let after = text.rsplit("count ").next().unwrap_or("");
+    let digits: String = after.chars().take_while(char::is_ascii_digit).collect();
+    digits
+        .parse()
+        .unwrap_or_else(|_| panic!("no count in {text:?}"))
+}
+
+/// Migrates the demo VM and waits for its migration to succeed; returns the migration object.
+fn migrate(up: &Up) -> Value {
+    let out = virtctl(up, &["migrate", "demo"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(said.trim(), "VM demo was scheduled to migrate");
+    eventually("the migration Succeeded", 180, || {
+        let list: Value =
+            serde_json::from_str(&up.ok(&["get", "vmim", "-o", "json"], None)).ok()?;
+        let items = list["items"].as_array()?.clone();
+        let newest = items.into_iter().max_by_key(|m| {
+            m["metadata"]["creationTimestamp"]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        })?;
+        let phase = newest["status"]["phase"].as_str().unwrap_or("");
+        assert_ne!(phase, "Failed", "the migration failed: {newest:#}");
+        (phase == "Succeeded").then_some(newest)
+    })
+}
+
+#[test]
+fn virtctl_migrate_moves_the_running_guest_to_a_new_launcher_pod() {
+    require_node!();
+    let _node = node_slot();
+    let launcher = launcher_binary(Profile::Debug);
+    let dir = tempdir("live-migration");
+    let data = dir.join("data");
+    let image = demo_image(&dir);
+    let args = ["--launcher", launcher.to_str().unwrap()];
+    let (up, ready) = start_up_node(&data, NODE, &args);
+    assert_eq!(ready["vmiLaunchers"], "pods", "{ready}");
+
+    // Refused as upstream refuses: no such VM, a VM that does not run.
+    let out = virtctl(&up, &["migrate", "nosuchvm"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("virtualmachine.kubevirt.io \"nosuchvm\" not found"),
+        "{err}"
+    );
+    let vm = std::fs::read_to_string(root().join("examples/vm-demo.yaml"))
+        .expect("the example")
+        .replace("oci:target/demo-image:demo", &image);
+    let halted = vm.replace("runStrategy: Always", "runStrategy: Halted");
+    up.ok(&["apply", "-f", "-"], Some(&halted));
+    let out = virtctl(&up, &["migrate", "demo"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("VM is not running"),
+        "{err}"
+    );
+
+    up.ok(&["apply", "-f", "-"], Some(&vm));
+    let running = eventually("the VMI Running", 180, || {
+        Some(vmi(&up)).filter(|v| v["status"]["phase"] == "Running")
+    });
+    let vmi_uid = running["metadata"]["uid"]
+        .as_str()
+        .expect("uid")
+        .to_string();
+    let first = count(&console(&data, &vmi_uid));
+    let second = count(&console(&data, &vmi_uid));
+    assert_eq!(second, first + 1);
+
+    // The dry run creates nothing.
+    let out = virtctl(&up, &["migrate", "demo", "--dry-run"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        up.ok(&["get", "vmim", "-o", "name"], None)
+            .trim()
+            .is_empty()
+    );
+
+    let done = migrate(&up);
+    let migration_uid = done["metadata"]["uid"].as_str().expect("uid").to_string();
+    let state = &done["status"]["migrationState"];
+    assert_eq!(state["completed"], true, "{done:#}");
+    assert_eq!(state["targetNode"], NODE);
+    assert_ne!(state["sourcePod"], state["targetPod"]);
+    let phases: Vec<&str> = done["status"]["phaseTransitionTimestamps"]
+        .as_array()
+        .expect("transitions")
+        .iter()
+        .filter_map(|t| t["phase"].as_str())
+        .collect();
+    assert_eq!(phases.first(), Some(&"Scheduling"), "{phases:?}");
+    assert_eq!(phases.last(), Some(&"Succeeded"), "{phases:?}");
+
+    // The same VMI runs on, in the target pod, counting on from where it was: no second boot.
+    let moved = eventually("the VMI Running on the target", 60, || {
+        let v = vmi(&up);
+        let domain = v["status"]["migrationState"]["targetNodeDomainDetected"] == true;
+        (v["status"]["phase"] == "Running" && domain).then_some(v)
+    });
+    assert_eq!(moved["metadata"]["uid"], vmi_uid.as_str());
+    assert_eq!(moved["status"]["nodeName"], NODE);
+    let third = count(&console(&data, &migration_uid));
+    assert_eq!(third, second + 1, "the guest's count goes on");
+    let target_pod = state["targetPod"].as_str().expect("target pod").to_string();
+    let pod = up.pod(&target_pod).expect("the target pod");
+    assert_eq!(pod["status"]["phase"], "Running", "{pod:#}");
+    let source_pod = state["sourcePod"].as_str().expect("source pod");
+    eventually("the source pod gone or done", 60, || {
+        match up.pod(source_pod) {
+            None => Some(()),
+            Some(p) => (p["status"]["phase"] == "Succeeded").then_some(()),
+        }
+    });
+    // The subresource API reaches the guest where it runs now.
+    let out = virtctl(&up, &["pause", "vmi", "demo"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eventually("the VMI Paused", 30, || {
+        (condition(&vmi(&up), "Paused")["status"] == "True").then_some(())
+    });
+    let out = virtctl(&up, &["unpause", "vmi", "demo"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A second migration moves it on from the first one's target.
+    let again = migrate(&up);
+    let second_uid = again["metadata"]["uid"].as_str().expect("uid").to_string();
+    assert_eq!(
+        again["status"]["migrationState"]["sourcePod"],
+        target_pod.as_str()
+    );
+    eventually("the VMI taken over again", 60, || {
+        let v = vmi(&up);
+        (v["status"]["migrationState"]["migrationUid"] == second_uid.as_str()
+            && v["status"]["migrationState"]["targetNodeDomainDetected"] == true)
+            .then_some(())
+    });
+    let fourth = count(&console(&data, &second_uid));
+    assert_eq!(
+        fourth,
+        third + 1,
+        "the guest's count goes on after two moves"
+    );
+
+    // Deleting the VM: the guest shuts down, its pods go, nothing is left.
+    up.ok(
+        &["delete", "vm", "demo", "--wait=true", "--timeout=120s"],
+        None,
+    );
+    eventually("the launcher pods gone", 120, || {
+        let out = up.ok(
+            &[
+                "get",
+                "pods",
+                "-l",
+                "kubevirt.io=virt-launcher",
+                "-o",
+                "name",
+            ],
+            None,
+        );
+        out.trim().is_empty().then_some(())
+    });
+    assert_nothing_left(&data);
+    drop(up);
+}
