@@ -5,7 +5,7 @@
 
 use super::RunError;
 use super::device_stats::{Counted, DeviceStats};
-use kubevirt_vmm::virtio::block::{Block, BlockBackend, GuestBuffers, RawFile};
+use kubevirt_vmm::virtio::block::{BackendError, Block, BlockBackend, GuestBuffers, RawFile};
 use kubevirt_vmm::virtio::net::{Net, NetConfig, Tap};
 use kubevirt_vmm::virtio::rng::Rng;
 use kubevirt_vmm::{ConsoleConfig, ExitReason, Vm, VmBuilder, VmConfig};
@@ -66,6 +66,12 @@ impl BlockBackend for SharedImage {
     }
     fn has_volatile_cache(&self) -> bool {
         self.get().has_volatile_cache()
+    }
+    fn inactivate(&mut self) -> Result<(), BackendError> {
+        self.get().inactivate()
+    }
+    fn activate(&mut self) -> Result<(), BackendError> {
+        self.get().activate()
     }
     fn read_to_guest(&mut self, bufs: &GuestBuffers<'_>, offset: u64) -> io::Result<()> {
         self.get().read_to_guest(bufs, offset)

@@ -350,6 +350,16 @@ pub fn launch(object: &Object, opts: &RunOptions) -> Result<Launched, RunError> 
                     },
                 )?,
             )),
+            // A migration target opens a persistent disk without its write lock: the source
+            // still writes it, and hands the lock over when it sends the guest's last state.
+            None if opts.incoming.is_some() && !prepared.ephemeral => DiskBacking::File(Arc::new(
+                RawFile::open_inactive(&prepared.path, prepared.readonly, cache).map_err(
+                    |source| RunError::DiskOpen {
+                        disk: disk.name.clone(),
+                        source,
+                    },
+                )?,
+            )),
             None => DiskBacking::File(Arc::new(
                 RawFile::open_with_cache(&prepared.path, prepared.readonly, cache).map_err(
                     |source| RunError::DiskOpen {

@@ -13,13 +13,16 @@
 //! 4. the source pauses the vCPUs, saves their state and the devices' (devices quiesce: a block
 //!    device finishes its in-flight requests), sends the last dirty pages and the sealed
 //!    snapshot state, and waits for the target's `Ack` — the target acks only once the VM is
-//!    built from it;
+//!    built from it. Just before the state goes out the source gives up its disks' write
+//!    locks (devices quiesced, disks flushed), and the target takes them before it acks
+//!    (refusing with the disk named if another VM holds one): the handover of
+//!    `virtio::block`'s image locks, as QEMU's inactivate/activate;
 //! 5. on the ack the source gives the VM up for good (it ends with
 //!    [`crate::ExitReason::Migrated`]) and sends `Go`; the target starts the guest on `Go`.
 //!
 //! Anything that goes wrong before the ack — the stream breaks, the target refuses, the
 //! completion timeout passes, [`MigrationControl::cancel`] — resumes the source (if it was
-//! running) and the target discards what it received. After the ack nothing resumes the
+//! running; after taking its disk locks back) and the target discards what it received. After the ack nothing resumes the
 //! source; if `Go` is lost the target does not start either, so the guest never runs twice.
 //! `wire.rs` describes the framing.
 
@@ -109,6 +112,16 @@ pub enum MigrationError {
         "the migration did not complete within {0:?} (round {1}); the source keeps running the VM"
     )]
     Timeout(Duration, u32),
+    /// A disk's image lock could not be handed over: the target could not take it (another
+    /// VM holds the image), or the source could not give it up.
+    #[error("disk {index} (in the order the VM's disks were added): {source}")]
+    DiskLock {
+        /// The disk's index.
+        index: usize,
+        /// Why.
+        #[source]
+        source: crate::virtio::block::BackendError,
+    },
     /// Reading guest memory failed (a layout bug).
     #[error("reading guest memory at {0:#x} failed")]
     ReadGuest(u64),

@@ -13,6 +13,7 @@ use crate::memory::{DIRTY_PAGE_SIZE, GuestMemoryMmap};
 use crate::snapshot::{
     MachineState, MemoryLayout, SnapshotState, resume_devices, save_devices, seal,
 };
+use crate::virtio::block::{activate_all, inactivate_all};
 use crate::vm::{PAUSE_TIMEOUT, Vm, VmState};
 
 fn vm_err(e: impl std::fmt::Display) -> MigrationError {
@@ -256,7 +257,8 @@ impl Vm {
             return Err(vm_err(e));
         }
         let paused_at = Instant::now();
-        let outcome = self.stop_and_copy(tx, &log, pending);
+        let mut inactivated = false;
+        let outcome = self.stop_and_copy(tx, &log, pending, &mut inactivated);
         match outcome {
             Ok(()) => {
                 // The target has the VM. End this copy first (it never runs again), and only
@@ -282,6 +284,17 @@ impl Vm {
                 Ok(tx.control.progress())
             }
             Err(e) => {
+                // The disks' locks come back before the guest may write again; a disk whose
+                // lock someone else took meanwhile must not be written: the VM stays paused.
+                if inactivated && let Err((index, lost)) = activate_all(self.migration_disks()) {
+                    lifecycle.set_migrating(false);
+                    log::error!(
+                        "migration failed ({e}) and disk {index} could not be locked again ({lost}): the VM stays paused"
+                    );
+                    return Err(MigrationError::Vm(format!(
+                        "{e}; then disk {index} could not be locked again ({lost}): the VM stays paused so that two guests never write it"
+                    )));
+                }
                 resume_devices(buses);
                 lifecycle.set_migrating(false);
                 if was_running && let Err(r) = lifecycle.resume() {
@@ -299,6 +312,7 @@ impl Vm {
         tx: &mut Sender<'_, S>,
         log: &DirtyLog<'_>,
         mut pending: Vec<u64>,
+        inactivated: &mut bool,
     ) -> Result<(), MigrationError> {
         let (lifecycle, buses, vm_fd) = self.migration_parts();
         let memory = self.memory();
@@ -320,6 +334,11 @@ impl Vm {
             vcpu_states,
             devices,
         };
+        // The devices are quiesced and their disks flushed (`save_devices`): give up the
+        // disks' write locks, so the target can take them before it acks.
+        inactivate_all(self.migration_disks())
+            .map_err(|(index, source)| MigrationError::DiskLock { index, source })?;
+        *inactivated = true;
         tx.send(&Message::State(seal(&state.encode())))?;
         tx.stream.flush().map_err(|source| WireError::Io {
             op: "flush",

@@ -9,6 +9,7 @@ use super::MigrationError;
 use super::wire::{self, Message, PAGE_SIZE, Page, WireError};
 use crate::memory::{self, GuestMemoryMmap};
 use crate::snapshot::{MemoryLayout, SnapshotState, open_sealed};
+use crate::virtio::block::{activate_all, inactivate_all};
 use crate::vm::{Vm, VmBuilder};
 
 /// Which pages of RAM the stream has written, so a zero page for a page never written (still
@@ -96,6 +97,7 @@ impl VmBuilder {
 
     fn receive<S: Read + Write>(self, stream: &mut S) -> Result<Vm, MigrationError> {
         let config = self.config();
+        let disks = self.migration_disks();
         wire::read_preamble(stream)?;
         let hello = match wire::read_message(stream)? {
             Message::Hello(h) => h,
@@ -145,11 +147,19 @@ impl VmBuilder {
         let vm = self
             .build_restored(state, memory)
             .map_err(|e| MigrationError::Vm(format!("building the VM from its state: {e}")))?;
-        send(stream, &Message::Ack)?;
-        match wire::read_message(stream)? {
-            Message::Go => Ok(vm),
+        // The source gave its disks' write locks up before it sent the state: take them
+        // (a disk another VM holds is refused, and the source keeps the guest).
+        activate_all(&disks)
+            .map_err(|(index, source)| MigrationError::DiskLock { index, source })?;
+        let go = send(stream, &Message::Ack).and_then(|()| match wire::read_message(stream)? {
+            Message::Go => Ok(()),
             m => Err(unexpected("Go", &m)),
+        });
+        if go.is_err() {
+            // This side does not run the guest: it writes nothing, and holds no lock.
+            let _ = inactivate_all(&disks);
         }
+        go.map(|()| vm)
     }
 }
 

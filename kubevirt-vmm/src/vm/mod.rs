@@ -346,6 +346,14 @@ impl VmBuilder {
         &self.config
     }
 
+    /// The disks added so far, in order (a migration target receives into them).
+    pub(crate) fn migration_disks(&self) -> Vec<crate::virtio::block::MigrationDisk> {
+        self.virtio
+            .iter()
+            .filter_map(|d| d.migration_disk())
+            .collect()
+    }
+
     fn build_from(self, snapshot: Option<Restored>) -> Result<Vm, VmError> {
         let VmBuilder {
             config,
@@ -355,6 +363,7 @@ impl VmBuilder {
             virtio,
             created_at,
         } = self;
+        let disks = virtio.iter().filter_map(|d| d.migration_disk()).collect();
         let kvm = Kvm::new().map_err(VmError::OpenKvm)?;
         let version = kvm.get_api_version();
         if version != KVM_API_VERSION {
@@ -611,6 +620,7 @@ impl VmBuilder {
             memory,
             _firmware: firmware_memory,
             notify_counters,
+            disks,
         })
     }
 }
@@ -713,6 +723,8 @@ pub struct Vm {
     /// Firmware memory slots' host mappings: unmapped after the VM fd is closed.
     _firmware: Option<FirmwareMemory>,
     notify_counters: Vec<Arc<std::sync::atomic::AtomicU64>>,
+    /// The virtio-blk disks in the order added, for live migration.
+    disks: Vec<crate::virtio::block::MigrationDisk>,
 }
 
 impl Vm {
@@ -851,6 +863,12 @@ impl Vm {
     /// The pieces live migration drives: run state, devices, KVM VM fd.
     pub(crate) fn migration_parts(&self) -> (&Lifecycle, &Buses, &VmFd) {
         (&self.lifecycle, &self.buses, &self.vm_fd)
+    }
+
+    /// The VM's disks in the order added (live migration hands over their locks and copies
+    /// the ones that live with the VMI).
+    pub(crate) fn migration_disks(&self) -> &[crate::virtio::block::MigrationDisk] {
+        &self.disks
     }
 
     /// The VM's lifecycle, to end it from elsewhere ([`ExitRequester`]).

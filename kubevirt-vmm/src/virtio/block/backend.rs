@@ -10,7 +10,7 @@ use crate::memory::GuestSlice;
 use vm_memory::bitmap::Bitmap;
 
 use super::cache::CacheMode;
-use super::lock::open_locked;
+use super::lock::{self, open_inactive, open_locked};
 
 /// Guest buffers of one request, in order (checked guest-memory slices).
 pub type GuestBuffers<'a> = [GuestSlice<'a>];
@@ -43,6 +43,25 @@ pub trait BlockBackend: Send {
     fn discard(&mut self, offset: u64, len: u64) -> io::Result<()>;
     /// `[offset, offset + len)` reads as zeroes afterwards.
     fn write_zeroes(&mut self, offset: u64, len: u64) -> io::Result<()>;
+
+    /// Live migration's lock handover (see `lock.rs`): gives up the image's write lock; the
+    /// caller has flushed and writes nothing until [`BlockBackend::activate`]. Default: no
+    /// lock to give up.
+    ///
+    /// # Errors
+    /// When the lock cannot be changed.
+    fn inactivate(&mut self) -> Result<(), BackendError> {
+        Ok(())
+    }
+
+    /// Takes the lock the image is opened for (exclusive when writable), after an inactive
+    /// open or [`BlockBackend::inactivate`]. Default: no lock to take.
+    ///
+    /// # Errors
+    /// [`BackendError::InUse`] naming the image when another VM holds it.
+    fn activate(&mut self) -> Result<(), BackendError> {
+        Ok(())
+    }
 
     /// Fills the guest buffers `bufs`, in order, from `offset` (a read request's data). The
     /// default goes through a bounce buffer and [`BlockBackend::read_at`]; file backends
@@ -220,6 +239,7 @@ pub enum BackendError {
 #[derive(Debug)]
 pub struct RawFile {
     file: File,
+    path: PathBuf,
     size: u64,
     read_only: bool,
     cache: CacheMode,
@@ -251,6 +271,30 @@ impl RawFile {
         cache: CacheMode,
     ) -> Result<RawFile, BackendError> {
         let file = open_locked(path, read_only, cache.open_flags())?;
+        Self::from_file(file, path, read_only, cache)
+    }
+
+    /// Opens `path` as [`RawFile::open_with_cache`] does, but *inactive* when writable: no
+    /// lock yet, because a live migration's source still writes the image. The migration
+    /// target takes the lock ([`BlockBackend::activate`]) when the source has given it up.
+    ///
+    /// # Errors
+    /// As [`RawFile::open_with_cache`], but never [`BackendError::InUse`] for a writable open.
+    pub fn open_inactive(
+        path: &Path,
+        read_only: bool,
+        cache: CacheMode,
+    ) -> Result<RawFile, BackendError> {
+        let file = open_inactive(path, read_only, cache.open_flags())?;
+        Self::from_file(file, path, read_only, cache)
+    }
+
+    fn from_file(
+        file: File,
+        path: &Path,
+        read_only: bool,
+        cache: CacheMode,
+    ) -> Result<RawFile, BackendError> {
         let meta = file.metadata().map_err(|source| BackendError::Stat {
             path: path.to_owned(),
             source,
@@ -275,6 +319,7 @@ impl RawFile {
         }
         Ok(RawFile {
             file,
+            path: path.to_owned(),
             size,
             read_only,
             cache,
@@ -295,6 +340,7 @@ impl RawFile {
     pub fn try_clone(&self) -> io::Result<RawFile> {
         Ok(RawFile {
             file: self.file.try_clone()?,
+            path: self.path.clone(),
             size: self.size,
             read_only: self.read_only,
             cache: self.cache,
@@ -381,6 +427,14 @@ impl BlockBackend for RawFile {
             Err(e) if unsupported(&e) => self.write_zero_buffers(offset, len),
             r => r,
         }
+    }
+
+    fn inactivate(&mut self) -> Result<(), BackendError> {
+        lock::inactivate(&self.file, &self.path, self.read_only)
+    }
+
+    fn activate(&mut self) -> Result<(), BackendError> {
+        lock::activate(&self.file, &self.path, self.read_only)
     }
 
     fn read_to_guest(&mut self, bufs: &GuestBuffers<'_>, offset: u64) -> io::Result<()> {

@@ -3,6 +3,7 @@
 use std::sync::{Arc, Mutex};
 
 use super::backend::BlockBackend;
+use super::migration::{DiskMigration, MigrationDisk};
 use super::queue::{BlockQueue, SharedDisk};
 use super::request::{MAX_SEGMENT_SECTORS, MAX_SEGMENTS, SECTOR_SIZE, SERIAL_LEN};
 use crate::virtio::VIRTIO_RING_F_INDIRECT_DESC;
@@ -40,6 +41,7 @@ pub struct Block {
     config: [u8; CONFIG_LEN],
     features: u64,
     worker: Option<Worker<BlockQueue>>,
+    migration: DiskMigration,
 }
 
 impl std::fmt::Debug for Block {
@@ -96,7 +98,15 @@ impl Block {
             config,
             features,
             worker: None,
+            migration: DiskMigration::Shared,
         }
+    }
+
+    /// Says how the disk migrates (default [`DiskMigration::Shared`]: the target opens the
+    /// same image, only the lock moves).
+    pub fn with_migration(mut self, mode: DiskMigration) -> Self {
+        self.migration = mode;
+        self
     }
 
     /// The backend, e.g. to check it after the VM ran.
@@ -166,6 +176,13 @@ impl VirtioDevice for Block {
 
     fn resume(&mut self) -> Result<(), DeviceStateError> {
         resume_worker(self.worker.as_mut())
+    }
+
+    fn migration_disk(&self) -> Option<MigrationDisk> {
+        Some(MigrationDisk {
+            disk: self.disk.clone(),
+            mode: self.migration,
+        })
     }
 }
 

@@ -5,7 +5,8 @@
 //!
 //! Files: `device` (configuration space, features, activation), `queue` (the request
 //! queue and broken-ring handling), `request` (one request, checked against the disk),
-//! `backend` (the backend trait and raw images), `cache` (cache modes).
+//! `backend` (the backend trait and raw images), `cache` (cache modes), `lock` (image locks
+//! and their live-migration handover), `migration` (how each disk migrates).
 
 internal_mod!(backend);
 internal_mod!(cache);
@@ -13,9 +14,12 @@ internal_mod!(device);
 internal_mod!(queue);
 internal_mod!(request);
 mod lock;
+mod migration;
 pub mod qcow2;
 
 pub use backend::{BackendError, BlockBackend, GuestBuffers, RawFile};
 pub use cache::CacheMode;
 pub use device::Block;
+pub use migration::{DiskMigration, MigrationDisk};
+pub(crate) use migration::{activate_all, inactivate_all};
 pub use qcow2::{ImageError, ImageFormat, Qcow2, create_overlay, detect_format, open_image};
