@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::{Launcher, demo_image, demo_vmi, run_command, tempdir};
 use kubevirt_launcher_protocol::{ExitStatus, MigrateRequest, MigrationStatus, Phase, Request};
-use kubevirt_vmm::virtio::block::RawFile;
+use kubevirt_vmm::virtio::block::{CacheMode, RawFile, open_image};
 
 /// The demo guest with the claim `data` (`<volumes>/data/disk.img`) as a virtio disk.
 fn vmi_with_claim(dir: &Path, name: &str) -> String {
@@ -161,4 +161,113 @@ fn a_target_that_cannot_lock_a_claim_refuses_and_the_source_keeps_it_and_runs_on
     let (status, out) = source.wait();
     assert_eq!(status.code(), Some(0), "{out}");
     assert!(free(&image));
+}
+
+/// Bytes `[offset, offset + len)` of the file at `path`.
+fn read_range(path: &Path, offset: u64, len: usize) -> Vec<u8> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; len];
+    std::fs::File::open(path)
+        .unwrap()
+        .read_exact_at(&mut buf, offset)
+        .unwrap();
+    buf
+}
+
+/// Every file under `dir`.
+fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = entry.path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// What the guest's `disktest` writes to sector 1 of its disk `vd<letter>`.
+fn marker(letter: char) -> Vec<u8> {
+    format!("kubevirt-rs demo guest wrote this to vd{letter}\n").into_bytes()
+}
+
+#[test]
+fn a_container_disk_and_an_empty_disk_migrate_with_what_the_guest_wrote() {
+    let src = tempdir("migrate-local-source");
+    let dst = tempdir("migrate-local-target");
+    let (_registry, host) = common::start_registry(src.path());
+    let root: Vec<u8> = (0..(1u32 << 20)).map(|i| (i % 253) as u8).collect();
+    common::push(
+        &host,
+        "kubevirt/root",
+        "v1",
+        &common::ImageBlobs::with(&[("disk/root.img", &root)]),
+    );
+    let kernel = demo_image(src.path());
+    let vmi = demo_vmi(
+        "local",
+        &kernel,
+        "16Mi",
+        "autoattachPodInterface: false\ndisks:\n- {name: root, disk: {bus: virtio}}\n- {name: scratch, disk: {bus: virtio}}",
+        &format!(
+            "volumes:\n- {{name: root, containerDisk: {{image: \"{host}/kubevirt/root:v1\"}}}}\n- {{name: scratch, emptyDisk: {{capacity: 8Mi}}}}"
+        ),
+    );
+    let mut cmd = run_command(src.path(), &vmi, &[]);
+    cmd.args(["--plain-http-registry", &host]);
+    let mut source = Launcher::spawn(cmd);
+    source.expect("demo# ");
+    source.type_text("disktest\r");
+    source.expect("vdb: wrote sector 1, flushed, read it back: ok");
+
+    let socket = dst.path().join("incoming.sock");
+    let addr = format!("unix:{}", socket.display());
+    let mut cmd = run_command(dst.path(), &vmi, &[]);
+    cmd.args(["--plain-http-registry", &host, "--incoming", &addr]);
+    let mut target = Launcher::spawn(cmd);
+    kubevirt_testsupport::eventually_within(
+        Duration::from_secs(60),
+        "the target to listen",
+        || socket.exists().then_some(()),
+    );
+    let control = common::control_client(src.path());
+    control
+        .act(&Request::Migrate(Box::new(MigrateRequest::new(addr))))
+        .expect("migrate");
+    let (status, out) = source.wait();
+    assert_eq!(
+        status.code(),
+        Some(ExitStatus::Migrated.code().into()),
+        "{out}"
+    );
+    let target_control = common::control_client(dst.path());
+    common::wait_for_phase(&target_control, Phase::Running);
+
+    // The target's own emptyDisk holds what the guest wrote on the source ...
+    let ephemeral = dst.path().join("run/ephemeral");
+    let scratch = ephemeral.join("empty-disks/scratch.img");
+    assert_eq!(read_range(&scratch, 512, marker('b').len()), marker('b'));
+    // ... and its fresh overlay over the same base too, the base showing through elsewhere
+    // (read through the image layer from a copy: the target holds the overlay).
+    let overlay = ephemeral.join("overlays/root.qcow2");
+    let copy = dst.path().join("root-copy.qcow2");
+    std::fs::copy(&overlay, &copy).unwrap();
+    let base = files_under(&dst.path().join("cache"))
+        .into_iter()
+        .find(|p| std::fs::read(p).is_ok_and(|b| b == root))
+        .expect("the target's base in its cache");
+    let mut image = open_image(&copy, true, CacheMode::Writeback, &[base.as_path()]).unwrap();
+    let mut disk = vec![0u8; root.len()];
+    image.read_at(&mut disk, 0).unwrap();
+    assert_eq!(&disk[512..512 + marker('a').len()], marker('a').as_slice());
+    assert_eq!(&disk[..512], &root[..512], "the base shows through");
+    assert_eq!(&disk[1024..], &root[1024..], "the base shows through");
+
+    target.type_text("count\r");
+    target.expect("count 1");
+    target.type_text("poweroff\r");
+    let (status, out) = target.wait();
+    assert!(status.success(), "{out}");
 }

@@ -124,6 +124,9 @@ pub struct MigrationStatus {
     pub bytes_sent: u64,
     /// Guest RAM in bytes.
     pub memory_total: u64,
+    /// Bytes of disk contents copied (the disks that live with the VMI: containerDisk
+    /// overlays, emptyDisks; claims are shared, not copied).
+    pub disk_bytes: u64,
     /// Pages dirtied per second in the last round.
     pub dirty_rate_pages_per_sec: u64,
     /// Measured bandwidth, bytes per second.

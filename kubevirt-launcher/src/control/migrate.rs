@@ -213,6 +213,7 @@ impl Migrator {
             rounds: p.rounds,
             bytes_sent: p.bytes_sent,
             memory_total: p.memory_total,
+            disk_bytes: p.disk_bytes,
             dirty_rate_pages_per_sec: p.dirty_rate_pages_per_sec,
             bandwidth_bytes_per_sec: p.bandwidth_bytes_per_sec,
             downtime_ms: p.downtime.map(|d| d.as_millis() as u64),
@@ -248,10 +249,11 @@ fn migrate(
         .migrate_to(&mut stream, &options, control)
         .map_err(|e| e.to_string())?;
     eprintln!(
-        "kubevirt-launcher: migrated to {}: {} rounds, {} bytes, {:?} total, downtime {:?}",
+        "kubevirt-launcher: migrated to {}: {} rounds, {} bytes ({} disk bytes), {:?} total, downtime {:?}",
         request.target,
         stats.rounds,
         stats.bytes_sent,
+        stats.disk_bytes,
         stats.elapsed,
         stats.downtime.unwrap_or_default()
     );

@@ -27,6 +27,8 @@
 //! `wire.rs` describes the framing.
 
 mod dirty;
+mod disk_wire;
+mod disks;
 mod progress;
 mod source;
 mod target;
@@ -121,6 +123,30 @@ pub enum MigrationError {
         /// Why.
         #[source]
         source: crate::virtio::block::BackendError,
+    },
+    /// The source's disks differ from the target's.
+    #[error(
+        "the source VM has {source_disks}, this target has {target}: start the target with the source's disks (the same sizes, the same ones copied)"
+    )]
+    Disks {
+        /// The source's disks.
+        source_disks: String,
+        /// The target's.
+        target: String,
+    },
+    /// A disk chunk that is not inside one of the target's copied disks.
+    #[error(
+        "the source sent {len} bytes at offset {offset} of disk {disk}, which does not fit: {why}"
+    )]
+    BadDiskChunk {
+        /// The disk index.
+        disk: u32,
+        /// Offset.
+        offset: u64,
+        /// Length.
+        len: u64,
+        /// Why it does not fit.
+        why: String,
     },
     /// Reading guest memory failed (a layout bug).
     #[error("reading guest memory at {0:#x} failed")]

@@ -6,6 +6,7 @@ use std::io::{Read, Write};
 use vm_memory::{Bytes, GuestAddress};
 
 use super::MigrationError;
+use super::disks;
 use super::wire::{self, Message, PAGE_SIZE, Page, WireError};
 use crate::memory::{self, GuestMemoryMmap};
 use crate::snapshot::{MemoryLayout, SnapshotState, open_sealed};
@@ -116,6 +117,7 @@ impl VmBuilder {
                 target: describe(u32::from(config.vcpus), config.memory_size, &ranges),
             });
         }
+        disks::check_disks(&hello.disks, &disks)?;
         let memory = memory::create_guest_memory(config.memory_size, config.memory)
             .map_err(|e| MigrationError::Vm(e.to_string()))?;
         send(stream, &Message::Ready)?;
@@ -129,8 +131,13 @@ impl VmBuilder {
                         apply(&memory, &mut got, page)?;
                     }
                 }
+                Message::Disk { chunks, .. } => {
+                    for chunk in &chunks {
+                        disks::apply(&disks, chunk)?;
+                    }
+                }
                 Message::State(s) => break s,
-                m => return Err(unexpected("Pages or State", &m)),
+                m => return Err(unexpected("Pages, Disk or State", &m)),
             }
         };
         let payload =
@@ -144,6 +151,7 @@ impl VmBuilder {
                 target: format!("{} vCPUs and RAM {layout}", hello.vcpus),
             });
         }
+        disks::flush_copied(&disks)?;
         let vm = self
             .build_restored(state, memory)
             .map_err(|e| MigrationError::Vm(format!("building the VM from its state: {e}")))?;

@@ -6,9 +6,11 @@
 //!
 //! source -> target                         target -> source
 //!   Hello  vcpus u32, RAM size u64,          Ready   (layout accepted, RAM allocated)
-//!          regions u32, (gpa u64, size u64)*
+//!          regions u32, (gpa u64, size u64)*,
+//!          disks (see disk_wire.rs)
 //!   Pages  round u32, count u32,             Ack     (state applied, VM built)
 //!          (gpa|ZERO u64, [4096 bytes])*
+//!   Disk   disk contents (see disk_wire.rs)
 //!   State  sealed snapshot state             Error   reason (UTF-8)
 //!   Abort  reason (UTF-8)
 //!   Go     (the source gave the VM up: run it)
@@ -19,10 +21,13 @@
 
 use std::io::{self, Read, Write};
 
+pub use super::disk_wire::{DiskChunk, DiskData, DiskInfo};
+use super::disk_wire::{append_chunks, append_disks, decode_chunks, decode_disks};
+
 /// The stream's first eight bytes.
 pub const MAGIC: [u8; 8] = *b"KVRSMIG1";
 /// The protocol version this build speaks (and the only one it accepts).
-pub const WIRE_VERSION: u32 = 1;
+pub const WIRE_VERSION: u32 = 2;
 /// Guest page size on the wire.
 pub const PAGE_SIZE: usize = 4096;
 /// Flag in a page entry's address: the page is all zeros, no data follows.
@@ -120,6 +125,8 @@ pub struct Hello {
     pub memory_size: u64,
     /// RAM regions (guest-physical start, size) in address order.
     pub regions: Vec<(u64, u64)>,
+    /// The VM's disks in order.
+    pub disks: Vec<DiskInfo>,
 }
 
 /// A decoded message.
@@ -133,6 +140,13 @@ pub enum Message {
         round: u32,
         /// The pages.
         pages: Vec<Page>,
+    },
+    /// Source: contents of the disks that are copied, of one round.
+    Disk {
+        /// Round number (0 = what the guest wrote before tracking started).
+        round: u32,
+        /// The chunks.
+        chunks: Vec<DiskChunk>,
     },
     /// Source: the paused VM's sealed snapshot state (see `crate::snapshot`).
     State(Vec<u8>),
@@ -153,6 +167,7 @@ const TAG_PAGES: u8 = 2;
 const TAG_STATE: u8 = 3;
 const TAG_ABORT: u8 = 4;
 const TAG_GO: u8 = 5;
+const TAG_DISK: u8 = 6;
 const TAG_READY: u8 = 16;
 const TAG_ACK: u8 = 17;
 const TAG_ERROR: u8 = 18;
@@ -163,6 +178,7 @@ impl Message {
         match self {
             Message::Hello(_) => "Hello",
             Message::Pages { .. } => "Pages",
+            Message::Disk { .. } => "Disk",
             Message::State(_) => "State",
             Message::Abort(_) => "Abort",
             Message::Go => "Go",
@@ -183,6 +199,7 @@ impl Message {
                     p.extend_from_slice(&gpa.to_le_bytes());
                     p.extend_from_slice(&size.to_le_bytes());
                 }
+                append_disks(p, &h.disks);
                 TAG_HELLO
             }
             Message::Pages { round, pages } => {
@@ -199,6 +216,10 @@ impl Message {
                     }
                 }
                 TAG_PAGES
+            }
+            Message::Disk { round, chunks } => {
+                append_chunks(p, *round, chunks);
+                TAG_DISK
             }
             Message::State(s) => {
                 p.extend_from_slice(s);
@@ -253,11 +274,17 @@ impl Message {
                 let regions = (0..n)
                     .map(|_| Ok((c.u64("a Hello region")?, c.u64("a Hello region")?)))
                     .collect::<Result<_, WireError>>()?;
+                let disks = decode_disks(&mut c)?;
                 Message::Hello(Hello {
                     vcpus,
                     memory_size,
                     regions,
+                    disks,
                 })
+            }
+            TAG_DISK => {
+                let (round, chunks) = decode_chunks(&mut c)?;
+                Message::Disk { round, chunks }
             }
             TAG_PAGES => {
                 let round = c.u32("the Pages round")?;
@@ -304,12 +331,18 @@ fn reason(c: &mut Cursor<'_>) -> Result<String, WireError> {
     Ok(String::from_utf8_lossy(c.take(all, "a reason")?).into_owned())
 }
 
-struct Cursor<'a> {
+/// Reads a frame's payload front to back, checking lengths first.
+pub(super) struct Cursor<'a> {
     buf: &'a [u8],
 }
 
 impl<'a> Cursor<'a> {
-    fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], WireError> {
+    #[cfg(test)]
+    pub(super) fn new(buf: &'a [u8]) -> Self {
+        Cursor { buf }
+    }
+
+    pub(super) fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], WireError> {
         if self.buf.len() < n {
             return Err(WireError::Malformed(format!(
                 "the frame ends inside {what} ({} of {n} bytes)",
@@ -321,13 +354,17 @@ impl<'a> Cursor<'a> {
         Ok(head)
     }
 
-    fn u32(&mut self, what: &'static str) -> Result<u32, WireError> {
+    pub(super) fn u8(&mut self, what: &'static str) -> Result<u8, WireError> {
+        Ok(self.take(1, what)?[0])
+    }
+
+    pub(super) fn u32(&mut self, what: &'static str) -> Result<u32, WireError> {
         let mut b = [0u8; 4];
         b.copy_from_slice(self.take(4, what)?);
         Ok(u32::from_le_bytes(b))
     }
 
-    fn u64(&mut self, what: &'static str) -> Result<u64, WireError> {
+    pub(super) fn u64(&mut self, what: &'static str) -> Result<u64, WireError> {
         let mut b = [0u8; 8];
         b.copy_from_slice(self.take(8, what)?);
         Ok(u64::from_le_bytes(b))
@@ -431,7 +468,32 @@ mod tests {
                 vcpus: 2,
                 memory_size: 8 << 20,
                 regions: vec![(0, 8 << 20)],
+                disks: vec![
+                    DiskInfo {
+                        size: 1 << 30,
+                        copy: true,
+                    },
+                    DiskInfo {
+                        size: 4 << 20,
+                        copy: false,
+                    },
+                ],
             }),
+            Message::Disk {
+                round: 1,
+                chunks: vec![
+                    DiskChunk {
+                        disk: 0,
+                        offset: 4096,
+                        data: DiskData::Bytes(vec![0xa5; 1024]),
+                    },
+                    DiskChunk {
+                        disk: 1,
+                        offset: 1 << 20,
+                        data: DiskData::Zeroes(64 << 10),
+                    },
+                ],
+            },
             Message::Pages {
                 round: 3,
                 pages: vec![Page::Zero(0x1000), Page::Data(0x2000, data)],
@@ -502,11 +564,11 @@ mod tests {
                 .contains("not a kubevirt-vmm migration stream"),
             "{err}"
         );
-        let mut v2 = s.clone();
-        v2[8] = 2;
+        let mut v1 = s.clone();
+        v1[8] = 1;
         assert!(matches!(
-            read_all(&v2).unwrap_err(),
-            WireError::Version { found: 2 }
+            read_all(&v1).unwrap_err(),
+            WireError::Version { found: 1 }
         ));
     }
 

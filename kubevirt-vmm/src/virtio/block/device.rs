@@ -4,6 +4,7 @@ use std::sync::{Arc, Mutex};
 
 use super::backend::BlockBackend;
 use super::migration::{DiskMigration, MigrationDisk};
+use super::write_log::{Tracked, WriteLog};
 use super::queue::{BlockQueue, SharedDisk};
 use super::request::{MAX_SEGMENT_SECTORS, MAX_SEGMENTS, SECTOR_SIZE, SERIAL_LEN};
 use crate::virtio::VIRTIO_RING_F_INDIRECT_DESC;
@@ -42,6 +43,8 @@ pub struct Block {
     features: u64,
     worker: Option<Worker<BlockQueue>>,
     migration: DiskMigration,
+    /// The guest's writes while a migration copies the disk.
+    log: Arc<WriteLog>,
 }
 
 impl std::fmt::Debug for Block {
@@ -92,8 +95,10 @@ impl Block {
         put(48, &MAX_SEGMENT_SECTORS.to_le_bytes()); // max_write_zeroes_sectors
         put(52, &MAX_SEGMENTS.to_le_bytes()); // max_write_zeroes_seg
         put(56, &[1]); // write_zeroes_may_unmap
+        let (tracked, log) = Tracked::wrap(backend);
         Block {
-            disk: Arc::new(Mutex::new(backend)),
+            disk: Arc::new(Mutex::new(Box::new(tracked))),
+            log,
             serial: serial_bytes(serial),
             config,
             features,
@@ -182,6 +187,7 @@ impl VirtioDevice for Block {
         Some(MigrationDisk {
             disk: self.disk.clone(),
             mode: self.migration,
+            log: self.log.clone(),
         })
     }
 }

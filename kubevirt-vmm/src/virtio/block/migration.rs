@@ -6,10 +6,11 @@
 //! containerDisk's overlay, an emptyDisk) is recreated fresh on the target and its contents
 //! the guest wrote are copied over the migration stream, as libvirt's block migration does.
 
-use std::sync::PoisonError;
+use std::sync::{Arc, PoisonError};
 
 use super::backend::BackendError;
 use super::queue::SharedDisk;
+use super::write_log::WriteLog;
 
 /// How a disk migrates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -30,6 +31,8 @@ pub struct MigrationDisk {
     pub disk: SharedDisk,
     /// How it migrates.
     pub mode: DiskMigration,
+    /// The guest's writes, tracked while a migration copies the disk.
+    pub log: Arc<WriteLog>,
 }
 
 impl std::fmt::Debug for MigrationDisk {
