@@ -365,6 +365,10 @@ impl Vm {
         // The disks' last writes: the devices finished their requests before they saved.
         let disk_pending = disks::merge(disk_pending, copy.take_dirty());
         tx.send_disks(copy, &disk_pending, false)?;
+        // The firmware's variable store: the guest writes it directly, unlogged (paused now).
+        if let Some(firmware) = self.firmware_state() {
+            tx.send(&Message::Firmware(firmware))?;
+        }
         let layout = MemoryLayout::of_memory(memory);
         let state = SnapshotState {
             vcpus: vcpu_states.len() as u32,

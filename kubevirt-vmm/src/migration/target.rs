@@ -124,6 +124,7 @@ impl VmBuilder {
 
         let mut got = Received::new(ranges);
         let mut buf = Vec::new();
+        let mut firmware = None;
         let sealed = loop {
             match wire::read_message_with(stream, &mut buf)? {
                 Message::Pages { pages, .. } => {
@@ -136,6 +137,7 @@ impl VmBuilder {
                         disks::apply(&disks, chunk)?;
                     }
                 }
+                Message::Firmware(f) => firmware = Some(f),
                 Message::State(s) => break s,
                 m => return Err(unexpected("Pages, Disk or State", &m)),
             }
@@ -155,6 +157,8 @@ impl VmBuilder {
         let vm = self
             .build_restored(state, memory)
             .map_err(|e| MigrationError::Vm(format!("building the VM from its state: {e}")))?;
+        vm.load_firmware_state(firmware.as_ref())
+            .map_err(MigrationError::Vm)?;
         // The source gave its disks' write locks up before it sent the state: take them
         // (a disk another VM holds is refused, and the source keeps the guest).
         activate_all(&disks)

@@ -11,6 +11,8 @@
 //!   Pages  round u32, count u32,             Ack     (state applied, VM built)
 //!          (gpa|ZERO u64, [4096 bytes])*
 //!   Disk   disk contents (see disk_wire.rs)
+//!   Firmware  image size u64, image CRC-32 u32,
+//!          UEFI variable store (the rest)
 //!   State  sealed snapshot state             Error   reason (UTF-8)
 //!   Abort  reason (UTF-8)
 //!   Go     (the source gave the VM up: run it)
@@ -23,6 +25,7 @@ use std::io::{self, Read, Write};
 
 pub use super::disk_wire::{DiskChunk, DiskData, DiskInfo};
 use super::disk_wire::{append_chunks, append_disks, decode_chunks, decode_disks};
+pub use crate::boot::firmware::FirmwareState;
 
 /// The stream's first eight bytes.
 pub const MAGIC: [u8; 8] = *b"KVRSMIG1";
@@ -148,6 +151,8 @@ pub enum Message {
         /// The chunks.
         chunks: Vec<DiskChunk>,
     },
+    /// Source (a firmware-booted VM, paused): the firmware's state.
+    Firmware(FirmwareState),
     /// Source: the paused VM's sealed snapshot state (see `crate::snapshot`).
     State(Vec<u8>),
     /// Source: the migration was cancelled or failed; the source keeps the VM.
@@ -168,6 +173,7 @@ const TAG_STATE: u8 = 3;
 const TAG_ABORT: u8 = 4;
 const TAG_GO: u8 = 5;
 const TAG_DISK: u8 = 6;
+const TAG_FIRMWARE: u8 = 7;
 const TAG_READY: u8 = 16;
 const TAG_ACK: u8 = 17;
 const TAG_ERROR: u8 = 18;
@@ -179,6 +185,7 @@ impl Message {
             Message::Hello(_) => "Hello",
             Message::Pages { .. } => "Pages",
             Message::Disk { .. } => "Disk",
+            Message::Firmware(_) => "Firmware",
             Message::State(_) => "State",
             Message::Abort(_) => "Abort",
             Message::Go => "Go",
@@ -220,6 +227,12 @@ impl Message {
             Message::Disk { round, chunks } => {
                 append_chunks(p, *round, chunks);
                 TAG_DISK
+            }
+            Message::Firmware(f) => {
+                p.extend_from_slice(&f.code_size.to_le_bytes());
+                p.extend_from_slice(&f.code_crc.to_le_bytes());
+                p.extend_from_slice(&f.vars);
+                TAG_FIRMWARE
             }
             Message::State(s) => {
                 p.extend_from_slice(s);
@@ -307,6 +320,11 @@ impl Message {
                 }
                 Message::Pages { round, pages }
             }
+            TAG_FIRMWARE => Message::Firmware(FirmwareState {
+                code_size: c.u64("the firmware image's size")?,
+                code_crc: c.u32("the firmware image's CRC")?,
+                vars: c.take(c.buf.len(), "the UEFI variable store")?.to_vec(),
+            }),
             TAG_STATE => Message::State(c.take(payload.len(), "the state")?.to_vec()),
             TAG_ABORT => Message::Abort(reason(&mut c)?),
             TAG_GO => Message::Go,
@@ -456,150 +474,5 @@ pub fn read_message_with(r: &mut impl Read, payload: &mut Vec<u8>) -> Result<Mes
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    fn sample() -> Vec<Message> {
-        let mut data = Box::new([0u8; PAGE_SIZE]);
-        data[7] = 0x5a;
-        vec![
-            Message::Hello(Hello {
-                vcpus: 2,
-                memory_size: 8 << 20,
-                regions: vec![(0, 8 << 20)],
-                disks: vec![
-                    DiskInfo {
-                        size: 1 << 30,
-                        copy: true,
-                    },
-                    DiskInfo {
-                        size: 4 << 20,
-                        copy: false,
-                    },
-                ],
-            }),
-            Message::Disk {
-                round: 1,
-                chunks: vec![
-                    DiskChunk {
-                        disk: 0,
-                        offset: 4096,
-                        data: DiskData::Bytes(vec![0xa5; 1024]),
-                    },
-                    DiskChunk {
-                        disk: 1,
-                        offset: 1 << 20,
-                        data: DiskData::Zeroes(64 << 10),
-                    },
-                ],
-            },
-            Message::Pages {
-                round: 3,
-                pages: vec![Page::Zero(0x1000), Page::Data(0x2000, data)],
-            },
-            Message::State(vec![1, 2, 3]),
-            Message::Abort("cancelled".into()),
-            Message::Go,
-            Message::Ready,
-            Message::Ack,
-            Message::Error("no".into()),
-        ]
-    }
-
-    fn stream() -> Vec<u8> {
-        let mut out = Vec::new();
-        write_preamble(&mut out).unwrap();
-        for m in sample() {
-            write_message(&mut out, &m).unwrap();
-        }
-        out
-    }
-
-    /// Reads a whole stream: the preamble and frames until the end.
-    fn read_all(bytes: &[u8]) -> Result<Vec<Message>, WireError> {
-        let mut r = bytes;
-        read_preamble(&mut r)?;
-        let mut out = Vec::new();
-        while !r.is_empty() {
-            out.push(read_message(&mut r)?);
-        }
-        Ok(out)
-    }
-
-    #[test]
-    fn every_message_round_trips() {
-        assert_eq!(read_all(&stream()).unwrap(), sample());
-    }
-
-    #[test]
-    fn a_zero_page_costs_eight_bytes() {
-        let one = Message::Pages {
-            round: 0,
-            pages: vec![Page::Zero(0)],
-        }
-        .encode()
-        .len();
-        let none = Message::Pages {
-            round: 0,
-            pages: vec![],
-        }
-        .encode()
-        .len();
-        assert_eq!(one - none, 8);
-    }
-
-    #[test]
-    fn damage_is_named() {
-        let s = stream();
-        let err = read_all(&s[..s.len() - 2]).unwrap_err();
-        assert!(err.to_string().contains("truncated"), "{err}");
-        let mut flipped = s.clone();
-        flipped[40] ^= 0x10;
-        let err = read_all(&flipped).unwrap_err();
-        assert!(matches!(err, WireError::Checksum { .. }), "{err}");
-        let err = read_all(b"GET / HTTP/1.1\r\n").unwrap_err();
-        assert!(
-            err.to_string()
-                .contains("not a kubevirt-vmm migration stream"),
-            "{err}"
-        );
-        let mut v1 = s.clone();
-        v1[8] = 1;
-        assert!(matches!(
-            read_all(&v1).unwrap_err(),
-            WireError::Version { found: 1 }
-        ));
-    }
-
-    proptest! {
-        #[test]
-        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..4096)) {
-            let _ = read_all(&bytes);
-            let mut with_preamble = MAGIC.to_vec();
-            with_preamble.extend_from_slice(&WIRE_VERSION.to_le_bytes());
-            with_preamble.extend_from_slice(&bytes);
-            let _ = read_all(&with_preamble);
-        }
-
-        #[test]
-        fn flipped_or_cut_streams_error_without_panic(
-            at in 0usize..20_000, bit in 0u8..8, cut in any::<bool>()
-        ) {
-            let s = stream();
-            let at = at % s.len();
-            if cut {
-                // Cut at a frame boundary, the stream is a shorter valid one: the target
-                // then waits for more and errors when the stream ends (see target.rs).
-                match read_all(&s[..at]) {
-                    Ok(messages) => prop_assert!(sample().starts_with(&messages)),
-                    Err(e) => prop_assert!(!e.to_string().is_empty()),
-                }
-            } else {
-                let mut d = s.clone();
-                d[at] ^= 1 << bit;
-                prop_assert!(read_all(&d).is_err());
-            }
-        }
-    }
-}
+#[path = "wire_tests.rs"]
+mod tests;

@@ -618,7 +618,7 @@ impl VmBuilder {
             vm_fd,
             _kvm: kvm,
             memory,
-            _firmware: firmware_memory,
+            firmware: firmware_memory,
             notify_counters,
             disks,
         })
@@ -721,7 +721,7 @@ pub struct Vm {
     _kvm: Kvm,
     memory: GuestMemoryMmap,
     /// Firmware memory slots' host mappings: unmapped after the VM fd is closed.
-    _firmware: Option<FirmwareMemory>,
+    firmware: Option<FirmwareMemory>,
     notify_counters: Vec<Arc<std::sync::atomic::AtomicU64>>,
     /// The virtio-blk disks in the order added, for live migration.
     disks: Vec<crate::virtio::block::MigrationDisk>,
@@ -863,6 +863,29 @@ impl Vm {
     /// The pieces live migration drives: run state, devices, KVM VM fd.
     pub(crate) fn migration_parts(&self) -> (&Lifecycle, &Buses, &VmFd) {
         (&self.lifecycle, &self.buses, &self.vm_fd)
+    }
+
+    /// The firmware's migrating state (image identity, UEFI variable store); `None` for a VM
+    /// that does not boot firmware. The vCPUs must be paused.
+    pub(crate) fn firmware_state(&self) -> Option<crate::boot::firmware::FirmwareState> {
+        self.firmware.as_ref().map(FirmwareMemory::save)
+    }
+
+    /// Puts the source's firmware state in place before the migrated VM first runs.
+    pub(crate) fn load_firmware_state(
+        &self,
+        state: Option<&crate::boot::firmware::FirmwareState>,
+    ) -> Result<(), String> {
+        match (&self.firmware, state) {
+            (None, None) => Ok(()),
+            (Some(f), Some(s)) => f.load(s),
+            (Some(_), None) => Err(
+                "this target boots firmware, the source VM does not: start the target with the source's boot configuration".into(),
+            ),
+            (None, Some(_)) => Err(
+                "the source VM boots firmware, this target does not: start the target with the source's boot configuration".into(),
+            ),
+        }
     }
 
     /// The VM's disks in the order added (live migration hands over their locks and copies
