@@ -1,7 +1,8 @@
 //! A firmware-booted VM's firmware memory migrates: OVMF's variable store, a writable memory
 //! slot the guest writes directly (KVM's dirty log does not cover it), arrives on the target
 //! as the source's guest left it; a target with another firmware image refuses and the source
-//! runs on. The "firmware" is a 64 KiB image whose reset vector halts (`cli; hlt`), so the
+//! runs on. A memory-state snapshot keeps the store too: a VM restored from it over a fresh
+//! copy of the empty store finds what the guest wrote. The "firmware" is a 64 KiB image whose reset vector halts (`cli; hlt`), so the
 //! test needs no OVMF and runs on KVM-on-PVM (real mode is emulated there, and halting costs
 //! nothing); the guest's variable writes are made through the store's file, which the VMM
 //! maps shared.
@@ -131,4 +132,35 @@ fn a_target_with_another_firmware_refuses_and_the_source_runs_on() {
     assert!(sent.contains("the migration target reported"), "{sent}");
     assert_eq!(source.state(), VmState::Running);
     source.stop();
+}
+
+#[test]
+fn a_snapshot_keeps_the_uefi_variable_store_and_restores_it_over_a_fresh_copy() {
+    let (setup, source) = Setup::new();
+    source.pause().unwrap();
+    let snap = setup.path("snap");
+    source.snapshot(&snap).unwrap();
+    source.stop();
+    let restored = builder(&setup.path("code.fd"), &setup.path("dst-vars.fd"))
+        .restore(&snap)
+        .unwrap();
+    assert_eq!(
+        std::fs::read(setup.path("dst-vars.fd")).unwrap(),
+        setup.pattern,
+        "the restored VM's UEFI variable store is not the saved one"
+    );
+    restored.start().unwrap();
+    assert_eq!(restored.state(), VmState::Running);
+    restored.stop();
+    // Another firmware image is refused, naming the snapshot's firmware file.
+    rom(&setup.path("other.fd"), 0xee);
+    let e = builder(&setup.path("other.fd"), &setup.path("dst-vars.fd"))
+        .restore(&snap)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("firmware") && e.contains("give the target the source's firmware"),
+        "{e}"
+    );
 }

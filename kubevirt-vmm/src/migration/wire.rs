@@ -229,9 +229,7 @@ impl Message {
                 TAG_DISK
             }
             Message::Firmware(f) => {
-                p.extend_from_slice(&f.code_size.to_le_bytes());
-                p.extend_from_slice(&f.code_crc.to_le_bytes());
-                p.extend_from_slice(&f.vars);
+                p.extend_from_slice(&f.encode());
                 TAG_FIRMWARE
             }
             Message::State(s) => {
@@ -320,11 +318,10 @@ impl Message {
                 }
                 Message::Pages { round, pages }
             }
-            TAG_FIRMWARE => Message::Firmware(FirmwareState {
-                code_size: c.u64("the firmware image's size")?,
-                code_crc: c.u32("the firmware image's CRC")?,
-                vars: c.take(c.buf.len(), "the UEFI variable store")?.to_vec(),
-            }),
+            TAG_FIRMWARE => Message::Firmware(
+                FirmwareState::decode(c.take(payload.len(), "the firmware state")?)
+                    .map_err(WireError::Malformed)?,
+            ),
             TAG_STATE => Message::State(c.take(payload.len(), "the state")?.to_vec()),
             TAG_ABORT => Message::Abort(reason(&mut c)?),
             TAG_GO => Message::Go,

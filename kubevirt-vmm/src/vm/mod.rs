@@ -325,10 +325,19 @@ impl VmBuilder {
             self.config.memory.prefault,
         )
         .map_err(SnapshotError::from)?;
-        self.build_from(Some(Restored {
+        let firmware = self::snapshot::load_firmware(dir)?;
+        let vm = self.build_from(Some(Restored {
             state: snapshot.state,
             memory,
-        }))
+        }))?;
+        if let Some(f) = &firmware {
+            vm.load_firmware_state(Some(f))
+                .map_err(|why| SnapshotError::Firmware {
+                    path: dir.join(crate::snapshot::FIRMWARE_FILE),
+                    why,
+                })?;
+        }
+        Ok(vm)
     }
 
     /// Builds the VM from saved `state` over guest RAM that already holds the guest's memory
@@ -880,10 +889,10 @@ impl Vm {
             (None, None) => Ok(()),
             (Some(f), Some(s)) => f.load(s),
             (Some(_), None) => Err(
-                "this target boots firmware, the source VM does not: start the target with the source's boot configuration".into(),
+                "this VM boots firmware, the migrating one does not: use the source's boot configuration".into(),
             ),
             (None, Some(_)) => Err(
-                "the source VM boots firmware, this target does not: start the target with the source's boot configuration".into(),
+                "the VM saved or sent boots firmware, this one does not: use its boot configuration".into(),
             ),
         }
     }

@@ -264,9 +264,41 @@ impl FirmwareMemory {
     }
 }
 
+impl FirmwareState {
+    /// `code_size` u64 LE, `code_crc` u32 LE, then the variable store: the payload of a
+    /// migration's `Firmware` frame and of a snapshot's firmware file.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(12 + self.vars.len());
+        out.extend_from_slice(&self.code_size.to_le_bytes());
+        out.extend_from_slice(&self.code_crc.to_le_bytes());
+        out.extend_from_slice(&self.vars);
+        out
+    }
+
+    /// Parses [`FirmwareState::encode`]'s bytes.
+    ///
+    /// # Errors
+    /// When they are shorter than the 12-byte head.
+    pub fn decode(bytes: &[u8]) -> Result<FirmwareState, String> {
+        if bytes.len() < 12 {
+            return Err(format!(
+                "the firmware state is {} bytes, shorter than its 12-byte head",
+                bytes.len()
+            ));
+        }
+        let (size, rest) = bytes.split_at(8);
+        let (crc, vars) = rest.split_at(4);
+        Ok(FirmwareState {
+            code_size: u64::from_le_bytes(size.try_into().unwrap_or_default()),
+            code_crc: u32::from_le_bytes(crc.try_into().unwrap_or_default()),
+            vars: vars.to_vec(),
+        })
+    }
+}
+
 impl FirmwareMemory {
-    /// The firmware's state to migrate: its image's identity and the variable store's bytes
-    /// (the vCPUs must be paused: the guest writes the store directly, unlogged).
+    /// The firmware's state to migrate or snapshot: its image's identity and the variable
+    /// store's bytes (the vCPUs must be paused: the guest writes the store directly, unlogged).
     pub(crate) fn save(&self) -> FirmwareState {
         FirmwareState {
             code_size: self.code.0,
@@ -278,8 +310,8 @@ impl FirmwareMemory {
         }
     }
 
-    /// Puts a migrated `state` in place before the VM first runs: checks the firmware is the
-    /// same and writes the variable store.
+    /// Puts a migrated or snapshotted `state` in place before the VM first runs: checks the
+    /// firmware is the same and writes the variable store.
     ///
     /// # Errors
     /// A message saying what differs.
