@@ -169,6 +169,13 @@ fn a_target_whose_disks_differ_refuses_and_the_source_runs_on() {
         .build()
         .unwrap();
     source.start().unwrap();
+    // What a migration would copy: nothing of a sparse disk, then what was written.
+    assert_eq!(source.migration_disk_bytes(), 0);
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new().write(true).open(&disk).unwrap();
+    f.write_all_at(&[1; 4096], 1 << 20).unwrap();
+    let bytes = source.migration_disk_bytes();
+    assert!((4096..=1 << 20).contains(&bytes), "{bytes}");
     wait_for("the guest to count", || read_u64(&source, COUNTER_ADDR) > 0);
     let target = Vm::builder(dirty_config()).virtio_device(Box::new(
         Block::new(Box::new(RawFile::open(&other, false).unwrap()), "a")

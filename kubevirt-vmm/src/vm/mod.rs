@@ -874,6 +874,25 @@ impl Vm {
         (&self.lifecycle, &self.buses, &self.vm_fd)
     }
 
+    /// Bytes a live migration would copy of this VM's disks now: what the guest has written
+    /// to the disks that migrate by copy (`DiskMigration::Copy`: their allocated extents), as
+    /// upstream adds the ephemeral disks' sizes to the data a block migration's
+    /// `completionTimeoutPerGiB` scales with. 0 without such disks.
+    pub fn migration_disk_bytes(&self) -> u64 {
+        use crate::virtio::block::DiskMigration;
+        self.disks
+            .iter()
+            .filter(|d| d.mode == DiskMigration::Copy)
+            .map(|d| {
+                let mut disk = d.disk.lock().unwrap_or_else(PoisonError::into_inner);
+                match disk.allocated_extents() {
+                    Ok(extents) => extents.iter().map(|e| e.1).sum(),
+                    Err(_) => disk.size(),
+                }
+            })
+            .sum()
+    }
+
     /// The firmware's migrating state (image identity, UEFI variable store); `None` for a VM
     /// that does not boot firmware. The vCPUs must be paused.
     pub(crate) fn firmware_state(&self) -> Option<crate::boot::firmware::FirmwareState> {
