@@ -15,7 +15,7 @@ use kubevirt_vmm::testguest::REPORT_PORT;
 use kubevirt_vmm::testguest::blk_stream_run::create_image;
 use kubevirt_vmm::testguest::programs::{self, COUNTER_ADDR};
 use kubevirt_vmm::testguest::virtio_blk_stream::{Marks, STREAM_MEMORY_SIZE, virtio_blk_stream};
-use kubevirt_vmm::virtio::block::{Block, DiskMigration, RawFile};
+use kubevirt_vmm::virtio::block::{Block, BlockBackend, DiskMigration, GuestBuffers, RawFile};
 use kubevirt_vmm::{
     ConsoleConfig, ExitReason, MigrationControl, MigrationError, MigrationOptions,
     MigrationProgress, Vm, VmBuilder, VmConfig, VmState,
@@ -72,7 +72,7 @@ fn assert_source_counts_on(source: &Vm) {
     });
 }
 
-/// Every byte of the two files is equal; returns how many bytes hold data.
+/// Every byte of the two files is equal; returns how many of their MiBs hold data.
 fn assert_same_file(a: &Path, b: &Path) -> u64 {
     use std::os::unix::fs::FileExt;
     let (fa, fb) = (
@@ -81,7 +81,7 @@ fn assert_same_file(a: &Path, b: &Path) -> u64 {
     );
     let len = fa.metadata().unwrap().len();
     assert_eq!(len, fb.metadata().unwrap().len(), "sizes differ");
-    let (mut x, mut y) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+    let (mut x, mut y, zero) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
     let mut data = 0;
     let mut off = 0;
     while off < len {
@@ -89,10 +89,52 @@ fn assert_same_file(a: &Path, b: &Path) -> u64 {
         fa.read_exact_at(&mut x[..n], off).unwrap();
         fb.read_exact_at(&mut y[..n], off).unwrap();
         assert!(x[..n] == y[..n], "the disks differ in the MiB at {off:#x}");
-        data += x[..n].iter().filter(|&&b| b != 0).count() as u64;
+        data += u64::from(x[..n] != zero[..n]);
         off += n as u64;
     }
     data
+}
+
+/// A raw disk whose guest writes take at least [`WRITE_PACE`] each: the stream guest then
+/// writes ~100 MiB/s whatever the host's page cache does, so it still writes when a debug-build
+/// migration pauses it (unpaced it sometimes finished its 512 MiB first).
+struct Paced(RawFile);
+
+/// The least time one guest write request takes on a [`Paced`] disk.
+const WRITE_PACE: std::time::Duration = std::time::Duration::from_millis(10);
+
+impl BlockBackend for Paced {
+    fn size(&self) -> u64 {
+        self.0.size()
+    }
+    fn read_only(&self) -> bool {
+        self.0.read_only()
+    }
+    fn read_at(&mut self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        self.0.read_at(buf, offset)
+    }
+    fn write_at(&mut self, buf: &[u8], offset: u64) -> std::io::Result<()> {
+        self.0.write_at(buf, offset)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+    fn discard(&mut self, offset: u64, len: u64) -> std::io::Result<()> {
+        self.0.discard(offset, len)
+    }
+    fn write_zeroes(&mut self, offset: u64, len: u64) -> std::io::Result<()> {
+        self.0.write_zeroes(offset, len)
+    }
+    fn allocated_extents(&mut self) -> std::io::Result<Vec<(u64, u64)>> {
+        self.0.allocated_extents()
+    }
+    fn read_to_guest(&mut self, bufs: &GuestBuffers<'_>, offset: u64) -> std::io::Result<()> {
+        self.0.read_to_guest(bufs, offset)
+    }
+    fn write_from_guest(&mut self, bufs: &GuestBuffers<'_>, offset: u64) -> std::io::Result<()> {
+        std::thread::sleep(WRITE_PACE);
+        self.0.write_from_guest(bufs, offset)
+    }
 }
 
 #[test]
@@ -108,7 +150,7 @@ fn a_local_disk_the_guest_writes_during_the_migration_is_copied_byte_for_byte() 
             .with_serial(ConsoleConfig::Sink)
             .with_debug_exit();
         let marks = Recorder::shared(0);
-        let disk = RawFile::open(path, false).unwrap();
+        let disk = Paced(RawFile::open(path, false).unwrap());
         let block = Block::new(Box::new(disk), "copied").with_migration(DiskMigration::Copy);
         let builder = Vm::builder(config)
             .pio_device(REPORT_PORT, 4, marks.clone())
