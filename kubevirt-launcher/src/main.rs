@@ -14,7 +14,9 @@
 //! powered off (Succeeded) or was stopped on request (a `serve` launcher stopped or terminated
 //! before its VMI started included); 1 the guest or the VMM failed (Failed); 2 the document is
 //! invalid or uses what is not supported yet; 3 the launch failed (image, disk, VMM setup, the
-//! control socket). Before it exits, the launcher leaves the same with its reason in
+//! control socket); 4 (`run` only) the guest was live-migrated to another launcher and runs
+//! there — `serve` exits 0 then, so the source virt-launcher pod ends Completed (phase
+//! Succeeded) as upstream's does, while its final status says `Migrated`. Before it exits, the launcher leaves the same with its reason in
 //! `<run-dir>/final.json` (`FinalStatus`). `pod-network`: 0 prepared (or already, or no pod
 //! network to prepare), 2 the VMI (or the command line) is invalid, 3 the namespace or a
 //! set-up step failed. `console-log`: 0 on SIGTERM or SIGINT, 1 when the log cannot be read or

@@ -209,3 +209,55 @@ fn a_serve_target_in_its_pod_receives_the_guest_over_tcp() {
     let (status, out) = target.wait();
     assert!(status.success(), "{out}");
 }
+
+#[test]
+fn a_serve_source_exits_0_after_migrating_so_its_pod_ends_completed() {
+    let src = tempdir("migrate-serve-source");
+    let dst = tempdir("migrate-serve-target");
+    let vmi = demo(src.path());
+    // The source pod's launcher: `serve`, started by its node agent's `start`.
+    let mut source = Launcher::spawn(common::serve_command(
+        src.path(),
+        ("default", "mover"),
+        "5a1c-migrate-source",
+        &[],
+    ));
+    let control = common::control_client(src.path());
+    control
+        .act(&Request::Start(Box::new(
+            kubevirt_launcher_protocol::StartRequest {
+                vmi: common::vmi_json(&vmi, "5a1c-migrate-source"),
+                network_prepared: false,
+                restore_from: None,
+            },
+        )))
+        .expect("start");
+    common::wait_for_phase(&control, Phase::Running);
+
+    let socket = dst.path().join("incoming.sock");
+    let addr = format!("unix:{}", socket.display());
+    let mut cmd = run_command(dst.path(), &vmi, &[]);
+    cmd.args(["--incoming", &addr]);
+    let mut target = Launcher::spawn(cmd);
+    kubevirt_testsupport::eventually_within(
+        Duration::from_secs(60),
+        "the target to listen",
+        || socket.exists().then_some(()),
+    );
+    control
+        .act(&Request::Migrate(Box::new(MigrateRequest::new(addr))))
+        .expect("migrate");
+    let (status, out) = source.wait();
+    assert_eq!(status.code(), Some(0), "a migrated serve exits 0:\n{out}");
+    let last = FinalStatus::read(&src.path().join("run"))
+        .expect("final status")
+        .expect("a final status was left");
+    assert_eq!(last.exit, ExitStatus::Migrated, "{last:?}");
+
+    common::wait_for_phase(&common::control_client(dst.path()), Phase::Running);
+    target.type_text("count\r");
+    target.expect("count 1");
+    target.type_text("poweroff\r");
+    let (status, out) = target.wait();
+    assert!(status.success(), "{out}");
+}

@@ -3,7 +3,10 @@
 //! that only counts (16 MiB touched once) and one that keeps rewriting 16 MiB of its 64 MiB;
 //! against the same dirtying guest moved the cold way, through a snapshot into tmpfs and a
 //! restore (pause -> restored VM built: the downtime without pre-copy), and against the
-//! memcpy-limited time of sending the final dirty set.
+//! memcpy-limited time of sending the final dirty set. Then the cost of copying a disk that
+//! lives with the VMI: the virtio-blk stream guest, writing its disk as fast as it can, moved
+//! with its disk shared (only the lock moves) and with it copied (`DiskMigration::Copy`: round
+//! 0 carries what it wrote so far, the stop-and-copy what it wrote during round 0).
 //!
 //! Run: `cargo bench -p kubevirt-vmm --bench migration`
 
@@ -12,10 +15,16 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use criterion::Criterion;
+use kubevirt_vmm::testguest::REPORT_PORT;
+use kubevirt_vmm::testguest::blk_stream_run::create_image;
 use kubevirt_vmm::testguest::programs::{self, COUNTER_ADDR};
+use kubevirt_vmm::testguest::virtio_blk_stream::{Marks, STREAM_MEMORY_SIZE, virtio_blk_stream};
+use kubevirt_vmm::virtio::block::{Block, CacheMode, DiskMigration, RawFile};
 use kubevirt_vmm::{
     ConsoleConfig, MigrationControl, MigrationOptions, MigrationProgress, Vm, VmConfig,
 };
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use vm_memory::{Bytes, GuestAddress};
 
 const RAM: u64 = 64 << 20;
@@ -137,6 +146,113 @@ fn summary(what: &str, config: fn() -> VmConfig, memcpy: f64) {
     );
 }
 
+/// The stream guest's last phase mark (1 writing, 2 reading, 3 done).
+struct Phase(Arc<AtomicU32>);
+
+impl kubevirt_vmm::BusDevice for Phase {
+    fn read(&mut self, _base: u64, _offset: u64, data: &mut [u8]) {
+        data.fill(0);
+    }
+    fn write(&mut self, _base: u64, _offset: u64, data: &[u8]) {
+        if let Ok(v) = <[u8; 4]>::try_from(data) {
+            self.0.store(u32::from_le_bytes(v), Ordering::SeqCst);
+        }
+    }
+}
+
+/// MiB the stream guest writes (then reads).
+const STREAM_MIB: u32 = 1024;
+
+/// The stream guest on `disk`; a migration target of a shared disk opens it inactive (the
+/// source holds its lock until the handover).
+fn stream_vm(
+    disk: &Path,
+    mode: DiskMigration,
+    target: bool,
+) -> (kubevirt_vmm::VmBuilder, Arc<AtomicU32>) {
+    let guest = virtio_blk_stream(STREAM_MIB, 4, Marks::ReportPort).expect("assemble");
+    let config = VmConfig::new(1, STREAM_MEMORY_SIZE, guest.boot_source())
+        .with_serial(ConsoleConfig::Sink)
+        .with_debug_exit();
+    let phase = Arc::new(AtomicU32::new(0));
+    let file = if target && mode == DiskMigration::Shared {
+        RawFile::open_inactive(disk, false, CacheMode::Writeback)
+    } else {
+        RawFile::open(disk, false)
+    }
+    .expect("open the disk");
+    let builder = Vm::builder(config)
+        .pio_device(REPORT_PORT, 4, Arc::new(Mutex::new(Phase(phase.clone()))))
+        .virtio_device(Box::new(
+            Block::new(Box::new(file), "bench").with_migration(mode),
+        ));
+    (builder, phase)
+}
+
+/// Migrates the stream guest once it writes, with one pre-copy round; `None` when the
+/// guest had stopped writing by the pause (the run does not measure what it should).
+fn migrate_stream(dir: &Path, mode: DiskMigration) -> Option<MigrationProgress> {
+    let (src, dst) = (dir.join("src.raw"), dir.join("dst.raw"));
+    create_image(&src, STREAM_MIB).expect("source disk");
+    create_image(&dst, STREAM_MIB).expect("target disk");
+    let (builder, phase) = stream_vm(&src, mode, false);
+    let source = builder.build().expect("build");
+    source.start().expect("start");
+    spin_until("the guest to write", || phase.load(Ordering::SeqCst) == 1);
+    // Shared: the target opens the same image (the lock is handed over).
+    let target_disk = if mode == DiskMigration::Copy {
+        &dst
+    } else {
+        &src
+    };
+    let (target_builder, _) = stream_vm(target_disk, mode, true);
+    let (mut a, mut b) = UnixStream::pair().expect("socketpair");
+    let receiver = std::thread::spawn(move || target_builder.migrate_from(&mut b));
+    let options = MigrationOptions {
+        max_rounds: 1,
+        ..MigrationOptions::default()
+    };
+    let stats = source.migrate_to(&mut a, &options, &MigrationControl::new());
+    let target = receiver.join().expect("target thread");
+    // The source's last mark before the pause: 1 while it still wrote.
+    let writing = phase.load(Ordering::SeqCst) == 1;
+    let (stats, target) = (stats.expect("migrate"), target.expect("receive"));
+    target.start().expect("start target");
+    let _ = target.wait_timeout(GUEST_TIMEOUT);
+    drop((source, target));
+    let _ = std::fs::remove_file(&src);
+    let _ = std::fs::remove_file(&dst);
+    std::thread::sleep(SETTLE);
+    writing.then_some(stats)
+}
+
+fn disk_summary(dir: &Path, what: &str, mode: DiskMigration) {
+    const ROUNDS: usize = 5;
+    let runs: Vec<MigrationProgress> = (0..ROUNDS)
+        .filter_map(|_| migrate_stream(dir, mode))
+        .collect();
+    if runs.is_empty() {
+        println!("{what}: the guest never was still writing at the pause");
+        return;
+    }
+    let pick = |f: &dyn Fn(&MigrationProgress) -> f64| median(runs.iter().map(f).collect());
+    let downtime = pick(&|p| p.downtime.unwrap_or_default().as_secs_f64());
+    let total = pick(&|p| p.elapsed.as_secs_f64());
+    let disk = pick(&|p| p.disk_bytes as f64);
+    let bytes = pick(&|p| p.bytes_sent as f64);
+    let bandwidth = pick(&|p| p.bandwidth_bytes_per_sec as f64);
+    println!(
+        "{what} (median of {} runs whose guest still wrote at the pause): downtime {:.1} ms, \
+         total {:.0} ms, {:.1} MiB of disk copied, {:.1} MiB sent, round-0 bandwidth {:.0} MiB/s",
+        runs.len(),
+        downtime * 1e3,
+        total * 1e3,
+        disk / f64::from(1 << 20),
+        bytes / f64::from(1 << 20),
+        bandwidth / f64::from(1 << 20),
+    );
+}
+
 fn main() {
     let shm = Path::new("/dev/shm");
     let base = if shm.is_dir() {
@@ -179,6 +295,17 @@ fn main() {
         memcpy,
     );
     summary("live, guest rewriting 16 MiB", dirty_config, memcpy);
+    std::fs::create_dir_all(&dir).expect("bench dir");
+    disk_summary(
+        &dir,
+        "stream guest writing its disk, disk shared (lock handover)",
+        DiskMigration::Shared,
+    );
+    disk_summary(
+        &dir,
+        "stream guest writing its disk, disk copied",
+        DiskMigration::Copy,
+    );
     c.final_summary();
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -512,6 +512,7 @@ fn a_page_outside_ram_is_refused_by_name_and_the_target_reports_it() {
         vcpus: 1,
         memory_size: DIRTY_RAM,
         regions: vec![(0, DIRTY_RAM)],
+        disks: vec![],
     };
     wire::write_message(&mut source, &Message::Hello(hello)).unwrap();
     assert_eq!(wire::read_message(&mut source).unwrap(), Message::Ready);

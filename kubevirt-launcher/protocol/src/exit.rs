@@ -34,6 +34,18 @@ impl ExitStatus {
         }
     }
 
+    /// The exit code of a `serve` launcher (a virt-launcher pod's `compute` container): as
+    /// [`ExitStatus::code`], except that a launcher whose guest was migrated away exits 0, so
+    /// its pod ends Completed (phase Succeeded) as upstream's source virt-launcher pod does,
+    /// not Failed. Its final status still says [`ExitStatus::Migrated`]: read that to tell
+    /// a migration from a power-off.
+    pub fn pod_code(self) -> u8 {
+        match self {
+            ExitStatus::Migrated => 0,
+            other => other.code(),
+        }
+    }
+
     /// The status an exit code stands for (`None`: not a launcher's code).
     pub fn from_code(code: i32) -> Option<ExitStatus> {
         Some(match code {

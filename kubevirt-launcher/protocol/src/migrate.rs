@@ -8,14 +8,24 @@
 //! The target is a launcher started with `run --incoming ADDR` (or `serve --incoming ADDR`,
 //! which then takes its `start` as usual), listening at that address. The reply comes as soon as the migration
 //! started; [`crate::Status::migration`] shows its progress; on success the source launcher
-//! exits with [`crate::ExitStatus::Migrated`].
+//! leaves [`crate::ExitStatus::Migrated`] in its final status and exits (`run`: code 4;
+//! `serve`: code 0, [`crate::ExitStatus::pod_code`], so its pod ends Completed).
+//!
+//! Disks: a persistent disk (claim, hostDisk) is one image both launchers open; the target
+//! opens it without its write lock and takes the lock when the source hands it over, before
+//! it acknowledges the final state (a disk another VM holds fails the migration with the disk
+//! named, and the source runs on). A disk that lives with the VMI (containerDisk overlay,
+//! emptyDisk) is the target's own fresh one, and what the guest wrote to it is copied in the
+//! stream ([`MigrationStatus::disk_bytes`]). Both launchers must run the same VMI spec: the
+//! target refuses a source whose disk list (sizes, which are copied) differs from its own.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::RequestError;
 
-/// KubeVirt's default `completionTimeoutPerGiB` (seconds per GiB of guest RAM).
+/// KubeVirt's default `completionTimeoutPerGiB` (seconds per GiB to move: guest RAM plus
+/// what the guest wrote to the copied disks).
 pub const DEFAULT_COMPLETION_TIMEOUT_PER_GIB: u64 = 150;
 
 /// What `{"op": "migrate"}` carries.
@@ -124,6 +134,9 @@ pub struct MigrationStatus {
     pub bytes_sent: u64,
     /// Guest RAM in bytes.
     pub memory_total: u64,
+    /// Bytes of disk contents copied (the disks that live with the VMI: containerDisk
+    /// overlays, emptyDisks; claims are shared, not copied).
+    pub disk_bytes: u64,
     /// Pages dirtied per second in the last round.
     pub dirty_rate_pages_per_sec: u64,
     /// Measured bandwidth, bytes per second.

@@ -8,7 +8,7 @@
 
 use super::SeccompMode;
 use super::signals;
-use super::supervise::{Verdict, finish, launch_and_supervise};
+use super::supervise::{Verdict, finish, finish_with_status, launch_and_supervise};
 use kubevirt_api::object::Object;
 use kubevirt_launcher::confine;
 use kubevirt_launcher::control::{ControlServer, Identity, ServeEvent};
@@ -67,7 +67,8 @@ pub struct ServeArgs {
 /// How often the waiting launcher looks at its signals.
 const WAIT_POLL: Duration = Duration::from_millis(100);
 
-/// Waits for `start`, runs the VMI; the exit code is the [`ExitStatus`].
+/// Waits for `start`, runs the VMI; the exit code is the [`ExitStatus`]'s
+/// [`ExitStatus::pod_code`] (0 for a guest migrated away: the pod ends Completed).
 pub fn serve(args: ServeArgs) -> ExitCode {
     let run_dir = args.run_dir.clone();
     if args.seccomp == SeccompMode::Default
@@ -81,7 +82,9 @@ pub fn serve(args: ServeArgs) -> ExitCode {
     // A verdict left by an earlier launcher in this directory is not this one's.
     let _ = std::fs::remove_file(run_dir.join(FINAL_STATUS));
     let verdict = serve_in(args);
-    finish(&run_dir, verdict)
+    // A guest migrated away ends the pod Completed, as upstream's: exit 0 (final.json says
+    // Migrated).
+    ExitCode::from(finish_with_status(&run_dir, verdict).pod_code())
 }
 
 fn serve_in(args: ServeArgs) -> Verdict {

@@ -21,7 +21,12 @@ pub type Verdict = (ExitStatus, Option<String>);
 
 /// Leaves the verdict in `<run_dir>/final.json` (the node agent reads why from there, not
 /// from the log) and turns it into the exit code.
-pub fn finish(run_dir: &Path, (exit, reason): Verdict) -> ExitCode {
+pub fn finish(run_dir: &Path, verdict: Verdict) -> ExitCode {
+    ExitCode::from(finish_with_status(run_dir, verdict).code())
+}
+
+/// [`finish`] without choosing the exit code: returns the status to exit with.
+pub fn finish_with_status(run_dir: &Path, (exit, reason): Verdict) -> ExitStatus {
     if let Err(e) = std::fs::create_dir_all(run_dir) {
         eprintln!(
             "kubevirt-launcher: could not leave the final status in {}: {e}",
@@ -32,7 +37,7 @@ pub fn finish(run_dir: &Path, (exit, reason): Verdict) -> ExitCode {
     }
     // A stop's reply is written before the process ends.
     kubevirt_launcher::control::wait_for_replies(std::time::Duration::from_secs(2));
-    ExitCode::from(exit.code())
+    exit
 }
 
 /// Launches `object` with `opts` and runs it to its end; with `keyboard`, this process's stdin

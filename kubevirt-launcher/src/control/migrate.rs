@@ -105,8 +105,8 @@ fn connect(target: &str) -> io::Result<Stream> {
     Ok(stream)
 }
 
-/// `completionTimeoutPerGiB` times the guest RAM in GiB (rounded up, at least one), as
-/// upstream scales it.
+/// `completionTimeoutPerGiB` times the data to move in GiB (guest RAM plus the copied disks'
+/// contents; rounded up, at least one), as upstream scales it.
 fn completion_timeout(per_gib: u64, memory: u64) -> Duration {
     let gib = memory.div_ceil(1 << 30).max(1);
     Duration::from_secs(per_gib.saturating_mul(gib))
@@ -213,6 +213,7 @@ impl Migrator {
             rounds: p.rounds,
             bytes_sent: p.bytes_sent,
             memory_total: p.memory_total,
+            disk_bytes: p.disk_bytes,
             dirty_rate_pages_per_sec: p.dirty_rate_pages_per_sec,
             bandwidth_bytes_per_sec: p.bandwidth_bytes_per_sec,
             downtime_ms: p.downtime.map(|d| d.as_millis() as u64),
@@ -228,7 +229,9 @@ fn migrate(
     control: &MigrationControl,
 ) -> Result<(), String> {
     let vm = target.machine.vm();
-    let memory: u64 = target.info.memory_bytes;
+    // The data a migration moves: RAM, and what the guest wrote to the disks that are copied
+    // (upstream adds the ephemeral disks' sizes for a block migration).
+    let memory: u64 = target.info.memory_bytes + vm.migration_disk_bytes();
     let options = MigrationOptions {
         bandwidth_limit: request
             .bandwidth_mib_per_sec
@@ -248,10 +251,11 @@ fn migrate(
         .migrate_to(&mut stream, &options, control)
         .map_err(|e| e.to_string())?;
     eprintln!(
-        "kubevirt-launcher: migrated to {}: {} rounds, {} bytes, {:?} total, downtime {:?}",
+        "kubevirt-launcher: migrated to {}: {} rounds, {} bytes ({} disk bytes), {:?} total, downtime {:?}",
         request.target,
         stats.rounds,
         stats.bytes_sent,
+        stats.disk_bytes,
         stats.elapsed,
         stats.downtime.unwrap_or_default()
     );

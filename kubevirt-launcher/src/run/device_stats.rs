@@ -3,7 +3,7 @@
 //! every [`NetCounters`] the VMM's devices ever had, summed.
 
 use kubevirt_launcher_protocol::{DiskStats, InterfaceStats};
-use kubevirt_vmm::virtio::block::{BlockBackend, GuestBuffers};
+use kubevirt_vmm::virtio::block::{BackendError, BlockBackend, GuestBuffers};
 use kubevirt_vmm::virtio::net::NetCounters;
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -98,6 +98,12 @@ impl BlockBackend for Counted {
     }
     fn write_zeroes(&mut self, offset: u64, len: u64) -> io::Result<()> {
         self.inner.write_zeroes(offset, len)
+    }
+    fn inactivate(&mut self) -> Result<(), BackendError> {
+        self.inner.inactivate()
+    }
+    fn activate(&mut self) -> Result<(), BackendError> {
+        self.inner.activate()
     }
     fn read_to_guest(&mut self, bufs: &GuestBuffers<'_>, offset: u64) -> io::Result<()> {
         self.inner.read_to_guest(bufs, offset)?;

@@ -5,7 +5,9 @@
 
 use super::RunError;
 use super::device_stats::{Counted, DeviceStats};
-use kubevirt_vmm::virtio::block::{Block, BlockBackend, GuestBuffers, RawFile};
+use kubevirt_vmm::virtio::block::{
+    BackendError, Block, BlockBackend, DiskMigration, GuestBuffers, RawFile,
+};
 use kubevirt_vmm::virtio::net::{Net, NetConfig, Tap};
 use kubevirt_vmm::virtio::rng::Rng;
 use kubevirt_vmm::{ConsoleConfig, ExitReason, Vm, VmBuilder, VmConfig};
@@ -67,6 +69,12 @@ impl BlockBackend for SharedImage {
     fn has_volatile_cache(&self) -> bool {
         self.get().has_volatile_cache()
     }
+    fn inactivate(&mut self) -> Result<(), BackendError> {
+        self.get().inactivate()
+    }
+    fn activate(&mut self) -> Result<(), BackendError> {
+        self.get().activate()
+    }
     fn read_to_guest(&mut self, bufs: &GuestBuffers<'_>, offset: u64) -> io::Result<()> {
         self.get().read_to_guest(bufs, offset)
     }
@@ -94,6 +102,11 @@ pub struct DiskSpec {
     pub backing: DiskBacking,
     /// Serial the guest reads.
     pub serial: String,
+    /// How a live migration moves it: a disk that lives with the VMI (a containerDisk's
+    /// overlay, an emptyDisk) is copied to the target's fresh one; one on storage both reach
+    /// (a claim, a hostDisk) or read-only (bases, cloud-init and projected ISOs, which the
+    /// target builds identically) stays, only its lock moves.
+    pub migration: DiskMigration,
 }
 
 /// Everything needed to build the VM again.
@@ -161,7 +174,9 @@ impl MachineSpec {
                 DiskBacking::Image(o) => Box::new(o.clone()),
             };
             let backend = Box::new(Counted::new(backend, self.stats.disk(&d.name)));
-            builder = builder.virtio_device(Box::new(Block::new(backend, &d.serial)));
+            builder = builder.virtio_device(Box::new(
+                Block::new(backend, &d.serial).with_migration(d.migration),
+            ));
         }
         if self.rng {
             builder = builder.virtio_device(Box::new(Rng::new()));

@@ -21,7 +21,7 @@ use crate::plan::{BootPlan, DiskSource, LaunchPlan, PlanErrors, from_vmi, vmi_of
 use kubevirt_api::object::Object;
 use kubevirt_launcher_protocol::{CONSOLE_SOCKET, CONTROL_SOCKET, GuestInfo, GuestInterface};
 use kubevirt_vmm::SmbiosInfo;
-use kubevirt_vmm::virtio::block::{RawFile, open_image};
+use kubevirt_vmm::virtio::block::{DiskMigration, RawFile, open_image};
 use kubevirt_vmm::{
     BootSource, CpuFeatureMask, FirmwareBoot, KernelImage, LinuxBoot, OVMF_VARS_PATH, VmConfig,
 };
@@ -350,6 +350,16 @@ pub fn launch(object: &Object, opts: &RunOptions) -> Result<Launched, RunError> 
                     },
                 )?,
             )),
+            // A migration target opens a persistent disk without its write lock: the source
+            // still writes it, and hands the lock over when it sends the guest's last state.
+            None if opts.incoming.is_some() && !prepared.ephemeral => DiskBacking::File(Arc::new(
+                RawFile::open_inactive(&prepared.path, prepared.readonly, cache).map_err(
+                    |source| RunError::DiskOpen {
+                        disk: disk.name.clone(),
+                        source,
+                    },
+                )?,
+            )),
             None => DiskBacking::File(Arc::new(
                 RawFile::open_with_cache(&prepared.path, prepared.readonly, cache).map_err(
                     |source| RunError::DiskOpen {
@@ -363,6 +373,11 @@ pub fn launch(object: &Object, opts: &RunOptions) -> Result<Launched, RunError> 
             name: disk.name.clone(),
             backing,
             serial: disk.serial.clone().unwrap_or_default(),
+            migration: if prepared.ephemeral && !prepared.readonly {
+                DiskMigration::Copy
+            } else {
+                DiskMigration::Shared
+            },
         });
     }
 

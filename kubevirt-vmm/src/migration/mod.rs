@@ -13,17 +13,22 @@
 //! 4. the source pauses the vCPUs, saves their state and the devices' (devices quiesce: a block
 //!    device finishes its in-flight requests), sends the last dirty pages and the sealed
 //!    snapshot state, and waits for the target's `Ack` — the target acks only once the VM is
-//!    built from it;
+//!    built from it. Just before the state goes out the source gives up its disks' write
+//!    locks (devices quiesced, disks flushed), and the target takes them before it acks
+//!    (refusing with the disk named if another VM holds one): the handover of
+//!    `virtio::block`'s image locks, as QEMU's inactivate/activate;
 //! 5. on the ack the source gives the VM up for good (it ends with
 //!    [`crate::ExitReason::Migrated`]) and sends `Go`; the target starts the guest on `Go`.
 //!
 //! Anything that goes wrong before the ack — the stream breaks, the target refuses, the
 //! completion timeout passes, [`MigrationControl::cancel`] — resumes the source (if it was
-//! running) and the target discards what it received. After the ack nothing resumes the
+//! running; after taking its disk locks back) and the target discards what it received. After the ack nothing resumes the
 //! source; if `Go` is lost the target does not start either, so the guest never runs twice.
 //! `wire.rs` describes the framing.
 
 mod dirty;
+mod disk_wire;
+mod disks;
 mod progress;
 mod source;
 mod target;
@@ -109,6 +114,40 @@ pub enum MigrationError {
         "the migration did not complete within {0:?} (round {1}); the source keeps running the VM"
     )]
     Timeout(Duration, u32),
+    /// A disk's image lock could not be handed over: the target could not take it (another
+    /// VM holds the image), or the source could not give it up.
+    #[error("disk {index} (in the order the VM's disks were added): {source}")]
+    DiskLock {
+        /// The disk's index.
+        index: usize,
+        /// Why.
+        #[source]
+        source: crate::virtio::block::BackendError,
+    },
+    /// The source's disks differ from the target's.
+    #[error(
+        "the source VM has {source_disks}, this target has {target}: start the target with the source's disks (the same sizes, the same ones copied)"
+    )]
+    Disks {
+        /// The source's disks.
+        source_disks: String,
+        /// The target's.
+        target: String,
+    },
+    /// A disk chunk that is not inside one of the target's copied disks.
+    #[error(
+        "the source sent {len} bytes at offset {offset} of disk {disk}, which does not fit: {why}"
+    )]
+    BadDiskChunk {
+        /// The disk index.
+        disk: u32,
+        /// Offset.
+        offset: u64,
+        /// Length.
+        len: u64,
+        /// Why it does not fit.
+        why: String,
+    },
     /// Reading guest memory failed (a layout bug).
     #[error("reading guest memory at {0:#x} failed")]
     ReadGuest(u64),

@@ -35,6 +35,8 @@ pub struct MigrationProgress {
     pub pages_sent: u64,
     /// Pages sent as zero pages (8 bytes each).
     pub zero_pages: u64,
+    /// Bytes of disk contents sent (the disks that live with the VMI), zero ranges included.
+    pub disk_bytes: u64,
     /// Pages dirtied during the last round, still to send.
     pub dirty_pages: u64,
     /// Pages the guest dirtied per second during the last round.

@@ -7,12 +7,14 @@ use std::time::{Duration, Instant};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
 
 use super::dirty::DirtyLog;
+use super::disks::{self, DiskCopy, Range};
 use super::wire::{self, Hello, Message, PAGE_SIZE, PAGES_PER_FRAME, Page, WireError};
 use super::{MigrationControl, MigrationError, MigrationOptions, MigrationPhase, MigrationStats};
 use crate::memory::{DIRTY_PAGE_SIZE, GuestMemoryMmap};
 use crate::snapshot::{
     MachineState, MemoryLayout, SnapshotState, resume_devices, save_devices, seal,
 };
+use crate::virtio::block::{activate_all, inactivate_all};
 use crate::vm::{PAUSE_TIMEOUT, Vm, VmState};
 
 fn vm_err(e: impl std::fmt::Display) -> MigrationError {
@@ -29,6 +31,7 @@ struct Sender<'a, S> {
     bytes: u64,
     pages_sent: u64,
     zero_pages: u64,
+    disk_bytes: u64,
     round: u32,
     /// The frame being written, its allocation reused.
     buf: Vec<u8>,
@@ -106,6 +109,32 @@ impl<S: Read + Write> Sender<'_, S> {
         Ok(())
     }
 
+    /// Sends the disk `ranges` (see `disks.rs`), checking for cancellation and the deadline
+    /// between frames if `interruptible`.
+    fn send_disks(
+        &mut self,
+        copy: &DiskCopy<'_>,
+        ranges: &[Range],
+        interruptible: bool,
+    ) -> Result<(), MigrationError> {
+        let round = self.round;
+        let cell = std::cell::RefCell::new(self);
+        let covered = copy.send(
+            round,
+            ranges,
+            |m| cell.borrow_mut().send(m),
+            || {
+                if interruptible {
+                    cell.borrow().check()
+                } else {
+                    Ok(())
+                }
+            },
+        )?;
+        cell.into_inner().disk_bytes += covered;
+        Ok(())
+    }
+
     fn expect(&mut self, expected: &'static str) -> Result<Message, MigrationError> {
         match wire::read_message(self.stream)? {
             Message::Error(reason) => Err(MigrationError::Peer {
@@ -128,13 +157,15 @@ impl<S: Read + Write> Sender<'_, S> {
             p.bytes_sent = self.bytes;
             p.pages_sent = self.pages_sent;
             p.zero_pages = self.zero_pages;
+            p.disk_bytes = self.disk_bytes;
             p.elapsed = self.started.elapsed();
             update(p);
         });
     }
 }
 
-fn is_zero(page: &[u8]) -> bool {
+/// Whether `bytes` (a multiple of 8 long) are all zero.
+pub(super) fn is_zero(page: &[u8]) -> bool {
     page.chunks_exact(8)
         .all(|w| u64::from_ne_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]) == 0)
 }
@@ -191,6 +222,7 @@ impl Vm {
             bytes: 0,
             pages_sent: 0,
             zero_pages: 0,
+            disk_bytes: 0,
             round: 0,
             buf: Vec::new(),
         };
@@ -218,28 +250,33 @@ impl Vm {
             vcpus: lifecycle.vcpu_count() as u32,
             memory_size: memory.iter().map(|r| r.len()).sum(),
             regions: memory.iter().map(|r| (r.start_addr().0, r.len())).collect(),
+            disks: disks::describe(self.migration_disks()),
         };
         tx.send(&Message::Hello(hello))?;
         tx.expect("Ready")?;
 
         let log = DirtyLog::start(vm_fd, memory)?;
+        let (copy, mut disk_pending) = DiskCopy::start(self.migration_disks())?;
         let mut pending = all_pages(memory);
         loop {
             tx.publish(MigrationPhase::PreCopy, |_| {});
             let (t0, b0) = (Instant::now(), tx.bytes);
             tx.send_pages(&pending, true)?;
+            tx.send_disks(&copy, &disk_pending, true)?;
             let took = t0.elapsed().max(Duration::from_micros(1));
             let bandwidth = ((tx.bytes - b0) as f64 / took.as_secs_f64()).max(1.0);
             pending = log.take()?;
+            disk_pending = copy.take_dirty();
             tx.round += 1;
             let dirty = pending.len() as u64;
+            let disk_dirty: u64 = disk_pending.iter().map(|r| r.2).sum();
             let rate = (dirty as f64 / took.as_secs_f64()) as u64;
             tx.publish(MigrationPhase::PreCopy, |p| {
                 p.dirty_pages = dirty;
                 p.dirty_rate_pages_per_sec = rate;
                 p.bandwidth_bytes_per_sec = bandwidth as u64;
             });
-            let estimate = (dirty * (PAGE_SIZE as u64 + 8)) as f64 / bandwidth;
+            let estimate = (dirty * (PAGE_SIZE as u64 + 8) + disk_dirty) as f64 / bandwidth;
             if estimate <= tx.options.downtime_target.as_secs_f64()
                 || tx.round >= tx.options.max_rounds
             {
@@ -256,7 +293,9 @@ impl Vm {
             return Err(vm_err(e));
         }
         let paused_at = Instant::now();
-        let outcome = self.stop_and_copy(tx, &log, pending);
+        let mut inactivated = false;
+        let outcome =
+            self.stop_and_copy(tx, &log, pending, (&copy, disk_pending), &mut inactivated);
         match outcome {
             Ok(()) => {
                 // The target has the VM. End this copy first (it never runs again), and only
@@ -282,6 +321,17 @@ impl Vm {
                 Ok(tx.control.progress())
             }
             Err(e) => {
+                // The disks' locks come back before the guest may write again; a disk whose
+                // lock someone else took meanwhile must not be written: the VM stays paused.
+                if inactivated && let Err((index, lost)) = activate_all(self.migration_disks()) {
+                    lifecycle.set_migrating(false);
+                    log::error!(
+                        "migration failed ({e}) and disk {index} could not be locked again ({lost}): the VM stays paused"
+                    );
+                    return Err(MigrationError::Vm(format!(
+                        "{e}; then disk {index} could not be locked again ({lost}): the VM stays paused so that two guests never write it"
+                    )));
+                }
                 resume_devices(buses);
                 lifecycle.set_migrating(false);
                 if was_running && let Err(r) = lifecycle.resume() {
@@ -299,6 +349,8 @@ impl Vm {
         tx: &mut Sender<'_, S>,
         log: &DirtyLog<'_>,
         mut pending: Vec<u64>,
+        (copy, disk_pending): (&DiskCopy<'_>, Vec<Range>),
+        inactivated: &mut bool,
     ) -> Result<(), MigrationError> {
         let (lifecycle, buses, vm_fd) = self.migration_parts();
         let memory = self.memory();
@@ -310,6 +362,13 @@ impl Vm {
         pending.sort_unstable();
         pending.dedup();
         tx.send_pages(&pending, false)?;
+        // The disks' last writes: the devices finished their requests before they saved.
+        let disk_pending = disks::merge(disk_pending, copy.take_dirty());
+        tx.send_disks(copy, &disk_pending, false)?;
+        // The firmware's variable store: the guest writes it directly, unlogged (paused now).
+        if let Some(firmware) = self.firmware_state() {
+            tx.send(&Message::Firmware(firmware))?;
+        }
         let layout = MemoryLayout::of_memory(memory);
         let state = SnapshotState {
             vcpus: vcpu_states.len() as u32,
@@ -320,6 +379,11 @@ impl Vm {
             vcpu_states,
             devices,
         };
+        // The devices are quiesced and their disks flushed (`save_devices`): give up the
+        // disks' write locks, so the target can take them before it acks.
+        inactivate_all(self.migration_disks())
+            .map_err(|(index, source)| MigrationError::DiskLock { index, source })?;
+        *inactivated = true;
         tx.send(&Message::State(seal(&state.encode())))?;
         tx.stream.flush().map_err(|source| WireError::Io {
             op: "flush",

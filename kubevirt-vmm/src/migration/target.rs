@@ -6,9 +6,11 @@ use std::io::{Read, Write};
 use vm_memory::{Bytes, GuestAddress};
 
 use super::MigrationError;
+use super::disks;
 use super::wire::{self, Message, PAGE_SIZE, Page, WireError};
 use crate::memory::{self, GuestMemoryMmap};
 use crate::snapshot::{MemoryLayout, SnapshotState, open_sealed};
+use crate::virtio::block::{activate_all, inactivate_all};
 use crate::vm::{Vm, VmBuilder};
 
 /// Which pages of RAM the stream has written, so a zero page for a page never written (still
@@ -96,6 +98,7 @@ impl VmBuilder {
 
     fn receive<S: Read + Write>(self, stream: &mut S) -> Result<Vm, MigrationError> {
         let config = self.config();
+        let disks = self.migration_disks();
         wire::read_preamble(stream)?;
         let hello = match wire::read_message(stream)? {
             Message::Hello(h) => h,
@@ -114,12 +117,14 @@ impl VmBuilder {
                 target: describe(u32::from(config.vcpus), config.memory_size, &ranges),
             });
         }
+        disks::check_disks(&hello.disks, &disks)?;
         let memory = memory::create_guest_memory(config.memory_size, config.memory)
             .map_err(|e| MigrationError::Vm(e.to_string()))?;
         send(stream, &Message::Ready)?;
 
         let mut got = Received::new(ranges);
         let mut buf = Vec::new();
+        let mut firmware = None;
         let sealed = loop {
             match wire::read_message_with(stream, &mut buf)? {
                 Message::Pages { pages, .. } => {
@@ -127,8 +132,14 @@ impl VmBuilder {
                         apply(&memory, &mut got, page)?;
                     }
                 }
+                Message::Disk { chunks, .. } => {
+                    for chunk in &chunks {
+                        disks::apply(&disks, chunk)?;
+                    }
+                }
+                Message::Firmware(f) => firmware = Some(f),
                 Message::State(s) => break s,
-                m => return Err(unexpected("Pages or State", &m)),
+                m => return Err(unexpected("Pages, Disk or State", &m)),
             }
         };
         let payload =
@@ -142,14 +153,25 @@ impl VmBuilder {
                 target: format!("{} vCPUs and RAM {layout}", hello.vcpus),
             });
         }
+        disks::flush_copied(&disks)?;
         let vm = self
             .build_restored(state, memory)
             .map_err(|e| MigrationError::Vm(format!("building the VM from its state: {e}")))?;
-        send(stream, &Message::Ack)?;
-        match wire::read_message(stream)? {
-            Message::Go => Ok(vm),
+        vm.load_firmware_state(firmware.as_ref())
+            .map_err(MigrationError::Vm)?;
+        // The source gave its disks' write locks up before it sent the state: take them
+        // (a disk another VM holds is refused, and the source keeps the guest).
+        activate_all(&disks)
+            .map_err(|(index, source)| MigrationError::DiskLock { index, source })?;
+        let go = send(stream, &Message::Ack).and_then(|()| match wire::read_message(stream)? {
+            Message::Go => Ok(()),
             m => Err(unexpected("Go", &m)),
+        });
+        if go.is_err() {
+            // This side does not run the guest: it writes nothing, and holds no lock.
+            let _ = inactivate_all(&disks);
         }
+        go.map(|()| vm)
     }
 }
 

@@ -6,9 +6,13 @@
 //!
 //! source -> target                         target -> source
 //!   Hello  vcpus u32, RAM size u64,          Ready   (layout accepted, RAM allocated)
-//!          regions u32, (gpa u64, size u64)*
+//!          regions u32, (gpa u64, size u64)*,
+//!          disks (see disk_wire.rs)
 //!   Pages  round u32, count u32,             Ack     (state applied, VM built)
 //!          (gpa|ZERO u64, [4096 bytes])*
+//!   Disk   disk contents (see disk_wire.rs)
+//!   Firmware  image size u64, image CRC-32 u32,
+//!          UEFI variable store (the rest)
 //!   State  sealed snapshot state             Error   reason (UTF-8)
 //!   Abort  reason (UTF-8)
 //!   Go     (the source gave the VM up: run it)
@@ -19,10 +23,14 @@
 
 use std::io::{self, Read, Write};
 
+pub use super::disk_wire::{DiskChunk, DiskData, DiskInfo};
+use super::disk_wire::{append_chunks, append_disks, decode_chunks, decode_disks};
+pub use crate::boot::firmware::FirmwareState;
+
 /// The stream's first eight bytes.
 pub const MAGIC: [u8; 8] = *b"KVRSMIG1";
 /// The protocol version this build speaks (and the only one it accepts).
-pub const WIRE_VERSION: u32 = 1;
+pub const WIRE_VERSION: u32 = 2;
 /// Guest page size on the wire.
 pub const PAGE_SIZE: usize = 4096;
 /// Flag in a page entry's address: the page is all zeros, no data follows.
@@ -120,6 +128,8 @@ pub struct Hello {
     pub memory_size: u64,
     /// RAM regions (guest-physical start, size) in address order.
     pub regions: Vec<(u64, u64)>,
+    /// The VM's disks in order.
+    pub disks: Vec<DiskInfo>,
 }
 
 /// A decoded message.
@@ -134,6 +144,15 @@ pub enum Message {
         /// The pages.
         pages: Vec<Page>,
     },
+    /// Source: contents of the disks that are copied, of one round.
+    Disk {
+        /// Round number (0 = what the guest wrote before tracking started).
+        round: u32,
+        /// The chunks.
+        chunks: Vec<DiskChunk>,
+    },
+    /// Source (a firmware-booted VM, paused): the firmware's state.
+    Firmware(FirmwareState),
     /// Source: the paused VM's sealed snapshot state (see `crate::snapshot`).
     State(Vec<u8>),
     /// Source: the migration was cancelled or failed; the source keeps the VM.
@@ -153,6 +172,8 @@ const TAG_PAGES: u8 = 2;
 const TAG_STATE: u8 = 3;
 const TAG_ABORT: u8 = 4;
 const TAG_GO: u8 = 5;
+const TAG_DISK: u8 = 6;
+const TAG_FIRMWARE: u8 = 7;
 const TAG_READY: u8 = 16;
 const TAG_ACK: u8 = 17;
 const TAG_ERROR: u8 = 18;
@@ -163,6 +184,8 @@ impl Message {
         match self {
             Message::Hello(_) => "Hello",
             Message::Pages { .. } => "Pages",
+            Message::Disk { .. } => "Disk",
+            Message::Firmware(_) => "Firmware",
             Message::State(_) => "State",
             Message::Abort(_) => "Abort",
             Message::Go => "Go",
@@ -183,6 +206,7 @@ impl Message {
                     p.extend_from_slice(&gpa.to_le_bytes());
                     p.extend_from_slice(&size.to_le_bytes());
                 }
+                append_disks(p, &h.disks);
                 TAG_HELLO
             }
             Message::Pages { round, pages } => {
@@ -199,6 +223,14 @@ impl Message {
                     }
                 }
                 TAG_PAGES
+            }
+            Message::Disk { round, chunks } => {
+                append_chunks(p, *round, chunks);
+                TAG_DISK
+            }
+            Message::Firmware(f) => {
+                p.extend_from_slice(&f.encode());
+                TAG_FIRMWARE
             }
             Message::State(s) => {
                 p.extend_from_slice(s);
@@ -253,11 +285,17 @@ impl Message {
                 let regions = (0..n)
                     .map(|_| Ok((c.u64("a Hello region")?, c.u64("a Hello region")?)))
                     .collect::<Result<_, WireError>>()?;
+                let disks = decode_disks(&mut c)?;
                 Message::Hello(Hello {
                     vcpus,
                     memory_size,
                     regions,
+                    disks,
                 })
+            }
+            TAG_DISK => {
+                let (round, chunks) = decode_chunks(&mut c)?;
+                Message::Disk { round, chunks }
             }
             TAG_PAGES => {
                 let round = c.u32("the Pages round")?;
@@ -280,6 +318,10 @@ impl Message {
                 }
                 Message::Pages { round, pages }
             }
+            TAG_FIRMWARE => Message::Firmware(
+                FirmwareState::decode(c.take(payload.len(), "the firmware state")?)
+                    .map_err(WireError::Malformed)?,
+            ),
             TAG_STATE => Message::State(c.take(payload.len(), "the state")?.to_vec()),
             TAG_ABORT => Message::Abort(reason(&mut c)?),
             TAG_GO => Message::Go,
@@ -304,12 +346,18 @@ fn reason(c: &mut Cursor<'_>) -> Result<String, WireError> {
     Ok(String::from_utf8_lossy(c.take(all, "a reason")?).into_owned())
 }
 
-struct Cursor<'a> {
+/// Reads a frame's payload front to back, checking lengths first.
+pub(super) struct Cursor<'a> {
     buf: &'a [u8],
 }
 
 impl<'a> Cursor<'a> {
-    fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], WireError> {
+    #[cfg(test)]
+    pub(super) fn new(buf: &'a [u8]) -> Self {
+        Cursor { buf }
+    }
+
+    pub(super) fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], WireError> {
         if self.buf.len() < n {
             return Err(WireError::Malformed(format!(
                 "the frame ends inside {what} ({} of {n} bytes)",
@@ -321,13 +369,17 @@ impl<'a> Cursor<'a> {
         Ok(head)
     }
 
-    fn u32(&mut self, what: &'static str) -> Result<u32, WireError> {
+    pub(super) fn u8(&mut self, what: &'static str) -> Result<u8, WireError> {
+        Ok(self.take(1, what)?[0])
+    }
+
+    pub(super) fn u32(&mut self, what: &'static str) -> Result<u32, WireError> {
         let mut b = [0u8; 4];
         b.copy_from_slice(self.take(4, what)?);
         Ok(u32::from_le_bytes(b))
     }
 
-    fn u64(&mut self, what: &'static str) -> Result<u64, WireError> {
+    pub(super) fn u64(&mut self, what: &'static str) -> Result<u64, WireError> {
         let mut b = [0u8; 8];
         b.copy_from_slice(self.take(8, what)?);
         Ok(u64::from_le_bytes(b))
@@ -419,125 +471,5 @@ pub fn read_message_with(r: &mut impl Read, payload: &mut Vec<u8>) -> Result<Mes
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    fn sample() -> Vec<Message> {
-        let mut data = Box::new([0u8; PAGE_SIZE]);
-        data[7] = 0x5a;
-        vec![
-            Message::Hello(Hello {
-                vcpus: 2,
-                memory_size: 8 << 20,
-                regions: vec![(0, 8 << 20)],
-            }),
-            Message::Pages {
-                round: 3,
-                pages: vec![Page::Zero(0x1000), Page::Data(0x2000, data)],
-            },
-            Message::State(vec![1, 2, 3]),
-            Message::Abort("cancelled".into()),
-            Message::Go,
-            Message::Ready,
-            Message::Ack,
-            Message::Error("no".into()),
-        ]
-    }
-
-    fn stream() -> Vec<u8> {
-        let mut out = Vec::new();
-        write_preamble(&mut out).unwrap();
-        for m in sample() {
-            write_message(&mut out, &m).unwrap();
-        }
-        out
-    }
-
-    /// Reads a whole stream: the preamble and frames until the end.
-    fn read_all(bytes: &[u8]) -> Result<Vec<Message>, WireError> {
-        let mut r = bytes;
-        read_preamble(&mut r)?;
-        let mut out = Vec::new();
-        while !r.is_empty() {
-            out.push(read_message(&mut r)?);
-        }
-        Ok(out)
-    }
-
-    #[test]
-    fn every_message_round_trips() {
-        assert_eq!(read_all(&stream()).unwrap(), sample());
-    }
-
-    #[test]
-    fn a_zero_page_costs_eight_bytes() {
-        let one = Message::Pages {
-            round: 0,
-            pages: vec![Page::Zero(0)],
-        }
-        .encode()
-        .len();
-        let none = Message::Pages {
-            round: 0,
-            pages: vec![],
-        }
-        .encode()
-        .len();
-        assert_eq!(one - none, 8);
-    }
-
-    #[test]
-    fn damage_is_named() {
-        let s = stream();
-        let err = read_all(&s[..s.len() - 2]).unwrap_err();
-        assert!(err.to_string().contains("truncated"), "{err}");
-        let mut flipped = s.clone();
-        flipped[40] ^= 0x10;
-        let err = read_all(&flipped).unwrap_err();
-        assert!(matches!(err, WireError::Checksum { .. }), "{err}");
-        let err = read_all(b"GET / HTTP/1.1\r\n").unwrap_err();
-        assert!(
-            err.to_string()
-                .contains("not a kubevirt-vmm migration stream"),
-            "{err}"
-        );
-        let mut v2 = s.clone();
-        v2[8] = 2;
-        assert!(matches!(
-            read_all(&v2).unwrap_err(),
-            WireError::Version { found: 2 }
-        ));
-    }
-
-    proptest! {
-        #[test]
-        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..4096)) {
-            let _ = read_all(&bytes);
-            let mut with_preamble = MAGIC.to_vec();
-            with_preamble.extend_from_slice(&WIRE_VERSION.to_le_bytes());
-            with_preamble.extend_from_slice(&bytes);
-            let _ = read_all(&with_preamble);
-        }
-
-        #[test]
-        fn flipped_or_cut_streams_error_without_panic(
-            at in 0usize..20_000, bit in 0u8..8, cut in any::<bool>()
-        ) {
-            let s = stream();
-            let at = at % s.len();
-            if cut {
-                // Cut at a frame boundary, the stream is a shorter valid one: the target
-                // then waits for more and errors when the stream ends (see target.rs).
-                match read_all(&s[..at]) {
-                    Ok(messages) => prop_assert!(sample().starts_with(&messages)),
-                    Err(e) => prop_assert!(!e.to_string().is_empty()),
-                }
-            } else {
-                let mut d = s.clone();
-                d[at] ^= 1 << bit;
-                prop_assert!(read_all(&d).is_err());
-            }
-        }
-    }
-}
+#[path = "wire_tests.rs"]
+mod tests;

@@ -1,12 +1,15 @@
 //! Memory-state snapshots: a paused VM saved to a directory, restored in another process.
 //!
-//! [`crate::Vm::snapshot`] writes two files into a directory:
+//! [`crate::Vm::snapshot`] writes two files into a directory (three for a firmware-booted VM):
 //! * [`STATE_FILE`]: the versioned, checksummed state (`format.rs` describes the envelope):
 //!   every vCPU's registers, MSRs, FPU/XSAVE, LAPIC and pending events; the irqchip (both
 //!   PICs, the IOAPIC), the PIT and the KVM clock; the RAM layout; and every bus device with its
 //!   name, range and state;
 //! * [`MEMORY_FILE`]: guest RAM, regions back to back, sparse (zero pages are holes), and a
-//!   trailer with the snapshot's id, which the state file names too.
+//!   trailer with the snapshot's id, which the state file names too;
+//! * [`FIRMWARE_FILE`] (firmware-booted VMs): the firmware image's size and CRC-32 and OVMF's
+//!   variable store, which the guest writes outside RAM; restored into the new VM's store (a
+//!   fresh copy of the empty one is enough), refused for another firmware image.
 //!
 //! [`crate::Vm::restore`] (or [`crate::VmBuilder::restore`], to add the embedding program's
 //! devices again) builds a VM from the same configuration, maps the memory file
@@ -56,6 +59,9 @@ pub(crate) use vcpu::VcpuState;
 pub const STATE_FILE: &str = "vmstate";
 /// The memory file's name in a snapshot directory.
 pub const MEMORY_FILE: &str = "memory";
+/// A firmware-booted VM's firmware state (`boot::firmware::FirmwareState`: the image's size
+/// and CRC-32, OVMF's variable store), sealed in the state file's envelope.
+pub const FIRMWARE_FILE: &str = "firmware";
 
 /// Errors taking or restoring a snapshot. Each says what to do about it.
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +93,14 @@ pub enum SnapshotError {
         /// The error.
         #[source]
         source: std::io::Error,
+    },
+    /// The firmware file does not parse, or does not fit the VM's firmware.
+    #[error("{path}: {why}")]
+    Firmware {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
     },
     /// The state file's envelope is wrong (magic, version, length, checksum).
     #[error("{path}: {source}")]

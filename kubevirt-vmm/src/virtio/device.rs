@@ -132,6 +132,12 @@ pub trait VirtioDevice: Send {
     fn resume(&mut self) -> Result<(), DeviceStateError> {
         Ok(())
     }
+
+    /// The device's disk, if it is one, for live migration (its lock handover and, for
+    /// disks that live with the VMI, the copy of its contents). Default: not a disk.
+    fn migration_disk(&self) -> Option<crate::virtio::block::MigrationDisk> {
+        None
+    }
 }
 
 /// [`VirtioDevice::pause`] for a device whose queues live in one worker.

@@ -325,10 +325,19 @@ impl VmBuilder {
             self.config.memory.prefault,
         )
         .map_err(SnapshotError::from)?;
-        self.build_from(Some(Restored {
+        let firmware = self::snapshot::load_firmware(dir)?;
+        let vm = self.build_from(Some(Restored {
             state: snapshot.state,
             memory,
-        }))
+        }))?;
+        if let Some(f) = &firmware {
+            vm.load_firmware_state(Some(f))
+                .map_err(|why| SnapshotError::Firmware {
+                    path: dir.join(crate::snapshot::FIRMWARE_FILE),
+                    why,
+                })?;
+        }
+        Ok(vm)
     }
 
     /// Builds the VM from saved `state` over guest RAM that already holds the guest's memory
@@ -346,6 +355,14 @@ impl VmBuilder {
         &self.config
     }
 
+    /// The disks added so far, in order (a migration target receives into them).
+    pub(crate) fn migration_disks(&self) -> Vec<crate::virtio::block::MigrationDisk> {
+        self.virtio
+            .iter()
+            .filter_map(|d| d.migration_disk())
+            .collect()
+    }
+
     fn build_from(self, snapshot: Option<Restored>) -> Result<Vm, VmError> {
         let VmBuilder {
             config,
@@ -355,6 +372,7 @@ impl VmBuilder {
             virtio,
             created_at,
         } = self;
+        let disks = virtio.iter().filter_map(|d| d.migration_disk()).collect();
         let kvm = Kvm::new().map_err(VmError::OpenKvm)?;
         let version = kvm.get_api_version();
         if version != KVM_API_VERSION {
@@ -609,8 +627,9 @@ impl VmBuilder {
             vm_fd,
             _kvm: kvm,
             memory,
-            _firmware: firmware_memory,
+            firmware: firmware_memory,
             notify_counters,
+            disks,
         })
     }
 }
@@ -711,8 +730,10 @@ pub struct Vm {
     _kvm: Kvm,
     memory: GuestMemoryMmap,
     /// Firmware memory slots' host mappings: unmapped after the VM fd is closed.
-    _firmware: Option<FirmwareMemory>,
+    firmware: Option<FirmwareMemory>,
     notify_counters: Vec<Arc<std::sync::atomic::AtomicU64>>,
+    /// The virtio-blk disks in the order added, for live migration.
+    disks: Vec<crate::virtio::block::MigrationDisk>,
 }
 
 impl Vm {
@@ -851,6 +872,54 @@ impl Vm {
     /// The pieces live migration drives: run state, devices, KVM VM fd.
     pub(crate) fn migration_parts(&self) -> (&Lifecycle, &Buses, &VmFd) {
         (&self.lifecycle, &self.buses, &self.vm_fd)
+    }
+
+    /// Bytes a live migration would copy of this VM's disks now: what the guest has written
+    /// to the disks that migrate by copy (`DiskMigration::Copy`: their allocated extents), as
+    /// upstream adds the ephemeral disks' sizes to the data a block migration's
+    /// `completionTimeoutPerGiB` scales with. 0 without such disks.
+    pub fn migration_disk_bytes(&self) -> u64 {
+        use crate::virtio::block::DiskMigration;
+        self.disks
+            .iter()
+            .filter(|d| d.mode == DiskMigration::Copy)
+            .map(|d| {
+                let mut disk = d.disk.lock().unwrap_or_else(PoisonError::into_inner);
+                match disk.allocated_extents() {
+                    Ok(extents) => extents.iter().map(|e| e.1).sum(),
+                    Err(_) => disk.size(),
+                }
+            })
+            .sum()
+    }
+
+    /// The firmware's migrating state (image identity, UEFI variable store); `None` for a VM
+    /// that does not boot firmware. The vCPUs must be paused.
+    pub(crate) fn firmware_state(&self) -> Option<crate::boot::firmware::FirmwareState> {
+        self.firmware.as_ref().map(FirmwareMemory::save)
+    }
+
+    /// Puts the source's firmware state in place before the migrated VM first runs.
+    pub(crate) fn load_firmware_state(
+        &self,
+        state: Option<&crate::boot::firmware::FirmwareState>,
+    ) -> Result<(), String> {
+        match (&self.firmware, state) {
+            (None, None) => Ok(()),
+            (Some(f), Some(s)) => f.load(s),
+            (Some(_), None) => Err(
+                "this VM boots firmware, the migrating one does not: use the source's boot configuration".into(),
+            ),
+            (None, Some(_)) => Err(
+                "the VM saved or sent boots firmware, this one does not: use its boot configuration".into(),
+            ),
+        }
+    }
+
+    /// The VM's disks in the order added (live migration hands over their locks and copies
+    /// the ones that live with the VMI).
+    pub(crate) fn migration_disks(&self) -> &[crate::virtio::block::MigrationDisk] {
+        &self.disks
     }
 
     /// The VM's lifecycle, to end it from elsewhere ([`ExitRequester`]).

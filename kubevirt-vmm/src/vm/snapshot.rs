@@ -59,6 +59,25 @@ impl Vm {
             vcpu_states,
             devices,
         };
+        // The firmware's variable store: guest-written memory outside RAM.
+        match self.firmware_state() {
+            Some(f) => snapshot::write_atomically(
+                dir,
+                snapshot::FIRMWARE_FILE,
+                &snapshot::seal(&f.encode()),
+            )?,
+            None => match std::fs::remove_file(dir.join(snapshot::FIRMWARE_FILE)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(SnapshotError::Io {
+                        op: "removing an earlier snapshot's",
+                        path: dir.join(snapshot::FIRMWARE_FILE),
+                        source: e,
+                    }
+                    .into());
+                }
+                _ => {}
+            },
+        }
         let file = snapshot::seal(&state.encode());
         snapshot::write_atomically(dir, snapshot::STATE_FILE, &file)?;
         Ok(SnapshotInfo {
@@ -76,4 +95,30 @@ impl Vm {
     pub fn restore(config: VmConfig, dir: &Path) -> Result<Vm, VmError> {
         VmBuilder::new(config).restore(dir)
     }
+}
+
+/// Reads the firmware state of the snapshot in `dir`, if it has one (snapshots of VMs that
+/// boot no firmware, and those taken before the file existed, have none).
+pub(super) fn load_firmware(
+    dir: &Path,
+) -> Result<Option<crate::boot::firmware::FirmwareState>, SnapshotError> {
+    let path = dir.join(snapshot::FIRMWARE_FILE);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(SnapshotError::Io {
+                op: "reading",
+                path,
+                source,
+            });
+        }
+    };
+    let payload = snapshot::open_sealed(&bytes).map_err(|source| SnapshotError::Format {
+        path: path.clone(),
+        source,
+    })?;
+    crate::boot::firmware::FirmwareState::decode(payload)
+        .map(Some)
+        .map_err(|why| SnapshotError::Firmware { path, why })
 }

@@ -60,6 +60,39 @@ impl Drop for Mapping {
 #[derive(Debug, Default)]
 pub struct FirmwareMemory {
     mappings: Vec<Mapping>,
+    /// The image's size and CRC-32 (a migration target checks it runs the same firmware).
+    code: (u64, u32),
+    /// Index in `mappings` of OVMF's variable store, the one slot the guest writes.
+    vars: Option<usize>,
+}
+
+impl Mapping {
+    /// The mapped bytes.
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: `ptr`/`len` are a live mapping this struct owns (unmapped only on drop).
+        // Callers read it while the vCPUs are paused, so nothing writes it meanwhile.
+        unsafe { std::slice::from_raw_parts(self.ptr.cast::<u8>(), self.len) }
+    }
+
+    /// Overwrites the mapped bytes with `bytes` (as long as the mapping).
+    fn fill(&self, bytes: &[u8]) {
+        let n = bytes.len().min(self.len);
+        // SAFETY: at most `len` bytes into the live writable mapping this struct owns; the
+        // VM's vCPUs have not run since it was built (a migration target fills it first).
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.ptr.cast::<u8>(), n) };
+    }
+}
+
+/// What live migration carries of the firmware's memory (its code is read-only and comes from
+/// the target's own file; its RAM-resident parts travel with RAM).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FirmwareState {
+    /// The firmware image's size in bytes.
+    pub code_size: u64,
+    /// Its CRC-32: both sides must run the same firmware.
+    pub code_crc: u32,
+    /// OVMF's variable store as the guest left it (empty for SeaBIOS: it has none).
+    pub vars: Vec<u8>,
 }
 
 fn map_err<'a>(
@@ -189,7 +222,10 @@ impl FirmwareMemory {
         let what = if vars.is_some() { "UEFI code" } else { "BIOS image" };
         let code = std::fs::read(code_path).map_err(map_err(what, code_path))?;
         check_size(what, code_path, code.len() as u64)?;
-        let mut mem = FirmwareMemory::default();
+        let mut mem = FirmwareMemory {
+            code: (code.len() as u64, crc32fast::hash(&code)),
+            ..FirmwareMemory::default()
+        };
         let code_addr = FIRST_ADDR_PAST_32BITS - code.len() as u64;
         let rom = anonymous_copy(&code).map_err(map_err(what, code_path))?;
         register(vm, first_slot, code_addr, &rom, true)?;
@@ -205,6 +241,7 @@ impl FirmwareMemory {
                 });
             }
             register(vm, first_slot + 1, code_addr - flash.len as u64, &flash, false)?;
+            mem.vars = Some(mem.mappings.len());
             mem.mappings.push(flash);
         }
         if !fresh_ram {
@@ -224,5 +261,77 @@ impl FirmwareMemory {
                 source,
             })?;
         Ok(mem)
+    }
+}
+
+impl FirmwareState {
+    /// `code_size` u64 LE, `code_crc` u32 LE, then the variable store: the payload of a
+    /// migration's `Firmware` frame and of a snapshot's firmware file.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(12 + self.vars.len());
+        out.extend_from_slice(&self.code_size.to_le_bytes());
+        out.extend_from_slice(&self.code_crc.to_le_bytes());
+        out.extend_from_slice(&self.vars);
+        out
+    }
+
+    /// Parses [`FirmwareState::encode`]'s bytes.
+    ///
+    /// # Errors
+    /// When they are shorter than the 12-byte head.
+    pub fn decode(bytes: &[u8]) -> Result<FirmwareState, String> {
+        if bytes.len() < 12 {
+            return Err(format!(
+                "the firmware state is {} bytes, shorter than its 12-byte head",
+                bytes.len()
+            ));
+        }
+        let (size, rest) = bytes.split_at(8);
+        let (crc, vars) = rest.split_at(4);
+        Ok(FirmwareState {
+            code_size: u64::from_le_bytes(size.try_into().unwrap_or_default()),
+            code_crc: u32::from_le_bytes(crc.try_into().unwrap_or_default()),
+            vars: vars.to_vec(),
+        })
+    }
+}
+
+impl FirmwareMemory {
+    /// The firmware's state to migrate or snapshot: its image's identity and the variable
+    /// store's bytes (the vCPUs must be paused: the guest writes the store directly, unlogged).
+    pub(crate) fn save(&self) -> FirmwareState {
+        FirmwareState {
+            code_size: self.code.0,
+            code_crc: self.code.1,
+            vars: self
+                .vars
+                .map(|i| self.mappings[i].bytes().to_vec())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Puts a migrated or snapshotted `state` in place before the VM first runs: checks the
+    /// firmware is the same and writes the variable store.
+    ///
+    /// # Errors
+    /// A message saying what differs.
+    pub(crate) fn load(&self, state: &FirmwareState) -> Result<(), String> {
+        if (state.code_size, state.code_crc) != self.code {
+            return Err(format!(
+                "the source runs a firmware image of {} bytes (CRC-32 {:#010x}), this target one of {} bytes ({:#010x}): give the target the source's firmware",
+                state.code_size, state.code_crc, self.code.0, self.code.1
+            ));
+        }
+        let own = self.vars.map_or(0, |i| self.mappings[i].len);
+        if state.vars.len() != own {
+            return Err(format!(
+                "the source's UEFI variable store is {} bytes, this target's {own}: give the target a copy of the same store",
+                state.vars.len()
+            ));
+        }
+        if let Some(i) = self.vars {
+            self.mappings[i].fill(&state.vars);
+        }
+        Ok(())
     }
 }

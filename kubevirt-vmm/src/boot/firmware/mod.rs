@@ -18,7 +18,7 @@ internal_mod!(memory);
 
 use std::path::PathBuf;
 
-pub use memory::FirmwareMemory;
+pub use memory::{FirmwareMemory, FirmwareState};
 
 /// Where Debian's `seabios` package puts SeaBIOS.
 pub const SEABIOS_PATH: &str = "/usr/share/seabios/bios-256k.bin";

@@ -3,6 +3,8 @@
 use std::sync::{Arc, Mutex};
 
 use super::backend::BlockBackend;
+use super::migration::{DiskMigration, MigrationDisk};
+use super::write_log::{Tracked, WriteLog};
 use super::queue::{BlockQueue, SharedDisk};
 use super::request::{MAX_SEGMENT_SECTORS, MAX_SEGMENTS, SECTOR_SIZE, SERIAL_LEN};
 use crate::virtio::VIRTIO_RING_F_INDIRECT_DESC;
@@ -40,6 +42,9 @@ pub struct Block {
     config: [u8; CONFIG_LEN],
     features: u64,
     worker: Option<Worker<BlockQueue>>,
+    migration: DiskMigration,
+    /// The guest's writes while a migration copies the disk.
+    log: Arc<WriteLog>,
 }
 
 impl std::fmt::Debug for Block {
@@ -90,13 +95,23 @@ impl Block {
         put(48, &MAX_SEGMENT_SECTORS.to_le_bytes()); // max_write_zeroes_sectors
         put(52, &MAX_SEGMENTS.to_le_bytes()); // max_write_zeroes_seg
         put(56, &[1]); // write_zeroes_may_unmap
+        let (tracked, log) = Tracked::wrap(backend);
         Block {
-            disk: Arc::new(Mutex::new(backend)),
+            disk: Arc::new(Mutex::new(Box::new(tracked))),
+            log,
             serial: serial_bytes(serial),
             config,
             features,
             worker: None,
+            migration: DiskMigration::Shared,
         }
+    }
+
+    /// Says how the disk migrates (default [`DiskMigration::Shared`]: the target opens the
+    /// same image, only the lock moves).
+    pub fn with_migration(mut self, mode: DiskMigration) -> Self {
+        self.migration = mode;
+        self
     }
 
     /// The backend, e.g. to check it after the VM ran.
@@ -166,6 +181,14 @@ impl VirtioDevice for Block {
 
     fn resume(&mut self) -> Result<(), DeviceStateError> {
         resume_worker(self.worker.as_mut())
+    }
+
+    fn migration_disk(&self) -> Option<MigrationDisk> {
+        Some(MigrationDisk {
+            disk: self.disk.clone(),
+            mode: self.migration,
+            log: self.log.clone(),
+        })
     }
 }
 

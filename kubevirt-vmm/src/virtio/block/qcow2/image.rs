@@ -45,6 +45,7 @@ use super::header::Header;
 use super::refcount::Refcounts;
 use super::tables::{COPIED, Cluster, L1_RESERVED, L2Cache, OFFSET_MASK, ZERO, decode_l2};
 
+mod extents;
 mod guest_write;
 
 /// L2 tables kept in memory (with 64 KiB clusters each maps 512 MiB of disk).
@@ -585,6 +586,10 @@ impl BlockBackend for Qcow2 {
             return Ok(());
         }
         self.flush_metadata()
+    }
+
+    fn allocated_extents(&mut self) -> io::Result<Vec<(u64, u64)>> {
+        self.allocated_clusters()
     }
 
     fn has_volatile_cache(&self) -> bool {

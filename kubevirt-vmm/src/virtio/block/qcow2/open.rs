@@ -6,7 +6,8 @@ use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use super::super::backend::{BackendError, BlockBackend, RawFile};
+use super::super::backend::{BackendError, BlockBackend};
+use super::super::raw::RawFile;
 use super::super::cache::CacheMode;
 use super::super::lock::open_locked;
 use super::error::ImageError;
