@@ -363,6 +363,11 @@ async fn apply(
             },
         },
     };
+    if matches!(&report, Report::Exited { last: Some(f), .. } if f.exit == ExitStatus::Migrated) {
+        // Its guest was handed to a migration's target: the outcome is the target's to report
+        // (this agent takes it over, or the target node's agent does).
+        return Ok(Action::requeue(POLL));
+    }
     let alive = matches!(report, Report::Launching | Report::Status(_));
     if !alive {
         ctx.map().remove(&uid);
