@@ -263,7 +263,7 @@ fn an_apiservice_fronts_its_aggregated_server() {
     assert!(front_proxy_ca.contains("BEGIN CERTIFICATE"), "{cm}");
     assert_eq!(
         data["client-ca-file"].as_str().unwrap(),
-        std::fs::read_to_string(s.dir.join("ca.crt")).unwrap()
+        std::fs::read_to_string(s.dir.join("client-ca.crt")).unwrap()
     );
 
     // Aggregated servers bound to the bootstrap reader Role may read it (and nothing else).

@@ -1,5 +1,8 @@
-//! Authentication: every request's bearer token mapped to a user (name, uid, groups), as
-//! kube-apiserver's token authenticators do. Three kinds of token are accepted:
+//! Authentication: every request's client certificate or bearer token mapped to a user (name,
+//! uid, groups), as kube-apiserver's x509 and token authenticators do, in its order: a client
+//! certificate the client CA verifies first ([`crate::x509`]: CN the name, O the groups), then
+//! the bearer token. A certificate that does not verify authenticates no one, and the token (if
+//! any) decides, as in kube-apiserver's union authenticator. Three kinds of token are accepted:
 //! - the data directory's own token (`up`'s and `apiserver`'s kubeconfig): the administrator,
 //!   in `system:masters`, which authorisation never refuses;
 //! - service-account tokens this server issued (TokenRequest, the ones mounted into pods):
@@ -14,6 +17,7 @@
 use super::State;
 use crate::error::ApiError;
 use crate::semantics::user_token::UserSigner;
+use crate::x509::PeerChain;
 use axum::http::{HeaderMap, header};
 
 /// The administrator's user name (the data directory's token).
@@ -80,11 +84,22 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
         .map(str::trim)
 }
 
-/// Who `headers` speak for; 401 when no accepted token is present.
-pub fn authenticate(state: &State, headers: &HeaderMap) -> Result<UserInfo, ApiError> {
+/// Who a request speaks for, from its connection's client certificate `peer` and its
+/// `headers`; 401 when neither names an accepted identity.
+pub fn authenticate(
+    state: &State,
+    headers: &HeaderMap,
+    peer: Option<&PeerChain>,
+) -> Result<UserInfo, ApiError> {
     let Some(secret) = &state.token else {
         return Ok(UserInfo::admin());
     };
+    if let (Some(chain), Some(certs)) = (peer, state.client_certs.get()) {
+        match certs.user(&chain.0, rustls::pki_types::UnixTime::now()) {
+            Ok(user) => return Ok(user),
+            Err(e) => tracing::debug!(error = %e, "client certificate refused"),
+        }
+    }
     let token = bearer(headers).ok_or_else(ApiError::unauthorized)?;
     token_user(state, secret, token).ok_or_else(ApiError::unauthorized)
 }

@@ -35,6 +35,7 @@ use axum::response::Response;
 use futures::StreamExt;
 use objects::{Reply, Request, Shape};
 use route::Route;
+use crate::x509::PeerChain;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 
@@ -105,12 +106,13 @@ fn admit(
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,
+    peer: Option<&PeerChain>,
 ) -> Result<UserInfo, ApiError> {
     let path = uri.path();
     if matches!(route::parse(path), Some(Route::Health { .. })) {
         return Ok(UserInfo::user("system:anonymous", &[]));
     }
-    let real = authn::authenticate(state, headers)?;
+    let real = authn::authenticate(state, headers, peer)?;
     let user = impersonation::apply(state, real, headers)?;
     let mut attrs = attributes::of_request(method.as_str(), path, &route::query(uri.query()));
     authz::authorize(state, &user, &mut attrs)?;
@@ -122,7 +124,13 @@ async fn subresources(
     axum::extract::State(state): axum::extract::State<Arc<State>>,
     req: axum::extract::Request,
 ) -> Response {
-    if let Err(e) = admit(&state, req.method(), req.uri(), req.headers()) {
+    if let Err(e) = admit(
+        &state,
+        req.method(),
+        req.uri(),
+        req.headers(),
+        req.extensions().get(),
+    ) {
         return error_response(&e);
     }
     forward(state.subresources.get(), req).await
@@ -133,7 +141,13 @@ async fn uploads(
     axum::extract::State(state): axum::extract::State<Arc<State>>,
     req: axum::extract::Request,
 ) -> Response {
-    if let Err(e) = admit(&state, req.method(), req.uri(), req.headers()) {
+    if let Err(e) = admit(
+        &state,
+        req.method(),
+        req.uri(),
+        req.headers(),
+        req.extensions().get(),
+    ) {
         return error_response(&e);
     }
     forward(state.uploads.get(), req).await
@@ -194,7 +208,13 @@ async fn pod_port_forward(
 /// The pod a streaming request (exec, attach, port-forward) names, once the request is admitted
 /// (authenticated and authorised); else why it is refused.
 fn streamed_pod(state: &State, req: &axum::extract::Request) -> Result<route::Target, ApiError> {
-    admit(state, req.method(), req.uri(), req.headers())?;
+    admit(
+        state,
+        req.method(),
+        req.uri(),
+        req.headers(),
+        req.extensions().get(),
+    )?;
     match route::parse(req.uri().path()) {
         Some(Route::Object(target)) => Ok(target),
         _ => Err(ApiError::no_route()),
@@ -206,6 +226,7 @@ async fn dispatch(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
+    peer: Option<axum::Extension<PeerChain>>,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
     let body = match body {
@@ -217,7 +238,7 @@ async fn dispatch(
         }
         Err(e) => return error_response(&ApiError::bad_request(e.body_text())),
     };
-    let user = match admit(&state, &method, &uri, &headers) {
+    let user = match admit(&state, &method, &uri, &headers, peer.as_ref().map(|p| &p.0)) {
         Ok(u) => u,
         Err(e) => return error_response(&e),
     };
@@ -297,11 +318,13 @@ async fn dispatch(
                     .unwrap_or_else(|e| error_response(&e));
             }
             if is_watch {
+                // A client is its credential: its token, else its certificate's user.
                 let client = headers
                     .get(header::AUTHORIZATION)
                     .and_then(|v| v.to_str().ok())
-                    .unwrap_or("anonymous");
-                let Some(slot) = state.watches.acquire(client) else {
+                    .map(str::to_string)
+                    .unwrap_or_else(|| format!("user:{}", user.name));
+                let Some(slot) = state.watches.acquire(&client) else {
                     return error_response(&ApiError::too_many_requests(format!(
                         "too many open watches: a client may hold {} at once",
                         watch_buffer::MAX_WATCHES_PER_CLIENT
@@ -396,6 +419,22 @@ pub async fn serve(
             let Ok(stream) = acceptor.accept(tcp).await else {
                 return;
             };
+            // The client certificate chain, verified per request by authentication.
+            let chain = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .filter(|c| !c.is_empty())
+                .map(|c| PeerChain(Arc::new(c.iter().map(|c| c.clone().into_owned()).collect())));
+            let app = tower::ServiceExt::map_request(
+                app,
+                move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                    if let Some(c) = &chain {
+                        req.extensions_mut().insert(c.clone());
+                    }
+                    req
+                },
+            );
             let service = hyper_util::service::TowerToHyperService::new(app);
             let io = hyper_util::rt::TokioIo::new(stream);
             let _ = hyper::server::conn::http1::Builder::new()

@@ -152,7 +152,13 @@ async fn forward(
     svc: &ServiceRef,
     req: Request<Body>,
 ) -> Result<Response, ApiError> {
-    let user = super::admit(state, req.method(), req.uri(), req.headers())?;
+    let user = super::admit(
+        state,
+        req.method(),
+        req.uri(),
+        req.headers(),
+        req.extensions().get(),
+    )?;
     let aggregator = state
         .aggregator
         .get()
