@@ -30,7 +30,9 @@ fn user_kubeconfig(s: &Server, user: &str, groups: &[&str], extra: &[&str]) -> P
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let dir = s.dir.join(format!("user-{user}-{}", uuid::Uuid::new_v4().simple()));
+    let dir = s
+        .dir
+        .join(format!("user-{user}-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).expect("user dir");
     let path = dir.join("kubeconfig");
     std::fs::write(&path, &out.stdout).expect("write kubeconfig");
@@ -73,7 +75,9 @@ fn with_certificate(s: &Server, cert: &str, key: &str) -> PathBuf {
     auth.token = None;
     auth.client_certificate_data = Some(b64(cert));
     auth.client_key_data = Some(b64(key).into());
-    let dir = s.dir.join(format!("cert-{}", uuid::Uuid::new_v4().simple()));
+    let dir = s
+        .dir
+        .join(format!("cert-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).expect("dir");
     let path = dir.join("kubeconfig");
     std::fs::write(&path, serde_json::to_string(&kc).expect("json")).expect("write");
@@ -90,8 +94,16 @@ fn certificate_of(kubeconfig: &Path) -> (String, String) {
     };
     use secrecy::ExposeSecret;
     (
-        text(&auth.client_certificate_data.expect("client-certificate-data")),
-        text(auth.client_key_data.expect("client-key-data").expose_secret()),
+        text(
+            &auth
+                .client_certificate_data
+                .expect("client-certificate-data"),
+        ),
+        text(
+            auth.client_key_data
+                .expect("client-key-data")
+                .expose_secret(),
+        ),
     )
 }
 
@@ -175,7 +187,10 @@ fn a_client_certificate_is_its_cn_in_its_o_groups_per_rbac() {
     assert!(can_i(&dana, &["list", "virtualmachines", "-n", "team-a"]));
     assert!(!can_i(&dana, &["list", "virtualmachines", "-n", "team-b"]));
     assert!(!can_i(&dana, &["delete", "vm/vm-cirros", "-n", "team-a"]));
-    let listed = stdout(&as_user(&dana, &["get", "vms", "-n", "team-a", "-o", "name"]));
+    let listed = stdout(&as_user(
+        &dana,
+        &["get", "vms", "-n", "team-a", "-o", "name"],
+    ));
     assert_eq!(listed, "virtualmachine.kubevirt.io/vm-cirros");
     let denied = as_user(&dana, &["get", "vm", "vm-cirros", "-n", "team-b"]);
     assert!(!denied.status.success());
@@ -192,7 +207,12 @@ fn a_client_certificate_is_its_cn_in_its_o_groups_per_rbac() {
     // system:masters, is no one here: kubectl does not even offer it (the server hints its
     // own CA), kube-rs does and gets a 401.
     let other = Server::start("x509-other");
-    let forged = user_kubeconfig(&other, "dana", &["system:masters"], &["--client-certificate"]);
+    let forged = user_kubeconfig(
+        &other,
+        "dana",
+        &["system:masters"],
+        &["--client-certificate"],
+    );
     let (fcert, fkey) = certificate_of(&forged);
     drop(other);
     let forged = with_certificate(&s, &fcert, &fkey);

@@ -19,6 +19,7 @@ use crate::error::ApiError;
 use crate::semantics::user_token::UserSigner;
 use crate::x509::PeerChain;
 use axum::http::{HeaderMap, header};
+use std::collections::BTreeMap;
 
 /// The administrator's user name (the data directory's token).
 pub const ADMIN_USER: &str = "kubevirt-local-admin";
@@ -36,6 +37,8 @@ pub struct UserInfo {
     pub uid: String,
     /// The groups, `system:authenticated` included.
     pub groups: Vec<String>,
+    /// Extra attributes by key (only impersonation sets them: `Impersonate-Extra-<key>`).
+    pub extra: BTreeMap<String, Vec<String>>,
 }
 
 impl UserInfo {
@@ -45,6 +48,7 @@ impl UserInfo {
             name: ADMIN_USER.into(),
             uid: String::new(),
             groups: vec![crate::semantics::rbac::MASTERS.into(), AUTHENTICATED.into()],
+            extra: BTreeMap::new(),
         }
     }
 
@@ -58,7 +62,18 @@ impl UserInfo {
                 format!("{SERVICE_ACCOUNTS}:{namespace}"),
                 AUTHENTICATED.into(),
             ],
+            extra: BTreeMap::new(),
         }
+    }
+
+    /// The `userInfo` object reviews report (`extra` only when there is any).
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut v =
+            serde_json::json!({"username": self.name, "uid": self.uid, "groups": self.groups});
+        if !self.extra.is_empty() {
+            v["extra"] = serde_json::json!(self.extra);
+        }
+        v
     }
 
     /// User `name` in `groups` (and `system:authenticated`).
@@ -71,6 +86,7 @@ impl UserInfo {
             name: name.into(),
             uid: String::new(),
             groups: all,
+            extra: BTreeMap::new(),
         }
     }
 }

@@ -28,6 +28,7 @@ pub mod watch_buffer;
 pub use self::state::State;
 
 use crate::error::ApiError;
+use crate::x509::PeerChain;
 use authn::UserInfo;
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
@@ -35,7 +36,6 @@ use axum::response::Response;
 use futures::StreamExt;
 use objects::{Reply, Request, Shape};
 use route::Route;
-use crate::x509::PeerChain;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 

@@ -198,9 +198,15 @@ mod tests {
             let der = encode(SEQUENCE, &content);
             let (e, rest) = next(&der).unwrap();
             assert!(rest.is_empty());
-            assert_eq!((e.tag, e.content.len(), e.raw.len()), (SEQUENCE, len, der.len()));
+            assert_eq!(
+                (e.tag, e.content.len(), e.raw.len()),
+                (SEQUENCE, len, der.len())
+            );
         }
-        assert!(next(&[SEQUENCE, 0x85, 1, 1, 1, 1, 1]).is_none(), "over-long");
+        assert!(
+            next(&[SEQUENCE, 0x85, 1, 1, 1, 1, 1]).is_none(),
+            "over-long"
+        );
         assert!(next(&[SEQUENCE, 3, 1]).is_none(), "truncated");
         assert!(next(&[0x1f, 0]).is_none(), "multi-byte tag");
     }
@@ -224,7 +230,10 @@ mod tests {
             .push(rcgen::DnType::OrganizationName, "ops");
         let cert = params.self_signed(&key).unwrap();
         let (cn, orgs) = names(subject(cert.der()).unwrap()).unwrap();
-        assert_eq!((cn.as_deref(), orgs), (Some("bob"), vec!["ops".to_string()]));
+        assert_eq!(
+            (cn.as_deref(), orgs),
+            (Some("bob"), vec!["ops".to_string()])
+        );
     }
 
     #[test]

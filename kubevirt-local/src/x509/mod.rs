@@ -190,8 +190,7 @@ impl ClientCertAuth {
         let Some((leaf, intermediates)) = chain.split_first() else {
             return Err(Refused::NoName);
         };
-        self.verifier
-            .verify_client_cert(leaf, intermediates, now)?;
+        self.verifier.verify_client_cert(leaf, intermediates, now)?;
         let (cn, groups) = der::subject(leaf)
             .and_then(der::names)
             .ok_or(Refused::NoName)?;

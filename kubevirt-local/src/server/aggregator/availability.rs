@@ -110,6 +110,7 @@ async fn discover(
         name: "system:kube-aggregator".into(),
         uid: String::new(),
         groups: vec![crate::semantics::rbac::MASTERS.into()],
+        extra: Default::default(),
     };
     let mut req = Request::new(Body::empty());
     *req.uri_mut() = format!("/apis/{group}/{version}")

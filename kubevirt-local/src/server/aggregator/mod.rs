@@ -183,7 +183,12 @@ async fn forward(
     *out.uri_mut() = path
         .parse()
         .map_err(|_| ApiError::bad_request(format!("{path:?} is not a valid request path")))?;
-    *out.headers_mut() = headers::forwarded(&parts.headers, &user, &[], &svc.server_name());
+    let extra: Vec<(String, Vec<String>)> = user
+        .extra
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    *out.headers_mut() = headers::forwarded(&parts.headers, &user, &extra, &svc.server_name());
     proxy::send(at, tls, &svc.server_name(), out, upgrade)
         .await
         .map_err(|e| unavailable(e.to_string()))
