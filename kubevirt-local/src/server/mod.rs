@@ -12,6 +12,7 @@ mod exec;
 mod gc;
 pub mod health;
 pub mod impersonation;
+pub mod kubevirt_config;
 mod logs;
 pub mod objects;
 mod openapi;

@@ -114,10 +114,11 @@ pub(super) fn on_phase(res: &Resource, old: &Value, new: &mut Value, now: &str) 
     }
 }
 
-/// The StorageClasses, for a claim's default class.
-pub(super) fn classes_in(tx: &Txn<'_>) -> Result<Vec<Value>, ApiError> {
+/// Every stored object of `resource` (StorageClasses for a claim's default class, KubeVirt CRs
+/// for VMI defaults) as `tx` sees them.
+pub(super) fn list_in(tx: &Txn<'_>, resource: &str) -> Result<Vec<Value>, ApiError> {
     Ok(tx
-        .list(STORAGE_CLASSES, None)?
+        .list(resource, None)?
         .into_iter()
         .map(|(_, v)| v)
         .collect())

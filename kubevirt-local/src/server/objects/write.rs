@@ -1,6 +1,7 @@
 //! Create, update (PUT) and patch, each inside one storage transaction.
 
 use super::super::admission::{Operation, admit};
+use super::super::kubevirt_config;
 use super::super::state::{CRD_RESOURCE, NAMESPACE_RESOURCE, now};
 use super::claims;
 use super::scale::write_scale;
@@ -55,8 +56,8 @@ fn create_value(
     req: &Request<'_>,
 ) -> Result<Reply, ApiError> {
     let ns = t.namespace.clone().unwrap_or_default();
-    let classes = || Ok(state.store.list(STORAGE_CLASSES, None)?.0);
-    let (name, obj, warnings) = admit_new(state, res, t, obj, req, classes)?;
+    let list = |resource: &str| Ok(state.store.list(resource, None)?.0);
+    let (name, obj, warnings) = admit_new(state, res, t, obj, req, list)?;
     if is_pod(res) {
         service_accounts::wait_for_default(&state.store, &ns, &obj)?;
     }
@@ -107,7 +108,7 @@ fn admit_new(
     t: &Target,
     obj: Value,
     req: &Request<'_>,
-    classes: impl FnOnce() -> Result<Vec<Value>, ApiError>,
+    list: impl Fn(&str) -> Result<Vec<Value>, ApiError>,
 ) -> Result<(String, Value, Vec<String>), ApiError> {
     require_object(&obj)?;
     let mut obj = res.to_storage(obj);
@@ -124,6 +125,11 @@ fn admit_new(
     let ns = t.namespace.clone().unwrap_or_default();
     let now = now();
     let name = prepare_create(res, &mut obj, &ns, &now)?;
+    let cluster = if kubevirt_config::needed(&res.group, &res.kind) {
+        kubevirt_config::defaults(&state.cluster, &list(kubevirt_config::KUBEVIRTS)?)
+    } else {
+        std::borrow::Cow::Borrowed(&state.cluster)
+    };
     let warnings = admit(
         res,
         &t.version,
@@ -131,7 +137,7 @@ fn admit_new(
         None,
         Operation::Create,
         field_validation(req),
-        &state.cluster,
+        &cluster,
     )?;
     super::super::escalation::check(state, req.user, res, &obj)?;
     if res.storage_name() == CRD_RESOURCE {
@@ -154,7 +160,7 @@ fn admit_new(
             crate::semantics::service_accounts::admit_pod(&mut obj);
         }
     }
-    claims::on_create(res, &mut obj, classes)?;
+    claims::on_create(res, &mut obj, || list(STORAGE_CLASSES))?;
     if res.group == "snapshot.kubevirt.io" && res.kind == "VirtualMachineRestore" {
         admit_restore(state, res, &ns, &name, &obj)?;
     }
@@ -378,7 +384,7 @@ pub(super) fn patch_object(
             if let Some(m) = applied["metadata"].as_object_mut() {
                 m.remove("resourceVersion");
             }
-            let (_, obj, w) = admit_new(state, res, t, applied, req, || claims::classes_in(tx))?;
+            let (_, obj, w) = admit_new(state, res, t, applied, req, |r| claims::list_in(tx, r))?;
             warnings = w;
             require_namespace(tx, res, &ns)?;
             if is_pod(res) {
