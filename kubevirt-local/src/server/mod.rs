@@ -8,6 +8,7 @@ pub mod authn;
 pub mod authz;
 mod discovery;
 pub mod escalation;
+mod event_columns;
 mod exec;
 mod gc;
 pub mod health;
