@@ -1,5 +1,5 @@
-//! The server's data directory: the database, a generated CA and serving certificate, the bearer
-//! token, and a kubeconfig (mode 0600, a [`kube::config::Kubeconfig`] written atomically) that
+//! The server's data directory: the database, a generated CA and serving certificate, the client
+//! CA ([`crate::x509`]), the bearer token, and a kubeconfig (mode 0600, a [`kube::config::Kubeconfig`] written atomically) that
 //! points kubectl at the server.
 
 use base64::Engine;

@@ -2,6 +2,7 @@
 //! [`objects`], `watch`, discovery and OpenAPI.
 
 mod admission;
+mod aggregated_discovery;
 pub mod aggregator;
 pub mod attributes;
 pub mod authn;
@@ -99,6 +100,66 @@ fn json_response(code: u16, body: &serde_json::Value, warnings: &[String]) -> Re
 
 fn error_response(e: &ApiError) -> Response {
     json_response(e.code, &e.status(), &[])
+}
+
+fn accept(headers: &HeaderMap) -> &str {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
+/// An aggregated discovery document, with its Content-Type (and `Vary: Accept`: the same URL
+/// answers the legacy form to other clients).
+fn aggregated_response(body: &serde_json::Value) -> Response {
+    let mut r = json_response(200, body, &[]);
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(aggregated_discovery::CONTENT_TYPE),
+    );
+    r.headers_mut()
+        .insert(header::VARY, HeaderValue::from_static("Accept"));
+    r
+}
+
+/// `/apis` (`APIGroupList`): the registry's groups, the embedded subresource and upload APIs
+/// when `up` serves them, the review groups and the aggregated groups.
+fn api_groups(state: &State) -> serde_json::Value {
+    let mut groups = discovery::groups(&state.registry());
+    if let Some(list) = groups.get_mut("groups").and_then(|g| g.as_array_mut()) {
+        if state.subresources.get().is_some() {
+            list.push(kubevirt_controller::api::discovery::group());
+        }
+        if state.uploads.get().is_some() {
+            list.push(kubevirt_controller::cdi::upload::api::group());
+        }
+        list.extend(reviews::groups());
+        aggregator::merge_groups(list, aggregator::groups(state));
+    }
+    groups
+}
+
+/// The `APIResourceList` of `group`/`version` this server serves itself (not proxied).
+fn local_resources(state: &State, group: &str, version: &str) -> Option<serde_json::Value> {
+    let embedded = |api: &std::sync::OnceLock<axum::Router>, entry: serde_json::Value| {
+        (api.get().is_some() && entry["name"] == group).then_some(())
+    };
+    discovery::resources(&state.registry(), group, version)
+        .or_else(|| reviews::resources(group, version))
+        .or_else(|| {
+            embedded(
+                &state.subresources,
+                kubevirt_controller::api::discovery::group(),
+            )
+            .map(|()| kubevirt_controller::api::discovery::resources(version))
+        })
+        .or_else(|| {
+            embedded(
+                &state.uploads,
+                kubevirt_controller::cdi::upload::api::group(),
+            )
+            .map(|()| kubevirt_controller::cdi::upload::api::resources())
+        })
 }
 
 /// Authenticate and authorise a request: who it speaks for, or the 401 or 403 to answer.
@@ -264,25 +325,14 @@ async fn dispatch(
                 .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
             r
         }
-        Route::CoreVersions => json_response(200, &discovery::core_versions(&state.address), &[]),
-        Route::Groups => {
-            let mut groups = discovery::groups(&reg());
-            if state.subresources.get().is_some()
-                && let Some(list) = groups.get_mut("groups").and_then(|g| g.as_array_mut())
-            {
-                list.push(kubevirt_controller::api::discovery::group());
-            }
-            if state.uploads.get().is_some()
-                && let Some(list) = groups.get_mut("groups").and_then(|g| g.as_array_mut())
-            {
-                list.push(kubevirt_controller::cdi::upload::api::group());
-            }
-            if let Some(list) = groups.get_mut("groups").and_then(|g| g.as_array_mut()) {
-                list.extend(reviews::groups());
-                aggregator::merge_groups(list, aggregator::groups(&state));
-            }
-            json_response(200, &groups, &[])
+        Route::CoreVersions if aggregated_discovery::wanted(accept(&headers)) => {
+            aggregated_response(&aggregated_discovery::core(&state))
         }
+        Route::CoreVersions => json_response(200, &discovery::core_versions(&state.address), &[]),
+        Route::Groups if aggregated_discovery::wanted(accept(&headers)) => {
+            aggregated_response(&aggregated_discovery::apis(&state).await)
+        }
+        Route::Groups => json_response(200, &api_groups(&state), &[]),
         Route::Group(g) => found(
             discovery::group(&reg(), &g)
                 .or_else(|| reviews::group(&g))
@@ -301,11 +351,7 @@ async fn dispatch(
             }
         }
         Route::Object(target) => {
-            let accept = headers
-                .get(header::ACCEPT)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("");
-            let shape = Shape::from_accept(accept);
+            let shape = Shape::from_accept(accept(&headers));
             let is_watch = method == Method::GET
                 && target.name.is_none()
                 && query.get("watch").is_some_and(|w| w == "true" || w == "1");

@@ -194,6 +194,24 @@ async fn forward(
         .map_err(|e| unavailable(e.to_string()))
 }
 
+/// The aggregated server's `APIResourceList` of `group`/`version` (its discovery document, asked
+/// as the availability check asks it), for aggregated discovery; why not, if it cannot be had.
+pub async fn resource_list(state: &State, group: &str, version: &str) -> Result<Value, String> {
+    let (apiservice, svc) =
+        backed(state, group, version).ok_or_else(|| "no APIService with a Service".to_string())?;
+    let aggregator = state
+        .aggregator
+        .get()
+        .ok_or_else(|| "API aggregation is not enabled".to_string())?;
+    let at = locate(state, &svc).map_err(|u| u.message)?;
+    let (code, body) =
+        availability::discover(aggregator, &apiservice, &svc, at, group, version).await?;
+    if !(200..300).contains(&code) {
+        return Err(format!("bad status {code}"));
+    }
+    serde_json::from_slice(&body).map_err(|e| format!("not an APIResourceList: {e}"))
+}
+
 /// A group entry of `/apis` per aggregated group: its versions by `versionPriority`, highest
 /// first (the preferred one).
 pub fn groups(state: &State) -> Vec<Value> {
