@@ -113,13 +113,3 @@ pub(super) fn on_phase(res: &Resource, old: &Value, new: &mut Value, now: &str) 
         new["status"]["lastPhaseTransitionTime"] = now.into();
     }
 }
-
-/// Every stored object of `resource` (StorageClasses for a claim's default class, KubeVirt CRs
-/// for VMI defaults) as `tx` sees them.
-pub(super) fn list_in(tx: &Txn<'_>, resource: &str) -> Result<Vec<Value>, ApiError> {
-    Ok(tx
-        .list(resource, None)?
-        .into_iter()
-        .map(|(_, v)| v)
-        .collect())
-}

@@ -4,6 +4,7 @@ use super::super::admission::{Operation, admit};
 use super::super::kubevirt_config;
 use super::super::state::{CRD_RESOURCE, NAMESPACE_RESOURCE, now};
 use super::claims;
+use super::reads::Reads;
 use super::scale::write_scale;
 use super::service_accounts;
 use super::{Body, Reply, Request, dry_run, field_validation, key, parse_body, versioned};
@@ -56,8 +57,8 @@ fn create_value(
     req: &Request<'_>,
 ) -> Result<Reply, ApiError> {
     let ns = t.namespace.clone().unwrap_or_default();
-    let list = |resource: &str| Ok(state.store.list(resource, None)?.0);
-    let (name, obj, warnings) = admit_new(state, res, t, obj, req, list)?;
+    let reads = Reads::Store(&state.store);
+    let (name, obj, warnings) = admit_new(state, res, t, obj, req, &reads)?;
     if is_pod(res) {
         service_accounts::wait_for_default(&state.store, &ns, &obj)?;
     }
@@ -108,7 +109,7 @@ fn admit_new(
     t: &Target,
     obj: Value,
     req: &Request<'_>,
-    list: impl Fn(&str) -> Result<Vec<Value>, ApiError>,
+    reads: &Reads<'_, '_>,
 ) -> Result<(String, Value, Vec<String>), ApiError> {
     require_object(&obj)?;
     let mut obj = res.to_storage(obj);
@@ -126,7 +127,10 @@ fn admit_new(
     let now = now();
     let name = prepare_create(res, &mut obj, &ns, &now)?;
     let cluster = if kubevirt_config::needed(&res.group, &res.kind) {
-        kubevirt_config::defaults(&state.cluster, &list(kubevirt_config::KUBEVIRTS)?)
+        kubevirt_config::defaults(
+            &state.cluster,
+            &reads.list(kubevirt_config::KUBEVIRTS, None)?,
+        )
     } else {
         std::borrow::Cow::Borrowed(&state.cluster)
     };
@@ -160,9 +164,9 @@ fn admit_new(
             crate::semantics::service_accounts::admit_pod(&mut obj);
         }
     }
-    claims::on_create(res, &mut obj, || list(STORAGE_CLASSES))?;
+    claims::on_create(res, &mut obj, || reads.list(STORAGE_CLASSES, None))?;
     if res.group == "snapshot.kubevirt.io" && res.kind == "VirtualMachineRestore" {
-        admit_restore(state, res, &ns, &name, &obj)?;
+        admit_restore(reads, res, &ns, &name, &obj)?;
     }
     if res.kind == "Namespace" && res.group.is_empty() {
         obj["status"] = json!({"phase": "Active"});
@@ -173,7 +177,7 @@ fn admit_new(
 
 /// Upstream's restore admitter's checks against the stored target, snapshot and restores.
 fn admit_restore(
-    state: &State,
+    reads: &Reads<'_, '_>,
     res: &Resource,
     ns: &str,
     name: &str,
@@ -182,14 +186,14 @@ fn admit_restore(
     use crate::semantics::snapshots::{RESTORES, RestoreFacts, SNAPSHOTS, VMS, restore_causes};
     let get = |resource: &str, n: &Value| -> Result<Option<Value>, ApiError> {
         match n.as_str() {
-            Some(n) if !n.is_empty() => Ok(state.store.get(&ObjectKey::new(resource, ns, n))?),
+            Some(n) if !n.is_empty() => reads.get(&ObjectKey::new(resource, ns, n)),
             _ => Ok(None),
         }
     };
     let target_name = &obj["spec"]["target"]["name"];
     let target = get(VMS, target_name)?;
     let snapshot = get(SNAPSHOTS, &obj["spec"]["virtualMachineSnapshotName"])?;
-    let restores = state.store.list(RESTORES, Some(ns))?.0;
+    let restores = reads.list(RESTORES, Some(ns))?;
     let causes = restore_causes(
         obj,
         RestoreFacts {
@@ -384,7 +388,7 @@ pub(super) fn patch_object(
             if let Some(m) = applied["metadata"].as_object_mut() {
                 m.remove("resourceVersion");
             }
-            let (_, obj, w) = admit_new(state, res, t, applied, req, |r| claims::list_in(tx, r))?;
+            let (_, obj, w) = admit_new(state, res, t, applied, req, &Reads::Txn(tx))?;
             warnings = w;
             require_namespace(tx, res, &ns)?;
             if is_pod(res) {
