@@ -48,7 +48,8 @@ enum Command {
     },
     /// Print on stdout a kubeconfig for user NAME (in each --group) against the server of
     /// DATA_DIR: a token the server signed, carrying the name and groups, that stays valid
-    /// across restarts until it expires or the data directory's token is replaced. What NAME
+    /// across restarts until it expires or the data directory's token is replaced (with
+    /// --client-certificate: a client certificate of the data directory's client CA instead). What NAME
     /// may do is what RBAC grants it (`--group system:masters` is an administrator).
     Kubeconfig {
         /// The data directory of `up` or `apiserver`.
