@@ -13,6 +13,7 @@
 //! - [`setup`]: the data directory: TLS material, the bearer token and the kubeconfig.
 //! - [`volumes`]: the local PV controller (binds claims and volumes, asks provisioners).
 //! - [`workloads`]: the ReplicaSet, Deployment and DaemonSet controllers.
+//! - [`x509`]: users from client certificates (the client CA, issuing, verifying).
 //! - [`up`]: the whole local system in one process (API server, CRDs, controllers, node agent).
 #![deny(missing_docs)]
 
@@ -29,3 +30,4 @@ pub mod storage;
 pub mod up;
 pub mod volumes;
 pub mod workloads;
+pub mod x509;

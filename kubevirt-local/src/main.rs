@@ -48,7 +48,8 @@ enum Command {
     },
     /// Print on stdout a kubeconfig for user NAME (in each --group) against the server of
     /// DATA_DIR: a token the server signed, carrying the name and groups, that stays valid
-    /// across restarts until it expires or the data directory's token is replaced. What NAME
+    /// across restarts until it expires or the data directory's token is replaced (with
+    /// --client-certificate: a client certificate of the data directory's client CA instead). What NAME
     /// may do is what RBAC grants it (`--group system:masters` is an administrator).
     Kubeconfig {
         /// The data directory of `up` or `apiserver`.
@@ -63,6 +64,10 @@ enum Command {
         /// How long the credential is valid, in seconds (default: one year).
         #[arg(long, default_value_t = 365 * 24 * 3600)]
         expiration_seconds: i64,
+        /// A client certificate (client-certificate-data, client-key-data) the data
+        /// directory's client CA issues, CN NAME and an O per group, instead of a token.
+        #[arg(long)]
+        client_certificate: bool,
     },
     /// Write the release images of the components (virt-operator, virt-api, virt-controller,
     /// virt-handler, virt-launcher, cdi-importer, local-volume-provisioner) as OCI image
@@ -277,8 +282,20 @@ fn main() -> ExitCode {
             user,
             groups,
             expiration_seconds,
+            client_certificate,
         } => {
-            return match setup::user_kubeconfig(&data_dir, &user, &groups, expiration_seconds) {
+            let credential = if client_certificate {
+                setup::Credential::ClientCertificate
+            } else {
+                setup::Credential::Token
+            };
+            return match setup::user_kubeconfig(
+                &data_dir,
+                &user,
+                &groups,
+                expiration_seconds,
+                credential,
+            ) {
                 Ok(text) => {
                     print!("{text}");
                     ExitCode::SUCCESS
@@ -473,7 +490,10 @@ async fn run(
         token.as_deref(),
     )?;
     let state = State::new(store, token, addr.to_string())?;
-    server::aggregator::enable(&state, &dir, tls.as_ref().map(|t| t.ca_pem.as_str()))?;
+    if let Some(t) = &tls {
+        let _ = state.client_certs.set(t.client_auth.clone());
+    }
+    server::aggregator::enable(&state, &dir, tls.as_ref().map(|t| t.client_ca_pem.as_str()))?;
     tokio::spawn(server::aggregator::availability::run(
         state.clone(),
         std::future::pending(),

@@ -1,5 +1,5 @@
-//! The server's data directory: the database, a generated CA and serving certificate, the bearer
-//! token, and a kubeconfig (mode 0600, a [`kube::config::Kubeconfig`] written atomically) that
+//! The server's data directory: the database, a generated CA and serving certificate, the client
+//! CA ([`crate::x509`]), the bearer token, and a kubeconfig (mode 0600, a [`kube::config::Kubeconfig`] written atomically) that
 //! points kubectl at the server.
 
 use base64::Engine;
@@ -69,6 +69,15 @@ pub enum SetupError {
     /// The user name or a group cannot be put in a token.
     #[error("{0}")]
     Identity(#[from] crate::semantics::user_token::ClaimError),
+    /// A certificate file holds no certificate.
+    #[error("{}: holds no certificate (remove it to generate a new one)", .0.display())]
+    NoCertificate(PathBuf),
+    /// A client certificate could not be made.
+    #[error("making a client certificate: {0}")]
+    ClientCertificate(&'static str),
+    /// The client certificate verifier could not be made.
+    #[error("verifying client certificates: {0}")]
+    ClientVerifier(#[from] rustls::server::VerifierBuilderError),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SetupError + '_ {
@@ -95,11 +104,16 @@ fn write_private(path: &Path, data: &[u8]) -> Result<(), SetupError> {
 pub struct Tls {
     /// CA certificate (PEM), for the kubeconfig.
     pub ca_pem: String,
-    /// The rustls server configuration.
+    /// The rustls server configuration (asking for a client certificate, see [`crate::x509`]).
     pub config: Arc<rustls::ServerConfig>,
+    /// The client CA's certificate (PEM).
+    pub client_ca_pem: String,
+    /// Who the client certificates the client CA issued speak for.
+    pub client_auth: Arc<crate::x509::ClientCertAuth>,
 }
 
-/// Load (or create on first use) the CA and the serving certificate for localhost/127.0.0.1.
+/// Load (or create on first use) the CA and the serving certificate for localhost/127.0.0.1,
+/// and the client CA ([`crate::x509::ClientCa`]).
 pub fn tls(dir: &Path) -> Result<Tls, SetupError> {
     tls_for(dir, &[])
 }
@@ -158,15 +172,19 @@ pub fn tls_for(dir: &Path, ips: &[std::net::IpAddr]) -> Result<Tls, SetupError> 
     let key = rustls_pemfile::private_key(&mut key.as_slice())
         .map_err(pem(&key_path))?
         .ok_or_else(|| SetupError::NoKey(key_path.clone()))?;
+    let client_ca = crate::x509::ClientCa::load_or_create(dir)?;
+    let client_auth = client_ca.authenticator()?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
+        .with_client_cert_verifier(client_auth.handshake())
         .with_single_cert(certs, key)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Tls {
         ca_pem,
         config: Arc::new(config),
+        client_ca_pem: client_ca.ca_pem,
+        client_auth,
     })
 }
 
@@ -227,14 +245,25 @@ pub fn kubeconfig_for(server: &str, ca_pem: Option<&str>, token: Option<&str>) -
     }
 }
 
+/// How a user kubeconfig proves who it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credential {
+    /// A user token signed with the data directory's token.
+    Token,
+    /// A client certificate the client CA issued (CN the name, an O per group).
+    ClientCertificate,
+}
+
 /// A kubeconfig (YAML) for user `name` in `groups` against the server of `dir`: the cluster and
 /// CA of the administrator's kubeconfig, and a user token (see
-/// [`crate::semantics::user_token`]) valid for `seconds` from now.
+/// [`crate::semantics::user_token`]) or a client certificate ([`crate::x509`]) valid for
+/// `seconds` from now.
 pub fn user_kubeconfig(
     dir: &Path,
     name: &str,
     groups: &[String],
     seconds: i64,
+    credential: Credential,
 ) -> Result<String, SetupError> {
     let user = crate::semantics::user_token::UserClaims::new(name, groups)?;
     let secret = fs::read_to_string(dir.join("token"))
@@ -261,9 +290,26 @@ pub fn user_kubeconfig(
         .as_deref()
         .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
         .and_then(|b| String::from_utf8(b).ok());
-    let signer = crate::semantics::user_token::UserSigner::from_secret(secret.trim().as_bytes());
-    let token = signer.issue(&user, jiff::Timestamp::now().as_second(), seconds);
-    let mut config = kubeconfig_for(&server, ca.as_deref(), Some(&token));
+    let now = jiff::Timestamp::now().as_second();
+    let mut config = match credential {
+        Credential::Token => {
+            let signer =
+                crate::semantics::user_token::UserSigner::from_secret(secret.trim().as_bytes());
+            let token = signer.issue(&user, now, seconds);
+            kubeconfig_for(&server, ca.as_deref(), Some(&token))
+        }
+        Credential::ClientCertificate => {
+            let (cert, key) =
+                crate::x509::ClientCa::load(dir)?.issue(name, groups, now, seconds)?;
+            let mut config = kubeconfig_for(&server, ca.as_deref(), None);
+            if let Some(auth) = config.auth_infos[0].auth_info.as_mut() {
+                let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+                auth.client_certificate_data = Some(b64(&cert));
+                auth.client_key_data = Some(SecretString::from(b64(&key)));
+            }
+            config
+        }
+    };
     let context = format!("{name}@kubevirt-local");
     config.auth_infos[0].name = name.to_string();
     config.contexts[0].name.clone_from(&context);

@@ -263,7 +263,7 @@ fn an_apiservice_fronts_its_aggregated_server() {
     assert!(front_proxy_ca.contains("BEGIN CERTIFICATE"), "{cm}");
     assert_eq!(
         data["client-ca-file"].as_str().unwrap(),
-        std::fs::read_to_string(s.dir.join("ca.crt")).unwrap()
+        std::fs::read_to_string(s.dir.join("client-ca.crt")).unwrap()
     );
 
     // Aggregated servers bound to the bootstrap reader Role may read it (and nothing else).
@@ -349,11 +349,16 @@ fn an_apiservice_fronts_its_aggregated_server() {
     );
     let g: Value = serde_json::from_str(&s.ok(&["get", "--raw", "/apis/test.example.io"])).unwrap();
     assert_eq!(g["kind"], "APIGroup");
-    let resources = s.ok(&["api-resources", "--api-group", GROUP]);
+    // In aggregated discovery (`/apis` only, kubectl's first choice): the aggregated server's
+    // document is fetched by this server, not by kubectl.
+    let o = s.kubectl(&["api-resources", "--api-group", GROUP, "-v=6"]);
+    let (resources, log) = (stdout(&o), stderr(&o));
     assert!(
         resources.contains("widgets") && resources.contains("test.example.io/v1"),
         "{resources}"
     );
+    assert!(log.contains("/apis?timeout"), "{log}");
+    assert!(!log.contains("/apis/test.example.io/v1?"), "{log}");
 
     // A request goes through: the caller in the front proxy's headers, its token never.
     let me: Value =

@@ -33,7 +33,13 @@ pub struct ClusterDefaults {
     pub default_network_interface: String,
     /// `terminationGracePeriodSeconds` when unset (upstream: 30).
     pub termination_grace_period_seconds: i64,
+    /// `developerConfiguration.memoryOvercommit`, percent (upstream: 100): a VMI without a
+    /// memory request requests its guest memory × 100 / this.
+    pub memory_overcommit: u32,
 }
+
+/// Upstream's `memoryOvercommit` when the KubeVirt CR sets none: no overcommit.
+pub const DEFAULT_MEMORY_OVERCOMMIT: u32 = 100;
 
 impl Default for ClusterDefaults {
     fn default() -> Self {
@@ -43,6 +49,7 @@ impl Default for ClusterDefaults {
             architecture: "amd64".into(),
             default_network_interface: "bridge".into(),
             termination_grace_period_seconds: DEFAULT_TERMINATION_GRACE_PERIOD_SECONDS,
+            memory_overcommit: DEFAULT_MEMORY_OVERCOMMIT,
         }
     }
 }

@@ -6,9 +6,36 @@ use crate::core::v1::{
     Memory, Network, PodNetwork, ResourceRequirements, VirtualMachineInstanceSpec,
 };
 use crate::quantity::Quantity;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity as K8sQuantity;
 
 /// Namespace for firmware UUIDs derived from an object key (a fixed, project-specific UUID).
 const FIRMWARE_UUID_NAMESPACE: uuid::Uuid = uuid::uuid!("6a1a24a1-4061-4607-8bf4-a3963d0c5895");
+
+/// The memory request for `guest` under `percent` overcommit: guest × 100 / percent bytes,
+/// written as Go's BinarySI does (the largest binary suffix that divides it, else bytes); the
+/// guest size itself at 100 % (or when it is no byte quantity).
+fn overcommitted(guest: &K8sQuantity, percent: u32) -> K8sQuantity {
+    if percent == 100 || percent == 0 {
+        return guest.clone();
+    }
+    let Ok(bytes) = crate::quantity::bytes_of(guest) else {
+        return guest.clone();
+    };
+    let value = u128::from(bytes) * 100 / u128::from(percent);
+    let mut text = format!("{value}");
+    for (i, suffix) in ["Ki", "Mi", "Gi", "Ti", "Pi", "Ei"]
+        .iter()
+        .enumerate()
+        .rev()
+    {
+        let unit = 1u128 << (10 * (i + 1));
+        if value != 0 && value % unit == 0 {
+            text = format!("{}{suffix}", value / unit);
+            break;
+        }
+    }
+    K8sQuantity(text)
+}
 
 /// Fill in what upstream's webhook fills in a VMI spec. `key` (`namespace/name`) seeds the
 /// firmware UUID.
@@ -32,7 +59,8 @@ pub fn default_vmi_spec(
         uuid::Uuid::new_v5(&FIRMWARE_UUID_NAMESPACE, key.as_bytes()).to_string()
     });
 
-    // Memory: the guest sees what was requested; a request follows the guest size.
+    // Memory: the guest sees what was requested; a request follows the guest size, divided by
+    // the cluster's memoryOvercommit (upstream's vmi-mutator `setDefaultResourceRequests`).
     let resources = domain
         .resources
         .get_or_insert_with(ResourceRequirements::default);
@@ -48,7 +76,10 @@ pub fn default_vmi_spec(
             resources
                 .requests
                 .get_or_insert_with(Default::default)
-                .insert("memory".into(), guest.clone());
+                .insert(
+                    "memory".into(),
+                    overcommitted(guest, cluster.memory_overcommit),
+                );
         }
         _ => {}
     }
@@ -166,5 +197,54 @@ pub fn default_vmi_spec(
     }
     for iface in domain.devices.interfaces.iter_mut().flatten() {
         iface.model.get_or_insert_with(|| "virtio".into());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn requested(guest: &str, request: Option<&str>, percent: u32) -> (String, String) {
+        let mut spec = VirtualMachineInstanceSpec::default();
+        spec.domain.memory = Some(Memory {
+            guest: Some(K8sQuantity(guest.into())),
+            ..Default::default()
+        });
+        if let Some(r) = request {
+            spec.domain.resources = Some(ResourceRequirements {
+                requests: Some([("memory".to_string(), K8sQuantity(r.into()))].into()),
+                ..Default::default()
+            });
+        }
+        let cluster = ClusterDefaults {
+            memory_overcommit: percent,
+            ..ClusterDefaults::kubevirt_rs()
+        };
+        default_vmi_spec(&mut spec, "ns/vmi", &cluster);
+        let d = &spec.domain;
+        (
+            d.memory.as_ref().unwrap().guest.as_ref().unwrap().0.clone(),
+            d.resources.as_ref().unwrap().requests.as_ref().unwrap()["memory"]
+                .0
+                .clone(),
+        )
+    }
+
+    #[test]
+    fn memory_overcommit_divides_the_defaulted_request_only() {
+        let req = |g, p| requested(g, None, p).1;
+        assert_eq!(req("96Mi", 100), "96Mi");
+        assert_eq!(req("96Mi", 150), "64Mi");
+        assert_eq!(req("96Mi", 200), "48Mi");
+        assert_eq!(req("1Gi", 150), "715827882", "bytes when no suffix divides");
+        assert_eq!(req("2G", 200), "1000000000");
+        assert_eq!(
+            requested("96Mi", None, 150).0,
+            "96Mi",
+            "the guest keeps its size"
+        );
+        // A request the VMI names is its own, whatever the overcommit.
+        assert_eq!(requested("96Mi", Some("80Mi"), 150).1, "80Mi");
+        assert_eq!(ClusterDefaults::default().memory_overcommit, 100);
     }
 }

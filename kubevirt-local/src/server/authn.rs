@@ -1,5 +1,8 @@
-//! Authentication: every request's bearer token mapped to a user (name, uid, groups), as
-//! kube-apiserver's token authenticators do. Three kinds of token are accepted:
+//! Authentication: every request's client certificate or bearer token mapped to a user (name,
+//! uid, groups), as kube-apiserver's x509 and token authenticators do, in its order: a client
+//! certificate the client CA verifies first ([`crate::x509`]: CN the name, O the groups), then
+//! the bearer token. A certificate that does not verify authenticates no one, and the token (if
+//! any) decides, as in kube-apiserver's union authenticator. Three kinds of token are accepted:
 //! - the data directory's own token (`up`'s and `apiserver`'s kubeconfig): the administrator,
 //!   in `system:masters`, which authorisation never refuses;
 //! - service-account tokens this server issued (TokenRequest, the ones mounted into pods):
@@ -14,7 +17,9 @@
 use super::State;
 use crate::error::ApiError;
 use crate::semantics::user_token::UserSigner;
+use crate::x509::PeerChain;
 use axum::http::{HeaderMap, header};
+use std::collections::BTreeMap;
 
 /// The administrator's user name (the data directory's token).
 pub const ADMIN_USER: &str = "kubevirt-local-admin";
@@ -32,6 +37,8 @@ pub struct UserInfo {
     pub uid: String,
     /// The groups, `system:authenticated` included.
     pub groups: Vec<String>,
+    /// Extra attributes by key (only impersonation sets them: `Impersonate-Extra-<key>`).
+    pub extra: BTreeMap<String, Vec<String>>,
 }
 
 impl UserInfo {
@@ -41,6 +48,7 @@ impl UserInfo {
             name: ADMIN_USER.into(),
             uid: String::new(),
             groups: vec![crate::semantics::rbac::MASTERS.into(), AUTHENTICATED.into()],
+            extra: BTreeMap::new(),
         }
     }
 
@@ -54,7 +62,18 @@ impl UserInfo {
                 format!("{SERVICE_ACCOUNTS}:{namespace}"),
                 AUTHENTICATED.into(),
             ],
+            extra: BTreeMap::new(),
         }
+    }
+
+    /// The `userInfo` object reviews report (`extra` only when there is any).
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut v =
+            serde_json::json!({"username": self.name, "uid": self.uid, "groups": self.groups});
+        if !self.extra.is_empty() {
+            v["extra"] = serde_json::json!(self.extra);
+        }
+        v
     }
 
     /// User `name` in `groups` (and `system:authenticated`).
@@ -67,6 +86,7 @@ impl UserInfo {
             name: name.into(),
             uid: String::new(),
             groups: all,
+            extra: BTreeMap::new(),
         }
     }
 }
@@ -80,11 +100,22 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
         .map(str::trim)
 }
 
-/// Who `headers` speak for; 401 when no accepted token is present.
-pub fn authenticate(state: &State, headers: &HeaderMap) -> Result<UserInfo, ApiError> {
+/// Who a request speaks for, from its connection's client certificate `peer` and its
+/// `headers`; 401 when neither names an accepted identity.
+pub fn authenticate(
+    state: &State,
+    headers: &HeaderMap,
+    peer: Option<&PeerChain>,
+) -> Result<UserInfo, ApiError> {
     let Some(secret) = &state.token else {
         return Ok(UserInfo::admin());
     };
+    if let (Some(chain), Some(certs)) = (peer, state.client_certs.get()) {
+        match certs.user(&chain.0, rustls::pki_types::UnixTime::now()) {
+            Ok(user) => return Ok(user),
+            Err(e) => tracing::debug!(error = %e, "client certificate refused"),
+        }
+    }
     let token = bearer(headers).ok_or_else(ApiError::unauthorized)?;
     token_user(state, secret, token).ok_or_else(ApiError::unauthorized)
 }

@@ -2,16 +2,19 @@
 //! [`objects`], `watch`, discovery and OpenAPI.
 
 mod admission;
+mod aggregated_discovery;
 pub mod aggregator;
 pub mod attributes;
 pub mod authn;
 pub mod authz;
 mod discovery;
 pub mod escalation;
+mod event_columns;
 mod exec;
 mod gc;
 pub mod health;
 pub mod impersonation;
+pub mod kubevirt_config;
 mod logs;
 pub mod objects;
 mod openapi;
@@ -28,6 +31,7 @@ pub mod watch_buffer;
 pub use self::state::State;
 
 use crate::error::ApiError;
+use crate::x509::PeerChain;
 use authn::UserInfo;
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
@@ -98,6 +102,66 @@ fn error_response(e: &ApiError) -> Response {
     json_response(e.code, &e.status(), &[])
 }
 
+fn accept(headers: &HeaderMap) -> &str {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
+/// An aggregated discovery document, with its Content-Type (and `Vary: Accept`: the same URL
+/// answers the legacy form to other clients).
+fn aggregated_response(body: &serde_json::Value) -> Response {
+    let mut r = json_response(200, body, &[]);
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(aggregated_discovery::CONTENT_TYPE),
+    );
+    r.headers_mut()
+        .insert(header::VARY, HeaderValue::from_static("Accept"));
+    r
+}
+
+/// `/apis` (`APIGroupList`): the registry's groups, the embedded subresource and upload APIs
+/// when `up` serves them, the review groups and the aggregated groups.
+fn api_groups(state: &State) -> serde_json::Value {
+    let mut groups = discovery::groups(&state.registry());
+    if let Some(list) = groups.get_mut("groups").and_then(|g| g.as_array_mut()) {
+        if state.subresources.get().is_some() {
+            list.push(kubevirt_controller::api::discovery::group());
+        }
+        if state.uploads.get().is_some() {
+            list.push(kubevirt_controller::cdi::upload::api::group());
+        }
+        list.extend(reviews::groups());
+        aggregator::merge_groups(list, aggregator::groups(state));
+    }
+    groups
+}
+
+/// The `APIResourceList` of `group`/`version` this server serves itself (not proxied).
+fn local_resources(state: &State, group: &str, version: &str) -> Option<serde_json::Value> {
+    let embedded = |api: &std::sync::OnceLock<axum::Router>, entry: serde_json::Value| {
+        (api.get().is_some() && entry["name"] == group).then_some(())
+    };
+    discovery::resources(&state.registry(), group, version)
+        .or_else(|| reviews::resources(group, version))
+        .or_else(|| {
+            embedded(
+                &state.subresources,
+                kubevirt_controller::api::discovery::group(),
+            )
+            .map(|()| kubevirt_controller::api::discovery::resources(version))
+        })
+        .or_else(|| {
+            embedded(
+                &state.uploads,
+                kubevirt_controller::cdi::upload::api::group(),
+            )
+            .map(|()| kubevirt_controller::cdi::upload::api::resources())
+        })
+}
+
 /// Authenticate and authorise a request: who it speaks for, or the 401 or 403 to answer.
 /// Health probes are public (upstream binds them to every user, authenticated or not).
 fn admit(
@@ -105,12 +169,13 @@ fn admit(
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,
+    peer: Option<&PeerChain>,
 ) -> Result<UserInfo, ApiError> {
     let path = uri.path();
     if matches!(route::parse(path), Some(Route::Health { .. })) {
         return Ok(UserInfo::user("system:anonymous", &[]));
     }
-    let real = authn::authenticate(state, headers)?;
+    let real = authn::authenticate(state, headers, peer)?;
     let user = impersonation::apply(state, real, headers)?;
     let mut attrs = attributes::of_request(method.as_str(), path, &route::query(uri.query()));
     authz::authorize(state, &user, &mut attrs)?;
@@ -122,7 +187,13 @@ async fn subresources(
     axum::extract::State(state): axum::extract::State<Arc<State>>,
     req: axum::extract::Request,
 ) -> Response {
-    if let Err(e) = admit(&state, req.method(), req.uri(), req.headers()) {
+    if let Err(e) = admit(
+        &state,
+        req.method(),
+        req.uri(),
+        req.headers(),
+        req.extensions().get(),
+    ) {
         return error_response(&e);
     }
     forward(state.subresources.get(), req).await
@@ -133,7 +204,13 @@ async fn uploads(
     axum::extract::State(state): axum::extract::State<Arc<State>>,
     req: axum::extract::Request,
 ) -> Response {
-    if let Err(e) = admit(&state, req.method(), req.uri(), req.headers()) {
+    if let Err(e) = admit(
+        &state,
+        req.method(),
+        req.uri(),
+        req.headers(),
+        req.extensions().get(),
+    ) {
         return error_response(&e);
     }
     forward(state.uploads.get(), req).await
@@ -194,7 +271,13 @@ async fn pod_port_forward(
 /// The pod a streaming request (exec, attach, port-forward) names, once the request is admitted
 /// (authenticated and authorised); else why it is refused.
 fn streamed_pod(state: &State, req: &axum::extract::Request) -> Result<route::Target, ApiError> {
-    admit(state, req.method(), req.uri(), req.headers())?;
+    admit(
+        state,
+        req.method(),
+        req.uri(),
+        req.headers(),
+        req.extensions().get(),
+    )?;
     match route::parse(req.uri().path()) {
         Some(Route::Object(target)) => Ok(target),
         _ => Err(ApiError::no_route()),
@@ -206,6 +289,7 @@ async fn dispatch(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
+    peer: Option<axum::Extension<PeerChain>>,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
     let body = match body {
@@ -217,7 +301,7 @@ async fn dispatch(
         }
         Err(e) => return error_response(&ApiError::bad_request(e.body_text())),
     };
-    let user = match admit(&state, &method, &uri, &headers) {
+    let user = match admit(&state, &method, &uri, &headers, peer.as_ref().map(|p| &p.0)) {
         Ok(u) => u,
         Err(e) => return error_response(&e),
     };
@@ -241,25 +325,14 @@ async fn dispatch(
                 .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
             r
         }
-        Route::CoreVersions => json_response(200, &discovery::core_versions(&state.address), &[]),
-        Route::Groups => {
-            let mut groups = discovery::groups(&reg());
-            if state.subresources.get().is_some()
-                && let Some(list) = groups.get_mut("groups").and_then(|g| g.as_array_mut())
-            {
-                list.push(kubevirt_controller::api::discovery::group());
-            }
-            if state.uploads.get().is_some()
-                && let Some(list) = groups.get_mut("groups").and_then(|g| g.as_array_mut())
-            {
-                list.push(kubevirt_controller::cdi::upload::api::group());
-            }
-            if let Some(list) = groups.get_mut("groups").and_then(|g| g.as_array_mut()) {
-                list.extend(reviews::groups());
-                aggregator::merge_groups(list, aggregator::groups(&state));
-            }
-            json_response(200, &groups, &[])
+        Route::CoreVersions if aggregated_discovery::wanted(accept(&headers)) => {
+            aggregated_response(&aggregated_discovery::core(&state))
         }
+        Route::CoreVersions => json_response(200, &discovery::core_versions(&state.address), &[]),
+        Route::Groups if aggregated_discovery::wanted(accept(&headers)) => {
+            aggregated_response(&aggregated_discovery::apis(&state).await)
+        }
+        Route::Groups => json_response(200, &api_groups(&state), &[]),
         Route::Group(g) => found(
             discovery::group(&reg(), &g)
                 .or_else(|| reviews::group(&g))
@@ -278,11 +351,7 @@ async fn dispatch(
             }
         }
         Route::Object(target) => {
-            let accept = headers
-                .get(header::ACCEPT)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("");
-            let shape = Shape::from_accept(accept);
+            let shape = Shape::from_accept(accept(&headers));
             let is_watch = method == Method::GET
                 && target.name.is_none()
                 && query.get("watch").is_some_and(|w| w == "true" || w == "1");
@@ -297,11 +366,13 @@ async fn dispatch(
                     .unwrap_or_else(|e| error_response(&e));
             }
             if is_watch {
+                // A client is its credential: its token, else its certificate's user.
                 let client = headers
                     .get(header::AUTHORIZATION)
                     .and_then(|v| v.to_str().ok())
-                    .unwrap_or("anonymous");
-                let Some(slot) = state.watches.acquire(client) else {
+                    .map(str::to_string)
+                    .unwrap_or_else(|| format!("user:{}", user.name));
+                let Some(slot) = state.watches.acquire(&client) else {
                     return error_response(&ApiError::too_many_requests(format!(
                         "too many open watches: a client may hold {} at once",
                         watch_buffer::MAX_WATCHES_PER_CLIENT
@@ -396,6 +467,22 @@ pub async fn serve(
             let Ok(stream) = acceptor.accept(tcp).await else {
                 return;
             };
+            // The client certificate chain, verified per request by authentication.
+            let chain = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .filter(|c| !c.is_empty())
+                .map(|c| PeerChain(Arc::new(c.iter().map(|c| c.clone().into_owned()).collect())));
+            let app = tower::ServiceExt::map_request(
+                app,
+                move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                    if let Some(c) = &chain {
+                        req.extensions_mut().insert(c.clone());
+                    }
+                    req
+                },
+            );
             let service = hyper_util::service::TowerToHyperService::new(app);
             let io = hyper_util::rt::TokioIo::new(stream);
             let _ = hyper::server::conn::http1::Builder::new()

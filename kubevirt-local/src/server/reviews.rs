@@ -99,7 +99,7 @@ pub fn answer(
             return Ok(
                 json!({"apiVersion": format!("{AUTHENTICATION}/v1"), "kind": "SelfSubjectReview",
                 "metadata": {"creationTimestamp": null},
-                "status": {"userInfo": {"username": user.name, "uid": user.uid, "groups": user.groups}}}),
+                "status": {"userInfo": user.to_json()}}),
             );
         }
         "tokenreviews" => {
@@ -111,7 +111,7 @@ pub fn answer(
                 .and_then(|secret| super::authn::token_user(state, secret, token));
             review["status"] = match found {
                 Some(u) => json!({"authenticated": true,
-                    "user": {"username": u.name, "uid": u.uid, "groups": u.groups},
+                    "user": u.to_json(),
                     "audiences": [crate::semantics::token::ISSUER]}),
                 None => json!({"authenticated": false, "error": "the token is not valid"}),
             };

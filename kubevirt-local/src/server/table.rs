@@ -1,7 +1,7 @@
 //! `meta.k8s.io/v1` Table responses (what `kubectl get` prints), with printer columns evaluated on
 //! the server.
 
-use super::printers;
+use super::{event_columns, printers};
 use crate::registry::Resource;
 use crate::semantics::jsonpath;
 use serde_json::{Value, json};
@@ -37,6 +37,14 @@ pub fn table(
     include: Include,
     now: jiff::Timestamp,
 ) -> Value {
+    if is_event(res) {
+        let rows: Vec<Value> = objects
+            .iter()
+            .map(|o| json!({"cells": event_columns::cells(o, now), "object": included(o, include)}))
+            .collect();
+        return json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": {"resourceVersion": rv, "continue": cont},
+            "columnDefinitions": event_columns::definitions(), "rows": rows});
+    }
     let mut defs = vec![
         json!({"name": "Name", "type": "string", "format": "name", "description": "Name must be unique within a namespace.", "priority": 0}),
     ];
@@ -76,12 +84,21 @@ fn row(res: &Resource, obj: &Value, include: Include, now: jiff::Timestamp) -> V
         };
         cells.push(cell);
     }
-    let object = match include {
+    json!({"cells": cells, "object": included(obj, include)})
+}
+
+/// Events (core and events.k8s.io) print as kube-apiserver's `printEvent`.
+fn is_event(res: &Resource) -> bool {
+    res.builtin && res.kind == "Event" && matches!(res.group.as_str(), "" | "events.k8s.io")
+}
+
+/// `rows[].object` of `obj`.
+fn included(obj: &Value, include: Include) -> Value {
+    match include {
         Include::Object => obj.clone(),
         Include::None => Value::Null,
         Include::Metadata => partial_metadata(obj),
-    };
-    json!({"cells": cells, "object": object})
+    }
 }
 
 /// `PartialObjectMetadata` of an object.

@@ -399,6 +399,7 @@ pub async fn run_with(
     let token = setup::token(dir)?;
     let url = format!("https://{address}");
     let state = State::new(store, Some(token.clone()), address.to_string())?;
+    let _ = state.client_certs.set(tls.client_auth.clone());
     let kubevirt = components == Components::KubeVirt;
     if kubevirt {
         state
@@ -422,7 +423,7 @@ pub async fn run_with(
         ))
     };
     let api = serve(listener);
-    server::aggregator::enable(&state, dir, Some(&tls.ca_pem))?;
+    server::aggregator::enable(&state, dir, Some(&tls.client_ca_pem))?;
     let availability = {
         let mut rx = api_stopped.clone();
         tokio::spawn(server::aggregator::availability::run(

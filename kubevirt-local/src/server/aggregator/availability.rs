@@ -86,30 +86,34 @@ pub async fn check(state: &State, apiservice: &Value) -> Availability {
         return failed("API aggregation is not enabled".into());
     };
     match discover(aggregator, apiservice, &svc, at, group, version).await {
-        Ok(code) if (200..300).contains(&code) => Availability {
+        Ok((code, _)) if (200..300).contains(&code) => Availability {
             status: "True",
             reason: "Passed",
             message: "all checks passed".into(),
         },
-        Ok(code) => failed(format!("bad status from {url}: {code}")),
+        Ok((code, _)) => failed(format!("bad status from {url}: {code}")),
         Err(why) => failed(why),
     }
 }
 
-/// The status code of the aggregated server's discovery document.
-async fn discover(
+/// The largest discovery document read from an aggregated server.
+const MAX_DISCOVERY_BYTES: usize = 4 << 20;
+
+/// The status code and body of the aggregated server's discovery document.
+pub(super) async fn discover(
     aggregator: &Aggregator,
     apiservice: &Value,
     svc: &resolve::ServiceRef,
     at: std::net::SocketAddr,
     group: &str,
     version: &str,
-) -> Result<u16, String> {
+) -> Result<(u16, axum::body::Bytes), String> {
     let tls = tls_for(aggregator, apiservice, svc).map_err(|e| e.to_string())?;
     let checker = crate::server::authn::UserInfo {
         name: "system:kube-aggregator".into(),
         uid: String::new(),
         groups: vec![crate::semantics::rbac::MASTERS.into()],
+        extra: Default::default(),
     };
     let mut req = Request::new(Body::empty());
     *req.uri_mut() = format!("/apis/{group}/{version}")
@@ -118,9 +122,17 @@ async fn discover(
     let server_name = svc.server_name();
     *req.headers_mut() = headers::forwarded(&HeaderMap::new(), &checker, &[], &server_name);
     let sent = proxy::send(at, tls, &server_name, req, None);
-    match tokio::time::timeout(CHECK_TIMEOUT, sent).await {
-        Ok(Ok(resp)) => Ok(resp.status().as_u16()),
-        Ok(Err(e)) => Err(e.to_string()),
+    let read = async {
+        let resp = sent.await.map_err(|e| e.to_string())?;
+        let code = resp.status().as_u16();
+        let body = axum::body::to_bytes(resp.into_body(), MAX_DISCOVERY_BYTES)
+            .await
+            .map_err(|e| format!("reading the discovery document: {e}"))?;
+        Ok::<_, String>((code, body))
+    };
+    match tokio::time::timeout(CHECK_TIMEOUT, read).await {
+        Ok(Ok(answer)) => Ok(answer),
+        Ok(Err(e)) => Err(e),
         Err(_) => Err(format!("no answer within {CHECK_TIMEOUT:?}")),
     }
 }

@@ -152,7 +152,13 @@ async fn forward(
     svc: &ServiceRef,
     req: Request<Body>,
 ) -> Result<Response, ApiError> {
-    let user = super::admit(state, req.method(), req.uri(), req.headers())?;
+    let user = super::admit(
+        state,
+        req.method(),
+        req.uri(),
+        req.headers(),
+        req.extensions().get(),
+    )?;
     let aggregator = state
         .aggregator
         .get()
@@ -177,10 +183,33 @@ async fn forward(
     *out.uri_mut() = path
         .parse()
         .map_err(|_| ApiError::bad_request(format!("{path:?} is not a valid request path")))?;
-    *out.headers_mut() = headers::forwarded(&parts.headers, &user, &[], &svc.server_name());
+    let extra: Vec<(String, Vec<String>)> = user
+        .extra
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    *out.headers_mut() = headers::forwarded(&parts.headers, &user, &extra, &svc.server_name());
     proxy::send(at, tls, &svc.server_name(), out, upgrade)
         .await
         .map_err(|e| unavailable(e.to_string()))
+}
+
+/// The aggregated server's `APIResourceList` of `group`/`version` (its discovery document, asked
+/// as the availability check asks it), for aggregated discovery; why not, if it cannot be had.
+pub async fn resource_list(state: &State, group: &str, version: &str) -> Result<Value, String> {
+    let (apiservice, svc) =
+        backed(state, group, version).ok_or_else(|| "no APIService with a Service".to_string())?;
+    let aggregator = state
+        .aggregator
+        .get()
+        .ok_or_else(|| "API aggregation is not enabled".to_string())?;
+    let at = locate(state, &svc).map_err(|u| u.message)?;
+    let (code, body) =
+        availability::discover(aggregator, &apiservice, &svc, at, group, version).await?;
+    if !(200..300).contains(&code) {
+        return Err(format!("bad status {code}"));
+    }
+    serde_json::from_slice(&body).map_err(|e| format!("not an APIResourceList: {e}"))
 }
 
 /// A group entry of `/apis` per aggregated group: its versions by `versionPriority`, highest

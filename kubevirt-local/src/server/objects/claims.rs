@@ -113,12 +113,3 @@ pub(super) fn on_phase(res: &Resource, old: &Value, new: &mut Value, now: &str) 
         new["status"]["lastPhaseTransitionTime"] = now.into();
     }
 }
-
-/// The StorageClasses, for a claim's default class.
-pub(super) fn classes_in(tx: &Txn<'_>) -> Result<Vec<Value>, ApiError> {
-    Ok(tx
-        .list(STORAGE_CLASSES, None)?
-        .into_iter()
-        .map(|(_, v)| v)
-        .collect())
-}

@@ -6,6 +6,7 @@ mod binding;
 mod claims;
 mod delete;
 mod read;
+mod reads;
 mod scale;
 pub(crate) mod service_accounts;
 mod token;

@@ -1,8 +1,10 @@
 //! Create, update (PUT) and patch, each inside one storage transaction.
 
 use super::super::admission::{Operation, admit};
+use super::super::kubevirt_config;
 use super::super::state::{CRD_RESOURCE, NAMESPACE_RESOURCE, now};
 use super::claims;
+use super::reads::Reads;
 use super::scale::write_scale;
 use super::service_accounts;
 use super::{Body, Reply, Request, dry_run, field_validation, key, parse_body, versioned};
@@ -55,8 +57,8 @@ fn create_value(
     req: &Request<'_>,
 ) -> Result<Reply, ApiError> {
     let ns = t.namespace.clone().unwrap_or_default();
-    let classes = || Ok(state.store.list(STORAGE_CLASSES, None)?.0);
-    let (name, obj, warnings) = admit_new(state, res, t, obj, req, classes)?;
+    let reads = Reads::Store(&state.store);
+    let (name, obj, warnings) = admit_new(state, res, t, obj, req, &reads)?;
     if is_pod(res) {
         service_accounts::wait_for_default(&state.store, &ns, &obj)?;
     }
@@ -107,7 +109,7 @@ fn admit_new(
     t: &Target,
     obj: Value,
     req: &Request<'_>,
-    classes: impl FnOnce() -> Result<Vec<Value>, ApiError>,
+    reads: &Reads<'_, '_>,
 ) -> Result<(String, Value, Vec<String>), ApiError> {
     require_object(&obj)?;
     let mut obj = res.to_storage(obj);
@@ -124,6 +126,14 @@ fn admit_new(
     let ns = t.namespace.clone().unwrap_or_default();
     let now = now();
     let name = prepare_create(res, &mut obj, &ns, &now)?;
+    let cluster = if kubevirt_config::needed(&res.group, &res.kind) {
+        kubevirt_config::defaults(
+            &state.cluster,
+            &reads.list(kubevirt_config::KUBEVIRTS, None)?,
+        )
+    } else {
+        std::borrow::Cow::Borrowed(&state.cluster)
+    };
     let warnings = admit(
         res,
         &t.version,
@@ -131,7 +141,7 @@ fn admit_new(
         None,
         Operation::Create,
         field_validation(req),
-        &state.cluster,
+        &cluster,
     )?;
     super::super::escalation::check(state, req.user, res, &obj)?;
     if res.storage_name() == CRD_RESOURCE {
@@ -154,9 +164,9 @@ fn admit_new(
             crate::semantics::service_accounts::admit_pod(&mut obj);
         }
     }
-    claims::on_create(res, &mut obj, classes)?;
+    claims::on_create(res, &mut obj, || reads.list(STORAGE_CLASSES, None))?;
     if res.group == "snapshot.kubevirt.io" && res.kind == "VirtualMachineRestore" {
-        admit_restore(state, res, &ns, &name, &obj)?;
+        admit_restore(reads, res, &ns, &name, &obj)?;
     }
     if res.kind == "Namespace" && res.group.is_empty() {
         obj["status"] = json!({"phase": "Active"});
@@ -167,7 +177,7 @@ fn admit_new(
 
 /// Upstream's restore admitter's checks against the stored target, snapshot and restores.
 fn admit_restore(
-    state: &State,
+    reads: &Reads<'_, '_>,
     res: &Resource,
     ns: &str,
     name: &str,
@@ -176,14 +186,14 @@ fn admit_restore(
     use crate::semantics::snapshots::{RESTORES, RestoreFacts, SNAPSHOTS, VMS, restore_causes};
     let get = |resource: &str, n: &Value| -> Result<Option<Value>, ApiError> {
         match n.as_str() {
-            Some(n) if !n.is_empty() => Ok(state.store.get(&ObjectKey::new(resource, ns, n))?),
+            Some(n) if !n.is_empty() => reads.get(&ObjectKey::new(resource, ns, n)),
             _ => Ok(None),
         }
     };
     let target_name = &obj["spec"]["target"]["name"];
     let target = get(VMS, target_name)?;
     let snapshot = get(SNAPSHOTS, &obj["spec"]["virtualMachineSnapshotName"])?;
-    let restores = state.store.list(RESTORES, Some(ns))?.0;
+    let restores = reads.list(RESTORES, Some(ns))?;
     let causes = restore_causes(
         obj,
         RestoreFacts {
@@ -378,7 +388,7 @@ pub(super) fn patch_object(
             if let Some(m) = applied["metadata"].as_object_mut() {
                 m.remove("resourceVersion");
             }
-            let (_, obj, w) = admit_new(state, res, t, applied, req, || claims::classes_in(tx))?;
+            let (_, obj, w) = admit_new(state, res, t, applied, req, &Reads::Txn(tx))?;
             warnings = w;
             require_namespace(tx, res, &ns)?;
             if is_pod(res) {
