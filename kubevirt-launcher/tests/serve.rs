@@ -96,7 +96,7 @@ fn serve_waits_refuses_another_uid_runs_its_vmi_and_ends_gracefully_on_sigterm()
     let (status, out) = launcher.wait();
     assert_eq!(status.code(), Some(0), "{out}");
     assert!(
-        out.contains("served Succeeded: the guest powered off"),
+        out.contains("served: the VMI ended phase=Succeeded reason=the guest powered off"),
         "{out}"
     );
     assert!(t.elapsed() < Duration::from_secs(60), "{out}");
