@@ -172,7 +172,7 @@ fn pod_network_prepares_once_then_changes_nothing_and_refuses_bad_input_untouche
         let (code, msg) = pod_network(&netns, &vmi);
         assert_eq!(code, Some(0), "{msg}");
         assert!(
-            msg.contains("pod network prepared changes=bridge k6t-eth0"),
+            msg.contains("pod network prepared ") && msg.contains(" changes=bridge k6t-eth0"),
             "{msg}"
         );
         let prepared = state(&pod);

@@ -345,7 +345,7 @@ fn without_a_serial_console_the_guest_runs_silently() {
         "",
     );
     let mut launcher = Launcher::spawn(run_command(&dir, &vmi, &[]));
-    launcher.expect("silent running");
+    launcher.expect("silent: the VM runs phase=Running");
     // Give the guest the time it needs to print its banner, were there a port to print on.
     std::thread::sleep(std::time::Duration::from_millis(500));
     launcher.signal(libc::SIGTERM);

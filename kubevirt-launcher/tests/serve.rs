@@ -79,7 +79,7 @@ fn serve_waits_refuses_another_uid_runs_its_vmi_and_ends_gracefully_on_sigterm()
             .unwrap()
             .contains(kubevirt_demo_guest::BANNER)
     );
-    launcher.expect("served running");
+    launcher.expect("served: the VM runs phase=Running");
     assert!(
         !launcher.output().contains(kubevirt_demo_guest::BANNER),
         "the console went to stdout or stderr:\n{}",
