@@ -56,7 +56,11 @@ pub fn launch_and_supervise(object: &Object, opts: &RunOptions, keyboard: bool) 
             } else {
                 ExitStatus::LaunchFailed
             };
-            tracing::error!(error = %e, invalid = e.is_invalid(), "the launch failed");
+            if e.is_invalid() {
+                tracing::error!(error = %e, "the VMI is invalid or uses what is not supported");
+            } else {
+                tracing::error!(error = %e, "the launch failed");
+            }
             return (exit, Some(e.to_string()));
         }
     };

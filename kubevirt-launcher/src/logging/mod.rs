@@ -9,10 +9,14 @@
 //! (`confine::common::runtime`): memory, futexes, `clock_gettime` for the timestamp (UTC:
 //! no time-zone file is read) and one `write` to fd 2.
 //!
+//! kubevirt-vmm's own records (through the `log` facade) join the same log, as events of
+//! target `kubevirt_vmm`.
+//!
 //! The VMI a launcher runs is process-wide ([`set_vmi`]): every line names it, whichever thread
 //! wrote it, without spans to carry across threads.
 
 mod format;
+mod vmm;
 
 pub use self::format::LineFormat;
 
@@ -64,6 +68,7 @@ pub fn vmi() -> Option<&'static VmiIdentity> {
 pub fn init(format: LogFormat) {
     // set_global_default fails only when a subscriber is already set, which is fine.
     let _ = tracing::subscriber::set_global_default(subscriber(format, std::io::stderr));
+    vmm::install();
 }
 
 /// The subscriber [`init`] installs, writing to `writer`.
