@@ -10,6 +10,7 @@
 //! - [`control`]: the control API on a unix socket, in the types of `kubevirt-launcher-protocol`.
 //! - [`disks`]: each planned disk prepared on the host with upstream's lifetime (emptyDisks and
 //!   containerDisk overlays vanish with the VMI, claims persist).
+//! - [`logging`]: the launcher's log on stderr, as text or upstream virt-launcher's JSON lines.
 //! - [`network`]: the masquerade binding's built-in DHCP server.
 //! - [`oci`]: containerDisk images pulled from a registry or an OCI layout, verified, cached.
 //!
@@ -22,6 +23,7 @@ pub mod confine;
 pub mod console;
 pub mod control;
 pub mod disks;
+pub mod logging;
 pub mod network;
 pub mod oci;
 pub mod plan;

@@ -21,11 +21,16 @@
 //! network to prepare), 2 the VMI (or the command line) is invalid, 3 the namespace or a
 //! set-up step failed. `console-log`: 0 on SIGTERM or SIGINT, 1 when the log cannot be read or
 //! printed.
+//!
+//! Every command logs to stderr through `tracing` (`RUST_LOG` filters it; default: this
+//! project's crates at `info`): `--log-format text` (the default) for people, `--log-format
+//! json` for upstream virt-launcher's JSON lines (`kubevirt_launcher::logging`).
 
 mod cli;
 
 use clap::{Parser, Subcommand};
 use kubevirt_launcher::confine::ThreadKind;
+use kubevirt_launcher::logging::{self, LogFormat};
 use std::process::ExitCode;
 
 #[derive(Debug, Parser)]
@@ -37,6 +42,11 @@ use std::process::ExitCode;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// How the launcher's own messages on stderr are written: `text` lines, or `json`
+    /// objects with upstream virt-launcher's keys (level, timestamp, msg, component,
+    /// namespace, name, uid). `RUST_LOG` filters them.
+    #[arg(long, value_enum, global = true, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
 }
 
 #[derive(Debug, Subcommand)]
@@ -51,8 +61,8 @@ enum Command {
     PodNetwork(cli::pod_network::PodNetworkArgs),
     /// Print a console log as it grows, following its rotation, until SIGTERM or SIGINT.
     ConsoleLog(cli::console_log::ConsoleLogArgs),
-    /// Installs one thread kind's seccomp filter, then makes one system call (by number): the
-    /// filters' own test. Hidden: not for users.
+    /// Installs one thread kind's seccomp filter, logs, then makes one system call (by
+    /// number): the filters' own test. Hidden: not for users.
     #[command(hide = true)]
     SeccompProbe {
         /// The filter.
@@ -65,7 +75,10 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    // Before any thread is confined: the subscriber reads RUST_LOG once, here.
+    logging::init(cli.log_format);
+    match cli.command {
         Command::Run(args) => cli::run::run(args),
         Command::Serve(args) => cli::serve::serve(args),
         Command::PodNetwork(args) => cli::pod_network::pod_network(args),

@@ -58,7 +58,10 @@ fn a_snapshot_resumes_in_a_new_launcher_without_booting_again() {
     second.type_text("poweroff\r");
     let (status, out) = second.wait();
     assert!(status.success(), "{out}");
-    assert!(out.contains("snapper Succeeded"), "{out}");
+    assert!(
+        out.contains("snapper: the VMI ended phase=Succeeded"),
+        "{out}"
+    );
 }
 
 #[test]

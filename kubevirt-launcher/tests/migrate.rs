@@ -76,7 +76,7 @@ fn a_guest_migrates_to_a_new_launcher_and_counts_on_there() {
         "the source exits 'migrated':\n{out}"
     );
     assert!(
-        out.contains("mover Succeeded: the VM was migrated"),
+        out.contains("mover: the VMI ended phase=Succeeded reason=the VM was migrated"),
         "{out}"
     );
     let last = FinalStatus::read(&src.path().join("run"))
@@ -96,7 +96,10 @@ fn a_guest_migrates_to_a_new_launcher_and_counts_on_there() {
     target.type_text("poweroff\r");
     let (status, out) = target.wait();
     assert!(status.success(), "{out}");
-    assert!(out.contains("mover Succeeded"), "{out}");
+    assert!(
+        out.contains("mover: the VMI ended phase=Succeeded"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -187,7 +190,7 @@ fn a_serve_target_in_its_pod_receives_the_guest_over_tcp() {
             },
         )))
         .expect("start");
-    target.expect("waiting for the migration source on tcp:");
+    target.expect("waiting for the migration source address=tcp:");
 
     let control = common::control_client(src.path());
     control

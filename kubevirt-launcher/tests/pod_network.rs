@@ -141,6 +141,9 @@ fn guest_gets_dhcp_answers_arp_and_ping_through_nat_and_sees_forwarded_connectio
     console.write_all(b"poweroff\r").unwrap();
     let (status, out) = launcher.wait();
     assert!(status.success(), "{status}: {out}");
-    assert!(out.contains("netdemo Succeeded"), "{out}");
+    assert!(
+        out.contains("netdemo: the VMI ended phase=Succeeded"),
+        "{out}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -171,7 +171,10 @@ fn pod_network_prepares_once_then_changes_nothing_and_refuses_bad_input_untouche
         // Prepared: the bridge with the gateway, the persistent tap on it, the NAT.
         let (code, msg) = pod_network(&netns, &vmi);
         assert_eq!(code, Some(0), "{msg}");
-        assert!(msg.contains("prepared: bridge k6t-eth0"), "{msg}");
+        assert!(
+            msg.contains("pod network prepared ") && msg.contains(" changes=bridge k6t-eth0"),
+            "{msg}"
+        );
         let prepared = state(&pod);
         assert!(prepared.contains("10.0.2.1/24"), "{prepared}");
         assert!(prepared.contains("table ip kubevirt_rs_nat"), "{prepared}");

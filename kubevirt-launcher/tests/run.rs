@@ -47,7 +47,7 @@ spec:
     let out = launcher(&dir, &vmi);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "launcher failed: {err}");
-    assert!(err.contains("demo Succeeded"), "{err}");
+    assert!(err.contains("demo: the VMI ended phase=Succeeded"), "{err}");
     assert!(
         !dir.join("run/ephemeral").exists(),
         "ephemeral disks are removed with the VMI"
@@ -81,7 +81,7 @@ spec:
     let out = launcher(&dir, &vmi);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("crasher Failed"), "{err}");
+    assert!(err.contains("crasher: the VMI ended phase=Failed"), "{err}");
     assert!(
         err.contains("triple-faulted at RIP"),
         "the reason names the crash: {err}"
@@ -283,7 +283,7 @@ fn the_shipped_demo_vmi_boots_and_answers_the_keyboard() {
     launcher.type_text("poweroff\r");
     let (status, out) = launcher.wait();
     assert!(status.success(), "{out}");
-    assert!(out.contains("demo Succeeded"), "{out}");
+    assert!(out.contains("demo: the VMI ended phase=Succeeded"), "{out}");
 }
 
 /// The masquerade binding rebuilds the network namespace it runs in, so the launcher refuses
@@ -325,7 +325,7 @@ fn sigterm_presses_the_power_button_and_the_guest_powers_off() {
     let (status, out) = launcher.wait();
     assert!(status.success(), "{out}");
     assert!(
-        out.contains("graceful Succeeded: the guest powered off"),
+        out.contains("graceful: the VMI ended phase=Succeeded reason=the guest powered off"),
         "{out}"
     );
     assert!(t.elapsed() < std::time::Duration::from_secs(60), "{out}");
@@ -345,7 +345,7 @@ fn without_a_serial_console_the_guest_runs_silently() {
         "",
     );
     let mut launcher = Launcher::spawn(run_command(&dir, &vmi, &[]));
-    launcher.expect("silent running");
+    launcher.expect("silent: the VM runs phase=Running");
     // Give the guest the time it needs to print its banner, were there a port to print on.
     std::thread::sleep(std::time::Duration::from_millis(500));
     launcher.signal(libc::SIGTERM);
@@ -353,7 +353,7 @@ fn without_a_serial_console_the_guest_runs_silently() {
     let (status, out) = launcher.wait();
     assert!(status.success(), "{out}");
     assert!(
-        out.contains("silent Succeeded: the guest powered off"),
+        out.contains("silent: the VMI ended phase=Succeeded reason=the guest powered off"),
         "{out}"
     );
     assert!(
@@ -410,7 +410,10 @@ fn a_vmi_as_the_api_serves_it_runs_from_stdin() {
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
-    assert!(err.contains("from-api Succeeded"), "{err}");
+    assert!(
+        err.contains("from-api: the VMI ended phase=Succeeded"),
+        "{err}"
+    );
 }
 
 /// A guest reboot does not end the VMI: the launcher starts a fresh VM over the same disks and
@@ -491,7 +494,7 @@ fn reboots_resets_and_soft_reboots_keep_the_vmi_running() {
     let (status, out) = launcher.wait();
     assert!(status.success(), "{out}");
     assert!(
-        out.contains("rebooter Succeeded: the guest powered off"),
+        out.contains("rebooter: the VMI ended phase=Succeeded reason=the guest powered off"),
         "{out}"
     );
 }

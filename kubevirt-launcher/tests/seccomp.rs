@@ -98,7 +98,117 @@ fn every_launcher_thread_is_filtered_and_without_capabilities_while_the_guest_ru
         status.success(),
         "the guest runs to its end under the filters: {out}"
     );
-    assert!(out.contains("demo Succeeded"), "{out}");
+    assert!(out.contains("demo: the VMI ended phase=Succeeded"), "{out}");
+}
+
+/// The VMI's uid in the JSON log test.
+const UID: &str = "4f1b0c9e-7d2a-4e4b-9a53-0c1d2e3f4a5b";
+
+/// A confined launcher's log with `--log-format json`: every line on stderr is one JSON object
+/// with upstream virt-launcher's keys and the VMI's identity, including the lines its main
+/// thread writes under its filter (the VM running, SIGTERM's power button, the end). A
+/// forbidden call while logging would end the process with 159 instead.
+#[test]
+fn a_confined_launchers_json_log_lines_parse_with_upstreams_keys() {
+    let dir = tempdir("seccomp-json");
+    let file = demo_vmi(&dir);
+    let yaml = std::fs::read_to_string(&file).unwrap().replacen(
+        "  name: demo\n",
+        &format!("  name: demo\n  namespace: default\n  uid: {UID}\n"),
+        1,
+    );
+    std::fs::write(&file, yaml).unwrap();
+    let mut cmd = Command::new(LAUNCHER);
+    cmd.env_remove("RUST_LOG")
+        .args(["run", "--log-format", "json", file.to_str().unwrap()])
+        .args(["--run-dir", dir.join("run").to_str().unwrap()])
+        .args(["--cache-dir", dir.join("cache").to_str().unwrap()])
+        .args(["--volumes-dir", dir.join("volumes").to_str().unwrap()]);
+    let mut launcher = Launcher::spawn(cmd);
+    launcher.expect("demo# ");
+    launcher.signal(libc::SIGTERM);
+    let (status, out) = launcher.wait();
+    let log = launcher.messages();
+    assert!(status.success(), "{out}");
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| {
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}\n{log}"))
+        })
+        .collect();
+    for line in &lines {
+        assert_eq!(line["component"], "virt-launcher", "{line}");
+        assert_eq!(line["kind"], "VirtualMachineInstance", "{line}");
+        assert_eq!(line["namespace"], "default", "{line}");
+        assert_eq!(line["name"], "demo", "{line}");
+        assert_eq!(line["uid"], UID, "{line}");
+        for key in ["level", "timestamp", "msg", "pos"] {
+            assert!(line[key].is_string(), "no {key}: {line}");
+        }
+        let ts = line["timestamp"].as_str().unwrap();
+        assert!(ts.ends_with('Z') && ts.len() == 27, "RFC 3339 UTC: {line}");
+    }
+    let by_msg = |msg: &str| {
+        lines
+            .iter()
+            .find(|l| l["msg"].as_str().is_some_and(|m| m.starts_with(msg)))
+            .unwrap_or_else(|| panic!("no {msg:?} line in:\n{log}"))
+    };
+    let running = by_msg("the VM runs");
+    assert_eq!(running["level"], "info");
+    assert_eq!(running["phase"], "Running");
+    assert!(
+        running["control"]
+            .as_str()
+            .unwrap()
+            .ends_with("control.sock")
+    );
+    let terminating = by_msg("terminating: pressed the power button");
+    assert!(
+        terminating["grace_period_seconds"].is_u64(),
+        "{terminating}"
+    );
+    let ended = by_msg("the VMI ended");
+    assert_eq!(ended["phase"], "Succeeded", "{ended}");
+    assert_eq!(ended["reason"], "the guest powered off", "{ended}");
+}
+
+/// Every kind's filter lets its thread log: the probe confines itself, then writes its first
+/// events (the log's per-thread set-up, the timestamp, the write to stderr all under the
+/// filter) as JSON lines, then makes an allowed call.
+#[test]
+fn every_kind_of_confined_thread_can_log() {
+    for kind in [
+        "vcpu",
+        "worker",
+        "control",
+        "console",
+        "dhcp",
+        "main",
+        "snapshot",
+        "migration",
+    ] {
+        let out = Command::new(LAUNCHER)
+            .env_remove("RUST_LOG")
+            .args(["seccomp-probe", "--log-format", "json", "--kind", kind])
+            .args(["--syscall", &libc::SYS_getpid.to_string()])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{kind}: {:?} {err}", out.status);
+        let lines: Vec<serde_json::Value> = err
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{kind}: {e}: {l}")))
+            .collect();
+        assert_eq!(lines.len(), 2, "{kind}: {err}");
+        assert_eq!(lines[0]["level"], "info", "{kind}: {err}");
+        assert_eq!(lines[1]["level"], "warning", "{kind}: {err}");
+        assert_eq!(lines[0]["syscall"], libc::SYS_getpid, "{kind}: {err}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("getpid (39) allowed"),
+            "{kind}"
+        );
+    }
 }
 
 /// The probe installs one kind's filter and makes one call.

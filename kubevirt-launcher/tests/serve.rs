@@ -79,7 +79,7 @@ fn serve_waits_refuses_another_uid_runs_its_vmi_and_ends_gracefully_on_sigterm()
             .unwrap()
             .contains(kubevirt_demo_guest::BANNER)
     );
-    launcher.expect("served running");
+    launcher.expect("served: the VM runs phase=Running");
     assert!(
         !launcher.output().contains(kubevirt_demo_guest::BANNER),
         "the console went to stdout or stderr:\n{}",
@@ -96,7 +96,7 @@ fn serve_waits_refuses_another_uid_runs_its_vmi_and_ends_gracefully_on_sigterm()
     let (status, out) = launcher.wait();
     assert_eq!(status.code(), Some(0), "{out}");
     assert!(
-        out.contains("served Succeeded: the guest powered off"),
+        out.contains("served: the VMI ended phase=Succeeded reason=the guest powered off"),
         "{out}"
     );
     assert!(t.elapsed() < Duration::from_secs(60), "{out}");
@@ -115,7 +115,9 @@ fn serve_waits_refuses_another_uid_runs_its_vmi_and_ends_gracefully_on_sigterm()
 fn a_waiting_launcher_exits_at_once_on_stop_or_sigterm() {
     for how in ["stop", "sigterm"] {
         let dir = tempdir(&format!("serve-{how}"));
-        let mut launcher = Launcher::spawn(serve_command(&dir, ("default", "w"), UID, &[]));
+        let mut cmd = serve_command(&dir, ("default", "w"), UID, &[]);
+        cmd.env_remove("RUST_LOG").args(["--log-format", "json"]);
+        let mut launcher = Launcher::spawn(cmd);
         let client = control_client(&dir);
         let t = Instant::now();
         if how == "stop" {
@@ -130,6 +132,39 @@ fn a_waiting_launcher_exits_at_once_on_stop_or_sigterm() {
             .unwrap()
             .expect("final.json");
         assert_eq!(last.exit, ExitStatus::Succeeded, "{how}");
+        // Its log: JSON lines naming the VMI of its flags, saying what it waited for and why
+        // it ended.
+        let log = launcher.messages();
+        let lines: Vec<serde_json::Value> = log
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{how}: {e}: {l}")))
+            .collect();
+        for line in &lines {
+            assert_eq!(
+                (&line["namespace"], &line["name"], &line["uid"]),
+                (&"default".into(), &"w".into(), &UID.into()),
+                "{how}: {line}"
+            );
+            assert_eq!(line["component"], "virt-launcher", "{how}: {line}");
+        }
+        let msgs: Vec<&str> = lines.iter().filter_map(|l| l["msg"].as_str()).collect();
+        assert_eq!(msgs.first(), Some(&"waiting for start"), "{how}: {log}");
+        assert!(
+            lines[0]["socket"]
+                .as_str()
+                .is_some_and(|s| s.ends_with("run/control.sock")),
+            "{how}: {log}"
+        );
+        let ended = lines.last().unwrap();
+        if how == "stop" {
+            assert_eq!(
+                ended["msg"], "asked to end before the VMI started: exiting",
+                "{log}"
+            );
+            assert_eq!(ended["op"], "stop", "{log}");
+        } else {
+            assert_eq!(ended["msg"], "terminated before the VMI started", "{log}");
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -34,7 +34,7 @@ pub fn console_log(args: ConsoleLogArgs) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}: {e}", args.file.display());
+            tracing::error!(file = %args.file.display(), error = %e, "cannot follow the console log");
             ExitCode::from(1)
         }
     }

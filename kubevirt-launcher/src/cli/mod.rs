@@ -23,6 +23,17 @@ pub enum SeccompMode {
     Default,
 }
 
+/// Names the VMI `object` is in every log line from now on (its namespace, name and uid as
+/// the document gives them).
+pub fn log_as(object: &Object) {
+    let meta = object.metadata();
+    kubevirt_launcher::logging::set_vmi(kubevirt_launcher::logging::VmiIdentity {
+        namespace: meta.namespace.clone().unwrap_or_default(),
+        name: meta.name.clone().unwrap_or_default(),
+        uid: meta.uid.clone().unwrap_or_default(),
+    });
+}
+
 /// Reads the first document of a YAML/JSON file (`-`: stdin) as an object.
 pub fn read_object(path: &Path) -> Result<Object, String> {
     let text = if path.as_os_str() == "-" {

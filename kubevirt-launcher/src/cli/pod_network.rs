@@ -4,7 +4,7 @@
 //! 3 the namespace cannot be entered or a set-up step failed. Nothing is changed before the VMI
 //! and the namespace are checked.
 
-use super::read_object;
+use super::{log_as, read_object};
 use kubevirt_launcher::network::prepare::{PrepareError, PrepareOptions, prepare};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -26,15 +26,16 @@ pub struct PodNetworkArgs {
     vmi: PathBuf,
 }
 
-/// Prepares the namespace; prints what it changed on stderr.
+/// Prepares the namespace; logs what it changed.
 pub fn pod_network(args: PodNetworkArgs) -> ExitCode {
     let object = match read_object(&args.vmi) {
         Ok(o) => o,
         Err(why) => {
-            eprintln!("error: {why}");
+            tracing::error!(error = %why, "the VMI document is not usable");
             return ExitCode::from(2);
         }
     };
+    log_as(&object);
     let opts = PrepareOptions {
         netns: args.netns,
         tap_owner: args.tap_owner,
@@ -42,29 +43,30 @@ pub fn pod_network(args: PodNetworkArgs) -> ExitCode {
     };
     match prepare(&object, &opts) {
         Ok(done) if done.changes.is_empty() => {
-            eprintln!(
-                "kubevirt-launcher: pod network in {} already prepared: nothing changed",
-                opts.netns.display()
+            tracing::info!(
+                netns = %opts.netns.display(),
+                "pod network already prepared: nothing changed"
             );
             ExitCode::SUCCESS
         }
         Ok(done) => {
-            eprintln!(
-                "kubevirt-launcher: pod network in {} prepared: {}",
-                opts.netns.display(),
-                done.changes.join(", ")
+            tracing::info!(
+                netns = %opts.netns.display(),
+                changes = %done.changes.join(", "),
+                "pod network prepared"
             );
             ExitCode::SUCCESS
         }
         Err(PrepareError::NoPodNetwork(vmi)) => {
             // Not an error: the node agent may run this for every VMI.
-            eprintln!(
-                "kubevirt-launcher: VMI {vmi} has no pod network: nothing to prepare, nothing changed"
+            tracing::info!(
+                vmi = %vmi,
+                "no pod network: nothing to prepare, nothing changed"
             );
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            tracing::error!(error = %e, "preparing the pod network failed");
             ExitCode::from(if e.is_invalid() { 2 } else { 3 })
         }
     }

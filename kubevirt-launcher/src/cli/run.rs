@@ -1,7 +1,7 @@
 //! `kubevirt-launcher run`: a VMI document from a file or stdin, run to its end.
 
 use super::supervise::{finish, launch_and_supervise};
-use super::{SeccompMode, read_object};
+use super::{SeccompMode, log_as, read_object};
 use kubevirt_launcher::confine;
 use kubevirt_launcher::run::RunOptions;
 use kubevirt_launcher_protocol::{ExitStatus, FINAL_STATUS};
@@ -65,7 +65,10 @@ pub fn run(args: RunArgs) -> ExitCode {
     if args.seccomp == SeccompMode::Default
         && let Err(e) = confine::enable()
     {
-        eprintln!("error: {e} (--seccomp=none runs without confinement)");
+        tracing::error!(
+            error = %e,
+            "cannot confine the launcher (--seccomp=none runs without confinement)"
+        );
         return ExitCode::from(ExitStatus::LaunchFailed.code());
     }
     // A run directory made up here is this process's: nobody reads a final status from it,
@@ -81,9 +84,10 @@ pub fn run(args: RunArgs) -> ExitCode {
         if let Err(e) = std::fs::remove_dir_all(&run_dir)
             && e.kind() != std::io::ErrorKind::NotFound
         {
-            eprintln!(
-                "kubevirt-launcher: could not remove {}: {e}",
-                run_dir.display()
+            tracing::warn!(
+                run_dir = %run_dir.display(),
+                error = %e,
+                "could not remove the run directory"
             );
         }
         return ExitCode::from(verdict.0.code());
@@ -99,10 +103,11 @@ fn run_in(args: RunArgs, run_dir: PathBuf) -> (ExitStatus, Option<String>) {
     let object = match read_object(&vmi) {
         Ok(o) => o,
         Err(why) => {
-            eprintln!("error: {why}");
+            tracing::error!(error = %why, "the VMI document is not usable");
             return (ExitStatus::Invalid, Some(why));
         }
     };
+    log_as(&object);
     let opts = RunOptions {
         run_dir,
         cache_dir: args.cache_dir,

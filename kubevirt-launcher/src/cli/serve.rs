@@ -3,7 +3,7 @@
 //! which must carry the VMI whose uid is `--uid`; then it runs that VMI exactly as `run` does,
 //! on the same socket (it switches from the waiting answers to the VM's, with no moment
 //! without a listener). The console goes to `console.sock` and `console.log` (rotated past
-//! 4 MiB), never to stdout; messages go to stderr, the container's log. `stop` or `shutdown`
+//! 4 MiB), never to stdout; its log goes to stderr, the container's log. `stop` or `shutdown`
 //! while waiting, or SIGTERM/SIGINT, end it with exit code 0.
 
 use super::SeccompMode;
@@ -75,9 +75,14 @@ pub fn serve(args: ServeArgs) -> ExitCode {
         && let Err(e) = confine::enable()
     {
         let why = format!("{e} (--seccomp=none runs without confinement)");
-        eprintln!("error: {why}");
+        tracing::error!(error = %why, "cannot confine the launcher");
         return finish(&run_dir, (ExitStatus::LaunchFailed, Some(why)));
     }
+    kubevirt_launcher::logging::set_vmi(kubevirt_launcher::logging::VmiIdentity {
+        namespace: args.namespace.clone(),
+        name: args.name.clone(),
+        uid: args.uid.clone(),
+    });
     signals::install();
     // A verdict left by an earlier launcher in this directory is not this one's.
     let _ = std::fs::remove_file(run_dir.join(FINAL_STATUS));
@@ -89,7 +94,7 @@ pub fn serve(args: ServeArgs) -> ExitCode {
 
 fn serve_in(args: ServeArgs) -> Verdict {
     let failed = |why: String| {
-        eprintln!("error: {why}");
+        tracing::error!(error = %why, "the launch failed");
         (ExitStatus::LaunchFailed, Some(why))
     };
     if let Err(e) = std::fs::create_dir_all(&args.run_dir) {
@@ -105,16 +110,10 @@ fn serve_in(args: ServeArgs) -> Verdict {
         Ok(c) => c,
         Err(e) => return failed(format!("control socket {}: {e}", socket.display())),
     };
-    eprintln!(
-        "kubevirt-launcher: VMI {}/{} (uid {}): waiting for start on {}",
-        args.namespace,
-        args.name,
-        args.uid,
-        socket.display()
-    );
+    tracing::info!(socket = %socket.display(), "waiting for start");
     let (vmi, network_prepared, restore_from) = loop {
         if signals::arrived() {
-            eprintln!("kubevirt-launcher: terminated before the VMI started");
+            tracing::info!("terminated before the VMI started");
             return (
                 ExitStatus::Succeeded,
                 Some("terminated before the VMI was started".into()),
@@ -127,7 +126,7 @@ fn serve_in(args: ServeArgs) -> Verdict {
                 restore_from,
             }) => break (vmi, network_prepared, restore_from),
             Ok(ServeEvent::Exit { op }) => {
-                eprintln!("kubevirt-launcher: {op} before the VMI started: exiting");
+                tracing::info!(op = %op, "asked to end before the VMI started: exiting");
                 return (
                     ExitStatus::Succeeded,
                     Some(format!("{op} before the VMI was started")),
@@ -139,9 +138,10 @@ fn serve_in(args: ServeArgs) -> Verdict {
             }
         }
     };
-    eprintln!(
-        "kubevirt-launcher: start taken (network prepared: {network_prepared}, resuming from: {}); setting up the VM",
-        restore_from.as_deref().unwrap_or("nothing, booting")
+    tracing::info!(
+        network_prepared,
+        restore_from = restore_from.as_deref().unwrap_or("nothing, booting"),
+        "start taken: setting up the VM"
     );
     // The node agent placed the memory state in the run directory's snapshots (a name the
     // protocol checked: one path component).
@@ -150,7 +150,7 @@ fn serve_in(args: ServeArgs) -> Verdict {
         Ok(o) => o,
         Err(e) => {
             let why = format!("start: vmi: {e}");
-            eprintln!("error: {why}");
+            tracing::error!(error = %why, "the VMI in start is not usable");
             return (ExitStatus::Invalid, Some(why));
         }
     };

@@ -28,12 +28,17 @@ pub fn finish(run_dir: &Path, verdict: Verdict) -> ExitCode {
 /// [`finish`] without choosing the exit code: returns the status to exit with.
 pub fn finish_with_status(run_dir: &Path, (exit, reason): Verdict) -> ExitStatus {
     if let Err(e) = std::fs::create_dir_all(run_dir) {
-        eprintln!(
-            "kubevirt-launcher: could not leave the final status in {}: {e}",
-            run_dir.display()
+        tracing::error!(
+            run_dir = %run_dir.display(),
+            error = %e,
+            "could not leave the final status"
         );
     } else if let Err(e) = FinalStatus::new(exit, reason).write(run_dir) {
-        eprintln!("kubevirt-launcher: could not leave the final status: {e}");
+        tracing::error!(
+            run_dir = %run_dir.display(),
+            error = %e,
+            "could not leave the final status"
+        );
     }
     // A stop's reply is written before the process ends.
     kubevirt_launcher::control::wait_for_replies(std::time::Duration::from_secs(2));
@@ -51,7 +56,11 @@ pub fn launch_and_supervise(object: &Object, opts: &RunOptions, keyboard: bool) 
             } else {
                 ExitStatus::LaunchFailed
             };
-            eprintln!("error: {e}");
+            if e.is_invalid() {
+                tracing::error!(error = %e, "the VMI is invalid or uses what is not supported");
+            } else {
+                tracing::error!(error = %e, "the launch failed");
+            }
             return (exit, Some(e.to_string()));
         }
     };
@@ -70,11 +79,11 @@ pub fn launch_and_supervise(object: &Object, opts: &RunOptions, keyboard: bool) 
     // Everything that needs wider rights is done: the network is built, the sockets bound,
     // the signal handlers and terminal set.
     confine::enter(ThreadKind::Main);
-    eprintln!(
-        "kubevirt-launcher: {} running; console {} control {}",
-        launched.plan.name,
-        launched.console.socket().display(),
-        launched.control.socket().display()
+    tracing::info!(
+        phase = %Phase::Running,
+        console = %launched.console.socket().display(),
+        control = %launched.control.socket().display(),
+        "the VM runs"
     );
     let reason = loop {
         match launched.machine.supervise(Duration::from_millis(100)) {
@@ -82,7 +91,7 @@ pub fn launch_and_supervise(object: &Object, opts: &RunOptions, keyboard: bool) 
             Ok(None) => {}
             Err(e) => {
                 let why = format!("restarting the guest failed: {e}");
-                eprintln!("kubevirt-launcher: {why}");
+                tracing::error!(error = %e, "restarting the guest failed");
                 let _ = launched.cleanup();
                 return (ExitStatus::Failed, Some(why));
             }
@@ -90,15 +99,13 @@ pub fn launch_and_supervise(object: &Object, opts: &RunOptions, keyboard: bool) 
         if signals::take() {
             let grace = launched.plan.grace_period;
             match launched.shutdowns.request(grace) {
-                Shutdown::Requested => eprintln!(
-                    "kubevirt-launcher: terminating: pressed the power button; stopping the VM in {}s unless it powers off",
-                    grace.as_secs()
+                Shutdown::Requested => tracing::info!(
+                    grace_period_seconds = grace.as_secs(),
+                    "terminating: pressed the power button; the VM is stopped after the grace period unless it powers off"
                 ),
                 Shutdown::AlreadyRequested => {}
                 Shutdown::Stopped(r) => {
-                    eprintln!(
-                        "kubevirt-launcher: terminating: no ACPI power button, stopped the VM"
-                    );
+                    tracing::info!("terminating: no ACPI power button, stopped the VM");
                     break r;
                 }
             }
@@ -118,14 +125,15 @@ pub fn launch_and_supervise(object: &Object, opts: &RunOptions, keyboard: bool) 
     let _ = launched.cleanup();
     let migrated = reason == ExitReason::Migrated;
     let reason = reason.to_string();
-    eprintln!(
-        "kubevirt-launcher: {} {phase}: {reason}{}",
-        launched.plan.name,
-        why.as_ref()
-            .filter(|w| **w != reason)
-            .map(|w| format!(" ({w})"))
-            .unwrap_or_default()
-    );
+    match why.as_ref().filter(|w| **w != reason) {
+        Some(detail) => tracing::info!(
+            phase = %phase,
+            reason = %reason,
+            detail = %detail,
+            "the VMI ended"
+        ),
+        None => tracing::info!(phase = %phase, reason = %reason, "the VMI ended"),
+    }
     if migrated {
         (ExitStatus::Migrated, Some(reason))
     } else if phase == Phase::Succeeded {

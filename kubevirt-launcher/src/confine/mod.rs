@@ -213,10 +213,7 @@ pub fn enter(kind: ThreadKind) {
         return;
     }
     if let Err(e) = confine_thread(kind) {
-        eprintln!(
-            "kubevirt-launcher: confining a {} thread: {e}",
-            kind.label()
-        );
+        tracing::error!(thread = kind.label(), error = %e, "confining a thread failed: stopping");
         std::process::exit(VIOLATION_EXIT_CODE);
     }
 }
@@ -302,7 +299,8 @@ fn install_sigsys_reporter() -> Result<(), ConfineError> {
 /// after si_signo, si_errno, si_code, padding and si_call_addr on x86-64).
 const SI_SYSCALL_OFFSET: usize = 24;
 
-/// The SIGSYS handler: "kubevirt-launcher: seccomp: thread vcpu0 (1234, vcpu filter) made the
+/// The SIGSYS handler (a plain line, not a log event: a signal handler may not allocate or
+/// lock): "kubevirt-launcher: seccomp: thread vcpu0 (1234, vcpu filter) made the
 /// forbidden system call execve (59); stopping", then the process ends. Async-signal-safe: formats into
 /// a stack buffer and calls write and _exit only (both allowed to every thread).
 extern "C" fn report_violation(_: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {

@@ -125,9 +125,10 @@ impl Migrator {
                 for (target, request, control) in rx {
                     let error = migrate(&target, &request, &control).err();
                     if let Some(e) = &error {
-                        eprintln!(
-                            "kubevirt-launcher: migration to {} failed: {e}",
-                            request.target
+                        tracing::error!(
+                            target_address = %request.target,
+                            error = %e,
+                            "the migration failed"
                         );
                     }
                     if let Some(c) = shared
@@ -250,14 +251,14 @@ fn migrate(
     let stats = vm
         .migrate_to(&mut stream, &options, control)
         .map_err(|e| e.to_string())?;
-    eprintln!(
-        "kubevirt-launcher: migrated to {}: {} rounds, {} bytes ({} disk bytes), {:?} total, downtime {:?}",
-        request.target,
-        stats.rounds,
-        stats.bytes_sent,
-        stats.disk_bytes,
-        stats.elapsed,
-        stats.downtime.unwrap_or_default()
+    tracing::info!(
+        target_address = %request.target,
+        rounds = stats.rounds,
+        bytes = stats.bytes_sent,
+        disk_bytes = stats.disk_bytes,
+        elapsed_ms = u64::try_from(stats.elapsed.as_millis()).unwrap_or(u64::MAX),
+        downtime_ms = u64::try_from(stats.downtime.unwrap_or_default().as_millis()).unwrap_or(u64::MAX),
+        "migrated"
     );
     Ok(())
 }

@@ -142,9 +142,10 @@ impl ControlServer {
         };
         if let Some(line) = pending {
             let answer = handle(&target, &line);
-            eprintln!(
-                "kubevirt-launcher: applied what was asked while the VM was being set up: {} -> {answer}",
-                line.trim()
+            tracing::info!(
+                request = %line.trim(),
+                reply = %answer.trim(),
+                "applied what was asked while the VM was being set up"
             );
         }
     }

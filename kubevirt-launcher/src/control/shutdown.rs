@@ -53,9 +53,9 @@ impl Shutdowns {
                     std::thread::sleep(Duration::from_millis(20));
                 }
                 if !machine.is_finished() {
-                    eprintln!(
-                        "kubevirt-launcher: the guest did not power off within {}s: stopping it",
-                        grace.as_secs()
+                    tracing::warn!(
+                        grace_period_seconds = grace.as_secs(),
+                        "the guest did not power off within its grace period: stopping it"
                     );
                     machine.vm().stop();
                 }

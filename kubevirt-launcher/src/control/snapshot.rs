@@ -94,7 +94,7 @@ fn take(target: &Target, dir: &Path) -> String {
     }
     let result = vm.snapshot(dir);
     if was_running && let Err(e) = vm.resume() {
-        eprintln!("kubevirt-launcher: resuming the guest after its snapshot: {e}");
+        tracing::error!(error = %e, "resuming the guest after its snapshot failed");
     }
     match result {
         Ok(info) => encode_ok(&SnapshotReply {

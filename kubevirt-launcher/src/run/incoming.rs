@@ -75,9 +75,9 @@ fn accept(addr: &IncomingAddr) -> io::Result<Conn> {
         IncomingAddr::Unix(path) => {
             let _ = std::fs::remove_file(path);
             let listener = UnixListener::bind(path)?;
-            eprintln!(
-                "kubevirt-launcher: waiting for the migration source on unix:{}",
-                path.display()
+            tracing::info!(
+                address = %format_args!("unix:{}", path.display()),
+                "waiting for the migration source"
             );
             let (s, _) = listener.accept()?;
             let _ = std::fs::remove_file(path);
@@ -86,7 +86,7 @@ fn accept(addr: &IncomingAddr) -> io::Result<Conn> {
         }
         IncomingAddr::Tcp(a) => {
             let listener = TcpListener::bind(a)?;
-            eprintln!("kubevirt-launcher: waiting for the migration source on tcp:{a}");
+            tracing::info!(address = %format_args!("tcp:{a}"), "waiting for the migration source");
             let (s, _) = listener.accept()?;
             s.set_read_timeout(Some(READ_TIMEOUT))?;
             s.set_nodelay(true)?;

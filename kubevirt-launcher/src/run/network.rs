@@ -172,7 +172,7 @@ pub fn attach(
             .spawn(move || {
                 crate::confine::enter(crate::confine::ThreadKind::Dhcp);
                 if let Err(e) = serve(&socket, &server, &stop) {
-                    eprintln!("kubevirt-launcher: DHCP server stopped: {e}");
+                    tracing::error!(error = %e, "the DHCP server stopped");
                 }
             })
             .map_err(dhcp_err)?

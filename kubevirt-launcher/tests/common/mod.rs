@@ -176,6 +176,11 @@ impl Launcher {
         )
     }
 
+    /// The launcher's own messages so far (its log on stderr), without the console.
+    pub fn messages(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
     fn shows(&self, text: &str) -> bool {
         self.stdout.lock().unwrap().contains(text) || self.stderr.lock().unwrap().contains(text)
     }
