@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex};
 
 use kvm_bindings::{KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY, kvm_pit_config};
-use kvm_ioctls::{Cap, Kvm};
+use kvm_ioctls::{Cap, Kvm, VmFd};
 use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
 
 use super::error::{KVM_API_VERSION, vm_ioctl};
@@ -146,13 +146,7 @@ impl VmBuilder {
         let mut mmio_bus = Bus::new("mmio");
         let com1 = match config.serial {
             Some(console) => {
-                let irq = IrqTrigger::new().map_err(|source| VmError::IrqEventFd {
-                    irq: COM1_IRQ,
-                    source,
-                })?;
-                vm_fd
-                    .register_irqfd(irq.eventfd(), COM1_IRQ)
-                    .map_err(vm_ioctl("KVM_IRQFD (COM1)"))?;
+                let irq = irqfd_trigger(&vm_fd, COM1_IRQ, "KVM_IRQFD (COM1)")?;
                 let dev = Arc::new(Mutex::new(SerialDevice::new(
                     irq,
                     ConsoleOutput::open(console)?,
@@ -188,13 +182,7 @@ impl VmBuilder {
                 u64::from(SLEEP_CONTROL_PORT),
                 POWER_PORT_SPAN,
             )?;
-            let irq = IrqTrigger::new().map_err(|source| VmError::IrqEventFd {
-                irq: GED_IRQ,
-                source,
-            })?;
-            vm_fd
-                .register_irqfd(irq.eventfd(), GED_IRQ)
-                .map_err(vm_ioctl("KVM_IRQFD (ACPI GED)"))?;
+            let irq = irqfd_trigger(&vm_fd, GED_IRQ, "KVM_IRQFD (ACPI GED)")?;
             let ged = Ged::new(Arc::new(irq));
             power_button = Some(ged.events());
             mmio_bus.insert(Arc::new(Mutex::new(ged)), GED_MMIO_ADDR, GED_MMIO_SIZE)?;
@@ -312,4 +300,13 @@ pub(super) struct Restored {
 fn ram_split(mem: &GuestMemoryMmap) -> (u64, u64) {
     let mut regions = mem.iter().map(|r| r.len());
     (regions.next().unwrap_or(0), regions.sum())
+}
+
+/// A new interrupt line that raises `gsi` through a KVM irqfd (`ioctl` names it in errors).
+fn irqfd_trigger(vm_fd: &VmFd, gsi: u32, ioctl: &'static str) -> Result<IrqTrigger, VmError> {
+    let irq = IrqTrigger::new().map_err(|source| VmError::IrqEventFd { irq: gsi, source })?;
+    vm_fd
+        .register_irqfd(irq.eventfd(), gsi)
+        .map_err(vm_ioctl(ioctl))?;
+    Ok(irq)
 }
