@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Instant;
 
-use kubevirt_testsupport::{Profile, demo_image, eventually, kubectl, tempdir};
+use kubevirt_testsupport::{Profile, demo_image, eventually, free_port, kubectl, tempdir};
 use support::Plane;
 
 #[allow(dead_code)] // the shared support module has more than this test uses
@@ -58,14 +58,6 @@ spec:
     )
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 struct Forward(Child);
 
 impl Drop for Forward {
@@ -103,7 +95,7 @@ fn port_forward_reaches_the_guests_http_service_and_names_a_closed_port() {
         (String::from_utf8_lossy(&o.stdout) == "Running").then_some(())
     });
 
-    let port = free_port();
+    let port = free_port().expect("a free port on the loopback");
     let mut child = Command::new(VIRTCTL)
         .env("KUBECONFIG", k)
         .args(["port-forward", "vm/web", &format!("{port}:80")])

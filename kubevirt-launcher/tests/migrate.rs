@@ -130,15 +130,6 @@ fn a_migration_to_a_target_that_is_not_listening_fails_and_the_guest_runs_on() {
 
 const TARGET_UID: &str = "7b2d1e8f-migrate-target";
 
-/// A free TCP port on the loopback.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Types `text` on the launcher's console socket and reads until `want` shows.
 fn console_round_trip(run_dir: &Path, text: &str, want: &str) -> String {
     use std::io::{Read, Write};
@@ -176,7 +167,8 @@ fn a_serve_target_in_its_pod_receives_the_guest_over_tcp() {
     }
 
     // The target pod's launcher: `serve --incoming`, started by the node agent's `start`.
-    let addr = format!("tcp:127.0.0.1:{}", free_port());
+    let port = kubevirt_testsupport::free_port().expect("a free port on the loopback");
+    let addr = format!("tcp:127.0.0.1:{port}");
     let mut cmd = common::serve_command(dst.path(), ("default", "mover"), TARGET_UID, &[]);
     cmd.args(["--incoming", &addr]);
     let mut target = Launcher::spawn(cmd);

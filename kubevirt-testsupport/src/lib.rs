@@ -5,7 +5,8 @@
 //! ([`launcher_binary`]), finding a file under a run directory ([`find_file`]) and the demo
 //! guest's OCI image (`demo_image`, feature `demo-image`, on by default) and its VMI and VM
 //! ([`demo_vmi`], [`DemoVm`]), container images built
-//! from a file tree ([`oci`]) and a private registry to push them to ([`registry`]).
+//! from a file tree ([`oci`]), a private registry to push them to ([`registry`]) and a TCP
+//! port for a test's server ([`free_port`]).
 //!
 //! A development crate (`publish = false`): products never depend on it, only `[dev-dependencies]`.
 #![deny(missing_docs)]
@@ -16,6 +17,7 @@ mod dir;
 mod fixtures;
 mod kubectl;
 pub mod oci;
+mod port;
 mod process;
 pub mod registry;
 mod wait;
@@ -25,6 +27,7 @@ pub use demo::{DemoVm, demo_vmi};
 pub use dir::{TestDir, find_file, tempdir};
 pub use fixtures::{fixture, fixtures_dir};
 pub use kubectl::kubectl;
+pub use port::free_port;
 pub use process::{launchers_in, process_alive};
 pub use wait::{TIMEOUT, eventually, eventually_async, eventually_within};
 

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::free_port;
 use crate::oci::{OciImage, digest};
 
 /// Where Debian installs the registry.
@@ -69,12 +70,6 @@ fn request(
         digest: header("docker-content-digest"),
         body: raw[split + 4..].to_vec(),
     })
-}
-
-fn free_port() -> io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 impl Registry {

@@ -223,14 +223,7 @@ pub fn virtio_blk_check() -> Result<TestGuest, TestGuestError> {
         a.call(pci.regions)?;
         a.mov(rsi, r8)?;
         virtio_pci::reset(a)?;
-        for word in [0u32, 1] {
-            virtio_pci::device_features(a, word)?;
-            a.mov(
-                dword_ptr(r15 + (RES_FEATURES as i32 + 4 * word as i32)),
-                eax,
-            )?;
-        }
-        a.mov(eax, dword_ptr(r15 + RES_FEATURES as i32))?;
+        virtio_pci::store_device_features(a, RES_FEATURES)?;
         a.and(eax, OFFERED_LOW as i32)?;
         // The rng acknowledges no device-specific feature.
         a.mov(rcx, KIND_ADDR)?;

@@ -18,7 +18,8 @@ use iced_x86::IcedError;
 use crate::virtio::status;
 use iced_x86::code_asm::{
     AsmRegister64, CodeAssembler, CodeLabel, al, ax, byte_ptr, dword_ptr, dx, eax, ebx, ecx, edi,
-    esi, ptr, qword_ptr, r8, r9, r10, r10d, r11, r12, r12d, r13d, rax, rbx, rdi, rsi, word_ptr,
+    esi, ptr, qword_ptr, r8, r9, r10, r10d, r11, r12, r12d, r13d, r15, rax, rbx, rdi, rsi,
+    word_ptr,
 };
 
 /// Modern virtio-blk (vendor 0x1af4, device 0x1042), as read from config dword 0.
@@ -218,6 +219,16 @@ pub fn reset(a: &mut CodeAssembler) -> Result<(), IcedError> {
 pub fn device_features(a: &mut CodeAssembler, word: u32) -> Result<(), IcedError> {
     a.mov(dword_ptr(rsi + DEVICE_FEATURE_SELECT), word)?;
     a.mov(eax, dword_ptr(rsi + DEVICE_FEATURE))
+}
+
+/// Stores the device's 64 feature bits at `[R15 + offset]` (RSI = the common configuration);
+/// EAX = bits 0-31.
+pub fn store_device_features(a: &mut CodeAssembler, offset: u64) -> Result<(), IcedError> {
+    for word in [0u32, 1] {
+        device_features(a, word)?;
+        a.mov(dword_ptr(r15 + (offset as i32 + 4 * word as i32)), eax)?;
+    }
+    a.mov(eax, dword_ptr(r15 + offset as i32))
 }
 
 /// Accepts EAX as feature bits 0-31 and VERSION_1 alone of bits 32-63, sets FEATURES_OK and

@@ -3,9 +3,12 @@
 use std::path::Path;
 use std::time::Duration;
 
+use super::assemble::Restored;
 use super::{PAUSE_TIMEOUT, Vm, VmBuilder, VmConfig, VmError};
+use crate::memory;
 use crate::snapshot::{
-    self, MachineState, SnapshotError, SnapshotInfo, SnapshotState, resume_devices, save_devices,
+    self, LoadedSnapshot, MachineState, SnapshotError, SnapshotInfo, SnapshotState,
+    map_memory_file, resume_devices, save_devices,
 };
 
 /// How long the parked vCPUs get to hand over their state.
@@ -95,6 +98,45 @@ impl Vm {
     pub fn restore(config: VmConfig, dir: &Path) -> Result<Vm, VmError> {
         VmBuilder::new(config).restore(dir)
     }
+}
+
+impl VmBuilder {
+    /// Builds the VM from the snapshot in `dir` instead of booting `config.boot`: guest RAM
+    /// is mapped from the snapshot (lazily, copy-on-write), vCPUs, irqchip, clock and devices
+    /// get their saved state, and [`Vm::start`] resumes the guest where it was. The
+    /// configuration must be the one the snapshot was taken with, and the builder must have
+    /// the same extra devices (see [`crate::snapshot`]).
+    ///
+    /// # Errors
+    /// [`VmError::Snapshot`] when the snapshot is unreadable, of another format version,
+    /// corrupt, truncated, or does not match the configuration or the devices (checked before
+    /// anything runs); otherwise as [`VmBuilder::build`].
+    pub fn restore(self, dir: &Path) -> Result<Vm, VmError> {
+        let snapshot =
+            LoadedSnapshot::load(dir, self.config.vcpus, self.config.memory_size)?;
+        let memory = map_memory_file(
+            &snapshot.memory_file,
+            &snapshot.memory_path,
+            &snapshot.state.layout,
+            &memory::ram_ranges(self.config.memory_size),
+            self.config.memory.prefault,
+        )
+        .map_err(SnapshotError::from)?;
+        let firmware = load_firmware(dir)?;
+        let vm = self.build_from(Some(Restored {
+            state: snapshot.state,
+            memory,
+        }))?;
+        if let Some(f) = &firmware {
+            vm.load_firmware_state(Some(f))
+                .map_err(|why| SnapshotError::Firmware {
+                    path: dir.join(crate::snapshot::FIRMWARE_FILE),
+                    why,
+                })?;
+        }
+        Ok(vm)
+    }
+
 }
 
 /// Reads the firmware state of the snapshot in `dir`, if it has one (snapshots of VMs that

@@ -36,42 +36,9 @@ pub(crate) fn open_locked(
     read_only: bool,
     flags: libc::c_int,
 ) -> Result<File, BackendError> {
-    let (mode, mode_verb) = if read_only {
-        ("read-only", "read")
-    } else {
-        ("read-write", "read and write")
-    };
-    let file = OpenOptions::new()
-        .read(true)
-        .write(!read_only)
-        .custom_flags(flags)
-        .open(path)
-        .map_err(|source| BackendError::Open {
-            path: path.to_owned(),
-            mode,
-            mode_verb,
-            source,
-        })?;
-    let kind = if read_only {
-        LockKind::Shared
-    } else {
-        LockKind::Exclusive
-    };
-    match try_lock(&file, kind) {
-        Ok(true) => Ok(file),
-        Ok(false) => Err(BackendError::InUse {
-            path: path.to_owned(),
-            held: if read_only {
-                "it is open for writing elsewhere"
-            } else {
-                "it is open elsewhere"
-            },
-        }),
-        Err(source) => Err(BackendError::Lock {
-            path: path.to_owned(),
-            source,
-        }),
-    }
+    let file = open_unlocked(path, read_only, flags)?;
+    activate(&file, path, read_only)?;
+    Ok(file)
 }
 
 /// Opens the image at `path` as [`open_locked`] does, but a read-write open takes no lock yet:
@@ -88,15 +55,26 @@ pub(crate) fn open_inactive(
     if read_only {
         return open_locked(path, true, flags);
     }
+    open_unlocked(path, false, flags)
+}
+
+/// Opens the image at `path` read-only or read-write with the extra `open(2)` `flags`, taking
+/// no lock.
+fn open_unlocked(path: &Path, read_only: bool, flags: libc::c_int) -> Result<File, BackendError> {
+    let (mode, mode_verb) = if read_only {
+        ("read-only", "read")
+    } else {
+        ("read-write", "read and write")
+    };
     OpenOptions::new()
         .read(true)
-        .write(true)
+        .write(!read_only)
         .custom_flags(flags)
         .open(path)
         .map_err(|source| BackendError::Open {
             path: path.to_owned(),
-            mode: "read-write",
-            mode_verb: "read and write",
+            mode,
+            mode_verb,
             source,
         })
 }
