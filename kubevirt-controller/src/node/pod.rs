@@ -124,6 +124,8 @@ pub async fn prepare_network(
         .arg("--netns")
         .arg(format!("/proc/{pid}/ns/net"))
         .args(["--tap-owner", &TAP_OWNER.to_string(), "--vmi", "-"])
+        // One JSON object a line (upstream's keys): the failure's message and error fields.
+        .args(["--log-format", "json"])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -142,7 +144,7 @@ pub async fn prepare_network(
         .lines()
         .rev()
         .find(|l| !l.trim().is_empty())
-        .map(|l| l.trim().trim_start_matches("error: ").to_string());
+        .map(said_in);
     let what = match out.status.code() {
         Some(POD_NETWORK_INVALID) => "the VMI's pod network is invalid".to_string(),
         Some(POD_NETWORK_FAILED) => "a set-up step failed".to_string(),
@@ -153,6 +155,22 @@ pub async fn prepare_network(
         Some(s) => format!("{what}: {s}"),
         None => what,
     }))
+}
+
+/// What a `pod-network` log line says: its `msg` and `error` fields (`--log-format json`),
+/// else the line itself.
+fn said_in(line: &str) -> String {
+    let line = line.trim();
+    let Ok(serde_json::Value::Object(fields)) = serde_json::from_str(line) else {
+        return line.trim_start_matches("error: ").to_string();
+    };
+    let text = |k: &str| fields.get(k).and_then(serde_json::Value::as_str);
+    match (text("msg"), text("error")) {
+        (Some(m), Some(e)) => format!("{m}: {e}"),
+        (Some(m), None) => m.to_string(),
+        (None, Some(e)) => e.to_string(),
+        (None, None) => line.to_string(),
+    }
 }
 
 /// `report` with `pod_ip` as the address of every masquerade interface: the guest hides behind
@@ -199,6 +217,14 @@ mod tests {
             guest_ip: Some(ip.into()),
             binding: binding.into(),
         }
+    }
+
+    #[test]
+    fn a_pod_network_failure_reads_as_its_log_lines_message_and_error() {
+        let json = r#"{"level":"error","msg":"preparing the pod network failed","error":"no eth0","component":"virt-launcher"}"#;
+        assert_eq!(said_in(json), "preparing the pod network failed: no eth0");
+        assert_eq!(said_in("error: plain words"), "plain words");
+        assert_eq!(said_in(r#"{"msg":"only this"}"#), "only this");
     }
 
     fn config(root: &Path) -> NodeConfig {
