@@ -213,12 +213,7 @@ pub(super) async fn target(
         && let Some(why) = super::pod::start(&mut guard, vmi, &ctx.config, working_dir).await?
     {
         let why = format!("the target could not be started: {why}");
-        patch_state(
-            api,
-            vmi,
-            json!({"failed": true, "completed": true, "failureReason": why, "endTimestamp": now()}),
-        )
-        .await?;
+        patch_state(api, vmi, failed(why)).await?;
         return Ok(TargetStep::Poll);
     }
     if let Report::Exited { last, .. } = &report {
@@ -227,13 +222,7 @@ pub(super) async fn target(
             .and_then(|l| l.reason.clone())
             .unwrap_or_else(|| "it exited".into());
         let why = format!("the target launcher ended: {why}");
-        patch_state(
-            api,
-            vmi,
-            json!({"failed": true, "completed": true,
-            "failureReason": why, "endTimestamp": now()}),
-        )
-        .await?;
+        patch_state(api, vmi, failed(why)).await?;
         return Ok(TargetStep::Poll);
     }
     if m.target_node_address.is_none() && dir.join(INCOMING_SOCKET).exists() {
@@ -291,24 +280,12 @@ pub(super) async fn source(
     if m.start_timestamp.is_some() {
         // Started by an agent before this one, and its launcher knows of no migration.
         let why = "the node agent restarted before the migration started";
-        patch_state(
-            api,
-            vmi,
-            json!({"failed": true, "completed": true,
-            "failureReason": why, "endTimestamp": now()}),
-        )
-        .await?;
+        patch_state(api, vmi, failed(why)).await?;
         return Ok(None);
     }
     let Some(peers) = ctx.config.peers.clone() else {
         let why = "this node agent knows no way to reach other node agents (no endpoint)";
-        patch_state(
-            api,
-            vmi,
-            json!({"failed": true, "completed": true,
-            "failureReason": why, "endTimestamp": now()}),
-        )
-        .await?;
+        patch_state(api, vmi, failed(why)).await?;
         return Ok(None);
     };
     let socket = l.run_dir().join(OUTGOING_SOCKET);
@@ -345,13 +322,7 @@ pub(super) async fn source(
         }
         Err(e) => {
             let why = format!("the source launcher refused to migrate: {e}");
-            patch_state(
-                api,
-                vmi,
-                json!({"failed": true, "completed": true,
-                "failureReason": why, "endTimestamp": now()}),
-            )
-            .await?;
+            patch_state(api, vmi, failed(why)).await?;
         }
     }
     Ok(None)
@@ -366,6 +337,12 @@ fn outcome(p: &MigrationStatus) -> Value {
         .error
         .clone()
         .unwrap_or_else(|| "the source launcher failed the migration".into());
+    failed(&why)
+}
+
+/// The migration state fields of a migration that failed for `why`.
+fn failed(why: impl AsRef<str>) -> Value {
+    let why = why.as_ref();
     json!({"failed": true, "completed": true, "failureReason": why, "endTimestamp": now()})
 }
 
