@@ -195,6 +195,38 @@ fn virtctl_migrate_moves_the_running_guest_to_a_new_launcher_pod() {
             Some(p) => (p["status"]["phase"] == "Succeeded").then_some(()),
         }
     });
+    // The story in `kubectl get events`, with upstream's reasons.
+    eventually("the migration's events", 30, || {
+        let list: Value =
+            serde_json::from_str(&up.ok(&["get", "events", "-o", "json"], None)).ok()?;
+        let seen = |kind: &str, reason: &str, message: &str| {
+            list["items"].as_array().into_iter().flatten().any(|e| {
+                e["involvedObject"]["kind"] == kind
+                    && e["reason"] == reason
+                    && e["message"]
+                        .as_str()
+                        .is_some_and(|m| m.starts_with(message))
+            })
+        };
+        (seen(
+            "VirtualMachineInstance",
+            "Migrating",
+            "VirtualMachineInstance is migrating.",
+        ) && seen(
+            "VirtualMachineInstance",
+            "Migrated",
+            &format!("The VirtualMachineInstance migrated to node {NODE}."),
+        ) && seen(
+            "VirtualMachineInstanceMigration",
+            "SuccessfulCreate",
+            "Created migration target pod virt-launcher-demo-",
+        ) && seen(
+            "VirtualMachineInstanceMigration",
+            "SuccessfulMigration",
+            "Source node reported migration succeeded",
+        ))
+        .then_some(())
+    });
     // The subresource API reaches the guest where it runs now.
     let out = virtctl(&up, &["pause", "vmi", "demo"]);
     assert!(

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Recorder, assert_stream_finished, marks_of, wait};
+use common::{Recorder, assert_stream_finished, marks_of, migrate, wait};
 use kubevirt_vmm::migration::{IGNORE_VMM_WRITES, MigrationPhase};
 use kubevirt_vmm::testguest::REPORT_PORT;
 use kubevirt_vmm::testguest::blk_stream_run::create_image;
@@ -53,26 +53,6 @@ fn dirty_config() -> VmConfig {
     VmConfig::new(1, DIRTY_RAM, guest.boot_source())
         .with_serial(ConsoleConfig::Sink)
         .with_debug_exit()
-}
-
-/// Migrates `source` into `target` over a socket pair: the target receives on a thread.
-fn migrate(
-    source: &Vm,
-    target: VmBuilder,
-    options: &MigrationOptions,
-    control: &MigrationControl,
-) -> (
-    Result<MigrationProgress, MigrationError>,
-    Result<Vm, MigrationError>,
-) {
-    let (mut a, mut b) = UnixStream::pair().unwrap();
-    for s in [&a, &b] {
-        s.set_read_timeout(Some(common::GUEST_TIMEOUT)).unwrap();
-    }
-    let receiver = std::thread::spawn(move || target.migrate_from(&mut b));
-    let sent = source.migrate_to(&mut a, options, control);
-    drop(a);
-    (sent, receiver.join().unwrap())
 }
 
 fn report(what: &str, p: &MigrationProgress) {

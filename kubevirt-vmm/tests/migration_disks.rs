@@ -10,15 +10,15 @@ mod common;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 
-use common::{Recorder, assert_stream_finished, marks_of, wait};
+use common::{Recorder, assert_stream_finished, marks_of, migrate, wait};
 use kubevirt_vmm::testguest::REPORT_PORT;
 use kubevirt_vmm::testguest::blk_stream_run::create_image;
 use kubevirt_vmm::testguest::programs::{self, COUNTER_ADDR};
 use kubevirt_vmm::testguest::virtio_blk_stream::{Marks, STREAM_MEMORY_SIZE, virtio_blk_stream};
 use kubevirt_vmm::virtio::block::{Block, BlockBackend, DiskMigration, GuestBuffers, RawFile};
 use kubevirt_vmm::{
-    ConsoleConfig, ExitReason, MigrationControl, MigrationError, MigrationOptions,
-    MigrationProgress, Vm, VmBuilder, VmConfig, VmState,
+    ConsoleConfig, ExitReason, MigrationControl, MigrationError, MigrationOptions, Vm, VmConfig,
+    VmState,
 };
 use vm_memory::{Bytes, GuestAddress};
 use vmm_sys_util::tempdir::TempDir;
@@ -42,26 +42,6 @@ fn dirty_config() -> VmConfig {
     VmConfig::new(1, DIRTY_RAM, guest.boot_source())
         .with_serial(ConsoleConfig::Sink)
         .with_debug_exit()
-}
-
-/// Migrates `source` into `target` over a socket pair: the target receives on a thread.
-fn migrate(
-    source: &Vm,
-    target: VmBuilder,
-    options: &MigrationOptions,
-    control: &MigrationControl,
-) -> (
-    Result<MigrationProgress, MigrationError>,
-    Result<Vm, MigrationError>,
-) {
-    let (mut a, mut b) = UnixStream::pair().unwrap();
-    for s in [&a, &b] {
-        s.set_read_timeout(Some(common::GUEST_TIMEOUT)).unwrap();
-    }
-    let receiver = std::thread::spawn(move || target.migrate_from(&mut b));
-    let sent = source.migrate_to(&mut a, options, control);
-    drop(a);
-    (sent, receiver.join().unwrap())
 }
 
 fn assert_source_counts_on(source: &Vm) {

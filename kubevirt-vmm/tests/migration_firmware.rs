@@ -10,7 +10,6 @@
 mod common;
 
 use std::os::unix::fs::FileExt;
-use std::os::unix::net::UnixStream;
 use std::path::Path;
 
 use kubevirt_vmm::{
@@ -52,18 +51,12 @@ fn migrate(
     Result<MigrationProgress, MigrationError>,
     Result<Vm, MigrationError>,
 ) {
-    let (mut a, mut b) = UnixStream::pair().unwrap();
-    for s in [&a, &b] {
-        s.set_read_timeout(Some(common::GUEST_TIMEOUT)).unwrap();
-    }
-    let receiver = std::thread::spawn(move || target.migrate_from(&mut b));
-    let sent = source.migrate_to(
-        &mut a,
+    common::migrate(
+        source,
+        target,
         &MigrationOptions::default(),
         &MigrationControl::new(),
-    );
-    drop(a);
-    (sent, receiver.join().unwrap())
+    )
 }
 
 /// The source's firmware with a variable store the guest wrote (a pattern), and a target

@@ -20,6 +20,7 @@ use super::phase::is_final;
 use super::plan::{Step, plan};
 use super::render::target_pod_for;
 use crate::clusterconfig::ConfigHandle;
+use crate::events::Recorder;
 use crate::runtime::{SyncError, Target, tolerate_gone};
 use crate::vmi::CREATED_BY_LABEL;
 use crate::vmi::controller::{Waiting, claim_modes};
@@ -44,6 +45,7 @@ struct Context {
     client: Client,
     config: MigrationConfig,
     cluster: ConfigHandle,
+    recorder: Recorder,
 }
 
 /// Runs the migration controller until `shutdown` resolves; `on_sync` hears each outcome.
@@ -57,6 +59,7 @@ pub async fn run(
         client: client.clone(),
         config,
         cluster: crate::clusterconfig::watch(client.clone()),
+        recorder: Recorder::new(client.clone(), super::events::COMPONENT),
     };
     crate::runtime::run_with(client, context, shutdown, on_sync, reconcile, |c, _| c).await;
 }
@@ -96,8 +99,18 @@ async fn reconcile(
     for step in &p.steps {
         match (step, vmi.as_ref()) {
             (Step::CreateTargetPod, Some(vmi)) => {
-                if let Err(why) = create_target(&ctx, &pods, vmi, &uid).await? {
-                    fail_status(&mut p.status, &uid, why, now);
+                match create_target(&ctx, &pods, vmi, &uid).await? {
+                    Ok(pod) => {
+                        ctx.recorder
+                            .record(&*vmim, &super::events::target_created(&pod))
+                            .await;
+                    }
+                    Err(why) => {
+                        ctx.recorder
+                            .record(&*vmim, &super::events::target_failed(&why))
+                            .await;
+                        fail_status(&mut p.status, &uid, why, now);
+                    }
                 }
             }
             (Step::DeletePod { name, uid }, _) => {
@@ -134,6 +147,18 @@ async fn reconcile(
             _ => {}
         }
     }
+    let before = vmim.status.as_ref().and_then(|s| s.phase.clone());
+    let after = p.status.phase.clone().unwrap_or_default();
+    if before.as_deref() != Some(after.as_str()) {
+        let why = p
+            .status
+            .migration_state
+            .as_ref()
+            .and_then(|m| m.failure_reason.as_deref());
+        if let Some(note) = super::events::ended(&after, why) {
+            ctx.recorder.record(&*vmim, &note).await;
+        }
+    }
     if vmim.status.as_ref() != Some(&p.status) {
         let patch = serde_json::json!({ "status": p.status });
         tolerate_gone(
@@ -151,14 +176,14 @@ async fn reconcile(
     })
 }
 
-/// Creates the target pod of migration `uid`; `Ok(Err(why))` when it cannot be made (the
-/// migration fails with `why`).
+/// Creates the target pod of migration `uid` (`Ok(Ok(its name))`); `Ok(Err(why))` when it
+/// cannot be made (the migration fails with `why`).
 async fn create_target(
     ctx: &Context,
     pods: &Api<Pod>,
     vmi: &VirtualMachineInstance,
     uid: &str,
-) -> Result<Result<(), String>, SyncError> {
+) -> Result<Result<String, String>, SyncError> {
     let target = Target::of(vmi)?;
     let modes = match claim_modes(&ctx.client, &target.namespace, vmi).await {
         Ok(Ok(modes)) => modes,
@@ -185,7 +210,7 @@ async fn create_target(
         Err(e) => return Ok(Err(e.to_string())),
     };
     match pods.create(&PostParams::default(), &pod).await {
-        Ok(_) => Ok(Ok(())),
+        Ok(made) => Ok(Ok(made.name_any())),
         Err(kube::Error::Api(e)) if (400..500).contains(&e.code) => {
             Ok(Err(format!("the target pod was refused: {}", e.message)))
         }

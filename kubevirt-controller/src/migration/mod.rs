@@ -21,6 +21,7 @@
 
 pub mod active;
 pub mod controller;
+pub mod events;
 pub mod plan;
 pub mod render;
 

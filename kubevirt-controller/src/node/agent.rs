@@ -56,7 +56,7 @@ pub(super) struct Context {
     pub(super) config: NodeConfig,
     mode: AgentMode,
     /// Events on the VMIs, from `virt-handler` on this node.
-    recorder: Recorder,
+    pub(super) recorder: Recorder,
     /// The launchers by VMI uid. The map is locked only to look up, add or remove an entry,
     /// never across I/O: a launcher that does not answer delays its own VMI only.
     launchers: Mutex<HashMap<String, Shared>>,

@@ -26,6 +26,27 @@ pub fn phase_change(old: &str, new: &str) -> Option<Note> {
     }
 }
 
+/// The source's agent started moving the guest (virt-handler's `Migrating`).
+pub fn migrating() -> Note {
+    Note::normal("Migrating", "VirtualMachineInstance is migrating.")
+}
+
+/// The target's agent found the guest running on `node` (virt-handler's `Migrated`).
+pub fn migrated(node: &str) -> Note {
+    Note::normal(
+        "Migrated",
+        format!("The VirtualMachineInstance migrated to node {node}."),
+    )
+}
+
+/// The migration `uid` failed for `why`; the guest runs on where it was.
+pub fn migration_failed(uid: &str, why: &str) -> Note {
+    Note::warning(
+        "Migrated",
+        format!("VirtualMachineInstance migration uid {uid} failed. reason:{why}"),
+    )
+}
+
 /// The agent asks a deleted VMI's guest to shut down.
 pub fn shutting_down() -> Note {
     Note::normal("ShuttingDown", "Signaled Graceful Shutdown")
@@ -47,6 +68,12 @@ mod tests {
         assert_eq!(phase_change("Pending", "Scheduled"), None);
         let down = phase_change("Running", "Succeeded").expect("an event");
         assert_eq!((down.type_, down.reason), (EventType::Normal, "Stopped"));
+        let moved = migrated("n2");
+        assert_eq!((moved.type_, moved.reason), (EventType::Normal, "Migrated"));
+        assert_eq!(
+            moved.message,
+            "The VirtualMachineInstance migrated to node n2."
+        );
         let crashed = phase_change("Running", "Failed").expect("an event");
         assert_eq!(
             (crashed.type_, crashed.reason),

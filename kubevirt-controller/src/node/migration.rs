@@ -195,6 +195,7 @@ pub(super) async fn target(
             json!({"targetNodeDomainDetected": true, "targetNodeDomainReadyTimestamp": now()}),
         )
         .await?;
+        ctx.recorder.record(vmi, &super::events::migrated(me)).await;
         drop(guard);
         drop(l);
         let Some(l) = ctx.take_target(&id) else {
@@ -268,6 +269,10 @@ pub(super) async fn source(
     };
     if let Some(p) = progress.as_ref().filter(|p| p.is_done()) {
         let fields = outcome(p);
+        if let Some(why) = fields["failureReason"].as_str() {
+            let note = super::events::migration_failed(&id, why);
+            ctx.recorder.record(vmi, &note).await;
+        }
         patch_state(api, vmi, fields).await?;
         return Ok(None);
     }
@@ -319,6 +324,7 @@ pub(super) async fn source(
                 json!({"startTimestamp": now(), "mode": "PreCopy"}),
             )
             .await?;
+            ctx.recorder.record(vmi, &super::events::migrating()).await;
         }
         Err(e) => {
             let why = format!("the source launcher refused to migrate: {e}");

@@ -117,3 +117,24 @@ pub fn assert_stream_finished(vm: &Vm, reason: ExitReason) {
     }
     assert_eq!(errors, 0, "requests completed with a non-zero status");
 }
+
+/// Migrates `source` into `target` over a socket pair (the target receives on a thread): what
+/// each side's migration returned.
+pub fn migrate(
+    source: &Vm,
+    target: kubevirt_vmm::VmBuilder,
+    options: &kubevirt_vmm::migration::MigrationOptions,
+    control: &kubevirt_vmm::migration::MigrationControl,
+) -> (
+    Result<kubevirt_vmm::migration::MigrationProgress, kubevirt_vmm::migration::MigrationError>,
+    Result<Vm, kubevirt_vmm::migration::MigrationError>,
+) {
+    let (mut a, mut b) = std::os::unix::net::UnixStream::pair().expect("a socket pair");
+    for s in [&a, &b] {
+        s.set_read_timeout(Some(GUEST_TIMEOUT)).expect("a timeout");
+    }
+    let receiver = std::thread::spawn(move || target.migrate_from(&mut b));
+    let sent = source.migrate_to(&mut a, options, control);
+    drop(a);
+    (sent, receiver.join().expect("the receiving thread"))
+}
