@@ -75,45 +75,60 @@ fn assert_same_file(a: &Path, b: &Path) -> u64 {
     data
 }
 
-/// A raw disk whose guest writes take at least [`WRITE_PACE`] each: the stream guest then
-/// writes ~100 MiB/s whatever the host's page cache does, so it still writes when a debug-build
-/// migration pauses it (unpaced it sometimes finished its 512 MiB first).
-struct Paced(RawFile);
+/// A raw disk whose guest writes take at least [`WRITE_PACE`] each, and [`SLOW_PACE`] once the
+/// guest wrote [`PACED_WRITES`] of them: the source's stream guest then has written a good part
+/// of its disk when the migration starts, yet takes ~45 s to write it all, far longer than a
+/// debug-build migration on a loaded CI machine takes to pause it (at a flat 10 ms a request it
+/// sometimes finished its 512 MiB first, and once on CI the guest exited before the handover).
+struct Paced {
+    disk: RawFile,
+    writes: u32,
+}
 
-/// The least time one guest write request takes on a [`Paced`] disk.
+/// The least time one of the first [`PACED_WRITES`] guest write requests takes.
 const WRITE_PACE: std::time::Duration = std::time::Duration::from_millis(10);
+/// The least time each later guest write request takes.
+const SLOW_PACE: std::time::Duration = std::time::Duration::from_millis(100);
+/// How many write requests go at [`WRITE_PACE`].
+const PACED_WRITES: u32 = 64;
 
 impl BlockBackend for Paced {
     fn size(&self) -> u64 {
-        self.0.size()
+        self.disk.size()
     }
     fn read_only(&self) -> bool {
-        self.0.read_only()
+        self.disk.read_only()
     }
     fn read_at(&mut self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
-        self.0.read_at(buf, offset)
+        self.disk.read_at(buf, offset)
     }
     fn write_at(&mut self, buf: &[u8], offset: u64) -> std::io::Result<()> {
-        self.0.write_at(buf, offset)
+        self.disk.write_at(buf, offset)
     }
     fn flush(&mut self) -> std::io::Result<()> {
-        self.0.flush()
+        self.disk.flush()
     }
     fn discard(&mut self, offset: u64, len: u64) -> std::io::Result<()> {
-        self.0.discard(offset, len)
+        self.disk.discard(offset, len)
     }
     fn write_zeroes(&mut self, offset: u64, len: u64) -> std::io::Result<()> {
-        self.0.write_zeroes(offset, len)
+        self.disk.write_zeroes(offset, len)
     }
     fn allocated_extents(&mut self) -> std::io::Result<Vec<(u64, u64)>> {
-        self.0.allocated_extents()
+        self.disk.allocated_extents()
     }
     fn read_to_guest(&mut self, bufs: &GuestBuffers<'_>, offset: u64) -> std::io::Result<()> {
-        self.0.read_to_guest(bufs, offset)
+        self.disk.read_to_guest(bufs, offset)
     }
     fn write_from_guest(&mut self, bufs: &GuestBuffers<'_>, offset: u64) -> std::io::Result<()> {
-        std::thread::sleep(WRITE_PACE);
-        self.0.write_from_guest(bufs, offset)
+        let pace = if self.writes < PACED_WRITES {
+            WRITE_PACE
+        } else {
+            SLOW_PACE
+        };
+        self.writes += 1;
+        std::thread::sleep(pace);
+        self.disk.write_from_guest(bufs, offset)
     }
 }
 
@@ -124,26 +139,32 @@ fn a_local_disk_the_guest_writes_during_the_migration_is_copied_byte_for_byte() 
     create_image(&src_disk, STREAM_MIB).unwrap();
     // The target's own fresh disk, as a launcher prepares a new emptyDisk or overlay.
     create_image(&dst_disk, STREAM_MIB).unwrap();
-    let stream = |path: &Path| {
+    // The source's disk is paced; the target's is not, so the guest finishes there quickly.
+    let stream = |path: &Path, paced: bool| {
         let guest = virtio_blk_stream(STREAM_MIB, DEPTH, Marks::ReportPort).unwrap();
         let config = VmConfig::new(1, STREAM_MEMORY_SIZE, guest.boot_source())
             .with_serial(ConsoleConfig::Sink)
             .with_debug_exit();
         let marks = Recorder::shared(0);
-        let disk = Paced(RawFile::open(path, false).unwrap());
-        let block = Block::new(Box::new(disk), "copied").with_migration(DiskMigration::Copy);
+        let disk = RawFile::open(path, false).unwrap();
+        let disk: Box<dyn BlockBackend> = if paced {
+            Box::new(Paced { disk, writes: 0 })
+        } else {
+            Box::new(disk)
+        };
+        let block = Block::new(disk, "copied").with_migration(DiskMigration::Copy);
         let builder = Vm::builder(config)
             .pio_device(REPORT_PORT, 4, marks.clone())
             .virtio_device(Box::new(block));
         (builder, marks)
     };
-    let (builder, marks) = stream(&src_disk);
+    let (builder, marks) = stream(&src_disk, true);
     let source = builder.build().unwrap();
     source.start().unwrap();
     wait_for("the guest to start writing", || {
         marks_of(&marks).contains(&1)
     });
-    let (target_builder, target_marks) = stream(&dst_disk);
+    let (target_builder, target_marks) = stream(&dst_disk, false);
     // Round 0 (what it wrote so far) while it writes on, then the pause: what it wrote
     // meanwhile goes in the stop-and-copy.
     let options = MigrationOptions {
