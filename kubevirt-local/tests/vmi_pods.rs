@@ -168,6 +168,37 @@ fn a_vm_applied_with_kubectl_runs_in_its_virt_launcher_pod_and_survives_up_resta
         .unwrap();
     assert_eq!(applied, limit, "{}", cgroup.display());
 
+    // Upstream's non-root launcher: uid and gid 107 (not 0), no capabilities left once the VM
+    // runs, no new privileges, its threads under seccomp filters; /dev/kvm and the tap it opened
+    // without any capability (the runtime gave the devices to its user, the agent made the tap
+    // and the run directory its own).
+    let status = std::fs::read_to_string(format!("/proc/{launcher_pid}/status")).unwrap();
+    let field = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .map(|v| v.split_whitespace().collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
+    assert_eq!(field("Uid:"), ["107"; 4], "{status}");
+    assert_eq!(field("Gid:"), ["107"; 4], "{status}");
+    assert_eq!(field("CapEff:"), ["0000000000000000"], "{status}");
+    assert_eq!(field("NoNewPrivs:"), ["1"], "{status}");
+    let tasks: Vec<String> = std::fs::read_dir(format!("/proc/{launcher_pid}/task"))
+        .unwrap()
+        .map(|t| std::fs::read_to_string(t.unwrap().path().join("status")).unwrap())
+        .collect();
+    let confined = tasks.iter().filter(|t| t.contains("Seccomp:\t2")).count();
+    assert!(confined > 1, "{confined} of {} threads confined", tasks.len());
+    let run_dir = data.join("node/launchers").join(&vmi_uid);
+    {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(&run_dir).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (107, 107), "{}", run_dir.display());
+        let socket = std::fs::metadata(run_dir.join("control.sock")).unwrap();
+        assert_eq!(socket.uid(), 107, "the launcher made its own socket");
+    }
+
     // kill -9 of the whole `up`: the pod, its launcher and its guest keep running; a restarted
     // `up` adopts them (same pod, same launcher process), the VMI stays Running.
     let socket = data

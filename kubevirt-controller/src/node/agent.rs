@@ -36,7 +36,7 @@ use super::launcher::Launcher;
 use super::memory;
 use super::migration::{self, TargetStep};
 use super::report::{Report, patch};
-use super::{AgentMode, NodeConfig, NodeError, pod};
+use super::{AgentMode, NodeConfig, NodeError, owner, pod};
 use crate::events::Recorder;
 use crate::vm::instance::{is_deleting, is_final, phase};
 use kubevirt_launcher_protocol::{ExitStatus, FinalStatus, Phase};
@@ -144,6 +144,14 @@ pub async fn run(
         ));
     }
     let direct = mode == AgentMode::Direct;
+    if !direct {
+        // The pods' launchers share the image cache and run as LAUNCHER_UID.
+        let cache = config.cache_dir.clone();
+        let owned = tokio::task::spawn_blocking(move || owner::own_tree(&cache)).await;
+        if let Ok(Err(e)) = owned {
+            tracing::warn!(error = %e, "the image cache is not the launchers': their pulls will fail");
+        }
+    }
     let sweeper = tokio::spawn(sweep_memory_states(client.clone(), config.run_root.clone()));
     let recorder = Recorder::new(client.clone(), events::COMPONENT).on_host(&config.node_name);
     let ctx = Arc::new(Context {
@@ -349,8 +357,10 @@ async fn apply(
                 code: None,
                 last: Some(last),
             },
-            // The pod's launcher has not opened its socket yet.
+            // The pod's launcher has not opened its socket yet: a non-root one cannot until
+            // its run directory is its own.
             Ok(None) if ctx.mode != AgentMode::Direct && phase(vmi) != "Running" => {
+                owner::prepare_run_dir(&ctx.run_dir(vmi))?;
                 Report::Launching
             }
             Ok(None) => Report::Lost,

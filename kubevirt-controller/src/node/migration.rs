@@ -170,10 +170,14 @@ pub(super) async fn target(
     }
     let l = match ctx.target(&id) {
         Some(l) => l,
-        None => match Launcher::attach(&dir, &uid).await? {
-            Some(l) => ctx.add_target(&id, l),
-            None => return Ok(TargetStep::Poll),
-        },
+        None => {
+            // A non-root target launcher waits for its run directory to be its own.
+            super::owner::prepare_run_dir(&dir)?;
+            match Launcher::attach(&dir, &uid).await? {
+                Some(l) => ctx.add_target(&id, l),
+                None => return Ok(TargetStep::Poll),
+            }
+        }
     };
     let mut guard = l.lock().await;
     let report = guard.report().await;
@@ -300,6 +304,17 @@ pub(super) async fn source(
         path: socket.clone(),
         source,
     })?;
+    // The source launcher connects to it: a non-root one needs it to be its own.
+    if let Some(pid) = l.pid() {
+        let (uid, gid) = super::owner::launcher_ids(pid)?;
+        std::os::unix::fs::lchown(&socket, Some(uid), Some(gid)).map_err(|source| {
+            NodeError::Io {
+                what: "giving to the launcher",
+                path: socket.clone(),
+                source,
+            }
+        })?;
+    }
     ctx.mark_outgoing(&id);
     let ids = (
         vmi.namespace().unwrap_or_default(),

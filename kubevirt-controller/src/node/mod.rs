@@ -20,6 +20,7 @@ pub mod guest_port;
 pub mod launcher;
 pub mod memory;
 pub mod migration;
+pub mod owner;
 pub mod pod;
 pub mod report;
 
@@ -92,6 +93,9 @@ pub fn plain_http_args(registries: &[String]) -> Vec<String> {
 /// Errors of the node agent.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
+    /// Something a non-root launcher needs could not be given to it.
+    #[error("preparing for the launcher: {0}")]
+    Owner(#[from] owner::OwnerError),
     /// A file or process operation failed.
     #[error("{what} {path}: {source}")]
     Io {

@@ -18,6 +18,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
 use super::launcher::{Launcher, wants_pod_network};
+use super::owner;
 use super::report::Report;
 use super::{NodeConfig, NodeError};
 use crate::vmi::CREATED_BY_LABEL;
@@ -27,9 +28,6 @@ use crate::vmi::render::with_absolute_oci;
 pub const POD_NETWORK_INVALID: i32 = 2;
 /// Its exit code for a namespace or set-up step that failed.
 pub const POD_NETWORK_FAILED: i32 = 3;
-/// The uid that owns the pod's tap: the launcher's in the rendered pod (root in the container).
-pub const TAP_OWNER: u32 = 0;
-
 /// The run directory of the VMI with `uid` on the host: `<launcher_root>/<uid>` (the pod's
 /// `launcher` hostPath volume).
 pub fn run_dir(launcher_root: &Path, uid: &str) -> PathBuf {
@@ -58,13 +56,21 @@ pub async fn start(
         Err(why) => return Ok(Some(why)),
     };
     let network = wants_pod_network(vmi);
-    if network {
-        let Some(pid) = l.pid() else {
-            return Ok(None);
-        };
-        if let Err(why) = prepare_network(launcher, pid, vmi).await? {
-            return Ok(Some(format!("preparing the pod network failed: {why}")));
-        }
+    let Some(pid) = l.pid() else {
+        return Ok(None);
+    };
+    // What a non-root launcher cannot do itself: its claims' disks, and a tap for its uid.
+    let (uid, gid) = match owner::launcher_ids(pid) {
+        Ok(ids) => ids,
+        Err(e) => return Ok(Some(format!("reading the launcher's user: {e}"))),
+    };
+    if let Err(e) = owner::own_claims(vmi, pid, uid, gid) {
+        return Ok(Some(format!(
+            "giving the claims to the launcher failed: {e}"
+        )));
+    }
+    if network && let Err(why) = prepare_network(launcher, pid, uid, vmi).await? {
+        return Ok(Some(format!("preparing the pod network failed: {why}")));
     }
     let document = match serde_json::to_value(with_absolute_oci(vmi, working_dir)) {
         Ok(d) => d,
@@ -103,8 +109,8 @@ pub fn resume_from(
     Ok(Some(resume.content))
 }
 
-/// Runs `<launcher> pod-network --netns /proc/<pid>/ns/net --tap-owner 0 --vmi -` with `vmi` on
-/// its stdin. `Ok(Err(why))`: it refused or failed (exit 2 or 3, or killed), `why` from its
+/// Runs `<launcher> pod-network --netns /proc/<pid>/ns/net --tap-owner <uid> --vmi -` with `vmi`
+/// on its stdin: the tap is `uid`'s, the launcher's, which opens it with no capability. `Ok(Err(why))`: it refused or failed (exit 2 or 3, or killed), `why` from its
 /// stderr.
 ///
 /// # Errors
@@ -112,6 +118,7 @@ pub fn resume_from(
 pub async fn prepare_network(
     launcher: &Path,
     pid: u32,
+    uid: u32,
     vmi: &VirtualMachineInstance,
 ) -> Result<Result<(), String>, NodeError> {
     let fail = |source| NodeError::PodNetwork {
@@ -123,7 +130,7 @@ pub async fn prepare_network(
         .arg("pod-network")
         .arg("--netns")
         .arg(format!("/proc/{pid}/ns/net"))
-        .args(["--tap-owner", &TAP_OWNER.to_string(), "--vmi", "-"])
+        .args(["--tap-owner", &uid.to_string(), "--vmi", "-"])
         // One JSON object a line (upstream's keys): the failure's message and error fields.
         .args(["--log-format", "json"])
         .stdin(Stdio::piped())

@@ -5,13 +5,13 @@
 //! constraints, and requests sized as guest memory + [`super::overhead`].
 
 pub mod claims;
+pub mod security;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, HostPathVolumeSource, Pod, PodSpec, ResourceRequirements,
-    SecurityContext, Volume, VolumeMount,
+    Container, HostPathVolumeSource, Pod, PodSpec, ResourceRequirements, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
@@ -199,13 +199,9 @@ pub fn pod_for_in(
         image_pull_policy: Some("IfNotPresent".into()),
         command: Some(command),
         resources: Some(compute_resources(vmi, cluster)?),
-        // The runtime's default capabilities (what kubevirt-launcher's tests run `serve` with),
-        // no NET_ADMIN or SYS_ADMIN: the node agent builds the pod network.
-        security_context: Some(SecurityContext {
-            run_as_user: Some(0),
-            privileged: Some(false),
-            ..SecurityContext::default()
-        }),
+        // Non-root with no capabilities but NET_BIND_SERVICE (upstream's): the node agent builds
+        // the pod network and owns the run directory and disks to the launcher.
+        security_context: Some(security::compute_security(cluster)),
         volume_mounts: Some(compute_mounts),
         volume_devices: (!devices.is_empty()).then_some(devices),
         ..Container::default()
@@ -228,15 +224,7 @@ pub fn pod_for_in(
             limits: Some(quantities(&[("cpu", "15m"), ("memory", "60Mi")])),
             ..ResourceRequirements::default()
         }),
-        security_context: Some(SecurityContext {
-            run_as_user: Some(0),
-            privileged: Some(false),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".into()]),
-                add: None,
-            }),
-            ..SecurityContext::default()
-        }),
+        security_context: Some(security::container_security(cluster, &[])),
         volume_mounts: Some(mounts),
         ..Container::default()
     };
@@ -265,6 +253,7 @@ pub fn pod_for_in(
             scheduler_name: vmi.spec.scheduler_name.clone(),
             termination_grace_period_seconds: Some(grace.max(0) + EXIT_GRACE_SECONDS),
             automount_service_account_token: Some(false),
+            security_context: Some(security::pod_security(cluster)),
             containers: vec![compute, console_log],
             volumes: Some(volumes),
             ..PodSpec::default()

@@ -8,6 +8,7 @@ pub mod run;
 pub mod serve;
 pub mod signals;
 pub mod supervise;
+pub mod writable;
 
 use kubevirt_api::codec::documents_from_yaml;
 use kubevirt_api::object::Object;

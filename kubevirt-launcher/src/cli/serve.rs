@@ -9,6 +9,7 @@
 use super::SeccompMode;
 use super::signals;
 use super::supervise::{Verdict, finish, finish_with_status, launch_and_supervise};
+use super::writable;
 use kubevirt_api::object::Object;
 use kubevirt_launcher::confine;
 use kubevirt_launcher::control::{ControlServer, Identity, ServeEvent};
@@ -62,6 +63,10 @@ pub struct ServeArgs {
     /// sends instead of booting it.
     #[arg(long, value_name = "ADDR")]
     incoming: Option<String>,
+    /// How long to wait, in seconds, for the run directory to become writable: a non-root
+    /// launcher's is given to its uid by the node agent once the pod is on the node.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    run_dir_wait: u64,
 }
 
 /// How often the waiting launcher looks at its signals.
@@ -84,8 +89,6 @@ pub fn serve(args: ServeArgs) -> ExitCode {
         uid: args.uid.clone(),
     });
     signals::install();
-    // A verdict left by an earlier launcher in this directory is not this one's.
-    let _ = std::fs::remove_file(run_dir.join(FINAL_STATUS));
     let verdict = serve_in(args);
     // A guest migrated away ends the pod Completed, as upstream's: exit 0 (final.json says
     // Migrated).
@@ -100,6 +103,18 @@ fn serve_in(args: ServeArgs) -> Verdict {
     if let Err(e) = std::fs::create_dir_all(&args.run_dir) {
         return failed(format!("--run-dir {}: {e}", args.run_dir.display()));
     }
+    match writable::wait(&args.run_dir, Duration::from_secs(args.run_dir_wait)) {
+        Ok(true) => {}
+        Ok(false) => {
+            return (
+                ExitStatus::Succeeded,
+                Some("terminated before the run directory was ready".into()),
+            );
+        }
+        Err(why) => return failed(why),
+    }
+    // A verdict left by an earlier launcher in this directory is not this one's.
+    let _ = std::fs::remove_file(args.run_dir.join(FINAL_STATUS));
     let socket = args.run_dir.join(CONTROL_SOCKET);
     let identity = Identity {
         namespace: args.namespace.clone(),

@@ -4,8 +4,9 @@
 //! and builds there what [`super::masquerade`] builds for a standalone launcher: the bridge
 //! `k6t-eth0` with the gateway address, the guest's tap `tap0` (persistent, owned by the
 //! launcher's uid, so the launcher opens it without CAP_NET_ADMIN), `ip_forward` and the
-//! nftables NAT; for the bridge binding what [`super::bridge`] describes. The launcher then
-//! only opens the tap and serves DHCP.
+//! nftables NAT; for the bridge binding what [`super::bridge`] describes; for a non-root
+//! launcher, the DHCP port bindable without a capability. The launcher then only opens the tap
+//! and serves DHCP.
 //!
 //! Idempotent: each piece is looked at first and made only if missing, so a second run on a
 //! prepared namespace changes nothing (the nftables table is left as it is, counters
@@ -151,6 +152,9 @@ pub fn build(network: &NetworkPlan, opts: &PrepareOptions) -> Result<Prepared, P
         Binding::Masquerade => masquerade(&mut steps, network, opts)?,
         Binding::Bridge => super::bridge::build(&mut steps, opts)?,
     }
+    if opts.tap_owner != 0 {
+        dhcp_port_for_everyone(&mut steps)?;
+    }
     Ok(Prepared {
         changes: steps.changes,
     })
@@ -205,6 +209,23 @@ fn masquerade(
     }
     Ok(())
 }
+
+/// The DHCP server's port (67) bindable by a non-root launcher with no capability: the pod's
+/// network namespace's `net.ipv4.ip_unprivileged_port_start` at most 67 (per namespace; only the
+/// pod's own processes are in it).
+fn dhcp_port_for_everyone(steps: &mut Steps) -> Result<(), PrepareError> {
+    const KEY: &str = "net.ipv4.ip_unprivileged_port_start";
+    let now = query(&["sysctl", "-n", KEY]).unwrap_or_default();
+    if now.trim().parse::<u32>().is_ok_and(|p| p <= DHCP_SERVER_PORT) {
+        return Ok(());
+    }
+    let set = format!("{KEY}={DHCP_SERVER_PORT}");
+    steps.change(set.clone(), &["sysctl", "-q", "-w", &set], None)?;
+    Ok(())
+}
+
+/// The port the launcher's DHCP server listens on.
+const DHCP_SERVER_PORT: u32 = 67;
 
 /// The bridge `br`, holding `address` (`a.b.c.d/len`).
 pub(crate) fn bridge_with_address(

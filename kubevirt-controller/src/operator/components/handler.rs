@@ -5,8 +5,8 @@
 use serde_json::{Value, json};
 
 use super::{
-    AGENT_PORT, AGENT_TOKEN_SECRET, HANDLER_CERT_SECRET, HANDLER_METRICS_PORT, Install,
-    LAUNCHER_ROOT, rbac::HANDLER_SA,
+    AGENT_PORT, AGENT_TOKEN_SECRET, HANDLER_CERT_SECRET, HANDLER_METRICS_PORT, IMAGE_CACHE,
+    Install, LAUNCHER_ROOT, rbac::HANDLER_SA,
 };
 
 /// The DaemonSet.
@@ -27,6 +27,9 @@ pub fn args() -> Vec<String> {
         "/usr/bin/kubevirt-launcher".into(),
         "--launcher-root".into(),
         LAUNCHER_ROOT.into(),
+        // The launchers' shared image cache, which the agent gives to their non-root user.
+        "--cache-dir".into(),
+        IMAGE_CACHE.into(),
         "--endpoint-listen".into(),
         format!("0.0.0.0:{AGENT_PORT}"),
         "--endpoint-token-file".into(),
@@ -58,6 +61,7 @@ pub fn daemonset(i: &Install) -> Value {
             "add": ["NET_ADMIN", "SYS_ADMIN", "SYS_PTRACE", "KILL", "DAC_OVERRIDE", "CHOWN", "FOWNER"]}});
     container["volumeMounts"] = json!([
         {"name": "launchers", "mountPath": LAUNCHER_ROOT},
+        {"name": "image-cache", "mountPath": IMAGE_CACHE},
         {"name": "dev-net-tun", "mountPath": "/dev/net/tun"},
         {"name": "device-plugins", "mountPath": DEVICE_PLUGINS},
         {"name": "server-certs", "mountPath": CERTS, "readOnly": true},
@@ -77,6 +81,7 @@ pub fn daemonset(i: &Install) -> Value {
             "tolerations": [{"key": "CriticalAddonsOnly", "operator": "Exists"}],
             "volumes": [
                 {"name": "launchers", "hostPath": {"path": LAUNCHER_ROOT, "type": "DirectoryOrCreate"}},
+                {"name": "image-cache", "hostPath": {"path": IMAGE_CACHE, "type": "DirectoryOrCreate"}},
                 {"name": "dev-net-tun", "hostPath": {"path": "/dev/net/tun", "type": "CharDevice"}},
                 // The kubelet's device plugin sockets: the agent serves devices.kubevirt.io/*.
                 {"name": "device-plugins", "hostPath": {"path": DEVICE_PLUGINS, "type": "Directory"}},
@@ -149,6 +154,13 @@ mod tests {
             .filter_map(|v| v["hostPath"]["path"].as_str())
             .collect();
         assert!(mounted.contains(&root.to_str().unwrap()), "{mounted:?}");
+        // The image cache the launchers share, which the agent gives to their user.
+        let image_cache = pods.config().unwrap().unwrap().image_cache;
+        assert_eq!(node.cache_dir, image_cache);
+        assert!(
+            mounted.contains(&image_cache.to_str().unwrap()),
+            "{mounted:?}"
+        );
         // The device plugins are served where the kubelet looks for them.
         assert!(!node.no_device_plugins);
         assert!(

@@ -125,9 +125,16 @@ fn the_compute_container_serves_the_vmi_from_the_shared_directories() {
                {"name": "image-cache", "mountPath": "/var/cache/kubevirt-rs/images"},
                {"name": "registry-config", "mountPath": "/etc/kubevirt-rs/certs.d", "readOnly": true}])
     );
+    // Upstream's non-root launcher.
     assert_eq!(
         compute["securityContext"],
-        json!({"runAsUser": 0, "privileged": false})
+        json!({"runAsUser": 107, "runAsGroup": 107, "runAsNonRoot": true, "privileged": false,
+               "allowPrivilegeEscalation": false,
+               "capabilities": {"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]}})
+    );
+    assert_eq!(
+        p["spec"]["securityContext"],
+        json!({"runAsUser": 107, "runAsGroup": 107, "runAsNonRoot": true})
     );
     assert_eq!(
         p["spec"]["volumes"],
@@ -158,7 +165,8 @@ fn the_compute_container_serves_the_vmi_from_the_shared_directories() {
     );
     assert_eq!(
         log["securityContext"],
-        json!({"runAsUser": 0, "privileged": false, "capabilities": {"drop": ["ALL"]}})
+        json!({"runAsUser": 107, "runAsGroup": 107, "runAsNonRoot": true, "privileged": false,
+               "allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}})
     );
 }
 

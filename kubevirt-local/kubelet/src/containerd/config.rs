@@ -179,6 +179,9 @@ state = {state}
   # Never ask for a lower OOM score than containerd has: in a container (as in CI) lowering it is
   # refused and every sandbox would fail (runc: "can't get final child's PID from pipe").
   restrict_oom_score_adj = true
+  # A device a pod gets (/dev/kvm, /dev/net/tun, a Block claim) belongs to the container's
+  # runAsUser and runAsGroup, as a non-root virt-launcher needs (upstream asks the same of nodes).
+  device_ownership_from_security_context = true
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
     default_runtime_name = "runc"
