@@ -6,7 +6,7 @@ use kubevirt_api::codec::documents_from_yaml;
 use kubevirt_api::object::Object;
 use kubevirt_api::validation::ErrorKind;
 use kubevirt_launcher::plan::{
-    BootPlan, CacheMode, DiskSource, LaunchPlan, PlanErrors, from_document,
+    BootPlan, CacheMode, DiskSource, ErrorPolicy, LaunchPlan, PlanErrors, from_document,
 };
 
 fn plan_of(yaml: &str) -> Result<LaunchPlan, PlanErrors> {
@@ -230,6 +230,33 @@ fn invalid_documents_are_refused_by_the_api_validation() {
     assert!(
         err.contains("spec.template.spec.domain.devices.interfaces[0].macAddress")
             && err.contains("is not a MAC address"),
+        "{err}"
+    );
+}
+
+/// `errorPolicy`: upstream's default `stop` (the VM pauses on a disk error), the value given,
+/// and an unknown one refused at its path.
+#[test]
+fn a_disks_error_policy_is_stop_by_default_or_as_given() {
+    let plan = plan_of(DEMO).expect("plan");
+    assert!(
+        plan.disks
+            .iter()
+            .all(|d| d.error_policy == ErrorPolicy::Stop)
+    );
+    let given = DEMO.replace(
+        "cache: writeback,",
+        "cache: writeback, errorPolicy: enospace,",
+    );
+    assert_ne!(given, DEMO, "the demo's first disk line changed");
+    let plan = plan_of(&given).expect("plan");
+    assert_eq!(plan.disks[0].error_policy, ErrorPolicy::Enospace);
+    let err = plan_of(&DEMO.replace("cache: writeback,", "cache: writeback, errorPolicy: pause,"))
+        .unwrap_err();
+    assert_eq!(err.0.len(), 1, "{err}");
+    assert_eq!(
+        err.0[0].path.as_str(),
+        "spec.template.spec.domain.devices.disks[0].errorPolicy",
         "{err}"
     );
 }

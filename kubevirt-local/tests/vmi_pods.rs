@@ -189,12 +189,21 @@ fn a_vm_applied_with_kubectl_runs_in_its_virt_launcher_pod_and_survives_up_resta
         .map(|t| std::fs::read_to_string(t.unwrap().path().join("status")).unwrap())
         .collect();
     let confined = tasks.iter().filter(|t| t.contains("Seccomp:\t2")).count();
-    assert!(confined > 1, "{confined} of {} threads confined", tasks.len());
+    assert!(
+        confined > 1,
+        "{confined} of {} threads confined",
+        tasks.len()
+    );
     let run_dir = data.join("node/launchers").join(&vmi_uid);
     {
         use std::os::unix::fs::MetadataExt;
         let meta = std::fs::metadata(&run_dir).unwrap();
-        assert_eq!((meta.uid(), meta.gid()), (107, 107), "{}", run_dir.display());
+        assert_eq!(
+            (meta.uid(), meta.gid()),
+            (107, 107),
+            "{}",
+            run_dir.display()
+        );
         let socket = std::fs::metadata(run_dir.join("control.sock")).unwrap();
         assert_eq!(socket.uid(), 107, "the launcher made its own socket");
     }

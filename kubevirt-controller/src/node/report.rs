@@ -42,6 +42,10 @@ pub fn patch(
     report: &Report,
     now: Timestamp,
 ) -> Option<Value> {
+    let io_error = match report {
+        Report::Status(s) if s.paused => s.io_error.clone(),
+        _ => None,
+    };
     let (phase, reason, paused, interfaces) = match report {
         Report::Launching => (Phase::Scheduled, None, false, vec![]),
         Report::Status(s) => (
@@ -92,8 +96,15 @@ pub fn patch(
         "type": "Ready",
         "status": if phase == "Running" && !paused { "True" } else { "False" },
     })];
-    if paused {
-        conditions.push(json!({"type": "Paused", "status": "True", "reason": "PausedByUser"}));
+    match (paused, io_error) {
+        // A disk's error policy paused it (upstream's reason and message).
+        (true, Some(error)) => conditions.push(json!({"type": "Paused", "status": "True",
+            "reason": "PausedIOError",
+            "message": format!("VMI was paused, low-level IO error detected: {error}")})),
+        (true, None) => {
+            conditions.push(json!({"type": "Paused", "status": "True", "reason": "PausedByUser"}))
+        }
+        (false, _) => {}
     }
     // Keep the transition time of a condition whose status did not change.
     for c in &mut conditions {

@@ -106,6 +106,10 @@ pub struct Status {
     /// The vCPUs are paused.
     #[serde(default)]
     pub paused: bool,
+    /// Why a disk paused them (its error policy stops on the backend's error; unpause runs
+    /// the failed request again). Additive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub io_error: Option<String>,
     /// How often the guest was restarted (guest reboots, resets).
     #[serde(default)]
     pub restarts: u32,
@@ -236,6 +240,7 @@ mod tests {
             phase: Phase::Running,
             reason: None,
             paused: true,
+            io_error: Some("disk root: No space left on device (os error 28)".into()),
             restarts: 2,
             guest: GuestInfo {
                 vcpus: 2,

@@ -226,6 +226,7 @@ pub fn status(target: &Target) -> Status {
         phase,
         reason,
         paused: target.machine.vm().state() == VmState::Paused,
+        io_error: target.machine.vm().io_error().map(|e| e.to_string()),
         restarts: u32::try_from(target.machine.restarts()).unwrap_or(u32::MAX),
         guest: target.info.clone(),
         launcher: Some(LauncherIdentity {

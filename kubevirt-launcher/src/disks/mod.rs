@@ -305,6 +305,7 @@ mod tests {
             readonly: false,
             serial: None,
             cache: CacheMode::None,
+            error_policy: kubevirt_vmm::virtio::block::ErrorPolicy::Stop,
             boot_order: None,
         }
     }

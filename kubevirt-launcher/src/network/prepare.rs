@@ -216,7 +216,11 @@ fn masquerade(
 fn dhcp_port_for_everyone(steps: &mut Steps) -> Result<(), PrepareError> {
     const KEY: &str = "net.ipv4.ip_unprivileged_port_start";
     let now = query(&["sysctl", "-n", KEY]).unwrap_or_default();
-    if now.trim().parse::<u32>().is_ok_and(|p| p <= DHCP_SERVER_PORT) {
+    if now
+        .trim()
+        .parse::<u32>()
+        .is_ok_and(|p| p <= DHCP_SERVER_PORT)
+    {
         return Ok(());
     }
     let set = format!("{KEY}={DHCP_SERVER_PORT}");

@@ -3,8 +3,8 @@
 
 use super::supported::{NOT_WHEN_TRUE, unsupported};
 use super::{
-    Binding, BootPlan, CacheMode, CpuTopology, DiskPlan, DiskSource, KernelBoot, LaunchPlan,
-    NetworkPlan, PlanErrors,
+    Binding, BootPlan, CacheMode, CpuTopology, DiskPlan, DiskSource, ErrorPolicy, KernelBoot,
+    LaunchPlan, NetworkPlan, PlanErrors,
 };
 use kubevirt_api::core::v1::{VirtualMachineInstance, VirtualMachineInstanceSpec, Volume};
 use kubevirt_api::defaults::{
@@ -377,6 +377,14 @@ fn disks(
             Some("writeback") => CacheMode::Writeback,
             _ => CacheMode::None,
         };
+        let error_policy = match d.error_policy.as_deref().map(str::parse::<ErrorPolicy>) {
+            None => ErrorPolicy::Stop,
+            Some(Ok(p)) => p,
+            Some(Err(e)) => {
+                errs.cannot(p.field("errorPolicy"), e.to_string());
+                ErrorPolicy::Stop
+            }
+        };
         // Validation made sure every disk has its volume.
         let Some((vi, v)) = volumes.iter().enumerate().find(|(_, v)| v.name == d.name) else {
             continue;
@@ -402,6 +410,7 @@ fn disks(
             readonly,
             serial: d.serial.clone(),
             cache,
+            error_policy,
             boot_order: d.boot_order,
         });
     }

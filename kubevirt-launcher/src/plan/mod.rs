@@ -15,7 +15,7 @@ pub use self::supported::unsupported;
 use kubevirt_api::core::v1::{CloudInitConfigDriveSource, CloudInitNoCloudSource};
 use kubevirt_api::validation::FieldError;
 pub use kubevirt_vmm::CpuTopology;
-pub use kubevirt_vmm::virtio::block::CacheMode;
+pub use kubevirt_vmm::virtio::block::{CacheMode, ErrorPolicy};
 use std::time::Duration;
 
 /// Direct kernel boot (upstream's `firmware.kernelBoot`).
@@ -114,6 +114,9 @@ pub struct DiskPlan {
     pub serial: Option<String>,
     /// Host caching.
     pub cache: CacheMode,
+    /// What a backend error does (`errorPolicy`; upstream's default `stop`: the VM pauses
+    /// and the request runs again on unpause).
+    pub error_policy: ErrorPolicy,
     /// Boot order (lower first). The plan lists disks in attach order: those with a boot order
     /// first, lowest first, then the others as the VMI lists them; firmware gets the same order
     /// as its `bootorder`.

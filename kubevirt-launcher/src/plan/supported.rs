@@ -35,6 +35,7 @@ const SUPPORTED: &[&str] = &[
     "domain.devices.disks[].bootOrder",
     "domain.devices.disks[].serial",
     "domain.devices.disks[].cache",
+    "domain.devices.disks[].errorPolicy",
     "domain.devices.interfaces[].name",
     "domain.devices.interfaces[].masquerade",
     "domain.devices.interfaces[].bridge",

@@ -6,7 +6,7 @@
 use super::RunError;
 use super::device_stats::{Counted, DeviceStats};
 use kubevirt_vmm::virtio::block::{
-    BackendError, Block, BlockBackend, DiskMigration, GuestBuffers, RawFile,
+    BackendError, Block, BlockBackend, DiskMigration, ErrorPolicy, GuestBuffers, RawFile,
 };
 use kubevirt_vmm::virtio::net::{Net, NetConfig, Tap};
 use kubevirt_vmm::virtio::rng::Rng;
@@ -107,6 +107,8 @@ pub struct DiskSpec {
     /// (a claim, a hostDisk) or read-only (bases, cloud-init and projected ISOs, which the
     /// target builds identically) stays, only its lock moves.
     pub migration: DiskMigration,
+    /// What a backend error does.
+    pub error_policy: ErrorPolicy,
 }
 
 /// Everything needed to build the VM again.
@@ -175,7 +177,10 @@ impl MachineSpec {
             };
             let backend = Box::new(Counted::new(backend, self.stats.disk(&d.name)));
             builder = builder.virtio_device(Box::new(
-                Block::new(backend, &d.serial).with_migration(d.migration),
+                Block::new(backend, &d.serial)
+                    .with_migration(d.migration)
+                    .with_error_policy(d.error_policy)
+                    .with_name(&d.name),
             ));
         }
         if self.rng {

@@ -373,6 +373,7 @@ pub fn launch(object: &Object, opts: &RunOptions) -> Result<Launched, RunError> 
             name: disk.name.clone(),
             backing,
             serial: disk.serial.clone().unwrap_or_default(),
+            error_policy: disk.error_policy,
             migration: if prepared.ephemeral && !prepared.readonly {
                 DiskMigration::Copy
             } else {

@@ -138,6 +138,10 @@ pub trait VirtioDevice: Send {
     fn migration_disk(&self) -> Option<crate::virtio::block::MigrationDisk> {
         None
     }
+
+    /// The VM the device is part of, given when it is added ([`crate::VmBuilder::virtio_device`]):
+    /// a disk whose error policy stops pauses it. Default: not needed.
+    fn attach_lifecycle(&mut self, _lifecycle: Arc<crate::vm::lifecycle::Lifecycle>) {}
 }
 
 /// [`VirtioDevice::pause`] for a device whose queues live in one worker.

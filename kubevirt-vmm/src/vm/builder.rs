@@ -88,7 +88,8 @@ impl VmBuilder {
     /// `crate::pci::PCI_MMIO_WINDOW_START`'s window; queue notifications are KVM ioeventfds.
     /// Devices: [`crate::virtio::block::Block`], [`crate::virtio::net::Net`],
     /// [`crate::virtio::rng::Rng`], [`crate::virtio::console::Console`], or the embedder's own.
-    pub fn virtio_device(mut self, device: Box<dyn VirtioDevice>) -> Self {
+    pub fn virtio_device(mut self, mut device: Box<dyn VirtioDevice>) -> Self {
+        device.attach_lifecycle(self.lifecycle.clone());
         self.virtio.push(device);
         self
     }

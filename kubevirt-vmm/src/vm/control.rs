@@ -45,6 +45,12 @@ impl Vm {
         Ok(self.lifecycle.pause(PAUSE_TIMEOUT)?)
     }
 
+    /// The disk error that paused the VM (a disk whose error policy stops), until it is
+    /// resumed; the failed request runs again on [`Vm::resume`].
+    pub fn io_error(&self) -> Option<super::DiskIoError> {
+        self.lifecycle.io_error()
+    }
+
     /// Lets a paused VM run again.
     ///
     /// # Errors

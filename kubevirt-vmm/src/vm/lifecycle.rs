@@ -83,6 +83,8 @@ pub struct Lifecycle {
     changed: Condvar,
     /// Kick targets: `pthread_t` of each running vCPU thread, `None` before and after.
     threads: Mutex<Vec<Option<libc::pthread_t>>>,
+    /// Disks holding a failed request while the VM is paused for it ([`super::io_stop`]).
+    pub(crate) io_stops: Mutex<super::io_stop::IoStops>,
 }
 
 impl Lifecycle {
@@ -102,6 +104,7 @@ impl Lifecycle {
             }),
             changed: Condvar::new(),
             threads: Mutex::new(vec![None; vcpus]),
+            io_stops: Mutex::default(),
         }
     }
 
@@ -281,6 +284,8 @@ impl Lifecycle {
         while inner.parked > 0 && inner.exit.is_none() {
             inner = self.wait(inner);
         }
+        drop(inner);
+        self.release_held_queues();
         Ok(())
     }
 

@@ -13,6 +13,7 @@ mod control;
 mod error;
 pub mod exit;
 mod firmware;
+pub mod io_stop;
 pub mod gsi_routing;
 pub mod lifecycle;
 mod migration;
@@ -40,6 +41,7 @@ pub use config::VmConfig;
 pub use error::VmError;
 use error::vm_ioctl;
 pub use exit::{ExitReason, ExitRequester};
+pub use io_stop::DiskIoError;
 pub use lifecycle::{Lifecycle, LifecycleError, VmState};
 
 /// How long [`Vm::pause`] waits for every vCPU to park.

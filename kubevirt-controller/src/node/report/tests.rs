@@ -85,6 +85,22 @@ fn running_is_ready_with_the_guest_address_and_paused_is_not() {
     let p = patch(&v, "node-a", &running(true, Some("10.0.2.2")), now()).unwrap();
     assert_eq!(p["status"]["conditions"][0]["status"], "False");
     assert_eq!(p["status"]["conditions"][1]["type"], "Paused");
+    assert_eq!(p["status"]["conditions"][1]["reason"], "PausedByUser");
+    // Paused by a disk's error policy: upstream's reason, and what the disk said.
+    let mut full = running(true, Some("10.0.2.2"));
+    if let Report::Status(s) = &mut full {
+        s.io_error = Some("disk data: No space left on device (os error 28)".into());
+    }
+    let io = patch(&v, "node-a", &full, now()).unwrap();
+    let c = &io["status"]["conditions"][1];
+    assert_eq!(c["reason"], "PausedIOError", "{c}");
+    assert!(
+        c["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("VMI was paused, low-level IO error detected: disk data: No space"),
+        "{c}"
+    );
     // The phase did not change: no new transition (the one for Running stays the only one).
     let transitions = p["status"]["phaseTransitionTimestamps"].as_array().unwrap();
     assert_eq!(transitions.len(), 1);

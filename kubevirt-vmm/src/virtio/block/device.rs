@@ -5,7 +5,9 @@ use std::sync::{Arc, Mutex};
 use super::backend::BlockBackend;
 use super::migration::{DiskMigration, MigrationDisk};
 use super::write_log::{Tracked, WriteLog};
-use super::queue::{BlockQueue, SharedDisk};
+use super::error_policy::ErrorPolicy;
+use super::queue::{BlockQueue, SharedDisk, StopOnError};
+use crate::vm::lifecycle::Lifecycle;
 use super::request::{MAX_SEGMENT_SECTORS, MAX_SEGMENTS, SECTOR_SIZE, SERIAL_LEN};
 use crate::virtio::VIRTIO_RING_F_INDIRECT_DESC;
 use crate::bus::DeviceStateError;
@@ -45,6 +47,12 @@ pub struct Block {
     migration: DiskMigration,
     /// The guest's writes while a migration copies the disk.
     log: Arc<WriteLog>,
+    /// What a backend error does ([`ErrorPolicy`]).
+    error_policy: ErrorPolicy,
+    /// The VM, which a stopping error policy pauses.
+    lifecycle: Option<Arc<Lifecycle>>,
+    /// Its name in logs and errors, if the embedder gave one.
+    name: Option<String>,
 }
 
 impl std::fmt::Debug for Block {
@@ -104,7 +112,18 @@ impl Block {
             features,
             worker: None,
             migration: DiskMigration::Shared,
+            error_policy: ErrorPolicy::Report,
+            lifecycle: None,
+            name: None,
         }
+    }
+
+    /// Says what a backend error does (default [`ErrorPolicy::Report`]; KubeVirt's default is
+    /// [`ErrorPolicy::Stop`]). A stopping policy needs the device to be added to a VM through
+    /// [`crate::VmBuilder::virtio_device`], which it pauses.
+    pub fn with_error_policy(mut self, policy: ErrorPolicy) -> Self {
+        self.error_policy = policy;
+        self
     }
 
     /// Says how the disk migrates (default [`DiskMigration::Shared`]: the target opens the
@@ -112,6 +131,25 @@ impl Block {
     pub fn with_migration(mut self, mode: DiskMigration) -> Self {
         self.migration = mode;
         self
+    }
+
+    /// Names the disk in logs and errors (e.g. [`crate::DiskIoError::disk`]); default: its
+    /// serial, or `virtio-blk` without one.
+    pub fn with_name(mut self, name: &str) -> Self {
+        self.name = Some(name.to_string());
+        self
+    }
+
+    /// The disk's name in logs and errors.
+    fn name(&self) -> String {
+        if let Some(name) = &self.name {
+            return name.clone();
+        }
+        let end = self.serial.iter().position(|&b| b == 0).unwrap_or(SERIAL_LEN);
+        match std::str::from_utf8(&self.serial[..end]) {
+            Ok(s) if !s.is_empty() => s.to_string(),
+            _ => "virtio-blk".to_string(),
+        }
     }
 
     /// The backend, e.g. to check it after the VM ran.
@@ -149,14 +187,24 @@ impl VirtioDevice for Block {
             return Err(ActivateError::QueueNotReady(0));
         };
         use virtio_queue::QueueT;
-        let handler = BlockQueue::new(
+        let mut handler = BlockQueue::new(
             memory,
             q.queue,
             self.disk.clone(),
             self.serial,
             interrupt,
             health,
-        );
+        )
+        .with_policy(self.error_policy);
+        if let (ErrorPolicy::Stop | ErrorPolicy::Enospace, Some(lifecycle)) =
+            (self.error_policy, &self.lifecycle)
+        {
+            handler = handler.with_stop(StopOnError {
+                lifecycle: lifecycle.clone(),
+                wake: q.event.try_clone().map_err(ActivateError::Worker)?,
+                disk: self.name(),
+            });
+        }
         let worker = Worker::spawn("virtio-blk".into(), vec![q.event], handler)
             .map_err(ActivateError::Worker)?;
         self.worker = Some(worker);
@@ -181,6 +229,10 @@ impl VirtioDevice for Block {
 
     fn resume(&mut self) -> Result<(), DeviceStateError> {
         resume_worker(self.worker.as_mut())
+    }
+
+    fn attach_lifecycle(&mut self, lifecycle: Arc<Lifecycle>) {
+        self.lifecycle = Some(lifecycle);
     }
 
     fn migration_disk(&self) -> Option<MigrationDisk> {

@@ -1,13 +1,17 @@
 //! The request queue: pop what the driver made available, run each request, return it on the
 //! used ring, and mark the device broken if the driver corrupted the ring itself.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use crate::memory::GuestMemoryMmap;
 
 use super::backend::BlockBackend;
-use super::request::{SERIAL_LEN, process_request};
+use super::error_policy::ErrorPolicy;
+use super::request::{SERIAL_LEN, process_request_with};
+use crate::vm::io_stop::{DiskIoError, HeldQueue};
+use crate::vm::lifecycle::Lifecycle;
 use crate::virtio::device::{HealthFlag, VirtioInterrupt, VirtioInterruptType};
 use crate::virtio::worker::QueueHandler;
 
@@ -30,6 +34,17 @@ pub enum QueueError {
     },
 }
 
+/// What a queue whose disk's policy stops needs: the VM to pause, and how it is woken again.
+#[derive(Debug)]
+pub struct StopOnError {
+    /// The VM's lifecycle, to pause it.
+    pub lifecycle: Arc<Lifecycle>,
+    /// A clone of the queue's notification eventfd: resume writes it.
+    pub wake: vmm_sys_util::eventfd::EventFd,
+    /// The disk's name in the error (its serial).
+    pub disk: String,
+}
+
 /// Queue 0 of a virtio-blk device, with what it needs to run requests.
 pub struct BlockQueue {
     memory: GuestMemoryMmap,
@@ -38,6 +53,11 @@ pub struct BlockQueue {
     serial: [u8; SERIAL_LEN],
     interrupt: Arc<dyn VirtioInterrupt>,
     health: HealthFlag,
+    policy: ErrorPolicy,
+    stop: Option<StopOnError>,
+    /// Set while a failed request is held ([`ErrorPolicy::Stop`]): nothing is popped until the
+    /// VM is resumed.
+    held: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for BlockQueue {
@@ -65,17 +85,34 @@ impl BlockQueue {
             serial,
             interrupt,
             health,
+            policy: ErrorPolicy::Report,
+            stop: None,
+            held: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// Applies the disk's error policy (without this: [`ErrorPolicy::Report`]). A policy that
+    /// stops needs [`BlockQueue::with_stop`] too; without it errors are reported.
+    pub fn with_policy(mut self, policy: ErrorPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// How a stopping policy pauses the VM and is woken again.
+    pub fn with_stop(mut self, stop: StopOnError) -> Self {
+        self.stop = Some(stop);
+        self
     }
 
     /// Runs every available request; returns how many completed. A corrupt ring marks the
     /// device broken (the transport reports `DEVICE_NEEDS_RESET`) and stops processing until
     /// the driver resets it.
     pub fn process(&mut self) -> Result<usize, QueueError> {
-        if self.health.is_broken() {
+        if self.health.is_broken() || self.held.load(Ordering::SeqCst) {
             return Ok(0);
         }
-        let result = self.process_available();
+        let mut failed = None;
+        let result = self.process_available(&mut failed);
         if result.is_err() {
             self.health.mark_broken();
             let _ = self.interrupt.trigger(VirtioInterruptType::Config);
@@ -87,10 +124,38 @@ impl BlockQueue {
         if done > 0 && self.queue.needs_notification(&self.memory).unwrap_or(true) {
             let _ = self.interrupt.trigger(VirtioInterruptType::Queue(0));
         }
+        if let (Some(error), Some(stop)) = (failed, &self.stop) {
+            self.hold(error, stop);
+        }
         result
     }
 
-    fn process_available(&mut self) -> Result<usize, QueueError> {
+    /// Holds the failed request (already put back on the available ring) and pauses the VM.
+    fn hold(&self, error: std::io::Error, stop: &StopOnError) {
+        let Ok(wake) = stop.wake.try_clone() else {
+            log::error!("virtio-blk {}: {error}; cannot hold the request", stop.disk);
+            return;
+        };
+        self.held.store(true, Ordering::SeqCst);
+        stop.lifecycle.stop_for_io_error(
+            DiskIoError {
+                disk: stop.disk.clone(),
+                error: error.to_string(),
+            },
+            HeldQueue {
+                held: self.held.clone(),
+                wake,
+            },
+        );
+    }
+
+    /// Runs what is available; a request the error policy holds is put back on the available
+    /// ring (with every chain popped after it) and its error left in `failed`.
+    fn process_available(&mut self, failed: &mut Option<std::io::Error>) -> Result<usize, QueueError> {
+        let policy = match (self.policy, &self.stop) {
+            (ErrorPolicy::Stop | ErrorPolicy::Enospace, None) => ErrorPolicy::Report,
+            (p, _) => p,
+        };
         let mut done = 0;
         loop {
             // The iterator yields at most `size` chains (it refuses an index that jumped
@@ -104,9 +169,26 @@ impl BlockQueue {
                 return Ok(done);
             }
             let mut disk = self.disk.lock().unwrap_or_else(PoisonError::into_inner);
-            for chain in chains {
+            let popped = chains.len();
+            for (i, chain) in chains.into_iter().enumerate() {
                 let head = chain.head_index();
-                let len = process_request(&self.memory, chain, disk.as_mut(), &self.serial);
+                let len = match process_request_with(
+                    &self.memory,
+                    chain,
+                    disk.as_mut(),
+                    &self.serial,
+                    policy,
+                ) {
+                    Ok(len) => len,
+                    Err(e) => {
+                        // This chain and the ones after it go back: they run on resume.
+                        let back = (popped - i) as u16;
+                        let next = self.queue.next_avail().wrapping_sub(back);
+                        self.queue.set_next_avail(next);
+                        *failed = Some(e);
+                        return Ok(done);
+                    }
+                };
                 self.queue
                     .add_used(&self.memory, head, len)
                     .map_err(|source| QueueError::UsedRing { head, source })?;

@@ -12,6 +12,7 @@ use vm_memory::{Address, ByteValued, GuestMemoryBackend};
 use crate::memory::{GuestMemoryMmap, GuestSlice};
 
 use super::backend::BlockBackend;
+use super::error_policy::ErrorPolicy;
 
 /// Bytes per sector, the unit of every request's `sector` field.
 pub const SECTOR_SIZE: u64 = 512;
@@ -140,15 +141,31 @@ pub fn process_request(
     disk: &mut dyn BlockBackend,
     serial: &[u8; SERIAL_LEN],
 ) -> u32 {
+    // The report policy never holds a request: always Ok.
+    process_request_with(memory, chain, disk, serial, ErrorPolicy::Report).unwrap_or_default()
+}
+
+/// [`process_request`] under `policy`: `Err(error)` when the backend failed and the policy
+/// stops on it — nothing was written to the chain, which the caller must hold and run again.
+///
+/// # Errors
+/// The backend's error, when `policy` stops on it.
+pub fn process_request_with(
+    memory: &GuestMemoryMmap,
+    chain: DescriptorChain<&GuestMemoryMmap>,
+    disk: &mut dyn BlockBackend,
+    serial: &[u8; SERIAL_LEN],
+    policy: ErrorPolicy,
+) -> Result<u32, io::Error> {
     let Ok(mut writer) = chain.clone().writer(memory) else {
-        return 0;
+        return Ok(0);
     };
     let writable = writer.available_bytes();
     if writable == 0 {
-        return 0;
+        return Ok(0);
     }
     let Ok(mut status_writer) = writer.split_at(writable - 1) else {
-        return 0;
+        return Ok(0);
     };
     let result = match chain.clone().reader(memory) {
         Ok(mut reader) => run(memory, &chain, &mut reader, &mut writer, disk, serial),
@@ -156,15 +173,20 @@ pub fn process_request(
     };
     let (status, data) = match result {
         Ok(data) => (VIRTIO_BLK_S_OK, data as u32),
+        Err(RequestError::Io(e)) if policy.stops_on(&e) => return Err(e),
+        Err(RequestError::Io(e)) if policy == ErrorPolicy::Ignore => {
+            log::debug!("virtio-blk request failed, ignored by its error policy: {e}");
+            (VIRTIO_BLK_S_OK, 0)
+        }
         Err(e) => {
             log::debug!("virtio-blk request failed: {e}");
             (e.status(), 0)
         }
     };
     if status_writer.write_obj(status).is_err() {
-        return data;
+        return Ok(data);
     }
-    data + 1
+    Ok(data + 1)
 }
 
 /// The guest-memory slices of `descs` from byte `skip` on, `len` bytes in all: where a
