@@ -17,6 +17,7 @@ use kubevirt_api::core::v1::{
 use super::active::{active_pod, migration_of};
 use super::phase::{self, is_final};
 use crate::vm::instance::{is_deleting, phase as vmi_phase};
+use crate::vmi::pod_state;
 
 /// How long a target pod may stay unschedulable before the migration fails (upstream's
 /// default `unschedulablePendingTimeoutSeconds`).
@@ -227,7 +228,8 @@ impl Sync {
     }
 
     fn delete_target(&mut self, target: Option<&Pod>) {
-        if let Some(p) = target.filter(|p| p.metadata.deletion_timestamp.is_none() && !pod_final(p))
+        if let Some(p) =
+            target.filter(|p| p.metadata.deletion_timestamp.is_none() && !pod_state::is_final(p))
         {
             self.steps.push(Step::DeletePod {
                 name: p.metadata.name.clone().unwrap_or_default(),
@@ -297,45 +299,14 @@ fn since(then: Timestamp, now: Timestamp) -> Duration {
         .unwrap_or(Duration::ZERO)
 }
 
-fn pod_final(p: &Pod) -> bool {
-    matches!(
-        p.status.as_ref().and_then(|s| s.phase.as_deref()),
-        Some("Succeeded" | "Failed")
-    )
-}
-
 /// Why the target pod is down, if it is.
 fn pod_down(p: &Pod) -> Option<String> {
-    let name = p.metadata.name.as_deref().unwrap_or("");
-    if pod_final(p) {
-        let s = p.status.as_ref();
-        let phase = s.and_then(|s| s.phase.as_deref()).unwrap_or("");
-        let detail = s.and_then(|s| s.message.clone().or(s.reason.clone()));
-        return Some(match detail {
-            Some(d) => format!("the target pod {name} {}: {d}", phase.to_lowercase()),
-            None => format!("the target pod {name} {}", phase.to_lowercase()),
-        });
-    }
-    p.metadata
-        .deletion_timestamp
-        .is_some()
-        .then(|| format!("the target pod {name} is being deleted"))
+    pod_state::down(p, "the target pod")
 }
 
 /// Since when the scheduler has said the pod cannot be placed.
 fn unschedulable(p: &Pod) -> Option<&Time> {
-    p.status
-        .as_ref()?
-        .conditions
-        .as_ref()?
-        .iter()
-        .find(|c| {
-            c.type_ == "PodScheduled"
-                && c.status == "False"
-                && c.reason.as_deref() == Some("Unschedulable")
-        })?
-        .last_transition_time
-        .as_ref()
+    pod_state::unschedulable(p)?.last_transition_time.as_ref()
 }
 
 #[cfg(test)]

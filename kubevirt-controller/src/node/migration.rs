@@ -70,7 +70,8 @@ pub fn forget_active(root: &Path, uid: &str) {
     let _ = std::fs::remove_file(root.join(ACTIVE_DIR).join(uid));
 }
 
-/// A uid or migration uid usable as one path component.
+/// A VMI uid or migration uid usable as one path component below the launcher root (its run
+/// directory): the one check the target pod's render, the agents and the endpoint share.
 pub fn plain(s: &str) -> bool {
     !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
