@@ -129,11 +129,21 @@ async fn reconcile(
                     .map_err(target.err("deleting the target pod of"))?;
             }
             (Step::SetVmiState(state), Some(vmi)) => {
+                let mut state = (**state).clone();
+                if state.migration_configuration.is_none() {
+                    // The cluster's `migrations` settings, for the agents (upstream's
+                    // migrationState.migrationConfiguration).
+                    state.migration_configuration = ctx
+                        .cluster
+                        .current()
+                        .migrations
+                        .and_then(|m| serde_json::from_value(m).ok());
+                }
                 let mut updated = vmi.clone();
                 updated
                     .status
                     .get_or_insert_with(Default::default)
-                    .migration_state = Some((**state).clone());
+                    .migration_state = Some(state);
                 match vmis
                     .replace(&vmi.name_any(), &PostParams::default(), &updated)
                     .await
