@@ -1,6 +1,6 @@
 //! `virtctl`, as upstream's users type it: `start`, `stop`, `restart`, `pause vm|vmi`,
-//! `unpause vm|vmi`, `soft-reboot`, `migrate`, `migrate-cancel`, `console`, `vnc`, `version`, `create vm`, `expose`,
-//! `port-forward`, `ssh`, `scp`, with kubectl's
+//! `unpause vm|vmi`, `soft-reboot`, `migrate`, `migrate-cancel`, `console`, `vnc`, `version`,
+//! `create vm`, `expose`, `port-forward`, `ssh`, `scp`, with kubectl's
 //! connection flags (`--kubeconfig`, `--context`, `-n`). The binary (`virtctl`, or
 //! `kubectl-virt` for `kubectl virt`) is [`main`].
 
