@@ -10,7 +10,8 @@
 //! RAM the migration stays in flight for some 24 s on any machine; `virtctl migrate-cancel`
 //! deletes its VMIM, which stays (upstream's finalizer) until the source's launcher cancelled:
 //! the VMI says `abortStatus: Succeeded`, the target pod goes, and the guest goes on counting
-//! in its source pod without a second boot.
+//! in its source pod without a second boot. A second migration waiting in Pending meanwhile is
+//! simply removed by `kubectl delete vmim`.
 
 mod common;
 
@@ -404,6 +405,26 @@ fn virtctl_migrate_cancel_aborts_a_migration_in_flight_and_the_guest_runs_on_in_
     );
     let target_pod = state["targetPod"].as_str().expect("target pod").to_string();
     assert!(up.pod(&target_pod).is_some());
+
+    // A second migration of the VMI waits (one at a time) in Pending; `kubectl delete` of it
+    // removes it at once and leaves the one in flight alone.
+    let waiting = "apiVersion: kubevirt.io/v1\nkind: VirtualMachineInstanceMigration\nmetadata: {name: waiting}\nspec: {vmiName: demo}\n";
+    up.ok(&["create", "-f", "-"], Some(waiting));
+    let pending = eventually("the second migration claimed, Pending", 30, || {
+        let m = up.get("vmim", "waiting")?;
+        let claimed = m["metadata"]["finalizers"]
+            == serde_json::json!(["kubevirt.io/migrationJobFinalize"])
+            && m["metadata"]["labels"]["kubevirt.io/vmi-name"] == "demo";
+        (claimed && m["status"]["phase"] == "Pending").then_some(m)
+    });
+    assert!(pending["status"]["migrationState"].is_null(), "{pending:#}");
+    up.ok(
+        &["delete", "vmim", "waiting", "--wait=true", "--timeout=60s"],
+        None,
+    );
+    assert!(up.get("vmim", "waiting").is_none());
+    let still = up.get("vmim", &name).expect("the migration in flight");
+    assert_eq!(still["status"]["phase"], "Running", "{still:#}");
 
     let out = virtctl(&up, &["migrate-cancel", "demo"]);
     let said = String::from_utf8_lossy(&out.stdout);
