@@ -12,32 +12,11 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{Launcher, demo_image, demo_vmi, run_command, tempdir};
-use kubevirt_launcher_protocol::{
-    ExitStatus, FinalStatus, MigrateRequest, MigrationStatus, Phase, Request,
-};
+use kubevirt_launcher_protocol::{ExitStatus, FinalStatus, MigrateRequest, Phase, Request};
 
 fn demo(dir: &Path) -> String {
     let image = demo_image(dir);
     demo_vmi("mover", &image, "16Mi", "autoattachPodInterface: false", "")
-}
-
-/// Polls the source's status until its migration ended; returns it.
-fn migration_outcome(client: &kubevirt_launcher_protocol::Client) -> MigrationStatus {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        // A migrated launcher exits: its last status said how far it got.
-        let Ok(status) = client.status() else {
-            return MigrationStatus {
-                phase: "Completed".into(),
-                ..MigrationStatus::default()
-            };
-        };
-        if let Some(m) = status.migration.filter(MigrationStatus::is_done) {
-            return m;
-        }
-        assert!(Instant::now() < deadline, "the migration never ended");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[test]
@@ -52,16 +31,7 @@ fn a_guest_migrates_to_a_new_launcher_and_counts_on_there() {
         source.expect(&format!("count {n}"));
     }
 
-    let socket = dst.path().join("incoming.sock");
-    let addr = format!("unix:{}", socket.display());
-    let mut cmd = run_command(dst.path(), &vmi, &[]);
-    cmd.args(["--incoming", &addr]);
-    let mut target = Launcher::spawn(cmd);
-    kubevirt_testsupport::eventually_within(
-        Duration::from_secs(60),
-        "the target to listen",
-        || socket.exists().then_some(()),
-    );
+    let (mut target, addr) = common::incoming_target(dst.path(), &vmi, &[]);
 
     let control = common::control_client(src.path());
     control
@@ -115,7 +85,7 @@ fn a_migration_to_a_target_that_is_not_listening_fails_and_the_guest_runs_on() {
     control
         .act(&Request::Migrate(Box::new(MigrateRequest::new(nowhere))))
         .expect("migrate is taken, and fails on its own thread");
-    let outcome = migration_outcome(&control);
+    let outcome = common::migration_outcome(&control);
     assert_eq!(outcome.phase, "Failed", "{outcome:?}");
     let error = outcome.error.unwrap_or_default();
     assert!(error.contains("connecting to unix:"), "{error}");
@@ -229,16 +199,7 @@ fn a_serve_source_exits_0_after_migrating_so_its_pod_ends_completed() {
         .expect("start");
     common::wait_for_phase(&control, Phase::Running);
 
-    let socket = dst.path().join("incoming.sock");
-    let addr = format!("unix:{}", socket.display());
-    let mut cmd = run_command(dst.path(), &vmi, &[]);
-    cmd.args(["--incoming", &addr]);
-    let mut target = Launcher::spawn(cmd);
-    kubevirt_testsupport::eventually_within(
-        Duration::from_secs(60),
-        "the target to listen",
-        || socket.exists().then_some(()),
-    );
+    let (mut target, addr) = common::incoming_target(dst.path(), &vmi, &[]);
     control
         .act(&Request::Migrate(Box::new(MigrateRequest::new(addr))))
         .expect("migrate");

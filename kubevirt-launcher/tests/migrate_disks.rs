@@ -7,10 +7,9 @@
 mod common;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use common::{Launcher, demo_image, demo_vmi, run_command, tempdir};
-use kubevirt_launcher_protocol::{ExitStatus, MigrateRequest, MigrationStatus, Phase, Request};
+use kubevirt_launcher_protocol::{ExitStatus, MigrateRequest, Phase, Request};
 use kubevirt_vmm::virtio::block::{CacheMode, RawFile, open_image};
 
 /// The demo guest with the claim `data` (`<volumes>/data/disk.img`) as a virtio disk.
@@ -38,35 +37,6 @@ fn share_volumes(dir: &Path, volumes: &Path) {
     std::os::unix::fs::symlink(volumes, dir.join("volumes")).unwrap();
 }
 
-/// `run --incoming unix:<dir>/incoming.sock` for `vmi` (claims in `<dir>/volumes`); returns it
-/// once it listens, and the address.
-fn target(dir: &Path, vmi: &str) -> (Launcher, String) {
-    let socket = dir.join("incoming.sock");
-    let addr = format!("unix:{}", socket.display());
-    let mut cmd = run_command(dir, vmi, &[]);
-    cmd.args(["--incoming", &addr]);
-    let launcher = Launcher::spawn(cmd);
-    kubevirt_testsupport::eventually_within(
-        Duration::from_secs(60),
-        "the target to listen",
-        || socket.exists().then_some(()),
-    );
-    (launcher, addr)
-}
-
-/// Polls the source's status until its migration ended; returns it.
-fn migration_outcome(client: &kubevirt_launcher_protocol::Client) -> MigrationStatus {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let status = client.status().expect("the source answers");
-        if let Some(m) = status.migration.filter(MigrationStatus::is_done) {
-            return m;
-        }
-        assert!(Instant::now() < deadline, "the migration never ended");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// Whether the image at `path` is free for a writer in this process (nobody holds a lock).
 fn free(path: &Path) -> bool {
     RawFile::open(path, false).is_ok()
@@ -88,7 +58,7 @@ fn a_claims_lock_moves_to_the_target_and_a_third_launcher_is_refused() {
 
     // The target opens the same claim while the source holds it.
     share_volumes(dst.path(), &volumes);
-    let (mut target, addr) = target(dst.path(), &vmi);
+    let (mut target, addr) = common::incoming_target(dst.path(), &vmi, &[]);
     let control = common::control_client(src.path());
     control
         .act(&Request::Migrate(Box::new(MigrateRequest::new(addr))))
@@ -136,12 +106,12 @@ fn a_target_that_cannot_lock_a_claim_refuses_and_the_source_keeps_it_and_runs_on
     let target_volumes = dst.path().join("volumes");
     let target_image = claim(&target_volumes);
     let holder = RawFile::open(&target_image, false).expect("lock the target's claim");
-    let (mut target, addr) = target(dst.path(), &vmi);
+    let (mut target, addr) = common::incoming_target(dst.path(), &vmi, &[]);
     let control = common::control_client(src.path());
     control
         .act(&Request::Migrate(Box::new(MigrateRequest::new(addr))))
         .expect("migrate");
-    let outcome = migration_outcome(&control);
+    let outcome = common::migration_outcome(&control);
     assert_eq!(outcome.phase, "Failed", "{outcome:?}");
     let error = outcome.error.unwrap_or_default();
     assert!(
@@ -222,16 +192,8 @@ fn a_container_disk_and_an_empty_disk_migrate_with_what_the_guest_wrote() {
     source.type_text("disktest\r");
     source.expect("vdb: wrote sector 1, flushed, read it back: ok");
 
-    let socket = dst.path().join("incoming.sock");
-    let addr = format!("unix:{}", socket.display());
-    let mut cmd = run_command(dst.path(), &vmi, &[]);
-    cmd.args(["--plain-http-registry", &host, "--incoming", &addr]);
-    let mut target = Launcher::spawn(cmd);
-    kubevirt_testsupport::eventually_within(
-        Duration::from_secs(60),
-        "the target to listen",
-        || socket.exists().then_some(()),
-    );
+    let (mut target, addr) =
+        common::incoming_target(dst.path(), &vmi, &["--plain-http-registry", &host]);
     let control = common::control_client(src.path());
     control
         .act(&Request::Migrate(Box::new(MigrateRequest::new(addr))))

@@ -5,6 +5,13 @@
 //! stream to it; the guest goes on counting in the new pod (no second boot) with the same VMI,
 //! `kubectl get vmim` says Succeeded and the VMI's `migrationState` says where it went. A second
 //! migration moves it on from the first one's target. Refusals are upstream's words.
+//!
+//! Cancel: with the cluster's `bandwidthPerMigration` at 1Mi and 24 MiB of never-zero guest
+//! RAM the migration stays in flight for some 24 s on any machine; `virtctl migrate-cancel`
+//! deletes its VMIM, which stays (upstream's finalizer) until the source's launcher cancelled:
+//! the VMI says `abortStatus: Succeeded`, the target pod goes, and the guest goes on counting
+//! in its source pod without a second boot. A second migration waiting in Pending meanwhile is
+//! simply removed by `kubectl delete vmim`.
 
 mod common;
 
@@ -12,10 +19,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use common::node::*;
-use kubevirt_testsupport::{Profile, demo_image, launcher_binary, tempdir, virtctl_binary};
+use kubevirt_testsupport::{
+    Profile, demo_image, demo_image_with_ballast, launcher_binary, tempdir, virtctl_binary,
+};
 use serde_json::Value;
 
 const NODE: &str = "kv-migration";
+const CANCEL_NODE: &str = "kv-migration-cancel";
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -260,6 +270,225 @@ fn virtctl_migrate_moves_the_running_guest_to_a_new_launcher_pod() {
     count(&console(&data, &second_uid), third);
 
     // Deleting the VM: the guest shuts down, its pods go, nothing is left.
+    up.ok(
+        &["delete", "vm", "demo", "--wait=true", "--timeout=120s"],
+        None,
+    );
+    eventually("the launcher pods gone", 120, || {
+        let out = up.ok(
+            &[
+                "get",
+                "pods",
+                "-l",
+                "kubevirt.io=virt-launcher",
+                "-o",
+                "name",
+            ],
+            None,
+        );
+        out.trim().is_empty().then_some(())
+    });
+    assert_nothing_left(&data);
+    drop(up);
+}
+
+/// The VMIMs of the demo VM (by upstream's label), as JSON.
+fn vmims(up: &Up) -> Vec<Value> {
+    let out = up.ok(
+        &[
+            "get",
+            "vmim",
+            "-l",
+            "kubevirt.io/vmi-name=demo",
+            "-o",
+            "json",
+        ],
+        None,
+    );
+    let list: Value = serde_json::from_str(&out).expect("a list");
+    list["items"].as_array().cloned().unwrap_or_default()
+}
+
+#[test]
+fn virtctl_migrate_cancel_aborts_a_migration_in_flight_and_the_guest_runs_on_in_its_source() {
+    require_node!();
+    let _node = node_slot();
+    let launcher = launcher_binary(Profile::Debug);
+    let dir = tempdir("migration-cancel");
+    let data = dir.join("data");
+    let image = demo_image_with_ballast(&dir, 24 << 20);
+    let args = ["--launcher", launcher.to_str().unwrap()];
+    let (up, ready) = start_up_node(&data, CANCEL_NODE, &args);
+    assert_eq!(ready["vmiLaunchers"], "pods", "{ready}");
+
+    // Bad input is answered clearly and changes nothing.
+    let out = virtctl(&up, &["migrate-cancel", "nosuchvm"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("Found no migration to cancel for nosuchvm")
+            && err.contains("virtualmachine.kubevirt.io \"nosuchvm\" not found"),
+        "{err}"
+    );
+
+    // Migrations at 1 MiB/s (upstream's bandwidthPerMigration), a guest with 24 MiB to copy.
+    up.ok(
+        &["apply", "-f", "-"],
+        Some("apiVersion: v1\nkind: Namespace\nmetadata: {name: kubevirt}\n"),
+    );
+    up.ok(
+        &["apply", "-f", "-"],
+        Some(
+            "apiVersion: kubevirt.io/v1\nkind: KubeVirt\nmetadata: {name: kubevirt, namespace: kubevirt}\nspec:\n  configuration:\n    migrations: {bandwidthPerMigration: 1Mi}\n",
+        ),
+    );
+    let vm = std::fs::read_to_string(root().join("examples/vm-demo.yaml"))
+        .expect("the example")
+        .replace("oci:target/demo-image:demo", &image)
+        .replace(
+            "kernelPath: /boot/demo.elf",
+            "kernelPath: /boot/demo.elf\n              initrdPath: /boot/ballast.img",
+        );
+    up.ok(&["apply", "-f", "-"], Some(&vm));
+    let running = eventually("the VMI Running", 180, || {
+        Some(vmi(&up)).filter(|v| v["status"]["phase"] == "Running")
+    });
+    let vmi_uid = running["metadata"]["uid"]
+        .as_str()
+        .expect("uid")
+        .to_string();
+    let source_pod = running["status"]["activePods"]
+        .as_object()
+        .and_then(|p| p.keys().next().cloned());
+    let first = count(&console(&data, &vmi_uid), 0);
+
+    // Nothing to cancel yet.
+    let out = virtctl(&up, &["migrate-cancel", "demo"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("Found no migration to cancel for demo"),
+        "{err}"
+    );
+    assert!(!err.contains("not found"), "{err}");
+
+    let out = virtctl(&up, &["migrate", "demo"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // In flight: the source's launcher was sent `migrate` (startTimestamp) and is copying.
+    let flying = eventually("the migration Running", 120, || {
+        let m = vmims(&up).into_iter().next()?;
+        let phase = m["status"]["phase"].as_str().unwrap_or("").to_string();
+        assert!(
+            !matches!(phase.as_str(), "Succeeded" | "Failed"),
+            "the migration ended before it was cancelled: {m:#}"
+        );
+        (phase == "Running").then_some(m)
+    });
+    assert_eq!(
+        flying["metadata"]["finalizers"],
+        serde_json::json!(["kubevirt.io/migrationJobFinalize"]),
+        "{flying:#}"
+    );
+    let name = flying["metadata"]["name"]
+        .as_str()
+        .expect("name")
+        .to_string();
+    let migration_uid = flying["metadata"]["uid"].as_str().expect("uid").to_string();
+    let state = vmi(&up)["status"]["migrationState"].clone();
+    assert_eq!(
+        state["migrationConfiguration"]["bandwidthPerMigration"], "1Mi",
+        "{state:#}"
+    );
+    let target_pod = state["targetPod"].as_str().expect("target pod").to_string();
+    assert!(up.pod(&target_pod).is_some());
+
+    // A second migration of the VMI waits (one at a time) in Pending; `kubectl delete` of it
+    // removes it at once and leaves the one in flight alone.
+    let waiting = "apiVersion: kubevirt.io/v1\nkind: VirtualMachineInstanceMigration\nmetadata: {name: waiting}\nspec: {vmiName: demo}\n";
+    up.ok(&["create", "-f", "-"], Some(waiting));
+    let pending = eventually("the second migration claimed, Pending", 30, || {
+        let m = up.get("vmim", "waiting")?;
+        let claimed = m["metadata"]["finalizers"]
+            == serde_json::json!(["kubevirt.io/migrationJobFinalize"])
+            && m["metadata"]["labels"]["kubevirt.io/vmi-name"] == "demo";
+        (claimed && m["status"]["phase"] == "Pending").then_some(m)
+    });
+    assert!(pending["status"]["migrationState"].is_null(), "{pending:#}");
+    up.ok(
+        &["delete", "vmim", "waiting", "--wait=true", "--timeout=60s"],
+        None,
+    );
+    assert!(up.get("vmim", "waiting").is_none());
+    let still = up.get("vmim", &name).expect("the migration in flight");
+    assert_eq!(still["status"]["phase"], "Running", "{still:#}");
+
+    let out = virtctl(&up, &["migrate-cancel", "demo"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(said.trim(), "VM demo was scheduled to migrate-cancel");
+
+    // Settled: the VMI says the abort succeeded, then the VMIM goes with its target pod.
+    let settled = eventually("the abort settled on the VMI", 60, || {
+        let m = vmi(&up)["status"]["migrationState"].clone();
+        (m["migrationUid"] == migration_uid.as_str() && m["abortStatus"] == "Succeeded")
+            .then_some(m)
+    });
+    assert_eq!(settled["abortRequested"], true, "{settled:#}");
+    assert_eq!(settled["failed"], true, "{settled:#}");
+    assert!(settled["targetNodeDomainDetected"] != true, "{settled:#}");
+    eventually("the VMIM gone", 60, || {
+        up.get("vmim", &name).is_none().then_some(())
+    });
+    eventually("the target pod gone", 120, || {
+        up.pod(&target_pod).is_none().then_some(())
+    });
+
+    // The guest runs on in its source pod, counting on: no second boot, no move.
+    let after = eventually("the source pod the VMI's only pod", 60, || {
+        let v = vmi(&up);
+        let pods = v["status"]["activePods"].as_object()?;
+        (pods.len() == 1 && pods.keys().next() == source_pod.as_ref()).then_some(v)
+    });
+    assert_eq!(after["status"]["phase"], "Running", "{after:#}");
+    assert_eq!(after["metadata"]["uid"], vmi_uid.as_str());
+    let later = count(&console(&data, &vmi_uid), first);
+    assert!(later > first);
+    assert!(
+        !data.join("node/launchers").join(&migration_uid).exists(),
+        "the target's run directory is gone"
+    );
+
+    // Upstream's events: the source's agent aborting, the migration failing.
+    eventually("the cancel's events", 30, || {
+        let list: Value =
+            serde_json::from_str(&up.ok(&["get", "events", "-o", "json"], None)).ok()?;
+        let seen = |kind: &str, reason: &str, message: &str| {
+            list["items"].as_array().into_iter().flatten().any(|e| {
+                e["involvedObject"]["kind"] == kind
+                    && e["reason"] == reason
+                    && e["message"].as_str().is_some_and(|m| m.contains(message))
+            })
+        };
+        (seen(
+            "VirtualMachineInstance",
+            "Migrating",
+            "VirtualMachineInstance is aborting migration.",
+        ) && seen(
+            "VirtualMachineInstanceMigration",
+            "FailedMigration",
+            "cancelled",
+        ))
+        .then_some(())
+    });
+
     up.ok(
         &["delete", "vm", "demo", "--wait=true", "--timeout=120s"],
         None,

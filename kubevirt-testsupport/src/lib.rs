@@ -42,3 +42,27 @@ pub fn demo_image(dir: &std::path::Path) -> String {
     kubevirt_demo_guest::write_image(&image)
         .unwrap_or_else(|e| panic!("writing the demo guest image: {e}"))
 }
+
+#[cfg(feature = "demo-image")]
+/// [`demo_image`] with a `ballast` of `size` bytes of incompressible, never-zero data at
+/// `/boot/ballast.img`: as the VMI's `kernelBoot.container.initrdPath` it fills that much guest
+/// RAM, which a live migration must copy page by page (a bandwidth limit then holds the
+/// migration in flight for `size` / limit seconds, whatever the machine's speed).
+///
+/// # Panics
+/// When the image cannot be written (a test failure).
+pub fn demo_image_with_ballast(dir: &std::path::Path, size: usize) -> String {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let ballast: Vec<u8> = (0..size)
+        .map(|_| {
+            // xorshift64: no page of it is zero.
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x as u8) | 1
+        })
+        .collect();
+    let image = dir.join("image");
+    kubevirt_demo_guest::write_image_with(&image, &[("boot/ballast.img", &ballast)])
+        .unwrap_or_else(|e| panic!("writing the demo guest image: {e}"))
+}

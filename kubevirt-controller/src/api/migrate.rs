@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::options::is_dry_run;
 use super::status::ApiError;
+use crate::migration::{FINALIZER, VMI_NAME_LABEL};
 use crate::vm::instance::{is_deleting, phase};
 
 /// `v1.MigrateOptions`.
@@ -66,9 +67,13 @@ pub async fn migrate(
         ));
     }
     let vmim = VirtualMachineInstanceMigration {
+        // Upstream's admission puts the finalizer and the VMI's name label on every VMIM: the
+        // migration can be cancelled (deleted) and found by its VMI from the start.
         metadata: ObjectMeta {
             generate_name: Some(GENERATE_NAME.into()),
             namespace: Some(ns.into()),
+            labels: Some([(VMI_NAME_LABEL.to_string(), name.to_string())].into()),
+            finalizers: Some(vec![FINALIZER.into()]),
             ..ObjectMeta::default()
         },
         spec: VirtualMachineInstanceMigrationSpec {

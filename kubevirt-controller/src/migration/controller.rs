@@ -17,8 +17,9 @@ use kube::{Client, ResourceExt};
 use kubevirt_api::core::v1::{VirtualMachineInstance, VirtualMachineInstanceMigration};
 
 use super::phase::is_final;
-use super::plan::{Step, plan};
+use super::plan::{Metadata, Step, plan};
 use super::render::target_pod_for;
+use super::{FINALIZER, VMI_NAME_LABEL};
 use crate::clusterconfig::ConfigHandle;
 use crate::events::Recorder;
 use crate::runtime::{SyncError, Target, tolerate_gone};
@@ -96,6 +97,9 @@ async fn reconcile(
     };
     let now = Timestamp::now();
     let mut p = plan(&vmim, vmi.as_ref(), &listed, now);
+    if p.metadata == Metadata::Claim && !claim(&vmims, &vmim).await? {
+        return Ok(Requeue::requeue(RETRY));
+    }
     for step in &p.steps {
         match (step, vmi.as_ref()) {
             (Step::CreateTargetPod, Some(vmi)) => {
@@ -125,11 +129,21 @@ async fn reconcile(
                     .map_err(target.err("deleting the target pod of"))?;
             }
             (Step::SetVmiState(state), Some(vmi)) => {
+                let mut state = (**state).clone();
+                if state.migration_configuration.is_none() {
+                    // The cluster's `migrations` settings, for the agents (upstream's
+                    // migrationState.migrationConfiguration).
+                    state.migration_configuration = ctx
+                        .cluster
+                        .current()
+                        .migrations
+                        .and_then(|m| serde_json::from_value(m).ok());
+                }
                 let mut updated = vmi.clone();
                 updated
                     .status
                     .get_or_insert_with(Default::default)
-                    .migration_state = Some((**state).clone());
+                    .migration_state = Some(state);
                 match vmis
                     .replace(&vmi.name_any(), &PostParams::default(), &updated)
                     .await
@@ -168,12 +182,81 @@ async fn reconcile(
         )
         .map_err(target.err("writing the status of"))?;
     }
+    if p.metadata == Metadata::Release {
+        release(&vmims, &vmim).await?;
+    }
     let phase = p.status.phase.clone().unwrap_or_default();
     Ok(if is_final(&phase) {
         Requeue::await_change()
     } else {
         Requeue::requeue(POLL)
     })
+}
+
+/// Puts upstream's finalizer and the `kubevirt.io/vmi-name` label on `vmim` (what upstream's
+/// admission adds to every VMIM), as of the resourceVersion read: `Ok(false)` when a concurrent
+/// write won (the sync is retried).
+async fn claim(
+    vmims: &Api<VirtualMachineInstanceMigration>,
+    vmim: &VirtualMachineInstanceMigration,
+) -> Result<bool, SyncError> {
+    let target = Target::of(vmim)?;
+    let mut finalizers = vmim.metadata.finalizers.clone().unwrap_or_default();
+    if !finalizers.iter().any(|f| f == FINALIZER) {
+        finalizers.push(FINALIZER.into());
+    }
+    let mut metadata = serde_json::json!({
+        "resourceVersion": vmim.metadata.resource_version,
+        "finalizers": finalizers,
+    });
+    if let Some(name) = vmim.spec.vmi_name.as_deref().filter(|n| !n.is_empty()) {
+        metadata["labels"] = serde_json::json!({ VMI_NAME_LABEL: name });
+    }
+    let patch = serde_json::json!({ "metadata": metadata });
+    match vmims
+        .patch(&target.name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => Ok(false),
+        Err(e) => Err(target.err("adding the finalizer to")(e)),
+    }
+}
+
+/// Takes upstream's finalizer off an ended `vmim` (a deleted one then goes).
+async fn release(
+    vmims: &Api<VirtualMachineInstanceMigration>,
+    vmim: &VirtualMachineInstanceMigration,
+) -> Result<(), SyncError> {
+    let target = Target::of(vmim)?;
+    let Some(index) = vmim
+        .metadata
+        .finalizers
+        .iter()
+        .flatten()
+        .position(|f| f == FINALIZER)
+    else {
+        return Ok(());
+    };
+    let path = format!("/metadata/finalizers/{index}");
+    let ops = serde_json::json!([
+        {"op": "test", "path": path, "value": FINALIZER},
+        {"op": "remove", "path": path},
+    ]);
+    let patch: json_patch::Patch = serde_json::from_value(ops)
+        .map_err(|e| target.err("removing the finalizer of")(kube::Error::SerdeError(e)))?;
+    let removed = vmims
+        .patch(
+            &target.name,
+            &PatchParams::default(),
+            &Patch::Json::<()>(patch),
+        )
+        .await;
+    match removed {
+        // The list changed meanwhile: the next sync (the change wakes it) tries again.
+        Err(kube::Error::Api(e)) if e.code == 422 => Ok(()),
+        other => tolerate_gone(other).map_err(target.err("removing the finalizer of")),
+    }
 }
 
 /// Creates the target pod of migration `uid` (`Ok(Ok(its name))`); `Ok(Err(why))` when it

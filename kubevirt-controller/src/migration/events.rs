@@ -27,6 +27,10 @@ pub fn ended(phase: &str, why: Option<&str>) -> Option<Note> {
             "SuccessfulMigration",
             "Source node reported migration succeeded",
         )),
+        // Cancelled before it ran: upstream's words as they are.
+        super::phase::FAILED if why == Some(super::plan::CANCELLED) => {
+            Some(Note::warning("FailedMigration", super::plan::CANCELLED))
+        }
         super::phase::FAILED => Some(Note::warning(
             "FailedMigration",
             format!(

@@ -13,6 +13,13 @@
 //!        | Failed (any step: the target pod goes, migrationState.failed, the source runs on)
 //! ```
 //!
+//! Cancel (upstream's): a VMIM carries [`FINALIZER`] until it ends. Deleted before the VMI's
+//! `migrationState` names it, it fails at once (its target pod goes); deleted after, the VMI's
+//! `migrationState.abortRequested` is set, the source's agent cancels its launcher's migration
+//! and writes `abortStatus` (Succeeded: the migration failed and the guest runs on in the
+//! source; Failed: it completed first), and the VMIM ends Failed or Succeeded. Then the
+//! finalizer goes and the deletion completes.
+//!
 //! - [`plan`]: one sync of a VMIM as a pure function of (VMIM, its VMI, the VMI's pods, now).
 //! - [`render`]: the target pod (the VMI's pod, plus the migration label, its own run directory
 //!   and `--incoming`), pure.
@@ -27,6 +34,12 @@ pub mod render;
 
 /// The label that marks a migration's target pod with the migration's uid (upstream's).
 pub const MIGRATION_JOB_LABEL: &str = "kubevirt.io/migrationJobUID";
+/// Upstream's finalizer on a VirtualMachineInstanceMigration that has not ended: deleting it
+/// (`kubectl delete vmim`, `virtctl migrate-cancel`) aborts the migration, and the object
+/// stays until the abort is settled.
+pub const FINALIZER: &str = "kubevirt.io/migrationJobFinalize";
+/// The label naming a migration's VMI (upstream's `MigrationSelectorLabel`).
+pub const VMI_NAME_LABEL: &str = "kubevirt.io/vmi-name";
 /// The socket the target launcher listens on for the source, in its run directory.
 pub const INCOMING_SOCKET: &str = "migration.sock";
 /// The socket the node agent offers the source launcher, in the source's run directory: the

@@ -10,6 +10,7 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kubevirt_api::core::v1::{
     VirtualMachineInstance, VirtualMachineInstanceMigration,
+    VirtualMachineInstanceMigrationCondition,
     VirtualMachineInstanceMigrationPhaseTransitionTimestamp, VirtualMachineInstanceMigrationState,
     VirtualMachineInstanceMigrationStatus,
 };
@@ -17,6 +18,7 @@ use kubevirt_api::core::v1::{
 use super::active::{active_pod, migration_of};
 use super::phase::{self, is_final};
 use crate::vm::instance::{is_deleting, phase as vmi_phase};
+use crate::vmi::pod_state;
 
 /// How long a target pod may stay unschedulable before the migration fails (upstream's
 /// default `unschedulablePendingTimeoutSeconds`).
@@ -40,6 +42,19 @@ pub enum Step {
     SetVmiState(Box<VirtualMachineInstanceMigrationState>),
 }
 
+/// What the VMIM's own metadata needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Metadata {
+    /// Nothing.
+    Keep,
+    /// Add upstream's finalizer ([`super::FINALIZER`]) and the `kubevirt.io/vmi-name` label
+    /// ([`super::VMI_NAME_LABEL`]) that are missing: a migration that has not ended stays
+    /// until its abort is settled, and `virtctl migrate-cancel` finds it by its VMI.
+    Claim,
+    /// Remove the finalizer: the migration ended (after the status is written).
+    Release,
+}
+
 /// The outcome of one sync.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Plan {
@@ -47,6 +62,8 @@ pub struct Plan {
     pub steps: Vec<Step>,
     /// The VMIM status to write.
     pub status: VirtualMachineInstanceMigrationStatus,
+    /// What the VMIM's metadata needs.
+    pub metadata: Metadata,
 }
 
 /// Plans one sync of `vmim`, whose VMI is `vmi` (by `spec.vmiName`) with launcher pods `pods`.
@@ -74,8 +91,9 @@ pub fn plan(
         if current == phase::FAILED {
             sync.delete_target(target);
         }
-        return sync.into_plan(&old);
+        return sync.into_plan(&old, vmim);
     }
+    let deleting = vmim.metadata.deletion_timestamp.is_some();
     let name = vmim.spec.vmi_name.clone().unwrap_or_default();
     let namespace = vmim.metadata.namespace.clone().unwrap_or_default();
     let Some(vmi) = vmi else {
@@ -84,7 +102,7 @@ pub fn plan(
             None,
             format!("VirtualMachineInstance {namespace}/{name} does not exist"),
         );
-        return sync.into_plan(&old);
+        return sync.into_plan(&old, vmim);
     };
     let state = vmi.status.as_ref().and_then(|s| s.migration_state.as_ref());
     let ours = state.filter(|m| m.migration_uid.as_deref() == Some(uid.as_str()));
@@ -95,7 +113,14 @@ pub fn plan(
             non_empty(vmi_phase(vmi))
         );
         sync.fail(target, ours, why);
-        return sync.into_plan(&old);
+        return sync.into_plan(&old, vmim);
+    }
+    if deleting && ours.is_none() {
+        // Cancelled before the VMI was handed to the agents: nothing runs yet, it just ends
+        // (upstream's "Migration failed due to being canceled"), its target pod with it.
+        sync.abort_requested();
+        sync.fail(target, ours, CANCELLED.into());
+        return sync.into_plan(&old, vmim);
     }
     match current.as_str() {
         "" | phase::PENDING => {
@@ -156,9 +181,27 @@ pub fn plan(
     }
     if let Some(m) = ours {
         sync.status.migration_state = Some(m.clone());
+        if deleting && !is_final(sync.status.phase.as_deref().unwrap_or("")) {
+            // Handed to the agents: the source's agent cancels its launcher's migration and
+            // settles the VMI's abortStatus; the migration then fails (or it completed first).
+            sync.abort_requested();
+            if m.abort_requested != Some(true) && m.completed != Some(true) {
+                let mut aborting = m.clone();
+                aborting.abort_requested = Some(true);
+                sync.steps
+                    .push(Step::SetVmiState(Box::new(aborting.clone())));
+                sync.status.migration_state = Some(aborting);
+            }
+        }
     }
-    sync.into_plan(&old)
+    sync.into_plan(&old, vmim)
 }
+
+/// The failure reason of a migration cancelled before it ran (upstream's event message).
+pub const CANCELLED: &str = "Migration failed due to being canceled";
+/// The VMIM condition of a migration asked to abort (upstream's
+/// `VirtualMachineInstanceMigrationAbortRequested`).
+pub const ABORT_REQUESTED: &str = "migrationAbortRequested";
 
 struct Sync {
     uid: String,
@@ -227,7 +270,8 @@ impl Sync {
     }
 
     fn delete_target(&mut self, target: Option<&Pod>) {
-        if let Some(p) = target.filter(|p| p.metadata.deletion_timestamp.is_none() && !pod_final(p))
+        if let Some(p) =
+            target.filter(|p| p.metadata.deletion_timestamp.is_none() && !pod_state::is_final(p))
         {
             self.steps.push(Step::DeletePod {
                 name: p.metadata.name.clone().unwrap_or_default(),
@@ -268,7 +312,47 @@ impl Sync {
         self.status.migration_state = Some(state);
     }
 
-    fn into_plan(mut self, old: &VirtualMachineInstanceMigrationStatus) -> Plan {
+    /// Marks the VMIM as asked to abort (once).
+    fn abort_requested(&mut self) {
+        let conditions = self.status.conditions.get_or_insert_with(Vec::new);
+        if conditions.iter().any(|c| c.type_ == ABORT_REQUESTED) {
+            return;
+        }
+        conditions.push(VirtualMachineInstanceMigrationCondition {
+            type_: ABORT_REQUESTED.into(),
+            status: "True".into(),
+            last_probe_time: Some(Time(self.now)),
+            last_transition_time: Some(Time(self.now)),
+            reason: None,
+            message: None,
+        });
+    }
+
+    fn into_plan(
+        mut self,
+        old: &VirtualMachineInstanceMigrationStatus,
+        vmim: &VirtualMachineInstanceMigration,
+    ) -> Plan {
+        let finalized = vmim
+            .metadata
+            .finalizers
+            .iter()
+            .flatten()
+            .any(|f| f == super::FINALIZER);
+        let labelled = vmim
+            .metadata
+            .labels
+            .as_ref()
+            .is_some_and(|l| l.contains_key(super::VMI_NAME_LABEL));
+        let ended = is_final(self.status.phase.as_deref().unwrap_or(""));
+        let metadata = match (ended, finalized) {
+            (true, true) => Metadata::Release,
+            (false, false) if vmim.metadata.deletion_timestamp.is_none() => Metadata::Claim,
+            (false, true) if !labelled && vmim.metadata.deletion_timestamp.is_none() => {
+                Metadata::Claim
+            }
+            _ => Metadata::Keep,
+        };
         if self.status.phase != old.phase
             && let Some(p) = &self.status.phase
         {
@@ -283,6 +367,7 @@ impl Sync {
         Plan {
             steps: self.steps,
             status: self.status,
+            metadata,
         }
     }
 }
@@ -297,45 +382,14 @@ fn since(then: Timestamp, now: Timestamp) -> Duration {
         .unwrap_or(Duration::ZERO)
 }
 
-fn pod_final(p: &Pod) -> bool {
-    matches!(
-        p.status.as_ref().and_then(|s| s.phase.as_deref()),
-        Some("Succeeded" | "Failed")
-    )
-}
-
 /// Why the target pod is down, if it is.
 fn pod_down(p: &Pod) -> Option<String> {
-    let name = p.metadata.name.as_deref().unwrap_or("");
-    if pod_final(p) {
-        let s = p.status.as_ref();
-        let phase = s.and_then(|s| s.phase.as_deref()).unwrap_or("");
-        let detail = s.and_then(|s| s.message.clone().or(s.reason.clone()));
-        return Some(match detail {
-            Some(d) => format!("the target pod {name} {}: {d}", phase.to_lowercase()),
-            None => format!("the target pod {name} {}", phase.to_lowercase()),
-        });
-    }
-    p.metadata
-        .deletion_timestamp
-        .is_some()
-        .then(|| format!("the target pod {name} is being deleted"))
+    pod_state::down(p, "the target pod")
 }
 
 /// Since when the scheduler has said the pod cannot be placed.
 fn unschedulable(p: &Pod) -> Option<&Time> {
-    p.status
-        .as_ref()?
-        .conditions
-        .as_ref()?
-        .iter()
-        .find(|c| {
-            c.type_ == "PodScheduled"
-                && c.status == "False"
-                && c.reason.as_deref() == Some("Unschedulable")
-        })?
-        .last_transition_time
-        .as_ref()
+    pod_state::unschedulable(p)?.last_transition_time.as_ref()
 }
 
 #[cfg(test)]

@@ -30,11 +30,7 @@ pub fn target_pod_for(
     cluster: &ClusterConfig,
     same_node: bool,
 ) -> Result<Pod, RenderError> {
-    let plain = !migration_uid.is_empty()
-        && migration_uid
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-');
-    if !plain {
+    if !crate::node::migration::plain(migration_uid) {
         return Err(RenderError::NoUid);
     }
     let mut pod = pod_for_in(vmi, config, claims, cluster)?;

@@ -352,7 +352,9 @@ pub fn run_dir(run_root: &Path, namespace: &str, name: &str, uid: &str) -> Resul
     };
     plain("namespace", namespace)?;
     plain("name", name)?;
-    plain("uid", uid)?;
+    if !super::migration::plain(uid) {
+        return Err(format!("uid {uid:?} is not a uid"));
+    }
     let in_pod = super::migration::active_run_dir(run_root, uid);
     if in_pod.is_dir() {
         return Ok(in_pod);

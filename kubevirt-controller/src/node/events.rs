@@ -31,6 +31,12 @@ pub fn migrating() -> Note {
     Note::normal("Migrating", "VirtualMachineInstance is migrating.")
 }
 
+/// The source's agent asked its launcher to cancel the migration (upstream virt-handler's
+/// `VMIAbortingMigration`).
+pub fn aborting_migration() -> Note {
+    Note::normal("Migrating", "VirtualMachineInstance is aborting migration.")
+}
+
 /// The target's agent found the guest running on `node` (virt-handler's `Migrated`).
 pub fn migrated(node: &str) -> Note {
     Note::normal(

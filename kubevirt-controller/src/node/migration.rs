@@ -20,7 +20,9 @@
 //!   launcher exits (`Migrated`) and is not reported; its run directory goes.
 //!
 //! A failed migration (`failed`) stops the target's launcher and removes its run directory;
-//! the source's launcher resumed the guest by itself.
+//! the source's launcher resumed the guest by itself. An abort (`abortRequested`, its VMIM
+//! deleted) is the source's: it sends its launcher `cancelMigration` and writes `abortStatus`
+//! (Aborting, then Succeeded when the migration failed, Failed when it completed first).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -29,7 +31,9 @@ use jiff::Timestamp;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use kubevirt_api::core::v1::{VirtualMachineInstance, VirtualMachineInstanceMigrationState};
-use kubevirt_launcher_protocol::{ExitStatus, MigrateRequest, MigrationStatus, Phase};
+use kubevirt_launcher_protocol::{
+    Client, ExitStatus, MigrateRequest, MigrationStatus, Phase, Request,
+};
 use serde_json::{Value, json};
 use tokio::net::UnixListener;
 
@@ -40,6 +44,12 @@ use super::report::Report;
 use crate::migration::{INCOMING_SOCKET, OUTGOING_SOCKET};
 use crate::vmi::render::RUN_DIR_IN_POD;
 
+/// `abortStatus` while the source's launcher cancels (upstream's `MigrationAbortInProgress`).
+const ABORT_IN_PROGRESS: &str = "Aborting";
+/// `abortStatus` of a migration that was cancelled: the guest runs on in the source.
+const ABORT_SUCCEEDED: &str = "Succeeded";
+/// `abortStatus` of a migration that completed before it could be cancelled.
+const ABORT_FAILED: &str = "Failed";
 /// The directory of pointer files below the launcher root.
 const ACTIVE_DIR: &str = "active";
 /// How long the source's relay waits for its launcher to connect.
@@ -70,7 +80,8 @@ pub fn forget_active(root: &Path, uid: &str) {
     let _ = std::fs::remove_file(root.join(ACTIVE_DIR).join(uid));
 }
 
-/// A uid or migration uid usable as one path component.
+/// A VMI uid or migration uid usable as one path component below the launcher root (its run
+/// directory): the one check the target pod's render, the agents and the endpoint share.
 pub fn plain(s: &str) -> bool {
     !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
@@ -263,8 +274,14 @@ pub(super) async fn source(
     if ended(m) {
         return Ok(handed_over.then_some(report));
     }
+    let aborting = m.abort_requested == Some(true);
     if handed_over {
-        patch_state(api, vmi, json!({"completed": true, "endTimestamp": now()})).await?;
+        let mut fields = json!({"completed": true, "endTimestamp": now()});
+        if aborting {
+            // Too late: the guest runs on the target (upstream's abortStatus Failed).
+            fields["abortStatus"] = json!(ABORT_FAILED);
+        }
+        patch_state(api, vmi, fields).await?;
         return Ok(Some(report));
     }
     let progress = match &report {
@@ -272,13 +289,32 @@ pub(super) async fn source(
         _ => None,
     };
     if let Some(p) = progress.as_ref().filter(|p| p.is_done()) {
-        let fields = outcome(p);
+        let mut fields = outcome(p);
+        if aborting {
+            let aborted = fields["failed"] == json!(true);
+            fields["abortStatus"] = json!(if aborted {
+                ABORT_SUCCEEDED
+            } else {
+                ABORT_FAILED
+            });
+        }
         if let Some(why) = fields["failureReason"].as_str() {
             let note = super::events::migration_failed(&id, why);
             ctx.recorder.record(vmi, &note).await;
         }
         patch_state(api, vmi, fields).await?;
         return Ok(None);
+    }
+    if aborting {
+        return abort(
+            vmi,
+            l,
+            api,
+            ctx,
+            m,
+            progress.is_some() || ctx.outgoing_started(&id),
+        )
+        .await;
     }
     let Some(target_node) = m.target_node.clone() else {
         return Ok(None);
@@ -330,7 +366,7 @@ pub(super) async fn source(
         id,
         ids,
     ));
-    let request = MigrateRequest::new(format!("unix:{RUN_DIR_IN_POD}/{OUTGOING_SOCKET}"));
+    let request = request(m);
     match l.migrate(request).await {
         Ok(()) => {
             patch_state(
@@ -347,6 +383,67 @@ pub(super) async fn source(
         }
     }
     Ok(None)
+}
+
+/// The source's part of a migration the controller was asked to abort (its VMIM deleted):
+/// one under way (`started`) is cancelled in the launcher (once: `abortStatus` Aborting),
+/// and its end settles `abortStatus`; one not started yet is never started and ends here.
+async fn abort(
+    vmi: &VirtualMachineInstance,
+    l: &Launcher,
+    api: &Api<VirtualMachineInstance>,
+    ctx: &super::agent::Context,
+    m: &VirtualMachineInstanceMigrationState,
+    started: bool,
+) -> Result<Option<Report>, NodeError> {
+    if !started {
+        let mut fields = failed("the migration was cancelled before it started");
+        fields["abortStatus"] = json!(ABORT_SUCCEEDED);
+        patch_state(api, vmi, fields).await?;
+        return Ok(None);
+    }
+    if m.abort_status.is_some() {
+        return Ok(None);
+    }
+    let client = Client::for_run_dir(l.run_dir());
+    let answer = tokio::task::spawn_blocking(move || client.act(&Request::CancelMigration)).await;
+    match answer {
+        Ok(Ok(())) => {
+            patch_state(api, vmi, json!({"abortStatus": ABORT_IN_PROGRESS})).await?;
+            let note = super::events::aborting_migration();
+            ctx.recorder.record(vmi, &note).await;
+        }
+        // It ended meanwhile (completed or failed): its status settles the abort next.
+        Ok(Err(e)) => {
+            tracing::info!(vmi = %vmi.name_any(), error = %e, "the launcher did not cancel its migration");
+        }
+        Err(e) => {
+            tracing::warn!(vmi = %vmi.name_any(), error = %e, "asking the launcher to cancel its migration");
+        }
+    }
+    Ok(None)
+}
+
+/// The `migrate` request for migration `m`: through the agent's relay socket, with the
+/// bandwidth and completion timeout of the cluster's `migrations` configuration the controller
+/// copied into `migrationConfiguration` (upstream's `bandwidthPerMigration`,
+/// `completionTimeoutPerGiB`).
+fn request(m: &VirtualMachineInstanceMigrationState) -> MigrateRequest {
+    let mut request = MigrateRequest::new(format!("unix:{RUN_DIR_IN_POD}/{OUTGOING_SOCKET}"));
+    let Some(config) = m.migration_configuration.as_ref() else {
+        return request;
+    };
+    request.bandwidth_mib_per_sec = config
+        .bandwidth_per_migration
+        .as_ref()
+        .and_then(|q| kubevirt_api::quantity::bytes_of(q).ok())
+        .filter(|b| *b > 0)
+        .map(|b| b.div_ceil(1 << 20));
+    request.completion_timeout_per_gib = config
+        .completion_timeout_per_gi_b
+        .and_then(|s| u64::try_from(s).ok())
+        .filter(|s| *s > 0);
+    request
 }
 
 /// The migration state fields of a migration the source launcher ended.
@@ -419,6 +516,34 @@ mod tests {
         forget_active(&root, uid);
         assert_eq!(active_run_dir(&root, uid), root.join(uid));
         std::fs::remove_dir_all(&root).expect("clean");
+    }
+
+    #[test]
+    fn the_launcher_is_asked_for_the_clusters_bandwidth_and_timeout() {
+        let state = |config: Value| -> VirtualMachineInstanceMigrationState {
+            serde_json::from_value(json!({"migrationUid": "m", "migrationConfiguration": config}))
+                .expect("state")
+        };
+        let plain = request(&state(Value::Null));
+        assert_eq!(
+            (
+                plain.bandwidth_mib_per_sec,
+                plain.completion_timeout_per_gib
+            ),
+            (None, None)
+        );
+        assert!(plain.target.ends_with("/outgoing.sock"), "{}", plain.target);
+        for (quantity, mib) in [
+            ("1Mi", Some(1)),
+            ("64Mi", Some(64)),
+            ("1500Ki", Some(2)),
+            ("0", None),
+        ] {
+            let r = request(&state(json!({"bandwidthPerMigration": quantity})));
+            assert_eq!(r.bandwidth_mib_per_sec, mib, "{quantity}");
+        }
+        let r = request(&state(json!({"completionTimeoutPerGiB": 800})));
+        assert_eq!(r.completion_timeout_per_gib, Some(800));
     }
 
     #[test]

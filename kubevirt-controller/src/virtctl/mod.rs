@@ -1,6 +1,6 @@
 //! `virtctl`, as upstream's users type it: `start`, `stop`, `restart`, `pause vm|vmi`,
-//! `unpause vm|vmi`, `soft-reboot`, `console`, `vnc`, `version`, `create vm`, `expose`,
-//! `port-forward`, `ssh`, `scp`, with kubectl's
+//! `unpause vm|vmi`, `soft-reboot`, `migrate`, `migrate-cancel`, `console`, `vnc`, `version`,
+//! `create vm`, `expose`, `port-forward`, `ssh`, `scp`, with kubectl's
 //! connection flags (`--kubeconfig`, `--context`, `-n`). The binary (`virtctl`, or
 //! `kubectl-virt` for `kubectl virt`) is [`main`].
 
@@ -9,6 +9,7 @@ pub mod console;
 pub mod create;
 pub mod expose;
 pub mod lifecycle;
+pub mod migrate_cancel;
 pub mod portforward;
 pub mod scp;
 pub mod ssh;
@@ -94,6 +95,13 @@ pub enum Command {
         /// If set to true, only check the request; change nothing.
         #[arg(long)]
         dry_run: bool,
+    },
+    /// Cancel the migration of a virtual machine that has not ended (deletes its
+    /// VirtualMachineInstanceMigration; the guest runs on where it was).
+    #[command(name = "migrate-cancel")]
+    MigrateCancel {
+        /// The VM.
+        name: String,
     },
     /// Pause a virtual machine (`vm NAME` or `vmi NAME`).
     Pause {
@@ -306,6 +314,7 @@ pub async fn run(cli: Cli) -> Result<(), VirtctlError> {
             added_node_selector,
             dry_run,
         } => lifecycle::migrate(&conn, &name, added_node_selector, dry_run).await,
+        Command::MigrateCancel { name } => migrate_cancel::run(&conn, &name).await,
         Command::Pause {
             kind,
             name,

@@ -7,12 +7,14 @@
 //!
 //! - [`render`]: the pod for a VMI (pure), as `docs/` and the pod contract describe it.
 //! - [`overhead`]: the memory the launcher needs beyond the guest's (pure).
+//! - [`pod_state`]: what a launcher pod's status says (shared with the migration controller).
 //! - [`sync::plan`]: one sync as a pure function of (VMI, its pods, now).
 //! - [`controller`]: runs the plan against an API server with kube-rs.
 
 pub mod controller;
 pub mod events;
 pub mod overhead;
+pub mod pod_state;
 pub mod render;
 pub mod sync;
 

@@ -21,6 +21,9 @@ use kubevirt_api::core::v1::{
 };
 
 use super::COMPUTE_CONTAINER;
+use super::pod_state::{
+    self, compute_status, finished, is_final as pod_final, name, phase as pod_phase, terminated,
+};
 use crate::migration::active::{active_pod, migration_of};
 use crate::node::agent::FINALIZER;
 use crate::vm::instance::{is_deleting, is_final, phase};
@@ -217,10 +220,6 @@ fn delete(p: &Pod) -> PodAction {
     }
 }
 
-fn name(p: &Pod) -> &str {
-    p.metadata.name.as_deref().unwrap_or("")
-}
-
 fn node(p: &Pod) -> Option<&str> {
     p.spec
         .as_ref()?
@@ -229,15 +228,9 @@ fn node(p: &Pod) -> Option<&str> {
         .filter(|n| !n.is_empty())
 }
 
-fn pod_phase(p: &Pod) -> &str {
-    p.status
-        .as_ref()
-        .and_then(|s| s.phase.as_deref())
-        .unwrap_or("")
-}
-
-fn pod_final(p: &Pod) -> bool {
-    matches!(pod_phase(p), "Succeeded" | "Failed")
+/// Why the VMI's pod is down or going down, if it is ([`pod_state::down`]).
+fn down(p: &Pod) -> Option<String> {
+    pod_state::down(p, "its virt-launcher pod")
 }
 
 /// The compute container's image (upstream's `launcherContainerImageVersion`).
@@ -249,61 +242,6 @@ fn compute_image(p: &Pod) -> Option<String> {
         .find(|c| c.name == COMPUTE_CONTAINER)?
         .image
         .clone()
-}
-
-/// Why the pod is down or going down, if it is: deleted, Failed or Succeeded, or its compute
-/// container ended while another container runs on (upstream's `isComputeContainerDown`: e.g.
-/// a `StartError` when the runtime's start was cut short; the pod never restarts it).
-fn down(p: &Pod) -> Option<String> {
-    let pod = format!("its virt-launcher pod {}", name(p));
-    if !pod_final(p)
-        && let Some(t) = terminated(p)
-    {
-        return Some(format!("{pod}: {t}"));
-    }
-    if pod_final(p) {
-        let s = p.status.as_ref();
-        let mut why = format!("{pod} {}", pod_phase(p).to_lowercase());
-        let detail = s
-            .and_then(|s| s.message.clone().or(s.reason.clone()))
-            .or_else(|| terminated(p));
-        if let Some(d) = detail {
-            why.push_str(&format!(": {d}"));
-        }
-        return Some(why);
-    }
-    p.metadata
-        .deletion_timestamp
-        .is_some()
-        .then(|| format!("{pod} is being deleted"))
-}
-
-/// How the compute container ended (`reason`, exit code, message), if it did.
-fn terminated(p: &Pod) -> Option<String> {
-    let t = compute_status(p)?.state.as_ref()?.terminated.as_ref()?;
-    let mut s = format!("the compute container exited with code {}", t.exit_code);
-    if let Some(r) = &t.reason {
-        s.push_str(&format!(" ({r})"));
-    }
-    if let Some(m) = t.message.as_deref().filter(|m| !m.is_empty()) {
-        s.push_str(&format!(": {m}"));
-    }
-    Some(s)
-}
-
-/// When the pod ended: its compute container's finish time.
-fn finished(p: &Pod) -> Option<Timestamp> {
-    let t = compute_status(p)?.state.as_ref()?.terminated.as_ref()?;
-    t.finished_at.as_ref().map(|t| t.0)
-}
-
-fn compute_status(p: &Pod) -> Option<&k8s_openapi::api::core::v1::ContainerStatus> {
-    p.status
-        .as_ref()?
-        .container_statuses
-        .as_ref()?
-        .iter()
-        .find(|c| c.name == COMPUTE_CONTAINER)
 }
 
 /// `status` with the Synchronized=False condition of a pod the API server refused to create
@@ -430,18 +368,7 @@ impl Conditions {
     /// While the pod waits: the scheduler's Unschedulable verdict, a compute container that
     /// cannot pull its image.
     fn scheduling(&mut self, p: &Pod, now: Timestamp) {
-        let unschedulable = p
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .into_iter()
-            .flatten()
-            .find(|c| {
-                c.type_ == POD_SCHEDULED
-                    && c.status == "False"
-                    && c.reason.as_deref() == Some("Unschedulable")
-            });
-        match unschedulable {
+        match pod_state::unschedulable(p) {
             Some(c) => {
                 let message = c.message.clone().unwrap_or_default();
                 self.set(POD_SCHEDULED, "False", "Unschedulable", message, now);

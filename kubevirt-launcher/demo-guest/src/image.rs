@@ -35,12 +35,23 @@ pub enum DemoImageError {
 /// # Errors
 /// [`DemoImageError::Write`] when `dir` cannot be created or written.
 pub fn write_image(dir: &Path) -> Result<String, DemoImageError> {
+    write_image_with(dir, &[])
+}
+
+/// [`write_image`] with more files in the image (`path`, contents; e.g. an initrd the VMI's
+/// `kernelBoot.container.initrdPath` loads into guest RAM).
+///
+/// # Errors
+/// [`DemoImageError::Write`] when `dir` cannot be created or written.
+pub fn write_image_with(dir: &Path, extra: &[(&str, &[u8])]) -> Result<String, DemoImageError> {
     let elf = crate::pvh_elf()?;
     let write = |source| DemoImageError::Write {
         path: dir.to_path_buf(),
         source,
     };
-    ImageBlobs::with(&[(KERNEL_PATH.trim_start_matches('/'), &elf)])
+    let mut files: Vec<(&str, &[u8])> = vec![(KERNEL_PATH.trim_start_matches('/'), &elf)];
+    files.extend_from_slice(extra);
+    ImageBlobs::with(&files)
         .and_then(|image| image.write_layout(dir, IMAGE_TAG))
         .map_err(write)?;
     Ok(format!("oci:{}:{IMAGE_TAG}", dir.display()))

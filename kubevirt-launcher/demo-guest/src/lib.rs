@@ -14,7 +14,7 @@
 
 mod image;
 
-pub use image::{DemoImageError, IMAGE_TAG, KERNEL_PATH, write_elf, write_image};
+pub use image::{DemoImageError, IMAGE_TAG, KERNEL_PATH, write_elf, write_image, write_image_with};
 
 use kubevirt_vmm::testguest::{GUEST_LOAD_ADDR, GUEST_STACK_TOP, TestGuest, TestGuestError, elf};
 use kubevirt_vmm::{BootSource, ConsoleConfig, DirectBoot, Privilege, VmConfig};

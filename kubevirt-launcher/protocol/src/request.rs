@@ -59,6 +59,11 @@ pub enum Request {
     /// [`crate::MigrateRequest`]); the reply is [`crate::Done`] once it started, its progress
     /// shows in [`crate::Status::migration`].
     Migrate(Box<crate::MigrateRequest>),
+    /// Cancel the outgoing migration under way (upstream's `CancelVirtualMachineMigration`):
+    /// it fails at its next frame and the guest runs on here; too late once the target
+    /// acknowledged. The reply is [`crate::Done`]; asking again while it winds down is fine,
+    /// and a launcher with no migration under way says so.
+    CancelMigration,
     /// The launcher's resource use and device counters ([`crate::Stats`]), for metrics.
     Stats,
     /// Run this VMI: only a launcher waiting in its pod ([`crate::Phase::Waiting`]) takes it;
@@ -79,6 +84,7 @@ const OPS: &[&str] = &[
     "start",
     "snapshot",
     "migrate",
+    "cancelMigration",
     "stats",
 ];
 
@@ -133,6 +139,7 @@ impl Request {
             Request::Start(_) => "start",
             Request::Snapshot { .. } => "snapshot",
             Request::Migrate(_) => "migrate",
+            Request::CancelMigration => "cancelMigration",
             Request::Stats => "stats",
         }
     }
@@ -207,6 +214,7 @@ impl Request {
             "reset" => Request::Reset,
             "stop" => Request::Stop,
             "migrate" => Request::Migrate(Box::new(crate::MigrateRequest::from_fields(&m)?)),
+            "cancelMigration" => Request::CancelMigration,
             "stats" => Request::Stats,
             "snapshot" => Request::Snapshot {
                 name: match m.get("name") {
@@ -291,6 +299,7 @@ mod tests {
             Request::Reset,
             Request::Stop,
             Request::Stats,
+            Request::CancelMigration,
             Request::Snapshot {
                 name: "before-upgrade-1".into(),
             },

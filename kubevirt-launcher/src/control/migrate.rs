@@ -7,7 +7,8 @@
 //! before the main thread confines itself. The request is answered as soon as the migration
 //! starts; `status` reports its progress ([`MigrationStatus`]) while it runs and after. On
 //! success the VM ends with `ExitReason::Migrated` and the launcher exits with
-//! `ExitStatus::Migrated`; on failure or a timeout the guest runs on here.
+//! `ExitStatus::Migrated`; on failure, a timeout or `cancelMigration` ([`Migrator::cancel`])
+//! the guest runs on here.
 
 use super::Target;
 use kubevirt_launcher_protocol::{
@@ -184,6 +185,30 @@ impl Migrator {
         encode_ok(&Done {})
     }
 
+    /// Cancels the migration under way; returns the reply line. Asking again while it winds
+    /// down, or after it ended because of the cancel, is answered the same; a launcher with no
+    /// migration to cancel (none asked for, or the last one ended by itself) says so.
+    pub fn cancel(&self) -> String {
+        let current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(c) = current.as_ref() else {
+            return encode_error(&"no migration is under way: there is nothing to cancel");
+        };
+        let phase = c.control.progress().phase;
+        let ended = c.error.is_some()
+            || matches!(phase, MigrationPhase::Completed | MigrationPhase::Failed);
+        if !ended || (c.control.cancelled() && phase != MigrationPhase::Completed) {
+            c.control.cancel();
+            tracing::info!(target_address = %c.target, "the migration is cancelled");
+            return encode_ok(&Done {});
+        }
+        let how = if phase == MigrationPhase::Completed {
+            "completed: the guest runs there now, too late to cancel"
+        } else {
+            "already failed: there is nothing to cancel"
+        };
+        encode_error(&format!("the migration to {} {how}", c.target))
+    }
+
     /// Waits up to `timeout` until the migration under way has ended (the source's VM ends
     /// as migrated a moment before the handover message is written: the process must not
     /// exit in between).
@@ -246,6 +271,9 @@ fn migrate(
         )),
         ..MigrationOptions::default()
     };
+    if control.cancelled() {
+        return Err("the migration was cancelled before it started".into());
+    }
     let mut stream =
         connect(&request.target).map_err(|e| format!("connecting to {}: {e}", request.target))?;
     let stats = vm

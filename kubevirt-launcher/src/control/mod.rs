@@ -2,8 +2,9 @@
 //! socket, in the types of `kubevirt-launcher-protocol` (requests `{"op": "status" | "start" |
 //! "pause" | "unpause" | "shutdown" | "softReboot" | "reset" | "stop"}`, replies `{"version":
 //! 2, "ok": true, ...}` or `{"version": 2, "ok": false, "error": "..."}`), and `snapshot` (a
-//! memory-state snapshot by name, see [`Snapshotter`]), and `migrate` (a live migration to
-//! another launcher, see [`Migrator`]).
+//! memory-state snapshot by name, see [`Snapshotter`]), `migrate` (a live migration to
+//! another launcher, see [`Migrator`]) and `cancelMigration` (that migration given up, the guest
+//! running on here).
 //!
 //! `softReboot` presses the power button and starts the guest again when it powers off (what
 //! libvirt does for upstream without a guest agent); `reset` restarts it at once, like a reset
@@ -289,6 +290,12 @@ pub fn handle(target: &Target, line: &str) -> String {
         Request::Migrate(request) => match &target.migrations {
             Some(m) => m.request(target, *request),
             None => encode_error(&"this launcher does not migrate"),
+        },
+        Request::CancelMigration => match &target.migrations {
+            Some(m) => m.cancel(),
+            None => {
+                encode_error(&"this launcher does not migrate: there is no migration to cancel")
+            }
         },
         Request::Stats => encode_ok(&stats::collect(target)),
         Request::Start(_) => encode_error(

@@ -422,3 +422,41 @@ pub fn wait_for_phase(
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// A migration target: `run --incoming unix:<dir>/incoming.sock` for `vmi` (its run, cache and
+/// volumes directories under `dir`, `extra` arguments added), once it listens; and the address
+/// a source migrates to.
+pub fn incoming_target(dir: &Path, vmi: &str, extra: &[&str]) -> (Launcher, String) {
+    let socket = dir.join("incoming.sock");
+    let addr = format!("unix:{}", socket.display());
+    let mut cmd = run_command(dir, vmi, &[]);
+    cmd.args(extra).args(["--incoming", &addr]);
+    let launcher = Launcher::spawn(cmd);
+    kubevirt_testsupport::eventually_within(
+        Duration::from_secs(60),
+        "the target to listen",
+        || socket.exists().then_some(()),
+    );
+    (launcher, addr)
+}
+
+/// Polls a source launcher's status until its migration ended; returns how it ended. A source
+/// that stopped answering exited after handing its guest over: `Completed`.
+pub fn migration_outcome(
+    client: &kubevirt_launcher_protocol::Client,
+) -> kubevirt_launcher_protocol::MigrationStatus {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let Ok(status) = client.status() else {
+            return kubevirt_launcher_protocol::MigrationStatus {
+                phase: "Completed".into(),
+                ..Default::default()
+            };
+        };
+        if let Some(m) = status.migration.filter(|m| m.is_done()) {
+            return m;
+        }
+        assert!(Instant::now() < deadline, "the migration never ended");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

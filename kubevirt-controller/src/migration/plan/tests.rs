@@ -244,3 +244,175 @@ fn an_unschedulable_target_pod_fails_after_the_timeout() {
     assert_eq!(phase_of(&p), "Failed");
     assert!(matches!(p.steps.as_slice(), [Step::DeletePod { .. }]));
 }
+
+/// `vmim` as the controller claimed it (finalizer and label), deleted if `deleting`.
+fn claimed(
+    mut m: VirtualMachineInstanceMigration,
+    deleting: bool,
+) -> VirtualMachineInstanceMigration {
+    m.metadata.finalizers = Some(vec![super::super::FINALIZER.into()]);
+    m.metadata.labels =
+        Some([(super::super::VMI_NAME_LABEL.to_string(), "demo".to_string())].into());
+    if deleting {
+        m.metadata.deletion_timestamp = Some(Time(now()));
+    }
+    m
+}
+
+fn abort_condition(p: &Plan) -> bool {
+    p.status
+        .conditions
+        .iter()
+        .flatten()
+        .any(|c| c.type_ == ABORT_REQUESTED && c.status == "True")
+}
+
+#[test]
+fn a_migration_that_has_not_ended_carries_the_finalizer_and_label_and_loses_the_finalizer_at_its_end()
+ {
+    let pods = [pod("src", None, Some("n1"), "Running")];
+    let running = vmi("Running", Value::Null);
+    assert_eq!(
+        plan(&vmim(""), Some(&running), &pods, now()).metadata,
+        Metadata::Claim
+    );
+    let mut unlabelled = claimed(vmim(""), false);
+    unlabelled.metadata.labels = None;
+    assert_eq!(
+        plan(&unlabelled, Some(&running), &pods, now()).metadata,
+        Metadata::Claim
+    );
+    assert_eq!(
+        plan(&claimed(vmim(""), false), Some(&running), &pods, now()).metadata,
+        Metadata::Keep
+    );
+    let done = plan(
+        &claimed(vmim("Succeeded"), false),
+        Some(&running),
+        &pods,
+        now(),
+    );
+    assert_eq!(done.metadata, Metadata::Release);
+    // A deleted one that has not ended is never claimed again.
+    let p = plan(&claimed(vmim(""), true), Some(&running), &pods, now());
+    assert_ne!(p.metadata, Metadata::Claim);
+}
+
+#[test]
+fn deleted_before_the_agents_have_it_a_migration_fails_at_once_with_its_target_pod() {
+    let pods = [
+        pod("src", None, Some("n1"), "Running"),
+        pod("tgt", Some(UID), None, "Pending"),
+    ];
+    let p = plan(
+        &claimed(vmim("Scheduling"), true),
+        Some(&vmi("Running", Value::Null)),
+        &pods,
+        now(),
+    );
+    assert_eq!(phase_of(&p), "Failed");
+    assert_eq!(
+        p.steps,
+        vec![Step::DeletePod {
+            name: "tgt".into(),
+            uid: "tgt-uid".into()
+        }]
+    );
+    let why = p
+        .status
+        .migration_state
+        .as_ref()
+        .and_then(|m| m.failure_reason.clone());
+    assert_eq!(why.as_deref(), Some(CANCELLED));
+    assert!(abort_condition(&p));
+    // It ended: the finalizer goes and the deletion completes.
+    assert_eq!(p.metadata, Metadata::Release);
+    // Pending, with no pod yet: the same, and no pod is created.
+    let p = plan(
+        &claimed(vmim("Pending"), true),
+        Some(&vmi("Running", Value::Null)),
+        &pods[..1],
+        now(),
+    );
+    assert_eq!((phase_of(&p), p.steps.as_slice()), ("Failed", &[][..]));
+}
+
+#[test]
+fn deleted_while_it_runs_the_vmi_is_asked_to_abort_once_and_the_agents_settle_it() {
+    let pods = [
+        pod("src", None, Some("n1"), "Running"),
+        pod("tgt", Some(UID), Some("n1"), "Running"),
+    ];
+    let started = json!({"targetNodeAddress": "a", "startTimestamp": "1970-01-12T13:46:40Z"});
+    let running = vmi("Running", ours(started.clone()));
+    let p = plan(
+        &claimed(vmim("Running"), true),
+        Some(&running),
+        &pods,
+        now(),
+    );
+    assert_eq!(phase_of(&p), "Running");
+    let [Step::SetVmiState(state)] = p.steps.as_slice() else {
+        panic!("{:?}", p.steps)
+    };
+    assert_eq!(state.abort_requested, Some(true));
+    assert_eq!((state.failed, state.completed), (Some(false), Some(false)));
+    assert!(abort_condition(&p));
+    assert_eq!(p.metadata, Metadata::Keep);
+
+    // Asked already: nothing more until the source's agent says how it went.
+    let mut asked = started.clone();
+    asked["abortRequested"] = json!(true);
+    asked["abortStatus"] = json!("Aborting");
+    let aborting = vmi("Running", ours(asked.clone()));
+    let p = plan(
+        &claimed(vmim("Running"), true),
+        Some(&aborting),
+        &pods,
+        now(),
+    );
+    assert!(p.steps.is_empty(), "{:?}", p.steps);
+    assert_eq!(phase_of(&p), "Running");
+
+    // Aborted: the migration failed, the target pod goes, the finalizer goes.
+    let mut aborted = asked.clone();
+    for (k, v) in [
+        ("abortStatus", json!("Succeeded")),
+        ("failed", json!(true)),
+        ("completed", json!(true)),
+        ("failureReason", json!("the migration was cancelled")),
+    ] {
+        aborted[k] = v;
+    }
+    let p = plan(
+        &claimed(vmim("Running"), true),
+        Some(&vmi("Running", ours(aborted))),
+        &pods,
+        now(),
+    );
+    assert_eq!(phase_of(&p), "Failed");
+    assert!(matches!(p.steps.as_slice(), [Step::DeletePod { name, .. }] if name == "tgt"));
+    let state = p.status.migration_state.clone().expect("state");
+    assert_eq!(state.abort_status.as_deref(), Some("Succeeded"));
+    assert_eq!(p.metadata, Metadata::Release);
+}
+
+#[test]
+fn a_migration_that_completed_before_its_abort_succeeds() {
+    let pods = [
+        pod("src", None, Some("n1"), "Running"),
+        pod("tgt", Some(UID), Some("n2"), "Running"),
+    ];
+    let mut moved = vmi(
+        "Running",
+        ours(
+            json!({"targetNode": "n2", "abortRequested": true, "abortStatus": "Failed",
+                    "completed": true, "targetNodeDomainDetected": true}),
+        ),
+    );
+    moved.status.as_mut().expect("status").node_name = Some("n2".into());
+    let p = plan(&claimed(vmim("Running"), true), Some(&moved), &pods, now());
+    assert_eq!(phase_of(&p), "Succeeded");
+    assert!(p.steps.is_empty(), "{:?}", p.steps);
+    assert_eq!(p.metadata, Metadata::Release);
+}
