@@ -5,6 +5,7 @@
 pub mod node;
 pub mod plane;
 pub mod slot;
+pub mod users;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
