@@ -2,6 +2,8 @@
 //! installed kubectl (with its own cache dir) and by kube-rs.
 #![allow(dead_code)]
 
+pub mod chaos;
+pub mod install;
 pub mod node;
 pub mod plane;
 pub mod slot;
