@@ -10,9 +10,10 @@
 //! come back through the kubelet per their pods' restartPolicy. Then the invariants:
 //! - every API write that was acknowledged is there;
 //! - every VM converges to its `runStrategy: Always`: one VMI, Running, its guest answering on
-//!   its console; one launcher pod that is not over, Running; one launcher process, running the
+//!   its console; one launcher pod whose compute container has not ended, Running; one launcher process, running the
 //!   guest; KubeVirt Available again, its pods Running and ready;
-//! - nothing stuck: every migration ends (Succeeded or Failed);
+//! - nothing stuck: every migration ends (Succeeded or Failed), and one more after the chaos
+//!   succeeds (every component connected again, end to end);
 //! - **never two guests of one VM at once**, migrations included: what counts as running the
 //!   guest is in `common::chaos` (a launcher with a vCPU thread not parked), checked against
 //!   stand-ins by `chaos.rs`'s `the_sampler_sees_a_launcher_by_its_command_line`;
@@ -32,8 +33,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::chaos::{
-    Rng, Sampler, Writer, component, containerd, env_or, items, kill9, launchers, run_dirs_left,
-    until, vm_yaml,
+    Rng, Sampler, Writer, component, containerd, env_or, items, kill9, kubectl, launchers,
+    run_dirs_left, until, vm_yaml,
 };
 use common::install::{Installed, install_kubevirt, kv};
 use common::node::*;
@@ -90,6 +91,17 @@ fn console_socket(uid: &str) -> PathBuf {
     root.join(key).join("console.sock")
 }
 
+/// Whether a launcher pod's compute container has ended (a migration's source stays Running,
+/// NotReady, while its guest-console-log container runs on).
+fn compute_ended(pod: &Value) -> bool {
+    pod["status"]["containerStatuses"]
+        .as_array()
+        .is_some_and(|c| {
+            c.iter()
+                .any(|c| c["name"] == "compute" && c["state"]["terminated"].is_object())
+        })
+}
+
 fn phase(obj: &Value) -> &str {
     obj["status"]["phase"].as_str().unwrap_or("")
 }
@@ -137,7 +149,7 @@ fn converged(data: &Path, vms: &[String]) -> Result<(), String> {
         let live: Vec<&Value> = pods
             .iter()
             .filter(|p| p["metadata"]["labels"]["vm.kubevirt.io/name"] == vm.as_str())
-            .filter(|p| !matches!(phase(p), "Succeeded" | "Failed"))
+            .filter(|p| !matches!(phase(p), "Succeeded" | "Failed") && !compute_ended(p))
             .collect();
         if live.len() != 1 || phase(live[0]) != "Running" {
             let phases: Vec<_> = live.iter().map(|p| phase(p)).collect();
@@ -198,6 +210,23 @@ fn migrating(data: &Path, vm: &str) -> bool {
         list.iter()
             .any(|m| m["spec"]["vmiName"] == vm && !matches!(phase(m), "Succeeded" | "Failed"))
     })
+}
+
+/// The failed migrations and why.
+fn failures(data: &Path) -> Vec<String> {
+    items(data, NS, "vmim")
+        .unwrap_or_default()
+        .iter()
+        .filter(|m| phase(m) == "Failed")
+        .map(|m| {
+            format!(
+                "migration {} of {} failed: {}",
+                m["metadata"]["name"],
+                m["spec"]["vmiName"],
+                m["status"]["migrationState"]["failureReason"]
+            )
+        })
+        .collect()
 }
 
 fn virtctl(data: &Path, args: &[&str]) -> std::process::Output {
@@ -314,6 +343,33 @@ fn kill_9_of_any_component_mid_migration_keeps_every_invariant() {
         converged(&data, &vms)
     });
     let mended = mending.elapsed();
+    // Everything works again, end to end: a migration after the chaos succeeds (virt-api,
+    // virt-controller and virt-handler connected, the relay up) and the guest answers in its
+    // new launcher.
+    let out = virtctl(&data, &["migrate", &vms[0], "-n", NS]);
+    assert!(
+        out.status.success(),
+        "virtctl migrate after the chaos: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let after = until("the migration after the chaos ended", 180, || {
+        migrations_ended(&data)
+    });
+    if after.get("Succeeded").copied().unwrap_or(0)
+        != phases.get("Succeeded").copied().unwrap_or(0) + 1
+    {
+        let logs = kubectl(&data, &["logs", "-n", "kubevirt", "ds/virt-handler"], None);
+        let logs = String::from_utf8_lossy(&logs.stdout);
+        let tail: Vec<&str> = logs.lines().filter(|l| !l.contains("DEBUG")).collect();
+        panic!(
+            "the migration after the chaos did not succeed: {after:?}, {:#?}\nvirt-handler:\n{}",
+            failures(&data),
+            tail[tail.len().saturating_sub(40)..].join("\n")
+        );
+    }
+    until("every VM converged after the last migration", 120, || {
+        converged(&data, &vms)
+    });
     let sampled = sampler.stop();
 
     let lost = Writer::lost(&data, NS, &acked);
@@ -331,15 +387,8 @@ fn kill_9_of_any_component_mid_migration_keeps_every_invariant() {
 
     // Nothing left once the VMs are gone and `up` stops: this run's launcher run directories
     // (VMIs' and migration targets') included.
-    for m in items(&data, NS, "vmim").expect("the API answers") {
-        if phase(&m) == "Failed" {
-            eprintln!(
-                "chaos-components: migration {} of {} failed: {}",
-                m["metadata"]["name"],
-                m["spec"]["vmiName"],
-                m["status"]["migrationState"]["failureReason"]
-            );
-        }
+    for failure in failures(&data) {
+        eprintln!("chaos-components: {failure}");
     }
     let mut keys: BTreeSet<String> = sampled.uids.clone();
     for kind in ["vmi", "vmim"] {
