@@ -20,181 +20,24 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::collections::BTreeMap;
+use std::path::Path;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::node::*;
-use kubevirt_testsupport::{
-    Profile, controller_binary, demo_image, launcher_binary, process_alive, tempdir,
+use common::chaos::{
+    Rng, Sampler, Writer, containerd, env_or, kill9, kubectl, launchers, run_dirs_left, vm_yaml,
 };
+use common::node::*;
+use kubevirt_testsupport::{Profile, controller_binary, demo_image, launcher_binary, tempdir};
 use serde_json::Value;
 
 const NODE: &str = "kv-chaos";
 const NS: &str = "chaos";
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// xorshift64*: the run's only source of randomness, seeded from `CHAOS_SEED`.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
-/// The command line of `pid`, its arguments split.
-fn cmdline(pid: u32) -> Vec<String> {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|c| {
-            c.split(|b| *b == 0)
-                .filter(|a| !a.is_empty())
-                .map(|a| String::from_utf8_lossy(a).into_owned())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn pids() -> Vec<u32> {
-    std::fs::read_dir("/proc")
-        .map(|d| {
-            d.flatten()
-                .filter_map(|e| e.file_name().to_str()?.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// The value after `flag` in `args`.
-fn flag<'a>(args: &'a [String], flag: &str) -> Option<&'a str> {
-    let i = args.iter().position(|a| a == flag)?;
-    args.get(i + 1).map(String::as_str)
-}
-
-/// The live `kubevirt-launcher serve` processes of namespace [`NS`], by VM (VMI) name.
-fn launchers() -> BTreeMap<String, Vec<u32>> {
-    let mut out: BTreeMap<String, Vec<u32>> = BTreeMap::new();
-    for pid in pids() {
-        let args = cmdline(pid);
-        let is_launcher = args
-            .first()
-            .is_some_and(|a| a.ends_with("kubevirt-launcher"))
-            && args.get(1).is_some_and(|a| a == "serve");
-        if !is_launcher || flag(&args, "--namespace") != Some(NS) {
-            continue;
-        }
-        if let Some(name) = flag(&args, "--name")
-            && process_alive(pid)
-        {
-            out.entry(name.to_string()).or_default().push(pid);
-        }
-    }
-    out
-}
-
-/// The node's containerd: the process started with the configuration under `data`.
-fn containerd(data: &Path) -> Option<u32> {
-    let config = data.join("node/containerd");
-    let config = config.to_string_lossy();
-    pids().into_iter().find(|pid| {
-        let args = cmdline(*pid);
-        args.first().is_some_and(|a| a.ends_with("containerd"))
-            && flag(&args, "--config").is_some_and(|c| c.starts_with(config.as_ref()))
-            && process_alive(*pid)
-    })
-}
-
-fn kill9(pid: u32) {
-    // SAFETY: kill(2) with a pid this test found and a constant signal.
-    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-}
-
-/// A thread that runs `step` until told to stop.
-struct Background {
-    stop: Arc<AtomicBool>,
-    handle: Option<JoinHandle<()>>,
-}
-
-impl Background {
-    fn start(every: Duration, mut step: impl FnMut() + Send + 'static) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let s = stop.clone();
-        let handle = std::thread::spawn(move || {
-            while !s.load(Ordering::Relaxed) {
-                step();
-                std::thread::sleep(every);
-            }
-        });
-        Self {
-            stop,
-            handle: Some(handle),
-        }
-    }
-    fn stop(mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(h) = self.handle.take() {
-            h.join().expect("a background thread panicked");
-        }
-    }
-}
-
-impl Drop for Background {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
-}
-
-/// `kubectl` with the kubeconfig `up` writes into `data` (rewritten with the new port after a
-/// restart), bounded in time.
-fn kubectl(data: &Path, args: &[&str], stdin: Option<&str>) -> std::process::Output {
-    let mut all = vec!["--request-timeout=10s"];
-    all.extend_from_slice(args);
-    kubevirt_testsupport::kubectl(&data.join("kubeconfig"), &all, stdin)
-}
-
-fn json(data: &Path, args: &[&str]) -> Option<Value> {
-    let mut all = args.to_vec();
-    all.extend(["-o", "json"]);
-    let out = kubectl(data, &all, None);
-    out.status
-        .success()
-        .then(|| serde_json::from_slice(&out.stdout).ok())
-        .flatten()
-}
-
+/// `items` of namespace [`NS`].
 fn items(data: &Path, what: &str) -> Option<Vec<Value>> {
-    json(data, &["get", what, "-n", NS]).and_then(|v| v["items"].as_array().cloned())
-}
-
-fn vm_yaml(name: &str, image: &str) -> String {
-    std::fs::read_to_string(root().join("examples/vm-demo.yaml"))
-        .expect("examples/vm-demo.yaml")
-        .replace("oci:target/demo-image:demo", image)
-        .replace(
-            "  name: demo\n",
-            &format!("  name: {name}\n  namespace: {NS}\n"),
-        )
-        .replace("hostname: demo-vm", &format!("hostname: {name}"))
+    common::chaos::items(data, NS, what)
 }
 
 /// What a round kills.
@@ -285,7 +128,7 @@ fn a_ready_snapshot(data: &Path) -> Option<String> {
 fn converged(data: &Path, vms: &[String]) -> Result<(), String> {
     let vmis = items(data, "vmi").ok_or("the API does not answer")?;
     let pods = items(data, "pods").ok_or("the API does not answer")?;
-    let procs = launchers();
+    let procs = launchers(NS);
     if vmis.len() != vms.len() {
         return Err(format!("{} VMIs for {} VMs", vmis.len(), vms.len()));
     }
@@ -304,9 +147,9 @@ fn converged(data: &Path, vms: &[String]) -> Result<(), String> {
         if launcher_pods.len() != 1 || launcher_pods[0]["status"]["phase"] != "Running" {
             return Err(format!("{vm}: launcher pods {launcher_pods:?}"));
         }
-        let n = procs.get(vm).map_or(0, Vec::len);
-        if n != 1 {
-            return Err(format!("{vm}: {n} launcher processes"));
+        let procs = procs.get(vm).map_or(&[][..], Vec::as_slice);
+        if procs.len() != 1 || !procs[0].runs_guest {
+            return Err(format!("{vm}: launcher processes {procs:?}"));
         }
         let uid = vmi["metadata"]["uid"].as_str().unwrap_or_default();
         let socket = data.join("node/launchers").join(uid).join("console.sock");
@@ -323,14 +166,7 @@ fn kill_9_at_random_keeps_every_invariant() {
     let _node = node_slot();
     let rounds = env_or("CHAOS_ROUNDS", 6);
     let vm_count = env_or("CHAOS_VMS", 2) as usize;
-    let seed = env_or(
-        "CHAOS_SEED",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(1, |d| d.as_nanos() as u64),
-    ) | 1;
-    eprintln!("chaos: CHAOS_SEED={seed} CHAOS_ROUNDS={rounds} CHAOS_VMS={vm_count}");
-    let mut rng = Rng(seed);
+    let mut rng = Rng::from_env("chaos", rounds, vm_count);
 
     let launcher = launcher_binary(Profile::Debug);
     // `up` builds the importer image from the kubevirt-controller next to it.
@@ -351,7 +187,7 @@ fn kill_9_at_random_keeps_every_invariant() {
     up.ok(&["create", "namespace", NS], None);
     let vms: Vec<String> = (0..vm_count).map(|i| format!("vm-{i}")).collect();
     for vm in &vms {
-        up.ok(&["apply", "-f", "-"], Some(&vm_yaml(vm, &image)));
+        up.ok(&["apply", "-f", "-"], Some(&vm_yaml(vm, NS, &image)));
     }
     let started = Instant::now();
     eventually("every VM converged before the chaos", 240, || {
@@ -360,41 +196,16 @@ fn kill_9_at_random_keeps_every_invariant() {
     eprintln!("chaos: {vm_count} VMs up in {:?}", started.elapsed());
 
     // Never two guests of one VM: every 50 ms, for the whole run.
-    let doubles: Arc<Mutex<Vec<String>>> = Arc::default();
-    let seen: Arc<Mutex<BTreeMap<String, BTreeSet<u32>>>> = Arc::default();
-    let (d, s) = (doubles.clone(), seen.clone());
-    let sampler = Background::start(Duration::from_millis(50), move || {
-        for (vm, pids) in launchers() {
-            if pids.len() > 1 {
-                d.lock()
-                    .unwrap()
-                    .push(format!("{vm}: launchers {pids:?} at once"));
-            }
-            s.lock().unwrap().entry(vm).or_default().extend(pids);
-        }
-    });
+    let sampler = Sampler::start(NS);
     // Acknowledged writes: ConfigMaps created one after the other; those `kubectl` saw
     // created must all be there at the end.
-    let acked: Arc<Mutex<Vec<u64>>> = Arc::default();
-    let (a, w) = (acked.clone(), data.clone());
-    let mut next = 0u64;
-    let writer = Background::start(Duration::from_millis(150), move || {
-        let name = format!("write-{next}");
-        let out = kubectl(&w, &["create", "configmap", &name, "-n", NS], None);
-        if out.status.success() {
-            a.lock().unwrap().push(next);
-        }
-        next += 1;
-    });
+    let writer = Writer::start(&data, NS);
     // Snapshots, imports and restores in flight: one of each every round.
     let mut snapshots = Vec::new();
     let (mut imports, mut restores) = (Vec::new(), Vec::new());
 
     let mut kills: BTreeMap<Target, u32> = BTreeMap::new();
-    let mut order = TARGETS;
-    for i in (1..order.len()).rev() {
-        order.swap(i, rng.below(i as u64 + 1) as usize);
-    }
+    let order = rng.shuffled(TARGETS);
     let chaos_start = Instant::now();
     for round in 0..rounds {
         // A random moment: sometimes while the previous round's damage is still being mended.
@@ -443,9 +254,9 @@ fn kill_9_at_random_keeps_every_invariant() {
             TARGETS[rng.below(3) as usize]
         };
         let killed = match target {
-            Target::Launcher => launchers()
+            Target::Launcher => launchers(NS)
                 .get(vm)
-                .and_then(|p| p.first().copied())
+                .and_then(|p| p.first().map(|l| l.pid))
                 .map(kill9),
             Target::Containerd => containerd(&data).map(kill9),
             Target::Up => {
@@ -469,7 +280,7 @@ fn kill_9_at_random_keeps_every_invariant() {
             }
         );
     }
-    writer.stop();
+    let acked = writer.stop();
 
     let mending = Instant::now();
     eventually("every VM converged after the chaos", 300, || {
@@ -489,27 +300,16 @@ fn kill_9_at_random_keeps_every_invariant() {
     eventually("every import and restore ended well", 240, || {
         imports_and_restores_done(&data, &imports, &restores).ok()
     });
-    sampler.stop();
+    let sampled = sampler.stop();
+    let (launchers_seen, doubles) = (sampled.guests_seen(), sampled.doubles);
 
     // Every acknowledged write is there.
-    let present: BTreeSet<String> = items(&data, "configmaps")
-        .expect("ConfigMaps")
-        .iter()
-        .filter_map(|c| c["metadata"]["name"].as_str().map(str::to_string))
-        .collect();
-    let acked = acked.lock().unwrap().clone();
-    let lost: Vec<u64> = acked
-        .iter()
-        .copied()
-        .filter(|i| !present.contains(&format!("write-{i}")))
-        .collect();
+    let lost = Writer::lost(&data, NS, &acked);
     assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
-    let doubles = doubles.lock().unwrap().clone();
     assert!(
         doubles.is_empty(),
         "two guests of one VM at once: {doubles:#?}"
     );
-    let launchers_seen: usize = seen.lock().unwrap().values().map(BTreeSet::len).sum();
 
     // Nothing left once the VMs are gone and `up` stops.
     for vm in vms.iter().chain(restores.iter().map(|(_, target)| target)) {
@@ -522,14 +322,12 @@ fn kill_9_at_random_keeps_every_invariant() {
         let vmis = items(&data, "vmi")?;
         let pods = items(&data, "pods")?;
         let claims = items(&data, "pvc")?;
-        (vmis.is_empty() && pods.is_empty() && claims.is_empty() && launchers().is_empty())
+        (vmis.is_empty() && pods.is_empty() && claims.is_empty() && launchers(NS).is_empty())
             .then_some(())
     });
     drop(up);
     assert_nothing_left(&data);
-    let run_dirs: Vec<_> = std::fs::read_dir(data.join("node/launchers"))
-        .map(|d| d.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
+    let run_dirs = run_dirs_left(&data.join("node/launchers"), None);
     assert!(
         run_dirs.is_empty(),
         "launcher run directories left: {run_dirs:?}"
@@ -546,26 +344,112 @@ fn kill_9_at_random_keeps_every_invariant() {
     );
 }
 
-/// The sampler finds a launcher by its command line alone: a stand-in process named and
-/// argued like one (`kubevirt-launcher serve --namespace chaos --name <vm>`).
+/// A stand-in launcher: a process named and argued like one (`kubevirt-launcher serve
+/// --namespace chaos --name <name>`, `--incoming` too for a migration target), with a thread
+/// named `vcpu0` that spins (`run`: a vCPU in its guest), waits on a condition (`park`: a
+/// paused vCPU, a source that has handed over) or none at all (`none`: a target still waiting
+/// for its stream).
+fn stand_in(dir: &Path, name: &str, vcpu: &str, incoming: bool) -> std::process::Child {
+    use std::os::unix::process::CommandExt;
+    std::fs::write(
+        dir.join("serve"),
+        "import ctypes, os, threading, time\n\
+         def vcpu():\n\
+         \x20   ctypes.CDLL(None).prctl(15, b'vcpu0', 0, 0, 0)\n\
+         \x20   if os.environ['VCPU'] == 'run':\n\
+         \x20       while True: pass\n\
+         \x20   threading.Event().wait()\n\
+         if os.environ['VCPU'] != 'none':\n\
+         \x20   threading.Thread(target=vcpu, daemon=True).start()\n\
+         time.sleep(30)\n",
+    )
+    .unwrap();
+    let mut cmd = Command::new("/usr/bin/python3");
+    cmd.arg0(dir.join("kubevirt-launcher"))
+        .args(["serve", "--namespace", NS, "--name", name])
+        .env("VCPU", vcpu)
+        .current_dir(dir);
+    if incoming {
+        cmd.args(["--incoming", "unix:/nonexistent"]);
+    }
+    cmd.spawn().expect("python3")
+}
+
+/// Whether `pid` has a thread named `vcpu0` yet.
+fn has_vcpu_thread(pid: u32) -> bool {
+    std::fs::read_dir(format!("/proc/{pid}/task")).is_ok_and(|d| {
+        d.flatten().any(|t| {
+            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == "vcpu0")
+        })
+    })
+}
+
+/// The sampler finds a launcher by its command line alone, and counts it as running its guest
+/// exactly when a `vcpu<N>` thread of it is not parked: a spinning vCPU runs the guest, a
+/// parked one (a source that has handed over) and none (a target waiting for its stream) do
+/// not; two spinning launchers of one VM are a double; a reaped process is not a launcher.
 #[test]
 fn the_sampler_sees_a_launcher_by_its_command_line() {
-    use std::os::unix::process::CommandExt;
     let dir = tempdir("chaos-sampler");
-    std::fs::write(dir.join("serve"), "import time\ntime.sleep(30)\n").unwrap();
     let name = format!("stand-in-{}", std::process::id());
-    let mut child = Command::new("/usr/bin/python3")
-        .arg0(dir.join("kubevirt-launcher"))
-        .args(["serve", "--namespace", NS, "--name", &name])
-        .current_dir(&dir)
-        .spawn()
-        .expect("python3");
-    let found = eventually("the stand-in seen", 10, || launchers().remove(&name));
-    assert_eq!(found, [child.id()]);
-    kill9(child.id());
-    let _ = child.wait();
+    let mut running = stand_in(&dir, &name, "run", false);
+    let found = eventually("the running stand-in seen running its guest", 10, || {
+        launchers(NS)
+            .remove(&name)
+            .filter(|l| l.iter().any(|l| l.runs_guest))
+    });
+    let found: Vec<_> = found.iter().map(|l| (l.pid, l.incoming)).collect();
+    assert_eq!(found, [(running.id(), false)]);
+
+    // A target waiting for its stream and a source that has handed over are not guests.
+    let mut target = stand_in(&dir, &name, "none", true);
+    let mut parked = stand_in(&dir, &name, "park", false);
+    eventually("the parked stand-in's vCPU thread", 10, || {
+        has_vcpu_thread(parked.id()).then_some(())
+    });
+    let sampler = Sampler::start(NS);
+    std::thread::sleep(Duration::from_millis(500));
+    let all = launchers(NS).remove(&name).unwrap_or_default();
+    let by_pid = |pid: u32| all.iter().find(|l| l.pid == pid).cloned();
+    assert_eq!(
+        by_pid(target.id()).map(|l| (l.incoming, l.runs_guest)),
+        Some((true, false)),
+        "{all:?}"
+    );
+    assert_eq!(
+        by_pid(parked.id()).map(|l| l.runs_guest),
+        Some(false),
+        "{all:?}"
+    );
+    let sampled = sampler.stop();
+    assert_eq!(
+        (sampled.guests_seen(), sampled.doubles.len()),
+        (1, 0),
+        "{sampled:?}"
+    );
+
+    // A second running one is a double.
+    let mut second = stand_in(&dir, &name, "run", false);
+    let sampler = Sampler::start(NS);
+    eventually("two guests of one VM seen", 10, || {
+        launchers(NS)
+            .get(&name)
+            .is_some_and(|l| l.iter().filter(|l| l.runs_guest).count() == 2)
+            .then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let sampled = sampler.stop();
     assert!(
-        !launchers().contains_key(&name),
+        sampled.guests_seen() == 2 && !sampled.doubles.is_empty(),
+        "{sampled:?}"
+    );
+
+    for child in [&mut running, &mut target, &mut parked, &mut second] {
+        kill9(child.id());
+        let _ = child.wait();
+    }
+    assert!(
+        !launchers(NS).contains_key(&name),
         "a reaped process is not a launcher"
     );
 }

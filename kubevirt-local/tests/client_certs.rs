@@ -7,65 +7,10 @@
 mod common;
 
 use base64::Engine;
+use common::users::{as_user, can_i, stderr, stdout, user_kubeconfig};
 use common::{Server, crds_file, fixture};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-/// `kubevirt-local kubeconfig --data-dir DIR --user NAME [--group G]... [extra]`, written to a file.
-fn user_kubeconfig(s: &Server, user: &str, groups: &[&str], extra: &[&str]) -> PathBuf {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kubevirt-local"));
-    cmd.arg("kubeconfig")
-        .arg("--data-dir")
-        .arg(&s.dir)
-        .args(["--user", user]);
-    for g in groups {
-        cmd.args(["--group", g]);
-    }
-    let out = cmd
-        .args(extra)
-        .output()
-        .expect("run kubevirt-local kubeconfig");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let dir = s
-        .dir
-        .join(format!("user-{user}-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).expect("user dir");
-    let path = dir.join("kubeconfig");
-    std::fs::write(&path, &out.stdout).expect("write kubeconfig");
-    path
-}
-
-fn as_user(kubeconfig: &Path, args: &[&str]) -> Output {
-    let args: Vec<&str> = ["--request-timeout=20s"]
-        .iter()
-        .chain(args)
-        .copied()
-        .collect();
-    kubevirt_testsupport::kubectl(kubeconfig, &args, None)
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).trim().to_string()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn can_i(kubeconfig: &Path, args: &[&str]) -> bool {
-    let mut all = vec!["auth", "can-i"];
-    all.extend_from_slice(args);
-    let out = as_user(kubeconfig, &all);
-    match stdout(&out).as_str() {
-        "yes" => true,
-        "no" => false,
-        other => panic!("can-i {args:?}: {other:?} {}", stderr(&out)),
-    }
-}
+use std::process::Output;
 
 /// A kubeconfig of `s`'s cluster whose user is the certificate and key (PEM) given.
 fn with_certificate(s: &Server, cert: &str, key: &str) -> PathBuf {
@@ -172,7 +117,7 @@ fn a_client_certificate_is_its_cn_in_its_o_groups_per_rbac() {
         "--role=vm-reader",
         "--group=devs",
     ]);
-    let dana = user_kubeconfig(&s, "dana", &["devs", "qa"], &["--client-certificate"]);
+    let dana = user_kubeconfig(&s.dir, "dana", &["devs", "qa"], &["--client-certificate"]);
     let (cert, _key) = certificate_of(&dana);
     let who = stdout(&as_user(
         &dana,
@@ -208,7 +153,7 @@ fn a_client_certificate_is_its_cn_in_its_o_groups_per_rbac() {
     // own CA), kube-rs does and gets a 401.
     let other = Server::start("x509-other");
     let forged = user_kubeconfig(
-        &other,
+        &other.dir,
         "dana",
         &["system:masters"],
         &["--client-certificate"],
@@ -269,7 +214,7 @@ fn a_client_certificate_is_its_cn_in_its_o_groups_per_rbac() {
 
     // An expired certificate is no one either.
     let brief = user_kubeconfig(
-        &s,
+        &s.dir,
         "dana",
         &["devs"],
         &["--client-certificate", "--expiration-seconds", "1"],

@@ -17,57 +17,15 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
+use common::install::{Installed, NS, install_kubevirt, kv};
 use common::node::*;
-use kubevirt_testsupport::registry::Registry;
-use kubevirt_testsupport::{
-    Profile, controller_binary, demo_image, launcher_binary, tempdir, virtctl_binary,
-};
+use kubevirt_testsupport::{Profile, demo_image, tempdir, virtctl_binary};
 use serde_json::Value;
 
 const NODE: &str = "kv-install";
-const NS: &str = "kubevirt";
-const TAG: &str = "e2e";
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// The three binaries `scripts/images.sh` takes, the two that go into images without their
-/// debug info.
-fn binaries(dir: &Path) -> PathBuf {
-    let bins = dir.join("bin");
-    std::fs::create_dir_all(&bins).unwrap();
-    for (name, from) in [
-        ("kubevirt-controller", controller_binary(Profile::Debug)),
-        ("kubevirt-launcher", launcher_binary(Profile::Debug)),
-    ] {
-        run(Command::new("objcopy")
-            .arg("--strip-debug")
-            .arg(&from)
-            .arg(bins.join(name)));
-    }
-    std::os::unix::fs::symlink(
-        env!("CARGO_BIN_EXE_kubevirt-local"),
-        bins.join("kubevirt-local"),
-    )
-    .unwrap();
-    bins
-}
-
-fn kv(up: &Up) -> Option<Value> {
-    let o = up.kubectl(&["get", "kv", "kubevirt", "-n", NS, "-o", "json"], None);
-    o.status
-        .success()
-        .then(|| serde_json::from_slice(&o.stdout).ok())
-        .flatten()
-}
-
-fn pods_in(up: &Up, ns: &str) -> String {
-    String::from_utf8_lossy(
-        &up.kubectl(&["get", "pods", "-n", ns, "-o", "wide"], None)
-            .stdout,
-    )
-    .into_owned()
 }
 
 #[test]
@@ -76,86 +34,13 @@ fn the_seeds_two_commands_install_kubevirt_on_up_bare() {
     let _node = node_slot();
     let started = Instant::now();
     let dir = tempdir("operator-install");
-    let bins = binaries(&dir);
-    eprintln!("binaries ready after {:?}", started.elapsed());
-    let registry = Registry::start(&dir.join("registry")).expect("start docker-registry");
-    let reg = registry.address().to_string();
-
-    // The images, pushed.
-    let o = Command::new(root().join("scripts/images.sh"))
-        .args([&reg, TAG])
-        .env("KUBEVIRT_BINARIES", &bins)
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "images.sh: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    eprintln!("images pushed after {:?}", started.elapsed());
-
-    // The manifests for that registry.
-    let manifests = dir.join("manifests");
-    run(Command::new(controller_binary(Profile::Debug))
-        .args([
-            "manifests",
-            "--registry",
-            &reg,
-            "--tag",
-            TAG,
-            "--output-dir",
-        ])
-        .arg(&manifests));
-
-    let (up, _ready) = start_up_node(
-        &dir.join("data"),
-        NODE,
-        &["--bare", "--plain-http-registry", &reg],
-    );
-    let operator = manifests.join("kubevirt-operator.yaml");
-    let cr = manifests.join("kubevirt-cr.yaml");
-    up.ok(&["create", "-f", operator.to_str().unwrap()], None);
-    up.ok(&["create", "-f", cr.to_str().unwrap()], None);
-    let o = up.kubectl(
-        &[
-            "wait",
-            "kv",
-            "kubevirt",
-            "-n",
-            NS,
-            "--for",
-            "condition=Available",
-            "--timeout=150s",
-        ],
-        None,
-    );
-    assert!(
-        o.status.success(),
-        "kubectl wait: {}\n{}\n{:#}",
-        String::from_utf8_lossy(&o.stderr),
-        pods_in(&up, NS),
-        kv(&up).unwrap_or_default()["status"]
-    );
-    eprintln!("KubeVirt Available after {:?}", started.elapsed());
-
-    // virt-api behind its APIService, through the API server's aggregation. Its Available
-    // condition follows virt-api's endpoints (checked every 2 s, as kube-aggregator does), so it
-    // may trail the KubeVirt CR's by a moment.
-    eventually("virt-api's APIService Available", 30, || {
-        let apiservices = up.ok(&["get", "apiservices"], None);
-        apiservices
-            .lines()
-            .any(|l| {
-                l.split_whitespace().take(3).collect::<Vec<_>>()
-                    == ["v1.subresources.kubevirt.io", "kubevirt/virt-api", "True"]
-            })
-            .then_some(())
-    });
-    let discovery = up.ok(&["get", "--raw", "/apis/subresources.kubevirt.io/v1"], None);
-    assert!(
-        discovery.contains("virtualmachineinstances/pause"),
-        "{discovery}"
-    );
+    let Installed {
+        up,
+        operator,
+        registry: _registry,
+        lock: _lock,
+        ..
+    } = install_kubevirt(&dir, NODE);
 
     // The demo VM runs.
     let image = demo_image(&dir);

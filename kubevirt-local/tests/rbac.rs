@@ -6,66 +6,11 @@
 
 mod common;
 
+use common::users::{as_user, can_i, stderr, stdout, user_kubeconfig};
 use common::{Server, crds_file, fixture};
 use kubevirt_local::semantics::rbac_bootstrap::kubevirt_cluster_roles;
 use kubevirt_testsupport::eventually;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-/// `kubevirt-local kubeconfig --data-dir DIR --user NAME [--group G]... [extra]`, written to a file.
-fn user_kubeconfig(s: &Server, user: &str, groups: &[&str], extra: &[&str]) -> PathBuf {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kubevirt-local"));
-    cmd.arg("kubeconfig")
-        .arg("--data-dir")
-        .arg(&s.dir)
-        .args(["--user", user]);
-    for g in groups {
-        cmd.args(["--group", g]);
-    }
-    let out = cmd
-        .args(extra)
-        .output()
-        .expect("run kubevirt-local kubeconfig");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let dir = s.dir.join(format!("user-{user}"));
-    std::fs::create_dir_all(&dir).expect("user dir");
-    let path = dir.join("kubeconfig");
-    std::fs::write(&path, &out.stdout).expect("write kubeconfig");
-    path
-}
-
-fn as_user(kubeconfig: &Path, args: &[&str]) -> Output {
-    let args: Vec<&str> = ["--request-timeout=20s"]
-        .iter()
-        .chain(args)
-        .copied()
-        .collect();
-    kubevirt_testsupport::kubectl(kubeconfig, &args, None)
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).trim().to_string()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// `kubectl auth can-i ARGS` as `kubeconfig`: yes or no.
-fn can_i(kubeconfig: &Path, args: &[&str]) -> bool {
-    let mut all = vec!["auth", "can-i"];
-    all.extend_from_slice(args);
-    let out = as_user(kubeconfig, &all);
-    match stdout(&out).as_str() {
-        "yes" => true,
-        "no" => false,
-        other => panic!("can-i {args:?}: {other:?} {}", stderr(&out)),
-    }
-}
 
 fn roles_file(dir: &Path) -> PathBuf {
     let docs: Vec<String> = kubevirt_cluster_roles()
@@ -140,7 +85,7 @@ fn can_i_answers_per_role_for_admin_users_and_service_accounts() {
         "--clusterrole=view",
         "--user=alice",
     ]);
-    let alice = user_kubeconfig(&s, "alice", &[], &[]);
+    let alice = user_kubeconfig(&s.dir, "alice", &[], &[]);
     let who = stdout(&as_user(
         &alice,
         &[
@@ -200,7 +145,7 @@ fn can_i_answers_per_role_for_admin_users_and_service_accounts() {
         "--clusterrole=edit",
         "--group=devs",
     ]);
-    let bob = user_kubeconfig(&s, "bob", &["devs"], &[]);
+    let bob = user_kubeconfig(&s.dir, "bob", &["devs"], &[]);
     assert!(can_i(&bob, &["create", "virtualmachines", "-n", "team-a"]));
     assert!(review(
         &bob,
@@ -374,7 +319,7 @@ fn a_restricted_user_is_refused_other_namespaces_with_upstream_messages() {
         "--clusterrole=edit",
         "--user=carol",
     ]);
-    let carol = user_kubeconfig(&s, "carol", &[], &[]);
+    let carol = user_kubeconfig(&s.dir, "carol", &[], &[]);
 
     let own = as_user(&carol, &["-n", "team-a", "get", "vm", "-o", "name"]);
     assert_eq!(
@@ -537,7 +482,7 @@ fn a_new_cluster_role_labelled_aggregate_to_view_extends_view() {
         "--clusterrole=view",
         "--user=dave",
     ]);
-    let dave = user_kubeconfig(&s, "dave", &[], &[]);
+    let dave = user_kubeconfig(&s.dir, "dave", &[], &[]);
     assert!(!can_i(
         &dave,
         &["list", "widgets.example.com", "-n", "team-a"]
@@ -578,7 +523,7 @@ fn unknown_and_expired_credentials_get_401_and_user_credentials_survive_a_restar
         "--clusterrole=view",
         "--user=erin",
     ]);
-    let short = user_kubeconfig(&s, "erin", &[], &["--expiration-seconds", "2"]);
+    let short = user_kubeconfig(&s.dir, "erin", &[], &["--expiration-seconds", "2"]);
     assert_eq!(
         stdout(&as_user(&short, &["get", "ns", "default", "-o", "name"])),
         "namespace/default"
@@ -591,7 +536,7 @@ fn unknown_and_expired_credentials_get_401_and_user_credentials_survive_a_restar
         stderr(&out)
     );
 
-    let erin = user_kubeconfig(&s, "erin", &["auditors"], &[]);
+    let erin = user_kubeconfig(&s.dir, "erin", &["auditors"], &[]);
     assert!(can_i(&erin, &["list", "namespaces"]));
     let dir = s.kill();
     let s = Server::start_in(dir, &[]);

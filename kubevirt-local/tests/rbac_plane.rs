@@ -6,38 +6,7 @@
 mod common;
 
 use common::plane::Plane;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn user_kubeconfig(dir: &Path, user: &str) -> PathBuf {
-    let out = Command::new(env!("CARGO_BIN_EXE_kubevirt-local"))
-        .args(["kubeconfig", "--data-dir"])
-        .arg(dir)
-        .args(["--user", user])
-        .output()
-        .expect("run kubevirt-local kubeconfig");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let path = dir.join(format!("{user}.kubeconfig"));
-    std::fs::write(&path, &out.stdout).expect("write kubeconfig");
-    path
-}
-
-fn as_user(kubeconfig: &Path, args: &[&str]) -> Output {
-    let args: Vec<&str> = ["--request-timeout=20s"]
-        .iter()
-        .chain(args)
-        .copied()
-        .collect();
-    kubevirt_testsupport::kubectl(kubeconfig, &args, None)
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+use common::users::{as_user, can_i, stderr, user_kubeconfig};
 
 #[test]
 fn kubevirt_roles_and_the_subresource_api_are_authorised_per_namespace() {
@@ -59,17 +28,15 @@ fn kubevirt_roles_and_the_subresource_api_are_authorised_per_namespace() {
         "--clusterrole=edit",
         "--user=gina",
     ]);
-    let gina = user_kubeconfig(&p.dir, "gina");
-    let can_i = |args: &[&str]| {
-        let mut all = vec!["auth", "can-i"];
-        all.extend_from_slice(args);
-        String::from_utf8_lossy(&as_user(&gina, &all).stdout).trim() == "yes"
-    };
+    let gina = user_kubeconfig(&p.dir, "gina", &[], &[]);
     assert!(
-        can_i(&["create", "virtualmachines", "-n", "team-a"]),
+        can_i(&gina, &["create", "virtualmachines", "-n", "team-a"]),
         "kubevirt.io:edit aggregates into edit"
     );
-    assert!(!can_i(&["create", "virtualmachines", "-n", "team-b"]));
+    assert!(!can_i(
+        &gina,
+        &["create", "virtualmachines", "-n", "team-b"]
+    ));
 
     let body = p.dir.join("empty.json");
     std::fs::write(&body, "{}").expect("body");

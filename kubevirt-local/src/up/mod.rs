@@ -34,6 +34,7 @@ use crate::setup::{self, SetupError};
 use crate::storage::{Store, StoreError};
 
 mod kubevirt;
+mod pods_api;
 use kubevirt::KubeVirtParts;
 
 /// The readiness gate held until the KubeVirt CRDs are established.
@@ -391,7 +392,10 @@ pub async fn run_with(
         kubevirt_kubelet::Runtime::Private { config, .. } => config.gateway().map(|(ip, _)| ip),
         kubevirt_kubelet::Runtime::Existing(_) => None,
     });
-    let api_for_pods = pod_gateway.map(|ip| SocketAddr::from((ip, address.port())));
+    let api_for_pods = match pod_gateway {
+        Some(ip) => Some(SocketAddr::from((ip, pods_api::port(dir, address.port())?))),
+        None => None,
+    };
     let tls = setup::tls_for(
         dir,
         &pod_gateway.into_iter().map(Into::into).collect::<Vec<_>>(),

@@ -2,9 +2,12 @@
 //! installed kubectl (with its own cache dir) and by kube-rs.
 #![allow(dead_code)]
 
+pub mod chaos;
+pub mod install;
 pub mod node;
 pub mod plane;
 pub mod slot;
+pub mod users;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

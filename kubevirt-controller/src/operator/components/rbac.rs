@@ -139,7 +139,9 @@ pub fn controller_rules() -> Vec<Value> {
     ]
 }
 
-/// virt-handler's cluster rules: the VMIs of its node and their pods.
+/// virt-handler's cluster rules: the VMIs of its node and their pods, the nodes (a migration's
+/// source finds the target node's agent from its Node), and its events (upstream's
+/// `kubevirt-handler` ClusterRole has both).
 pub fn handler_rules() -> Vec<Value> {
     vec![
         rule(
@@ -148,6 +150,8 @@ pub fn handler_rules() -> Vec<Value> {
             &["get", "list", "watch", "update", "patch"],
         ),
         rule(&[""], &["pods"], &["get", "list"]),
+        rule(&[""], &["nodes"], &["get", "list", "watch"]),
+        rule(&[""], &["events"], &["create", "patch"]),
         read_kubevirt(),
     ]
 }
@@ -316,6 +320,10 @@ mod tests {
             );
         }
         assert!(!allows(&handler_rules(), "", "pods", "delete"));
+        // A migration's source agent reads the target's Node; every agent records events.
+        assert!(allows(&handler_rules(), "", "nodes", "get"));
+        assert!(allows(&handler_rules(), "", "events", "create"));
+        assert!(!allows(&handler_rules(), "", "nodes", "delete"));
         assert!(!allows(
             &api_rules(),
             "kubevirt.io",
