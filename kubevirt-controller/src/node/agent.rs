@@ -499,6 +499,13 @@ async fn cleanup(vmi: &VirtualMachineInstance, ctx: &Context) -> Result<Action, 
         let grace = Duration::from_secs(grace.max(0) as u64);
         stop(&mut l, Some(grace), grace).await;
     }
+    // Deleted mid-migration: the target's launcher and run directory go too.
+    if let Some((id, target)) = migration::pending_target_dir(vmi, &ctx.config.run_root) {
+        if let Some(l) = ctx.take_target(&id) {
+            l.lock().await.kill().await;
+        }
+        migration::release(&target);
+    }
     let dir = ctx.run_dir(vmi);
     migration::forget_active(&ctx.config.run_root, &uid);
     match std::fs::remove_dir_all(&dir) {

@@ -86,6 +86,15 @@ pub fn plain(s: &str) -> bool {
     !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
 
+/// The run directory of `vmi`'s migration target below `root`, unless the guest runs there
+/// now: what a VMI deleted mid-migration leaves (its target launcher waits, or never came).
+pub fn pending_target_dir(vmi: &VirtualMachineInstance, root: &Path) -> Option<(String, PathBuf)> {
+    let id = state(vmi)?.migration_uid.clone().filter(|id| plain(id))?;
+    let dir = root.join(&id);
+    let uid = vmi.metadata.uid.clone().unwrap_or_default();
+    (active_run_dir(root, &uid) != dir).then_some((id, dir))
+}
+
 /// The VMI's migration state, if it has one.
 pub fn state(vmi: &VirtualMachineInstance) -> Option<&VirtualMachineInstanceMigrationState> {
     vmi.status.as_ref()?.migration_state.as_ref()
