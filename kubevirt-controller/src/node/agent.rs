@@ -500,11 +500,8 @@ async fn cleanup(vmi: &VirtualMachineInstance, ctx: &Context) -> Result<Action, 
         stop(&mut l, Some(grace), grace).await;
     }
     // Deleted mid-migration: the target's launcher and run directory go too.
-    if let Some((id, target)) = migration::pending_target_dir(vmi, &ctx.config.run_root) {
-        if let Some(l) = ctx.take_target(&id) {
-            l.lock().await.kill().await;
-        }
-        migration::release(&target);
+    if let Some(id) = migration::migration_id(vmi) {
+        migration::drop_target(ctx, &id, &uid).await;
     }
     let dir = ctx.run_dir(vmi);
     migration::forget_active(&ctx.config.run_root, &uid);

@@ -86,13 +86,23 @@ pub fn plain(s: &str) -> bool {
     !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
 
-/// The run directory of `vmi`'s migration target below `root`, unless the guest runs there
-/// now: what a VMI deleted mid-migration leaves (its target launcher waits, or never came).
-pub fn pending_target_dir(vmi: &VirtualMachineInstance, root: &Path) -> Option<(String, PathBuf)> {
-    let id = state(vmi)?.migration_uid.clone().filter(|id| plain(id))?;
-    let dir = root.join(&id);
-    let uid = vmi.metadata.uid.clone().unwrap_or_default();
-    (active_run_dir(root, &uid) != dir).then_some((id, dir))
+/// The uid of `vmi`'s migration, if it has one usable as a run directory's name.
+pub fn migration_id(vmi: &VirtualMachineInstance) -> Option<String> {
+    state(vmi)?.migration_uid.clone().filter(|id| plain(id))
+}
+
+/// Stops migration `id`'s target launcher on this agent, if it has one, and removes its run
+/// directory unless the guest of VMI `uid` runs there now: after a failed migration, and for
+/// a VMI deleted mid-migration.
+pub(super) async fn drop_target(ctx: &super::agent::Context, id: &str, uid: &str) {
+    if let Some(l) = ctx.take_target(id) {
+        l.lock().await.kill().await;
+    }
+    let root = &ctx.config.run_root;
+    let dir = root.join(id);
+    if active_run_dir(root, uid) != dir {
+        release(&dir);
+    }
 }
 
 /// The VMI's migration state, if it has one.
@@ -169,7 +179,7 @@ pub(super) async fn target(
     let Some(m) = state(vmi).filter(|m| m.target_node.as_deref() == Some(me.as_str())) else {
         return Ok(TargetStep::None);
     };
-    let Some(id) = m.migration_uid.clone().filter(|id| plain(id)) else {
+    let Some(id) = migration_id(vmi) else {
         return Ok(TargetStep::None);
     };
     let uid = vmi.uid().unwrap_or_default();
@@ -177,12 +187,7 @@ pub(super) async fn target(
     let dir = root.join(&id);
     if m.failed == Some(true) {
         // The source resumed the guest: the target's launcher and files go.
-        if let Some(l) = ctx.take_target(&id) {
-            l.lock().await.kill().await;
-        }
-        if dir.is_dir() && active_run_dir(root, &uid) != dir {
-            let _ = std::fs::remove_dir_all(&dir);
-        }
+        drop_target(ctx, &id, &uid).await;
         return Ok(TargetStep::None);
     }
     if active_run_dir(root, &uid) == dir {
