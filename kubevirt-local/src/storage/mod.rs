@@ -3,9 +3,12 @@
 //!
 //! Writes happen in [`Store::write`] transactions: each `put`/`remove` takes the next global
 //! resourceVersion, stamps it into the object and records a watch event; the commit is durable
-//! (WAL, `synchronous=FULL`) before `write` returns, and only then are the events published to live
-//! watchers. A write is therefore acknowledged only once it would survive `kill -9` or power loss.
+//! before `write` returns, and only then are the events published to live watchers. A write is
+//! therefore acknowledged only once it would survive `kill -9` or power loss. Commits that arrive
+//! together share one flush of the write-ahead log (group commit, `durable.rs`), and reads wait for
+//! the flush of anything they could have seen.
 
+mod durable;
 mod key;
 mod owners;
 mod sqlite;
@@ -79,6 +82,11 @@ pub enum StoreError {
         /// [`MAX_OBJECT_BYTES`].
         limit: usize,
     },
+    /// Flushing the write-ahead log to disk failed: the disk or file system is failing.
+    #[error(
+        "storage: the database's write-ahead log could not be flushed to disk ({0}); no write can be acknowledged until the server is restarted on a healthy disk"
+    )]
+    Flush(String),
     /// The history no longer reaches back to the requested resourceVersion.
     #[error("too old resource version: {requested} ({oldest})")]
     Expired {

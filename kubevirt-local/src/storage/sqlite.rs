@@ -1,3 +1,4 @@
+use super::durable::GroupSync;
 use super::owners;
 use super::{Event, EventType, ObjectKey, StoreError};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -36,6 +37,8 @@ INSERT OR IGNORE INTO meta (k, v) VALUES ('rv', 0), ('compacted', 0);
 #[derive(Debug)]
 pub struct Store {
     conn: Mutex<Connection>,
+    /// Makes commits durable (one flush for those that arrive together) and publishes them.
+    pub(super) sync: GroupSync,
     events: broadcast::Sender<Event>,
     history: u64,
     history_bytes: u64,
@@ -46,7 +49,25 @@ pub struct Store {
 impl Store {
     /// Open (or create) the database at `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        Self::init(Connection::open(path)?)
+        let conn = Connection::open(path)?;
+        // Commits reach the OS; `GroupSync` flushes the log for them before they are shown.
+        Self::configure(&conn, "NORMAL")?;
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
+        let io = |e: std::io::Error| StoreError::Flush(e.to_string());
+        let wal = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&wal)
+            .map_err(io)?;
+        // The database and its log exist for good before any write is acknowledged.
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+        std::fs::File::open(dir.unwrap_or(Path::new(".")))
+            .and_then(|d| d.sync_all())
+            .map_err(io)?;
+        Self::init(conn, Some(wal))
     }
 
     /// Keep `events` changes of history (at least 1) instead of [`DEFAULT_HISTORY`].
@@ -64,20 +85,31 @@ impl Store {
 
     /// A store in memory (tests and `--ephemeral`).
     pub fn in_memory() -> Result<Self, StoreError> {
-        Self::init(Connection::open_in_memory()?)
+        let conn = Connection::open_in_memory()?;
+        Self::configure(&conn, "FULL")?;
+        Self::init(conn, None)
     }
 
-    fn init(conn: Connection) -> Result<Self, StoreError> {
+    fn configure(conn: &Connection, synchronous: &str) -> Result<(), StoreError> {
         conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "synchronous", synchronous)?;
         conn.pragma_update(None, "busy_timeout", 5000)?;
         // A checkpointed WAL shrinks back instead of keeping its largest size.
         conn.pragma_update(None, "journal_size_limit", 8 << 20)?;
+        Ok(())
+    }
+
+    fn init(conn: Connection, wal: Option<std::fs::File>) -> Result<Self, StoreError> {
         conn.execute_batch(SCHEMA)?;
         owners::migrate(&conn)?;
         let (events, _) = broadcast::channel(16_384);
+        let sync = GroupSync::new(wal);
+        // The schema's own commits (a new database) are flushed before the store is used.
+        let schema = sync.committed(Vec::new());
+        sync.wait(schema, &events)?;
         Ok(Self {
             conn: Mutex::new(conn),
+            sync,
             events,
             history: DEFAULT_HISTORY,
             history_bytes: DEFAULT_HISTORY_BYTES,
@@ -93,8 +125,20 @@ impl Store {
 
     /// The current global resourceVersion.
     pub fn current_rv(&self) -> Result<u64, StoreError> {
-        let conn = self.lock();
-        meta(&conn, "rv")
+        self.read(|conn| meta(conn, "rv"))
+    }
+
+    /// Runs `f` on the connection, then waits until whatever it could have seen is durable.
+    fn read<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let (out, seen) = {
+            let conn = self.lock();
+            (f(&conn)?, self.sync.newest())
+        };
+        self.sync.wait(seen, &self.events)?;
+        Ok(out)
     }
 
     /// Subscribe to changes committed from now on.
@@ -104,8 +148,7 @@ impl Store {
 
     /// One object.
     pub fn get(&self, key: &ObjectKey) -> Result<Option<Value>, StoreError> {
-        let conn = self.lock();
-        get(&conn, key)
+        self.read(|conn| get(conn, key))
     }
 
     /// Every object of `resource` (in `namespace` if given), ordered by namespace and name, and the
@@ -115,20 +158,26 @@ impl Store {
         resource: &str,
         namespace: Option<&str>,
     ) -> Result<(Vec<Value>, u64), StoreError> {
-        let conn = self.lock();
-        let rv = meta(&conn, "rv")?;
-        let items = list(&conn, resource, namespace)?
-            .into_iter()
-            .map(|(_, v)| v)
-            .collect();
-        Ok((items, rv))
+        self.read(|conn| {
+            let rv = meta(conn, "rv")?;
+            let items = list(conn, resource, namespace)?
+                .into_iter()
+                .map(|(_, v)| v)
+                .collect();
+            Ok((items, rv))
+        })
     }
 
     /// Changes of `resource` after `since`, oldest first; `Expired` if the history no longer
     /// reaches back that far.
     pub fn events_since(&self, resource: &str, since: u64) -> Result<Vec<Event>, StoreError> {
-        let conn = self.lock();
-        let compacted = meta(&conn, "compacted")?;
+        self.read(|conn| events_since(conn, resource, since))
+    }
+}
+
+fn events_since(conn: &Connection, resource: &str, since: u64) -> Result<Vec<Event>, StoreError> {
+    {
+        let compacted = meta(conn, "compacted")?;
         if since < compacted {
             return Err(StoreError::Expired {
                 requested: since,
@@ -154,13 +203,16 @@ impl Store {
         }
         Ok(out)
     }
+}
 
-    /// Run `f` in one durable transaction. Events are published after the commit.
+impl Store {
+    /// Run `f` in one durable transaction: `write` returns, and the changes' events reach
+    /// watchers, once the commit is on the disk (group commit: `storage/durable.rs`).
     pub fn write<T, E>(&self, f: impl FnOnce(&mut Txn<'_>) -> Result<T, E>) -> Result<T, E>
     where
         E: From<StoreError>,
     {
-        let out = {
+        let (out, seq) = {
             let mut conn = self.lock();
             let tx = conn.transaction().map_err(StoreError::from)?;
             let rv = meta(&tx, "rv")?;
@@ -179,32 +231,31 @@ impl Store {
                 bytes,
             } = txn;
             if rv == meta_rv_before {
-                // Nothing written: a read-only transaction ends without touching the disk.
+                // Nothing written: a read-only transaction ends without touching the disk, once
+                // what it read is durable.
                 tx.commit().map_err(StoreError::from)?;
-                return Ok(out);
-            }
-            tx.execute("UPDATE meta SET v = ?1 WHERE k = 'rv'", params![rv as i64])
-                .map_err(StoreError::from)?;
-            let every = self.history.clamp(1, 1024);
-            if rv / every != meta_rv_before / every && rv > self.history {
-                let floor = rv - self.history;
-                tx.execute("DELETE FROM events WHERE rv <= ?1", params![floor as i64])
+                (out, self.sync.newest())
+            } else {
+                tx.execute("UPDATE meta SET v = ?1 WHERE k = 'rv'", params![rv as i64])
                     .map_err(StoreError::from)?;
-                tx.execute(
-                    "UPDATE meta SET v = ?1 WHERE k = 'compacted'",
-                    params![floor as i64],
-                )
-                .map_err(StoreError::from)?;
+                let every = self.history.clamp(1, 1024);
+                if rv / every != meta_rv_before / every && rv > self.history {
+                    let floor = rv - self.history;
+                    tx.execute("DELETE FROM events WHERE rv <= ?1", params![floor as i64])
+                        .map_err(StoreError::from)?;
+                    tx.execute(
+                        "UPDATE meta SET v = ?1 WHERE k = 'compacted'",
+                        params![floor as i64],
+                    )
+                    .map_err(StoreError::from)?;
+                }
+                self.compact_bytes(&tx, bytes)?;
+                tx.commit().map_err(StoreError::from)?;
+                // Numbered under the lock, so that watchers see changes in resourceVersion order.
+                (out, self.sync.committed(events))
             }
-            self.compact_bytes(&tx, bytes)?;
-            tx.commit().map_err(StoreError::from)?;
-            // Published under the lock so that watchers see changes in resourceVersion order.
-            for e in events {
-                // No receivers is fine: nobody is watching.
-                let _ = self.events.send(e);
-            }
-            out
         };
+        self.sync.wait(seq, &self.events)?;
         Ok(out)
     }
 }
