@@ -34,11 +34,34 @@ struct Entry {
     tx: watch::Sender<Option<Arc<Pod>>>,
     task: JoinHandle<()>,
     wake: Arc<Notify>,
+    seen: Seen,
 }
 
 /// What the runtime shows of one pod: its sandboxes' and containers' ids, states and attempts,
 /// sorted.
-type Fingerprint = Vec<(String, i32, u32)>;
+pub(super) type Fingerprint = Vec<(String, i32, u32)>;
+
+/// What a pod's worker saw of the pod in the runtime at the end of its last pass: a relist that
+/// shows the same does not wake it (its own sandbox and containers appearing, mostly).
+pub(super) type Seen = Arc<std::sync::Mutex<Option<Fingerprint>>>;
+
+/// The [`Fingerprint`] of a pod whose only sandbox is `sandbox` (ready, attempt `attempt`) with
+/// `containers`.
+pub(super) fn fingerprint<'a>(
+    sandbox: &str,
+    attempt: u32,
+    containers: impl Iterator<Item = &'a k8s_cri::v1::ContainerStatus>,
+) -> Fingerprint {
+    let ready = k8s_cri::v1::PodSandboxState::SandboxReady as i32;
+    let mut f: Fingerprint = std::iter::once((sandbox.to_string(), ready, attempt))
+        .chain(containers.map(|c| {
+            let attempt = c.metadata.as_ref().map_or(0, |m| m.attempt);
+            (c.id.clone(), c.state, attempt)
+        }))
+        .collect();
+    f.sort();
+    f
+}
 
 /// Every pod's [`Fingerprint`] by uid, from one `ListPodSandbox` and one `ListContainers`.
 async fn relist(ctx: &Context) -> Result<HashMap<String, Fingerprint>, crate::cri::CriError> {
@@ -123,7 +146,9 @@ pub async fn run_pods(ctx: Arc<Context>, node: String, mut stop: watch::Receiver
                 match relist(&ctx).await {
                     Ok(now) => {
                         for (uid, e) in &workers {
-                            if now.get(uid) != last.get(uid) {
+                            let current = now.get(uid);
+                            let known = e.seen.lock().ok().and_then(|s| s.clone());
+                            if current != last.get(uid) && current != known.as_ref() {
                                 tracing::trace!(%uid, "runtime state changed");
                                 e.wake.notify_one();
                             }
@@ -180,9 +205,15 @@ pub async fn run_pods(ctx: Arc<Context>, node: String, mut stop: watch::Receiver
                             _ => {
                                 let (tx, rx) = watch::channel(Some(pod));
                                 let wake = Arc::new(Notify::new());
-                                let worker = Worker::new(ctx.clone(), uid.clone(), Arc::clone(&wake));
+                                let seen = Seen::default();
+                                let worker = Worker::new(
+                                    ctx.clone(),
+                                    uid.clone(),
+                                    Arc::clone(&wake),
+                                    Arc::clone(&seen),
+                                );
                                 let task = tokio::spawn(worker.run(rx));
-                                workers.insert(uid, Entry { tx, task, wake });
+                                workers.insert(uid, Entry { tx, task, wake, seen });
                             }
                         }
                     }

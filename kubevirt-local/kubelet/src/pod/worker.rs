@@ -17,6 +17,7 @@ use tokio::sync::watch;
 use super::backoff::{self, Backoff};
 use super::config::{self, Downward};
 use super::events::{self, Throttle};
+use super::manager::{self, Seen};
 use super::probe::{Kind, Probes};
 use super::start::Run;
 use super::status::{self, Observed, Waiting};
@@ -94,6 +95,8 @@ pub struct Worker {
     steady: bool,
     /// Woken when the pod's containers change in the runtime or a probe shows something new.
     wake: Arc<tokio::sync::Notify>,
+    /// What the last pass saw in the runtime, for the relist to compare with.
+    known: Seen,
 }
 
 fn ns_name(pod: &Pod) -> (String, String) {
@@ -101,6 +104,23 @@ fn ns_name(pod: &Pod) -> (String, String) {
         pod.metadata.namespace.clone().unwrap_or_default(),
         pod.metadata.name.clone().unwrap_or_default(),
     )
+}
+
+/// Whether `now` differs from `before` only in its status (and the resourceVersion and field
+/// ownership that come with any write). A pod with readiness gates is never "only status":
+/// conditions others set are its readiness.
+fn only_status_changed(before: &Pod, now: &Pod) -> bool {
+    let plain = |p: &Pod| {
+        let mut m = p.metadata.clone();
+        m.resource_version = None;
+        m.managed_fields = None;
+        m
+    };
+    let gates = now
+        .spec
+        .as_ref()
+        .is_some_and(|s| s.readiness_gates.as_ref().is_some_and(|g| !g.is_empty()));
+    !gates && before.spec == now.spec && plain(before) == plain(now)
 }
 
 fn now() -> String {
@@ -119,7 +139,12 @@ type ByName = (
 impl Worker {
     /// A worker for pod `uid`; `wake` makes it look at the pod at once (its containers changed
     /// in the runtime).
-    pub fn new(ctx: Arc<Context>, uid: String, wake: Arc<tokio::sync::Notify>) -> Self {
+    pub(super) fn new(
+        ctx: Arc<Context>,
+        uid: String,
+        wake: Arc<tokio::sync::Notify>,
+        known: Seen,
+    ) -> Self {
         Self {
             ctx,
             uid,
@@ -136,6 +161,7 @@ impl Worker {
             probes: Probes::new(Arc::clone(&wake)),
             steady: false,
             wake,
+            known,
         }
     }
 
@@ -145,8 +171,11 @@ impl Worker {
         // A pod removed from the API without a graceful deletion (`--grace-period=0 --force`)
         // gets this long after SIGTERM.
         let mut grace = FORCED_GRACE;
+        // The pod as the last pass saw it.
+        let mut synced: Option<Arc<Pod>> = None;
         loop {
             let pod = rx.borrow_and_update().clone();
+            synced.clone_from(&pod);
             match pod {
                 None => {
                     tracing::debug!(uid = %self.uid, grace, "pod gone: stopping it");
@@ -178,10 +207,26 @@ impl Worker {
                 }
             }
             let wake = Arc::clone(&self.wake);
-            tokio::select! {
-                r = rx.changed() => if r.is_err() { return },
-                _ = wake.notified() => {}
-                _ = tokio::time::sleep(self.next_pass()) => {}
+            let next = tokio::time::Instant::now() + self.next_pass();
+            loop {
+                tokio::select! {
+                    r = rx.changed() => {
+                        if r.is_err() {
+                            return;
+                        }
+                        // A new status alone (this worker's own status write, mostly) changes
+                        // nothing to do, as upstream's kubelet only reconciles on it.
+                        let now = rx.borrow();
+                        if let (Some(before), Some(now)) = (&synced, &*now)
+                            && only_status_changed(before, now)
+                        {
+                            continue;
+                        }
+                    }
+                    _ = wake.notified() => {}
+                    _ = tokio::time::sleep_until(next) => {}
+                }
+                break;
             }
         }
     }
@@ -516,6 +561,15 @@ impl Worker {
             })
         });
         let steady = !acted && init_done && settled && self.waiting.is_empty();
+        let attempt = sandbox_cfg.metadata.as_ref().map_or(0, |m| m.attempt);
+        let seen = manager::fingerprint(
+            &sandbox,
+            attempt,
+            observed.0.values().chain(observed.1.values()),
+        );
+        if let Ok(mut k) = self.known.lock() {
+            *k = Some(seen);
+        }
         self.report(pod, ip, observed).await?;
         self.steady = steady;
         Ok(())
@@ -618,5 +672,75 @@ impl Worker {
         .map_err(|e| PodError::Status(Box::new(e)))?;
         self.last_status = Some(status);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(v: Value) -> Pod {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn a_new_status_alone_needs_no_pass_but_anything_else_does() {
+        let before = pod(json!({
+            "metadata": {"name": "p", "resourceVersion": "1", "labels": {"a": "b"}},
+            "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+        }));
+        let mut now = before.clone();
+        now.metadata.resource_version = Some("2".into());
+        now.status = Some(serde_json::from_value(json!({"phase": "Running"})).unwrap());
+        assert!(only_status_changed(&before, &now));
+
+        let mut deleting = now.clone();
+        deleting.metadata.deletion_timestamp = before.metadata.creation_timestamp.clone().or(
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now())),
+        );
+        assert!(!only_status_changed(&before, &deleting));
+
+        let mut relabelled = now.clone();
+        relabelled.metadata.labels = None;
+        assert!(!only_status_changed(&before, &relabelled));
+
+        let mut respec = now.clone();
+        respec.spec.as_mut().unwrap().containers[0].image = Some("busybox:2".into());
+        assert!(!only_status_changed(&before, &respec));
+
+        // Readiness gates make others' conditions the pod's readiness: always a pass.
+        let gated = |p: &Pod| {
+            let mut p = p.clone();
+            p.spec.as_mut().unwrap().readiness_gates =
+                Some(vec![serde_json::from_value(json!({"conditionType": "x"})).unwrap()]);
+            p
+        };
+        assert!(!only_status_changed(&gated(&before), &gated(&now)));
+    }
+
+    #[test]
+    fn the_fingerprint_of_what_a_pass_saw_matches_the_relists() {
+        let status = |id: &str, state: i32, attempt: u32| cri::ContainerStatus {
+            id: id.into(),
+            state,
+            metadata: Some(cri::ContainerMetadata {
+                name: "c".into(),
+                attempt,
+            }),
+            ..Default::default()
+        };
+        let running = cri::ContainerState::ContainerRunning as i32;
+        let exited = cri::ContainerState::ContainerExited as i32;
+        let seen = [status("c2", running, 1), status("c1", exited, 0)];
+        let ready = cri::PodSandboxState::SandboxReady as i32;
+        // The relist's: sandboxes then containers, sorted.
+        let mut relist: manager::Fingerprint = vec![
+            ("s1".into(), ready, 0),
+            ("c2".into(), running, 1),
+            ("c1".into(), exited, 0),
+        ];
+        relist.sort();
+        assert_eq!(manager::fingerprint("s1", 0, seen.iter()), relist);
+        assert_ne!(manager::fingerprint("s1", 1, seen.iter()), relist);
     }
 }
