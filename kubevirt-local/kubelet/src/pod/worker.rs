@@ -695,8 +695,8 @@ mod tests {
         assert!(only_status_changed(&before, &now));
 
         let mut deleting = now.clone();
-        deleting.metadata.deletion_timestamp = before.metadata.creation_timestamp.clone().or(
-            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now())),
+        deleting.metadata.deletion_timestamp = Some(
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now()),
         );
         assert!(!only_status_changed(&before, &deleting));
 
@@ -711,8 +711,9 @@ mod tests {
         // Readiness gates make others' conditions the pod's readiness: always a pass.
         let gated = |p: &Pod| {
             let mut p = p.clone();
-            p.spec.as_mut().unwrap().readiness_gates =
-                Some(vec![serde_json::from_value(json!({"conditionType": "x"})).unwrap()]);
+            p.spec.as_mut().unwrap().readiness_gates = Some(vec![
+                serde_json::from_value(json!({"conditionType": "x"})).unwrap(),
+            ]);
             p
         };
         assert!(!only_status_changed(&gated(&before), &gated(&now)));
