@@ -14,6 +14,13 @@ first. Exits non-zero if any test failed.
 --beside CMD runs the shell command CMD while the test binaries run (its output is printed when
 it ends; its failure fails the run): CPU-heavy work in another target directory, such as the
 fuzzing, fills the cores the waiting tests leave idle.
+
+The longest binaries start first, so that no long one starts last: each run records how long
+every binary took in <target>/run-tests-durations.json and the next run orders by it; binaries
+it does not know (a fresh machine) come by scripts/test-durations.json, a record committed as
+a seed, then node tests before the rest. The binaries the tests run (kubevirt-controller,
+virtctl, kubevirt-launcher) are built here with the tests, once; KUBEVIRT_TEST_BINARIES_BUILT
+tells the tests to take them as they are (kubevirt-testsupport's `binaries`).
 """
 
 import argparse
@@ -67,6 +74,40 @@ def build(cargo_args):
     return found
 
 
+SEED_DURATIONS = ROOT / "scripts" / "test-durations.json"
+
+
+def durations_file():
+    return Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "run-tests-durations.json"
+
+
+def known_durations():
+    """Seconds per binary name: the committed seed, overridden by this target's last runs."""
+    found = {}
+    for path in (SEED_DURATIONS, durations_file()):
+        try:
+            found.update({k: float(v) for k, v in json.loads(path.read_text()).items()})
+        except (OSError, ValueError, AttributeError):
+            pass
+    return found
+
+
+def record_durations(measured):
+    """Adds this run's durations to the target directory's record."""
+    path = durations_file()
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        old = {}
+    if not isinstance(old, dict):
+        old = {}
+    old.update({k: round(v, 1) for k, v in measured.items()})
+    try:
+        path.write_text(json.dumps(old, indent=1, sort_keys=True) + "\n")
+    except OSError as e:
+        print(f"run-tests: cannot record durations in {path}: {e}", file=sys.stderr)
+
+
 def package_env(manifest_dir):
     """The variables cargo sets for a test it runs (those a test may read at run time)."""
     meta = subprocess.run(
@@ -94,6 +135,7 @@ class Runner:
         self.failed = []
         self.totals = [0, 0, 0]  # passed, failed, ignored
         self.envs = {}
+        self.durations = {}
 
     def take(self):
         """The next binary this worker may start, or None when all are taken."""
@@ -130,6 +172,7 @@ class Runner:
             counts[2] += int(m.group(4))
         ok = proc.returncode == 0
         with self.lock:
+            self.durations[t["name"]] = secs
             for i in range(3):
                 self.totals[i] += counts[i]
             status = "ok  " if ok else "FAIL"
@@ -183,9 +226,13 @@ def main():
     print(f"run-tests: doc tests: {docs[0]} passed, {docs[1]} failed", flush=True)
     if doc_rc != 0:
         print(doc_out, flush=True)
-    # The node tests first (they are the long ones), then the rest by crate: the longest
-    # binaries start early and the short ones fill the gaps at the end.
-    tests.sort(key=lambda t: (not t["node"], t["name"]))
+    # The longest binaries first (as the last runs measured them), the short ones filling the
+    # gaps at the end; those never measured as if they took a node test's or a second.
+    durations = known_durations()
+    tests.sort(key=lambda t: (-durations.get(t["name"], 60.0 if t["node"] else 1.0), t["name"]))
+    # The binaries the tests run were built above with them: no test runs cargo again (a build
+    # of another feature set would take minutes and replace binaries other tests are running).
+    os.environ["KUBEVIRT_TEST_BINARIES_BUILT"] = "1"
     start = time.monotonic()
     print(f"run-tests: {len(tests)} test binaries, {a.jobs} at a time"
           f" ({sum(t['node'] for t in tests)} with nodes, {a.node_jobs} at a time)", flush=True)
@@ -203,6 +250,7 @@ def main():
         beside_log.seek(0)
         print(f"----- {a.beside} (exit {beside_rc}) -----\n{beside_log.read()}"
               f"----- end of {a.beside} -----", flush=True)
+    record_durations(r.durations)
     passed, failed, ignored = r.totals
     print(f"run-tests: {passed} passed, {failed} failed, {ignored} ignored in"
           f" {time.monotonic() - start:.0f}s", flush=True)

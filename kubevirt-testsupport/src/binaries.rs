@@ -1,5 +1,13 @@
 //! Binaries of other packages that a test runs as a user would: built with cargo (a no-op when
 //! they are fresh) into the same target directory as the running test.
+//!
+//! The build is `cargo build --workspace --bin NAME`: the whole workspace's feature set, as
+//! `cargo build --workspace --bins` makes it. `-p PACKAGE` would resolve the package's features
+//! alone and build a second copy of its dependency tree (minutes on a fresh machine).
+//! `scripts/run-tests.py` builds every test with `cargo test --workspace --no-run`, which puts
+//! the binaries of the packages with integration tests in the target directory too, and sets
+//! [`PREBUILT`]: the tests then take those binaries as they are and run no cargo at all (a cargo
+//! of the other feature set would rebuild and replace them while other tests run them).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -39,15 +47,24 @@ pub fn virtctl_binary(profile: Profile) -> PathBuf {
     workspace_binary("kubevirt-controller", "virtctl", profile)
 }
 
+/// Set (to anything) by `scripts/run-tests.py` once it has built the tests: the debug binaries
+/// are in the target directory, built with them; [`Profile::Debug`] binaries are not rebuilt.
+pub const PREBUILT: &str = "KUBEVIRT_TEST_BINARIES_BUILT";
+
 fn workspace_binary(package: &str, bin: &str, profile: Profile) -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let mut cargo = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    cargo.args(["build", "--quiet", "-p", package, "--bin", bin]);
-    if profile == Profile::Release {
-        cargo.arg("--release");
+    if profile == Profile::Release || std::env::var_os(PREBUILT).is_none() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut cargo = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+        cargo.args(["build", "--quiet", "--workspace", "--bin", bin]);
+        if profile == Profile::Release {
+            cargo.arg("--release");
+        }
+        let status = cargo.current_dir(root).status().expect("run cargo");
+        assert!(
+            status.success(),
+            "building {bin} (package {package}) failed"
+        );
     }
-    let status = cargo.current_dir(root).status().expect("run cargo");
-    assert!(status.success(), "building {bin} failed");
     // Tests and benches run from target/<profile>/deps/.
     let exe = std::env::current_exe().expect("the test's own path");
     let path = exe

@@ -22,7 +22,7 @@ mod process;
 pub mod registry;
 mod wait;
 
-pub use binaries::{Profile, controller_binary, launcher_binary, virtctl_binary};
+pub use binaries::{PREBUILT, Profile, controller_binary, launcher_binary, virtctl_binary};
 pub use demo::{DemoVm, demo_vmi};
 pub use dir::{TestDir, find_file, tempdir};
 pub use fixtures::{fixture, fixtures_dir};
