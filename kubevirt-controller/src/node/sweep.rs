@@ -1,0 +1,244 @@
+//! The node agent's orphan sweep in pods mode (upstream virt-handler's orphan clean-up): every
+//! [`SWEEP_EVERY`] (the first once the agent's VMI informer has listed, by then the launchers
+//! that outlived an earlier agent are adopted), what below the launcher root belongs to nothing
+//! any more is removed — a run directory `<root>/<key>` whose key names no VMI of this node, no
+//! migration to this node and no live launcher, and a pointer `<root>/active/<uid>` of a VMI
+//! that is gone. Such directories are left when the kubelet starts a virt-launcher pod after
+//! its VMI's clean-up ran (or for a VMI the agent never took): its `launcher` hostPath volume is
+//! `DirectoryOrCreate`.
+//!
+//! Never removed: a directory whose launcher lives (one this agent follows, or one holding its
+//! lifetime lock, [`kubevirt_launcher_protocol::LAUNCHER_LOCK`]), nor one younger than
+//! [`GRACE`] (its age is that of its last change: creation, a file added, its owner given).
+//!
+//! The race with the VMI informer: a pod is made only after its VMI (a migration's target pod
+//! only after its VirtualMachineInstanceMigration) is stored in the API server, and the kubelet
+//! makes the directory only when it starts the pod. The informer may lag behind that (a watch
+//! that restarts, an agent that just started), so it only picks the candidates; a candidate is
+//! removed only when a list of VMIs and migrations *begun after the directory was seen* —
+//! consistent reads, not the watch cache — names nothing it belongs to. An object that still
+//! exists is in that list, so a pod being started for a VMI the informer has not shown yet
+//! keeps its directory. The grace period is the margin on top of that.
+
+use std::collections::{HashMap, HashSet};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use kube::ResourceExt;
+use kube::api::{Api, ListParams};
+use kube::runtime::reflector::Store;
+use kubevirt_api::core::v1::{VirtualMachineInstance, VirtualMachineInstanceMigration};
+use kubevirt_launcher_protocol::{Lifetime, lifetime};
+
+use super::agent::Context;
+use super::migration::{ACTIVE_DIR, plain, state};
+
+/// How often the launcher root is swept.
+pub const SWEEP_EVERY: Duration = Duration::from_secs(10);
+/// How old (since its last change) an entry must be before it may be swept.
+pub const GRACE: Duration = Duration::from_secs(30);
+
+/// One entry below the launcher root: a run directory `<root>/<key>`, or a pointer
+/// `<root>/active/<key>` (`key` is then a VMI uid).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// Its name: a VMI uid or a migration uid.
+    pub key: String,
+    /// How long since it last changed.
+    pub age: Duration,
+}
+
+/// The entries of `entries` to remove: older than `grace`, named by no key in `wanted` (a VMI
+/// or migration this node still has) and none in `live` (a launcher runs there).
+pub fn orphans<'a>(
+    entries: &'a [Entry],
+    wanted: &HashSet<String>,
+    live: &HashSet<String>,
+    grace: Duration,
+) -> Vec<&'a Entry> {
+    entries
+        .iter()
+        .filter(|e| e.age >= grace && !wanted.contains(&e.key) && !live.contains(&e.key))
+        .collect()
+}
+
+/// The keys below the launcher root that `vmis` and `migrations` still need on `node`: those of
+/// every VMI not placed elsewhere (not placed yet, on this node, or migrating to it) — its uid,
+/// its migration's uid and the run directory `active` points it to — and the uids of the
+/// migrations of those VMIs.
+pub fn wanted(
+    vmis: &[VirtualMachineInstance],
+    migrations: &[VirtualMachineInstanceMigration],
+    node: &str,
+    active: &HashMap<String, String>,
+) -> HashSet<String> {
+    let mut keys = HashSet::new();
+    let mut here = HashSet::new();
+    for vmi in vmis {
+        let placed = vmi.status.as_ref().and_then(|s| s.node_name.as_deref());
+        let target = state(vmi).and_then(|m| m.target_node.as_deref());
+        if placed.is_some_and(|n| n != node) && target != Some(node) {
+            continue;
+        }
+        let uid = vmi.uid().unwrap_or_default();
+        keys.extend(state(vmi).and_then(|m| m.migration_uid.clone()));
+        keys.extend(active.get(&uid).cloned());
+        keys.insert(uid);
+        here.insert((vmi.namespace(), vmi.name_any()));
+    }
+    for m in migrations {
+        if here.contains(&(m.namespace(), m.spec.vmi_name.clone().unwrap_or_default())) {
+            keys.extend(m.uid());
+        }
+    }
+    keys
+}
+
+/// What is below the launcher root now: its run directories, its pointers (with the run
+/// directory each names) — names that are no uid (dot files, `active`) are not looked at.
+fn scan(root: &Path) -> (Vec<Entry>, Vec<Entry>, HashMap<String, String>) {
+    let entries = |dir: &Path| -> Vec<(String, std::fs::Metadata)> {
+        let Ok(read) = std::fs::read_dir(dir) else {
+            return Vec::new();
+        };
+        read.flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_str()?.to_string();
+                let meta = e.metadata().ok()?;
+                (plain(&name) && name != ACTIVE_DIR).then_some((name, meta))
+            })
+            .collect()
+    };
+    let now = SystemTime::now();
+    let age = |meta: &std::fs::Metadata| {
+        // The later of its last modification and its last status change (an owner given).
+        let changed = meta.mtime().max(meta.ctime());
+        let changed = SystemTime::UNIX_EPOCH + Duration::from_secs(changed.max(0) as u64);
+        now.duration_since(changed).unwrap_or_default()
+    };
+    let dirs = entries(root)
+        .into_iter()
+        .filter(|(_, m)| m.is_dir())
+        .map(|(key, m)| Entry { age: age(&m), key })
+        .collect();
+    let mut active = HashMap::new();
+    let mut pointers = Vec::new();
+    for (uid, meta) in entries(&root.join(ACTIVE_DIR)) {
+        if let Ok(key) = std::fs::read_to_string(root.join(ACTIVE_DIR).join(&uid)) {
+            active.insert(uid.clone(), key.trim().to_string());
+        }
+        pointers.push(Entry {
+            age: age(&meta),
+            key: uid,
+        });
+    }
+    (dirs, pointers, active)
+}
+
+/// Whether a launcher holds the lifetime lock of `dir` (one that cannot be probed counts as
+/// live: it is kept).
+fn locked(dir: &Path) -> bool {
+    !matches!(lifetime(dir), Ok(Lifetime::Absent | Lifetime::Ended))
+}
+
+/// The keys of the launchers that live: those `ctx` follows (the run directories its VMIs'
+/// pointers name included) and those holding their lock among `dirs`.
+fn live(
+    ctx: &Context,
+    root: &Path,
+    dirs: &[Entry],
+    active: &HashMap<String, String>,
+) -> HashSet<String> {
+    let mut keys = ctx.followed();
+    keys.extend(
+        keys.iter()
+            .filter_map(|k| active.get(k).cloned())
+            .collect::<Vec<_>>(),
+    );
+    keys.extend(
+        dirs.iter()
+            .filter(|d| locked(&root.join(&d.key)))
+            .map(|d| d.key.clone()),
+    );
+    keys
+}
+
+/// A consistent list of the VMIs and migrations (no resourceVersion: not the watch cache).
+async fn list_now(
+    ctx: &Context,
+) -> Option<(
+    Vec<VirtualMachineInstance>,
+    Vec<VirtualMachineInstanceMigration>,
+)> {
+    let vmis: Api<VirtualMachineInstance> = Api::all(ctx.client.clone());
+    let migrations: Api<VirtualMachineInstanceMigration> = Api::all(ctx.client.clone());
+    let vmis = vmis.list(&ListParams::default()).await.ok()?.items;
+    let migrations = migrations.list(&ListParams::default()).await.ok()?.items;
+    Some((vmis, migrations))
+}
+
+/// One sweep of the launcher root; returns the paths it removed.
+pub(super) async fn sweep_once(
+    ctx: &Context,
+    store: &Store<VirtualMachineInstance>,
+) -> Vec<PathBuf> {
+    let root = ctx.config.run_root.clone();
+    let node = ctx.config.node_name.as_str();
+    let (dirs, pointers, active) = scan(&root);
+    // Candidates by what the informer shows (no API request while every entry is accounted for).
+    let cached: Vec<VirtualMachineInstance> = store.state().iter().map(|v| (**v).clone()).collect();
+    let guess = wanted(&cached, &[], node, &active);
+    let live_now = live(ctx, &root, &dirs, &active);
+    let dirs: Vec<Entry> = orphans(&dirs, &guess, &live_now, GRACE)
+        .into_iter()
+        .cloned()
+        .collect();
+    let pointers: Vec<Entry> = orphans(&pointers, &guess, &HashSet::new(), GRACE)
+        .into_iter()
+        .cloned()
+        .collect();
+    if dirs.is_empty() && pointers.is_empty() {
+        return Vec::new();
+    }
+    // The list begins after the scan: it names every object a scanned entry belongs to that
+    // still exists.
+    let Some((vmis, migrations)) = list_now(ctx).await else {
+        return Vec::new();
+    };
+    let wanted = wanted(&vmis, &migrations, node, &active);
+    // Asked again: a launcher may have taken its directory since.
+    let live_now = live(ctx, &root, &dirs, &active);
+    let mut removed = Vec::new();
+    for d in orphans(&dirs, &wanted, &live_now, GRACE) {
+        let path = root.join(&d.key);
+        if std::fs::remove_dir_all(&path).is_ok() {
+            removed.push(path);
+        }
+    }
+    for p in orphans(&pointers, &wanted, &HashSet::new(), GRACE) {
+        let path = root.join(ACTIVE_DIR).join(&p.key);
+        if std::fs::remove_file(&path).is_ok() {
+            removed.push(path);
+        }
+    }
+    removed
+}
+
+/// Sweeps the launcher root every [`SWEEP_EVERY`], once `store` (the agent's VMI informer) has
+/// listed.
+pub(super) async fn run(ctx: Arc<Context>, store: Store<VirtualMachineInstance>) {
+    if store.wait_until_ready().await.is_err() {
+        return;
+    }
+    loop {
+        tokio::time::sleep(SWEEP_EVERY).await;
+        for path in sweep_once(&ctx, &store).await {
+            tracing::info!(path = %path.display(), "removed a launcher run directory of nothing on this node");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
