@@ -2,7 +2,7 @@
 //! [`SWEEP_EVERY`] (the first once the agent's VMI informer has listed, by then the launchers
 //! that outlived an earlier agent are adopted), what below the launcher root belongs to nothing
 //! any more is removed — a run directory `<root>/<key>` whose key names no VMI of this node, no
-//! migration to this node and no live launcher, and a pointer `<root>/active/<uid>` of a VMI
+//! migration to this node, no virt-launcher pod and no live launcher, and a pointer `<root>/active/<uid>` of a VMI
 //! that is gone. Such directories are left when the kubelet starts a virt-launcher pod after
 //! its VMI's clean-up ran (or for a VMI the agent never took): its `launcher` hostPath volume is
 //! `DirectoryOrCreate`.
@@ -11,14 +11,16 @@
 //! lifetime lock, [`kubevirt_launcher_protocol::LAUNCHER_LOCK`]), nor one younger than
 //! [`GRACE`] (its age is that of its last change: creation, a file added, its owner given).
 //!
-//! The race with the VMI informer: a pod is made only after its VMI (a migration's target pod
-//! only after its VirtualMachineInstanceMigration) is stored in the API server, and the kubelet
-//! makes the directory only when it starts the pod. The informer may lag behind that (a watch
-//! that restarts, an agent that just started), so it only picks the candidates; a candidate is
-//! removed only when a list of VMIs and migrations *begun after the directory was seen* —
-//! consistent reads, not the watch cache — names nothing it belongs to. An object that still
-//! exists is in that list, so a pod being started for a VMI the informer has not shown yet
-//! keeps its directory. The grace period is the margin on top of that.
+//! The race with the VMI informer: the kubelet makes a directory only when it starts the pod
+//! (a VMI's, or a migration's target, whose VMI may not name that migration yet), and the pod
+//! is stored in the API server before that, its VMI before the pod. The informer may lag behind
+//! (a watch that restarts, an agent that just started), so it only picks the candidates; a
+//! candidate is removed only when a list of VMIs and virt-launcher pods *begun after the
+//! directory was seen* — consistent reads, not the watch cache — names nothing it belongs to.
+//! A pod or VMI that still exists is in that list, so a pod being started for a VMI the
+//! informer has not shown yet keeps its directory. The grace period is the margin on top of
+//! that. (Pods, not VirtualMachineInstanceMigrations: virt-handler may list pods, as upstream's,
+//! and a migration's target pod names its key in `kubevirt.io/migrationJobUID`.)
 
 use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::MetadataExt;
@@ -26,14 +28,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
 use kube::runtime::reflector::Store;
-use kubevirt_api::core::v1::{VirtualMachineInstance, VirtualMachineInstanceMigration};
+use kubevirt_api::core::v1::VirtualMachineInstance;
 use kubevirt_launcher_protocol::{Lifetime, lifetime};
 
 use super::agent::Context;
 use super::migration::{ACTIVE_DIR, plain, state};
+use crate::migration::MIGRATION_JOB_LABEL;
+use crate::vmi::{APP_LABEL, APP_LAUNCHER, CREATED_BY_LABEL};
 
 /// How often the launcher root is swept.
 pub const SWEEP_EVERY: Duration = Duration::from_secs(10);
@@ -64,18 +69,18 @@ pub fn orphans<'a>(
         .collect()
 }
 
-/// The keys below the launcher root that `vmis` and `migrations` still need on `node`: those of
-/// every VMI not placed elsewhere (not placed yet, on this node, or migrating to it) — its uid,
-/// its migration's uid and the run directory `active` points it to — and the uids of the
-/// migrations of those VMIs.
+/// The keys below the launcher root that `vmis` and `pods` (virt-launcher pods) still need on
+/// `node`: those of every VMI not placed elsewhere (not placed yet, on this node, or migrating
+/// to it) — its uid, its migration's uid and the run directory `active` points it to — and
+/// those of the pods not bound to another node (a migration's target pod: its migration's uid;
+/// any other: its VMI's).
 pub fn wanted(
     vmis: &[VirtualMachineInstance],
-    migrations: &[VirtualMachineInstanceMigration],
+    pods: &[Pod],
     node: &str,
     active: &HashMap<String, String>,
 ) -> HashSet<String> {
     let mut keys = HashSet::new();
-    let mut here = HashSet::new();
     for vmi in vmis {
         let placed = vmi.status.as_ref().and_then(|s| s.node_name.as_deref());
         let target = state(vmi).and_then(|m| m.target_node.as_deref());
@@ -86,12 +91,15 @@ pub fn wanted(
         keys.extend(state(vmi).and_then(|m| m.migration_uid.clone()));
         keys.extend(active.get(&uid).cloned());
         keys.insert(uid);
-        here.insert((vmi.namespace(), vmi.name_any()));
     }
-    for m in migrations {
-        if here.contains(&(m.namespace(), m.spec.vmi_name.clone().unwrap_or_default())) {
-            keys.extend(m.uid());
+    for pod in pods {
+        let bound = pod.spec.as_ref().and_then(|s| s.node_name.as_deref());
+        if bound.is_some_and(|n| n != node) {
+            continue;
         }
+        let labels = pod.metadata.labels.as_ref();
+        let key = labels.and_then(|l| l.get(MIGRATION_JOB_LABEL).or(l.get(CREATED_BY_LABEL)));
+        keys.extend(key.cloned());
     }
     keys
 }
@@ -165,18 +173,24 @@ fn live(
     keys
 }
 
-/// A consistent list of the VMIs and migrations (no resourceVersion: not the watch cache).
-async fn list_now(
-    ctx: &Context,
-) -> Option<(
-    Vec<VirtualMachineInstance>,
-    Vec<VirtualMachineInstanceMigration>,
-)> {
+/// A consistent list of the VMIs and the virt-launcher pods (no resourceVersion: not the watch
+/// cache); `None` (said in the log) when either cannot be listed.
+async fn list_now(ctx: &Context) -> Option<(Vec<VirtualMachineInstance>, Vec<Pod>)> {
     let vmis: Api<VirtualMachineInstance> = Api::all(ctx.client.clone());
-    let migrations: Api<VirtualMachineInstanceMigration> = Api::all(ctx.client.clone());
-    let vmis = vmis.list(&ListParams::default()).await.ok()?.items;
-    let migrations = migrations.list(&ListParams::default()).await.ok()?.items;
-    Some((vmis, migrations))
+    let pods: Api<Pod> = Api::all(ctx.client.clone());
+    let launchers = ListParams::default().labels(&format!("{APP_LABEL}={APP_LAUNCHER}"));
+    let listed = async {
+        let vmis = vmis.list(&ListParams::default()).await?.items;
+        let pods = pods.list(&launchers).await?.items;
+        Ok::<_, kube::Error>((vmis, pods))
+    };
+    match listed.await {
+        Ok(l) => Some(l),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list the VMIs and launcher pods: no run directory is swept");
+            None
+        }
+    }
 }
 
 /// One sweep of the launcher root; returns the paths it removed.
@@ -204,10 +218,10 @@ pub(super) async fn sweep_once(
     }
     // The list begins after the scan: it names every object a scanned entry belongs to that
     // still exists.
-    let Some((vmis, migrations)) = list_now(ctx).await else {
+    let Some((vmis, pods)) = list_now(ctx).await else {
         return Vec::new();
     };
-    let wanted = wanted(&vmis, &migrations, node, &active);
+    let wanted = wanted(&vmis, &pods, node, &active);
     // Asked again: a launcher may have taken its directory since.
     let live_now = live(ctx, &root, &dirs, &active);
     let mut removed = Vec::new();

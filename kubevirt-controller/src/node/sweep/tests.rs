@@ -22,13 +22,12 @@ fn vmi(uid: &str, node: Option<&str>, migration: serde_json::Value) -> VirtualMa
     .expect("vmi")
 }
 
-fn vmim(uid: &str, vmi_name: &str) -> VirtualMachineInstanceMigration {
+fn pod(labels: serde_json::Value, node: Option<&str>) -> Pod {
     serde_json::from_value(json!({
-        "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstanceMigration",
-        "metadata": {"name": format!("mig-{uid}"), "namespace": "ns", "uid": uid},
-        "spec": {"vmiName": vmi_name}
+        "metadata": {"name": "virt-launcher-x", "namespace": "ns", "labels": labels},
+        "spec": {"nodeName": node, "containers": []}
     }))
-    .expect("vmim")
+    .expect("pod")
 }
 
 #[test]
@@ -58,7 +57,7 @@ fn only_old_entries_of_nothing_without_a_live_launcher_are_swept() {
 }
 
 #[test]
-fn a_vmi_of_this_node_keeps_its_pod_its_migrations_and_its_active_directory() {
+fn a_vmi_or_launcher_pod_of_this_node_keeps_its_directories() {
     let active = HashMap::from([("moved".to_string(), "mig-done".to_string())]);
     let vmis = [
         // Not placed yet (its pod may be starting here), placed here, moved here.
@@ -86,13 +85,22 @@ fn a_vmi_of_this_node_keeps_its_pod_its_migrations_and_its_active_directory() {
             json!({"migrationUid": "mig-other", "targetNode": "n3"}),
         ),
     ];
-    let migrations = [
-        // Its target pod may run before the VMI's migration state names it.
-        vmim("mig-new", "vm-here"),
-        vmim("mig-of-elsewhere", "vm-elsewhere"),
-        vmim("mig-of-a-gone-vmi", "vm-deleted"),
+    let pods = [
+        // A migration's target pod, before the VMI's migration state names it.
+        pod(
+            json!({"kubevirt.io/created-by": "here", "kubevirt.io/migrationJobUID": "mig-new"}),
+            Some("n1"),
+        ),
+        // A pod of a VMI that is gone, still there (deleted, or not collected yet).
+        pod(json!({"kubevirt.io/created-by": "deleted-vmi"}), Some("n1")),
+        // Pods of another node.
+        pod(json!({"kubevirt.io/created-by": "far"}), Some("n2")),
+        pod(
+            json!({"kubevirt.io/created-by": "x", "kubevirt.io/migrationJobUID": "mig-far"}),
+            Some("n2"),
+        ),
     ];
-    let wanted = wanted(&vmis, &migrations, "n1", &active);
+    let wanted = wanted(&vmis, &pods, "n1", &active);
     for key in [
         "pending",
         "here",
