@@ -59,32 +59,22 @@ fn only_old_entries_of_nothing_without_a_live_launcher_are_swept() {
 #[test]
 fn a_vmi_or_launcher_pod_of_this_node_keeps_its_directories() {
     let active = HashMap::from([("moved".to_string(), "mig-done".to_string())]);
-    let vmis = [
+    // (uid, nodeName, migrationUid, targetNode)
+    let vmis: Vec<VirtualMachineInstance> = [
         // Not placed yet (its pod may be starting here), placed here, moved here.
-        vmi("pending", None, json!(null)),
-        vmi(
-            "here",
-            Some("n1"),
-            json!({"migrationUid": "mig-running", "targetNode": "n2"}),
-        ),
-        vmi(
-            "moved",
-            Some("n1"),
-            json!({"migrationUid": "mig-done", "targetNode": "n1"}),
-        ),
+        ("pending", None, None, None),
+        ("here", Some("n1"), Some("mig-running"), Some("n2")),
+        ("moved", Some("n1"), Some("mig-done"), Some("n1")),
         // Placed on another node but migrating to this one: its target's directory is here.
-        vmi(
-            "incoming",
-            Some("n2"),
-            json!({"migrationUid": "mig-in", "targetNode": "n1"}),
-        ),
+        ("incoming", Some("n2"), Some("mig-in"), Some("n1")),
         // Another node's, not coming here.
-        vmi(
-            "elsewhere",
-            Some("n2"),
-            json!({"migrationUid": "mig-other", "targetNode": "n3"}),
-        ),
-    ];
+        ("elsewhere", Some("n2"), Some("mig-other"), Some("n3")),
+    ]
+    .into_iter()
+    .map(|(uid, node, id, target)| {
+        vmi(uid, node, json!({"migrationUid": id, "targetNode": target}))
+    })
+    .collect();
     let pods = [
         // A migration's target pod, before the VMI's migration state names it.
         pod(
