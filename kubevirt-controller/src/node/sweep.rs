@@ -36,7 +36,7 @@ use kubevirt_api::core::v1::VirtualMachineInstance;
 use kubevirt_launcher_protocol::{Lifetime, lifetime};
 
 use super::agent::Context;
-use super::migration::{ACTIVE_DIR, plain, state};
+use super::migration::{ACTIVE_DIR, state};
 use crate::migration::MIGRATION_JOB_LABEL;
 use crate::vmi::{APP_LABEL, APP_LAUNCHER, CREATED_BY_LABEL};
 
@@ -104,8 +104,19 @@ pub fn wanted(
     keys
 }
 
+/// Whether `name` is shaped as the API server's uids are (`8-4-4-4-12` hex digits): the only
+/// names looked at below the launcher root, so a root set where other things live (or the
+/// agent's own `active` and dot names) loses nothing else.
+fn uid_shaped(name: &str) -> bool {
+    name.len() == 36
+        && name.char_indices().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => c == '-',
+            _ => c.is_ascii_hexdigit(),
+        })
+}
+
 /// What is below the launcher root now: its run directories, its pointers (with the run
-/// directory each names) — names that are no uid (dot files, `active`) are not looked at.
+/// directory each names); only uid-shaped names are looked at.
 fn scan(root: &Path) -> (Vec<Entry>, Vec<Entry>, HashMap<String, String>) {
     let entries = |dir: &Path| -> Vec<(String, std::fs::Metadata)> {
         let Ok(read) = std::fs::read_dir(dir) else {
@@ -115,7 +126,7 @@ fn scan(root: &Path) -> (Vec<Entry>, Vec<Entry>, HashMap<String, String>) {
             .filter_map(|e| {
                 let name = e.file_name().to_str()?.to_string();
                 let meta = e.metadata().ok()?;
-                (plain(&name) && name != ACTIVE_DIR).then_some((name, meta))
+                uid_shaped(&name).then_some((name, meta))
             })
             .collect()
     };

@@ -117,27 +117,41 @@ fn a_vmi_or_launcher_pod_of_this_node_keeps_its_directories() {
 fn the_scan_sees_run_directories_and_pointers_and_a_held_lock_means_live() {
     let root = std::env::temp_dir().join(format!("kv-sweep-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
-    for d in ["uid-a", "mig-b", ".hidden", "active"] {
+    let (a, b, c) = (
+        "0f3c9a2e-1b7d-4c5e-8f90-123456789abc",
+        "81b85204-5763-431b-9233-df0d434bf803",
+        "9d0e1f2a-3b4c-4d5e-8f6a-7b8c9d0e1f2a",
+    );
+    // Not uid-shaped: never looked at (the agent's own, or not the agent's at all).
+    for d in [
+        a,
+        b,
+        ".hidden",
+        "active",
+        "lost+found",
+        "mig-7",
+        "0F3C9A2E-1B7D-4C5E-8F90-12345678",
+    ] {
         std::fs::create_dir_all(root.join(d)).expect("dir");
     }
-    std::fs::write(root.join("not-a-dir"), "").expect("file");
-    std::fs::write(root.join("active").join("uid-c"), "mig-b").expect("pointer");
-    std::fs::write(root.join("active").join(".uid-c.tmp"), "mig-b").expect("tmp");
+    std::fs::write(root.join("4a4a4a4a-1b7d-4c5e-8f90-123456789abc"), "").expect("file");
+    std::fs::write(root.join("active").join(c), b).expect("pointer");
+    std::fs::write(root.join("active").join(format!(".{c}.tmp")), b).expect("tmp");
     let (mut dirs, pointers, active) = scan(&root);
-    dirs.sort_by(|a, b| a.key.cmp(&b.key));
+    dirs.sort_by(|x, y| x.key.cmp(&y.key));
     let names: Vec<&str> = dirs.iter().map(|d| d.key.as_str()).collect();
-    assert_eq!(names, ["mig-b", "uid-a"]);
+    assert_eq!(names, [a, b]);
     assert!(dirs.iter().all(|d| d.age < GRACE), "just made: {dirs:?}");
     assert_eq!(
         pointers.iter().map(|p| p.key.as_str()).collect::<Vec<_>>(),
-        ["uid-c"]
+        [c]
     );
-    assert_eq!(active.get("uid-c").map(String::as_str), Some("mig-b"));
-    // A launcher holds uid-a's lock while it lives; after it, uid-a is not live.
-    assert!(!locked(&root.join("uid-a")));
-    let held = kubevirt_launcher_protocol::hold(&root.join("uid-a")).expect("hold");
-    assert!(locked(&root.join("uid-a")));
+    assert_eq!(active.get(c).map(String::as_str), Some(b));
+    // A launcher holds a's lock while it lives; after it, a is not live.
+    assert!(!locked(&root.join(a)));
+    let held = kubevirt_launcher_protocol::hold(&root.join(a)).expect("hold");
+    assert!(locked(&root.join(a)));
     drop(held);
-    assert!(!locked(&root.join("uid-a")));
+    assert!(!locked(&root.join(a)));
     std::fs::remove_dir_all(&root).expect("clean");
 }
