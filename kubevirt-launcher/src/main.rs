@@ -8,7 +8,7 @@
 //!   of the pod network (masquerade: bridge, tap, NAT; bridge: eth0 and the tap on a bridge)
 //!   in the pod's network namespace.
 //! - `console-log --file PATH`: prints a console log as it grows (the `guest-console-log`
-//!   container).
+//!   container) until the launcher in its pod ends.
 //!
 //! Exit codes of `run` and `serve` (`kubevirt_launcher_protocol::ExitStatus`): 0 the guest
 //! powered off (Succeeded) or was stopped on request (a `serve` launcher stopped or terminated
@@ -19,8 +19,8 @@
 //! Succeeded) as upstream's does, while its final status says `Migrated`. Before it exits, the launcher leaves the same with its reason in
 //! `<run-dir>/final.json` (`FinalStatus`). `pod-network`: 0 prepared (or already, or no pod
 //! network to prepare), 2 the VMI (or the command line) is invalid, 3 the namespace or a
-//! set-up step failed. `console-log`: 0 on SIGTERM or SIGINT, 1 when the log cannot be read or
-//! printed.
+//! set-up step failed. `console-log`: 0 on SIGTERM or SIGINT or once the launcher in its pod
+//! ended (its lifetime lock released), 1 when the log cannot be read or printed.
 //!
 //! Every command logs to stderr through `tracing` (`RUST_LOG` filters it; default: this
 //! project's crates at `info`): `--log-format text` (the default) for people, `--log-format

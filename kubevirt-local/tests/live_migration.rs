@@ -4,7 +4,8 @@
 //! source), the node agent starts it as a migration target and relays the source launcher's
 //! stream to it; the guest goes on counting in the new pod (no second boot) with the same VMI,
 //! `kubectl get vmim` says Succeeded and the VMI's `migrationState` says where it went. A second
-//! migration moves it on from the first one's target. Refusals are upstream's words.
+//! migration moves it on from the first one's target, whose pod then ends Succeeded (its
+//! `guest-console-log` ends with its launcher). Refusals are upstream's words.
 //!
 //! Cancel: with the cluster's `bandwidthPerMigration` at 1Mi and 24 MiB of never-zero guest
 //! RAM the migration stays in flight for some 24 s on any machine; `virtctl migrate-cancel`
@@ -268,6 +269,20 @@ fn virtctl_migrate_moves_the_running_guest_to_a_new_launcher_pod() {
             .then_some(())
     });
     count(&console(&data, &second_uid), third);
+    // Its source pod (the first one's target) ends as upstream's does: its launcher handed the
+    // guest over and exited 0, its guest-console-log ended with it, so the pod is Succeeded
+    // (Completed), every container terminated with 0, and stays until the VM goes.
+    let ended = eventually("the second migration's source pod Succeeded", 60, || {
+        up.pod(&target_pod)
+            .filter(|p| p["status"]["phase"] == "Succeeded")
+    });
+    let containers = ended["status"]["containerStatuses"]
+        .as_array()
+        .expect("container statuses");
+    assert_eq!(containers.len(), 2, "{ended:#}");
+    for c in containers {
+        assert_eq!(c["state"]["terminated"]["exitCode"], 0, "{c:#}");
+    }
 
     // Deleting the VM: the guest shuts down, its pods go, nothing is left.
     delete_vm_leaving_nothing(up, &data);

@@ -11,7 +11,8 @@
 //! (see [`super::launcher`]). A restarted agent adopts the launcher it finds live in a VMI's run
 //! directory instead of starting another, so the VMI stays Running on the same guest; a dead run
 //! directory's final status gives the VMI its outcome; launchers whose VMI is gone (or final)
-//! are shut down gracefully and their run directories removed ([`super::adopt`]).
+//! are shut down gracefully and their run directories removed ([`super::adopt`]). In pods mode
+//! the launcher root is swept of run directories that belong to nothing ([`super::sweep`]).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -36,6 +37,7 @@ use super::launcher::Launcher;
 use super::memory;
 use super::migration::{self, TargetStep};
 use super::report::{Report, patch};
+use super::sweep;
 use super::{AgentMode, NodeConfig, NodeError, owner, pod};
 use crate::events::Recorder;
 use crate::vm::instance::{is_deleting, is_final, phase};
@@ -110,6 +112,13 @@ impl Context {
         locked(&self.outgoing).insert(id.to_string());
     }
 
+    /// The keys of the launchers this agent follows: VMI uids and migration uids (targets).
+    pub(super) fn followed(&self) -> std::collections::HashSet<String> {
+        let mut keys: std::collections::HashSet<String> = self.map().keys().cloned().collect();
+        keys.extend(locked(&self.targets).keys().cloned());
+        keys
+    }
+
     fn pod_ips(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
         self.pod_ips
             .lock()
@@ -164,7 +173,10 @@ pub async fn run(
         targets: Mutex::new(HashMap::new()),
         outgoing: Mutex::new(Default::default()),
     });
-    Controller::new(vmis, watcher::Config::default())
+    let controller = Controller::new(vmis, watcher::Config::default());
+    // Pods mode: what the kubelet made below the launcher root for nothing is swept.
+    let orphans = (!direct).then(|| tokio::spawn(sweep::run(ctx.clone(), controller.store())));
+    controller
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx.clone())
         .for_each(|r| {
@@ -175,6 +187,9 @@ pub async fn run(
         })
         .await;
     sweeper.abort();
+    if let Some(orphans) = orphans {
+        orphans.abort();
+    }
     let launchers: Vec<Shared> = ctx.map().drain().map(|(_, l)| l).collect();
     if direct {
         for l in launchers {

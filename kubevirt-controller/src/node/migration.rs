@@ -51,7 +51,7 @@ const ABORT_SUCCEEDED: &str = "Succeeded";
 /// `abortStatus` of a migration that completed before it could be cancelled.
 const ABORT_FAILED: &str = "Failed";
 /// The directory of pointer files below the launcher root.
-const ACTIVE_DIR: &str = "active";
+pub(super) const ACTIVE_DIR: &str = "active";
 /// How long the source's relay waits for its launcher to connect.
 const RELAY_ACCEPT: Duration = Duration::from_secs(60);
 

@@ -12,6 +12,8 @@
 //! - [`ExitStatus`]: the launcher's exit code, and [`FinalStatus`]: what it writes to
 //!   [`FINAL_STATUS`] in its run directory before it exits, so the final reason reaches the VMI
 //!   without reading its log.
+//! - [`LAUNCHER_LOCK`]: the lock a launcher in a pod holds in its run directory while it lives
+//!   ([`hold`]); [`lifetime`] tells a live launcher from a gone one (kill -9 included).
 //! - [`Client`]: the blocking client (one connection per request, with a timeout).
 //!
 //! ```
@@ -28,6 +30,7 @@
 
 mod client;
 mod exit;
+mod lifetime;
 mod migrate;
 mod reply;
 mod request;
@@ -35,6 +38,7 @@ mod stats;
 
 pub use self::client::{Client, ClientError, DEFAULT_TIMEOUT};
 pub use self::exit::{ExitStatus, FinalStatus, FinalStatusError};
+pub use self::lifetime::{LAUNCHER_LOCK, Lifetime, hold, lifetime};
 pub use self::migrate::{DEFAULT_COMPLETION_TIMEOUT_PER_GIB, MigrateRequest, MigrationStatus};
 pub use self::reply::{
     Done, GuestInfo, GuestInterface, LauncherIdentity, Phase, ReplyError, ShutdownReply,

@@ -3,7 +3,9 @@
 //! which must carry the VMI whose uid is `--uid`; then it runs that VMI exactly as `run` does,
 //! on the same socket (it switches from the waiting answers to the VM's, with no moment
 //! without a listener). The console goes to `console.sock` and `console.log` (rotated past
-//! 4 MiB), never to stdout; its log goes to stderr, the container's log. `stop` or `shutdown`
+//! 4 MiB), never to stdout; its log goes to stderr, the container's log. From the moment its run
+//! directory is writable until it exits it holds the directory's lifetime lock
+//! ([`kubevirt_launcher_protocol::LAUNCHER_LOCK`]). `stop` or `shutdown`
 //! while waiting, or SIGTERM/SIGINT, end it with exit code 0.
 
 use super::SeccompMode;
@@ -69,6 +71,10 @@ pub struct ServeArgs {
     run_dir_wait: u64,
 }
 
+/// The run directory's lifetime lock ([`kubevirt_launcher_protocol::LAUNCHER_LOCK`]), held
+/// from the moment the directory is writable until the process exits.
+static LIFETIME: std::sync::OnceLock<std::fs::File> = std::sync::OnceLock::new();
+
 /// How often the waiting launcher looks at its signals.
 const WAIT_POLL: Duration = Duration::from_millis(100);
 
@@ -112,6 +118,19 @@ fn serve_in(args: ServeArgs) -> Verdict {
             );
         }
         Err(why) => return failed(why),
+    }
+    // Held until the process exits (kill -9 included): the pod's `guest-console-log` and the
+    // node agent tell from it that this launcher lives.
+    match kubevirt_launcher_protocol::hold(&args.run_dir) {
+        Ok(lock) => {
+            let _ = LIFETIME.set(lock);
+        }
+        Err(e) => {
+            return failed(format!(
+                "--run-dir {}: its lifetime lock: {e}",
+                args.run_dir.display()
+            ));
+        }
     }
     // A verdict left by an earlier launcher in this directory is not this one's.
     let _ = std::fs::remove_file(args.run_dir.join(FINAL_STATUS));

@@ -53,7 +53,8 @@ fn drain(open: &mut Open, out: &mut impl Write) -> io::Result<()> {
     }
 }
 
-/// Prints `path` to `out` as it grows until `stop` is set (checked every `poll`).
+/// Prints `path` to `out` as it grows until `stop` is set (checked every `poll`), and then
+/// what was written up to then.
 ///
 /// # Errors
 /// Reading the log or writing `out` failed.
@@ -97,7 +98,14 @@ pub fn follow(
         }
         std::thread::sleep(poll);
     }
-    Ok(())
+    // What was written before the stop (the launcher's last lines when it ended).
+    if current.is_none() {
+        current = open(path)?;
+    }
+    match current.as_mut() {
+        Some(open_file) => drain(open_file, out),
+        None => Ok(()),
+    }
 }
 
 #[cfg(test)]

@@ -231,6 +231,22 @@ impl Launcher {
         assert_eq!(rc, 0, "kill: {}", std::io::Error::last_os_error());
     }
 
+    /// Its exit status if it exits within `limit` (`None`: it still runs).
+    pub fn exit_within(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                // What it printed last reaches the collectors.
+                std::thread::sleep(Duration::from_millis(200));
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Waits for the launcher to exit; returns its status and everything it printed.
     pub fn wait(&mut self) -> (ExitStatus, String) {
         self.stdin = None;
