@@ -14,6 +14,10 @@ use crate::cri::{Cri, CriError};
 use crate::node::{self, NodeError, NodeInfo};
 use crate::pod::{self, Context};
 
+/// How many times a stop that takes the pods down tries to remove their cgroups, and how often.
+const CGROUP_RETRIES: u32 = 25;
+const CGROUP_RETRY_EVERY: Duration = Duration::from_millis(200);
+
 /// How often the node's status and lease are renewed.
 pub const HEARTBEAT: Duration = Duration::from_secs(10);
 
@@ -224,7 +228,14 @@ impl Kubelet {
             s.stop(stop_pods).await;
         }
         if stop_pods {
-            pod::remove_empty_pod_cgroups(&self.ctx.node_name);
+            // A process ended with its shim (the runtime's stop kills what is left) leaves its
+            // cgroup a moment after it dies (the chaos suite found one kept): try again briefly.
+            for _ in 0..CGROUP_RETRIES {
+                if pod::remove_empty_pod_cgroups(&self.ctx.node_name) {
+                    break;
+                }
+                tokio::time::sleep(CGROUP_RETRY_EVERY).await;
+            }
         }
         if stop_pods && let Some(bridge) = &self.bridge {
             crate::containerd::remove_bridge(bridge);

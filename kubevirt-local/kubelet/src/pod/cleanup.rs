@@ -42,7 +42,24 @@ fn remove_cgroup(dir: &Path) {
 /// whose creation the stop interrupted leaves the cgroup runc made and no sandbox to remove it
 /// with. A cgroup that still holds a process is kept (`rmdir` refuses it). Another node's pods
 /// on the same host are never looked at.
-pub fn remove_empty_pod_cgroups(node: &str) {
+/// Returns whether none is left.
+pub fn remove_empty_pod_cgroups(node: &str) -> bool {
+    remove_pod_cgroups(node, |_| true);
+    for dir in node_cgroup_dirs(node) {
+        let _ = std::fs::remove_dir(&dir);
+    }
+    node_cgroup_dirs(node).is_empty()
+}
+
+/// Removes the cgroups of node `node`'s pods that are not in `known` once no process is left in
+/// them: a pod's cgroups outlive its removal when a process was still in them then (a shim or
+/// `runc` ending after containerd was killed), and nothing else would try again.
+pub(super) fn remove_orphaned_pod_cgroups(node: &str, known: &std::collections::HashSet<String>) {
+    remove_pod_cgroups(node, |uid| !known.contains(uid));
+}
+
+/// The node's cgroup directory in every hierarchy (those that exist).
+fn node_cgroup_dirs(node: &str) -> Vec<PathBuf> {
     let parent = node_cgroup(node);
     let parent = parent.trim_start_matches('/');
     let root = Path::new("/sys/fs/cgroup");
@@ -50,18 +67,25 @@ pub fn remove_empty_pod_cgroups(node: &str) {
     if let Ok(entries) = std::fs::read_dir(root) {
         parents.extend(entries.flatten().map(|e| e.path().join(parent)));
     }
-    for dir in parents {
+    parents.retain(|p| p.is_dir());
+    parents
+}
+
+/// Removes (once empty of processes) the pod cgroups of node `node` whose uid `pick` accepts.
+fn remove_pod_cgroups(node: &str, pick: impl Fn(&str) -> bool) {
+    for dir in node_cgroup_dirs(node) {
         let Ok(pods) = std::fs::read_dir(&dir) else {
             continue;
         };
         for pod in pods.flatten() {
-            if pod.file_name().to_string_lossy().starts_with("pod")
+            let name = pod.file_name().to_string_lossy().into_owned();
+            if let Some(uid) = name.strip_prefix("pod")
+                && pick(uid)
                 && pod.file_type().is_ok_and(|t| t.is_dir())
             {
                 remove_cgroup(&pod.path());
             }
         }
-        let _ = std::fs::remove_dir(&dir);
     }
 }
 

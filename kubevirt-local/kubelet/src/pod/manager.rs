@@ -20,7 +20,7 @@ use kube::runtime::watcher::{self, Event};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
-use super::cleanup::remove_host_state;
+use super::cleanup::{remove_host_state, remove_orphaned_pod_cgroups};
 use super::runtime;
 use super::worker::{Context, Worker};
 
@@ -123,6 +123,8 @@ async fn remove_orphans(ctx: &Context, known: &HashSet<String>) {
             }
         }
     }
+    // Found by the chaos suite: a pod removed while a process was still in its cgroup.
+    remove_orphaned_pod_cgroups(&ctx.node_name, known);
 }
 
 /// Runs the pods bound to `node` until `stop` turns true; then the workers stop and the pods
