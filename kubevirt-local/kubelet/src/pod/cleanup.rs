@@ -25,7 +25,10 @@ pub fn cgroup_dirs(node: &str, uid: &str) -> Vec<PathBuf> {
     out
 }
 
-/// Removes an (empty of processes) cgroup directory tree, deepest first.
+/// Removes a gone pod's cgroup directory tree, deepest first, killing what is still in it, as
+/// upstream's kubelet does when it destroys a pod's cgroup: a container whose creation was cut
+/// short (its shim or containerd killed) leaves a `runc init` waiting forever in its cgroup. A
+/// process only leaves its cgroup once it has died, so the directory may stay until the next try.
 fn remove_cgroup(dir: &Path) {
     if let Ok(entries) = std::fs::read_dir(dir) {
         for e in entries.flatten() {
@@ -34,14 +37,21 @@ fn remove_cgroup(dir: &Path) {
             }
         }
     }
+    if let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+        for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+            tracing::info!(pid, cgroup = %dir.display(), "killing a process left in a gone pod's cgroup");
+            // SAFETY: kill(2) with a valid signal; the pid was read from the cgroup of a pod
+            // that is gone, so it is that pod's leftover.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
     let _ = std::fs::remove_dir(dir);
 }
 
-/// Removes every pod cgroup of node `node` that no process is left in (in each hierarchy), and
-/// the node's directory once it is empty. For a stop that takes the runtime down: a sandbox
-/// whose creation the stop interrupted leaves the cgroup runc made and no sandbox to remove it
-/// with. A cgroup that still holds a process is kept (`rmdir` refuses it). Another node's pods
-/// on the same host are never looked at.
+/// Removes every pod cgroup of node `node` (in each hierarchy), killing what is left in them,
+/// and the node's directory once it is empty. For a stop that takes the pods down with the
+/// runtime: a sandbox whose creation the stop interrupted leaves the cgroup runc made and no
+/// sandbox to remove it with. Another node's pods on the same host are never looked at.
 /// Returns whether none is left.
 pub fn remove_empty_pod_cgroups(node: &str) -> bool {
     remove_pod_cgroups(node, |_| true);
@@ -51,9 +61,9 @@ pub fn remove_empty_pod_cgroups(node: &str) -> bool {
     node_cgroup_dirs(node).is_empty()
 }
 
-/// Removes the cgroups of node `node`'s pods that are not in `known` once no process is left in
-/// them: a pod's cgroups outlive its removal when a process was still in them then (a shim or
-/// `runc` ending after containerd was killed), and nothing else would try again.
+/// Removes the cgroups of node `node`'s pods that are not in `known`, killing what is left in
+/// them: a pod's cgroups outlive its removal when a process was still in them then (a `runc
+/// init` whose shim or containerd was killed mid-create), and nothing else would try again.
 pub(super) fn remove_orphaned_pod_cgroups(node: &str, known: &std::collections::HashSet<String>) {
     remove_pod_cgroups(node, |uid| !known.contains(uid));
 }
@@ -71,7 +81,7 @@ fn node_cgroup_dirs(node: &str) -> Vec<PathBuf> {
     parents
 }
 
-/// Removes (once empty of processes) the pod cgroups of node `node` whose uid `pick` accepts.
+/// Removes the pod cgroups of node `node` whose uid `pick` accepts.
 fn remove_pod_cgroups(node: &str, pick: impl Fn(&str) -> bool) {
     for dir in node_cgroup_dirs(node) {
         let Ok(pods) = std::fs::read_dir(&dir) else {
@@ -107,5 +117,69 @@ pub fn remove_host_state(ctx: &Context, uid: &str) {
     }
     for dir in cgroup_dirs(&ctx.node_name, uid) {
         remove_cgroup(&dir);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    /// A pod cgroup `pod<uid>/c` of `node` (in the memory hierarchy on cgroup v1, else the v2
+    /// root) holding a `sleep`; `None` where cgroups cannot be made (not root).
+    fn pod_with_process(node: &str, uid: &str) -> Option<(PathBuf, std::process::Child)> {
+        let v1 = Path::new("/sys/fs/cgroup/memory");
+        let root = if v1.is_dir() {
+            v1
+        } else {
+            Path::new("/sys/fs/cgroup")
+        };
+        let dir = root
+            .join(node_cgroup(node).trim_start_matches('/'))
+            .join(format!("pod{uid}"))
+            .join("c");
+        std::fs::create_dir_all(&dir).ok()?;
+        let child = Command::new("sleep")
+            .arg("600")
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::fs::write(dir.join("cgroup.procs"), child.id().to_string()).unwrap();
+        Some((dir, child))
+    }
+
+    #[test]
+    fn a_gone_pods_cgroup_is_removed_with_what_was_left_in_it_and_a_known_pods_is_kept() {
+        let node = format!("cleanup-test-{}", std::process::id());
+        let Some((gone_dir, mut gone)) = pod_with_process(&node, "gone") else {
+            eprintln!("skipped: cgroups cannot be made here (needs root)");
+            return;
+        };
+        let (kept_dir, mut kept) = pod_with_process(&node, "kept").unwrap();
+        let known: HashSet<String> = ["kept".to_string()].into();
+        let start = Instant::now();
+        while gone_dir.exists() && start.elapsed() < Duration::from_secs(10) {
+            remove_orphaned_pod_cgroups(&node, &known);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(!gone_dir.exists(), "the gone pod's cgroup is removed");
+        assert!(!gone_dir.parent().unwrap().exists());
+        let status = gone.wait().unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(9)
+        );
+        assert!(kept_dir.exists(), "a known pod's cgroup stays");
+        assert!(kept.try_wait().unwrap().is_none(), "and its process runs");
+
+        // A stop that takes every pod down leaves nothing, the node's directory included.
+        let start = Instant::now();
+        while !remove_empty_pod_cgroups(&node) && start.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(node_cgroup_dirs(&node).is_empty());
+        assert!(kept.wait().unwrap().code().is_none(), "killed");
     }
 }
