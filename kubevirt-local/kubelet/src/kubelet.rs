@@ -231,7 +231,7 @@ impl Kubelet {
             // A process ended with its shim (the runtime's stop kills what is left) leaves its
             // cgroup a moment after it dies (the chaos suite found one kept): try again briefly.
             for _ in 0..CGROUP_RETRIES {
-                if pod::remove_empty_pod_cgroups(&self.ctx.node_name) {
+                if pod::remove_all_pod_cgroups(&self.ctx.node_name) {
                     break;
                 }
                 tokio::time::sleep(CGROUP_RETRY_EVERY).await;

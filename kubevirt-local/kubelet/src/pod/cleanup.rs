@@ -9,19 +9,18 @@ use super::worker::Context;
 /// The cgroup directories the cgroup parent of pod `uid` of node `node` makes (one per v1
 /// hierarchy, or the v2 one).
 pub fn cgroup_dirs(node: &str, uid: &str) -> Vec<PathBuf> {
-    let rel = cgroup_parent(node, uid);
+    in_every_hierarchy(&cgroup_parent(node, uid))
+}
+
+/// The existing directories at `rel` (a cgroup path) in the v2 root and in every v1 hierarchy.
+fn in_every_hierarchy(rel: &str) -> Vec<PathBuf> {
     let rel = rel.trim_start_matches('/');
     let root = Path::new("/sys/fs/cgroup");
     let mut out = vec![root.join(rel)];
     if let Ok(entries) = std::fs::read_dir(root) {
-        for e in entries.flatten() {
-            let p = e.path().join(rel);
-            if p.exists() {
-                out.push(p);
-            }
-        }
+        out.extend(entries.flatten().map(|e| e.path().join(rel)));
     }
-    out.retain(|p| p.exists());
+    out.retain(|p| p.is_dir());
     out
 }
 
@@ -53,12 +52,12 @@ fn remove_cgroup(dir: &Path) {
 /// runtime: a sandbox whose creation the stop interrupted leaves the cgroup runc made and no
 /// sandbox to remove it with. Another node's pods on the same host are never looked at.
 /// Returns whether none is left.
-pub fn remove_empty_pod_cgroups(node: &str) -> bool {
+pub fn remove_all_pod_cgroups(node: &str) -> bool {
     remove_pod_cgroups(node, |_| true);
-    for dir in node_cgroup_dirs(node) {
+    for dir in in_every_hierarchy(&node_cgroup(node)) {
         let _ = std::fs::remove_dir(&dir);
     }
-    node_cgroup_dirs(node).is_empty()
+    in_every_hierarchy(&node_cgroup(node)).is_empty()
 }
 
 /// Removes the cgroups of node `node`'s pods that are not in `known`, killing what is left in
@@ -68,22 +67,9 @@ pub(super) fn remove_orphaned_pod_cgroups(node: &str, known: &std::collections::
     remove_pod_cgroups(node, |uid| !known.contains(uid));
 }
 
-/// The node's cgroup directory in every hierarchy (those that exist).
-fn node_cgroup_dirs(node: &str) -> Vec<PathBuf> {
-    let parent = node_cgroup(node);
-    let parent = parent.trim_start_matches('/');
-    let root = Path::new("/sys/fs/cgroup");
-    let mut parents = vec![root.join(parent)];
-    if let Ok(entries) = std::fs::read_dir(root) {
-        parents.extend(entries.flatten().map(|e| e.path().join(parent)));
-    }
-    parents.retain(|p| p.is_dir());
-    parents
-}
-
 /// Removes the pod cgroups of node `node` whose uid `pick` accepts.
 fn remove_pod_cgroups(node: &str, pick: impl Fn(&str) -> bool) {
-    for dir in node_cgroup_dirs(node) {
+    for dir in in_every_hierarchy(&node_cgroup(node)) {
         let Ok(pods) = std::fs::read_dir(&dir) else {
             continue;
         };
@@ -176,10 +162,10 @@ mod tests {
 
         // A stop that takes every pod down leaves nothing, the node's directory included.
         let start = Instant::now();
-        while !remove_empty_pod_cgroups(&node) && start.elapsed() < Duration::from_secs(10) {
+        while !remove_all_pod_cgroups(&node) && start.elapsed() < Duration::from_secs(10) {
             std::thread::sleep(Duration::from_millis(100));
         }
-        assert!(node_cgroup_dirs(&node).is_empty());
+        assert!(in_every_hierarchy(&node_cgroup(&node)).is_empty());
         assert!(kept.wait().unwrap().code().is_none(), "killed");
     }
 }

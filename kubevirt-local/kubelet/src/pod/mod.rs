@@ -21,7 +21,7 @@ pub mod termination;
 pub mod volumes;
 mod worker;
 
-pub use cleanup::{cgroup_dirs, remove_empty_pod_cgroups};
+pub use cleanup::{cgroup_dirs, remove_all_pod_cgroups};
 pub use manager::{run_pods, stop_all};
 pub use worker::Context;
 
