@@ -173,39 +173,7 @@ impl Store {
     pub fn events_since(&self, resource: &str, since: u64) -> Result<Vec<Event>, StoreError> {
         self.read(|conn| events_since(conn, resource, since))
     }
-}
 
-fn events_since(conn: &Connection, resource: &str, since: u64) -> Result<Vec<Event>, StoreError> {
-    {
-        let compacted = meta(conn, "compacted")?;
-        if since < compacted {
-            return Err(StoreError::Expired {
-                requested: since,
-                oldest: compacted,
-            });
-        }
-        let mut stmt = conn.prepare_cached(
-            "SELECT rv, namespace, name, type, value FROM events WHERE resource = ?1 AND rv > ?2 ORDER BY rv",
-        )?;
-        let mut rows = stmt.query(params![resource, since as i64])?;
-        let mut out = Vec::new();
-        while let Some(row) = rows.next()? {
-            let rv: i64 = row.get(0)?;
-            let name: String = row.get(2)?;
-            let text: String = row.get(4)?;
-            let kind: String = row.get(3)?;
-            out.push(Event {
-                rv: rv as u64,
-                kind: EventType::parse(&kind).unwrap_or(EventType::Modified),
-                key: ObjectKey::new(resource, row.get::<_, String>(1)?, name.clone()),
-                object: serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(name, e))?,
-            });
-        }
-        Ok(out)
-    }
-}
-
-impl Store {
     /// Run `f` in one durable transaction: `write` returns, and the changes' events reach
     /// watchers, once the commit is on the disk (group commit: `storage/durable.rs`).
     pub fn write<T, E>(&self, f: impl FnOnce(&mut Txn<'_>) -> Result<T, E>) -> Result<T, E>
@@ -238,17 +206,7 @@ impl Store {
             } else {
                 tx.execute("UPDATE meta SET v = ?1 WHERE k = 'rv'", params![rv as i64])
                     .map_err(StoreError::from)?;
-                let every = self.history.clamp(1, 1024);
-                if rv / every != meta_rv_before / every && rv > self.history {
-                    let floor = rv - self.history;
-                    tx.execute("DELETE FROM events WHERE rv <= ?1", params![floor as i64])
-                        .map_err(StoreError::from)?;
-                    tx.execute(
-                        "UPDATE meta SET v = ?1 WHERE k = 'compacted'",
-                        params![floor as i64],
-                    )
-                    .map_err(StoreError::from)?;
-                }
+                self.compact_count(&tx, meta_rv_before, rv)?;
                 self.compact_bytes(&tx, bytes)?;
                 tx.commit().map_err(StoreError::from)?;
                 // Numbered under the lock, so that watchers see changes in resourceVersion order.
@@ -261,6 +219,26 @@ impl Store {
 }
 
 impl Store {
+    /// Every `history` changes (at most 1024), drop the history older than the last `history`
+    /// changes; `before` and `rv` are the resourceVersions before and after this transaction.
+    fn compact_count(
+        &self,
+        tx: &rusqlite::Transaction<'_>,
+        before: u64,
+        rv: u64,
+    ) -> Result<(), StoreError> {
+        let every = self.history.clamp(1, 1024);
+        if rv / every != before / every && rv > self.history {
+            let floor = rv - self.history;
+            tx.execute("DELETE FROM events WHERE rv <= ?1", params![floor as i64])?;
+            tx.execute(
+                "UPDATE meta SET v = ?1 WHERE k = 'compacted'",
+                params![floor as i64],
+            )?;
+        }
+        Ok(())
+    }
+
     /// Once a quarter of the byte budget has been written since the last time, drop the oldest
     /// history beyond the budget (counted from the newest change backwards).
     fn compact_bytes(
@@ -406,6 +384,35 @@ impl Txn<'_> {
         });
         Ok(())
     }
+}
+
+/// Changes of `resource` after `since` (see [`Store::events_since`]).
+fn events_since(conn: &Connection, resource: &str, since: u64) -> Result<Vec<Event>, StoreError> {
+    let compacted = meta(conn, "compacted")?;
+    if since < compacted {
+        return Err(StoreError::Expired {
+            requested: since,
+            oldest: compacted,
+        });
+    }
+    let mut stmt = conn.prepare_cached(
+        "SELECT rv, namespace, name, type, value FROM events WHERE resource = ?1 AND rv > ?2 ORDER BY rv",
+    )?;
+    let mut rows = stmt.query(params![resource, since as i64])?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        let rv: i64 = row.get(0)?;
+        let name: String = row.get(2)?;
+        let text: String = row.get(4)?;
+        let kind: String = row.get(3)?;
+        out.push(Event {
+            rv: rv as u64,
+            kind: EventType::parse(&kind).unwrap_or(EventType::Modified),
+            key: ObjectKey::new(resource, row.get::<_, String>(1)?, name.clone()),
+            object: serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(name, e))?,
+        });
+    }
+    Ok(out)
 }
 
 /// Every object of `resource` (in `namespace` if given), ordered by namespace and name.
