@@ -171,12 +171,10 @@ impl Worker {
         // A pod removed from the API without a graceful deletion (`--grace-period=0 --force`)
         // gets this long after SIGTERM.
         let mut grace = FORCED_GRACE;
-        // The pod as the last pass saw it.
-        let mut synced: Option<Arc<Pod>> = None;
         loop {
+            // The pod as this pass sees it.
             let pod = rx.borrow_and_update().clone();
-            synced.clone_from(&pod);
-            match pod {
+            match &pod {
                 None => {
                     tracing::debug!(uid = %self.uid, grace, "pod gone: stopping it");
                     if let Err(e) = self.terminate(grace).await {
@@ -194,14 +192,14 @@ impl Worker {
                             .and_then(|s| s.termination_grace_period_seconds))
                         .unwrap_or(30);
                     match self.terminate(grace).await {
-                        Ok(()) => self.final_delete(&p).await,
+                        Ok(()) => self.final_delete(p).await,
                         Err(e) => tracing::warn!(uid = %self.uid, error = %e, "stopping a pod"),
                     }
                     grace = 0;
                 }
                 Some(p) => {
-                    if let Err(e) = self.sync(&p).await {
-                        let (ns, name) = ns_name(&p);
+                    if let Err(e) = self.sync(p).await {
+                        let (ns, name) = ns_name(p);
                         tracing::warn!(pod = %format!("{ns}/{name}"), error = %e, "pod sync");
                     }
                 }
@@ -217,7 +215,7 @@ impl Worker {
                         // A new status alone (this worker's own status write, mostly) changes
                         // nothing to do, as upstream's kubelet only reconciles on it.
                         let now = rx.borrow();
-                        if let (Some(before), Some(now)) = (&synced, &*now)
+                        if let (Some(before), Some(now)) = (&pod, &*now)
                             && only_status_changed(before, now)
                         {
                             continue;
