@@ -19,8 +19,13 @@ fn events_print_kube_apiservers_columns() {
     let s = Server::start("event-columns");
     let now = jiff::Timestamp::now();
     let ago = |secs: i64| {
+        // Truncated, never rounded up: a stamp half a second in the future showed 19m for 20m.
         (now - jiff::SignedDuration::from_secs(secs))
-            .round(jiff::Unit::Second)
+            .round(
+                jiff::TimestampRound::new()
+                    .smallest(jiff::Unit::Second)
+                    .mode(jiff::RoundMode::Trunc),
+            )
             .unwrap()
             .to_string()
     };
