@@ -38,6 +38,9 @@ use kubevirt_local::up::{
 };
 use kubevirt_testsupport::{Profile, demo_image, launcher_binary, tempdir};
 
+#[path = "local_density/cpu.rs"]
+mod cpu;
+
 const LIMIT_P50: f64 = 45.0;
 const LIMIT_P95: f64 = 60.0;
 /// Issue 14's goal on this machine.
@@ -278,11 +281,7 @@ struct Idle {
 }
 
 fn sample_idle(data_dir: &Path) -> Idle {
-    let clk = {
-        // SAFETY: sysconf has no preconditions.
-        let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-        if t > 0 { t as f64 } else { 100.0 }
-    };
+    let clk = cpu::clock_ticks();
     let procs = classify(data_dir);
     let before: Vec<(u32, Role, Option<u64>)> = procs
         .iter()
@@ -325,6 +324,8 @@ struct Outcome {
     /// VMIs the scheduler refused: (name, message).
     unschedulable: Vec<(String, String)>,
     idle: Option<Idle>,
+    /// CPU used from just before the first creation until the last VMI was Running.
+    start_cpu: Option<cpu::Split>,
     load_before: String,
     load_after: String,
     /// Host state left after the stop (should be empty).
@@ -392,6 +393,7 @@ fn leftovers(data_dir: &Path) -> Vec<String> {
 }
 
 fn run_once(
+    meter: &cpu::Meter,
     mode: Mode,
     n: usize,
     cpu_request: Option<&str>,
@@ -408,6 +410,7 @@ fn run_once(
         seen: vec![[None; 4]; n],
         unschedulable: Vec::new(),
         idle: None,
+        start_cpu: None,
         load_before,
         load_after: String::new(),
         leftovers: Vec::new(),
@@ -473,8 +476,14 @@ fn run_once(
     if outcome.error.is_none()
         && let Some(s) = &started
     {
-        match rt.block_on(measure(&s.kubeconfig, n, cpu_request, image)) {
+        let before = meter.sample();
+        let profile = cpu::Profile::start();
+        let measured = rt.block_on(measure(&s.kubeconfig, n, cpu_request, image));
+        let after = meter.sample();
+        profile.stop();
+        match measured {
             Ok((seen, unschedulable)) => {
+                outcome.start_cpu = Some(before.until(&after));
                 outcome.seen = seen;
                 outcome.unschedulable = unschedulable;
                 std::thread::sleep(SETTLE);
@@ -679,6 +688,9 @@ fn report(o: &Outcome) -> Option<f64> {
             );
         }
     }
+    if let Some(c) = &o.start_cpu {
+        report_start_cpu(mode, c, running.len());
+    }
     if let Some(idle) = &o.idle {
         let vms = running.len().max(1) as f64;
         println!(
@@ -735,6 +747,32 @@ fn report(o: &Outcome) -> Option<f64> {
     p95
 }
 
+/// The CPU the starts took, per VM, against what the machine has for one VM at this rate.
+fn report_start_cpu(mode: &str, c: &cpu::Split, vms: usize) {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let per_vm = |s: f64| s / vms.max(1) as f64 * 1e3;
+    let part = |name: &str, s: Option<f64>| {
+        s.map_or(String::new(), |s| format!(", {name} {:.0} ms", per_vm(s)))
+    };
+    // VMs arrive 100 ms apart: the machine has `cores` x 100 ms of CPU for each.
+    let budget_ms = cores * 100.0;
+    println!(
+        "{mode}: CPU from the first creation to the last Running ({:.1} s): {:.0} ms a VM \
+         (plane {:.0} ms{}{}) = {:.2}x the {budget_ms:.0} ms a VM that {cores} cores have at one VM per 100 ms; \
+         other work on the machine meanwhile: {}",
+        c.wall,
+        per_vm(c.ours()),
+        per_vm(c.plane),
+        part("runtime (containerd, shims, runc)", c.runtime),
+        part("pods (launchers, console logs, pause, runc init)", c.pods),
+        per_vm(c.ours()) / budget_ms,
+        c.other.map_or("unknown".to_string(), |o| format!(
+            "{:.0}% of the machine",
+            o / (c.wall * cores) * 100.0
+        )),
+    );
+}
+
 fn main() {
     let mut n = 10;
     let mut cpu_request = None;
@@ -762,11 +800,13 @@ fn main() {
             .as_deref()
             .unwrap_or("(upstream default: 100m per vCPU)")
     );
+    // Before anything starts, so containerd and the shims are charged to the bench's cgroup.
+    let meter = cpu::Meter::join(NODE);
     let mut outcomes = Vec::new();
     let mut p95: Vec<(Mode, Option<f64>)> = Vec::new();
     for &m in &modes {
         // Reported as soon as it ends, so a later run's failure loses nothing.
-        let o = run_once(m, n, cpu_request.as_deref(), &launcher, &image);
+        let o = run_once(&meter, m, n, cpu_request.as_deref(), &launcher, &image);
         p95.push((o.mode, report(&o)));
         outcomes.push(o);
     }
