@@ -36,7 +36,7 @@ use super::events;
 use super::launcher::Launcher;
 use super::memory;
 use super::migration::{self, TargetStep};
-use super::report::{Report, patch};
+use super::report::{Report, io_error_event, patch};
 use super::sweep;
 use super::{AgentMode, NodeConfig, NodeError, owner, pod};
 use crate::events::Recorder;
@@ -412,6 +412,9 @@ async fn apply(
             })?;
         let new = p["status"]["phase"].as_str().unwrap_or_else(|| phase(vmi));
         if let Some(note) = events::phase_change(phase(vmi), new) {
+            ctx.recorder.record(&written, &note).await;
+        }
+        if let Some(note) = io_error_event(vmi, &report) {
             ctx.recorder.record(&written, &note).await;
         }
     }

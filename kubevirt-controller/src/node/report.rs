@@ -1,14 +1,26 @@
 //! What the node agent writes on a VMI, from what its launcher reports: the phase as upstream's
 //! virt-handler sets it, `nodeName`, the Ready and Paused conditions, the guest's interfaces and
-//! the phase transition history. A pure function, so every mapping is tested without a VM.
+//! the phase transition history; and the `IOerror` event upstream records when a disk's error
+//! policy pauses the VMI. Pure functions, so every mapping is tested without a VM.
 
 use jiff::Timestamp;
 use kubevirt_api::core::v1::VirtualMachineInstance;
+
+use crate::events::Note;
 use kubevirt_launcher_protocol::{ExitStatus, FinalStatus, Phase, Status};
 use serde_json::{Value, json};
 
 /// Label upstream puts on a VMI: the node it runs on.
 pub const NODE_NAME_LABEL: &str = "kubevirt.io/nodeName";
+
+/// The Paused condition's reason and message (upstream virt-handler's) when a disk's error
+/// policy paused the VMI; the disk and its error are the `IOerror` event's.
+const PAUSED_IO_ERROR: (&str, &str) = (
+    "PausedIOError",
+    "VMI was paused, low-level IO error detected",
+);
+/// ... and when its user paused it.
+const PAUSED_BY_USER: (&str, &str) = ("PausedByUser", "VMI was paused by user");
 
 /// What the agent knows about a VMI's launcher.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -96,15 +108,16 @@ pub fn patch(
         "type": "Ready",
         "status": if phase == "Running" && !paused { "True" } else { "False" },
     })];
-    match (paused, io_error) {
-        // A disk's error policy paused it (upstream's reason and message).
-        (true, Some(error)) => conditions.push(json!({"type": "Paused", "status": "True",
-            "reason": "PausedIOError",
-            "message": format!("VMI was paused, low-level IO error detected: {error}")})),
-        (true, None) => {
-            conditions.push(json!({"type": "Paused", "status": "True", "reason": "PausedByUser"}))
-        }
-        (false, _) => {}
+    if paused {
+        // A disk's error policy paused it, or its user did (upstream's reasons and messages).
+        let (reason, message) = if io_error.is_some() {
+            PAUSED_IO_ERROR
+        } else {
+            PAUSED_BY_USER
+        };
+        conditions.push(
+            json!({"type": "Paused", "status": "True", "reason": reason, "message": message}),
+        );
     }
     // Keep the transition time of a condition whose status did not change.
     for c in &mut conditions {
@@ -154,6 +167,41 @@ pub fn patch(
         return None;
     }
     Some(json!({"metadata": {"labels": {NODE_NAME_LABEL: node}}, "status": status}))
+}
+
+/// The Warning `IOerror` event upstream's virt-launcher sends when a disk's error policy pauses
+/// the VMI, naming the volume (a disk is named as its volume) and telling a full disk apart:
+/// once, when `report` says paused for a disk error and `vmi` does not show that yet. The
+/// launcher reports the error as the VMM's `disk <name>: <what the backend said>`.
+pub fn io_error_event(vmi: &VirtualMachineInstance, report: &Report) -> Option<Note> {
+    let Report::Status(s) = report else {
+        return None;
+    };
+    let error = s.io_error.as_deref().filter(|_| s.paused)?;
+    let shown = vmi
+        .status
+        .iter()
+        .flat_map(|s| s.conditions.iter().flatten())
+        .any(|c| {
+            c.type_ == "Paused"
+                && c.status == "True"
+                && c.reason.as_deref() == Some(PAUSED_IO_ERROR.0)
+        });
+    if shown {
+        return None;
+    }
+    let (volume, what) = error
+        .strip_prefix("disk ")
+        .and_then(|e| e.split_once(": "))
+        .unwrap_or(("", error));
+    // Rust's io::Error ends its text with the errno.
+    let no_space = format!("(os error {})", libc::ENOSPC);
+    let message = if what.contains(&no_space) {
+        format!("VM Paused due to not enough space on volume: {volume}")
+    } else {
+        format!("VM Paused due to IO error at the volume: {volume}")
+    };
+    Some(Note::warning("IOerror", message))
 }
 
 /// Empty lists and nulls compare equal to absent fields.

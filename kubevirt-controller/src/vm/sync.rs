@@ -345,7 +345,7 @@ fn decide(
     }
 }
 
-/// Ready (mirrors the instance), Paused (mirrors it while true) and Failure (while the spec
+/// Ready (mirrors the instance), Paused (the instance's, while true) and Failure (while the spec
 /// cannot be acted on); a condition keeps its transition time while its status stays.
 fn conditions(
     old: &VirtualMachineStatus,
@@ -384,8 +384,13 @@ fn conditions(
             .unwrap_or_else(|| if ready { "VMIReady" } else { "VMINotReady" }.into()),
     };
     let mut out = vec![make("Ready", ready, Some(ready_reason), None)];
-    if vmi.is_some_and(|v| condition(v, "Paused").is_some_and(|(s, _)| s == "True")) {
-        out.push(make("Paused", true, Some("PausedByUser".into()), None));
+    // Copied from the instance's as upstream copies its conditions: its reason (PausedByUser,
+    // PausedIOError) and message with it.
+    let paused = vmi
+        .and_then(|v| v.status.as_ref()?.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_ == "Paused" && c.status == "True"));
+    if let Some(p) = paused {
+        out.push(make("Paused", true, p.reason.clone(), p.message.clone()));
     }
     if let Some((reason, message)) = failure {
         out.push(make("Failure", true, Some(reason.into()), Some(message)));

@@ -86,25 +86,66 @@ fn running_is_ready_with_the_guest_address_and_paused_is_not() {
     assert_eq!(p["status"]["conditions"][0]["status"], "False");
     assert_eq!(p["status"]["conditions"][1]["type"], "Paused");
     assert_eq!(p["status"]["conditions"][1]["reason"], "PausedByUser");
-    // Paused by a disk's error policy: upstream's reason, and what the disk said.
-    let mut full = running(true, Some("10.0.2.2"));
-    if let Report::Status(s) = &mut full {
-        s.io_error = Some("disk data: No space left on device (os error 28)".into());
-    }
+    assert_eq!(
+        p["status"]["conditions"][1]["message"],
+        "VMI was paused by user"
+    );
+    assert_eq!(io_error_event(&v, &running(true, None)), None);
+    // Paused by a disk's error policy: upstream's reason and message (the event names the disk).
+    let full = io_paused("disk data: No space left on device (os error 28)");
     let io = patch(&v, "node-a", &full, now()).unwrap();
     let c = &io["status"]["conditions"][1];
     assert_eq!(c["reason"], "PausedIOError", "{c}");
-    assert!(
-        c["message"]
-            .as_str()
-            .unwrap()
-            .starts_with("VMI was paused, low-level IO error detected: disk data: No space"),
-        "{c}"
-    );
+    assert_eq!(c["message"], "VMI was paused, low-level IO error detected");
     // The phase did not change: no new transition (the one for Running stays the only one).
     let transitions = p["status"]["phaseTransitionTimestamps"].as_array().unwrap();
     assert_eq!(transitions.len(), 1);
     assert_eq!(transitions[0]["phase"], "Running");
+}
+
+/// Running, paused by a disk's error policy for `error`.
+fn io_paused(error: &str) -> Report {
+    let mut r = running(true, Some("10.0.2.2"));
+    if let Report::Status(s) = &mut r {
+        s.io_error = Some(error.into());
+    }
+    r
+}
+
+#[test]
+fn a_pause_for_a_disk_error_is_told_once_as_upstreams_ioerror_event_naming_the_volume() {
+    let v = vmi(json!({"phase": "Running"}), true);
+    let full = io_paused("disk data: No space left on device (os error 28)");
+    let note = io_error_event(&v, &full).expect("an event");
+    assert_eq!(
+        (note.type_, note.reason),
+        (crate::events::EventType::Warning, "IOerror")
+    );
+    assert_eq!(
+        note.message,
+        "VM Paused due to not enough space on volume: data"
+    );
+    let other = io_error_event(&v, &io_paused("disk root: Input/output error (os error 5)"));
+    assert_eq!(
+        other.expect("an event").message,
+        "VM Paused due to IO error at the volume: root"
+    );
+    // Once the VMI shows the condition, the same report tells nothing new.
+    let shown = applied(&v, &patch(&v, "node-a", &full, now()).unwrap());
+    assert_eq!(io_error_event(&shown, &full), None);
+    // A guest that is not paused, or paused by its user, has no disk error to tell.
+    let mut unpaused = full.clone();
+    if let Report::Status(s) = &mut unpaused {
+        s.paused = false;
+    }
+    assert_eq!(io_error_event(&v, &unpaused), None);
+    assert_eq!(io_error_event(&v, &Report::Launching), None);
+    // Unpaused and paused again by a second error: told again.
+    let resumed = applied(
+        &shown,
+        &patch(&shown, "node-a", &running(false, Some("10.0.2.2")), now()).unwrap(),
+    );
+    assert!(io_error_event(&resumed, &full).is_some());
 }
 
 fn exited(code: Option<i32>, last: Option<(ExitStatus, &str)>) -> Report {

@@ -303,6 +303,41 @@ fn conditions_keep_their_transition_time_while_unchanged() {
     assert_eq!(ready.last_transition_time.as_ref().unwrap().0, now());
 }
 
+#[test]
+fn the_paused_condition_is_the_instances_with_its_reason_and_message() {
+    let v = vm(json!({"runStrategy": "Always"}), json!({}));
+    let mut i = vmi("Running", "a", true);
+    let paused = |i: &VirtualMachineInstance| {
+        run(&v, Some(i))
+            .status
+            .conditions
+            .unwrap()
+            .into_iter()
+            .find(|c| c.type_ == "Paused")
+    };
+    assert_eq!(paused(&i), None);
+    for (reason, message) in [
+        (
+            "PausedIOError",
+            "VMI was paused, low-level IO error detected",
+        ),
+        ("PausedByUser", "VMI was paused by user"),
+    ] {
+        i.status.as_mut().unwrap().conditions = Some(vec![
+            serde_json::from_value(json!({"type": "Paused", "status": "True",
+                "reason": reason, "message": message}))
+            .unwrap(),
+        ]);
+        let c = paused(&i).expect("a Paused condition");
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_deref(), c.message.as_deref()),
+            ("True", Some(reason), Some(message))
+        );
+        let p = run(&v, Some(&i));
+        assert_eq!(p.status.printable_status.as_deref(), Some("Paused"));
+    }
+}
+
 mod props {
     use proptest::prelude::*;
 

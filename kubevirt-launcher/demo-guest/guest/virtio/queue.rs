@@ -104,17 +104,31 @@ impl Queue {
         Some((r32(e) as u16, r32(e + 4)))
     }
 
-    /// Submits `chain` (descriptors from 0) and waits up to a few seconds for it.
+    /// Submits `chain` (descriptors from 0) and waits up to a few seconds of this vCPU's own
+    /// time for it. The TSC runs on while the VM is paused: a jump far longer than one turn of
+    /// the loop is time the vCPU did not run (its VM paused, e.g. holding this very request
+    /// under a disk's error policy until space is freed; or its thread not scheduled) and does
+    /// not count, so a request the host held completes when the VM resumes, as Linux's
+    /// virtio-blk waits for it, rather than failing on a deadline that passed meanwhile.
     pub fn run(&mut self, chain: &[Buf]) -> Option<u32> {
+        /// A TSC step longer than this between two turns of the loop is a stall, not waiting.
+        const STALL: u64 = TICKS_PER_SECOND / 10;
         self.set_chain(0, chain);
         self.push(0);
         self.notify();
-        let deadline = rdtsc() + 5 * TICKS_PER_SECOND;
+        let mut waited = 0;
+        let mut last = rdtsc();
         loop {
             if let Some((_, len)) = self.pop_used() {
                 return Some(len);
             }
-            if rdtsc() > deadline {
+            let now = rdtsc();
+            let step = now.wrapping_sub(last);
+            last = now;
+            if step < STALL {
+                waited += step;
+            }
+            if waited > 5 * TICKS_PER_SECOND {
                 return None;
             }
             core::hint::spin_loop();
