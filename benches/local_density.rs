@@ -40,6 +40,9 @@ use kubevirt_testsupport::{Profile, demo_image, launcher_binary, tempdir};
 
 #[path = "local_density/cpu.rs"]
 mod cpu;
+mod host_support;
+
+use host_support::{clock_ticks, cpu_ticks, machine_jiffies};
 
 const LIMIT_P50: f64 = 45.0;
 const LIMIT_P95: f64 = 60.0;
@@ -136,14 +139,6 @@ fn all_procs() -> HashMap<u32, Proc> {
         .collect()
 }
 
-/// utime + stime of the whole process (all its threads), in clock ticks.
-fn cpu_ticks(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
-    // After the comm: state(3) ppid ... utime(14) stime(15).
-    Some(rest.get(11)?.parse::<u64>().ok()? + rest.get(12)?.parse::<u64>().ok()?)
-}
-
 /// `VmRSS` and `Pss` (from smaps_rollup), in KiB.
 fn memory_kib(pid: u32) -> (u64, u64) {
     let field = |text: &str, name: &str| {
@@ -155,22 +150,6 @@ fn memory_kib(pid: u32) -> (u64, u64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
     (field(&status, "VmRSS:"), field(&rollup, "Pss:"))
-}
-
-/// The whole machine's busy and total jiffies (`cpu` line of /proc/stat).
-fn machine_jiffies() -> (u64, u64) {
-    let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let v: Vec<u64> = text
-        .lines()
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    let total: u64 = v.iter().take(8).sum();
-    let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
-    (total - idle, total)
 }
 
 fn loadavg() -> String {
@@ -281,7 +260,7 @@ struct Idle {
 }
 
 fn sample_idle(data_dir: &Path) -> Idle {
-    let clk = cpu::clock_ticks();
+    let clk = clock_ticks();
     let procs = classify(data_dir);
     let before: Vec<(u32, Role, Option<u64>)> = procs
         .iter()

@@ -51,6 +51,10 @@ use kubevirt_local::up::{self, Components, KubeletOptions, RegistryOptions, Star
 use kubevirt_testsupport::tempdir;
 use serde_json::json;
 
+mod host_support;
+
+use host_support::{clock_ticks, cpu_ticks, machine_jiffies};
+
 /// Issue 13's goal on this machine: P95 creation → Running.
 const GOAL_P95: f64 = 1.0;
 const NODE: &str = "podbench";
@@ -136,19 +140,6 @@ fn pod(name: &str, image: &str) -> Pod {
 
 // ---- /proc --------------------------------------------------------------------------------
 
-fn clock_ticks() -> f64 {
-    // SAFETY: sysconf has no preconditions.
-    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if t > 0 { t as f64 } else { 100.0 }
-}
-
-/// utime + stime of a whole process, in clock ticks.
-fn cpu_ticks(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
-    Some(rest.get(11)?.parse::<u64>().ok()? + rest.get(12)?.parse::<u64>().ok()?)
-}
-
 fn comm_and_argv(pid: u32) -> Option<(String, String)> {
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
     let argv = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
@@ -191,21 +182,6 @@ struct Idle {
     shim_count: usize,
     /// The whole machine's busy share (100 % = every core).
     machine: f64,
-}
-
-fn machine_jiffies() -> (u64, u64) {
-    let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let v: Vec<u64> = text
-        .lines()
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    let total: u64 = v.iter().take(8).sum();
-    let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
-    (total - idle, total)
 }
 
 async fn sample_idle(data: &Path) -> Idle {

@@ -10,6 +10,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use crate::host_support::{clock_ticks, cpu_ticks, machine_jiffies};
+
 const CPUACCT: &str = "/sys/fs/cgroup/cpuacct";
 
 /// The bench's own `cpuacct` cgroup; the process leaves it (and it is removed) on drop.
@@ -113,11 +115,15 @@ impl Split {
     }
 }
 
-/// Clock ticks a second (`/proc` times are in them).
-pub fn clock_ticks() -> f64 {
-    // SAFETY: sysconf has no preconditions.
-    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if t > 0 { t as f64 } else { 100.0 }
+/// utime + stime of this process (all threads), in ns.
+fn self_ns() -> u64 {
+    let ticks = cpu_ticks(std::process::id()).unwrap_or(0);
+    (ticks as f64 / clock_ticks() * 1e9) as u64
+}
+
+/// The whole machine's busy time, in ns.
+fn machine_busy_ns() -> u64 {
+    (machine_jiffies().0 as f64 / clock_ticks() * 1e9) as u64
 }
 
 fn usage_ns(cgroup: &Path) -> Option<u64> {
@@ -126,35 +132,6 @@ fn usage_ns(cgroup: &Path) -> Option<u64> {
         .trim()
         .parse()
         .ok()
-}
-
-/// utime + stime of this process (all threads), in ns.
-fn self_ns() -> u64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let rest: Vec<&str> = stat
-        .rfind(')')
-        .map_or("", |i| &stat[i + 1..])
-        .split_whitespace()
-        .collect();
-    let field = |i: usize| rest.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    ((field(11) + field(12)) as f64 / clock_ticks() * 1e9) as u64
-}
-
-/// The whole machine's busy time (`cpu` line of /proc/stat, all but idle and iowait), in ns.
-fn machine_busy_ns() -> u64 {
-    let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let v: Vec<u64> = text
-        .lines()
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    let busy: u64 = v.iter().take(8).sum::<u64>()
-        - v.get(3).copied().unwrap_or(0)
-        - v.get(4).copied().unwrap_or(0);
-    (busy as f64 / clock_ticks() * 1e9) as u64
 }
 
 /// `perf record -a` over the starts when `DENSITY_PERF=FILE` is set (`perf report -i FILE
