@@ -490,7 +490,7 @@ async fn relay(
 ) {
     let accepted = tokio::time::timeout(RELAY_ACCEPT, listener.accept()).await;
     let _ = std::fs::remove_file(&socket);
-    let Ok(Ok((mut conn, _))) = accepted else {
+    let Ok(Ok((conn, _))) = accepted else {
         return;
     };
     let op = AgentOp::MigrationTarget { migration };
@@ -498,9 +498,7 @@ async fn relay(
         .call(&client, &node, op, (&namespace, &name, &uid))
         .await
     {
-        Ok(mut remote) => {
-            let _ = tokio::io::copy_bidirectional(&mut conn, &mut remote).await;
-        }
+        Ok(remote) => super::splice::splice(conn, remote).await,
         Err(e) => {
             // The source sees the stream end, fails the migration and runs on.
             tracing::warn!(vmi = %format!("{namespace}/{name}"), error = %e.message, "the migration's target node agent cannot be reached");
