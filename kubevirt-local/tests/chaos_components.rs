@@ -293,6 +293,14 @@ fn run(rounds: u64, vms: u64) {
     let _logs = LogsOnFailure::new(&data, "chaos-components", &["kubevirt", NS]);
     virtctl_binary(Profile::Debug);
     let image = demo_image(&dir);
+    // A run directory of nothing, as the kubelet leaves one for a virt-launcher pod started
+    // after its VMI's clean-up: virt-handler's sweep must have removed it by the end.
+    let orphan = format!(
+        "{:08x}-0000-4000-8000-{:012x}",
+        std::process::id(),
+        started.elapsed().as_nanos() as u64 & 0xffff_ffff_ffff
+    );
+    std::fs::create_dir_all(Path::new(LAUNCHER_ROOT).join(&orphan)).expect("an orphan run dir");
     up.ok(&["create", "namespace", NS], None);
     let vms: Vec<String> = (0..vm_count).map(|i| format!("vm-{i}")).collect();
     for vm in &vms {
@@ -428,6 +436,7 @@ fn run(rounds: u64, vms: u64) {
         eprintln!("chaos-components: {failure}");
     }
     let mut keys: BTreeSet<String> = sampled.uids.clone();
+    keys.insert(orphan);
     for kind in ["vmi", "vmim"] {
         for obj in items(&data, NS, kind).expect("the API answers") {
             keys.extend(obj["metadata"]["uid"].as_str().map(str::to_string));
