@@ -60,18 +60,16 @@ mod tests {
     /// whose writes fail only after it could read it.
     #[tokio::test]
     async fn a_refusal_reaches_the_sender_that_is_still_sending() {
-        let (source, relay_a) = UnixStream::pair().expect("pair");
-        let (relay_b, target) = UnixStream::pair().expect("pair");
+        let (mut source, relay_a) = UnixStream::pair().expect("pair");
+        let (relay_b, mut target) = UnixStream::pair().expect("pair");
         let relay = tokio::spawn(splice(relay_a, relay_b));
         let target = tokio::spawn(async move {
-            let mut target = target;
             let mut first = [0u8; 4096];
             target.read_exact(&mut first).await.expect("the first bytes");
             target.write_all(b"refused: the disks differ").await.expect("reason");
             // Closed with what the source sent since still unread.
         });
         // As the source launcher does: it writes until a write fails, then reads why.
-        let mut source = source;
         let chunk = vec![7u8; 64 << 10];
         let wrote = tokio::time::timeout(Duration::from_secs(20), async {
             while source.write_all(&chunk).await.is_ok() {}
