@@ -20,8 +20,11 @@
 //! - after the VMs are deleted and `up` stops, nothing is left on the host (containers,
 //!   sandboxes, shims, veths, pod directories, cgroups, this run's launcher run directories).
 //!
-//! `CHAOS_ROUNDS` (default 7: each target once), `CHAOS_VMS` (default 2) and `CHAOS_SEED`
-//! (default: the time; printed) size a run; docs/RELIABILITY.md has the runs.
+//! The default suite runs 3 rounds against 1 VM; the full run (each of the 7 kinds once, 2
+//! VMs) is `--ignored`. `CHAOS_ROUNDS`, `CHAOS_VMS` and `CHAOS_SEED` (default: the time;
+//! printed) size or replay a run, `CHAOS_TARGETS` (e.g. `launcher,handler`) limits the kinds
+//! killed; a failed run keeps every container's log (`common::chaos_logs`). docs/RELIABILITY.md
+//! has the runs.
 //!
 //! Needs root, containerd, runc, the CNI plugins, busybox-static, docker-registry and skopeo.
 
