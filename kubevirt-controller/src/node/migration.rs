@@ -591,7 +591,8 @@ mod tests {
         // Started here, or by an agent before this one: the status is its own.
         assert!(this_migration(&next, true, Some(last.clone())).is_some());
         let mut started = next.clone();
-        started.start_timestamp = Some(serde_json::from_value(json!("2026-12-06T17:44:54Z")).expect("time"));
+        started.start_timestamp =
+            Some(serde_json::from_value(json!("2026-12-06T17:44:54Z")).expect("time"));
         assert!(this_migration(&started, false, Some(last)).is_some());
         assert_eq!(this_migration(&started, false, None), None);
     }

@@ -65,8 +65,14 @@ mod tests {
         let relay = tokio::spawn(splice(relay_a, relay_b));
         let target = tokio::spawn(async move {
             let mut first = [0u8; 4096];
-            target.read_exact(&mut first).await.expect("the first bytes");
-            target.write_all(b"refused: the disks differ").await.expect("reason");
+            target
+                .read_exact(&mut first)
+                .await
+                .expect("the first bytes");
+            target
+                .write_all(b"refused: the disks differ")
+                .await
+                .expect("reason");
             // Closed with what the source sent since still unread.
         });
         // As the source launcher does: it writes until a write fails, then reads why.
@@ -75,10 +81,16 @@ mod tests {
             while source.write_all(&chunk).await.is_ok() {}
         })
         .await;
-        assert!(wrote.is_ok(), "the source's writes fail once the target is gone");
+        assert!(
+            wrote.is_ok(),
+            "the source's writes fail once the target is gone"
+        );
         let mut reason = Vec::new();
         let _ = source.read_to_end(&mut reason).await;
-        assert_eq!(String::from_utf8_lossy(&reason), "refused: the disks differ");
+        assert_eq!(
+            String::from_utf8_lossy(&reason),
+            "refused: the disks differ"
+        );
         target.await.expect("target");
         tokio::time::timeout(Duration::from_secs(10), relay)
             .await

@@ -56,7 +56,11 @@ impl LogsOnFailure {
                 }
             }
         }
-        eprintln!("{}: every container's log is kept in {}", self.suite, dir.display());
+        eprintln!(
+            "{}: every container's log is kept in {}",
+            self.suite,
+            dir.display()
+        );
         dir
     }
 
