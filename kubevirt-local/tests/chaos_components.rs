@@ -20,8 +20,11 @@
 //! - after the VMs are deleted and `up` stops, nothing is left on the host (containers,
 //!   sandboxes, shims, veths, pod directories, cgroups, this run's launcher run directories).
 //!
-//! `CHAOS_ROUNDS` (default 7: each target once), `CHAOS_VMS` (default 2) and `CHAOS_SEED`
-//! (default: the time; printed) size a run; docs/RELIABILITY.md has the runs.
+//! The default suite runs 3 rounds against 1 VM; the full run (each of the 7 kinds once, 2
+//! VMs) is `--ignored`. `CHAOS_ROUNDS`, `CHAOS_VMS` and `CHAOS_SEED` (default: the time;
+//! printed) size or replay a run, `CHAOS_TARGETS` (e.g. `launcher,handler`) limits the kinds
+//! killed; a failed run keeps every container's log (`common::chaos_logs`). docs/RELIABILITY.md
+//! has the runs.
 //!
 //! Needs root, containerd, runc, the CNI plugins, busybox-static, docker-registry and skopeo.
 
@@ -36,6 +39,7 @@ use common::chaos::{
     Rng, Sampler, Writer, component, containerd, env_or, items, kill9, kubectl, launchers,
     run_dirs_left, until, vm_yaml,
 };
+use common::chaos_logs::LogsOnFailure;
 use common::install::{Installed, install_kubevirt, kv};
 use common::node::*;
 use kubevirt_testsupport::{Profile, demo_image, tempdir, virtctl_binary};
@@ -69,6 +73,22 @@ const TARGETS: [Target; 7] = [
 ];
 
 impl Target {
+    /// `CHAOS_TARGETS` (comma-separated, e.g. `launcher,handler`): the kinds a run kills, to
+    /// replay one sequence over and over; all of them by default.
+    fn from_env() -> Vec<Target> {
+        let Ok(list) = std::env::var("CHAOS_TARGETS") else {
+            return TARGETS.to_vec();
+        };
+        list.split(',')
+            .map(|name| {
+                TARGETS
+                    .into_iter()
+                    .find(|t| format!("{t:?}").eq_ignore_ascii_case(name.trim()))
+                    .unwrap_or_else(|| panic!("CHAOS_TARGETS: {name:?} is none of {TARGETS:?}"))
+            })
+            .collect()
+    }
+
     /// The `kubevirt-controller` role of a component's process.
     fn role(self) -> Option<&'static str> {
         match self {
@@ -237,13 +257,28 @@ fn virtctl(data: &Path, args: &[&str]) -> std::process::Output {
         .expect("run virtctl")
 }
 
+/// The default suite's run: 3 rounds (3 of the 7 kinds, in a random order), 1 VM, a seed from
+/// the time (printed); `CHAOS_ROUNDS`, `CHAOS_VMS` and `CHAOS_SEED` still size or replay it.
 #[test]
-#[ignore = "open: with CHAOS_SEED=1796568923029637705 every later migration of one VM failed (migration stream write: Broken pipe), the one after the chaos included (docs/RELIABILITY.md, Open); run with --ignored"]
+fn kill_9_of_three_components_mid_migration_keeps_every_invariant() {
+    require_node!();
+    run(3, 1);
+}
+
+/// The full run: each of the 7 kinds once, 2 VMs (4-5 minutes: too long for the default suite).
+#[test]
+#[ignore = "the full run (7 rounds, 2 VMs, 4-5 min); the default suite runs 3 rounds of 1 VM"]
 fn kill_9_of_any_component_mid_migration_keeps_every_invariant() {
     require_node!();
+    run(TARGETS.len() as u64, 2);
+}
+
+/// One chaos run: `CHAOS_ROUNDS` (default `rounds`) rounds against `CHAOS_VMS` (default `vms`)
+/// VMs.
+fn run(rounds: u64, vms: u64) {
     let _node = node_slot();
-    let rounds = env_or("CHAOS_ROUNDS", TARGETS.len() as u64);
-    let vm_count = env_or("CHAOS_VMS", 2) as usize;
+    let rounds = env_or("CHAOS_ROUNDS", rounds);
+    let vm_count = env_or("CHAOS_VMS", vms) as usize;
     let mut rng = Rng::from_env("chaos-components", rounds, vm_count);
     let started = Instant::now();
 
@@ -257,8 +292,18 @@ fn kill_9_of_any_component_mid_migration_keeps_every_invariant() {
     } = install_kubevirt(&dir, NODE);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let data = up.data.clone();
+    // Dropped before `up` on a failure: the components' and launchers' logs are kept.
+    let _logs = LogsOnFailure::new(&data, "chaos-components", &["kubevirt", NS]);
     virtctl_binary(Profile::Debug);
     let image = demo_image(&dir);
+    // A run directory of nothing, as the kubelet leaves one for a virt-launcher pod started
+    // after its VMI's clean-up: virt-handler's sweep must have removed it by the end.
+    let orphan = format!(
+        "{:08x}-0000-4000-8000-{:012x}",
+        std::process::id(),
+        started.elapsed().as_nanos() as u64 & 0xffff_ffff_ffff
+    );
+    std::fs::create_dir_all(Path::new(LAUNCHER_ROOT).join(&orphan)).expect("an orphan run dir");
     up.ok(&["create", "namespace", NS], None);
     let vms: Vec<String> = (0..vm_count).map(|i| format!("vm-{i}")).collect();
     for vm in &vms {
@@ -276,7 +321,9 @@ fn kill_9_of_any_component_mid_migration_keeps_every_invariant() {
     let writer = Writer::start(&data, NS);
     let mut kills: BTreeMap<Target, u32> = BTreeMap::new();
     let mut migrations = 0u32;
+    let targets = Target::from_env();
     let order = rng.shuffled(TARGETS);
+    let order: Vec<Target> = order.into_iter().filter(|t| targets.contains(t)).collect();
     let chaos_start = Instant::now();
     for round in 0..rounds {
         // A random moment: sometimes while the previous round's damage is still being mended.
@@ -292,10 +339,10 @@ fn kill_9_of_any_component_mid_migration_keeps_every_invariant() {
             }
             std::thread::sleep(Duration::from_millis(rng.below(2000)));
         }
-        let target = if (round as usize) < TARGETS.len() {
+        let target = if (round as usize) < order.len() {
             order[round as usize]
         } else {
-            TARGETS[rng.below(TARGETS.len() as u64) as usize]
+            targets[rng.below(targets.len() as u64) as usize]
         };
         let victim = match target {
             Target::Launcher => launchers(NS).get(vm).and_then(|l| {
@@ -392,6 +439,7 @@ fn kill_9_of_any_component_mid_migration_keeps_every_invariant() {
         eprintln!("chaos-components: {failure}");
     }
     let mut keys: BTreeSet<String> = sampled.uids.clone();
+    keys.insert(orphan);
     for kind in ["vmi", "vmim"] {
         for obj in items(&data, NS, kind).expect("the API answers") {
             keys.extend(obj["metadata"]["uid"].as_str().map(str::to_string));

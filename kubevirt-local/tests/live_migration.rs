@@ -509,5 +509,11 @@ fn virtctl_migrate_cancel_aborts_a_migration_in_flight_and_the_guest_runs_on_in_
         .then_some(())
     });
 
+    // The source launcher still reports the cancelled migration (Failed): the next migration
+    // is not that one, and moves the guest (the agent took the old status for the next
+    // migration's outcome, and every later migration of the VM failed at once).
+    let moved = migrate(&up);
+    assert_ne!(moved["metadata"]["uid"], migration_uid.as_str());
+
     delete_vm_leaving_nothing(up, &data);
 }

@@ -220,7 +220,7 @@ async fn handle(
             .run_root
             .join(migration)
             .join(crate::migration::INCOMING_SOCKET);
-        let mut target = match UnixStream::connect(&socket).await {
+        let target = match UnixStream::connect(&socket).await {
             Ok(t) => t,
             Err(e) => {
                 let why = format!("the migration's target launcher is not listening ({e})");
@@ -228,7 +228,8 @@ async fn handle(
             }
         };
         reply(&mut conn, Ok(())).await?;
-        let _ = tokio::io::copy_bidirectional(&mut conn, &mut target).await;
+        // What the target says last (why it refused the stream) reaches the source.
+        super::splice::splice(conn, target).await;
         return Ok(());
     }
     if let AgentOp::MemorySnapshot { name } = &req.op {

@@ -299,7 +299,7 @@ pub(super) async fn source(
         return Ok(Some(report));
     }
     let progress = match &report {
-        Report::Status(s) => s.migration.clone(),
+        Report::Status(s) => this_migration(m, ctx.outgoing_started(&id), s.migration.clone()),
         _ => None,
     };
     if let Some(p) = progress.as_ref().filter(|p| p.is_done()) {
@@ -399,6 +399,20 @@ pub(super) async fn source(
     Ok(None)
 }
 
+/// The source launcher's migration status, if it is migration `m`'s: once `m` was started, by
+/// this agent (`started_here`) or one before it (`startTimestamp`). Until then the launcher
+/// reports the last migration it did, whose end is not this one's: taken for it, a source that
+/// failed one migration failed every later one at once with the same reason (a launcher's
+/// `migration stream write: Broken pipe` after virt-handler was killed mid-stream, and every
+/// migration of that VM after it), and one that had ended kept the next from starting.
+fn this_migration(
+    m: &VirtualMachineInstanceMigrationState,
+    started_here: bool,
+    status: Option<MigrationStatus>,
+) -> Option<MigrationStatus> {
+    status.filter(|_| started_here || m.start_timestamp.is_some())
+}
+
 /// The source's part of a migration the controller was asked to abort (its VMIM deleted):
 /// one under way (`started`) is cancelled in the launcher (once: `abortStatus` Aborting),
 /// and its end settles `abortStatus`; one not started yet is never started and ends here.
@@ -490,7 +504,7 @@ async fn relay(
 ) {
     let accepted = tokio::time::timeout(RELAY_ACCEPT, listener.accept()).await;
     let _ = std::fs::remove_file(&socket);
-    let Ok(Ok((mut conn, _))) = accepted else {
+    let Ok(Ok((conn, _))) = accepted else {
         return;
     };
     let op = AgentOp::MigrationTarget { migration };
@@ -498,9 +512,7 @@ async fn relay(
         .call(&client, &node, op, (&namespace, &name, &uid))
         .await
     {
-        Ok(mut remote) => {
-            let _ = tokio::io::copy_bidirectional(&mut conn, &mut remote).await;
-        }
+        Ok(remote) => super::splice::splice(conn, remote).await,
         Err(e) => {
             // The source sees the stream end, fails the migration and runs on.
             tracing::warn!(vmi = %format!("{namespace}/{name}"), error = %e.message, "the migration's target node agent cannot be reached");
@@ -558,6 +570,31 @@ mod tests {
         }
         let r = request(&state(json!({"completionTimeoutPerGiB": 800})));
         assert_eq!(r.completion_timeout_per_gib, Some(800));
+    }
+
+    #[test]
+    fn the_launchers_last_migration_is_not_the_next_ones_outcome() {
+        let last: MigrationStatus = serde_json::from_value(json!({
+            "phase": "Failed", "target": "unix:/var/run/kubevirt-rs/vmi/outgoing.sock",
+            "rounds": 1, "bytesSent": 0, "memoryTotal": 0, "elapsedMs": 9,
+            "error": "migration stream write: Broken pipe (os error 32)"
+        }))
+        .expect("status");
+        assert!(last.is_done());
+        let next: VirtualMachineInstanceMigrationState = serde_json::from_value(json!({
+            "migrationUid": "m2", "sourceNode": "n", "targetNode": "n",
+            "targetNodeAddress": "10.0.0.1:8186"
+        }))
+        .expect("state");
+        // A new migration nobody has started: the launcher's failure is the last one's.
+        assert_eq!(this_migration(&next, false, Some(last.clone())), None);
+        // Started here, or by an agent before this one: the status is its own.
+        assert!(this_migration(&next, true, Some(last.clone())).is_some());
+        let mut started = next.clone();
+        started.start_timestamp =
+            Some(serde_json::from_value(json!("2026-12-06T17:44:54Z")).expect("time"));
+        assert!(this_migration(&started, false, Some(last)).is_some());
+        assert_eq!(this_migration(&started, false, None), None);
     }
 
     #[test]

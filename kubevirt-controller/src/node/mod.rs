@@ -23,6 +23,7 @@ pub mod migration;
 pub mod owner;
 pub mod pod;
 pub mod report;
+pub mod splice;
 pub mod sweep;
 
 use std::path::PathBuf;

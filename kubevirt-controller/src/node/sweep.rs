@@ -212,6 +212,7 @@ pub(super) async fn sweep_once(
     let root = ctx.config.run_root.clone();
     let node = ctx.config.node_name.as_str();
     let (dirs, pointers, active) = scan(&root);
+    let scanned = dirs.len();
     // Candidates by what the informer shows (no API request while every entry is accounted for).
     let cached: Vec<VirtualMachineInstance> = store.state().iter().map(|v| (**v).clone()).collect();
     let guess = wanted(&cached, &[], node, &active);
@@ -224,6 +225,7 @@ pub(super) async fn sweep_once(
         .into_iter()
         .cloned()
         .collect();
+    tracing::debug!(scanned = ?scanned, candidates = ?dirs, pointers = ?pointers, "launcher root swept");
     if dirs.is_empty() && pointers.is_empty() {
         return Vec::new();
     }
@@ -254,9 +256,11 @@ pub(super) async fn sweep_once(
 /// Sweeps the launcher root every [`SWEEP_EVERY`], once `store` (the agent's VMI informer) has
 /// listed.
 pub(super) async fn run(ctx: Arc<Context>, store: Store<VirtualMachineInstance>) {
-    if store.wait_until_ready().await.is_err() {
-        return;
-    }
+    // The informer only picks the candidates (a consistent list decides), so a sweep need not
+    // wait for it longer than one period: its store never said it was ready on the operator's
+    // install, and that sweep never ran.
+    let _ = tokio::time::timeout(SWEEP_EVERY, store.wait_until_ready()).await;
+    tracing::info!(root = %ctx.config.run_root.display(), every = ?SWEEP_EVERY, "sweeping the launcher root of run directories that belong to nothing");
     loop {
         tokio::time::sleep(SWEEP_EVERY).await;
         for path in sweep_once(&ctx, &store).await {

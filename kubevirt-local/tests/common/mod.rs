@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod chaos;
+pub mod chaos_logs;
 pub mod install;
 pub mod node;
 pub mod plane;
