@@ -40,7 +40,7 @@ fn available_in(dir: &Path) -> std::io::Result<u64> {
     if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
-    let free = u64::from(st.f_bavail).saturating_mul(u64::from(st.f_frsize));
+    let free = st.f_bavail.saturating_mul(st.f_frsize);
     Ok(free.saturating_sub(MINIMUM_PVC_RESERVE_BYTES))
 }
 
