@@ -368,3 +368,41 @@ fn firmware_uuid_is_parsed_or_refused_with_its_path() {
     let err = plan_of(&with("not-a-uuid")).unwrap_err().to_string();
     assert!(err.contains("spec.domain.firmware.uuid"), "{err}");
 }
+
+/// A claim's capacity reaches the plan from the VMI's status (upstream's
+/// `volumeStatus[].persistentVolumeClaimInfo.capacity`): the size of the `disk.img` the launcher
+/// creates on a Filesystem claim without one.
+#[test]
+fn a_claims_capacity_comes_from_the_vmis_volume_status() {
+    let vmi = r#"
+apiVersion: kubevirt.io/v1
+kind: VirtualMachineInstance
+metadata: {name: c}
+spec:
+  domain:
+    devices:
+      disks: [{name: data, disk: {bus: virtio}}, {name: other, disk: {bus: virtio}}]
+    resources: {requests: {memory: 128Mi}}
+  volumes:
+  - {name: data, persistentVolumeClaim: {claimName: pvc-data}}
+  - {name: other, dataVolume: {name: dv-other}}
+status:
+  volumeStatus:
+  - {name: data, target: vda, persistentVolumeClaimInfo: {claimName: pvc-data, capacity: {storage: 2Gi}}}
+"#;
+    let plan = plan_of(vmi).expect("plan");
+    assert_eq!(
+        plan.disks[0].source,
+        DiskSource::PersistentVolumeClaim {
+            claim: "pvc-data".into(),
+            capacity: Some(2 << 30)
+        }
+    );
+    assert_eq!(
+        plan.disks[1].source,
+        DiskSource::DataVolume {
+            name: "dv-other".into(),
+            capacity: None
+        }
+    );
+}

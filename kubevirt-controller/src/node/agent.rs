@@ -438,6 +438,8 @@ async fn follow(
         && matches!(&report, Report::Status(s) if s.phase == Phase::Waiting)
         && !l.started()
     {
+        // The claims' capacities, from which the launcher sizes a disk.img it must create.
+        let vmi = &super::claim_info::with_claim_info(&ctx.client, vmi).await;
         report = match pod::start(l, vmi, &ctx.config, working_dir).await? {
             Some(why) => Report::StartFailed(why),
             None => l.report().await,

@@ -12,6 +12,7 @@
 
 pub mod adopt;
 pub mod agent;
+pub mod claim_info;
 pub mod datagrams;
 pub mod deviceplugin;
 pub mod endpoint;

@@ -2,7 +2,8 @@
 //! upstream creates it, with upstream's lifetime:
 //! - `emptyDisk`: a sparse file of `capacity` in the VMI's ephemeral directory: gone with the VMI;
 //! - `persistentVolumeClaim`/`dataVolume`: the node's `<volumes>/<volume>/disk.img` (a filesystem
-//!   claim) or the block device `<volumes>/<volume>` prepared for the pod: it persists;
+//!   claim; created sparse, of the claim's capacity, when the mount holds none, as upstream:
+//!   [`claim`]) or the block device `<volumes>/<volume>` prepared for the pod: it persists;
 //! - `hostDisk`: the host file, created sparse for `DiskOrCreate`;
 //! - `containerDisk`: the image's one disk file (raw or qcow2, told apart by content), extracted
 //!   once per digest into the cache, is the read-only base shared by every VMI that uses it
@@ -11,6 +12,7 @@
 //!   writes vanish with the VMI. The launcher names the backing chain itself when it opens the
 //!   overlay ([`PreparedDisk::base`]): a backing path recorded inside an image is never trusted.
 
+mod claim;
 mod projected;
 
 use crate::oci::{ImageRef, ImageSource, OciError, Store, fetch_disk};
@@ -63,6 +65,33 @@ pub enum PrepareError {
         file: String,
         /// Expected device.
         device: String,
+    },
+    /// A Filesystem claim's mount holds no `disk.img` and the VMI does not say the claim's
+    /// capacity, the size to create it with.
+    #[error(
+        "volume {volume}: {file} does not exist and the VMI's status.volumeStatus gives no persistentVolumeClaimInfo.capacity to create it with"
+    )]
+    ClaimCapacityUnknown {
+        /// Volume name.
+        volume: String,
+        /// Expected file.
+        file: String,
+    },
+    /// The claim's filesystem has too little space for its `disk.img` (upstream's wording).
+    #[error(
+        "volume {volume}: unable to create {path}, not enough space, demanded size {demanded} B is bigger than available space {available} B, also after taking {toleration} % toleration into account"
+    )]
+    NotEnoughSpace {
+        /// Volume name.
+        volume: String,
+        /// The `disk.img` not created.
+        path: String,
+        /// The claim's capacity.
+        demanded: u64,
+        /// What the filesystem has, less the reserve.
+        available: u64,
+        /// The tolerated shortfall, percent.
+        toleration: u64,
     },
     /// A `Disk`-type hostDisk does not exist.
     #[error("volume {volume}: hostDisk {path} does not exist (use type DiskOrCreate to create it)")]
@@ -199,18 +228,31 @@ pub fn prepare(
             sparse(&name, &path, *capacity)?;
             Ok(plain(path, true))
         }
-        DiskSource::PersistentVolumeClaim { .. } | DiskSource::DataVolume { .. } => {
+        DiskSource::PersistentVolumeClaim { capacity, .. }
+        | DiskSource::DataVolume { capacity, .. } => {
             let dir = layout.volumes_dir.join(&name);
             let file = dir.join("disk.img");
             if file.is_file() {
                 return Ok(plain(file, false));
             }
             let device = layout.volumes_dir.join(&name);
-            let is_block = fs::metadata(&device)
-                .map(|m| std::os::unix::fs::FileTypeExt::is_block_device(&m.file_type()))
-                .unwrap_or(false);
-            if is_block {
+            let kind = fs::metadata(&device).map(|m| m.file_type());
+            if kind
+                .as_ref()
+                .is_ok_and(std::os::unix::fs::FileTypeExt::is_block_device)
+            {
                 return Ok(plain(device, false));
+            }
+            if kind.is_ok_and(|k| k.is_dir()) && !file.exists() {
+                // The claim's mount without a disk: create it, as upstream's launcher does.
+                let Some(capacity) = capacity else {
+                    return Err(PrepareError::ClaimCapacityUnknown {
+                        volume: name,
+                        file: file.display().to_string(),
+                    });
+                };
+                claim::create_disk_img(&name, &dir, &file, *capacity)?;
+                return Ok(plain(file, false));
             }
             Err(PrepareError::ClaimMissing {
                 volume: name,
@@ -343,6 +385,7 @@ mod tests {
                 "data",
                 DiskSource::PersistentVolumeClaim {
                     claim: "pvc".into(),
+                    capacity: None,
                 },
             ),
             &l,
@@ -360,6 +403,7 @@ mod tests {
                 "data",
                 DiskSource::PersistentVolumeClaim {
                     claim: "pvc".into(),
+                    capacity: None,
                 },
             ),
             &l,
@@ -374,6 +418,33 @@ mod tests {
             b"persistent",
             "a claim persists"
         );
+    }
+
+    #[test]
+    fn a_claim_mount_without_disk_img_gets_one_of_the_claims_capacity() {
+        let (_root, l) = layout("claim-create");
+        let src = OciLayout::new(l.ephemeral_dir.join("none"));
+        fs::create_dir_all(l.volumes_dir.join("data")).unwrap();
+        let claim = |capacity| {
+            disk(
+                "data",
+                DiskSource::DataVolume {
+                    name: "dv".into(),
+                    capacity,
+                },
+            )
+        };
+        let e = prepare(&claim(None), &l, &src).unwrap_err();
+        assert!(
+            matches!(&e, PrepareError::ClaimCapacityUnknown { volume, .. } if volume == "data"),
+            "{e}"
+        );
+        let p = prepare(&claim(Some(64 << 20)), &l, &src).unwrap();
+        assert_eq!(p.path, l.volumes_dir.join("data/disk.img"));
+        assert_eq!(fs::metadata(&p.path).unwrap().len(), 64 << 20);
+        fs::write(&p.path, b"written").unwrap();
+        let again = prepare(&claim(Some(128 << 20)), &l, &src).unwrap();
+        assert_eq!(fs::read(&again.path).unwrap(), b"written", "never replaced");
     }
 
     #[test]

@@ -122,7 +122,14 @@ pub fn from_vmi(vmi: &VirtualMachineInstance, base: &FieldPath) -> Result<Launch
     let cpu = cpu(spec, &domain_path, &mut errs);
     let memory_bytes = memory(spec, &domain_path, &mut errs);
     let boot = boot(spec, &domain_path, &mut errs);
-    let disks = disks(spec, base, &mut errs);
+    let mut disks = disks(spec, base, &mut errs);
+    for d in &mut disks {
+        if let DiskSource::PersistentVolumeClaim { capacity, .. }
+        | DiskSource::DataVolume { capacity, .. } = &mut d.source
+        {
+            *capacity = claim_capacity(vmi, &d.name);
+        }
+    }
     let network = network(spec, base, &mut errs);
     let domain = &spec.domain;
     if let Some(t) = domain.machine.as_ref().and_then(|m| m.type_.as_deref())
@@ -422,6 +429,18 @@ fn disks(
     out
 }
 
+/// The capacity of volume `name`'s claim as the VMI's status reports it (upstream's
+/// `volumeStatus[].persistentVolumeClaimInfo.capacity.storage`, the claim's status capacity).
+fn claim_capacity(vmi: &VirtualMachineInstance, name: &str) -> Option<u64> {
+    let status = vmi.status.as_ref()?.volume_status.as_ref()?;
+    let info = status
+        .iter()
+        .find(|s| s.name == name)?
+        .persistent_volume_claim_info
+        .as_ref()?;
+    bytes_of(info.capacity.as_ref()?.get("storage")?).ok()
+}
+
 fn source(v: &Volume, p: &FieldPath, errs: &mut Refusals) -> Option<DiskSource> {
     if let Some(c) = &v.container_disk {
         return Some(DiskSource::ContainerDisk {
@@ -432,11 +451,13 @@ fn source(v: &Volume, p: &FieldPath, errs: &mut Refusals) -> Option<DiskSource> 
     if let Some(c) = &v.persistent_volume_claim {
         return Some(DiskSource::PersistentVolumeClaim {
             claim: c.claim_name.clone(),
+            capacity: None,
         });
     }
     if let Some(d) = &v.data_volume {
         return Some(DiskSource::DataVolume {
             name: d.name.clone(),
+            capacity: None,
         });
     }
     if let Some(e) = &v.empty_disk {

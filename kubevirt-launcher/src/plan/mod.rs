@@ -57,11 +57,16 @@ pub enum DiskSource {
     PersistentVolumeClaim {
         /// Claim name.
         claim: String,
+        /// The claim's capacity (`status.volumeStatus[].persistentVolumeClaimInfo.capacity`),
+        /// the size of the `disk.img` the launcher creates on a Filesystem claim without one.
+        capacity: Option<u64>,
     },
     /// A DataVolume's claim.
     DataVolume {
         /// DataVolume name.
         name: String,
+        /// As for a `PersistentVolumeClaim`.
+        capacity: Option<u64>,
     },
     /// A sparse scratch disk that lives as long as the VMI.
     EmptyDisk {

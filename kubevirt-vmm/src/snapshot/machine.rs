@@ -26,6 +26,18 @@ fn ioctl(ioctl: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> MachineStateE
     move |source| MachineStateError::Ioctl { ioctl, source }
 }
 
+/// What `KVM_SET_CLOCK` takes to resume the guest's clock at `read` (a `KVM_GET_CLOCK`
+/// value): the clock value only. The flags describe how it was read (TSC-stable, with
+/// realtime) and are not for setting: with `KVM_CLOCK_REALTIME` set, KVM would advance the
+/// clock by the host time since the read. Without them the guest's clock resumes where it
+/// stopped, as its vCPUs do.
+pub(crate) fn settable_clock(read: &kvm_clock_data) -> kvm_clock_data {
+    kvm_clock_data {
+        clock: read.clock,
+        ..Default::default()
+    }
+}
+
 /// The in-kernel devices' state.
 #[derive(Clone, Copy)]
 pub struct MachineState {
@@ -89,14 +101,8 @@ impl MachineState {
     /// [`MachineStateError::Ioctl`] naming the call.
     pub fn restore(&self, vm: &VmFd) -> Result<(), MachineStateError> {
         vm.set_pit2(&self.pit).map_err(ioctl("KVM_SET_PIT2"))?;
-        // KVM_SET_CLOCK takes the clock value; the flags describe how it was read
-        // (TSC-stable, with realtime) and are not for setting. Without them the guest's clock
-        // resumes where it stopped, as its vCPUs do.
-        let clock = kvm_clock_data {
-            clock: self.clock.clock,
-            ..Default::default()
-        };
-        vm.set_clock(&clock).map_err(ioctl("KVM_SET_CLOCK"))?;
+        vm.set_clock(&settable_clock(&self.clock))
+            .map_err(ioctl("KVM_SET_CLOCK"))?;
         for (chip, (_, _, set)) in self.irqchips.iter().zip(CHIPS) {
             vm.set_irqchip(chip).map_err(ioctl(set))?;
         }

@@ -46,6 +46,7 @@ pub use codec::CodecError;
 pub use devices::DeviceSnapshotError;
 pub use format::{FORMAT_VERSION, FormatError};
 pub use machine::MachineStateError;
+pub(crate) use machine::settable_clock;
 pub use memory::MemoryFileError;
 pub use vcpu::VcpuStateError;
 

@@ -83,6 +83,7 @@ impl VmBuilder {
         kick::install_kick_handler().map_err(VmError::KickHandler)?;
 
         let vm_fd = Arc::new(kvm.create_vm().map_err(vm_ioctl("KVM_CREATE_VM"))?);
+        lifecycle.clock.attach(vm_fd.clone());
         // RAM goes in before the irqchip exists: on some hosts a memslot added after
         // KVM_CREATE_IRQCHIP costs milliseconds (5-11 ms measured on KVM-on-PVM, ~50 us before).
         let (memory, snapshot) = match snapshot {

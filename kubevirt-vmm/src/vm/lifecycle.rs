@@ -85,6 +85,8 @@ pub struct Lifecycle {
     threads: Mutex<Vec<Option<libc::pthread_t>>>,
     /// Disks holding a failed request while the VM is paused for it ([`super::io_stop`]).
     pub(crate) io_stops: Mutex<super::io_stop::IoStops>,
+    /// kvmclock held still while paused ([`super::paused_clock`]).
+    pub(crate) clock: super::paused_clock::PausedClock,
 }
 
 impl Lifecycle {
@@ -105,6 +107,7 @@ impl Lifecycle {
             changed: Condvar::new(),
             threads: Mutex::new(vec![None; vcpus]),
             io_stops: Mutex::default(),
+            clock: super::paused_clock::PausedClock::default(),
         }
     }
 
@@ -242,7 +245,11 @@ impl Lifecycle {
         }
         match &inner.exit {
             Some(reason) => Err(LifecycleError::Exited(reason.clone())),
-            None => Ok(()),
+            None => {
+                // Every vCPU is parked and none leaves while this lock is held.
+                self.clock.paused();
+                Ok(())
+            }
         }
     }
 
@@ -279,6 +286,8 @@ impl Lifecycle {
         if inner.migrating {
             return Err(LifecycleError::Migrating);
         }
+        // Still parked (this lock keeps them so): the clock goes on where it stopped.
+        self.clock.resuming();
         inner.pause_requested = false;
         self.changed.notify_all();
         while inner.parked > 0 && inner.exit.is_none() {

@@ -18,6 +18,7 @@ pub mod gsi_routing;
 pub mod lifecycle;
 mod migration;
 pub mod msi;
+mod paused_clock;
 mod pci;
 mod snapshot;
 
