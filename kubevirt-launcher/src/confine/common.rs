@@ -61,6 +61,20 @@ pub fn spawn_threads(r: &mut Rules) {
     r.allow(&[SYS_capset, SYS_seccomp]);
 }
 
+/// The VM's clock, read when the thread pauses the VM and written back when it resumes it
+/// (kvmclock stands still while paused): those two requests on the VM descriptor, no other
+/// KVM ioctl.
+pub fn paused_clock(r: &mut Rules) {
+    r.allow_arg_in(
+        SYS_ioctl,
+        1,
+        &[
+            kubevirt_vmm::vm::KVM_GET_CLOCK,
+            kubevirt_vmm::vm::KVM_SET_CLOCK,
+        ],
+    );
+}
+
 /// The ioctl type byte (bits 8-15 of the request number).
 pub fn ioctl_type(r: &mut Rules, ty: u8) {
     r.allow_masked(SYS_ioctl, 1, 0xff00, u64::from(ty) << 8);

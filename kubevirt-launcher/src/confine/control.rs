@@ -22,5 +22,7 @@ pub fn rules(r: &mut Rules) {
     // The `stats` request lists /proc/self/task (the vCPU threads' CPU time).
     r.allow(&[SYS_getdents64]);
     // Pause, resume, stop and reset kick the vCPUs out of KVM_RUN (tgkill, in the runtime
-    // set) and press the ACPI power button through an irqfd (write).
+    // set) and press the ACPI power button through an irqfd (write); pause and resume hold the
+    // guest's clock.
+    common::paused_clock(r);
 }

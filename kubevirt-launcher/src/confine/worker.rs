@@ -34,4 +34,6 @@ pub fn rules(r: &mut Rules) {
     // A worker owns its device's disk images: when the VM ends (or reboots) it drops them,
     // releasing their open-file-description locks (F_OFD_SETLK with F_UNLCK).
     r.allow(&[SYS_fcntl]);
+    // A disk's error policy `stop` pauses the VM from its worker, which holds the guest's clock.
+    common::paused_clock(r);
 }

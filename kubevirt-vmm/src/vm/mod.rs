@@ -44,6 +44,7 @@ use error::vm_ioctl;
 pub use exit::{ExitReason, ExitRequester};
 pub use io_stop::DiskIoError;
 pub use lifecycle::{Lifecycle, LifecycleError, VmState};
+pub use paused_clock::{KVM_GET_CLOCK, KVM_SET_CLOCK};
 
 /// How long [`Vm::pause`] waits for every vCPU to park.
 pub const PAUSE_TIMEOUT: Duration = Duration::from_secs(5);

@@ -10,6 +10,20 @@ use kvm_ioctls::VmFd;
 
 use crate::snapshot::settable_clock;
 
+/// `KVM_GET_CLOCK`'s request number (`_IOR(KVMIO, 0x7c, struct kvm_clock_data)`): a thread
+/// that pauses a VM issues it, so a confined one must be allowed it.
+pub const KVM_GET_CLOCK: u64 = ioctl_nr(2, 0x7c);
+/// `KVM_SET_CLOCK`'s request number (`_IOW(KVMIO, 0x7b, struct kvm_clock_data)`): a thread
+/// that resumes a paused VM issues it.
+pub const KVM_SET_CLOCK: u64 = ioctl_nr(1, 0x7b);
+
+/// `_IOC(dir, KVMIO, nr, sizeof(struct kvm_clock_data))`.
+const fn ioctl_nr(dir: u64, nr: u64) -> u64 {
+    const KVMIO: u64 = 0xAE;
+    let size = std::mem::size_of::<kvm_clock_data>() as u64;
+    (dir << 30) | (size << 16) | (KVMIO << 8) | nr
+}
+
 /// The VM whose clock is held and the value it had when the VM paused.
 #[derive(Default)]
 pub(crate) struct PausedClock {
@@ -62,5 +76,17 @@ impl PausedClock {
         if let Err(e) = vm.set_clock(&settable_clock(&clock)) {
             log::warn!("KVM_SET_CLOCK at resume failed: {e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_request_numbers_are_the_kernels() {
+        // From <linux/kvm.h> on x86-64, struct kvm_clock_data being 48 bytes.
+        assert_eq!(KVM_GET_CLOCK, 0x8030_AE7C);
+        assert_eq!(KVM_SET_CLOCK, 0x4030_AE7B);
     }
 }
