@@ -110,6 +110,6 @@ pub use snapshot::{SnapshotError, SnapshotInfo};
 pub use vcpu::VcpuSnapshot;
 pub use virtio::VirtioPciError;
 pub use vm::{
-    DiskIoError, ExitReason, ExitRequester, Lifecycle, LifecycleError, Vm, VmBuilder, VmConfig,
-    VmError, VmState, host_is_pvm,
+    DiskIoError, ExitReason, ExitRequester, KVM_GET_CLOCK, KVM_SET_CLOCK, Lifecycle,
+    LifecycleError, Vm, VmBuilder, VmConfig, VmError, VmState, host_is_pvm,
 };

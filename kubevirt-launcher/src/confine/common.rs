@@ -68,10 +68,7 @@ pub fn paused_clock(r: &mut Rules) {
     r.allow_arg_in(
         SYS_ioctl,
         1,
-        &[
-            kubevirt_vmm::vm::KVM_GET_CLOCK,
-            kubevirt_vmm::vm::KVM_SET_CLOCK,
-        ],
+        &[kubevirt_vmm::KVM_GET_CLOCK, kubevirt_vmm::KVM_SET_CLOCK],
     );
 }
 
