@@ -6,7 +6,6 @@
 
 use super::PrepareError;
 use std::fs;
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 /// How many percent less than the claim's capacity the filesystem may have, the disk then
@@ -32,14 +31,7 @@ fn size_for(capacity: u64, available: u64) -> Result<u64, ()> {
 /// The bytes an unprivileged writer may still use on the filesystem holding `dir`, less the
 /// reserve.
 fn available_in(dir: &Path) -> std::io::Result<u64> {
-    let path = std::ffi::CString::new(dir.as_os_str().as_bytes())
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-    // SAFETY: a zeroed statvfs is a valid out-parameter.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: path is a valid C string and st lives for the call.
-    if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
+    let st = rustix::fs::statvfs(dir)?;
     let free = st.f_bavail.saturating_mul(st.f_frsize);
     Ok(free.saturating_sub(MINIMUM_PVC_RESERVE_BYTES))
 }
@@ -127,6 +119,24 @@ mod tests {
             "{e}"
         );
         assert_eq!(fs::read(&file).unwrap(), b"the guest's data");
+    }
+
+    #[test]
+    fn a_missing_claim_mount_is_an_error_naming_the_volume_and_file() {
+        let base = kubevirt_testsupport::tempdir("claim-unmounted");
+        let dir = base.join("not-there");
+        let file = dir.join("disk.img");
+        let e = create_disk_img("data", &dir, &file, 1 << 20).unwrap_err();
+        assert!(
+            matches!(&e, PrepareError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound),
+            "{e}"
+        );
+        assert!(
+            e.to_string()
+                .starts_with(&format!("volume data: {}: ", file.display())),
+            "{e}"
+        );
+        assert!(!dir.exists(), "nothing is created");
     }
 
     #[test]

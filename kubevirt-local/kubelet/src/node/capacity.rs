@@ -27,14 +27,8 @@ fn parse_meminfo(text: &str) -> Option<u64> {
 
 /// The file system size under `path` in bytes.
 pub fn filesystem_bytes(path: &Path) -> Option<u64> {
-    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).ok()?;
-    // SAFETY: statvfs is plain old data; all-zero bytes are a valid value to be overwritten.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `c` is a NUL-terminated path and `st` a valid, writable statvfs.
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-        return None;
-    }
-    Some(st.f_blocks as u64 * st.f_frsize as u64)
+    let st = rustix::fs::statvfs(path).ok()?;
+    Some(st.f_blocks.saturating_mul(st.f_frsize))
 }
 
 /// `capacity` (and, with nothing reserved, `allocatable`) for a node whose data lives in `dir`.
@@ -77,5 +71,14 @@ mod tests {
         assert!(c["cpu"].parse::<u32>().unwrap() >= 1);
         assert_ne!(c["memory"], "0Ki");
         assert_eq!(c["pods"], "110");
+        assert_ne!(c["ephemeral-storage"], "0Ki");
+    }
+
+    #[test]
+    fn filesystem_size() {
+        let root = filesystem_bytes(Path::new("/")).expect("the size of /");
+        let dir = kubevirt_testsupport::tempdir("capacity");
+        assert!(root > 0);
+        assert_eq!(filesystem_bytes(&dir.join("not-there")), None);
     }
 }
