@@ -24,7 +24,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use common::node::*;
-use kubevirt_testsupport::{Profile, demo_image, launcher_binary, tempdir, virtctl_binary};
+use kubevirt_testsupport::{Profile, demo_image, launcher_binary, tempdir};
 use serde_json::Value;
 
 const NODE: &str = "kv-disk-full";
@@ -155,14 +155,6 @@ spec:
         persistentVolumeClaim: {{claimName: {name}}}
 "#
     )
-}
-
-fn virtctl(up: &Up, args: &[&str]) -> Output {
-    Command::new(virtctl_binary(Profile::Debug))
-        .env("KUBECONFIG", up.kubeconfig())
-        .args(args)
-        .output()
-        .expect("run virtctl")
 }
 
 /// `kubectl get KIND NAME -o jsonpath=PATH`.
@@ -385,7 +377,7 @@ fn a_full_disk_pauses_the_vm_with_paused_io_error_until_space_is_freed_and_it_is
     }
     assert_eq!(jsonpath(&up, "vmi", "full", PAUSED_REASON), "PausedIOError");
     std::fs::remove_file(stop_fs.filler()).unwrap();
-    let out = virtctl(&up, &["unpause", "vmi", "full"]);
+    let out = up.virtctl(&["unpause", "vmi", "full"]);
     assert!(
         out.status.success(),
         "virtctl unpause: {}{}",
@@ -427,20 +419,7 @@ fn a_full_disk_pauses_the_vm_with_paused_io_error_until_space_is_freed_and_it_is
         ],
         None,
     );
-    eventually("the launcher pods gone", 60, || {
-        let pods = up.ok(
-            &[
-                "get",
-                "pods",
-                "-l",
-                "kubevirt.io=virt-launcher",
-                "-o",
-                "name",
-            ],
-            None,
-        );
-        pods.trim().is_empty().then_some(())
-    });
+    launcher_pods_gone(&up, 60);
     assert_nothing_left(&up.data);
     eprintln!(
         "disk_full: deleted, nothing left after {:?}",

@@ -17,11 +17,10 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use common::node::*;
 use kubevirt_testsupport::{
-    Profile, demo_image, demo_image_with_ballast, launcher_binary, tempdir, virtctl_binary,
+    Profile, demo_image, demo_image_with_ballast, launcher_binary, tempdir,
 };
 use serde_json::Value;
 
@@ -30,14 +29,6 @@ const CANCEL_NODE: &str = "kv-migration-cancel";
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn virtctl(up: &Up, args: &[&str]) -> Output {
-    Command::new(virtctl_binary(Profile::Debug))
-        .env("KUBECONFIG", up.kubeconfig())
-        .args(args)
-        .output()
-        .expect("run virtctl")
 }
 
 fn vmi(up: &Up) -> Value {
@@ -71,7 +62,7 @@ fn count(socket: &Path, above: u32) -> u32 {
 
 /// Migrates the demo VM and waits for its migration to succeed; returns the migration object.
 fn migrate(up: &Up) -> Value {
-    let out = virtctl(up, &["migrate", "demo"]);
+    let out = up.virtctl(&["migrate", "demo"]);
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -108,7 +99,7 @@ fn virtctl_migrate_moves_the_running_guest_to_a_new_launcher_pod() {
     assert_eq!(ready["vmiLaunchers"], "pods", "{ready}");
 
     // Refused as upstream refuses: no such VM, a VM that does not run.
-    let out = virtctl(&up, &["migrate", "nosuchvm"]);
+    let out = up.virtctl(&["migrate", "nosuchvm"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -120,7 +111,7 @@ fn virtctl_migrate_moves_the_running_guest_to_a_new_launcher_pod() {
         .replace("oci:target/demo-image:demo", &image);
     let halted = vm.replace("runStrategy: Always", "runStrategy: Halted");
     up.ok(&["apply", "-f", "-"], Some(&halted));
-    let out = virtctl(&up, &["migrate", "demo"]);
+    let out = up.virtctl(&["migrate", "demo"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success() && err.contains("VM is not running"),
@@ -149,7 +140,7 @@ fn virtctl_migrate_moves_the_running_guest_to_a_new_launcher_pod() {
     let marker = format!("kubevirt-rs demo guest wrote this to vd{letter}\n");
 
     // The dry run creates nothing.
-    let out = virtctl(&up, &["migrate", "demo", "--dry-run"]);
+    let out = up.virtctl(&["migrate", "demo", "--dry-run"]);
     assert!(
         out.status.success(),
         "{}",
@@ -239,7 +230,7 @@ fn virtctl_migrate_moves_the_running_guest_to_a_new_launcher_pod() {
         .then_some(())
     });
     // The subresource API reaches the guest where it runs now.
-    let out = virtctl(&up, &["pause", "vmi", "demo"]);
+    let out = up.virtctl(&["pause", "vmi", "demo"]);
     assert!(
         out.status.success(),
         "{}",
@@ -248,7 +239,7 @@ fn virtctl_migrate_moves_the_running_guest_to_a_new_launcher_pod() {
     eventually("the VMI Paused", 30, || {
         (condition(&vmi(&up), "Paused")["status"] == "True").then_some(())
     });
-    let out = virtctl(&up, &["unpause", "vmi", "demo"]);
+    let out = up.virtctl(&["unpause", "vmi", "demo"]);
     assert!(
         out.status.success(),
         "{}",
@@ -294,39 +285,14 @@ fn delete_vm_leaving_nothing(up: Up, data: &std::path::Path) {
         &["delete", "vm", "demo", "--wait=true", "--timeout=120s"],
         None,
     );
-    eventually("the launcher pods gone", 120, || {
-        let out = up.ok(
-            &[
-                "get",
-                "pods",
-                "-l",
-                "kubevirt.io=virt-launcher",
-                "-o",
-                "name",
-            ],
-            None,
-        );
-        out.trim().is_empty().then_some(())
-    });
+    launcher_pods_gone(&up, 120);
     assert_nothing_left(data);
     drop(up);
 }
 
 /// The VMIMs of the demo VM (by upstream's label), as JSON.
 fn vmims(up: &Up) -> Vec<Value> {
-    let out = up.ok(
-        &[
-            "get",
-            "vmim",
-            "-l",
-            "kubevirt.io/vmi-name=demo",
-            "-o",
-            "json",
-        ],
-        None,
-    );
-    let list: Value = serde_json::from_str(&out).expect("a list");
-    list["items"].as_array().cloned().unwrap_or_default()
+    up.list("vmim", "kubevirt.io/vmi-name=demo")
 }
 
 #[test]
@@ -342,7 +308,7 @@ fn virtctl_migrate_cancel_aborts_a_migration_in_flight_and_the_guest_runs_on_in_
     assert_eq!(ready["vmiLaunchers"], "pods", "{ready}");
 
     // Bad input is answered clearly and changes nothing.
-    let out = virtctl(&up, &["migrate-cancel", "nosuchvm"]);
+    let out = up.virtctl(&["migrate-cancel", "nosuchvm"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
     assert!(
@@ -383,7 +349,7 @@ fn virtctl_migrate_cancel_aborts_a_migration_in_flight_and_the_guest_runs_on_in_
     let first = count(&console(&data, &vmi_uid), 0);
 
     // Nothing to cancel yet.
-    let out = virtctl(&up, &["migrate-cancel", "demo"]);
+    let out = up.virtctl(&["migrate-cancel", "demo"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
     assert!(
@@ -392,7 +358,7 @@ fn virtctl_migrate_cancel_aborts_a_migration_in_flight_and_the_guest_runs_on_in_
     );
     assert!(!err.contains("not found"), "{err}");
 
-    let out = virtctl(&up, &["migrate", "demo"]);
+    let out = up.virtctl(&["migrate", "demo"]);
     assert!(
         out.status.success(),
         "{}",
@@ -446,7 +412,7 @@ fn virtctl_migrate_cancel_aborts_a_migration_in_flight_and_the_guest_runs_on_in_
     let still = up.get("vmim", &name).expect("the migration in flight");
     assert_eq!(still["status"]["phase"], "Running", "{still:#}");
 
-    let out = virtctl(&up, &["migrate-cancel", "demo"]);
+    let out = up.virtctl(&["migrate-cancel", "demo"]);
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

@@ -9,16 +9,9 @@ use std::time::Duration;
 
 use common::node::*;
 use kubevirt_testsupport::tempdir;
-use serde_json::Value;
 
 /// A shell loop that leaves at once on SIGTERM (busybox `sh` as pid 1 ignores it otherwise).
 const SERVE: &str = "trap 'exit 0' TERM; echo started-$HOSTNAME; while true; do sleep 1; done";
-
-fn pods_of(up: &Up, selector: &str) -> Vec<Value> {
-    let out = up.ok(&["get", "pods", "-l", selector, "-o", "json"], None);
-    let list: Value = serde_json::from_str(&out).expect("pod list");
-    list["items"].as_array().cloned().unwrap_or_default()
-}
 
 fn phase_of(up: &Up, name: &str) -> Option<String> {
     up.pod(name)
@@ -147,13 +140,13 @@ fn scheduled_pods_run_log_scale_roll_and_reach_each_other() {
         &["rollout", "status", "deployment/d", "--timeout=180s"],
         None,
     );
-    assert_eq!(pods_of(&up, "app=d").len(), 3);
+    assert_eq!(up.list("pods", "app=d").len(), 3);
     up.ok(&["scale", "deployment/d", "--replicas=5"], None);
     up.ok(
         &["rollout", "status", "deployment/d", "--timeout=180s"],
         None,
     );
-    let pods = pods_of(&up, "app=d");
+    let pods = up.list("pods", "app=d");
     assert_eq!(pods.len(), 5);
     for p in &pods {
         assert_eq!(p["status"]["phase"], "Running", "{p}");
@@ -165,7 +158,7 @@ fn scheduled_pods_run_log_scale_roll_and_reach_each_other() {
         None,
     );
     let rolled = eventually("5 rolled pods", 120, || {
-        let pods = pods_of(&up, "app=d");
+        let pods = up.list("pods", "app=d");
         let all_new = pods.len() == 5
             && pods.iter().all(|p| {
                 p["status"]["phase"] == "Running"
@@ -197,7 +190,7 @@ fn scheduled_pods_run_log_scale_roll_and_reach_each_other() {
         None,
     );
     eventually("the deployment's pods gone", 120, || {
-        pods_of(&up, "app=d").is_empty().then_some(())
+        up.list("pods", "app=d").is_empty().then_some(())
     });
     std::thread::sleep(Duration::from_millis(500));
     assert_nothing_left(&dir);

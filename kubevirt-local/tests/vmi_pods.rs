@@ -23,29 +23,8 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// The launcher pods (`kubevirt.io=virt-launcher`).
-fn launcher_pods(up: &Up) -> Vec<Value> {
-    let out = up.ok(
-        &[
-            "get",
-            "pods",
-            "-l",
-            "kubevirt.io=virt-launcher",
-            "-o",
-            "json",
-        ],
-        None,
-    );
-    let list: Value = serde_json::from_str(&out).expect("pod list");
-    list["items"].as_array().cloned().unwrap_or_default()
-}
-
 fn vmi(up: &Up) -> Option<Value> {
-    let out = up.kubectl(&["get", "vmi", "demo", "-o", "json"], None);
-    out.status
-        .success()
-        .then(|| serde_json::from_slice(&out.stdout).ok())
-        .flatten()
+    up.get("vmi", "demo")
 }
 
 /// `64Mi`, `262144Ki`, `1Gi` or plain bytes.
@@ -321,9 +300,7 @@ fn another_pod_reaches_the_guest_through_the_pod_ip_of_its_virt_launcher_pod() {
         &["delete", "vmi", "web", "--wait=true", "--timeout=90s"],
         None,
     );
-    eventually("the launcher pod gone", 90, || {
-        launcher_pods(&up).is_empty().then_some(())
-    });
+    launcher_pods_gone(&up, 90);
     assert_nothing_left(&data);
     drop(up);
 }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use kubevirt_testsupport::oci::{busybox_image, pause_image};
 use kubevirt_testsupport::registry::Registry;
-use kubevirt_testsupport::{TestDir, kubectl, tempdir};
+use kubevirt_testsupport::{Profile, TestDir, kubectl, tempdir, virtctl_binary};
 use serde_json::Value;
 
 use super::slot::{self as slot};
@@ -196,6 +196,21 @@ impl Up {
     pub fn pod(&self, name: &str) -> Option<Value> {
         self.get("pod", name)
     }
+    /// The objects of `kind` with the labels `selector` (`kubectl get KIND -l SELECTOR`).
+    pub fn list(&self, kind: &str, selector: &str) -> Vec<Value> {
+        let out = self.ok(&["get", kind, "-l", selector, "-o", "json"], None);
+        let list: Value = serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("kubectl get {kind} -l {selector}: not a list: {e}"));
+        list["items"].as_array().cloned().unwrap_or_default()
+    }
+    /// Runs `virtctl ARGS` against this cluster.
+    pub fn virtctl(&self, args: &[&str]) -> Output {
+        Command::new(virtctl_binary(Profile::Debug))
+            .env("KUBECONFIG", self.kubeconfig())
+            .args(args)
+            .output()
+            .expect("run virtctl")
+    }
     /// Object `kind/name` as JSON, if it exists.
     pub fn get(&self, kind: &str, name: &str) -> Option<Value> {
         let out = self.kubectl(&["get", kind, name, "-o", "json"], None);
@@ -278,6 +293,18 @@ pub fn eventually<T>(what: &str, secs: u64, mut probe: impl FnMut() -> Option<T>
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// The VMIs' virt-launcher pods (upstream's label `kubevirt.io=virt-launcher`).
+pub fn launcher_pods(up: &Up) -> Vec<Value> {
+    up.list("pods", "kubevirt.io=virt-launcher")
+}
+
+/// Waits up to `secs` for every virt-launcher pod to be gone (deleted, not just ended).
+pub fn launcher_pods_gone(up: &Up, secs: u64) {
+    eventually("the launcher pods gone", secs, || {
+        launcher_pods(up).is_empty().then_some(())
+    });
 }
 
 /// `obj`'s status condition of `type_`, or null.
