@@ -136,6 +136,11 @@ struct UpArgs {
     /// The containerd binary for the private containerd.
     #[arg(long, default_value = "containerd")]
     containerd: PathBuf,
+    /// The OCI runtime the private containerd runs containers with: `crun` (several times
+    /// cheaper a container start), `runc`, or `auto` (crun when it is installed and the host's
+    /// cgroups suit it, else runc).
+    #[arg(long, default_value = "auto", value_name = "auto|runc|crun")]
+    oci_runtime: kubevirt_kubelet::containerd::OciRuntimeChoice,
     /// The pods' IPv4 network (the CNI bridge's range).
     #[arg(long, default_value = "10.88.0.0/16")]
     pod_cidr: String,
@@ -333,6 +338,7 @@ fn main() -> ExitCode {
                 no_kubelet,
                 containerd_socket,
                 containerd,
+                oci_runtime,
                 pod_cidr,
                 pod_bridge,
                 sandbox_image,
@@ -366,6 +372,7 @@ fn main() -> ExitCode {
                             pod_cidr,
                             bridge: pod_bridge,
                             plain_http_registries: plain_http.clone(),
+                            oci_runtime,
                             ..Default::default()
                         },
                     },

@@ -130,10 +130,19 @@ impl Kubelet {
         let (supervisor, socket) = match &cfg.runtime {
             Runtime::Private { binary, config } => {
                 let layout = Layout::new(cfg.data_dir.join("containerd"));
-                config.write(&layout)?;
+                let runtime = config.write(&layout)?;
+                tracing::info!(
+                    runtime = runtime.name,
+                    "the private containerd's OCI runtime"
+                );
                 if let Some((gateway, len)) = config.gateway() {
                     crate::containerd::bridge::ensure_bridge(&config.bridge, gateway, len)
                         .map_err(KubeletError::Bridge)?;
+                    crate::containerd::masquerade::ensure_masquerade(
+                        &config.bridge,
+                        &config.pod_cidr,
+                    )
+                    .map_err(KubeletError::Bridge)?;
                 }
                 let s = Supervisor::start(layout, binary.clone()).await?;
                 let socket = s.socket();
@@ -239,6 +248,7 @@ impl Kubelet {
         }
         if stop_pods && let Some(bridge) = &self.bridge {
             crate::containerd::remove_bridge(bridge);
+            crate::containerd::masquerade::remove_masquerade(bridge);
         }
     }
 }

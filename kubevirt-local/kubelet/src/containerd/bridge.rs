@@ -1,8 +1,9 @@
 //! The pod bridge of a private containerd's CNI network on the host (`kvl0` by default). The
 //! kubelet makes it with the gateway address before the runtime starts (CNI's bridge plugin
-//! takes it as it is), so the API server can listen there for pods from the start. CNI's `DEL`
-//! removes each pod's veth and masquerade rules, never the bridge itself: the kubelet removes it
-//! when it stops the pods and the runtime it started.
+//! takes it as it is), so the API server can listen there for pods from the start, and the
+//! pod CIDR's masquerade rule beside it ([`super::masquerade`]). CNI's `DEL` removes each pod's
+//! veth, never the bridge itself: the kubelet removes bridge and rule when it stops the pods and
+//! the runtime it started.
 
 use std::path::Path;
 use std::process::Command;

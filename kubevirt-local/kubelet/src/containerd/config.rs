@@ -5,6 +5,8 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use super::oci_runtime::{self, OciRuntime, OciRuntimeChoice, OciRuntimeError};
+
 /// Errors writing containerd's files.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -26,6 +28,9 @@ pub enum ConfigError {
     /// A registry name is not `host[:port]`.
     #[error("registry {0:?} is not host[:port] (e.g. 127.0.0.1:5000)")]
     Registry(String),
+    /// The OCI runtime asked for cannot be used.
+    #[error(transparent)]
+    OciRuntime(#[from] OciRuntimeError),
 }
 
 /// The registry hosts directory below containerd's directory (`<registry>/hosts.toml`, as
@@ -91,6 +96,8 @@ pub struct ContainerdConfig {
     pub cni_bin_dir: PathBuf,
     /// Registries (`host:port`) reached over plain HTTP.
     pub plain_http_registries: Vec<String>,
+    /// The OCI runtime the shim runs (`--oci-runtime`).
+    pub oci_runtime: OciRuntimeChoice,
 }
 
 impl Default for ContainerdConfig {
@@ -101,6 +108,7 @@ impl Default for ContainerdConfig {
             bridge: "kvl0".into(),
             cni_bin_dir: PathBuf::from("/usr/lib/cni"),
             plain_http_registries: Vec::new(),
+            oci_runtime: OciRuntimeChoice::Auto,
         }
     }
 }
@@ -163,8 +171,21 @@ fn toml_str(s: &str) -> String {
 }
 
 impl ContainerdConfig {
-    /// containerd's `config.toml` text for `layout`.
-    pub fn config_toml(&self, layout: &Layout) -> String {
+    /// containerd's `config.toml` text for `layout`, its pods run by `runtime` (runc's
+    /// handler is always there, so a container made under runc keeps running after a switch).
+    pub fn config_toml(&self, layout: &Layout, runtime: &OciRuntime) -> String {
+        let crun = match &runtime.binary {
+            Some(binary) => format!(
+                r#"    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{name}]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{name}.options]
+        BinaryName = {binary}
+"#,
+                name = runtime.name,
+                binary = toml_str(&binary.to_string_lossy())
+            ),
+            None => String::new(),
+        };
         format!(
             r#"# Written by kubevirt-local; rewritten at every start.
 version = 2
@@ -184,16 +205,17 @@ state = {state}
   device_ownership_from_security_context = true
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
-    default_runtime_name = "runc"
+    default_runtime_name = {runtime}
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
       runtime_type = "io.containerd.runc.v2"
-  [plugins."io.containerd.grpc.v1.cri".cni]
+{crun}  [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = {bin}
     conf_dir = {conf}
     max_conf_num = 1
   [plugins."io.containerd.grpc.v1.cri".registry]
     config_path = {hosts}
 "#,
+            runtime = toml_str(runtime.name),
             root = toml_str(&layout.root().to_string_lossy()),
             state = toml_str(&layout.state().to_string_lossy()),
             socket = toml_str(&layout.socket().to_string_lossy()),
@@ -204,9 +226,11 @@ state = {state}
         )
     }
 
-    /// The CNI network list: a bridge (gateway, masquerade, hairpin) with host-local addresses
-    /// from the pod CIDR, and portmap for `hostPort`s. containerd adds the loopback interface
-    /// itself with the `loopback` plugin from the same directory.
+    /// The CNI network list: a bridge (gateway, hairpin) with host-local addresses from the pod
+    /// CIDR, and portmap for `hostPort`s. containerd adds the loopback interface itself with the
+    /// `loopback` plugin from the same directory. The way out is one masquerade rule for the
+    /// CIDR the kubelet writes with the bridge ([`super::masquerade`]), not the plugin's
+    /// per-pod `ipMasq`.
     pub fn cni_conflist(&self, layout: &Layout) -> serde_json::Value {
         serde_json::json!({
             "cniVersion": "0.4.0",
@@ -216,7 +240,7 @@ state = {state}
                     "type": "bridge",
                     "bridge": self.bridge,
                     "isGateway": true,
-                    "ipMasq": true,
+                    "ipMasq": false,
                     "hairpinMode": true,
                     "ipam": {
                         "type": "host-local",
@@ -230,15 +254,24 @@ state = {state}
         })
     }
 
-    /// Writes `config.toml`, the CNI network and one `hosts.toml` per plain-HTTP registry.
-    pub fn write(&self, layout: &Layout) -> Result<(), ConfigError> {
+    /// Writes `config.toml`, the CNI network and one `hosts.toml` per plain-HTTP registry;
+    /// returns the OCI runtime the pods will run under.
+    pub fn write(&self, layout: &Layout) -> Result<OciRuntime, ConfigError> {
         check_cidr(&self.pod_cidr)?;
         check_bridge(&self.bridge)?;
+        let (runtime, fallback) = oci_runtime::resolve(
+            self.oci_runtime,
+            std::env::var_os("PATH").as_deref(),
+            Path::new("/sys/fs/cgroup"),
+        )?;
+        if let Some(why) = fallback {
+            tracing::info!("pods run under runc, not crun: {why}");
+        }
         for dir in [layout.root(), layout.state(), layout.cni_ipam_dir()] {
             std::fs::create_dir_all(&dir)
                 .map_err(|source| ConfigError::Io { path: dir, source })?;
         }
-        write(&layout.config_file(), &self.config_toml(layout))?;
+        write(&layout.config_file(), &self.config_toml(layout, &runtime))?;
         let conflist = self.cni_conflist(layout);
         write(
             &layout.cni_conf_dir().join("10-kubevirt-local.conflist"),
@@ -247,7 +280,7 @@ state = {state}
         for registry in &self.plain_http_registries {
             write_plain_http_host(layout, registry)?;
         }
-        Ok(())
+        Ok(runtime)
     }
 }
 
@@ -307,6 +340,18 @@ mod tests {
         )));
         let hosts =
             std::fs::read_to_string(layout.hosts_dir().join("127.0.0.1:5000/hosts.toml")).unwrap();
+        let runc = cfg.config_toml(&layout, &OciRuntime::runc());
+        assert!(runc.contains("default_runtime_name = \"runc\""));
+        assert!(!runc.contains("BinaryName"));
+        let crun = cfg.config_toml(&layout, &OciRuntime::crun("/usr/bin/crun".into()));
+        assert!(crun.contains("default_runtime_name = \"crun\""));
+        // runc's handler stays for the containers made under it.
+        assert!(crun.contains("containerd.runtimes.runc]"));
+        assert!(
+            crun.contains(
+                "containerd.runtimes.crun.options]\n        BinaryName = \"/usr/bin/crun\""
+            )
+        );
         assert!(hosts.contains("[host.\"http://127.0.0.1:5000\"]"));
         assert!(write_plain_http_host(&layout, "a b/../x").is_err());
         std::fs::remove_dir_all(dir).unwrap();
