@@ -46,7 +46,9 @@ use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kubevirt_kubelet::cri::{Cri, api as cri, labels};
 use kubevirt_kubelet::images::served::ServedImage;
-use kubevirt_kubelet::pod::config::{Downward, container_config, sandbox_config};
+use kubevirt_kubelet::pod::config::{
+    Downward, cgroup_parent, container_config, sandbox_config, uid,
+};
 use kubevirt_local::up::{self, Components, KubeletOptions, RegistryOptions, Started, UpOptions};
 use kubevirt_testsupport::tempdir;
 use serde_json::json;
@@ -58,6 +60,8 @@ use host_support::{clock_ticks, cpu_ticks, machine_jiffies};
 /// Issue 13's goal on this machine: P95 creation → Running.
 const GOAL_P95: f64 = 1.0;
 const NODE: &str = "podbench";
+/// The node whose cgroup tree the peer's pods use (no kubelet runs for it).
+const PEER_NODE: &str = "podbench-peer";
 const BRIDGE: &str = "kvpb0";
 const CIDR: &str = "10.198.0.0/16";
 const LABEL: &str = "bench";
@@ -489,7 +493,6 @@ struct CriPod {
     create: f64,
     start: f64,
     total: f64,
-    sandbox_id: String,
 }
 
 #[derive(Debug, Default)]
@@ -534,8 +537,9 @@ async fn quiet_runtime(data: &Path) {
 }
 
 /// The benchmark pod as the kubelet would have it, without the token volume (this path has no
-/// API server), with a uid of its own and without the kubelet's label (the kubelet leaves the
-/// sandbox alone).
+/// API server), with a uid of its own, without the kubelet's label (the kubelet leaves the
+/// sandbox alone) and in the cgroup tree of a node of its own: the kubelet kills what runs in
+/// the pod cgroups of its node that belong to no pod it knows, as upstream's does.
 fn cri_configs(
     i: usize,
     image: &str,
@@ -545,6 +549,9 @@ fn cri_configs(
     p.metadata.uid = Some(format!("00000000-0000-4000-8000-{i:012}"));
     let mut sandbox = sandbox_config(&p, 0, logs, NODE);
     sandbox.labels.remove(labels::MANAGED_BY);
+    if let Some(linux) = sandbox.linux.as_mut() {
+        linux.cgroup_parent = cgroup_parent(PEER_NODE, &uid(&p));
+    }
     std::fs::create_dir_all(&sandbox.log_directory).map_err(|e| e.to_string())?;
     let spec = p.spec.clone().unwrap_or_default();
     let container = container_config(
@@ -596,7 +603,6 @@ async fn cri_pod(
         create: (t2 - t1).as_secs_f64(),
         start: (t3 - t2).as_secs_f64(),
         total: (t3 - t0).as_secs_f64(),
-        sandbox_id: id,
     })
 }
 
@@ -674,8 +680,24 @@ async fn cri_run(
     }
     run.cpu = cpu_since(data, cpu0);
     run.load_after = loadavg();
-    let removals = run.pods.iter().map(|p| remove_sandbox(cri, &p.sandbox_id));
+    // Every sandbox of the peer's, those of pods that failed half way included.
+    let sandboxes = cri
+        .runtime
+        .clone()
+        .list_pod_sandbox(cri::ListPodSandboxRequest { filter: None })
+        .await
+        .map(|r| r.into_inner().items)
+        .unwrap_or_default();
+    let removals = sandboxes
+        .iter()
+        .filter(|s| {
+            s.metadata
+                .as_ref()
+                .is_some_and(|m| m.name.starts_with("cri-"))
+        })
+        .map(|s| remove_sandbox(cri, &s.id));
     futures::future::join_all(removals).await;
+    kubevirt_kubelet::pod::remove_all_pod_cgroups(PEER_NODE);
     run
 }
 
