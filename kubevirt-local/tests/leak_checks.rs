@@ -64,8 +64,8 @@ fn has(found: &[String], what: &str) -> bool {
     found.iter().any(|f| f.contains(what))
 }
 
-/// A network namespace is this node's when an address of its pod CIDR is in it, or when it is
-/// bare (a loopback, no process) and was made while the test ran; an older bare one is not.
+/// A network namespace made while the test ran is this node's when it holds an address of the
+/// pod CIDR or is bare (a loopback, no process); an older one is not.
 #[test]
 fn a_network_namespace_left_is_reported() {
     if !root() {
@@ -86,47 +86,50 @@ fn a_network_namespace_left_is_reported() {
     assert!(!has(&found, &name), "a bare namespace made before: {found:?}");
 
     sh("ip", &["-n", &name, "addr", "add", "10.251.0.9/16", "dev", "lo"]);
-    let found = host::netns_left(&net, "leak-node", later);
+    let found = host::netns_left(&net, "leak-node", before);
     assert!(has(&found, &name), "a pod address in it: {found:?}");
+    let found = host::netns_left(&net, "leak-node", later);
+    assert!(!has(&found, &name), "an earlier node's on this slot: {found:?}");
     let other = Network::of(52);
     assert!(!has(&host::netns_left(&other, "leak-node", later), &name));
     drop(undo);
     assert!(!has(&host::netns_left(&net, "leak-node", before), &name));
 }
 
-/// CNI's chain of one of the node's sandboxes (named by its id) and a rule naming a pod address
-/// are reported; another network's are not.
+/// CNI's chain of one of the node's sandboxes (named by its id) and a rule whose comment names
+/// one are reported; another sandbox's are not.
 #[test]
 fn a_nat_chain_or_rule_left_is_reported() {
     if !root() {
         return;
     }
-    let net = Network::of(52);
     let id = format!("{:064x}", u128::from(std::process::id()) << 64 | 0xfeed);
     let ids = BTreeSet::from([id.clone()]);
+    let others = BTreeSet::from([format!("{:064x}", 0xbeef_u128)]);
     let chain = host::cni_chain(&id, "");
     assert_eq!(chain.len(), 28, "{chain}");
-    assert!(host::nat_left_with(&net, &ids).is_empty());
+    assert!(host::nat_left_with(&ids).is_empty());
     let mut undo = Undo::new();
     sh("iptables", &["-t", "nat", "-N", &chain]);
     undo.then("iptables", &["-t", "nat", "-X", &chain]);
-    let found = host::nat_left_with(&net, &ids);
+    let found = host::nat_left_with(&ids);
     assert!(has(&found, &format!("chain {chain}")), "{found:?}");
-    assert!(
-        host::nat_left_with(&net, &BTreeSet::new()).is_empty(),
-        "an empty chain is nobody's without its sandbox"
-    );
+    assert!(host::nat_left_with(&others).is_empty(), "another sandbox's");
 
+    let comment = format!("name: \"kubevirt-local\" id: \"{id}\"");
     sh(
         "iptables",
-        &["-t", "nat", "-A", &chain, "-d", "10.252.0.0/16", "-j", "ACCEPT"],
+        &[
+            "-t", "nat", "-A", &chain, "-d", "10.252.0.0/16", "-m", "comment", "--comment",
+            &comment, "-j", "ACCEPT",
+        ],
     );
     undo.then("iptables", &["-t", "nat", "-F", &chain]);
-    let found = host::nat_left_with(&net, &BTreeSet::new());
-    assert!(has(&found, "10.252.0.0/16"), "{found:?}");
-    assert!(host::nat_left_with(&Network::of(53), &BTreeSet::new()).is_empty());
+    let found = host::nat_left_with(&ids);
+    assert!(has(&found, "rule -A") && has(&found, "10.252.0.0/16"), "{found:?}");
+    assert!(host::nat_left_with(&others).is_empty(), "another sandbox's");
     drop(undo);
-    assert!(host::nat_left_with(&net, &ids).is_empty());
+    assert!(host::nat_left_with(&ids).is_empty());
 }
 
 /// CNI's chain names are what the bridge plugin makes (`CNI-` and 24 hex digits of SHA-512 of

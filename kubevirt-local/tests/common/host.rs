@@ -4,11 +4,14 @@
 //! slot's bridge and pod CIDR, its containerd's sandboxes — never another test's objects.
 //!
 //! - network namespaces (containerd's `/run/netns/cni-*`, which hold each pod's `eth0` and the
-//!   taps and bridges the node agent makes for a VM): one with an address in the pod CIDR, a
-//!   process of the node's pods, or nothing in it at all made since the test took its slot;
-//! - NAT rules and chains (CNI's bridge masquerade and portmap, through iptables-nft): a rule
-//!   naming an address of the pod CIDR or one of the node's sandboxes, a chain named for one of
-//!   them (CNI names its chains `CNI-<sha512(network + sandbox id)>`);
+//!   taps and bridges the node agent makes for a VM): one holding a process of the node's pods,
+//!   or made since the test took its slot and holding an address of the pod CIDR or nothing but
+//!   its loopback;
+//! - NAT rules and chains (CNI's bridge masquerade and portmap, through iptables-nft) of the
+//!   node's sandboxes (their ids from its containerd's log): a rule whose comment names one (CNI
+//!   comments each `name: "kubevirt-local" id: "<sandbox id>"`), a chain named for one (CNI
+//!   names its chains `CNI-<sha512(network + sandbox id)>`); an address of the pod CIDR does
+//!   not say whose a rule is, as every node on the slot had the same;
 //! - mounts below the data directory (pods' volumes, containers' root filesystems and `/dev/shm`
 //!   of this node's containerd, whose state is below it);
 //! - loop devices whose backing file is below the data directory;
@@ -61,7 +64,7 @@ fn names_pod_address(net: &Network, text: &str) -> bool {
 /// Every check that holds while the node runs (see the module's documentation).
 pub fn while_running(s: &Scope) -> Vec<String> {
     let mut out = netns_left(&s.net, &s.node, s.since);
-    out.extend(nat_left(&s.net, &s.data));
+    out.extend(nat_left(&s.data));
     out.extend(mounts_left(&s.data));
     out.extend(loop_devices_left(&s.data));
     out.extend(cgroups_left(&s.node));
@@ -137,12 +140,13 @@ pub fn netns_left(net: &Network, node: &str, since: SystemTime) -> Vec<String> {
         let addrs = run("ip", &["-n", &name, "-o", "-4", "addr", "show"]);
         let links = run("ip", &["-n", &name, "-o", "link", "show"]);
         let members = pids_in_netns(meta.ino());
-        let ours_by_address = names_pod_address(net, &addrs);
         let ours_by_process = members.iter().any(|pid| in_node(*pid, node));
+        // An earlier node on this slot had the same addresses: its age says it is not ours.
+        let made_since = meta.modified().is_ok_and(|m| m >= since);
+        let ours_by_address = made_since && names_pod_address(net, &addrs);
         // Only a loopback and no process: nothing says whose it was but its age.
         let bare = members.is_empty() && links.lines().all(|l| l.contains(": lo:"));
-        let made_since = meta.modified().is_ok_and(|m| m >= since);
-        if ours_by_address || ours_by_process || (bare && made_since) {
+        if ours_by_process || ours_by_address || (bare && made_since) {
             let ifaces: Vec<&str> = links
                 .lines()
                 .filter_map(|l| l.split(": ").nth(1))
@@ -200,14 +204,14 @@ pub fn cni_chain(id: &str, prefix: &str) -> String {
     format!("CNI-{prefix}{}", &hex[..28 - 4 - prefix.len()])
 }
 
-/// The host's NAT and filter rules and chains of the node on `data` and `net`
-/// (`iptables-save`, iptables-nft's view of nftables): see the module's documentation.
-pub fn nat_left(net: &Network, data: &Path) -> Vec<String> {
-    nat_left_with(net, &sandbox_ids(data))
+/// The host's NAT and filter rules and chains of the node on `data` (`iptables-save`,
+/// iptables-nft's view of nftables): see the module's documentation.
+pub fn nat_left(data: &Path) -> Vec<String> {
+    nat_left_with(&sandbox_ids(data))
 }
 
 /// [`nat_left`] with the node's sandbox ids given.
-pub fn nat_left_with(net: &Network, ids: &BTreeSet<String>) -> Vec<String> {
+pub fn nat_left_with(ids: &BTreeSet<String>) -> Vec<String> {
     let chains: BTreeSet<String> = ids
         .iter()
         .flat_map(|id| [cni_chain(id, ""), cni_chain(id, "DN-")])
@@ -222,9 +226,7 @@ pub fn nat_left_with(net: &Network, ids: &BTreeSet<String>) -> Vec<String> {
             if chains.contains(chain) {
                 out.push(format!("{table} chain {chain} of one of this node's sandboxes"));
             }
-        } else if line.starts_with("-A ")
-            && (names_pod_address(net, line) || ids.iter().any(|id| line.contains(id.as_str())))
-        {
+        } else if line.starts_with("-A ") && ids.iter().any(|id| line.contains(id.as_str())) {
             out.push(format!("{table} rule {line}"));
         }
     }
