@@ -83,13 +83,22 @@ fn a_network_namespace_left_is_reported() {
     assert!(has(&found, &name), "a bare namespace made since: {found:?}");
     let later = SystemTime::now() + Duration::from_secs(60);
     let found = host::netns_left(&net, "leak-node", later);
-    assert!(!has(&found, &name), "a bare namespace made before: {found:?}");
+    assert!(
+        !has(&found, &name),
+        "a bare namespace made before: {found:?}"
+    );
 
-    sh("ip", &["-n", &name, "addr", "add", "10.251.0.9/16", "dev", "lo"]);
+    sh(
+        "ip",
+        &["-n", &name, "addr", "add", "10.251.0.9/16", "dev", "lo"],
+    );
     let found = host::netns_left(&net, "leak-node", before);
     assert!(has(&found, &name), "a pod address in it: {found:?}");
     let found = host::netns_left(&net, "leak-node", later);
-    assert!(!has(&found, &name), "an earlier node's on this slot: {found:?}");
+    assert!(
+        !has(&found, &name),
+        "an earlier node's on this slot: {found:?}"
+    );
     let other = Network::of(52);
     assert!(!has(&host::netns_left(&other, "leak-node", later), &name));
     drop(undo);
@@ -120,13 +129,26 @@ fn a_nat_chain_or_rule_left_is_reported() {
     sh(
         "iptables",
         &[
-            "-t", "nat", "-A", &chain, "-d", "10.252.0.0/16", "-m", "comment", "--comment",
-            &comment, "-j", "ACCEPT",
+            "-t",
+            "nat",
+            "-A",
+            &chain,
+            "-d",
+            "10.252.0.0/16",
+            "-m",
+            "comment",
+            "--comment",
+            &comment,
+            "-j",
+            "ACCEPT",
         ],
     );
     undo.then("iptables", &["-t", "nat", "-F", &chain]);
     let found = host::nat_left_with(&ids);
-    assert!(has(&found, "rule -A") && has(&found, "10.252.0.0/16"), "{found:?}");
+    assert!(
+        has(&found, "rule -A") && has(&found, "10.252.0.0/16"),
+        "{found:?}"
+    );
     assert!(host::nat_left_with(&others).is_empty(), "another sandbox's");
     drop(undo);
     assert!(host::nat_left_with(&ids).is_empty());
@@ -265,7 +287,10 @@ fn a_socket_or_pod_bridge_left_after_a_stop_is_reported() {
     assert!(has(&found, "pod bridge kvt53"), "{found:?}");
     drop(undo);
     assert!(host::once_stopped(&scope).is_empty());
-    assert!(!host::up_running(&data), "no `up` runs on a fresh directory");
+    assert!(
+        !host::up_running(&data),
+        "no `up` runs on a fresh directory"
+    );
 }
 
 /// A `kubevirt-launcher-<pid>` directory of a gone process, made since the test began, is
@@ -292,5 +317,8 @@ fn a_launcher_temp_dir_left_is_reported() {
     assert!(has(&found, &dir.to_string_lossy()), "{found:?}");
     assert!(!has(&found, &live.to_string_lossy()), "{found:?}");
     drop(guard);
-    assert!(!has(&host::launcher_temp_dirs_left(since), &dir.to_string_lossy()));
+    assert!(!has(
+        &host::launcher_temp_dirs_left(since),
+        &dir.to_string_lossy()
+    ));
 }

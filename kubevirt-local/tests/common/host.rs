@@ -87,10 +87,11 @@ pub fn up_running(data: &Path) -> bool {
     let want = data.as_os_str().as_encoded_bytes();
     pids().into_iter().any(|pid| {
         let args = cmdline(pid);
-        args.first()
-            .is_some_and(|a| a.ends_with(b"kubevirt-local"))
+        args.first().is_some_and(|a| a.ends_with(b"kubevirt-local"))
             && args.get(1).is_some_and(|a| a == b"up")
-            && args.windows(2).any(|w| w[0] == b"--data-dir" && w[1] == want)
+            && args
+                .windows(2)
+                .any(|w| w[0] == b"--data-dir" && w[1] == want)
             && std::fs::read_to_string(format!("/proc/{pid}/stat"))
                 .is_ok_and(|st| st.rsplit(')').next().is_some_and(|r| !r.starts_with(" Z")))
     })
@@ -147,10 +148,7 @@ pub fn netns_left(net: &Network, node: &str, since: SystemTime) -> Vec<String> {
         // Only a loopback and no process: nothing says whose it was but its age.
         let bare = members.is_empty() && links.lines().all(|l| l.contains(": lo:"));
         if ours_by_process || ours_by_address || (bare && made_since) {
-            let ifaces: Vec<&str> = links
-                .lines()
-                .filter_map(|l| l.split(": ").nth(1))
-                .collect();
+            let ifaces: Vec<&str> = links.lines().filter_map(|l| l.split(": ").nth(1)).collect();
             out.push(format!(
                 "network namespace {name} (interfaces {ifaces:?}, {} processes)",
                 members.len()
@@ -180,8 +178,8 @@ fn in_node(pid: u32, node: &str) -> bool {
 
 /// The sandbox ids this node's containerd made, from its log.
 pub fn sandbox_ids(data: &Path) -> BTreeSet<String> {
-    let log = std::fs::read_to_string(data.join("node/containerd/containerd.log"))
-        .unwrap_or_default();
+    let log =
+        std::fs::read_to_string(data.join("node/containerd/containerd.log")).unwrap_or_default();
     let mut ids = BTreeSet::new();
     for (i, _) in log.match_indices("sandbox id \\\"") {
         let id: String = log[i + 13..]
@@ -224,7 +222,9 @@ pub fn nat_left_with(ids: &BTreeSet<String>) -> Vec<String> {
         } else if let Some(decl) = line.strip_prefix(':') {
             let chain = decl.split_whitespace().next().unwrap_or_default();
             if chains.contains(chain) {
-                out.push(format!("{table} chain {chain} of one of this node's sandboxes"));
+                out.push(format!(
+                    "{table} chain {chain} of one of this node's sandboxes"
+                ));
             }
         } else if line.starts_with("-A ") && ids.iter().any(|id| line.contains(id.as_str())) {
             out.push(format!("{table} rule {line}"));
@@ -251,7 +251,9 @@ fn unescape_mount_path(p: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        let oct = b.get(i + 1..i + 4).filter(|o| o.iter().all(|c| (b'0'..=b'7').contains(c)));
+        let oct = b
+            .get(i + 1..i + 4)
+            .filter(|o| o.iter().all(|c| (b'0'..=b'7').contains(c)));
         match (b[i], oct) {
             (b'\\', Some(o)) => {
                 out.push((o[0] - b'0') * 64 + (o[1] - b'0') * 8 + (o[2] - b'0'));

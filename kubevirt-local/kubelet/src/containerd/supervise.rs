@@ -261,7 +261,10 @@ mod tests {
         std::fs::write(layout.ttrpc_socket(), "not a socket").unwrap();
         remove_stale_sockets(&layout).await;
         assert!(layout.socket().exists(), "a live socket is kept");
-        assert!(layout.ttrpc_socket().exists(), "a file that is no socket is kept");
+        assert!(
+            layout.ttrpc_socket().exists(),
+            "a file that is no socket is kept"
+        );
         drop(live);
         std::fs::remove_dir_all(&dir).unwrap();
     }
