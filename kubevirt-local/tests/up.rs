@@ -3,6 +3,8 @@
 //! (examples/vm-demo.yaml) boots the guest on kubevirt-vmm with real vCPUs; `kubectl delete`
 //! powers it off; SIGTERM stops everything.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -110,6 +112,7 @@ fn the_plane_is_ready_when_it_says_so() {
 
 #[test]
 fn kubectl_apply_runs_the_demo_vm_on_the_local_node() {
+    let started = std::time::SystemTime::now();
     let launcher = launcher_binary(Profile::Debug);
     let dir = tempdir("up");
     let image = dir.join("image");
@@ -240,4 +243,15 @@ fn kubectl_apply_runs_the_demo_vm_on_the_local_node() {
         status.success(),
         "kubevirt-local up after SIGTERM: {status}"
     );
+    // A clean stop leaves no run directory, socket, mount or loop device of its VMs behind,
+    // and no launcher temp directory.
+    let vmis: Vec<_> = std::fs::read_dir(dir.join("vmis"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(vmis.is_empty(), "run directories left: {vmis:?}");
+    let mut left = common::host::sockets_left(&dir);
+    left.extend(common::host::mounts_left(&dir));
+    left.extend(common::host::loop_devices_left(&dir));
+    left.extend(common::host::launcher_temp_dirs_left(started));
+    assert!(left.is_empty(), "left behind: {left:#?}");
 }

@@ -96,9 +96,46 @@ pub async fn stop_orphans(
                 stop(&mut l, None, wait).await;
             }
             let _ = std::fs::remove_dir_all(&dir);
+            remove_empty_namespace_dir(&dir);
         }));
     }
     for s in stops {
         let _ = s.await;
+    }
+}
+
+/// Removes the namespace's directory of direct mode's run directory `dir`
+/// (`<run root>/<ns>/<name>-<uid8>`) once it holds nothing: a clean stop of `up` leaves the run
+/// root empty. Only an empty directory goes (`rmdir`), so another VMI's of the namespace stays;
+/// a launcher starting there meanwhile makes it again ([`Launcher::spawn`] retries).
+pub fn remove_empty_namespace_dir(dir: &Path) {
+    if let Some(namespace) = dir.parent() {
+        let _ = std::fs::remove_dir(namespace);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An emptied namespace directory goes with its last run directory; one that still holds
+    /// another VMI's stays, and so does the run root.
+    #[test]
+    fn the_last_run_directory_of_a_namespace_takes_its_directory_along() {
+        let root = std::env::temp_dir().join(format!("kv-adopt-ns-{}", std::process::id()));
+        let (a, b) = (root.join("ns/a-1234"), root.join("ns/b-5678"));
+        std::fs::create_dir_all(&a).unwrap();
+        std::fs::create_dir_all(&b).unwrap();
+        std::fs::remove_dir_all(&a).unwrap();
+        remove_empty_namespace_dir(&a);
+        assert!(b.is_dir(), "another VMI's run directory stays");
+        std::fs::remove_dir_all(&b).unwrap();
+        remove_empty_namespace_dir(&b);
+        assert!(
+            !root.join("ns").exists(),
+            "the emptied namespace directory goes"
+        );
+        assert!(root.is_dir(), "the run root stays");
+        std::fs::remove_dir_all(&root).unwrap();
     }
 }

@@ -536,6 +536,10 @@ async fn cleanup(vmi: &VirtualMachineInstance, ctx: &Context) -> Result<Action, 
             });
         }
     }
+    // Pods mode's run directories sit in `active/`, which stays.
+    if matches!(ctx.mode, AgentMode::Direct) {
+        super::adopt::remove_empty_namespace_dir(&dir);
+    }
     Ok(Action::await_change())
 }
 

@@ -89,7 +89,11 @@ impl Launcher {
             let path = path.to_path_buf();
             move |source| NodeError::Io { what, path, source }
         };
-        std::fs::create_dir_all(&run_dir).map_err(io("creating the run directory", &run_dir))?;
+        // Once more if the namespace's directory went between the two steps of the first (the
+        // clean-up of the namespace's last VMI removes it: `adopt::remove_empty_namespace_dir`).
+        std::fs::create_dir_all(&run_dir)
+            .or_else(|_| std::fs::create_dir_all(&run_dir))
+            .map_err(io("creating the run directory", &run_dir))?;
         let log_path = run_dir.join(LAUNCHER_LOG);
         let log = open_log(&log_path)?;
         match log.try_lock() {

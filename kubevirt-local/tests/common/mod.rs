@@ -4,6 +4,7 @@
 
 pub mod chaos;
 pub mod chaos_logs;
+pub mod host;
 pub mod install;
 pub mod node;
 pub mod plane;

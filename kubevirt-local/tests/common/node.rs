@@ -16,6 +16,7 @@ use kubevirt_testsupport::registry::Registry;
 use kubevirt_testsupport::{Profile, TestDir, kubectl, tempdir, virtctl_binary};
 use serde_json::Value;
 
+use super::host;
 use super::slot::{self as slot};
 // Re-exported for the node tests (`use common::node::*`); binaries without them don't use it.
 #[allow(unused_imports)]
@@ -354,9 +355,11 @@ spec:
     )
 }
 
-/// What the node's runtime still holds: `ctr` lists of containers and sandboxes, containerd
-/// shims of the node's containerd, veth interfaces on the pod bridge, pod directories and the
-/// node's pod cgroups.
+/// What the node still holds on the host: `ctr` lists of containers and sandboxes, containerd
+/// shims of the node's containerd, veth interfaces on the pod bridge, pod directories, and
+/// everything [`host::while_running`] checks (network namespaces, NAT rules, mounts, loop
+/// devices, pod cgroups in every hierarchy, launcher temp directories); once `up` on `data` has
+/// stopped, [`host::once_stopped`] too (the pod bridge, sockets below `data`).
 pub fn leftovers(data: &Path) -> Vec<String> {
     let net = slot::network();
     let node = slot::node().expect("a node started on this test's slot");
@@ -400,13 +403,15 @@ pub fn leftovers(data: &Path) -> Vec<String> {
             out.push(format!("pod dir {}", e.path().display()));
         }
     }
-    if let Ok(entries) = std::fs::read_dir(node_cgroup(&node)) {
-        for e in entries
-            .flatten()
-            .filter(|e| e.file_name().to_string_lossy().starts_with("pod"))
-        {
-            out.push(format!("cgroup {}", e.path().display()));
-        }
+    let scope = host::Scope {
+        data: data.to_path_buf(),
+        node,
+        net,
+        since: slot::taken().expect("a slot taken"),
+    };
+    out.extend(host::while_running(&scope));
+    if !host::up_running(data) {
+        out.extend(host::once_stopped(&scope));
     }
     out
 }

@@ -10,7 +10,7 @@ use std::cell::RefCell;
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::sync::{Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 /// How many nodes may run at once: `KUBEVIRT_TEST_NODES` (default 3).
 pub fn slots() -> usize {
@@ -35,7 +35,7 @@ pub struct Network {
 }
 
 impl Network {
-    fn of(k: usize) -> Network {
+    pub fn of(k: usize) -> Network {
         let prefix = format!("10.{}.", 200 + k);
         Network {
             bridge: format!("kvt{k}"),
@@ -49,6 +49,8 @@ impl Network {
 thread_local! {
     /// The slot the test on this thread holds, and the node it started there.
     static CURRENT: RefCell<Option<(Network, Option<String>)>> = const { RefCell::new(None) };
+    /// When the test on this thread took its slot (what the leftover checks count from).
+    static TAKEN: RefCell<Option<SystemTime>> = const { RefCell::new(None) };
 }
 
 /// One node test at a time in this process.
@@ -83,6 +85,7 @@ pub fn node_slot() -> NodeSlot {
     loop {
         if let Some((k, lock)) = (0..n).find_map(|k| try_lock(k).map(|l| (k, l))) {
             CURRENT.with(|c| *c.borrow_mut() = Some((Network::of(k), None)));
+            TAKEN.with(|t| *t.borrow_mut() = Some(SystemTime::now()));
             return NodeSlot {
                 _lock: lock,
                 _one: one,
@@ -114,4 +117,9 @@ pub fn set_node(node: &str) {
 /// The node last started on this thread's slot.
 pub fn node() -> Option<String> {
     CURRENT.with(|c| c.borrow().as_ref().and_then(|(_, n)| n.clone()))
+}
+
+/// When the test on this thread took its slot.
+pub fn taken() -> Option<SystemTime> {
+    TAKEN.with(|t| *t.borrow())
 }

@@ -65,6 +65,11 @@ impl Layout {
     pub fn socket(&self) -> PathBuf {
         self.dir.join("containerd.sock")
     }
+    /// containerd's ttrpc socket (the shims' events): its gRPC socket's path and `.ttrpc`, as
+    /// containerd names it when its configuration names none.
+    pub fn ttrpc_socket(&self) -> PathBuf {
+        self.dir.join("containerd.sock.ttrpc")
+    }
     /// The CNI network configuration directory.
     pub fn cni_conf_dir(&self) -> PathBuf {
         self.dir.join("cni")

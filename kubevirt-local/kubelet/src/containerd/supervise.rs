@@ -166,6 +166,7 @@ impl Supervisor {
             .ok()
             .and_then(|s| s.trim().parse::<i32>().ok())
         else {
+            remove_stale_sockets(&self.layout).await;
             return;
         };
         // SAFETY: kill(2) with a pid read from our own pid file and a valid signal number.
@@ -184,6 +185,22 @@ impl Supervisor {
         }
         let _ = std::fs::remove_file(pid_file);
         end_orphaned_shims(&self.layout.socket());
+        remove_stale_sockets(&self.layout).await;
+    }
+}
+
+/// Removes the socket files a stopped containerd leaves: it removes its gRPC socket as it stops
+/// but not its ttrpc one, and neither when it is killed (the chaos suite's leak check found
+/// `containerd.sock.ttrpc` left after every stop). A socket something still listens on is
+/// kept.
+async fn remove_stale_sockets(layout: &Layout) {
+    for path in [layout.socket(), layout.ttrpc_socket()] {
+        let is_socket = std::fs::symlink_metadata(&path)
+            .is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()));
+        if is_socket && !answers(&path).await {
+            tracing::info!(socket = %path.display(), "removing the stopped containerd's socket");
+            let _ = std::fs::remove_file(&path);
+        }
     }
 }
 
@@ -227,6 +244,30 @@ fn end_orphaned_shims(socket: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The sockets of a stopped containerd go; a socket something listens on stays, and so does
+    /// a file that is no socket.
+    #[tokio::test]
+    async fn a_stopped_containerds_sockets_are_removed_and_a_live_one_kept() {
+        let dir = std::env::temp_dir().join(format!("kv-sockets-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let layout = Layout::new(&dir);
+        drop(std::os::unix::net::UnixListener::bind(layout.ttrpc_socket()).unwrap());
+        drop(std::os::unix::net::UnixListener::bind(layout.socket()).unwrap());
+        remove_stale_sockets(&layout).await;
+        assert!(!layout.ttrpc_socket().exists() && !layout.socket().exists());
+
+        let live = std::os::unix::net::UnixListener::bind(layout.socket()).unwrap();
+        std::fs::write(layout.ttrpc_socket(), "not a socket").unwrap();
+        remove_stale_sockets(&layout).await;
+        assert!(layout.socket().exists(), "a live socket is kept");
+        assert!(
+            layout.ttrpc_socket().exists(),
+            "a file that is no socket is kept"
+        );
+        drop(live);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     /// A stand-in shim (argv as containerd starts one) is found for its socket, not for
     /// another, and ending the shims of its socket ends it.
