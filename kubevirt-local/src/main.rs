@@ -521,7 +521,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match runtime.block_on(run(data_dir, listen, insecure_http, watch_history, inflight)) {
+    match runtime.block_on(run(
+        data_dir,
+        listen,
+        insecure_http,
+        watch_history,
+        inflight,
+    )) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");

@@ -449,7 +449,13 @@ async fn slow_clients_fill_a_users_share_and_the_cap_then_get_429_with_retry_aft
         .iter()
         .filter_map(|i| i["metadata"]["name"].as_str())
         .collect();
-    for name in ["alice-0", "alice-1", "bob-held-0", "bob-held-1", "carol-after"] {
+    for name in [
+        "alice-0",
+        "alice-1",
+        "bob-held-0",
+        "bob-held-1",
+        "carol-after",
+    ] {
         assert!(names.contains(&name), "{name} missing from {names:?}");
     }
     assert!(!names.contains(&"alice-x") && !names.contains(&"carol-0"));
@@ -464,11 +470,36 @@ fn bad_inflight_flags_are_refused_by_name() {
     let dir = kubevirt_testsupport::tempdir("limits-flags");
     let data = dir.path().join("data");
     for (command, flag, value, says) in [
-        ("apiserver", "--max-requests-inflight", "0", "must be at least 1"),
-        ("apiserver", "--max-mutating-requests-inflight", "lots", "not a whole number"),
-        ("up", "--max-requests-inflight-per-user-percent", "150", "1 to 100, not 150"),
-        ("up", "--max-requests-inflight-per-user-percent", "0", "1 to 100, not 0"),
-        ("up", "--max-mutating-requests-inflight", "-3", "not a whole number"),
+        (
+            "apiserver",
+            "--max-requests-inflight",
+            "0",
+            "must be at least 1",
+        ),
+        (
+            "apiserver",
+            "--max-mutating-requests-inflight",
+            "lots",
+            "not a whole number",
+        ),
+        (
+            "up",
+            "--max-requests-inflight-per-user-percent",
+            "150",
+            "1 to 100, not 150",
+        ),
+        (
+            "up",
+            "--max-requests-inflight-per-user-percent",
+            "0",
+            "1 to 100, not 0",
+        ),
+        (
+            "up",
+            "--max-mutating-requests-inflight",
+            "-3",
+            "not a whole number",
+        ),
     ] {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_kubevirt-local"))
             .args([command, "--data-dir"])
@@ -477,11 +508,18 @@ fn bad_inflight_flags_are_refused_by_name() {
             .output()
             .unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{command} {flag}={value}: {err}");
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{command} {flag}={value}: {err}"
+        );
         assert!(
             err.contains(flag) && err.contains(says),
             "{command} {flag}={value}: {err}"
         );
-        assert!(!data.exists(), "{command} {flag}={value} made the data directory");
+        assert!(
+            !data.exists(),
+            "{command} {flag}={value} made the data directory"
+        );
     }
 }

@@ -274,7 +274,9 @@ pub async fn limit(
     let (name, master) = match &user {
         Ok(u) => (
             u.name.as_str(),
-            u.groups.iter().any(|g| g == crate::semantics::rbac::MASTERS),
+            u.groups
+                .iter()
+                .any(|g| g == crate::semantics::rbac::MASTERS),
         ),
         Err(_) => ("system:anonymous", false),
     };
@@ -321,10 +323,7 @@ mod tests {
             Limits::new(0, 1, 50),
             Err(LimitsError::Zero("the read-only requests in flight"))
         );
-        assert!(matches!(
-            Limits::new(1, 0, 50),
-            Err(LimitsError::Zero(_))
-        ));
+        assert!(matches!(Limits::new(1, 0, 50), Err(LimitsError::Zero(_))));
         assert_eq!(Limits::new(1, 1, 0), Err(LimitsError::Percent(0)));
         assert_eq!(Limits::new(1, 1, 101), Err(LimitsError::Percent(101)));
         assert_eq!(Limits::new(1, 1, 1).unwrap().per_user(Kind::Mutating), 1);
@@ -341,7 +340,11 @@ mod tests {
         };
         let cms = "/api/v1/namespaces/default/configmaps";
         assert!(lr(Method::GET, &format!("{cms}?watch=true"), false));
-        assert!(lr(Method::GET, "/api/v1/watch/namespaces/default/pods", false));
+        assert!(lr(
+            Method::GET,
+            "/api/v1/watch/namespaces/default/pods",
+            false
+        ));
         assert!(lr(Method::GET, "/api/v1/namespaces/d/pods/p/log", false));
         assert!(lr(Method::POST, "/api/v1/namespaces/d/pods/p/exec", false));
         assert!(lr(
