@@ -408,6 +408,7 @@ fn run_once(
         node: Some(NodeOptions::new(NODE, launcher.to_path_buf())),
         ready_file: None,
         kubelet: (mode == Mode::Pods).then(|| kubelet_options(launcher)),
+        inflight: Default::default(),
     };
     let mut system = rt.spawn(up::run(
         opts,

@@ -885,6 +885,7 @@ fn main() {
         node: None,
         ready_file: None,
         kubelet: Some(kubelet_options(&layout)),
+        inflight: Default::default(),
     };
     let system = rt.spawn(up::run_with(
         opts,

@@ -15,8 +15,9 @@ python3 scripts/gen-api.py --check ${KUBEVIRT_FIXTURES:+--fixtures "$KUBEVIRT_FI
 # The doc tests, then every test binary of the workspace (what `cargo test --workspace` runs),
 # TEST_JOBS at a time (default 3): the suite mostly waits on nodes and controllers, and each node
 # test gets a pod network of its own. Beside them, the fuzz targets (their own target directory),
-# bounded: FUZZ_SECONDS per target, 20 here (`scripts/fuzz.sh` alone runs 30); prints executions
-# per target.
+# bounded: FUZZ_SECONDS per target, 20 here (`scripts/fuzz.sh` alone runs 30); merges the inputs
+# that add coverage into each target's corpus and prints and records (target/fuzz-runs.tsv) the
+# executions per target.
 scripts/run-tests.py --beside "FUZZ_SECONDS=${FUZZ_SECONDS:-20} scripts/fuzz.sh"
 # kubevirt-api in a crate outside the workspace, with the oldest and newest Kubernetes versions (issue 20).
 scripts/downstream-check.sh

@@ -4,7 +4,7 @@ use clap::{Parser, Subcommand};
 use kubevirt_controller::logging::{self, LogFormat};
 use kubevirt_controller::node::{default_launcher, host_name, plain_http_args};
 use kubevirt_kubelet::images::served::ServedImage;
-use kubevirt_local::server::{self, State};
+use kubevirt_local::server::{self, State, inflight};
 use kubevirt_local::setup;
 use kubevirt_local::storage::Store;
 use kubevirt_local::up::{self, KubeletOptions, NodeOptions, RegistryOptions, Started, UpOptions};
@@ -45,6 +45,8 @@ enum Command {
         /// How many changes the watch history keeps; older resourceVersions get 410 Expired.
         #[arg(long, default_value_t = kubevirt_local::storage::DEFAULT_HISTORY)]
         watch_history: u64,
+        #[command(flatten)]
+        inflight: InflightFlags,
     },
     /// Print on stdout a kubeconfig for user NAME (in each --group) against the server of
     /// DATA_DIR: a token the server signed, carrying the name and groups, that stays valid
@@ -180,6 +182,53 @@ struct UpArgs {
     /// The same JSON is printed as one line on stdout.
     #[arg(long)]
     ready_file: Option<PathBuf>,
+    #[command(flatten)]
+    inflight: InflightFlags,
+}
+
+/// The API server's caps on requests in flight (long-running ones, watches and streams, are
+/// not counted); over a cap a request gets 429 and `Retry-After: 1`. Administrators
+/// (`system:masters`, which `up`'s own components are) are never refused.
+#[derive(Debug, clap::Args)]
+struct InflightFlags {
+    /// Most get and list requests in flight at once (kube-apiserver's default).
+    #[arg(long, value_name = "N", value_parser = parse_cap,
+        default_value_t = inflight::DEFAULT_READ_ONLY)]
+    max_requests_inflight: usize,
+    /// Most other (mutating) requests in flight at once (kube-apiserver's default).
+    #[arg(long, value_name = "N", value_parser = parse_cap,
+        default_value_t = inflight::DEFAULT_MUTATING)]
+    max_mutating_requests_inflight: usize,
+    /// The share of each of the two caps one user may hold, in percent (rounded up).
+    #[arg(long, value_name = "PERCENT", value_parser = parse_percent,
+        default_value_t = inflight::DEFAULT_PER_USER_PERCENT)]
+    max_requests_inflight_per_user_percent: usize,
+}
+
+impl InflightFlags {
+    fn limits(&self) -> Result<inflight::Limits, inflight::LimitsError> {
+        inflight::Limits::new(
+            self.max_requests_inflight,
+            self.max_mutating_requests_inflight,
+            self.max_requests_inflight_per_user_percent,
+        )
+    }
+}
+
+fn parse_cap(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1 (a cap of 0 would refuse every request)".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("not a whole number of requests: {e}")),
+    }
+}
+
+fn parse_percent(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n @ 1..=100) => Ok(n),
+        Ok(n) => Err(format!("a percentage of each cap: 1 to 100, not {n}")),
+        Err(e) => Err(format!("not a whole percentage: {e}")),
+    }
 }
 
 fn parse_image(spec: &str) -> Result<ServedImage, String> {
@@ -281,7 +330,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let (data_dir, listen, insecure_http, watch_history) = match command {
+    let (data_dir, listen, insecure_http, watch_history, inflight) = match command {
         Command::Kubeconfig {
             data_dir,
             user,
@@ -321,7 +370,8 @@ fn main() -> ExitCode {
             listen,
             insecure_http,
             watch_history,
-        } => (data_dir, listen, insecure_http, watch_history),
+            inflight,
+        } => (data_dir, listen, insecure_http, watch_history, inflight),
         Command::Up(args) => {
             let UpArgs {
                 data_dir,
@@ -347,7 +397,15 @@ fn main() -> ExitCode {
                 busybox,
                 no_registry,
                 stop_pods_on_exit,
+                inflight,
             } = *args;
+            let inflight = match inflight.limits() {
+                Ok(l) => l,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
             let registry = (!no_registry).then(|| RegistryOptions {
                 listen: registry_listen,
                 busybox,
@@ -413,6 +471,7 @@ fn main() -> ExitCode {
                 node,
                 ready_file,
                 kubelet,
+                inflight,
             };
             let (components, what, next) = if bare {
                 (
@@ -462,7 +521,20 @@ fn main() -> ExitCode {
         eprintln!("error: --insecure-http is only allowed on a loopback address, not {listen}");
         return ExitCode::from(2);
     }
-    match runtime.block_on(run(data_dir, listen, insecure_http, watch_history)) {
+    let inflight = match inflight.limits() {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(run(
+        data_dir,
+        listen,
+        insecure_http,
+        watch_history,
+        inflight,
+    )) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
@@ -476,6 +548,7 @@ async fn run(
     listen: SocketAddr,
     insecure: bool,
     history: u64,
+    inflight: inflight::Limits,
 ) -> Result<(), Box<dyn std::error::Error>> {
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let store = Store::open(&dir.join("state.db"))?.with_history(history);
@@ -497,6 +570,7 @@ async fn run(
         token.as_deref(),
     )?;
     let state = State::new(store, token, addr.to_string())?;
+    state.inflight.set_limits(inflight);
     if let Some(t) = &tls {
         let _ = state.client_certs.set(t.client_auth.clone());
     }

@@ -27,6 +27,7 @@ impl Plane {
             ready_file: None,
             // VMIs only: no containerd.
             kubelet: None,
+            inflight: Default::default(),
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (ready_tx, ready) = std::sync::mpsc::channel();

@@ -14,6 +14,7 @@ mod exec;
 mod gc;
 pub mod health;
 pub mod impersonation;
+pub mod inflight;
 pub mod kubevirt_config;
 mod logs;
 pub mod objects;
@@ -79,6 +80,11 @@ pub fn router(state: Arc<State>) -> axum::Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             aggregator::route,
+        ))
+        // Outermost: a request holds its slot while anything below reads its body.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            inflight::limit,
         ))
         .with_state(state)
 }

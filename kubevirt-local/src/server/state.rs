@@ -42,6 +42,8 @@ pub struct State {
     pub watch_buffered: Arc<super::watch_buffer::Gauge>,
     /// Open watches per client (bearer token), capped.
     pub watches: Arc<super::watch_buffer::Watches>,
+    /// Requests in flight, capped ([`super::inflight`]).
+    pub inflight: Arc<super::inflight::Inflight>,
     /// Who client certificates speak for (a server over TLS; see [`crate::x509`]).
     pub client_certs: std::sync::OnceLock<Arc<crate::x509::ClientCertAuth>>,
     /// RBAC: the indexed view of the stored roles and bindings every request is checked against.
@@ -70,6 +72,7 @@ impl State {
             client_certs: std::sync::OnceLock::new(),
             watch_buffered: Arc::default(),
             watches: Arc::default(),
+            inflight: Arc::default(),
         });
         state.refresh_registry()?;
         let now = now();

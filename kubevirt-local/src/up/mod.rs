@@ -73,6 +73,8 @@ pub struct UpOptions {
     pub ready_file: Option<PathBuf>,
     /// The kubelet that runs pods through containerd, or `None` for no pods.
     pub kubelet: Option<KubeletOptions>,
+    /// The API server's caps on requests in flight.
+    pub inflight: crate::server::inflight::Limits,
 }
 
 /// The kubelet (pods as containers through containerd). Its files live in `<data dir>/node`:
@@ -403,6 +405,7 @@ pub async fn run_with(
     let token = setup::token(dir)?;
     let url = format!("https://{address}");
     let state = State::new(store, Some(token.clone()), address.to_string())?;
+    state.inflight.set_limits(opts.inflight);
     let _ = state.client_certs.set(tls.client_auth.clone());
     let kubevirt = components == Components::KubeVirt;
     if kubevirt {
