@@ -259,9 +259,10 @@ fn a_pod_cgroup_in_any_hierarchy_is_reported() {
     assert!(host::cgroups_left(&node).is_empty());
 }
 
-/// Once stopped, a socket below the data directory and the pod bridge are reported.
+/// Once stopped, a socket below the data directory, the pod bridge and its masquerade table are
+/// reported.
 #[test]
-fn a_socket_or_pod_bridge_left_after_a_stop_is_reported() {
+fn a_socket_pod_bridge_or_masquerade_table_left_after_a_stop_is_reported() {
     if !root() {
         return;
     }
@@ -286,6 +287,16 @@ fn a_socket_or_pod_bridge_left_after_a_stop_is_reported() {
     let found = host::once_stopped(&scope);
     assert!(has(&found, "pod bridge kvt53"), "{found:?}");
     drop(undo);
+    assert!(host::once_stopped(&scope).is_empty());
+
+    use kubevirt_kubelet::containerd::masquerade;
+    masquerade::ensure_masquerade("kvt53", "10.253.0.0/24").unwrap();
+    let found = host::once_stopped(&scope);
+    masquerade::remove_masquerade("kvt53");
+    assert!(
+        has(&found, "nft table ip kubevirt_local_kvt53"),
+        "{found:?}"
+    );
     assert!(host::once_stopped(&scope).is_empty());
     assert!(
         !host::up_running(&data),

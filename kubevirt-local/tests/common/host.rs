@@ -18,7 +18,8 @@
 //! - pod cgroups of the node in every hierarchy (each v1 controller's and the v2 root);
 //! - `kubevirt-launcher-<pid>` directories in the temp directory whose process is gone, made
 //!   since the test took its slot;
-//! - once the node is stopped: its pod bridge, and unix sockets below the data directory.
+//! - once the node is stopped: its pod bridge and the pod CIDR's masquerade table, and unix
+//!   sockets below the data directory.
 
 use std::collections::BTreeSet;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -72,11 +73,19 @@ pub fn while_running(s: &Scope) -> Vec<String> {
     out
 }
 
-/// The checks that hold once the node is stopped: its pod bridge and its sockets are gone.
+/// The checks that hold once the node is stopped: its pod bridge, its masquerade table and its
+/// sockets are gone.
 pub fn once_stopped(s: &Scope) -> Vec<String> {
     let mut out = Vec::new();
     if Path::new("/sys/class/net").join(&s.net.bridge).exists() {
         out.push(format!("pod bridge {}", s.net.bridge));
+    }
+    let table = kubevirt_kubelet::containerd::masquerade::table_name(&s.net.bridge);
+    let listed = Command::new("nft")
+        .args(["list", "table", "ip", &table])
+        .output();
+    if listed.is_ok_and(|o| o.status.success()) {
+        out.push(format!("nft table ip {table} (the pod CIDR's masquerade)"));
     }
     out.extend(sockets_left(&s.data));
     out
