@@ -28,6 +28,11 @@ pub const AUTHENTICATED: &str = "system:authenticated";
 /// The group of every service account.
 pub const SERVICE_ACCOUNTS: &str = "system:serviceaccounts";
 
+/// Who a request authenticated as, found once by the in-flight limiter (the first layer to
+/// ask) and carried in the request's extensions to the handler, so it is not looked up twice.
+#[derive(Debug, Clone)]
+pub struct Authenticated(pub UserInfo);
+
 /// Who a request speaks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserInfo {

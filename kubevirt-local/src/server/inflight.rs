@@ -262,7 +262,7 @@ fn too_many_requests() -> Response {
 /// body and answers it, or answer 429.
 pub async fn limit(
     axum::extract::State(state): axum::extract::State<Arc<State>>,
-    req: axum::extract::Request,
+    mut req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
     if long_running(req.method(), req.uri(), req.headers()) {
@@ -273,13 +273,17 @@ pub async fn limit(
     let user = authn::authenticate(&state, req.headers(), req.extensions().get::<PeerChain>());
     let (name, master) = match &user {
         Ok(u) => (
-            u.name.as_str(),
+            u.name.clone(),
             u.groups
                 .iter()
                 .any(|g| g == crate::semantics::rbac::MASTERS),
         ),
-        Err(_) => ("system:anonymous", false),
+        Err(_) => ("system:anonymous".to_string(), false),
     };
+    if let Ok(u) = user {
+        req.extensions_mut().insert(authn::Authenticated(u));
+    }
+    let name = name.as_str();
     let kind = Kind::of(req.method());
     match state.inflight.acquire(kind, name) {
         Some(permit) => {

@@ -176,12 +176,16 @@ fn admit(
     uri: &Uri,
     headers: &HeaderMap,
     peer: Option<&PeerChain>,
+    known: Option<&authn::Authenticated>,
 ) -> Result<UserInfo, ApiError> {
     let path = uri.path();
     if matches!(route::parse(path), Some(Route::Health { .. })) {
         return Ok(UserInfo::user("system:anonymous", &[]));
     }
-    let real = authn::authenticate(state, headers, peer)?;
+    let real = match known {
+        Some(authn::Authenticated(user)) => user.clone(),
+        None => authn::authenticate(state, headers, peer)?,
+    };
     let user = impersonation::apply(state, real, headers)?;
     let mut attrs = attributes::of_request(method.as_str(), path, &route::query(uri.query()));
     authz::authorize(state, &user, &mut attrs)?;
@@ -199,6 +203,7 @@ async fn subresources(
         req.uri(),
         req.headers(),
         req.extensions().get(),
+        req.extensions().get(),
     ) {
         return error_response(&e);
     }
@@ -215,6 +220,7 @@ async fn uploads(
         req.method(),
         req.uri(),
         req.headers(),
+        req.extensions().get(),
         req.extensions().get(),
     ) {
         return error_response(&e);
@@ -283,6 +289,7 @@ fn streamed_pod(state: &State, req: &axum::extract::Request) -> Result<route::Ta
         req.uri(),
         req.headers(),
         req.extensions().get(),
+        req.extensions().get(),
     )?;
     match route::parse(req.uri().path()) {
         Some(Route::Object(target)) => Ok(target),
@@ -296,6 +303,7 @@ async fn dispatch(
     uri: Uri,
     headers: HeaderMap,
     peer: Option<axum::Extension<PeerChain>>,
+    known: Option<axum::Extension<authn::Authenticated>>,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
     let body = match body {
@@ -307,7 +315,14 @@ async fn dispatch(
         }
         Err(e) => return error_response(&ApiError::bad_request(e.body_text())),
     };
-    let user = match admit(&state, &method, &uri, &headers, peer.as_ref().map(|p| &p.0)) {
+    let user = match admit(
+        &state,
+        &method,
+        &uri,
+        &headers,
+        peer.as_ref().map(|p| &p.0),
+        known.as_ref().map(|k| &k.0),
+    ) {
         Ok(u) => u,
         Err(e) => return error_response(&e),
     };

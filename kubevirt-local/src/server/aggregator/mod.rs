@@ -158,6 +158,7 @@ async fn forward(
         req.uri(),
         req.headers(),
         req.extensions().get(),
+        req.extensions().get(),
     )?;
     let aggregator = state
         .aggregator
