@@ -27,6 +27,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::SystemTime;
 
+use super::chaos::pids;
 use super::slot::Network;
 
 /// What belongs to one node.
@@ -104,16 +105,6 @@ pub fn up_running(data: &Path) -> bool {
             && std::fs::read_to_string(format!("/proc/{pid}/stat"))
                 .is_ok_and(|st| st.rsplit(')').next().is_some_and(|r| !r.starts_with(" Z")))
     })
-}
-
-fn pids() -> Vec<u32> {
-    std::fs::read_dir("/proc")
-        .map(|d| {
-            d.flatten()
-                .filter_map(|e| e.file_name().to_str()?.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 fn cmdline(pid: u32) -> Vec<Vec<u8>> {
