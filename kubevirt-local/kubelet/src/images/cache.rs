@@ -76,45 +76,11 @@ pub fn write_layout_shared(
     });
     let _ = std::fs::remove_dir_all(&aside);
     written?;
-    remove_stale(shared, &name, &dir, STALE_AFTER);
     reusable(&dir.join(INPUTS_FILE), &inputs, &dir).ok_or_else(|| LocalImageError::Write {
         image: image.reference(),
         path: dir.clone(),
         source: std::io::Error::other("the shared layout is incomplete"),
     })
-}
-
-/// How old another layout of the same image must be before a new one replaces it: a node
-/// started before the rebuild may still serve the old one for the length of a test.
-const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
-
-/// Removes the layouts of image `name` in `shared` other than `keep` that were written more
-/// than `age` ago: each build of a binary writes a new layout (200 MB for the importer) and the
-/// old ones would otherwise pile up for every build a test run ever saw.
-fn remove_stale(shared: &Path, name: &str, keep: &Path, age: std::time::Duration) {
-    let Ok(entries) = std::fs::read_dir(shared) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let path = e.path();
-        let file = e.file_name();
-        let Some(hash) = file
-            .to_str()
-            .and_then(|f| f.strip_prefix(name)?.strip_prefix('-'))
-        else {
-            continue;
-        };
-        let ours = hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit());
-        let old = e
-            .metadata()
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.elapsed().ok())
-            .is_some_and(|a| a >= age);
-        if ours && old && path != keep {
-            let _ = std::fs::remove_dir_all(&path);
-        }
-    }
 }
 
 /// The layout recorded in `stamp` if it was written from `inputs` and its manifest is there.
@@ -172,22 +138,6 @@ mod tests {
         let changed = write_layout_shared(&image(), &shared).unwrap();
         assert_ne!(changed.dir, first.dir);
         assert_ne!(changed.digest, first.digest);
-        assert_eq!(entries(), 2, "the first is recent: it stays");
-
-        // Old layouts of the same image go; the kept one and other images' stay.
-        let other = shared.join(format!("t-shared-2-{}", "0123456789abcdef"));
-        std::fs::create_dir_all(&other).unwrap();
-        remove_stale(
-            &shared,
-            "t-shared-1",
-            &changed.dir,
-            std::time::Duration::ZERO,
-        );
-        assert!(
-            !first.dir.exists(),
-            "the older layout of t/shared:1 is removed"
-        );
-        assert!(changed.dir.is_dir() && other.is_dir());
         assert_eq!(entries(), 2);
         let _ = std::fs::remove_dir_all(&dir);
     }
