@@ -351,8 +351,11 @@ fn kill_9_at_random_keeps_every_invariant() {
 /// for its stream).
 fn stand_in(dir: &Path, name: &str, vcpu: &str, incoming: bool) -> std::process::Child {
     use std::os::unix::process::CommandExt;
+    // Written whole under another name, then renamed: a stand-in started just before reads its
+    // script as this truncates and rewrites it otherwise, reads nothing and exits at once.
+    let script = dir.join(format!("serve.{name}.{vcpu}.{incoming}"));
     std::fs::write(
-        dir.join("serve"),
+        &script,
         "import ctypes, os, threading, time\n\
          def vcpu():\n\
          \x20   ctypes.CDLL(None).prctl(15, b'vcpu0', 0, 0, 0)\n\
@@ -364,6 +367,7 @@ fn stand_in(dir: &Path, name: &str, vcpu: &str, incoming: bool) -> std::process:
          time.sleep(30)\n",
     )
     .unwrap();
+    std::fs::rename(&script, dir.join("serve")).unwrap();
     let mut cmd = Command::new("/usr/bin/python3");
     cmd.arg0(dir.join("kubevirt-launcher"))
         .args(["serve", "--namespace", NS, "--name", name])
