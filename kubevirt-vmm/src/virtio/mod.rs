@@ -51,11 +51,11 @@ pub(crate) mod test_utils {
     }
 }
 
+pub use chain::ChainError;
 pub use device::{
     ActivateContext, ActivateError, DeviceQueue, HealthFlag, VirtioDevice, VirtioInterrupt,
     VirtioInterruptType,
 };
-pub use chain::ChainError;
 pub use pci::VirtioPciError;
 
 /// `VIRTIO_F_VERSION_1`: the modern interface; the only one this transport offers.
