@@ -398,7 +398,7 @@ fn well_formed(mem: &GuestMemoryMmap, head: u16) -> bool {
             return false;
         };
         if d.flags() & F_INDIRECT != 0 {
-            if indirect || d.len() % 16 != 0 || d.len() / 16 > u32::from(u16::MAX) {
+            if indirect || !d.len().is_multiple_of(16) || d.len() / 16 > u32::from(u16::MAX) {
                 return false;
             }
             (table, size, index, indirect) = (d.addr().0, u64::from(d.len() / 16), 0, true);
