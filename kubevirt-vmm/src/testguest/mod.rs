@@ -16,6 +16,7 @@ pub mod blk_stream_run;
 pub mod boot_sector;
 pub mod elf;
 pub mod hostile;
+pub mod hostile_standalone;
 pub mod netns;
 pub mod programs;
 pub mod script;
