@@ -201,3 +201,36 @@ fn cpuid_seen_by_the_guest_follows_the_feature_mask() {
     assert_eq!(masked[3] & (1 << 26), 0, "SSE2 hidden by the mask");
     assert_eq!(masked[3] | (1 << 26), edx, "nothing else in EDX changed");
 }
+
+/// fw_cfg files on a VM that boots no firmware: without any, no fw_cfg (ports 0x510-0x51B
+/// read nothing); with one, the device is there (its DMA register reads "QEMU CFG"); a name
+/// the directory cannot hold, or one given twice, fails the build and says why.
+#[test]
+fn fw_cfg_files_give_a_direct_boot_vm_a_fw_cfg_and_bad_names_are_refused() {
+    use kubevirt_vmm::devices::fw_cfg::{FW_CFG_DMA_PORT, FW_CFG_DMA_SIGNATURE};
+    let guest = programs::hello().unwrap();
+    let dma_signature = |vm: &Vm| {
+        let mut v = [0u8; 8];
+        let _ = vm.buses().pio.read(u64::from(FW_CFG_DMA_PORT), &mut v);
+        u64::from_be_bytes(v)
+    };
+    let plain = Vm::new(guest.vm_config(1, ConsoleConfig::Sink)).unwrap();
+    assert_ne!(
+        dma_signature(&plain),
+        FW_CFG_DMA_SIGNATURE,
+        "no fw_cfg without files"
+    );
+    let config = guest
+        .vm_config(1, ConsoleConfig::Sink)
+        .with_fw_cfg_file("opt/test", vec![1, 2, 3]);
+    let vm = Vm::new(config).unwrap();
+    assert_eq!(dma_signature(&vm), FW_CFG_DMA_SIGNATURE);
+    for files in [vec!["x".repeat(56)], vec!["opt/a".into(), "opt/a".into()]] {
+        let mut config = guest.vm_config(1, ConsoleConfig::Sink);
+        for name in files {
+            config = config.with_fw_cfg_file(name, Vec::new());
+        }
+        let err = Vm::new(config).unwrap_err().to_string();
+        assert!(err.contains("fw_cfg file"), "{err}");
+    }
+}

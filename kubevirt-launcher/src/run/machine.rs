@@ -166,6 +166,7 @@ impl MachineSpec {
             debug_exit: c.debug_exit,
             acpi: c.acpi,
             smbios: c.smbios.clone(),
+            fw_cfg_files: c.fw_cfg_files.clone(),
         };
         let mut builder = Vm::builder(config);
         for d in &self.disks {

@@ -176,6 +176,11 @@ impl Launcher {
         )
     }
 
+    /// The console so far (stdout), without the launcher's messages.
+    pub fn console(&self) -> String {
+        self.stdout.lock().unwrap().clone()
+    }
+
     /// The launcher's own messages so far (its log on stderr), without the console.
     pub fn messages(&self) -> String {
         self.stderr.lock().unwrap().clone()

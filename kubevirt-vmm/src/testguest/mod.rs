@@ -8,15 +8,18 @@
 //! at run time with iced-x86 ([`GuestAsm`]), so no cross toolchain is needed;
 //! [`elf::pvh_elf`] wraps one into a PVH ELF that other VMMs (QEMU: `-kernel guest.elf`) boot.
 //! [`virtio_blk`] is a polling virtio-pci block driver built the same way, [`virtio_net`] a
-//! polling virtio-net driver.
+//! polling virtio-net driver. [`hostile`] hammers every device with random accesses;
+//! [`script`] runs a list of accesses the host wrote, to play a driver step by step.
 
 pub mod asm;
 pub mod blk_stream_run;
 pub mod boot_sector;
 pub mod elf;
 pub mod hostile;
+pub mod hostile_standalone;
 pub mod netns;
 pub mod programs;
+pub mod script;
 pub mod virtio_blk;
 pub mod virtio_blk_stream;
 pub mod virtio_net;

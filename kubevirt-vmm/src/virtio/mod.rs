@@ -4,10 +4,13 @@
 //!
 //! Devices never trust the guest: descriptor chains are walked through rust-vmm's
 //! virtio-queue (bounded by the queue size, every buffer checked against guest memory), a bad
-//! request fails with an error status, and a queue the driver corrupts marks the device
-//! `DEVICE_NEEDS_RESET` instead of panicking or spinning.
+//! request fails with an error status, and a queue or chain the driver corrupts (a ring index
+//! that jumped, a descriptor loop, a `next` past the table, a buffer outside RAM: `chain`) marks
+//! the device `DEVICE_NEEDS_RESET` with a configuration change notification instead of
+//! panicking or spinning.
 
 pub mod block;
+internal_mod!(chain);
 pub mod console;
 internal_mod!(device);
 pub mod net;
@@ -48,6 +51,7 @@ pub(crate) mod test_utils {
     }
 }
 
+pub use chain::ChainError;
 pub use device::{
     ActivateContext, ActivateError, DeviceQueue, HealthFlag, VirtioDevice, VirtioInterrupt,
     VirtioInterruptType,

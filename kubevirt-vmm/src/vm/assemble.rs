@@ -9,7 +9,7 @@ use kvm_ioctls::{Cap, Kvm, VmFd};
 use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
 
 use super::error::{KVM_API_VERSION, vm_ioctl};
-use super::firmware::firmware_devices;
+use super::firmware::{firmware_devices, plain_fw_cfg};
 use super::{Vm, VmBuilder, VmError, gsi_routing, host_is_pvm, pci};
 use crate::acpi::ged::{GED_IRQ, GED_MMIO_ADDR, GED_MMIO_SIZE, Ged};
 use crate::acpi::power::{AcpiPower, POWER_PORT_SPAN, SLEEP_CONTROL_PORT};
@@ -218,6 +218,15 @@ impl VmBuilder {
                 &topology,
                 &memory,
                 &placed,
+                &config.fw_cfg_files,
+                &mut pio_bus,
+            )?;
+        } else if !config.fw_cfg_files.is_empty() {
+            plain_fw_cfg(
+                config.smbios.as_ref(),
+                config.vcpus,
+                &memory,
+                &config.fw_cfg_files,
                 &mut pio_bus,
             )?;
         }

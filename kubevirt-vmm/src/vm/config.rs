@@ -35,11 +35,20 @@ pub struct VmConfig {
     /// this; `None`: no SMBIOS. Default: [`SmbiosInfo::default`] (upstream KubeVirt's
     /// manufacturer, product and family; no UUID or serial).
     pub smbios: Option<SmbiosInfo>,
+    /// Extra fw_cfg files `(name, contents)`, as QEMU's `-fw_cfg name=NAME,file=PATH` (names
+    /// of 1 to 55 bytes; QEMU asks for an `opt/` prefix on names of the user's own). A VM that
+    /// boots firmware serves them beside the firmware's own files; any other VM with at least
+    /// one gets a fw_cfg device of its own at ports 0x510-0x51B with DMA (signature, interface
+    /// ID, UUID, RAM size, vCPU counts, the file directory and these files). Empty (the
+    /// default): only a VM that boots firmware has fw_cfg. [`VmConfig::with_fw_cfg_file`] adds
+    /// one.
+    pub fw_cfg_files: Vec<(String, Vec<u8>)>,
 }
 
 impl VmConfig {
     /// A VM with `vcpus` vCPUs and `memory_size` bytes of RAM booting `boot`; no serial port,
-    /// every supported CPU feature, no debug-exit port, ACPI tables, default SMBIOS tables.
+    /// every supported CPU feature, no debug-exit port, ACPI tables, default SMBIOS tables, no
+    /// fw_cfg files of its own.
     pub fn new(vcpus: u8, memory_size: u64, boot: BootSource) -> Self {
         VmConfig {
             vcpus,
@@ -52,7 +61,15 @@ impl VmConfig {
             debug_exit: false,
             acpi: true,
             smbios: Some(SmbiosInfo::default()),
+            fw_cfg_files: Vec::new(),
         }
+    }
+
+    /// Serves `contents` as fw_cfg file `name` (see [`VmConfig::fw_cfg_files`]); a name that
+    /// is too long or given twice fails the build with [`crate::VmError::Boot`].
+    pub fn with_fw_cfg_file(mut self, name: impl Into<String>, contents: Vec<u8>) -> Self {
+        self.fw_cfg_files.push((name.into(), contents));
+        self
     }
 
     /// Writes SMBIOS tables from `info` (e.g. the firmware UUID and serial:

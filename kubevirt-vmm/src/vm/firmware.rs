@@ -8,12 +8,12 @@ use virtio_bindings::virtio_ids::{VIRTIO_ID_BLOCK, VIRTIO_ID_NET};
 use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
 
 use super::{Vm, VmError, pci};
-use crate::boot::firmware::fwcfg::{MachineDescription, fw_cfg_items};
+use crate::boot::firmware::fwcfg::{FirmwareTablesError, MachineDescription, fw_cfg_items};
 use crate::boot::firmware::{FirmwareMemory, FirmwareState};
 use crate::boot::{BootError, FirmwareBoot};
 use crate::bus::Bus;
 use crate::devices::debugcon::{DEBUGCON_PORT, Debugcon};
-use crate::devices::fw_cfg::{FW_CFG_PORT_SPAN, FW_CFG_SELECTOR_PORT, FwCfg};
+use crate::devices::fw_cfg::{FW_CFG_PORT_SPAN, FW_CFG_SELECTOR_PORT, FwCfg, FwCfgItems};
 use crate::memory::GuestMemoryMmap;
 
 /// The OpenFirmware device path SeaBIOS and OVMF match a virtio device at `slot` by.
@@ -25,7 +25,9 @@ fn boot_device_path(device: &pci::PlacedDevice) -> String {
     }
 }
 
-/// fw_cfg (with what the firmware needs to know) and, if asked, the debug console.
+/// fw_cfg (with what the firmware needs to know and the configuration's `extra` files) and,
+/// if asked, the debug console.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn firmware_devices(
     boot: &FirmwareBoot,
     acpi: bool,
@@ -33,6 +35,7 @@ pub(super) fn firmware_devices(
     topology: &crate::arch::topology::CpuTopology,
     memory: &GuestMemoryMmap,
     placed: &[pci::PlacedDevice],
+    extra: &[(String, Vec<u8>)],
     pio_bus: &mut Bus,
 ) -> Result<(), VmError> {
     let ram: Vec<(u64, u64)> = memory
@@ -60,11 +63,7 @@ pub(super) fn firmware_devices(
         boot_order: &order,
     })
     .map_err(BootError::from)?;
-    pio_bus.insert(
-        Arc::new(Mutex::new(FwCfg::new(&items, memory.clone()))),
-        u64::from(FW_CFG_SELECTOR_PORT),
-        FW_CFG_PORT_SPAN,
-    )?;
+    insert_fw_cfg(items, extra, memory, pio_bus)?;
     if let Some(path) = &boot.debug_log {
         let file = std::fs::File::create(path).map_err(|source| {
             VmError::Boot(BootError::ReadFile {
@@ -79,6 +78,41 @@ pub(super) fn firmware_devices(
             1,
         )?;
     }
+    Ok(())
+}
+
+/// A fw_cfg device of its own for a VM that boots no firmware but was given fw_cfg files
+/// (`VmConfig::fw_cfg_files`): the fixed items every fw_cfg has, and the files.
+pub(super) fn plain_fw_cfg(
+    smbios: Option<&crate::smbios::SmbiosInfo>,
+    vcpus: u8,
+    memory: &GuestMemoryMmap,
+    files: &[(String, Vec<u8>)],
+    pio_bus: &mut Bus,
+) -> Result<(), VmError> {
+    let ram_size = memory.iter().map(|r| r.len()).sum();
+    let uuid = smbios.and_then(|s| s.uuid).unwrap_or([0; 16]);
+    let items = FwCfgItems::new(ram_size, u16::from(vcpus), uuid);
+    insert_fw_cfg(items, files, memory, pio_bus)
+}
+
+/// Adds `extra` to `items` and puts the device serving them on the port bus.
+fn insert_fw_cfg(
+    mut items: FwCfgItems,
+    extra: &[(String, Vec<u8>)],
+    memory: &GuestMemoryMmap,
+    pio_bus: &mut Bus,
+) -> Result<(), VmError> {
+    for (name, contents) in extra {
+        items
+            .add_file(name, contents.clone())
+            .map_err(|e| BootError::from(FirmwareTablesError::from(e)))?;
+    }
+    pio_bus.insert(
+        Arc::new(Mutex::new(FwCfg::new(&items, memory.clone()))),
+        u64::from(FW_CFG_SELECTOR_PORT),
+        FW_CFG_PORT_SPAN,
+    )?;
     Ok(())
 }
 

@@ -12,6 +12,7 @@ use super::error_policy::ErrorPolicy;
 use super::request::{SERIAL_LEN, process_request_with};
 use crate::vm::io_stop::{DiskIoError, HeldQueue};
 use crate::vm::lifecycle::Lifecycle;
+use crate::virtio::chain::{ChainError, check_chain};
 use crate::virtio::device::{HealthFlag, VirtioInterrupt, VirtioInterruptType};
 use crate::virtio::worker::QueueHandler;
 
@@ -24,6 +25,9 @@ pub enum QueueError {
     /// The available ring is unreadable or its index jumped by more than the queue size.
     #[error("the available ring is corrupt: {0}")]
     AvailRing(virtio_queue::Error),
+    /// A chain the driver may not make (see [`crate::virtio::ChainError`]).
+    #[error("a malformed descriptor chain: {0}")]
+    Chain(#[from] ChainError),
     /// A used-ring entry could not be written (bad head index or ring outside memory).
     #[error("returning descriptor {head} on the used ring: {source}")]
     UsedRing {
@@ -104,9 +108,10 @@ impl BlockQueue {
         self
     }
 
-    /// Runs every available request; returns how many completed. A corrupt ring marks the
-    /// device broken (the transport reports `DEVICE_NEEDS_RESET`) and stops processing until
-    /// the driver resets it.
+    /// Runs every available request; returns how many completed. A corrupt ring or a
+    /// malformed chain marks the device broken (the transport reports `DEVICE_NEEDS_RESET`),
+    /// sends a configuration change notification and stops processing until the driver resets
+    /// it; requests completed before it are on the used ring.
     pub fn process(&mut self) -> Result<usize, QueueError> {
         if self.health.is_broken() || self.held.load(Ordering::SeqCst) {
             return Ok(0);
@@ -172,6 +177,7 @@ impl BlockQueue {
             let popped = chains.len();
             for (i, chain) in chains.into_iter().enumerate() {
                 let head = chain.head_index();
+                check_chain(&chain, &self.memory)?;
                 let len = match process_request_with(
                     &self.memory,
                     chain,

@@ -3,16 +3,18 @@
 //!
 //! Rules for what the guest hands over (none of which can panic, hang or reach outside guest
 //! memory):
-//! * a transmit chain shorter than the header, longer than [`MAX_FRAME_LEN`], or with a
-//!   buffer outside guest memory is returned unsent (used length 0) and counted as dropped;
-//! * a receive chain with a buffer outside guest memory (or no writable byte) is returned
-//!   empty and the frame waits for the next one; a receive chain too small for the frame is
+//! * a transmit chain shorter than the header or longer than [`MAX_FRAME_LEN`] is returned
+//!   unsent (used length 0) and counted as dropped;
+//! * a receive chain with no writable byte is returned empty and the frame waits for the next
+//!   one; a receive chain too small for the frame is
 //!   returned empty and the frame is dropped (a driver offering buffers smaller than the
 //!   spec's 1526 bytes loses frames, but never stalls the device);
 //! * a frame that arrives while the guest has no receive buffer stays in the backend (one in
 //!   the device) until the driver notifies the receive queue; nothing spins meanwhile;
-//! * a corrupt ring (an available index that jumped, a used ring outside memory) marks the
-//!   device `DEVICE_NEEDS_RESET` and stops it until the driver resets it.
+//! * a corrupt ring (an available index that jumped, a used ring outside memory) or a malformed
+//!   chain (a loop, a `next` past the table, a bad indirect table, a buffer outside guest
+//!   memory: `crate::virtio::chain`) marks the device `DEVICE_NEEDS_RESET`, sends a
+//!   configuration change notification and stops it until the driver resets it.
 
 use std::io::{self, Read, Write};
 use std::sync::atomic::Ordering;
@@ -24,6 +26,7 @@ use crate::memory::GuestMemoryMmap;
 use super::backend::NetBackend;
 use super::device::NetCounters;
 use super::{MAX_FRAME_LEN, VNET_HDR_LEN};
+use crate::virtio::chain::{ChainError, check_chain};
 use crate::virtio::device::{HealthFlag, VirtioInterrupt, VirtioInterruptType};
 use crate::virtio::worker::QueueHandler;
 
@@ -37,9 +40,17 @@ pub const BACKEND_EVENT: usize = 2;
 /// The backend as the device and its worker share it.
 pub type SharedBackend = Arc<Mutex<Box<dyn NetBackend>>>;
 
-/// Why queue processing stopped: the driver corrupted a ring.
+/// Why queue processing stopped: the driver corrupted a ring or made a malformed chain.
 #[derive(Debug, thiserror::Error)]
 pub enum NetQueueError {
+    /// A chain the driver may not make (see [`crate::virtio::ChainError`]).
+    #[error("queue {queue}: a malformed descriptor chain: {source}")]
+    Chain {
+        /// The queue.
+        queue: usize,
+        /// What is wrong with it.
+        source: ChainError,
+    },
     /// The available ring is unreadable or its index jumped by more than the queue size.
     #[error("the available ring of queue {queue} is corrupt: {source}")]
     AvailRing {
@@ -161,6 +172,10 @@ impl NetQueues {
             let mut backend = self.backend.lock().unwrap_or_else(PoisonError::into_inner);
             for chain in chains {
                 let head = chain.head_index();
+                check_chain(&chain, &self.memory).map_err(|source| NetQueueError::Chain {
+                    queue: TX_QUEUE,
+                    source,
+                })?;
                 let len = chain.reader(&self.memory).ok().and_then(|mut r| {
                     let len = r.available_bytes();
                     if !(VNET_HDR_LEN..=MAX_FRAME_LEN).contains(&len) {
@@ -259,6 +274,10 @@ impl NetQueues {
             // driver notifies the receive queue.
             let Some(chain) = chain else { break };
             let head = chain.head_index();
+            check_chain(&chain, &self.memory).map_err(|source| NetQueueError::Chain {
+                queue: RX_QUEUE,
+                source,
+            })?;
             let mut written = 0u32;
             match chain.writer(&self.memory) {
                 Ok(mut w) if w.available_bytes() >= len => {
@@ -272,8 +291,7 @@ impl NetQueues {
                     self.rx_pending = None;
                     self.counters.rx_dropped.fetch_add(1, Ordering::Relaxed);
                 }
-                // No writable byte, or a buffer outside guest memory: a malformed chain.
-                // Return it empty and keep the frame.
+                // No writable byte: return it empty and keep the frame.
                 _ => {}
             }
             if written > 0 {

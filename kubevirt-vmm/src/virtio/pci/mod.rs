@@ -418,7 +418,18 @@ impl VirtioPciDevice {
                 "virtio-pci: activating device type {}: {e}",
                 self.device.device_type()
             );
-            self.health.mark_broken();
+            self.needs_reset();
+        }
+    }
+
+    /// The device hit an error only a reset ends: `DEVICE_NEEDS_RESET` and, the driver having
+    /// set `DRIVER_OK`, a configuration change notification (virtio 1.2, 2.1.2).
+    fn needs_reset(&self) {
+        self.health.mark_broken();
+        if self.common.status & status::DRIVER_OK != 0
+            && let Err(e) = self.interrupt.trigger(VirtioInterruptType::Config)
+        {
+            log::warn!("virtio-pci: the configuration change notification failed: {e}");
         }
     }
 

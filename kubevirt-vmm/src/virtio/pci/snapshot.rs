@@ -206,7 +206,7 @@ impl VirtioPciDevice {
                 "virtio-pci: device type {} did not resume after a snapshot: {e}",
                 self.device.device_type()
             );
-            self.health.mark_broken();
+            self.needs_reset();
         }
     }
 }

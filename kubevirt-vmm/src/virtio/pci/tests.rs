@@ -177,6 +177,8 @@ fn rings_outside_memory_mark_the_device_needing_reset() {
     w(&mut d, 0x14, u64::from(s | status::DRIVER_OK), 1);
     assert!(activated.lock().unwrap().is_none());
     assert_ne!(r(&mut d, 0x14, 1) as u8 & status::DEVICE_NEEDS_RESET, 0);
+    // With DRIVER_OK set, the device tells the driver: a configuration change (ISR bit 1).
+    assert_eq!(r(&mut d, ISR_OFFSET, 1), 2);
     w(&mut d, 0x14, 0, 1);
     assert_eq!(r(&mut d, 0x14, 1), 0);
 }

@@ -173,15 +173,51 @@ fn transmitted_frames_reach_the_backend_with_a_clean_header() {
 fn malformed_transmit_chains_are_returned_unsent() {
     let (r, mut q) = rig();
     r.desc(TX_BASE, 0, DATA, 4, 0, 0); // shorter than the header
-    r.desc(TX_BASE, 1, MEM_SIZE - 8, 64, 0, 0); // runs off the end of memory
-    r.desc(TX_BASE, 2, DATA, 64, F_WRITE, 0); // device-writable only: nothing to send
-    r.desc(TX_BASE, 3, DATA, (MAX_FRAME_LEN + 1) as u32, 0, 0); // too long
-    r.offer(TX_BASE, &[0, 1, 2, 3]);
-    assert_eq!(q.process_tx().unwrap(), 4);
+    r.desc(TX_BASE, 1, DATA, 64, F_WRITE, 0); // device-writable only: nothing to send
+    r.desc(TX_BASE, 2, DATA, (MAX_FRAME_LEN + 1) as u32, 0, 0); // too long
+    r.offer(TX_BASE, &[0, 1, 2]);
+    assert_eq!(q.process_tx().unwrap(), 3);
     assert!(r.backend.sent.lock().unwrap().is_empty());
-    assert_eq!(r.used(TX_BASE), vec![(0, 0), (1, 0), (2, 0), (3, 0)]);
-    assert_eq!(r.counters.frames(), (0, 0, 0, 4));
-    assert!(!r.health.is_broken(), "bad buffers are not a broken ring");
+    assert_eq!(r.used(TX_BASE), vec![(0, 0), (1, 0), (2, 0)]);
+    assert_eq!(r.counters.frames(), (0, 0, 0, 3));
+    assert!(!r.health.is_broken(), "frames of a wrong size are no broken chain");
+}
+
+#[test]
+fn chains_the_driver_may_not_make_break_the_device() {
+    // A buffer that runs off the end of memory, and a loop, on either queue.
+    for (base, queue) in [(TX_BASE, TX_QUEUE), (RX_BASE, RX_QUEUE)] {
+        let write = if queue == RX_QUEUE { F_WRITE } else { 0 };
+        let (r, mut q) = rig();
+        r.incoming(wire(b"frame"));
+        r.incoming(wire(b"again"));
+        r.desc(base, 0, DATA, 20, write, 0);
+        r.desc(base, 1, MEM_SIZE - 8, 64, write, 0);
+        r.offer(base, &[0, 1]);
+        let result = if queue == TX_QUEUE { q.process_tx() } else { q.process_rx() };
+        assert!(
+            matches!(
+                result,
+                Err(NetQueueError::Chain { queue: qi, source: ChainError::OutsideMemory { head: 1, .. } }) if qi == queue
+            ),
+            "{result:?}"
+        );
+        assert!(r.health.is_broken());
+        assert_eq!(r.used(base).len(), 1, "the good chain before it completed");
+
+        let (r, mut q) = rig();
+        r.incoming(wire(b"frame"));
+        r.desc(base, 0, DATA, 20, write | F_NEXT, 1);
+        r.desc(base, 1, DATA + 0x100, 20, write | F_NEXT, 0);
+        r.offer(base, &[0]);
+        let result = if queue == TX_QUEUE { q.process_tx() } else { q.process_rx() };
+        assert!(
+            matches!(result, Err(NetQueueError::Chain { source: ChainError::Truncated { head: 0, .. }, .. })),
+            "{result:?}"
+        );
+        assert!(r.health.is_broken());
+        assert!(r.used(base).is_empty());
+    }
 }
 
 #[test]
@@ -212,11 +248,11 @@ fn received_frames_wait_for_buffers_and_arrive_in_order() {
 }
 
 #[test]
-fn bad_receive_buffers_return_empty_and_small_ones_drop_the_frame() {
+fn unwritable_receive_buffers_return_empty_and_small_ones_drop_the_frame() {
     let (r, mut q) = rig();
     r.incoming(wire(&[7u8; 100]));
     r.incoming(wire(&[8u8; 10]));
-    r.desc(RX_BASE, 0, MEM_SIZE - 4, 64, F_WRITE, 0); // outside memory: frame kept
+    r.desc(RX_BASE, 0, DATA + 0x100, 64, 0, 0); // device-readable only: frame kept
     r.desc(RX_BASE, 1, DATA, 64, F_WRITE, 0); // too small for 112 bytes: frame dropped
     r.desc(RX_BASE, 2, DATA + 0x100, 64, 0, 0); // device-readable only: no room at all
     r.desc(RX_BASE, 3, DATA + 0x200, 64, F_WRITE, 0);
