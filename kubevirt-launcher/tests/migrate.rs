@@ -39,6 +39,18 @@ fn a_guest_migrates_to_a_new_launcher_and_counts_on_there() {
             addr.clone(),
         ))))
         .expect("migrate");
+    // Until it exits, the source says the guest runs, or that it went to the target: a
+    // launcher finishing after the hand-over (its VM ended, phase Succeeded) says so, or the
+    // node agent would take its phase for the VMI's.
+    let mut finishing = 0;
+    while let Ok(s) = control.status() {
+        if s.phase != Phase::Running {
+            assert!(s.migrated_away && s.phase == Phase::Succeeded, "{s:?}");
+            finishing += 1;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    eprintln!("{finishing} statuses of the source finishing after the hand-over");
     let (status, out) = source.wait();
     assert_eq!(
         status.code(),

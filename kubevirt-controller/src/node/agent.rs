@@ -388,7 +388,7 @@ async fn apply(
             },
         },
     };
-    if matches!(&report, Report::Exited { last: Some(f), .. } if f.exit == ExitStatus::Migrated) {
+    if report.handed_over() {
         // Its guest was handed to a migration's target: the outcome is the target's to report
         // (this agent takes it over, or the target node's agent does).
         return Ok(Action::requeue(POLL));

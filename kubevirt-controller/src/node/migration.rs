@@ -31,9 +31,7 @@ use jiff::Timestamp;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use kubevirt_api::core::v1::{VirtualMachineInstance, VirtualMachineInstanceMigrationState};
-use kubevirt_launcher_protocol::{
-    Client, ExitStatus, MigrateRequest, MigrationStatus, Phase, Request,
-};
+use kubevirt_launcher_protocol::{Client, MigrateRequest, MigrationStatus, Phase, Request};
 use serde_json::{Value, json};
 use tokio::net::UnixListener;
 
@@ -276,9 +274,10 @@ pub(super) async fn source(
 ) -> Result<Option<Report>, NodeError> {
     let me = &ctx.config.node_name;
     let report = l.report().await;
-    // A launcher that handed its guest over is done: nothing of it goes on the VMI.
-    let handed_over =
-        matches!(&report, Report::Exited { last: Some(f), .. } if f.exit == ExitStatus::Migrated);
+    // A launcher that handed its guest over and exited is done: nothing of it goes on the
+    // VMI, its run directory may go. One still finishing is left to `apply`, which writes
+    // nothing of it either, until it exits.
+    let handed_over = matches!(report, Report::Exited { .. }) && report.handed_over();
     let Some(m) = state(vmi).filter(|m| m.source_node.as_deref() == Some(me.as_str())) else {
         return Ok(handed_over.then_some(report));
     };

@@ -47,6 +47,20 @@ pub enum Report {
     Lost,
 }
 
+impl Report {
+    /// Whether the launcher handed its guest to a migration's target, which runs it now: it
+    /// exited so, or its VM ended so and it is finishing (for up to seconds: it lets the
+    /// target's go-ahead out and drains the console first). Nothing of it goes on the VMI
+    /// then: its phase (Succeeded) is its own run's, not the VMI's.
+    pub fn handed_over(&self) -> bool {
+        match self {
+            Report::Exited { last: Some(f), .. } => f.exit == ExitStatus::Migrated,
+            Report::Status(s) => s.migrated_away,
+            _ => false,
+        }
+    }
+}
+
 /// The merge patch that brings `vmi` in line with `report` on `node`, or `None` if it already is.
 pub fn patch(
     vmi: &VirtualMachineInstance,

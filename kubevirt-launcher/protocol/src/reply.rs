@@ -123,6 +123,12 @@ pub struct Status {
     /// (additive).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub migration: Option<crate::MigrationStatus>,
+    /// The guest was handed to a migration's target and runs there: this launcher's VM ended
+    /// (`phase` Succeeded) and the launcher is finishing; it exits with
+    /// [`crate::ExitStatus::Migrated`]. Its phase says nothing about the VMI any more
+    /// (additive).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub migrated_away: bool,
 }
 
 /// The reply to [`crate::Request::Shutdown`] (`"shutdown": "requested" | ...`).
@@ -260,6 +266,7 @@ mod tests {
                 pid: 42,
             }),
             migration: None,
+            migrated_away: false,
         }
     }
 
@@ -276,6 +283,16 @@ mod tests {
             )
         );
         assert_eq!(decode_reply::<Status>(&line).unwrap(), status());
+        assert!(raw.get("migratedAway").is_none(), "{raw}");
+        let away = Status {
+            phase: Phase::Succeeded,
+            migrated_away: true,
+            ..status()
+        };
+        let line = encode_ok(&away);
+        let raw: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(raw["migratedAway"], true);
+        assert_eq!(decode_reply::<Status>(&line).unwrap(), away);
         for r in [
             ShutdownReply::Requested {
                 grace_period_seconds: 5,

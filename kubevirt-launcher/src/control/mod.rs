@@ -237,7 +237,13 @@ pub fn status(target: &Target) -> Status {
             pid: std::process::id(),
         }),
         migration: target.migrations.as_ref().and_then(Migrator::status),
+        migrated_away: migrated_away(&target.machine.vm()),
     }
+}
+
+/// Whether `vm` ended by handing its guest to a migration's target.
+pub fn migrated_away(vm: &Vm) -> bool {
+    vm.state() == VmState::Exited && vm.exit_reason() == Some(ExitReason::Migrated)
 }
 
 /// Answer one request line with one reply line (no newline).

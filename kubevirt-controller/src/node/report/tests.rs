@@ -234,3 +234,29 @@ fn a_launcher_that_could_not_be_started_fails_the_vmi_with_why() {
     assert_eq!(p["status"]["phase"], "Failed");
     assert_eq!(p["status"]["reason"], why);
 }
+
+#[test]
+fn a_launcher_that_handed_its_guest_over_is_no_outcome_whether_exited_or_finishing() {
+    // Exited so: its final status says Migrated (its serve exit code is 0).
+    assert!(exited(Some(0), Some((ExitStatus::Migrated, "the VM was migrated"))).handed_over());
+    // Still finishing (it lets the target's go-ahead out, drains the console): its VM ended,
+    // its own phase is Succeeded, and that is not the VMI's (the flake that failed migrations
+    // with "not running (phase none)": the VMI was marked Succeeded and restarted).
+    let finishing = Report::Status(Box::new(Status {
+        phase: Phase::Succeeded,
+        reason: Some("the VM was migrated".into()),
+        migrated_away: true,
+        ..Status::default()
+    }));
+    assert!(finishing.handed_over());
+    // Anything else is the VMI's own outcome.
+    let powered_off = Report::Status(Box::new(Status {
+        phase: Phase::Succeeded,
+        ..Status::default()
+    }));
+    assert!(!powered_off.handed_over());
+    assert!(!running(false, None).handed_over());
+    assert!(!exited(Some(0), Some((ExitStatus::Succeeded, ""))).handed_over());
+    assert!(!exited(None, None).handed_over());
+    assert!(!Report::Lost.handed_over());
+}
