@@ -1,19 +1,21 @@
 //! A broken device is reported to the guest as virtio 1.2, 2.1.2 says, and a reset repairs it.
 //!
 //! A CPL 3 guest (the `script` test guest, playing the driver access by access) sets up
-//! virtio-blk and virtio-net with MSI-X on and the configuration vector masked, then hands
-//! each a descriptor chain the spec forbids: blk a descriptor loop, net a transmit buffer far
-//! outside RAM. Each device must set `DEVICE_NEEDS_RESET` (DRIVER_OK still set), raise ISR bit
+//! virtio-blk and virtio-net (one VM), virtio-rng and virtio-console (another) with MSI-X on
+//! and the configuration vector masked, then hands each a descriptor chain the spec forbids:
+//! blk a descriptor loop, net a transmit buffer far outside RAM, rng a `next` past the
+//! table, console a transmit loop. Each device must set `DEVICE_NEEDS_RESET` (DRIVER_OK still set), raise ISR bit
 //! 1 (configuration change) and the configuration vector — its pending bit while masked; once
 //! unmasked the MSI reaches vCPU 0's LAPIC IRR (the guest runs with IF = 0, so the vector stays
 //! requested where `KVM_GET_LAPIC` shows it). The guest then resets the device (status 0),
 //! sets it up again, and a valid request works: blk answers GET_ID, net sends the frame to the
-//! host.
+//! host, rng fills a buffer, console writes a line to the host (and nothing of the loop).
 
 mod common;
 
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixDatagram;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{Recorder, marks_of};
@@ -21,12 +23,16 @@ use kubevirt_vmm::arch::lapic;
 use kubevirt_vmm::pci::PCI_MMCONFIG_START;
 use kubevirt_vmm::testguest::REPORT_PORT;
 use kubevirt_vmm::testguest::script::{self, SCRIPT_ADDR, Script, Width};
-use kubevirt_vmm::testguest::virtio_pci::{VIRTIO_BLK_PCI_ID, VIRTIO_NET_PCI_ID};
+use kubevirt_vmm::testguest::virtio_pci::{
+    VIRTIO_BLK_PCI_ID, VIRTIO_CONSOLE_PCI_ID, VIRTIO_NET_PCI_ID, VIRTIO_RNG_PCI_ID,
+};
 use kubevirt_vmm::virtio::block::{Block, RawFile};
+use kubevirt_vmm::virtio::console::Console;
 use kubevirt_vmm::virtio::net::{Net, NetBackend, NetConfig};
 use kubevirt_vmm::virtio::pci::{ISR_OFFSET, MSIX_PBA_OFFSET, MSIX_TABLE_OFFSET, NOTIFY_OFFSET};
+use kubevirt_vmm::virtio::rng::Rng;
 use kubevirt_vmm::virtio::status;
-use kubevirt_vmm::{ConsoleConfig, ExitReason, Vm};
+use kubevirt_vmm::{ConsoleConfig, ExitReason, VcpuSnapshot, Vm};
 use vm_memory::{Bytes, GuestAddress};
 
 /// Queue entries the guest sets up.
@@ -34,15 +40,40 @@ const QUEUE_SIZE: u16 = 16;
 /// blk's rings and buffers, then net's (each queue: descriptors, +0x1000 avail, +0x2000 used).
 const BLK_AREA: u64 = 0x34_0000;
 const NET_AREA: u64 = 0x36_0000;
+/// rng's, console's (in the second VM).
+const RNG_AREA: u64 = 0x38_0000;
+const CONSOLE_AREA: u64 = 0x3a_0000;
 /// The flag the host sets once it has looked at the LAPIC: the guest then exits.
 const RELEASE: u64 = 0x3f_f000;
 const BLK_VECTOR: u32 = 0x51;
 const NET_VECTOR: u32 = 0x62;
+const RNG_VECTOR: u32 = 0x53;
+const CONSOLE_VECTOR: u32 = 0x64;
 const SERIAL: &str = "NEEDS-RESET-1";
 const F_NEXT: u16 = 1;
 const F_WRITE: u16 = 2;
 /// What the guest sends once net works again.
 const MARKER: &[u8] = b"sent after the reset";
+/// What the guest writes to the console's malformed chain, and once it works again.
+const LOOPED: &[u8] = b"looped!";
+const CONSOLE_LINE: &[u8] = b"console after the reset\n";
+
+/// Console output the test keeps.
+#[derive(Clone, Default)]
+struct Output(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Output {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
 
 /// A net backend over a datagram socket pair whose other end the test keeps.
 struct Datagram(UnixDatagram);
@@ -209,6 +240,43 @@ fn check_broken_then_reset(device: &str, r: &[u32]) {
     assert_eq!(r[4], 0, "{device}: the reset cleared the status");
 }
 
+/// Runs script `s` in `vm` (LAPIC enabled for the guest), waits for its reports, takes vCPU 0's
+/// snapshot (with the LAPIC) while the guest waits, then lets it exit; returns the reports and
+/// the snapshot.
+fn run(vm: &Vm, report: &Arc<Mutex<Recorder>>, mut s: Script) -> (Vec<u32>, VcpuSnapshot) {
+    s.poll(RELEASE, Width::Dword, 1, 1);
+    let expected = s.reports() - 1;
+    vm.memory()
+        .write_slice(&s.bytes().unwrap(), GuestAddress(SCRIPT_ADDR))
+        .unwrap();
+    // The guest never enables its LAPIC (that needs CPL 0): do it for it.
+    let mut state = vm.vcpu_lapic(0).unwrap();
+    lapic::software_enable(&mut state);
+    vm.set_vcpu_lapic(0, &state).unwrap();
+    vm.start().unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while marks_of(report).len() < expected {
+        if Instant::now() > deadline || vm.wait_timeout(Duration::from_millis(20)).is_some() {
+            let state = vm.state();
+            vm.stop();
+            panic!(
+                "the guest reported {:?} of {expected} values (state {state:?})",
+                marks_of(report)
+            );
+        }
+    }
+    vm.pause().unwrap();
+    let snap = vm.vcpu_snapshot(0).expect("a paused vCPU has a snapshot");
+    vm.resume().unwrap();
+    assert_eq!(snap.regs.rflags & 0x200, 0, "the guest runs with IF = 0");
+    assert_eq!(snap.sregs.cs.selector & 3, 3, "the guest runs at CPL 3");
+    vm.memory().write_obj(1u32, GuestAddress(RELEASE)).unwrap();
+    assert_eq!(common::wait(vm), ExitReason::DebugExit { code: 0 });
+
+    (marks_of(report), snap)
+}
+
 #[test]
 fn a_malformed_chain_sets_needs_reset_notifies_and_a_reset_repairs_the_device() {
     let dir = kubevirt_testsupport::tempdir("needs-reset");
@@ -293,37 +361,7 @@ fn a_malformed_chain_sets_needs_reset_notifies_and_a_reset_repairs_the_device() 
     d.s.poll(tx + 0x2002, Width::Word, 0xffff, 1);
     d.s.read(net.bar0 + 0x14, Width::Byte);
 
-    s.poll(RELEASE, Width::Dword, 1, 1);
-    let expected = s.reports() - 1;
-    vm.memory()
-        .write_slice(&s.bytes().unwrap(), GuestAddress(SCRIPT_ADDR))
-        .unwrap();
-    // The guest never enables its LAPIC (that needs CPL 0): do it for it.
-    let mut state = vm.vcpu_lapic(0).unwrap();
-    lapic::software_enable(&mut state);
-    vm.set_vcpu_lapic(0, &state).unwrap();
-    vm.start().unwrap();
-
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while marks_of(&report).len() < expected {
-        if Instant::now() > deadline || vm.wait_timeout(Duration::from_millis(20)).is_some() {
-            let state = vm.state();
-            vm.stop();
-            panic!(
-                "the guest reported {:?} of {expected} values (state {state:?})",
-                marks_of(&report)
-            );
-        }
-    }
-    vm.pause().unwrap();
-    let snap = vm.vcpu_snapshot(0).expect("a paused vCPU has a snapshot");
-    vm.resume().unwrap();
-    assert_eq!(snap.regs.rflags & 0x200, 0, "the guest runs with IF = 0");
-    assert_eq!(snap.sregs.cs.selector & 3, 3, "the guest runs at CPL 3");
-    vm.memory().write_obj(1u32, GuestAddress(RELEASE)).unwrap();
-    assert_eq!(common::wait(&vm), ExitReason::DebugExit { code: 0 });
-
-    let r = marks_of(&report);
+    let (r, snap) = run(&vm, &report, s);
     let (b, n) = (&r[..9], &r[9..16]);
     check_broken_then_reset("virtio-blk", &b[..5]);
     assert_eq!(b[5], 1, "virtio-blk: GET_ID completed after the reset");
@@ -350,6 +388,92 @@ fn a_malformed_chain_sets_needs_reset_notifies_and_a_reset_repairs_the_device() 
         "nothing from the malformed chain was sent"
     );
     for vector in [BLK_VECTOR, NET_VECTOR] {
+        assert!(
+            lapic::irr_bit(&snap.lapic, vector as u8),
+            "the configuration vector {vector:#x} reached the LAPIC"
+        );
+    }
+}
+
+#[test]
+fn rng_and_console_given_a_malformed_chain_need_a_reset_and_work_after_it() {
+    let output = Output::default();
+    let report = Recorder::shared(0);
+    let guest = script::script().unwrap();
+    let vm = Vm::builder(guest.vm_config(1, ConsoleConfig::Sink))
+        .pio_device(REPORT_PORT, 4, report.clone())
+        .virtio_device(Box::new(Rng::new()))
+        .virtio_device(Box::new(Console::new(Box::new(output.clone())).unwrap()))
+        .build()
+        .unwrap();
+    let (rng, console) = (
+        function(&vm, VIRTIO_RNG_PCI_ID),
+        function(&vm, VIRTIO_CONSOLE_PCI_ID),
+    );
+
+    let mut s = Script::new();
+    // rng: a writable buffer whose `next` (40) is past the 16-entry table, then 32 random
+    // bytes after the reset.
+    let (rings, buf) = (RNG_AREA, RNG_AREA + 0x8000);
+    let mut d = Driver { s: &mut s, f: &rng };
+    d.msix(RNG_VECTOR);
+    d.init(&[(0, rings)]);
+    d.offer(0, rings, &[descriptor(buf, 32, F_WRITE | F_NEXT, 40)]);
+    d.expect_broken_then_reset();
+    d.init(&[(0, rings)]);
+    d.offer(0, rings, &[descriptor(buf, 32, F_WRITE, 0)]);
+    d.s.poll(rings + 0x2002, Width::Word, 0xffff, 1);
+    d.s.read(rings + 0x2008, Width::Dword);
+    d.s.read(rng.bar0 + 0x14, Width::Byte);
+
+    // console: a transmit loop (0 -> 1 -> 0 ...) over LOOPED, then a line after the reset.
+    let (rx, tx, data, line) = (
+        CONSOLE_AREA,
+        CONSOLE_AREA + 0x4000,
+        CONSOLE_AREA + 0x8000,
+        CONSOLE_AREA + 0x9000,
+    );
+    let mut d = Driver {
+        s: &mut s,
+        f: &console,
+    };
+    d.msix(CONSOLE_VECTOR);
+    d.init(&[(0, rx), (1, tx)]);
+    d.s.write_bytes(data, LOOPED);
+    let looped = LOOPED.len() as u32;
+    d.offer(
+        1,
+        tx,
+        &[
+            descriptor(data, looped, F_NEXT, 1),
+            descriptor(data, looped, F_NEXT, 0),
+        ],
+    );
+    d.expect_broken_then_reset();
+    d.init(&[(0, rx), (1, tx)]);
+    d.s.write_bytes(line, CONSOLE_LINE);
+    d.offer(1, tx, &[descriptor(line, CONSOLE_LINE.len() as u32, 0, 0)]);
+    d.s.poll(tx + 0x2002, Width::Word, 0xffff, 1);
+    d.s.read(console.bar0 + 0x14, Width::Byte);
+
+    let (r, snap) = run(&vm, &report, s);
+    let (g, c) = (&r[..8], &r[8..15]);
+    check_broken_then_reset("virtio-rng", &g[..5]);
+    assert_eq!(g[5], 1, "virtio-rng: the request completed after the reset");
+    assert_eq!(g[6], 32, "virtio-rng: 32 bytes given");
+    assert_eq!(g[7], 0x0f, "virtio-rng: healthy again");
+    check_broken_then_reset("virtio-console", &c[..5]);
+    assert_eq!(
+        c[5], 1,
+        "virtio-console: the line completed after the reset"
+    );
+    assert_eq!(c[6], 0x0f, "virtio-console: healthy again");
+    assert_eq!(
+        String::from_utf8_lossy(&output.0.lock().unwrap()),
+        String::from_utf8_lossy(CONSOLE_LINE),
+        "the line after the reset, nothing of the loop"
+    );
+    for vector in [RNG_VECTOR, CONSOLE_VECTOR] {
         assert!(
             lapic::irr_bit(&snap.lapic, vector as u8),
             "the configuration vector {vector:#x} reached the LAPIC"

@@ -234,3 +234,75 @@ fn fw_cfg_files_give_a_direct_boot_vm_a_fw_cfg_and_bad_names_are_refused() {
         assert!(err.contains("fw_cfg file"), "{err}");
     }
 }
+
+/// A fw_cfg file given with `VmConfig::with_fw_cfg_file` reaches a firmware-boot VM's fw_cfg,
+/// in the directory beside the firmware's own files, with its contents. The VM is built, not
+/// started: SeaBIOS runs at CPL 0, which KVM on PVM emulates slowly; the directory is read
+/// through the port bus as the firmware would read it (selector 0x510, data 0x511).
+#[test]
+fn a_fw_cfg_file_reaches_a_firmware_boot_vm_beside_the_firmware_files() {
+    use kubevirt_vmm::devices::fw_cfg::{
+        FW_CFG_DATA_PORT, FW_CFG_FILE_DIR, FW_CFG_MAX_FILE_PATH, FW_CFG_SELECTOR_PORT,
+    };
+    use kubevirt_vmm::{BootSource, FirmwareBoot, VmConfig};
+
+    let read_item = |vm: &Vm, key: u16, len: usize| {
+        let _ = vm
+            .buses()
+            .pio
+            .write(u64::from(FW_CFG_SELECTOR_PORT), &key.to_le_bytes());
+        (0..len)
+            .map(|_| {
+                let mut b = [0u8];
+                let _ = vm.buses().pio.read(u64::from(FW_CFG_DATA_PORT), &mut b);
+                b[0]
+            })
+            .collect::<Vec<u8>>()
+    };
+    // (name, key, size) of each directory entry.
+    let directory = |vm: &Vm| {
+        let count = u32::from_be_bytes(read_item(vm, FW_CFG_FILE_DIR, 4).try_into().unwrap());
+        let entry = 8 + FW_CFG_MAX_FILE_PATH;
+        let bytes = read_item(vm, FW_CFG_FILE_DIR, 4 + count as usize * entry);
+        bytes[4..]
+            .chunks(entry)
+            .map(|e| {
+                let size = u32::from_be_bytes(e[0..4].try_into().unwrap());
+                let key = u16::from_be_bytes(e[4..6].try_into().unwrap());
+                let name = String::from_utf8_lossy(&e[8..])
+                    .trim_end_matches('\0')
+                    .to_string();
+                (name, key, size)
+            })
+            .collect::<Vec<_>>()
+    };
+    let firmware_vm = |files: &[(&str, &[u8])]| {
+        let mut config = VmConfig::new(1, 32 << 20, BootSource::Firmware(FirmwareBoot::seabios()));
+        for (name, contents) in files {
+            config = config.with_fw_cfg_file(*name, contents.to_vec());
+        }
+        Vm::new(config).unwrap()
+    };
+
+    let plain = directory(&firmware_vm(&[]));
+    assert!(
+        plain.iter().any(|(n, ..)| n == "etc/e820"),
+        "the firmware's own files are there: {plain:?}"
+    );
+    let ours: &[u8] = b"given with with_fw_cfg_file";
+    let vm = firmware_vm(&[("opt/org.kubevirt/test", ours)]);
+    let dir = directory(&vm);
+    let (_, key, size) = dir
+        .iter()
+        .find(|(n, ..)| n == "opt/org.kubevirt/test")
+        .unwrap_or_else(|| panic!("the file is in the directory: {dir:?}"));
+    assert_eq!(*size as usize, ours.len());
+    assert_eq!(read_item(&vm, *key, ours.len()), ours);
+    for (name, ..) in &plain {
+        assert!(
+            dir.iter().any(|(n, ..)| n == name),
+            "the firmware's {name} is still there beside it"
+        );
+    }
+    assert_eq!(dir.len(), plain.len() + 1, "{dir:?}");
+}

@@ -1,5 +1,9 @@
 //! virtio-console (type 3), single port: the transmit queue's buffers go to a host `Write`,
-//! bytes the host sends ([`ConsoleInput::send`]) fill the receive queue's buffers.
+//! bytes the host sends ([`ConsoleInput::send`]) fill the receive queue's buffers. A corrupt
+//! ring or a chain the spec forbids (a loop, a `next` past the table, a bad indirect table, a
+//! buffer outside guest memory: `crate::virtio::chain`) is the driver's error:
+//! `DEVICE_NEEDS_RESET` and a configuration change notification, and nothing more moves (no
+//! output written, no input taken) until the driver resets the device.
 
 use std::collections::VecDeque;
 use std::io::{Read, Write};
@@ -9,10 +13,9 @@ use crate::memory::GuestMemoryMmap;
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vmm_sys_util::eventfd::EventFd;
 
-use super::device::{
-    ActivateContext, ActivateError, HealthFlag, VirtioDevice, VirtioInterrupt, VirtioInterruptType,
-    read_config_bytes,
-};
+use super::chain::check_chain;
+use super::device::{ActivateContext, ActivateError, VirtioDevice, read_config_bytes};
+use super::report::{QueueReporter, RingError};
 use super::worker::{QueueHandler, Worker};
 use crate::bus::DeviceStateError;
 use crate::virtio::device::{pause_worker, resume_worker};
@@ -99,8 +102,7 @@ pub struct ConsoleQueues {
     tx: Queue,
     output: SharedOutput,
     input: ConsoleInput,
-    interrupt: Arc<dyn VirtioInterrupt>,
-    health: HealthFlag,
+    report: QueueReporter,
 }
 
 impl std::fmt::Debug for ConsoleQueues {
@@ -110,35 +112,34 @@ impl std::fmt::Debug for ConsoleQueues {
 }
 
 impl ConsoleQueues {
-    fn done(&self, queue: u16, result: Result<usize, virtio_queue::Error>) {
-        match result {
-            Err(e) => {
-                log::warn!("virtio-console: corrupt queue {queue} ({e}); the device needs a reset");
-                self.health.mark_broken();
-                let _ = self.interrupt.trigger(VirtioInterruptType::Config);
-            }
-            Ok(n) if n > 0 => {
-                let _ = self.interrupt.trigger(VirtioInterruptType::Queue(queue));
-            }
-            Ok(_) => {}
-        }
-    }
-
     /// Writes every transmit buffer to the output; returns how many completed.
-    pub fn process_tx(&mut self) -> Result<usize, virtio_queue::Error> {
-        if self.health.is_broken() || !self.tx.ready() {
+    pub fn process_tx(&mut self) -> Result<usize, RingError> {
+        if self.report.is_broken() || !self.tx.ready() {
             return Ok(0);
         }
+        let result = self.transmit_available();
+        self.report
+            .finish(&mut self.tx, &self.memory, TX as u16, &result);
+        result
+    }
+
+    fn transmit_available(&mut self) -> Result<usize, RingError> {
         let mut done = 0;
         let mut buf = vec![0u8; 4096];
         loop {
-            let chains: Vec<_> = self.tx.iter(&self.memory)?.collect();
+            let chains: Vec<_> = self
+                .tx
+                .iter(&self.memory)
+                .map_err(|source| RingError::AvailRing { queue: TX, source })?
+                .collect();
             if chains.is_empty() {
                 return Ok(done);
             }
             let mut out = self.output.lock().unwrap_or_else(PoisonError::into_inner);
             for chain in chains {
                 let head = chain.head_index();
+                check_chain(&chain, &self.memory)
+                    .map_err(|source| RingError::Chain { queue: TX, source })?;
                 if let Ok(mut r) = chain.reader(&self.memory) {
                     let mut left = r.available_bytes().min(MAX_TX_BYTES);
                     while left > 0 {
@@ -151,17 +152,30 @@ impl ConsoleQueues {
                     }
                 }
                 let _ = out.flush();
-                self.tx.add_used(&self.memory, head, 0)?;
+                self.tx
+                    .add_used(&self.memory, head, 0)
+                    .map_err(|source| RingError::UsedRing {
+                        queue: TX,
+                        head,
+                        source,
+                    })?;
                 done += 1;
             }
         }
     }
 
     /// Moves pending input into receive buffers while both exist; returns buffers used.
-    pub fn process_rx(&mut self) -> Result<usize, virtio_queue::Error> {
-        if self.health.is_broken() || !self.rx.ready() {
+    pub fn process_rx(&mut self) -> Result<usize, RingError> {
+        if self.report.is_broken() || !self.rx.ready() {
             return Ok(0);
         }
+        let result = self.receive_available();
+        self.report
+            .finish(&mut self.rx, &self.memory, RX as u16, &result);
+        result
+    }
+
+    fn receive_available(&mut self) -> Result<usize, RingError> {
         let mut done = 0;
         loop {
             let mut pending = self
@@ -172,10 +186,18 @@ impl ConsoleQueues {
             if pending.is_empty() {
                 return Ok(done);
             }
-            let Some(chain) = self.rx.iter(&self.memory)?.next() else {
+            let Some(chain) = self
+                .rx
+                .iter(&self.memory)
+                .map_err(|source| RingError::AvailRing { queue: RX, source })?
+                .next()
+            else {
                 return Ok(done);
             };
             let head = chain.head_index();
+            // Checked before any input is taken: a bad chain loses none of it.
+            check_chain(&chain, &self.memory)
+                .map_err(|source| RingError::Chain { queue: RX, source })?;
             let mut written = 0;
             if let Ok(mut w) = chain.writer(&self.memory) {
                 let n = w.available_bytes().min(pending.len());
@@ -185,7 +207,13 @@ impl ConsoleQueues {
                 }
             }
             drop(pending);
-            self.rx.add_used(&self.memory, head, written)?;
+            self.rx
+                .add_used(&self.memory, head, written)
+                .map_err(|source| RingError::UsedRing {
+                    queue: RX,
+                    head,
+                    source,
+                })?;
             done += 1;
         }
     }
@@ -198,13 +226,12 @@ impl QueueHandler for ConsoleQueues {
 
     fn handle_queue(&mut self, index: usize) {
         match index {
+            // An error is logged and reported to the driver by `process_*`.
             TX => {
-                let r = self.process_tx();
-                self.done(TX as u16, r);
+                let _ = self.process_tx();
             }
             RX | INPUT => {
-                let r = self.process_rx();
-                self.done(RX as u16, r);
+                let _ = self.process_rx();
             }
             _ => {}
         }
@@ -247,8 +274,7 @@ impl VirtioDevice for Console {
             tx: tx.queue,
             output: self.output.clone(),
             input: self.input.clone(),
-            interrupt: context.interrupt,
-            health: context.health,
+            report: QueueReporter::new("virtio-console", context.interrupt, context.health),
         };
         self.worker = Some(
             Worker::spawn(
@@ -281,6 +307,10 @@ mod tests {
     use vm_memory::{Bytes, GuestAddress};
 
     use crate::virtio::test_utils::NoInterrupt;
+    use crate::virtio::{ChainError, HealthFlag};
+
+    const NEXT: u16 = 1;
+    const WRITE: u16 = 2;
 
     #[derive(Clone, Default)]
     struct Sink(Arc<Mutex<Vec<u8>>>);
@@ -299,40 +329,53 @@ mod tests {
         crate::virtio::test_utils::ready_queue(16, base, base + 0x1000, base + 0x2000)
     }
 
+    /// Descriptors `(addr, len, flags)` at 0, 1, ... of queue `base`, each its own chain, all
+    /// made available.
     fn offer(mem: &GuestMemoryMmap, base: u64, descs: &[(u64, u32, u16)]) {
-        for (i, &(addr, len, flags)) in descs.iter().enumerate() {
+        let chained: Vec<_> = descs.iter().map(|&(a, l, f)| (a, l, f, 0)).collect();
+        offer_chains(mem, base, &chained, descs.len() as u16);
+    }
+
+    /// Descriptors `(addr, len, flags, next)` at 0, 1, ...; heads 0..`heads` made available.
+    fn offer_chains(mem: &GuestMemoryMmap, base: u64, descs: &[(u64, u32, u16, u16)], heads: u16) {
+        for (i, &(addr, len, flags, next)) in descs.iter().enumerate() {
             mem.write_obj(
-                Descriptor::new(addr, len, flags, 0),
+                Descriptor::new(addr, len, flags, next),
                 GuestAddress(base + 16 * i as u64),
             )
             .unwrap();
-            mem.write_obj(i as u16, GuestAddress(base + 0x1004 + 2 * i as u64))
+        }
+        for i in 0..heads {
+            mem.write_obj(i, GuestAddress(base + 0x1004 + 2 * u64::from(i)))
                 .unwrap();
         }
-        mem.write_obj(descs.len() as u16, GuestAddress(base + 0x1002))
-            .unwrap();
+        mem.write_obj(heads, GuestAddress(base + 0x1002)).unwrap();
     }
 
-    fn rig() -> (ConsoleQueues, Sink, ConsoleInput) {
+    fn used_idx(mem: &GuestMemoryMmap, base: u64) -> u16 {
+        mem.read_obj(GuestAddress(base + 0x2002)).unwrap()
+    }
+
+    fn rig() -> (ConsoleQueues, Sink, ConsoleInput, HealthFlag) {
         let sink = Sink::default();
         let console = Console::new(Box::new(sink.clone())).unwrap();
         let memory = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x4_0000)]).unwrap();
         let input = console.input();
+        let health = HealthFlag::default();
         let q = ConsoleQueues {
             memory,
             rx: queue(0x1000),
             tx: queue(0x4000),
             output: console.output.clone(),
             input: input.clone(),
-            interrupt: Arc::new(NoInterrupt),
-            health: HealthFlag::default(),
+            report: QueueReporter::new("virtio-console", Arc::new(NoInterrupt), health.clone()),
         };
-        (q, sink, input)
+        (q, sink, input, health)
     }
 
     #[test]
-    fn guest_output_reaches_the_host_and_bad_buffers_are_skipped() {
-        let (mut q, sink, _) = rig();
+    fn guest_output_reaches_the_host_and_a_buffer_outside_memory_breaks_the_device() {
+        let (mut q, sink, _, health) = rig();
         q.memory
             .write_slice(b"hello ", GuestAddress(0x1_0000))
             .unwrap();
@@ -344,13 +387,68 @@ mod tests {
             0x4000,
             &[(0x1_0000, 6, 0), (0x9_0000, 6, 0), (0x1_1000, 8, 0)],
         );
-        assert_eq!(q.process_tx().unwrap(), 3);
-        assert_eq!(&*sink.0.lock().unwrap(), b"hello console\n");
+        assert!(matches!(
+            q.process_tx(),
+            Err(RingError::Chain {
+                queue: TX,
+                source: ChainError::OutsideMemory { head: 1, .. }
+            })
+        ));
+        assert!(health.is_broken());
+        assert_eq!(
+            &*sink.0.lock().unwrap(),
+            b"hello ",
+            "the chain before the bad one went out, nothing after it"
+        );
+        assert_eq!(used_idx(&q.memory, 0x4000), 1);
+        assert_eq!(q.process_tx().unwrap(), 0, "broken until reset");
+        assert_eq!(&*sink.0.lock().unwrap(), b"hello ");
+    }
+
+    #[test]
+    fn a_transmit_loop_breaks_the_device_and_writes_nothing() {
+        let (mut q, sink, _, health) = rig();
+        q.memory
+            .write_slice(b"loop", GuestAddress(0x1_0000))
+            .unwrap();
+        offer_chains(
+            &q.memory,
+            0x4000,
+            &[(0x1_0000, 4, NEXT, 1), (0x1_0000, 4, NEXT, 0)],
+            1,
+        );
+        q.handle_queue(TX);
+        assert!(health.is_broken());
+        assert!(sink.0.lock().unwrap().is_empty(), "a loop is not output");
+        assert_eq!(used_idx(&q.memory, 0x4000), 0);
+    }
+
+    #[test]
+    fn a_bad_receive_chain_breaks_the_device_and_keeps_the_input() {
+        let (mut q, _, input, health) = rig();
+        input.send(b"abc").unwrap();
+        // `next` past the 16-entry table.
+        offer_chains(&q.memory, 0x1000, &[(0x2_0000, 8, WRITE | NEXT, 99)], 1);
+        assert!(matches!(
+            q.process_rx(),
+            Err(RingError::Chain {
+                queue: RX,
+                source: ChainError::Truncated { head: 0, .. }
+            })
+        ));
+        assert!(health.is_broken());
+        assert_eq!(used_idx(&q.memory, 0x1000), 0);
+        let mut got = [0u8; 3];
+        q.memory
+            .read_slice(&mut got, GuestAddress(0x2_0000))
+            .unwrap();
+        assert_eq!(got, [0; 3], "nothing was written into the bad chain");
+        assert_eq!(q.input.pending.lock().unwrap().len(), 3, "the input waits");
     }
 
     #[test]
     fn host_input_fills_receive_buffers_in_order_and_waits_for_more() {
-        let (mut q, _, input) = rig();
+        let (mut q, _, input, _) = rig();
         assert_eq!(input.send(b"abcdefgh").unwrap(), 8);
         assert_eq!(
             q.process_rx().unwrap(),
@@ -370,10 +468,10 @@ mod tests {
 
     #[test]
     fn a_corrupt_transmit_ring_breaks_the_device() {
-        let (mut q, sink, input) = rig();
+        let (mut q, sink, input, health) = rig();
         q.memory.write_obj(100u16, GuestAddress(0x5002)).unwrap();
         q.handle_queue(TX);
-        assert!(q.health.is_broken());
+        assert!(health.is_broken());
         // A broken device moves nothing until reset.
         input.send(b"x").unwrap();
         offer(&q.memory, 0x1000, &[(0x2_0000, 5, 2)]);

@@ -15,6 +15,7 @@ pub mod console;
 internal_mod!(device);
 pub mod net;
 internal_mod!(pci);
+internal_mod!(report);
 pub mod rng;
 internal_mod!(worker);
 

@@ -13,7 +13,8 @@ use super::request::{SERIAL_LEN, process_request_with};
 use crate::vm::io_stop::{DiskIoError, HeldQueue};
 use crate::vm::lifecycle::Lifecycle;
 use crate::virtio::chain::{ChainError, check_chain};
-use crate::virtio::device::{HealthFlag, VirtioInterrupt, VirtioInterruptType};
+use crate::virtio::device::{HealthFlag, VirtioInterrupt};
+use crate::virtio::report::QueueReporter;
 use crate::virtio::worker::QueueHandler;
 
 /// The disk as the device and its worker share it.
@@ -55,8 +56,7 @@ pub struct BlockQueue {
     queue: Queue,
     disk: SharedDisk,
     serial: [u8; SERIAL_LEN],
-    interrupt: Arc<dyn VirtioInterrupt>,
-    health: HealthFlag,
+    report: QueueReporter,
     policy: ErrorPolicy,
     stop: Option<StopOnError>,
     /// Set while a failed request is held ([`ErrorPolicy::Stop`]): nothing is popped until the
@@ -87,8 +87,7 @@ impl BlockQueue {
             queue,
             disk,
             serial,
-            interrupt,
-            health,
+            report: QueueReporter::new("virtio-blk", interrupt, health),
             policy: ErrorPolicy::Report,
             stop: None,
             held: Arc::new(AtomicBool::new(false)),
@@ -113,22 +112,13 @@ impl BlockQueue {
     /// sends a configuration change notification and stops processing until the driver resets
     /// it; requests completed before it are on the used ring.
     pub fn process(&mut self) -> Result<usize, QueueError> {
-        if self.health.is_broken() || self.held.load(Ordering::SeqCst) {
+        if self.report.is_broken() || self.held.load(Ordering::SeqCst) {
             return Ok(0);
         }
         let mut failed = None;
         let result = self.process_available(&mut failed);
-        if result.is_err() {
-            self.health.mark_broken();
-            let _ = self.interrupt.trigger(VirtioInterruptType::Config);
-        }
-        let done = match &result {
-            Ok(n) => *n,
-            Err(_) => 0,
-        };
-        if done > 0 && self.queue.needs_notification(&self.memory).unwrap_or(true) {
-            let _ = self.interrupt.trigger(VirtioInterruptType::Queue(0));
-        }
+        self.report
+            .finish(&mut self.queue, &self.memory, 0, &result);
         if let (Some(error), Some(stop)) = (failed, &self.stop) {
             self.hold(error, stop);
         }
@@ -206,9 +196,8 @@ impl BlockQueue {
 
 impl QueueHandler for BlockQueue {
     fn handle_queue(&mut self, _index: usize) {
-        if let Err(e) = self.process() {
-            log::warn!("virtio-blk: {e}; the device needs a reset");
-        }
+        // An error is logged and reported to the driver by `process`.
+        let _ = self.process();
     }
 
     fn queue_states(&self) -> Vec<virtio_queue::QueueState> {

@@ -26,8 +26,9 @@ use crate::memory::GuestMemoryMmap;
 use super::backend::NetBackend;
 use super::device::NetCounters;
 use super::{MAX_FRAME_LEN, VNET_HDR_LEN};
-use crate::virtio::chain::{ChainError, check_chain};
-use crate::virtio::device::{HealthFlag, VirtioInterrupt, VirtioInterruptType};
+use crate::virtio::chain::check_chain;
+use crate::virtio::device::{HealthFlag, VirtioInterrupt};
+use crate::virtio::report::{QueueReporter, RingError};
 use crate::virtio::worker::QueueHandler;
 
 /// The receive queue's index.
@@ -41,35 +42,7 @@ pub const BACKEND_EVENT: usize = 2;
 pub type SharedBackend = Arc<Mutex<Box<dyn NetBackend>>>;
 
 /// Why queue processing stopped: the driver corrupted a ring or made a malformed chain.
-#[derive(Debug, thiserror::Error)]
-pub enum NetQueueError {
-    /// A chain the driver may not make (see [`crate::virtio::ChainError`]).
-    #[error("queue {queue}: a malformed descriptor chain: {source}")]
-    Chain {
-        /// The queue.
-        queue: usize,
-        /// What is wrong with it.
-        source: ChainError,
-    },
-    /// The available ring is unreadable or its index jumped by more than the queue size.
-    #[error("the available ring of queue {queue} is corrupt: {source}")]
-    AvailRing {
-        /// The queue.
-        queue: usize,
-        /// The error.
-        source: virtio_queue::Error,
-    },
-    /// A used-ring entry could not be written.
-    #[error("returning descriptor {head} on the used ring of queue {queue}: {source}")]
-    UsedRing {
-        /// The queue.
-        queue: usize,
-        /// The chain's head.
-        head: u16,
-        /// The error.
-        source: virtio_queue::Error,
-    },
-}
+pub type NetQueueError = RingError;
 
 /// Both queues of a virtio-net device with the backend, run on the device's worker.
 pub struct NetQueues {
@@ -77,8 +50,7 @@ pub struct NetQueues {
     rx: Queue,
     tx: Queue,
     backend: SharedBackend,
-    interrupt: Arc<dyn VirtioInterrupt>,
-    health: HealthFlag,
+    report: QueueReporter,
     counters: Arc<NetCounters>,
     /// A received frame (header included) that is waiting for a receive buffer.
     rx_frame: Vec<u8>,
@@ -112,8 +84,7 @@ impl NetQueues {
             rx,
             tx,
             backend,
-            interrupt,
-            health,
+            report: QueueReporter::new("virtio-net", interrupt, health),
             counters,
             rx_frame: vec![0; MAX_FRAME_LEN],
             rx_pending: None,
@@ -121,36 +92,14 @@ impl NetQueues {
         }
     }
 
-    fn finish(&mut self, queue: usize, result: &Result<usize, NetQueueError>) {
-        match result {
-            Err(e) => {
-                log::warn!("virtio-net: {e}; the device needs a reset");
-                self.health.mark_broken();
-                let _ = self.interrupt.trigger(VirtioInterruptType::Config);
-            }
-            Ok(n) if *n > 0 => {
-                let q = if queue == RX_QUEUE {
-                    &mut self.rx
-                } else {
-                    &mut self.tx
-                };
-                if q.needs_notification(&self.memory).unwrap_or(true) {
-                    let _ = self
-                        .interrupt
-                        .trigger(VirtioInterruptType::Queue(queue as u16));
-                }
-            }
-            Ok(_) => {}
-        }
-    }
-
     /// Sends every available transmit chain; returns how many chains were completed.
     pub fn process_tx(&mut self) -> Result<usize, NetQueueError> {
-        if self.health.is_broken() || !self.tx.ready() {
+        if self.report.is_broken() || !self.tx.ready() {
             return Ok(0);
         }
         let result = self.send_available();
-        self.finish(TX_QUEUE, &result);
+        self.report
+            .finish(&mut self.tx, &self.memory, TX_QUEUE as u16, &result);
         result
     }
 
@@ -221,11 +170,12 @@ impl NetQueues {
     /// Moves frames from the backend into receive buffers while both exist; returns how many
     /// buffers were used.
     pub fn process_rx(&mut self) -> Result<usize, NetQueueError> {
-        if self.health.is_broken() || !self.rx.ready() {
+        if self.report.is_broken() || !self.rx.ready() {
             return Ok(0);
         }
         let result = self.receive_available();
-        self.finish(RX_QUEUE, &result);
+        self.report
+            .finish(&mut self.rx, &self.memory, RX_QUEUE as u16, &result);
         result
     }
 

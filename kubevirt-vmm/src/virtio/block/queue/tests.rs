@@ -8,6 +8,7 @@ use virtio_queue::desc::split::Descriptor;
 use vm_memory::{Bytes, GuestAddress};
 
 use super::*;
+use crate::virtio::VirtioInterruptType;
 use crate::virtio::block::request::*;
 
 const DESC: u64 = 0x1000;

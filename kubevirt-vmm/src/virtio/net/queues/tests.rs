@@ -10,6 +10,7 @@ use vm_memory::{Bytes, GuestAddress};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::*;
+use crate::virtio::ChainError;
 use crate::virtio::test_utils::NoInterrupt;
 
 const RX_BASE: u64 = 0x1000;
