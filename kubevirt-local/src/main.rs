@@ -13,6 +13,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+#[global_allocator]
+static ALLOCATOR: kubevirt_local::allocator::Allocator = kubevirt_local::allocator::Allocator;
+
 /// The kubevirt-rs local control plane.
 #[derive(Debug, Parser)]
 #[command(name = "kubevirt-local", version, about)]
@@ -317,6 +320,7 @@ fn write_images(binaries: &std::path::Path, tag: &str, output_dir: &std::path::P
 }
 
 fn main() -> ExitCode {
+    kubevirt_local::allocator::configure();
     let cli = Cli::parse();
     logging::init(cli.log_format);
     let command = cli.command;
