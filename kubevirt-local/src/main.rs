@@ -245,11 +245,7 @@ fn installed_launcher() -> Option<PathBuf> {
     let found = if next_to_us.is_absolute() {
         Some(next_to_us)
     } else {
-        std::env::var_os("PATH").and_then(|path| {
-            std::env::split_paths(&path)
-                .map(|d| d.join("kubevirt-launcher"))
-                .find(|p| p.is_file())
-        })
+        kubevirt_kubelet::programs::on_path("kubevirt-launcher")
     };
     if found.is_none() {
         eprintln!(
