@@ -52,10 +52,10 @@ pub fn configure() {
 }
 
 /// mimalloc's current purge delay in milliseconds.
-pub fn current_purge_delay() -> i64 {
+pub fn current_purge_delay() -> std::ffi::c_long {
     // SAFETY: `mi_option_get` reads mimalloc's option table (initialising it from the
     // environment on first use); any thread may call it.
-    i64::from(unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) })
+    unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) }
 }
 
 #[cfg(test)]
