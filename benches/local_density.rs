@@ -38,6 +38,9 @@ use kubevirt_local::up::{
 };
 use kubevirt_testsupport::{Profile, demo_image, launcher_binary, tempdir};
 
+#[global_allocator]
+static ALLOCATOR: kubevirt_local::allocator::Allocator = kubevirt_local::allocator::Allocator;
+
 #[path = "local_density/cpu.rs"]
 mod cpu;
 mod host_support;
@@ -754,6 +757,8 @@ fn report_start_cpu(mode: &str, c: &cpu::Split, vms: usize) {
 }
 
 fn main() {
+    // The plane runs in this process: its allocator as `kubevirt-local up` has it.
+    kubevirt_local::allocator::configure();
     let mut n = 10;
     let mut cpu_request = None;
     let mut modes = vec![Mode::Pods, Mode::Direct];

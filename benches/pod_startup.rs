@@ -53,6 +53,9 @@ use kubevirt_local::up::{self, Components, KubeletOptions, RegistryOptions, Star
 use kubevirt_testsupport::tempdir;
 use serde_json::json;
 
+#[global_allocator]
+static ALLOCATOR: kubevirt_local::allocator::Allocator = kubevirt_local::allocator::Allocator;
+
 mod host_support;
 
 use host_support::{clock_ticks, cpu_ticks, machine_jiffies};
@@ -826,6 +829,8 @@ fn report_cri(c: &CriRun, interval: Duration) -> Option<f64> {
 }
 
 fn main() {
+    // The plane runs in this process: its allocator as `kubevirt-local up` has it.
+    kubevirt_local::allocator::configure();
     let mut n = 100usize;
     let mut interval = Duration::from_millis(100);
     let (mut kubelet, mut peer) = (true, true);

@@ -1,6 +1,7 @@
 //! The local control plane: a Kubernetes-compatible API server on embedded SQLite, so the whole
 //! system runs on one machine with the real `kubectl` and no cluster.
 //!
+//! - [`allocator`]: the global allocator of the binaries that run the plane (mimalloc).
 //! - [`storage`]: durable objects, the global resourceVersion and the watch history (SQLite).
 //! - [`registry`]: the served kinds (built-ins and CRDs registered at run time).
 //! - [`semantics`]: the API server's rules as pure functions (selectors, patches, schemas,
@@ -17,6 +18,7 @@
 //! - [`up`]: the whole local system in one process (API server, CRDs, controllers, node agent).
 #![deny(missing_docs)]
 
+pub mod allocator;
 pub mod error;
 pub mod plane;
 pub mod recorder;

@@ -13,6 +13,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+#[global_allocator]
+static ALLOCATOR: kubevirt_local::allocator::Allocator = kubevirt_local::allocator::Allocator;
+
 /// The kubevirt-rs local control plane.
 #[derive(Debug, Parser)]
 #[command(name = "kubevirt-local", version, about)]
@@ -242,11 +245,7 @@ fn installed_launcher() -> Option<PathBuf> {
     let found = if next_to_us.is_absolute() {
         Some(next_to_us)
     } else {
-        std::env::var_os("PATH").and_then(|path| {
-            std::env::split_paths(&path)
-                .map(|d| d.join("kubevirt-launcher"))
-                .find(|p| p.is_file())
-        })
+        kubevirt_kubelet::programs::on_path("kubevirt-launcher")
     };
     if found.is_none() {
         eprintln!(
@@ -317,6 +316,7 @@ fn write_images(binaries: &std::path::Path, tag: &str, output_dir: &std::path::P
 }
 
 fn main() -> ExitCode {
+    kubevirt_local::allocator::configure();
     let cli = Cli::parse();
     logging::init(cli.log_format);
     let command = cli.command;

@@ -13,6 +13,7 @@
 //! - [`images`]: pulls as `imagePullPolicy` asks; the node's own images (pause, virt-launcher)
 //!   built from host files as OCI layouts and served with any `--image` layout by the node's
 //!   read-only registry ([`images::NodeRegistry`]);
+//! - [`programs`]: finding a program on `PATH`;
 //! - [`server`]: the kubelet's HTTP endpoint (`/containerLogs/...`) the API server proxies to.
 
 #![deny(missing_docs)]
@@ -23,6 +24,7 @@ pub mod images;
 mod kubelet;
 pub mod node;
 pub mod pod;
+pub mod programs;
 pub mod server;
 pub mod tls;
 

@@ -108,6 +108,14 @@ impl Resource {
         }
     }
 
+    /// A stored object as this resource presents it, borrowed unless it must be converted.
+    pub fn present_ref<'v>(&self, v: &'v Value) -> std::borrow::Cow<'v, Value> {
+        match self.view {
+            View::EventsV1 => std::borrow::Cow::Owned(crate::semantics::events::to_events_v1(v)),
+            View::Plain => std::borrow::Cow::Borrowed(v),
+        }
+    }
+
     /// `plural.group` (or `plural` for core), as error messages name it.
     pub fn qualified(&self) -> String {
         if self.group.is_empty() {

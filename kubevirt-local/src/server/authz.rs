@@ -34,7 +34,7 @@ pub struct Authorizer {
 
 #[derive(Debug)]
 struct Inner {
-    changes: broadcast::Receiver<Event>,
+    changes: broadcast::Receiver<Arc<Event>>,
     /// Reload everything from the store: at start, and when the feed fell behind.
     resync: bool,
     objects: BTreeMap<ObjectKey, Value>,
@@ -270,7 +270,7 @@ impl Inner {
                     if e.kind == EventType::Deleted {
                         self.objects.remove(&e.key);
                     } else {
-                        self.objects.insert(e.key, e.object);
+                        self.objects.insert(e.key.clone(), e.object.clone());
                     }
                     self.index = None;
                 }

@@ -7,7 +7,7 @@ use crate::registry::Resource;
 use crate::storage::{Event, EventType, ObjectKey, Store, StoreError, Txn};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use tokio::sync::broadcast;
 
 const FOREGROUND: &str = "foregroundDeletion";
@@ -93,7 +93,7 @@ pub struct Collector {
 
 #[derive(Debug)]
 struct Feed {
-    changes: broadcast::Receiver<Event>,
+    changes: broadcast::Receiver<Arc<Event>>,
     /// Objects to look at.
     checks: BTreeSet<ObjectKey>,
     /// Removed objects whose neighbours are to be looked at: (uid, owner uids, namespace).
@@ -132,7 +132,7 @@ impl Feed {
                         .push((uid, owners_of(&e.object), e.key.namespace.clone()));
                 }
                 Ok(e) => {
-                    self.checks.insert(e.key);
+                    self.checks.insert(e.key.clone());
                 }
                 Err(broadcast::error::TryRecvError::Lagged(_)) => self.resync = true,
                 Err(_) => return,

@@ -121,6 +121,14 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// Its place in [`Counts`]' arrays.
+    fn index(self) -> usize {
+        match self {
+            Self::ReadOnly => 0,
+            Self::Mutating => 1,
+        }
+    }
+
     fn of(method: &Method) -> Self {
         if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
             Self::ReadOnly
@@ -132,8 +140,11 @@ impl Kind {
 
 #[derive(Debug, Default)]
 struct Counts {
-    total: HashMap<Kind, usize>,
-    per_user: HashMap<(Kind, String), usize>,
+    /// In flight, by [`Kind::index`].
+    total: [usize; 2],
+    /// In flight per user, by [`Kind::index`]; looked up by the borrowed name (no copy per
+    /// request); a user with nothing in flight has no entry.
+    per_user: HashMap<String, [usize; 2]>,
 }
 
 /// The requests in flight, per kind and per user, against the [`Limits`].
@@ -153,15 +164,13 @@ pub struct Permit {
 
 impl Drop for Permit {
     fn drop(&mut self) {
+        let i = self.kind.index();
         let mut c = self.inflight.lock_counts();
-        if let Some(n) = c.total.get_mut(&self.kind) {
-            *n = n.saturating_sub(1);
-        }
-        let key = (self.kind, std::mem::take(&mut self.user));
-        if let Some(n) = c.per_user.get_mut(&key) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                c.per_user.remove(&key);
+        c.total[i] = c.total[i].saturating_sub(1);
+        if let Some(n) = c.per_user.get_mut(self.user.as_str()) {
+            n[i] = n[i].saturating_sub(1);
+            if *n == [0, 0] {
+                c.per_user.remove(self.user.as_str());
             }
         }
     }
@@ -184,22 +193,28 @@ impl Inflight {
 
     /// Requests of `kind` in flight now.
     pub fn in_flight(&self, kind: Kind) -> usize {
-        self.lock_counts().total.get(&kind).copied().unwrap_or(0)
+        self.lock_counts().total[kind.index()]
     }
 
     /// A slot for one more request of `kind` by `user`, or `None` when the cap or the user's
     /// share of it is taken.
     pub fn acquire(self: &Arc<Self>, kind: Kind, user: &str) -> Option<Permit> {
         let limits = self.limits();
+        let i = kind.index();
         let mut c = self.lock_counts();
-        let total = c.total.get(&kind).copied().unwrap_or(0);
-        let key = (kind, user.to_string());
-        let mine = c.per_user.get(&key).copied().unwrap_or(0);
-        if total >= limits.total(kind) || mine >= limits.per_user(kind) {
+        let mine = c.per_user.get(user).map_or(0, |n| n[i]);
+        if c.total[i] >= limits.total(kind) || mine >= limits.per_user(kind) {
             return None;
         }
-        *c.total.entry(kind).or_default() += 1;
-        *c.per_user.entry(key).or_default() += 1;
+        c.total[i] += 1;
+        match c.per_user.get_mut(user) {
+            Some(n) => n[i] += 1,
+            None => {
+                let mut n = [0; 2];
+                n[i] = 1;
+                c.per_user.insert(user.to_string(), n);
+            }
+        }
         Some(Permit {
             inflight: Arc::clone(self),
             kind,
@@ -273,30 +288,25 @@ pub async fn limit(
     let user = authn::authenticate(&state, req.headers(), req.extensions().get::<PeerChain>());
     let (name, master) = match &user {
         Ok(u) => (
-            u.name.clone(),
+            u.name.as_str(),
             u.groups
                 .iter()
                 .any(|g| g == crate::semantics::rbac::MASTERS),
         ),
-        Err(_) => ("system:anonymous".to_string(), false),
+        Err(_) => ("system:anonymous", false),
     };
+    let kind = Kind::of(req.method());
+    let permit = state.inflight.acquire(kind, name);
+    if permit.is_none() && !master {
+        tracing::debug!(user = name, ?kind, "request refused: too many in flight");
+        return too_many_requests();
+    }
     if let Ok(u) = user {
         req.extensions_mut().insert(authn::Authenticated(u));
     }
-    let name = name.as_str();
-    let kind = Kind::of(req.method());
-    match state.inflight.acquire(kind, name) {
-        Some(permit) => {
-            let r = next.run(req).await;
-            drop(permit);
-            r
-        }
-        None if master => next.run(req).await,
-        None => {
-            tracing::debug!(user = name, ?kind, "request refused: too many in flight");
-            too_many_requests()
-        }
-    }
+    let r = next.run(req).await;
+    drop(permit);
+    r
 }
 
 #[cfg(test)]
@@ -319,6 +329,18 @@ mod tests {
         drop(a1);
         assert_eq!(f.in_flight(Kind::Mutating), 2);
         assert!(f.acquire(Kind::Mutating, "c").is_some());
+    }
+
+    #[test]
+    fn a_user_with_nothing_in_flight_is_forgotten() {
+        let f = Arc::new(Inflight::default());
+        let read = f.acquire(Kind::ReadOnly, "a").unwrap();
+        let write = f.acquire(Kind::Mutating, "a").unwrap();
+        drop(read);
+        assert_eq!(f.lock_counts().per_user.get("a"), Some(&[0, 1]));
+        drop(write);
+        assert!(f.lock_counts().per_user.is_empty());
+        assert_eq!(f.in_flight(Kind::ReadOnly) + f.in_flight(Kind::Mutating), 0);
     }
 
     #[test]

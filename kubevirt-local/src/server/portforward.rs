@@ -213,7 +213,7 @@ async fn dial(url: &str) -> Result<TokioIo<Upgraded>, ApiError> {
 /// Resolves once pod `key` (of `uid`) is deleted, replaced or finished.
 async fn pod_ends(
     state: Arc<State>,
-    mut events: broadcast::Receiver<Event>,
+    mut events: broadcast::Receiver<Arc<Event>>,
     key: ObjectKey,
     uid: String,
 ) {

@@ -11,6 +11,7 @@ use crate::semantics::selector::{FieldSelector, LabelSelector};
 
 use super::watch_buffer::{self, Receiver, Sender};
 use crate::storage::{Event, EventType};
+use serde::Serialize;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -110,7 +111,7 @@ pub fn start(
 }
 
 async fn run_live(
-    mut live: broadcast::Receiver<Event>,
+    mut live: broadcast::Receiver<Arc<Event>>,
     tx: Sender,
     filter: Filter,
     mut last_rv: u64,
@@ -157,6 +158,51 @@ async fn run_live(
     }
 }
 
+/// One watch event's line: `{"type":...,"object":...}` and a newline.
+fn line(kind: EventType, object: &impl Serialize) -> String {
+    #[derive(Serialize)]
+    struct Line<'a, O> {
+        #[serde(rename = "type")]
+        kind: &'a str,
+        object: &'a O,
+    }
+    let mut text = serde_json::to_string(&Line {
+        kind: kind.as_str(),
+        object,
+    })
+    // Maps with string keys and JSON values always serialise.
+    .unwrap_or_default();
+    text.push('\n');
+    text
+}
+
+/// A stored object as the watcher's version shows it: its `apiVersion` and `kind` replaced,
+/// written straight from the shared event (no copy of the object).
+struct Typed<'a> {
+    api_version: &'a str,
+    kind: &'a str,
+    object: &'a Value,
+}
+
+impl Serialize for Typed<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let Some(fields) = self.object.as_object() else {
+            return self.object.serialize(s);
+        };
+        let rest = fields
+            .iter()
+            .filter(|(k, _)| *k != "apiVersion" && *k != "kind");
+        let mut map = s.serialize_map(None)?;
+        map.serialize_entry("apiVersion", self.api_version)?;
+        map.serialize_entry("kind", self.kind)?;
+        for (k, v) in rest {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
+}
+
 fn expired(rv: u64) -> String {
     let status = ApiError::expired(format!("too old resource version: {rv}")).status();
     format!("{}\n", json!({"type": "ERROR", "object": status}))
@@ -176,8 +222,10 @@ impl Filter {
         if !e.key.name.is_empty() && e.key.resource != self.res.storage_name() {
             return None;
         }
-        let shown = self.res.present(e.object.clone());
-        let o = &shown;
+        // Every watcher of a resource receives the same shared event: it is read, not copied
+        // (only the events.k8s.io view converts it).
+        let shown = self.res.present_ref(&e.object);
+        let o: &Value = &shown;
         if let Some(ns) = &self.namespace
             && o["metadata"]["namespace"].as_str() != Some(ns.as_str())
         {
@@ -186,31 +234,32 @@ impl Filter {
         if !(self.labels.matches(o["metadata"].get("labels")) && self.fields.matches(o)) {
             return None;
         }
-        let mut obj = o.clone();
-        obj["apiVersion"] = json!(self.res.api_version(&self.version));
-        obj["kind"] = json!(self.res.kind);
-        let object = match self.shape {
-            Shape::Full => obj,
-            Shape::Metadata => partial_metadata(&obj),
+        let api_version = self.res.api_version(&self.version);
+        let typed = Typed {
+            api_version: &api_version,
+            kind: &self.res.kind,
+            object: o,
+        };
+        let line = match self.shape {
+            Shape::Full => line(e.kind, &typed),
+            Shape::Metadata => line(e.kind, &partial_metadata(o)),
             Shape::Table => {
-                let rv = obj["metadata"]["resourceVersion"]
-                    .as_str()
-                    .unwrap_or("")
-                    .to_string();
-                table(
+                let rv = o["metadata"]["resourceVersion"].as_str().unwrap_or("");
+                let mut obj = o.clone();
+                obj["apiVersion"] = json!(api_version);
+                obj["kind"] = json!(self.res.kind);
+                let table = table(
                     &self.res,
                     std::slice::from_ref(&obj),
-                    &rv,
+                    rv,
                     "",
                     Include::Metadata,
                     jiff::Timestamp::now(),
-                )
+                );
+                line(e.kind, &table)
             }
         };
-        Some(format!(
-            "{}\n",
-            json!({"type": e.kind.as_str(), "object": object})
-        ))
+        Some(line)
     }
 
     fn bookmark(&self, rv: u64, initial_end: bool) -> String {
@@ -220,5 +269,37 @@ impl Filter {
         }
         let object: Value = json!({"kind": self.res.kind, "apiVersion": self.res.api_version(&self.version), "metadata": meta});
         format!("{}\n", json!({"type": "BOOKMARK", "object": object}))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_shows_the_watchers_version_and_the_object_once() {
+        let stored = json!({
+            "apiVersion": "kubevirt.io/v1alpha3",
+            "kind": "VirtualMachineInstance",
+            "metadata": {"name": "a", "resourceVersion": "7"},
+            "spec": {"domain": {}},
+        });
+        let typed = Typed {
+            api_version: "kubevirt.io/v1",
+            kind: "VirtualMachineInstance",
+            object: &stored,
+        };
+        let text = line(EventType::Modified, &typed);
+        assert!(text.ends_with("}\n"), "{text}");
+        assert_eq!(text.matches("\"apiVersion\"").count(), 1, "{text}");
+        assert_eq!(text.matches("\"kind\"").count(), 1, "{text}");
+        let parsed: Value = serde_json::from_str(&text).unwrap();
+        let mut expected = stored.clone();
+        expected["apiVersion"] = json!("kubevirt.io/v1");
+        assert_eq!(
+            parsed,
+            json!({"type": "MODIFIED", "object": expected}),
+            "{text}"
+        );
     }
 }

@@ -16,7 +16,7 @@
 
 use std::collections::VecDeque;
 use std::fs::File;
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use tokio::sync::broadcast;
 
@@ -90,7 +90,7 @@ impl GroupSync {
     pub(super) fn wait(
         &self,
         seq: u64,
-        events: &broadcast::Sender<Event>,
+        events: &broadcast::Sender<Arc<Event>>,
     ) -> Result<(), StoreError> {
         let mut st = self.lock();
         loop {
@@ -117,7 +117,7 @@ impl GroupSync {
                         if let Some((_, list)) = st.pending.pop_front() {
                             for e in list {
                                 // No receivers is fine: nobody is watching.
-                                let _ = events.send(e);
+                                let _ = events.send(Arc::new(e));
                             }
                         }
                     }

@@ -4,7 +4,7 @@ use super::{Event, EventType, ObjectKey, StoreError};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use tokio::sync::broadcast;
 
 /// How many events the history keeps by default for resuming watches (older ones get 410 Expired).
@@ -39,7 +39,8 @@ pub struct Store {
     conn: Mutex<Connection>,
     /// Makes commits durable (one flush for those that arrive together) and publishes them.
     pub(super) sync: GroupSync,
-    events: broadcast::Sender<Event>,
+    /// Committed changes, shared by every subscriber (one copy of each object, not one each).
+    events: broadcast::Sender<Arc<Event>>,
     history: u64,
     history_bytes: u64,
     /// Bytes of history written since the last byte-budget compaction (under `conn`'s lock).
@@ -141,8 +142,8 @@ impl Store {
         Ok(out)
     }
 
-    /// Subscribe to changes committed from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+    /// Subscribe to changes committed from now on. Every subscriber receives the same `Arc`.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
         self.events.subscribe()
     }
 

@@ -92,11 +92,7 @@ pub fn resolve(
     if choice == OciRuntimeChoice::Runc {
         return Ok((OciRuntime::runc(), None));
     }
-    let crun = path.and_then(|p| {
-        std::env::split_paths(p)
-            .map(|dir| dir.join("crun"))
-            .find(|f| is_executable(f))
-    });
+    let crun = crate::programs::find_program("crun", path);
     let checked = match crun {
         None => Err(OciRuntimeError::CrunMissing),
         Some(bin) => match crun_refusal(cgroup_root) {
@@ -109,11 +105,6 @@ pub fn resolve(
         (OciRuntimeChoice::Crun, Err(e)) => Err(e),
         (_, Err(e)) => Ok((OciRuntime::runc(), Some(e.to_string()))),
     }
-}
-
-fn is_executable(f: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(f).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 /// Why crun would refuse containers on the cgroup layout under `root`, if it would: a hybrid
