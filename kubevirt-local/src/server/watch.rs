@@ -59,9 +59,9 @@ pub fn start(
                 let status =
                     ApiError::expired(format!("too old resource version: {requested} ({oldest})"))
                         .status();
-                let line = format!("{}\n", json!({"type": "ERROR", "object": status}));
+                let text = line("ERROR", &status);
                 tokio::spawn(async move {
-                    let _ = tx.send(line).await;
+                    let _ = tx.send(text).await;
                 });
                 return Ok(rx);
             }
@@ -158,20 +158,18 @@ async fn run_live(
     }
 }
 
-/// One watch event's line: `{"type":...,"object":...}` and a newline.
-fn line(kind: EventType, object: &impl Serialize) -> String {
+/// One watch event's line: `{"type":...,"object":...}` and a newline (`kind` is `ADDED`,
+/// `MODIFIED`, `DELETED`, `BOOKMARK` or `ERROR`).
+fn line(kind: &str, object: &impl Serialize) -> String {
     #[derive(Serialize)]
     struct Line<'a, O> {
         #[serde(rename = "type")]
         kind: &'a str,
         object: &'a O,
     }
-    let mut text = serde_json::to_string(&Line {
-        kind: kind.as_str(),
-        object,
-    })
-    // Maps with string keys and JSON values always serialise.
-    .unwrap_or_default();
+    let mut text = serde_json::to_string(&Line { kind, object })
+        // Maps with string keys and JSON values always serialise.
+        .unwrap_or_default();
     text.push('\n');
     text
 }
@@ -205,7 +203,7 @@ impl Serialize for Typed<'_> {
 
 fn expired(rv: u64) -> String {
     let status = ApiError::expired(format!("too old resource version: {rv}")).status();
-    format!("{}\n", json!({"type": "ERROR", "object": status}))
+    line("ERROR", &status)
 }
 
 struct Filter {
@@ -241,8 +239,8 @@ impl Filter {
             object: o,
         };
         let line = match self.shape {
-            Shape::Full => line(e.kind, &typed),
-            Shape::Metadata => line(e.kind, &partial_metadata(o)),
+            Shape::Full => line(e.kind.as_str(), &typed),
+            Shape::Metadata => line(e.kind.as_str(), &partial_metadata(o)),
             Shape::Table => {
                 let rv = o["metadata"]["resourceVersion"].as_str().unwrap_or("");
                 let mut obj = o.clone();
@@ -256,7 +254,7 @@ impl Filter {
                     Include::Metadata,
                     jiff::Timestamp::now(),
                 );
-                line(e.kind, &table)
+                line(e.kind.as_str(), &table)
             }
         };
         Some(line)
@@ -268,7 +266,7 @@ impl Filter {
             meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
         }
         let object: Value = json!({"kind": self.res.kind, "apiVersion": self.res.api_version(&self.version), "metadata": meta});
-        format!("{}\n", json!({"type": "BOOKMARK", "object": object}))
+        line("BOOKMARK", &object)
     }
 }
 
@@ -289,7 +287,7 @@ mod tests {
             kind: "VirtualMachineInstance",
             object: &stored,
         };
-        let text = line(EventType::Modified, &typed);
+        let text = line(EventType::Modified.as_str(), &typed);
         assert!(text.ends_with("}\n"), "{text}");
         assert_eq!(text.matches("\"apiVersion\"").count(), 1, "{text}");
         assert_eq!(text.matches("\"kind\"").count(), 1, "{text}");
