@@ -17,7 +17,7 @@ use std::process::Command;
 pub enum Profile {
     /// `dev` (tests).
     Debug,
-    /// `release` (benchmarks).
+    /// `bench`, i.e. `release`'s settings in `target/release` (benchmarks).
     Release,
 }
 
@@ -57,7 +57,10 @@ fn workspace_binary(package: &str, bin: &str, profile: Profile) -> PathBuf {
         let mut cargo = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
         cargo.args(["build", "--quiet", "--workspace", "--bin", bin]);
         if profile == Profile::Release {
-            cargo.arg("--release");
+            // The `bench` profile (output in target/release, settings of `release`): with
+            // `--release` cargo records another profile for the same units, and every
+            // `cargo bench` after a `cargo build --release` rebuilt the workspace (and back).
+            cargo.args(["--profile", "bench"]);
         }
         let status = cargo.current_dir(root).status().expect("run cargo");
         assert!(
