@@ -1,4 +1,9 @@
 //! COM1 (read when its receive interrupt says so, or polled), plus number formatting without `core::fmt` (which would triple the image).
+//!
+//! Writing uses the 16550A's transmit FIFO as Linux's 8250 driver does: once the line status
+//! says the transmitter is empty, 16 bytes go out before the status is read again. Every UART
+//! register access is an exit to the VMM, so a boot's ~500 bytes of output cost ~530 exits
+//! instead of ~1,000 (a 16450 without FIFO, or one that says so, gets a byte per status read).
 
 const COM1: u16 = 0x3f8;
 const IER: u16 = COM1 + 1;
@@ -6,6 +11,41 @@ const IER_RECEIVED_DATA: u8 = 1;
 const LSR: u16 = COM1 + 5;
 const LSR_DATA_READY: u8 = 1;
 const LSR_THR_EMPTY: u8 = 0x20;
+/// FIFO control (written) and interrupt identification (read) share an offset.
+const FCR: u16 = COM1 + 2;
+const IIR: u16 = COM1 + 2;
+/// Enable both FIFOs and clear them.
+const FCR_ENABLE_AND_CLEAR: u8 = 0x07;
+/// Both set: the FIFOs are enabled (a 16550A).
+const IIR_FIFOS_ENABLED: u8 = 0xc0;
+/// A 16550A's transmit FIFO.
+const TX_FIFO: u8 = 16;
+
+/// What the transmitter takes before the line status must be read again.
+struct Tx {
+    /// Bytes written without a status read when the transmitter is empty (0: not probed yet).
+    burst: u8,
+    /// Bytes it takes now.
+    room: u8,
+}
+
+static mut TX: Tx = Tx { burst: 0, room: 0 };
+
+fn tx() -> &'static mut Tx {
+    // SAFETY: as for `capture`: one thread, interrupt handlers never print, every borrow ends
+    // before the next call here.
+    unsafe { &mut *&raw mut TX }
+}
+
+/// Turns the FIFOs on and says how many bytes an empty transmitter takes.
+fn probe_fifo() -> u8 {
+    super::outb(FCR, FCR_ENABLE_AND_CLEAR);
+    match super::inb(IIR) {
+        ABSENT => 1,
+        iir if iir & IIR_FIFOS_ENABLED == IIR_FIFOS_ENABLED => TX_FIFO,
+        _ => 1,
+    }
+}
 
 /// Writes `s`, turning `\n` into `\r\n` (unless captured without a terminal).
 pub fn write(s: &[u8]) {
@@ -87,14 +127,22 @@ pub fn put(b: u8) {
         }
         return;
     }
-    loop {
-        match super::inb(LSR) {
-            ABSENT => return,
-            lsr if lsr & LSR_THR_EMPTY != 0 => break,
-            _ => core::hint::spin_loop(),
+    let tx = tx();
+    if tx.burst == 0 {
+        tx.burst = probe_fifo();
+    }
+    if tx.room == 0 {
+        loop {
+            match super::inb(LSR) {
+                ABSENT => return,
+                lsr if lsr & LSR_THR_EMPTY != 0 => break,
+                _ => core::hint::spin_loop(),
+            }
         }
+        tx.room = tx.burst;
     }
     super::outb(COM1, b);
+    tx.room -= 1;
 }
 
 /// A byte typed on the console, if any (never, without a UART).
