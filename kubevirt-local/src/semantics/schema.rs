@@ -74,6 +74,10 @@ pub fn check_update(schema: &Value, value: &mut Value, old: Option<&Value>) -> C
 
 /// Evaluate the node's `x-kubernetes-validations` with `self` bound to `value`. Transition rules
 /// (`oldSelf`) are skipped: they need the stored object at the same path.
+///
+/// An update that leaves the value at this path as it was is not held to the other rules again
+/// (Kubernetes' validation ratcheting, on by default since 1.30: an object stored under older
+/// rules stays writable; a status update does not re-check its spec); transition rules still run.
 fn cel_rules(schema: &Value, value: &Value, old: Option<&Value>, path: &str, out: &mut Checked) {
     let Some(rules) = schema
         .get("x-kubernetes-validations")
@@ -81,11 +85,15 @@ fn cel_rules(schema: &Value, value: &Value, old: Option<&Value>, path: &str, out
     else {
         return;
     };
+    let unchanged = old == Some(value);
     for r in rules {
         let Some(rule) = r.get("rule").and_then(Value::as_str) else {
             continue;
         };
         let transition = rule.contains("oldSelf");
+        if !transition && unchanged {
+            continue;
+        }
         if transition && old.is_none() {
             continue;
         }
@@ -122,8 +130,31 @@ fn cel_rules(schema: &Value, value: &Value, old: Option<&Value>, path: &str, out
     }
 }
 
+/// The compiled rules this thread has evaluated: the same few rules of the installed CRDs run on
+/// every write, and compiling one costs more than running it.
+const COMPILED_KEPT: usize = 512;
+
+thread_local! {
+    static COMPILED: std::cell::RefCell<std::collections::HashMap<String, std::rc::Rc<cel::Program>>> =
+        std::cell::RefCell::default();
+}
+
+fn compiled(rule: &str) -> Result<std::rc::Rc<cel::Program>, String> {
+    if let Some(p) = COMPILED.with_borrow(|c| c.get(rule).cloned()) {
+        return Ok(p);
+    }
+    let program = std::rc::Rc::new(cel::Program::compile(rule).map_err(|e| format!("{e:?}"))?);
+    COMPILED.with_borrow_mut(|c| {
+        if c.len() >= COMPILED_KEPT {
+            c.clear();
+        }
+        c.insert(rule.to_string(), program.clone());
+    });
+    Ok(program)
+}
+
 fn evaluate(rule: &str, value: &Value, old: Option<&Value>) -> Result<bool, String> {
-    let program = cel::Program::compile(rule).map_err(|e| format!("{e:?}"))?;
+    let program = compiled(rule)?;
     let mut ctx = cel::Context::default();
     let v = cel::to_value(value).map_err(|e| e.to_string())?;
     ctx.add_variable("self", v).map_err(|e| e.to_string())?;
@@ -358,6 +389,49 @@ mod tests {
             (c.causes[0].field.as_str(), c.causes[0].message.as_str()),
             ("spec.min", "min must not exceed max")
         );
+    }
+
+    #[test]
+    fn an_unchanged_value_is_not_held_to_its_rules_again() {
+        let schema = json!({"type": "object", "properties": {
+            "spec": {"type": "object",
+                "x-kubernetes-validations": [{"rule": "self.min <= self.max", "message": "min must not exceed max"},
+                                             {"rule": "self.max >= oldSelf.max", "message": "max may only grow"}],
+                "properties": {"min": {"type": "integer"}, "max": {"type": "integer"}}},
+            "status": {"type": "object", "properties": {"phase": {"type": "string"}}}}});
+        // Stored before the rule (or by an older version of it): min > max.
+        let stored = json!({"spec": {"min": 3, "max": 2}});
+        let messages = |c: Checked| c.causes.into_iter().map(|c| c.message).collect::<Vec<_>>();
+        // A status update leaves the spec as it was: accepted.
+        let mut status = json!({"spec": {"min": 3, "max": 2}, "status": {"phase": "Running"}});
+        assert!(messages(check_update(&schema, &mut status, Some(&stored))).is_empty());
+        // A change to the spec is held to the rule again.
+        let mut changed = json!({"spec": {"min": 4, "max": 2}});
+        assert_eq!(
+            messages(check_update(&schema, &mut changed, Some(&stored))),
+            ["min must not exceed max"]
+        );
+        // Without a stored object (a create) the rule applies.
+        let mut created = stored.clone();
+        assert_eq!(
+            messages(check(&schema, &mut created)),
+            ["min must not exceed max"]
+        );
+        // Transition rules run on unchanged values too (and see the stored value).
+        let grown = json!({"spec": {"min": 1, "max": 5}});
+        let mut shrunk = json!({"spec": {"min": 1, "max": 4}});
+        assert_eq!(
+            messages(check_update(&schema, &mut shrunk, Some(&grown))),
+            ["max may only grow"]
+        );
+    }
+
+    #[test]
+    fn a_compiled_rule_is_kept_and_a_broken_one_reported() {
+        let first = compiled("self.a == 1").expect("compiles");
+        let again = compiled("self.a == 1").expect("compiles");
+        assert!(std::rc::Rc::ptr_eq(&first, &again));
+        assert!(compiled("self.a ==").is_err());
     }
 
     #[test]
