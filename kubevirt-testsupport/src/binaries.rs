@@ -51,6 +51,23 @@ pub fn virtctl_binary(profile: Profile) -> PathBuf {
 /// are in the target directory, built with them; [`Profile::Debug`] binaries are not rebuilt.
 pub const PREBUILT: &str = "KUBEVIRT_TEST_BINARIES_BUILT";
 
+/// Whether cargo sets `key` in a test's or bench's environment (the package's and target's
+/// facts), as opposed to a setting of the user's.
+fn set_for_the_running_target(key: &str) -> bool {
+    const EXACT: [&str; 9] = [
+        "CARGO_MANIFEST_DIR",
+        "CARGO_MANIFEST_PATH",
+        "CARGO_MANIFEST_LINKS",
+        "CARGO_CRATE_NAME",
+        "CARGO_BIN_NAME",
+        "CARGO_PRIMARY_PACKAGE",
+        "CARGO_TARGET_TMPDIR",
+        "CARGO_RUSTC_CURRENT_DIR",
+        "OUT_DIR",
+    ];
+    EXACT.contains(&key) || key.starts_with("CARGO_PKG_") || key.starts_with("CARGO_BIN_EXE_")
+}
+
 fn workspace_binary(package: &str, bin: &str, profile: Profile) -> PathBuf {
     if profile == Profile::Release || std::env::var_os(PREBUILT).is_none() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -58,9 +75,16 @@ fn workspace_binary(package: &str, bin: &str, profile: Profile) -> PathBuf {
         cargo.args(["build", "--quiet", "--workspace", "--bin", bin]);
         if profile == Profile::Release {
             // The `bench` profile (output in target/release, settings of `release`): with
-            // `--release` cargo records another profile for the same units, and every
-            // `cargo bench` after a `cargo build --release` rebuilt the workspace (and back).
+            // `--release` cargo records another profile for the same units.
             cargo.args(["--profile", "bench"]);
+        }
+        // What cargo set for the running test or bench is no setting of this build; a build
+        // script that watches one (ring's `rerun-if-env-changed=CARGO_MANIFEST_DIR`) would
+        // see it change and rebuild half the workspace, and the next `cargo bench` back.
+        for (key, _) in std::env::vars_os() {
+            if key.to_str().is_some_and(set_for_the_running_target) {
+                cargo.env_remove(key);
+            }
         }
         let status = cargo.current_dir(root).status().expect("run cargo");
         assert!(
@@ -77,4 +101,30 @@ fn workspace_binary(package: &str, bin: &str, profile: Profile) -> PathBuf {
         .join(bin);
     assert!(path.exists(), "no {bin} at {}", path.display());
     path
+}
+
+#[cfg(test)]
+mod tests {
+    use super::set_for_the_running_target;
+
+    #[test]
+    fn only_what_cargo_set_for_the_target_is_dropped() {
+        for key in [
+            "CARGO_MANIFEST_DIR",
+            "CARGO_PKG_NAME",
+            "CARGO_BIN_EXE_virtctl",
+            "OUT_DIR",
+        ] {
+            assert!(set_for_the_running_target(key), "{key}");
+        }
+        for key in [
+            "CARGO",
+            "CARGO_HOME",
+            "CARGO_TARGET_DIR",
+            "CARGO_INCREMENTAL",
+            "RUSTFLAGS",
+        ] {
+            assert!(!set_for_the_running_target(key), "{key}");
+        }
+    }
 }
