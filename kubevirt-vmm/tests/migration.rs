@@ -10,7 +10,7 @@ mod common;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,6 +22,7 @@ use kubevirt_vmm::testguest::programs::{
     self, COUNTER_ADDR, COUNTER_BOOTS_ADDR, COUNTER_RELEASE_ADDR,
 };
 use kubevirt_vmm::testguest::virtio_blk_stream::{Marks, STREAM_MEMORY_SIZE, virtio_blk_stream};
+use kubevirt_vmm::threads::{VmmThread, set_thread_start_hook};
 use kubevirt_vmm::virtio::block::{Block, RawFile};
 use kubevirt_vmm::{
     ConsoleConfig, ExitReason, MigrationControl, MigrationError, MigrationOptions,
@@ -389,6 +390,82 @@ fn a_cancelled_migration_leaves_the_source_running() {
     assert!(target_err.contains("cancelled"), "{target_err}");
     assert_source_counts_on(&source);
     source.stop();
+}
+
+/// The handover: when the target is told to run (its `migrate_from` returns), every vCPU thread
+/// of the source has ended, so the guest's vCPUs never exist on both sides at once, not even a
+/// source's on their way out (a runnable thread that waits for a CPU looks like a running
+/// guest from outside). Runs in a child process: it tells vCPU threads apart by the VMM's
+/// thread-start hook, which is global.
+#[test]
+fn the_sources_vcpu_threads_have_ended_when_the_target_is_told_to_run() {
+    let stdout = common::run_child_test("handover_child", &[]);
+    assert!(stdout.contains("HANDOVER"), "{stdout}");
+}
+
+static VCPUS_STARTED: AtomicUsize = AtomicUsize::new(0);
+static VCPUS_ENDED: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts its thread as ended when the thread's locals are dropped, the last thing it does.
+struct Ends;
+
+impl Drop for Ends {
+    fn drop(&mut self) {
+        VCPUS_ENDED.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+thread_local! {
+    static ENDS: Ends = const { Ends };
+}
+
+fn count_vcpu_thread(kind: VmmThread) {
+    if kind == VmmThread::Vcpu {
+        VCPUS_STARTED.fetch_add(1, Ordering::SeqCst);
+        ENDS.with(|_| ());
+    }
+}
+
+#[test]
+#[ignore = "run in a child process by the_sources_vcpu_threads_have_ended_when_the_target_is_told_to_run"]
+fn handover_child() {
+    assert!(set_thread_start_hook(count_vcpu_thread));
+    let source = Vm::new(dirty_config()).unwrap();
+    source.start().unwrap();
+    wait_for("the guest to dirty its RAM a few times", || {
+        read_u64(&source, COUNTER_ADDR) > 3
+    });
+    let (mut a, mut b) = UnixStream::pair().unwrap();
+    for s in [&a, &b] {
+        s.set_read_timeout(Some(common::GUEST_TIMEOUT)).unwrap();
+    }
+    let receiver = std::thread::spawn(move || {
+        let received = Vm::builder(dirty_config()).migrate_from(&mut b);
+        let counted = (
+            VCPUS_STARTED.load(Ordering::SeqCst),
+            VCPUS_ENDED.load(Ordering::SeqCst),
+        );
+        (received, counted)
+    });
+    let sent = source.migrate_to(
+        &mut a,
+        &MigrationOptions::default(),
+        &MigrationControl::new(),
+    );
+    let (received, (started, ended)) = receiver.join().unwrap();
+    sent.unwrap();
+    let target = received.unwrap();
+    assert_eq!(
+        (started, ended),
+        (1, 1),
+        "vCPU threads started and ended when the target was told to run"
+    );
+    target.start().unwrap();
+    wait_for("the migrated guest to count on", || {
+        read_u64(&target, COUNTER_ADDR) > 3
+    });
+    target.stop();
+    println!("HANDOVER: the source's {started} vCPU thread had ended before the target ran");
 }
 
 /// A stream that garbles one byte after `at` bytes went through, or ends there.

@@ -9,9 +9,10 @@
 //! names every vCPU thread so) is not parked, i.e. `/proc/PID/task/TID/syscall` does not show it
 //! blocked in `futex` (202): it is in the guest (`running`), in `ioctl(KVM_RUN)` with the guest
 //! halted, or emulating a device. A migration target still waiting for its stream has no vCPU
-//! thread yet; a source that has handed over has parked its vCPUs (a condition variable, futex)
-//! until it exits; neither runs the guest. A paused VM would not count either (nothing here
-//! pauses one).
+//! thread yet; a source ends its vCPU threads before it tells the target to run (a vCPU thread
+//! on its way out is runnable, and under load it may wait a while for a CPU: seen as running, it
+//! would look like a second guest); neither runs the guest. A paused VM (vCPUs parked on a
+//! condition variable, futex) would not count either (nothing here pauses one).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

@@ -18,7 +18,9 @@
 //!    (refusing with the disk named if another VM holds one): the handover of
 //!    `virtio::block`'s image locks, as QEMU's inactivate/activate;
 //! 5. on the ack the source gives the VM up for good (it ends with
-//!    [`crate::ExitReason::Migrated`]) and sends `Go`; the target starts the guest on `Go`.
+//!    [`crate::ExitReason::Migrated`]), waits until its vCPU threads have ended, and sends `Go`;
+//!    the target starts the guest on `Go`. So the guest's vCPUs never exist on both sides at
+//!    once, not even on their way out.
 //!
 //! Anything that goes wrong before the ack — the stream breaks, the target refuses, the
 //! completion timeout passes, [`MigrationControl::cancel`] — resumes the source (if it was

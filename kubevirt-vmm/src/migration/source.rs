@@ -310,6 +310,8 @@ impl Vm {
                         "the VM ended ({reason}) before the handover: the target does not run it"
                     )));
                 }
+                // The parked vCPUs leave for good: their threads end before the target runs.
+                self.join_threads();
                 let go = wire::write_message(tx.stream, &Message::Go);
                 let _ = tx.stream.flush();
                 if let Err(e) = go {

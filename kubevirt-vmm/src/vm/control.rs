@@ -82,10 +82,12 @@ impl Vm {
         Some(reason)
     }
 
-    fn join_threads(&self) {
-        let threads =
-            std::mem::take(&mut *self.threads.lock().unwrap_or_else(PoisonError::into_inner));
-        for t in threads {
+    /// Waits for the vCPU threads to end. The VM must be ending. The lock is held while they
+    /// are joined, so that every caller (a migration's handover, [`Vm::wait`]) returns only once
+    /// they are all gone.
+    pub(crate) fn join_threads(&self) {
+        let mut threads = self.threads.lock().unwrap_or_else(PoisonError::into_inner);
+        for t in threads.drain(..) {
             // A vCPU thread only panics on a bug; its exit reason is recorded already.
             let _ = t.join();
         }
