@@ -26,8 +26,10 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::chaos::{
-    Rng, Sampler, Writer, containerd, env_or, kill9, kubectl, launchers, run_dirs_left, vm_yaml,
+    Rng, Sampler, Writer, containerd, env_or, kill9, kubectl, launchers, run_dirs_left, until,
+    vm_yaml,
 };
+use common::chaos_logs::LogsOnFailure;
 use common::node::*;
 use kubevirt_testsupport::{Profile, controller_binary, demo_image, launcher_binary, tempdir};
 use serde_json::Value;
@@ -38,6 +40,19 @@ const NS: &str = "chaos";
 /// `items` of namespace [`NS`].
 fn items(data: &Path, what: &str) -> Option<Vec<Value>> {
     common::chaos::items(data, NS, what)
+}
+
+/// One object a clean-up waits for, as the failure names it: kind, name, phase, and what holds
+/// its deletion (its deletion timestamp and finalizers).
+fn what_is_left(kind: &str, obj: &Value) -> String {
+    let meta = &obj["metadata"];
+    format!(
+        "{kind}/{} phase {} deleting since {} finalizers {}",
+        meta["name"].as_str().unwrap_or("?"),
+        obj["status"]["phase"].as_str().unwrap_or("none"),
+        meta["deletionTimestamp"].as_str().unwrap_or("never"),
+        meta["finalizers"],
+    )
 }
 
 /// What a round kills.
@@ -184,6 +199,8 @@ fn kill_9_at_random_keeps_every_invariant() {
     let url = format!("http://{}:{}/disk.qcow2", host_ip(), serve_dir(web));
     let args = ["--launcher", launcher.to_str().unwrap()];
     let (mut up, _) = start_up_node(&data, NODE, &args);
+    // Dropped before `up` on a failure: the launchers' and importers' logs are kept.
+    let _logs = LogsOnFailure::new(&data, "chaos", &[NS]);
     up.ok(&["create", "namespace", NS], None);
     let vms: Vec<String> = (0..vm_count).map(|i| format!("vm-{i}")).collect();
     for vm in &vms {
@@ -318,12 +335,22 @@ fn kill_9_at_random_keeps_every_invariant() {
     for import in &imports {
         up.ok(&["delete", "dv", import, "-n", NS, "--wait=false"], None);
     }
-    eventually("the VMIs, their pods and the claims gone", 120, || {
-        let vmis = items(&data, "vmi")?;
-        let pods = items(&data, "pods")?;
-        let claims = items(&data, "pvc")?;
-        (vmis.is_empty() && pods.is_empty() && claims.is_empty() && launchers(NS).is_empty())
-            .then_some(())
+    until("the VMIs, their pods and the claims gone", 120, || {
+        let mut left = Vec::new();
+        for kind in ["vmi", "pods", "pvc"] {
+            let list = items(&data, kind).ok_or("the API server does not answer")?;
+            left.extend(list.iter().map(|o| what_is_left(kind, o)));
+        }
+        left.extend(
+            launchers(NS)
+                .into_iter()
+                .map(|(vm, l)| format!("launchers of {vm}: {l:?}")),
+        );
+        if left.is_empty() {
+            Ok(())
+        } else {
+            Err(left.join("; "))
+        }
     });
     drop(up);
     assert_nothing_left(&data);
@@ -347,8 +374,8 @@ fn kill_9_at_random_keeps_every_invariant() {
 /// A stand-in launcher: a process named and argued like one (`kubevirt-launcher serve
 /// --namespace chaos --name <name>`, `--incoming` too for a migration target), with a thread
 /// named `vcpu0` that spins (`run`: a vCPU in its guest), waits on a condition (`park`: a
-/// paused vCPU, a source that has handed over) or none at all (`none`: a target still waiting
-/// for its stream).
+/// paused vCPU) or none at all (`none`: a target still waiting for its stream, a source that
+/// has handed over).
 fn stand_in(dir: &Path, name: &str, vcpu: &str, incoming: bool) -> std::process::Child {
     use std::os::unix::process::CommandExt;
     // Written whole under another name, then renamed: a stand-in started just before reads its
@@ -390,8 +417,7 @@ fn has_vcpu_thread(pid: u32) -> bool {
 
 /// The sampler finds a launcher by its command line alone, and counts it as running its guest
 /// exactly when a `vcpu<N>` thread of it is not parked: a spinning vCPU runs the guest, a
-/// parked one (a source that has handed over) and none (a target waiting for its stream) do
-/// not; two spinning launchers of one VM are a double; a reaped process is not a launcher.
+/// parked one (a paused VM) and none (a target waiting for its stream) do not; two spinning launchers of one VM are a double; a reaped process is not a launcher.
 #[test]
 fn the_sampler_sees_a_launcher_by_its_command_line() {
     let dir = tempdir("chaos-sampler");
@@ -405,7 +431,7 @@ fn the_sampler_sees_a_launcher_by_its_command_line() {
     let found: Vec<_> = found.iter().map(|l| (l.pid, l.incoming)).collect();
     assert_eq!(found, [(running.id(), false)]);
 
-    // A target waiting for its stream and a source that has handed over are not guests.
+    // A target waiting for its stream and a paused VM are not guests.
     let mut target = stand_in(&dir, &name, "none", true);
     let mut parked = stand_in(&dir, &name, "park", false);
     eventually("the parked stand-in's vCPU thread", 10, || {
