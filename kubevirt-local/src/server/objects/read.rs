@@ -16,6 +16,15 @@ pub(super) fn list(
     req: &Request<'_>,
 ) -> Result<Reply, ApiError> {
     let (labels, fields) = selectors(res, req.query)?;
+    // A LIST reads and decodes every stored object of the resource: who asks, and how often,
+    // is what an operator looking at the server's CPU wants to know.
+    tracing::debug!(
+        user = %req.user.name,
+        resource = %res.storage_name(),
+        namespace = t.namespace.as_deref().unwrap_or(""),
+        query = ?req.query,
+        "list"
+    );
     let (items, rv) = state
         .store
         .list(&res.storage_name(), t.namespace.as_deref())?;
