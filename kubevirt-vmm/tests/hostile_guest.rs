@@ -17,17 +17,19 @@
 
 mod common;
 
+use common::Datagram;
+
 use kubevirt_vmm::devices::fw_cfg::FW_CFG_SELECTOR_PORT;
 use kubevirt_vmm::testguest::hostile::{self, Target};
 use kubevirt_vmm::testguest::{DEBUG_EXIT_PORT, REPORT_PORT};
 use kubevirt_vmm::virtio::block::{Block, RawFile};
 use kubevirt_vmm::virtio::console::Console;
-use kubevirt_vmm::virtio::net::{Net, NetBackend, NetConfig};
+use kubevirt_vmm::virtio::net::{Net, NetConfig};
 use kubevirt_vmm::virtio::pci::MSIX_TABLE_OFFSET;
 use kubevirt_vmm::virtio::rng::Rng;
 use kubevirt_vmm::virtio::status;
 use kubevirt_vmm::{BusDevice, ConsoleConfig, ExitReason, Vm, VmState};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixDatagram;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -84,25 +86,6 @@ impl BusDevice for HeartbeatPort {
 
 /// fw_cfg's signature as the guest's 4-byte read of it reports it.
 const QEMU: u64 = 0x554d_4551;
-
-/// A net backend over a datagram socket pair whose other end the test keeps.
-struct Datagram(UnixDatagram);
-
-impl NetBackend for Datagram {
-    fn rx_fd(&self) -> std::os::fd::RawFd {
-        self.0.as_raw_fd()
-    }
-    fn recv(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.0.recv(buf)
-    }
-    fn send(&mut self, frame: &[u8]) -> std::io::Result<()> {
-        // The peer may be full: a lost frame is fine for this test.
-        match self.0.send(frame) {
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(()),
-            r => r.map(drop),
-        }
-    }
-}
 
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)

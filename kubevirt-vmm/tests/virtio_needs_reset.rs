@@ -13,12 +13,11 @@
 
 mod common;
 
-use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixDatagram;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Recorder, marks_of};
+use common::{Datagram, Recorder, marks_of};
 use kubevirt_vmm::arch::lapic;
 use kubevirt_vmm::pci::PCI_MMCONFIG_START;
 use kubevirt_vmm::testguest::REPORT_PORT;
@@ -28,7 +27,7 @@ use kubevirt_vmm::testguest::virtio_pci::{
 };
 use kubevirt_vmm::virtio::block::{Block, RawFile};
 use kubevirt_vmm::virtio::console::Console;
-use kubevirt_vmm::virtio::net::{Net, NetBackend, NetConfig};
+use kubevirt_vmm::virtio::net::{Net, NetConfig};
 use kubevirt_vmm::virtio::pci::{ISR_OFFSET, MSIX_PBA_OFFSET, MSIX_TABLE_OFFSET, NOTIFY_OFFSET};
 use kubevirt_vmm::virtio::rng::Rng;
 use kubevirt_vmm::virtio::status;
@@ -72,21 +71,6 @@ impl std::io::Write for Output {
     }
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
-    }
-}
-
-/// A net backend over a datagram socket pair whose other end the test keeps.
-struct Datagram(UnixDatagram);
-
-impl NetBackend for Datagram {
-    fn rx_fd(&self) -> std::os::fd::RawFd {
-        self.0.as_raw_fd()
-    }
-    fn recv(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.0.recv(buf)
-    }
-    fn send(&mut self, frame: &[u8]) -> std::io::Result<()> {
-        self.0.send(frame).map(drop)
     }
 }
 

@@ -138,3 +138,19 @@ pub fn migrate(
     drop(a);
     (sent, receiver.join().expect("the receiving thread"))
 }
+
+/// A net backend over a datagram socket pair whose other end the test keeps. A frame the peer
+/// has no room for (a non-blocking socket) is refused, and the device counts it dropped.
+pub struct Datagram(pub std::os::unix::net::UnixDatagram);
+
+impl kubevirt_vmm::virtio::net::NetBackend for Datagram {
+    fn rx_fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(&self.0)
+    }
+    fn recv(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.recv(buf)
+    }
+    fn send(&mut self, frame: &[u8]) -> std::io::Result<()> {
+        self.0.send(frame).map(drop)
+    }
+}
