@@ -74,8 +74,8 @@ fn workspace_binary(package: &str, bin: &str, profile: Profile) -> PathBuf {
         let mut cargo = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
         cargo.args(["build", "--quiet", "--workspace", "--bin", bin]);
         if profile == Profile::Release {
-            // The `bench` profile (output in target/release, settings of `release`): with
-            // `--release` cargo records another profile for the same units.
+            // `cargo bench`'s own profile (`bench`: the `release` settings, output in
+            // target/release), so the binary is built as the bench that asks for it is.
             cargo.args(["--profile", "bench"]);
         }
         // What cargo set for the running test or bench is no setting of this build; a build
