@@ -197,6 +197,7 @@ impl Kubelet {
             pods_dir,
             logs_dir,
             api_for_pods: cfg.api_for_pods,
+            starts: tokio::sync::Semaphore::new(pod::start_slots()),
         });
         tasks.push(tokio::spawn(pod::run_pods(
             ctx.clone(),

@@ -61,13 +61,29 @@ fn snapshot<K: Clone + kube::Resource<DynamicType = ()> + 'static>(s: &Store<K>)
     all
 }
 
+/// Whether one of `pod`'s volumes is a PersistentVolumeClaim.
+fn names_a_claim(pod: &Pod) -> bool {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.volumes.as_ref())
+        .is_some_and(|v| v.iter().any(|v| v.persistent_volume_claim.is_some()))
+}
+
 impl Binder {
     async fn pass(&mut self, on_sync: &impl Fn(Result<String, String>)) {
         let claims = snapshot(&self.claims);
         let volumes = snapshot(&self.volumes);
         let classes = snapshot(&self.classes);
         let nodes = snapshot(&self.nodes);
-        let pods = snapshot(&self.pods);
+        // Only pods that name a claim matter (they keep a claim in use); a node of VMs on
+        // container disks has hundreds that do not, and each change of one runs a pass.
+        let pods: Vec<Pod> = self
+            .pods
+            .state()
+            .iter()
+            .filter(|p| names_a_claim(p))
+            .map(|p| (**p).clone())
+            .collect();
         let world = World {
             claims: &claims,
             volumes: &volumes,

@@ -23,7 +23,7 @@ mod worker;
 
 pub use cleanup::{cgroup_dirs, remove_all_pod_cgroups};
 pub use manager::{run_pods, stop_all};
-pub use worker::Context;
+pub use worker::{Context, start_slots};
 
 use std::path::PathBuf;
 

@@ -58,6 +58,18 @@ pub struct Context {
     pub logs_dir: PathBuf,
     /// Where pods reach the API server (`KUBERNETES_SERVICE_HOST`/`PORT`), if they can.
     pub api_for_pods: Option<std::net::SocketAddr>,
+    /// The node's start slots ([`start_slots`] of them): a pass over a pod that is not steady
+    /// (starting, restarting a container, stopping) takes one.
+    pub starts: tokio::sync::Semaphore,
+}
+
+/// How many pods the runtime works on at once: twice the CPUs. A hundred pods created together
+/// otherwise all start together: sandboxes, CNI plugins, shims and crun contend for the CPUs
+/// (the local density bench on 2 cores: 566 ms of CPU a VM, P95 28.8 s unbounded; 360 ms and
+/// 12.8 s with 4 slots; 8 slots 423 ms and 13.7 s; 2 slots leave the CPUs idle while passes
+/// wait on the runtime, 25.9 s; docs/PERFORMANCE.md).
+pub fn start_slots() -> usize {
+    std::thread::available_parallelism().map_or(4, |n| 2 * n.get())
 }
 
 impl std::fmt::Debug for Context {
@@ -172,6 +184,13 @@ impl Worker {
         // gets this long after SIGTERM.
         let mut grace = FORCED_GRACE;
         loop {
+            // A pass that may ask the runtime for work waits for a start slot; a steady pod's
+            // pass (status only, mostly) does not.
+            let ctx = Arc::clone(&self.ctx);
+            let slot = match self.steady {
+                true => None,
+                false => ctx.starts.acquire().await.ok(),
+            };
             // The pod as this pass sees it.
             let pod = rx.borrow_and_update().clone();
             match &pod {
@@ -204,6 +223,7 @@ impl Worker {
                     }
                 }
             }
+            drop(slot);
             let wake = Arc::clone(&self.wake);
             let next = tokio::time::Instant::now() + self.next_pass();
             loop {
