@@ -342,14 +342,21 @@ where
         list.push(finalizer.to_string());
     }
     let patch = json!({"metadata": {"finalizers": list, "resourceVersion": meta.resource_version}});
-    tolerate_gone(
-        api.patch(
+    // A conflict is an error, not "done": the list was computed from a copy that changed
+    // meanwhile, and the finalizer is still as it was (a lock released on a conflict cleared
+    // `snapshotInProgress` and left the finalizer, holding a deleted VM for ever).
+    match api
+        .patch(
             meta.name.as_deref().unwrap_or_default(),
             &PatchParams::default(),
             &Patch::Merge(&patch),
         )
-        .await,
-    )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// Locks `vm` for snapshot `name`: `status.snapshotInProgress`, then the source finalizer.
