@@ -1,11 +1,8 @@
 //! Runs [`super::plan`] for every VMI against an API server with kube-rs: a VMI is synced when it
 //! changes, when a launcher pod it owns changes, when the node agent's grace for a finished pod
 //! ends, and every few minutes. Pods are created with `generateName` (the API server names them
-//! `virt-launcher-<vmi>-xxxxx`) and read from a cache of the launcher pods, filled by the same
-//! watch that triggers syncs (a LIST per sync decoded every pod of the namespace: quadratic in
-//! the VMIs started at once). A cache lags the controller's own creates, so a VMI whose new pod
-//! it does not show yet waits for it ([`super::expectations`]): a sync never creates a second
-//! pod for a VMI. Status writes replace the VMI (it has no
+//! `virt-launcher-<vmi>-xxxxx`) and listed from the server (not a cache) before each decision,
+//! so a sync never creates a second pod for a VMI. Status writes replace the VMI (it has no
 //! status subresource, as upstream) with the resourceVersion read: a concurrent writer (the
 //! node agent) wins and the sync is retried shortly. Before a pod is created, the claims the VMI
 //! names are read (their volume modes decide mounts or devices); while one is missing there is
@@ -15,19 +12,16 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
-use kube::api::{Api, DeleteParams, PostParams, Preconditions};
+use kube::api::{Api, DeleteParams, ListParams, PostParams, Preconditions};
 use kube::runtime::controller::Action as Requeue;
-use kube::runtime::reflector::{self, Store, reflector};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use kubevirt_api::cdi::v1beta1::DataVolume;
 use kubevirt_api::core::v1::VirtualMachineInstance;
 
 use super::events as note;
-use super::expectations::Expectations;
 use super::render::claims::claim_volumes;
 use super::render::{ClaimModes, PodConfig, pod_for_in};
 use super::sync::{
@@ -47,9 +41,6 @@ const RETRY_CREATE: Duration = Duration::from_secs(10);
 const WAIT_CLAIM: Duration = Duration::from_secs(3);
 /// After a failed sync, the VMI is tried again after this long.
 const RETRY: Duration = Duration::from_secs(2);
-/// A VMI whose new pod the cache does not show yet looks again after this long (the pod's
-/// event syncs it sooner).
-const WAIT_CACHE: Duration = Duration::from_millis(500);
 
 struct Context {
     client: Client,
@@ -57,10 +48,6 @@ struct Context {
     recorder: Recorder,
     /// The KubeVirt CR's configuration, live (the requests' ratios).
     cluster: ConfigHandle,
-    /// Every launcher pod, as the watch that triggers syncs sees them.
-    pods: Store<Pod>,
-    /// Pods created that `pods` does not show yet.
-    expected: Expectations,
 }
 
 /// Runs the VMI controller until `shutdown` resolves: every VMI gets its virt-launcher pod,
@@ -72,22 +59,20 @@ pub async fn run(
     on_sync: impl Fn(Result<String, String>),
 ) {
     let launchers = watcher::Config::default().labels(&format!("{APP_LABEL}={APP_LAUNCHER}"));
-    let (pods, writer) = reflector::store::<Pod>();
-    let pod_events = reflector(writer, watcher(Api::<Pod>::all(client.clone()), launchers))
-        .default_backoff()
-        .touched_objects()
-        .boxed();
     let context = Context {
         client: client.clone(),
         config,
         recorder: Recorder::new(client.clone(), note::COMPONENT),
         cluster: crate::clusterconfig::watch(client.clone()),
-        pods,
-        expected: Expectations::default(),
     };
-    crate::runtime::run_with(client, context, shutdown, on_sync, reconcile, |c, _| {
-        c.owns_stream(pod_events)
-    })
+    crate::runtime::run_with(
+        client,
+        context,
+        shutdown,
+        on_sync,
+        reconcile,
+        |c, client| c.owns(Api::<Pod>::all(client.clone()), launchers),
+    )
     .await;
 }
 
@@ -101,27 +86,20 @@ async fn reconcile(
     };
     let vmis: Api<VirtualMachineInstance> = Api::namespaced(ctx.client.clone(), &target.namespace);
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &target.namespace);
-    // Nothing is decided before the cache has listed once (it would miss every pod).
-    if ctx.pods.wait_until_ready().await.is_err() {
-        return Ok(Requeue::requeue(RETRY));
-    }
+    let listed = pods
+        .list(&ListParams::default().labels(&format!("{CREATED_BY_LABEL}={uid}")))
+        .await
+        .map_err(target.err("listing the launcher pods of"))?;
     // Only pods this VMI controls (a label alone could be copied onto any pod).
-    let owned: Vec<Pod> = ctx
-        .pods
-        .state_filter(|p| {
-            p.labels().get(CREATED_BY_LABEL) == Some(&uid)
-                && p.owner_references()
-                    .iter()
-                    .any(|o| o.uid == uid && o.controller == Some(true))
-        })
+    let owned: Vec<Pod> = listed
+        .items
         .into_iter()
-        .map(|p| (*p).clone())
+        .filter(|p| {
+            p.owner_references()
+                .iter()
+                .any(|o| o.uid == uid && o.controller == Some(true))
+        })
         .collect();
-    if !ctx.expected.satisfied(&uid, |pod| {
-        owned.iter().any(|p| p.uid().as_deref() == Some(pod))
-    }) {
-        return Ok(Requeue::requeue(WAIT_CACHE));
-    }
     let now = Timestamp::now();
     let mut p = plan(&vmi, &owned, now);
     let mut refused = None;
@@ -138,7 +116,6 @@ async fn reconcile(
                         Err(e) => refused = Some(e.to_string()),
                         Ok(pod) => match pods.create(&PostParams::default(), &pod).await {
                             Ok(made) => {
-                                ctx.expected.created(&uid, &made.uid().unwrap_or_default());
                                 let made = note::pod_created(&made.name_any());
                                 ctx.recorder.record(&*vmi, &made).await;
                             }

@@ -13,7 +13,6 @@
 
 pub mod controller;
 pub mod events;
-mod expectations;
 pub mod overhead;
 pub mod pod_state;
 pub mod render;

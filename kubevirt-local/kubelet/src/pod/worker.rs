@@ -65,7 +65,8 @@ pub struct Context {
 
 /// How many pods the runtime works on at once: twice the CPUs. A hundred pods created together
 /// otherwise all start together: sandboxes, CNI plugins, shims and crun contend for the CPUs
-/// (the local density bench on 2 cores: 566 ms of CPU a VM, P95 28.8 s unbounded; 360 ms and
+/// (the local density bench on 2 cores, pods created as fast as their VMs: 566 ms of CPU a VM,
+/// P95 28.8 s unbounded; 360 ms and
 /// 12.8 s with 4 slots; 8 slots 423 ms and 13.7 s; 2 slots leave the CPUs idle while passes
 /// wait on the runtime, 25.9 s; docs/PERFORMANCE.md).
 pub fn start_slots() -> usize {
